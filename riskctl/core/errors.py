@@ -14,9 +14,6 @@ Every error carries its context (rule id, field path, reason, a suggestion where
 
 from __future__ import annotations
 
-import functools
-from typing import Any
-
 from collections.abc import Iterable, Sequence
 from typing import Any
 

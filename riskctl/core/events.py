@@ -1,0 +1,105 @@
+"""Validation and normalisation of raw events (JSON) into the shape the engine relies on.
+
+Required: ``event_id`` (str), ``user_id`` (str), ``type`` (str), ``ts`` (int, ms since the epoch, event time).
+Known optional fields are type-checked: ``amount`` (finite number; a numeric string is converted), ``success``
+(bool), ``device_id``, ``city``, ``ip``, ``country`` (str). ``null`` for an optional field is kept as None (rules
+treat it as missing). Unknown fields are kept as they are, so rules can refer to them.
+
+Anything else raises :class:`~riskctl.core.errors.EventError` with the reason and the field; the Flink job sends
+those records to the dead-letter topic, ``riskctl replay`` reports them with their line number.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from riskctl.core.errors import EventError
+
+REQUIRED_STR = ("event_id", "user_id", "type")
+OPTIONAL_STR = ("device_id", "city", "ip", "country")
+MAX_ID_LENGTH = 256
+MAX_TS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z: anything above is not milliseconds
+
+
+def parse_event(raw: str | bytes | bytearray) -> dict[str, Any]:
+    """Decode one JSON document and validate it (see :func:`normalize_event`)."""
+    try:
+        obj = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        msg = f"not valid JSON: {exc}"
+        raise EventError(msg) from None
+    return normalize_event(obj)
+
+
+def normalize_event(obj: Any) -> dict[str, Any]:
+    """Validate a decoded event and return a normalised copy (a new dict; the input is not changed)."""
+    if not isinstance(obj, Mapping):
+        msg = f"an event must be a JSON object, got {type(obj).__name__}"
+        raise EventError(msg)
+    event = dict(obj)
+    for name in REQUIRED_STR:
+        value = event.get(name)
+        if value is None:
+            msg = "required field is missing"
+            raise EventError(msg, name)
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            msg = f"must be a string, got {type(value).__name__}"
+            raise EventError(msg, name)
+        value = str(value)  # integer ids are common in producers; the engine keys by string
+        if not value or len(value) > MAX_ID_LENGTH:
+            msg = f"must be a non-empty string of at most {MAX_ID_LENGTH} characters"
+            raise EventError(msg, name)
+        event[name] = value
+    event["ts"] = _timestamp(event.get("ts"))
+    if "amount" in event and event["amount"] is not None:
+        event["amount"] = _amount(event["amount"])
+    success = event.get("success")
+    if success is not None and not isinstance(success, bool):
+        msg = f"must be true or false, got {success!r}"
+        raise EventError(msg, "success")
+    for name in OPTIONAL_STR:
+        value = event.get(name)
+        if value is not None and not isinstance(value, str):
+            msg = f"must be a string, got {type(value).__name__}"
+            raise EventError(msg, name)
+    return event
+
+
+def _timestamp(value: Any) -> int:
+    if value is None:
+        msg = "required field is missing"
+        raise EventError(msg, "ts")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        msg = f"must be an integer (milliseconds since the epoch), got {type(value).__name__}"
+        raise EventError(msg, "ts")
+    if isinstance(value, float):
+        if not math.isfinite(value) or value != int(value):
+            msg = f"must be an integer number of milliseconds, got {value!r}"
+            raise EventError(msg, "ts")
+        value = int(value)
+    if not 0 <= value <= MAX_TS:
+        msg = f"out of range (milliseconds since the epoch): {value}"
+        raise EventError(msg, "ts")
+    return value
+
+
+def _amount(value: Any) -> int | float:
+    if isinstance(value, bool):
+        msg = "must be a number, got a boolean"
+        raise EventError(msg, "amount")
+    if isinstance(value, str):
+        try:
+            value = float(value) if any(c in value for c in ".eE") else int(value)
+        except ValueError:
+            msg = f"must be a number, got the string {value[:40]!r}"
+            raise EventError(msg, "amount") from None
+    if not isinstance(value, int | float):
+        msg = f"must be a number, got {type(value).__name__}"
+        raise EventError(msg, "amount")
+    if isinstance(value, float) and not math.isfinite(value):
+        msg = f"must be a finite number, got {value!r}"
+        raise EventError(msg, "amount")
+    return value

@@ -1,7 +1,7 @@
 """The riskctl error hierarchy.
 
-Every error carries its context (rule id, field path, reason, a suggestion where one exists) so that a user sees
-*where* a rule or an event is wrong, not only that it is. Validation errors subclass :class:`ValueError`.
+Every error carries its context (rule id, field path, reason, a suggestion where one exists) so a user
+sees *where* a rule or an event is wrong, not only that it is. Validation errors subclass :class:`ValueError`.
 
 ::
 
@@ -25,7 +25,8 @@ class RiskctlError(Exception):
 class RuleError(RiskctlError, ValueError):
     """A rule (or a part of one: a feature, a pattern step, a condition) is invalid.
 
-    ``field`` is a path inside the rule document, e.g. ``features.fails.window`` or ``sequence.steps[2].when``.
+    ``field`` is a path inside the rule document, e.g. ``features.fails.window`` or
+    ``sequence.steps[2].when``.
     ``rule_id`` and ``field`` may be filled in later by the code that knows them (see :meth:`located`).
     """
 
@@ -141,3 +142,15 @@ class EventError(RiskctlError, ValueError):
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready view (dead-letter records, replay error lines)."""
         return {"reason": self.reason, "field": self.field}
+
+
+def suggest(word: str, choices: Iterable[str]) -> str | None:
+    """The closest of ``choices`` to ``word`` (difflib), for a "did you mean"; None if nothing is close."""
+    import difflib
+
+    options = [c for c in choices if c]
+    lowered = {c.lower(): c for c in options}
+    if word.lower() in lowered and lowered[word.lower()] != word:
+        return lowered[word.lower()]
+    found = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    return found[0] if found else None

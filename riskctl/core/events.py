@@ -2,11 +2,11 @@
 
 Required: ``event_id`` (str), ``user_id`` (str), ``type`` (str), ``ts`` (int, ms since the epoch, event time).
 Known optional fields are type-checked: ``amount`` (finite number; a numeric string is converted), ``success``
-(bool), ``device_id``, ``city``, ``ip``, ``country`` (str). ``null`` for an optional field is kept as None (rules
-treat it as missing). Unknown fields are kept as they are, so rules can refer to them.
+(bool), ``device_id``, ``city``, ``ip``, ``country`` (str). ``null`` for an optional field is kept as None
+(rules treat it as missing). Unknown fields are kept as they are, so rules can refer to them.
 
-Anything else raises :class:`~riskctl.core.errors.EventError` with the reason and the field; the Flink job sends
-those records to the dead-letter topic, ``riskctl replay`` reports them with their line number.
+Anything else raises :class:`~riskctl.core.errors.EventError` with the reason and the field; the Flink job
+sends those records to the dead-letter topic, ``riskctl replay`` reports them with their line number.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """Per-key state behind a small protocol, so the engine runs unchanged over a dict or over Flink keyed state.
 
-Values are plain Python data (dict, list, tuple, str, int, float, bool, None, nested). The Flink implementation
-stores each name as one ``MapState`` entry (pickled), hence two rules for callers: a value mutated after
-:meth:`KeyedState.get` must be :meth:`KeyedState.put` back, and one entry should stay small (bounded).
+Values are plain Python data (dict, list, tuple, str, int, float, bool, None, nested). The Flink
+implementation stores each name as one ``MapState`` entry (pickled), hence two rules for callers: a value
+mutated after :meth:`KeyedState.get` must be :meth:`KeyedState.put` back, and one entry should stay small
+(bounded).
 """
 
 from __future__ import annotations

@@ -1,0 +1,292 @@
+"""The expression language: semantics, null safety, step references, hostile input refused at load time."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from riskctl.core.errors import ExpressionError, RuleError
+from riskctl.core.expr import (
+    FEATURES_FIELD,
+    MAX_LENGTH,
+    CompiledExpression,
+    compile_condition,
+    compile_filter,
+    compile_step_condition,
+    duration_ms,
+)
+
+EVENT = {
+    "event_id": "e1",
+    "user_id": "u1",
+    "type": "login",
+    "ts": 10_000,
+    "success": False,
+    "amount": 120.5,
+    "city": "Paris",
+    "meta": {"ua": {"name": "bot"}},
+    "tags": ["vip", "new"],
+}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('event.type == "login"', True),
+        ('event.type != "login"', False),
+        ("event.success == false", True),
+        ("event.amount > 100 and event.amount <= 120.5", True),
+        ("event.amount >= 121 or event.amount < 0", False),
+        ("not event.success", True),
+        ("not (event.amount > 100)", False),
+        ('event.city in ["Paris", "Lyon"]', True),
+        ('event.city not in ["Paris", "Lyon"]', False),
+        ("event.amount * 2 == 241", True),
+        ("event.amount - 0.5 == 120", True),
+        ("7 % 4 == 3 and 7 / 2 == 3.5", True),
+        ("-event.amount == -120.5", True),
+        ("2 ** 10 == 1024", True),
+        ("-2 ** 2 == -4", True),
+        ("1 + 2 * 3 == 7", True),
+        ("(1 + 2) * 3 == 9", True),
+        ('"ab" + "cd" == "abcd"', True),
+        ('lower(event.city) == "paris" and upper(event.city) == "PARIS"', True),
+        ('startswith(event.city, "Pa") and endswith(event.city, "is")', True),
+        ('contains(event.city, "ari") and contains(event.tags, "vip")', True),
+        ('"vip" in event.tags and "ar" in event.city', True),
+        ("len(event.city) == 5 and len(event.tags) == 2", True),
+        ('event.meta.ua.name == "bot"', True),
+        ("abs(-3) == 3 and min(4, 2, 9) == 2 and max(4, 2, 9) == 9", True),
+        ("coalesce(event.missing, 7) == 7", True),
+        ("100ms == 100 and 10s == 10000 and 5m == 300000 and 24h == 86400000 and 7d == 604800000", True),
+        ("1.5h == 5400000 and 2w == 14d", True),
+        ("event.ts + 5s == 15000", True),
+        ("true", True),
+        ("false or null", False),
+        ("'it\\'s' == \"it's\"", True),
+    ],
+)
+def test_semantics(text: str, expected: bool) -> None:
+    assert compile_condition(text).test(EVENT) is expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "event.missing > 1",
+        "event.missing < 1",
+        "event.missing == 1",
+        "event.missing != 1",  # comparisons with null are false, even !=
+        "event.missing in [1, 2]",
+        "event.missing not in [1, 2]",
+        "event.missing.deeper == 1",
+        "event.city.deeper == 1",  # a string has no fields: null
+        "event.city > 5",  # a type mismatch is false, not an error
+        "event.city * 3 != null",  # no string repetition: null
+        "event.amount / 0 != null",  # division by zero: null
+        "event.missing + 1 != null",
+        "lower(event.amount) != null",
+        "len(event.amount) != null",
+        "event.success + 1 != null",  # booleans are not numbers
+    ],
+)
+def test_null_safety_and_type_mismatches_are_false(text: str) -> None:
+    assert compile_condition(text).test(EVENT) is False
+
+
+def test_explicit_null_tests() -> None:
+    assert compile_condition("event.missing == null").test(EVENT)
+    assert compile_condition("null == event.missing").test(EVENT)
+    assert compile_condition("event.city != null").test(EVENT)
+    assert not compile_condition("event.city == null").test(EVENT)
+
+
+def test_features_are_read_from_the_context() -> None:
+    expr = compile_condition("fails_10s >= 3 and new_city", features={"fails_10s", "new_city", "unused"})
+    assert expr.features == {"fails_10s", "new_city"}
+    assert expr.test(EVENT, {"fails_10s": 3, "new_city": True})
+    assert not expr.test(EVENT, {"fails_10s": 2, "new_city": True})
+    assert not expr.test(EVENT, {"fails_10s": None, "new_city": True})  # a null feature compares false
+
+
+def test_step_conditions_read_earlier_steps() -> None:
+    cond = compile_step_condition(
+        "event.ts - login.ts < 30m and event.city != login.city and count(fails) == 2"
+        " and sum(fails.amount) == 12 and avg(fails.amount) == 6 and min(fails.amount) == 5"
+        " and max(fails.amount) == 7 and distinct(fails.city) == 2 and first(fails).city == 'A'"
+        " and last(fails.city) == 'B' and first(fails.amount) == 5 and fails.city == 'B'",
+        steps={"login", "fails"},
+    )
+    steps = {
+        "login": [{"ts": 0, "city": "Paris"}],
+        "fails": [{"amount": 5, "city": "A", "ts": 1}, {"amount": 7, "city": "B", "ts": 2}],
+    }
+    assert cond.steps == {"login", "fails"}
+    fn = cond.as_step_condition()
+    assert fn({"ts": 60_000, "city": "Lyon"}, steps)
+    assert not fn({"ts": 31 * 60_000, "city": "Lyon"}, steps)
+
+
+def test_aggregates_over_an_empty_or_absent_step() -> None:
+    cond = compile_step_condition(
+        "count(fails) == 0 and sum(fails.amount) == 0 and avg(fails.amount) == null"
+        " and first(fails) == null and fails.amount == null",
+        steps={"fails"},
+    )
+    assert cond.test({}, {})
+    assert cond.test({}, {"fails": []})
+
+
+def test_step_conditions_read_features_stamped_on_the_event() -> None:
+    cond = compile_step_condition("new_city and event.type == 'login'", steps=(), features={"new_city"})
+    assert cond.test({"type": "login", FEATURES_FIELD: {"new_city": True}}, {})
+    assert not cond.test({"type": "login", FEATURES_FIELD: {"new_city": False}}, {})
+    assert not cond.test({"type": "login"}, {})
+
+
+def test_filter_signature() -> None:
+    f = compile_filter("event.type == 'login' and event.success == false")
+    assert f(EVENT) is True
+    assert f({**EVENT, "success": True}) is False
+
+
+def test_constant_folding() -> None:
+    assert compile_condition("1 + 2 == 3").constant is True
+    assert compile_condition("false and event.x == 1").constant is False
+    assert compile_condition("event.x == 1").constant is None
+    assert compile_condition("true or event.x").constant is True
+
+
+def test_pickle_recompiles_from_text() -> None:
+    expr = compile_condition("n >= 3", features={"n"})
+    clone = pickle.loads(pickle.dumps(expr))
+    assert clone.text == "n >= 3"
+    assert clone.test({}, {"n": 3}) and not clone.test({}, {"n": 2})
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("event.__class__", "names starting with '_'"),
+        ("event._features.x == 1", "names starting with '_'"),
+        ('__import__("os").system("id")', "names starting with '_'"),
+        ("event.__class__.__mro__", "names starting with '_'"),
+        ('eval("1")', "unknown function 'eval'"),
+        ('exec("1")', "unknown function 'exec'"),
+        ("open('/etc/passwd')", "unknown function 'open'"),
+        ("event.amount ** event.amount", "exponent of '**' must be a constant"),
+        ("2 ** 1000", "too large"),
+        ("9 ** 9 ** 9", "too large"),
+        ("10 ** -100", "too large"),
+        ("1" + "0" * 30, "too large"),
+        ("1e300 > 1", "too large"),
+        ("(" * 50 + "1" + ")" * 50, "nested too deeply"),
+        ("[" * 50 + "]" * 50, "nested too deeply"),
+        ("not " * 50 + "true", "nested too deeply"),
+        ("- " * 50 + "1", "nested too deeply"),
+        (" + ".join(["1"] * 150), "nested too deeply"),
+        (" and ".join(["true"] * 500), "too long"),
+        ("x" * (MAX_LENGTH + 1), "too long"),
+        ("event.city[0]", "indexing"),
+        ("lambda: 1", "unexpected character ':'"),
+        ("event.a = 1", "'=='"),
+        ("event.a && true", "'and'"),
+        ("event.a || true", "'or'"),
+        ("!event.a", "'not'"),
+        ("1 < 2 < 3", "chained comparisons"),
+        ("", "empty"),
+        ("   ", "empty"),
+        ("event.a ==", "unexpected end"),
+        ("(event.a == 1", "expected ')'"),
+        ("event.a == 1 event.b", "missing 'and'/'or'"),
+        ("'unterminated", "unexpected character"),
+        ("5min > 1", "unknown duration unit 'min'"),
+        ("event", "whole event"),
+        ("lower", "is a function"),
+        ("lower(1, 2)", "takes 1 argument"),
+        ("count(event.amount)", "works on pattern steps"),
+        ("event.a in 5", "must be a list or a string"),
+        ("event.a; import os", "unexpected character"),
+        ("`ls`", "unexpected character"),
+        ("event.a == '\\x41'", "unknown escape"),
+    ],
+)
+def test_hostile_or_broken_input_is_refused_at_load_time(text: str, fragment: str) -> None:
+    with pytest.raises(ExpressionError) as info:
+        compile_condition(text, features={"fails_10s"})
+    assert fragment in str(info.value)
+    assert isinstance(info.value, RuleError) and isinstance(info.value, ValueError)
+
+
+def test_non_string_is_refused() -> None:
+    with pytest.raises(ExpressionError, match="must be a string"):
+        CompiledExpression(42)  # type: ignore[arg-type]
+
+
+def test_error_carries_column_and_suggestion() -> None:
+    with pytest.raises(ExpressionError) as info:
+        compile_condition("event.amount > 1 and fails_10 >= 3", features={"fails_10s", "new_city"})
+    err = info.value
+    assert err.column == 22
+    assert err.suggestion == "fails_10s"
+    assert "did you mean 'fails_10s'" in str(err)
+
+
+def test_unknown_function_suggestion() -> None:
+    with pytest.raises(ExpressionError) as info:
+        compile_condition("lowr(event.city) == 'x'")
+    assert info.value.suggestion == "lower"
+
+
+def test_bare_field_name_suggests_event_prefix() -> None:
+    with pytest.raises(ExpressionError) as info:
+        compile_condition("amount > 3")
+    assert info.value.suggestion == "event.amount"
+
+
+def test_duration_unit_suggestion() -> None:
+    with pytest.raises(ExpressionError) as info:
+        compile_condition("event.ts > 5min")
+    assert info.value.suggestion == "5m"
+
+
+def test_a_bare_step_is_not_a_value() -> None:
+    with pytest.raises(ExpressionError, match="list of events"):
+        compile_step_condition("fails == 1", steps={"fails"})
+
+
+def test_steps_are_unknown_outside_sequences() -> None:
+    with pytest.raises(ExpressionError, match="unknown name 'login'"):
+        compile_condition("login.city == 'x'")
+
+
+@pytest.mark.parametrize(
+    ("value", "ms"), [("10s", 10_000), ("5m", 300_000), ("24h", 86_400_000), ("7d", 604_800_000), (250, 250)]
+)
+def test_duration_values(value: object, ms: int) -> None:
+    assert duration_ms(value) == ms
+
+
+@pytest.mark.parametrize("value", ["10", "ten seconds", "5 min", -1, True, None, 1.5, "1.0001ms"])
+def test_bad_duration_values(value: object) -> None:
+    with pytest.raises(ExpressionError):
+        duration_ms(value)
+
+
+_ints = st.integers(min_value=-(10**6), max_value=10**6)
+
+
+@given(_ints, _ints, _ints)
+def test_arithmetic_and_comparisons_match_python(a: int, b: int, c: int) -> None:
+    expr = compile_condition("event.a + event.b * event.c > event.a - event.c and not event.b == event.c")
+    assert expr.test({"a": a, "b": b, "c": c}) == ((a + b * c > a - c) and not b == c)
+
+
+@given(st.one_of(st.none(), st.integers(), st.text(max_size=5), st.booleans(), st.floats(allow_nan=False)))
+def test_comparisons_never_raise_whatever_the_field_type(value: object) -> None:
+    texts = ("event.x > 3", "event.x == 'a'", "event.x in [1, 'a']", "event.x + 1 > 0", "len(event.x) > 1")
+    for text in texts:
+        assert compile_condition(text).test({"x": value}) in (True, False)

@@ -1,0 +1,738 @@
+"""Per-key features over event time: windowed aggregates, last-N statistics, first-seen values, time since.
+
+A feature has two halves, kept apart as in bytewax's windowers: a `FeatureSpec` (immutable, validated when the
+rule is loaded) and a runtime `Feature` built once from it by `compile_feature`. The runtime holds no per-key
+data; each call gets the key's stored value and returns the new one (see `docs/design/core-contracts.md`)::
+
+    value, new_stored = feature.evaluate(stored, event, ts)   # new_stored None: remove the entry
+    new_stored = feature.expire(stored, now_ts)               # on a cleanup timer
+    feature.next_cleanup(stored)                              # when all of it can be freed, or None
+
+Stored values are plain lists, dicts, tuples and numbers, compact once pickled. `evaluate` may mutate `stored`
+in place and return it: the caller must put the returned value back (the `KeyedState` contract).
+
+Common rules, all kinds
+-----------------------
+* Every timestamp and duration is an `int` in milliseconds of event time; nothing here reads the wall clock.
+* The filter decides which events are *recorded* in the state; every event gets a value, matching the filter
+  or not (a "failed logins in the last hour" count has a value on a successful login too).
+* A field value is usable when it is a number (`int` or `float`, not `bool`, not NaN) for numeric kinds, or a
+  `str`/`int`/`float`/`bool` for `distinct_count` and `first_seen`. An event whose field is missing or
+  unusable is not recorded, like SQL ignoring NULLs.
+* `window` is the window of the aggregate, or the horizon of `last_n`, `first_seen` and `time_since`: every
+  kind looks at the half-open interval `(ts - window, ts]` of event time, so an event exactly `window` ms old
+  is out.
+* Lateness: `compile_feature(spec, lateness=L)` keeps `window + L` ms of history behind the newest recorded
+  event, so an event up to `L` ms older than the newest one gets its exact value and lands in the right place.
+  An older one still gets a value, from what is left plus itself, but is not kept.
+
+Kinds
+-----
+* `count`, `sum`, `avg`, `min`, `max`, `distinct_count` (windowed): the aggregate of `field` (any matching
+  event for a `count` without field) over the recorded events with ts in `(ts - window, ts]`, *including the
+  current event* when it is recorded. Events later than `ts` that arrived earlier are not counted. Empty
+  window: `count`, `sum` and `distinct_count` are 0, `avg`, `min` and `max` are None.
+* `last_n`: `stat` (`avg_interval`, `avg`, `sum`, `min`, `max`) over the last `n` recorded events with ts in
+  `(ts - window, ts]`, including the current one; None while fewer than `min_events` (default `n`) are there.
+  `avg_interval` is `(newest - oldest) / (k - 1)` ms over those k events.
+* `first_seen`: True when the event's `field` value was not recorded for this key within `(ts - window, ts]`
+  *before* this event, False when it was, None when the event has no usable value.
+* `time_since`: ms since the newest recorded event with ts in `(ts - window, ts]` recorded before this one (an
+  earlier event with the same ts gives 0), or None.
+
+Bounded state and precision
+---------------------------
+* Windowed kinds are exact while a key has at most `raw_cap` (default 64) recorded events in the last
+  `window + L` ms: those are kept one by one. Beyond that the oldest are folded, whole bucket by whole bucket,
+  into buckets of `granularity` ms (default: the smallest of 1, 2, 5, 10, 20, 50, 100, 200, 500 ms, 1, 2, 5,
+  10, 15, 30 s, 1, 2, 5, 10, 15, 30 min, 1, 2, 3, 6, 12 h, 1 day that is at least window/60, so between
+  window/60 and window/24). A folded event counts as if it happened at the start of its bucket: it leaves the
+  window up to `granularity - 1` ms early, never late; and a late event whose ts falls in a folded bucket sees
+  that whole bucket, including events up to `granularity - 1` ms after it. A late event older than the folding
+  frontier goes straight into its bucket. So a key holds at most `raw_cap` events plus
+  `(window + L) / granularity + 1` buckets, whatever its event rate. A `distinct_count` bucket remembers at
+  most `max_values` (default 100) distinct values; more are not counted.
+* `last_n` keeps the last `n` events; `time_since` the last 4 timestamps (a late event gets the exact value
+  unless 4 or more newer ones were recorded before it arrived); `first_seen` at most `max_values` (default
+  100) values, each with its first and last sighting, evicting the least recently seen (by event time) beyond
+  that. A late event whose value was first seen more than `window` before it and seen again after it counts as
+  seen.
+* `next_cleanup(stored)` is the time at which `expire` frees the whole entry (newest recorded ts + window +
+  L). While a key is active `evaluate` prunes as it goes, so the timer only has to release idle keys: one
+  timer per key and feature, not one per bucket.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import pickle
+from bisect import bisect_left, bisect_right, insort
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from dataclasses import field as dc_field
+from typing import Any
+
+from riskctl.core.errors import RuleError
+
+Event = Mapping[str, Any]
+Filter = Callable[[Event], bool]
+
+SECOND = 1000
+MINUTE = 60 * SECOND
+HOUR = 60 * MINUTE
+DAY = 24 * HOUR
+
+WINDOWED_KINDS = ("count", "sum", "avg", "min", "max", "distinct_count")
+KINDS = (*WINDOWED_KINDS, "last_n", "first_seen", "time_since")
+LAST_N_STATS = ("avg_interval", "avg", "sum", "min", "max")
+
+MAX_WINDOW = 400 * DAY
+MAX_N = 1000
+DEFAULT_RAW_CAP = 64
+DEFAULT_MAX_VALUES = 100
+MAX_VALUES_LIMIT = 10_000
+TIME_SINCE_KEEP = 4
+DEFAULT_HORIZON = {"last_n": 30 * DAY, "first_seen": 90 * DAY, "time_since": 30 * DAY}
+_GRANULARITY_LADDER = (
+    1, 2, 5, 10, 20, 50, 100, 200, 500,
+    SECOND, 2 * SECOND, 5 * SECOND, 10 * SECOND, 15 * SECOND, 30 * SECOND,
+    MINUTE, 2 * MINUTE, 5 * MINUTE, 10 * MINUTE, 15 * MINUTE, 30 * MINUTE,
+    HOUR, 2 * HOUR, 3 * HOUR, 6 * HOUR, 12 * HOUR, DAY,
+)  # fmt: skip
+_NUMBER_TYPES = (int, float)
+_VALUE_TYPES = (str, int, float, bool)
+_NO_FRONTIER = -(1 << 62)  # nothing folded yet: every recorded event is kept one by one
+
+
+def default_granularity(window: int) -> int:
+    """The bucket size used for `window` when the spec gives none: the first ladder step >= window / 60."""
+    target = -(-window // 60)
+    for step in _GRANULARITY_LADDER:
+        if step >= target:
+            return step
+    return -(-target // DAY) * DAY
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """The definition of one feature, validated at construction.
+
+    `filter` is the compiled predicate and `filter_text` its source; they come together or not at all. Only
+    the text takes part in equality and in `state_key`, so two rules with the same definition share a state.
+    """
+
+    kind: str
+    field: str | None = None
+    window: int | None = None
+    filter: Filter | None = dc_field(default=None, compare=False, repr=False)
+    filter_text: str | None = None
+    n: int | None = None
+    stat: str | None = None
+    min_events: int | None = None
+    granularity: int | None = None
+    max_values: int | None = None
+
+    def __post_init__(self) -> None:
+        kind = self.kind
+        if kind not in KINDS:
+            close = difflib.get_close_matches(str(kind), KINDS, n=1)
+            msg = f"unknown feature kind {kind!r}; expected one of {', '.join(KINDS)}"
+            raise RuleError(msg, field="kind", suggestion=close[0] if close else None)
+        self._check_field()
+        self._check_window()
+        self._check_filter()
+        self._check_only_for("n", self.n, ("last_n",))
+        self._check_only_for("stat", self.stat, ("last_n",))
+        self._check_only_for("min_events", self.min_events, ("last_n",))
+        self._check_only_for("granularity", self.granularity, WINDOWED_KINDS)
+        self._check_only_for("max_values", self.max_values, ("distinct_count", "first_seen"))
+        if kind == "last_n":
+            self._check_last_n()
+        if self.granularity is not None:
+            if not _is_int(self.granularity) or self.granularity <= 0:
+                msg = f"granularity must be a positive number of milliseconds, got {self.granularity!r}"
+                raise RuleError(msg, field="granularity")
+            if self.window is not None and self.granularity > self.window:
+                msg = f"granularity ({self.granularity} ms) is longer than the window ({self.window} ms)"
+                raise RuleError(msg, field="granularity")
+        if self.max_values is not None and (
+            not _is_int(self.max_values) or not 1 <= self.max_values <= MAX_VALUES_LIMIT
+        ):
+            msg = f"max_values must be an integer from 1 to {MAX_VALUES_LIMIT}, got {self.max_values!r}"
+            raise RuleError(msg, field="max_values")
+
+    def _check_field(self) -> None:
+        kind, fld = self.kind, self.field
+        needs_field = kind in ("sum", "avg", "min", "max", "distinct_count", "first_seen") or (
+            kind == "last_n" and self.stat not in (None, "avg_interval")
+        )
+        if fld is not None and (not isinstance(fld, str) or not fld):
+            msg = f"field must be a non-empty event field name, got {fld!r}"
+            raise RuleError(msg, field="field")
+        if needs_field and fld is None:
+            what = f"{kind} {self.stat}" if kind == "last_n" else kind
+            msg = f"a {what} feature needs the event field it aggregates"
+            raise RuleError(msg, field="field")
+        if fld is not None and (kind == "time_since" or (kind == "last_n" and self.stat == "avg_interval")):
+            msg = f"a {kind} feature looks at event times only: remove the field, pick events with a filter"
+            raise RuleError(msg, field="field")
+
+    def _check_window(self) -> None:
+        window = self.window
+        if window is None:
+            if self.kind in WINDOWED_KINDS:
+                msg = f"a {self.kind} feature needs a window (milliseconds, e.g. 300000 for 5 minutes)"
+                raise RuleError(msg, field="window")
+            return
+        if not _is_int(window) or window <= 0:
+            msg = f"window must be a positive number of milliseconds, got {window!r}"
+            raise RuleError(msg, field="window")
+        if window > MAX_WINDOW:
+            msg = f"window of {window} ms is longer than the {MAX_WINDOW // DAY} days supported"
+            raise RuleError(msg, field="window")
+
+    def _check_filter(self) -> None:
+        if self.filter is not None and not callable(self.filter):
+            msg = f"filter must be a compiled predicate (callable), got {type(self.filter).__name__}"
+            raise RuleError(msg, field="filter")
+        if (self.filter is None) != (self.filter_text is None):
+            msg = "filter and filter_text go together: the text identifies the feature's state"
+            raise RuleError(msg, field="filter")
+        if self.filter_text is not None and not isinstance(self.filter_text, str):
+            msg = f"filter_text must be the filter's source text, got {self.filter_text!r}"
+            raise RuleError(msg, field="filter")
+
+    def _check_only_for(self, name: str, value: object, kinds: tuple[str, ...]) -> None:
+        if value is not None and self.kind not in kinds:
+            msg = f"{name} does not apply to a {self.kind} feature (only to {', '.join(kinds)})"
+            raise RuleError(msg, field=name)
+
+    def _check_last_n(self) -> None:
+        n, stat, min_events = self.n, self.stat, self.min_events
+        if stat not in LAST_N_STATS:
+            close = difflib.get_close_matches(str(stat), LAST_N_STATS, n=1)
+            msg = f"last_n needs a stat, one of {', '.join(LAST_N_STATS)}; got {stat!r}"
+            raise RuleError(msg, field="stat", suggestion=close[0] if close else None)
+        if n is None or not _is_int(n) or not 1 <= n <= MAX_N:
+            msg = f"last_n needs n, an integer from 1 to {MAX_N}; got {n!r}"
+            raise RuleError(msg, field="n")
+        least = 2 if stat == "avg_interval" else 1
+        if stat == "avg_interval" and n < 2:
+            msg = "avg_interval needs n >= 2 (an interval takes two events)"
+            raise RuleError(msg, field="n")
+        if min_events is not None and (not _is_int(min_events) or not least <= min_events <= n):
+            msg = f"min_events must be an integer from {least} to n ({n}), got {min_events!r}"
+            raise RuleError(msg, field="min_events")
+
+    @property
+    def effective_window(self) -> int:
+        """The window, or for last_n, first_seen and time_since the default horizon when none was given."""
+        return self.window if self.window is not None else DEFAULT_HORIZON[self.kind]
+
+    @property
+    def effective_granularity(self) -> int:
+        """The bucket size of a windowed kind (0 for the other kinds)."""
+        if self.kind not in WINDOWED_KINDS:
+            return 0
+        if self.granularity is not None:
+            return self.granularity
+        return default_granularity(self.effective_window)
+
+    @property
+    def state_key(self) -> str:
+        """A short stable name for this definition's state: equal definitions share it, changed ones do not.
+
+        Derived from everything that changes what is stored or what it means (kind, field, window, filter
+        text, n, stat, granularity, caps), never from the rule id. Defaults are resolved first, so a spec
+        spelling out a default gets the same key as one leaving it out.
+        """
+        parts = (
+            "v1",
+            self.kind,
+            self.field,
+            self.effective_window,
+            self.filter_text,
+            self.n,
+            self.stat,
+            self.effective_granularity,
+            self.max_values or (DEFAULT_MAX_VALUES if self.kind in ("distinct_count", "first_seen") else 0),
+        )
+        digest = hashlib.blake2b(repr(parts).encode(), digest_size=6).hexdigest()
+        return f"{self.kind}.{digest}"
+
+
+class Feature:
+    """The runtime of one `FeatureSpec`: stateless itself, it reads and returns each key's stored value."""
+
+    spec: FeatureSpec
+
+    def __init__(self, spec: FeatureSpec, lateness: int) -> None:
+        if not _is_int(lateness) or lateness < 0:
+            msg = f"lateness must be a non-negative number of milliseconds, got {lateness!r}"
+            raise ValueError(msg)
+        self.spec = spec
+        self.window = spec.effective_window
+        self.lateness = lateness
+        self.retention = self.window + lateness
+        self._filter = spec.filter
+        self._field = spec.field
+        self._fld: str = spec.field or ""  # for the kinds whose validated spec always has a field
+
+    def evaluate(self, stored: Any, event: Event, ts: int) -> tuple[Any, Any]:
+        """The value for `event` at event time `ts`, and the stored value to put back (None: remove it)."""
+        raise NotImplementedError
+
+    def expire(self, stored: Any, now_ts: int) -> Any:
+        """Drop what no event at `now_ts - lateness` or later can need; None when nothing is left."""
+        raise NotImplementedError
+
+    def next_cleanup(self, stored: Any) -> int | None:
+        """The event time at which `expire` frees the whole entry, or None for an empty one."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.spec!r}, lateness={self.lateness})"
+
+
+# Windowed state: [newest recorded ts, folding frontier, raw ts, raw values, bucket index, bucket acc, acc 2]
+_MAX, _FRONT, _RTS, _RV, _BIX, _BA, _BB = range(7)
+
+
+class WindowedFeature(Feature):
+    """count, sum, avg, min, max, distinct_count over `(ts - window, ts]` (precision: module docstring)."""
+
+    def __init__(self, spec: FeatureSpec, lateness: int = 0, raw_cap: int = DEFAULT_RAW_CAP) -> None:
+        super().__init__(spec, lateness)
+        if not _is_int(raw_cap) or raw_cap < 1:
+            msg = f"raw_cap must be a positive integer, got {raw_cap!r}"
+            raise ValueError(msg)
+        self.raw_cap = raw_cap
+        self.granularity = spec.effective_granularity
+        self.max_values = spec.max_values or DEFAULT_MAX_VALUES
+        kind = spec.kind
+        self._kind = kind
+        self._keeps_values = kind != "count"
+        self._has_b = kind == "avg"
+        self._empty: Any = 0 if kind in ("count", "sum", "distinct_count") else None
+
+    # -- reading the event -------------------------------------------------------------------------------
+    def _value_of(self, event: Event) -> tuple[bool, Any]:
+        """(recorded?, value to record) for one event."""
+        flt = self._filter
+        if flt is not None and not flt(event):
+            return False, None
+        fld = self._field
+        if fld is None:
+            return True, None
+        v = event.get(fld)
+        if v is None:
+            return False, None
+        if self._kind == "count":
+            return True, None
+        if self._kind == "distinct_count":
+            return type(v) in _VALUE_TYPES and v == v, v
+        return type(v) in _NUMBER_TYPES and v == v, v
+
+    # -- runtime API -------------------------------------------------------------------------------------
+    def evaluate(self, stored: Any, event: Event, ts: int) -> tuple[Any, Any]:
+        """The aggregate over `(ts - window, ts]`, the current event included when recorded."""
+        rec, v = self._value_of(event)
+        if stored is None:
+            if not rec:
+                return self._empty, None
+            rv = [v] if self._keeps_values else None
+            return self._single(v), [ts, _NO_FRONTIER, [ts], rv, [], [], [] if self._has_b else None]
+        if not rec:
+            return self._query(stored, ts), stored
+        self._insert(stored, ts, v)
+        value = self._query(stored, ts)
+        if ts > stored[_MAX]:
+            stored[_MAX] = ts
+        self._prune(stored, stored[_MAX] - self.retention)
+        if len(stored[_RTS]) > self.raw_cap:
+            self._fold(stored)
+        if not stored[_RTS] and not stored[_BIX]:
+            return value, None
+        return value, stored
+
+    def expire(self, stored: Any, now_ts: int) -> Any:
+        """Drop events older than `now_ts - window - lateness`; None when nothing is left."""
+        if stored is None:
+            return None
+        self._prune(stored, now_ts - self.retention)
+        if not stored[_RTS] and not stored[_BIX]:
+            return None
+        return stored
+
+    def next_cleanup(self, stored: Any) -> int | None:
+        """Newest recorded ts + window + lateness: from then on nothing of this entry can be needed."""
+        if stored is None:
+            return None
+        return int(stored[_MAX]) + self.retention
+
+    # -- internals ---------------------------------------------------------------------------------------
+    def _single(self, v: Any) -> Any:
+        kind = self._kind
+        if kind == "count" or kind == "distinct_count":
+            return 1
+        if kind == "avg":
+            return v / 1 if isinstance(v, int) else v
+        return v
+
+    def _insert(self, stored: list[Any], ts: int, v: Any) -> None:
+        if ts < stored[_FRONT]:
+            self._add_to_bucket(stored, ts // self.granularity, v)
+            return
+        rts = stored[_RTS]
+        rv = stored[_RV]
+        if not rts or ts >= rts[-1]:
+            rts.append(ts)
+            if rv is not None:
+                rv.append(v)
+        else:
+            i = bisect_right(rts, ts)
+            rts.insert(i, ts)
+            if rv is not None:
+                rv.insert(i, v)
+
+    def _add_to_bucket(self, stored: list[Any], k: int, v: Any) -> None:
+        bix, ba, bb = stored[_BIX], stored[_BA], stored[_BB]
+        i = bisect_left(bix, k)
+        kind = self._kind
+        if i < len(bix) and bix[i] == k:
+            if kind == "count":
+                ba[i] += 1
+            elif kind == "sum":
+                ba[i] += v
+            elif kind == "avg":
+                ba[i] += v
+                bb[i] += 1
+            elif kind == "min":
+                if v < ba[i]:
+                    ba[i] = v
+            elif kind == "max":
+                if v > ba[i]:
+                    ba[i] = v
+            elif v not in ba[i] and len(ba[i]) < self.max_values:
+                ba[i].append(v)
+            return
+        bix.insert(i, k)
+        if kind == "count":
+            ba.insert(i, 1)
+        elif kind == "distinct_count":
+            ba.insert(i, [v])
+        else:
+            ba.insert(i, v)
+            if kind == "avg":
+                bb.insert(i, 1)
+
+    def _fold(self, stored: list[Any]) -> None:
+        """Fold the oldest raw events, a whole bucket at a time, until at most `raw_cap` remain raw."""
+        g = self.granularity
+        rts, rv = stored[_RTS], stored[_RV]
+        bix, ba = stored[_BIX], stored[_BA]
+        bb = stored[_BB]
+        kind = self._kind
+        while len(rts) > self.raw_cap:
+            k = rts[0] // g
+            front = (k + 1) * g
+            n = bisect_left(rts, front)
+            vals: list[Any] = rv[:n] if rv is not None else []
+            del rts[:n]
+            if rv is not None:
+                del rv[:n]
+            stored[_FRONT] = front
+            # every bucket is older than the old frontier, and the old frontier <= rts[0]: k goes last
+            bix.append(k)
+            if kind == "count":
+                ba.append(n)
+            elif kind == "sum":
+                ba.append(sum(vals))
+            elif kind == "avg":
+                ba.append(sum(vals))
+                bb.append(n)
+            elif kind == "min":
+                ba.append(min(vals))
+            elif kind == "max":
+                ba.append(max(vals))
+            else:
+                ba.append(list(dict.fromkeys(vals))[: self.max_values])
+
+    def _prune(self, stored: list[Any], cutoff: int) -> None:
+        rts = stored[_RTS]
+        if rts and rts[0] <= cutoff:
+            i = bisect_right(rts, cutoff)
+            del rts[:i]
+            if stored[_RV] is not None:
+                del stored[_RV][:i]
+        bix = stored[_BIX]
+        if bix and bix[0] * self.granularity <= cutoff:
+            i = bisect_right(bix, cutoff // self.granularity)
+            del bix[:i]
+            del stored[_BA][:i]
+            if stored[_BB] is not None:
+                del stored[_BB][:i]
+
+    def _query(self, stored: list[Any], ts: int) -> Any:
+        start = ts - self.window
+        rts = stored[_RTS]
+        lo = bisect_right(rts, start)
+        hi = len(rts) if not rts or rts[-1] <= ts else bisect_right(rts, ts)
+        bix = stored[_BIX]
+        if bix:
+            g = self.granularity
+            blo = bisect_right(bix, start // g)
+            bhi = bisect_right(bix, ts // g)
+        else:
+            blo = bhi = 0
+        kind = self._kind
+        rv = stored[_RV]
+        if kind == "count":
+            return hi - lo + (sum(stored[_BA][blo:bhi]) if bhi > blo else 0)
+        if kind == "sum":
+            total = sum(rv[lo:hi]) if hi > lo else 0
+            return total + sum(stored[_BA][blo:bhi]) if bhi > blo else total
+        if kind == "avg":
+            n = hi - lo
+            total = sum(rv[lo:hi]) if n else 0
+            if bhi > blo:
+                total += sum(stored[_BA][blo:bhi])
+                n += sum(stored[_BB][blo:bhi])
+            return total / n if n else None
+        if kind == "min" or kind == "max":
+            pick = min if kind == "min" else max
+            best = pick(rv[lo:hi]) if hi > lo else None
+            if bhi > blo:
+                b = pick(stored[_BA][blo:bhi])
+                best = b if best is None else pick(best, b)
+            return best
+        if bhi == blo:
+            return len(set(rv[lo:hi])) if hi - lo > 1 else hi - lo
+        seen = set(rv[lo:hi])
+        for vals in stored[_BA][blo:bhi]:
+            seen.update(vals)
+        return len(seen)
+
+
+# last_n state: [ts list, value list or None]
+
+
+class LastNFeature(Feature):
+    """A statistic over the last `n` recorded events within the horizon (see the module docstring)."""
+
+    def __init__(self, spec: FeatureSpec, lateness: int = 0) -> None:
+        super().__init__(spec, lateness)
+        self.n: int = spec.n if spec.n is not None else 1
+        self.stat = str(spec.stat)
+        self.min_events = spec.min_events if spec.min_events is not None else self.n
+        self._interval = self.stat == "avg_interval"
+
+    def _value_of(self, event: Event) -> tuple[bool, Any]:
+        flt = self._filter
+        if flt is not None and not flt(event):
+            return False, None
+        if self._interval:
+            return True, None
+        v = event.get(self._fld)
+        return type(v) in _NUMBER_TYPES and v == v, v
+
+    def evaluate(self, stored: Any, event: Event, ts: int) -> tuple[Any, Any]:
+        """The statistic over the last n recorded events in `(ts - window, ts]`, the current one included."""
+        rec, v = self._value_of(event)
+        if stored is None:
+            if not rec:
+                return None, None
+            stored = [[ts], None if self._interval else [v]]
+            return self._stat(stored, ts), stored
+        if not rec:
+            return self._stat(stored, ts), stored
+        tss, vals = stored
+        if not tss or ts >= tss[-1]:
+            tss.append(ts)
+            if vals is not None:
+                vals.append(v)
+        else:
+            i = bisect_right(tss, ts)
+            tss.insert(i, ts)
+            if vals is not None:
+                vals.insert(i, v)
+        if len(tss) > self.n:
+            del tss[0]
+            if vals is not None:
+                del vals[0]
+        value = self._stat(stored, ts)
+        cutoff = tss[-1] - self.retention
+        if tss[0] <= cutoff:
+            self._prune(stored, cutoff)
+        return value, stored if tss else None
+
+    def _stat(self, stored: list[Any], ts: int) -> Any:
+        tss, vals = stored
+        hi = len(tss) if tss[-1] <= ts else bisect_right(tss, ts)
+        lo = max(bisect_right(tss, ts - self.window), hi - self.n)
+        k = hi - lo
+        if k < self.min_events or k == 0:
+            return None
+        stat = self.stat
+        if stat == "avg_interval":
+            return (tss[hi - 1] - tss[lo]) / (k - 1) if k > 1 else None
+        if stat == "sum":
+            return sum(vals[lo:hi])
+        if stat == "avg":
+            return sum(vals[lo:hi]) / k
+        if stat == "min":
+            return min(vals[lo:hi])
+        return max(vals[lo:hi])
+
+    def _prune(self, stored: list[Any], cutoff: int) -> None:
+        tss, vals = stored
+        i = bisect_right(tss, cutoff)
+        del tss[:i]
+        if vals is not None:
+            del vals[:i]
+
+    def expire(self, stored: Any, now_ts: int) -> Any:
+        """Drop events older than `now_ts - window - lateness`; None when nothing is left."""
+        if stored is None:
+            return None
+        self._prune(stored, now_ts - self.retention)
+        return stored if stored[0] else None
+
+    def next_cleanup(self, stored: Any) -> int | None:
+        """Newest recorded ts + window + lateness."""
+        if stored is None or not stored[0]:
+            return None
+        return int(stored[0][-1]) + self.retention
+
+
+# first_seen state: [newest recorded ts, {value: (first ts, last ts)}]
+
+
+class FirstSeenFeature(Feature):
+    """Whether the event's `field` value is new for the key within the horizon (see the module docstring)."""
+
+    def __init__(self, spec: FeatureSpec, lateness: int = 0) -> None:
+        super().__init__(spec, lateness)
+        self.max_values = spec.max_values or DEFAULT_MAX_VALUES
+
+    def evaluate(self, stored: Any, event: Event, ts: int) -> tuple[Any, Any]:
+        """True if the value was not recorded in `(ts - window, ts]` before this event; None if no value."""
+        v = event.get(self._fld)
+        if v is None or type(v) not in _VALUE_TYPES or v != v:
+            return None, stored
+        flt = self._filter
+        rec = flt is None or flt(event)
+        if stored is None:
+            return True, ([ts, {v: (ts, ts)}] if rec else None)
+        seen = stored[1]
+        fl = seen.get(v)
+        if fl is None:
+            value = True
+        else:
+            first, last = fl
+            if last <= ts:
+                value = last <= ts - self.window
+            else:
+                value = first > ts  # seen only after this event: new; seen before and after: not new
+        if not rec:
+            return value, stored
+        if ts > stored[0]:
+            stored[0] = ts
+        if fl is None:
+            seen[v] = (ts, ts)
+            if len(seen) > self.max_values:
+                self._prune(stored, stored[0] - self.retention)
+                if len(seen) > self.max_values:
+                    del seen[min(seen, key=lambda x: seen[x][1])]
+        elif ts < fl[0]:
+            seen[v] = (ts, fl[1])
+        elif ts > fl[1]:
+            seen[v] = (fl[0], ts)
+        return value, stored
+
+    def _prune(self, stored: list[Any], cutoff: int) -> None:
+        seen = stored[1]
+        old = [v for v, (_, last) in seen.items() if last <= cutoff]
+        for v in old:
+            del seen[v]
+
+    def expire(self, stored: Any, now_ts: int) -> Any:
+        """Forget values last seen at or before `now_ts - window - lateness`; None when none is left."""
+        if stored is None:
+            return None
+        self._prune(stored, now_ts - self.retention)
+        return stored if stored[1] else None
+
+    def next_cleanup(self, stored: Any) -> int | None:
+        """Newest recorded ts + window + lateness."""
+        if stored is None:
+            return None
+        return int(stored[0]) + self.retention
+
+
+class TimeSinceFeature(Feature):
+    """Milliseconds since the previous recorded event within the horizon (see the module docstring)."""
+
+    def evaluate(self, stored: Any, event: Event, ts: int) -> tuple[Any, Any]:
+        """`ts` minus the newest recorded ts in `(ts - window, ts]` recorded before this event, or None."""
+        if stored is None:
+            value = None
+        else:
+            hi = len(stored) if stored[-1] <= ts else bisect_right(stored, ts)
+            value = ts - stored[hi - 1] if hi and stored[hi - 1] > ts - self.window else None
+        flt = self._filter
+        if flt is not None and not flt(event):
+            return value, stored
+        if stored is None:
+            return value, [ts]
+        if ts >= stored[-1]:
+            stored.append(ts)
+        else:
+            insort(stored, ts)
+        if len(stored) > TIME_SINCE_KEEP:
+            del stored[0]
+        cutoff = stored[-1] - self.retention
+        if stored[0] <= cutoff:
+            del stored[: bisect_right(stored, cutoff)]
+        return value, stored
+
+    def expire(self, stored: Any, now_ts: int) -> Any:
+        """Drop timestamps at or before `now_ts - window - lateness`; None when none is left."""
+        if stored is None:
+            return None
+        del stored[: bisect_right(stored, now_ts - self.retention)]
+        return stored or None
+
+    def next_cleanup(self, stored: Any) -> int | None:
+        """Newest recorded ts + window + lateness."""
+        if not stored:
+            return None
+        return int(stored[-1]) + self.retention
+
+
+def compile_feature(spec: FeatureSpec, *, lateness: int = 0, raw_cap: int = DEFAULT_RAW_CAP) -> Feature:
+    """Build the runtime of `spec`.
+
+    `lateness` is the engine's allowed lateness (ms): how far behind the newest event of a key an event may be
+    and still get its exact value. `raw_cap` (windowed kinds) is how many events a key keeps one by one before
+    folding the oldest into buckets; it changes precision under load, not the meaning of the stored data.
+    """
+    if spec.kind in WINDOWED_KINDS:
+        return WindowedFeature(spec, lateness, raw_cap)
+    if spec.kind == "last_n":
+        return LastNFeature(spec, lateness)
+    if spec.kind == "first_seen":
+        return FirstSeenFeature(spec, lateness)
+    return TimeSinceFeature(spec, lateness)
+
+
+def stored_bytes(stored: Any) -> int:
+    """How many bytes `stored` takes once pickled (what a Flink MapState entry holds, key not included)."""
+    if stored is None:
+        return 0
+    return len(pickle.dumps(stored, protocol=pickle.HIGHEST_PROTOCOL))

@@ -1,0 +1,145 @@
+"""Typed configuration in one place.
+
+Values come, last one winning, from the defaults below, a TOML file (``riskctl.toml`` in the working directory,
+or the path in ``RISKCTL_CONFIG``), and environment variables named ``RISKCTL_<SECTION>_<KEY>`` (for instance
+``RISKCTL_KAFKA_BOOTSTRAP``, ``RISKCTL_MYSQL_PASSWORD``). Secrets never live in code: the MySQL password comes
+from the environment, the file, or — for the local stack only — the password file the stack generated on its
+first start (``.stack/mysql/password``). ``Settings.redacted()`` masks secrets for printing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from riskctl.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+_SECRET_KEYS = {"password"}
+
+
+@dataclass
+class StackSettings:
+    """The local stack that ``riskctl stack`` runs: where its data lives and which ports it takes."""
+
+    dir: str = str(PROJECT_ROOT / ".stack")
+    host: str = "127.0.0.1"
+    kafka_port: int = 19092
+    kafka_controller_port: int = 19093
+    mysql_port: int = 13306
+    flink_rest_port: int = 18081
+    flink_rpc_port: int = 16123
+    flink_slots: int = 2
+    kafka_heap: str = "512m"
+
+
+@dataclass
+class KafkaSettings:
+    bootstrap: str = ""  # empty: the local stack's broker
+
+
+@dataclass
+class MysqlSettings:
+    host: str = ""  # empty: the local stack's server
+    port: int = 0
+    user: str = "riskctl"
+    password: str = ""
+    database: str = "riskctl"
+
+
+@dataclass
+class FlinkSettings:
+    jars_dir: str = str(PROJECT_ROOT / ".cache" / "jars")
+    rest_url: str = ""  # empty: the local stack's standalone cluster
+
+
+@dataclass
+class Settings:
+    stack: StackSettings = field(default_factory=StackSettings)
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    mysql: MysqlSettings = field(default_factory=MysqlSettings)
+    flink: FlinkSettings = field(default_factory=FlinkSettings)
+
+    # -- derived values: what a client connects to -------------------------------------------------------
+    @property
+    def kafka_bootstrap(self) -> str:
+        return self.kafka.bootstrap or f"{self.stack.host}:{self.stack.kafka_port}"
+
+    @property
+    def mysql_host(self) -> str:
+        return self.mysql.host or self.stack.host
+
+    @property
+    def mysql_port(self) -> int:
+        return self.mysql.port or self.stack.mysql_port
+
+    @property
+    def mysql_password(self) -> str:
+        if self.mysql.password:
+            return self.mysql.password
+        generated = Path(self.stack.dir) / "mysql" / "password"
+        if generated.exists():
+            return generated.read_text().strip()
+        msg = (
+            "no MySQL password: set RISKCTL_MYSQL_PASSWORD (or [mysql] password in riskctl.toml), "
+            "or start the local stack with 'riskctl stack up', which generates one"
+        )
+        raise ConfigError(msg)
+
+    @property
+    def flink_rest_url(self) -> str:
+        return self.flink.rest_url or f"http://{self.stack.host}:{self.stack.flink_rest_port}"
+
+    def redacted(self) -> dict[str, Any]:
+        """The settings as a dict with secrets masked, for printing."""
+        out = dataclasses.asdict(self)
+        for section in out.values():
+            for key in section:
+                if key in _SECRET_KEYS and section[key]:
+                    section[key] = "***"
+        return out
+
+
+def _coerce(value: str, like: Any, name: str) -> Any:
+    if isinstance(like, bool):
+        return value.lower() in {"1", "true", "yes", "on"}
+    if isinstance(like, int):
+        try:
+            return int(value)
+        except ValueError:
+            msg = f"{name} must be an integer, got {value!r}"
+            raise ConfigError(msg) from None
+    return value
+
+
+def load_settings(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None = None) -> Settings:
+    """Build :class:`Settings` from defaults, the TOML file and ``RISKCTL_*`` environment variables."""
+    env = dict(os.environ) if env is None else env
+    settings = Settings()
+    file = Path(path or env.get("RISKCTL_CONFIG") or "riskctl.toml")
+    data: dict[str, Any] = {}
+    if file.exists():
+        with file.open("rb") as fh:
+            data = tomllib.load(fh)
+    elif path or env.get("RISKCTL_CONFIG"):
+        msg = f"config file {file} does not exist"
+        raise ConfigError(msg)
+    for section_field in fields(settings):
+        section = getattr(settings, section_field.name)
+        given = data.get(section_field.name, {})
+        for f in fields(section):
+            default = getattr(section, f.name)
+            if f.name in given:
+                setattr(section, f.name, given[f.name])
+            env_name = f"RISKCTL_{section_field.name}_{f.name}".upper()
+            if env_name in env:
+                setattr(section, f.name, _coerce(env[env_name], default, env_name))
+        unknown = set(given) - {f.name for f in fields(section)}
+        if unknown:
+            msg = f"unknown key(s) in [{section_field.name}] of {file}: {', '.join(sorted(unknown))}"
+            raise ConfigError(msg)
+    return settings

@@ -1,0 +1,497 @@
+"""The local stack: a KRaft Kafka broker, a MariaDB server with binlog, and a standalone Flink cluster.
+
+Every service runs on the loopback address with its data, logs and pid file under the stack folder
+(``.stack/`` by default; see :class:`riskctl.config.StackSettings`)::
+
+    .stack/
+      kafka/    server.properties, data/, kafka.log, kafka.pid
+      mysql/    data/ (with binlog.*), mariadb.log, mariadb.pid, password (generated, 0600)
+      flink/    home/ (bin, conf, lib with flink-python), log/, jobmanager.pid, taskmanager.pid, checkpoints/
+
+``start()`` is idempotent (a running, healthy service is left alone) and waits until the service answers.
+A port taken by something else, or a process that dies while starting, raises :class:`ServiceError` naming
+the service, the port and the log file.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from riskctl.config import PROJECT_ROOT, Settings
+from riskctl.errors import ServiceError
+from riskctl.stack.process import (
+    port_open,
+    port_owner,
+    read_pid,
+    spawn,
+    tail,
+    terminate,
+    wait_until,
+)
+
+
+@dataclass
+class ServiceStatus:
+    name: str
+    address: str
+    state: str  # "running" | "stopped" | "unhealthy" | "foreign" (port taken by a process we did not start)
+    pid: int | None
+    log: str
+    detail: str = ""
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+class Service(ABC):
+    """One service of the local stack."""
+
+    name: str
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.stack = settings.stack
+        self.dir = Path(self.stack.dir) / self.folder
+        self.host = self.stack.host
+
+    folder: str
+
+    @property
+    @abstractmethod
+    def ports(self) -> list[int]: ...
+
+    @property
+    @abstractmethod
+    def log(self) -> Path: ...
+
+    @property
+    def pid_files(self) -> list[Path]:
+        return [self.dir / f"{self.folder}.pid"]
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.ports[0]}"
+
+    def pids(self) -> list[int]:
+        return [p for f in self.pid_files if (p := read_pid(f)) is not None]
+
+    @abstractmethod
+    def healthy(self) -> bool:
+        """True when the service answers a real request (not only an open port)."""
+
+    @abstractmethod
+    def _start(self) -> None: ...
+
+    def status(self) -> ServiceStatus:
+        pids = self.pids()
+        if pids:
+            state = "running" if self.healthy() else "unhealthy"
+        elif any(port_open(self.host, p) for p in self.ports):
+            state = "foreign"
+        else:
+            state = "stopped"
+        return ServiceStatus(self.name, self.address, state, pids[0] if pids else None, str(self.log))
+
+    def start(self, timeout: float = 90.0) -> bool:
+        """Start the service unless it is already running; return True when this call started it."""
+        if self.pids() and self.healthy():
+            return False
+        if self.pids():  # ours but not answering: maybe still starting
+            if wait_until(self.healthy, timeout=timeout):
+                return False
+            msg = f"running (pid {self.pids()[0]}) but not answering on {self.address}; try 'riskctl stack down'"
+            raise ServiceError(self.name, msg, log=str(self.log))
+        for port in self.ports:
+            if port_open(self.host, port):
+                owner = port_owner(port)
+                msg = f"port {port} on {self.host} is already in use" + (f" by {owner}" if owner else "")
+                msg += f"; stop that process or choose another port (see 'riskctl stack --help')"
+                raise ServiceError(self.name, msg, log=str(self.log))
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._start()
+
+        def died() -> bool:
+            return len(self.pids()) < len(self.pid_files)
+
+        if not wait_until(self.healthy, timeout=timeout, abort=died):
+            state = "exited while starting" if died() else f"did not answer on {self.address} in {timeout:.0f} s"
+            last = tail(self.log)
+            self.stop()
+            raise ServiceError(self.name, f"{state}. Last lines of the log:\n{last}", log=str(self.log))
+        return True
+
+    def stop(self) -> bool:
+        """Stop the service's processes (and their process groups); return True when something was running."""
+        pids = self.pids()
+        for pid in pids:
+            terminate(pid)
+        for f in self.pid_files:
+            f.unlink(missing_ok=True)
+        return bool(pids)
+
+
+# --------------------------------------------------------------------------------------------------------
+class Kafka(Service):
+    """A single-node KRaft broker (broker and controller in one JVM), transactions usable."""
+
+    name = "kafka"
+    folder = "kafka"
+
+    @property
+    def ports(self) -> list[int]:
+        return [self.stack.kafka_port, self.stack.kafka_controller_port]
+
+    @property
+    def log(self) -> Path:
+        return self.dir / "kafka.log"
+
+    @property
+    def libs(self) -> Path:
+        return PROJECT_ROOT / ".cache" / "kafka" / "libs"
+
+    def healthy(self) -> bool:
+        if not port_open(self.host, self.stack.kafka_port):
+            return False
+        try:
+            from kafka import KafkaAdminClient
+
+            admin = KafkaAdminClient(bootstrap_servers=self.address, request_timeout_ms=3000,
+                                     api_version_auto_timeout_ms=3000)
+            try:
+                admin.list_topics()
+            finally:
+                admin.close()
+        except Exception:  # noqa: BLE001 - any failure means "not ready yet"
+            return False
+        return True
+
+    def _properties(self) -> str:
+        s = self.stack
+        return "\n".join([
+            "process.roles=broker,controller",
+            "node.id=1",
+            f"controller.quorum.voters=1@{s.host}:{s.kafka_controller_port}",
+            f"listeners=PLAINTEXT://{s.host}:{s.kafka_port},CONTROLLER://{s.host}:{s.kafka_controller_port}",
+            f"advertised.listeners=PLAINTEXT://{s.host}:{s.kafka_port}",
+            "controller.listener.names=CONTROLLER",
+            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "inter.broker.listener.name=PLAINTEXT",
+            f"log.dirs={self.dir / 'data'}",
+            "num.partitions=2",
+            "auto.create.topics.enable=true",
+            "offsets.topic.replication.factor=1",
+            "offsets.topic.num.partitions=4",
+            "transaction.state.log.replication.factor=1",
+            "transaction.state.log.min.isr=1",
+            "transaction.state.log.num.partitions=4",
+            "group.initial.rebalance.delay.ms=0",
+            "log.retention.hours=24",
+            "log.segment.bytes=67108864",
+            # a transactional producer of a Flink exactly-once sink may keep a transaction open up to
+            # the checkpoint interval plus the sink's transaction timeout
+            "transaction.max.timeout.ms=900000",
+            "",
+        ])
+
+    def _java(self, main: str, *args: str, heap: str = "256m") -> list[str]:
+        if not self.libs.is_dir():
+            msg = f"the Kafka broker jars are missing from {self.libs}: run scripts/setup"
+            raise ServiceError(self.name, msg)
+        return [
+            "java", f"-Xmx{heap}", f"-Xms{heap}", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+            f"-Dlog4j.configuration=file:{self.dir / 'log4j.properties'}",
+            f"-Dkafka.logs.dir={self.dir}",
+            "-cp", f"{self.libs}/*", main, *args,
+        ]
+
+    def _start(self) -> None:
+        props = self.dir / "server.properties"
+        props.write_text(self._properties())
+        (self.dir / "log4j.properties").write_text(
+            "log4j.rootLogger=INFO, stdout\n"
+            "log4j.appender.stdout=org.apache.log4j.ConsoleAppender\n"
+            "log4j.appender.stdout.layout=org.apache.log4j.PatternLayout\n"
+            "log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n\n"
+            "log4j.logger.kafka.request.logger=WARN\nlog4j.logger.org.apache.kafka=INFO\n"
+        )
+        if not (self.dir / "data" / "meta.properties").exists():
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            fmt = subprocess.run(
+                self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)),
+                capture_output=True, text=True, check=False,
+            )
+            if fmt.returncode != 0:
+                self.log.write_text(fmt.stdout + fmt.stderr)
+                raise ServiceError(self.name, f"formatting the KRaft storage failed: {fmt.stderr.strip()[-400:]}",
+                                   log=str(self.log))
+        spawn(self._java("kafka.Kafka", str(props), heap=self.stack.kafka_heap), log=self.log,
+              pid_file=self.pid_files[0])
+
+
+# --------------------------------------------------------------------------------------------------------
+class MariaDB(Service):
+    """A MariaDB server with its own datadir, ROW binlog (what Flink CDC reads) and a password user."""
+
+    name = "mariadb"
+    folder = "mysql"
+
+    @property
+    def ports(self) -> list[int]:
+        return [self.stack.mysql_port]
+
+    @property
+    def log(self) -> Path:
+        return self.dir / "mariadb.log"
+
+    @property
+    def datadir(self) -> Path:
+        return self.dir / "data"
+
+    @property
+    def socket(self) -> Path:
+        sock = self.dir / "mysqld.sock"
+        # unix socket paths are limited to 107 bytes; fall back to /tmp for deep checkouts
+        if len(str(sock)) > 100:
+            sock = Path("/tmp") / f"riskctl-mysqld-{self.stack.mysql_port}.sock"  # noqa: S108
+        return sock
+
+    @property
+    def password_file(self) -> Path:
+        return self.dir / "password"
+
+    @staticmethod
+    def binary(name: str) -> str:
+        found = shutil.which(name) or (f"/usr/sbin/{name}" if Path(f"/usr/sbin/{name}").exists() else None)
+        if not found:
+            msg = "MariaDB is not installed: run scripts/setup (it installs Debian's mariadb-server)"
+            raise ServiceError("mariadb", msg)
+        return found
+
+    def password(self) -> str:
+        given = os.environ.get("RISKCTL_MYSQL_PASSWORD")
+        if given:
+            return given
+        if not self.password_file.exists():
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self.password_file.write_text(secrets.token_urlsafe(18))
+            self.password_file.chmod(0o600)
+        return self.password_file.read_text().strip()
+
+    def healthy(self) -> bool:
+        if not port_open(self.host, self.stack.mysql_port):
+            return False
+        try:
+            import pymysql
+
+            conn = pymysql.connect(host=self.host, port=self.stack.mysql_port, user=self.settings.mysql.user,
+                                   password=self.password(), connect_timeout=3)
+            try:
+                with conn.cursor() as cur:
+                    cur.execute("SELECT @@log_bin, @@binlog_format")
+                    row = cur.fetchone()
+            finally:
+                conn.close()
+        except Exception:  # noqa: BLE001 - any failure means "not ready yet"
+            return False
+        return row is not None and int(row[0]) == 1 and row[1] == "ROW"
+
+    def _server_cmd(self) -> list[str]:
+        return [
+            self.binary("mariadbd"), "--no-defaults", "--user=root",
+            f"--datadir={self.datadir}", f"--port={self.stack.mysql_port}", f"--bind-address={self.host}",
+            f"--socket={self.socket}", f"--pid-file={self.dir / 'mariadbd.pid'}", f"--log-error={self.log}",
+            f"--log-bin={self.datadir / 'binlog'}", "--binlog-format=ROW", "--binlog-row-image=FULL",
+            "--server-id=1", "--expire-logs-days=2", "--skip-name-resolve",
+            "--innodb-buffer-pool-size=128M", "--innodb-log-file-size=48M", "--max-connections=300",
+            "--character-set-server=utf8mb4", "--collation-server=utf8mb4_unicode_ci",
+        ]
+
+    def _start(self) -> None:
+        fresh = not (self.datadir / "mysql").is_dir()
+        if fresh:
+            self.datadir.mkdir(parents=True, exist_ok=True)
+            init = subprocess.run(
+                [self.binary("mariadb-install-db"), "--no-defaults", "--user=root", f"--datadir={self.datadir}",
+                 "--auth-root-authentication-method=socket", "--skip-test-db"],
+                capture_output=True, text=True, check=False,
+            )
+            if init.returncode != 0:
+                self.log.write_text(init.stdout + init.stderr)
+                raise ServiceError(self.name, "mariadb-install-db failed", log=str(self.log))
+        spawn(self._server_cmd(), log=self.dir / "mariadbd.out", pid_file=self.pid_files[0])
+        if not wait_until(lambda: self.socket.exists() and port_open(self.host, self.stack.mysql_port),
+                          timeout=60, abort=lambda: not self.pids()):
+            return  # start() reports it with the log
+        self._bootstrap()
+
+    def _bootstrap(self) -> None:
+        """Create the riskctl database and a password user with the grants Flink CDC needs (idempotent)."""
+        user = self.settings.mysql.user
+        pw = self.password().replace("\\", "\\\\").replace("'", "\\'")
+        sql = f"""
+            CREATE DATABASE IF NOT EXISTS `{self.settings.mysql.database}`;
+            CREATE USER IF NOT EXISTS '{user}'@'%' IDENTIFIED BY '{pw}';
+            ALTER USER '{user}'@'%' IDENTIFIED BY '{pw}';
+            -- the local stack's application user: everything on this loopback-only server, which includes
+            -- the SELECT, RELOAD, SHOW DATABASES, REPLICATION SLAVE and REPLICATION CLIENT that CDC needs
+            GRANT ALL PRIVILEGES ON *.* TO '{user}'@'%';
+            FLUSH PRIVILEGES;
+        """  # noqa: S608 - values are ours, quoted above
+        res = subprocess.run(
+            [self.binary("mariadb"), "--no-defaults", f"--socket={self.socket}", "-uroot", "-e", sql],
+            capture_output=True, text=True, check=False,
+        )
+        if res.returncode != 0:
+            raise ServiceError(self.name, f"creating the riskctl user failed: {res.stderr.strip()}",
+                               log=str(self.log))
+
+
+# --------------------------------------------------------------------------------------------------------
+class FlinkCluster(Service):
+    """A standalone Flink session cluster (one JobManager, one TaskManager) from the pip-installed PyFlink.
+
+    Its home is assembled under ``.stack/flink/home``: the wheel's ``bin``, ``lib`` and ``plugins``, plus
+    ``opt/flink-python-*.jar`` copied into ``lib/`` (pemja's native library must be loaded by the cluster's
+    class loader, not the job's: FLINK-37727), and a ``conf/config.yaml`` with thread mode, RocksDB and the
+    virtualenv's Python.
+    """
+
+    name = "flink"
+    folder = "flink"
+
+    @property
+    def ports(self) -> list[int]:
+        return [self.stack.flink_rest_port, self.stack.flink_rpc_port]
+
+    @property
+    def log(self) -> Path:
+        return self.dir / "log" / "jobmanager.out"
+
+    @property
+    def pid_files(self) -> list[Path]:
+        return [self.dir / "jobmanager.pid", self.dir / "taskmanager.pid"]
+
+    @property
+    def home(self) -> Path:
+        return self.dir / "home"
+
+    @property
+    def rest_url(self) -> str:
+        return f"http://{self.host}:{self.stack.flink_rest_port}"
+
+    def overview(self) -> dict[str, object] | None:
+        try:
+            with urllib.request.urlopen(f"{self.rest_url}/overview", timeout=3) as resp:  # noqa: S310
+                data: dict[str, object] = json.load(resp)
+                return data
+        except OSError:
+            return None
+
+    def healthy(self) -> bool:
+        ov = self.overview()
+        return bool(ov) and int(str(ov.get("taskmanagers", 0))) >= 1 and int(str(ov.get("slots-total", 0))) > 0
+
+    def status(self) -> ServiceStatus:
+        st = super().status()
+        ov = self.overview() if st.state == "running" else None
+        if ov:
+            st.detail = (f"{ov.get('taskmanagers')} taskmanager(s), {ov.get('slots-available')}/"
+                         f"{ov.get('slots-total')} slots free, {ov.get('jobs-running')} job(s) running")
+        return st
+
+    def _pyflink_dir(self) -> Path:
+        import pyflink
+
+        return Path(pyflink.__file__).parent
+
+    def _assemble_home(self) -> None:
+        src = self._pyflink_dir()
+        home = self.home
+        if home.exists():
+            shutil.rmtree(home)
+        (home / "lib").mkdir(parents=True)
+        shutil.copytree(src / "bin", home / "bin")  # a copy, so config.sh takes this folder as FLINK_HOME
+        for jar in (src / "lib").glob("*.jar"):
+            (home / "lib" / jar.name).symlink_to(jar)
+        for jar in (src / "opt").glob("flink-python-*.jar"):
+            shutil.copy(jar, home / "lib" / jar.name)
+        (home / "opt").symlink_to(src / "opt")
+        (home / "plugins").symlink_to(src / "plugins")
+        conf = home / "conf"
+        conf.mkdir()
+        for f in (src / "conf").iterdir():
+            if f.name != "config.yaml":
+                shutil.copy(f, conf / f.name)
+        (conf / "config.yaml").write_text(self._config_yaml(src))
+
+    def _config_yaml(self, src: Path) -> str:
+        import yaml
+
+        default = yaml.safe_load((src / "conf" / "config.yaml").read_text())
+        java_opts = default["env"]["java"]["opts"]["all"]
+        s = self.stack
+        python = sys.executable
+        cfg = {
+            "env": {"java": {"opts": {"all": java_opts}}, "log": {"dir": str(self.dir / "log")},
+                    "pid": {"dir": str(self.dir / "pids")}},
+            "jobmanager": {"bind-host": s.host, "rpc": {"address": s.host, "port": s.flink_rpc_port},
+                           "memory": {"process": {"size": "1024m"}},
+                           "execution": {"failover-strategy": "region"}},
+            "taskmanager": {"bind-host": s.host, "host": s.host, "numberOfTaskSlots": s.flink_slots,
+                            "memory": {"process": {"size": "2560m"}}},
+            "rest": {"address": s.host, "bind-address": s.host, "port": s.flink_rest_port},
+            "parallelism": {"default": 1},
+            "python": {"executable": python, "client": {"executable": python}, "execution-mode": "thread"},
+            "state": {"backend": {"type": "rocksdb", "incremental": True},
+                      "checkpoints": {"dir": f"file://{self.dir / 'checkpoints'}"}},
+            "blob": {"server": {"port": "0"}},
+            "taskmanager.data.port": 0,
+        }
+        return yaml.safe_dump(cfg, sort_keys=False)
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["FLINK_CONF_DIR"] = str(self.home / "conf")
+        env["FLINK_LOG_DIR"] = str(self.dir / "log")
+        env["FLINK_PID_DIR"] = str(self.dir / "pids")
+        env.pop("_FLINK_HOME_DETERMINED", None)
+        env.pop("FLINK_HOME", None)
+        return env
+
+    def _start(self) -> None:
+        self._assemble_home()
+        for sub in ("log", "pids", "checkpoints"):
+            (self.dir / sub).mkdir(parents=True, exist_ok=True)
+        # start-foreground execs flink-console.sh, which execs the JVM: the pid we record is the JVM's
+        bin_dir = self.home / "bin"
+        spawn(["bash", str(bin_dir / "jobmanager.sh"), "start-foreground"], log=self.dir / "log" / "jobmanager.out",
+              pid_file=self.pid_files[0], env=self._env())
+        time.sleep(1.0)
+        spawn(["bash", str(bin_dir / "taskmanager.sh"), "start-foreground"], log=self.dir / "log" / "taskmanager.out",
+              pid_file=self.pid_files[1], env=self._env())
+
+    def flink_bin(self) -> Path:
+        return self.home / "bin" / "flink"
+
+    def run_env(self) -> dict[str, str]:
+        """Environment for ``bin/flink run`` against this cluster."""
+        return self._env()
+
+
+def services(settings: Settings, *, flink: bool) -> list[Service]:
+    out: list[Service] = [Kafka(settings), MariaDB(settings)]
+    if flink:
+        out.append(FlinkCluster(settings))
+    return out

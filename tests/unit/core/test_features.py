@@ -1,4 +1,4 @@
-"""Unit tests of riskctl.core.features: specs, every kind, window edges, lateness, expiry and bounded state."""
+"""Unit tests of riskctl.core.features: specs, every kind, window edges, lateness, expiry, bounded state."""
 
 from __future__ import annotations
 
@@ -29,7 +29,9 @@ from riskctl.core.features import (
 T0 = 1_700_000_000_000  # a realistic epoch-ms origin, so pickled sizes are those of production
 
 
-def run(feature: Feature, events: Iterable[tuple[int, dict[str, Any]]], stored: Any = None) -> tuple[list, Any]:
+def run(
+    feature: Feature, events: Iterable[tuple[int, dict[str, Any]]], stored: Any = None
+) -> tuple[list, Any]:
     """Evaluate events in the given order; return the values and the final stored value."""
     values = []
     for ts, event in events:
@@ -66,7 +68,11 @@ FAILS = {"filter": fails_filter, "filter_text": "type == 'login' and not success
         ({"kind": "last_n", "stat": "mean", "n": 5, "field": "amount"}, "stat", "needs a stat"),
         ({"kind": "last_n", "stat": "sum", "n": 5}, "field", "needs the event field"),
         ({"kind": "last_n", "stat": "avg_interval", "n": 5, "field": "amount"}, "field", "event times only"),
-        ({"kind": "last_n", "stat": "sum", "n": 5, "field": "a", "min_events": 6}, "min_events", "from 1 to n"),
+        (
+            {"kind": "last_n", "stat": "sum", "n": 5, "field": "a", "min_events": 6},
+            "min_events",
+            "from 1 to n",
+        ),
         ({"kind": "last_n", "stat": "avg_interval", "n": 5, "min_events": 1}, "min_events", "from 2 to n"),
         ({"kind": "count", "window": 1000, "n": 3}, "n", "does not apply"),
         ({"kind": "first_seen", "field": "city", "granularity": 10}, "granularity", "does not apply"),
@@ -219,7 +225,14 @@ def test_filter_decides_what_is_recorded_not_who_gets_a_value() -> None:
 
 def test_missing_or_unusable_field_is_not_recorded() -> None:
     f = compile_feature(FeatureSpec("sum", field="amount", window=HOUR))
-    events = [{"amount": 5}, {}, {"amount": None}, {"amount": "abc"}, {"amount": float("nan")}, {"amount": True}]
+    events = [
+        {"amount": 5},
+        {},
+        {"amount": None},
+        {"amount": "abc"},
+        {"amount": float("nan")},
+        {"amount": True},
+    ]
     values, st = run(f, [(T0 + i, e) for i, e in enumerate(events)])
     assert values == [5] * 6
     assert st[3] == [5]
@@ -370,7 +383,12 @@ def test_last_n_min_events_and_partial_windows() -> None:
 
 
 def test_last_n_field_stats() -> None:
-    for stat, expect in {"sum": [5, 8, 10, 6], "avg": [5, 4, 10 / 3, 2], "min": [5, 3, 2, 1], "max": [5, 5, 5, 3]}.items():
+    for stat, expect in {
+        "sum": [5, 8, 10, 6],
+        "avg": [5, 4, 10 / 3, 2],
+        "min": [5, 3, 2, 1],
+        "max": [5, 5, 5, 3],
+    }.items():
         f = compile_feature(FeatureSpec("last_n", n=3, stat=stat, field="amount", min_events=1))
         values, _ = run(f, [(T0 + i, {"amount": a}) for i, a in enumerate([5, 3, 2, 1])])
         assert values == pytest.approx(expect), stat
@@ -484,7 +502,9 @@ def test_time_since_late_event_and_kept_timestamps() -> None:
 
 
 def test_bytes_per_key_for_typical_features() -> None:
-    day = [(T0 + i * 37 * MINUTE, {"type": "transfer", "amount": 1200 + i, "city": "Paris"}) for i in range(40)]
+    day = [
+        (T0 + i * 37 * MINUTE, {"type": "transfer", "amount": 1200 + i, "city": "Paris"}) for i in range(40)
+    ]
     sizes = {}
     specs = {
         "sum 5m": FeatureSpec("sum", field="amount", window=5 * MINUTE),

@@ -1,0 +1,757 @@
+"""Sequence patterns per key over event time (a small Flink CEP in pure Python).
+
+A :class:`PatternSpec` is an immutable, validated list of :class:`Step` s; a :class:`PatternMatcher` runs
+it for one key at a time over state that is plain Python data (lists, tuples, dicts, ints, the event
+mappings), so the engine can keep it in a :class:`~riskctl.core.state.KeyedState` (pickled into RocksDB under Flink)::
+
+    fails = Step("fails", is_failed_login, "event.type == 'login' and not event.success",
+                 times=3, contiguity="strict")
+    ok = Step("ok", is_good_login, "event.type == 'login' and event.success", contiguity="strict")
+    matcher = PatternMatcher(PatternSpec("brute_force", (fails, ok), within=10_000))
+    result = matcher.process(state.get(key), event, event["ts"])   # -> PatternResult
+
+Semantics (all on event-time order; ties keep arrival order):
+
+- **Matching.** Every event whose first-step condition holds starts a partial match. A step's condition is
+  called as ``cond(event, steps)``; ``steps`` maps *every* step name to the tuple of events that step has
+  matched so far in this partial match (empty for steps not reached yet, and for the step being tried until it
+  takes its first event), so a looping step sees its own earlier events, e.g. ``sum(fails.amount)``.
+- **Quantifiers.** ``quantifier="exactly"`` takes exactly ``times`` events; ``"at_least"`` takes ``times`` or
+  more, and every length is a separate match (like Flink's ``timesOrMore``): with ``a{1,} b`` and events
+  ``a1 a2 b`` the matches are ``a1 a2 b``, ``a1 b`` (started at a1, stopped looping after a1) and ``a2 b``.
+  When a step may both loop and hand over to the next step, the two continuations are followed separately.
+- **Contiguity** applies to every event a step takes, against the event matched just before it (from the same
+  step or the previous one). ``strict``: it must be the very next event of the key. ``relaxed`` (the default):
+  events that are not *candidates* are skipped, and the first candidate is taken ("skip till next match",
+  Flink's ``followedBy``); a candidate is an event whose gap from the previous matched event is allowed and
+  whose condition holds. The first step has no previous event, so it takes no contiguity or gap.
+- **Boundaries** are half-open, like Flink's: a match takes events with ``ts - start_ts < within``; a
+  step's ``max_gap`` allows ``ts - previous_ts < max_gap`` and its ``min_gap`` allows
+  ``ts - previous_ts >= min_gap``. An event exactly ``within`` after the start is outside the pattern.
+- **Absence in the middle** (a negated step between two positive ones): an event satisfying the negated
+  condition between the last event of the step before and the first event of the step after kills the partial
+  match. **Absence at the end** (a final negated step): once the positive steps are matched, the match is
+  confirmed at the *deadline* ``min(start_ts + within, last_ts + max_gap of the negated step)`` if no event
+  before the deadline satisfied the negated condition; :attr:`PatternResult.wakeup` is the earliest pending
+  deadline, and the match is reported (``completed_by="timer"``) by :meth:`PatternMatcher.on_timer` at or
+  after it, or by :meth:`PatternMatcher.process` once an event shows the deadline is past the allowed
+  lateness. Its ``end_ts`` is the deadline.
+- **After-match policy.** ``skip_past_last_event`` (the default, like Flink's): when a match is reported,
+  every partial match that started at or before the match's last event is discarded (for an absence match the
+  last event is its last positive event), so one burst is reported once. Matches completing together are
+  ordered by start, then by their events; with this policy only the first is reported. ``no_skip`` reports every match.
+- **Late events.** With ``lateness > 0`` the matcher keeps a bounded, time-ordered buffer of the key's recent
+  events. An event older than the newest one seen (but not more than ``lateness`` older) makes the matcher
+  replay that buffer in event-time order, exactly as if events had arrived in order; matches found that were
+  not reported before are reported with ``completed_by="late"``. Matches already reported are never retracted
+  nor reported twice. An event more than ``lateness`` older than the newest, or older than the time of an
+  :meth:`~PatternMatcher.on_timer` call, is *too late*: it is ignored and counted (``too_late``). With
+  ``lateness == 0`` (the default) no buffer is kept.
+- **Bounds.** At most ``max_partial`` partial matches per key: overflow drops the oldest and is counted in
+  the state (:meth:`PatternMatcher.overflow`) and in :attr:`PatternResult.overflow`. The late-event buffer
+  keeps only events a late event could still match with (those of the last ``lateness`` ms, and those since
+  the oldest possible start within ``within`` before that), at most ``max_buffer``; dropping beyond it is
+  counted the same way. The state is ``None`` once nothing is pending.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from bisect import bisect_right
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, NamedTuple
+
+from riskctl.core.errors import RuleError
+
+__all__ = [
+    "AFTER_MATCH_POLICIES",
+    "Condition",
+    "Match",
+    "PatternMatcher",
+    "PatternResult",
+    "PatternSpec",
+    "Step",
+]
+
+Event = Mapping[str, Any]
+StepsView = Mapping[str, Sequence[Event]]
+#: ``cond(event, steps) -> bool`` (see :mod:`riskctl.core.expr`, which compiles rule text into these).
+Condition = Callable[[Event, StepsView], Any]
+
+CompletedBy = Literal["event", "late", "timer"]
+
+CONTIGUITIES = ("relaxed", "strict")
+QUANTIFIERS = ("exactly", "at_least")
+AFTER_MATCH_POLICIES = ("skip_past_last_event", "no_skip")
+MAX_STEPS = 32
+MAX_TIMES = 1000
+
+_NEG_INF = -(1 << 62)
+
+# Layout of the stored state (a list, so the hot path can update it in place before handing it back).
+_RUNS, _MAX_TS, _SEQ, _OVERFLOW, _TOO_LATE, _WM, _BUF, _REPORTED, _EMITTED, _SEED = range(10)
+
+# Layout of one partial match ("run"), a tuple:
+#   (start_ts, start_seq, step, count, last_ts, last_seq, loop_ok, next_ok, steps, seqs)
+# ``step``/``count``: the positive step being matched and how many events it has; ``loop_ok``: this step may
+# still take another event; ``next_ok``: the next step may take its first event (for the last step followed
+# by a negated one: the absence is still pending); ``steps``: step name -> tuple of matched events (what the
+# conditions see); ``seqs``: arrival numbers of the matched events, the match's identity within the key.
+# A buffer entry: (ts, seq, starts, event), ``starts`` being the first step's verdict on it.
+
+
+def _check_ms(value: Any, what: str, field_path: str, *, zero_ok: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < (0 if zero_ok else 1):
+        bound = ">= 0" if zero_ok else "> 0"
+        msg = f"{what} must be an int number of milliseconds {bound}, got {value!r}"
+        raise RuleError(msg, field=field_path)
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One step of a sequence pattern.
+
+    ``cond`` is the compiled condition ``cond(event, steps)``; ``source`` is its text (the step's identity in
+    ``PatternSpec.state_key`` and in equality: callables are not compared). ``times`` with ``quantifier``
+    (``"exactly"`` or ``"at_least"``) says how many events the step takes. ``contiguity`` is ``"relaxed"``
+    (skip events that are not candidates) or ``"strict"`` (the very next event of the key). ``max_gap`` /
+    ``min_gap`` (ms) bound the time from the event matched just before. A ``negated`` step is an absence: no
+    event satisfying it may occur between its neighbours (in the middle), or before the deadline (at the end;
+    there ``max_gap`` is the absence window after the last positive event).
+    """
+
+    name: str
+    cond: Condition = field(compare=False, repr=False)
+    source: str
+    times: int = 1
+    quantifier: Literal["exactly", "at_least"] = "exactly"
+    contiguity: Literal["relaxed", "strict"] = "relaxed"
+    max_gap: int | None = None
+    min_gap: int | None = None
+    negated: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.isidentifier() or self.name.startswith("_"):
+            msg = f"a step name must be an identifier not starting with '_', got {self.name!r}"
+            raise RuleError(msg, field="name")
+        where = f"steps.{self.name}"
+        if not callable(self.cond):
+            msg = f"the condition must be callable, got {type(self.cond).__name__}"
+            raise RuleError(msg, field=f"{where}.when")
+        if not isinstance(self.source, str) or not self.source.strip():
+            msg = "the condition's source text is required (it identifies the step's state)"
+            raise RuleError(msg, field=f"{where}.when")
+        if (
+            isinstance(self.times, bool)
+            or not isinstance(self.times, int)
+            or not 1 <= self.times <= MAX_TIMES
+        ):
+            msg = f"times must be an int from 1 to {MAX_TIMES}, got {self.times!r}"
+            raise RuleError(msg, field=f"{where}.times")
+        if self.quantifier not in QUANTIFIERS:
+            msg = f"quantifier must be one of {', '.join(QUANTIFIERS)}, got {self.quantifier!r}"
+            raise RuleError(msg, field=f"{where}.quantifier", suggestion=_close(self.quantifier, QUANTIFIERS))
+        if self.contiguity not in CONTIGUITIES:
+            msg = f"contiguity must be one of {', '.join(CONTIGUITIES)}, got {self.contiguity!r}"
+            raise RuleError(
+                msg, field=f"{where}.contiguity", suggestion=_close(self.contiguity, CONTIGUITIES)
+            )
+        if self.max_gap is not None:
+            _check_ms(self.max_gap, "max_gap", f"{where}.max_gap")
+        if self.min_gap is not None:
+            _check_ms(self.min_gap, "min_gap", f"{where}.min_gap")
+            if self.max_gap is not None and self.min_gap >= self.max_gap:
+                msg = f"min_gap ({self.min_gap}) must be below max_gap ({self.max_gap}): no event could match"
+                raise RuleError(msg, field=f"{where}.min_gap")
+        if self.negated:
+            if self.times != 1 or self.quantifier != "exactly":
+                msg = "a negated step forbids any matching event: it takes no quantifier"
+                raise RuleError(msg, field=f"{where}.times")
+            if self.contiguity != "relaxed":
+                msg = "a negated step watches every event in its span: it takes no contiguity"
+                raise RuleError(msg, field=f"{where}.contiguity")
+            if self.min_gap is not None:
+                msg = "a negated step takes no min_gap"
+                raise RuleError(msg, field=f"{where}.min_gap")
+
+
+def _close(value: Any, choices: Sequence[str]) -> str | None:
+    from riskctl.core.errors import suggest
+
+    return suggest(value, choices) if isinstance(value, str) else None
+
+
+@dataclass(frozen=True, slots=True)
+class PatternSpec:
+    """A validated sequence pattern: ``steps`` in order, all within ``within`` ms of the first matched event.
+
+    ``after_match`` is ``"skip_past_last_event"`` (default) or ``"no_skip"`` (see the module docstring);
+    ``max_partial`` bounds the partial matches kept per key.
+    """
+
+    id: str
+    steps: tuple[Step, ...]
+    within: int
+    after_match: Literal["skip_past_last_event", "no_skip"] = "skip_past_last_event"
+    max_partial: int = 64
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.id, str) or not self.id:
+            msg = f"a pattern needs a non-empty string id, got {self.id!r}"
+            raise RuleError(msg, field="id")
+        try:
+            self._validate()
+        except RuleError as exc:
+            raise exc.located(rule_id=self.id) from None
+
+    def _validate(self) -> None:
+        steps = self.steps
+        if not isinstance(steps, tuple) or not steps:
+            msg = "a sequence needs a non-empty tuple of steps"
+            raise RuleError(msg, field="steps")
+        if len(steps) > MAX_STEPS:
+            msg = f"a sequence has at most {MAX_STEPS} steps, got {len(steps)}"
+            raise RuleError(msg, field="steps")
+        names: set[str] = set()
+        for i, step in enumerate(steps):
+            if not isinstance(step, Step):
+                msg = f"steps[{i}] is a {type(step).__name__}, not a Step"
+                raise RuleError(msg, field=f"steps[{i}]")
+            if step.name in names:
+                msg = f"two steps are named {step.name!r}: names must be unique"
+                raise RuleError(msg, field=f"steps.{step.name}")
+            names.add(step.name)
+        first = steps[0]
+        if first.negated:
+            msg = "a sequence cannot start with a negated step (absence of what, after what?)"
+            raise RuleError(msg, field=f"steps.{first.name}.negated")
+        if first.contiguity != "relaxed" or first.max_gap is not None or first.min_gap is not None:
+            msg = "the first step has no previous event: it takes no contiguity, max_gap or min_gap"
+            raise RuleError(msg, field=f"steps.{first.name}")
+        for prev, step in zip(steps, steps[1:], strict=False):
+            if prev.negated and step.negated:
+                msg = (
+                    f"two negated steps in a row ({prev.name}, {step.name}): join their conditions with 'or'"
+                )
+                raise RuleError(msg, field=f"steps.{step.name}.negated")
+        for step in steps[1:-1]:
+            if step.negated and step.max_gap is not None:
+                msg = "only a final negated step takes max_gap (its absence window)"
+                raise RuleError(msg, field=f"steps.{step.name}.max_gap")
+        _check_ms(self.within, "within", "within")
+        if self.after_match not in AFTER_MATCH_POLICIES:
+            msg = f"after_match must be one of {', '.join(AFTER_MATCH_POLICIES)}, got {self.after_match!r}"
+            raise RuleError(
+                msg, field="after_match", suggestion=_close(self.after_match, AFTER_MATCH_POLICIES)
+            )
+        mp = self.max_partial
+        if isinstance(mp, bool) or not isinstance(mp, int) or mp < 1:
+            msg = f"max_partial must be an int >= 1, got {mp!r}"
+            raise RuleError(msg, field="max_partial")
+
+    @property
+    def state_key(self) -> str:
+        """A stable key derived from the definition: equal definitions share state, a changed one is fresh."""
+        parts = [
+            (s.name, s.source, s.times, s.quantifier, s.contiguity, s.max_gap, s.min_gap, s.negated)
+            for s in self.steps
+        ]
+        text = repr((parts, self.within, self.after_match, self.max_partial))
+        return f"pattern:{self.id}:{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """A complete match: ``event_ids`` maps each positive step to the ids of its events, in order.
+
+    ``end_ts`` is the last event's time, or the deadline for an absence match. ``completed_by`` is ``"event"``
+    (the current, in-order event completed it), ``"late"`` (found when an out-of-order event arrived) or
+    ``"timer"`` (an absence confirmed because its deadline passed).
+    """
+
+    pattern_id: str
+    event_ids: Mapping[str, tuple[Any, ...]]
+    start_ts: int
+    end_ts: int
+    completed_by: CompletedBy
+
+
+class PatternResult(NamedTuple):
+    """What :meth:`PatternMatcher.process` and :meth:`PatternMatcher.on_timer` return.
+
+    ``new_stored`` is what to put back (``None``: remove the entry); ``wakeup`` is the event time at which the
+    engine must call ``on_timer`` (the earliest pending absence deadline), or ``None``. ``overflow`` counts
+    the partial matches (or buffered events) dropped by this call for exceeding the bounds; ``too_late`` is true
+    when the event was ignored for being older than the allowed lateness.
+    """
+
+    new_stored: Any
+    matches: tuple[Match, ...]
+    wakeup: int | None
+    overflow: int = 0
+    too_late: bool = False
+
+
+_NOTHING = PatternResult(None, (), None)
+
+# A completed match before it becomes a Match:
+#   (start_ts, start_seq, seqs, steps, end_ts, last_ts, last_seq)
+_Done = tuple[int, int, tuple[int, ...], dict[str, tuple[Event, ...]], int, int, int]
+_Run = tuple[int, int, int, int, int, int, bool, bool, dict[str, tuple[Event, ...]], tuple[int, ...]]
+_Key = tuple[int, int]
+
+
+class PatternMatcher:
+    """The runtime of one :class:`PatternSpec`; holds no per-key data (that is the ``stored`` argument).
+
+    ``lateness`` (ms) is how far out of event-time order an event may arrive and still be matched in its place
+    (the engine's allowed lateness); ``max_buffer`` bounds the events kept for that per key.
+    """
+
+    __slots__ = (
+        "_base",
+        "_cond0",
+        "_final_gap",
+        "_final_neg",
+        "_last",
+        "_lateness",
+        "_max_buffer",
+        "_max_partial",
+        "_names",
+        "_skip",
+        "_steps",
+        "_within",
+        "spec",
+    )
+
+    def __init__(self, spec: PatternSpec, *, lateness: int = 0, max_buffer: int = 1000) -> None:
+        _check_ms(lateness, "lateness", "lateness", zero_ok=True)
+        if isinstance(max_buffer, bool) or not isinstance(max_buffer, int) or max_buffer < 1:
+            msg = f"max_buffer must be an int >= 1, got {max_buffer!r}"
+            raise RuleError(msg, rule_id=spec.id, field="max_buffer")
+        self.spec = spec
+        self._lateness = lateness
+        self._max_buffer = max_buffer
+        self._within = spec.within
+        self._max_partial = spec.max_partial
+        self._skip = spec.after_match == "skip_past_last_event"
+        # Positive steps: (name, cond, times, at_least, strict, min_gap, max_gap, negated condition before it).
+        compiled: list[tuple[str, Condition, int, bool, bool, int, int | None, Condition | None]] = []
+        neg_before: Condition | None = None
+        for step in spec.steps:
+            if step.negated:
+                neg_before = step.cond
+                continue
+            compiled.append(
+                (
+                    step.name,
+                    step.cond,
+                    step.times,
+                    step.quantifier == "at_least",
+                    step.contiguity == "strict",
+                    step.min_gap or 0,
+                    step.max_gap,
+                    neg_before,
+                )
+            )
+            neg_before = None
+        self._steps = tuple(compiled)
+        self._names = tuple(c[0] for c in compiled)
+        self._last = len(compiled) - 1
+        final = spec.steps[-1]
+        self._final_neg: Condition | None = final.cond if final.negated else None
+        # last_ts + final_gap >= start_ts + within when the negated step has no max_gap of its own.
+        self._final_gap = final.max_gap if final.negated and final.max_gap is not None else spec.within
+        self._base: dict[str, tuple[Event, ...]] = {s.name: () for s in spec.steps}
+        self._cond0 = compiled[0][1]
+
+    # ------------------------------------------------------------------------------------------ public API
+
+    def process(self, stored: Any, event: Event, ts: int) -> PatternResult:
+        """Feed one event of the key (``ts`` its event time); see the module docstring for the semantics."""
+        lateness = self._lateness
+        if stored is None:
+            starts = bool(self._cond0(event, self._base))
+            if not starts and not lateness:
+                return _NOTHING
+            stored = [[], ts, 0, 0, 0, _NEG_INF, [], [], [], None]
+            st = stored
+        else:
+            st = stored
+            if ts < st[_MAX_TS] or ts < st[_WM]:
+                return self._out_of_order(st, event, ts)
+            starts = bool(self._cond0(event, self._base))
+        st[_MAX_TS] = ts
+        seq = st[_SEQ]
+        st[_SEQ] = seq + 1
+        runs = st[_RUNS]
+        if lateness:
+            st[_BUF].append((ts, seq, starts, event))
+        if not runs and not starts:
+            # The common case: nothing pending, and this event starts nothing (only buffered, if at all).
+            if lateness:
+                dropped = self._prune_buffer(st)
+                return PatternResult(st, (), None, dropped) if dropped else PatternResult(st, (), None)
+            return _NOTHING
+        matches: list[Match] = []
+
+        def sink(done: _Done, timer: bool) -> None:
+            self._sink_in_order(st, matches, done, "timer" if timer else "event")
+
+        know = max(ts - lateness, st[_WM])
+        runs, _ = self._feed(runs, event, ts, seq, starts, know, None, sink)
+        dropped = self._bound_runs(st, runs)
+        if lateness:
+            dropped += self._prune_buffer(st)
+        return self._result(st, matches, dropped)
+
+    def on_timer(self, stored: Any, ts: int) -> PatternResult:
+        """Event time has reached ``ts`` (the engine's watermark passed it): confirm absences due by then.
+
+        Also frees what can no longer match; events older than ``ts`` arriving later are too late.
+        """
+        if stored is None:
+            return _NOTHING
+        st = stored
+        if ts > st[_WM]:
+            st[_WM] = ts
+        know = max(st[_MAX_TS] - self._lateness, st[_WM])
+        matches: list[Match] = []
+
+        def sink(done: _Done, timer: bool) -> None:
+            self._sink_in_order(st, matches, done, "timer")
+
+        runs = st[_RUNS]
+        if runs:
+            if self._final_neg is not None:
+                runs, _ = self._complete(runs, know, None, sink)
+            st[_RUNS] = self._expire(runs, know)
+        dropped = self._prune_buffer(st) if self._lateness else 0
+        return self._result(st, matches, dropped)
+
+    @staticmethod
+    def overflow(stored: Any) -> int:
+        """Partial matches and buffered events dropped for this key so far (0 for an empty state)."""
+        return 0 if stored is None else int(stored[_OVERFLOW])
+
+    @staticmethod
+    def too_late(stored: Any) -> int:
+        """Events of this key ignored so far for arriving later than the allowed lateness."""
+        return 0 if stored is None else int(stored[_TOO_LATE])
+
+    # ------------------------------------------------------------------------------------------ internals
+
+    def _result(self, st: list[Any], matches: list[Match], dropped: int) -> PatternResult:
+        runs = st[_RUNS]
+        if not runs and not st[_BUF]:
+            return PatternResult(None, tuple(matches), None, dropped)
+        return PatternResult(st, tuple(matches), self._wakeup(runs), dropped)
+
+    def _too_late(self, st: list[Any]) -> PatternResult:
+        st[_TOO_LATE] += 1
+        return PatternResult(st, (), self._wakeup(st[_RUNS]), 0, True)
+
+    def _wakeup(self, runs: list[_Run]) -> int | None:
+        if self._final_neg is None or not runs:
+            return None
+        last, within, gap = self._last, self._within, self._final_gap
+        best: int | None = None
+        for run in runs:
+            if run[2] == last and run[7]:
+                deadline = min(run[0] + within, run[4] + gap)
+                if best is None or deadline < best:
+                    best = deadline
+        return best
+
+    def _bound_runs(self, st: list[Any], runs: list[_Run]) -> int:
+        excess = len(runs) - self._max_partial
+        if excess > 0:
+            del runs[:excess]  # runs are kept in start order: the oldest go first
+            st[_OVERFLOW] += excess
+        st[_RUNS] = runs
+        return max(excess, 0)
+
+    def _match(self, done: _Done, completed_by: CompletedBy) -> Match:
+        steps = done[3]
+        ids = {name: tuple(e.get("event_id") for e in steps[name]) for name in self._names}
+        return Match(self.spec.id, ids, done[0], done[4], completed_by)
+
+    def _sink_in_order(self, st: list[Any], out: list[Match], done: _Done, completed_by: CompletedBy) -> None:
+        out.append(self._match(done, completed_by))
+        if self._lateness:
+            st[_REPORTED].append((done[0], done[1], done[2]))
+            self._cap_reported(st)
+            if self._skip:
+                st[_EMITTED].append((done[0], done[1], done[5], done[6]))
+
+    def _feed(
+        self,
+        runs: list[_Run],
+        event: Event,
+        ts: int,
+        seq: int,
+        starts: bool,
+        know: int,
+        frontier: _Key | None,
+        sink: Callable[[_Done, bool], None],
+    ) -> tuple[list[_Run], _Key | None]:
+        """One event in event-time order: confirm due absences, advance the runs, apply the policy."""
+        if runs and self._final_neg is not None:
+            runs, frontier = self._complete(runs, know, frontier, sink)
+        if starts and frontier is not None and (ts, seq) <= frontier:
+            starts = False
+        runs, done = self._advance(runs, event, ts, seq, starts)
+        if done:
+            if len(done) > 1:
+                done.sort(key=_done_order)
+            if self._skip:
+                sink(done[0], False)
+                # Every partial match started at or before this event: all are discarded.
+                return [], (ts, seq)
+            for d in done:
+                sink(d, False)
+        return runs, frontier
+
+    def _advance(
+        self, runs: list[_Run], event: Event, ts: int, seq: int, starts: bool
+    ) -> tuple[list[_Run], list[_Done]]:
+        steps, last, within = self._steps, self._last, self._within
+        out: list[_Run] = []
+        done: list[_Done] = []
+        for run in runs:
+            s_ts, s_seq, k, c, l_ts, l_seq, loop_ok, next_ok, ctx, seqs = run
+            alive = ts - s_ts < within
+            gap = ts - l_ts
+            was_loop, was_next = loop_ok, next_ok
+            if loop_ok:
+                step = steps[k]
+                gmax = step[6]
+                if alive and gap >= step[5] and (gmax is None or gap < gmax) and step[1](event, ctx):
+                    self._take(out, done, s_ts, s_seq, k, c + 1, event, ts, seq, ctx, seqs)
+                    loop_ok = False
+                elif step[4] or not alive or (gmax is not None and gap >= gmax):
+                    loop_ok = False
+            if next_ok:
+                if k == last:
+                    neg = self._final_neg
+                    assert neg is not None
+                    if ts < min(s_ts + within, l_ts + self._final_gap) and neg(event, ctx):
+                        next_ok = False
+                else:
+                    step = steps[k + 1]
+                    gmax = step[6]
+                    if alive and gap >= step[5] and (gmax is None or gap < gmax) and step[1](event, ctx):
+                        self._take(out, done, s_ts, s_seq, k + 1, 1, event, ts, seq, ctx, seqs)
+                        next_ok = False
+                    elif (
+                        step[4]
+                        or not alive
+                        or (gmax is not None and gap >= gmax)
+                        or (step[7] is not None and step[7](event, ctx))
+                    ):
+                        next_ok = False
+            if loop_ok or next_ok:
+                if loop_ok == was_loop and next_ok == was_next:
+                    out.append(run)
+                else:
+                    out.append((s_ts, s_seq, k, c, l_ts, l_seq, loop_ok, next_ok, ctx, seqs))
+        if starts:
+            self._take(out, done, ts, seq, 0, 1, event, ts, seq, self._base, ())
+        return out, done
+
+    def _take(
+        self,
+        out: list[_Run],
+        done: list[_Done],
+        s_ts: int,
+        s_seq: int,
+        k: int,
+        c: int,
+        event: Event,
+        ts: int,
+        seq: int,
+        ctx: dict[str, tuple[Event, ...]],
+        seqs: tuple[int, ...],
+    ) -> None:
+        name, _, times, at_least = self._steps[k][:4]
+        nctx = ctx.copy()
+        nctx[name] = ctx[name] + (event,)
+        nseqs = seqs + (seq,)
+        loop_ok = c < times or at_least
+        complete = c >= times
+        if k == self._last:
+            next_ok = complete and self._final_neg is not None
+            if complete and self._final_neg is None:
+                done.append((s_ts, s_seq, nseqs, nctx, ts, ts, seq))
+        else:
+            next_ok = complete
+        if loop_ok or next_ok:
+            out.append((s_ts, s_seq, k, c, ts, seq, loop_ok, next_ok, nctx, nseqs))
+
+    def _complete(
+        self,
+        runs: list[_Run],
+        know: int,
+        frontier: _Key | None,
+        sink: Callable[[_Done, bool], None],
+    ) -> tuple[list[_Run], _Key | None]:
+        """Confirm the absences whose deadline is at or before ``know`` (nothing older can arrive now)."""
+        last, within, gap = self._last, self._within, self._final_gap
+        due: list[tuple[int, _Done]] = []
+        keep: list[_Run] = []
+        for run in runs:
+            if run[2] == last and run[7]:
+                deadline = min(run[0] + within, run[4] + gap)
+                if deadline <= know:
+                    due.append((deadline, (run[0], run[1], run[9], run[8], deadline, run[4], run[5])))
+                    if run[6]:
+                        keep.append(_with_flags(run, True, False))
+                    continue
+            keep.append(run)
+        if not due:
+            return runs, frontier
+        due.sort(key=lambda d: (d[0], d[1][0], d[1][1], d[1][2]))
+        for _, d in due:
+            if self._skip:
+                if frontier is not None and (d[0], d[1]) <= frontier:
+                    continue
+                frontier = (d[5], d[6])
+                keep = [r for r in keep if (r[0], r[1]) > frontier]
+            sink(d, True)
+        return keep, frontier
+
+    def _expire(self, runs: list[_Run], know: int) -> list[_Run]:
+        """Drop the continuations no event at or after ``know`` could take."""
+        steps, last, within = self._steps, self._last, self._within
+        out: list[_Run] = []
+        for run in runs:
+            s_ts, _, k, _, l_ts, _, loop_ok, next_ok = run[:8]
+            dead = s_ts + within <= know
+            if loop_ok:
+                gmax = steps[k][6]
+                loop_ok = not dead and (gmax is None or l_ts + gmax > know)
+            if next_ok and k != last:
+                gmax = steps[k + 1][6]
+                next_ok = not dead and (gmax is None or l_ts + gmax > know)
+            if loop_ok or next_ok:
+                same = loop_ok == run[6] and next_ok == run[7]
+                out.append(run if same else _with_flags(run, loop_ok, next_ok))
+        return out
+
+    # ------------------------------------------------------------------------------------------ late events
+
+    def _out_of_order(self, st: list[Any], event: Event, ts: int) -> PatternResult:
+        lateness = self._lateness
+        if ts < max(st[_MAX_TS] - lateness, st[_WM]):
+            return self._too_late(st)
+        starts = bool(self._cond0(event, self._base))
+        seq = st[_SEQ]
+        st[_SEQ] = seq + 1
+        buf = st[_BUF]
+        entry = (ts, seq, starts, event)
+        buf.insert(bisect_right(buf, (ts, seq), key=lambda e: (e[0], e[1])), entry)
+        matches, dropped = self._replay(st)
+        dropped += self._prune_buffer(st)
+        return self._result(st, matches, dropped)
+
+    def _replay(self, st: list[Any]) -> tuple[list[Match], int]:
+        """Re-run the buffer in event-time order from scratch; report what was not reported yet, as late."""
+        lateness = self._lateness
+        reported = {r[2] for r in st[_REPORTED]}
+        new_reported: list[Any] = st[_REPORTED]
+        emitted: list[Any] = []
+        matches: list[Match] = []
+        skip = self._skip
+
+        def sink(done: _Done, timer: bool) -> None:
+            if skip:
+                emitted.append((done[0], done[1], done[5], done[6]))
+            if done[2] in reported:
+                return
+            reported.add(done[2])
+            new_reported.append((done[0], done[1], done[2]))
+            matches.append(self._match(done, "late"))
+
+        runs: list[_Run] = []
+        frontier: _Key | None = st[_SEED]
+        dropped = 0
+        max_partial = self._max_partial
+        for ts, seq, starts, event in st[_BUF]:
+            if runs or starts:
+                runs, frontier = self._feed(runs, event, ts, seq, starts, ts - lateness, frontier, sink)
+                if len(runs) > max_partial:
+                    excess = len(runs) - max_partial
+                    del runs[:excess]
+                    dropped += excess
+        know = max(st[_MAX_TS] - lateness, st[_WM])
+        if runs and self._final_neg is not None:
+            runs, frontier = self._complete(runs, know, frontier, sink)
+        st[_RUNS] = runs
+        st[_OVERFLOW] += dropped
+        if skip:
+            st[_EMITTED] = emitted
+        self._cap_reported(st)
+        return matches, dropped
+
+    def _prune_buffer(self, st: list[Any]) -> int:
+        """Drop buffered events no late event can match with any more; keep at most ``max_buffer``."""
+        buf = st[_BUF]
+        know = max(st[_MAX_TS] - self._lateness, st[_WM])
+        oldest_start = know - self._within
+        cut = 0
+        n = len(buf)
+        # A late event is at or after ``know``: it can start a match (needing the events after it) or join one
+        # started at most ``within`` before it. Non-starting events before the first such start are useless.
+        while cut < n:
+            ets, _, starts, _ = buf[cut]
+            if ets < oldest_start or (ets < know and not starts):
+                cut += 1
+            else:
+                break
+        dropped = 0
+        if n - cut > self._max_buffer:
+            dropped = n - cut - self._max_buffer
+            cut = n - self._max_buffer
+            st[_OVERFLOW] += dropped
+        if not cut:
+            return 0
+        del buf[:cut]
+        first: _Key | None = (buf[0][0], buf[0][1]) if buf else None
+        emitted = st[_EMITTED]
+        if emitted:
+            # Matches that started before the buffer can no longer be replayed: remember how far the last of
+            # them reaches, so a replay still discards what it discarded (skip_past_last_event).
+            i = 0
+            seed = st[_SEED]
+            while i < len(emitted) and (first is None or (emitted[i][0], emitted[i][1]) < first):
+                end = (emitted[i][2], emitted[i][3])
+                if seed is None or end > seed:
+                    seed = end
+                i += 1
+            if i:
+                del emitted[:i]
+                st[_SEED] = seed
+        reported = st[_REPORTED]
+        if reported:
+            if first is None:
+                reported.clear()
+            else:
+                st[_REPORTED] = [r for r in reported if (r[0], r[1]) >= first]
+        return dropped
+
+    def _cap_reported(self, st: list[Any]) -> None:
+        # Bounded like everything else: forgetting the oldest could at worst report one of them again.
+        reported = st[_REPORTED]
+        excess = len(reported) - 4 * self._max_buffer
+        if excess > 0:
+            del reported[:excess]
+
+
+def _done_order(done: _Done) -> tuple[int, int, tuple[int, ...]]:
+    return done[0], done[1], done[2]
+
+
+def _with_flags(run: _Run, loop_ok: bool, next_ok: bool) -> _Run:
+    s_ts, s_seq, k, c, l_ts, l_seq, _, _, ctx, seqs = run
+    return (s_ts, s_seq, k, c, l_ts, l_seq, loop_ok, next_ok, ctx, seqs)

@@ -13,6 +13,8 @@ import click
 # command name -> "module:attribute" of a click command or group
 _COMMANDS: dict[str, str] = {
     "stack": "riskctl.cli.stack:stack",
+    "replay": "riskctl.cli.replay:replay",
+    "rules": "riskctl.cli.rules:rules",
 }
 
 

@@ -1,0 +1,244 @@
+"""``riskctl replay``: run the engine over a JSON-lines file of events, the backtest before publishing a rule.
+
+Events are decided in file order with in-memory state, exactly as the Flink job decides them per key. Event time
+drives everything: the watermark is ``max ts seen - lateness``; the engine's timers (absence patterns, cleanup,
+state TTL) fire when the watermark passes them, and every remaining timer fires at the end of the input (as
+Flink does with its final watermark). Output: one JSON record per line (decisions and alerts) on stdout or
+``--output``; a summary on stderr; bad lines are reported with their line number and skipped.
+
+Memory: the output is streamed; what grows is the per-user state (bounded per user, see ``docs/engine.md``)
+and one pending cleanup timer per user.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import IO, Any
+
+import click
+
+from riskctl.core.engine import Engine
+from riskctl.core.errors import EventError, ExpressionError, RuleSetError
+from riskctl.core.events import parse_event
+from riskctl.core.expr import duration_ms
+from riskctl.core.state import InMemoryStore
+
+MAX_REPORTED_BAD_LINES = 50
+_PROGRESS_EVERY = 4096  # lines between two looks at the clock
+
+
+def _duration(ctx: click.Context, param: click.Parameter, value: str) -> int | None:
+    if value.lower() in ("none", "off", "0"):
+        return None if param.name == "state_ttl" else 0
+    try:
+        return duration_ms(value if not value.isdigit() else int(value))
+    except ExpressionError as exc:
+        raise click.BadParameter(exc.reason) from None
+
+
+class Replay:
+    """The replay loop, usable without click (tests, notebooks): feed lines, get records."""
+
+    def __init__(self, engine: Engine, out: IO[str], *, only_hits: bool = False) -> None:
+        self.engine = engine
+        self.out = out
+        self.only_hits = only_hits
+        self.store = InMemoryStore()
+        self.timers: list[tuple[int, str]] = []
+        self.pending: set[tuple[int, str]] = set()
+        self.max_ts: int | None = None
+        self.events = 0
+        self.bad_lines = 0
+        self.actions: Counter[str] = Counter()
+        self.fired: Counter[str] = Counter()
+        self.shadow: Counter[str] = Counter()
+        self.alerts: Counter[str] = Counter()
+        self.bad_reported: list[str] = []
+
+    def feed(self, line: bytes | str, lineno: int) -> None:
+        """Decide one line (an event), then fire the timers the new watermark passed."""
+        if not line.strip():
+            return
+        try:
+            event = parse_event(line)
+        except EventError as exc:
+            self.bad_lines += 1
+            if len(self.bad_reported) < MAX_REPORTED_BAD_LINES:
+                self.bad_reported.append(f"line {lineno}: {exc}")
+                click.echo(f"riskctl replay: line {lineno}: {exc} (skipped)", err=True)
+            return
+        user = event["user_id"]
+        result = self.engine.process(self.store.for_key(user), event)
+        self.events += 1
+        decision = result.decision
+        assert decision is not None
+        self.actions[decision.action] += 1
+        for r in decision.rules:
+            self.fired[r.id] += 1
+        for r in decision.shadow:
+            self.shadow[r.id] += 1
+        if not self.only_hits or decision.rules or decision.shadow:
+            self.out.write(json.dumps(decision.to_dict(), separators=(",", ":"), default=str))
+            self.out.write("\n")
+        self._alerts(result.alerts)
+        self._schedule(result.timers, user)
+        ts = event["ts"]
+        if self.max_ts is None or ts > self.max_ts:
+            self.max_ts = ts
+            self.fire_until(ts - self.engine.lateness)
+
+    def _alerts(self, alerts: list[Any]) -> None:
+        for alert in alerts:
+            self.alerts[alert.reason] += 1
+            self.out.write(json.dumps(alert.to_dict(), separators=(",", ":"), default=str))
+            self.out.write("\n")
+
+    def _schedule(self, timers: list[int], user: str) -> None:
+        for ts in timers:
+            item = (ts, user)
+            if item not in self.pending:
+                self.pending.add(item)
+                heapq.heappush(self.timers, item)
+
+    def fire_until(self, watermark: int | None) -> None:
+        """Fire every timer at or before ``watermark`` (None: all of them, the end of the input)."""
+        heap = self.timers
+        while heap and (watermark is None or heap[0][0] <= watermark):
+            ts, user = heapq.heappop(heap)
+            self.pending.discard((ts, user))
+            state = self.store.get_existing(user)
+            if state is None:
+                continue
+            result = self.engine.on_timer(state, ts)
+            self._alerts(result.alerts)
+            # A timer registered now for a time already passed fires in this same loop.
+            self._schedule(result.timers, user)
+            self.store.drop_if_empty(user)
+
+    def summary(self, elapsed: float) -> dict[str, Any]:
+        """Counts by action, rule and alert reason, and the rate."""
+        return {
+            "events": self.events,
+            "bad_lines": self.bad_lines,
+            "users_with_state": len(self.store),
+            "actions": dict(self.actions),
+            "rules_fired": dict(self.fired.most_common()),
+            "shadow_hits": dict(self.shadow.most_common()),
+            "alerts": dict(self.alerts),
+            "ruleset_version": self.engine.ruleset.version,
+            "seconds": round(elapsed, 3),
+            "events_per_second": round(self.events / elapsed) if elapsed > 0 else None,
+        }
+
+
+@click.command("replay")
+@click.option(
+    "--rules",
+    "rules_path",
+    required=True,
+    type=click.Path(exists=True),
+    help="Folder (or file) of YAML rules.",
+)
+@click.argument("events", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write records here instead of stdout.")
+@click.option(
+    "--lateness",
+    default="5s",
+    show_default=True,
+    callback=_duration,
+    help="Allowed lateness: watermark = max event time - lateness (0 for none).",
+)
+@click.option(
+    "--state-ttl",
+    default="24h",
+    show_default=True,
+    callback=_duration,
+    help="A user silent this long loses their state ('none' to keep it until features expire).",
+)
+@click.option("--only-hits", is_flag=True, help="Write only decisions where a rule fired, and alerts.")
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Progress on stderr (default: when stderr is a terminal).",
+)
+@click.option("--summary-json", is_flag=True, help="Print the summary on stderr as JSON.")
+def replay(
+    rules_path: str,
+    events: str,
+    output: str | None,
+    lateness: int,
+    state_ttl: int | None,
+    only_hits: bool,
+    progress: bool | None,
+    summary_json: bool,
+) -> None:
+    """Decide every event of EVENTS (JSON lines, in file order) with the rules of --rules."""
+    from riskctl.core.rules import load_rules
+
+    try:
+        ruleset = load_rules(rules_path)
+    except RuleSetError as exc:
+        for err in exc.errors:
+            click.echo(f"error: {err}", err=True)
+        raise click.ClickException(f"{len(exc.errors)} rule error(s); nothing replayed") from None
+    engine = Engine(ruleset, lateness=lateness, state_ttl=state_ttl)
+    show = sys.stderr.isatty() if progress is None else progress
+    out: IO[str] = open(output, "w", encoding="utf-8") if output else sys.stdout  # noqa: SIM115
+    source: IO[bytes] = sys.stdin.buffer if events == "-" else open(events, "rb")  # noqa: SIM115
+    total = Path(events).stat().st_size if events != "-" else 0
+    run = Replay(engine, out, only_hits=only_hits)
+    started = time.perf_counter()
+    last_shown = started
+    done_bytes = 0
+    try:
+        for lineno, line in enumerate(source, 1):
+            done_bytes += len(line)
+            run.feed(line, lineno)
+            if show and lineno % _PROGRESS_EVERY == 0:
+                now = time.perf_counter()
+                if now - last_shown >= 0.5:
+                    last_shown = now
+                    _progress(run.events, done_bytes, total, now - started)
+        run.fire_until(None)
+    finally:
+        if source is not sys.stdin.buffer:
+            source.close()
+        if out is not sys.stdout:
+            out.close()
+        else:
+            out.flush()
+    elapsed = time.perf_counter() - started
+    if show:
+        click.echo("", err=True)
+    summary = run.summary(elapsed)
+    if summary_json:
+        click.echo(json.dumps(summary), err=True)
+    else:
+        _print_summary(summary)
+
+
+def _progress(events: int, done: int, total: int, elapsed: float) -> None:
+    rate = events / elapsed if elapsed else 0.0
+    pct = f" {100 * done / total:5.1f}%" if total else ""
+    eta = ""
+    if total and done and rate:
+        eta = f", eta {elapsed * (total - done) / done:,.0f}s"
+    click.echo(f"\r{events:,} events{pct}, {rate:,.0f} events/s{eta}   ", err=True, nl=False)
+
+
+def _print_summary(s: dict[str, Any]) -> None:
+    echo = click.echo
+    echo(
+        f"{s['events']:,} events in {s['seconds']:.2f}s ({s['events_per_second'] or 0:,} events/s), "
+        f"{s['bad_lines']} bad lines, rule set {s['ruleset_version']}",
+        err=True,
+    )
+    echo("decisions: " + ", ".join(f"{a} {n:,}" for a, n in sorted(s["actions"].items())), err=True)
+    for title, key in (("rules fired", "rules_fired"), ("shadow hits", "shadow_hits"), ("alerts", "alerts")):
+        if s[key]:
+            echo(f"{title}: " + ", ".join(f"{k} {n:,}" for k, n in s[key].items()), err=True)

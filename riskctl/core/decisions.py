@@ -1,0 +1,127 @@
+"""Decision and alert records: what the engine emits, one decision per event plus any alerts.
+
+Both are plain slotted objects with a ``to_dict()`` giving the JSON record written to the decisions and alerts
+topics (and by ``riskctl replay``). Field by field:
+
+Decision (``"kind": "decision"``): ``event_id``, ``user_id``, ``type`` (event type), ``ts`` (event time),
+``action`` (REJECT over REVIEW over PASS, from active rules only), ``rules`` (fired active rules, by priority),
+``shadow`` (hits of shadow rules: recorded, never change the action), ``ruleset_version``, ``late`` (the event was
+older than one already seen for this user).
+
+Each fired rule (``FiredRule``): ``id``, ``version``, ``action``, ``evidence`` = ``{"features": {name: value}}``
+for a condition rule, plus ``"match": {"steps": {step: [event ids]}, "start_ts", "end_ts"}`` for a sequence.
+
+Alert (``"kind": "alert"``): ``alert_id`` (stable, for deduplication), ``user_id``, ``rule`` (a FiredRule),
+``reason``, ``ts`` (event time at which it was raised), ``event_id`` (the event it is about, if any),
+``trigger_event_id`` (the event that caused it, None for a timer), ``ruleset_version``. Reasons:
+
+- ``timer``: a sequence with an absence completed when its wake-up time passed (nothing arrived in time);
+- ``late``: a sequence completed by a late event (the decisions of the matched events are already out);
+- ``late_threshold``: a late event made a condition rule true for a later, already decided event;
+- ``rule_alert``: the rule fired on an event and has ``alert: true`` (the decision also names it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+PASS, REVIEW, REJECT = "PASS", "REVIEW", "REJECT"
+_RANK = {PASS: 0, REVIEW: 1, REJECT: 2}
+
+
+def stronger(a: str, b: str) -> str:
+    """The stronger of two actions (REJECT > REVIEW > PASS)."""
+    return a if _RANK[a] >= _RANK[b] else b
+
+
+@dataclass(slots=True)
+class FiredRule:
+    """One rule that fired, with the values that made it fire."""
+
+    id: str
+    version: int
+    action: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON-ready record."""
+        return {"id": self.id, "version": self.version, "action": self.action, "evidence": self.evidence}
+
+
+@dataclass(slots=True)
+class Decision:
+    """The decision for one event (exactly one per event)."""
+
+    event_id: str
+    user_id: str
+    type: str
+    ts: int
+    action: str
+    rules: list[FiredRule]
+    shadow: list[FiredRule]
+    ruleset_version: str
+    late: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON-ready record."""
+        return {
+            "kind": "decision",
+            "event_id": self.event_id,
+            "user_id": self.user_id,
+            "type": self.type,
+            "ts": self.ts,
+            "action": self.action,
+            "rules": [r.to_dict() for r in self.rules],
+            "shadow": [r.to_dict() for r in self.shadow],
+            "ruleset_version": self.ruleset_version,
+            "late": self.late,
+        }
+
+
+@dataclass(slots=True)
+class Alert:
+    """A rule hit that is not (only) part of a decision: see the module docstring for the reasons."""
+
+    alert_id: str
+    user_id: str
+    rule: FiredRule
+    reason: str
+    ts: int
+    ruleset_version: str
+    event_id: str | None = None
+    trigger_event_id: str | None = None
+    shadow: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON-ready record."""
+        return {
+            "kind": "alert",
+            "alert_id": self.alert_id,
+            "user_id": self.user_id,
+            "reason": self.reason,
+            "ts": self.ts,
+            "rule": self.rule.to_dict(),
+            "shadow": self.shadow,
+            "event_id": self.event_id,
+            "trigger_event_id": self.trigger_event_id,
+            "ruleset_version": self.ruleset_version,
+        }
+
+
+@dataclass(slots=True)
+class Result:
+    """What one call of the engine produced: the decision (None for a timer), alerts, timers to register."""
+
+    decision: Decision | None
+    alerts: list[Alert]
+    timers: list[int]
+
+
+def match_evidence(match: Any) -> dict[str, Any]:
+    """The ``evidence.match`` part of a record for a pattern ``Match``."""
+    steps = match.event_ids
+    if isinstance(steps, Mapping):
+        steps = {k: list(v) for k, v in steps.items()}
+    return {"steps": steps, "start_ts": match.start_ts, "end_ts": match.end_ts}

@@ -12,21 +12,22 @@ and one pending cleanup timer per user.
 
 from __future__ import annotations
 
-import heapq
 import json
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any
 
 import click
 
+from riskctl.core.decisions import Alert, Decision
 from riskctl.core.engine import Engine
 from riskctl.core.errors import EventError, ExpressionError, RuleSetError
 from riskctl.core.events import parse_event
 from riskctl.core.expr import duration_ms
-from riskctl.core.state import InMemoryStore
+from riskctl.core.runner import LocalRunner
 
 MAX_REPORTED_BAD_LINES = 50
 _PROGRESS_EVERY = 4096  # lines between two looks at the clock
@@ -42,16 +43,13 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str) -> int | N
 
 
 class Replay:
-    """The replay loop, usable without click (tests, notebooks): feed lines, get records."""
+    """The replay loop without click (tests, notebooks): feed lines, records are written to ``out``."""
 
     def __init__(self, engine: Engine, out: IO[str], *, only_hits: bool = False) -> None:
         self.engine = engine
+        self.runner = LocalRunner(engine)
         self.out = out
         self.only_hits = only_hits
-        self.store = InMemoryStore()
-        self.timers: list[tuple[int, str]] = []
-        self.pending: set[tuple[int, str]] = set()
-        self.max_ts: int | None = None
         self.events = 0
         self.bad_lines = 0
         self.actions: Counter[str] = Counter()
@@ -72,60 +70,35 @@ class Replay:
                 self.bad_reported.append(f"line {lineno}: {exc}")
                 click.echo(f"riskctl replay: line {lineno}: {exc} (skipped)", err=True)
             return
-        user = event["user_id"]
-        result = self.engine.process(self.store.for_key(user), event)
         self.events += 1
-        decision = result.decision
-        assert decision is not None
-        self.actions[decision.action] += 1
-        for r in decision.rules:
-            self.fired[r.id] += 1
-        for r in decision.shadow:
-            self.shadow[r.id] += 1
-        if not self.only_hits or decision.rules or decision.shadow:
-            self.out.write(json.dumps(decision.to_dict(), separators=(",", ":"), default=str))
-            self.out.write("\n")
-        self._alerts(result.alerts)
-        self._schedule(result.timers, user)
-        ts = event["ts"]
-        if self.max_ts is None or ts > self.max_ts:
-            self.max_ts = ts
-            self.fire_until(ts - self.engine.lateness)
+        self._write(self.runner.feed(event))
 
-    def _alerts(self, alerts: list[Any]) -> None:
-        for alert in alerts:
-            self.alerts[alert.reason] += 1
-            self.out.write(json.dumps(alert.to_dict(), separators=(",", ":"), default=str))
-            self.out.write("\n")
+    def finish(self) -> None:
+        """End of the input: fire every remaining timer."""
+        self._write(self.runner.finish())
 
-    def _schedule(self, timers: list[int], user: str) -> None:
-        for ts in timers:
-            item = (ts, user)
-            if item not in self.pending:
-                self.pending.add(item)
-                heapq.heappush(self.timers, item)
-
-    def fire_until(self, watermark: int | None) -> None:
-        """Fire every timer at or before ``watermark`` (None: all of them, the end of the input)."""
-        heap = self.timers
-        while heap and (watermark is None or heap[0][0] <= watermark):
-            ts, user = heapq.heappop(heap)
-            self.pending.discard((ts, user))
-            state = self.store.get_existing(user)
-            if state is None:
-                continue
-            result = self.engine.on_timer(state, ts)
-            self._alerts(result.alerts)
-            # A timer registered now for a time already passed fires in this same loop.
-            self._schedule(result.timers, user)
-            self.store.drop_if_empty(user)
+    def _write(self, records: Iterable[Decision | Alert]) -> None:
+        write = self.out.write
+        for record in records:
+            if isinstance(record, Decision):
+                self.actions[record.action] += 1
+                for r in record.rules:
+                    self.fired[r.id] += 1
+                for r in record.shadow:
+                    self.shadow[r.id] += 1
+                if self.only_hits and not record.rules and not record.shadow:
+                    continue
+            else:
+                self.alerts[record.reason] += 1
+            write(json.dumps(record.to_dict(), separators=(",", ":"), default=str))
+            write("\n")
 
     def summary(self, elapsed: float) -> dict[str, Any]:
         """Counts by action, rule and alert reason, and the rate."""
         return {
             "events": self.events,
             "bad_lines": self.bad_lines,
-            "users_with_state": len(self.store),
+            "users_with_state": len(self.runner.store),
             "actions": dict(self.actions),
             "rules_fired": dict(self.fired.most_common()),
             "shadow_hits": dict(self.shadow.most_common()),
@@ -185,7 +158,8 @@ def replay(
     except RuleSetError as exc:
         for err in exc.errors:
             click.echo(f"error: {err}", err=True)
-        raise click.ClickException(f"{len(exc.errors)} rule error(s); nothing replayed") from None
+        msg = f"{len(exc.errors)} rule error(s); nothing replayed"
+        raise click.ClickException(msg) from None
     engine = Engine(ruleset, lateness=lateness, state_ttl=state_ttl)
     show = sys.stderr.isatty() if progress is None else progress
     out: IO[str] = open(output, "w", encoding="utf-8") if output else sys.stdout  # noqa: SIM115
@@ -204,7 +178,7 @@ def replay(
                 if now - last_shown >= 0.5:
                     last_shown = now
                     _progress(run.events, done_bytes, total, now - started)
-        run.fire_until(None)
+        run.finish()
     finally:
         if source is not sys.stdin.buffer:
             source.close()

@@ -473,7 +473,7 @@ class Engine:
                 feats: dict[str, Any] = {}
                 for name, key in rp.features:
                     feature = plan.feature_by_key[key]
-                    feats[name] = feature.value_at(state.get(key), r_ts)  # type: ignore[attr-defined]
+                    feats[name] = _value_at(feature, state.get(key), r_ts)
                 if not rp.when(r_event, feats):
                     continue
                 r_fired.append(rp.rule.id)
@@ -492,3 +492,17 @@ class Engine:
                     )
                 )
         return alerts
+
+
+def _value_at(feature: Feature, stored: Any, ts: int) -> Any:
+    """A windowed feature's value at ``ts`` over what is stored now, recording nothing.
+
+    The contract (docs/design/core-contracts.md) asks windowed features for ``value_at(stored, ts)``; until
+    features.py has it, the engine falls back on the windowed runtime's own query over ``(ts - window, ts]``.
+    """
+    value_at = getattr(feature, "value_at", None)
+    if value_at is not None:
+        return value_at(stored, ts)
+    if stored is None:
+        return feature._empty  # type: ignore[attr-defined]
+    return feature._query(stored, ts)  # type: ignore[attr-defined]

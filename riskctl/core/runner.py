@@ -1,0 +1,89 @@
+"""A local runner: the engine over in-memory state with event-time timers, as the Flink job runs it per key.
+
+Used by ``riskctl replay``, by :mod:`riskctl.testing` and by the benchmark. Events are fed in arrival order;
+the watermark is ``max ts seen - lateness`` (Flink's bounded out-of-orderness); after each event, the timers the
+engine asked for that are at or before the watermark fire, oldest first. :meth:`LocalRunner.finish` fires every
+remaining timer (Flink's final watermark at the end of a bounded input).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+from riskctl.core.decisions import Alert, Decision, Result
+from riskctl.core.engine import Engine
+from riskctl.core.state import InMemoryStore
+
+Record = Decision | Alert
+
+
+class LocalRunner:
+    """Feeds validated events to an :class:`Engine`, one in-memory state per user, and fires its timers."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.store = InMemoryStore()
+        self._timers: list[tuple[int, str]] = []
+        self._pending: set[tuple[int, str]] = set()
+        self.max_ts: int | None = None
+        self.timers_fired = 0
+
+    @property
+    def watermark(self) -> int | None:
+        """The current watermark (None before the first event)."""
+        return None if self.max_ts is None else self.max_ts - self.engine.lateness
+
+    def feed(self, event: Mapping[str, Any]) -> Iterator[Record]:
+        """Decide one event (already validated), then fire due timers. Yields the decision, then any alerts."""
+        user = event["user_id"]
+        result = self.engine.process(self.store.for_key(user), event)
+        yield from self._records(result, user)
+        ts = event["ts"]
+        if self.max_ts is None or ts > self.max_ts:
+            self.max_ts = ts
+            yield from self.fire_until(ts - self.engine.lateness)
+
+    def fire_until(self, watermark: int | None) -> Iterator[Alert]:
+        """Fire every timer at or before ``watermark`` (None: all of them)."""
+        heap = self._timers
+        while heap and (watermark is None or heap[0][0] <= watermark):
+            ts, user = heapq.heappop(heap)
+            self._pending.discard((ts, user))
+            state = self.store.get_existing(user)
+            if state is None:
+                continue
+            self.timers_fired += 1
+            result = self.engine.on_timer(state, ts)
+            for record in self._records(result, user):
+                assert isinstance(record, Alert)
+                yield record
+            self.store.drop_if_empty(user)
+
+    def finish(self) -> Iterator[Alert]:
+        """End of input: fire every remaining timer."""
+        return self.fire_until(None)
+
+    def run(self, events: Iterable[Mapping[str, Any]], *, finish: bool = True) -> list[Record]:
+        """Feed every event (and finish); return all records in order."""
+        out: list[Record] = []
+        for event in events:
+            out.extend(self.feed(event))
+        if finish:
+            out.extend(self.finish())
+        return out
+
+    def _records(self, result: Result, user: str) -> Iterator[Record]:
+        if result.decision is not None:
+            yield result.decision
+        yield from result.alerts
+        for ts in result.timers:
+            item = (ts, user)
+            if item not in self._pending:
+                self._pending.add(item)
+                heapq.heappush(self._timers, item)
+
+    def pending_timers(self) -> int:
+        """How many timers are waiting."""
+        return len(self._timers)

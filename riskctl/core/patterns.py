@@ -2,7 +2,8 @@
 
 A :class:`PatternSpec` is an immutable, validated list of :class:`Step` s; a :class:`PatternMatcher` runs
 it for one key at a time over state that is plain Python data (lists, tuples, dicts, ints, the event
-mappings), so the engine can keep it in a :class:`~riskctl.core.state.KeyedState` (pickled into RocksDB under Flink)::
+mappings), so the engine can keep it in a :class:`~riskctl.core.state.KeyedState` (pickled into RocksDB
+under Flink)::
 
     fails = Step("fails", is_failed_login, "event.type == 'login' and not event.success",
                  times=3, contiguity="strict")
@@ -39,7 +40,8 @@ Semantics (all on event-time order; ties keep arrival order):
 - **After-match policy.** ``skip_past_last_event`` (the default, like Flink's): when a match is reported,
   every partial match that started at or before the match's last event is discarded (for an absence match the
   last event is its last positive event), so one burst is reported once. Matches completing together are
-  ordered by start, then by their events; with this policy only the first is reported. ``no_skip`` reports every match.
+  ordered by start, then by their events; with this policy only the first is reported. ``no_skip`` reports
+  every match.
 - **Late events.** With ``lateness > 0`` the matcher keeps a bounded, time-ordered buffer of the key's recent
   events. An event older than the newest one seen (but not more than ``lateness`` older) makes the matcher
   replay that buffer in event-time order, exactly as if events had arrived in order; matches found that were
@@ -282,8 +284,8 @@ class PatternResult(NamedTuple):
 
     ``new_stored`` is what to put back (``None``: remove the entry); ``wakeup`` is the event time at which the
     engine must call ``on_timer`` (the earliest pending absence deadline), or ``None``. ``overflow`` counts
-    the partial matches (or buffered events) dropped by this call for exceeding the bounds; ``too_late`` is true
-    when the event was ignored for being older than the allowed lateness.
+    the partial matches (or buffered events) dropped by this call for exceeding the bounds; ``too_late`` is
+    true when the event was ignored for being older than the allowed lateness.
     """
 
     new_stored: Any
@@ -336,7 +338,7 @@ class PatternMatcher:
         self._within = spec.within
         self._max_partial = spec.max_partial
         self._skip = spec.after_match == "skip_past_last_event"
-        # Positive steps: (name, cond, times, at_least, strict, min_gap, max_gap, negated condition before it).
+        # Positive steps: (name, cond, times, at_least, strict, min_gap, max_gap, negated cond before it).
         compiled: list[tuple[str, Condition, int, bool, bool, int, int | None, Condition | None]] = []
         neg_before: Condition | None = None
         for step in spec.steps:
@@ -477,10 +479,18 @@ class PatternMatcher:
         ids = {name: tuple(e.get("event_id") for e in steps[name]) for name in self._names}
         return Match(self.spec.id, ids, done[0], done[4], completed_by)
 
+    def _done_order(self, done: _Done) -> tuple[int, int, tuple[int, ...], tuple[int, ...]]:
+        """Simultaneous completions: earliest start first, then by events, then fewest events in early steps."""
+        return done[0], done[1], done[2], tuple(len(done[3][name]) for name in self._names)
+
+    def _identity(self, done: _Done) -> tuple[int, ...]:
+        """The match within its key: its events' arrival numbers, then how many each step took."""
+        return done[2] + tuple(len(done[3][name]) for name in self._names)
+
     def _sink_in_order(self, st: list[Any], out: list[Match], done: _Done, completed_by: CompletedBy) -> None:
         out.append(self._match(done, completed_by))
         if self._lateness:
-            st[_REPORTED].append((done[0], done[1], done[2]))
+            st[_REPORTED].append((done[0], done[1], self._identity(done)))
             self._cap_reported(st)
             if self._skip:
                 st[_EMITTED].append((done[0], done[1], done[5], done[6]))
@@ -504,7 +514,7 @@ class PatternMatcher:
         runs, done = self._advance(runs, event, ts, seq, starts)
         if done:
             if len(done) > 1:
-                done.sort(key=_done_order)
+                done.sort(key=self._done_order)
             if self._skip:
                 sink(done[0], False)
                 # Every partial match started at or before this event: all are discarded.
@@ -611,7 +621,8 @@ class PatternMatcher:
             keep.append(run)
         if not due:
             return runs, frontier
-        due.sort(key=lambda d: (d[0], d[1][0], d[1][1], d[1][2]))
+        if len(due) > 1:
+            due.sort(key=lambda d: (d[0], *self._done_order(d[1])))
         for _, d in due:
             if self._skip:
                 if frontier is not None and (d[0], d[1]) <= frontier:
@@ -667,10 +678,11 @@ class PatternMatcher:
         def sink(done: _Done, timer: bool) -> None:
             if skip:
                 emitted.append((done[0], done[1], done[5], done[6]))
-            if done[2] in reported:
+            ident = self._identity(done)
+            if ident in reported:
                 return
-            reported.add(done[2])
-            new_reported.append((done[0], done[1], done[2]))
+            reported.add(ident)
+            new_reported.append((done[0], done[1], ident))
             matches.append(self._match(done, "late"))
 
         runs: list[_Run] = []
@@ -746,10 +758,6 @@ class PatternMatcher:
         excess = len(reported) - 4 * self._max_buffer
         if excess > 0:
             del reported[:excess]
-
-
-def _done_order(done: _Done) -> tuple[int, int, tuple[int, ...]]:
-    return done[0], done[1], done[2]
 
 
 def _with_flags(run: _Run, loop_ok: bool, next_ok: bool) -> _Run:

@@ -1,0 +1,321 @@
+"""Property tests: the pattern matcher against a brute-force reference.
+
+The reference enumerates every increasing tuple of positions of the time-sorted events, every split of it into
+the positive steps allowed by the quantifiers, keeps the splits satisfying the documented semantics (conditions,
+contiguity, gaps, within, absences), then applies the after-match policy in completion order. With events
+arriving shuffled within the lateness, what the matcher reports must be exactly the union, over arrivals, of
+what the reference finds on the sorted events seen so far (reports are never retracted), each labelled by how
+it was first found.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from itertools import combinations
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from riskctl.core.patterns import PatternMatcher, PatternSpec, Step
+
+Event = Mapping[str, Any]
+Cond = Callable[[Event, Mapping[str, Sequence[Event]]], bool]
+INF = 1 << 60
+
+
+# ------------------------------------------------------------------------------------------ reference
+
+
+def _sizes(steps: Sequence[Step], total: int) -> Iterator[tuple[int, ...]]:
+    """Every tuple of per-step counts allowed by the quantifiers that sums to ``total``."""
+    if not steps:
+        if total == 0:
+            yield ()
+        return
+    step, rest = steps[0], steps[1:]
+    low = step.times
+    high = step.times if step.quantifier == "exactly" else total
+    for n in range(low, high + 1):
+        for tail in _sizes(rest, total - n):
+            yield (n, *tail)
+
+
+def reference(
+    spec: PatternSpec, events: Sequence[Event], arrival: Sequence[int], lateness: int, now: int
+) -> dict[tuple[Any, ...], str]:
+    """Matches of ``spec`` over ``events`` (sorted by time, ties in arrival order), after the policy.
+
+    Returns identity -> "event" or "timer" (how it completes). ``arrival[i]`` is the arrival rank of
+    ``events[i]`` (the tie-break of simultaneous completions); ``now`` is what a timer has confirmed.
+    """
+    pos: list[Step] = []
+    neg_before: dict[int, Step] = {}
+    pending: Step | None = None
+    for s in spec.steps:
+        if s.negated:
+            pending = s
+        else:
+            if pending is not None:
+                neg_before[len(pos)] = pending
+            pending = None
+            pos.append(s)
+    final = pending
+    names = [s.name for s in spec.steps]
+    ts = [e["ts"] for e in events]
+    n = len(events)
+    within = spec.within
+    found: list[tuple[tuple[Any, ...], int, int, tuple[Any, ...], str]] = []
+
+    for m in range(1, n + 1):
+        for idxs in combinations(range(n), m):
+            for sizes in _sizes(pos, m):
+                groups: list[tuple[int, ...]] = []
+                at = 0
+                for size in sizes:
+                    groups.append(idxs[at : at + size])
+                    at += size
+                ctx: dict[str, tuple[Event, ...]] = {name: () for name in names}
+                start = idxs[0]
+                prev: int | None = None
+                ok = True
+                for k, (step, group) in enumerate(zip(pos, groups, strict=True)):
+                    for j, p in enumerate(group):
+                        if prev is None:
+                            ok = bool(step.cond(events[p], ctx))
+                        else:
+                            q = prev
+                            view = ctx
+
+                            def candidate(r: int, step: Step = step, q: int = q, view: Any = view) -> bool:
+                                d = ts[r] - ts[q]
+                                if d < (step.min_gap or 0) or (
+                                    step.max_gap is not None and d >= step.max_gap
+                                ):
+                                    return False
+                                return bool(step.cond(events[r], view))
+
+                            ok = ts[p] - ts[start] < within and candidate(p)
+                            if ok and step.contiguity == "strict":
+                                ok = p == q + 1
+                            elif ok:
+                                ok = not any(candidate(r) for r in range(q + 1, p))
+                            if ok and j == 0 and k in neg_before:
+                                neg = neg_before[k]
+                                ok = not any(neg.cond(events[r], view) for r in range(q + 1, p))
+                        if not ok:
+                            break
+                        ctx = {**ctx, step.name: ctx[step.name] + (events[p],)}
+                        prev = p
+                    if not ok:
+                        break
+                if not ok:
+                    continue
+                assert prev is not None
+                ident_steps = tuple(tuple(events[p]["event_id"] for p in g) for g in groups)
+                tie = (tuple(arrival[p] for p in idxs), sizes)
+                if final is None:
+                    ident = (ident_steps, ts[start], ts[prev])
+                    found.append(((prev, 1, 0, arrival[start], tie), start, prev, ident, "event"))
+                    continue
+                gap = final.max_gap if final.max_gap is not None else within
+                deadline = min(ts[start] + within, ts[prev] + gap)
+                if any(ts[r] < deadline and final.cond(events[r], ctx) for r in range(prev + 1, n)):
+                    continue
+                at_pos = next((i for i in range(n) if ts[i] - lateness >= deadline), None)
+                if at_pos is None:
+                    if deadline > now:
+                        continue  # still pending
+                    at_pos = n
+                ident = (ident_steps, ts[start], deadline)
+                found.append(((at_pos, 0, deadline, arrival[start], tie), start, prev, ident, "timer"))
+
+    found.sort(key=lambda f: (f[0][0], f[0][1], f[0][2], ts[f[1]], f[0][3], f[0][4]))
+    out: dict[tuple[Any, ...], str] = {}
+    frontier = -1
+    for _, start, last, ident, kind in found:
+        if spec.after_match == "skip_past_last_event":
+            if start <= frontier:
+                continue
+            frontier = last
+        out[ident] = kind
+    return out
+
+
+def expected_reports(
+    spec: PatternSpec, arrivals: Sequence[Event], lateness: int
+) -> list[tuple[tuple[Any, ...], str]]:
+    """The union over arrivals of the reference on the sorted prefix, each with how it was first found."""
+    seen: dict[tuple[Any, ...], str] = {}
+    max_ts = -INF
+    for k in range(1, len(arrivals) + 1):
+        prefix = sorted(range(k), key=lambda i: (arrivals[i]["ts"], i))
+        evs = [arrivals[i] for i in prefix]
+        late = arrivals[k - 1]["ts"] < max_ts
+        max_ts = max(max_ts, arrivals[k - 1]["ts"])
+        for ident, kind in reference(spec, evs, prefix, lateness, -INF).items():
+            if ident not in seen:
+                seen[ident] = "late" if late else kind
+    order = sorted(range(len(arrivals)), key=lambda i: (arrivals[i]["ts"], i))
+    evs = [arrivals[i] for i in order]
+    for ident, kind in reference(spec, evs, order, lateness, INF).items():
+        if ident not in seen:
+            seen[ident] = kind
+    return sorted(seen.items())
+
+
+def run_matcher(
+    spec: PatternSpec, arrivals: Sequence[Event], lateness: int
+) -> tuple[list[tuple[tuple[Any, ...], str]], Any]:
+    matcher = PatternMatcher(spec, lateness=lateness)
+    names = [s.name for s in spec.steps if not s.negated]
+    stored: Any = None
+    reported: list[tuple[tuple[Any, ...], str]] = []
+
+    def collect(result: Any) -> None:
+        for m in result.matches:
+            ident = (tuple(m.event_ids[name] for name in names), m.start_ts, m.end_ts)
+            reported.append((ident, m.completed_by))
+
+    for e in arrivals:
+        result = matcher.process(stored, e, e["ts"])
+        assert not result.too_late
+        assert result.overflow == 0
+        collect(result)
+        stored = result.new_stored
+    result = matcher.on_timer(stored, INF // 2)
+    collect(result)
+    return sorted(reported), result.new_stored
+
+
+# ------------------------------------------------------------------------------------------ strategies
+
+TYPES = "abc"
+EVENT_TYPES = "aaabbc"  # skewed so that random patterns match often
+COND_TYPES = "aab"
+
+
+def _cond(kind: int, arg: Any, own: str, prev: str | None) -> tuple[Cond, str]:
+    if kind == 0 or prev is None and kind in (2, 4):
+        return (lambda e, s: e["type"] == arg), f"type == {arg!r}"
+    if kind == 1:
+        return (lambda e, s: e["type"] != arg), f"type != {arg!r}"
+    if kind == 2:
+        assert prev is not None
+        return (
+            lambda e, s: e["type"] == arg and bool(s[prev]) and e["amount"] >= s[prev][-1]["amount"]
+        ), f"type == {arg!r} and amount >= {prev}.amount"
+    if kind == 3:
+        return (
+            lambda e, s: e["type"] in ("a", arg) and sum(x["amount"] for x in s[own]) + e["amount"] <= 4
+        ), f"type in (a, {arg!r}) and sum({own}.amount) + amount <= 4"
+    assert prev is not None
+    return (
+        lambda e, s: e["type"] == arg and bool(s[prev]) and e["ts"] - s[prev][0]["ts"] < 4
+    ), f"type == {arg!r} and ts - first({prev}).ts < 4"
+
+
+@st.composite
+def patterns(draw: st.DrawFn) -> PatternSpec:
+    k = draw(st.integers(1, 3))
+    steps: list[Step] = []
+    prev: str | None = None
+    for i in range(k):
+        name = f"s{i}"
+        if i > 0 and draw(st.booleans()) and draw(st.booleans()):
+            arg = draw(st.sampled_from(COND_TYPES))
+            steps.append(
+                Step(f"n{i}", lambda e, s, arg=arg: e["type"] == arg, f"type == {arg!r}", negated=True)
+            )
+        cond, source = _cond(draw(st.integers(0, 4)), draw(st.sampled_from(COND_TYPES)), name, prev)
+        max_gap = None if i == 0 or draw(st.booleans()) else draw(st.integers(1, 8))
+        min_gap = None if i == 0 or draw(st.integers(0, 3)) else draw(st.integers(1, 3))
+        if min_gap is not None and max_gap is not None and min_gap >= max_gap:
+            min_gap = None
+        steps.append(
+            Step(
+                name,
+                cond,
+                source,
+                times=draw(st.integers(1, 2)),
+                quantifier=draw(st.sampled_from(["exactly", "at_least"])),
+                contiguity="relaxed" if i == 0 else draw(st.sampled_from(["relaxed", "strict"])),
+                max_gap=max_gap,
+                min_gap=min_gap,
+            )
+        )
+        prev = name
+    if draw(st.booleans()) and draw(st.booleans()):
+        arg = draw(st.sampled_from(COND_TYPES))
+        gap = draw(st.none() | st.integers(1, 8))
+        steps.append(
+            Step("end", lambda e, s, arg=arg: e["type"] == arg, f"type == {arg!r}", max_gap=gap, negated=True)
+        )
+    return PatternSpec(
+        "p",
+        tuple(steps),
+        within=draw(st.integers(1, 20)),
+        after_match=draw(st.sampled_from(["skip_past_last_event", "no_skip"])),
+        max_partial=100_000,
+    )
+
+
+@st.composite
+def streams(draw: st.DrawFn, max_events: int = 8) -> list[dict[str, Any]]:
+    n = draw(st.integers(1, max_events))
+    ts = 100
+    events = []
+    for i in range(n):
+        ts += draw(st.integers(0, 3))
+        events.append(
+            {
+                "event_id": f"e{i}",
+                "user_id": "u",
+                "type": draw(st.sampled_from(EVENT_TYPES)),
+                "amount": draw(st.integers(0, 3)),
+                "ts": ts,
+            }
+        )
+    return events
+
+
+def shuffled(draw: st.DrawFn, events: list[dict[str, Any]], lateness: int) -> list[dict[str, Any]]:
+    """Arrival order = sorted by ts + jitter in [0, lateness]: every event is at most ``lateness`` late."""
+    jitter = [draw(st.integers(0, lateness)) for _ in events]
+    order = sorted(range(len(events)), key=lambda i: (events[i]["ts"] + jitter[i], i))
+    return [events[i] for i in order]
+
+
+# ------------------------------------------------------------------------------------------ properties
+
+
+@settings(max_examples=300, deadline=None)
+@given(spec=patterns(), events=streams())
+def test_in_order_without_lateness_matches_reference(spec: PatternSpec, events: list[dict[str, Any]]) -> None:
+    got, final_state = run_matcher(spec, events, 0)
+    assert got == expected_reports(spec, events, 0)
+    assert final_state is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data(), spec=patterns(), events=streams(), lateness=st.integers(1, 12))
+def test_shuffled_within_lateness_matches_reference(
+    data: st.DataObject, spec: PatternSpec, events: list[dict[str, Any]], lateness: int
+) -> None:
+    arrivals = shuffled(data.draw, events, lateness)
+    got, final_state = run_matcher(spec, arrivals, lateness)
+    assert got == expected_reports(spec, arrivals, lateness)
+    assert final_state is None
+
+
+@settings(max_examples=100, deadline=None)
+@given(spec=patterns(), events=streams(max_events=6), lateness=st.integers(1, 6))
+def test_lateness_buffer_changes_nothing_in_order(
+    spec: PatternSpec, events: list[dict[str, Any]], lateness: int
+) -> None:
+    """In-order arrival reports the same with or without the late-event buffer (apart from absence timing)."""
+    with_buffer, _ = run_matcher(spec, events, lateness)
+    assert with_buffer == expected_reports(spec, events, lateness)
+    if spec.steps[-1].negated is False:
+        without, _ = run_matcher(spec, events, 0)
+        assert with_buffer == without

@@ -11,33 +11,31 @@ in-memory dict (replay, tests) or Flink keyed state (the job). See ``docs/engine
     result = engine.on_timer(state, ts)        # -> Result(None, alerts, timers)
     engine.upsert_rule(document)               # a bad rule raises RuleSetError; the old one keeps running
 
-State names used in a key's state: each feature's ``spec.state_key``, the pattern's ``spec.state_key`` per sequence
-rule, and ``_engine`` (the engine's own bookkeeping: newest ts, last ts, pending timers, recent events).
+State names in a key's state: each feature's ``spec.state_key``, each sequence's ``spec.state_key``, and
+``_engine`` (the engine's bookkeeping: newest and last ts, rule-set version, pending timers, recent events).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from bisect import insort
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from riskctl.core.decisions import (
-    Alert,
-    Decision,
-    FiredRule,
-    Result,
-    match_evidence,
-)
-from riskctl.core.errors import RuleSetError
-from riskctl.core.expr import FEATURES_FIELD
-from riskctl.core.features import WINDOWED_KINDS, Feature, compile_feature
+from riskctl.core.decisions import Alert, Decision, FiredRule, Result, match_evidence
+from riskctl.core.errors import RuleError, RuleSetError
+from riskctl.core.expr import FEATURES_FIELD, CompiledExpression
+from riskctl.core.features import WINDOWED_KINDS, Feature, FeatureSpec, compile_feature
 from riskctl.core.patterns import PatternMatcher
 from riskctl.core.rules import ACTION_RANK, Rule, RuleSet, parse_rule
-from riskctl.core.state import KeyedState
+from riskctl.core.state import InMemoryKeyedState, KeyedState
 
 META = "_engine"
 DEFAULT_STATE_TTL = 24 * 3_600_000
+#: events remembered per key for the late re-check of condition rules (those within the lateness)
 RECENT_CAP = 32
+#: event types with a cached dispatch plan (more distinct types are planned per event, not cached)
+MAX_CACHED_TYPES = 256
 # Indices into the meta list stored under META (a list pickles smaller than a dict).
 _MAX_TS, _LAST_TS, _RS, _CLEANUP, _WAKEUPS, _RECENT, _USER = range(7)
 _RANK_ACTION = {v: k for k, v in ACTION_RANK.items()}
@@ -49,28 +47,43 @@ class _RulePlan:
     shadow: bool
     applies_to: frozenset[str] | None
     features: tuple[tuple[str, str], ...]  # (local name, state key)
-    when: Any  # closure fn(event, features) -> bool, or None for a sequence rule
-    pattern_key: str | None
+    when: Callable[[Any, Any], Any] | None  # fn(event, features) -> bool; None for a sequence rule
     rank: int
-    # for the late re-check (scenario 14): the rule's features are all windowed (value_at available)
-    recheckable: bool
+    recheckable: bool  # a condition rule over windowed features only (late re-check, docs/engine.md)
 
 
 @dataclass(frozen=True, slots=True)
 class _PatternPlan:
     key: str
     rule_id: str
-    matcher: Any
+    matcher: PatternMatcher
     stamp: tuple[tuple[str, str], ...]  # features the steps read: (local name, state key)
+    types: frozenset[str] | None  # event types the pattern must see (None: all)
+
+
+@dataclass(frozen=True, slots=True)
+class _TypePlan:
+    """What an event of one type needs: the rest cannot change state nor fire (see ``_Plan.for_type``)."""
+
+    features: tuple[tuple[str, Feature], ...]
+    patterns: tuple[_PatternPlan, ...]
+    rules: tuple[_RulePlan, ...]
+
+
+def _filter_types(spec: FeatureSpec) -> frozenset[str] | None:
+    if spec.filter_text is None:
+        return None
+    return CompiledExpression(spec.filter_text).event_types
 
 
 class _Plan:
-    """Everything compiled from one rule set; replaced as a whole on a rule update (never mutated)."""
+    """Everything compiled from one rule set; replaced as a whole on a rule update (never mutated after)."""
 
     def __init__(self, ruleset: RuleSet, lateness: int) -> None:
         self.ruleset = ruleset
         self.version = ruleset.version
         features: dict[str, Feature] = {}
+        feature_types: dict[str, frozenset[str] | None] = {}
         rules: list[_RulePlan] = []
         patterns: list[_PatternPlan] = []
         for rule in ruleset.rules:
@@ -81,13 +94,14 @@ class _Plan:
                 key = spec.state_key
                 if key not in features:
                     features[key] = compile_feature(spec, lateness=lateness)
+                    feature_types[key] = _filter_types(spec)
                 fmap.append((name, key))
-            pattern_key = None
             if rule.sequence is not None:
-                pattern_key = rule.sequence.state_key
                 stamp = tuple((n, k) for n, k in fmap if n in rule.step_features)
                 matcher = PatternMatcher(rule.sequence, lateness=lateness)
-                patterns.append(_PatternPlan(pattern_key, rule.id, matcher, stamp))
+                patterns.append(
+                    _PatternPlan(rule.sequence.state_key, rule.id, matcher, stamp, rule.event_types)
+                )
             rules.append(
                 _RulePlan(
                     rule=rule,
@@ -95,18 +109,68 @@ class _Plan:
                     applies_to=rule.applies_to,
                     features=tuple(fmap),
                     when=rule.when.fn if rule.when is not None else None,
-                    pattern_key=pattern_key,
                     rank=ACTION_RANK[rule.action],
                     recheckable=rule.when is not None
                     and all(spec.kind in WINDOWED_KINDS for spec in rule.features.values()),
                 )
             )
-        self.features: tuple[tuple[str, Feature], ...] = tuple(features.items())
+        self.features = tuple(features.items())
+        self.feature_types = feature_types
+        self.feature_by_key = features
         self.rules = tuple(rules)
         self.patterns = tuple(patterns)
+        self.pattern_by_rule = {p.rule_id: p for p in patterns}
+        self.rule_by_id = {r.rule.id: r for r in rules}
         self.names = frozenset([*features, *(p.key for p in patterns), META])
         self.recheck = tuple(r for r in self.rules if r.recheckable)
-        self.feature_by_key = dict(features)
+        self._by_type: dict[str, _TypePlan] = {}
+
+    def for_type(self, etype: str) -> _TypePlan:
+        """The dispatch plan of an event type (cached).
+
+        A condition rule is checked when the type is in ``rule.event_types`` (applies_to and the condition's own
+        ``event.type`` tests); a pattern is fed when the type is one its steps test for (all types when a step is
+        strict or untyped); a feature is evaluated when its filter may record the event, or when a rule or a
+        pattern above needs its value. Skipping the rest changes nothing: a feature whose filter rejects an event
+        does not change its state.
+        """
+        tp = self._by_type.get(etype)
+        if tp is not None:
+            return tp
+        patterns = tuple(p for p in self.patterns if p.types is None or etype in p.types)
+        fed = {p.rule_id for p in patterns}
+        rules = tuple(
+            r
+            for r in self.rules
+            if (r.when is not None and (r.rule.event_types is None or etype in r.rule.event_types))
+            or r.rule.id in fed
+        )
+        needed = {k for r in rules if r.when is not None for _, k in r.features}
+        needed.update(k for p in patterns for _, k in p.stamp)
+        for r in rules:
+            if r.when is None:  # a sequence rule's evidence shows its features too
+                needed.update(k for _, k in r.features)
+        features = tuple(
+            (k, f)
+            for k, f in self.features
+            if k in needed or self.feature_types[k] is None or etype in (self.feature_types[k] or ())
+        )
+        tp = _TypePlan(features, patterns, rules)
+        if len(self._by_type) < MAX_CACHED_TYPES:
+            self._by_type[etype] = tp
+        return tp
+
+
+def _accessors(state: KeyedState) -> tuple[Any, Any, Any]:
+    """get, put, remove for a state; the in-memory one is used through its dict directly (the hot path)."""
+    if type(state) is InMemoryKeyedState:
+        data = state.data
+
+        def remove(name: str) -> None:
+            data.pop(name, None)
+
+        return data.get, data.__setitem__, remove
+    return state.get, state.put, state.remove
 
 
 class Engine:
@@ -129,7 +193,8 @@ class Engine:
         self.state_ttl = state_ttl
         ruleset = rules if isinstance(rules, RuleSet) else RuleSet(rules)
         self._plan = _Plan(ruleset, lateness)
-        self.overflow_reported = 0
+        #: partial matches (or buffered events) dropped by the pattern bounds, over all keys
+        self.pattern_overflow = 0
 
     # ------------------------------------------------------------------------------------------ rules
     @property
@@ -138,49 +203,51 @@ class Engine:
         return self._plan.ruleset
 
     def update_rules(self, rules: RuleSet | Iterable[Rule]) -> RuleSet:
-        """Replace the whole rule set (already validated rules). Returns the new set.
+        """Replace the whole rule set (validated rules). Returns the new set.
 
-        State of features whose definition is unchanged is kept (same ``state_key``); state no rule uses any
-        more is released lazily, per key, on that key's next event or timer.
+        State of features and sequences whose definition is unchanged is kept (same ``state_key``); state that
+        no rule uses any more is released lazily, per key, on that key's next event or timer.
         """
         ruleset = rules if isinstance(rules, RuleSet) else RuleSet(rules)
-        self._plan = _Plan(ruleset, self.lateness)
+        self._plan = self._build(ruleset, ruleset.rules[0].id if len(ruleset) == 1 else None)
         return ruleset
 
     def upsert_rule(self, rule: Rule | Mapping[str, Any]) -> Rule:
         """Add a rule or replace the rule of the same id; a document is validated first.
 
-        A bad document raises :class:`RuleSetError` (with every problem) and the rule set in force is unchanged.
+        A bad document raises :class:`RuleSetError` (with every problem) and the rules in force are unchanged.
         """
         parsed = rule if isinstance(rule, Rule) else parse_rule(rule, source="update")
-        ruleset = self._plan.ruleset.with_rule(parsed)
-        try:
-            plan = _Plan(ruleset, self.lateness)
-        except (ValueError, TypeError) as exc:  # a runtime that refuses the spec: report, keep the old set
-            if isinstance(exc, RuleSetError):
-                raise
-            from riskctl.core.errors import RuleError
-
-            raise RuleSetError([RuleError(str(exc), rule_id=parsed.id)]) from exc
-        self._plan = plan
+        self._plan = self._build(self._plan.ruleset.with_rule(parsed), parsed.id)
         return parsed
 
     def delete_rule(self, rule_id: str) -> bool:
         """Remove a rule; True if it existed. Its state is released lazily per key."""
         if rule_id not in self._plan.ruleset:
             return False
-        self._plan = _Plan(self._plan.ruleset.without(rule_id), self.lateness)
+        self._plan = self._build(self._plan.ruleset.without(rule_id), rule_id)
         return True
+
+    def _build(self, ruleset: RuleSet, rule_id: str | None) -> _Plan:
+        try:
+            return _Plan(ruleset, self.lateness)
+        except RuleSetError:
+            raise
+        except (ValueError, TypeError) as exc:  # a runtime refusing a spec: report it, keep the old plan
+            raise RuleSetError([RuleError(str(exc), rule_id=rule_id)]) from exc
 
     # ------------------------------------------------------------------------------------------ events
     def process(self, state: KeyedState, event: Mapping[str, Any]) -> Result:
         """Decide one (validated) event of the key whose state is ``state``."""
         plan = self._plan
+        get, put, remove = _accessors(state)
         ts: int = event["ts"]
-        meta = state.get(META)
+        user_id = event["user_id"]
+        event_id = event["event_id"]
+        meta = get(META)
         timers: list[int] = []
         if meta is None:
-            meta = [ts, ts, plan.version, None, [], [], event["user_id"]]
+            meta = [ts, ts, plan.version, None, [], [], user_id]
         else:
             if meta[_RS] != plan.version:
                 self._release_stale(state, plan, meta)
@@ -188,51 +255,49 @@ class Engine:
             if ttl is not None and ts >= meta[_LAST_TS] + ttl and ts >= meta[_MAX_TS]:
                 # Silent for longer than the TTL (its timer may not have fired yet): start from zero.
                 self._clear(state)
-                meta = [ts, ts, plan.version, None, [], [], event["user_id"]]
+                meta = [ts, ts, plan.version, None, [], [], user_id]
         late = ts < meta[_MAX_TS]
+        etype = event.get("type")
+        tp = plan.for_type(etype if isinstance(etype, str) else "")
 
         # Features: each definition once, shared by every rule using it.
         values: dict[str, Any] = {}
-        for key, feature in plan.features:
-            stored = state.get(key)
+        for key, feature in tp.features:
+            stored = get(key)
             value, new = feature.evaluate(stored, event, ts)
             if new is None:
                 if stored is not None:
-                    state.remove(key)
+                    remove(key)
             else:
-                state.put(key, new)
+                put(key, new)
             values[key] = value
 
         # Patterns.
-        matches: dict[str, list[Any]] = {}
-        if plan.patterns:
-            for pp in plan.patterns:
-                ev = event
-                if pp.stamp:
-                    ev = dict(event)
-                    ev[FEATURES_FIELD] = {name: values[key] for name, key in pp.stamp}
-                res = pp.matcher.process(state.get(pp.key), ev, ts)
-                if res.new_stored is None:
-                    state.remove(pp.key)
-                else:
-                    state.put(pp.key, res.new_stored)
-                if res.matches:
-                    matches[pp.rule_id] = list(res.matches)
-                if res.wakeup is not None:
-                    self._want_timer(meta, res.wakeup, timers)
+        matches: dict[str, tuple[Any, ...]] = {}
+        for pp in tp.patterns:
+            ev = event
+            if pp.stamp:
+                ev = dict(event)
+                ev[FEATURES_FIELD] = {name: values[key] for name, key in pp.stamp}
+            res = pp.matcher.process(get(pp.key), ev, ts)
+            if res.new_stored is None:
+                remove(pp.key)
+            else:
+                put(pp.key, res.new_stored)
+            if res.matches:
+                matches[pp.rule_id] = res.matches
+            if res.wakeup is not None:
+                self._want_wakeup(meta, res.wakeup, pp.key, timers)
+            if res.overflow:
+                self.pattern_overflow += res.overflow
 
-        # Rules.
-        etype = event.get("type")
+        # Rules, by priority.
         fired: list[FiredRule] = []
         shadow: list[FiredRule] = []
         alerts: list[Alert] = []
         rank = 0
-        user_id = event["user_id"]
-        event_id = event["event_id"]
-        for rp in plan.rules:
+        for rp in tp.rules:
             if rp.when is not None:
-                if rp.applies_to is not None and etype not in rp.applies_to:
-                    continue
                 feats = {name: values[key] for name, key in rp.features}
                 if not rp.when(event, feats):
                     continue
@@ -261,7 +326,7 @@ class Engine:
             if rp.rule.alert:
                 alerts.append(
                     Alert(
-                        alert_id=f"{rp.rule.id}:{rp.rule.version}:{event_id}",
+                        alert_id=f"{rp.rule.id}:{rp.rule.version}:rule_alert:{event_id}",
                         user_id=user_id,
                         rule=hit,
                         reason="rule_alert",
@@ -274,17 +339,18 @@ class Engine:
                 )
 
         # Late events: re-check condition rules on later events already decided (see docs/engine.md).
-        if self.lateness:
-            if late and plan.recheck:
-                alerts.extend(self._recheck(state, plan, meta, event, ts, values))
+        if self.lateness and plan.recheck:
+            if late:
+                alerts.extend(self._recheck(get, plan, meta, event, ts))
             self._remember(meta, event, ts, fired, shadow)
 
         if ts > meta[_MAX_TS]:
             meta[_MAX_TS] = ts
         if ts > meta[_LAST_TS]:
             meta[_LAST_TS] = ts
-        self._schedule_cleanup(state, plan, meta, timers)
-        state.put(META, meta)
+        if meta[_CLEANUP] is None:
+            self._schedule_cleanup(get, plan, meta, timers)
+        put(META, meta)
         decision = Decision(
             event_id=event_id,
             user_id=user_id,
@@ -300,9 +366,14 @@ class Engine:
 
     # ------------------------------------------------------------------------------------------ timers
     def on_timer(self, state: KeyedState, ts: int) -> Result:
-        """Event time reached ``ts`` for this key: absence patterns, cleanup, TTL. Returns alerts and timers."""
+        """Event time reached ``ts`` for this key: absences due, cleanup, state TTL. Returns alerts and timers.
+
+        The caller calls it for every timer the engine asked for (``Result.timers``), once the watermark is at or
+        past it; a call at another time is harmless (nothing due: nothing happens).
+        """
         plan = self._plan
-        meta = state.get(META)
+        get, put, remove = _accessors(state)
+        meta = get(META)
         if meta is None:
             return Result(None, [], [])
         if meta[_RS] != plan.version:
@@ -313,64 +384,71 @@ class Engine:
         if ttl is not None and ts >= meta[_LAST_TS] + ttl:
             self._clear(state)
             return Result(None, [], [])
-        meta[_WAKEUPS] = [w for w in meta[_WAKEUPS] if w > ts]
-        if plan.patterns:
-            by_rule = {rp.rule.id: rp for rp in plan.rules}
-            for pp in plan.patterns:
-                stored = state.get(pp.key)
-                if stored is None:
-                    continue
-                res = pp.matcher.on_timer(stored, ts)
-                if res.new_stored is None:
-                    state.remove(pp.key)
-                else:
-                    state.put(pp.key, res.new_stored)
-                rp = by_rule[pp.rule_id]
-                for m in res.matches:
-                    values = {key: None for _, key in rp.features}
-                    alerts.append(self._match_alert(rp, values, m, "timer", ts, meta[_USER], None, plan))
-                if res.wakeup is not None:
-                    self._want_timer(meta, res.wakeup, timers)
-        cleanup = meta[_CLEANUP]
-        if cleanup is not None and ts >= cleanup:
+        cleanup = meta[_CLEANUP] is not None and ts >= meta[_CLEANUP]
+        due = {key for at, key in meta[_WAKEUPS] if at <= ts}
+        meta[_WAKEUPS] = [w for w in meta[_WAKEUPS] if w[0] > ts]
+        for pp in plan.patterns:
+            if not cleanup and pp.key not in due:
+                continue
+            stored = get(pp.key)
+            if stored is None:
+                continue
+            res = pp.matcher.on_timer(stored, ts)
+            if res.new_stored is None:
+                remove(pp.key)
+            else:
+                put(pp.key, res.new_stored)
+            rp = plan.rule_by_id[pp.rule_id]
+            for m in res.matches:
+                alerts.append(self._match_alert(rp, {}, m, m.completed_by, ts, meta[_USER], None, plan))
+            if res.wakeup is not None:
+                self._want_wakeup(meta, res.wakeup, pp.key, timers)
+        if cleanup:
             meta[_CLEANUP] = None
             for key, feature in plan.features:
-                stored = state.get(key)
+                stored = get(key)
                 if stored is None:
                     continue
                 new = feature.expire(stored, ts)
                 if new is None:
-                    state.remove(key)
+                    remove(key)
                 else:
-                    state.put(key, new)
+                    put(key, new)
             if meta[_RECENT]:
                 horizon = meta[_MAX_TS] - self.lateness
                 meta[_RECENT] = [r for r in meta[_RECENT] if r[0] >= horizon]
-        if self._is_empty(state, plan) and not meta[_WAKEUPS]:
-            self._clear(state)
-            return Result(None, alerts, timers)
-        self._schedule_cleanup(state, plan, meta, timers)
-        state.put(META, meta)
+            if not meta[_WAKEUPS] and all(name == META for name in state.names()):
+                self._clear(state)  # nothing left: the key costs nothing until its next event
+                return Result(None, alerts, timers)
+            self._schedule_cleanup(get, plan, meta, timers)
+        put(META, meta)
         return Result(None, alerts, timers)
 
     # ------------------------------------------------------------------------------------------ helpers
-    def _want_timer(self, meta: list[Any], ts: int, timers: list[int]) -> None:
+    def _want_wakeup(self, meta: list[Any], ts: int, key: str, timers: list[int]) -> None:
         wakeups = meta[_WAKEUPS]
-        if ts not in wakeups:
-            wakeups.append(ts)
-            timers.append(ts)
+        for at, k in wakeups:
+            if at == ts and k == key:
+                return
+        wakeups.append([ts, key])
+        timers.append(ts)
 
-    def _schedule_cleanup(self, state: KeyedState, plan: _Plan, meta: list[Any], timers: list[int]) -> None:
-        """Keep exactly one pending cleanup timer per key (re-armed when it fires on an active key)."""
-        if meta[_CLEANUP] is not None:
-            return
+    def _schedule_cleanup(self, get: Any, plan: _Plan, meta: list[Any], timers: list[int]) -> None:
+        """Arm the key's one cleanup timer: when its features can be freed, at the latest at last ts + TTL.
+
+        While a key is active its features prune themselves on each event; when the timer fires on a still
+        active key it only expires what is due and re-arms itself, so a key costs one timer, not one per event.
+        """
         candidates: list[int] = []
         for key, feature in plan.features:
-            stored = state.get(key)
+            stored = get(key)
             if stored is not None:
                 at = feature.next_cleanup(stored)
                 if at is not None:
                     candidates.append(at)
+        for pp in plan.patterns:
+            if get(pp.key) is not None:  # partial matches and buffers expire within the pattern's span
+                candidates.append(meta[_MAX_TS] + pp.matcher.spec.within + self.lateness)
         if self.state_ttl is not None:
             ttl_at = meta[_LAST_TS] + self.state_ttl
             at = min(max(candidates), ttl_at) if candidates else ttl_at
@@ -378,26 +456,21 @@ class Engine:
             at = max(candidates)
         else:
             return
-        if at <= meta[_MAX_TS] - self.lateness:
-            at = meta[_MAX_TS] - self.lateness + 1
+        floor = meta[_MAX_TS] - self.lateness + 1
+        at = max(at, floor)
         meta[_CLEANUP] = at
         timers.append(at)
-
-    def _is_empty(self, state: KeyedState, plan: _Plan) -> bool:
-        for name in state.names():
-            if name != META:
-                return False
-        return True
 
     def _clear(self, state: KeyedState) -> None:
         for name in list(state.names()):
             state.remove(name)
 
     def _release_stale(self, state: KeyedState, plan: _Plan, meta: list[Any]) -> None:
-        """Drop state that no rule of the current set uses (a deleted rule, a changed feature)."""
+        """Drop state that no rule of the current set uses (a deleted or disabled rule, a changed feature)."""
         for name in list(state.names()):
             if name not in plan.names:
                 state.remove(name)
+        meta[_WAKEUPS] = [w for w in meta[_WAKEUPS] if w[1] in plan.names]
         meta[_RS] = plan.version
 
     def _sequence_hit(self, rp: _RulePlan, values: Mapping[str, Any], match: Any) -> FiredRule:
@@ -418,9 +491,8 @@ class Engine:
         plan: _Plan,
     ) -> Alert:
         hit = self._sequence_hit(rp, values, match)
-        ids = hit.evidence["match"]["steps"]
-        flat = [i for v in (ids.values() if isinstance(ids, Mapping) else ids) for i in v]
-        first = flat[0] if flat else None
+        steps = hit.evidence["match"]["steps"]
+        flat = [str(i) for ids in steps.values() for i in ids]
         return Alert(
             alert_id=f"{rp.rule.id}:{rp.rule.version}:{reason}:{':'.join(flat)}",
             user_id=user_id,
@@ -428,39 +500,32 @@ class Engine:
             reason=reason,
             ts=ts,
             ruleset_version=plan.version,
-            event_id=first,
+            event_id=flat[0] if flat else None,
             trigger_event_id=trigger,
             shadow=rp.shadow,
         )
 
     def _remember(
-        self,
-        meta: list[Any],
-        event: Mapping[str, Any],
-        ts: int,
-        fired: list[FiredRule],
-        shadow: list[FiredRule],
+        self, meta: list[Any], event: Mapping[str, Any], ts: int, fired: list[FiredRule], shadow: list[FiredRule]
     ) -> None:
-        """Keep recent events (within lateness of the newest) so a late event can re-check them."""
+        """Keep the events of the last ``lateness`` ms (at most RECENT_CAP) for the late re-check."""
+        recent = meta[_RECENT]
         horizon = max(meta[_MAX_TS], ts) - self.lateness
-        recent = [r for r in meta[_RECENT] if r[0] >= horizon]
+        if recent and recent[0][0] < horizon:
+            recent = meta[_RECENT] = [r for r in recent if r[0] >= horizon]
         if ts >= horizon:
-            recent.append([ts, dict(event), [h.id for h in fired] + [h.id for h in shadow]])
-            recent.sort(key=lambda r: r[0])
+            entry = [ts, event, [h.id for h in fired] + [h.id for h in shadow]]
+            if not recent or recent[-1][0] <= ts:
+                recent.append(entry)
+            else:
+                insort(recent, entry, key=lambda r: r[0])
             if len(recent) > RECENT_CAP:
-                del recent[: len(recent) - RECENT_CAP]
-        meta[_RECENT] = recent
+                del recent[0]
 
     def _recheck(
-        self,
-        state: KeyedState,
-        plan: _Plan,
-        meta: list[Any],
-        event: Mapping[str, Any],
-        ts: int,
-        values: Mapping[str, Any],
+        self, get: Any, plan: _Plan, meta: list[Any], event: Mapping[str, Any], ts: int
     ) -> list[Alert]:
-        """A late event may make a condition rule true for a later event already decided: raise an alert."""
+        """A late event may make a condition rule true for a later, already decided event: raise an alert."""
         alerts: list[Alert] = []
         for entry in meta[_RECENT]:
             r_ts, r_event, r_fired = entry
@@ -468,12 +533,13 @@ class Engine:
                 continue
             r_type = r_event.get("type")
             for rp in plan.recheck:
-                if rp.rule.id in r_fired or (rp.applies_to is not None and r_type not in rp.applies_to):
+                types = rp.rule.event_types
+                if rp.rule.id in r_fired or (types is not None and r_type not in types):
                     continue
-                feats: dict[str, Any] = {}
-                for name, key in rp.features:
-                    feature = plan.feature_by_key[key]
-                    feats[name] = _value_at(feature, state.get(key), r_ts)
+                feats = {
+                    name: _value_at(plan.feature_by_key[key], get(key), r_ts) for name, key in rp.features
+                }
+                assert rp.when is not None
                 if not rp.when(r_event, feats):
                     continue
                 r_fired.append(rp.rule.id)

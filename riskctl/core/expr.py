@@ -516,6 +516,7 @@ class _C:
     step: str | None = None  # for a step reference: the step name
     path: tuple[str, ...] = ()  # ...and the field path after it (empty: the step itself)
     field: str | None = None  # for event.<field> (one level): the field name
+    types: frozenset[str] | None = None  # the node is true only for events of these types (None: unknown)
 
     @property
     def is_const(self) -> bool:
@@ -742,9 +743,18 @@ class _Compiler:
             items.append(c)
         if not items:
             return _const(is_and)
+        c = self._bool_closure(items, is_and)
+        if is_and:
+            known = [i.types for i in items if i.types is not None]
+            c.types = frozenset.intersection(*known) if known else None
+        elif all(i.types is not None for i in items):
+            c.types = frozenset().union(*(i.types for i in items if i.types is not None))
+        return c
+
+    def _bool_closure(self, items: list[_C], is_and: bool) -> _C:
         fns = [i.fn if i.is_bool else _as_bool(i.fn) for i in items]
         if len(fns) == 1:
-            return _C(fns[0], is_bool=True)
+            return _C(fns[0], is_bool=True, types=items[0].types)
         if len(fns) == 2:
             a, b = fns
             if is_and:
@@ -823,7 +833,8 @@ class _Compiler:
                     def field_eq(e: Any, c: Any) -> Any:
                         return e.get(key) == k
 
-                    return _C(field_eq, is_bool=True)
+                    types = frozenset([k]) if key == "type" and isinstance(k, str) else None
+                    return _C(field_eq, is_bool=True, types=types)
 
                 def field_cmp(e: Any, c: Any) -> Any:
                     v = e.get(key)
@@ -893,7 +904,10 @@ class _Compiler:
                 except TypeError:
                     return False
 
-            return self._fold(_C(in_const, is_bool=True), a)
+            types = None
+            if a.field == "type" and not negate and all(isinstance(m, str) for m in b.const):
+                types = frozenset(b.const)
+            return self._fold(_C(in_const, is_bool=True, types=types), a)
         fb = b.fn
 
         def in_dyn(e: Any, c: Any) -> Any:
@@ -1214,7 +1228,7 @@ class CompiledExpression:
     Pickling ships the text and recompiles it (a closure cannot be pickled, and text is small and safe).
     """
 
-    __slots__ = ("text", "fn", "features", "steps", "constant", "_params")
+    __slots__ = ("text", "fn", "features", "steps", "constant", "event_types", "_params")
 
     def __init__(
         self,
@@ -1237,6 +1251,9 @@ class CompiledExpression:
         self.steps: frozenset[str] = frozenset(comp.used_steps)
         #: the value when the whole expression is constant (e.g. ``true``), else None
         self.constant: bool | None = bool(c.const) if c.is_const else None
+        #: the expression can only be true for events whose ``type`` is one of these (None: any type); the
+        #: engine uses it to skip work that cannot matter for an event
+        self.event_types: frozenset[str] | None = c.types if self.constant is not False else frozenset()
 
     def test(self, event: Mapping[str, Any], ctx: Any = None) -> bool:
         """Evaluate to a bool."""

@@ -111,6 +111,9 @@ class Rule:
     sequence: PatternSpec | None
     #: names of the features that the sequence's step conditions read (the engine stamps them on events)
     step_features: frozenset[str]
+    #: the rule can only fire on (a condition rule) or only needs to see (a sequence without strict
+    #: contiguity) events of these types; None: any type. Derived from applies_to and the conditions.
+    event_types: frozenset[str] | None
     #: the normalised document (JSON-ready), from which the rule can be rebuilt
     document: Mapping[str, Any] = field(repr=False)
     source: str | None = None
@@ -281,12 +284,14 @@ def parse_rule(document: Any, *, source: str | None = None) -> Rule:
         tags = []
 
     features = _parse_features(document.get("features"), errs)
+    event_types: frozenset[str] | None = None
 
     when_text = document.get("when")
     sequence_doc = document.get("sequence")
     when: CompiledExpression | None = None
     sequence: PatternSpec | None = None
     step_features: frozenset[str] = frozenset()
+    event_types: frozenset[str] | None = None
     if when_text is None and sequence_doc is None:
         errs.add("a rule needs either 'when' (a condition) or 'sequence' (a pattern)", "when")
     elif when_text is not None and sequence_doc is not None:
@@ -305,8 +310,11 @@ def parse_rule(document: Any, *, source: str | None = None) -> Rule:
                 unused = sorted(set(features) - when.features)
                 if unused:
                     errs.add(f"feature(s) defined but never used: {', '.join(unused)}", "features")
+                event_types = when.event_types
+                if applies_to is not None:
+                    event_types = applies_to if event_types is None else event_types & applies_to
     else:
-        sequence, step_features = _parse_sequence(sequence_doc, rule_id or "rule", features, errs)
+        sequence, step_features, event_types = _parse_sequence(sequence_doc, rule_id or "rule", features, errs)
         unused = sorted(set(features) - step_features)
         if unused and sequence is not None:
             errs.add(f"feature(s) defined but never used: {', '.join(unused)}", "features")
@@ -328,6 +336,7 @@ def parse_rule(document: Any, *, source: str | None = None) -> Rule:
         when=when,
         sequence=sequence,
         step_features=step_features,
+        event_types=event_types,
         document=MappingProxyType(normalised),
         source=source,
         tags=tuple(tags),
@@ -424,11 +433,11 @@ def parse_feature(definition: Any, path: str, errs: _Collector) -> FeatureSpec |
 
 def _parse_sequence(
     doc: Any, rule_id: str, features: Mapping[str, FeatureSpec], errs: _Collector
-) -> tuple[PatternSpec | None, frozenset[str]]:
+) -> tuple[PatternSpec | None, frozenset[str], frozenset[str] | None]:
     """Turn the ``sequence`` part of a rule document into a :class:`PatternSpec` (errors go to ``errs``)."""
     if not isinstance(doc, Mapping):
         errs.add("sequence must be a mapping with 'steps' and 'within'", "sequence")
-        return None, frozenset()
+        return None, frozenset(), None
     before = len(errs.errors)
     _check_keys(doc, SEQUENCE_KEYS, "sequence", errs)
     within: int | None = None
@@ -452,7 +461,7 @@ def _parse_sequence(
     raw_steps = doc.get("steps")
     if not isinstance(raw_steps, list) or not raw_steps:
         errs.add("a sequence needs a non-empty list of steps", "sequence.steps")
-        return None, frozenset()
+        return None, frozenset(), None
     names: list[str] = []
     for i, step in enumerate(raw_steps):
         name = step.get("name") if isinstance(step, Mapping) else None
@@ -469,24 +478,29 @@ def _parse_sequence(
             )
     steps: list[Step] = []
     used: set[str] = set()
+    step_types: list[frozenset[str] | None] = []
     for i, raw in enumerate(raw_steps):
         path = f"sequence.steps[{i}]"
         if not isinstance(raw, Mapping):
             errs.add("a step must be a mapping (name, when, times, ...)", path)
             continue
-        step = _parse_step(raw, path, names, features, used, errs)
+        step = _parse_step(raw, path, names, features, used, step_types, errs)
         if step is not None:
             steps.append(step)
     if len(errs.errors) > before or within is None:
-        return None, frozenset(used)
+        return None, frozenset(used), None
     try:
         spec = PatternSpec(
             id=rule_id, steps=tuple(steps), within=within, after_match=after_match, max_partial=max_partial
         )
     except RuleError as exc:
         errs.wrap(_step_path(exc, names), "sequence")
-        return None, frozenset(used)
-    return spec, frozenset(used)
+        return None, frozenset(used), None
+    # Events of other types cannot take part unless a step is strict (any event breaks a strict run).
+    event_types: frozenset[str] | None = None
+    if all(t is not None for t in step_types) and all(st.contiguity != "strict" for st in steps):
+        event_types = frozenset().union(*(t for t in step_types if t is not None))
+    return spec, frozenset(used), event_types
 
 
 def _step_path(err: RuleError, names: list[str]) -> RuleError:
@@ -507,6 +521,7 @@ def _parse_step(
     names: list[str],
     features: Mapping[str, FeatureSpec],
     used: set[str],
+    step_types: list[frozenset[str] | None],
     errs: _Collector,
 ) -> Step | None:
     before = len(errs.errors)
@@ -523,6 +538,7 @@ def _parse_step(
             errs.wrap(exc, f"{path}.when")
         else:
             used.update(cond.features)
+            step_types.append(cond.event_types)
     kwargs: dict[str, Any] = {}
     if "at_least" in raw:
         if "times" in raw or "quantifier" in raw:

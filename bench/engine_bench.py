@@ -1,0 +1,174 @@
+"""Events/s through the pure engine with the rules in ``rules/`` and in-memory state, on one core.
+
+    .venv/bin/python bench/engine_bench.py [--events 300000] [--users 10000] [--profile]
+
+A realistic mix over ``--users`` users in event time (~2,000 events/s overall, bursts per user): logins (10 %
+failed), 2FA, password changes, transfers, orders, registrations, page views. The events are generated and
+validated first; only ``LocalRunner.feed`` (engine + timers) is timed. Writes ``bench/results/engine.json`` and
+``bench/results/engine.md``; also reports the pickled state per user (what a Flink MapState would hold).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import json
+import pickle
+import platform
+import pstats
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from riskctl.core.engine import Engine  # noqa: E402
+from riskctl.core.events import normalize_event  # noqa: E402
+from riskctl.core.rules import load_rules  # noqa: E402
+from riskctl.core.runner import LocalRunner  # noqa: E402
+
+T0 = 1_700_000_000_000
+CITIES = ["Paris", "Lyon", "Berlin", "Madrid", "Rome", "Lagos", "Lisbon", "Oslo"]
+MIX = [  # (type, weight)
+    ("page_view", 40),
+    ("login", 20),
+    ("transfer", 12),
+    ("order", 10),
+    ("2fa", 8),
+    ("payment", 6),
+    ("password_change", 2),
+    ("register", 2),
+]
+
+
+def generate(n: int, users: int, seed: int = 42) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    types = [t for t, _ in MIX]
+    weights = [w for _, w in MIX]
+    home = {u: rng.choice(CITIES) for u in range(users)}
+    events = []
+    ts = T0
+    for i in range(n):
+        ts += rng.randrange(0, 1000)  # ~2,000 events/s of event time overall
+        u = int(rng.paretovariate(1.2)) % users if rng.random() < 0.3 else rng.randrange(users)
+        typ = rng.choices(types, weights)[0]
+        e: dict[str, Any] = {"event_id": f"e{i}", "user_id": f"user{u}", "type": typ, "ts": ts}
+        if typ in ("login", "2fa"):
+            e["success"] = rng.random() > 0.1
+        if typ == "login":
+            e["city"] = home[u] if rng.random() > 0.05 else rng.choice(CITIES)
+            e["device_id"] = f"dev{u}-{int(rng.random() < 0.05)}"
+            e["ip"] = f"10.0.{u % 256}.{rng.randrange(256)}"
+        if typ in ("transfer", "payment", "order"):
+            e["amount"] = round(rng.lognormvariate(6, 1.5), 2)
+        events.append(normalize_event(e))
+    # a little disorder, within the lateness: swap some neighbours
+    for i in range(1, n, 50):
+        events[i - 1], events[i] = events[i], events[i - 1]
+    return events
+
+
+def run(events: list[dict[str, Any]], lateness: int) -> tuple[float, LocalRunner, dict[str, int]]:
+    engine = Engine(load_rules(ROOT / "rules"), lateness=lateness)
+    runner = LocalRunner(engine)
+    counts: dict[str, int] = {}
+    feed = runner.feed
+    start = time.perf_counter()
+    for e in events:
+        for record in feed(e):
+            kind = getattr(record, "action", None) or f"alert:{record.reason}"  # type: ignore[union-attr]
+            counts[kind] = counts.get(kind, 0) + 1
+    elapsed = time.perf_counter() - start
+    return elapsed, runner, counts
+
+
+def state_sizes(runner: LocalRunner) -> list[int]:
+    sizes = []
+    for key in runner.store.keys():
+        state = runner.store.get_existing(key)
+        assert state is not None
+        sizes.append(len(pickle.dumps(state.data, protocol=pickle.HIGHEST_PROTOCOL)))
+    return sizes
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--events", type=int, default=300_000)
+    ap.add_argument("--users", type=int, default=10_000)
+    ap.add_argument("--lateness", type=int, default=5_000)
+    ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+
+    t = time.perf_counter()
+    events = generate(args.events, args.users)
+    gen_s = time.perf_counter() - t
+    print(f"generated {len(events):,} events for {args.users:,} users in {gen_s:.1f}s", file=sys.stderr)
+
+    if args.profile:
+        prof = cProfile.Profile()
+        prof.enable()
+        run(events, args.lateness)
+        prof.disable()
+        s = io.StringIO()
+        pstats.Stats(prof, stream=s).sort_stats("tottime").print_stats(25)
+        print(s.getvalue())
+        return
+
+    rates = []
+    runner = None
+    counts: dict[str, int] = {}
+    for _ in range(args.repeat):
+        elapsed, runner, counts = run(events, args.lateness)
+        rates.append(len(events) / elapsed)
+        print(f"  {rates[-1]:,.0f} events/s", file=sys.stderr)
+    assert runner is not None
+    sizes = state_sizes(runner)
+    ruleset = runner.engine.ruleset
+    result = {
+        "events": len(events),
+        "users": args.users,
+        "users_with_state": len(sizes),
+        "rules": [r.id for r in ruleset.rules],
+        "features": len({s.state_key for r in ruleset.rules for s in r.features.values()}),
+        "lateness_ms": args.lateness,
+        "events_per_second": {"best": round(max(rates)), "median": round(statistics.median(rates))},
+        "state_bytes_per_user": {
+            "mean": round(statistics.mean(sizes)),
+            "p50": sorted(sizes)[len(sizes) // 2],
+            "p99": sorted(sizes)[int(len(sizes) * 0.99)],
+            "max": max(sizes),
+        },
+        "records": counts,
+        "python": platform.python_version(),
+        "machine": platform.processor() or platform.machine(),
+        "command": "python bench/engine_bench.py " + " ".join(sys.argv[1:]),
+    }
+    out = ROOT / "bench" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "engine.json").write_text(json.dumps(result, indent=2) + "\n")
+    md = [
+        "# Engine benchmark",
+        "",
+        f"`{result['command']}` (Python {result['python']}, one core).",
+        "",
+        f"- {len(events):,} events, {args.users:,} users, {len(result['rules'])} rules, "
+        f"{result['features']} distinct features, lateness {args.lateness} ms",
+        f"- **{result['events_per_second']['median']:,} events/s** (median of {args.repeat}; "
+        f"best {result['events_per_second']['best']:,})",
+        f"- state per user (pickled): mean {result['state_bytes_per_user']['mean']:,} B, "
+        f"p99 {result['state_bytes_per_user']['p99']:,} B, max {result['state_bytes_per_user']['max']:,} B",
+        f"- records: {json.dumps(counts)}",
+        "",
+    ]
+    (out / "engine.md").write_text("\n".join(md))
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -123,7 +123,15 @@ class _Plan:
         self.rule_by_id = {r.rule.id: r for r in rules}
         self.names = frozenset([*features, *(p.key for p in patterns), META])
         self.recheck = tuple(r for r in self.rules if r.recheckable)
-        self._by_type: dict[str, _TypePlan] = {}
+        # the event types a late event may need to re-check (None: any)
+        recheck_types: set[str] | None = set()
+        for r in self.recheck:
+            if r.rule.event_types is None or recheck_types is None:
+                recheck_types = None
+            else:
+                recheck_types.update(r.rule.event_types)
+        self.recheck_types = None if recheck_types is None else frozenset(recheck_types)
+        self.by_type: dict[str, _TypePlan] = {}
 
     def for_type(self, etype: str) -> _TypePlan:
         """The dispatch plan of an event type (cached).
@@ -134,7 +142,7 @@ class _Plan:
         pattern above needs its value. Skipping the rest changes nothing: a feature whose filter rejects an event
         does not change its state.
         """
-        tp = self._by_type.get(etype)
+        tp = self.by_type.get(etype)
         if tp is not None:
             return tp
         patterns = tuple(p for p in self.patterns if p.types is None or etype in p.types)
@@ -156,8 +164,8 @@ class _Plan:
             if k in needed or self.feature_types[k] is None or etype in (self.feature_types[k] or ())
         )
         tp = _TypePlan(features, patterns, rules)
-        if len(self._by_type) < MAX_CACHED_TYPES:
-            self._by_type[etype] = tp
+        if len(self.by_type) < MAX_CACHED_TYPES:
+            self.by_type[etype] = tp
         return tp
 
 
@@ -258,7 +266,7 @@ class Engine:
                 meta = [ts, ts, plan.version, None, [], [], user_id]
         late = ts < meta[_MAX_TS]
         etype = event.get("type")
-        tp = plan.for_type(etype if isinstance(etype, str) else "")
+        tp = plan.by_type.get(etype) or plan.for_type(etype if isinstance(etype, str) else "")  # type: ignore[arg-type]
 
         # Features: each definition once, shared by every rule using it.
         values: dict[str, Any] = {}
@@ -342,7 +350,8 @@ class Engine:
         if self.lateness and plan.recheck:
             if late:
                 alerts.extend(self._recheck(get, plan, meta, event, ts))
-            self._remember(meta, event, ts, fired, shadow)
+            if plan.recheck_types is None or etype in plan.recheck_types:
+                self._remember(meta, event, ts, fired, shadow)
 
         if ts > meta[_MAX_TS]:
             meta[_MAX_TS] = ts

@@ -1,0 +1,129 @@
+"""``riskctl replay`` and ``riskctl rules validate``: the real commands, one of them as a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from riskctl.cli.main import cli
+from riskctl.testing import EventFactory
+
+ROOT = Path(__file__).resolve().parents[2]
+RULES = ROOT / "rules"
+
+
+def write_events(path: Path, lines: list[str]) -> Path:
+    path.write_text("".join(line + "\n" for line in lines))
+    return path
+
+
+def brute_force_lines() -> list[str]:
+    ev = EventFactory("u1")
+    events = [ev.login(0, success=False), ev.login(2, success=False), ev.login(4, success=False)]
+    events.append(ev.login(6, success=True))
+    return [json.dumps(e) for e in events]
+
+
+def test_replay_as_a_real_subprocess(tmp_path: Path) -> None:
+    lines = brute_force_lines()
+    lines.insert(1, "{not json")
+    lines.insert(2, json.dumps({"event_id": "x", "type": "login", "ts": 1}))  # no user id
+    lines.insert(3, json.dumps({"event_id": "y", "user_id": "u", "type": "transfer", "ts": 1, "amount": "abc"}))
+    events = write_events(tmp_path / "events.jsonl", lines)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "riskctl.cli.main", "replay", "--rules", str(RULES), str(events)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    records = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [r["event_id"] for r in records] == ["u1-1", "u1-2", "u1-3", "u1-4"]
+    assert records[-1]["action"] == "REJECT" and records[-1]["rules"][0]["id"] == "brute_force_login"
+    assert "line 2: not valid JSON" in proc.stderr
+    assert "line 3: user_id: required field is missing" in proc.stderr
+    assert "line 4: amount: must be a number" in proc.stderr
+    assert "4 events" in proc.stderr and "3 bad lines" in proc.stderr
+    assert "REJECT 1" in proc.stderr and "brute_force_login 1" in proc.stderr
+    assert "\r" not in proc.stderr  # no progress display when stderr is not a terminal
+
+
+def test_output_file_progress_and_json_summary(tmp_path: Path) -> None:
+    ev = EventFactory("u1")
+    lines = [json.dumps(ev.event("page_view", i * 2.0)) for i in range(10_000)]
+    events = write_events(tmp_path / "events.jsonl", lines)
+    out = tmp_path / "out.jsonl"
+    result = CliRunner().invoke(
+        cli, ["replay", "--rules", str(RULES), str(events), "-o", str(out), "--progress", "--summary-json"]
+    )
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == ""
+    assert len(out.read_text().splitlines()) == 10_000
+    assert "events/s" in result.stderr and "\r" in result.stderr  # the progress line
+    summary = json.loads(result.stderr.strip().splitlines()[-1])
+    assert summary["events"] == 10_000 and summary["actions"] == {"PASS": 10_000}
+    assert summary["bad_lines"] == 0 and summary["users_with_state"] == 0  # released at the end
+
+
+def test_only_hits(tmp_path: Path) -> None:
+    events = write_events(tmp_path / "e.jsonl", brute_force_lines())
+    result = CliRunner().invoke(cli, ["replay", "--rules", str(RULES), str(events), "--only-hits"])
+    assert result.exit_code == 0
+    assert [json.loads(line)["event_id"] for line in result.stdout.splitlines()] == ["u1-4"]
+
+
+def test_replay_refuses_bad_rules(tmp_path: Path) -> None:
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "r.yaml").write_text("id: r\naction: PASS\nwhen: 'evnt.x > 1'\n")
+    events = write_events(tmp_path / "e.jsonl", brute_force_lines())
+    result = CliRunner().invoke(cli, ["replay", "--rules", str(rules), str(events)])
+    assert result.exit_code == 1
+    assert "sequence" not in result.stderr and "field 'when'" in result.stderr and "nothing replayed" in result.stderr
+
+
+def test_replay_bad_duration_option(tmp_path: Path) -> None:
+    events = write_events(tmp_path / "e.jsonl", brute_force_lines())
+    result = CliRunner().invoke(cli, ["replay", "--rules", str(RULES), str(events), "--lateness", "5 sec"])
+    assert result.exit_code == 2 and "lateness" in result.stderr
+
+
+def test_rules_validate_ok() -> None:
+    result = CliRunner().invoke(cli, ["rules", "validate", str(RULES)])
+    assert result.exit_code == 0, result.output
+    assert "ok  brute_force_login v1" in result.stdout
+    result = CliRunner().invoke(cli, ["rules", "validate", str(RULES), "--json"])
+    doc = json.loads(result.stdout)
+    assert doc["ok"] is True and len(doc["rules"]) >= 8
+
+
+def test_rules_validate_prints_every_error(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text("id: a\nactoin: PASS\nwhen: 'true'\n")
+    (tmp_path / "b.yaml").write_text(
+        "id: b\naction: REVIEW\nsequence:\n  within: 1m\n  steps:\n"
+        "    - {name: x, when: 'event.type == \"a\"'}\n    - {name: y, when: 'event.type ==', contiguty: strict}\n"
+    )
+    result = CliRunner().invoke(cli, ["rules", "validate", str(tmp_path)])
+    assert result.exit_code == 1
+    out = result.stdout
+    assert "field 'actoin': unknown field 'actoin' (did you mean 'action'?)" in out
+    assert "field 'action'" in out  # the missing action of rule a
+    assert "sequence.steps[1].when" in out and "sequence.steps[1].contiguty" in out
+    assert "4 errors" in result.stderr
+    result = CliRunner().invoke(cli, ["rules", "validate", str(tmp_path), "--json"])
+    doc = json.loads(result.stdout)
+    assert doc["ok"] is False
+    assert {e["field"] for e in doc["errors"]} == {"actoin", "action", "sequence.steps[1].when", "sequence.steps[1].contiguty"}
+
+
+def test_help_lists_the_commands() -> None:
+    result = CliRunner().invoke(cli, ["--help"])
+    assert "replay" in result.stdout and "rules" in result.stdout

@@ -353,9 +353,9 @@ class WindowedFeature(Feature):
         value = self._query(stored, ts)
         if ts > stored[_MAX]:
             stored[_MAX] = ts
-        self._prune(stored, stored[_MAX] - self.retention)
         if len(stored[_RTS]) > self.raw_cap:
             self._fold(stored)
+        self._prune(stored, stored[_MAX] - self.retention)  # after folding: a bucket goes by its start
         if not stored[_RTS] and not stored[_BIX]:
             return value, None
         return value, stored

@@ -25,7 +25,8 @@ Semantics (all on event-time order; ties keep arrival order):
   step or the previous one). ``strict``: it must be the very next event of the key. ``relaxed`` (the default):
   events that are not *candidates* are skipped, and the first candidate is taken ("skip till next match",
   Flink's ``followedBy``); a candidate is an event whose gap from the previous matched event is allowed and
-  whose condition holds. The first step has no previous event, so it takes no contiguity or gap.
+  whose condition holds. The first event of a match has no previous event (for the first step, contiguity and
+  gaps apply from its second event on).
 - **Boundaries** are half-open, like Flink's: a match takes events with ``ts - start_ts < within``; a
   step's ``max_gap`` allows ``ts - previous_ts < max_gap`` and its ``min_gap`` allows
   ``ts - previous_ts >= min_gap``. An event exactly ``within`` after the start is outside the pattern.
@@ -228,9 +229,6 @@ class PatternSpec:
         if first.negated:
             msg = "a sequence cannot start with a negated step (absence of what, after what?)"
             raise RuleError(msg, field=f"steps.{first.name}.negated")
-        if first.contiguity != "relaxed" or first.max_gap is not None or first.min_gap is not None:
-            msg = "the first step has no previous event: it takes no contiguity, max_gap or min_gap"
-            raise RuleError(msg, field=f"steps.{first.name}")
         for prev, step in zip(steps, steps[1:], strict=False):
             if prev.negated and step.negated:
                 msg = (
@@ -374,11 +372,13 @@ class PatternMatcher:
         """Feed one event of the key (``ts`` its event time); see the module docstring for the semantics."""
         lateness = self._lateness
         if stored is None:
-            starts = bool(self._cond0(event, self._base))
-            if not starts and not lateness:
-                return _NOTHING
-            stored = [[], ts, 0, 0, 0, _NEG_INF, [], [], [], None]
-            st = stored
+            if self._cond0(event, self._base):
+                starts = True
+            elif not lateness:
+                return _NOTHING  # the common case: nothing pending, and this event starts nothing
+            else:
+                starts = False
+            st: list[Any] = [[], ts, 0, 0, 0, _NEG_INF, [], [], [], None]
         else:
             st = stored
             if ts < st[_MAX_TS] or ts < st[_WM]:
@@ -388,14 +388,19 @@ class PatternMatcher:
         seq = st[_SEQ]
         st[_SEQ] = seq + 1
         runs = st[_RUNS]
+        prune = False
         if lateness:
-            st[_BUF].append((ts, seq, starts, event))
+            buf = st[_BUF]
+            buf.append((ts, seq, starts, event))
+            # Pruning is lazy (once the head is ``lateness`` past due): keeping a few more events is harmless.
+            head_ts, _, head_starts, _ = buf[0]
+            due = ts - 2 * lateness - (self._within if head_starts else 0)
+            prune = head_ts < due or len(buf) > self._max_buffer
         if not runs and not starts:
-            # The common case: nothing pending, and this event starts nothing (only buffered, if at all).
-            if lateness:
+            if prune:
                 dropped = self._prune_buffer(st)
-                return PatternResult(st, (), None, dropped) if dropped else PatternResult(st, (), None)
-            return _NOTHING
+                return self._result(st, [], dropped)
+            return PatternResult(st, (), None)
         matches: list[Match] = []
 
         def sink(done: _Done, timer: bool) -> None:
@@ -404,7 +409,7 @@ class PatternMatcher:
         know = max(ts - lateness, st[_WM])
         runs, _ = self._feed(runs, event, ts, seq, starts, know, None, sink)
         dropped = self._bound_runs(st, runs)
-        if lateness:
+        if prune:
             dropped += self._prune_buffer(st)
         return self._result(st, matches, dropped)
 
@@ -480,7 +485,7 @@ class PatternMatcher:
         return Match(self.spec.id, ids, done[0], done[4], completed_by)
 
     def _done_order(self, done: _Done) -> tuple[int, int, tuple[int, ...], tuple[int, ...]]:
-        """Simultaneous completions: earliest start first, then by events, then fewest events in early steps."""
+        """Simultaneous completions: earliest start, then by events, then fewest events in early steps."""
         return done[0], done[1], done[2], tuple(len(done[3][name]) for name in self._names)
 
     def _identity(self, done: _Done) -> tuple[int, ...]:

@@ -4,7 +4,8 @@
 
 A realistic mix over ``--users`` users in event time (~2,000 events/s overall, bursts per user): logins (10 %
 failed), 2FA, password changes, transfers, orders, registrations, page views. The events are generated and
-validated first; only ``LocalRunner.feed`` (engine + timers) is timed. Writes ``bench/results/engine.json`` and
+validated first; only ``LocalRunner.feed`` (engine + timers) is timed. Writes ``bench/results/engine.json``
+and
 ``bench/results/engine.md``; also reports the pickled state per user (what a Flink MapState would hold).
 """
 

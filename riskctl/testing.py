@@ -154,7 +154,8 @@ def _ruleset(rules: str | Path | RuleSet | Iterable[Rule | Mapping[str, Any]]) -
 
 
 def shuffle_within(events: Sequence[Mapping[str, Any]], lateness_ms: int, *, seed: int = 0) -> list[Any]:
-    """A random arrival order where no event comes more than ``lateness_ms`` after a newer one (per the watermark).
+    """A random arrival order where no event comes more than ``lateness_ms`` after a newer one (per the
+    watermark).
 
     Each event is delayed by a random amount below ``lateness_ms`` and the stream is sorted by arrival time,
     which is what a source with bounded out-of-orderness produces.

@@ -1,7 +1,9 @@
 """``riskctl replay``: run the engine over a JSON-lines file of events, the backtest before publishing a rule.
 
-Events are decided in file order with in-memory state, exactly as the Flink job decides them per key. Event time
-drives everything: the watermark is ``max ts seen - lateness``; the engine's timers (absence patterns, cleanup,
+Events are decided in file order with in-memory state, exactly as the Flink job decides them per key. Event
+time
+drives everything: the watermark is ``max ts seen - lateness``; the engine's timers (absence patterns,
+cleanup,
 state TTL) fire when the watermark passes them, and every remaining timer fires at the end of the input (as
 Flink does with its final watermark). Output: one JSON record per line (decisions and alerts) on stdout or
 ``--output``; a summary on stderr; bad lines are reported with their line number and skipped.

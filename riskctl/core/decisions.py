@@ -4,11 +4,14 @@ Both are plain slotted objects with a ``to_dict()`` giving the JSON record writt
 topics (and by ``riskctl replay``). Field by field:
 
 Decision (``"kind": "decision"``): ``event_id``, ``user_id``, ``type`` (event type), ``ts`` (event time),
-``action`` (REJECT over REVIEW over PASS, from active rules only), ``rules`` (fired active rules, by priority),
-``shadow`` (hits of shadow rules: recorded, never change the action), ``ruleset_version``, ``late`` (the event was
+``action`` (REJECT over REVIEW over PASS, from active rules only), ``rules`` (fired active rules, by
+priority),
+``shadow`` (hits of shadow rules: recorded, never change the action), ``ruleset_version``, ``late`` (the
+event was
 older than one already seen for this user).
 
-Each fired rule (``FiredRule``): ``id``, ``version``, ``action``, ``evidence`` = ``{"features": {name: value}}``
+Each fired rule (``FiredRule``): ``id``, ``version``, ``action``, ``evidence`` = ``{"features": {name:
+value}}``
 for a condition rule, plus ``"match": {"steps": {step: [event ids]}, "start_ts", "end_ts"}`` for a sequence.
 
 Alert (``"kind": "alert"``): ``alert_id`` (stable, for deduplication), ``user_id``, ``rule`` (a FiredRule),

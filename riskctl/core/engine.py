@@ -136,10 +136,13 @@ class _Plan:
     def for_type(self, etype: str) -> _TypePlan:
         """The dispatch plan of an event type (cached).
 
-        A condition rule is checked when the type is in ``rule.event_types`` (applies_to and the condition's own
-        ``event.type`` tests); a pattern is fed when the type is one its steps test for (all types when a step is
+        A condition rule is checked when the type is in ``rule.event_types`` (applies_to and the condition's
+        own
+        ``event.type`` tests); a pattern is fed when the type is one its steps test for (all types when a
+        step is
         strict or untyped); a feature is evaluated when its filter may record the event, or when a rule or a
-        pattern above needs its value. Skipping the rest changes nothing: a feature whose filter rejects an event
+        pattern above needs its value. Skipping the rest changes nothing: a feature whose filter rejects an
+        event
         does not change its state.
         """
         tp = self.by_type.get(etype)
@@ -375,9 +378,11 @@ class Engine:
 
     # ------------------------------------------------------------------------------------------ timers
     def on_timer(self, state: KeyedState, ts: int) -> Result:
-        """Event time reached ``ts`` for this key: absences due, cleanup, state TTL. Returns alerts and timers.
+        """Event time reached ``ts`` for this key: absences due, cleanup, state TTL. Returns alerts and
+        timers.
 
-        The caller calls it for every timer the engine asked for (``Result.timers``), once the watermark is at or
+        The caller calls it for every timer the engine asked for (``Result.timers``), once the watermark is
+        at or
         past it; a call at another time is harmless (nothing due: nothing happens).
         """
         plan = self._plan
@@ -446,7 +451,8 @@ class Engine:
         """Arm the key's one cleanup timer: when its features can be freed, at the latest at last ts + TTL.
 
         While a key is active its features prune themselves on each event; when the timer fires on a still
-        active key it only expires what is due and re-arms itself, so a key costs one timer, not one per event.
+        active key it only expires what is due and re-arms itself, so a key costs one timer, not one per
+        event.
         """
         candidates: list[int] = []
         for key, feature in plan.features:
@@ -515,7 +521,12 @@ class Engine:
         )
 
     def _remember(
-        self, meta: list[Any], event: Mapping[str, Any], ts: int, fired: list[FiredRule], shadow: list[FiredRule]
+        self,
+        meta: list[Any],
+        event: Mapping[str, Any],
+        ts: int,
+        fired: list[FiredRule],
+        shadow: list[FiredRule],
     ) -> None:
         """Keep the events of the last ``lateness`` ms (at most RECENT_CAP) for the late re-check."""
         recent = meta[_RECENT]

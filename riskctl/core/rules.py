@@ -1,4 +1,5 @@
-"""Rule documents: parse, validate and compile them (once) into immutable :class:`Rule` objects and a :class:`RuleSet`.
+"""Rule documents: parse, validate and compile them (once) into immutable :class:`Rule` objects and a
+:class:`RuleSet`.
 
 A rule document is a mapping, written in YAML in ``rules/`` (one or more rules per file, as several YAML
 documents or a list) and stored as the same document in JSON in MySQL::
@@ -284,7 +285,6 @@ def parse_rule(document: Any, *, source: str | None = None) -> Rule:
         tags = []
 
     features = _parse_features(document.get("features"), errs)
-    event_types: frozenset[str] | None = None
 
     when_text = document.get("when")
     sequence_doc = document.get("sequence")
@@ -314,7 +314,9 @@ def parse_rule(document: Any, *, source: str | None = None) -> Rule:
                 if applies_to is not None:
                     event_types = applies_to if event_types is None else event_types & applies_to
     else:
-        sequence, step_features, event_types = _parse_sequence(sequence_doc, rule_id or "rule", features, errs)
+        sequence, step_features, event_types = _parse_sequence(
+            sequence_doc, rule_id or "rule", features, errs
+        )
         unused = sorted(set(features) - step_features)
         if unused and sequence is not None:
             errs.add(f"feature(s) defined but never used: {', '.join(unused)}", "features")
@@ -639,7 +641,9 @@ def rule_from_json(text: str | bytes, *, source: str = "<json>") -> Rule:
 
 
 def rule_files(path: str | Path) -> list[Path]:
-    """The rule files of a folder (``*.yaml``, ``*.yml``, ``*.json``, recursively, sorted), or the file itself."""
+    """The rule files of a folder (``*.yaml``, ``*.yml``, ``*.json``, recursively, sorted), or the
+    file itself.
+    """
     root = Path(path)
     if root.is_file():
         return [root]
@@ -650,7 +654,9 @@ def rule_files(path: str | Path) -> list[Path]:
 
 
 def load_rules(path: str | Path) -> RuleSet:
-    """Load a folder (or one file) of rules into a :class:`RuleSet`; every error of every file is collected."""
+    """Load a folder (or one file) of rules into a :class:`RuleSet`; every error of every file is
+    collected.
+    """
     rules: list[Rule] = []
     errors: list[RuleError] = []
     root = Path(path)

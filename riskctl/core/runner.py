@@ -1,8 +1,10 @@
 """A local runner: the engine over in-memory state with event-time timers, as the Flink job runs it per key.
 
 Used by ``riskctl replay``, by :mod:`riskctl.testing` and by the benchmark. Events are fed in arrival order;
-the watermark is ``max ts seen - lateness`` (Flink's bounded out-of-orderness); after each event, the timers the
-engine asked for that are at or before the watermark fire, oldest first. :meth:`LocalRunner.finish` fires every
+the watermark is ``max ts seen - lateness`` (Flink's bounded out-of-orderness); after each event, the timers
+the
+engine asked for that are at or before the watermark fire, oldest first. :meth:`LocalRunner.finish` fires
+every
 remaining timer (Flink's final watermark at the end of a bounded input).
 """
 
@@ -36,7 +38,9 @@ class LocalRunner:
         return None if self.max_ts is None else self.max_ts - self.engine.lateness
 
     def feed(self, event: Mapping[str, Any]) -> Iterator[Record]:
-        """Decide one event (already validated), then fire due timers. Yields the decision, then any alerts."""
+        """Decide one event (already validated), then fire due timers. Yields the decision, then any
+        alerts.
+        """
         user = event["user_id"]
         result = self.engine.process(self.store.for_key(user), event)
         yield from self._records(result, user)

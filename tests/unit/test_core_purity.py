@@ -1,4 +1,6 @@
-"""The pure core imports no framework: no pyflink, kafka or MySQL client under riskctl/core (checked by AST)."""
+"""The pure core imports no framework: no pyflink, kafka or MySQL client under riskctl/core (checked
+by AST).
+"""
 
 from __future__ import annotations
 
@@ -42,7 +44,9 @@ def test_core_module_imports_only_stdlib_yaml_and_core(path: Path) -> None:
         assert top not in FORBIDDEN, f"{path.name} imports {name}"
         assert not name.startswith("<dynamic"), f"{path.name} imports dynamically"
         ok = top in sys.stdlib_module_names or top in ALLOWED_THIRD_PARTY or name.startswith("riskctl.core")
-        assert ok or top == "__future__", f"{path.name} imports {name} (outside stdlib, yaml and riskctl.core)"
+        assert ok or top == "__future__", (
+            f"{path.name} imports {name} (outside stdlib, yaml and riskctl.core)"
+        )
 
 
 def test_yaml_only_in_the_rule_loader() -> None:

@@ -33,7 +33,9 @@ def test_replay_as_a_real_subprocess(tmp_path: Path) -> None:
     lines = brute_force_lines()
     lines.insert(1, "{not json")
     lines.insert(2, json.dumps({"event_id": "x", "type": "login", "ts": 1}))  # no user id
-    lines.insert(3, json.dumps({"event_id": "y", "user_id": "u", "type": "transfer", "ts": 1, "amount": "abc"}))
+    lines.insert(
+        3, json.dumps({"event_id": "y", "user_id": "u", "type": "transfer", "ts": 1, "amount": "abc"})
+    )
     events = write_events(tmp_path / "events.jsonl", lines)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
@@ -87,7 +89,11 @@ def test_replay_refuses_bad_rules(tmp_path: Path) -> None:
     events = write_events(tmp_path / "e.jsonl", brute_force_lines())
     result = CliRunner().invoke(cli, ["replay", "--rules", str(rules), str(events)])
     assert result.exit_code == 1
-    assert "sequence" not in result.stderr and "field 'when'" in result.stderr and "nothing replayed" in result.stderr
+    assert (
+        "sequence" not in result.stderr
+        and "field 'when'" in result.stderr
+        and "nothing replayed" in result.stderr
+    )
 
 
 def test_replay_bad_duration_option(tmp_path: Path) -> None:
@@ -109,7 +115,8 @@ def test_rules_validate_prints_every_error(tmp_path: Path) -> None:
     (tmp_path / "a.yaml").write_text("id: a\nactoin: PASS\nwhen: 'true'\n")
     (tmp_path / "b.yaml").write_text(
         "id: b\naction: REVIEW\nsequence:\n  within: 1m\n  steps:\n"
-        "    - {name: x, when: 'event.type == \"a\"'}\n    - {name: y, when: 'event.type ==', contiguty: strict}\n"
+        "    - {name: x, when: 'event.type == \"a\"'}\n"
+        "    - {name: y, when: 'event.type ==', contiguty: strict}\n"
     )
     result = CliRunner().invoke(cli, ["rules", "validate", str(tmp_path)])
     assert result.exit_code == 1
@@ -121,7 +128,12 @@ def test_rules_validate_prints_every_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["rules", "validate", str(tmp_path), "--json"])
     doc = json.loads(result.stdout)
     assert doc["ok"] is False
-    assert {e["field"] for e in doc["errors"]} == {"actoin", "action", "sequence.steps[1].when", "sequence.steps[1].contiguty"}
+    assert {e["field"] for e in doc["errors"]} == {
+        "actoin",
+        "action",
+        "sequence.steps[1].when",
+        "sequence.steps[1].contiguty",
+    }
 
 
 def test_help_lists_the_commands() -> None:

@@ -1,6 +1,7 @@
 """Acceptance scenarios 1-10, 13, 14, 15 and 18 through the real ``riskctl replay`` command and ``rules/``.
 
-Each test writes the scenario's events as JSON lines, runs ``riskctl replay --rules rules/`` (click's runner, in
+Each test writes the scenario's events as JSON lines, runs ``riskctl replay --rules rules/`` (click's runner,
+in
 process; ``test_replay_cli.py`` runs the real subprocess) and checks the decision and alert records field by
 field.
 """

@@ -349,15 +349,24 @@ class WindowedFeature(Feature):
             return self._single(v), [ts, _NO_FRONTIER, [ts], rv, [], [], [] if self._has_b else None]
         if not rec:
             return self._query(stored, ts), stored
-        self._insert(stored, ts, v)
+        rts = stored[_RTS]
+        if ts >= stored[_FRONT] and (not rts or ts >= rts[-1]):  # in order: the common case
+            rts.append(ts)
+            if self._keeps_values:
+                stored[_RV].append(v)
+        else:
+            self._insert(stored, ts, v)
         value = self._query(stored, ts)
         if ts > stored[_MAX]:
             stored[_MAX] = ts
-        if len(stored[_RTS]) > self.raw_cap:
+        if len(rts) > self.raw_cap:
             self._fold(stored)
-        self._prune(stored, stored[_MAX] - self.retention)  # after folding: a bucket goes by its start
-        if not stored[_RTS] and not stored[_BIX]:
-            return value, None
+        cutoff = stored[_MAX] - self.retention  # pruned after folding: a bucket goes by its start
+        bix = stored[_BIX]
+        if (rts and rts[0] <= cutoff) or (bix and bix[0] * self.granularity <= cutoff):
+            self._prune(stored, cutoff)
+            if not rts and not bix:
+                return value, None
         return value, stored
 
     def expire(self, stored: Any, now_ts: int) -> Any:

@@ -369,6 +369,10 @@ class WindowedFeature(Feature):
                 return value, None
         return value, stored
 
+    def value_at(self, stored: Any, ts: int) -> Any:
+        """The aggregate over `(ts - window, ts]` of what is stored now; records nothing, changes nothing."""
+        return self._empty if stored is None else self._query(stored, ts)
+
     def expire(self, stored: Any, now_ts: int) -> Any:
         """Drop events older than `now_ts - window - lateness`; None when nothing is left."""
         if stored is None:

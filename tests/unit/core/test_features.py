@@ -214,6 +214,20 @@ def test_every_windowed_kind() -> None:
         assert got == pytest.approx(values), kind
 
 
+def test_value_at_reads_without_recording() -> None:
+    f = compile_feature(FeatureSpec("sum", field="amount", window=10 * SECOND), lateness=5 * SECOND)
+    assert isinstance(f, WindowedFeature)
+    assert f.value_at(None, T0) == 0
+    _, st = run(
+        f, [(T0, {"amount": 1}), (T0 + 4 * SECOND, {"amount": 10}), (T0 + 8 * SECOND, {"amount": 100})]
+    )
+    before = copy.deepcopy(st)
+    assert f.value_at(st, T0 + 4 * SECOND) == 11
+    assert f.value_at(st, T0 + 10 * SECOND) == 110
+    assert f.value_at(st, T0 + 8 * SECOND) == f.evaluate(copy.deepcopy(st), {}, T0 + 8 * SECOND)[0] == 111
+    assert st == before
+
+
 def test_filter_decides_what_is_recorded_not_who_gets_a_value() -> None:
     f = compile_feature(FeatureSpec("count", window=HOUR, **FAILS))
     fail = {"type": "login", "success": False}

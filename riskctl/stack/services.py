@@ -31,6 +31,7 @@ from pathlib import Path
 
 from riskctl.config import PROJECT_ROOT, Settings
 from riskctl.errors import ServiceError
+from riskctl.flink.pythonpath import python_path
 from riskctl.stack.process import (
     port_open,
     port_owner,
@@ -427,7 +428,10 @@ class FlinkCluster(Service):
             (home / "lib" / jar.name).symlink_to(jar)
         for jar in (src / "opt").glob("flink-python-*.jar"):
             shutil.copy(jar, home / "lib" / jar.name)
-        (home / "opt").symlink_to(src / "opt")
+        # a real folder: the client finds flink-python with Files.walkFileTree, which follows no folder link
+        (home / "opt").mkdir()
+        for jar in (src / "opt").glob("*.jar"):
+            (home / "opt" / jar.name).symlink_to(jar)
         (home / "plugins").symlink_to(src / "plugins")
         conf = home / "conf"
         conf.mkdir()
@@ -466,6 +470,7 @@ class FlinkCluster(Service):
         env["FLINK_CONF_DIR"] = str(self.home / "conf")
         env["FLINK_LOG_DIR"] = str(self.dir / "log")
         env["FLINK_PID_DIR"] = str(self.dir / "pids")
+        env["PYTHONPATH"] = python_path()
         env.pop("_FLINK_HOME_DETERMINED", None)
         env.pop("FLINK_HOME", None)
         return env

@@ -1,0 +1,36 @@
+"""Kafka administration used by the jobs, the CLI and the tests (kafka-python, no JVM)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from riskctl.errors import ServiceError
+
+
+def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int = 2) -> list[str]:
+    """Create the topics that do not exist yet; return the names created.
+
+    A Flink KafkaSource fails on a topic that does not exist, so jobs call this before they start.
+    """
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+    from kafka.errors import KafkaError, NoBrokersAvailable, TopicAlreadyExistsError
+
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+    except NoBrokersAvailable:
+        msg = f"no broker answers at {bootstrap}: start it with 'riskctl stack up' (or set RISKCTL_KAFKA_BOOTSTRAP)"
+        raise ServiceError("kafka", msg) from None
+    try:
+        existing = set(admin.list_topics())
+        missing = [t for t in dict.fromkeys(topics) if t not in existing]
+        if missing:
+            try:
+                admin.create_topics([NewTopic(t, partitions, 1) for t in missing])
+            except TopicAlreadyExistsError:
+                pass  # created concurrently: fine
+            except KafkaError as exc:
+                raise ServiceError("kafka", f"creating topics {missing} failed: {exc}") from exc
+        return missing
+    finally:
+        admin.close()

@@ -1,0 +1,69 @@
+"""The stack's behaviour that needs no running service: port conflicts, status of a stopped stack."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from riskctl.config import load_settings
+from riskctl.errors import ServiceError
+from riskctl.stack.services import Kafka, MariaDB
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        yield int(s.getsockname()[1])
+
+
+def test_port_in_use_names_service_port_and_log(tmp_path: Path, busy_port: int) -> None:
+    settings = load_settings(env={"RISKCTL_STACK_DIR": str(tmp_path), "RISKCTL_STACK_MYSQL_PORT": str(busy_port)})
+    with pytest.raises(ServiceError) as err:
+        MariaDB(settings).start(timeout=5)
+    text = str(err.value)
+    assert text.startswith("mariadb:")
+    assert f"port {busy_port} on 127.0.0.1 is already in use" in text
+    assert f"pid {os.getpid()}" in text  # who holds it
+    assert str(tmp_path / "mysql" / "mariadb.log") in text
+
+
+def test_port_taken_by_a_stranger_shows_as_foreign(tmp_path: Path, busy_port: int) -> None:
+    settings = load_settings(env={"RISKCTL_STACK_DIR": str(tmp_path), "RISKCTL_STACK_KAFKA_PORT": str(busy_port)})
+    st = Kafka(settings).status()
+    assert (st.name, st.state, st.pid) == ("kafka", "foreign", None)
+
+
+def test_status_json_of_a_stopped_stack(tmp_path: Path) -> None:
+    env = {**os.environ, "RISKCTL_STACK_DIR": str(tmp_path)}
+    for name in ("KAFKA_PORT", "KAFKA_CONTROLLER_PORT", "MYSQL_PORT", "FLINK_REST_PORT", "FLINK_RPC_PORT"):
+        env[f"RISKCTL_STACK_{name}"] = str(_free_port())
+    res = subprocess.run([sys.executable, "-m", "riskctl.cli.main", "stack", "status", "--json"],
+                         capture_output=True, text=True, env=env, check=False)
+    assert res.returncode == 3, res.stderr
+    rows = json.loads(res.stdout)
+    assert [(r["name"], r["state"]) for r in rows] == [("kafka", "stopped"), ("mariadb", "stopped"),
+                                                      ("flink", "stopped")]
+    assert rows[1]["address"] == f"127.0.0.1:{env['RISKCTL_STACK_MYSQL_PORT']}"
+
+
+def test_down_on_a_stopped_stack_is_harmless(tmp_path: Path) -> None:
+    env = {**os.environ, "RISKCTL_STACK_DIR": str(tmp_path)}
+    res = subprocess.run([sys.executable, "-m", "riskctl.cli.main", "stack", "down"],
+                         capture_output=True, text=True, env=env, check=False)
+    assert res.returncode == 0, res.stderr
+    assert "kafka    was not running" in res.stdout

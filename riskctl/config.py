@@ -58,11 +58,39 @@ class FlinkSettings:
 
 
 @dataclass
+class JobSettings:
+    """The risk job: topics, rules source, state, time and delivery."""
+
+    events_topic: str = "riskctl.events"
+    decisions_topic: str = "riskctl.decisions"
+    alerts_topic: str = "riskctl.alerts"
+    dead_letter_topic: str = "riskctl.dead-letter"
+    rule_status_topic: str = "riskctl.rule-status"
+    group_id: str = "riskctl-job"
+    starting_offsets: str = "committed"  # committed (falls back to earliest) | earliest | latest
+    rules_source: str = "cdc"  # cdc | poll | file
+    rules_table: str = "rules"
+    rules_dir: str = str(PROJECT_ROOT / "rules")
+    poll_interval_ms: int = 1000
+    cdc_server_id: str = "5401-5404"
+    parallelism: int = 1
+    checkpoint_interval_ms: int = 5000
+    checkpoint_dir: str = ""  # empty: <stack dir>/checkpoints
+    state_ttl_ms: int = 24 * 3600 * 1000
+    lateness_ms: int = 5000
+    idleness_ms: int = 10000
+    delivery: str = "at-least-once"  # at-least-once | exactly-once
+    rules_wait_ms: int = 10000  # hold events this long at start-up until the first rules arrive
+    buffer_timeout_ms: int = 5
+
+
+@dataclass
 class Settings:
     stack: StackSettings = field(default_factory=StackSettings)
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     mysql: MysqlSettings = field(default_factory=MysqlSettings)
     flink: FlinkSettings = field(default_factory=FlinkSettings)
+    job: JobSettings = field(default_factory=JobSettings)
 
     # -- derived values: what a client connects to -------------------------------------------------------
     @property
@@ -93,6 +121,10 @@ class Settings:
     @property
     def flink_rest_url(self) -> str:
         return self.flink.rest_url or f"http://{self.stack.host}:{self.stack.flink_rest_port}"
+
+    @property
+    def checkpoint_dir(self) -> str:
+        return self.job.checkpoint_dir or f"file://{Path(self.stack.dir).resolve() / 'checkpoints'}"
 
     def redacted(self) -> dict[str, Any]:
         """The settings as a dict with secrets masked, for printing."""

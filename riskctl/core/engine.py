@@ -173,15 +173,16 @@ class _Plan:
 
 
 def _accessors(state: KeyedState) -> tuple[Any, Any, Any]:
-    """get, put, remove for a state; the in-memory one is used through its dict directly (the hot path)."""
+    """get, put and pop(name, default) for a state; the in-memory one is used through its dict (the hot path)."""
     if type(state) is InMemoryKeyedState:
         data = state.data
+        return data.get, data.__setitem__, data.pop
 
-        def remove(name: str) -> None:
-            data.pop(name, None)
+    def pop(name: str, default: Any = None) -> Any:
+        state.remove(name)
+        return default
 
-        return data.get, data.__setitem__, remove
-    return state.get, state.put, state.remove
+    return state.get, state.put, pop
 
 
 class Engine:
@@ -251,7 +252,7 @@ class Engine:
     def process(self, state: KeyedState, event: Mapping[str, Any]) -> Result:
         """Decide one (validated) event of the key whose state is ``state``."""
         plan = self._plan
-        get, put, remove = _accessors(state)
+        get, put, pop = _accessors(state)
         ts: int = event["ts"]
         user_id = event["user_id"]
         event_id = event["event_id"]
@@ -278,7 +279,7 @@ class Engine:
             value, new = feature.evaluate(stored, event, ts)
             if new is None:
                 if stored is not None:
-                    remove(key)
+                    pop(key, None)
             else:
                 put(key, new)
             values[key] = value
@@ -292,7 +293,7 @@ class Engine:
                 ev[FEATURES_FIELD] = {name: values[key] for name, key in pp.stamp}
             res = pp.matcher.process(get(pp.key), ev, ts)
             if res.new_stored is None:
-                remove(pp.key)
+                pop(pp.key, None)
             else:
                 put(pp.key, res.new_stored)
             if res.matches:
@@ -386,7 +387,7 @@ class Engine:
         past it; a call at another time is harmless (nothing due: nothing happens).
         """
         plan = self._plan
-        get, put, remove = _accessors(state)
+        get, put, pop = _accessors(state)
         meta = get(META)
         if meta is None:
             return Result(None, [], [])
@@ -409,7 +410,7 @@ class Engine:
                 continue
             res = pp.matcher.on_timer(stored, ts)
             if res.new_stored is None:
-                remove(pp.key)
+                pop(pp.key, None)
             else:
                 put(pp.key, res.new_stored)
             rp = plan.rule_by_id[pp.rule_id]
@@ -425,7 +426,7 @@ class Engine:
                     continue
                 new = feature.expire(stored, ts)
                 if new is None:
-                    remove(key)
+                    pop(key, None)
                 else:
                     put(key, new)
             if meta[_RECENT]:
@@ -448,31 +449,31 @@ class Engine:
         timers.append(ts)
 
     def _schedule_cleanup(self, get: Any, plan: _Plan, meta: list[Any], timers: list[int]) -> None:
-        """Arm the key's one cleanup timer: when its features can be freed, at the latest at last ts + TTL.
+        """Arm the key's one cleanup timer.
 
-        While a key is active its features prune themselves on each event; when the timer fires on a still
-        active key it only expires what is due and re-arms itself, so a key costs one timer, not one per
-        event.
+        With a state TTL: at last ts + TTL (like Flink's state TTL). While a key is active its features and
+        patterns prune themselves on each event, so the timer only has to release idle keys; firing on a key
+        that was active since, it expires what is due and re-arms at the new last ts + TTL: about one timer per
+        key and TTL period, never one per event. Without a TTL: when every feature and partial match of the
+        key can be freed (the latest of their own horizons).
         """
-        candidates: list[int] = []
-        for key, feature in plan.features:
-            stored = get(key)
-            if stored is not None:
-                at = feature.next_cleanup(stored)
-                if at is not None:
-                    candidates.append(at)
-        for pp in plan.patterns:
-            if get(pp.key) is not None:  # partial matches and buffers expire within the pattern's span
-                candidates.append(meta[_MAX_TS] + pp.matcher.spec.within + self.lateness)
         if self.state_ttl is not None:
-            ttl_at = meta[_LAST_TS] + self.state_ttl
-            at = min(max(candidates), ttl_at) if candidates else ttl_at
-        elif candidates:
-            at = max(candidates)
+            at = meta[_LAST_TS] + self.state_ttl
         else:
-            return
-        floor = meta[_MAX_TS] - self.lateness + 1
-        at = max(at, floor)
+            candidates: list[int] = []
+            for key, feature in plan.features:
+                stored = get(key)
+                if stored is not None:
+                    nxt = feature.next_cleanup(stored)
+                    if nxt is not None:
+                        candidates.append(nxt)
+            for pp in plan.patterns:
+                if get(pp.key) is not None:  # partial matches and buffers expire within the pattern's span
+                    candidates.append(meta[_MAX_TS] + pp.matcher.spec.within + self.lateness)
+            if not candidates:
+                return
+            at = max(candidates)
+        at = max(at, meta[_MAX_TS] - self.lateness + 1)
         meta[_CLEANUP] = at
         timers.append(at)
 

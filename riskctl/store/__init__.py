@@ -1,0 +1,39 @@
+"""The rules store in MySQL (pymysql): current rules for the job, an append-only history, migrations.
+
+No PyFlink here: the job, the CLI and the tests all use this package.
+"""
+
+from __future__ import annotations
+
+from riskctl.store.connection import connect
+from riskctl.store.errors import RuleNotFoundError, StoreError, VersionConflictError, VersionNotFoundError
+from riskctl.store.migrations import TableNames, migrate, table_names
+from riskctl.store.rules_store import (
+    Change,
+    HistoryEntry,
+    JobStatus,
+    Plan,
+    PlanItem,
+    RuleStore,
+    StoredRule,
+    content_digest,
+)
+
+__all__ = [
+    "Change",
+    "HistoryEntry",
+    "JobStatus",
+    "Plan",
+    "PlanItem",
+    "RuleNotFoundError",
+    "RuleStore",
+    "StoreError",
+    "StoredRule",
+    "TableNames",
+    "VersionConflictError",
+    "VersionNotFoundError",
+    "connect",
+    "content_digest",
+    "migrate",
+    "table_names",
+]

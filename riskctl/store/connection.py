@@ -1,0 +1,70 @@
+"""Connecting to the rules store's MySQL, with errors that say what to start instead of a stack trace."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from riskctl.config import Settings
+from riskctl.errors import ServiceError
+
+SERVICE = "mysql"
+# pymysql / MySQL client error codes that mean "nothing usable answers at that address"
+_UNREACHABLE = {2002, 2003, 2005, 2006, 2013}
+_ACCESS_DENIED = 1045
+_UNKNOWN_DATABASE = 1049
+_ENV_HINT = (
+    "RISKCTL_MYSQL_HOST, RISKCTL_MYSQL_PORT, RISKCTL_MYSQL_USER, RISKCTL_MYSQL_PASSWORD, "
+    "RISKCTL_MYSQL_DATABASE"
+)
+
+
+def describe_operational_error(settings: Settings, exc: BaseException) -> ServiceError:
+    """Turn a pymysql connection error into a :class:`ServiceError` that names the address and what to do."""
+    address = f"{settings.mysql_host}:{settings.mysql_port}"
+    code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
+    detail = exc.args[1] if len(exc.args) > 1 else str(exc)
+    if code == _ACCESS_DENIED:
+        message = (
+            f"access denied for user {settings.mysql.user!r} at {address} ({detail}); check the password "
+            "(RISKCTL_MYSQL_PASSWORD, or .stack/mysql/password for the local stack) "
+            f"and the user ({_ENV_HINT})"
+        )
+    elif code == _UNKNOWN_DATABASE:
+        message = (
+            f"database {settings.mysql.database!r} does not exist at {address}; create it, or set "
+            f"RISKCTL_MYSQL_DATABASE ('riskctl stack up' creates 'riskctl' on the local stack)"
+        )
+    else:
+        message = (
+            f"cannot connect to MySQL at {address} ({detail}). "
+            "Start the local stack with 'riskctl stack up', "
+            f"or point riskctl at your server with {_ENV_HINT}"
+        )
+    return ServiceError(SERVICE, message)
+
+
+def connect(settings: Settings, *, connect_timeout: float = 5.0) -> Any:
+    """A pymysql connection to the configured database: autocommit off, UTC session time zone, utf8mb4.
+
+    Raises :class:`ServiceError` (MySQL down, access denied, no database) or
+    :class:`~riskctl.errors.ConfigError` (no password configured), never a raw driver error.
+    """
+    import pymysql
+
+    password = settings.mysql_password  # ConfigError with what to set when there is none
+    try:
+        return pymysql.connect(
+            host=settings.mysql_host,
+            port=settings.mysql_port,
+            user=settings.mysql.user,
+            password=password,
+            database=settings.mysql.database,
+            connect_timeout=connect_timeout,
+            charset="utf8mb4",
+            autocommit=False,
+            init_command="SET time_zone = '+00:00'",
+        )
+    except pymysql.err.OperationalError as exc:
+        raise describe_operational_error(settings, exc) from None
+    except OSError as exc:  # e.g. a host name that does not resolve
+        raise describe_operational_error(settings, exc) from None

@@ -1,0 +1,211 @@
+"""The MySQL schema of the rules store, as idempotent, versioned migrations.
+
+Three tables per rules table (names derived by :func:`table_names`, so tests can use uuid-named copies):
+
+- ``rules`` — the *current* rules, read by the Flink job through CDC (a fixed contract with the job: the
+  columns of migration 1 never change; later migrations may only add).
+- ``rule_history`` — append-only, one row per version ever written (and one per deletion), with author, time,
+  comment and the whole document, so any past version can be seen and restored.
+- ``rule_status`` — written by the job: what it did with each rule version it saw (accepted, refused,
+  deleted).
+
+``schema_migrations`` (shared) records which migration ran for which rules table. ``migrate`` takes a
+named lock (``GET_LOCK``) so concurrent callers (the job, the CLI, tests) apply each migration once; every
+statement is itself idempotent (``IF NOT EXISTS``) because MySQL commits DDL implicitly and a crash between
+the DDL and its bookkeeping row must not break the next run.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from riskctl.errors import ConfigError
+
+MIGRATIONS_TABLE = "schema_migrations"
+_IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+_LOCK_TIMEOUT_S = 30
+_TABLE_EXISTS = (
+    "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = %s"
+)
+
+
+@dataclass(frozen=True)
+class TableNames:
+    """The tables of one rules store. ``rules`` is ``settings.job.rules_table``; the others follow from it."""
+
+    rules: str
+    history: str
+    status: str
+
+    def quoted(self) -> dict[str, str]:
+        """The names back-quoted, for ``str.format`` into SQL."""
+        return {"rules": quote(self.rules), "history": quote(self.history), "status": quote(self.status)}
+
+
+def check_identifier(name: str) -> str:
+    """Return ``name`` if it is a safe SQL identifier (letters, digits, ``_``; at most 64), else raise."""
+    if not isinstance(name, str) or not _IDENT_RE.fullmatch(name):
+        msg = (
+            f"invalid table name {name!r}: use 1-64 letters, digits or '_', not starting with a digit "
+            "(set it with RISKCTL_JOB_RULES_TABLE or [job] rules_table in riskctl.toml)"
+        )
+        raise ConfigError(msg)
+    return name
+
+
+def quote(name: str) -> str:
+    """The identifier back-quoted for SQL, after :func:`check_identifier`."""
+    return f"`{check_identifier(name)}`"
+
+
+def table_names(rules_table: str = "rules") -> TableNames:
+    """The history and status tables that go with ``rules_table``.
+
+    A name ending in ``rules`` keeps its prefix: ``rules`` -> ``rule_history``, ``rule_status``;
+    ``t1_rules`` -> ``t1_rule_history``, ``t1_rule_status``. Any other name gets suffixes:
+    ``policies`` -> ``policies_history``, ``policies_status``.
+    """
+    check_identifier(rules_table)
+    if rules_table.endswith("rules"):
+        prefix = rules_table[: -len("rules")]
+        names = TableNames(rules_table, f"{prefix}rule_history", f"{prefix}rule_status")
+    else:
+        names = TableNames(rules_table, f"{rules_table}_history", f"{rules_table}_status")
+    check_identifier(names.history)
+    check_identifier(names.status)
+    return names
+
+
+def _v1(cur: Any, t: dict[str, str]) -> None:
+    cur.execute(
+        """CREATE TABLE IF NOT EXISTS {rules} (
+            rule_id VARCHAR(64) NOT NULL PRIMARY KEY,
+            version INT NOT NULL,
+            status VARCHAR(16) NOT NULL,
+            document LONGTEXT NOT NULL,
+            updated_at TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3) ON UPDATE CURRENT_TIMESTAMP(3),
+            updated_by VARCHAR(128) NULL
+        ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin""".format(**t)
+    )
+    cur.execute(
+        """CREATE TABLE IF NOT EXISTS {history} (
+            id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+            rule_id VARCHAR(64) NOT NULL,
+            version INT NOT NULL,
+            status VARCHAR(16) NOT NULL,
+            `change` VARCHAR(16) NOT NULL,
+            author VARCHAR(128) NULL,
+            comment TEXT NULL,
+            document LONGTEXT NULL,
+            digest CHAR(16) NULL,
+            created_at TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
+            UNIQUE KEY uq_rule_version (rule_id, version)
+        ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin""".format(**t)
+    )
+    cur.execute(
+        """CREATE TABLE IF NOT EXISTS {status} (
+            rule_id VARCHAR(64) NOT NULL,
+            version INT NOT NULL,
+            state VARCHAR(16) NOT NULL,
+            reason TEXT NULL,
+            field VARCHAR(255) NULL,
+            seen_at TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
+            PRIMARY KEY (rule_id, version)
+        ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin""".format(**t)
+    )
+
+
+#: (version, description, function). Append only; never edit a migration that has shipped.
+MIGRATIONS: tuple[tuple[int, str, Callable[[Any, dict[str, str]], None]], ...] = (
+    (1, "rules, rule_history, rule_status", _v1),
+)
+
+
+def _ensure_migrations_table(cur: Any) -> None:
+    cur.execute(
+        f"""CREATE TABLE IF NOT EXISTS {quote(MIGRATIONS_TABLE)} (
+            scope VARCHAR(64) NOT NULL,
+            version INT NOT NULL,
+            description VARCHAR(255) NOT NULL,
+            applied_at TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
+            PRIMARY KEY (scope, version)
+        ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"""
+    )
+
+
+def applied_versions(conn: Any, rules_table: str = "rules") -> list[int]:
+    """The migrations already applied for ``rules_table`` (empty if none, or if the bookkeeping table is
+    missing).
+    """
+    check_identifier(rules_table)
+    with conn.cursor() as cur:
+        cur.execute(
+            _TABLE_EXISTS,
+            (MIGRATIONS_TABLE,),
+        )
+        if cur.fetchone()[0] == 0:
+            return []
+        cur.execute(
+            f"SELECT version FROM {quote(MIGRATIONS_TABLE)} WHERE scope = %s ORDER BY version",  # noqa: S608
+            (rules_table,),
+        )
+        return [int(row[0]) for row in cur.fetchall()]
+
+
+def migrate(conn: Any, rules_table: str = "rules") -> list[int]:
+    """Bring the rules store of ``rules_table`` up to date; return the migration versions applied now.
+
+    ``conn`` is a DB-API connection (pymysql) to the target database. Safe to call on every start and from
+    several processes at once.
+    """
+    names = table_names(rules_table)
+    done = applied_versions(conn, rules_table)
+    if len(done) >= len(MIGRATIONS) and set(done) >= {m[0] for m in MIGRATIONS}:
+        return []  # the common case: one query, no lock, no DDL
+    lock = f"riskctl.migrate.{rules_table}"
+    applied: list[int] = []
+    with conn.cursor() as cur:
+        cur.execute("SELECT GET_LOCK(%s, %s)", (lock, _LOCK_TIMEOUT_S))
+        if cur.fetchone()[0] != 1:
+            msg = f"timed out after {_LOCK_TIMEOUT_S} s waiting for another process migrating {rules_table!r}"
+            raise TimeoutError(msg)
+        try:
+            _ensure_migrations_table(cur)
+            cur.execute(
+                f"SELECT version FROM {quote(MIGRATIONS_TABLE)} WHERE scope = %s",  # noqa: S608
+                (rules_table,),
+            )
+            done_now = {int(row[0]) for row in cur.fetchall()}
+            for version, description, apply in MIGRATIONS:
+                if version in done_now:
+                    continue
+                apply(cur, names.quoted())
+                cur.execute(
+                    f"INSERT INTO {quote(MIGRATIONS_TABLE)} (scope, version, description) "  # noqa: S608
+                    "VALUES (%s, %s, %s)",
+                    (rules_table, version, description),
+                )
+                conn.commit()
+                applied.append(version)
+        finally:
+            cur.execute("SELECT RELEASE_LOCK(%s)", (lock,))
+            cur.fetchall()
+    return applied
+
+
+def drop_store(conn: Any, rules_table: str) -> None:
+    """Drop the tables of a rules store and forget its migrations (for tests with uuid-named tables)."""
+    names = table_names(rules_table)
+    with conn.cursor() as cur:
+        for name in (names.rules, names.history, names.status):
+            cur.execute(f"DROP TABLE IF EXISTS {quote(name)}")
+        cur.execute(
+            _TABLE_EXISTS,
+            (MIGRATIONS_TABLE,),
+        )
+        if cur.fetchone()[0]:
+            cur.execute(f"DELETE FROM {quote(MIGRATIONS_TABLE)} WHERE scope = %s", (rules_table,))  # noqa: S608
+    conn.commit()

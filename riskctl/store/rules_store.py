@@ -1,0 +1,615 @@
+"""The rules store: current rules (read by the job through CDC) plus an append-only history.
+
+Every change is a new version (``current + 1``, or one more than any version the rule ever had, so a version
+number is never reused, even after a delete), written in one transaction to both tables. Writes are
+optimistic: each says which version it expects and raises :class:`VersionConflictError` when MySQL holds
+another one, so a concurrent edit is never silently overwritten. Invalid documents never reach MySQL: every
+document is validated by the core's :func:`~riskctl.core.rules.parse_rule` before it is written.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from riskctl.core.errors import suggest
+from riskctl.core.rules import RuleSet, document_digest, parse_rule
+from riskctl.store.errors import (
+    RuleNotFoundError,
+    VersionConflictError,
+    VersionNotFoundError,
+)
+from riskctl.store.migrations import migrate, table_names
+
+#: ``rule_status.state`` values that end a wait, per kind of change
+FINAL_STATES = {"create": ("accepted", "refused"), "update": ("accepted", "refused"), "delete": ("deleted",)}
+_COLUMNS = "rule_id, version, status, document, updated_at, updated_by"
+_HISTORY_COLUMNS = "rule_id, version, status, `change`, author, comment, document, digest, created_at"
+_DUPLICATE_KEY = 1062
+_DEADLOCK = 1213
+_LOCK_WAIT_TIMEOUT = 1205
+
+
+def content_digest(document: Mapping[str, Any]) -> str:
+    """The digest of a rule document without its ``version``: equal content, equal digest."""
+    return document_digest({k: v for k, v in document.items() if k != "version"})
+
+
+def _utc(value: Any) -> datetime | None:
+    # The session time zone is UTC (see connect()), so naive TIMESTAMP values are UTC.
+    if value is None:
+        return None
+    assert isinstance(value, datetime)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat(timespec="milliseconds").replace("+00:00", "Z") if value else None
+
+
+@dataclass(frozen=True)
+class StoredRule:
+    """A row of the current rules table."""
+
+    rule_id: str
+    version: int
+    status: str
+    document: dict[str, Any]
+    updated_at: datetime | None
+    updated_by: str | None
+
+    @property
+    def action(self) -> str | None:
+        action = self.document.get("action")
+        return action if isinstance(action, str) else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.rule_id,
+            "version": self.version,
+            "status": self.status,
+            "action": self.action,
+            "updated_at": _iso(self.updated_at),
+            "updated_by": self.updated_by,
+            "document": self.document,
+        }
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """A row of the history: one version of a rule, or its deletion (``change == 'delete'``, no document)."""
+
+    rule_id: str
+    version: int
+    status: str
+    change: str
+    author: str | None
+    comment: str | None
+    document: dict[str, Any] | None
+    digest: str | None
+    created_at: datetime | None
+
+    def to_dict(self, *, with_document: bool = True) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.rule_id,
+            "version": self.version,
+            "status": self.status,
+            "change": self.change,
+            "author": self.author,
+            "comment": self.comment,
+            "time": _iso(self.created_at),
+            "digest": self.digest,
+        }
+        if with_document:
+            out["document"] = self.document
+        return out
+
+
+@dataclass(frozen=True)
+class PlanItem:
+    """What ``apply`` does to one rule: ``create``, ``update``, ``unchanged``, ``delete`` (``--prune``) or
+    ``keep`` (in MySQL, not in the folder, left alone).
+    """
+
+    rule_id: str
+    op: str
+    from_version: int | None
+    to_version: int | None
+    document: dict[str, Any] | None = None
+    source: str | None = None
+
+    @property
+    def changes(self) -> bool:
+        return self.op in ("create", "update", "delete")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.rule_id,
+            "op": self.op,
+            "from_version": self.from_version,
+            "to_version": self.to_version,
+            "source": self.source,
+        }
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The changes ``apply`` would make, in rule-id order."""
+
+    items: tuple[PlanItem, ...]
+
+    @property
+    def changes(self) -> list[PlanItem]:
+        return [item for item in self.items if item.changes]
+
+    def count(self, op: str) -> int:
+        return sum(1 for item in self.items if item.op == op)
+
+    def to_dict(self) -> dict[str, Any]:
+        ops = ("create", "update", "unchanged", "delete", "keep")
+        return {
+            "summary": {op: self.count(op) for op in ops},
+            "rules": [item.to_dict() for item in self.items],
+        }
+
+
+@dataclass(frozen=True)
+class Change:
+    """One version written: the rule, its new version, what kind of change it was."""
+
+    rule_id: str
+    change: str
+    from_version: int | None
+    version: int
+    status: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.rule_id,
+            "change": self.change,
+            "from_version": self.from_version,
+            "version": self.version,
+            "status": self.status,
+        }
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """A row of ``rule_status``: what the running job did with one rule version."""
+
+    rule_id: str
+    version: int
+    state: str
+    reason: str | None = None
+    field: str | None = None
+    seen_at: datetime | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.rule_id,
+            "version": self.version,
+            "state": self.state,
+            "reason": self.reason,
+            "field": self.field,
+            "seen_at": _iso(self.seen_at),
+        }
+
+
+class RuleStore:
+    """Rules in MySQL: read, plan, apply, change status, roll back, delete.
+
+    ``conn`` is a pymysql connection with autocommit off (see :func:`riskctl.store.connect`). Each public
+    method is one transaction: committed when it returns, rolled back when it raises.
+    """
+
+    def __init__(self, conn: Any, rules_table: str = "rules", *, auto_migrate: bool = True) -> None:
+        self.conn = conn
+        self.names = table_names(rules_table)
+        self._t = {**self.names.quoted(), "cols": _COLUMNS, "hcols": _HISTORY_COLUMNS}
+        with conn.cursor() as cur:
+            # No gap locks: two writers creating the same rule meet on the primary key (a clear duplicate,
+            # reported as a conflict), not in a deadlock.
+            cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        if auto_migrate:
+            migrate(conn, rules_table)
+
+    # -- reading -------------------------------------------------------------------------------------------
+    def _sql(self, text: str) -> str:
+        # Table names are checked identifiers, back-quoted (migrations.quote); values always go as parameters.
+        return text.format(**self._t)
+
+    def current(self) -> list[StoredRule]:
+        """Every current rule, by id."""
+        with self.conn.cursor() as cur:
+            cur.execute(self._sql("SELECT {cols} FROM {rules} ORDER BY rule_id"))
+            rows = cur.fetchall()
+        self.conn.commit()
+        return [self._stored(row) for row in rows]
+
+    def get(self, rule_id: str) -> StoredRule | None:
+        """The current rule, or None."""
+        with self.conn.cursor() as cur:
+            cur.execute(
+                self._sql("SELECT {cols} FROM {rules} WHERE rule_id = %s"),
+                (rule_id,),
+            )
+            row = cur.fetchone()
+        self.conn.commit()
+        return self._stored(row) if row else None
+
+    def require(self, rule_id: str) -> StoredRule:
+        """The current rule, or :class:`RuleNotFoundError` (with a did-you-mean, or how to restore it)."""
+        rule = self.get(rule_id)
+        if rule is None:
+            raise self._not_found(rule_id)
+        return rule
+
+    def history(self, rule_id: str) -> list[HistoryEntry]:
+        """Every version of the rule, oldest first; :class:`RuleNotFoundError` when it never existed."""
+        with self.conn.cursor() as cur:
+            cur.execute(
+                self._sql("SELECT {hcols} FROM {history} WHERE rule_id = %s ORDER BY version"),
+                (rule_id,),
+            )
+            rows = cur.fetchall()
+        self.conn.commit()
+        entries = [self._entry(row) for row in rows]
+        if not entries:
+            current = self.get(rule_id)
+            if current is None:
+                raise self._not_found(rule_id)
+            # A row written to the rules table by hand, without history: show it as its only version.
+            entries = [
+                HistoryEntry(
+                    current.rule_id,
+                    current.version,
+                    current.status,
+                    "external",
+                    current.updated_by,
+                    None,
+                    current.document,
+                    content_digest(current.document),
+                    current.updated_at,
+                )
+            ]
+        return entries
+
+    def version(self, rule_id: str, version: int) -> HistoryEntry:
+        """One version of the rule, with its document; :class:`VersionNotFoundError` when there is none."""
+        entries = self.history(rule_id)
+        for entry in entries:
+            if entry.version == version:
+                if entry.document is None:
+                    previous = [e.version for e in entries if e.document is not None and e.version < version]
+                    reason = "is a deletion and holds no document"
+                    if previous:
+                        reason += f"; the last document is version {previous[-1]}"
+                    raise VersionNotFoundError(rule_id, version, [e.version for e in entries], reason=reason)
+                return entry
+        raise VersionNotFoundError(rule_id, version, [e.version for e in entries])
+
+    def known_ids(self) -> list[str]:
+        """Every rule id, current or in history."""
+        with self.conn.cursor() as cur:
+            cur.execute(self._sql("SELECT rule_id FROM {rules} UNION SELECT DISTINCT rule_id FROM {history}"))
+            ids = sorted(str(row[0]) for row in cur.fetchall())
+        self.conn.commit()
+        return ids
+
+    def job_status(self, pairs: Iterable[tuple[str, int]]) -> dict[tuple[str, int], JobStatus]:
+        """The job's ``rule_status`` rows for these (rule id, version) pairs (missing pairs: not seen yet)."""
+        wanted = sorted(set(pairs))
+        if not wanted:
+            return {}
+        found: dict[tuple[str, int], JobStatus] = {}
+        chunk = 200
+        with self.conn.cursor() as cur:
+            for start in range(0, len(wanted), chunk):
+                part = wanted[start : start + chunk]
+                where = " OR ".join(["(rule_id = %s AND version = %s)"] * len(part))
+                params = [value for pair in part for value in pair]
+                cur.execute(
+                    self._sql("SELECT rule_id, version, state, reason, field, seen_at FROM {status} WHERE ")
+                    + where,
+                    params,
+                )
+                for rid, ver, state, reason, fld, seen in cur.fetchall():
+                    found[(rid, int(ver))] = JobStatus(rid, int(ver), state, reason, fld, _utc(seen))
+        self.conn.commit()
+        return found
+
+    # -- apply ---------------------------------------------------------------------------------------------
+    def plan(self, ruleset: RuleSet, *, prune: bool = False) -> Plan:
+        """Compare a validated rule set with MySQL: which rules would be created, updated, left unchanged,
+        deleted (``prune``) or kept (in MySQL only). A file's ``version`` is ignored: MySQL numbers versions.
+        """
+        current = {rule.rule_id: rule for rule in self.current()}
+        latest = self._latest_versions()
+        items: list[PlanItem] = []
+        for rule in sorted(ruleset.rules, key=lambda r: r.id):
+            document = dict(rule.document)
+            stored = current.get(rule.id)
+            last = max(latest.get(rule.id, 0), stored.version if stored else 0)
+            if stored is None:
+                items.append(PlanItem(rule.id, "create", None, last + 1, document, rule.source))
+            elif content_digest(document) != content_digest(stored.document):
+                items.append(PlanItem(rule.id, "update", stored.version, last + 1, document, rule.source))
+            else:
+                items.append(
+                    PlanItem(rule.id, "unchanged", stored.version, stored.version, None, rule.source)
+                )
+        for rule_id in sorted(set(current) - {rule.id for rule in ruleset.rules}):
+            stored = current[rule_id]
+            if prune:
+                last = max(latest.get(rule_id, 0), stored.version)
+                items.append(PlanItem(rule_id, "delete", stored.version, last + 1))
+            else:
+                items.append(PlanItem(rule_id, "keep", stored.version, stored.version))
+        items.sort(key=lambda item: item.rule_id)
+        return Plan(tuple(items))
+
+    def apply(self, plan: Plan, *, author: str | None = None, comment: str | None = None) -> list[Change]:
+        """Write every change of ``plan`` in one transaction: all of them, or (on any error) none.
+
+        Each write expects the version the plan saw; a rule changed since raises
+        :class:`VersionConflictError` and nothing is written.
+        """
+        changes: list[Change] = []
+        try:
+            with self.conn.cursor() as cur:
+                for item in plan.changes:
+                    if item.op == "delete":
+                        changes.append(self._delete(cur, item.rule_id, item.from_version, author, comment))
+                    else:
+                        assert item.document is not None
+                        changes.append(
+                            self._write(
+                                cur, item.rule_id, item.from_version, item.document, item.op, author, comment
+                            )
+                        )
+            self.conn.commit()
+        except BaseException:
+            self.conn.rollback()
+            raise
+        return changes
+
+    # -- single-rule changes -------------------------------------------------------------------------------
+    def set_status(
+        self,
+        rule_id: str,
+        status: str,
+        *,
+        author: str | None = None,
+        comment: str | None = None,
+        expect_version: int | None = None,
+    ) -> Change | None:
+        """A new version with ``status`` (``active``, ``shadow`` or ``disabled``); None when the rule already
+        has it.
+        """
+        change_name = {"active": "enable", "disabled": "disable", "shadow": "shadow"}[status]
+        try:
+            with self.conn.cursor() as cur:
+                current = self._lock_current(cur, rule_id, expect_version)
+                if current.status == status and current.document.get("status", "active") == status:
+                    self.conn.rollback()
+                    return None
+                document = dict(current.document)
+                document["status"] = status
+                change = self._write(cur, rule_id, current.version, document, change_name, author, comment)
+            self.conn.commit()
+        except BaseException:
+            self.conn.rollback()
+            raise
+        return change
+
+    def rollback(
+        self,
+        rule_id: str,
+        to: int,
+        *,
+        author: str | None = None,
+        comment: str | None = None,
+        expect_version: int | None = None,
+    ) -> Change | None:
+        """A new version whose document is version ``to``'s (restores a deleted rule too); None when the
+        current document already equals it.
+        """
+        target = self.version(rule_id, to)
+        assert target.document is not None
+        try:
+            with self.conn.cursor() as cur:
+                current = self._select_current(cur, rule_id, lock=True)
+                actual = current.version if current else None
+                if expect_version is not None and actual != expect_version:
+                    raise VersionConflictError(rule_id, expect_version, actual)
+                same = current is not None and content_digest(current.document) == target.digest
+                if same:
+                    self.conn.rollback()
+                    return None
+                note = comment or f"rollback to version {to}"
+                change = self._write(cur, rule_id, actual, dict(target.document), "rollback", author, note)
+            self.conn.commit()
+        except BaseException:
+            self.conn.rollback()
+            raise
+        return change
+
+    def delete(
+        self,
+        rule_id: str,
+        *,
+        author: str | None = None,
+        comment: str | None = None,
+        expect_version: int | None = None,
+    ) -> Change:
+        """Remove the current rule (the job drops it); the history keeps every version and the deletion."""
+        try:
+            with self.conn.cursor() as cur:
+                current = self._lock_current(cur, rule_id, expect_version)
+                change = self._delete(cur, rule_id, current.version, author, comment)
+            self.conn.commit()
+        except BaseException:
+            self.conn.rollback()
+            raise
+        return change
+
+    # -- internals -----------------------------------------------------------------------------------------
+    def _stored(self, row: Sequence[Any]) -> StoredRule:
+        rule_id, version, status, document, updated_at, updated_by = row
+        return StoredRule(rule_id, int(version), status, json.loads(document), _utc(updated_at), updated_by)
+
+    def _entry(self, row: Sequence[Any]) -> HistoryEntry:
+        rule_id, version, status, change, author, comment, document, digest, created_at = row
+        doc = json.loads(document) if document is not None else None
+        return HistoryEntry(
+            rule_id, int(version), status, change, author, comment, doc, digest, _utc(created_at)
+        )
+
+    def _latest_versions(self) -> dict[str, int]:
+        with self.conn.cursor() as cur:
+            cur.execute(self._sql("SELECT rule_id, MAX(version) FROM {history} GROUP BY rule_id"))
+            latest = {str(rid): int(ver) for rid, ver in cur.fetchall()}
+        self.conn.commit()
+        return latest
+
+    def _not_found(self, rule_id: str) -> RuleNotFoundError:
+        with self.conn.cursor() as cur:
+            cur.execute(
+                self._sql("SELECT version, `change` FROM {history} WHERE rule_id = %s ORDER BY version"),
+                (rule_id,),
+            )
+            rows = [(int(v), c) for v, c in cur.fetchall()]
+        self.conn.commit()
+        if rows and rows[-1][1] == "delete":
+            with_doc = [v for v, c in rows if c != "delete"]
+            return RuleNotFoundError(
+                rule_id,
+                table=self.names.rules,
+                deleted_version=rows[-1][0],
+                last_version=with_doc[-1] if with_doc else None,
+            )
+        hint = suggest(rule_id, self.known_ids())
+        return RuleNotFoundError(rule_id, table=self.names.rules, suggestion=hint)
+
+    def _select_current(self, cur: Any, rule_id: str, *, lock: bool) -> StoredRule | None:
+        query = (
+            "SELECT {cols} FROM {rules} WHERE rule_id = %s FOR UPDATE"
+            if lock
+            else ("SELECT {cols} FROM {rules} WHERE rule_id = %s")
+        )
+        cur.execute(self._sql(query), (rule_id,))
+        row = cur.fetchone()
+        return self._stored(row) if row else None
+
+    def _lock_current(self, cur: Any, rule_id: str, expect_version: int | None) -> StoredRule:
+        current = self._select_current(cur, rule_id, lock=True)
+        if current is None:
+            self.conn.rollback()
+            raise self._not_found(rule_id)
+        if expect_version is not None and current.version != expect_version:
+            raise VersionConflictError(rule_id, expect_version, current.version)
+        return current
+
+    def _next_version(self, cur: Any, rule_id: str, current: int | None) -> int:
+        cur.execute(self._sql("SELECT MAX(version) FROM {history} WHERE rule_id = %s"), (rule_id,))
+        row = cur.fetchone()
+        return max(int(row[0] or 0) if row else 0, current or 0) + 1
+
+    def _check_expected(self, cur: Any, rule_id: str, expected: int | None) -> None:
+        current = self._select_current(cur, rule_id, lock=True)
+        actual = current.version if current else None
+        if actual != expected:
+            raise VersionConflictError(rule_id, expected, actual)
+
+    def _write(
+        self,
+        cur: Any,
+        rule_id: str,
+        expected: int | None,
+        document: dict[str, Any],
+        change: str,
+        author: str | None,
+        comment: str | None,
+    ) -> Change:
+        """Write a new version of ``rule_id`` whose current version must be ``expected`` (None: absent)."""
+        import pymysql
+
+        self._check_expected(cur, rule_id, expected)
+        version = self._next_version(cur, rule_id, expected)
+        document = {**document, "id": rule_id, "version": version}
+        document.setdefault("status", "active")
+        # Validate what is written, whatever path it came by (never an invalid rule in MySQL).
+        document = dict(parse_rule(document, source=f"{self.names.rules}:{rule_id}").document)
+        status = str(document["status"])
+        text = json.dumps(document, ensure_ascii=False)
+        try:
+            if expected is None:
+                cur.execute(
+                    self._sql(
+                        "INSERT INTO {rules} (rule_id, version, status, document, updated_by) "
+                        "VALUES (%s, %s, %s, %s, %s)"
+                    ),
+                    (rule_id, version, status, text, author),
+                )
+            else:
+                cur.execute(
+                    self._sql(
+                        "UPDATE {rules} SET version = %s, status = %s, document = %s, updated_by = %s "
+                        "WHERE rule_id = %s AND version = %s"
+                    ),
+                    (version, status, text, author, rule_id, expected),
+                )
+                if cur.rowcount != 1:
+                    raise VersionConflictError(rule_id, expected, self._actual(rule_id))
+            cur.execute(
+                self._sql(
+                    "INSERT INTO {history} "
+                    "(rule_id, version, status, `change`, author, comment, document, digest) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+                ),
+                (rule_id, version, status, change, author, comment, text, content_digest(document)),
+            )
+        except pymysql.err.MySQLError as exc:
+            code = exc.args[0] if exc.args else None
+            if code in (_DUPLICATE_KEY, _DEADLOCK, _LOCK_WAIT_TIMEOUT):
+                raise VersionConflictError(rule_id, expected, self._actual(rule_id)) from None
+            raise
+        return Change(rule_id, change, expected, version, status)
+
+    def _delete(
+        self, cur: Any, rule_id: str, expected: int | None, author: str | None, comment: str | None
+    ) -> Change:
+        import pymysql
+
+        self._check_expected(cur, rule_id, expected)
+        version = self._next_version(cur, rule_id, expected)
+        try:
+            cur.execute(
+                self._sql("DELETE FROM {rules} WHERE rule_id = %s AND version = %s"), (rule_id, expected)
+            )
+            if cur.rowcount != 1:
+                raise VersionConflictError(rule_id, expected, self._actual(rule_id))
+            cur.execute(
+                self._sql(
+                    "INSERT INTO {history} "
+                    "(rule_id, version, status, `change`, author, comment, document, digest) "
+                    "VALUES (%s, %s, 'deleted', 'delete', %s, %s, NULL, NULL)"
+                ),
+                (rule_id, version, author, comment),
+            )
+        except pymysql.err.MySQLError as exc:
+            code = exc.args[0] if exc.args else None
+            if code in (_DUPLICATE_KEY, _DEADLOCK, _LOCK_WAIT_TIMEOUT):
+                raise VersionConflictError(rule_id, expected, self._actual(rule_id)) from None
+            raise
+        return Change(rule_id, "delete", expected, version, "deleted")
+
+    def _actual(self, rule_id: str) -> int | None:
+        """The version MySQL holds now, read on a fresh snapshot (for a conflict's message)."""
+        with self.conn.cursor() as cur:
+            cur.execute(self._sql("SELECT version FROM {rules} WHERE rule_id = %s"), (rule_id,))
+            row = cur.fetchone()
+        return int(row[0]) if row else None

@@ -51,3 +51,14 @@ def validate(path: str, as_json: bool) -> None:
 def register(command: click.Command) -> None:
     """Add a subcommand to the ``rules`` group (for the modules that manage rules in MySQL)."""
     rules.add_command(command)
+
+
+def _register_store_commands() -> None:
+    # apply, list, show, history, diff, enable, disable, shadow, rollback, delete: the rules store in MySQL
+    from riskctl.cli.rules_store import COMMANDS
+
+    for command in COMMANDS:
+        register(command)
+
+
+_register_store_commands()

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from riskctl.config import Settings
 from riskctl.errors import ServiceError
 
-SERVICE = "mysql"
+SERVICE = "MySQL"
 # pymysql / MySQL client error codes that mean "nothing usable answers at that address"
 _UNREACHABLE = {2002, 2003, 2005, 2006, 2013}
 _ACCESS_DENIED = 1045
@@ -22,7 +23,11 @@ def describe_operational_error(settings: Settings, exc: BaseException) -> Servic
     """Turn a pymysql connection error into a :class:`ServiceError` that names the address and what to do."""
     address = f"{settings.mysql_host}:{settings.mysql_port}"
     code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
-    detail = exc.args[1] if len(exc.args) > 1 else str(exc)
+    detail = str(exc.args[1]) if len(exc.args) > 1 else str(exc)
+    # "Can't connect to MySQL server on '127.0.0.1' ([Errno 111] Connection refused)" -> the errno part
+    errno = re.search(r"\((\[Errno [^)]*|timed out)\)\s*$", detail)
+    if errno:
+        detail = errno.group(1)
     if code == _ACCESS_DENIED:
         message = (
             f"access denied for user {settings.mysql.user!r} at {address} ({detail}); check the password "
@@ -36,7 +41,7 @@ def describe_operational_error(settings: Settings, exc: BaseException) -> Servic
         )
     else:
         message = (
-            f"cannot connect to MySQL at {address} ({detail}). "
+            f"cannot connect to {address} ({detail}). "
             "Start the local stack with 'riskctl stack up', "
             f"or point riskctl at your server with {_ENV_HINT}"
         )

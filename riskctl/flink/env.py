@@ -37,6 +37,7 @@ class EnvOptions:
     restart_attempts: int = 3
     restart_delay_ms: int = 2000
     python_executable: str = sys.executable
+    restore_from: str | None = None  # a retained checkpoint or savepoint to start from
 
 
 def jar_urls(jars_dir: str) -> list[str]:
@@ -66,6 +67,8 @@ def create_env(opts: EnvOptions) -> StreamExecutionEnvironment:
         config.set_string("state.checkpoints.dir", opts.checkpoint_dir)
     # keep the last checkpoint when the job is cancelled or killed, so it can be restored
     config.set_string("execution.checkpointing.externalized-checkpoint-retention", "RETAIN_ON_CANCELLATION")
+    if opts.restore_from:
+        config.set_string("execution.savepoint.path", opts.restore_from)
     env = StreamExecutionEnvironment.get_execution_environment(config)
     env.add_jars(*jar_urls(opts.jars_dir))
     env.set_parallelism(opts.parallelism)

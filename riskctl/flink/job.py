@@ -1,0 +1,326 @@
+"""The riskctl job: Kafka events -> keyed engine (RocksDB, TTL) with rules broadcast from MySQL -> Kafka.
+
+::
+
+    Kafka events (raw, with topic/partition/offset) --parse--> dead-letter topic (bad records)
+        | valid events, event-time watermarks (bounded out-of-orderness, idleness)
+        | key by user_id
+        +-- connect -- rules (MySQL CDC | JDBC poll | rules folder), broadcast
+        v
+    RiskFunction (KeyedBroadcastProcessFunction, thread mode)
+        +--> decisions topic (key = event_id)      +--> alerts topic (key = alert_id)
+        +--> rule-status topic and the MySQL table rule_status
+
+Sources and sinks are declared with Flink SQL DDL (the Kafka connector's metadata columns carry each record's
+topic, partition and offset to the dead-letter records; its sinks key records by a column), and joined to the
+DataStream part with ``to_data_stream`` / ``from_data_stream`` in one job graph (``attach_as_datastream``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from pyflink.common import Duration, Row, Types, WatermarkStrategy
+from pyflink.common.watermark_strategy import TimestampAssigner
+from pyflink.datastream import (
+    DataStream,
+    FlatMapFunction,
+    MapFunction,
+    OutputTag,
+    ProcessFunction,
+    RuntimeContext,
+    StreamExecutionEnvironment,
+)
+from pyflink.table import StreamTableEnvironment
+
+from riskctl.config import Settings
+from riskctl.core.errors import EventError
+from riskctl.core.events import parse_event
+from riskctl.core.rules import load_rules
+from riskctl.errors import ConfigError
+from riskctl.flink.risk_function import ALERTS, RECORD, RULE_CHANGE, RULE_STATUS, RULES_STATE, RiskFunction
+from riskctl.store.migrations import quote, table_names
+
+EVENT = Types.ROW_NAMED(["user_id", "ts", "event"], [Types.STRING(), Types.LONG(), Types.STRING()])
+DEAD_LETTER = OutputTag("dead-letter", RECORD)
+
+
+@dataclass(frozen=True)
+class MysqlConn:
+    host: str
+    port: int
+    user: str
+    password: str
+    database: str
+
+    @classmethod
+    def of(cls, settings: Settings) -> MysqlConn:
+        return cls(settings.mysql_host, settings.mysql_port, settings.mysql.user, settings.mysql_password,
+                   settings.mysql.database)
+
+
+def _q(value: object) -> str:
+    """A SQL string literal for Flink DDL options."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _with(options: dict[str, object]) -> str:
+    return ",\n".join(f"{_q(k)} = {_q(v)}" for k, v in options.items())
+
+
+class ParseEvents(ProcessFunction):  # type: ignore[misc]
+    """Validates raw records; a bad one goes to the dead-letter side output with its reason and coordinates."""
+
+    def process_element(self, value: Row, ctx: ProcessFunction.Context) -> Iterator[Any]:
+        raw, topic, partition, offset = value[0], value[1], value[2], value[3]
+        try:
+            if raw is None:
+                msg = "empty record (null value)"
+                raise EventError(msg)
+            event = parse_event(raw)
+        except EventError as exc:
+            doc = {"reason": exc.reason, "field": exc.field, "raw": raw, "topic": topic, "partition": partition,
+                   "offset": offset}
+            yield DEAD_LETTER, Row(k=f"{topic}:{partition}:{offset}", v=json.dumps(doc))
+            return
+        yield Row(user_id=event["user_id"], ts=event["ts"], event=json.dumps(event))
+
+
+class EventTime(TimestampAssigner):  # type: ignore[misc]
+    def extract_timestamp(self, value: Row, record_timestamp: int) -> int:
+        return int(value[1])
+
+
+class RecordRuleStatus(MapFunction):  # type: ignore[misc]
+    """Writes each rule status into MySQL's status table (so ``riskctl rules apply --wait`` can see it)."""
+
+    def __init__(self, conn: MysqlConn, status_table: str) -> None:
+        self.conn_info = conn
+        self.table = quote(status_table)
+        self.conn: Any = None
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        self._connect()
+
+    def _connect(self) -> None:
+        import pymysql
+
+        c = self.conn_info
+        self.conn = pymysql.connect(host=c.host, port=c.port, user=c.user, password=c.password,
+                                    database=c.database, autocommit=True, connect_timeout=5)
+
+    def map(self, value: Row) -> Row:
+        doc = json.loads(value[1])
+        sql = (f"INSERT INTO {self.table} (rule_id, version, state, reason, field) VALUES (%s, %s, %s, %s, %s) "
+               "ON DUPLICATE KEY UPDATE state = VALUES(state), reason = VALUES(reason), field = VALUES(field), "
+               "seen_at = CURRENT_TIMESTAMP(3)")  # noqa: S608 - the table name is a checked identifier
+        args = (doc["rule_id"], doc["version"], doc["state"], doc["reason"], doc["field"])
+        for attempt in (1, 2):
+            try:
+                self.conn.ping(reconnect=True)
+                with self.conn.cursor() as cur:
+                    cur.execute(sql, args)
+                break
+            except Exception:  # noqa: BLE001 - one reconnect, then let Flink restart the task
+                if attempt == 2:
+                    raise
+                self._connect()
+        return value
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+
+
+def _events(t_env: StreamTableEnvironment, settings: Settings) -> DataStream:
+    job = settings.job
+    startup = {"committed": "group-offsets", "earliest": "earliest-offset", "latest": "latest-offset"}
+    if job.starting_offsets not in startup:
+        msg = f"job.starting_offsets must be one of {', '.join(startup)}, got {job.starting_offsets!r}"
+        raise ConfigError(msg)
+    options = {
+        "connector": "kafka",
+        "topic": job.events_topic,
+        "properties.bootstrap.servers": settings.kafka_bootstrap,
+        "properties.group.id": job.group_id,
+        "properties.auto.offset.reset": "earliest",
+        "properties.fetch.max.wait.ms": "20",  # default 500 ms is a latency floor when traffic is thin
+        "scan.startup.mode": startup[job.starting_offsets],
+        "scan.topic-partition-discovery.interval": "60 s",
+        "format": "raw",
+    }
+    t_env.execute_sql(f"""
+        CREATE TEMPORARY TABLE riskctl_events (
+            `raw` STRING,
+            `topic` STRING METADATA VIRTUAL,
+            `partition` INT METADATA VIRTUAL,
+            `offset` BIGINT METADATA VIRTUAL
+        ) WITH ({_with(options)})
+    """)
+    return t_env.to_data_stream(t_env.from_path("riskctl_events"))
+
+
+def _rules_cdc(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, settings: Settings) -> DataStream:
+    c = MysqlConn.of(settings)
+    options = {
+        "connector": "mysql-cdc", "hostname": c.host, "port": c.port, "username": c.user,
+        "password": c.password, "database-name": c.database, "table-name": settings.job.rules_table,
+        "server-id": settings.job.cdc_server_id, "server-time-zone": "UTC", "scan.startup.mode": "initial",
+        # one reader: the rules table is small, and a single binlog reader keeps changes in commit order
+        "scan.incremental.snapshot.chunk.size": "8096",
+    }
+    t_env.execute_sql(f"""
+        CREATE TEMPORARY TABLE riskctl_rules (
+            rule_id STRING, version INT, status STRING, document STRING,
+            PRIMARY KEY (rule_id) NOT ENFORCED
+        ) WITH ({_with(options)})
+    """)
+    changelog = t_env.to_changelog_stream(t_env.from_path("riskctl_rules"))
+
+    def to_change(row: Row) -> Row:
+        kind = row.get_row_kind().name
+        op = "delete" if kind == "DELETE" else "upsert"
+        return Row(op=op, rule_id=row[0], version=row[1], document=_with_status(row[3], row[2], row[1]))
+
+    return (changelog.filter(lambda row: row.get_row_kind().name != "UPDATE_BEFORE")
+            .map(to_change, output_type=RULE_CHANGE).set_parallelism(1).name("rule-changes"))
+
+
+def _with_status(document: str | None, status: str | None, version: int | None) -> str:
+    """The table's status and version columns win over the document's (an enable/disable edits only them)."""
+    try:
+        doc = json.loads(document or "")
+    except ValueError:
+        return document or ""
+    if isinstance(doc, dict):
+        if status:
+            doc["status"] = status
+        if version is not None:
+            doc["version"] = version
+        return json.dumps(doc)
+    return document or ""
+
+
+def _rules_file(env: StreamExecutionEnvironment, settings: Settings) -> DataStream:
+    rules = load_rules(settings.job.rules_dir)
+    changes = [Row(op="upsert", rule_id=r.id, version=r.version, document=json.dumps(r.document, default=dict)) for r in rules]
+    return env.from_collection(changes, type_info=RULE_CHANGE).name("rules-folder")
+
+
+def _rules_poll(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, settings: Settings) -> DataStream:
+    """Periodic JDBC-style query of the rules table, for databases without binlog access.
+
+    A datagen table ticks once per ``poll_interval_ms``; each tick queries MySQL (pymysql) and emits the
+    differences to the previous result as rule changes.
+    """
+    interval = max(1, settings.job.poll_interval_ms)
+    t_env.execute_sql(f"""
+        CREATE TEMPORARY TABLE riskctl_ticks (n BIGINT) WITH (
+            'connector' = 'datagen', 'rows-per-second' = '{max(1, round(1000 / interval))}',
+            'fields.n.kind' = 'sequence', 'fields.n.start' = '0', 'fields.n.end' = '9223372036854775806'
+        )
+    """)
+    ticks = t_env.to_data_stream(t_env.from_path("riskctl_ticks"))
+    return (ticks.flat_map(PollRules(MysqlConn.of(settings), settings.job.rules_table), output_type=RULE_CHANGE)
+            .set_parallelism(1).name("rules-poll"))
+
+
+class PollRules(FlatMapFunction):  # type: ignore[misc]
+    def __init__(self, conn: MysqlConn, table: str) -> None:
+        self.conn_info = conn
+        self.table = table
+        self.seen: dict[str, tuple[int, str]] = {}
+
+    def flat_map(self, value: Row) -> Iterator[Row]:
+        import pymysql
+
+        c = self.conn_info
+        conn = pymysql.connect(host=c.host, port=c.port, user=c.user, password=c.password, database=c.database,
+                               connect_timeout=5)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(f"SELECT rule_id, version, status, document FROM {quote(self.table)}")  # noqa: S608
+                rows = cur.fetchall()
+        finally:
+            conn.close()
+        current = {r[0]: (int(r[1]), _with_status(r[3], r[2], int(r[1]))) for r in rows}
+        for rule_id, (version, doc) in current.items():
+            if self.seen.get(rule_id) != (version, doc):
+                yield Row(op="upsert", rule_id=rule_id, version=version, document=doc)
+        for rule_id, (version, _) in self.seen.items():
+            if rule_id not in current:
+                yield Row(op="delete", rule_id=rule_id, version=version, document=None)
+        self.seen = current
+
+
+def _kafka_sink(t_env: StreamTableEnvironment, name: str, topic: str, settings: Settings) -> str:
+    options: dict[str, object] = {
+        "connector": "kafka", "topic": topic, "properties.bootstrap.servers": settings.kafka_bootstrap,
+        "key.format": "raw", "key.fields": "k", "value.format": "raw", "value.fields-include": "EXCEPT_KEY",
+        "properties.linger.ms": "0",
+    }
+    if settings.job.delivery == "exactly-once":
+        options["sink.delivery-guarantee"] = "exactly-once"
+        options["sink.transactional-id-prefix"] = f"{settings.job.group_id}-{name}"
+        options["properties.transaction.timeout.ms"] = "900000"
+    elif settings.job.delivery == "at-least-once":
+        options["sink.delivery-guarantee"] = "at-least-once"
+    else:
+        msg = f"job.delivery must be at-least-once or exactly-once, got {settings.job.delivery!r}"
+        raise ConfigError(msg)
+    t_env.execute_sql(f"CREATE TEMPORARY TABLE {name} (k STRING, v STRING) WITH ({_with(options)})")
+    return name
+
+
+def build_pipeline(env: StreamExecutionEnvironment, settings: Settings) -> None:
+    """Add the whole risk pipeline to ``env`` (call ``env.execute`` afterwards)."""
+    job = settings.job
+    t_env = StreamTableEnvironment.create(env)
+
+    parsed = _events(t_env, settings).process(ParseEvents(), output_type=EVENT).name("parse-events")
+    dead = parsed.get_side_output(DEAD_LETTER)
+    events = parsed.assign_timestamps_and_watermarks(
+        WatermarkStrategy.for_bounded_out_of_orderness(Duration.of_millis(job.lateness_ms))
+        .with_idleness(Duration.of_millis(job.idleness_ms))
+        .with_timestamp_assigner(EventTime())
+    )
+
+    if job.rules_source == "cdc":
+        rules = _rules_cdc(env, t_env, settings)
+    elif job.rules_source == "poll":
+        rules = _rules_poll(env, t_env, settings)
+    elif job.rules_source == "file":
+        rules = _rules_file(env, settings)
+    else:
+        msg = f"job.rules_source must be cdc, poll or file, got {job.rules_source!r}"
+        raise ConfigError(msg)
+
+    decided = (
+        events.key_by(lambda e: e[0], key_type=Types.STRING())
+        .connect(rules.broadcast(RULES_STATE))
+        .process(RiskFunction(lateness_ms=job.lateness_ms, state_ttl_ms=job.state_ttl_ms,
+                              rules_wait_ms=job.rules_wait_ms), output_type=RECORD)
+        .name("decide").uid("riskctl-decide")
+    )
+    status = decided.get_side_output(RULE_STATUS)
+    if job.rules_source != "file":
+        status = status.map(RecordRuleStatus(MysqlConn.of(settings), table_names(job.rules_table).status), output_type=RECORD).set_parallelism(1) \
+            .name("rule-status-to-mysql")
+
+    sinks = t_env.create_statement_set()
+    for name, topic, stream in (
+        ("decisions_sink", job.decisions_topic, decided),
+        ("alerts_sink", job.alerts_topic, decided.get_side_output(ALERTS)),
+        ("dead_letter_sink", job.dead_letter_topic, dead),
+        ("rule_status_sink", job.rule_status_topic, status),
+    ):
+        sinks.add_insert(_kafka_sink(t_env, name, topic, settings), t_env.from_data_stream(stream))
+    sinks.attach_as_datastream()
+
+
+def topics(settings: Settings) -> list[str]:
+    j = settings.job
+    return [j.events_topic, j.decisions_topic, j.alerts_topic, j.dead_letter_topic, j.rule_status_topic]

@@ -1,0 +1,197 @@
+"""The keyed broadcast function that runs the pure engine inside Flink (thread mode).
+
+Per user (the key) the engine's state lives in one RocksDB ``MapState[str, pickled]`` with TTL: each state
+name of the engine (a feature, a pattern, ``_engine``) is one entry. Rules arrive on the broadcast side, are
+kept in broadcast state (so a restore from a checkpoint has them without re-reading MySQL), and are compiled
+once per parallel instance.
+
+Start-up: events that arrive before the rule set has been read are held per key (a ``ListState``) until rules
+have arrived and none has arrived for ``RULES_SETTLE_MS`` (the snapshot of the rules table, or the rules folder,
+arrives as a quick burst), or until ``rules_wait_ms`` of processing time has passed since the function opened.
+Then they are decided, in arrival order, with the rules known at that moment (none: PASS). Holding happens only
+once, at start-up: later rule edits apply from the next event on. A rule set that is empty on purpose costs at
+most ``rules_wait_ms`` of latency at start-up, never a lost or undecided event. After a restore from a
+checkpoint, the rules come from broadcast state and nothing is held.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from pyflink.common import Row, Types
+from pyflink.datastream import KeyedBroadcastProcessFunction, OutputTag, RuntimeContext, TimeDomain
+from pyflink.datastream.state import ListStateDescriptor, MapStateDescriptor
+
+from riskctl.core.engine import Engine
+from riskctl.core.errors import RuleError, RuleSetError
+from riskctl.core.rules import RuleSet
+from riskctl.flink.env import ttl_config
+
+RECORD = Types.ROW_NAMED(["k", "v"], [Types.STRING(), Types.STRING()])
+RULE_CHANGE = Types.ROW_NAMED(["op", "rule_id", "version", "document"],
+                              [Types.STRING(), Types.STRING(), Types.INT(), Types.STRING()])
+ALERTS = OutputTag("alerts", RECORD)
+RULE_STATUS = OutputTag("rule-status", RECORD)
+#: broadcast state: rule id -> rule document (JSON)
+RULES_STATE = MapStateDescriptor("rules", Types.STRING(), Types.STRING())
+HOLD_RETRY_MS = 100
+RULES_SETTLE_MS = 500
+
+
+class FlinkKeyedState:
+    """:class:`riskctl.core.state.KeyedState` over a Flink ``MapState`` of the current key."""
+
+    __slots__ = ("_map",)
+
+    def __init__(self, map_state: Any) -> None:
+        self._map = map_state
+
+    def get(self, name: str) -> Any | None:
+        return self._map.get(name)
+
+    def put(self, name: str, value: Any) -> None:
+        self._map.put(name, value)
+
+    def remove(self, name: str) -> None:
+        self._map.remove(name)
+
+    def names(self) -> Iterable[str]:
+        return list(self._map.keys())
+
+
+def status_record(rule_id: str, version: int, state: str, reason: str | None = None,
+                  field: str | None = None) -> Row:
+    doc = {"rule_id": rule_id, "version": version, "state": state, "reason": reason, "field": field,
+           "seen_at_ms": int(time.time() * 1000)}
+    return Row(k=f"{rule_id}:{version}", v=json.dumps(doc))
+
+
+class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
+    """Decides each event of a key with the engine; applies rule changes from the broadcast side."""
+
+    def __init__(self, *, lateness_ms: int, state_ttl_ms: int, rules_wait_ms: int) -> None:
+        self.lateness_ms = lateness_ms
+        self.state_ttl_ms = state_ttl_ms
+        self.rules_wait_ms = rules_wait_ms
+        self.engine: Engine | None = None
+        self.state: FlinkKeyedState | None = None
+        self.pending: Any = None
+        self.opened_at = 0.0
+        self.have_rules = False
+        self.last_rule_at = 0.0
+        self.started = False
+        self.subtask = 0
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        desc = MapStateDescriptor("engine", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
+        # TTL one hour beyond the engine's own: the engine clears a silent key itself on its cleanup timer;
+        # Flink's TTL is the backstop that frees keys whose timers were lost (e.g. a rule set change).
+        desc.enable_time_to_live(ttl_config(self.state_ttl_ms + 3_600_000))
+        self.state = FlinkKeyedState(runtime_context.get_map_state(desc))
+        self.pending = runtime_context.get_list_state(ListStateDescriptor("pending", Types.PICKLED_BYTE_ARRAY()))
+        self.engine = Engine(RuleSet(), lateness=self.lateness_ms, state_ttl=self.state_ttl_ms)
+        self.opened_at = time.monotonic()
+        self.subtask = runtime_context.get_index_of_this_subtask()
+
+    # -- rules --------------------------------------------------------------------------------------------
+    def _restore_rules(self, ctx: Any) -> None:
+        """After a restore the broadcast state holds the rules; compile them once, on first use."""
+        if self.have_rules:
+            return
+        docs = [json.loads(doc) for _, doc in ctx.get_broadcast_state(RULES_STATE).items()]
+        if docs:
+            assert self.engine is not None
+            for doc in docs:
+                self.engine.upsert_rule(doc)
+            self.have_rules = self.started = True
+
+    def process_broadcast_element(self, value: Row, ctx: Any) -> Iterator[Any]:
+        assert self.engine is not None
+        self._restore_rules(ctx)
+        op, rule_id, version, document = value[0], value[1], int(value[2] or 0), value[3]
+        rules = ctx.get_broadcast_state(RULES_STATE)
+        if op == "delete":
+            self.engine.delete_rule(rule_id)
+            rules.remove(rule_id)
+            status = status_record(rule_id, version, "deleted")
+        else:
+            try:
+                doc = json.loads(document)
+                if not isinstance(doc, dict):
+                    msg = "the rule document must be a JSON object"
+                    raise RuleError(msg, rule_id=rule_id, field="document")
+                doc.setdefault("id", rule_id)
+                doc["version"] = version
+                self.engine.upsert_rule(doc)
+            except ValueError as exc:  # RuleSetError, RuleError and bad JSON are all ValueErrors
+                errors = exc.errors if isinstance(exc, RuleSetError) else [exc]
+                first = errors[0]
+                reason = "; ".join(getattr(e, "reason", str(e)) for e in errors)
+                field = getattr(first, "field", None) or ("document" if not isinstance(first, RuleError) else None)
+                status = status_record(rule_id, version, "refused", reason, field)
+            else:
+                rules.put(rule_id, json.dumps(doc))
+                status = status_record(rule_id, version, "accepted")
+        self.have_rules = True
+        self.last_rule_at = time.monotonic()
+        if self.subtask == 0:  # every subtask sees every rule; one status record is enough
+            yield RULE_STATUS, status
+
+    # -- events ---------------------------------------------------------------------------------------------
+    def _holding(self) -> bool:
+        if self.started:
+            return False
+        now = time.monotonic()
+        settled = self.have_rules and (now - self.last_rule_at) * 1000 >= RULES_SETTLE_MS
+        if settled or (now - self.opened_at) * 1000 >= self.rules_wait_ms:
+            self.started = True
+            return False
+        return True
+
+    def process_element(self, value: Row, ctx: Any) -> Iterator[Any]:
+        self._restore_rules(ctx)
+        event = json.loads(value[2])
+        if self._holding():
+            self.pending.add(event)
+            ctx.timer_service().register_processing_time_timer(
+                ctx.timer_service().current_processing_time() + HOLD_RETRY_MS)
+            return
+        yield from self._flush_pending(ctx)
+        yield from self._decide(event, ctx)
+
+    def _flush_pending(self, ctx: Any) -> Iterator[Any]:
+        held = list(self.pending.get() or [])
+        if held:
+            self.pending.clear()
+            for event in held:
+                yield from self._decide(event, ctx)
+
+    def _decide(self, event: dict[str, Any], ctx: Any) -> Iterator[Any]:
+        assert self.engine is not None and self.state is not None
+        result = self.engine.process(self.state, event)
+        decision = result.decision
+        assert decision is not None
+        yield Row(k=decision.event_id, v=json.dumps(decision.to_dict(), default=str))
+        yield from self._after(result, ctx)
+
+    def _after(self, result: Any, ctx: Any) -> Iterator[Any]:
+        for alert in result.alerts:
+            alert_doc = alert.to_dict()
+            yield ALERTS, Row(k=str(alert_doc.get("alert_id")), v=json.dumps(alert_doc, default=str))
+        timers = ctx.timer_service()
+        for ts in result.timers:
+            timers.register_event_time_timer(ts)
+
+    def on_timer(self, timestamp: int, ctx: Any) -> Iterator[Any]:
+        assert self.engine is not None and self.state is not None
+        self._restore_rules(ctx)
+        if ctx.time_domain() == TimeDomain.PROCESSING_TIME:
+            if self._holding():
+                ctx.timer_service().register_processing_time_timer(timestamp + HOLD_RETRY_MS)
+            else:
+                yield from self._flush_pending(ctx)
+            return
+        yield from self._after(self.engine.on_timer(self.state, timestamp), ctx)

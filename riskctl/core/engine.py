@@ -533,7 +533,10 @@ class Engine:
         recent = meta[_RECENT]
         horizon = max(meta[_MAX_TS], ts) - self.lateness
         if recent and recent[0][0] < horizon:
-            recent = meta[_RECENT] = [r for r in recent if r[0] >= horizon]
+            i = 1
+            while i < len(recent) and recent[i][0] < horizon:
+                i += 1
+            del recent[:i]
         if ts >= horizon:
             entry = [ts, event, [h.id for h in fired] + [h.id for h in shadow]]
             if not recent or recent[-1][0] <= ts:

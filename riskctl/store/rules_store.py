@@ -506,6 +506,9 @@ class RuleStore:
 
     def _lock_current(self, cur: Any, rule_id: str, expect_version: int | None) -> StoredRule:
         current = self._select_current(cur, rule_id, lock=True)
+        if current is None and expect_version is not None:
+            # The caller saw a version that someone else has deleted since: that is a conflict, not a typo.
+            raise VersionConflictError(rule_id, expect_version, None)
         if current is None:
             self.conn.rollback()
             raise self._not_found(rule_id)

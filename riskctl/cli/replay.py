@@ -29,7 +29,7 @@ from riskctl.core.engine import Engine
 from riskctl.core.errors import EventError, ExpressionError, RuleSetError
 from riskctl.core.events import parse_event
 from riskctl.core.expr import duration_ms
-from riskctl.core.runner import LocalRunner
+from riskctl.core.runner import LocalRunner, tune_gc
 
 MAX_REPORTED_BAD_LINES = 50
 _PROGRESS_EVERY = 4096  # lines between two looks at the clock
@@ -106,6 +106,7 @@ class Replay:
             "shadow_hits": dict(self.shadow.most_common()),
             "alerts": dict(self.alerts),
             "ruleset_version": self.engine.ruleset.version,
+            "pattern_overflow": self.engine.pattern_overflow,
             "seconds": round(elapsed, 3),
             "events_per_second": round(self.events / elapsed) if elapsed > 0 else None,
         }
@@ -142,6 +143,11 @@ class Replay:
     help="Progress on stderr (default: when stderr is a terminal).",
 )
 @click.option("--summary-json", is_flag=True, help="Print the summary on stderr as JSON.")
+@click.option(
+    "--default-gc",
+    is_flag=True,
+    help="Keep CPython's default GC thresholds (by default raised, see riskctl.core.runner.tune_gc).",
+)
 def replay(
     rules_path: str,
     events: str,
@@ -151,6 +157,7 @@ def replay(
     only_hits: bool,
     progress: bool | None,
     summary_json: bool,
+    default_gc: bool,
 ) -> None:
     """Decide every event of EVENTS (JSON lines, in file order) with the rules of --rules."""
     from riskctl.core.rules import load_rules
@@ -163,6 +170,8 @@ def replay(
         msg = f"{len(exc.errors)} rule error(s); nothing replayed"
         raise click.ClickException(msg) from None
     engine = Engine(ruleset, lateness=lateness, state_ttl=state_ttl)
+    if not default_gc:
+        tune_gc()
     show = sys.stderr.isatty() if progress is None else progress
     out: IO[str] = open(output, "w", encoding="utf-8") if output else sys.stdout  # noqa: SIM115
     source: IO[bytes] = sys.stdin.buffer if events == "-" else open(events, "rb")  # noqa: SIM115

@@ -343,7 +343,11 @@ def test_scenario_14_random_shuffles_within_lateness(tmp_path: Path, seed: int) 
     in_order = _velocity_events(EventFactory("u14"))
     expected = _hits(replay(tmp_path, in_order), "transfer_velocity")
     out = replay(tmp_path, shuffle_within(in_order, 5_000, seed=seed))
-    assert _hits(out, "transfer_velocity") == expected
+    got = _hits(out, "transfer_velocity")
+    assert got.keys() == expected.keys()  # the same transfers are flagged, on arrival or by a late alert
+    # with the sum known when flagged: over 50,000, at most the in-order one
+    for event_id, features in got.items():
+        assert 50_000 < features["transfer_sum_5m"] <= expected[event_id]["transfer_sum_5m"]
 
 
 def test_scenario_14_brute_force_completed_by_a_late_event_raises_an_alert(tmp_path: Path) -> None:

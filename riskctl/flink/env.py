@@ -73,6 +73,8 @@ def create_env(opts: EnvOptions) -> StreamExecutionEnvironment:
     env.add_jars(*jar_urls(opts.jars_dir))
     env.set_parallelism(opts.parallelism)
     env.set_buffer_timeout(opts.buffer_timeout_ms)
+    # periodic watermarks; an interval of 0 would mean event time never advances and no timer ever fires
+    env.get_config().set_auto_watermark_interval(200)
     if opts.checkpoint_interval_ms > 0:
         mode = CheckpointingMode.EXACTLY_ONCE if opts.exactly_once_checkpoints else CheckpointingMode.AT_LEAST_ONCE
         env.enable_checkpointing(opts.checkpoint_interval_ms, mode)

@@ -19,6 +19,7 @@ DataStream part with ``to_data_stream`` / ``from_data_stream`` in one job graph 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -41,7 +42,16 @@ from riskctl.core.errors import EventError
 from riskctl.core.events import parse_event
 from riskctl.core.rules import load_rules
 from riskctl.errors import ConfigError
-from riskctl.flink.risk_function import ALERTS, RECORD, RULE_CHANGE, RULE_STATUS, RULES_STATE, RiskFunction
+from riskctl.flink.risk_function import (
+    ALERT,
+    DECISION,
+    RECORD,
+    RULE_CHANGE,
+    RULES_STATE,
+    STATUS,
+    TAGGED,
+    RiskFunction,
+)
 from riskctl.store.migrations import quote, table_names
 
 EVENT = Types.ROW_NAMED(["user_id", "ts", "event"], [Types.STRING(), Types.LONG(), Types.STRING()])
@@ -92,6 +102,20 @@ class ParseEvents(ProcessFunction):  # type: ignore[misc]
 class EventTime(TimestampAssigner):  # type: ignore[misc]
     def extract_timestamp(self, value: Row, record_timestamp: int) -> int:
         return int(value[1])
+
+
+class StartOfTime(TimestampAssigner):  # type: ignore[misc]
+    """Stamps rule changes with timestamp 0; with idleness, the rules stream then never holds event time.
+
+    The decide operator's watermark is the minimum of its *active* inputs. A broadcast input without
+    watermarks would stay at Long.MIN_VALUE and no event-time timer would ever fire; one at Long.MAX_VALUE
+    (or a finished, bounded rules source) would push the watermark to the end of time whenever the events
+    input is idle, and timers registered after that never fire. So the rules stream is idle except for the
+    moment a change passes (its watermark 0 cannot move the operator's watermark back).
+    """
+
+    def extract_timestamp(self, value: Row, record_timestamp: int) -> int:
+        return 0
 
 
 class RecordRuleStatus(MapFunction):  # type: ignore[misc]
@@ -204,10 +228,25 @@ def _with_status(document: str | None, status: str | None, version: int | None) 
     return document or ""
 
 
-def _rules_file(env: StreamExecutionEnvironment, settings: Settings) -> DataStream:
-    rules = load_rules(settings.job.rules_dir)
-    changes = [Row(op="upsert", rule_id=r.id, version=r.version, document=json.dumps(r.document, default=dict)) for r in rules]
-    return env.from_collection(changes, type_info=RULE_CHANGE).name("rules-folder")
+def _ticks(t_env: StreamTableEnvironment, name: str, interval_ms: int) -> DataStream:
+    """An unbounded stream of ticks, one per ``interval_ms`` (at most one per ms; at least one per second).
+
+    Used instead of a bounded source: a finished source ends its stream with a watermark at the end of time.
+    """
+    t_env.execute_sql(f"""
+        CREATE TEMPORARY TABLE {name} (n BIGINT) WITH (
+            'connector' = 'datagen', 'rows-per-second' = '{max(1, round(1000 / max(1, interval_ms)))}'
+        )
+    """)
+    return t_env.to_data_stream(t_env.from_path(name))
+
+
+def _rules_file(t_env: StreamTableEnvironment, settings: Settings) -> DataStream:
+    """The rules of a folder, re-read every ``poll_interval_ms``: editing a file updates the job."""
+    load_rules(settings.job.rules_dir)  # fail now, at submission, on a bad folder
+    ticks = _ticks(t_env, "riskctl_file_ticks", settings.job.poll_interval_ms)
+    return (ticks.flat_map(PollFolder(settings.job.rules_dir), output_type=RULE_CHANGE).set_parallelism(1)
+            .name("rules-folder"))
 
 
 def _rules_poll(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, settings: Settings) -> DataStream:
@@ -216,25 +255,64 @@ def _rules_poll(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, 
     A datagen table ticks once per ``poll_interval_ms``; each tick queries MySQL (pymysql) and emits the
     differences to the previous result as rule changes.
     """
-    interval = max(1, settings.job.poll_interval_ms)
-    t_env.execute_sql(f"""
-        CREATE TEMPORARY TABLE riskctl_ticks (n BIGINT) WITH (
-            'connector' = 'datagen', 'rows-per-second' = '{max(1, round(1000 / interval))}',
-            'fields.n.kind' = 'sequence', 'fields.n.start' = '0', 'fields.n.end' = '9223372036854775806'
-        )
-    """)
-    ticks = t_env.to_data_stream(t_env.from_path("riskctl_ticks"))
+    ticks = _ticks(t_env, "riskctl_poll_ticks", settings.job.poll_interval_ms)
     return (ticks.flat_map(PollRules(MysqlConn.of(settings), settings.job.rules_table), output_type=RULE_CHANGE)
             .set_parallelism(1).name("rules-poll"))
 
 
-class PollRules(FlatMapFunction):  # type: ignore[misc]
-    def __init__(self, conn: MysqlConn, table: str) -> None:
-        self.conn_info = conn
-        self.table = table
+class _Differ(FlatMapFunction):  # type: ignore[misc]
+    """Emits the differences between the previous and the current {rule id: (version, document)}."""
+
+    def __init__(self) -> None:
         self.seen: dict[str, tuple[int, str]] = {}
 
+    def current(self) -> dict[str, tuple[int, str]]:
+        raise NotImplementedError
+
     def flat_map(self, value: Row) -> Iterator[Row]:
+        current = self.current()
+        for rule_id, (version, doc) in current.items():
+            if self.seen.get(rule_id) != (version, doc):
+                yield Row(op="upsert", rule_id=rule_id, version=version, document=doc)
+        for rule_id, (version, _) in self.seen.items():
+            if rule_id not in current:
+                yield Row(op="delete", rule_id=rule_id, version=version, document=None)
+        self.seen = current
+
+
+class PollFolder(_Differ):
+    """Reads a rules folder (YAML); a rule that fails to load is sent as is, for the job to refuse."""
+
+    def __init__(self, folder: str) -> None:
+        super().__init__()
+        self.folder = folder
+
+    def current(self) -> dict[str, tuple[int, str]]:
+        from riskctl.core.rules import _documents, rule_files
+
+        out: dict[str, tuple[int, str]] = {}
+        root = Path(self.folder)
+        for file in rule_files(root):
+            try:
+                docs = list(_documents(file.read_text(encoding="utf-8"), file.name))
+            except (OSError, ValueError):
+                continue  # a file being written; the next tick reads it again
+            for _, doc in docs:
+                if isinstance(doc, dict) and isinstance(doc.get("id"), str):
+                    version = doc.get("version") if isinstance(doc.get("version"), int) else 1
+                    out[doc["id"]] = (version, json.dumps(doc, default=str))
+        return out
+
+
+class PollRules(_Differ):
+    """Queries the rules table (for databases without binlog access)."""
+
+    def __init__(self, conn: MysqlConn, table: str) -> None:
+        super().__init__()
+        self.conn_info = conn
+        self.table = table
+
+    def current(self) -> dict[str, tuple[int, str]]:
         import pymysql
 
         c = self.conn_info
@@ -246,14 +324,7 @@ class PollRules(FlatMapFunction):  # type: ignore[misc]
                 rows = cur.fetchall()
         finally:
             conn.close()
-        current = {r[0]: (int(r[1]), _with_status(r[3], r[2], int(r[1]))) for r in rows}
-        for rule_id, (version, doc) in current.items():
-            if self.seen.get(rule_id) != (version, doc):
-                yield Row(op="upsert", rule_id=rule_id, version=version, document=doc)
-        for rule_id, (version, _) in self.seen.items():
-            if rule_id not in current:
-                yield Row(op="delete", rule_id=rule_id, version=version, document=None)
-        self.seen = current
+        return {r[0]: (int(r[1]), _with_status(r[3], r[2], int(r[1]))) for r in rows}
 
 
 def _kafka_sink(t_env: StreamTableEnvironment, name: str, topic: str, settings: Settings) -> str:
@@ -293,27 +364,35 @@ def build_pipeline(env: StreamExecutionEnvironment, settings: Settings) -> None:
     elif job.rules_source == "poll":
         rules = _rules_poll(env, t_env, settings)
     elif job.rules_source == "file":
-        rules = _rules_file(env, settings)
+        rules = _rules_file(t_env, settings)
     else:
         msg = f"job.rules_source must be cdc, poll or file, got {job.rules_source!r}"
         raise ConfigError(msg)
 
+    rules = rules.assign_timestamps_and_watermarks(
+        WatermarkStrategy.for_monotonous_timestamps().with_idleness(Duration.of_millis(200))
+        .with_timestamp_assigner(StartOfTime()))
     decided = (
         events.key_by(lambda e: e[0], key_type=Types.STRING())
         .connect(rules.broadcast(RULES_STATE))
         .process(RiskFunction(lateness_ms=job.lateness_ms, state_ttl_ms=job.state_ttl_ms,
-                              rules_wait_ms=job.rules_wait_ms), output_type=RECORD)
+                              rules_wait_ms=job.rules_wait_ms), output_type=TAGGED)
         .name("decide").uid("riskctl-decide")
     )
-    status = decided.get_side_output(RULE_STATUS)
+
+    def channel(ch: str) -> DataStream:
+        return decided.filter(lambda r, ch=ch: r[0] == ch).map(lambda r: Row(k=r[1], v=r[2]),
+                                                                output_type=RECORD).name(ch)
+
+    status = channel(STATUS)
     if job.rules_source != "file":
         status = status.map(RecordRuleStatus(MysqlConn.of(settings), table_names(job.rules_table).status), output_type=RECORD).set_parallelism(1) \
             .name("rule-status-to-mysql")
 
     sinks = t_env.create_statement_set()
     for name, topic, stream in (
-        ("decisions_sink", job.decisions_topic, decided),
-        ("alerts_sink", job.alerts_topic, decided.get_side_output(ALERTS)),
+        ("decisions_sink", job.decisions_topic, channel(DECISION)),
+        ("alerts_sink", job.alerts_topic, channel(ALERT)),
         ("dead_letter_sink", job.dead_letter_topic, dead),
         ("rule_status_sink", job.rule_status_topic, status),
     ):

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from pyflink.common import Row, Types
-from pyflink.datastream import KeyedBroadcastProcessFunction, OutputTag, RuntimeContext, TimeDomain
+from pyflink.datastream import KeyedBroadcastProcessFunction, RuntimeContext, TimeDomain
 from pyflink.datastream.state import ListStateDescriptor, MapStateDescriptor
 
 from riskctl.core.engine import Engine
@@ -31,10 +31,12 @@ from riskctl.core.rules import RuleSet
 from riskctl.flink.env import ttl_config
 
 RECORD = Types.ROW_NAMED(["k", "v"], [Types.STRING(), Types.STRING()])
+#: what the decide operator emits: (channel, key, value). One output, split downstream: PyFlink's embedded
+#: (thread-mode) operator does not route side outputs yielded from on_timer.
+TAGGED = Types.ROW_NAMED(["ch", "k", "v"], [Types.STRING(), Types.STRING(), Types.STRING()])
+DECISION, ALERT, STATUS = "decision", "alert", "status"
 RULE_CHANGE = Types.ROW_NAMED(["op", "rule_id", "version", "document"],
                               [Types.STRING(), Types.STRING(), Types.INT(), Types.STRING()])
-ALERTS = OutputTag("alerts", RECORD)
-RULE_STATUS = OutputTag("rule-status", RECORD)
 #: broadcast state: rule id -> rule document (JSON)
 RULES_STATE = MapStateDescriptor("rules", Types.STRING(), Types.STRING())
 HOLD_RETRY_MS = 100
@@ -66,7 +68,7 @@ def status_record(rule_id: str, version: int, state: str, reason: str | None = N
                   field: str | None = None) -> Row:
     doc = {"rule_id": rule_id, "version": version, "state": state, "reason": reason, "field": field,
            "seen_at_ms": int(time.time() * 1000)}
-    return Row(k=f"{rule_id}:{version}", v=json.dumps(doc))
+    return Row(ch=STATUS, k=f"{rule_id}:{version}", v=json.dumps(doc))
 
 
 class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
@@ -138,7 +140,7 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         self.have_rules = True
         self.last_rule_at = time.monotonic()
         if self.subtask == 0:  # every subtask sees every rule; one status record is enough
-            yield RULE_STATUS, status
+            yield status
 
     # -- events ---------------------------------------------------------------------------------------------
     def _holding(self) -> bool:
@@ -174,13 +176,13 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         result = self.engine.process(self.state, event)
         decision = result.decision
         assert decision is not None
-        yield Row(k=decision.event_id, v=json.dumps(decision.to_dict(), default=str))
+        yield Row(ch=DECISION, k=decision.event_id, v=json.dumps(decision.to_dict(), default=str))
         yield from self._after(result, ctx)
 
     def _after(self, result: Any, ctx: Any) -> Iterator[Any]:
         for alert in result.alerts:
             alert_doc = alert.to_dict()
-            yield ALERTS, Row(k=str(alert_doc.get("alert_id")), v=json.dumps(alert_doc, default=str))
+            yield Row(ch=ALERT, k=str(alert_doc.get("alert_id")), v=json.dumps(alert_doc, default=str))
         timers = ctx.timer_service()
         for ts in result.timers:
             timers.register_event_time_timer(ts)

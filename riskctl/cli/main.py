@@ -15,6 +15,8 @@ _COMMANDS: dict[str, str] = {
     "stack": "riskctl.cli.stack:stack",
     "replay": "riskctl.cli.replay:replay",
     "rules": "riskctl.cli.rules:rules",
+    "run": "riskctl.cli.job:run",
+    "submit": "riskctl.cli.job:submit",
 }
 
 

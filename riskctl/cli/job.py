@@ -1,0 +1,62 @@
+"""``riskctl run`` (the job on the embedded MiniCluster) and ``riskctl submit`` (to a Flink cluster)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+
+from riskctl.config import PROJECT_ROOT, load_settings
+
+_SET_HELP = "Override a setting, e.g. --set job.parallelism=2 --set job.rules_source=file (repeatable)."
+
+
+@click.command()
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help=_SET_HELP)
+@click.option("--name", default="riskctl", show_default=True, help="Flink job name.")
+def run(overrides: tuple[str, ...], name: str) -> None:
+    """Run the risk job on Flink's embedded MiniCluster until Ctrl-C (needs Kafka and, for rules from
+    MySQL, MariaDB: 'riskctl stack up')."""
+    from riskctl.flink.main import main as job_main
+
+    args = [a for o in overrides for a in ("--set", o)] + ["--name", name]
+    sys.exit(job_main(args))
+
+
+def _flink_binary() -> str:
+    settings = load_settings()
+    local = Path(settings.stack.dir) / "flink" / "home" / "bin" / "flink"
+    if local.exists():
+        return str(local)
+    home = os.environ.get("FLINK_HOME")
+    if home and (Path(home) / "bin" / "flink").exists():
+        return str(Path(home) / "bin" / "flink")
+    found = shutil.which("flink")
+    if found:
+        return found
+    msg = "no Flink client found: start the local cluster ('riskctl stack up --flink') or set FLINK_HOME"
+    raise click.ClickException(msg)
+
+
+@click.command()
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help=_SET_HELP)
+@click.option("--parallelism", "-p", type=int, default=None, help="Job parallelism (default: job.parallelism).")
+@click.option("--name", default="riskctl", show_default=True, help="Flink job name.")
+def submit(overrides: tuple[str, ...], parallelism: int | None, name: str) -> None:
+    """Submit the risk job to a Flink cluster with 'flink run -d -py' (the local one from
+    'riskctl stack up --flink', or $FLINK_HOME). The jars are shipped with the job."""
+    settings = load_settings()
+    p = parallelism or settings.job.parallelism
+    flink = _flink_binary()
+    env = dict(os.environ)
+    local_conf = Path(settings.stack.dir) / "flink" / "home" / "conf"
+    if flink.startswith(str(Path(settings.stack.dir))):
+        env["FLINK_CONF_DIR"] = str(local_conf)
+    args = [a for o in overrides for a in ("--set", o)] + ["--set", f"job.parallelism={p}", "--name", name]
+    cmd = [flink, "run", "-d", "-p", str(p), "-py", str(PROJECT_ROOT / "jobs" / "risk_job.py"), *args]
+    res = subprocess.run(cmd, env=env, cwd=PROJECT_ROOT, check=False)
+    sys.exit(res.returncode)

@@ -178,7 +178,7 @@ def replay(
     total = Path(events).stat().st_size if events != "-" else 0
     run = Replay(engine, out, only_hits=only_hits)
     started = time.perf_counter()
-    last_shown = started
+    last_shown = started - 1.0  # the first checkpoint always shows
     done_bytes = 0
     try:
         for lineno, line in enumerate(source, 1):

@@ -173,7 +173,7 @@ class _Plan:
 
 
 def _accessors(state: KeyedState) -> tuple[Any, Any, Any]:
-    """get, put and pop(name, default) for a state; the in-memory one is used through its dict (the hot path)."""
+    """get, put and pop(name, default) for a state; the in-memory one is used through its dict (hot path)."""
     if type(state) is InMemoryKeyedState:
         data = state.data
         return data.get, data.__setitem__, data.pop
@@ -452,9 +452,9 @@ class Engine:
         """Arm the key's one cleanup timer.
 
         With a state TTL: at last ts + TTL (like Flink's state TTL). While a key is active its features and
-        patterns prune themselves on each event, so the timer only has to release idle keys; firing on a key
-        that was active since, it expires what is due and re-arms at the new last ts + TTL: about one timer per
-        key and TTL period, never one per event. Without a TTL: when every feature and partial match of the
+        patterns prune themselves on each event, so the timer only has to release idle keys; firing on a
+        key that was active since, it expires what is due and re-arms at the new last ts + TTL: about one
+        timer per key and TTL period, never one per event. Without a TTL: when every feature and partial match of the
         key can be freed (the latest of their own horizons).
         """
         if self.state_ttl is not None:
@@ -561,7 +561,8 @@ class Engine:
                 if rp.rule.id in r_fired or (types is not None and r_type not in types):
                     continue
                 feats = {
-                    name: _value_at(plan.feature_by_key[key], get(key), r_ts) for name, key in rp.features
+                    name: plan.feature_by_key[key].value_at(get(key), r_ts)  # type: ignore[attr-defined]
+                    for name, key in rp.features
                 }
                 assert rp.when is not None
                 if not rp.when(r_event, feats):
@@ -583,16 +584,3 @@ class Engine:
                 )
         return alerts
 
-
-def _value_at(feature: Feature, stored: Any, ts: int) -> Any:
-    """A windowed feature's value at ``ts`` over what is stored now, recording nothing.
-
-    The contract (docs/design/core-contracts.md) asks windowed features for ``value_at(stored, ts)``; until
-    features.py has it, the engine falls back on the windowed runtime's own query over ``(ts - window, ts]``.
-    """
-    value_at = getattr(feature, "value_at", None)
-    if value_at is not None:
-        return value_at(stored, ts)
-    if stored is None:
-        return feature._empty  # type: ignore[attr-defined]
-    return feature._query(stored, ts)  # type: ignore[attr-defined]

@@ -454,8 +454,8 @@ class Engine:
         With a state TTL: at last ts + TTL (like Flink's state TTL). While a key is active its features and
         patterns prune themselves on each event, so the timer only has to release idle keys; firing on a
         key that was active since, it expires what is due and re-arms at the new last ts + TTL: about one
-        timer per key and TTL period, never one per event. Without a TTL: when every feature and partial match of the
-        key can be freed (the latest of their own horizons).
+        timer per key and TTL period, never one per event. Without a TTL: when every feature and partial
+        match of the key can be freed (the latest of their own horizons).
         """
         if self.state_ttl is not None:
             at = meta[_LAST_TS] + self.state_ttl
@@ -583,4 +583,3 @@ class Engine:
                     )
                 )
         return alerts
-

@@ -34,14 +34,26 @@ def main(argv: list[str] | None = None) -> int:
     from riskctl.kafka_admin import ensure_topics
 
     try:
-        env = create_env(EnvOptions(jars_dir=settings.flink.jars_dir, parallelism=args.parallelism,
-                                    checkpoint_interval_ms=args.checkpoint_interval_ms))
+        env = create_env(
+            EnvOptions(
+                jars_dir=settings.flink.jars_dir,
+                parallelism=args.parallelism,
+                checkpoint_interval_ms=args.checkpoint_interval_ms,
+            )
+        )
         opts = SmokeOptions(
-            bootstrap=settings.kafka_bootstrap, input_topic=args.input_topic, output_topic=args.output_topic,
-            group_id=args.group_id, key_field=args.key_field, ttl_ms=args.ttl_ms,
-            mysql_host=settings.mysql_host if args.mysql_table else None, mysql_port=settings.mysql_port,
-            mysql_user=settings.mysql.user, mysql_password=settings.mysql_password if args.mysql_table else "",
-            mysql_database=settings.mysql.database, mysql_table=args.mysql_table,
+            bootstrap=settings.kafka_bootstrap,
+            input_topic=args.input_topic,
+            output_topic=args.output_topic,
+            group_id=args.group_id,
+            key_field=args.key_field,
+            ttl_ms=args.ttl_ms,
+            mysql_host=settings.mysql_host if args.mysql_table else None,
+            mysql_port=settings.mysql_port,
+            mysql_user=settings.mysql.user,
+            mysql_password=settings.mysql_password if args.mysql_table else "",
+            mysql_database=settings.mysql.database,
+            mysql_table=args.mysql_table,
         )
         ensure_topics(opts.bootstrap, [opts.input_topic, opts.output_topic])
         build_smoke_pipeline(env, opts)

@@ -1,6 +1,7 @@
 """Typed configuration in one place.
 
-Values come, last one winning, from the defaults below, a TOML file (``riskctl.toml`` in the working directory,
+Values come, last one winning, from the defaults below, a TOML file (``riskctl.toml`` in the working
+directory,
 or the path in ``RISKCTL_CONFIG``), and environment variables named ``RISKCTL_<SECTION>_<KEY>`` (for instance
 ``RISKCTL_KAFKA_BOOTSTRAP``, ``RISKCTL_MYSQL_PASSWORD``). Secrets never live in code: the MySQL password comes
 from the environment, the file, or — for the local stack only — the password file the stack generated on its

@@ -1,6 +1,7 @@
 """All riskctl errors in one place.
 
-The pure-core errors (rules, expressions, events) live in :mod:`riskctl.core.errors` so the core imports nothing
+The pure-core errors (rules, expressions, events) live in :mod:`riskctl.core.errors` so the core imports
+nothing
 outside itself; this module re-exports them and adds the errors of the outer layers (configuration, services).
 """
 

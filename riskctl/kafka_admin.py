@@ -6,6 +6,8 @@ from collections.abc import Iterable
 
 from riskctl.errors import ServiceError
 
+SERVICE = "kafka"
+
 
 def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int = 2) -> list[str]:
     """Create the topics that do not exist yet; return the names created.
@@ -19,8 +21,8 @@ def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int = 2) ->
     try:
         admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
     except NoBrokersAvailable:
-        msg = f"no broker answers at {bootstrap}: start it with 'riskctl stack up' (or set RISKCTL_KAFKA_BOOTSTRAP)"
-        raise ServiceError("kafka", msg) from None
+        msg = f"no broker answers at {bootstrap}: run 'riskctl stack up' (or set RISKCTL_KAFKA_BOOTSTRAP)"
+        raise ServiceError(SERVICE, msg) from None
     try:
         existing = set(admin.list_topics())
         missing = [t for t in dict.fromkeys(topics) if t not in existing]
@@ -30,7 +32,8 @@ def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int = 2) ->
             except TopicAlreadyExistsError:
                 pass  # created concurrently: fine
             except KafkaError as exc:
-                raise ServiceError("kafka", f"creating topics {missing} failed: {exc}") from exc
+                msg = f"creating topics {missing} failed: {exc}"
+                raise ServiceError(SERVICE, msg) from exc
         return missing
     finally:
         admin.close()

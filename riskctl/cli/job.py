@@ -44,7 +44,9 @@ def _flink_binary() -> str:
 
 @click.command()
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help=_SET_HELP)
-@click.option("--parallelism", "-p", type=int, default=None, help="Job parallelism (default: job.parallelism).")
+@click.option(
+    "--parallelism", "-p", type=int, default=None, help="Job parallelism (default: job.parallelism)."
+)
 @click.option("--name", default="riskctl", show_default=True, help="Flink job name.")
 def submit(overrides: tuple[str, ...], parallelism: int | None, name: str) -> None:
     """Submit the risk job to a Flink cluster with 'flink run -d -py' (the local one from

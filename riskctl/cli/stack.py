@@ -19,7 +19,9 @@ _PORT_HELP = (
 )
 
 
-@click.group(help=f"Run the local stack on 127.0.0.1: Kafka (KRaft), MariaDB with binlog, Flink. {_PORT_HELP}")
+@click.group(
+    help=f"Run the local stack on 127.0.0.1: Kafka (KRaft), MariaDB with binlog, Flink. {_PORT_HELP}"
+)
 def stack() -> None:
     pass
 
@@ -29,8 +31,12 @@ def _all(flink: bool) -> list[Service]:
 
 
 @stack.command()
-@click.option("--flink/--no-flink", default=False, show_default=True,
-              help="Also start a standalone Flink cluster (JobManager + TaskManager, thread mode).")
+@click.option(
+    "--flink/--no-flink",
+    default=False,
+    show_default=True,
+    help="Also start a standalone Flink cluster (JobManager + TaskManager, thread mode).",
+)
 @click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for each service.")
 def up(flink: bool, timeout: float) -> None:
     """Start the services (those already running are left alone) and wait until each answers."""

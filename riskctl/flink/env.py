@@ -1,6 +1,7 @@
 """Building a PyFlink execution environment the way every riskctl job needs it.
 
-Thread mode (``python.execution-mode: thread``) runs Python inside the TaskManager JVM with pemja: about 20x the
+Thread mode (``python.execution-mode: thread``) runs Python inside the TaskManager JVM with pemja: about
+20x the
 throughput of process mode for keyed-state-heavy functions on this project's machines (see
 docs/flink-stack.md). RocksDB with incremental checkpoints holds the keyed state. The connector jars are
 shipped with the job (``pipeline.jars``, ``file://`` URLs only), so the same code runs on the embedded
@@ -23,7 +24,12 @@ from pyflink.datastream.state import StateTtlConfig
 from riskctl.errors import ConfigError
 from riskctl.flink.pythonpath import python_path
 
-REQUIRED_JARS = ("flink-connector-kafka-", "kafka-clients-", "flink-sql-connector-mysql-cdc-", "mysql-connector-j-")
+REQUIRED_JARS = (
+    "flink-connector-kafka-",
+    "kafka-clients-",
+    "flink-sql-connector-mysql-cdc-",
+    "mysql-connector-j-",
+)
 
 
 @dataclass
@@ -47,14 +53,16 @@ def jar_urls(jars_dir: str) -> list[str]:
     names = [j.name for j in jars]
     missing = [prefix for prefix in REQUIRED_JARS if not any(n.startswith(prefix) for n in names)]
     if missing:
-        msg = (f"connector jars missing from {folder} ({', '.join(p.rstrip('-') for p in missing)}): "
-               "run scripts/setup, or set RISKCTL_FLINK_JARS_DIR")
+        msg = (
+            f"connector jars missing from {folder} ({', '.join(p.rstrip('-') for p in missing)}): "
+            "run scripts/setup, or set RISKCTL_FLINK_JARS_DIR"
+        )
         raise ConfigError(msg)
     return [j.resolve().as_uri() for j in jars]
 
 
 def create_env(opts: EnvOptions) -> StreamExecutionEnvironment:
-    """A StreamExecutionEnvironment in thread mode, on RocksDB, with checkpoints and a bounded restart policy."""
+    """A StreamExecutionEnvironment in thread mode, on RocksDB, with checkpoints and bounded restarts."""
     # must be set before the first JVM call: the MiniCluster's JVM inherits this process's environment
     os.environ["PYTHONPATH"] = python_path()
     config = Configuration()
@@ -76,10 +84,16 @@ def create_env(opts: EnvOptions) -> StreamExecutionEnvironment:
     # periodic watermarks; an interval of 0 would mean event time never advances and no timer ever fires
     env.get_config().set_auto_watermark_interval(200)
     if opts.checkpoint_interval_ms > 0:
-        mode = CheckpointingMode.EXACTLY_ONCE if opts.exactly_once_checkpoints else CheckpointingMode.AT_LEAST_ONCE
+        mode = (
+            CheckpointingMode.EXACTLY_ONCE
+            if opts.exactly_once_checkpoints
+            else CheckpointingMode.AT_LEAST_ONCE
+        )
         env.enable_checkpointing(opts.checkpoint_interval_ms, mode)
     # With checkpointing on and no strategy set, a failing job restarts forever: bound it.
-    env.set_restart_strategy(RestartStrategies.fixed_delay_restart(opts.restart_attempts, opts.restart_delay_ms))
+    env.set_restart_strategy(
+        RestartStrategies.fixed_delay_restart(opts.restart_attempts, opts.restart_delay_ms)
+    )
     return env
 
 

@@ -19,9 +19,9 @@ DataStream part with ``to_data_stream`` / ``from_data_stream`` in one job graph 
 from __future__ import annotations
 
 import json
-from pathlib import Path
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pyflink.common import Duration, Row, Types, WatermarkStrategy
@@ -68,8 +68,13 @@ class MysqlConn:
 
     @classmethod
     def of(cls, settings: Settings) -> MysqlConn:
-        return cls(settings.mysql_host, settings.mysql_port, settings.mysql.user, settings.mysql_password,
-                   settings.mysql.database)
+        return cls(
+            settings.mysql_host,
+            settings.mysql_port,
+            settings.mysql.user,
+            settings.mysql_password,
+            settings.mysql.database,
+        )
 
 
 def _q(value: object) -> str:
@@ -77,12 +82,12 @@ def _q(value: object) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
-def _with(options: dict[str, object]) -> str:
+def _with(options: Mapping[str, object]) -> str:
     return ",\n".join(f"{_q(k)} = {_q(v)}" for k, v in options.items())
 
 
 class ParseEvents(ProcessFunction):  # type: ignore[misc]
-    """Validates raw records; a bad one goes to the dead-letter side output with its reason and coordinates."""
+    """Validates raw records; a bad one goes to the dead-letter output with its reason and coordinates."""
 
     def process_element(self, value: Row, ctx: ProcessFunction.Context) -> Iterator[Any]:
         raw, topic, partition, offset = value[0], value[1], value[2], value[3]
@@ -92,8 +97,14 @@ class ParseEvents(ProcessFunction):  # type: ignore[misc]
                 raise EventError(msg)
             event = parse_event(raw)
         except EventError as exc:
-            doc = {"reason": exc.reason, "field": exc.field, "raw": raw, "topic": topic, "partition": partition,
-                   "offset": offset}
+            doc = {
+                "reason": exc.reason,
+                "field": exc.field,
+                "raw": raw,
+                "topic": topic,
+                "partition": partition,
+                "offset": offset,
+            }
             yield DEAD_LETTER, Row(k=f"{topic}:{partition}:{offset}", v=json.dumps(doc))
             return
         yield Row(user_id=event["user_id"], ts=event["ts"], event=json.dumps(event))
@@ -133,14 +144,25 @@ class RecordRuleStatus(MapFunction):  # type: ignore[misc]
         import pymysql
 
         c = self.conn_info
-        self.conn = pymysql.connect(host=c.host, port=c.port, user=c.user, password=c.password,
-                                    database=c.database, autocommit=True, connect_timeout=5)
+        self.conn = pymysql.connect(
+            host=c.host,
+            port=c.port,
+            user=c.user,
+            password=c.password,
+            database=c.database,
+            autocommit=True,
+            connect_timeout=5,
+        )
 
     def map(self, value: Row) -> Row:
         doc = json.loads(value[1])
-        sql = (f"INSERT INTO {self.table} (rule_id, version, state, reason, field) VALUES (%s, %s, %s, %s, %s) "
-               "ON DUPLICATE KEY UPDATE state = VALUES(state), reason = VALUES(reason), field = VALUES(field), "
-               "seen_at = CURRENT_TIMESTAMP(3)")  # noqa: S608 - the table name is a checked identifier
+        # the table name is a checked, quoted identifier; values go as parameters
+        insert = f"INSERT INTO {self.table} (rule_id, version, state, reason, field)"  # noqa: S608
+        sql = (
+            f"{insert} VALUES (%s, %s, %s, %s, %s) "
+            "ON DUPLICATE KEY UPDATE state = VALUES(state), reason = VALUES(reason), field = VALUES(field), "
+            "seen_at = CURRENT_TIMESTAMP(3)"
+        )
         args = (doc["rule_id"], doc["version"], doc["state"], doc["reason"], doc["field"])
         for attempt in (1, 2):
             try:
@@ -187,12 +209,21 @@ def _events(t_env: StreamTableEnvironment, settings: Settings) -> DataStream:
     return t_env.to_data_stream(t_env.from_path("riskctl_events"))
 
 
-def _rules_cdc(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, settings: Settings) -> DataStream:
+def _rules_cdc(
+    env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, settings: Settings
+) -> DataStream:
     c = MysqlConn.of(settings)
     options = {
-        "connector": "mysql-cdc", "hostname": c.host, "port": c.port, "username": c.user,
-        "password": c.password, "database-name": c.database, "table-name": settings.job.rules_table,
-        "server-id": settings.job.cdc_server_id, "server-time-zone": "UTC", "scan.startup.mode": "initial",
+        "connector": "mysql-cdc",
+        "hostname": c.host,
+        "port": c.port,
+        "username": c.user,
+        "password": c.password,
+        "database-name": c.database,
+        "table-name": settings.job.rules_table,
+        "server-id": settings.job.cdc_server_id,
+        "server-time-zone": "UTC",
+        "scan.startup.mode": "initial",
         # one reader: the rules table is small, and a single binlog reader keeps changes in commit order
         "scan.incremental.snapshot.chunk.size": "8096",
     }
@@ -209,8 +240,12 @@ def _rules_cdc(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, s
         op = "delete" if kind == "DELETE" else "upsert"
         return Row(op=op, rule_id=row[0], version=row[1], document=_with_status(row[3], row[2], row[1]))
 
-    return (changelog.filter(lambda row: row.get_row_kind().name != "UPDATE_BEFORE")
-            .map(to_change, output_type=RULE_CHANGE).set_parallelism(1).name("rule-changes"))
+    return (
+        changelog.filter(lambda row: row.get_row_kind().name != "UPDATE_BEFORE")
+        .map(to_change, output_type=RULE_CHANGE)
+        .set_parallelism(1)
+        .name("rule-changes")
+    )
 
 
 def _with_status(document: str | None, status: str | None, version: int | None) -> str:
@@ -245,19 +280,27 @@ def _rules_file(t_env: StreamTableEnvironment, settings: Settings) -> DataStream
     """The rules of a folder, re-read every ``poll_interval_ms``: editing a file updates the job."""
     load_rules(settings.job.rules_dir)  # fail now, at submission, on a bad folder
     ticks = _ticks(t_env, "riskctl_file_ticks", settings.job.poll_interval_ms)
-    return (ticks.flat_map(PollFolder(settings.job.rules_dir), output_type=RULE_CHANGE).set_parallelism(1)
-            .name("rules-folder"))
+    return (
+        ticks.flat_map(PollFolder(settings.job.rules_dir), output_type=RULE_CHANGE)
+        .set_parallelism(1)
+        .name("rules-folder")
+    )
 
 
-def _rules_poll(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, settings: Settings) -> DataStream:
+def _rules_poll(
+    env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, settings: Settings
+) -> DataStream:
     """Periodic JDBC-style query of the rules table, for databases without binlog access.
 
     A datagen table ticks once per ``poll_interval_ms``; each tick queries MySQL (pymysql) and emits the
     differences to the previous result as rule changes.
     """
     ticks = _ticks(t_env, "riskctl_poll_ticks", settings.job.poll_interval_ms)
-    return (ticks.flat_map(PollRules(MysqlConn.of(settings), settings.job.rules_table), output_type=RULE_CHANGE)
-            .set_parallelism(1).name("rules-poll"))
+    return (
+        ticks.flat_map(PollRules(MysqlConn.of(settings), settings.job.rules_table), output_type=RULE_CHANGE)
+        .set_parallelism(1)
+        .name("rules-poll")
+    )
 
 
 class _Differ(FlatMapFunction):  # type: ignore[misc]
@@ -299,7 +342,8 @@ class PollFolder(_Differ):
                 continue  # a file being written; the next tick reads it again
             for _, doc in docs:
                 if isinstance(doc, dict) and isinstance(doc.get("id"), str):
-                    version = doc.get("version") if isinstance(doc.get("version"), int) else 1
+                    given = doc.get("version")
+                    version = given if isinstance(given, int) else 1
                     out[doc["id"]] = (version, json.dumps(doc, default=str))
         return out
 
@@ -316,8 +360,9 @@ class PollRules(_Differ):
         import pymysql
 
         c = self.conn_info
-        conn = pymysql.connect(host=c.host, port=c.port, user=c.user, password=c.password, database=c.database,
-                               connect_timeout=5)
+        conn = pymysql.connect(
+            host=c.host, port=c.port, user=c.user, password=c.password, database=c.database, connect_timeout=5
+        )
         try:
             with conn.cursor() as cur:
                 cur.execute(f"SELECT rule_id, version, status, document FROM {quote(self.table)}")  # noqa: S608
@@ -329,8 +374,13 @@ class PollRules(_Differ):
 
 def _kafka_sink(t_env: StreamTableEnvironment, name: str, topic: str, settings: Settings) -> str:
     options: dict[str, object] = {
-        "connector": "kafka", "topic": topic, "properties.bootstrap.servers": settings.kafka_bootstrap,
-        "key.format": "raw", "key.fields": "k", "value.format": "raw", "value.fields-include": "EXCEPT_KEY",
+        "connector": "kafka",
+        "topic": topic,
+        "properties.bootstrap.servers": settings.kafka_bootstrap,
+        "key.format": "raw",
+        "key.fields": "k",
+        "value.format": "raw",
+        "value.fields-include": "EXCEPT_KEY",
         "properties.linger.ms": "0",
     }
     if settings.job.delivery == "exactly-once":
@@ -370,24 +420,40 @@ def build_pipeline(env: StreamExecutionEnvironment, settings: Settings) -> None:
         raise ConfigError(msg)
 
     rules = rules.assign_timestamps_and_watermarks(
-        WatermarkStrategy.for_monotonous_timestamps().with_idleness(Duration.of_millis(200))
-        .with_timestamp_assigner(StartOfTime()))
+        WatermarkStrategy.for_monotonous_timestamps()
+        .with_idleness(Duration.of_millis(200))
+        .with_timestamp_assigner(StartOfTime())
+    )
     decided = (
         events.key_by(lambda e: e[0], key_type=Types.STRING())
         .connect(rules.broadcast(RULES_STATE))
-        .process(RiskFunction(lateness_ms=job.lateness_ms, state_ttl_ms=job.state_ttl_ms,
-                              rules_wait_ms=job.rules_wait_ms), output_type=TAGGED)
-        .name("decide").uid("riskctl-decide")
+        .process(
+            RiskFunction(
+                lateness_ms=job.lateness_ms, state_ttl_ms=job.state_ttl_ms, rules_wait_ms=job.rules_wait_ms
+            ),
+            output_type=TAGGED,
+        )
+        .name("decide")
+        .uid("riskctl-decide")
     )
 
     def channel(ch: str) -> DataStream:
-        return decided.filter(lambda r, ch=ch: r[0] == ch).map(lambda r: Row(k=r[1], v=r[2]),
-                                                                output_type=RECORD).name(ch)
+        return (
+            decided.filter(lambda r, ch=ch: r[0] == ch)
+            .map(lambda r: Row(k=r[1], v=r[2]), output_type=RECORD)
+            .name(ch)
+        )
 
     status = channel(STATUS)
     if job.rules_source != "file":
-        status = status.map(RecordRuleStatus(MysqlConn.of(settings), table_names(job.rules_table).status), output_type=RECORD).set_parallelism(1) \
+        status = (
+            status.map(
+                RecordRuleStatus(MysqlConn.of(settings), table_names(job.rules_table).status),
+                output_type=RECORD,
+            )
+            .set_parallelism(1)
             .name("rule-status-to-mysql")
+        )
 
     sinks = t_env.create_statement_set()
     for name, topic, stream in (

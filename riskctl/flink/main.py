@@ -56,11 +56,16 @@ def build(settings: Settings) -> object:
     from riskctl.flink.job import build_pipeline
 
     job = settings.job
-    env = create_env(EnvOptions(
-        jars_dir=settings.flink.jars_dir, parallelism=job.parallelism,
-        checkpoint_interval_ms=job.checkpoint_interval_ms, checkpoint_dir=settings.checkpoint_dir,
-        buffer_timeout_ms=job.buffer_timeout_ms, restore_from=job.restore_from or None,
-    ))
+    env = create_env(
+        EnvOptions(
+            jars_dir=settings.flink.jars_dir,
+            parallelism=job.parallelism,
+            checkpoint_interval_ms=job.checkpoint_interval_ms,
+            checkpoint_dir=settings.checkpoint_dir,
+            buffer_timeout_ms=job.buffer_timeout_ms,
+            restore_from=job.restore_from or None,
+        )
+    )
     build_pipeline(env, settings)
     return env
 
@@ -77,8 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     except RiskctlError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    log.warning("riskctl job starting: events from %s, rules from %s", settings.job.events_topic,
-                settings.job.rules_source)
+    log.warning(
+        "riskctl job starting: events from %s, rules from %s",
+        settings.job.events_topic,
+        settings.job.rules_source,
+    )
     env.execute(args.name)  # type: ignore[attr-defined]
     return 0
 

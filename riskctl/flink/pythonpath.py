@@ -13,7 +13,7 @@ from pathlib import Path
 
 
 def python_path() -> str:
-    """``PYTHONPATH`` with the current one first, then every existing folder of this interpreter's sys.path."""
+    """``PYTHONPATH``: the current one first, then every existing folder of this interpreter's sys.path."""
     current = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     entries = [p for p in sys.path if p and Path(p).is_dir() and p not in current]
     return os.pathsep.join(current + entries)

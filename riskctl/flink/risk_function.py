@@ -5,13 +5,13 @@ name of the engine (a feature, a pattern, ``_engine``) is one entry. Rules arriv
 kept in broadcast state (so a restore from a checkpoint has them without re-reading MySQL), and are compiled
 once per parallel instance.
 
-Start-up: events that arrive before the rule set has been read are held per key (a ``ListState``) until rules
-have arrived and none has arrived for ``RULES_SETTLE_MS`` (the snapshot of the rules table, or the rules folder,
-arrives as a quick burst), or until ``rules_wait_ms`` of processing time has passed since the function opened.
-Then they are decided, in arrival order, with the rules known at that moment (none: PASS). Holding happens only
-once, at start-up: later rule edits apply from the next event on. A rule set that is empty on purpose costs at
-most ``rules_wait_ms`` of latency at start-up, never a lost or undecided event. After a restore from a
-checkpoint, the rules come from broadcast state and nothing is held.
+Start-up: events that arrive before the rule set has been read are held per key (a ``ListState``) until
+rules have arrived and none has arrived for ``RULES_SETTLE_MS`` (the snapshot of the rules table, or the
+rules folder, arrives as a quick burst), or until ``rules_wait_ms`` of processing time has passed since the
+function opened. Then they are decided, in arrival order, with the rules known at that moment (none: PASS).
+Holding happens only once, at start-up: later rule edits apply from the next event on. A rule set that is
+empty on purpose costs at most ``rules_wait_ms`` of latency at start-up, never a lost or undecided event.
+After a restore from a checkpoint, the rules come from broadcast state and nothing is held.
 """
 
 from __future__ import annotations
@@ -35,8 +35,9 @@ RECORD = Types.ROW_NAMED(["k", "v"], [Types.STRING(), Types.STRING()])
 #: (thread-mode) operator does not route side outputs yielded from on_timer.
 TAGGED = Types.ROW_NAMED(["ch", "k", "v"], [Types.STRING(), Types.STRING(), Types.STRING()])
 DECISION, ALERT, STATUS = "decision", "alert", "status"
-RULE_CHANGE = Types.ROW_NAMED(["op", "rule_id", "version", "document"],
-                              [Types.STRING(), Types.STRING(), Types.INT(), Types.STRING()])
+RULE_CHANGE = Types.ROW_NAMED(
+    ["op", "rule_id", "version", "document"], [Types.STRING(), Types.STRING(), Types.INT(), Types.STRING()]
+)
 #: broadcast state: rule id -> rule document (JSON)
 RULES_STATE = MapStateDescriptor("rules", Types.STRING(), Types.STRING())
 HOLD_RETRY_MS = 100
@@ -64,10 +65,17 @@ class FlinkKeyedState:
         return list(self._map.keys())
 
 
-def status_record(rule_id: str, version: int, state: str, reason: str | None = None,
-                  field: str | None = None) -> Row:
-    doc = {"rule_id": rule_id, "version": version, "state": state, "reason": reason, "field": field,
-           "seen_at_ms": int(time.time() * 1000)}
+def status_record(
+    rule_id: str, version: int, state: str, reason: str | None = None, field: str | None = None
+) -> Row:
+    doc = {
+        "rule_id": rule_id,
+        "version": version,
+        "state": state,
+        "reason": reason,
+        "field": field,
+        "seen_at_ms": int(time.time() * 1000),
+    }
     return Row(ch=STATUS, k=f"{rule_id}:{version}", v=json.dumps(doc))
 
 
@@ -93,7 +101,9 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         # Flink's TTL is the backstop that frees keys whose timers were lost (e.g. a rule set change).
         desc.enable_time_to_live(ttl_config(self.state_ttl_ms + 3_600_000))
         self.state = FlinkKeyedState(runtime_context.get_map_state(desc))
-        self.pending = runtime_context.get_list_state(ListStateDescriptor("pending", Types.PICKLED_BYTE_ARRAY()))
+        self.pending = runtime_context.get_list_state(
+            ListStateDescriptor("pending", Types.PICKLED_BYTE_ARRAY())
+        )
         self.engine = Engine(RuleSet(), lateness=self.lateness_ms, state_ttl=self.state_ttl_ms)
         self.opened_at = time.monotonic()
         self.subtask = runtime_context.get_index_of_this_subtask()
@@ -132,7 +142,9 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
                 errors = exc.errors if isinstance(exc, RuleSetError) else [exc]
                 first = errors[0]
                 reason = "; ".join(getattr(e, "reason", str(e)) for e in errors)
-                field = getattr(first, "field", None) or ("document" if not isinstance(first, RuleError) else None)
+                field = getattr(first, "field", None) or (
+                    "document" if not isinstance(first, RuleError) else None
+                )
                 status = status_record(rule_id, version, "refused", reason, field)
             else:
                 rules.put(rule_id, json.dumps(doc))
@@ -159,7 +171,8 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         if self._holding():
             self.pending.add(event)
             ctx.timer_service().register_processing_time_timer(
-                ctx.timer_service().current_processing_time() + HOLD_RETRY_MS)
+                ctx.timer_service().current_processing_time() + HOLD_RETRY_MS
+            )
             return
         yield from self._flush_pending(ctx)
         yield from self._decide(event, ctx)

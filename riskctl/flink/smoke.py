@@ -6,7 +6,8 @@
   table: every inserted/updated/deleted row becomes a record on the same output topic.
 
 Output records are JSON: ``{"source": "kafka", "key": K, "count": N, "offset_ts": T}`` and
-``{"source": "cdc", "op": "INSERT", "row": {...}}`` (op is the RowKind: INSERT, UPDATE_BEFORE, UPDATE_AFTER, DELETE).
+``{"source": "cdc", "op": "INSERT", "row": {...}}``
+(op is the RowKind: INSERT, UPDATE_BEFORE, UPDATE_AFTER, DELETE).
 """
 
 from __future__ import annotations
@@ -103,8 +104,9 @@ def _cdc_stream(env: StreamExecutionEnvironment, opts: SmokeOptions) -> DataStre
     changelog = t_env.to_changelog_stream(t_env.from_path("smoke_cdc"))
 
     def to_json(row: Row) -> str:
-        return json.dumps({"source": "cdc", "op": row.get_row_kind().name,
-                           "row": {"id": row[0], "name": row[1]}})
+        return json.dumps(
+            {"source": "cdc", "op": row.get_row_kind().name, "row": {"id": row[0], "name": row[1]}}
+        )
 
     return changelog.map(to_json, output_type=Types.STRING())
 

@@ -78,14 +78,25 @@ def read_pid(pid_file: Path) -> int | None:
     return pid if pid_alive(pid) else None
 
 
-def spawn(cmd: Sequence[str], *, log: Path, pid_file: Path, env: dict[str, str] | None = None,
-          cwd: Path | None = None) -> int:
+def spawn(
+    cmd: Sequence[str],
+    *,
+    log: Path,
+    pid_file: Path,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> int:
     """Start ``cmd`` detached (own session, stdin closed, output appended to ``log``); record its pid."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            list(cmd), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True, env=env, cwd=cwd,
+            list(cmd),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=env,
+            cwd=cwd,
         )
     pid_file.write_text(str(proc.pid))
     return proc.pid
@@ -123,8 +134,9 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
-def wait_until(check: Callable[[], bool], timeout: float, interval: float = 0.2,
-               abort: Callable[[], bool] | None = None) -> bool:
+def wait_until(
+    check: Callable[[], bool], timeout: float, interval: float = 0.2, abort: Callable[[], bool] | None = None
+) -> bool:
     """Poll ``check`` until it is true (True), ``abort`` is true or ``timeout`` passes (False)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -112,13 +112,14 @@ class Service(ABC):
         if self.pids():  # ours but not answering: maybe still starting
             if wait_until(self.healthy, timeout=timeout):
                 return False
-            msg = f"running (pid {self.pids()[0]}) but not answering on {self.address}; try 'riskctl stack down'"
+            pid = self.pids()[0]
+            msg = f"running (pid {pid}) but not answering on {self.address}; run 'riskctl stack down'"
             raise ServiceError(self.name, msg, log=str(self.log))
         for port in self.ports:
             if port_open(self.host, port):
                 owner = port_owner(port)
                 msg = f"port {port} on {self.host} is already in use" + (f" by {owner}" if owner else "")
-                msg += f"; stop that process or choose another port (see 'riskctl stack --help')"
+                msg += "; stop that process or choose another port (see 'riskctl stack --help')"
                 raise ServiceError(self.name, msg, log=str(self.log))
         self.dir.mkdir(parents=True, exist_ok=True)
         self._start()
@@ -127,7 +128,9 @@ class Service(ABC):
             return len(self.pids()) < len(self.pid_files)
 
         if not wait_until(self.healthy, timeout=timeout, abort=died):
-            state = "exited while starting" if died() else f"did not answer on {self.address} in {timeout:.0f} s"
+            state = (
+                "exited while starting" if died() else f"did not answer on {self.address} in {timeout:.0f} s"
+            )
             last = tail(self.log)
             self.stop()
             raise ServiceError(self.name, f"{state}. Last lines of the log:\n{last}", log=str(self.log))
@@ -168,8 +171,9 @@ class Kafka(Service):
         try:
             from kafka import KafkaAdminClient
 
-            admin = KafkaAdminClient(bootstrap_servers=self.address, request_timeout_ms=3000,
-                                     api_version_auto_timeout_ms=3000)
+            admin = KafkaAdminClient(
+                bootstrap_servers=self.address, request_timeout_ms=3000, api_version_auto_timeout_ms=3000
+            )
             try:
                 admin.list_topics()
             finally:
@@ -180,41 +184,50 @@ class Kafka(Service):
 
     def _properties(self) -> str:
         s = self.stack
-        return "\n".join([
-            "process.roles=broker,controller",
-            "node.id=1",
-            f"controller.quorum.voters=1@{s.host}:{s.kafka_controller_port}",
-            f"listeners=PLAINTEXT://{s.host}:{s.kafka_port},CONTROLLER://{s.host}:{s.kafka_controller_port}",
-            f"advertised.listeners=PLAINTEXT://{s.host}:{s.kafka_port}",
-            "controller.listener.names=CONTROLLER",
-            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
-            "inter.broker.listener.name=PLAINTEXT",
-            f"log.dirs={self.dir / 'data'}",
-            "num.partitions=2",
-            "auto.create.topics.enable=true",
-            "offsets.topic.replication.factor=1",
-            "offsets.topic.num.partitions=4",
-            "transaction.state.log.replication.factor=1",
-            "transaction.state.log.min.isr=1",
-            "transaction.state.log.num.partitions=4",
-            "group.initial.rebalance.delay.ms=0",
-            "log.retention.hours=24",
-            "log.segment.bytes=67108864",
-            # a transactional producer of a Flink exactly-once sink may keep a transaction open up to
-            # the checkpoint interval plus the sink's transaction timeout
-            "transaction.max.timeout.ms=900000",
-            "",
-        ])
+        return "\n".join(
+            [
+                "process.roles=broker,controller",
+                "node.id=1",
+                f"controller.quorum.voters=1@{s.host}:{s.kafka_controller_port}",
+                f"listeners=PLAINTEXT://{s.host}:{s.kafka_port},CONTROLLER://{s.host}:{s.kafka_controller_port}",
+                f"advertised.listeners=PLAINTEXT://{s.host}:{s.kafka_port}",
+                "controller.listener.names=CONTROLLER",
+                "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                "inter.broker.listener.name=PLAINTEXT",
+                f"log.dirs={self.dir / 'data'}",
+                "num.partitions=2",
+                "auto.create.topics.enable=true",
+                "offsets.topic.replication.factor=1",
+                "offsets.topic.num.partitions=4",
+                "transaction.state.log.replication.factor=1",
+                "transaction.state.log.min.isr=1",
+                "transaction.state.log.num.partitions=4",
+                "group.initial.rebalance.delay.ms=0",
+                "log.retention.hours=24",
+                "log.segment.bytes=67108864",
+                # a transactional producer of a Flink exactly-once sink may keep a transaction open up to
+                # the checkpoint interval plus the sink's transaction timeout
+                "transaction.max.timeout.ms=900000",
+                "",
+            ]
+        )
 
     def _java(self, main: str, *args: str, heap: str = "256m") -> list[str]:
         if not self.libs.is_dir():
             msg = f"the Kafka broker jars are missing from {self.libs}: run scripts/setup"
             raise ServiceError(self.name, msg)
         return [
-            "java", f"-Xmx{heap}", f"-Xms{heap}", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+            "java",
+            f"-Xmx{heap}",
+            f"-Xms{heap}",
+            "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
             f"-Dlog4j.configuration=file:{self.dir / 'log4j.properties'}",
             f"-Dkafka.logs.dir={self.dir}",
-            "-cp", f"{self.libs}/*", main, *args,
+            "-cp",
+            f"{self.libs}/*",
+            main,
+            *args,
         ]
 
     def _start(self) -> None:
@@ -231,14 +244,22 @@ class Kafka(Service):
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
             fmt = subprocess.run(
                 self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)),
-                capture_output=True, text=True, check=False,
+                capture_output=True,
+                text=True,
+                check=False,
             )
             if fmt.returncode != 0:
                 self.log.write_text(fmt.stdout + fmt.stderr)
-                raise ServiceError(self.name, f"formatting the KRaft storage failed: {fmt.stderr.strip()[-400:]}",
-                                   log=str(self.log))
-        spawn(self._java("kafka.Kafka", str(props), heap=self.stack.kafka_heap), log=self.log,
-              pid_file=self.pid_files[0])
+                raise ServiceError(
+                    self.name,
+                    f"formatting the KRaft storage failed: {fmt.stderr.strip()[-400:]}",
+                    log=str(self.log),
+                )
+        spawn(
+            self._java("kafka.Kafka", str(props), heap=self.stack.kafka_heap),
+            log=self.log,
+            pid_file=self.pid_files[0],
+        )
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -277,7 +298,7 @@ class MariaDB(Service):
         found = shutil.which(name) or (f"/usr/sbin/{name}" if Path(f"/usr/sbin/{name}").exists() else None)
         if not found:
             msg = "MariaDB is not installed: run scripts/setup (it installs Debian's mariadb-server)"
-            raise ServiceError("mariadb", msg)
+            raise ServiceError(MariaDB.name, msg)
         return found
 
     def password(self) -> str:
@@ -296,8 +317,13 @@ class MariaDB(Service):
         try:
             import pymysql
 
-            conn = pymysql.connect(host=self.host, port=self.stack.mysql_port, user=self.settings.mysql.user,
-                                   password=self.password(), connect_timeout=3)
+            conn = pymysql.connect(
+                host=self.host,
+                port=self.stack.mysql_port,
+                user=self.settings.mysql.user,
+                password=self.password(),
+                connect_timeout=3,
+            )
             try:
                 with conn.cursor() as cur:
                     cur.execute("SELECT @@log_bin, @@binlog_format")
@@ -310,13 +336,26 @@ class MariaDB(Service):
 
     def _server_cmd(self) -> list[str]:
         return [
-            self.binary("mariadbd"), "--no-defaults", "--user=root",
-            f"--datadir={self.datadir}", f"--port={self.stack.mysql_port}", f"--bind-address={self.host}",
-            f"--socket={self.socket}", f"--pid-file={self.dir / 'mariadbd.pid'}", f"--log-error={self.log}",
-            f"--log-bin={self.datadir / 'binlog'}", "--binlog-format=ROW", "--binlog-row-image=FULL",
-            "--server-id=1", "--expire-logs-days=2", "--skip-name-resolve",
-            "--innodb-buffer-pool-size=128M", "--innodb-log-file-size=48M", "--max-connections=300",
-            "--character-set-server=utf8mb4", "--collation-server=utf8mb4_unicode_ci",
+            self.binary("mariadbd"),
+            "--no-defaults",
+            "--user=root",
+            f"--datadir={self.datadir}",
+            f"--port={self.stack.mysql_port}",
+            f"--bind-address={self.host}",
+            f"--socket={self.socket}",
+            f"--pid-file={self.dir / 'mariadbd.pid'}",
+            f"--log-error={self.log}",
+            f"--log-bin={self.datadir / 'binlog'}",
+            "--binlog-format=ROW",
+            "--binlog-row-image=FULL",
+            "--server-id=1",
+            "--expire-logs-days=2",
+            "--skip-name-resolve",
+            "--innodb-buffer-pool-size=128M",
+            "--innodb-log-file-size=48M",
+            "--max-connections=300",
+            "--character-set-server=utf8mb4",
+            "--collation-server=utf8mb4_unicode_ci",
         ]
 
     def _start(self) -> None:
@@ -324,16 +363,27 @@ class MariaDB(Service):
         if fresh:
             self.datadir.mkdir(parents=True, exist_ok=True)
             init = subprocess.run(
-                [self.binary("mariadb-install-db"), "--no-defaults", "--user=root", f"--datadir={self.datadir}",
-                 "--auth-root-authentication-method=socket", "--skip-test-db"],
-                capture_output=True, text=True, check=False,
+                [
+                    self.binary("mariadb-install-db"),
+                    "--no-defaults",
+                    "--user=root",
+                    f"--datadir={self.datadir}",
+                    "--auth-root-authentication-method=socket",
+                    "--skip-test-db",
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
             )
             if init.returncode != 0:
                 self.log.write_text(init.stdout + init.stderr)
                 raise ServiceError(self.name, "mariadb-install-db failed", log=str(self.log))
         spawn(self._server_cmd(), log=self.dir / "mariadbd.out", pid_file=self.pid_files[0])
-        if not wait_until(lambda: self.socket.exists() and port_open(self.host, self.stack.mysql_port),
-                          timeout=60, abort=lambda: not self.pids()):
+        if not wait_until(
+            lambda: self.socket.exists() and port_open(self.host, self.stack.mysql_port),
+            timeout=60,
+            abort=lambda: not self.pids(),
+        ):
             return  # start() reports it with the log
         self._bootstrap()
 
@@ -352,11 +402,14 @@ class MariaDB(Service):
         """  # noqa: S608 - values are ours, quoted above
         res = subprocess.run(
             [self.binary("mariadb"), "--no-defaults", f"--socket={self.socket}", "-uroot", "-e", sql],
-            capture_output=True, text=True, check=False,
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if res.returncode != 0:
-            raise ServiceError(self.name, f"creating the riskctl user failed: {res.stderr.strip()}",
-                               log=str(self.log))
+            raise ServiceError(
+                self.name, f"creating the riskctl user failed: {res.stderr.strip()}", log=str(self.log)
+            )
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -402,14 +455,18 @@ class FlinkCluster(Service):
 
     def healthy(self) -> bool:
         ov = self.overview()
-        return bool(ov) and int(str(ov.get("taskmanagers", 0))) >= 1 and int(str(ov.get("slots-total", 0))) > 0
+        if not ov:
+            return False
+        return int(str(ov.get("taskmanagers", 0))) >= 1 and int(str(ov.get("slots-total", 0))) > 0
 
     def status(self) -> ServiceStatus:
         st = super().status()
         ov = self.overview() if st.state == "running" else None
         if ov:
-            st.detail = (f"{ov.get('taskmanagers')} taskmanager(s), {ov.get('slots-available')}/"
-                         f"{ov.get('slots-total')} slots free, {ov.get('jobs-running')} job(s) running")
+            st.detail = (
+                f"{ov.get('taskmanagers')} taskmanager(s), {ov.get('slots-available')}/"
+                f"{ov.get('slots-total')} slots free, {ov.get('jobs-running')} job(s) running"
+            )
         return st
 
     def _pyflink_dir(self) -> Path:
@@ -448,18 +505,30 @@ class FlinkCluster(Service):
         s = self.stack
         python = sys.executable
         cfg = {
-            "env": {"java": {"opts": {"all": java_opts}}, "log": {"dir": str(self.dir / "log")},
-                    "pid": {"dir": str(self.dir / "pids")}},
-            "jobmanager": {"bind-host": s.host, "rpc": {"address": s.host, "port": s.flink_rpc_port},
-                           "memory": {"process": {"size": "1024m"}},
-                           "execution": {"failover-strategy": "region"}},
-            "taskmanager": {"bind-host": s.host, "host": s.host, "numberOfTaskSlots": s.flink_slots,
-                            "memory": {"process": {"size": "2560m"}}},
+            "env": {
+                "java": {"opts": {"all": java_opts}},
+                "log": {"dir": str(self.dir / "log")},
+                "pid": {"dir": str(self.dir / "pids")},
+            },
+            "jobmanager": {
+                "bind-host": s.host,
+                "rpc": {"address": s.host, "port": s.flink_rpc_port},
+                "memory": {"process": {"size": "1024m"}},
+                "execution": {"failover-strategy": "region"},
+            },
+            "taskmanager": {
+                "bind-host": s.host,
+                "host": s.host,
+                "numberOfTaskSlots": s.flink_slots,
+                "memory": {"process": {"size": "2560m"}},
+            },
             "rest": {"address": s.host, "bind-address": s.host, "port": s.flink_rest_port},
             "parallelism": {"default": 1},
             "python": {"executable": python, "client": {"executable": python}, "execution-mode": "thread"},
-            "state": {"backend": {"type": "rocksdb", "incremental": True},
-                      "checkpoints": {"dir": f"file://{self.dir / 'checkpoints'}"}},
+            "state": {
+                "backend": {"type": "rocksdb", "incremental": True},
+                "checkpoints": {"dir": f"file://{self.dir / 'checkpoints'}"},
+            },
             "blob": {"server": {"port": "0"}},
             "taskmanager.data.port": 0,
         }
@@ -481,11 +550,19 @@ class FlinkCluster(Service):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
         # start-foreground execs flink-console.sh, which execs the JVM: the pid we record is the JVM's
         bin_dir = self.home / "bin"
-        spawn(["bash", str(bin_dir / "jobmanager.sh"), "start-foreground"], log=self.dir / "log" / "jobmanager.out",
-              pid_file=self.pid_files[0], env=self._env())
+        spawn(
+            ["bash", str(bin_dir / "jobmanager.sh"), "start-foreground"],
+            log=self.dir / "log" / "jobmanager.out",
+            pid_file=self.pid_files[0],
+            env=self._env(),
+        )
         time.sleep(1.0)
-        spawn(["bash", str(bin_dir / "taskmanager.sh"), "start-foreground"], log=self.dir / "log" / "taskmanager.out",
-              pid_file=self.pid_files[1], env=self._env())
+        spawn(
+            ["bash", str(bin_dir / "taskmanager.sh"), "start-foreground"],
+            log=self.dir / "log" / "taskmanager.out",
+            pid_file=self.pid_files[1],
+            env=self._env(),
+        )
 
     def flink_bin(self) -> Path:
         return self.home / "bin" / "flink"

@@ -84,14 +84,24 @@ def topic(stack: Settings) -> Callable[..., str]:
 def mysql(stack: Settings) -> Iterator[Any]:
     import pymysql
 
-    conn = pymysql.connect(host=stack.mysql_host, port=stack.mysql_port, user=stack.mysql.user,
-                           password=stack.mysql_password, database=stack.mysql.database, autocommit=True)
+    conn = pymysql.connect(
+        host=stack.mysql_host,
+        port=stack.mysql_port,
+        user=stack.mysql.user,
+        password=stack.mysql_password,
+        database=stack.mysql.database,
+        autocommit=True,
+    )
     yield conn
     conn.close()
 
 
-def produce(settings: Settings, topic: str, values: list[bytes | str | dict[str, Any]],
-            key: Callable[[Any], bytes | None] | None = None) -> None:
+def produce(
+    settings: Settings,
+    topic: str,
+    values: list[bytes | str | dict[str, Any]],
+    key: Callable[[Any], bytes | None] | None = None,
+) -> None:
     from kafka import KafkaProducer
 
     producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=0)
@@ -104,13 +114,24 @@ def produce(settings: Settings, topic: str, values: list[bytes | str | dict[str,
         producer.close()
 
 
-def consume_until(settings: Settings, topic: str, done: Callable[[list[dict[str, Any]]], bool],
-                  timeout: float, job: JobProcess | None = None) -> list[dict[str, Any]]:
+def consume_until(
+    settings: Settings,
+    topic: str,
+    done: Callable[[list[dict[str, Any]]], bool],
+    timeout: float,
+    job: JobProcess | None = None,
+) -> list[dict[str, Any]]:
     """Read JSON records from ``topic`` from the beginning until ``done(records)`` or ``timeout``."""
     from kafka import KafkaConsumer
 
-    consumer = KafkaConsumer(topic, bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest",
-                             enable_auto_commit=False, consumer_timeout_ms=500, group_id=None)
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=settings.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=500,
+        group_id=None,
+    )
     records: list[dict[str, Any]] = []
     deadline = time.monotonic() + timeout
     try:
@@ -159,9 +180,14 @@ def run_job(tmp_path: Path) -> Iterator[Callable[..., JobProcess]]:
     def start(script: str, *args: str, env: dict[str, str] | None = None) -> JobProcess:
         log = tmp_path / f"{Path(script).stem}-{len(jobs)}.log"
         with log.open("wb") as out:
-            proc = subprocess.Popen([PYTHON, str(PROJECT_ROOT / script), *args], stdout=out,
-                                    stderr=subprocess.STDOUT, start_new_session=True,
-                                    env={**os.environ, **(env or {})}, cwd=PROJECT_ROOT)
+            proc = subprocess.Popen(
+                [PYTHON, str(PROJECT_ROOT / script), *args],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env={**os.environ, **(env or {})},
+                cwd=PROJECT_ROOT,
+            )
         job = JobProcess(proc, log)
         jobs.append(job)
         return job
@@ -180,9 +206,21 @@ def submit_job(flink_cluster: FlinkCluster, tmp_path: Path) -> Iterator[Callable
 
     def submit(script: str, *args: str, parallelism: int = 1) -> str:
         res = subprocess.run(
-            [str(flink_cluster.flink_bin()), "run", "-d", "-p", str(parallelism), "-py",
-             str(PROJECT_ROOT / script), *args],
-            capture_output=True, text=True, env=flink_cluster.run_env(), cwd=PROJECT_ROOT, timeout=300,
+            [
+                str(flink_cluster.flink_bin()),
+                "run",
+                "-d",
+                "-p",
+                str(parallelism),
+                "-py",
+                str(PROJECT_ROOT / script),
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            env=flink_cluster.run_env(),
+            cwd=PROJECT_ROOT,
+            timeout=300,
             check=False,
         )
         out = res.stdout + res.stderr

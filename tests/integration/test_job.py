@@ -43,7 +43,9 @@ class Job:
     def send(self, events: list[dict[str, Any]]) -> None:
         produce(self.settings, self.topics["events"], events, key=_key)
 
-    def read(self, kind: str, done: Callable[[list[dict[str, Any]]], bool], timeout: float = 90) -> list[dict[str, Any]]:
+    def read(
+        self, kind: str, done: Callable[[list[dict[str, Any]]], bool], timeout: float = 90
+    ) -> list[dict[str, Any]]:
         return consume_until(self.settings, self.topics[kind], done, timeout=timeout, job=self.proc)
 
     def decisions_for(self, event_ids: list[str], timeout: float = 90) -> dict[str, dict[str, Any]]:
@@ -65,13 +67,20 @@ def ev(eid: str, user: str, etype: str, t: int, **fields: Any) -> dict[str, Any]
 def _job_env(settings: Settings, topics: dict[str, str], table: str, tmp: Path, group: str) -> dict[str, str]:
     server_id = 6000 + uuid.uuid4().int % 3000
     return {
-        "RISKCTL_JOB_EVENTS_TOPIC": topics["events"], "RISKCTL_JOB_DECISIONS_TOPIC": topics["decisions"],
-        "RISKCTL_JOB_ALERTS_TOPIC": topics["alerts"], "RISKCTL_JOB_DEAD_LETTER_TOPIC": topics["dead"],
-        "RISKCTL_JOB_RULE_STATUS_TOPIC": topics["status"], "RISKCTL_JOB_RULES_TABLE": table,
-        "RISKCTL_JOB_GROUP_ID": group, "RISKCTL_JOB_RULES_SOURCE": "cdc",
-        "RISKCTL_JOB_CDC_SERVER_ID": f"{server_id}-{server_id + 3}", "RISKCTL_JOB_PARALLELISM": "2",
-        "RISKCTL_JOB_LATENESS_MS": "2000", "RISKCTL_JOB_IDLENESS_MS": "1000",
-        "RISKCTL_JOB_CHECKPOINT_INTERVAL_MS": "1000", "RISKCTL_JOB_CHECKPOINT_DIR": (tmp / "chk").as_uri(),
+        "RISKCTL_JOB_EVENTS_TOPIC": topics["events"],
+        "RISKCTL_JOB_DECISIONS_TOPIC": topics["decisions"],
+        "RISKCTL_JOB_ALERTS_TOPIC": topics["alerts"],
+        "RISKCTL_JOB_DEAD_LETTER_TOPIC": topics["dead"],
+        "RISKCTL_JOB_RULE_STATUS_TOPIC": topics["status"],
+        "RISKCTL_JOB_RULES_TABLE": table,
+        "RISKCTL_JOB_GROUP_ID": group,
+        "RISKCTL_JOB_RULES_SOURCE": "cdc",
+        "RISKCTL_JOB_CDC_SERVER_ID": f"{server_id}-{server_id + 3}",
+        "RISKCTL_JOB_PARALLELISM": "2",
+        "RISKCTL_JOB_LATENESS_MS": "2000",
+        "RISKCTL_JOB_IDLENESS_MS": "1000",
+        "RISKCTL_JOB_CHECKPOINT_INTERVAL_MS": "1000",
+        "RISKCTL_JOB_CHECKPOINT_DIR": (tmp / "chk").as_uri(),
     }
 
 
@@ -88,8 +97,9 @@ def apply_rules(settings: Settings, table: str) -> None:
 
 
 def wait_status(job: Job, rule_id: str, version: int, timeout: float = 60) -> dict[str, Any]:
-    recs = job.read("status", lambda rs: any(r["rule_id"] == rule_id and r["version"] == version for r in rs),
-                    timeout)
+    recs = job.read(
+        "status", lambda rs: any(r["rule_id"] == rule_id and r["version"] == version for r in rs), timeout
+    )
     found = [r for r in recs if r["rule_id"] == rule_id and r["version"] == version]
     assert found, f"no status for {rule_id} v{version}: {recs[-5:]}"
     return found[-1]
@@ -113,13 +123,20 @@ def job(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[J
     env = _job_env(stack, topics, table, tmp, f"g-{suffix}")
     log = tmp / "job.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, str(PROJECT_ROOT / "jobs" / "risk_job.py")], stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, **env},
-                                cwd=PROJECT_ROOT)
+        proc = subprocess.Popen(
+            [sys.executable, str(PROJECT_ROOT / "jobs" / "risk_job.py")],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, **env},
+            cwd=PROJECT_ROOT,
+        )
     j = Job(stack, env, table, topics, JobProcess(proc, log))
     try:
         n_rules = len(load_rules(PROJECT_ROOT / "rules"))
-        j.read("status", lambda rs: len({r["rule_id"] for r in rs if r["state"] == "accepted"}) >= n_rules, 240)
+        j.read(
+            "status", lambda rs: len({r["rule_id"] for r in rs if r["state"] == "accepted"}) >= n_rules, 240
+        )
         yield j
     finally:
         if proc.poll() is None:
@@ -133,10 +150,12 @@ def job(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[J
 # -- scenarios on the running job ---------------------------------------------------------------------------
 def test_scenario_1_brute_force_rejects_the_success(job: Job) -> None:
     u = job.user("bf")
-    events = [ev(f"{u}-1", u, "login", 0, success=False, device_id="d1", city="Paris"),
-              ev(f"{u}-2", u, "login", 2 * S, success=False, device_id="d1", city="Paris"),
-              ev(f"{u}-3", u, "login", 4 * S, success=False, device_id="d1", city="Paris"),
-              ev(f"{u}-4", u, "login", 6 * S, success=True, device_id="d1", city="Paris")]
+    events = [
+        ev(f"{u}-1", u, "login", 0, success=False, device_id="d1", city="Paris"),
+        ev(f"{u}-2", u, "login", 2 * S, success=False, device_id="d1", city="Paris"),
+        ev(f"{u}-3", u, "login", 4 * S, success=False, device_id="d1", city="Paris"),
+        ev(f"{u}-4", u, "login", 6 * S, success=True, device_id="d1", city="Paris"),
+    ]
     job.send(events)
     d = job.decisions_for([e["event_id"] for e in events])
     assert [d[e["event_id"]]["action"] for e in events[:3]] == ["PASS", "PASS", "PASS"]
@@ -150,16 +169,21 @@ def test_scenario_1_brute_force_rejects_the_success(job: Job) -> None:
 
 def test_scenario_4_account_takeover_chain(job: Job) -> None:
     u = job.user("ato")
-    events = [ev(f"{u}-1", u, "login", 0, success=True, city="Lyon", device_id="a"),
-              ev(f"{u}-2", u, "password_change", 60 * S),
-              ev(f"{u}-3", u, "transfer", 120 * S, amount=12_000)]
+    events = [
+        ev(f"{u}-1", u, "login", 0, success=True, city="Lyon", device_id="a"),
+        ev(f"{u}-2", u, "password_change", 60 * S),
+        ev(f"{u}-3", u, "transfer", 120 * S, amount=12_000),
+    ]
     job.send(events)
     d = job.decisions_for([e["event_id"] for e in events])
     t = d[f"{u}-3"]
     assert t["action"] == "REJECT"
     chain = next(r for r in t["rules"] if r["id"] == "account_takeover_chain")
-    assert chain["evidence"]["match"]["steps"] == {"login": [f"{u}-1"], "password": [f"{u}-2"],
-                                                   "transfer": [f"{u}-3"]}
+    assert chain["evidence"]["match"]["steps"] == {
+        "login": [f"{u}-1"],
+        "password": [f"{u}-2"],
+        "transfer": [f"{u}-3"],
+    }
 
 
 def test_scenario_6_velocity_and_13_shadow(job: Job) -> None:
@@ -180,10 +204,18 @@ def test_scenario_6_velocity_and_13_shadow(job: Job) -> None:
 def test_scenario_16_bad_events_go_to_dead_letter(job: Job) -> None:
     u = job.user("bad")
     good_after = ev(f"{u}-ok", u, "login", 0, success=True, device_id="x")
-    job.send(["not json", {"event_id": f"{u}-nouser", "type": "login", "ts": T0},
-              ev(f"{u}-str", u, "transfer", S, amount="abc"), good_after])
-    dead = job.read("dead", lambda rs: sum(r["raw"] is not None and u in r["raw"] or r["raw"] == "not json"
-                                           for r in rs) >= 3)
+    job.send(
+        [
+            "not json",
+            {"event_id": f"{u}-nouser", "type": "login", "ts": T0},
+            ev(f"{u}-str", u, "transfer", S, amount="abc"),
+            good_after,
+        ]
+    )
+    dead = job.read(
+        "dead",
+        lambda rs: sum(r["raw"] is not None and u in r["raw"] or r["raw"] == "not json" for r in rs) >= 3,
+    )
     mine = [r for r in dead if r["raw"] == "not json" or u in (r["raw"] or "")]
     reasons = {(r["field"], r["reason"].split(":")[0]) for r in mine}
     assert (None, "not valid JSON") in reasons
@@ -209,7 +241,7 @@ def test_scenario_10_absence_alert_when_time_passes(job: Job) -> None:
     assert alert["rule"]["evidence"]["match"]["steps"]["login"] == [f"{u}-1"]
 
 
-# -- rule edits through MySQL while the job runs --------------------------------------------------------------
+# -- rule edits through MySQL while the job runs ------------------------------------------------------
 def _store(job: Job) -> Any:
     from riskctl.store.connection import connect
     from riskctl.store.rules_store import RuleStore
@@ -275,17 +307,26 @@ def test_scenario_17_bad_rule_is_refused_and_old_version_keeps_running(job: Job)
 
     s = job.settings
     rule = "register_then_quick_order"
-    conn = pymysql.connect(host=s.mysql_host, port=s.mysql_port, user=s.mysql.user, password=s.mysql_password,
-                           database=s.mysql.database, autocommit=True)
-    try:  # a writer that bypasses `riskctl rules apply` (which would refuse it) puts a broken version in MySQL
+    conn = pymysql.connect(
+        host=s.mysql_host,
+        port=s.mysql_port,
+        user=s.mysql.user,
+        password=s.mysql_password,
+        database=s.mysql.database,
+        autocommit=True,
+    )
+    # a writer that bypasses `riskctl rules apply` (which would refuse it) puts a broken version in MySQL
+    try:
         with conn.cursor() as cur:
             cur.execute(f"SELECT version, document FROM `{job.rules_table}` WHERE rule_id=%s", (rule,))
             version, document = cur.fetchone()
             bad = json.loads(document)
             bad["sequence"]["steps"][1]["when"] = "event.type == 'order' and"
             bad["version"] = version + 1
-            cur.execute(f"UPDATE `{job.rules_table}` SET version=%s, document=%s WHERE rule_id=%s",
-                        (version + 1, json.dumps(bad), rule))
+            cur.execute(
+                f"UPDATE `{job.rules_table}` SET version=%s, document=%s WHERE rule_id=%s",
+                (version + 1, json.dumps(bad), rule),
+            )
     finally:
         conn.close()
     status = wait_status(job, rule, version + 1)

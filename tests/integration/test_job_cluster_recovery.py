@@ -1,4 +1,4 @@
-"""The risk job submitted to the standalone cluster at parallelism 2, and killed then restored from a checkpoint."""
+"""The risk job on the standalone cluster at parallelism 2; killed, then restored from a checkpoint."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import pytest
 from riskctl.config import PROJECT_ROOT, Settings
 from riskctl.core.rules import load_rules
 from tests.integration.conftest import JobProcess
-from tests.integration.test_job import S, Job, _job_env, apply_rules, ev
+from tests.integration.test_job import Job, S, _job_env, apply_rules, ev
 
 pytestmark = pytest.mark.integration
 
@@ -36,8 +36,9 @@ def _new_job(stack: Settings, tmp: Path) -> Job:
 
 def _wait_rules(job: Job, timeout: float = 240) -> None:
     n_rules = len(load_rules(PROJECT_ROOT / "rules"))
-    recs = job.read("status", lambda rs: len({r["rule_id"] for r in rs if r["state"] == "accepted"}) >= n_rules,
-                    timeout)
+    recs = job.read(
+        "status", lambda rs: len({r["rule_id"] for r in rs if r["state"] == "accepted"}) >= n_rules, timeout
+    )
     assert len({r["rule_id"] for r in recs if r["state"] == "accepted"}) >= n_rules, recs
 
 
@@ -46,7 +47,9 @@ def _brute_force_and_velocity(job: Job) -> None:
     events: list[dict[str, Any]] = []
     for u in users:
         events += [ev(f"{u}-{i}", u, "login", 2 * i * S, success=i == 3, device_id="d") for i in range(4)]
-        events += [ev(f"{u}-t{i}", u, "transfer", (10 + i) * S, amount=a) for i, a in enumerate((30_000, 25_000))]
+        events += [
+            ev(f"{u}-t{i}", u, "transfer", (10 + i) * S, amount=a) for i, a in enumerate((30_000, 25_000))
+        ]
     job.send(events)
     d = job.decisions_for([e["event_id"] for e in events], timeout=120)
     for u in users:
@@ -59,8 +62,15 @@ def _brute_force_and_velocity(job: Job) -> None:
 def test_job_on_standalone_cluster_parallelism_2(stack: Settings, flink_cluster: Any, tmp_path: Path) -> None:
     job = _new_job(stack, tmp_path)
     env = {**os.environ, **job.env, "FLINK_CONF_DIR": str(flink_cluster.home / "conf")}
-    res = subprocess.run([sys.executable, "-m", "riskctl.cli.main", "submit", "-p", "2"], env=env,
-                         capture_output=True, text=True, timeout=300, check=False, cwd=PROJECT_ROOT)
+    res = subprocess.run(
+        [sys.executable, "-m", "riskctl.cli.main", "submit", "-p", "2"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=PROJECT_ROOT,
+    )
     out = res.stdout + res.stderr
     ids = [w for line in out.splitlines() if "JobID" in line for w in line.split() if len(w) == 32]
     assert res.returncode == 0 and ids, out[-3000:]
@@ -80,9 +90,14 @@ def test_job_on_standalone_cluster_parallelism_2(stack: Settings, flink_cluster:
 
 def _start(job: Job, log: Path, extra: dict[str, str] | None = None) -> JobProcess:
     with log.open("ab") as out:
-        proc = subprocess.Popen([sys.executable, str(PROJECT_ROOT / "jobs" / "risk_job.py")], stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True,
-                                env={**os.environ, **job.env, **(extra or {})}, cwd=PROJECT_ROOT)
+        proc = subprocess.Popen(
+            [sys.executable, str(PROJECT_ROOT / "jobs" / "risk_job.py")],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, **job.env, **(extra or {})},
+            cwd=PROJECT_ROOT,
+        )
     return JobProcess(proc, log)
 
 
@@ -91,14 +106,19 @@ def _latest_checkpoint(root: Path) -> Path | None:
     return max(done, key=lambda p: int(p.name.split("-")[1])) if done else None
 
 
-def test_kill_and_restore_from_checkpoint_keeps_features_and_decisions(stack: Settings, tmp_path: Path) -> None:
+def test_kill_and_restore_from_checkpoint_keeps_features_and_decisions(
+    stack: Settings, tmp_path: Path
+) -> None:
     job = _new_job(stack, tmp_path)
     log = tmp_path / "job.log"
     job.proc = _start(job, log)
     u = job.user("rec")
     try:
         _wait_rules(job)
-        before = [ev(f"{u}-1", u, "transfer", 0, amount=30_000), ev(f"{u}-2", u, "transfer", S, amount=15_000)]
+        before = [
+            ev(f"{u}-1", u, "transfer", 0, amount=30_000),
+            ev(f"{u}-2", u, "transfer", S, amount=15_000),
+        ]
         job.send(before)
         d = job.decisions_for([e["event_id"] for e in before])
         assert [d[e["event_id"]]["action"] for e in before] == ["PASS", "PASS"]
@@ -109,7 +129,10 @@ def test_kill_and_restore_from_checkpoint_keeps_features_and_decisions(stack: Se
         job.proc.stop()
         raise
     # events produced while the job is down are decided after the restore, none is lost
-    while_down = [ev(f"{u}-3", u, "transfer", 2 * S, amount=6_000), ev(f"{u}-4", u, "login", 3 * S, success=True)]
+    while_down = [
+        ev(f"{u}-3", u, "transfer", 2 * S, amount=6_000),
+        ev(f"{u}-4", u, "login", 3 * S, success=True),
+    ]
     job.send(while_down)
     chk = _latest_checkpoint(Path(job.env["RISKCTL_JOB_CHECKPOINT_DIR"].removeprefix("file://")))
     assert chk is not None, "no completed checkpoint was retained"

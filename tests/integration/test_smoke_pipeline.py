@@ -36,13 +36,15 @@ def _cdc_table(mysql: Any) -> str:
     return table
 
 
-def _check(settings: Settings, mysql: Any, table: str, in_topic: str, out_topic: str,
-           job: JobProcess | None) -> None:
+def _check(
+    settings: Settings, mysql: Any, table: str, in_topic: str, out_topic: str, job: JobProcess | None
+) -> None:
     produce(settings, in_topic, EVENTS)
 
     def kafka_part_done(recs: list[dict[str, Any]]) -> bool:
         return sum(r["source"] == "kafka" for r in recs) >= len(EVENTS) and any(
-            r["source"] == "cdc" for r in recs)
+            r["source"] == "cdc" for r in recs
+        )
 
     records = consume_until(settings, out_topic, kafka_part_done, timeout=240, job=job)
     counts = sorted((r["key"], r["count"]) for r in records if r["source"] == "kafka")
@@ -65,18 +67,37 @@ def _check(settings: Settings, mysql: Any, table: str, in_topic: str, out_topic:
 def test_smoke_pipeline_on_minicluster(stack: Settings, mysql: Any, topic: Any, run_job: Any) -> None:
     table = _cdc_table(mysql)
     in_topic, out_topic = topic("in"), topic("out")
-    job = run_job("jobs/smoke.py", "--input-topic", in_topic, "--output-topic", out_topic,
-                  "--group-id", in_topic, "--mysql-table", table)
+    job = run_job(
+        "jobs/smoke.py",
+        "--input-topic",
+        in_topic,
+        "--output-topic",
+        out_topic,
+        "--group-id",
+        in_topic,
+        "--mysql-table",
+        table,
+    )
     _check(stack, mysql, table, in_topic, out_topic, job)
 
 
 @pytest.mark.cluster
-def test_smoke_pipeline_on_standalone_cluster(stack: Settings, mysql: Any, topic: Any, submit_job: Any,
-                                              flink_cluster: Any) -> None:
+def test_smoke_pipeline_on_standalone_cluster(
+    stack: Settings, mysql: Any, topic: Any, submit_job: Any, flink_cluster: Any
+) -> None:
     table = _cdc_table(mysql)
     in_topic, out_topic = topic("in"), topic("out")
-    job_id = submit_job("jobs/smoke.py", "--input-topic", in_topic, "--output-topic", out_topic,
-                        "--group-id", in_topic, "--mysql-table", table)
+    job_id = submit_job(
+        "jobs/smoke.py",
+        "--input-topic",
+        in_topic,
+        "--output-topic",
+        out_topic,
+        "--group-id",
+        in_topic,
+        "--mysql-table",
+        table,
+    )
     _check(stack, mysql, table, in_topic, out_topic, None)
     with urllib.request.urlopen(f"{flink_cluster.rest_url}/jobs/{job_id}", timeout=10) as resp:  # noqa: S310
         state = json.load(resp)["state"]

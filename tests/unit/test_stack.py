@@ -32,7 +32,9 @@ def busy_port() -> Iterator[int]:
 
 
 def test_port_in_use_names_service_port_and_log(tmp_path: Path, busy_port: int) -> None:
-    settings = load_settings(env={"RISKCTL_STACK_DIR": str(tmp_path), "RISKCTL_STACK_MYSQL_PORT": str(busy_port)})
+    settings = load_settings(
+        env={"RISKCTL_STACK_DIR": str(tmp_path), "RISKCTL_STACK_MYSQL_PORT": str(busy_port)}
+    )
     with pytest.raises(ServiceError) as err:
         MariaDB(settings).start(timeout=5)
     text = str(err.value)
@@ -43,7 +45,9 @@ def test_port_in_use_names_service_port_and_log(tmp_path: Path, busy_port: int) 
 
 
 def test_port_taken_by_a_stranger_shows_as_foreign(tmp_path: Path, busy_port: int) -> None:
-    settings = load_settings(env={"RISKCTL_STACK_DIR": str(tmp_path), "RISKCTL_STACK_KAFKA_PORT": str(busy_port)})
+    settings = load_settings(
+        env={"RISKCTL_STACK_DIR": str(tmp_path), "RISKCTL_STACK_KAFKA_PORT": str(busy_port)}
+    )
     st = Kafka(settings).status()
     assert (st.name, st.state, st.pid) == ("kafka", "foreign", None)
 
@@ -52,18 +56,31 @@ def test_status_json_of_a_stopped_stack(tmp_path: Path) -> None:
     env = {**os.environ, "RISKCTL_STACK_DIR": str(tmp_path)}
     for name in ("KAFKA_PORT", "KAFKA_CONTROLLER_PORT", "MYSQL_PORT", "FLINK_REST_PORT", "FLINK_RPC_PORT"):
         env[f"RISKCTL_STACK_{name}"] = str(_free_port())
-    res = subprocess.run([sys.executable, "-m", "riskctl.cli.main", "stack", "status", "--json"],
-                         capture_output=True, text=True, env=env, check=False)
+    res = subprocess.run(
+        [sys.executable, "-m", "riskctl.cli.main", "stack", "status", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
     assert res.returncode == 3, res.stderr
     rows = json.loads(res.stdout)
-    assert [(r["name"], r["state"]) for r in rows] == [("kafka", "stopped"), ("mariadb", "stopped"),
-                                                      ("flink", "stopped")]
+    assert [(r["name"], r["state"]) for r in rows] == [
+        ("kafka", "stopped"),
+        ("mariadb", "stopped"),
+        ("flink", "stopped"),
+    ]
     assert rows[1]["address"] == f"127.0.0.1:{env['RISKCTL_STACK_MYSQL_PORT']}"
 
 
 def test_down_on_a_stopped_stack_is_harmless(tmp_path: Path) -> None:
     env = {**os.environ, "RISKCTL_STACK_DIR": str(tmp_path)}
-    res = subprocess.run([sys.executable, "-m", "riskctl.cli.main", "stack", "down"],
-                         capture_output=True, text=True, env=env, check=False)
+    res = subprocess.run(
+        [sys.executable, "-m", "riskctl.cli.main", "stack", "down"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
     assert res.returncode == 0, res.stderr
     assert "kafka    was not running" in res.stdout

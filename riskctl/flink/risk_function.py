@@ -28,6 +28,7 @@ from pyflink.datastream.state import ListStateDescriptor, MapStateDescriptor
 from riskctl.core.engine import Engine
 from riskctl.core.errors import RuleError, RuleSetError
 from riskctl.core.rules import RuleSet
+from riskctl.core.runner import tune_gc
 from riskctl.flink.env import ttl_config
 
 RECORD = Types.ROW_NAMED(["k", "v"], [Types.STRING(), Types.STRING()])
@@ -106,6 +107,7 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         )
         self.engine = Engine(RuleSet(), lateness=self.lateness_ms, state_ttl=self.state_ttl_ms)
         self.opened_at = time.monotonic()
+        tune_gc()  # the engine allocates many short-lived objects: fewer full collections (runner.tune_gc)
         self.subtask = runtime_context.get_index_of_this_subtask()
 
     # -- rules --------------------------------------------------------------------------------------------

@@ -120,6 +120,7 @@ def consume_until(
     done: Callable[[list[dict[str, Any]]], bool],
     timeout: float,
     job: JobProcess | None = None,
+    isolation_level: str = "read_uncommitted",
 ) -> list[dict[str, Any]]:
     """Read JSON records from ``topic`` from the beginning until ``done(records)`` or ``timeout``."""
     from kafka import KafkaConsumer
@@ -131,6 +132,7 @@ def consume_until(
         enable_auto_commit=False,
         consumer_timeout_ms=500,
         group_id=None,
+        isolation_level=isolation_level,
     )
     records: list[dict[str, Any]] = []
     deadline = time.monotonic() + timeout

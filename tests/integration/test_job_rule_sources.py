@@ -1,0 +1,111 @@
+"""The other rule sources (JDBC poll, a rules folder) and the exactly-once delivery option, end to end."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from riskctl.config import PROJECT_ROOT, Settings
+from tests.integration.conftest import JobProcess, consume_until
+from tests.integration.test_job import S, Job, ev, wait_status
+from tests.integration.test_job_cluster_recovery import _new_job, _wait_rules
+
+pytestmark = pytest.mark.integration
+
+
+def _start(job: Job, log: Path, extra: dict[str, str]) -> JobProcess:
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, str(PROJECT_ROOT / "jobs" / "risk_job.py")],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, **job.env, **extra},
+            cwd=PROJECT_ROOT,
+        )
+    return JobProcess(proc, log)
+
+
+def _velocity(job: Job, amounts: tuple[int, ...]) -> dict[str, dict]:
+    u = job.user("v")
+    events = [ev(f"{u}-{i}", u, "transfer", i * S, amount=a) for i, a in enumerate(amounts)]
+    job.send(events)
+    return {k.split("-")[-1]: v for k, v in job.decisions_for([e["event_id"] for e in events]).items()}
+
+
+def test_poll_source_with_exactly_once_delivery(stack: Settings, tmp_path: Path) -> None:
+    job = _new_job(stack, tmp_path)
+    job.proc = _start(
+        job,
+        tmp_path / "job.log",
+        {
+            "RISKCTL_JOB_RULES_SOURCE": "poll",
+            "RISKCTL_JOB_POLL_INTERVAL_MS": "500",
+            "RISKCTL_JOB_DELIVERY": "exactly-once",
+            "RISKCTL_JOB_PARALLELISM": "1",
+        },
+    )
+    try:
+        _wait_rules(job)
+        d = _velocity(job, (30_000, 25_000))
+        assert [d["0"]["action"], d["1"]["action"]] == ["PASS", "REVIEW"]
+        # exactly-once: the decisions are in committed transactions, visible to read_committed consumers
+        ids = {v["event_id"] for v in d.values()}
+        committed = consume_until(
+            stack,
+            job.topics["decisions"],
+            lambda rs: ids <= {r["event_id"] for r in rs},
+            timeout=60,
+            isolation_level="read_committed",
+        )
+        assert ids <= {r["event_id"] for r in committed}
+        # a rule edit reaches the job through the poll
+        from tests.integration.test_job import _edit_velocity
+
+        version, committed_at = _edit_velocity(job, 10_000)
+        status = wait_status(job, "transfer_velocity", version)
+        assert status["state"] == "accepted"
+        assert status["seen_at_ms"] / 1000 - committed_at < 3.0  # one poll interval plus the query
+        d = _velocity(job, (6_000, 6_000))
+        assert d["1"]["action"] == "REVIEW"
+    finally:
+        job.proc.stop()
+
+
+def test_rules_folder_source_picks_up_edits(stack: Settings, tmp_path: Path) -> None:
+    folder = tmp_path / "rules"
+    shutil.copytree(PROJECT_ROOT / "rules", folder)
+    job = _new_job(stack, tmp_path)
+    job.proc = _start(
+        job,
+        tmp_path / "job.log",
+        {
+            "RISKCTL_JOB_RULES_SOURCE": "file",
+            "RISKCTL_JOB_RULES_DIR": str(folder),
+            "RISKCTL_JOB_POLL_INTERVAL_MS": "500",
+            "RISKCTL_JOB_PARALLELISM": "1",
+        },
+    )
+    try:
+        _wait_rules(job)
+        d = _velocity(job, (30_000, 25_000))
+        assert d["1"]["action"] == "REVIEW"
+        text = (folder / "transfer_velocity.yaml").read_text()
+        edited = text.replace("when: transfer_sum_5m > 50000", "when: transfer_sum_5m > 10000")
+        assert edited != text
+        (folder / "transfer_velocity.yaml").write_text("version: 2\n" + edited)
+        status = wait_status(job, "transfer_velocity", 2)
+        assert status["state"] == "accepted"
+        time.sleep(0.5)
+        d = _velocity(job, (6_000, 6_000))
+        assert d["1"]["action"] == "REVIEW"
+        (fired,) = [r for r in d["1"]["rules"] if r["id"] == "transfer_velocity"]
+        assert fired["version"] == 2
+    finally:
+        job.proc.stop()

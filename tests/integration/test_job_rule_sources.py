@@ -13,7 +13,7 @@ import pytest
 
 from riskctl.config import PROJECT_ROOT, Settings
 from tests.integration.conftest import JobProcess, consume_until
-from tests.integration.test_job import S, Job, ev, wait_status
+from tests.integration.test_job import Job, S, ev, wait_status
 from tests.integration.test_job_cluster_recovery import _new_job, _wait_rules
 
 pytestmark = pytest.mark.integration

@@ -1,0 +1,140 @@
+"""Kafka and file I/O for the simulator, ``riskctl decisions`` and the demo (kafka-python, no JVM).
+
+Kept apart from :mod:`riskctl.sim.generator`, which stays pure. Every connection failure becomes a
+:class:`~riskctl.errors.ServiceError` that says what to start, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from riskctl.errors import ServiceError
+
+SERVICE = "kafka"
+
+
+def kafka_down(bootstrap: str) -> ServiceError:
+    msg = (
+        f"no Kafka broker answers at {bootstrap}: start the local stack with 'riskctl stack up' "
+        "(or point RISKCTL_KAFKA_BOOTSTRAP at your broker)"
+    )
+    return ServiceError(SERVICE, msg)
+
+
+def producer(bootstrap: str) -> Any:
+    """A producer for JSON events keyed by user id; raises ServiceError when no broker answers."""
+    from kafka import KafkaProducer
+    from kafka.errors import KafkaError
+
+    try:
+        return KafkaProducer(
+            bootstrap_servers=bootstrap,
+            linger_ms=5,
+            acks=1,
+            api_version_auto_timeout_ms=5000,
+            value_serializer=lambda v: json.dumps(v, separators=(",", ":")).encode(),
+            key_serializer=lambda k: k.encode() if isinstance(k, str) else k,
+        )
+    except KafkaError:
+        raise kafka_down(bootstrap) from None
+
+
+@dataclass
+class Message:
+    """A JSON record read from a topic, with its coordinates and the broker's record timestamp (ms)."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+    value: dict[str, Any]
+
+
+def consumer(bootstrap: str, topics: Iterable[str], *, from_beginning: bool) -> Any:
+    """A group-less consumer (nothing committed) subscribed to ``topics``."""
+    from kafka import KafkaConsumer
+    from kafka.errors import KafkaError
+
+    try:
+        c = KafkaConsumer(
+            bootstrap_servers=bootstrap,
+            auto_offset_reset="earliest" if from_beginning else "latest",
+            enable_auto_commit=False,
+            group_id=None,
+            api_version_auto_timeout_ms=5000,
+        )
+    except KafkaError:
+        raise kafka_down(bootstrap) from None
+    names = list(topics)
+    existing = c.topics()
+    missing = [t for t in names if t not in existing]
+    if missing:
+        c.close()
+        msg = f"topic(s) {', '.join(missing)} do not exist on {bootstrap}: is the job running with them?"
+        raise ServiceError(SERVICE, msg)
+    c.subscribe(names)
+    return c
+
+
+def poll(c: Any, timeout_ms: int = 200) -> Iterator[Message]:
+    """The JSON records of one poll (a record that is not a JSON object is skipped)."""
+    batches = c.poll(timeout_ms=timeout_ms)
+    for tp, records in batches.items():
+        for rec in records:
+            try:
+                value = json.loads(rec.value)
+            except (ValueError, TypeError):
+                continue
+            if isinstance(value, dict):
+                yield Message(tp.topic, tp.partition, rec.offset, rec.timestamp, value)
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """Every JSON object of a JSON-lines file (blank lines and non-objects skipped)."""
+    out = []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                obj = json.loads(line)
+                if isinstance(obj, dict):
+                    out.append(obj)
+    return out
+
+
+def write_jsonl(out: IO[str], record: Mapping[str, Any]) -> None:
+    out.write(json.dumps(record, separators=(",", ":")))
+    out.write("\n")
+
+
+def send_paced(
+    prod: Any,
+    topic: str,
+    events: Iterable[dict[str, Any]],
+    *,
+    start_ts: int,
+    paced: bool = True,
+    on_sent: Callable[[dict[str, Any], float], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> int:
+    """Send events keyed by user id; with ``paced``, each no sooner than its event time (relative to
+    ``start_ts``, the wall clock when the call starts). Returns how many were sent."""
+    wall0 = time.time()
+    sent = 0
+    for e in events:
+        if should_stop is not None and should_stop():
+            break
+        if paced:
+            delay = wall0 + (e["ts"] - start_ts) / 1000 - time.time()
+            if delay > 0:
+                time.sleep(delay)
+        prod.send(topic, e, key=e["user_id"])
+        sent += 1
+        if on_sent is not None:
+            on_sent(e, time.time())
+    prod.flush()
+    return sent

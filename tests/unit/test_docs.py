@@ -1,0 +1,246 @@
+"""Every example in docs/ and README.md is run here.
+
+Conventions in the Markdown (see docs/rules.md):
+
+* a fenced block ```` ```yaml rule ```` holds one or more rules; it starts an example;
+* the next ```` ```jsonl events ```` block (optionally ``lateness=5s``) holds the events, one JSON per line,
+  fed in that order to :class:`riskctl.testing.RuleRunner` (every remaining timer fires at the end);
+* the next ```` ```text expect ```` block lists *every* record the run must produce, in any order:
+  ``<event_id> <ACTION> [rule,rule...] [shadow=rule,...]`` for a decision (the rules that fired, by priority)
+  and ``alert <rule_id> <reason> <event_id>`` for an alert.
+
+Every ```` ```yaml rule ```` block must also pass ``riskctl rules validate``; every ``riskctl ...`` command line
+in a ```` ```bash ```` or ```` ```console ```` block must parse (known command, known options); the settings
+table of docs/config.md must list every setting of riskctl.config with its env variable and default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import click
+import pytest
+
+from riskctl.config import PROJECT_ROOT, Settings
+from riskctl.core.rules import load_rules_text
+from riskctl.testing import RuleRunner
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCS = sorted(p for p in (ROOT / "docs").glob("*.md")) + [ROOT / "README.md"]
+FENCE = re.compile(r"^```([^\n]*)\n(.*?)^```\s*$", re.MULTILINE | re.DOTALL)
+
+
+@dataclass
+class Example:
+    where: str
+    rules: str
+    events: str = ""
+    expect: str | None = None
+    lateness: str = "0"
+    extra: list[str] = field(default_factory=list)
+
+
+def blocks(path: Path) -> list[tuple[int, str, str]]:
+    """(line, info string, body) of every fenced block."""
+    text = path.read_text()
+    return [(text.count("\n", 0, m.start()) + 1, m.group(1).strip(), m.group(2)) for m in FENCE.finditer(text)]
+
+
+def examples(path: Path) -> list[Example]:
+    out: list[Example] = []
+    for line, info, body in blocks(path):
+        words = info.split()
+        tag = words[1] if len(words) > 1 else ""
+        if words[:1] == ["yaml"] and tag == "rule":
+            out.append(Example(f"{path.name}:{line}", body))
+        elif tag == "events":
+            assert out and not out[-1].events, f"{path.name}:{line}: events without a rule block before them"
+            out[-1].events = body
+            for w in words[2:]:
+                key, _, value = w.partition("=")
+                assert key == "lateness", f"{path.name}:{line}: unknown option {w!r}"
+                out[-1].lateness = value
+        elif tag == "expect":
+            assert out and out[-1].events, f"{path.name}:{line}: expect without events before it"
+            out[-1].expect = body
+    return out
+
+
+ALL_EXAMPLES = [ex for p in DOCS for ex in examples(p)]
+RUNNABLE = [ex for ex in ALL_EXAMPLES if ex.expect is not None]
+
+
+def records(rules: str, events: str, lateness: str) -> set[str]:
+    runner = RuleRunner(rules, lateness=lateness)
+    evs = [json.loads(line) for line in events.splitlines() if line.strip()]
+    from riskctl.core.events import normalize_event
+
+    result = runner.run([normalize_event(e) for e in evs])
+    out = set()
+    for d in result.decisions.values():
+        parts = [d.event_id, d.action]
+        if d.rules:
+            parts.append(",".join(r.id for r in d.rules))
+        if d.shadow:
+            parts.append("shadow=" + ",".join(r.id for r in d.shadow))
+        out.add(" ".join(parts))
+    for a in result.alerts:
+        out.add(f"alert {a.rule.id} {a.reason} {a.event_id}")
+    return out
+
+
+def expected(text: str) -> set[str]:
+    return {" ".join(line.split()) for line in text.splitlines() if line.strip() and not line.startswith("#")}
+
+
+def test_the_docs_have_examples() -> None:
+    assert len(RUNNABLE) >= 20, "docs/rules.md should have a runnable example for every construct"
+
+
+@pytest.mark.parametrize("ex", RUNNABLE, ids=lambda e: e.where)
+def test_example_gives_the_documented_records(ex: Example) -> None:
+    assert ex.expect is not None
+    assert records(ex.rules, ex.events, ex.lateness) == expected(ex.expect)
+
+
+@pytest.mark.parametrize("ex", ALL_EXAMPLES, ids=lambda e: e.where)
+def test_every_rule_shown_is_valid(ex: Example) -> None:
+    assert load_rules_text(ex.rules, source=ex.where)
+
+
+def test_rules_validate_passes_on_every_rule_shown(tmp_path: Path) -> None:
+    for i, ex in enumerate(ALL_EXAMPLES):
+        (tmp_path / f"ex{i:03d}.yaml").write_text(ex.rules)
+    res = subprocess.run(
+        [sys.executable, "-m", "riskctl.cli.main", "rules", "validate", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    # two examples may show the same rule id: validate then fails on duplicates, so compare by error kind
+    errors = [line for line in res.stdout.splitlines() if line.startswith("error:")]
+    assert all("duplicate rule id" in e for e in errors), "\n".join(errors)
+
+
+def test_a_wrong_expectation_fails() -> None:
+    ex = RUNNABLE[0]
+    assert ex.expect is not None
+    wrong = expected(ex.expect)
+    wrong.add("nope PASS")
+    assert records(ex.rules, ex.events, ex.lateness) != wrong
+
+
+# ------------------------------------------------------------------------------------- command lines
+
+
+def command_lines() -> list[tuple[str, list[str]]]:
+    out = []
+    for path in DOCS:
+        for line, info, body in blocks(path):
+            if info.split()[:1] not in (["bash"], ["console"], ["sh"], ["shell"]):
+                continue
+            for i, raw in enumerate(body.splitlines()):
+                text = raw.split(" #", 1)[0].strip()
+                text = text.removeprefix("$ ")
+                m = re.match(r"^(?:\.venv/bin/)?riskctl\s+(.*)$", text)
+                if m and not text.endswith("\\"):
+                    args = shlex.split(m.group(1).split("|")[0].split(">")[0])
+                    out.append((f"{path.name}:{line + 1 + i}", args))
+    return out
+
+
+COMMANDS = command_lines()
+
+
+def parse_command(args: list[str]) -> None:
+    """Resolve the subcommand path and parse the options (raises click.UsageError on a bad line)."""
+    from riskctl.cli.main import cli
+
+    cmd: click.Command = cli
+    ctx = click.Context(cli, info_name="riskctl")
+    rest = list(args)
+    while isinstance(cmd, click.Group) and rest and not rest[0].startswith("-"):
+        sub = cmd.get_command(ctx, rest[0])
+        if sub is None:
+            msg = f"no command {rest[0]!r}"
+            raise click.UsageError(msg)
+        cmd, rest = sub, rest[1:]
+        ctx = click.Context(cmd, info_name=cmd.name, parent=ctx)
+    assert not isinstance(cmd, click.Group) or not rest or rest[0] in ("-h", "--help", "--version"), args
+    parser = cmd.make_parser(ctx)
+    parser.parse_args(rest)
+
+
+def test_the_docs_show_commands() -> None:
+    assert len(COMMANDS) >= 10
+
+
+@pytest.mark.parametrize(("where", "args"), COMMANDS, ids=[w for w, _ in COMMANDS])
+def test_command_line_parses(where: str, args: list[str]) -> None:
+    parse_command(args)
+
+
+def test_a_bad_command_line_fails() -> None:
+    with pytest.raises(click.UsageError):
+        parse_command(["rules", "apply", "rules/", "--dryrun"])
+    with pytest.raises(click.UsageError):
+        parse_command(["rulez", "list"])
+
+
+# ------------------------------------------------------------------------------------------- config
+
+
+def _default_text(value: object) -> str:
+    text = str(value)
+    root = str(PROJECT_ROOT)
+    if text.startswith(root):
+        text = "<project>" + text[len(root) :]
+    return f"`{text}`" if text != "" else '`""`'
+
+
+def config_rows() -> list[tuple[str, str, str, str]]:
+    """(section, key, env variable, default) of every setting, in riskctl.config's order."""
+    rows = []
+    settings = Settings()
+    for section in dataclasses.fields(settings):
+        obj = getattr(settings, section.name)
+        for f in dataclasses.fields(obj):
+            env = f"RISKCTL_{section.name}_{f.name}".upper()
+            rows.append((section.name, f.name, env, _default_text(getattr(obj, f.name))))
+    return rows
+
+
+def documented_rows(text: str) -> list[tuple[str, str, str, str]]:
+    rows = []
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 5 and cells[0].startswith("`") and cells[2].startswith("`RISKCTL_"):
+            rows.append((cells[0].strip("`"), cells[1].strip("`"), cells[2].strip("`"), cells[3]))
+    return rows
+
+
+def test_config_reference_lists_every_setting() -> None:
+    doc = documented_rows((ROOT / "docs" / "config.md").read_text())
+    want = config_rows()
+    missing = sorted(set(want) - set(doc))
+    extra = sorted(set(doc) - set(want))
+    assert not missing and not extra, f"docs/config.md is out of date: missing {missing}, stale {extra}"
+
+
+def test_config_check_catches_a_missing_row() -> None:
+    text = (ROOT / "docs" / "config.md").read_text()
+    dropped = "\n".join(line for line in text.splitlines() if "RISKCTL_JOB_LATENESS_MS" not in line)
+    assert set(config_rows()) - set(documented_rows(dropped))
+
+
+if __name__ == "__main__":  # print the config table's first four columns, to start a new row
+    for section, key, env, default in config_rows():
+        print(f"| `{section}` | `{key}` | `{env}` | {default} | |")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 
 from riskctl.config import Settings, load_settings
 from riskctl.errors import ConfigError, RiskctlError
@@ -71,6 +72,8 @@ def build(settings: Settings) -> object:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # apache-beam (a PyFlink dependency) imports pkg_resources, which warns on every start
+    warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
     p = argparse.ArgumentParser(prog="riskctl-job", description="The riskctl risk job.")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
     p.add_argument("--name", default="riskctl")

@@ -47,7 +47,7 @@ class SmokeOptions:
     mysql_password: str = ""
     mysql_database: str = "riskctl"
     mysql_table: str = "smoke_rows"
-    server_id: str = "5400-5404"
+    server_id: str = "5500-5504"
 
 
 class CountPerKey(KeyedProcessFunction):  # type: ignore[misc]

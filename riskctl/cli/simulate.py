@@ -1,4 +1,4 @@
-"""``riskctl simulate``: realistic traffic with labelled attacks, to Kafka or a JSONL file; ``simulate report``.
+"""``riskctl simulate``: realistic traffic with labelled attacks, to Kafka or a JSONL file; and its report.
 
 ::
 

@@ -1,0 +1,265 @@
+"""``riskctl decisions tail`` and ``riskctl decisions stats``: read what the running job decided.
+
+Both read the decisions topic (``job.decisions_topic``) with a group-less consumer: nothing is committed, any
+number of them can run next to the job. Exit code 3 when Kafka does not answer (with what to start).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+
+from riskctl.config import load_settings
+from riskctl.errors import RiskctlError
+
+EXIT_UNAVAILABLE = 3
+_CTX = {"help_option_names": ["-h", "--help"], "show_default": True}
+
+
+def _connect(topics: list[str], from_beginning: bool) -> Any:
+    from riskctl.sim.kafka_io import consumer
+
+    settings = load_settings()
+    try:
+        return consumer(settings.kafka_bootstrap, topics, from_beginning=from_beginning)
+    except RiskctlError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_UNAVAILABLE)
+
+
+def rule_ids(record: dict[str, Any]) -> list[str]:
+    """The rules named by a decision (fired and shadow) or an alert."""
+    if record.get("kind") == "alert":
+        return [str((record.get("rule") or {}).get("id"))]
+    return [str(r.get("id")) for r in (record.get("rules") or []) + (record.get("shadow") or [])]
+
+
+def matches(record: dict[str, Any], actions: tuple[str, ...], user: str | None, rule: str | None) -> bool:
+    """Whether a record passes the tail filters (an alert's action is its rule's)."""
+    action = record.get("action") or (record.get("rule") or {}).get("action")
+    if actions and action not in actions:
+        return False
+    if user is not None and record.get("user_id") != user:
+        return False
+    return rule is None or rule in rule_ids(record)
+
+
+def pretty(record: dict[str, Any], record_ts: int | None = None) -> str:
+    """One line per decision or alert."""
+    when = datetime.fromtimestamp(record.get("ts", 0) / 1000, tz=UTC).strftime("%H:%M:%S.%f")[:-3]
+    lag = (
+        f" +{record_ts - record['ts']}ms"
+        if record_ts is not None and isinstance(record.get("ts"), int)
+        else ""
+    )
+    if record.get("kind") == "alert":
+        rule = record.get("rule") or {}
+        return (
+            f"{when} ALERT  {rule.get('action', '?'):<6} user={record.get('user_id')} "
+            f"rule={rule.get('id')} v{rule.get('version')} reason={record.get('reason')} "
+            f"event={record.get('event_id')}{lag}"
+        )
+    fired = ", ".join(f"{r.get('id')} v{r.get('version')}" for r in record.get("rules") or [])
+    shadow = ", ".join(str(r.get("id")) for r in record.get("shadow") or [])
+    return (
+        f"{when} {record.get('action', '?'):<6} user={record.get('user_id')} {record.get('type')} "
+        f"event={record.get('event_id')}"
+        + (f" rules=[{fired}]" if fired else "")
+        + (f" shadow=[{shadow}]" if shadow else "")
+        + (" late" if record.get("late") else "")
+        + lag
+    )
+
+
+@click.group(context_settings=_CTX)
+def decisions() -> None:
+    """Read the decisions the running job writes (tail, stats)."""
+
+
+@decisions.command(context_settings=_CTX)
+@click.option(
+    "--action",
+    "actions",
+    multiple=True,
+    type=click.Choice(["PASS", "REVIEW", "REJECT"], case_sensitive=False),
+    help="Only these actions (repeatable).",
+)
+@click.option("--user", default=None, help="Only this user id.")
+@click.option("--rule", default=None, help="Only records naming this rule id (fired or shadow).")
+@click.option("--alerts/--no-alerts", default=False, help="Also tail the alerts topic.")
+@click.option(
+    "--from-beginning", is_flag=True, help="Start at the oldest record (default: new records only)."
+)
+@click.option(
+    "--max", "max_records", type=click.IntRange(min=1), default=None, help="Stop after N records shown."
+)
+@click.option("--timeout", type=float, default=None, help="Stop after S seconds without a new record shown.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON record per line (as in the topic).")
+def tail(
+    actions: tuple[str, ...],
+    user: str | None,
+    rule: str | None,
+    alerts: bool,
+    from_beginning: bool,
+    max_records: int | None,
+    timeout: float | None,
+    as_json: bool,
+) -> None:
+    """Follow the decisions topic, one line per decision (and alert with --alerts), until Ctrl-C, --max or
+    --timeout. The (+N ms) at the end of a line is the record's Kafka timestamp minus the event time."""
+    from riskctl.sim.kafka_io import poll
+
+    settings = load_settings()
+    topics = [settings.job.decisions_topic] + ([settings.job.alerts_topic] if alerts else [])
+    c = _connect(topics, from_beginning)
+    wanted = tuple(a.upper() for a in actions)
+    shown = 0
+    last = time.monotonic()
+    try:
+        while timeout is None or time.monotonic() - last < timeout:
+            for msg in poll(c, 200):
+                if not matches(msg.value, wanted, user, rule):
+                    continue
+                line = (
+                    json.dumps(msg.value, separators=(",", ":"))
+                    if as_json
+                    else pretty(msg.value, msg.timestamp)
+                )
+                click.echo(line)
+                shown += 1
+                last = time.monotonic()
+                if max_records is not None and shown >= max_records:
+                    return
+    except KeyboardInterrupt:
+        pass
+    finally:
+        c.close()
+
+
+def percentile(sorted_values: list[int], q: float) -> int | None:
+    """Nearest-rank percentile of sorted values (None when empty)."""
+    if not sorted_values:
+        return None
+    rank = max(1, min(len(sorted_values), round(q / 100 * len(sorted_values) + 0.5)))
+    return sorted_values[rank - 1]
+
+
+def summarize(records: list[tuple[dict[str, Any], int]]) -> dict[str, Any]:
+    """Counts by action and rule and latency percentiles of (decision, Kafka record timestamp) pairs."""
+    actions: Counter[str] = Counter()
+    rules: Counter[str] = Counter()
+    shadow: Counter[str] = Counter()
+    lat: list[int] = []
+    for value, record_ts in records:
+        if value.get("kind", "decision") != "decision":
+            continue
+        actions[str(value.get("action"))] += 1
+        for r in value.get("rules") or []:
+            rules[str(r.get("id"))] += 1
+        for r in value.get("shadow") or []:
+            shadow[str(r.get("id"))] += 1
+        if isinstance(value.get("ts"), int) and record_ts >= 0:
+            lat.append(record_ts - value["ts"])
+    lat.sort()
+    return {
+        "decisions": sum(actions.values()),
+        "actions": dict(actions.most_common()),
+        "rules": dict(rules.most_common()),
+        "shadow": dict(shadow.most_common()),
+        "latency_ms": {
+            "count": len(lat),
+            **{f"p{q}": percentile(lat, q) for q in (50, 90, 99)},
+            "max": lat[-1] if lat else None,
+        },
+    }
+
+
+@decisions.command(context_settings=_CTX)
+@click.option(
+    "--window", default="15m", help="Decisions of the last window of wall-clock time (e.g. 30s, 15m, 2h)."
+)
+@click.option("--max", "max_records", type=click.IntRange(min=1), default=None, help="At most N decisions.")
+@click.option("--timeout", type=float, default=10.0, help="Give up reading after S seconds.")
+@click.option("--json", "as_json", is_flag=True, help="The stats as JSON.")
+def stats(window: str, max_records: int | None, timeout: float, as_json: bool) -> None:
+    """Counts by action and by rule, and latency percentiles, over the decisions of a window.
+
+    Latency is the Kafka timestamp of the decision record (when the job's sink produced it) minus the
+    event's own time (its "ts"): time spent before the event reached Kafka, waiting in the topic, and in the
+    job. It is meaningful when producers stamp events with the wall clock at send time (as 'riskctl
+    simulate' does when paced); replayed or back-dated events show their age instead.
+    """
+    from riskctl.core.errors import ExpressionError
+    from riskctl.core.expr import duration_ms
+
+    try:
+        window_ms = duration_ms(window)
+    except ExpressionError as exc:
+        raise click.BadParameter(exc.reason, param_hint="--window") from None
+    settings = load_settings()
+    topic = settings.job.decisions_topic
+    records = _read_window(topic, window_ms, max_records, timeout)
+    result = {"topic": topic, "window": window, **summarize(records)}
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    lat = result["latency_ms"]
+    click.echo(f"{result['decisions']:,} decisions on {topic} in the last {window}")
+    click.echo("by action: " + (", ".join(f"{k} {v:,}" for k, v in result["actions"].items()) or "-"))
+    click.echo("by rule:   " + (", ".join(f"{k} {v:,}" for k, v in result["rules"].items()) or "-"))
+    if result["shadow"]:
+        click.echo("shadow:    " + ", ".join(f"{k} {v:,}" for k, v in result["shadow"].items()))
+    if lat["count"]:
+        click.echo(
+            f"latency event time -> decision in Kafka (ms): p50 {lat['p50']}, p90 {lat['p90']}, "
+            f"p99 {lat['p99']}, max {lat['max']}"
+        )
+
+
+def _read_window(
+    topic: str, window_ms: int, max_records: int | None, timeout: float
+) -> list[tuple[dict[str, Any], int]]:
+    """The records of ``topic`` produced in the last ``window_ms`` (up to the end offsets at the start)."""
+    from kafka import TopicPartition
+
+    from riskctl.sim.kafka_io import poll
+
+    c = _connect([topic], from_beginning=True)
+    out: list[tuple[dict[str, Any], int]] = []
+    try:
+        c.unsubscribe()
+        parts = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or [])]
+        c.assign(parts)
+        since = int(time.time() * 1000) - window_ms
+        starts = c.offsets_for_times({tp: since for tp in parts})
+        ends = c.end_offsets(parts)
+        remaining = set()
+        for tp in parts:
+            found = starts.get(tp)
+            start = found.offset if found is not None else ends[tp]
+            c.seek(tp, start)
+            if start < ends[tp]:
+                remaining.add(tp)
+        deadline = time.monotonic() + timeout
+        while remaining and time.monotonic() < deadline:
+            for msg in poll(c, 200):
+                tp = TopicPartition(msg.topic, msg.partition)
+                if tp not in remaining:
+                    continue
+                out.append((msg.value, msg.timestamp))
+                if msg.offset + 1 >= ends[tp]:
+                    remaining.discard(tp)
+                if max_records is not None and len(out) >= max_records:
+                    return out
+            for tp in list(remaining):
+                if c.position(tp) >= ends[tp]:
+                    remaining.discard(tp)
+    finally:
+        c.close()
+    return out

@@ -9,9 +9,10 @@ Conventions in the Markdown (see docs/rules.md):
   ``<event_id> <ACTION> [rule,rule...] [shadow=rule,...]`` for a decision (the rules that fired, by priority)
   and ``alert <rule_id> <reason> <event_id>`` for an alert.
 
-Every ```` ```yaml rule ```` block must also pass ``riskctl rules validate``; every ``riskctl ...`` command line
-in a ```` ```bash ```` or ```` ```console ```` block must parse (known command, known options); the settings
-table of docs/config.md must list every setting of riskctl.config with its env variable and default.
+Every ```` ```yaml rule ```` block must also pass ``riskctl rules validate``; every ``riskctl ...`` command
+line in a ```` ```bash ```` or ```` ```console ```` block must parse (known command, known options);
+the settings table of docs/config.md must list every setting of riskctl.config with its env
+variable and default.
 """
 
 from __future__ import annotations

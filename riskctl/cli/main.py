@@ -17,6 +17,9 @@ _COMMANDS: dict[str, str] = {
     "rules": "riskctl.cli.rules:rules",
     "run": "riskctl.cli.job:run",
     "submit": "riskctl.cli.job:submit",
+    "simulate": "riskctl.cli.simulate:simulate",
+    "decisions": "riskctl.cli.decisions:decisions",
+    "demo": "riskctl.cli.demo:demo",
 }
 
 

@@ -302,28 +302,28 @@ class Simulator:
 
     def _attack_account_takeover(self, victim: User, now: int) -> list[tuple[str, dict[str, Any]]]:
         """A phished account: login from a city the user was never seen in (2FA passed with the stolen code),
-        the password changed, then a transfer of 10,000 or more, all within a few minutes."""
+        the password changed, then a transfer of 10,000 or more, all within half a minute."""
         device = self._device()
         city = self.rng.choice([c for c in ATTACKER_CITIES if c not in victim.seen_cities])
         t = now
         out = [("attacker", self._attacker_login(victim, t, True, device, city))]
-        t += self._gap(3, 10)
+        t += self._gap(2, 6)
         out.append(("attacker", self._event(victim, "2fa", t, success=True, device_id=device)))
-        t += self._gap(5, 30)
+        t += self._gap(3, 10)
         out.append(("attacker", self._event(victim, "password_change", t, device_id=device)))
-        t += self._gap(5, 60)
+        t += self._gap(3, 12)
         amount = round(self.rng.uniform(10_000, 45_000), 2)
         out.append(("attacker", self._event(victim, "transfer", t, amount=amount, device_id=device)))
         return out
 
     def _attack_velocity(self, victim: User, now: int) -> list[tuple[str, dict[str, Any]]]:
-        """A hijacked session drains the account: transfers summing above 50,000 within about a minute."""
+        """A hijacked session drains the account: transfers summing above 50,000 within half a minute."""
         device = victim.devices[0]
         login, t = self._login(victim, now, device, victim.home)
         out = [("attacker", e) for e in login]
         total = 0.0
         while total <= 50_000:
-            t += self._gap(3, 12)
+            t += self._gap(2, 6)
             amount = round(self.rng.uniform(8_000, 19_000), 2)
             total += amount
             out.append(("attacker", self._event(victim, "transfer", t, amount=amount, device_id=device)))

@@ -197,3 +197,15 @@ def test_simulator_is_a_lazy_stream() -> None:
     sim = iter(Simulator(SimConfig(users=50, rate=10, duration_s=3600, seed=2, start_ts=START)))
     first = [next(sim) for _ in range(20)]
     assert all(e["ts"] < START + 600 * S for e in first)
+
+
+def test_the_generator_imports_no_kafka_client() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, riskctl.sim; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in {'kafka', 'pyflink'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

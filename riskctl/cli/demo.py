@@ -241,10 +241,15 @@ class Demo:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=10)
         if self.proc is not None:
-            try:  # whatever the job left in its group (a JVM that outlived its parent)
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+            # the MiniCluster JVM is in the job's group and may outlive the Python client for a moment:
+            # give it time to exit on the SIGTERM, then kill whatever is left, and return only once the
+            # group is empty (so no process of the demo survives it)
+            if not _group_gone(self.proc.pid, 15.0):
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+                _group_gone(self.proc.pid, 10.0)
         if self.keep_stack or not self.started:
             self._delete_topics()
         if not self.keep_stack:
@@ -265,6 +270,21 @@ class Demo:
                 admin.close()
         except Exception:  # noqa: BLE001, S110 - best effort: leftover topics are harmless
             pass
+
+
+def _group_gone(pgid: int, timeout: float) -> bool:
+    """Wait until no process is left in a process group."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
 
 
 def _clock_events(last_ts: int, partitions: int) -> list[tuple[int, dict[str, Any]]]:

@@ -1271,8 +1271,17 @@ class CompiledExpression:
     def as_step_condition(
         self,
     ) -> Callable[[Mapping[str, Any], Mapping[str, Sequence[Mapping[str, Any]]]], bool]:
-        """A pattern step condition, ``cond(event, steps) -> bool`` (the contract of ``patterns.py``)."""
-        return self.fn
+        """A pattern step condition, ``cond(event, steps) -> bool`` (the contract of ``patterns.py``).
+
+        The callable carries ``reads_steps``: False when its verdict ignores ``steps`` (it reads only the
+        event and the features stamped on it), which lets the matcher keep less per buffered event.
+        """
+        fn = self.fn
+        try:
+            fn.reads_steps = bool(self.steps)  # type: ignore[attr-defined]
+        except AttributeError:  # pragma: no cover - every compiled closure is a plain function
+            pass
+        return fn
 
     def __reduce__(self) -> tuple[Any, ...]:
         features, steps, source = self._params

@@ -294,6 +294,7 @@ class PatternResult(NamedTuple):
 
 
 _NOTHING = PatternResult(None, (), None)
+_new_result = tuple.__new__  # PatternResult(...) without the namedtuple's Python-level __new__ (hot path)
 
 # A completed match before it becomes a Match:
 #   (start_ts, start_seq, seqs, steps, end_ts, last_ts, last_seq)
@@ -312,6 +313,8 @@ class PatternMatcher:
     __slots__ = (
         "_base",
         "_cond0",
+        "_others",
+        "_sift",
         "_final_gap",
         "_final_neg",
         "_last",
@@ -365,25 +368,32 @@ class PatternMatcher:
         self._final_gap = final.max_gap if final.negated and final.max_gap is not None else spec.within
         self._base: dict[str, tuple[Event, ...]] = {s.name: () for s in spec.steps}
         self._cond0 = compiled[0][1]
+        # The late-event buffer keeps every event's place (time, arrival number), but the event itself only
+        # if some condition holds for it: for the others, a replay needs no condition (all are false). That
+        # is decidable once per event only when no condition reads the steps' events (a condition declares
+        # it with ``reads_steps = False``, as the compiled rule conditions do): then its verdict does not
+        # depend on the partial match.
+        self._sift = all(getattr(st.cond, "reads_steps", True) is False for st in spec.steps)
+        others: dict[str, Condition] = {}
+        for st in spec.steps[1:]:
+            if st.source != spec.steps[0].source:
+                others.setdefault(st.source, st.cond)
+        self._others = tuple(others.values())
 
     # ------------------------------------------------------------------------------------------ public API
 
     def process(self, stored: Any, event: Event, ts: int) -> PatternResult:
         """Feed one event of the key (``ts`` its event time); see the module docstring for the semantics."""
         lateness = self._lateness
+        starts = bool(self._cond0(event, self._base))
         if stored is None:
-            if self._cond0(event, self._base):
-                starts = True
-            elif not lateness:
+            if not starts and not lateness:
                 return _NOTHING  # the common case: nothing pending, and this event starts nothing
-            else:
-                starts = False
             st: list[Any] = [[], ts, 0, 0, 0, _NEG_INF, [], [], [], None]
         else:
             st = stored
             if ts < st[_MAX_TS] or ts < st[_WM]:
-                return self._out_of_order(st, event, ts)
-            starts = bool(self._cond0(event, self._base))
+                return self._out_of_order(st, event, ts, starts)
         st[_MAX_TS] = ts
         seq = st[_SEQ]
         st[_SEQ] = seq + 1
@@ -391,16 +401,19 @@ class PatternMatcher:
         prune = False
         if lateness:
             buf = st[_BUF]
-            buf.append((ts, seq, starts, event))
+            if starts or not self._sift or self._relevant(event):
+                buf.append((ts, seq, starts, event))
+            else:
+                buf.append((ts, seq, False, None))  # no condition holds for it: its place is enough
             # Pruning is lazy (once the head is ``lateness`` past due): keeping a few more events is harmless.
-            head_ts, _, head_starts, _ = buf[0]
-            due = ts - 2 * lateness - (self._within if head_starts else 0)
-            prune = head_ts < due or len(buf) > self._max_buffer
+            head = buf[0]
+            due = ts - 2 * lateness - (self._within if head[2] else 0)
+            prune = head[0] < due or len(buf) > self._max_buffer
         if not runs and not starts:
             if prune:
                 dropped = self._prune_buffer(st)
                 return self._result(st, [], dropped)
-            return PatternResult(st, (), None)
+            return _new_result(PatternResult, (st, (), None, 0, False))
         matches: list[Match] = []
 
         def sink(done: _Done, timer: bool) -> None:
@@ -412,6 +425,14 @@ class PatternMatcher:
         if prune:
             dropped += self._prune_buffer(st)
         return self._result(st, matches, dropped)
+
+    def _relevant(self, event: Event) -> bool:
+        """Some step other than the first could take ``event`` or be killed by it (only when ``_sift``)."""
+        base = self._base
+        for cond in self._others:
+            if cond(event, base):
+                return True
+        return False
 
     def on_timer(self, stored: Any, ts: int) -> PatternResult:
         """Event time has reached ``ts`` (the engine's watermark passed it): confirm absences due by then.
@@ -452,8 +473,9 @@ class PatternMatcher:
     def _result(self, st: list[Any], matches: list[Match], dropped: int) -> PatternResult:
         runs = st[_RUNS]
         if not runs and not st[_BUF]:
-            return PatternResult(None, tuple(matches), None, dropped)
-        return PatternResult(st, tuple(matches), self._wakeup(runs), dropped)
+            return _new_result(PatternResult, (None, tuple(matches), None, dropped, False))
+        wakeup = self._wakeup(runs) if self._final_neg is not None and runs else None
+        return _new_result(PatternResult, (st, tuple(matches), wakeup, dropped, False))
 
     def _too_late(self, st: list[Any]) -> PatternResult:
         st[_TOO_LATE] += 1
@@ -542,7 +564,13 @@ class PatternMatcher:
             if loop_ok:
                 step = steps[k]
                 gmax = step[6]
-                if alive and gap >= step[5] and (gmax is None or gap < gmax) and step[1](event, ctx):
+                if (
+                    alive
+                    and gap >= step[5]
+                    and (gmax is None or gap < gmax)
+                    and event is not None
+                    and step[1](event, ctx)
+                ):
                     self._take(out, done, s_ts, s_seq, k, c + 1, event, ts, seq, ctx, seqs)
                     loop_ok = False
                 elif step[4] or not alive or (gmax is not None and gap >= gmax):
@@ -551,19 +579,29 @@ class PatternMatcher:
                 if k == last:
                     neg = self._final_neg
                     assert neg is not None
-                    if ts < min(s_ts + within, l_ts + self._final_gap) and neg(event, ctx):
+                    if (
+                        ts < min(s_ts + within, l_ts + self._final_gap)
+                        and event is not None
+                        and neg(event, ctx)
+                    ):
                         next_ok = False
                 else:
                     step = steps[k + 1]
                     gmax = step[6]
-                    if alive and gap >= step[5] and (gmax is None or gap < gmax) and step[1](event, ctx):
+                    if (
+                        alive
+                        and gap >= step[5]
+                        and (gmax is None or gap < gmax)
+                        and event is not None
+                        and step[1](event, ctx)
+                    ):
                         self._take(out, done, s_ts, s_seq, k + 1, 1, event, ts, seq, ctx, seqs)
                         next_ok = False
                     elif (
                         step[4]
                         or not alive
                         or (gmax is not None and gap >= gmax)
-                        or (step[7] is not None and step[7](event, ctx))
+                        or (step[7] is not None and event is not None and step[7](event, ctx))
                     ):
                         next_ok = False
             if loop_ok or next_ok:
@@ -657,16 +695,18 @@ class PatternMatcher:
 
     # ------------------------------------------------------------------------------------------ late events
 
-    def _out_of_order(self, st: list[Any], event: Event, ts: int) -> PatternResult:
+    def _out_of_order(self, st: list[Any], event: Event, ts: int, starts: bool) -> PatternResult:
         lateness = self._lateness
         if ts < max(st[_MAX_TS] - lateness, st[_WM]):
             return self._too_late(st)
-        starts = bool(self._cond0(event, self._base))
         seq = st[_SEQ]
         st[_SEQ] = seq + 1
         buf = st[_BUF]
-        entry = (ts, seq, starts, event)
-        buf.insert(bisect_right(buf, (ts, seq), key=lambda e: (e[0], e[1])), entry)
+        if starts or not self._sift or self._relevant(event):
+            entry: tuple[int, int, bool, Event | None] = (ts, seq, starts, event)
+        else:
+            entry = (ts, seq, False, None)
+        buf.insert(bisect_right(buf, (ts, seq), key=_entry_key), entry)
         matches, dropped = self._replay(st)
         dropped += self._prune_buffer(st)
         return self._result(st, matches, dropped)
@@ -714,15 +754,17 @@ class PatternMatcher:
     def _prune_buffer(self, st: list[Any]) -> int:
         """Drop buffered events no late event can match with any more; keep at most ``max_buffer``."""
         buf = st[_BUF]
-        know = max(st[_MAX_TS] - self._lateness, st[_WM])
+        know = st[_MAX_TS] - self._lateness
+        if st[_WM] > know:
+            know = st[_WM]
         oldest_start = know - self._within
         cut = 0
         n = len(buf)
         # A late event is at or after ``know``: it can start a match (needing the events after it) or join one
         # started at most ``within`` before it. Non-starting events before the first such start are useless.
-        while cut < n:
-            ets, _, starts, _ = buf[cut]
-            if ets < oldest_start or (ets < know and not starts):
+        for entry in buf:
+            ets = entry[0]
+            if ets < oldest_start or (ets < know and not entry[2]):
                 cut += 1
             else:
                 break
@@ -763,6 +805,10 @@ class PatternMatcher:
         excess = len(reported) - 4 * self._max_buffer
         if excess > 0:
             del reported[:excess]
+
+
+def _entry_key(entry: tuple[int, int, bool, Event | None]) -> tuple[int, int]:
+    return entry[0], entry[1]
 
 
 def _with_flags(run: _Run, loop_ok: bool, next_ok: bool) -> _Run:

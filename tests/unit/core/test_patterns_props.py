@@ -215,8 +215,25 @@ def _cond(kind: int, arg: Any, own: str, prev: str | None) -> tuple[Cond, str]:
     ), f"type == {arg!r} and ts - first({prev}).ts < 4"
 
 
+def _step_free(cond: Cond) -> Cond:
+    """Declare that ``cond`` ignores the steps' events (as compiled rule conditions do)."""
+    cond.reads_steps = False  # type: ignore[attr-defined]
+    return cond
+
+
+def _is_type(arg: str) -> Cond:
+    return lambda e, s: e["type"] == arg
+
+
+def _as_is(cond: Cond) -> Cond:
+    return cond
+
+
 @st.composite
-def patterns(draw: st.DrawFn) -> PatternSpec:
+def patterns(draw: st.DrawFn, step_free: bool = False) -> PatternSpec:
+    """Random patterns; ``step_free``: every condition reads only the event, and says so (``reads_steps``),
+    so the matcher keeps only the place of buffered events no condition holds for."""
+    mark: Callable[[Cond], Cond] = _step_free if step_free else _as_is
     k = draw(st.integers(1, 3))
     steps: list[Step] = []
     prev: str | None = None
@@ -224,10 +241,10 @@ def patterns(draw: st.DrawFn) -> PatternSpec:
         name = f"s{i}"
         if i > 0 and draw(st.booleans()) and draw(st.booleans()):
             arg = draw(st.sampled_from(COND_TYPES))
-            steps.append(
-                Step(f"n{i}", lambda e, s, arg=arg: e["type"] == arg, f"type == {arg!r}", negated=True)
-            )
-        cond, source = _cond(draw(st.integers(0, 4)), draw(st.sampled_from(COND_TYPES)), name, prev)
+            steps.append(Step(f"n{i}", mark(_is_type(arg)), f"type == {arg!r}", negated=True))
+        kind = draw(st.integers(0, 1) if step_free else st.integers(0, 4))
+        cond, source = _cond(kind, draw(st.sampled_from(COND_TYPES)), name, prev)
+        cond = mark(cond)
         max_gap = None if draw(st.booleans()) else draw(st.integers(1, 8))
         min_gap = None if draw(st.integers(0, 3)) else draw(st.integers(1, 3))
         if min_gap is not None and max_gap is not None and min_gap >= max_gap:
@@ -249,7 +266,13 @@ def patterns(draw: st.DrawFn) -> PatternSpec:
         arg = draw(st.sampled_from(COND_TYPES))
         gap = draw(st.none() | st.integers(1, 8))
         steps.append(
-            Step("end", lambda e, s, arg=arg: e["type"] == arg, f"type == {arg!r}", max_gap=gap, negated=True)
+            Step(
+                "end",
+                mark(_is_type(arg)),
+                f"type == {arg!r}",
+                max_gap=gap,
+                negated=True,
+            )
         )
     return PatternSpec(
         "p",
@@ -319,3 +342,36 @@ def test_lateness_buffer_changes_nothing_in_order(
     if spec.steps[-1].negated is False:
         without, _ = run_matcher(spec, events, 0)
         assert with_buffer == without
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data(), spec=patterns(step_free=True), events=streams(), lateness=st.integers(1, 12))
+def test_shuffled_within_lateness_matches_reference_with_step_free_conditions(
+    data: st.DataObject, spec: PatternSpec, events: list[dict[str, Any]], lateness: int
+) -> None:
+    """Step-free conditions let the buffer drop the events no condition holds for (keeping their place)."""
+    arrivals = shuffled(data.draw, events, lateness)
+    got, final_state = run_matcher(spec, arrivals, lateness)
+    assert got == expected_reports(spec, arrivals, lateness)
+    assert final_state is None
+    matcher = PatternMatcher(spec, lateness=lateness)
+    assert matcher._sift  # the path under test
+
+
+def test_buffer_keeps_only_the_place_of_events_no_condition_holds_for() -> None:
+    a = _step_free(lambda e, s: e["type"] == "a")
+    b = _step_free(lambda e, s: e["type"] == "b")
+    spec = PatternSpec(
+        "p", (Step("s0", a, "type == 'a'"), Step("s1", b, "type == 'b'", contiguity="strict")), 50
+    )
+    matcher = PatternMatcher(spec, lateness=10)
+    stored: Any = None
+    events: list[dict[str, Any]] = [{"event_id": f"e{i}", "type": t, "ts": i} for i, t in enumerate("acb")]
+    for e in events:
+        stored = matcher.process(stored, e, e["ts"]).new_stored
+    buf = stored[6]
+    assert [(entry[0], entry[3] is not None) for entry in buf] == [(0, True), (1, False), (2, True)]
+    # a late 'b' right after the 'a' matches; the 'c' in between (kept as a place) still breaks the later one
+    late = matcher.process(stored, {"event_id": "late", "type": "b", "ts": 0}, 0)
+    assert [m.event_ids for m in late.matches] == [{"s0": ("e0",), "s1": ("late",)}]
+    assert all(m.completed_by == "late" for m in late.matches)

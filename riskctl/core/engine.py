@@ -273,14 +273,15 @@ class Engine:
         tp = plan.by_type.get(etype) or plan.for_type(etype if isinstance(etype, str) else "")  # type: ignore[arg-type]
 
         # Features: each definition once, shared by every rule using it.
+        # An unchanged value is not written back (in Flink, every put pickles and writes to RocksDB).
         values: dict[str, Any] = {}
         for key, feature in tp.features:
             stored = get(key)
-            value, new = feature.evaluate(stored, event, ts)
+            value, new, changed = feature.update(stored, event, ts)
             if new is None:
                 if stored is not None:
                     pop(key, None)
-            else:
+            elif changed or new is not stored:
                 put(key, new)
             values[key] = value
 
@@ -291,17 +292,19 @@ class Engine:
             if pp.stamp:
                 ev = dict(event)
                 ev[FEATURES_FIELD] = {name: values[key] for name, key in pp.stamp}
-            res = pp.matcher.process(get(pp.key), ev, ts)
-            if res.new_stored is None:
-                pop(pp.key, None)
+            stored = get(pp.key)
+            new, hits, wakeup, overflow, _ = pp.matcher.process(stored, ev, ts)
+            if new is None:
+                if stored is not None:
+                    pop(pp.key, None)
             else:
-                put(pp.key, res.new_stored)
-            if res.matches:
-                matches[pp.rule_id] = res.matches
-            if res.wakeup is not None:
-                self._want_wakeup(meta, res.wakeup, pp.key, timers)
-            if res.overflow:
-                self.pattern_overflow += res.overflow
+                put(pp.key, new)
+            if hits:
+                matches[pp.rule_id] = hits
+            if wakeup is not None:
+                self._want_wakeup(meta, wakeup, pp.key, timers)
+            if overflow:
+                self.pattern_overflow += overflow
 
         # Rules, by priority.
         fired: list[FiredRule] = []

@@ -285,6 +285,15 @@ class Feature:
 
     def evaluate(self, stored: Any, event: Event, ts: int) -> tuple[Any, Any]:
         """The value for `event` at event time `ts`, and the stored value to put back (None: remove it)."""
+        value, new, _ = self.update(stored, event, ts)
+        return value, new
+
+    def update(self, stored: Any, event: Event, ts: int) -> tuple[Any, Any, bool]:
+        """`evaluate`, plus whether the stored value changed (False: `new_stored` is `stored`, untouched).
+
+        The engine uses the flag to skip writing back an unchanged value (a pickle and a RocksDB write in
+        Flink).
+        """
         raise NotImplementedError
 
     def expire(self, stored: Any, now_ts: int) -> Any:
@@ -339,16 +348,16 @@ class WindowedFeature(Feature):
         return type(v) in _NUMBER_TYPES and v == v, v
 
     # -- runtime API -------------------------------------------------------------------------------------
-    def evaluate(self, stored: Any, event: Event, ts: int) -> tuple[Any, Any]:
+    def update(self, stored: Any, event: Event, ts: int) -> tuple[Any, Any, bool]:
         """The aggregate over `(ts - window, ts]`, the current event included when recorded."""
         rec, v = self._value_of(event)
         if stored is None:
             if not rec:
-                return self._empty, None
+                return self._empty, None, False
             rv = [v] if self._keeps_values else None
-            return self._single(v), [ts, _NO_FRONTIER, [ts], rv, [], [], [] if self._has_b else None]
+            return self._single(v), [ts, _NO_FRONTIER, [ts], rv, [], [], [] if self._has_b else None], True
         if not rec:
-            return self._query(stored, ts), stored
+            return self._query(stored, ts), stored, False
         rts = stored[_RTS]
         if ts >= stored[_FRONT] and (not rts or ts >= rts[-1]):  # in order: the common case
             rts.append(ts)
@@ -366,8 +375,8 @@ class WindowedFeature(Feature):
         if (rts and rts[0] <= cutoff) or (bix and bix[0] * self.granularity <= cutoff):
             self._prune(stored, cutoff)
             if not rts and not bix:
-                return value, None
-        return value, stored
+                return value, None, True
+        return value, stored, True
 
     def value_at(self, stored: Any, ts: int) -> Any:
         """The aggregate over `(ts - window, ts]` of what is stored now; records nothing, changes nothing."""
@@ -554,16 +563,16 @@ class LastNFeature(Feature):
         v = event.get(self._fld)
         return type(v) in _NUMBER_TYPES and v == v, v
 
-    def evaluate(self, stored: Any, event: Event, ts: int) -> tuple[Any, Any]:
+    def update(self, stored: Any, event: Event, ts: int) -> tuple[Any, Any, bool]:
         """The statistic over the last n recorded events in `(ts - window, ts]`, the current one included."""
         rec, v = self._value_of(event)
         if stored is None:
             if not rec:
-                return None, None
+                return None, None, False
             stored = [[ts], None if self._interval else [v]]
-            return self._stat(stored, ts), stored
+            return self._stat(stored, ts), stored, True
         if not rec:
-            return self._stat(stored, ts), stored
+            return self._stat(stored, ts), stored, False
         tss, vals = stored
         if not tss or ts >= tss[-1]:
             tss.append(ts)
@@ -582,7 +591,7 @@ class LastNFeature(Feature):
         cutoff = tss[-1] - self.retention
         if tss[0] <= cutoff:
             self._prune(stored, cutoff)
-        return value, stored if tss else None
+        return value, stored if tss else None, True
 
     def _stat(self, stored: list[Any], ts: int) -> Any:
         tss, vals = stored
@@ -633,15 +642,15 @@ class FirstSeenFeature(Feature):
         super().__init__(spec, lateness)
         self.max_values = spec.max_values or DEFAULT_MAX_VALUES
 
-    def evaluate(self, stored: Any, event: Event, ts: int) -> tuple[Any, Any]:
+    def update(self, stored: Any, event: Event, ts: int) -> tuple[Any, Any, bool]:
         """True if the value was not recorded in `(ts - window, ts]` before this event; None if no value."""
         v = event.get(self._fld)
         if v is None or type(v) not in _VALUE_TYPES or v != v:
-            return None, stored
+            return None, stored, False
         flt = self._filter
         rec = flt is None or flt(event)
         if stored is None:
-            return True, ([ts, {v: (ts, ts)}] if rec else None)
+            return True, ([ts, {v: (ts, ts)}] if rec else None), rec
         seen = stored[1]
         fl = seen.get(v)
         if fl is None:
@@ -653,10 +662,12 @@ class FirstSeenFeature(Feature):
             else:
                 value = first > ts  # seen only after this event: new; seen before and after: not new
         if not rec:
-            return value, stored
-        if ts > stored[0]:
+            return value, stored, False
+        changed = ts > stored[0]
+        if changed:
             stored[0] = ts
         if fl is None:
+            changed = True
             seen[v] = (ts, ts)
             if len(seen) > self.max_values:
                 self._prune(stored, stored[0] - self.retention)
@@ -664,9 +675,11 @@ class FirstSeenFeature(Feature):
                     del seen[min(seen, key=lambda x: seen[x][1])]
         elif ts < fl[0]:
             seen[v] = (ts, fl[1])
+            changed = True
         elif ts > fl[1]:
             seen[v] = (fl[0], ts)
-        return value, stored
+            changed = True
+        return value, stored, changed
 
     def _prune(self, stored: list[Any], cutoff: int) -> None:
         seen = stored[1]
@@ -691,7 +704,7 @@ class FirstSeenFeature(Feature):
 class TimeSinceFeature(Feature):
     """Milliseconds since the previous recorded event within the horizon (see the module docstring)."""
 
-    def evaluate(self, stored: Any, event: Event, ts: int) -> tuple[Any, Any]:
+    def update(self, stored: Any, event: Event, ts: int) -> tuple[Any, Any, bool]:
         """`ts` minus the newest recorded ts in `(ts - window, ts]` recorded before this event, or None."""
         if stored is None:
             value = None
@@ -700,9 +713,9 @@ class TimeSinceFeature(Feature):
             value = ts - stored[hi - 1] if hi and stored[hi - 1] > ts - self.window else None
         flt = self._filter
         if flt is not None and not flt(event):
-            return value, stored
+            return value, stored, False
         if stored is None:
-            return value, [ts]
+            return value, [ts], True
         if ts >= stored[-1]:
             stored.append(ts)
         else:
@@ -712,7 +725,7 @@ class TimeSinceFeature(Feature):
         cutoff = stored[-1] - self.retention
         if stored[0] <= cutoff:
             del stored[: bisect_right(stored, cutoff)]
-        return value, stored
+        return value, stored, True
 
     def expire(self, stored: Any, now_ts: int) -> Any:
         """Drop timestamps at or before `now_ts - window - lateness`; None when none is left."""

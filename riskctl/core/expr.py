@@ -1274,11 +1274,13 @@ class CompiledExpression:
         """A pattern step condition, ``cond(event, steps) -> bool`` (the contract of ``patterns.py``).
 
         The callable carries ``reads_steps``: False when its verdict ignores ``steps`` (it reads only the
-        event and the features stamped on it), which lets the matcher keep less per buffered event.
+        event and the features stamped on it), which lets the matcher keep less per buffered event; and
+        ``event_types`` (see the attribute), which lets it skip the call for events of other types.
         """
         fn = self.fn
         try:
             fn.reads_steps = bool(self.steps)  # type: ignore[attr-defined]
+            fn.event_types = self.event_types  # type: ignore[attr-defined]
         except AttributeError:  # pragma: no cover - every compiled closure is a plain function
             pass
         return fn

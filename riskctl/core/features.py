@@ -595,6 +595,8 @@ class LastNFeature(Feature):
 
     def _stat(self, stored: list[Any], ts: int) -> Any:
         tss, vals = stored
+        if len(tss) < self.min_events:
+            return None  # fewer events than needed, whatever the window (the common case)
         hi = len(tss) if tss[-1] <= ts else bisect_right(tss, ts)
         lo = max(bisect_right(tss, ts - self.window), hi - self.n)
         k = hi - lo

@@ -314,6 +314,7 @@ class PatternMatcher:
         "_base",
         "_cond0",
         "_others",
+        "_types0",
         "_sift",
         "_final_gap",
         "_final_neg",
@@ -374,18 +375,21 @@ class PatternMatcher:
         # it with ``reads_steps = False``, as the compiled rule conditions do): then its verdict does not
         # depend on the partial match.
         self._sift = all(getattr(st.cond, "reads_steps", True) is False for st in spec.steps)
-        others: dict[str, Condition] = {}
+        others: dict[str, tuple[Condition, frozenset[str] | None]] = {}
         for st in spec.steps[1:]:
             if st.source != spec.steps[0].source:
-                others.setdefault(st.source, st.cond)
+                others.setdefault(st.source, (st.cond, _types_of(st.cond)))
         self._others = tuple(others.values())
+        # A condition declaring ``event_types`` holds only for events of those types: not called for others.
+        self._types0 = _types_of(self._cond0)
 
     # ------------------------------------------------------------------------------------------ public API
 
     def process(self, stored: Any, event: Event, ts: int) -> PatternResult:
         """Feed one event of the key (``ts`` its event time); see the module docstring for the semantics."""
         lateness = self._lateness
-        starts = bool(self._cond0(event, self._base))
+        types0 = self._types0
+        starts = (types0 is None or event.get("type") in types0) and bool(self._cond0(event, self._base))
         if stored is None:
             if not starts and not lateness:
                 return _NOTHING  # the common case: nothing pending, and this event starts nothing
@@ -429,8 +433,9 @@ class PatternMatcher:
     def _relevant(self, event: Event) -> bool:
         """Some step other than the first could take ``event`` or be killed by it (only when ``_sift``)."""
         base = self._base
-        for cond in self._others:
-            if cond(event, base):
+        etype = event.get("type")
+        for cond, types in self._others:
+            if (types is None or etype in types) and cond(event, base):
                 return True
         return False
 
@@ -805,6 +810,12 @@ class PatternMatcher:
         excess = len(reported) - 4 * self._max_buffer
         if excess > 0:
             del reported[:excess]
+
+
+def _types_of(cond: Condition) -> frozenset[str] | None:
+    """The event types ``cond`` declares it can hold for (``event_types``), or None (any, or undeclared)."""
+    types = getattr(cond, "event_types", None)
+    return types if isinstance(types, frozenset) else None
 
 
 def _entry_key(entry: tuple[int, int, bool, Event | None]) -> tuple[int, int]:

@@ -215,9 +215,12 @@ def _cond(kind: int, arg: Any, own: str, prev: str | None) -> tuple[Cond, str]:
     ), f"type == {arg!r} and ts - first({prev}).ts < 4"
 
 
-def _step_free(cond: Cond) -> Cond:
-    """Declare that ``cond`` ignores the steps' events (as compiled rule conditions do)."""
+def _step_free(cond: Cond, types: frozenset[str] | None = None) -> Cond:
+    """Declare that ``cond`` ignores the steps' events and, with ``types``, holds only for events of those
+    types (as compiled rule conditions do)."""
     cond.reads_steps = False  # type: ignore[attr-defined]
+    if types is not None:
+        cond.event_types = types  # type: ignore[attr-defined]
     return cond
 
 
@@ -225,7 +228,7 @@ def _is_type(arg: str) -> Cond:
     return lambda e, s: e["type"] == arg
 
 
-def _as_is(cond: Cond) -> Cond:
+def _as_is(cond: Cond, types: frozenset[str] | None = None) -> Cond:
     return cond
 
 
@@ -233,7 +236,7 @@ def _as_is(cond: Cond) -> Cond:
 def patterns(draw: st.DrawFn, step_free: bool = False) -> PatternSpec:
     """Random patterns; ``step_free``: every condition reads only the event, and says so (``reads_steps``),
     so the matcher keeps only the place of buffered events no condition holds for."""
-    mark: Callable[[Cond], Cond] = _step_free if step_free else _as_is
+    mark: Callable[..., Cond] = _step_free if step_free else _as_is
     k = draw(st.integers(1, 3))
     steps: list[Step] = []
     prev: str | None = None
@@ -241,10 +244,11 @@ def patterns(draw: st.DrawFn, step_free: bool = False) -> PatternSpec:
         name = f"s{i}"
         if i > 0 and draw(st.booleans()) and draw(st.booleans()):
             arg = draw(st.sampled_from(COND_TYPES))
-            steps.append(Step(f"n{i}", mark(_is_type(arg)), f"type == {arg!r}", negated=True))
+            steps.append(Step(f"n{i}", mark(_is_type(arg), frozenset(arg)), f"type == {arg!r}", negated=True))
         kind = draw(st.integers(0, 1) if step_free else st.integers(0, 4))
-        cond, source = _cond(kind, draw(st.sampled_from(COND_TYPES)), name, prev)
-        cond = mark(cond)
+        arg = draw(st.sampled_from(COND_TYPES))
+        cond, source = _cond(kind, arg, name, prev)
+        cond = mark(cond, frozenset(arg) if kind == 0 and draw(st.booleans()) else None)
         max_gap = None if draw(st.booleans()) else draw(st.integers(1, 8))
         min_gap = None if draw(st.integers(0, 3)) else draw(st.integers(1, 3))
         if min_gap is not None and max_gap is not None and min_gap >= max_gap:
@@ -268,7 +272,7 @@ def patterns(draw: st.DrawFn, step_free: bool = False) -> PatternSpec:
         steps.append(
             Step(
                 "end",
-                mark(_is_type(arg)),
+                mark(_is_type(arg), frozenset(arg)),
                 f"type == {arg!r}",
                 max_gap=gap,
                 negated=True,

@@ -177,7 +177,10 @@ def parse_command(args: list[str]) -> None:
             raise click.UsageError(msg)
         cmd, rest = sub, rest[1:]
         ctx = click.Context(cmd, info_name=cmd.name, parent=ctx)
-    assert not isinstance(cmd, click.Group) or not rest or rest[0] in ("-h", "--help", "--version"), args
+    # a group runs with options only when it is also a command of its own (invoke_without_command)
+    group_as_command = isinstance(cmd, click.Group) and cmd.invoke_without_command
+    help_only = not rest or rest[0] in ("-h", "--help", "--version")
+    assert not isinstance(cmd, click.Group) or group_as_command or help_only, args
     parser = cmd.make_parser(ctx)
     parser.parse_args(rest)
 

@@ -7,6 +7,9 @@ its own users, so scenarios do not see each other. Rule edits (scenarios 11, 12,
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -105,46 +108,51 @@ def wait_status(job: Job, rule_id: str, version: int, timeout: float = 60) -> di
     return found[-1]
 
 
-@pytest.fixture(scope="module")
-def job(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Job]:
-    import os
-    import signal
-    import subprocess
-    import sys
-
+def new_job(stack: Settings, tmp: Path) -> Job:
+    """Fresh topics and rules table (rules/ applied) and the job's environment; the job is not started."""
     from riskctl.kafka_admin import ensure_topics
 
-    tmp = tmp_path_factory.mktemp("job")
     suffix = uuid.uuid4().hex[:8]
     topics = {k: f"test-{k}-{suffix}" for k in ("events", "decisions", "alerts", "dead", "status")}
     ensure_topics(stack.kafka_bootstrap, topics.values(), partitions=2)
     table = f"t{suffix}_rules"
     apply_rules(stack, table)
-    env = _job_env(stack, topics, table, tmp, f"g-{suffix}")
-    log = tmp / "job.log"
-    with log.open("wb") as out:
+    return Job(stack, _job_env(stack, topics, table, tmp, f"g-{suffix}"), table, topics)
+
+
+def start_job(job: Job, log: Path, extra: dict[str, str] | None = None) -> JobProcess:
+    """Run jobs/risk_job.py on the MiniCluster in its own process group (``JobProcess.stop`` kills it all)."""
+    with log.open("ab") as out:
         proc = subprocess.Popen(
             [sys.executable, str(PROJECT_ROOT / "jobs" / "risk_job.py")],
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            env={**os.environ, **env},
+            env={**os.environ, **job.env, **(extra or {})},
             cwd=PROJECT_ROOT,
         )
-    j = Job(stack, env, table, topics, JobProcess(proc, log))
+    job.proc = JobProcess(proc, log)
+    return job.proc
+
+
+def wait_rules(job: Job, timeout: float = 240) -> None:
+    """Until the job reports every rule of rules/ accepted."""
+    n_rules = len(load_rules(PROJECT_ROOT / "rules"))
+    recs = job.read(
+        "status", lambda rs: len({r["rule_id"] for r in rs if r["state"] == "accepted"}) >= n_rules, timeout
+    )
+    assert len({r["rule_id"] for r in recs if r["state"] == "accepted"}) >= n_rules, recs
+
+
+@pytest.fixture(scope="module")
+def job(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Job]:
+    j = new_job(stack, tmp_path_factory.mktemp("job"))
+    proc = start_job(j, tmp_path_factory.getbasetemp() / f"job-{j.rules_table}.log")
     try:
-        n_rules = len(load_rules(PROJECT_ROOT / "rules"))
-        j.read(
-            "status", lambda rs: len({r["rule_id"] for r in rs if r["state"] == "accepted"}) >= n_rules, 240
-        )
+        wait_rules(j)
         yield j
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+        proc.stop()
 
 
 # -- scenarios on the running job ---------------------------------------------------------------------------

@@ -9,37 +9,15 @@ import subprocess
 import sys
 import time
 import urllib.request
-import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from riskctl.config import PROJECT_ROOT, Settings
-from riskctl.core.rules import load_rules
-from tests.integration.conftest import JobProcess
-from tests.integration.test_job import Job, S, _job_env, apply_rules, ev
+from tests.integration.test_job import Job, S, ev, new_job, start_job, wait_rules
 
 pytestmark = pytest.mark.integration
-
-
-def _new_job(stack: Settings, tmp: Path) -> Job:
-    from riskctl.kafka_admin import ensure_topics
-
-    suffix = uuid.uuid4().hex[:8]
-    topics = {k: f"test-{k}-{suffix}" for k in ("events", "decisions", "alerts", "dead", "status")}
-    ensure_topics(stack.kafka_bootstrap, topics.values(), partitions=2)
-    table = f"t{suffix}_rules"
-    apply_rules(stack, table)
-    return Job(stack, _job_env(stack, topics, table, tmp, f"g-{suffix}"), table, topics)
-
-
-def _wait_rules(job: Job, timeout: float = 240) -> None:
-    n_rules = len(load_rules(PROJECT_ROOT / "rules"))
-    recs = job.read(
-        "status", lambda rs: len({r["rule_id"] for r in rs if r["state"] == "accepted"}) >= n_rules, timeout
-    )
-    assert len({r["rule_id"] for r in recs if r["state"] == "accepted"}) >= n_rules, recs
 
 
 def _brute_force_and_velocity(job: Job) -> None:
@@ -60,7 +38,7 @@ def _brute_force_and_velocity(job: Job) -> None:
 
 @pytest.mark.cluster
 def test_job_on_standalone_cluster_parallelism_2(stack: Settings, flink_cluster: Any, tmp_path: Path) -> None:
-    job = _new_job(stack, tmp_path)
+    job = new_job(stack, tmp_path)
     env = {**os.environ, **job.env, "FLINK_CONF_DIR": str(flink_cluster.home / "conf")}
     res = subprocess.run(
         [sys.executable, "-m", "riskctl.cli.main", "submit", "-p", "2"],
@@ -76,7 +54,7 @@ def test_job_on_standalone_cluster_parallelism_2(stack: Settings, flink_cluster:
     assert res.returncode == 0 and ids, out[-3000:]
     job_id = ids[-1]
     try:
-        _wait_rules(job)
+        wait_rules(job)
         _brute_force_and_velocity(job)
         with urllib.request.urlopen(f"{flink_cluster.rest_url}/jobs/{job_id}", timeout=10) as resp:  # noqa: S310
             info = json.load(resp)
@@ -88,19 +66,6 @@ def test_job_on_standalone_cluster_parallelism_2(stack: Settings, flink_cluster:
         urllib.request.urlopen(req, timeout=10).close()  # noqa: S310
 
 
-def _start(job: Job, log: Path, extra: dict[str, str] | None = None) -> JobProcess:
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, str(PROJECT_ROOT / "jobs" / "risk_job.py")],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env={**os.environ, **job.env, **(extra or {})},
-            cwd=PROJECT_ROOT,
-        )
-    return JobProcess(proc, log)
-
-
 def _latest_checkpoint(root: Path) -> Path | None:
     done = [p for p in root.glob("*/chk-*") if (p / "_metadata").exists()]
     return max(done, key=lambda p: int(p.name.split("-")[1])) if done else None
@@ -109,12 +74,12 @@ def _latest_checkpoint(root: Path) -> Path | None:
 def test_kill_and_restore_from_checkpoint_keeps_features_and_decisions(
     stack: Settings, tmp_path: Path
 ) -> None:
-    job = _new_job(stack, tmp_path)
+    job = new_job(stack, tmp_path)
     log = tmp_path / "job.log"
-    job.proc = _start(job, log)
+    start_job(job, log)
     u = job.user("rec")
     try:
-        _wait_rules(job)
+        wait_rules(job)
         before = [
             ev(f"{u}-1", u, "transfer", 0, amount=30_000),
             ev(f"{u}-2", u, "transfer", S, amount=15_000),
@@ -136,7 +101,7 @@ def test_kill_and_restore_from_checkpoint_keeps_features_and_decisions(
     job.send(while_down)
     chk = _latest_checkpoint(Path(job.env["RISKCTL_JOB_CHECKPOINT_DIR"].removeprefix("file://")))
     assert chk is not None, "no completed checkpoint was retained"
-    job.proc = _start(job, log, {"RISKCTL_JOB_RESTORE_FROM": chk.as_uri()})
+    start_job(job, log, {"RISKCTL_JOB_RESTORE_FROM": chk.as_uri()})
     try:
         d = job.decisions_for([e["event_id"] for e in while_down], timeout=240)
         crossing = d[f"{u}-3"]

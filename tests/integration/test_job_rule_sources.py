@@ -2,34 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from riskctl.config import PROJECT_ROOT, Settings
-from tests.integration.conftest import JobProcess, consume_until
-from tests.integration.test_job import Job, S, ev, wait_status
-from tests.integration.test_job_cluster_recovery import _new_job, _wait_rules
+from tests.integration.conftest import consume_until
+from tests.integration.test_job import Job, S, ev, new_job, start_job, wait_rules, wait_status
 
 pytestmark = pytest.mark.integration
-
-
-def _start(job: Job, log: Path, extra: dict[str, str]) -> JobProcess:
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, str(PROJECT_ROOT / "jobs" / "risk_job.py")],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env={**os.environ, **job.env, **extra},
-            cwd=PROJECT_ROOT,
-        )
-    return JobProcess(proc, log)
 
 
 def _velocity(job: Job, amounts: tuple[int, ...]) -> dict[str, dict]:
@@ -40,8 +23,8 @@ def _velocity(job: Job, amounts: tuple[int, ...]) -> dict[str, dict]:
 
 
 def test_poll_source_with_exactly_once_delivery(stack: Settings, tmp_path: Path) -> None:
-    job = _new_job(stack, tmp_path)
-    job.proc = _start(
+    job = new_job(stack, tmp_path)
+    start_job(
         job,
         tmp_path / "job.log",
         {
@@ -52,7 +35,7 @@ def test_poll_source_with_exactly_once_delivery(stack: Settings, tmp_path: Path)
         },
     )
     try:
-        _wait_rules(job)
+        wait_rules(job)
         d = _velocity(job, (30_000, 25_000))
         assert [d["0"]["action"], d["1"]["action"]] == ["PASS", "REVIEW"]
         # exactly-once: the decisions are in committed transactions, visible to read_committed consumers
@@ -81,8 +64,8 @@ def test_poll_source_with_exactly_once_delivery(stack: Settings, tmp_path: Path)
 def test_rules_folder_source_picks_up_edits(stack: Settings, tmp_path: Path) -> None:
     folder = tmp_path / "rules"
     shutil.copytree(PROJECT_ROOT / "rules", folder)
-    job = _new_job(stack, tmp_path)
-    job.proc = _start(
+    job = new_job(stack, tmp_path)
+    start_job(
         job,
         tmp_path / "job.log",
         {
@@ -93,7 +76,7 @@ def test_rules_folder_source_picks_up_edits(stack: Settings, tmp_path: Path) -> 
         },
     )
     try:
-        _wait_rules(job)
+        wait_rules(job)
         d = _velocity(job, (30_000, 25_000))
         assert d["1"]["action"] == "REVIEW"
         text = (folder / "transfer_velocity.yaml").read_text()

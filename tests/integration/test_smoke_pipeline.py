@@ -64,11 +64,8 @@ def _check(
     assert ("UPDATE_AFTER", 1, "updated") in cdc, cdc
 
 
-def test_smoke_pipeline_on_minicluster(stack: Settings, mysql: Any, topic: Any, run_job: Any) -> None:
-    table = _cdc_table(mysql)
-    in_topic, out_topic = topic("in"), topic("out")
-    job = run_job(
-        "jobs/smoke.py",
+def _smoke_args(in_topic: str, out_topic: str, table: str) -> list[str]:
+    return [
         "--input-topic",
         in_topic,
         "--output-topic",
@@ -77,7 +74,13 @@ def test_smoke_pipeline_on_minicluster(stack: Settings, mysql: Any, topic: Any, 
         in_topic,
         "--mysql-table",
         table,
-    )
+    ]
+
+
+def test_smoke_pipeline_on_minicluster(stack: Settings, mysql: Any, topic: Any, run_job: Any) -> None:
+    table = _cdc_table(mysql)
+    in_topic, out_topic = topic("in"), topic("out")
+    job = run_job("jobs/smoke.py", *_smoke_args(in_topic, out_topic, table))
     _check(stack, mysql, table, in_topic, out_topic, job)
 
 
@@ -87,17 +90,7 @@ def test_smoke_pipeline_on_standalone_cluster(
 ) -> None:
     table = _cdc_table(mysql)
     in_topic, out_topic = topic("in"), topic("out")
-    job_id = submit_job(
-        "jobs/smoke.py",
-        "--input-topic",
-        in_topic,
-        "--output-topic",
-        out_topic,
-        "--group-id",
-        in_topic,
-        "--mysql-table",
-        table,
-    )
+    job_id = submit_job("jobs/smoke.py", *_smoke_args(in_topic, out_topic, table))
     _check(stack, mysql, table, in_topic, out_topic, None)
     with urllib.request.urlopen(f"{flink_cluster.rest_url}/jobs/{job_id}", timeout=10) as resp:  # noqa: S310
         state = json.load(resp)["state"]

@@ -35,7 +35,7 @@ from pyflink.datastream import (
     RuntimeContext,
     StreamExecutionEnvironment,
 )
-from pyflink.table import StreamTableEnvironment
+from pyflink.table import StreamTableEnvironment, Table
 
 from riskctl.config import Settings
 from riskctl.core.errors import EventError
@@ -324,28 +324,51 @@ class _Differ(FlatMapFunction):  # type: ignore[misc]
 
 
 class PollFolder(_Differ):
-    """Reads a rules folder (YAML); a rule that fails to load is sent as is, for the job to refuse."""
+    """Reads a rules folder (YAML); a rule that fails to load is sent as is, for the job to refuse.
+
+    The files are parsed again only when one of them changed (path, size or modification time): parsing the
+    YAML every tick took ~18 ms, holding the GIL that the decide operator needs (thread mode).
+    """
 
     def __init__(self, folder: str) -> None:
         super().__init__()
         self.folder = folder
+        self._signature: tuple[tuple[str, int, int], ...] | None = None
+        self._cached: dict[str, tuple[int, str]] = {}
 
     def current(self) -> dict[str, tuple[int, str]]:
-        from riskctl.core.rules import _documents, rule_files
+        from riskctl.core.rules import rule_files
+
+        files = rule_files(Path(self.folder))
+        try:
+            signature = tuple((str(f), st.st_size, st.st_mtime_ns) for f in files for st in (f.stat(),))
+        except OSError:
+            signature = None  # a file went away between the listing and the stat: read everything
+        if signature is not None and signature == self._signature:
+            return dict(self._cached)
+        out, complete = self._read(files)
+        self._signature = signature if complete else None  # a file being written: read again next tick
+        self._cached = out
+        return dict(out)
+
+    @staticmethod
+    def _read(files: list[Path]) -> tuple[dict[str, tuple[int, str]], bool]:
+        from riskctl.core.rules import _documents
 
         out: dict[str, tuple[int, str]] = {}
-        root = Path(self.folder)
-        for file in rule_files(root):
+        complete = True
+        for file in files:
             try:
                 docs = list(_documents(file.read_text(encoding="utf-8"), file.name))
             except (OSError, ValueError):
+                complete = False
                 continue  # a file being written; the next tick reads it again
             for _, doc in docs:
                 if isinstance(doc, dict) and isinstance(doc.get("id"), str):
                     given = doc.get("version")
                     version = given if isinstance(given, int) else 1
                     out[doc["id"]] = (version, json.dumps(doc, default=str))
-        return out
+        return out, complete
 
 
 class PollRules(_Differ):
@@ -437,17 +460,19 @@ def build_pipeline(env: StreamExecutionEnvironment, settings: Settings) -> None:
         .uid("riskctl-decide")
     )
 
-    def channel(ch: str) -> DataStream:
-        return (
-            decided.filter(lambda r, ch=ch: r[0] == ch)
-            .map(lambda r: Row(k=r[1], v=r[2]), output_type=RECORD)
-            .name(ch)
-        )
+    # The split into channels is a SQL filter (a Java Calc per sink) on one table of the tagged records: a
+    # Python filter + map per channel costs three Python calls per record in the decide task (thread mode:
+    # each crosses JNI and converts the row both ways); see bench/flink_profile/README.md.
+    t_env.create_temporary_view("riskctl_decided", t_env.from_data_stream(decided))
+
+    def channel(ch: str) -> Table:
+        return t_env.sql_query(f"SELECT k, v FROM riskctl_decided WHERE ch = {_q(ch)}")
 
     status = channel(STATUS)
     if job.rules_source != "file":
-        status = (
-            status.map(
+        status = t_env.from_data_stream(
+            t_env.to_data_stream(status)
+            .map(
                 RecordRuleStatus(MysqlConn.of(settings), table_names(job.rules_table).status),
                 output_type=RECORD,
             )
@@ -456,13 +481,13 @@ def build_pipeline(env: StreamExecutionEnvironment, settings: Settings) -> None:
         )
 
     sinks = t_env.create_statement_set()
-    for name, topic, stream in (
+    for name, topic, table in (
         ("decisions_sink", job.decisions_topic, channel(DECISION)),
         ("alerts_sink", job.alerts_topic, channel(ALERT)),
-        ("dead_letter_sink", job.dead_letter_topic, dead),
+        ("dead_letter_sink", job.dead_letter_topic, t_env.from_data_stream(dead)),
         ("rule_status_sink", job.rule_status_topic, status),
     ):
-        sinks.add_insert(_kafka_sink(t_env, name, topic, settings), t_env.from_data_stream(stream))
+        sinks.add_insert(_kafka_sink(t_env, name, topic, settings), table)
     sinks.attach_as_datastream()
 
 

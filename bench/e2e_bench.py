@@ -1,4 +1,6 @@
-"""End-to-end benchmark of the risk job: events into Kafka -> embedded job (file rules) -> decisions out of Kafka.
+"""End-to-end benchmark of the risk job.
+
+Events into Kafka -> embedded job (file rules) -> decisions out of Kafka.
 
 Latency mode (default): produce at a fixed rate, one event at a time (kafka-python, linger_ms=0, keyed by
 user_id, event time = now); a consumer thread reads the decisions topic; latency = decision receive wall time
@@ -42,7 +44,7 @@ WEIGHTS = [40, 20, 15, 10, 5, 5, 5]
 CITIES = ["Paris", "Lyon", "Berlin", "Madrid", "Oslo", "Rome", "Lisbon", "Vienna"]
 
 
-# -- events -----------------------------------------------------------------------------------------------------
+# -- events ----------------------------------------------------------------------------------------
 class EventMaker:
     def __init__(self, users: int, seed: int = 42) -> None:
         self.rng = random.Random(seed)
@@ -67,7 +69,7 @@ class EventMaker:
         return e
 
 
-# -- job process ------------------------------------------------------------------------------------------------
+# -- job process -----------------------------------------------------------------------------------
 class Job:
     def __init__(self, topics: dict[str, str], parallelism: int, tmp: Path) -> None:
         self.log = tmp / "job.log"
@@ -115,9 +117,9 @@ class Job:
             pass
 
 
-# -- decisions reader -------------------------------------------------------------------------------------------
+# -- decisions reader ------------------------------------------------------------------------------
 class Reader(threading.Thread):
-    """Reads the decisions topic from the beginning; records receive wall time per event_id (the record key)."""
+    """Reads the decisions topic from the start; records receive wall time per event_id (the record key)."""
 
     def __init__(self, bootstrap: str, topic: str) -> None:
         super().__init__(daemon=True)
@@ -193,8 +195,10 @@ def producer(bootstrap: str, **kw: Any) -> Any:
     return KafkaProducer(bootstrap_servers=bootstrap, **kw)
 
 
-# -- modes ------------------------------------------------------------------------------------------------------
-def latency_mode(args: argparse.Namespace, bootstrap: str, topics: dict[str, str], job: Job) -> dict[str, Any]:
+# -- modes -----------------------------------------------------------------------------------------
+def latency_mode(
+    args: argparse.Namespace, bootstrap: str, topics: dict[str, str], job: Job
+) -> dict[str, Any]:
     maker = EventMaker(args.users)
     reader = Reader(bootstrap, topics["decisions"])
     reader.start()
@@ -231,8 +235,12 @@ def latency_mode(args: argparse.Namespace, bootstrap: str, topics: dict[str, str
         produce_s = t_end - t0
         print(f"sent {total} in {produce_s:.1f}s; draining", flush=True)
         try:
-            wait_for(lambda: all(reader.has(k) for k in list(sent)[-50:]) and reader.n() >= total + 1,
-                     args.drain_timeout, job, "all decisions")
+            wait_for(
+                lambda: all(reader.has(k) for k in list(sent)[-50:]) and reader.n() >= total + 1,
+                args.drain_timeout,
+                job,
+                "all decisions",
+            )
         except TimeoutError as exc:
             print(exc, flush=True)
         time.sleep(2)  # catch late duplicates
@@ -243,7 +251,9 @@ def latency_mode(args: argparse.Namespace, bootstrap: str, topics: dict[str, str
             recv = dict(reader.recv)
             broker = dict(reader.broker_ts)
         lat = [(recv[k] - s) * 1000 for k, s in sent.items() if k in recv]
-        job_side = [broker[k] - s * 1000 for k, s in sent.items() if k in broker]  # send -> job's produce time
+        job_side = [
+            broker[k] - s * 1000 for k, s in sent.items() if k in broker
+        ]  # send -> job's produce time
         tail_side = [(recv[k] * 1000 - broker[k]) for k in sent if k in recv]  # job produce -> our receive
         missing = sum(1 for k in sent if k not in recv)
         unexpected = sum(1 for k in recv if k not in sent and not k.endswith("-warmup"))
@@ -284,7 +294,9 @@ def _per_second(sent: dict[str, float], recv: dict[str, float], t0: float) -> li
     return [round(pct(buckets[b], 99), 1) for b in sorted(buckets)]
 
 
-def throughput_mode(args: argparse.Namespace, bootstrap: str, topics: dict[str, str], job: Job) -> dict[str, Any]:
+def throughput_mode(
+    args: argparse.Namespace, bootstrap: str, topics: dict[str, str], job: Job
+) -> dict[str, Any]:
     n = args.max_throughput
     maker = EventMaker(args.users)
     prod = producer(bootstrap, linger_ms=20, batch_size=256 * 1024, acks=1)
@@ -346,7 +358,7 @@ def throughput_mode(args: argparse.Namespace, bootstrap: str, topics: dict[str, 
     return res
 
 
-# -- main -------------------------------------------------------------------------------------------------------
+# -- main ------------------------------------------------------------------------------------------
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rate", type=float, default=1000, help="events/s in latency mode")
@@ -354,11 +366,17 @@ def main() -> int:
     ap.add_argument("--users", type=int, default=10000)
     ap.add_argument("--parallelism", type=int, default=1)
     ap.add_argument("--partitions", type=int, default=2, help="partitions of the events topic")
-    ap.add_argument("--max-throughput", type=int, metavar="N", default=0, help="preload N events, measure decisions/s")
+    ap.add_argument(
+        "--max-throughput", type=int, metavar="N", default=0, help="preload N events, measure decisions/s"
+    )
     ap.add_argument("--start-timeout", type=float, default=240)
     ap.add_argument("--drain-timeout", type=float, default=60)
-    ap.add_argument("--measure-limit", type=float, default=150,
-                    help="throughput mode: stop measuring this many s after the first decision")
+    ap.add_argument(
+        "--measure-limit",
+        type=float,
+        default=150,
+        help="throughput mode: stop measuring this many s after the first decision",
+    )
     ap.add_argument("--no-save", action="store_true")
     args = ap.parse_args()
 
@@ -432,8 +450,9 @@ def save(run: dict[str, Any]) -> None:
         lat = r["latency_ms"]
         line = (
             f"- {run['started']} latency, p={p['parallelism']}, {p['rate']:.0f} ev/s x {p['seconds']:.0f} s: "
-            f"sent {r['achieved_send_rate']} ev/s, decided {r['decision_rate']} ev/s; latency ms p50 {lat['p50']} "
-            f"p90 {lat['p90']} p99 {lat['p99']} max {lat['max']}; missing {r['missing']}, dup {r['duplicates']}; "
+            f"sent {r['achieved_send_rate']} ev/s, decided {r['decision_rate']} ev/s; "
+            f"latency ms p50 {lat['p50']} p90 {lat['p90']} p99 {lat['p99']} max {lat['max']}; "
+            f"missing {r['missing']}, dup {r['duplicates']}; "
             f"job ready {r['job_ready_s']} s; nproc {m['nproc']}, load {load} (`{run['command']}`)\n"
         )
     else:
@@ -441,7 +460,9 @@ def save(run: dict[str, Any]) -> None:
             f"- {run['started']} max-throughput, p={p['parallelism']}, {p['events']} events preloaded: "
             f"**{r['rate_first_to_last']} decisions/s** first->last ({r['rate_10_to_90pct']} over 10-90%), "
             f"{r['first_to_last_s']} s first->last, {r['job_start_to_last_decision_s']} s job start->last; "
-            f"{'complete' if r['complete'] else 'stopped at --measure-limit'}, missing {r['missing']}, dup {r['duplicates']}; nproc {m['nproc']}, load {load} (`{run['command']}`)\n"
+            f"{'complete' if r['complete'] else 'stopped at --measure-limit'}, "
+            f"missing {r['missing']}, dup {r['duplicates']}; "
+            f"nproc {m['nproc']}, load {load} (`{run['command']}`)\n"
         )
     with md.open("a") as fh:
         fh.write(line)

@@ -76,6 +76,20 @@ class MysqlConn:
             settings.mysql.database,
         )
 
+    def connect(self, *, autocommit: bool = False) -> Any:
+        """A pymysql connection (inside a TaskManager, where there is no Settings, only these values)."""
+        import pymysql
+
+        return pymysql.connect(
+            host=self.host,
+            port=self.port,
+            user=self.user,
+            password=self.password,
+            database=self.database,
+            autocommit=autocommit,
+            connect_timeout=5,
+        )
+
 
 def _q(value: object) -> str:
     """A SQL string literal for Flink DDL options."""
@@ -141,18 +155,7 @@ class RecordRuleStatus(MapFunction):  # type: ignore[misc]
         self._connect()
 
     def _connect(self) -> None:
-        import pymysql
-
-        c = self.conn_info
-        self.conn = pymysql.connect(
-            host=c.host,
-            port=c.port,
-            user=c.user,
-            password=c.password,
-            database=c.database,
-            autocommit=True,
-            connect_timeout=5,
-        )
+        self.conn = self.conn_info.connect(autocommit=True)
 
     def map(self, value: Row) -> Row:
         doc = json.loads(value[1])
@@ -380,12 +383,7 @@ class PollRules(_Differ):
         self.table = table
 
     def current(self) -> dict[str, tuple[int, str]]:
-        import pymysql
-
-        c = self.conn_info
-        conn = pymysql.connect(
-            host=c.host, port=c.port, user=c.user, password=c.password, database=c.database, connect_timeout=5
-        )
+        conn = self.conn_info.connect()
         try:
             with conn.cursor() as cur:
                 cur.execute(f"SELECT rule_id, version, status, document FROM {quote(self.table)}")  # noqa: S608
@@ -466,7 +464,8 @@ def build_pipeline(env: StreamExecutionEnvironment, settings: Settings) -> None:
     t_env.create_temporary_view("riskctl_decided", t_env.from_data_stream(decided))
 
     def channel(ch: str) -> Table:
-        return t_env.sql_query(f"SELECT k, v FROM riskctl_decided WHERE ch = {_q(ch)}")
+        # ch is one of our channel constants, quoted as a SQL literal
+        return t_env.sql_query(f"SELECT k, v FROM riskctl_decided WHERE ch = {_q(ch)}")  # noqa: S608
 
     status = channel(STATUS)
     if job.rules_source != "file":

@@ -310,33 +310,19 @@ def test_scenario_12_disabled_rule_stops_firing(job: Job) -> None:
     assert all("transfer_velocity" not in [r["id"] for r in x["rules"]] for x in d.values())
 
 
-def test_scenario_17_bad_rule_is_refused_and_old_version_keeps_running(job: Job) -> None:
-    import pymysql
-
-    s = job.settings
+def test_scenario_17_bad_rule_is_refused_and_old_version_keeps_running(job: Job, mysql: Any) -> None:
     rule = "register_then_quick_order"
-    conn = pymysql.connect(
-        host=s.mysql_host,
-        port=s.mysql_port,
-        user=s.mysql.user,
-        password=s.mysql_password,
-        database=s.mysql.database,
-        autocommit=True,
-    )
     # a writer that bypasses `riskctl rules apply` (which would refuse it) puts a broken version in MySQL
-    try:
-        with conn.cursor() as cur:
-            cur.execute(f"SELECT version, document FROM `{job.rules_table}` WHERE rule_id=%s", (rule,))
-            version, document = cur.fetchone()
-            bad = json.loads(document)
-            bad["sequence"]["steps"][1]["when"] = "event.type == 'order' and"
-            bad["version"] = version + 1
-            cur.execute(
-                f"UPDATE `{job.rules_table}` SET version=%s, document=%s WHERE rule_id=%s",
-                (version + 1, json.dumps(bad), rule),
-            )
-    finally:
-        conn.close()
+    with mysql.cursor() as cur:
+        cur.execute(f"SELECT version, document FROM `{job.rules_table}` WHERE rule_id=%s", (rule,))
+        version, document = cur.fetchone()
+        bad = json.loads(document)
+        bad["sequence"]["steps"][1]["when"] = "event.type == 'order' and"
+        bad["version"] = version + 1
+        cur.execute(
+            f"UPDATE `{job.rules_table}` SET version=%s, document=%s WHERE rule_id=%s",
+            (version + 1, json.dumps(bad), rule),
+        )
     status = wait_status(job, rule, version + 1)
     assert status["state"] == "refused"
     assert status["field"] == "sequence.steps[1].when" and status["reason"], status

@@ -56,6 +56,8 @@ class MysqlSettings:
 class FlinkSettings:
     jars_dir: str = str(PROJECT_ROOT / ".cache" / "jars")
     rest_url: str = ""  # empty: the local stack's standalone cluster
+    #: extra Flink configuration for the job, "key=value" pairs separated by ";" (e.g. "rest.port=8082")
+    options: str = ""
 
 
 @dataclass

@@ -75,6 +75,12 @@ class _Progress:
     help="Attack kinds to mix in (comma-separated).",
 )
 @click.option(
+    "--zipf",
+    type=click.FloatRange(0, 5),
+    default=0.0,
+    help="Skew of user activity: 0 uniform; s > 0 weights the user of rank k by 1/k**s (Zipf).",
+)
+@click.option(
     "--seed", type=int, default=None, help="Random seed (default: from the clock); same seed, same run."
 )
 @click.option("--start-ts", type=int, default=None, help="Event time of the start in ms (default: now).")
@@ -96,6 +102,7 @@ def simulate(
     duration: float,
     attack_fraction: float,
     attacks: str,
+    zipf: float,
     seed: int | None,
     start_ts: int | None,
     output: str | None,
@@ -124,6 +131,7 @@ def simulate(
             seed=seed if seed is not None else now_ms % 1_000_000,
             start_ts=start_ts if start_ts is not None else now_ms,
             attacks=kinds,
+            zipf=zipf,
         )
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pyflink.common import Configuration
@@ -44,6 +44,21 @@ class EnvOptions:
     restart_delay_ms: int = 2000
     python_executable: str = sys.executable
     restore_from: str | None = None  # a retained checkpoint or savepoint to start from
+    options: dict[str, str] = field(default_factory=dict)  # extra Flink configuration, applied last
+
+
+def parse_options(text: str) -> dict[str, str]:
+    """``"k=v;k2=v2"`` -> ``{"k": "v", "k2": "v2"}``; a pair without ``=`` is a ConfigError."""
+    out: dict[str, str] = {}
+    for pair in text.split(";"):
+        if not pair.strip():
+            continue
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            msg = f"flink.options takes key=value pairs separated by ';', got {pair.strip()!r}"
+            raise ConfigError(msg)
+        out[key.strip()] = value.strip()
+    return out
 
 
 def jar_urls(jars_dir: str) -> list[str]:
@@ -77,6 +92,8 @@ def create_env(opts: EnvOptions) -> StreamExecutionEnvironment:
     config.set_string("execution.checkpointing.externalized-checkpoint-retention", "RETAIN_ON_CANCELLATION")
     if opts.restore_from:
         config.set_string("execution.savepoint.path", opts.restore_from)
+    for key, value in opts.options.items():
+        config.set_string(key, value)
     env = StreamExecutionEnvironment.get_execution_environment(config)
     env.add_jars(*jar_urls(opts.jars_dir))
     env.set_parallelism(opts.parallelism)

@@ -29,22 +29,23 @@ from pyflink.common.watermark_strategy import TimestampAssigner
 from pyflink.datastream import (
     DataStream,
     FlatMapFunction,
+    KeyedStream,
     MapFunction,
-    OutputTag,
-    ProcessFunction,
     RuntimeContext,
     StreamExecutionEnvironment,
 )
+from pyflink.java_gateway import get_gateway
 from pyflink.table import StreamTableEnvironment, Table
 
 from riskctl.config import Settings
-from riskctl.core.errors import EventError
-from riskctl.core.events import parse_event
+from riskctl.core.events import MAX_TS
 from riskctl.core.rules import load_rules
 from riskctl.errors import ConfigError
 from riskctl.flink.risk_function import (
     ALERT,
+    DEAD,
     DECISION,
+    RAW_EVENT,
     RECORD,
     RULE_CHANGE,
     RULES_STATE,
@@ -53,9 +54,6 @@ from riskctl.flink.risk_function import (
     RiskFunction,
 )
 from riskctl.store.migrations import quote, table_names
-
-EVENT = Types.ROW_NAMED(["user_id", "ts", "event"], [Types.STRING(), Types.LONG(), Types.STRING()])
-DEAD_LETTER = OutputTag("dead-letter", RECORD)
 
 
 @dataclass(frozen=True)
@@ -98,35 +96,6 @@ def _q(value: object) -> str:
 
 def _with(options: Mapping[str, object]) -> str:
     return ",\n".join(f"{_q(k)} = {_q(v)}" for k, v in options.items())
-
-
-class ParseEvents(ProcessFunction):  # type: ignore[misc]
-    """Validates raw records; a bad one goes to the dead-letter output with its reason and coordinates."""
-
-    def process_element(self, value: Row, ctx: ProcessFunction.Context) -> Iterator[Any]:
-        raw, topic, partition, offset = value[0], value[1], value[2], value[3]
-        try:
-            if raw is None:
-                msg = "empty record (null value)"
-                raise EventError(msg)
-            event = parse_event(raw)
-        except EventError as exc:
-            doc = {
-                "reason": exc.reason,
-                "field": exc.field,
-                "raw": raw,
-                "topic": topic,
-                "partition": partition,
-                "offset": offset,
-            }
-            yield DEAD_LETTER, Row(k=f"{topic}:{partition}:{offset}", v=json.dumps(doc))
-            return
-        yield Row(user_id=event["user_id"], ts=event["ts"], event=json.dumps(event))
-
-
-class EventTime(TimestampAssigner):  # type: ignore[misc]
-    def extract_timestamp(self, value: Row, record_timestamp: int) -> int:
-        return int(value[1])
 
 
 class StartOfTime(TimestampAssigner):  # type: ignore[misc]
@@ -184,7 +153,17 @@ class RecordRuleStatus(MapFunction):  # type: ignore[misc]
             self.conn.close()
 
 
-def _events(t_env: StreamTableEnvironment, settings: Settings) -> DataStream:
+def _events(t_env: StreamTableEnvironment, settings: Settings) -> KeyedStream:
+    """The raw event records, keyed by user and with event-time watermarks, all on the Java side.
+
+    Java reads the Kafka records, takes ``user_id`` and ``ts`` out of the JSON (``JSON_VALUE``), generates
+    per-partition watermarks and partitions by user; the record reaches Python once, in the decide operator,
+    which validates it. Python operators in front of the decide one (parse, timestamps, key) cost more than
+    their work: in thread mode every Python operator shares the one interpreter lock, and the decide thread
+    waited on the source thread's Python (bench/flink_profile/README.md). A record that is not valid JSON or
+    has no usable ``user_id`` gets the key '' and is sent to the dead letters by the decide operator; an
+    invalid ``ts`` counts as 0 for watermarks, so it cannot move event time.
+    """
     job = settings.job
     startup = {"committed": "group-offsets", "earliest": "earliest-offset", "latest": "latest-offset"}
     if job.starting_offsets not in startup:
@@ -201,15 +180,32 @@ def _events(t_env: StreamTableEnvironment, settings: Settings) -> DataStream:
         "scan.topic-partition-discovery.interval": "60 s",
         "format": "raw",
     }
+    t_env.get_config().set("table.exec.source.idle-timeout", f"{job.idleness_ms} ms")
+    ts = "TRY_CAST(JSON_VALUE(`raw`, '$.ts') AS BIGINT)"
     t_env.execute_sql(f"""
         CREATE TEMPORARY TABLE riskctl_events (
             `raw` STRING,
             `topic` STRING METADATA VIRTUAL,
             `partition` INT METADATA VIRTUAL,
-            `offset` BIGINT METADATA VIRTUAL
+            `offset` BIGINT METADATA VIRTUAL,
+            `rowtime` AS TO_TIMESTAMP_LTZ(
+                CASE WHEN {ts} BETWEEN 0 AND {MAX_TS} THEN {ts} ELSE 0 END, 3),
+            WATERMARK FOR `rowtime` AS `rowtime` - INTERVAL '{job.lateness_ms / 1000:.3f}' SECOND
         ) WITH ({_with(options)})
     """)
-    return t_env.to_data_stream(t_env.from_path("riskctl_events"))
+    keyed_rows = t_env.sql_query(
+        "SELECT COALESCE(JSON_VALUE(`raw`, '$.user_id'), '') AS k, "
+        "ROW(`raw`, `topic`, `partition`, `offset`) AS v FROM riskctl_events"
+    )
+    # to_append_stream with a RowTypeInfo: the embedded Python operator cannot read to_data_stream's
+    # ExternalTypeInfo (ClassCastException to RowTypeInfo)
+    stream = t_env.to_append_stream(keyed_rows, Types.ROW_NAMED(["k", "v"], [Types.STRING(), RAW_EVENT]))
+    # PyFlink's key_by adds a Python operator that turns each record into Row(key, record) for Java's
+    # KeyByKeySelector; the query above already has that shape, so the Java selector is used directly.
+    j_keyed = stream._j_data_stream.keyBy(
+        get_gateway().jvm.KeyByKeySelector(), Types.ROW([Types.STRING()]).get_java_type_info()
+    )
+    return KeyedStream(j_keyed, RAW_EVENT, stream)
 
 
 def _rules_cdc(
@@ -422,13 +418,7 @@ def build_pipeline(env: StreamExecutionEnvironment, settings: Settings) -> None:
     job = settings.job
     t_env = StreamTableEnvironment.create(env)
 
-    parsed = _events(t_env, settings).process(ParseEvents(), output_type=EVENT).name("parse-events")
-    dead = parsed.get_side_output(DEAD_LETTER)
-    events = parsed.assign_timestamps_and_watermarks(
-        WatermarkStrategy.for_bounded_out_of_orderness(Duration.of_millis(job.lateness_ms))
-        .with_idleness(Duration.of_millis(job.idleness_ms))
-        .with_timestamp_assigner(EventTime())
-    )
+    events = _events(t_env, settings)
 
     if job.rules_source == "cdc":
         rules = _rules_cdc(env, t_env, settings)
@@ -446,8 +436,7 @@ def build_pipeline(env: StreamExecutionEnvironment, settings: Settings) -> None:
         .with_timestamp_assigner(StartOfTime())
     )
     decided = (
-        events.key_by(lambda e: e[0], key_type=Types.STRING())
-        .connect(rules.broadcast(RULES_STATE))
+        events.connect(rules.broadcast(RULES_STATE))
         .process(
             RiskFunction(
                 lateness_ms=job.lateness_ms, state_ttl_ms=job.state_ttl_ms, rules_wait_ms=job.rules_wait_ms
@@ -483,7 +472,7 @@ def build_pipeline(env: StreamExecutionEnvironment, settings: Settings) -> None:
     for name, topic, table in (
         ("decisions_sink", job.decisions_topic, channel(DECISION)),
         ("alerts_sink", job.alerts_topic, channel(ALERT)),
-        ("dead_letter_sink", job.dead_letter_topic, t_env.from_data_stream(dead)),
+        ("dead_letter_sink", job.dead_letter_topic, channel(DEAD)),
         ("rule_status_sink", job.rule_status_topic, status),
     ):
         sinks.add_insert(_kafka_sink(t_env, name, topic, settings), table)

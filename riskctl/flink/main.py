@@ -53,7 +53,7 @@ def prepare(settings: Settings) -> None:
 
 def build(settings: Settings) -> object:
     """Create the execution environment and add the pipeline; returns the environment."""
-    from riskctl.flink.env import EnvOptions, create_env
+    from riskctl.flink.env import EnvOptions, create_env, parse_options
     from riskctl.flink.job import build_pipeline
 
     job = settings.job
@@ -65,6 +65,7 @@ def build(settings: Settings) -> object:
             checkpoint_dir=settings.checkpoint_dir,
             buffer_timeout_ms=job.buffer_timeout_ms,
             restore_from=job.restore_from or None,
+            options=parse_options(settings.flink.options),
         )
     )
     build_pipeline(env, settings)

@@ -29,7 +29,8 @@ from pyflink.datastream import KeyedBroadcastProcessFunction, RuntimeContext, Ti
 from pyflink.datastream.state import ListStateDescriptor, MapStateDescriptor, ValueStateDescriptor
 
 from riskctl.core.engine import Engine
-from riskctl.core.errors import RuleError, RuleSetError
+from riskctl.core.errors import EventError, RuleError, RuleSetError
+from riskctl.core.events import parse_event
 from riskctl.core.rules import RuleSet
 from riskctl.core.runner import tune_gc
 from riskctl.flink.env import ttl_config
@@ -38,7 +39,11 @@ RECORD = Types.ROW_NAMED(["k", "v"], [Types.STRING(), Types.STRING()])
 #: what the decide operator emits: (channel, key, value). One output, split downstream: PyFlink's embedded
 #: (thread-mode) operator does not route side outputs yielded from on_timer.
 TAGGED = Types.ROW_NAMED(["ch", "k", "v"], [Types.STRING(), Types.STRING(), Types.STRING()])
-DECISION, ALERT, STATUS = "decision", "alert", "status"
+DECISION, ALERT, STATUS, DEAD = "decision", "alert", "status", "dead"
+#: what the decide operator reads: a Kafka record's value and where it came from (for the dead letters)
+RAW_EVENT = Types.ROW_NAMED(
+    ["raw", "topic", "partition", "offset"], [Types.STRING(), Types.STRING(), Types.INT(), Types.LONG()]
+)
 RULE_CHANGE = Types.ROW_NAMED(
     ["op", "rule_id", "version", "document"], [Types.STRING(), Types.STRING(), Types.INT(), Types.STRING()]
 )
@@ -95,6 +100,20 @@ class FlinkKeyedState:
                 self._value.clear()
         self._data = None
         self._dirty = False
+
+
+def dead_letter(exc: EventError, record: Row) -> Row:
+    """A dead-letter record: the reason, the field, the raw value and its Kafka coordinates."""
+    raw, topic, partition, offset = record[0], record[1], record[2], record[3]
+    doc = {
+        "reason": exc.reason,
+        "field": exc.field,
+        "raw": raw,
+        "topic": topic,
+        "partition": partition,
+        "offset": offset,
+    }
+    return Row(ch=DEAD, k=f"{topic}:{partition}:{offset}", v=json.dumps(doc))
 
 
 def status_record(
@@ -200,8 +219,16 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         return True
 
     def process_element(self, value: Row, ctx: Any) -> Iterator[Any]:
+        raw = value[0]
+        try:
+            if raw is None:
+                msg = "empty record (null value)"
+                raise EventError(msg)
+            event = parse_event(raw)
+        except EventError as exc:
+            yield dead_letter(exc, value)
+            return
         self._restore_rules(ctx)
-        event = json.loads(value[2])
         if self._holding():
             self.pending.add(event)
             self.held += 1

@@ -67,6 +67,8 @@ class SimConfig:
     attacks: tuple[str, ...] = tuple(ATTACKS)
     rest_s: float = 10.0
     victim_rest_s: float = 600.0
+    #: skew of user activity: 0 is uniform; s > 0 picks the user of rank k with weight 1 / k**s (Zipf)
+    zipf: float = 0.0
 
     def __post_init__(self) -> None:
         if self.users < 1:
@@ -80,6 +82,9 @@ class SimConfig:
             raise ValueError(msg)
         if not 0.0 <= self.attack_fraction <= 1.0:
             msg = f"attack fraction must be within [0, 1], got {self.attack_fraction}"
+            raise ValueError(msg)
+        if not 0.0 <= self.zipf <= 5.0:
+            msg = f"zipf exponent must be within [0, 5], got {self.zipf}"
             raise ValueError(msg)
         unknown = [a for a in self.attacks if a not in ATTACKS]
         if unknown or not self.attacks:
@@ -114,6 +119,12 @@ class Simulator:
         self._sessions = 0
         for _ in range(config.users):
             self._add(self._new_user())
+        # Zipf weights over the initial population (users registered during the run are picked uniformly)
+        self._cum_weights: list[float] | None = (
+            list(itertools.accumulate(1.0 / (k**config.zipf) for k in range(1, config.users + 1)))
+            if config.zipf > 0
+            else None
+        )
 
     # -- the stream ---------------------------------------------------------------------------------------
     def __iter__(self) -> Iterator[dict[str, Any]]:
@@ -156,6 +167,12 @@ class Simulator:
         return f"dev-{self.rng.getrandbits(48):012x}"
 
     def _idle_user(self, now: int) -> User | None:
+        if self._cum_weights is not None:
+            # the heaviest users are often in a session already: try a few Zipf picks, then any idle user
+            ranked = self.users[: self.config.users]
+            for u in self.rng.choices(ranked, cum_weights=self._cum_weights, k=8):
+                if u.busy_until <= now:
+                    return u
         for _ in range(8):
             u = self.rng.choice(self.users)
             if u.busy_until <= now:

@@ -209,3 +209,25 @@ def test_the_generator_imports_no_kafka_client() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_zipf_skews_activity_towards_the_first_ranked_users() -> None:
+    # A user is busy for a session plus a rest (about a minute), which caps what one user can send: the skew
+    # shows as which users are active, and how much of the traffic the first-ranked ones carry.
+    def top_ranked(zipf: float) -> tuple[float, float]:
+        config = SimConfig(users=20000, rate=300, duration_s=60, attack_fraction=0.0, seed=3, zipf=zipf)
+        counts: dict[str, int] = defaultdict(int)
+        for e in Simulator(config):
+            counts[e["user_id"]] += 1
+        top = [f"u3-{rank:06d}" for rank in range(200)]  # the first 1% of the population
+        active = sum(1 for u in top if u in counts) / len(top)
+        return active, sum(counts[u] for u in top) / sum(counts.values())
+
+    (active_uniform, share_uniform), (active_zipf, share_zipf) = top_ranked(0.0), top_ranked(1.1)
+    assert active_uniform < 0.5 < 0.95 < active_zipf
+    assert share_zipf > 3 * share_uniform
+
+
+def test_zipf_exponent_out_of_range_is_refused() -> None:
+    with pytest.raises(ValueError, match="zipf"):
+        SimConfig(zipf=-1)

@@ -447,6 +447,71 @@ class RiskctlProcessJob(RiskctlJob):
     mode = "process"
 
 
+class ClusterJob(RiskctlJob):
+    """The risk job submitted (``riskctl submit``) to the local standalone cluster, a slot per TaskManager."""
+
+    job_id: str | None = None
+
+    def commands(self) -> list[tuple[list[str], dict[str, str]]]:
+        ((_, env),) = super().commands()
+        self.rest_port = self.settings.stack.flink_rest_port
+        env["RISKCTL_FLINK_OPTIONS"] = ";".join(
+            o for o in env["RISKCTL_FLINK_OPTIONS"].split(";") if not o.startswith("rest.port=")
+        )
+        name = f"bench-{self.topics.events}"
+        cmd = [
+            str(Path(sys.executable).parent / "riskctl"),
+            "submit",
+            "-p",
+            str(self.parallelism),
+            "--name",
+            name,
+        ]
+        return [(cmd, env)]
+
+    def _rest(self, path: str, method: str = "GET") -> Any:
+        url = f"http://127.0.0.1:{self.settings.stack.flink_rest_port}{path}"
+        req = urllib.request.Request(url, method=method)  # noqa: S310 - the local cluster's REST endpoint
+        with urllib.request.urlopen(req, timeout=10) as r:  # noqa: S310
+            body = r.read()
+        return json.loads(body) if body else None
+
+    def start(self) -> None:
+        ((cmd, env),) = self.commands()
+        log_file = self.tmp / f"{self.name}-submit.log"
+        with log_file.open("wb") as out:
+            res = subprocess.run(  # noqa: S603 - our own CLI
+                cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **env}, cwd=ROOT, check=False
+            )
+        if res.returncode != 0:
+            msg = f"riskctl submit failed ({res.returncode}): {log_file.read_text(errors='replace')[-3000:]}"
+            raise RuntimeError(msg)
+        name = cmd[cmd.index("--name") + 1]
+        jobs = self._rest("/jobs/overview")["jobs"]
+        self.job_id = next(j["jid"] for j in jobs if j["name"] == name and j["state"] == "RUNNING")
+
+    @property
+    def session(self) -> int | None:
+        return None  # the cluster's processes are sampled as their own roles
+
+    def check_alive(self) -> None:
+        if self.job_id is None:
+            return
+        state = self._rest(f"/jobs/{self.job_id}")["state"]
+        if state not in ("RUNNING", "CREATED", "INITIALIZING", "RESTARTING"):
+            root = self._rest(f"/jobs/{self.job_id}/exceptions").get("root-exception", "")
+            msg = f"{self.name}: job {self.job_id} is {state}: {str(root)[-3000:]}"
+            raise RuntimeError(msg)
+
+    def stop(self) -> None:
+        if self.job_id is not None:
+            try:
+                self._rest(f"/jobs/{self.job_id}?mode=cancel", method="PATCH")
+            except OSError as exc:
+                log(f"could not cancel {self.job_id}: {exc}")
+            self.job_id = None
+
+
 class PlainLoop(Contender):
     def commands(self) -> list[tuple[list[str], dict[str, str]]]:
         t = self.topics
@@ -491,6 +556,37 @@ def _server_ids() -> str:
     """A fresh range of MySQL replica server ids for one CDC reader (a clash with another reader fails)."""
     start = 6000 + (uuid.uuid4().int % 3000) * 4
     return f"{start}-{start + 3}"
+
+
+def cluster_up(settings: Settings) -> list[int]:
+    """The local cluster with two one-slot TaskManagers (thread mode: one interpreter each); its pids."""
+    from riskctl.stack.services import FlinkCluster
+
+    settings.stack.flink_taskmanagers, settings.stack.flink_slots = 2, 1
+    cluster = FlinkCluster(settings)
+    ov = cluster.overview()
+    if ov is not None and (
+        int(str(ov.get("taskmanagers", 0))) < 2 or int(str(ov.get("jobs-running", 0))) > 0
+    ):
+        msg = (
+            f"the local Flink cluster runs {ov.get('taskmanagers')} TaskManager(s) and "
+            f"{ov.get('jobs-running')} job(s): stop it ('riskctl stack down') or run with --no-cluster"
+        )
+        raise SystemExit(msg)
+    if ov is None:
+        log("starting the local Flink cluster: 2 TaskManagers with 1 slot each")
+        env = {**os.environ, "RISKCTL_STACK_FLINK_TASKMANAGERS": "2", "RISKCTL_STACK_FLINK_SLOTS": "1"}
+        riskctl = str(Path(sys.executable).parent / "riskctl")
+        subprocess.run([riskctl, "stack", "up", "--flink"], env=env, check=True)  # noqa: S603
+    return cluster.pids()
+
+
+def _proc_name(pid: int) -> str:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return "?"
+    return "taskmanager" if b"TaskManagerRunner" in cmdline else "jobmanager"
 
 
 # -- the measurements ---------------------------------------------------------------------------------
@@ -1117,9 +1213,14 @@ def main(argv: list[str] | None = None) -> int:
         "--only",
         default="",
         help="contenders to run, comma-separated "
-        "(riskctl-thread, riskctl-process, plain-loop, match-recognize)",
+        "(riskctl-thread, riskctl-process, plain-loop, match-recognize, riskctl-cluster)",
     )
     ap.add_argument("--no-p2", action="store_true", help="skip the parallelism-2 throughput runs")
+    ap.add_argument(
+        "--no-cluster",
+        action="store_true",
+        help="skip the standalone-cluster run (p=2 on two one-slot TaskManagers, started if needed)",
+    )
     ap.add_argument(
         "--flink-option",
         action="append",
@@ -1166,8 +1267,6 @@ def main(argv: list[str] | None = None) -> int:
             msg = f"the local {service.name} is not running: start the stack with 'riskctl stack up'"
             raise SystemExit(msg)
         roles[service.name] = pids[0]
-    sampler = Sampler(roles)
-    sampler.start()
 
     runs: list[tuple[type[Contender], str, int, bool, bool]] = [
         (RiskctlJob, "riskctl-thread", 1, True, True),
@@ -1177,6 +1276,12 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if not args.no_p2:
         runs += [(RiskctlJob, "riskctl-thread", 2, False, False), (PlainLoop, "plain-loop", 2, False, False)]
+    if not args.no_p2 and not args.no_cluster and (not only or "riskctl-cluster" in only):
+        for pid in cluster_up(settings):
+            roles[f"flink cluster {_proc_name(pid)} {pid}"] = pid
+        runs += [(ClusterJob, "riskctl-cluster", 2, True, False)]
+    sampler = Sampler(roles)
+    sampler.start()
     # contenders' logs and checkpoints stay here after the run (bench/.work is ignored by git)
     tmp = WORK / f"run-{time.strftime('%Y%m%d-%H%M%S')}"
     tmp.mkdir(parents=True)

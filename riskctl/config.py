@@ -35,6 +35,8 @@ class StackSettings:
     flink_rest_port: int = 18081
     flink_rpc_port: int = 16123
     flink_slots: int = 2
+    #: TaskManager processes of the local cluster; in thread mode each runs one Python interpreter (one GIL)
+    flink_taskmanagers: int = 1
     kafka_heap: str = "512m"
 
 

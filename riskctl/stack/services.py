@@ -414,7 +414,8 @@ class MariaDB(Service):
 
 # --------------------------------------------------------------------------------------------------------
 class FlinkCluster(Service):
-    """A standalone Flink session cluster (one JobManager, one TaskManager) from the pip-installed PyFlink.
+    """A standalone Flink session cluster (one JobManager, ``flink_taskmanagers`` TaskManagers) from the
+    pip-installed PyFlink.
 
     Its home is assembled under ``.stack/flink/home``: the wheel's ``bin``, ``lib`` and ``plugins``, plus
     ``opt/flink-python-*.jar`` copied into ``lib/`` (pemja's native library must be loaded by the cluster's
@@ -435,7 +436,8 @@ class FlinkCluster(Service):
 
     @property
     def pid_files(self) -> list[Path]:
-        return [self.dir / "jobmanager.pid", self.dir / "taskmanager.pid"]
+        extra = [self.dir / f"taskmanager-{i}.pid" for i in range(2, self.stack.flink_taskmanagers + 1)]
+        return [self.dir / "jobmanager.pid", self.dir / "taskmanager.pid", *extra]
 
     @property
     def home(self) -> Path:
@@ -457,7 +459,8 @@ class FlinkCluster(Service):
         ov = self.overview()
         if not ov:
             return False
-        return int(str(ov.get("taskmanagers", 0))) >= 1 and int(str(ov.get("slots-total", 0))) > 0
+        wanted = max(1, self.stack.flink_taskmanagers)
+        return int(str(ov.get("taskmanagers", 0))) >= wanted and int(str(ov.get("slots-total", 0))) > 0
 
     def status(self) -> ServiceStatus:
         st = super().status()
@@ -557,12 +560,13 @@ class FlinkCluster(Service):
             env=self._env(),
         )
         time.sleep(1.0)
-        spawn(
-            ["bash", str(bin_dir / "taskmanager.sh"), "start-foreground"],
-            log=self.dir / "log" / "taskmanager.out",
-            pid_file=self.pid_files[1],
-            env=self._env(),
-        )
+        for i, pid_file in enumerate(self.pid_files[1:], start=1):
+            spawn(
+                ["bash", str(bin_dir / "taskmanager.sh"), "start-foreground"],
+                log=self.dir / "log" / ("taskmanager.out" if i == 1 else f"taskmanager-{i}.out"),
+                pid_file=pid_file,
+                env=self._env(),
+            )
 
     def flink_bin(self) -> Path:
         return self.home / "bin" / "flink"

@@ -84,3 +84,23 @@ def test_down_on_a_stopped_stack_is_harmless(tmp_path: Path) -> None:
     )
     assert res.returncode == 0, res.stderr
     assert "kafka    was not running" in res.stdout
+
+
+def test_flink_cluster_with_several_taskmanagers_has_a_pid_file_and_slots_each(tmp_path: Path) -> None:
+    import yaml
+
+    from riskctl.stack.services import FlinkCluster
+
+    settings = load_settings(
+        env={
+            "RISKCTL_STACK_DIR": str(tmp_path),
+            "RISKCTL_STACK_FLINK_TASKMANAGERS": "3",
+            "RISKCTL_STACK_FLINK_SLOTS": "1",
+        }
+    )
+    cluster = FlinkCluster(settings)
+    names = [f.name for f in cluster.pid_files]
+    assert names == ["jobmanager.pid", "taskmanager.pid", "taskmanager-2.pid", "taskmanager-3.pid"]
+    conf = yaml.safe_load(cluster._config_yaml(cluster._pyflink_dir()))
+    assert conf["taskmanager"]["numberOfTaskSlots"] == 1
+    assert conf["python"]["execution-mode"] == "thread"

@@ -529,7 +529,11 @@ class FlinkCluster(Service):
             "parallelism": {"default": 1},
             "python": {"executable": python, "client": {"executable": python}, "execution-mode": "thread"},
             "state": {
-                "backend": {"type": "rocksdb", "incremental": True},
+                "backend": {
+                    "type": "rocksdb",
+                    "incremental": True,
+                    "rocksdb": {"timer-service": {"factory": "HEAP"}},  # see riskctl/flink/env.py
+                },
                 "checkpoints": {"dir": f"file://{self.dir / 'checkpoints'}"},
             },
             "blob": {"server": {"port": "0"}},

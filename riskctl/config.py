@@ -87,6 +87,7 @@ class JobSettings:
     delivery: str = "at-least-once"  # at-least-once | exactly-once
     rules_wait_ms: int = 10000  # hold events this long at start-up until the first rules arrive
     buffer_timeout_ms: int = 5
+    sink_linger_ms: int = 2  # Kafka producer linger.ms of the job's sinks (0 costs a request per record)
     restore_from: str = ""  # a retained checkpoint (.../chk-N) or savepoint to start from
 
 

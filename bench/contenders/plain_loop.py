@@ -31,6 +31,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from riskctl.core import jsoncodec  # noqa: E402
 from riskctl.core.decisions import Decision  # noqa: E402
 from riskctl.core.engine import Engine  # noqa: E402
 from riskctl.core.errors import EventError  # noqa: E402
@@ -109,14 +110,14 @@ def main(argv: list[str] | None = None) -> int:
                     if isinstance(record, Decision):
                         producer.send(
                             args.decisions_topic,
-                            json.dumps(doc, default=str).encode(),
+                            jsoncodec.dumps(doc).encode(),
                             key=record.event_id.encode(),
                         )
                         counts["decisions"] += 1
                     else:
                         producer.send(
                             args.alerts_topic,
-                            json.dumps(doc, default=str).encode(),
+                            jsoncodec.dumps(doc).encode(),
                             key=str(doc.get("alert_id")).encode(),
                         )
                         counts["alerts"] += 1

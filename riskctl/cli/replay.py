@@ -24,6 +24,7 @@ from typing import IO, Any
 
 import click
 
+from riskctl.core import jsoncodec
 from riskctl.core.decisions import Alert, Decision
 from riskctl.core.engine import Engine
 from riskctl.core.errors import EventError, ExpressionError, RuleSetError
@@ -92,7 +93,7 @@ class Replay:
                     continue
             else:
                 self.alerts[record.reason] += 1
-            write(json.dumps(record.to_dict(), separators=(",", ":"), default=str))
+            write(jsoncodec.dumps(record.to_dict()))
             write("\n")
 
     def summary(self, elapsed: float) -> dict[str, Any]:

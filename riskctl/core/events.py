@@ -11,11 +11,11 @@ sends those records to the dead-letter topic, ``riskctl replay`` reports them wi
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from typing import Any
 
+from riskctl.core import jsoncodec
 from riskctl.core.errors import EventError
 
 REQUIRED_STR = ("event_id", "user_id", "type")
@@ -27,7 +27,7 @@ MAX_TS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z: anything above is not 
 def parse_event(raw: str | bytes | bytearray) -> dict[str, Any]:
     """Decode one JSON document and validate it (see :func:`normalize_event`)."""
     try:
-        obj = json.loads(raw)
+        obj = jsoncodec.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         msg = f"not valid JSON: {exc}"
         raise EventError(msg) from None

@@ -10,6 +10,7 @@ remaining timer (Flink's final watermark at the end of a bounded input).
 
 from __future__ import annotations
 
+import gc
 import heapq
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
@@ -93,22 +94,37 @@ class LocalRunner:
         return len(self._timers)
 
 
-#: gen0 threshold used by :func:`tune_gc` (CPython's default is 700)
-GC_GEN0_THRESHOLD = 50_000
+#: gen0 threshold used by :func:`tune_gc` (CPython's default is 700): the most objects one collection scans
+GC_GEN0_THRESHOLD = 10_000
+
+
+def _freeze_survivors(phase: str, info: dict[str, int]) -> None:
+    if phase == "stop":
+        gc.freeze()
 
 
 def tune_gc() -> tuple[int, int, int]:
-    """Make CPython's cyclic GC run less often; returns the previous thresholds.
+    """Make CPython's cyclic GC scan each object at most once; returns the previous thresholds.
 
     Per-key state is a large, acyclic graph of small lists, tuples and dicts, and every event allocates a few
-    more; with the default thresholds the collector keeps re-scanning that state, which costs about a third to
-    a half of the engine's time (``bench/results/engine.md``). Reference counting frees all of it anyway (the
-    engine creates no cycles), so collecting young objects every 50,000 allocations instead of 700 loses
-    nothing. This is process-wide policy, so the engine never calls it: applications do (``riskctl replay``,
-    the benchmark; the Flink job's worker should too).
-    """
-    import gc
+    more. With the default policy the collector keeps re-scanning that state: older generations hold every
+    state object ever decoded, so their collections cost a third to a half of the engine's time
+    (``bench/results/engine.md``) and, in the Flink job, pauses of up to a second (a full collection of a
+    million objects), the largest source of tail latency at low rates (``bench/results/bench.md``).
 
+    Here every object that survives one collection is moved to the permanent generation (``gc.freeze``), so a
+    collection only ever scans the objects allocated since the previous one: at most ``GC_GEN0_THRESHOLD``,
+    a pause of a few milliseconds. Garbage cycles that form and die between two collections (exceptions with
+    their tracebacks, for instance) are still collected; a cycle among objects that survived a collection is
+    not. The engine creates no cycles (reference counting frees all of its state), so that is the trade:
+    bounded pauses against cycles among old objects, which this code does not make.
+
+    Process-wide policy, so the engine never calls it: applications do (``riskctl replay``, the Flink job's
+    decide function, the benchmarks). Calling it again changes nothing.
+    """
     previous = gc.get_threshold()
-    gc.set_threshold(GC_GEN0_THRESHOLD, 50, 100)
+    gc.set_threshold(GC_GEN0_THRESHOLD, 10, 10)
+    if _freeze_survivors not in gc.callbacks:
+        gc.callbacks.append(_freeze_survivors)
+    gc.freeze()  # what exists now (modules, rules, ...) is old already
     return previous  # type: ignore[return-value]

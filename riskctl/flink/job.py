@@ -398,7 +398,7 @@ def _kafka_sink(t_env: StreamTableEnvironment, name: str, topic: str, settings: 
         "key.fields": "k",
         "value.format": "raw",
         "value.fields-include": "EXCEPT_KEY",
-        "properties.linger.ms": "0",
+        "properties.linger.ms": str(settings.job.sink_linger_ms),
     }
     if settings.job.delivery == "exactly-once":
         options["sink.delivery-guarantee"] = "exactly-once"

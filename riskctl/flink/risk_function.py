@@ -19,7 +19,9 @@ After a restore from a checkpoint, the rules come from broadcast state and nothi
 
 from __future__ import annotations
 
+import gc
 import json
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
@@ -29,6 +31,7 @@ from pyflink.common import Row, Types
 from pyflink.datastream import KeyedBroadcastProcessFunction, RuntimeContext, TimeDomain
 from pyflink.datastream.state import ListStateDescriptor, MapStateDescriptor, ValueStateDescriptor
 
+from riskctl.core import jsoncodec
 from riskctl.core.engine import Engine
 from riskctl.core.errors import EventError, RuleError, RuleSetError
 from riskctl.core.events import parse_event
@@ -51,6 +54,7 @@ RULE_CHANGE = Types.ROW_NAMED(
 #: broadcast state: rule id -> rule document (JSON)
 RULES_STATE = MapStateDescriptor("rules", Types.STRING(), Types.STRING())
 HOLD_RETRY_MS = 100
+LOG = logging.getLogger(__name__)
 RULES_SETTLE_MS = 500
 
 
@@ -187,8 +191,19 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         )
         self.engine = Engine(RuleSet(), lateness=self.lateness_ms, state_ttl=self.state_ttl_ms)
         self.opened_at = time.monotonic()
-        tune_gc()  # the engine allocates many short-lived objects: fewer full collections (runner.tune_gc)
+        # No cyclic GC in the TaskManager's interpreter while the job runs: a collection pauses the decide
+        # task, and in thread mode that showed as the largest source of tail latency at low rates (stalls of
+        # 100-200 ms every 1-3 s at 1,000 events/s, bench/results/bench.md), even with tune_gc's bounded
+        # collections. The engine's state is acyclic and reference counting frees it; close() reports any
+        # cyclic garbage that accumulated anyway, so a leak would show in the TaskManager log.
+        tune_gc()
+        gc.disable()
         self.subtask = runtime_context.get_index_of_this_subtask()
+
+    def close(self) -> None:
+        found = gc.collect()
+        gc.enable()
+        LOG.info("decide subtask %s closed: %s objects of cyclic garbage collected", self.subtask, found)
 
     # -- rules --------------------------------------------------------------------------------------------
     def _restore_rules(self, ctx: Any) -> None:
@@ -285,13 +300,13 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         self.state.commit()
         decision = result.decision
         assert decision is not None
-        yield Row(DECISION, decision.event_id, json.dumps(decision.to_dict(), default=str))
+        yield Row(DECISION, decision.event_id, jsoncodec.dumps(decision.to_dict()))
         yield from self._after(result, ctx)
 
     def _after(self, result: Any, ctx: Any) -> Iterator[Any]:
         for alert in result.alerts:
             alert_doc = alert.to_dict()
-            yield Row(ALERT, str(alert_doc.get("alert_id")), json.dumps(alert_doc, default=str))
+            yield Row(ALERT, str(alert_doc.get("alert_id")), jsoncodec.dumps(alert_doc))
         timers = ctx.timer_service()
         for ts in result.timers:
             timers.register_event_time_timer(ts)

@@ -12,7 +12,7 @@ import pytest
 
 CORE = Path(__file__).resolve().parents[2] / "riskctl" / "core"
 FORBIDDEN = ("pyflink", "kafka", "pymysql", "MySQLdb", "mysql", "confluent_kafka", "aiokafka")
-ALLOWED_THIRD_PARTY = ("yaml",)  # the rule loader only
+ALLOWED_THIRD_PARTY = ("yaml", "orjson")  # the rule loader; JSON of events and decisions (jsoncodec)
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -45,7 +45,7 @@ def test_core_module_imports_only_stdlib_yaml_and_core(path: Path) -> None:
         assert not name.startswith("<dynamic"), f"{path.name} imports dynamically"
         ok = top in sys.stdlib_module_names or top in ALLOWED_THIRD_PARTY or name.startswith("riskctl.core")
         assert ok or top == "__future__", (
-            f"{path.name} imports {name} (outside stdlib, yaml and riskctl.core)"
+            f"{path.name} imports {name} (outside stdlib, yaml, orjson and riskctl.core)"
         )
 
 

@@ -221,7 +221,8 @@ class Reader(threading.Thread):
 
     def run(self) -> None:
         while not self.stop_flag.is_set():
-            batch = self.consumer.consume(num_messages=5000, timeout=0.05)
+            # librdkafka waits for the whole timeout unless the batch fills: keep it short (latency "read")
+            batch = self.consumer.consume(num_messages=5000, timeout=0.005)
             now = time.time()
             with self.lock:
                 for m in batch:

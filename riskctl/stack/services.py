@@ -436,7 +436,11 @@ class FlinkCluster(Service):
 
     @property
     def pid_files(self) -> list[Path]:
-        extra = [self.dir / f"taskmanager-{i}.pid" for i in range(2, self.stack.flink_taskmanagers + 1)]
+        wanted = {self.dir / f"taskmanager-{i}.pid" for i in range(2, self.stack.flink_taskmanagers + 1)}
+        # and those of TaskManagers started with a larger flink_taskmanagers than this process has: a
+        # `stack down` without the setting must stop them too
+        found = set(self.dir.glob("taskmanager-*.pid"))
+        extra = sorted(wanted | found, key=lambda p: int(p.stem.split("-")[1]))
         return [self.dir / "jobmanager.pid", self.dir / "taskmanager.pid", *extra]
 
     @property

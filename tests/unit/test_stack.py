@@ -104,3 +104,16 @@ def test_flink_cluster_with_several_taskmanagers_has_a_pid_file_and_slots_each(t
     conf = yaml.safe_load(cluster._config_yaml(cluster._pyflink_dir()))
     assert conf["taskmanager"]["numberOfTaskSlots"] == 1
     assert conf["python"]["execution-mode"] == "thread"
+
+
+def test_down_without_the_taskmanagers_setting_still_sees_every_started_taskmanager(tmp_path: Path) -> None:
+    """A cluster started with RISKCTL_STACK_FLINK_TASKMANAGERS=2, stopped by a plain `riskctl stack down`:
+    the second TaskManager's pid file is found, so it is stopped too (it was left running)."""
+    from riskctl.stack.services import FlinkCluster
+
+    cluster = FlinkCluster(load_settings(env={"RISKCTL_STACK_DIR": str(tmp_path)}))
+    cluster.dir.mkdir(parents=True, exist_ok=True)
+    for name in ("taskmanager-2.pid", "taskmanager-10.pid"):
+        (cluster.dir / name).write_text("999999\n")
+    names = [f.name for f in cluster.pid_files]
+    assert names == ["jobmanager.pid", "taskmanager.pid", "taskmanager-2.pid", "taskmanager-10.pid"]

@@ -918,14 +918,7 @@ def pure_engine(records: list[bytes]) -> dict[str, Any]:
         for _ in runner.feed(e):
             pass
     took = time.perf_counter() - t0
-    import pickle
-
-    store = runner.store
-    sizes = [
-        len(pickle.dumps(state.data, protocol=5))
-        for key in store.keys()
-        if (state := store.get_existing(key)) is not None and state.data
-    ]
+    sizes = runner.store.pickled_sizes()
     return {
         "events": len(events),
         "seconds": round(took, 2),

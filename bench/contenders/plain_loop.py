@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import pickle
 import signal
 import sys
 import time
@@ -130,12 +129,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _stats(runner: LocalRunner, counts: dict[str, int]) -> dict[str, Any]:
-    store = runner.store
-    sizes = [
-        len(pickle.dumps(state.data, protocol=5))
-        for key in store.keys()
-        if (state := store.get_existing(key)) is not None and state.data
-    ]
+    sizes = runner.store.pickled_sizes()
     return {
         **counts,
         "users": len(sizes),

@@ -97,6 +97,12 @@ class InMemoryStore:
         """Every key that has state."""
         return iter(list(self._keys))
 
+    def pickled_sizes(self) -> list[int]:
+        """Bytes of each non-empty key's state, pickled (protocol 5): about what a state backend stores."""
+        import pickle
+
+        return [len(pickle.dumps(s.data, protocol=5)) for s in self._keys.values() if s.data]
+
     def __contains__(self, key: object) -> bool:
         return key in self._keys
 

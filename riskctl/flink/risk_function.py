@@ -192,10 +192,11 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         self.engine = Engine(RuleSet(), lateness=self.lateness_ms, state_ttl=self.state_ttl_ms)
         self.opened_at = time.monotonic()
         # No cyclic GC in the TaskManager's interpreter while the job runs: a collection pauses the decide
-        # task, and in thread mode that showed as the largest source of tail latency at low rates (stalls of
-        # 100-200 ms every 1-3 s at 1,000 events/s, bench/results/bench.md), even with tune_gc's bounded
-        # collections. The engine's state is acyclic and reference counting frees it; close() reports any
-        # cyclic garbage that accumulated anyway, so a leak would show in the TaskManager log.
+        # task, and in thread mode that was the largest source of tail latency at low rates (stalls of
+        # 100-200 ms every 1-3 s at 1,000 events/s, even with tune_gc's bounded collections:
+        # bench/flink_profile/README.md). The engine's state is acyclic and reference counting frees it;
+        # close() reports any cyclic garbage that accumulated anyway, so a leak shows in the TaskManager's
+        # output.
         tune_gc()
         gc.disable()
         self.subtask = runtime_context.get_index_of_this_subtask()

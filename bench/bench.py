@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import math
 import os
 import platform
 import signal
@@ -67,10 +68,12 @@ def log(msg: str) -> None:
 
 
 def pct(values: list[float], p: float) -> float | None:
+    """Nearest-rank percentile: the smallest value with at least p% of the values at or below it."""
     if not values:
         return None
     s = sorted(values)
-    return s[min(len(s) - 1, max(0, round(p / 100 * len(s) + 0.5) - 1))]
+    rank = math.ceil(p * len(s) / 100 - 1e-9)  # the epsilon: 99 * 100 / 100 is 99.00000000000001
+    return s[min(len(s), max(1, rank)) - 1]
 
 
 def percentiles(values: list[float]) -> dict[str, float | None]:

@@ -2,8 +2,9 @@
 
 Every event is decoded once and every decision encoded once, so this is per-event work in the job, in
 replays and in the plain-loop benchmark contender. orjson (already installed as a dependency of PyFlink's
-apache-beam) decodes and encodes these small documents several times faster than :mod:`json`
-(``bench/results/bench.md``). Where the two disagree, the standard library's behaviour is kept:
+apache-beam) decodes and encodes these small documents several times faster than :mod:`json` (they were
+10% of the decide operator's Python samples: ``bench/flink_profile/README.md``). Where the two disagree,
+the standard library's behaviour is kept:
 
 * decoding: orjson refuses ``NaN``/``Infinity`` literals and numbers beyond a double, which :mod:`json`
   accepts, so a refused document is decoded again by :mod:`json` and fails (or not) exactly as before, with

@@ -109,18 +109,19 @@ def tune_gc() -> tuple[int, int, int]:
     Per-key state is a large, acyclic graph of small lists, tuples and dicts, and every event allocates a few
     more. With the default policy the collector keeps re-scanning that state: older generations hold every
     state object ever decoded, so their collections cost a third to a half of the engine's time
-    (``bench/results/engine.md``) and, in the Flink job, pauses of up to a second (a full collection of a
-    million objects), the largest source of tail latency at low rates (``bench/results/bench.md``).
+    (``bench/results/engine.md``), and a full collection of a million state objects pauses for most of a
+    second (``bench/flink_profile/README.md``).
 
     Here every object that survives one collection is moved to the permanent generation (``gc.freeze``), so a
-    collection only ever scans the objects allocated since the previous one: at most ``GC_GEN0_THRESHOLD``,
-    a pause of a few milliseconds. Garbage cycles that form and die between two collections (exceptions with
-    their tracebacks, for instance) are still collected; a cycle among objects that survived a collection is
-    not. The engine creates no cycles (reference counting frees all of its state), so that is the trade:
-    bounded pauses against cycles among old objects, which this code does not make.
+    collection only ever scans the objects allocated since the previous one: at most ``GC_GEN0_THRESHOLD``
+    (about 3 ms alone, 16-50 ms measured inside a busy Flink TaskManager, which therefore turns the collector
+    off instead: ``riskctl.flink.risk_function``). Garbage cycles that form and die between two collections
+    (exceptions with their tracebacks, for instance) are still collected; a cycle among objects that survived
+    a collection is not. The engine creates no cycles (reference counting frees all of its state), so that is
+    the trade: bounded pauses against cycles among old objects, which this code does not make.
 
-    Process-wide policy, so the engine never calls it: applications do (``riskctl replay``, the Flink job's
-    decide function, the benchmarks). Calling it again changes nothing.
+    Process-wide policy, so the engine never calls it: applications do (``riskctl replay``, the benchmarks).
+    Calling it again changes nothing.
     """
     previous = gc.get_threshold()
     gc.set_threshold(GC_GEN0_THRESHOLD, 10, 10)

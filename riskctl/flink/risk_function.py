@@ -36,7 +36,6 @@ from riskctl.core.engine import Engine
 from riskctl.core.errors import EventError, RuleError, RuleSetError
 from riskctl.core.events import parse_event
 from riskctl.core.rules import RuleSet
-from riskctl.core.runner import tune_gc
 from riskctl.flink.env import ttl_config
 
 RECORD = Types.ROW_NAMED(["k", "v"], [Types.STRING(), Types.STRING()])
@@ -193,11 +192,11 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         self.opened_at = time.monotonic()
         # No cyclic GC in the TaskManager's interpreter while the job runs: a collection pauses the decide
         # task, and in thread mode that was the largest source of tail latency at low rates (stalls of
-        # 100-200 ms every 1-3 s at 1,000 events/s, even with tune_gc's bounded collections:
+        # 100-200 ms every 1-3 s at 1,000 events/s, even with runner.tune_gc's bounded collections:
         # bench/flink_profile/README.md). The engine's state is acyclic and reference counting frees it;
         # close() reports any cyclic garbage that accumulated anyway, so a leak shows in the TaskManager's
-        # output.
-        tune_gc()
+        # output. What exists at open (modules, rules) is frozen, so that final collection skips it.
+        gc.freeze()
         gc.disable()
         self.subtask = runtime_context.get_index_of_this_subtask()
 

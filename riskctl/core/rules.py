@@ -42,6 +42,7 @@ from riskctl.core.expr import (
     duration_ms,
 )
 from riskctl.core.features import FeatureSpec
+from riskctl.core.jsondoc import load_json_document
 from riskctl.core.patterns import AFTER_MATCH_POLICIES, PatternSpec, Step
 
 ACTIONS = ("PASS", "REVIEW", "REJECT")
@@ -593,17 +594,138 @@ def _duration(value: Any, path: str, errs: _Collector) -> int | None:
 # --------------------------------------------------------------------------------------------- loading
 
 
-def _documents(text: str, source: str) -> Iterator[tuple[str, Any]]:
+#: characters of one rule file or text (YAML or JSON); rule files are about a kilobyte
+MAX_RULE_TEXT = 1_048_576
+#: nesting of mappings and lists in a YAML rule text (a rule needs 5 levels)
+MAX_YAML_DEPTH = 32
+#: scalars, mappings and lists in one YAML rule text (a rule has about 30); bounds the parse time
+MAX_YAML_NODES = 50_000
+_YAML_STR = "tag:yaml.org,2002:str"
+
+
+def _yaml_refusal(reason: str, source: str, field: str | None, mark: Any) -> RuleSetError:
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+    return RuleSetError([RuleError(f"{reason}{where}", field=field or None, source=source)])
+
+
+class _YamlFrame:
+    __slots__ = ("is_map", "path", "keys", "key", "index")
+
+    def __init__(self, is_map: bool, path: str) -> None:
+        self.is_map = is_map
+        self.path = path
+        self.keys: dict[str, int] = {}  # key -> line (1-based) where it was first given
+        self.key: str | None = None  # mapping: the key whose value comes next (None: a key comes next)
+        self.index = 0  # list: the index of the next item
+
+
+def _check_yaml_events(text: str, source: str, loader: Any) -> None:
+    """Refuse what rule files never need and a hostile file uses, from the parser's events, before any node
+    is built: anchors and aliases (billion laughs, circular structures), nesting deeper than
+    :data:`MAX_YAML_DEPTH`, more than :data:`MAX_YAML_NODES` nodes, keys that are not text (``1:``, ``on:``,
+    ``<<:`` merges, lists as keys) and duplicate keys. Iterative (no recursion) and linear in the text.
+    """
+    import yaml
+
+    resolver = yaml.resolver.Resolver()
+    stack: list[_YamlFrame] = []
+    nodes = 0
+    for ev in yaml.parse(text, Loader=loader):
+        mark = ev.start_mark
+        if isinstance(ev, yaml.AliasEvent):
+            msg = (
+                f"aliases (*{ev.anchor}) are not allowed in rule files: write the value out "
+                "(aliases can expand a small file into gigabytes, or make a structure contain itself)"
+            )
+            raise _yaml_refusal(msg, source, stack[-1].path if stack else None, mark)
+        if isinstance(ev, yaml.CollectionEndEvent):
+            stack.pop()
+            continue
+        if not isinstance(ev, yaml.ScalarEvent | yaml.CollectionStartEvent):
+            continue
+        nodes += 1
+        if nodes > MAX_YAML_NODES:
+            msg = f"the rule text has too many values (more than {MAX_YAML_NODES})"
+            raise _yaml_refusal(msg, source, None, mark)
+        top = stack[-1] if stack else None
+        if top is not None and top.is_map and top.key is None:  # this node is a key
+            tag = ev.tag if isinstance(ev, yaml.ScalarEvent) else None
+            if isinstance(ev, yaml.ScalarEvent) and (tag is None or tag == "!"):
+                tag = resolver.resolve(yaml.ScalarNode, ev.value, ev.implicit)
+            if tag != _YAML_STR:
+                shown = repr(ev.value) if isinstance(ev, yaml.ScalarEvent) else "a list or mapping"
+                msg = f"keys must be text, got {shown}"
+                if isinstance(ev, yaml.ScalarEvent) and ev.value == "<<":
+                    msg = "merge keys ('<<') are not allowed in rule files: write the fields out"
+                elif isinstance(ev, yaml.ScalarEvent):
+                    msg += f" (quote it: '{ev.value}')"
+                raise _yaml_refusal(msg, source, top.path, mark)
+            assert isinstance(ev, yaml.ScalarEvent)
+            key = ev.value
+            path = f"{top.path}.{key}" if top.path else key
+            if key in top.keys:
+                msg = f"duplicate key {key!r} (first given on line {top.keys[key]}): give each key once"
+                raise _yaml_refusal(msg, source, path, mark)
+            if ev.anchor is not None:
+                msg = f"anchors (&{ev.anchor}) are not allowed in rule files"
+                raise _yaml_refusal(msg, source, path, mark)
+            top.keys[key] = mark.line + 1
+            top.key = key
+            continue
+        if top is None:
+            path = ""
+        elif top.is_map:
+            path = f"{top.path}.{top.key}" if top.path else str(top.key)
+            top.key = None
+        else:
+            path = f"{top.path}[{top.index}]"
+            top.index += 1
+        if ev.anchor is not None:
+            msg = f"anchors (&{ev.anchor}) are not allowed in rule files: write the value out where it is used"
+            raise _yaml_refusal(msg, source, path, mark)
+        if isinstance(ev, yaml.CollectionStartEvent):
+            if len(stack) >= MAX_YAML_DEPTH:
+                msg = f"the rule text is nested deeper than {MAX_YAML_DEPTH} levels"
+                raise _yaml_refusal(msg, source, path, mark)
+            stack.append(_YamlFrame(isinstance(ev, yaml.MappingStartEvent), path))
+
+
+def _load_yaml(text: str, source: str) -> list[Any]:
     import yaml  # the only non-stdlib import of the core, and only here
 
+    # libyaml when present: the events pass and the load are C-speed (the pure-Python parser takes about
+    # 40 times longer on a large file). Both loaders are the safe ones: no Python objects from tags.
+    loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        docs = list(yaml.safe_load_all(text))
+        _check_yaml_events(text, source, loader)
+        return list(yaml.load_all(text, Loader=loader))
+    except RuleSetError:
+        raise
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc)
-        msg = f"not valid YAML{where}: {problem}"
-        raise RuleSetError([RuleError(msg, source=source)]) from None
+        raise _yaml_refusal(f"not valid YAML: {problem}", source, None, mark) from None
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:  # e.g. a timestamp 2024-13-45
+        msg = f"not valid YAML: {type(exc).__name__}: {str(exc)[:200]}"
+        raise _yaml_refusal(msg, source, None, None) from None
+
+
+def _documents(text: str, source: str) -> Iterator[tuple[str, Any]]:
+    """The rule documents of a YAML text, or of a JSON text when ``source`` ends in ``.json``.
+
+    Hostile texts are refused with the source, the field and the reason (:func:`_check_yaml_events`,
+    :func:`riskctl.core.jsondoc.load_json_document`); over :data:`MAX_RULE_TEXT` characters, unread.
+    """
+    if not isinstance(text, str):
+        msg = f"a rule text must be text, got {type(text).__name__}"
+        raise RuleSetError([RuleError(msg, source=source)])
+    if len(text) > MAX_RULE_TEXT:
+        msg = f"the rule text is too large ({len(text)} characters, limit {MAX_RULE_TEXT})"
+        raise RuleSetError([RuleError(msg, source=source)])
+    if source.endswith(".json"):
+        docs = [load_json_document(text, source=source, max_chars=MAX_RULE_TEXT)]
+    else:
+        docs = _load_yaml(text, source)
     index = 0
     for doc in docs:
         if doc is None:
@@ -631,13 +753,26 @@ def load_rules_text(text: str, *, source: str = "<text>") -> list[Rule]:
 
 
 def rule_from_json(text: str | bytes, *, source: str = "<json>") -> Rule:
-    """Parse one rule stored as a JSON document (the MySQL form)."""
+    """Parse one rule stored as a JSON document (the MySQL form), within the limits of
+    :func:`~riskctl.core.jsondoc.load_json_document`.
+    """
+    return parse_rule(load_json_document(text, source=source), source=source)
+
+
+def read_rule_file(file: Path, *, source: str | None = None) -> str:
+    """The text of a rule file, refused unread when it is larger than :data:`MAX_RULE_TEXT` allows
+    (4 bytes a character at most) or not UTF-8; raises :class:`RuleSetError`, or ``OSError``.
+    """
+    name = source or file.name
+    size = file.stat().st_size
+    if size > 4 * MAX_RULE_TEXT:
+        msg = f"the rule file is too large ({size} bytes, limit {MAX_RULE_TEXT} characters)"
+        raise RuleSetError([RuleError(msg, source=name)])
     try:
-        document = json.loads(text)
-    except ValueError as exc:
-        msg = f"not valid JSON: {exc}"
-        raise RuleSetError([RuleError(msg, source=source)]) from None
-    return parse_rule(document, source=source)
+        return file.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        msg = f"the rule file is not valid UTF-8 (byte {exc.start})"
+        raise RuleSetError([RuleError(msg, source=name)]) from None
 
 
 def rule_files(path: str | Path) -> list[Path]:
@@ -663,10 +798,10 @@ def load_rules(path: str | Path) -> RuleSet:
     for file in rule_files(root):
         name = str(file.relative_to(root)) if root.is_dir() else file.name
         try:
-            rules.extend(load_rules_text(file.read_text(encoding="utf-8"), source=name))
+            rules.extend(load_rules_text(read_rule_file(file, source=name), source=name))
         except RuleSetError as exc:
             errors.extend(exc.errors)
-        except (OSError, UnicodeDecodeError) as exc:
+        except OSError as exc:
             errors.append(RuleError(f"cannot read the file: {exc}", source=name))
     seen: dict[str, Rule] = {}
     for rule in rules:

@@ -92,6 +92,8 @@ _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 _RESERVED_NAMES = frozenset({"event", "and", "or", "not", "in", "true", "false", "null"})
 MAX_FEATURES_PER_RULE = 32
+#: versions are a MySQL INT
+MAX_VERSION = 2**31 - 1
 
 
 @dataclass(frozen=True, eq=False)
@@ -237,6 +239,7 @@ def parse_rule(document: Any, *, source: str | None = None) -> Rule:
         raise RuleSetError([RuleError(msg, source=source)])
     raw_id = document.get("id")
     rule_id = raw_id if isinstance(raw_id, str) and raw_id else None
+    _check_structure(document, rule_id, source)
     errs = _Collector(rule_id, source)
     _check_keys(document, RULE_KEYS, "", errs)
 
@@ -246,8 +249,9 @@ def parse_rule(document: Any, *, source: str | None = None) -> Rule:
         errs.add(f"id must be 1-64 characters of letters, digits, '_', '.', '-', got {raw_id!r}", "id")
 
     version = document.get("version", 1)
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        errs.add(f"version must be an integer >= 1, got {version!r}", "version")
+    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= MAX_VERSION:
+        shown = repr(version) if not isinstance(version, int) or abs(version) < 10**30 else "a huge number"
+        errs.add(f"version must be an integer >= 1 and <= {MAX_VERSION}, got {shown}", "version")
         version = 1
 
     description = document.get("description", "")
@@ -344,6 +348,30 @@ def parse_rule(document: Any, *, source: str | None = None) -> Rule:
         source=source,
         tags=tuple(tags),
     )
+
+
+def _check_structure(document: Mapping[str, Any], rule_id: str | None, source: str | None) -> None:
+    """Refuse a document (built in Python, not read by the bounded loaders) that nests deeper than
+    :data:`MAX_YAML_DEPTH`, contains itself (a cycle nests without end), or holds more than
+    :data:`MAX_YAML_NODES` values (shared sub-structures count each time they are reached). Iterative.
+    """
+    todo: list[tuple[Any, int]] = [(document, 1)]
+    seen = 0
+    while todo:
+        value, depth = todo.pop()
+        seen += 1
+        if seen > MAX_YAML_NODES:
+            msg = f"the rule document has too many values (more than {MAX_YAML_NODES})"
+            raise RuleSetError([RuleError(msg, rule_id=rule_id, source=source)])
+        if isinstance(value, Mapping | list | tuple):
+            if depth > MAX_YAML_DEPTH:
+                msg = f"the rule document is nested deeper than {MAX_YAML_DEPTH} levels (or contains itself)"
+                raise RuleSetError([RuleError(msg, rule_id=rule_id, source=source)])
+            items = value.values() if isinstance(value, Mapping) else value
+            todo.extend((item, depth + 1) for item in items)
+            if isinstance(value, Mapping) and not all(isinstance(k, str) for k in value):
+                msg = "keys must be text"
+                raise RuleSetError([RuleError(msg, rule_id=rule_id, source=source)])
 
 
 def _hint(value: Any, choices: Sequence[str]) -> str | None:
@@ -604,6 +632,8 @@ _YAML_STR = "tag:yaml.org,2002:str"
 
 
 def _yaml_refusal(reason: str, source: str, field: str | None, mark: Any) -> RuleSetError:
+    if field and len(field) > 80:
+        field = field[:40] + "..." + field[-37:]
     where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
     return RuleSetError([RuleError(f"{reason}{where}", field=field or None, source=source)])
 
@@ -669,7 +699,7 @@ def _check_yaml_events(text: str, source: str, loader: Any) -> None:
             if ev.anchor is not None:
                 msg = f"anchors (&{ev.anchor}) are not allowed in rule files"
                 raise _yaml_refusal(msg, source, path, mark)
-            top.keys[key] = mark.line + 1
+            top.keys[key] = mark.line + 1 if mark is not None else 0
             top.key = key
             continue
         if top is None:
@@ -681,7 +711,9 @@ def _check_yaml_events(text: str, source: str, loader: Any) -> None:
             path = f"{top.path}[{top.index}]"
             top.index += 1
         if ev.anchor is not None:
-            msg = f"anchors (&{ev.anchor}) are not allowed in rule files: write the value out where it is used"
+            msg = (
+                f"anchors (&{ev.anchor}) are not allowed in rule files: write the value out where it is used"
+            )
             raise _yaml_refusal(msg, source, path, mark)
         if isinstance(ev, yaml.CollectionStartEvent):
             if len(stack) >= MAX_YAML_DEPTH:
@@ -703,8 +735,9 @@ def _load_yaml(text: str, source: str) -> list[Any]:
         raise
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc)
-        raise _yaml_refusal(f"not valid YAML: {problem}", source, None, mark) from None
+        raise RuleSetError([RuleError(f"not valid YAML{where}: {problem}", source=source)]) from None
     except (ValueError, TypeError, OverflowError, RecursionError) as exc:  # e.g. a timestamp 2024-13-45
         msg = f"not valid YAML: {type(exc).__name__}: {str(exc)[:200]}"
         raise _yaml_refusal(msg, source, None, None) from None

@@ -19,6 +19,7 @@ DataStream part with ``to_data_stream`` / ``from_data_stream`` in one job graph 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,7 @@ from pyflink.table import StreamTableEnvironment, Table
 
 from riskctl.config import Settings
 from riskctl.core.events import MAX_TS
+from riskctl.core.jsondoc import load_json_document
 from riskctl.core.rules import load_rules
 from riskctl.errors import ConfigError
 from riskctl.flink.risk_function import (
@@ -54,6 +56,8 @@ from riskctl.flink.risk_function import (
     RiskFunction,
 )
 from riskctl.store.migrations import quote, table_names
+
+LOG = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -248,10 +252,14 @@ def _rules_cdc(
 
 
 def _with_status(document: str | None, status: str | None, version: int | None) -> str:
-    """The table's status and version columns win over the document's (an enable/disable edits only them)."""
+    """The table's status and version columns win over the document's (an enable/disable edits only them).
+
+    A document that does not load (hostile: too deep, too large, duplicate keys; or not JSON) passes as is,
+    for the decide operator to refuse with the reason; it never fails this operator.
+    """
     try:
-        doc = json.loads(document or "")
-    except ValueError:
+        doc = load_json_document(document)
+    except ValueError:  # RuleSetError
         return document or ""
     if isinstance(doc, dict):
         if status:
@@ -352,14 +360,15 @@ class PollFolder(_Differ):
 
     @staticmethod
     def _read(files: list[Path]) -> tuple[dict[str, tuple[int, str]], bool]:
-        from riskctl.core.rules import _documents
+        from riskctl.core.rules import _documents, read_rule_file
 
         out: dict[str, tuple[int, str]] = {}
         complete = True
         for file in files:
             try:
-                docs = list(_documents(file.read_text(encoding="utf-8"), file.name))
-            except (OSError, ValueError):
+                docs = list(_documents(read_rule_file(file), file.name))
+            except (OSError, ValueError) as exc:  # ValueError: RuleSetError, a refused (or hostile) file
+                LOG.warning("rules file %s not read: %s", file, exc)
                 complete = False
                 continue  # a file being written; the next tick reads it again
             for _, doc in docs:

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from riskctl.core.errors import suggest
+from riskctl.core.jsondoc import load_json_document
 from riskctl.core.rules import RuleSet, document_digest, parse_rule
 from riskctl.store.errors import (
     RuleNotFoundError,
@@ -459,11 +460,13 @@ class RuleStore:
     # -- internals -----------------------------------------------------------------------------------------
     def _stored(self, row: Sequence[Any]) -> StoredRule:
         rule_id, version, status, document, updated_at, updated_by = row
-        return StoredRule(rule_id, int(version), status, json.loads(document), _utc(updated_at), updated_by)
+        doc = load_json_document(document, source=f"{self.names.rules}:{rule_id}", rule_id=rule_id)
+        return StoredRule(rule_id, int(version), status, doc, _utc(updated_at), updated_by)
 
     def _entry(self, row: Sequence[Any]) -> HistoryEntry:
         rule_id, version, status, change, author, comment, document, digest, created_at = row
-        doc = json.loads(document) if document is not None else None
+        source = f"{self.names.history}:{rule_id}:{version}"
+        doc = load_json_document(document, source=source, rule_id=rule_id) if document is not None else None
         return HistoryEntry(
             rule_id, int(version), status, change, author, comment, doc, digest, _utc(created_at)
         )

@@ -35,6 +35,7 @@ starting with ``_``, numbers above 1e15, ``**`` with a non-constant or large exp
 
 from __future__ import annotations
 
+import math
 import operator
 import re
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -49,6 +50,15 @@ MAX_HEIGHT = 64  # height of the syntax tree (long operator chains)
 MAX_NODES = 400
 MAX_NUMBER = 10**15
 MAX_EXPONENT = 16
+#: the highest power of its inputs an expression may compute: nested exponents and multiplied factors
+#: multiply (``(x ** 4) ** 4`` is 16, ``x * x * y`` is 3); ``((x ** 16) ** 16) ** 16`` would build numbers of
+#: billions of digits
+MAX_DEGREE = 32
+#: an arithmetic result beyond +-2**1024 (the float range, about 1.8e308), infinite or NaN is ``null``; the
+#: check comes *before* ``*`` and ``**`` compute, so no evaluation builds an integer larger than this
+MAX_RESULT_BITS = 1024
+#: the longest text ``+`` builds (characters); a longer result is ``null``
+MAX_STRING = 65_536
 
 #: Key under which the engine stamps an event's feature values before handing it to a sequence pattern, so
 #: that step conditions (signature ``cond(event, steps)``) can refer to features. Names starting with ``_``
@@ -517,6 +527,7 @@ class _C:
     path: tuple[str, ...] = ()  # ...and the field path after it (empty: the step itself)
     field: str | None = None  # for event.<field> (one level): the field name
     types: frozenset[str] | None = None  # the node is true only for events of these types (None: unknown)
+    degree: int = 1  # the power of the inputs this value can reach (constants 0); bounded by MAX_DEGREE
 
     @property
     def is_const(self) -> bool:
@@ -527,7 +538,7 @@ def _const(value: Any) -> _C:
     def fn(e: Any, c: Any) -> Any:
         return value
 
-    return _C(fn, const=value, is_bool=isinstance(value, bool))
+    return _C(fn, const=value, is_bool=isinstance(value, bool), degree=0)
 
 
 def _get_path(value: Any, path: tuple[str, ...]) -> Any:
@@ -935,6 +946,19 @@ class _Compiler:
             if abs(b.const) > MAX_EXPONENT:
                 msg = f"exponent {b.const} is too large (limit {MAX_EXPONENT})"
                 raise _err(msg, node.b.pos)
+        # The cost bound across nesting: exponents and factors multiply.
+        if op == "**":
+            degree = a.degree * max(1, math.ceil(abs(b.const)))
+        elif op == "*":
+            degree = a.degree + b.degree
+        else:
+            degree = max(a.degree, b.degree)
+        if degree > MAX_DEGREE:
+            msg = (
+                f"the expression raises its inputs to the power {degree} (nested exponents and chained "
+                f"multiplications multiply; limit {MAX_DEGREE})"
+            )
+            raise _err(msg, node.pos)
         fa, fb = a.fn, b.fn
         if op == "+":
 
@@ -943,13 +967,13 @@ class _Compiler:
                 y = fb(e, c)
                 tx, ty = type(x), type(y)
                 if tx in _NUM and ty in _NUM:
-                    return x + y
+                    return _bounded(x + y)
                 if tx is str and ty is str:
-                    return x + y
+                    return x + y if len(x) + len(y) <= MAX_STRING else None
                 return None
 
-            return self._fold(_C(add), a, b)
-        py_op = _PY_ARITH[op]
+            return self._arith_fold(_C(add, degree=degree), a, b, node)
+        py_op = _SAFE_ARITH[op]
 
         def arith(e: Any, c: Any) -> Any:
             x = fa(e, c)
@@ -957,20 +981,29 @@ class _Compiler:
             if type(x) in _NUM and type(y) in _NUM:
                 try:
                     return py_op(x, y)
-                except (ZeroDivisionError, OverflowError):
+                except (ZeroDivisionError, OverflowError, ValueError):
                     return None
             return None
 
-        return self._fold(_C(arith), a, b)
+        return self._arith_fold(_C(arith, degree=degree), a, b, node)
+
+    def _arith_fold(self, c: _C, a: _C, b: _C, node: _Binary) -> _C:
+        folded = self._fold(c, a, b)
+        if folded.is_const and folded.const is None and type(a.const) in _NUM and type(b.const) in _NUM:
+            msg = f"constant expression overflows (beyond +-2**{MAX_RESULT_BITS}, or not a finite number)"
+            raise _err(msg, node.pos)
+        return folded
 
     def _fold(self, c: _C, *parts: _C) -> _C:
-        """Replace ``c`` by its value when every part is constant."""
+        """Replace ``c`` by its value when every part is constant; else ``c`` takes its parts' degree."""
         if parts and all(p.is_const for p in parts):
             value = c.fn(None, None)
             if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_NUMBER**2:
                 msg = "constant expression is too large"
                 raise _err(msg, None)
             return _const(value)
+        if parts and c.degree == 1:
+            c.degree = max(p.degree for p in parts)
         return c
 
     # ------------------------------------------------------------------ functions
@@ -1104,21 +1137,60 @@ _PY_COMPARE: dict[str, Callable[[Any, Any], Any]] = {
     ">": operator.gt,
     ">=": operator.ge,
 }
-_PY_ARITH: dict[str, Callable[[Any, Any], Any]] = {
-    "-": operator.sub,
-    "*": operator.mul,
-    "/": operator.truediv,
-    "%": operator.mod,
-    "**": operator.pow,
+
+
+def _bounded(r: Any) -> Any:
+    """``r`` if it is a finite number within +-2**MAX_RESULT_BITS, else None (overflow is null)."""
+    t = type(r)
+    if t is int:
+        return r if r.bit_length() <= MAX_RESULT_BITS else None
+    if t is float:
+        return r if math.isfinite(r) else None
+    return None  # complex, from a negative base and a fractional exponent
+
+
+def _safe_mul(x: Any, y: Any) -> Any:
+    if type(x) is int and type(y) is int and x.bit_length() + y.bit_length() > MAX_RESULT_BITS + 1:
+        return None  # |x*y| >= 2**(bits-2) > 2**1024: do not build it
+    return _bounded(x * y)
+
+
+def _safe_pow(x: Any, y: Any) -> Any:
+    if type(x) is int and type(y) is int and y > 1 and (x.bit_length() - 1) * y > MAX_RESULT_BITS:
+        return None  # |x**y| >= 2**((bits-1)*y) > 2**1024: do not build it
+    if type(x) is int and x.bit_length() > MAX_RESULT_BITS:
+        return None  # a huge base (not from an event within the door's limits)
+    return _bounded(x**y)
+
+
+def _safe_op(op: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+    def safe(x: Any, y: Any) -> Any:
+        return _bounded(op(x, y))
+
+    return safe
+
+
+#: the operators as evaluated: never an integer beyond MAX_RESULT_BITS, never inf/NaN/complex (null instead)
+_SAFE_ARITH: dict[str, Callable[[Any, Any], Any]] = {
+    "-": _safe_op(operator.sub),
+    "*": _safe_mul,
+    "/": _safe_op(operator.truediv),
+    "%": _safe_op(operator.mod),
+    "**": _safe_pow,
 }
 
 
 def _agg_sum(xs: list[Any]) -> Any:
-    return sum(xs)
+    return _bounded(sum(xs))
 
 
 def _agg_avg(xs: list[Any]) -> Any:
-    return sum(xs) / len(xs) if xs else None
+    if not xs:
+        return None
+    try:
+        return _bounded(sum(xs) / len(xs))
+    except OverflowError:  # an integer sum beyond the float range
+        return None
 
 
 def _agg_min(xs: list[Any]) -> Any:

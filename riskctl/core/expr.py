@@ -1181,7 +1181,10 @@ _SAFE_ARITH: dict[str, Callable[[Any, Any], Any]] = {
 
 
 def _agg_sum(xs: list[Any]) -> Any:
-    return _bounded(sum(xs))
+    try:
+        return _bounded(sum(xs))
+    except OverflowError:  # an integer beyond the float range plus a float
+        return None
 
 
 def _agg_avg(xs: list[Any]) -> Any:

@@ -1428,3 +1428,33 @@ def duration_ms(value: Any) -> int:
                 return int(ms)
     msg = f"a duration must be like '10s', '5m', '24h' or an integer of milliseconds, got {value!r}"
     raise ExpressionError(msg)
+
+
+#: the aggregates that read every event of a step (count, first and last read one)
+_LINEAR_AGGREGATES = frozenset({"sum", "avg", "min", "max", "distinct"})
+
+
+def expression_cost(text: str) -> tuple[int, int]:
+    """``(nodes, step scans)`` of an expression: its syntax-tree nodes (each evaluated at most once per
+    evaluation), and how many aggregates read every event of a pattern step (``sum(s.f)``, ``avg``, ``min``,
+    ``max``, ``distinct`` of one argument). Raises :class:`ExpressionError` as :func:`parse` does.
+    Used to bound a sequence rule's work per event (``riskctl.core.rules``). Iterative.
+    """
+    todo: list[Any] = [parse(text)]
+    nodes = scans = 0
+    while todo:
+        node = todo.pop()
+        nodes += 1
+        if isinstance(node, _Call):
+            if node.name in _LINEAR_AGGREGATES and len(node.args) == 1:
+                scans += 1
+            todo.extend(node.args)
+        elif isinstance(node, _List | _BoolOp):
+            todo.extend(node.items)
+        elif isinstance(node, _Binary):
+            todo.extend((node.a, node.b))
+        elif isinstance(node, _Unary):
+            todo.append(node.x)
+        elif isinstance(node, _Member):
+            todo.append(node.obj)
+    return nodes, scans

@@ -40,10 +40,11 @@ from riskctl.core.expr import (
     compile_filter,
     compile_step_condition,
     duration_ms,
+    expression_cost,
 )
 from riskctl.core.features import FeatureSpec
 from riskctl.core.jsondoc import load_json_document
-from riskctl.core.patterns import AFTER_MATCH_POLICIES, PatternSpec, Step
+from riskctl.core.patterns import AFTER_MATCH_POLICIES, MAX_TIMES, PatternSpec, Step
 
 ACTIONS = ("PASS", "REVIEW", "REJECT")
 STATUSES = ("active", "shadow", "disabled")
@@ -92,6 +93,8 @@ _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 _RESERVED_NAMES = frozenset({"event", "and", "or", "not", "in", "true", "false", "null"})
 MAX_FEATURES_PER_RULE = 32
+#: condition evaluations a sequence rule may need for one event (see _sequence_cost); ~0.1 s of Python
+MAX_SEQUENCE_COST = 1_000_000
 #: versions are a MySQL INT
 MAX_VERSION = 2**31 - 1
 
@@ -527,11 +530,36 @@ def _parse_sequence(
     except RuleError as exc:
         errs.wrap(_step_path(exc, names), "sequence")
         return None, frozenset(used), None
+    cost = _sequence_cost(raw_steps, steps, max_partial)
+    if cost > MAX_SEQUENCE_COST:
+        errs.add(
+            f"the sequence may do about {cost:,} evaluations per event (limit {MAX_SEQUENCE_COST:,}): "
+            "max_partial x the step conditions' size, where sum/avg/min/max/distinct read every event of "
+            "a step; lower max_partial, times, or the aggregates",
+            "sequence.max_partial",
+        )
+        return None, frozenset(used), None
     # Events of other types cannot take part unless a step is strict (any event breaks a strict run).
     event_types: frozenset[str] | None = None
     if all(t is not None for t in step_types) and all(st.contiguity != "strict" for st in steps):
         event_types = frozenset().union(*(t for t in step_types if t is not None))
     return spec, frozenset(used), event_types
+
+
+def _sequence_cost(raw_steps: list[Any], steps: list[Step], max_partial: int) -> int:
+    """An upper estimate of the condition work of one event: each of ``max_partial`` partial matches tries
+    (at most) every step's condition, and an aggregate over a step reads up to ``times`` events of it
+    (:data:`~riskctl.core.patterns.MAX_TIMES` when a step loops with ``at_least``).
+    """
+    scan = max(
+        (MAX_TIMES if st.quantifier == "at_least" else st.times for st in steps),
+        default=1,
+    )
+    per_run = 0
+    for raw in raw_steps:
+        nodes, scans = expression_cost(raw["when"])
+        per_run += nodes + scans * scan
+    return max_partial * per_run
 
 
 def _step_path(err: RuleError, names: list[str]) -> RuleError:

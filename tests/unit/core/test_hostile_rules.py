@@ -25,10 +25,12 @@ from riskctl.core.expr import (
     MAX_STRING,
     compile_condition,
     compile_step_condition,
+    expression_cost,
 )
 from riskctl.core.jsondoc import MAX_JSON_DEPTH, json_depth_exceeds, load_json_document
 from riskctl.core.rules import (
     MAX_RULE_TEXT,
+    MAX_SEQUENCE_COST,
     MAX_YAML_DEPTH,
     MAX_YAML_NODES,
     load_rules,
@@ -337,3 +339,30 @@ def test_rules_validate_json_output_lists_every_refusal() -> None:
     assert proc.returncode == 1
     (err,) = json.loads(proc.stdout)["errors"]
     assert err["rule_id"] == "power_tower" and err["field"] == "when" and "power 256" in err["reason"]
+
+
+def heavy_sequence(max_partial: int, times: int, aggregates: int, quantifier: str = "exactly") -> str:
+    cond = " and ".join(["sum(a.amount) > -1"] * aggregates) or "event.type == 'y'"
+    return (
+        f"id: heavy\naction: REVIEW\nsequence:\n  within: 7d\n  max_partial: {max_partial}\n  steps:\n"
+        f"    - name: a\n      when: event.type == 'x'\n      times: {times}\n"
+        f"      quantifier: {quantifier}\n"
+        f"    - name: b\n      when: {cond}\n"
+    )
+
+
+def test_a_sequence_whose_work_per_event_is_too_large_is_refused() -> None:
+    # 10,000 partial matches x 50 sums over 1,000 events: 2.6 s per event and growing, measured before
+    (err,) = refusal(lambda: load_rules_text(heavy_sequence(10_000, 1000, 50), source="h.yaml")).errors
+    assert err.rule_id == "heavy" and err.field == "sequence.max_partial"
+    assert "evaluations per event" in err.reason and f"limit {MAX_SEQUENCE_COST:,}" in err.reason
+    (err,) = refusal(lambda: load_rules_text(heavy_sequence(1000, 5, 1, "at_least"), source="h.yaml")).errors
+    assert "evaluations per event" in err.reason  # at_least: a step may hold up to MAX_TIMES events
+    (rule,) = load_rules_text(heavy_sequence(64, 1000, 2, "at_least"), source="h.yaml")
+    (rule,) = load_rules_text(heavy_sequence(10_000, 3, 0), source="h.yaml")  # the largest max_partial
+    assert rule.sequence is not None and rule.sequence.max_partial == 10_000
+
+
+def test_expression_cost_counts_nodes_and_step_scans() -> None:
+    assert expression_cost("event.a > 1") == (4, 0)
+    assert expression_cost("sum(s.x) > 1 and count(s) > 2 and max(s.x) > min(event.a, 3)")[1] == 2

@@ -38,6 +38,7 @@ from __future__ import annotations
 import math
 import operator
 import re
+import sys
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -54,8 +55,8 @@ MAX_EXPONENT = 16
 #: multiply (``(x ** 4) ** 4`` is 16, ``x * x * y`` is 3); ``((x ** 16) ** 16) ** 16`` would build numbers of
 #: billions of digits
 MAX_DEGREE = 32
-#: an arithmetic result beyond +-2**1024 (the float range, about 1.8e308), infinite or NaN is ``null``; the
-#: check comes *before* ``*`` and ``**`` compute, so no evaluation builds an integer larger than this
+#: an arithmetic result beyond the float range (+-1.8e308, just under 2**1024), infinite or NaN is ``null``;
+#: ``*`` and ``**`` check *before* they compute, so no evaluation builds an integer larger than this
 MAX_RESULT_BITS = 1024
 #: the longest text ``+`` builds (characters); a longer result is ``null``
 MAX_STRING = 65_536
@@ -967,7 +968,8 @@ class _Compiler:
                 y = fb(e, c)
                 tx, ty = type(x), type(y)
                 if tx in _NUM and ty in _NUM:
-                    return _bounded(x + y)
+                    r = x + y
+                    return r if -_FMAX <= r <= _FMAX else None
                 if tx is str and ty is str:
                     return x + y if len(x) + len(y) <= MAX_STRING else None
                 return None
@@ -980,9 +982,10 @@ class _Compiler:
             y = fb(e, c)
             if type(x) in _NUM and type(y) in _NUM:
                 try:
-                    return py_op(x, y)
+                    r = py_op(x, y)
                 except (ZeroDivisionError, OverflowError, ValueError):
                     return None
+                return r if -_FMAX <= r <= _FMAX else None  # one test: ints in range, finite floats
             return None
 
         return self._arith_fold(_C(arith, degree=degree), a, b, node)
@@ -1139,44 +1142,41 @@ _PY_COMPARE: dict[str, Callable[[Any, Any], Any]] = {
 }
 
 
+_FMAX = sys.float_info.max  # < 2**1024; ints beyond it and inf/NaN fail -_FMAX <= r <= _FMAX
+
+
 def _bounded(r: Any) -> Any:
     """``r`` if it is a finite number within +-2**MAX_RESULT_BITS, else None (overflow is null)."""
-    t = type(r)
-    if t is int:
-        return r if r.bit_length() <= MAX_RESULT_BITS else None
-    if t is float:
-        return r if math.isfinite(r) else None
-    return None  # complex, from a negative base and a fractional exponent
+    if type(r) in _NUM and -_FMAX <= r <= _FMAX:
+        return r
+    return None  # too large, inf, NaN, or complex (a negative base and a fractional exponent)
 
 
-def _safe_mul(x: Any, y: Any) -> Any:
+def _checked_mul(x: Any, y: Any) -> Any:
     if type(x) is int and type(y) is int and x.bit_length() + y.bit_length() > MAX_RESULT_BITS + 1:
-        return None  # |x*y| >= 2**(bits-2) > 2**1024: do not build it
-    return _bounded(x * y)
+        raise OverflowError  # |x*y| >= 2**(bits-2) > 2**1024: do not build it
+    return x * y
 
 
-def _safe_pow(x: Any, y: Any) -> Any:
+def _checked_pow(x: Any, y: Any) -> Any:
     if type(x) is int and type(y) is int and y > 1 and (x.bit_length() - 1) * y > MAX_RESULT_BITS:
-        return None  # |x**y| >= 2**((bits-1)*y) > 2**1024: do not build it
+        raise OverflowError  # |x**y| >= 2**((bits-1)*y) > 2**1024: do not build it
     if type(x) is int and x.bit_length() > MAX_RESULT_BITS:
-        return None  # a huge base (not from an event within the door's limits)
-    return _bounded(x**y)
+        raise OverflowError  # a huge base (not from an event within the door's limits)
+    r = x**y
+    if type(r) is complex:
+        raise OverflowError  # (-8) ** 0.5: not a real number
+    return r
 
 
-def _safe_op(op: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
-    def safe(x: Any, y: Any) -> Any:
-        return _bounded(op(x, y))
-
-    return safe
-
-
-#: the operators as evaluated: never an integer beyond MAX_RESULT_BITS, never inf/NaN/complex (null instead)
+#: the operators as evaluated; every result is then checked against +-_FMAX (beyond: null), and ``*`` and
+#: ``**`` refuse (OverflowError, so null) before building an integer beyond 2**MAX_RESULT_BITS
 _SAFE_ARITH: dict[str, Callable[[Any, Any], Any]] = {
-    "-": _safe_op(operator.sub),
-    "*": _safe_mul,
-    "/": _safe_op(operator.truediv),
-    "%": _safe_op(operator.mod),
-    "**": _safe_pow,
+    "-": operator.sub,
+    "*": _checked_mul,
+    "/": operator.truediv,
+    "%": operator.mod,
+    "**": _checked_pow,
 }
 
 

@@ -167,10 +167,12 @@ def _reason(exc: BaseException) -> tuple[str, str | None]:
     """The reason and field of a refused rule: every error of a :class:`RuleSetError`, else the exception's
     type and text (a bug shows as what it is, not as a restart).
     """
+    # bounded: the status table holds the field in a VARCHAR(255), and a hostile document chooses its keys
     if isinstance(exc, RuleSetError) and exc.errors:
-        return "; ".join(e.reason for e in exc.errors)[:2000], exc.errors[0].field
+        field = exc.errors[0].field
+        return "; ".join(e.reason for e in exc.errors)[:2000], field[:255] if field else field
     if isinstance(exc, RuleError):
-        return exc.reason[:2000], exc.field
+        return exc.reason[:2000], exc.field[:255] if exc.field else exc.field
     return f"{type(exc).__name__}: {str(exc)[:500]}", "document"
 
 

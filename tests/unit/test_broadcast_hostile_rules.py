@@ -110,6 +110,14 @@ def test_hostile_documents_become_refused_statuses(document: Any, field: str, wo
     assert status["state"] == "refused" and status["field"] == field and words in status["reason"], status
 
 
+def test_a_refusal_fits_the_status_table() -> None:
+    fn, ctx = function(), FakeCtx()
+    doc = {"action": "PASS", "when": "true", **{f"k{i}" + "x" * 10_000: 1 for i in range(50)}}
+    status = apply(fn, ctx, "long", json.dumps(doc))
+    assert status["state"] == "refused" and status["field"].startswith("k0xxx")
+    assert len(status["field"]) <= 255 and len(status["reason"]) <= 2000  # VARCHAR(255), and a bounded TEXT
+
+
 def test_any_exception_while_applying_a_rule_is_a_refusal(monkeypatch: pytest.MonkeyPatch) -> None:
     fn, ctx = function(), FakeCtx()
     assert fn.engine is not None

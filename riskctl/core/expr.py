@@ -1421,12 +1421,14 @@ def duration_ms(value: Any) -> int:
             raise ExpressionError(msg)
         return value
     if isinstance(value, str):
-        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*", value)
-        if m:
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*", value) if len(value) <= 64 else None
+        if m and len(m.group(1)) <= 20:  # longer: beyond MAX_NUMBER (and float('9' * 400) is inf)
             ms = float(m.group(1)) * DURATION_UNITS[m.group(2)]
             if ms == int(ms) and ms <= MAX_NUMBER:
                 return int(ms)
-    msg = f"a duration must be like '10s', '5m', '24h' or an integer of milliseconds, got {value!r}"
+    shown = repr(value[:80] if isinstance(value, str) else value)
+    shown = shown if len(shown) <= 80 else shown[:70] + "..."
+    msg = f"a duration must be like '10s', '5m', '24h' or an integer of milliseconds, got {shown}"
     raise ExpressionError(msg)
 
 

@@ -241,7 +241,7 @@ def parse_rule(document: Any, *, source: str | None = None) -> Rule:
         msg = f"a rule must be a mapping (id, action, when/sequence, ...), got {type(document).__name__}"
         raise RuleSetError([RuleError(msg, source=source)])
     raw_id = document.get("id")
-    rule_id = raw_id if isinstance(raw_id, str) and raw_id else None
+    rule_id = raw_id if isinstance(raw_id, str) and raw_id and len(raw_id) <= 64 else None
     _check_structure(document, rule_id, source)
     errs = _Collector(rule_id, source)
     _check_keys(document, RULE_KEYS, "", errs)
@@ -249,7 +249,8 @@ def parse_rule(document: Any, *, source: str | None = None) -> Rule:
     if raw_id is None:
         errs.add("a rule needs an id", "id")
     elif not isinstance(raw_id, str) or not _ID_RE.fullmatch(raw_id):
-        errs.add(f"id must be 1-64 characters of letters, digits, '_', '.', '-', got {raw_id!r}", "id")
+        shown = repr(raw_id) if len(repr(raw_id)) <= 80 else repr(raw_id)[:70] + "..."
+        errs.add(f"id must be 1-64 characters of letters, digits, '_', '.', '-', got {shown}", "id")
 
     version = document.get("version", 1)
     if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= MAX_VERSION:

@@ -366,3 +366,33 @@ def test_a_sequence_whose_work_per_event_is_too_large_is_refused() -> None:
 def test_expression_cost_counts_nodes_and_step_scans() -> None:
     assert expression_cost("event.a > 1") == (4, 0)
     assert expression_cost("sum(s.x) > 1 and count(s) > 2 and max(s.x) > min(event.a, 3)")[1] == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "words"),
+    [
+        (
+            "sequence:\n  within: '" + "9" * 400 + "s'\n  steps:\n    - {name: x, when: 'true'}\n",
+            "sequence.within",
+            "duration",
+        ),
+        ("features:\n  c: {kind: count, window: '" + "9" * 400 + "m'}\n", "features.c.window", "duration"),
+        (
+            "features:\n  c: {kind: count, window: [" + ",".join(["1"] * 10_000) + "]}\n",
+            "features.c.window",
+            "...",
+        ),
+    ],
+)
+def test_huge_durations_are_refused_not_an_overflow(text: str, field: str, words: str) -> None:
+    doc = "id: a\naction: PASS\nwhen: 'true'\n" if "sequence" not in text else "id: a\naction: PASS\n"
+    errors = refusal(lambda: load_rules_text(doc + text, source="d.yaml")).errors
+    err = next(e for e in errors if e.field == field)
+    assert words in err.reason and len(err.reason) < 200
+
+
+def test_a_huge_id_is_refused_with_a_short_message() -> None:
+    (err,) = refusal(
+        lambda: load_rules_text("id: '" + "a" * 100_000 + "'\naction: PASS\nwhen: 'true'\n")
+    ).errors
+    assert err.field == "id" and err.rule_id is None and len(str(err)) < 300

@@ -334,7 +334,10 @@ class PollFolder(_Differ):
     """Reads a rules folder (YAML); a rule that fails to load is sent as is, for the job to refuse.
 
     The files are parsed again only when one of them changed (path, size or modification time): parsing the
-    YAML every tick took ~18 ms, holding the GIL that the decide operator needs (thread mode).
+    YAML every tick took ~18 ms, holding the GIL that the decide operator needs (thread mode). A file that
+    cannot be read or is refused as a whole (being written, or hostile: see docs/rules.md#limits) keeps the
+    rules it last gave, so the job keeps running them (as with a refused version in MySQL) instead of
+    deleting them; it is read again at the next tick.
     """
 
     def __init__(self, folder: str) -> None:
@@ -342,40 +345,57 @@ class PollFolder(_Differ):
         self.folder = folder
         self._signature: tuple[tuple[str, int, int], ...] | None = None
         self._cached: dict[str, tuple[int, str]] = {}
+        self._by_file: dict[str, dict[str, tuple[int, str]]] = {}
 
     def current(self) -> dict[str, tuple[int, str]]:
         from riskctl.core.rules import rule_files
 
-        files = rule_files(Path(self.folder))
+        try:
+            files = rule_files(Path(self.folder))
+        except (OSError, ValueError) as exc:  # the folder went away: keep the rules it gave
+            LOG.warning("rules folder %s not read: %s", self.folder, exc)
+            return dict(self._cached)
         try:
             signature = tuple((str(f), st.st_size, st.st_mtime_ns) for f in files for st in (f.stat(),))
         except OSError:
             signature = None  # a file went away between the listing and the stat: read everything
         if signature is not None and signature == self._signature:
             return dict(self._cached)
-        out, complete = self._read(files)
+        out, complete = self._read(files, self._by_file)
         self._signature = signature if complete else None  # a file being written: read again next tick
         self._cached = out
         return dict(out)
 
     @staticmethod
-    def _read(files: list[Path]) -> tuple[dict[str, tuple[int, str]], bool]:
+    def _read(
+        files: list[Path], by_file: dict[str, dict[str, tuple[int, str]]] | None = None
+    ) -> tuple[dict[str, tuple[int, str]], bool]:
+        """{rule id: (version, document)} of ``files``; ``by_file`` (updated) holds what each file gave last,
+        used for a file that cannot be read now.
+        """
         from riskctl.core.rules import _documents, read_rule_file
 
+        by_file = {} if by_file is None else by_file
         out: dict[str, tuple[int, str]] = {}
         complete = True
         for file in files:
             try:
                 docs = list(_documents(read_rule_file(file), file.name))
             except (OSError, ValueError) as exc:  # ValueError: RuleSetError, a refused (or hostile) file
-                LOG.warning("rules file %s not read: %s", file, exc)
+                LOG.warning("rules file %s not read, keeping its previous rules: %s", file, exc)
                 complete = False
+                out.update(by_file.get(str(file), {}))
                 continue  # a file being written; the next tick reads it again
+            mine: dict[str, tuple[int, str]] = {}
             for _, doc in docs:
                 if isinstance(doc, dict) and isinstance(doc.get("id"), str):
                     given = doc.get("version")
                     version = given if isinstance(given, int) else 1
-                    out[doc["id"]] = (version, json.dumps(doc, default=str))
+                    mine[doc["id"]] = (version, json.dumps(doc, default=str))
+            by_file[str(file)] = mine
+            out.update(mine)
+        for gone in set(by_file) - {str(f) for f in files}:
+            del by_file[gone]
         return out, complete
 
 

@@ -157,3 +157,19 @@ def test_the_folder_poller_skips_hostile_files(tmp_path: Path) -> None:
     (tmp_path / "good.yaml").write_text("id: good\naction: REVIEW\nwhen: event.amount > 10\n")
     out, complete = within(lambda: PollFolder._read(sorted(tmp_path.iterdir())))
     assert list(out) == ["good"] and not complete
+
+
+def test_a_file_that_turns_hostile_keeps_its_previous_rules(tmp_path: Path) -> None:
+    good = tmp_path / "velocity.yaml"
+    good.write_text("id: velocity\naction: REVIEW\nwhen: event.amount > 10\n")
+    other = tmp_path / "other.yaml"
+    other.write_text("id: other\naction: PASS\nwhen: event.amount > 1\n")
+    poller = PollFolder(str(tmp_path))
+    first = poller.current()
+    assert set(first) == {"velocity", "other"}
+    good.write_bytes((CORPUS / "billion_laughs_id.yaml").read_bytes())  # the edit is hostile
+    assert within(poller.current) == first  # the job keeps running velocity v1; no delete is emitted
+    other.unlink()
+    assert set(within(poller.current)) == {"velocity"}  # a removed file's rules do go
+    good.write_text("id: velocity\nversion: 2\naction: REVIEW\nwhen: event.amount > 20\n")
+    assert within(poller.current)["velocity"][0] == 2

@@ -49,7 +49,7 @@ class RuleError(RiskctlError, ValueError):
     def _render(self) -> str:
         parts = []
         if self.source:
-            parts.append(f"{self.source}: ")
+            parts.append(f"{self.source}: " if self.rule_id or self.field else self.source)
         if self.rule_id:
             parts.append(f"rule {self.rule_id!r}")
         if self.field:

@@ -35,8 +35,10 @@ starting with ``_``, numbers above 1e15, ``**`` with a non-constant or large exp
 
 from __future__ import annotations
 
+import math
 import operator
 import re
+import sys
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +51,15 @@ MAX_HEIGHT = 64  # height of the syntax tree (long operator chains)
 MAX_NODES = 400
 MAX_NUMBER = 10**15
 MAX_EXPONENT = 16
+#: the highest power of its inputs an expression may compute: nested exponents and multiplied factors
+#: multiply (``(x ** 4) ** 4`` is 16, ``x * x * y`` is 3); ``((x ** 16) ** 16) ** 16`` would build numbers of
+#: billions of digits
+MAX_DEGREE = 32
+#: an arithmetic result beyond the float range (+-1.8e308, just under 2**1024), infinite or NaN is ``null``;
+#: ``*`` and ``**`` check *before* they compute, so no evaluation builds an integer larger than this
+MAX_RESULT_BITS = 1024
+#: the longest text ``+`` builds (characters); a longer result is ``null``
+MAX_STRING = 65_536
 
 #: Key under which the engine stamps an event's feature values before handing it to a sequence pattern, so
 #: that step conditions (signature ``cond(event, steps)``) can refer to features. Names starting with ``_``
@@ -517,6 +528,7 @@ class _C:
     path: tuple[str, ...] = ()  # ...and the field path after it (empty: the step itself)
     field: str | None = None  # for event.<field> (one level): the field name
     types: frozenset[str] | None = None  # the node is true only for events of these types (None: unknown)
+    degree: int = 1  # the power of the inputs this value can reach (constants 0); bounded by MAX_DEGREE
 
     @property
     def is_const(self) -> bool:
@@ -527,7 +539,7 @@ def _const(value: Any) -> _C:
     def fn(e: Any, c: Any) -> Any:
         return value
 
-    return _C(fn, const=value, is_bool=isinstance(value, bool))
+    return _C(fn, const=value, is_bool=isinstance(value, bool), degree=0)
 
 
 def _get_path(value: Any, path: tuple[str, ...]) -> Any:
@@ -935,6 +947,19 @@ class _Compiler:
             if abs(b.const) > MAX_EXPONENT:
                 msg = f"exponent {b.const} is too large (limit {MAX_EXPONENT})"
                 raise _err(msg, node.b.pos)
+        # The cost bound across nesting: exponents and factors multiply.
+        if op == "**":
+            degree = a.degree * max(1, math.ceil(abs(b.const)))
+        elif op == "*":
+            degree = a.degree + b.degree
+        else:
+            degree = max(a.degree, b.degree)
+        if degree > MAX_DEGREE:
+            msg = (
+                f"the expression raises its inputs to the power {degree} (nested exponents and chained "
+                f"multiplications multiply; limit {MAX_DEGREE})"
+            )
+            raise _err(msg, node.pos)
         fa, fb = a.fn, b.fn
         if op == "+":
 
@@ -943,34 +968,45 @@ class _Compiler:
                 y = fb(e, c)
                 tx, ty = type(x), type(y)
                 if tx in _NUM and ty in _NUM:
-                    return x + y
+                    r = x + y
+                    return r if -_FMAX <= r <= _FMAX else None
                 if tx is str and ty is str:
-                    return x + y
+                    return x + y if len(x) + len(y) <= MAX_STRING else None
                 return None
 
-            return self._fold(_C(add), a, b)
-        py_op = _PY_ARITH[op]
+            return self._arith_fold(_C(add, degree=degree), a, b, node)
+        py_op = _SAFE_ARITH[op]
 
         def arith(e: Any, c: Any) -> Any:
             x = fa(e, c)
             y = fb(e, c)
             if type(x) in _NUM and type(y) in _NUM:
                 try:
-                    return py_op(x, y)
-                except (ZeroDivisionError, OverflowError):
+                    r = py_op(x, y)
+                except (ZeroDivisionError, OverflowError, ValueError):
                     return None
+                return r if -_FMAX <= r <= _FMAX else None  # one test: ints in range, finite floats
             return None
 
-        return self._fold(_C(arith), a, b)
+        return self._arith_fold(_C(arith, degree=degree), a, b, node)
+
+    def _arith_fold(self, c: _C, a: _C, b: _C, node: _Binary) -> _C:
+        folded = self._fold(c, a, b)
+        if folded.is_const and folded.const is None and type(a.const) in _NUM and type(b.const) in _NUM:
+            msg = f"constant expression overflows (beyond +-2**{MAX_RESULT_BITS}, or not a finite number)"
+            raise _err(msg, node.pos)
+        return folded
 
     def _fold(self, c: _C, *parts: _C) -> _C:
-        """Replace ``c`` by its value when every part is constant."""
+        """Replace ``c`` by its value when every part is constant; else ``c`` takes its parts' degree."""
         if parts and all(p.is_const for p in parts):
             value = c.fn(None, None)
             if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_NUMBER**2:
                 msg = "constant expression is too large"
                 raise _err(msg, None)
             return _const(value)
+        if parts and c.degree == 1:
+            c.degree = max(p.degree for p in parts)
         return c
 
     # ------------------------------------------------------------------ functions
@@ -1104,21 +1140,60 @@ _PY_COMPARE: dict[str, Callable[[Any, Any], Any]] = {
     ">": operator.gt,
     ">=": operator.ge,
 }
-_PY_ARITH: dict[str, Callable[[Any, Any], Any]] = {
+
+
+_FMAX = sys.float_info.max  # < 2**1024; ints beyond it and inf/NaN fail -_FMAX <= r <= _FMAX
+
+
+def _bounded(r: Any) -> Any:
+    """``r`` if it is a finite number within +-2**MAX_RESULT_BITS, else None (overflow is null)."""
+    if type(r) in _NUM and -_FMAX <= r <= _FMAX:
+        return r
+    return None  # too large, inf, NaN, or complex (a negative base and a fractional exponent)
+
+
+def _checked_mul(x: Any, y: Any) -> Any:
+    if type(x) is int and type(y) is int and x.bit_length() + y.bit_length() > MAX_RESULT_BITS + 1:
+        raise OverflowError  # |x*y| >= 2**(bits-2) > 2**1024: do not build it
+    return x * y
+
+
+def _checked_pow(x: Any, y: Any) -> Any:
+    if type(x) is int and type(y) is int and y > 1 and (x.bit_length() - 1) * y > MAX_RESULT_BITS:
+        raise OverflowError  # |x**y| >= 2**((bits-1)*y) > 2**1024: do not build it
+    if type(x) is int and x.bit_length() > MAX_RESULT_BITS:
+        raise OverflowError  # a huge base (not from an event within the door's limits)
+    r = x**y
+    if type(r) is complex:
+        raise OverflowError  # (-8) ** 0.5: not a real number
+    return r
+
+
+#: the operators as evaluated; every result is then checked against +-_FMAX (beyond: null), and ``*`` and
+#: ``**`` refuse (OverflowError, so null) before building an integer beyond 2**MAX_RESULT_BITS
+_SAFE_ARITH: dict[str, Callable[[Any, Any], Any]] = {
     "-": operator.sub,
-    "*": operator.mul,
+    "*": _checked_mul,
     "/": operator.truediv,
     "%": operator.mod,
-    "**": operator.pow,
+    "**": _checked_pow,
 }
 
 
 def _agg_sum(xs: list[Any]) -> Any:
-    return sum(xs)
+    try:
+        return _bounded(sum(xs))
+    except OverflowError:  # an integer beyond the float range plus a float
+        return None
 
 
 def _agg_avg(xs: list[Any]) -> Any:
-    return sum(xs) / len(xs) if xs else None
+    if not xs:
+        return None
+    try:
+        return _bounded(sum(xs) / len(xs))
+    except OverflowError:  # an integer sum beyond the float range
+        return None
 
 
 def _agg_min(xs: list[Any]) -> Any:
@@ -1346,10 +1421,42 @@ def duration_ms(value: Any) -> int:
             raise ExpressionError(msg)
         return value
     if isinstance(value, str):
-        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*", value)
-        if m:
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*", value) if len(value) <= 64 else None
+        if m and len(m.group(1)) <= 20:  # longer: beyond MAX_NUMBER (and float('9' * 400) is inf)
             ms = float(m.group(1)) * DURATION_UNITS[m.group(2)]
             if ms == int(ms) and ms <= MAX_NUMBER:
                 return int(ms)
-    msg = f"a duration must be like '10s', '5m', '24h' or an integer of milliseconds, got {value!r}"
+    shown = repr(value[:80] if isinstance(value, str) else value)
+    shown = shown if len(shown) <= 80 else shown[:70] + "..."
+    msg = f"a duration must be like '10s', '5m', '24h' or an integer of milliseconds, got {shown}"
     raise ExpressionError(msg)
+
+
+#: the aggregates that read every event of a step (count, first and last read one)
+_LINEAR_AGGREGATES = frozenset({"sum", "avg", "min", "max", "distinct"})
+
+
+def expression_cost(text: str) -> tuple[int, int]:
+    """``(nodes, step scans)`` of an expression: its syntax-tree nodes (each evaluated at most once per
+    evaluation), and how many aggregates read every event of a pattern step (``sum(s.f)``, ``avg``, ``min``,
+    ``max``, ``distinct`` of one argument). Raises :class:`ExpressionError` as :func:`parse` does.
+    Used to bound a sequence rule's work per event (``riskctl.core.rules``). Iterative.
+    """
+    todo: list[Any] = [parse(text)]
+    nodes = scans = 0
+    while todo:
+        node = todo.pop()
+        nodes += 1
+        if isinstance(node, _Call):
+            if node.name in _LINEAR_AGGREGATES and len(node.args) == 1:
+                scans += 1
+            todo.extend(node.args)
+        elif isinstance(node, _List | _BoolOp):
+            todo.extend(node.items)
+        elif isinstance(node, _Binary):
+            todo.extend((node.a, node.b))
+        elif isinstance(node, _Unary):
+            todo.append(node.x)
+        elif isinstance(node, _Member):
+            todo.append(node.obj)
+    return nodes, scans

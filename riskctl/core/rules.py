@@ -40,9 +40,11 @@ from riskctl.core.expr import (
     compile_filter,
     compile_step_condition,
     duration_ms,
+    expression_cost,
 )
 from riskctl.core.features import FeatureSpec
-from riskctl.core.patterns import AFTER_MATCH_POLICIES, PatternSpec, Step
+from riskctl.core.jsondoc import load_json_document
+from riskctl.core.patterns import AFTER_MATCH_POLICIES, MAX_TIMES, PatternSpec, Step
 
 ACTIONS = ("PASS", "REVIEW", "REJECT")
 STATUSES = ("active", "shadow", "disabled")
@@ -91,6 +93,10 @@ _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 _RESERVED_NAMES = frozenset({"event", "and", "or", "not", "in", "true", "false", "null"})
 MAX_FEATURES_PER_RULE = 32
+#: condition evaluations a sequence rule may need for one event (see _sequence_cost); ~0.1 s of Python
+MAX_SEQUENCE_COST = 1_000_000
+#: versions are a MySQL INT
+MAX_VERSION = 2**31 - 1
 
 
 @dataclass(frozen=True, eq=False)
@@ -235,18 +241,21 @@ def parse_rule(document: Any, *, source: str | None = None) -> Rule:
         msg = f"a rule must be a mapping (id, action, when/sequence, ...), got {type(document).__name__}"
         raise RuleSetError([RuleError(msg, source=source)])
     raw_id = document.get("id")
-    rule_id = raw_id if isinstance(raw_id, str) and raw_id else None
+    rule_id = raw_id if isinstance(raw_id, str) and raw_id and len(raw_id) <= 64 else None
+    _check_structure(document, rule_id, source)
     errs = _Collector(rule_id, source)
     _check_keys(document, RULE_KEYS, "", errs)
 
     if raw_id is None:
         errs.add("a rule needs an id", "id")
     elif not isinstance(raw_id, str) or not _ID_RE.fullmatch(raw_id):
-        errs.add(f"id must be 1-64 characters of letters, digits, '_', '.', '-', got {raw_id!r}", "id")
+        shown = repr(raw_id) if len(repr(raw_id)) <= 80 else repr(raw_id)[:70] + "..."
+        errs.add(f"id must be 1-64 characters of letters, digits, '_', '.', '-', got {shown}", "id")
 
     version = document.get("version", 1)
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        errs.add(f"version must be an integer >= 1, got {version!r}", "version")
+    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= MAX_VERSION:
+        shown = repr(version) if not isinstance(version, int) or abs(version) < 10**30 else "a huge number"
+        errs.add(f"version must be an integer >= 1 and <= {MAX_VERSION}, got {shown}", "version")
         version = 1
 
     description = document.get("description", "")
@@ -343,6 +352,30 @@ def parse_rule(document: Any, *, source: str | None = None) -> Rule:
         source=source,
         tags=tuple(tags),
     )
+
+
+def _check_structure(document: Mapping[str, Any], rule_id: str | None, source: str | None) -> None:
+    """Refuse a document (built in Python, not read by the bounded loaders) that nests deeper than
+    :data:`MAX_YAML_DEPTH`, contains itself (a cycle nests without end), or holds more than
+    :data:`MAX_YAML_NODES` values (shared sub-structures count each time they are reached). Iterative.
+    """
+    todo: list[tuple[Any, int]] = [(document, 1)]
+    seen = 0
+    while todo:
+        value, depth = todo.pop()
+        seen += 1
+        if seen > MAX_YAML_NODES:
+            msg = f"the rule document has too many values (more than {MAX_YAML_NODES})"
+            raise RuleSetError([RuleError(msg, rule_id=rule_id, source=source)])
+        if isinstance(value, Mapping | list | tuple):
+            if depth > MAX_YAML_DEPTH:
+                msg = f"the rule document is nested deeper than {MAX_YAML_DEPTH} levels (or contains itself)"
+                raise RuleSetError([RuleError(msg, rule_id=rule_id, source=source)])
+            items = value.values() if isinstance(value, Mapping) else value
+            todo.extend((item, depth + 1) for item in items)
+            if isinstance(value, Mapping) and not all(isinstance(k, str) for k in value):
+                msg = "keys must be text"
+                raise RuleSetError([RuleError(msg, rule_id=rule_id, source=source)])
 
 
 def _hint(value: Any, choices: Sequence[str]) -> str | None:
@@ -498,11 +531,36 @@ def _parse_sequence(
     except RuleError as exc:
         errs.wrap(_step_path(exc, names), "sequence")
         return None, frozenset(used), None
+    cost = _sequence_cost(raw_steps, steps, max_partial)
+    if cost > MAX_SEQUENCE_COST:
+        errs.add(
+            f"the sequence may do about {cost:,} evaluations per event (limit {MAX_SEQUENCE_COST:,}): "
+            "max_partial x the step conditions' size, where sum/avg/min/max/distinct read every event of "
+            "a step; lower max_partial, times, or the aggregates",
+            "sequence.max_partial",
+        )
+        return None, frozenset(used), None
     # Events of other types cannot take part unless a step is strict (any event breaks a strict run).
     event_types: frozenset[str] | None = None
     if all(t is not None for t in step_types) and all(st.contiguity != "strict" for st in steps):
         event_types = frozenset().union(*(t for t in step_types if t is not None))
     return spec, frozenset(used), event_types
+
+
+def _sequence_cost(raw_steps: list[Any], steps: list[Step], max_partial: int) -> int:
+    """An upper estimate of the condition work of one event: each of ``max_partial`` partial matches tries
+    (at most) every step's condition, and an aggregate over a step reads up to ``times`` events of it
+    (:data:`~riskctl.core.patterns.MAX_TIMES` when a step loops with ``at_least``).
+    """
+    scan = max(
+        (MAX_TIMES if st.quantifier == "at_least" else st.times for st in steps),
+        default=1,
+    )
+    per_run = 0
+    for raw in raw_steps:
+        nodes, scans = expression_cost(raw["when"])
+        per_run += nodes + scans * scan
+    return max_partial * per_run
 
 
 def _step_path(err: RuleError, names: list[str]) -> RuleError:
@@ -593,17 +651,143 @@ def _duration(value: Any, path: str, errs: _Collector) -> int | None:
 # --------------------------------------------------------------------------------------------- loading
 
 
-def _documents(text: str, source: str) -> Iterator[tuple[str, Any]]:
+#: characters of one rule file or text (YAML or JSON); rule files are about a kilobyte
+MAX_RULE_TEXT = 1_048_576
+#: nesting of mappings and lists in a YAML rule text (a rule needs 5 levels)
+MAX_YAML_DEPTH = 32
+#: scalars, mappings and lists in one YAML rule text (a rule has about 30); bounds the parse time
+MAX_YAML_NODES = 50_000
+_YAML_STR = "tag:yaml.org,2002:str"
+
+
+def _yaml_refusal(reason: str, source: str, field: str | None, mark: Any) -> RuleSetError:
+    if field and len(field) > 80:
+        field = field[:40] + "..." + field[-37:]
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+    return RuleSetError([RuleError(f"{reason}{where}", field=field or None, source=source)])
+
+
+class _YamlFrame:
+    __slots__ = ("is_map", "path", "keys", "key", "index")
+
+    def __init__(self, is_map: bool, path: str) -> None:
+        self.is_map = is_map
+        self.path = path
+        self.keys: dict[str, int] = {}  # key -> line (1-based) where it was first given
+        self.key: str | None = None  # mapping: the key whose value comes next (None: a key comes next)
+        self.index = 0  # list: the index of the next item
+
+
+def _check_yaml_events(text: str, source: str, loader: Any) -> None:
+    """Refuse what rule files never need and a hostile file uses, from the parser's events, before any node
+    is built: anchors and aliases (billion laughs, circular structures), nesting deeper than
+    :data:`MAX_YAML_DEPTH`, more than :data:`MAX_YAML_NODES` nodes, keys that are not text (``1:``, ``on:``,
+    ``<<:`` merges, lists as keys) and duplicate keys. Iterative (no recursion) and linear in the text.
+    """
+    import yaml
+
+    resolver = yaml.resolver.Resolver()
+    stack: list[_YamlFrame] = []
+    nodes = 0
+    for ev in yaml.parse(text, Loader=loader):
+        mark = ev.start_mark
+        if isinstance(ev, yaml.AliasEvent):
+            msg = (
+                f"aliases (*{ev.anchor}) are not allowed in rule files: write the value out "
+                "(aliases can expand a small file into gigabytes, or make a structure contain itself)"
+            )
+            raise _yaml_refusal(msg, source, stack[-1].path if stack else None, mark)
+        if isinstance(ev, yaml.CollectionEndEvent):
+            stack.pop()
+            continue
+        if not isinstance(ev, yaml.ScalarEvent | yaml.CollectionStartEvent):
+            continue
+        nodes += 1
+        if nodes > MAX_YAML_NODES:
+            msg = f"the rule text has too many values (more than {MAX_YAML_NODES})"
+            raise _yaml_refusal(msg, source, None, mark)
+        top = stack[-1] if stack else None
+        if top is not None and top.is_map and top.key is None:  # this node is a key
+            tag = ev.tag if isinstance(ev, yaml.ScalarEvent) else None
+            if isinstance(ev, yaml.ScalarEvent) and (tag is None or tag == "!"):
+                tag = resolver.resolve(yaml.ScalarNode, ev.value, ev.implicit)
+            if tag != _YAML_STR:
+                shown = repr(ev.value) if isinstance(ev, yaml.ScalarEvent) else "a list or mapping"
+                msg = f"keys must be text, got {shown}"
+                if isinstance(ev, yaml.ScalarEvent) and ev.value == "<<":
+                    msg = "merge keys ('<<') are not allowed in rule files: write the fields out"
+                elif isinstance(ev, yaml.ScalarEvent):
+                    msg += f" (quote it: '{ev.value}')"
+                raise _yaml_refusal(msg, source, top.path, mark)
+            assert isinstance(ev, yaml.ScalarEvent)
+            key = ev.value
+            path = f"{top.path}.{key}" if top.path else key
+            if key in top.keys:
+                msg = f"duplicate key {key!r} (first given on line {top.keys[key]}): give each key once"
+                raise _yaml_refusal(msg, source, path, mark)
+            if ev.anchor is not None:
+                msg = f"anchors (&{ev.anchor}) are not allowed in rule files"
+                raise _yaml_refusal(msg, source, path, mark)
+            top.keys[key] = mark.line + 1 if mark is not None else 0
+            top.key = key
+            continue
+        if top is None:
+            path = ""
+        elif top.is_map:
+            path = f"{top.path}.{top.key}" if top.path else str(top.key)
+            top.key = None
+        else:
+            path = f"{top.path}[{top.index}]"
+            top.index += 1
+        if ev.anchor is not None:
+            msg = (
+                f"anchors (&{ev.anchor}) are not allowed in rule files: write the value out where it is used"
+            )
+            raise _yaml_refusal(msg, source, path, mark)
+        if isinstance(ev, yaml.CollectionStartEvent):
+            if len(stack) >= MAX_YAML_DEPTH:
+                msg = f"the rule text is nested deeper than {MAX_YAML_DEPTH} levels"
+                raise _yaml_refusal(msg, source, path, mark)
+            stack.append(_YamlFrame(isinstance(ev, yaml.MappingStartEvent), path))
+
+
+def _load_yaml(text: str, source: str) -> list[Any]:
     import yaml  # the only non-stdlib import of the core, and only here
 
+    # libyaml when present: the events pass and the load are C-speed (the pure-Python parser takes about
+    # 40 times longer on a large file). Both loaders are the safe ones: no Python objects from tags.
+    loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        docs = list(yaml.safe_load_all(text))
+        _check_yaml_events(text, source, loader)
+        return list(yaml.load_all(text, Loader=loader))
+    except RuleSetError:
+        raise
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc)
-        msg = f"not valid YAML{where}: {problem}"
-        raise RuleSetError([RuleError(msg, source=source)]) from None
+        raise RuleSetError([RuleError(f"not valid YAML{where}: {problem}", source=source)]) from None
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:  # e.g. a timestamp 2024-13-45
+        msg = f"not valid YAML: {type(exc).__name__}: {str(exc)[:200]}"
+        raise _yaml_refusal(msg, source, None, None) from None
+
+
+def _documents(text: str, source: str) -> Iterator[tuple[str, Any]]:
+    """The rule documents of a YAML text, or of a JSON text when ``source`` ends in ``.json``.
+
+    Hostile texts are refused with the source, the field and the reason (:func:`_check_yaml_events`,
+    :func:`riskctl.core.jsondoc.load_json_document`); over :data:`MAX_RULE_TEXT` characters, unread.
+    """
+    if not isinstance(text, str):
+        msg = f"a rule text must be text, got {type(text).__name__}"
+        raise RuleSetError([RuleError(msg, source=source)])
+    if len(text) > MAX_RULE_TEXT:
+        msg = f"the rule text is too large ({len(text)} characters, limit {MAX_RULE_TEXT})"
+        raise RuleSetError([RuleError(msg, source=source)])
+    if source.endswith(".json"):
+        docs = [load_json_document(text, source=source, max_chars=MAX_RULE_TEXT)]
+    else:
+        docs = _load_yaml(text, source)
     index = 0
     for doc in docs:
         if doc is None:
@@ -631,13 +815,26 @@ def load_rules_text(text: str, *, source: str = "<text>") -> list[Rule]:
 
 
 def rule_from_json(text: str | bytes, *, source: str = "<json>") -> Rule:
-    """Parse one rule stored as a JSON document (the MySQL form)."""
+    """Parse one rule stored as a JSON document (the MySQL form), within the limits of
+    :func:`~riskctl.core.jsondoc.load_json_document`.
+    """
+    return parse_rule(load_json_document(text, source=source), source=source)
+
+
+def read_rule_file(file: Path, *, source: str | None = None) -> str:
+    """The text of a rule file, refused unread when it is larger than :data:`MAX_RULE_TEXT` allows
+    (4 bytes a character at most) or not UTF-8; raises :class:`RuleSetError`, or ``OSError``.
+    """
+    name = source or file.name
+    size = file.stat().st_size
+    if size > 4 * MAX_RULE_TEXT:
+        msg = f"the rule file is too large ({size} bytes, limit {MAX_RULE_TEXT} characters)"
+        raise RuleSetError([RuleError(msg, source=name)])
     try:
-        document = json.loads(text)
-    except ValueError as exc:
-        msg = f"not valid JSON: {exc}"
-        raise RuleSetError([RuleError(msg, source=source)]) from None
-    return parse_rule(document, source=source)
+        return file.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        msg = f"the rule file is not valid UTF-8 (byte {exc.start})"
+        raise RuleSetError([RuleError(msg, source=name)]) from None
 
 
 def rule_files(path: str | Path) -> list[Path]:
@@ -663,10 +860,10 @@ def load_rules(path: str | Path) -> RuleSet:
     for file in rule_files(root):
         name = str(file.relative_to(root)) if root.is_dir() else file.name
         try:
-            rules.extend(load_rules_text(file.read_text(encoding="utf-8"), source=name))
+            rules.extend(load_rules_text(read_rule_file(file, source=name), source=name))
         except RuleSetError as exc:
             errors.extend(exc.errors)
-        except (OSError, UnicodeDecodeError) as exc:
+        except OSError as exc:
             errors.append(RuleError(f"cannot read the file: {exc}", source=name))
     seen: dict[str, Rule] = {}
     for rule in rules:

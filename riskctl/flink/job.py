@@ -19,6 +19,7 @@ DataStream part with ``to_data_stream`` / ``from_data_stream`` in one job graph 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,7 @@ from pyflink.table import StreamTableEnvironment, Table
 
 from riskctl.config import Settings
 from riskctl.core.events import MAX_TS
+from riskctl.core.jsondoc import load_json_document
 from riskctl.core.rules import load_rules
 from riskctl.errors import ConfigError
 from riskctl.flink.risk_function import (
@@ -54,6 +56,8 @@ from riskctl.flink.risk_function import (
     RiskFunction,
 )
 from riskctl.store.migrations import quote, table_names
+
+LOG = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -248,10 +252,14 @@ def _rules_cdc(
 
 
 def _with_status(document: str | None, status: str | None, version: int | None) -> str:
-    """The table's status and version columns win over the document's (an enable/disable edits only them)."""
+    """The table's status and version columns win over the document's (an enable/disable edits only them).
+
+    A document that does not load (hostile: too deep, too large, duplicate keys; or not JSON) passes as is,
+    for the decide operator to refuse with the reason; it never fails this operator.
+    """
     try:
-        doc = json.loads(document or "")
-    except ValueError:
+        doc = load_json_document(document)
+    except ValueError:  # RuleSetError
         return document or ""
     if isinstance(doc, dict):
         if status:
@@ -326,7 +334,10 @@ class PollFolder(_Differ):
     """Reads a rules folder (YAML); a rule that fails to load is sent as is, for the job to refuse.
 
     The files are parsed again only when one of them changed (path, size or modification time): parsing the
-    YAML every tick took ~18 ms, holding the GIL that the decide operator needs (thread mode).
+    YAML every tick took ~18 ms, holding the GIL that the decide operator needs (thread mode). A file that
+    cannot be read or is refused as a whole (being written, or hostile: see docs/rules.md#limits) keeps the
+    rules it last gave, so the job keeps running them (as with a refused version in MySQL) instead of
+    deleting them; it is read again at the next tick.
     """
 
     def __init__(self, folder: str) -> None:
@@ -334,39 +345,57 @@ class PollFolder(_Differ):
         self.folder = folder
         self._signature: tuple[tuple[str, int, int], ...] | None = None
         self._cached: dict[str, tuple[int, str]] = {}
+        self._by_file: dict[str, dict[str, tuple[int, str]]] = {}
 
     def current(self) -> dict[str, tuple[int, str]]:
         from riskctl.core.rules import rule_files
 
-        files = rule_files(Path(self.folder))
+        try:
+            files = rule_files(Path(self.folder))
+        except (OSError, ValueError) as exc:  # the folder went away: keep the rules it gave
+            LOG.warning("rules folder %s not read: %s", self.folder, exc)
+            return dict(self._cached)
         try:
             signature = tuple((str(f), st.st_size, st.st_mtime_ns) for f in files for st in (f.stat(),))
         except OSError:
             signature = None  # a file went away between the listing and the stat: read everything
         if signature is not None and signature == self._signature:
             return dict(self._cached)
-        out, complete = self._read(files)
+        out, complete = self._read(files, self._by_file)
         self._signature = signature if complete else None  # a file being written: read again next tick
         self._cached = out
         return dict(out)
 
     @staticmethod
-    def _read(files: list[Path]) -> tuple[dict[str, tuple[int, str]], bool]:
-        from riskctl.core.rules import _documents
+    def _read(
+        files: list[Path], by_file: dict[str, dict[str, tuple[int, str]]] | None = None
+    ) -> tuple[dict[str, tuple[int, str]], bool]:
+        """{rule id: (version, document)} of ``files``; ``by_file`` (updated) holds what each file gave last,
+        used for a file that cannot be read now.
+        """
+        from riskctl.core.rules import _documents, read_rule_file
 
+        by_file = {} if by_file is None else by_file
         out: dict[str, tuple[int, str]] = {}
         complete = True
         for file in files:
             try:
-                docs = list(_documents(file.read_text(encoding="utf-8"), file.name))
-            except (OSError, ValueError):
+                docs = list(_documents(read_rule_file(file), file.name))
+            except (OSError, ValueError) as exc:  # ValueError: RuleSetError, a refused (or hostile) file
+                LOG.warning("rules file %s not read, keeping its previous rules: %s", file, exc)
                 complete = False
+                out.update(by_file.get(str(file), {}))
                 continue  # a file being written; the next tick reads it again
+            mine: dict[str, tuple[int, str]] = {}
             for _, doc in docs:
                 if isinstance(doc, dict) and isinstance(doc.get("id"), str):
                     given = doc.get("version")
                     version = given if isinstance(given, int) else 1
-                    out[doc["id"]] = (version, json.dumps(doc, default=str))
+                    mine[doc["id"]] = (version, json.dumps(doc, default=str))
+            by_file[str(file)] = mine
+            out.update(mine)
+        for gone in set(by_file) - {str(f) for f in files}:
+            del by_file[gone]
         return out, complete
 
 

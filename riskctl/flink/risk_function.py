@@ -35,6 +35,7 @@ from riskctl.core import jsoncodec
 from riskctl.core.engine import Engine
 from riskctl.core.errors import EventError, RuleError, RuleSetError
 from riskctl.core.events import parse_event
+from riskctl.core.jsondoc import load_json_document
 from riskctl.core.rules import RuleSet
 from riskctl.flink.env import ttl_config
 
@@ -162,6 +163,19 @@ def status_record(
     return Row(STATUS, f"{rule_id}:{version}", json.dumps(doc))
 
 
+def _reason(exc: BaseException) -> tuple[str, str | None]:
+    """The reason and field of a refused rule: every error of a :class:`RuleSetError`, else the exception's
+    type and text (a bug shows as what it is, not as a restart).
+    """
+    # bounded: the status table holds the field in a VARCHAR(255), and a hostile document chooses its keys
+    if isinstance(exc, RuleSetError) and exc.errors:
+        field = exc.errors[0].field
+        return "; ".join(e.reason for e in exc.errors)[:2000], field[:255] if field else field
+    if isinstance(exc, RuleError):
+        return exc.reason[:2000], exc.field[:255] if exc.field else exc.field
+    return f"{type(exc).__name__}: {str(exc)[:500]}", "document"
+
+
 class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
     """Decides each event of a key with the engine; applies rule changes from the broadcast side."""
 
@@ -207,45 +221,52 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
 
     # -- rules --------------------------------------------------------------------------------------------
     def _restore_rules(self, ctx: Any) -> None:
-        """After a restore the broadcast state holds the rules; compile them once, on first use."""
+        """After a restore the broadcast state holds the rules; compile them once, on first use.
+
+        A stored document that no longer loads (it was accepted by an older version) is skipped and logged:
+        one bad rule never stops the job.
+        """
         if self.have_rules:
             return
-        docs = [json.loads(doc) for _, doc in ctx.get_broadcast_state(RULES_STATE).items()]
-        if docs:
+        stored = list(ctx.get_broadcast_state(RULES_STATE).items())
+        if stored:
             assert self.engine is not None
-            for doc in docs:
-                self.engine.upsert_rule(doc)
+            for rule_id, text in stored:
+                try:
+                    self.engine.upsert_rule(
+                        load_json_document(text, source="broadcast state", rule_id=rule_id)
+                    )
+                except Exception as exc:  # noqa: BLE001 - any failure refuses this rule, never the job
+                    LOG.warning("rule %r from broadcast state not restored: %s", rule_id, _reason(exc)[0])
             self.have_rules = self.started = True
 
     def process_broadcast_element(self, value: Row, ctx: Any) -> Iterator[Any]:
+        """Apply one rule change. Whatever goes wrong with one rule (a hostile document, a bug in a
+        check) becomes a ``refused`` status with the reason: it never escapes and never stops the job.
+        """
         assert self.engine is not None
         self._restore_rules(ctx)
-        op, rule_id, version, document = value[0], value[1], int(value[2] or 0), value[3]
-        rules = ctx.get_broadcast_state(RULES_STATE)
-        if op == "delete":
-            self.engine.delete_rule(rule_id)
-            rules.remove(rule_id)
-            status = status_record(rule_id, version, "deleted")
-        else:
-            try:
-                doc = json.loads(document)
+        rule_id, version = str(value[1]), 0
+        try:
+            op, version, document = value[0], int(value[2] or 0), value[3]
+            rules = ctx.get_broadcast_state(RULES_STATE)
+            if op == "delete":
+                self.engine.delete_rule(rule_id)
+                rules.remove(rule_id)
+                status = status_record(rule_id, version, "deleted")
+            else:
+                doc = load_json_document(document, source="rule change", rule_id=rule_id)
                 if not isinstance(doc, dict):
                     msg = "the rule document must be a JSON object"
                     raise RuleError(msg, rule_id=rule_id, field="document")
                 doc.setdefault("id", rule_id)
                 doc["version"] = version
                 self.engine.upsert_rule(doc)
-            except ValueError as exc:  # RuleSetError, RuleError and bad JSON are all ValueErrors
-                errors = exc.errors if isinstance(exc, RuleSetError) else [exc]
-                first = errors[0]
-                reason = "; ".join(getattr(e, "reason", str(e)) for e in errors)
-                field = getattr(first, "field", None) or (
-                    "document" if not isinstance(first, RuleError) else None
-                )
-                status = status_record(rule_id, version, "refused", reason, field)
-            else:
                 rules.put(rule_id, json.dumps(doc))
                 status = status_record(rule_id, version, "accepted")
+        except Exception as exc:  # noqa: BLE001 - RuleSetError, RuleError, and anything unforeseen
+            reason, field = _reason(exc)
+            status = status_record(rule_id, version, "refused", reason, field)
         self.have_rules = True
         self.last_rule_at = time.monotonic()
         if self.subtask == 0:  # every subtask sees every rule; one status record is enough

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from riskctl.core.errors import suggest
+from riskctl.core.errors import RuleSetError, suggest
+from riskctl.core.jsondoc import load_json_document
 from riskctl.core.rules import RuleSet, document_digest, parse_rule
 from riskctl.store.errors import (
     RuleNotFoundError,
@@ -31,6 +32,22 @@ _HISTORY_COLUMNS = "rule_id, version, status, `change`, author, comment, documen
 _DUPLICATE_KEY = 1062
 _DEADLOCK = 1213
 _LOCK_WAIT_TIMEOUT = 1205
+
+
+#: the key of the stand-in document for a stored document that does not load (see :func:`_readable`)
+UNREADABLE = "unreadable"
+
+
+def _readable(text: Any, source: str, rule_id: str) -> Any:
+    """A stored document, through the bounded loader. A row that does not load (written around
+    ``riskctl rules apply``: nested too deep, too large, duplicate keys, not JSON) reads as
+    ``{"unreadable": "<reason>"}``, so listing, ``apply`` (which then replaces it) and ``rollback`` still
+    work: one hostile row never locks the CLI out of the table. The job refuses the same row with a status.
+    """
+    try:
+        return load_json_document(text, source=source, rule_id=rule_id)
+    except RuleSetError as exc:
+        return {UNREADABLE: "; ".join(e.reason for e in exc.errors)}
 
 
 def content_digest(document: Mapping[str, Any]) -> str:
@@ -459,11 +476,13 @@ class RuleStore:
     # -- internals -----------------------------------------------------------------------------------------
     def _stored(self, row: Sequence[Any]) -> StoredRule:
         rule_id, version, status, document, updated_at, updated_by = row
-        return StoredRule(rule_id, int(version), status, json.loads(document), _utc(updated_at), updated_by)
+        doc = _readable(document, f"{self.names.rules}:{rule_id}", rule_id)
+        return StoredRule(rule_id, int(version), status, doc, _utc(updated_at), updated_by)
 
     def _entry(self, row: Sequence[Any]) -> HistoryEntry:
         rule_id, version, status, change, author, comment, document, digest, created_at = row
-        doc = json.loads(document) if document is not None else None
+        source = f"{self.names.history}:{rule_id}:{version}"
+        doc = _readable(document, source, rule_id) if document is not None else None
         return HistoryEntry(
             rule_id, int(version), status, change, author, comment, doc, digest, _utc(created_at)
         )

@@ -142,3 +142,32 @@ def test_store_imports_no_flink() -> None:
                 assert not any(a.name.startswith("pyflink") for a in node.names), path
             elif isinstance(node, ast.ImportFrom) and node.module:
                 assert not node.module.startswith("pyflink"), path
+
+
+class _NoCursor:
+    def cursor(self) -> _NoCursor:
+        return self
+
+    def __enter__(self) -> _NoCursor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def execute(self, *args: object) -> None:
+        return None
+
+
+def test_a_hostile_stored_document_reads_as_unreadable_instead_of_failing() -> None:
+    from riskctl.store.rules_store import UNREADABLE, RuleStore
+
+    store = RuleStore(_NoCursor(), "rules", auto_migrate=False)
+    deep = "[" * 100_000 + "]" * 100_000
+    stored = store._stored(("r1", 3, "active", deep, None, "me"))
+    assert stored.version == 3 and "nested deeper than 32 levels" in stored.document[UNREADABLE]
+    dup = store._stored(("r2", 1, "active", '{"id": "r2", "id": "x"}', None, None))
+    assert "duplicate key 'id'" in dup.document[UNREADABLE] and dup.action is None
+    entry = store._entry(("r1", 2, "active", "update", "me", None, "{" * 50_000, None, None))
+    assert entry.document is not None and UNREADABLE in entry.document
+    ok = store._stored(("r3", 1, "active", '{"id": "r3", "action": "PASS"}', None, None))
+    assert ok.document == {"id": "r3", "action": "PASS"}

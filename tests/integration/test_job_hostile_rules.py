@@ -1,0 +1,77 @@
+"""Hostile rule documents written straight into MySQL (bypassing ``riskctl rules apply``, which refuses them)
+reach the running job by CDC: each is refused with a status naming the field and the reason, the rules in
+force keep deciding, and the job never restarts (issue 11, item 5).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from riskctl.config import Settings
+from tests.integration.test_job import S, ev, new_job, start_job, wait_rules, wait_status
+
+pytestmark = pytest.mark.integration
+
+DEEP = "[" * 100_000 + "]" * 100_000
+
+
+def _write_version(mysql: Any, table: str, rule_id: str, document: str) -> int:
+    """Replace a rule's document with ``document`` as the next version; return that version."""
+    with mysql.cursor() as cur:
+        cur.execute(f"SELECT version FROM `{table}` WHERE rule_id=%s", (rule_id,))  # noqa: S608
+        (version,) = cur.fetchone()
+        cur.execute(
+            f"UPDATE `{table}` SET version=%s, document=%s WHERE rule_id=%s",  # noqa: S608
+            (version + 1, document, rule_id),
+        )
+    return int(version) + 1
+
+
+def test_hostile_rule_documents_in_mysql_are_refused_and_the_job_goes_on(
+    stack: Settings, tmp_path: Path, mysql: Any
+) -> None:
+    job = new_job(stack, tmp_path)
+    start_job(job, tmp_path / "job.log", {"RISKCTL_JOB_PARALLELISM": "1"})
+    try:
+        wait_rules(job)
+        deep = '{"id": "transfer_velocity", "action": "REVIEW", "when": "true", "tags": ' + DEEP + "}"
+        v_deep = _write_version(mysql, job.rules_table, "transfer_velocity", deep)
+        status = wait_status(job, "transfer_velocity", v_deep)
+        assert status["state"] == "refused" and status["field"] == "document", status
+        assert "nested deeper than 32 levels" in status["reason"]
+
+        tower = json.dumps(
+            {
+                "id": "large_transfer_reject",
+                "action": "REJECT",
+                "when": "((((((event.amount ** 16) ** 16) ** 16) ** 16) ** 16) ** 16) > 0",
+            }
+        )
+        v_tower = _write_version(mysql, job.rules_table, "large_transfer_reject", tower)
+        status = wait_status(job, "large_transfer_reject", v_tower)
+        assert status["state"] == "refused" and status["field"] == "when" and "power 256" in status["reason"]
+
+        dup = '{"action": "PASS", "status": "active", "when": "true", "status": "disabled"}'
+        v_dup = _write_version(mysql, job.rules_table, "login_failures_hourly", dup)
+        status = wait_status(job, "login_failures_hourly", v_dup)
+        assert status["state"] == "refused" and "duplicate key 'status'" in status["reason"]
+
+        # the previous version of transfer_velocity keeps deciding, and the job never restarted
+        u = job.user("v")
+        events = [ev(f"{u}-{i}", u, "transfer", i * S, amount=a) for i, a in enumerate((30_000, 25_000))]
+        job.send(events)
+        d = job.decisions_for([e["event_id"] for e in events])
+        assert d[f"{u}-1"]["action"] == "REVIEW"
+        (fired,) = [r for r in d[f"{u}-1"]["rules"] if r["id"] == "transfer_velocity"]
+        assert fired["version"] == v_deep - 1
+        assert job.proc is not None
+        job.proc.check_alive()
+        log = (tmp_path / "job.log").read_text(errors="replace")
+        assert "RecursionError" not in log
+    finally:
+        assert job.proc is not None
+        job.proc.stop()

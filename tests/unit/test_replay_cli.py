@@ -47,9 +47,13 @@ def test_replay_as_a_real_subprocess(tmp_path: Path) -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
-    records = [json.loads(line) for line in proc.stdout.splitlines()]
+    lines_out = [json.loads(line) for line in proc.stdout.splitlines()]
+    records = [r for r in lines_out if r["kind"] == "decision"]
     assert [r["event_id"] for r in records] == ["u1-1", "u1-2", "u1-3", "u1-4"]
     assert records[-1]["action"] == "REJECT" and records[-1]["rules"][0]["id"] == "brute_force_login"
+    dead = [r for r in lines_out if r["kind"] == "dead_letter"]
+    assert [(d["line"], d["field"]) for d in dead] == [(2, None), (3, "user_id"), (4, "amount")]
+    assert dead[0]["raw"] == "{not json" and dead[0]["raw_bytes"] == 9
     assert "line 2: not valid JSON" in proc.stderr
     assert "line 3: user_id: required field is missing" in proc.stderr
     assert "line 4: amount: must be a number" in proc.stderr

@@ -11,16 +11,16 @@ on stdout or ``--output``; a summary on stderr.
 Every line gets the job's outcome: a decision, or a dead letter (``"kind": "dead_letter"``, the same reason,
 field, exception type and rule id as the job's, with ``"line"`` instead of Kafka coordinates). Lines are read
 as bytes and held to the door's limits (``riskctl.core.door``; the ``job.*`` limits of the configuration, so
-replay and job agree). "Now", for the clock-skew check, is ``--now`` (ms since the epoch or ISO-8601) if given,
-else the wall clock when the replay starts: an event more than ``job.max_clock_skew_ms`` ahead of it is
+replay and job agree). "Now", for the clock-skew check, is ``--now`` (ms since the epoch or ISO-8601) if
+given, else the wall clock when the replay starts: an event more than ``job.max_clock_skew_ms`` ahead of it is
 dead-lettered and does not move event time. A dead-lettered line still moves event time when the job's Java
 side would read its ``ts`` (``riskctl.core.door.watermark_ts``). An exception while deciding one line
-dead-letters that line and the replay goes on; a failing timer is counted (``timer_errors``) and skipped.
-One difference with the job remains: after an internal error the job's state of that user falls back to
-its last committed value, while replay keeps whatever the failed call left (it keeps no copy per event).
+dead-letters that line and the replay goes on; a failing timer is counted (``timer_errors``) and skipped. One
+difference with the job remains: after an internal error the job's state of that user falls back to its last
+committed value, while replay keeps whatever the failed call left (it keeps no copy per event).
 
-Memory: the output is streamed; what grows is the per-user state (bounded per user, see ``docs/engine.md``)
-and one pending cleanup timer per user.
+Memory: the output is streamed; what grows is the per-user state (bounded per user, see ``docs/engine.md``) and one
+pending cleanup timer per user.
 """
 
 from __future__ import annotations
@@ -317,10 +317,10 @@ def replay(
             done_bytes += len(line)
             run.feed(line, lineno)
             if show and lineno % _PROGRESS_EVERY == 0:
-                now = time.perf_counter()
-                if now - last_shown >= 0.5:
-                    last_shown = now
-                    _progress(run.events, done_bytes, total, now - started)
+                tick = time.perf_counter()
+                if tick - last_shown >= 0.5:
+                    last_shown = tick
+                    _progress(run.events, done_bytes, total, tick - started)
         run.finish()
     finally:
         if source is not sys.stdin.buffer:
@@ -358,7 +358,8 @@ def _print_summary(s: dict[str, Any]) -> None:
     echo("decisions: " + ", ".join(f"{a} {n:,}" for a, n in sorted(s["actions"].items())), err=True)
     if s["bad_lines"]:
         echo(
-            "dead letters by field or error: " + ", ".join(f"{k} {n:,}" for k, n in s["dead_letters"].items()),
+            "dead letters by field or error: "
+            + ", ".join(f"{k} {n:,}" for k, n in s["dead_letters"].items()),
             err=True,
         )
     if s["timer_errors"]:

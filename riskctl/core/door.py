@@ -3,10 +3,10 @@
 Attackers write the events topic, so every record is hostile until shown otherwise. :func:`decode` turns a
 record's bytes into JSON data within :class:`Limits`, :func:`check_clock` keeps event time from being pushed
 into the future, and :func:`dead_letter` builds the record of anything refused or failed: reason, field,
-exception type and rule id (internal errors), where it came from (Kafka topic/partition/offset, or the file
-line in a replay), and the original record (as text when it is valid UTF-8, else base64 of the original bytes),
-always within ``dead_letter_max_bytes``. The Flink job and ``riskctl replay`` share these functions, so a line
-gets the same outcome in both.
+exception type and rule id (internal errors), where it came from (Kafka topic/partition/offset, or the
+file line in a replay), and the original record (as text when it is valid UTF-8, else base64 of the original
+bytes), always within ``dead_letter_max_bytes``. The Flink job and ``riskctl replay`` share these
+functions, so a line gets the same outcome in both.
 
 What the door refuses, each with the field path (``meta.tags[3]``) where one applies:
 
@@ -210,7 +210,11 @@ def _string(value: str, path: str, limits: Limits, surrogates: bool, *, key: boo
 
 def _int_text(value: int) -> str:
     digits = len(str(abs(value))) if value.bit_length() < 10_000 else None
-    return f"of {digits} digits" if digits is not None else f"of about {int(value.bit_length() * 0.30103)} digits"
+    return (
+        f"of {digits} digits"
+        if digits is not None
+        else f"of about {int(value.bit_length() * 0.30103)} digits"
+    )
 
 
 def _printable(text: str) -> str:
@@ -316,16 +320,19 @@ def dead_letter(
         out = orjson.dumps(doc)
         if len(out) <= budget:
             return out.decode()
-        # escapes make the encoded text up to 6 bytes per character: shrink until it fits
+        # escapes make a character up to 6 bytes: the longest prefix that fits, by bisection (rare path,
+        # about 20 encodings of at most a few MB)
         doc["truncated"] = True
-        cut = min(len(text), max(0, room))
-        while True:
-            doc["raw"] = text[:cut]
-            out = orjson.dumps(doc)
-            if len(out) <= budget:
-                return out.decode()
-            excess = len(out) - budget
-            cut = max(0, cut - max(excess // 6 + 1, excess // 2, 1))
+        lo, hi = 0, min(len(text), max(0, room))
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            doc["raw"] = text[:mid]
+            if len(orjson.dumps(doc)) <= budget:
+                lo = mid
+            else:
+                hi = mid - 1
+        doc["raw"] = text[:lo]
+        return orjson.dumps(doc).decode()
     encoded_room = max(0, room - 2)
     keep = min(len(data), encoded_room // 4 * 3)
     doc["raw_base64"] = base64.b64encode(data[:keep]).decode("ascii")
@@ -338,6 +345,8 @@ def internal_error_reason(exc: BaseException) -> str:
     text = str(exc)
     if len(text) > 500:
         text = text[:500] + "..."
-    return f"internal error while deciding: {type(exc).__name__}: {text}" if text else (
-        f"internal error while deciding: {type(exc).__name__}"
+    return (
+        f"internal error while deciding: {type(exc).__name__}: {text}"
+        if text
+        else (f"internal error while deciding: {type(exc).__name__}")
     )

@@ -19,8 +19,8 @@ dead-letters that line and the replay goes on; a failing timer is counted (``tim
 difference with the job remains: after an internal error the job's state of that user falls back to its last
 committed value, while replay keeps whatever the failed call left (it keeps no copy per event).
 
-Memory: the output is streamed; what grows is the per-user state (bounded per user, see ``docs/engine.md``) and one
-pending cleanup timer per user.
+Memory: the output is streamed; what grows is the per-user state (bounded per user, see
+``docs/engine.md``) and one pending cleanup timer per user.
 """
 
 from __future__ import annotations

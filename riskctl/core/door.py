@@ -241,14 +241,12 @@ def watermark_ts(raw: bytes | bytearray | str | None, limits: Limits, now: int) 
     Java reads ``ts`` with ``JSON_VALUE`` before (and whatever) Python decides, so a record that Python
     dead-letters still moves the watermark when it has a usable ``ts``. Replay calls this for dead-lettered
     lines to move its watermark the same way: an integer ``ts`` (or integral number) between 0 and
-    ``now + max_clock_skew_ms`` in a JSON object, else 0 (never moves event time). The job also refuses, on
-    the Java side, records larger than ``max_event_bytes``.
+    ``now + max_clock_skew_ms`` in a JSON object, else 0 (never moves event time), whatever the record's
+    size (Flink 1.20 SQL cannot measure BYTES).
     """
     if raw is None:
         return 0
     data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else bytes(raw)
-    if len(data) > limits.max_event_bytes:
-        return 0
     try:
         obj = json.loads(data.decode("utf-8", "replace"))  # Java decodes with replacement characters
     except (ValueError, RecursionError):

@@ -194,6 +194,7 @@ def test_an_event_in_year_9999_is_refused_but_still_kept_off_the_watermark() -> 
     assert watermark_ts(raw(ts=NOW + 5), DEFAULT_LIMITS, NOW) == NOW + 5
     # refused by Python, but Java reads its ts: it moves event time in the job, so in replay too
     assert watermark_ts(raw(note="n" * 5000, ts=NOW - 7), DEFAULT_LIMITS, NOW) == NOW - 7
+    assert watermark_ts(raw(note="n" * 70_000, ts=NOW - 9), DEFAULT_LIMITS, NOW) == NOW - 9  # any size
     for junk in (None, b"\xff", b"[1]", b'{"ts": "x"}', b'{"ts": true}', b'{"ts": -5}', b" " * 70_000):
         assert watermark_ts(junk, DEFAULT_LIMITS, NOW) == 0
 

@@ -322,6 +322,11 @@ def dead_letter(
         # about 20 encodings of at most a few MB)
         doc["truncated"] = True
         lo, hi = 0, min(len(text), max(0, room))
+        doc["raw"] = text[:hi]
+        out = orjson.dumps(doc)
+        if len(out) <= budget:  # the common case: text without escapes, one character a byte
+            return out.decode()
+        hi -= 1
         while lo < hi:
             mid = (lo + hi + 1) // 2
             doc["raw"] = text[:mid]

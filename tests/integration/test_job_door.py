@@ -88,13 +88,17 @@ def test_hostile_records_get_dead_letters_and_never_restart_the_job(door_job: An
     future = {**ev(f"{other}-f", other, 0), "ts": FAR_FUTURE}
     binary = bytes((i * 7 + 3) % 256 for i in range(1_000_000))
     bad_utf8 = json.dumps(ev(f"{plain}-u8", plain, 0, city="X")).encode().replace(b'"X"', b'"\xff\xfe"')
-    surrogate = json.dumps(ev(f"{plain}-sg", plain, 0)).replace(plain, "\\ud800", 1).encode()
+    surrogate = json.dumps(ev(f"{plain}-sg", plain, 0)).replace(
+        f'"user_id": "{plain}"', '"user_id": "\\ud800"'
+    )
+    surrogate_b = surrogate.encode()
+    assert b"\\ud800" in surrogate_b
     huge = json.dumps(ev(f"{plain}-big", plain, 0, type="transfer"))[:-1] + ', "amount": 1' + "0" * 400 + "}"
     deep = (
         json.dumps(ev(f"{plain}-deep", plain, 0))[:-1] + ', "m": ' + '{"a":' * 1024 + "1" + "}" * 1024 + "}"
     )
     valid = [ev(f"{plain}-{i}", plain, 100 * i) for i in range(5)]
-    hostile: list[bytes] = [binary, bad_utf8, surrogate, huge.encode(), deep.encode()]
+    hostile: list[bytes] = [binary, bad_utf8, surrogate_b, huge.encode(), deep.encode()]
     records: list[Any] = [fail1, fail2, future, hostile[0], valid[0], fail3, hostile[1], valid[1]]
     records += [win, hostile[2], valid[2], hostile[3], valid[3], hostile[4], valid[4]]
     produce(job.settings, job.topics["events"], records, key=_key)
@@ -113,7 +117,7 @@ def test_hostile_records_get_dead_letters_and_never_restart_the_job(door_job: An
     dead = mine_dead(_read_committed(job, "dead", lambda rs: len(mine_dead(rs)) >= 6, mode))
     assert len(dead) == 6, [(d["reason"], d["field"]) for d in dead]
     for d in dead:
-        assert len(json.dumps(d, ensure_ascii=False).encode()) <= DEAD_MAX
+        assert len(json.dumps(d, ensure_ascii=False, separators=(",", ":")).encode()) <= DEAD_MAX
         assert isinstance(d["partition"], int) and d["offset"] >= 0 and d["kind"] == "dead_letter"
     big = next(d for d in dead if d["raw_bytes"] == 1_000_000)
     assert "larger than max_event_bytes" in big["reason"] and big["truncated"] is True

@@ -38,7 +38,7 @@ from pyflink.java_gateway import get_gateway
 from pyflink.table import StreamTableEnvironment, Table
 
 from riskctl.config import Settings
-from riskctl.core.events import MAX_TS
+from riskctl.core.events import MAX_ID_LENGTH, MAX_TS
 from riskctl.core.rules import load_rules
 from riskctl.errors import ConfigError
 from riskctl.flink.risk_function import (
@@ -210,9 +210,16 @@ def _events(t_env: StreamTableEnvironment, settings: Settings) -> KeyedStream:
             WATERMARK FOR `rowtime` AS `rowtime` - INTERVAL '{job.lateness_ms / 1000:.3f}' SECOND
         ) WITH ({_with(options)})
     """)
+    # The key crosses into Python as a str: a lone surrogate (JSON "\\ud800") in it failed the job (pemja's
+    # UTF-16 decoding raised UnicodeDecodeError outside any Python code of ours) and an oversized one is
+    # refused anyway. Such records get the key '' and Python dead-letters them.
     keyed_rows = t_env.sql_query(
-        "SELECT COALESCE(JSON_VALUE(CAST(`raw` AS STRING), '$.user_id'), '') AS k, "
-        "ROW(`raw`, `topic`, `partition`, `offset`) AS v FROM riskctl_events"
+        "SELECT CASE WHEN CHAR_LENGTH(u) <= "  # noqa: S608 - a constant of ours, no input
+        + str(MAX_ID_LENGTH)
+        + " AND NOT REGEXP(u, '[\\uD800-\\uDFFF]') "
+        "THEN u ELSE '' END AS k, ROW(`raw`, `topic`, `partition`, `offset`) AS v FROM ("
+        "SELECT JSON_VALUE(CAST(`raw` AS STRING), '$.user_id') AS u, `raw`, `topic`, `partition`, `offset` "
+        "FROM riskctl_events)"
     )
     # to_append_stream with a RowTypeInfo: the embedded Python operator cannot read to_data_stream's
     # ExternalTypeInfo (ClassCastException to RowTypeInfo)

@@ -275,3 +275,40 @@ def test_a_failing_timer_is_counted_and_never_raised(monkeypatch: Any) -> None:
     monkeypatch.setattr(fn.engine, "on_timer", failing)
     assert list(fn.on_timer(123, FakeCtx("u1"))) == []
     assert fn.timer_errors == 1
+
+
+class FakeListState:
+    def __init__(self) -> None:
+        self.items: list[Any] = []
+
+    def add(self, item: Any) -> None:
+        self.items.append(copy.deepcopy(item))
+
+    def get(self) -> list[Any]:
+        return list(self.items)
+
+    def clear(self) -> None:
+        self.items.clear()
+
+
+def test_held_events_keep_their_record_for_a_dead_letter(monkeypatch: Any) -> None:
+    import json
+
+    fn, _ = _function(monkeypatch)
+    fn.pending = FakeListState()
+    fn.started = fn.have_rules = False
+    fn.rules_wait_ms = 10**9
+    fn.opened_at = __import__("time").monotonic()
+    ev = {"event_id": "h1", "user_id": "u1", "type": "transfer", "ts": 1_699_999_990_000, "amount": 1}
+    assert list(fn.process_element(_record(ev), FakeCtx("u1"))) == []  # held at start-up
+    assert fn.held == 1 and fn.pending.items[0][1][1:] == ("events", 1, 42)
+    fn.started = True
+
+    def failing(state: Any, event: Any) -> Any:
+        msg = "held boom"
+        raise ValueError(msg)
+
+    monkeypatch.setattr(fn.engine, "process", failing)
+    rows = list(fn.process_element(_record({**ev, "event_id": "h2"}), FakeCtx("u1")))
+    assert [r[0] for r in rows] == ["dead", "dead"]
+    assert [json.loads(json.loads(r[2])["raw"])["event_id"] for r in rows] == ["h1", "h2"]

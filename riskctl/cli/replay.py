@@ -181,6 +181,8 @@ class Replay:
 
     def _write(self, records: Iterable[Decision | Alert]) -> None:
         records = list(records)
+        if not records:  # most events fire no timer
+            return
         texts = []
         for record in records:
             try:

@@ -83,10 +83,12 @@ DEFAULT_LIMITS = Limits()
 # ------------------------------------------------------------------------------------------------- decode
 def decode(raw: bytes | bytearray | str | None, limits: Limits = DEFAULT_LIMITS) -> Any:
     """Decode one record into JSON data within ``limits``; raises :class:`EventError` (reason, field)."""
-    if raw is None:
+    if type(raw) is bytes:
+        size = len(raw)
+    elif raw is None:
         msg = "empty record (null value)"
         raise EventError(msg)
-    if isinstance(raw, str):
+    elif isinstance(raw, str):
         size = len(raw) if raw.isascii() else len(raw.encode("utf-8", "surrogatepass"))
     else:
         size = len(raw)
@@ -318,23 +320,21 @@ def dead_letter(
         out = orjson.dumps(doc)
         if len(out) <= budget:
             return out.decode()
-        # escapes make a character up to 6 bytes: the longest prefix that fits, by bisection (rare path,
-        # about 20 encodings of at most a few MB)
+        # JSON escapes make a character 1 to 6 bytes: scale the cut by what the last try weighed (a few
+        # encodings, not a bisection: an attacker's records cost little to refuse), and fall back to
+        # room // 6 characters, which always fits
         doc["truncated"] = True
-        lo, hi = 0, min(len(text), max(0, room))
-        doc["raw"] = text[:hi]
-        out = orjson.dumps(doc)
-        if len(out) <= budget:  # the common case: text without escapes, one character a byte
-            return out.decode()
-        hi -= 1
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            doc["raw"] = text[:mid]
-            if len(orjson.dumps(doc)) <= budget:
-                lo = mid
-            else:
-                hi = mid - 1
-        doc["raw"] = text[:lo]
+        cut = min(len(text), max(0, room))
+        for _ in range(4):
+            doc["raw"] = text[:cut]
+            out = orjson.dumps(doc)
+            if len(out) <= budget:
+                return out.decode()
+            weight = len(out) - (budget - room)  # bytes the raw value took, quotes included
+            cut = min(cut - 1, int(cut * room / weight * 0.98))
+            if cut <= room // 6:
+                break
+        doc["raw"] = text[: max(0, room - 2) // 6]
         return orjson.dumps(doc).decode()
     encoded_room = max(0, room - 2)
     keep = min(len(data), encoded_room // 4 * 3)

@@ -35,8 +35,8 @@ def parse_event(
     too (:func:`riskctl.core.door.check_clock`). Raises :class:`EventError` with the reason and the field.
     """
     event = normalize_event(decode(raw, limits))
-    if now is not None:
-        check_clock(event["ts"], now, limits)
+    if now is not None and event["ts"] > now + limits.max_clock_skew_ms:
+        check_clock(event["ts"], now, limits)  # raises, with the reason
     return event
 
 

@@ -146,6 +146,13 @@ class Replay:
             self._emit(records, texts)
         self._write(self.runner.advance(event["ts"]))
 
+    def feed_oversized(self, head: bytes, size: int, lineno: int) -> None:
+        """A line of ``size`` bytes, over ``max_event_bytes``, of which ``head`` is the beginning: a dead
+        letter, as the job gives a record over the limit (the job's Java side may still read a ``ts`` from
+        such a record; replay does not look for one in a line it did not keep)."""
+        reason = f"record of {size} bytes is larger than max_event_bytes ({self.limits.max_event_bytes})"
+        self._dead(head, lineno, reason, None, raw_bytes=size)
+
     def _dead(
         self,
         line: bytes,
@@ -155,6 +162,7 @@ class Replay:
         *,
         error: str | None = None,
         rule_id: str | None = None,
+        raw_bytes: int | None = None,
     ) -> None:
         self.bad_lines += 1
         self.dead_reasons[error or field or "(record)"] += 1
@@ -171,6 +179,7 @@ class Replay:
             rule_id=rule_id,
             coordinates={"line": lineno},
             limits=self.limits,
+            raw_bytes=raw_bytes,
         )
         self.out.write(doc)
         self.out.write("\n")
@@ -315,9 +324,12 @@ def replay(
     last_shown = started - 1.0  # the first checkpoint always shows
     done_bytes = 0
     try:
-        for lineno, line in enumerate(source, 1):
-            done_bytes += len(line)
-            run.feed(line, lineno)
+        for lineno, (line, size) in enumerate(_lines(source, limits.max_event_bytes), 1):
+            done_bytes += size
+            if size > len(line):
+                run.feed_oversized(line, size, lineno)
+            else:
+                run.feed(line, lineno)
             if show and lineno % _PROGRESS_EVERY == 0:
                 tick = time.perf_counter()
                 if tick - last_shown >= 0.5:
@@ -339,6 +351,28 @@ def replay(
         click.echo(json.dumps(summary), err=True)
     else:
         _print_summary(summary)
+
+
+def _lines(source: IO[bytes], max_bytes: int) -> Iterable[tuple[bytes, int]]:
+    """(line, its length in bytes) of ``source``; a line over ``max_bytes`` (+ its line break) is returned
+    as its first ``max_bytes + 2`` bytes with the length of the whole record (without its line break), and
+    is never held whole in memory."""
+    cap = max_bytes + 2
+    while True:
+        line = source.readline(cap)
+        if not line:
+            return
+        if len(line) < cap or line.endswith(b"\n"):
+            yield line, len(line)
+            continue
+        size = len(line)
+        while True:  # skip the rest of the long line, counting it
+            more = source.readline(1 << 20)
+            size += len(more)
+            if not more or more.endswith(b"\n"):
+                size -= len(more[-1:]) if more.endswith(b"\n") else 0  # the record, without its line break
+                break
+        yield line, size
 
 
 def _progress(events: int, done: int, total: int, elapsed: float) -> None:

@@ -273,6 +273,7 @@ def dead_letter(
     rule_id: str | None = None,
     coordinates: Mapping[str, Any] | None = None,
     limits: Limits = DEFAULT_LIMITS,
+    raw_bytes: int | None = None,
 ) -> str:
     """The JSON dead-letter record of one refused or failed record; its UTF-8 is at most
     ``limits.dead_letter_max_bytes`` bytes.
@@ -282,7 +283,8 @@ def dead_letter(
     evaluated when an internal error happened, when known), the ``coordinates`` (``topic``, ``partition``,
     ``offset`` in the job; ``line`` in a replay), ``raw_bytes`` (length of the original record in bytes),
     ``raw`` (the record as text when it is valid UTF-8) or ``raw_base64`` (base64 of the original bytes), and
-    ``truncated`` (True when ``raw``/``raw_base64`` holds only the beginning of the record).
+    ``truncated`` (True when ``raw``/``raw_base64`` holds only the beginning of the record). ``raw_bytes``
+    overrides the length when ``raw`` is already only the beginning of a longer record (replay's long lines).
     """
     data: bytes | None
     if raw is None:
@@ -306,10 +308,10 @@ def dead_letter(
     }
     for key, value in (coordinates or {}).items():
         doc[key] = _printable(value[:_MAX_FIELD_CHARS]) if isinstance(value, str) else value
-    doc["raw_bytes"] = None if data is None else len(data)
+    doc["raw_bytes"] = raw_bytes if raw_bytes is not None else (None if data is None else len(data))
     doc["raw"] = None
     doc["raw_base64"] = None
-    doc["truncated"] = False
+    doc["truncated"] = raw_bytes is not None and data is not None and raw_bytes > len(data)
     budget = limits.dead_letter_max_bytes
     out = orjson.dumps(doc)
     if data is None:
@@ -339,7 +341,7 @@ def dead_letter(
     encoded_room = max(0, room - 2)
     keep = min(len(data), encoded_room // 4 * 3)
     doc["raw_base64"] = base64.b64encode(data[:keep]).decode("ascii")
-    doc["truncated"] = keep < len(data)
+    doc["truncated"] = keep < len(data) or doc["truncated"]
     return orjson.dumps(doc).decode()
 
 

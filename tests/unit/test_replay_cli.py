@@ -260,3 +260,24 @@ def test_now_option_takes_ms_or_iso(tmp_path: Path) -> None:
             cli, ["replay", "--rules", str(RULES), str(events), "--now", now, "--summary-json"]
         )
         assert json.loads(ok.stderr.strip().splitlines()[-1])["now"] == 1_700_000_000_000
+
+
+def test_a_line_far_over_the_size_limit_is_never_held_whole(tmp_path: Path) -> None:
+    ev = EventFactory("u1")
+    path = tmp_path / "long.jsonl"
+    with path.open("wb") as fh:
+        fh.write(json.dumps(ev.login(0)).encode() + b"\n")
+        fh.write(b'{"x": "' + b"y" * 5_000_000 + b'"}\n')  # 5 MB in one line
+        fh.write(b"z" * 3_000_000)  # and a last line without a line break
+        fh.write(b"\n" + json.dumps(ev.login(1)).encode() + b"\n")
+    result = CliRunner().invoke(
+        cli, ["replay", "--rules", str(RULES), str(path), "--summary-json", "--now", "1700000000000"]
+    )
+    assert result.exit_code == 0, result.stderr
+    out = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["kind"] for r in out] == ["decision", "dead_letter", "dead_letter", "decision"]
+    big, tail = out[1], out[2]
+    assert big["raw_bytes"] == 5_000_009 and big["truncated"] is True and big["line"] == 2
+    assert big["reason"] == "record of 5000009 bytes is larger than max_event_bytes (65536)"
+    assert tail["raw_bytes"] == 3_000_000 and tail["raw"].startswith("zzz") and tail["truncated"] is True
+    assert all(len(json.dumps(r, separators=(",", ":")).encode()) <= 262_144 for r in out)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from riskctl.core.door import Limits
 from riskctl.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -89,6 +90,26 @@ class JobSettings:
     buffer_timeout_ms: int = 5
     sink_linger_ms: int = 2  # Kafka producer linger.ms of the job's sinks (0 costs a request per record)
     restore_from: str = ""  # a retained checkpoint (.../chk-N) or savepoint to start from
+    # limits at the door (riskctl.core.door, docs/config.md "Limits at the door")
+    max_event_bytes: int = 65_536
+    max_depth: int = 16
+    max_string_chars: int = 4_096
+    max_clock_skew_ms: int = 300_000
+    dead_letter_max_bytes: int = 262_144
+
+    def limits(self) -> Limits:
+        """The door's :class:`~riskctl.core.door.Limits` from these settings; a bad value is a ConfigError."""
+        try:
+            return Limits(
+                max_event_bytes=self.max_event_bytes,
+                max_depth=self.max_depth,
+                max_string_chars=self.max_string_chars,
+                max_clock_skew_ms=self.max_clock_skew_ms,
+                dead_letter_max_bytes=self.dead_letter_max_bytes,
+            )
+        except ValueError as exc:
+            msg = f"job.{exc}"
+            raise ConfigError(msg) from None
 
 
 @dataclass

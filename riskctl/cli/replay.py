@@ -5,15 +5,27 @@ time
 drives everything: the watermark is ``max ts seen - lateness``; the engine's timers (absence patterns,
 cleanup,
 state TTL) fire when the watermark passes them, and every remaining timer fires at the end of the input (as
-Flink does with its final watermark). Output: one JSON record per line (decisions and alerts) on stdout or
-``--output``; a summary on stderr; bad lines are reported with their line number and skipped.
+Flink does with its final watermark). Output: one JSON record per line (decisions, alerts and dead letters)
+on stdout or ``--output``; a summary on stderr.
 
-Memory: the output is streamed; what grows is the per-user state (bounded per user, see ``docs/engine.md``)
-and one pending cleanup timer per user.
+Every line gets the job's outcome: a decision, or a dead letter (``"kind": "dead_letter"``, the same reason,
+field, exception type and rule id as the job's, with ``"line"`` instead of Kafka coordinates). Lines are read
+as bytes and held to the door's limits (``riskctl.core.door``; the ``job.*`` limits of the configuration, so
+replay and job agree). "Now", for the clock-skew check, is ``--now`` (ms since the epoch or ISO-8601) if
+given, else the wall clock when the replay starts: an event more than ``job.max_clock_skew_ms`` ahead of it is
+dead-lettered and does not move event time. A dead-lettered line still moves event time when the job's Java
+side would read its ``ts`` (``riskctl.core.door.watermark_ts``). An exception while deciding one line
+dead-letters that line and the replay goes on; a failing timer is counted (``timer_errors``) and skipped. One
+difference with the job remains: after an internal error the job's state of that user falls back to its last
+committed value, while replay keeps whatever the failed call left (it keeps no copy per event).
+
+Memory: the output is streamed; what grows is the per-user state (bounded per user, see
+``docs/engine.md``) and one pending cleanup timer per user.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sys
 import time
@@ -26,6 +38,7 @@ import click
 
 from riskctl.core import jsoncodec
 from riskctl.core.decisions import Alert, Decision
+from riskctl.core.door import DEFAULT_LIMITS, Limits, dead_letter, internal_error_reason, watermark_ts
 from riskctl.core.engine import Engine
 from riskctl.core.errors import EventError, ExpressionError, RuleSetError
 from riskctl.core.events import parse_event
@@ -45,16 +58,48 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str) -> int | N
         raise click.BadParameter(exc.reason) from None
 
 
-class Replay:
-    """The replay loop without click (tests, notebooks): feed lines, records are written to ``out``."""
+def _now(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    """``--now``: milliseconds since the epoch, or an ISO-8601 time (UTC when it names no zone)."""
+    if value is None:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return int(text)
+    try:
+        when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        msg = f"expected milliseconds since the epoch or an ISO-8601 time, got {value!r}"
+        raise click.BadParameter(msg) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return int(when.timestamp() * 1000)
 
-    def __init__(self, engine: Engine, out: IO[str], *, only_hits: bool = False) -> None:
+
+class Replay:
+    """The replay loop without click (tests, notebooks): feed lines, records are written to ``out``.
+
+    ``now`` (ms since the epoch) is the time of the clock-skew check (None: no check).
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        out: IO[str],
+        *,
+        only_hits: bool = False,
+        limits: Limits = DEFAULT_LIMITS,
+        now: int | None = None,
+    ) -> None:
         self.engine = engine
         self.runner = LocalRunner(engine)
         self.out = out
         self.only_hits = only_hits
+        self.limits = limits
+        self.now = now
         self.events = 0
         self.bad_lines = 0
+        self.internal_errors = 0
+        self.dead_reasons: Counter[str] = Counter()
         self.actions: Counter[str] = Counter()
         self.fired: Counter[str] = Counter()
         self.shadow: Counter[str] = Counter()
@@ -62,27 +107,104 @@ class Replay:
         self.bad_reported: list[str] = []
 
     def feed(self, line: bytes | str, lineno: int) -> None:
-        """Decide one line (an event), then fire the timers the new watermark passed."""
+        """Decide one line (an event), then fire the timers the new watermark passed.
+
+        Never raises for what the line holds: a line refused at the door or failing in the engine gets a dead
+        letter, as in the job.
+        """
+        if isinstance(line, str):
+            line = line.encode("utf-8", "surrogatepass")
+        if line.endswith(b"\n"):
+            line = line[:-2] if line.endswith(b"\r\n") else line[:-1]
         if not line.strip():
             return
         try:
-            event = parse_event(line)
+            event = parse_event(line, self.limits, self.now)
         except EventError as exc:
-            self.bad_lines += 1
-            if len(self.bad_reported) < MAX_REPORTED_BAD_LINES:
-                self.bad_reported.append(f"line {lineno}: {exc}")
-                click.echo(f"riskctl replay: line {lineno}: {exc} (skipped)", err=True)
+            self._dead(line, lineno, exc.reason, exc.field)
+            # the job's Java side reads ts before (and whatever) Python decides: move event time alike
+            now = self.now if self.now is not None else 2**62
+            self._write(self.runner.advance(watermark_ts(line, self.limits, now)))
             return
-        self.events += 1
-        self._write(self.runner.feed(event))
+        user = event["user_id"]
+        try:
+            result = self.engine.process(self.runner.store.for_key(user), event)
+            records = list(self.runner.accept(result, user))
+            texts = [jsoncodec.dumps(r.to_dict()) for r in records]
+        except Exception as exc:  # noqa: BLE001 - the guard: one event's failure never stops the replay
+            self.internal_errors += 1
+            self._dead(
+                line,
+                lineno,
+                internal_error_reason(exc),
+                None,
+                error=type(exc).__name__,
+                rule_id=self.engine.current_rule,
+            )
+        else:
+            self.events += 1
+            self._emit(records, texts)
+        self._write(self.runner.advance(event["ts"]))
+
+    def feed_oversized(self, head: bytes, size: int, lineno: int) -> None:
+        """A line of ``size`` bytes, over ``max_event_bytes``, of which ``head`` is the beginning: a dead
+        letter, as the job gives a record over the limit (the job's Java side may still read a ``ts`` from
+        such a record; replay does not look for one in a line it did not keep)."""
+        reason = f"record of {size} bytes is larger than max_event_bytes ({self.limits.max_event_bytes})"
+        self._dead(head, lineno, reason, None, raw_bytes=size)
+
+    def _dead(
+        self,
+        line: bytes,
+        lineno: int,
+        reason: str,
+        field: str | None,
+        *,
+        error: str | None = None,
+        rule_id: str | None = None,
+        raw_bytes: int | None = None,
+    ) -> None:
+        self.bad_lines += 1
+        self.dead_reasons[error or field or "(record)"] += 1
+        where = f"{field}: " if field else ""
+        if len(self.bad_reported) < MAX_REPORTED_BAD_LINES:
+            text = f"line {lineno}: {where}{reason}"[:300]
+            self.bad_reported.append(text)
+            click.echo(f"riskctl replay: {text} (dead letter)", err=True)
+        doc = dead_letter(
+            line,
+            reason=reason,
+            field=field,
+            error=error,
+            rule_id=rule_id,
+            coordinates={"line": lineno},
+            limits=self.limits,
+            raw_bytes=raw_bytes,
+        )
+        self.out.write(doc)
+        self.out.write("\n")
 
     def finish(self) -> None:
         """End of the input: fire every remaining timer."""
         self._write(self.runner.finish())
 
     def _write(self, records: Iterable[Decision | Alert]) -> None:
-        write = self.out.write
+        records = list(records)
+        if not records:  # most events fire no timer
+            return
+        texts = []
         for record in records:
+            try:
+                texts.append(jsoncodec.dumps(record.to_dict()))
+            except Exception as exc:  # noqa: BLE001 - an alert that cannot be written is counted, not fatal
+                self.runner.timer_errors += 1
+                self.runner.last_timer_error = f"alert not written: {type(exc).__name__}: {exc}"[:1000]
+                texts.append("")
+        self._emit(records, texts)
+
+    def _emit(self, records: list[Decision | Alert], texts: list[str]) -> None:
+        write = self.out.write
+        for record, text in zip(records, texts, strict=True):
             if isinstance(record, Decision):
                 self.actions[record.action] += 1
                 for r in record.rules:
@@ -93,14 +215,19 @@ class Replay:
                     continue
             else:
                 self.alerts[record.reason] += 1
-            write(jsoncodec.dumps(record.to_dict()))
-            write("\n")
+            if text:
+                write(text)
+                write("\n")
 
     def summary(self, elapsed: float) -> dict[str, Any]:
         """Counts by action, rule and alert reason, and the rate."""
         return {
             "events": self.events,
             "bad_lines": self.bad_lines,
+            "dead_letters": dict(self.dead_reasons.most_common()),
+            "internal_errors": self.internal_errors,
+            "timer_errors": self.runner.timer_errors,
+            "now": self.now,
             "users_with_state": len(self.runner.store),
             "actions": dict(self.actions),
             "rules_fired": dict(self.fired.most_common()),
@@ -145,6 +272,12 @@ class Replay:
 )
 @click.option("--summary-json", is_flag=True, help="Print the summary on stderr as JSON.")
 @click.option(
+    "--now",
+    default=None,
+    callback=_now,
+    help="'Now' for the clock-skew check: ms since the epoch or ISO-8601 (default: the wall clock at start).",
+)
+@click.option(
     "--default-gc",
     is_flag=True,
     help="Keep CPython's default GC thresholds (by default raised, see riskctl.core.runner.tune_gc).",
@@ -158,11 +291,20 @@ def replay(
     only_hits: bool,
     progress: bool | None,
     summary_json: bool,
+    now: int | None,
     default_gc: bool,
 ) -> None:
     """Decide every event of EVENTS (JSON lines, in file order) with the rules of --rules."""
+    from riskctl.config import load_settings
     from riskctl.core.rules import load_rules
+    from riskctl.errors import ConfigError
 
+    try:
+        limits = load_settings().job.limits()
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    if now is None:
+        now = int(time.time() * 1000)
     try:
         ruleset = load_rules(rules_path)
     except RuleSetError as exc:
@@ -177,19 +319,22 @@ def replay(
     out: IO[str] = open(output, "w", encoding="utf-8") if output else sys.stdout  # noqa: SIM115
     source: IO[bytes] = sys.stdin.buffer if events == "-" else open(events, "rb")  # noqa: SIM115
     total = Path(events).stat().st_size if events != "-" else 0
-    run = Replay(engine, out, only_hits=only_hits)
+    run = Replay(engine, out, only_hits=only_hits, limits=limits, now=now)
     started = time.perf_counter()
     last_shown = started - 1.0  # the first checkpoint always shows
     done_bytes = 0
     try:
-        for lineno, line in enumerate(source, 1):
-            done_bytes += len(line)
-            run.feed(line, lineno)
+        for lineno, (line, size) in enumerate(_lines(source, limits.max_event_bytes), 1):
+            done_bytes += size
+            if size > len(line):
+                run.feed_oversized(line, size, lineno)
+            else:
+                run.feed(line, lineno)
             if show and lineno % _PROGRESS_EVERY == 0:
-                now = time.perf_counter()
-                if now - last_shown >= 0.5:
-                    last_shown = now
-                    _progress(run.events, done_bytes, total, now - started)
+                tick = time.perf_counter()
+                if tick - last_shown >= 0.5:
+                    last_shown = tick
+                    _progress(run.events, done_bytes, total, tick - started)
         run.finish()
     finally:
         if source is not sys.stdin.buffer:
@@ -206,6 +351,28 @@ def replay(
         click.echo(json.dumps(summary), err=True)
     else:
         _print_summary(summary)
+
+
+def _lines(source: IO[bytes], max_bytes: int) -> Iterable[tuple[bytes, int]]:
+    """(line, its length in bytes) of ``source``; a line over ``max_bytes`` (+ its line break) is returned
+    as its first ``max_bytes + 2`` bytes with the length of the whole record (without its line break), and
+    is never held whole in memory."""
+    cap = max_bytes + 2
+    while True:
+        line = source.readline(cap)
+        if not line:
+            return
+        if len(line) < cap or line.endswith(b"\n"):
+            yield line, len(line)
+            continue
+        size = len(line)
+        while True:  # skip the rest of the long line, counting it
+            more = source.readline(1 << 20)
+            size += len(more)
+            if not more or more.endswith(b"\n"):
+                size -= len(more[-1:]) if more.endswith(b"\n") else 0  # the record, without its line break
+                break
+        yield line, size
 
 
 def _progress(events: int, done: int, total: int, elapsed: float) -> None:
@@ -225,6 +392,14 @@ def _print_summary(s: dict[str, Any]) -> None:
         err=True,
     )
     echo("decisions: " + ", ".join(f"{a} {n:,}" for a, n in sorted(s["actions"].items())), err=True)
+    if s["bad_lines"]:
+        echo(
+            "dead letters by field or error: "
+            + ", ".join(f"{k} {n:,}" for k, n in s["dead_letters"].items()),
+            err=True,
+        )
+    if s["timer_errors"]:
+        echo(f"timer errors: {s['timer_errors']} (counted and skipped)", err=True)
     for title, key in (("rules fired", "rules_fired"), ("shadow hits", "shadow_hits"), ("alerts", "alerts")):
         if s[key]:
             echo(f"{title}: " + ", ".join(f"{k} {n:,}" for k, n in s[key].items()), err=True)

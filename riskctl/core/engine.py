@@ -207,6 +207,9 @@ class Engine:
         self._plan = _Plan(ruleset, lateness)
         #: partial matches (or buffered events) dropped by the pattern bounds, over all keys
         self.pattern_overflow = 0
+        #: the rule whose pattern or condition process() is evaluating: after process() raised, the rule
+        #: that failed (None when it failed elsewhere); read by the guards of the job and of replay
+        self.current_rule: str | None = None
 
     # ------------------------------------------------------------------------------------------ rules
     @property
@@ -252,6 +255,7 @@ class Engine:
     def process(self, state: KeyedState, event: Mapping[str, Any]) -> Result:
         """Decide one (validated) event of the key whose state is ``state``."""
         plan = self._plan
+        self.current_rule = None
         get, put, pop = _accessors(state)
         ts: int = event["ts"]
         user_id = event["user_id"]
@@ -288,6 +292,7 @@ class Engine:
         # Patterns.
         matches: dict[str, tuple[Any, ...]] = {}
         for pp in tp.patterns:
+            self.current_rule = pp.rule_id
             ev = event
             if pp.stamp:
                 ev = dict(event)
@@ -312,6 +317,7 @@ class Engine:
         alerts: list[Alert] = []
         rank = 0
         for rp in tp.rules:
+            self.current_rule = rp.rule.id
             if rp.when is not None:
                 feats = {name: values[key] for name, key in rp.features}
                 if not rp.when(event, feats):
@@ -353,6 +359,7 @@ class Engine:
                     )
                 )
 
+        self.current_rule = None
         # Late events: re-check condition rules on later events already decided (see docs/engine.md).
         if self.lateness and plan.recheck:
             if late:

@@ -5,6 +5,8 @@ Known optional fields are type-checked: ``amount`` (finite number; a numeric str
 (bool), ``device_id``, ``city``, ``ip``, ``country`` (str). ``null`` for an optional field is kept as None
 (rules treat it as missing). Unknown fields are kept as they are, so rules can refer to them.
 
+Before any of this, :mod:`riskctl.core.door` holds every record to its limits (size, depth, string length,
+number range, valid UTF-8, no lone surrogates) and, given the time, refuses a ``ts`` too far in the future.
 Anything else raises :class:`~riskctl.core.errors.EventError` with the reason and the field; the Flink job
 sends those records to the dead-letter topic, ``riskctl replay`` reports them with their line number.
 """
@@ -15,7 +17,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from riskctl.core import jsoncodec
+from riskctl.core.door import DEFAULT_LIMITS, Limits, check_clock, decode
 from riskctl.core.errors import EventError
 
 REQUIRED_STR = ("event_id", "user_id", "type")
@@ -24,14 +26,18 @@ MAX_ID_LENGTH = 256
 MAX_TS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z: anything above is not milliseconds
 
 
-def parse_event(raw: str | bytes | bytearray) -> dict[str, Any]:
-    """Decode one JSON document and validate it (see :func:`normalize_event`)."""
-    try:
-        obj = jsoncodec.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        msg = f"not valid JSON: {exc}"
-        raise EventError(msg) from None
-    return normalize_event(obj)
+def parse_event(
+    raw: str | bytes | bytearray | None, limits: Limits = DEFAULT_LIMITS, now: int | None = None
+) -> dict[str, Any]:
+    """Decode one record within the door's ``limits`` and validate it (see :func:`normalize_event`).
+
+    With ``now`` (ms since the epoch), a ``ts`` more than ``limits.max_clock_skew_ms`` ahead of it is refused
+    too (:func:`riskctl.core.door.check_clock`). Raises :class:`EventError` with the reason and the field.
+    """
+    event = normalize_event(decode(raw, limits))
+    if now is not None and event["ts"] > now + limits.max_clock_skew_ms:
+        check_clock(event["ts"], now, limits)  # raises, with the reason
+    return event
 
 
 def normalize_event(obj: Any) -> dict[str, Any]:

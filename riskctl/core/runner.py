@@ -32,6 +32,9 @@ class LocalRunner:
         self._pending: set[tuple[int, str]] = set()
         self.max_ts: int | None = None
         self.timers_fired = 0
+        #: timers whose on_timer raised (counted and skipped, as the job does), and the last such error
+        self.timer_errors = 0
+        self.last_timer_error: str | None = None
 
     @property
     def watermark(self) -> int | None:
@@ -44,8 +47,15 @@ class LocalRunner:
         """
         user = event["user_id"]
         result = self.engine.process(self.store.for_key(user), event)
-        yield from self._records(result, user)
-        ts = event["ts"]
+        yield from self.accept(result, user)
+        yield from self.advance(event["ts"])
+
+    def accept(self, result: Result, user: str) -> Iterator[Record]:
+        """The records of ``result`` (an engine result for ``user``); registers the timers it asks for."""
+        return self._records(result, user)
+
+    def advance(self, ts: int) -> Iterator[Alert]:
+        """Event time has seen ``ts``: move the watermark (never back) and fire the timers it passed."""
         if self.max_ts is None or ts > self.max_ts:
             self.max_ts = ts
             yield from self.fire_until(ts - self.engine.lateness)
@@ -60,7 +70,12 @@ class LocalRunner:
             if state is None:
                 continue
             self.timers_fired += 1
-            result = self.engine.on_timer(state, ts)
+            try:
+                result = self.engine.on_timer(state, ts)
+            except Exception as exc:  # noqa: BLE001 - one key's failing timer never stops the others
+                self.timer_errors += 1
+                self.last_timer_error = f"user {user!r} at {ts}: {type(exc).__name__}: {exc}"[:1000]
+                continue
             for record in self._records(result, user):
                 assert isinstance(record, Alert)
                 yield record

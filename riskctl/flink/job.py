@@ -39,7 +39,7 @@ from pyflink.java_gateway import get_gateway
 from pyflink.table import StreamTableEnvironment, Table
 
 from riskctl.config import Settings
-from riskctl.core.events import MAX_TS
+from riskctl.core.events import MAX_ID_LENGTH, MAX_TS
 from riskctl.core.jsondoc import load_json_document
 from riskctl.core.rules import load_rules
 from riskctl.errors import ConfigError
@@ -58,6 +58,9 @@ from riskctl.flink.risk_function import (
 from riskctl.store.migrations import quote, table_names
 
 LOG = logging.getLogger(__name__)
+#: ``max.request.size`` of the job's Kafka producers (the client's default, set explicitly): a dead letter is
+#: at most ``job.dead_letter_max_bytes`` (<= 1,000,000), so it always fits with its key
+SINK_MAX_REQUEST_BYTES = 1_048_576
 
 
 @dataclass(frozen=True)
@@ -165,8 +168,15 @@ def _events(t_env: StreamTableEnvironment, settings: Settings) -> KeyedStream:
     which validates it. Python operators in front of the decide one (parse, timestamps, key) cost more than
     their work: in thread mode every Python operator shares the one interpreter lock, and the decide thread
     waited on the source thread's Python (bench/flink_profile/README.md). A record that is not valid JSON or
-    has no usable ``user_id`` gets the key '' and is sent to the dead letters by the decide operator; an
-    invalid ``ts`` counts as 0 for watermarks, so it cannot move event time.
+    has no usable ``user_id`` gets the key '' and is sent to the dead letters by the decide operator.
+
+    The value is read as BYTES (format raw), so Python gets the original bytes (invalid UTF-8 is kept for the
+    dead letter; a STRING column would have replaced it by U+FFFD); Java decodes a copy (``CAST AS STRING``,
+    replacing invalid bytes) only to read ``user_id`` and ``ts``. Event time cannot be hijacked: a ``ts`` that
+    is not an integer in [0, 9999-12-31], or more than ``max_clock_skew_ms`` ahead of the wall clock
+    (``CURRENT_ROW_TIMESTAMP()``, evaluated per record) counts as 0 for watermarks, the rule Python applies
+    before deciding (``riskctl.core.door``). (Flink 1.20 SQL has no OCTET_LENGTH for BYTES, so an oversized
+    record with a valid ``ts`` still moves event time, within the skew; replay does the same.)
     """
     job = settings.job
     startup = {"committed": "group-offsets", "earliest": "earliest-offset", "latest": "latest-offset"}
@@ -185,21 +195,34 @@ def _events(t_env: StreamTableEnvironment, settings: Settings) -> KeyedStream:
         "format": "raw",
     }
     t_env.get_config().set("table.exec.source.idle-timeout", f"{job.idleness_ms} ms")
-    ts = "TRY_CAST(JSON_VALUE(`raw`, '$.ts') AS BIGINT)"
+    limits = job.limits()
+    text = "CAST(`raw` AS STRING)"
+    ts = f"TRY_CAST(JSON_VALUE({text}, '$.ts') AS BIGINT)"
+    # ts - skew <= now, in BIGINT ms then as timestamps: no interval arithmetic (SECOND(2) precision limits)
+    valid_ts = (
+        f"{ts} BETWEEN 0 AND {MAX_TS} "
+        f"AND TO_TIMESTAMP_LTZ({ts} - {limits.max_clock_skew_ms}, 3) <= CURRENT_ROW_TIMESTAMP()"
+    )
     t_env.execute_sql(f"""
         CREATE TEMPORARY TABLE riskctl_events (
-            `raw` STRING,
+            `raw` BYTES,
             `topic` STRING METADATA VIRTUAL,
             `partition` INT METADATA VIRTUAL,
             `offset` BIGINT METADATA VIRTUAL,
-            `rowtime` AS TO_TIMESTAMP_LTZ(
-                CASE WHEN {ts} BETWEEN 0 AND {MAX_TS} THEN {ts} ELSE 0 END, 3),
+            `rowtime` AS TO_TIMESTAMP_LTZ(CASE WHEN {valid_ts} THEN {ts} ELSE 0 END, 3),
             WATERMARK FOR `rowtime` AS `rowtime` - INTERVAL '{job.lateness_ms / 1000:.3f}' SECOND
         ) WITH ({_with(options)})
     """)
+    # The key crosses into Python as a str: a lone surrogate (JSON "\\ud800") in it failed the job (pemja's
+    # UTF-16 decoding raised UnicodeDecodeError outside any Python code of ours) and an oversized one is
+    # refused anyway. Such records get the key '' and Python dead-letters them.
     keyed_rows = t_env.sql_query(
-        "SELECT COALESCE(JSON_VALUE(`raw`, '$.user_id'), '') AS k, "
-        "ROW(`raw`, `topic`, `partition`, `offset`) AS v FROM riskctl_events"
+        "SELECT CASE WHEN CHAR_LENGTH(u) <= "  # noqa: S608 - a constant of ours, no input
+        + str(MAX_ID_LENGTH)
+        + " AND NOT REGEXP(u, '[\\uD800-\\uDFFF]') "
+        "THEN u ELSE '' END AS k, ROW(`raw`, `topic`, `partition`, `offset`) AS v FROM ("
+        "SELECT JSON_VALUE(CAST(`raw` AS STRING), '$.user_id') AS u, `raw`, `topic`, `partition`, `offset` "
+        "FROM riskctl_events)"
     )
     # to_append_stream with a RowTypeInfo: the embedded Python operator cannot read to_data_stream's
     # ExternalTypeInfo (ClassCastException to RowTypeInfo)
@@ -428,6 +451,8 @@ def _kafka_sink(t_env: StreamTableEnvironment, name: str, topic: str, settings: 
         "value.format": "raw",
         "value.fields-include": "EXCEPT_KEY",
         "properties.linger.ms": str(settings.job.sink_linger_ms),
+        # explicit, since every dead letter is built to fit below it (job.dead_letter_max_bytes <= 1,000,000)
+        "properties.max.request.size": str(SINK_MAX_REQUEST_BYTES),
     }
     if settings.job.delivery == "exactly-once":
         options["sink.delivery-guarantee"] = "exactly-once"
@@ -468,7 +493,10 @@ def build_pipeline(env: StreamExecutionEnvironment, settings: Settings) -> None:
         events.connect(rules.broadcast(RULES_STATE))
         .process(
             RiskFunction(
-                lateness_ms=job.lateness_ms, state_ttl_ms=job.state_ttl_ms, rules_wait_ms=job.rules_wait_ms
+                lateness_ms=job.lateness_ms,
+                state_ttl_ms=job.state_ttl_ms,
+                rules_wait_ms=job.rules_wait_ms,
+                limits=job.limits(),
             ),
             output_type=TAGGED,
         )

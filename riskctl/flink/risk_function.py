@@ -15,6 +15,13 @@ function opened. Then they are decided, in arrival order, with the rules known a
 Holding happens only once, at start-up: later rule edits apply from the next event on. A rule set that is
 empty on purpose costs at most ``rules_wait_ms`` of latency at start-up, never a lost or undecided event.
 After a restore from a checkpoint, the rules come from broadcast state and nothing is held.
+
+The door: every record reaches Python as the Kafka value's original bytes and gets an outcome, a decision or
+a dead letter (``riskctl.core.door``: limits, clock skew against the wall clock, original bytes kept, always
+within ``dead_letter_max_bytes``). ``process_element`` never raises: an exception while deciding one event
+(the engine, the encoding of its records) dead-letters that event with the exception type and the rule being
+evaluated, and drops the key's cached state so it falls back to the last committed value (the engine mutates
+the cached dict in place). A failing event-time timer is logged with its key and counted, never raised.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from pyflink.datastream import KeyedBroadcastProcessFunction, RuntimeContext, Ti
 from pyflink.datastream.state import ListStateDescriptor, MapStateDescriptor, ValueStateDescriptor
 
 from riskctl.core import jsoncodec
+from riskctl.core.door import DEFAULT_LIMITS, Limits, dead_letter, internal_error_reason
 from riskctl.core.engine import Engine
 from riskctl.core.errors import EventError, RuleError, RuleSetError
 from riskctl.core.events import parse_event
@@ -44,9 +52,11 @@ RECORD = Types.ROW_NAMED(["k", "v"], [Types.STRING(), Types.STRING()])
 #: (thread-mode) operator does not route side outputs yielded from on_timer.
 TAGGED = Types.ROW_NAMED(["ch", "k", "v"], [Types.STRING(), Types.STRING(), Types.STRING()])
 DECISION, ALERT, STATUS, DEAD = "decision", "alert", "status", "dead"
-#: what the decide operator reads: a Kafka record's value and where it came from (for the dead letters)
+#: what the decide operator reads: a Kafka record's value (its original bytes: Python gets ``bytes``) and
+#: where it came from (for the dead letters)
 RAW_EVENT = Types.ROW_NAMED(
-    ["raw", "topic", "partition", "offset"], [Types.STRING(), Types.STRING(), Types.INT(), Types.LONG()]
+    ["raw", "topic", "partition", "offset"],
+    [Types.PRIMITIVE_ARRAY(Types.BYTE()), Types.STRING(), Types.INT(), Types.LONG()],
 )
 RULE_CHANGE = Types.ROW_NAMED(
     ["op", "rule_id", "version", "document"], [Types.STRING(), Types.STRING(), Types.INT(), Types.STRING()]
@@ -123,6 +133,15 @@ class FlinkKeyedState:
     def names(self) -> Iterable[str]:
         return list(self._load())
 
+    def abort(self) -> None:
+        """Forget what the current event did: drop the key's cached dict (changed in place), so the next read
+        is the value last committed to the ValueState."""
+        if self._key is not None:
+            self._cache.pop(self._key, None)
+        self._data = None
+        self._dirty = False
+        self._key = None
+
     def commit(self) -> None:
         if self._dirty:
             if self._data:
@@ -135,18 +154,23 @@ class FlinkKeyedState:
         self._key = None
 
 
-def dead_letter(exc: EventError, record: Row) -> Row:
-    """A dead-letter record: the reason, the field, the raw value and its Kafka coordinates."""
+def dead_letter_row(
+    record: Any,
+    reason: str,
+    field: str | None = None,
+    *,
+    error: str | None = None,
+    rule_id: str | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+) -> Row:
+    """A dead-letter record (``riskctl.core.door.dead_letter``) of a ``RAW_EVENT`` row, keyed by its
+    coordinates ``topic:partition:offset``."""
     raw, topic, partition, offset = record[0], record[1], record[2], record[3]
-    doc = {
-        "reason": exc.reason,
-        "field": exc.field,
-        "raw": raw,
-        "topic": topic,
-        "partition": partition,
-        "offset": offset,
-    }
-    return Row(DEAD, f"{topic}:{partition}:{offset}", json.dumps(doc))
+    coordinates = {"topic": topic, "partition": partition, "offset": offset}
+    doc = dead_letter(
+        raw, reason=reason, field=field, error=error, rule_id=rule_id, coordinates=coordinates, limits=limits
+    )
+    return Row(DEAD, f"{topic}:{partition}:{offset}", doc)
 
 
 def status_record(
@@ -179,7 +203,12 @@ def _reason(exc: BaseException) -> tuple[str, str | None]:
 class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
     """Decides each event of a key with the engine; applies rule changes from the broadcast side."""
 
-    def __init__(self, *, lateness_ms: int, state_ttl_ms: int, rules_wait_ms: int) -> None:
+    def __init__(
+        self, *, lateness_ms: int, state_ttl_ms: int, rules_wait_ms: int, limits: Limits = DEFAULT_LIMITS
+    ) -> None:
+        self.limits = limits
+        self.internal_errors = 0  # events dead-lettered for an exception while deciding them
+        self.timer_errors = 0  # event-time timers whose handling raised (logged, skipped)
         self.lateness_ms = lateness_ms
         self.state_ttl_ms = state_ttl_ms
         self.rules_wait_ms = rules_wait_ms
@@ -284,25 +313,37 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         return True
 
     def process_element(self, value: Row, ctx: Any) -> Iterator[Any]:
-        raw = value[0]
+        # Never raises: a record that could stop the job would restart it on the same record, forever.
         try:
-            if raw is None:
-                msg = "empty record (null value)"
-                raise EventError(msg)
-            event = parse_event(raw)
+            rows = list(self._element(value, ctx))
+        except Exception as exc:  # noqa: BLE001 - whatever failed outside the per-event guard
+            self.internal_errors += 1
+            LOG.exception("decide: record %s:%s:%s dead-lettered", value[1], value[2], value[3])
+            rows = [self._internal_error(value, exc, None)]
+        yield from rows
+
+    def _element(self, value: Row, ctx: Any) -> Iterator[Any]:
+        try:
+            event = parse_event(value[0], self.limits, int(time.time() * 1000))
         except EventError as exc:
-            yield dead_letter(exc, value)
+            yield dead_letter_row(value, exc.reason, exc.field, limits=self.limits)
             return
         self._restore_rules(ctx)
         if self._holding():
-            self.pending.add(event)
+            # the record is kept with its event, so a failure when it is decided can dead-letter it
+            self.pending.add((event, tuple(value)))
             self.held += 1
             ctx.timer_service().register_processing_time_timer(
                 ctx.timer_service().current_processing_time() + HOLD_RETRY_MS
             )
             return
         yield from self._flush_pending(ctx)
-        yield from self._decide(event, ctx)
+        yield from self._decide(event, value, ctx)
+
+    def _internal_error(self, record: Any, exc: BaseException, rule_id: str | None) -> Row:
+        return dead_letter_row(
+            record, internal_error_reason(exc), error=type(exc).__name__, rule_id=rule_id, limits=self.limits
+        )
 
     def _flush_pending(self, ctx: Any) -> Iterator[Any]:
         if not self.held:  # the common case, after start-up: no state read
@@ -311,28 +352,67 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         if held:
             self.pending.clear()
             self.held = max(0, self.held - len(held))
-            for event in held:
-                yield from self._decide(event, ctx)
+            for item in held:
+                if isinstance(item, dict):  # held by a version that kept the event only
+                    event, record = item, (None, None, None, None)
+                else:
+                    event, record = item
+                yield from self._decide(event, record, ctx)
 
-    def _decide(self, event: dict[str, Any], ctx: Any) -> Iterator[Any]:
+    def _decide(self, event: dict[str, Any], record: Any, ctx: Any) -> Iterator[Any]:
+        """Decide one event; any exception dead-letters it (with the rule being evaluated) and rolls back."""
         assert self.engine is not None and self.state is not None
         self.state.begin(ctx.get_current_key())
-        result = self.engine.process(self.state, event)
-        self.state.commit()
-        decision = result.decision
-        assert decision is not None
-        yield Row(DECISION, decision.event_id, jsoncodec.dumps(decision.to_dict()))
-        yield from self._after(result, ctx)
+        try:
+            result = self.engine.process(self.state, event)
+            decision = result.decision
+            assert decision is not None
+            rows = [Row(DECISION, decision.event_id, jsoncodec.dumps(decision.to_dict()))]
+            rows += self._alert_rows(result)
+            self.state.commit()
+        except Exception as exc:  # noqa: BLE001 - the guard: one event never stops the job
+            self.state.abort()
+            self.internal_errors += 1
+            rule_id = self.engine.current_rule
+            LOG.warning(
+                "decide: event %r of key %r dead-lettered (%s, rule %s); %s so far in subtask %s",
+                event.get("event_id"),
+                ctx.get_current_key(),
+                type(exc).__name__,
+                rule_id,
+                self.internal_errors,
+                self.subtask,
+            )
+            yield self._internal_error(record, exc, rule_id)
+            return
+        yield from rows
+        self._register(result, ctx)
 
-    def _after(self, result: Any, ctx: Any) -> Iterator[Any]:
+    @staticmethod
+    def _alert_rows(result: Any) -> list[Row]:
+        rows = []
         for alert in result.alerts:
             alert_doc = alert.to_dict()
-            yield Row(ALERT, str(alert_doc.get("alert_id")), jsoncodec.dumps(alert_doc))
+            rows.append(Row(ALERT, str(alert_doc.get("alert_id")), jsoncodec.dumps(alert_doc)))
+        return rows
+
+    @staticmethod
+    def _register(result: Any, ctx: Any) -> None:
         timers = ctx.timer_service()
         for ts in result.timers:
             timers.register_event_time_timer(ts)
 
     def on_timer(self, timestamp: int, ctx: Any) -> Iterator[Any]:
+        # Never raises (a timer that raised would restart the job, and fire again after the restore).
+        try:
+            rows = list(self._timer(timestamp, ctx))
+        except Exception:  # noqa: BLE001 - whatever failed outside the per-timer guard
+            self.timer_errors += 1
+            LOG.exception("decide: timer at %s of key %r failed", timestamp, ctx.get_current_key())
+            rows = []
+        yield from rows
+
+    def _timer(self, timestamp: int, ctx: Any) -> Iterator[Any]:
         assert self.engine is not None and self.state is not None
         self._restore_rules(ctx)
         if ctx.time_domain() == TimeDomain.PROCESSING_TIME:
@@ -341,7 +421,22 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
             else:
                 yield from self._flush_pending(ctx)
             return
-        self.state.begin(ctx.get_current_key())
-        result = self.engine.on_timer(self.state, timestamp)
-        self.state.commit()
-        yield from self._after(result, ctx)
+        key = ctx.get_current_key()
+        self.state.begin(key)
+        try:
+            result = self.engine.on_timer(self.state, timestamp)
+            rows = self._alert_rows(result)
+            self.state.commit()
+            self._register(result, ctx)
+        except Exception:  # noqa: BLE001 - a failing timer is logged and counted, never raised
+            self.state.abort()
+            self.timer_errors += 1
+            LOG.exception(
+                "decide: timer at %s of key %r failed (%s timer errors so far in subtask %s)",
+                timestamp,
+                key,
+                self.timer_errors,
+                self.subtask,
+            )
+            return
+        yield from rows

@@ -137,3 +137,178 @@ def test_the_engine_decides_the_same_with_and_without_the_cache() -> None:
     cached, uncached = run(2), run(0)
     assert cached == uncached
     assert cached.count("REVIEW") == 6  # each user's third and fourth login
+
+
+# -- the guard: one event's failure never stops the job ------------------------------------------------------
+def test_abort_drops_the_cached_dict_so_the_committed_value_comes_back() -> None:
+    backing = FakeValueState()
+    state = FlinkKeyedState(backing, cache_size=10)
+    use(state, backing, "u1")
+    state.put("buf", [1])
+    state.commit()
+    use(state, backing, "u1")
+    state.get("buf").append(2)  # the engine changes cached values in place, then fails before commit
+    state.abort()
+    use(state, backing, "u1")
+    assert state.get("buf") == [1] and backing.reads == 2  # read again from the ValueState
+
+
+class FakeTimers:
+    def __init__(self) -> None:
+        self.event_time: list[int] = []
+
+    def register_event_time_timer(self, ts: int) -> None:
+        self.event_time.append(ts)
+
+    def register_processing_time_timer(self, ts: int) -> None:
+        pass
+
+    def current_processing_time(self) -> int:
+        return 0
+
+
+class FakeCtx:
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.timers = FakeTimers()
+
+    def get_current_key(self) -> str:
+        return self.key
+
+    def timer_service(self) -> FakeTimers:
+        return self.timers
+
+    def get_broadcast_state(self, desc: Any) -> dict[str, str]:
+        return {}
+
+    def time_domain(self) -> Any:
+        from pyflink.datastream import TimeDomain
+
+        return TimeDomain.EVENT_TIME
+
+
+def _function(monkeypatch: Any) -> Any:
+    import time
+
+    from riskctl.flink.risk_function import RiskFunction
+
+    fn = RiskFunction(lateness_ms=0, state_ttl_ms=3_600_000, rules_wait_ms=0)
+    fn.engine = Engine(RuleSet([parse_rule(RULE)]))
+    backing = FakeValueState()
+    backing.key = "u1"
+    fn.state = FlinkKeyedState(backing)
+    fn.started = fn.have_rules = True
+    monkeypatch.setattr(time, "time", lambda: 1_700_000_000.0)
+    return fn, backing
+
+
+RULE = {
+    "id": "big",
+    "action": "REVIEW",
+    "features": {"total": {"kind": "sum", "field": "amount", "window": "1h"}},
+    "when": "total > 100",
+}
+
+
+def _record(event: dict[str, Any] | bytes) -> tuple[Any, ...]:
+    import json
+
+    raw = event if isinstance(event, bytes) else json.dumps(event).encode()
+    return (raw, "events", 1, 42)
+
+
+def test_an_exception_while_deciding_dead_letters_the_event_and_rolls_back(monkeypatch: Any) -> None:
+    import json
+
+    fn, backing = _function(monkeypatch)
+    ev = {"event_id": "e1", "user_id": "u1", "type": "transfer", "ts": 1_699_999_990_000, "amount": 60}
+    rows = list(fn.process_element(_record(ev), FakeCtx("u1")))
+    assert [r[0] for r in rows] == ["decision"]
+    committed = copy.deepcopy(backing.store["u1"])
+
+    real = fn.engine.process
+
+    def failing(state: Any, event: Any) -> Any:
+        real(state, event)  # changes the cached state in place, then fails
+        fn.engine.current_rule = "big"
+        msg = "boom"
+        raise ZeroDivisionError(msg)
+
+    monkeypatch.setattr(fn.engine, "process", failing)
+    ev2 = {**ev, "event_id": "e2", "ts": ev["ts"] + 1000}
+    rows = list(fn.process_element(_record(ev2), FakeCtx("u1")))
+    assert [r[0] for r in rows] == ["dead"] and rows[0][1] == "events:1:42"
+    dl = json.loads(rows[0][2])
+    assert dl["error"] == "ZeroDivisionError" and dl["rule_id"] == "big"
+    assert dl["reason"] == "internal error while deciding: ZeroDivisionError: boom"
+    assert json.loads(dl["raw"])["event_id"] == "e2" and fn.internal_errors == 1
+    assert backing.store["u1"] == committed  # nothing of the failed event was committed
+
+    monkeypatch.setattr(fn.engine, "process", real)
+    rows = list(fn.process_element(_record({**ev, "event_id": "e3", "ts": ev["ts"] + 2000}), FakeCtx("u1")))
+    decision = json.loads(rows[0][2])
+    assert decision["event_id"] == "e3" and decision["rules"][0]["evidence"]["features"]["total"] == 120
+
+
+def test_hostile_records_and_a_far_future_ts_are_dead_letters_in_the_function(monkeypatch: Any) -> None:
+    import json
+
+    fn, _ = _function(monkeypatch)
+    far = {"event_id": "f", "user_id": "u1", "type": "login", "ts": 253_402_300_799_999}
+    for record, reason in (
+        (_record(far), "ms ahead of now"),
+        (_record(b"\xff" * 1_000_000), "larger than max_event_bytes"),
+        ((None, "events", 0, 1), "empty record"),
+    ):
+        rows = list(fn.process_element(record, FakeCtx("u1")))
+        assert [r[0] for r in rows] == ["dead"] and reason in json.loads(rows[0][2])["reason"]
+        assert len(rows[0][2].encode()) <= 262_144
+
+
+def test_a_failing_timer_is_counted_and_never_raised(monkeypatch: Any) -> None:
+    fn, _ = _function(monkeypatch)
+
+    def failing(state: Any, ts: int) -> Any:
+        msg = "timer boom"
+        raise RuntimeError(msg)
+
+    monkeypatch.setattr(fn.engine, "on_timer", failing)
+    assert list(fn.on_timer(123, FakeCtx("u1"))) == []
+    assert fn.timer_errors == 1
+
+
+class FakeListState:
+    def __init__(self) -> None:
+        self.items: list[Any] = []
+
+    def add(self, item: Any) -> None:
+        self.items.append(copy.deepcopy(item))
+
+    def get(self) -> list[Any]:
+        return list(self.items)
+
+    def clear(self) -> None:
+        self.items.clear()
+
+
+def test_held_events_keep_their_record_for_a_dead_letter(monkeypatch: Any) -> None:
+    import json
+
+    fn, _ = _function(monkeypatch)
+    fn.pending = FakeListState()
+    fn.started = fn.have_rules = False
+    fn.rules_wait_ms = 10**9
+    fn.opened_at = __import__("time").monotonic()
+    ev = {"event_id": "h1", "user_id": "u1", "type": "transfer", "ts": 1_699_999_990_000, "amount": 1}
+    assert list(fn.process_element(_record(ev), FakeCtx("u1"))) == []  # held at start-up
+    assert fn.held == 1 and fn.pending.items[0][1][1:] == ("events", 1, 42)
+    fn.started = True
+
+    def failing(state: Any, event: Any) -> Any:
+        msg = "held boom"
+        raise ValueError(msg)
+
+    monkeypatch.setattr(fn.engine, "process", failing)
+    rows = list(fn.process_element(_record({**ev, "event_id": "h2"}), FakeCtx("u1")))
+    assert [r[0] for r in rows] == ["dead", "dead"]
+    assert [json.loads(json.loads(r[2])["raw"])["event_id"] for r in rows] == ["h1", "h2"]

@@ -59,5 +59,5 @@ def test_an_event_with_a_nan_amount_is_refused_as_before() -> None:
 
 
 def test_invalid_utf8_is_refused_with_the_decoder_reason() -> None:
-    with pytest.raises(EventError, match="not valid JSON"):
+    with pytest.raises(EventError, match="not valid UTF-8: invalid start byte at byte 14"):
         parse_event(b'{"event_id": "\xff"}')

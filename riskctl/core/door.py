@@ -1,0 +1,357 @@
+"""The door: limits every record meets before the engine sees it, and the dead letters of those that do not.
+
+Attackers write the events topic, so every record is hostile until shown otherwise. :func:`decode` turns a
+record's bytes into JSON data within :class:`Limits`, :func:`check_clock` keeps event time from being pushed
+into the future, and :func:`dead_letter` builds the record of anything refused or failed: reason, field,
+exception type and rule id (internal errors), where it came from (Kafka topic/partition/offset, or the
+file line in a replay), and the original record (as text when it is valid UTF-8, else base64 of the original
+bytes), always within ``dead_letter_max_bytes``. The Flink job and ``riskctl replay`` share these
+functions, so a line gets the same outcome in both.
+
+What the door refuses, each with the field path (``meta.tags[3]``) where one applies:
+
+* a record larger than ``max_event_bytes`` (before it is decoded);
+* bytes that are not valid UTF-8 (no replacement character, ever: the original bytes go to the dead letter);
+* a document nested deeper than ``max_depth`` containers (the event object itself is depth 1);
+* a string (value or key) longer than ``max_string_chars`` characters (ids are limited further, to 256, by
+  :mod:`riskctl.core.events`);
+* a number that is not finite or beyond ``MAX_NUMBER`` (10**15) in absolute value, anywhere in the event: the
+  range in which the engine's sums and averages stay exact (:data:`riskctl.core.expr.MAX_NUMBER`);
+* a lone surrogate (``"\\ud800"``) in any string or key: it cannot be written back as UTF-8;
+* (:func:`check_clock`) a ``ts`` more than ``max_clock_skew_ms`` ahead of ``now``.
+
+No wall clock here: ``now`` is an argument. Cost: the fast path is one orjson decode plus one walk over the
+decoded event (``bench/door_bench.py``).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from riskctl.core.errors import EventError
+from riskctl.core.expr import MAX_NUMBER
+
+#: what a dead letter may weigh at most: below the Kafka producer's default ``max.request.size`` (1 MiB),
+#: which the job's sinks set explicitly, with room for the record key and the request's own overhead
+MAX_DEAD_LETTER_BYTES = 1_000_000
+#: the smallest ``dead_letter_max_bytes`` accepted: room for the reason, field and coordinates
+MIN_DEAD_LETTER_BYTES = 4_096
+_MAX_REASON_CHARS = 1_000
+_MAX_FIELD_CHARS = 300
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_M = MAX_NUMBER
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Limits at the door (``job.*`` settings of the same names, documented in docs/config.md)."""
+
+    max_event_bytes: int = 65_536
+    max_depth: int = 16
+    max_string_chars: int = 4_096
+    max_clock_skew_ms: int = 300_000
+    dead_letter_max_bytes: int = 262_144
+
+    def __post_init__(self) -> None:
+        for name in ("max_event_bytes", "max_depth", "max_string_chars", "max_clock_skew_ms"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                msg = f"{name} must be a positive integer, got {value!r}"
+                raise ValueError(msg)
+        value = self.dead_letter_max_bytes
+        if isinstance(value, bool) or not isinstance(value, int):
+            msg = f"dead_letter_max_bytes must be an integer, got {value!r}"
+            raise ValueError(msg)
+        if not MIN_DEAD_LETTER_BYTES <= value <= MAX_DEAD_LETTER_BYTES:
+            msg = (
+                f"dead_letter_max_bytes must be between {MIN_DEAD_LETTER_BYTES} and {MAX_DEAD_LETTER_BYTES} "
+                f"(the sinks' max.request.size is 1 MiB), got {value}"
+            )
+            raise ValueError(msg)
+
+
+DEFAULT_LIMITS = Limits()
+
+
+# ------------------------------------------------------------------------------------------------- decode
+def decode(raw: bytes | bytearray | str | None, limits: Limits = DEFAULT_LIMITS) -> Any:
+    """Decode one record into JSON data within ``limits``; raises :class:`EventError` (reason, field)."""
+    if type(raw) is bytes:
+        size = len(raw)
+    elif raw is None:
+        msg = "empty record (null value)"
+        raise EventError(msg)
+    elif isinstance(raw, str):
+        size = len(raw) if raw.isascii() else len(raw.encode("utf-8", "surrogatepass"))
+    else:
+        size = len(raw)
+    if size > limits.max_event_bytes:
+        msg = f"record of {size} bytes is larger than max_event_bytes ({limits.max_event_bytes})"
+        raise EventError(msg)
+    try:
+        # orjson accepts only valid UTF-8 and refuses lone surrogates, NaN/Infinity, numbers beyond a double
+        # and nesting beyond 1,024: what it accepts needs only the size, depth and range checks
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        obj = _decode_slow(raw)
+        _check(obj, limits, surrogates=True)
+        return obj
+    if not _fits(obj, 1, limits.max_depth, limits.max_string_chars):
+        _check(obj, limits, surrogates=False)
+    return obj
+
+
+def _decode_slow(raw: bytes | bytearray | str) -> Any:
+    """The standard library's reading of what orjson refused, with its error message when it refuses too."""
+    if not isinstance(raw, str):
+        try:
+            raw = bytes(raw).decode("utf-8")  # strict: the stdlib would guess UTF-16/32 or pass surrogates
+        except UnicodeDecodeError as exc:
+            msg = f"not valid UTF-8: {exc.reason} at byte {exc.start}"
+            raise EventError(msg) from None
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        msg = "not valid JSON: nested too deep to decode"
+        raise EventError(msg) from None
+    except ValueError as exc:  # JSONDecodeError, and int() beyond 4,300 digits
+        msg = f"not valid JSON: {exc}"
+        raise EventError(msg) from None
+
+
+def _fits(value: Any, depth: int, max_depth: int, max_chars: int) -> bool:
+    """The fast walk: True when every container, string and number of ``value`` is within the limits."""
+    t = type(value)
+    if t is dict:
+        if depth > max_depth:
+            return False
+        depth += 1
+        for k, v in value.items():
+            if len(k) > max_chars:
+                return False
+            tv = type(v)
+            if tv is str:
+                if len(v) > max_chars:
+                    return False
+            elif tv is int or tv is float:
+                if not -_M <= v <= _M:
+                    return False
+            elif (tv is dict or tv is list) and not _fits(v, depth, max_depth, max_chars):
+                return False
+        return True
+    if t is list:
+        if depth > max_depth:
+            return False
+        depth += 1
+        for v in value:
+            tv = type(v)
+            if tv is str:
+                if len(v) > max_chars:
+                    return False
+            elif tv is int or tv is float:
+                if not -_M <= v <= _M:
+                    return False
+            elif (tv is dict or tv is list) and not _fits(v, depth, max_depth, max_chars):
+                return False
+        return True
+    if t is str:
+        return len(value) <= max_chars
+    if t is int or t is float:
+        return -_M <= value <= _M
+    return True
+
+
+def _check(obj: Any, limits: Limits, *, surrogates: bool) -> None:
+    """The slow walk: raise the first limit ``obj`` breaks, with its field path (nothing if none)."""
+    stack: list[tuple[Any, str, int]] = [(obj, "", 1)]
+    while stack:
+        value, path, depth = stack.pop()
+        if isinstance(value, dict):
+            if depth > limits.max_depth:
+                msg = f"nested deeper than max_depth ({limits.max_depth})"
+                raise EventError(msg, path or None)
+            items = list(value.items())
+            for k, v in reversed(items):
+                _string(k, f"{path}.{k}" if path else k, limits, surrogates, key=True)
+                stack.append((v, f"{path}.{_printable(k)}" if path else _printable(k), depth + 1))
+        elif isinstance(value, list):
+            if depth > limits.max_depth:
+                msg = f"nested deeper than max_depth ({limits.max_depth})"
+                raise EventError(msg, path or None)
+            for i in range(len(value) - 1, -1, -1):
+                stack.append((value[i], f"{path}[{i}]", depth + 1))
+        elif isinstance(value, str):
+            _string(value, path, limits, surrogates)
+        elif isinstance(value, bool) or value is None:
+            continue
+        elif isinstance(value, float | int):
+            if not -_M <= value <= _M:
+                text = repr(value) if isinstance(value, float) else _int_text(value)
+                msg = f"number {text} is not finite or beyond {_M:.0e} in absolute value"
+                raise EventError(msg, path or None)
+
+
+def _string(value: str, path: str, limits: Limits, surrogates: bool, *, key: bool = False) -> None:
+    what = "key" if key else "string"
+    if len(value) > limits.max_string_chars:
+        msg = f"{what} of {len(value)} characters is longer than max_string_chars ({limits.max_string_chars})"
+        raise EventError(msg, _printable(path[:_MAX_FIELD_CHARS]) or None)
+    if surrogates and not value.isascii():
+        found = _SURROGATE.search(value)
+        if found:
+            msg = f"{what} holds a lone surrogate (U+{ord(found.group()):04X} at character {found.start()})"
+            raise EventError(msg, _printable(path[:_MAX_FIELD_CHARS]) or None)
+
+
+def _int_text(value: int) -> str:
+    digits = len(str(abs(value))) if value.bit_length() < 10_000 else None
+    return (
+        f"of {digits} digits"
+        if digits is not None
+        else f"of about {int(value.bit_length() * 0.30103)} digits"
+    )
+
+
+def _printable(text: str) -> str:
+    """``text`` with lone surrogates escaped (``\\ud800``), so it can be written as UTF-8."""
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+# -------------------------------------------------------------------------------------------------- time
+def check_clock(ts: int, now: int, limits: Limits = DEFAULT_LIMITS) -> None:
+    """Refuse a ``ts`` more than ``max_clock_skew_ms`` ahead of ``now`` (both in ms since the epoch)."""
+    if ts > now + limits.max_clock_skew_ms:
+        msg = (
+            f"{ts - now} ms ahead of now ({now}), more than max_clock_skew_ms ({limits.max_clock_skew_ms}): "
+            "it would move event time into the future"
+        )
+        raise EventError(msg, "ts")
+
+
+def watermark_ts(raw: bytes | bytearray | str | None, limits: Limits, now: int) -> int:
+    """The event time the Java side of the job reads from a record (``rowtime`` in riskctl.flink.job).
+
+    Java reads ``ts`` with ``JSON_VALUE`` before (and whatever) Python decides, so a record that Python
+    dead-letters still moves the watermark when it has a usable ``ts``. Replay calls this for dead-lettered
+    lines to move its watermark the same way: an integer ``ts`` (or integral number) between 0 and
+    ``now + max_clock_skew_ms`` in a JSON object, else 0 (never moves event time), whatever the record's
+    size (Flink 1.20 SQL cannot measure BYTES).
+    """
+    if raw is None:
+        return 0
+    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else bytes(raw)
+    try:
+        obj = json.loads(data.decode("utf-8", "replace"))  # Java decodes with replacement characters
+    except (ValueError, RecursionError):
+        return 0
+    ts = obj.get("ts") if isinstance(obj, dict) else None
+    if isinstance(ts, bool) or not isinstance(ts, int | float | str):
+        return 0
+    try:
+        value = int(ts) if not isinstance(ts, float) else (int(ts) if ts == ts and abs(ts) < 1e300 else 0)
+    except ValueError:
+        return 0
+    return value if 0 <= value <= now + limits.max_clock_skew_ms else 0
+
+
+# ------------------------------------------------------------------------------------------- dead letters
+def dead_letter(
+    raw: bytes | bytearray | str | None,
+    *,
+    reason: str,
+    field: str | None = None,
+    error: str | None = None,
+    rule_id: str | None = None,
+    coordinates: Mapping[str, Any] | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+    raw_bytes: int | None = None,
+) -> str:
+    """The JSON dead-letter record of one refused or failed record; its UTF-8 is at most
+    ``limits.dead_letter_max_bytes`` bytes.
+
+    Fields: ``kind`` (``dead_letter``), ``reason``, ``field`` (path in the event, or None), ``error`` (the
+    exception type of an internal error, None for a refusal at the door), ``rule_id`` (the rule being
+    evaluated when an internal error happened, when known), the ``coordinates`` (``topic``, ``partition``,
+    ``offset`` in the job; ``line`` in a replay), ``raw_bytes`` (length of the original record in bytes),
+    ``raw`` (the record as text when it is valid UTF-8) or ``raw_base64`` (base64 of the original bytes), and
+    ``truncated`` (True when ``raw``/``raw_base64`` holds only the beginning of the record). ``raw_bytes``
+    overrides the length when ``raw`` is already only the beginning of a longer record (replay's long lines).
+    """
+    data: bytes | None
+    if raw is None:
+        data = None
+    elif isinstance(raw, str):
+        data = raw.encode("utf-8", "surrogatepass")
+    else:
+        data = bytes(raw)
+    text: str | None = None
+    if data is not None:
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            text = None
+    doc: dict[str, Any] = {
+        "kind": "dead_letter",
+        "reason": _printable(reason[:_MAX_REASON_CHARS]),
+        "field": None if field is None else _printable(field[:_MAX_FIELD_CHARS]),
+        "error": error,
+        "rule_id": None if rule_id is None else _printable(rule_id[:_MAX_FIELD_CHARS]),
+    }
+    for key, value in (coordinates or {}).items():
+        doc[key] = _printable(value[:_MAX_FIELD_CHARS]) if isinstance(value, str) else value
+    doc["raw_bytes"] = raw_bytes if raw_bytes is not None else (None if data is None else len(data))
+    doc["raw"] = None
+    doc["raw_base64"] = None
+    doc["truncated"] = raw_bytes is not None and data is not None and raw_bytes > len(data)
+    budget = limits.dead_letter_max_bytes
+    out = orjson.dumps(doc)
+    if data is None:
+        return out.decode()
+    room = budget - len(out) + len(b"null")  # what the raw value may take, quotes included
+    if text is not None:
+        doc["raw"] = text
+        out = orjson.dumps(doc)
+        if len(out) <= budget:
+            return out.decode()
+        # JSON escapes make a character 1 to 6 bytes: scale the cut by what the last try weighed (a few
+        # encodings, not a bisection: an attacker's records cost little to refuse), and fall back to
+        # room // 6 characters, which always fits
+        doc["truncated"] = True
+        cut = min(len(text), max(0, room))
+        for _ in range(4):
+            doc["raw"] = text[:cut]
+            out = orjson.dumps(doc)
+            if len(out) <= budget:
+                return out.decode()
+            weight = len(out) - (budget - room)  # bytes the raw value took, quotes included
+            cut = min(cut - 1, int(cut * room / weight * 0.98))
+            if cut <= room // 6:
+                break
+        doc["raw"] = text[: max(0, room - 2) // 6]
+        return orjson.dumps(doc).decode()
+    encoded_room = max(0, room - 2)
+    keep = min(len(data), encoded_room // 4 * 3)
+    doc["raw_base64"] = base64.b64encode(data[:keep]).decode("ascii")
+    doc["truncated"] = keep < len(data) or doc["truncated"]
+    return orjson.dumps(doc).decode()
+
+
+def internal_error_reason(exc: BaseException) -> str:
+    """The reason of a dead letter for an exception raised while deciding an event."""
+    text = str(exc)
+    if len(text) > 500:
+        text = text[:500] + "..."
+    return (
+        f"internal error while deciding: {type(exc).__name__}: {text}"
+        if text
+        else (f"internal error while deciding: {type(exc).__name__}")
+    )

@@ -1,0 +1,142 @@
+"""The door, end to end: hostile records among valid events on the real job (MiniCluster, p=2, MySQL CDC).
+
+Sent, interleaved with valid events: a 1,000,000-byte binary record, invalid UTF-8 inside a JSON string, a
+lone surrogate in ``user_id``, an amount of 10^400, a field nested 1,024 deep, and another user's event
+stamped 9999-12-31 in the middle of a brute-force run (issue 11's acceptance case: the success must still be
+REJECTed). Checked: each hostile record has one dead letter with reason, field, Kafka coordinates and the
+original bytes (base64 when not UTF-8), within ``dead_letter_max_bytes``; every valid event is decided exactly
+once; the job never restarted (its REST API: never RESTARTING, ``numRestarts`` 0, no exception history).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import time
+import urllib.request
+from typing import Any
+
+import pytest
+
+from riskctl.config import Settings
+from tests.integration.conftest import produce
+from tests.integration.test_job import Job, new_job, start_job, wait_rules
+
+pytestmark = pytest.mark.integration
+
+DEAD_MAX = 262_144
+FAR_FUTURE = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def rest(port: int, path: str) -> Any:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as resp:  # noqa: S310
+        return json.loads(resp.read())
+
+
+@pytest.fixture(scope="module", params=["at-least-once", "exactly-once"])
+def door_job(
+    request: pytest.FixtureRequest, stack: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Any:
+    j = new_job(stack, tmp_path_factory.mktemp("door"))
+    port = free_port()
+    extra = {
+        "RISKCTL_JOB_DELIVERY": request.param,
+        "RISKCTL_FLINK_OPTIONS": f"rest.port={port}",
+        "RISKCTL_JOB_DEAD_LETTER_MAX_BYTES": str(DEAD_MAX),
+        # this module's events are stamped with the wall clock: the real skew check applies
+        "RISKCTL_JOB_MAX_CLOCK_SKEW_MS": "300000",
+    }
+    proc = start_job(j, tmp_path_factory.getbasetemp() / f"door-{j.rules_table}.log", extra)
+    try:
+        wait_rules(j)
+        yield j, port, request.param
+    finally:
+        proc.stop()
+
+
+def _key(value: Any) -> bytes:
+    """Events by user (a user's events stay in order, on one partition); hostile bytes on any partition."""
+    return value["user_id"].encode() if isinstance(value, dict) else b"door"
+
+
+def _read_committed(job: Job, kind: str, done: Any, mode: str, timeout: float = 120) -> list[dict[str, Any]]:
+    from tests.integration.conftest import consume_until
+
+    level = "read_committed" if mode == "exactly-once" else "read_uncommitted"
+    return consume_until(
+        job.settings, job.topics[kind], done, timeout=timeout, job=job.proc, isolation_level=level
+    )
+
+
+def test_hostile_records_get_dead_letters_and_never_restart_the_job(door_job: Any) -> None:
+    job, port, mode = door_job
+    now = int(time.time() * 1000)
+    victim, other, plain = job.user("victim"), job.user("attacker"), job.user("plain")
+
+    def ev(eid: str, user: str, t: int, **fields: Any) -> dict[str, Any]:
+        return {"event_id": eid, "user_id": user, "type": "login", "ts": now - 20_000 + t, **fields}
+
+    fail1, fail2 = ev(f"{victim}-1", victim, 0, success=False), ev(f"{victim}-2", victim, 1000, success=False)
+    fail3, win = ev(f"{victim}-3", victim, 2000, success=False), ev(f"{victim}-4", victim, 3000, success=True)
+    future = {**ev(f"{other}-f", other, 0), "ts": FAR_FUTURE}
+    binary = bytes((i * 7 + 3) % 256 for i in range(1_000_000))
+    bad_utf8 = json.dumps(ev(f"{plain}-u8", plain, 0, city="X")).encode().replace(b'"X"', b'"\xff\xfe"')
+    surrogate = json.dumps(ev(f"{plain}-sg", plain, 0)).replace(
+        f'"user_id": "{plain}"', '"user_id": "\\ud800"'
+    )
+    surrogate_b = surrogate.encode()
+    assert b"\\ud800" in surrogate_b
+    huge = json.dumps(ev(f"{plain}-big", plain, 0, type="transfer"))[:-1] + ', "amount": 1' + "0" * 400 + "}"
+    deep = (
+        json.dumps(ev(f"{plain}-deep", plain, 0))[:-1] + ', "m": ' + '{"a":' * 1024 + "1" + "}" * 1024 + "}"
+    )
+    valid = [ev(f"{plain}-{i}", plain, 100 * i) for i in range(5)]
+    hostile: list[bytes] = [binary, bad_utf8, surrogate_b, huge.encode(), deep.encode()]
+    records: list[Any] = [fail1, fail2, future, hostile[0], valid[0], fail3, hostile[1], valid[1]]
+    records += [win, hostile[2], valid[2], hostile[3], valid[3], hostile[4], valid[4]]
+    produce(job.settings, job.topics["events"], records, key=_key)
+
+    wanted = {e["event_id"] for e in [fail1, fail2, fail3, win, *valid]}
+    decisions = _read_committed(job, "decisions", lambda rs: wanted <= {r["event_id"] for r in rs}, mode)
+    mine = [r for r in decisions if r["event_id"] in wanted]
+    assert sorted(r["event_id"] for r in mine) == sorted(wanted), "every valid event decided exactly once"
+    by_id = {r["event_id"]: r for r in mine}
+    assert by_id[win["event_id"]]["action"] == "REJECT", by_id[win["event_id"]]
+    assert by_id[win["event_id"]]["rules"][0]["id"] == "brute_force_login"
+
+    def mine_dead(rs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [r for r in rs if r.get("topic") == job.topics["events"]]
+
+    dead = mine_dead(_read_committed(job, "dead", lambda rs: len(mine_dead(rs)) >= 6, mode))
+    assert len(dead) == 6, [(d["reason"], d["field"]) for d in dead]
+    for d in dead:
+        assert len(json.dumps(d, ensure_ascii=False, separators=(",", ":")).encode()) <= DEAD_MAX
+        assert isinstance(d["partition"], int) and d["offset"] >= 0 and d["kind"] == "dead_letter"
+    big = next(d for d in dead if d["raw_bytes"] == 1_000_000)
+    assert "larger than max_event_bytes" in big["reason"] and big["truncated"] is True
+    assert binary.startswith(base64.b64decode(big["raw_base64"]))
+    u8 = next(d for d in dead if "not valid UTF-8" in d["reason"])
+    assert base64.b64decode(u8["raw_base64"]) == bad_utf8 and u8["truncated"] is False  # original bytes
+    assert any(d["field"] == "user_id" and "lone surrogate" in d["reason"] for d in dead)
+    assert any(d["field"] == "amount" and "beyond 1e+15" in d["reason"] for d in dead)
+    assert any("nested" in d["reason"] for d in dead)
+    far = next(d for d in dead if d["field"] == "ts")
+    assert "ahead of now" in far["reason"] and json.loads(far["raw"])["event_id"] == future["event_id"]
+
+    jobs = rest(port, "/jobs/overview")["jobs"]
+    running = [j for j in jobs if j["state"] == "RUNNING"]
+    assert len(running) == 1, jobs
+    jid = running[0]["jid"]
+    detail = rest(port, f"/jobs/{jid}")
+    assert detail["timestamps"].get("RESTARTING", 0) == 0, detail["timestamps"]  # never entered RESTARTING
+    metrics = rest(port, f"/jobs/{jid}/metrics?get=numRestarts")  # empty until the first metrics report
+    assert all(int(float(m["value"])) == 0 for m in metrics), metrics
+    history = rest(port, f"/jobs/{jid}/exceptions")
+    assert not history.get("exceptionHistory", {}).get("entries"), history

@@ -59,6 +59,15 @@ class _Progress:
         )
 
 
+def _default_start(now_ms: int, duration_s: float, output: str | None, pace: bool) -> int:
+    """Paced to Kafka, events are sent at their event time: start now. Written to a file or sent unpaced, the
+    whole run exists at once: it ends now, so no event is more than the allowed clock skew ahead of the wall
+    clock (``job.max_clock_skew_ms``), which the job and ``riskctl replay`` dead-letter."""
+    if output is None and pace:
+        return now_ms
+    return now_ms - int(duration_s * 1000)
+
+
 @click.group(invoke_without_command=True, context_settings=_CTX)
 @click.option("--users", type=click.IntRange(min=1), default=1000, help="Users at the start (more register).")
 @click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=100.0, help="Events per second.")
@@ -83,7 +92,13 @@ class _Progress:
 @click.option(
     "--seed", type=int, default=None, help="Random seed (default: from the clock); same seed, same run."
 )
-@click.option("--start-ts", type=int, default=None, help="Event time of the start in ms (default: now).")
+@click.option(
+    "--start-ts",
+    type=int,
+    default=None,
+    help="Event time of the start in ms (default: now when paced to Kafka; otherwise now - DURATION, so the "
+    "traffic has already happened and no event is ahead of the clock: the job and replay refuse those).",
+)
 @click.option(
     "--output", "-o", type=click.Path(dir_okay=False), help="Write JSON lines here instead of Kafka."
 )
@@ -129,7 +144,7 @@ def simulate(
             duration_s=duration,
             attack_fraction=attack_fraction,
             seed=seed if seed is not None else now_ms % 1_000_000,
-            start_ts=start_ts if start_ts is not None else now_ms,
+            start_ts=start_ts if start_ts is not None else _default_start(now_ms, duration, output, pace),
             attacks=kinds,
             zipf=zipf,
         )

@@ -281,3 +281,34 @@ def test_a_line_far_over_the_size_limit_is_never_held_whole(tmp_path: Path) -> N
     assert big["reason"] == "record of 5000009 bytes is larger than max_event_bytes (65536)"
     assert tail["raw_bytes"] == 3_000_000 and tail["raw"].startswith("zzz") and tail["truncated"] is True
     assert all(len(json.dumps(r, separators=(",", ":")).encode()) <= 262_144 for r in out)
+
+
+def test_simulated_file_is_not_ahead_of_the_clock(tmp_path: Path) -> None:
+    """simulate --output writes traffic that has already happened: replay with the wall clock (no --now)
+    dead-letters none of it for clock skew (a ten-minute run starting now would have lost its last 5 min)."""
+    events = tmp_path / "sim.jsonl"
+    sim = CliRunner().invoke(
+        cli,
+        [
+            "simulate",
+            "--users",
+            "50",
+            "--rate",
+            "20",
+            "--duration",
+            "900",
+            "--seed",
+            "7",
+            "-o",
+            str(events),
+            "--no-progress",
+        ],
+    )
+    assert sim.exit_code == 0, sim.output
+    result = CliRunner().invoke(
+        cli, ["replay", "--rules", str(RULES), str(events), "--summary-json", "-o", os.devnull]
+    )
+    assert result.exit_code == 0, result.output
+    s = json.loads(result.stderr.strip().splitlines()[-1])
+    assert s["events"] > 10_000
+    assert s["dead_letters"] == {}, s

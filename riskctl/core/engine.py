@@ -29,6 +29,7 @@ from riskctl.core.features import WINDOWED_KINDS, Feature, FeatureSpec, compile_
 from riskctl.core.patterns import PatternMatcher
 from riskctl.core.rules import ACTION_RANK, Rule, RuleSet, parse_rule
 from riskctl.core.state import InMemoryKeyedState, KeyedState
+from riskctl.core.stored import make_projector
 
 META = "_engine"
 DEFAULT_STATE_TTL = 24 * 3_600_000
@@ -36,8 +37,12 @@ DEFAULT_STATE_TTL = 24 * 3_600_000
 RECENT_CAP = 32
 #: event types with a cached dispatch plan (more distinct types are planned per event, not cached)
 MAX_CACHED_TYPES = 256
-# Indices into the meta list stored under META (a list pickles smaller than a dict).
-_MAX_TS, _LAST_TS, _RS, _CLEANUP, _WAKEUPS, _RECENT, _USER = range(7)
+#: the event fields the engine itself reads from the events it stores (pattern buffers, recent events)
+ENGINE_FIELDS = frozenset({"event_id", "type"})
+# Indices into the meta list stored under META (a list pickles smaller than a dict). _TIMER (the newest
+# timer time this key has seen) was added after the first layout: a 7-item meta (older state) lacks it.
+_MAX_TS, _LAST_TS, _RS, _CLEANUP, _WAKEUPS, _RECENT, _USER, _TIMER = range(8)
+_NO_TIMER = -(1 << 62)
 _RANK_ACTION = {v: k for k, v in ACTION_RANK.items()}
 
 
@@ -131,6 +136,26 @@ class _Plan:
             else:
                 recheck_types.update(r.rule.event_types)
         self.recheck_types = None if recheck_types is None else frozenset(recheck_types)
+        # What is kept of an event in state: the fields the patterns' steps and the re-checked conditions
+        # read, plus the engine's own (docs/engine.md, "Bounded state"); None when a step reads whole events.
+        stored: set[str] | None = set(ENGINE_FIELDS)
+        for p in self.patterns:
+            for step in p.matcher.spec.steps:
+                fields = getattr(step.cond, "event_fields", None)
+                if stored is None or not isinstance(fields, frozenset):
+                    stored = None
+                    break
+                stored.update(fields)
+        if stored is not None:
+            for r in self.recheck:
+                assert r.rule.when is not None
+                fields = r.rule.when.event_fields
+                if fields is None:
+                    stored = None
+                    break
+                stored.update(fields)
+        self.stored_fields: frozenset[str] | None = None if stored is None else frozenset(stored)
+        self.project = make_projector(self.stored_fields)
         self.by_type: dict[str, _TypePlan] = {}
 
     def for_type(self, etype: str) -> _TypePlan:
@@ -207,6 +232,8 @@ class Engine:
         self._plan = _Plan(ruleset, lateness)
         #: partial matches (or buffered events) dropped by the pattern bounds, over all keys
         self.pattern_overflow = 0
+        #: events decided too late to be recorded (docs/engine.md, "Out-of-order events"), over all keys
+        self.too_late = 0
 
     # ------------------------------------------------------------------------------------------ rules
     @property
@@ -259,7 +286,7 @@ class Engine:
         meta = get(META)
         timers: list[int] = []
         if meta is None:
-            meta = [ts, ts, plan.version, None, [], [], user_id]
+            meta = [ts, ts, plan.version, None, [], [], user_id, _NO_TIMER]
         else:
             if meta[_RS] != plan.version:
                 self._release_stale(state, plan, meta)
@@ -267,15 +294,22 @@ class Engine:
             if ttl is not None and ts >= meta[_LAST_TS] + ttl and ts >= meta[_MAX_TS]:
                 # Silent for longer than the TTL (its timer may not have fired yet): start from zero.
                 self._clear(state)
-                meta = [ts, ts, plan.version, None, [], [], user_id]
+                meta = [ts, ts, plan.version, None, [], [], user_id, _NO_TIMER]
         late = ts < meta[_MAX_TS]
+        # Too late (docs/engine.md, "Out-of-order events"): more than `lateness` behind the key's newest
+        # event, or behind a timer the key has already seen. Decided, but recorded nowhere.
+        too_late = late and (ts < meta[_MAX_TS] - self.lateness or (len(meta) > _TIMER and ts < meta[_TIMER]))
         etype = event.get("type")
         tp = plan.by_type.get(etype) or plan.for_type(etype if isinstance(etype, str) else "")  # type: ignore[arg-type]
 
         # Features: each definition once, shared by every rule using it.
         # An unchanged value is not written back (in Flink, every put pickles and writes to RocksDB).
         values: dict[str, Any] = {}
-        for key, feature in tp.features:
+        if too_late:
+            self.too_late += 1
+            for key, feature in tp.features:
+                values[key] = feature.peek(get(key), event, ts)
+        for key, feature in () if too_late else tp.features:
             stored = get(key)
             value, new, changed = feature.update(stored, event, ts)
             if new is None:
@@ -285,12 +319,13 @@ class Engine:
                 put(key, new)
             values[key] = value
 
-        # Patterns.
+        # Patterns: fed what state may keep of the event (projected, strings capped), never a too-late one.
         matches: dict[str, tuple[Any, ...]] = {}
-        for pp in tp.patterns:
-            ev = event
+        proj = plan.project(event) if tp.patterns and not too_late else event
+        for pp in () if too_late else tp.patterns:
+            ev = proj
             if pp.stamp:
-                ev = dict(event)
+                ev = dict(proj)
                 ev[FEATURES_FIELD] = {name: values[key] for name, key in pp.stamp}
             stored = get(pp.key)
             new, hits, wakeup, overflow, _ = pp.matcher.process(stored, ev, ts)
@@ -354,11 +389,11 @@ class Engine:
                 )
 
         # Late events: re-check condition rules on later events already decided (see docs/engine.md).
-        if self.lateness and plan.recheck:
+        if self.lateness and plan.recheck and not too_late:
             if late:
                 alerts.extend(self._recheck(get, plan, meta, event, ts))
             if plan.recheck_types is None or etype in plan.recheck_types:
-                self._remember(meta, event, ts, fired, shadow)
+                self._remember(meta, proj if proj is not event else plan.project(event), ts, fired, shadow)
 
         if ts > meta[_MAX_TS]:
             meta[_MAX_TS] = ts
@@ -377,6 +412,7 @@ class Engine:
             shadow=shadow,
             ruleset_version=plan.version,
             late=late,
+            too_late=too_late,
         )
         return Result(decision, alerts, timers)
 
@@ -402,6 +438,12 @@ class Engine:
         if ttl is not None and ts >= meta[_LAST_TS] + ttl:
             self._clear(state)
             return Result(None, [], [])
+        # Event time reached ts for this key: an event older than ts is too late from now on (as the
+        # patterns' own watermark says), for the features as well.
+        if len(meta) <= _TIMER:
+            meta.append(ts)
+        elif ts > meta[_TIMER]:
+            meta[_TIMER] = ts
         cleanup = meta[_CLEANUP] is not None and ts >= meta[_CLEANUP]
         due = {key for at, key in meta[_WAKEUPS] if at <= ts}
         meta[_WAKEUPS] = [w for w in meta[_WAKEUPS] if w[0] > ts]

@@ -486,10 +486,19 @@ class Engine:
 
     # ------------------------------------------------------------------------------------------ helpers
     def _want_wakeup(self, meta: list[Any], ts: int, key: str, timers: list[int]) -> None:
+        """Remember a pattern's wake-up: one entry per pattern, its earliest pending deadline (bounded state).
+
+        A pattern always reports its earliest pending deadline, so an older entry of the same pattern is
+        stale: its timer, if it fires, finds nothing due for that pattern (harmless), and a later deadline
+        is reported again once this one has passed.
+        """
         wakeups = meta[_WAKEUPS]
-        for at, k in wakeups:
-            if at == ts and k == key:
-                return
+        for i, (at, k) in enumerate(wakeups):
+            if k == key:
+                if at == ts:
+                    return
+                del wakeups[i]
+                break
         wakeups.append([ts, key])
         timers.append(ts)
 

@@ -463,6 +463,11 @@ class PatternMatcher:
         dropped = self._prune_buffer(st) if self._lateness else 0
         return self._result(st, matches, dropped)
 
+    @property
+    def max_buffer(self) -> int:
+        """The most events buffered per key for late events."""
+        return self._max_buffer
+
     @staticmethod
     def overflow(stored: Any) -> int:
         """Partial matches and buffered events dropped for this key so far (0 for an empty state)."""

@@ -16,8 +16,9 @@ Two measures, both decided when a rule set is compiled, not per event:
   :data:`MAX_STORED_STRING` characters unless that string is literally a token). What changes for a stored
   long string: its length, ``endswith``/``contains`` on the part after the prefix, ordering comparisons, and
   ``lower``/``upper`` (the digest is of the original). A list or dict value is kept when it is small (at most
-  :data:`MAX_STORED_ITEMS` scalars, :data:`MAX_STORED_DEPTH` levels, strings capped), else replaced by a
-  token of the same form built from its pickled bytes (equal only to an identical container).
+  :data:`MAX_STORED_ITEMS` values in all, containers and keys included, :data:`MAX_STORED_DEPTH` levels,
+  :data:`MAX_STORED_STRING` characters of strings in all), else replaced by a token ``<list>…#<digest>``
+  built from its pickled bytes (equal only to an identical container; ``len`` and fields are lost).
 
 :data:`MAX_STORED_STRING` is 256, the longest ``event_id``/``user_id``/``type`` the door accepts
 (:data:`riskctl.core.events.MAX_ID_LENGTH`), so a validated id is never changed.
@@ -34,7 +35,8 @@ from typing import Any
 MAX_STORED_STRING = 256
 #: characters of the original string kept at the start of its token
 STORED_PREFIX = 64
-#: a list/dict value is stored as is only with at most this many scalars in all...
+#: a list/dict value is stored as is only with at most this many values in all (containers, keys and
+#: scalars counted; strings holding at most MAX_STORED_STRING characters in all)...
 MAX_STORED_ITEMS = 16
 #: ...and at most this many levels of nesting; beyond either it is stored as a token
 MAX_STORED_DEPTH = 4
@@ -62,8 +64,7 @@ def stored_value(value: Any) -> Any:
         return value if len(value) <= MAX_STORED_STRING else stored_string(value)
     if t in _SCALARS:
         return value
-    budget = [MAX_STORED_ITEMS]
-    small = _small_copy(value, MAX_STORED_DEPTH, budget)
+    small = _small_copy(value, MAX_STORED_DEPTH, [MAX_STORED_ITEMS, MAX_STORED_STRING])
     if small is not _TOO_BIG:
         return small
     try:
@@ -77,34 +78,34 @@ _TOO_BIG = object()
 
 
 def _small_copy(value: Any, depth: int, budget: list[int]) -> Any:
-    """A copy with strings capped, or _TOO_BIG past the item or depth budget (walks at most the budget)."""
+    """A copy, or _TOO_BIG past the budget: ``budget`` = [nodes left, string characters left]."""
+    budget[0] -= 1
+    if budget[0] < 0:
+        return _TOO_BIG
     t = type(value)
     if t is str:
-        budget[0] -= 1
-        return value if len(value) <= MAX_STORED_STRING else stored_string(value)
+        budget[1] -= len(value)
+        return _TOO_BIG if budget[1] < 0 else value
     if t in _SCALARS:
-        budget[0] -= 1
         return value
-    if budget[0] <= 0 or depth <= 0:
+    if depth <= 0:
         return _TOO_BIG
     if isinstance(value, Mapping):
         out: dict[Any, Any] = {}
         for k, v in value.items():
-            if budget[0] <= 0:
-                return _TOO_BIG
             key = _small_copy(k, depth - 1, budget)
+            if key is _TOO_BIG:
+                return _TOO_BIG
             item = _small_copy(v, depth - 1, budget)
-            if key is _TOO_BIG or item is _TOO_BIG or budget[0] < 0:
+            if item is _TOO_BIG:
                 return _TOO_BIG
             out[key] = item
         return out
     if isinstance(value, list | tuple):
         items: list[Any] = []
         for v in value:
-            if budget[0] <= 0:
-                return _TOO_BIG
             item = _small_copy(v, depth - 1, budget)
-            if item is _TOO_BIG or budget[0] < 0:
+            if item is _TOO_BIG:
                 return _TOO_BIG
             items.append(item)
         return items if t is list else tuple(items)

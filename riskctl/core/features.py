@@ -24,7 +24,10 @@ Common rules, all kinds
   is out.
 * Lateness: `compile_feature(spec, lateness=L)` keeps `window + L` ms of history behind the newest recorded
   event, so an event up to `L` ms older than the newest one gets its exact value and lands in the right place.
-  An older one still gets a value, from what is left plus itself, but is not kept.
+  An older one is *too late* (docs/engine.md): the engine does not call `update` for it but `peek`, which
+  gives its value over what is stored, without recording it (nor counting it in its own value).
+* Stored strings are capped: a `distinct_count` or `first_seen` value longer than
+  `riskctl.core.stored.MAX_STORED_STRING` characters is kept (and compared) as a fixed-size token.
 
 Kinds
 -----

@@ -49,7 +49,8 @@ Semantics (all on event-time order; ties keep arrival order):
   not reported before are reported with ``completed_by="late"``. Matches already reported are never retracted
   nor reported twice. An event more than ``lateness`` older than the newest, or older than the time of an
   :meth:`~PatternMatcher.on_timer` call, is *too late*: it is ignored and counted (``too_late``). With
-  ``lateness == 0`` (the default) no buffer is kept.
+  ``lateness == 0`` (the default) no buffer is kept. (The engine applies the same test per key before any
+  feature or pattern sees an event, and feeds no too-late event: see docs/engine.md.)
 - **Bounds.** At most ``max_partial`` partial matches per key: overflow drops the oldest and is counted in
   the state (:meth:`PatternMatcher.overflow`) and in :attr:`PatternResult.overflow`. The late-event buffer
   keeps only events a late event could still match with (those of the last ``lateness`` ms, and those since

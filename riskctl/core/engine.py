@@ -81,6 +81,27 @@ def _filter_types(spec: FeatureSpec) -> frozenset[str] | None:
     return CompiledExpression(spec.filter_text).event_types
 
 
+def _stored_fields(ruleset: RuleSet) -> frozenset[str] | None:
+    """What is kept of an event in state: the fields the patterns' steps and the re-checked conditions read,
+    plus the engine's own (docs/engine.md, "Bounded state"); None when a step reads whole events."""
+    stored = set(ENGINE_FIELDS)
+    for rule in ruleset.rules:
+        if rule.status == "disabled":
+            continue
+        if rule.sequence is not None:
+            for step in rule.sequence.steps:
+                fields = getattr(step.cond, "event_fields", None)
+                if not isinstance(fields, frozenset):
+                    return None
+                stored.update(fields)
+        elif rule.when is not None and all(spec.kind in WINDOWED_KINDS for spec in rule.features.values()):
+            # a condition rule the late re-check evaluates again on remembered events
+            if rule.when.event_fields is None:
+                return None
+            stored.update(rule.when.event_fields)
+    return frozenset(stored)
+
+
 class _Plan:
     """Everything compiled from one rule set; replaced as a whole on a rule update (never mutated after)."""
 
@@ -91,6 +112,8 @@ class _Plan:
         feature_types: dict[str, frozenset[str] | None] = {}
         rules: list[_RulePlan] = []
         patterns: list[_PatternPlan] = []
+        self.stored_fields = _stored_fields(ruleset)
+        self.project = make_projector(self.stored_fields)
         for rule in ruleset.rules:
             if rule.status == "disabled":
                 continue
@@ -103,7 +126,11 @@ class _Plan:
                 fmap.append((name, key))
             if rule.sequence is not None:
                 stamp = tuple((n, k) for n, k in fmap if n in rule.step_features)
-                matcher = PatternMatcher(rule.sequence, lateness=lateness)
+                fields = self.stored_fields
+                if stamp and fields is not None:
+                    fields = fields | {FEATURES_FIELD}
+                project = self.project if not stamp else make_projector(fields)
+                matcher = PatternMatcher(rule.sequence, lateness=lateness, project=project)
                 patterns.append(
                     _PatternPlan(rule.sequence.state_key, rule.id, matcher, stamp, rule.event_types)
                 )
@@ -136,26 +163,6 @@ class _Plan:
             else:
                 recheck_types.update(r.rule.event_types)
         self.recheck_types = None if recheck_types is None else frozenset(recheck_types)
-        # What is kept of an event in state: the fields the patterns' steps and the re-checked conditions
-        # read, plus the engine's own (docs/engine.md, "Bounded state"); None when a step reads whole events.
-        stored: set[str] | None = set(ENGINE_FIELDS)
-        for p in self.patterns:
-            for step in p.matcher.spec.steps:
-                fields = getattr(step.cond, "event_fields", None)
-                if stored is None or not isinstance(fields, frozenset):
-                    stored = None
-                    break
-                stored.update(fields)
-        if stored is not None:
-            for r in self.recheck:
-                assert r.rule.when is not None
-                fields = r.rule.when.event_fields
-                if fields is None:
-                    stored = None
-                    break
-                stored.update(fields)
-        self.stored_fields: frozenset[str] | None = None if stored is None else frozenset(stored)
-        self.project = make_projector(self.stored_fields)
         self.by_type: dict[str, _TypePlan] = {}
 
     def for_type(self, etype: str) -> _TypePlan:
@@ -319,13 +326,12 @@ class Engine:
                 put(key, new)
             values[key] = value
 
-        # Patterns: fed what state may keep of the event (projected, strings capped), never a too-late one.
+        # Patterns (each keeps only the projection of the events it stores); never fed a too-late event.
         matches: dict[str, tuple[Any, ...]] = {}
-        proj = plan.project(event) if tp.patterns and not too_late else event
         for pp in () if too_late else tp.patterns:
-            ev = proj
+            ev = event
             if pp.stamp:
-                ev = dict(proj)
+                ev = dict(event)
                 ev[FEATURES_FIELD] = {name: values[key] for name, key in pp.stamp}
             stored = get(pp.key)
             new, hits, wakeup, overflow, _ = pp.matcher.process(stored, ev, ts)
@@ -393,7 +399,7 @@ class Engine:
             if late:
                 alerts.extend(self._recheck(get, plan, meta, event, ts))
             if plan.recheck_types is None or etype in plan.recheck_types:
-                self._remember(meta, proj if proj is not event else plan.project(event), ts, fired, shadow)
+                self._remember(meta, plan.project(event), ts, fired, shadow)
 
         if ts > meta[_MAX_TS]:
             meta[_MAX_TS] = ts

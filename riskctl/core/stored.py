@@ -125,16 +125,22 @@ def make_projector(fields: Collection[str] | None) -> Projector:
         return project_all
     keep = tuple(sorted(fields))
     cap = MAX_STORED_STRING
+    missing = _TOO_BIG
 
     def project(event: Mapping[str, Any]) -> dict[str, Any]:
-        out = {k: event[k] for k in keep if k in event}
-        for k, v in out.items():
+        out = {}
+        get = event.get
+        for k in keep:
+            v = get(k, missing)
+            if v is missing:
+                continue
             t = type(v)
             if t is str:
                 if len(v) > cap:
-                    out[k] = stored_string(v)
+                    v = stored_string(v)
             elif t is not int and t is not bool and t is not float and v is not None:
-                out[k] = stored_value(v)
+                v = stored_value(v)
+            out[k] = v
         return out
 
     return project

@@ -113,7 +113,10 @@ class _Plan:
         rules: list[_RulePlan] = []
         patterns: list[_PatternPlan] = []
         self.stored_fields = _stored_fields(ruleset)
-        self.project = make_projector(self.stored_fields)
+        #: [event, its projection]: one projection per event, shared by the patterns and the late re-check;
+        #: Engine.process clears it when the event is done
+        self.memo: list[Any] = [None, None]
+        self.project = make_projector(self.stored_fields, memo=self.memo)
         for rule in ruleset.rules:
             if rule.status == "disabled":
                 continue
@@ -126,10 +129,12 @@ class _Plan:
                 fmap.append((name, key))
             if rule.sequence is not None:
                 stamp = tuple((n, k) for n, k in fmap if n in rule.step_features)
-                fields = self.stored_fields
-                if stamp and fields is not None:
-                    fields = fields | {FEATURES_FIELD}
-                project = self.project if not stamp else make_projector(fields)
+                project = self.project
+                if stamp:  # the stamped features: values the engine computed, kept as they are
+                    fields = self.stored_fields
+                    project = make_projector(
+                        None if fields is None else fields | {FEATURES_FIELD}, trusted=(FEATURES_FIELD,)
+                    )
                 matcher = PatternMatcher(rule.sequence, lateness=lateness, project=project)
                 patterns.append(
                     _PatternPlan(rule.sequence.state_key, rule.id, matcher, stamp, rule.event_types)
@@ -286,6 +291,7 @@ class Engine:
     def process(self, state: KeyedState, event: Mapping[str, Any]) -> Result:
         """Decide one (validated) event of the key whose state is ``state``."""
         plan = self._plan
+        plan.memo[0] = None  # (also cleared at the end; here too in case a previous call raised)
         get, put, pop = _accessors(state)
         ts: int = event["ts"]
         user_id = event["user_id"]
@@ -408,6 +414,7 @@ class Engine:
         if meta[_CLEANUP] is None:
             self._schedule_cleanup(get, plan, meta, timers)
         put(META, meta)
+        plan.memo[0] = None  # the caller may reuse this dict for its next event
         decision = Decision(
             event_id=event_id,
             user_id=user_id,

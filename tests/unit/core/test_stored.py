@@ -17,6 +17,7 @@ from riskctl.core.expr import CompiledExpression, compile_step_condition
 from riskctl.core.features import FeatureSpec, compile_feature
 from riskctl.core.rules import load_rules, load_rules_text
 from riskctl.core.runner import LocalRunner
+from riskctl.core.state import InMemoryKeyedState
 from riskctl.core.stored import (
     MAX_STORED_STRING,
     TOKEN_LENGTH,
@@ -144,6 +145,29 @@ sequence:
         [{**base, "event_id": "t", "type": "transfer", "ts": T0 + 1, "ua": "Mozilla/" + "x" * 10 * KIB}]
     )
     assert [r.action for r in out if r.__class__.__name__ == "Decision"] == ["REVIEW"]
+
+
+def test_a_dict_reused_for_the_next_event_is_projected_afresh() -> None:
+    rules = load_rules_text(
+        """
+id: two_fails
+action: REJECT
+sequence:
+  within: 1m
+  steps:
+    - {name: a, when: "event.type == 'login' and event.success == false", times: 2}
+"""
+    )
+    engine = Engine(rules, lateness=1_000)
+    state = InMemoryKeyedState()
+    event: dict[str, Any] = {"user_id": "u", "type": "login", "success": False}
+    actions = []
+    for i in range(2):  # one dict, changed in place between calls (a caller reusing its buffer)
+        event.update(event_id=f"e{i}", ts=T0 + i)
+        actions.append(engine.process(state, event).decision)
+    last = actions[-1]
+    assert last is not None and last.action == "REJECT"
+    assert last.rules[0].evidence["match"]["steps"] == {"a": ["e0", "e1"]}
 
 
 # ---------------------------------------------------------------------------------------- the bound

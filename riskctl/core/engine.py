@@ -129,12 +129,8 @@ class _Plan:
                 fmap.append((name, key))
             if rule.sequence is not None:
                 stamp = tuple((n, k) for n, k in fmap if n in rule.step_features)
-                project = self.project
-                if stamp:  # the stamped features: values the engine computed, kept as they are
-                    fields = self.stored_fields
-                    project = make_projector(
-                        None if fields is None else fields | {FEATURES_FIELD}, trusted=(FEATURES_FIELD,)
-                    )
+                # A pattern with stamped features gets an event already projected (see process).
+                project = None if stamp else self.project
                 matcher = PatternMatcher(rule.sequence, lateness=lateness, project=project)
                 patterns.append(
                     _PatternPlan(rule.sequence.state_key, rule.id, matcher, stamp, rule.event_types)
@@ -333,11 +329,12 @@ class Engine:
             values[key] = value
 
         # Patterns (each keeps only the projection of the events it stores); never fed a too-late event.
+        # One whose steps read features gets a copy of the projection with the values stamped on it.
         matches: dict[str, tuple[Any, ...]] = {}
         for pp in () if too_late else tp.patterns:
             ev = event
             if pp.stamp:
-                ev = dict(event)
+                ev = dict(plan.project(event))
                 ev[FEATURES_FIELD] = {name: values[key] for name, key in pp.stamp}
             stored = get(pp.key)
             new, hits, wakeup, overflow, _ = pp.matcher.process(stored, ev, ts)

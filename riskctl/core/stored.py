@@ -115,29 +115,20 @@ def _small_copy(value: Any, depth: int, budget: list[int]) -> Any:
 Projector = Callable[[Mapping[str, Any]], dict[str, Any]]
 
 
-def make_projector(
-    fields: Collection[str] | None, *, trusted: Collection[str] = (), memo: list[Any] | None = None
-) -> Projector:
+def make_projector(fields: Collection[str] | None, *, memo: list[Any] | None = None) -> Projector:
     """A function copying the given top-level fields of an event, each value capped (None: every field).
 
-    ``trusted`` fields are copied as they are: values the engine itself puts on the event it hands to a
-    pattern (the features stamped for its steps: numbers, booleans, None), not data from the record.
     ``memo``, a list ``[event, projection]``, makes the function answer the same projection again for the
     same event object (the engine hands one event to several patterns and to the late re-check); its owner
     clears ``memo[0]`` once that event is done with (a caller may reuse and change a dict for its next event).
     """
-    trusted_keys = frozenset(trusted)
     if fields is None:
 
         def project_all(event: Mapping[str, Any]) -> dict[str, Any]:
-            return {
-                k if k in trusted_keys else stored_value(k): v if k in trusted_keys else stored_value(v)
-                for k, v in event.items()
-            }
+            return {stored_value(k): stored_value(v) for k, v in event.items()}
 
         return project_all
-    keep = tuple(sorted(set(fields) - trusted_keys))
-    keep_as_is = tuple(sorted(trusted_keys))
+    keep = tuple(sorted(fields))
     cap = MAX_STORED_STRING
     missing = _TOO_BIG
     last: list[Any] = memo if memo is not None else [None, None]
@@ -158,10 +149,6 @@ def make_projector(
             elif t is not int and t is not bool and t is not float and v is not None:
                 v = stored_value(v)
             out[k] = v
-        for k in keep_as_is:
-            v = get(k, missing)
-            if v is not missing:
-                out[k] = v
         if memo is not None:
             last[0] = event
             last[1] = out

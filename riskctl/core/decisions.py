@@ -8,7 +8,8 @@ Decision (``"kind": "decision"``): ``event_id``, ``user_id``, ``type`` (event ty
 priority),
 ``shadow`` (hits of shadow rules: recorded, never change the action), ``ruleset_version``, ``late`` (the
 event was
-older than one already seen for this user).
+older than one already seen for this user), ``too_late`` (more than the allowed lateness behind: recorded
+by no feature and no pattern, see docs/engine.md; a field added after the first release, always present).
 
 Each fired rule (``FiredRule``): ``id``, ``version``, ``action``, ``evidence`` = ``{"features": {name:
 value}}``
@@ -66,6 +67,7 @@ class Decision:
     shadow: list[FiredRule]
     ruleset_version: str
     late: bool = False
+    too_late: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready record."""
@@ -80,6 +82,7 @@ class Decision:
             "shadow": [r.to_dict() for r in self.shadow],
             "ruleset_version": self.ruleset_version,
             "late": self.late,
+            "too_late": self.too_late,
         }
 
 

@@ -29,6 +29,7 @@ from riskctl.core.features import WINDOWED_KINDS, Feature, FeatureSpec, compile_
 from riskctl.core.patterns import PatternMatcher
 from riskctl.core.rules import ACTION_RANK, Rule, RuleSet, parse_rule
 from riskctl.core.state import InMemoryKeyedState, KeyedState
+from riskctl.core.stored import make_projector
 
 META = "_engine"
 DEFAULT_STATE_TTL = 24 * 3_600_000
@@ -36,8 +37,12 @@ DEFAULT_STATE_TTL = 24 * 3_600_000
 RECENT_CAP = 32
 #: event types with a cached dispatch plan (more distinct types are planned per event, not cached)
 MAX_CACHED_TYPES = 256
-# Indices into the meta list stored under META (a list pickles smaller than a dict).
-_MAX_TS, _LAST_TS, _RS, _CLEANUP, _WAKEUPS, _RECENT, _USER = range(7)
+#: the event fields the engine itself reads from the events it stores (pattern buffers, recent events)
+ENGINE_FIELDS = frozenset({"event_id", "type"})
+# Indices into the meta list stored under META (a list pickles smaller than a dict). _TIMER (the newest
+# timer time this key has seen) was added after the first layout: a 7-item meta (older state) lacks it.
+_MAX_TS, _LAST_TS, _RS, _CLEANUP, _WAKEUPS, _RECENT, _USER, _TIMER = range(8)
+_NO_TIMER = -(1 << 62)
 _RANK_ACTION = {v: k for k, v in ACTION_RANK.items()}
 
 
@@ -76,6 +81,27 @@ def _filter_types(spec: FeatureSpec) -> frozenset[str] | None:
     return CompiledExpression(spec.filter_text).event_types
 
 
+def _stored_fields(ruleset: RuleSet) -> frozenset[str] | None:
+    """What is kept of an event in state: the fields the patterns' steps and the re-checked conditions read,
+    plus the engine's own (docs/engine.md, "Bounded state"); None when a step reads whole events."""
+    stored = set(ENGINE_FIELDS)
+    for rule in ruleset.rules:
+        if rule.status == "disabled":
+            continue
+        if rule.sequence is not None:
+            for step in rule.sequence.steps:
+                fields = getattr(step.cond, "event_fields", None)
+                if not isinstance(fields, frozenset):
+                    return None
+                stored.update(fields)
+        elif rule.when is not None and all(spec.kind in WINDOWED_KINDS for spec in rule.features.values()):
+            # a condition rule the late re-check evaluates again on remembered events
+            if rule.when.event_fields is None:
+                return None
+            stored.update(rule.when.event_fields)
+    return frozenset(stored)
+
+
 class _Plan:
     """Everything compiled from one rule set; replaced as a whole on a rule update (never mutated after)."""
 
@@ -86,6 +112,11 @@ class _Plan:
         feature_types: dict[str, frozenset[str] | None] = {}
         rules: list[_RulePlan] = []
         patterns: list[_PatternPlan] = []
+        self.stored_fields = _stored_fields(ruleset)
+        #: [event, its projection]: one projection per event, shared by the patterns and the late re-check;
+        #: Engine.process clears it when the event is done
+        self.memo: list[Any] = [None, None]
+        self.project = make_projector(self.stored_fields, memo=self.memo)
         for rule in ruleset.rules:
             if rule.status == "disabled":
                 continue
@@ -98,7 +129,9 @@ class _Plan:
                 fmap.append((name, key))
             if rule.sequence is not None:
                 stamp = tuple((n, k) for n, k in fmap if n in rule.step_features)
-                matcher = PatternMatcher(rule.sequence, lateness=lateness)
+                # A pattern with stamped features gets an event already projected (see process).
+                project = None if stamp else self.project
+                matcher = PatternMatcher(rule.sequence, lateness=lateness, project=project)
                 patterns.append(
                     _PatternPlan(rule.sequence.state_key, rule.id, matcher, stamp, rule.event_types)
                 )
@@ -210,6 +243,8 @@ class Engine:
         #: the rule whose pattern or condition process() is evaluating: after process() raised, the rule
         #: that failed (None when it failed elsewhere); read by the guards of the job and of replay
         self.current_rule: str | None = None
+        #: events decided too late to be recorded (docs/engine.md, "Out-of-order events"), over all keys
+        self.too_late = 0
 
     # ------------------------------------------------------------------------------------------ rules
     @property
@@ -256,6 +291,7 @@ class Engine:
         """Decide one (validated) event of the key whose state is ``state``."""
         plan = self._plan
         self.current_rule = None
+        plan.memo[0] = None  # (also cleared at the end; here too in case a previous call raised)
         get, put, pop = _accessors(state)
         ts: int = event["ts"]
         user_id = event["user_id"]
@@ -263,7 +299,7 @@ class Engine:
         meta = get(META)
         timers: list[int] = []
         if meta is None:
-            meta = [ts, ts, plan.version, None, [], [], user_id]
+            meta = [ts, ts, plan.version, None, [], [], user_id, _NO_TIMER]
         else:
             if meta[_RS] != plan.version:
                 self._release_stale(state, plan, meta)
@@ -271,15 +307,22 @@ class Engine:
             if ttl is not None and ts >= meta[_LAST_TS] + ttl and ts >= meta[_MAX_TS]:
                 # Silent for longer than the TTL (its timer may not have fired yet): start from zero.
                 self._clear(state)
-                meta = [ts, ts, plan.version, None, [], [], user_id]
+                meta = [ts, ts, plan.version, None, [], [], user_id, _NO_TIMER]
         late = ts < meta[_MAX_TS]
+        # Too late (docs/engine.md, "Out-of-order events"): more than `lateness` behind the key's newest
+        # event, or behind a timer the key has already seen. Decided, but recorded nowhere.
+        too_late = late and (ts < meta[_MAX_TS] - self.lateness or (len(meta) > _TIMER and ts < meta[_TIMER]))
         etype = event.get("type")
         tp = plan.by_type.get(etype) or plan.for_type(etype if isinstance(etype, str) else "")  # type: ignore[arg-type]
 
         # Features: each definition once, shared by every rule using it.
         # An unchanged value is not written back (in Flink, every put pickles and writes to RocksDB).
         values: dict[str, Any] = {}
-        for key, feature in tp.features:
+        if too_late:
+            self.too_late += 1
+            for key, feature in tp.features:
+                values[key] = feature.peek(get(key), event, ts)
+        for key, feature in () if too_late else tp.features:
             stored = get(key)
             value, new, changed = feature.update(stored, event, ts)
             if new is None:
@@ -289,13 +332,14 @@ class Engine:
                 put(key, new)
             values[key] = value
 
-        # Patterns.
+        # Patterns (each keeps only the projection of the events it stores); never fed a too-late event.
+        # One whose steps read features gets a copy of the projection with the values stamped on it.
         matches: dict[str, tuple[Any, ...]] = {}
-        for pp in tp.patterns:
+        for pp in () if too_late else tp.patterns:
             self.current_rule = pp.rule_id
             ev = event
             if pp.stamp:
-                ev = dict(event)
+                ev = dict(plan.project(event))
                 ev[FEATURES_FIELD] = {name: values[key] for name, key in pp.stamp}
             stored = get(pp.key)
             new, hits, wakeup, overflow, _ = pp.matcher.process(stored, ev, ts)
@@ -361,11 +405,11 @@ class Engine:
 
         self.current_rule = None
         # Late events: re-check condition rules on later events already decided (see docs/engine.md).
-        if self.lateness and plan.recheck:
+        if self.lateness and plan.recheck and not too_late:
             if late:
                 alerts.extend(self._recheck(get, plan, meta, event, ts))
             if plan.recheck_types is None or etype in plan.recheck_types:
-                self._remember(meta, event, ts, fired, shadow)
+                self._remember(meta, plan.project(event), ts, fired, shadow)
 
         if ts > meta[_MAX_TS]:
             meta[_MAX_TS] = ts
@@ -374,6 +418,7 @@ class Engine:
         if meta[_CLEANUP] is None:
             self._schedule_cleanup(get, plan, meta, timers)
         put(META, meta)
+        plan.memo[0] = None  # the caller may reuse this dict for its next event
         decision = Decision(
             event_id=event_id,
             user_id=user_id,
@@ -384,6 +429,7 @@ class Engine:
             shadow=shadow,
             ruleset_version=plan.version,
             late=late,
+            too_late=too_late,
         )
         return Result(decision, alerts, timers)
 
@@ -409,6 +455,12 @@ class Engine:
         if ttl is not None and ts >= meta[_LAST_TS] + ttl:
             self._clear(state)
             return Result(None, [], [])
+        # Event time reached ts for this key: an event older than ts is too late from now on (as the
+        # patterns' own watermark says), for the features as well.
+        if len(meta) <= _TIMER:
+            meta.append(ts)
+        elif ts > meta[_TIMER]:
+            meta[_TIMER] = ts
         cleanup = meta[_CLEANUP] is not None and ts >= meta[_CLEANUP]
         due = {key for at, key in meta[_WAKEUPS] if at <= ts}
         meta[_WAKEUPS] = [w for w in meta[_WAKEUPS] if w[0] > ts]
@@ -451,10 +503,19 @@ class Engine:
 
     # ------------------------------------------------------------------------------------------ helpers
     def _want_wakeup(self, meta: list[Any], ts: int, key: str, timers: list[int]) -> None:
+        """Remember a pattern's wake-up: one entry per pattern, its earliest pending deadline (bounded state).
+
+        A pattern always reports its earliest pending deadline, so an older entry of the same pattern is
+        stale: its timer, if it fires, finds nothing due for that pattern (harmless), and a later deadline
+        is reported again once this one has passed.
+        """
         wakeups = meta[_WAKEUPS]
-        for at, k in wakeups:
-            if at == ts and k == key:
-                return
+        for i, (at, k) in enumerate(wakeups):
+            if k == key:
+                if at == ts:
+                    return
+                del wakeups[i]
+                break
         wakeups.append([ts, key])
         timers.append(ts)
 

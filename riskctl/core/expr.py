@@ -579,6 +579,8 @@ class _Compiler:
         self.feature_source = feature_source
         self.used_features: set[str] = set()
         self.used_steps: set[str] = set()
+        # top-level event fields read (of the event or of a step's events); None: a whole event is a value
+        self.event_fields: set[str] | None = set()
 
     def names(self) -> list[str]:
         return ["event", *sorted(self.features), *sorted(self.steps)]
@@ -667,6 +669,8 @@ class _Compiler:
             cur = cur.obj
         path.reverse()
         fields = tuple(path)
+        if self.event_fields is not None:
+            self.event_fields.add(fields[0])
         if isinstance(cur, _Name) and cur.name == "event":
             if len(fields) == 1:
                 key = fields[0]
@@ -683,7 +687,10 @@ class _Compiler:
         if isinstance(cur, _Name) and cur.name in self.features and cur.name not in self.steps:
             msg = f"feature {cur.name!r} is a value and has no field {fields[0]!r}"
             raise _err(msg, node.pos)
+        known = self.event_fields
         root = self.compile(cur)
+        if isinstance(cur, _Call) and cur.name in ("first", "last"):
+            self.event_fields = known  # first(s).f reads field f of an event, not the whole event
         if root.step is not None:
             step = root.step
 
@@ -1048,6 +1055,9 @@ class _Compiler:
         if name in ("first", "last"):
             index = 0 if name == "first" else -1
 
+            if not path:
+                self.event_fields = None  # the whole event is a value: every field may matter
+
             def pick(e: Any, c: Any) -> Any:
                 events = c.get(step)
                 if not events:
@@ -1303,7 +1313,7 @@ class CompiledExpression:
     Pickling ships the text and recompiles it (a closure cannot be pickled, and text is small and safe).
     """
 
-    __slots__ = ("text", "fn", "features", "steps", "constant", "event_types", "_params")
+    __slots__ = ("text", "fn", "features", "steps", "constant", "event_types", "event_fields", "_params")
 
     def __init__(
         self,
@@ -1329,6 +1339,11 @@ class CompiledExpression:
         #: the expression can only be true for events whose ``type`` is one of these (None: any type); the
         #: engine uses it to skip work that cannot matter for an event
         self.event_types: frozenset[str] | None = c.types if self.constant is not False else frozenset()
+        #: the top-level event fields the expression can read (of the event or of steps' events), or None
+        #: when it cannot be known (a whole event used as a value, e.g. ``first(s) == last(s)``)
+        self.event_fields: frozenset[str] | None = (
+            None if comp.event_fields is None else frozenset(comp.event_fields)
+        )
 
     def test(self, event: Mapping[str, Any], ctx: Any = None) -> bool:
         """Evaluate to a bool."""
@@ -1356,6 +1371,7 @@ class CompiledExpression:
         try:
             fn.reads_steps = bool(self.steps)  # type: ignore[attr-defined]
             fn.event_types = self.event_types  # type: ignore[attr-defined]
+            fn.event_fields = self.event_fields  # type: ignore[attr-defined]
         except AttributeError:  # pragma: no cover - every compiled closure is a plain function
             pass
         return fn

@@ -24,7 +24,10 @@ Common rules, all kinds
   is out.
 * Lateness: `compile_feature(spec, lateness=L)` keeps `window + L` ms of history behind the newest recorded
   event, so an event up to `L` ms older than the newest one gets its exact value and lands in the right place.
-  An older one still gets a value, from what is left plus itself, but is not kept.
+  An older one is *too late* (docs/engine.md): the engine does not call `update` for it but `peek`, which
+  gives its value over what is stored, without recording it (nor counting it in its own value).
+* Stored strings are capped: a `distinct_count` or `first_seen` value longer than
+  `riskctl.core.stored.MAX_STORED_STRING` characters is kept (and compared) as a fixed-size token.
 
 Kinds
 -----
@@ -74,6 +77,7 @@ from dataclasses import field as dc_field
 from typing import Any
 
 from riskctl.core.errors import RuleError
+from riskctl.core.stored import MAX_STORED_STRING, stored_string
 
 Event = Mapping[str, Any]
 Filter = Callable[[Event], bool]
@@ -296,6 +300,11 @@ class Feature:
         """
         raise NotImplementedError
 
+    def peek(self, stored: Any, event: Event, ts: int) -> Any:
+        """The value for a *too late* event (docs/engine.md): as `evaluate` would give it if the event were
+        not recorded, whatever the filter says; `stored` is not changed."""
+        raise NotImplementedError
+
     def expire(self, stored: Any, now_ts: int) -> Any:
         """Drop what no event at `now_ts - lateness` or later can need; None when nothing is left."""
         raise NotImplementedError
@@ -344,6 +353,8 @@ class WindowedFeature(Feature):
         if self._kind == "count":
             return True, None
         if self._kind == "distinct_count":
+            if type(v) is str and len(v) > MAX_STORED_STRING:
+                v = stored_string(v)  # bounded state: a long value is kept as a fixed-size token
             return type(v) in _VALUE_TYPES and v == v, v
         return type(v) in _NUMBER_TYPES and v == v, v
 
@@ -377,6 +388,10 @@ class WindowedFeature(Feature):
             if not rts and not bix:
                 return value, None, True
         return value, stored, True
+
+    def peek(self, stored: Any, event: Event, ts: int) -> Any:
+        """The aggregate over `(ts - window, ts]` of what is stored, without the event itself."""
+        return self._empty if stored is None else self._query(stored, ts)
 
     def value_at(self, stored: Any, ts: int) -> Any:
         """The aggregate over `(ts - window, ts]` of what is stored now; records nothing, changes nothing."""
@@ -593,6 +608,10 @@ class LastNFeature(Feature):
             self._prune(stored, cutoff)
         return value, stored if tss else None, True
 
+    def peek(self, stored: Any, event: Event, ts: int) -> Any:
+        """The statistic over the last n stored events in `(ts - window, ts]`, without the event itself."""
+        return None if stored is None else self._stat(stored, ts)
+
     def _stat(self, stored: list[Any], ts: int) -> Any:
         tss, vals = stored
         if len(tss) < self.min_events:
@@ -649,6 +668,8 @@ class FirstSeenFeature(Feature):
         v = event.get(self._fld)
         if v is None or type(v) not in _VALUE_TYPES or v != v:
             return None, stored, False
+        if type(v) is str and len(v) > MAX_STORED_STRING:
+            v = stored_string(v)  # bounded state: a long value is kept as a fixed-size token
         flt = self._filter
         rec = flt is None or flt(event)
         if stored is None:
@@ -683,6 +704,19 @@ class FirstSeenFeature(Feature):
             changed = True
         return value, stored, changed
 
+    def peek(self, stored: Any, event: Event, ts: int) -> Any:
+        """Whether the value is new against what is stored (None: no usable value); records nothing."""
+        v = event.get(self._fld)
+        if v is None or type(v) not in _VALUE_TYPES or v != v:
+            return None
+        if type(v) is str and len(v) > MAX_STORED_STRING:
+            v = stored_string(v)
+        fl = None if stored is None else stored[1].get(v)
+        if fl is None:
+            return True
+        first, last = fl
+        return last <= ts - self.window if last <= ts else first > ts
+
     def _prune(self, stored: list[Any], cutoff: int) -> None:
         seen = stored[1]
         old = [v for v, (_, last) in seen.items() if last <= cutoff]
@@ -705,6 +739,13 @@ class FirstSeenFeature(Feature):
 
 class TimeSinceFeature(Feature):
     """Milliseconds since the previous recorded event within the horizon (see the module docstring)."""
+
+    def peek(self, stored: Any, event: Event, ts: int) -> Any:
+        """`ts` minus the newest stored ts in `(ts - window, ts]`, or None; records nothing."""
+        if not stored:
+            return None
+        hi = len(stored) if stored[-1] <= ts else bisect_right(stored, ts)
+        return ts - stored[hi - 1] if hi and stored[hi - 1] > ts - self.window else None
 
     def update(self, stored: Any, event: Event, ts: int) -> tuple[Any, Any, bool]:
         """`ts` minus the newest recorded ts in `(ts - window, ts]` recorded before this event, or None."""

@@ -49,7 +49,8 @@ Semantics (all on event-time order; ties keep arrival order):
   not reported before are reported with ``completed_by="late"``. Matches already reported are never retracted
   nor reported twice. An event more than ``lateness`` older than the newest, or older than the time of an
   :meth:`~PatternMatcher.on_timer` call, is *too late*: it is ignored and counted (``too_late``). With
-  ``lateness == 0`` (the default) no buffer is kept.
+  ``lateness == 0`` (the default) no buffer is kept. (The engine applies the same test per key before any
+  feature or pattern sees an event, and feeds no too-late event: see docs/engine.md.)
 - **Bounds.** At most ``max_partial`` partial matches per key: overflow drops the oldest and is counted in
   the state (:meth:`PatternMatcher.overflow`) and in :attr:`PatternResult.overflow`. The late-event buffer
   keeps only events a late event could still match with (those of the last ``lateness`` ms, and those since
@@ -323,13 +324,21 @@ class PatternMatcher:
         "_max_buffer",
         "_max_partial",
         "_names",
+        "_project",
         "_skip",
         "_steps",
         "_within",
         "spec",
     )
 
-    def __init__(self, spec: PatternSpec, *, lateness: int = 0, max_buffer: int = 1000) -> None:
+    def __init__(
+        self,
+        spec: PatternSpec,
+        *,
+        lateness: int = 0,
+        max_buffer: int = 1000,
+        project: Callable[[Event], Event] | None = None,
+    ) -> None:
         _check_ms(lateness, "lateness", "lateness", zero_ok=True)
         if isinstance(max_buffer, bool) or not isinstance(max_buffer, int) or max_buffer < 1:
             msg = f"max_buffer must be an int >= 1, got {max_buffer!r}"
@@ -337,6 +346,10 @@ class PatternMatcher:
         self.spec = spec
         self._lateness = lateness
         self._max_buffer = max_buffer
+        # What the state keeps of an event (the engine's projection: the fields the rules read, strings
+        # capped); applied only to events that are stored or advance a match, and before any condition
+        # that may compare them with stored ones, so live and replayed evaluations see the same values.
+        self._project = project
         self._within = spec.within
         self._max_partial = spec.max_partial
         self._skip = spec.after_match == "skip_past_last_event"
@@ -403,9 +416,13 @@ class PatternMatcher:
         st[_SEQ] = seq + 1
         runs = st[_RUNS]
         prune = False
+        project = self._project
         if lateness:
             buf = st[_BUF]
             if starts or not self._sift or self._relevant(event):
+                if project is not None:
+                    event = project(event)
+                    project = None
                 buf.append((ts, seq, starts, event))
             else:
                 buf.append((ts, seq, False, None))  # no condition holds for it: its place is enough
@@ -423,6 +440,8 @@ class PatternMatcher:
         def sink(done: _Done, timer: bool) -> None:
             self._sink_in_order(st, matches, done, "timer" if timer else "event")
 
+        if project is not None:
+            event = project(event)
         know = max(ts - lateness, st[_WM])
         runs, _ = self._feed(runs, event, ts, seq, starts, know, None, sink)
         dropped = self._bound_runs(st, runs)
@@ -462,6 +481,11 @@ class PatternMatcher:
             st[_RUNS] = self._expire(runs, know)
         dropped = self._prune_buffer(st) if self._lateness else 0
         return self._result(st, matches, dropped)
+
+    @property
+    def max_buffer(self) -> int:
+        """The most events buffered per key for late events."""
+        return self._max_buffer
 
     @staticmethod
     def overflow(stored: Any) -> int:
@@ -708,7 +732,13 @@ class PatternMatcher:
         st[_SEQ] = seq + 1
         buf = st[_BUF]
         if starts or not self._sift or self._relevant(event):
-            entry: tuple[int, int, bool, Event | None] = (ts, seq, starts, event)
+            project = self._project
+            entry: tuple[int, int, bool, Event | None] = (
+                ts,
+                seq,
+                starts,
+                event if project is None else project(event),
+            )
         else:
             entry = (ts, seq, False, None)
         buf.insert(bisect_right(buf, (ts, seq), key=_entry_key), entry)

@@ -1,0 +1,162 @@
+"""The worst-case bytes of one user's state for a rule set, derived from the engine's limits.
+
+:func:`state_bound` builds, for the plan an :class:`~riskctl.core.engine.Engine` compiles, the largest state
+each part can hold (every list at its bound, every stored string at its worst) and pickles it as the
+in-memory store and the Flink job do (:meth:`riskctl.core.state.InMemoryStore.pickled_sizes`). The parts:
+
+* windowed feature: ``raw_cap`` raw (ts, value) pairs and ``(window + lateness) / granularity + 2`` buckets
+  (a ``distinct_count`` bucket holds up to ``max_values`` values);
+* ``last_n``: ``n`` (ts, value); ``first_seen``: ``max_values`` values with two timestamps each;
+  ``time_since``: 4 timestamps;
+* pattern: ``max_buffer + 1`` buffered events, ``max_partial`` partial matches each holding the events of
+  its steps (the sum of their ``times``), ``4 * max_buffer`` reported-match records, ``max_buffer + 1``
+  emitted-match records;
+* the engine's own list: ``RECENT_CAP`` recent events with the ids of the rules they fired, one wake-up per
+  pattern, the user id.
+
+Stored events are projected (:mod:`riskctl.core.stored`): each holds the rule set's stored fields, every
+value at its worst (a string of ``MAX_STORED_STRING`` 4-byte characters, or a small container of the same
+size). Numbers are taken as 64-bit: the bound assumes integers below 2**63 in magnitude (the door's number
+limits); a bigger integer in a summed field takes more. No bound exists (``ValueError``) when a step reads
+whole events (projection keeps every field) or a step takes ``at_least`` events (a run keeps every event
+that matches within ``within``).
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from riskctl.core.engine import META, RECENT_CAP, Engine
+from riskctl.core.events import MAX_ID_LENGTH
+from riskctl.core.expr import FEATURES_FIELD
+from riskctl.core.features import (
+    TIME_SINCE_KEEP,
+    FirstSeenFeature,
+    LastNFeature,
+    TimeSinceFeature,
+    WindowedFeature,
+)
+from riskctl.core.patterns import PatternMatcher
+from riskctl.core.rules import RuleSet
+from riskctl.core.stored import MAX_STORED_ITEMS, MAX_STORED_STRING
+
+_BIG_INT = (1 << 63) - 1  # the largest number a part stores, pickled (10 bytes; a float takes 9)
+
+
+@dataclass(frozen=True)
+class StateBound:
+    """``total`` bytes (the whole state of one user, pickled), and each state name's share."""
+
+    total: int
+    parts: dict[str, int]
+
+
+class _Worst:
+    """Fresh worst-case values: distinct objects, so pickle's memo shares nothing real state would not."""
+
+    def __init__(self) -> None:
+        self._n = 0
+
+    def string(self, chars: int = MAX_STORED_STRING) -> str:
+        self._n += 1
+        return chr(0x10000 + self._n % 0xFFFF) + "\U0010ffff" * (chars - 1)
+
+    def value(self) -> Any:
+        # A projected value: a capped string, or a small container of at most MAX_STORED_ITEMS scalars
+        # holding at most MAX_STORED_STRING characters in all: the string plus room for the container.
+        return [self.string(), *(_BIG_INT for _ in range(MAX_STORED_ITEMS - 1))]
+
+    def key(self, name: str) -> str:
+        return "".join(list(name))  # a new object, as json decoding gives each event its own keys
+
+
+def _event(worst: _Worst, fields: frozenset[str], stamp: tuple[str, ...]) -> dict[str, Any]:
+    ev: dict[str, Any] = {worst.key(f): worst.value() for f in sorted(fields)}
+    if stamp:
+        ev[FEATURES_FIELD] = dict.fromkeys(stamp, _BIG_INT)
+    return ev
+
+
+def _feature(worst: _Worst, feature: Any) -> Any:
+    if isinstance(feature, WindowedFeature):
+        raw, nb = feature.raw_cap, feature.retention // feature.granularity + 2
+        kind = feature.spec.kind
+        if kind == "distinct_count":
+            rv: Any = [worst.string() for _ in range(raw)]
+            ba: list[Any] = [[worst.string() for _ in range(feature.max_values)] for _ in range(nb)]
+        else:
+            rv = None if kind == "count" else [_BIG_INT] * raw
+            ba = [_BIG_INT] * nb
+        bb = [_BIG_INT] * nb if kind == "avg" else None
+        return [_BIG_INT, _BIG_INT, [_BIG_INT] * raw, rv, [_BIG_INT] * nb, ba, bb]
+    if isinstance(feature, LastNFeature):
+        return [[_BIG_INT] * feature.n, None if feature.stat == "avg_interval" else [_BIG_INT] * feature.n]
+    if isinstance(feature, FirstSeenFeature):
+        return [_BIG_INT, {worst.string(): (_BIG_INT, _BIG_INT) for _ in range(feature.max_values)}]
+    if isinstance(feature, TimeSinceFeature):
+        return [_BIG_INT] * TIME_SINCE_KEEP
+    msg = f"no bound known for feature {type(feature).__name__}"
+    raise ValueError(msg)
+
+
+def _pattern(
+    worst: _Worst, matcher: PatternMatcher, fields: frozenset[str], stamp: tuple[str, ...]
+) -> list[Any]:
+    spec = matcher.spec
+    positive = [s for s in spec.steps if not s.negated]
+    for s in positive:
+        if s.quantifier == "at_least":
+            msg = f"pattern {spec.id!r}: step {s.name!r} takes at_least events: a run keeps every one"
+            raise ValueError(msg)
+    per_run = sum(s.times for s in positive)
+    max_buffer = matcher.max_buffer
+    runs = []
+    for _ in range(spec.max_partial):
+        ctx = {s.name: tuple(_event(worst, fields, stamp) for _ in range(s.times)) for s in positive}
+        seqs = (_BIG_INT,) * per_run
+        runs.append((_BIG_INT, _BIG_INT, _BIG_INT, _BIG_INT, _BIG_INT, _BIG_INT, True, True, ctx, seqs))
+    buf = [(_BIG_INT, _BIG_INT, True, _event(worst, fields, stamp)) for _ in range(max_buffer + 1)]
+    ident = (_BIG_INT,) * (per_run + len(positive))
+    reported = [(_BIG_INT, _BIG_INT, ident) for _ in range(4 * max_buffer)]
+    emitted = [(_BIG_INT, _BIG_INT, _BIG_INT, _BIG_INT) for _ in range(max_buffer + 1)]
+    return [
+        runs,
+        _BIG_INT,
+        _BIG_INT,
+        _BIG_INT,
+        _BIG_INT,
+        _BIG_INT,
+        buf,
+        reported,
+        emitted,
+        (_BIG_INT, _BIG_INT),
+    ]
+
+
+def _worst_state(engine: Engine) -> Iterator[tuple[str, Any]]:
+    plan = engine._plan  # the compiled plan: the bound follows what the engine really runs
+    fields = plan.stored_fields
+    if fields is None:
+        msg = "a sequence step reads whole events (e.g. first(s) == last(s)): every field is kept"
+        raise ValueError(msg)
+    worst = _Worst()
+    for key, feature in plan.features:
+        yield key, _feature(worst, feature)
+    for pp in plan.patterns:
+        yield pp.key, _pattern(worst, pp.matcher, fields, tuple(name for name, _ in pp.stamp))
+    rule_ids = [r.rule.id for r in plan.rules]
+    recent = [[_BIG_INT, _event(worst, fields, ()), list(rule_ids)] for _ in range(RECENT_CAP)]
+    wakeups = [[_BIG_INT, pp.key] for pp in plan.patterns]
+    user = worst.string(MAX_ID_LENGTH)
+    yield META, [_BIG_INT, _BIG_INT, plan.version, _BIG_INT, wakeups, recent, user, _BIG_INT]
+
+
+def state_bound(ruleset: RuleSet, *, lateness: int) -> StateBound:
+    """The worst-case pickled bytes of one user's state under ``ruleset`` (see the module docstring)."""
+    engine = Engine(ruleset, lateness=lateness)
+    state = dict(_worst_state(engine))
+    parts = {name: len(pickle.dumps(value, protocol=5)) for name, value in state.items()}
+    return StateBound(len(pickle.dumps(state, protocol=5)), parts)

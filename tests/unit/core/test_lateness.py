@@ -1,0 +1,197 @@
+"""Lateness means one thing: an event more than `lateness` behind its key's newest event (or behind a timer
+the key has seen) is *too late*. Features do not record it, patterns ignore it, it raises no late re-check
+alert, and it is still decided, with the feature values of what is stored (itself excluded), marked
+``too_late``. An event within the lateness counts everywhere. See docs/engine.md, "Out-of-order events"."""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from riskctl.core.decisions import Alert, Decision
+from riskctl.core.engine import Engine
+from riskctl.core.features import FeatureSpec, compile_feature
+from riskctl.core.rules import load_rules_text
+from riskctl.core.runner import LocalRunner
+from riskctl.core.state import InMemoryKeyedState
+
+T0 = 1_700_000_000_000
+L = 5_000
+
+RULES = """
+id: big_sum
+action: REVIEW
+applies_to: [transfer]
+features:
+  total: {kind: sum, field: amount, window: 1h, filter: "event.type == 'transfer'"}
+when: total >= 150
+---
+id: three_transfers
+action: REJECT
+sequence:
+  within: 1m
+  steps:
+    - {name: t, when: "event.type == 'transfer'", times: 3}
+"""
+
+
+def transfer(eid: str, at_ms: int, amount: float = 50) -> dict[str, Any]:
+    return {"event_id": eid, "user_id": "u", "type": "transfer", "ts": T0 + at_ms, "amount": amount}
+
+
+def run(events: list[dict[str, Any]]) -> tuple[dict[str, Decision], list[Alert]]:
+    runner = LocalRunner(Engine(load_rules_text(RULES), lateness=L))
+    records = runner.run(events)
+    decisions = {r.event_id: r for r in records if isinstance(r, Decision)}
+    return decisions, [r for r in records if isinstance(r, Alert)]
+
+
+def test_a_too_late_event_counts_neither_in_a_sum_nor_in_a_sequence() -> None:
+    # x0 is 6 s behind x1 (lateness 5 s): in event-time order x0 x1 x2 would make a sum of 150 and a sequence
+    decisions, alerts = run([transfer("x1", 10_000), transfer("x0", 4_000), transfer("x2", 11_000)])
+    assert decisions["x0"].too_late and decisions["x0"].late
+    assert decisions["x0"].to_dict()["too_late"] is True
+    assert decisions["x2"].rules == []  # sum 100 (x0 not counted), no sequence of 3
+    assert decisions["x2"].action == "PASS"
+    assert alerts == []
+
+
+def test_an_event_within_the_lateness_counts_in_both() -> None:
+    # x0 is 4 s behind: it counts in the sum and in the sequence
+    decisions, alerts = run([transfer("x1", 10_000), transfer("x0", 6_000), transfer("x2", 11_000)])
+    assert decisions["x0"].late and not decisions["x0"].too_late
+    fired = {h.id: h for h in decisions["x2"].rules}
+    assert fired["big_sum"].evidence["features"] == {"total": 150}
+    assert fired["three_transfers"].evidence["match"]["steps"] == {"t": ["x0", "x1", "x2"]}
+    assert decisions["x2"].action == "REJECT"
+
+
+def test_exactly_lateness_behind_is_not_too_late() -> None:
+    decisions, _ = run([transfer("x1", 10_000), transfer("x0", 5_000), transfer("x2", 11_000)])
+    assert not decisions["x0"].too_late
+    assert decisions["x2"].action == "REJECT"
+
+
+def test_a_too_late_event_raises_no_late_threshold_alert() -> None:
+    # x1 alone (100) is under the threshold; x0 (100) would push it over: only if x0 is within the lateness
+    late_ok = run([transfer("x1", 10_000, 100), transfer("x0", 6_000, 100)])[1]
+    assert [a.reason for a in late_ok] == ["late_threshold"]
+    too_late = run([transfer("x1", 110_000, 100), transfer("x0", 5_000, 100)])[1]
+    assert too_late == []
+
+
+def test_a_too_late_event_is_decided_with_what_is_stored_and_changes_no_state() -> None:
+    engine = Engine(load_rules_text(RULES), lateness=L)
+    state = InMemoryKeyedState()
+    engine.process(state, transfer("a", 0, 100))
+    engine.process(state, transfer("b", 60_000, 10))
+    before = pickle.dumps(state.data)
+    result = engine.process(state, transfer("c", 50_000, 100))  # 10 s behind b
+    d = result.decision
+    assert d is not None and d.too_late
+    # its own value: the sum over (ts - 1h, ts] of what is stored (a), without itself: 100, not 200
+    assert d.rules == []
+    assert pickle.dumps(state.data) == before
+    assert result.alerts == [] and engine.too_late == 1
+
+
+def test_too_late_values_exclude_the_event_itself() -> None:
+    rules = load_rules_text(RULES.replace("when: total >= 150", "when: total >= 0"))
+    engine = Engine(rules, lateness=L)
+    state = InMemoryKeyedState()
+    engine.process(state, transfer("a", 0, 100))
+    engine.process(state, transfer("b", 60_000, 10))
+    d = engine.process(state, transfer("c", 50_000, 100)).decision
+    assert d is not None and d.too_late
+    assert d.rules[0].evidence["features"] == {"total": 100}
+
+
+def test_behind_a_timer_the_key_has_seen_is_too_late_for_features_too() -> None:
+    engine = Engine(load_rules_text(RULES), lateness=L)
+    state = InMemoryKeyedState()
+    engine.process(state, transfer("a", 10_000))
+    engine.on_timer(state, T0 + 9_000)  # event time reached 9 s for this key (e.g. another key's watermark)
+    d = engine.process(state, transfer("b", 8_000)).decision  # within 5 s of a, but behind the timer
+    assert d is not None and d.too_late
+
+
+def test_older_meta_without_the_timer_slot_still_works() -> None:
+    engine = Engine(load_rules_text(RULES), lateness=L)
+    state = InMemoryKeyedState()
+    engine.process(state, transfer("a", 10_000))
+    state.data["_engine"] = state.data["_engine"][:7]  # the layout before the timer slot
+    d = engine.process(state, transfer("b", 6_000)).decision
+    assert d is not None and d.late and not d.too_late
+    engine.on_timer(state, T0 + 9_000)
+    d = engine.process(state, transfer("c", 8_000)).decision
+    assert d is not None and d.too_late
+
+
+def test_every_feature_kind_peeks_without_recording() -> None:
+    specs = [
+        FeatureSpec("count", window=60_000),
+        FeatureSpec("sum", field="amount", window=60_000),
+        FeatureSpec("distinct_count", field="amount", window=60_000),
+        FeatureSpec("last_n", field="amount", n=2, stat="sum"),
+        FeatureSpec("first_seen", field="amount", window=60_000),
+        FeatureSpec("time_since"),
+    ]
+    expected = [1, 50, 1, None, False, 1_000]  # one stored event (amount 50 at ts 0), peeked at ts 1 s
+    empty = [0, 0, 0, None, True, None]  # nothing stored
+    for spec, want, none in zip(specs, expected, empty, strict=True):
+        feature = compile_feature(spec, lateness=L)
+        _, stored = feature.evaluate(None, {"amount": 50}, 0)
+        frozen = pickle.dumps(stored)
+        assert feature.peek(stored, {"amount": 50}, 1_000) == want, spec.kind
+        assert pickle.dumps(stored) == frozen
+        assert feature.peek(None, {"amount": 50}, 1_000) == none, spec.kind
+
+
+# ---------------------------------------------------------------------------------------- property
+@settings(max_examples=60, deadline=None)
+@given(
+    delays=st.lists(
+        st.tuples(st.integers(0, 20_000), st.integers(1, 9)),
+        min_size=1,
+        max_size=30,
+    )
+)
+def test_features_and_patterns_count_exactly_the_events_that_are_not_too_late(
+    delays: list[tuple[int, int]],
+) -> None:
+    """Reference model: an event is too late iff ts < (newest ts so far) - L; the sum a decision shows is the
+    sum of the amounts of the not-too-late events so far with ts in (ts - window, ts], itself included unless
+    it is too late; a sequence of 3 transfers fires only on not-too-late events."""
+    rules = load_rules_text(RULES.replace("when: total >= 150", "when: total >= 0"))
+    engine = Engine(rules, lateness=L)
+    state = InMemoryKeyedState()
+    window = 3_600_000
+    newest: int | None = None
+    kept: list[tuple[int, int]] = []
+    late_ids: set[str] = set()
+    matched: set[str] = set()
+    t = 100_000
+    for i, (back, amount) in enumerate(delays):
+        t += 700
+        ts = T0 + t - back  # arrival order with random delays of up to 20 s
+        too_late = newest is not None and ts < newest - L
+        result = engine.process(state, transfer(f"e{i}", ts - T0, amount))
+        d = result.decision
+        assert d is not None and d.too_late == too_late
+        if not too_late:
+            kept.append((ts, amount))
+            newest = ts if newest is None else max(newest, ts)
+        want = sum(a for s, a in kept if ts - window < s <= ts)
+        hit = {h.id: h for h in d.rules + d.shadow}
+        assert hit["big_sum"].evidence["features"] == {"total": want}
+        if too_late:
+            late_ids.add(d.event_id)
+            assert "three_transfers" not in hit
+        elif "three_transfers" in hit:
+            matched.update(hit["three_transfers"].evidence["match"]["steps"]["t"])
+        for alert in result.alerts:
+            matched.update(alert.rule.evidence["match"]["steps"]["t"])
+    assert not matched & late_ids  # no sequence ever took a too-late event

@@ -227,6 +227,7 @@ class Replay:
             "dead_letters": dict(self.dead_reasons.most_common()),
             "internal_errors": self.internal_errors,
             "timer_errors": self.runner.timer_errors,
+            "too_late": self.engine.too_late,
             "now": self.now,
             "users_with_state": len(self.runner.store),
             "actions": dict(self.actions),
@@ -398,6 +399,8 @@ def _print_summary(s: dict[str, Any]) -> None:
             + ", ".join(f"{k} {n:,}" for k, n in s["dead_letters"].items()),
             err=True,
         )
+    if s["too_late"]:
+        echo(f"too late (decided, recorded by no feature or sequence): {s['too_late']:,}", err=True)
     if s["timer_errors"]:
         echo(f"timer errors: {s['timer_errors']} (counted and skipped)", err=True)
     for title, key in (("rules fired", "rules_fired"), ("shadow hits", "shadow_hits"), ("alerts", "alerts")):

@@ -312,3 +312,16 @@ def test_simulated_file_is_not_ahead_of_the_clock(tmp_path: Path) -> None:
     s = json.loads(result.stderr.strip().splitlines()[-1])
     assert s["events"] > 10_000
     assert s["dead_letters"] == {}, s
+
+
+def test_summary_counts_too_late_events(tmp_path: Path) -> None:
+    lines = [
+        json.dumps({"event_id": f"e{i}", "user_id": "u1", "type": "login", "ts": ts, "success": True})
+        for i, ts in enumerate((1_000_000, 1_060_000, 1_000_500, 1_058_000))
+    ]  # e2 is 59.5 s behind u1's newest event (lateness 5 s): too late; e3 (2 s behind) is not
+    events = write_events(tmp_path / "late.jsonl", lines)
+    result = CliRunner().invoke(
+        cli, ["replay", "--rules", str(RULES), str(events), "--summary-json", "-o", os.devnull]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stderr.strip().splitlines()[-1])["too_late"] == 1

@@ -187,6 +187,7 @@ class Load(threading.Thread):
                 "enable.idempotence": True,  # per-partition order survives retries (replay compares in order)
                 "message.timeout.ms": 300_000,  # a broker outage delays records, it does not drop them
                 "message.max.bytes": 3_000_000,
+                "log_level": 2,  # a stopped broker is the point of a scenario: no connection-refused noise
             }
         )
         self.lock = threading.Lock()
@@ -250,6 +251,7 @@ class Reader(threading.Thread):
                 "enable.auto.commit": False,
                 "isolation.level": isolation,
                 "fetch.wait.max.ms": 50,
+                "log_level": 2,
             }
         )
         self.consumer.subscribe([topics["decisions"], topics["dead"], topics["status"]])
@@ -478,16 +480,21 @@ def start_run(settings: Settings, cluster: FlinkCluster, name: str, delivery: st
     reader = Reader(settings.kafka_bootstrap, job.topics, isolation)
     reader.start()
     log(f"{name}: submitting ({delivery})")
-    job.submit()
     n_rules = len(load_rules(ROOT / "rules"))
 
     def rules_in() -> bool:
         with reader.lock:
             return len({r["rule_id"] for _, r in reader.status if r.get("state") == "accepted"}) >= n_rules
 
-    if not wait_for(rules_in, 240):
-        msg = f"the job ({job.state()}) did not report its {n_rules} rules accepted within 240 s"
-        raise RuntimeError(msg)
+    try:
+        job.submit()
+        if not wait_for(rules_in, 240):
+            msg = f"the job ({job.state()}) did not report its {n_rules} rules accepted within 240 s"
+            raise RuntimeError(msg)
+    except BaseException:
+        reader.stop()
+        job.cancel()
+        raise
     load = Load(settings.kafka_bootstrap, job.topics["events"], plan.rate)
     run = Run(job, load, reader)
     log(f"{name}: job {job.job_id} running, load at {plan.rate} events/s")
@@ -511,6 +518,16 @@ def finish_run(run: Run, plan: Plan) -> None:
     wait_for(settled, plan.drain_max_s, step=1.0)
     if run.job.delivery == "exactly-once":
         time.sleep(3)  # the last checkpoint commits the last transaction
+    run.reader.stop()  # what arrived is what the summary counts
+
+
+def close_run(run: Run) -> None:
+    """Cancel the job and stop the load and the reader, whatever happened (idempotent)."""
+    run.job.cancel()
+    if run.load.is_alive():
+        run.load.stop()
+    if run.reader.is_alive():
+        run.reader.stop()
 
 
 def dead_ids(run: Run) -> set[str]:
@@ -558,23 +575,29 @@ def gaps(run: Run) -> dict[str, Any]:
     with run.reader.lock:
         times = sorted(t for t in run.reader.arrivals if t >= t0)
     if not times:
-        return {"longest_gap_s": round(t1 - t0, 1), "silent_s": round(t1 - t0, 1), "recovery_s": []}
+        return {"longest_gap_s": round(t1 - t0, 1), "silent_s": round(t1 - t0, 1), "recovery_s": None}
     edges = [t0 + 2.0, *times]  # the first decisions may take a moment: start counting 2 s into the load
     pauses = [(a, b) for a, b in zip(edges, edges[1:], strict=False) if b - a > GAP_S]
     if times[-1] < t1 - GAP_S:
         pauses.append((times[-1], t1))
-    recovery = []
-    for f in run.faults:
-        ref = f.get("back_at") or f["at"]
-        after = [t for t in times if t > ref]
-        # decisions flow again: the first arrival after the last pause that began around this fault
-        own = [b for a, b in pauses if ref - GAP_S <= a <= ref + 120 or (a <= ref <= b)]
-        resumed = max(own) if own else (after[0] if after else None)
-        recovery.append(round(resumed - ref, 1) if resumed is not None else None)
+    recovery: list[float | str] = []
+    refs = [f.get("back_at") or f["at"] for f in run.faults]
+    for ref, next_ref in zip(refs, [*refs[1:], t1 + 1e9], strict=True):
+        # decisions flow again: the end of the last pause that began between this fault and the next one
+        # (or that spans this fault); 0 when the fault caused no pause
+        own = [b for a, b in pauses if ref - GAP_S <= a < next_ref or a <= ref <= b]
+        if own and max(own) >= t1 and times[-1] < t1 - GAP_S:
+            recovery.append("not resumed")  # the pause lasted until the load stopped, nothing after it
+        else:
+            recovery.append(round(max(own) - ref, 1) if own else 0.0)
+    per_second: dict[int, int] = defaultdict(int)
+    for t in times:
+        per_second[int(t - t0)] += 1
     return {
         "longest_gap_s": round(max((b - a for a, b in pauses), default=0.0), 1),
         "silent_s": round(sum(b - a for a, b in pauses), 1),
         "recovery_s": recovery,
+        "decisions_per_second": [per_second.get(i, 0) for i in range(int(max(times) - t0) + 1)],
     }
 
 
@@ -635,7 +658,7 @@ def scenario_tm_kill(settings: Settings, cluster: FlinkCluster, plan: Plan, deli
         finish_run(run, plan)
         return summarize(run, run.job.name)
     finally:
-        run.job.cancel()
+        close_run(run)
 
 
 def scenario_broker(settings: Settings, cluster: FlinkCluster, plan: Plan) -> dict[str, Any]:
@@ -656,7 +679,7 @@ def scenario_broker(settings: Settings, cluster: FlinkCluster, plan: Plan) -> di
         return summarize(run, run.job.name)
     finally:
         kafka.start(timeout=120)
-        run.job.cancel()
+        close_run(run)
 
 
 def scenario_mysql(settings: Settings, cluster: FlinkCluster, plan: Plan) -> dict[str, Any]:
@@ -692,7 +715,7 @@ def scenario_mysql(settings: Settings, cluster: FlinkCluster, plan: Plan) -> dic
         return summarize(run, run.job.name)
     finally:
         db.start(timeout=120)
-        run.job.cancel()
+        close_run(run)
 
 
 def scenario_poison(settings: Settings, cluster: FlinkCluster, plan: Plan) -> dict[str, Any]:
@@ -739,7 +762,7 @@ def scenario_poison(settings: Settings, cluster: FlinkCluster, plan: Plan) -> di
         row["probe_brute_force_across_far_future"] = f"{probe_action} (REJECT expected)"
         return row
     finally:
-        run.job.cancel()
+        close_run(run)
 
 
 def hostile_lines() -> list[tuple[str, bytes]]:
@@ -824,6 +847,9 @@ COLUMNS = [
 ]  # fmt: skip
 
 
+MD_SKIP = {"lines", "traceback", "decisions_per_second"}  # in the JSON only
+
+
 def cell(v: Any) -> str:
     if v is None:
         return "–"
@@ -832,10 +858,18 @@ def cell(v: Any) -> str:
     return str(v).replace("|", "\\|")
 
 
-def write(rows: list[dict[str, Any]], plan: Plan, name: str, started: float) -> None:
+def code_version() -> str:
+    """The commit the suite started on, plus "+changes" when riskctl/ or jobs/ differ from it."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True, cwd=ROOT, check=False).stdout
+
+    dirty = git("status", "--porcelain", "--", "riskctl", "jobs").strip()
+    return git("rev-parse", "--short", "HEAD").strip() + (" +uncommitted changes" if dirty else "")
+
+
+def write(rows: list[dict[str, Any]], plan: Plan, name: str, started: float, commit: str) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT,
-                            check=False).stdout.strip()  # fmt: skip
     meta = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "commit": commit,
@@ -857,7 +891,7 @@ def write(rows: list[dict[str, Any]], plan: Plan, name: str, started: float) -> 
         md.append("| " + " | ".join(cell(r.get(k)) for k, _ in COLUMNS) + " |")
     md += ["", "## Details", ""]
     for r in rows:
-        details = {k: v for k, v in r.items() if k not in {c for c, _ in COLUMNS} and k != "lines"}
+        details = {k: v for k, v in r.items() if k not in {c for c, _ in COLUMNS} and k not in MD_SKIP}
         text = "; ".join(
             f"{k}: {json.dumps(v) if isinstance(v, dict) else cell(v)}" for k, v in details.items()
         )
@@ -885,6 +919,7 @@ def main() -> int:
     settings = load_settings()
     settings.stack.flink_taskmanagers = max(2, settings.stack.flink_taskmanagers)
     started = time.time()
+    commit = code_version()
     for svc in (Kafka(settings), MariaDB(settings)):
         svc.start(timeout=180)
     cluster = FlinkCluster(settings)
@@ -911,7 +946,7 @@ def main() -> int:
             + json.dumps({k: v for k, v in row.items() if k not in {"lines", "traceback"}}, default=str)
         )
         rows.append(row)
-        write(rows, plan, args.name, started)
+        write(rows, plan, args.name, started, commit)
     return 0
 
 

@@ -543,6 +543,12 @@ class FlinkCluster(Service):
                 },
                 "checkpoints": {"dir": f"file://{self.dir / 'checkpoints'}"},
             },
+            # a dead TaskManager is noticed in seconds (riskctl.config.StackSettings, docs/operations.md)
+            "heartbeat": {
+                "interval": s.flink_heartbeat_interval_ms,
+                "timeout": s.flink_heartbeat_timeout_ms,
+                "rpc-failure-threshold": s.flink_heartbeat_rpc_failure_threshold,
+            },
             "blob": {"server": {"port": "0"}},
             "taskmanager.data.port": 0,
         }

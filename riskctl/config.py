@@ -106,7 +106,7 @@ class JobSettings:
     restart_initial_backoff_ms: int = 1000
     restart_max_backoff_ms: int = 30000
     restart_backoff_multiplier: float = 2.0
-    restart_reset_backoff_threshold_ms: int = 60000
+    restart_reset_backoff_threshold_ms: int = 20000
     restart_jitter_factor: float = 0.1
     restart_max_attempts: int = 0
 

@@ -358,6 +358,15 @@ class Job:
         except OSError as exc:
             return f"unknown ({exc})"
 
+    def tasks_running(self) -> bool:
+        """The job RUNNING with every task RUNNING (a restarting job is RUNNING while tasks deploy)."""
+        try:
+            info = self.rest(f"/jobs/{self.job_id}")
+        except OSError:
+            return False
+        counts = info.get("status-counts", {})
+        return info.get("state") == "RUNNING" and counts.get("RUNNING", 0) == sum(counts.values())
+
     def restarts(self) -> int | None:
         try:
             metrics = self.rest(f"/jobs/{self.job_id}/metrics?get=numRestarts")
@@ -512,8 +521,8 @@ def finish_run(run: Run, plan: Plan) -> None:
         with run.reader.lock:
             quiet = time.time() - run.reader.last > plan.drain_quiet_s
             done = expected <= set(run.reader.decisions) | dead_ids(run)
-        # a job still restarting may yet decide: only a quiet job that runs or has ended is done
-        return done or (quiet and run.job.state() not in {"RESTARTING", "CREATED", "INITIALIZING", "FAILING"})
+        # a job still restarting may yet decide: only a quiet job whose tasks all run, or that ended, is done
+        return done or (quiet and (run.job.tasks_running() or run.job.state() in {"FAILED", "CANCELED"}))
 
     wait_for(settled, plan.drain_max_s, step=1.0)
     if run.job.delivery == "exactly-once":
@@ -582,10 +591,15 @@ def gaps(run: Run) -> dict[str, Any]:
         pauses.append((times[-1], t1))
     recovery: list[float | str] = []
     refs = [f.get("back_at") or f["at"] for f in run.faults]
-    for ref, next_ref in zip(refs, [*refs[1:], t1 + 1e9], strict=True):
-        # decisions flow again: the end of the last pause that began between this fault and the next one
-        # (or that spans this fault); 0 when the fault caused no pause
-        own = [b for a, b in pauses if ref - GAP_S <= a < next_ref or a <= ref <= b]
+
+    def owner(a: float) -> int | None:
+        """The fault a pause starting at ``a`` follows: the last one before it (or up to GAP_S after)."""
+        before = [i for i, r in enumerate(refs) if r <= a + GAP_S]
+        return before[-1] if before else None
+
+    for i, ref in enumerate(refs):
+        # decisions flow again: the end of the last pause this fault caused or fell into; 0: no pause
+        own = [b for a, b in pauses if owner(a) == i or a <= ref <= b]
         if own and max(own) >= t1 and times[-1] < t1 - GAP_S:
             recovery.append("not resumed")  # the pause lasted until the load stopped, nothing after it
         else:

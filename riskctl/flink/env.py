@@ -38,7 +38,7 @@ class RestartOptions:
     initial_backoff_ms: int = 1000
     max_backoff_ms: int = 30000
     backoff_multiplier: float = 2.0
-    reset_backoff_threshold_ms: int = 60000
+    reset_backoff_threshold_ms: int = 20000
     jitter_factor: float = 0.1
     max_attempts: int = 0  # failures in a row before the job fails; 0: no cap
 

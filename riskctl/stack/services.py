@@ -543,6 +543,9 @@ class FlinkCluster(Service):
                 },
                 "checkpoints": {"dir": f"file://{self.dir / 'checkpoints'}"},
             },
+            # spread a job's slots over the TaskManagers: a kill then takes half of the job, not all of it,
+            # and the restart lands on a TaskManager that already holds the job's jars and its Python
+            "cluster": {"evenly-spread-out-slots": True},
             # a dead TaskManager is noticed in seconds (riskctl.config.StackSettings, docs/operations.md)
             "heartbeat": {
                 "interval": s.flink_heartbeat_interval_ms,

@@ -29,7 +29,7 @@ def test_default_restarts_are_exponential_without_an_attempt_cap(tmp_path: Path)
         PREFIX + "initial-backoff": "1000 ms",
         PREFIX + "max-backoff": "30000 ms",
         PREFIX + "backoff-multiplier": "2.0",
-        PREFIX + "reset-backoff-threshold": "60000 ms",
+        PREFIX + "reset-backoff-threshold": "20000 ms",
         PREFIX + "jitter-factor": "0.1",
     }  # no attempts-before-reset-backoff: Flink's default is no cap
 
@@ -81,6 +81,8 @@ def test_local_cluster_notices_a_dead_taskmanager_in_seconds(tmp_path: Path) -> 
     assert heartbeat == {"interval": 1000, "timeout": 10000, "rpc-failure-threshold": 3}
     # detection of a killed process: interval x threshold
     assert heartbeat["interval"] * heartbeat["rpc-failure-threshold"] <= 5000
+    conf = yaml.safe_load(cluster._config_yaml(cluster._pyflink_dir()))
+    assert conf["cluster"] == {"evenly-spread-out-slots": True}
 
     env = {
         "RISKCTL_STACK_DIR": str(tmp_path),

@@ -39,6 +39,14 @@ class StackSettings:
     #: TaskManager processes of the local cluster; in thread mode each runs one Python interpreter (one GIL)
     flink_taskmanagers: int = 1
     kafka_heap: str = "512m"
+    #: how the local cluster notices a dead TaskManager (or JobManager): heartbeats every interval; a target
+    #: is dead after ``flink_heartbeat_rpc_failure_threshold`` heartbeat RPCs in a row failed (a killed
+    #: process refuses the connection: noticed in interval x threshold, ~3 s), or after the timeout
+    #: without an answer (a hung or cut-off machine). Flink's defaults (10 s, 50 s, 2) took 11-16 s, while
+    #: the job kept deploying to the dead TaskManager. See docs/operations.md.
+    flink_heartbeat_interval_ms: int = 1000
+    flink_heartbeat_timeout_ms: int = 10000
+    flink_heartbeat_rpc_failure_threshold: int = 3
 
 
 @dataclass
@@ -110,6 +118,18 @@ class JobSettings:
         except ValueError as exc:
             msg = f"job.{exc}"
             raise ConfigError(msg) from None
+    #: Restarts after a failure (a lost TaskManager, a broker gone): Flink's exponential-delay strategy. The
+    #: first restart waits ``restart_initial_backoff_ms``, each next one ``restart_backoff_multiplier`` times
+    #: longer, at most ``restart_max_backoff_ms``; after ``restart_reset_backoff_threshold_ms`` without a
+    #: failure the delay (and the attempt count) starts over. ``restart_max_attempts`` failures in a row
+    #: without such a reset fail the job; 0: no cap (a job that fails forever restarts every max backoff,
+    #: which ``numRestarts`` shows). See docs/operations.md.
+    restart_initial_backoff_ms: int = 1000
+    restart_max_backoff_ms: int = 30000
+    restart_backoff_multiplier: float = 2.0
+    restart_reset_backoff_threshold_ms: int = 20000
+    restart_jitter_factor: float = 0.1
+    restart_max_attempts: int = 0
 
 
 @dataclass
@@ -172,6 +192,12 @@ def _coerce(value: str, like: Any, name: str) -> Any:
             return int(value)
         except ValueError:
             msg = f"{name} must be an integer, got {value!r}"
+            raise ConfigError(msg) from None
+    if isinstance(like, float):
+        try:
+            return float(value)
+        except ValueError:
+            msg = f"{name} must be a number, got {value!r}"
             raise ConfigError(msg) from None
     return value
 

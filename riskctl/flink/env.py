@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pyflink.common import Configuration
-from pyflink.common.restart_strategy import RestartStrategies
 from pyflink.common.time import Time
 from pyflink.datastream import CheckpointingMode, StreamExecutionEnvironment
 from pyflink.datastream.state import StateTtlConfig
@@ -32,6 +31,53 @@ REQUIRED_JARS = (
 )
 
 
+@dataclass(frozen=True)
+class RestartOptions:
+    """Flink's exponential-delay restart strategy (see :class:`riskctl.config.JobSettings`)."""
+
+    initial_backoff_ms: int = 1000
+    max_backoff_ms: int = 30000
+    backoff_multiplier: float = 2.0
+    reset_backoff_threshold_ms: int = 20000
+    jitter_factor: float = 0.1
+    max_attempts: int = 0  # failures in a row before the job fails; 0: no cap
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.initial_backoff_ms < 1:
+            problems.append(f"initial backoff must be >= 1 ms, got {self.initial_backoff_ms}")
+        if self.max_backoff_ms < self.initial_backoff_ms:
+            problems.append(
+                f"max backoff {self.max_backoff_ms} ms is below the initial {self.initial_backoff_ms} ms"
+            )
+        if not self.backoff_multiplier >= 1.0:
+            problems.append(f"backoff multiplier must be >= 1, got {self.backoff_multiplier}")
+        if self.reset_backoff_threshold_ms < 1:
+            problems.append(f"reset backoff threshold must be >= 1 ms, got {self.reset_backoff_threshold_ms}")
+        if not 0.0 <= self.jitter_factor <= 1.0:
+            problems.append(f"jitter factor must be within [0, 1], got {self.jitter_factor}")
+        if self.max_attempts < 0:
+            problems.append(f"max attempts must be >= 0 (0: no cap), got {self.max_attempts}")
+        if problems:
+            msg = "job.restart_*: " + "; ".join(problems)
+            raise ConfigError(msg)
+
+    def flink_config(self) -> dict[str, str]:
+        """The ``restart-strategy.*`` keys of Flink 1.20 (RestartStrategyOptions) for these options."""
+        prefix = "restart-strategy.exponential-delay."
+        out = {
+            "restart-strategy.type": "exponential-delay",
+            prefix + "initial-backoff": f"{self.initial_backoff_ms} ms",
+            prefix + "max-backoff": f"{self.max_backoff_ms} ms",
+            prefix + "backoff-multiplier": repr(float(self.backoff_multiplier)),
+            prefix + "reset-backoff-threshold": f"{self.reset_backoff_threshold_ms} ms",
+            prefix + "jitter-factor": repr(float(self.jitter_factor)),
+        }
+        if self.max_attempts:
+            out[prefix + "attempts-before-reset-backoff"] = str(self.max_attempts)
+        return out
+
+
 @dataclass
 class EnvOptions:
     jars_dir: str
@@ -40,8 +86,7 @@ class EnvOptions:
     checkpoint_dir: str | None = None
     exactly_once_checkpoints: bool = True
     buffer_timeout_ms: int = 5
-    restart_attempts: int = 3
-    restart_delay_ms: int = 2000
+    restart: RestartOptions = field(default_factory=RestartOptions)
     python_executable: str = sys.executable
     restore_from: str | None = None  # a retained checkpoint or savepoint to start from
     options: dict[str, str] = field(default_factory=dict)  # extra Flink configuration, applied last
@@ -77,7 +122,7 @@ def jar_urls(jars_dir: str) -> list[str]:
 
 
 def create_env(opts: EnvOptions) -> StreamExecutionEnvironment:
-    """A StreamExecutionEnvironment in thread mode, on RocksDB, with checkpoints and bounded restarts."""
+    """A StreamExecutionEnvironment in thread mode, on RocksDB, with checkpoints and exponential restarts."""
     # must be set before the first JVM call: the MiniCluster's JVM inherits this process's environment
     os.environ["PYTHONPATH"] = python_path()
     config = Configuration()
@@ -97,6 +142,13 @@ def create_env(opts: EnvOptions) -> StreamExecutionEnvironment:
     config.set_string("execution.checkpointing.externalized-checkpoint-retention", "RETAIN_ON_CANCELLATION")
     if opts.restore_from:
         config.set_string("execution.savepoint.path", opts.restore_from)
+    # Restarts: exponential delay without a small attempt cap, so losing a TaskManager (or several, minutes
+    # apart) is routine. A fixed delay of 3 attempts ran out while the JobManager was still deploying to a
+    # TaskManager killed seconds before, and the job ended FAILED (issue 11). Set as job configuration (the
+    # JobManager reads restart-strategy.* from the job before the cluster's), not with the deprecated
+    # env.set_restart_strategy, whose PyFlink API has no exponential-delay strategy.
+    for key, value in opts.restart.flink_config().items():
+        config.set_string(key, value)
     for key, value in opts.options.items():
         config.set_string(key, value)
     env = StreamExecutionEnvironment.get_execution_environment(config)
@@ -112,10 +164,6 @@ def create_env(opts: EnvOptions) -> StreamExecutionEnvironment:
             else CheckpointingMode.AT_LEAST_ONCE
         )
         env.enable_checkpointing(opts.checkpoint_interval_ms, mode)
-    # With checkpointing on and no strategy set, a failing job restarts forever: bound it.
-    env.set_restart_strategy(
-        RestartStrategies.fixed_delay_restart(opts.restart_attempts, opts.restart_delay_ms)
-    )
     return env
 
 

@@ -10,9 +10,13 @@ import argparse
 import logging
 import sys
 import warnings
+from typing import TYPE_CHECKING
 
 from riskctl.config import Settings, load_settings
 from riskctl.errors import ConfigError, RiskctlError
+
+if TYPE_CHECKING:
+    from riskctl.flink.env import RestartOptions
 
 log = logging.getLogger("riskctl.job")
 
@@ -51,6 +55,21 @@ def prepare(settings: Settings) -> None:
             conn.close()
 
 
+def restart_options(settings: Settings) -> RestartOptions:
+    """The job's restart strategy from ``job.restart_*`` (a ConfigError names the bad setting)."""
+    from riskctl.flink.env import RestartOptions
+
+    job = settings.job
+    return RestartOptions(
+        initial_backoff_ms=job.restart_initial_backoff_ms,
+        max_backoff_ms=job.restart_max_backoff_ms,
+        backoff_multiplier=job.restart_backoff_multiplier,
+        reset_backoff_threshold_ms=job.restart_reset_backoff_threshold_ms,
+        jitter_factor=job.restart_jitter_factor,
+        max_attempts=job.restart_max_attempts,
+    )
+
+
 def build(settings: Settings) -> object:
     """Create the execution environment and add the pipeline; returns the environment."""
     from riskctl.flink.env import EnvOptions, create_env, parse_options
@@ -65,6 +84,7 @@ def build(settings: Settings) -> object:
             checkpoint_dir=settings.checkpoint_dir,
             buffer_timeout_ms=job.buffer_timeout_ms,
             restore_from=job.restore_from or None,
+            restart=restart_options(settings),
             options=parse_options(settings.flink.options),
         )
     )

@@ -41,6 +41,22 @@ def port_owner(port: int) -> str | None:
     return None
 
 
+def listening_pid(port: int) -> int | None:
+    """The pid of the process listening on ``port`` on this machine (via /proc), or None."""
+    inode = _listening_inode(port)
+    if inode is None:
+        return None
+    for pid_dir in Path("/proc").iterdir():
+        if not pid_dir.name.isdigit():
+            continue
+        try:
+            if any(os.readlink(fd) == f"socket:[{inode}]" for fd in (pid_dir / "fd").iterdir()):
+                return int(pid_dir.name)
+        except OSError:
+            continue
+    return None
+
+
 def _listening_inode(port: int) -> str | None:
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:

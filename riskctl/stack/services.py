@@ -20,6 +20,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -33,6 +34,8 @@ from riskctl.config import PROJECT_ROOT, Settings
 from riskctl.errors import ServiceError
 from riskctl.flink.pythonpath import python_path
 from riskctl.stack.process import (
+    listening_pid,
+    pid_alive,
     port_open,
     port_owner,
     read_pid,
@@ -540,6 +543,15 @@ class FlinkCluster(Service):
                 },
                 "checkpoints": {"dir": f"file://{self.dir / 'checkpoints'}"},
             },
+            # spread a job's slots over the TaskManagers: a kill then takes half of the job, not all of it,
+            # and the restart lands on a TaskManager that already holds the job's jars and its Python
+            "cluster": {"evenly-spread-out-slots": True},
+            # a dead TaskManager is noticed in seconds (riskctl.config.StackSettings, docs/operations.md)
+            "heartbeat": {
+                "interval": s.flink_heartbeat_interval_ms,
+                "timeout": s.flink_heartbeat_timeout_ms,
+                "rpc-failure-threshold": s.flink_heartbeat_rpc_failure_threshold,
+            },
             "blob": {"server": {"port": "0"}},
             "taskmanager.data.port": 0,
         }
@@ -575,6 +587,48 @@ class FlinkCluster(Service):
                 pid_file=pid_file,
                 env=self._env(),
             )
+
+    def taskmanager_pids(self) -> dict[Path, int]:
+        """The live TaskManager JVMs this stack started, by pid file."""
+        return {f: pid for f in self.pid_files[1:] if (pid := read_pid(f)) is not None}
+
+    def start_taskmanager(self) -> int:
+        """Start one more TaskManager (a replacement after a crash, or extra capacity); return its pid.
+
+        Its pid file (``taskmanager-<n>.pid``, n above every existing one) is found by :attr:`pid_files`, so
+        ``stop()`` and ``riskctl stack down`` stop it too. Returns once the JVM is spawned, not registered:
+        wait for :meth:`overview` to count it when that matters.
+        """
+        if not self.pids():
+            msg = "the Flink cluster is not running: start it first ('riskctl stack up --flink')"
+            raise ServiceError(self.name, msg, log=str(self.log))
+        taken = [int(p.stem.split("-")[1]) for p in self.dir.glob("taskmanager-*.pid")]
+        n = max([1, self.stack.flink_taskmanagers, *taken]) + 1
+        return spawn(
+            ["bash", str(self.home / "bin" / "taskmanager.sh"), "start-foreground"],
+            log=self.dir / "log" / f"taskmanager-{n}.out",
+            pid_file=self.dir / f"taskmanager-{n}.pid",
+            env=self._env(),
+        )
+
+    def kill_taskmanager(self, pid: int) -> None:
+        """``kill -9`` one TaskManager JVM of this stack (a crash, for fault tests); forget its pid file."""
+        owned = {p: f for f, p in self.taskmanager_pids().items()}
+        if pid not in owned:
+            msg = f"pid {pid} is not a running TaskManager of this stack (running: {sorted(owned)})"
+            raise ServiceError(self.name, msg, log=str(self.log))
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: not pid_alive(pid), timeout=10)
+        owned[pid].unlink(missing_ok=True)
+
+    def taskmanager_pid(self, taskmanager_id: str) -> int | None:
+        """The pid of a TaskManager from its REST id (``host:rpcport-suffix``): who listens on that port."""
+        try:
+            port = int(taskmanager_id.split(":", 1)[1].split("-", 1)[0])
+        except (IndexError, ValueError):
+            return None
+        pid = listening_pid(port)
+        return pid if pid in self.taskmanager_pids().values() else None
 
     def flink_bin(self) -> Path:
         return self.home / "bin" / "flink"

@@ -96,13 +96,25 @@ def test_ctrl_c_stops_the_job_and_leaves_no_process(demo_env: dict[str, str]) ->
             job_pid = int(m.group(1))
             break
     assert job_pid is not None, "".join(lines)
-    marker = next(e.split("=", 1)[1] for e in _job_env(job_pid) if e.startswith("RISKCTL_JOB_EVENTS_TOPIC="))
+    marker = _events_topic_of(job_pid)
     time.sleep(3)  # the job is starting: its JVM is being launched
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130, out
     assert "interrupted" in out and "Traceback" not in out
     _assert_nothing_left(job_pid, marker)
+
+
+def _events_topic_of(pid: int) -> str:
+    """The job's events topic, from its environment (read again for a moment: on a loaded machine the
+    process's environ was once read empty right after the demo reported the pid)."""
+    deadline = time.monotonic() + 10
+    while True:
+        found = [e.split("=", 1)[1] for e in _job_env(pid) if e.startswith("RISKCTL_JOB_EVENTS_TOPIC=")]
+        if found or time.monotonic() > deadline:
+            assert found, f"no RISKCTL_JOB_EVENTS_TOPIC in the environment of pid {pid}"
+            return found[0]
+        time.sleep(0.2)
 
 
 def _job_env(pid: int) -> list[str]:

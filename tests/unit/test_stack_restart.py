@@ -77,7 +77,9 @@ class TwoParts(Service):
             )
 
 
-def test_a_stale_pid_file_naming_another_program_is_not_the_service(settings: Settings, stranger: int) -> None:
+def test_a_stale_pid_file_naming_another_program_is_not_the_service(
+    settings: Settings, stranger: int
+) -> None:
     kafka = Kafka(settings)
     kafka.dir.mkdir(parents=True)
     kafka.pid_files[0].write_text(str(stranger))
@@ -104,7 +106,9 @@ def test_a_service_with_one_part_dead_is_restarted_whole(settings: Settings) -> 
         svc.stop()
 
 
-def test_flink_restarts_only_the_dead_taskmanager(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_flink_restarts_only_the_dead_taskmanager(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cluster = FlinkCluster(settings)
     cluster.dir.mkdir(parents=True)
     spawned: list[str] = []

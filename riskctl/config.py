@@ -78,6 +78,13 @@ class JobSettings:
     rules_dir: str = str(PROJECT_ROOT / "rules")
     poll_interval_ms: int = 1000
     cdc_server_id: str = "5401-5404"
+    #: how often the CDC binlog client checks its connection and reconnects after an outage (Debezium's
+    #: connect.keep.alive.interval.ms, default 60 s: a rule edit took 66-71 s to arrive after an outage)
+    cdc_keepalive_ms: int = 1000
+    #: after a failed write of a rule status to MySQL, wait this long before the next attempt (statuses queue)
+    status_retry_ms: int = 1000
+    #: Kafka clients of the job: the longest wait between reconnection attempts to a broker that went away
+    kafka_reconnect_backoff_max_ms: int = 1000
     parallelism: int = 1
     checkpoint_interval_ms: int = 5000
     checkpoint_dir: str = ""  # empty: <stack dir>/checkpoints

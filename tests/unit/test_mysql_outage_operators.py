@@ -1,8 +1,7 @@
 """The job's MySQL operators while MySQL is away (issue 11): nothing raises, nothing is lost.
 
 Before: RecordRuleStatus raised after one reconnect (Flink restarted the whole job), and the poll source
-raised
-on the first tick without MySQL. The real outage is in tests/integration/test_outages.py.
+raised on the first tick without MySQL. The real outage is in tests/integration/test_outages.py.
 """
 
 from __future__ import annotations

@@ -76,7 +76,9 @@ def _mysql(stack: Settings) -> Any:
 
 def _job(stack: Settings, tmp_path: Path, **extra: str) -> Job:
     job = new_job(stack, tmp_path)
-    start_job(job, tmp_path / "job.log", {"RISKCTL_JOB_PARALLELISM": "1", **extra})
+    # the MiniCluster's own log in the test's folder (the default is shared with every other job of the venv)
+    env = {"RISKCTL_JOB_PARALLELISM": "1", "FLINK_LOG_DIR": str(tmp_path / "flink-log"), **extra}
+    start_job(job, tmp_path / "job.log", env)
     try:
         wait_rules(job)
     except BaseException:
@@ -100,6 +102,10 @@ def test_rule_edit_reaches_the_job_within_5s_of_mysql_back_after_a_30s_outage(
     job = _job(stack, tmp_path)
     assert job.proc is not None
     try:
+        # an edit before the outage: the CDC source has left its snapshot phase and reads the binlog (it
+        # switches after the first checkpoint that follows the snapshot; that switch itself needs MySQL)
+        before, _ = _edit_velocity(job, 40_000)
+        wait_status(job, "transfer_velocity", before, timeout=60)
         assert mariadb.stop(), "the session's MariaDB was not ours to stop"
         time.sleep(OUTAGE_S)
         job.proc.check_alive()

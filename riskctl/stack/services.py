@@ -620,13 +620,21 @@ class FlinkCluster(Service):
         TaskManagers only: start those again, they register with the running JobManager."""
         if self.pid_files[0] in dead:
             return super()._restart_parts(dead, timeout)
+        # the JobManager may still count a killed TaskManager (until its heartbeat times out): wait for the
+        # new ones to register on top of what it counts now
+        ov = self.overview() or {}
+        wanted = int(str(ov.get("taskmanagers", 0))) + len(dead)
         for pid_file in dead:
             self._spawn_taskmanager(pid_file)
 
         def died() -> bool:
             return bool(self.dead_parts())
 
-        if not wait_until(self.healthy, timeout=timeout, abort=died):
+        def registered() -> bool:
+            now = self.overview() or {}
+            return int(str(now.get("taskmanagers", 0))) >= wanted and self.healthy()
+
+        if not wait_until(registered, timeout=timeout, abort=died):
             last = tail(self.log)
             msg = f"restarting {len(dead)} TaskManager(s) failed. Last lines of the log:\n{last}"
             raise ServiceError(self.name, msg, log=str(self.log))

@@ -117,9 +117,29 @@ def test_flink_restarts_only_the_dead_taskmanager(
     monkeypatch.setattr(cluster, "_spawn_taskmanager", lambda f: spawned.append(f.name) or alive.add(f.name))
     monkeypatch.setattr(cluster, "healthy", lambda: True)
     monkeypatch.setattr(cluster, "_start", lambda: pytest.fail("the whole cluster was restarted"))
+    # the JobManager still counts the killed TaskManager; the new one registers on top
+    monkeypatch.setattr(cluster, "overview", lambda: {"taskmanagers": 2 + len(spawned), "slots-total": 4})
     (cluster.dir / "taskmanager-2.pid").write_text("999999")  # a second TaskManager, killed
     assert cluster.start(timeout=5) is True
     assert spawned == ["taskmanager-2.pid"]
+
+
+def test_flink_waits_for_the_new_taskmanager_to_register(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A JobManager that still counts the dead TaskManager is not taken for a healthy cluster."""
+    from riskctl.errors import ServiceError
+
+    cluster = FlinkCluster(settings)
+    cluster.dir.mkdir(parents=True)
+    alive = {"jobmanager.pid", "taskmanager.pid"}
+    monkeypatch.setattr(cluster, "_pid", lambda f: 4242 if f.name in alive else None)
+    monkeypatch.setattr(cluster, "_spawn_taskmanager", lambda f: alive.add(f.name))
+    monkeypatch.setattr(cluster, "healthy", lambda: True)
+    monkeypatch.setattr(cluster, "overview", lambda: {"taskmanagers": 2, "slots-total": 4})  # never registers
+    (cluster.dir / "taskmanager-2.pid").write_text("999999")
+    with pytest.raises(ServiceError, match="restarting 1 TaskManager"):
+        cluster.start(timeout=1)
 
 
 def test_flink_with_a_dead_jobmanager_restarts_the_whole_cluster(

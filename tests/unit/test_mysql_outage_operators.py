@@ -130,3 +130,14 @@ def test_poll_source_keeps_its_rules_while_mysql_is_down(server: FakeMysql) -> N
     server.table_rows = [("r1", 2, "active", json.dumps({"id": "r1"}))]
     changes = list(poll.flat_map(Row(2)))
     assert [(r[0], r[1], r[2]) for r in changes] == [("upsert", "r1", 2)]  # an edit, not a delete + add
+
+
+@pytest.mark.parametrize("value", [0, -1000])
+def test_cdc_keepalive_must_be_positive(value: int) -> None:
+    from riskctl.config import load_settings
+    from riskctl.errors import ConfigError
+    from riskctl.flink.job import _rules_cdc
+
+    settings = load_settings(env={"RISKCTL_JOB_CDC_KEEPALIVE_MS": str(value), "RISKCTL_MYSQL_PASSWORD": "x"})
+    with pytest.raises(ConfigError, match="job.cdc_keepalive_ms must be a positive number"):
+        _rules_cdc(None, None, settings)  # type: ignore[arg-type]

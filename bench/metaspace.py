@@ -67,10 +67,28 @@ def full_gc(pid: int, settle_s: float) -> None:
         time.sleep(1.0)
 
 
+def job_class_loaders(pid: int) -> int:
+    """How many user-code (job) class loaders the JobManager holds now (``jcmd VM.classloader_stats``).
+
+    A finished job's loader can outlive a full GC for a while when only soft references (Java serialization's
+    class caches) still reach it; those go when Metaspace runs short. A leak shows as a count that grows
+    with every job.
+    """
+    out = subprocess.run(
+        ["jcmd", str(pid), "VM.classloader_stats"],  # noqa: S607
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    return sum(1 for line in out.splitlines() if line.rstrip().endswith("util.ChildFirstClassLoader"))
+
+
 def sample(rest: str, jm_pid: int, label: str, settle_s: float) -> dict[str, Any]:
     full_gc(jm_pid, settle_s)
     m = jm_metrics(rest)
     row = {"sample": label, "metaspace_mb": round(m[METRICS[0]] / 2**20, 2)}
+    row["job_class_loaders"] = job_class_loaders(jm_pid)
     row["classes_loaded"] = int(m[METRICS[1]])
     row["classes_unloaded"] = int(m[METRICS[2]])
     print(json.dumps(row), flush=True)

@@ -87,6 +87,13 @@ class JobSettings:
     rules_dir: str = str(PROJECT_ROOT / "rules")
     poll_interval_ms: int = 1000
     cdc_server_id: str = "5401-5404"
+    #: how often the CDC binlog client checks its connection and reconnects after an outage (Debezium's
+    #: connect.keep.alive.interval.ms, default 60 s: a rule edit took 66-71 s to arrive after an outage)
+    cdc_keepalive_ms: int = 1000
+    #: after a failed write of a rule status to MySQL, wait this long before the next attempt (statuses queue)
+    status_retry_ms: int = 1000
+    #: Kafka clients of the job: the longest wait between reconnection attempts to a broker that went away
+    kafka_reconnect_backoff_max_ms: int = 1000
     parallelism: int = 1
     checkpoint_interval_ms: int = 5000
     checkpoint_dir: str = ""  # empty: <stack dir>/checkpoints
@@ -118,6 +125,7 @@ class JobSettings:
         except ValueError as exc:
             msg = f"job.{exc}"
             raise ConfigError(msg) from None
+
     #: Restarts after a failure (a lost TaskManager, a broker gone): Flink's exponential-delay strategy. The
     #: first restart waits ``restart_initial_backoff_ms``, each next one ``restart_backoff_multiplier`` times
     #: longer, at most ``restart_max_backoff_ms``; after ``restart_reset_backoff_threshold_ms`` without a

@@ -13,15 +13,43 @@ import click
 from riskctl.config import PROJECT_ROOT, load_settings
 
 _SET_HELP = "Override a setting, e.g. --set job.parallelism=2 --set job.rules_source=file (repeatable)."
+_FROM_EMPTY_HELP = (
+    "Start even though the checkpoint folder holds a completed checkpoint of this job newer than what it "
+    "starts from (empty state, or job.restore_from): without this flag the command refuses and names it."
+)
+
+
+def _check_checkpoints(overrides: tuple[str, ...], from_empty: bool) -> None:
+    """Refuse to skip a newer completed checkpoint of this job (riskctl.flink.checkpoints)."""
+    from riskctl.errors import RiskctlError
+    from riskctl.flink.checkpoints import check_start
+    from riskctl.flink.main import apply_overrides
+
+    try:
+        settings = apply_overrides(load_settings(), list(overrides))
+        note = check_start(
+            settings.checkpoint_dir,
+            settings.job.events_topic,
+            settings.job.restore_from,
+            from_empty=from_empty,
+        )
+    except RiskctlError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    if note:
+        click.echo(note, err=True)
 
 
 @click.command()
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help=_SET_HELP)
 @click.option("--name", default="riskctl", show_default=True, help="Flink job name.")
-def run(overrides: tuple[str, ...], name: str) -> None:
+@click.option("--from-empty", is_flag=True, help=_FROM_EMPTY_HELP)
+def run(overrides: tuple[str, ...], name: str, from_empty: bool) -> None:
     """Run the risk job on Flink's embedded MiniCluster until Ctrl-C (needs Kafka and, for rules from
     MySQL, MariaDB: 'riskctl stack up')."""
     from riskctl.flink.main import main as job_main
+
+    _check_checkpoints(overrides, from_empty)
 
     args = [a for o in overrides for a in ("--set", o)] + ["--name", name]
     sys.exit(job_main(args))
@@ -48,9 +76,11 @@ def _flink_binary() -> str:
     "--parallelism", "-p", type=int, default=None, help="Job parallelism (default: job.parallelism)."
 )
 @click.option("--name", default="riskctl", show_default=True, help="Flink job name.")
-def submit(overrides: tuple[str, ...], parallelism: int | None, name: str) -> None:
+@click.option("--from-empty", is_flag=True, help=_FROM_EMPTY_HELP)
+def submit(overrides: tuple[str, ...], parallelism: int | None, name: str, from_empty: bool) -> None:
     """Submit the risk job to a Flink cluster with 'flink run -d -py' (the local one from
     'riskctl stack up --flink', or $FLINK_HOME). The jars are shipped with the job."""
+    _check_checkpoints(overrides, from_empty)
     settings = load_settings()
     p = parallelism or settings.job.parallelism
     flink = _flink_binary()

@@ -86,6 +86,15 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
+def cmdline(pid: int) -> str | None:
+    """The command line of ``pid`` (arguments joined by spaces), or None when it cannot be read."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return raw.replace(b"\0", b" ").decode(errors="replace").strip()
+
+
 def read_pid(pid_file: Path) -> int | None:
     try:
         pid = int(pid_file.read_text().strip())

@@ -34,6 +34,7 @@ from riskctl.config import PROJECT_ROOT, Settings
 from riskctl.errors import ServiceError
 from riskctl.flink.pythonpath import python_path
 from riskctl.stack.process import (
+    cmdline,
     listening_pid,
     pid_alive,
     port_open,
@@ -44,6 +45,11 @@ from riskctl.stack.process import (
     terminate,
     wait_until,
 )
+
+#: the jar of MySQL Connector/J among the job's jars, put in the cluster's lib/ (see FlinkCluster)
+CONNECTOR_J = "mysql-connector-j-"
+#: Connector/J's switch for its AbandonedConnectionCleanupThread (a class-loader leak in a JobManager)
+NO_CJ_CLEANUP_THREAD = "-Dcom.mysql.cj.disableAbandonedConnectionCleanup=true"
 
 
 @dataclass
@@ -88,8 +94,35 @@ class Service(ABC):
     def address(self) -> str:
         return f"{self.host}:{self.ports[0]}"
 
+    #: words of a command line that mark a process as this service's (any one is enough): a pid file can
+    #: outlive its process (kill -9, a reboot) and its pid be reused by another program, which must then be
+    #: neither taken for the service nor stopped with it
+    markers: tuple[str, ...] = ()
+
+    def _pid(self, pid_file: Path) -> int | None:
+        pid = read_pid(pid_file)
+        if pid is None or not self.markers:
+            return pid
+        cmd = cmdline(pid)
+        if cmd is not None and not any(m in cmd for m in self.markers):
+            return None  # a stale pid file: that pid is another program now
+        return pid
+
     def pids(self) -> list[int]:
-        return [p for f in self.pid_files if (p := read_pid(f)) is not None]
+        return [p for f in self.pid_files if (p := self._pid(f)) is not None]
+
+    def dead_parts(self) -> list[Path]:
+        """The pid files whose process is gone (or is not this service's any more)."""
+        return [f for f in self.pid_files if self._pid(f) is None]
+
+    def _restart_parts(self, dead: list[Path], timeout: float) -> bool:
+        """Some processes of the service died while others run: bring the service back.
+
+        This default stops what is left and returns False, so that :meth:`start` starts the service afresh;
+        a service whose parts can be restarted alone returns True once it has done so and is healthy.
+        """
+        self.stop()
+        return False
 
     @abstractmethod
     def healthy(self) -> bool:
@@ -109,7 +142,15 @@ class Service(ABC):
         return ServiceStatus(self.name, self.address, state, pids[0] if pids else None, str(self.log))
 
     def start(self, timeout: float = 90.0) -> bool:
-        """Start the service unless it is already running; return True when this call started it."""
+        """Start the service unless it is already running; return True when this call started it.
+
+        A service with some of its processes dead (a JobManager or TaskManager killed, a stale pid file) is
+        restarted: the dead parts alone when the service can (:meth:`_restart_parts`), else all of it.
+        """
+        dead = self.dead_parts()
+        if self.pids() and dead:
+            if self._restart_parts(dead, timeout):
+                return True
         if self.pids() and self.healthy():
             return False
         if self.pids():  # ours but not answering: maybe still starting
@@ -155,6 +196,7 @@ class Kafka(Service):
 
     name = "kafka"
     folder = "kafka"
+    markers = ("kafka.Kafka",)
 
     @property
     def ports(self) -> list[int]:
@@ -271,6 +313,7 @@ class MariaDB(Service):
 
     name = "mariadb"
     folder = "mysql"
+    markers = ("mariadbd", "mysqld")
 
     @property
     def ports(self) -> list[int]:
@@ -428,6 +471,14 @@ class FlinkCluster(Service):
 
     name = "flink"
     folder = "flink"
+    # the pid is that of 'bash jobmanager.sh start-foreground' until it execs the JVM
+    markers = (
+        "jobmanager.sh",
+        "taskmanager.sh",
+        "flink-console.sh",
+        "StandaloneSessionClusterEntrypoint",
+        "TaskManagerRunner",
+    )
 
     @property
     def ports(self) -> list[int]:
@@ -500,6 +551,9 @@ class FlinkCluster(Service):
         for jar in (src / "opt").glob("*.jar"):
             (home / "opt" / jar.name).symlink_to(jar)
         (home / "plugins").symlink_to(src / "plugins")
+        # MySQL Connector/J in the cluster's class path, loaded once (class-loader leak, see _config_yaml)
+        for jar in Path(self.settings.flink.jars_dir).glob(f"{CONNECTOR_J}*.jar"):
+            (home / "lib" / jar.name).symlink_to(jar.resolve())
         conf = home / "conf"
         conf.mkdir()
         for f in (src / "conf").iterdir():
@@ -511,7 +565,12 @@ class FlinkCluster(Service):
         import yaml
 
         default = yaml.safe_load((src / "conf" / "config.yaml").read_text())
-        java_opts = default["env"]["java"]["opts"]["all"]
+        # Connector/J starts a 'mysql-cj-abandoned-connection-cleanup' thread and registers its Driver in
+        # DriverManager; loaded by a job's class loader (the CDC enumerator runs in the JobManager), both
+        # kept that class loader and all its classes in Metaspace after the job ended: the JobManager died of
+        # OutOfMemoryError: Metaspace at the 10th submission. Connector/J now comes from lib/ (parent-first,
+        # even though jobs ship it too) and its clean-up thread is off (the job closes its connections).
+        java_opts = f"{default['env']['java']['opts']['all']} {NO_CJ_CLEANUP_THREAD}"
         s = self.stack
         python = sys.executable
         cfg = {
@@ -552,6 +611,7 @@ class FlinkCluster(Service):
                 "timeout": s.flink_heartbeat_timeout_ms,
                 "rpc-failure-threshold": s.flink_heartbeat_rpc_failure_threshold,
             },
+            "classloader": {"parent-first-patterns": {"additional": ["com.mysql."]}},
             "blob": {"server": {"port": "0"}},
             "taskmanager.data.port": 0,
         }
@@ -567,6 +627,40 @@ class FlinkCluster(Service):
         env.pop("FLINK_HOME", None)
         return env
 
+    def _restart_parts(self, dead: list[Path], timeout: float) -> bool:
+        """A dead JobManager: restart the whole cluster (its jobs died with it; no HA here). Dead
+        TaskManagers only: start those again, they register with the running JobManager."""
+        if self.pid_files[0] in dead:
+            return super()._restart_parts(dead, timeout)
+        # the JobManager may still count a killed TaskManager (until its heartbeat times out): wait for the
+        # new ones to register on top of what it counts now
+        ov = self.overview() or {}
+        wanted = int(str(ov.get("taskmanagers", 0))) + len(dead)
+        for pid_file in dead:
+            self._spawn_taskmanager(pid_file)
+
+        def died() -> bool:
+            return bool(self.dead_parts())
+
+        def registered() -> bool:
+            now = self.overview() or {}
+            return int(str(now.get("taskmanagers", 0))) >= wanted and self.healthy()
+
+        if not wait_until(registered, timeout=timeout, abort=died):
+            last = tail(self.log)
+            msg = f"restarting {len(dead)} TaskManager(s) failed. Last lines of the log:\n{last}"
+            raise ServiceError(self.name, msg, log=str(self.log))
+        return True
+
+    def _spawn_taskmanager(self, pid_file: Path) -> int:
+        i = int(pid_file.stem.split("-")[1]) if "-" in pid_file.stem else 1
+        return spawn(
+            ["bash", str(self.home / "bin" / "taskmanager.sh"), "start-foreground"],
+            log=self.dir / "log" / ("taskmanager.out" if i == 1 else f"taskmanager-{i}.out"),
+            pid_file=pid_file,
+            env=self._env(),
+        )
+
     def _start(self) -> None:
         self._assemble_home()
         for sub in ("log", "pids", "checkpoints"):
@@ -580,13 +674,8 @@ class FlinkCluster(Service):
             env=self._env(),
         )
         time.sleep(1.0)
-        for i, pid_file in enumerate(self.pid_files[1:], start=1):
-            spawn(
-                ["bash", str(bin_dir / "taskmanager.sh"), "start-foreground"],
-                log=self.dir / "log" / ("taskmanager.out" if i == 1 else f"taskmanager-{i}.out"),
-                pid_file=pid_file,
-                env=self._env(),
-            )
+        for pid_file in self.pid_files[1:]:
+            self._spawn_taskmanager(pid_file)
 
     def taskmanager_pids(self) -> dict[Path, int]:
         """The live TaskManager JVMs this stack started, by pid file."""
@@ -604,12 +693,7 @@ class FlinkCluster(Service):
             raise ServiceError(self.name, msg, log=str(self.log))
         taken = [int(p.stem.split("-")[1]) for p in self.dir.glob("taskmanager-*.pid")]
         n = max([1, self.stack.flink_taskmanagers, *taken]) + 1
-        return spawn(
-            ["bash", str(self.home / "bin" / "taskmanager.sh"), "start-foreground"],
-            log=self.dir / "log" / f"taskmanager-{n}.out",
-            pid_file=self.dir / f"taskmanager-{n}.pid",
-            env=self._env(),
-        )
+        return self._spawn_taskmanager(self.dir / f"taskmanager-{n}.pid")
 
     def kill_taskmanager(self, pid: int) -> None:
         """``kill -9`` one TaskManager JVM of this stack (a crash, for fault tests); forget its pid file."""

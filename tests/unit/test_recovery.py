@@ -103,8 +103,11 @@ def fake_cluster(tmp_path: Path) -> Iterator[FlinkCluster]:
     )
     cluster = FlinkCluster(settings)
     (cluster.home / "bin").mkdir(parents=True)
-    (cluster.home / "bin" / "taskmanager.sh").write_text("exec sleep 60\n")
-    jm = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    # named like the real JVMs: the stack takes a pid file's process for its own only by its command line
+    (cluster.home / "bin" / "taskmanager.sh").write_text("exec -a TaskManagerRunner sleep 60\n")
+    jm = subprocess.Popen(
+        ["bash", "-c", "exec -a StandaloneSessionClusterEntrypoint sleep 60"], start_new_session=True
+    )
     (cluster.dir / "jobmanager.pid").write_text(str(jm.pid))
     yield cluster
     cluster.stop()

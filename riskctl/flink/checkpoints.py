@@ -1,0 +1,140 @@
+"""Refuse to start the job from empty state when a newer completed checkpoint of it exists.
+
+Incident (issue 11): a restored job died before its first checkpoint; resubmitted without
+``job.restore_from`` it started from empty state at the consumer group's committed offsets, and 26 decisions
+differed from ``riskctl replay`` of the same events. ``riskctl submit`` and ``riskctl run`` now look in the
+checkpoint folder first: when it holds a completed checkpoint of this job newer than what the job would
+start from (nothing, or ``job.restore_from``), they stop and name the checkpoint to restore, unless told
+``--from-empty``.
+
+Flink lays checkpoints out as ``<checkpoint_dir>/<job id>/chk-<n>/_metadata``; ``_metadata`` is written
+last, when the checkpoint completes, so a ``chk-<n>`` folder without it is not a completed checkpoint. A
+checkpoint is *of this job* when its ``_metadata`` names the job's events topic: the Kafka source's split
+state (topic, partition, offset), small enough to be kept inside ``_metadata``, holds it (``writeUTF``:
+length-prefixed, so a topic that merely starts with the name does not match). Only local folders
+(``file://`` or a plain path) are looked at; for a remote checkpoint store (``s3://``, ``hdfs://``) the
+check says it cannot look. No PyFlink here: the CLI runs it before any JVM starts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from riskctl.errors import ConfigError
+
+#: ``_metadata`` files larger than this are not read (state inlined in it is small; a checkpoint of this job
+#: is recognised by the source's split state, which comes early)
+MAX_METADATA_BYTES = 64 * 2**20
+
+
+class NewerCheckpointError(ConfigError):
+    """The job would start from older state (or none) than a completed checkpoint of it holds."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    path: Path  # the chk-<n> folder
+    completed_at: float  # modification time of its _metadata (seconds since the epoch)
+
+    def describe(self) -> str:
+        when = dt.datetime.fromtimestamp(self.completed_at, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        return f"{self.path} (completed {when})"
+
+
+def local_path(uri: str) -> Path | None:
+    """The local path of a ``file://`` URI or a plain path; None for another scheme."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        return Path(unquote(parsed.path))
+    if parsed.scheme == "" or len(parsed.scheme) == 1:  # a plain path (or a Windows drive letter)
+        return Path(uri)
+    return None
+
+
+def _metadata(folder: Path) -> Path | None:
+    meta = folder / "_metadata"
+    if meta.is_file():
+        return meta
+    if folder.name == "_metadata" and folder.is_file():
+        return folder
+    return None
+
+
+def _mentions(meta: Path, marker: bytes) -> bool:
+    try:
+        if meta.stat().st_size > MAX_METADATA_BYTES:
+            return False
+        return marker in meta.read_bytes()
+    except OSError:
+        return False
+
+
+def split_marker(topic: str) -> bytes:
+    """The bytes a Kafka split of ``topic`` starts with in the source's state (Java ``writeUTF``: a 2-byte
+    length, then the name), so that topic ``events`` does not match a checkpoint of ``events-v2``."""
+    name = topic.encode("utf-8")
+    return struct.pack(">H", len(name)) + name
+
+
+def completed_checkpoints(checkpoint_dir: str, events_topic: str) -> list[Checkpoint]:
+    """Completed checkpoints under ``checkpoint_dir`` whose metadata name ``events_topic``, oldest first."""
+    root = local_path(checkpoint_dir)
+    if root is None or not root.is_dir():
+        return []
+    marker = split_marker(events_topic)
+    found: list[Checkpoint] = []
+    for job_dir in root.iterdir():
+        if not job_dir.is_dir():
+            continue
+        for chk in job_dir.glob("chk-*"):
+            meta = _metadata(chk)
+            if meta is not None and _mentions(meta, marker):
+                try:
+                    found.append(Checkpoint(chk, meta.stat().st_mtime))
+                except OSError:
+                    continue  # removed meanwhile (Flink keeps only the last few)
+    return sorted(found, key=lambda c: (c.completed_at, str(c.path)))
+
+
+def check_start(checkpoint_dir: str, events_topic: str, restore_from: str, *, from_empty: bool) -> str | None:
+    """Raise :class:`NewerCheckpointError` when the job would skip a newer completed checkpoint of itself.
+
+    Returns a note for the user when the check could not look (a remote store), else None.
+    """
+    if from_empty:
+        return None
+    root = local_path(checkpoint_dir)
+    if root is None:
+        return (
+            f"note: not checking {checkpoint_dir} for newer checkpoints of this job (only local folders are "
+            "read); make sure job.restore_from names the latest one"
+        )
+    found = completed_checkpoints(checkpoint_dir, events_topic)
+    if restore_from:
+        restore = local_path(restore_from)
+        meta = _metadata(restore) if restore is not None else None
+        if restore is None or meta is None:
+            return None  # a savepoint elsewhere, or a path Flink will reject with its own message
+        since = meta.stat().st_mtime
+        own = restore.resolve() if restore.name != "_metadata" else restore.parent.resolve()
+        newer = [c for c in found if c.completed_at > since and c.path.resolve() != own]
+        start = f"{restore_from} (job.restore_from)"
+    else:
+        newer = found
+        start = "empty state (job.restore_from is not set)"
+    if not newer:
+        return None
+    latest = newer[-1]
+    msg = (
+        f"refusing to start from {start}: {root} holds a newer completed checkpoint of this job "
+        f"(events topic {events_topic!r}): {latest.describe()}. Starting without it would decide the "
+        "events after the consumer group's committed offsets with older state than the job had. "
+        f"Restore it with --set job.restore_from={latest.path.as_uri()} , or pass --from-empty to start from "
+        + ("empty state" if not restore_from else "job.restore_from")
+        + " anyway"
+    )
+    raise NewerCheckpointError(msg)

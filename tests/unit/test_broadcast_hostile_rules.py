@@ -8,8 +8,6 @@ integration tests run the real one.
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,28 +18,10 @@ from riskctl.core.engine import Engine
 from riskctl.core.rules import RuleSet
 from riskctl.flink.job import PollFolder, _with_status
 from riskctl.flink.risk_function import RiskFunction
+from tests.unit.core.test_hostile_rules import within
 
 DEEP = "[" * 100_000 + "]" * 100_000
 CORPUS = Path(__file__).parent / "core" / "hostile_rules"
-
-
-def within(fn: Callable[[], Any], seconds: float = 10.0) -> Any:
-    box: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            box["value"] = fn()
-        except BaseException as exc:  # noqa: BLE001 - handed back to the test
-            box["error"] = exc
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    if thread.is_alive():
-        pytest.fail(f"did not finish within {seconds} s")
-    if "error" in box:
-        raise box["error"]
-    return box.get("value")
 
 
 class FakeBroadcastState(dict[str, str]):

@@ -128,9 +128,13 @@ class Traffic(threading.Thread):
         with self.lock:
             return set(self.sent) - set(self.decisions)
 
-    def stop(self) -> None:
+    def stop_sending(self) -> None:
+        """No more events (those sent are flushed); the reader goes on reading their decisions."""
         self.sending.clear()
         self.join(timeout=30)
+
+    def stop(self) -> None:
+        self.stop_sending()
         self.stopped.set()
         self.reader.join(timeout=10)
         self.producer.close()
@@ -138,17 +142,19 @@ class Traffic(threading.Thread):
 
 @pytest.fixture
 def two_taskmanagers(flink_cluster: FlinkCluster) -> Any:
-    """At least two registered TaskManagers; afterwards, as many TaskManagers as before the test."""
+    """At least two registered TaskManagers; afterwards the cluster as the stack defines it: the extra and
+    replacement TaskManagers stopped, a killed one of the stack's own started again (so later tests find
+    every pid file the stack wrote)."""
     before = set(flink_cluster.taskmanager_pids().values())
     for _ in range(max(0, 2 - _registered(flink_cluster))):
         flink_cluster.start_taskmanager()
     _wait(lambda: _registered(flink_cluster) >= 2, 120, "two TaskManagers")
     yield flink_cluster
-    alive = flink_cluster.taskmanager_pids()
-    ours = [(f, pid) for f, pid in alive.items() if pid not in before]
-    for pid_file, pid in ours[: max(0, len(alive) - len(before))]:
-        terminate(pid)
-        pid_file.unlink(missing_ok=True)
+    for pid_file, pid in flink_cluster.taskmanager_pids().items():
+        if pid not in before:
+            terminate(pid)
+            pid_file.unlink(missing_ok=True)
+    flink_cluster.start(timeout=180)  # restarts what the test killed (riskctl stack up's own path)
 
 
 def test_taskmanager_kill_and_poison_record(
@@ -196,9 +202,15 @@ def test_taskmanager_kill_and_poison_record(
         # a 1,000,000-byte binary record: dead-lettered, no restart, valid events behind it decided
         meta = traffic.producer.send(job.topics["events"], bytes(range(256)) * 3906 + b"\xff" * 64).get(30)
         time.sleep(10)
+        traffic.stop_sending()
+        # the reader still runs: the decisions of the last events sent are on their way
+        try:
+            _wait(lambda: not traffic.undecided(), 120, "a decision for every event sent")
+        except AssertionError:
+            lost = sorted(traffic.undecided())
+            raise AssertionError(f"{len(lost)} events without a decision after 120 s: {lost[:5]}") from None
     finally:
         traffic.stop()
-    _wait(lambda: not traffic.undecided(), 120, f"decisions of {len(traffic.undecided())} events")
     with traffic.lock:
         dead = [
             d for d in traffic.dead if (d.get("partition"), d.get("offset")) == (meta.partition, meta.offset)

@@ -244,6 +244,7 @@ def test_stack_up_restarts_a_killed_broker_and_mariadb(
 def test_stack_up_restarts_a_killed_taskmanager_and_jobmanager(
     stack: Settings, flink_cluster: FlinkCluster
 ) -> None:
+    flink_cluster.start(timeout=180)  # whole, whatever an earlier test killed
     tm_file = flink_cluster.pid_files[1]
     jm_file = flink_cluster.pid_files[0]
     jm = int(jm_file.read_text())

@@ -632,19 +632,15 @@ class FlinkCluster(Service):
         TaskManagers only: start those again, they register with the running JobManager."""
         if self.pid_files[0] in dead:
             return super()._restart_parts(dead, timeout)
-        # the JobManager may still count a killed TaskManager (until its heartbeat times out): wait for the
-        # new ones to register on top of what it counts now
-        ov = self.overview() or {}
-        wanted = int(str(ov.get("taskmanagers", 0))) + len(dead)
-        for pid_file in dead:
-            self._spawn_taskmanager(pid_file)
+        # the JobManager may still count a killed TaskManager (until its heartbeat times out), or may have
+        # dropped it already: wait for the new processes themselves to be registered
+        new = {self._spawn_taskmanager(pid_file) for pid_file in dead}
 
         def died() -> bool:
             return bool(self.dead_parts())
 
         def registered() -> bool:
-            now = self.overview() or {}
-            return int(str(now.get("taskmanagers", 0))) >= wanted and self.healthy()
+            return new <= self.registered_taskmanager_pids() and self.healthy()
 
         if not wait_until(registered, timeout=timeout, abort=died):
             last = tail(self.log)
@@ -704,6 +700,15 @@ class FlinkCluster(Service):
         os.kill(pid, signal.SIGKILL)
         wait_until(lambda: not pid_alive(pid), timeout=10)
         owned[pid].unlink(missing_ok=True)
+
+    def registered_taskmanager_pids(self) -> set[int]:
+        """The pids of this stack's TaskManagers that the JobManager lists as registered (REST)."""
+        try:
+            with urllib.request.urlopen(f"{self.rest_url}/taskmanagers", timeout=3) as resp:  # noqa: S310
+                listed = json.load(resp).get("taskmanagers", [])
+        except (OSError, ValueError):
+            return set()
+        return {pid for t in listed if (pid := self.taskmanager_pid(str(t.get("id", "")))) is not None}
 
     def taskmanager_pid(self, taskmanager_id: str) -> int | None:
         """The pid of a TaskManager from its REST id (``host:rpcport-suffix``): who listens on that port."""

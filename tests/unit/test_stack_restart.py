@@ -106,19 +106,28 @@ def test_a_service_with_one_part_dead_is_restarted_whole(settings: Settings) -> 
         svc.stop()
 
 
+@pytest.mark.parametrize("dead_still_counted", [True, False])
 def test_flink_restarts_only_the_dead_taskmanager(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, dead_still_counted: bool
 ) -> None:
+    """The new TaskManager is waited for by its own pid, whether the JobManager still counts the killed one
+    (heartbeat not timed out yet) or has dropped it already (fast failure detection: the count never grew)."""
     cluster = FlinkCluster(settings)
     cluster.dir.mkdir(parents=True)
     spawned: list[str] = []
     alive = {"jobmanager.pid", "taskmanager.pid"}
     monkeypatch.setattr(cluster, "_pid", lambda f: 4242 if f.name in alive else None)
-    monkeypatch.setattr(cluster, "_spawn_taskmanager", lambda f: spawned.append(f.name) or alive.add(f.name))
+
+    def spawn(f: Path) -> int:
+        spawned.append(f.name)
+        alive.add(f.name)
+        return 5000 + len(spawned)
+
+    monkeypatch.setattr(cluster, "_spawn_taskmanager", spawn)
     monkeypatch.setattr(cluster, "healthy", lambda: True)
     monkeypatch.setattr(cluster, "_start", lambda: pytest.fail("the whole cluster was restarted"))
-    # the JobManager still counts the killed TaskManager; the new one registers on top
-    monkeypatch.setattr(cluster, "overview", lambda: {"taskmanagers": 2 + len(spawned), "slots-total": 4})
+    old = {4242, 999999} if dead_still_counted else {4242}
+    monkeypatch.setattr(cluster, "registered_taskmanager_pids", lambda: old | {5000 + len(spawned)})
     (cluster.dir / "taskmanager-2.pid").write_text("999999")  # a second TaskManager, killed
     assert cluster.start(timeout=5) is True
     assert spawned == ["taskmanager-2.pid"]
@@ -134,9 +143,9 @@ def test_flink_waits_for_the_new_taskmanager_to_register(
     cluster.dir.mkdir(parents=True)
     alive = {"jobmanager.pid", "taskmanager.pid"}
     monkeypatch.setattr(cluster, "_pid", lambda f: 4242 if f.name in alive else None)
-    monkeypatch.setattr(cluster, "_spawn_taskmanager", lambda f: alive.add(f.name))
+    monkeypatch.setattr(cluster, "_spawn_taskmanager", lambda f: alive.add(f.name) or 5001)
     monkeypatch.setattr(cluster, "healthy", lambda: True)
-    monkeypatch.setattr(cluster, "overview", lambda: {"taskmanagers": 2, "slots-total": 4})  # never registers
+    monkeypatch.setattr(cluster, "registered_taskmanager_pids", lambda: {4242, 999999})  # never the new one
     (cluster.dir / "taskmanager-2.pid").write_text("999999")
     with pytest.raises(ServiceError, match="restarting 1 TaskManager"):
         cluster.start(timeout=1)

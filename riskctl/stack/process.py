@@ -23,22 +23,12 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
 def port_owner(port: int) -> str | None:
     """A best-effort description of the process listening on ``port`` (via /proc), for error messages."""
     try:
-        inode = _listening_inode(port)
-        if inode is None:
-            return None
-        for pid_dir in Path("/proc").iterdir():
-            if not pid_dir.name.isdigit():
-                continue
-            try:
-                for fd in (pid_dir / "fd").iterdir():
-                    if os.readlink(fd) == f"socket:[{inode}]":
-                        cmd = (pid_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-                        return f"pid {pid_dir.name}: {cmd[:120].strip()}"
-            except OSError:
-                continue
+        pid = listening_pid(port)
     except OSError:
         return None
-    return None
+    if pid is None:
+        return None
+    return f"pid {pid}: {(cmdline(pid) or '')[:120].strip()}"
 
 
 def listening_pid(port: int) -> int | None:

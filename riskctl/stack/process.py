@@ -134,6 +134,21 @@ def terminate(pid: int, timeout: float = 20.0) -> None:
             time.sleep(0.1)
 
 
+def exit_status(pid: int) -> str | None:
+    """How a child process of this one ended ("exit code N" / "killed by SIGNAME"), or None when unknown.
+
+    Only a child that has not been reaped yet can tell; for any other process this answers None.
+    """
+    try:
+        waited, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return None
+    if waited == 0:
+        return None
+    code = os.waitstatus_to_exitcode(status)
+    return f"exit code {code}" if code >= 0 else f"killed by {signal.Signals(-code).name}"
+
+
 def _reap(pid: int) -> None:
     try:
         os.waitpid(pid, os.WNOHANG)

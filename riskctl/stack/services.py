@@ -35,6 +35,7 @@ from riskctl.errors import ServiceError
 from riskctl.flink.pythonpath import python_path
 from riskctl.stack.process import (
     cmdline,
+    exit_status,
     listening_pid,
     pid_alive,
     port_open,
@@ -166,19 +167,35 @@ class Service(ABC):
                 msg += "; stop that process or choose another port (see 'riskctl stack --help')"
                 raise ServiceError(self.name, msg, log=str(self.log))
         self.dir.mkdir(parents=True, exist_ok=True)
-        self._start()
 
         def died() -> bool:
             return len(self.pids()) < len(self.pid_files)
 
-        if not wait_until(self.healthy, timeout=timeout, abort=died):
-            state = (
-                "exited while starting" if died() else f"did not answer on {self.address} in {timeout:.0f} s"
-            )
+        # A process that exits before writing one line to its log has not failed on anything of ours (a
+        # bad config, a taken lock or port all log their reason): it is started once more before giving up.
+        retried = False
+        while True:
+            logged = self.log.stat().st_size if self.log.exists() else 0
+            self._start()
+            started = [p for f in self.pid_files if (p := read_pid(f)) is not None]
+            if wait_until(self.healthy, timeout=timeout, abort=died):
+                return True
+            exited = died()
+            statuses = ", ".join(f"pid {pid} {status}" for pid in started if (status := exit_status(pid)))
+            silent = exited and (self.log.stat().st_size if self.log.exists() else 0) == logged
             last = tail(self.log)
             self.stop()
+            if silent and not retried:
+                retried = True
+                continue
+            state = f"did not answer on {self.address} in {timeout:.0f} s"
+            if exited:
+                state = "exited while starting"
+            if statuses:
+                state += f" ({statuses})"
+            if silent:
+                state += ", twice, without writing to its log"
             raise ServiceError(self.name, f"{state}. Last lines of the log:\n{last}", log=str(self.log))
-        return True
 
     def stop(self) -> bool:
         """Stop the service's processes (and their process groups); return True when something was running."""

@@ -1,7 +1,7 @@
 """Every figure of the side-by-side benchmark, in one run: riskctl against what a user would pick instead.
 
-    .venv/bin/python bench/bench.py --quick      # a few minutes: small workload, short phases
-    .venv/bin/python bench/bench.py              # the full run (about half an hour on 2 cores)
+    .venv/bin/python bench/bench.py --quick      # small workload, short phases
+    .venv/bin/python bench/bench.py              # the full run (durations: bench/README.md)
 
 Writes ``bench/results/bench.json`` (every figure, the machine and the command), ``bench/results/bench.md``
 (tables) and PNG plots (``bench_latency.png``: latency percentiles against offered rate, per contender;

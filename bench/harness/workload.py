@@ -19,7 +19,7 @@ from harness import ROOT, WORK, log
 
 @dataclass(frozen=True)
 class Plan:
-    """Sizes and durations of one run: ``--quick`` (a few minutes) or the full run (about half an hour)."""
+    """Sizes and durations of one run: ``--quick`` (small workload, short phases) or the full run."""
 
     users: int
     warmup_events: int  # decided first, from a cold start (JIT compilation, caches): the cold figure

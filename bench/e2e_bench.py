@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import signal
 import statistics
 import subprocess
@@ -33,40 +32,15 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+
+from harness.workload import EventMaker  # noqa: E402
 
 from riskctl.config import load_settings  # noqa: E402
+from riskctl.core.stats import percentile  # noqa: E402
 from riskctl.kafka_admin import ensure_topics  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
-TYPES = ["login", "order", "payment", "transfer", "register", "password_change", "2fa"]
-WEIGHTS = [40, 20, 15, 10, 5, 5, 5]
-CITIES = ["Paris", "Lyon", "Berlin", "Madrid", "Oslo", "Rome", "Lisbon", "Vienna"]
-
-
-# -- events ----------------------------------------------------------------------------------------
-class EventMaker:
-    def __init__(self, users: int, seed: int = 42) -> None:
-        self.rng = random.Random(seed)
-        self.users = users
-        self.run = uuid.uuid4().hex[:8]
-        self.n = 0
-
-    def make(self, ts_ms: int) -> dict[str, Any]:
-        r = self.rng
-        self.n += 1
-        uid = f"u{r.randrange(self.users)}"
-        etype = r.choices(TYPES, WEIGHTS)[0]
-        e: dict[str, Any] = {"event_id": f"{self.run}-{self.n}", "user_id": uid, "type": etype, "ts": ts_ms}
-        if etype == "login":
-            e["success"] = r.random() < 0.9
-            e["device_id"] = f"d{hash(uid) % 7 if r.random() < 0.95 else r.randrange(1000)}"
-            e["city"] = CITIES[hash(uid) % len(CITIES)] if r.random() < 0.97 else r.choice(CITIES)
-        elif etype in ("order", "payment"):
-            e["amount"] = round(r.uniform(5, 500), 2)
-        elif etype == "transfer":
-            e["amount"] = round(r.lognormvariate(7, 1.2), 2)
-        return e
 
 
 # -- job process -----------------------------------------------------------------------------------
@@ -183,10 +157,9 @@ def wait_for(cond: Any, timeout: float, job: Job, what: str) -> None:
 
 
 def pct(values: list[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    s = sorted(values)
-    return s[min(len(s) - 1, max(0, round(p / 100 * len(s) + 0.5) - 1))]
+    """Nearest-rank percentile (``riskctl.core.stats``), NaN when there are no values."""
+    value = percentile(values, p)
+    return float("nan") if value is None else value
 
 
 def producer(bootstrap: str, **kw: Any) -> Any:
@@ -199,7 +172,7 @@ def producer(bootstrap: str, **kw: Any) -> Any:
 def latency_mode(
     args: argparse.Namespace, bootstrap: str, topics: dict[str, str], job: Job
 ) -> dict[str, Any]:
-    maker = EventMaker(args.users)
+    maker = EventMaker(args.users, 42)
     reader = Reader(bootstrap, topics["decisions"])
     reader.start()
     prod = producer(bootstrap, linger_ms=0, acks=1)
@@ -298,7 +271,7 @@ def throughput_mode(
     args: argparse.Namespace, bootstrap: str, topics: dict[str, str], job: Job
 ) -> dict[str, Any]:
     n = args.max_throughput
-    maker = EventMaker(args.users)
+    maker = EventMaker(args.users, 42)
     prod = producer(bootstrap, linger_ms=20, batch_size=256 * 1024, acks=1)
     t0 = time.time()
     base = int(t0 * 1000)

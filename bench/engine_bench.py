@@ -33,6 +33,7 @@ from riskctl.core.events import normalize_event  # noqa: E402
 from riskctl.core.rules import RuleSet, load_rules  # noqa: E402
 from riskctl.core.runner import LocalRunner, tune_gc  # noqa: E402
 from riskctl.core.state import InMemoryKeyedState, InMemoryStore  # noqa: E402
+from riskctl.core.stats import percentile  # noqa: E402
 
 T0 = 1_700_000_000_000
 CITIES = ["Paris", "Lyon", "Berlin", "Madrid", "Rome", "Lagos", "Lisbon", "Oslo"]
@@ -271,8 +272,8 @@ def main() -> None:
         "calibration_loop_seconds": round(calib, 3),
         "state_bytes_per_user": {
             "mean": round(statistics.mean(sizes)),
-            "p50": sorted(sizes)[len(sizes) // 2],
-            "p99": sorted(sizes)[int(len(sizes) * 0.99)],
+            "p50": percentile(sizes, 50),
+            "p99": percentile(sizes, 99),
             "max": max(sizes),
         },
         "records": counts,

@@ -59,8 +59,8 @@ def jm_metrics(rest: str) -> dict[str, float]:
 
 
 def full_gc(pid: int, settle_s: float) -> None:
-    """A full GC once the last job's class loader can go: Flink releases it a few seconds after the cancel
-    (sampled at once, the last one or two jobs' classes were still there, +50 MB of noise per sample)."""
+    """A full GC once the last job's class loader can go: Flink releases it a few seconds after the cancel,
+    and a sample taken at once still counts the last one or two jobs' classes, noise that hides a leak."""
     time.sleep(settle_s)
     for _ in range(2):
         subprocess.run(["jcmd", str(pid), "GC.run"], capture_output=True, check=True, timeout=60)  # noqa: S607

@@ -24,14 +24,17 @@ import traceback
 import urllib.request
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+
+from harness.workload import EventMaker  # noqa: E402
 
 from riskctl.config import Settings, load_settings  # noqa: E402
 from riskctl.stack.services import FlinkCluster, Kafka, MariaDB  # noqa: E402
@@ -39,9 +42,6 @@ from riskctl.stack.services import FlinkCluster, Kafka, MariaDB  # noqa: E402
 RESULTS = ROOT / "bench" / "results"
 WORK = ROOT / "bench" / ".work" / "chaos"
 PYTHON = sys.executable
-TYPES = ["login", "order", "payment", "transfer", "register", "password_change", "2fa"]
-WEIGHTS = [40, 20, 15, 10, 5, 5, 5]
-CITIES = ["Paris", "Lyon", "Berlin", "Madrid", "Oslo", "Rome", "Lisbon", "Vienna"]
 FAR_FUTURE_TS = 253_402_214_400_000  # 9999-12-31T00:00:00Z
 GAP_S = 3.0  # a pause between two decisions longer than this counts as "without decisions"
 
@@ -77,37 +77,6 @@ class Plan:
 
 
 # -- events -----------------------------------------------------------------------------------------------
-class EventMaker:
-    """Valid events of ``users`` users; ``ts`` is the wall clock, so no event is ever late or early."""
-
-    def __init__(self, users: int = 2000, seed: int = 7) -> None:
-        self.rng = random.Random(seed)
-        self.users = users
-        self.run = uuid.uuid4().hex[:8]
-        self.n = 0
-
-    def make(self) -> dict[str, Any]:
-        r = self.rng
-        self.n += 1
-        uid = f"u{r.randrange(self.users)}"
-        etype = r.choices(TYPES, WEIGHTS)[0]
-        e: dict[str, Any] = {
-            "event_id": f"{self.run}-{self.n}",
-            "user_id": uid,
-            "type": etype,
-            "ts": now_ms(),
-        }
-        if etype == "login":
-            e["success"] = r.random() < 0.8
-            e["device_id"] = f"d{hash(uid) % 7 if r.random() < 0.95 else r.randrange(1000)}"
-            e["city"] = CITIES[hash(uid) % len(CITIES)] if r.random() < 0.97 else r.choice(CITIES)
-        elif etype in ("order", "payment"):
-            e["amount"] = round(r.uniform(5, 500), 2)
-        elif etype == "transfer":
-            e["amount"] = round(r.lognormvariate(8, 1.2), 2)
-        return e
-
-
 def poison_records(run: str) -> list[tuple[str, bytes, bytes | None]]:
     """(name, value, key) of hostile records; each valid-looking one has an event_id ``<run>-p-<name>``."""
     t = now_ms()
@@ -179,7 +148,8 @@ class Load(threading.Thread):
 
         self.topic = topic
         self.rate = rate
-        self.maker = EventMaker()
+        # wall-clock event time: no event is ever late or early
+        self.maker = EventMaker(2000, 7, login_success=0.8, transfer_mu=8.0)
         self.producer = Producer(
             {
                 "bootstrap.servers": bootstrap,
@@ -224,7 +194,7 @@ class Load(threading.Thread):
         while not self.stop_event.is_set():
             due = int((time.monotonic() - t0) * self.rate)
             while n < due:
-                e = self.maker.make()
+                e = self.maker.make(now_ms())
                 self.send(e["event_id"], json.dumps(e, separators=(",", ":")).encode(), e["user_id"].encode())
                 n += 1
             self.producer.poll(0.002)
@@ -650,12 +620,30 @@ def summarize(run: Run, name: str, extra_ids: set[str] | None = None) -> dict[st
 
 
 # -- scenarios --------------------------------------------------------------------------------------------
-def scenario_tm_kill(settings: Settings, cluster: FlinkCluster, plan: Plan, delivery: str) -> dict[str, Any]:
-    run = start_run(
-        settings, cluster, f"tm-kill-{'eo' if delivery == 'exactly-once' else 'alo'}", delivery, plan
-    )
+@contextmanager
+def scenario_run(
+    settings: Settings, cluster: FlinkCluster, name: str, delivery: str, plan: Plan
+) -> Iterator[Run]:
+    """The frame of a scenario on the cluster: the job started under load and warmed up for
+    ``plan.warmup_s``; the scenario injects its fault; the run is closed however the scenario ends."""
+    run = start_run(settings, cluster, name, delivery, plan)
     try:
         time.sleep(plan.warmup_s)
+        yield run
+    finally:
+        close_run(run)
+
+
+def settle_and_summarize(run: Run, plan: Plan, tail_s: float) -> dict[str, Any]:
+    """Let the job run ``tail_s`` more seconds after the fault, stop the load, drain, and summarize."""
+    time.sleep(tail_s)
+    finish_run(run, plan)
+    return summarize(run, run.job.name)
+
+
+def scenario_tm_kill(settings: Settings, cluster: FlinkCluster, plan: Plan, delivery: str) -> dict[str, Any]:
+    name = f"tm-kill-{'eo' if delivery == 'exactly-once' else 'alo'}"
+    with scenario_run(settings, cluster, name, delivery, plan) as run:
         for i in range(plan.tm_kills):
             if i:
                 time.sleep(max(0.0, plan.kill_every_s - plan.replacement_after_s))
@@ -668,74 +656,60 @@ def scenario_tm_kill(settings: Settings, cluster: FlinkCluster, plan: Plan, deli
             run.faults.append({"what": f"kill -9 TaskManager {i + 1}", "at": t})
             time.sleep(plan.replacement_after_s)
             cluster.start_taskmanager()
-        time.sleep(plan.tail_s)
-        finish_run(run, plan)
-        return summarize(run, run.job.name)
-    finally:
-        close_run(run)
+        return settle_and_summarize(run, plan, plan.tail_s)
+
+
+def outage(service: Kafka | MariaDB, name: str, down_s: float) -> tuple[float, float]:
+    """Stop ``service``, keep it down ``down_s`` seconds, start it again; (stopped at, back at) wall times."""
+    t = time.time()
+    service.stop()
+    log(f"{name} stopped; down {down_s:.0f} s")
+    time.sleep(down_s)
+    service.start(timeout=120)
+    return t, time.time()
 
 
 def scenario_broker(settings: Settings, cluster: FlinkCluster, plan: Plan) -> dict[str, Any]:
-    run = start_run(settings, cluster, "broker-stop", "at-least-once", plan)
     kafka = Kafka(settings)
-    try:
-        time.sleep(plan.warmup_s)
-        t = time.time()
-        kafka.stop()
-        log(f"broker stopped; down {plan.broker_down_s:.0f} s")
-        time.sleep(plan.broker_down_s)
-        kafka.start(timeout=120)
-        back = time.time()
-        log(f"broker back after {back - t:.1f} s; job {run.job.state()}")
-        run.faults.append({"what": f"broker stop {plan.broker_down_s:.0f} s", "at": t, "back_at": back})
-        time.sleep(plan.tail_s)
-        finish_run(run, plan)
-        return summarize(run, run.job.name)
-    finally:
-        kafka.start(timeout=120)
-        close_run(run)
+    with scenario_run(settings, cluster, "broker-stop", "at-least-once", plan) as run:
+        try:
+            t, back = outage(kafka, "broker", plan.broker_down_s)
+            log(f"broker back after {back - t:.1f} s; job {run.job.state()}")
+            run.faults.append({"what": f"broker stop {plan.broker_down_s:.0f} s", "at": t, "back_at": back})
+            return settle_and_summarize(run, plan, plan.tail_s)
+        finally:
+            kafka.start(timeout=120)
 
 
 def scenario_mysql(settings: Settings, cluster: FlinkCluster, plan: Plan) -> dict[str, Any]:
-    run = start_run(settings, cluster, "mysql-stop", "at-least-once", plan)
     db = MariaDB(settings)
-    try:
-        time.sleep(plan.warmup_s)
-        t = time.time()
-        db.stop()
-        log(f"MariaDB stopped; down {plan.mysql_down_s:.0f} s")
-        time.sleep(plan.mysql_down_s)
-        db.start(timeout=120)
-        back = time.time()
-        run.faults.append({"what": f"MySQL stop {plan.mysql_down_s:.0f} s", "at": t, "back_at": back})
-        rule = "transfer_velocity"
-        version, committed = edit_rule_description(settings, run.job.table, rule)
-        log(f"MariaDB back; rule {rule} v{version} committed; job {run.job.state()}")
+    with scenario_run(settings, cluster, "mysql-stop", "at-least-once", plan) as run:
+        try:
+            t, back = outage(db, "MariaDB", plan.mysql_down_s)
+            run.faults.append({"what": f"MySQL stop {plan.mysql_down_s:.0f} s", "at": t, "back_at": back})
+            rule = "transfer_velocity"
+            version, committed = edit_rule_description(settings, run.job.table, rule)
+            log(f"MariaDB back; rule {rule} v{version} committed; job {run.job.state()}")
 
-        def arrived() -> float | None:
-            with run.reader.lock:
-                seen = [
-                    ts
-                    for ts, r in run.reader.status
-                    if r.get("rule_id") == rule and r.get("version") == version
-                ]
-            return min(seen) if seen else None
+            def arrived() -> float | None:
+                with run.reader.lock:
+                    seen = [
+                        ts
+                        for ts, r in run.reader.status
+                        if r.get("rule_id") == rule and r.get("version") == version
+                    ]
+                return min(seen) if seen else None
 
-        wait_for(lambda: arrived() is not None, 120)
-        at = arrived()
-        run.extra["rule_edit_propagation_s"] = round(at - committed, 2) if at else "not within 120 s"
-        time.sleep(max(0.0, plan.tail_s - (time.time() - back)))
-        finish_run(run, plan)
-        return summarize(run, run.job.name)
-    finally:
-        db.start(timeout=120)
-        close_run(run)
+            wait_for(lambda: arrived() is not None, 120)
+            at = arrived()
+            run.extra["rule_edit_propagation_s"] = round(at - committed, 2) if at else "not within 120 s"
+            return settle_and_summarize(run, plan, max(0.0, plan.tail_s - (time.time() - back)))
+        finally:
+            db.start(timeout=120)
 
 
 def scenario_poison(settings: Settings, cluster: FlinkCluster, plan: Plan) -> dict[str, Any]:
-    run = start_run(settings, cluster, "poison", "at-least-once", plan)
-    try:
-        time.sleep(plan.warmup_s)
+    with scenario_run(settings, cluster, "poison", "at-least-once", plan) as run:
         run_id = run.load.maker.run
         # a brute force whose attempts straddle another user's far-future event (issue 11: it blinded
         # the engine)
@@ -760,9 +734,7 @@ def scenario_poison(settings: Settings, cluster: FlinkCluster, plan: Plan) -> di
             rid, v = login(i, ok)
             run.load.send(rid, v, b"pz-probe")
             time.sleep(0.2)
-        time.sleep(plan.tail_s)
-        finish_run(run, plan)
-        row = summarize(run, run.job.name)
+        row = settle_and_summarize(run, plan, plan.tail_s)
         ids = {f"{run_id}-p-{n}" for n, _, _ in poisons}
         with run.reader.lock:
             decided = {i for i in ids if i in run.reader.decisions}
@@ -775,8 +747,6 @@ def scenario_poison(settings: Settings, cluster: FlinkCluster, plan: Plan) -> di
         }  # fmt: skip
         row["probe_brute_force_across_far_future"] = f"{probe_action} (REJECT expected)"
         return row
-    finally:
-        close_run(run)
 
 
 def hostile_lines() -> list[tuple[str, bytes]]:

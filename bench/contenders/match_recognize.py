@@ -20,13 +20,14 @@ Differences in semantics that can make it disagree with riskctl, by design of ea
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+
+from harness.contenders import contender_parser  # noqa: E402
 
 LATENESS_S = 5
 WITHIN_S = 10
@@ -107,11 +108,8 @@ def compare(mr_hits: set[str], riskctl_hits: set[str]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--bootstrap", required=True)
-    ap.add_argument("--events-topic", required=True)
+    ap = contender_parser(__doc__)
     ap.add_argument("--out-topic", required=True)
-    ap.add_argument("--group-id", required=True)
     ap.add_argument("--parallelism", type=int, default=1)
     args = ap.parse_args(argv)
 

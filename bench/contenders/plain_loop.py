@@ -19,7 +19,6 @@ Prints ``READY`` once it has partitions; runs until SIGTERM or SIGINT, then flus
 
 from __future__ import annotations
 
-import argparse
 import json
 import signal
 import sys
@@ -28,7 +27,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+
+from harness.contenders import contender_parser  # noqa: E402
 
 from riskctl.core import jsoncodec  # noqa: E402
 from riskctl.core.decisions import Decision  # noqa: E402
@@ -40,14 +41,11 @@ from riskctl.core.runner import LocalRunner, tune_gc  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--bootstrap", required=True)
-    ap.add_argument("--events-topic", required=True)
+    ap = contender_parser(__doc__)
     ap.add_argument("--decisions-topic", required=True)
     ap.add_argument("--alerts-topic", required=True)
     ap.add_argument("--dead-letter-topic", required=True)
     ap.add_argument("--rules-dir", required=True)
-    ap.add_argument("--group-id", required=True)
     ap.add_argument("--lateness-ms", type=int, default=5000)
     ap.add_argument("--state-ttl-ms", type=int, default=24 * 3600 * 1000)
     ap.add_argument("--stats-file", default=None)

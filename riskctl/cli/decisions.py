@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from riskctl.config import load_settings
+from riskctl.core.stats import percentile
 from riskctl.errors import RiskctlError
 
 EXIT_UNAVAILABLE = 3
@@ -140,14 +141,6 @@ def tail(
         pass
     finally:
         c.close()
-
-
-def percentile(sorted_values: list[int], q: float) -> int | None:
-    """Nearest-rank percentile of sorted values (None when empty)."""
-    if not sorted_values:
-        return None
-    rank = max(1, min(len(sorted_values), round(q / 100 * len(sorted_values) + 0.5)))
-    return sorted_values[rank - 1]
 
 
 def summarize(records: list[tuple[dict[str, Any], int]]) -> dict[str, Any]:

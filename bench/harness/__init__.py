@@ -1,0 +1,35 @@
+"""The side-by-side benchmark's harness, behind ``bench/bench.py`` (the command) and its contenders.
+
+One module per concern, in the order a run uses them:
+
+* :mod:`harness.workload`: what is measured (the plan of a run; the simulator's events, generated once and
+  cached; the random live events of the chaos and end-to-end benches).
+* :mod:`harness.kafka_io`: the bench's Kafka clients: preloading, sending at a fixed rate, reading decisions,
+  fresh topics per contender.
+* :mod:`harness.contenders`: the processes that turn events into decisions (the riskctl job in its modes, the
+  plain loop, MATCH_RECOGNIZE), started and stopped by the bench; and the command line they share
+  (the scripts in ``bench/contenders/``).
+* :mod:`harness.sampling`: CPU and memory of every process, once a second.
+* :mod:`harness.measures`: throughput, latency and the pure engine's speed; :mod:`harness.propagation`: rule
+  propagation from a MySQL commit to a decision.
+* :mod:`harness.run`: one contender from its fresh topics to its stop, every measurement in order.
+* :mod:`harness.report`: the verdicts against the targets, the markdown tables and the plots.
+
+Import it as ``harness`` with ``bench/`` on ``sys.path`` (a script in ``bench/`` has it there already), not
+as ``bench.harness``: ``bench/bench.py`` would shadow a ``bench`` package.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "bench" / "results"
+WORK = ROOT / "bench" / ".work"  # the cached workload, contenders' logs and checkpoints (ignored by git)
+
+
+def log(msg: str) -> None:
+    """Progress to stderr with the time of day; stdout is left for the report."""
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)

@@ -1,0 +1,334 @@
+"""The contenders: the processes that read the events topic and write decisions, started and stopped by
+the bench, each on its own fresh topics.
+
+Each class knows the command of its process; the scripts it starts live in ``bench/contenders/`` and read
+their common options with :func:`contender_parser`. The riskctl job runs from ``jobs/risk_job.py`` (the
+MiniCluster, thread or process mode) or is submitted to the local standalone cluster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness import ROOT, log
+from harness.kafka_io import Topics
+from riskctl.config import Settings
+
+
+def contender_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The command line of a contender script (``bench/contenders/*.py``): the options every one of them
+    takes, as :meth:`Contender.script` passes them; the script adds its own. The description is the first
+    paragraph of ``doc`` (the script's docstring)."""
+    ap = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
+    ap.add_argument("--bootstrap", required=True)
+    ap.add_argument("--events-topic", required=True)
+    ap.add_argument("--group-id", required=True)
+    return ap
+
+
+def free_port() -> int:
+    """A TCP port free on this machine now: the REST port of a MiniCluster, so that two never clash."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Contender:
+    """Processes that read the events topic and write decisions; the bench starts and stops them."""
+
+    name: str
+    parallelism: int
+    settings: Settings
+    topics: Topics
+    tmp: Path
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    rest_port: int | None = None
+    rules_table: str | None = None
+    flink_options: list[str] = field(default_factory=list)  # --flink-option, for the riskctl jobs
+
+    def commands(self) -> list[tuple[list[str], dict[str, str]]]:
+        """(argument list, extra environment) of each process to start."""
+        raise NotImplementedError
+
+    def script(self, name: str, group: str, *options: str) -> list[str]:
+        """The command of the contender script ``bench/contenders/<name>``: the options every script takes
+        (:func:`contender_parser`; the consumer group is ``<events topic>-<group>``), then its own."""
+        return [
+            sys.executable,
+            str(ROOT / "bench" / "contenders" / name),
+            "--bootstrap", self.settings.kafka_bootstrap,
+            "--events-topic", self.topics.events,
+            "--group-id", f"{self.topics.events}-{group}",
+            *options,
+        ]  # fmt: skip
+
+    def start(self) -> None:
+        """Start every process in its own session (so that a stop reaches its children), output to a log
+        file per process in ``tmp``."""
+        for i, (cmd, env) in enumerate(self.commands()):
+            out = (self.tmp / f"{self.name}-{i}.log").open("wb")
+            self.procs.append(
+                subprocess.Popen(  # noqa: S603 - our own scripts, argument lists
+                    cmd,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    env={**os.environ, **env},
+                    cwd=ROOT,
+                )
+            )
+
+    @property
+    def session(self) -> int | None:
+        return self.procs[0].pid if self.procs else None  # start_new_session: the session id is the pid
+
+    def check_alive(self) -> None:
+        """Raise with the tail of its log if a process has exited: a crash is not a slow contender."""
+        for i, p in enumerate(self.procs):
+            if p.poll() is not None:
+                tail = (self.tmp / f"{self.name}-{i}.log").read_text(errors="replace")[-3000:]
+                msg = f"{self.name} exited with {p.returncode}:\n{tail}"
+                raise RuntimeError(msg)
+
+    def stop(self) -> None:
+        """SIGTERM each process group, SIGKILL after 20 s."""
+        for p in self.procs:
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGTERM)
+                    p.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(p.pid, signal.SIGKILL)
+                    p.wait(timeout=10)
+                except ProcessLookupError:
+                    pass
+        self.procs.clear()
+
+
+class RiskctlJob(Contender):
+    """The risk job (``jobs/risk_job.py``) on its own MiniCluster, thread mode, rules by MySQL CDC from a
+    fresh rules table; RocksDB state metrics on, read back by :meth:`rocksdb`."""
+
+    mode = "thread"
+
+    def commands(self) -> list[tuple[list[str], dict[str, str]]]:
+        self.rest_port = free_port()
+        options = [
+            f"rest.port={self.rest_port}",
+            "state.backend.rocksdb.metrics.estimate-live-data-size=true",
+            "state.backend.rocksdb.metrics.estimate-num-keys=true",
+            "state.backend.rocksdb.metrics.total-sst-files-size=true",
+        ]
+        if self.mode == "process":
+            # process mode sends records to the Python worker in bundles, flushed every second by default: a
+            # one-second latency floor. 10 ms is what a user who wants decisions in milliseconds would set.
+            options += ["python.execution-mode=process", "python.fn-execution.bundle.time=10"]
+        options += self.flink_options
+        t = self.topics
+        env = {
+            "RISKCTL_JOB_EVENTS_TOPIC": t.events,
+            "RISKCTL_JOB_DECISIONS_TOPIC": t.decisions,
+            "RISKCTL_JOB_ALERTS_TOPIC": t.alerts,
+            "RISKCTL_JOB_DEAD_LETTER_TOPIC": t.dead,
+            "RISKCTL_JOB_RULE_STATUS_TOPIC": t.status,
+            "RISKCTL_JOB_GROUP_ID": f"{t.events}-job",
+            "RISKCTL_JOB_RULES_SOURCE": "cdc",
+            "RISKCTL_JOB_RULES_TABLE": self.rules_table or "rules",
+            "RISKCTL_JOB_CDC_SERVER_ID": _server_ids(),
+            "RISKCTL_JOB_PARALLELISM": str(self.parallelism),
+            "RISKCTL_JOB_CHECKPOINT_DIR": (self.tmp / f"chk-{self.name}").as_uri(),
+            "RISKCTL_FLINK_OPTIONS": ";".join(options),
+        }
+        return [([sys.executable, str(ROOT / "jobs" / "risk_job.py")], env)]
+
+    def rocksdb(self) -> dict[str, float]:
+        """RocksDB's estimates for the engine's state (summed over subtasks), from the REST metrics."""
+        base = f"http://127.0.0.1:{self.rest_port}"
+
+        def get(path: str) -> Any:
+            with urllib.request.urlopen(base + path, timeout=5) as r:  # noqa: S310 - our local REST endpoint
+                return json.load(r)
+
+        (job,) = [j["id"] for j in get("/jobs")["jobs"] if j["status"] == "RUNNING"]
+        vertices = get(f"/jobs/{job}")["vertices"]
+        (decide,) = [v["id"] for v in vertices if v["name"].startswith("decide")]
+        listing = f"/jobs/{job}/vertices/{decide}/subtasks/metrics"
+        wanted: list[str] = []
+        for _ in range(15):  # the REST metric fetcher fills its cache on the first requests
+            names = [m["id"] for m in get(listing)]
+            wanted = [n for n in names if "rocksdb" in n.lower() and "engine" in n]
+            if wanted:
+                break
+            time.sleep(1)
+        if not wanted:
+            log(f"  no RocksDB metrics for the engine state among {len(names)} metrics, e.g. {names[:8]}")
+        out: dict[str, float] = {}
+        if wanted:
+            log(f"  RocksDB metrics: {wanted}")
+            for m in get(f"{listing}?get={','.join(wanted)}&agg=sum"):
+                metric = m["id"].rsplit(".", 1)[-1].removeprefix("rocksdb_")
+                out[metric] = out.get(metric, 0.0) + float(m["sum"])
+        return out
+
+
+class RiskctlProcessJob(RiskctlJob):
+    """The same job with ``python.execution-mode=process``."""
+
+    mode = "process"
+
+
+class ClusterJob(RiskctlJob):
+    """The risk job submitted (``riskctl submit``) to the local standalone cluster, a slot per TaskManager."""
+
+    job_id: str | None = None
+
+    def commands(self) -> list[tuple[list[str], dict[str, str]]]:
+        ((_, env),) = super().commands()
+        self.rest_port = self.settings.stack.flink_rest_port
+        env["RISKCTL_FLINK_OPTIONS"] = ";".join(
+            o for o in env["RISKCTL_FLINK_OPTIONS"].split(";") if not o.startswith("rest.port=")
+        )
+        name = f"bench-{self.topics.events}"
+        cmd = [
+            str(Path(sys.executable).parent / "riskctl"),
+            "submit",
+            "-p",
+            str(self.parallelism),
+            "--name",
+            name,
+        ]
+        return [(cmd, env)]
+
+    def _rest(self, path: str, method: str = "GET") -> Any:
+        url = f"http://127.0.0.1:{self.settings.stack.flink_rest_port}{path}"
+        req = urllib.request.Request(url, method=method)  # noqa: S310 - the local cluster's REST endpoint
+        with urllib.request.urlopen(req, timeout=10) as r:  # noqa: S310
+            body = r.read()
+        return json.loads(body) if body else None
+
+    def start(self) -> None:
+        ((cmd, env),) = self.commands()
+        log_file = self.tmp / f"{self.name}-submit.log"
+        with log_file.open("wb") as out:
+            res = subprocess.run(  # noqa: S603 - our own CLI
+                cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **env}, cwd=ROOT, check=False
+            )
+        if res.returncode != 0:
+            msg = f"riskctl submit failed ({res.returncode}): {log_file.read_text(errors='replace')[-3000:]}"
+            raise RuntimeError(msg)
+        name = cmd[cmd.index("--name") + 1]
+        jobs = self._rest("/jobs/overview")["jobs"]
+        self.job_id = next(j["jid"] for j in jobs if j["name"] == name and j["state"] == "RUNNING")
+
+    @property
+    def session(self) -> int | None:
+        return None  # the cluster's processes are sampled as their own roles
+
+    def check_alive(self) -> None:
+        if self.job_id is None:
+            return
+        state = self._rest(f"/jobs/{self.job_id}")["state"]
+        if state not in ("RUNNING", "CREATED", "INITIALIZING", "RESTARTING"):
+            root = self._rest(f"/jobs/{self.job_id}/exceptions").get("root-exception", "")
+            msg = f"{self.name}: job {self.job_id} is {state}: {str(root)[-3000:]}"
+            raise RuntimeError(msg)
+
+    def stop(self) -> None:
+        if self.job_id is not None:
+            try:
+                self._rest(f"/jobs/{self.job_id}?mode=cancel", method="PATCH")
+            except OSError as exc:
+                log(f"could not cancel {self.job_id}: {exc}")
+            self.job_id = None
+
+
+class PlainLoop(Contender):
+    """``bench/contenders/plain_loop.py``: a Kafka consumer loop around the pure engine; one process per
+    unit of parallelism, in one consumer group."""
+
+    def commands(self) -> list[tuple[list[str], dict[str, str]]]:
+        t = self.topics
+        return [
+            (
+                self.script(
+                    "plain_loop.py",
+                    "plain",
+                    "--decisions-topic",
+                    t.decisions,
+                    "--alerts-topic",
+                    t.alerts,
+                    "--dead-letter-topic",
+                    t.dead,
+                    "--rules-dir",
+                    str(ROOT / "rules"),
+                    "--stats-file",
+                    str(self.tmp / f"{self.name}-stats-{i}.json"),
+                ),  # fmt: skip
+                {},
+            )
+            for i in range(self.parallelism)
+        ]
+
+    def stats(self) -> list[dict[str, Any]]:
+        """What each process wrote to its ``--stats-file`` when it stopped (counts, state bytes per user)."""
+        files = sorted(self.tmp.glob(f"{self.name}-stats-*.json"))
+        return [json.loads(f.read_text()) for f in files]
+
+
+class MatchRecognize(Contender):
+    """``bench/contenders/match_recognize.py``: Flink SQL MATCH_RECOGNIZE for the brute-force rule alone."""
+
+    def commands(self) -> list[tuple[list[str], dict[str, str]]]:
+        options = ["--out-topic", self.topics.decisions, "--parallelism", str(self.parallelism)]
+        return [(self.script("match_recognize.py", "mr", *options), {})]
+
+
+def _server_ids() -> str:
+    """A fresh range of MySQL replica server ids for one CDC reader (a clash with another reader fails)."""
+    start = 6000 + (uuid.uuid4().int % 3000) * 4
+    return f"{start}-{start + 3}"
+
+
+def cluster_up(settings: Settings) -> list[int]:
+    """The local cluster with two one-slot TaskManagers (thread mode: one interpreter each); its pids."""
+    from riskctl.stack.services import FlinkCluster
+
+    settings.stack.flink_taskmanagers, settings.stack.flink_slots = 2, 1
+    cluster = FlinkCluster(settings)
+    ov = cluster.overview()
+    if ov is not None and (
+        int(str(ov.get("taskmanagers", 0))) < 2 or int(str(ov.get("jobs-running", 0))) > 0
+    ):
+        msg = (
+            f"the local Flink cluster runs {ov.get('taskmanagers')} TaskManager(s) and "
+            f"{ov.get('jobs-running')} job(s): stop it ('riskctl stack down') or run with --no-cluster"
+        )
+        raise SystemExit(msg)
+    if ov is None:
+        log("starting the local Flink cluster: 2 TaskManagers with 1 slot each")
+        env = {**os.environ, "RISKCTL_STACK_FLINK_TASKMANAGERS": "2", "RISKCTL_STACK_FLINK_SLOTS": "1"}
+        riskctl = str(Path(sys.executable).parent / "riskctl")
+        subprocess.run([riskctl, "stack", "up", "--flink"], env=env, check=True)  # noqa: S603
+    return cluster.pids()
+
+
+def cluster_process_name(pid: int) -> str:
+    """Which of the local cluster's processes ``pid`` is, for the name of its sampling role."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return "?"
+    return "taskmanager" if b"TaskManagerRunner" in cmdline else "jobmanager"

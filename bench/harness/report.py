@@ -1,0 +1,222 @@
+"""From a run's figures to what it concludes: the verdicts against the targets, the markdown report and the
+plots. Pure functions of the result document (tested on hand-made documents in tests/unit/bench/).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from harness import log
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    """``bench.md``: the run's figures as tables, (a) to (f), then the check against MATCH_RECOGNIZE and the
+    verdicts."""
+    out = [
+        "# riskctl side by side",
+        "",
+        f"Run {doc['started']} with `{doc['command']}` ({'quick' if doc['quick'] else 'full'} mode); "
+        f"{doc['machine']['nproc']} cores, load average at start {doc['machine']['loadavg'][0]:.2f}. "
+        f"Workload: {doc['workload']['events']:,} simulator events (attacks included), "
+        f"{doc['workload']['users']:,} users, Zipf 1.0; rules: `rules/` ({doc['workload']['rules']} rules).",
+        "",
+        "## (a) Maximum sustained throughput, Kafka in to decisions out",
+        "",
+        "Every event preloaded, then the contender starts. Cold: the first events after the start (JIT",
+        "compilation included). Sustained: the events behind them, drained by the warmed-up contender",
+        "(decisions/s, first to last), with nothing else producing on the box.",
+        "",
+        "| contender | p | sustained events/s | (10-90%) | decided | cold events/s | cold: start to first "
+        "decision (s) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in doc["runs"]:
+        tp, cold = r.get("throughput", {}), r.get("cold", {})
+        if "matches" in r:
+            continue
+        out.append(
+            f"| {r['contender']} | {r['parallelism']} | {tp.get('events_per_s')} "
+            f"| {tp.get('events_per_s_10_90')} | {tp.get('decided')}/{tp.get('events')} "
+            f"| {cold.get('events_per_s')} | {cold.get('wait_for_first_decision_s')} |"
+        )
+    out += [
+        "",
+        "## (b) Latency, produce to decision visible (ms)",
+        "",
+        "From the event's send to the decision record's append time in the broker (readable by any",
+        "consumer); read: to the bench's own consumer reading it (adds its fetch and scheduling).",
+        "",
+        "| contender | offered/s | sent/s | decided/s | p50 | p90 | p99 | p99.9 | max | read: p50 "
+        "| read: p99 | saturated |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in doc["runs"]:
+        for ph in r.get("latency", []):
+            lat, read = ph["latency_in_kafka_ms"], ph["latency_ms"]
+            out.append(
+                f"| {r['contender']} | {ph['offered_per_s']:,.0f} | {ph['achieved_send_per_s']:,.0f} | "
+                f"{ph['decided_per_s']:,.0f} | {lat['p50']} | {lat['p90']} | {lat['p99']} | {lat['p99_9']} | "
+                f"{lat['max']} | {read['p50']} | {read['p99']} | "
+                f"{'yes: a queue, not latency' if ph['saturated'] else 'no'} |"
+            )
+    for r in doc["runs"]:
+        prop = r.get("propagation")
+        if prop:
+            a, f = prop["commit_to_applied_ms"], prop["commit_to_first_decision_ms"]
+            out += [
+                "",
+                f"## (c) Rule propagation ({r['contender']}, MySQL CDC, {prop['edits']} edits)",
+                "",
+                "| from the MySQL commit to | n | p50 ms | p99 ms | max ms |",
+                "|---|---|---|---|---|",
+                f"| the job applying the version (status row) | {a['n']} | {a['p50']} | {a['p99']} "
+                f"| {a['max']} |",
+                f"| the first decision made with it (probe every {prop['probe_interval_ms']} ms) "
+                f"| {f['n']} | "
+                f"{f['p50']} | {f['p99']} | {f['max']} |",
+            ]
+    out += ["", "## (d) State per active user", ""]
+    for r in doc["runs"]:
+        rocks = r.get("rocksdb")
+        if rocks and "error" not in rocks:
+            out.append(
+                f"- {r['contender']} p={r['parallelism']}: RocksDB `engine` state, "
+                f"{rocks.get('estimate-num-keys')} "
+                f"keys: live data {rocks.get('live_bytes_per_key')} B/key, SST files "
+                f"{rocks.get('sst_bytes_per_key')} B/key (compressed, with key and TTL overhead)"
+            )
+        for st in r.get("plain_loop_stats", []):
+            out.append(
+                f"- {r['contender']} p={r['parallelism']}: in-memory state of {st.get('users')} users, "
+                f"{st.get('state_bytes_per_user')} B/user pickled"
+            )
+    eng = doc.get("pure_engine", {})
+    out.append(f"- pure engine (pickled dict per user): {eng.get('state_bytes_per_user_pickled')} B/user")
+    out += [
+        "",
+        "## (e) Pure engine, same workload, one core",
+        "",
+        f"{eng.get('events_per_s'):,} events/s over {eng.get('events'):,} events "
+        f"({eng.get('users'):,} users with state).",
+        "",
+        "## (f) CPU (% of one core, average) and peak RSS (MB) per process, during each whole run",
+        "",
+        "| contender | p | process | CPU % | peak RSS MB |",
+        "|---|---|---|---|---|",
+    ]
+    for r in doc["runs"]:
+        for role, v in sorted(r.get("resources", {}).items()):
+            out.append(
+                f"| {r['contender']} | {r['parallelism']} | {role} | {v['cpu_pct']} | {v['rss_mb_peak']} |"
+            )
+    mr = doc.get("match_recognize_check")
+    if mr:
+        out += [
+            "",
+            "## MATCH_RECOGNIZE (Java CEP) against riskctl, brute-force rule, same records",
+            "",
+            "```",
+            json.dumps(mr, indent=2),
+            "```",
+        ]
+    out += ["", "## Targets", ""]
+    for t in doc.get("targets", []):
+        out.append(f"- {t}")
+    return "\n".join(out) + "\n"
+
+
+def plots(doc: dict[str, Any], folder: Path) -> list[str]:
+    """``bench_latency.png`` and ``bench_throughput.png`` in ``folder``; their paths (none without
+    matplotlib, an optional dependency: the ``bench`` extra)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log("matplotlib is not installed: no plots (pip install -e '.[bench]')")
+        return []
+    written = []
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for r in doc["runs"]:
+        phases = [p for p in r.get("latency", []) if p["decided"]]
+        if not phases:
+            continue
+        xs = [p["offered_per_s"] for p in phases]
+        for q, style in (("p50", "o-"), ("p99", "s--"), ("p99_9", "^:")):
+            ax.plot(
+                xs,
+                [p["latency_in_kafka_ms"][q] for p in phases],
+                style,
+                label=f"{r['contender']} {q.replace('_', '.')}",
+            )
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("offered events/s")
+    ax.set_ylabel("produce -> decision in Kafka (ms)")
+    ax.axhline(50, color="grey", lw=0.8)
+    ax.set_title("Latency against offered rate (saturated points are queueing)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = folder / "bench_latency.png"
+    fig.savefig(path, dpi=110)
+    written.append(str(path))
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    labels = [f"{r['contender']}\np={r['parallelism']}" for r in doc["runs"]]
+    values = [r.get("throughput", {}).get("events_per_s") or 0 for r in doc["runs"]]
+    bars = ax.bar(labels, values, color="#4477aa")
+    ax.bar_label(bars, labels=[f"{v:,.0f}" for v in values], fontsize=8)
+    ax.set_ylabel("decisions/s (Kafka in -> Kafka out)")
+    ax.set_title("Maximum sustained throughput")
+    ax.tick_params(axis="x", labelsize=7)
+    fig.tight_layout()
+    path = folder / "bench_throughput.png"
+    fig.savefig(path, dpi=110)
+    written.append(str(path))
+    plt.close(fig)
+    return written
+
+
+def targets(doc: dict[str, Any]) -> list[str]:
+    """One verdict per target of the project, each ending in ``-> met`` or ``-> MISSED``: throughput at
+    parallelism 2 (the best riskctl run), p99 latency at 5,000 events/s (a saturated phase misses, however
+    low its p99: that is a queue), rule propagation p99, and RocksDB state per active user."""
+    runs = {(r["contender"], r["parallelism"]): r for r in doc["runs"]}
+    out = []
+    at_p2 = {
+        name: runs.get((name, 2), {}).get("throughput", {}).get("events_per_s") or 0
+        for name in ("riskctl-thread", "riskctl-cluster")
+    }
+    best = max(at_p2, key=lambda k: at_p2[k])
+    p2 = at_p2[best] or None
+    out.append(
+        f"throughput at p=2 >= 30,000 events/s: {p2} ({best}) -> {'met' if p2 and p2 >= 30000 else 'MISSED'}"
+    )
+    five = [p for p in runs.get(("riskctl-thread", 1), {}).get("latency", []) if p["offered_per_s"] == 5000]
+    if five:
+        p99 = five[0]["latency_in_kafka_ms"]["p99"]
+        ok = not five[0]["saturated"] and p99 is not None and p99 < 50
+        out.append(
+            f"p99 < 50 ms at 5,000 events/s: p99 {p99} ms in Kafka "
+            f"({five[0]['latency_ms']['p99']} ms read by the bench), saturated {five[0]['saturated']} -> "
+            f"{'met' if ok else 'MISSED'}"
+        )
+    else:
+        out.append("p99 < 50 ms at 5,000 events/s: not run (saturated at a lower rate) -> MISSED")
+    prop = runs.get(("riskctl-thread", 1), {}).get("propagation")
+    if prop:
+        p99 = prop["commit_to_first_decision_ms"]["p99"]
+        out.append(
+            f"rule propagation p99 < 1 s: {p99} ms -> {'met' if p99 is not None and p99 < 1000 else 'MISSED'}"
+        )
+    rocks = runs.get(("riskctl-thread", 1), {}).get("rocksdb", {})
+    live = rocks.get("live_bytes_per_key")
+    out.append(
+        f"state < 1 KB per active user: {live} B (RocksDB live data) -> "
+        + ("met" if live and live < 1024 else "MISSED")
+    )
+    return out

@@ -1,0 +1,184 @@
+"""One contender, start to stop: fresh topics, the preloaded backlog, every measurement in order, cleanup."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from harness import ROOT, log
+from harness.contenders import Contender, MatchRecognize, PlainLoop, RiskctlJob
+from harness.kafka_io import Reader, Topics, delete_topics, log_append_time, preload
+from harness.measures import measure_drain, measure_latency, wait_quiet
+from harness.propagation import PROBE_TYPE, install_rules, measure_propagation
+from harness.sampling import Sampler
+from harness.workload import Plan, key_of
+from riskctl.config import Settings
+from riskctl.kafka_admin import ensure_topics
+
+
+def keep_probe_and_brute_force(key: str, value: bytes) -> bool:
+    """Decisions the reader keeps whole: probe events (rule propagation) and brute-force hits (the check
+    against MATCH_RECOGNIZE); of the others it keeps only the receive time."""
+    return key.startswith(PROBE_TYPE) or b"brute_force_login" in value
+
+
+def run_contender(
+    kind: type[Contender],
+    name: str,
+    parallelism: int,
+    settings: Settings,
+    plan: Plan,
+    records: list[bytes],
+    sampler: Sampler,
+    tmp: Path,
+    *,
+    latency: bool,
+    propagation: bool = False,
+    flink_options: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Fresh topics; preload the throughput events; start; measure; then (optionally) latency phases at fixed
+    rates with later events of the workload, and rule propagation; stop. Every figure goes in the result."""
+    bootstrap = settings.kafka_bootstrap
+    topics = Topics.fresh(name)
+    ensure_topics(bootstrap, topics.all(), partitions=2)
+    log_append_time(bootstrap, topics.events)
+    log_append_time(bootstrap, topics.decisions)
+    warm = records[: plan.warmup_events]
+    main = records[plan.warmup_events : plan.warmup_events + plan.throughput_events]
+    rest = records[plan.warmup_events + plan.throughput_events :]
+    contender = kind(name, parallelism, settings, topics, tmp, flink_options=list(flink_options))
+    if isinstance(contender, RiskctlJob):
+        contender.rules_table = f"bench_{uuid.uuid4().hex[:8]}"
+        install_rules(settings, contender.rules_table)
+    first_batch = warm + main
+    log(f"{name} (p={parallelism}): preloading {len(first_batch):,} events")
+    preload_s = preload(bootstrap, topics.events, first_batch)
+    keep = (lambda k, v: True) if kind is MatchRecognize else keep_probe_and_brute_force
+    reader = Reader(bootstrap, topics.decisions, keep=keep)
+    reader.start()
+    result: dict[str, Any] = {"contender": name, "parallelism": parallelism, "preload_s": round(preload_s, 1)}
+    t0 = time.monotonic()
+    try:
+        contender_started = time.monotonic()
+        contender.start()
+        sampler.watch_session(contender.session)
+        if isinstance(contender, MatchRecognize):
+            # its output is the matches only: wait for them to stop coming (or for the limit)
+            result["matches"] = wait_quiet(contender, reader, plan.throughput_limit_s + 120)
+            result["resources"] = sampler.window(contender_started, time.monotonic())
+            with reader.lock:
+                result["brute_force_hits"] = sorted(reader.kept)
+            return result
+        log(f"  {name}: cold start, {len(warm):,} events preloaded")
+        result["cold"] = cold = measure_drain(
+            contender, reader, [key_of(r)[1] for r in warm], plan.throughput_limit_s, 240, "cold"
+        )
+        log(f"  {name}: cold {cold.get('events_per_s')} events/s (complete: {cold.get('complete')})")
+        tp: dict[str, Any] = {}
+        if cold.get("complete"):
+            # the sustained events were preloaded behind the cold ones: the warmed-up contender drains a
+            # backlog, with nothing else producing on the box (a producer running beside it on 2 cores would
+            # measure the producer: kafka-python sends 5-7k events/s while a contender runs)
+            log(f"  {name}: sustained: {len(main):,} more events, preloaded behind the cold ones")
+            tp.update(
+                measure_drain(
+                    contender,
+                    reader,
+                    [key_of(r)[1] for r in main],
+                    plan.throughput_limit_s,
+                    60,
+                    "sustained",
+                )
+            )
+            log(f"  {name}: sustained {tp.get('events_per_s')} events/s (complete: {tp.get('complete')})")
+        result["throughput"] = tp
+        with reader.lock:  # success events flagged for brute force
+            result["brute_force_hits"] = sorted(k for k in reader.kept if not k.startswith(PROBE_TYPE))
+        max_rate = tp.get("events_per_s") or 0
+        offset = 0  # events of `rest` sent so far
+        if latency and tp.get("complete"):
+            phases = sorted({*plan.rates, max(100, int(0.8 * max_rate))})
+            result["latency"] = []
+            for rate in phases:
+                n = int(rate * plan.phase_s)
+                if offset + n > len(rest):
+                    log(f"  {name}: workload too short for {rate}/s x {plan.phase_s:.0f} s; skipped")
+                    continue
+                log(f"  {name}: latency at {rate:,}/s for {plan.phase_s:.0f} s")
+                p0 = time.monotonic()
+                phase = measure_latency(contender, reader, bootstrap, rest[offset : offset + n], rate, 300)
+                phase["resources"] = sampler.window(p0, time.monotonic())
+                phase["at_80pct_of_max"] = rate == max(100, int(0.8 * max_rate))
+                offset += n
+                result["latency"].append(phase)
+                lat, read = phase["latency_in_kafka_ms"], phase["latency_ms"]
+                log(
+                    f"  {name}: {rate:,}/s -> decided {phase['decided_per_s']:,}/s; "
+                    f"in Kafka p50 {lat['p50']} ms, p99 {lat['p99']} ms, p99.9 {lat['p99_9']} ms; "
+                    f"read p99 {read['p99']} ms; broker to broker p99 "
+                    f"{phase['latency_broker_to_broker_ms']['p99']} ms"
+                    + (" (SATURATED)" if phase["saturated"] else "")
+                )
+                if phase["saturated"]:
+                    log(f"  {name}: saturated at {rate:,}/s; higher rates not run")
+                    break
+        if propagation and isinstance(contender, RiskctlJob) and contender.rules_table:
+            log(f"  {name}: rule propagation over {plan.edits} edits")
+            last_ts = max(
+                json.loads(r)["ts"] for r in records[: plan.warmup_events + plan.throughput_events + offset]
+            )
+            result["propagation"] = measure_propagation(
+                settings, contender.rules_table, bootstrap, topics, reader, plan.edits, last_ts + 1
+            )
+        if isinstance(contender, RiskctlJob):
+            try:
+                rocks = contender.rocksdb()
+                keys = rocks.get("estimate-num-keys") or 0
+                result["rocksdb"] = rocks | {
+                    "live_bytes_per_key": round(rocks["estimate-live-data-size"] / keys, 1) if keys else None,
+                    "sst_bytes_per_key": round(rocks["total-sst-files-size"] / keys, 1) if keys else None,
+                }
+            except Exception as exc:  # noqa: BLE001 - a metric we could not read is reported, not fatal
+                result["rocksdb"] = {"error": str(exc)}
+        result["resources"] = sampler.window(contender_started, time.monotonic())
+    finally:
+        contender.stop()
+        reader.stop()
+        sampler.watch_session(None)
+        if isinstance(contender, PlainLoop):
+            result["plain_loop_stats"] = contender.stats()
+        delete_topics(bootstrap, topics.all())
+    result["wall_s"] = round(time.monotonic() - t0, 1)
+    return result
+
+
+def match_recognize_check(runs: list[dict[str, Any]], seen: list[bytes]) -> dict[str, Any] | None:
+    """MATCH_RECOGNIZE's brute-force hits against riskctl's (the thread job's, else the plain loop's) on the
+    records both read (``seen``), or None when either run is missing its hits.
+
+    CEP emits a match once the watermark (newest ts - 5 s) passes it; at the end of a finite input the
+    watermark stops, so only successes that the final watermark passed are compared (plus the raw figures)."""
+    by = {(r["contender"], r["parallelism"]): r for r in runs}
+    mr = by.get(("match-recognize", 1))
+    ref = next((by[k] for k in (("riskctl-thread", 1), ("plain-loop", 1)) if k in by), None)
+    if not (mr and ref and "brute_force_hits" in mr and "brute_force_hits" in ref):
+        return None
+    sys.path.insert(0, str(ROOT / "bench" / "contenders"))
+    from match_recognize import compare  # type: ignore[import-not-found]
+
+    ts_of = {d["event_id"]: d["ts"] for d in map(json.loads, seen)}
+    final_watermark = max(ts_of.values()) - 5000
+    ref_hits = {h for h in ref["brute_force_hits"] if h in ts_of}
+    passed = {h for h in ref_hits if ts_of[h] <= final_watermark}
+    check = compare(set(mr["brute_force_hits"]), passed)
+    return {
+        "against": ref["contender"],
+        "compared": "success events the final watermark passed",
+        **check,
+        "reference_hits_after_the_final_watermark": len(ref_hits - passed),
+    }

@@ -1,0 +1,96 @@
+"""CPU time and resident memory of the processes of a run, read from ``/proc`` once a second."""
+
+from __future__ import annotations
+
+import os
+import platform
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+CLK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _proc(pid: int) -> tuple[str, int, float, int] | None:
+    """(comm, session id, cpu seconds, rss bytes) of a process, or None when it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+    rest = stat[stat.rindex(")") + 2 :].split()
+    session = int(rest[3])
+    cpu = (int(rest[11]) + int(rest[12])) / CLK
+    rss = int(rest[21]) * PAGE
+    return comm, session, cpu, rss
+
+
+class Sampler(threading.Thread):
+    """Once a second: CPU time and RSS of named processes (a role each) and of a contender's whole session."""
+
+    def __init__(self, roles: dict[str, int]) -> None:
+        super().__init__(daemon=True)
+        self.roles = dict(roles)
+        self.session: int | None = None
+        self.samples: list[tuple[float, dict[str, tuple[float, int]]]] = []
+        self.stop_flag = threading.Event()
+
+    def watch_session(self, sid: int | None) -> None:
+        self.session = sid
+
+    def _snapshot(self) -> dict[str, tuple[float, int]]:
+        out: dict[str, tuple[float, int]] = {}
+        for role, pid in self.roles.items():
+            p = _proc(pid)
+            if p is not None:
+                out[role] = (p[2], p[3])
+        if self.session is not None:
+            for entry in os.listdir("/proc"):
+                if not entry.isdigit():
+                    continue
+                p = _proc(int(entry))
+                if p is None or p[1] != self.session:
+                    continue
+                role = "contender " + ("JVM" if p[0] == "java" else p[0])
+                cpu, rss = out.get(role, (0.0, 0))
+                out[role] = (cpu + p[2], rss + p[3])
+        return out
+
+    def run(self) -> None:
+        while not self.stop_flag.is_set():
+            self.samples.append((time.monotonic(), self._snapshot()))
+            self.stop_flag.wait(1.0)
+
+    def window(self, t0: float, t1: float) -> dict[str, dict[str, float]]:
+        """Average CPU (% of one core) and peak RSS (MB) per role between two monotonic times."""
+        inside = [s for s in self.samples if t0 <= s[0] <= t1]
+        roles = {role for _, snap in inside for role in snap}
+        out: dict[str, dict[str, float]] = {}
+        for role in sorted(roles):
+            seen = [(t, snap[role]) for t, snap in inside if role in snap]
+            if len(seen) < 2:
+                continue
+            (ta, (cpu_a, _)), (tb, (cpu_b, _)) = seen[0], seen[-1]
+            out[role] = {
+                "cpu_pct": round((cpu_b - cpu_a) / (tb - ta) * 100, 1),
+                "rss_mb_peak": round(max(rss for _, (_, rss) in seen) / 2**20, 1),
+                "seconds": round(tb - ta, 1),
+            }
+        return out
+
+    def stop(self) -> None:
+        self.stop_flag.set()
+        self.join(timeout=5)
+
+
+def machine() -> dict[str, Any]:
+    """The machine a run's figures come from: cores, load at the start, Python, platform, memory."""
+    return {
+        "nproc": os.cpu_count(),
+        "loadavg": os.getloadavg(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "mem_total_mb": round(os.sysconf("SC_PHYS_PAGES") * PAGE / 2**20),
+    }

@@ -1,0 +1,149 @@
+"""The benchmark harness (bench/harness/) where it decides something without Kafka or Flink: the commands it
+gives the contender scripts, the random live events, the MATCH_RECOGNIZE check.
+
+The harness is imported as ``harness`` with bench/ on the path, the way bench/bench.py imports it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType, SimpleNamespace
+from typing import Any
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[3] / "bench"
+
+
+@pytest.fixture(scope="module")
+def harness() -> Iterator[ModuleType]:
+    sys.path.insert(0, str(BENCH))
+    try:
+        importlib.import_module("harness.contenders")
+        importlib.import_module("harness.run")
+        importlib.import_module("harness.workload")
+        yield sys.modules["harness"]
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+def _contender(harness: ModuleType, kind: str, tmp_path: Path, parallelism: int = 1) -> Any:
+    topics = harness.kafka_io.Topics.fresh("t")
+    settings = SimpleNamespace(kafka_bootstrap="127.0.0.1:19092")
+    return getattr(harness.contenders, kind)(kind, parallelism, settings, topics, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("kind", "script", "group"),
+    [("PlainLoop", "plain_loop.py", "plain"), ("MatchRecognize", "match_recognize.py", "mr")],
+)
+def test_a_contender_script_gets_the_options_its_shared_parser_reads(
+    harness: ModuleType, tmp_path: Path, kind: str, script: str, group: str
+) -> None:
+    contender = _contender(harness, kind, tmp_path)
+    ((cmd, env),) = contender.commands()
+    assert (
+        cmd[0] == sys.executable and Path(cmd[1]) == BENCH / "contenders" / script and Path(cmd[1]).is_file()
+    )
+    args, rest = harness.contenders.contender_parser("doc").parse_known_args(cmd[2:])
+    assert args.bootstrap == "127.0.0.1:19092"
+    assert args.events_topic == contender.topics.events
+    assert args.group_id == f"{contender.topics.events}-{group}"
+    assert env == {}
+    assert "--bootstrap" not in rest and "--events-topic" not in rest and "--group-id" not in rest
+
+
+def test_the_plain_loop_runs_one_process_per_unit_of_parallelism_each_with_its_stats_file(
+    harness: ModuleType, tmp_path: Path
+) -> None:
+    contender = _contender(harness, "PlainLoop", tmp_path, parallelism=2)
+    commands = [cmd for cmd, _ in contender.commands()]
+    assert len(commands) == 2
+    stats = [cmd[cmd.index("--stats-file") + 1] for cmd in commands]
+    assert stats == [str(tmp_path / f"PlainLoop-stats-{i}.json") for i in range(2)]
+    t = contender.topics
+    for cmd in commands:
+        assert cmd[cmd.index("--decisions-topic") + 1] == t.decisions
+        assert cmd[cmd.index("--dead-letter-topic") + 1] == t.dead
+
+
+def test_match_recognize_writes_to_the_decisions_topic_at_its_parallelism(
+    harness: ModuleType, tmp_path: Path
+) -> None:
+    ((cmd, _),) = _contender(harness, "MatchRecognize", tmp_path, parallelism=2).commands()
+    assert cmd[cmd.index("--out-topic") + 1].endswith("-decisions")
+    assert cmd[cmd.index("--parallelism") + 1] == "2"
+
+
+def test_the_riskctl_job_gets_the_extra_flink_options_after_its_own(
+    harness: ModuleType, tmp_path: Path
+) -> None:
+    contender = _contender(harness, "RiskctlProcessJob", tmp_path)
+    contender.flink_options = ["taskmanager.numberOfTaskSlots=3"]
+    ((_, env),) = contender.commands()
+    options = env["RISKCTL_FLINK_OPTIONS"].split(";")
+    assert options[0] == f"rest.port={contender.rest_port}"
+    assert "python.execution-mode=process" in options
+    assert options[-1] == "taskmanager.numberOfTaskSlots=3"
+
+
+def test_event_maker_is_reproducible_by_seed_and_valid(harness: ModuleType) -> None:
+    from riskctl.core.events import parse_event
+
+    a = harness.workload.EventMaker(50, 7, login_success=0.8, transfer_mu=8.0)
+    b = harness.workload.EventMaker(50, 7, login_success=0.8, transfer_mu=8.0)
+    events_a = [a.make(1_700_000_000_000 + i) for i in range(300)]
+    events_b = [b.make(1_700_000_000_000 + i) for i in range(300)]
+    strip = [{k: v for k, v in e.items() if k != "event_id"} for e in events_a]
+    assert strip == [{k: v for k, v in e.items() if k != "event_id"} for e in events_b]
+    assert len({e["event_id"] for e in events_a}) == 300
+    assert [e["ts"] for e in events_a] == [1_700_000_000_000 + i for i in range(300)]
+    for e in events_a:
+        parse_event(json.dumps(e).encode())  # raises on an invalid event
+    logins = [e for e in events_a if e["type"] == "login"]
+    assert logins and all(isinstance(e["success"], bool) for e in logins)
+
+
+def test_event_maker_login_success_sets_the_share_of_successful_logins(harness: ModuleType) -> None:
+    def share(success: float) -> float:
+        maker = harness.workload.EventMaker(100, 1, login_success=success)
+        logins = [e for e in (maker.make(0) for _ in range(4000)) if e["type"] == "login"]
+        return sum(e["success"] for e in logins) / len(logins)
+
+    assert share(1.0) == 1.0
+    assert share(0.0) == 0.0
+    assert 0.75 < share(0.8) < 0.85
+
+
+def _run(name: str, hits: list[str]) -> dict[str, Any]:
+    return {"contender": name, "parallelism": 1, "brute_force_hits": hits}
+
+
+def test_match_recognize_is_compared_only_on_successes_the_final_watermark_passed(
+    harness: ModuleType,
+) -> None:
+    seen = [json.dumps({"event_id": f"e{i}", "ts": 1000 * i}).encode() for i in range(20)]
+    # final watermark: newest ts 19,000 - 5,000 = 14,000: e15..e19 are after it
+    runs = [_run("riskctl-thread", ["e3", "e9", "e17"]), _run("match-recognize", ["e3", "e9"])]
+    check = harness.run.match_recognize_check(runs, seen)
+    assert check is not None
+    assert check["against"] == "riskctl-thread"
+    assert check["agree"] is True and check["common"] == 2
+    assert check["reference_hits_after_the_final_watermark"] == 1
+
+    runs[1]["brute_force_hits"] = ["e3"]
+    check = harness.run.match_recognize_check(runs, seen)
+    assert check is not None and check["agree"] is False and check["only_riskctl"] == ["e9"]
+
+
+def test_match_recognize_check_falls_back_to_the_plain_loop_and_needs_both_runs(harness: ModuleType) -> None:
+    seen = [json.dumps({"event_id": "e1", "ts": 0}).encode()]
+    mr = _run("match-recognize", [])
+    check = harness.run.match_recognize_check([_run("plain-loop", []), mr], seen)
+    assert check is not None and check["against"] == "plain-loop"
+    assert harness.run.match_recognize_check([mr], seen) is None
+    assert harness.run.match_recognize_check([_run("riskctl-thread", [])], seen) is None

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "bench.py"
+from riskctl.config import PROJECT_ROOT
+
+BENCH = PROJECT_ROOT / "bench" / "bench.py"
 
 
 @pytest.fixture(scope="module")

@@ -18,10 +18,9 @@ from riskctl.core.engine import Engine
 from riskctl.core.rules import RuleSet
 from riskctl.flink.job import PollFolder, _with_status
 from riskctl.flink.risk_function import RiskFunction
-from tests.unit.core.test_hostile_rules import within
+from tests.unit.core.test_hostile_rules import CORPUS, within
 
 DEEP = "[" * 100_000 + "]" * 100_000
-CORPUS = Path(__file__).parent / "core" / "hostile_rules"
 
 
 class FakeBroadcastState(dict[str, str]):

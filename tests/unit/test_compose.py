@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 import yaml
 
-from riskctl.config import JobSettings, Settings, StackSettings
+from riskctl.config import PROJECT_ROOT, JobSettings, Settings, StackSettings
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = PROJECT_ROOT
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "docker" / "Dockerfile"
 SUBMIT = ROOT / "docker" / "submit.sh"

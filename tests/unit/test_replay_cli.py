@@ -11,9 +11,10 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from riskctl.cli.main import cli
+from riskctl.config import PROJECT_ROOT
 from riskctl.testing import EventFactory
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = PROJECT_ROOT
 RULES = ROOT / "rules"
 
 

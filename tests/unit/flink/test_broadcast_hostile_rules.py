@@ -18,7 +18,8 @@ from riskctl.core.engine import Engine
 from riskctl.core.rules import RuleSet
 from riskctl.flink.job import PollFolder, _with_status
 from riskctl.flink.risk_function import RiskFunction
-from tests.unit.core.test_hostile_rules import CORPUS, within
+from tests.helpers import HOSTILE_RULES as CORPUS
+from tests.helpers import within
 
 DEEP = "[" * 100_000 + "]" * 100_000
 

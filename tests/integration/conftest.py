@@ -80,18 +80,24 @@ def topic(stack: Settings) -> Callable[..., str]:
     return make
 
 
-@pytest.fixture
-def mysql(stack: Settings) -> Iterator[Any]:
+def connect_mysql(settings: Settings) -> Any:
+    """A pymysql connection to the stack's rules database, in autocommit: each statement a test runs is
+    committed at once, so the job's CDC source sees it without a commit from the test."""
     import pymysql
 
-    conn = pymysql.connect(
-        host=stack.mysql_host,
-        port=stack.mysql_port,
-        user=stack.mysql.user,
-        password=stack.mysql_password,
-        database=stack.mysql.database,
+    return pymysql.connect(
+        host=settings.mysql_host,
+        port=settings.mysql_port,
+        user=settings.mysql.user,
+        password=settings.mysql_password,
+        database=settings.mysql.database,
         autocommit=True,
     )
+
+
+@pytest.fixture
+def mysql(stack: Settings) -> Iterator[Any]:
+    conn = connect_mysql(stack)
     yield conn
     conn.close()
 

@@ -23,7 +23,7 @@ import pytest
 from riskctl.config import PROJECT_ROOT, Settings
 from riskctl.stack.services import FlinkCluster, Kafka, MariaDB, Service
 from riskctl.store.migrations import quote, table_names
-from tests.integration.conftest import consume_until
+from tests.integration.conftest import connect_mysql, consume_until
 from tests.integration.test_job import (
     Job,
     S,
@@ -63,19 +63,6 @@ def kafka(stack: Settings) -> Iterator[Kafka]:
     svc = Kafka(stack)
     yield svc
     _bring_back(svc)
-
-
-def _mysql(stack: Settings) -> Any:
-    import pymysql
-
-    return pymysql.connect(
-        host=stack.mysql_host,
-        port=stack.mysql_port,
-        user=stack.mysql.user,
-        password=stack.mysql_password,
-        database=stack.mysql.database,
-        autocommit=True,
-    )
 
 
 def _job(stack: Settings, tmp_path: Path, **extra: str) -> Job:
@@ -123,7 +110,7 @@ def test_rule_edit_reaches_the_job_within_5s_of_mysql_back_after_a_30s_outage(
         (fired,) = [r for r in second["rules"] if r["id"] == "transfer_velocity"]
         assert fired["version"] == version
         # the status reached MySQL too (what `riskctl rules apply --wait` reads)
-        conn = _mysql(stack)
+        conn = connect_mysql(stack)
         try:
             with conn.cursor() as cur:
                 cur.execute(

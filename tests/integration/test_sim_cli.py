@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from riskctl.config import PROJECT_ROOT, Settings
-from tests.integration.conftest import consume_until, produce
+from tests.integration.support import consume_until, produce
 
 pytestmark = pytest.mark.integration
 

@@ -1,11 +1,12 @@
-"""Helpers shared by several test areas: run the real ``riskctl`` command, bound a call in time.
+"""Helpers shared by several test areas: run the real ``riskctl`` command, bound a call in time, a free port.
 
 Fixtures live in the conftest.py of the area that uses them; here are the plain functions and paths that the
-tests of more than one area (core, flink, cli, stack, the docs) call directly.
+tests of more than one area (core, flink, cli, stack, the docs, the integration tests) call directly.
 """
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import threading
@@ -41,6 +42,13 @@ def run_riskctl(
         timeout=timeout,
         check=False,
     )
+
+
+def free_port() -> int:
+    """A port nothing listens on right now (the OS picks it; it is free again once the socket closes)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def within(fn: Callable[[], Any], seconds: float = TIMEOUT_S) -> Any:

@@ -9,8 +9,6 @@ from __future__ import annotations
 import dataclasses
 import re
 import shlex
-import subprocess
-import sys
 import tomllib
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -19,9 +17,10 @@ from typing import Any
 import pytest
 import yaml
 
-from riskctl.config import JobSettings, Settings, StackSettings
+from riskctl.config import PROJECT_ROOT, JobSettings, Settings, StackSettings
+from tests.helpers import run_riskctl
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = PROJECT_ROOT
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "docker" / "Dockerfile"
 SUBMIT = ROOT / "docker" / "submit.sh"
@@ -299,14 +298,7 @@ def test_submitter_runs_the_script_the_image_ships(compose: dict[str, Any]) -> N
 def test_submitter_commands_are_real_riskctl_commands(args: list[str]) -> None:
     # the image has rules/ at /opt/riskctl/rules; here it is the repository's
     args = [str(ROOT / "rules") if a == "/opt/riskctl/rules" else a for a in args]
-    res = subprocess.run(
-        [sys.executable, "-m", "riskctl.cli.main", *args, "--help"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
-        check=False,
-    )
+    res = run_riskctl(*args, "--help", timeout=60)
     assert res.returncode == 0, res.stderr
     assert "Usage:" in res.stdout
     # and the options it passes are options of that command
@@ -315,13 +307,7 @@ def test_submitter_commands_are_real_riskctl_commands(args: list[str]) -> None:
 
 
 def test_the_rules_the_submitter_applies_are_valid() -> None:
-    res = subprocess.run(
-        [sys.executable, "-m", "riskctl.cli.main", "rules", "validate", str(ROOT / "rules")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    res = run_riskctl("rules", "validate", str(ROOT / "rules"), timeout=60)
     assert res.returncode == 0, res.stdout + res.stderr
 
 

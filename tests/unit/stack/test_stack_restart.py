@@ -4,7 +4,6 @@ tests/integration/test_outages.py kills the real ones."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,18 +16,9 @@ from riskctl.stack.process import pid_alive, spawn, terminate
 from riskctl.stack.services import FlinkCluster, Kafka, Service
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    env = {"RISKCTL_STACK_DIR": str(tmp_path)}
-    for name in ("KAFKA_PORT", "KAFKA_CONTROLLER_PORT", "MYSQL_PORT", "FLINK_REST_PORT", "FLINK_RPC_PORT"):
-        env[f"RISKCTL_STACK_{name}"] = str(_free_port())
-    return load_settings(env=env)
+def settings(stack_env: dict[str, str]) -> Settings:
+    return load_settings(env=stack_env)
 
 
 @pytest.fixture

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import ast
 import sys
+from importlib.resources import files
 from pathlib import Path
 
 import pytest
 
-CORE = Path(__file__).resolve().parents[2] / "riskctl" / "core"
+CORE = Path(str(files("riskctl.core")))  # the source of the package this run imports
 FORBIDDEN = ("pyflink", "kafka", "pymysql", "MySQLdb", "mysql", "confluent_kafka", "aiokafka")
 ALLOWED_THIRD_PARTY = ("yaml", "orjson")  # the rule loader; JSON of events and decisions (jsoncodec)
 

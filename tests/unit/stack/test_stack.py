@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,12 +13,7 @@ import pytest
 from riskctl.config import load_settings
 from riskctl.errors import ServiceError
 from riskctl.stack.services import Kafka, MariaDB
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.helpers import run_riskctl
 
 
 @pytest.fixture
@@ -52,17 +45,9 @@ def test_port_taken_by_a_stranger_shows_as_foreign(tmp_path: Path, busy_port: in
     assert (st.name, st.state, st.pid) == ("kafka", "foreign", None)
 
 
-def test_status_json_of_a_stopped_stack(tmp_path: Path) -> None:
-    env = {**os.environ, "RISKCTL_STACK_DIR": str(tmp_path)}
-    for name in ("KAFKA_PORT", "KAFKA_CONTROLLER_PORT", "MYSQL_PORT", "FLINK_REST_PORT", "FLINK_RPC_PORT"):
-        env[f"RISKCTL_STACK_{name}"] = str(_free_port())
-    res = subprocess.run(
-        [sys.executable, "-m", "riskctl.cli.main", "stack", "status", "--json"],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
+def test_status_json_of_a_stopped_stack(stack_env: dict[str, str]) -> None:
+    env = {**os.environ, **stack_env}
+    res = run_riskctl("stack", "status", "--json", env=env)
     assert res.returncode == 3, res.stderr
     rows = json.loads(res.stdout)
     assert [(r["name"], r["state"]) for r in rows] == [
@@ -75,13 +60,7 @@ def test_status_json_of_a_stopped_stack(tmp_path: Path) -> None:
 
 def test_down_on_a_stopped_stack_is_harmless(tmp_path: Path) -> None:
     env = {**os.environ, "RISKCTL_STACK_DIR": str(tmp_path)}
-    res = subprocess.run(
-        [sys.executable, "-m", "riskctl.cli.main", "stack", "down"],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
+    res = run_riskctl("stack", "down", env=env)
     assert res.returncode == 0, res.stderr
     assert "kafka    was not running" in res.stdout
 

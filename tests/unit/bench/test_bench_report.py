@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import importlib
 import sys
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 
+from riskctl.config import PROJECT_ROOT
 from riskctl.core.stats import percentile
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
+BENCH = PROJECT_ROOT / "bench"
 
 
 @pytest.fixture(scope="module")

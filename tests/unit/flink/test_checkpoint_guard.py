@@ -10,20 +10,18 @@ from __future__ import annotations
 
 import os
 import struct
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from riskctl.config import PROJECT_ROOT
 from riskctl.flink.checkpoints import (
     NewerCheckpointError,
     check_start,
     completed_checkpoints,
     split_marker,
 )
+from tests.helpers import run_riskctl
 
 TOPIC = "riskctl.events"
 
@@ -88,24 +86,10 @@ def test_submit_refuses_before_calling_flink(tmp_path: Path) -> None:
         "PATH": "/usr/bin:/bin",
     }
     env.pop("FLINK_HOME", None)
-    res = subprocess.run(
-        [sys.executable, "-m", "riskctl.cli.main", "submit"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=PROJECT_ROOT,
-        check=False,
-    )
+    res = run_riskctl("submit", env=env)
     assert res.returncode == 2, res.stdout + res.stderr
     assert f"job.restore_from={latest.as_uri()}" in res.stderr
     # with --from-empty the check passes and the command goes on to look for a Flink client
-    res = subprocess.run(
-        [sys.executable, "-m", "riskctl.cli.main", "submit", "--from-empty"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=PROJECT_ROOT,
-        check=False,
-    )
+    res = run_riskctl("submit", "--from-empty", env=env)
     assert "refusing" not in res.stderr
     assert "no Flink client found" in res.stderr

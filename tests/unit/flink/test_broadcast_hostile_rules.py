@@ -18,10 +18,9 @@ from riskctl.core.engine import Engine
 from riskctl.core.rules import RuleSet
 from riskctl.flink.job import PollFolder, _with_status
 from riskctl.flink.risk_function import RiskFunction
-from tests.unit.core.test_hostile_rules import within
+from tests.helpers import HOSTILE_RULES, within
 
 DEEP = "[" * 100_000 + "]" * 100_000
-CORPUS = Path(__file__).parent / "core" / "hostile_rules"
 
 
 class FakeBroadcastState(dict[str, str]):
@@ -133,7 +132,7 @@ def test_with_status_passes_a_hostile_document_on_unchanged() -> None:
 
 def test_the_folder_poller_skips_hostile_files(tmp_path: Path) -> None:
     for name in ("billion_laughs_id.yaml", "nested_500.yaml", "deep_json_100k.json", "duplicate_status.yaml"):
-        (tmp_path / name).write_bytes((CORPUS / name).read_bytes())
+        (tmp_path / name).write_bytes((HOSTILE_RULES / name).read_bytes())
     (tmp_path / "good.yaml").write_text("id: good\naction: REVIEW\nwhen: event.amount > 10\n")
     out, complete = within(lambda: PollFolder._read(sorted(tmp_path.iterdir())))
     assert list(out) == ["good"] and not complete
@@ -147,7 +146,7 @@ def test_a_file_that_turns_hostile_keeps_its_previous_rules(tmp_path: Path) -> N
     poller = PollFolder(str(tmp_path))
     first = poller.current()
     assert set(first) == {"velocity", "other"}
-    good.write_bytes((CORPUS / "billion_laughs_id.yaml").read_bytes())  # the edit is hostile
+    good.write_bytes((HOSTILE_RULES / "billion_laughs_id.yaml").read_bytes())  # the edit is hostile
     assert within(poller.current) == first  # the job keeps running velocity v1; no delete is emitted
     other.unlink()
     assert set(within(poller.current)) == {"velocity"}  # a removed file's rules do go

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 from click.testing import CliRunner
 
 from riskctl.cli.main import cli
+from riskctl.config import PROJECT_ROOT
 from riskctl.testing import EventFactory
+from tests.helpers import run_riskctl
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = PROJECT_ROOT
 RULES = ROOT / "rules"
 
 
@@ -38,14 +38,7 @@ def test_replay_as_a_real_subprocess(tmp_path: Path) -> None:
     )
     events = write_events(tmp_path / "events.jsonl", lines)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run(
-        [sys.executable, "-m", "riskctl.cli.main", "replay", "--rules", str(RULES), str(events)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
+    proc = run_riskctl("replay", "--rules", str(RULES), str(events), env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
     lines_out = [json.loads(line) for line in proc.stdout.splitlines()]
     records = [r for r in lines_out if r["kind"] == "decision"]

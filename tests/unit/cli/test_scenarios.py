@@ -17,10 +17,11 @@ import pytest
 from click.testing import CliRunner
 
 from riskctl.cli.main import cli
+from riskctl.config import PROJECT_ROOT
 from riskctl.core.rules import load_rules
 from riskctl.testing import T0, EventFactory
 
-RULES = Path(__file__).resolve().parents[2] / "rules"
+RULES = PROJECT_ROOT / "rules"
 VERSION = load_rules(RULES).version
 MIN = 60.0
 HOUR = 3600.0

@@ -5,8 +5,8 @@ No PyFlink here: the job, the CLI and the tests all use this package.
 
 from __future__ import annotations
 
+from riskctl.errors import RuleNotFoundError, StoreError, VersionConflictError, VersionNotFoundError
 from riskctl.store.connection import connect
-from riskctl.store.errors import RuleNotFoundError, StoreError, VersionConflictError, VersionNotFoundError
 from riskctl.store.migrations import TableNames, migrate, table_names
 from riskctl.store.rules_store import (
     Change,

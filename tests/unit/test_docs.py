@@ -129,7 +129,7 @@ def test_rules_validate_passes_on_every_rule_shown(tmp_path: Path) -> None:
         check=False,
     )
     # two examples may show the same rule id: validate then fails on duplicates, so compare by error kind
-    errors = [line for line in res.stdout.splitlines() if line.startswith("error:")]
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
     assert all("duplicate rule id" in e for e in errors), "\n".join(errors)
 
 

@@ -36,7 +36,7 @@ from typing import IO, Any
 
 import click
 
-from riskctl.cli.common import CONTEXT_SETTINGS, emit_json, json_option, progress_option
+from riskctl.cli.common import CONTEXT_SETTINGS, echo_error, emit_json, json_option, progress_option
 from riskctl.core import jsoncodec
 from riskctl.core.decisions import Alert, Decision
 from riskctl.core.door import DEFAULT_LIMITS, Limits, dead_letter, internal_error_reason, watermark_ts
@@ -307,7 +307,7 @@ def replay(
         ruleset = load_rules(rules_path)
     except RuleSetError as exc:
         for err in exc.errors:
-            click.echo(f"error: {err}", err=True)
+            echo_error(str(err))
         msg = f"{len(exc.errors)} rule error(s); nothing replayed"
         raise click.ClickException(msg) from None
     engine = Engine(ruleset, lateness=lateness, state_ttl=state_ttl)

@@ -120,6 +120,12 @@ def _signals_as_interrupt() -> Iterator[None]:
 
 
 class Demo:
+    """The steps of one demo and what they started (services, the job's process group, topics), so that
+    :meth:`stop` undoes exactly that, whatever step failed or was interrupted.
+
+    Topics are named after a fresh uuid suffix, so two demos, or a demo and a running job, never share one.
+    """
+
     def __init__(self, settings: Settings, *, keep_stack: bool, out: Any) -> None:
         self.settings = settings
         self.keep_stack = keep_stack
@@ -345,6 +351,7 @@ def demo(
 
 
 def _run(run: Demo, traffic: Traffic, rules_dir: Path, startup_timeout: float, say: Any) -> dict[str, Any]:
+    """Steps 1 to 5 of the module's docstring; returns the summary (``--json`` prints it as it is)."""
     from riskctl.sim.generator import Simulator
     from riskctl.sim.kafka_io import producer, send_paced
     from riskctl.sim.report import build_report

@@ -71,8 +71,10 @@ def _flink_binary() -> str:
     found = shutil.which("flink")
     if found:
         return found
-    msg = "no Flink client found: start the local cluster ('riskctl stack up --flink') or set FLINK_HOME"
-    raise click.ClickException(msg)
+    fail(
+        ExitCode.ERROR,
+        "no Flink client found: start the local cluster ('riskctl stack up --flink') or set FLINK_HOME",
+    )
 
 
 @click.command(context_settings=CONTEXT_SETTINGS, short_help="Submit the risk job to a Flink cluster.")

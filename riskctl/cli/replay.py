@@ -36,7 +36,16 @@ from typing import IO, Any
 
 import click
 
-from riskctl.cli.common import CONTEXT_SETTINGS, echo_error, emit_json, json_option, progress_option
+from riskctl.cli.common import (
+    CONTEXT_SETTINGS,
+    ExitCode,
+    echo_error,
+    emit_json,
+    fail,
+    fail_on,
+    json_option,
+    progress_option,
+)
 from riskctl.core import jsoncodec
 from riskctl.core.decisions import Alert, Decision
 from riskctl.core.door import DEFAULT_LIMITS, Limits, dead_letter, internal_error_reason, watermark_ts
@@ -300,7 +309,7 @@ def replay(
     try:
         limits = load_settings().job.limits()
     except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+        fail_on(exc)
     if now is None:
         now = int(time.time() * 1000)
     try:
@@ -308,8 +317,7 @@ def replay(
     except RuleSetError as exc:
         for err in exc.errors:
             echo_error(str(err))
-        msg = f"{len(exc.errors)} rule error(s); nothing replayed"
-        raise click.ClickException(msg) from None
+        fail(ExitCode.ERROR, f"{len(exc.errors)} rule error(s); nothing replayed")
     engine = Engine(ruleset, lateness=lateness, state_ttl=state_ttl)
     if not default_gc:
         tune_gc()

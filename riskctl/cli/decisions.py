@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from riskctl.cli.common import CONTEXT_SETTINGS, emit_json, fail_on, json_option
+from riskctl.cli.common import CONTEXT_SETTINGS, emit_json, fail_on, handles_errors, json_option
 from riskctl.config import load_settings
 from riskctl.errors import RiskctlError
 
@@ -97,6 +97,7 @@ def decisions() -> None:
 )
 @click.option("--timeout", type=float, default=None, help="Stop after S seconds without a new record shown.")
 @json_option("One JSON record per line (as in the topic).")
+@handles_errors
 def tail(
     actions: tuple[str, ...],
     user: str | None,
@@ -185,6 +186,7 @@ def summarize(records: list[tuple[dict[str, Any], int]]) -> dict[str, Any]:
 @click.option("--max", "max_records", type=click.IntRange(min=1), default=None, help="At most N decisions.")
 @click.option("--timeout", type=float, default=10.0, help="Give up reading after S seconds.")
 @json_option("The stats as JSON.")
+@handles_errors
 def stats(window: str, max_records: int | None, timeout: float, as_json: bool) -> None:
     """Counts by action and by rule, and latency percentiles, over the decisions of a window.
 

@@ -34,7 +34,15 @@ from typing import Any
 
 import click
 
-from riskctl.cli.common import CONTEXT_SETTINGS, ExitCode, echo_error, emit_json, error_exit, json_option
+from riskctl.cli.common import (
+    CONTEXT_SETTINGS,
+    ExitCode,
+    echo_error,
+    emit_json,
+    error_exit,
+    handles_errors,
+    json_option,
+)
 from riskctl.cli.simulate import Traffic, traffic_options
 from riskctl.config import PROJECT_ROOT, Settings, load_settings
 from riskctl.errors import DemoError, RiskctlError
@@ -311,6 +319,7 @@ def _clock_events(last_ts: int, partitions: int) -> list[tuple[int, dict[str, An
 @click.option("--keep-stack", is_flag=True, help="Leave Kafka and MariaDB running at the end.")
 @click.option("--startup-timeout", type=float, default=300.0, help="Seconds to wait for the job to start.")
 @json_option("The summary as JSON on stdout (progress on stderr).")
+@handles_errors
 def demo(
     traffic: Traffic,
     rules_dir: Path,

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from riskctl.cli.common import CONTEXT_SETTINGS, ExitCode, emit_json, fail, json_option
+from riskctl.cli.common import CONTEXT_SETTINGS, ExitCode, emit_json, fail, handles_errors, json_option
 from riskctl.config import load_settings
 from riskctl.errors import RiskctlError
 from riskctl.stack.services import FlinkCluster, Service, services
@@ -41,6 +41,7 @@ def _all(flink: bool) -> list[Service]:
 )
 @click.option("--timeout", default=120.0, help="Seconds to wait for each service.")
 @json_option("Print what was started as JSON (progress lines on stderr).")
+@handles_errors
 def up(flink: bool, timeout: float, as_json: bool) -> None:
     """Start the services (those already running are left alone) and wait until each answers."""
     results: list[dict[str, Any]] = []
@@ -61,6 +62,7 @@ def up(flink: bool, timeout: float, as_json: bool) -> None:
 
 @stack.command(context_settings=CONTEXT_SETTINGS, short_help="Stop every service, leave no process behind.")
 @json_option("Print what was stopped as JSON.")
+@handles_errors
 def down(as_json: bool) -> None:
     """Stop every service of the stack (Flink too, if it runs) and leave no process behind."""
     results: list[dict[str, Any]] = []
@@ -75,6 +77,7 @@ def down(as_json: bool) -> None:
 
 @stack.command(context_settings=CONTEXT_SETTINGS)
 @json_option("Print JSON for scripts.")
+@handles_errors
 def status(as_json: bool) -> None:
     """Show each service, its address and state. Exit 0 when Kafka and MariaDB run, 3 otherwise."""
     statuses = [svc.status() for svc in _all(flink=True)]

@@ -134,3 +134,18 @@ def test_no_cli_module_declares_its_own_exit_codes_or_context() -> None:
         assert "EXIT_" not in source, info.name
         assert '"help_option_names"' not in source, info.name
         assert 'click.echo(f"error:' not in source, info.name
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["decisions", "stats"], ["decisions", "tail"], ["stack", "status"], ["rules", "list"]],
+    ids=" ".join,
+)
+def test_a_bad_setting_ends_a_command_with_one_line_not_a_traceback(args: list[str]) -> None:
+    from riskctl.cli.main import cli
+
+    result = CliRunner().invoke(cli, args, env={"RISKCTL_JOB_PARALLELISM": "four"})
+    assert result.exit_code == ExitCode.UNAVAILABLE, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert result.stderr.startswith("error: ") and "four" in result.stderr  # the bad value, named
+    assert result.stderr.count("\n") == 1

@@ -24,15 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from riskctl.errors import ConfigError
+from riskctl.errors import NewerCheckpointError
 
 #: ``_metadata`` files larger than this are not read (state inlined in it is small; a checkpoint of this job
 #: is recognised by the source's split state, which comes early)
 MAX_METADATA_BYTES = 64 * 2**20
-
-
-class NewerCheckpointError(ConfigError):
-    """The job would start from older state (or none) than a completed checkpoint of it holds."""
 
 
 @dataclass(frozen=True)

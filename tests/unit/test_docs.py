@@ -122,7 +122,7 @@ def test_rules_validate_passes_on_every_rule_shown(tmp_path: Path) -> None:
         (tmp_path / f"ex{i:03d}.yaml").write_text(ex.rules)
     res = run_riskctl("rules", "validate", str(tmp_path), timeout=60)
     # two examples may show the same rule id: validate then fails on duplicates, so compare by error kind
-    errors = [line for line in res.stdout.splitlines() if line.startswith("error:")]
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
     assert all("duplicate rule id" in e for e in errors), "\n".join(errors)
 
 

@@ -61,7 +61,7 @@ def test_output_file_progress_and_json_summary(tmp_path: Path) -> None:
     events = write_events(tmp_path / "events.jsonl", lines)
     out = tmp_path / "out.jsonl"
     result = CliRunner().invoke(
-        cli, ["replay", "--rules", str(RULES), str(events), "-o", str(out), "--progress", "--summary-json"]
+        cli, ["replay", "--rules", str(RULES), str(events), "-o", str(out), "--progress", "--json"]
     )
     assert result.exit_code == 0, result.stderr
     assert result.stdout == ""
@@ -117,7 +117,7 @@ def test_rules_validate_prints_every_error(tmp_path: Path) -> None:
     )
     result = CliRunner().invoke(cli, ["rules", "validate", str(tmp_path)])
     assert result.exit_code == 1
-    out = result.stdout
+    out = result.stderr  # errors go to stderr, as in every command
     assert "field 'actoin': unknown field 'actoin' (did you mean 'action'?)" in out
     assert "field 'action'" in out  # the missing action of rule a
     assert "sequence.steps[1].when" in out and "sequence.steps[1].contiguty" in out
@@ -172,7 +172,7 @@ def test_replay_gives_every_hostile_line_an_outcome_and_finishes(tmp_path: Path)
     path.write_bytes(b"\n".join(lines) + b"\n")
     physical = path.read_bytes().count(b"\n")
     result = CliRunner().invoke(
-        cli, ["replay", "--rules", str(RULES), str(path), "--now", str(now), "--summary-json"]
+        cli, ["replay", "--rules", str(RULES), str(path), "--now", str(now), "--json"]
     )
     assert result.exit_code == 0, result.stderr
     assert "Traceback" not in result.stderr
@@ -249,9 +249,7 @@ def test_now_option_takes_ms_or_iso(tmp_path: Path) -> None:
     bad = CliRunner().invoke(cli, ["replay", "--rules", str(RULES), str(events), "--now", "yesterday"])
     assert bad.exit_code != 0 and "ISO-8601" in bad.stderr
     for now in ("1700000000000", "2023-11-14T22:13:20+00:00", "2023-11-14T22:13:20"):
-        ok = CliRunner().invoke(
-            cli, ["replay", "--rules", str(RULES), str(events), "--now", now, "--summary-json"]
-        )
+        ok = CliRunner().invoke(cli, ["replay", "--rules", str(RULES), str(events), "--now", now, "--json"])
         assert json.loads(ok.stderr.strip().splitlines()[-1])["now"] == 1_700_000_000_000
 
 
@@ -264,7 +262,7 @@ def test_a_line_far_over_the_size_limit_is_never_held_whole(tmp_path: Path) -> N
         fh.write(b"z" * 3_000_000)  # and a last line without a line break
         fh.write(b"\n" + json.dumps(ev.login(1)).encode() + b"\n")
     result = CliRunner().invoke(
-        cli, ["replay", "--rules", str(RULES), str(path), "--summary-json", "--now", "1700000000000"]
+        cli, ["replay", "--rules", str(RULES), str(path), "--json", "--now", "1700000000000"]
     )
     assert result.exit_code == 0, result.stderr
     out = [json.loads(line) for line in result.stdout.splitlines()]
@@ -299,7 +297,7 @@ def test_simulated_file_is_not_ahead_of_the_clock(tmp_path: Path) -> None:
     )
     assert sim.exit_code == 0, sim.output
     result = CliRunner().invoke(
-        cli, ["replay", "--rules", str(RULES), str(events), "--summary-json", "-o", os.devnull]
+        cli, ["replay", "--rules", str(RULES), str(events), "--json", "-o", os.devnull]
     )
     assert result.exit_code == 0, result.output
     s = json.loads(result.stderr.strip().splitlines()[-1])
@@ -314,7 +312,7 @@ def test_summary_counts_too_late_events(tmp_path: Path) -> None:
     ]  # e2 is 59.5 s behind u1's newest event (lateness 5 s): too late; e3 (2 s behind) is not
     events = write_events(tmp_path / "late.jsonl", lines)
     result = CliRunner().invoke(
-        cli, ["replay", "--rules", str(RULES), str(events), "--summary-json", "-o", os.devnull]
+        cli, ["replay", "--rules", str(RULES), str(events), "--json", "-o", os.devnull]
     )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stderr.strip().splitlines()[-1])["too_late"] == 1

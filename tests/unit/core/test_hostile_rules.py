@@ -285,7 +285,7 @@ def test_rules_validate_refuses_the_corpus_without_a_traceback() -> None:
     assert "Traceback" not in out
     assert f"{len(CASES)} errors in" in proc.stderr
     for name in CASES:
-        assert f"error: {name}" in proc.stdout, name
+        assert f"error: {name}" in proc.stderr, name
 
 
 def test_rules_validate_json_output_lists_every_refusal() -> None:

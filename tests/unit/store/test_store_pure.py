@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from riskctl.cli.rules_store import WaitTarget, to_yaml, wait_targets
+from riskctl.cli.rules.read import to_yaml
+from riskctl.cli.rules.wait import WaitTarget, wait_targets
 from riskctl.config import Settings
-from riskctl.errors import ConfigError, ServiceError
+from riskctl.errors import ConfigError, RuleNotFoundError, ServiceError, VersionNotFoundError
 from riskctl.store import Change, Plan, PlanItem, VersionConflictError, content_digest, table_names
 from riskctl.store.connection import describe_operational_error
-from riskctl.store.errors import RuleNotFoundError, VersionNotFoundError
 from riskctl.store.migrations import MIGRATIONS, check_identifier, quote
 
 STORE = Path(str(files("riskctl.store")))  # the source of the package this run imports

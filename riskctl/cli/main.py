@@ -12,6 +12,7 @@ import click
 
 # command name -> "module:attribute" of a click command or group
 _COMMANDS: dict[str, str] = {
+    "config": "riskctl.cli.config:config",
     "stack": "riskctl.cli.stack:stack",
     "replay": "riskctl.cli.replay:replay",
     "rules": "riskctl.cli.rules:rules",

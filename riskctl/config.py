@@ -38,6 +38,8 @@ from riskctl.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 _SECRET_KEYS = {"password"}
+#: properties of Settings that ``riskctl config show`` prints after the settings (not mysql_password: secret)
+_DERIVED = ("kafka_bootstrap", "mysql_host", "mysql_port", "flink_rest_url", "checkpoint_dir")
 
 #: Flink and Kafka take durations and most counts as Java longs, parallelism and slots as Java ints
 _LONG = 2**63 - 1
@@ -268,13 +270,7 @@ class Settings:
 
     def derived(self) -> dict[str, Any]:
         """What clients connect to once the empty settings fall back to the local stack (no secrets)."""
-        return {
-            "kafka_bootstrap": self.kafka_bootstrap,
-            "mysql_host": self.mysql_host,
-            "mysql_port": self.mysql_port,
-            "flink_rest_url": self.flink_rest_url,
-            "checkpoint_dir": self.checkpoint_dir,
-        }
+        return {name: getattr(self, name) for name in _DERIVED}
 
     def redacted(self) -> dict[str, Any]:
         """The settings as a dict with secrets masked, for printing."""

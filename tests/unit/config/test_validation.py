@@ -15,63 +15,31 @@ import pytest
 from riskctl.config import Settings, apply_overrides, load_settings, resolve
 from riskctl.errors import ConfigError
 
+TOPIC = "a Kafka topic name (1-249 letters, digits, '.', '_', '-')"
+TABLE = "a table name (1-64 letters, digits or '_', not starting with a digit)"
+PARALLELISM = "an integer from 1 to 32768"
+MULTIPLIER = "a number from 1 to 1000000"
 # (key, value as TOML, the same value as text for the environment and --set, what the message says is allowed)
 HOSTILE = [
-    pytest.param("job.parallelism", '"four"', "four", "an integer from 1 to 32768", id="wrong type"),
-    pytest.param("job.parallelism", "0", "0", "an integer from 1 to 32768", id="below range"),
+    pytest.param("job.parallelism", '"four"', "four", PARALLELISM, id="wrong type"),
+    pytest.param("job.parallelism", "0", "0", PARALLELISM, id="below range"),
     pytest.param("stack.kafka_port", "70000", "70000", "an integer from 1 to 65535", id="above range"),
-    pytest.param("job.parallelism", "1" + "0" * 30, "1" + "0" * 30, "an integer from 1 to 32768", id="huge"),
+    pytest.param("job.parallelism", "1" + "0" * 30, "1" + "0" * 30, PARALLELISM, id="huge"),
     pytest.param("job.lateness_ms", "-5", "-5", "an integer from 0 to 2^63-1", id="negative duration"),
-    pytest.param(
-        "job.delivery",
-        '"exactly_once"',
-        "exactly_once",
-        "one of at-least-once, exactly-once",
-        id="unknown enum",
-    ),
+    pytest.param("job.delivery", '"exactly_once"', "exactly_once", "one of at-least-once, exactly-once"),
     pytest.param("job.rules_source", '"CDC"', "CDC", "one of cdc, poll, file", id="enum is case-sensitive"),
-    pytest.param(
-        "job.events_topic",
-        '""',
-        "",
-        "a Kafka topic name (1-249 letters, digits, '.', '_', '-')",
-        id="empty topic",
-    ),
+    pytest.param("job.events_topic", '""', "", TOPIC, id="empty topic"),
     pytest.param("mysql.user", '"  "', "  ", "a non-empty string", id="blank where required"),
     pytest.param("job.restart_jitter_factor", "1.5", "1.5", "a number from 0 to 1", id="float above range"),
-    pytest.param("job.restart_backoff_multiplier", "inf", "inf", "a number from 1 to 1000000", id="infinite"),
-    pytest.param("job.restart_backoff_multiplier", "nan", "nan", "a number from 1 to 1000000", id="nan"),
-    pytest.param(
-        "job.rules_table",
-        '"rules; DROP TABLE x"',
-        "rules; DROP TABLE x",
-        "a table name (1-64 letters, digits or '_', not starting with a digit)",
-        id="sql",
-    ),
+    pytest.param("job.restart_backoff_multiplier", "inf", "inf", MULTIPLIER, id="infinite"),
+    pytest.param("job.restart_backoff_multiplier", "nan", "nan", MULTIPLIER, id="nan"),
+    pytest.param("job.rules_table", '"rules; DROP TABLE x"', "rules; DROP TABLE x", TABLE, id="sql"),
     pytest.param("stack.kafka_heap", '"lots"', "lots", "a JVM heap size such as 512m or 2g", id="heap"),
-    pytest.param(
-        "flink.options", '"rest.port"', "rest.port", "key=value pairs separated by ';'", id="options"
-    ),
-    pytest.param(
-        "flink.rest_url",
-        '"jobmanager:8081"',
-        "jobmanager:8081",
-        "empty or an http:// or https:// URL",
-        id="url",
-    ),
-    pytest.param(
-        "kafka.bootstrap",
-        '"kafka"',
-        "kafka",
-        "empty or host:port[,host:port...]",
-        id="bootstrap without port",
-    ),
-    pytest.param(
-        "job.cdc_server_id", '"54x"', "54x", "a MySQL server id or a range such as 5401-5404", id="server id"
-    ),
-    pytest.param(
-        "job.dead_letter_max_bytes", "2000000", "2000000", "an integer from 4096 to 1000000", id="door limit"
-    ),
+    pytest.param("flink.options", '"rest.port"', "rest.port", "key=value pairs separated by ';'"),
+    pytest.param("flink.rest_url", '"jm:8081"', "jm:8081", "empty or an http:// or https:// URL", id="url"),
+    pytest.param("kafka.bootstrap", '"kafka"', "kafka", "empty or host:port[,host:port...]", id="no port"),
+    pytest.param("job.cdc_server_id", '"54x"', "54x", "a MySQL server id or a range such as 5401-5404"),
+    pytest.param("job.dead_letter_max_bytes", "2000000", "2000000", "an integer from 4096 to 1000000"),
 ]
 
 

@@ -386,10 +386,10 @@ def _typed(raw: object, kind: type, *, from_text: bool) -> object:
 def _specs() -> dict[str, _Spec]:
     """Every setting by ``section.key``, in the dataclasses' order."""
     out = {}
+    sections = typing.get_type_hints(Settings)
     for section in fields(Settings):
-        cls = typing.get_type_hints(Settings)[section.name]
-        hints = typing.get_type_hints(cls)
-        for f in fields(cls):
+        hints = typing.get_type_hints(sections[section.name])
+        for f in fields(sections[section.name]):
             spec = _Spec(section.name, f.name, hints[f.name], f.metadata.get("allowed", Allowed()))
             out[spec.dotted] = spec
     return out

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from riskctl.config import Settings, apply_overrides, load_settings, resolve
+from riskctl.config import Settings, _specs, apply_overrides, load_settings, resolve
 from riskctl.errors import ConfigError
 
 TOPIC = "a Kafka topic name (1-249 letters, digits, '.', '_', '-')"
@@ -192,6 +192,15 @@ def test_a_huge_hostile_value_is_cut_short_in_the_message() -> None:
         load_settings(env={"RISKCTL_JOB_DELIVERY": "x" * 1_000_000})
     assert len(str(err.value)) < 300
     assert "(1000002 characters)" in str(err.value)
+
+
+def test_every_default_passes_its_own_check() -> None:
+    """A field of a type the loader cannot read, or a default outside its range, fails here, not in a job."""
+    defaults = Settings()
+    for spec in _specs().values():
+        assert spec.kind in {int, float, str, bool}, spec.dotted
+        assert spec.accept(spec.get(defaults), from_text=False) == spec.get(defaults), spec.dotted
+        assert spec.accept(str(spec.get(defaults)), from_text=True) == spec.get(defaults), spec.dotted
 
 
 def test_the_defaults_are_valid_and_load_unchanged() -> None:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from riskctl.config import Settings, _specs, apply_overrides, load_settings, resolve
+from riskctl.config import Settings, apply_overrides, load_settings, resolve
+from riskctl.config.loading import all_specs
 from riskctl.errors import ConfigError
 
 TOPIC = "a Kafka topic name (1-249 letters, digits, '.', '_', '-')"
@@ -197,7 +198,7 @@ def test_a_huge_hostile_value_is_cut_short_in_the_message() -> None:
 def test_every_default_passes_its_own_check() -> None:
     """A field of a type the loader cannot read, or a default outside its range, fails here, not in a job."""
     defaults = Settings()
-    for spec in _specs().values():
+    for spec in all_specs().values():
         assert spec.kind in {int, float, str, bool}, spec.dotted
         assert spec.accept(spec.get(defaults), from_text=False) == spec.get(defaults), spec.dotted
         assert spec.accept(str(spec.get(defaults)), from_text=True) == spec.get(defaults), spec.dotted

@@ -43,9 +43,6 @@ def _did_you_mean(word: str, choices: Iterable[str]) -> str:
     return f" (did you mean {found}?)" if found else ""
 
 
-# -- loading -------------------------------------------------------------------------------------------------
-
-
 @dataclass
 class Resolved:
     """Settings and where each value came from: ``sources["job.parallelism"]`` is ``"default"``, the config

@@ -59,9 +59,11 @@ class StackSettings:
 
 @dataclass
 class KafkaSettings:
-    #: empty: the local stack's broker
+    #: empty: the local stack's broker; blanks around the commas are allowed (the Kafka clients strip them)
     bootstrap: str = setting(
-        "", pattern=r"([^\s,]+:[0-9]+(,[^\s,]+:[0-9]+)*)?", shape="empty or host:port[,host:port...]"
+        "",
+        pattern=r"\s*([^\s,]+:[0-9]+(\s*,\s*[^\s,]+:[0-9]+)*)?\s*",
+        shape="empty or host:port[,host:port...]",
     )
 
 

@@ -214,7 +214,7 @@ def test_the_defaults_are_valid_and_load_unchanged() -> None:
 def test_valid_values_from_every_source_load_as_given(tmp_path: Path) -> None:
     cfg = tmp_path / "riskctl.toml"
     cfg.write_text(
-        '[kafka]\nbootstrap = "kafka-1:9092,kafka-2:9092"\n'
+        '[kafka]\nbootstrap = "kafka-1:9092, [::1]:9092,PLAINTEXT://kafka-3:9092"\n'
         '[job]\nparallelism = 4\ndelivery = "exactly-once"\nrestart_backoff_multiplier = 3\n'
         '[flink]\noptions = "rest.port=8082; python.fn-execution.bundle.size=1000;"\n'
     )
@@ -227,7 +227,7 @@ def test_valid_values_from_every_source_load_as_given(tmp_path: Path) -> None:
     }
     resolved = resolve(env=env, overrides=["job.rules_source=file", "job.restore_from="])
     s = resolved.settings
-    assert s.kafka.bootstrap == "kafka-1:9092,kafka-2:9092"
+    assert s.kafka.bootstrap == "kafka-1:9092, [::1]:9092,PLAINTEXT://kafka-3:9092"
     assert (s.job.parallelism, s.job.delivery, s.job.rules_source) == (8, "exactly-once", "file")
     assert s.job.restart_backoff_multiplier == 3.0 and isinstance(s.job.restart_backoff_multiplier, float)
     assert s.stack.flink_heartbeat_rpc_failure_threshold == -1 and s.job.buffer_timeout_ms == -1

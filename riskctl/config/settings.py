@@ -46,7 +46,7 @@ class StackSettings:
     flink_slots: int = positive(2)
     #: TaskManager processes of the local cluster; in thread mode each runs one Python interpreter (one GIL)
     flink_taskmanagers: int = positive(1)
-    kafka_heap: str = setting("512m", pattern=r"[0-9]+[kKmMgG]?", shape="a JVM heap size such as 512m or 2g")
+    kafka_heap: str = setting("512m", pattern=r"[0-9]+[kmgtKMGT]?", shape="a JVM heap size, e.g. 512m or 2g")
     #: how the local cluster notices a dead TaskManager (or JobManager): heartbeats every interval; a target
     #: is dead after ``flink_heartbeat_rpc_failure_threshold`` heartbeat RPCs in a row failed (a killed
     #: process refuses the connection: noticed in interval x threshold, ~3 s), or after the timeout

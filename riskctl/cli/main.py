@@ -16,6 +16,7 @@ from riskctl.cli.common import CONTEXT_SETTINGS
 
 # command name -> "module:attribute" of a click command or group
 _COMMANDS: dict[str, str] = {
+    "config": "riskctl.cli.config:config",
     "stack": "riskctl.cli.stack:stack",
     "replay": "riskctl.cli.replay:replay",
     "rules": "riskctl.cli.rules:rules",

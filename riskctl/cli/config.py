@@ -8,27 +8,21 @@ every other command loads them (:func:`riskctl.config.resolve`).
 from __future__ import annotations
 
 import json
-import sys
 from typing import Any
 
 import click
 
+from riskctl.cli.common import CONTEXT_SETTINGS, ExitCode, emit_json, fail, json_option, set_option
 from riskctl.config import Resolved, resolve
 from riskctl.errors import ConfigError
 
-# the same context, option names and exit code (2: bad configuration) as the other commands; the shared CLI
-# module of issue 12 replaces these three definitions
-_CTX = {"help_option_names": ["-h", "--help"], "show_default": True}
-_SET_HELP = "Override a setting, e.g. --set job.parallelism=2 --set job.rules_source=file (repeatable)."
-_EXIT_CONFIG = 2
 
-
-@click.group(context_settings=_CTX, short_help="Show the effective settings and where each came from.")
+@click.group(context_settings=CONTEXT_SETTINGS, short_help="Show the effective settings and their sources.")
 def config() -> None:
     """The settings riskctl runs with: defaults, riskctl.toml, RISKCTL_* variables, --set (docs/config.md)."""
 
 
-@config.command(context_settings=_CTX)
+@config.command(context_settings=CONTEXT_SETTINGS)
 @click.option(
     "--config",
     "config_file",
@@ -36,18 +30,20 @@ def config() -> None:
     default=None,
     help="Settings file (TOML).  [default: $RISKCTL_CONFIG, else ./riskctl.toml if present]",
 )
-@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help=_SET_HELP)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON: file, settings, sources, derived.")
+@set_option
+@json_option("Print JSON: file, settings, sources, derived.")
 def show(config_file: str | None, overrides: tuple[str, ...], as_json: bool) -> None:
-    """Print every setting's effective value and its source (default, the file's path, the environment
-    variable's name or --set), passwords masked; a bad setting is an error naming key, value and source."""
+    """Print every setting's value and its source, passwords masked.
+
+    The source is "default", the settings file's path, the environment variable's name or "--set"; a bad
+    setting is an error naming key, value and source."""
     try:
         resolved = resolve(config_file, overrides=overrides)
     except ConfigError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(_EXIT_CONFIG)
+        # what is being shown is the configuration itself: a bad one is bad usage, as with run/submit --set
+        fail(ExitCode.USAGE, str(exc), as_json=as_json, kind="config")
     if as_json:
-        click.echo(json.dumps(as_dict(resolved), indent=2))
+        emit_json(as_dict(resolved))
     else:
         click.echo(as_text(resolved), nl=False)
 

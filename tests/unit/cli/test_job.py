@@ -16,4 +16,6 @@ def test_a_bad_set_is_bad_usage(command: str, override: str) -> None:
     result = CliRunner().invoke(cli, [command, "--set", override])
     assert result.exit_code == ExitCode.USAGE, result.output
     assert result.stdout == ""
-    assert result.stderr == f"error: --set takes section.key=value with a known setting, got {override!r}\n"
+    # one line; a near miss also gets a suggestion ("did you mean job.parallelism?")
+    line = f"error: --set takes section.key=value with a known setting, got {override!r}"
+    assert result.stderr.startswith(line) and result.stderr.count("\n") == 1, result.stderr

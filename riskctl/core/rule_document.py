@@ -75,7 +75,7 @@ _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 _RESERVED_NAMES = frozenset({"event", "and", "or", "not", "in", "true", "false", "null"})
 MAX_FEATURES_PER_RULE = 32
-#: condition evaluations a sequence rule may need for one event (see _sequence_cost); ~0.1 s of Python
+#: condition evaluations a sequence rule may need for one event (see _sequence_cost; docs/rules.md#limits)
 MAX_SEQUENCE_COST = 1_000_000
 #: versions are a MySQL INT
 MAX_VERSION = 2**31 - 1

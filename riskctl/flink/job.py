@@ -314,8 +314,9 @@ def _rules_cdc(
         "scan.incremental.snapshot.chunk.size": "8096",
         # The binlog client's keep-alive thread notices a lost connection and reconnects; Debezium sets its
         # period (and the server heartbeat it asks for, 0.8 x the period) from this option, default 60 s:
-        # after a MySQL outage a rule edit took 66-71 s to arrive. Read from the connector's
-        # MySqlStreamingChangeEventSource (KEEP_ALIVE_INTERVAL_MS -> BinaryLogClient.setKeepAliveInterval).
+        # after a MySQL outage a rule edit waited about that long to arrive (docs/operations.md). Read from
+        # the connector's MySqlStreamingChangeEventSource (KEEP_ALIVE_INTERVAL_MS ->
+        # BinaryLogClient.setKeepAliveInterval).
         "debezium.connect.keep.alive.interval.ms": job.cdc_keepalive_ms,
     }
     t_env.execute_sql(f"""
@@ -431,10 +432,10 @@ class PollFolder(_Differ):
     """Reads a rules folder (YAML); a rule that fails to load is sent as is, for the job to refuse.
 
     The files are parsed again only when one of them changed (path, size or modification time): parsing the
-    YAML every tick took ~18 ms, holding the GIL that the decide operator needs (thread mode). A file that
-    cannot be read or is refused as a whole (being written, or hostile: see docs/rules.md#limits) keeps the
-    rules it last gave, so the job keeps running them (as with a refused version in MySQL) instead of
-    deleting them; it is read again at the next tick.
+    YAML every tick held the GIL that the decide operator needs (thread mode; bench/flink_profile/README.md).
+    A file that cannot be read or is refused as a whole (being written, or hostile: see docs/rules.md#limits)
+    keeps the rules it last gave, so the job keeps running them (as with a refused version in MySQL) instead
+    of deleting them; it is read again at the next tick.
     """
 
     def __init__(self, folder: str) -> None:

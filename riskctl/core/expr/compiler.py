@@ -12,22 +12,11 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from riskctl.core.errors import suggest
-from riskctl.core.expr import operators
+from riskctl.core.expr import nodes, operators
 from riskctl.core.expr.closures import Compiled, Fn, as_bool, constant, get_path
 from riskctl.core.expr.functions import AGGREGATE_FUNCTIONS, AGGREGATES, FUNCTIONS, NUMBERS, SCALAR_FUNCTIONS
 from riskctl.core.expr.lexer import expr_error
-from riskctl.core.expr.nodes import (
-    COMPARE_OPS,
-    Binary,
-    BoolOp,
-    Call,
-    Const,
-    ListNode,
-    Member,
-    Name,
-    Node,
-    Unary,
-)
+from riskctl.core.expr.nodes import COMPARE_OPS, Node
 from riskctl.core.expr.parser import parse
 
 #: Key under which the engine stamps an event's feature values before handing it to a sequence pattern, so
@@ -73,32 +62,32 @@ class Compiler:
 
     def compile(self, node: Node) -> Compiled:
         """Compile any node (a bare step too: aggregates and members take one)."""
-        if isinstance(node, Const):
+        if isinstance(node, nodes.Const):
             return constant(node.value)
-        if isinstance(node, Name):
+        if isinstance(node, nodes.Name):
             return self.name(node)
-        if isinstance(node, Member):
+        if isinstance(node, nodes.Member):
             return self.member(node)
-        if isinstance(node, ListNode):
+        if isinstance(node, nodes.ListNode):
             return self.list_(node)
-        if isinstance(node, Unary):
+        if isinstance(node, nodes.Unary):
             return self.unary(node)
-        if isinstance(node, BoolOp):
+        if isinstance(node, nodes.BoolOp):
             return self.boolop(node)
-        if isinstance(node, Binary):
+        if isinstance(node, nodes.Binary):
             a, b = self.value(node.a), self.value(node.b)
             if node.op in COMPARE_OPS:
                 return operators.compare(node.op, a, b)
             if node.op in ("in", "not in"):
                 return operators.contains(node.op, a, b, node.b.pos)
             return operators.arith(node.op, a, b, node.pos, node.b.pos)
-        if isinstance(node, Call):
+        if isinstance(node, nodes.Call):
             return self.call(node)
         msg = f"internal error: unknown node {type(node).__name__}"  # pragma: no cover
         raise expr_error(msg, node.pos)
 
     # ------------------------------------------------------------------ names
-    def name(self, node: Name) -> Compiled:
+    def name(self, node: nodes.Name) -> Compiled:
         name = node.name
         if name == "event":
             msg = "'event' is the whole event: use one of its fields, e.g. event.amount"
@@ -136,18 +125,18 @@ class Compiler:
             hint = "event." + name
         raise expr_error(msg, node.pos, hint)
 
-    def member(self, node: Member) -> Compiled:
+    def member(self, node: nodes.Member) -> Compiled:
         # Flatten a.b.c into root + path.
         path: list[str] = []
         cur: Node = node
-        while isinstance(cur, Member):
+        while isinstance(cur, nodes.Member):
             path.append(cur.name)
             cur = cur.obj
         path.reverse()
         fields = tuple(path)
         if self.event_fields is not None:
             self.event_fields.add(fields[0])
-        if isinstance(cur, Name) and cur.name == "event":
+        if isinstance(cur, nodes.Name) and cur.name == "event":
             if len(fields) == 1:
                 key = fields[0]
 
@@ -160,12 +149,12 @@ class Compiler:
                 return get_path(e, fields)
 
             return Compiled(event_path)
-        if isinstance(cur, Name) and cur.name in self.features and cur.name not in self.steps:
+        if isinstance(cur, nodes.Name) and cur.name in self.features and cur.name not in self.steps:
             msg = f"feature {cur.name!r} is a value and has no field {fields[0]!r}"
             raise expr_error(msg, node.pos)
         known = self.event_fields
         root = self.compile(cur)
-        if isinstance(cur, Call) and cur.name in ("first", "last"):
+        if isinstance(cur, nodes.Call) and cur.name in ("first", "last"):
             self.event_fields = known  # first(s).f reads field f of an event, not the whole event
         if root.step is not None:
             step = root.step
@@ -188,7 +177,7 @@ class Compiler:
         return Compiled(get_member)
 
     # ------------------------------------------------------------------ literals
-    def list_(self, node: ListNode) -> Compiled:
+    def list_(self, node: nodes.ListNode) -> Compiled:
         items = [self.value(i) for i in node.items]
         if all(i.is_const for i in items):
             return constant(tuple(i.const for i in items))
@@ -202,10 +191,10 @@ class Compiler:
     # ------------------------------------------------------------------ operators
 
     # ------------------------------------------------------------------ operators
-    def unary(self, node: Unary) -> Compiled:
+    def unary(self, node: nodes.Unary) -> Compiled:
         return operators.unary(node.op, self.value(node.x))
 
-    def boolop(self, node: BoolOp) -> Compiled:
+    def boolop(self, node: nodes.BoolOp) -> Compiled:
         """Compile an ``and``/``or`` chain item by item: a constant item that decides the chain ends it (the
         items after it are never compiled), one that cannot decide it is dropped."""
         is_and = node.op == "and"
@@ -222,7 +211,7 @@ class Compiler:
             return constant(is_and)
         return operators.bool_chain(items, is_and)
 
-    def call(self, node: Call) -> Compiled:
+    def call(self, node: nodes.Call) -> Compiled:
         name = node.name
         if name not in FUNCTIONS:
             if name in self.features or name in self.steps or name == "event":
@@ -239,7 +228,7 @@ class Compiler:
                 self.value(arg_node)  # raises the "step is a list" error
         return operators.scalar_call(name, args, node.pos)
 
-    def aggregate(self, node: Call, args: list[Compiled]) -> Compiled:
+    def aggregate(self, node: nodes.Call, args: list[Compiled]) -> Compiled:
         """``count first last sum avg min max distinct`` over the events of a pattern step."""
         name = node.name
         if len(args) != 1 or args[0].step is None:

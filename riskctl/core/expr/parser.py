@@ -8,6 +8,8 @@ column where it crosses :data:`~riskctl.core.expr.limits.MAX_NODES` or ``MAX_DEP
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from riskctl.core.errors import ExpressionError, suggest
 from riskctl.core.expr.functions import LINEAR_AGGREGATES
 from riskctl.core.expr.lexer import KEYWORDS, Token, expr_error, tokenize
@@ -88,20 +90,19 @@ class Parser:
         return node
 
     def or_(self) -> Node:
-        first = self.and_()
-        items = [first]
-        while self.at_kw("or"):
-            self.next()
-            items.append(self.and_())
-        return first if len(items) == 1 else self.count(BoolOp(first.pos, "or", items))
+        return self._bool_chain("or", self.and_)
 
     def and_(self) -> Node:
-        first = self.not_()
+        return self._bool_chain("and", self.not_)
+
+    def _bool_chain(self, keyword: str, operand: Callable[[], Node]) -> Node:
+        """``operand (keyword operand)*`` as one flat :class:`BoolOp` (a long chain is not a deep tree)."""
+        first = operand()
         items = [first]
-        while self.at_kw("and"):
+        while self.at_kw(keyword):
             self.next()
-            items.append(self.not_())
-        return first if len(items) == 1 else self.count(BoolOp(first.pos, "and", items))
+            items.append(operand())
+        return first if len(items) == 1 else self.count(BoolOp(first.pos, keyword, items))
 
     def not_(self) -> Node:
         if self.at_kw("not"):

@@ -1,6 +1,7 @@
 """A small, safe expression language for rule conditions, compiled once into nested Python closures.
 
-The language itself (syntax, semantics, functions, limits) is documented in ``docs/rules-language.md``.
+The language itself is documented, not here: docs/engine.md ("Conditions": syntax and semantics) and
+docs/rules.md ("Conditions" with runnable examples, "Limits").
 
 Why not ``eval`` or a CEL library: conditions come from users (rule files, a MySQL table); Python ``eval`` of
 them would be remote code execution, and closures evaluate faster than an interpreter walking a tree, which

@@ -53,6 +53,7 @@ def default_granularity(window: int) -> int:
 
 
 def is_int(value: object) -> bool:
+    """An int that is not a bool (``True`` is an int to Python, but not a count or a duration)."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 

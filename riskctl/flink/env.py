@@ -80,6 +80,8 @@ class RestartOptions:
 
 @dataclass
 class EnvOptions:
+    """What :func:`create_env` needs: the jars, parallelism, checkpoints, restarts and extra options."""
+
     jars_dir: str
     parallelism: int = 1
     checkpoint_interval_ms: int = 5000

@@ -66,6 +66,8 @@ SINK_MAX_REQUEST_BYTES = 1_048_576
 
 @dataclass(frozen=True)
 class MysqlConn:
+    """Where and as whom the job reaches MySQL (the rules table, the rule-status table)."""
+
     host: str
     port: int
     user: str
@@ -74,6 +76,7 @@ class MysqlConn:
 
     @classmethod
     def of(cls, settings: Settings) -> MysqlConn:
+        """The connection settings of ``settings``."""
         return cls(
             settings.mysql_host,
             settings.mysql_port,
@@ -163,6 +166,8 @@ class RecordRuleStatus(MapFunction):  # type: ignore[misc]
         )
 
     def map(self, value: Row) -> Row:
+        """Queue the status of a rule status row (the latest per rule wins), try to write the queue, pass
+        the row on."""
         doc = json.loads(value[1])
         self.pending[str(doc["rule_id"])] = (
             doc["rule_id"],
@@ -406,9 +411,11 @@ class _Differ(FlatMapFunction):  # type: ignore[misc]
         self.seen: dict[str, tuple[int, str]] = {}
 
     def current(self) -> dict[str, tuple[int, str]]:
+        """The rules as the source has them now: rule id -> (version, document as JSON text)."""
         raise NotImplementedError
 
     def flat_map(self, value: Row) -> Iterator[Row]:
+        """On each tick: a change row for every rule added, changed or removed since the last tick."""
         try:
             current = self.current()
         except Exception as exc:  # noqa: BLE001 - a source away (MySQL down): keep the rules, ask next tick
@@ -618,5 +625,6 @@ def build_pipeline(env: StreamExecutionEnvironment, settings: Settings) -> None:
 
 
 def topics(settings: Settings) -> list[str]:
+    """The Kafka topics the job reads and writes."""
     j = settings.job
     return [j.events_topic, j.decisions_topic, j.alerts_topic, j.dead_letter_topic, j.rule_status_topic]

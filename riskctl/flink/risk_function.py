@@ -75,7 +75,7 @@ class FlinkKeyedState:
     :meth:`commit` after: the dict is read on first use and written back once, only when something changed.
 
     Recently used keys keep their decoded dict in a bounded LRU cache, so a hot key skips the RocksDB read and
-    the unpickling (about a sixth of the decide operator's time, bench/flink_profile/README.md). Every change
+    the unpickling (a large share of the decide operator's time: bench/flink_profile/README.md). Every change
     is still written to the ValueState at commit, so checkpoints hold exactly what the cache holds. A cached
     dict can outlive Flink's TTL of an idle but cached key; the engine's own clean-up timer is what bounds a
     key's life, Flink's TTL is only the backstop for keys whose timers were lost.
@@ -94,6 +94,7 @@ class FlinkKeyedState:
         self.misses = 0
 
     def begin(self, key: Any = None) -> None:
+        """Start on ``key``: its dict comes from the cache when it is there, else is read on first use."""
         self._key = key
         self._dirty = False
         data = self._cache.get(key) if key is not None else None
@@ -143,6 +144,7 @@ class FlinkKeyedState:
         self._key = None
 
     def commit(self) -> None:
+        """Write the key's dict back if it changed (an empty one clears the ValueState), and end the key."""
         if self._dirty:
             if self._data:
                 self._value.update(self._data)
@@ -176,6 +178,7 @@ def dead_letter_row(
 def status_record(
     rule_id: str, version: int, state: str, reason: str | None = None, field: str | None = None
 ) -> Row:
+    """The rule-status output row: what the job did with one rule version (``state``), and why if refused."""
     doc = {
         "rule_id": rule_id,
         "version": version,

@@ -94,6 +94,9 @@ class SimConfig:
 
 @dataclass
 class User:
+    """A simulated user: home city and devices, and what this run has seen of them (for attacks that must
+    look new)."""
+
     user_id: str
     home: str
     devices: list[str]

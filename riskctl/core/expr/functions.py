@@ -37,6 +37,7 @@ LINEAR_AGGREGATES = frozenset({"sum", "avg", "min", "max", "distinct"})
 
 
 def safe_compare(op: Callable[[Any, Any], bool], x: Any, y: Any) -> bool:
+    """``op(x, y)``, false when either side is null or the types do not compare (folded constants)."""
     if x is None or y is None:
         return False
     try:

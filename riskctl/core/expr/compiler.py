@@ -88,6 +88,7 @@ class Compiler:
 
     # ------------------------------------------------------------------ names
     def name(self, node: nodes.Name) -> Compiled:
+        """A feature's value (from ``ctx``; in a step, from the event's :data:`FEATURES_FIELD`) or a step."""
         name = node.name
         if name == "event":
             msg = "'event' is the whole event: use one of its fields, e.g. event.amount"
@@ -126,6 +127,7 @@ class Compiler:
         raise expr_error(msg, node.pos, hint)
 
     def member(self, node: nodes.Member) -> Compiled:
+        """``event.a.b``, ``step.f`` (the step's last event) or ``first(s).f``, read with ``Mapping.get``."""
         # Flatten a.b.c into root + path.
         path: list[str] = []
         cur: Node = node
@@ -178,6 +180,7 @@ class Compiler:
 
     # ------------------------------------------------------------------ literals
     def list_(self, node: nodes.ListNode) -> Compiled:
+        """A list literal: a constant tuple when every item is constant."""
         items = [self.value(i) for i in node.items]
         if all(i.is_const for i in items):
             return constant(tuple(i.const for i in items))
@@ -212,6 +215,7 @@ class Compiler:
         return operators.bool_chain(items, is_and)
 
     def call(self, node: nodes.Call) -> Compiled:
+        """An aggregate over a step (``min``/``max`` of one step argument too), else a scalar function."""
         name = node.name
         if name not in FUNCTIONS:
             if name in self.features or name in self.steps or name == "event":

@@ -55,6 +55,7 @@ class Parser:
         return tok.kind == "name" and tok.text == kw
 
     def expect_op(self, op: str, what: str) -> Token:
+        """Consume the operator ``op`` or fail with what it was expected for and what was found."""
         tok = self.toks[self.i]
         if tok.kind != "op" or tok.text != op:
             found = "the end of the expression" if tok.kind == "eof" else repr(tok.text)
@@ -78,6 +79,7 @@ class Parser:
 
     # grammar
     def parse(self) -> Node:
+        """The whole expression; anything left after it is an error (often a missing ``and``/``or``)."""
         node = self.or_()
         tok = self.peek()
         if tok.kind != "eof":
@@ -114,6 +116,7 @@ class Parser:
         return self.comparison()
 
     def comparison(self) -> Node:
+        """At most one comparison: ``a < b < c`` is refused rather than read as Python or C would."""
         left = self.additive()
         op = self._compare_op()
         if op is None:
@@ -220,6 +223,7 @@ class Parser:
             return items
 
     def primary(self) -> Node:
+        """A literal, a name, ``( expression )`` or ``[ list ]``."""
         tok = self.next()
         if tok.kind in ("num", "str"):
             return self.count(Const(tok.pos, tok.value))

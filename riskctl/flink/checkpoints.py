@@ -33,10 +33,13 @@ MAX_METADATA_BYTES = 64 * 2**20
 
 @dataclass(frozen=True)
 class Checkpoint:
+    """A completed, retained checkpoint found on disk."""
+
     path: Path  # the chk-<n> folder
     completed_at: float  # modification time of its _metadata (seconds since the epoch)
 
     def describe(self) -> str:
+        """Its path and completion time, for logs and the CLI."""
         when = dt.datetime.fromtimestamp(self.completed_at, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
         return f"{self.path} (completed {when})"
 

@@ -76,6 +76,7 @@ def build(settings: Settings) -> object:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Load the settings (with ``--set`` overrides), build the job and run it; 2 when riskctl refuses them."""
     # apache-beam (a PyFlink dependency) imports pkg_resources, which warns on every start
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
     p = argparse.ArgumentParser(prog="riskctl-job", description="The riskctl risk job.")

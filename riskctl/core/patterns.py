@@ -62,7 +62,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
 from riskctl.core.errors import RuleError
@@ -127,6 +127,9 @@ class Match:
     start_ts: int
     end_ts: int
     completed_by: CompletedBy
+    #: each positive step's events as the matcher kept them (projected, with stamped features): what an
+    #: explanation of the match shows
+    events: Mapping[str, tuple[Mapping[str, Any], ...]] = field(default_factory=dict, compare=False)
 
 
 class PatternResult(NamedTuple):
@@ -384,7 +387,8 @@ class PatternMatcher:
     def _match(self, done: _Done, completed_by: CompletedBy) -> Match:
         steps = done[3]
         ids = {name: tuple(e.get("event_id") for e in steps[name]) for name in self._names}
-        return Match(self.spec.id, ids, done[0], done[4], completed_by)
+        events = {name: tuple(steps[name]) for name in self._names}
+        return Match(self.spec.id, ids, done[0], done[4], completed_by, events)
 
     def _done_order(self, done: _Done) -> tuple[int, int, tuple[int, ...], tuple[int, ...]]:
         """Simultaneous completions: earliest start, then by events, then fewest events in early steps."""

@@ -43,6 +43,8 @@ class Compiler:
         self.used_steps: set[str] = set()
         # top-level event fields read (of the event or of a step's events); None: a whole event is a value
         self.event_fields: set[str] | None = set()
+        # paths read of the current event itself (``event.a.b`` -> "a.b"): what an explanation shows
+        self.event_paths: set[str] = set()
 
     def names(self) -> list[str]:
         """The names an expression of this rule may use (for "did you mean")."""
@@ -139,6 +141,7 @@ class Compiler:
         if self.event_fields is not None:
             self.event_fields.add(fields[0])
         if isinstance(cur, nodes.Name) and cur.name == "event":
+            self.event_paths.add(".".join(fields))
             if len(fields) == 1:
                 key = fields[0]
 
@@ -305,7 +308,17 @@ class CompiledExpression:
     Pickling ships the text and recompiles it (a closure cannot be pickled, and text is small and safe).
     """
 
-    __slots__ = ("text", "fn", "features", "steps", "constant", "event_types", "event_fields", "_params")
+    __slots__ = (
+        "text",
+        "fn",
+        "features",
+        "steps",
+        "constant",
+        "event_types",
+        "event_fields",
+        "event_paths",
+        "_params",
+    )
 
     def __init__(
         self,
@@ -336,6 +349,9 @@ class CompiledExpression:
         self.event_fields: frozenset[str] | None = (
             None if comp.event_fields is None else frozenset(comp.event_fields)
         )
+        #: the paths of the current event the expression reads, dotted (``event.device.id`` -> "device.id"),
+        #: sorted: the values an explanation of a hit shows
+        self.event_paths: tuple[str, ...] = tuple(sorted(comp.event_paths))
 
     def test(self, event: Mapping[str, Any], ctx: Any = None) -> bool:
         """Evaluate to a bool."""
@@ -364,6 +380,8 @@ class CompiledExpression:
             fn.reads_steps = bool(self.steps)  # type: ignore[attr-defined]
             fn.event_types = self.event_types  # type: ignore[attr-defined]
             fn.event_fields = self.event_fields  # type: ignore[attr-defined]
+            fn.event_paths = self.event_paths  # type: ignore[attr-defined]
+            fn.features_read = self.features  # type: ignore[attr-defined]
         except AttributeError:  # pragma: no cover - every compiled closure is a plain function
             pass
         return fn

@@ -60,6 +60,10 @@ def assert_pass(out: Replayed, *event_ids: str) -> None:
 # ------------------------------------------------------------------------------------- 1-3 brute force
 
 
+FAIL = {"success": False, "type": "login"}
+OK = {"success": True, "type": "login"}
+
+
 def test_scenario_01_brute_force_rejects_the_success(tmp_path: Path) -> None:
     ev = EventFactory("u1")
     events = [ev.login(0, success=False), ev.login(2, success=False), ev.login(4, success=False)]
@@ -80,6 +84,15 @@ def test_scenario_01_brute_force_rejects_the_success(tmp_path: Path) -> None:
                     "steps": {"first_fail": ["u1-1"], "more_fails": ["u1-2", "u1-3"], "success": ["u1-4"]},
                     "start_ts": T0,
                     "end_ts": T0 + 6000,
+                    # each matched event with what its step's condition read of it
+                    "events": {
+                        "first_fail": [{"event_id": "u1-1", "fields": FAIL, "features": {}}],
+                        "more_fails": [
+                            {"event_id": "u1-2", "fields": FAIL, "features": {}},
+                            {"event_id": "u1-3", "fields": FAIL, "features": {}},
+                        ],
+                        "success": [{"event_id": "u1-4", "fields": OK, "features": {}}],
+                    },
                 }
             },
         }
@@ -128,13 +141,22 @@ def test_scenario_04_takeover_chain_rejects_the_transfer(tmp_path: Path) -> None
     assert d["action"] == "REJECT" and d["type"] == "transfer"
     (fired,) = d["rules"]
     assert fired["id"] == "account_takeover_chain" and fired["version"] == 1 and fired["action"] == "REJECT"
-    assert fired["evidence"]["match"] == {
+    match = fired["evidence"]["match"]
+    assert {k: match[k] for k in ("steps", "start_ts", "end_ts")} == {
         "steps": {"login": ["u4-2"], "password": ["u4-3"], "transfer": ["u4-4"]},
         "start_ts": T0 + 2 * 3_600_000,
         "end_ts": T0 + 2 * 3_600_000 + 12 * 60_000,
     }
-    # the feature value for the transfer event itself is recorded too
-    assert fired["evidence"]["features"] == {"new_city": None}
+    # what made each step match, as it was at that event: new_city was true at the login (at the transfer,
+    # a login feature has no value of its own, so the evidence does not show one there)
+    assert match["events"] == {
+        "login": [
+            {"event_id": "u4-2", "fields": {"success": True, "type": "login"}, "features": {"new_city": True}}
+        ],
+        "password": [{"event_id": "u4-3", "fields": {"type": "password_change"}, "features": {}}],
+        "transfer": [{"event_id": "u4-4", "fields": {"amount": 12_000, "type": "transfer"}, "features": {}}],
+    }
+    assert "features" not in fired["evidence"]
 
 
 def test_scenario_05_chain_from_a_known_city_passes(tmp_path: Path) -> None:
@@ -168,7 +190,8 @@ def test_scenario_06_velocity_reviews_the_crossing_transfer(tmp_path: Path) -> N
                 "id": "transfer_velocity",
                 "version": 1,
                 "action": "REVIEW",
-                "evidence": {"features": {"transfer_sum_5m": total}},
+                # the condition reads the feature only (the rule applies to transfers)
+                "evidence": {"features": {"transfer_sum_5m": total}, "fields": {}},
             }
         ]
 
@@ -192,7 +215,7 @@ def test_scenario_07_fifth_failed_login_within_an_hour(tmp_path: Path) -> None:
             "id": "login_failures_hourly",
             "version": 1,
             "action": "REVIEW",
-            "evidence": {"features": {"failed_logins_1h": 5}},
+            "evidence": {"features": {"failed_logins_1h": 5}, "fields": {"success": False}},
         }
     ]
 
@@ -212,7 +235,7 @@ def test_scenario_08_bot_cadence(tmp_path: Path) -> None:
     d = out.decisions["u8-10"]
     assert d["action"] == "REVIEW"
     assert d["rules"][0]["id"] == "bot_cadence"
-    assert d["rules"][0]["evidence"] == {"features": {"interval_last_10": 500}}
+    assert d["rules"][0]["evidence"] == {"features": {"interval_last_10": 500}, "fields": {}}
 
 
 def test_human_cadence_passes(tmp_path: Path) -> None:
@@ -265,6 +288,16 @@ def test_scenario_10_absence_raises_an_alert_when_the_time_passes(tmp_path: Path
         "steps": {"login": ["alone-1"]},
         "start_ts": T0,
         "end_ts": T0 + 5 * 60_000,
+        # the alert explains itself: the login was a success from a device never seen before
+        "events": {
+            "login": [
+                {
+                    "event_id": "alone-1",
+                    "fields": {"success": True, "type": "login"},
+                    "features": {"new_device": True},
+                }
+            ]
+        },
     }
     assert alert["event_id"] == "alone-1" and alert["trigger_event_id"] is None
     assert alert["ruleset_version"] == VERSION
@@ -295,7 +328,13 @@ def test_scenario_13_shadow_rule_is_recorded_but_does_not_decide(tmp_path: Path)
     d = out.decisions["u13-1"]
     assert d["action"] == "PASS" and d["rules"] == []
     assert d["shadow"] == [
-        {"id": "large_transfer_reject", "version": 1, "action": "REJECT", "evidence": {"features": {}}}
+        {
+            "id": "large_transfer_reject",
+            "version": 1,
+            "action": "REJECT",
+            # a shadow hit is explained like an active one: the condition read the amount
+            "evidence": {"features": {}, "fields": {"amount": 25_000}},
+        }
     ]
     summary = json.loads(out.stderr.strip().splitlines()[-1])
     assert summary["shadow_hits"] == {"large_transfer_reject": 1}

@@ -42,7 +42,17 @@ class TableNames:
 
     def quoted(self) -> dict[str, str]:
         """The names back-quoted, for ``str.format`` into SQL."""
-        return {"rules": quote(self.rules), "history": quote(self.history), "status": quote(self.status)}
+        out = {"rules": quote(self.rules), "history": quote(self.history), "status": quote(self.status)}
+        out.update({key: quote(name) for key, name in self.console().items()})
+        return out
+
+    def console(self) -> dict[str, str]:
+        """The web console's tables (``riskctl console``, migration 2): accounts, sessions, audit, labels.
+        Named like the status table: ``rules`` -> ``console_users``; ``t1_rules`` -> ``t1_console_users``;
+        ``policies`` -> ``policies_console_users``."""
+        tail = "rule_status"
+        prefix = self.status[: -len(tail)] if self.status.endswith(tail) else self.rules + "_"
+        return {key: f"{prefix}console_{key}" for key in ("users", "sessions", "audit", "labels")}
 
 
 def check_identifier(name: str) -> str:
@@ -118,9 +128,57 @@ def _v1(cur: Any, t: dict[str, str]) -> None:
     )
 
 
+def _v2(cur: Any, t: dict[str, str]) -> None:
+    # The web console (riskctl/console): accounts with roles, server-side sessions (the cookie holds a random
+    # token; only its SHA-256 is stored), an append-only audit of who changed what when, review labels.
+    cur.execute(
+        """CREATE TABLE IF NOT EXISTS {users} (
+            username VARCHAR(64) NOT NULL PRIMARY KEY,
+            role VARCHAR(16) NOT NULL,
+            password_hash VARCHAR(255) NOT NULL,
+            created_at TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
+            updated_at TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3) ON UPDATE CURRENT_TIMESTAMP(3)
+        ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin""".format(**t)
+    )
+    cur.execute(
+        """CREATE TABLE IF NOT EXISTS {sessions} (
+            token_hash CHAR(64) NOT NULL PRIMARY KEY,
+            username VARCHAR(64) NOT NULL,
+            csrf CHAR(43) NOT NULL,
+            created_at TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
+            expires_at TIMESTAMP(3) NOT NULL,
+            KEY ix_user (username)
+        ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin""".format(**t)
+    )
+    cur.execute(
+        """CREATE TABLE IF NOT EXISTS {audit} (
+            id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+            at TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
+            username VARCHAR(64) NULL,
+            action VARCHAR(32) NOT NULL,
+            target VARCHAR(255) NULL,
+            detail TEXT NULL,
+            KEY ix_target (target)
+        ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin""".format(**t)
+    )
+    cur.execute(
+        """CREATE TABLE IF NOT EXISTS {labels} (
+            case_id VARCHAR(255) NOT NULL PRIMARY KEY,
+            rule_id VARCHAR(64) NULL,
+            user_id VARCHAR(255) NULL,
+            label VARCHAR(16) NOT NULL,
+            note TEXT NULL,
+            labelled_by VARCHAR(64) NOT NULL,
+            labelled_at TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
+            KEY ix_rule (rule_id)
+        ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin""".format(**t)
+    )
+
+
 #: (version, description, function). Append only; never edit a migration that has shipped.
 MIGRATIONS: tuple[tuple[int, str, Callable[[Any, dict[str, str]], None]], ...] = (
     (1, "rules, rule_history, rule_status", _v1),
+    (2, "console_users, console_sessions, console_audit, console_labels", _v2),
 )
 
 
@@ -200,7 +258,7 @@ def drop_store(conn: Any, rules_table: str) -> None:
     """Drop the tables of a rules store and forget its migrations (for tests with uuid-named tables)."""
     names = table_names(rules_table)
     with conn.cursor() as cur:
-        for name in (names.rules, names.history, names.status):
+        for name in (names.rules, names.history, names.status, *names.console().values()):
             cur.execute(f"DROP TABLE IF EXISTS {quote(name)}")
         cur.execute(
             _TABLE_EXISTS,

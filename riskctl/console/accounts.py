@@ -1,0 +1,156 @@
+"""Console accounts, sessions and the audit log in MySQL (migration 2 of :mod:`riskctl.store.migrations`).
+
+``conn`` is a pymysql connection with autocommit off (:func:`riskctl.store.connect`); every public method is
+one transaction. Names of tables come from :meth:`riskctl.store.migrations.TableNames.console`, so tests use
+uuid-named copies like the rules store's.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from riskctl.console.security import (
+    DUMMY_HASH,
+    ROLES,
+    hash_password,
+    new_token,
+    token_hash,
+    verify_password,
+)
+from riskctl.store.migrations import migrate, table_names
+
+USERNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
+#: how long a session lasts after login
+SESSION_TTL = timedelta(hours=8)
+
+
+class AccountError(ValueError):
+    """A user that cannot be created (bad name, unknown role, bad password)."""
+
+
+@dataclass(frozen=True)
+class Session:
+    """A logged-in user: name, role and the CSRF token of this session."""
+
+    username: str
+    role: str
+    csrf: str
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)  # MySQL TIMESTAMP in a UTC session: naive UTC
+
+
+class AccountStore:
+    """Users, sessions and the audit log of one rules store."""
+
+    def __init__(self, conn: Any, rules_table: str = "rules", *, auto_migrate: bool = True) -> None:
+        self.conn = conn
+        self.t = table_names(rules_table).quoted()
+        if auto_migrate:
+            migrate(conn, rules_table)
+
+    def _run(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        try:
+            with self.conn.cursor() as cur:
+                cur.execute(sql.format(**self.t), params)
+                rows = list(cur.fetchall())
+            self.conn.commit()
+        except BaseException:
+            self.conn.rollback()
+            raise
+        return rows
+
+    # -- users ---------------------------------------------------------------------------------------------
+    def add_user(self, username: str, role: str, password: str, *, by: str | None = None) -> bool:
+        """Create ``username`` (or, if it exists, set its role and password); True when created."""
+        if not USERNAME_RE.fullmatch(username):
+            msg = f"invalid user name {username!r}: 1-64 letters, digits, '_', '.', '@' or '-'"
+            raise AccountError(msg)
+        if role not in ROLES:
+            msg = f"unknown role {role!r}: one of {', '.join(ROLES)}"
+            raise AccountError(msg)
+        try:
+            hashed = hash_password(password)
+        except ValueError as exc:
+            raise AccountError(str(exc)) from None
+        existed = bool(self._run("SELECT 1 FROM {users} WHERE username = %s", (username,)))
+        self._run(
+            "INSERT INTO {users} (username, role, password_hash) VALUES (%s, %s, %s) "
+            "ON DUPLICATE KEY UPDATE role = VALUES(role), password_hash = VALUES(password_hash)",
+            (username, role, hashed),
+        )
+        if existed:  # a changed password ends every session of the user
+            self._run("DELETE FROM {sessions} WHERE username = %s", (username,))
+        self.audit(by, "user_update" if existed else "user_add", username, f"role={role}")
+        return not existed
+
+    def users(self) -> list[tuple[str, str]]:
+        """(name, role) of every user, by name."""
+        return [
+            (str(u), str(r)) for u, r in self._run("SELECT username, role FROM {users} ORDER BY username")
+        ]
+
+    def check_login(self, username: str, password: str) -> str | None:
+        """The role of ``username`` when ``password`` is right, else None (as slow for an unknown name)."""
+        rows = self._run("SELECT role, password_hash FROM {users} WHERE username = %s", (username[:64],))
+        if not rows:
+            verify_password(password, DUMMY_HASH)
+            return None
+        role, stored = rows[0]
+        return str(role) if verify_password(password, str(stored)) else None
+
+    # -- sessions ------------------------------------------------------------------------------------------
+    def open_session(self, username: str) -> str:
+        """A new session of ``username``; returns the token for the cookie (only its hash is stored)."""
+        token = new_token()
+        now = _utc_now()
+        self._run("DELETE FROM {sessions} WHERE expires_at < %s", (now,))
+        self._run(
+            "INSERT INTO {sessions} (token_hash, username, csrf, expires_at) VALUES (%s, %s, %s, %s)",
+            (token_hash(token), username, new_token(), now + SESSION_TTL),
+        )
+        return token
+
+    def session(self, token: str | None) -> Session | None:
+        """The live session of a cookie's token (with the user's current role), or None."""
+        if not token or len(token) > 128:
+            return None
+        rows = self._run(
+            "SELECT s.username, u.role, s.csrf FROM {sessions} s JOIN {users} u ON u.username = s.username "
+            "WHERE s.token_hash = %s AND s.expires_at > %s",
+            (token_hash(token), _utc_now()),
+        )
+        if not rows:
+            return None
+        username, role, csrf = rows[0]
+        return Session(str(username), str(role), str(csrf))
+
+    def close_session(self, token: str) -> None:
+        """End the session of ``token`` (logout)."""
+        self._run("DELETE FROM {sessions} WHERE token_hash = %s", (token_hash(token),))
+
+    # -- audit ---------------------------------------------------------------------------------------------
+    def audit(self, username: str | None, action: str, target: str | None, detail: str | None = None) -> None:
+        """Record who did what to what (the time is MySQL's)."""
+        self._run(
+            "INSERT INTO {audit} (username, action, target, detail) VALUES (%s, %s, %s, %s)",
+            (username, action[:32], None if target is None else target[:255], detail),
+        )
+
+    def audit_log(self, target: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        """The latest audit entries (of ``target`` when given), newest first."""
+        where, params = ("WHERE target = %s", (target,)) if target is not None else ("", ())
+        rows = self._run(
+            "SELECT at, username, action, target, detail FROM {audit} "  # noqa: S608 - a fixed WHERE
+            + where
+            + " ORDER BY id DESC LIMIT %s",
+            (*params, int(limit)),
+        )
+        return [
+            {"at": at, "user": user, "action": action, "target": tgt, "detail": detail}
+            for at, user, action, tgt, detail in rows
+        ]

@@ -1,0 +1,532 @@
+"""The console's web application (Starlette, Jinja2 templates rendered on the server, a little JavaScript).
+
+Every route but ``/login`` needs a session; every POST needs the session's CSRF token (form field ``csrf`` or
+header ``X-CSRF-Token``) and the permission of its action (:data:`riskctl.console.security.PERMISSIONS`).
+Answers: 303 to ``/login`` for a page without a session, 401 for an API call without one, 403 for a missing or
+wrong CSRF token or a role that may not, 413 for a body over :data:`MAX_BODY_BYTES`, 415 for a wrong content
+type, 429 (with ``Retry-After``) for too many failed logins, 409 for a concurrent edit.
+
+Each request opens its own MySQL connection (:class:`Backend`), in a worker thread: pymysql connections are
+not thread-safe and a console is not a high-traffic service.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import json
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Route
+from starlette.templating import Jinja2Templates
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from riskctl.console.accounts import AccountStore, Session
+from riskctl.console.backtest import MAX_UPLOAD_BYTES, BacktestError, backtest
+from riskctl.console.forms import FIELDS, fields_from_document, validate_form
+from riskctl.console.security import RateLimiter, allowed, new_token, same_token
+from riskctl.core.rules import RuleSet
+from riskctl.errors import RiskctlError, VersionConflictError
+from riskctl.store.rules_store import Plan, RuleStore
+
+COOKIE = "riskctl_console"
+LOGIN_COOKIE = "riskctl_console_login"  # double-submit CSRF token of the login form (no session yet)
+#: the largest request body; a backtest upload may be this large, a form is far smaller
+MAX_BODY_BYTES = MAX_UPLOAD_BYTES + 64 * 1024
+MAX_FORM_FIELDS = 64
+_FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+_TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+
+
+@dataclass
+class Backend:
+    """How the console reaches MySQL: a connection factory and the rules table."""
+
+    connect: Callable[[], Any]
+    rules_table: str = "rules"
+
+    @contextmanager
+    def open(self) -> Iterator[tuple[RuleStore, AccountStore]]:
+        conn = self.connect()
+        try:
+            yield RuleStore(conn, self.rules_table), AccountStore(conn, self.rules_table, auto_migrate=False)
+        finally:
+            conn.close()
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is this machine only (then cookies may go without ``Secure`` over plain HTTP)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class BodyLimit:
+    """ASGI middleware: refuse a request body over ``limit`` bytes with 413, by its Content-Length or, when
+    there is none (chunked), as the bytes arrive."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        length = headers.get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.limit):
+            await PlainTextResponse(f"request body over {self.limit} bytes", 413)(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    msg = "body too large"
+                    raise _TooLarge(msg)
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await PlainTextResponse(f"request body over {self.limit} bytes", 413)(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+Handler = Callable[[Request, Session], Awaitable[Response]]
+
+
+class Console:
+    """The routes, with the backend, the login rate limiter and the cookie policy they share."""
+
+    def __init__(self, backend: Backend, *, secure_cookies: bool, limiter: RateLimiter | None = None) -> None:
+        self.backend = backend
+        self.secure = secure_cookies
+        self.limiter = limiter or RateLimiter()
+
+    # -- plumbing ------------------------------------------------------------------------------------------
+    async def db(self, func: Callable[[RuleStore, AccountStore], Any]) -> Any:
+        def work() -> Any:
+            with self.backend.open() as (rules, accounts):
+                return func(rules, accounts)
+
+        return await run_in_threadpool(work)
+
+    def page(
+        self, request: Request, name: str, session: Session | None, code: int = 200, **ctx: Any
+    ) -> Response:
+        ctx.update(
+            request=request,
+            session=session,
+            can=lambda action: session is not None and allowed(session.role, action),
+        )
+        return _TEMPLATES.TemplateResponse(request, name, ctx, status_code=code)
+
+    def guarded(
+        self, action: str, *, api: bool = False
+    ) -> Callable[[Handler], Callable[[Request], Awaitable[Response]]]:
+        """Wrap a handler: a session (else 303 to /login, or 401 for an API), the CSRF token on a POST (else
+        403), the role's permission for ``action`` (else 403)."""
+
+        def wrap(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+            async def endpoint(request: Request) -> Response:
+                token = request.cookies.get(COOKIE)
+                session = await self.db(lambda _r, a: a.session(token))
+                if session is None:
+                    if api or request.method != "GET":
+                        return JSONResponse({"error": "not logged in"}, 401)
+                    return RedirectResponse("/login", 303)
+                if request.method == "POST":
+                    given = request.headers.get("x-csrf-token")
+                    if given is None:
+                        ctype = request.headers.get("content-type", "")
+                        if not ctype.startswith(_FORM_TYPES):
+                            return JSONResponse({"error": f"unsupported content type {ctype!r}"}, 415)
+                        form = await request.form(
+                            max_fields=MAX_FORM_FIELDS, max_files=1, max_part_size=MAX_BODY_BYTES
+                        )
+                        value = form.get("csrf")
+                        given = value if isinstance(value, str) else None
+                    if not same_token(given, session.csrf):
+                        return JSONResponse({"error": "missing or wrong CSRF token"}, 403)
+                if not allowed(session.role, action):
+                    return JSONResponse({"error": f"role {session.role!r} may not {action}"}, 403)
+                return await handler(request, session)
+
+            return endpoint
+
+        return wrap
+
+    async def form(self, request: Request) -> dict[str, Any]:
+        ctype = request.headers.get("content-type", "")
+        if not ctype.startswith(_FORM_TYPES):
+            return {}
+        form = await request.form(max_fields=MAX_FORM_FIELDS, max_files=1, max_part_size=MAX_BODY_BYTES)
+        return dict(form)
+
+    # -- login ---------------------------------------------------------------------------------------------
+    async def login_page(self, request: Request) -> Response:
+        token = new_token()
+        response = self.page(request, "login.html", None, csrf=token, error=None)
+        self._cookie(response, LOGIN_COOKIE, token, max_age=3600)
+        return response
+
+    async def login(self, request: Request) -> Response:
+        ctype = request.headers.get("content-type", "")
+        if not ctype.startswith(_FORM_TYPES):
+            return JSONResponse({"error": f"unsupported content type {ctype!r}"}, 415)
+        form = await request.form(max_fields=8, max_files=0, max_part_size=4096)
+        csrf, username, password = (form.get(k) for k in ("csrf", "username", "password"))
+        if not (isinstance(csrf, str) and same_token(csrf, request.cookies.get(LOGIN_COOKIE))):
+            return JSONResponse({"error": "missing or wrong CSRF token"}, 403)
+        if not isinstance(username, str) or not isinstance(password, str) or not username:
+            return JSONResponse({"error": "username and password are required"}, 400)
+        client = request.client.host if request.client else "?"
+        now = time.monotonic()
+        wait = max(
+            self.limiter.retry_after(f"user:{username}", now), self.limiter.retry_after(f"ip:{client}", now)
+        )
+        if wait > 0:
+            return PlainTextResponse(
+                f"too many failed logins: try again in {int(wait) + 1} s",
+                429,
+                headers={"Retry-After": str(int(wait) + 1)},
+            )
+
+        def check(_r: RuleStore, accounts: AccountStore) -> str | None:
+            role = accounts.check_login(username, password)
+            if role is None:
+                accounts.audit(username[:64], "login_failed", None, f"from {client}")
+                return None
+            accounts.audit(username, "login", None, f"from {client}")
+            return accounts.open_session(username)
+
+        token = await self.db(check)
+        if token is None:
+            self.limiter.failed(f"user:{username}", now)
+            self.limiter.failed(f"ip:{client}", now)
+            fresh = new_token()
+            response = self.page(
+                request, "login.html", None, 401, csrf=fresh, error="wrong user name or password"
+            )
+            self._cookie(response, LOGIN_COOKIE, fresh, max_age=3600)
+            return response
+        self.limiter.succeeded(f"user:{username}")
+        response = RedirectResponse("/rules", 303)
+        self._cookie(response, COOKIE, token, max_age=8 * 3600)
+        response.delete_cookie(LOGIN_COOKIE)
+        return response
+
+    def _cookie(self, response: Response, name: str, value: str, *, max_age: int) -> None:
+        response.set_cookie(
+            name, value, max_age=max_age, httponly=True, samesite="strict", secure=self.secure, path="/"
+        )
+
+    async def logout(self, request: Request, session: Session) -> Response:
+        token = request.cookies.get(COOKIE, "")
+
+        def out(_r: RuleStore, accounts: AccountStore) -> None:
+            accounts.close_session(token)
+            accounts.audit(session.username, "logout", None)
+
+        await self.db(out)
+        response = RedirectResponse("/login", 303)
+        response.delete_cookie(COOKIE)
+        return response
+
+    # -- rules ---------------------------------------------------------------------------------------------
+    async def rules(self, request: Request, session: Session) -> Response:
+        def read(store: RuleStore, _a: AccountStore) -> list[dict[str, Any]]:
+            current = store.current()
+            status = store.job_status((r.rule_id, r.version) for r in current)
+            return [
+                {
+                    "id": r.rule_id,
+                    "version": r.version,
+                    "mode": r.status,
+                    "action": r.action,
+                    "priority": r.document.get("priority", 0),
+                    "job": status.get((r.rule_id, r.version)),
+                    "updated_by": r.updated_by,
+                    "updated_at": r.updated_at,
+                }
+                for r in current
+            ]
+
+        return self.page(request, "rules.html", session, rules=await self.db(read))
+
+    async def rule(self, request: Request, session: Session) -> Response:
+        rule_id = request.path_params["rule_id"]
+
+        def read(store: RuleStore, accounts: AccountStore) -> dict[str, Any] | None:
+            current = store.get(rule_id)
+            try:
+                history = store.history(rule_id)
+            except RiskctlError:
+                return None
+            status = store.job_status((e.rule_id, e.version) for e in history)
+            return {
+                "current": current,
+                "history": list(reversed(history)),
+                "status": status,
+                "audit": accounts.audit_log(rule_id, 20),
+            }
+
+        data = await self.db(read)
+        if data is None:
+            return self.page(request, "error.html", session, 404, message=f"no rule {rule_id!r}")
+        text = _yaml(data["current"].document) if data["current"] else ""
+        return self.page(request, "rule.html", session, rule_id=rule_id, text=text, **data)
+
+    async def rule_status(self, request: Request, session: Session) -> Response:
+        """JSON: the current version of a rule and what the job did with it (the rule page polls it)."""
+        rule_id = request.path_params["rule_id"]
+
+        def read(store: RuleStore, _a: AccountStore) -> dict[str, Any]:
+            current = store.get(rule_id)
+            if current is None:
+                return {"id": rule_id, "version": None, "job": None}
+            job = store.job_status([(rule_id, current.version)]).get((rule_id, current.version))
+            return {"id": rule_id, "version": current.version, "job": job.to_dict() if job else None}
+
+        return JSONResponse(await self.db(read))
+
+    async def diff(self, request: Request, session: Session) -> Response:
+        rule_id = request.path_params["rule_id"]
+        try:
+            a, b = int(request.query_params.get("a", "")), int(request.query_params.get("b", ""))
+        except ValueError:
+            return self.page(request, "error.html", session, 400, message="a and b must be version numbers")
+
+        def read(store: RuleStore, _a: AccountStore) -> tuple[Any, Any]:
+            return store.version(rule_id, a), store.version(rule_id, b)
+
+        try:
+            old, new = await self.db(read)
+        except RiskctlError as exc:
+            return self.page(request, "error.html", session, 404, message=str(exc))
+        lines = list(
+            difflib.unified_diff(
+                _yaml(old.document).splitlines(),
+                _yaml(new.document).splitlines(),
+                f"v{a}",
+                f"v{b}",
+                lineterm="",
+            )
+        )
+        return self.page(request, "diff.html", session, rule_id=rule_id, a=a, b=b, lines=lines)
+
+    async def change(self, request: Request, session: Session) -> Response:
+        """enable / disable / shadow / rollback (approver): a new version, authored by the session's user."""
+        rule_id = request.path_params["rule_id"]
+        form = await self.form(request)
+        op = form.get("op")
+        expect = _int(form.get("expect_version"))
+        to = _int(form.get("to"))
+        modes = {"enable": "active", "disable": "disabled", "shadow": "shadow"}
+        if op == "rollback" and not allowed(session.role, "rollback"):
+            return JSONResponse({"error": f"role {session.role!r} may not rollback"}, 403)
+        if op not in modes and not (op == "rollback" and to is not None):
+            return JSONResponse({"error": "op must be enable, disable, shadow or rollback (with to)"}, 400)
+
+        def write(store: RuleStore, accounts: AccountStore) -> Any:
+            who = session.username
+            if op == "rollback":
+                assert to is not None
+                change = store.rollback(rule_id, to, author=who, expect_version=expect)
+            else:
+                change = store.set_status(rule_id, modes[str(op)], author=who, expect_version=expect)
+            accounts.audit(who, str(op), rule_id, json.dumps(change.to_dict()) if change else "unchanged")
+            return change
+
+        try:
+            await self.db(write)
+        except VersionConflictError as exc:
+            return self.page(request, "error.html", session, 409, message=str(exc))
+        except RiskctlError as exc:
+            return self.page(request, "error.html", session, 400, message=str(exc))
+        return RedirectResponse(f"/rules/{rule_id}", 303)
+
+    # -- editor --------------------------------------------------------------------------------------------
+    async def edit(self, request: Request, session: Session) -> Response:
+        rule_id = request.path_params.get("rule_id")
+        if rule_id is None:
+            fields = dict.fromkeys(FIELDS, "")
+            return self.page(
+                request, "edit.html", session, rule_id=None, fields=fields, base_version="", errors={}
+            )
+        current = await self.db(lambda store, _a: store.get(rule_id))
+        if current is None:
+            return self.page(request, "error.html", session, 404, message=f"no rule {rule_id!r}")
+        fields = fields_from_document(current.document)
+        return self.page(
+            request,
+            "edit.html",
+            session,
+            rule_id=rule_id,
+            fields=fields,
+            base_version=current.version,
+            errors={},
+        )
+
+    async def validate(self, request: Request, session: Session) -> Response:
+        """JSON: the errors of a draft, by form field (the editor calls it as you type)."""
+        form = await self.form(request)
+        draft = validate_form(form, rule_id=_str(form.get("rule_id")))
+        return JSONResponse(draft.to_dict())
+
+    async def run_backtest(self, request: Request, session: Session) -> Response:
+        form = await self.form(request)
+        rule_id = _str(form.get("rule_id"))
+        draft = validate_form(form, rule_id=rule_id)
+        if not draft.ok:
+            return JSONResponse({"ok": False, "errors": draft.errors}, 400)
+        upload = form.get("events")
+        if not isinstance(upload, UploadFile):
+            return JSONResponse({"ok": False, "error": "events: upload a JSON-lines file of events"}, 400)
+        data = await upload.read(MAX_UPLOAD_BYTES + 1)
+        rid = str(draft.document["id"])
+        current = await self.db(lambda store, _a: store.get(rid))
+
+        def work() -> dict[str, Any]:
+            return backtest(draft.document, current.document if current else None, data)
+
+        try:
+            result = await run_in_threadpool(work)
+        except BacktestError as exc:
+            return JSONResponse({"ok": False, "error": f"events: {exc}"}, 413)
+        await self.db(lambda _r, a: a.audit(session.username, "backtest", rid, f"{result['lines']} lines"))
+        return JSONResponse({"ok": True, **result})
+
+    async def publish(self, request: Request, session: Session) -> Response:
+        form = await self.form(request)
+        rule_id = _str(form.get("rule_id"))
+        draft = validate_form(form, rule_id=rule_id)
+        base = _int(form.get("base_version"))
+        comment = _str(form.get("comment"))
+        if not draft.ok:
+            return self.page(
+                request,
+                "edit.html",
+                session,
+                400,
+                rule_id=rule_id,
+                fields=draft.fields,
+                base_version=form.get("base_version", ""),
+                errors=draft.errors,
+            )
+        assert draft.rule is not None
+        rule = draft.rule
+
+        def write(store: RuleStore, accounts: AccountStore) -> str:
+            items = [i for i in store.plan(RuleSet([rule])).items if i.rule_id == rule.id]
+            item = items[0]
+            if item.from_version != base:
+                raise VersionConflictError(rule.id, base, item.from_version)
+            if not item.changes:
+                return "unchanged"
+            [change] = store.apply(Plan((item,)), author=session.username, comment=comment)
+            accounts.audit(session.username, "publish", rule.id, json.dumps(change.to_dict()))
+            return "written"
+
+        try:
+            await self.db(write)
+        except VersionConflictError as exc:
+            return self.page(request, "error.html", session, 409, message=str(exc))
+        return RedirectResponse(f"/rules/{rule.id}", 303)
+
+    async def audit(self, request: Request, session: Session) -> Response:
+        entries = await self.db(lambda _r, a: a.audit_log(None, 200))
+        return self.page(request, "audit.html", session, entries=entries)
+
+    async def home(self, request: Request, session: Session) -> Response:
+        return RedirectResponse("/rules", 303)
+
+
+def _yaml(document: Any) -> str:
+    import yaml
+
+    shown = {k: v for k, v in document.items() if k != "version"} if isinstance(document, dict) else document
+    return str(yaml.safe_dump(shown, sort_keys=False, allow_unicode=True))
+
+
+def _int(value: Any) -> int | None:
+    if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) <= 9:
+        return int(value.strip())
+    return None
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+async def _security_headers(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", []))
+            headers += [
+                (b"x-frame-options", b"DENY"),
+                (b"x-content-type-options", b"nosniff"),
+                (b"referrer-policy", b"same-origin"),
+                (b"cache-control", b"no-store"),
+            ]
+            message = {**message, "headers": headers}
+        await send(message)
+
+    await app(scope, receive, sending)
+
+
+class _Headers:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        await _security_headers(self.app, scope, receive, send)
+
+
+def create_app(backend: Backend, *, secure_cookies: bool, limiter: RateLimiter | None = None) -> ASGIApp:
+    """The console as an ASGI application."""
+    c = Console(backend, secure_cookies=secure_cookies, limiter=limiter)
+    g = c.guarded
+    routes = [
+        Route("/login", c.login_page, methods=["GET"]),
+        Route("/login", c.login, methods=["POST"]),
+        Route("/logout", g("view")(c.logout), methods=["POST"]),
+        Route("/", g("view")(c.home), methods=["GET"]),
+        Route("/rules", g("view")(c.rules), methods=["GET"]),
+        Route("/rules/new", g("draft")(c.edit), methods=["GET"]),
+        Route("/audit", g("view")(c.audit), methods=["GET"]),
+        Route("/api/validate", g("draft", api=True)(c.validate), methods=["POST"]),
+        Route("/api/backtest", g("draft", api=True)(c.run_backtest), methods=["POST"]),
+        Route("/rules/publish", g("publish")(c.publish), methods=["POST"]),
+        Route("/rules/{rule_id}", g("view")(c.rule), methods=["GET"]),
+        Route("/rules/{rule_id}/diff", g("view")(c.diff), methods=["GET"]),
+        Route("/rules/{rule_id}/edit", g("draft")(c.edit), methods=["GET"]),
+        Route("/rules/{rule_id}/change", g("set_status")(c.change), methods=["POST"]),
+        Route("/api/rules/{rule_id}/status", g("view", api=True)(c.rule_status), methods=["GET"]),
+    ]
+    app = Starlette(routes=routes)
+    return _Headers(BodyLimit(app, MAX_BODY_BYTES))

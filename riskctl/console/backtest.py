@@ -1,0 +1,117 @@
+"""Backtest of a draft rule over a JSON-lines file of events, next to the current version of the same rule.
+
+Both versions run through :class:`riskctl.cli.replay.Replay`, the machinery of ``riskctl replay`` (the job's
+door limits, dead letters, event-time timers), each alone in its rule set and as ``active`` whatever its
+status, so "hits" means "events (or timers) on which this rule fired". The result: hits and users of each,
+and the events only one of them hit.
+
+Limits (hostile uploads): at most :data:`MAX_UPLOAD_BYTES` bytes and :data:`MAX_LINES` lines; a line over the
+door's ``max_event_bytes`` is a dead letter like in the job; invalid UTF-8, bad JSON, missing fields: dead
+letters with their reason, counted and listed (the first :data:`MAX_LISTED` of them).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from riskctl.cli.replay import Replay
+from riskctl.core.door import DEFAULT_LIMITS, Limits
+from riskctl.core.engine import Engine
+from riskctl.core.rules import RuleSet, parse_rule
+
+MAX_UPLOAD_BYTES = 8 * 1024 * 1024
+MAX_LINES = 100_000
+MAX_LISTED = 50
+
+
+class BacktestError(ValueError):
+    """An upload the backtest refuses whole (too large, too many lines)."""
+
+
+@dataclass
+class Side:
+    """What one version of the rule did over the events."""
+
+    hits: set[str]
+    users: dict[str, int]
+    summary: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        top = sorted(self.users.items(), key=lambda kv: (-kv[1], kv[0]))[:MAX_LISTED]
+        return {
+            "hits": len(self.hits),
+            "users": len(self.users),
+            "top_users": [{"user": u, "hits": n} for u, n in top],
+            "events": self.summary["events"],
+            "bad_lines": self.summary["bad_lines"],
+            "dead_letters": self.summary["dead_letters"],
+        }
+
+
+def _run(document: Mapping[str, Any], lines: list[bytes], limits: Limits, now: int) -> Side:
+    doc = {**document, "status": "active"}
+    rule = parse_rule(doc, source="backtest")
+    out = io.StringIO()
+    run = Replay(Engine(RuleSet([rule])), out, only_hits=True, limits=limits, now=now)
+    for lineno, line in enumerate(lines, 1):
+        if len(line) > limits.max_event_bytes:
+            run.feed_oversized(line[: limits.max_event_bytes], len(line), lineno)
+        else:
+            run.feed(line, lineno)
+    run.finish()
+    hits: set[str] = set()
+    users: dict[str, int] = {}
+    for text in out.getvalue().splitlines():
+        record = json.loads(text)
+        kind = record.get("kind")
+        if kind == "decision" and record["rules"]:
+            key = f"event:{record['event_id']}"
+        elif kind == "alert" and record.get("reason") != "rule_alert":
+            key = f"alert:{record['alert_id']}"  # a timer's alert (absence patterns): a hit with no event
+        else:
+            continue
+        hits.add(key)
+        users[record["user_id"]] = users.get(record["user_id"], 0) + 1
+    return Side(hits, users, run.summary(1.0))
+
+
+def split_lines(data: bytes) -> list[bytes]:
+    """The lines of an upload, within :data:`MAX_UPLOAD_BYTES` and :data:`MAX_LINES`."""
+    if len(data) > MAX_UPLOAD_BYTES:
+        msg = f"file too large: {len(data)} bytes, at most {MAX_UPLOAD_BYTES}"
+        raise BacktestError(msg)
+    lines = [line for line in data.splitlines() if line.strip()]
+    if len(lines) > MAX_LINES:
+        msg = f"too many lines: {len(lines)}, at most {MAX_LINES}"
+        raise BacktestError(msg)
+    return lines
+
+
+def backtest(
+    draft: Mapping[str, Any],
+    current: Mapping[str, Any] | None,
+    data: bytes,
+    *,
+    limits: Limits = DEFAULT_LIMITS,
+    now: int | None = None,
+) -> dict[str, Any]:
+    """Run ``draft`` (and ``current``, the current document of the rule, if any) over ``data``'s lines."""
+    lines = split_lines(data)
+    at = int(time.time() * 1000) if now is None else now
+    started = time.perf_counter()
+    new = _run(draft, lines, limits, at)
+    result: dict[str, Any] = {"lines": len(lines), "draft": new.to_dict(), "current": None}
+    if current is not None:
+        old = _run(current, lines, limits, at)
+        result["current"] = old.to_dict()
+        result["only_draft"] = sorted(new.hits - old.hits)[:MAX_LISTED]
+        result["only_current"] = sorted(old.hits - new.hits)[:MAX_LISTED]
+        result["only_draft_count"] = len(new.hits - old.hits)
+        result["only_current_count"] = len(old.hits - new.hits)
+    result["seconds"] = round(time.perf_counter() - started, 3)
+    return result

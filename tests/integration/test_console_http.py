@@ -1,0 +1,292 @@
+"""The console over HTTP (Starlette's TestClient) on the real MySQL, uuid-named tables: every role on every
+action, CSRF, sessions, the login rate limit, hostile bodies, the audit trail.
+
+No browser here (tests/integration/test_console.py drives Chromium); these run in a few seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from riskctl.config import Settings
+from riskctl.console.accounts import AccountStore
+from riskctl.console.app import Backend, create_app
+from riskctl.console.security import RateLimiter
+from riskctl.store.connection import connect
+from riskctl.store.migrations import drop_store
+from riskctl.store.rules_store import RuleStore
+
+pytestmark = pytest.mark.integration
+
+PASSWORD = "correct horse battery"  # noqa: S105 - a test account's
+RULE = {"id": "big_amount", "action": "REVIEW", "priority": 5, "when": "event.amount > 1000"}
+EVENTS = (
+    b'{"event_id": "e1", "user_id": "alice", "type": "transfer", "ts": 1700000000000, "amount": 500}\n'
+    b'{"event_id": "e2", "user_id": "bob", "type": "transfer", "ts": 1700000001000, "amount": 5000}\n'
+    b'{"event_id": "e3", "user_id": "carol", "type": "transfer", "ts": 1700000002000, "amount": 1500}\n'
+    b"not json\n"
+)
+
+
+@pytest.fixture
+def env(stack: Settings) -> Iterator[dict[str, Any]]:
+    table = f"c{uuid.uuid4().hex[:10]}_rules"
+    conn = connect(stack)
+    store = RuleStore(conn, table)
+    accounts = AccountStore(conn, table)
+    for role in ("viewer", "analyst", "approver"):
+        accounts.add_user(role, role, PASSWORD)
+    store.apply(store.plan(_ruleset(RULE)), author="setup")
+    backend = Backend(lambda: connect(stack), table)
+    yield {"backend": backend, "store": store, "accounts": accounts, "table": table}
+    drop_store(conn, table)
+    conn.close()
+
+
+def _ruleset(doc: dict[str, Any]) -> Any:
+    from riskctl.core.rules import RuleSet, parse_rule
+
+    return RuleSet([parse_rule(doc)])
+
+
+def _client(env: dict[str, Any], limiter: RateLimiter | None = None) -> TestClient:
+    return TestClient(
+        create_app(env["backend"], secure_cookies=False, limiter=limiter), follow_redirects=False
+    )
+
+
+def _login(client: TestClient, user: str, password: str = PASSWORD) -> tuple[Any, str | None]:
+    page = client.get("/login")
+    token = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert token
+    resp = client.post("/login", data={"csrf": token.group(1), "username": user, "password": password})
+    if resp.status_code != 303:
+        return resp, None
+    rules = client.get("/rules")
+    csrf = re.search(r"const CSRF = \"([^\"]+)\"", rules.text)
+    assert csrf
+    return resp, csrf.group(1)
+
+
+def _form(**extra: str) -> dict[str, str]:
+    return {
+        "rule_id": "big_amount",
+        "action": "REJECT",
+        "priority": "5",
+        "when": "event.amount > 2000",
+        **extra,
+    }
+
+
+# action -> (method, path, form builder); every action of PERMISSIONS that has a route
+ACTIONS: dict[str, tuple[str, str, dict[str, str]]] = {
+    "view": ("GET", "/rules/big_amount", {}),
+    "draft": ("POST", "/api/validate", _form()),
+    "set_status": ("POST", "/rules/big_amount/change", {"op": "shadow"}),
+    "rollback": ("POST", "/rules/big_amount/change", {"op": "rollback", "to": "1"}),
+    "publish": ("POST", "/rules/publish", _form(base_version="1")),
+}
+EXPECTED = {  # role -> the actions it may do
+    "viewer": {"view"},
+    "analyst": {"view", "draft"},
+    "approver": {"view", "draft", "set_status", "rollback", "publish"},
+}
+
+
+@pytest.mark.parametrize("role", ["viewer", "analyst", "approver"])
+@pytest.mark.parametrize("action", list(ACTIONS))
+def test_each_role_on_each_action(env: dict[str, Any], role: str, action: str) -> None:
+    if action == "rollback":  # needs a version 2 to roll back from
+        env["store"].set_status("big_amount", "disabled", author="setup")
+    client = _client(env)
+    _, csrf = _login(client, role)
+    method, path, data = ACTIONS[action]
+    before = env["store"].get("big_amount").version
+    if method == "GET":
+        resp = client.get(path)
+    else:
+        resp = client.post(path, data={**data, "csrf": csrf or ""})
+    after = env["store"].get("big_amount")
+    if action in EXPECTED[role]:
+        assert resp.status_code in (200, 303), resp.text
+        if action in ("set_status", "rollback", "publish"):
+            assert after.version == before + 1
+            assert after.updated_by == role  # who, in the rules store's history too
+            log = env["accounts"].audit_log("big_amount")
+            assert log[0]["user"] == role and log[0]["at"] is not None
+    else:
+        assert resp.status_code == 403, resp.text
+        assert after.version == before
+
+
+def test_no_page_or_api_without_a_session(env: dict[str, Any]) -> None:
+    client = _client(env)
+    for path in (
+        "/",
+        "/rules",
+        "/rules/big_amount",
+        "/rules/big_amount/diff?a=1&b=1",
+        "/rules/new",
+        "/audit",
+    ):
+        resp = client.get(path)
+        assert resp.status_code == 303 and resp.headers["location"] == "/login", path
+    assert client.get("/api/rules/big_amount/status").status_code == 401
+    for path in ("/api/validate", "/api/backtest", "/rules/publish", "/rules/big_amount/change", "/logout"):
+        assert client.post(path, data={"csrf": "x"}).status_code == 401, path
+    # a made-up or oversized cookie is no session
+    client.cookies.set("riskctl_console", "A" * 5000)
+    assert client.get("/rules").status_code == 303
+
+
+@pytest.mark.parametrize("token", [None, "", "wrong", "A" * 43])
+def test_csrf_missing_or_wrong_is_403(env: dict[str, Any], token: str | None) -> None:
+    client = _client(env)
+    _, csrf = _login(client, "approver")
+    data: dict[str, str] = {"op": "disable"}
+    if token is not None:
+        data["csrf"] = token
+    resp = client.post("/rules/big_amount/change", data=data)
+    assert resp.status_code == 403
+    assert env["store"].get("big_amount").version == 1
+    headers = {} if token is None else {"X-CSRF-Token": token}
+    assert client.post("/api/validate", data=_form(), headers=headers).status_code == 403
+    # the right token works (the test can fail the other way)
+    assert (
+        client.post("/rules/big_amount/change", data={"op": "disable", "csrf": csrf or ""}).status_code == 303
+    )
+    assert env["store"].get("big_amount").status == "disabled"
+
+
+def test_login_form_needs_its_csrf_token(env: dict[str, Any]) -> None:
+    client = _client(env)
+    resp = client.post("/login", data={"csrf": "forged", "username": "approver", "password": PASSWORD})
+    assert resp.status_code == 403
+
+
+def test_login_rate_limit(env: dict[str, Any]) -> None:
+    client = _client(env, RateLimiter(max_failures=3, window_s=60))
+    for _ in range(3):
+        resp, _csrf = _login(client, "analyst", "wrong password!")
+        assert resp.status_code == 401
+    resp, _csrf = _login(client, "analyst")  # the right password, but locked out now
+    assert resp.status_code == 429 and int(resp.headers["retry-after"]) > 0
+    failed = [e for e in env["accounts"].audit_log(None, 20) if e["action"] == "login_failed"]
+    assert len(failed) == 3
+
+
+def test_session_cookie_flags(env: dict[str, Any]) -> None:
+    client = _client(env)
+    resp, _ = _login(client, "viewer")
+    cookie = resp.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Secure" not in cookie
+    secure = TestClient(
+        create_app(env["backend"], secure_cookies=True), base_url="https://testserver", follow_redirects=False
+    )
+    resp, _ = _login(secure, "viewer")
+    assert "Secure" in resp.headers["set-cookie"]
+
+
+def test_logout_ends_the_session(env: dict[str, Any]) -> None:
+    client = _client(env)
+    _, csrf = _login(client, "viewer")
+    assert client.get("/rules").status_code == 200
+    assert client.post("/logout", data={"csrf": csrf or ""}).status_code == 303
+    client.cookies.clear()
+    assert client.get("/rules").status_code == 303
+
+
+def test_validate_puts_errors_at_the_field(env: dict[str, Any]) -> None:
+    client = _client(env)
+    _, csrf = _login(client, "analyst")
+    headers = {"X-CSRF-Token": csrf or ""}
+    bad = client.post("/api/validate", data=_form(action="REJCT", when="event.amount > "), headers=headers)
+    errors = bad.json()["errors"]
+    assert set(errors) >= {"action", "when"}
+    assert "REJECT" in " ".join(errors["action"])  # did you mean
+    feats = client.post(
+        "/api/validate", data=_form(features="fails: {kind: count, window: 5 parsecs}"), headers=headers
+    )
+    assert "features" in feats.json()["errors"]
+    yaml_bad = client.post("/api/validate", data=_form(features="a: [1, 2"), headers=headers)
+    assert "features" in yaml_bad.json()["errors"]
+    good = client.post("/api/validate", data=_form(), headers=headers)
+    assert good.json() == {"ok": True, "errors": {}}
+
+
+def test_publish_refuses_an_invalid_draft_and_a_stale_base(env: dict[str, Any]) -> None:
+    client = _client(env)
+    _, csrf = _login(client, "approver")
+    bad = client.post("/rules/publish", data={**_form(action="NOPE", base_version="1"), "csrf": csrf or ""})
+    assert (
+        bad.status_code == 400
+        and 'id="err-action"' in bad.text
+        and "NOPE" not in bad.text.split("err-action")[0][-5:]
+    )
+    assert env["store"].get("big_amount").version == 1
+    stale = client.post("/rules/publish", data={**_form(base_version="7"), "csrf": csrf or ""})
+    assert stale.status_code == 409
+    new = client.post(
+        "/rules/publish",
+        data={"csrf": csrf or "", "id": "night_login", "action": "REVIEW", "when": "event.type == 'login'"},
+    )
+    assert new.status_code == 303 and new.headers["location"] == "/rules/night_login"
+    stored = env["store"].get("night_login")
+    assert stored.version == 1 and stored.updated_by == "approver"
+
+
+def test_backtest_compares_draft_and_current(env: dict[str, Any]) -> None:
+    client = _client(env)
+    _, csrf = _login(client, "analyst")
+    files = {"events": ("events.jsonl", EVENTS, "application/x-ndjson")}
+    resp = client.post("/api/backtest", data=_form(), files=files, headers={"X-CSRF-Token": csrf or ""})
+    out = resp.json()
+    assert resp.status_code == 200, out
+    assert out["draft"]["hits"] == 1 and out["draft"]["top_users"] == [{"user": "bob", "hits": 1}]
+    assert out["current"]["hits"] == 2  # amount > 1000: bob and carol
+    assert out["only_current"] == ["event:e3"] and out["only_draft"] == []
+    assert out["draft"]["bad_lines"] == 1
+    none = client.post("/api/backtest", data=_form(), headers={"X-CSRF-Token": csrf or ""})
+    assert none.status_code == 400 and "events" in none.json()["error"]
+
+
+def test_hostile_bodies(env: dict[str, Any]) -> None:
+    client = _client(env)
+    _, csrf = _login(client, "approver")
+    headers = {"X-CSRF-Token": csrf or ""}
+    huge = client.post(
+        "/api/validate",
+        content=b"x" * (9 * 1024 * 1024),
+        headers={**headers, "content-type": "application/x-www-form-urlencoded"},
+    )
+    assert huge.status_code == 413
+    wrong_type = client.post(
+        "/rules/big_amount/change",
+        content=json.dumps({"op": "disable"}),
+        headers={"content-type": "application/json"},
+    )
+    assert wrong_type.status_code == 415
+    long_field = client.post("/api/validate", data=_form(when="1 > 0 and " * 10_000), headers=headers)
+    assert long_field.status_code == 200 and "when" in long_field.json()["errors"]
+    deep = client.post("/api/validate", data=_form(features="[" * 200 + "]" * 200), headers=headers)
+    assert deep.status_code == 200 and "features" in deep.json()["errors"]
+    bad_utf8 = client.post(
+        "/api/validate",
+        content=b"action=%FF%FE&when=x",
+        headers={**headers, "content-type": "application/x-www-form-urlencoded"},
+    )
+    assert bad_utf8.status_code < 500
+    huge_number = client.post("/api/validate", data=_form(priority="9" * 5000), headers=headers)
+    assert huge_number.status_code == 200 and "priority" in huge_number.json()["errors"]
+    bad_diff = client.get("/rules/big_amount/diff?a=x&b=1")
+    assert bad_diff.status_code == 400
+    missing = client.get("/rules/big_amount/diff?a=1&b=99")
+    assert missing.status_code == 404
+    assert client.get("/rules/nope").status_code == 404

@@ -1,0 +1,93 @@
+"""Password hashing, permissions, CSRF token comparison and the login rate limiter (no I/O)."""
+
+from __future__ import annotations
+
+import pytest
+
+from riskctl.console.security import (
+    DUMMY_HASH,
+    MAX_PASSWORD_CHARS,
+    PERMISSIONS,
+    ROLES,
+    PasswordError,
+    RateLimiter,
+    allowed,
+    hash_password,
+    new_token,
+    same_token,
+    token_hash,
+    verify_password,
+)
+
+PASSWORD = "correct horse battery"  # noqa: S105
+
+
+def test_hash_verifies_and_is_salted() -> None:
+    one, two = hash_password(PASSWORD), hash_password(PASSWORD)
+    assert one != two and one.startswith("scrypt$16384$8$1$")
+    assert verify_password(PASSWORD, one) and verify_password(PASSWORD, two)
+    assert not verify_password(PASSWORD + "x", one)
+    assert PASSWORD not in one
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        "",
+        "bcrypt$x",
+        "scrypt$1$8$1$AA==$AA==",
+        "scrypt$16384$8$1$!!$AA==",
+        "scrypt$99999999$8$1$AA==$AA==",
+        DUMMY_HASH,
+    ],
+)
+def test_malformed_or_dummy_hashes_never_verify_nor_raise(stored: str) -> None:
+    assert verify_password(PASSWORD, stored) is False
+
+
+def test_password_length_limits() -> None:
+    with pytest.raises(PasswordError, match="too short"):
+        hash_password("short")
+    with pytest.raises(PasswordError, match="too long"):
+        hash_password("x" * (MAX_PASSWORD_CHARS + 1))
+    assert verify_password("x" * 10_000_000, hash_password(PASSWORD)) is False
+
+
+def test_permission_table_each_role_each_action() -> None:
+    expected = {
+        "viewer": {"view"},
+        "analyst": {"view", "draft", "label"},
+        "approver": {"view", "draft", "label", "publish", "set_status", "rollback"},
+    }
+    for role in ROLES:
+        assert {action for action in PERMISSIONS if allowed(role, action)} == expected[role]
+    assert not allowed("admin", "view") and not allowed("approver", "delete_everything")
+
+
+def test_tokens() -> None:
+    a, b = new_token(), new_token()
+    assert a != b and len(a) == 43
+    assert same_token(a, a) and not same_token(a, b)
+    assert not same_token(None, a) and not same_token("", "") and not same_token(a, None)
+    assert len(token_hash(a)) == 64 and token_hash(a) != a
+    assert not same_token("\udcff", a)  # a lone surrogate from a form does not raise
+
+
+def test_rate_limiter_window() -> None:
+    limiter = RateLimiter(max_failures=3, window_s=60)
+    for t in (0, 1, 2):
+        assert limiter.retry_after("u", t) == 0
+        limiter.failed("u", t)
+    assert limiter.retry_after("u", 3) == pytest.approx(57)
+    assert limiter.retry_after("other", 3) == 0
+    assert limiter.retry_after("u", 60.5) == 0  # the first failure left the window
+    limiter.succeeded("u")
+    assert limiter.retry_after("u", 3) == 0
+
+
+def test_rate_limiter_memory_is_bounded() -> None:
+    limiter = RateLimiter(max_failures=1, window_s=60, max_keys=100)
+    for i in range(1000):
+        limiter.failed(f"name{i}", 0)
+    assert len(limiter._failures) == 100
+    assert limiter.retry_after("name999", 1) > 0

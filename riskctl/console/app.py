@@ -170,7 +170,10 @@ class Console:
                     if not same_token(given, session.csrf):
                         return JSONResponse({"error": "missing or wrong CSRF token"}, 403)
                 if not allowed(session.role, action):
-                    return JSONResponse({"error": f"role {session.role!r} may not {action}"}, 403)
+                    message = f"role {session.role!r} may not {action}"
+                    if api or request.method != "GET":
+                        return JSONResponse({"error": message}, 403)
+                    return self.page(request, "error.html", session, 403, message=message)
                 return await handler(request, session)
 
             return endpoint

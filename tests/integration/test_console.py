@@ -1,0 +1,189 @@
+"""The console in a real browser: Debian's headless Chromium driven by Selenium (chromium-driver).
+
+An approver logs in, edits a rule, makes an error and sees it at the field, fixes it, backtests it on an
+uploaded file, publishes it and finds the new version in MySQL with its author; a viewer can neither edit nor
+publish. The console runs in this process (uvicorn in a thread) over uuid-named tables of the real MySQL.
+A missing chromium or chromedriver is a failure (scripts/setup installs them), never a skip.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+
+from riskctl.config import PROJECT_ROOT, Settings
+from riskctl.console.accounts import AccountStore
+from riskctl.console.app import Backend, create_app
+from riskctl.core.rules import RuleSet, parse_rule
+from riskctl.store.connection import connect
+from riskctl.store.migrations import drop_store
+from riskctl.store.rules_store import RuleStore
+
+pytestmark = pytest.mark.integration
+
+PASSWORD = "correct horse battery"  # noqa: S105 - a test account's
+WAIT_S = 10
+SCREENSHOT = PROJECT_ROOT / "docs" / "img" / "console-rules.png"
+EVENTS = "\n".join(
+    f'{{"event_id": "e{i}", "user_id": "u{i % 4}", "type": "transfer", "ts": {1_700_000_000_000 + i * 1000}, '
+    f'"amount": {i * 300}}}'
+    for i in range(1, 21)
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def console(stack: Settings) -> Iterator[dict[str, Any]]:
+    table = f"b{uuid.uuid4().hex[:10]}_rules"
+    conn = connect(stack)
+    store = RuleStore(conn, table)
+    accounts = AccountStore(conn, table)
+    accounts.add_user("ann", "approver", PASSWORD)
+    accounts.add_user("vic", "viewer", PASSWORD)
+    docs = [
+        {"id": "big_amount", "action": "REVIEW", "priority": 5, "when": "event.amount > 3000"},
+        {"id": "new_device", "action": "REVIEW", "status": "shadow", "when": "event.type == 'login'"},
+        {"id": "brute_force", "action": "REJECT", "priority": 10, "when": "fails >= 5",
+         "features": {"fails": {"kind": "count", "window": "10m", "filter": "event.type == 'login'"}}},
+    ]  # fmt: skip
+    store.apply(store.plan(RuleSet([parse_rule(d) for d in docs])), author="setup", comment="seed")
+    port = _free_port()
+    app = create_app(Backend(lambda: connect(stack), table), secure_cookies=False)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + WAIT_S
+    while not server.started:
+        assert time.monotonic() < deadline, "the console did not start"
+        time.sleep(0.05)
+    yield {"url": f"http://127.0.0.1:{port}", "store": store}
+    server.should_exit = True
+    thread.join(WAIT_S)
+    drop_store(conn, table)
+    conn.close()
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
+    if chromium is None or driver_path is None:
+        pytest.fail(
+            "chromium or chromedriver is missing: run scripts/setup (it installs chromium, chromium-driver)",
+            pytrace=False,
+        )
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,900"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
+    driver.implicitly_wait(0)
+    yield driver
+    driver.quit()
+
+
+def _wait(driver: Any, condition: Any) -> Any:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, WAIT_S).until(condition)
+
+
+def _login(driver: Any, url: str, user: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.delete_all_cookies()
+    driver.get(f"{url}/login")
+    driver.find_element(By.ID, "username").send_keys(user)
+    driver.find_element(By.ID, "password").send_keys(PASSWORD)
+    driver.find_element(By.ID, "login").click()
+    _wait(driver, lambda d: d.current_url.endswith("/rules"))
+
+
+def test_edit_error_fix_backtest_publish(console: dict[str, Any], browser: Any, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    url, store = console["url"], console["store"]
+    _login(browser, url, "ann")
+    rows = browser.find_elements(By.CSS_SELECTOR, "#rules tr[data-rule]")
+    assert [r.get_attribute("data-rule") for r in rows] == ["big_amount", "brute_force", "new_device"]
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(SCREENSHOT))
+
+    browser.find_element(By.LINK_TEXT, "big_amount").click()
+    browser.find_element(By.ID, "edit").click()
+    action = browser.find_element(By.ID, "f-action")
+    action.clear()
+    action.send_keys("REJCT")  # an error: shown at the field, as you type
+    error = _wait(browser, lambda d: d.find_element(By.ID, "err-action").text or None)
+    assert "REJECT" in error  # the validator's did-you-mean
+    assert "invalid" in action.get_attribute("class")
+    assert browser.find_element(By.ID, "err-when").text == ""
+    action.clear()
+    action.send_keys("REJECT")
+    _wait(browser, lambda d: d.find_element(By.ID, "validity").text == "valid")
+    assert browser.find_element(By.ID, "err-action").text == ""
+    when = browser.find_element(By.ID, "f-when")
+    when.clear()
+    when.send_keys("event.amount > 4500")
+    _wait(browser, lambda d: d.find_element(By.ID, "validity").text == "valid")
+
+    events = tmp_path / "events.jsonl"
+    events.write_text(EVENTS + "\n")
+    browser.find_element(By.ID, "events").send_keys(str(events))
+    browser.find_element(By.ID, "backtest").click()
+    table = _wait(browser, lambda d: d.find_elements(By.ID, "backtest-table") or None)[0]
+    cells = [
+        [c.text for c in r.find_elements(By.TAG_NAME, "td")] for r in table.find_elements(By.TAG_NAME, "tr")
+    ]
+    draft = next(c for c in cells if c and c[0] == "draft")
+    current = next(c for c in cells if c and c[0] == "current")
+    assert (draft[1], current[1]) == ("5", "10")  # amount = 300 i: > 4500 for i 16..20, > 3000 for i 11..20
+    assert "only by the current version: 5" in browser.find_element(By.ID, "backtest-diff").text
+
+    browser.find_element(By.ID, "comment").send_keys("reject the largest transfers")
+    browser.find_element(By.ID, "publish").click()
+    _wait(browser, lambda d: d.current_url.endswith("/rules/big_amount"))
+    assert browser.find_element(By.ID, "version").text == "v2"
+    stored = store.get("big_amount")
+    assert stored.version == 2 and stored.updated_by == "ann"
+    assert stored.document["action"] == "REJECT" and stored.document["when"] == "event.amount > 4500"
+    assert store.history("big_amount")[-1].comment == "reject the largest transfers"
+    audit = browser.find_element(By.ID, "audit").text
+    assert "ann" in audit and "publish" in audit
+
+
+def test_a_viewer_cannot_publish(console: dict[str, Any], browser: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    url, store = console["url"], console["store"]
+    _login(browser, url, "vic")
+    browser.get(f"{url}/rules/big_amount")
+    assert browser.find_elements(By.ID, "edit") == []
+    assert browser.find_elements(By.ID, "op-disable") == []
+    browser.get(f"{url}/rules/big_amount/edit")
+    assert "may not draft" in browser.find_element(By.TAG_NAME, "body").text
+    # a forged publish from the viewer's own session (right CSRF token, wrong role): 403, nothing written
+    browser.get(f"{url}/rules")
+    status = browser.execute_script(
+        """const d = new FormData(); d.set('csrf', CSRF); d.set('rule_id', 'big_amount');
+           d.set('action', 'PASS'); d.set('when', 'true'); d.set('base_version', '1');
+           return fetch('/rules/publish', {method: 'POST', body: d}).then(r => r.status);"""
+    )
+    assert status == 403
+    assert store.get("big_amount").version == 1

@@ -39,7 +39,12 @@ def console(ctx: click.Context, host: str, port: int) -> None:
     backend = Backend(lambda: connect(settings), settings.job.rules_table)
     with backend.open():  # fail now, with what to start, when MySQL does not answer; migrates the tables
         pass
-    app = create_app(backend, secure_cookies=not is_loopback(host))
+    from riskctl.console.feed import Feed, KafkaTail
+
+    feed = Feed()
+    topics = [settings.job.decisions_topic, settings.job.alerts_topic]
+    KafkaTail(feed, settings.kafka_bootstrap, topics).start()  # a daemon thread; Kafka down: pages say so
+    app = create_app(backend, secure_cookies=not is_loopback(host), feed=feed)
     click.echo(f"riskctl console on http://{host}:{port}/ (Ctrl-C to stop)", err=True)
     uvicorn.run(app, host=host, port=port, log_level="warning", server_header=False)
 

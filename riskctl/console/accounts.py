@@ -25,6 +25,7 @@ from riskctl.store.migrations import migrate, table_names
 USERNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
 #: how long a session lasts after login
 SESSION_TTL = timedelta(hours=8)
+LABELS = ("fraud", "legitimate")
 
 
 class AccountError(ValueError):
@@ -154,3 +155,67 @@ class AccountStore:
             {"at": at, "user": user, "action": action, "target": tgt, "detail": detail}
             for at, user, action, tgt, detail in rows
         ]
+
+    # -- review labels -------------------------------------------------------------------------------------
+    def label_case(
+        self,
+        case_id: str,
+        rules: tuple[str, ...],
+        shadow: tuple[str, ...],
+        user_id: str,
+        label: str,
+        note: str | None,
+        by: str,
+    ) -> None:
+        """Label a case ``fraud`` or ``legitimate`` (again: replaces the label), once per rule that hit it."""
+        if label not in LABELS:
+            msg = f"label must be one of {', '.join(LABELS)}, got {label!r}"
+            raise AccountError(msg)
+        rows = [(rule, False) for rule in rules] + [(rule, True) for rule in shadow if rule not in rules]
+        if not rows:
+            msg = f"case {case_id!r} names no rule"
+            raise AccountError(msg)
+        try:
+            with self.conn.cursor() as cur:
+                # table names: checked identifiers (migrations.quote); values: parameters
+                cur.execute("DELETE FROM {labels} WHERE case_id = %s".format(**self.t), (case_id,))  # noqa: S608
+                cur.executemany(
+                    "INSERT INTO {labels} (case_id, rule_id, shadow, user_id, label, note, labelled_by) "  # noqa: S608
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s)".format(**self.t),
+                    [(case_id, rule[:64], sh, user_id[:255], label, note, by) for rule, sh in rows],
+                )
+            self.conn.commit()
+        except BaseException:
+            self.conn.rollback()
+            raise
+        self.audit(by, "label", case_id, f"{label}: {note or ''}"[:1000])
+
+    def labels(self, case_ids: list[str]) -> dict[str, tuple[str, str | None, str]]:
+        """case id -> (label, note, by) for the labelled ones among ``case_ids``."""
+        if not case_ids:
+            return {}
+        marks = ", ".join(["%s"] * len(case_ids))
+        rows = self._run(
+            "SELECT DISTINCT case_id, label, note, labelled_by FROM {labels} WHERE case_id IN ("  # noqa: S608
+            + marks
+            + ")",
+            tuple(case_ids),
+        )
+        return {str(c): (str(label), note, str(by)) for c, label, note, by in rows}
+
+    def precision(self, rule_id: str) -> dict[str, Any]:
+        """The rule's labelled cases: fraud and legitimate counts and precision, active hits and shadow hits
+        apart (precision None while nothing is labelled)."""
+        rows = self._run(
+            "SELECT shadow, label, COUNT(*) FROM {labels} WHERE rule_id = %s GROUP BY shadow, label",
+            (rule_id,),
+        )
+        out: dict[str, Any] = {}
+        for mode in ("active", "shadow"):
+            counts = {label: 0 for label in LABELS}
+            for shadow, label, n in rows:
+                if bool(shadow) == (mode == "shadow") and label in counts:
+                    counts[str(label)] = int(n)
+            total = sum(counts.values())
+            out[mode] = {**counts, "labelled": total, "precision": counts["fraud"] / total if total else None}
+        return out

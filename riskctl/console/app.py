@@ -33,6 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from riskctl.console.accounts import AccountStore, Session
 from riskctl.console.backtest import MAX_UPLOAD_BYTES, BacktestError, backtest
+from riskctl.console.feed import Feed
 from riskctl.console.forms import FIELDS, fields_from_document, validate_form
 from riskctl.console.security import RateLimiter, allowed, new_token, same_token
 from riskctl.core.rules import RuleSet
@@ -119,7 +120,15 @@ Handler = Callable[[Request, Session], Awaitable[Response]]
 class Console:
     """The routes, with the backend, the login rate limiter and the cookie policy they share."""
 
-    def __init__(self, backend: Backend, *, secure_cookies: bool, limiter: RateLimiter | None = None) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        secure_cookies: bool,
+        limiter: RateLimiter | None = None,
+        feed: Feed | None = None,
+    ) -> None:
+        self.feed = feed or Feed()
         self.backend = backend
         self.secure = secure_cookies
         self.limiter = limiter or RateLimiter()
@@ -136,6 +145,7 @@ class Console:
         self, request: Request, name: str, session: Session | None, code: int = 200, **ctx: Any
     ) -> Response:
         ctx.update(
+            feed=self.feed,
             request=request,
             session=session,
             can=lambda action: session is not None and allowed(session.role, action),
@@ -276,7 +286,8 @@ class Console:
                 for r in current
             ]
 
-        return self.page(request, "rules.html", session, rules=await self.db(read))
+        hits = self.feed.hits(_now_ms())
+        return self.page(request, "rules.html", session, rules=await self.db(read), hits=hits)
 
     async def rule(self, request: Request, session: Session) -> Response:
         rule_id = request.path_params["rule_id"]
@@ -293,13 +304,18 @@ class Console:
                 "history": list(reversed(history)),
                 "status": status,
                 "audit": accounts.audit_log(rule_id, 20),
+                "precision": accounts.precision(rule_id),
             }
 
         data = await self.db(read)
         if data is None:
             return self.page(request, "error.html", session, 404, message=f"no rule {rule_id!r}")
         text = _yaml(data["current"].document) if data["current"] else ""
-        return self.page(request, "rule.html", session, rule_id=rule_id, text=text, **data)
+        chart = _chart(self.feed.per_minute(_now_ms(), 60, rule=rule_id))
+        hits = self.feed.hits(_now_ms()).get(rule_id, {"hour": 0, "day": 0})
+        return self.page(
+            request, "rule.html", session, rule_id=rule_id, text=text, chart=chart, hits=hits, **data
+        )
 
     async def rule_status(self, request: Request, session: Session) -> Response:
         """JSON: the current version of a rule and what the job did with it (the rule page polls it)."""
@@ -458,12 +474,72 @@ class Console:
             return self.page(request, "error.html", session, 409, message=str(exc))
         return RedirectResponse(f"/rules/{rule.id}", 303)
 
+    # -- decisions, users, review --------------------------------------------------------------------------
+    async def decisions(self, request: Request, session: Session) -> Response:
+        q = request.query_params
+        filters = {k: (q.get(k) or "")[:128] or None for k in ("action", "rule", "user")}
+        records = self.feed.latest(**filters, limit=200)
+        chart = _chart(self.feed.per_minute(_now_ms(), 60))
+        return self.page(request, "decisions.html", session, records=records, filters=filters, chart=chart)
+
+    async def user(self, request: Request, session: Session) -> Response:
+        user_id = request.path_params["user_id"]
+        records = self.feed.latest(user=user_id, limit=200)
+        return self.page(request, "user.html", session, user_id=user_id, records=records)
+
+    async def review(self, request: Request, session: Session) -> Response:
+        cases = self.feed.cases(200)
+        labels = await self.db(lambda _r, a: a.labels([c.case_id for c in cases]))
+        return self.page(request, "review.html", session, cases=cases, labels=labels)
+
+    async def label(self, request: Request, session: Session) -> Response:
+        form = await self.form(request)
+        case_id, label, note = (_str(form.get(k)) for k in ("case_id", "label", "note"))
+        if case_id is None or label is None:
+            return JSONResponse({"error": "case_id and label are required"}, 400)
+        case = self.feed.case(case_id)
+        if case is None:
+            return JSONResponse({"error": f"case_id: no case {case_id[:255]!r} in the recent decisions"}, 404)
+        if note is not None and len(note) > 2000:
+            return JSONResponse({"error": "note: at most 2000 characters"}, 400)
+
+        def write(_r: RuleStore, accounts: AccountStore) -> None:
+            accounts.label_case(
+                case.case_id, case.rules, case.shadow, case.user_id, label, note, session.username
+            )
+
+        try:
+            await self.db(write)
+        except ValueError as exc:
+            return JSONResponse({"error": f"label: {exc}"}, 400)
+        return RedirectResponse("/review", 303)
+
     async def audit(self, request: Request, session: Session) -> Response:
         entries = await self.db(lambda _r, a: a.audit_log(None, 200))
         return self.page(request, "audit.html", session, entries=entries)
 
     async def home(self, request: Request, session: Session) -> Response:
         return RedirectResponse("/rules", 303)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+_COLORS = {"REJECT": "#b42318", "REVIEW": "#b7791f", "PASS": "#17753a", "ALERT": "#6941c6", "hits": "#1d4ed8"}
+
+
+def _chart(series: dict[str, list[int]], width: int = 720, height: int = 160) -> dict[str, Any]:
+    """Polylines of per-minute counts (oldest first) for an inline SVG: no chart library, no script."""
+    top = max((max(v) for v in series.values()), default=0) or 1
+    lines = []
+    for key, values in sorted(series.items()):
+        step = width / max(1, len(values) - 1)
+        points = " ".join(
+            f"{i * step:.1f},{height - v * (height - 10) / top:.1f}" for i, v in enumerate(values)
+        )
+        lines.append({"key": key, "points": points, "color": _COLORS.get(key, "#555"), "total": sum(values)})
+    return {"width": width, "height": height, "top": top, "lines": lines}
 
 
 def _yaml(document: Any) -> str:
@@ -510,9 +586,11 @@ class _Headers:
         await _security_headers(self.app, scope, receive, send)
 
 
-def create_app(backend: Backend, *, secure_cookies: bool, limiter: RateLimiter | None = None) -> ASGIApp:
-    """The console as an ASGI application."""
-    c = Console(backend, secure_cookies=secure_cookies, limiter=limiter)
+def create_app(
+    backend: Backend, *, secure_cookies: bool, limiter: RateLimiter | None = None, feed: Feed | None = None
+) -> ASGIApp:
+    """The console as an ASGI application; ``feed``: the decisions and alerts it shows (empty if None)."""
+    c = Console(backend, secure_cookies=secure_cookies, limiter=limiter, feed=feed)
     g = c.guarded
     routes = [
         Route("/login", c.login_page, methods=["GET"]),
@@ -522,6 +600,10 @@ def create_app(backend: Backend, *, secure_cookies: bool, limiter: RateLimiter |
         Route("/rules", g("view")(c.rules), methods=["GET"]),
         Route("/rules/new", g("draft")(c.edit), methods=["GET"]),
         Route("/audit", g("view")(c.audit), methods=["GET"]),
+        Route("/decisions", g("view")(c.decisions), methods=["GET"]),
+        Route("/users/{user_id}", g("view")(c.user), methods=["GET"]),
+        Route("/review", g("view")(c.review), methods=["GET"]),
+        Route("/review/label", g("label")(c.label), methods=["POST"]),
         Route("/api/validate", g("draft", api=True)(c.validate), methods=["POST"]),
         Route("/api/backtest", g("draft", api=True)(c.run_backtest), methods=["POST"]),
         Route("/rules/publish", g("publish")(c.publish), methods=["POST"]),

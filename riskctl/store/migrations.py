@@ -130,7 +130,8 @@ def _v1(cur: Any, t: dict[str, str]) -> None:
 
 def _v2(cur: Any, t: dict[str, str]) -> None:
     # The web console (riskctl/console): accounts with roles, server-side sessions (the cookie holds a random
-    # token; only its SHA-256 is stored), an append-only audit of who changed what when, review labels.
+    # token; only its SHA-256 is stored), an append-only audit of who changed what when, review labels (one
+    # row per rule that hit the case, active or shadow, so each rule's precision is one GROUP BY).
     cur.execute(
         """CREATE TABLE IF NOT EXISTS {users} (
             username VARCHAR(64) NOT NULL PRIMARY KEY,
@@ -163,13 +164,15 @@ def _v2(cur: Any, t: dict[str, str]) -> None:
     )
     cur.execute(
         """CREATE TABLE IF NOT EXISTS {labels} (
-            case_id VARCHAR(255) NOT NULL PRIMARY KEY,
-            rule_id VARCHAR(64) NULL,
+            case_id VARCHAR(255) NOT NULL,
+            rule_id VARCHAR(64) NOT NULL,
+            shadow BOOLEAN NOT NULL,
             user_id VARCHAR(255) NULL,
             label VARCHAR(16) NOT NULL,
             note TEXT NULL,
             labelled_by VARCHAR(64) NOT NULL,
             labelled_at TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
+            PRIMARY KEY (case_id, rule_id),
             KEY ix_rule (rule_id)
         ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin""".format(**t)
     )

@@ -290,3 +290,140 @@ def test_hostile_bodies(env: dict[str, Any]) -> None:
     missing = client.get("/rules/big_amount/diff?a=1&b=99")
     assert missing.status_code == 404
     assert client.get("/rules/nope").status_code == 404
+
+
+def test_cli_user_add(stack: Settings) -> None:
+    """``riskctl console user add``, run as a user runs it: the password from the environment or a prompt,
+    never echoed; a bad role or a short password refused with exit 2; the account logs in."""
+    import os
+    import subprocess
+    import sys
+
+    table = f"u{uuid.uuid4().hex[:10]}_rules"
+    env = {**os.environ, "RISKCTL_JOB_RULES_TABLE": table, "RISKCTL_CONSOLE_PASSWORD": PASSWORD}
+    cmd = [sys.executable, "-m", "riskctl.cli.main", "console", "user", "add"]
+    conn = connect(stack)
+    try:
+        made = subprocess.run(
+            [*cmd, "ann", "--role", "approver"], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert made.returncode == 0 and "created user ann (approver)" in made.stdout, made.stderr
+        assert PASSWORD not in made.stdout + made.stderr
+        del env["RISKCTL_CONSOLE_PASSWORD"]
+        prompt = f"{PASSWORD}2\n{PASSWORD}2\n"
+        reset = subprocess.run(
+            [*cmd, "ann", "--role", "viewer"],
+            env=env,
+            input=prompt,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert reset.returncode == 0 and "updated user ann (viewer)" in reset.stdout, reset.stderr
+        assert PASSWORD not in reset.stdout + reset.stderr
+        short = subprocess.run(
+            [*cmd, "bob", "--role", "viewer"],
+            env=env,
+            input="short\nshort\n",
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert short.returncode == 2 and "too short" in short.stderr
+        accounts = AccountStore(conn, table)
+        assert accounts.users() == [("ann", "viewer")]
+        assert accounts.check_login("ann", f"{PASSWORD}2") == "viewer"
+        assert accounts.check_login("ann", PASSWORD) is None
+        assert [e["action"] for e in accounts.audit_log("ann")] == ["user_update", "user_add"]
+    finally:
+        drop_store(conn, table)
+        conn.close()
+
+
+def _feed() -> Any:
+    import time
+
+    from riskctl.console.feed import Feed
+
+    now = int(time.time() * 1000)
+
+    def review(eid: str, user: str, shadow: list[str]) -> dict[str, Any]:
+        def fired(rule: str) -> dict[str, Any]:
+            return {"id": rule, "version": 1, "action": "REVIEW", "evidence": {}}
+
+        return {"kind": "decision", "event_id": eid, "user_id": user, "type": "transfer", "ts": now,
+                "action": "REVIEW", "rules": [fired("big_amount")],
+                "shadow": [fired(s) for s in shadow]}  # fmt: skip
+
+    feed = Feed()
+    feed.add([(review("e1", "bob", ["night"]), now), (review("e2", "carol", []), now)])
+    feed.add([({"kind": "decision", "event_id": "e3", "user_id": "dan", "type": "login", "ts": now,
+                "action": "PASS", "rules": [], "shadow": []}, now)])  # fmt: skip
+    return feed
+
+
+def test_review_labels_change_precision(env: dict[str, Any]) -> None:
+    client = TestClient(
+        create_app(env["backend"], secure_cookies=False, feed=_feed()), follow_redirects=False
+    )
+    _, csrf = _login(client, "analyst")
+    page = client.get("/review")
+    assert page.status_code == 200 and "decision:e1" in page.text and "decision:e3" not in page.text
+    rule = client.get("/rules/big_amount").text
+    assert re.search(r'data-mode="active">.*?<td class="value">—', rule, re.S)
+    hits = client.get("/rules").text
+    assert re.search(r'data-rule="big_amount">.*?decisions\?rule=big_amount">2<', hits, re.S)
+
+    for case, label in (("decision:e1", "fraud"), ("decision:e2", "legitimate")):
+        resp = client.post(
+            "/review/label", data={"csrf": csrf or "", "case_id": case, "label": label, "note": "n"}
+        )
+        assert resp.status_code == 303, resp.text
+    precision = env["accounts"].precision("big_amount")
+    assert precision["active"] == {"fraud": 1, "legitimate": 1, "labelled": 2, "precision": 0.5}
+    assert env["accounts"].precision("night")["shadow"]["precision"] == 1.0
+    assert re.search(
+        r'data-mode="active">.*?<td class="value">50%', client.get("/rules/big_amount").text, re.S
+    )
+    # relabel: replaces, does not add
+    client.post("/review/label", data={"csrf": csrf or "", "case_id": "decision:e2", "label": "fraud"})
+    assert env["accounts"].precision("big_amount")["active"]["precision"] == 1.0
+
+    bad = client.post("/review/label", data={"csrf": csrf or "", "case_id": "decision:e1", "label": "maybe"})
+    assert bad.status_code == 400 and "label" in bad.json()["error"]
+    gone = client.post("/review/label", data={"csrf": csrf or "", "case_id": "decision:zz", "label": "fraud"})
+    assert gone.status_code == 404
+    long_note = client.post(
+        "/review/label",
+        data={"csrf": csrf or "", "case_id": "decision:e1", "label": "fraud", "note": "x" * 3000},
+    )
+    assert long_note.status_code == 400
+
+    viewer = TestClient(
+        create_app(env["backend"], secure_cookies=False, feed=_feed()), follow_redirects=False
+    )
+    _, vcsrf = _login(viewer, "viewer")
+    denied = viewer.post(
+        "/review/label", data={"csrf": vcsrf or "", "case_id": "decision:e1", "label": "legitimate"}
+    )
+    assert denied.status_code == 403
+
+
+def test_decisions_view_filters(env: dict[str, Any]) -> None:
+    client = TestClient(
+        create_app(env["backend"], secure_cookies=False, feed=_feed()), follow_redirects=False
+    )
+    _login(client, "viewer")
+    everything = client.get("/decisions").text
+    assert all(user in everything for user in ("bob", "carol", "dan")) and "actions-chart" in everything
+    only_pass = client.get("/decisions?action=PASS").text
+    assert "dan" in only_pass and "carol" not in only_pass
+    by_rule = client.get("/decisions?rule=night").text
+    assert "bob" in by_rule and "carol" not in by_rule
+    user = client.get("/users/carol").text
+    assert "carol" in user and "bob" not in user
+    long_filter = client.get("/decisions?user=" + "x" * 30_000)
+    assert (
+        long_filter.status_code == 200
+        and "No decisions in the buffer matching the filters" in long_filter.text
+    )

@@ -1,0 +1,83 @@
+"""The console's view of decisions and alerts: hits per rule, filters, review cases, per-minute counts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from riskctl.console.feed import DAY_MS, HOUR_MS, Feed, case_of
+
+NOW = 1_700_000_000_000
+
+
+def decision(
+    eid: str, user: str, action: str, rules: list[str], shadow: list[str] | None = None
+) -> dict[str, Any]:
+    fired = [{"id": r, "version": 1, "action": action, "evidence": {}} for r in rules]
+    return {
+        "kind": "decision",
+        "event_id": eid,
+        "user_id": user,
+        "type": "transfer",
+        "ts": NOW,
+        "action": action,
+        "rules": fired,
+        "shadow": [{"id": r, "version": 1, "action": "REVIEW", "evidence": {}} for r in shadow or []],
+    }
+
+
+def alert(aid: str, user: str, rule: str, *, shadow: bool = False) -> dict[str, Any]:
+    return {"kind": "alert", "alert_id": aid, "user_id": user, "reason": "timer", "ts": NOW, "shadow": shadow,
+            "rule": {"id": rule, "version": 1, "action": "REVIEW", "evidence": {}}}  # fmt: skip
+
+
+def test_hits_per_rule_over_hour_and_day() -> None:
+    feed = Feed()
+    feed.add(
+        [
+            (decision("e1", "u1", "REVIEW", ["big"], ["night"]), NOW - 10),
+            (decision("e2", "u2", "REJECT", ["big", "brute"]), NOW - 2 * HOUR_MS),
+            (decision("e3", "u3", "PASS", []), NOW - 10),
+            (alert("a1", "u1", "no2fa"), NOW - 10),
+            (decision("old", "u1", "REJECT", ["big"]), NOW - DAY_MS - 1),
+        ]
+    )
+    assert feed.hits(NOW) == {
+        "big": {"hour": 1, "day": 2},
+        "night": {"hour": 1, "day": 1},
+        "brute": {"hour": 0, "day": 1},
+        "no2fa": {"hour": 1, "day": 1},
+    }
+
+
+def test_filters_and_cases() -> None:
+    feed = Feed()
+    feed.add(
+        [
+            (decision("e1", "u1", "REVIEW", ["big"], ["night"]), NOW),
+            (decision("e2", "u2", "REJECT", ["big"]), NOW),
+            (alert("a1", "u2", "no2fa", shadow=True), NOW),
+            ({"kind": "decision", "action": "REVIEW"}, NOW),  # malformed: no case, no crash
+            ("not a dict", NOW),  # type: ignore[list-item]
+        ]
+    )
+    assert [r.get("event_id") for r in feed.latest(action="REJECT")] == ["e2"]
+    assert [r.get("alert_id") for r in feed.latest(action="ALERT")] == ["a1"]
+    assert [r.get("event_id") for r in feed.latest(rule="night")] == ["e1"]
+    assert len(feed.latest(user="u2")) == 2
+    cases = feed.cases()
+    assert [c.case_id for c in cases] == ["alert:a1", "decision:e1"]
+    assert cases[0].rules == () and cases[0].shadow == ("no2fa",)
+    assert cases[1].rules == ("big",) and cases[1].shadow == ("night",)
+    assert feed.case("decision:e2") is None  # a REJECT is no review case
+    assert case_of({"kind": "alert", "rule": "x"}) is None
+
+
+def test_buffer_is_bounded_and_per_minute_counts() -> None:
+    feed = Feed(max_records=3)
+    feed.add((decision(f"e{i}", "u", "REJECT", ["big"]), NOW - i * 60_000) for i in range(5))
+    assert len(feed.latest()) == 3
+    series = feed.per_minute(NOW, 60)
+    assert sum(series["REJECT"]) == 3 and len(series["REJECT"]) == 60
+    hits = feed.per_minute(NOW, 60, rule="big")["hits"]
+    assert hits[-1] == 0 and hits[-3] == 1 and sum(hits) == 3  # the newest 3 kept: 2, 3, 4 minutes ago
+    assert feed.per_minute(NOW, 60, rule="other") == {}

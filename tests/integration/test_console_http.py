@@ -427,3 +427,63 @@ def test_decisions_view_filters(env: dict[str, Any]) -> None:
         long_filter.status_code == 200
         and "No decisions in the buffer matching the filters" in long_filter.text
     )
+
+
+def test_rule_status_api_reports_what_the_job_did(env: dict[str, Any]) -> None:
+    """The rule page's poll: "not seen" until the job writes rule_status, then its state and time."""
+    client = _client(env)
+    _login(client, "viewer")
+    first = client.get("/api/rules/big_amount/status").json()
+    assert first == {"id": "big_amount", "version": 1, "job": None}
+    store = env["store"]
+    with store.conn.cursor() as cur:  # what the job writes when it applies a version
+        cur.execute(
+            f"INSERT INTO {store.names.quoted()['status']} (rule_id, version, state) VALUES (%s, %s, %s)",  # noqa: S608
+            ("big_amount", 1, "accepted"),
+        )
+    store.conn.commit()
+    job = client.get("/api/rules/big_amount/status").json()["job"]
+    assert job["state"] == "accepted" and job["seen_at"].endswith("Z")
+    assert 'class="accepted"' in client.get("/rules").text
+    assert client.get("/api/rules/nope/status").json() == {"id": "nope", "version": None, "job": None}
+
+
+def test_kafka_tail_fills_the_feed(stack: Settings, topic: Any) -> None:
+    """The console's reader of the decisions and alerts topics: records produced after (and shortly before)
+    it starts reach the feed; a missing topic is reported, not raised."""
+    import time
+
+    from riskctl.console.feed import Feed, KafkaTail
+    from riskctl.sim.kafka_io import producer
+
+    decisions, alerts = topic("dec"), topic("alr")
+    prod = producer(stack.kafka_bootstrap)
+    before = {"kind": "decision", "event_id": "e0", "user_id": "u0", "ts": 1, "action": "REVIEW",
+              "rules": [{"id": "r1"}], "shadow": []}  # fmt: skip
+    prod.send(decisions, key="u0", value=before)
+    prod.flush()
+    feed = Feed()
+    tail = KafkaTail(feed, stack.kafka_bootstrap, [decisions, alerts]).start()
+    try:
+        after = {"kind": "alert", "alert_id": "a1", "user_id": "u1", "ts": 2, "reason": "timer",
+                 "rule": {"id": "r2"}, "shadow": False}  # fmt: skip
+        prod.send(alerts, key="u1", value=after)
+        prod.flush()
+        deadline = time.monotonic() + 30
+        while len(feed.latest()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert {c.case_id for c in feed.cases()} == {"decision:e0", "alert:a1"}
+        assert feed.connected and feed.error is None
+        assert set(feed.hits(int(time.time() * 1000))) == {"r1", "r2"}
+    finally:
+        tail.stop()
+        prod.close()
+    broken = Feed()
+    missing = KafkaTail(broken, stack.kafka_bootstrap, [f"test-missing-{uuid.uuid4().hex[:8]}"]).start()
+    try:
+        deadline = time.monotonic() + 20
+        while broken.error is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert broken.error is not None and "do not exist" in broken.error
+    finally:
+        missing.stop()

@@ -2,7 +2,8 @@
 
 An approver logs in, edits a rule, makes an error and sees it at the field, fixes it, backtests it on an
 uploaded file, publishes it and finds the new version in MySQL with its author; a viewer can neither edit nor
-publish. The console runs in this process (uvicorn in a thread) over uuid-named tables of the real MySQL.
+publish; a reviewer's labels change the rule's precision. The console runs in this process (uvicorn in a
+thread) over uuid-named tables of the real MySQL.
 A missing chromium or chromedriver is a failure (scripts/setup installs them), never a skip.
 """
 
@@ -23,6 +24,7 @@ import uvicorn
 from riskctl.config import PROJECT_ROOT, Settings
 from riskctl.console.accounts import AccountStore
 from riskctl.console.app import Backend, create_app
+from riskctl.console.feed import Feed
 from riskctl.core.rules import RuleSet, parse_rule
 from riskctl.store.connection import connect
 from riskctl.store.migrations import drop_store
@@ -62,7 +64,18 @@ def console(stack: Settings) -> Iterator[dict[str, Any]]:
     ]  # fmt: skip
     store.apply(store.plan(RuleSet([parse_rule(d) for d in docs])), author="setup", comment="seed")
     port = _free_port()
-    app = create_app(Backend(lambda: connect(stack), table), secure_cookies=False)
+    feed = Feed()
+    now = int(time.time() * 1000)
+    feed.add(
+        (
+            {"kind": "decision", "event_id": f"r{i}", "user_id": f"u{i}", "type": "transfer", "ts": now,
+             "action": "REVIEW", "shadow": [],
+             "rules": [{"id": "big_amount", "version": 1, "action": "REVIEW", "evidence": {}}]},
+            now,
+        )
+        for i in (1, 2)
+    )  # fmt: skip
+    app = create_app(Backend(lambda: connect(stack), table), secure_cookies=False, feed=feed)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -187,3 +200,27 @@ def test_a_viewer_cannot_publish(console: dict[str, Any], browser: Any) -> None:
     )
     assert status == 403
     assert store.get("big_amount").version == 1
+
+
+def test_a_label_changes_the_rules_precision(console: dict[str, Any], browser: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    url = console["url"]
+    _login(browser, url, "ann")
+
+    def precision() -> str:
+        browser.get(f"{url}/rules/big_amount")
+        return str(browser.find_element(By.CSS_SELECTOR, '#precision tr[data-mode="active"] td.value').text)
+
+    assert precision() == "—"
+    for case, label in (("decision:r1", "fraud"), ("decision:r2", "legitimate")):
+        browser.get(f"{url}/review")
+        row = browser.find_element(By.CSS_SELECTOR, f'#cases tr[data-case="{case}"]')
+        row.find_element(By.NAME, "note").send_keys(f"checked {case}")
+        row.find_element(By.CSS_SELECTOR, f'button[value="{label}"]').click()
+        _wait(browser, lambda d: d.current_url.endswith("/review"))
+        labelled = browser.find_element(By.CSS_SELECTOR, f'#cases tr[data-case="{case}"] .label').text
+        assert labelled == label
+        if label == "fraud":
+            assert precision() == "100%"
+    assert precision() == "50%"

@@ -44,7 +44,12 @@ def console(ctx: click.Context, host: str, port: int) -> None:
     feed = Feed()
     topics = [settings.job.decisions_topic, settings.job.alerts_topic]
     KafkaTail(feed, settings.kafka_bootstrap, topics).start()  # a daemon thread; Kafka down: pages say so
-    app = create_app(backend, secure_cookies=not is_loopback(host), feed=feed)
+    from riskctl.console.backtest import read_topic_window
+
+    def events(window_ms: int) -> bytes:
+        return read_topic_window(settings.kafka_bootstrap, settings.job.events_topic, window_ms)
+
+    app = create_app(backend, secure_cookies=not is_loopback(host), feed=feed, events=events)
     click.echo(f"riskctl console on http://{host}:{port}/ (Ctrl-C to stop)", err=True)
     uvicorn.run(app, host=host, port=port, log_level="warning", server_header=False)
 

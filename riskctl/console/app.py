@@ -127,8 +127,10 @@ class Console:
         secure_cookies: bool,
         limiter: RateLimiter | None = None,
         feed: Feed | None = None,
+        events: Callable[[int], bytes] | None = None,
     ) -> None:
         self.feed = feed or Feed()
+        self.events = events
         self.backend = backend
         self.secure = secure_cookies
         self.limiter = limiter or RateLimiter()
@@ -421,9 +423,21 @@ class Console:
         if not draft.ok:
             return JSONResponse({"ok": False, "errors": draft.errors}, 400)
         upload = form.get("events")
-        if not isinstance(upload, UploadFile):
+        minutes = _int(form.get("minutes"))
+        if form.get("source") == "topic":
+            if minutes is None or not 1 <= minutes <= 1440:
+                return JSONResponse({"ok": False, "error": "minutes: a whole number from 1 to 1440"}, 400)
+            if self.events is None:
+                return JSONResponse({"ok": False, "error": "source: no events topic configured"}, 400)
+            read = self.events
+            try:
+                data = await run_in_threadpool(lambda: read(minutes * 60_000))
+            except RiskctlError as exc:
+                return JSONResponse({"ok": False, "error": f"source: {exc}"}, 503)
+        elif isinstance(upload, UploadFile):
+            data = await upload.read(MAX_UPLOAD_BYTES + 1)
+        else:
             return JSONResponse({"ok": False, "error": "events: upload a JSON-lines file of events"}, 400)
-        data = await upload.read(MAX_UPLOAD_BYTES + 1)
         rid = str(draft.document["id"])
         current = await self.db(lambda store, _a: store.get(rid))
 
@@ -587,10 +601,16 @@ class _Headers:
 
 
 def create_app(
-    backend: Backend, *, secure_cookies: bool, limiter: RateLimiter | None = None, feed: Feed | None = None
+    backend: Backend,
+    *,
+    secure_cookies: bool,
+    limiter: RateLimiter | None = None,
+    feed: Feed | None = None,
+    events: Callable[[int], bytes] | None = None,
 ) -> ASGIApp:
-    """The console as an ASGI application; ``feed``: the decisions and alerts it shows (empty if None)."""
-    c = Console(backend, secure_cookies=secure_cookies, limiter=limiter, feed=feed)
+    """The console as an ASGI application; ``feed``: the decisions and alerts it shows (empty if None);
+    ``events(window_ms)``: the recent events as JSON lines, for backtests (None: uploads only)."""
+    c = Console(backend, secure_cookies=secure_cookies, limiter=limiter, feed=feed, events=events)
     g = c.guarded
     routes = [
         Route("/login", c.login_page, methods=["GET"]),

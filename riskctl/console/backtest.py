@@ -115,3 +115,63 @@ def backtest(
         result["only_current_count"] = len(old.hits - new.hits)
     result["seconds"] = round(time.perf_counter() - started, 3)
     return result
+
+
+def read_topic_window(bootstrap: str, topic: str, window_ms: int, *, timeout_s: float = 10.0) -> bytes:
+    """The raw records of ``topic`` produced in the last ``window_ms`` (up to its end offsets when the read
+    starts), as JSON lines, at most :data:`MAX_LINES` records and :data:`MAX_UPLOAD_BYTES` bytes (the newest
+    window is cut at the limit: the result says how many lines it ran on). Kafka down or no such topic:
+    :class:`~riskctl.errors.ServiceError`."""
+    from kafka import KafkaConsumer, TopicPartition
+    from kafka.errors import KafkaError
+
+    from riskctl.errors import ServiceError
+    from riskctl.sim.kafka_io import SERVICE, kafka_down
+
+    try:
+        c = KafkaConsumer(
+            bootstrap_servers=bootstrap,
+            enable_auto_commit=False,
+            group_id=None,
+            api_version_auto_timeout_ms=5000,
+        )
+    except KafkaError:
+        raise kafka_down(bootstrap) from None
+    out: list[bytes] = []
+    size = 0
+    try:
+        partitions = c.partitions_for_topic(topic)
+        if not partitions:
+            msg = f"topic {topic!r} does not exist on {bootstrap}"
+            raise ServiceError(SERVICE, msg)
+        parts = [TopicPartition(topic, p) for p in sorted(partitions)]
+        c.assign(parts)
+        since = int(time.time() * 1000) - window_ms
+        starts = c.offsets_for_times(dict.fromkeys(parts, since))
+        ends = c.end_offsets(parts)
+        remaining = set()
+        for tp in parts:
+            found = starts.get(tp)
+            start = found.offset if found is not None else ends[tp]
+            c.seek(tp, start)
+            if start < ends[tp]:
+                remaining.add(tp)
+        deadline = time.monotonic() + timeout_s
+        while remaining and time.monotonic() < deadline:
+            for tp, records in c.poll(timeout_ms=200).items():
+                for rec in records:
+                    if tp not in remaining or rec.offset >= ends[tp]:
+                        continue
+                    value = rec.value or b""
+                    size += len(value) + 1
+                    if len(out) >= MAX_LINES or size > MAX_UPLOAD_BYTES:
+                        return b"\n".join(out)
+                    out.append(value.replace(b"\n", b" "))
+                    if rec.offset + 1 >= ends[tp]:
+                        remaining.discard(tp)
+            for tp in list(remaining):
+                if c.position(tp) >= ends[tp]:
+                    remaining.discard(tp)
+    finally:
+        c.close()
+    return b"\n".join(out)

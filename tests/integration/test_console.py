@@ -9,6 +9,7 @@ A missing chromium or chromedriver is a failure (scripts/setup installs them), n
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import threading
@@ -34,6 +35,7 @@ pytestmark = pytest.mark.integration
 
 PASSWORD = "correct horse battery"  # noqa: S105 - a test account's
 WAIT_S = 10
+#: where the rules page's screenshot goes when RISKCTL_CONSOLE_SCREENSHOT=1 (the README's); else tmp_path
 SCREENSHOT = PROJECT_ROOT / "docs" / "img" / "console-rules.png"
 EVENTS = "\n".join(
     f'{{"event_id": "e{i}", "user_id": "u{i % 4}", "type": "transfer", "ts": {1_700_000_000_000 + i * 1000}, '
@@ -135,8 +137,19 @@ def test_edit_error_fix_backtest_publish(console: dict[str, Any], browser: Any, 
     _login(browser, url, "ann")
     rows = browser.find_elements(By.CSS_SELECTOR, "#rules tr[data-rule]")
     assert [r.get_attribute("data-rule") for r in rows] == ["big_amount", "brute_force", "new_device"]
-    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-    browser.save_screenshot(str(SCREENSHOT))
+    assert "not seen by the job yet" in rows[0].text
+    # what the job writes when it applies a version (table rule_status): the page shows it
+    with store.conn.cursor() as cur:
+        cur.executemany(
+            f"INSERT INTO {store.names.quoted()['status']} (rule_id, version, state) "  # noqa: S608
+            "VALUES (%s, 1, 'accepted')",
+            [("big_amount",), ("brute_force",), ("new_device",)],
+        )
+    store.conn.commit()
+    browser.refresh()
+    assert "accepted" in browser.find_element(By.CSS_SELECTOR, '#rules tr[data-rule="big_amount"]').text
+    shot = SCREENSHOT if os.environ.get("RISKCTL_CONSOLE_SCREENSHOT") == "1" else tmp_path / "rules.png"
+    assert browser.save_screenshot(str(shot))
 
     browser.find_element(By.LINK_TEXT, "big_amount").click()
     browser.find_element(By.ID, "edit").click()

@@ -422,6 +422,16 @@ def test_decisions_view_filters(env: dict[str, Any]) -> None:
     assert "bob" in by_rule and "carol" not in by_rule
     user = client.get("/users/carol").text
     assert "carol" in user and "bob" not in user
+    hostile = _feed()
+    hostile.add([({"kind": "decision", "event_id": "<b>e9</b>", "user_id": "<script>alert(1)</script>",
+                   "type": "login", "ts": 1, "action": "PASS", "rules": [], "shadow": []}, 1)])  # fmt: skip
+    escaped = TestClient(
+        create_app(env["backend"], secure_cookies=False, feed=hostile), follow_redirects=False
+    )
+    _login(escaped, "viewer")
+    page = escaped.get("/decisions").text
+    assert "<script>alert(1)</script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<b>e9</b>" not in page
     long_filter = client.get("/decisions?user=" + "x" * 30_000)
     assert (
         long_filter.status_code == 200
@@ -530,3 +540,67 @@ def test_backtest_over_the_events_topic(env: dict[str, Any], stack: Settings, to
         "/api/backtest", data=_form(source="topic", minutes="5"), headers={"X-CSRF-Token": csrf2 or ""}
     )
     assert gone.status_code == 503 and "does not exist" in gone.json()["error"]
+
+
+def test_riskctl_console_serves(stack: Settings) -> None:
+    """``riskctl console`` as a user starts it: it migrates the tables, listens on 127.0.0.1, asks for a
+    session, and a created user logs in and sees the rules page; Ctrl-C (SIGINT) stops it."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.error
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    table = f"s{uuid.uuid4().hex[:10]}_rules"
+    env = {**os.environ, "RISKCTL_JOB_RULES_TABLE": table}
+    proc = subprocess.Popen(  # noqa: S603
+        [sys.executable, "-m", "riskctl.cli.main", "console", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    conn = connect(stack)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/login", timeout=2) as resp:  # noqa: S310
+                    assert resp.status == 200
+                break
+            except (urllib.error.URLError, ConnectionError):
+                assert proc.poll() is None, proc.communicate()
+                assert time.monotonic() < deadline, "riskctl console did not answer"
+                time.sleep(0.2)
+
+        class NoRedirect(urllib.request.HTTPRedirectHandler):
+            def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+                return None
+
+        opener = urllib.request.build_opener(NoRedirect)
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            opener.open(f"http://127.0.0.1:{port}/rules", timeout=5)
+        assert refused.value.code == 303 and refused.value.headers["location"] == "/login"
+        AccountStore(conn, table).add_user("ann", "viewer", PASSWORD)
+        import httpx2
+
+        with httpx2.Client(base_url=f"http://127.0.0.1:{port}", follow_redirects=False) as client:
+            resp, csrf = _login(client, "ann")  # type: ignore[arg-type]
+            assert resp.status_code == 303 and csrf
+            assert "Rules" in client.get("/rules").text
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            _out, err = proc.communicate(timeout=15)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        drop_store(conn, table)
+        conn.close()
+    assert f"riskctl console on http://127.0.0.1:{port}/" in err

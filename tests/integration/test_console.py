@@ -16,6 +16,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +95,13 @@ def console(stack: Settings) -> Iterator[dict[str, Any]]:
 
 @pytest.fixture
 def browser() -> Iterator[Any]:
+    with chromium_driver() as driver:
+        yield driver
+
+
+@contextmanager
+def chromium_driver() -> Iterator[Any]:
+    """Debian's headless Chromium through its chromedriver; a missing one fails the test (never a skip)."""
     chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
     if chromium is None or driver_path is None:
         pytest.fail(

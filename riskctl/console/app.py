@@ -35,6 +35,7 @@ from riskctl.console.accounts import AccountStore, Session
 from riskctl.console.backtest import MAX_UPLOAD_BYTES, BacktestError, backtest
 from riskctl.console.feed import Feed
 from riskctl.console.forms import FIELDS, fields_from_document, validate_form
+from riskctl.console.replay_user import replay_user, user_lines
 from riskctl.console.security import RateLimiter, allowed, new_token, same_token
 from riskctl.core.rules import RuleSet
 from riskctl.errors import RiskctlError, VersionConflictError
@@ -497,9 +498,43 @@ class Console:
         return self.page(request, "decisions.html", session, records=records, filters=filters, chart=chart)
 
     async def user(self, request: Request, session: Session) -> Response:
+        """A user's recent decisions and alerts; with ``?minutes=N``, their events of the last N minutes
+        (from the events topic) replayed with the current rules, with every feature's value."""
         user_id = request.path_params["user_id"]
         records = self.feed.latest(user=user_id, limit=200)
-        return self.page(request, "user.html", session, user_id=user_id, records=records)
+        raw = request.query_params.get("minutes")
+        minutes = _int(raw)
+        replayed: list[dict[str, Any]] | None = None
+        error = None
+        if raw is not None:
+            if minutes is None or not 1 <= minutes <= 1440:
+                error = "minutes: a whole number from 1 to 1440"
+            elif self.events is None:
+                error = "no events topic configured"
+            else:
+                read = self.events
+                window = minutes * 60_000
+
+                def work(store: RuleStore, _a: AccountStore) -> list[dict[str, Any]]:
+                    documents = [r.document for r in store.current()]
+                    return replay_user(documents, user_lines(read(window), user_id))
+
+                try:
+                    replayed = await self.db(work)
+                except RiskctlError as exc:
+                    error = str(exc)
+        code = 400 if error and error.startswith("minutes") else 200
+        return self.page(
+            request,
+            "user.html",
+            session,
+            code,
+            user_id=user_id,
+            records=records,
+            replayed=replayed,
+            minutes=minutes or 60,
+            error=error,
+        )
 
     async def review(self, request: Request, session: Session) -> Response:
         cases = self.feed.cases(200)

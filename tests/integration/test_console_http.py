@@ -528,6 +528,11 @@ def test_backtest_over_the_events_topic(env: dict[str, Any], stack: Settings, to
     for minutes in ("0", "1441", "x", ""):
         bad = client.post("/api/backtest", data=_form(source="topic", minutes=minutes), headers=headers)
         assert bad.status_code == 400 and bad.json()["error"].startswith("minutes"), minutes
+    # the user page's replay reads the same topic: bob's one event, decided by the current rules
+    replayed = client.get("/users/bob?minutes=5")
+    assert replayed.status_code == 200 and 'data-event="e2"' in replayed.text
+    assert 'data-event="e1"' not in replayed.text  # alice's
+    assert client.get("/users/bob?minutes=0").status_code == 400
 
     def missing(window_ms: int) -> bytes:
         return read_topic_window(stack.kafka_bootstrap, f"test-none-{uuid.uuid4().hex[:8]}", window_ms)

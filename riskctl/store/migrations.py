@@ -17,6 +17,7 @@ the DDL and its bookkeeping row must not break the next run.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,9 +50,12 @@ class TableNames:
     def console(self) -> dict[str, str]:
         """The web console's tables (``riskctl console``, migration 2): accounts, sessions, audit, labels.
         Named like the status table: ``rules`` -> ``console_users``; ``t1_rules`` -> ``t1_console_users``;
-        ``policies`` -> ``policies_console_users``."""
+        ``policies`` -> ``policies_console_users``; a prefix too long for MySQL's 64 characters becomes
+        ``c<12 hex digits of the rules table's SHA-256>_``."""
         tail = "rule_status"
         prefix = self.status[: -len(tail)] if self.status.endswith(tail) else self.rules + "_"
+        if len(prefix) > 64 - len("console_sessions"):  # a long rules table name: a short prefix of its own
+            prefix = f"c{hashlib.sha256(self.rules.encode()).hexdigest()[:12]}_"
         return {key: f"{prefix}console_{key}" for key in ("users", "sessions", "audit", "labels")}
 
 

@@ -91,3 +91,16 @@ def test_rate_limiter_memory_is_bounded() -> None:
         limiter.failed(f"name{i}", 0)
     assert len(limiter._failures) == 100
     assert limiter.retry_after("name999", 1) > 0
+
+
+def test_console_table_names_fit_mysql() -> None:
+    from riskctl.store.migrations import check_identifier, table_names
+
+    assert table_names("rules").console()["users"] == "console_users"
+    assert table_names("t1_rules").console()["sessions"] == "t1_console_sessions"
+    assert table_names("policies").console()["audit"] == "policies_console_audit"
+    for name in ("a" * 52 + "rules", "b" * 56, "c" * 40):  # the longest names the rules store takes
+        names = table_names(name).console()
+        assert all(check_identifier(n) for n in names.values())
+        assert len(set(names.values())) == 4
+    assert table_names("x" * 56).console() != table_names("y" * 56).console()

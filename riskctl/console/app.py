@@ -217,6 +217,7 @@ class Console:
             return JSONResponse({"error": "missing or wrong CSRF token"}, 403)
         if not isinstance(username, str) or not isinstance(password, str) or not username:
             return JSONResponse({"error": "username and password are required"}, 400)
+        username = username[:64]  # no account has a longer name; bounds the rate limiter's keys too
         client = request.client.host if request.client else "?"
         now = time.monotonic()
         wait = max(

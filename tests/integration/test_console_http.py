@@ -609,3 +609,30 @@ def test_riskctl_console_serves(stack: Settings) -> None:
         drop_store(conn, table)
         conn.close()
     assert f"riskctl console on http://127.0.0.1:{port}/" in err
+
+
+def test_hostile_logins(env: dict[str, Any]) -> None:
+    limiter = RateLimiter(max_failures=100, window_s=60)
+    client = _client(env, limiter)
+    page = client.get("/login")
+    token = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert token
+    csrf = token.group(1)
+    huge = client.post("/login", data={"csrf": csrf, "username": "u" * 1_000_000, "password": "x"})
+    assert huge.status_code in (400, 401, 413)
+    assert all(len(key) < 100 for key in limiter._failures)
+    missing = client.post("/login", data={"csrf": csrf})
+    assert missing.status_code == 400
+    as_json = client.post(
+        "/login", content=b'{"username": "approver"}', headers={"content-type": "application/json"}
+    )
+    assert as_json.status_code == 415
+    many = client.post("/login", data={"csrf": csrf, **{f"f{i}": "x" for i in range(100)}})
+    assert many.status_code == 400
+    bad_utf8 = client.post(
+        "/login",
+        content=b"csrf=" + csrf.encode() + b"&username=%FF%FE&password=x",
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert bad_utf8.status_code in (400, 401)
+    assert client.get("/rules").status_code == 303  # none of them opened a session

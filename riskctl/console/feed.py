@@ -1,10 +1,11 @@
 """What the job decided, for the console: the decisions and alerts topics read back into a bounded buffer.
 
 :class:`Feed` is pure (records and their Kafka timestamps in, views out; time is an argument): hits per
-rule over the last hour and day, the latest records with filters, review cases (REVIEW decisions and alerts),
-counts per minute for the charts. :class:`KafkaTail` fills it from Kafka in a daemon thread, starting one day
-back (``offsets_for_times``), with a group-less consumer that commits nothing, like ``riskctl decisions``.
-Kafka down: the tail keeps retrying and :attr:`Feed.error` says why, the pages show it; nothing fails.
+rule over the last hour and day (to the minute), the latest records with filters, review cases (REVIEW
+decisions and alerts), counts per minute for the charts. :class:`KafkaTail` fills it from Kafka in a daemon
+thread, starting one day back (``offsets_for_times``), with a group-less consumer that commits nothing,
+like ``riskctl decisions``. Kafka down: the tail keeps retrying and :attr:`Feed.error` says why, the pages
+show it; nothing fails.
 """
 
 from __future__ import annotations
@@ -18,8 +19,11 @@ from typing import Any
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
-#: records kept in memory (the newest); older ones drop out of the views and counts
-MAX_RECORDS = 200_000
+MINUTE_MS = 60_000
+#: records kept in memory for the live view and user pages (the newest); counts are kept per minute apart
+MAX_RECORDS = 20_000
+#: review cases kept in memory (the newest)
+MAX_CASES = 10_000
 
 
 @dataclass(frozen=True)
@@ -78,10 +82,14 @@ def _rule_ids(record: dict[str, Any]) -> list[str]:
 
 
 class Feed:
-    """The newest :data:`MAX_RECORDS` decisions and alerts, with their Kafka timestamps (ms)."""
+    """Counts per minute of every record of the last day (by action and by rule: bounded by rules x 1,440
+    minutes, whatever the traffic), the newest :data:`MAX_RECORDS` records for the live view and user pages,
+    and the newest :data:`MAX_CASES` review cases. Time is the record's Kafka timestamp (ms)."""
 
-    def __init__(self, max_records: int = MAX_RECORDS) -> None:
+    def __init__(self, max_records: int = MAX_RECORDS, max_cases: int = MAX_CASES) -> None:
         self._records: deque[tuple[int, dict[str, Any]]] = deque(maxlen=max_records)
+        self._cases: deque[Case] = deque(maxlen=max_cases)
+        self._minutes: dict[int, Counter[str]] = {}
         self._lock = threading.Lock()
         self.error: str | None = None
         self.connected = False
@@ -90,25 +98,46 @@ class Feed:
         """Append records (record, Kafka timestamp in ms)."""
         with self._lock:
             for record, ts in records:
-                if isinstance(record, dict):
-                    self._records.append((int(ts), record))
+                if not isinstance(record, dict):
+                    continue
+                self._records.append((int(ts), record))
+                case = case_of(record)
+                if case is not None:
+                    self._cases.append(case)
+                counts = self._minutes.get(int(ts) // MINUTE_MS)
+                if counts is None:
+                    newest = int(ts) // MINUTE_MS
+                    for old in [m for m in self._minutes if m < newest - DAY_MS // MINUTE_MS - 1]:
+                        del self._minutes[old]
+                    counts = self._minutes[newest] = Counter()
+                action = "ALERT" if record.get("kind") == "alert" else str(record.get("action"))
+                counts[f"action:{action}"] += 1
+                for rule in _rule_ids(record):
+                    counts[f"rule:{rule}"] += 1
 
     def _snapshot(self) -> list[tuple[int, dict[str, Any]]]:
         with self._lock:
             return list(self._records)
 
+    def _buckets(self, now_ms: int, window_ms: int) -> list[tuple[int, Counter[str]]]:
+        """(age in whole minutes, counts) of the last ``window_ms`` of minutes, this minute being age 0."""
+        now_minute = now_ms // MINUTE_MS
+        with self._lock:
+            items = list(self._minutes.items())
+        return [(now_minute - m, c) for m, c in items if 0 <= now_minute - m < window_ms // MINUTE_MS]
+
     def hits(self, now_ms: int) -> dict[str, dict[str, int]]:
-        """rule id -> {"hour": hits in the last hour, "day": in the last day} (fired, shadow, alerts)."""
+        """rule id -> {"hour": hits in the last hour, "day": in the last day} (fired, shadow, alerts), to the
+        minute."""
         out: dict[str, dict[str, int]] = {}
-        for ts, record in self._snapshot():
-            age = now_ms - ts
-            if age > DAY_MS:
-                continue
-            for rule in _rule_ids(record):
-                counts = out.setdefault(rule, {"hour": 0, "day": 0})
-                counts["day"] += 1
-                if age <= HOUR_MS:
-                    counts["hour"] += 1
+        for age, counts in self._buckets(now_ms, DAY_MS):
+            for key, n in counts.items():
+                if not key.startswith("rule:"):
+                    continue
+                slot = out.setdefault(key[5:], {"hour": 0, "day": 0})
+                slot["day"] += n
+                if age < HOUR_MS // MINUTE_MS:
+                    slot["hour"] += n
         return out
 
     def latest(
@@ -131,44 +160,31 @@ class Feed:
 
     def cases(self, limit: int = 500) -> list[Case]:
         """The newest review cases first."""
-        out: list[Case] = []
-        for _ts, record in reversed(self._snapshot()):
-            case = case_of(record)
-            if case is not None:
-                out.append(case)
-                if len(out) >= limit:
-                    break
-        return out
+        with self._lock:
+            return list(reversed(self._cases))[:limit]
 
     def case(self, case_id: str) -> Case | None:
-        """One case by id (None when it is no longer, or never was, in the buffer)."""
-        for _ts, record in reversed(self._snapshot()):
-            case = case_of(record)
-            if case is not None and case.case_id == case_id:
-                return case
-        return None
+        """One case by id (None when it is no longer, or never was, among the kept cases)."""
+        with self._lock:
+            return next((c for c in reversed(self._cases) if c.case_id == case_id), None)
 
     def per_minute(self, now_ms: int, minutes: int = 60, rule: str | None = None) -> dict[str, list[int]]:
         """Counts per minute over the last ``minutes``, oldest first: by action (all records), or, with
         ``rule``, that rule's hits only (key ``hits``)."""
         series: dict[str, list[int]] = {}
-        start = now_ms - minutes * 60_000
-        for ts, record in self._snapshot():
-            if ts < start or ts > now_ms:
-                continue
-            slot = min(minutes - 1, (ts - start) // 60_000)
-            if rule is not None:
-                if rule not in _rule_ids(record):
+        for age, counts in self._buckets(now_ms, minutes * MINUTE_MS):
+            slot = minutes - 1 - age
+            for key, n in counts.items():
+                if rule is not None:
+                    if key != f"rule:{rule}":
+                        continue
+                    name = "hits"
+                elif key.startswith("action:"):
+                    name = key[7:]
+                else:
                     continue
-                key = "hits"
-            else:
-                key = "ALERT" if record.get("kind") == "alert" else str(record.get("action"))
-            series.setdefault(key, [0] * minutes)[int(slot)] += 1
+                series.setdefault(name, [0] * minutes)[slot] += n
         return series
-
-    def counts(self) -> Counter[str]:
-        """Records by kind (for the status line)."""
-        return Counter(str(r.get("kind")) for _t, r in self._snapshot())
 
 
 class KafkaTail:

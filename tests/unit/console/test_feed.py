@@ -72,12 +72,22 @@ def test_filters_and_cases() -> None:
     assert case_of({"kind": "alert", "rule": "x"}) is None
 
 
-def test_buffer_is_bounded_and_per_minute_counts() -> None:
-    feed = Feed(max_records=3)
-    feed.add((decision(f"e{i}", "u", "REJECT", ["big"]), NOW - i * 60_000) for i in range(5))
-    assert len(feed.latest()) == 3
+def test_buffers_are_bounded_but_counts_are_not() -> None:
+    feed = Feed(max_records=3, max_cases=2)
+    feed.add((decision(f"e{i}", "u", "REVIEW", ["big"]), NOW - i * 60_000) for i in reversed(range(5)))
+    assert len(feed.latest()) == 3 and len(feed.cases()) == 2
+    assert feed.case("decision:e0") is not None and feed.case("decision:e4") is None
     series = feed.per_minute(NOW, 60)
-    assert sum(series["REJECT"]) == 3 and len(series["REJECT"]) == 60
-    hits = feed.per_minute(NOW, 60, rule="big")["hits"]
-    assert hits[-1] == 0 and hits[-3] == 1 and sum(hits) == 3  # the newest 3 kept: 2, 3, 4 minutes ago
+    assert sum(series["REVIEW"]) == 5 and len(series["REVIEW"]) == 60
+    assert series["REVIEW"][-5:] == [1, 1, 1, 1, 1]
+    assert feed.per_minute(NOW, 60, rule="big")["hits"][-5:] == [1, 1, 1, 1, 1]
     assert feed.per_minute(NOW, 60, rule="other") == {}
+    assert feed.hits(NOW)["big"] == {"hour": 5, "day": 5}
+
+
+def test_minutes_older_than_a_day_are_dropped() -> None:
+    feed = Feed()
+    feed.add((decision(f"e{i}", "u", "PASS", ["r"]), NOW - DAY_MS * 2 + i * 60_000) for i in range(100))
+    feed.add([(decision("now", "u", "PASS", ["r"]), NOW)])
+    assert len(feed._minutes) == 1
+    assert feed.hits(NOW) == {"r": {"hour": 1, "day": 1}}

@@ -141,12 +141,24 @@ class JobSettings:
 
 
 @dataclass
+class AlertsSettings:
+    """``riskctl alerts``: its routing/channels file and its Kafka side. It reads job.alerts_topic, and
+    job.decisions_topic for REVIEW decisions when the file says ``review_decisions: true``.
+    """
+
+    config: str = "alerts.yaml"  # routes, channels, templates, limits: see docs/alerts.md
+    group_id: str = "riskctl-alerts"
+    dead_letter_topic: str = "riskctl.alerts.dead-letter"
+
+
+@dataclass
 class Settings:
     stack: StackSettings = field(default_factory=StackSettings)
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     mysql: MysqlSettings = field(default_factory=MysqlSettings)
     flink: FlinkSettings = field(default_factory=FlinkSettings)
     job: JobSettings = field(default_factory=JobSettings)
+    alerts: AlertsSettings = field(default_factory=AlertsSettings)
 
     # -- derived values: what a client connects to -------------------------------------------------------
     @property

@@ -95,9 +95,11 @@ def read_http_answer(channel_type: str, status: int, body: bytes) -> Outcome:
             doc = orjson.loads(body)
         except orjson.JSONDecodeError:
             return Outcome(False, f"DingTalk answered with something that is not JSON: {excerpt}")
-        code = doc.get("errcode") if isinstance(doc, dict) else None
+        if not isinstance(doc, dict):
+            doc = {}
+        code = doc.get("errcode")
         if code != 0:
-            return Outcome(False, f"DingTalk errcode {code}: {str(doc.get('errmsg', ''))[:200]}")
+            return Outcome(False, f"DingTalk errcode {code}: {str(doc.get('errmsg', excerpt))[:200]}")
     return OK
 
 

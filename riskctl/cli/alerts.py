@@ -62,7 +62,7 @@ def check(config_path: str | None, as_json: bool) -> None:
         click.echo(f"  channel {ch['name']}: {ch['type']} {ch.get('url', ch.get('host', ''))}")
     for i, r in enumerate(described["routes"]):
         stop = " (stop)" if r["stop"] else ""
-        click.echo(f"  route {i}: {r['match'] or 'any'} -> {', '.join(r['channels'])}{stop}")
+        click.echo(f"  route {i}: {r['match'] or 'any'} -> {', '.join(r['channels']) or 'nowhere'}{stop}")
 
 
 @alerts.command(context_settings=_CTX)

@@ -26,6 +26,9 @@ from riskctl.errors import ConfigError
 
 SEVERITIES = ("info", "low", "medium", "high", "critical")
 SEVERITY_RANK = {name: i for i, name in enumerate(SEVERITIES)}
+#: severities of the actions when the file has no ``severity.actions`` (when it has, actions it does not name
+#: take ``severity.default``)
+DEFAULT_ACTION_SEVERITY = {"REJECT": "high", "REVIEW": "medium", "PASS": "low"}
 CHANNEL_TYPES = ("webhook", "dingtalk", "slack", "email")
 KINDS = ("alert", "review")
 #: bytes of the file
@@ -513,7 +516,11 @@ def parse_config(doc: Any, env: Mapping[str, str], source: str = "<alerts config
     if sev_default not in SEVERITIES:
         errs.add("severity.default", f"must be one of {', '.join(SEVERITIES)}")
         sev_default = "medium"
-    by_action = dict(_mapping(sev.get("actions"), "severity.actions", errs, ACTIONS))
+    by_action = (
+        dict(_mapping(sev["actions"], "severity.actions", errs, ACTIONS))
+        if "actions" in sev
+        else dict(DEFAULT_ACTION_SEVERITY)
+    )
     by_rule_raw = sev.get("rules") or {}
     if not isinstance(by_rule_raw, Mapping):
         errs.add("severity.rules", "must map rule ids (or patterns) to severities")

@@ -69,8 +69,14 @@ def test_severity_from_rule_then_pattern_then_action_then_default() -> None:
     )  # the rule's severity wins over the action's
     assert route(cfg, item("card_x", "REJECT")).channels == ()
     assert route(cfg, item("other", "REJECT")).severity == "high"
-    assert route(cfg, item("other", "REVIEW")).severity == "low"
+    assert route(cfg, item("other", "REVIEW")).severity == "low"  # not in severity.actions: the default
     assert route(cfg, item("other", "REVIEW", reason="timer")).channels == ("b",)
+
+
+def test_without_severity_actions_reject_is_high_review_medium_pass_low() -> None:
+    cfg = config([{"match": {}, "channels": ["a"]}])
+    got = [route(cfg, item(action=a)).severity for a in ("REJECT", "REVIEW", "PASS")]
+    assert got == ["high", "medium", "low"]
 
 
 def test_an_item_with_several_rules_takes_the_highest_severity_and_any_rule_matches() -> None:

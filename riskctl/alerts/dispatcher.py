@@ -15,8 +15,12 @@
   :class:`~riskctl.alerts.ledger.DeliveredIds`; a replayed or re-emitted alert is not sent again there.
 - **A channel that is down blocks only itself**: its worker retries with exponential backoff while the
   others go on. After ``delivery.attempts`` attempts (or a permanent refusal) the item is dead-lettered with
-  the reason, and the offsets move on. Records in flight are bounded (``max_in_flight``): beyond it, the
-  consumer pauses its partitions and keeps polling (so it stays in the group).
+  the reason, and the offsets move on. While a channel is failing (its last attempt failed), it keeps at
+  most ``max_backlog`` items (queued, retried or held for a digest): beyond, new items for it are
+  dead-lettered at once ("backlog full"), so a channel that stays down sheds its load instead of holding
+  every offset back. A healthy but busy channel is never shed: reading pauses instead. Records in flight are
+  bounded (``max_in_flight``): beyond it, the consumer pauses its partitions and keeps polling (so it stays
+  in the group).
 - **Hostile records** (not JSON, too large, missing fields, ...) are dead-lettered with the field and the
   reason, never fatal.
 """
@@ -41,9 +45,6 @@ from riskctl.alerts.templates import STYLE, context, digest_values, link_for, me
 from riskctl.core.door import dead_letter
 
 log = logging.getLogger("riskctl.alerts")
-
-#: records read but not yet finished, beyond which the consumer pauses
-DEFAULT_MAX_IN_FLIGHT = 10_000
 
 Sender = Callable[[Channel, str, str, str, Sequence[AlertItem]], Outcome]
 
@@ -107,14 +108,18 @@ class Dispatcher:
         dead_letter_topic: str,
         produce: Callable[[str, bytes | None, bytes], None],
         sender: Sender | None = None,
-        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
         self.dead_letter_topic = dead_letter_topic
         self.produce = produce
         self.sender = sender or network_sender(config.delivery.timeout_ms / 1000)
-        self.max_in_flight = max_in_flight
+        #: records in flight beyond which reading pauses; each keeps its value (for a dead letter): at most
+        #: max_in_flight x max_record_bytes of memory (5,000 x 64 KiB = 320 MiB; alerts are about 1 KiB)
+        self.max_in_flight = config.max_in_flight
+        self._backlog: dict[str, int] = dict.fromkeys(config.channels, 0)
+        #: the channel's last attempt failed (it is retrying): only then is its backlog shed
+        self._failing: dict[str, bool] = dict.fromkeys(config.channels, False)
         self.clock = clock
         self.stats = Stats()
         self.stop_event = threading.Event()
@@ -148,12 +153,28 @@ class Dispatcher:
             log.info("alert %s matched no route and there are no default channels", item.id)
         with self._lock:
             todo = {c for c in routed.channels if (c, item.id) not in self.delivered}
-        self.stats.deduplicated += len(routed.channels) - len(todo)
+            self.stats.deduplicated += len(routed.channels) - len(todo)
         if not todo:
             self._finished.put((partition, offset))
             return
         assert raw is not None
-        record = _Record(partition, offset, raw, {**coordinates, "alert_id": item.id}, set(todo))
+        coordinates = {**coordinates, "alert_id": item.id}
+        with self._lock:
+            full = {c for c in todo if self._failing[c] and self._backlog[c] >= self.config.max_backlog}
+            for c in todo - full:
+                self._backlog[c] += 1
+        for name in sorted(full):
+            # shed load: a channel that is down (or slower than alerts arrive) must not stall the others
+            reason = (
+                f"channel {name}: backlog full ({self.config.max_backlog} waiting): the channel is down or "
+                "slower than the alerts arrive"
+            )
+            self._dead_letter(raw, reason, None, {**coordinates, "channel": name})
+        todo -= full
+        if not todo:
+            self._finished.put((partition, offset))
+            return
+        record = _Record(partition, offset, raw, coordinates, set(todo))
         link = link_for(self.config.link, item, routed.severity)
         for name in routed.channels:
             if name in todo:
@@ -167,8 +188,8 @@ class Dispatcher:
                 partition, offset = self._finished.get_nowait()
             except queue.Empty:
                 return out
-            self.ledger.finish(partition, offset)
-            out.append((partition, offset))
+            if self.ledger.finish(partition, offset):
+                out.append((partition, offset))
 
     # --------------------------------------------------------------------------------------- workers
     def start_workers(self) -> None:
@@ -188,6 +209,7 @@ class Dispatcher:
             rec = job.record
             rec.remaining.discard(channel)
             last = not rec.remaining
+            self._backlog[channel] -= 1
         if last:
             self._finished.put((rec.partition, rec.offset))
 
@@ -255,6 +277,8 @@ class Dispatcher:
         attempt = 0
         for attempt in range(1, attempts + 1):  # noqa: B007 (attempt is reported after the loop)
             outcome = self._send(channel, title, text, severity, items)
+            with self._lock:
+                self._failing[channel.name] = not outcome.ok and not outcome.permanent
             if outcome.ok or outcome.permanent:
                 break
             if attempt < attempts:
@@ -353,6 +377,7 @@ def run_kafka(
     """
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition
     from kafka.consumer.subscription_state import ConsumerRebalanceListener
+    from kafka.errors import KafkaError
     from kafka.structs import OffsetAndMetadata
 
     stop = stop or dispatcher.stop_event
@@ -371,14 +396,21 @@ def run_kafka(
         max_poll_records=500,
     )
 
+    unsent: dict[Any, int] = {}
+
     def commit() -> None:
         dispatcher.finished()
-        offsets = dispatcher.ledger.committable()
-        if not offsets:
+        unsent.update(dispatcher.ledger.committable())
+        if not unsent:
             return
-        consumer.commit({tp: OffsetAndMetadata(off, "", -1) for tp, off in offsets.items()})
+        try:
+            consumer.commit({tp: OffsetAndMetadata(off, "", -1) for tp, off in unsent.items()})
+        except KafkaError as exc:  # the broker is away or the group rebalances: try again next round
+            log.warning("commit of %d partition(s) failed, retried: %s", len(unsent), exc)
+            return
         if on_commit is not None:
-            on_commit(offsets)
+            on_commit(dict(unsent))
+        unsent.clear()
 
     class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         def on_partitions_revoked(self, revoked: Any) -> None:
@@ -388,6 +420,7 @@ def run_kafka(
                 log.warning("commit on revocation failed: %s", exc)
             for tp in revoked:
                 dispatcher.ledger.forget(tp)
+                unsent.pop(tp, None)
 
         def on_partitions_assigned(self, assigned: Any) -> None:
             log.info("assigned %s", sorted(str(tp) for tp in assigned))

@@ -49,13 +49,15 @@ class OffsetLedger:
         """An offset was read; it is in flight until :meth:`finish`."""
         self._pending.setdefault(partition, OrderedDict())[offset] = False
 
-    def finish(self, partition: Hashable, offset: int) -> None:
-        """Every channel of this record is done (delivered, deduplicated, skipped or dead-lettered)."""
+    def finish(self, partition: Hashable, offset: int) -> bool:
+        """Every channel of this record is done (delivered, deduplicated, skipped or dead-lettered). False
+        when the offset is not in flight: its partition was revoked meanwhile (the new owner reads it again).
+        """
         pending = self._pending.get(partition)
         if pending is None or offset not in pending:
-            msg = f"offset {offset} of {partition!r} was not taken"
-            raise KeyError(msg)
+            return False
         pending[offset] = True
+        return True
 
     def in_flight(self) -> int:
         return sum(1 for p in self._pending.values() for done in p.values() if not done)

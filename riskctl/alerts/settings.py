@@ -169,6 +169,12 @@ class AlertsConfig:
     dedup_size: int = 100_000
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
     digest_max_items: int = 50
+    #: per channel while it is failing: items queued, being retried or held for a digest; beyond, new items
+    #: for the channel are dead-lettered at once ("backlog full"), so a channel that is down cannot stall
+    #: the consumer
+    max_backlog: int = 1_000
+    #: records read and not finished (every channel delivered or dead-lettered); beyond, reading pauses
+    max_in_flight: int = 5_000
 
     def describe(self) -> dict[str, Any]:
         """The configuration without secrets, for ``riskctl alerts check``."""
@@ -478,6 +484,8 @@ _TOP_KEYS = (
     "dedup_size",
     "max_record_bytes",
     "digest_max_items",
+    "max_backlog",
+    "max_in_flight",
 )
 
 
@@ -557,6 +565,8 @@ def parse_config(doc: Any, env: Mapping[str, str], source: str = "<alerts config
             top.get("max_record_bytes"), "max_record_bytes", errs, 1024, 1_048_576, DEFAULT_MAX_RECORD_BYTES
         ),
         digest_max_items=_int(top.get("digest_max_items"), "digest_max_items", errs, 1, 1000, 50),
+        max_backlog=_int(top.get("max_backlog"), "max_backlog", errs, 1, 1_000_000, 1_000),
+        max_in_flight=_int(top.get("max_in_flight"), "max_in_flight", errs, 1, 1_000_000, 5_000),
     )
     if errs.lines:
         msg = f"{source} is not a valid alerts configuration:\n  " + "\n  ".join(errs.lines)

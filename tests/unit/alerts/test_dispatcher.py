@@ -207,3 +207,40 @@ def test_stopping_during_retries_leaves_the_record_uncommitted(make: Any) -> Non
     d.stop_workers(2)
     d.finished()
     assert d.ledger.committable() == {} and dead == []
+
+
+def test_a_channel_down_for_long_sheds_its_backlog_to_the_dead_letter_topic(make: Any) -> None:
+    d, sender, dead = make(max_backlog=2, delivery={"attempts": 100, "backoff_ms": 20, "max_backoff_ms": 20})
+    sender.failing.add("down")
+    feed(d, [alert_doc(alert_id="a0")])
+    wait_until(lambda: len(sender.delivered("down")) >= 1)  # "down" has failed: it is retrying a0
+    feed(d, [alert_doc(alert_id=f"a{i}") for i in range(1, 5)], start=1)
+    wait_until(lambda: len(sender.succeeded("up")) == 5)
+    assert [x["alert_id"] for x in dead] == ["a2", "a3", "a4"]
+    assert dead[0]["reason"].startswith("channel down: backlog full (2 waiting)")
+    assert dead[0]["channel"] == "down"
+    sender.failing.discard("down")
+    committable_eventually(d, {"p0": 5})
+    assert sender.succeeded("down") == [["a0"], ["a1"]]
+
+
+def test_reading_pauses_beyond_max_in_flight() -> None:
+    from riskctl.alerts.settings import parse_config as parse
+
+    cfg = parse(
+        {
+            "channels": {"h": {"type": "slack", "url": "https://x/y"}},
+            "default_channels": ["h"],
+            "max_in_flight": 7,
+        },
+        {},
+    )
+    d = Dispatcher(cfg, dead_letter_topic="dlq", produce=lambda *a: None, sender=FakeSender())
+    assert d.max_in_flight == 7
+
+
+def test_a_healthy_but_busy_channel_is_never_shed(make: Any) -> None:
+    d, sender, dead = make({"slow": {"type": "slack", "url": "https://x/y"}}, max_backlog=2)
+    feed(d, [alert_doc(alert_id=f"a{i}") for i in range(20)])
+    committable_eventually(d, {"p0": 20})
+    assert len(sender.succeeded("slow")) == 20 and dead == []

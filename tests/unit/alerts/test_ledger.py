@@ -36,14 +36,14 @@ def test_only_the_finished_prefix_of_a_partition_is_committable() -> None:
     assert ledger.in_flight() == 0
 
 
-def test_finishing_an_offset_never_taken_is_a_bug_that_shows() -> None:
-    ledger = OffsetLedger()
-    with pytest.raises(KeyError):
-        ledger.finish("p", 1)
-
-
-def test_a_revoked_partition_is_forgotten() -> None:
+def test_a_revoked_partition_is_forgotten_and_late_finishes_are_ignored() -> None:
     ledger = OffsetLedger()
     ledger.take("p", 1)
+    ledger.take("p", 2)
+    assert ledger.finish("p", 1)
     ledger.forget("p")
     assert ledger.in_flight() == 0 and ledger.committable() == {}
+    assert not ledger.finish("p", 2)  # a worker finishing after the revocation: nothing to commit
+    assert ledger.committable() == {}
+    ledger.take("p", 2)  # assigned again: read again from the committed offset
+    assert ledger.finish("p", 2) and ledger.committable() == {"p": 3}

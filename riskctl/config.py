@@ -149,6 +149,9 @@ class AlertsSettings:
     config: str = "alerts.yaml"  # routes, channels, templates, limits: see docs/alerts.md
     group_id: str = "riskctl-alerts"
     dead_letter_topic: str = "riskctl.alerts.dead-letter"
+    #: compacted topic of the delivered (channel, alert id) pairs: deduplication across restarts and
+    #: instances; empty: remembered in memory only
+    delivered_topic: str = "riskctl.alerts.delivered"
 
 
 @dataclass

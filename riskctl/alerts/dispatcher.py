@@ -121,6 +121,8 @@ class Dispatcher:
         #: the channel's last attempt failed (it is retrying): only then is its backlog shed
         self._failing: dict[str, bool] = dict.fromkeys(config.channels, False)
         self.clock = clock
+        #: called with (channel, id) after a delivery or dead letter (see riskctl.alerts.delivered_log)
+        self.remember: Callable[[str, str], None] | None = None
         self.stats = Stats()
         self.stop_event = threading.Event()
         self.ledger = OffsetLedger()
@@ -321,6 +323,9 @@ class Dispatcher:
                 with self._lock:
                     # remembered: a replay must not retry a channel that already took its N attempts
                     self.delivered.add((channel.name, j.item.id))
+        if self.remember is not None:
+            for j in jobs:
+                self.remember(channel.name, j.item.id)
         for j in jobs:
             self._done(j, channel.name)
 
@@ -369,11 +374,14 @@ def run_kafka(
     topics: Sequence[str],
     group_id: str,
     stop: threading.Event | None = None,
+    delivered_topic: str = "",
     idle_exit_s: float | None = None,
     on_commit: Callable[[dict[Any, int]], None] | None = None,
 ) -> Stats:
     """Consume ``topics`` in consumer group ``group_id`` until ``stop`` is set (or, with ``idle_exit_s``,
-    until nothing was read or in flight for that long); commit finished offsets as they move.
+    until nothing was read or in flight for that long); commit finished offsets as they move. With a
+    ``delivered_topic``, delivered ids are read from it first and written to it after each delivery
+    (:mod:`riskctl.alerts.delivered_log`).
     """
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition
     from kafka.consumer.subscription_state import ConsumerRebalanceListener
@@ -387,6 +395,20 @@ def run_kafka(
         producer.send(topic, value, key=key).get(timeout=30)
 
     dispatcher.produce = produce
+    delivered_log = None
+    if delivered_topic:
+        from riskctl.alerts.delivered_log import DeliveredLog, ensure_topic
+
+        ensure_topic(bootstrap, delivered_topic)
+
+        def add(key: tuple[str, str]) -> None:
+            with dispatcher._lock:
+                dispatcher.delivered.add(key)
+
+        delivered_log = DeliveredLog(bootstrap, delivered_topic, add)
+        loaded = delivered_log.start()
+        log.info("%d delivered id(s) read from %s", loaded, delivered_topic)
+        dispatcher.remember = delivered_log.remember
     consumer = KafkaConsumer(
         bootstrap_servers=bootstrap,
         group_id=group_id,
@@ -403,6 +425,8 @@ def run_kafka(
         unsent.update(dispatcher.ledger.committable())
         if not unsent:
             return
+        if delivered_log is not None:
+            delivered_log.flush()  # the ids of what is committed are written first
         try:
             consumer.commit({tp: OffsetAndMetadata(off, "", -1) for tp, off in unsent.items()})
         except KafkaError as exc:  # the broker is away or the group rebalances: try again next round
@@ -457,4 +481,6 @@ def run_kafka(
         finally:
             consumer.close(autocommit=False)
             producer.close(timeout=5)
+            if delivered_log is not None:
+                delivered_log.close()
     return dispatcher.stats

@@ -119,6 +119,7 @@ def run(
         topics=topics,
         group_id=group_id or settings.alerts.group_id,
         stop=stop,
+        delivered_topic=settings.alerts.delivered_topic,
         idle_exit_s=idle_exit,
     )
     if as_json:

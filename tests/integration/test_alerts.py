@@ -293,7 +293,11 @@ def dispatch(stack: Settings) -> Iterator[Callable[..., Running]]:
     running: list[Running] = []
 
     def start(
-        doc: dict[str, Any], topics: list[str], dead_letter_topic: str, group: str | None = None
+        doc: dict[str, Any],
+        topics: list[str],
+        dead_letter_topic: str,
+        group: str | None = None,
+        delivered_topic: str = "",
     ) -> Running:
         group = group or f"test-alerts-{uuid.uuid4().hex[:8]}"
         d = Dispatcher(parse_config(doc, {}), dead_letter_topic=dead_letter_topic, produce=lambda *a: None)
@@ -301,7 +305,13 @@ def dispatch(stack: Settings) -> Iterator[Callable[..., Running]]:
 
         def target() -> None:
             try:
-                run_kafka(d, bootstrap=stack.kafka_bootstrap, topics=topics, group_id=group)
+                run_kafka(
+                    d,
+                    bootstrap=stack.kafka_bootstrap,
+                    topics=topics,
+                    group_id=group,
+                    delivered_topic=delivered_topic,
+                )
             except BaseException as exc:
                 errors.append(exc)
                 raise
@@ -543,6 +553,44 @@ def test_beyond_the_rate_limit_alerts_arrive_as_one_digest(
     assert (stats.delivered, stats.digests, stats.digested_items) == (2, 1, 5)
 
 
+def test_after_a_restart_what_was_in_flight_is_delivered_and_nothing_is_sent_twice(
+    stack: Settings, topic: Callable[..., str], dispatch: Callable[..., Running]
+) -> None:
+    alerts_t, dlq = topic("alerts"), topic("alerts-dlq")
+    delivered_t = f"test-alerts-delivered-{uuid.uuid4().hex[:10]}"  # created compacted by the dispatcher
+    healthy, down = HttpReceiver(), HttpReceiver()
+    down.down()
+    group = f"test-alerts-{uuid.uuid4().hex[:8]}"
+    doc = {
+        "delivery": {"attempts": 100, "backoff_ms": 100, "max_backoff_ms": 200, "timeout_ms": 2000},
+        "channels": {
+            "healthy": {"type": "webhook", "url": healthy.url},
+            "down": {"type": "slack", "url": down.url},
+        },
+        "default_channels": ["healthy", "down"],
+    }
+    try:
+        first = dispatch(doc, [alerts_t], dlq, group=group, delivered_topic=delivered_t)
+        produce(stack, alerts_t, [alert(i) for i in range(3)])
+        wait_until(lambda: len(healthy.ok()) == 3, 30, "the healthy channel to get 3 alerts")
+        first.stop()  # "down" still owes 3: nothing was committed
+        assert committed(stack, group) == {}
+        down.up()
+        second = dispatch(doc, [alerts_t], dlq, group=group, delivered_topic=delivered_t)
+        wait_until(lambda: len(down.ok()) == 3, 30, "the recovered channel to get the 3 alerts")
+        want = end_offsets(stack, alerts_t)
+        wait_until(lambda: committed(stack, group) == want, 15, "the offsets to be committed")
+        time.sleep(0.5)
+        stats = second.stop()
+    finally:
+        healthy.down()
+        down.down()
+    assert len(healthy.ok()) == 3, "the restart read the 3 records again but sent none twice"
+    assert stats.read == 3 and stats.deduplicated == 3
+    texts = sorted(json.loads(r["body"])["text"] for r in down.ok())
+    assert all("transfer_velocity" in t for t in texts) and len(set(texts)) == 3
+
+
 def test_the_command_delivers_commits_and_a_second_run_sends_nothing_again(
     stack: Settings, topic: Callable[..., str], tmp_path: Path
 ) -> None:
@@ -562,6 +610,7 @@ def test_the_command_delivers_commits_and_a_second_run_sends_nothing_again(
         "RISKCTL_ALERTS_DEAD_LETTER_TOPIC": dlq,
         "RISKCTL_ALERTS_CONFIG": str(config),
         "RISKCTL_ALERTS_GROUP_ID": group,
+        "RISKCTL_ALERTS_DELIVERED_TOPIC": f"test-alerts-delivered-{uuid.uuid4().hex[:10]}",
     }
 
     def run_cli() -> dict[str, Any]:

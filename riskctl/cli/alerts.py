@@ -3,8 +3,8 @@
 ``run`` reads the job's alerts topic (``job.alerts_topic``) and, when the file says ``review_decisions:
 true``, the REVIEW decisions of ``job.decisions_topic``, in consumer group ``alerts.group_id``; it stops on
 SIGINT/SIGTERM after committing what was delivered. ``check`` validates the file and prints it without
-secrets. Exit codes: 2 for a configuration error (every ``field: reason`` listed), 3 when Kafka does not
-answer.
+secrets. Exit code 3 for a configuration error (every ``field: reason`` listed) or when Kafka does not
+answer, as riskctl.cli.common maps ConfigError and ServiceError.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ import click
 from riskctl.config import load_settings
 from riskctl.errors import ConfigError, ServiceError
 
-EXIT_CONFIG = 2
+#: as riskctl.cli.common (issue 12) maps ConfigError and ServiceError: not configured / unavailable
+EXIT_CONFIG = 3
 EXIT_UNAVAILABLE = 3
 _CTX = {"help_option_names": ["-h", "--help"], "show_default": True}
 

@@ -644,5 +644,5 @@ def test_the_command_delivers_commits_and_a_second_run_sends_nothing_again(
     assert (first["read"], first["delivered"]) == (4, 4)
     assert (second["read"], second["delivered"]) == (0, 0)
     assert len(hook.ok()) == 4
-    assert bad.returncode == 2
+    assert bad.returncode == 3
     assert "channels.hook.url: the environment variable TEST_ALERTS_HOOK_URL is not set" in bad.stderr

@@ -83,7 +83,11 @@ def test_a_review_decision_becomes_an_item_and_other_decisions_are_skipped() -> 
             "not JSON",
         ),
         (raw(alert_doc(ts=True)), "ts", "must be an integer, got bool"),
-        (raw(alert_doc(ts=2**63)).replace(b"9223372036854775808", b"18446744073709551616"), "ts", "got float"),
+        (
+            raw(alert_doc(ts=2**63)).replace(b"9223372036854775808", b"18446744073709551616"),
+            "ts",
+            "got float",
+        ),
         (raw(alert_doc(ts=1)).replace(b'"ts":1', b'"ts":1e400'), None, "not JSON"),
         (raw(alert_doc(ts="5")), "ts", "must be an integer, got str"),
         (raw(alert_doc(rule=None)), "rule", "must be an object, got NoneType"),

@@ -46,13 +46,13 @@ def test_check_shows_the_example_without_secrets(env: dict[str, str]) -> None:
         assert secret not in res.output
 
 
-def test_check_refuses_a_bad_file_with_exit_code_2_and_every_field(tmp_path: Path) -> None:
+def test_check_refuses_a_bad_file_with_exit_code_3_and_every_field(tmp_path: Path) -> None:
     bad = tmp_path / "alerts.yaml"
     bad.write_text(
         "channels:\n  h: {type: webhook, url: 'ftp://x'}\n"
         "routes: [{match: {actions: [BLOCK]}, channels: [h]}]\n"
     )
     res = CliRunner().invoke(cli, ["alerts", "check", "--config", str(bad)])
-    assert res.exit_code == 2
+    assert res.exit_code == 3
     assert "channels.h.url: must be an http:// or https:// URL" in res.output
     assert "routes[0].match.actions: 'BLOCK' is not one of PASS, REVIEW, REJECT" in res.output

@@ -259,48 +259,43 @@ class Dispatcher:
         jobs = list(unique.values())
         if not jobs:
             return
-        style = STYLE[channel.type]
-        if digest and len(jobs) > 1:
-            values = digest_values(
-                [(j.item, j.severity, j.link) for j in jobs],
-                style,
-                channel.name,
-                self.config.digest_max_items,
-            )
-            title, text = message(channel.digest_template, values)
-            severity = max((j.severity for j in jobs), key=_severity_rank)
-        else:
-            j = jobs[0]
-            title, text = message(channel.template, context(j.item, j.severity, j.link, style, channel.name))
-            severity = j.severity
         items = [j.item for j in jobs]
         attempts = self.config.delivery.attempts
-        outcome = Outcome(False, "not attempted")
         attempt = 0
-        for attempt in range(1, attempts + 1):  # noqa: B007 (attempt is reported after the loop)
-            outcome = self._send(channel, title, text, severity, items)
-            with self._lock:
-                self._failing[channel.name] = not outcome.ok and not outcome.permanent
-            if outcome.ok or outcome.permanent:
-                break
-            if attempt < attempts:
+        try:
+            title, text, severity = self._render(channel, jobs, digest)
+        except Exception as exc:  # a bug must not kill the worker: the items are dead-lettered with it
+            log.exception("channel %s: rendering failed", channel.name)
+            outcome = Outcome(
+                False, f"internal error: {type(exc).__name__}: {str(exc)[:200]}", permanent=True
+            )
+        else:
+            outcome = Outcome(False, "not attempted")
+            for attempt in range(1, attempts + 1):  # noqa: B007 (attempt is reported after the loop)
+                outcome = self._send(channel, title, text, severity, items)
                 with self._lock:
-                    self.stats.retries += 1
-                wait = backoff_s(
-                    attempt, self.config.delivery.backoff_ms, self.config.delivery.max_backoff_ms
-                )
-                log.warning(
-                    "channel %s: attempt %d/%d failed (%s); next in %.1fs",
-                    channel.name,
-                    attempt,
-                    attempts,
-                    outcome.reason,
-                    wait,
-                )
-                if self.stop_event.wait(wait):
-                    # stopping: leave these jobs unfinished (not committed: replayed at the next start)
-                    log.warning("channel %s: stopping with %d item(s) undelivered", channel.name, len(jobs))
-                    return
+                    self._failing[channel.name] = not outcome.ok and not outcome.permanent
+                if outcome.ok or outcome.permanent:
+                    break
+                if attempt < attempts:
+                    with self._lock:
+                        self.stats.retries += 1
+                    delivery = self.config.delivery
+                    wait = backoff_s(attempt, delivery.backoff_ms, delivery.max_backoff_ms)
+                    log.warning(
+                        "channel %s: attempt %d/%d failed (%s); next in %.1fs",
+                        channel.name,
+                        attempt,
+                        attempts,
+                        outcome.reason,
+                        wait,
+                    )
+                    if self.stop_event.wait(wait):
+                        # stopping: leave these jobs unfinished (not committed: replayed at the next start)
+                        log.warning(
+                            "channel %s: stopping with %d item(s) undelivered", channel.name, len(jobs)
+                        )
+                        return
         if outcome.ok:
             with self._lock:
                 for j in jobs:
@@ -328,6 +323,22 @@ class Dispatcher:
                 self.remember(channel.name, j.item.id)
         for j in jobs:
             self._done(j, channel.name)
+
+    def _render(self, channel: Channel, jobs: list[_Job], digest: bool) -> tuple[str, str, str]:
+        """(title, text, severity) of the message for ``jobs``: one item, or a digest of several."""
+        style = STYLE[channel.type]
+        if digest and len(jobs) > 1:
+            values = digest_values(
+                [(j.item, j.severity, j.link) for j in jobs],
+                style,
+                channel.name,
+                self.config.digest_max_items,
+            )
+            title, text = message(channel.digest_template, values)
+            return title, text, max((j.severity for j in jobs), key=_severity_rank)
+        j = jobs[0]
+        title, text = message(channel.template, context(j.item, j.severity, j.link, style, channel.name))
+        return title, text, j.severity
 
     def _send(
         self, channel: Channel, title: str, text: str, severity: str, items: list[AlertItem]

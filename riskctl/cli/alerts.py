@@ -88,6 +88,8 @@ def run(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # kafka-python logs every refused connection as an ERROR; what matters is reported by riskctl itself
+    logging.getLogger("kafka").setLevel(logging.WARNING if verbose else logging.CRITICAL)
     settings, config = _load(config_path)
     topics = [settings.job.alerts_topic]
     if config.review_decisions:
@@ -114,15 +116,21 @@ def run(
         f"{len(config.channels)} channel(s)",
         err=True,
     )
-    stats = run_kafka(
-        dispatcher,
-        bootstrap=settings.kafka_bootstrap,
-        topics=topics,
-        group_id=group_id or settings.alerts.group_id,
-        stop=stop,
-        delivered_topic=settings.alerts.delivered_topic,
-        idle_exit_s=idle_exit,
-    )
+    from kafka.errors import KafkaError
+
+    try:
+        stats = run_kafka(
+            dispatcher,
+            bootstrap=settings.kafka_bootstrap,
+            topics=topics,
+            group_id=group_id or settings.alerts.group_id,
+            stop=stop,
+            delivered_topic=settings.alerts.delivered_topic,
+            idle_exit_s=idle_exit,
+        )
+    except (ServiceError, KafkaError) as exc:
+        click.echo(f"error: kafka at {settings.kafka_bootstrap}: {exc}", err=True)
+        sys.exit(EXIT_UNAVAILABLE)
     if as_json:
         click.echo(json.dumps(asdict(stats)))
     else:

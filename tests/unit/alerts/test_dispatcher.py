@@ -244,3 +244,32 @@ def test_a_healthy_but_busy_channel_is_never_shed(make: Any) -> None:
     feed(d, [alert_doc(alert_id=f"a{i}") for i in range(20)])
     committable_eventually(d, {"p0": 20})
     assert len(sender.succeeded("slow")) == 20 and dead == []
+
+
+def test_a_sender_or_template_that_raises_dead_letters_and_the_worker_goes_on(make: Any) -> None:
+    d, sender, dead = make()
+
+    def boom(*args: Any) -> Outcome:
+        raise RuntimeError("boom")
+
+    d.sender = boom
+    feed(d, [alert_doc(alert_id="a1")])
+    committable_eventually(d, {"p0": 1})
+    assert {x["reason"] for x in dead} == {
+        "channel up: undeliverable after 3 attempt(s): internal error: RuntimeError: boom",
+        "channel down: undeliverable after 3 attempt(s): internal error: RuntimeError: boom",
+    }
+
+    def bad_render(*args: Any) -> Any:
+        raise KeyError("x")
+
+    d.sender = sender
+    d._render = bad_render  # type: ignore[method-assign]
+    feed(d, [alert_doc(alert_id="a2")], start=1)
+    committable_eventually(d, {"p0": 2})
+    assert dead[-1]["reason"].endswith("refused: internal error: KeyError: 'x'")
+    assert sender.calls == []
+    d._render = Dispatcher._render.__get__(d)  # type: ignore[method-assign]
+    feed(d, [alert_doc(alert_id="a3")], start=2)
+    committable_eventually(d, {"p0": 3})
+    assert sorted(ids[0] for ids in sender.succeeded("up") + sender.succeeded("down")) == ["a3", "a3"]

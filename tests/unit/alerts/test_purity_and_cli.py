@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -56,3 +57,22 @@ def test_check_refuses_a_bad_file_with_exit_code_3_and_every_field(tmp_path: Pat
     assert res.exit_code == 3
     assert "channels.h.url: must be an http:// or https:// URL" in res.output
     assert "routes[0].match.actions: 'BLOCK' is not one of PASS, REVIEW, REJECT" in res.output
+
+
+def test_run_without_kafka_exits_3_naming_the_broker(tmp_path: Path) -> None:
+    config = tmp_path / "alerts.yaml"
+    config.write_text("channels: {h: {type: webhook, url: 'http://127.0.0.1:9/x'}}\ndefault_channels: [h]\n")
+    res = subprocess.run(
+        [sys.executable, "-m", "riskctl.cli.main", "alerts", "run", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "RISKCTL_KAFKA_BOOTSTRAP": "127.0.0.1:1"},
+        timeout=60,
+        check=False,
+    )
+    assert res.returncode == 3
+    assert res.stderr.strip() == (
+        "error: kafka: no broker answers at 127.0.0.1:1: "
+        "run 'riskctl stack up' (or set RISKCTL_KAFKA_BOOTSTRAP)"
+    )

@@ -275,16 +275,19 @@ def alert(i: int, action: str = "REJECT", rule: str = "transfer_velocity", **ove
 
 
 class Running:
-    def __init__(self, dispatcher: Dispatcher, thread: threading.Thread, group: str) -> None:
+    def __init__(
+        self, dispatcher: Dispatcher, thread: threading.Thread, group: str, errors: list[BaseException]
+    ) -> None:
         self.dispatcher = dispatcher
         self.thread = thread
         self.group = group
-        self.stats: Stats | None = None
+        self.errors = errors
 
     def stop(self) -> Stats:
         self.dispatcher.stop_event.set()
         self.thread.join(30)
         assert not self.thread.is_alive(), "the dispatcher did not stop"
+        assert not self.errors, f"the dispatcher failed: {self.errors[0]!r}"
         return self.dispatcher.stats
 
 
@@ -318,7 +321,7 @@ def dispatch(stack: Settings) -> Iterator[Callable[..., Running]]:
 
         t = threading.Thread(target=target, daemon=True)
         t.start()
-        r = Running(d, t, group)
+        r = Running(d, t, group, errors)
         running.append(r)
         return r
 

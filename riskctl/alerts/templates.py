@@ -10,7 +10,8 @@ user id cannot inject a link or a mention. The ``link`` is its own template whos
 Fields: ``id``/``alert_id``, ``kind``, ``rule`` (the rule ids, comma separated), ``rule_version``,
 ``rules``, ``action``, ``severity``, ``reason``, ``user_id``, ``event_id``, ``trigger_event_id``, ``ts``
 (ms), ``time`` (UTC, ISO 8601), ``ruleset_version``, ``shadow``, ``explanation`` (one line per rule: the
-event fields and features its condition read, with their values; the events matched per sequence step),
+event fields and features its condition read, with their values; per sequence step, the events it matched
+with what each step read),
 ``link``; in a digest: ``count``, ``items``, ``channel``.
 """
 
@@ -64,27 +65,49 @@ def _value(value: Any) -> str:
     return _cut(text, MAX_VALUE_CHARS)
 
 
+def _values(section: Any) -> list[str]:
+    """``name = value`` for each entry of an evidence mapping (``fields`` or ``features``), at most 32."""
+    if not isinstance(section, Mapping):
+        return []
+    return [f"{_cut(str(name), 64)} = {_value(value)}" for name, value in list(section.items())[:32]]
+
+
 def explanation(item: AlertItem, style: str) -> str:
-    """One line per rule (and per sequence step): what made it fire, escaped for ``style``."""
+    """What made each rule fire, escaped for ``style``: one line per rule with the event fields its condition
+    read and its features (``evidence.fields``, ``evidence.features``); for a sequence, one line per step with
+    the events it matched and, when the record has them (``evidence.match.events``), what each event's step
+    read when it was matched.
+    """
     lines: list[str] = []
     for r in item.rules:
-        parts: list[str] = []
         ev = r.evidence
-        for section in ("event", "features"):
-            values = ev.get(section)
-            if isinstance(values, Mapping):
-                for name, value in list(values.items())[:32]:
-                    parts.append(f"{_cut(str(name), 64)} = {_value(value)}")
+        parts = _values(ev.get("fields")) + _values(ev.get("features"))
         for name, value in list(ev.items())[:32]:
-            if name not in ("event", "features", "match") and not isinstance(value, Mapping):
+            if name not in ("fields", "features", "match") and not isinstance(value, Mapping | list):
                 parts.append(f"{_cut(str(name), 64)} = {_value(value)}")
         head = f"{r.id} v{r.version} -> {r.action}"
         lines.append(escape(f"{head}: {', '.join(parts)}" if parts else head, style))
         match = ev.get("match")
-        if isinstance(match, Mapping) and isinstance(match.get("steps"), Mapping):
-            for step, ids in list(match["steps"].items())[:16]:
-                shown = ", ".join(_value(i) for i in ids[:10]) if isinstance(ids, list) else _value(ids)
-                lines.append(escape(f"  step {_cut(str(step), 64)}: {shown}", style))
+        if not isinstance(match, Mapping):
+            continue
+        raw_events, raw_steps = match.get("events"), match.get("steps")
+        events: Mapping[str, Any] = raw_events if isinstance(raw_events, Mapping) else {}
+        steps: Mapping[str, Any] = raw_steps if isinstance(raw_steps, Mapping) else {}
+        for step in list(dict.fromkeys([*steps, *events]))[:16]:
+            matched = events.get(step)
+            if isinstance(matched, list) and matched:
+                shown = []
+                for e in matched[:10]:
+                    if not isinstance(e, Mapping):
+                        continue
+                    read = _values(e.get("fields")) + _values(e.get("features"))
+                    eid = _value(e.get("event_id"))
+                    shown.append(f"{eid} ({', '.join(read)})" if read else eid)
+                text = "; ".join(shown)
+            else:
+                ids = steps.get(step)
+                text = ", ".join(_value(i) for i in ids[:10]) if isinstance(ids, list) else _value(ids)
+            lines.append(escape(f"  step {_cut(str(step), 64)}: {text}", style))
     bullet = "- " if style in ("markdown", "slack") else "  "
     return _cut("\n".join(bullet + line for line in lines), MAX_EXPLANATION_CHARS)
 

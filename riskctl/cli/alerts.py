@@ -3,13 +3,12 @@
 ``run`` reads the job's alerts topic (``job.alerts_topic``) and, when the file says ``review_decisions:
 true``, the REVIEW decisions of ``job.decisions_topic``, in consumer group ``alerts.group_id``; it stops on
 SIGINT/SIGTERM after committing what was delivered. ``check`` validates the file and prints it without
-secrets. Exit code 3 for a configuration error (every ``field: reason`` listed) or when Kafka does not
-answer, as riskctl.cli.common maps ConfigError and ServiceError.
+secrets. Errors end through :mod:`riskctl.cli.common`: exit code 3 for a configuration error (every
+``field: reason`` listed) or when Kafka does not answer.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -20,43 +19,34 @@ from typing import Any
 
 import click
 
-from riskctl.config import load_settings
-from riskctl.errors import ConfigError, ServiceError
-
-#: as riskctl.cli.common (issue 12) maps ConfigError and ServiceError: not configured / unavailable
-EXIT_CONFIG = 3
-EXIT_UNAVAILABLE = 3
-_CTX = {"help_option_names": ["-h", "--help"], "show_default": True}
+from riskctl.cli.common import CONTEXT_SETTINGS, emit_json, fail_on, handles_errors, json_option, set_option
+from riskctl.config import Settings, load_settings
+from riskctl.errors import ServiceError
 
 
-def _load(config_path: str | None) -> tuple[Any, Any]:
+def _load(config_path: str | None, overrides: tuple[str, ...] = ()) -> tuple[Settings, Any]:
     from riskctl.alerts.settings import load_config
 
-    try:
-        settings = load_settings()
-        config = load_config(config_path or settings.alerts.config, os.environ)
-    except ConfigError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_CONFIG)
-    return settings, config
+    settings = load_settings(overrides=overrides)
+    return settings, load_config(config_path or settings.alerts.config, os.environ)
 
 
-@click.group(context_settings=_CTX)
+@click.group(context_settings=CONTEXT_SETTINGS)
 def alerts() -> None:
-    """Deliver the job's alerts (and REVIEW decisions) to webhooks, DingTalk, Slack and e-mail."""
+    """Deliver alerts to reviewers: webhooks, DingTalk, Slack, e-mail."""
 
 
-@alerts.command(context_settings=_CTX)
-@click.option(
-    "--config", "config_path", default=None, help="The alerts file [default: alerts.config setting]."
-)
-@click.option("--json", "as_json", is_flag=True, help="The configuration as JSON.")
-def check(config_path: str | None, as_json: bool) -> None:
+@alerts.command(context_settings=CONTEXT_SETTINGS)
+@click.option("--config", "config_path", default=None, help="The alerts file [default: alerts.config].")
+@set_option
+@json_option("The configuration (without secrets) as JSON.")
+@handles_errors
+def check(config_path: str | None, overrides: tuple[str, ...], as_json: bool) -> None:
     """Validate the alerts file and show it without secrets."""
-    _, config = _load(config_path)
+    _, config = _load(config_path, overrides)
     described = config.describe()
     if as_json:
-        click.echo(json.dumps(described, indent=2))
+        emit_json(described)
         return
     click.echo(f"ok: {len(config.channels)} channel(s), {len(config.routes)} route(s)")
     for ch in described["channels"]:
@@ -66,20 +56,28 @@ def check(config_path: str | None, as_json: bool) -> None:
         click.echo(f"  route {i}: {r['match'] or 'any'} -> {', '.join(r['channels']) or 'nowhere'}{stop}")
 
 
-@alerts.command(context_settings=_CTX)
-@click.option(
-    "--config", "config_path", default=None, help="The alerts file [default: alerts.config setting]."
-)
-@click.option("--group-id", default=None, help="Kafka consumer group [default: alerts.group_id setting].")
-@click.option(
-    "--idle-exit", type=float, default=None, help="Stop after S seconds with nothing read or in flight."
-)
-@click.option("--json", "as_json", is_flag=True, help="Print the final counts as JSON.")
+@alerts.command(context_settings=CONTEXT_SETTINGS)
+@click.option("--config", "config_path", default=None, help="The alerts file [default: alerts.config].")
+@click.option("--group-id", default=None, help="Kafka consumer group [default: alerts.group_id].")
+@click.option("--idle-exit", type=float, default=None, help="Stop after S seconds with nothing to do.")
+@set_option
+@json_option("The final counts as JSON.")
 @click.option("-v", "--verbose", is_flag=True, help="Log every delivery attempt.")
+@handles_errors
 def run(
-    config_path: str | None, group_id: str | None, idle_exit: float | None, as_json: bool, verbose: bool
+    config_path: str | None,
+    group_id: str | None,
+    idle_exit: float | None,
+    overrides: tuple[str, ...],
+    as_json: bool,
+    verbose: bool,
 ) -> None:
-    """Read alerts from Kafka and deliver them until stopped (SIGINT/SIGTERM)."""
+    """Deliver alerts from Kafka until stopped.
+
+    Stops on SIGINT/SIGTERM after committing what was delivered.
+    """
+    from kafka.errors import KafkaError
+
     from riskctl.alerts.dispatcher import Dispatcher, run_kafka
     from riskctl.kafka_admin import ensure_topics
 
@@ -90,49 +88,42 @@ def run(
     )
     # kafka-python logs every refused connection as an ERROR; what matters is reported by riskctl itself
     logging.getLogger("kafka").setLevel(logging.WARNING if verbose else logging.CRITICAL)
-    settings, config = _load(config_path)
+    settings, config = _load(config_path, overrides)
     topics = [settings.job.alerts_topic]
     if config.review_decisions:
         topics.append(settings.job.decisions_topic)
-    try:
-        ensure_topics(settings.kafka_bootstrap, [*topics, settings.alerts.dead_letter_topic])
-    except ServiceError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_UNAVAILABLE)
+    ensure_topics(settings.kafka_bootstrap, [*topics, settings.alerts.dead_letter_topic])
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
 
-    def unused_produce(topic: str, key: bytes | None, value: bytes) -> None:
+    def no_producer_yet(topic: str, key: bytes | None, value: bytes) -> None:
         msg = "run_kafka sets the producer"
         raise RuntimeError(msg)
 
     dispatcher = Dispatcher(
-        config, dead_letter_topic=settings.alerts.dead_letter_topic, produce=unused_produce
+        config, dead_letter_topic=settings.alerts.dead_letter_topic, produce=no_producer_yet
     )
     dispatcher.stop_event = stop
+    group = group_id or settings.alerts.group_id
     click.echo(
-        f"riskctl alerts: reading {', '.join(topics)} as group {group_id or settings.alerts.group_id}; "
-        f"{len(config.channels)} channel(s)",
+        f"riskctl alerts: reading {', '.join(topics)} as group {group}; {len(config.channels)} channel(s)",
         err=True,
     )
-    from kafka.errors import KafkaError
-
     try:
         stats = run_kafka(
             dispatcher,
             bootstrap=settings.kafka_bootstrap,
             topics=topics,
-            group_id=group_id or settings.alerts.group_id,
+            group_id=group,
             stop=stop,
             delivered_topic=settings.alerts.delivered_topic,
             idle_exit_s=idle_exit,
         )
-    except (ServiceError, KafkaError) as exc:
-        click.echo(f"error: kafka at {settings.kafka_bootstrap}: {exc}", err=True)
-        sys.exit(EXIT_UNAVAILABLE)
+    except KafkaError as exc:
+        fail_on(ServiceError("kafka", f"{settings.kafka_bootstrap}: {exc}"), as_json=as_json)
     if as_json:
-        click.echo(json.dumps(asdict(stats)))
+        emit_json(asdict(stats), indent=None)
     else:
         click.echo(
             f"read {stats.read}, delivered {stats.delivered}, digests {stats.digests} "

@@ -376,7 +376,7 @@ def test_alerts_and_review_decisions_reach_every_channel_kind(
                     "id": "big_transfer",
                     "version": 2,
                     "action": "REVIEW",
-                    "evidence": {"event": {"amount": 9e4}},
+                    "evidence": {"fields": {"amount": 9e4}},
                 }
             ],
             "shadow": [],

@@ -17,7 +17,7 @@ def alert_doc(**over: Any) -> dict[str, Any]:
             "id": "transfer_velocity",
             "version": 3,
             "action": "REVIEW",
-            "evidence": {"features": {"sum_5m": 61000}, "event": {"amount": 9000}},
+            "evidence": {"features": {"sum_5m": 61000}, "fields": {"amount": 9000}},
         },
         "shadow": False,
         "event_id": "e1",

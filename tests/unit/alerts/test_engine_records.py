@@ -35,6 +35,7 @@ def test_the_engines_alerts_and_review_decisions_parse_route_and_render() -> Non
         },
         {},
     )
+    explained = []
     for record in alerts + reviews:
         item = parse_item(orjson.dumps(record.to_dict()))
         assert item is not None
@@ -45,3 +46,7 @@ def test_the_engines_alerts_and_review_decisions_parse_route_and_render() -> Non
             )
             assert item.rule.id.replace("_", "\\_") in body or item.rule.id in body
             assert title
+        explained.append(context(item, routed.severity, "", "text")["explanation"])
+    # the values that made the rules fire reach the message: fields/features and sequence steps
+    assert any(" = " in text for text in explained)
+    assert any("step " in text and " = " in text.partition("step ")[2] for text in explained)

@@ -20,7 +20,7 @@ def test_an_alert_of_the_job_becomes_an_item() -> None:
         3,
     )
     assert item.rule.evidence["features"] == {"sum_5m": 61000}
-    assert item.to_dict()["rules"][0]["evidence"]["event"] == {"amount": 9000}
+    assert item.to_dict()["rules"][0]["evidence"]["fields"] == {"amount": 9000}
 
 
 def test_the_record_written_by_the_engine_parses() -> None:

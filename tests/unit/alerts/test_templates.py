@@ -21,7 +21,7 @@ def item(user: str = "u1", evidence: dict | None = None) -> AlertItem:
     ev = (
         evidence
         if evidence is not None
-        else {"features": {"sum_5m": 61000, "new_city": True}, "event": {"amount": 9000}}
+        else {"features": {"sum_5m": 61000, "new_city": True}, "fields": {"amount": 9000}}
     )
     return AlertItem(
         "r:1:rule_alert:e1",
@@ -49,13 +49,23 @@ def test_the_explanation_lists_each_value_that_made_the_rule_fire() -> None:
     assert "amount = 9000" in text and "sum_5m = 61000" in text and "new_city = true" in text
 
 
-def test_sequence_steps_are_listed() -> None:
+def test_sequence_steps_are_listed_with_what_each_matched_event_read() -> None:
     ev = {
-        "features": {},
-        "match": {"steps": {"login": ["e1"], "transfer": ["e2", "e3"]}, "start_ts": 1, "end_ts": 2},
+        "match": {
+            "steps": {"login": ["e1"], "transfer": ["e2", "e3"]},
+            "start_ts": 1,
+            "end_ts": 2,
+            "events": {
+                "login": [{"event_id": "e1", "fields": {"type": "login"}, "features": {"new_city": True}}],
+                "transfer": [{"event_id": "e2", "fields": {}, "features": {}}, {"event_id": "e3"}],
+            },
+        }
     }
     text = explanation(item(evidence=ev), "text")
-    assert "step login: e1" in text and "step transfer: e2, e3" in text
+    assert "step login: e1 (type = login, new_city = true)" in text
+    assert "step transfer: e2; e3" in text
+    old_shape = {"match": {"steps": {"login": ["e1"], "transfer": ["e2", "e3"]}, "start_ts": 1, "end_ts": 2}}
+    assert "step transfer: e2, e3" in explanation(item(evidence=old_shape), "text")
 
 
 def test_values_from_the_record_cannot_inject_markup() -> None:

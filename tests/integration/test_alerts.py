@@ -594,6 +594,47 @@ def test_after_a_restart_what_was_in_flight_is_delivered_and_nothing_is_sent_twi
     assert all("transfer_velocity" in t for t in texts) and len(set(texts)) == 3
 
 
+def group_state(settings: Settings, group: str) -> tuple[str, int]:
+    """(state, members) of a consumer group."""
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    try:
+        (info,) = admin.describe_consumer_groups([group])
+        return str(info.state), len(info.members)
+    finally:
+        admin.close()
+
+
+def test_two_instances_in_one_group_share_the_partitions_and_deliver_each_alert_once(
+    stack: Settings, topic: Callable[..., str], dispatch: Callable[..., Running]
+) -> None:
+    alerts_t, dlq = topic("alerts", partitions=2), topic("alerts-dlq")
+    delivered_t = f"test-alerts-delivered-{uuid.uuid4().hex[:10]}"
+    hook = HttpReceiver()
+    group = f"test-alerts-{uuid.uuid4().hex[:8]}"
+    doc = {
+        "delivery": FAST,
+        "channels": {"hook": {"type": "webhook", "url": hook.url}},
+        "default_channels": ["hook"],
+    }
+    try:
+        a = dispatch(doc, [alerts_t], dlq, group=group, delivered_topic=delivered_t)
+        b = dispatch(doc, [alerts_t], dlq, group=group, delivered_topic=delivered_t)
+        wait_until(lambda: group_state(stack, group) == ("Stable", 2), 60, "both instances in the group")
+        produce(stack, alerts_t, [alert(i) for i in range(20)])
+        wait_until(lambda: len(hook.ok()) >= 20, 30, "20 deliveries")
+        want = end_offsets(stack, alerts_t)
+        wait_until(lambda: committed(stack, group) == want, 15, "the offsets to be committed")
+        time.sleep(0.5)
+        stats_a, stats_b = a.stop(), b.stop()
+    finally:
+        hook.down()
+    ids = [json.loads(r["body"])["items"][0]["id"] for r in hook.ok()]
+    assert sorted(ids) == sorted(f"transfer_velocity:1:rule_alert:e{i}" for i in range(20))
+    assert stats_a.read > 0 and stats_b.read > 0 and stats_a.read + stats_b.read == 20
+
+
 def test_the_command_delivers_commits_and_a_second_run_sends_nothing_again(
     stack: Settings, topic: Callable[..., str], tmp_path: Path
 ) -> None:

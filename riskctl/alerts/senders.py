@@ -8,6 +8,7 @@ tokens) never appears in a reason.
 
 from __future__ import annotations
 
+import http.client
 import smtplib
 import socket
 import ssl
@@ -41,14 +42,10 @@ def post(channel_type: str, request: HttpRequest, timeout_s: float) -> Outcome:
         return read_http_answer(channel_type, exc.code, body)
     except urllib.error.URLError as exc:
         return Outcome(False, f"cannot reach the receiver: {_reason(exc.reason)}")
-    except (OSError, ValueError, http_client_errors()) as exc:
+    except (ValueError, http.client.InvalidURL) as exc:  # its message quotes the URL, which may hold a token
+        return Outcome(False, f"the channel's URL cannot be used ({type(exc).__name__})", permanent=True)
+    except (OSError, http.client.HTTPException) as exc:
         return Outcome(False, f"cannot reach the receiver: {_reason(exc)}")
-
-
-def http_client_errors() -> type[Exception]:
-    import http.client
-
-    return http.client.HTTPException
 
 
 def _reason(exc: object) -> str:

@@ -111,3 +111,19 @@ def test_answers_are_read_per_channel(
 def test_backoff_doubles_and_is_capped() -> None:
     assert [backoff_s(a, 500, 3000) for a in (1, 2, 3, 4, 5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
     assert backoff_s(10_000, 500, 3000) == 3.0
+
+
+def test_a_receiver_that_does_not_answer_or_a_bad_url_is_reported_without_the_url() -> None:
+    import socket
+
+    from riskctl.alerts.messages import HttpRequest
+    from riskctl.alerts.senders import post
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    refused = post("webhook", HttpRequest(f"http://127.0.0.1:{port}/x?token=SECRET", b"{}"), 2)
+    assert not refused.ok and not refused.permanent
+    assert "refused" in refused.reason.lower() and "SECRET" not in refused.reason
+    bad = post("webhook", HttpRequest("http://127.0.0.1:notaport/x?token=SECRET", b"{}"), 2)
+    assert not bad.ok and bad.permanent and "SECRET" not in bad.reason and "notaport" not in bad.reason

@@ -295,11 +295,21 @@ def _secret(value: Any, where: str, errs: _Errors, env: Mapping[str, str], *, re
 def _url(value: str, where: str, errs: _Errors) -> None:
     if not value:
         return
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        errs.add(
-            where, "must be an http:// or https:// URL with a host (value not shown: it may hold a token)"
+    try:
+        parts = urlsplit(value)
+        ok = (
+            parts.scheme in ("http", "https")
+            and bool(parts.hostname)
+            and (parts.port is None or parts.port > 0)
         )
+    except ValueError:  # a port that is not a number, or out of range
+        ok = False
+    if not ok or any(c in value for c in "\r\n\t "):
+        msg = (
+            "must be an http:// or https:// URL with a host and a valid port "
+            "(value not shown: it may hold a token)"
+        )
+        errs.add(where, msg)
 
 
 def check_template(text: Any, where: str, errs: _Errors, allowed: frozenset[str] = TEMPLATE_FIELDS) -> str:

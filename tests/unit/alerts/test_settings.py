@@ -75,6 +75,18 @@ def test_missing_environment_variables_are_named(env: dict[str, str]) -> None:
             "channels.bad name: a channel name",
         ),
         (
+            minimal(channels={"h": {"type": "webhook", "url": "http://127.0.0.1:notaport/x?token=SECRET"}}),
+            "channels.h.url: must be an http:// or https:// URL with a host and a valid port",
+        ),
+        (
+            minimal(channels={"h": {"type": "webhook", "url": "http://127.0.0.1:99999/x"}}),
+            "channels.h.url: must be an http:// or https:// URL with a host and a valid port",
+        ),
+        (
+            minimal(channels={"h": {"type": "webhook", "url": "http://a/x y"}}),
+            "channels.h.url: must be an http:// or https:// URL",
+        ),
+        (
             minimal(channels={"h": {"type": "webhook", "url": {"env": "NOPE"}}}),
             "channels.h.url: the environment variable NOPE is not set",
         ),

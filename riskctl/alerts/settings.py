@@ -394,11 +394,16 @@ def _channel(name: str, raw: Any, errs: _Errors, env: Mapping[str, str]) -> Chan
             errs.add(f"{where}.host", "missing (the SMTP server's host name)")
             host = ""
         sender = doc.get("from")
-        if not isinstance(sender, str) or "@" not in sender or len(sender) > 254:
+        if (
+            not isinstance(sender, str)
+            or "@" not in sender
+            or len(sender) > 254
+            or set(sender) & set("\r\n, ")
+        ):
             errs.add(f"{where}.from", "must be an e-mail address")
             sender = ""
         to = _str_list(doc.get("to"), f"{where}.to", errs)
-        if not to or any("@" not in a or "\n" in a or "\r" in a for a in to):
+        if not to or any("@" not in a or set(a) & set("\r\n, ") for a in to):
             errs.add(f"{where}.to", "must be a non-empty list of e-mail addresses")
         username = doc.get("username", "")
         if not isinstance(username, str):

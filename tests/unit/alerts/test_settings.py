@@ -87,6 +87,10 @@ def test_missing_environment_variables_are_named(env: dict[str, str]) -> None:
             "channels.h.url: must be an http:// or https:// URL",
         ),
         (
+            minimal(channels={"m": {"type": "email", "host": "h", "from": "a@b\r\nBcc: x@y", "to": ["x@y"]}}),
+            "channels.m.from: must be an e-mail address",
+        ),
+        (
             minimal(channels={"h": {"type": "webhook", "url": {"env": "NOPE"}}}),
             "channels.h.url: the environment variable NOPE is not set",
         ),

@@ -96,9 +96,10 @@ class Stats:
 
 
 class Dispatcher:
-    """Reads ``topics`` with ``consumer``-like I/O supplied by :meth:`run`; delivers through ``sender``;
-    dead letters go to ``dead_letter_topic`` through ``produce(topic, key, value)`` (which must block until
-    the broker has the record, and raise when it cannot).
+    """Takes records through :meth:`accept` (:func:`run_kafka` feeds it from Kafka); delivers through
+    ``sender``, one worker thread per channel; dead letters go to ``dead_letter_topic`` through
+    ``produce(topic, key, value)`` (which must block until the broker has the record, and raise when it
+    cannot); :meth:`finished` and ``ledger`` say which offsets may be committed.
     """
 
     def __init__(

@@ -25,6 +25,7 @@ _COMMANDS: dict[str, str] = {
     "simulate": "riskctl.cli.simulate:simulate",
     "decisions": "riskctl.cli.decisions:decisions",
     "demo": "riskctl.cli.demo:demo",
+    "alerts": "riskctl.cli.alerts:alerts",
     "console": "riskctl.cli.console:console",
 }
 

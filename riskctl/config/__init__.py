@@ -24,6 +24,7 @@ from __future__ import annotations
 from riskctl.config.loading import Resolved, apply_overrides, load_settings, resolve
 from riskctl.config.settings import (
     PROJECT_ROOT,
+    AlertsSettings,
     FlinkSettings,
     JobSettings,
     KafkaSettings,
@@ -34,6 +35,7 @@ from riskctl.config.settings import (
 
 __all__ = [
     "PROJECT_ROOT",
+    "AlertsSettings",
     "FlinkSettings",
     "JobSettings",
     "KafkaSettings",

@@ -159,12 +159,31 @@ class JobSettings:
 
 
 @dataclass
+class AlertsSettings:
+    """``riskctl alerts``: its routing/channels file and its Kafka side. It reads job.alerts_topic, and
+    job.decisions_topic for REVIEW decisions when the file says ``review_decisions: true``.
+    """
+
+    config: str = text("alerts.yaml")  # routes, channels, templates, limits: see docs/alerts.md
+    group_id: str = text("riskctl-alerts")
+    dead_letter_topic: str = setting("riskctl.alerts.dead-letter", **_TOPIC)
+    #: compacted topic of the delivered (channel, alert id) pairs: deduplication across restarts and
+    #: instances; empty: remembered in memory only
+    delivered_topic: str = setting(
+        "riskctl.alerts.delivered",
+        pattern=r"([A-Za-z0-9._-]{1,249})?",
+        shape="empty or a Kafka topic name (1-249 letters, digits, '.', '_', '-')",
+    )
+
+
+@dataclass
 class Settings:
     stack: StackSettings = field(default_factory=StackSettings)
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     mysql: MysqlSettings = field(default_factory=MysqlSettings)
     flink: FlinkSettings = field(default_factory=FlinkSettings)
     job: JobSettings = field(default_factory=JobSettings)
+    alerts: AlertsSettings = field(default_factory=AlertsSettings)
 
     # -- derived values: what a client connects to -------------------------------------------------------
     @property

@@ -141,12 +141,51 @@ class JobSettings:
 
 
 @dataclass
+class ServeSettings:
+    """``riskctl serve``, the synchronous decision API (docs/api.md). Its limits on events are the job's
+    (``job.max_event_bytes`` ...), on purpose: the API refuses exactly what the job would dead-letter."""
+
+    host: str = "127.0.0.1"
+    port: int = 8088
+    #: this instance's name (reply keys, probe user); empty: <hostname>-<pid>
+    instance: str = ""
+    #: the topic where the job also writes the decision of an event that carries a ``reply_to`` key; empty:
+    #: the job writes no replies (and ``riskctl serve`` refuses to start)
+    replies_topic: str = "riskctl.replies"
+    #: partitions of the replies topic when it is created: the most instances that get a partition each
+    replies_partitions: int = 16
+    #: the partition of the replies topic this instance reads; -1: derived from the instance name (crc32)
+    reply_partition: int = -1
+    #: wait for the job's decision this long by default (fits a 200 ms budget with room for the network)
+    timeout_ms: int = 150
+    #: bounds of the ``timeout_ms`` a request may ask for
+    min_timeout_ms: int = 5
+    max_timeout_ms: int = 10_000
+    #: what to answer when the decision does not come in time: open (PASS), review (REVIEW), reject (REJECT)
+    fallback: str = "open"
+    #: idempotency by event_id: how long and how many requests are remembered (per instance)
+    idempotency_ttl_ms: int = 600_000
+    idempotency_max_entries: int = 100_000
+    #: requests waiting for a decision at once; beyond: 503
+    max_in_flight: int = 20_000
+    #: /readyz needs a decision round trip within this window; a probe event is sent when none happened
+    #: for probe_interval_ms (0: no probes, readiness then depends on real traffic)
+    ready_window_ms: int = 10_000
+    probe_interval_ms: int = 2_000
+    #: on SIGTERM, in-flight requests get this long to finish before Kafka is closed
+    shutdown_timeout_ms: int = 10_000
+    #: the producer gives up delivering an event after this long (the request has its fallback by then)
+    produce_timeout_ms: int = 5_000
+
+
+@dataclass
 class Settings:
     stack: StackSettings = field(default_factory=StackSettings)
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     mysql: MysqlSettings = field(default_factory=MysqlSettings)
     flink: FlinkSettings = field(default_factory=FlinkSettings)
     job: JobSettings = field(default_factory=JobSettings)
+    serve: ServeSettings = field(default_factory=ServeSettings)
 
     # -- derived values: what a client connects to -------------------------------------------------------
     @property

@@ -20,6 +20,7 @@ _COMMANDS: dict[str, str] = {
     "simulate": "riskctl.cli.simulate:simulate",
     "decisions": "riskctl.cli.decisions:decisions",
     "demo": "riskctl.cli.demo:demo",
+    "serve": "riskctl.cli.serve:serve",
 }
 
 

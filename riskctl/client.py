@@ -94,9 +94,10 @@ def _result(status: int, body: bytes) -> DecisionResult | None:
     if 400 <= status < 500 and status != 429:
         try:
             err = json.loads(body)["error"]
-            raise RequestRefused(status, str(err.get("reason")), err.get("field"))
+            reason, fld = str(err["reason"]), err.get("field")
         except (ValueError, KeyError, TypeError):
-            raise RequestRefused(status, body[:200].decode("utf-8", "replace")) from None
+            reason, fld = body[:200].decode("utf-8", "replace"), None
+        raise RequestRefused(status, reason, fld if isinstance(fld, str) else None)
     return None
 
 

@@ -138,6 +138,11 @@ class KafkaBus:
                 "enable.auto.commit": False,
                 "fetch.wait.max.ms": 10,
                 "reconnect.backoff.max.ms": 1000,
+                # librdkafka reads committed records only by default: with job.delivery=exactly-once a reply
+                # would wait for the job's next checkpoint (seconds). A reply of an aborted transaction is
+                # decided again after the job's restore, and that second decision is the one remembered
+                # only if the first did not arrive: see docs/api.md.
+                "isolation.level": "read_uncommitted",
             }
         )
         tp = TopicPartition(self.replies_topic, self.partition)

@@ -73,6 +73,39 @@ def event(user: str, n: int, rng: random.Random) -> dict[str, Any]:
     return ev
 
 
+class InstantBus:
+    """``--in-memory``: the API without Kafka or job: each event is "decided" (PASS) on the next loop turn.
+    What is left is the API's own cost: HTTP, validation, idempotency memory, futures, JSON."""
+
+    reply_key = "bench:0"
+    kafka_ok = True
+    kafka_error = ""
+    partition = 0
+
+    def __init__(self) -> None:
+        self.on_decision: Any = None
+
+    def produce(self, key: bytes, value: bytes, on_failure: Any) -> None:
+        ev = json.loads(value)
+        doc = {"kind": "decision", "event_id": ev["event_id"], "user_id": ev["user_id"], "type": ev["type"]}
+        doc.update(
+            ts=ev["ts"], action="PASS", rules=[], shadow=[], ruleset_version="x", late=False, too_late=False
+        )
+        asyncio.get_running_loop().call_soon(self.on_decision, doc)
+
+
+def serve_in_memory(port: int) -> None:
+    from aiohttp import web
+
+    from riskctl.serve.app import Api
+
+    settings = load_settings()
+    bus = InstantBus()
+    api = Api(settings, bus, instance="bench")  # type: ignore[arg-type]
+    bus.on_decision = api.service.on_decision
+    web.run_app(api.app, host="127.0.0.1", port=port, access_log=None, print=None)
+
+
 class Processes:
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
@@ -216,14 +249,70 @@ async def load(url: str, rate: int, seconds: float, connections: int, seed: int)
     }
 
 
+def in_memory(args: argparse.Namespace) -> None:
+    """The API's own cost: the same load against an instance whose bus decides at once."""
+    tmp = Path(tempfile.mkdtemp(prefix="api-bench-mem-"))
+    procs = Processes(tmp)
+    port = _free_port()
+    runs = []
+    try:
+        procs.start(
+            "serve", [sys.executable, str(Path(__file__).resolve()), "--serve-in-memory", str(port)], {}
+        )
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(base + "/healthz", timeout=2).close()  # noqa: S310
+                break
+            except OSError:
+                time.sleep(0.1)
+        asyncio.run(load(base + "/v1/decisions", 100, 2, args.connections, seed=0))
+        for i, rate in enumerate(int(r) for r in args.rates.split(",")):
+            run = asyncio.run(load(base + "/v1/decisions", rate, args.seconds, args.connections, seed=i + 1))
+            runs.append(run)
+            print(json.dumps(run), flush=True)
+    finally:
+        procs.stop()
+    out = Path(args.out or RESULTS / "api-in-memory.json")
+    doc = {"api_in_memory": {"command": "bench/api_bench.py " + " ".join(sys.argv[1:]), "runs": runs}}
+    out.write_text(json.dumps(doc, indent=2) + "\n")
+    lines = [
+        "# riskctl serve alone (in-memory bus: no Kafka, no job)",
+        "",
+        f"Command: `.venv/bin/python {doc['api_in_memory']['command']}` "
+        f"({time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}, {os.cpu_count()} cores shared by the API "
+        "and the load generator).",
+        "",
+        "| target req/s | achieved | client p50 | p99 | p99.9 ms | API elapsed p50 / p99 ms | errors |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in runs:
+        c, a = r["client_ms"], r["api_elapsed_ms"]
+        lines.append(
+            f"| {r['target_rate']} | {r['achieved_send_rate']} | {c['p50']} | {c['p99']} | {c['p99.9']} | "
+            f"{a['p50']} / {a['p99']} | {r['errors']} |"
+        )
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {out}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rates", default="200,1000,5000")
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--connections", type=int, default=256)
     ap.add_argument("--direct-rate", type=float, default=50)
-    ap.add_argument("--out", default=str(RESULTS / "api.json"))
+    ap.add_argument("--in-memory", action="store_true", help="the API alone: no Kafka, no job (its own cost)")
+    ap.add_argument("--serve-in-memory", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    ap.add_argument("--out", default=None)
     args = ap.parse_args()
+    if args.serve_in_memory:
+        serve_in_memory(args.serve_in_memory)
+        return
+    if args.in_memory:
+        in_memory(args)
+        return
+    args.out = args.out or str(RESULTS / "api.json")
     settings = load_settings()
     bootstrap = settings.kafka_bootstrap
     suffix = uuid.uuid4().hex[:8]

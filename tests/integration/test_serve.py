@@ -127,6 +127,8 @@ def job(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[J
         yield j
     finally:
         proc.stop()
+        if j.proc is not None:  # the job restarted by the last test
+            j.proc.stop()
 
 
 @pytest.fixture(scope="module")
@@ -279,12 +281,12 @@ def test_fail_open_and_fail_closed_with_the_job_stopped(
     closed = start_instance_unready(job, "api-closed", 2, tmp_path, fallback="reject", timeout_ms="200")
     try:
         u = job.user("down")
-        status, opened = apis["a"].post(
-            json.dumps(ev(u, 0, "transfer", amount=5)).encode(), query="?timeout_ms=200"
-        )
+        sent_a = json.dumps(ev(u, 0, "transfer", amount=5)).encode()
+        sent_closed = json.dumps(ev(u, 1, "transfer", amount=5)).encode()
+        status, opened = apis["a"].post(sent_a, query="?timeout_ms=200")
         assert status == 200 and opened["action"] == "PASS" and opened["degraded"] == "timeout"
         assert opened["source"] == "fallback" and 200 <= opened["elapsed_ms"] < 1000
-        status, shut = closed.post(json.dumps(ev(u, 1, "transfer", amount=5)).encode())
+        status, shut = closed.post(sent_closed)
         assert status == 200 and shut["action"] == "REJECT" and shut["degraded"] == "timeout"
         # the events are in the events topic: the job decides them when it is back
         events = consume_until(
@@ -298,10 +300,35 @@ def test_fail_open_and_fail_closed_with_the_job_stopped(
         deadline = time.monotonic() + 20
         while apis["a"].get("/readyz")[0] == 200 and time.monotonic() < deadline:
             time.sleep(0.5)
+        assert apis["a"].get("/readyz")[0] == 503
+        # the job comes back (from its last checkpoint) and decides both events; each decision reaches the
+        # instance that sent the event, and a retry now gets the job's decision instead of the fallback
+        chk = _latest_checkpoint(Path(job.env["RISKCTL_JOB_CHECKPOINT_DIR"].removeprefix("file://")))
+        assert chk is not None, "no completed checkpoint was retained"
+        start_job(job, tmp_path / "job-restored.log", {"RISKCTL_JOB_RESTORE_FROM": chk.as_uri()})
+        retried = {}
+        deadline = time.monotonic() + 240
+        while len(retried) < 2 and time.monotonic() < deadline:
+            assert job.proc is not None
+            job.proc.check_alive()
+            for name, inst, body in (("a", apis["a"], sent_a), ("closed", closed, sent_closed)):
+                if name not in retried:
+                    status, out = inst.post(body, query="?timeout_ms=2000")
+                    assert status == 200 and out["replay"] is True
+                    if out["source"] == "job":
+                        retried[name] = out
+        assert set(retried) == {"a", "closed"}, "the restored job's decisions did not come back"
+        assert retried["a"]["action"] == retried["closed"]["action"] == "PASS"
+        assert retried["closed"]["degraded"] is None
+        assert apis["a"].get("/readyz")[0] == 200
     finally:
         code = closed.stop()
-    assert apis["a"].get("/readyz")[0] == 503
     assert code == 0, closed.log.read_text()[-2000:]  # SIGTERM: a clean, graceful exit
+
+
+def _latest_checkpoint(folder: Path) -> Path | None:
+    found = sorted(folder.glob("*/chk-*/_metadata"), key=lambda p: p.stat().st_mtime)
+    return found[-1].parent if found else None
 
 
 def start_instance_unready(job: Job, name: str, partition: int, log_dir: Path, **serve: str) -> Instance:

@@ -248,6 +248,7 @@ async def load(url: str, rate: int, seconds: float, connections: int, seed: int)
         "timeouts": degraded,
         "errors": errors,
         "generator_lag_max_ms": round(lag_max * 1000, 1),
+        "load_average_1m_after": round(os.getloadavg()[0], 2),
     }
 
 

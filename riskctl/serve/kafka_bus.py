@@ -116,7 +116,11 @@ class KafkaBus:
                 "reconnect.backoff.max.ms": 1000,
             }
         )
-        meta = self.producer.list_topics(timeout=10)
+        try:
+            meta = self.producer.list_topics(timeout=10)
+        except KafkaException as exc:
+            msg = f"no broker answers at {self.bootstrap}: {exc} (see RISKCTL_KAFKA_BOOTSTRAP)"
+            raise ServiceError(SERVICE, msg) from None
         for topic in (self.events_topic, self.replies_topic):
             found = meta.topics.get(topic)
             if found is None or found.error is not None:

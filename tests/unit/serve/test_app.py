@@ -203,3 +203,31 @@ def test_async_client_retry_reaches_the_same_decision() -> None:
     bus = FakeBus(delay=0.3)
     with running_api(settings_for_tests(), bus) as (base, _, _):
         asyncio.run(go(base, bus))
+
+
+def test_gzip_bomb_is_413_without_inflating_it_all() -> None:
+    import gzip
+
+    bomb = gzip.compress(b" " * 20_000_000)  # ~20 KB on the wire, 20 MB inflated
+    headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    with running_api(settings_for_tests(), FakeBus()) as (base, _, _):
+        status, out = call(base, "POST", "/v1/decisions", bomb, headers)
+        assert status == 413 and out["error"]["status"] == 413
+        assert call(base, "GET", "/healthz")[0] == 200
+
+
+def test_cli_serve_without_a_broker_fails_with_a_message_not_a_traceback() -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "RISKCTL_KAFKA_BOOTSTRAP": "127.0.0.1:9", "RISKCTL_SERVE_PORT": "0"}
+    res = subprocess.run(
+        [sys.executable, "-m", "riskctl.cli.main", "serve"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert res.returncode == 2 and "no broker answers at 127.0.0.1:9" in res.stderr
+    assert "Traceback" not in res.stderr

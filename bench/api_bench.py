@@ -179,7 +179,8 @@ class DirectPath(threading.Thread):
 
     def _read(self) -> None:
         while not self.stop_flag.is_set():
-            for m in self.consumer.consume(500, 0.05):
+            first = self.consumer.poll(0.05)  # consume(500, t) waits all of t unless 500 records came
+            for m in [] if first is None else [first, *self.consumer.consume(500, 0)]:
                 if m.error() is not None or m.key() is None:
                     continue
                 sent = self.sent.get(m.key().decode())

@@ -301,6 +301,42 @@ def in_memory(args: argparse.Namespace) -> None:
     print(f"wrote {out}")
 
 
+def _loads(run: dict[str, Any]) -> str:
+    return str(run.get("load_average_1m_after", "?"))
+
+
+def report(api_runs: list[dict[str, Any]]) -> str:
+    """bench/results/api.md: one table per run, newest first."""
+    lines = [
+        "# riskctl serve under load",
+        "",
+        "Everything on one machine: Kafka, the job (MiniCluster, parallelism 1), one `riskctl serve`, the",
+        "load generator, and whatever else runs there (the load average after each rate: how busy it was).",
+        "'API adds' = client p50 minus the job's own produce->decision p50 measured in the same seconds.",
+    ]
+    for run in api_runs:
+        lines += [
+            "",
+            f"## {run['started']}: `.venv/bin/python {run['command']}` "
+            f"(default timeout {run['timeout_ms']} ms)",
+            "",
+            "| target req/s | sent/s | answered/s | client p50 | p99 | p99.9 ms | API elapsed p50 / p99 ms "
+            "| timeout rate | errors | Kafka produce->decision p50 / p99 ms | API adds (p50) ms | load avg |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in run["runs"]:
+            c, a, k = r["client_ms"], r["api_elapsed_ms"], r["kafka_produce_to_decision_ms"]
+            lines.append(
+                f"| {r['target_rate']} | {r['achieved_send_rate']} | {r.get('answered_per_s', '?')} | "
+                f"{c['p50']} | {c['p99']} | {c['p99.9']} | {a['p50']} / {a['p99']} | "
+                f"{r['timeout_rate']:.2%} | {r['errors']} | {k['p50']} / {k['p99']} | "
+                f"{r['api_adds_ms_p50']} | {_loads(r)} |"
+            )
+        if run.get("note"):
+            lines += ["", run["note"]]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rates", default="200,1000,5000")
@@ -391,26 +427,12 @@ def main() -> None:
             "runs": runs,
         }
     }
-    Path(args.out).write_text(json.dumps(doc, indent=2) + "\n")
-    lines = [
-        "# riskctl serve under load",
-        "",
-        f"Command: `.venv/bin/python {doc['api']['command']}` ({doc['api']['started']}, "
-        f"{os.cpu_count()} cores shared by Kafka, the job, the API and the load generator; default timeout "
-        f"{settings.serve.timeout_ms} ms).",
-        "",
-        "| target req/s | sent/s | answered/s | client p50 | p99 | p99.9 ms | API elapsed p50 / p99 ms "
-        "| timeout rate | errors | Kafka produce->decision p50 / p99 ms | API adds (p50) ms |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in runs:
-        c, a, k = r["client_ms"], r["api_elapsed_ms"], r["kafka_produce_to_decision_ms"]
-        lines.append(
-            f"| {r['target_rate']} | {r['achieved_send_rate']} | {r['answered_per_s']} | {c['p50']} | "
-            f"{c['p99']} | {c['p99.9']} | {a['p50']} / {a['p99']} | {r['timeout_rate']:.2%} | "
-            f"{r['errors']} | {k['p50']} / {k['p99']} | {r['api_adds_ms_p50']} |"
-        )
-    Path(args.out).with_suffix(".md").write_text("\n".join(lines) + "\n")
+    out = Path(args.out)
+    if out.exists():  # earlier runs are kept, newest first: on a shared machine one run is one sample
+        old = json.loads(out.read_text())
+        doc["api_earlier"] = [r for r in [old.get("api"), *old.get("api_earlier", [])] if r][:9]
+    out.write_text(json.dumps(doc, indent=2) + "\n")
+    out.with_suffix(".md").write_text(report([doc["api"], *doc.get("api_earlier", [])]))
     print(f"wrote {args.out}")
 
 

@@ -278,25 +278,37 @@ def in_memory(args: argparse.Namespace) -> None:
     finally:
         procs.stop()
     out = Path(args.out or RESULTS / "api-in-memory.json")
-    doc = {"api_in_memory": {"command": "bench/api_bench.py " + " ".join(sys.argv[1:]), "runs": runs}}
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    this = {"command": "bench/api_bench.py " + " ".join(sys.argv[1:]), "started": started, "runs": runs}
+    doc: dict[str, Any] = {"api_in_memory": this}
+    if out.exists():  # earlier runs are kept, newest first
+        old = json.loads(out.read_text())
+        earlier = [old.get("api_in_memory"), *old.get("api_in_memory_earlier", [])]
+        doc["api_in_memory_earlier"] = [r for r in earlier if r][:9]
     out.write_text(json.dumps(doc, indent=2) + "\n")
     lines = [
         "# riskctl serve alone (in-memory bus: no Kafka, no job)",
         "",
-        f"Command: `.venv/bin/python {doc['api_in_memory']['command']}` "
-        f"({time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}, {os.cpu_count()} cores shared by the API "
-        "and the load generator).",
-        "",
-        "| target req/s | sent/s | answered/s | client p50 | p99 | p99.9 ms | API elapsed p50 / p99 ms "
-        "| errors |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"{os.cpu_count()} cores shared by the API and the load generator (and whatever else runs there).",
     ]
-    for r in runs:
-        c, a = r["client_ms"], r["api_elapsed_ms"]
-        lines.append(
-            f"| {r['target_rate']} | {r['achieved_send_rate']} | {r['answered_per_s']} | {c['p50']} | "
-            f"{c['p99']} | {c['p99.9']} | {a['p50']} / {a['p99']} | {r['errors']} |"
-        )
+    for run in [doc["api_in_memory"], *doc.get("api_in_memory_earlier", [])]:
+        lines += [
+            "",
+            f"## {run.get('started', '?')}: `.venv/bin/python {run['command']}`",
+            "",
+            "| target req/s | sent/s | answered/s | client p50 | p99 | p99.9 ms | API elapsed p50 / p99 ms "
+            "| errors | load avg |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in run["runs"]:
+            c, a = r["client_ms"], r["api_elapsed_ms"]
+            lines.append(
+                f"| {r['target_rate']} | {r['achieved_send_rate']} | {r.get('answered_per_s', '?')} | "
+                f"{c['p50']} | {c['p99']} | {c['p99.9']} | {a['p50']} / {a['p99']} | {r['errors']} | "
+                f"{_loads(r)} |"
+            )
+        if run.get("note"):
+            lines += ["", run["note"]]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print(f"wrote {out}")
 

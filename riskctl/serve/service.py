@@ -22,7 +22,7 @@ import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from riskctl.core.decisions import PASS, REJECT, REVIEW
@@ -59,7 +59,6 @@ class Stats:
     produce_failures: int = 0
     late_decisions: int = 0
     last_roundtrip: float = 0.0
-    latencies_ms: list[float] = field(default_factory=list)
 
 
 class DecisionService:
@@ -136,8 +135,6 @@ class DecisionService:
             entry.fell_back = True
             return self._fallback_body(request, elapsed_ms, degraded or "timeout", replay)
         self.stats.decided += 1
-        if len(self.stats.latencies_ms) < 100_000:
-            self.stats.latencies_ms.append(elapsed_ms)
         return {**decision, "elapsed_ms": elapsed_ms, "degraded": None, "replay": replay, "source": "job"}
 
     def _fallback_body(

@@ -2,7 +2,7 @@
 
 Embedded (MiniCluster):      .venv/bin/python jobs/smoke.py --input-topic in --output-topic out
 Standalone cluster:          .stack/flink/home/bin/flink run -d -py jobs/smoke.py -- --input-topic in ...
-Connection settings come from riskctl.toml / RISKCTL_* variables (see riskctl/config.py).
+Connection settings come from riskctl.toml / RISKCTL_* variables (see riskctl/config/).
 """
 
 from __future__ import annotations

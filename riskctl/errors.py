@@ -1,11 +1,33 @@
-"""All riskctl errors in one place.
+"""Every riskctl error, in one hierarchy, importable from here.
 
-The pure-core errors (rules, expressions, events) live in :mod:`riskctl.core.errors` so the core imports
-nothing
-outside itself; this module re-exports them and adds the errors of the outer layers (configuration, services).
+The root class and the pure core's errors are defined in :mod:`riskctl.core.errors` (the core imports nothing
+outside itself) and re-exported here; the errors of the outer layers (configuration, services, the rules
+store, the checkpoint guard, the demo) are defined here. Each error carries its context as attributes and
+as :meth:`~RiskctlError.details` (JSON-ready), and its message says what is wrong and, where there is one,
+what to do. Which exit code each class gives on the command line is decided in one table,
+:data:`riskctl.cli.common.EXIT_CODES`.
+
+::
+
+    RiskctlError
+    ├── RuleError(ValueError)             one problem in one rule (rule_id, field, reason, suggestion)
+    │   └── ExpressionError               a condition that does not parse/compile (adds the column)
+    ├── RuleSetError(ValueError)          every RuleError of a folder or a rule set (errors)
+    ├── EventError(ValueError)            a raw event that cannot be decided (reason, field)
+    ├── ConfigError(ValueError)           a setting missing or invalid (the message names it)
+    │   └── NewerCheckpointError          the job would start from older state than a checkpoint of it holds
+    ├── ServiceError                      Kafka, MariaDB or Flink down, not starting, port taken (service)
+    ├── StoreError                        the rules store in MySQL
+    │   ├── RuleNotFoundError(LookupError)     no current rule with this id (suggestion, deleted_version)
+    │   ├── VersionNotFoundError(LookupError)  no such version of the rule (versions)
+    │   ├── VersionConflictError               the rule changed since it was read (expected, actual)
+    │   └── StoreQueryError                    MySQL refused a statement (code)
+    └── DemoError                         a step of ``riskctl demo`` failed
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from riskctl.core.errors import (
     EventError,
@@ -17,17 +39,29 @@ from riskctl.core.errors import (
 
 __all__ = [
     "ConfigError",
+    "DemoError",
     "EventError",
     "ExpressionError",
+    "NewerCheckpointError",
     "RiskctlError",
     "RuleError",
+    "RuleNotFoundError",
     "RuleSetError",
     "ServiceError",
+    "StoreError",
+    "StoreQueryError",
+    "VersionConflictError",
+    "VersionNotFoundError",
 ]
 
 
 class ConfigError(RiskctlError, ValueError):
     """A configuration value is missing or invalid; the message names the setting and how to set it."""
+
+
+class NewerCheckpointError(ConfigError):
+    """The job would start from older state (or none) than a completed checkpoint of it holds
+    (:mod:`riskctl.flink.checkpoints`)."""
 
 
 class ServiceError(RiskctlError):
@@ -43,3 +77,99 @@ class ServiceError(RiskctlError):
         if log:
             text += f" (log: {log})"
         super().__init__(text)
+
+    def details(self) -> dict[str, Any]:
+        return {"service": self.service}
+
+
+class StoreError(RiskctlError):
+    """Base class of the rules store's errors. Each names the rule (and versions) it is about, and what to
+    do."""
+
+
+class RuleNotFoundError(StoreError, LookupError):
+    """No current rule with this id (it never existed, or it was deleted)."""
+
+    def __init__(
+        self,
+        rule_id: str,
+        *,
+        table: str,
+        suggestion: str | None = None,
+        deleted_version: int | None = None,
+        last_version: int | None = None,
+    ) -> None:
+        self.rule_id = rule_id
+        self.table = table
+        self.suggestion = suggestion
+        self.deleted_version = deleted_version
+        self.last_version = last_version
+        if deleted_version is not None:
+            text = f"rule {rule_id!r} was deleted (version {deleted_version})"
+            if last_version is not None:
+                text += f"; restore it with 'riskctl rules rollback {rule_id} --to {last_version}'"
+        else:
+            text = f"no rule {rule_id!r} in table {table!r}"
+            if suggestion:
+                text += f" (did you mean {suggestion!r}?)"
+        super().__init__(text)
+
+    def details(self) -> dict[str, Any]:
+        return {
+            "rule_id": self.rule_id,
+            "suggestion": self.suggestion,
+            "deleted_version": self.deleted_version,
+        }
+
+
+class VersionNotFoundError(StoreError, LookupError):
+    """The rule exists (or existed) but has no such version, or that version holds no document."""
+
+    def __init__(self, rule_id: str, version: int, versions: list[int], *, reason: str | None = None) -> None:
+        self.rule_id = rule_id
+        self.version = version
+        self.versions = versions
+        if reason:
+            text = f"rule {rule_id!r} version {version}: {reason}"
+        else:
+            known = ", ".join(str(v) for v in versions) or "none"
+            text = f"rule {rule_id!r} has no version {version} (versions: {known})"
+        super().__init__(text)
+
+    def details(self) -> dict[str, Any]:
+        return {"rule_id": self.rule_id, "version": self.version, "versions": self.versions}
+
+
+class VersionConflictError(StoreError):
+    """Someone else changed the rule since it was read: the write expected another version. Nothing was
+    written; read the rule again and retry.
+    """
+
+    def __init__(self, rule_id: str, expected: int | None, actual: int | None) -> None:
+        self.rule_id = rule_id
+        self.expected = expected
+        self.actual = actual
+        exp = f"version {expected}" if expected is not None else "no rule (a new one)"
+        act = f"version {actual}" if actual is not None else "no rule (deleted)"
+        text = (
+            f"conflict on rule {rule_id!r}: expected {exp}, but MySQL has {act}; someone else changed it. "
+            "Nothing was written: look at 'riskctl rules history "
+            f"{rule_id}' and retry"
+        )
+        super().__init__(text)
+
+    def details(self) -> dict[str, Any]:
+        return {"rule_id": self.rule_id, "expected": self.expected, "actual": self.actual}
+
+
+class StoreQueryError(StoreError):
+    """MySQL answered a statement of the rules store with an error (a trigger refusing a row, a privilege
+    missing, ...): the driver's code and message, instead of the driver's exception."""
+
+    def __init__(self, message: str, *, code: int | None = None) -> None:
+        self.code = code
+        super().__init__(message)
+
+
+class DemoError(RiskctlError):
+    """A step of ``riskctl demo`` failed (the message says which, and where the log is)."""

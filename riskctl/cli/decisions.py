@@ -7,7 +7,6 @@ number of them can run next to the job. Exit code 3 when Kafka does not answer (
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections import Counter
 from datetime import UTC, datetime
@@ -15,12 +14,10 @@ from typing import Any
 
 import click
 
+from riskctl.cli.common import CONTEXT_SETTINGS, emit_json, fail_on, handles_errors, json_option
 from riskctl.config import load_settings
 from riskctl.core.stats import percentile
 from riskctl.errors import RiskctlError
-
-EXIT_UNAVAILABLE = 3
-_CTX = {"help_option_names": ["-h", "--help"], "show_default": True}
 
 
 def _connect(topics: list[str], from_beginning: bool) -> Any:
@@ -30,8 +27,7 @@ def _connect(topics: list[str], from_beginning: bool) -> Any:
     try:
         return consumer(settings.kafka_bootstrap, topics, from_beginning=from_beginning)
     except RiskctlError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_UNAVAILABLE)
+        fail_on(exc)  # Kafka does not answer: exit 3
 
 
 def rule_ids(record: dict[str, Any]) -> list[str]:
@@ -78,12 +74,12 @@ def pretty(record: dict[str, Any], record_ts: int | None = None) -> str:
     )
 
 
-@click.group(context_settings=_CTX)
+@click.group(context_settings=CONTEXT_SETTINGS)
 def decisions() -> None:
     """Read the decisions the running job writes (tail, stats)."""
 
 
-@decisions.command(context_settings=_CTX)
+@decisions.command(context_settings=CONTEXT_SETTINGS, short_help="Follow the decisions topic, filtered.")
 @click.option(
     "--action",
     "actions",
@@ -101,7 +97,8 @@ def decisions() -> None:
     "--max", "max_records", type=click.IntRange(min=1), default=None, help="Stop after N records shown."
 )
 @click.option("--timeout", type=float, default=None, help="Stop after S seconds without a new record shown.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON record per line (as in the topic).")
+@json_option("One JSON record per line (as in the topic).")
+@handles_errors
 def tail(
     actions: tuple[str, ...],
     user: str | None,
@@ -173,13 +170,16 @@ def summarize(records: list[tuple[dict[str, Any], int]]) -> dict[str, Any]:
     }
 
 
-@decisions.command(context_settings=_CTX)
+@decisions.command(
+    context_settings=CONTEXT_SETTINGS, short_help="Counts by action and rule, latency percentiles."
+)
 @click.option(
     "--window", default="15m", help="Decisions of the last window of wall-clock time (e.g. 30s, 15m, 2h)."
 )
 @click.option("--max", "max_records", type=click.IntRange(min=1), default=None, help="At most N decisions.")
 @click.option("--timeout", type=float, default=10.0, help="Give up reading after S seconds.")
-@click.option("--json", "as_json", is_flag=True, help="The stats as JSON.")
+@json_option("The stats as JSON.")
+@handles_errors
 def stats(window: str, max_records: int | None, timeout: float, as_json: bool) -> None:
     """Counts by action and by rule, and latency percentiles, over the decisions of a window.
 
@@ -200,7 +200,7 @@ def stats(window: str, max_records: int | None, timeout: float, as_json: bool) -
     records = _read_window(topic, window_ms, max_records, timeout)
     result = {"topic": topic, "window": window, **summarize(records)}
     if as_json:
-        click.echo(json.dumps(result, indent=2))
+        emit_json(result)
         return
     lat = result["latency_ms"]
     click.echo(f"{result['decisions']:,} decisions on {topic} in the last {window}")

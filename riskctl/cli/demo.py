@@ -15,7 +15,6 @@ stack stays up.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -35,15 +34,20 @@ from typing import Any
 
 import click
 
+from riskctl.cli.common import (
+    CONTEXT_SETTINGS,
+    ExitCode,
+    echo_error,
+    emit_json,
+    error_exit,
+    handles_errors,
+    json_option,
+)
+from riskctl.cli.simulate import Traffic, traffic_options
 from riskctl.config import PROJECT_ROOT, Settings, load_settings
-from riskctl.errors import RiskctlError
+from riskctl.errors import DemoError, RiskctlError
 
-_CTX = {"help_option_names": ["-h", "--help"], "show_default": True}
 CLOCK_ADVANCE_MS = 6 * 60 * 1000  # past the 5-minute absence window of new_device_without_2fa
-
-
-class DemoError(RiskctlError):
-    """A step of the demo failed (the message says which, and where the log is)."""
 
 
 @dataclass
@@ -124,6 +128,12 @@ def _signals_as_interrupt() -> Iterator[None]:
 
 
 class Demo:
+    """The steps of one demo and what they started (services, the job's process group, topics), so that
+    :meth:`stop` undoes exactly that, whatever step failed or was interrupted.
+
+    Topics are named after a fresh uuid suffix, so two demos, or a demo and a running job, never share one.
+    """
+
     def __init__(self, settings: Settings, *, keep_stack: bool, out: Any) -> None:
         self.settings = settings
         self.keep_stack = keep_stack
@@ -297,14 +307,8 @@ def _clock_events(last_ts: int, partitions: int) -> list[tuple[int, dict[str, An
     ]  # fmt: skip
 
 
-@click.command(context_settings=_CTX)
-@click.option("--duration", type=click.FloatRange(min=1), default=60.0, help="Seconds of simulated traffic.")
-@click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=200.0, help="Events per second.")
-@click.option("--users", type=click.IntRange(min=1), default=2000, help="Simulated users.")
-@click.option(
-    "--attack-fraction", type=click.FloatRange(0, 1), default=0.03, help="Share of attack sessions."
-)
-@click.option("--seed", type=int, default=None, help="Simulator seed (default: from the clock).")
+@click.command(context_settings=CONTEXT_SETTINGS, short_help="Run the whole engine locally, with attacks.")
+@traffic_options(users=2000, rate=200.0, duration=click.FloatRange(min=1), attack_fraction=0.03)
 @click.option(
     "--rules",
     "rules_dir",
@@ -314,13 +318,10 @@ def _clock_events(last_ts: int, partitions: int) -> list[tuple[int, dict[str, An
 )
 @click.option("--keep-stack", is_flag=True, help="Leave Kafka and MariaDB running at the end.")
 @click.option("--startup-timeout", type=float, default=300.0, help="Seconds to wait for the job to start.")
-@click.option("--json", "as_json", is_flag=True, help="The summary as JSON on stdout (progress on stderr).")
+@json_option("The summary as JSON on stdout (progress on stderr).")
+@handles_errors
 def demo(
-    duration: float,
-    rate: float,
-    users: int,
-    attack_fraction: float,
-    seed: int | None,
+    traffic: Traffic,
     rules_dir: Path,
     keep_stack: bool,
     startup_timeout: float,
@@ -338,38 +339,29 @@ def demo(
 
     settings = load_settings()
     run = Demo(settings, keep_stack=keep_stack, out=say)
-    code = 0
+    code: int = ExitCode.OK
     try:
         with _signals_as_interrupt():
-            summary = _run(run, duration, rate, users, attack_fraction, seed, rules_dir, startup_timeout, say)
+            summary = _run(run, traffic, rules_dir, startup_timeout, say)
         if as_json:
-            click.echo(json.dumps(summary, indent=2))
+            emit_json(summary)
         else:
             _print_summary(summary, say)
     except KeyboardInterrupt:
         say("\ninterrupted: stopping what the demo started")
-        code = 130
+        code = ExitCode.INTERRUPTED
     except RiskctlError as exc:
-        say(f"error: {exc}")
-        code = 3 if exc.__class__.__name__ == "ServiceError" else 1
+        echo_error(str(exc))
+        code = error_exit(exc).code
     finally:
         with _signals_as_interrupt():
             run.stop()
     sys.exit(code)
 
 
-def _run(
-    run: Demo,
-    duration: float,
-    rate: float,
-    users: int,
-    attack_fraction: float,
-    seed: int | None,
-    rules_dir: Path,
-    startup_timeout: float,
-    say: Any,
-) -> dict[str, Any]:
-    from riskctl.sim.generator import SimConfig, Simulator
+def _run(run: Demo, traffic: Traffic, rules_dir: Path, startup_timeout: float, say: Any) -> dict[str, Any]:
+    """Steps 1 to 5 of the module's docstring; returns the summary (``--json`` prints it as it is)."""
+    from riskctl.sim.generator import Simulator
     from riskctl.sim.kafka_io import producer, send_paced
     from riskctl.sim.report import build_report
 
@@ -382,15 +374,9 @@ def _run(
     collector = Collector(bootstrap, [run.topics["decisions"], run.topics["alerts"]])
     thread = collector.start()
     start_ts = int(time.time() * 1000)
-    config = SimConfig(
-        users=users,
-        rate=rate,
-        duration_s=duration,
-        attack_fraction=attack_fraction,
-        seed=seed if seed is not None else start_ts % 1_000_000,
-        start_ts=start_ts,
-    )
+    config = traffic.config(start_ts=start_ts, now_ms=start_ts)
     sim = Simulator(config)
+    users, rate, duration = traffic.users, traffic.rate, traffic.duration
     sent_events: list[dict[str, Any]] = []
     sent_at: dict[str, int] = {}
     last_shown = [0.0]

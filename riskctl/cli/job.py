@@ -10,18 +10,21 @@ from pathlib import Path
 
 import click
 
+from riskctl.cli.common import CONTEXT_SETTINGS, ExitCode, fail, fail_on, set_option
 from riskctl.config import PROJECT_ROOT, load_settings
 
-_SET_HELP = "Override a setting, e.g. --set job.parallelism=2 --set job.rules_source=file (repeatable)."
-_FROM_EMPTY_HELP = (
-    "Start even though the checkpoint folder holds a completed checkpoint of this job newer than what it "
-    "starts from (empty state, or job.restore_from): without this flag the command refuses and names it."
+name_option = click.option("--name", default="riskctl", help="Flink job name.")
+from_empty_option = click.option(
+    "--from-empty",
+    is_flag=True,
+    help="Start even though the checkpoint folder holds a completed checkpoint of this job newer than what "
+    "it starts from (empty state, or job.restore_from): without this flag the command refuses and names it.",
 )
 
 
 def _check_checkpoints(overrides: tuple[str, ...], from_empty: bool) -> None:
     """Refuse to skip a newer completed checkpoint of this job (riskctl.flink.checkpoints)."""
-    from riskctl.errors import RiskctlError
+    from riskctl.errors import NewerCheckpointError, RiskctlError
     from riskctl.flink.checkpoints import check_start
     from riskctl.flink.main import apply_overrides
 
@@ -33,17 +36,19 @@ def _check_checkpoints(overrides: tuple[str, ...], from_empty: bool) -> None:
             settings.job.restore_from,
             from_empty=from_empty,
         )
+    except NewerCheckpointError as exc:
+        fail_on(exc)
     except RiskctlError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+        # the settings and --set are this command's input: a wrong one is bad usage, as a wrong option is
+        fail(ExitCode.USAGE, str(exc))
     if note:
         click.echo(note, err=True)
 
 
-@click.command()
-@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help=_SET_HELP)
-@click.option("--name", default="riskctl", show_default=True, help="Flink job name.")
-@click.option("--from-empty", is_flag=True, help=_FROM_EMPTY_HELP)
+@click.command(context_settings=CONTEXT_SETTINGS, short_help="Run the risk job on an embedded MiniCluster.")
+@set_option
+@name_option
+@from_empty_option
 def run(overrides: tuple[str, ...], name: str, from_empty: bool) -> None:
     """Run the risk job on Flink's embedded MiniCluster until Ctrl-C (needs Kafka and, for rules from
     MySQL, MariaDB: 'riskctl stack up')."""
@@ -66,17 +71,19 @@ def _flink_binary() -> str:
     found = shutil.which("flink")
     if found:
         return found
-    msg = "no Flink client found: start the local cluster ('riskctl stack up --flink') or set FLINK_HOME"
-    raise click.ClickException(msg)
+    fail(
+        ExitCode.ERROR,
+        "no Flink client found: start the local cluster ('riskctl stack up --flink') or set FLINK_HOME",
+    )
 
 
-@click.command()
-@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help=_SET_HELP)
+@click.command(context_settings=CONTEXT_SETTINGS, short_help="Submit the risk job to a Flink cluster.")
+@set_option
 @click.option(
     "--parallelism", "-p", type=int, default=None, help="Job parallelism (default: job.parallelism)."
 )
-@click.option("--name", default="riskctl", show_default=True, help="Flink job name.")
-@click.option("--from-empty", is_flag=True, help=_FROM_EMPTY_HELP)
+@name_option
+@from_empty_option
 def submit(overrides: tuple[str, ...], parallelism: int | None, name: str, from_empty: bool) -> None:
     """Submit the risk job to a Flink cluster with 'flink run -d -py' (the local one from
     'riskctl stack up --flink', or $FLINK_HOME). The jars are shipped with the job."""

@@ -1,7 +1,9 @@
 """Entry point of the ``riskctl`` command.
 
-Command groups live in their own modules and are registered here. Imports are lazy so that ``riskctl --help``
-and the pure-core commands do not pay for importing PyFlink.
+Each command or group lives in its own module of ``riskctl/cli/`` (a group with many subcommands, ``rules``,
+in its own package) and is registered here by name, one line each. Imports are lazy so that ``riskctl
+--help`` and the pure-core commands do not pay for importing PyFlink. What every command shares (context
+settings, exit codes, JSON and error output, common options) is :mod:`riskctl.cli.common`.
 """
 
 from __future__ import annotations
@@ -10,8 +12,11 @@ import importlib
 
 import click
 
+from riskctl.cli.common import CONTEXT_SETTINGS
+
 # command name -> "module:attribute" of a click command or group
 _COMMANDS: dict[str, str] = {
+    "config": "riskctl.cli.config:config",
     "stack": "riskctl.cli.stack:stack",
     "replay": "riskctl.cli.replay:replay",
     "rules": "riskctl.cli.rules:rules",
@@ -20,6 +25,7 @@ _COMMANDS: dict[str, str] = {
     "simulate": "riskctl.cli.simulate:simulate",
     "decisions": "riskctl.cli.decisions:decisions",
     "demo": "riskctl.cli.demo:demo",
+    "alerts": "riskctl.cli.alerts:alerts",
     "serve": "riskctl.cli.serve:serve",
 }
 
@@ -38,7 +44,7 @@ class _LazyGroup(click.Group):
         return command
 
 
-@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_LazyGroup, context_settings=CONTEXT_SETTINGS)
 @click.version_option(package_name="riskctl")
 def cli() -> None:
     """riskctl: real-time risk decisions on Kafka events, rules in MySQL, run by Flink."""

@@ -6,7 +6,8 @@ drives everything: the watermark is ``max ts seen - lateness``; the engine's tim
 cleanup,
 state TTL) fire when the watermark passes them, and every remaining timer fires at the end of the input (as
 Flink does with its final watermark). Output: one JSON record per line (decisions, alerts and dead letters)
-on stdout or ``--output``; a summary on stderr.
+on stdout or ``--output``; a summary on stderr (with ``--json``, as one JSON line: stdout holds the records).
+``--summary-json``, its former name, is kept as a hidden alias so that existing scripts go on working.
 
 Every line gets the job's outcome: a decision, or a dead letter (``"kind": "dead_letter"``, the same reason,
 field, exception type and rule id as the job's, with ``"line"`` instead of Kafka coordinates). Lines are read
@@ -26,7 +27,6 @@ Memory: the output is streamed; what grows is the per-user state (bounded per us
 from __future__ import annotations
 
 import datetime as dt
-import json
 import sys
 import time
 from collections import Counter
@@ -36,6 +36,16 @@ from typing import IO, Any
 
 import click
 
+from riskctl.cli.common import (
+    CONTEXT_SETTINGS,
+    ExitCode,
+    echo_error,
+    emit_json,
+    fail,
+    fail_on,
+    json_option,
+    progress_option,
+)
 from riskctl.core import jsoncodec
 from riskctl.core.decisions import Alert, Decision
 from riskctl.core.door import DEFAULT_LIMITS, Limits, dead_letter, internal_error_reason, watermark_ts
@@ -241,7 +251,7 @@ class Replay:
         }
 
 
-@click.command("replay")
+@click.command("replay", context_settings=CONTEXT_SETTINGS, short_help="Backtest rules on a file of events.")
 @click.option(
     "--rules",
     "rules_path",
@@ -254,24 +264,19 @@ class Replay:
 @click.option(
     "--lateness",
     default="5s",
-    show_default=True,
     callback=_duration,
     help="Allowed lateness: watermark = max event time - lateness (0 for none).",
 )
 @click.option(
     "--state-ttl",
     default="24h",
-    show_default=True,
     callback=_duration,
     help="A user silent this long loses their state ('none' to keep it until features expire).",
 )
 @click.option("--only-hits", is_flag=True, help="Write only decisions where a rule fired, and alerts.")
-@click.option(
-    "--progress/--no-progress",
-    default=None,
-    help="Progress on stderr (default: when stderr is a terminal).",
-)
-@click.option("--summary-json", is_flag=True, help="Print the summary on stderr as JSON.")
+@progress_option(None, "Progress on stderr (default: when stderr is a terminal).")
+@json_option("Print the summary on stderr as one JSON line.")
+@click.option("--summary-json", is_flag=True, hidden=True, help="The former name of --json (deprecated).")
 @click.option(
     "--now",
     default=None,
@@ -291,6 +296,7 @@ def replay(
     state_ttl: int | None,
     only_hits: bool,
     progress: bool | None,
+    as_json: bool,
     summary_json: bool,
     now: int | None,
     default_gc: bool,
@@ -303,16 +309,15 @@ def replay(
     try:
         limits = load_settings().job.limits()
     except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+        fail_on(exc)
     if now is None:
         now = int(time.time() * 1000)
     try:
         ruleset = load_rules(rules_path)
     except RuleSetError as exc:
         for err in exc.errors:
-            click.echo(f"error: {err}", err=True)
-        msg = f"{len(exc.errors)} rule error(s); nothing replayed"
-        raise click.ClickException(msg) from None
+            echo_error(str(err))
+        fail(ExitCode.ERROR, f"{len(exc.errors)} rule error(s); nothing replayed")
     engine = Engine(ruleset, lateness=lateness, state_ttl=state_ttl)
     if not default_gc:
         tune_gc()
@@ -348,8 +353,8 @@ def replay(
     if show:
         click.echo("", err=True)
     summary = run.summary(elapsed)
-    if summary_json:
-        click.echo(json.dumps(summary), err=True)
+    if as_json or summary_json:
+        emit_json(summary, err=True, indent=None)
     else:
         _print_summary(summary)
 

@@ -10,19 +10,100 @@
 
 from __future__ import annotations
 
-import json
-import sys
+import functools
 import time
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import click
 
+from riskctl.cli.common import (
+    CONTEXT_SETTINGS,
+    emit_json,
+    fail_on,
+    handles_errors,
+    json_option,
+    progress_option,
+)
 from riskctl.config import load_settings
 from riskctl.errors import RiskctlError
 from riskctl.sim.generator import ATTACKS, SimConfig, Simulator
 from riskctl.sim.report import build_report, format_report
 
-_CTX = {"help_option_names": ["-h", "--help"], "show_default": True}
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """The traffic options of ``riskctl simulate`` and ``riskctl demo`` (see :func:`traffic_options`)."""
+
+    users: int
+    rate: float
+    duration: float
+    attack_fraction: float
+    seed: int | None
+
+    def config(self, *, start_ts: int, now_ms: int, **more: Any) -> SimConfig:
+        """The simulator's configuration starting at ``start_ts``; without ``--seed``, the seed comes from
+        the clock (``now_ms``) and is printed, so a run can be repeated. ``more``: other SimConfig fields."""
+        seed = self.seed if self.seed is not None else now_ms % 1_000_000
+        try:
+            return SimConfig(
+                users=self.users,
+                rate=self.rate,
+                duration_s=self.duration,
+                attack_fraction=self.attack_fraction,
+                seed=seed,
+                start_ts=start_ts,
+                **more,
+            )
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+
+
+def traffic_options(
+    *, users: int, rate: float, duration: click.FloatRange, attack_fraction: float
+) -> Callable[[Callable[..., R]], Callable[..., R]]:
+    """--users, --rate, --duration, --attack-fraction and --seed with these defaults (``duration``: the type,
+    with its bounds), handed to the command as one parameter, ``traffic`` (a :class:`Traffic`)."""
+
+    def decorate(func: Callable[..., R]) -> Callable[..., R]:
+        @functools.wraps(func)
+        def command(*args: Any, **kwargs: Any) -> R:
+            fields = ("users", "rate", "duration", "attack_fraction", "seed")
+            traffic = Traffic(*(kwargs.pop(name) for name in fields))
+            return func(*args, traffic=traffic, **kwargs)
+
+        options = (
+            click.option(
+                "--users",
+                type=click.IntRange(min=1),
+                default=users,
+                help="Simulated users at the start (more register).",
+            ),
+            click.option(
+                "--rate", type=click.FloatRange(min=0, min_open=True), default=rate, help="Events per second."
+            ),
+            click.option("--duration", type=duration, default=60.0, help="Seconds of simulated traffic."),
+            click.option(
+                "--attack-fraction",
+                type=click.FloatRange(0, 1),
+                default=attack_fraction,
+                help="Probability that a session is an attack.",
+            ),
+            click.option(
+                "--seed",
+                type=int,
+                default=None,
+                help="Random seed (default: from the clock); same seed, same run.",
+            ),
+        )
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate
 
 
 class _Progress:
@@ -68,15 +149,13 @@ def _default_start(now_ms: int, duration_s: float, output: str | None, pace: boo
     return now_ms - int(duration_s * 1000)
 
 
-@click.group(invoke_without_command=True, context_settings=_CTX)
-@click.option("--users", type=click.IntRange(min=1), default=1000, help="Users at the start (more register).")
-@click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=100.0, help="Events per second.")
-@click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=60.0, help="Seconds.")
-@click.option(
-    "--attack-fraction",
-    type=click.FloatRange(0, 1),
-    default=0.02,
-    help="Probability that a session is an attack.",
+@click.group(
+    invoke_without_command=True,
+    context_settings=CONTEXT_SETTINGS,
+    short_help="Simulate traffic with attacks; report what was caught.",
+)
+@traffic_options(
+    users=1000, rate=100.0, duration=click.FloatRange(min=0, min_open=True), attack_fraction=0.02
 )
 @click.option(
     "--attacks",
@@ -88,9 +167,6 @@ def _default_start(now_ms: int, duration_s: float, output: str | None, pace: boo
     type=click.FloatRange(0, 5),
     default=0.0,
     help="Skew of user activity: 0 uniform; s > 0 weights the user of rank k by 1/k**s (Zipf).",
-)
-@click.option(
-    "--seed", type=int, default=None, help="Random seed (default: from the clock); same seed, same run."
 )
 @click.option(
     "--start-ts",
@@ -108,22 +184,21 @@ def _default_start(now_ms: int, duration_s: float, output: str | None, pace: boo
     default=True,
     help="To Kafka: send each event at its event time (real time); --no-pace sends as fast as possible.",
 )
-@click.option("--progress/--no-progress", default=True, help="A progress line on stderr.")
+@progress_option(True, "A progress line on stderr.")
+@json_option("The summary (events, users, seed, attacks per kind) as JSON on stdout.")
 @click.pass_context
+@handles_errors
 def simulate(
     ctx: click.Context,
-    users: int,
-    rate: float,
-    duration: float,
-    attack_fraction: float,
+    traffic: Traffic,
     attacks: str,
     zipf: float,
-    seed: int | None,
     start_ts: int | None,
     output: str | None,
     topic: str | None,
     pace: bool,
     progress: bool,
+    as_json: bool,
 ) -> None:
     """Generate traffic for USERS users at RATE events/s for DURATION seconds, attacks mixed in and labelled
     (an extra "sim" field the engine ignores), into the events topic (keyed by user id) or a JSONL file.
@@ -137,19 +212,9 @@ def simulate(
         return
     kinds = tuple(k.strip() for k in attacks.split(",") if k.strip())
     now_ms = int(time.time() * 1000)
-    try:
-        config = SimConfig(
-            users=users,
-            rate=rate,
-            duration_s=duration,
-            attack_fraction=attack_fraction,
-            seed=seed if seed is not None else now_ms % 1_000_000,
-            start_ts=start_ts if start_ts is not None else _default_start(now_ms, duration, output, pace),
-            attacks=kinds,
-            zipf=zipf,
-        )
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
+    duration = traffic.duration
+    first_ts = start_ts if start_ts is not None else _default_start(now_ms, duration, output, pace)
+    config = traffic.config(start_ts=first_ts, now_ms=now_ms, attacks=kinds, zipf=zipf)
     sim = Simulator(config)
     show = progress
     meter = _Progress(show, duration, config.start_ts)
@@ -165,14 +230,10 @@ def simulate(
 
         settings = load_settings()
         target = topic or settings.job.events_topic
-        try:
-            from riskctl.kafka_admin import ensure_topics
+        from riskctl.kafka_admin import ensure_topics
 
-            prod = producer(settings.kafka_bootstrap)
-            ensure_topics(settings.kafka_bootstrap, [target])
-        except RiskctlError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(3)
+        prod = producer(settings.kafka_bootstrap)  # a ServiceError ends the command: exit 3
+        ensure_topics(settings.kafka_bootstrap, [target])
         try:
             send_paced(
                 prod, target, sim, start_ts=config.start_ts, paced=pace and start_ts is None, on_sent=meter
@@ -193,9 +254,23 @@ def simulate(
         f"{len(sim.attacks)} attacks: " + ", ".join(f"{k} {n}" for k, n in kinds_count.items()),
         err=True,
     )
+    if as_json:
+        emit_json(
+            {
+                "events": meter.sent,
+                "attack_events": meter.attack_events,
+                "users": len(sim.users),
+                "seed": config.seed,
+                "start_ts": config.start_ts,
+                "to": where,
+                "attacks": kinds_count,
+            }
+        )
 
 
-@simulate.command("report", context_settings=_CTX)
+@simulate.command(
+    "report", context_settings=CONTEXT_SETTINGS, short_help="What the engine caught of a simulated run."
+)
 @click.option("--events", "events_path", required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option(
     "--decisions",
@@ -207,7 +282,8 @@ def simulate(
 @click.option(
     "--timeout", type=float, default=10.0, help="From the topics: stop after this many idle seconds."
 )
-@click.option("--json", "as_json", is_flag=True, help="The report as JSON on stdout.")
+@json_option("The report as JSON on stdout.")
+@handles_errors
 def report(events_path: str, decisions_path: str | None, timeout: float, as_json: bool) -> None:
     """What the engine caught of a simulated run: attacks caught per scenario and by which rule, missed
     attacks, legitimate users hit (false positives)."""
@@ -220,7 +296,7 @@ def report(events_path: str, decisions_path: str | None, timeout: float, as_json
         records = _records_from_topics(timeout)
     result = build_report(events, records)
     if as_json:
-        click.echo(json.dumps(result, indent=2))
+        emit_json(result)
     else:
         click.echo(format_report(result))
 
@@ -236,8 +312,7 @@ def _records_from_topics(idle_timeout: float) -> list[dict[str, Any]]:
             from_beginning=True,
         )
     except RiskctlError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(3)
+        fail_on(exc)
     records: list[dict[str, Any]] = []
     last = time.monotonic()
     try:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import time
+from typing import Any
 
 import click
 
+from riskctl.cli.common import CONTEXT_SETTINGS, ExitCode, emit_json, fail, handles_errors, json_option
 from riskctl.config import load_settings
 from riskctl.errors import RiskctlError
 from riskctl.stack.services import FlinkCluster, Service, services
@@ -20,7 +21,9 @@ _PORT_HELP = (
 
 
 @click.group(
-    help=f"Run the local stack on 127.0.0.1: Kafka (KRaft), MariaDB with binlog, Flink. {_PORT_HELP}"
+    context_settings=CONTEXT_SETTINGS,
+    short_help="Start, stop, inspect the local Kafka, MariaDB, Flink.",
+    help=f"Run the local stack on 127.0.0.1: Kafka (KRaft), MariaDB with binlog, Flink. {_PORT_HELP}",
 )
 def stack() -> None:
     pass
@@ -30,45 +33,59 @@ def _all(flink: bool) -> list[Service]:
     return services(load_settings(), flink=flink)
 
 
-@stack.command()
+@stack.command(context_settings=CONTEXT_SETTINGS, short_help="Start the services, wait until each answers.")
 @click.option(
     "--flink/--no-flink",
     default=False,
-    show_default=True,
     help="Also start a standalone Flink cluster (JobManager + TaskManager, thread mode).",
 )
-@click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for each service.")
-def up(flink: bool, timeout: float) -> None:
+@click.option("--timeout", default=120.0, help="Seconds to wait for each service.")
+@json_option("Print what was started as JSON (progress lines on stderr).")
+@handles_errors
+def up(flink: bool, timeout: float, as_json: bool) -> None:
     """Start the services (those already running are left alone) and wait until each answers."""
+    results: list[dict[str, Any]] = []
     for svc in _all(flink):
         t0 = time.monotonic()
         try:
             started = svc.start(timeout=timeout)
         except RiskctlError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(1)
-        what = f"started in {time.monotonic() - t0:.1f} s" if started else "already running"
-        click.echo(f"{svc.name:8} {svc.address:22} {what}")
+            # a service that fails to start is an error of this command (1); one merely down is 3 (status)
+            fail(ExitCode.ERROR, str(exc), as_json=as_json, kind="start", service=svc.name)
+        seconds = round(time.monotonic() - t0, 1)
+        what = f"started in {seconds:.1f} s" if started else "already running"
+        click.echo(f"{svc.name:8} {svc.address:22} {what}", err=as_json)
+        results.append({"name": svc.name, "address": svc.address, "started": started, "seconds": seconds})
+    if as_json:
+        emit_json(results)
 
 
-@stack.command()
-def down() -> None:
+@stack.command(context_settings=CONTEXT_SETTINGS, short_help="Stop every service, leave no process behind.")
+@json_option("Print what was stopped as JSON.")
+@handles_errors
+def down(as_json: bool) -> None:
     """Stop every service of the stack (Flink too, if it runs) and leave no process behind."""
+    results: list[dict[str, Any]] = []
     for svc in reversed(_all(flink=True)):
         stopped = svc.stop()
-        click.echo(f"{svc.name:8} {'stopped' if stopped else 'was not running'}")
+        if not as_json:
+            click.echo(f"{svc.name:8} {'stopped' if stopped else 'was not running'}")
+        results.append({"name": svc.name, "stopped": stopped})
+    if as_json:
+        emit_json(results)
 
 
-@stack.command()
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@stack.command(context_settings=CONTEXT_SETTINGS)
+@json_option("Print JSON for scripts.")
+@handles_errors
 def status(as_json: bool) -> None:
     """Show each service, its address and state. Exit 0 when Kafka and MariaDB run, 3 otherwise."""
     statuses = [svc.status() for svc in _all(flink=True)]
     if as_json:
-        click.echo(json.dumps([s.to_dict() for s in statuses], indent=2))
+        emit_json([s.to_dict() for s in statuses])
     else:
         for s in statuses:
             pid = f"pid {s.pid}" if s.pid else ""
             click.echo(f"{s.name:8} {s.address:22} {s.state:10} {pid:11} {s.detail or s.log}")
     core_up = all(s.state == "running" for s in statuses if s.name != FlinkCluster.name)
-    sys.exit(0 if core_up else 3)
+    sys.exit(ExitCode.OK if core_up else ExitCode.UNAVAILABLE)

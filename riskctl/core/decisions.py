@@ -5,15 +5,15 @@ topics (and by ``riskctl replay``). Field by field:
 
 Decision (``"kind": "decision"``): ``event_id``, ``user_id``, ``type`` (event type), ``ts`` (event time),
 ``action`` (REJECT over REVIEW over PASS, from active rules only), ``rules`` (fired active rules, by
-priority),
-``shadow`` (hits of shadow rules: recorded, never change the action), ``ruleset_version``, ``late`` (the
-event was
-older than one already seen for this user), ``too_late`` (more than the allowed lateness behind: recorded
-by no feature and no pattern, see docs/engine.md; a field added after the first release, always present).
+priority), ``shadow`` (hits of shadow rules: recorded, never change the action), ``ruleset_version``, ``late``
+(the event was older than one already seen for this user), ``too_late`` (more than the allowed lateness
+behind: recorded by no feature and no pattern, see docs/engine.md; a field added after the first release,
+always present).
 
-Each fired rule (``FiredRule``): ``id``, ``version``, ``action``, ``evidence`` = ``{"features": {name:
-value}}``
-for a condition rule, plus ``"match": {"steps": {step: [event ids]}, "start_ts", "end_ts"}`` for a sequence.
+Each fired rule (``FiredRule``): ``id``, ``version``, ``action``, ``evidence``: for a condition rule
+``{"features": {name: value}, "fields": {"a.b": value}}`` (the event paths its condition reads); a sequence:
+``{"match": {"steps": {step: [event ids]}, "start_ts", "end_ts", "events": {step: [{"event_id", "fields",
+"features"}]}}}``, each matched event with what its step read, as it was when matched (docs/engine.md).
 
 Alert (``"kind": "alert"``): ``alert_id`` (stable, for deduplication), ``user_id``, ``rule`` (a FiredRule),
 ``reason``, ``ts`` (event time at which it was raised), ``event_id`` (the event it is about, if any),
@@ -27,9 +27,11 @@ Alert (``"kind": "alert"``): ``alert_id`` (stable, for deduplication), ``user_id
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from riskctl.core.expr import FEATURES_FIELD
 
 PASS, REVIEW, REJECT = "PASS", "REVIEW", "REJECT"
 _RANK = {PASS: 0, REVIEW: 1, REJECT: 2}
@@ -125,9 +127,63 @@ class Result:
     timers: list[int]
 
 
-def match_evidence(match: Any) -> dict[str, Any]:
-    """The ``evidence.match`` part of a record for a pattern ``Match``."""
-    steps = match.event_ids
-    if isinstance(steps, Mapping):
-        steps = {k: list(v) for k, v in steps.items()}
-    return {"steps": steps, "start_ts": match.start_ts, "end_ts": match.end_ts}
+#: one value an explanation shows: (its name, e.g. ``"device.id"``, and the path to it in the event)
+FieldRead = tuple[str, tuple[str, ...]]
+
+
+def field_reads(paths: Iterable[str]) -> tuple[FieldRead, ...]:
+    """The reads of dotted event paths (``CompiledExpression.event_paths``), prepared once per rule."""
+    return tuple((p, tuple(p.split("."))) for p in paths)
+
+
+def read_fields(event: Mapping[str, Any], reads: tuple[FieldRead, ...]) -> dict[str, Any]:
+    """``{name: value}`` of each read in ``event``; None where the path is missing or meets a non-mapping."""
+    out: dict[str, Any] = {}
+    for name, path in reads:
+        value: Any = event
+        for part in path:
+            value = value.get(part) if isinstance(value, Mapping) else None
+        out[name] = value
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class StepReads:
+    """What a sequence step's condition reads: shown for each event the step matched."""
+
+    name: str
+    fields: tuple[FieldRead, ...]
+    features: tuple[str, ...]
+
+
+def when_evidence(
+    event: Mapping[str, Any], features: dict[str, Any], reads: tuple[FieldRead, ...]
+) -> dict[str, Any]:
+    """A condition rule's evidence: the feature values it saw and the event fields its condition read."""
+    return {"features": features, "fields": read_fields(event, reads)}
+
+
+def match_evidence(match: Any, steps: tuple[StepReads, ...] = ()) -> dict[str, Any]:
+    """The ``evidence.match`` part of a record for a pattern ``Match``.
+
+    ``steps`` (from the rule) adds ``events``: per step, each matched event's id with the fields and the
+    features (as they were when the event was matched) that the step's condition read.
+    """
+    ids = match.event_ids
+    if isinstance(ids, Mapping):
+        ids = {k: list(v) for k, v in ids.items()}
+    out: dict[str, Any] = {"steps": ids, "start_ts": match.start_ts, "end_ts": match.end_ts}
+    kept = getattr(match, "events", None)
+    if steps and kept:
+        out["events"] = {step.name: [_step_event(e, step) for e in kept.get(step.name, ())] for step in steps}
+    return out
+
+
+def _step_event(event: Mapping[str, Any], step: StepReads) -> dict[str, Any]:
+    stamped = event.get(FEATURES_FIELD)
+    values = stamped if isinstance(stamped, Mapping) else {}
+    return {
+        "event_id": event.get("event_id"),
+        "fields": read_fields(event, step.fields),
+        "features": {name: values.get(name) for name in step.features},
+    }

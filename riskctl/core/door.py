@@ -130,41 +130,31 @@ def _fits(value: Any, depth: int, max_depth: int, max_chars: int) -> bool:
     """The fast walk: True when every container, string and number of ``value`` is within the limits."""
     t = type(value)
     if t is dict:
-        if depth > max_depth:
-            return False
-        depth += 1
-        for k, v in value.items():
+        for k in value:
             if len(k) > max_chars:
                 return False
-            tv = type(v)
-            if tv is str:
-                if len(v) > max_chars:
-                    return False
-            elif tv is int or tv is float:
-                if not -_M <= v <= _M:
-                    return False
-            elif (tv is dict or tv is list) and not _fits(v, depth, max_depth, max_chars):
-                return False
-        return True
-    if t is list:
-        if depth > max_depth:
-            return False
-        depth += 1
-        for v in value:
-            tv = type(v)
-            if tv is str:
-                if len(v) > max_chars:
-                    return False
-            elif tv is int or tv is float:
-                if not -_M <= v <= _M:
-                    return False
-            elif (tv is dict or tv is list) and not _fits(v, depth, max_depth, max_chars):
-                return False
-        return True
-    if t is str:
+        items = value.values()
+    elif t is list:
+        items = value
+    elif t is str:
         return len(value) <= max_chars
-    if t is int or t is float:
+    elif t is int or t is float:
         return -_M <= value <= _M
+    else:
+        return True
+    if depth > max_depth:
+        return False
+    depth += 1
+    for v in items:  # scalars checked inline, not by a call per value: this walk runs for every event
+        tv = type(v)
+        if tv is str:
+            if len(v) > max_chars:
+                return False
+        elif tv is int or tv is float:
+            if not -_M <= v <= _M:
+                return False
+        elif (tv is dict or tv is list) and not _fits(v, depth, max_depth, max_chars):
+            return False
     return True
 
 

@@ -22,7 +22,17 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from riskctl.core.decisions import Alert, Decision, FiredRule, Result, match_evidence
+from riskctl.core.decisions import (
+    Alert,
+    Decision,
+    FieldRead,
+    FiredRule,
+    Result,
+    StepReads,
+    field_reads,
+    match_evidence,
+    when_evidence,
+)
 from riskctl.core.errors import RuleError, RuleSetError
 from riskctl.core.expr import FEATURES_FIELD, CompiledExpression
 from riskctl.core.features import WINDOWED_KINDS, Feature, FeatureSpec, compile_feature
@@ -55,6 +65,8 @@ class _RulePlan:
     when: Callable[[Any, Any], Any] | None  # fn(event, features) -> bool; None for a sequence rule
     rank: int
     recheckable: bool  # a condition rule over windowed features only (late re-check, docs/engine.md)
+    fields: tuple[FieldRead, ...] = ()  # the event fields its condition reads (its explanation)
+    steps: tuple[StepReads, ...] = ()  # a sequence rule: what each positive step reads (its explanation)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +114,21 @@ def _stored_fields(ruleset: RuleSet) -> frozenset[str] | None:
     return frozenset(stored)
 
 
+def _step_reads(rule: Rule) -> tuple[StepReads, ...]:
+    """What each positive step of a sequence rule reads (for its explanation); () for a condition rule."""
+    if rule.sequence is None:
+        return ()
+    return tuple(
+        StepReads(
+            step.name,
+            field_reads(getattr(step.cond, "event_paths", ())),
+            tuple(sorted(getattr(step.cond, "features_read", ()))),
+        )
+        for step in rule.sequence.steps
+        if not step.negated
+    )
+
+
 class _Plan:
     """Everything compiled from one rule set; replaced as a whole on a rule update (never mutated after)."""
 
@@ -145,6 +172,8 @@ class _Plan:
                     rank=ACTION_RANK[rule.action],
                     recheckable=rule.when is not None
                     and all(spec.kind in WINDOWED_KINDS for spec in rule.features.values()),
+                    fields=field_reads(rule.when.event_paths) if rule.when is not None else (),
+                    steps=_step_reads(rule),
                 )
             )
         self.features = tuple(features.items())
@@ -366,7 +395,9 @@ class Engine:
                 feats = {name: values[key] for name, key in rp.features}
                 if not rp.when(event, feats):
                     continue
-                hit = FiredRule(rp.rule.id, rp.rule.version, rp.rule.action, {"features": feats})
+                hit = FiredRule(
+                    rp.rule.id, rp.rule.version, rp.rule.action, when_evidence(event, feats, rp.fields)
+                )
             else:
                 found = matches.get(rp.rule.id)
                 if not found:
@@ -561,9 +592,9 @@ class Engine:
         meta[_RS] = plan.version
 
     def _sequence_hit(self, rp: _RulePlan, values: Mapping[str, Any], match: Any) -> FiredRule:
-        evidence: dict[str, Any] = {"match": match_evidence(match)}
-        if rp.features:
-            evidence["features"] = {name: values.get(key) for name, key in rp.features}
+        # The features a sequence reads are shown per matched event, as they were when it was matched
+        # (``match.events``): their values now, at the completing event, may say nothing about the step.
+        evidence: dict[str, Any] = {"match": match_evidence(match, rp.steps)}
         return FiredRule(rp.rule.id, rp.rule.version, rp.rule.action, evidence)
 
     def _match_alert(
@@ -639,7 +670,9 @@ class Engine:
                 if not rp.when(r_event, feats):
                     continue
                 r_fired.append(rp.rule.id)
-                hit = FiredRule(rp.rule.id, rp.rule.version, rp.rule.action, {"features": feats})
+                hit = FiredRule(
+                    rp.rule.id, rp.rule.version, rp.rule.action, when_evidence(r_event, feats, rp.fields)
+                )
                 alerts.append(
                     Alert(
                         alert_id=f"{rp.rule.id}:{rp.rule.version}:late_threshold:{r_event['event_id']}",

@@ -1,15 +1,11 @@
-"""The riskctl error hierarchy.
+"""The root of the riskctl error hierarchy and the errors of the pure core (rules, expressions, events).
+
+The root class lives here because the core imports nothing outside ``riskctl/core``; the whole tree, with the
+outer layers' errors (configuration, services, the rules store), is documented and importable in one place:
+:mod:`riskctl.errors`.
 
 Every error carries its context (rule id, field path, reason, a suggestion where one exists) so a user
 sees *where* a rule or an event is wrong, not only that it is. Validation errors subclass :class:`ValueError`.
-
-::
-
-    RiskctlError
-    ├── RuleError(ValueError)            one problem in one rule (rule_id, field, reason, suggestion)
-    │   └── ExpressionError              a condition that does not parse/compile (adds the column)
-    ├── RuleSetError(ValueError)         several RuleErrors collected over a folder / a rule set
-    └── EventError(ValueError)           a raw event that cannot be decided (reason, field)
 """
 
 from __future__ import annotations
@@ -19,7 +15,15 @@ from typing import Any
 
 
 class RiskctlError(Exception):
-    """Base class of every error raised by riskctl on purpose."""
+    """Base class of every error raised by riskctl on purpose.
+
+    :meth:`details` is the context the error carries, JSON-ready: the CLI puts it next to the message in the
+    error document of ``--json``, so a script reads the rule id or the versions without parsing the message.
+    """
+
+    def details(self) -> dict[str, Any]:
+        """The error's context as a JSON-ready dict (empty when the message is all there is)."""
+        return {}
 
 
 class RuleError(RiskctlError, ValueError):
@@ -92,6 +96,9 @@ class RuleError(RiskctlError, ValueError):
             "source": self.source,
         }
 
+    def details(self) -> dict[str, Any]:
+        return self.to_dict()
+
 
 def _copy_error(err: RuleError) -> RuleError:
     new = err.__class__.__new__(err.__class__)
@@ -130,6 +137,9 @@ class RuleSetError(RiskctlError, ValueError):
         lines = "\n".join(f"  - {e}" for e in self.errors)
         super().__init__(f"{n} rule error{'s' if n != 1 else ''}:\n{lines}")
 
+    def details(self) -> dict[str, Any]:
+        return {"errors": [e.to_dict() for e in self.errors]}
+
 
 class EventError(RiskctlError, ValueError):
     """A raw event cannot be decided: not an object, a required field missing, a field of the wrong type."""
@@ -142,6 +152,9 @@ class EventError(RiskctlError, ValueError):
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready view (dead-letter records, replay error lines)."""
         return {"reason": self.reason, "field": self.field}
+
+    def details(self) -> dict[str, Any]:
+        return self.to_dict()
 
 
 def suggest(word: str, choices: Iterable[str]) -> str | None:

@@ -67,207 +67,78 @@ Bounded state and precision
 
 from __future__ import annotations
 
-import difflib
-import hashlib
 import pickle
 from bisect import bisect_left, bisect_right, insort
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from dataclasses import field as dc_field
 from typing import Any
 
-from riskctl.core.errors import RuleError
+from riskctl.core.feature_spec import (
+    DAY,
+    DEFAULT_HORIZON,
+    DEFAULT_MAX_VALUES,
+    DEFAULT_RAW_CAP,
+    HOUR,
+    KINDS,
+    LAST_N_STATS,
+    MAX_N,
+    MAX_VALUES_LIMIT,
+    MAX_WINDOW,
+    MINUTE,
+    SECOND,
+    TIME_SINCE_KEEP,
+    WINDOWED_KINDS,
+    Event,
+    FeatureSpec,
+    Filter,
+    default_granularity,
+    is_int,
+)
 from riskctl.core.stored import MAX_STORED_STRING, stored_string
 
-Event = Mapping[str, Any]
-Filter = Callable[[Event], bool]
+__all__ = [
+    "DAY",
+    "DEFAULT_HORIZON",
+    "DEFAULT_MAX_VALUES",
+    "DEFAULT_RAW_CAP",
+    "HOUR",
+    "KINDS",
+    "LAST_N_STATS",
+    "MAX_N",
+    "MAX_VALUES_LIMIT",
+    "MAX_WINDOW",
+    "MINUTE",
+    "SECOND",
+    "TIME_SINCE_KEEP",
+    "WINDOWED_KINDS",
+    "Event",
+    "Feature",
+    "FeatureSpec",
+    "Filter",
+    "FirstSeenFeature",
+    "LastNFeature",
+    "TimeSinceFeature",
+    "WindowedFeature",
+    "compile_feature",
+    "default_granularity",
+    "stored_bytes",
+]
 
-SECOND = 1000
-MINUTE = 60 * SECOND
-HOUR = 60 * MINUTE
-DAY = 24 * HOUR
-
-WINDOWED_KINDS = ("count", "sum", "avg", "min", "max", "distinct_count")
-KINDS = (*WINDOWED_KINDS, "last_n", "first_seen", "time_since")
-LAST_N_STATS = ("avg_interval", "avg", "sum", "min", "max")
-
-MAX_WINDOW = 400 * DAY
-MAX_N = 1000
-DEFAULT_RAW_CAP = 64
-DEFAULT_MAX_VALUES = 100
-MAX_VALUES_LIMIT = 10_000
-TIME_SINCE_KEEP = 4
-DEFAULT_HORIZON = {"last_n": 30 * DAY, "first_seen": 90 * DAY, "time_since": 30 * DAY}
-_GRANULARITY_LADDER = (
-    1, 2, 5, 10, 20, 50, 100, 200, 500,
-    SECOND, 2 * SECOND, 5 * SECOND, 10 * SECOND, 15 * SECOND, 30 * SECOND,
-    MINUTE, 2 * MINUTE, 5 * MINUTE, 10 * MINUTE, 15 * MINUTE, 30 * MINUTE,
-    HOUR, 2 * HOUR, 3 * HOUR, 6 * HOUR, 12 * HOUR, DAY,
-)  # fmt: skip
 _NUMBER_TYPES = (int, float)
 _VALUE_TYPES = (str, int, float, bool)
 _NO_FRONTIER = -(1 << 62)  # nothing folded yet: every recorded event is kept one by one
 
 
-def default_granularity(window: int) -> int:
-    """The bucket size used for `window` when the spec gives none: the first ladder step >= window / 60."""
-    target = -(-window // 60)
-    for step in _GRANULARITY_LADDER:
-        if step >= target:
-            return step
-    return -(-target // DAY) * DAY
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-@dataclass(frozen=True)
-class FeatureSpec:
-    """The definition of one feature, validated at construction.
-
-    `filter` is the compiled predicate and `filter_text` its source; they come together or not at all. Only
-    the text takes part in equality and in `state_key`, so two rules with the same definition share a state.
-    """
-
-    kind: str
-    field: str | None = None
-    window: int | None = None
-    filter: Filter | None = dc_field(default=None, compare=False, repr=False)
-    filter_text: str | None = None
-    n: int | None = None
-    stat: str | None = None
-    min_events: int | None = None
-    granularity: int | None = None
-    max_values: int | None = None
-
-    def __post_init__(self) -> None:
-        kind = self.kind
-        if kind not in KINDS:
-            close = difflib.get_close_matches(str(kind), KINDS, n=1)
-            msg = f"unknown feature kind {kind!r}; expected one of {', '.join(KINDS)}"
-            raise RuleError(msg, field="kind", suggestion=close[0] if close else None)
-        self._check_field()
-        self._check_window()
-        self._check_filter()
-        self._check_only_for("n", self.n, ("last_n",))
-        self._check_only_for("stat", self.stat, ("last_n",))
-        self._check_only_for("min_events", self.min_events, ("last_n",))
-        self._check_only_for("granularity", self.granularity, WINDOWED_KINDS)
-        self._check_only_for("max_values", self.max_values, ("distinct_count", "first_seen"))
-        if kind == "last_n":
-            self._check_last_n()
-        if self.granularity is not None:
-            if not _is_int(self.granularity) or self.granularity <= 0:
-                msg = f"granularity must be a positive number of milliseconds, got {self.granularity!r}"
-                raise RuleError(msg, field="granularity")
-            if self.window is not None and self.granularity > self.window:
-                msg = f"granularity ({self.granularity} ms) is longer than the window ({self.window} ms)"
-                raise RuleError(msg, field="granularity")
-        if self.max_values is not None and (
-            not _is_int(self.max_values) or not 1 <= self.max_values <= MAX_VALUES_LIMIT
-        ):
-            msg = f"max_values must be an integer from 1 to {MAX_VALUES_LIMIT}, got {self.max_values!r}"
-            raise RuleError(msg, field="max_values")
-
-    def _check_field(self) -> None:
-        kind, fld = self.kind, self.field
-        needs_field = kind in ("sum", "avg", "min", "max", "distinct_count", "first_seen") or (
-            kind == "last_n" and self.stat not in (None, "avg_interval")
-        )
-        if fld is not None and (not isinstance(fld, str) or not fld):
-            msg = f"field must be a non-empty event field name, got {fld!r}"
-            raise RuleError(msg, field="field")
-        if needs_field and fld is None:
-            what = f"{kind} {self.stat}" if kind == "last_n" else kind
-            msg = f"a {what} feature needs the event field it aggregates"
-            raise RuleError(msg, field="field")
-        if fld is not None and (kind == "time_since" or (kind == "last_n" and self.stat == "avg_interval")):
-            msg = f"a {kind} feature looks at event times only: remove the field, pick events with a filter"
-            raise RuleError(msg, field="field")
-
-    def _check_window(self) -> None:
-        window = self.window
-        if window is None:
-            if self.kind in WINDOWED_KINDS:
-                msg = f"a {self.kind} feature needs a window (milliseconds, e.g. 300000 for 5 minutes)"
-                raise RuleError(msg, field="window")
-            return
-        if not _is_int(window) or window <= 0:
-            msg = f"window must be a positive number of milliseconds, got {window!r}"
-            raise RuleError(msg, field="window")
-        if window > MAX_WINDOW:
-            msg = f"window of {window} ms is longer than the {MAX_WINDOW // DAY} days supported"
-            raise RuleError(msg, field="window")
-
-    def _check_filter(self) -> None:
-        if self.filter is not None and not callable(self.filter):
-            msg = f"filter must be a compiled predicate (callable), got {type(self.filter).__name__}"
-            raise RuleError(msg, field="filter")
-        if (self.filter is None) != (self.filter_text is None):
-            msg = "filter and filter_text go together: the text identifies the feature's state"
-            raise RuleError(msg, field="filter")
-        if self.filter_text is not None and not isinstance(self.filter_text, str):
-            msg = f"filter_text must be the filter's source text, got {self.filter_text!r}"
-            raise RuleError(msg, field="filter")
-
-    def _check_only_for(self, name: str, value: object, kinds: tuple[str, ...]) -> None:
-        if value is not None and self.kind not in kinds:
-            msg = f"{name} does not apply to a {self.kind} feature (only to {', '.join(kinds)})"
-            raise RuleError(msg, field=name)
-
-    def _check_last_n(self) -> None:
-        n, stat, min_events = self.n, self.stat, self.min_events
-        if stat not in LAST_N_STATS:
-            close = difflib.get_close_matches(str(stat), LAST_N_STATS, n=1)
-            msg = f"last_n needs a stat, one of {', '.join(LAST_N_STATS)}; got {stat!r}"
-            raise RuleError(msg, field="stat", suggestion=close[0] if close else None)
-        if n is None or not _is_int(n) or not 1 <= n <= MAX_N:
-            msg = f"last_n needs n, an integer from 1 to {MAX_N}; got {n!r}"
-            raise RuleError(msg, field="n")
-        least = 2 if stat == "avg_interval" else 1
-        if stat == "avg_interval" and n < 2:
-            msg = "avg_interval needs n >= 2 (an interval takes two events)"
-            raise RuleError(msg, field="n")
-        if min_events is not None and (not _is_int(min_events) or not least <= min_events <= n):
-            msg = f"min_events must be an integer from {least} to n ({n}), got {min_events!r}"
-            raise RuleError(msg, field="min_events")
-
-    @property
-    def effective_window(self) -> int:
-        """The window, or for last_n, first_seen and time_since the default horizon when none was given."""
-        return self.window if self.window is not None else DEFAULT_HORIZON[self.kind]
-
-    @property
-    def effective_granularity(self) -> int:
-        """The bucket size of a windowed kind (0 for the other kinds)."""
-        if self.kind not in WINDOWED_KINDS:
-            return 0
-        if self.granularity is not None:
-            return self.granularity
-        return default_granularity(self.effective_window)
-
-    @property
-    def state_key(self) -> str:
-        """A short stable name for this definition's state: equal definitions share it, changed ones do not.
-
-        Derived from everything that changes what is stored or what it means (kind, field, window, filter
-        text, n, stat, granularity, caps), never from the rule id. Defaults are resolved first, so a spec
-        spelling out a default gets the same key as one leaving it out.
-        """
-        parts = (
-            "v1",
-            self.kind,
-            self.field,
-            self.effective_window,
-            self.filter_text,
-            self.n,
-            self.stat,
-            self.effective_granularity,
-            self.max_values or (DEFAULT_MAX_VALUES if self.kind in ("distinct_count", "first_seen") else 0),
-        )
-        digest = hashlib.blake2b(repr(parts).encode(), digest_size=6).hexdigest()
-        return f"{self.kind}.{digest}"
+def _insert_in_order(tss: list[int], values: list[Any] | None, ts: int, v: Any) -> None:
+    """Insert ``ts`` into the sorted ``tss`` after any equal times (arrival order), and ``v`` at the same
+    index of the parallel ``values`` (None when the kind keeps no values); an in-order event is an append."""
+    if not tss or ts >= tss[-1]:
+        tss.append(ts)
+        if values is not None:
+            values.append(v)
+    else:
+        i = bisect_right(tss, ts)
+        tss.insert(i, ts)
+        if values is not None:
+            values.insert(i, v)
 
 
 class Feature:
@@ -276,7 +147,7 @@ class Feature:
     spec: FeatureSpec
 
     def __init__(self, spec: FeatureSpec, lateness: int) -> None:
-        if not _is_int(lateness) or lateness < 0:
+        if not is_int(lateness) or lateness < 0:
             msg = f"lateness must be a non-negative number of milliseconds, got {lateness!r}"
             raise ValueError(msg)
         self.spec = spec
@@ -326,7 +197,7 @@ class WindowedFeature(Feature):
 
     def __init__(self, spec: FeatureSpec, lateness: int = 0, raw_cap: int = DEFAULT_RAW_CAP) -> None:
         super().__init__(spec, lateness)
-        if not _is_int(raw_cap) or raw_cap < 1:
+        if not is_int(raw_cap) or raw_cap < 1:
             msg = f"raw_cap must be a positive integer, got {raw_cap!r}"
             raise ValueError(msg)
         self.raw_cap = raw_cap
@@ -425,17 +296,7 @@ class WindowedFeature(Feature):
         if ts < stored[_FRONT]:
             self._add_to_bucket(stored, ts // self.granularity, v)
             return
-        rts = stored[_RTS]
-        rv = stored[_RV]
-        if not rts or ts >= rts[-1]:
-            rts.append(ts)
-            if rv is not None:
-                rv.append(v)
-        else:
-            i = bisect_right(rts, ts)
-            rts.insert(i, ts)
-            if rv is not None:
-                rv.insert(i, v)
+        _insert_in_order(stored[_RTS], stored[_RV], ts, v)
 
     def _add_to_bucket(self, stored: list[Any], k: int, v: Any) -> None:
         bix, ba, bb = stored[_BIX], stored[_BA], stored[_BB]
@@ -589,15 +450,7 @@ class LastNFeature(Feature):
         if not rec:
             return self._stat(stored, ts), stored, False
         tss, vals = stored
-        if not tss or ts >= tss[-1]:
-            tss.append(ts)
-            if vals is not None:
-                vals.append(v)
-        else:
-            i = bisect_right(tss, ts)
-            tss.insert(i, ts)
-            if vals is not None:
-                vals.insert(i, v)
+        _insert_in_order(tss, vals, ts, v)
         if len(tss) > self.n:
             del tss[0]
             if vals is not None:

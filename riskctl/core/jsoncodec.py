@@ -2,8 +2,8 @@
 
 Every event is decoded once and every decision encoded once, so this is per-event work in the job, in
 replays and in the plain-loop benchmark contender. orjson (already installed as a dependency of PyFlink's
-apache-beam) decodes and encodes these small documents several times faster than :mod:`json` (they were
-10% of the decide operator's Python samples: ``bench/flink_profile/README.md``). Where the two disagree,
+apache-beam) decodes and encodes these small documents faster than :mod:`json`, and they were a visible
+share of the decide operator's profile (``bench/flink_profile/README.md``). Where the two disagree,
 the standard library's behaviour is kept:
 
 * decoding: orjson refuses ``NaN``/``Infinity`` literals and numbers beyond a double, which :mod:`json`

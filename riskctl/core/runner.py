@@ -123,17 +123,18 @@ def tune_gc() -> tuple[int, int, int]:
 
     Per-key state is a large, acyclic graph of small lists, tuples and dicts, and every event allocates a few
     more. With the default policy the collector keeps re-scanning that state: older generations hold every
-    state object ever decoded, so their collections cost a third to a half of the engine's time
-    (``bench/results/engine.md``), and a full collection of a million state objects pauses for most of a
-    second (``bench/flink_profile/README.md``).
+    state object ever decoded, so their collections take a large share of the engine's time
+    (``bench/results/engine.md``), and a full collection of a large state pauses the process for a long time
+    (``bench/flink_profile/README.md``).
 
     Here every object that survives one collection is moved to the permanent generation (``gc.freeze``), so a
-    collection only ever scans the objects allocated since the previous one: at most ``GC_GEN0_THRESHOLD``
-    (about 3 ms alone, 16-50 ms measured inside a busy Flink TaskManager, which therefore turns the collector
-    off instead: ``riskctl.flink.risk_function``). Garbage cycles that form and die between two collections
-    (exceptions with their tracebacks, for instance) are still collected; a cycle among objects that survived
-    a collection is not. The engine creates no cycles (reference counting frees all of its state), so that is
-    the trade: bounded pauses against cycles among old objects, which this code does not make.
+    collection only ever scans the objects allocated since the previous one: at most ``GC_GEN0_THRESHOLD``.
+    That pause is short alone but much longer inside a busy Flink TaskManager, which therefore turns the
+    collector off instead (``riskctl.flink.risk_function``; the pauses measured: ``bench/flink_profile/``).
+    Garbage cycles that form and die between two collections (exceptions with their tracebacks, for
+    instance) are still collected; a cycle among objects that survived a collection is not. The engine
+    creates no cycles (reference counting frees all of its state), so that is the trade: bounded pauses
+    against cycles among old objects, which this code does not make.
 
     Process-wide policy, so the engine never calls it: applications do (``riskctl replay``, the benchmarks).
     Calling it again changes nothing.

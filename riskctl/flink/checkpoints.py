@@ -24,23 +24,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from riskctl.errors import ConfigError
+from riskctl.errors import NewerCheckpointError
 
 #: ``_metadata`` files larger than this are not read (state inlined in it is small; a checkpoint of this job
 #: is recognised by the source's split state, which comes early)
 MAX_METADATA_BYTES = 64 * 2**20
 
 
-class NewerCheckpointError(ConfigError):
-    """The job would start from older state (or none) than a completed checkpoint of it holds."""
-
-
 @dataclass(frozen=True)
 class Checkpoint:
+    """A completed, retained checkpoint found on disk."""
+
     path: Path  # the chk-<n> folder
     completed_at: float  # modification time of its _metadata (seconds since the epoch)
 
     def describe(self) -> str:
+        """Its path and completion time, for logs and the CLI."""
         when = dt.datetime.fromtimestamp(self.completed_at, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
         return f"{self.path} (completed {when})"
 

@@ -1,11 +1,11 @@
 """Building a PyFlink execution environment the way every riskctl job needs it.
 
-Thread mode (``python.execution-mode: thread``) runs Python inside the TaskManager JVM with pemja: about
-20x the
-throughput of process mode for keyed-state-heavy functions on this project's machines (see
-docs/flink-stack.md). RocksDB with incremental checkpoints holds the keyed state. The connector jars are
-shipped with the job (``pipeline.jars``, ``file://`` URLs only), so the same code runs on the embedded
-MiniCluster and when submitted with ``flink run -py`` to a standalone cluster.
+Thread mode (``python.execution-mode: thread``) runs Python inside the TaskManager JVM with pemja, so a
+state access or a record does not cross a process boundary: many times the throughput of process mode for
+keyed-state-heavy functions (the measured figures: README.md, "Performance", and bench/results/). RocksDB
+with incremental checkpoints holds the keyed state. The connector jars are shipped with the job
+(``pipeline.jars``, ``file://`` URLs only), so the same code runs on the embedded MiniCluster and when
+submitted with ``flink run -py`` to a standalone cluster.
 """
 
 from __future__ import annotations
@@ -80,6 +80,8 @@ class RestartOptions:
 
 @dataclass
 class EnvOptions:
+    """What :func:`create_env` needs: the jars, parallelism, checkpoints, restarts and extra options."""
+
     jars_dir: str
     parallelism: int = 1
     checkpoint_interval_ms: int = 5000
@@ -134,7 +136,7 @@ def create_env(opts: EnvOptions) -> StreamExecutionEnvironment:
     # Event-time timers on the heap, not in RocksDB: the engine registers timers for most events (pattern
     # deadlines, state clean-up); in RocksDB each one is a write to a column family whose memtables filled
     # faster than a busy 2-core box flushed them ("Stopping writes because we have 2 immutable memtables"),
-    # which stalled the decide task, rule changes included, for up to 20 s (bench/flink_profile/README.md).
+    # which stalled the decide task, rule changes included, for seconds (bench/flink_profile/README.md).
     config.set_string("state.backend.rocksdb.timer-service.factory", "HEAP")
     if opts.checkpoint_dir:
         config.set_string("state.checkpoints.dir", opts.checkpoint_dir)

@@ -67,6 +67,8 @@ SINK_MAX_REQUEST_BYTES = 1_048_576
 
 @dataclass(frozen=True)
 class MysqlConn:
+    """Where and as whom the job reaches MySQL (the rules table, the rule-status table)."""
+
     host: str
     port: int
     user: str
@@ -75,6 +77,7 @@ class MysqlConn:
 
     @classmethod
     def of(cls, settings: Settings) -> MysqlConn:
+        """The connection settings of ``settings``."""
         return cls(
             settings.mysql_host,
             settings.mysql_port,
@@ -164,6 +167,8 @@ class RecordRuleStatus(MapFunction):  # type: ignore[misc]
         )
 
     def map(self, value: Row) -> Row:
+        """Queue the status of a rule status row (the latest per rule wins), try to write the queue, pass
+        the row on."""
         doc = json.loads(value[1])
         self.pending[str(doc["rule_id"])] = (
             doc["rule_id"],
@@ -315,8 +320,9 @@ def _rules_cdc(
         "scan.incremental.snapshot.chunk.size": "8096",
         # The binlog client's keep-alive thread notices a lost connection and reconnects; Debezium sets its
         # period (and the server heartbeat it asks for, 0.8 x the period) from this option, default 60 s:
-        # after a MySQL outage a rule edit took 66-71 s to arrive. Read from the connector's
-        # MySqlStreamingChangeEventSource (KEEP_ALIVE_INTERVAL_MS -> BinaryLogClient.setKeepAliveInterval).
+        # after a MySQL outage a rule edit waited about that long to arrive (docs/operations.md). Read from
+        # the connector's MySqlStreamingChangeEventSource (KEEP_ALIVE_INTERVAL_MS ->
+        # BinaryLogClient.setKeepAliveInterval).
         "debezium.connect.keep.alive.interval.ms": job.cdc_keepalive_ms,
     }
     t_env.execute_sql(f"""
@@ -406,9 +412,11 @@ class _Differ(FlatMapFunction):  # type: ignore[misc]
         self.seen: dict[str, tuple[int, str]] = {}
 
     def current(self) -> dict[str, tuple[int, str]]:
+        """The rules as the source has them now: rule id -> (version, document as JSON text)."""
         raise NotImplementedError
 
     def flat_map(self, value: Row) -> Iterator[Row]:
+        """On each tick: a change row for every rule added, changed or removed since the last tick."""
         try:
             current = self.current()
         except Exception as exc:  # noqa: BLE001 - a source away (MySQL down): keep the rules, ask next tick
@@ -432,10 +440,10 @@ class PollFolder(_Differ):
     """Reads a rules folder (YAML); a rule that fails to load is sent as is, for the job to refuse.
 
     The files are parsed again only when one of them changed (path, size or modification time): parsing the
-    YAML every tick took ~18 ms, holding the GIL that the decide operator needs (thread mode). A file that
-    cannot be read or is refused as a whole (being written, or hostile: see docs/rules.md#limits) keeps the
-    rules it last gave, so the job keeps running them (as with a refused version in MySQL) instead of
-    deleting them; it is read again at the next tick.
+    YAML every tick held the GIL that the decide operator needs (thread mode; bench/flink_profile/README.md).
+    A file that cannot be read or is refused as a whole (being written, or hostile: see docs/rules.md#limits)
+    keeps the rules it last gave, so the job keeps running them (as with a refused version in MySQL) instead
+    of deleting them; it is read again at the next tick.
     """
 
     def __init__(self, folder: str) -> None:
@@ -623,5 +631,6 @@ def build_pipeline(env: StreamExecutionEnvironment, settings: Settings) -> None:
 
 
 def topics(settings: Settings) -> list[str]:
+    """The Kafka topics the job reads and writes."""
     j = settings.job
     return [j.events_topic, j.decisions_topic, j.alerts_topic, j.dead_letter_topic, j.rule_status_topic]

@@ -12,30 +12,13 @@ import sys
 import warnings
 from typing import TYPE_CHECKING
 
-from riskctl.config import Settings, load_settings
-from riskctl.errors import ConfigError, RiskctlError
+from riskctl.config import Settings, apply_overrides, load_settings
+from riskctl.errors import RiskctlError
 
 if TYPE_CHECKING:
     from riskctl.flink.env import RestartOptions
 
 log = logging.getLogger("riskctl.job")
-
-
-def apply_overrides(settings: Settings, pairs: list[str]) -> Settings:
-    """Apply ``section.key=value`` overrides, typed like the defaults."""
-    from dataclasses import fields
-
-    from riskctl.config import _coerce
-
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        section_name, dot, key = name.partition(".")
-        section = getattr(settings, section_name, None)
-        if not sep or not dot or section is None or key not in {f.name for f in fields(section)}:
-            msg = f"--set takes section.key=value with a known setting, got {pair!r}"
-            raise ConfigError(msg)
-        setattr(section, key, _coerce(value, getattr(section, key), name))
-    return settings
 
 
 def prepare(settings: Settings) -> None:
@@ -96,6 +79,7 @@ def build(settings: Settings) -> object:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Load the settings (with ``--set`` overrides), build the job and run it; 2 when riskctl refuses them."""
     # apache-beam (a PyFlink dependency) imports pkg_resources, which warns on every start
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
     p = argparse.ArgumentParser(prog="riskctl-job", description="The riskctl risk job.")

@@ -3,8 +3,8 @@
 Per user (the key) the engine's state lives in one RocksDB ``ValueState`` with TTL holding a dict of the
 engine's state names (features, patterns, ``_engine``), read once and written at most once per event: each
 state access from Python in thread mode crosses into the JVM and RocksDB, so one read and one write of about
-a kilobyte costs less than a dozen small reads and writes (end to end, on a loaded 2-core machine: 270-445
-events/s with one MapState entry per name, 450-840 with this). Rules arrive on the broadcast side, are kept
+a kilobyte costs less than a dozen small reads and writes (the measurement: docs/engine.md, "Performance").
+Rules arrive on the broadcast side, are kept
 in broadcast state (so a restore from a checkpoint has them without re-reading MySQL), and are compiled
 once per parallel instance.
 
@@ -78,7 +78,7 @@ class FlinkKeyedState:
     :meth:`commit` after: the dict is read on first use and written back once, only when something changed.
 
     Recently used keys keep their decoded dict in a bounded LRU cache, so a hot key skips the RocksDB read and
-    the unpickling (about a sixth of the decide operator's time, bench/flink_profile/README.md). Every change
+    the unpickling (a large share of the decide operator's time: bench/flink_profile/README.md). Every change
     is still written to the ValueState at commit, so checkpoints hold exactly what the cache holds. A cached
     dict can outlive Flink's TTL of an idle but cached key; the engine's own clean-up timer is what bounds a
     key's life, Flink's TTL is only the backstop for keys whose timers were lost.
@@ -97,6 +97,7 @@ class FlinkKeyedState:
         self.misses = 0
 
     def begin(self, key: Any = None) -> None:
+        """Start on ``key``: its dict comes from the cache when it is there, else is read on first use."""
         self._key = key
         self._dirty = False
         data = self._cache.get(key) if key is not None else None
@@ -146,6 +147,7 @@ class FlinkKeyedState:
         self._key = None
 
     def commit(self) -> None:
+        """Write the key's dict back if it changed (an empty one clears the ValueState), and end the key."""
         if self._dirty:
             if self._data:
                 self._value.update(self._data)
@@ -179,6 +181,7 @@ def dead_letter_row(
 def status_record(
     rule_id: str, version: int, state: str, reason: str | None = None, field: str | None = None
 ) -> Row:
+    """The rule-status output row: what the job did with one rule version (``state``), and why if refused."""
     doc = {
         "rule_id": rule_id,
         "version": version,
@@ -244,11 +247,11 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         self.engine = Engine(RuleSet(), lateness=self.lateness_ms, state_ttl=self.state_ttl_ms)
         self.opened_at = time.monotonic()
         # No cyclic GC in the TaskManager's interpreter while the job runs: a collection pauses the decide
-        # task, and in thread mode that was the largest source of tail latency at low rates (stalls of
-        # 100-200 ms every 1-3 s at 1,000 events/s, even with runner.tune_gc's bounded collections:
-        # bench/flink_profile/README.md). The engine's state is acyclic and reference counting frees it;
-        # close() reports any cyclic garbage that accumulated anyway, so a leak shows in the TaskManager's
-        # output. What exists at open (modules, rules) is frozen, so that final collection skips it.
+        # task, and in thread mode that was the largest source of tail latency at low rates, even with
+        # runner.tune_gc's bounded collections (the stalls measured: bench/flink_profile/README.md). The
+        # engine's state is acyclic and reference counting frees it; close() reports any cyclic garbage that
+        # accumulated anyway, so a leak shows in the TaskManager's output. What exists at open (modules,
+        # rules) is frozen, so that final collection skips it.
         gc.freeze()
         gc.disable()
         self.subtask = runtime_context.get_index_of_this_subtask()

@@ -35,6 +35,8 @@ from riskctl.flink.env import ttl_config
 
 @dataclass
 class SmokeOptions:
+    """The smoke pipeline's topics, key, state TTL and (optional) MySQL table."""
+
     bootstrap: str
     input_topic: str
     output_topic: str

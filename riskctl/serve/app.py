@@ -26,6 +26,7 @@ from aiohttp import web
 
 from riskctl.config import Settings
 from riskctl.core.door import Limits
+from riskctl.errors import ConfigError
 from riskctl.serve.openapi import openapi_document
 from riskctl.serve.request import (
     ApiError,
@@ -56,7 +57,7 @@ class Api:
         self.limits: Limits = settings.job.limits()
         if not 1 <= s.min_timeout_ms <= s.timeout_ms <= s.max_timeout_ms:
             msg = "serve.min_timeout_ms <= serve.timeout_ms <= serve.max_timeout_ms must hold, all positive"
-            raise ValueError(msg)
+            raise ConfigError(msg)
         self.bus = bus
         self.instance = instance
         self.service = DecisionService(
@@ -210,7 +211,7 @@ async def serve(
     s = settings.serve
     if not s.replies_topic:
         msg = "serve.replies_topic is empty: the job writes no replies, so no request would get its decision"
-        raise ValueError(msg)
+        raise ConfigError(msg)
     instance = instance_name(s.instance or default_instance())
     bus = KafkaBus(
         settings.kafka_bootstrap,

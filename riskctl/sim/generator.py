@@ -94,6 +94,9 @@ class SimConfig:
 
 @dataclass
 class User:
+    """A simulated user: home city and devices, and what this run has seen of them (for attacks that must
+    look new)."""
+
     user_id: str
     home: str
     devices: list[str]
@@ -333,11 +336,16 @@ class Simulator:
         out.append(("attacker", self._event(victim, "transfer", t, amount=amount, device_id=device)))
         return out
 
-    def _attack_velocity(self, victim: User, now: int) -> list[tuple[str, dict[str, Any]]]:
-        """A hijacked session drains the account: transfers summing above 50,000 within half a minute."""
+    def _session_from_home(self, victim: User, now: int) -> tuple[str, int, list[tuple[str, dict[str, Any]]]]:
+        """A login as ``victim`` from their first device and home city, so nothing about it looks new: the
+        device, the time after the login, and the login's events marked as the attacker's."""
         device = victim.devices[0]
         login, t = self._login(victim, now, device, victim.home)
-        out = [("attacker", e) for e in login]
+        return device, t, [("attacker", e) for e in login]
+
+    def _attack_velocity(self, victim: User, now: int) -> list[tuple[str, dict[str, Any]]]:
+        """A hijacked session drains the account: transfers summing above 50,000 within half a minute."""
+        device, t, out = self._session_from_home(victim, now)
         total = 0.0
         while total <= 50_000:
             t += self._gap(2, 6)
@@ -348,9 +356,7 @@ class Simulator:
 
     def _attack_bot_cadence(self, victim: User, now: int) -> list[tuple[str, dict[str, Any]]]:
         """A bot account: login, 2FA, then 10-16 orders 0.2-0.9 s apart."""
-        device = victim.devices[0]
-        login, t = self._login(victim, now, device, victim.home)
-        out = [("attacker", e) for e in login]
+        device, t, out = self._session_from_home(victim, now)
         for _ in range(self.rng.randint(10, 16)):
             t += self._gap(0.2, 0.9)
             amount = self._amount(20, 0.5)

@@ -19,6 +19,7 @@ SERVICE = "kafka"
 
 
 def kafka_down(bootstrap: str) -> ServiceError:
+    """The error for a broker that does not answer, with how to start one."""
     msg = (
         f"no Kafka broker answers at {bootstrap}: start the local stack with 'riskctl stack up' "
         "(or point RISKCTL_KAFKA_BOOTSTRAP at your broker)"
@@ -107,6 +108,7 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
 
 
 def write_jsonl(out: IO[str], record: Mapping[str, Any]) -> None:
+    """Write ``record`` as one line of compact JSON."""
     out.write(json.dumps(record, separators=(",", ":")))
     out.write("\n")
 

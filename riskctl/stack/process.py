@@ -62,6 +62,7 @@ def _listening_inode(port: int) -> str | None:
 
 
 def pid_alive(pid: int) -> bool:
+    """True when process ``pid`` exists and is not a zombie."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -86,6 +87,7 @@ def cmdline(pid: int) -> str | None:
 
 
 def read_pid(pid_file: Path) -> int | None:
+    """The pid in ``pid_file`` if that process is alive; None for a missing, unreadable or stale file."""
     try:
         pid = int(pid_file.read_text().strip())
     except (OSError, ValueError):
@@ -179,6 +181,7 @@ def wait_until(
 
 
 def tail(path: Path, lines: int = 15) -> str:
+    """The last ``lines`` lines of a log file ("" when it cannot be read), for error messages."""
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:

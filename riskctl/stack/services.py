@@ -55,6 +55,8 @@ NO_CJ_CLEANUP_THREAD = "-Dcom.mysql.cj.disableAbandonedConnectionCleanup=true"
 
 @dataclass
 class ServiceStatus:
+    """What ``riskctl stack status`` shows of one service."""
+
     name: str
     address: str
     state: str  # "running" | "stopped" | "unhealthy" | "foreign" (port taken by a process we did not start)
@@ -365,6 +367,7 @@ class MariaDB(Service):
         return found
 
     def password(self) -> str:
+        """``RISKCTL_MYSQL_PASSWORD``, else the stack's password file (created on first use, mode 600)."""
         given = os.environ.get("RISKCTL_MYSQL_PASSWORD")
         if given:
             return given
@@ -507,6 +510,7 @@ class FlinkCluster(Service):
 
     @property
     def pid_files(self) -> list[Path]:
+        """The pid files of the JobManager and the TaskManagers, those found beyond the setting included."""
         wanted = {self.dir / f"taskmanager-{i}.pid" for i in range(2, self.stack.flink_taskmanagers + 1)}
         # and those of TaskManagers started with a larger flink_taskmanagers than this process has: a
         # `stack down` without the setting must stop them too
@@ -531,6 +535,7 @@ class FlinkCluster(Service):
             return None
 
     def healthy(self) -> bool:
+        """The REST API answers with the wanted number of TaskManagers and at least one slot."""
         ov = self.overview()
         if not ov:
             return False
@@ -538,6 +543,7 @@ class FlinkCluster(Service):
         return int(str(ov.get("taskmanagers", 0))) >= wanted and int(str(ov.get("slots-total", 0))) > 0
 
     def status(self) -> ServiceStatus:
+        """The generic status, with TaskManagers, free slots and running jobs when the cluster runs."""
         st = super().status()
         ov = self.overview() if st.state == "running" else None
         if ov:
@@ -745,6 +751,7 @@ class FlinkCluster(Service):
 
 
 def services(settings: Settings, *, flink: bool) -> list[Service]:
+    """The stack's services in start order: Kafka, MariaDB, and the Flink cluster when ``flink``."""
     out: list[Service] = [Kafka(settings), MariaDB(settings)]
     if flink:
         out.append(FlinkCluster(settings))

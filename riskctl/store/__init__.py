@@ -1,12 +1,19 @@
 """The rules store in MySQL (pymysql): current rules for the job, an append-only history, migrations.
 
-No PyFlink here: the job, the CLI and the tests all use this package.
+No PyFlink here: the job, the CLI and the tests all use this package. Its errors are defined with every other
+riskctl error in :mod:`riskctl.errors` and re-exported here.
 """
 
 from __future__ import annotations
 
+from riskctl.errors import (
+    RuleNotFoundError,
+    StoreError,
+    StoreQueryError,
+    VersionConflictError,
+    VersionNotFoundError,
+)
 from riskctl.store.connection import connect
-from riskctl.store.errors import RuleNotFoundError, StoreError, VersionConflictError, VersionNotFoundError
 from riskctl.store.migrations import TableNames, migrate, table_names
 from riskctl.store.rules_store import (
     Change,
@@ -28,6 +35,7 @@ __all__ = [
     "RuleNotFoundError",
     "RuleStore",
     "StoreError",
+    "StoreQueryError",
     "StoredRule",
     "TableNames",
     "VersionConflictError",

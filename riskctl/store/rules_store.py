@@ -10,7 +10,8 @@ document is validated by the core's :func:`~riskctl.core.rules.parse_rule` befor
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -18,11 +19,7 @@ from typing import Any
 from riskctl.core.errors import RuleSetError, suggest
 from riskctl.core.jsondoc import load_json_document
 from riskctl.core.rules import RuleSet, document_digest, parse_rule
-from riskctl.store.errors import (
-    RuleNotFoundError,
-    VersionConflictError,
-    VersionNotFoundError,
-)
+from riskctl.errors import RuleNotFoundError, VersionConflictError, VersionNotFoundError
 from riskctl.store.migrations import migrate, table_names
 
 #: ``rule_status.state`` values that end a wait, per kind of change
@@ -238,24 +235,35 @@ class RuleStore:
         # Table names are checked identifiers, back-quoted (migrations.quote); values always go as parameters.
         return text.format(**self._t)
 
+    def _read(self, text: str, params: Sequence[Any] | None = None) -> list[Any]:
+        """The rows of one SELECT, in a transaction of its own: committed at once, so the next read sees
+        what other writers committed since (under READ COMMITTED a snapshot lasts one statement anyway)."""
+        with self.conn.cursor() as cur:
+            cur.execute(self._sql(text), params)
+            rows = list(cur.fetchall())
+        self.conn.commit()
+        return rows
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Any]:
+        """A cursor for the writes of one public method: committed when the block ends, rolled back on any
+        error (the error goes on), so a change is written whole or not at all."""
+        try:
+            with self.conn.cursor() as cur:
+                yield cur
+            self.conn.commit()
+        except BaseException:
+            self.conn.rollback()
+            raise
+
     def current(self) -> list[StoredRule]:
         """Every current rule, by id."""
-        with self.conn.cursor() as cur:
-            cur.execute(self._sql("SELECT {cols} FROM {rules} ORDER BY rule_id"))
-            rows = cur.fetchall()
-        self.conn.commit()
-        return [self._stored(row) for row in rows]
+        return [self._stored(row) for row in self._read("SELECT {cols} FROM {rules} ORDER BY rule_id")]
 
     def get(self, rule_id: str) -> StoredRule | None:
         """The current rule, or None."""
-        with self.conn.cursor() as cur:
-            cur.execute(
-                self._sql("SELECT {cols} FROM {rules} WHERE rule_id = %s"),
-                (rule_id,),
-            )
-            row = cur.fetchone()
-        self.conn.commit()
-        return self._stored(row) if row else None
+        rows = self._read("SELECT {cols} FROM {rules} WHERE rule_id = %s", (rule_id,))
+        return self._stored(rows[0]) if rows else None
 
     def require(self, rule_id: str) -> StoredRule:
         """The current rule, or :class:`RuleNotFoundError` (with a did-you-mean, or how to restore it)."""
@@ -266,13 +274,7 @@ class RuleStore:
 
     def history(self, rule_id: str) -> list[HistoryEntry]:
         """Every version of the rule, oldest first; :class:`RuleNotFoundError` when it never existed."""
-        with self.conn.cursor() as cur:
-            cur.execute(
-                self._sql("SELECT {hcols} FROM {history} WHERE rule_id = %s ORDER BY version"),
-                (rule_id,),
-            )
-            rows = cur.fetchall()
-        self.conn.commit()
+        rows = self._read("SELECT {hcols} FROM {history} WHERE rule_id = %s ORDER BY version", (rule_id,))
         entries = [self._entry(row) for row in rows]
         if not entries:
             current = self.get(rule_id)
@@ -310,11 +312,8 @@ class RuleStore:
 
     def known_ids(self) -> list[str]:
         """Every rule id, current or in history."""
-        with self.conn.cursor() as cur:
-            cur.execute(self._sql("SELECT rule_id FROM {rules} UNION SELECT DISTINCT rule_id FROM {history}"))
-            ids = sorted(str(row[0]) for row in cur.fetchall())
-        self.conn.commit()
-        return ids
+        rows = self._read("SELECT rule_id FROM {rules} UNION SELECT DISTINCT rule_id FROM {history}")
+        return sorted(str(row[0]) for row in rows)
 
     def job_status(self, pairs: Iterable[tuple[str, int]]) -> dict[tuple[str, int], JobStatus]:
         """The job's ``rule_status`` rows for these (rule id, version) pairs (missing pairs: not seen yet)."""
@@ -375,22 +374,17 @@ class RuleStore:
         :class:`VersionConflictError` and nothing is written.
         """
         changes: list[Change] = []
-        try:
-            with self.conn.cursor() as cur:
-                for item in plan.changes:
-                    if item.op == "delete":
-                        changes.append(self._delete(cur, item.rule_id, item.from_version, author, comment))
-                    else:
-                        assert item.document is not None
-                        changes.append(
-                            self._write(
-                                cur, item.rule_id, item.from_version, item.document, item.op, author, comment
-                            )
+        with self._transaction() as cur:
+            for item in plan.changes:
+                if item.op == "delete":
+                    changes.append(self._delete(cur, item.rule_id, item.from_version, author, comment))
+                else:
+                    assert item.document is not None
+                    changes.append(
+                        self._write(
+                            cur, item.rule_id, item.from_version, item.document, item.op, author, comment
                         )
-            self.conn.commit()
-        except BaseException:
-            self.conn.rollback()
-            raise
+                    )
         return changes
 
     # -- single-rule changes -------------------------------------------------------------------------------
@@ -407,20 +401,13 @@ class RuleStore:
         has it.
         """
         change_name = {"active": "enable", "disabled": "disable", "shadow": "shadow"}[status]
-        try:
-            with self.conn.cursor() as cur:
-                current = self._lock_current(cur, rule_id, expect_version)
-                if current.status == status and current.document.get("status", "active") == status:
-                    self.conn.rollback()
-                    return None
-                document = dict(current.document)
-                document["status"] = status
-                change = self._write(cur, rule_id, current.version, document, change_name, author, comment)
-            self.conn.commit()
-        except BaseException:
-            self.conn.rollback()
-            raise
-        return change
+        with self._transaction() as cur:
+            current = self._lock_current(cur, rule_id, expect_version)
+            if current.status == status and current.document.get("status", "active") == status:
+                return None  # nothing written: the commit only releases the row lock
+            document = dict(current.document)
+            document["status"] = status
+            return self._write(cur, rule_id, current.version, document, change_name, author, comment)
 
     def rollback(
         self,
@@ -436,23 +423,15 @@ class RuleStore:
         """
         target = self.version(rule_id, to)
         assert target.document is not None
-        try:
-            with self.conn.cursor() as cur:
-                current = self._select_current(cur, rule_id, lock=True)
-                actual = current.version if current else None
-                if expect_version is not None and actual != expect_version:
-                    raise VersionConflictError(rule_id, expect_version, actual)
-                same = current is not None and content_digest(current.document) == target.digest
-                if same:
-                    self.conn.rollback()
-                    return None
-                note = comment or f"rollback to version {to}"
-                change = self._write(cur, rule_id, actual, dict(target.document), "rollback", author, note)
-            self.conn.commit()
-        except BaseException:
-            self.conn.rollback()
-            raise
-        return change
+        with self._transaction() as cur:
+            current = self._select_current(cur, rule_id, lock=True)
+            actual = current.version if current else None
+            if expect_version is not None and actual != expect_version:
+                raise VersionConflictError(rule_id, expect_version, actual)
+            if current is not None and content_digest(current.document) == target.digest:
+                return None  # nothing written: the commit only releases the row lock
+            note = comment or f"rollback to version {to}"
+            return self._write(cur, rule_id, actual, dict(target.document), "rollback", author, note)
 
     def delete(
         self,
@@ -463,15 +442,9 @@ class RuleStore:
         expect_version: int | None = None,
     ) -> Change:
         """Remove the current rule (the job drops it); the history keeps every version and the deletion."""
-        try:
-            with self.conn.cursor() as cur:
-                current = self._lock_current(cur, rule_id, expect_version)
-                change = self._delete(cur, rule_id, current.version, author, comment)
-            self.conn.commit()
-        except BaseException:
-            self.conn.rollback()
-            raise
-        return change
+        with self._transaction() as cur:
+            current = self._lock_current(cur, rule_id, expect_version)
+            return self._delete(cur, rule_id, current.version, author, comment)
 
     # -- internals -----------------------------------------------------------------------------------------
     def _stored(self, row: Sequence[Any]) -> StoredRule:
@@ -488,20 +461,14 @@ class RuleStore:
         )
 
     def _latest_versions(self) -> dict[str, int]:
-        with self.conn.cursor() as cur:
-            cur.execute(self._sql("SELECT rule_id, MAX(version) FROM {history} GROUP BY rule_id"))
-            latest = {str(rid): int(ver) for rid, ver in cur.fetchall()}
-        self.conn.commit()
-        return latest
+        rows = self._read("SELECT rule_id, MAX(version) FROM {history} GROUP BY rule_id")
+        return {str(rid): int(ver) for rid, ver in rows}
 
     def _not_found(self, rule_id: str) -> RuleNotFoundError:
-        with self.conn.cursor() as cur:
-            cur.execute(
-                self._sql("SELECT version, `change` FROM {history} WHERE rule_id = %s ORDER BY version"),
-                (rule_id,),
-            )
-            rows = [(int(v), c) for v, c in cur.fetchall()]
-        self.conn.commit()
+        found = self._read(
+            "SELECT version, `change` FROM {history} WHERE rule_id = %s ORDER BY version", (rule_id,)
+        )
+        rows = [(int(v), c) for v, c in found]
         if rows and rows[-1][1] == "delete":
             with_doc = [v for v, c in rows if c != "delete"]
             return RuleNotFoundError(
@@ -557,8 +524,6 @@ class RuleStore:
         comment: str | None,
     ) -> Change:
         """Write a new version of ``rule_id`` whose current version must be ``expected`` (None: absent)."""
-        import pymysql
-
         self._check_expected(cur, rule_id, expected)
         version = self._next_version(cur, rule_id, expected)
         document = {**document, "id": rule_id, "version": version}
@@ -567,7 +532,7 @@ class RuleStore:
         document = dict(parse_rule(document, source=f"{self.names.rules}:{rule_id}").document)
         status = str(document["status"])
         text = json.dumps(document, ensure_ascii=False)
-        try:
+        with self._raced(rule_id, expected):
             if expected is None:
                 cur.execute(
                     self._sql(
@@ -594,21 +559,14 @@ class RuleStore:
                 ),
                 (rule_id, version, status, change, author, comment, text, content_digest(document)),
             )
-        except pymysql.err.MySQLError as exc:
-            code = exc.args[0] if exc.args else None
-            if code in (_DUPLICATE_KEY, _DEADLOCK, _LOCK_WAIT_TIMEOUT):
-                raise VersionConflictError(rule_id, expected, self._actual(rule_id)) from None
-            raise
         return Change(rule_id, change, expected, version, status)
 
     def _delete(
         self, cur: Any, rule_id: str, expected: int | None, author: str | None, comment: str | None
     ) -> Change:
-        import pymysql
-
         self._check_expected(cur, rule_id, expected)
         version = self._next_version(cur, rule_id, expected)
-        try:
+        with self._raced(rule_id, expected):
             cur.execute(
                 self._sql("DELETE FROM {rules} WHERE rule_id = %s AND version = %s"), (rule_id, expected)
             )
@@ -622,12 +580,21 @@ class RuleStore:
                 ),
                 (rule_id, version, author, comment),
             )
+        return Change(rule_id, "delete", expected, version, "deleted")
+
+    @contextmanager
+    def _raced(self, rule_id: str, expected: int | None) -> Iterator[None]:
+        """MySQL's answers to a concurrent writer of the same rule (duplicate key, deadlock, lock wait
+        timeout) as the :class:`VersionConflictError` they mean; any other error goes on unchanged."""
+        import pymysql
+
+        try:
+            yield
         except pymysql.err.MySQLError as exc:
             code = exc.args[0] if exc.args else None
             if code in (_DUPLICATE_KEY, _DEADLOCK, _LOCK_WAIT_TIMEOUT):
                 raise VersionConflictError(rule_id, expected, self._actual(rule_id)) from None
             raise
-        return Change(rule_id, "delete", expected, version, "deleted")
 
     def _actual(self, rule_id: str) -> int | None:
         """The version MySQL holds now, read on a fresh snapshot (for a conflict's message)."""

@@ -7,15 +7,11 @@ cannot start makes the tests that need it *fail* with the service's own message:
 
 from __future__ import annotations
 
-import json
 import os
-import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +20,7 @@ import pytest
 from riskctl.config import PROJECT_ROOT, Settings, load_settings
 from riskctl.errors import RiskctlError
 from riskctl.stack.services import FlinkCluster, Kafka, MariaDB, Service
+from tests.integration.support import JobProcess, connect_mysql
 
 PYTHON = sys.executable
 
@@ -82,96 +79,9 @@ def topic(stack: Settings) -> Callable[..., str]:
 
 @pytest.fixture
 def mysql(stack: Settings) -> Iterator[Any]:
-    import pymysql
-
-    conn = pymysql.connect(
-        host=stack.mysql_host,
-        port=stack.mysql_port,
-        user=stack.mysql.user,
-        password=stack.mysql_password,
-        database=stack.mysql.database,
-        autocommit=True,
-    )
+    conn = connect_mysql(stack)
     yield conn
     conn.close()
-
-
-def produce(
-    settings: Settings,
-    topic: str,
-    values: list[bytes | str | dict[str, Any]],
-    key: Callable[[Any], bytes | None] | None = None,
-) -> None:
-    from kafka import KafkaProducer
-
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=0)
-    try:
-        for v in values:
-            raw = json.dumps(v).encode() if isinstance(v, dict) else v.encode() if isinstance(v, str) else v
-            producer.send(topic, raw, key=key(v) if key else None)
-        producer.flush()
-    finally:
-        producer.close()
-
-
-def consume_until(
-    settings: Settings,
-    topic: str,
-    done: Callable[[list[dict[str, Any]]], bool],
-    timeout: float,
-    job: JobProcess | None = None,
-    isolation_level: str = "read_uncommitted",
-) -> list[dict[str, Any]]:
-    """Read JSON records from ``topic`` from the beginning until ``done(records)`` or ``timeout``."""
-    from kafka import KafkaConsumer
-
-    consumer = KafkaConsumer(
-        topic,
-        bootstrap_servers=settings.kafka_bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        consumer_timeout_ms=500,
-        group_id=None,
-        isolation_level=isolation_level,
-    )
-    records: list[dict[str, Any]] = []
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            for msg in consumer:
-                records.append(json.loads(msg.value))
-            if done(records):
-                return records
-            if job is not None:
-                job.check_alive()
-    finally:
-        consumer.close()
-    return records
-
-
-@dataclass
-class JobProcess:
-    """A Flink job run by a client process of its own (MiniCluster), killed with its JVM at the end."""
-
-    proc: subprocess.Popen[bytes]
-    log: Path
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def check_alive(self) -> None:
-        if self.proc.poll() is not None:
-            raise AssertionError(f"the job exited with {self.proc.returncode}:\n{self.log_tail()}")
-
-    def log_tail(self, n: int = 40) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(timeout=20)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ import pytest
 from riskctl.config import Settings
 from riskctl.stack.process import terminate
 from riskctl.stack.services import FlinkCluster
-from tests.integration.test_job import new_job, wait_rules
+from tests.integration.support import new_job, wait_rules
 
 pytestmark = [pytest.mark.integration, pytest.mark.cluster]
 

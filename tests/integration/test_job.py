@@ -7,143 +7,26 @@ its own users, so scenarios do not see each other. Rule edits (scenarios 11, 12,
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import time
-import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from riskctl.config import PROJECT_ROOT, Settings
-from riskctl.core.rules import load_rules
-from tests.integration.conftest import JobProcess, consume_until, produce
+from riskctl.config import Settings
+from tests.integration.support import (
+    T0,
+    Job,
+    S,
+    edit_velocity,
+    ev,
+    new_job,
+    rule_store,
+    start_job,
+    wait_rules,
+    wait_status,
+)
 
 pytestmark = pytest.mark.integration
-
-T0 = 1_800_000_000_000  # event time origin of every scenario
-S = 1000
-
-
-@dataclass
-class Job:
-    settings: Settings
-    env: dict[str, str]
-    rules_table: str
-    topics: dict[str, str]
-    proc: JobProcess | None = None
-    users: set[str] = field(default_factory=set)
-
-    def user(self, name: str) -> str:
-        uid = f"{name}-{uuid.uuid4().hex[:6]}"
-        self.users.add(uid)
-        return uid
-
-    def send(self, events: list[dict[str, Any]]) -> None:
-        produce(self.settings, self.topics["events"], events, key=_key)
-
-    def read(
-        self, kind: str, done: Callable[[list[dict[str, Any]]], bool], timeout: float = 90
-    ) -> list[dict[str, Any]]:
-        return consume_until(self.settings, self.topics[kind], done, timeout=timeout, job=self.proc)
-
-    def decisions_for(self, event_ids: list[str], timeout: float = 90) -> dict[str, dict[str, Any]]:
-        wanted = set(event_ids)
-        recs = self.read("decisions", lambda rs: wanted <= {r["event_id"] for r in rs}, timeout)
-        by_id = {r["event_id"]: r for r in recs if r["event_id"] in wanted}
-        assert set(by_id) == wanted, f"missing decisions for {wanted - set(by_id)}"
-        return by_id
-
-
-def _key(e: Any) -> bytes | None:
-    return str(e["user_id"]).encode() if isinstance(e, dict) and "user_id" in e else None
-
-
-def ev(eid: str, user: str, etype: str, t: int, **fields: Any) -> dict[str, Any]:
-    return {"event_id": eid, "user_id": user, "type": etype, "ts": T0 + t, **fields}
-
-
-def _job_env(settings: Settings, topics: dict[str, str], table: str, tmp: Path, group: str) -> dict[str, str]:
-    server_id = 6000 + uuid.uuid4().int % 3000
-    return {
-        "RISKCTL_JOB_EVENTS_TOPIC": topics["events"],
-        "RISKCTL_JOB_DECISIONS_TOPIC": topics["decisions"],
-        "RISKCTL_JOB_ALERTS_TOPIC": topics["alerts"],
-        "RISKCTL_JOB_DEAD_LETTER_TOPIC": topics["dead"],
-        "RISKCTL_JOB_RULE_STATUS_TOPIC": topics["status"],
-        "RISKCTL_JOB_RULES_TABLE": table,
-        "RISKCTL_JOB_GROUP_ID": group,
-        "RISKCTL_JOB_RULES_SOURCE": "cdc",
-        "RISKCTL_JOB_CDC_SERVER_ID": f"{server_id}-{server_id + 3}",
-        "RISKCTL_JOB_PARALLELISM": "2",
-        "RISKCTL_JOB_LATENESS_MS": "2000",
-        "RISKCTL_JOB_IDLENESS_MS": "1000",
-        "RISKCTL_JOB_CHECKPOINT_INTERVAL_MS": "1000",
-        "RISKCTL_JOB_CHECKPOINT_DIR": (tmp / "chk").as_uri(),
-        # the scenarios' event time (T0, in 2027) is ahead of the wall clock: allow it (ten years of skew)
-        "RISKCTL_JOB_MAX_CLOCK_SKEW_MS": str(10 * 365 * 24 * 3600 * 1000),
-    }
-
-
-def apply_rules(settings: Settings, table: str) -> None:
-    from riskctl.store.connection import connect
-    from riskctl.store.rules_store import RuleStore
-
-    conn = connect(settings)
-    try:
-        store = RuleStore(conn, table)
-        store.apply(store.plan(load_rules(PROJECT_ROOT / "rules")), author="tests")
-    finally:
-        conn.close()
-
-
-def wait_status(job: Job, rule_id: str, version: int, timeout: float = 60) -> dict[str, Any]:
-    recs = job.read(
-        "status", lambda rs: any(r["rule_id"] == rule_id and r["version"] == version for r in rs), timeout
-    )
-    found = [r for r in recs if r["rule_id"] == rule_id and r["version"] == version]
-    assert found, f"no status for {rule_id} v{version}: {recs[-5:]}"
-    return found[-1]
-
-
-def new_job(stack: Settings, tmp: Path) -> Job:
-    """Fresh topics and rules table (rules/ applied) and the job's environment; the job is not started."""
-    from riskctl.kafka_admin import ensure_topics
-
-    suffix = uuid.uuid4().hex[:8]
-    topics = {k: f"test-{k}-{suffix}" for k in ("events", "decisions", "alerts", "dead", "status")}
-    ensure_topics(stack.kafka_bootstrap, topics.values(), partitions=2)
-    table = f"t{suffix}_rules"
-    apply_rules(stack, table)
-    return Job(stack, _job_env(stack, topics, table, tmp, f"g-{suffix}"), table, topics)
-
-
-def start_job(job: Job, log: Path, extra: dict[str, str] | None = None) -> JobProcess:
-    """Run jobs/risk_job.py on the MiniCluster in its own process group (``JobProcess.stop`` kills it all)."""
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, str(PROJECT_ROOT / "jobs" / "risk_job.py")],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env={**os.environ, **job.env, **(extra or {})},
-            cwd=PROJECT_ROOT,
-        )
-    job.proc = JobProcess(proc, log)
-    return job.proc
-
-
-def wait_rules(job: Job, timeout: float = 240) -> None:
-    """Until the job reports every rule of rules/ accepted."""
-    n_rules = len(load_rules(PROJECT_ROOT / "rules"))
-    recs = job.read(
-        "status", lambda rs: len({r["rule_id"] for r in rs if r["state"] == "accepted"}) >= n_rules, timeout
-    )
-    assert len({r["rule_id"] for r in recs if r["state"] == "accepted"}) >= n_rules, recs
 
 
 @pytest.fixture(scope="module")
@@ -252,36 +135,10 @@ def test_scenario_10_absence_alert_when_time_passes(job: Job) -> None:
 
 
 # -- rule edits through MySQL while the job runs ------------------------------------------------------
-def _store(job: Job) -> Any:
-    from riskctl.store.connection import connect
-    from riskctl.store.rules_store import RuleStore
-
-    return RuleStore(connect(job.settings), job.rules_table)
-
-
-def _edit_velocity(job: Job, limit: int) -> tuple[int, float]:
-    """Write a new version of transfer_velocity with another limit; return (version, commit wall time)."""
-    store = _store(job)
-    try:
-        current = store.require("transfer_velocity")
-        doc = json.loads(json.dumps(current.document))
-        doc["when"] = f"transfer_sum_5m > {limit}"
-        from riskctl.core.rules import RuleSet, parse_rule
-
-        others = [parse_rule(r.document) for r in store.current() if r.rule_id != "transfer_velocity"]
-        plan = store.plan(RuleSet([*others, parse_rule(doc)]))
-        changes = store.apply(plan, author="tests", comment=f"limit {limit}")
-        committed = time.time()
-    finally:
-        store.conn.close()
-    (change,) = [c for c in changes if c.rule_id == "transfer_velocity"]
-    return change.version, committed
-
-
 def test_scenario_11_hot_rule_change_within_a_second(job: Job) -> None:
     propagation = []
     for limit in (10_000, 12_000, 10_000):
-        version, committed = _edit_velocity(job, limit)
+        version, committed = edit_velocity(job, limit)
         status = wait_status(job, "transfer_velocity", version)
         assert status["state"] == "accepted"
         propagation.append(status["seen_at_ms"] / 1000 - committed)
@@ -298,7 +155,7 @@ def test_scenario_11_hot_rule_change_within_a_second(job: Job) -> None:
 
 
 def test_scenario_12_disabled_rule_stops_firing(job: Job) -> None:
-    store = _store(job)
+    store = rule_store(job)
     try:
         change = store.set_status("transfer_velocity", "disabled", author="tests")
     finally:

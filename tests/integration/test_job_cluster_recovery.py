@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from riskctl.config import PROJECT_ROOT, Settings
-from tests.integration.test_job import Job, S, ev, new_job, start_job, wait_rules
+from tests.integration.support import Job, S, ev, new_job, start_job, wait_rules
 
 pytestmark = pytest.mark.integration
 

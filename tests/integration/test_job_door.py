@@ -20,8 +20,7 @@ from typing import Any
 import pytest
 
 from riskctl.config import Settings
-from tests.integration.conftest import produce
-from tests.integration.test_job import Job, new_job, start_job, wait_rules
+from tests.integration.support import Job, new_job, produce, start_job, wait_rules
 
 pytestmark = pytest.mark.integration
 
@@ -67,7 +66,7 @@ def _key(value: Any) -> bytes:
 
 
 def _read_committed(job: Job, kind: str, done: Any, mode: str, timeout: float = 120) -> list[dict[str, Any]]:
-    from tests.integration.conftest import consume_until
+    from tests.integration.support import consume_until
 
     level = "read_committed" if mode == "exactly-once" else "read_uncommitted"
     return consume_until(

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from riskctl.config import Settings
-from tests.integration.test_job import S, ev, new_job, start_job, wait_rules, wait_status
+from tests.integration.support import S, ev, new_job, start_job, wait_rules, wait_status
 
 pytestmark = pytest.mark.integration
 

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from riskctl.config import PROJECT_ROOT, Settings
-from tests.integration.conftest import consume_until
-from tests.integration.test_job import Job, S, ev, new_job, start_job, wait_rules, wait_status
+from tests.integration.support import Job, S, consume_until, ev, new_job, start_job, wait_rules, wait_status
 
 pytestmark = pytest.mark.integration
 
@@ -49,9 +48,9 @@ def test_poll_source_with_exactly_once_delivery(stack: Settings, tmp_path: Path)
         )
         assert ids <= {r["event_id"] for r in committed}
         # a rule edit reaches the job through the poll
-        from tests.integration.test_job import _edit_velocity
+        from tests.integration.support import edit_velocity
 
-        version, committed_at = _edit_velocity(job, 10_000)
+        version, committed_at = edit_velocity(job, 10_000)
         status = wait_status(job, "transfer_velocity", version)
         assert status["state"] == "accepted"
         assert status["seen_at_ms"] / 1000 - committed_at < 3.0  # one poll interval plus the query

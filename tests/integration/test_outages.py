@@ -23,11 +23,12 @@ import pytest
 from riskctl.config import PROJECT_ROOT, Settings
 from riskctl.stack.services import FlinkCluster, Kafka, MariaDB, Service
 from riskctl.store.migrations import quote, table_names
-from tests.integration.conftest import consume_until
-from tests.integration.test_job import (
+from tests.integration.support import (
     Job,
     S,
-    _edit_velocity,
+    connect_mysql,
+    consume_until,
+    edit_velocity,
     ev,
     new_job,
     start_job,
@@ -65,19 +66,6 @@ def kafka(stack: Settings) -> Iterator[Kafka]:
     _bring_back(svc)
 
 
-def _mysql(stack: Settings) -> Any:
-    import pymysql
-
-    return pymysql.connect(
-        host=stack.mysql_host,
-        port=stack.mysql_port,
-        user=stack.mysql.user,
-        password=stack.mysql_password,
-        database=stack.mysql.database,
-        autocommit=True,
-    )
-
-
 def _job(stack: Settings, tmp_path: Path, **extra: str) -> Job:
     job = new_job(stack, tmp_path)
     # the MiniCluster's own log in the test's folder (the default is shared with every other job of the venv)
@@ -108,13 +96,13 @@ def test_rule_edit_reaches_the_job_within_5s_of_mysql_back_after_a_30s_outage(
     try:
         # an edit before the outage: the CDC source has left its snapshot phase and reads the binlog (it
         # switches after the first checkpoint that follows the snapshot; that switch itself needs MySQL)
-        before, _ = _edit_velocity(job, 40_000)
+        before, _ = edit_velocity(job, 40_000)
         wait_status(job, "transfer_velocity", before, timeout=60)
         assert mariadb.stop(), "the session's MariaDB was not ours to stop"
         time.sleep(OUTAGE_S)
         job.proc.check_alive()
         back = _bring_back(mariadb)
-        version, committed = _edit_velocity(job, 10_000)
+        version, committed = edit_velocity(job, 10_000)
         status = wait_status(job, "transfer_velocity", version, timeout=90)
         assert status["state"] == "accepted"
         applied = status["seen_at_ms"] / 1000
@@ -123,7 +111,7 @@ def test_rule_edit_reaches_the_job_within_5s_of_mysql_back_after_a_30s_outage(
         (fired,) = [r for r in second["rules"] if r["id"] == "transfer_velocity"]
         assert fired["version"] == version
         # the status reached MySQL too (what `riskctl rules apply --wait` reads)
-        conn = _mysql(stack)
+        conn = connect_mysql(stack)
         try:
             with conn.cursor() as cur:
                 cur.execute(

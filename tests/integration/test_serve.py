@@ -26,8 +26,7 @@ import pytest
 
 from riskctl.client import AsyncDecisionClient, DecisionClient
 from riskctl.config import PROJECT_ROOT, Settings
-from tests.integration.conftest import consume_until
-from tests.integration.test_job import Job, new_job, start_job, wait_rules
+from tests.integration.support import Job, consume_until, new_job, start_job, wait_rules
 
 pytestmark = pytest.mark.integration
 REPLY_PARTITIONS = 4

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,8 +16,9 @@ from typing import Any
 
 import pytest
 
-from riskctl.config import PROJECT_ROOT, Settings
-from tests.integration.conftest import consume_until, produce
+from riskctl.config import Settings
+from tests.helpers import free_port, run_riskctl
+from tests.integration.support import consume_until, produce
 
 pytestmark = pytest.mark.integration
 
@@ -27,21 +26,8 @@ pytestmark = pytest.mark.integration
 def riskctl(
     *args: str, env: dict[str, str] | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "riskctl.cli.main", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=PROJECT_ROOT,
-        env={**os.environ, **(env or {})},
-        check=False,
-    )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """The real command, with ``env`` set on top of this process's environment."""
+    return run_riskctl(*args, env={**os.environ, **(env or {})}, timeout=timeout)
 
 
 def decision(

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from riskctl.config import Settings
-from tests.integration.conftest import JobProcess, consume_until, produce
+from tests.integration.support import JobProcess, consume_until, produce
 
 pytestmark = pytest.mark.integration
 

@@ -21,8 +21,6 @@ import dataclasses
 import json
 import re
 import shlex
-import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +30,7 @@ import pytest
 from riskctl.config import PROJECT_ROOT, Settings
 from riskctl.core.rules import load_rules_text
 from riskctl.testing import RuleRunner
+from tests.helpers import run_riskctl
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = sorted(p for p in (ROOT / "docs").glob("*.md")) + [ROOT / "README.md"]
@@ -121,15 +120,9 @@ def test_every_rule_shown_is_valid(ex: Example) -> None:
 def test_rules_validate_passes_on_every_rule_shown(tmp_path: Path) -> None:
     for i, ex in enumerate(ALL_EXAMPLES):
         (tmp_path / f"ex{i:03d}.yaml").write_text(ex.rules)
-    res = subprocess.run(
-        [sys.executable, "-m", "riskctl.cli.main", "rules", "validate", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    res = run_riskctl("rules", "validate", str(tmp_path), timeout=60)
     # two examples may show the same rule id: validate then fails on duplicates, so compare by error kind
-    errors = [line for line in res.stdout.splitlines() if line.startswith("error:")]
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
     assert all("duplicate rule id" in e for e in errors), "\n".join(errors)
 
 

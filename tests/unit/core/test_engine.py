@@ -126,7 +126,7 @@ def test_update_keeps_state_of_unchanged_features_and_starts_changed_ones_fresh(
     engine.upsert_rule(count_rule(version=2, threshold=3, action="REJECT"))
     d = engine.process(state, ev.login(2)).decision
     assert d is not None and d.action == "REJECT" and d.rules[0].version == 2
-    assert d.rules[0].evidence == {"features": {"logins_1h": 3}}
+    assert d.rules[0].evidence == {"features": {"logins_1h": 3}, "fields": {}}
     # version 3: the window changed, so the feature is new and counts from zero
     old_key = count_rule().features["logins_1h"].state_key
     engine.upsert_rule(count_rule(version=3, window="2h", threshold=2))

@@ -229,5 +229,5 @@ def test_cli_serve_without_a_broker_fails_with_a_message_not_a_traceback() -> No
         env=env,
         timeout=60,
     )
-    assert res.returncode == 2 and "no broker answers at 127.0.0.1:9" in res.stderr
+    assert res.returncode == 3 and "no broker answers at 127.0.0.1:9" in res.stderr
     assert "Traceback" not in res.stderr

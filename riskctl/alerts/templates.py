@@ -1,0 +1,213 @@
+"""Messages from templates, safely: ``{name}`` fields filled from a fixed mapping of strings.
+
+Rendering walks the template with :class:`string.Formatter`'s parser and joins literal text with the values
+of the fields; it never calls ``str.format`` (whose ``{x.__class__}`` and ``{x[0]}`` reach into objects), and
+templates with anything but plain names were refused when the file loaded
+(:func:`riskctl.alerts.settings.check_template`). Values from the record are cut to a bounded length and
+escaped for the channel's markup (``markdown`` for DingTalk, ``slack`` for Slack's mrkdwn, ``text``), so a
+user id cannot inject a link or a mention. The ``link`` is its own template whose values are URL-quoted.
+
+Fields: ``id``/``alert_id``, ``kind``, ``rule`` (the rule ids, comma separated), ``rule_version``,
+``rules``, ``action``, ``severity``, ``reason``, ``user_id``, ``event_id``, ``trigger_event_id``, ``ts``
+(ms), ``time`` (UTC, ISO 8601), ``ruleset_version``, ``shadow``, ``explanation`` (one line per rule: the
+event fields and features its condition read, with their values; per sequence step, the events it matched
+with what each step read),
+``link``; in a digest: ``count``, ``items``, ``channel``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import string
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import quote
+
+import orjson
+
+from riskctl.alerts.model import AlertItem
+from riskctl.alerts.settings import Template
+
+#: characters of one value shown in a message
+MAX_VALUE_CHARS = 200
+#: characters of the explanation of one item
+MAX_EXPLANATION_CHARS = 3_000
+#: characters of a rendered title / body
+MAX_TITLE_CHARS = 256
+MAX_BODY_CHARS = 16_000
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~])")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def escape(text: str, style: str) -> str:
+    """``text`` made inert for a channel's markup: ``markdown``, ``slack`` or ``text``."""
+    text = _CONTROL.sub("?", text)
+    if style == "markdown":
+        return _MD_SPECIAL.sub(r"\\\1", text)
+    if style == "slack":
+        return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return text
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, str):
+        text = value
+    else:
+        try:
+            text = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+        except (TypeError, orjson.JSONEncodeError):
+            text = repr(value)
+    return _cut(text, MAX_VALUE_CHARS)
+
+
+def _values(section: Any) -> list[str]:
+    """``name = value`` for each entry of an evidence mapping (``fields`` or ``features``), at most 32."""
+    if not isinstance(section, Mapping):
+        return []
+    return [f"{_cut(str(name), 64)} = {_value(value)}" for name, value in list(section.items())[:32]]
+
+
+def explanation(item: AlertItem, style: str) -> str:
+    """What made each rule fire, escaped for ``style``: one line per rule with the event fields its condition
+    read and its features (``evidence.fields``, ``evidence.features``); for a sequence, one line per step with
+    the events it matched and, when the record has them (``evidence.match.events``), what each event's step
+    read when it was matched.
+    """
+    lines: list[str] = []
+    for r in item.rules:
+        ev = r.evidence
+        parts = _values(ev.get("fields")) + _values(ev.get("features"))
+        for name, value in list(ev.items())[:32]:
+            if name not in ("fields", "features", "match") and not isinstance(value, Mapping | list):
+                parts.append(f"{_cut(str(name), 64)} = {_value(value)}")
+        head = f"{r.id} v{r.version} -> {r.action}"
+        lines.append(escape(f"{head}: {', '.join(parts)}" if parts else head, style))
+        match = ev.get("match")
+        if not isinstance(match, Mapping):
+            continue
+        raw_events, raw_steps = match.get("events"), match.get("steps")
+        events: Mapping[str, Any] = raw_events if isinstance(raw_events, Mapping) else {}
+        steps: Mapping[str, Any] = raw_steps if isinstance(raw_steps, Mapping) else {}
+        for step in list(dict.fromkeys([*steps, *events]))[:16]:
+            matched = events.get(step)
+            if isinstance(matched, list) and matched:
+                shown = []
+                for e in matched[:10]:
+                    if not isinstance(e, Mapping):
+                        continue
+                    read = _values(e.get("fields")) + _values(e.get("features"))
+                    eid = _value(e.get("event_id"))
+                    shown.append(f"{eid} ({', '.join(read)})" if read else eid)
+                text = "; ".join(shown)
+            else:
+                ids = steps.get(step)
+                text = ", ".join(_value(i) for i in ids[:10]) if isinstance(ids, list) else _value(ids)
+            lines.append(escape(f"  step {_cut(str(step), 64)}: {text}", style))
+    bullet = "- " if style in ("markdown", "slack") else "  "
+    return _cut("\n".join(bullet + line for line in lines), MAX_EXPLANATION_CHARS)
+
+
+def iso_time(ts: int) -> str:
+    """Event time (ms) as UTC ISO 8601."""
+    try:
+        return dt.datetime.fromtimestamp(ts / 1000, tz=dt.UTC).isoformat(timespec="milliseconds")
+    except (OverflowError, OSError, ValueError):
+        return str(ts)
+
+
+def render(template: str, values: Mapping[str, str]) -> str:
+    """``template`` with each ``{name}`` replaced by ``values[name]`` (missing names: empty); no code runs."""
+    out: list[str] = []
+    for literal, name, _spec, _conv in string.Formatter().parse(template):
+        out.append(literal)
+        if name is not None:
+            out.append(values.get(name, ""))
+    return "".join(out)
+
+
+def link_for(link_template: str, item: AlertItem, severity: str) -> str:
+    """The review link: the ``link`` template with URL-quoted values."""
+    if not link_template:
+        return ""
+    raw = {
+        "id": item.id,
+        "alert_id": item.id,
+        "kind": item.kind,
+        "rule": item.rule.id,
+        "action": item.action,
+        "severity": severity,
+        "user_id": item.user_id,
+        "event_id": item.event_id or "",
+    }
+    return render(link_template, {k: quote(v, safe="") for k, v in raw.items()})
+
+
+def context(item: AlertItem, severity: str, link: str, style: str, channel: str = "") -> dict[str, str]:
+    """The values a template of ``style`` can use for one item."""
+
+    def e(text: str) -> str:
+        return escape(_cut(text, MAX_VALUE_CHARS), style)
+
+    rule_ids = ", ".join(r.id for r in item.rules)
+    return {
+        "id": e(item.id),
+        "alert_id": e(item.id),
+        "kind": item.kind,
+        "rule": e(rule_ids),
+        "rule_version": str(item.rule.version),
+        "rules": e(", ".join(f"{r.id} v{r.version} ({r.action})" for r in item.rules)),
+        "action": item.action,
+        "severity": severity,
+        "reason": e(item.reason),
+        "user_id": e(item.user_id),
+        "event_id": e(item.event_id or "-"),
+        "trigger_event_id": e(item.trigger_event_id or "-"),
+        "ts": str(item.ts),
+        "time": iso_time(item.ts),
+        "ruleset_version": e(item.ruleset_version),
+        "shadow": "yes" if item.shadow else "no",
+        "explanation": explanation(item, style),
+        "link": link,
+        "channel": e(channel),
+        "count": "1",
+        "items": "",
+    }
+
+
+def message(template: Template, values: Mapping[str, str]) -> tuple[str, str]:
+    """(title, body) of one message, each within its length limit."""
+    title = render(template.title, values).replace("\n", " ")
+    return _cut(title, MAX_TITLE_CHARS), _cut(render(template.body, values), MAX_BODY_CHARS)
+
+
+def digest_values(
+    entries: Sequence[tuple[AlertItem, str, str]], style: str, channel: str, max_items: int
+) -> dict[str, str]:
+    """Values of a digest of ``entries`` (item, severity, link): ``count``, ``items`` (one line each, at
+    most ``max_items``, then how many more), ``channel``.
+    """
+    lines = []
+    for item, severity, link in entries[:max_items]:
+        text = (
+            f"[{severity}] {', '.join(r.id for r in item.rules)} {item.action} user {_cut(item.user_id, 64)} "
+            f"event {_cut(item.event_id or '-', 64)} at {iso_time(item.ts)}"
+        )
+        line = escape(text, style)
+        if link:
+            line += (
+                f" {link}"
+                if style == "text"
+                else (f" [open]({link})" if style == "markdown" else f" <{link}|open>")
+            )
+        lines.append(("- " if style != "text" else "  ") + line)
+    if len(entries) > max_items:
+        lines.append(f"... and {len(entries) - max_items} more")
+    return {"count": str(len(entries)), "items": "\n".join(lines), "channel": escape(channel, style)}
+
+
+STYLE = {"webhook": "text", "dingtalk": "markdown", "slack": "slack", "email": "text"}

@@ -1,0 +1,83 @@
+"""What the subcommands of ``riskctl rules`` that work on MySQL share: the store, the author, the options of
+a write.
+
+:func:`open_store` turns whatever MySQL answers into riskctl's errors (:mod:`riskctl.errors`), so the
+commands end through :func:`riskctl.cli.common.handles_errors` like every other command: one line (or one
+JSON document) and the exit code of the error's class, never a driver's traceback.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import click
+
+from riskctl.config import load_settings
+from riskctl.errors import StoreQueryError
+from riskctl.store.connection import connect, describe_operational_error
+from riskctl.store.rules_store import RuleStore
+
+# MySQL client error codes of a server that went away in the middle of a command
+_GONE = (2003, 2006, 2013)
+
+
+@contextmanager
+def open_store() -> Iterator[RuleStore]:
+    """The rules store of ``settings.job.rules_table`` (migrated), its connection closed at the end.
+
+    A server lost during the block raises :class:`~riskctl.errors.ServiceError` (what to start, as when it
+    does not answer at all); any other MySQL error raises :class:`~riskctl.errors.StoreQueryError` with the
+    server's code and message.
+    """
+    import pymysql
+
+    settings = load_settings()
+    conn = connect(settings)
+    try:
+        yield RuleStore(conn, settings.job.rules_table)
+    except pymysql.err.OperationalError as exc:
+        code = exc.args[0] if exc.args else None
+        if code in _GONE:
+            raise describe_operational_error(settings, exc) from None
+        detail = exc.args[1] if len(exc.args) > 1 else exc
+        msg = f"MySQL error {code}: {detail}"
+        raise StoreQueryError(msg, code=code) from None
+    except pymysql.err.MySQLError as exc:
+        msg = f"MySQL error: {exc}"
+        raise StoreQueryError(msg) from None
+    finally:
+        conn.close()
+
+
+def default_author() -> str:
+    """``$RISKCTL_AUTHOR``, else the login name."""
+    if os.environ.get("RISKCTL_AUTHOR"):
+        return os.environ["RISKCTL_AUTHOR"]
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return "unknown"
+
+
+author_option = click.option(
+    "--author", default=None, show_default="$RISKCTL_AUTHOR or your login name", help="Who makes the change."
+)
+comment_option = click.option("--comment", "-m", default=None, help="Why: kept in the rule's history.")
+expect_option = click.option(
+    "--expect-version",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Write only if the rule is still at this version (else: a conflict, exit 4, nothing written).",
+)
+wait_option = click.option(
+    "--wait",
+    "wait_s",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    metavar="SECONDS",
+    help="After writing, wait up to SECONDS for the running job to report each new version accepted or "
+    "refused (table rule_status); 0: do not wait.",
+)

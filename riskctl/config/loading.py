@@ -1,0 +1,207 @@
+"""Loading the settings from their sources, one after the other, with the source of every value.
+
+Defaults, then the TOML file, then ``RISKCTL_*`` variables, then ``--set`` pairs; each value is checked as it
+arrives (:class:`riskctl.config.checks.Spec`) and every problem of one load is collected into one
+:class:`~riskctl.errors.ConfigError`.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from riskctl.config.checks import Allowed, Spec, shown
+from riskctl.config.settings import Settings
+from riskctl.core.errors import suggest
+from riskctl.errors import ConfigError
+
+DEFAULT = "default"
+SET = "--set"
+
+
+@cache
+def all_specs() -> dict[str, Spec]:
+    """Every setting by ``section.key``, in the dataclasses' order."""
+    out = {}
+    sections = typing.get_type_hints(Settings)
+    for section in fields(Settings):
+        hints = typing.get_type_hints(sections[section.name])
+        for f in fields(sections[section.name]):
+            spec = Spec(section.name, f.name, hints[f.name], f.metadata.get("allowed", Allowed()))
+            out[spec.dotted] = spec
+    return out
+
+
+def _did_you_mean(word: str, choices: Iterable[str]) -> str:
+    found = suggest(word, choices)
+    return f" (did you mean {found}?)" if found else ""
+
+
+@dataclass
+class Resolved:
+    """Settings and where each value came from: ``sources["job.parallelism"]`` is ``"default"``, the config
+    file's path, the environment variable's name or ``"--set"``."""
+
+    settings: Settings
+    sources: dict[str, str]
+    file: Path | None = None
+
+
+class _Loader:
+    """Applies values to settings, one source after the other, and collects every problem of the load."""
+
+    def __init__(self, resolved: Resolved) -> None:
+        self.resolved = resolved
+        self.problems: list[str] = []
+
+    def put(self, spec: Spec, raw: object, source: str, *, from_text: bool) -> None:
+        try:
+            value = spec.accept(raw, from_text=from_text)
+        except ValueError:
+            subject, tail = _subject(spec, source)
+            self.problems.append(f"{subject} must be {spec.describe()}, got {shown(raw)}{tail}")
+            return
+        setattr(getattr(self.resolved.settings, spec.section), spec.key, value)
+        self.resolved.sources[spec.dotted] = source
+
+    def file(self, data: Mapping[str, Any], path: Path) -> None:
+        specs = all_specs()
+        sections = {s.section for s in specs.values()}
+        for name, table in data.items():
+            if name not in sections:
+                self.problems.append(
+                    f"unknown section [{name}] in {path}{_did_you_mean(name, sections)}: "
+                    f"sections are {', '.join(f'[{s}]' for s in sorted(sections))}"
+                )
+                continue
+            if not isinstance(table, dict):
+                self.problems.append(f"[{name}] in {path} must be a table of settings, got {shown(table)}")
+                continue
+            unknown = []
+            for key, raw in table.items():
+                spec = specs.get(f"{name}.{key}")
+                if spec is None:
+                    keys = [s.key for s in specs.values() if s.section == name]
+                    unknown.append(key + _did_you_mean(key, keys))
+                else:
+                    self.put(spec, raw, str(path), from_text=False)
+            if unknown:
+                self.problems.append(f"unknown key(s) in [{name}] of {path}: {', '.join(unknown)}")
+
+    def environment(self, env: Mapping[str, str]) -> None:
+        specs = all_specs()
+        for spec in specs.values():
+            if spec.env in env:
+                self.put(spec, env[spec.env], spec.env, from_text=True)
+        known = {s.env for s in specs.values()}
+        prefixes = {f"RISKCTL_{s.section.upper()}_" for s in specs.values()}
+        for name in sorted(env):
+            if name not in known and any(name.startswith(p) for p in prefixes):
+                self.problems.append(
+                    f"unknown environment variable {name}{_did_you_mean(name, known)}: no such setting"
+                )
+
+    def overrides(self, pairs: Iterable[str]) -> None:
+        specs = all_specs()
+        for pair in pairs:
+            name, sep, value = pair.partition("=")
+            spec = specs.get(name.strip())
+            if not sep or spec is None:
+                self.problems.append(
+                    f"--set takes section.key=value with a known setting, got {shown(pair)}"
+                    + _did_you_mean(name.strip(), specs)
+                )
+                continue
+            self.put(spec, value, SET, from_text=True)
+
+    def check_together(self) -> None:
+        """Checks between settings: a wait that must not be below another."""
+        s = self.resolved.settings
+        specs, sources = all_specs(), self.resolved.sources
+        for name, floor_name in [
+            ("job.restart_max_backoff_ms", "job.restart_initial_backoff_ms"),
+            ("stack.flink_heartbeat_timeout_ms", "stack.flink_heartbeat_interval_ms"),
+        ]:
+            value, floor = specs[name].get(s), specs[floor_name].get(s)
+            if value < floor:
+                subject, tail = _subject(specs[name], sources[name])
+                within = f"{floor_name} ({floor}, from {sources[floor_name]})"
+                self.problems.append(f"{subject} must be >= {within}, got {value}{tail}")
+
+    def done(self) -> Resolved:
+        self.check_together()
+        if len(self.problems) == 1:
+            raise ConfigError(self.problems[0])
+        if self.problems:
+            msg = f"{len(self.problems)} invalid settings:\n" + "\n".join(f"- {p}" for p in self.problems)
+            raise ConfigError(msg)
+        return self.resolved
+
+
+def _subject(spec: Spec, source: str) -> tuple[str, str]:
+    """How a message names a setting and where its value came from: "<subject> must be ..., got ...<tail>"."""
+    if source == SET:
+        return f"--set {spec.dotted}", ""
+    if source == DEFAULT:
+        return f"{spec.dotted} (default)", ""
+    if source == spec.env:
+        return source, f" (the environment variable of {spec.dotted})"
+    return f"{spec.dotted} in {source}", ""
+
+
+def _read_toml(file: Path) -> dict[str, Any]:
+    try:
+        with file.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        msg = f"config file {file} is not valid TOML: {exc}"
+        raise ConfigError(msg) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        msg = f"config file {file} cannot be read: {exc}"
+        raise ConfigError(msg) from None
+
+
+def resolve(
+    path: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Iterable[str] = (),
+) -> Resolved:
+    """Settings from defaults, the TOML file, ``RISKCTL_*`` variables and ``--set`` pairs, with the source of
+    each value; every problem of the load in one :class:`ConfigError`."""
+    env = os.environ if env is None else env
+    explicit = path or env.get("RISKCTL_CONFIG")
+    file = Path(explicit or "riskctl.toml")
+    resolved = Resolved(Settings(), dict.fromkeys(all_specs(), DEFAULT))
+    loader = _Loader(resolved)
+    if file.exists():
+        loader.file(_read_toml(file), file)
+        resolved.file = file
+    elif explicit:
+        msg = f"config file {file} does not exist"
+        raise ConfigError(msg)
+    loader.environment(env)
+    loader.overrides(overrides)
+    return loader.done()
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Iterable[str] = (),
+) -> Settings:
+    """Build :class:`Settings` from defaults, the TOML file, ``RISKCTL_*`` environment variables and
+    ``--set`` pairs (see :func:`resolve`)."""
+    return resolve(path, env, overrides).settings
+
+
+def apply_overrides(settings: Settings, pairs: Iterable[str]) -> Settings:
+    """Apply ``section.key=value`` pairs (``--set``) to loaded settings, checked like every other source."""
+    loader = _Loader(Resolved(settings, dict.fromkeys(all_specs(), "the loaded settings")))
+    loader.overrides(pairs)
+    return loader.done().settings

@@ -1,0 +1,278 @@
+"""The settings: one dataclass per section, each field with its default and what it accepts.
+
+docs/config.md documents every field (tests/unit/test_docs.py checks that it does).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from riskctl.config.checks import INT, LONG, ms, one_of, port, positive, setting, text
+from riskctl.core.door import DEFAULT_LIMITS, MAX_DEAD_LETTER_BYTES, MIN_DEAD_LETTER_BYTES, Limits
+from riskctl.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+_SECRET_KEYS = {"password"}
+#: properties of Settings that ``riskctl config show`` prints after the settings (not mysql_password: secret)
+_DERIVED = ("kafka_bootstrap", "mysql_host", "mysql_port", "flink_rest_url", "checkpoint_dir")
+
+
+def _flink_options_ok(value: str) -> bool:
+    """What riskctl.flink.env.parse_options accepts: blank, or ``key=value`` pieces between ``;``."""
+    pieces = [p.partition("=") for p in value.split(";") if p.strip()]
+    return all(sep and key.strip() for key, sep, _ in pieces)
+
+
+_TOPIC = {
+    "pattern": r"[A-Za-z0-9._-]{1,249}",
+    "shape": "a Kafka topic name (1-249 letters, digits, '.', '_', '-')",
+}
+
+
+@dataclass
+class StackSettings:
+    """The local stack that ``riskctl stack`` runs: where its data lives and which ports it takes."""
+
+    dir: str = text(str(PROJECT_ROOT / ".stack"))
+    host: str = text("127.0.0.1")
+    kafka_port: int = port(19092)
+    kafka_controller_port: int = port(19093)
+    mysql_port: int = port(13306)
+    flink_rest_port: int = port(18081)
+    flink_rpc_port: int = port(16123)
+    flink_slots: int = positive(2)
+    #: TaskManager processes of the local cluster; in thread mode each runs one Python interpreter (one GIL)
+    flink_taskmanagers: int = positive(1)
+    kafka_heap: str = setting("512m", pattern=r"[0-9]+[kmgtKMGT]?", shape="a JVM heap size, e.g. 512m or 2g")
+    #: how the local cluster notices a dead TaskManager (or JobManager): heartbeats every interval; a target
+    #: is dead after ``flink_heartbeat_rpc_failure_threshold`` heartbeat RPCs in a row failed (a killed
+    #: process refuses the connection: noticed in interval x threshold, ~3 s), or after the timeout
+    #: without an answer (a hung or cut-off machine). Flink's defaults (10 s, 50 s, 2) took 11-16 s, while
+    #: the job kept deploying to the dead TaskManager. See docs/operations.md.
+    flink_heartbeat_interval_ms: int = ms(1000)
+    flink_heartbeat_timeout_ms: int = ms(10000)
+    flink_heartbeat_rpc_failure_threshold: int = setting(3, low=1, high=INT, special=(-1,))  # -1: off
+
+
+@dataclass
+class KafkaSettings:
+    #: empty: the local stack's broker; blanks around the commas are allowed (the Kafka clients strip them)
+    bootstrap: str = setting(
+        "",
+        pattern=r"\s*([^\s,]+:[0-9]+(\s*,\s*[^\s,]+:[0-9]+)*)?\s*",
+        shape="empty or host:port[,host:port...]",
+    )
+
+
+@dataclass
+class MysqlSettings:
+    host: str = ""  # empty: the local stack's server
+    port: int = setting(0, low=0, high=65535)  # 0: the local stack's port
+    user: str = text("riskctl")
+    password: str = ""
+    database: str = text("riskctl")
+
+
+@dataclass
+class FlinkSettings:
+    jars_dir: str = text(str(PROJECT_ROOT / ".cache" / "jars"))
+    #: empty: the local stack's standalone cluster
+    rest_url: str = setting("", pattern=r"(https?://\S+)?", shape="empty or an http:// or https:// URL")
+    #: extra Flink configuration for the job, "key=value" pairs separated by ";" (e.g. "rest.port=8082")
+    options: str = setting("", test=_flink_options_ok, shape="key=value pairs separated by ';'")
+
+
+@dataclass
+class JobSettings:
+    """The risk job: topics, rules source, state, time and delivery."""
+
+    events_topic: str = setting("riskctl.events", **_TOPIC)
+    decisions_topic: str = setting("riskctl.decisions", **_TOPIC)
+    alerts_topic: str = setting("riskctl.alerts", **_TOPIC)
+    dead_letter_topic: str = setting("riskctl.dead-letter", **_TOPIC)
+    rule_status_topic: str = setting("riskctl.rule-status", **_TOPIC)
+    group_id: str = text("riskctl-job")
+    #: committed falls back to earliest
+    starting_offsets: str = one_of("committed", "committed", "earliest", "latest")
+    rules_source: str = one_of("cdc", "cdc", "poll", "file")
+    #: the SQL identifier rule of riskctl.store.migrations.check_identifier (which the store applies again)
+    rules_table: str = setting(
+        "rules",
+        pattern=r"[A-Za-z_][A-Za-z0-9_]{0,63}",
+        shape="a table name (1-64 letters, digits or '_', not starting with a digit)",
+    )
+    rules_dir: str = text(str(PROJECT_ROOT / "rules"))
+    poll_interval_ms: int = ms(1000)
+    cdc_server_id: str = setting(
+        "5401-5404", pattern=r"[0-9]+(-[0-9]+)?", shape="a MySQL server id or a range such as 5401-5404"
+    )
+    #: how often the CDC binlog client checks its connection and reconnects after an outage (Debezium's
+    #: connect.keep.alive.interval.ms, default 60 s: a rule edit took 66-71 s to arrive after an outage)
+    cdc_keepalive_ms: int = ms(1000)
+    #: after a failed write of a rule status to MySQL, wait this long before the next attempt (statuses queue)
+    status_retry_ms: int = ms(1000, low=0)
+    #: Kafka clients of the job: the longest wait between reconnection attempts to a broker that went away
+    kafka_reconnect_backoff_max_ms: int = ms(1000, low=0)
+    parallelism: int = setting(1, low=1, high=32768)  # Flink's largest max-parallelism
+    checkpoint_interval_ms: int = ms(5000, low=0)  # 0: no checkpoints
+    checkpoint_dir: str = ""  # empty: <stack dir>/checkpoints
+    state_ttl_ms: int = ms(24 * 3600 * 1000)
+    lateness_ms: int = ms(5000, low=0)
+    idleness_ms: int = ms(10000, low=0)
+    delivery: str = one_of("at-least-once", "at-least-once", "exactly-once")
+    rules_wait_ms: int = ms(10000, low=0)  # hold events this long at start-up until the first rules arrive
+    buffer_timeout_ms: int = setting(5, low=0, high=LONG, special=(-1,))  # -1: flush only full buffers
+    sink_linger_ms: int = ms(2, low=0)  # Kafka producer linger.ms of the job's sinks (0: a request a record)
+    restore_from: str = ""  # a retained checkpoint (.../chk-N) or savepoint to start from
+    # limits at the door (riskctl.core.door, docs/config.md "Limits at the door")
+    max_event_bytes: int = positive(DEFAULT_LIMITS.max_event_bytes)
+    max_depth: int = positive(DEFAULT_LIMITS.max_depth)
+    max_string_chars: int = positive(DEFAULT_LIMITS.max_string_chars)
+    max_clock_skew_ms: int = ms(DEFAULT_LIMITS.max_clock_skew_ms)
+    dead_letter_max_bytes: int = setting(
+        DEFAULT_LIMITS.dead_letter_max_bytes, low=MIN_DEAD_LETTER_BYTES, high=MAX_DEAD_LETTER_BYTES
+    )
+
+    def limits(self) -> Limits:
+        """The door's :class:`~riskctl.core.door.Limits` from these settings; a bad value is a ConfigError."""
+        try:
+            return Limits(**{f.name: getattr(self, f.name) for f in fields(Limits)})
+        except ValueError as exc:
+            msg = f"job.{exc}"
+            raise ConfigError(msg) from None
+
+    #: Restarts after a failure (a lost TaskManager, a broker gone): Flink's exponential-delay strategy. The
+    #: first restart waits ``restart_initial_backoff_ms``, each next one ``restart_backoff_multiplier`` times
+    #: longer, at most ``restart_max_backoff_ms``; after ``restart_reset_backoff_threshold_ms`` without a
+    #: failure the delay (and the attempt count) starts over. ``restart_max_attempts`` failures in a row
+    #: without such a reset fail the job; 0: no cap (a job that fails forever restarts every max backoff,
+    #: which ``numRestarts`` shows). See docs/operations.md.
+    restart_initial_backoff_ms: int = ms(1000)
+    restart_max_backoff_ms: int = ms(30000)
+    restart_backoff_multiplier: float = setting(2.0, low=1.0, high=1e6)
+    restart_reset_backoff_threshold_ms: int = ms(20000)
+    restart_jitter_factor: float = setting(0.1, low=0.0, high=1.0)
+    restart_max_attempts: int = setting(0, low=0, high=INT)  # 0: no cap
+
+
+@dataclass
+class AlertsSettings:
+    """``riskctl alerts``: its routing/channels file and its Kafka side. It reads job.alerts_topic, and
+    job.decisions_topic for REVIEW decisions when the file says ``review_decisions: true``.
+    """
+
+    config: str = text("alerts.yaml")  # routes, channels, templates, limits: see docs/alerts.md
+    group_id: str = text("riskctl-alerts")
+    dead_letter_topic: str = setting("riskctl.alerts.dead-letter", **_TOPIC)
+    #: compacted topic of the delivered (channel, alert id) pairs: deduplication across restarts and
+    #: instances; empty: remembered in memory only
+    delivered_topic: str = setting(
+        "riskctl.alerts.delivered",
+        pattern=r"([A-Za-z0-9._-]{1,249})?",
+        shape="empty or a Kafka topic name (1-249 letters, digits, '.', '_', '-')",
+    )
+
+
+@dataclass
+class ServeSettings:
+    """``riskctl serve``, the synchronous decision API (docs/api.md). Its limits on events are the job's
+    (``job.max_event_bytes`` ...), on purpose: the API refuses exactly what the job would dead-letter."""
+
+    host: str = text("127.0.0.1")
+    port: int = setting(8088, low=0, high=65535)  # 0: any free port
+    #: this instance's name (reply keys, probe user); empty: <hostname>-<pid>
+    instance: str = setting(
+        "", pattern=r"[A-Za-z0-9._-]{0,40}", shape="empty or 1-40 letters, digits, '.', '_', '-'"
+    )
+    #: the topic where the job also writes the decision of an event that carries a ``reply_to`` key; empty:
+    #: the job writes no replies (and ``riskctl serve`` refuses to start)
+    replies_topic: str = setting(
+        "riskctl.replies",
+        pattern=r"([A-Za-z0-9._-]{1,249})?",
+        shape="empty or a Kafka topic name (1-249 letters, digits, '.', '_', '-')",
+    )
+    #: partitions of the replies topic when it is created: the most instances that get a partition each
+    replies_partitions: int = setting(16, low=1, high=10_000)
+    #: the partition of the replies topic this instance reads; -1: derived from the instance name (crc32)
+    reply_partition: int = setting(-1, low=0, high=9_999, special=(-1,))
+    #: wait for the job's decision this long by default (fits a 200 ms budget with room for the network)
+    timeout_ms: int = ms(150)
+    #: bounds of the ``timeout_ms`` a request may ask for
+    min_timeout_ms: int = ms(5)
+    max_timeout_ms: int = setting(10_000, low=1, high=600_000)
+    #: what to answer when the decision does not come in time: open (PASS), review (REVIEW), reject (REJECT)
+    fallback: str = one_of("open", "open", "review", "reject")
+    #: idempotency by event_id: how long and how many requests are remembered (per instance)
+    idempotency_ttl_ms: int = ms(600_000)
+    idempotency_max_entries: int = positive(100_000)
+    #: requests waiting for a decision at once; beyond: 503
+    max_in_flight: int = positive(20_000)
+    #: /readyz needs a decision round trip within this window; a probe event is sent when none happened
+    #: for probe_interval_ms (0: no probes, readiness then depends on real traffic)
+    ready_window_ms: int = ms(10_000)
+    probe_interval_ms: int = ms(2_000, low=0)
+    #: on SIGTERM, in-flight requests get this long to finish before Kafka is closed
+    shutdown_timeout_ms: int = ms(10_000, low=0)
+    #: the producer gives up delivering an event after this long (the request has its fallback by then)
+    produce_timeout_ms: int = setting(5_000, low=1, high=INT)
+
+
+@dataclass
+class Settings:
+    stack: StackSettings = field(default_factory=StackSettings)
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    mysql: MysqlSettings = field(default_factory=MysqlSettings)
+    flink: FlinkSettings = field(default_factory=FlinkSettings)
+    job: JobSettings = field(default_factory=JobSettings)
+    alerts: AlertsSettings = field(default_factory=AlertsSettings)
+    serve: ServeSettings = field(default_factory=ServeSettings)
+
+    # -- derived values: what a client connects to -------------------------------------------------------
+    @property
+    def kafka_bootstrap(self) -> str:
+        return self.kafka.bootstrap or f"{self.stack.host}:{self.stack.kafka_port}"
+
+    @property
+    def mysql_host(self) -> str:
+        return self.mysql.host or self.stack.host
+
+    @property
+    def mysql_port(self) -> int:
+        return self.mysql.port or self.stack.mysql_port
+
+    @property
+    def mysql_password(self) -> str:
+        if self.mysql.password:
+            return self.mysql.password
+        generated = Path(self.stack.dir) / "mysql" / "password"
+        if generated.exists():
+            return generated.read_text().strip()
+        msg = (
+            "no MySQL password: set RISKCTL_MYSQL_PASSWORD (or [mysql] password in riskctl.toml), "
+            "or start the local stack with 'riskctl stack up', which generates one"
+        )
+        raise ConfigError(msg)
+
+    @property
+    def flink_rest_url(self) -> str:
+        return self.flink.rest_url or f"http://{self.stack.host}:{self.stack.flink_rest_port}"
+
+    @property
+    def checkpoint_dir(self) -> str:
+        return self.job.checkpoint_dir or f"file://{Path(self.stack.dir).resolve() / 'checkpoints'}"
+
+    def derived(self) -> dict[str, Any]:
+        """What clients connect to once the empty settings fall back to the local stack (no secrets)."""
+        return {name: getattr(self, name) for name in _DERIVED}
+
+    def redacted(self) -> dict[str, Any]:
+        """The settings as a dict with secrets masked, for printing."""
+        out = dataclasses.asdict(self)
+        for section in out.values():
+            for key in section:
+                if key in _SECRET_KEYS and section[key]:
+                    section[key] = "***"
+        return out

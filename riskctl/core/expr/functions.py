@@ -1,0 +1,205 @@
+"""The functions of the expression language and the null-safe arithmetic they share with the operators.
+
+Every function returns ``null`` (None) rather than raising on a wrong type: a condition over events with a
+missing or odd field is false for that event, never an error in the job. Arithmetic results beyond the float
+range are ``null`` too, and ``*`` and ``**`` refuse to build such integers before computing them
+(:data:`~riskctl.core.expr.limits.MAX_RESULT_BITS`).
+"""
+
+from __future__ import annotations
+
+import operator
+import sys
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from riskctl.core.expr.limits import MAX_RESULT_BITS
+
+NUMBERS = frozenset({int, float})
+
+SCALAR_FUNCTIONS = (
+    "lower",
+    "upper",
+    "len",
+    "startswith",
+    "endswith",
+    "contains",
+    "abs",
+    "coalesce",
+    "min",
+    "max",
+)
+AGGREGATE_FUNCTIONS = ("count", "sum", "avg", "min", "max", "distinct", "first", "last")
+FUNCTIONS = tuple(sorted(set(SCALAR_FUNCTIONS) | set(AGGREGATE_FUNCTIONS)))
+
+#: the aggregates that read every event of a step (count, first and last read one)
+LINEAR_AGGREGATES = frozenset({"sum", "avg", "min", "max", "distinct"})
+
+
+def safe_compare(op: Callable[[Any, Any], bool], x: Any, y: Any) -> bool:
+    """``op(x, y)``, false when either side is null or the types do not compare (folded constants)."""
+    if x is None or y is None:
+        return False
+    try:
+        return bool(op(x, y))
+    except TypeError:
+        return False
+
+
+PY_COMPARE: dict[str, Callable[[Any, Any], Any]] = {
+    "==": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
+
+
+FMAX = sys.float_info.max  # < 2**1024; ints beyond it and inf/NaN fail -FMAX <= r <= FMAX
+
+
+def bounded(r: Any) -> Any:
+    """``r`` if it is a finite number within +-2**MAX_RESULT_BITS, else None (overflow is null)."""
+    if type(r) in NUMBERS and -FMAX <= r <= FMAX:
+        return r
+    return None  # too large, inf, NaN, or complex (a negative base and a fractional exponent)
+
+
+def _checked_mul(x: Any, y: Any) -> Any:
+    if type(x) is int and type(y) is int and x.bit_length() + y.bit_length() > MAX_RESULT_BITS + 1:
+        raise OverflowError  # |x*y| >= 2**(bits-2) > 2**1024: do not build it
+    return x * y
+
+
+def _checked_pow(x: Any, y: Any) -> Any:
+    if type(x) is int and type(y) is int and y > 1 and (x.bit_length() - 1) * y > MAX_RESULT_BITS:
+        raise OverflowError  # |x**y| >= 2**((bits-1)*y) > 2**1024: do not build it
+    if type(x) is int and x.bit_length() > MAX_RESULT_BITS:
+        raise OverflowError  # a huge base (not from an event within the door's limits)
+    r = x**y
+    if type(r) is complex:
+        raise OverflowError  # (-8) ** 0.5: not a real number
+    return r
+
+
+#: the operators as evaluated; every result is then checked against +-FMAX (beyond: null), and ``*`` and
+#: ``**`` refuse (OverflowError, so null) before building an integer beyond 2**MAX_RESULT_BITS
+SAFE_ARITH: dict[str, Callable[[Any, Any], Any]] = {
+    "-": operator.sub,
+    "*": _checked_mul,
+    "/": operator.truediv,
+    "%": operator.mod,
+    "**": _checked_pow,
+}
+
+
+def _agg_sum(xs: list[Any]) -> Any:
+    try:
+        return bounded(sum(xs))
+    except OverflowError:  # an integer beyond the float range plus a float
+        return None
+
+
+def _agg_avg(xs: list[Any]) -> Any:
+    if not xs:
+        return None
+    try:
+        return bounded(sum(xs) / len(xs))
+    except OverflowError:  # an integer sum beyond the float range
+        return None
+
+
+def _agg_min(xs: list[Any]) -> Any:
+    return min(xs) if xs else None
+
+
+def _agg_max(xs: list[Any]) -> Any:
+    return max(xs) if xs else None
+
+
+AGGREGATES: dict[str, Callable[[list[Any]], Any]] = {
+    "sum": _agg_sum,
+    "avg": _agg_avg,
+    "min": _agg_min,
+    "max": _agg_max,
+}
+
+
+def _f_lower(s: Any) -> Any:
+    return s.lower() if isinstance(s, str) else None
+
+
+def _f_upper(s: Any) -> Any:
+    return s.upper() if isinstance(s, str) else None
+
+
+def _f_len(s: Any) -> Any:
+    return len(s) if isinstance(s, str | list | tuple | Mapping) else None
+
+
+def _f_startswith(s: Any, p: Any) -> Any:
+    return isinstance(s, str) and isinstance(p, str) and s.startswith(p)
+
+
+def _f_endswith(s: Any, p: Any) -> Any:
+    return isinstance(s, str) and isinstance(p, str) and s.endswith(p)
+
+
+def _f_contains(s: Any, x: Any) -> Any:
+    if isinstance(s, str):
+        return isinstance(x, str) and x in s
+    if isinstance(s, list | tuple) and x is not None:
+        try:
+            return x in s
+        except TypeError:
+            return False
+    return False
+
+
+def _f_abs(x: Any) -> Any:
+    return abs(x) if type(x) in NUMBERS else None
+
+
+def _f_coalesce(*xs: Any) -> Any:
+    for x in xs:
+        if x is not None:
+            return x
+    return None
+
+
+def _f_min(*xs: Any) -> Any:
+    nums = [x for x in xs if type(x) in NUMBERS]
+    return min(nums) if nums else None
+
+
+def _f_max(*xs: Any) -> Any:
+    nums = [x for x in xs if type(x) in NUMBERS]
+    return max(nums) if nums else None
+
+
+SCALAR_IMPL: dict[str, Callable[..., Any]] = {
+    "lower": _f_lower,
+    "upper": _f_upper,
+    "len": _f_len,
+    "startswith": _f_startswith,
+    "endswith": _f_endswith,
+    "contains": _f_contains,
+    "abs": _f_abs,
+    "coalesce": _f_coalesce,
+    "min": _f_min,
+    "max": _f_max,
+}
+ARITY: dict[str, tuple[int, int]] = {
+    "lower": (1, 1),
+    "upper": (1, 1),
+    "len": (1, 1),
+    "startswith": (2, 2),
+    "endswith": (2, 2),
+    "contains": (2, 2),
+    "abs": (1, 1),
+    "coalesce": (1, 99),
+    "min": (2, 99),
+    "max": (2, 99),
+}
+BOOL_FUNCS = frozenset({"startswith", "endswith", "contains"})

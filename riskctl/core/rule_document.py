@@ -1,0 +1,522 @@
+"""One rule document, validated and compiled (once) into a :class:`~riskctl.core.ruleset.Rule`.
+
+A rule document is a mapping, written in YAML in ``rules/`` and stored as the same document in JSON in MySQL
+(the fields and their defaults: ``docs/rules.md``). :func:`parse_rule` checks every field, compiles the
+conditions (:mod:`riskctl.core.expr`), the features (:mod:`riskctl.core.features`) and the sequence pattern
+(:mod:`riskctl.core.patterns`), and bounds a sequence's work per event (:data:`MAX_SEQUENCE_COST`).
+
+Every problem is reported as a :class:`~riskctl.core.errors.RuleError` with the rule id, the field path
+(``sequence.steps[2].when``), the reason and a "did you mean" where a name is close to a known one; all the
+problems of one document are raised together in one :class:`~riskctl.core.errors.RuleSetError`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+from typing import Any
+
+from riskctl.core.errors import ExpressionError, RuleError, RuleSetError, suggest
+from riskctl.core.expr import (
+    CompiledExpression,
+    compile_condition,
+    compile_filter,
+    compile_step_condition,
+    duration_ms,
+    expression_cost,
+)
+from riskctl.core.features import FeatureSpec
+from riskctl.core.patterns import AFTER_MATCH_POLICIES, MAX_TIMES, PatternSpec, Step
+from riskctl.core.ruleset import ACTIONS, STATUSES, Rule
+
+RULE_KEYS = (
+    "id",
+    "version",
+    "description",
+    "status",
+    "action",
+    "priority",
+    "alert",
+    "applies_to",
+    "features",
+    "when",
+    "sequence",
+    "tags",
+)
+FEATURE_KEYS = (
+    "kind",
+    "field",
+    "window",
+    "horizon",
+    "filter",
+    "n",
+    "stat",
+    "min_events",
+    "granularity",
+    "max_values",
+    "description",
+)
+SEQUENCE_KEYS = ("within", "steps", "after_match", "max_partial", "description")
+STEP_KEYS = (
+    "name",
+    "when",
+    "times",
+    "at_least",
+    "quantifier",
+    "contiguity",
+    "max_gap",
+    "min_gap",
+    "absent",
+    "description",
+)
+_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
+_RESERVED_NAMES = frozenset({"event", "and", "or", "not", "in", "true", "false", "null"})
+MAX_FEATURES_PER_RULE = 32
+#: condition evaluations a sequence rule may need for one event (see _sequence_cost; docs/rules.md#limits)
+MAX_SEQUENCE_COST = 1_000_000
+#: versions are a MySQL INT
+MAX_VERSION = 2**31 - 1
+#: nesting of mappings and lists in a rule text (YAML, or a document built in Python) (a rule needs 5 levels)
+MAX_YAML_DEPTH = 32
+#: scalars, mappings and lists in one rule text or document (a rule has about 30); bounds the parse time
+MAX_YAML_NODES = 50_000
+
+
+class _Collector:
+    """Collects the errors of one rule document, each located by its field path."""
+
+    def __init__(self, rule_id: str | None, source: str | None) -> None:
+        self.rule_id = rule_id
+        self.source = source
+        self.errors: list[RuleError] = []
+
+    def add(self, reason: str, path: str, suggestion: str | None = None) -> None:
+        self.errors.append(
+            RuleError(reason, rule_id=self.rule_id, field=path, suggestion=suggestion, source=self.source)
+        )
+
+    def wrap(self, err: RuleError, path: str) -> None:
+        self.errors.append(err.located(rule_id=self.rule_id, field_prefix=path, source=self.source))
+
+
+def _check_keys(doc: Mapping[str, Any], allowed: Sequence[str], path: str, errs: _Collector) -> None:
+    for key in doc:
+        if key not in allowed:
+            where = f"{path}.{key}" if path else str(key)
+            errs.add(f"unknown field {key!r}", where, suggest(str(key), allowed))
+
+
+def parse_rule(document: Any, *, source: str | None = None) -> Rule:
+    """Validate and compile one rule document; raises :class:`RuleSetError` holding *every* problem found."""
+    if not isinstance(document, Mapping):
+        msg = f"a rule must be a mapping (id, action, when/sequence, ...), got {type(document).__name__}"
+        raise RuleSetError([RuleError(msg, source=source)])
+    raw_id = document.get("id")
+    rule_id = raw_id if isinstance(raw_id, str) and raw_id and len(raw_id) <= 64 else None
+    _check_structure(document, rule_id, source)
+    errs = _Collector(rule_id, source)
+    _check_keys(document, RULE_KEYS, "", errs)
+
+    if raw_id is None:
+        errs.add("a rule needs an id", "id")
+    elif not isinstance(raw_id, str) or not _ID_RE.fullmatch(raw_id):
+        shown = repr(raw_id) if len(repr(raw_id)) <= 80 else repr(raw_id)[:70] + "..."
+        errs.add(f"id must be 1-64 characters of letters, digits, '_', '.', '-', got {shown}", "id")
+
+    version = document.get("version", 1)
+    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= MAX_VERSION:
+        shown = repr(version) if not isinstance(version, int) or abs(version) < 10**30 else "a huge number"
+        errs.add(f"version must be an integer >= 1 and <= {MAX_VERSION}, got {shown}", "version")
+        version = 1
+
+    description = document.get("description", "")
+    if not isinstance(description, str):
+        errs.add("description must be text", "description")
+        description = str(description)
+
+    status = document.get("status", "active")
+    if status not in STATUSES:
+        errs.add(
+            f"status must be one of {', '.join(STATUSES)}, got {status!r}", "status", _hint(status, STATUSES)
+        )
+        status = "disabled"
+
+    action = document.get("action")
+    if action is None:
+        errs.add(f"a rule needs an action: one of {', '.join(ACTIONS)}", "action")
+    elif action not in ACTIONS:
+        hint = _hint(action, ACTIONS)
+        errs.add(f"action must be one of {', '.join(ACTIONS)}, got {action!r}", "action", hint)
+
+    priority = document.get("priority", 0)
+    if isinstance(priority, bool) or not isinstance(priority, int) or abs(priority) > 1_000_000:
+        errs.add(f"priority must be an integer, got {priority!r}", "priority")
+        priority = 0
+
+    alert = document.get("alert", False)
+    if not isinstance(alert, bool):
+        errs.add(f"alert must be true or false, got {alert!r}", "alert")
+        alert = False
+
+    applies_to = _parse_applies_to(document.get("applies_to"), errs)
+    tags = document.get("tags", [])
+    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+        errs.add("tags must be a list of strings", "tags")
+        tags = []
+
+    features = _parse_features(document.get("features"), errs)
+
+    when_text = document.get("when")
+    sequence_doc = document.get("sequence")
+    when: CompiledExpression | None = None
+    sequence: PatternSpec | None = None
+    step_features: frozenset[str] = frozenset()
+    event_types: frozenset[str] | None = None
+    if when_text is None and sequence_doc is None:
+        errs.add("a rule needs either 'when' (a condition) or 'sequence' (a pattern)", "when")
+    elif when_text is not None and sequence_doc is not None:
+        errs.add("a rule has either 'when' or 'sequence', not both (put conditions in the steps)", "sequence")
+    elif when_text is not None:
+        if isinstance(when_text, bool):
+            when_text = "true" if when_text else "false"
+        if not isinstance(when_text, str):
+            errs.add(f"when must be a condition text, got {type(when_text).__name__}", "when")
+        else:
+            try:
+                when = compile_condition(when_text, features=features)
+            except ExpressionError as exc:
+                errs.wrap(exc, "when")
+            else:
+                unused = sorted(set(features) - when.features)
+                if unused:
+                    errs.add(f"feature(s) defined but never used: {', '.join(unused)}", "features")
+                event_types = when.event_types
+                if applies_to is not None:
+                    event_types = applies_to if event_types is None else event_types & applies_to
+    else:
+        sequence, step_features, event_types = _parse_sequence(
+            sequence_doc, rule_id or "rule", features, errs
+        )
+        unused = sorted(set(features) - step_features)
+        if unused and sequence is not None:
+            errs.add(f"feature(s) defined but never used: {', '.join(unused)}", "features")
+
+    if errs.errors:
+        raise RuleSetError(errs.errors)
+    assert rule_id is not None and isinstance(action, str)
+    normalised = _normalise(document, version)
+    return Rule(
+        id=rule_id,
+        version=version,
+        description=description,
+        status=status,
+        action=action,
+        priority=priority,
+        alert=alert,
+        applies_to=applies_to,
+        features=MappingProxyType(dict(features)),
+        when=when,
+        sequence=sequence,
+        step_features=step_features,
+        event_types=event_types,
+        document=MappingProxyType(normalised),
+        source=source,
+        tags=tuple(tags),
+    )
+
+
+def _check_structure(document: Mapping[str, Any], rule_id: str | None, source: str | None) -> None:
+    """Refuse a document (built in Python, not read by the bounded loaders) that nests deeper than
+    :data:`MAX_YAML_DEPTH`, contains itself (a cycle nests without end), or holds more than
+    :data:`MAX_YAML_NODES` values (shared sub-structures count each time they are reached). Iterative.
+    """
+    todo: list[tuple[Any, int]] = [(document, 1)]
+    seen = 0
+    while todo:
+        value, depth = todo.pop()
+        seen += 1
+        if seen > MAX_YAML_NODES:
+            msg = f"the rule document has too many values (more than {MAX_YAML_NODES})"
+            raise RuleSetError([RuleError(msg, rule_id=rule_id, source=source)])
+        if isinstance(value, Mapping | list | tuple):
+            if depth > MAX_YAML_DEPTH:
+                msg = f"the rule document is nested deeper than {MAX_YAML_DEPTH} levels (or contains itself)"
+                raise RuleSetError([RuleError(msg, rule_id=rule_id, source=source)])
+            items = value.values() if isinstance(value, Mapping) else value
+            todo.extend((item, depth + 1) for item in items)
+            if isinstance(value, Mapping) and not all(isinstance(k, str) for k in value):
+                msg = "keys must be text"
+                raise RuleSetError([RuleError(msg, rule_id=rule_id, source=source)])
+
+
+def _hint(value: Any, choices: Sequence[str]) -> str | None:
+    return suggest(str(value), choices) if isinstance(value, str) else None
+
+
+def _normalise(document: Mapping[str, Any], version: int) -> dict[str, Any]:
+    """The document with defaults made explicit, JSON-ready (what MySQL stores, what the digest hashes)."""
+    doc = json.loads(json.dumps(dict(document), default=str))
+    doc["version"] = version
+    doc.setdefault("status", "active")
+    doc.setdefault("priority", 0)
+    return doc
+
+
+def _parse_applies_to(value: Any, errs: _Collector) -> frozenset[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+        errs.add("applies_to must be an event type or a non-empty list of event types", "applies_to")
+        return None
+    return frozenset(value)
+
+
+def _parse_features(value: Any, errs: _Collector) -> dict[str, FeatureSpec]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        errs.add("features must be a mapping of name -> definition", "features")
+        return {}
+    if len(value) > MAX_FEATURES_PER_RULE:
+        errs.add(f"too many features ({len(value)}, limit {MAX_FEATURES_PER_RULE})", "features")
+        return {}
+    specs: dict[str, FeatureSpec] = {}
+    for name, definition in value.items():
+        path = f"features.{name}"
+        if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or name in _RESERVED_NAMES:
+            errs.add(
+                "a feature name must start with a letter, hold letters, digits and '_', and not be a keyword",
+                path,
+            )
+            continue
+        spec = parse_feature(definition, path, errs)
+        if spec is not None:
+            specs[name] = spec
+    return specs
+
+
+def parse_feature(definition: Any, path: str, errs: _Collector) -> FeatureSpec | None:
+    """Turn one feature definition of a rule document into a :class:`FeatureSpec` (errors go to ``errs``)."""
+    if not isinstance(definition, Mapping):
+        errs.add("a feature definition must be a mapping (kind, field, window, filter, ...)", path)
+        return None
+    before = len(errs.errors)
+    _check_keys(definition, FEATURE_KEYS, path, errs)
+    kwargs: dict[str, Any] = {}
+    for key in ("kind", "field", "n", "stat", "min_events", "max_values"):
+        if key in definition:
+            kwargs[key] = definition[key]
+    if "window" in definition and "horizon" in definition:
+        errs.add("give either window or horizon (they are the same setting)", f"{path}.horizon")
+    for key in ("window", "horizon", "granularity"):
+        if key in definition:
+            try:
+                kwargs["granularity" if key == "granularity" else "window"] = duration_ms(definition[key])
+            except ExpressionError as exc:
+                errs.add(exc.reason, f"{path}.{key}")
+    if "filter" in definition:
+        text = definition["filter"]
+        if not isinstance(text, str):
+            errs.add("filter must be a condition text over the event", f"{path}.filter")
+        else:
+            try:
+                kwargs["filter"] = compile_filter(text)
+                kwargs["filter_text"] = text
+            except ExpressionError as exc:
+                errs.wrap(exc, f"{path}.filter")
+    if len(errs.errors) > before:
+        return None
+    try:
+        return FeatureSpec(**kwargs)
+    except RuleError as exc:
+        errs.wrap(exc, path)
+    except (TypeError, ValueError) as exc:
+        errs.add(str(exc), path)
+    return None
+
+
+def _parse_sequence(
+    doc: Any, rule_id: str, features: Mapping[str, FeatureSpec], errs: _Collector
+) -> tuple[PatternSpec | None, frozenset[str], frozenset[str] | None]:
+    """Turn the ``sequence`` part of a rule document into a :class:`PatternSpec` (errors go to ``errs``)."""
+    if not isinstance(doc, Mapping):
+        errs.add("sequence must be a mapping with 'steps' and 'within'", "sequence")
+        return None, frozenset(), None
+    before = len(errs.errors)
+    _check_keys(doc, SEQUENCE_KEYS, "sequence", errs)
+    within: int | None = None
+    if "within" not in doc:
+        errs.add(
+            "a sequence needs 'within', the longest time from its first to its last event", "sequence.within"
+        )
+    else:
+        within = _duration(doc["within"], "sequence.within", errs)
+    after_match = doc.get("after_match", "skip_past_last_event")
+    if after_match not in AFTER_MATCH_POLICIES:
+        hint = _hint(after_match, AFTER_MATCH_POLICIES)
+        errs.add(
+            f"after_match must be one of {', '.join(AFTER_MATCH_POLICIES)}", "sequence.after_match", hint
+        )
+    max_partial = doc.get("max_partial", 64)
+    if isinstance(max_partial, bool) or not isinstance(max_partial, int) or not 1 <= max_partial <= 10_000:
+        errs.add(
+            f"max_partial must be an integer from 1 to 10000, got {max_partial!r}", "sequence.max_partial"
+        )
+    raw_steps = doc.get("steps")
+    if not isinstance(raw_steps, list) or not raw_steps:
+        errs.add("a sequence needs a non-empty list of steps", "sequence.steps")
+        return None, frozenset(), None
+    names: list[str] = []
+    for i, step in enumerate(raw_steps):
+        name = step.get("name") if isinstance(step, Mapping) else None
+        if isinstance(name, str) and _NAME_RE.fullmatch(name) and name not in _RESERVED_NAMES:
+            if name in features:
+                errs.add(f"step name {name!r} is also a feature name", f"sequence.steps[{i}].name")
+            elif name in names:
+                errs.add(f"two steps are named {name!r}", f"sequence.steps[{i}].name")
+            names.append(name)
+        else:
+            errs.add(
+                "each step needs a name (letters, digits, '_'; not a keyword), e.g. name: fails",
+                f"sequence.steps[{i}].name",
+            )
+    steps: list[Step] = []
+    used: set[str] = set()
+    step_types: list[frozenset[str] | None] = []
+    for i, raw in enumerate(raw_steps):
+        path = f"sequence.steps[{i}]"
+        if not isinstance(raw, Mapping):
+            errs.add("a step must be a mapping (name, when, times, ...)", path)
+            continue
+        step = _parse_step(raw, path, names, features, used, step_types, errs)
+        if step is not None:
+            steps.append(step)
+    if len(errs.errors) > before or within is None:
+        return None, frozenset(used), None
+    try:
+        spec = PatternSpec(
+            id=rule_id, steps=tuple(steps), within=within, after_match=after_match, max_partial=max_partial
+        )
+    except RuleError as exc:
+        errs.wrap(_step_path(exc, names), "sequence")
+        return None, frozenset(used), None
+    cost = _sequence_cost(raw_steps, steps, max_partial)
+    if cost > MAX_SEQUENCE_COST:
+        errs.add(
+            f"the sequence may do about {cost:,} evaluations per event (limit {MAX_SEQUENCE_COST:,}): "
+            "max_partial x the step conditions' size, where sum/avg/min/max/distinct read every event of "
+            "a step; lower max_partial, times, or the aggregates",
+            "sequence.max_partial",
+        )
+        return None, frozenset(used), None
+    # Events of other types cannot take part unless a step is strict (any event breaks a strict run).
+    event_types: frozenset[str] | None = None
+    if all(t is not None for t in step_types) and all(st.contiguity != "strict" for st in steps):
+        event_types = frozenset().union(*(t for t in step_types if t is not None))
+    return spec, frozenset(used), event_types
+
+
+def _sequence_cost(raw_steps: list[Any], steps: list[Step], max_partial: int) -> int:
+    """An upper estimate of the condition work of one event: each of ``max_partial`` partial matches tries
+    (at most) every step's condition, and an aggregate over a step reads up to ``times`` events of it
+    (:data:`~riskctl.core.patterns.MAX_TIMES` when a step loops with ``at_least``).
+    """
+    scan = max(
+        (MAX_TIMES if st.quantifier == "at_least" else st.times for st in steps),
+        default=1,
+    )
+    per_run = 0
+    for raw in raw_steps:
+        nodes, scans = expression_cost(raw["when"])
+        per_run += nodes + scans * scan
+    return max_partial * per_run
+
+
+def _step_path(err: RuleError, names: list[str]) -> RuleError:
+    """Rewrite a pattern error's ``steps.<name>.x`` field as ``steps[i].x`` (the document's own path)."""
+    fld = err.field or ""
+    m = re.match(r"steps\.([A-Za-z0-9_]+)(.*)", fld)
+    if m and m.group(1) in names:
+        new = err.located()
+        new.field = f"steps[{names.index(m.group(1))}]{m.group(2)}"
+        new.args = (str(new),)
+        return new
+    return err
+
+
+def _parse_step(
+    raw: Mapping[str, Any],
+    path: str,
+    names: list[str],
+    features: Mapping[str, FeatureSpec],
+    used: set[str],
+    step_types: list[frozenset[str] | None],
+    errs: _Collector,
+) -> Step | None:
+    before = len(errs.errors)
+    _check_keys(raw, STEP_KEYS, path, errs)
+    name = raw.get("name")
+    text = raw.get("when")
+    cond: CompiledExpression | None = None
+    if not isinstance(text, str):
+        errs.add("each step needs a condition, when: <expression>", f"{path}.when")
+    else:
+        try:
+            cond = compile_step_condition(text, steps=names, features=features)
+        except ExpressionError as exc:
+            errs.wrap(exc, f"{path}.when")
+        else:
+            used.update(cond.features)
+            step_types.append(cond.event_types)
+    kwargs: dict[str, Any] = {}
+    if "at_least" in raw:
+        if "times" in raw or "quantifier" in raw:
+            errs.add("give either at_least: N or times: N (with quantifier), not both", f"{path}.at_least")
+        kwargs["times"] = raw["at_least"]
+        kwargs["quantifier"] = "at_least"
+    else:
+        if "times" in raw:
+            kwargs["times"] = raw["times"]
+        if "quantifier" in raw:
+            kwargs["quantifier"] = raw["quantifier"]
+    if "contiguity" in raw:
+        kwargs["contiguity"] = raw["contiguity"]
+    for key in ("max_gap", "min_gap"):
+        if key in raw:
+            value = _duration(raw[key], f"{path}.{key}", errs)
+            if value is not None:
+                kwargs[key] = value
+    absent = raw.get("absent", False)
+    if not isinstance(absent, bool):
+        errs.add(f"absent must be true or false, got {absent!r}", f"{path}.absent")
+    kwargs["negated"] = absent is True
+    if len(errs.errors) > before or cond is None or not isinstance(name, str):
+        return None
+    try:
+        return Step(name, cond.as_step_condition(), text, **kwargs)  # type: ignore[arg-type]
+    except RuleError as exc:
+        fld = exc.field or ""
+        prefix = f"steps.{name}"
+        tail = fld[len(prefix) :].lstrip(".") if fld.startswith(prefix) else fld
+        located = exc.located(rule_id=errs.rule_id, source=errs.source)
+        located.field = f"{path}.{tail}" if tail else path
+        located.args = (str(located),)
+        errs.errors.append(located)
+    return None
+
+
+def _duration(value: Any, path: str, errs: _Collector) -> int | None:
+    try:
+        ms = duration_ms(value)
+    except ExpressionError as exc:
+        errs.add(exc.reason, path)
+        return None
+    if ms <= 0:
+        errs.add("a duration must be above zero", path)
+        return None
+    return ms

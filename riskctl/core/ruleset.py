@@ -1,0 +1,131 @@
+"""The compiled rule and the rule set: what the engine runs, built from documents by the rule loader.
+
+A :class:`Rule` is immutable and holds only its compiled definition; per-key runtime state lives in the
+engine's :class:`~riskctl.core.state.KeyedState`. A rule pickles as its document and is compiled again when
+unpickled (closures cannot be pickled; the document is small and safe).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from riskctl.core.errors import RuleError, RuleSetError
+from riskctl.core.expr import CompiledExpression
+from riskctl.core.features import FeatureSpec
+from riskctl.core.patterns import PatternSpec
+
+ACTIONS = ("PASS", "REVIEW", "REJECT")
+STATUSES = ("active", "shadow", "disabled")
+ACTION_RANK = {"PASS": 0, "REVIEW": 1, "REJECT": 2}
+
+
+@dataclass(frozen=True, eq=False)
+class Rule:
+    """One compiled rule. Immutable: per-key runtime state lives in the engine's :class:`KeyedState`."""
+
+    id: str
+    version: int
+    description: str
+    status: str
+    action: str
+    priority: int
+    alert: bool
+    applies_to: frozenset[str] | None
+    #: rule-local feature name -> spec; two rules with equal specs share state through ``spec.state_key``
+    features: Mapping[str, FeatureSpec]
+    when: CompiledExpression | None
+    #: the pattern when the rule is a sequence (its id is the rule id)
+    sequence: PatternSpec | None
+    #: names of the features that the sequence's step conditions read (the engine stamps them on events)
+    step_features: frozenset[str]
+    #: the rule can only fire on (a condition rule) or only needs to see (a sequence without strict
+    #: contiguity) events of these types; None: any type. Derived from applies_to and the conditions.
+    event_types: frozenset[str] | None
+    #: the normalised document (JSON-ready), from which the rule can be rebuilt
+    document: Mapping[str, Any] = field(repr=False)
+    source: str | None = None
+    tags: tuple[str, ...] = ()
+
+    @property
+    def digest(self) -> str:
+        """A hash of the normalised document: equal documents, equal digests."""
+        return document_digest(self.document)
+
+    @property
+    def is_sequence(self) -> bool:
+        """True for a sequence rule, False for a condition rule."""
+        return self.sequence is not None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickle the document and recompile it: compiled closures are not picklable, text is small and safe.
+        from riskctl.core.rules import _rule_from_document  # the loader, which imports this module
+
+        return (_rule_from_document, (dict(self.document), self.source))
+
+
+def document_digest(document: Mapping[str, Any]) -> str:
+    """sha256 (16 hex digits) of the canonical JSON of a rule document."""
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+class RuleSet:
+    """An immutable, ordered set of rules with a version string derived from their contents.
+
+    Rules are ordered by priority (highest first) then id. ``version`` changes whenever any rule's document
+    changes, so a decision can name exactly the rule set that made it.
+    """
+
+    __slots__ = ("_rules", "_by_id", "version")
+
+    def __init__(self, rules: Iterable[Rule] = ()) -> None:
+        by_id: dict[str, Rule] = {}
+        dupes: list[RuleError] = []
+        for rule in rules:
+            if rule.id in by_id:
+                other = by_id[rule.id].source or "another document"
+                msg = f"duplicate rule id (also defined in {other})"
+                dupes.append(RuleError(msg, rule_id=rule.id, field="id", source=rule.source))
+            by_id[rule.id] = rule
+        if dupes:
+            raise RuleSetError(dupes)
+        self._rules = tuple(sorted(by_id.values(), key=lambda r: (-r.priority, r.id)))
+        self._by_id: Mapping[str, Rule] = MappingProxyType(by_id)
+        digest = hashlib.sha256()
+        for rule in sorted(self._rules, key=lambda r: r.id):
+            digest.update(f"{rule.id}\0{rule.version}\0{rule.digest}\n".encode())
+        self.version = digest.hexdigest()[:12]
+
+    @property
+    def rules(self) -> tuple[Rule, ...]:
+        """Every rule, disabled ones included, by priority then id."""
+        return self._rules
+
+    def get(self, rule_id: str) -> Rule | None:
+        """The rule with this id, or None."""
+        return self._by_id.get(rule_id)
+
+    def with_rule(self, rule: Rule) -> RuleSet:
+        """A new rule set where ``rule`` is added or replaces the rule of the same id."""
+        return RuleSet([*(r for r in self._rules if r.id != rule.id), rule])
+
+    def without(self, rule_id: str) -> RuleSet:
+        """A new rule set without the rule ``rule_id`` (unchanged if absent)."""
+        return RuleSet(r for r in self._rules if r.id != rule_id)
+
+    def __iter__(self) -> Iterator[Rule]:
+        return iter(self._rules)
+
+    def __len__(self) -> int:
+        return len(self._rules)
+
+    def __contains__(self, rule_id: object) -> bool:
+        return rule_id in self._by_id
+
+    def __repr__(self) -> str:
+        return f"RuleSet(version={self.version!r}, rules={[r.id for r in self._rules]!r})"

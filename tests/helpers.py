@@ -1,0 +1,71 @@
+"""Helpers shared by several test areas: run the real ``riskctl`` command, bound a call in time, a free port.
+
+Fixtures live in the conftest.py of the area that uses them; here are the plain functions and paths that the
+tests of more than one area (core, flink, cli, stack, the docs, the integration tests) call directly.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from riskctl.config import PROJECT_ROOT
+
+HOSTILE_RULES = Path(__file__).parent / "unit" / "core" / "hostile_rules"
+"""The hostile rule corpus: one file per attack, refused by every rule input path (core, job, CLI)."""
+
+TIMEOUT_S = 10.0
+
+
+def run_riskctl(
+    *args: str, env: Mapping[str, str] | None = None, timeout: float = 120, cwd: Path = PROJECT_ROOT
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m riskctl.cli.main *args`` in a child process, as a user runs the command.
+
+    ``env`` is the child's whole environment (None: this process's), so a test can also remove a variable.
+    The working directory is the project root by default: ``-m`` puts it first on the child's sys.path, so
+    the child imports this checkout's riskctl. The exit code is the test's to check (``check=False``).
+    """
+    return subprocess.run(
+        [sys.executable, "-m", "riskctl.cli.main", *args],
+        capture_output=True,
+        text=True,
+        env=None if env is None else dict(env),
+        cwd=cwd,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def free_port() -> int:
+    """A port nothing listens on right now (the OS picks it; it is free again once the socket closes)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def within(fn: Callable[[], Any], seconds: float = TIMEOUT_S) -> Any:
+    """Run ``fn`` on a daemon thread; fail the test if it has not finished after ``seconds``."""
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed back to the test
+            box["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        pytest.fail(f"did not finish within {seconds} s (a hang or an unbounded expansion)")
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")

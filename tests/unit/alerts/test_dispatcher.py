@@ -1,0 +1,275 @@
+"""The dispatcher without Kafka: fake senders, a list as the dead-letter topic, offsets from the ledger."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import pytest
+
+from riskctl.alerts.dispatcher import Dispatcher
+from riskctl.alerts.messages import OK, Outcome
+from riskctl.alerts.model import AlertItem
+from riskctl.alerts.settings import Channel, parse_config
+from tests.unit.alerts.conftest import alert_doc, raw
+
+
+class FakeSender:
+    """Records every attempt; ``failing`` channels answer 500 (``permanent``: 400) until removed."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, list[str]]] = []
+        self.ok: list[tuple[str, list[str]]] = []
+        self.failing: set[str] = set()
+        self.permanent: set[str] = set()
+        self.lock = threading.Lock()
+
+    def __call__(self, ch: Channel, title: str, text: str, sev: str, items: Sequence[AlertItem]) -> Outcome:
+        with self.lock:
+            self.calls.append((ch.name, text, [i.id for i in items]))
+        if ch.name in self.permanent:
+            return Outcome(False, "HTTP 400: no", permanent=True)
+        if ch.name in self.failing:
+            return Outcome(False, "HTTP 500: down")
+        with self.lock:
+            self.ok.append((ch.name, [i.id for i in items]))
+        return OK
+
+    def succeeded(self, channel: str) -> list[list[str]]:
+        with self.lock:
+            return [ids for name, ids in self.ok if name == channel]
+
+    def delivered(self, channel: str) -> list[list[str]]:
+        with self.lock:
+            return [ids for name, _, ids in self.calls if name == channel]
+
+
+def wait_until(cond: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.01)
+    raise AssertionError("condition not met in time")
+
+
+@pytest.fixture
+def make() -> Iterator[Callable[..., tuple[Dispatcher, FakeSender, list[dict[str, Any]]]]]:
+    made: list[Dispatcher] = []
+
+    def build(
+        channels: dict[str, Any] | None = None, **over: Any
+    ) -> tuple[Dispatcher, FakeSender, list[dict[str, Any]]]:
+        doc = {
+            "channels": channels
+            or {n: {"type": "webhook", "url": f"http://127.0.0.1:9/{n}"} for n in ("up", "down")},
+            "default_channels": list(channels or ("up", "down")),
+            "delivery": {"attempts": 3, "backoff_ms": 10, "max_backoff_ms": 20},
+            **over,
+        }
+        sender = FakeSender()
+        dead: list[dict[str, Any]] = []
+        d = Dispatcher(
+            parse_config(doc, {}),
+            dead_letter_topic="dlq",
+            produce=lambda t, k, v: dead.append({**json.loads(v), "to": t, "key": k}),
+            sender=sender,
+        )
+        d.start_workers()
+        made.append(d)
+        return d, sender, dead
+
+    yield build
+    for d in made:
+        d.stop_workers(2)
+
+
+def feed(d: Dispatcher, docs: list[Any], partition: str = "p0", start: int = 0) -> None:
+    for i, doc in enumerate(docs):
+        value = doc if isinstance(doc, bytes) else raw(doc)
+        d.accept(partition, start + i, value, {"topic": "alerts", "partition": 0, "offset": start + i})
+
+
+def committable_eventually(d: Dispatcher, want: dict[str, int]) -> None:
+    got: dict[Any, int] = {}
+
+    def check() -> bool:
+        d.finished()
+        got.update(d.ledger.committable())
+        return got == want
+
+    wait_until(check)
+
+
+def test_a_channel_that_is_down_does_not_block_the_others_and_delivers_once_after_recovery(make: Any) -> None:
+    d, sender, dead = make(delivery={"attempts": 50, "backoff_ms": 20, "max_backoff_ms": 50})
+    sender.failing.add("down")
+    feed(d, [alert_doc(alert_id=f"a{i}") for i in range(5)])
+    wait_until(lambda: len(sender.delivered("up")) == 5)
+    d.finished()
+    assert d.ledger.in_flight() == 5 and d.ledger.committable() == {}  # nothing committed while "down" owes
+    sender.failing.discard("down")
+    committable_eventually(d, {"p0": 5})
+    # every alert reached "down" once after it recovered, in order; "up" got each once too
+    assert sender.succeeded("down") == [[f"a{i}"] for i in range(5)]
+    assert sender.succeeded("up") == [[f"a{i}"] for i in range(5)]
+    assert len(sender.delivered("down")) > 5  # it was retried meanwhile
+    assert d.stats.delivered == 10 and d.stats.retries > 0 and dead == []
+
+
+def test_an_alert_still_undeliverable_after_n_attempts_is_dead_lettered_with_the_reason(make: Any) -> None:
+    d, sender, dead = make()
+    sender.failing.add("down")
+    feed(d, [alert_doc(alert_id="a1")])
+    committable_eventually(d, {"p0": 1})
+    assert len(sender.delivered("down")) == 3 and len(sender.delivered("up")) == 1
+    (letter,) = dead
+    assert letter["to"] == "dlq" and letter["kind"] == "dead_letter" and letter["key"] == b"a1"
+    assert letter["reason"] == "channel down: undeliverable after 3 attempt(s): HTTP 500: down"
+    assert (letter["channel"], letter["alert_id"], letter["offset"]) == ("down", "a1", 0)
+    assert json.loads(letter["raw"])["alert_id"] == "a1"
+
+
+def test_a_permanent_refusal_is_dead_lettered_without_retries(make: Any) -> None:
+    d, sender, dead = make()
+    sender.permanent.add("down")
+    feed(d, [alert_doc(alert_id="a1")])
+    committable_eventually(d, {"p0": 1})
+    assert len(sender.delivered("down")) == 1
+    assert dead[0]["reason"] == "channel down: refused: HTTP 400: no"
+
+
+def test_an_alert_id_seen_twice_is_delivered_once_per_channel(make: Any) -> None:
+    d, sender, dead = make()
+    feed(d, [alert_doc(alert_id="same"), alert_doc(alert_id="same"), alert_doc(alert_id="other")])
+    committable_eventually(d, {"p0": 3})
+    feed(d, [alert_doc(alert_id="same")], start=3)  # replayed later: still remembered
+    committable_eventually(d, {"p0": 4})
+    assert sorted(i[0] for i in sender.delivered("up")) == ["other", "same"]
+    assert sorted(i[0] for i in sender.delivered("down")) == ["other", "same"]
+    assert d.stats.deduplicated == 4
+
+
+def test_hostile_records_are_dead_lettered_and_the_dispatcher_goes_on(make: Any) -> None:
+    d, sender, dead = make()
+    feed(
+        d,
+        [b"not json", b"\xff\xfe", b"x" * 70_000, raw(alert_doc(alert_id=None)), alert_doc(alert_id="fine")],
+    )
+    committable_eventually(d, {"p0": 5})
+    reasons = [(x["field"], x["reason"]) for x in dead]
+    assert reasons[0][1].startswith("the record is not JSON")
+    assert reasons[1][1] == "the record is not valid UTF-8 (byte 0)" and dead[1]["raw_base64"] == "//4="
+    assert reasons[2][1] == "the record is too large (70000 bytes, limit 65536)"
+    assert reasons[3] == ("alert_id", "missing")
+    assert [i[0] for i in sender.delivered("up")] == ["fine"]
+
+
+def test_beyond_the_rate_limit_alerts_go_out_as_one_digest_when_the_window_ends(make: Any) -> None:
+    channels = {"limited": {"type": "slack", "url": "https://h/x", "rate_limit": {"max": 2, "window_s": 0.5}}}
+    d, sender, dead = make(channels)
+    feed(d, [alert_doc(alert_id=f"a{i}", user_id=f"user{i}") for i in range(6)])
+    wait_until(lambda: len(sender.delivered("limited")) == 2)
+    d.finished()
+    assert d.ledger.in_flight() == 4
+    committable_eventually(d, {"p0": 6})
+    sent = sender.delivered("limited")
+    assert sent == [["a0"], ["a1"], ["a2", "a3", "a4", "a5"]]
+    digest_text = sender.calls[2][1]
+    assert digest_text.startswith("4 alerts arrived beyond the rate limit of limited:")
+    assert all(f"user{i}" in digest_text for i in range(2, 6))
+    assert d.stats.digests == 1 and d.stats.digested_items == 4
+
+
+def test_review_decisions_and_skipped_decisions_finish_their_offsets(make: Any) -> None:
+    d, sender, dead = make()
+    review = {
+        "kind": "decision",
+        "event_id": "e1",
+        "user_id": "u",
+        "ts": 1,
+        "action": "REVIEW",
+        "rules": [{"id": "r", "version": 1, "action": "REVIEW", "evidence": {}}],
+    }
+    feed(d, [review, {**review, "action": "PASS", "event_id": "e2"}])
+    committable_eventually(d, {"p0": 2})
+    assert sender.delivered("up") == [["review:e1"]] and d.stats.skipped == 1
+
+
+def test_stopping_during_retries_leaves_the_record_uncommitted(make: Any) -> None:
+    d, sender, dead = make(delivery={"attempts": 100, "backoff_ms": 50, "max_backoff_ms": 50})
+    sender.failing.add("down")
+    feed(d, [alert_doc(alert_id="a1")])
+    wait_until(lambda: len(sender.delivered("down")) >= 2)
+    d.stop_workers(2)
+    d.finished()
+    assert d.ledger.committable() == {} and dead == []
+
+
+def test_a_channel_down_for_long_sheds_its_backlog_to_the_dead_letter_topic(make: Any) -> None:
+    d, sender, dead = make(max_backlog=2, delivery={"attempts": 100, "backoff_ms": 20, "max_backoff_ms": 20})
+    sender.failing.add("down")
+    feed(d, [alert_doc(alert_id="a0")])
+    wait_until(lambda: len(sender.delivered("down")) >= 1)  # "down" has failed: it is retrying a0
+    feed(d, [alert_doc(alert_id=f"a{i}") for i in range(1, 5)], start=1)
+    wait_until(lambda: len(sender.succeeded("up")) == 5)
+    assert [x["alert_id"] for x in dead] == ["a2", "a3", "a4"]
+    assert dead[0]["reason"].startswith("channel down: backlog full (2 waiting)")
+    assert dead[0]["channel"] == "down"
+    sender.failing.discard("down")
+    committable_eventually(d, {"p0": 5})
+    assert sender.succeeded("down") == [["a0"], ["a1"]]
+
+
+def test_reading_pauses_beyond_max_in_flight() -> None:
+    from riskctl.alerts.settings import parse_config as parse
+
+    cfg = parse(
+        {
+            "channels": {"h": {"type": "slack", "url": "https://x/y"}},
+            "default_channels": ["h"],
+            "max_in_flight": 7,
+        },
+        {},
+    )
+    d = Dispatcher(cfg, dead_letter_topic="dlq", produce=lambda *a: None, sender=FakeSender())
+    assert d.max_in_flight == 7
+
+
+def test_a_healthy_but_busy_channel_is_never_shed(make: Any) -> None:
+    d, sender, dead = make({"slow": {"type": "slack", "url": "https://x/y"}}, max_backlog=2)
+    feed(d, [alert_doc(alert_id=f"a{i}") for i in range(20)])
+    committable_eventually(d, {"p0": 20})
+    assert len(sender.succeeded("slow")) == 20 and dead == []
+
+
+def test_a_sender_or_template_that_raises_dead_letters_and_the_worker_goes_on(make: Any) -> None:
+    d, sender, dead = make()
+
+    def boom(*args: Any) -> Outcome:
+        raise RuntimeError("boom")
+
+    d.sender = boom
+    feed(d, [alert_doc(alert_id="a1")])
+    committable_eventually(d, {"p0": 1})
+    assert {x["reason"] for x in dead} == {
+        "channel up: undeliverable after 3 attempt(s): internal error: RuntimeError: boom",
+        "channel down: undeliverable after 3 attempt(s): internal error: RuntimeError: boom",
+    }
+
+    def bad_render(*args: Any) -> Any:
+        raise KeyError("x")
+
+    d.sender = sender
+    d._render = bad_render  # type: ignore[method-assign]
+    feed(d, [alert_doc(alert_id="a2")], start=1)
+    committable_eventually(d, {"p0": 2})
+    assert dead[-1]["reason"].endswith("refused: internal error: KeyError: 'x'")
+    assert sender.calls == []
+    d._render = Dispatcher._render.__get__(d)  # type: ignore[method-assign]
+    feed(d, [alert_doc(alert_id="a3")], start=2)
+    committable_eventually(d, {"p0": 3})
+    assert sorted(ids[0] for ids in sender.succeeded("up") + sender.succeeded("down")) == ["a3", "a3"]

@@ -1,0 +1,129 @@
+"""The request of each channel kind, how answers are read, the backoff."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs, urlsplit
+
+import orjson
+import pytest
+
+from riskctl.alerts.messages import backoff_s, email_message, http_request, read_http_answer
+from riskctl.alerts.model import AlertItem, FiredRuleRef
+from riskctl.alerts.settings import parse_config
+
+ITEM = AlertItem(
+    "a1", "alert", "u1", 5, "rule_alert", "REJECT", (FiredRuleRef("r", 2, "REJECT", {"features": {"n": 1}}),)
+)
+
+
+def channels() -> dict:
+    cfg = parse_config(
+        {
+            "channels": {
+                "hook": {
+                    "type": "webhook",
+                    "url": "http://h/x",
+                    "token": "tk",
+                    "headers": {"X-Team": "risk"},
+                },
+                "ding": {
+                    "type": "dingtalk",
+                    "url": "https://oapi.dingtalk.com/robot/send?access_token=t",
+                    "secret": "SECtest",
+                },
+                "plain": {"type": "dingtalk", "url": "https://oapi.dingtalk.com/robot/send?access_token=t"},
+                "slack": {"type": "slack", "url": "https://hooks.slack.com/services/x"},
+                "mail": {"type": "email", "host": "h", "from": "a@b.example", "to": ["x@y", "z@w"]},
+            },
+            "default_channels": ["hook"],
+        },
+        {},
+    )
+    return dict(cfg.channels)
+
+
+def test_webhook_sends_json_with_items_token_and_headers() -> None:
+    req = http_request(channels()["hook"], "T", "body", "high", [ITEM], 0)
+    body = orjson.loads(req.body)
+    assert body["title"] == "T" and body["text"] == "body" and body["severity"] == "high"
+    assert body["items"][0]["id"] == "a1" and body["items"][0]["rules"][0]["evidence"] == {
+        "features": {"n": 1}
+    }
+    assert req.headers["Authorization"] == "Bearer tk" and req.headers["X-Team"] == "risk"
+
+
+def test_dingtalk_sends_markdown_signed_when_a_secret_is_set() -> None:
+    ch = channels()
+    req = http_request(ch["ding"], "T", "**b**", "high", [ITEM], 1_700_000_000_000)
+    assert orjson.loads(req.body) == {"msgtype": "markdown", "markdown": {"title": "T", "text": "**b**"}}
+    q = parse_qs(urlsplit(req.url).query)
+    assert q["timestamp"] == ["1700000000000"] and q["sign"] == [
+        "aZLLrriXgn05YbwaGR7knYsLeJADjr9NwLaNNKpxh4g="
+    ]
+    plain = http_request(ch["plain"], "T", "b", "high", [ITEM], 1)
+    assert "sign=" not in plain.url
+
+
+def test_slack_sends_text() -> None:
+    assert orjson.loads(http_request(channels()["slack"], "T", "b", "low", [ITEM], 0).body) == {"text": "b"}
+
+
+def test_email_is_plain_text_to_every_recipient() -> None:
+    msg = email_message(channels()["mail"], "Subject here", "Body here")
+    assert msg["Subject"] == "Subject here" and msg["To"] == "x@y, z@w" and msg["From"] == "a@b.example"
+    assert msg.get_content().strip() == "Body here"
+    assert msg["Message-ID"].endswith("@b.example>")
+
+
+@pytest.mark.parametrize(
+    ("kind", "status", "body", "ok", "permanent", "reason"),
+    [
+        ("webhook", 200, b"", True, False, ""),
+        ("webhook", 204, b"", True, False, ""),
+        ("webhook", 500, b"boom", False, False, "HTTP 500: boom"),
+        ("webhook", 503, b"", False, False, "HTTP 503"),
+        ("webhook", 429, b"slow down", False, False, "HTTP 429"),
+        ("webhook", 408, b"", False, False, "HTTP 408"),
+        ("webhook", 400, b"bad", False, True, "HTTP 400: bad"),
+        ("webhook", 404, b"", False, True, "HTTP 404"),
+        ("webhook", 302, b"", False, False, "HTTP 302"),
+        ("dingtalk", 200, b'{"errcode":0,"errmsg":"ok"}', True, False, ""),
+        (
+            "dingtalk",
+            200,
+            b'{"errcode":310000,"errmsg":"sign not match"}',
+            False,
+            False,
+            "errcode 310000: sign not match",
+        ),
+        ("dingtalk", 200, b"<html>", False, False, "not JSON"),
+        ("dingtalk", 200, b"[]", False, False, "errcode None"),
+    ],
+)
+def test_answers_are_read_per_channel(
+    kind: str, status: int, body: bytes, ok: bool, permanent: bool, reason: str
+) -> None:
+    outcome = read_http_answer(kind, status, body)
+    assert (outcome.ok, outcome.permanent) == (ok, permanent)
+    assert reason in outcome.reason
+
+
+def test_backoff_doubles_and_is_capped() -> None:
+    assert [backoff_s(a, 500, 3000) for a in (1, 2, 3, 4, 5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
+    assert backoff_s(10_000, 500, 3000) == 3.0
+
+
+def test_a_receiver_that_does_not_answer_or_a_bad_url_is_reported_without_the_url() -> None:
+    import socket
+
+    from riskctl.alerts.messages import HttpRequest
+    from riskctl.alerts.senders import post
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    refused = post("webhook", HttpRequest(f"http://127.0.0.1:{port}/x?token=SECRET", b"{}"), 2)
+    assert not refused.ok and not refused.permanent
+    assert "refused" in refused.reason.lower() and "SECRET" not in refused.reason
+    bad = post("webhook", HttpRequest("http://127.0.0.1:notaport/x?token=SECRET", b"{}"), 2)
+    assert not bad.ok and bad.permanent and "SECRET" not in bad.reason and "notaport" not in bad.reason

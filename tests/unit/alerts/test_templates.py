@@ -1,0 +1,112 @@
+"""Templates: safe rendering, escaping per channel, the explanation, the link, digests."""
+
+from __future__ import annotations
+
+from riskctl.alerts.model import AlertItem, FiredRuleRef
+from riskctl.alerts.settings import DEFAULT_TEMPLATES, Template
+from riskctl.alerts.templates import (
+    MAX_BODY_CHARS,
+    MAX_VALUE_CHARS,
+    context,
+    digest_values,
+    escape,
+    explanation,
+    link_for,
+    message,
+    render,
+)
+
+
+def item(user: str = "u1", evidence: dict | None = None) -> AlertItem:
+    ev = (
+        evidence
+        if evidence is not None
+        else {"features": {"sum_5m": 61000, "new_city": True}, "fields": {"amount": 9000}}
+    )
+    return AlertItem(
+        "r:1:rule_alert:e1",
+        "alert",
+        user,
+        1_700_000_000_000,
+        "rule_alert",
+        "REVIEW",
+        (FiredRuleRef("r", 1, "REVIEW", ev),),
+        "e1",
+        "e1",
+        "rs",
+    )
+
+
+def test_render_fills_names_and_runs_no_code() -> None:
+    assert render("{a}-{b}-{{x}}", {"a": "1", "b": "2"}) == "1-2-{x}"
+    # even if a template with attribute access reached render, it is a lookup of the whole name, never getattr
+    assert render("{a.__class__}", {"a": "1"}) == ""
+
+
+def test_the_explanation_lists_each_value_that_made_the_rule_fire() -> None:
+    text = explanation(item(), "text")
+    assert "r v1 -> REVIEW" in text
+    assert "amount = 9000" in text and "sum_5m = 61000" in text and "new_city = true" in text
+
+
+def test_sequence_steps_are_listed_with_what_each_matched_event_read() -> None:
+    ev = {
+        "match": {
+            "steps": {"login": ["e1"], "transfer": ["e2", "e3"]},
+            "start_ts": 1,
+            "end_ts": 2,
+            "events": {
+                "login": [{"event_id": "e1", "fields": {"type": "login"}, "features": {"new_city": True}}],
+                "transfer": [{"event_id": "e2", "fields": {}, "features": {}}, {"event_id": "e3"}],
+            },
+        }
+    }
+    text = explanation(item(evidence=ev), "text")
+    assert "step login: e1 (type = login, new_city = true)" in text
+    assert "step transfer: e2; e3" in text
+    old_shape = {"match": {"steps": {"login": ["e1"], "transfer": ["e2", "e3"]}, "start_ts": 1, "end_ts": 2}}
+    assert "step transfer: e2, e3" in explanation(item(evidence=old_shape), "text")
+
+
+def test_values_from_the_record_cannot_inject_markup() -> None:
+    evil = "[click](http://evil) <!channel> *x*"
+    md = context(item(user=evil), "high", "", "markdown")["user_id"]
+    assert "[click](http" not in md and md.startswith("\\[click\\]\\(http")
+    slack = context(item(user=evil), "high", "", "slack")["user_id"]
+    assert "<!channel>" not in slack and "&lt;!channel&gt;" in slack
+    assert escape("a\x00b\x1bc", "text") == "a?b?c"
+
+
+def test_huge_values_are_cut() -> None:
+    big = item(user="x" * 200, evidence={"features": {"s": "y" * 100_000}})
+    values = context(big, "low", "", "text")
+    assert len(values["user_id"]) <= MAX_VALUE_CHARS
+    assert "y" * MAX_VALUE_CHARS not in values["explanation"] and "..." in values["explanation"]
+    _, body = message(Template("t", "{explanation}" * 20), values)
+    assert len(body) <= MAX_BODY_CHARS
+
+
+def test_the_link_quotes_its_values() -> None:
+    link = link_for("https://review/alerts/{alert_id}?user={user_id}", item(user="a b&c=d"), "low")
+    assert link == "https://review/alerts/r%3A1%3Arule_alert%3Ae1?user=a%20b%26c%3Dd"
+    assert link_for("", item(), "low") == ""
+
+
+def test_default_templates_render_every_field_they_name() -> None:
+    values = context(item(), "high", "https://review/x", "markdown", "ch")
+    for kind, template in DEFAULT_TEMPLATES.items():
+        title, body = message(template, values)
+        assert "r" in title and "REVIEW" in title, kind
+        assert "{" not in title, kind
+    title, body = message(DEFAULT_TEMPLATES["dingtalk"], values)
+    assert "https://review/x" in body and "u1" in body and "sum\\_5m = 61000" in body
+    assert "2023-11-14T22:13:20.000+00:00" in body
+
+
+def test_a_digest_lists_its_items_up_to_the_limit() -> None:
+    entries = [(item(user=f"u{i}"), "high", f"https://r/{i}") for i in range(5)]
+    values = digest_values(entries, "text", "hook", max_items=3)
+    assert values["count"] == "5"
+    assert values["items"].count("\n") == 3 and "u0" in values["items"] and "u3" not in values["items"]
+    assert values["items"].endswith("... and 2 more")
+    assert "https://r/2" in values["items"]

@@ -1,0 +1,128 @@
+"""The benchmark's own arithmetic and verdicts (bench/harness/): percentiles, targets, the markdown report.
+
+The benchmark never runs in the suite (its figures depend on the machine); what it concludes from its figures
+must still be right, so the pieces that turn figures into verdicts are tested here on hand-made results.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from riskctl.config import PROJECT_ROOT
+from riskctl.core.stats import percentile
+
+BENCH = PROJECT_ROOT / "bench"
+
+
+@pytest.fixture(scope="module")
+def bench() -> ModuleType:
+    """The harness's report module (bench/harness/report.py; the harness is imported as ``harness`` with
+    bench/ on the path, as bench/bench.py imports it)."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        return importlib.import_module("harness.report")
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+@pytest.fixture(scope="module")
+def measures() -> ModuleType:
+    sys.path.insert(0, str(BENCH))
+    try:
+        return importlib.import_module("harness.measures")
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+def test_percentiles_are_nearest_rank(measures: ModuleType) -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 50) == 50.0
+    assert percentile(values, 99) == 99.0
+    assert percentile(values, 99.9) == 100.0
+    assert percentile(values, 90) == 90.0
+    assert percentile([3.0, 1.0, 2.0], 50) == 2.0
+    assert percentile([], 50) is None
+    assert measures.percentiles([5.0]) == {"p50": 5.0, "p90": 5.0, "p99": 5.0, "p99_9": 5.0, "max": 5.0}
+
+
+def _phase(rate: int, p99: float, *, saturated: bool = False) -> dict[str, Any]:
+    lat = {"p50": 5.0, "p90": 8.0, "p99": p99, "p99_9": p99, "max": p99}
+    return {
+        "offered_per_s": rate,
+        "achieved_send_per_s": rate,
+        "decided_per_s": rate,
+        "saturated": saturated,
+        "latency_ms": lat,
+        "latency_in_kafka_ms": lat,
+        "latency_broker_to_broker_ms": lat,
+        "decided": 1,
+    }
+
+
+def _doc(*, p2: float, p99_5k: float, saturated: bool, propagation_p99: float, live: float) -> dict[str, Any]:
+    return {
+        "runs": [
+            {
+                "contender": "riskctl-thread",
+                "parallelism": 1,
+                "throughput": {"events_per_s": 9000.0},
+                "latency": [_phase(1000, 20.0), _phase(5000, p99_5k, saturated=saturated)],
+                "propagation": {"commit_to_first_decision_ms": {"p99": propagation_p99}},
+                "rocksdb": {"live_bytes_per_key": live},
+            },
+            {"contender": "riskctl-cluster", "parallelism": 2, "throughput": {"events_per_s": p2}},
+            {"contender": "riskctl-thread", "parallelism": 2, "throughput": {"events_per_s": p2 / 2}},
+        ]
+    }
+
+
+def test_every_target_met(bench: ModuleType) -> None:
+    verdicts = bench.targets(_doc(p2=31000, p99_5k=40, saturated=False, propagation_p99=300, live=600))
+    assert len(verdicts) == 4
+    assert all(v.endswith("-> met") for v in verdicts), verdicts
+    assert "(riskctl-cluster)" in verdicts[0]  # the best p=2 run counts
+
+
+@pytest.mark.parametrize(
+    ("changes", "missed"),
+    [
+        ({"p2": 29999.0}, 0),
+        ({"p99_5k": 50.0}, 1),
+        ({"saturated": True}, 1),  # a queue is not a latency, however low its p99
+        ({"propagation_p99": 1000.0}, 2),
+        ({"live": 1024.0}, 3),
+    ],
+)
+def test_each_target_can_be_missed(bench: ModuleType, changes: dict[str, Any], missed: int) -> None:
+    figures: dict[str, Any] = {"p2": 31000.0, "p99_5k": 40.0, "saturated": False, "propagation_p99": 300.0}
+    figures["live"] = 600.0
+    verdicts = bench.targets(_doc(**(figures | changes)))
+    assert [i for i, v in enumerate(verdicts) if v.endswith("MISSED")] == [missed]
+
+
+def test_markdown_shows_the_in_kafka_latency_and_the_saturation(bench: ModuleType) -> None:
+    doc = _doc(p2=10000, p99_5k=900, saturated=True, propagation_p99=300, live=600)
+    doc["runs"][0]["propagation"] |= {
+        "edits": 25,
+        "probe_interval_ms": 10,
+        "commit_to_applied_ms": {"n": 25, "p50": 1, "p99": 2, "max": 3},
+    }
+    doc["runs"][0]["propagation"]["commit_to_first_decision_ms"] |= {"n": 25, "p50": 1, "max": 3}
+    doc |= {
+        "started": "now",
+        "command": "bench.py",
+        "quick": True,
+        "machine": {"nproc": 2, "loadavg": [0.5, 0.5, 0.5]},
+        "workload": {"events": 1, "users": 1, "zipf": 1.0, "rules": 8},
+        "pure_engine": {"events_per_s": 1.0, "events": 1, "users": 1, "state_bytes_per_user_pickled": 1.0},
+    }
+    doc["targets"] = bench.targets(doc)
+    text = bench.markdown(doc)
+    assert "| riskctl-thread | 5,000 | 5,000 | 5,000 | 5.0 | 8.0 | 900 |" in text
+    assert "yes: a queue, not latency" in text
+    assert "p99 < 50 ms at 5,000 events/s" in text and "MISSED" in text

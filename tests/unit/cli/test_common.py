@@ -1,0 +1,151 @@
+"""riskctl.cli.common: one exit code per error class, errors on stderr (or one JSON document), the shared
+options; and the error hierarchy they rely on (riskctl.errors)."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import pkgutil
+
+import click
+import pytest
+from click.testing import CliRunner
+
+import riskctl
+import riskctl.errors
+from riskctl.cli.common import EXIT_CODES, ExitCode, error_exit, handles_errors, json_option
+from riskctl.core.errors import RuleError, RuleSetError
+from riskctl.errors import (
+    ConfigError,
+    DemoError,
+    NewerCheckpointError,
+    RiskctlError,
+    RuleNotFoundError,
+    ServiceError,
+    StoreQueryError,
+    VersionConflictError,
+    VersionNotFoundError,
+)
+
+
+@pytest.mark.parametrize(
+    ("error", "code", "kind"),
+    [
+        (VersionConflictError("r", 1, 2), ExitCode.CONFLICT, "conflict"),
+        (RuleNotFoundError("r", table="rules"), ExitCode.ERROR, "unknown_rule"),
+        (VersionNotFoundError("r", 9, [1]), ExitCode.ERROR, "unknown_version"),
+        (StoreQueryError("MySQL error 1644: no", code=1644), ExitCode.ERROR, "mysql"),
+        (RuleSetError([RuleError("bad", rule_id="r")]), ExitCode.ERROR, "invalid_rule"),
+        (NewerCheckpointError("newer checkpoint"), ExitCode.USAGE, "checkpoint"),
+        (ConfigError("no password"), ExitCode.UNAVAILABLE, "config"),
+        (ServiceError("Kafka", "down"), ExitCode.UNAVAILABLE, "unavailable"),
+        (DemoError("the job exited"), ExitCode.ERROR, "error"),
+        (RuleError("bad"), ExitCode.ERROR, "error"),
+    ],
+    ids=lambda v: type(v).__name__ if isinstance(v, Exception) else str(v),
+)
+def test_each_error_class_has_its_exit_code(error: RiskctlError, code: ExitCode, kind: str) -> None:
+    how = error_exit(error)
+    assert (how.code, how.kind) == (code, kind)
+
+
+def test_exit_codes_keep_their_documented_numbers() -> None:
+    # docs/rules-store.md and scripts rely on these numbers
+    assert [int(c) for c in ExitCode] == [0, 1, 2, 3, 4, 5, 6, 130]
+
+
+def _riskctl_error_classes() -> set[type[RiskctlError]]:
+    for info in pkgutil.walk_packages(riskctl.__path__, "riskctl."):
+        if info.name.startswith(("riskctl.flink.", "riskctl.testing")) and info.name not in (
+            "riskctl.flink.checkpoints",
+        ):
+            continue  # PyFlink modules: slow to import, and they define no error class
+        importlib.import_module(info.name)
+    found: set[type[RiskctlError]] = set()
+    todo = [RiskctlError]
+    while todo:
+        cls = todo.pop()
+        found.add(cls)
+        todo.extend(cls.__subclasses__())
+    return {c for c in found if c.__module__.startswith("riskctl.")}
+
+
+def test_every_error_class_is_in_riskctl_errors_and_in_its_tree() -> None:
+    doc = riskctl.errors.__doc__ or ""
+    for cls in _riskctl_error_classes():
+        assert getattr(riskctl.errors, cls.__name__, None) is cls, f"{cls.__module__}.{cls.__name__}"
+        assert cls.__name__ in riskctl.errors.__all__, cls.__name__
+        assert f" {cls.__name__}" in doc, f"{cls.__name__} is missing from the tree in riskctl/errors.py"
+
+
+def test_every_error_class_has_an_exit_code() -> None:
+    for cls in _riskctl_error_classes():
+        assert any(issubclass(cls, known) for known in EXIT_CODES), cls
+
+
+@click.command()
+@json_option()
+@click.option("--raise", "which", default="conflict")
+@handles_errors
+def _command(as_json: bool, which: str) -> None:
+    errors: dict[str, RiskctlError] = {
+        "conflict": VersionConflictError("r_amount", 1, 2),
+        "service": ServiceError("MySQL", "cannot connect to 127.0.0.1:1"),
+    }
+    raise errors[which]
+
+
+def test_an_error_is_one_line_on_stderr_with_the_exit_code_of_its_class() -> None:
+    result = CliRunner().invoke(_command, [])
+    assert result.exit_code == ExitCode.CONFLICT
+    assert result.stdout == ""
+    assert result.stderr.startswith("error: conflict on rule 'r_amount': expected version 1")
+    assert result.stderr.count("\n") == 1
+    result = CliRunner().invoke(_command, ["--raise", "service"])
+    assert result.exit_code == ExitCode.UNAVAILABLE
+    assert result.stderr == "error: MySQL: cannot connect to 127.0.0.1:1\n"
+
+
+def test_with_json_an_error_is_one_document_with_its_details() -> None:
+    result = CliRunner().invoke(_command, ["--json"])
+    assert result.exit_code == ExitCode.CONFLICT
+    doc = json.loads(result.stdout)
+    assert doc["ok"] is False
+    assert doc["error"]["type"] == "conflict"
+    assert (doc["error"]["rule_id"], doc["error"]["expected"], doc["error"]["actual"]) == ("r_amount", 1, 2)
+    assert "conflict on rule 'r_amount'" in doc["error"]["message"]
+    result = CliRunner().invoke(_command, ["--json", "--raise", "service"])
+    assert json.loads(result.stdout)["error"] == {
+        "type": "unavailable",
+        "message": "MySQL: cannot connect to 127.0.0.1:1",
+        "service": "MySQL",
+    }
+
+
+def test_no_cli_module_declares_its_own_exit_codes_or_context() -> None:
+    import riskctl.cli
+
+    for info in pkgutil.walk_packages(riskctl.cli.__path__, "riskctl.cli."):
+        if info.name == "riskctl.cli.common":
+            continue
+        source = inspect.getsource(importlib.import_module(info.name))
+        assert "sys.exit(3)" not in source and "sys.exit(1)" not in source, info.name
+        assert "EXIT_" not in source, info.name
+        assert '"help_option_names"' not in source, info.name
+        assert 'click.echo(f"error:' not in source, info.name
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["decisions", "stats"], ["decisions", "tail"], ["stack", "status"], ["rules", "list"]],
+    ids=" ".join,
+)
+def test_a_bad_setting_ends_a_command_with_one_line_not_a_traceback(args: list[str]) -> None:
+    from riskctl.cli.main import cli
+
+    result = CliRunner().invoke(cli, args, env={"RISKCTL_JOB_PARALLELISM": "four"})
+    assert result.exit_code == ExitCode.UNAVAILABLE, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert result.stderr.startswith("error: ") and "four" in result.stderr  # the bad value, named
+    assert result.stderr.count("\n") == 1

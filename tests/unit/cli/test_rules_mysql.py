@@ -1,0 +1,70 @@
+"""The store subcommands of ``riskctl rules`` turn MySQL's errors into riskctl's: exit code and one line (or
+one JSON document), never a driver's traceback. MySQL is replaced by a store that raises."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pymysql
+import pytest
+from click.testing import CliRunner
+
+import riskctl.cli.rules.mysql as rules_mysql
+from riskctl.cli.common import ExitCode
+from riskctl.cli.main import cli
+
+
+class _Closed:
+    def close(self) -> None:
+        pass
+
+
+def _store_raising(error: BaseException) -> type:
+    class Store:
+        def __init__(self, conn: Any, table: str) -> None:
+            pass
+
+        def current(self) -> list[Any]:
+            raise error
+
+    return Store
+
+
+@pytest.mark.parametrize(
+    ("error", "code", "kind", "message"),
+    [
+        (
+            pymysql.err.OperationalError(2013, "Lost connection to MySQL server during query"),
+            ExitCode.UNAVAILABLE,
+            "unavailable",
+            "MySQL: cannot connect to",
+        ),
+        (
+            pymysql.err.OperationalError(1644, "refused by the test trigger"),
+            ExitCode.ERROR,
+            "mysql",
+            "MySQL error 1644: refused by the test trigger",
+        ),
+        (
+            pymysql.err.ProgrammingError(1146, "Table 'riskctl.rules' doesn't exist"),
+            ExitCode.ERROR,
+            "mysql",
+            "MySQL error: (1146",
+        ),
+    ],
+    ids=["server-gone", "operational", "other"],
+)
+def test_mysql_errors_end_the_command_with_one_line_and_their_code(
+    monkeypatch: pytest.MonkeyPatch, error: BaseException, code: ExitCode, kind: str, message: str
+) -> None:
+    monkeypatch.setattr(rules_mysql, "connect", lambda settings: _Closed())
+    monkeypatch.setattr(rules_mysql, "RuleStore", _store_raising(error))
+    result = CliRunner().invoke(cli, ["rules", "list"])
+    assert result.exit_code == code, result.output
+    assert result.stdout == ""
+    assert result.stderr.startswith(f"error: {message}") and result.stderr.count("\n") == 1
+    result = CliRunner().invoke(cli, ["rules", "list", "--json"])
+    assert result.exit_code == code
+    doc = json.loads(result.stdout)
+    assert doc["ok"] is False and doc["error"]["type"] == kind and message in doc["error"]["message"]

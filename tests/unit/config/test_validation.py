@@ -1,0 +1,249 @@
+"""Settings are validated when loaded, from every source: the file, the environment and ``--set``.
+
+Every refusal is a ConfigError that names the key, the value, where it came from and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from riskctl.config import Settings, apply_overrides, load_settings, resolve
+from riskctl.config.loading import all_specs
+from riskctl.errors import ConfigError
+
+TOPIC = "a Kafka topic name (1-249 letters, digits, '.', '_', '-')"
+TABLE = "a table name (1-64 letters, digits or '_', not starting with a digit)"
+PARALLELISM = "an integer from 1 to 32768"
+MULTIPLIER = "a number from 1 to 1000000"
+# (key, value as TOML, the same value as text for the environment and --set, what the message says is allowed)
+HOSTILE = [
+    pytest.param("job.parallelism", '"four"', "four", PARALLELISM, id="wrong type"),
+    pytest.param("job.parallelism", "0", "0", PARALLELISM, id="below range"),
+    pytest.param("stack.kafka_port", "70000", "70000", "an integer from 1 to 65535", id="above range"),
+    pytest.param("job.parallelism", "1" + "0" * 30, "1" + "0" * 30, PARALLELISM, id="huge"),
+    pytest.param("job.lateness_ms", "-5", "-5", "an integer from 0 to 2^63-1", id="negative duration"),
+    pytest.param("job.delivery", '"exactly_once"', "exactly_once", "one of at-least-once, exactly-once"),
+    pytest.param("job.rules_source", '"CDC"', "CDC", "one of cdc, poll, file", id="enum is case-sensitive"),
+    pytest.param("job.events_topic", '""', "", TOPIC, id="empty topic"),
+    pytest.param("mysql.user", '"  "', "  ", "a non-empty string", id="blank where required"),
+    pytest.param("job.restart_jitter_factor", "1.5", "1.5", "a number from 0 to 1", id="float above range"),
+    pytest.param("job.restart_backoff_multiplier", "inf", "inf", MULTIPLIER, id="infinite"),
+    pytest.param("job.restart_backoff_multiplier", "nan", "nan", MULTIPLIER, id="nan"),
+    pytest.param("job.rules_table", '"rules; DROP TABLE x"', "rules; DROP TABLE x", TABLE, id="sql"),
+    pytest.param("stack.kafka_heap", '"lots"', "lots", "a JVM heap size, e.g. 512m or 2g", id="heap"),
+    pytest.param("flink.options", '"rest.port"', "rest.port", "key=value pairs separated by ';'"),
+    pytest.param("flink.rest_url", '"jm:8081"', "jm:8081", "empty or an http:// or https:// URL", id="url"),
+    pytest.param("kafka.bootstrap", '"kafka"', "kafka", "empty or host:port[,host:port...]", id="no port"),
+    pytest.param("job.cdc_server_id", '"54x"', "54x", "a MySQL server id or a range such as 5401-5404"),
+    pytest.param("job.dead_letter_max_bytes", "2000000", "2000000", "an integer from 4096 to 1000000"),
+]
+
+
+def _toml(key: str, value: str) -> str:
+    section, _, name = key.partition(".")
+    return f"[{section}]\n{name} = {value}\n"
+
+
+def _env_name(key: str) -> str:
+    return "RISKCTL_" + key.replace(".", "_").upper()
+
+
+@pytest.mark.parametrize(("key", "toml", "text", "allowed"), HOSTILE)
+def test_a_bad_value_in_the_file_names_key_value_file_and_what_is_allowed(
+    tmp_path: Path, key: str, toml: str, text: str, allowed: str
+) -> None:
+    cfg = tmp_path / "riskctl.toml"
+    cfg.write_text(_toml(key, toml))
+    with pytest.raises(ConfigError) as err:
+        load_settings(cfg, env={})
+    section, _, name = key.partition(".")
+    value = tomllib.loads(_toml(key, toml))[section][name]
+    assert f"{key} in {cfg} must be {allowed}, got {value!r}" in str(err.value)
+
+
+@pytest.mark.parametrize(("key", "toml", "text", "allowed"), HOSTILE)
+def test_a_bad_environment_variable_names_variable_key_value_and_what_is_allowed(
+    key: str, toml: str, text: str, allowed: str
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(env={_env_name(key): text})
+    message = str(err.value)
+    assert f"{_env_name(key)} must be {allowed}, got {text!r}" in message
+    assert f"(the environment variable of {key})" in message
+
+
+@pytest.mark.parametrize(("key", "toml", "text", "allowed"), HOSTILE)
+def test_a_bad_set_override_names_key_value_and_what_is_allowed(
+    key: str, toml: str, text: str, allowed: str
+) -> None:
+    with pytest.raises(ConfigError, match=f"--set {key} must be {_re(allowed)}, got {_re(repr(text))}"):
+        load_settings(env={}, overrides=[f"{key}={text}"])
+    with pytest.raises(ConfigError, match=f"--set {key} must be {_re(allowed)}"):
+        apply_overrides(load_settings(env={}), [f"{key}={text}"])
+
+
+def _re(text: str) -> str:
+    return re.escape(text)
+
+
+@pytest.mark.parametrize(
+    ("toml", "wanted"),
+    [
+        (
+            "[job]\nparallelism = true\n",
+            "job.parallelism in {cfg} must be an integer from 1 to 32768, got True",
+        ),
+        (
+            "[job]\nparallelism = 2.5\n",
+            "job.parallelism in {cfg} must be an integer from 1 to 32768, got 2.5",
+        ),
+        ("[job]\nevents_topic = 7\n", "job.events_topic in {cfg} must be a Kafka topic name"),
+        ('[stack]\nkafka_port = "19092"\n', "stack.kafka_port in {cfg} must be an integer from 1 to 65535"),
+    ],
+    ids=["bool for an integer", "float for an integer", "integer for a string", "quoted number"],
+)
+def test_the_file_is_typed_and_a_value_of_another_type_is_refused(
+    tmp_path: Path, toml: str, wanted: str
+) -> None:
+    cfg = tmp_path / "riskctl.toml"
+    cfg.write_text(toml)
+    with pytest.raises(ConfigError) as err:
+        load_settings(cfg, env={})
+    assert wanted.format(cfg=cfg) in str(err.value)
+
+
+def test_unknown_keys_sections_and_variables_are_errors_with_a_suggestion(tmp_path: Path) -> None:
+    cfg = tmp_path / "riskctl.toml"
+    cfg.write_text("[job]\nparalelism = 2\n[jobs]\nparallelism = 2\n")
+    with pytest.raises(ConfigError) as err:
+        load_settings(
+            cfg, env={"RISKCTL_JOB_DELIVERY_MODE": "x", "RISKCTL_AUTHOR": "me", "RISKCTL_PYTHON": "py"}
+        )
+    message = str(err.value)
+    assert f"unknown key(s) in [job] of {cfg}: paralelism (did you mean parallelism?)" in message
+    assert f"unknown section [jobs] in {cfg} (did you mean job?)" in message
+    assert (
+        "unknown environment variable RISKCTL_JOB_DELIVERY_MODE (did you mean RISKCTL_JOB_DELIVERY?)"
+        in message
+    )
+    # variables outside the settings' sections belong to others (rules --author, scripts/setup)
+    assert "RISKCTL_AUTHOR" not in message and "RISKCTL_PYTHON" not in message
+    with pytest.raises(
+        ConfigError, match=r"--set takes section\.key=value .*'job\.paralelism=2' \(did you mean "
+    ):
+        load_settings(env={}, overrides=["job.paralelism=2"])
+    with pytest.raises(
+        ConfigError, match="--set takes section.key=value with a known setting, got 'parallelism'"
+    ):
+        load_settings(env={}, overrides=["parallelism"])
+
+
+def test_a_section_that_is_not_a_table_is_refused(tmp_path: Path) -> None:
+    cfg = tmp_path / "riskctl.toml"
+    cfg.write_text("job = 3\n")
+    with pytest.raises(ConfigError, match=f"\\[job\\] in {_re(str(cfg))} must be a table of settings, got 3"):
+        load_settings(cfg, env={})
+
+
+def test_a_file_that_is_not_toml_names_the_file_and_the_place(tmp_path: Path) -> None:
+    cfg = tmp_path / "riskctl.toml"
+    cfg.write_text("[job]\nparallelism = = 2\n")
+    with pytest.raises(ConfigError, match=f"config file {_re(str(cfg))} is not valid TOML: .*line 2"):
+        load_settings(cfg, env={})
+    cfg.write_bytes(b"\xff\xfe[job]\n")
+    with pytest.raises(ConfigError, match=f"config file {_re(str(cfg))} "):
+        load_settings(cfg, env={})
+    with pytest.raises(ConfigError, match=f"config file {_re(str(tmp_path))} cannot be read"):
+        load_settings(env={"RISKCTL_CONFIG": str(tmp_path)})  # a folder
+
+
+def test_every_problem_of_one_load_is_reported_at_once(tmp_path: Path) -> None:
+    cfg = tmp_path / "riskctl.toml"
+    cfg.write_text('[job]\nparallelism = "four"\ndelivery = "exactly_once"\n')
+    with pytest.raises(ConfigError) as err:
+        load_settings(cfg, env={"RISKCTL_STACK_KAFKA_PORT": "lots"}, overrides=["job.lateness_ms=soon"])
+    lines = str(err.value).splitlines()
+    assert lines[0] == "4 invalid settings:"
+    assert [line.split(" must be ")[0] for line in lines[1:]] == [
+        f"- job.parallelism in {cfg}",
+        f"- job.delivery in {cfg}",
+        "- RISKCTL_STACK_KAFKA_PORT",
+        "- --set job.lateness_ms",
+    ]
+
+
+def test_a_wait_below_the_one_it_must_exceed_names_both_and_their_sources(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(env={"RISKCTL_JOB_RESTART_MAX_BACKOFF_MS": "10"})
+    assert str(err.value) == (
+        "RISKCTL_JOB_RESTART_MAX_BACKOFF_MS must be >= job.restart_initial_backoff_ms (1000, from default), "
+        "got 10 (the environment variable of job.restart_max_backoff_ms)"
+    )
+    with pytest.raises(ConfigError, match=r"--set stack\.flink_heartbeat_timeout_ms must be >= "):
+        load_settings(env={}, overrides=["stack.flink_heartbeat_timeout_ms=500"])
+
+
+def test_a_huge_hostile_value_is_cut_short_in_the_message() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(env={"RISKCTL_JOB_DELIVERY": "x" * 1_000_000})
+    assert len(str(err.value)) < 300
+    assert "(1000002 characters)" in str(err.value)
+
+
+def test_every_default_passes_its_own_check() -> None:
+    """A field of a type the loader cannot read, or a default outside its range, fails here, not in a job."""
+    defaults = Settings()
+    for spec in all_specs().values():
+        assert spec.kind in {int, float, str, bool}, spec.dotted
+        assert spec.accept(spec.get(defaults), from_text=False) == spec.get(defaults), spec.dotted
+        assert spec.accept(str(spec.get(defaults)), from_text=True) == spec.get(defaults), spec.dotted
+
+
+def test_the_defaults_are_valid_and_load_unchanged() -> None:
+    resolved = resolve(env={})
+    assert resolved.settings == Settings()
+    assert set(resolved.sources.values()) == {"default"}
+    assert resolved.file is None
+
+
+def test_valid_values_from_every_source_load_as_given(tmp_path: Path) -> None:
+    cfg = tmp_path / "riskctl.toml"
+    cfg.write_text(
+        '[kafka]\nbootstrap = "kafka-1:9092, [::1]:9092,PLAINTEXT://kafka-3:9092"\n'
+        '[job]\nparallelism = 4\ndelivery = "exactly-once"\nrestart_backoff_multiplier = 3\n'
+        '[flink]\noptions = "rest.port=8082; python.fn-execution.bundle.size=1000;"\n'
+    )
+    env = {
+        "RISKCTL_CONFIG": str(cfg),
+        "RISKCTL_JOB_PARALLELISM": " 8 ",
+        "RISKCTL_STACK_FLINK_HEARTBEAT_RPC_FAILURE_THRESHOLD": "-1",
+        "RISKCTL_JOB_BUFFER_TIMEOUT_MS": "-1",
+        "RISKCTL_MYSQL_PORT": "0",
+    }
+    resolved = resolve(env=env, overrides=["job.rules_source=file", "job.restore_from="])
+    s = resolved.settings
+    assert s.kafka.bootstrap == "kafka-1:9092, [::1]:9092,PLAINTEXT://kafka-3:9092"
+    assert (s.job.parallelism, s.job.delivery, s.job.rules_source) == (8, "exactly-once", "file")
+    assert s.job.restart_backoff_multiplier == 3.0 and isinstance(s.job.restart_backoff_multiplier, float)
+    assert s.stack.flink_heartbeat_rpc_failure_threshold == -1 and s.job.buffer_timeout_ms == -1
+    assert s.flink.options == "rest.port=8082; python.fn-execution.bundle.size=1000;"
+    assert resolved.file == cfg
+    assert resolved.sources["kafka.bootstrap"] == str(cfg)
+    assert resolved.sources["job.parallelism"] == "RISKCTL_JOB_PARALLELISM"
+    assert resolved.sources["job.rules_source"] == "--set"
+    assert resolved.sources["job.lateness_ms"] == "default"
+    # everything else as the defaults
+    untouched = dataclasses.replace(
+        s.job,
+        parallelism=1,
+        delivery="at-least-once",
+        rules_source="cdc",
+        restart_backoff_multiplier=2.0,
+        buffer_timeout_ms=5,
+    )
+    assert untouched == Settings().job

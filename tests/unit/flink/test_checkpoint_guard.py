@@ -1,0 +1,95 @@
+"""`riskctl submit` / `riskctl run` refuse to skip a newer completed checkpoint of the job (issue 11: a job
+resubmitted without restore_from started from empty state, 26 decisions differed from replay).
+
+The checkpoint folders are laid out as Flink lays them out (``<dir>/<job id>/chk-<n>/_metadata``); the
+metadata holds the events topic as the Kafka source's split state does. A real checkpoint of the job is
+checked in tests/integration/test_outages.py.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import time
+from pathlib import Path
+
+import pytest
+
+from riskctl.flink.checkpoints import (
+    NewerCheckpointError,
+    check_start,
+    completed_checkpoints,
+    split_marker,
+)
+from tests.helpers import run_riskctl
+
+TOPIC = "riskctl.events"
+
+
+def _chk(root: Path, job: str, n: int, topic: str = TOPIC, age_s: float = 0.0, complete: bool = True) -> Path:
+    chk = root / job / f"chk-{n}"
+    chk.mkdir(parents=True)
+    if complete:
+        meta = chk / "_metadata"
+        split = split_marker(topic) + struct.pack(">iqq", 0, 42, -(2**63))  # topic, partition, offsets
+        meta.write_bytes(b"\x00\x01flink-metadata\x00" + split)
+        t = time.time() - age_s
+        os.utime(meta, (t, t))
+    return chk
+
+
+def test_empty_start_is_refused_when_a_completed_checkpoint_exists(tmp_path: Path) -> None:
+    _chk(tmp_path, "a" * 32, 3, age_s=60)
+    latest = _chk(tmp_path, "b" * 32, 7, age_s=10)
+    with pytest.raises(NewerCheckpointError) as err:
+        check_start(tmp_path.as_uri(), TOPIC, "", from_empty=False)
+    text = str(err.value)
+    assert "refusing to start from empty state" in text
+    assert f"job.restore_from={latest.as_uri()}" in text  # names the checkpoint to use
+    assert "--from-empty" in text
+    assert check_start(tmp_path.as_uri(), TOPIC, "", from_empty=True) is None  # told to
+
+
+def test_restoring_an_older_checkpoint_is_refused_and_the_latest_is_accepted(tmp_path: Path) -> None:
+    old = _chk(tmp_path, "a" * 32, 3, age_s=60)
+    latest = _chk(tmp_path, "b" * 32, 7, age_s=10)
+    with pytest.raises(NewerCheckpointError) as err:
+        check_start(str(tmp_path), TOPIC, old.as_uri(), from_empty=False)
+    assert f"job.restore_from={latest.as_uri()}" in str(err.value)
+    assert check_start(str(tmp_path), TOPIC, latest.as_uri(), from_empty=False) is None
+    assert check_start(str(tmp_path), TOPIC, str(latest / "_metadata"), from_empty=False) is None
+
+
+def test_what_is_not_a_completed_checkpoint_of_this_job_does_not_count(tmp_path: Path) -> None:
+    _chk(tmp_path, "a" * 32, 1, complete=False)  # in progress, or died before completing
+    _chk(tmp_path, "b" * 32, 2, topic="another.events")  # another job's
+    _chk(tmp_path, "e" * 32, 2, topic=TOPIC + "-v2")  # a topic whose name starts with this one's
+    (tmp_path / ("c" * 32)).mkdir()
+    (tmp_path / "stray-file").write_text("x")
+    assert completed_checkpoints(tmp_path.as_uri(), TOPIC) == []
+    assert check_start(tmp_path.as_uri(), TOPIC, "", from_empty=False) is None
+    assert check_start((tmp_path / "missing").as_uri(), TOPIC, "", from_empty=False) is None
+
+
+def test_a_remote_checkpoint_store_is_not_read_and_says_so() -> None:
+    note = check_start("s3://bucket/checkpoints", TOPIC, "", from_empty=False)
+    assert note is not None and "s3://bucket/checkpoints" in note
+
+
+def test_submit_refuses_before_calling_flink(tmp_path: Path) -> None:
+    """The real command: it exits 2 with the checkpoint's path and never reaches 'flink run'."""
+    latest = _chk(tmp_path / "chk", "d" * 32, 4)
+    env = {
+        **os.environ,
+        "RISKCTL_STACK_DIR": str(tmp_path / "stack"),  # no local Flink client there either
+        "RISKCTL_JOB_CHECKPOINT_DIR": (tmp_path / "chk").as_uri(),
+        "PATH": "/usr/bin:/bin",
+    }
+    env.pop("FLINK_HOME", None)
+    res = run_riskctl("submit", env=env)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert f"job.restore_from={latest.as_uri()}" in res.stderr
+    # with --from-empty the check passes and the command goes on to look for a Flink client
+    res = run_riskctl("submit", "--from-empty", env=env)
+    assert "refusing" not in res.stderr
+    assert "no Flink client found" in res.stderr

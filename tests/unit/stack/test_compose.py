@@ -1,0 +1,326 @@
+"""docker-compose.yml and docker/ stay consistent with the project (no Docker engine runs here).
+
+Nothing in these tests starts a container: they parse the compose file, the Dockerfile, the MySQL init SQL and
+the submitter script, and check them against riskctl.config, pyproject.toml, deps/*.pom and the riskctl CLI.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import shlex
+import tomllib
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from riskctl.config import PROJECT_ROOT, JobSettings, Settings, StackSettings
+from tests.helpers import run_riskctl
+
+ROOT = PROJECT_ROOT
+COMPOSE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "docker" / "Dockerfile"
+SUBMIT = ROOT / "docker" / "submit.sh"
+INIT_DIR = ROOT / "docker" / "mysql" / "init"
+FLINK_SERVICES = ("jobmanager", "taskmanager", "submitter")
+# what Flink CDC's binlog reader needs from the server (docs: "Setup MySQL server")
+BINLOG_FLAGS = {"--binlog-format": "ROW", "--binlog-row-image": "FULL"}
+CDC_GRANTS = {"SELECT", "RELOAD", "SHOW DATABASES", "REPLICATION SLAVE", "REPLICATION CLIENT"}
+
+
+def _load(path: Path = COMPOSE) -> dict[str, Any]:
+    data = yaml.safe_load(path.read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return _load()
+
+
+def _env(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return {str(k): "" if v is None else str(v) for k, v in env.items()}
+
+
+def _default(value: str) -> str:
+    """The value compose uses when the variable is not set: ``${X:-d}`` -> ``d``."""
+    return re.sub(r"\$\{[A-Za-z_][A-Za-z0-9_]*:?-([^}]*)\}", r"\1", value)
+
+
+def _setting_names() -> set[str]:
+    names = set()
+    for section in dataclasses.fields(Settings):
+        cls = section.default_factory  # type: ignore[misc]
+        for f in dataclasses.fields(cls):
+            names.add(f"RISKCTL_{section.name}_{f.name}".upper())
+    return names
+
+
+def _riskctl_vars(compose: dict[str, Any]) -> dict[str, dict[str, str]]:
+    out = {}
+    for name, svc in compose["services"].items():
+        found = {k: v for k, v in _env(svc).items() if k.startswith("RISKCTL_")}
+        if found:
+            out[name] = found
+    return out
+
+
+def _host_port(service: dict[str, Any], container_port: int) -> int:
+    for spec in service.get("ports", []):
+        parts = str(spec).split(":")
+        if int(parts[-1]) == container_port:
+            return int(parts[-2])
+    msg = f"no published port for {container_port}"
+    raise AssertionError(msg)
+
+
+# ------------------------------------------------------------------------------------------- env and config
+
+
+def test_every_riskctl_variable_names_a_real_setting(compose: dict[str, Any]) -> None:
+    known = _setting_names()
+    used = _riskctl_vars(compose)
+    assert used, "the compose file configures riskctl through no RISKCTL_* variable"
+    text = COMPOSE.read_text() + SUBMIT.read_text() + DOCKERFILE.read_text()
+    mentioned = set(re.findall(r"RISKCTL_[A-Z0-9_]+", text))
+    # RISKCTL_CONFIG is the config file's path, the one variable that is not a setting
+    unknown = sorted(mentioned - known - {"RISKCTL_CONFIG"})
+    assert not unknown, f"not settings of riskctl.config: {unknown}"
+
+
+def test_the_settings_load_from_the_submitters_environment(compose: dict[str, Any]) -> None:
+    from riskctl.config import load_settings
+
+    env = {k: _default(v) for k, v in _env(compose["services"]["submitter"]).items()}
+    settings = load_settings(env=env)  # raises on a non-integer port, parallelism, ...
+    assert settings.kafka_bootstrap == "kafka:9092"
+    assert settings.mysql_host == "mysql"
+    assert settings.mysql_password, "the submitter needs a MySQL password"
+
+
+def test_topics_and_rules_table_are_the_job_defaults(compose: dict[str, Any]) -> None:
+    env = _env(compose["services"]["submitter"])
+    defaults = JobSettings()
+    for key in ("events_topic", "decisions_topic", "alerts_topic", "dead_letter_topic", "rule_status_topic"):
+        var = f"RISKCTL_JOB_{key.upper()}"
+        assert env.get(var) == getattr(defaults, key), f"{var} differs from JobSettings.{key}"
+    assert env["RISKCTL_JOB_RULES_TABLE"] == defaults.rules_table
+    assert env["RISKCTL_JOB_RULES_SOURCE"] == "cdc"
+
+
+def test_passwords_come_from_the_environment_never_the_image(compose: dict[str, Any]) -> None:
+    for name, svc in compose["services"].items():
+        for key, value in _env(svc).items():
+            if "PASSWORD" in key:
+                assert value.startswith("${") and "dev-only" in value, (
+                    f"{name}.{key} must be ${{VAR:-...-dev-only}}, got {value!r}"
+                )
+    code = [ln for ln in DOCKERFILE.read_text().splitlines() if not ln.lstrip().startswith("#")]
+    assert not [ln for ln in code if "PASSWORD" in ln.upper()], "a password in the image"
+
+
+# ----------------------------------------------------------------------------------------------- MySQL
+
+
+def test_mysql_has_the_binlog_cdc_needs(compose: dict[str, Any]) -> None:
+    mysql = compose["services"]["mysql"]
+    assert re.fullmatch(r"mysql:8(\.\d+)*", mysql["image"])
+    flags = dict(str(a).split("=", 1) if "=" in str(a) else (str(a), "") for a in mysql["command"])
+    assert "--log-bin" in flags
+    for flag, value in BINLOG_FLAGS.items():
+        assert flags.get(flag) == value, f"mysql needs {flag}={value}"
+    assert int(flags["--server-id"]) >= 1
+    # the job's CDC source takes server ids from job.cdc_server_id: they must not collide with the server's
+    lo, _, hi = JobSettings().cdc_server_id.partition("-")
+    assert not int(lo) <= int(flags["--server-id"]) <= int(hi or lo)
+
+
+def test_mysql_user_and_cdc_grants_match_the_settings(compose: dict[str, Any]) -> None:
+    mysql = _env(compose["services"]["mysql"])
+    riskctl = _env(compose["services"]["submitter"])
+    assert mysql["MYSQL_USER"] == riskctl["RISKCTL_MYSQL_USER"]
+    assert mysql["MYSQL_DATABASE"] == riskctl["RISKCTL_MYSQL_DATABASE"]
+    assert mysql["MYSQL_PASSWORD"] == riskctl["RISKCTL_MYSQL_PASSWORD"]
+    mounts = [str(v) for v in compose["services"]["mysql"]["volumes"]]
+    assert any(m.startswith("./docker/mysql/init:/docker-entrypoint-initdb.d") for m in mounts)
+    sql = " ".join(p.read_text() for p in sorted(INIT_DIR.glob("*.sql")))
+    m = re.search(r"GRANT\s+(.+?)\s+ON\s+\*\.\*\s+TO\s+'([^']+)'", sql, re.IGNORECASE | re.DOTALL)
+    assert m, "the init SQL grants nothing on *.*"
+    grants = {g.strip().upper() for g in m.group(1).split(",")}
+    assert CDC_GRANTS <= grants, f"missing CDC grants: {CDC_GRANTS - grants}"
+    assert m.group(2) == mysql["MYSQL_USER"]
+
+
+def test_mysql_lets_pymysql_log_in(compose: dict[str, Any]) -> None:
+    # PyMySQL without 'cryptography' cannot do caching_sha2_password's first login over plain TCP
+    flags = [str(a) for a in compose["services"]["mysql"]["command"]]
+    image = compose["services"]["mysql"]["image"]
+    if image.startswith("mysql:8.4") or image.startswith("mysql:9"):
+        assert "--mysql-native-password=ON" in flags
+    assert "--authentication-policy=mysql_native_password" in flags
+
+
+# ----------------------------------------------------------------------------------------------- ports
+
+
+def test_host_ports_are_the_local_stacks(compose: dict[str, Any]) -> None:
+    stack = StackSettings()
+    services = compose["services"]
+    assert _host_port(services["kafka"], 19092) == stack.kafka_port
+    assert _host_port(services["mysql"], 3306) == stack.mysql_port
+    assert _host_port(services["jobmanager"], 8081) == stack.flink_rest_port
+
+
+def test_container_addresses_match_the_services(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    env = _env(services["submitter"])
+    kafka = _env(services["kafka"])
+    host, port = env["RISKCTL_KAFKA_BOOTSTRAP"].split(":")
+    assert host in services
+    assert f"INTERNAL://{host}:{port}" in kafka["KAFKA_ADVERTISED_LISTENERS"]
+    assert f"://:{port}" in kafka["KAFKA_LISTENERS"]
+    assert f"EXTERNAL://127.0.0.1:{StackSettings().kafka_port}" in kafka["KAFKA_ADVERTISED_LISTENERS"]
+    assert env["RISKCTL_MYSQL_HOST"] in services and env["RISKCTL_MYSQL_PORT"] == "3306"
+    props = dict(
+        line.split(":", 1) for line in _env(services["submitter"])["FLINK_PROPERTIES"].splitlines() if line
+    )
+    props = {k.strip(): v.strip() for k, v in props.items()}
+    assert props["rest.address"] == "jobmanager" and props["jobmanager.rpc.address"] == "jobmanager"
+    assert env["RISKCTL_FLINK_REST_URL"] == f"http://{props['rest.address']}:{props['rest.port']}"
+    assert int(props["taskmanager.numberOfTaskSlots"]) >= int(_default(env["RISKCTL_JOB_PARALLELISM"]))
+
+
+def test_kafka_is_kraft_on_the_pinned_broker_version(compose: dict[str, Any]) -> None:
+    kafka = compose["services"]["kafka"]
+    pom = ET.parse(ROOT / "deps" / "kafka-broker" / "pom.xml").getroot()
+    ns = {"m": "http://maven.apache.org/POM/4.0.0"}
+    version = next(
+        d.findtext("m:version", namespaces=ns)
+        for d in pom.iterfind(".//m:dependency", ns)
+        if d.findtext("m:artifactId", namespaces=ns) == "kafka_2.13"
+    )
+    assert kafka["image"] == f"apache/kafka:{version}"
+    assert "controller" in _env(kafka)["KAFKA_PROCESS_ROLES"]
+
+
+# ------------------------------------------------------------------------------------------ Flink image
+
+
+def _pinned(package: str) -> str:
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    for dep in deps:
+        name, _, version = dep.partition("==")
+        if name.strip() == package:
+            return version.strip()
+    msg = f"{package} is not pinned in pyproject.toml"
+    raise AssertionError(msg)
+
+
+def test_flink_version_equals_the_pyflink_pin(compose: dict[str, Any]) -> None:
+    pyflink = _pinned("apache-flink")
+    text = DOCKERFILE.read_text()
+    arg = re.search(r"^ARG FLINK_VERSION=(\S+)", text, re.MULTILINE)
+    assert arg and arg.group(1) == pyflink
+    assert re.search(r"^FROM flink:\$\{FLINK_VERSION\}-scala_2\.12-java17$", text, re.MULTILINE)
+    for name in FLINK_SERVICES:
+        svc = compose["services"][name]
+        assert svc["build"]["dockerfile"] == "docker/Dockerfile"
+        assert str(svc["build"]["args"]["FLINK_VERSION"]) == pyflink
+        assert svc["image"].endswith(f":{pyflink}")
+
+
+def test_image_runs_thread_mode_with_flink_python_in_lib() -> None:
+    text = DOCKERFILE.read_text()
+    assert "-Dpython.execution-mode=thread" in text
+    assert re.search(r"cp .*opt/flink-python-\*\.jar .*lib/", text)
+    assert "python3.11" in text
+    assert "-c /opt/riskctl/constraints.txt" in text
+    assert "RISKCTL_FLINK_JARS_DIR=/opt/riskctl/jars" in text
+
+
+def test_jars_are_resolved_from_the_pom_like_scripts_setup() -> None:
+    text = DOCKERFILE.read_text()
+    setup = (ROOT / "scripts" / "setup").read_text()
+    assert "COPY deps/flink-jars/pom.xml" in text
+    for flag in ("-C", "dependency:copy-dependencies", "-DincludeScope=runtime"):
+        assert flag in text and flag in setup
+    # a jar named with a version in the Dockerfile must be the pom's version
+    pom = ET.parse(ROOT / "deps" / "flink-jars" / "pom.xml").getroot()
+    ns = {"m": "http://maven.apache.org/POM/4.0.0"}
+    versions = {
+        d.findtext("m:artifactId", namespaces=ns): d.findtext("m:version", namespaces=ns)
+        for d in pom.iterfind(".//m:dependency", ns)
+    }
+    for artifact, version in re.findall(r"([a-z][a-z0-9-]+?)-(\d[\w.-]*?)\.jar", text):
+        if artifact in versions:
+            want = versions[artifact]
+            assert version == want, f"{artifact}: Dockerfile {version}, pom {want}"
+
+
+def test_checkpoints_are_shared_by_jobmanager_and_taskmanager(compose: dict[str, Any]) -> None:
+    env = _env(compose["services"]["submitter"])
+    path = env["RISKCTL_JOB_CHECKPOINT_DIR"].removeprefix("file://")
+    for name in ("jobmanager", "taskmanager"):
+        mounts = [str(v).split(":") for v in compose["services"][name]["volumes"]]
+        assert any(m[1] == path for m in mounts), f"{name} does not mount {path}"
+
+
+# ------------------------------------------------------------------------------------------- submitter
+
+
+def _submit_commands() -> list[list[str]]:
+    cmds = []
+    for line in SUBMIT.read_text().splitlines():
+        line = line.strip()
+        if line.startswith("exec "):
+            line = line[5:]
+        if line.startswith("riskctl "):
+            cmds.append(shlex.split(line)[1:])
+    return cmds
+
+
+def test_submitter_runs_the_script_the_image_ships(compose: dict[str, Any]) -> None:
+    command = compose["services"]["submitter"]["command"]
+    assert command[-1] == "/opt/riskctl/docker/submit.sh"
+    assert "COPY docker/submit.sh /opt/riskctl/docker/submit.sh" in DOCKERFILE.read_text()
+    subcommands = [c[:2] if c[0] == "rules" else c[:1] for c in _submit_commands()]
+    assert subcommands == [["rules", "apply"], ["submit"]]
+
+
+@pytest.mark.parametrize("args", _submit_commands(), ids=lambda a: " ".join(a[:2]))
+def test_submitter_commands_are_real_riskctl_commands(args: list[str]) -> None:
+    # the image has rules/ at /opt/riskctl/rules; here it is the repository's
+    args = [str(ROOT / "rules") if a == "/opt/riskctl/rules" else a for a in args]
+    res = run_riskctl(*args, "--help", timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert "Usage:" in res.stdout
+    # and the options it passes are options of that command
+    for opt in (a for a in args if a.startswith("-")):
+        assert opt.split("=")[0] in res.stdout, f"riskctl {' '.join(args[:2])} has no option {opt}"
+
+
+def test_the_rules_the_submitter_applies_are_valid() -> None:
+    res = run_riskctl("rules", "validate", str(ROOT / "rules"), timeout=60)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+# ------------------------------------------------------------------------------ the checks can fail
+
+
+def test_the_checks_catch_a_broken_compose_file(tmp_path: Path) -> None:
+    broken = COMPOSE.read_text().replace("--binlog-format=ROW", "--binlog-format=MIXED")
+    broken = broken.replace("RISKCTL_JOB_EVENTS_TOPIC: riskctl.events", "RISKCTL_JOB_EVENT_TOPIC: x")
+    (tmp_path / "docker-compose.yml").write_text(broken)
+    bad = _load(tmp_path / "docker-compose.yml")
+    with pytest.raises(AssertionError):
+        test_mysql_has_the_binlog_cdc_needs(bad)
+    with pytest.raises(AssertionError):
+        test_topics_and_rules_table_are_the_job_defaults(bad)
+    assert "RISKCTL_JOB_EVENT_TOPIC" not in _setting_names()

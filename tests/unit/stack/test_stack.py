@@ -1,0 +1,98 @@
+"""The stack's behaviour that needs no running service: port conflicts, status of a stopped stack."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from riskctl.config import load_settings
+from riskctl.errors import ServiceError
+from riskctl.stack.services import Kafka, MariaDB
+from tests.helpers import run_riskctl
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        yield int(s.getsockname()[1])
+
+
+def test_port_in_use_names_service_port_and_log(tmp_path: Path, busy_port: int) -> None:
+    settings = load_settings(
+        env={"RISKCTL_STACK_DIR": str(tmp_path), "RISKCTL_STACK_MYSQL_PORT": str(busy_port)}
+    )
+    with pytest.raises(ServiceError) as err:
+        MariaDB(settings).start(timeout=5)
+    text = str(err.value)
+    assert text.startswith("mariadb:")
+    assert f"port {busy_port} on 127.0.0.1 is already in use" in text
+    assert f"pid {os.getpid()}" in text  # who holds it
+    assert str(tmp_path / "mysql" / "mariadb.log") in text
+
+
+def test_port_taken_by_a_stranger_shows_as_foreign(tmp_path: Path, busy_port: int) -> None:
+    settings = load_settings(
+        env={"RISKCTL_STACK_DIR": str(tmp_path), "RISKCTL_STACK_KAFKA_PORT": str(busy_port)}
+    )
+    st = Kafka(settings).status()
+    assert (st.name, st.state, st.pid) == ("kafka", "foreign", None)
+
+
+def test_status_json_of_a_stopped_stack(stack_env: dict[str, str]) -> None:
+    env = {**os.environ, **stack_env}
+    res = run_riskctl("stack", "status", "--json", env=env)
+    assert res.returncode == 3, res.stderr
+    rows = json.loads(res.stdout)
+    assert [(r["name"], r["state"]) for r in rows] == [
+        ("kafka", "stopped"),
+        ("mariadb", "stopped"),
+        ("flink", "stopped"),
+    ]
+    assert rows[1]["address"] == f"127.0.0.1:{env['RISKCTL_STACK_MYSQL_PORT']}"
+
+
+def test_down_on_a_stopped_stack_is_harmless(tmp_path: Path) -> None:
+    env = {**os.environ, "RISKCTL_STACK_DIR": str(tmp_path)}
+    res = run_riskctl("stack", "down", env=env)
+    assert res.returncode == 0, res.stderr
+    assert "kafka    was not running" in res.stdout
+
+
+def test_flink_cluster_with_several_taskmanagers_has_a_pid_file_and_slots_each(tmp_path: Path) -> None:
+    import yaml
+
+    from riskctl.stack.services import FlinkCluster
+
+    settings = load_settings(
+        env={
+            "RISKCTL_STACK_DIR": str(tmp_path),
+            "RISKCTL_STACK_FLINK_TASKMANAGERS": "3",
+            "RISKCTL_STACK_FLINK_SLOTS": "1",
+        }
+    )
+    cluster = FlinkCluster(settings)
+    names = [f.name for f in cluster.pid_files]
+    assert names == ["jobmanager.pid", "taskmanager.pid", "taskmanager-2.pid", "taskmanager-3.pid"]
+    conf = yaml.safe_load(cluster._config_yaml(cluster._pyflink_dir()))
+    assert conf["taskmanager"]["numberOfTaskSlots"] == 1
+    assert conf["python"]["execution-mode"] == "thread"
+
+
+def test_down_without_the_taskmanagers_setting_still_sees_every_started_taskmanager(tmp_path: Path) -> None:
+    """A cluster started with RISKCTL_STACK_FLINK_TASKMANAGERS=2, stopped by a plain `riskctl stack down`:
+    the second TaskManager's pid file is found, so it is stopped too (it was left running)."""
+    from riskctl.stack.services import FlinkCluster
+
+    cluster = FlinkCluster(load_settings(env={"RISKCTL_STACK_DIR": str(tmp_path)}))
+    cluster.dir.mkdir(parents=True, exist_ok=True)
+    for name in ("taskmanager-2.pid", "taskmanager-10.pid"):
+        (cluster.dir / name).write_text("999999\n")
+    names = [f.name for f in cluster.pid_files]
+    assert names == ["jobmanager.pid", "taskmanager.pid", "taskmanager-2.pid", "taskmanager-10.pid"]

@@ -56,7 +56,10 @@ class Api:
         self.settings = settings
         self.limits: Limits = settings.job.limits()
         if not 1 <= s.min_timeout_ms <= s.timeout_ms <= s.max_timeout_ms:
-            msg = "serve.min_timeout_ms <= serve.timeout_ms <= serve.max_timeout_ms must hold, all positive"
+            msg = (
+                "serve.min_timeout_ms <= serve.timeout_ms <= serve.max_timeout_ms must hold, got "
+                f"{s.min_timeout_ms}, {s.timeout_ms}, {s.max_timeout_ms}"
+            )
             raise ConfigError(msg)
         self.bus = bus
         self.instance = instance

@@ -27,6 +27,7 @@ _COMMANDS: dict[str, str] = {
     "demo": "riskctl.cli.demo:demo",
     "alerts": "riskctl.cli.alerts:alerts",
     "console": "riskctl.cli.console:console",
+    "serve": "riskctl.cli.serve:serve",
 }
 
 

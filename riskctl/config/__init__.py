@@ -29,6 +29,7 @@ from riskctl.config.settings import (
     JobSettings,
     KafkaSettings,
     MysqlSettings,
+    ServeSettings,
     Settings,
     StackSettings,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "KafkaSettings",
     "MysqlSettings",
     "Resolved",
+    "ServeSettings",
     "Settings",
     "StackSettings",
     "apply_overrides",

@@ -177,6 +177,50 @@ class AlertsSettings:
 
 
 @dataclass
+class ServeSettings:
+    """``riskctl serve``, the synchronous decision API (docs/api.md). Its limits on events are the job's
+    (``job.max_event_bytes`` ...), on purpose: the API refuses exactly what the job would dead-letter."""
+
+    host: str = text("127.0.0.1")
+    port: int = setting(8088, low=0, high=65535)  # 0: any free port
+    #: this instance's name (reply keys, probe user); empty: <hostname>-<pid>
+    instance: str = setting(
+        "", pattern=r"[A-Za-z0-9._-]{0,40}", shape="empty or 1-40 letters, digits, '.', '_', '-'"
+    )
+    #: the topic where the job also writes the decision of an event that carries a ``reply_to`` key; empty:
+    #: the job writes no replies (and ``riskctl serve`` refuses to start)
+    replies_topic: str = setting(
+        "riskctl.replies",
+        pattern=r"([A-Za-z0-9._-]{1,249})?",
+        shape="empty or a Kafka topic name (1-249 letters, digits, '.', '_', '-')",
+    )
+    #: partitions of the replies topic when it is created: the most instances that get a partition each
+    replies_partitions: int = setting(16, low=1, high=10_000)
+    #: the partition of the replies topic this instance reads; -1: derived from the instance name (crc32)
+    reply_partition: int = setting(-1, low=0, high=9_999, special=(-1,))
+    #: wait for the job's decision this long by default (fits a 200 ms budget with room for the network)
+    timeout_ms: int = ms(150)
+    #: bounds of the ``timeout_ms`` a request may ask for
+    min_timeout_ms: int = ms(5)
+    max_timeout_ms: int = setting(10_000, low=1, high=600_000)
+    #: what to answer when the decision does not come in time: open (PASS), review (REVIEW), reject (REJECT)
+    fallback: str = one_of("open", "open", "review", "reject")
+    #: idempotency by event_id: how long and how many requests are remembered (per instance)
+    idempotency_ttl_ms: int = ms(600_000)
+    idempotency_max_entries: int = positive(100_000)
+    #: requests waiting for a decision at once; beyond: 503
+    max_in_flight: int = positive(20_000)
+    #: /readyz needs a decision round trip within this window; a probe event is sent when none happened
+    #: for probe_interval_ms (0: no probes, readiness then depends on real traffic)
+    ready_window_ms: int = ms(10_000)
+    probe_interval_ms: int = ms(2_000, low=0)
+    #: on SIGTERM, in-flight requests get this long to finish before Kafka is closed
+    shutdown_timeout_ms: int = ms(10_000, low=0)
+    #: the producer gives up delivering an event after this long (the request has its fallback by then)
+    produce_timeout_ms: int = setting(5_000, low=1, high=INT)
+
+
+@dataclass
 class Settings:
     stack: StackSettings = field(default_factory=StackSettings)
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
@@ -184,6 +228,7 @@ class Settings:
     flink: FlinkSettings = field(default_factory=FlinkSettings)
     job: JobSettings = field(default_factory=JobSettings)
     alerts: AlertsSettings = field(default_factory=AlertsSettings)
+    serve: ServeSettings = field(default_factory=ServeSettings)
 
     # -- derived values: what a client connects to -------------------------------------------------------
     @property

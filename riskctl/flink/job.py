@@ -50,6 +50,7 @@ from riskctl.flink.risk_function import (
     DECISION,
     RAW_EVENT,
     RECORD,
+    REPLY,
     RULE_CHANGE,
     RULES_STATE,
     STATUS,
@@ -583,6 +584,7 @@ def build_pipeline(env: StreamExecutionEnvironment, settings: Settings) -> None:
                 state_ttl_ms=job.state_ttl_ms,
                 rules_wait_ms=job.rules_wait_ms,
                 limits=job.limits(),
+                replies=bool(settings.serve.replies_topic),
             ),
             output_type=TAGGED,
         )
@@ -621,6 +623,10 @@ def build_pipeline(env: StreamExecutionEnvironment, settings: Settings) -> None:
         ("rule_status_sink", job.rule_status_topic, status),
     ):
         sinks.add_insert(_kafka_sink(t_env, name, topic, settings), table)
+    if settings.serve.replies_topic:  # decisions for riskctl serve, keyed (partitioned) by reply_to
+        sinks.add_insert(
+            _kafka_sink(t_env, "replies_sink", settings.serve.replies_topic, settings), channel(REPLY)
+        )
     sinks.attach_as_datastream()
 
 

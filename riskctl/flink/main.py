@@ -27,6 +27,9 @@ def prepare(settings: Settings) -> None:
     from riskctl.kafka_admin import ensure_topics
 
     ensure_topics(settings.kafka_bootstrap, topics(settings), partitions=max(2, settings.job.parallelism))
+    if settings.serve.replies_topic:  # riskctl serve's replies: one partition per API instance
+        replies = [settings.serve.replies_topic]
+        ensure_topics(settings.kafka_bootstrap, replies, partitions=settings.serve.replies_partitions)
     if settings.job.rules_source in {"cdc", "poll"}:
         from riskctl.store.connection import connect
         from riskctl.store.migrations import migrate

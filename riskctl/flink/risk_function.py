@@ -44,6 +44,7 @@ from riskctl.core.engine import Engine
 from riskctl.core.errors import EventError, RuleError, RuleSetError
 from riskctl.core.events import parse_event
 from riskctl.core.jsondoc import load_json_document
+from riskctl.core.reply import reply_key
 from riskctl.core.rules import RuleSet
 from riskctl.flink.env import ttl_config
 
@@ -52,6 +53,8 @@ RECORD = Types.ROW_NAMED(["k", "v"], [Types.STRING(), Types.STRING()])
 #: (thread-mode) operator does not route side outputs yielded from on_timer.
 TAGGED = Types.ROW_NAMED(["ch", "k", "v"], [Types.STRING(), Types.STRING(), Types.STRING()])
 DECISION, ALERT, STATUS, DEAD = "decision", "alert", "status", "dead"
+#: the copy of a decision for the API instance that sent the event (``riskctl.core.reply``)
+REPLY = "reply"
 #: what the decide operator reads: a Kafka record's value (its original bytes: Python gets ``bytes``) and
 #: where it came from (for the dead letters)
 RAW_EVENT = Types.ROW_NAMED(
@@ -207,9 +210,16 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
     """Decides each event of a key with the engine; applies rule changes from the broadcast side."""
 
     def __init__(
-        self, *, lateness_ms: int, state_ttl_ms: int, rules_wait_ms: int, limits: Limits = DEFAULT_LIMITS
+        self,
+        *,
+        lateness_ms: int,
+        state_ttl_ms: int,
+        rules_wait_ms: int,
+        limits: Limits = DEFAULT_LIMITS,
+        replies: bool = False,
     ) -> None:
         self.limits = limits
+        self.replies = replies  # also write the decision of an event with a valid reply_to (REPLY)
         self.internal_errors = 0  # events dead-lettered for an exception while deciding them
         self.timer_errors = 0  # event-time timers whose handling raised (logged, skipped)
         self.lateness_ms = lateness_ms
@@ -370,7 +380,11 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
             result = self.engine.process(self.state, event)
             decision = result.decision
             assert decision is not None
-            rows = [Row(DECISION, decision.event_id, jsoncodec.dumps(decision.to_dict()))]
+            doc = jsoncodec.dumps(decision.to_dict())
+            rows = [Row(DECISION, decision.event_id, doc)]
+            reply = reply_key(event) if self.replies else None
+            if reply is not None:
+                rows.append(Row(REPLY, reply, doc))
             rows += self._alert_rows(result)
             self.state.commit()
         except Exception as exc:  # noqa: BLE001 - the guard: one event never stops the job

@@ -1,0 +1,452 @@
+"""The decision API under load: ``riskctl serve`` in front of the real job, at fixed request rates.
+
+One run: fresh topics, the job on the embedded MiniCluster (rules from rules/, file source), one
+``riskctl serve`` process, then for each ``--rates`` value an open-loop load of ``--seconds``: request i is
+sent at t0 + i/rate whatever the answers (concurrent clients: one aiohttp session, up to
+``--connections`` connections), each with the API's default timeout (``serve.timeout_ms``). Per rate:
+
+* client latency p50/p99/p99.9 (send to answer, nearest rank), the API's own ``elapsed_ms`` p50/p99, the
+  timeout rate (answers with ``degraded``), errors, and the rate actually achieved by the load generator;
+* in the same seconds, the job's own produce->decision latency: ``--direct-rate`` events/s produced straight
+  to the events topic (confluent-kafka) by another user population, their decisions read from the decisions
+  topic. ``api_adds_ms`` = API client p50 - direct p50: what the HTTP hop, the API and the replies topic add.
+
+Everything (Kafka, the job, the API, this load generator) shares the machine's cores: at the high rates the
+load generator itself is part of what saturates; the achieved rate says so.
+
+    .venv/bin/python bench/api_bench.py --rates 200,1000,5000 --seconds 10
+
+Writes bench/results/api.json (``{"api": {...}}``) and bench/results/api.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT)]
+
+from riskctl.config import load_settings  # noqa: E402
+from riskctl.core.stats import percentile  # noqa: E402
+from riskctl.kafka_admin import ensure_topics  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+TYPES = ("login", "order", "transfer", "2fa", "password_change")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _pcts(values: list[float]) -> dict[str, float | None]:
+    v = sorted(values)
+    return {f"p{q:g}": (round(x, 2) if (x := percentile(v, q)) is not None else None) for q in (50, 99, 99.9)}
+
+
+def event(user: str, n: int, rng: random.Random) -> dict[str, Any]:
+    etype = rng.choice(TYPES)
+    ev: dict[str, Any] = {"event_id": f"{user}-{n}-{uuid.uuid4().hex[:6]}", "user_id": user, "type": etype}
+    ev["ts"] = int(time.time() * 1000)
+    if etype == "login":
+        ev.update(
+            success=rng.random() > 0.2, device_id=f"d{rng.randrange(3)}", city=rng.choice(["Paris", "Lyon"])
+        )
+    elif etype in {"transfer", "order"}:
+        ev["amount"] = rng.choice([50, 300, 2_000, 12_000, 25_000])
+    return ev
+
+
+class InstantBus:
+    """``--in-memory``: the API without Kafka or job: each event is "decided" (PASS) on the next loop turn.
+    What is left is the API's own cost: HTTP, validation, idempotency memory, futures, JSON."""
+
+    reply_key = "bench:0"
+    kafka_ok = True
+    kafka_error = ""
+    partition = 0
+
+    def __init__(self) -> None:
+        self.on_decision: Any = None
+
+    def produce(self, key: bytes, value: bytes, on_failure: Any) -> None:
+        ev = json.loads(value)
+        doc = {"kind": "decision", "event_id": ev["event_id"], "user_id": ev["user_id"], "type": ev["type"]}
+        doc.update(
+            ts=ev["ts"], action="PASS", rules=[], shadow=[], ruleset_version="x", late=False, too_late=False
+        )
+        asyncio.get_running_loop().call_soon(self.on_decision, doc)
+
+
+def serve_in_memory(port: int) -> None:
+    from aiohttp import web
+
+    from riskctl.serve.app import Api
+
+    settings = load_settings()
+    bus = InstantBus()
+    api = Api(settings, bus, instance="bench")  # type: ignore[arg-type]
+    bus.on_decision = api.service.on_decision
+    web.run_app(api.app, host="127.0.0.1", port=port, access_log=None, print=None)
+
+
+class Processes:
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        out = (self.tmp / f"{name}.log").open("wb")
+        proc = subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, **env},
+            cwd=ROOT,
+        )
+        self.procs.append(proc)
+        return proc
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                    proc.wait(timeout=30)
+                except (ProcessLookupError, subprocess.TimeoutExpired):
+                    os.killpg(proc.pid, signal.SIGKILL)
+
+
+class DirectPath(threading.Thread):
+    """Events straight to Kafka at a low rate; their decisions read back: the job's own latency."""
+
+    def __init__(self, bootstrap: str, events: str, decisions: str, rate: float) -> None:
+        super().__init__(daemon=True)
+        from confluent_kafka import Consumer, Producer, TopicPartition
+
+        self.producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0})
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": "api-bench",
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": 10,
+            }
+        )
+        meta = self.consumer.list_topics(decisions, timeout=10)
+        tps = []
+        for p in meta.topics[decisions].partitions:
+            _, high = self.consumer.get_watermark_offsets(TopicPartition(decisions, p), timeout=10)
+            tps.append(TopicPartition(decisions, p, high))
+        self.consumer.assign(tps)
+        self.events, self.rate = events, rate
+        self.sent: dict[str, float] = {}
+        self.latencies: list[float] = []
+        self.window: tuple[float, float] = (0.0, 0.0)
+        self.stop_flag = threading.Event()
+        self.rng = random.Random(7)
+
+    def run(self) -> None:
+        reader = threading.Thread(target=self._read, daemon=True)
+        reader.start()
+        n = 0
+        t0 = time.perf_counter()
+        while not self.stop_flag.is_set():
+            ev = event(f"direct-{self.rng.randrange(500)}", n, self.rng)
+            self.sent[ev["event_id"]] = time.perf_counter()
+            self.producer.produce(self.events, json.dumps(ev).encode(), key=ev["user_id"].encode())
+            self.producer.poll(0)
+            n += 1
+            time.sleep(max(0.0, t0 + n / self.rate - time.perf_counter()))
+        reader.join(5)
+
+    def _read(self) -> None:
+        while not self.stop_flag.is_set():
+            first = self.consumer.poll(0.05)  # consume(500, t) waits all of t unless 500 records came
+            for m in [] if first is None else [first, *self.consumer.consume(500, 0)]:
+                if m.error() is not None or m.key() is None:
+                    continue
+                sent = self.sent.get(m.key().decode())
+                now = time.perf_counter()
+                if sent is not None and self.window[0] <= sent <= self.window[1]:
+                    self.latencies.append((now - sent) * 1000)
+        self.consumer.close()
+
+
+async def load(url: str, rate: int, seconds: float, connections: int, seed: int) -> dict[str, Any]:
+    import aiohttp
+
+    rng = random.Random(seed)
+    users = [f"api-{seed}-{i}" for i in range(max(100, rate * 2))]
+    lat: list[float] = []
+    server: list[float] = []
+    degraded = errors = 0
+    lag_max = 0.0
+    conn = aiohttp.TCPConnector(limit=connections)
+    timeout = aiohttp.ClientTimeout(total=5)
+    async with aiohttp.ClientSession(connector=conn, timeout=timeout) as session:
+
+        async def one(body: bytes) -> None:
+            nonlocal degraded, errors
+            t0 = time.perf_counter()
+            try:
+                async with session.post(url, data=body, headers={"Content-Type": "application/json"}) as r:
+                    data = await r.read()
+                    status = r.status
+            except (aiohttp.ClientError, TimeoutError):
+                errors += 1
+                return
+            if status != 200:
+                errors += 1
+                return
+            lat.append((time.perf_counter() - t0) * 1000)
+            doc = json.loads(data)
+            server.append(doc["elapsed_ms"])
+            if doc.get("degraded"):
+                degraded += 1
+
+        tasks = []
+        total = int(rate * seconds)
+        start = time.perf_counter()
+        for i in range(total):
+            due = start + i / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            else:
+                lag_max = max(lag_max, -delay)
+            body = json.dumps(event(rng.choice(users), i, rng)).encode()
+            tasks.append(asyncio.create_task(one(body)))
+        sent_in = time.perf_counter() - start
+        await asyncio.gather(*tasks)
+        total_s = time.perf_counter() - start
+    return {
+        "target_rate": rate,
+        "achieved_send_rate": round(total / sent_in, 1),
+        "requests": total,
+        "answered": len(lat),
+        "answered_per_s": round(len(lat) / total_s, 1),
+        "client_ms": _pcts(lat),
+        "api_elapsed_ms": _pcts(server),
+        "timeout_rate": round(degraded / max(1, len(lat)), 5),
+        "timeouts": degraded,
+        "errors": errors,
+        "generator_lag_max_ms": round(lag_max * 1000, 1),
+        "load_average_1m_after": round(os.getloadavg()[0], 2),
+    }
+
+
+def in_memory(args: argparse.Namespace) -> None:
+    """The API's own cost: the same load against an instance whose bus decides at once."""
+    tmp = Path(tempfile.mkdtemp(prefix="api-bench-mem-"))
+    procs = Processes(tmp)
+    port = _free_port()
+    runs = []
+    try:
+        procs.start(
+            "serve", [sys.executable, str(Path(__file__).resolve()), "--serve-in-memory", str(port)], {}
+        )
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(base + "/healthz", timeout=2).close()  # noqa: S310
+                break
+            except OSError:
+                time.sleep(0.1)
+        asyncio.run(load(base + "/v1/decisions", 100, 2, args.connections, seed=0))
+        for i, rate in enumerate(int(r) for r in args.rates.split(",")):
+            run = asyncio.run(load(base + "/v1/decisions", rate, args.seconds, args.connections, seed=i + 1))
+            runs.append(run)
+            print(json.dumps(run), flush=True)
+    finally:
+        procs.stop()
+    out = Path(args.out or RESULTS / "api-in-memory.json")
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    this = {"command": "bench/api_bench.py " + " ".join(sys.argv[1:]), "started": started, "runs": runs}
+    doc: dict[str, Any] = {"api_in_memory": this}
+    if out.exists():  # earlier runs are kept, newest first
+        old = json.loads(out.read_text())
+        earlier = [old.get("api_in_memory"), *old.get("api_in_memory_earlier", [])]
+        doc["api_in_memory_earlier"] = [r for r in earlier if r][:9]
+    out.write_text(json.dumps(doc, indent=2) + "\n")
+    lines = [
+        "# riskctl serve alone (in-memory bus: no Kafka, no job)",
+        "",
+        f"{os.cpu_count()} cores shared by the API and the load generator (and whatever else runs there).",
+    ]
+    for run in [doc["api_in_memory"], *doc.get("api_in_memory_earlier", [])]:
+        lines += [
+            "",
+            f"## {run.get('started', '?')}: `.venv/bin/python {run['command']}`",
+            "",
+            "| target req/s | sent/s | answered/s | client p50 | p99 | p99.9 ms | API elapsed p50 / p99 ms "
+            "| errors | load avg |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in run["runs"]:
+            c, a = r["client_ms"], r["api_elapsed_ms"]
+            lines.append(
+                f"| {r['target_rate']} | {r['achieved_send_rate']} | {r.get('answered_per_s', '?')} | "
+                f"{c['p50']} | {c['p99']} | {c['p99.9']} | {a['p50']} / {a['p99']} | {r['errors']} | "
+                f"{_loads(r)} |"
+            )
+        if run.get("note"):
+            lines += ["", run["note"]]
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {out}")
+
+
+def _loads(run: dict[str, Any]) -> str:
+    return str(run.get("load_average_1m_after", "?"))
+
+
+def report(api_runs: list[dict[str, Any]]) -> str:
+    """bench/results/api.md: one table per run, newest first."""
+    lines = [
+        "# riskctl serve under load",
+        "",
+        "Everything on one machine: Kafka, the job (MiniCluster, parallelism 1), one `riskctl serve`, the",
+        "load generator, and whatever else runs there (the load average after each rate: how busy it was).",
+        "'API adds' = client p50 minus the job's own produce->decision p50 measured in the same seconds.",
+    ]
+    for run in api_runs:
+        lines += [
+            "",
+            f"## {run['started']}: `.venv/bin/python {run['command']}` "
+            f"(default timeout {run['timeout_ms']} ms)",
+            "",
+            "| target req/s | sent/s | answered/s | client p50 | p99 | p99.9 ms | API elapsed p50 / p99 ms "
+            "| timeout rate | errors | Kafka produce->decision p50 / p99 ms | API adds (p50) ms | load avg |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in run["runs"]:
+            c, a, k = r["client_ms"], r["api_elapsed_ms"], r["kafka_produce_to_decision_ms"]
+            lines.append(
+                f"| {r['target_rate']} | {r['achieved_send_rate']} | {r.get('answered_per_s', '?')} | "
+                f"{c['p50']} | {c['p99']} | {c['p99.9']} | {a['p50']} / {a['p99']} | "
+                f"{r['timeout_rate']:.2%} | {r['errors']} | {k['p50']} / {k['p99']} | "
+                f"{r['api_adds_ms_p50']} | {_loads(r)} |"
+            )
+        if run.get("note"):
+            lines += ["", run["note"]]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rates", default="200,1000,5000")
+    ap.add_argument("--seconds", type=float, default=10)
+    ap.add_argument("--connections", type=int, default=256)
+    ap.add_argument("--direct-rate", type=float, default=50)
+    ap.add_argument("--in-memory", action="store_true", help="the API alone: no Kafka, no job (its own cost)")
+    ap.add_argument("--serve-in-memory", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    if args.serve_in_memory:
+        serve_in_memory(args.serve_in_memory)
+        return
+    if args.in_memory:
+        in_memory(args)
+        return
+    args.out = args.out or str(RESULTS / "api.json")
+    settings = load_settings()
+    bootstrap = settings.kafka_bootstrap
+    suffix = uuid.uuid4().hex[:8]
+    topics = {k: f"bench-api-{k}-{suffix}" for k in ("events", "decisions", "alerts", "dead", "status")}
+    replies = f"bench-api-replies-{suffix}"
+    ensure_topics(bootstrap, topics.values(), partitions=2)
+    ensure_topics(bootstrap, [replies], partitions=2)
+    env = {
+        "RISKCTL_JOB_EVENTS_TOPIC": topics["events"],
+        "RISKCTL_JOB_DECISIONS_TOPIC": topics["decisions"],
+        "RISKCTL_JOB_ALERTS_TOPIC": topics["alerts"],
+        "RISKCTL_JOB_DEAD_LETTER_TOPIC": topics["dead"],
+        "RISKCTL_JOB_RULE_STATUS_TOPIC": topics["status"],
+        "RISKCTL_JOB_GROUP_ID": f"bench-api-{suffix}",
+        "RISKCTL_JOB_RULES_SOURCE": "file",
+        "RISKCTL_JOB_PARALLELISM": "1",
+        "RISKCTL_SERVE_REPLIES_TOPIC": replies,
+    }
+    tmp = Path(tempfile.mkdtemp(prefix="api-bench-"))
+    env["RISKCTL_JOB_CHECKPOINT_DIR"] = (tmp / "chk").as_uri()
+    procs = Processes(tmp)
+    port = _free_port()
+    runs = []
+    try:
+        procs.start("job", [sys.executable, str(ROOT / "jobs" / "risk_job.py")], env)
+        serve_env = {
+            **env,
+            "RISKCTL_SERVE_PORT": str(port),
+            "RISKCTL_SERVE_INSTANCE": "bench",
+            "RISKCTL_SERVE_REPLY_PARTITION": "0",
+        }
+        api = procs.start("serve", [sys.executable, "-m", "riskctl.cli.main", "serve"], serve_env)
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 300
+        while True:
+            if api.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"serve not ready: see {tmp}/serve.log and {tmp}/job.log")
+            try:
+                with urllib.request.urlopen(base + "/readyz", timeout=5) as r:  # noqa: S310
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            time.sleep(1)
+        print(f"ready; logs in {tmp}", flush=True)
+        asyncio.run(load(base + "/v1/decisions", 100, 3, args.connections, seed=0))  # warm-up, not recorded
+        for i, rate in enumerate(int(r) for r in args.rates.split(",")):
+            direct = DirectPath(bootstrap, topics["events"], topics["decisions"], args.direct_rate)
+            direct.window = (time.perf_counter(), time.perf_counter() + args.seconds)
+            direct.start()
+            run = asyncio.run(load(base + "/v1/decisions", rate, args.seconds, args.connections, seed=i + 1))
+            time.sleep(1)
+            direct.stop_flag.set()
+            direct.join(10)
+            run["kafka_produce_to_decision_ms"] = _pcts(direct.latencies)
+            run["kafka_direct_events"] = len(direct.latencies)
+            p50 = run["client_ms"]["p50"]
+            dp50 = run["kafka_produce_to_decision_ms"]["p50"]
+            run["api_adds_ms_p50"] = round(p50 - dp50, 2) if p50 is not None and dp50 is not None else None
+            runs.append(run)
+            print(json.dumps(run), flush=True)
+            time.sleep(3)
+    finally:
+        procs.stop()
+    doc = {
+        "api": {
+            "command": "bench/api_bench.py " + " ".join(sys.argv[1:]),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "timeout_ms": settings.serve.timeout_ms,
+            "cores": os.cpu_count(),
+            "runs": runs,
+        }
+    }
+    out = Path(args.out)
+    if out.exists():  # earlier runs are kept, newest first: on a shared machine one run is one sample
+        old = json.loads(out.read_text())
+        doc["api_earlier"] = [r for r in [old.get("api"), *old.get("api_earlier", [])] if r][:9]
+    out.write_text(json.dumps(doc, indent=2) + "\n")
+    out.with_suffix(".md").write_text(report([doc["api"], *doc.get("api_earlier", [])]))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,241 @@
+"""``riskctl.client``: call ``riskctl serve`` from a business service, synchronously or with asyncio.
+
+::
+
+    from riskctl.client import DecisionClient
+
+    with DecisionClient("http://127.0.0.1:8088") as client:
+        event = {"event_id": "o-1", "user_id": "u-1", "type": "transfer", "ts": ts, "amount": 900}
+        result = client.decide(event)
+        if result.action == "REJECT": ...
+
+    async with AsyncDecisionClient("http://127.0.0.1:8088") as client:
+        result = await client.decide(event, timeout_ms=80)
+
+Retries: a connection error (refused, reset, the HTTP read timed out) or a 503 is retried up to ``retries``
+times with the *same* event (same ``event_id``), so the API's idempotency makes the retry safe: the event
+is produced once and the retry gets the same decision. A 4xx is never retried: it raises
+:class:`RequestRefused` with the status, the field and the reason. The HTTP wait for an answer is the
+decision timeout plus ``network_margin_ms``: the API answers with its fallback at the timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import time
+import urllib.parse
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["AsyncDecisionClient", "DecisionClient", "DecisionResult", "RequestRefused", "Unavailable"]
+
+
+class RequestRefused(ValueError):
+    """The API refused the request (4xx): ``status``, ``field`` (or None) and ``reason``."""
+
+    def __init__(self, status: int, reason: str, field: str | None = None) -> None:
+        super().__init__(f"{status}: {field + ': ' if field else ''}{reason}")
+        self.status = status
+        self.reason = reason
+        self.field = field
+
+
+class Unavailable(ConnectionError):
+    """No answer after every retry (connection errors, 503, 5xx)."""
+
+
+@dataclass(frozen=True)
+class DecisionResult:
+    """The API's answer: the job's decision, or the fallback when ``degraded`` is set."""
+
+    event_id: str
+    action: str
+    rules: list[dict[str, Any]]
+    shadow: list[dict[str, Any]]
+    ruleset_version: str | None
+    elapsed_ms: float
+    degraded: str | None
+    replay: bool
+    source: str
+    raw: dict[str, Any] = field(repr=False)
+
+    @classmethod
+    def of(cls, doc: Mapping[str, Any]) -> DecisionResult:
+        return cls(
+            event_id=str(doc["event_id"]),
+            action=str(doc["action"]),
+            rules=list(doc.get("rules") or []),
+            shadow=list(doc.get("shadow") or []),
+            ruleset_version=doc.get("ruleset_version"),
+            elapsed_ms=float(doc.get("elapsed_ms") or 0.0),
+            degraded=doc.get("degraded"),
+            replay=bool(doc.get("replay")),
+            source=str(doc.get("source") or "job"),
+            raw=dict(doc),
+        )
+
+    @property
+    def fired(self) -> list[str]:
+        """Ids of the rules that fired (not the shadow ones)."""
+        return [str(r.get("id")) for r in self.rules]
+
+
+def _path(timeout_ms: int | None) -> str:
+    return "/v1/decisions" + (f"?timeout_ms={int(timeout_ms)}" if timeout_ms is not None else "")
+
+
+def _result(status: int, body: bytes) -> DecisionResult | None:
+    """The result of a 200, an exception for a 4xx; None for what deserves a retry (503, 5xx)."""
+    if status == 200:
+        return DecisionResult.of(json.loads(body))
+    if 400 <= status < 500 and status != 429:
+        try:
+            err = json.loads(body)["error"]
+            reason, fld = str(err["reason"]), err.get("field")
+        except (ValueError, KeyError, TypeError):
+            reason, fld = body[:200].decode("utf-8", "replace"), None
+        raise RequestRefused(status, reason, fld if isinstance(fld, str) else None)
+    return None
+
+
+class _Base:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout_ms: int | None = None,
+        retries: int = 2,
+        backoff_ms: int = 20,
+        network_margin_ms: int = 200,
+    ) -> None:
+        url = urllib.parse.urlsplit(base_url)
+        if url.scheme not in {"http", "https"} or not url.hostname:
+            msg = f"base_url must be http(s)://host[:port], got {base_url!r}"
+            raise ValueError(msg)
+        self.base_url = base_url.rstrip("/")
+        self.url = url
+        self.timeout_ms = timeout_ms
+        self.retries = retries
+        self.backoff_ms = backoff_ms
+        self.network_margin_ms = network_margin_ms
+
+    def _wait_s(self, timeout_ms: int | None) -> float:
+        return ((timeout_ms or self.timeout_ms or 1000) + self.network_margin_ms) / 1000
+
+    @staticmethod
+    def _body(event: Mapping[str, Any] | bytes) -> bytes:
+        return event if isinstance(event, bytes) else json.dumps(event).encode()
+
+
+class DecisionClient(_Base):
+    """A synchronous client (standard library only); one keep-alive connection, not thread-safe."""
+
+    def __init__(self, base_url: str, **kwargs: Any) -> None:
+        super().__init__(base_url, **kwargs)
+        self._conn: http.client.HTTPConnection | None = None
+
+    def _connection(self, wait_s: float) -> http.client.HTTPConnection:
+        if self._conn is None:
+            cls = http.client.HTTPSConnection if self.url.scheme == "https" else http.client.HTTPConnection
+            self._conn = cls(self.url.hostname or "", self.url.port, timeout=wait_s)
+        self._conn.timeout = wait_s
+        if self._conn.sock is not None:
+            self._conn.sock.settimeout(wait_s)
+        return self._conn
+
+    def decide(self, event: Mapping[str, Any] | bytes, *, timeout_ms: int | None = None) -> DecisionResult:
+        """The decision for ``event`` (a dict, or its JSON bytes); see the module docstring for retries."""
+        body = self._body(event)
+        timeout_ms = timeout_ms if timeout_ms is not None else self.timeout_ms
+        last: BaseException | str = "no attempt"
+        for attempt in range(self.retries + 1):
+            if attempt:
+                time.sleep(self.backoff_ms * attempt / 1000)
+            try:
+                conn = self._connection(self._wait_s(timeout_ms))
+                conn.request("POST", _path(timeout_ms), body, {"Content-Type": "application/json"})
+                resp = conn.getresponse()
+                data = resp.read()
+            except (OSError, http.client.HTTPException) as exc:  # refused, reset, timed out
+                self.close()
+                last = exc
+                continue
+            result = _result(resp.status, data)
+            if result is not None:
+                return result
+            last = f"HTTP {resp.status}: {data[:200]!r}"
+        msg = f"no decision from {self.base_url} after {self.retries + 1} attempt(s): {last}"
+        raise Unavailable(msg)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> DecisionClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncDecisionClient(_Base):
+    """An asyncio client over one aiohttp session (connection pool); safe for concurrent calls."""
+
+    def __init__(self, base_url: str, *, max_connections: int = 100, **kwargs: Any) -> None:
+        super().__init__(base_url, **kwargs)
+        self.max_connections = max_connections
+        self._session: Any = None
+
+    def _sess(self) -> Any:
+        if self._session is None:
+            import aiohttp
+
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self.max_connections), raise_for_status=False
+            )
+        return self._session
+
+    async def decide(
+        self, event: Mapping[str, Any] | bytes, *, timeout_ms: int | None = None
+    ) -> DecisionResult:
+        import aiohttp
+
+        body = self._body(event)
+        timeout_ms = timeout_ms if timeout_ms is not None else self.timeout_ms
+        url = self.base_url + _path(timeout_ms)
+        last: BaseException | str = "no attempt"
+        for attempt in range(self.retries + 1):
+            if attempt:
+                await asyncio.sleep(self.backoff_ms * attempt / 1000)
+            try:
+                async with self._sess().post(
+                    url,
+                    data=body,
+                    headers={"Content-Type": "application/json"},
+                    timeout=aiohttp.ClientTimeout(total=self._wait_s(timeout_ms)),
+                ) as resp:
+                    status, data = resp.status, await resp.read()
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                last = exc
+                continue
+            result = _result(status, data)
+            if result is not None:
+                return result
+            last = f"HTTP {status}: {data[:200]!r}"
+        msg = f"no decision from {self.base_url} after {self.retries + 1} attempt(s): {last}"
+        raise Unavailable(msg)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def __aenter__(self) -> AsyncDecisionClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

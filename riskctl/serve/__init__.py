@@ -1,0 +1,1 @@
+"""riskctl serve: the synchronous decision API (docs/api.md)."""

@@ -1,0 +1,252 @@
+"""``riskctl serve``: the HTTP API (aiohttp, chosen in bench/results/api-choice.md). See docs/api.md.
+
+Routes: ``POST /v1/decisions`` (one event -> the job's decision), ``GET /healthz`` (the process answers),
+``GET /readyz`` (Kafka reachable and a decision round-tripped within ``serve.ready_window_ms``; 503 while
+shutting down), ``GET /openapi.json``, ``GET /v1/stats``.
+
+Shutdown (SIGTERM or SIGINT): /readyz turns 503, the listening socket closes, requests in flight get up to
+``serve.shutdown_timeout_ms`` to finish (their decision or their fallback), then the producer delivers what
+it holds and the Kafka clients close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from riskctl.config import Settings
+from riskctl.core.door import Limits
+from riskctl.errors import ConfigError
+from riskctl.serve.openapi import openapi_document
+from riskctl.serve.request import (
+    ApiError,
+    DecisionRequest,
+    check_content_type,
+    parse_event_request,
+    parse_timeout,
+)
+from riskctl.serve.service import Bus, DecisionService
+
+LOG = logging.getLogger(__name__)
+PROBE_TYPE = "riskctl_probe"
+_READ_CHUNK = 65_536
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _json(body: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
+
+
+class Api:
+    """The aiohttp application of one instance, over a :class:`DecisionService` and its bus."""
+
+    def __init__(self, settings: Settings, bus: Bus, *, instance: str) -> None:
+        s = settings.serve
+        self.settings = settings
+        self.limits: Limits = settings.job.limits()
+        if not 1 <= s.min_timeout_ms <= s.timeout_ms <= s.max_timeout_ms:
+            msg = (
+                "serve.min_timeout_ms <= serve.timeout_ms <= serve.max_timeout_ms must hold, got "
+                f"{s.min_timeout_ms}, {s.timeout_ms}, {s.max_timeout_ms}"
+            )
+            raise ConfigError(msg)
+        self.bus = bus
+        self.instance = instance
+        self.service = DecisionService(
+            bus,
+            self.limits,
+            fallback=s.fallback,
+            ttl_ms=s.idempotency_ttl_ms,
+            max_entries=s.idempotency_max_entries,
+            max_in_flight=s.max_in_flight,
+        )
+        self.draining = False
+        self.started = time.monotonic()
+        self._probe_n = 0
+        self.app = web.Application(middlewares=[self._errors])
+        self.app.router.add_post("/v1/decisions", self.decisions)
+        self.app.router.add_get("/healthz", self.healthz)
+        self.app.router.add_get("/readyz", self.readyz)
+        self.app.router.add_get("/openapi.json", self.openapi)
+        self.app.router.add_get("/v1/stats", self.stats)
+
+    # -- handlers -------------------------------------------------------------------------------------------
+    @web.middleware
+    async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except ApiError as exc:
+            return _json(exc.body(), exc.status)
+        except web.HTTPException as exc:  # aiohttp's own: 404, 405, 413 ... as JSON with the reason
+            if exc.status < 400:
+                raise
+            return _json({"error": {"status": exc.status, "field": None, "reason": exc.reason}}, exc.status)
+
+    async def decisions(self, request: web.Request) -> web.Response:
+        if self.draining:
+            raise ApiError(503, "shutting down")
+        check_content_type(request.headers.get("Content-Type"))
+        timeout_ms = parse_timeout(
+            request.query.get("timeout_ms"),
+            self.settings.serve.timeout_ms,
+            self.settings.serve.min_timeout_ms,
+            self.settings.serve.max_timeout_ms,
+        )
+        body = await self._body(request)
+        parsed = parse_event_request(body, self.limits, int(time.time() * 1000), timeout_ms)
+        return _json(await self.service.decide(parsed))
+
+    async def _body(self, request: web.Request) -> bytes:
+        """The body, refused with 413 as soon as it is known to be too large (never read past the limit)."""
+        limit = self.limits.max_event_bytes
+        if request.content_length is not None and request.content_length > limit:
+            msg = f"body of {request.content_length} bytes is larger than max_event_bytes ({limit})"
+            raise ApiError(413, msg)
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            chunk = await request.content.read(_READ_CHUNK)
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > limit:
+                msg = f"body larger than max_event_bytes ({limit})"
+                raise ApiError(413, msg)
+            chunks.append(chunk)
+        if not size:
+            raise ApiError(400, "empty body: send one event as a JSON object")
+        return b"".join(chunks)
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return _json({"status": "ok", "instance": self.instance})
+
+    def readiness(self) -> tuple[bool, list[str]]:
+        reasons = []
+        if self.draining:
+            reasons.append("shutting down")
+        if not getattr(self.bus, "kafka_ok", True):
+            reasons.append(f"kafka: {getattr(self.bus, 'kafka_error', 'unreachable')}")
+        window = self.settings.serve.ready_window_ms / 1000
+        last = self.service.stats.last_roundtrip
+        if not last or time.monotonic() - last > window:
+            reasons.append(f"no decision round trip within {self.settings.serve.ready_window_ms} ms")
+        return not reasons, reasons
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        ready, reasons = self.readiness()
+        last = self.service.stats.last_roundtrip
+        body = {
+            "ready": ready,
+            "reasons": reasons,
+            "instance": self.instance,
+            "last_roundtrip_ms_ago": round((time.monotonic() - last) * 1000) if last else None,
+        }
+        return _json(body, 200 if ready else 503)
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        return _json(openapi_document(self.settings))
+
+    async def stats(self, request: web.Request) -> web.Response:
+        st = self.service.stats
+        return _json(
+            {
+                "instance": self.instance,
+                "requests": st.requests,
+                "decided": st.decided,
+                "timeouts": st.timeouts,
+                "replays": st.replays,
+                "produce_failures": st.produce_failures,
+                "late_decisions": st.late_decisions,
+                "in_flight": self.service.in_flight,
+                "remembered": len(self.service.entries),
+                "reply_key": self.bus.reply_key,
+                "reply_partition": getattr(self.bus, "partition", None),
+            }
+        )
+
+    # -- probes ---------------------------------------------------------------------------------------------
+    def probe_request(self) -> DecisionRequest:
+        """A synthetic event of this instance's own probe user (type ``riskctl_probe``): a round trip."""
+        self._probe_n += 1
+        event_id = f"riskctl-probe-{self.instance}-{uuid.uuid4().hex[:12]}"
+        user_id = f"riskctl-probe-{self.instance}"
+        doc = {"event_id": event_id, "user_id": user_id, "type": PROBE_TYPE, "ts": int(time.time() * 1000)}
+        return DecisionRequest(event_id, user_id, doc, uuid.uuid4().hex, 5_000)
+
+    async def probe_loop(self) -> None:
+        interval = self.settings.serve.probe_interval_ms / 1000
+        if interval <= 0:
+            return
+        while not self.draining:
+            last = self.service.stats.last_roundtrip
+            if not last or time.monotonic() - last >= interval:
+                try:
+                    await self.service.decide(self.probe_request())
+                except ApiError as exc:
+                    LOG.warning("serve %s: probe refused: %s", self.instance, exc.reason)
+            await asyncio.sleep(interval)
+
+
+def default_instance() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+async def serve(
+    settings: Settings,
+    *,
+    stop: asyncio.Event | None = None,
+    on_ready: Callable[[int], None] | None = None,
+) -> None:
+    """Run one instance until SIGTERM/SIGINT (or ``stop``), then shut down gracefully."""
+    from riskctl.serve.kafka_bus import KafkaBus, instance_name
+
+    s = settings.serve
+    if not s.replies_topic:
+        msg = "serve.replies_topic is empty: the job writes no replies, so no request would get its decision"
+        raise ConfigError(msg)
+    instance = instance_name(s.instance or default_instance())
+    bus = KafkaBus(
+        settings.kafka_bootstrap,
+        settings.job.events_topic,
+        s.replies_topic,
+        instance,
+        reply_partition=s.reply_partition,
+        produce_timeout_ms=s.produce_timeout_ms,
+    )
+    loop = asyncio.get_running_loop()
+    api = Api(settings, bus, instance=instance)
+    await loop.run_in_executor(None, bus.start, loop, api.service.on_decision)
+    stop = stop or asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # not the main thread (tests run it in one)
+            pass
+    runner = web.AppRunner(api.app, shutdown_timeout=s.shutdown_timeout_ms / 1000, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, s.host, s.port, reuse_address=True)
+    await site.start()
+    port = runner.addresses[0][1] if runner.addresses else s.port
+    LOG.warning("serve %s: listening on http://%s:%s", instance, s.host, port)
+    probes = asyncio.create_task(api.probe_loop())
+    if on_ready is not None:
+        on_ready(port)
+    try:
+        await stop.wait()
+    finally:
+        api.draining = True
+        probes.cancel()
+        await runner.cleanup()  # stop listening, let in-flight requests finish (shutdown_timeout)
+        await loop.run_in_executor(None, bus.close)
+        LOG.warning("serve %s: stopped", instance)

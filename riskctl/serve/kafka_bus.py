@@ -1,0 +1,266 @@
+"""The Kafka side of ``riskctl serve`` (confluent-kafka: librdkafka, chosen in bench/results/api-choice.md).
+
+* a producer writes each event to the events topic, keyed by ``user_id`` (the job's partitioning), with a
+  ``reply_to`` key chosen by :func:`reply_key_for` so that the job's copy of the decision lands in this
+  instance's partition of the replies topic;
+* one consumer, *assigned* (no group, no rebalance) to that single partition, from its end at start-up,
+  hands each decision to the service on the event loop: an instance reads its own replies, not every
+  decision of the cluster;
+* a health thread asks the broker for the replies topic's metadata every second (``kafka_ok``).
+
+librdkafka calls back from its own threads; everything that touches the service goes through
+``loop.call_soon_threadsafe``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import threading
+import time
+import zlib
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from confluent_kafka import OFFSET_END, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from kafka.partitioner.default import murmur2
+
+from riskctl.core.reply import MAX_REPLY_KEY, valid_reply_key
+from riskctl.errors import ConfigError, ServiceError
+
+LOG = logging.getLogger(__name__)
+SERVICE = "kafka"
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def instance_name(name: str) -> str:
+    """A name usable in reply keys: unsafe characters replaced, at most 40 characters."""
+    cleaned = _UNSAFE.sub("-", name)[:40]
+    if not cleaned:
+        msg = "serve.instance must not be empty"
+        raise ConfigError(msg)
+    return cleaned
+
+
+def kafka_partition(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner (Java client 3.x, the job's sinks) gives ``key``."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def reply_key_for(instance: str, partition: int, partitions: int) -> str:
+    """The first key ``<instance>:<n>`` that Kafka's default partitioner puts into ``partition``."""
+    if not 0 <= partition < partitions:
+        msg = (
+            f"serve.reply_partition {partition} is not a partition of the replies topic (0..{partitions - 1})"
+        )
+        raise ConfigError(msg)
+    for n in range(100 * partitions + 1000):
+        key = f"{instance}:{n}"
+        if kafka_partition(key.encode(), partitions) == partition:
+            assert valid_reply_key(key) and len(key) <= MAX_REPLY_KEY
+            return key
+    msg = (
+        f"no reply key found for partition {partition} of {partitions}"  # pragma: no cover - murmur2 spreads
+    )
+    raise ConfigError(msg)
+
+
+def default_partition(instance: str, partitions: int) -> int:
+    return zlib.crc32(instance.encode()) % partitions
+
+
+class KafkaBus:
+    """Producer, reply consumer and health check of one API instance."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        events_topic: str,
+        replies_topic: str,
+        instance: str,
+        *,
+        reply_partition: int = -1,
+        produce_timeout_ms: int = 5000,
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.events_topic = events_topic
+        self.replies_topic = replies_topic
+        self.instance = instance_name(instance)
+        self.produce_timeout_ms = produce_timeout_ms
+        self.requested_partition = reply_partition
+        self.partition = -1
+        self.partitions = 0
+        self.reply_key = ""
+        self.kafka_ok = False
+        self.kafka_error = "not started"
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._on_decision: Callable[[dict[str, Any]], Any] | None = None
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.producer: Any = None
+        self.consumer: Any = None
+
+    # -- life cycle -----------------------------------------------------------------------------------------
+    def start(self, loop: asyncio.AbstractEventLoop, on_decision: Callable[[dict[str, Any]], Any]) -> None:
+        """Connect (blocking, a few seconds at most): find this instance's partition, assign it at its end."""
+        self._loop = loop
+        self._on_decision = on_decision
+        self.producer = Producer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "linger.ms": 1,
+                "acks": "all",
+                "message.timeout.ms": self.produce_timeout_ms,
+                "reconnect.backoff.max.ms": 1000,
+            }
+        )
+        try:
+            meta = self.producer.list_topics(timeout=10)
+        except KafkaException as exc:
+            msg = f"no broker answers at {self.bootstrap}: {exc} (see RISKCTL_KAFKA_BOOTSTRAP)"
+            raise ServiceError(SERVICE, msg) from None
+        for topic in (self.events_topic, self.replies_topic):
+            found = meta.topics.get(topic)
+            if found is None or found.error is not None:
+                msg = (
+                    f"topic {topic!r} does not exist at {self.bootstrap}: start the job first ('riskctl run')"
+                )
+                raise ServiceError(SERVICE, msg)
+        self.partitions = len(meta.topics[self.replies_topic].partitions)
+        self.partition = (
+            self.requested_partition
+            if self.requested_partition >= 0
+            else default_partition(self.instance, self.partitions)
+        )
+        self.reply_key = reply_key_for(self.instance, self.partition, self.partitions)
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "group.id": f"riskctl-serve-{self.instance}",  # required by the client; nothing is committed
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": 10,
+                "reconnect.backoff.max.ms": 1000,
+                # librdkafka reads committed records only by default: with job.delivery=exactly-once a reply
+                # would wait for the job's next checkpoint (seconds). A reply of an aborted transaction is
+                # decided again after the job's restore, and that second decision is the one remembered
+                # only if the first did not arrive: see docs/api.md.
+                "isolation.level": "read_uncommitted",
+            }
+        )
+        tp = TopicPartition(self.replies_topic, self.partition)
+        # an explicit offset, not OFFSET_END: a reply produced before a lazily resolved "end" would be skipped
+        try:
+            _, high = self.consumer.get_watermark_offsets(tp, timeout=10)
+        except KafkaException:
+            high = OFFSET_END
+        self.consumer.assign([TopicPartition(self.replies_topic, self.partition, high)])
+        self.kafka_ok, self.kafka_error = True, ""
+        for target, name in (
+            (self._consume, "replies"),
+            (self._poll_producer, "producer"),
+            (self._health, "health"),
+        ):
+            thread = threading.Thread(target=target, name=f"riskctl-serve-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        LOG.info(
+            "serve %s: replies from %s[%d] of %d (reply key %s)",
+            self.instance,
+            self.replies_topic,
+            self.partition,
+            self.partitions,
+            self.reply_key,
+        )
+
+    def close(self, flush_timeout: float = 5.0) -> None:
+        """Deliver what is queued (up to ``flush_timeout``), then stop the threads and close the clients."""
+        if self.producer is not None:
+            left = self.producer.flush(flush_timeout)
+            if left:
+                LOG.warning("serve %s: %d event(s) not delivered at shutdown", self.instance, left)
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        if self.consumer is not None:
+            self.consumer.close()
+            self.consumer = None
+
+    # -- producing ------------------------------------------------------------------------------------------
+    def produce(self, key: bytes, value: bytes, on_failure: Callable[[str], None]) -> None:
+        loop = self._loop
+        assert loop is not None
+
+        def delivered(err: Any, _msg: Any) -> None:
+            if err is not None:
+                loop.call_soon_threadsafe(on_failure, str(err))
+
+        try:
+            self.producer.produce(self.events_topic, value=value, key=key, on_delivery=delivered)
+        except BufferError:
+            on_failure("the producer's queue is full")
+        except KafkaException as exc:
+            on_failure(str(exc))
+
+    def _poll_producer(self) -> None:
+        while not self._stop.is_set():
+            self.producer.poll(0.05)
+
+    # -- replies --------------------------------------------------------------------------------------------
+    def _consume(self) -> None:
+        loop, handle = self._loop, self._on_decision
+        assert loop is not None and handle is not None
+        while not self._stop.is_set():
+            try:
+                # poll() returns at the first record; consume(n, timeout) would wait for the whole timeout
+                # unless n records came (measured: consume(500, 1.0) took 1,000 ms for one record), which
+                # added up to its timeout to every reply. What else is already there is taken without waiting.
+                first = self.consumer.poll(0.1)
+                msgs = [] if first is None else [first, *self.consumer.consume(num_messages=500, timeout=0)]
+            except (KafkaException, RuntimeError) as exc:  # RuntimeError: closed while stopping
+                if self._stop.is_set():
+                    return
+                LOG.warning("serve %s: reading replies failed: %s", self.instance, exc)
+                time.sleep(0.2)
+                continue
+            docs = []
+            for msg in msgs:
+                if msg.error() is not None:
+                    if msg.error().code() != KafkaError._PARTITION_EOF:
+                        LOG.warning("serve %s: replies: %s", self.instance, msg.error())
+                    continue
+                try:
+                    doc = orjson.loads(msg.value())
+                except orjson.JSONDecodeError:
+                    continue
+                if isinstance(doc, dict):
+                    docs.append(doc)
+            if docs:
+                loop.call_soon_threadsafe(_deliver_all, handle, docs)
+
+    def _health(self) -> None:
+        while not self._stop.wait(1.0):
+            try:
+                meta = self.producer.list_topics(self.replies_topic, timeout=2)
+                topic = meta.topics.get(self.replies_topic)
+                if topic is None or topic.error is not None:
+                    self.kafka_ok, self.kafka_error = (
+                        False,
+                        f"replies topic: {topic.error if topic else 'gone'}",
+                    )
+                elif len(topic.partitions) != self.partitions:
+                    self.kafka_ok = False
+                    self.kafka_error = (
+                        f"the replies topic has {len(topic.partitions)} partitions, was {self.partitions}: "
+                        "restart the instance (its reply key routes by the partition count)"
+                    )
+                else:
+                    self.kafka_ok, self.kafka_error = True, ""
+            except KafkaException as exc:
+                self.kafka_ok, self.kafka_error = False, str(exc)[:300]
+
+
+def _deliver_all(handle: Callable[[dict[str, Any]], Any], docs: list[dict[str, Any]]) -> None:
+    for doc in docs:
+        handle(doc)

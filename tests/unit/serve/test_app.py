@@ -1,0 +1,233 @@
+"""The HTTP API over real sockets (in-memory bus): status codes, bodies, health, OpenAPI, shutdown, client."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from riskctl.client import AsyncDecisionClient, DecisionClient, RequestRefused, Unavailable
+from tests.unit.serve.fakes import FakeBus, running_api, settings_for_tests
+
+
+def event(eid: str = "e1", **fields: Any) -> dict[str, Any]:
+    return {"event_id": eid, "user_id": "u1", "type": "transfer", "ts": int(time.time() * 1000), **fields}
+
+
+def call(
+    base: str, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, Any]]:
+    host, port = base.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        conn.request(method, path, body, headers or {})
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read() or b"null")
+    finally:
+        conn.close()
+
+
+JSON = {"Content-Type": "application/json"}
+
+
+def test_round_trip_reject_and_pass() -> None:
+    with running_api(settings_for_tests(), FakeBus()) as (base, _, _):
+        status, out = call(base, "POST", "/v1/decisions", json.dumps(event(amount=12_000)).encode(), JSON)
+        assert status == 200 and out["action"] == "REJECT" and out["rules"][0]["id"] == "big"
+        status, out = call(base, "POST", "/v1/decisions", json.dumps(event("e2", amount=5)).encode(), JSON)
+        assert status == 200 and out["action"] == "PASS" and out["degraded"] is None
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status", "field"),
+    [
+        (b'{"event_id": 1', JSON, 400, None),
+        (b"", JSON, 400, None),
+        (b"\xc3\x28", JSON, 400, None),
+        (json.dumps(event()).encode(), {"Content-Type": "text/plain"}, 415, "Content-Type"),
+        (json.dumps(event()).encode(), {}, 415, "Content-Type"),
+        (json.dumps(event(note="x" * 70_000)).encode(), JSON, 413, None),
+        (json.dumps({"user_id": "u", "type": "t", "ts": 1}).encode(), JSON, 422, "event_id"),
+        (json.dumps(event(amount=10**30)).encode(), JSON, 422, "amount"),
+        (b'{"a":' * 30 + b"1" + b"}" * 30, JSON, 422, ".".join(["a"] * 16)),
+        (json.dumps(event(reply_to="x:1")).encode(), JSON, 422, "reply_to"),
+    ],
+)
+def test_bad_requests_get_4xx_with_field_and_reason(
+    body: bytes, headers: dict[str, str], status: int, field: str | None
+) -> None:
+    bus = FakeBus()
+    with running_api(settings_for_tests(), bus) as (base, _, _):
+        got, out = call(base, "POST", "/v1/decisions", body, headers)
+        assert got == status, out
+        assert out["error"]["status"] == status and out["error"]["field"] == field and out["error"]["reason"]
+        # and the service is still there, nothing was produced
+        assert call(base, "GET", "/healthz")[0] == 200
+    assert bus.produced == []
+
+
+def test_oversized_body_sent_in_chunks_without_length_is_413() -> None:
+    with running_api(settings_for_tests(), FakeBus()) as (base, _, _):
+        host, port = base.removeprefix("http://").split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        chunks = (b"x" * 16_384 for _ in range(10))  # 160 KB, chunked transfer encoding
+        conn.request(
+            "POST", "/v1/decisions", chunks, {"Content-Type": "application/json"}, encode_chunked=True
+        )
+        resp = conn.getresponse()
+        assert resp.status == 413 and json.loads(resp.read())["error"]["status"] == 413
+        conn.close()
+
+
+def test_timeout_query_parameter_and_bounds() -> None:
+    settings = settings_for_tests(fallback="reject", min_timeout_ms=10, max_timeout_ms=500)
+    with running_api(settings, FakeBus(delay=None)) as (base, _, _):
+        t0 = time.monotonic()
+        status, out = call(base, "POST", "/v1/decisions?timeout_ms=30", json.dumps(event()).encode(), JSON)
+        assert status == 200 and out["action"] == "REJECT" and out["degraded"] == "timeout"
+        assert time.monotonic() - t0 < 0.5
+        status, out = call(
+            base, "POST", "/v1/decisions?timeout_ms=501", json.dumps(event("x")).encode(), JSON
+        )
+        assert status == 422 and out["error"]["field"] == "timeout_ms"
+
+
+def test_wrong_method_and_unknown_path_are_json_errors() -> None:
+    with running_api(settings_for_tests(), FakeBus()) as (base, _, _):
+        assert call(base, "GET", "/v1/decisions")[0] == 405
+        status, out = call(base, "GET", "/nope")
+        assert status == 404 and out["error"]["status"] == 404
+
+
+def test_readyz_needs_a_recent_round_trip_and_kafka() -> None:
+    bus = FakeBus()
+    with running_api(settings_for_tests(ready_window_ms=10_000), bus) as (base, _, _):
+        status, out = call(base, "GET", "/readyz")
+        assert status == 503 and any("round trip" in r for r in out["reasons"])
+        call(base, "POST", "/v1/decisions", json.dumps(event()).encode(), JSON)
+        assert call(base, "GET", "/readyz")[0] == 200
+        bus.kafka_ok, bus.kafka_error = False, "broker down"
+        status, out = call(base, "GET", "/readyz")
+        assert status == 503 and "kafka: broker down" in out["reasons"]
+
+
+def test_probe_makes_an_idle_instance_ready() -> None:
+    bus = FakeBus()
+    with running_api(settings_for_tests(probe_interval_ms=50), bus) as (base, api, loop):
+        asyncio.run_coroutine_threadsafe(api.probe_loop(), loop)
+        deadline = time.monotonic() + 5
+        while call(base, "GET", "/readyz")[0] != 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert call(base, "GET", "/readyz")[0] == 200
+        assert bus.produced and bus.produced[0][1]["type"] == "riskctl_probe"
+        api.draining = True
+
+
+def test_openapi_document_names_the_limits() -> None:
+    with running_api(settings_for_tests(max_timeout_ms=777), FakeBus()) as (base, _, _):
+        status, doc = call(base, "GET", "/openapi.json")
+    assert status == 200 and doc["openapi"].startswith("3.")
+    post = doc["paths"]["/v1/decisions"]["post"]
+    assert post["parameters"][0]["schema"]["maximum"] == 777
+    assert {"400", "413", "415", "422"} <= set(post["responses"])
+
+
+def test_graceful_shutdown_finishes_the_request_in_flight() -> None:
+    bus = FakeBus(delay=0.4)
+    results: list[tuple[int, dict[str, Any]]] = []
+    with running_api(settings_for_tests(timeout_ms=2000), bus) as (base, _, _):
+        t = threading.Thread(
+            target=lambda: results.append(
+                call(base, "POST", "/v1/decisions", json.dumps(event()).encode(), JSON)
+            )
+        )
+        t.start()
+        time.sleep(0.1)  # the request is waiting for its decision; leaving the block stops the server
+    t.join(10)
+    assert results and results[0][0] == 200 and results[0][1]["source"] == "job"
+    with pytest.raises(OSError):
+        call(base, "GET", "/healthz")
+
+
+# -- the client -------------------------------------------------------------------------------------------
+def test_sync_client_typed_result_and_refusal() -> None:
+    with running_api(settings_for_tests(), FakeBus()) as (base, _, _), DecisionClient(base) as client:
+        result = client.decide(event(amount=20_000))
+        assert result.action == "REJECT" and result.fired == ["big"] and result.degraded is None
+        again = client.decide(event(amount=20_000) | {"ts": result.raw["ts"]})
+        assert again.replay and again.action == "REJECT"
+        with pytest.raises(RequestRefused) as info:
+            client.decide({"event_id": "x"})
+        assert info.value.status == 422 and info.value.field == "user_id"
+
+
+def test_client_retries_connection_errors_with_the_same_event_then_gives_up() -> None:
+    client = DecisionClient("http://127.0.0.1:9", retries=2, backoff_ms=1)  # discard port: refused
+    with pytest.raises(Unavailable, match="3 attempt"):
+        client.decide(event())
+
+
+def test_async_client_concurrent_calls_and_fallback() -> None:
+    async def go(base: str) -> None:
+        async with AsyncDecisionClient(base) as client:
+            results = await asyncio.gather(
+                *(client.decide(event(f"a{i}", amount=i * 1000)) for i in range(20))
+            )
+            assert [r.action for r in results] == ["PASS"] * 10 + ["REJECT"] * 10
+            with pytest.raises(RequestRefused):
+                await client.decide(b"[]")
+
+    with running_api(settings_for_tests(), FakeBus()) as (base, _, _):
+        asyncio.run(go(base))
+
+
+def test_async_client_retry_reaches_the_same_decision() -> None:
+    """A retry after the client gave up (network timeout) gets the decision, produced once."""
+
+    async def go(base: str, bus: FakeBus) -> None:
+        # the caller gives up after 0.1 s (a dropped connection, a proxy timeout): no answer, event produced
+        async with AsyncDecisionClient(base, network_margin_ms=-1900, retries=0) as client:
+            with pytest.raises(Unavailable):
+                await client.decide(event("r1", amount=50_000), timeout_ms=2000)
+        async with AsyncDecisionClient(base) as client:
+            result = await client.decide(
+                event("r1", amount=50_000) | {"ts": bus.produced[0][1]["ts"]}, timeout_ms=1000
+            )
+        assert result.action == "REJECT" and len(bus.produced) == 1
+
+    bus = FakeBus(delay=0.3)
+    with running_api(settings_for_tests(), bus) as (base, _, _):
+        asyncio.run(go(base, bus))
+
+
+def test_gzip_bomb_is_413_without_inflating_it_all() -> None:
+    import gzip
+
+    bomb = gzip.compress(b" " * 20_000_000)  # ~20 KB on the wire, 20 MB inflated
+    headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    with running_api(settings_for_tests(), FakeBus()) as (base, _, _):
+        status, out = call(base, "POST", "/v1/decisions", bomb, headers)
+        assert status == 413 and out["error"]["status"] == 413
+        assert call(base, "GET", "/healthz")[0] == 200
+
+
+def test_cli_serve_without_a_broker_fails_with_a_message_not_a_traceback() -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "RISKCTL_KAFKA_BOOTSTRAP": "127.0.0.1:9", "RISKCTL_SERVE_PORT": "0"}
+    res = subprocess.run(
+        [sys.executable, "-m", "riskctl.cli.main", "serve"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert res.returncode == 3 and "no broker answers at 127.0.0.1:9" in res.stderr
+    assert "Traceback" not in res.stderr

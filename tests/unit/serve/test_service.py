@@ -1,0 +1,156 @@
+"""The decision service with an in-memory bus: idempotency, timeouts and fallback, bounded memory."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+
+from riskctl.core.door import Limits
+from riskctl.serve.request import ApiError, DecisionRequest, parse_event_request
+from riskctl.serve.service import DecisionService
+from tests.unit.serve.fakes import FakeBus
+
+NOW = 1_800_000_000_000
+
+
+def req(eid: str = "e1", timeout_ms: int = 200, **fields: Any) -> DecisionRequest:
+    doc = {"event_id": eid, "user_id": "u1", "type": "transfer", "ts": NOW, **fields}
+    return parse_event_request(json.dumps(doc).encode(), Limits(), NOW, timeout_ms)
+
+
+def service(bus: FakeBus, **kw: Any) -> DecisionService:
+    svc = DecisionService(bus, Limits(), **kw)
+    bus.on_decision = svc.on_decision
+    return svc
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def test_decision_comes_back_with_rules_version_and_elapsed_time() -> None:
+    async def go() -> dict[str, Any]:
+        bus = FakeBus(delay=0.01)
+        out = await service(bus).decide(req(amount=12_000))
+        assert bus.produced[0][0] == b"u1" and bus.produced[0][1]["reply_to"] == "fake:0"
+        return out
+
+    out = run(go())
+    assert out["action"] == "REJECT" and out["rules"][0]["id"] == "big" and out["rules"][0]["version"] == 3
+    assert out["ruleset_version"] == "v-test" and out["degraded"] is None and out["source"] == "job"
+    assert 5 <= out["elapsed_ms"] < 1000
+
+
+@pytest.mark.parametrize(("policy", "action"), [("open", "PASS"), ("review", "REVIEW"), ("reject", "REJECT")])
+def test_timeout_answers_the_fallback_marked_degraded(policy: str, action: str) -> None:
+    async def go() -> tuple[dict[str, Any], float]:
+        svc = service(FakeBus(delay=None), fallback=policy)
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        out = await svc.decide(req(amount=12_000, timeout_ms=50))
+        return out, loop.time() - t0
+
+    out, took = run(go())
+    assert out["action"] == action and out["degraded"] == "timeout" and out["source"] == "fallback"
+    assert out["rules"] == [] and out["ruleset_version"] is None
+    assert 0.045 <= took < 0.5
+
+
+def test_unknown_fallback_policy_is_refused() -> None:
+    with pytest.raises(ValueError, match="serve.fallback"):
+        DecisionService(FakeBus(), Limits(), fallback="maybe")
+
+
+def test_retry_does_not_produce_twice_and_gets_the_same_decision() -> None:
+    async def go() -> None:
+        bus = FakeBus(delay=0.02)
+        svc = service(bus)
+        first, second = await asyncio.gather(svc.decide(req(amount=12_000)), svc.decide(req(amount=12_000)))
+        third = await svc.decide(req(amount=12_000))
+        assert len(bus.produced) == 1
+        for out in (first, second, third):
+            assert out["action"] == "REJECT" and out["event_id"] == "e1"
+        assert [first["replay"], second["replay"], third["replay"]] == [False, True, True]
+        assert svc.stats.replays == 2
+
+    run(go())
+
+
+def test_retry_after_a_timeout_gets_the_late_decision_of_the_job() -> None:
+    async def go() -> None:
+        bus = FakeBus(delay=0.15)
+        svc = service(bus, fallback="open")
+        first = await svc.decide(req(amount=12_000, timeout_ms=20))
+        assert first["degraded"] == "timeout" and first["action"] == "PASS"
+        await asyncio.sleep(0.2)  # the job decides later, as usual
+        retry = await svc.decide(req(amount=12_000, timeout_ms=20))
+        assert retry["action"] == "REJECT" and retry["degraded"] is None and retry["replay"] is True
+        assert len(bus.produced) == 1 and svc.stats.late_decisions == 1
+
+    run(go())
+
+
+def test_same_event_id_with_other_content_is_409() -> None:
+    async def go() -> None:
+        svc = service(FakeBus())
+        await svc.decide(req(amount=1))
+        with pytest.raises(ApiError) as info:
+            await svc.decide(req(amount=2))
+        assert info.value.status == 409 and info.value.field == "event_id"
+
+    run(go())
+
+
+def test_memory_is_bounded_by_entries_and_by_time() -> None:
+    async def go() -> None:
+        now = [0.0]
+        bus = FakeBus(delay=0.0)
+        svc = service(bus, max_entries=3, ttl_ms=1000, clock=lambda: now[0])
+        for i in range(5):
+            await svc.decide(req(f"e{i}"))
+        assert list(svc.entries) == ["e2", "e3", "e4"]
+        await svc.decide(req("e4"))  # remembered: no new produce
+        assert len(bus.produced) == 5
+        now[0] = 5.0  # beyond the TTL: forgotten, a new request produces again
+        await svc.decide(req("e4"))
+        assert len(bus.produced) == 6 and list(svc.entries) == ["e4"]
+
+    run(go())
+
+
+def test_lost_event_fails_the_request_to_fallback_and_is_forgotten_so_a_retry_produces_again() -> None:
+    async def go() -> None:
+        bus = FakeBus(delay=0.0)
+        bus.fail_with = "Local: Message timed out"
+        svc = service(bus, fallback="review")
+        out = await svc.decide(req(timeout_ms=1000))
+        assert out["action"] == "REVIEW" and out["degraded"].startswith("produce_failed")
+        assert "e1" not in svc.entries
+        bus.fail_with = None
+        again = await svc.decide(req())
+        assert again["source"] == "job" and len(bus.produced) == 2
+
+    run(go())
+
+
+def test_too_many_in_flight_is_503() -> None:
+    async def go() -> None:
+        svc = service(FakeBus(delay=None), max_in_flight=2)
+        waiting = [asyncio.create_task(svc.decide(req(f"w{i}", timeout_ms=300))) for i in range(2)]
+        await asyncio.sleep(0.01)
+        with pytest.raises(ApiError) as info:
+            await svc.decide(req("w3"))
+        assert info.value.status == 503
+        await asyncio.gather(*waiting)
+
+    run(go())
+
+
+def test_decisions_of_other_instances_or_garbage_are_ignored() -> None:
+    svc = DecisionService(FakeBus(), Limits())
+    assert svc.on_decision({"event_id": "not-ours", "action": "PASS"}) is False
+    assert svc.on_decision({"event_id": 5}) is False
+    assert svc.stats.last_roundtrip == 0.0

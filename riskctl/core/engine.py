@@ -375,7 +375,10 @@ class Engine:
             ev = event
             if pp.stamp:
                 ev = dict(plan.project(event))
-                ev[FEATURES_FIELD] = {name: values[key] for name, key in pp.stamp}
+                stamped = {}
+                for name, key in pp.stamp:
+                    stamped[name] = values[key]
+                ev[FEATURES_FIELD] = stamped
             stored = get(pp.key)
             new, hits, wakeup, overflow, _ = pp.matcher.process(stored, ev, ts)
             if new is None:

@@ -1,18 +1,21 @@
 """Before/after CPU cost of the pure engine: two or more source trees, measured alternately in one run.
 
-    .venv/bin/python bench/engine_ab.py BEFORE_TREE AFTER_TREE [...] [--rounds 5] [--events 60000]
+    .venv/bin/python bench/engine_ab.py BEFORE_TREE AFTER_TREE [AFTER_TREE+native=BUILD ...] [--rounds 5]
 
 A tree is a checkout of this repository (``git worktree add`` or ``git archive REV | tar -x -C DIR``). Each
 round runs every tree once, in turn, in a fresh process (``bench/engine_bench.py``'s workload, its ``run()``,
 ``tune_gc()``, lateness 5 s, two timed passes, the better kept), so a change in the machine's load hits all
 trees alike; the box is shared, hence CPU time (``time.process_time``) and ranges over rounds rather than one
 figure. Every tree must give the same records (checked): a difference is a behaviour change, not a speed-up.
+``TREE+native=BUILD`` runs TREE with ``RISKCTL_NATIVE_CORE=BUILD`` (its compiled core, riskctl/core/native.py;
+the run fails if that build is not used).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -35,13 +38,20 @@ print(json.dumps({"us": best / n * 1e6, "counts": counts}))
 """
 
 
-def measure(tree: Path, events: int, passes: int) -> tuple[float, dict[str, int]]:
+def measure(spec: str, events: int, passes: int) -> tuple[float, dict[str, int]]:
+    tree, _, build = spec.partition("+native=")
+    env = {k: v for k, v in os.environ.items() if k != "RISKCTL_NATIVE_CORE"}
+    args = [sys.executable]
+    if build:
+        env["RISKCTL_NATIVE_CORE"] = str(Path(build).resolve())
+        args += ["-W", "error::RuntimeWarning"]  # a refused build (NativeCoreWarning) fails the run
     out = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(tree), str(events), str(passes)],
+        [*args, "-c", _CHILD, str(Path(tree).resolve()), str(events), str(passes)],
         check=True,
         capture_output=True,
         text=True,
         cwd=tree,
+        env=env,
     )
     got = json.loads(out.stdout.strip().splitlines()[-1])
     return float(got["us"]), dict(got["counts"])
@@ -49,13 +59,13 @@ def measure(tree: Path, events: int, passes: int) -> tuple[float, dict[str, int]
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("trees", nargs="+", type=Path)
+    ap.add_argument("trees", nargs="+", help="source trees, TREE or TREE+native=BUILD")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--events", type=int, default=60_000)
     ap.add_argument("--passes", type=int, default=2)
     args = ap.parse_args()
-    trees = [t.resolve() for t in args.trees]
-    us: dict[Path, list[float]] = {t: [] for t in trees}
+    trees: list[str] = args.trees
+    us: dict[str, list[float]] = {t: [] for t in trees}
     reference: dict[str, int] | None = None
     for r in range(args.rounds):
         for tree in trees:

@@ -7,6 +7,8 @@ failed), 2FA, password changes, transfers, orders, registrations, page views. Th
 validated first; only ``LocalRunner.feed`` (engine + timers) is timed. Writes ``bench/results/engine.json``
 and
 ``bench/results/engine.md``; also reports the pickled state per user (what a Flink MapState would hold).
+With ``RISKCTL_NATIVE_CORE=<build>`` (``scripts/build_native_core.py``) it measures the compiled core; the
+results say which core ran (``"core"``). Before/after comparisons: ``bench/engine_ab.py``.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from riskctl.core import native  # noqa: E402
 from riskctl.core.engine import Engine  # noqa: E402
 from riskctl.core.events import normalize_event  # noqa: E402
 from riskctl.core.rules import RuleSet, load_rules  # noqa: E402
@@ -280,6 +283,7 @@ def main() -> None:
         "state_calls_per_event (first 100k events)": ops,
         "breakdown (first 100k events)": split,
         "python": platform.python_version(),
+        "core": native.status,
         "machine": platform.processor() or platform.machine(),
         "command": "python bench/engine_bench.py " + " ".join(sys.argv[1:]),
     }
@@ -289,7 +293,7 @@ def main() -> None:
     md = [
         "# Engine benchmark",
         "",
-        f"`{result['command']}` (Python {result['python']}, one core).",
+        f"`{result['command']}` (Python {result['python']}, one core, {result['core']} core).",
         "",
         f"- {len(events):,} events, {args.users:,} users, {len(result['rules'])} rules, "
         f"{result['features']} distinct features, lateness {args.lateness} ms",

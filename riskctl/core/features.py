@@ -441,7 +441,10 @@ class LastNFeature(Feature):
 
     def update(self, stored: Any, event: Event, ts: int) -> tuple[Any, Any, bool]:
         """The statistic over the last n recorded events in `(ts - window, ts]`, the current one included."""
-        rec, v = self._value_of(event)
+        if self._interval and self._filter is None:
+            rec, v = True, None  # every event counts (bot cadence): no call
+        else:
+            rec, v = self._value_of(event)
         if stored is None:
             if not rec:
                 return None, None, False
@@ -450,7 +453,12 @@ class LastNFeature(Feature):
         if not rec:
             return self._stat(stored, ts), stored, False
         tss, vals = stored
-        _insert_in_order(tss, vals, ts, v)
+        if tss and ts >= tss[-1]:  # in order: _insert_in_order's common case, inlined
+            tss.append(ts)
+            if vals is not None:
+                vals.append(v)
+        else:
+            _insert_in_order(tss, vals, ts, v)
         if len(tss) > self.n:
             del tss[0]
             if vals is not None:

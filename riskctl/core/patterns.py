@@ -169,6 +169,7 @@ class PatternMatcher:
         "_base",
         "_cond0",
         "_others",
+        "_others_types",
         "_types0",
         "_sift",
         "_final_gap",
@@ -247,6 +248,14 @@ class PatternMatcher:
             if st.source != spec.steps[0].source:
                 others.setdefault(st.source, (st.cond, _types_of(st.cond)))
         self._others = tuple(others.values())
+        # The event types any of them may hold for (None: any): other types need no call of ``_relevant``.
+        other_types: set[str] | None = set()
+        for _, types in self._others:
+            if types is None or other_types is None:
+                other_types = None
+            else:
+                other_types.update(types)
+        self._others_types = None if other_types is None else frozenset(other_types)
         # A condition declaring ``event_types`` holds only for events of those types: not called for others.
         self._types0 = _types_of(self._cond0)
 
@@ -273,7 +282,12 @@ class PatternMatcher:
         project = self._project
         if lateness:
             buf = st[_BUF]
-            if starts or not self._sift or self._relevant(event):
+            others = self._others_types
+            if (
+                starts
+                or not self._sift
+                or ((others is None or event.get("type") in others) and self._relevant(event))
+            ):
                 if project is not None:
                     event = project(event)
                     project = None

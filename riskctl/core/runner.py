@@ -42,13 +42,28 @@ class LocalRunner:
         return None if self.max_ts is None else self.max_ts - self.engine.lateness
 
     def feed(self, event: Mapping[str, Any]) -> Iterator[Record]:
-        """Decide one event (already validated), then fire due timers. Yields the decision, then any
-        alerts.
+        """Decide one event (already validated), then fire due timers. Returns an iterator over the decision,
+        then any alerts (the records of :meth:`accept` then :meth:`advance`, built at once).
         """
+        # Eager, not a generator: four nested generators per event cost more than the engine's own
+        # bookkeeping of an event (bench/results/engine-issue14.md).
         user = event["user_id"]
-        result = self.engine.process(self.store.for_key(user), event)
-        yield from self.accept(result, user)
-        yield from self.advance(event["ts"])
+        engine = self.engine
+        result = engine.process(self.store.for_key(user), event)
+        decision = result.decision
+        out: list[Record] = [] if decision is None else [decision]
+        if result.alerts:
+            out.extend(result.alerts)
+        if result.timers:
+            self._register(result.timers, user)
+        ts = event["ts"]
+        if self.max_ts is None or ts > self.max_ts:
+            self.max_ts = ts
+            heap = self._timers
+            watermark = ts - engine.lateness
+            if heap and heap[0][0] <= watermark:
+                out.extend(self.fire_until(watermark))
+        return iter(out)
 
     def accept(self, result: Result, user: str) -> Iterator[Record]:
         """The records of ``result`` (an engine result for ``user``); registers the timers it asks for."""
@@ -98,10 +113,14 @@ class LocalRunner:
         if result.decision is not None:
             yield result.decision
         yield from result.alerts
-        for ts in result.timers:
+        self._register(result.timers, user)
+
+    def _register(self, timers: list[int], user: str) -> None:
+        pending = self._pending
+        for ts in timers:
             item = (ts, user)
-            if item not in self._pending:
-                self._pending.add(item)
+            if item not in pending:
+                pending.add(item)
                 heapq.heappush(self._timers, item)
 
     def pending_timers(self) -> int:

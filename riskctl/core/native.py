@@ -1,0 +1,92 @@
+"""Opt-in compiled core: the hot modules built by mypyc, used only when asked for and only when fresh.
+
+``scripts/build_native_core.py OUT`` compiles :data:`COMPILED` (mypyc, about 25-60 s) into ``OUT`` and writes
+``OUT/manifest.json`` with the SHA-256 of each source and the interpreter's tag. With the environment
+variable ``RISKCTL_NATIVE_CORE=OUT`` set, ``import riskctl.core`` (:func:`enable_from_env`, called by the
+package) puts ``OUT`` ahead of the sources on the package's search path, so ``riskctl.core.engine`` and the
+others load the compiled modules; the pure-Python sources stay the fallback and the reference:
+
+- variable unset or empty: pure Python, nothing is checked (the default, and what the tests run);
+- ``OUT`` missing, unreadable, built for another interpreter, or built from sources that have changed since
+  (any hash differs): a :class:`NativeCoreWarning` says why, and the pure-Python modules load. A stale build
+  never shadows edited sources.
+
+Same behaviour compiled or not: the whole unit suite passes over the compiled core, and
+``bench/engine_ab.py`` checks the benchmark's records are identical (bench/results/engine-issue14.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import warnings
+from collections.abc import MutableSequence
+from pathlib import Path
+
+ENV = "RISKCTL_NATIVE_CORE"
+#: the modules compiled (relative to riskctl/core), the hot path of an event: what the engine runs per event
+COMPILED = ("decisions.py", "engine.py", "features.py", "patterns.py", "runner.py", "stored.py")
+MANIFEST = "manifest.json"
+#: what ``riskctl.core`` loaded: "python", or "native:<dir>" once the compiled modules are on the path
+status = "python"
+
+
+class NativeCoreWarning(RuntimeWarning):
+    """The compiled core was asked for but cannot be used (the pure-Python modules load instead)."""
+
+
+def source_digests(core_dir: Path) -> dict[str, str]:
+    """SHA-256 of each compiled module's source under ``core_dir`` (what a build must match)."""
+    return {name: hashlib.sha256((core_dir / name).read_bytes()).hexdigest() for name in COMPILED}
+
+
+def problem(out: Path, core_dir: Path) -> str | None:
+    """Why the build in ``out`` cannot be used for the sources in ``core_dir``; None when it can."""
+    try:
+        manifest = json.loads((out / MANIFEST).read_text())
+    except (OSError, ValueError) as exc:
+        return f"no readable {MANIFEST} in {out} ({type(exc).__name__}: {exc})"
+    if not isinstance(manifest, dict):
+        return f"{out / MANIFEST} is not a JSON object"
+    tag = sys.implementation.cache_tag
+    if manifest.get("cache_tag") != tag:
+        return f"built for {manifest.get('cache_tag')!r}, this interpreter is {tag!r}"
+    built = manifest.get("sources")
+    try:
+        current = source_digests(core_dir)
+    except OSError as exc:
+        return f"cannot read the sources ({exc})"
+    if built != current:
+        changed = sorted(n for n in COMPILED if not isinstance(built, dict) or built.get(n) != current[n])
+        return f"stale: {', '.join(changed)} changed since the build (rebuild: scripts/build_native_core.py)"
+    if not (out / "riskctl" / "core").is_dir():
+        return f"{out}/riskctl/core is missing"
+    return None
+
+
+def enable(out: Path, package_path: MutableSequence[str], core_dir: Path) -> bool:
+    """Put the build in ``out`` ahead of ``core_dir`` on ``package_path`` if it matches; else warn. True if
+    enabled."""
+    global status
+    why = problem(out, core_dir)
+    if why is not None:
+        warnings.warn(f"{ENV}={out}: pure-Python core used: {why}", NativeCoreWarning, stacklevel=3)
+        return False
+    native = str(out / "riskctl" / "core")
+    if native not in package_path:
+        package_path.insert(0, native)
+    lib = str(out)  # the modules' shared library (<hash>__mypyc), a top-level module
+    if lib not in sys.path:
+        sys.path.append(lib)
+    status = f"native:{out}"
+    return True
+
+
+def enable_from_env(package_path: MutableSequence[str], core_dir: Path) -> bool:
+    """:func:`enable` the build named by ``RISKCTL_NATIVE_CORE``, if set (called by ``riskctl.core``)."""
+    where = os.environ.get(ENV, "").strip()
+    if not where:
+        return False
+    return enable(Path(where).resolve(), package_path, core_dir)

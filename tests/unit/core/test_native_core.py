@@ -1,0 +1,131 @@
+"""The opt-in compiled core (riskctl/core/native.py): used only when asked for and fresh, else pure Python."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+
+from riskctl.core import native
+
+CORE = Path(native.__file__).parent
+ROOT = CORE.parents[1]
+
+
+def _manifest(out: Path, **override: object) -> None:
+    (out / "riskctl" / "core").mkdir(parents=True, exist_ok=True)
+    doc: dict[str, object] = {
+        "cache_tag": sys.implementation.cache_tag,
+        "sources": native.source_digests(CORE),
+    }
+    doc.update(override)
+    (out / native.MANIFEST).write_text(json.dumps(doc))
+
+
+def _enable(out: Path) -> tuple[bool, list[str], list[str]]:
+    path = [str(CORE)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ok = native.enable(out, path, CORE)
+    return ok, path, [str(w.message) for w in caught if issubclass(w.category, native.NativeCoreWarning)]
+
+
+def test_the_default_is_the_pure_python_core() -> None:
+    env = {k: v for k, v in os.environ.items() if k != native.ENV}
+    env["PYTHONPATH"] = str(ROOT)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import riskctl.core.engine as e, riskctl.core.native as n; print(e.__file__, n.status)",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert out == [str(CORE / "engine.py"), "python"]
+
+
+def test_a_missing_build_warns_and_keeps_the_sources(tmp_path: Path) -> None:
+    ok, path, warned = _enable(tmp_path / "nowhere")
+    assert not ok and path == [str(CORE)]
+    assert len(warned) == 1 and "no readable manifest.json" in warned[0]
+
+
+def test_a_stale_build_never_shadows_the_sources(tmp_path: Path) -> None:
+    sources = native.source_digests(CORE)
+    sources["engine.py"] = "0" * 64
+    _manifest(tmp_path, sources=sources)
+    ok, path, warned = _enable(tmp_path)
+    assert not ok and path == [str(CORE)]
+    assert "stale: engine.py changed" in warned[0]
+
+
+def test_a_build_for_another_interpreter_is_refused(tmp_path: Path) -> None:
+    _manifest(tmp_path, cache_tag="cpython-27")
+    ok, _, warned = _enable(tmp_path)
+    assert not ok and "built for 'cpython-27'" in warned[0]
+
+
+@pytest.mark.parametrize("body", ["[1, 2]", "{not json"])
+def test_a_hostile_manifest_is_refused(tmp_path: Path, body: str) -> None:
+    (tmp_path / native.MANIFEST).write_text(body)
+    ok, _, warned = _enable(tmp_path)
+    assert not ok and warned
+
+
+def test_a_fresh_build_goes_first_on_the_package_path(tmp_path: Path) -> None:
+    _manifest(tmp_path)
+    before = list(sys.path)
+    try:
+        ok, path, warned = _enable(tmp_path)
+        assert ok and not warned
+        assert path == [str(tmp_path / "riskctl" / "core"), str(CORE)]
+        assert sys.path[-1] == str(tmp_path)
+    finally:
+        sys.path[:] = before
+        native.status = "python"
+
+
+def test_the_compiled_core_decides_exactly_as_the_sources(tmp_path: Path) -> None:
+    """Build it (mypyc, 20-60 s) and compare every record of a replay of the benchmark's workload."""
+    pytest.importorskip("mypyc")
+    out = tmp_path / "native"
+    build = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "build_native_core.py"), str(out)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if build.returncode != 0 and "no C compiler" in build.stderr:
+        pytest.skip("no C compiler here")
+    assert build.returncode == 0, build.stderr[-2000:]
+    probe = (
+        "import json, sys; sys.path.insert(0, 'bench'); import engine_bench as eb, riskctl.core.native as n;"
+        "from riskctl.core.engine import Engine; from riskctl.core.rules import load_rules;"
+        "from riskctl.core.runner import LocalRunner; import riskctl.core.engine as m;"
+        "r = LocalRunner(Engine(load_rules('rules'), lateness=5000));"
+        "recs = [x.to_dict() for x in r.run(eb.generate(5000, 300))];"
+        "print(json.dumps({'status': n.status, 'file': m.__file__, 'records': recs}, sort_keys=True))"
+    )
+    runs = {}
+    for mode in ("python", "native"):
+        env = {k: v for k, v in os.environ.items() if k != native.ENV}
+        env["PYTHONPATH"] = str(ROOT)
+        if mode == "native":
+            env[native.ENV] = str(out)
+        got = subprocess.run(
+            [sys.executable, "-c", probe], env=env, cwd=ROOT, capture_output=True, text=True, check=True
+        )
+        runs[mode] = json.loads(got.stdout)
+    assert runs["python"]["status"] == "python"
+    assert runs["native"]["status"] == f"native:{out}"
+    assert runs["native"]["file"].endswith(".so")
+    assert len(runs["python"]["records"]) > 5000  # decisions and alerts
+    assert runs["native"]["records"] == runs["python"]["records"]

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from riskctl.errors import ServiceError
 
 SERVICE = "kafka"
 
 
-def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int = 2) -> list[str]:
-    """Create the topics that do not exist yet; return the names created.
+def ensure_topics(
+    bootstrap: str,
+    topics: Iterable[str],
+    partitions: int = 2,
+    *,
+    configs: Mapping[str, str] | None = None,
+) -> list[str]:
+    """Create the topics that do not exist yet, with ``configs`` if given; return the names created.
 
     A Flink KafkaSource fails on a topic that does not exist, so jobs call this before they start.
     """
@@ -28,7 +34,8 @@ def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int = 2) ->
         missing = [t for t in dict.fromkeys(topics) if t not in existing]
         if missing:
             try:
-                admin.create_topics([NewTopic(t, partitions, 1) for t in missing])
+                new = [NewTopic(t, partitions, 1, topic_configs=dict(configs or {})) for t in missing]
+                admin.create_topics(new)
             except TopicAlreadyExistsError:
                 pass  # created concurrently: fine
             except KafkaError as exc:

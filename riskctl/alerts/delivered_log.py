@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from riskctl.errors import ServiceError
+from riskctl.kafka_admin import ensure_topics
 
 log = logging.getLogger("riskctl.alerts")
 SEP = "\x1f"
@@ -45,28 +46,8 @@ def parse_key(key: bytes | None) -> tuple[str, str] | None:
 
 def ensure_topic(bootstrap: str, topic: str, partitions: int = 1) -> None:
     """Create the compacted topic when it does not exist."""
-    from kafka import KafkaAdminClient
-    from kafka.admin import NewTopic
-    from kafka.errors import KafkaError, NoBrokersAvailable, TopicAlreadyExistsError
-
-    try:
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
-    except NoBrokersAvailable:
-        msg = f"no broker answers at {bootstrap}"
-        raise ServiceError(SERVICE, msg) from None
-    try:
-        if topic in set(admin.list_topics()):
-            return
-        configs = {"cleanup.policy": "compact,delete", "retention.ms": str(RETENTION_MS)}
-        try:
-            admin.create_topics([NewTopic(topic, partitions, 1, topic_configs=configs)])
-        except TopicAlreadyExistsError:
-            pass
-        except KafkaError as exc:
-            msg = f"creating topic {topic} failed: {exc}"
-            raise ServiceError(SERVICE, msg) from exc
-    finally:
-        admin.close()
+    configs = {"cleanup.policy": "compact,delete", "retention.ms": str(RETENTION_MS)}
+    ensure_topics(bootstrap, [topic], partitions, configs=configs)
 
 
 class DeliveredLog:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from riskctl.errors import ServiceError
 
@@ -44,3 +45,28 @@ def ensure_topics(
         return missing
     finally:
         admin.close()
+
+
+def seek_to_window(consumer: Any, parts: list[Any], since_ms: int) -> tuple[dict[Any, int], set[Any]]:
+    """Assign ``parts`` to a kafka-python ``consumer`` and seek each to its first record at or after
+    ``since_ms`` (its end when there is none); return the end offsets as they are now and the partitions that
+    have records up to them. A window read ends when :func:`drop_finished` has emptied that set."""
+    consumer.assign(parts)
+    starts = consumer.offsets_for_times(dict.fromkeys(parts, since_ms))
+    ends: dict[Any, int] = consumer.end_offsets(parts)
+    remaining = set()
+    for tp in parts:
+        found = starts.get(tp)
+        start = found.offset if found is not None else ends[tp]
+        consumer.seek(tp, start)
+        if start < ends[tp]:
+            remaining.add(tp)
+    return ends, remaining
+
+
+def drop_finished(consumer: Any, remaining: set[Any], ends: dict[Any, int]) -> None:
+    """Remove from ``remaining`` the partitions whose position reached their end offset (records past a
+    transaction marker or compacted away never arrive, so the position, not the last record, says when)."""
+    for tp in list(remaining):
+        if consumer.position(tp) >= ends[tp]:
+            remaining.discard(tp)

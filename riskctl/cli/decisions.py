@@ -221,6 +221,7 @@ def _read_window(
     """The records of ``topic`` produced in the last ``window_ms`` (up to the end offsets at the start)."""
     from kafka import TopicPartition
 
+    from riskctl.kafka_admin import drop_finished, seek_to_window
     from riskctl.sim.kafka_io import poll
 
     c = _connect([topic], from_beginning=True)
@@ -228,17 +229,7 @@ def _read_window(
     try:
         c.unsubscribe()
         parts = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or [])]
-        c.assign(parts)
-        since = int(time.time() * 1000) - window_ms
-        starts = c.offsets_for_times({tp: since for tp in parts})
-        ends = c.end_offsets(parts)
-        remaining = set()
-        for tp in parts:
-            found = starts.get(tp)
-            start = found.offset if found is not None else ends[tp]
-            c.seek(tp, start)
-            if start < ends[tp]:
-                remaining.add(tp)
+        ends, remaining = seek_to_window(c, parts, int(time.time() * 1000) - window_ms)
         deadline = time.monotonic() + timeout
         while remaining and time.monotonic() < deadline:
             for msg in poll(c, 200):
@@ -250,9 +241,7 @@ def _read_window(
                     remaining.discard(tp)
                 if max_records is not None and len(out) >= max_records:
                     return out
-            for tp in list(remaining):
-                if c.position(tp) >= ends[tp]:
-                    remaining.discard(tp)
+            drop_finished(c, remaining, ends)
     finally:
         c.close()
     return out

@@ -126,6 +126,7 @@ def read_topic_window(bootstrap: str, topic: str, window_ms: int, *, timeout_s: 
     from kafka.errors import KafkaError
 
     from riskctl.errors import ServiceError
+    from riskctl.kafka_admin import drop_finished, seek_to_window
     from riskctl.sim.kafka_io import SERVICE, kafka_down
 
     try:
@@ -145,17 +146,7 @@ def read_topic_window(bootstrap: str, topic: str, window_ms: int, *, timeout_s: 
             msg = f"topic {topic!r} does not exist on {bootstrap}"
             raise ServiceError(SERVICE, msg)
         parts = [TopicPartition(topic, p) for p in sorted(partitions)]
-        c.assign(parts)
-        since = int(time.time() * 1000) - window_ms
-        starts = c.offsets_for_times(dict.fromkeys(parts, since))
-        ends = c.end_offsets(parts)
-        remaining = set()
-        for tp in parts:
-            found = starts.get(tp)
-            start = found.offset if found is not None else ends[tp]
-            c.seek(tp, start)
-            if start < ends[tp]:
-                remaining.add(tp)
+        ends, remaining = seek_to_window(c, parts, int(time.time() * 1000) - window_ms)
         deadline = time.monotonic() + timeout_s
         while remaining and time.monotonic() < deadline:
             for tp, records in c.poll(timeout_ms=200).items():
@@ -169,9 +160,7 @@ def read_topic_window(bootstrap: str, topic: str, window_ms: int, *, timeout_s: 
                     out.append(value.replace(b"\n", b" "))
                     if rec.offset + 1 >= ends[tp]:
                         remaining.discard(tp)
-            for tp in list(remaining):
-                if c.position(tp) >= ends[tp]:
-                    remaining.discard(tp)
+            drop_finished(c, remaining, ends)
     finally:
         c.close()
     return b"\n".join(out)

@@ -72,16 +72,17 @@ def consume_until(
         bootstrap_servers=settings.kafka_bootstrap,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
-        consumer_timeout_ms=500,
         group_id=None,
         isolation_level=isolation_level,
     )
     records: list[dict[str, Any]] = []
     deadline = time.monotonic() + timeout
     try:
-        while time.monotonic() < deadline:
-            for msg in consumer:
-                records.append(json.loads(msg.value))
+        # poll, not the iterator: the iterator ends only after 500 ms without a record, so a topic that
+        # something keeps writing to (the API's readiness probes) kept it going past any deadline.
+        while (left := deadline - time.monotonic()) > 0:
+            for batch in consumer.poll(timeout_ms=int(min(left, 0.5) * 1000) + 1).values():
+                records.extend(json.loads(msg.value) for msg in batch)
             if done(records):
                 return records
             if job is not None:

@@ -32,6 +32,7 @@ import pytest
 from riskctl.alerts.dispatcher import Dispatcher, Stats, run_kafka
 from riskctl.alerts.settings import parse_config
 from riskctl.config import PROJECT_ROOT, Settings
+from tests.integration.support import consume_until
 
 pytestmark = pytest.mark.integration
 
@@ -199,26 +200,10 @@ def produce(settings: Settings, topic: str, values: list[bytes | dict[str, Any]]
 
 
 def read_all(settings: Settings, topic: str, want: int, timeout: float = 20) -> list[dict[str, Any]]:
-    from kafka import KafkaConsumer
-
-    consumer = KafkaConsumer(
-        topic,
-        bootstrap_servers=settings.kafka_bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        group_id=None,
-        consumer_timeout_ms=300,
-    )
-    out: list[dict[str, Any]] = []
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline and len(out) < want:
-            out.extend(json.loads(m.value) for m in consumer)
-        if want == 0:  # nothing expected: read a little longer to be sure
-            out.extend(json.loads(m.value) for m in consumer)
-    finally:
-        consumer.close()
-    return out
+    """The records of ``topic`` once ``want`` are there; with ``want=0``, whatever came in 1.5 s."""
+    if want == 0:
+        return consume_until(settings, topic, lambda rs: False, timeout=1.5)
+    return consume_until(settings, topic, lambda rs: len(rs) >= want, timeout=timeout)
 
 
 def committed(settings: Settings, group: str) -> dict[tuple[str, int], int]:

@@ -20,10 +20,27 @@ _SECRET_KEYS = {"password"}
 _DERIVED = ("kafka_bootstrap", "mysql_host", "mysql_port", "flink_rest_url", "checkpoint_dir")
 
 
+def parse_options(text: str) -> dict[str, str]:
+    """``"k=v;k2=v2"`` -> ``{"k": "v", "k2": "v2"}`` (Flink configuration in one setting); a pair without
+    ``=`` is a ConfigError."""
+    out: dict[str, str] = {}
+    for pair in text.split(";"):
+        if not pair.strip():
+            continue
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            msg = f"Flink options take key=value pairs separated by ';', got {pair.strip()!r}"
+            raise ConfigError(msg)
+        out[key.strip()] = value.strip()
+    return out
+
+
 def _flink_options_ok(value: str) -> bool:
-    """What riskctl.flink.env.parse_options accepts: blank, or ``key=value`` pieces between ``;``."""
-    pieces = [p.partition("=") for p in value.split(";") if p.strip()]
-    return all(sep and key.strip() for key, sep, _ in pieces)
+    try:
+        parse_options(value)
+    except ConfigError:
+        return False
+    return True
 
 
 _TOPIC = {
@@ -55,6 +72,9 @@ class StackSettings:
     flink_heartbeat_interval_ms: int = ms(1000)
     flink_heartbeat_timeout_ms: int = ms(10000)
     flink_heartbeat_rpc_failure_threshold: int = setting(3, low=1, high=INT, special=(-1,))  # -1: off
+    #: extra configuration of the local cluster (its conf/config.yaml), "key=value" pairs separated by ";",
+    #: e.g. "taskmanager.memory.segment-size=8kb"; they win over riskctl's own values
+    flink_config: str = setting("", test=_flink_options_ok, shape="key=value pairs separated by ';'")
 
 
 @dataclass

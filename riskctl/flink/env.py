@@ -94,20 +94,6 @@ class EnvOptions:
     options: dict[str, str] = field(default_factory=dict)  # extra Flink configuration, applied last
 
 
-def parse_options(text: str) -> dict[str, str]:
-    """``"k=v;k2=v2"`` -> ``{"k": "v", "k2": "v2"}``; a pair without ``=`` is a ConfigError."""
-    out: dict[str, str] = {}
-    for pair in text.split(";"):
-        if not pair.strip():
-            continue
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            msg = f"flink.options takes key=value pairs separated by ';', got {pair.strip()!r}"
-            raise ConfigError(msg)
-        out[key.strip()] = value.strip()
-    return out
-
-
 def jar_urls(jars_dir: str) -> list[str]:
     """``file://`` URLs of every jar in ``jars_dir``; fails clearly when a required connector is missing."""
     folder = Path(jars_dir)

@@ -58,7 +58,8 @@ def restart_options(settings: Settings) -> RestartOptions:
 
 def build(settings: Settings) -> object:
     """Create the execution environment and add the pipeline; returns the environment."""
-    from riskctl.flink.env import EnvOptions, create_env, parse_options
+    from riskctl.config.settings import parse_options
+    from riskctl.flink.env import EnvOptions, create_env
     from riskctl.flink.job import build_pipeline
 
     job = settings.job

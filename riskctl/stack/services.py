@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from riskctl.config import PROJECT_ROOT, Settings
+from riskctl.config.settings import parse_options
 from riskctl.errors import ServiceError
 from riskctl.flink.pythonpath import python_path
 from riskctl.stack.process import (
@@ -638,6 +639,10 @@ class FlinkCluster(Service):
             "blob": {"server": {"port": "0"}},
             "taskmanager.data.port": 0,
         }
+        # the operator's own keys (stack.flink_config), flat: Flink reads "a.b: v" and nested a: {b: v} alike
+        for key, value in parse_options(s.flink_config).items():
+            _drop_nested(cfg, key)
+            cfg[key] = value
         return yaml.safe_dump(cfg, sort_keys=False)
 
     def _env(self) -> dict[str, str]:
@@ -748,6 +753,18 @@ class FlinkCluster(Service):
     def run_env(self) -> dict[str, str]:
         """Environment for ``bin/flink run`` against this cluster."""
         return self._env()
+
+
+def _drop_nested(cfg: dict[str, object], dotted: str) -> None:
+    """Remove ``a: {b: {c: ...}}`` for the key ``a.b.c`` so that a flat key given for it is the only one."""
+    *parents, leaf = dotted.split(".")
+    node: object = cfg
+    for part in parents:
+        if not isinstance(node, dict) or not isinstance(node.get(part), dict):
+            return
+        node = node[part]
+    if isinstance(node, dict):
+        node.pop(leaf, None)
 
 
 def services(settings: Settings, *, flink: bool) -> list[Service]:

@@ -95,6 +95,20 @@ def test_local_cluster_notices_a_dead_taskmanager_in_seconds(tmp_path: Path) -> 
     assert heartbeat == {"interval": 2000, "timeout": 30000, "rpc-failure-threshold": -1}
 
 
+def test_the_operators_cluster_keys_win_over_riskctls_own(tmp_path: Path) -> None:
+    env = {
+        "RISKCTL_STACK_DIR": str(tmp_path),
+        "RISKCTL_STACK_FLINK_CONFIG": "heartbeat.interval=500; taskmanager.memory.segment-size=8kb",
+    }
+    cluster = FlinkCluster(load_settings(env=env))
+    conf = yaml.safe_load(cluster._config_yaml(cluster._pyflink_dir()))
+    assert conf["heartbeat.interval"] == "500" and "interval" not in conf["heartbeat"]
+    assert conf["heartbeat"]["timeout"] == 10000  # the keys not given are riskctl's
+    assert conf["taskmanager.memory.segment-size"] == "8kb"
+    with pytest.raises(ConfigError, match="flink_config"):
+        load_settings(env={**env, "RISKCTL_STACK_FLINK_CONFIG": "heartbeat.interval"})
+
+
 @pytest.fixture
 def fake_cluster(tmp_path: Path) -> Iterator[FlinkCluster]:
     """A FlinkCluster whose JobManager is a sleeping process and whose taskmanager.sh sleeps too."""

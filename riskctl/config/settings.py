@@ -66,12 +66,12 @@ class StackSettings:
     kafka_heap: str = setting("512m", pattern=r"[0-9]+[kmgtKMGT]?", shape="a JVM heap size, e.g. 512m or 2g")
     #: how the local cluster notices a dead TaskManager (or JobManager): heartbeats every interval; a target
     #: is dead after ``flink_heartbeat_rpc_failure_threshold`` heartbeat RPCs in a row failed (a killed
-    #: process refuses the connection: noticed in interval x threshold, ~3 s), or after the timeout
+    #: process refuses the connection: noticed in interval x threshold, ~2 s), or after the timeout
     #: without an answer (a hung or cut-off machine). Flink's defaults (10 s, 50 s, 2) took 11-16 s, while
     #: the job kept deploying to the dead TaskManager. See docs/operations.md.
     flink_heartbeat_interval_ms: int = ms(1000)
     flink_heartbeat_timeout_ms: int = ms(10000)
-    flink_heartbeat_rpc_failure_threshold: int = setting(3, low=1, high=INT, special=(-1,))  # -1: off
+    flink_heartbeat_rpc_failure_threshold: int = setting(2, low=1, high=INT, special=(-1,))  # -1: off
     #: extra configuration of the local cluster (its conf/config.yaml), "key=value" pairs separated by ";",
     #: e.g. "taskmanager.memory.segment-size=8kb"; they win over riskctl's own values
     flink_config: str = setting("", test=_flink_options_ok, shape="key=value pairs separated by ';'")

@@ -78,11 +78,12 @@ def test_local_cluster_notices_a_dead_taskmanager_in_seconds(tmp_path: Path) -> 
     settings = load_settings(env={"RISKCTL_STACK_DIR": str(tmp_path)})
     cluster = FlinkCluster(settings)
     heartbeat = yaml.safe_load(cluster._config_yaml(cluster._pyflink_dir()))["heartbeat"]
-    assert heartbeat == {"interval": 1000, "timeout": 10000, "rpc-failure-threshold": 3}
+    assert heartbeat == {"interval": 1000, "timeout": 10000, "rpc-failure-threshold": 2}
     # detection of a killed process: interval x threshold
     assert heartbeat["interval"] * heartbeat["rpc-failure-threshold"] <= 5000
     conf = yaml.safe_load(cluster._config_yaml(cluster._pyflink_dir()))
     assert conf["cluster"] == {"evenly-spread-out-slots": True}
+    assert conf["taskmanager"]["memory"]["segment-size"] == "4kb"  # fewer records ahead of a barrier
 
     env = {
         "RISKCTL_STACK_DIR": str(tmp_path),

@@ -16,7 +16,8 @@ load generator itself is part of what saturates; the achieved rate says so.
 
     .venv/bin/python bench/api_bench.py --rates 200,1000,5000 --seconds 10
 
-Writes bench/results/api.json (``{"api": {...}}``) and bench/results/api.md.
+Writes bench/results/api.json (``{"api": {...}}``, earlier runs kept) and bench/results/api.md, and puts the
+run in bench/results/bench.json as its ``api`` section (with section (g) of bench.md and the API's targets).
 """
 
 from __future__ import annotations
@@ -39,7 +40,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT)]
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+
+from harness.report import api_table, markdown, targets  # noqa: E402
 
 from riskctl.config import load_settings  # noqa: E402
 from riskctl.core.stats import percentile  # noqa: E402
@@ -332,21 +335,25 @@ def report(api_runs: list[dict[str, Any]]) -> str:
             f"## {run['started']}: `.venv/bin/python {run['command']}` "
             f"(default timeout {run['timeout_ms']} ms)",
             "",
-            "| target req/s | sent/s | answered/s | client p50 | p99 | p99.9 ms | API elapsed p50 / p99 ms "
-            "| timeout rate | errors | Kafka produce->decision p50 / p99 ms | API adds (p50) ms | load avg |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            *api_table(run["runs"]),
         ]
-        for r in run["runs"]:
-            c, a, k = r["client_ms"], r["api_elapsed_ms"], r["kafka_produce_to_decision_ms"]
-            lines.append(
-                f"| {r['target_rate']} | {r['achieved_send_rate']} | {r.get('answered_per_s', '?')} | "
-                f"{c['p50']} | {c['p99']} | {c['p99.9']} | {a['p50']} / {a['p99']} | "
-                f"{r['timeout_rate']:.2%} | {r['errors']} | {k['p50']} / {k['p99']} | "
-                f"{r['api_adds_ms_p50']} | {_loads(r)} |"
-            )
         if run.get("note"):
             lines += ["", run["note"]]
     return "\n".join(lines) + "\n"
+
+
+def into_bench_json(api: dict[str, Any], folder: Path) -> None:
+    """The run becomes the ``api`` section of ``bench.json`` (and section (g) of ``bench.md``) in ``folder``,
+    beside the figures of the last ``bench/bench.py`` run, whose targets are recomputed with it."""
+    path = folder / "bench.json"
+    if not path.exists():
+        return
+    doc = json.loads(path.read_text())
+    doc["api"] = api
+    doc["targets"] = targets(doc)
+    path.write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    (folder / "bench.md").write_text(markdown(doc))
+    print(f"wrote the api section of {path}")
 
 
 def main() -> None:
@@ -358,6 +365,11 @@ def main() -> None:
     ap.add_argument("--in-memory", action="store_true", help="the API alone: no Kafka, no job (its own cost)")
     ap.add_argument("--serve-in-memory", type=int, metavar="PORT", help=argparse.SUPPRESS)
     ap.add_argument("--out", default=None)
+    ap.add_argument(
+        "--bench-json",
+        action="store_true",
+        help="also write the run into the bench.json beside --out (always done for bench/results/)",
+    )
     args = ap.parse_args()
     if args.serve_in_memory:
         serve_in_memory(args.serve_in_memory)
@@ -446,6 +458,8 @@ def main() -> None:
     out.write_text(json.dumps(doc, indent=2) + "\n")
     out.with_suffix(".md").write_text(report([doc["api"], *doc.get("api_earlier", [])]))
     print(f"wrote {args.out}")
+    if out.parent == RESULTS or args.bench_json:
+        into_bench_json(doc["api"], out.parent)
 
 
 if __name__ == "__main__":

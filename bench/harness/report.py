@@ -121,6 +121,17 @@ def markdown(doc: dict[str, Any]) -> str:
             json.dumps(mr, indent=2),
             "```",
         ]
+    api = doc.get("api")
+    if api:
+        out += [
+            "",
+            "## (g) The decision API (`riskctl serve` in front of the job)",
+            "",
+            f"From `bench/api_bench.py` ({api['started']}: `.venv/bin/python {api['command']}`, "
+            f"default timeout {api['timeout_ms']} ms); every run and the notes: `api.md`.",
+            "",
+            *api_table(api["runs"]),
+        ]
     out += ["", "## Targets", ""]
     for t in doc.get("targets", []):
         out.append(f"- {t}")
@@ -181,6 +192,48 @@ def plots(doc: dict[str, Any], folder: Path) -> list[str]:
     return written
 
 
+def api_table(runs: list[dict[str, Any]]) -> list[str]:
+    """One row per request rate of a ``bench/api_bench.py`` run."""
+    lines = [
+        "| target req/s | sent/s | answered/s | client p50 | p99 | p99.9 ms | API elapsed p50 / p99 ms "
+        "| timeout rate | errors | Kafka produce->decision p50 / p99 ms | API adds (p50) ms | load avg |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in runs:
+        c, a, k = r["client_ms"], r["api_elapsed_ms"], r["kafka_produce_to_decision_ms"]
+        lines.append(
+            f"| {r['target_rate']} | {r['achieved_send_rate']} | {r.get('answered_per_s', '?')} | "
+            f"{c['p50']} | {c['p99']} | {c['p99.9']} | {a['p50']} / {a['p99']} | "
+            f"{r['timeout_rate']:.2%} | {r['errors']} | {k['p50']} / {k['p99']} | "
+            f"{r['api_adds_ms_p50']} | {r.get('load_average_1m_after', '?')} |"
+        )
+    return lines
+
+
+def api_targets(api: dict[str, Any]) -> list[str]:
+    """The API's targets (issue 13): p99 < 50 ms and no timeouts at 1,000 requests/s, p99 < 200 ms at
+    5,000 requests/s; a rate the API did not keep up with (answered < 95%, or errors) misses."""
+    by_rate = {r["target_rate"]: r for r in api["runs"]}
+    out = []
+    for rate, limit in ((1000, 50), (5000, 200)):
+        r = by_rate.get(rate)
+        if r is None:
+            out.append(f"API p99 < {limit} ms at {rate:,} requests/s: not run -> MISSED")
+            continue
+        p99, answered = r["client_ms"]["p99"], r.get("answered_per_s") or 0
+        ok = p99 is not None and p99 < limit and r["errors"] == 0 and answered >= 0.95 * rate
+        if rate == 1000:
+            ok = ok and r["timeout_rate"] == 0
+        out.append(
+            f"API p99 < {limit} ms at {rate:,} requests/s"
+            + (" with no timeouts" if rate == 1000 else "")
+            + f": p99 {p99} ms, timeouts {r['timeout_rate']:.2%}, errors {r['errors']}, "
+            + f"answered {answered}/s -> "
+            + ("met" if ok else "MISSED")
+        )
+    return out
+
+
 def targets(doc: dict[str, Any]) -> list[str]:
     """One verdict per target of the project, each ending in ``-> met`` or ``-> MISSED``: throughput at
     parallelism 2 (the best riskctl run), p99 latency at 5,000 events/s (a saturated phase misses, however
@@ -219,4 +272,6 @@ def targets(doc: dict[str, Any]) -> list[str]:
         f"state < 1 KB per active user: {live} B (RocksDB live data) -> "
         + ("met" if live and live < 1024 else "MISSED")
     )
+    if doc.get("api"):
+        out += api_targets(doc["api"])
     return out

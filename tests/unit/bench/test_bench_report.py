@@ -126,3 +126,43 @@ def test_markdown_shows_the_in_kafka_latency_and_the_saturation(bench: ModuleTyp
     assert "| riskctl-thread | 5,000 | 5,000 | 5,000 | 5.0 | 8.0 | 900 |" in text
     assert "yes: a queue, not latency" in text
     assert "p99 < 50 ms at 5,000 events/s" in text and "MISSED" in text
+
+
+def _api_rate(rate: int, p99: float, *, timeouts: float = 0.0, errors: int = 0) -> dict[str, Any]:
+    pcts = {"p50": 5.0, "p99": p99, "p99.9": p99}
+    return {
+        "target_rate": rate,
+        "achieved_send_rate": float(rate),
+        "answered_per_s": float(rate),
+        "client_ms": pcts,
+        "api_elapsed_ms": pcts,
+        "kafka_produce_to_decision_ms": pcts,
+        "timeout_rate": timeouts,
+        "errors": errors,
+        "api_adds_ms_p50": 1.0,
+    }
+
+
+def _api(**at_1000: Any) -> dict[str, Any]:
+    runs = [_api_rate(200, 10), _api_rate(1000, **({"p99": 40.0} | at_1000)), _api_rate(5000, 150)]
+    return {"command": "bench/api_bench.py", "started": "now", "timeout_ms": 150, "runs": runs}
+
+
+@pytest.mark.parametrize(
+    ("at_1000", "met"),
+    [
+        ({}, True),
+        ({"p99": 50.0}, False),
+        ({"timeouts": 0.001}, False),  # no timeouts at 1,000 requests/s, however low the p99
+        ({"errors": 1}, False),
+    ],
+)
+def test_the_api_section_adds_the_apis_targets(bench: ModuleType, at_1000: dict[str, Any], met: bool) -> None:
+    doc = _doc(p2=31000, p99_5k=40, saturated=False, propagation_p99=300, live=600)
+    doc["api"] = _api(**at_1000)
+    verdicts = bench.targets(doc)
+    assert len(verdicts) == 6
+    assert verdicts[4].startswith("API p99 < 50 ms at 1,000 requests/s with no timeouts")
+    assert verdicts[4].endswith("-> met" if met else "-> MISSED")
+    assert verdicts[5].startswith("API p99 < 200 ms at 5,000 requests/s") and verdicts[5].endswith("-> met")
+    assert bench.api_table(doc["api"]["runs"])[3].startswith("| 1000 | 1000.0 | 1000.0 | 5.0 |")

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from riskctl.config import PROJECT_ROOT, JobSettings, Settings, StackSettings
+from riskctl.config import PROJECT_ROOT, JobSettings, ServeSettings, Settings, StackSettings
 from tests.helpers import run_riskctl
 
 ROOT = PROJECT_ROOT
@@ -324,3 +324,16 @@ def test_the_checks_catch_a_broken_compose_file(tmp_path: Path) -> None:
     with pytest.raises(AssertionError):
         test_topics_and_rules_table_are_the_job_defaults(bad)
     assert "RISKCTL_JOB_EVENT_TOPIC" not in _setting_names()
+
+
+def test_the_api_service_serves_what_the_job_replies_to(compose: dict[str, Any]) -> None:
+    serve = compose["services"]["serve"]
+    env = _env(serve)
+    assert serve["command"][:2] == ["riskctl", "serve"]
+    assert run_riskctl("serve", "--help", timeout=60).returncode == 0
+    # the job (the submitter's environment) writes replies to the topic the API reads
+    job_env = _env(compose["services"]["submitter"])
+    assert env["RISKCTL_SERVE_REPLIES_TOPIC"] == job_env["RISKCTL_SERVE_REPLIES_TOPIC"]
+    assert env["RISKCTL_SERVE_HOST"] == "0.0.0.0"  # noqa: S104 - reachable through the published port
+    assert serve["ports"][0].rsplit(":", 1)[1] == str(ServeSettings().port)
+    assert serve["depends_on"]["submitter"]["condition"] == "service_completed_successfully"

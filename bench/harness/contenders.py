@@ -154,6 +154,41 @@ class RiskctlJob(Contender):
         }
         return [([sys.executable, str(ROOT / "jobs" / "risk_job.py")], env)]
 
+    def checkpoints(self) -> dict[str, Any]:
+        """How long the decide task paused for each of the last completed checkpoints (Flink keeps ten in
+        its REST history): the synchronous phase (the task stops deciding) and the barrier alignment, the
+        slowest subtask of each checkpoint; summarised as median and max over those checkpoints."""
+        base = f"http://127.0.0.1:{self.rest_port}"
+
+        def get(path: str) -> Any:
+            with urllib.request.urlopen(base + path, timeout=5) as r:  # noqa: S310 - our local REST endpoint
+                return json.load(r)
+
+        (job,) = [j["id"] for j in get("/jobs")["jobs"] if j["status"] == "RUNNING"]
+        (decide,) = [v["id"] for v in get(f"/jobs/{job}")["vertices"] if v["name"].startswith("decide")]
+        overview = get(f"/jobs/{job}/checkpoints")
+        done = [c for c in overview.get("history", []) if c.get("status") == "COMPLETED"]
+        sync, align, total = [], [], []
+        for c in done:
+            summary = get(f"/jobs/{job}/checkpoints/details/{c['id']}/subtasks/{decide}")["summary"]
+            sync.append(summary["checkpoint_duration"]["sync"]["max"])
+            align.append(summary["alignment"]["duration"]["max"])
+            total.append(c["end_to_end_duration"])
+
+        def med_max(v: list[float]) -> dict[str, float | None]:
+            s = sorted(v)
+            return {"p50": s[len(s) // 2] if s else None, "max": s[-1] if s else None}
+
+        counts = overview.get("counts", {})
+        return {
+            "completed": counts.get("completed"),
+            "failed": counts.get("failed"),
+            "sampled": len(done),
+            "sync_ms": med_max(sync),
+            "alignment_ms": med_max(align),
+            "end_to_end_ms": med_max(total),
+        }
+
     def rocksdb(self) -> dict[str, float]:
         """RocksDB's estimates for the engine's state (summed over subtasks), from the REST metrics."""
         base = f"http://127.0.0.1:{self.rest_port}"

@@ -77,6 +77,34 @@ def markdown(doc: dict[str, Any]) -> str:
                 f"| {f['n']} | "
                 f"{f['p50']} | {f['p99']} | {f['max']} |",
             ]
+    tasks = [
+        r
+        for r in doc["runs"]
+        if r.get("checkpoints") or r.get("throughput", {}).get("decide_thread_cpu_us_per_event")
+    ]
+    if tasks:
+        out += [
+            "",
+            "## (c2) The decide task: CPU per event and checkpoint pauses",
+            "",
+            "CPU: the decide task's thread(s) only (where the Python runs, thread mode), over the",
+            "sustained phase, per decided event. Pauses: the synchronous phase of each of the last",
+            "completed checkpoints (the task stops deciding) and its barrier alignment, slowest subtask,",
+            "from Flink's REST checkpoint history.",
+            "",
+            "| contender | p | decide thread CPU us/event | checkpoints completed / failed "
+            "| sync p50 / max ms | alignment p50 / max ms | end to end p50 / max ms |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in tasks:
+            cp = r.get("checkpoints") or {}
+            sync, align, e2e = (cp.get(k) or {} for k in ("sync_ms", "alignment_ms", "end_to_end_ms"))
+            out.append(
+                f"| {r['contender']} | {r['parallelism']} | "
+                f"{r.get('throughput', {}).get('decide_thread_cpu_us_per_event')} | "
+                f"{cp.get('completed')} / {cp.get('failed')} | {sync.get('p50')} / {sync.get('max')} | "
+                f"{align.get('p50')} / {align.get('max')} | {e2e.get('p50')} / {e2e.get('max')} |"
+            )
     out += ["", "## (d) State per active user", ""]
     for r in doc["runs"]:
         rocks = r.get("rocksdb")
@@ -272,6 +300,32 @@ def targets(doc: dict[str, Any]) -> list[str]:
         f"state < 1 KB per active user: {live} B (RocksDB live data) -> "
         + ("met" if live and live < 1024 else "MISSED")
     )
+    out += cost_targets(doc)
     if doc.get("api"):
         out += api_targets(doc["api"])
+    return out
+
+
+def cost_targets(doc: dict[str, Any]) -> list[str]:
+    """Issue 14's targets: sustained p=1 >= 20,000 events/s and >= 2x the plain loop of the same run, the
+    decide task's CPU <= 50 us per event, p99 < 20 ms at 1,000 events/s, the pure engine >= 100,000/s."""
+    runs = {(r["contender"], r["parallelism"]): r for r in doc["runs"]}
+    job = runs.get(("riskctl-thread", 1), {})
+    own = job.get("throughput", {}).get("events_per_s")
+    loop = runs.get(("plain-loop", 1), {}).get("throughput", {}).get("events_per_s")
+    out = [
+        f"sustained p=1 >= 20,000 events/s: {own} -> {'met' if own and own >= 20000 else 'MISSED'}",
+        f"sustained p=1 >= 2x the plain loop: {own} against {loop} -> "
+        + ("met" if own and loop and own >= 2 * loop else "MISSED" if loop else "not run -> MISSED"),
+    ]
+    cpu = job.get("throughput", {}).get("decide_thread_cpu_us_per_event")
+    ok_cpu = cpu is not None and cpu <= 50
+    out.append(f"decide task CPU <= 50 us per event: {cpu} us -> {'met' if ok_cpu else 'MISSED'}")
+    one_k = [p for p in job.get("latency", []) if p["offered_per_s"] == 1000]
+    p99 = one_k[0]["latency_in_kafka_ms"]["p99"] if one_k else None
+    ok = bool(one_k) and not one_k[0]["saturated"] and p99 is not None and p99 < 20
+    out.append(f"p99 < 20 ms at 1,000 events/s: p99 {p99} ms in Kafka -> {'met' if ok else 'MISSED'}")
+    eng = doc.get("pure_engine", {}).get("events_per_s")
+    ok_eng = bool(eng) and eng >= 100000
+    out.append(f"pure engine >= 100,000 events/s on one core: {eng} -> {'met' if ok_eng else 'MISSED'}")
     return out

@@ -15,7 +15,7 @@ from harness.contenders import Contender, MatchRecognize, PlainLoop, RiskctlJob
 from harness.kafka_io import Reader, Topics, delete_topics, log_append_time, preload
 from harness.measures import measure_drain, measure_latency, wait_quiet
 from harness.propagation import PROBE_TYPE, install_rules, measure_propagation
-from harness.sampling import Sampler
+from harness.sampling import Sampler, thread_cpu
 from harness.workload import Plan, key_of
 from riskctl.config import Settings
 from riskctl.kafka_admin import ensure_topics
@@ -85,6 +85,7 @@ def run_contender(
             # backlog, with nothing else producing on the box (a producer running beside it on 2 cores would
             # measure the producer: kafka-python sends 5-7k events/s while a contender runs)
             log(f"  {name}: sustained: {len(main):,} more events, preloaded behind the cold ones")
+            decide_cpu_0 = thread_cpu(contender.session, DECIDE_THREAD)
             tp.update(
                 measure_drain(
                     contender,
@@ -95,7 +96,19 @@ def run_contender(
                     "sustained",
                 )
             )
-            log(f"  {name}: sustained {tp.get('events_per_s')} events/s (complete: {tp.get('complete')})")
+            decide_cpu_1 = thread_cpu(contender.session, DECIDE_THREAD)
+            if decide_cpu_0 is not None and decide_cpu_1 is not None and tp.get("decided"):
+                # the decide task's thread(s) alone: what one decision costs where the Python runs
+                per_event = (decide_cpu_1 - decide_cpu_0) / tp["decided"]
+                tp["decide_thread_cpu_us_per_event"] = round(per_event * 1e6, 1)
+            log(
+                f"  {name}: sustained {tp.get('events_per_s')} events/s (complete: {tp.get('complete')})"
+                + (
+                    f"; decide thread {tp['decide_thread_cpu_us_per_event']} us CPU per event"
+                    if "decide_thread_cpu_us_per_event" in tp
+                    else ""
+                )
+            )
         result["throughput"] = tp
         with reader.lock:  # success events flagged for brute force
             result["brute_force_hits"] = sorted(k for k in reader.kept if not k.startswith(PROBE_TYPE))
@@ -137,6 +150,11 @@ def run_contender(
             )
         if isinstance(contender, RiskctlJob):
             try:
+                result["checkpoints"] = contender.checkpoints()
+                log(f"  {name}: checkpoints of the decide task: {result['checkpoints']}")
+            except Exception as exc:  # noqa: BLE001 - a figure we could not read is reported, not fatal
+                result["checkpoints"] = {"error": str(exc)}
+            try:
                 rocks = contender.rocksdb()
                 keys = rocks.get("estimate-num-keys") or 0
                 result["rocksdb"] = rocks | {
@@ -155,6 +173,10 @@ def run_contender(
         delete_topics(bootstrap, topics.all())
     result["wall_s"] = round(time.monotonic() - t0, 1)
     return result
+
+
+#: the name Flink gives the decide task's thread (``decide -> ...``), as Linux keeps it (15 characters)
+DECIDE_THREAD = "decide"
 
 
 def match_recognize_check(runs: list[dict[str, Any]], seen: list[bytes]) -> dict[str, Any] | None:

@@ -27,6 +27,36 @@ def _proc(pid: int) -> tuple[str, int, float, int] | None:
     return comm, session, cpu, rss
 
 
+def thread_cpu(session: int | None, prefix: str) -> float | None:
+    """CPU seconds so far of the threads whose name starts with ``prefix`` in the processes of ``session``
+    (Flink names a task's thread after the task: ``decide -> ...``; Linux keeps its first 15 characters), or
+    None when there is none."""
+    if session is None:
+        return None
+    total, found = 0.0, False
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        p = _proc(int(entry))
+        if p is None or p[1] != session or p[0] != "java":
+            continue
+        try:
+            tids = os.listdir(f"/proc/{entry}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                stat = Path(f"/proc/{entry}/task/{tid}/stat").read_text()
+            except OSError:
+                continue
+            if not stat[stat.index("(") + 1 : stat.rindex(")")].startswith(prefix):
+                continue
+            rest = stat[stat.rindex(")") + 2 :].split()
+            total += (int(rest[11]) + int(rest[12])) / CLK
+            found = True
+    return total if found else None
+
+
 class Sampler(threading.Thread):
     """Once a second: CPU time and RSS of named processes (a role each) and of a contender's whole session."""
 

@@ -97,16 +97,17 @@ class InstantBus:
         asyncio.get_running_loop().call_soon(self.on_decision, doc)
 
 
-def serve_in_memory(port: int) -> None:
+def serve_in_memory(port: int, event_loop: str) -> None:
     from aiohttp import web
 
-    from riskctl.serve.app import Api
+    from riskctl.serve.app import Api, loop_factory
 
     settings = load_settings()
     bus = InstantBus()
     api = Api(settings, bus, instance="bench")  # type: ignore[arg-type]
     bus.on_decision = api.service.on_decision
-    web.run_app(api.app, host="127.0.0.1", port=port, access_log=None, print=None)
+    loop = loop_factory(event_loop)()
+    web.run_app(api.app, host="127.0.0.1", port=port, access_log=None, print=None, loop=loop)
 
 
 class Processes:
@@ -257,29 +258,34 @@ async def load(url: str, rate: int, seconds: float, connections: int, seed: int)
 
 
 def in_memory(args: argparse.Namespace) -> None:
-    """The API's own cost: the same load against an instance whose bus decides at once."""
+    """The API's own cost: the same load against an instance whose bus decides at once; one instance per
+    event loop of ``--event-loops``, one after the other at each rate (contenders in one run)."""
     tmp = Path(tempfile.mkdtemp(prefix="api-bench-mem-"))
-    procs = Processes(tmp)
-    port = _free_port()
     runs = []
-    try:
-        procs.start(
-            "serve", [sys.executable, str(Path(__file__).resolve()), "--serve-in-memory", str(port)], {}
-        )
-        base = f"http://127.0.0.1:{port}"
-        for _ in range(100):
+    loops = args.event_loops.split(",")
+    for i, rate in enumerate(int(r) for r in args.rates.split(",")):
+        for event_loop in loops:
+            procs = Processes(tmp)
+            port = _free_port()
             try:
-                urllib.request.urlopen(base + "/healthz", timeout=2).close()  # noqa: S310
-                break
-            except OSError:
-                time.sleep(0.1)
-        asyncio.run(load(base + "/v1/decisions", 100, 2, args.connections, seed=0))
-        for i, rate in enumerate(int(r) for r in args.rates.split(",")):
-            run = asyncio.run(load(base + "/v1/decisions", rate, args.seconds, args.connections, seed=i + 1))
-            runs.append(run)
-            print(json.dumps(run), flush=True)
-    finally:
-        procs.stop()
+                argv = [sys.executable, str(Path(__file__).resolve()), "--serve-in-memory", str(port)]
+                procs.start(f"serve-{event_loop}", [*argv, "--event-loops", event_loop], {})
+                base = f"http://127.0.0.1:{port}"
+                for _ in range(100):
+                    try:
+                        urllib.request.urlopen(base + "/healthz", timeout=2).close()  # noqa: S310
+                        break
+                    except OSError:
+                        time.sleep(0.1)
+                asyncio.run(load(base + "/v1/decisions", 100, 2, args.connections, seed=0))
+                run = asyncio.run(
+                    load(base + "/v1/decisions", rate, args.seconds, args.connections, seed=i + 1)
+                )
+                run["event_loop"] = event_loop
+                runs.append(run)
+                print(json.dumps(run), flush=True)
+            finally:
+                procs.stop()
     out = Path(args.out or RESULTS / "api-in-memory.json")
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     this = {"command": "bench/api_bench.py " + " ".join(sys.argv[1:]), "started": started, "runs": runs}
@@ -299,14 +305,15 @@ def in_memory(args: argparse.Namespace) -> None:
             "",
             f"## {run.get('started', '?')}: `.venv/bin/python {run['command']}`",
             "",
-            "| target req/s | sent/s | answered/s | client p50 | p99 | p99.9 ms | API elapsed p50 / p99 ms "
-            "| errors | load avg |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| event loop | target req/s | sent/s | answered/s | client p50 | p99 | p99.9 ms "
+            "| API elapsed p50 / p99 ms | errors | load avg |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for r in run["runs"]:
             c, a = r["client_ms"], r["api_elapsed_ms"]
             lines.append(
-                f"| {r['target_rate']} | {r['achieved_send_rate']} | {r.get('answered_per_s', '?')} | "
+                f"| {r.get('event_loop', 'asyncio')} | {r['target_rate']} | {r['achieved_send_rate']} | "
+                f"{r.get('answered_per_s', '?')} | "
                 f"{c['p50']} | {c['p99']} | {c['p99.9']} | {a['p50']} / {a['p99']} | {r['errors']} | "
                 f"{_loads(r)} |"
             )
@@ -363,6 +370,11 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=256)
     ap.add_argument("--direct-rate", type=float, default=50)
     ap.add_argument("--in-memory", action="store_true", help="the API alone: no Kafka, no job (its own cost)")
+    ap.add_argument(
+        "--event-loops",
+        default="asyncio,uvloop",
+        help="--in-memory: the API's event loops to compare, one instance each, in one run",
+    )
     ap.add_argument("--serve-in-memory", type=int, metavar="PORT", help=argparse.SUPPRESS)
     ap.add_argument("--out", default=None)
     ap.add_argument(
@@ -372,7 +384,7 @@ def main() -> None:
     )
     args = ap.parse_args()
     if args.serve_in_memory:
-        serve_in_memory(args.serve_in_memory)
+        serve_in_memory(args.serve_in_memory, args.event_loops)
         return
     if args.in_memory:
         in_memory(args)

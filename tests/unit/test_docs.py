@@ -161,7 +161,9 @@ def parse_command(args: list[str]) -> None:
     from riskctl.cli.main import cli
 
     cmd: click.Command = cli
-    ctx = click.Context(cli, info_name="riskctl")
+    # each context with its command's own settings (-h among the help options), as click.make_context does:
+    # a context without them made click cache a help option without -h on the command, for every later test
+    ctx = click.Context(cli, info_name="riskctl", **cli.context_settings)
     rest = list(args)
     while isinstance(cmd, click.Group) and rest and not rest[0].startswith("-"):
         sub = cmd.get_command(ctx, rest[0])
@@ -169,7 +171,7 @@ def parse_command(args: list[str]) -> None:
             msg = f"no command {rest[0]!r}"
             raise click.UsageError(msg)
         cmd, rest = sub, rest[1:]
-        ctx = click.Context(cmd, info_name=cmd.name, parent=ctx)
+        ctx = click.Context(cmd, info_name=cmd.name, parent=ctx, **cmd.context_settings)
     # a group runs with options only when it is also a command of its own (invoke_without_command)
     group_as_command = isinstance(cmd, click.Group) and cmd.invoke_without_command
     help_only = not rest or rest[0] in ("-h", "--help", "--version")

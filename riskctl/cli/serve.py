@@ -6,6 +6,7 @@ answer (or a topic is missing), one ``error: ...`` line, never a traceback.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import click
@@ -25,7 +26,7 @@ def serve(host: str | None, port: int | None, instance: str | None, overrides: t
 
     Each request's event goes to the events topic and its decision comes back from the job (which must run
     with the same events and replies topics). Stops gracefully on SIGTERM / Ctrl-C."""
-    from riskctl.serve.app import run as run_api
+    from riskctl.serve.app import serve as run_api
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     pairs = list(overrides)
@@ -33,4 +34,4 @@ def serve(host: str | None, port: int | None, instance: str | None, overrides: t
         if value is not None:
             pairs.append(f"serve.{key}={value}")  # checked like every other source
     settings = load_settings(overrides=pairs)
-    run_api(settings)
+    asyncio.run(run_api(settings))

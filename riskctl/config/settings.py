@@ -225,9 +225,6 @@ class ServeSettings:
     max_timeout_ms: int = setting(10_000, low=1, high=600_000)
     #: what to answer when the decision does not come in time: open (PASS), review (REVIEW), reject (REJECT)
     fallback: str = one_of("open", "open", "review", "reject")
-    #: the event loop of the API process: uvloop (libuv; measured faster, bench/results/api-in-memory.md) or
-    #: Python's own asyncio loop
-    event_loop: str = one_of("uvloop", "uvloop", "asyncio")
     #: idempotency by event_id: how long and how many requests are remembered (per instance)
     idempotency_ttl_ms: int = ms(600_000)
     idempotency_max_entries: int = positive(100_000)

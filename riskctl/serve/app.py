@@ -202,24 +202,6 @@ def default_instance() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
-    """A new-event-loop function for ``serve.event_loop``: ``uvloop`` or ``asyncio``."""
-    if name == "uvloop":
-        import uvloop
-
-        return uvloop.new_event_loop
-    if name == "asyncio":
-        return asyncio.new_event_loop
-    msg = f"serve.event_loop must be uvloop or asyncio, got {name!r}"
-    raise ConfigError(msg)
-
-
-def run(settings: Settings) -> None:
-    """Run the API until SIGTERM / SIGINT, on the event loop ``serve.event_loop`` names."""
-    with asyncio.Runner(loop_factory=loop_factory(settings.serve.event_loop)) as runner:
-        runner.run(serve(settings))
-
-
 async def serve(
     settings: Settings,
     *,

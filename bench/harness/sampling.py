@@ -13,7 +13,7 @@ CLK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-def _proc(pid: int) -> tuple[str, int, float, int] | None:
+def proc_stat(pid: int) -> tuple[str, int, float, int] | None:
     """(comm, session id, cpu seconds, rss bytes) of a process, or None when it is gone."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -37,7 +37,7 @@ def thread_cpu(session: int | None, prefix: str) -> float | None:
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
-        p = _proc(int(entry))
+        p = proc_stat(int(entry))
         if p is None or p[1] != session or p[0] != "java":
             continue
         try:
@@ -73,14 +73,14 @@ class Sampler(threading.Thread):
     def _snapshot(self) -> dict[str, tuple[float, int]]:
         out: dict[str, tuple[float, int]] = {}
         for role, pid in self.roles.items():
-            p = _proc(pid)
+            p = proc_stat(pid)
             if p is not None:
                 out[role] = (p[2], p[3])
         if self.session is not None:
             for entry in os.listdir("/proc"):
                 if not entry.isdigit():
                     continue
-                p = _proc(int(entry))
+                p = proc_stat(int(entry))
                 if p is None or p[1] != self.session:
                     continue
                 role = "contender " + ("JVM" if p[0] == "java" else p[0])

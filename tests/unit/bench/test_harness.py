@@ -147,3 +147,39 @@ def test_match_recognize_check_falls_back_to_the_plain_loop_and_needs_both_runs(
     assert check is not None and check["against"] == "plain-loop"
     assert harness.run.match_recognize_check([mr], seen) is None
     assert harness.run.match_recognize_check([_run("riskctl-thread", [])], seen) is None
+
+
+def test_a_stop_kills_what_the_contender_left_in_its_session(harness: ModuleType) -> None:
+    import os
+    import signal
+    import subprocess
+    import time
+
+    contenders = sys.modules["harness.contenders"]
+    # a parent in its own session whose child sits in another process group (as PyFlink's gateway JVM does)
+    code = "import subprocess, time; subprocess.Popen(['sleep', '60'], process_group=0); time.sleep(60)"
+    parent = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 10
+        child = None
+        while child is None and time.monotonic() < deadline:
+            kids = Path(f"/proc/{parent.pid}/task/{parent.pid}/children").read_text().split()
+            child = int(kids[0]) if kids else None
+            time.sleep(0.05)
+        assert child is not None
+        os.killpg(parent.pid, signal.SIGKILL)  # what stop() does first: the child survives it
+        parent.wait(10)
+        assert os.path.exists(f"/proc/{child}")
+        assert contenders.kill_session(parent.pid) == [child]
+        for _ in range(100):
+            if (
+                not os.path.exists(f"/proc/{child}")
+                or "Z" in Path(f"/proc/{child}/stat").read_text().split()[2]
+            ):
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError("the child outlived kill_session")
+    finally:
+        if parent.poll() is None:
+            parent.kill()

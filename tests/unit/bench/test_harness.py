@@ -171,11 +171,15 @@ def test_a_stop_kills_what_the_contender_left_in_its_session(harness: ModuleType
         parent.wait(10)
         assert os.path.exists(f"/proc/{child}")
         assert contenders.kill_session(parent.pid) == [child]
+
+        def gone() -> bool:
+            try:
+                return Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+            except OSError:
+                return True
+
         for _ in range(100):
-            if (
-                not os.path.exists(f"/proc/{child}")
-                or "Z" in Path(f"/proc/{child}/stat").read_text().split()[2]
-            ):
+            if gone():
                 break
             time.sleep(0.05)
         else:

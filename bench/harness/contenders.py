@@ -171,18 +171,30 @@ class RiskctlJob(Contender):
         }
         return [([sys.executable, str(ROOT / "jobs" / "risk_job.py")], env)]
 
+    rest_timeout_s = 5.0
+
+    def _rest(self, path: str, method: str = "GET") -> Any:
+        """The job's Flink REST API (its MiniCluster's port, or the local cluster's)."""
+        url = f"http://127.0.0.1:{self.rest_port}{path}"
+        req = urllib.request.Request(url, method=method)  # noqa: S310 - our local REST endpoint
+        with urllib.request.urlopen(req, timeout=self.rest_timeout_s) as r:  # noqa: S310
+            body = r.read()
+        return json.loads(body) if body else None
+
+    def _decide_vertex(self) -> tuple[str, str]:
+        """(job id, decide vertex id) of the one running job."""
+        (job,) = [j["id"] for j in self._rest("/jobs")["jobs"] if j["status"] == "RUNNING"]
+        (decide,) = [
+            v["id"] for v in self._rest(f"/jobs/{job}")["vertices"] if v["name"].startswith("decide")
+        ]
+        return job, decide
+
     def checkpoints(self) -> dict[str, Any]:
         """How long the decide task paused for each of the last completed checkpoints (Flink keeps ten in
         its REST history): the synchronous phase (the task stops deciding) and the barrier alignment, the
         slowest subtask of each checkpoint; summarised as median and max over those checkpoints."""
-        base = f"http://127.0.0.1:{self.rest_port}"
-
-        def get(path: str) -> Any:
-            with urllib.request.urlopen(base + path, timeout=5) as r:  # noqa: S310 - our local REST endpoint
-                return json.load(r)
-
-        (job,) = [j["id"] for j in get("/jobs")["jobs"] if j["status"] == "RUNNING"]
-        (decide,) = [v["id"] for v in get(f"/jobs/{job}")["vertices"] if v["name"].startswith("decide")]
+        get = self._rest
+        job, decide = self._decide_vertex()
         overview = get(f"/jobs/{job}/checkpoints")
         done = [c for c in overview.get("history", []) if c.get("status") == "COMPLETED"]
         sync, align, total = [], [], []
@@ -208,15 +220,8 @@ class RiskctlJob(Contender):
 
     def rocksdb(self) -> dict[str, float]:
         """RocksDB's estimates for the engine's state (summed over subtasks), from the REST metrics."""
-        base = f"http://127.0.0.1:{self.rest_port}"
-
-        def get(path: str) -> Any:
-            with urllib.request.urlopen(base + path, timeout=5) as r:  # noqa: S310 - our local REST endpoint
-                return json.load(r)
-
-        (job,) = [j["id"] for j in get("/jobs")["jobs"] if j["status"] == "RUNNING"]
-        vertices = get(f"/jobs/{job}")["vertices"]
-        (decide,) = [v["id"] for v in vertices if v["name"].startswith("decide")]
+        get = self._rest
+        job, decide = self._decide_vertex()
         listing = f"/jobs/{job}/vertices/{decide}/subtasks/metrics"
         wanted: list[str] = []
         for _ in range(15):  # the REST metric fetcher fills its cache on the first requests
@@ -246,6 +251,7 @@ class ClusterJob(RiskctlJob):
     """The risk job submitted (``riskctl submit``) to the local standalone cluster, a slot per TaskManager."""
 
     job_id: str | None = None
+    rest_timeout_s = 10.0
 
     def commands(self) -> list[tuple[list[str], dict[str, str]]]:
         ((_, env),) = super().commands()
@@ -263,13 +269,6 @@ class ClusterJob(RiskctlJob):
             name,
         ]
         return [(cmd, env)]
-
-    def _rest(self, path: str, method: str = "GET") -> Any:
-        url = f"http://127.0.0.1:{self.settings.stack.flink_rest_port}{path}"
-        req = urllib.request.Request(url, method=method)  # noqa: S310 - the local cluster's REST endpoint
-        with urllib.request.urlopen(req, timeout=10) as r:  # noqa: S310
-            body = r.read()
-        return json.loads(body) if body else None
 
     def start(self) -> None:
         ((cmd, env),) = self.commands()

@@ -13,18 +13,24 @@ CLK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-def proc_stat(pid: int) -> tuple[str, int, float, int] | None:
-    """(comm, session id, cpu seconds, rss bytes) of a process, or None when it is gone."""
+def _stat(path: str) -> tuple[str, float, list[str]] | None:
+    """(name, cpu seconds, the fields after the name) of a ``/proc/.../stat`` file, or None when it is gone.
+    The name is read between the first '(' and the last ')': it may hold spaces and parentheses."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        stat = Path(path).read_text()
     except OSError:
         return None
-    comm = stat[stat.index("(") + 1 : stat.rindex(")")]
     rest = stat[stat.rindex(")") + 2 :].split()
-    session = int(rest[3])
-    cpu = (int(rest[11]) + int(rest[12])) / CLK
-    rss = int(rest[21]) * PAGE
-    return comm, session, cpu, rss
+    return stat[stat.index("(") + 1 : stat.rindex(")")], (int(rest[11]) + int(rest[12])) / CLK, rest
+
+
+def proc_stat(pid: int) -> tuple[str, int, float, int] | None:
+    """(comm, session id, cpu seconds, rss bytes) of a process, or None when it is gone."""
+    st = _stat(f"/proc/{pid}/stat")
+    if st is None:
+        return None
+    comm, cpu, rest = st
+    return comm, int(rest[3]), cpu, int(rest[21]) * PAGE
 
 
 def thread_cpu(session: int | None, prefix: str) -> float | None:
@@ -45,15 +51,10 @@ def thread_cpu(session: int | None, prefix: str) -> float | None:
         except OSError:
             continue
         for tid in tids:
-            try:
-                stat = Path(f"/proc/{entry}/task/{tid}/stat").read_text()
-            except OSError:
-                continue
-            if not stat[stat.index("(") + 1 : stat.rindex(")")].startswith(prefix):
-                continue
-            rest = stat[stat.rindex(")") + 2 :].split()
-            total += (int(rest[11]) + int(rest[12])) / CLK
-            found = True
+            st = _stat(f"/proc/{entry}/task/{tid}/stat")
+            if st is not None and st[0].startswith(prefix):
+                total += st[1]
+                found = True
     return total if found else None
 
 

@@ -20,6 +20,7 @@ from pyflink.common.time import Time
 from pyflink.datastream import CheckpointingMode, StreamExecutionEnvironment
 from pyflink.datastream.state import StateTtlConfig
 
+from riskctl.config.settings import NETWORK_SEGMENT_SIZE
 from riskctl.errors import ConfigError
 from riskctl.flink.pythonpath import python_path
 
@@ -133,7 +134,7 @@ def create_env(opts: EnvOptions) -> StreamExecutionEnvironment:
     # Network buffers of 4 KB, not 32 KB (the MiniCluster's; a standalone cluster sets it in its config.yaml,
     # as the local stack does): a checkpoint barrier queues behind 8x fewer records in flight, so checkpoints
     # after a restore, and with exactly-once the decisions they make visible, come sooner.
-    config.set_string("taskmanager.memory.segment-size", "4kb")
+    config.set_string("taskmanager.memory.segment-size", NETWORK_SEGMENT_SIZE)
     if opts.checkpoint_dir:
         config.set_string("state.checkpoints.dir", opts.checkpoint_dir)
     # keep the last checkpoint when the job is cancelled or killed, so it can be restored

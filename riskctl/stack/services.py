@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from riskctl.config import PROJECT_ROOT, Settings
-from riskctl.config.settings import parse_options
+from riskctl.config.settings import NETWORK_SEGMENT_SIZE, parse_options
 from riskctl.errors import ServiceError
 from riskctl.flink.pythonpath import python_path
 from riskctl.stack.process import (
@@ -48,8 +48,6 @@ from riskctl.stack.process import (
     wait_until,
 )
 
-#: the size of a network buffer of the local cluster (riskctl.flink.env sets the same for the MiniCluster)
-NETWORK_SEGMENT_SIZE = "4kb"
 #: the jar of MySQL Connector/J among the job's jars, put in the cluster's lib/ (see FlinkCluster)
 CONNECTOR_J = "mysql-connector-j-"
 #: Connector/J's switch for its AbandonedConnectionCleanupThread (a class-loader leak in a JobManager)

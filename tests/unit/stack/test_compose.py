@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from riskctl.config import PROJECT_ROOT, JobSettings, ServeSettings, Settings, StackSettings
+from riskctl.config.settings import NETWORK_SEGMENT_SIZE
 from tests.helpers import run_riskctl
 
 ROOT = PROJECT_ROOT
@@ -337,3 +338,13 @@ def test_the_api_service_serves_what_the_job_replies_to(compose: dict[str, Any])
     assert env["RISKCTL_SERVE_HOST"] == "0.0.0.0"  # noqa: S104 - reachable through the published port
     assert serve["ports"][0].rsplit(":", 1)[1] == str(ServeSettings().port)
     assert serve["depends_on"]["submitter"]["condition"] == "service_completed_successfully"
+
+
+def test_the_flink_containers_recover_like_the_local_stack(compose: dict[str, Any]) -> None:
+    lines = _env(compose["services"]["jobmanager"])["FLINK_PROPERTIES"].splitlines()
+    props = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in lines if line)}
+    stack = StackSettings()
+    assert props["taskmanager.memory.segment-size"] == NETWORK_SEGMENT_SIZE
+    assert int(props["heartbeat.interval"]) == stack.flink_heartbeat_interval_ms
+    assert int(props["heartbeat.timeout"]) == stack.flink_heartbeat_timeout_ms
+    assert int(props["heartbeat.rpc-failure-threshold"]) == stack.flink_heartbeat_rpc_failure_threshold

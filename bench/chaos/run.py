@@ -26,7 +26,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 from harness.workload import EventMaker  # noqa: E402
 
 from riskctl.config import Settings, load_settings  # noqa: E402
+from riskctl.errors import ServiceError  # noqa: E402
+from riskctl.stack.process import terminate  # noqa: E402
 from riskctl.stack.services import FlinkCluster, Kafka, MariaDB  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -68,6 +70,7 @@ class Plan:
     drain_quiet_s: float = 20.0  # the drain ends when nothing new arrived for this long...
     drain_max_s: float = 120.0  # ...or after this long
     checkpoint_interval_ms: int = 1000
+    warm_replacements: bool = True  # run `riskctl warm` on each replacement TaskManager once it registered
 
     @classmethod
     def of(cls, quick: bool) -> Plan:
@@ -427,11 +430,19 @@ def wait_for(cond: Callable[[], bool], timeout: float, step: float = 0.5) -> boo
 
 
 def ensure_taskmanagers(cluster: FlinkCluster, wanted: int) -> None:
-    """Start TaskManagers until ``wanted`` are registered (a previous scenario may have killed some)."""
+    """Exactly ``wanted`` TaskManagers: start some if a previous scenario killed more than it replaced, stop
+    the newest if earlier runs left extra ones (idle JVMs cost CPU here, and a spare changes the test)."""
 
     def registered() -> int:
         ov = cluster.overview() or {}
         return int(str(ov.get("taskmanagers", 0)))
+
+    running = sorted(cluster.taskmanager_pids().items(), key=lambda kv: kv[0].stat().st_mtime)
+    for pid_file, pid in running[wanted:]:
+        terminate(pid)
+        pid_file.unlink(missing_ok=True)
+    if running[wanted:]:
+        wait_for(lambda: registered() <= wanted, 60)
 
     missing = wanted - max(registered(), len(cluster.taskmanager_pids()))
     for _ in range(max(0, missing)):
@@ -655,8 +666,21 @@ def scenario_tm_kill(settings: Settings, cluster: FlinkCluster, plan: Plan, deli
             log(f"kill -9 TaskManager pid {victim} ({i + 1}/{plan.tm_kills}); job {run.job.state()}")
             run.faults.append({"what": f"kill -9 TaskManager {i + 1}", "at": t})
             time.sleep(plan.replacement_after_s)
-            cluster.start_taskmanager()
+            replacement = cluster.start_taskmanager()
+            if plan.warm_replacements:  # as an operator would: `riskctl warm` once it has registered
+                warming = threading.Thread(
+                    target=warm_in_background, args=(cluster, replacement), daemon=True
+                )
+                warming.start()
         return settle_and_summarize(run, plan, plan.tail_s)
+
+
+def warm_in_background(cluster: FlinkCluster, pid: int) -> None:
+    try:
+        res = cluster.warm(new_pid=pid)
+        log(f"warm-up of TaskManager {pid}: {res.state} in {res.seconds} s on {len(res.warmed)} TaskManagers")
+    except ServiceError as exc:
+        log(f"warm-up of TaskManager pid {pid} failed: {exc}")
 
 
 def outage(service: Kafka | MariaDB, name: str, down_s: float) -> tuple[float, float]:
@@ -892,8 +916,15 @@ def main() -> int:
     p.add_argument("--quick", action="store_true", help="one TaskManager kill, shorter phases (~8 min)")
     p.add_argument("--only", default="", help=f"comma-separated scenarios among {', '.join(SCENARIOS)}")
     p.add_argument("--name", default="chaos", help="results file name under bench/results/ (no extension)")
+    p.add_argument(
+        "--no-warm",
+        action="store_true",
+        help="do not warm replacement TaskManagers (riskctl warm), for an A/B",
+    )
     args = p.parse_args()
     plan = Plan.of(args.quick)
+    if args.no_warm:
+        plan = replace(plan, warm_replacements=False)
     chosen = [s for s in (args.only.split(",") if args.only else SCENARIOS) if s]
     unknown = set(chosen) - set(SCENARIOS)
     if unknown:

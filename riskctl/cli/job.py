@@ -10,7 +10,16 @@ from pathlib import Path
 
 import click
 
-from riskctl.cli.common import CONTEXT_SETTINGS, ExitCode, fail, fail_on, set_option
+from riskctl.cli.common import (
+    CONTEXT_SETTINGS,
+    ExitCode,
+    emit_json,
+    fail,
+    fail_on,
+    handles_errors,
+    json_option,
+    set_option,
+)
 from riskctl.config import PROJECT_ROOT, load_settings
 
 name_option = click.option("--name", default="riskctl", help="Flink job name.")
@@ -77,6 +86,15 @@ def _flink_binary() -> str:
     )
 
 
+def _client_env(flink: str) -> dict[str, str]:
+    """The environment of ``flink run``: the local cluster's configuration when it is the local client."""
+    settings = load_settings()
+    env = dict(os.environ)
+    if flink.startswith(str(Path(settings.stack.dir))):
+        env["FLINK_CONF_DIR"] = str(Path(settings.stack.dir) / "flink" / "home" / "conf")
+    return env
+
+
 @click.command(context_settings=CONTEXT_SETTINGS, short_help="Submit the risk job to a Flink cluster.")
 @set_option
 @click.option(
@@ -91,11 +109,45 @@ def submit(overrides: tuple[str, ...], parallelism: int | None, name: str, from_
     settings = load_settings()
     p = parallelism or settings.job.parallelism
     flink = _flink_binary()
-    env = dict(os.environ)
-    local_conf = Path(settings.stack.dir) / "flink" / "home" / "conf"
-    if flink.startswith(str(Path(settings.stack.dir))):
-        env["FLINK_CONF_DIR"] = str(local_conf)
+    env = _client_env(flink)
     args = [a for o in overrides for a in ("--set", o)] + ["--set", f"job.parallelism={p}", "--name", name]
     cmd = [flink, "run", "-d", "-p", str(p), "-py", str(PROJECT_ROOT / "jobs" / "risk_job.py"), *args]
     res = subprocess.run(cmd, env=env, cwd=PROJECT_ROOT, check=False)
     sys.exit(res.returncode)
+
+
+@click.command(context_settings=CONTEXT_SETTINGS, short_help="Start the job's Python in idle TaskManagers.")
+@click.option(
+    "--wait",
+    "wait_s",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    help="Wait up to this many seconds for an idle TaskManager to register (one just started).",
+)
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(min=1),
+    default=90.0,
+    help="Give up after this many seconds; a warm-up job still running then is cancelled.",
+)
+@json_option("Print the idle TaskManagers, those warmed, the warm-up job and its state as JSON.")
+@handles_errors
+def warm(wait_s: float, timeout_s: float, as_json: bool) -> None:
+    """Start the risk job's Python in every idle TaskManager (all slots free) of the cluster at
+    flink.rest_url, with a short job (riskctl-warm-up), so that a restart onto it does not wait for
+    Python's first imports (seconds). Run it when a TaskManager joins, e.g. a replacement.
+    Exit 0 when warmed or nothing was idle, 1 when the warm-up job did not finish."""
+    from riskctl.flink.warm import warm as warm_taskmanagers
+
+    res = warm_taskmanagers(load_settings().flink_rest_url, wait_s=wait_s, timeout_s=timeout_s)
+    if as_json:
+        emit_json(res.as_dict())
+    elif not res.idle:
+        click.echo(f"no idle TaskManager (looked for {wait_s:.0f} s)")
+    else:
+        click.echo(
+            f"warm-up job {res.job_id} {res.state} in {res.seconds} s: ran on "
+            f"{', '.join(res.warmed) or 'no TaskManager'} (idle: {', '.join(res.idle)})"
+        )
+    sys.exit(ExitCode.OK if res.state in {"FINISHED", "NOTHING_TO_WARM"} else ExitCode.ERROR)

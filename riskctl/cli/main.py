@@ -22,6 +22,7 @@ _COMMANDS: dict[str, str] = {
     "rules": "riskctl.cli.rules:rules",
     "run": "riskctl.cli.job:run",
     "submit": "riskctl.cli.job:submit",
+    "warm": "riskctl.cli.job:warm",
     "simulate": "riskctl.cli.simulate:simulate",
     "decisions": "riskctl.cli.decisions:decisions",
     "demo": "riskctl.cli.demo:demo",

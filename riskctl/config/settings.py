@@ -75,7 +75,7 @@ class StackSettings:
     #: process refuses the connection: noticed in interval x threshold, ~2 s), or after the timeout
     #: without an answer (a hung or cut-off machine). Flink's defaults (10 s, 50 s, 2) took 11-16 s, while
     #: the job kept deploying to the dead TaskManager. See docs/operations.md.
-    flink_heartbeat_interval_ms: int = ms(1000)
+    flink_heartbeat_interval_ms: int = ms(500)
     flink_heartbeat_timeout_ms: int = ms(10000)
     flink_heartbeat_rpc_failure_threshold: int = setting(2, low=1, high=INT, special=(-1,))  # -1: off
     #: extra configuration of the local cluster (its conf/config.yaml), "key=value" pairs separated by ";",

@@ -21,6 +21,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -34,6 +35,7 @@ from riskctl.config import PROJECT_ROOT, Settings
 from riskctl.config.settings import NETWORK_SEGMENT_SIZE, parse_options
 from riskctl.errors import ServiceError
 from riskctl.flink.pythonpath import python_path
+from riskctl.flink.warm import WarmResult
 from riskctl.stack.process import (
     cmdline,
     exit_status,
@@ -480,6 +482,9 @@ class MariaDB(Service):
 
 
 # --------------------------------------------------------------------------------------------------------
+TASKMANAGER_MAIN = "org.apache.flink.runtime.taskexecutor.TaskManagerRunner"
+
+
 class FlinkCluster(Service):
     """A standalone Flink session cluster (one JobManager, ``flink_taskmanagers`` TaskManagers) from the
     pip-installed PyFlink.
@@ -680,13 +685,44 @@ class FlinkCluster(Service):
         return True
 
     def _spawn_taskmanager(self, pid_file: Path) -> int:
+        """Start a TaskManager; with one running, by its own command line (:meth:`_taskmanager_command`)."""
         i = int(pid_file.stem.split("-")[1]) if "-" in pid_file.stem else 1
+        out = self.dir / "log" / ("taskmanager.out" if i == 1 else f"taskmanager-{i}.out")
+        running = self._taskmanager_command()
+        if running is not None:
+            argv, env, cwd = running
+            log_file = self.dir / "log" / f"flink--taskexecutor-r{i}-{socket.gethostname()}.log"
+            argv = [f"-Dlog.file={log_file}" if a.startswith("-Dlog.file=") else a for a in argv]
+            return spawn(argv, log=out, pid_file=pid_file, env=env, cwd=cwd)
         return spawn(
             ["bash", str(self.home / "bin" / "taskmanager.sh"), "start-foreground"],
-            log=self.dir / "log" / ("taskmanager.out" if i == 1 else f"taskmanager-{i}.out"),
+            log=out,
             pid_file=pid_file,
             env=self._env(),
         )
+
+    def _taskmanager_command(self) -> tuple[list[str], dict[str, str], Path] | None:
+        """The JVM command line, environment and folder of a running TaskManager of this stack, if any.
+
+        Flink's start script runs three JVMs before the TaskManager's own (two to parse the configuration, one
+        to size the memory): on the loaded 2-core box of the fault suite a replacement took 14.5 s to log its
+        first line and 22 s to register. Started from the command line of a running TaskManager, which holds
+        the computed JVM options and memory sizes of this very configuration, it skips them.
+        """
+        for pid in self.taskmanager_pids().values():
+            proc = Path("/proc") / str(pid)
+            try:
+                argv = (proc / "cmdline").read_bytes().decode().split("\0")
+                environ = (proc / "environ").read_bytes().decode().split("\0")
+                cwd = (proc / "cwd").resolve()
+            except (OSError, UnicodeDecodeError):
+                continue
+            argv = [a for a in argv if a]
+            if not argv or TASKMANAGER_MAIN not in argv or not any(a.startswith("-Dlog.file=") for a in argv):
+                continue  # not (yet) the JVM: a start script still runs under this pid
+            env = dict(kv.split("=", 1) for kv in environ if "=" in kv)
+            return argv, env, cwd
+        return None
 
     def _start(self) -> None:
         self._assemble_home()
@@ -721,6 +757,17 @@ class FlinkCluster(Service):
         taken = [int(p.stem.split("-")[1]) for p in self.dir.glob("taskmanager-*.pid")]
         n = max([1, self.stack.flink_taskmanagers, *taken]) + 1
         return self._spawn_taskmanager(self.dir / f"taskmanager-{n}.pid")
+
+    def warm(self, new_pid: int | None = None, timeout: float = 90.0) -> WarmResult:
+        """Start the job's Python in the idle TaskManagers (:mod:`riskctl.flink.warm`) and in ``new_pid``, one
+        just started: the warm-up job is submitted at once and waits for its slot, so that it runs there as
+        soon as it registers (10-15 s on the loaded box of the fault suite)."""
+        from riskctl.flink.warm import idle_of, taskmanagers, warm
+
+        listed = taskmanagers(self.rest_url)  # one look: the new one is either idle in it or expected
+        known = {self.taskmanager_pid(str(t.get("id", ""))) for t in listed}
+        expect = int(new_pid is not None and new_pid not in known)
+        return warm(self.rest_url, idle=idle_of(listed), expect=expect, timeout_s=timeout)
 
     def kill_taskmanager(self, pid: int) -> None:
         """``kill -9`` one TaskManager JVM of this stack (a crash, for fault tests); forget its pid file."""

@@ -185,7 +185,7 @@ def test_a_wait_below_the_one_it_must_exceed_names_both_and_their_sources(tmp_pa
         "got 10 (the environment variable of job.restart_max_backoff_ms)"
     )
     with pytest.raises(ConfigError, match=r"--set stack\.flink_heartbeat_timeout_ms must be >= "):
-        load_settings(env={}, overrides=["stack.flink_heartbeat_timeout_ms=500"])
+        load_settings(env={}, overrides=["stack.flink_heartbeat_timeout_ms=400"])
 
 
 def test_a_huge_hostile_value_is_cut_short_in_the_message() -> None:

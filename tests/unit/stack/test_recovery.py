@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from riskctl.errors import ConfigError, ServiceError
 from riskctl.flink.env import RestartOptions
 from riskctl.flink.main import restart_options
 from riskctl.stack.process import pid_alive
-from riskctl.stack.services import FlinkCluster
+from riskctl.stack.services import TASKMANAGER_MAIN, FlinkCluster
 
 PREFIX = "restart-strategy.exponential-delay."
 
@@ -78,7 +80,7 @@ def test_local_cluster_notices_a_dead_taskmanager_in_seconds(tmp_path: Path) -> 
     settings = load_settings(env={"RISKCTL_STACK_DIR": str(tmp_path)})
     cluster = FlinkCluster(settings)
     heartbeat = yaml.safe_load(cluster._config_yaml(cluster._pyflink_dir()))["heartbeat"]
-    assert heartbeat == {"interval": 1000, "timeout": 10000, "rpc-failure-threshold": 2}
+    assert heartbeat == {"interval": 500, "timeout": 10000, "rpc-failure-threshold": 2}
     # detection of a killed process: interval x threshold
     assert heartbeat["interval"] * heartbeat["rpc-failure-threshold"] <= 5000
     conf = yaml.safe_load(cluster._config_yaml(cluster._pyflink_dir()))
@@ -99,11 +101,11 @@ def test_local_cluster_notices_a_dead_taskmanager_in_seconds(tmp_path: Path) -> 
 def test_the_operators_cluster_keys_win_over_riskctls_own(tmp_path: Path) -> None:
     env = {
         "RISKCTL_STACK_DIR": str(tmp_path),
-        "RISKCTL_STACK_FLINK_CONFIG": "heartbeat.interval=500; taskmanager.memory.segment-size=8kb",
+        "RISKCTL_STACK_FLINK_CONFIG": "heartbeat.interval=700; taskmanager.memory.segment-size=8kb",
     }
     cluster = FlinkCluster(load_settings(env=env))
     conf = yaml.safe_load(cluster._config_yaml(cluster._pyflink_dir()))
-    assert conf["heartbeat.interval"] == "500" and "interval" not in conf["heartbeat"]
+    assert conf["heartbeat.interval"] == "700" and "interval" not in conf["heartbeat"]
     assert conf["heartbeat"]["timeout"] == 10000  # the keys not given are riskctl's
     assert conf["taskmanager.memory.segment-size"] == "8kb"
     with pytest.raises(ConfigError, match="flink_config"):
@@ -153,3 +155,53 @@ def test_an_extra_taskmanager_needs_a_running_cluster(tmp_path: Path) -> None:
     cluster = FlinkCluster(load_settings(env={"RISKCTL_STACK_DIR": str(tmp_path)}))
     with pytest.raises(ServiceError, match="the Flink cluster is not running"):
         cluster.start_taskmanager()
+
+
+def _cmdline(pid: int) -> list[str]:
+    """The command line of ``pid`` once it has exec'd into the TaskManager's main class (or after 10 s)."""
+    deadline = time.monotonic() + 10
+    while True:
+        argv = [a for a in (Path("/proc") / str(pid) / "cmdline").read_bytes().decode().split("\0") if a]
+        if TASKMANAGER_MAIN in argv or time.monotonic() > deadline:
+            return argv
+        time.sleep(0.02)
+
+
+def test_a_replacement_starts_from_the_command_line_of_a_running_taskmanager(
+    fake_cluster: FlinkCluster, tmp_path: Path
+) -> None:
+    """Flink's start script runs three JVMs before the TaskManager's: a replacement skips them by reusing
+    the JVM command line, environment and folder of one that runs (here a Python process dressed as one)."""
+    cluster = fake_cluster
+    workdir = tmp_path / "tm-cwd"
+    workdir.mkdir()
+    argv = [
+        sys.executable,
+        "-c",
+        "import time; time.sleep(60)",
+        f"-Dlog.file={cluster.dir / 'log' / 'flink--taskexecutor-0-host.log'}",
+        "-classpath",
+        "lib/*",
+        TASKMANAGER_MAIN,
+        "--configDir",
+        str(cluster.home / "conf"),
+    ]
+    env = {**os.environ, "RISKCTL_TM_MARK": "from-the-running-one"}
+    running = subprocess.Popen(argv, cwd=workdir, env=env, start_new_session=True)
+    try:
+        _cmdline(running.pid)  # exec'd: what a TaskManager long running shows
+        (cluster.dir / "taskmanager.pid").write_text(str(running.pid))
+        pid = cluster.start_taskmanager()
+        proc = Path("/proc") / str(pid)
+        got = _cmdline(pid)
+        expected_log = f"-Dlog.file={cluster.dir / 'log' / 'flink--taskexecutor-r3-'}"
+        assert [a for a in got if not a.startswith("-Dlog.file=")] == [
+            a for a in argv if not a.startswith("-Dlog.file=")
+        ]
+        assert any(a.startswith(expected_log) for a in got), got  # a log file of its own
+        assert b"RISKCTL_TM_MARK=from-the-running-one" in (proc / "environ").read_bytes()
+        assert (proc / "cwd").resolve() == workdir.resolve()
+        assert cluster.taskmanager_pids()[cluster.dir / "taskmanager-3.pid"] == pid
+    finally:
+        running.kill()
+        running.wait()

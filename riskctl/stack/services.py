@@ -760,14 +760,28 @@ class FlinkCluster(Service):
 
     def warm(self, new_pid: int | None = None, timeout: float = 90.0) -> WarmResult:
         """Start the job's Python in the idle TaskManagers (:mod:`riskctl.flink.warm`) and in ``new_pid``, one
-        just started: the warm-up job is submitted at once and waits for its slot, so that it runs there as
-        soon as it registers (10-15 s on the loaded box of the fault suite)."""
+        just started.
+
+        When no slot is free anywhere (a job holds them all, as after a TaskManager was lost), the warm-up job
+        is submitted at once: its subtask waits for a slot and so runs on ``new_pid`` the moment it registers
+        (10-15 s on the loaded box of the fault suite), the job built meanwhile. With free slots elsewhere the
+        subtask would take one of those: then it waits for ``new_pid`` to register first, and Flink's
+        spreading puts the subtasks on the idle TaskManagers, the least used.
+        """
         from riskctl.flink.warm import idle_of, taskmanagers, warm
 
-        listed = taskmanagers(self.rest_url)  # one look: the new one is either idle in it or expected
+        started = time.monotonic()
+        listed = taskmanagers(self.rest_url)  # one look: the new one is either in it or still starting
         known = {self.taskmanager_pid(str(t.get("id", ""))) for t in listed}
-        expect = int(new_pid is not None and new_pid not in known)
-        return warm(self.rest_url, idle=idle_of(listed), expect=expect, timeout_s=timeout)
+        if new_pid is not None and new_pid not in known:
+            if not sum(int(t.get("freeSlots", 0)) for t in listed):
+                return warm(self.rest_url, idle=idle_of(listed), expect=1, timeout_s=timeout)
+            if not wait_until(lambda: new_pid in self.registered_taskmanager_pids(), timeout=timeout):
+                msg = f"TaskManager pid {new_pid} did not register within {timeout:.0f} s"
+                raise ServiceError(self.name, msg, log=str(self.log))
+            listed = taskmanagers(self.rest_url)
+        left = max(1.0, timeout - (time.monotonic() - started))
+        return warm(self.rest_url, idle=idle_of(listed), timeout_s=left)
 
     def kill_taskmanager(self, pid: int) -> None:
         """``kill -9`` one TaskManager JVM of this stack (a crash, for fault tests); forget its pid file."""

@@ -25,7 +25,7 @@ def test_a_new_taskmanager_is_warmed_and_the_cli_reports_it(flink_cluster: Flink
     cluster = flink_cluster
     pid = cluster.start_taskmanager()
     try:
-        # submitted at once, before the new TaskManager registers: its subtask waits for that slot
+        # a subtask on the new TaskManager: at once if no slot is free elsewhere, else once it registered
         res = cluster.warm(new_pid=pid, timeout=120)
         assert res.state == "FINISHED", res
         new_id = next(

@@ -72,7 +72,7 @@ class StackSettings:
     kafka_heap: str = setting("512m", pattern=r"[0-9]+[kmgtKMGT]?", shape="a JVM heap size, e.g. 512m or 2g")
     #: how the local cluster notices a dead TaskManager (or JobManager): heartbeats every interval; a target
     #: is dead after ``flink_heartbeat_rpc_failure_threshold`` heartbeat RPCs in a row failed (a killed
-    #: process refuses the connection: noticed in interval x threshold, ~2 s), or after the timeout
+    #: process refuses the connection: noticed in interval x threshold, ~1 s), or after the timeout
     #: without an answer (a hung or cut-off machine). Flink's defaults (10 s, 50 s, 2) took 11-16 s, while
     #: the job kept deploying to the dead TaskManager. See docs/operations.md.
     flink_heartbeat_interval_ms: int = ms(500)

@@ -26,7 +26,7 @@ import time
 import uuid
 from collections import Counter, deque
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -145,6 +145,7 @@ class Demo:
         }
         self.started: list[Any] = []
         self.proc: subprocess.Popen[bytes] | None = None
+        self.stopped = False
         self.tmp = Path(tempfile.mkdtemp(prefix=f"riskctl-demo-{self.suffix}-"))
         self.log = self.tmp / "job.log"
 
@@ -240,28 +241,37 @@ class Demo:
         return waited
 
     def stop(self) -> None:
-        """Stop everything this demo started (safe to call twice)."""
-        if self.proc is not None and self.proc.poll() is None:
+        """Stop everything this demo started (safe to call twice). Each step is bounded (a minute at most
+        in all) and says how long it took, so a slow one shows in the output."""
+        if self.stopped:
+            return
+        self.stopped = True
+        started = time.monotonic()
+        if self.proc is not None:
+            # The job's process group: its Python client and the MiniCluster JVM, which may outlive the
+            # client for a moment. SIGTERM, then SIGKILL for whatever is left after 10 s; return only once
+            # the group is empty (so no process of the demo survives it).
             try:
                 os.killpg(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(timeout=20)
             except (ProcessLookupError, PermissionError):
                 pass
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
-        if self.proc is not None:
-            # the MiniCluster JVM is in the job's group and may outlive the Python client for a moment:
-            # give it time to exit on the SIGTERM, then kill whatever is left, and return only once the
-            # group is empty (so no process of the demo survives it)
-            if not _group_gone(self.proc.pid, 15.0):
+            if not _group_gone(self.proc, 10.0):
                 try:
                     os.killpg(self.proc.pid, signal.SIGKILL)
                 except (ProcessLookupError, PermissionError):
                     pass
-                _group_gone(self.proc.pid, 10.0)
+                _group_gone(self.proc, 10.0)
+            with suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=5)
+            self.say(f"job stopped in {time.monotonic() - started:.1f} s")
         if self.keep_stack or not self.started:
-            self._delete_topics()
+            at = time.monotonic()
+            # in a thread, so that a broker that does not answer cannot hold the demo's exit
+            deleting = threading.Thread(target=self._delete_topics, name="delete-topics", daemon=True)
+            deleting.start()
+            deleting.join(15.0)
+            left = " (gave up waiting: they stay)" if deleting.is_alive() else ""
+            self.say(f"demo topics deleted in {time.monotonic() - at:.1f} s{left}")
         if not self.keep_stack:
             for svc in reversed(self.started):
                 svc.stop()
@@ -273,7 +283,11 @@ class Demo:
         try:
             from kafka import KafkaAdminClient
 
-            admin = KafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap, request_timeout_ms=5000)
+            admin = KafkaAdminClient(
+                bootstrap_servers=self.settings.kafka_bootstrap,
+                request_timeout_ms=5000,
+                api_version_auto_timeout_ms=5000,
+            )
             try:
                 admin.delete_topics(list(self.topics.values()))
             finally:
@@ -282,12 +296,14 @@ class Demo:
             pass
 
 
-def _group_gone(pgid: int, timeout: float) -> bool:
-    """Wait until no process is left in a process group."""
+def _group_gone(leader: subprocess.Popen[bytes], timeout: float) -> bool:
+    """Wait until no process is left in the process group of ``leader`` (reaped meanwhile: a zombie still
+    counts as a member of its group)."""
     deadline = time.monotonic() + timeout
     while True:
+        leader.poll()
         try:
-            os.killpg(pgid, 0)
+            os.killpg(leader.pid, 0)
         except ProcessLookupError:
             return True
         except PermissionError:

@@ -265,15 +265,24 @@ class Engine:
         *,
         lateness: int = 0,
         state_ttl: int | None = DEFAULT_STATE_TTL,
+        cleanup_timers: bool = True,
     ) -> None:
+        """``cleanup_timers=False`` (needs a ``state_ttl``): no clean-up timer per key; a key silent for the
+        TTL is still started from zero at its next event, and freeing the state of keys that never come
+        back is left to the caller's own state TTL (the Flink job's; see docs/engine.md, "State lifetime").
+        """
         if lateness < 0:
             msg = f"lateness must be >= 0 ms, got {lateness}"
             raise ValueError(msg)
         if state_ttl is not None and state_ttl <= 0:
             msg = f"state_ttl must be > 0 ms (or None), got {state_ttl}"
             raise ValueError(msg)
+        if not cleanup_timers and state_ttl is None:
+            msg = "cleanup_timers=False needs a state_ttl (nothing else would free a silent key's state)"
+            raise ValueError(msg)
         self.lateness = lateness
         self.state_ttl = state_ttl
+        self.cleanup_timers = cleanup_timers
         ruleset = rules if isinstance(rules, RuleSet) else RuleSet(rules)
         self._plan = _Plan(ruleset, lateness)
         #: partial matches (or buffered events) dropped by the pattern bounds, over all keys
@@ -465,7 +474,7 @@ class Engine:
             meta[_MAX_TS] = ts
         if ts > meta[_LAST_TS]:
             meta[_LAST_TS] = ts
-        if meta[_CLEANUP] is None:
+        if meta[_CLEANUP] is None and self.cleanup_timers:
             self._schedule_cleanup(get, plan, meta, timers)
         put(META, meta)
         plan.memo[0] = None  # the caller may reuse this dict for its next event
@@ -547,7 +556,8 @@ class Engine:
             if not meta[_WAKEUPS] and all(name == META for name in state.names()):
                 self._clear(state)  # nothing left: the key costs nothing until its next event
                 return Result(None, alerts, timers)
-            self._schedule_cleanup(get, plan, meta, timers)
+            if self.cleanup_timers:  # (without: a timer armed before, e.g. restored from a checkpoint)
+                self._schedule_cleanup(get, plan, meta, timers)
         put(META, meta)
         return Result(None, alerts, timers)
 

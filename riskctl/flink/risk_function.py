@@ -80,8 +80,8 @@ class FlinkKeyedState:
     Recently used keys keep their decoded dict in a bounded LRU cache, so a hot key skips the RocksDB read and
     the unpickling (a large share of the decide operator's time: bench/flink_profile/README.md). Every change
     is still written to the ValueState at commit, so checkpoints hold exactly what the cache holds. A cached
-    dict can outlive Flink's TTL of an idle but cached key; the engine's own clean-up timer is what bounds a
-    key's life, Flink's TTL is only the backstop for keys whose timers were lost.
+    dict can outlive Flink's TTL of an idle but cached key: harmless, as the engine starts a key silent for
+    its TTL from zero at its next event (and the cache is bounded).
     """
 
     __slots__ = ("_value", "_data", "_dirty", "_key", "_cache", "_cache_size", "hits", "misses")
@@ -237,14 +237,24 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
 
     def open(self, runtime_context: RuntimeContext) -> None:
         desc = ValueStateDescriptor("engine", Types.PICKLED_BYTE_ARRAY())
-        # TTL one hour beyond the engine's own: the engine clears a silent key itself on its cleanup timer;
-        # Flink's TTL is the backstop that frees keys whose timers were lost (e.g. a rule set change).
+        # Flink's TTL frees the keys that never come back (processing time, one hour beyond the engine's own
+        # event-time TTL, so it never drops a key the engine would still read; RocksDB's compaction filter
+        # removes it). The engine arms no clean-up timer (cleanup_timers=False): with heap timers a checkpoint
+        # writes every pending timer in its synchronous phase, while this task waits, and the clean-up timers
+        # were one per active key; without them the phase took 41-54 ms at its median instead of 78-85
+        # (bench/results/cleanup-timers-ab). A key silent for the TTL still starts from zero at its next
+        # event, so decisions are the same (docs/engine.md, "State, timers and TTL").
         desc.enable_time_to_live(ttl_config(self.state_ttl_ms + 3_600_000))
         self.state = FlinkKeyedState(runtime_context.get_state(desc))
         self.pending = runtime_context.get_list_state(
             ListStateDescriptor("pending", Types.PICKLED_BYTE_ARRAY())
         )
-        self.engine = Engine(RuleSet(), lateness=self.lateness_ms, state_ttl=self.state_ttl_ms)
+        self.engine = Engine(
+            RuleSet(),
+            lateness=self.lateness_ms,
+            state_ttl=self.state_ttl_ms,
+            cleanup_timers=False,
+        )
         self.opened_at = time.monotonic()
         # No cyclic GC in the TaskManager's interpreter while the job runs: a collection pauses the decide
         # task, and in thread mode that was the largest source of tail latency at low rates, even with

@@ -11,6 +11,7 @@ from typing import Any
 
 from riskctl.core.engine import Engine
 from riskctl.core.rules import RuleSet, parse_rule
+from riskctl.core.state import InMemoryKeyedState
 from riskctl.flink.risk_function import FlinkKeyedState
 
 
@@ -312,3 +313,53 @@ def test_held_events_keep_their_record_for_a_dead_letter(monkeypatch: Any) -> No
     rows = list(fn.process_element(_record({**ev, "event_id": "h2"}), FakeCtx("u1")))
     assert [r[0] for r in rows] == ["dead", "dead"]
     assert [json.loads(json.loads(r[2])["raw"])["event_id"] for r in rows] == ["h1", "h2"]
+
+
+class FakeRuntime:
+    """What RiskFunction.open asks of Flink's RuntimeContext."""
+
+    def __init__(self, backing: FakeValueState) -> None:
+        self.backing = backing
+        self.descriptors: list[Any] = []
+
+    def get_state(self, desc: Any) -> FakeValueState:
+        self.descriptors.append(desc)
+        return self.backing
+
+    def get_list_state(self, desc: Any) -> list[Any]:
+        return []
+
+    def get_index_of_this_subtask(self) -> int:
+        return 0
+
+
+def test_the_job_arms_no_cleanup_timer_and_flinks_ttl_frees_silent_keys(monkeypatch: Any) -> None:
+    import gc
+    import json
+    import time
+
+    from riskctl.flink.risk_function import RiskFunction
+
+    fn = RiskFunction(lateness_ms=0, state_ttl_ms=3_600_000, rules_wait_ms=0)
+    backing = FakeValueState()
+    backing.key = "u1"
+    runtime = FakeRuntime(backing)
+    try:
+        fn.open(runtime)
+    finally:
+        gc.enable()  # open() turns the collector off for the decide interpreter
+        gc.unfreeze()
+    assert fn.engine is not None and fn.engine.cleanup_timers is False
+    (desc,) = runtime.descriptors
+    ttl = desc._ttl_config  # the keys that never come back: Flink's TTL, an hour past the engine's
+    assert ttl.get_ttl().to_milliseconds() == 3_600_000 + 3_600_000
+    fn.engine.upsert_rule(RULE)
+    fn.started = fn.have_rules = True
+    monkeypatch.setattr(time, "time", lambda: 1_700_000_000.0)
+    ev = {"event_id": "e1", "user_id": "u1", "type": "transfer", "ts": 1_699_999_990_000, "amount": 60}
+    ctx = FakeCtx("u1")
+    rows = list(fn.process_element(_record(ev), ctx))
+    assert json.loads(rows[0][2])["event_id"] == "e1"
+    assert ctx.timers.event_time == []  # where the replay's engine asks for one at ts + TTL
+    replay = Engine(RuleSet([parse_rule(RULE)]), state_ttl=3_600_000)
+    assert replay.process(InMemoryKeyedState(), ev).timers == [ev["ts"] + 3_600_000]

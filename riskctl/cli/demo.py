@@ -115,16 +115,19 @@ def _percentile(values: list[int], q: float) -> int | None:
 
 @contextmanager
 def _signals_as_interrupt() -> Iterator[None]:
-    """SIGTERM behaves like Ctrl-C, so both run the same cleanup."""
+    """SIGTERM behaves like Ctrl-C, so both run the same cleanup. SIGINT is set too, as `serve`, `alerts` and
+    the console set theirs: a shell without job control starts a background command with SIGINT ignored, and
+    Python then leaves it ignored (a CI runner's test of Ctrl-C went unheard that way)."""
 
     def handler(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 class Demo:

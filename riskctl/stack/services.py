@@ -28,6 +28,7 @@ import time
 import urllib.request
 import uuid
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -213,6 +214,16 @@ class Service(ABC):
 
 
 # --------------------------------------------------------------------------------------------------------
+def kafka_cluster_id(random_uuid: Callable[[], uuid.UUID] = uuid.uuid4) -> str:
+    """A KRaft cluster id as Kafka's own ``Uuid.randomUuid`` makes one: 22 URL-safe base64 characters, never
+    starting with "-" (the storage tool's argument parser takes such an id for an option and refuses to
+    format: one stack start in 64 failed that way in CI)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(random_uuid().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 class Kafka(Service):
     """A single-node KRaft broker (broker and controller in one JVM), transactions usable."""
 
@@ -308,7 +319,7 @@ class Kafka(Service):
             "log4j.logger.kafka.request.logger=WARN\nlog4j.logger.org.apache.kafka=INFO\n"
         )
         if not (self.dir / "data" / "meta.properties").exists():
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            cluster_id = kafka_cluster_id()
             fmt = subprocess.run(
                 self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)),
                 capture_output=True,

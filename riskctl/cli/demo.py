@@ -26,7 +26,7 @@ import time
 import uuid
 from collections import Counter, deque
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -264,8 +264,6 @@ class Demo:
                 except (ProcessLookupError, PermissionError):
                     pass
                 _group_gone(self.proc, 10.0)
-            with suppress(subprocess.TimeoutExpired):
-                self.proc.wait(timeout=5)
             self.say(f"job stopped in {time.monotonic() - started:.1f} s")
         if self.keep_stack or not self.started:
             at = time.monotonic()

@@ -269,7 +269,8 @@ class Engine:
     ) -> None:
         """``cleanup_timers=False`` (needs a ``state_ttl``): no clean-up timer per key; a key silent for the
         TTL is still started from zero at its next event, and freeing the state of keys that never come
-        back is left to the caller's own state TTL (the Flink job's; see docs/engine.md, "State lifetime").
+        back is left to the caller's own state TTL (the Flink job's; see docs/engine.md, "State, timers and
+        TTL").
         """
         if lateness < 0:
             msg = f"lateness must be >= 0 ms, got {lateness}"

@@ -26,7 +26,7 @@ import urllib.error
 import urllib.request
 import uuid
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,13 +50,7 @@ class WarmResult:
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "idle": self.idle,
-            "warmed": self.warmed,
-            "job_id": self.job_id,
-            "state": self.state,
-            "seconds": self.seconds,
-        }
+        return asdict(self)
 
 
 def _rest(rest_url: str, path: str, method: str = "GET") -> Any:

@@ -1,12 +1,16 @@
 """The decision API under load: ``riskctl serve`` in front of the real job, at fixed request rates.
 
 One run: fresh topics, the job on the embedded MiniCluster (rules from rules/, file source), one
-``riskctl serve`` process, then for each ``--rates`` value an open-loop load of ``--seconds``: request i is
-sent at t0 + i/rate whatever the answers (concurrent clients: one aiohttp session, up to
-``--connections`` connections), each with the API's default timeout (``serve.timeout_ms``). Per rate:
+``riskctl serve`` (``--workers`` processes on one port), then for each ``--rates`` value an open-loop load of
+``--seconds``: request i is sent at t0 + i/rate whatever the answers, each with the API's default timeout
+(``serve.timeout_ms``), over up to ``--connections`` keep-alive connections. The load generator
+(``--generator``) is vegeta (Go, built from the Go module proxy into bench/.work/bin on first use), which
+costs the shared cores far less per request than a Python client; ``aiohttp`` (one Python session) is the
+other choice, and the fallback when no ``go`` is found. Per rate:
 
 * client latency p50/p99/p99.9 (send to answer, nearest rank), the API's own ``elapsed_ms`` p50/p99, the
   timeout rate (answers with ``degraded``), errors, and the rate actually achieved by the load generator;
+* the CPU the API's processes and the load generator spent per request (``/proc``, getrusage);
 * in the same seconds, the job's own produce->decision latency: ``--direct-rate`` events/s produced straight
   to the events topic (confluent-kafka) by another user population, their decisions read from the decisions
   topic. ``api_adds_ms`` = API client p50 - direct p50: what the HTTP hop, the API and the replies topic add.
@@ -24,9 +28,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import random
+import resource
+import shutil
 import signal
 import socket
 import subprocess
@@ -43,12 +50,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 from harness.report import api_table, markdown, targets  # noqa: E402
+from harness.sampling import proc_stat  # noqa: E402
 
 from riskctl.config import load_settings  # noqa: E402
 from riskctl.core.stats import percentile  # noqa: E402
 from riskctl.kafka_admin import ensure_topics  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
+WORK = ROOT / "bench" / ".work"
+VEGETA = "github.com/tsenart/vegeta/v12"
+VEGETA_VERSION = "v12.13.0"
 TYPES = ("login", "order", "transfer", "2fa", "password_change")
 
 
@@ -262,6 +273,169 @@ async def load(url: str, rate: int, seconds: float, connections: int, seed: int)
     }
 
 
+def vegeta_binary() -> str | None:
+    """vegeta on the PATH, or built once into bench/.work/bin from the Go module proxy; None without go."""
+    found = shutil.which("vegeta")
+    local = WORK / "bin" / "vegeta"
+    if found or local.exists():
+        return found or str(local)
+    go = shutil.which("go")
+    if go is None:
+        return None
+    print(f"building vegeta {VEGETA_VERSION} into {local.parent} (once)", file=sys.stderr, flush=True)
+    local.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [go, "install", f"{VEGETA}@{VEGETA_VERSION}"],
+        env={**os.environ, "GOBIN": str(local.parent)},
+        check=True,
+    )
+    return str(local)
+
+
+def load_vegeta(
+    vegeta: str, url: str, rate: int, seconds: float, connections: int, seed: int
+) -> dict[str, Any]:
+    """The same open-loop load as :func:`load`, sent by vegeta: one target per request (its own event),
+    the results read back afterwards (each answer's body: ``elapsed_ms`` and ``degraded``)."""
+    import base64
+
+    rng = random.Random(seed)
+    users = [f"api-{seed}-{i}" for i in range(max(100, rate * 2))]
+    total = int(rate * seconds)
+    folder = Path(tempfile.mkdtemp(prefix="api-bench-vegeta-"))
+    try:
+        targets_file, out = folder / "targets.jsonl", folder / "results.bin"
+        header = {"Content-Type": ["application/json"]}
+        t0_ms = int(time.time() * 1000)
+        with targets_file.open("w") as f:
+            for i in range(total):
+                ev = event(rng.choice(users), i, rng)
+                ev["ts"] = t0_ms + int(i * 1000 / rate)  # about when it is sent
+                body = base64.b64encode(json.dumps(ev).encode()).decode()
+                f.write(json.dumps({"method": "POST", "url": url, "body": body, "header": header}) + "\n")
+        attack = [
+            vegeta, "attack", "-format=json", f"-targets={targets_file}", f"-rate={rate}/1s",
+            f"-duration={int(total * 1000 / rate)}ms", "-timeout=5s", f"-connections={connections}",
+            f"-max-connections={connections}", f"-output={out}",
+        ]  # fmt: skip
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        subprocess.run(attack, check=True)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        generator_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        summary = json.loads(
+            subprocess.run([vegeta, "report", "-type=json", str(out)], check=True, capture_output=True).stdout
+        )
+        encode = [vegeta, "encode", "--to", "json", str(out)]
+        encoded = subprocess.run(encode, check=True, capture_output=True)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    lat: list[float] = []
+    server: list[float] = []
+    degraded = errors = 0
+    for line in encoded.stdout.splitlines():
+        r = json.loads(line)
+        if r.get("code") != 200 or r.get("error"):
+            errors += 1
+            continue
+        lat.append(r["latency"] / 1e6)
+        doc = json.loads(base64.b64decode(r["body"]))
+        server.append(doc["elapsed_ms"])
+        if doc.get("degraded"):
+            degraded += 1
+    span = summary.get("duration", 0) / 1e9 + summary.get("wait", 0) / 1e9
+    return {
+        "generator": "vegeta",
+        "target_rate": rate,
+        "achieved_send_rate": round(summary.get("rate", 0.0), 1),
+        "requests": total,
+        "answered": len(lat),
+        "answered_per_s": round(len(lat) / span, 1) if span else None,
+        "client_ms": _pcts(lat),
+        "api_elapsed_ms": _pcts(server),
+        "timeout_rate": round(degraded / max(1, len(lat)), 5),
+        "timeouts": degraded,
+        "errors": errors,
+        "generator_cpu_us_per_request": round(generator_cpu * 1e6 / max(1, total), 1),
+        "load_average_1m_after": round(os.getloadavg()[0], 2),
+    }
+
+
+def load_lean(url: str, rate: int, seconds: float, connections: int, seed: int) -> dict[str, Any]:
+    """The same open-loop load from :mod:`harness.loadgen` (pre-built requests, an asyncio protocol)."""
+    from urllib.parse import urlsplit
+
+    from harness import loadgen
+
+    rng = random.Random(seed)
+    users = [f"api-{seed}-{i}" for i in range(max(100, rate * 2))]
+    total = int(rate * seconds)
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    t0_ms = int(time.time() * 1000)
+    bodies = []
+    for i in range(total):
+        ev = event(rng.choice(users), i, rng)
+        ev["ts"] = t0_ms + int(i * 1000 / rate)  # about when it is sent
+        bodies.append(loadgen.post(host, port, parts.path, json.dumps(ev).encode()))
+    cpu0 = time.thread_time()  # this thread only: the direct path's Kafka threads are not the generator
+    gc.collect()
+    gc.disable()  # no collection pauses in the generator (its objects hold no cycles): they would be latency
+    try:
+        res = asyncio.run(loadgen.run(host, port, bodies, total, rate, connections=connections, timeout=5.0))
+    finally:
+        gc.enable()
+    cpu = time.thread_time() - cpu0
+    degraded = sum(1 for b in res.bodies if b.get("degraded"))
+    return {
+        "generator": "lean",
+        "target_rate": rate,
+        "achieved_send_rate": round(total / res.send_seconds, 1) if res.send_seconds else None,
+        "requests": total,
+        "answered": len(res.latencies_ms),
+        "answered_per_s": round(len(res.latencies_ms) / res.total_seconds, 1),
+        "client_ms": _pcts(res.latencies_ms),
+        "api_elapsed_ms": _pcts([b["elapsed_ms"] for b in res.bodies]),
+        "timeout_rate": round(degraded / max(1, len(res.latencies_ms)), 5),
+        "timeouts": degraded,
+        "errors": res.errors,
+        "generator_cpu_us_per_request": round(cpu * 1e6 / max(1, total), 1),
+        "load_average_1m_after": round(os.getloadavg()[0], 2),
+    }
+
+
+def run_load(args: argparse.Namespace, url: str, rate: int, seconds: float, seed: int) -> dict[str, Any]:
+    """One load with the generator of ``--generator``."""
+    if args.generator == "lean":
+        return load_lean(url, rate, seconds, args.connections, seed)
+    if args.vegeta:
+        return load_vegeta(args.vegeta, url, rate, seconds, args.connections, seed)
+    run = asyncio.run(load(url, rate, seconds, args.connections, seed))
+    run["generator"] = "aiohttp"
+    return run
+
+
+def serve_pids(leader: int) -> list[int]:
+    """riskctl serve's processes: the one started and, with serve.workers > 1, its worker processes."""
+    pids = [leader]
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (st := proc_stat(int(entry))) is not None and st[1] == leader:
+            pids.append(int(entry))  # in the session the bench started it in (start_new_session)
+    return sorted(set(pids))
+
+
+def kafka_pids(settings: Any) -> list[int]:
+    """The local stack's broker (its CPU is part of what a request costs on this machine)."""
+    from riskctl.stack.services import services
+
+    found = [service for service in services(settings, flink=False) if service.name == "kafka"]
+    return [pid for service in found for pid in service.pids()]
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """CPU seconds so far of these processes (those still running)."""
+    return sum(st[2] for pid in pids if (st := proc_stat(pid)) is not None)
+
+
 def in_memory(args: argparse.Namespace) -> None:
     """The API's own cost: the same load against an instance whose bus decides at once; one instance per
     event loop of ``--event-loops``, one after the other at each rate (contenders in one run)."""
@@ -282,9 +456,11 @@ def in_memory(args: argparse.Namespace) -> None:
                         break
                     except OSError:
                         time.sleep(0.1)
-                asyncio.run(load(base + "/v1/decisions", 100, 2, args.connections, seed=0))
-                run = asyncio.run(
-                    load(base + "/v1/decisions", rate, args.seconds, args.connections, seed=i + 1)
+                run_load(args, base + "/v1/decisions", 100, 2, seed=0)  # warm-up, not recorded
+                cpu0 = cpu_seconds([procs.procs[-1].pid])
+                run = run_load(args, base + "/v1/decisions", rate, args.seconds, seed=i + 1)
+                run["api_cpu_us_per_request"] = round(
+                    (cpu_seconds([procs.procs[-1].pid]) - cpu0) * 1e6 / max(1, run["requests"]), 1
                 )
                 run["event_loop"] = event_loop
                 runs.append(run)
@@ -310,16 +486,17 @@ def in_memory(args: argparse.Namespace) -> None:
             "",
             f"## {run.get('started', '?')}: `.venv/bin/python {run['command']}`",
             "",
-            "| event loop | target req/s | sent/s | answered/s | client p50 | p99 | p99.9 ms "
-            "| API elapsed p50 / p99 ms | errors | load avg |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| event loop | generator | target req/s | sent/s | answered/s | client p50 | p99 | p99.9 ms "
+            "| API elapsed p50 / p99 ms | errors | CPU µs/request: API / generator | load avg |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for r in run["runs"]:
             c, a = r["client_ms"], r["api_elapsed_ms"]
             lines.append(
-                f"| {r.get('event_loop', 'asyncio')} | {r['target_rate']} | {r['achieved_send_rate']} | "
-                f"{r.get('answered_per_s', '?')} | "
+                f"| {r.get('event_loop', 'asyncio')} | {r.get('generator', 'aiohttp')} | "
+                f"{r['target_rate']} | {r['achieved_send_rate']} | {r.get('answered_per_s', '?')} | "
                 f"{c['p50']} | {c['p99']} | {c['p99.9']} | {a['p50']} / {a['p99']} | {r['errors']} | "
+                f"{r.get('api_cpu_us_per_request', '?')} / {r.get('generator_cpu_us_per_request', '?')} | "
                 f"{_loads(r)} |"
             )
         if run.get("note"):
@@ -345,7 +522,8 @@ def report(api_runs: list[dict[str, Any]]) -> str:
         lines += [
             "",
             f"## {run['started']}: `.venv/bin/python {run['command']}` "
-            f"(default timeout {run['timeout_ms']} ms)",
+            f"(default timeout {run['timeout_ms']} ms; {run.get('workers', 1)} API process(es); load from "
+            f"{run.get('generator', 'aiohttp')})",
             "",
             *api_table(run["runs"]),
         ]
@@ -374,6 +552,16 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--connections", type=int, default=256)
     ap.add_argument("--direct-rate", type=float, default=50)
+    ap.add_argument("--warmup-seconds", type=float, default=60, help="load before the measured rates")
+    ap.add_argument("--warmup-rate", type=int, default=500)
+    ap.add_argument("--workers", type=int, default=1, help="riskctl serve's worker processes (serve.workers)")
+    ap.add_argument(
+        "--generator",
+        choices=("lean", "vegeta", "aiohttp"),
+        default="lean",
+        help="the load generator: lean (bench/harness/loadgen.py), vegeta (built with go on first use; "
+        "aiohttp when there is no go), or aiohttp",
+    )
     ap.add_argument("--in-memory", action="store_true", help="the API alone: no Kafka, no job (its own cost)")
     ap.add_argument(
         "--event-loops",
@@ -388,6 +576,11 @@ def main() -> None:
         help="also write the run into the bench.json beside --out (always done for bench/results/)",
     )
     args = ap.parse_args()
+    args.vegeta = None
+    if args.generator == "vegeta" and not args.serve_in_memory:
+        args.vegeta = vegeta_binary()
+        if args.vegeta is None:
+            print("no go to build vegeta: the load generator is aiohttp", file=sys.stderr)
     if args.serve_in_memory:
         serve_in_memory(args.serve_in_memory, args.event_loops)
         return
@@ -426,6 +619,8 @@ def main() -> None:
             "RISKCTL_SERVE_INSTANCE": "bench",
             "RISKCTL_SERVE_REPLY_PARTITION": "0",
         }
+        if args.workers > 1:
+            serve_env["RISKCTL_SERVE_WORKERS"] = str(args.workers)
         api = procs.start("serve", [sys.executable, "-m", "riskctl.cli.main", "serve"], serve_env)
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 300
@@ -440,12 +635,30 @@ def main() -> None:
                 pass
             time.sleep(1)
         print(f"ready; logs in {tmp}", flush=True)
-        asyncio.run(load(base + "/v1/decisions", 100, 3, args.connections, seed=0))  # warm-up, not recorded
+        # warm-up, not recorded: the job's JVM compiles its hot paths in its first minute or so, at the cost
+        # of a core (bench/flink_profile/README.md); a service takes traffic once warm
+        run_load(args, base + "/v1/decisions", args.warmup_rate, args.warmup_seconds, seed=0)
+        groups = {
+            "api": serve_pids(api.pid),
+            "job": serve_pids(procs.procs[0].pid),
+            "kafka": kafka_pids(settings),
+        }
         for i, rate in enumerate(int(r) for r in args.rates.split(",")):
             direct = DirectPath(bootstrap, topics["events"], topics["decisions"], args.direct_rate)
             direct.window = (time.perf_counter(), time.perf_counter() + args.seconds)
             direct.start()
-            run = asyncio.run(load(base + "/v1/decisions", rate, args.seconds, args.connections, seed=i + 1))
+            cpu0 = {name: cpu_seconds(pids) for name, pids in groups.items()}
+            run = run_load(args, base + "/v1/decisions", rate, args.seconds, seed=i + 1)
+            # CPU per request of each part, over the load (the last answers included), and the cores in all
+            per_request = {
+                name: round((cpu_seconds(pids) - cpu0[name]) * 1e6 / max(1, run["requests"]), 1)
+                for name, pids in groups.items()
+            }
+            per_request["generator"] = run.get("generator_cpu_us_per_request")
+            run["api_cpu_us_per_request"] = per_request["api"]
+            run["cpu_us_per_request"] = per_request
+            run["cores_busy"] = round(sum(v or 0 for v in per_request.values()) * rate / 1e6, 2)
+            run["workers"] = args.workers
             time.sleep(1)
             direct.stop_flag.set()
             direct.join(10)
@@ -464,6 +677,8 @@ def main() -> None:
             "command": "bench/api_bench.py " + " ".join(sys.argv[1:]),
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "timeout_ms": settings.serve.timeout_ms,
+            "workers": args.workers,
+            "generator": "vegeta" if args.vegeta else "aiohttp",
             "cores": os.cpu_count(),
             "runs": runs,
         }

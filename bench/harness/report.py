@@ -224,8 +224,9 @@ def api_table(runs: list[dict[str, Any]]) -> list[str]:
     """One row per request rate of a ``bench/api_bench.py`` run."""
     lines = [
         "| target req/s | sent/s | answered/s | client p50 | p99 | p99.9 ms | API elapsed p50 / p99 ms "
-        "| timeout rate | errors | Kafka produce->decision p50 / p99 ms | API adds (p50) ms | load avg |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| timeout rate | errors | Kafka produce->decision p50 / p99 ms | API adds (p50) ms "
+        "| CPU µs/request: API / job / Kafka / generator (cores busy) | load avg |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in runs:
         c, a, k = r["client_ms"], r["api_elapsed_ms"], r["kafka_produce_to_decision_ms"]
@@ -233,9 +234,17 @@ def api_table(runs: list[dict[str, Any]]) -> list[str]:
             f"| {r['target_rate']} | {r['achieved_send_rate']} | {r.get('answered_per_s', '?')} | "
             f"{c['p50']} | {c['p99']} | {c['p99.9']} | {a['p50']} / {a['p99']} | "
             f"{r['timeout_rate']:.2%} | {r['errors']} | {k['p50']} / {k['p99']} | "
-            f"{r['api_adds_ms_p50']} | {r.get('load_average_1m_after', '?')} |"
+            f"{r['api_adds_ms_p50']} | {_cpu_parts(r)} | {r.get('load_average_1m_after', '?')} |"
         )
     return lines
+
+
+def _cpu_parts(r: dict[str, Any]) -> str:
+    parts = r.get("cpu_us_per_request")
+    if not parts:
+        return "?"
+    names = ("api", "job", "kafka", "generator")
+    return " / ".join(str(parts.get(n, "?")) for n in names) + f" ({r.get('cores_busy', '?')})"
 
 
 def api_targets(api: dict[str, Any]) -> list[str]:

@@ -244,6 +244,9 @@ class ServeSettings:
     shutdown_timeout_ms: int = ms(10_000, low=0)
     #: the producer gives up delivering an event after this long (the request has its fallback by then)
     produce_timeout_ms: int = setting(5_000, low=1, high=INT)
+    #: the producer waits this long to put more events in one request (librdkafka ``linger.ms``): fewer
+    #: requests for this process and the broker to handle, for up to this much more latency
+    produce_linger_ms: int = setting(1, low=0, high=1_000)
 
 
 @dataclass

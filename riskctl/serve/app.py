@@ -12,6 +12,7 @@ it holds and the Kafka clients close.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -73,6 +74,7 @@ class Api:
         )
         self.draining = False
         self.started = time.monotonic()
+        self.gc_pauses = GcPauses()
         self._probe_n = 0
         self.app = web.Application(middlewares=[self._errors])
         self.app.router.add_post("/v1/decisions", self.decisions)
@@ -169,6 +171,8 @@ class Api:
                 "produce_failures": st.produce_failures,
                 "late_decisions": st.late_decisions,
                 "in_flight": self.service.in_flight,
+                "gc_pause_max_ms": round(self.gc_pauses.max_ms, 1),
+                "gc_full_collections": self.gc_pauses.full,
                 "remembered": len(self.service.entries),
                 "reply_key": self.bus.reply_key,
                 "reply_partition": getattr(self.bus, "partition", None),
@@ -198,6 +202,24 @@ class Api:
             await asyncio.sleep(interval)
 
 
+class GcPauses:
+    """The longest pause of Python's cyclic collector in this process, and its full collections (/v1/stats):
+    every request of the instance waits while it runs."""
+
+    def __init__(self) -> None:
+        self.max_ms = 0.0
+        self.full = 0
+        self._start = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._start = time.perf_counter()
+            return
+        self.max_ms = max(self.max_ms, (time.perf_counter() - self._start) * 1000)
+        if info.get("generation") == 2:
+            self.full += 1
+
+
 def default_instance() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
@@ -223,9 +245,11 @@ async def serve(
         instance,
         reply_partition=s.reply_partition,
         produce_timeout_ms=s.produce_timeout_ms,
+        linger_ms=s.produce_linger_ms,
     )
     loop = asyncio.get_running_loop()
     api = Api(settings, bus, instance=instance)
+    gc.callbacks.append(api.gc_pauses)
     await loop.run_in_executor(None, bus.start, loop, api.service.on_decision)
     stop = stop or asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -240,6 +264,10 @@ async def serve(
     port = runner.addresses[0][1] if runner.addresses else s.port
     LOG.warning("serve %s: listening on http://%s:%s", instance, s.host, port)
     probes = asyncio.create_task(api.probe_loop())
+    # What is alive now (modules, the app, the Kafka clients) stays alive: out of the collector's way, a full
+    # collection only walks what requests created since (85 ms of a full collection at start otherwise).
+    gc.collect()
+    gc.freeze()
     if on_ready is not None:
         on_ready(port)
     try:
@@ -249,4 +277,5 @@ async def serve(
         probes.cancel()
         await runner.cleanup()  # stop listening, let in-flight requests finish (shutdown_timeout)
         await loop.run_in_executor(None, bus.close)
+        gc.callbacks.remove(api.gc_pauses)
         LOG.warning("serve %s: stopped", instance)

@@ -83,12 +83,14 @@ class KafkaBus:
         *,
         reply_partition: int = -1,
         produce_timeout_ms: int = 5000,
+        linger_ms: int = 1,
     ) -> None:
         self.bootstrap = bootstrap
         self.events_topic = events_topic
         self.replies_topic = replies_topic
         self.instance = instance_name(instance)
         self.produce_timeout_ms = produce_timeout_ms
+        self.linger_ms = linger_ms
         self.requested_partition = reply_partition
         self.partition = -1
         self.partitions = 0
@@ -110,10 +112,13 @@ class KafkaBus:
         self.producer = Producer(
             {
                 "bootstrap.servers": self.bootstrap,
-                "linger.ms": 1,
+                "linger.ms": self.linger_ms,
                 "acks": "all",
                 "message.timeout.ms": self.produce_timeout_ms,
                 "reconnect.backoff.max.ms": 1000,
+                # a delivery report (a Python call under the GIL) for the lost events only: the delivered
+                # ones need none, their decision answers the request
+                "delivery.report.only.error": True,
             }
         )
         try:

@@ -25,6 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import orjson
+
 from riskctl.core.decisions import PASS, REJECT, REVIEW
 from riskctl.core.door import Limits
 from riskctl.serve.request import ApiError, DecisionRequest, encode_event
@@ -41,13 +43,12 @@ class Bus(Protocol):
         """Send one event (never blocks); ``on_failure(reason)`` is called, on the loop, if it is lost."""
 
 
-@dataclass(slots=True)
-class Entry:
-    fingerprint: str
-    created: float
-    future: asyncio.Future[dict[str, Any]]
-    decision: dict[str, Any] | None = None
-    fell_back: bool = False  # a request got the fallback before the decision came
+#: One event in the idempotency memory: (fingerprint, created, the job's decision as JSON once it came,
+#: whether a request got the fallback before it came). A plain tuple of text, a number, bytes and a
+#: boolean: CPython stops tracking such a tuple (an exact tuple, not a subclass) in its cyclic collector,
+#: so a memory of 100,000 events costs a full collection nothing. As dataclasses holding the decisions'
+#: dicts, full collections took 85-227 ms and stalled every request of the instance (bench/results/api.md).
+Remembered = tuple[str, float, bytes | None, bool]
 
 
 @dataclass(slots=True)
@@ -88,7 +89,10 @@ class DecisionService:
         self.max_entries = max_entries
         self.max_in_flight = max_in_flight
         self.clock = clock
-        self.entries: OrderedDict[str, Entry] = OrderedDict()
+        self.entries: OrderedDict[str, Remembered] = OrderedDict()
+        #: the requests waiting for an event's decision (the first one and its retries), each with its own
+        #: timeout: a future each, resolved by on_decision or _lost, failed by its own timer
+        self.waiters: dict[str, list[asyncio.Future[dict[str, Any]]]] = {}
         self.in_flight = 0
         self.stats = Stats()
 
@@ -97,10 +101,11 @@ class DecisionService:
         """The response body for one valid request (raises ApiError 409/413/503)."""
         start = self.clock()
         self.stats.requests += 1
-        entry = self._lookup(request.event_id, start)
+        event_id = request.event_id
+        entry = self._lookup(event_id, start)
         replay = entry is not None
         if entry is not None:
-            if entry.fingerprint != request.fingerprint:
+            if entry[0] != request.fingerprint:
                 msg = "this event_id was already sent with a different content"
                 raise ApiError(409, msg, "event_id")
             self.stats.replays += 1
@@ -109,17 +114,21 @@ class DecisionService:
                 msg = f"too many requests waiting for a decision ({self.max_in_flight})"
                 raise ApiError(503, msg)
             value = encode_event(request, self.bus.reply_key, self.limits)
-            entry = Entry(request.fingerprint, start, asyncio.get_running_loop().create_future())
-            self._remember(request.event_id, entry)
-            self.bus.produce(
-                request.user_id.encode("utf-8"), value, lambda reason: self._lost(request.event_id, reason)
-            )
-        decision = entry.decision
+            self._remember(event_id, (request.fingerprint, start, None, False))
+            key = request.user_id.encode("utf-8")
+            self.bus.produce(key, value, lambda reason: self._lost(event_id, reason))
+        decision = orjson.loads(entry[2]) if entry is not None and entry[2] is not None else None
         degraded = None
         if decision is None:
+            # one future and one timer per waiting request (asyncio.wait_for over a shielded shared future
+            # made four objects and as many callbacks per request)
+            loop = asyncio.get_running_loop()
+            waiter: asyncio.Future[dict[str, Any]] = loop.create_future()
+            self.waiters.setdefault(event_id, []).append(waiter)
+            timer = loop.call_later(request.timeout_ms / 1000, _time_out, waiter)
             self.in_flight += 1
             try:
-                decision = await asyncio.wait_for(asyncio.shield(entry.future), request.timeout_ms / 1000)
+                decision = await waiter
             except TimeoutError:
                 decision = None
                 degraded = "timeout"
@@ -129,10 +138,12 @@ class DecisionService:
                 degraded = f"produce_failed: {exc}"[:300]
                 self.stats.timeouts += 1
             finally:
+                timer.cancel()
                 self.in_flight -= 1
+                self._forget_waiter(event_id, waiter)  # timed out or cancelled (the client went away)
         elapsed_ms = round((self.clock() - start) * 1000, 3)
         if decision is None:
-            entry.fell_back = True
+            self._fell_back(event_id)
             return self._fallback_body(request, elapsed_ms, degraded or "timeout", replay)
         self.stats.decided += 1
         return {**decision, "elapsed_ms": elapsed_ms, "degraded": None, "replay": replay, "source": "job"}
@@ -155,14 +166,26 @@ class DecisionService:
         }
 
     # -- memory ---------------------------------------------------------------------------------------------
-    def _lookup(self, event_id: str, now: float) -> Entry | None:
+    def _forget_waiter(self, event_id: str, waiter: asyncio.Future[dict[str, Any]]) -> None:
+        waiting = self.waiters.get(event_id)
+        if waiting is not None and waiter in waiting:
+            waiting.remove(waiter)
+            if not waiting:
+                del self.waiters[event_id]
+
+    def _fell_back(self, event_id: str) -> None:
+        entry = self.entries.get(event_id)
+        if entry is not None and entry[2] is None and not entry[3]:
+            self.entries[event_id] = (entry[0], entry[1], None, True)  # keeps its place in the order
+
+    def _lookup(self, event_id: str, now: float) -> Remembered | None:
         self._expire(now)
         entry = self.entries.get(event_id)
         if entry is not None:
             self.entries.move_to_end(event_id)
         return entry
 
-    def _remember(self, event_id: str, entry: Entry) -> None:
+    def _remember(self, event_id: str, entry: Remembered) -> None:
         self.entries[event_id] = entry
         while len(self.entries) > self.max_entries:
             self.entries.popitem(last=False)
@@ -171,7 +194,7 @@ class DecisionService:
         # the oldest first (insertion order, refreshed on use): stop at the first one still fresh
         while self.entries:
             event_id, entry = next(iter(self.entries.items()))
-            if now - entry.created <= self.ttl:
+            if now - entry[1] <= self.ttl:
                 break
             del self.entries[event_id]
 
@@ -186,21 +209,28 @@ class DecisionService:
             return False
         now = self.clock()
         self.stats.last_roundtrip = now
-        if entry.decision is None:
-            entry.decision = decision
-            if entry.fell_back:
+        fingerprint, created, remembered, fell_back = entry
+        if remembered is None:
+            self.entries[event_id] = (fingerprint, created, orjson.dumps(decision), fell_back)
+            if fell_back:
                 self.stats.late_decisions += 1
-            if not entry.future.done():
-                entry.future.set_result(decision)
+            for waiter in self.waiters.pop(event_id, ()):
+                if not waiter.done():
+                    waiter.set_result(decision)
         return True
 
     def _lost(self, event_id: str, reason: str) -> None:
         """The event was not delivered to Kafka: fail the waiters, forget it (a retry produces again)."""
         self.stats.produce_failures += 1
-        entry = self.entries.pop(event_id, None)
-        if entry is not None and not entry.future.done():
-            entry.future.set_exception(ProduceFailed(reason))
-            entry.future.exception()  # retrieved: no "exception never retrieved" warning without waiters
+        self.entries.pop(event_id, None)
+        for waiter in self.waiters.pop(event_id, ()):
+            if not waiter.done():
+                waiter.set_exception(ProduceFailed(reason))
+
+
+def _time_out(waiter: asyncio.Future[Any]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
 
 
 class ProduceFailed(Exception):

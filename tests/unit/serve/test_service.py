@@ -154,3 +154,49 @@ def test_decisions_of_other_instances_or_garbage_are_ignored() -> None:
     assert svc.on_decision({"event_id": "not-ours", "action": "PASS"}) is False
     assert svc.on_decision({"event_id": 5}) is False
     assert svc.stats.last_roundtrip == 0.0
+
+
+def test_the_memory_of_decided_events_is_out_of_the_cyclic_collectors_way() -> None:
+    """100,000 remembered decisions as dicts made every full collection walk millions of objects (85-227 ms
+    pauses that stalled every request of the instance); as tuples of text, numbers and bytes, CPython stops
+    tracking them, and a retry still gets the same decision."""
+    import gc
+
+    async def go() -> tuple[DecisionService, dict[str, Any], dict[str, Any]]:
+        bus = FakeBus(delay=0.001)
+        svc = service(bus)
+        first = await svc.decide(req("e1", amount=12_000))
+        for i in range(200):
+            await svc.decide(req(f"n{i}", amount=5))
+        again = await svc.decide(req("e1", amount=12_000))
+        return svc, first, again
+
+    svc, first, again = run(go())
+    gc.collect()
+    assert len(svc.entries) == 201 and not svc.waiters
+    assert not any(gc.is_tracked(entry) for entry in svc.entries.values())
+    assert again["replay"] is True and first["replay"] is False
+    for key in ("elapsed_ms", "replay"):
+        del first[key], again[key]
+    assert again == first
+
+
+def test_a_waiter_that_times_out_or_is_cancelled_leaves_nothing_behind() -> None:
+    async def go() -> DecisionService:
+        bus = FakeBus(delay=0.2)
+        svc = service(bus)
+        out = await svc.decide(req("slow", timeout_ms=20))
+        assert out["degraded"] == "timeout"
+        task = asyncio.create_task(svc.decide(req("gone", timeout_ms=5_000)))
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert not svc.waiters and svc.in_flight == 0
+        await asyncio.sleep(0.3)  # both decisions come late: remembered, nobody to wake
+        return svc
+
+    svc = run(go())
+    _, _, decision, fell_back = svc.entries["slow"]
+    assert fell_back and decision is not None
+    assert svc.stats.late_decisions == 1 and not svc.waiters

@@ -1,7 +1,7 @@
 """The decision API under load: ``riskctl serve`` in front of the real job, at fixed request rates.
 
 One run: fresh topics, the job on the embedded MiniCluster (rules from rules/, file source), one
-``riskctl serve`` (``--workers`` processes on one port), then for each ``--rates`` value an open-loop load of
+``riskctl serve``, then for each ``--rates`` value an open-loop load of
 ``--seconds``: request i is sent at t0 + i/rate whatever the answers, each with the API's default timeout
 (``serve.timeout_ms``), over up to ``--connections`` keep-alive connections. The load generator
 (``--generator``) is vegeta (Go, built from the Go module proxy into bench/.work/bin on first use), which
@@ -415,7 +415,7 @@ def run_load(args: argparse.Namespace, url: str, rate: int, seconds: float, seed
 
 
 def serve_pids(leader: int) -> list[int]:
-    """riskctl serve's processes: the one started and, with serve.workers > 1, its worker processes."""
+    """The processes of the session that ``leader`` leads (the bench starts each with start_new_session)."""
     pids = [leader]
     for entry in os.listdir("/proc"):
         if entry.isdigit() and (st := proc_stat(int(entry))) is not None and st[1] == leader:
@@ -522,8 +522,7 @@ def report(api_runs: list[dict[str, Any]]) -> str:
         lines += [
             "",
             f"## {run['started']}: `.venv/bin/python {run['command']}` "
-            f"(default timeout {run['timeout_ms']} ms; {run.get('workers', 1)} API process(es); load from "
-            f"{run.get('generator', 'aiohttp')})",
+            f"(default timeout {run['timeout_ms']} ms; load generator: {run.get('generator', 'aiohttp')})",
             "",
             *api_table(run["runs"]),
         ]
@@ -554,7 +553,6 @@ def main() -> None:
     ap.add_argument("--direct-rate", type=float, default=50)
     ap.add_argument("--warmup-seconds", type=float, default=60, help="load before the measured rates")
     ap.add_argument("--warmup-rate", type=int, default=500)
-    ap.add_argument("--workers", type=int, default=1, help="riskctl serve's worker processes (serve.workers)")
     ap.add_argument(
         "--generator",
         choices=("lean", "vegeta", "aiohttp"),
@@ -581,6 +579,7 @@ def main() -> None:
         args.vegeta = vegeta_binary()
         if args.vegeta is None:
             print("no go to build vegeta: the load generator is aiohttp", file=sys.stderr)
+            args.generator = "aiohttp"
     if args.serve_in_memory:
         serve_in_memory(args.serve_in_memory, args.event_loops)
         return
@@ -619,8 +618,6 @@ def main() -> None:
             "RISKCTL_SERVE_INSTANCE": "bench",
             "RISKCTL_SERVE_REPLY_PARTITION": "0",
         }
-        if args.workers > 1:
-            serve_env["RISKCTL_SERVE_WORKERS"] = str(args.workers)
         api = procs.start("serve", [sys.executable, "-m", "riskctl.cli.main", "serve"], serve_env)
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 300
@@ -658,7 +655,6 @@ def main() -> None:
             run["api_cpu_us_per_request"] = per_request["api"]
             run["cpu_us_per_request"] = per_request
             run["cores_busy"] = round(sum(v or 0 for v in per_request.values()) * rate / 1e6, 2)
-            run["workers"] = args.workers
             time.sleep(1)
             direct.stop_flag.set()
             direct.join(10)
@@ -677,8 +673,7 @@ def main() -> None:
             "command": "bench/api_bench.py " + " ".join(sys.argv[1:]),
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "timeout_ms": settings.serve.timeout_ms,
-            "workers": args.workers,
-            "generator": "vegeta" if args.vegeta else "aiohttp",
+            "generator": args.generator,
             "cores": os.cpu_count(),
             "runs": runs,
         }

@@ -231,3 +231,20 @@ def test_cli_serve_without_a_broker_fails_with_a_message_not_a_traceback() -> No
     )
     assert res.returncode == 3 and "no broker answers at 127.0.0.1:9" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_stats_report_the_collector_pauses() -> None:
+    import gc
+
+    from riskctl.serve.app import GcPauses
+
+    pauses = GcPauses()
+    gc.callbacks.append(pauses)
+    try:
+        gc.collect()
+    finally:
+        gc.callbacks.remove(pauses)
+    assert pauses.full == 1 and pauses.max_ms > 0
+    with running_api(settings_for_tests(), FakeBus()) as (base, _, _):
+        status, stats = call(base, "GET", "/v1/stats")
+    assert status == 200 and stats["gc_full_collections"] == 0 and stats["gc_pause_max_ms"] == 0

@@ -3,14 +3,16 @@
 One run: fresh topics, the job on the embedded MiniCluster (rules from rules/, file source), one
 ``riskctl serve``, then for each ``--rates`` value an open-loop load of
 ``--seconds``: request i is sent at t0 + i/rate whatever the answers, each with the API's default timeout
-(``serve.timeout_ms``), over up to ``--connections`` keep-alive connections. The load generator
-(``--generator``) is vegeta (Go, built from the Go module proxy into bench/.work/bin on first use), which
-costs the shared cores far less per request than a Python client; ``aiohttp`` (one Python session) is the
-other choice, and the fallback when no ``go`` is found. Per rate:
+(``serve.timeout_ms``), over up to ``--connections`` keep-alive connections, after ``--warmup-seconds`` of
+load that is not recorded. The load generator (``--generator``) is ``lean`` (bench/harness/loadgen.py, the
+cheapest here in CPU per request, which matters on shared cores), ``vegeta`` (Go, built from the Go module
+proxy into bench/.work/bin on first use; aiohttp when there is no ``go``) or ``aiohttp`` (one Python
+session). Per rate:
 
 * client latency p50/p99/p99.9 (send to answer, nearest rank), the API's own ``elapsed_ms`` p50/p99, the
   timeout rate (answers with ``degraded``), errors, and the rate actually achieved by the load generator;
-* the CPU the API's processes and the load generator spent per request (``/proc``, getrusage);
+* the CPU spent per request by the API, the job, the Kafka broker and the load generator (``/proc``), and
+  the cores that makes;
 * in the same seconds, the job's own produce->decision latency: ``--direct-rate`` events/s produced straight
   to the events topic (confluent-kafka) by another user population, their decisions read from the decisions
   topic. ``api_adds_ms`` = API client p50 - direct p50: what the HTTP hop, the API and the replies topic add.
@@ -50,7 +52,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 from harness.report import api_table, markdown, targets  # noqa: E402
-from harness.sampling import proc_stat  # noqa: E402
+from harness.sampling import proc_stat, session_pids  # noqa: E402
 
 from riskctl.config import load_settings  # noqa: E402
 from riskctl.core.stats import percentile  # noqa: E402
@@ -273,6 +275,20 @@ async def load(url: str, rate: int, seconds: float, connections: int, seed: int)
     }
 
 
+def planned_events(rate: int, seconds: float, seed: int) -> list[dict[str, Any]]:
+    """The events of one load, built before it starts (as :func:`load` builds its own as it goes), each
+    stamped with about when it will be sent."""
+    rng = random.Random(seed)
+    users = [f"api-{seed}-{i}" for i in range(max(100, rate * 2))]
+    t0_ms = int(time.time() * 1000)
+    events = []
+    for i in range(int(rate * seconds)):
+        ev = event(rng.choice(users), i, rng)
+        ev["ts"] = t0_ms + int(i * 1000 / rate)
+        events.append(ev)
+    return events
+
+
 def vegeta_binary() -> str | None:
     """vegeta on the PATH, or built once into bench/.work/bin from the Go module proxy; None without go."""
     found = shutil.which("vegeta")
@@ -299,18 +315,14 @@ def load_vegeta(
     the results read back afterwards (each answer's body: ``elapsed_ms`` and ``degraded``)."""
     import base64
 
-    rng = random.Random(seed)
-    users = [f"api-{seed}-{i}" for i in range(max(100, rate * 2))]
-    total = int(rate * seconds)
+    events = planned_events(rate, seconds, seed)
+    total = len(events)
     folder = Path(tempfile.mkdtemp(prefix="api-bench-vegeta-"))
     try:
         targets_file, out = folder / "targets.jsonl", folder / "results.bin"
         header = {"Content-Type": ["application/json"]}
-        t0_ms = int(time.time() * 1000)
         with targets_file.open("w") as f:
-            for i in range(total):
-                ev = event(rng.choice(users), i, rng)
-                ev["ts"] = t0_ms + int(i * 1000 / rate)  # about when it is sent
+            for ev in events:
                 body = base64.b64encode(json.dumps(ev).encode()).decode()
                 f.write(json.dumps({"method": "POST", "url": url, "body": body, "header": header}) + "\n")
         attack = [
@@ -366,17 +378,11 @@ def load_lean(url: str, rate: int, seconds: float, connections: int, seed: int) 
 
     from harness import loadgen
 
-    rng = random.Random(seed)
-    users = [f"api-{seed}-{i}" for i in range(max(100, rate * 2))]
-    total = int(rate * seconds)
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
-    t0_ms = int(time.time() * 1000)
-    bodies = []
-    for i in range(total):
-        ev = event(rng.choice(users), i, rng)
-        ev["ts"] = t0_ms + int(i * 1000 / rate)  # about when it is sent
-        bodies.append(loadgen.post(host, port, parts.path, json.dumps(ev).encode()))
+    events = planned_events(rate, seconds, seed)
+    total = len(events)
+    bodies = [loadgen.post(host, port, parts.path, json.dumps(ev).encode()) for ev in events]
     cpu0 = time.thread_time()  # this thread only: the direct path's Kafka threads are not the generator
     gc.collect()
     gc.disable()  # no collection pauses in the generator (its objects hold no cycles): they would be latency
@@ -412,15 +418,6 @@ def run_load(args: argparse.Namespace, url: str, rate: int, seconds: float, seed
     run = asyncio.run(load(url, rate, seconds, args.connections, seed))
     run["generator"] = "aiohttp"
     return run
-
-
-def serve_pids(leader: int) -> list[int]:
-    """The processes of the session that ``leader`` leads (the bench starts each with start_new_session)."""
-    pids = [leader]
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and (st := proc_stat(int(entry))) is not None and st[1] == leader:
-            pids.append(int(entry))  # in the session the bench started it in (start_new_session)
-    return sorted(set(pids))
 
 
 def kafka_pids(settings: Any) -> list[int]:
@@ -636,8 +633,8 @@ def main() -> None:
         # of a core (bench/flink_profile/README.md); a service takes traffic once warm
         run_load(args, base + "/v1/decisions", args.warmup_rate, args.warmup_seconds, seed=0)
         groups = {
-            "api": serve_pids(api.pid),
-            "job": serve_pids(procs.procs[0].pid),
+            "api": session_pids(api.pid),  # each started with start_new_session: the session is its pid
+            "job": session_pids(procs.procs[0].pid),  # the job's Python and its MiniCluster JVM
             "kafka": kafka_pids(settings),
         }
         for i, rate in enumerate(int(r) for r in args.rates.split(",")):

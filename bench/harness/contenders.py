@@ -24,7 +24,7 @@ from typing import Any
 
 from harness import ROOT, log
 from harness.kafka_io import Topics
-from harness.sampling import proc_stat
+from harness.sampling import session_pids
 from riskctl.config import Settings
 
 
@@ -125,13 +125,12 @@ class Contender:
 def kill_session(sid: int) -> list[int]:
     """SIGKILL every process left in session ``sid``; the pids killed."""
     killed = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and (p := proc_stat(int(entry))) is not None and p[1] == sid:
-            try:
-                os.kill(int(entry), signal.SIGKILL)
-                killed.append(int(entry))
-            except ProcessLookupError:
-                pass
+    for pid in session_pids(sid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+        except ProcessLookupError:
+            pass
     return killed
 
 

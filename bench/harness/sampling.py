@@ -33,6 +33,15 @@ def proc_stat(pid: int) -> tuple[str, int, float, int] | None:
     return comm, int(rest[3]), cpu, int(rest[21]) * PAGE
 
 
+def session_pids(sid: int) -> list[int]:
+    """The processes of session ``sid`` (a process started with start_new_session leads one: its pid)."""
+    return [
+        int(entry)
+        for entry in os.listdir("/proc")
+        if entry.isdigit() and (p := proc_stat(int(entry))) is not None and p[1] == sid
+    ]
+
+
 def thread_cpu(session: int | None, prefix: str) -> float | None:
     """CPU seconds so far of the threads whose name starts with ``prefix`` in the processes of ``session``
     (Flink names a task's thread after the task: ``decide -> ...``; Linux keeps its first 15 characters), or

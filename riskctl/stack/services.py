@@ -94,6 +94,11 @@ class Service(ABC):
     def log(self) -> Path: ...
 
     @property
+    def logs(self) -> list[Path]:
+        """The logs its processes write as they start: one per process that has its own."""
+        return [self.log]
+
+    @property
     def pid_files(self) -> list[Path]:
         return [self.dir / f"{self.folder}.pid"]
 
@@ -179,16 +184,18 @@ class Service(ABC):
 
         # A process that exits before writing one line to its log has not failed on anything of ours (a
         # bad config, a taken lock or port all log their reason): it is started once more before giving up.
+        # Every process's own log counts: a TaskManager that died without a line in its log failed a start of
+        # the cluster whose JobManager had logged (CI, 2026-12-03).
         retried = False
         while True:
-            logged = self.log.stat().st_size if self.log.exists() else 0
+            logged = {log: _size(log) for log in self.logs}
             self._start()
             started = [p for f in self.pid_files if (p := read_pid(f)) is not None]
             if wait_until(self.healthy, timeout=timeout, abort=died):
                 return True
             exited = died()
             statuses = ", ".join(f"pid {pid} {status}" for pid in started if (status := exit_status(pid)))
-            silent = exited and (self.log.stat().st_size if self.log.exists() else 0) == logged
+            silent = exited and any(_size(log) == size for log, size in logged.items())
             last = tail(self.log)
             self.stop()
             if silent and not retried:
@@ -211,6 +218,10 @@ class Service(ABC):
         for f in self.pid_files:
             f.unlink(missing_ok=True)
         return bool(pids)
+
+
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -695,10 +706,18 @@ class FlinkCluster(Service):
             raise ServiceError(self.name, msg, log=str(self.log))
         return True
 
+    def _taskmanager_out(self, pid_file: Path) -> Path:
+        i = int(pid_file.stem.split("-")[1]) if "-" in pid_file.stem else 1
+        return self.dir / "log" / ("taskmanager.out" if i == 1 else f"taskmanager-{i}.out")
+
+    @property
+    def logs(self) -> list[Path]:
+        return [self.log, *(self._taskmanager_out(f) for f in self.pid_files[1:])]
+
     def _spawn_taskmanager(self, pid_file: Path) -> int:
         """Start a TaskManager; with one running, by its own command line (:meth:`_taskmanager_command`)."""
         i = int(pid_file.stem.split("-")[1]) if "-" in pid_file.stem else 1
-        out = self.dir / "log" / ("taskmanager.out" if i == 1 else f"taskmanager-{i}.out")
+        out = self._taskmanager_out(pid_file)
         running = self._taskmanager_command()
         if running is not None:
             argv, env, cwd = running

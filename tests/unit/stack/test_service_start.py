@@ -86,6 +86,39 @@ def test_a_death_that_logs_its_reason_is_not_retried(settings: Settings) -> None
     assert svc.starts == 1
 
 
+class TwoParts(Scripted):
+    """A main process that logs and serves, beside a second one (a TaskManager beside its JobManager) that
+    runs the n-th snippet, each with its own log."""
+
+    @property
+    def pid_files(self) -> list[Path]:
+        return [self.dir / "main.pid", self.dir / "part.pid"]
+
+    @property
+    def logs(self) -> list[Path]:
+        return [self.log, self.dir / "part.log"]
+
+    def healthy(self) -> bool:
+        pids = [read_pid(f) for f in self.pid_files]
+        return self.ready.exists() and all(p is not None and pid_alive(p) for p in pids)
+
+    def _start(self) -> None:
+        main = "import time; print('main started', flush=True); time.sleep(60)"
+        spawn([sys.executable, "-c", main], log=self.log, pid_file=self.pid_files[0])
+        code = self.scripts[self.starts].replace("READY", repr(str(self.ready)))
+        self.starts += 1
+        spawn([sys.executable, "-c", code], log=self.logs[1], pid_file=self.pid_files[1])
+
+
+def test_a_part_that_dies_silently_is_retried_though_the_main_log_grew(settings: Settings) -> None:
+    svc = TwoParts(settings, ["import os; os._exit(3)", SERVE])
+    try:
+        assert svc.start(timeout=20) is True
+        assert svc.starts == 2 and svc.healthy()
+    finally:
+        svc.stop()
+
+
 def test_exit_status_of_children() -> None:
     done = subprocess.Popen([sys.executable, "-c", "import sys; sys.exit(7)"])
     suicide = "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"

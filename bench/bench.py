@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             doc["runs"].append({"contender": name, "parallelism": p, "error": str(exc)[-2000:]})
     sampler.stop()
 
-    check = match_recognize_check(doc["runs"], records[: plan.warmup_events + plan.throughput_events])
+    check = match_recognize_check(doc["runs"], records[: plan.backlog_events])
     if check is not None:
         doc["match_recognize_check"] = check
     for r in doc["runs"]:

@@ -9,11 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from harness import log
+from harness.sampling import JIT_WARM_SHARE
 
 
 def markdown(doc: dict[str, Any]) -> str:
     """``bench.md``: the run's figures as tables, (a) to (f), then the check against MATCH_RECOGNIZE and the
     verdicts."""
+    settle = doc.get("plan", {}).get("settle_events", 0)
     out = [
         "# riskctl side by side",
         "",
@@ -25,8 +27,9 @@ def markdown(doc: dict[str, Any]) -> str:
         "## (a) Maximum sustained throughput, Kafka in to decisions out",
         "",
         "Every event preloaded, then the contender starts. Cold: the first events after the start (JIT",
-        "compilation included). Sustained: the events behind them, drained by the warmed-up contender",
-        "(decisions/s, first to last), with nothing else producing on the box.",
+        "compilation included). Sustained: the events behind them (in the full run, behind a further",
+        f"{settle:,} decided unmeasured while the JIT settles), drained by the",
+        "warmed-up contender (decisions/s, first to last), with nothing else producing on the box.",
         "",
         "| contender | p | sustained events/s | (10-90%) | decided | cold events/s | cold: start to first "
         "decision (s) |",
@@ -41,6 +44,18 @@ def markdown(doc: dict[str, Any]) -> str:
             f"| {tp.get('events_per_s_10_90')} | {tp.get('decided')}/{tp.get('events')} "
             f"| {cold.get('events_per_s')} | {cold.get('wait_for_first_decision_s')} |"
         )
+    compiling = [
+        f"{r['contender']} p={r['parallelism']} ({r['throughput']['jit_share_of_jvm_cpu']:.0%})"
+        for r in doc["runs"]
+        if (r.get("throughput", {}).get("jit_share_of_jvm_cpu") or 0) > JIT_WARM_SHARE
+    ]
+    if compiling:
+        out += [
+            "",
+            "**Not warm:** the JVM's JIT compilers still took more than "
+            f"{JIT_WARM_SHARE:.0%} of its CPU during the sustained phase of: {', '.join(compiling)}. "
+            "Those sustained figures understate the job once warm (the plain loop has no JIT).",
+        ]
     out += [
         "",
         "## (b) Latency, produce to decision visible (ms)",
@@ -104,6 +119,20 @@ def markdown(doc: dict[str, Any]) -> str:
                 f"{r.get('throughput', {}).get('decide_thread_cpu_us_per_event')} | "
                 f"{cp.get('completed')} / {cp.get('failed')} | {sync.get('p50')} / {sync.get('max')} | "
                 f"{align.get('p50')} / {align.get('max')} | {e2e.get('p50')} / {e2e.get('max')} |"
+            )
+    threads = [r for r in doc["runs"] if r.get("throughput", {}).get("jvm_threads_cpu_us_per_event")]
+    if threads:
+        out += [
+            "",
+            "Where the job's JVM spent its CPU over the sustained phase, per decided event (µs), by thread "
+            "group (Linux keeps 15 characters of a thread's name; numbers are dropped):",
+            "",
+        ]
+        for r in threads:
+            parts = r["throughput"]["jvm_threads_cpu_us_per_event"]
+            out.append(
+                f"- {r['contender']} p={r['parallelism']}: "
+                + ", ".join(f"`{name}` {us}" for name, us in parts.items())
             )
     out += ["", "## (d) State per active user", ""]
     for r in doc["runs"]:

@@ -15,7 +15,7 @@ from harness.contenders import Contender, MatchRecognize, PlainLoop, RiskctlJob
 from harness.kafka_io import Reader, Topics, delete_topics, log_append_time, preload
 from harness.measures import measure_drain, measure_latency, wait_quiet
 from harness.propagation import PROBE_TYPE, install_rules, measure_propagation
-from harness.sampling import Sampler, thread_cpu
+from harness.sampling import JIT_WARM_SHARE, Sampler, jit_share, per_event_us, thread_cpu, threads_cpu
 from harness.workload import Plan, key_of
 from riskctl.config import Settings
 from riskctl.kafka_admin import ensure_topics
@@ -49,13 +49,14 @@ def run_contender(
     log_append_time(bootstrap, topics.events)
     log_append_time(bootstrap, topics.decisions)
     warm = records[: plan.warmup_events]
-    main = records[plan.warmup_events : plan.warmup_events + plan.throughput_events]
-    rest = records[plan.warmup_events + plan.throughput_events :]
+    settle = records[plan.warmup_events : plan.warmup_events + plan.settle_events]
+    main = records[plan.warmup_events + plan.settle_events : plan.backlog_events]
+    rest = records[plan.backlog_events :]
     contender = kind(name, parallelism, settings, topics, tmp, flink_options=list(flink_options))
     if isinstance(contender, RiskctlJob):
         contender.rules_table = f"bench_{uuid.uuid4().hex[:8]}"
         install_rules(settings, contender.rules_table)
-    first_batch = warm + main
+    first_batch = warm + settle + main
     log(f"{name} (p={parallelism}): preloading {len(first_batch):,} events")
     preload_s = preload(bootstrap, topics.events, first_batch)
     keep = (lambda k, v: True) if kind is MatchRecognize else keep_probe_and_brute_force
@@ -80,12 +81,21 @@ def run_contender(
         )
         log(f"  {name}: cold {cold.get('events_per_s')} events/s (complete: {cold.get('complete')})")
         tp: dict[str, Any] = {}
+        if cold.get("complete") and settle:
+            # decided, not measured: a JVM is still compiling after the cold events (the JIT's share shows
+            # in jit_share_of_jvm_cpu)
+            log(f"  {name}: settling: {len(settle):,} more events, not measured")
+            result["settle"] = settled = measure_drain(
+                contender, reader, [key_of(r)[1] for r in settle], plan.throughput_limit_s, 60, "settling"
+            )
+            cold = {**cold, "complete": settled.get("complete")}
         if cold.get("complete"):
             # the sustained events were preloaded behind the cold ones: the warmed-up contender drains a
             # backlog, with nothing else producing on the box (a producer running beside it on 2 cores would
             # measure the producer: kafka-python sends 5-7k events/s while a contender runs)
             log(f"  {name}: sustained: {len(main):,} more events, preloaded behind the cold ones")
             decide_cpu_0 = thread_cpu(contender.session, DECIDE_THREAD)
+            threads_0 = threads_cpu(contender.session)
             tp.update(
                 measure_drain(
                     contender,
@@ -97,6 +107,18 @@ def run_contender(
                 )
             )
             decide_cpu_1 = thread_cpu(contender.session, DECIDE_THREAD)
+            threads_1 = threads_cpu(contender.session)
+            if threads_1 and tp.get("decided"):
+                # where the JVM's CPU went, per thread group (source, decide, producers, RocksDB, JIT, GC)
+                tp["jvm_threads_cpu_us_per_event"] = per_event_us(threads_0, threads_1, tp["decided"])
+                share = jit_share(threads_0, threads_1)
+                if share is not None:
+                    tp["jit_share_of_jvm_cpu"] = round(share, 3)
+                    if share > JIT_WARM_SHARE:
+                        log(
+                            f"  {name}: the JVM was still compiling during the sustained phase (JIT "
+                            f"{share:.0%} of its CPU): its sustained figure understates it once warm"
+                        )
             if decide_cpu_0 is not None and decide_cpu_1 is not None and tp.get("decided"):
                 # the decide task's thread(s) alone: what one decision costs where the Python runs
                 per_event = (decide_cpu_1 - decide_cpu_0) / tp["decided"]
@@ -142,9 +164,7 @@ def run_contender(
                     break
         if propagation and isinstance(contender, RiskctlJob) and contender.rules_table:
             log(f"  {name}: rule propagation over {plan.edits} edits")
-            last_ts = max(
-                json.loads(r)["ts"] for r in records[: plan.warmup_events + plan.throughput_events + offset]
-            )
+            last_ts = max(json.loads(r)["ts"] for r in records[: plan.backlog_events + offset])
             result["propagation"] = measure_propagation(
                 settings, contender.rules_table, bootstrap, topics, reader, plan.edits, last_ts + 1
             )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import threading
 import time
 from pathlib import Path
@@ -42,13 +43,17 @@ def session_pids(sid: int) -> list[int]:
     ]
 
 
-def thread_cpu(session: int | None, prefix: str) -> float | None:
-    """CPU seconds so far of the threads whose name starts with ``prefix`` in the processes of ``session``
-    (Flink names a task's thread after the task: ``decide -> ...``; Linux keeps its first 15 characters), or
-    None when there is none."""
+def _thread_group(name: str) -> str:
+    """A thread's name without its numbers (``rocksdb:low1`` and ``rocksdb:low0`` are one group)."""
+    return re.sub(r"[0-9]+", "", name).strip(" -#") or name
+
+
+def threads_cpu(session: int | None) -> dict[str, float]:
+    """CPU seconds so far per thread group (names without numbers; Linux keeps 15 characters of a name) of
+    the JVMs of ``session``."""
+    out: dict[str, float] = {}
     if session is None:
-        return None
-    total, found = 0.0, False
+        return out
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -61,10 +66,46 @@ def thread_cpu(session: int | None, prefix: str) -> float | None:
             continue
         for tid in tids:
             st = _stat(f"/proc/{entry}/task/{tid}/stat")
-            if st is not None and st[0].startswith(prefix):
-                total += st[1]
-                found = True
-    return total if found else None
+            if st is not None:
+                group = _thread_group(st[0])
+                out[group] = out.get(group, 0.0) + st[1]
+    return out
+
+
+def thread_cpu(session: int | None, prefix: str) -> float | None:
+    """CPU seconds so far of the threads whose name starts with ``prefix`` in the processes of ``session``
+    (Flink names a task's thread after the task: ``decide -> ...``; Linux keeps its first 15 characters), or
+    None when there is none."""
+    groups = {name: cpu for name, cpu in threads_cpu(session).items() if name.startswith(prefix)}
+    return sum(groups.values()) if groups else None
+
+
+#: HotSpot's JIT compiler threads (``C1 CompilerThre``, ``C2 CompilerThre``; numbers dropped)
+JIT_GROUP = "C CompilerThre"
+#: above this share of a JVM's CPU for its JIT compilers, a sustained figure is flagged as not warm
+JIT_WARM_SHARE = 0.05
+
+
+def jit_share(before: dict[str, float], after: dict[str, float]) -> float | None:
+    """The JIT compilers' share of the JVMs' CPU between two :func:`threads_cpu` readings (0..1), or None
+    without any CPU spent. A JVM still compiling runs slower than it will once warm."""
+    total = sum(after.values()) - sum(before.values())
+    if total <= 0:
+        return None
+    return (after.get(JIT_GROUP, 0.0) - before.get(JIT_GROUP, 0.0)) / total
+
+
+def per_event_us(
+    before: dict[str, float], after: dict[str, float], events: int, top: int = 8
+) -> dict[str, float]:
+    """CPU microseconds per event of each thread group between two :func:`threads_cpu` readings, the
+    ``top`` largest, the rest summed as ``other``, and the ``total``."""
+    spent = {name: after[name] - before.get(name, 0.0) for name in after}
+    ranked = sorted(spent.items(), key=lambda kv: -kv[1])
+    out = {name: round(cpu / events * 1e6, 1) for name, cpu in ranked[:top]}
+    out["other"] = round(sum(cpu for _, cpu in ranked[top:]) / events * 1e6, 1)
+    out["total"] = round(sum(spent.values()) / events * 1e6, 1)
+    return out
 
 
 class Sampler(threading.Thread):

@@ -152,6 +152,9 @@ class JobSettings:
     rules_wait_ms: int = ms(10000, low=0)  # hold events this long at start-up until the first rules arrive
     buffer_timeout_ms: int = setting(5, low=0, high=LONG, special=(-1,))  # -1: flush only full buffers
     sink_linger_ms: int = ms(2, low=0)  # Kafka producer linger.ms of the job's sinks (0: a request a record)
+    #: users whose decoded state each decide subtask keeps in memory (an LRU), sparing them the RocksDB read
+    #: and the unpickling; about 5.5 KB of Python memory per user with rules/ (docs/engine.md, "Performance")
+    state_cache_keys: int = setting(20_000, low=0, high=1_000_000)
     restore_from: str = ""  # a retained checkpoint (.../chk-N) or savepoint to start from
     # limits at the door (riskctl.core.door, docs/config.md "Limits at the door")
     max_event_bytes: int = positive(DEFAULT_LIMITS.max_event_bytes)

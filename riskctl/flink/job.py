@@ -585,6 +585,7 @@ def build_pipeline(env: StreamExecutionEnvironment, settings: Settings) -> None:
                 rules_wait_ms=job.rules_wait_ms,
                 limits=job.limits(),
                 replies=bool(settings.serve.replies_topic),
+                cache_keys=job.state_cache_keys,
             ),
             output_type=TAGGED,
         )

@@ -86,7 +86,7 @@ class FlinkKeyedState:
 
     __slots__ = ("_value", "_data", "_dirty", "_key", "_cache", "_cache_size", "hits", "misses")
 
-    def __init__(self, value_state: Any, cache_size: int = 10_000) -> None:
+    def __init__(self, value_state: Any, cache_size: int = 20_000) -> None:
         self._value = value_state
         self._data: dict[str, Any] | None = None
         self._dirty = False
@@ -217,8 +217,10 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         rules_wait_ms: int,
         limits: Limits = DEFAULT_LIMITS,
         replies: bool = False,
+        cache_keys: int = 20_000,
     ) -> None:
         self.limits = limits
+        self.cache_keys = cache_keys  # users whose decoded state stays in memory (FlinkKeyedState's LRU)
         self.replies = replies  # also write the decision of an event with a valid reply_to (REPLY)
         self.internal_errors = 0  # events dead-lettered for an exception while deciding them
         self.timer_errors = 0  # event-time timers whose handling raised (logged, skipped)
@@ -245,7 +247,7 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         # (bench/results/cleanup-timers-ab). A key silent for the TTL still starts from zero at its next
         # event, so decisions are the same (docs/engine.md, "State, timers and TTL").
         desc.enable_time_to_live(ttl_config(self.state_ttl_ms + 3_600_000))
-        self.state = FlinkKeyedState(runtime_context.get_state(desc))
+        self.state = FlinkKeyedState(runtime_context.get_state(desc), self.cache_keys)
         self.pending = runtime_context.get_list_state(
             ListStateDescriptor("pending", Types.PICKLED_BYTE_ARRAY())
         )
@@ -270,6 +272,15 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         found = gc.collect()
         gc.enable()
         LOG.info("decide subtask %s closed: %s objects of cyclic garbage collected", self.subtask, found)
+        if self.state is not None:  # for sizing job.state_cache_keys
+            looked_up = self.state.hits + self.state.misses
+            LOG.info(
+                "decide subtask %s: state cache of %s users, %s hits in %s look-ups",
+                self.subtask,
+                self.cache_keys,
+                self.state.hits,
+                looked_up,
+            )
 
     # -- rules --------------------------------------------------------------------------------------------
     def _restore_rules(self, ctx: Any) -> None:

@@ -213,3 +213,40 @@ def test_markdown_shows_the_decide_tasks_cost_and_pauses(bench: ModuleType) -> N
     del doc["runs"][0]["propagation"]
     text = bench.markdown(doc)
     assert "| riskctl-thread | 1 | 40.0 | 9 / 0 | 30 / 90 | 0 / 4 | 60 / 120 |" in text
+
+
+def test_markdown_shows_where_the_jvm_spent_its_cpu_and_flags_a_jvm_still_compiling(
+    bench: ModuleType,
+) -> None:
+    doc = _doc(**GOOD) | {
+        "started": "now",
+        "command": "bench.py",
+        "quick": True,
+        "plan": {"settle_events": 0},
+        "machine": {"nproc": 2, "loadavg": [0.5, 0.5, 0.5]},
+        "workload": {"events": 1, "users": 1, "zipf": 1.0, "rules": 8},
+    }
+    doc["pure_engine"] |= {"events": 1, "users": 1, "state_bytes_per_user_pickled": 1.0}
+    del doc["runs"][0]["propagation"]
+    doc["runs"][0]["throughput"] |= {
+        "jvm_threads_cpu_us_per_event": {"decide -> (*ano": 90.5, "C CompilerThre": 30.0, "total": 150.0},
+        "jit_share_of_jvm_cpu": 0.2,
+    }
+    text = bench.markdown(doc)
+    assert "- riskctl-thread p=1: `decide -> (*ano` 90.5, `C CompilerThre` 30.0, `total` 150.0" in text
+    assert "**Not warm:**" in text and "riskctl-thread p=1 (20%)" in text
+    doc["runs"][0]["throughput"]["jit_share_of_jvm_cpu"] = 0.01
+    assert "**Not warm:**" not in bench.markdown(doc)
+
+
+def test_thread_groups_per_event_and_the_jit_share() -> None:
+    from harness.sampling import _thread_group, jit_share, per_event_us
+
+    assert _thread_group("rocksdb:low12") == _thread_group("rocksdb:low0") == "rocksdb:low"
+    assert _thread_group("C2 CompilerThre") == _thread_group("C1 CompilerThre") == "C CompilerThre"
+    before = {"decide": 1.0, "C CompilerThre": 2.0, "a": 0.0, "b": 0.0}
+    after = {"decide": 3.0, "C CompilerThre": 2.4, "a": 0.25, "b": 0.25, "new": 0.5}
+    parts = per_event_us(before, after, events=1000, top=2)
+    assert parts == {"decide": 2000.0, "new": 500.0, "other": 900.0, "total": 3400.0}
+    assert jit_share(before, after) == pytest.approx(0.4 / 3.4)
+    assert jit_share(after, after) is None

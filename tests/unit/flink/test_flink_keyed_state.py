@@ -363,3 +363,41 @@ def test_the_job_arms_no_cleanup_timer_and_flinks_ttl_frees_silent_keys(monkeypa
     assert ctx.timers.event_time == []  # where the replay's engine asks for one at ts + TTL
     replay = Engine(RuleSet([parse_rule(RULE)]), state_ttl=3_600_000)
     assert replay.process(InMemoryKeyedState(), ev).timers == [ev["ts"] + 3_600_000]
+
+
+def test_job_state_cache_keys_sizes_the_decide_operators_cache(tmp_path: Any) -> None:
+    import gc
+
+    import pytest
+
+    from riskctl.config import load_settings
+    from riskctl.errors import ConfigError
+    from riskctl.flink.risk_function import RiskFunction
+
+    env = {"RISKCTL_STACK_DIR": str(tmp_path)}
+    assert load_settings(env=env).job.state_cache_keys == 20_000
+    for bad in ("-1", "1000001", "many"):
+        with pytest.raises(ConfigError, match="state_cache_keys"):
+            load_settings(env={**env, "RISKCTL_JOB_STATE_CACHE_KEYS": bad})
+    settings = load_settings(env={**env, "RISKCTL_JOB_STATE_CACHE_KEYS": "2"})
+    fn = RiskFunction(
+        lateness_ms=0, state_ttl_ms=3_600_000, rules_wait_ms=0, cache_keys=settings.job.state_cache_keys
+    )
+    backing = FakeValueState()
+    try:
+        fn.open(FakeRuntime(backing))
+    finally:
+        gc.enable()
+        gc.unfreeze()
+    assert fn.state is not None
+    for key in ("a", "b", "c"):  # three users through a cache of two: the first is read again
+        backing.key = key
+        fn.state.begin(key)
+        fn.state.put("n", 1)
+        fn.state.commit()
+    for key in ("a", "c"):
+        backing.key = key
+        fn.state.begin(key)
+        fn.state.get("n")
+        fn.state.commit()
+    assert (fn.state.hits, fn.state.misses) == (1, 4)

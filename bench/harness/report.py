@@ -134,6 +134,28 @@ def markdown(doc: dict[str, Any]) -> str:
                 f"- {r['contender']} p={r['parallelism']}: "
                 + ", ".join(f"`{name}` {us}" for name, us in parts.items())
             )
+    by_rate = [
+        (r, [ph for ph in r.get("latency") or [] if ph.get("jvm_threads_cpu_us_per_event")])
+        for r in doc["runs"]
+    ]
+    if any(phases for _, phases in by_rate):
+        out += [
+            "",
+            "The same at each fixed rate of (b), per event sent: the decide thread and the whole JVM (µs). A",
+            "task that wakes up for a few events pays its per-wake-up costs (mailbox, JNI, flushes) on each:",
+            "",
+        ]
+        for r, phases in by_rate:
+            if phases:
+                out.append(
+                    f"- {r['contender']} p={r['parallelism']}: "
+                    + ", ".join(
+                        f"{ph['offered_per_s']:,}/s: decide "
+                        f"{_decide_part(ph['jvm_threads_cpu_us_per_event'])}, JVM "
+                        f"{ph['jvm_threads_cpu_us_per_event']['total']}"
+                        for ph in phases
+                    )
+                )
     out += ["", "## (d) State per active user", ""]
     for r in doc["runs"]:
         rocks = r.get("rocksdb")
@@ -266,6 +288,12 @@ def api_table(runs: list[dict[str, Any]]) -> list[str]:
             f"{r['api_adds_ms_p50']} | {_cpu_parts(r)} | {r.get('load_average_1m_after', '?')} |"
         )
     return lines
+
+
+def _decide_part(parts: dict[str, float]) -> float | None:
+    """The decide task's threads' share of a :func:`harness.sampling.per_event_us` breakdown."""
+    mine = [us for name, us in parts.items() if name.startswith("decide")]
+    return round(sum(mine), 1) if mine else None
 
 
 def _cpu_parts(r: dict[str, Any]) -> str:

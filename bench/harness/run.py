@@ -146,8 +146,14 @@ def run_contender(
                     continue
                 log(f"  {name}: latency at {rate:,}/s for {plan.phase_s:.0f} s")
                 p0 = time.monotonic()
+                threads_0 = threads_cpu(contender.session)
                 phase = measure_latency(contender, reader, bootstrap, rest[offset : offset + n], rate, 300)
+                threads_1 = threads_cpu(contender.session)
                 phase["resources"] = sampler.window(p0, time.monotonic())
+                if (
+                    threads_1
+                ):  # what a decision costs at this rate (at light load, per wake-up more than per event)
+                    phase["jvm_threads_cpu_us_per_event"] = per_event_us(threads_0, threads_1, n)
                 phase["at_80pct_of_max"] = rate == max(100, int(0.8 * max_rate))
                 offset += n
                 result["latency"].append(phase)

@@ -232,8 +232,10 @@ def test_markdown_shows_where_the_jvm_spent_its_cpu_and_flags_a_jvm_still_compil
         "jvm_threads_cpu_us_per_event": {"decide -> (*ano": 90.5, "C CompilerThre": 30.0, "total": 150.0},
         "jit_share_of_jvm_cpu": 0.2,
     }
+    doc["runs"][0]["latency"][0]["jvm_threads_cpu_us_per_event"] = {"decide -> (*ano": 400.0, "total": 700.0}
     text = bench.markdown(doc)
     assert "- riskctl-thread p=1: `decide -> (*ano` 90.5, `C CompilerThre` 30.0, `total` 150.0" in text
+    assert "- riskctl-thread p=1: 1,000/s: decide 400.0, JVM 700.0" in text
     assert "**Not warm:**" in text and "riskctl-thread p=1 (20%)" in text
     doc["runs"][0]["throughput"]["jit_share_of_jvm_cpu"] = 0.01
     assert "**Not warm:**" not in bench.markdown(doc)

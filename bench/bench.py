@@ -90,6 +90,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="only the throughput figures (no latency phases, no rule propagation): for before/after runs",
     )
+    ap.add_argument(
+        "--profile",
+        metavar="PHASE",
+        help="attach async-profiler to the MiniCluster jobs' JVM during one phase: 'sustained' or a rate of "
+        "the latency phases (e.g. 1000); collapsed stacks in the run's log folder under bench/.work",
+    )
     ap.add_argument("--out", default=str(RESULTS), help="folder for bench.json, bench.md and the plots")
     args = ap.parse_args(argv)
     plan = Plan.of(args.quick)
@@ -164,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
                     latency=latency and not args.throughput_only,
                     propagation=propagation and not args.throughput_only,
                     flink_options=args.flink_option,
+                    profile=args.profile,
                 )
             )
         except Exception as exc:  # noqa: BLE001 - one contender failing is a result, the others still run

@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from harness import ROOT, log
-from harness.contenders import Contender, MatchRecognize, PlainLoop, RiskctlJob
+from harness.contenders import ClusterJob, Contender, MatchRecognize, PlainLoop, RiskctlJob
 from harness.kafka_io import Reader, Topics, delete_topics, log_append_time, preload
 from harness.measures import measure_drain, measure_latency, wait_quiet
+from harness.profiler import Profile, jvm_of
 from harness.propagation import PROBE_TYPE, install_rules, measure_propagation
 from harness.sampling import JIT_WARM_SHARE, Sampler, jit_share, per_event_us, thread_cpu, threads_cpu
 from harness.workload import Plan, key_of
@@ -25,6 +26,21 @@ def keep_probe_and_brute_force(key: str, value: bytes) -> bool:
     """Decisions the reader keeps whole: probe events (rule propagation) and brute-force hits (the check
     against MATCH_RECOGNIZE); of the others it keeps only the receive time."""
     return key.startswith(PROBE_TYPE) or b"brute_force_login" in value
+
+
+def _profile(
+    contender: Contender, wanted: str | None, phase: str, *, delay: float, seconds: float
+) -> Profile | None:
+    """async-profiler on a MiniCluster job's JVM during ``phase`` ("sustained" or a rate), when asked for."""
+    if wanted != phase or not isinstance(contender, RiskctlJob) or isinstance(contender, ClusterJob):
+        return None
+    pid = jvm_of(contender.session)
+    if pid is None:
+        return None
+    out = contender.tmp / f"profile-{contender.name}-p{contender.parallelism}-{phase}.collapsed"
+    profiling = Profile(pid, out, delay, seconds)
+    profiling.start()
+    return profiling
 
 
 def run_contender(
@@ -40,6 +56,7 @@ def run_contender(
     latency: bool,
     propagation: bool = False,
     flink_options: Sequence[str] = (),
+    profile: str | None = None,
 ) -> dict[str, Any]:
     """Fresh topics; preload the throughput events; start; measure; then (optionally) latency phases at fixed
     rates with later events of the workload, and rule propagation; stop. Every figure goes in the result."""
@@ -96,6 +113,7 @@ def run_contender(
             log(f"  {name}: sustained: {len(main):,} more events, preloaded behind the cold ones")
             decide_cpu_0 = thread_cpu(contender.session, DECIDE_THREAD)
             threads_0 = threads_cpu(contender.session)
+            profiling = _profile(contender, profile, "sustained", delay=3, seconds=8)
             tp.update(
                 measure_drain(
                     contender,
@@ -108,6 +126,8 @@ def run_contender(
             )
             decide_cpu_1 = thread_cpu(contender.session, DECIDE_THREAD)
             threads_1 = threads_cpu(contender.session)
+            if profiling is not None:
+                tp["profile"] = profiling.finish()
             if threads_1 and tp.get("decided"):
                 # where the JVM's CPU went, per thread group (source, decide, producers, RocksDB, JIT, GC)
                 tp["jvm_threads_cpu_us_per_event"] = per_event_us(threads_0, threads_1, tp["decided"])
@@ -147,8 +167,12 @@ def run_contender(
                 log(f"  {name}: latency at {rate:,}/s for {plan.phase_s:.0f} s")
                 p0 = time.monotonic()
                 threads_0 = threads_cpu(contender.session)
+                third = plan.phase_s / 3
+                profiling = _profile(contender, profile, str(rate), delay=third, seconds=min(10.0, third))
                 phase = measure_latency(contender, reader, bootstrap, rest[offset : offset + n], rate, 300)
                 threads_1 = threads_cpu(contender.session)
+                if profiling is not None:
+                    phase["profile"] = profiling.finish()
                 phase["resources"] = sampler.window(p0, time.monotonic())
                 if (
                     threads_1

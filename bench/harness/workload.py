@@ -17,7 +17,7 @@ from typing import Any
 from harness import ROOT, WORK, log
 
 #: events decided between the cold and the sustained phase of the full run, unmeasured: with only the cold
-#: 30,000 behind it the JVM's JIT compilers still took 13-21% of the job's CPU during the sustained phase
+#: 30,000 behind it the JVM's JIT compilers still took 14-21% of the job's CPU during the sustained phase
 #: (2026-12-03), so the sustained figure measured a JVM still compiling
 SETTLE_EVENTS = 120_000
 

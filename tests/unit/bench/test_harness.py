@@ -187,3 +187,31 @@ def test_a_stop_kills_what_the_contender_left_in_its_session(harness: ModuleType
     finally:
         if parent.poll() is None:
             parent.kill()
+
+
+def test_the_profiler_attaches_only_when_asked_and_only_to_a_minicluster_jvm(
+    harness: ModuleType, tmp_path: Path, monkeypatch: Any
+) -> None:
+    import os
+
+    run, contenders, profiler = harness.run, harness.contenders, importlib.import_module("harness.profiler")
+    calls: list[tuple[int, str]] = []
+    monkeypatch.setattr(profiler, "_agent", lambda pid, options: calls.append((pid, options)))
+    monkeypatch.setattr(run, "jvm_of", lambda session: 4242)
+    job = contenders.RiskctlJob("riskctl-thread", 1, None, None, tmp_path)
+    cluster = contenders.ClusterJob("riskctl-cluster", 2, None, None, tmp_path)
+    loop = contenders.PlainLoop("plain-loop", 1, None, None, tmp_path)
+    assert run._profile(job, None, "sustained", delay=0, seconds=0) is None
+    assert run._profile(job, "1000", "sustained", delay=0, seconds=0) is None
+    assert run._profile(cluster, "sustained", "sustained", delay=0, seconds=0) is None
+    assert run._profile(loop, "sustained", "sustained", delay=0, seconds=0) is None
+    early = run._profile(job, "200", "200", delay=60, seconds=10)
+    assert early.finish() is None and calls == []  # the phase ended before sampling began: nothing attached
+    profiling = run._profile(job, "1000", "1000", delay=0, seconds=60)
+    profiling.join(timeout=0.5)  # sampling: stopped by finish(), not after 60 s
+    out = profiling.out
+    out.write_text("[decide] 1\n")
+    assert profiling.finish() == str(out)
+    assert [pid for pid, _ in calls] == [4242, 4242]
+    assert calls[0][1].startswith("start,event=cpu") and calls[1][1].startswith("stop,")
+    assert os.path.basename(out) == "profile-riskctl-thread-p1-1000.collapsed"

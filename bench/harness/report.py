@@ -56,6 +56,7 @@ def markdown(doc: dict[str, Any]) -> str:
             f"{JIT_WARM_SHARE:.0%} of its CPU during the sustained phase of: {', '.join(compiling)}. "
             "Those sustained figures understate the job once warm (the plain loop has no JIT).",
         ]
+    out += _scaling(doc["runs"])
     out += [
         "",
         "## (b) Latency, produce to decision visible (ms)",
@@ -288,6 +289,42 @@ def api_table(runs: list[dict[str, Any]]) -> list[str]:
             f"{r['api_adds_ms_p50']} | {_cpu_parts(r)} | {r.get('load_average_1m_after', '?')} |"
         )
     return lines
+
+
+def _scaling(runs: list[dict[str, Any]]) -> list[str]:
+    """Section (a2): p=2 against p=1 in the same run, and the cores busy during each sustained phase."""
+    rate = {
+        (r["contender"], r["parallelism"]): r["throughput"]["events_per_s"]
+        for r in runs
+        if r.get("throughput", {}).get("events_per_s")
+    }
+    pairs = [(name, (name, 2), (name, 1)) for name in ("riskctl-thread", "plain-loop") if (name, 2) in rate]
+    if ("riskctl-cluster", 2) in rate:
+        pairs.append(
+            ("riskctl-cluster (against riskctl-thread p=1)", ("riskctl-cluster", 2), ("riskctl-thread", 1))
+        )
+    pairs = [(label, two, one) for label, two, one in pairs if one in rate]
+    busy = []
+    for r in runs:
+        res = r.get("throughput", {}).get("resources") or {}
+        if res:
+            total = sum(v["cpu_pct"] for v in res.values()) / 100
+            top = sorted(res.items(), key=lambda kv: -kv[1]["cpu_pct"])[:4]
+            parts = ", ".join(f"{name} {v['cpu_pct'] / 100:.2f}" for name, v in top)
+            busy.append(f"- {r['contender']} p={r['parallelism']}: {total:.2f} cores busy ({parts})")
+    if not pairs and not busy:
+        return []
+    out = ["", "## (a2) Scaling with parallelism, and what the machine had left", ""]
+    if pairs:
+        out += ["| contender | p=2 events/s | p=1 events/s | p=2 / p=1 |", "|---|---|---|---|"]
+        out += [
+            f"| {label} | {rate[two]} | {rate[one]} | {rate[two] / rate[one]:.2f} |"
+            for label, two, one in pairs
+        ]
+    if busy:
+        out += ["", "Cores busy during each sustained phase (every sampled process; the largest four):", ""]
+        out += busy
+    return out
 
 
 def _decide_part(parts: dict[str, float]) -> float | None:

@@ -114,6 +114,7 @@ def run_contender(
             decide_cpu_0 = thread_cpu(contender.session, DECIDE_THREAD)
             threads_0 = threads_cpu(contender.session)
             profiling = _profile(contender, profile, "sustained", delay=3, seconds=8)
+            sustained_from = time.monotonic()
             tp.update(
                 measure_drain(
                     contender,
@@ -125,6 +126,8 @@ def run_contender(
                 )
             )
             decide_cpu_1 = thread_cpu(contender.session, DECIDE_THREAD)
+            # every process's CPU over the phase: what the machine had left (the limit at p=2 on 2 cores)
+            tp["resources"] = sampler.window(sustained_from, time.monotonic())
             threads_1 = threads_cpu(contender.session)
             if profiling is not None:
                 tp["profile"] = profiling.finish()

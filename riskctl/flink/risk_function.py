@@ -267,6 +267,9 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         gc.freeze()
         gc.disable()
         self.subtask = runtime_context.get_index_of_this_subtask()
+        from riskctl.core import native
+
+        LOG.info("decide subtask %s: engine core %s", self.subtask, native.status)
 
     def close(self) -> None:
         found = gc.collect()

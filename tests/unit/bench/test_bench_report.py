@@ -252,3 +252,28 @@ def test_thread_groups_per_event_and_the_jit_share() -> None:
     assert parts == {"decide": 2000.0, "new": 500.0, "other": 900.0, "total": 3400.0}
     assert jit_share(before, after) == pytest.approx(0.4 / 3.4)
     assert jit_share(after, after) is None
+
+
+def test_markdown_shows_the_scaling_factor_and_the_cores_busy(bench: ModuleType) -> None:
+    doc = _doc(**GOOD) | {
+        "started": "now",
+        "command": "bench.py",
+        "quick": False,
+        "machine": {"nproc": 2, "loadavg": [0.5, 0.5, 0.5]},
+        "workload": {"events": 1, "users": 1, "zipf": 1.0, "rules": 8},
+    }
+    doc["pure_engine"] |= {"events": 1, "users": 1, "state_bytes_per_user_pickled": 1.0}
+    del doc["runs"][0]["propagation"]
+    doc["runs"][0]["throughput"]["events_per_s"] = 8000.0
+    doc["runs"][0]["throughput"]["resources"] = {
+        "contender JVM": {"cpu_pct": 120.0},
+        "kafka": {"cpu_pct": 40.0},
+        "bench (load generator, reader)": {"cpu_pct": 30.0},
+    }
+    text = bench.markdown(doc)
+    cluster = doc["runs"][1]["throughput"]["events_per_s"]
+    assert (
+        f"| riskctl-cluster (against riskctl-thread p=1) | {cluster} | 8000.0 | {cluster / 8000:.2f} |"
+        in text
+    )
+    assert "- riskctl-thread p=1: 1.90 cores busy (contender JVM 1.20, kafka 0.40, bench" in text

@@ -152,6 +152,10 @@ class JobSettings:
     rules_wait_ms: int = ms(10000, low=0)  # hold events this long at start-up until the first rules arrive
     buffer_timeout_ms: int = setting(5, low=0, high=LONG, special=(-1,))  # -1: flush only full buffers
     sink_linger_ms: int = ms(2, low=0)  # Kafka producer linger.ms of the job's sinks (0: a request a record)
+    #: the events source's Kafka fetches: the broker answers once it has ``source_fetch_min_bytes`` or after
+    #: ``source_fetch_wait_ms``, whichever comes first (1 byte: a fetch per record or two at light load)
+    source_fetch_min_bytes: int = setting(1, low=1, high=INT)
+    source_fetch_wait_ms: int = ms(20)
     #: users whose decoded state each decide subtask keeps in memory (an LRU), sparing them the RocksDB read
     #: and the unpickling; about 5.5 KB of Python memory per user with rules/ (docs/engine.md, "Performance")
     state_cache_keys: int = setting(20_000, low=0, high=1_000_000)

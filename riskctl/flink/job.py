@@ -252,7 +252,9 @@ def _events(t_env: StreamTableEnvironment, settings: Settings) -> KeyedStream:
         "properties.bootstrap.servers": settings.kafka_bootstrap,
         "properties.group.id": job.group_id,
         "properties.auto.offset.reset": "earliest",
-        "properties.fetch.max.wait.ms": "20",  # default 500 ms is a latency floor when traffic is thin
+        # the client's default wait, 500 ms, is a latency floor when traffic is thin
+        "properties.fetch.max.wait.ms": job.source_fetch_wait_ms,
+        "properties.fetch.min.bytes": job.source_fetch_min_bytes,
         "properties.reconnect.backoff.max.ms": job.kafka_reconnect_backoff_max_ms,
         "scan.startup.mode": startup[job.starting_offsets],
         "scan.topic-partition-discovery.interval": "60 s",

@@ -1,0 +1,58 @@
+"""The events source's Kafka options come from the job settings (the DDL of riskctl.flink.job._events)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from riskctl.config import load_settings
+from riskctl.errors import ConfigError
+from riskctl.flink.job import _events
+
+
+class _Stop(Exception):
+    """Raised by the fake table environment once the source's DDL has been declared."""
+
+
+class FakeTableEnv:
+    def __init__(self) -> None:
+        self.ddl: list[str] = []
+        self.config: dict[str, str] = {}
+
+    def get_config(self) -> Any:
+        env = self
+
+        class Config:
+            def set(self, key: str, value: str) -> None:
+                env.config[key] = value
+
+        return Config()
+
+    def execute_sql(self, sql: str) -> None:
+        self.ddl.append(sql)
+
+    def sql_query(self, sql: str) -> Any:
+        raise _Stop
+
+
+def _ddl(env: dict[str, str]) -> str:
+    t_env = FakeTableEnv()
+    with pytest.raises(_Stop):
+        _events(t_env, load_settings(env=env))  # type: ignore[arg-type]
+    (ddl,) = t_env.ddl
+    return ddl
+
+
+def test_the_events_source_fetches_as_the_settings_say(tmp_path: Path) -> None:
+    base = {"RISKCTL_STACK_DIR": str(tmp_path)}
+    ddl = _ddl(base)
+    assert "'properties.fetch.max.wait.ms' = '20'" in ddl and "'properties.fetch.min.bytes' = '1'" in ddl
+    ddl = _ddl(
+        base | {"RISKCTL_JOB_SOURCE_FETCH_MIN_BYTES": "65536", "RISKCTL_JOB_SOURCE_FETCH_WAIT_MS": "5"}
+    )
+    assert "'properties.fetch.max.wait.ms' = '5'" in ddl and "'properties.fetch.min.bytes' = '65536'" in ddl
+    for name, bad in (("MIN_BYTES", "0"), ("MIN_BYTES", "4294967296"), ("WAIT_MS", "0"), ("WAIT_MS", "soon")):
+        with pytest.raises(ConfigError, match="source_fetch"):
+            load_settings(env=base | {f"RISKCTL_JOB_SOURCE_FETCH_{name}": bad})

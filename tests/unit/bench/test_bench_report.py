@@ -201,7 +201,8 @@ def test_the_api_section_adds_the_apis_targets(bench: ModuleType, at_1000: dict[
     assert bench.api_table(doc["api"]["runs"])[3].startswith("| 1000 | 1000.0 | 1000.0 | 5.0 |")
 
 
-def test_markdown_shows_the_decide_tasks_cost_and_pauses(bench: ModuleType) -> None:
+def _markdown_doc(**top: Any) -> dict[str, Any]:
+    """A whole bench.json as ``markdown`` reads it, with the runs of :func:`_doc` (``top`` overrides)."""
     doc = _doc(**GOOD) | {
         "started": "now",
         "command": "bench.py",
@@ -211,6 +212,11 @@ def test_markdown_shows_the_decide_tasks_cost_and_pauses(bench: ModuleType) -> N
     }
     doc["pure_engine"] |= {"events": 1, "users": 1, "state_bytes_per_user_pickled": 1.0}
     del doc["runs"][0]["propagation"]
+    return doc | top
+
+
+def test_markdown_shows_the_decide_tasks_cost_and_pauses(bench: ModuleType) -> None:
+    doc = _markdown_doc()
     text = bench.markdown(doc)
     assert "| riskctl-thread | 1 | 40.0 | 9 / 0 | 30 / 90 | 0 / 4 | 60 / 120 |" in text
 
@@ -218,16 +224,7 @@ def test_markdown_shows_the_decide_tasks_cost_and_pauses(bench: ModuleType) -> N
 def test_markdown_shows_where_the_jvm_spent_its_cpu_and_flags_a_jvm_still_compiling(
     bench: ModuleType,
 ) -> None:
-    doc = _doc(**GOOD) | {
-        "started": "now",
-        "command": "bench.py",
-        "quick": True,
-        "plan": {"settle_events": 0},
-        "machine": {"nproc": 2, "loadavg": [0.5, 0.5, 0.5]},
-        "workload": {"events": 1, "users": 1, "zipf": 1.0, "rules": 8},
-    }
-    doc["pure_engine"] |= {"events": 1, "users": 1, "state_bytes_per_user_pickled": 1.0}
-    del doc["runs"][0]["propagation"]
+    doc = _markdown_doc(quick=True, plan={"settle_events": 0})
     doc["runs"][0]["throughput"] |= {
         "jvm_threads_cpu_us_per_event": {"decide -> (*ano": 90.5, "C CompilerThre": 30.0, "total": 150.0},
         "jit_share_of_jvm_cpu": 0.2,
@@ -255,15 +252,7 @@ def test_thread_groups_per_event_and_the_jit_share() -> None:
 
 
 def test_markdown_shows_the_scaling_factor_and_the_cores_busy(bench: ModuleType) -> None:
-    doc = _doc(**GOOD) | {
-        "started": "now",
-        "command": "bench.py",
-        "quick": False,
-        "machine": {"nproc": 2, "loadavg": [0.5, 0.5, 0.5]},
-        "workload": {"events": 1, "users": 1, "zipf": 1.0, "rules": 8},
-    }
-    doc["pure_engine"] |= {"events": 1, "users": 1, "state_bytes_per_user_pickled": 1.0}
-    del doc["runs"][0]["propagation"]
+    doc = _markdown_doc()
     doc["runs"][0]["throughput"]["events_per_s"] = 8000.0
     doc["runs"][0]["throughput"]["resources"] = {
         "contender JVM": {"cpu_pct": 120.0},

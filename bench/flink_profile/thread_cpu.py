@@ -9,23 +9,17 @@ window), then the busiest thread names.
 from __future__ import annotations
 
 import collections
-import os
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness.sampling import _stat, proc_stat  # noqa: E402
+from harness.sampling import proc_stat, process_threads  # noqa: E402
 
 
 def threads(pid: int) -> collections.Counter[str]:
-    out: collections.Counter[str] = collections.Counter()
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        st = _stat(f"/proc/{pid}/task/{tid}/stat")
-        if st is not None:
-            out[st[0]] += st[1]
-    return out
+    return collections.Counter(process_threads(pid))
 
 
 def process(pid: int) -> float:

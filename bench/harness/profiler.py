@@ -17,7 +17,7 @@ import zipfile
 from pathlib import Path
 
 from harness import ROOT, log
-from harness.sampling import proc_stat, session_pids
+from harness.sampling import session_jvms
 
 VERSION = "4.2"
 URL = f"https://repo1.maven.org/maven2/tools/profiler/async-profiler/{VERSION}/async-profiler-{VERSION}.jar"
@@ -37,13 +37,8 @@ def ensure_library() -> Path:
 
 def jvm_of(session: int | None) -> int | None:
     """The JVM of a contender's session (the MiniCluster's), or None."""
-    if session is None:
-        return None
-    for pid in session_pids(session):
-        p = proc_stat(pid)
-        if p is not None and p[0] == "java":
-            return pid
-    return None
+    jvms = session_jvms(session)
+    return jvms[0] if jvms else None
 
 
 def _agent(pid: int, options: str) -> None:

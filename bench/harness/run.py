@@ -177,9 +177,8 @@ def run_contender(
                 if profiling is not None:
                     phase["profile"] = profiling.finish()
                 phase["resources"] = sampler.window(p0, time.monotonic())
-                if (
-                    threads_1
-                ):  # what a decision costs at this rate (at light load, per wake-up more than per event)
+                if threads_1:
+                    # what a decision costs at this rate (at light load, per wake-up more than per event)
                     phase["jvm_threads_cpu_us_per_event"] = per_event_us(threads_0, threads_1, n)
                 phase["at_80pct_of_max"] = rate == max(100, int(0.8 * max_rate))
                 offset += n

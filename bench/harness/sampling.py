@@ -48,27 +48,36 @@ def _thread_group(name: str) -> str:
     return re.sub(r"[0-9]+", "", name).strip(" -#") or name
 
 
+def session_jvms(session: int | None) -> list[int]:
+    """The JVMs among the processes of ``session`` (none without a session)."""
+    if session is None:
+        return []
+    return [pid for pid in session_pids(session) if (p := proc_stat(pid)) is not None and p[0] == "java"]
+
+
+def process_threads(pid: int) -> dict[str, float]:
+    """CPU seconds so far of the live threads of ``pid``, summed by thread name (names may hold spaces);
+    empty when the process is gone."""
+    out: dict[str, float] = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        st = _stat(f"/proc/{pid}/task/{tid}/stat")
+        if st is not None:
+            out[st[0]] = out.get(st[0], 0.0) + st[1]
+    return out
+
+
 def threads_cpu(session: int | None) -> dict[str, float]:
     """CPU seconds so far per thread group (names without numbers; Linux keeps 15 characters of a name) of
     the JVMs of ``session``."""
     out: dict[str, float] = {}
-    if session is None:
-        return out
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        p = proc_stat(int(entry))
-        if p is None or p[1] != session or p[0] != "java":
-            continue
-        try:
-            tids = os.listdir(f"/proc/{entry}/task")
-        except OSError:
-            continue
-        for tid in tids:
-            st = _stat(f"/proc/{entry}/task/{tid}/stat")
-            if st is not None:
-                group = _thread_group(st[0])
-                out[group] = out.get(group, 0.0) + st[1]
+    for pid in session_jvms(session):
+        for name, cpu in process_threads(pid).items():
+            group = _thread_group(name)
+            out[group] = out.get(group, 0.0) + cpu
     return out
 
 

@@ -28,9 +28,7 @@ class Plan:
 
     users: int
     warmup_events: int  # decided first, from a cold start (JIT compilation, caches): the cold figure
-    settle_events: (
-        int  # behind them, decided but not measured: the JVM's JIT is still busy after the cold ones
-    )
+    settle_events: int  # behind them, decided unmeasured: the JIT is still busy after the cold ones
     throughput_events: int  # preloaded behind them, drained by the warmed-up contender: the sustained figure
     throughput_limit_s: float  # stop measuring a contender's drain after this long
     phase_s: float  # length of one fixed-rate latency phase

@@ -543,7 +543,7 @@ class FlinkCluster(Service):
         # and those of TaskManagers started with a larger flink_taskmanagers than this process has: a
         # `stack down` without the setting must stop them too
         found = set(self.dir.glob("taskmanager-*.pid"))
-        extra = sorted(wanted | found, key=lambda p: int(p.stem.split("-")[1]))
+        extra = sorted(wanted | found, key=self._taskmanager_index)
         return [self.dir / "jobmanager.pid", self.dir / "taskmanager.pid", *extra]
 
     @property
@@ -706,8 +706,13 @@ class FlinkCluster(Service):
             raise ServiceError(self.name, msg, log=str(self.log))
         return True
 
+    @staticmethod
+    def _taskmanager_index(pid_file: Path) -> int:
+        """n of ``taskmanager-<n>.pid`` (the first TaskManager's file has no number: 1)."""
+        return int(pid_file.stem.split("-")[1]) if "-" in pid_file.stem else 1
+
     def _taskmanager_out(self, pid_file: Path) -> Path:
-        i = int(pid_file.stem.split("-")[1]) if "-" in pid_file.stem else 1
+        i = self._taskmanager_index(pid_file)
         return self.dir / "log" / ("taskmanager.out" if i == 1 else f"taskmanager-{i}.out")
 
     @property
@@ -716,7 +721,7 @@ class FlinkCluster(Service):
 
     def _spawn_taskmanager(self, pid_file: Path) -> int:
         """Start a TaskManager; with one running, by its own command line (:meth:`_taskmanager_command`)."""
-        i = int(pid_file.stem.split("-")[1]) if "-" in pid_file.stem else 1
+        i = self._taskmanager_index(pid_file)
         out = self._taskmanager_out(pid_file)
         running = self._taskmanager_command()
         if running is not None:
@@ -784,7 +789,7 @@ class FlinkCluster(Service):
         if not self.pids():
             msg = "the Flink cluster is not running: start it first ('riskctl stack up --flink')"
             raise ServiceError(self.name, msg, log=str(self.log))
-        taken = [int(p.stem.split("-")[1]) for p in self.dir.glob("taskmanager-*.pid")]
+        taken = [self._taskmanager_index(p) for p in self.dir.glob("taskmanager-*.pid")]
         n = max([1, self.stack.flink_taskmanagers, *taken]) + 1
         return self._spawn_taskmanager(self.dir / f"taskmanager-{n}.pid")
 

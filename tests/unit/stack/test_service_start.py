@@ -59,15 +59,6 @@ def settings(tmp_path: Path) -> Settings:
 SERVE = "import pathlib, time; pathlib.Path(READY).touch(); time.sleep(60)"
 
 
-def test_a_silent_death_at_start_is_retried_once(settings: Settings) -> None:
-    svc = Scripted(settings, ["import os; os._exit(3)", SERVE])
-    try:
-        assert svc.start(timeout=20) is True
-        assert svc.starts == 2 and svc.healthy()
-    finally:
-        svc.stop()
-
-
 def test_two_silent_deaths_give_up_with_the_exit_status(settings: Settings) -> None:
     svc = Scripted(settings, ["import os; os._exit(3)", "import os; os._exit(4)", SERVE])
     with pytest.raises(ServiceError) as err:
@@ -110,8 +101,13 @@ class TwoParts(Scripted):
         spawn([sys.executable, "-c", code], log=self.logs[1], pid_file=self.pid_files[1])
 
 
-def test_a_part_that_dies_silently_is_retried_though_the_main_log_grew(settings: Settings) -> None:
-    svc = TwoParts(settings, ["import os; os._exit(3)", SERVE])
+@pytest.mark.parametrize(
+    "kind",
+    [Scripted, TwoParts],
+    ids=["a silent death", "a part that dies silently though the main log grew"],
+)
+def test_a_silent_death_at_start_is_retried_once(settings: Settings, kind: type[Scripted]) -> None:
+    svc = kind(settings, ["import os; os._exit(3)", SERVE])
     try:
         assert svc.start(timeout=20) is True
         assert svc.starts == 2 and svc.healthy()

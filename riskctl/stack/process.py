@@ -78,12 +78,17 @@ def pid_alive(pid: int) -> bool:
 
 
 def cmdline(pid: int) -> str | None:
-    """The command line of ``pid`` (arguments joined by spaces), or None when it cannot be read."""
+    """The command line of ``pid`` (arguments joined by spaces), or None when it cannot be read.
+
+    An empty one is None too: Popen returns once the child's exec has begun, and for a moment after, the
+    new program's arguments are not in place yet and /proc/PID/cmdline reads empty (a just-spawned service
+    was taken for dead and started again: CI, 2026-12-03). Kernel threads, which have none, read empty too.
+    """
     try:
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return None
-    return raw.replace(b"\0", b" ").decode(errors="replace").strip()
+    return raw.replace(b"\0", b" ").decode(errors="replace").strip() or None
 
 
 def read_pid(pid_file: Path) -> int | None:

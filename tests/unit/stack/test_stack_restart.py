@@ -96,6 +96,24 @@ def test_a_service_with_one_part_dead_is_restarted_whole(settings: Settings) -> 
         svc.stop()
 
 
+def test_a_part_caught_before_its_arguments_are_in_place_is_not_dead(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Popen returns once exec has begun; for a moment the new program's /proc/PID/cmdline reads empty. Such a
+    part is the service's, not a stale pid file: before, the start was taken for a silent death and done
+    again (CI, 2026-12-03: three starts where two were due)."""
+    read_bytes = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda p: b"" if p.name == "cmdline" else read_bytes(p))
+    svc = TwoParts(settings)
+    try:
+        assert svc.start(timeout=10) is True
+        assert svc.starts == 1
+        assert len(svc.pids()) == 2
+    finally:
+        svc.stop()
+    assert svc.pids() == []
+
+
 @pytest.mark.parametrize("dead_still_counted", [True, False])
 def test_flink_restarts_only_the_dead_taskmanager(
     settings: Settings, monkeypatch: pytest.MonkeyPatch, dead_still_counted: bool

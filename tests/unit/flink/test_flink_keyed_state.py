@@ -7,6 +7,7 @@ tests run the real one on RocksDB.
 from __future__ import annotations
 
 import copy
+import pickle
 from typing import Any
 
 from riskctl.core.engine import Engine
@@ -43,6 +44,16 @@ def use(state: FlinkKeyedState, backing: FakeValueState, key: str) -> None:
     state.begin(key)
 
 
+def decoded(stored: dict[str, bytes]) -> dict[str, Any]:
+    """What a ValueState holds, each name unpickled."""
+    assert all(type(v) is bytes for v in stored.values()), stored
+    return {name: pickle.loads(v) for name, v in stored.items()}
+
+
+def encoded(values: dict[str, Any]) -> dict[str, bytes]:
+    return {name: pickle.dumps(v) for name, v in values.items()}
+
+
 def test_a_cached_key_is_not_read_again_but_every_change_is_written() -> None:
     backing = FakeValueState()
     state = FlinkKeyedState(backing, cache_size=10)
@@ -54,17 +65,49 @@ def test_a_cached_key_is_not_read_again_but_every_change_is_written() -> None:
     state.put("n", state.get("n") + 1)
     state.commit()
     assert backing.reads == 1  # the second event of u1 used the cached dict
-    assert backing.writes == 2 and backing.store["u1"] == {"n": 2}  # the ValueState has every change
+    assert backing.writes == 2 and decoded(backing.store["u1"]) == {"n": 2}  # the ValueState has every change
 
 
 def test_nothing_is_written_when_nothing_changed() -> None:
     backing = FakeValueState()
-    backing.store["u1"] = {"n": 5}
+    backing.store["u1"] = encoded({"n": 5})
     state = FlinkKeyedState(backing)
     use(state, backing, "u1")
     assert state.get("n") == 5
     state.commit()
     assert backing.writes == 0 and backing.clears == 0
+
+
+def test_a_commit_pickles_only_the_names_that_changed(monkeypatch: Any) -> None:
+    backing = FakeValueState()
+    backing.store["u1"] = encoded({"big": list(range(50)), "n": 1, "gone": "x"})
+    state = FlinkKeyedState(backing)
+    use(state, backing, "u1")
+    assert state.get("n") == 1
+    before = dict(backing.store["u1"])
+    dumped: list[Any] = []
+    dumps = pickle.dumps
+    monkeypatch.setattr(pickle, "dumps", lambda v, **kw: dumped.append(v) or dumps(v, **kw))
+    state.put("n", 2)
+    state.remove("gone")
+    assert state.get("gone") is None  # removed by this event, though still stored
+    assert sorted(state.names()) == ["big", "n"]
+    state.commit()
+    assert dumped == [2]  # "big" was neither read nor changed: its stored bytes are kept as they are
+    assert backing.store["u1"]["big"] is before["big"]
+    assert decoded(backing.store["u1"]) == {"big": list(range(50)), "n": 2}
+
+
+def test_a_value_stored_by_the_whole_dict_layout_is_read_and_re_encoded() -> None:
+    """Checkpoints of versions before 2026-12-04 hold the whole dict, a name mapped to its value itself."""
+    backing = FakeValueState()
+    backing.store["u1"] = {"n": 5, "seen": {"dev-1": (1, 2)}}
+    state = FlinkKeyedState(backing)
+    use(state, backing, "u1")
+    assert state.get("seen") == {"dev-1": (1, 2)}
+    assert sorted(state.names()) == ["n", "seen"]
+    state.commit()
+    assert decoded(backing.store["u1"]) == {"n": 5, "seen": {"dev-1": (1, 2)}}
 
 
 def test_the_least_recently_used_key_is_evicted_and_read_again() -> None:
@@ -95,7 +138,7 @@ def test_emptied_state_is_cleared_and_forgotten() -> None:
     state.remove("x")
     state.commit()
     assert "u1" not in backing.store and backing.clears == 1
-    backing.store["u1"] = {"x": 9}  # e.g. restored from elsewhere: the cache must not hide it
+    backing.store["u1"] = encoded({"x": 9})  # e.g. restored from elsewhere: the cache must not hide it
     use(state, backing, "u1")
     assert state.get("x") == 9
 
@@ -401,3 +444,75 @@ def test_job_state_cache_keys_sizes_the_decide_operators_cache(tmp_path: Any) ->
         fn.state.get("n")
         fn.state.commit()
     assert (fn.state.hits, fn.state.misses) == (1, 4)
+
+
+# -- the engine over FlinkKeyedState decides as over a plain dict --------------------------------------------
+class PickledValueState(FakeValueState):
+    """A ValueState whose values go through pickle, as Flink's PICKLED_BYTE_ARRAY serializer sends them."""
+
+    def value(self) -> Any:
+        self.reads += 1
+        raw = self.store.get(self.key)
+        return None if raw is None else pickle.loads(raw)
+
+    def update(self, value: Any) -> None:
+        self.writes += 1
+        self.store[self.key] = pickle.dumps(value)
+
+
+class FlinkStore:
+    """LocalRunner's store over one FlinkKeyedState: each use of a key commits the previous one's."""
+
+    def __init__(self, cache_size: int) -> None:
+        self.backing = PickledValueState()
+        self.state = FlinkKeyedState(self.backing, cache_size)
+        self.open = False
+
+    def for_key(self, key: str) -> FlinkKeyedState:
+        self.end()
+        use(self.state, self.backing, key)
+        self.open = True
+        return self.state
+
+    get_existing = for_key
+
+    def drop_if_empty(self, key: str) -> None:
+        pass
+
+    def end(self) -> None:
+        if self.open:
+            self.state.commit()
+            self.open = False
+
+
+def test_the_rules_folder_over_the_simulator_decides_the_same_as_over_a_dict() -> None:
+    """Decisions and alerts of the rules in rules/ (features, sequences, absences) over simulated users with
+    attacks, with a cache far smaller than the users so most events read their state back from its bytes."""
+    from pathlib import Path
+
+    from riskctl.core.rules import load_rules
+    from riskctl.core.runner import LocalRunner
+    from riskctl.sim.generator import SimConfig, generate
+
+    events, attacks = generate(SimConfig(users=150, rate=40, duration_s=120, attack_fraction=0.2, seed=7))
+    assert len(events) > 2_000 and attacks
+
+    def run(store: FlinkStore | None) -> list[dict[str, Any]]:
+        rules = load_rules(Path(__file__).parents[3] / "rules")
+        runner = LocalRunner(Engine(rules, lateness=2_000, state_ttl=3_600_000, cleanup_timers=False))
+        if store is not None:
+            runner.store = store  # type: ignore[assignment]
+        records = []
+        for event in events:
+            records += [r.to_dict() for r in runner.feed(event)]
+            if store is not None:
+                store.end()
+        records += [r.to_dict() for r in runner.finish()]
+        return records
+
+    store = FlinkStore(cache_size=20)
+    over_flink, over_dict = run(store), run(None)
+    assert over_flink == over_dict
+    assert {r["action"] for r in over_dict if "action" in r} >= {"PASS", "REJECT"}
+    assert any("alert_id" in r for r in over_dict)
+    assert store.state.misses > len(events) / 2  # read back from bytes, not served from the cache

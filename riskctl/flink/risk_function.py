@@ -29,7 +29,6 @@ from __future__ import annotations
 import gc
 import json
 import logging
-import pickle
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
@@ -73,132 +72,90 @@ RULES_SETTLE_MS = 500
 
 
 class FlinkKeyedState:
-    """:class:`riskctl.core.state.KeyedState` over one Flink ``ValueState`` of the current key.
+    """:class:`riskctl.core.state.KeyedState` over one Flink ``ValueState`` (a dict) of the current key.
 
     Call :meth:`begin` with the current key before the engine handles an event or timer of it, and
-    :meth:`commit` after: the value is read on first use and written back once, only when something changed.
+    :meth:`commit` after: the dict is read on first use and written back once, only when something changed.
 
-    The ValueState holds a dict of the engine's state names, each to its value pickled on its own (``bytes``),
-    and a commit pickles again only the names put since :meth:`begin`: an event changes one or two of a
-    user's eight or so names, and pickling the whole dict of hundreds of small objects at every event was the
-    largest single cost of the decide task in our code (bench/flink_profile/README.md). A name is unpickled
-    when the engine first reads it. A value written by a version that pickled the whole dict (a name mapped to
-    the object itself, never ``bytes``) is read as it is and re-encoded at the next commit.
-
-    Recently used keys keep their decoded names and their encoded ones in a bounded LRU cache, so a hot key
-    skips the RocksDB read and the unpickling. Every change is still written to the ValueState at commit, so
-    checkpoints hold exactly what the cache holds. A cached value can outlive Flink's TTL of an idle but
-    cached key: harmless, as the engine starts a key silent for its TTL from zero at its next event (and the
-    cache is bounded).
+    Recently used keys keep their decoded dict in a bounded LRU cache, so a hot key skips the RocksDB read and
+    the unpickling (a large share of the decide operator's time: bench/flink_profile/README.md). Every change
+    is still written to the ValueState at commit, so checkpoints hold exactly what the cache holds. A cached
+    dict can outlive Flink's TTL of an idle but cached key: harmless, as the engine starts a key silent for
+    its TTL from zero at its next event (and the cache is bounded).
     """
 
-    __slots__ = (
-        "_value",
-        "_data",
-        "_blobs",
-        "_changed",
-        "_key",
-        "_cache",
-        "_cache_size",
-        "hits",
-        "misses",
-    )
+    __slots__ = ("_value", "_data", "_dirty", "_key", "_cache", "_cache_size", "hits", "misses")
 
     def __init__(self, value_state: Any, cache_size: int = 20_000) -> None:
         self._value = value_state
-        self._data: dict[str, Any] = {}  # decoded names of the current key (read or put)
-        self._blobs: dict[str, Any] | None = None  # what the ValueState holds for it; None: not read yet
-        self._changed: set[str] = set()  # names put or removed since begin
+        self._data: dict[str, Any] | None = None
+        self._dirty = False
         self._key: Any = None
-        self._cache: OrderedDict[Any, tuple[dict[str, Any], dict[str, Any]]] = OrderedDict()
+        self._cache: OrderedDict[Any, dict[str, Any]] = OrderedDict()
         self._cache_size = cache_size
         self.hits = 0
         self.misses = 0
 
     def begin(self, key: Any = None) -> None:
-        """Start on ``key``: its state comes from the cache when it is there, else is read on first use."""
+        """Start on ``key``: its dict comes from the cache when it is there, else is read on first use."""
         self._key = key
-        self._changed = set()
-        cached = self._cache.get(key) if key is not None else None
-        if cached is not None:
+        self._dirty = False
+        data = self._cache.get(key) if key is not None else None
+        if data is not None:
             self._cache.move_to_end(key)
             self.hits += 1
-            self._data, self._blobs = cached
-        else:
-            self._data, self._blobs = {}, None
+        self._data = data
 
     def _load(self) -> dict[str, Any]:
-        blobs = self._blobs
-        if blobs is None:
+        if self._data is None:
             self.misses += 1
-            blobs = self._blobs = self._value.value() or {}
-            for name, stored in blobs.items():
-                if type(stored) is not bytes:  # the whole dict pickled by an earlier version: re-encoded
-                    self._data[name] = stored
-                    self._changed.add(name)
+            self._data = self._value.value() or {}
             self._remember()
-        return blobs
+        return self._data
 
     def _remember(self) -> None:
-        if self._key is None or self._cache_size <= 0 or self._blobs is None:
+        if self._key is None or self._cache_size <= 0 or self._data is None:
             return
-        self._cache[self._key] = (self._data, self._blobs)
+        self._cache[self._key] = self._data
         self._cache.move_to_end(self._key)
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
 
     def get(self, name: str) -> Any | None:
-        blobs = self._load() if self._blobs is None else self._blobs
-        data = self._data
-        if name in data:
-            return data[name]
-        stored = blobs.get(name)
-        if stored is None or name in self._changed:  # never stored, or removed by this event
-            return None
-        # the job's own bytes, from its own keyed state (PyFlink's PICKLED_BYTE_ARRAY unpickles them too)
-        value = data[name] = pickle.loads(stored)  # noqa: S301
-        return value
+        return self._load().get(name)
 
     def put(self, name: str, value: Any) -> None:
-        self._load()
-        self._data[name] = value
-        self._changed.add(name)
+        self._load()[name] = value
+        self._dirty = True
 
     def remove(self, name: str) -> None:
-        blobs = self._load()
-        if name in blobs or name in self._data:
-            self._data.pop(name, None)
-            self._changed.add(name)
+        data = self._load()
+        if name in data:
+            del data[name]
+            self._dirty = True
 
     def names(self) -> Iterable[str]:
-        blobs = self._load()
-        return [n for n in dict.fromkeys([*blobs, *self._data]) if n in self._data or n not in self._changed]
+        return list(self._load())
 
     def abort(self) -> None:
-        """Forget what the current event did: drop the key's cached state (the engine changes values in
-        place), so the next read is the value last committed to the ValueState."""
+        """Forget what the current event did: drop the key's cached dict (changed in place), so the next read
+        is the value last committed to the ValueState."""
         if self._key is not None:
             self._cache.pop(self._key, None)
-        self._data, self._blobs = {}, None
-        self._changed = set()
+        self._data = None
+        self._dirty = False
         self._key = None
 
     def commit(self) -> None:
-        """Write the key's state back if it changed (an empty one clears the ValueState), and end the key."""
-        if self._changed:
-            blobs, data = self._load(), self._data
-            for name in self._changed:
-                if name in data:
-                    blobs[name] = pickle.dumps(data[name], protocol=pickle.HIGHEST_PROTOCOL)
-                else:
-                    blobs.pop(name, None)
-            if blobs:
-                self._value.update(blobs)
+        """Write the key's dict back if it changed (an empty one clears the ValueState), and end the key."""
+        if self._dirty:
+            if self._data:
+                self._value.update(self._data)
             else:
                 self._value.clear()
                 self._cache.pop(self._key, None)
-        self._data, self._blobs = {}, None
-        self._changed = set()
+        self._data = None
+        self._dirty = False
         self._key = None
 
 

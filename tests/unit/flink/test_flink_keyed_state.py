@@ -44,16 +44,6 @@ def use(state: FlinkKeyedState, backing: FakeValueState, key: str) -> None:
     state.begin(key)
 
 
-def decoded(stored: dict[str, bytes]) -> dict[str, Any]:
-    """What a ValueState holds, each name unpickled."""
-    assert all(type(v) is bytes for v in stored.values()), stored
-    return {name: pickle.loads(v) for name, v in stored.items()}
-
-
-def encoded(values: dict[str, Any]) -> dict[str, bytes]:
-    return {name: pickle.dumps(v) for name, v in values.items()}
-
-
 def test_a_cached_key_is_not_read_again_but_every_change_is_written() -> None:
     backing = FakeValueState()
     state = FlinkKeyedState(backing, cache_size=10)
@@ -65,49 +55,17 @@ def test_a_cached_key_is_not_read_again_but_every_change_is_written() -> None:
     state.put("n", state.get("n") + 1)
     state.commit()
     assert backing.reads == 1  # the second event of u1 used the cached dict
-    assert backing.writes == 2 and decoded(backing.store["u1"]) == {"n": 2}  # the ValueState has every change
+    assert backing.writes == 2 and backing.store["u1"] == {"n": 2}  # the ValueState has every change
 
 
 def test_nothing_is_written_when_nothing_changed() -> None:
     backing = FakeValueState()
-    backing.store["u1"] = encoded({"n": 5})
+    backing.store["u1"] = {"n": 5}
     state = FlinkKeyedState(backing)
     use(state, backing, "u1")
     assert state.get("n") == 5
     state.commit()
     assert backing.writes == 0 and backing.clears == 0
-
-
-def test_a_commit_pickles_only_the_names_that_changed(monkeypatch: Any) -> None:
-    backing = FakeValueState()
-    backing.store["u1"] = encoded({"big": list(range(50)), "n": 1, "gone": "x"})
-    state = FlinkKeyedState(backing)
-    use(state, backing, "u1")
-    assert state.get("n") == 1
-    before = dict(backing.store["u1"])
-    dumped: list[Any] = []
-    dumps = pickle.dumps
-    monkeypatch.setattr(pickle, "dumps", lambda v, **kw: dumped.append(v) or dumps(v, **kw))
-    state.put("n", 2)
-    state.remove("gone")
-    assert state.get("gone") is None  # removed by this event, though still stored
-    assert sorted(state.names()) == ["big", "n"]
-    state.commit()
-    assert dumped == [2]  # "big" was neither read nor changed: its stored bytes are kept as they are
-    assert backing.store["u1"]["big"] is before["big"]
-    assert decoded(backing.store["u1"]) == {"big": list(range(50)), "n": 2}
-
-
-def test_a_value_stored_by_the_whole_dict_layout_is_read_and_re_encoded() -> None:
-    """Checkpoints of versions before 2026-12-04 hold the whole dict, a name mapped to its value itself."""
-    backing = FakeValueState()
-    backing.store["u1"] = {"n": 5, "seen": {"dev-1": (1, 2)}}
-    state = FlinkKeyedState(backing)
-    use(state, backing, "u1")
-    assert state.get("seen") == {"dev-1": (1, 2)}
-    assert sorted(state.names()) == ["n", "seen"]
-    state.commit()
-    assert decoded(backing.store["u1"]) == {"n": 5, "seen": {"dev-1": (1, 2)}}
 
 
 def test_the_least_recently_used_key_is_evicted_and_read_again() -> None:
@@ -138,7 +96,7 @@ def test_emptied_state_is_cleared_and_forgotten() -> None:
     state.remove("x")
     state.commit()
     assert "u1" not in backing.store and backing.clears == 1
-    backing.store["u1"] = encoded({"x": 9})  # e.g. restored from elsewhere: the cache must not hide it
+    backing.store["u1"] = {"x": 9}  # e.g. restored from elsewhere: the cache must not hide it
     use(state, backing, "u1")
     assert state.get("x") == 9
 

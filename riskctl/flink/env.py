@@ -11,6 +11,7 @@ submitted with ``flink run -py`` to a standalone cluster.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,6 +94,9 @@ class EnvOptions:
     python_executable: str = sys.executable
     restore_from: str | None = None  # a retained checkpoint or savepoint to start from
     options: dict[str, str] = field(default_factory=dict)  # extra Flink configuration, applied last
+    #: where the embedded MiniCluster keeps its working directory (blobs, the RocksDB of each operator);
+    #: None: Flink's own choice, a new ``minicluster_*`` in /tmp per run that a killed run never removes
+    working_dir: str | None = None
 
 
 def jar_urls(jars_dir: str) -> list[str]:
@@ -131,12 +135,20 @@ def create_env(opts: EnvOptions) -> StreamExecutionEnvironment:
     # phase 61-78 ms at its median instead of 99-129 ms, the p99 at 200 events/s 14-16 ms instead of 22,
     # throughput unchanged; 1 MB cost throughput.
     config.set_string("state.backend.rocksdb.writebuffer.size", "4mb")
+    # Bloom filters in the SST files: a user's first event reads a key that is in no file, and without a
+    # filter that read walks each level's index and decompresses a data block of it (on the bench's workload
+    # 15% of events are users seen for the first time, and RocksDB's get on cache misses was 10% of the
+    # decide thread). Measured in four alternating rounds: decide thread 84-87 us/event against 94-122
+    # (bench/flink_profile/README.md).
+    config.set_string("state.backend.rocksdb.use-bloom-filter", "true")
     # Network buffers of 4 KB, not 32 KB (the MiniCluster's; a standalone cluster sets it in its config.yaml,
     # as the local stack does): a checkpoint barrier queues behind 8x fewer records in flight, so checkpoints
     # after a restore, and with exactly-once the decisions they make visible, come sooner.
     config.set_string("taskmanager.memory.segment-size", NETWORK_SEGMENT_SIZE)
     if opts.checkpoint_dir:
         config.set_string("state.checkpoints.dir", opts.checkpoint_dir)
+    if opts.working_dir:  # read by an embedded MiniCluster only: a cluster's processes have their own
+        config.set_string("process.working-dir", opts.working_dir)
     # keep the last checkpoint when the job is cancelled or killed, so it can be restored
     config.set_string("execution.checkpointing.externalized-checkpoint-retention", "RETAIN_ON_CANCELLATION")
     if opts.restore_from:
@@ -180,3 +192,21 @@ def ttl_config(ttl_ms: int) -> StateTtlConfig:
         .cleanup_in_rocksdb_compact_filter(1000, periodic_compaction_time=Time.days(1))
         .build()
     )
+
+
+def local_working_dir(parent: Path, pid: int | None = None) -> Path:
+    """The working directory of this process's MiniCluster: ``parent/<pid>``, after removing those of
+    processes that no longer run.
+
+    Flink's default is a new ``minicluster_*`` folder in /tmp per run, holding the run's blobs and the
+    RocksDB of its operators (about 50 MB after a short run); the job is stopped by a signal, and then Flink
+    never removes it. Under ``parent`` (the stack's folder) the next run removes what a stopped one left.
+    """
+    from riskctl.stack.process import pid_alive
+
+    pid = os.getpid() if pid is None else pid
+    if parent.is_dir():
+        for old in parent.iterdir():
+            if old.name.isdigit() and int(old.name) != pid and not pid_alive(int(old.name)):
+                shutil.rmtree(old, ignore_errors=True)
+    return parent / str(pid)

@@ -10,6 +10,7 @@ import argparse
 import logging
 import sys
 import warnings
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from riskctl.config import Settings, apply_overrides, load_settings
@@ -59,7 +60,7 @@ def restart_options(settings: Settings) -> RestartOptions:
 def build(settings: Settings) -> object:
     """Create the execution environment and add the pipeline; returns the environment."""
     from riskctl.config.settings import parse_options
-    from riskctl.flink.env import EnvOptions, create_env
+    from riskctl.flink.env import EnvOptions, create_env, local_working_dir
     from riskctl.flink.job import build_pipeline
 
     job = settings.job
@@ -73,6 +74,7 @@ def build(settings: Settings) -> object:
             restore_from=job.restore_from or None,
             restart=restart_options(settings),
             options=parse_options(settings.flink.options),
+            working_dir=str(local_working_dir(Path(settings.stack.dir) / "minicluster")),
         )
     )
     build_pipeline(env, settings)

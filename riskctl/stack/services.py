@@ -612,6 +612,11 @@ class FlinkCluster(Service):
                 shutil.copy(f, conf / f.name)
         (conf / "config.yaml").write_text(self._config_yaml(src))
 
+    @property
+    def work_dir(self) -> Path:
+        """The working directories of the cluster's processes (``process.working-dir``)."""
+        return self.dir / "work"
+
     def _config_yaml(self, src: Path) -> str:
         import yaml
 
@@ -668,6 +673,9 @@ class FlinkCluster(Service):
             "classloader": {"parent-first-patterns": {"additional": ["com.mysql."]}},
             "blob": {"server": {"port": "0"}},
             "taskmanager.data.port": 0,
+            # the processes' working directories (blobs, each job's RocksDB) inside the stack's folder, not
+            # in /tmp, where every TaskManager ever started left its own
+            "process.working-dir": str(self.work_dir),
         }
         # the operator's own keys (stack.flink_config), flat: Flink reads "a.b: v" and nested a: {b: v} alike
         for key, value in parse_options(s.flink_config).items():
@@ -761,6 +769,10 @@ class FlinkCluster(Service):
 
     def _start(self) -> None:
         self._assemble_home()
+        # what the cluster's processes left in their working directories (blobs, the RocksDB of the jobs
+        # they ran: up to 250 MB a TaskManager) is of no use to a cluster started afresh (no HA, no local
+        # recovery)
+        shutil.rmtree(self.work_dir, ignore_errors=True)
         for sub in ("log", "pids", "checkpoints"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
         # start-foreground execs flink-console.sh, which execs the JVM: the pid we record is the JVM's

@@ -40,6 +40,18 @@ def job(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[J
         proc.stop()
 
 
+def test_the_minicluster_works_in_the_stack_folder_not_in_tmp(job: Job) -> None:
+    """Its blobs and the decide operator's RocksDB live under <stack dir>/minicluster/<pid>, where the next
+    run removes them once the job is stopped; in /tmp every run left its own 50 MB and more."""
+    from pathlib import Path
+
+    assert job.proc is not None
+    stack_dir = Path(job.env.get("RISKCTL_STACK_DIR", job.settings.stack.dir))
+    work = stack_dir / "minicluster" / str(job.proc.proc.pid)
+    assert [p.name[:12] for p in work.iterdir()] == ["minicluster_"]
+    assert list(work.glob("minicluster_*/tm_*/tmp/*EmbeddedPython*/db/CURRENT")), sorted(work.rglob("*"))[:20]
+
+
 # -- scenarios on the running job ---------------------------------------------------------------------------
 def test_scenario_1_brute_force_rejects_the_success(job: Job) -> None:
     u = job.user("bf")

@@ -63,6 +63,7 @@ def created(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
 def test_small_memtables_and_network_buffers_for_short_checkpoint_pauses(created: Any) -> None:
     conf = created().config
     assert conf.get_string("state.backend.rocksdb.writebuffer.size", "") == "4mb"
+    assert conf.get_string("state.backend.rocksdb.use-bloom-filter", "") == "true"
     assert conf.get_string("taskmanager.memory.segment-size", "") == "4kb"
     assert conf.get_string("python.execution-mode", "") == "thread"
     assert conf.get_string("restart-strategy.type", "") == "exponential-delay"
@@ -71,3 +72,40 @@ def test_small_memtables_and_network_buffers_for_short_checkpoint_pauses(created
 def test_the_operators_options_win(created: Any) -> None:
     conf = created(**{"state.backend.rocksdb.writebuffer.size": "64mb"}).config
     assert conf.get_string("state.backend.rocksdb.writebuffer.size", "") == "64mb"
+
+
+def test_the_minicluster_works_in_the_folder_it_is_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in JARS:
+        (tmp_path / name).write_bytes(b"")
+    monkeypatch.setattr(flink_env.StreamExecutionEnvironment, "get_execution_environment", staticmethod(_Env))
+    work = tmp_path / "minicluster" / "123"
+    given = flink_env.create_env(flink_env.EnvOptions(jars_dir=str(tmp_path), working_dir=str(work)))
+    assert given.config.get_string("process.working-dir", "") == str(work)  # type: ignore[attr-defined]
+    default = flink_env.create_env(flink_env.EnvOptions(jars_dir=str(tmp_path)))
+    assert default.config.get_string("process.working-dir", "") == ""  # type: ignore[attr-defined]
+
+
+def test_a_run_removes_the_working_folders_that_stopped_runs_left(tmp_path: Path) -> None:
+    """A job stopped by a signal leaves its MiniCluster's folder (50 MB and more); the next run removes the
+    folders of processes that no longer run, and only those."""
+    import os
+    import subprocess
+
+    gone = subprocess.Popen(["true"])  # noqa: S607
+    gone.wait()
+    alive = subprocess.Popen(["sleep", "30"])  # noqa: S607
+    try:
+        for name in (str(gone.pid), str(alive.pid), str(os.getpid()), "notes"):
+            (tmp_path / name / "minicluster_x").mkdir(parents=True)
+        mine = flink_env.local_working_dir(tmp_path)
+        assert mine == tmp_path / str(os.getpid())
+        left = sorted(p.name for p in tmp_path.iterdir())
+        assert left == sorted([str(alive.pid), str(os.getpid()), "notes"])
+    finally:
+        alive.kill()
+        alive.wait()
+    flink_env.local_working_dir(tmp_path)
+    assert not (tmp_path / str(alive.pid)).exists()
+    assert flink_env.local_working_dir(tmp_path / "absent") == tmp_path / "absent" / str(os.getpid())

@@ -83,6 +83,8 @@ def test_flink_cluster_with_several_taskmanagers_has_a_pid_file_and_slots_each(t
     conf = yaml.safe_load(cluster._config_yaml(cluster._pyflink_dir()))
     assert conf["taskmanager"]["numberOfTaskSlots"] == 1
     assert conf["python"]["execution-mode"] == "thread"
+    # the processes' working directories (blobs, each job's RocksDB) in the stack's folder, not /tmp
+    assert conf["process.working-dir"] == str(tmp_path / "flink" / "work") == str(cluster.work_dir)
 
 
 def test_down_without_the_taskmanagers_setting_still_sees_every_started_taskmanager(tmp_path: Path) -> None:

@@ -69,6 +69,13 @@ RULES_STATE = MapStateDescriptor("rules", Types.STRING(), Types.STRING())
 HOLD_RETRY_MS = 100
 LOG = logging.getLogger(__name__)
 RULES_SETTLE_MS = 500
+#: the decide operator's own metrics (Flink counters in the group ``riskctl`` of the operator): what its state
+#: cache served and missed (for sizing ``job.state_cache_keys``), and the events and timers its guard caught
+METRICS = ("stateCacheHits", "stateCacheMisses", "internalErrors", "timerErrors")
+#: the counters are brought up to date at most this often, each update being a call into the JVM: with an
+#: event, and by a processing-time timer a second after (Flink calls a gauge from a metrics thread, which must
+#: not enter the decide task's interpreter in thread mode)
+METRICS_REPORT_MS = 1000
 
 
 class FlinkKeyedState:
@@ -236,6 +243,9 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         self.last_rule_at = 0.0
         self.started = False
         self.subtask = 0
+        self.counters: dict[str, Any] = {}  # METRICS -> Flink counter
+        self.reported = dict.fromkeys(METRICS, 0)  # what the counters hold
+        self.next_report_ms = 0
 
     def open(self, runtime_context: RuntimeContext) -> None:
         desc = ValueStateDescriptor("engine", Types.PICKLED_BYTE_ARRAY())
@@ -267,11 +277,34 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         gc.freeze()
         gc.disable()
         self.subtask = runtime_context.get_index_of_this_subtask()
+        group = runtime_context.get_metrics_group().add_group("riskctl")
+        self.counters = {name: group.counter(name) for name in METRICS}
         from riskctl.core import native
 
         LOG.info("decide subtask %s: engine core %s", self.subtask, native.status)
 
+    def counts(self) -> dict[str, int]:
+        """The current values of :data:`METRICS`."""
+        state = self.state
+        return {
+            "stateCacheHits": state.hits if state is not None else 0,
+            "stateCacheMisses": state.misses if state is not None else 0,
+            "internalErrors": self.internal_errors,
+            "timerErrors": self.timer_errors,
+        }
+
+    def report_metrics(self, now_ms: int) -> None:
+        """Bring the Flink counters up to ``counts()``, and the next report ``METRICS_REPORT_MS`` later."""
+        self.next_report_ms = now_ms + METRICS_REPORT_MS
+        for name, value in self.counts().items():
+            delta = value - self.reported[name]
+            counter = self.counters.get(name)
+            if delta and counter is not None:
+                counter.inc(delta)
+                self.reported[name] = value
+
     def close(self) -> None:
+        self.report_metrics(int(time.time() * 1000))
         found = gc.collect()
         gc.enable()
         LOG.info("decide subtask %s closed: %s objects of cyclic garbage collected", self.subtask, found)
@@ -360,8 +393,13 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         yield from rows
 
     def _element(self, value: Row, ctx: Any) -> Iterator[Any]:
+        now_ms = int(time.time() * 1000)
+        if now_ms >= self.next_report_ms:
+            self.report_metrics(now_ms)
+            # and once more a second later, in case no event comes by then (an idle tail stays counted)
+            ctx.timer_service().register_processing_time_timer(now_ms + METRICS_REPORT_MS)
         try:
-            event = parse_event(value[0], self.limits, int(time.time() * 1000))
+            event = parse_event(value[0], self.limits, now_ms)
         except EventError as exc:
             yield dead_letter_row(value, exc.reason, exc.field, limits=self.limits)
             return
@@ -456,7 +494,8 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
     def _timer(self, timestamp: int, ctx: Any) -> Iterator[Any]:
         assert self.engine is not None and self.state is not None
         self._restore_rules(ctx)
-        if ctx.time_domain() == TimeDomain.PROCESSING_TIME:
+        if ctx.time_domain() == TimeDomain.PROCESSING_TIME:  # holding at start-up, or the metrics
+            self.report_metrics(int(time.time() * 1000))
             if self._holding():
                 ctx.timer_service().register_processing_time_timer(timestamp + HOLD_RETRY_MS)
             else:

@@ -139,3 +139,27 @@ def test_hostile_records_get_dead_letters_and_never_restart_the_job(door_job: An
     assert all(int(float(m["value"])) == 0 for m in metrics), metrics
     history = rest(port, f"/jobs/{jid}/exceptions")
     assert not history.get("exceptionHistory", {}).get("entries"), history
+    # the decide operator's own counters (riskctl.flink.risk_function.METRICS): every decided event looked
+    # its user up in the state cache, and the guard caught nothing (the hostile records are the door's)
+    counted = _decide_metrics(port, jid, lambda m: m["stateCacheHits"] + m["stateCacheMisses"] >= len(wanted))
+    assert counted["stateCacheHits"] + counted["stateCacheMisses"] >= len(wanted), counted
+    assert counted["internalErrors"] == 0 and counted["timerErrors"] == 0, counted
+
+
+def _decide_metrics(port: int, jid: str, done: Any, timeout: float = 60) -> dict[str, float]:
+    """The riskctl counters of the decide operator, summed over its subtasks (REST fetches them every 10 s,
+    and the operator brings them up to date once a second, with its next event or a timer)."""
+    from riskctl.flink.risk_function import METRICS
+
+    vertex = next(v["id"] for v in rest(port, f"/jobs/{jid}")["vertices"] if v["name"].startswith("decide"))
+    deadline = time.monotonic() + timeout
+    while True:
+        ids = [m["id"] for m in rest(port, f"/jobs/{jid}/vertices/{vertex}/metrics")]
+        ours = [i for i in ids if i.split(".")[-2:-1] == ["riskctl"] and i.split(".")[-1] in METRICS]
+        values = rest(port, f"/jobs/{jid}/vertices/{vertex}/metrics?get={','.join(ours)}") if ours else []
+        counted = dict.fromkeys(METRICS, 0.0)
+        for m in values:
+            counted[m["id"].split(".")[-1]] += float(m["value"])
+        if (ours and done(counted)) or time.monotonic() > deadline:
+            return counted
+        time.sleep(1)

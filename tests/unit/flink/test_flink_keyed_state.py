@@ -158,12 +158,13 @@ def test_abort_drops_the_cached_dict_so_the_committed_value_comes_back() -> None
 class FakeTimers:
     def __init__(self) -> None:
         self.event_time: list[int] = []
+        self.processing_time: list[int] = []
 
     def register_event_time_timer(self, ts: int) -> None:
         self.event_time.append(ts)
 
     def register_processing_time_timer(self, ts: int) -> None:
-        pass
+        self.processing_time.append(ts)
 
     def current_processing_time(self) -> int:
         return 0
@@ -322,6 +323,7 @@ class FakeRuntime:
     def __init__(self, backing: FakeValueState) -> None:
         self.backing = backing
         self.descriptors: list[Any] = []
+        self.metrics = FakeMetrics()
 
     def get_state(self, desc: Any) -> FakeValueState:
         self.descriptors.append(desc)
@@ -332,6 +334,34 @@ class FakeRuntime:
 
     def get_index_of_this_subtask(self) -> int:
         return 0
+
+    def get_metrics_group(self) -> FakeMetrics:
+        return self.metrics
+
+
+class FakeCounter:
+    def __init__(self) -> None:
+        self.count = 0
+        self.calls = 0
+
+    def inc(self, n: int = 1) -> None:
+        self.count += n
+        self.calls += 1
+
+
+class FakeMetrics:
+    """Flink's MetricGroup: named groups and counters."""
+
+    def __init__(self, prefix: str = "") -> None:
+        self.prefix = prefix
+        self.counters: dict[str, FakeCounter] = {}
+        self.groups: dict[str, FakeMetrics] = {}
+
+    def add_group(self, name: str) -> FakeMetrics:
+        return self.groups.setdefault(name, FakeMetrics(f"{self.prefix}{name}."))
+
+    def counter(self, name: str) -> FakeCounter:
+        return self.counters.setdefault(name, FakeCounter())
 
 
 def test_the_job_arms_no_cleanup_timer_and_flinks_ttl_frees_silent_keys(monkeypatch: Any) -> None:
@@ -474,3 +504,70 @@ def test_the_rules_folder_over_the_simulator_decides_the_same_as_over_a_dict() -
     assert {r["action"] for r in over_dict if "action" in r} >= {"PASS", "REJECT"}
     assert any("alert_id" in r for r in over_dict)
     assert store.state.misses > len(events) / 2  # read back from bytes, not served from the cache
+
+
+def test_the_cache_and_the_guard_are_counted_in_flink_metrics(monkeypatch: Any) -> None:
+    """riskctl.stateCacheHits/Misses (for sizing job.state_cache_keys) and riskctl.internalErrors/timerErrors,
+    brought up to date at most once a second (each update is a call into the JVM), and at close."""
+    import gc
+    import time
+
+    from riskctl.flink.risk_function import METRICS, RiskFunction
+
+    fn = RiskFunction(lateness_ms=0, state_ttl_ms=3_600_000, rules_wait_ms=0, cache_keys=1)
+    backing = FakeValueState()
+    runtime = FakeRuntime(backing)
+    try:
+        fn.open(runtime)
+    finally:
+        gc.enable()
+        gc.unfreeze()
+    assert fn.engine is not None
+    fn.engine.upsert_rule(RULE)
+    fn.started = fn.have_rules = True
+    counters = runtime.metrics.groups["riskctl"].counters
+    assert sorted(counters) == sorted(METRICS)
+    clock = [1_700_000_000.0]
+    monkeypatch.setattr(time, "time", lambda: clock[0])
+    T = 1_699_999_990_000  # noqa: N806
+
+    ctxs: list[FakeCtx] = []
+
+    def send(user: str, n: int) -> None:
+        backing.key = user
+        ctxs.append(FakeCtx(user))
+        ev = {"event_id": f"e{n}", "user_id": user, "type": "transfer", "ts": T + n, "amount": 1}
+        rows = list(fn.process_element(_record(ev), ctxs[-1]))
+        assert [r[0] for r in rows] == ["decision"]
+
+    for n, user in enumerate(["u1", "u1", "u1", "u2", "u1"]):  # a cache of one user: u1 is read 2 times
+        send(user, n)
+    assert {name: c.count for name, c in counters.items()} == dict.fromkeys(METRICS, 0)  # reported: none yet
+    assert ctxs[0].timers.processing_time == [1_700_000_001_000]  # and a report due a second later
+    assert [c.timers.processing_time for c in ctxs[1:]] == [[]] * 4  # within the second: no call into the JVM
+
+    class TimerCtx(FakeCtx):
+        def time_domain(self) -> Any:
+            from pyflink.datastream import TimeDomain
+
+            return TimeDomain.PROCESSING_TIME
+
+    clock[0] += 1.0
+    assert list(fn.on_timer(1_700_000_001_000, TimerCtx("u1"))) == []  # no event came: the timer reports
+    assert counters["stateCacheHits"].count == 2 and counters["stateCacheMisses"].count == 3
+    calls = sum(c.calls for c in counters.values())
+    send("u1", 5)
+    assert sum(c.calls for c in counters.values()) == calls and ctxs[-1].timers.processing_time == []
+
+    def failing(state: Any, event: Any) -> Any:
+        raise ZeroDivisionError
+
+    monkeypatch.setattr(fn.engine, "process", failing)
+    bad = {"event_id": "x", "user_id": "u1", "type": "transfer", "ts": T + 100, "amount": 1}
+    assert [r[0] for r in fn.process_element(_record(bad), FakeCtx("u1"))] == ["dead"]
+    try:
+        fn.close()
+    finally:
+        gc.enable()
+    assert counters["internalErrors"].count == 1
+    assert counters["stateCacheHits"].count + counters["stateCacheMisses"].count == 7

@@ -49,11 +49,12 @@ def created(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     for name in JARS:
         (tmp_path / name).write_bytes(b"")
 
-    def make(**options: str) -> _Env:
+    def make(working_dir: str | None = None, **options: str) -> _Env:
         monkeypatch.setattr(
             flink_env.StreamExecutionEnvironment, "get_execution_environment", staticmethod(_Env)
         )
-        env = flink_env.create_env(flink_env.EnvOptions(jars_dir=str(tmp_path), options=options))
+        opts = flink_env.EnvOptions(jars_dir=str(tmp_path), options=options, working_dir=working_dir)
+        env = flink_env.create_env(opts)
         assert isinstance(env, _Env)
         return env
 
@@ -74,17 +75,10 @@ def test_the_operators_options_win(created: Any) -> None:
     assert conf.get_string("state.backend.rocksdb.writebuffer.size", "") == "64mb"
 
 
-def test_the_minicluster_works_in_the_folder_it_is_given(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    for name in JARS:
-        (tmp_path / name).write_bytes(b"")
-    monkeypatch.setattr(flink_env.StreamExecutionEnvironment, "get_execution_environment", staticmethod(_Env))
+def test_the_minicluster_works_in_the_folder_it_is_given(created: Any, tmp_path: Path) -> None:
     work = tmp_path / "minicluster" / "123"
-    given = flink_env.create_env(flink_env.EnvOptions(jars_dir=str(tmp_path), working_dir=str(work)))
-    assert given.config.get_string("process.working-dir", "") == str(work)  # type: ignore[attr-defined]
-    default = flink_env.create_env(flink_env.EnvOptions(jars_dir=str(tmp_path)))
-    assert default.config.get_string("process.working-dir", "") == ""  # type: ignore[attr-defined]
+    assert created(working_dir=str(work)).config.get_string("process.working-dir", "") == str(work)
+    assert created().config.get_string("process.working-dir", "") == ""
 
 
 def test_a_run_removes_the_working_folders_that_stopped_runs_left(tmp_path: Path) -> None:

@@ -352,13 +352,12 @@ class FakeCounter:
 class FakeMetrics:
     """Flink's MetricGroup: named groups and counters."""
 
-    def __init__(self, prefix: str = "") -> None:
-        self.prefix = prefix
+    def __init__(self) -> None:
         self.counters: dict[str, FakeCounter] = {}
         self.groups: dict[str, FakeMetrics] = {}
 
     def add_group(self, name: str) -> FakeMetrics:
-        return self.groups.setdefault(name, FakeMetrics(f"{self.prefix}{name}."))
+        return self.groups.setdefault(name, FakeMetrics())
 
     def counter(self, name: str) -> FakeCounter:
         return self.counters.setdefault(name, FakeCounter())
@@ -476,8 +475,7 @@ class FlinkStore:
 def test_the_rules_folder_over_the_simulator_decides_the_same_as_over_a_dict() -> None:
     """Decisions and alerts of the rules in rules/ (features, sequences, absences) over simulated users with
     attacks, with a cache far smaller than the users so most events read their state back from its bytes."""
-    from pathlib import Path
-
+    from riskctl.config import PROJECT_ROOT
     from riskctl.core.rules import load_rules
     from riskctl.core.runner import LocalRunner
     from riskctl.sim.generator import SimConfig, generate
@@ -486,7 +484,7 @@ def test_the_rules_folder_over_the_simulator_decides_the_same_as_over_a_dict() -
     assert len(events) > 2_000 and attacks
 
     def run(store: FlinkStore | None) -> list[dict[str, Any]]:
-        rules = load_rules(Path(__file__).parents[3] / "rules")
+        rules = load_rules(PROJECT_ROOT / "rules")
         runner = LocalRunner(Engine(rules, lateness=2_000, state_ttl=3_600_000, cleanup_timers=False))
         if store is not None:
             runner.store = store  # type: ignore[assignment]

@@ -129,10 +129,12 @@ class FlinkKeyedState:
             self._cache.popitem(last=False)
 
     def get(self, name: str) -> Any | None:
-        return self._load().get(name)
+        data = self._data
+        return (data if data is not None else self._load()).get(name)
 
     def put(self, name: str, value: Any) -> None:
-        self._load()[name] = value
+        data = self._data
+        (data if data is not None else self._load())[name] = value
         self._dirty = True
 
     def remove(self, name: str) -> None:
@@ -382,17 +384,18 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
             return False
         return True
 
-    def process_element(self, value: Row, ctx: Any) -> Iterator[Any]:
+    def process_element(self, value: Row, ctx: Any) -> list[Row]:
         # Never raises: a record that could stop the job would restart it on the same record, forever.
+        # Lists, not generators, all the way down: PyFlink iterates what this returns, and every generator
+        # layer costs a frame per event (bench/decide_budget.py).
         try:
-            rows = list(self._element(value, ctx))
+            return self._element(value, ctx)
         except Exception as exc:  # noqa: BLE001 - whatever failed outside the per-event guard
             self.internal_errors += 1
             LOG.exception("decide: record %s:%s:%s dead-lettered", value[1], value[2], value[3])
-            rows = [self._internal_error(value, exc, None)]
-        yield from rows
+            return [self._internal_error(value, exc, None)]
 
-    def _element(self, value: Row, ctx: Any) -> Iterator[Any]:
+    def _element(self, value: Row, ctx: Any) -> list[Row]:
         now_ms = int(time.time() * 1000)
         if now_ms >= self.next_report_ms:
             self.report_metrics(now_ms)
@@ -401,8 +404,7 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         try:
             event = parse_event(value[0], self.limits, now_ms)
         except EventError as exc:
-            yield dead_letter_row(value, exc.reason, exc.field, limits=self.limits)
-            return
+            return [dead_letter_row(value, exc.reason, exc.field, limits=self.limits)]
         self._restore_rules(ctx)
         if self._holding():
             # the record is kept with its event, so a failure when it is decided can dead-letter it
@@ -411,18 +413,20 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
             ctx.timer_service().register_processing_time_timer(
                 ctx.timer_service().current_processing_time() + HOLD_RETRY_MS
             )
-            return
-        yield from self._flush_pending(ctx)
-        yield from self._decide(event, value, ctx)
+            return []
+        if self.held:
+            return self._flush_pending(ctx) + self._decide(event, value, ctx)
+        return self._decide(event, value, ctx)
 
     def _internal_error(self, record: Any, exc: BaseException, rule_id: str | None) -> Row:
         return dead_letter_row(
             record, internal_error_reason(exc), error=type(exc).__name__, rule_id=rule_id, limits=self.limits
         )
 
-    def _flush_pending(self, ctx: Any) -> Iterator[Any]:
+    def _flush_pending(self, ctx: Any) -> list[Row]:
+        rows: list[Row] = []
         if not self.held:  # the common case, after start-up: no state read
-            return
+            return rows
         held = list(self.pending.get() or [])
         if held:
             self.pending.clear()
@@ -432,9 +436,10 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
                     event, record = item, (None, None, None, None)
                 else:
                     event, record = item
-                yield from self._decide(event, record, ctx)
+                rows += self._decide(event, record, ctx)
+        return rows
 
-    def _decide(self, event: dict[str, Any], record: Any, ctx: Any) -> Iterator[Any]:
+    def _decide(self, event: dict[str, Any], record: Any, ctx: Any) -> list[Row]:
         """Decide one event; any exception dead-letters it (with the rule being evaluated) and rolls back."""
         assert self.engine is not None and self.state is not None
         self.state.begin(ctx.get_current_key())
@@ -462,10 +467,10 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
                 self.internal_errors,
                 self.subtask,
             )
-            yield self._internal_error(record, exc, rule_id)
-            return
-        yield from rows
-        self._register(result, ctx)
+            return [self._internal_error(record, exc, rule_id)]
+        if result.timers:
+            self._register(result, ctx)
+        return rows
 
     @staticmethod
     def _alert_rows(result: Any) -> list[Row]:
@@ -481,26 +486,24 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         for ts in result.timers:
             timers.register_event_time_timer(ts)
 
-    def on_timer(self, timestamp: int, ctx: Any) -> Iterator[Any]:
+    def on_timer(self, timestamp: int, ctx: Any) -> list[Row]:
         # Never raises (a timer that raised would restart the job, and fire again after the restore).
         try:
-            rows = list(self._timer(timestamp, ctx))
+            return self._timer(timestamp, ctx)
         except Exception:  # noqa: BLE001 - whatever failed outside the per-timer guard
             self.timer_errors += 1
             LOG.exception("decide: timer at %s of key %r failed", timestamp, ctx.get_current_key())
-            rows = []
-        yield from rows
+            return []
 
-    def _timer(self, timestamp: int, ctx: Any) -> Iterator[Any]:
+    def _timer(self, timestamp: int, ctx: Any) -> list[Row]:
         assert self.engine is not None and self.state is not None
         self._restore_rules(ctx)
         if ctx.time_domain() == TimeDomain.PROCESSING_TIME:  # holding at start-up, or the metrics
             self.report_metrics(int(time.time() * 1000))
             if self._holding():
                 ctx.timer_service().register_processing_time_timer(timestamp + HOLD_RETRY_MS)
-            else:
-                yield from self._flush_pending(ctx)
-            return
+                return []
+            return self._flush_pending(ctx)
         key = ctx.get_current_key()
         self.state.begin(key)
         try:
@@ -518,5 +521,5 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
                 self.timer_errors,
                 self.subtask,
             )
-            return
-        yield from rows
+            return []
+        return rows

@@ -1,0 +1,246 @@
+"""Where the decide operator's Python time goes, per event, without Flink: the job's budget in parts.
+
+    .venv/bin/python bench/decide_budget.py [--events 150000] [--rounds 3] [--no-write]
+
+Runs the job's own ``RiskFunction.process_element`` over the side-by-side bench's workload (the simulator's
+events, 100,000 users, ``harness.workload``), record by record, as the decide operator does in thread mode:
+the key's state in a :class:`~riskctl.flink.risk_function.FlinkKeyedState` (the 20,000-user cache) over a
+ValueState that pickles on ``update`` and unpickles on ``value``, as PyFlink's ``PickleDataConverter`` does;
+the cyclic GC frozen and off, as ``RiskFunction.open`` leaves it. The first half of the events warms the
+state and the cache; the second half is timed (CPU time of this process). Arms, each a fresh function:
+
+* ``job``: the rules of ``rules/``, state pickled: the Python side of the decide thread;
+* ``no-pickling``: the same, the ValueState holding the objects (what pickling and unpickling cost);
+* ``no-patterns``: no pickling, and without the sequence rules (what matching the patterns costs);
+* ``no-rules``: no pickling, no rules (the door, parsing, the decision's JSON, the output rows, the cache).
+
+What it leaves out is the Java side of the decide thread (PyFlink's conversions, the JNI calls, RocksDB, the
+chained Calcs and Kafka writers): the decide thread's CPU in ``bench/bench.py`` minus the ``job`` arm.
+``job`` and ``no-pickling`` must emit the same records (checked): a difference means the cache or the engine
+changed a value after it was written. Arms alternate within each round (the box is shared); the report gives
+each arm's range over the rounds. Results: ``bench/results/decide_budget.md`` and ``.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import pickle
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from harness import RESULTS  # noqa: E402
+from harness.workload import workload  # noqa: E402
+
+from riskctl.core.engine import Engine  # noqa: E402
+from riskctl.core.rules import RuleSet, load_rules  # noqa: E402
+from riskctl.flink.risk_function import FlinkKeyedState, RiskFunction  # noqa: E402
+
+ARMS = ("job", "no-pickling", "no-patterns", "no-rules")
+LATENESS_MS = 5_000  # the job's default (job.lateness_ms)
+STATE_TTL_MS = 86_400_000
+CACHE_KEYS = 20_000  # the job's default (job.state_cache_keys)
+USERS = 100_000
+
+
+class PicklingValueState:
+    """A ValueState of the current key that stores what PyFlink's thread mode stores: ``pickle.dumps``."""
+
+    def __init__(self, pickled: bool = True) -> None:
+        self.store: dict[str, Any] = {}
+        self.key: str | None = None
+        self.pickled = pickled
+
+    def value(self) -> Any:
+        stored = self.store.get(self.key)  # type: ignore[arg-type]
+        return pickle.loads(stored) if self.pickled and stored is not None else stored  # noqa: S301 - ours
+
+    def update(self, value: Any) -> None:
+        self.store[self.key] = pickle.dumps(value) if self.pickled else value  # type: ignore[index]
+
+    def clear(self) -> None:
+        self.store.pop(self.key, None)  # type: ignore[arg-type]
+
+
+class _Timers:
+    def __init__(self) -> None:
+        self.registered = 0
+
+    def register_event_time_timer(self, ts: int) -> None:
+        self.registered += 1
+
+    def register_processing_time_timer(self, ts: int) -> None:
+        self.registered += 1
+
+    def current_processing_time(self) -> int:
+        return int(time.time() * 1000)
+
+
+class _Ctx:
+    """The operator's context of the current key."""
+
+    def __init__(self) -> None:
+        self.key: str | None = None
+        self.timers = _Timers()
+
+    def get_current_key(self) -> str | None:
+        return self.key
+
+    def timer_service(self) -> _Timers:
+        return self.timers
+
+    def get_broadcast_state(self, desc: Any) -> dict[str, str]:
+        return {}
+
+
+def records(lines: Iterable[bytes]) -> list[tuple[tuple[bytes, str, int, int], str]]:
+    """(the operator's input row, its key) of each workload line: the key as the job's Java side takes it."""
+    out = []
+    for offset, raw in enumerate(lines):
+        user = json.loads(raw).get("user_id")
+        out.append(((raw, "events", 0, offset), user if isinstance(user, str) else ""))
+    return out
+
+
+def rules_of(arm: str) -> RuleSet:
+    """The rules an arm runs."""
+    rules = load_rules(ROOT / "rules")
+    if arm == "no-rules":
+        return RuleSet()
+    if arm == "no-patterns":
+        return RuleSet(r for r in rules if r.sequence is None)
+    return rules
+
+
+def runner(arm: str) -> tuple[Callable[[list[Any]], list[tuple[Any, ...]]], _Ctx]:
+    """A fresh decide function of ``arm`` and the call that feeds it records (returning what it emitted)."""
+    fn = RiskFunction(lateness_ms=LATENESS_MS, state_ttl_ms=STATE_TTL_MS, rules_wait_ms=0)
+    fn.engine = Engine(rules_of(arm), lateness=LATENESS_MS, state_ttl=STATE_TTL_MS, cleanup_timers=False)
+    backing = PicklingValueState(pickled=arm == "job")
+    fn.state = FlinkKeyedState(backing, CACHE_KEYS)
+    fn.started = fn.have_rules = True
+    fn.next_report_ms = 1 << 62  # no Flink counters here
+    ctx = _Ctx()
+
+    def feed(batch: list[Any]) -> list[tuple[Any, ...]]:
+        out: list[tuple[Any, ...]] = []
+        process = fn.process_element
+        for record, key in batch:
+            ctx.key = backing.key = key
+            for row in process(record, ctx):
+                out.append(tuple(row))
+        return out
+
+    return feed, ctx
+
+
+def measure(arm: str, recs: list[Any]) -> tuple[float, list[tuple[Any, ...]]]:
+    """CPU µs per event of ``arm`` over the second half of ``recs`` (the first half warms), and its output."""
+    feed, _ = runner(arm)
+    half = len(recs) // 2
+    gc.collect()
+    gc.freeze()
+    gc.disable()  # as RiskFunction.open leaves the TaskManager's interpreter
+    try:
+        feed(recs[:half])
+        start = time.process_time()
+        out = feed(recs[half:])
+        elapsed = time.process_time() - start
+    finally:
+        gc.enable()
+        gc.unfreeze()
+    return elapsed / (len(recs) - half) * 1e6, out
+
+
+def budget(recs: list[Any], rounds: int, arms: tuple[str, ...] = ARMS) -> dict[str, list[float]]:
+    """µs per event of every arm in every round (arms alternate within a round); checks job == no-pickling."""
+    figures: dict[str, list[float]] = {arm: [] for arm in arms}
+    for _ in range(rounds):
+        outputs = {}
+        for arm in arms:
+            us, out = measure(arm, recs)
+            figures[arm].append(us)
+            outputs[arm] = out
+        if "job" in outputs and "no-pickling" in outputs:
+            if outputs["job"] != outputs["no-pickling"]:
+                msg = "the job arm and the no-pickling arm emitted different records"
+                raise SystemExit(msg)
+    return figures
+
+
+def report(figures: dict[str, list[float]], events: int, command: str) -> tuple[str, dict[str, Any]]:
+    med = {arm: statistics.median(v) for arm, v in figures.items()}
+    rounds = len(next(iter(figures.values())))
+    parts = {}
+    if {"job", "no-pickling", "no-patterns", "no-rules"} <= med.keys():
+        parts = {
+            "pickling the state (each commit; unpickling on a miss)": med["job"] - med["no-pickling"],
+            "sequence patterns (matching)": med["no-pickling"] - med["no-patterns"],
+            "features and condition rules": med["no-patterns"] - med["no-rules"],
+            "door, parsing, decision JSON, output rows, state cache": med["no-rules"],
+        }
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    lines = [
+        f"## {stamp}: `{command}`",
+        "",
+        f"{events:,} events of the bench's workload (the first half warms, the second is timed), CPU µs per "
+        f"event, {rounds} rounds, arms alternating; Python {platform.python_version()}.",
+        "",
+        "| arm | µs/event (median) | range |",
+        "|---|---:|---|",
+    ]
+    for arm, values in figures.items():
+        lines.append(f"| {arm} | {med[arm]:.1f} | {min(values):.1f}-{max(values):.1f} |")
+    if parts:
+        lines += ["", "| part (from the medians) | µs/event |", "|---|---:|"]
+        lines += [f"| {name} | {value:.1f} |" for name, value in parts.items()]
+    doc = {
+        "when": stamp,
+        "command": command,
+        "events": events,
+        "us_per_event": figures,
+        "median": {k: round(v, 2) for k, v in med.items()},
+        "parts": {k: round(v, 2) for k, v in parts.items()},
+    }
+    return "\n".join(lines) + "\n", doc
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=150_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated, among {', '.join(ARMS)}")
+    parser.add_argument("--no-write", action="store_true", help="print only, write nothing to bench/results")
+    args = parser.parse_args(argv)
+    recs = records(workload(USERS, args.events))
+    arms = tuple(a.strip() for a in args.arms.split(",") if a.strip())
+    unknown = [a for a in arms if a not in ARMS]
+    if unknown or not arms:
+        parser.error(f"--arms: unknown {unknown}; choose among {', '.join(ARMS)}")
+    figures = budget(recs, args.rounds, arms)
+    command = "bench/decide_budget.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    text, doc = report(figures, args.events, command.strip())
+    print(text)
+    if not args.no_write:
+        md = RESULTS / "decide_budget.md"
+        header = "# The decide operator's Python side, in parts (bench/decide_budget.py)\n\n"
+        old = md.read_text(encoding="utf-8").removeprefix(header) if md.exists() else ""
+        md.write_text(header + text + ("\n" + old if old else ""), encoding="utf-8")
+        js = RESULTS / "decide_budget.json"
+        runs = json.loads(js.read_text(encoding="utf-8"))["runs"] if js.exists() else []
+        js.write_text(json.dumps({"runs": [doc, *runs]}, indent=1) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,78 @@
+"""bench/decide_budget.py: the decide operator's Python side in parts, run here on a small simulated workload.
+
+The figures depend on the machine and are not checked; what the tool concludes from a run must be right: every
+arm decides every record through the job's own function, and a pickled state that decides differently from
+the plain objects stops the run.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from itertools import islice
+from types import ModuleType
+
+import pytest
+
+from riskctl.config import PROJECT_ROOT
+from riskctl.sim import SimConfig, Simulator
+
+BENCH = PROJECT_ROOT / "bench"
+
+
+@pytest.fixture(scope="module")
+def tool() -> ModuleType:
+    sys.path.insert(0, str(BENCH))
+    try:
+        return importlib.import_module("decide_budget")
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+@pytest.fixture(scope="module")
+def recs(tool: ModuleType) -> list[object]:
+    config = SimConfig(users=200, rate=200.0, duration_s=30.0, attack_fraction=0.2, seed=7, zipf=1.0)
+    lines = [json.dumps(e).encode() for e in islice(Simulator(config), 3_000)]
+    lines.append(b'{"not": "an event"}')  # a dead letter, as in the job
+    return tool.records(lines)
+
+
+def test_every_arm_decides_every_record_and_the_pickled_state_decides_as_the_objects(
+    tool: ModuleType, recs: list[object]
+) -> None:
+    half = len(recs) - len(recs) // 2
+    outputs = {}
+    for arm in tool.ARMS:
+        us, out = tool.measure(arm, recs)
+        assert us > 0
+        outputs[arm] = out
+        kinds = [row[0] for row in out]
+        assert kinds.count("decision") + kinds.count("dead") == half  # one outcome per timed record
+        assert kinds.count("dead") == 1
+    assert outputs["job"] == outputs["no-pickling"]
+    fired = {r["id"] for row in outputs["job"] if row[0] == "decision" for r in json.loads(row[2])["rules"]}
+    assert "brute_force_login" in fired  # the attacks reach the sequence rules
+    assert all(json.loads(row[2])["rules"] == [] for row in outputs["no-rules"] if row[0] == "decision")
+
+
+def test_a_pickled_state_that_decides_differently_stops_the_run(
+    tool: ModuleType, recs: list[object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = tool.measure
+
+    def measure(arm: str, records: list[object]) -> tuple[float, list[tuple[object, ...]]]:
+        us, out = real(arm, records)
+        return us, out[:-1] if arm == "job" else out
+
+    monkeypatch.setattr(tool, "measure", measure)
+    with pytest.raises(SystemExit, match="different records"):
+        tool.budget(recs, 1, ("job", "no-pickling"))
+
+
+def test_the_report_splits_the_medians_into_parts(tool: ModuleType) -> None:
+    figures = {"job": [40.0, 42.0, 44.0], "no-pickling": [28.0], "no-patterns": [15.0], "no-rules": [9.0]}
+    text, doc = tool.report(figures, 1000, "bench/decide_budget.py")
+    assert doc["median"]["job"] == 42.0
+    assert list(doc["parts"].values()) == [14.0, 13.0, 6.0, 9.0]
+    assert "| job | 42.0 | 40.0-44.0 |" in text

@@ -63,6 +63,14 @@ from harness.workload import Plan, workload  # noqa: E402
 from riskctl.config import load_settings  # noqa: E402
 
 
+def job_engine_core() -> str:
+    """The engine core the riskctl jobs run (riskctl.core.native: compiled by default when setup built it)."""
+    from riskctl.core import native
+
+    default = native.default_for_jobs()
+    return native.describe({**os.environ, native.ENV: default} if default is not None else os.environ)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="small workload, short phases (a few minutes)")
@@ -108,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         "quick": args.quick,
         "plan": plan.__dict__,
         "flink_options": args.flink_option,
+        "job_engine_core": job_engine_core(),
         "machine": machine(),
         "runs": [],
     }
@@ -121,10 +130,6 @@ def main(argv: list[str] | None = None) -> int:
         "zipf": 1.0,
         "rules": len(load_rules(ROOT / "rules").rules),
     }
-    log("pure engine on the throughput events")
-    doc["pure_engine"] = pure_engine(records[: plan.engine_events])
-    log(f"  {doc['pure_engine']['events_per_s']:,} events/s")
-
     from riskctl.stack.services import services
 
     roles = {"bench (load generator, reader)": os.getpid()}
@@ -147,6 +152,11 @@ def main(argv: list[str] | None = None) -> int:
         for pid in cluster_up(settings):
             roles[f"flink cluster {cluster_process_name(pid)} {pid}"] = pid
         runs += [(ClusterJob, "riskctl-cluster", 2, True, False)]
+    # after the checks above (the services are up, the cluster has the right shape): a refusal comes at once,
+    # not after this step's minute
+    log("pure engine on the throughput events")
+    doc["pure_engine"] = pure_engine(records[: plan.engine_events])
+    log(f"  {doc['pure_engine']['events_per_s']:,} events/s")
     sampler = Sampler(roles)
     sampler.start()
     # contenders' logs and checkpoints stay here after the run (bench/.work is ignored by git)

@@ -23,6 +23,15 @@ def markdown(doc: dict[str, Any]) -> str:
         f"{doc['machine']['nproc']} cores, load average at start {doc['machine']['loadavg'][0]:.2f}. "
         f"Workload: {doc['workload']['events']:,} simulator events (attacks included), "
         f"{doc['workload']['users']:,} users, Zipf 1.0; rules: `rules/` ({doc['workload']['rules']} rules).",
+        *(
+            [
+                f"Engine core of the riskctl jobs: {doc['job_engine_core']}; the plain loop and the "
+                "pure-engine figure import `riskctl.core` as a library does (pure Python unless "
+                "RISKCTL_NATIVE_CORE is set)."
+            ]
+            if doc.get("job_engine_core")
+            else []
+        ),
         "",
         "## (a) Maximum sustained throughput, Kafka in to decisions out",
         "",

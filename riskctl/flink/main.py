@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -89,6 +90,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
     p.add_argument("--name", default="riskctl")
     args = p.parse_args(argv)
+    from riskctl.core import native
+
+    # before the JVM starts: thread mode's interpreter runs inside it and reads the variable at import
+    default = native.default_for_jobs()
+    if default is not None:
+        os.environ[native.ENV] = default
     try:
         settings = apply_overrides(load_settings(), args.overrides)
         prepare(settings)
@@ -97,9 +104,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     log.warning(
-        "riskctl job starting: events from %s, rules from %s",
+        "riskctl job starting: events from %s, rules from %s, engine core %s",
         settings.job.events_topic,
         settings.job.rules_source,
+        native.describe(),
     )
     env.execute(args.name)  # type: ignore[attr-defined]
     return 0

@@ -34,6 +34,7 @@ from pathlib import Path
 
 from riskctl.config import PROJECT_ROOT, Settings
 from riskctl.config.settings import NETWORK_SEGMENT_SIZE, parse_options
+from riskctl.core import native
 from riskctl.errors import ServiceError
 from riskctl.flink.pythonpath import python_path
 from riskctl.flink.warm import WarmResult
@@ -689,6 +690,9 @@ class FlinkCluster(Service):
         env["FLINK_LOG_DIR"] = str(self.dir / "log")
         env["FLINK_PID_DIR"] = str(self.dir / "pids")
         env["PYTHONPATH"] = python_path()
+        default = native.default_for_jobs(env)  # the compiled core for the decide operators, when built
+        if default is not None:
+            env[native.ENV] = default
         env.pop("_FLINK_HOME_DETERMINED", None)
         env.pop("FLINK_HOME", None)
         return env

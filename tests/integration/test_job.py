@@ -52,6 +52,41 @@ def test_the_minicluster_works_in_the_stack_folder_not_in_tmp(job: Job) -> None:
     assert list(work.glob("minicluster_*/tm_*/tmp/*EmbeddedPython*/db/CURRENT")), sorted(work.rglob("*"))[:20]
 
 
+def test_the_job_runs_the_compiled_core_that_setup_built(job: Job) -> None:
+    """scripts/setup compiles the engine's core (mypyc) into .cache/native-core, and the job's decide
+    operators load it: the JVM that runs them maps its modules. Without a usable build (no C compiler), the
+    job runs the pure-Python core; in CI, where setup ran, that is a failure."""
+    import os
+    from pathlib import Path
+
+    from riskctl.core import native
+
+    why = native.problem(native.DEFAULT_BUILD, Path(native.__file__).parent)
+    if why is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"scripts/setup left no usable compiled core: {why}")
+        pytest.skip(f"no usable compiled core here ({why}): run scripts/setup")
+    assert job.proc is not None
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    todo, mapped = [job.proc.proc.pid], set()
+    while todo:
+        pid = todo.pop()
+        todo += children.get(pid, [])
+        try:
+            maps = (Path("/proc") / str(pid) / "maps").read_text()
+        except OSError:
+            continue
+        mapped |= {line.split()[-1] for line in maps.splitlines() if str(native.DEFAULT_BUILD) in line}
+    names = {Path(m).name.split(".")[0] for m in mapped}
+    assert {"engine", "patterns", "features"} <= names, mapped
+
+
 # -- scenarios on the running job ---------------------------------------------------------------------------
 def test_scenario_1_brute_force_rejects_the_success(job: Job) -> None:
     u = job.user("bf")

@@ -129,3 +129,53 @@ def test_the_compiled_core_decides_exactly_as_the_sources(tmp_path: Path) -> Non
     assert runs["native"]["file"].endswith(".so")
     assert len(runs["python"]["records"]) > 5000  # decisions and alerts
     assert runs["native"]["records"] == runs["python"]["records"]
+
+
+def test_a_job_gets_the_fresh_default_build_unless_told_otherwise(tmp_path: Path) -> None:
+    _manifest(tmp_path)
+    assert native.default_for_jobs({}, tmp_path) == str(tmp_path)
+    assert native.default_for_jobs({native.ENV: ""}, tmp_path) is None  # "" turns it off
+    assert native.default_for_jobs({native.ENV: "/elsewhere"}, tmp_path) is None  # an explicit build wins
+    assert native.describe({native.ENV: str(tmp_path)}) == f"compiled ({tmp_path})"
+    assert native.describe({native.ENV: ""}) == "pure Python"
+
+
+def test_a_missing_or_stale_default_build_means_pure_python_quietly(tmp_path: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert native.default_for_jobs({}, tmp_path / "none") is None
+        _manifest(tmp_path, sources={name: "0" * 64 for name in native.COMPILED})
+        assert native.default_for_jobs({}, tmp_path) is None
+    assert native.describe({native.ENV: str(tmp_path)}).startswith("pure Python (stale: ")
+
+
+def test_the_job_entry_point_sets_the_default_before_the_jvm_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from riskctl.errors import ConfigError
+    from riskctl.flink import main as job_main
+
+    monkeypatch.delenv(native.ENV, raising=False)
+    monkeypatch.setattr(native, "default_for_jobs", lambda: str(tmp_path))
+
+    def refuse() -> None:
+        assert os.environ[native.ENV] == str(tmp_path)  # already set when the settings load
+        raise ConfigError("stop here")
+
+    monkeypatch.setattr(job_main, "load_settings", refuse)
+    assert job_main.main([]) == 2
+    assert os.environ[native.ENV] == str(tmp_path)
+
+
+def test_the_stacks_taskmanagers_get_the_default_build(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from riskctl.config import load_settings
+    from riskctl.stack.services import FlinkCluster
+
+    monkeypatch.delenv(native.ENV, raising=False)
+    cluster = FlinkCluster(load_settings(env={"RISKCTL_STACK_DIR": str(tmp_path)}))
+    monkeypatch.setattr(native, "DEFAULT_BUILD", tmp_path / "none")
+    assert native.ENV not in cluster._env()
+    monkeypatch.setattr(native, "default_for_jobs", lambda env: "/the/build")
+    assert cluster._env()[native.ENV] == "/the/build"

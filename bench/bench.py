@@ -61,14 +61,7 @@ from harness.sampling import Sampler, machine  # noqa: E402
 from harness.workload import Plan, workload  # noqa: E402
 
 from riskctl.config import load_settings  # noqa: E402
-
-
-def job_engine_core() -> str:
-    """The engine core the riskctl jobs run (riskctl.core.native: compiled by default when setup built it)."""
-    from riskctl.core import native
-
-    default = native.default_for_jobs()
-    return native.describe({**os.environ, native.ENV: default} if default is not None else os.environ)
+from riskctl.core import native  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         "quick": args.quick,
         "plan": plan.__dict__,
         "flink_options": args.flink_option,
-        "job_engine_core": job_engine_core(),
+        "job_engine_core": native.describe(),  # compiled by default when setup built it
         "machine": machine(),
         "runs": [],
     }

@@ -112,9 +112,10 @@ def default_for_jobs(environ: Mapping[str, str] | None = None, build: Path | Non
 
 
 def describe(environ: Mapping[str, str] | None = None) -> str:
-    """Which core a job started with ``environ`` runs, for its start-up log line."""
+    """Which core a job started with ``environ`` runs (its default applied), for its start-up log line."""
     env = os.environ if environ is None else environ
-    where = env.get(ENV, "").strip()
+    where = (env.get(ENV) if ENV in env else default_for_jobs(env)) or ""
+    where = where.strip()
     if not where:
         return "pure Python"
     why = problem(Path(where).resolve(), Path(__file__).parent)

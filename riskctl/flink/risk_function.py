@@ -468,8 +468,7 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
                 self.subtask,
             )
             return [self._internal_error(record, exc, rule_id)]
-        if result.timers:
-            self._register(result, ctx)
+        self._register(result, ctx)
         return rows
 
     @staticmethod
@@ -482,6 +481,8 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
 
     @staticmethod
     def _register(result: Any, ctx: Any) -> None:
+        if not result.timers:  # most events and timers: no call into the context
+            return
         timers = ctx.timer_service()
         for ts in result.timers:
             timers.register_event_time_timer(ts)

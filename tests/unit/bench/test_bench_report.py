@@ -6,37 +6,25 @@ must still be right, so the pieces that turn figures into verdicts are tested he
 
 from __future__ import annotations
 
-import importlib
-import sys
 from types import ModuleType
 from typing import Any
 
 import pytest
 
-from riskctl.config import PROJECT_ROOT
 from riskctl.core.stats import percentile
-
-BENCH = PROJECT_ROOT / "bench"
+from tests.unit.bench import bench_module
 
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
     """The harness's report module (bench/harness/report.py; the harness is imported as ``harness`` with
     bench/ on the path, as bench/bench.py imports it)."""
-    sys.path.insert(0, str(BENCH))
-    try:
-        return importlib.import_module("harness.report")
-    finally:
-        sys.path.remove(str(BENCH))
+    return bench_module("harness.report")
 
 
 @pytest.fixture(scope="module")
 def measures() -> ModuleType:
-    sys.path.insert(0, str(BENCH))
-    try:
-        return importlib.import_module("harness.measures")
-    finally:
-        sys.path.remove(str(BENCH))
+    return bench_module("harness.measures")
 
 
 def test_percentiles_are_nearest_rank(measures: ModuleType) -> None:

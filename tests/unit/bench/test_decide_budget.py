@@ -7,27 +7,19 @@ the plain objects stops the run.
 
 from __future__ import annotations
 
-import importlib
 import json
-import sys
 from itertools import islice
 from types import ModuleType
 
 import pytest
 
-from riskctl.config import PROJECT_ROOT
 from riskctl.sim import SimConfig, Simulator
-
-BENCH = PROJECT_ROOT / "bench"
+from tests.unit.bench import bench_module
 
 
 @pytest.fixture(scope="module")
 def tool() -> ModuleType:
-    sys.path.insert(0, str(BENCH))
-    try:
-        return importlib.import_module("decide_budget")
-    finally:
-        sys.path.remove(str(BENCH))
+    return bench_module("decide_budget")
 
 
 @pytest.fixture(scope="module")

@@ -55,6 +55,7 @@ from harness.contenders import (  # noqa: E402
     cluster_up,
 )
 from harness.measures import pure_engine  # noqa: E402
+from harness.profiler import EVENTS as PROFILE_EVENTS  # noqa: E402
 from harness.report import markdown, plots, targets  # noqa: E402
 from harness.run import match_recognize_check, run_contender  # noqa: E402
 from harness.sampling import Sampler, machine  # noqa: E402
@@ -95,10 +96,13 @@ def main(argv: list[str] | None = None) -> int:
         "--profile",
         metavar="PHASE",
         help="attach async-profiler to the MiniCluster jobs' JVM during one phase: 'sustained' or a rate of "
-        "the latency phases (e.g. 1000); collapsed stacks in the run's log folder under bench/.work",
+        "the latency phases (e.g. 1000), with ':wall' for wall-clock samples (e.g. sustained:wall); "
+        "collapsed stacks in the run's log folder under bench/.work",
     )
     ap.add_argument("--out", default=str(RESULTS), help="folder for bench.json, bench.md and the plots")
     args = ap.parse_args(argv)
+    if args.profile and args.profile.partition(":")[2] not in ("", *PROFILE_EVENTS):
+        ap.error(f"--profile: the sampling after ':' is one of {', '.join(PROFILE_EVENTS)}")
     plan = Plan.of(args.quick)
     settings = load_settings()
     only = {s.strip() for s in args.only.split(",") if s.strip()}

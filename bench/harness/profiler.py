@@ -51,12 +51,19 @@ def _agent(pid: int, options: str) -> None:
     )
 
 
-class Profile(threading.Thread):
-    """CPU samples (1 ms) of every thread of ``pid`` from ``delay`` s after start, for ``seconds`` s."""
+EVENTS = ("cpu", "wall")
 
-    def __init__(self, pid: int, out: Path, delay: float, seconds: float) -> None:
+
+class Profile(threading.Thread):
+    """Samples (1 ms) of every thread of ``pid`` from ``delay`` s after start, for ``seconds`` s: ``event``
+    ``cpu`` (where threads run) or ``wall`` (where they are, running or waiting)."""
+
+    def __init__(self, pid: int, out: Path, delay: float, seconds: float, *, event: str = "cpu") -> None:
         super().__init__(daemon=True)
-        self.pid, self.out, self.delay, self.seconds = pid, out, delay, seconds
+        if event not in EVENTS:
+            msg = f"profile event must be one of {', '.join(EVENTS)}, got {event!r}"
+            raise ValueError(msg)
+        self.pid, self.out, self.delay, self.seconds, self.event = pid, out, delay, seconds, event
         self.error: str | None = None
         self.stop_flag = threading.Event()
 
@@ -64,7 +71,7 @@ class Profile(threading.Thread):
         if self.stop_flag.wait(self.delay):
             return
         try:
-            _agent(self.pid, f"start,event=cpu,interval=1ms,threads,file={self.out},collapsed")
+            _agent(self.pid, f"start,event={self.event},interval=1ms,threads,file={self.out},collapsed")
             self.stop_flag.wait(self.seconds)
             _agent(self.pid, f"stop,file={self.out},collapsed")
             log(f"  profile written: {self.out}")

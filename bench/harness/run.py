@@ -31,14 +31,18 @@ def keep_probe_and_brute_force(key: str, value: bytes) -> bool:
 def _profile(
     contender: Contender, wanted: str | None, phase: str, *, delay: float, seconds: float
 ) -> Profile | None:
-    """async-profiler on a MiniCluster job's JVM during ``phase`` ("sustained" or a rate), when asked for."""
-    if wanted != phase or not isinstance(contender, RiskctlJob) or isinstance(contender, ClusterJob):
+    """async-profiler on a MiniCluster job's JVM during ``phase`` ("sustained" or a rate), when asked for
+    (``wanted`` is the phase, with ``:wall`` for wall-clock samples: where a thread waits, not only where it
+    runs)."""
+    wanted_phase, _, event = (wanted or "").partition(":")
+    if wanted_phase != phase or not isinstance(contender, RiskctlJob) or isinstance(contender, ClusterJob):
         return None
     pid = jvm_of(contender.session)
     if pid is None:
         return None
-    out = contender.tmp / f"profile-{contender.name}-p{contender.parallelism}-{phase}.collapsed"
-    profiling = Profile(pid, out, delay, seconds)
+    event = event or "cpu"
+    out = contender.tmp / f"profile-{contender.name}-p{contender.parallelism}-{phase}-{event}.collapsed"
+    profiling = Profile(pid, out, delay, seconds, event=event)
     profiling.start()
     return profiling
 

@@ -214,4 +214,8 @@ def test_the_profiler_attaches_only_when_asked_and_only_to_a_minicluster_jvm(
     assert profiling.finish() == str(out)
     assert [pid for pid, _ in calls] == [4242, 4242]
     assert calls[0][1].startswith("start,event=cpu") and calls[1][1].startswith("stop,")
-    assert os.path.basename(out) == "profile-riskctl-thread-p1-1000.collapsed"
+    assert os.path.basename(out) == "profile-riskctl-thread-p1-1000-cpu.collapsed"
+    wall = run._profile(job, "sustained:wall", "sustained", delay=0, seconds=60)
+    wall.join(timeout=0.5)
+    wall.finish()
+    assert calls[2][1].startswith("start,event=wall") and wall.out.name.endswith("-sustained-wall.collapsed")

@@ -115,18 +115,23 @@ def markdown(doc: dict[str, Any]) -> str:
             "CPU: the decide task's thread(s) only (where the Python runs, thread mode), over the",
             "sustained phase, per decided event. Pauses: the synchronous phase of each of the last",
             "completed checkpoints (the task stops deciding) and its barrier alignment, slowest subtask,",
-            "from Flink's REST checkpoint history.",
+            "from Flink's REST checkpoint history. Waiting for a core: of the time the decide thread had",
+            "work, the share it was runnable but had no core (`/proc/<tid>/schedstat`): the machine, not",
+            "the job's code, held it back for that long.",
             "",
-            "| contender | p | decide thread CPU us/event | checkpoints completed / failed "
-            "| sync p50 / max ms | alignment p50 / max ms | end to end p50 / max ms |",
-            "|---|---|---|---|---|---|---|",
+            "| contender | p | decide thread CPU us/event | waiting for a core "
+            "| checkpoints completed / failed | sync p50 / max ms | alignment p50 / max ms "
+            "| end to end p50 / max ms |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for r in tasks:
             cp = r.get("checkpoints") or {}
             sync, align, e2e = (cp.get(k) or {} for k in ("sync_ms", "alignment_ms", "end_to_end_ms"))
+            waited = r.get("throughput", {}).get("decide_thread_waiting_for_a_core")
             out.append(
                 f"| {r['contender']} | {r['parallelism']} | "
                 f"{r.get('throughput', {}).get('decide_thread_cpu_us_per_event')} | "
+                f"{'?' if waited is None else f'{waited:.0%}'} | "
                 f"{cp.get('completed')} / {cp.get('failed')} | {sync.get('p50')} / {sync.get('max')} | "
                 f"{align.get('p50')} / {align.get('max')} | {e2e.get('p50')} / {e2e.get('max')} |"
             )

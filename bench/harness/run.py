@@ -16,7 +16,16 @@ from harness.kafka_io import Reader, Topics, delete_topics, log_append_time, pre
 from harness.measures import measure_drain, measure_latency, wait_quiet
 from harness.profiler import Profile, jvm_of
 from harness.propagation import PROBE_TYPE, install_rules, measure_propagation
-from harness.sampling import JIT_WARM_SHARE, Sampler, jit_share, per_event_us, thread_cpu, threads_cpu
+from harness.sampling import (
+    JIT_WARM_SHARE,
+    Sampler,
+    jit_share,
+    per_event_us,
+    thread_cpu,
+    thread_schedule,
+    threads_cpu,
+    waiting_share,
+)
 from harness.workload import Plan, key_of
 from riskctl.config import Settings
 from riskctl.kafka_admin import ensure_topics
@@ -116,6 +125,7 @@ def run_contender(
             # measure the producer: kafka-python sends 5-7k events/s while a contender runs)
             log(f"  {name}: sustained: {len(main):,} more events, preloaded behind the cold ones")
             decide_cpu_0 = thread_cpu(contender.session, DECIDE_THREAD)
+            decide_sched_0 = thread_schedule(contender.session, DECIDE_THREAD)
             threads_0 = threads_cpu(contender.session)
             profiling = _profile(contender, profile, "sustained", delay=3, seconds=8)
             sustained_from = time.monotonic()
@@ -130,6 +140,10 @@ def run_contender(
                 )
             )
             decide_cpu_1 = thread_cpu(contender.session, DECIDE_THREAD)
+            # the decide thread held back by the machine: runnable, but no core free (2 cores, shared)
+            waited = waiting_share(decide_sched_0, thread_schedule(contender.session, DECIDE_THREAD))
+            if waited is not None:
+                tp["decide_thread_waiting_for_a_core"] = round(waited, 3)
             # every process's CPU over the phase: what the machine had left (the limit at p=2 on 2 cores)
             tp["resources"] = sampler.window(sustained_from, time.monotonic())
             threads_1 = threads_cpu(contender.session)

@@ -89,6 +89,39 @@ def thread_cpu(session: int | None, prefix: str) -> float | None:
     return sum(groups.values()) if groups else None
 
 
+def thread_schedule(session: int | None, prefix: str) -> tuple[float, float] | None:
+    """(seconds on a core, seconds runnable but waiting for one) so far of the threads whose name starts with
+    ``prefix`` in the JVMs of ``session`` (``/proc/<pid>/task/<tid>/schedstat``), or None when there is none.
+    A thread that waits for a core while it has work is held back by the machine, not by its own code."""
+    on = waiting = 0.0
+    found = False
+    for pid in session_jvms(session):
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            st = _stat(f"/proc/{pid}/task/{tid}/stat")
+            if st is None or not st[0].startswith(prefix):
+                continue
+            try:
+                fields = Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()
+                on, waiting = on + int(fields[0]) / 1e9, waiting + int(fields[1]) / 1e9
+            except (OSError, IndexError, ValueError):
+                continue
+            found = True
+    return (on, waiting) if found else None
+
+
+def waiting_share(before: tuple[float, float] | None, after: tuple[float, float] | None) -> float | None:
+    """Of the time between two :func:`thread_schedule` readings that the threads had work, the share they
+    spent waiting for a core (0..1), or None."""
+    if before is None or after is None:
+        return None
+    on, waiting = after[0] - before[0], after[1] - before[1]
+    return None if on + waiting <= 0 else waiting / (on + waiting)
+
+
 #: HotSpot's JIT compiler threads (``C1 CompilerThre``, ``C2 CompilerThre``; numbers dropped)
 JIT_GROUP = "C CompilerThre"
 #: above this share of a JVM's CPU for its JIT compilers, a sustained figure is flagged as not warm

@@ -206,7 +206,39 @@ def _markdown_doc(**top: Any) -> dict[str, Any]:
 def test_markdown_shows_the_decide_tasks_cost_and_pauses(bench: ModuleType) -> None:
     doc = _markdown_doc()
     text = bench.markdown(doc)
-    assert "| riskctl-thread | 1 | 40.0 | 9 / 0 | 30 / 90 | 0 / 4 | 60 / 120 |" in text
+    assert "| riskctl-thread | 1 | 40.0 | ? | 9 / 0 | 30 / 90 | 0 / 4 | 60 / 120 |" in text
+    doc["runs"][0]["throughput"]["decide_thread_waiting_for_a_core"] = 0.254
+    assert "| riskctl-thread | 1 | 40.0 | 25% | 9 / 0 |" in bench.markdown(doc)
+
+
+def test_the_decide_threads_wait_for_a_core_from_schedstat(tmp_path: Any, monkeypatch: Any) -> None:
+    """thread_schedule sums /proc/<pid>/task/<tid>/schedstat of the threads named with the prefix;
+    waiting_share is the share of their busy time spent runnable without a core."""
+    from harness import sampling
+
+    proc = tmp_path / "proc"
+    threads = {"11": ("decide -> (*ano", "3000000000 1000000000 9"), "12": ("rocksdb:low0", "5 5 1")}
+    for tid, (name, sched) in threads.items():
+        task = proc / "7" / "task" / tid
+        task.mkdir(parents=True)
+        (task / "stat").write_text(f"{tid} ({name}) S 1 " + " ".join(["0"] * 40))
+        (task / "schedstat").write_text(sched + "\n")
+    real_read = sampling.Path.read_text
+    real_listdir = sampling.os.listdir
+
+    def moved(path: str) -> str:
+        return str(proc) + path.removeprefix("/proc") if path.startswith("/proc/") else path
+
+    monkeypatch.setattr(sampling, "session_jvms", lambda session: [7])
+    monkeypatch.setattr(sampling.os, "listdir", lambda path: real_listdir(moved(path)))
+    monkeypatch.setattr(
+        sampling.Path, "read_text", lambda self, *a, **k: real_read(type(self)(moved(str(self))))
+    )
+    assert sampling.thread_schedule(1, "decide") == (3.0, 1.0)
+    assert sampling.thread_schedule(1, "nothing") is None
+    assert sampling.waiting_share((1.0, 0.5), (3.0, 1.0)) == pytest.approx(0.5 / 2.5)
+    assert sampling.waiting_share(None, (3.0, 1.0)) is None
+    assert sampling.waiting_share((3.0, 1.0), (3.0, 1.0)) is None
 
 
 def test_markdown_shows_where_the_jvm_spent_its_cpu_and_flags_a_jvm_still_compiling(

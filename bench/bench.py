@@ -55,7 +55,7 @@ from harness.contenders import (  # noqa: E402
     cluster_up,
 )
 from harness.measures import pure_engine  # noqa: E402
-from harness.profiler import EVENTS as PROFILE_EVENTS  # noqa: E402
+from harness.profiler import phase_and_event  # noqa: E402
 from harness.report import markdown, plots, targets  # noqa: E402
 from harness.run import match_recognize_check, run_contender  # noqa: E402
 from harness.sampling import Sampler, machine  # noqa: E402
@@ -101,8 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--out", default=str(RESULTS), help="folder for bench.json, bench.md and the plots")
     args = ap.parse_args(argv)
-    if args.profile and args.profile.partition(":")[2] not in ("", *PROFILE_EVENTS):
-        ap.error(f"--profile: the sampling after ':' is one of {', '.join(PROFILE_EVENTS)}")
+    try:
+        phase_and_event(args.profile or "")
+    except ValueError as exc:
+        ap.error(f"--profile: {exc}")
     plan = Plan.of(args.quick)
     settings = load_settings()
     only = {s.strip() for s in args.only.split(",") if s.strip()}

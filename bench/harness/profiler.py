@@ -54,6 +54,17 @@ def _agent(pid: int, options: str) -> None:
 EVENTS = ("cpu", "wall")
 
 
+def phase_and_event(wanted: str) -> tuple[str, str]:
+    """``--profile``'s value split into the phase and the sampling (``sustained:wall``; ``cpu`` when not
+    said); ValueError for a sampling async-profiler is not asked for here."""
+    phase, _, event = wanted.partition(":")
+    event = event or "cpu"
+    if event not in EVENTS:
+        msg = f"the sampling after ':' is one of {', '.join(EVENTS)}, got {event!r}"
+        raise ValueError(msg)
+    return phase, event
+
+
 class Profile(threading.Thread):
     """Samples (1 ms) of every thread of ``pid`` from ``delay`` s after start, for ``seconds`` s: ``event``
     ``cpu`` (where threads run) or ``wall`` (where they are, running or waiting)."""

@@ -14,7 +14,7 @@ from harness import ROOT, log
 from harness.contenders import ClusterJob, Contender, MatchRecognize, PlainLoop, RiskctlJob
 from harness.kafka_io import Reader, Topics, delete_topics, log_append_time, preload
 from harness.measures import measure_drain, measure_latency, wait_quiet
-from harness.profiler import Profile, jvm_of
+from harness.profiler import Profile, jvm_of, phase_and_event
 from harness.propagation import PROBE_TYPE, install_rules, measure_propagation
 from harness.sampling import (
     JIT_WARM_SHARE,
@@ -43,13 +43,14 @@ def _profile(
     """async-profiler on a MiniCluster job's JVM during ``phase`` ("sustained" or a rate), when asked for
     (``wanted`` is the phase, with ``:wall`` for wall-clock samples: where a thread waits, not only where it
     runs)."""
-    wanted_phase, _, event = (wanted or "").partition(":")
+    if wanted is None:
+        return None
+    wanted_phase, event = phase_and_event(wanted)
     if wanted_phase != phase or not isinstance(contender, RiskctlJob) or isinstance(contender, ClusterJob):
         return None
     pid = jvm_of(contender.session)
     if pid is None:
         return None
-    event = event or "cpu"
     out = contender.tmp / f"profile-{contender.name}-p{contender.parallelism}-{phase}-{event}.collapsed"
     profiling = Profile(pid, out, delay, seconds, event=event)
     profiling.start()

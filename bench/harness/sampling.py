@@ -7,6 +7,7 @@ import platform
 import re
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,18 +56,24 @@ def session_jvms(session: int | None) -> list[int]:
     return [pid for pid in session_pids(session) if (p := proc_stat(pid)) is not None and p[0] == "java"]
 
 
+def _threads(pid: int) -> Iterator[tuple[str, tuple[str, float, list[str]]]]:
+    """(thread id, :func:`_stat` of it) of each live thread of ``pid``; nothing when the process is gone."""
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return
+    for tid in tids:
+        st = _stat(f"/proc/{pid}/task/{tid}/stat")
+        if st is not None:
+            yield tid, st
+
+
 def process_threads(pid: int) -> dict[str, float]:
     """CPU seconds so far of the live threads of ``pid``, summed by thread name (names may hold spaces);
     empty when the process is gone."""
     out: dict[str, float] = {}
-    try:
-        tids = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return out
-    for tid in tids:
-        st = _stat(f"/proc/{pid}/task/{tid}/stat")
-        if st is not None:
-            out[st[0]] = out.get(st[0], 0.0) + st[1]
+    for _, st in _threads(pid):
+        out[st[0]] = out.get(st[0], 0.0) + st[1]
     return out
 
 
@@ -96,13 +103,8 @@ def thread_schedule(session: int | None, prefix: str) -> tuple[float, float] | N
     on = waiting = 0.0
     found = False
     for pid in session_jvms(session):
-        try:
-            tids = os.listdir(f"/proc/{pid}/task")
-        except OSError:
-            continue
-        for tid in tids:
-            st = _stat(f"/proc/{pid}/task/{tid}/stat")
-            if st is None or not st[0].startswith(prefix):
+        for tid, st in _threads(pid):
+            if not st[0].startswith(prefix):
                 continue
             try:
                 fields = Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()

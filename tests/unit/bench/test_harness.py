@@ -219,3 +219,7 @@ def test_the_profiler_attaches_only_when_asked_and_only_to_a_minicluster_jvm(
     wall.join(timeout=0.5)
     wall.finish()
     assert calls[2][1].startswith("start,event=wall") and wall.out.name.endswith("-sustained-wall.collapsed")
+    assert profiler.phase_and_event("1000") == ("1000", "cpu")
+    assert profiler.phase_and_event("sustained:wall") == ("sustained", "wall")
+    with pytest.raises(ValueError, match="cpu, wall"):
+        profiler.phase_and_event("sustained:heap")

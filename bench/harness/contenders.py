@@ -208,9 +208,21 @@ class RiskctlJob(Contender):
             return {"p50": s[len(s) // 2] if s else None, "max": s[-1] if s else None}
 
         counts = overview.get("counts", {})
+        # why the failed ones failed: those in the history carry Flink's message; a checkpoint refused at
+        # its trigger (e.g. the first one, due before every task runs) is counted but has no entry, and
+        # the history keeps the last ten checkpoints and the latest failure only
+        failed = [c for c in overview.get("history", []) if c.get("status") == "FAILED"]
+        latest = (overview.get("latest") or {}).get("failed")
+        if latest and all(c.get("id") != latest.get("id") for c in failed):
+            failed.append(latest)
+        reasons = sorted({str(c.get("failure_message") or "no message")[:300] for c in failed})
+        unrecorded = (counts.get("failed") or 0) - len(failed)
+        if unrecorded > 0:
+            reasons.append(f"{unrecorded} without details (refused at trigger, or older than the history)")
         return {
             "completed": counts.get("completed"),
             "failed": counts.get("failed"),
+            "failed_reasons": reasons,
             "sampled": len(done),
             "sync_ms": med_max(sync),
             "alignment_ms": med_max(align),

@@ -156,9 +156,9 @@ class JobSettings:
     #: ``source_fetch_wait_ms``, whichever comes first (1 byte: a fetch per record or two at light load)
     source_fetch_min_bytes: int = setting(1, low=1, high=INT)
     source_fetch_wait_ms: int = ms(20)
-    #: users whose decoded state each decide subtask keeps in memory (an LRU), sparing them the RocksDB read
-    #: and the unpickling; about 5.5 KB of Python memory per user with rules/ (docs/engine.md, "Performance")
-    state_cache_keys: int = setting(20_000, low=0, high=1_000_000)
+    #: users whose committed state (bytes) each decide subtask keeps in memory (an LRU), sparing them the
+    #: RocksDB read; about 1.3 KB of Python memory per user with rules/ (docs/engine.md, "Performance")
+    state_cache_keys: int = setting(80_000, low=0, high=1_000_000)
     restore_from: str = ""  # a retained checkpoint (.../chk-N) or savepoint to start from
     # limits at the door (riskctl.core.door, docs/config.md "Limits at the door")
     max_event_bytes: int = positive(DEFAULT_LIMITS.max_event_bytes)

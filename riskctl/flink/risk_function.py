@@ -20,15 +20,17 @@ The door: every record reaches Python as the Kafka value's original bytes and ge
 a dead letter (``riskctl.core.door``: limits, clock skew against the wall clock, original bytes kept, always
 within ``dead_letter_max_bytes``). ``process_element`` never raises: an exception while deciding one event
 (the engine, the encoding of its records) dead-letters that event with the exception type and the rule being
-evaluated, and drops the key's cached state so it falls back to the last committed value (the engine mutates
-the cached dict in place). A failing event-time timer is logged with its key and counted, never raised.
+evaluated; the key's state stays at its last committed value (the engine changed a decoded copy). A failing
+event-time timer is logged with its key and counted, never raised.
 """
 
 from __future__ import annotations
 
+import functools
 import gc
 import json
 import logging
+import pickle
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
@@ -79,51 +81,72 @@ METRICS_REPORT_MS = 1000
 
 
 class FlinkKeyedState:
-    """:class:`riskctl.core.state.KeyedState` over one Flink ``ValueState`` (a dict) of the current key.
+    """:class:`riskctl.core.state.KeyedState` over one Flink ``ValueState`` of the current key: the key's dict
+    of state names, pickled by this class (the ValueState holds those bytes).
 
     Call :meth:`begin` with the current key before the engine handles an event or timer of it, and
-    :meth:`commit` after: the dict is read on first use and written back once, only when something changed.
+    :meth:`commit` after: the dict is decoded on first use and written back once, only when something changed.
 
-    Recently used keys keep their decoded dict in a bounded LRU cache, so a hot key skips the RocksDB read and
-    the unpickling (a large share of the decide operator's time: bench/flink_profile/README.md). Every change
-    is still written to the ValueState at commit, so checkpoints hold exactly what the cache holds. A cached
-    dict can outlive Flink's TTL of an idle but cached key: harmless, as the engine starts a key silent for
-    its TTL from zero at its next event (and the cache is bounded).
+    Recently used keys keep their committed bytes in a bounded LRU cache, so a hot key skips the RocksDB read.
+    Each event decodes a fresh copy: its objects are new and close together in memory, which the engine and
+    the pickling walk faster than a dict whose objects were scattered over the heap since the key's last
+    event (the Python side of the decide thread 28-29 against 38-40 µs/event: bench/flink_profile/README.md),
+    and a cached user costs its bytes (about 1 KB with rules/) instead of some 5 KB of objects. What the cache
+    holds is what the ValueState holds, so checkpoints hold exactly what the cache holds, and an event that
+    fails (:meth:`abort`) leaves nothing behind. A cached key can outlive Flink's TTL of an idle key:
+    harmless, as the engine starts a key silent for its TTL from zero at its next event (and the cache is
+    bounded). A value of the former layout (the dict itself, pickled by PyFlink), as restored from an older
+    checkpoint, is read as it is and written back as bytes at its next change.
     """
 
-    __slots__ = ("_value", "_data", "_dirty", "_key", "_cache", "_cache_size", "hits", "misses")
+    __slots__ = ("_value", "_data", "_raw", "_dirty", "_key", "_cache", "_cache_size", "hits", "misses")
 
-    def __init__(self, value_state: Any, cache_size: int = 20_000) -> None:
+    #: how the dict becomes the ValueState's bytes and back (a bench arm keeps the objects themselves)
+    dumps: Any = staticmethod(functools.partial(pickle.dumps, protocol=5))
+    loads: Any = staticmethod(pickle.loads)
+
+    def __init__(self, value_state: Any, cache_size: int = 80_000) -> None:
         self._value = value_state
         self._data: dict[str, Any] | None = None
+        self._raw: Any = None  # the current key's cached bytes, decoded on first use
         self._dirty = False
         self._key: Any = None
-        self._cache: OrderedDict[Any, dict[str, Any]] = OrderedDict()
+        self._cache: OrderedDict[Any, Any] = OrderedDict()
         self._cache_size = cache_size
         self.hits = 0
         self.misses = 0
 
     def begin(self, key: Any = None) -> None:
-        """Start on ``key``: its dict comes from the cache when it is there, else is read on first use."""
+        """Start on ``key``: its bytes come from the cache when they are there, else from the ValueState."""
         self._key = key
         self._dirty = False
-        data = self._cache.get(key) if key is not None else None
-        if data is not None:
+        self._data = None
+        raw = self._cache.get(key) if key is not None else None
+        if raw is not None:
             self._cache.move_to_end(key)
             self.hits += 1
-        self._data = data
+        self._raw = raw
 
     def _load(self) -> dict[str, Any]:
         if self._data is None:
-            self.misses += 1
-            self._data = self._value.value() or {}
-            self._remember()
-        return self._data
+            raw = self._raw
+            if raw is None:
+                self.misses += 1
+                raw = self._value.value()
+                if isinstance(raw, dict):  # the former layout; becomes bytes at its next change
+                    self._data = raw
+                    return raw
+                if raw is None:
+                    self._data = {}
+                    return self._data
+                self._remember(raw)
+            self._data = self.loads(raw)
+        return self._data  # type: ignore[return-value]
 
-    def _remember(self) -> None:
-        if self._key is None or self._cache_size <= 0 or self._data is None:
+    def _remember(self, raw: Any) -> None:
+        if self._key is None or self._cache_size <= 0:
             return
-        self._cache[self._key] = self._data
+        self._cache[self._key] = raw
         self._cache.move_to_end(self._key)
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
@@ -147,11 +170,9 @@ class FlinkKeyedState:
         return list(self._load())
 
     def abort(self) -> None:
-        """Forget what the current event did: drop the key's cached dict (changed in place), so the next read
-        is the value last committed to the ValueState."""
-        if self._key is not None:
-            self._cache.pop(self._key, None)
-        self._data = None
+        """Forget what the current event did: its changes were made to a decoded copy, and the cache and the
+        ValueState still hold the value last committed."""
+        self._data = self._raw = None
         self._dirty = False
         self._key = None
 
@@ -159,11 +180,13 @@ class FlinkKeyedState:
         """Write the key's dict back if it changed (an empty one clears the ValueState), and end the key."""
         if self._dirty:
             if self._data:
-                self._value.update(self._data)
+                raw = self.dumps(self._data)
+                self._value.update(raw)
+                self._remember(raw)
             else:
                 self._value.clear()
                 self._cache.pop(self._key, None)
-        self._data = None
+        self._data = self._raw = None
         self._dirty = False
         self._key = None
 
@@ -226,10 +249,10 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         rules_wait_ms: int,
         limits: Limits = DEFAULT_LIMITS,
         replies: bool = False,
-        cache_keys: int = 20_000,
+        cache_keys: int = 80_000,
     ) -> None:
         self.limits = limits
-        self.cache_keys = cache_keys  # users whose decoded state stays in memory (FlinkKeyedState's LRU)
+        self.cache_keys = cache_keys  # users whose state bytes stay in memory (FlinkKeyedState's LRU)
         self.replies = replies  # also write the decision of an event with a valid reply_to (REPLY)
         self.internal_errors = 0  # events dead-lettered for an exception while deciding them
         self.timer_errors = 0  # event-time timers whose handling raised (logged, skipped)

@@ -1,4 +1,5 @@
-"""FlinkKeyedState: the engine's KeyedState over one Flink ValueState, with an LRU cache of decoded dicts.
+"""FlinkKeyedState: the engine's KeyedState over one Flink ValueState (the dict's bytes), with an LRU cache of
+the committed bytes.
 
 A stand-in ValueState (a dict per key, with read/write counters) replaces Flink's here; the job's integration
 tests run the real one on RocksDB.
@@ -54,8 +55,8 @@ def test_a_cached_key_is_not_read_again_but_every_change_is_written() -> None:
     use(state, backing, "u1")
     state.put("n", state.get("n") + 1)
     state.commit()
-    assert backing.reads == 1  # the second event of u1 used the cached dict
-    assert backing.writes == 2 and backing.store["u1"] == {"n": 2}  # the ValueState has every change
+    assert backing.reads == 1  # the second event of u1 used the cached bytes
+    assert backing.writes == 2 and pickle.loads(backing.store["u1"]) == {"n": 2}  # it has every change
 
 
 def test_nothing_is_written_when_nothing_changed() -> None:
@@ -142,17 +143,46 @@ def test_the_engine_decides_the_same_with_and_without_the_cache() -> None:
 
 
 # -- the guard: one event's failure never stops the job ------------------------------------------------------
-def test_abort_drops_the_cached_dict_so_the_committed_value_comes_back() -> None:
+def test_abort_leaves_the_committed_value_in_the_cache_and_the_value_state() -> None:
     backing = FakeValueState()
     state = FlinkKeyedState(backing, cache_size=10)
     use(state, backing, "u1")
     state.put("buf", [1])
     state.commit()
     use(state, backing, "u1")
-    state.get("buf").append(2)  # the engine changes cached values in place, then fails before commit
+    state.get("buf").append(2)  # the engine changes decoded values in place, then fails before commit
     state.abort()
     use(state, backing, "u1")
-    assert state.get("buf") == [1] and backing.reads == 2  # read again from the ValueState
+    assert state.get("buf") == [1] and backing.reads == 1  # the cached bytes are the committed value
+    state.commit()
+    assert pickle.loads(backing.store["u1"]) == {"buf": [1]} and backing.writes == 1
+
+
+def test_each_event_decodes_its_own_copy_of_the_cached_bytes() -> None:
+    backing = FakeValueState()
+    state = FlinkKeyedState(backing, cache_size=10)
+    use(state, backing, "u1")
+    state.put("recent", [{"ts": 1}])
+    state.commit()
+    use(state, backing, "u1")
+    first = state.get("recent")
+    state.commit()  # nothing changed: nothing written
+    use(state, backing, "u1")
+    second = state.get("recent")
+    assert first == second and first is not second and backing.writes == 1
+
+
+def test_a_value_of_the_former_layout_is_read_and_written_back_as_bytes() -> None:
+    """A checkpoint of an older version holds the dict itself (pickled by PyFlink, handed over decoded)."""
+    backing = FakeValueState()
+    backing.store["u1"] = {"n": 1, "_engine": [1, 2]}
+    state = FlinkKeyedState(backing, cache_size=10)
+    use(state, backing, "u1")
+    state.put("n", state.get("n") + 1)
+    state.commit()
+    assert pickle.loads(backing.store["u1"]) == {"n": 2, "_engine": [1, 2]}
+    use(state, backing, "u1")
+    assert state.get("n") == 2 and backing.reads == 1  # cached as bytes from then on
 
 
 class FakeTimers:
@@ -405,7 +435,7 @@ def test_job_state_cache_keys_sizes_the_decide_operators_cache(tmp_path: Any) ->
     from riskctl.flink.risk_function import RiskFunction
 
     env = {"RISKCTL_STACK_DIR": str(tmp_path)}
-    assert load_settings(env=env).job.state_cache_keys == 20_000
+    assert load_settings(env=env).job.state_cache_keys == 80_000
     for bad in ("-1", "1000001", "many"):
         with pytest.raises(ConfigError, match="state_cache_keys"):
             load_settings(env={**env, "RISKCTL_JOB_STATE_CACHE_KEYS": bad})

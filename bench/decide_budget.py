@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import pickle
 import platform
 import statistics
@@ -43,6 +44,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from harness import RESULTS  # noqa: E402
 from harness.workload import workload  # noqa: E402
 
+from riskctl.core import native  # noqa: E402
 from riskctl.core.engine import Engine  # noqa: E402
 from riskctl.core.rules import RuleSet, load_rules  # noqa: E402
 from riskctl.flink.risk_function import FlinkKeyedState, RiskFunction  # noqa: E402
@@ -187,6 +189,11 @@ def budget(recs: list[Any], rounds: int, arms: tuple[str, ...] = ARMS) -> dict[s
     return figures
 
 
+def _core() -> str:
+    """Which ``riskctl.core`` runs here: compiled only when ``RISKCTL_NATIVE_CORE`` names a fresh build."""
+    return native.describe() if native.ENV in os.environ else "pure Python (RISKCTL_NATIVE_CORE not set)"
+
+
 def report(figures: dict[str, list[float]], events: int, command: str) -> tuple[str, dict[str, Any]]:
     med = {arm: statistics.median(v) for arm, v in figures.items()}
     rounds = len(next(iter(figures.values())))
@@ -203,7 +210,8 @@ def report(figures: dict[str, list[float]], events: int, command: str) -> tuple[
         f"## {stamp}: `{command}`",
         "",
         f"{events:,} events of the bench's workload (the first half warms, the second is timed), CPU µs per "
-        f"event, {rounds} rounds, arms alternating; Python {platform.python_version()}.",
+        f"event, {rounds} rounds, arms alternating; Python {platform.python_version()}, core {_core()}, "
+        f"state cache of {CACHE_KEYS:,} users.",
         "",
         "| arm | µs/event (median) | range |",
         "|---|---:|---|",

@@ -91,12 +91,12 @@ class FlinkKeyedState:
     Each event decodes a fresh copy: its objects are new and close together in memory, which the engine and
     the pickling walk faster than a dict whose objects were scattered over the heap since the key's last
     event (the Python side of the decide thread 28-29 against 38-40 µs/event: bench/flink_profile/README.md),
-    and a cached user costs its bytes (about 1 KB with rules/) instead of some 5 KB of objects. What the cache
-    holds is what the ValueState holds, so checkpoints hold exactly what the cache holds, and an event that
-    fails (:meth:`abort`) leaves nothing behind. A cached key can outlive Flink's TTL of an idle key:
-    harmless, as the engine starts a key silent for its TTL from zero at its next event (and the cache is
-    bounded). A value of the former layout (the dict itself, pickled by PyFlink), as restored from an older
-    checkpoint, is read as it is and written back as bytes at its next change.
+    and a cached user costs about 1.3 KB (its bytes and the cache's entry, with rules/) instead of some 5.5 KB
+    of objects. The cache holds exactly the bytes last written to the ValueState, what a checkpoint holds, and
+    an event that fails (:meth:`abort`) leaves nothing behind. A cached key can outlive Flink's TTL of an
+    idle key: harmless, as the engine starts a key silent for its TTL from zero at its next event (and the
+    cache is bounded). A value of the former layout (the dict itself, pickled by PyFlink), as restored from an
+    older checkpoint, is read as it is and written back as bytes at its next change.
     """
 
     __slots__ = ("_value", "_data", "_raw", "_dirty", "_key", "_cache", "_cache_size", "hits", "misses")

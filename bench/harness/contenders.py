@@ -134,6 +134,22 @@ def kill_session(sid: int) -> list[int]:
     return killed
 
 
+def checkpoint_failures(overview: dict[str, Any]) -> list[str]:
+    """Why a job's failed checkpoints failed, from Flink's REST ``/jobs/<id>/checkpoints``: the messages of
+    those it still describes (its history keeps the last ten checkpoints, and the latest failure apart), and
+    how many it only counts: refused at their trigger (e.g. the first one, due before every task runs, never
+    gets an entry) or older than the history."""
+    failed = [c for c in overview.get("history", []) if c.get("status") == "FAILED"]
+    latest = (overview.get("latest") or {}).get("failed")
+    if latest and all(c.get("id") != latest.get("id") for c in failed):
+        failed.append(latest)
+    reasons = sorted({str(c.get("failure_message") or "no message")[:300] for c in failed})
+    unrecorded = (overview.get("counts", {}).get("failed") or 0) - len(failed)
+    if unrecorded > 0:
+        reasons.append(f"{unrecorded} without details (refused at trigger, or older than the history)")
+    return reasons
+
+
 class RiskctlJob(Contender):
     """The risk job (``jobs/risk_job.py``) on its own MiniCluster, thread mode, rules by MySQL CDC from a
     fresh rules table; RocksDB state metrics on, read back by :meth:`rocksdb`."""
@@ -208,21 +224,10 @@ class RiskctlJob(Contender):
             return {"p50": s[len(s) // 2] if s else None, "max": s[-1] if s else None}
 
         counts = overview.get("counts", {})
-        # why the failed ones failed: those in the history carry Flink's message; a checkpoint refused at
-        # its trigger (e.g. the first one, due before every task runs) is counted but has no entry, and
-        # the history keeps the last ten checkpoints and the latest failure only
-        failed = [c for c in overview.get("history", []) if c.get("status") == "FAILED"]
-        latest = (overview.get("latest") or {}).get("failed")
-        if latest and all(c.get("id") != latest.get("id") for c in failed):
-            failed.append(latest)
-        reasons = sorted({str(c.get("failure_message") or "no message")[:300] for c in failed})
-        unrecorded = (counts.get("failed") or 0) - len(failed)
-        if unrecorded > 0:
-            reasons.append(f"{unrecorded} without details (refused at trigger, or older than the history)")
         return {
             "completed": counts.get("completed"),
             "failed": counts.get("failed"),
-            "failed_reasons": reasons,
+            "failed_reasons": checkpoint_failures(overview),
             "sampled": len(done),
             "sync_ms": med_max(sync),
             "alignment_ms": med_max(align),

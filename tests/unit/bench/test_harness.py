@@ -223,3 +223,22 @@ def test_the_profiler_attaches_only_when_asked_and_only_to_a_minicluster_jvm(
     assert profiler.phase_and_event("sustained:wall") == ("sustained", "wall")
     with pytest.raises(ValueError, match="cpu, wall"):
         profiler.phase_and_event("sustained:heap")
+
+
+def test_checkpoint_failures_give_flinks_message_or_say_they_were_only_counted(harness: ModuleType) -> None:
+    failures = harness.contenders.checkpoint_failures
+    assert failures({"counts": {"failed": 0}, "history": [{"id": 3, "status": "COMPLETED"}]}) == []
+    trigger_only = {"counts": {"failed": 1}, "history": [{"id": 2, "status": "COMPLETED"}], "latest": {}}
+    assert failures(trigger_only) == ["1 without details (refused at trigger, or older than the history)"]
+    declined = {"id": 7, "status": "FAILED", "failure_message": "Checkpoint expired before completing."}
+    overview = {
+        "counts": {"failed": 3},
+        "history": [declined, {"id": 8, "status": "COMPLETED"}],
+        "latest": {"failed": declined},  # the latest failure is also in the history: counted once
+    }
+    assert failures(overview) == [
+        "Checkpoint expired before completing.",
+        "2 without details (refused at trigger, or older than the history)",
+    ]
+    older = {"id": 1, "status": "FAILED", "failure_message": "x" * 1000}  # scrolled out, kept as the latest
+    assert failures({"counts": {"failed": 1}, "history": [], "latest": {"failed": older}}) == ["x" * 300]

@@ -51,6 +51,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
+from harness import process_env  # noqa: E402
 from harness.report import api_table, markdown, targets  # noqa: E402
 from harness.sampling import proc_stat, session_pids  # noqa: E402
 
@@ -140,7 +141,7 @@ class Processes:
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            env={**os.environ, **env},
+            env=process_env(env),
             cwd=ROOT,
         )
         self.procs.append(proc)

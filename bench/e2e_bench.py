@@ -34,6 +34,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
+from harness import process_env  # noqa: E402
 from harness.workload import EventMaker  # noqa: E402
 
 from riskctl.config import load_settings  # noqa: E402
@@ -69,7 +70,7 @@ class Job:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                env={**os.environ, **self.env},
+                env=process_env(self.env),
                 cwd=ROOT,
             )
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import subprocess
 import sys
@@ -34,6 +33,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
+from harness import process_env  # noqa: E402
 from harness.workload import EventMaker  # noqa: E402
 
 from riskctl.config import Settings, load_settings  # noqa: E402
@@ -303,7 +303,7 @@ class Job:
         self.job_id = ""
 
     def submit(self) -> None:
-        env = {**os.environ, **self.env, "PYTHONPATH": str(ROOT)}
+        env = process_env(self.env)
         res = subprocess.run(
             [PYTHON, "-m", "riskctl.cli.main", "submit", "-p", "2", "--name", f"chaos-{self.name}"],
             env=env,
@@ -541,7 +541,7 @@ def replay_diffs(run: Run, only: set[str] | None = None) -> dict[str, Any]:
         [PYTHON, "-m", "riskctl.cli.main", "replay", "--rules", str(ROOT / "rules"), str(src), "-o", str(out),
          "--summary-json"],
         capture_output=True, text=True, timeout=600, check=False, cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env=process_env(),
     )  # fmt: skip
     if res.returncode != 0:
         return {"replay_error": f"exit {res.returncode}: {res.stderr.strip().splitlines()[-1:]}"}
@@ -802,7 +802,7 @@ def scenario_file(plan: Plan) -> dict[str, Any]:
             [PYTHON, "-m", "riskctl.cli.main", "replay", "--rules", str(ROOT / "rules"), str(src),
              "-o", str(out), "--summary-json"],
             capture_output=True, text=True, timeout=300, check=False, cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            env=process_env(),
         )  # fmt: skip
         code: int | str = res.returncode
         stderr = res.stderr

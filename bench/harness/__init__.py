@@ -21,6 +21,7 @@ as ``bench.harness``: ``bench/bench.py`` would shadow a ``bench`` package.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -33,3 +34,15 @@ WORK = ROOT / "bench" / ".work"  # the cached workload, contenders' logs and che
 def log(msg: str) -> None:
     """Progress to stderr with the time of day; stdout is left for the report."""
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def process_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a process a bench starts: this one's, ``extra``, and this tree first on
+    ``PYTHONPATH``. Without it a script run from a second checkout (a git worktree sharing the virtualenv)
+    imports ``riskctl`` through the virtualenv's editable install, from the main checkout, and a before/after
+    comparison runs the same code twice; the job hands its ``PYTHONPATH`` on to the TaskManager's embedded
+    interpreter."""
+    env = {**os.environ, **(extra or {})}
+    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != str(ROOT)]
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *paths])
+    return env

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import ROOT, log
+from harness import ROOT, log, process_env
 from harness.kafka_io import Topics
 from harness.sampling import session_pids
 from riskctl.config import Settings
@@ -87,7 +87,7 @@ class Contender:
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
-                    env={**os.environ, **env},
+                    env=process_env(env),
                     cwd=ROOT,
                 )
             )
@@ -291,7 +291,7 @@ class ClusterJob(RiskctlJob):
         log_file = self.tmp / f"{self.name}-submit.log"
         with log_file.open("wb") as out:
             res = subprocess.run(  # noqa: S603 - our own CLI
-                cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **env}, cwd=ROOT, check=False
+                cmd, stdout=out, stderr=subprocess.STDOUT, env=process_env(env), cwd=ROOT, check=False
             )
         if res.returncode != 0:
             msg = f"riskctl submit failed ({res.returncode}): {log_file.read_text(errors='replace')[-3000:]}"

@@ -242,3 +242,18 @@ def test_checkpoint_failures_give_flinks_message_or_say_they_were_only_counted(h
     ]
     older = {"id": 1, "status": "FAILED", "failure_message": "x" * 1000}  # scrolled out, kept as the latest
     assert failures({"counts": {"failed": 1}, "history": [], "latest": {"failed": older}}) == ["x" * 300]
+
+
+def test_the_bench_starts_its_processes_with_its_own_tree_first_on_the_import_path(
+    harness: ModuleType, monkeypatch: Any
+) -> None:
+    """A second checkout's bench must run that checkout's riskctl, not the one the editable install names."""
+    import os
+
+    root = str(harness.ROOT)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(["/elsewhere", root]))
+    env = harness.process_env({"RISKCTL_JOB_PARALLELISM": "2"})
+    assert env["PYTHONPATH"].split(os.pathsep) == [root, "/elsewhere"]
+    assert env["RISKCTL_JOB_PARALLELISM"] == "2" and env["PATH"] == os.environ["PATH"]
+    monkeypatch.delenv("PYTHONPATH")
+    assert harness.process_env()["PYTHONPATH"] == root

@@ -144,10 +144,11 @@ class FlinkKeyedState:
         return self._data  # type: ignore[return-value]
 
     def _remember(self, raw: Any) -> None:
+        # The key is the most recent already: a new key is appended, and a cached one was moved to the end by
+        # begin(); replacing its value keeps its place.
         if self._key is None or self._cache_size <= 0:
             return
         self._cache[self._key] = raw
-        self._cache.move_to_end(self._key)
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
 

@@ -87,6 +87,24 @@ def test_the_least_recently_used_key_is_evicted_and_read_again() -> None:
     assert backing.reads == reads + 1
 
 
+def test_a_key_used_again_becomes_the_most_recent_and_is_kept() -> None:
+    backing = FakeValueState()
+    state = FlinkKeyedState(backing, cache_size=2)
+    for key in ("a", "b", "a"):  # a is used again (and changed): b is now the least recent
+        use(state, backing, key)
+        state.put("seen", key)
+        state.commit()
+    use(state, backing, "c")
+    state.put("seen", "c")
+    state.commit()
+    reads = backing.reads
+    use(state, backing, "a")
+    assert state.get("seen") == "a" and backing.reads == reads  # still cached
+    state.commit()
+    use(state, backing, "b")
+    assert state.get("seen") == "b" and backing.reads == reads + 1  # evicted by c
+
+
 def test_emptied_state_is_cleared_and_forgotten() -> None:
     backing = FakeValueState()
     state = FlinkKeyedState(backing)

@@ -86,12 +86,16 @@ class ObjectsKeyedState(FlinkKeyedState):
 class _Timers:
     def __init__(self) -> None:
         self.registered = 0
+        self.deleted = 0
 
     def register_event_time_timer(self, ts: int) -> None:
         self.registered += 1
 
     def register_processing_time_timer(self, ts: int) -> None:
         self.registered += 1
+
+    def delete_event_time_timer(self, ts: int) -> None:
+        self.deleted += 1
 
     def current_processing_time(self) -> int:
         return int(time.time() * 1000)

@@ -120,11 +120,14 @@ class Alert:
 
 @dataclass(slots=True)
 class Result:
-    """What one call of the engine produced: the decision (None for a timer), alerts, timers to register."""
+    """What one call of the engine produced: the decision (None for a timer), alerts, timers to register, and
+    timers to delete (``cancelled``: deadlines that no longer guard anything; delete them before registering).
+    """
 
     decision: Decision | None
     alerts: list[Alert]
     timers: list[int]
+    cancelled: list[int]
 
 
 #: one value an explanation shows: (its name, e.g. ``"device.id"``, and the path to it in the event)

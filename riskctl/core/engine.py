@@ -7,8 +7,8 @@ in-memory dict (replay, tests) or Flink keyed state (the job). See ``docs/engine
 ::
 
     engine = Engine(load_rules("rules/"), lateness=5_000)
-    result = engine.process(state, event)      # -> Result(decision, alerts, timers)
-    result = engine.on_timer(state, ts)        # -> Result(None, alerts, timers)
+    result = engine.process(state, event)      # -> Result(decision, alerts, timers, cancelled)
+    result = engine.on_timer(state, ts)        # -> Result(None, alerts, timers, cancelled)
     engine.upsert_rule(document)               # a bad rule raises RuleSetError; the old one keeps running
 
 State names in a key's state: each feature's ``spec.state_key``, each sequence's ``spec.state_key``, and
@@ -350,6 +350,7 @@ class Engine:
         event_id = event["event_id"]
         meta = get(META)
         timers: list[int] = []
+        cancelled: list[int] = []
         if meta is None:
             meta = [ts, ts, plan.version, None, [], [], user_id, _NO_TIMER]
         else:
@@ -406,7 +407,9 @@ class Engine:
             if hits:
                 matches[pp.rule_id] = hits
             if wakeup is not None:
-                self._want_wakeup(meta, wakeup, pp.key, timers)
+                self._want_wakeup(meta, wakeup, pp.key, timers, cancelled)
+            elif meta[_WAKEUPS]:
+                self._drop_wakeup(meta, pp.key, cancelled)
             if overflow:
                 self.pattern_overflow += overflow
 
@@ -491,7 +494,7 @@ class Engine:
             late,
             too_late,
         )
-        return Result(decision, alerts, timers)
+        return Result(decision, alerts, timers, cancelled)
 
     # ------------------------------------------------------------------------------------------ timers
     def on_timer(self, state: KeyedState, ts: int) -> Result:
@@ -506,15 +509,16 @@ class Engine:
         get, put, pop = _accessors(state)
         meta = get(META)
         if meta is None:
-            return Result(None, [], [])
+            return Result(None, [], [], [])
         if meta[_RS] != plan.version:
             self._release_stale(state, plan, meta)
         alerts: list[Alert] = []
         timers: list[int] = []
+        cancelled: list[int] = []
         ttl = self.state_ttl
         if ttl is not None and ts >= meta[_LAST_TS] + ttl:
             self._clear(state)
-            return Result(None, [], [])
+            return Result(None, [], [], [])
         # Event time reached ts for this key: an event older than ts is too late from now on (as the
         # patterns' own watermark says), for the features as well.
         if len(meta) <= _TIMER:
@@ -539,7 +543,9 @@ class Engine:
             for m in res.matches:
                 alerts.append(self._match_alert(rp, {}, m, m.completed_by, ts, meta[_USER], None, plan))
             if res.wakeup is not None:
-                self._want_wakeup(meta, res.wakeup, pp.key, timers)
+                self._want_wakeup(meta, res.wakeup, pp.key, timers, cancelled)
+            elif meta[_WAKEUPS]:
+                self._drop_wakeup(meta, pp.key, cancelled)
         if cleanup:
             meta[_CLEANUP] = None
             for key, feature in plan.features:
@@ -556,19 +562,21 @@ class Engine:
                 meta[_RECENT] = [r for r in meta[_RECENT] if r[0] >= horizon]
             if not meta[_WAKEUPS] and all(name == META for name in state.names()):
                 self._clear(state)  # nothing left: the key costs nothing until its next event
-                return Result(None, alerts, timers)
+                return Result(None, alerts, timers, cancelled)
             if self.cleanup_timers:  # (without: a timer armed before, e.g. restored from a checkpoint)
                 self._schedule_cleanup(get, plan, meta, timers)
         put(META, meta)
-        return Result(None, alerts, timers)
+        return Result(None, alerts, timers, cancelled)
 
     # ------------------------------------------------------------------------------------------ helpers
-    def _want_wakeup(self, meta: list[Any], ts: int, key: str, timers: list[int]) -> None:
+    def _want_wakeup(
+        self, meta: list[Any], ts: int, key: str, timers: list[int], cancelled: list[int]
+    ) -> None:
         """Remember a pattern's wake-up: one entry per pattern, its earliest pending deadline (bounded state).
 
         A pattern always reports its earliest pending deadline, so an older entry of the same pattern is
-        stale: its timer, if it fires, finds nothing due for that pattern (harmless), and a later deadline
-        is reported again once this one has passed.
+        stale: its timer is cancelled (unless another entry or the clean-up wants the same time), and a later
+        deadline of the pattern is reported again once this one has passed.
         """
         wakeups = meta[_WAKEUPS]
         for i, (at, k) in enumerate(wakeups):
@@ -576,9 +584,32 @@ class Engine:
                 if at == ts:
                     return
                 del wakeups[i]
+                self._cancel(meta, at, cancelled)
                 break
         wakeups.append([ts, key])
         timers.append(ts)
+
+    def _drop_wakeup(self, meta: list[Any], key: str, cancelled: list[int]) -> None:
+        """The pattern ``key`` has no deadline pending any more (e.g. the absent event came): forget its
+        wake-up and cancel its timer, which would otherwise fire for nothing (in Flink, a call into Python
+        and a state read and write; and every pending timer is written by each checkpoint).
+        """
+        wakeups = meta[_WAKEUPS]
+        for i, (at, k) in enumerate(wakeups):
+            if k == key:
+                del wakeups[i]
+                self._cancel(meta, at, cancelled)
+                return
+
+    @staticmethod
+    def _cancel(meta: list[Any], at: int, cancelled: list[int]) -> None:
+        # Timers are per key and time: keep the one another pattern or the clean-up still waits for.
+        if at == meta[_CLEANUP]:
+            return
+        for w in meta[_WAKEUPS]:
+            if w[0] == at:
+                return
+        cancelled.append(at)
 
     def _schedule_cleanup(self, get: Any, plan: _Plan, meta: list[Any], timers: list[int]) -> None:
         """Arm the key's one cleanup timer.

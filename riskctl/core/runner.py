@@ -54,6 +54,8 @@ class LocalRunner:
         out: list[Record] = [] if decision is None else [decision]
         if result.alerts:
             out.extend(result.alerts)
+        if result.cancelled:
+            self._cancel(result.cancelled, user)
         if result.timers:
             self._register(result.timers, user)
         ts = event["ts"]
@@ -79,8 +81,11 @@ class LocalRunner:
         """Fire every timer at or before ``watermark`` (None: all of them)."""
         heap = self._timers
         while heap and (watermark is None or heap[0][0] <= watermark):
-            ts, user = heapq.heappop(heap)
-            self._pending.discard((ts, user))
+            item = heapq.heappop(heap)
+            if item not in self._pending:
+                continue  # cancelled
+            self._pending.discard(item)
+            ts, user = item
             state = self.store.get_existing(user)
             if state is None:
                 continue
@@ -113,7 +118,13 @@ class LocalRunner:
         if result.decision is not None:
             yield result.decision
         yield from result.alerts
+        self._cancel(result.cancelled, user)
         self._register(result.timers, user)
+
+    def _cancel(self, timers: list[int], user: str) -> None:
+        # (left in the heap, skipped when popped: a timer registered again is pushed again)
+        for ts in timers:
+            self._pending.discard((ts, user))
 
     def _register(self, timers: list[int], user: str) -> None:
         pending = self._pending
@@ -125,7 +136,7 @@ class LocalRunner:
 
     def pending_timers(self) -> int:
         """How many timers are waiting."""
-        return len(self._timers)
+        return len(self._pending)
 
 
 #: gen0 threshold used by :func:`tune_gc` (CPython's default is 700): the most objects one collection scans

@@ -505,9 +505,11 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
 
     @staticmethod
     def _register(result: Any, ctx: Any) -> None:
-        if not result.timers:  # most events and timers: no call into the context
+        if not result.timers and not result.cancelled:  # most events and timers: no call into the context
             return
         timers = ctx.timer_service()
+        for ts in result.cancelled:  # first: a time both cancelled and asked for again stays registered
+            timers.delete_event_time_timer(ts)
         for ts in result.timers:
             timers.register_event_time_timer(ts)
 

@@ -214,6 +214,9 @@ class FakeTimers:
     def register_processing_time_timer(self, ts: int) -> None:
         self.processing_time.append(ts)
 
+    def delete_event_time_timer(self, ts: int) -> None:
+        self.event_time.remove(ts)
+
     def current_processing_time(self) -> int:
         return 0
 
@@ -617,3 +620,36 @@ def test_the_cache_and_the_guard_are_counted_in_flink_metrics(monkeypatch: Any) 
         gc.enable()
     assert counters["internalErrors"].count == 1
     assert counters["stateCacheHits"].count + counters["stateCacheMisses"].count == 7
+
+
+def test_the_job_deletes_the_timer_of_a_settled_absence(monkeypatch: Any) -> None:
+    fn, _ = _function(monkeypatch)
+    fn.engine = Engine(
+        RuleSet(
+            [
+                parse_rule(
+                    {
+                        "id": "no_2fa",
+                        "action": "REVIEW",
+                        "sequence": {
+                            "within": "5m",
+                            "steps": [
+                                {"name": "login", "when": 'event.type == "login"'},
+                                {"name": "none", "when": 'event.type == "2fa"', "absent": True},
+                            ],
+                        },
+                    }
+                )
+            ]
+        ),
+        state_ttl=3_600_000,
+        cleanup_timers=False,
+    )
+    ctx = FakeCtx("u1")
+    ts = 1_699_999_990_000
+    login = {"event_id": "e1", "user_id": "u1", "type": "login", "ts": ts}
+    list(fn.process_element(_record(login), ctx))
+    assert ctx.timers.event_time == [ts + 300_000]
+    tfa = {"event_id": "e2", "user_id": "u1", "type": "2fa", "ts": ts + 5_000}
+    list(fn.process_element(_record(tfa), ctx))
+    assert ctx.timers.event_time == []  # deleted: it would have fired for nothing

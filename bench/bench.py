@@ -99,6 +99,12 @@ def main(argv: list[str] | None = None) -> int:
         "the latency phases (e.g. 1000), with ':wall' for wall-clock samples (e.g. sustained:wall); "
         "collapsed stacks in the run's log folder under bench/.work",
     )
+    ap.add_argument(
+        "--timeline",
+        action="store_true",
+        help="write every latency phase's events (send time, latency) and the job's checkpoints into the "
+        "run's log folder under bench/.work, for bench/flink_profile/stalls.py (where the tail comes from)",
+    )
     ap.add_argument("--out", default=str(RESULTS), help="folder for bench.json, bench.md and the plots")
     args = ap.parse_args(argv)
     try:
@@ -180,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
                     propagation=propagation and not args.throughput_only,
                     flink_options=args.flink_option,
                     profile=args.profile,
+                    timeline=args.timeline,
                 )
             )
         except Exception as exc:  # noqa: BLE001 - one contender failing is a result, the others still run

@@ -234,6 +234,30 @@ class RiskctlJob(Contender):
             "end_to_end_ms": med_max(total),
         }
 
+    def checkpoint_timeline(self) -> list[dict[str, Any]]:
+        """Every completed checkpoint in Flink's REST history, oldest first: its id, trigger time (epoch
+        ms), and the decide task's synchronous and asynchronous phases, barrier alignment and start delay
+        (ms, slowest subtask), for ``bench.py --timeline`` (which raises the history's size)."""
+        get = self._rest
+        job, decide = self._decide_vertex()
+        out = []
+        for c in get(f"/jobs/{job}/checkpoints").get("history", []):
+            if c.get("status") != "COMPLETED":
+                continue
+            summary = get(f"/jobs/{job}/checkpoints/details/{c['id']}/subtasks/{decide}")["summary"]
+            duration = summary["checkpoint_duration"]
+            out.append(
+                {
+                    "id": c["id"],
+                    "trigger_ms": c["trigger_timestamp"],
+                    "sync_ms": duration["sync"]["max"],
+                    "async_ms": duration["async"]["max"],
+                    "alignment_ms": summary["alignment"]["duration"]["max"],
+                    "start_delay_ms": summary["start_delay"]["max"],
+                }
+            )
+        return sorted(out, key=lambda c: c["trigger_ms"])
+
     def rocksdb(self) -> dict[str, float]:
         """RocksDB's estimates for the engine's state (summed over subtasks), from the REST metrics."""
         get = self._rest

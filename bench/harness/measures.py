@@ -7,6 +7,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from harness import ROOT, log
@@ -96,7 +97,14 @@ def wait_quiet(contender: Contender, reader: Reader, limit_s: float, quiet_s: fl
 
 
 def measure_latency(
-    contender: Contender, reader: Reader, bootstrap: str, records: list[bytes], rate: float, drain_s: float
+    contender: Contender,
+    reader: Reader,
+    bootstrap: str,
+    records: list[bytes],
+    rate: float,
+    drain_s: float,
+    *,
+    timeline: Path | None = None,
 ) -> dict[str, Any]:
     """Send at a fixed rate; latency = decision received - event sent, per event. A contender that cannot keep
     up builds a queue: the phase is marked saturated, and the bench waits (up to ``drain_s``) for the backlog
@@ -105,7 +113,11 @@ def measure_latency(
     Two latencies per event: to the decision *in Kafka* (the broker's append time of the decision record,
     the decisions topic having ``message.timestamp.type=LogAppendTime``: when any consumer can read it), and
     to the decision *read* by the bench's own consumer (that plus the reader's fetch wait and its share of
-    this process's interpreter lock with the sender)."""
+    this process's interpreter lock with the sender).
+
+    ``timeline``: also write every decided event of the phase to that CSV file (``bench.py --timeline``),
+    in send order: ``sent_ms`` (epoch), ``in_kafka_ms`` (its latency in Kafka) and ``event_appended_ms``
+    (the broker's append time of the event, empty when unknown), to see when the tail happened."""
     base = reader.count()
     event_appended: dict[str, int] = {}
     sent, took = paced_send(bootstrap, contender.topics.events, records, rate, event_appended)
@@ -120,6 +132,8 @@ def measure_latency(
         appended = {k: reader.created[k] for k in sent if k in reader.created}
     lat_kafka = [appended[k] - t * 1000 for k, t in sent.items() if k in appended]
     lat_job = [appended[k] - event_appended[k] for k in sent if k in appended and k in event_appended]
+    if timeline is not None:
+        write_timeline(timeline, sent, appended, event_appended)
     decided_span = max((recv[k] for k in sent if k in recv), default=0) - min(sent.values())
     decided_rate = len(lat) / decided_span if decided_span > 0 else 0.0
     saturated = len(lat) < len(sent) or decided_rate < 0.9 * rate
@@ -139,6 +153,18 @@ def measure_latency(
         # latency, without the bench's producer (its client-side queueing and sender thread)
         "latency_broker_to_broker_ms": percentiles(lat_job),
     }
+
+
+def write_timeline(
+    path: Path, sent: dict[str, float], appended: dict[str, float], event_appended: dict[str, int]
+) -> None:
+    """One row per decided event, in send order (see :func:`measure_latency`)."""
+    with path.open("w", encoding="utf-8") as out:
+        out.write("sent_ms,in_kafka_ms,event_appended_ms\n")
+        for key, t in sorted(sent.items(), key=lambda kv: kv[1]):
+            if key in appended:
+                ev = event_appended.get(key)
+                out.write(f"{t * 1000:.1f},{appended[key] - t * 1000:.1f},{'' if ev is None else ev}\n")
 
 
 def pure_engine(records: list[bytes]) -> dict[str, Any]:

@@ -71,9 +71,14 @@ def run_contender(
     propagation: bool = False,
     flink_options: Sequence[str] = (),
     profile: str | None = None,
+    timeline: bool = False,
 ) -> dict[str, Any]:
     """Fresh topics; preload the throughput events; start; measure; then (optionally) latency phases at fixed
-    rates with later events of the workload, and rule propagation; stop. Every figure goes in the result."""
+    rates with later events of the workload, and rule propagation; stop. Every figure goes in the result.
+
+    ``timeline``: each latency phase's events (``timeline-<name>-p<p>-<rate>.csv``) and the job's
+    checkpoints (``checkpoints-<name>-p<p>.json``) go to ``tmp``, the run's log folder, for
+    ``bench/flink_profile/stalls.py``."""
     bootstrap = settings.kafka_bootstrap
     topics = Topics.fresh(name)
     ensure_topics(bootstrap, topics.all(), partitions=2)
@@ -83,6 +88,8 @@ def run_contender(
     settle = records[plan.warmup_events : plan.warmup_events + plan.settle_events]
     main = records[plan.warmup_events + plan.settle_events : plan.backlog_events]
     rest = records[plan.backlog_events :]
+    if timeline:  # Flink's REST keeps ten checkpoints by default: enough for the whole run
+        flink_options = [*flink_options, f"web.checkpoints.history={CHECKPOINT_HISTORY}"]
     contender = kind(name, parallelism, settings, topics, tmp, flink_options=list(flink_options))
     if isinstance(contender, RiskctlJob):
         contender.rules_table = f"bench_{uuid.uuid4().hex[:8]}"
@@ -191,7 +198,15 @@ def run_contender(
                 threads_0 = threads_cpu(contender.session)
                 third = plan.phase_s / 3
                 profiling = _profile(contender, profile, str(rate), delay=third, seconds=min(10.0, third))
-                phase = measure_latency(contender, reader, bootstrap, rest[offset : offset + n], rate, 300)
+                phase = measure_latency(
+                    contender,
+                    reader,
+                    bootstrap,
+                    rest[offset : offset + n],
+                    rate,
+                    300,
+                    timeline=tmp / f"timeline-{name}-p{parallelism}-{rate}.csv" if timeline else None,
+                )
                 threads_1 = threads_cpu(contender.session)
                 if profiling is not None:
                     phase["profile"] = profiling.finish()
@@ -222,6 +237,9 @@ def run_contender(
         if isinstance(contender, RiskctlJob):
             try:
                 result["checkpoints"] = contender.checkpoints()
+                if timeline:
+                    path = tmp / f"checkpoints-{name}-p{parallelism}.json"
+                    path.write_text(json.dumps(contender.checkpoint_timeline(), indent=1))
                 log(f"  {name}: checkpoints of the decide task: {result['checkpoints']}")
             except Exception as exc:  # noqa: BLE001 - a figure we could not read is reported, not fatal
                 result["checkpoints"] = {"error": str(exc)}
@@ -245,6 +263,9 @@ def run_contender(
     result["wall_s"] = round(time.monotonic() - t0, 1)
     return result
 
+
+#: completed checkpoints Flink's REST history keeps with ``--timeline`` (a full run takes about 40)
+CHECKPOINT_HISTORY = 500
 
 #: the name Flink gives the decide task's thread (``decide -> ...``), as Linux keeps it (15 characters)
 DECIDE_THREAD = "decide"

@@ -141,6 +141,11 @@ def create_env(opts: EnvOptions) -> StreamExecutionEnvironment:
     # decide thread). Measured in four alternating rounds: decide thread 84-87 us/event against 94-122
     # (bench/flink_profile/README.md).
     config.set_string("state.backend.rocksdb.use-bloom-filter", "true")
+    # No block compression in level 0, snappy below: an incremental checkpoint waits for RocksDB to flush
+    # the memtable into a level-0 file (78% of the synchronous phase in wall-clock samples), and snappy was
+    # about a third of that flush's CPU. Level 0's files are compacted into level 1, compressed, in the
+    # background, so the state on disk stays compressed (bench/flink_profile/README.md, 2026-12-04).
+    config.set_string("state.backend.rocksdb.compression.per.level", "NO_COMPRESSION;SNAPPY_COMPRESSION")
     # Network buffers of 4 KB, not 32 KB (the MiniCluster's; a standalone cluster sets it in its config.yaml,
     # as the local stack does): a checkpoint barrier queues behind 8x fewer records in flight, so checkpoints
     # after a restore, and with exactly-once the decisions they make visible, come sooner.

@@ -65,6 +65,9 @@ def test_small_memtables_and_network_buffers_for_short_checkpoint_pauses(created
     conf = created().config
     assert conf.get_string("state.backend.rocksdb.writebuffer.size", "") == "4mb"
     assert conf.get_string("state.backend.rocksdb.use-bloom-filter", "") == "true"
+    # level 0 (what a checkpoint's memtable flush writes) uncompressed, snappy below
+    per_level = conf.get_string("state.backend.rocksdb.compression.per.level", "")
+    assert per_level == "NO_COMPRESSION;SNAPPY_COMPRESSION"
     assert conf.get_string("taskmanager.memory.segment-size", "") == "4kb"
     assert conf.get_string("python.execution-mode", "") == "thread"
     assert conf.get_string("restart-strategy.type", "") == "exponential-delay"

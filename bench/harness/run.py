@@ -264,7 +264,8 @@ def run_contender(
     return result
 
 
-#: completed checkpoints Flink's REST history keeps with ``--timeline`` (a full run takes about 40)
+#: completed checkpoints Flink's REST history keeps with ``--timeline`` (a full run takes about 40); a
+#: MiniCluster takes it from the job's options, a standalone cluster keeps its own (ten by default)
 CHECKPOINT_HISTORY = 500
 
 #: the name Flink gives the decide task's thread (``decide -> ...``), as Linux keeps it (15 characters)

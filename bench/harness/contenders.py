@@ -150,6 +150,11 @@ def checkpoint_failures(overview: dict[str, Any]) -> list[str]:
     return reasons
 
 
+#: the completed checkpoints the bench's summary takes (the latest ones): what Flink's REST history keeps by
+#: default, so that a run with ``--timeline`` (which keeps more) summarises the same checkpoints
+SUMMARISED_CHECKPOINTS = 10
+
+
 class RiskctlJob(Contender):
     """The risk job (``jobs/risk_job.py``) on its own MiniCluster, thread mode, rules by MySQL CDC from a
     fresh rules table; RocksDB state metrics on, read back by :meth:`rocksdb`."""
@@ -205,22 +210,16 @@ class RiskctlJob(Contender):
         return job, decide
 
     def checkpoints(self) -> dict[str, Any]:
-        """How long the decide task paused for each of the last completed checkpoints (Flink keeps ten in
-        its REST history): the synchronous phase (the task stops deciding) and the barrier alignment, the
-        slowest subtask of each checkpoint; summarised as median and max over those checkpoints."""
-        get = self._rest
+        """How long the decide task paused for each of the last ten completed checkpoints (what Flink's REST
+        history keeps by default; ``--timeline`` keeps more, and the summary still takes ten): the synchronous
+        phase (the task stops deciding) and the barrier alignment, the slowest subtask of each checkpoint;
+        summarised as median and max over those checkpoints."""
         job, decide = self._decide_vertex()
-        overview = get(f"/jobs/{job}/checkpoints")
-        done = [c for c in overview.get("history", []) if c.get("status") == "COMPLETED"]
-        sync, align, total = [], [], []
-        for c in done:
-            summary = get(f"/jobs/{job}/checkpoints/details/{c['id']}/subtasks/{decide}")["summary"]
-            sync.append(summary["checkpoint_duration"]["sync"]["max"])
-            align.append(summary["alignment"]["duration"]["max"])
-            total.append(c["end_to_end_duration"])
+        overview = self._rest(f"/jobs/{job}/checkpoints")
+        done = self._completed(job, decide, overview)[-SUMMARISED_CHECKPOINTS:]
 
-        def med_max(v: list[float]) -> dict[str, float | None]:
-            s = sorted(v)
+        def med_max(key: str) -> dict[str, float | None]:
+            s = sorted(c[key] for c in done)
             return {"p50": s[len(s) // 2] if s else None, "max": s[-1] if s else None}
 
         counts = overview.get("counts", {})
@@ -229,27 +228,32 @@ class RiskctlJob(Contender):
             "failed": counts.get("failed"),
             "failed_reasons": checkpoint_failures(overview),
             "sampled": len(done),
-            "sync_ms": med_max(sync),
-            "alignment_ms": med_max(align),
-            "end_to_end_ms": med_max(total),
+            "sync_ms": med_max("sync_ms"),
+            "alignment_ms": med_max("alignment_ms"),
+            "end_to_end_ms": med_max("end_to_end_ms"),
         }
 
     def checkpoint_timeline(self) -> list[dict[str, Any]]:
-        """Every completed checkpoint in Flink's REST history, oldest first: its id, trigger time (epoch
-        ms), and the decide task's synchronous and asynchronous phases, barrier alignment and start delay
-        (ms, slowest subtask), for ``bench.py --timeline`` (which raises the history's size)."""
-        get = self._rest
+        """Every completed checkpoint in Flink's REST history, oldest first (``bench.py --timeline``, which
+        raises the history's size): see :meth:`_completed`."""
         job, decide = self._decide_vertex()
+        return self._completed(job, decide, self._rest(f"/jobs/{job}/checkpoints"))
+
+    def _completed(self, job: str, decide: str, overview: dict[str, Any]) -> list[dict[str, Any]]:
+        """The completed checkpoints of ``overview`` (Flink's checkpoint statistics), oldest first: id,
+        trigger time (epoch ms), end-to-end duration, and the decide task's synchronous and asynchronous
+        phases, barrier alignment and start delay (ms, slowest subtask)."""
         out = []
-        for c in get(f"/jobs/{job}/checkpoints").get("history", []):
+        for c in overview.get("history", []):
             if c.get("status") != "COMPLETED":
                 continue
-            summary = get(f"/jobs/{job}/checkpoints/details/{c['id']}/subtasks/{decide}")["summary"]
+            summary = self._rest(f"/jobs/{job}/checkpoints/details/{c['id']}/subtasks/{decide}")["summary"]
             duration = summary["checkpoint_duration"]
             out.append(
                 {
                     "id": c["id"],
                     "trigger_ms": c["trigger_timestamp"],
+                    "end_to_end_ms": c["end_to_end_duration"],
                     "sync_ms": duration["sync"]["max"],
                     "async_ms": duration["async"]["max"],
                     "alignment_ms": summary["alignment"]["duration"]["max"],

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -52,3 +53,43 @@ def test_the_report_reads_a_runs_folder(tool: ModuleType, tmp_path: Path) -> Non
 
 def test_a_run_without_timeline_says_how_to_get_one(tool: ModuleType, tmp_path: Path) -> None:
     assert "--timeline" in tool.report(tmp_path, 20.0, 300.0)
+
+
+def test_the_summary_takes_the_last_ten_checkpoints_and_the_timeline_all(tmp_path: Path) -> None:
+    contenders = bench_module("harness.contenders")
+    job = object.__new__(contenders.RiskctlJob)  # no job started: its REST answers are given below
+    history = [
+        {"id": i, "status": "COMPLETED", "trigger_timestamp": 1000 * i, "end_to_end_duration": 100 + i}
+        for i in range(1, 13)
+    ] + [{"id": 13, "status": "FAILED", "trigger_timestamp": 13_000}]
+    history.reverse()  # Flink lists the newest first
+
+    def rest(path: str) -> Any:
+        if path == "/jobs/j/checkpoints":
+            return {"history": history, "counts": {"completed": 12, "failed": 1}}
+        cid = int(path.split("/details/")[1].split("/")[0])
+        return {
+            "summary": {
+                "checkpoint_duration": {"sync": {"max": cid}, "async": {"max": 2 * cid}},
+                "alignment": {"duration": {"max": 0}},
+                "start_delay": {"max": 5},
+            }
+        }
+
+    job._rest = rest
+    job._decide_vertex = lambda: ("j", "d")
+    timeline = job.checkpoint_timeline()
+    assert [c["id"] for c in timeline] == list(range(1, 13))  # all, oldest first
+    assert timeline[0] == {
+        "id": 1,
+        "trigger_ms": 1000,
+        "end_to_end_ms": 101,
+        "sync_ms": 1,
+        "async_ms": 2,
+        "alignment_ms": 0,
+        "start_delay_ms": 5,
+    }
+    summary = job.checkpoints()
+    assert summary["sampled"] == 10 and summary["completed"] == 12 and summary["failed"] == 1
+    assert summary["sync_ms"] == {"p50": 8, "max": 12}  # checkpoints 3-12
+    assert summary["end_to_end_ms"] == {"p50": 108, "max": 112}

@@ -579,13 +579,10 @@ class Engine:
         deadline of the pattern is reported again once this one has passed.
         """
         wakeups = meta[_WAKEUPS]
-        for i, (at, k) in enumerate(wakeups):
-            if k == key:
-                if at == ts:
-                    return
-                del wakeups[i]
-                self._cancel(meta, at, cancelled)
-                break
+        for at, k in wakeups:
+            if k == key and at == ts:
+                return
+        self._drop_wakeup(meta, key, cancelled)
         wakeups.append([ts, key])
         timers.append(ts)
 

@@ -169,8 +169,13 @@ def test_scenario_16_bad_events_go_to_dead_letter(job: Job) -> None:
 def test_scenario_10_absence_alert_when_time_passes(job: Job) -> None:
     u = job.user("nodev")
     login = ev(f"{u}-1", u, "login", 0, success=True, device_id="new-device", city="Oslo")
-    job.send([login])
-    job.decisions_for([login["event_id"]])
+    # another user's absence is settled by the 2FA: the job deletes that timer (delete_event_time_timer)
+    settled = job.user("settled")
+    s_login = ev(f"{settled}-1", settled, "login", 0, success=True, device_id="new-device", city="Oslo")
+    s_2fa = ev(f"{settled}-2", settled, "2fa", 10 * S, success=True)
+    job.send([login, s_login, s_2fa])
+    decided = job.decisions_for([login["event_id"], s_login["event_id"], s_2fa["event_id"]])
+    assert decided[s_2fa["event_id"]]["action"] == "PASS"  # decided, not dead-lettered by the deletion
     # event time advances through other users' traffic; nothing more arrives for this user
     other = job.user("clock")
     job.send([ev(f"{other}-{i}", other, "order", (290 + 10 * i) * S) for i in range(4)])
@@ -179,6 +184,7 @@ def test_scenario_10_absence_alert_when_time_passes(job: Job) -> None:
     assert alert["reason"] == "timer" and alert["rule"]["id"] == "new_device_without_2fa"
     assert alert["ts"] == T0 + 300 * S
     assert alert["rule"]["evidence"]["match"]["steps"]["login"] == [f"{u}-1"]
+    assert not any(a["user_id"] == settled for a in alerts)
 
 
 # -- rule edits through MySQL while the job runs ------------------------------------------------------

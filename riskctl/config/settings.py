@@ -159,6 +159,8 @@ class JobSettings:
     #: users whose committed state (bytes) each decide subtask keeps in memory (an LRU), sparing them the
     #: RocksDB read; about 1.3 KB of Python memory per user with rules/ (docs/engine.md, "Performance")
     state_cache_keys: int = setting(80_000, low=0, high=1_000_000)
+    #: events reach the decide function by riskctl.flink.fast_path (false: PyFlink's own path)
+    fast_path: bool = setting(True)
     restore_from: str = ""  # a retained checkpoint (.../chk-N) or savepoint to start from
     # limits at the door (riskctl.core.door, docs/config.md "Limits at the door")
     max_event_bytes: int = positive(DEFAULT_LIMITS.max_event_bytes)

@@ -588,6 +588,7 @@ def build_pipeline(env: StreamExecutionEnvironment, settings: Settings) -> None:
                 limits=job.limits(),
                 replies=bool(settings.serve.replies_topic),
                 cache_keys=job.state_cache_keys,
+                fast_path=job.fast_path,
             ),
             output_type=TAGGED,
         )

@@ -48,6 +48,7 @@ from riskctl.core.events import parse_event
 from riskctl.core.jsondoc import load_json_document
 from riskctl.core.reply import reply_key
 from riskctl.core.rules import RuleSet
+from riskctl.flink import fast_path
 from riskctl.flink.env import ttl_config
 
 RECORD = Types.ROW_NAMED(["k", "v"], [Types.STRING(), Types.STRING()])
@@ -68,12 +69,17 @@ RULE_CHANGE = Types.ROW_NAMED(
 )
 #: broadcast state: rule id -> rule document (JSON)
 RULES_STATE = MapStateDescriptor("rules", Types.STRING(), Types.STRING())
+#: one output record inside the function, ``TAGGED``'s fields: PyFlink's own path gets them as ``Row`` s, the
+#: fast path (``riskctl.flink.fast_path``) as they are
+Out = tuple[str, str, str]
 HOLD_RETRY_MS = 100
 LOG = logging.getLogger(__name__)
 RULES_SETTLE_MS = 500
 #: the decide operator's own metrics (Flink counters in the group ``riskctl`` of the operator): what its state
 #: cache served and missed (for sizing ``job.state_cache_keys``), and the events and timers its guard caught
 METRICS = ("stateCacheHits", "stateCacheMisses", "internalErrors", "timerErrors")
+#: 1 for each subtask whose events take riskctl.flink.fast_path (counted once, at open)
+PATH_METRIC = "fastPath"
 #: the counters are brought up to date at most this often, each update being a call into the JVM: with an
 #: event, and by a processing-time timer a second after (Flink calls a gauge from a metrics thread, which must
 #: not enter the decide task's interpreter in thread mode)
@@ -192,7 +198,7 @@ class FlinkKeyedState:
         self._key = None
 
 
-def dead_letter_row(
+def dead_letter_out(
     record: Any,
     reason: str,
     field: str | None = None,
@@ -200,15 +206,15 @@ def dead_letter_row(
     error: str | None = None,
     rule_id: str | None = None,
     limits: Limits = DEFAULT_LIMITS,
-) -> Row:
-    """A dead-letter record (``riskctl.core.door.dead_letter``) of a ``RAW_EVENT`` row, keyed by its
+) -> Out:
+    """A dead-letter record (``riskctl.core.door.dead_letter``) of a ``RAW_EVENT`` record, keyed by its
     coordinates ``topic:partition:offset``."""
     raw, topic, partition, offset = record[0], record[1], record[2], record[3]
     coordinates = {"topic": topic, "partition": partition, "offset": offset}
     doc = dead_letter(
         raw, reason=reason, field=field, error=error, rule_id=rule_id, coordinates=coordinates, limits=limits
     )
-    return Row(DEAD, f"{topic}:{partition}:{offset}", doc)
+    return (DEAD, f"{topic}:{partition}:{offset}", doc)
 
 
 def status_record(
@@ -251,8 +257,11 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         limits: Limits = DEFAULT_LIMITS,
         replies: bool = False,
         cache_keys: int = 80_000,
+        fast_path: bool = True,
     ) -> None:
         self.limits = limits
+        self.fast_path = fast_path  # try riskctl.flink.fast_path at open()
+        self.path = "not open"  # which path the events take, once open
         self.cache_keys = cache_keys  # users whose state bytes stay in memory (FlinkKeyedState's LRU)
         self.replies = replies  # also write the decision of an event with a valid reply_to (REPLY)
         self.internal_errors = 0  # events dead-lettered for an exception while deciding them
@@ -304,10 +313,18 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         gc.disable()
         self.subtask = runtime_context.get_index_of_this_subtask()
         group = runtime_context.get_metrics_group().add_group("riskctl")
-        self.counters = {name: group.counter(name) for name in METRICS}
+        self.counters = {name: group.counter(name) for name in (*METRICS, PATH_METRIC)}
         from riskctl.core import native
 
-        LOG.info("decide subtask %s: engine core %s", self.subtask, native.status)
+        self.path = "PyFlink's own (job.fast_path is false)"
+        if self.fast_path:
+            why = fast_path.install(
+                self, self.decide_record, RAW_EVENT.get_field_names(), TAGGED.get_field_names()
+            )
+            self.path = "the fast path" if why is None else f"PyFlink's own ({why})"
+            if why is None:
+                self.counters[PATH_METRIC].inc()
+        LOG.info("decide subtask %s: engine core %s; events by %s", self.subtask, native.status, self.path)
 
     def counts(self) -> dict[str, int]:
         """The current values of :data:`METRICS`."""
@@ -409,17 +426,23 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         return True
 
     def process_element(self, value: Row, ctx: Any) -> list[Row]:
+        """PyFlink's own path (the fast path, when installed, calls :meth:`decide_record` directly)."""
+        return [Row(*out) for out in self.decide_record(None, value, ctx)]
+
+    def decide_record(self, key: Any, value: Any, ctx: Any) -> list[Out]:
+        """The outputs of one record of the events side (``RAW_EVENT``'s fields); ``key``: the current key's
+        string, or None to ask the context."""
         # Never raises: a record that could stop the job would restart it on the same record, forever.
         # Lists, not generators, all the way down: PyFlink iterates what this returns, and every generator
         # layer costs a frame per event (bench/decide_budget.py).
         try:
-            return self._element(value, ctx)
+            return self._element(value, ctx, _plain_key(ctx.get_current_key()) if key is None else key)
         except Exception as exc:  # noqa: BLE001 - whatever failed outside the per-event guard
             self.internal_errors += 1
             LOG.exception("decide: record %s:%s:%s dead-lettered", value[1], value[2], value[3])
             return [self._internal_error(value, exc, None)]
 
-    def _element(self, value: Row, ctx: Any) -> list[Row]:
+    def _element(self, value: Any, ctx: Any, key: str) -> list[Out]:
         now_ms = int(time.time() * 1000)
         if now_ms >= self.next_report_ms:
             self.report_metrics(now_ms)
@@ -428,7 +451,7 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         try:
             event = parse_event(value[0], self.limits, now_ms)
         except EventError as exc:
-            return [dead_letter_row(value, exc.reason, exc.field, limits=self.limits)]
+            return [dead_letter_out(value, exc.reason, exc.field, limits=self.limits)]
         self._restore_rules(ctx)
         if self._holding():
             # the record is kept with its event, so a failure when it is decided can dead-letter it
@@ -439,16 +462,16 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
             )
             return []
         if self.held:
-            return self._flush_pending(ctx) + self._decide(event, value, ctx)
-        return self._decide(event, value, ctx)
+            return self._flush_pending(ctx, key) + self._decide(event, value, ctx, key)
+        return self._decide(event, value, ctx, key)
 
-    def _internal_error(self, record: Any, exc: BaseException, rule_id: str | None) -> Row:
-        return dead_letter_row(
+    def _internal_error(self, record: Any, exc: BaseException, rule_id: str | None) -> Out:
+        return dead_letter_out(
             record, internal_error_reason(exc), error=type(exc).__name__, rule_id=rule_id, limits=self.limits
         )
 
-    def _flush_pending(self, ctx: Any) -> list[Row]:
-        rows: list[Row] = []
+    def _flush_pending(self, ctx: Any, key: str) -> list[Out]:
+        rows: list[Out] = []
         if not self.held:  # the common case, after start-up: no state read
             return rows
         held = list(self.pending.get() or [])
@@ -460,23 +483,24 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
                     event, record = item, (None, None, None, None)
                 else:
                     event, record = item
-                rows += self._decide(event, record, ctx)
+                rows += self._decide(event, record, ctx, key)
         return rows
 
-    def _decide(self, event: dict[str, Any], record: Any, ctx: Any) -> list[Row]:
+    def _decide(self, event: dict[str, Any], record: Any, ctx: Any, key: str) -> list[Out]:
         """Decide one event; any exception dead-letters it (with the rule being evaluated) and rolls back."""
         assert self.engine is not None and self.state is not None
-        self.state.begin(ctx.get_current_key())
+        self.state.begin(key)
         try:
             result = self.engine.process(self.state, event)
             decision = result.decision
             assert decision is not None
             doc = jsoncodec.dumps(decision.to_dict())
-            rows = [Row(DECISION, decision.event_id, doc)]
+            rows = [(DECISION, decision.event_id, doc)]
             reply = reply_key(event) if self.replies else None
             if reply is not None:
-                rows.append(Row(REPLY, reply, doc))
-            rows += self._alert_rows(result)
+                rows.append((REPLY, reply, doc))
+            if result.alerts:
+                rows += self._alert_rows(result)
             self.state.commit()
         except Exception as exc:  # noqa: BLE001 - the guard: one event never stops the job
             self.state.abort()
@@ -485,7 +509,7 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
             LOG.warning(
                 "decide: event %r of key %r dead-lettered (%s, rule %s); %s so far in subtask %s",
                 event.get("event_id"),
-                ctx.get_current_key(),
+                key,
                 type(exc).__name__,
                 rule_id,
                 self.internal_errors,
@@ -496,11 +520,11 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         return rows
 
     @staticmethod
-    def _alert_rows(result: Any) -> list[Row]:
+    def _alert_rows(result: Any) -> list[Out]:
         rows = []
         for alert in result.alerts:
             alert_doc = alert.to_dict()
-            rows.append(Row(ALERT, str(alert_doc.get("alert_id")), jsoncodec.dumps(alert_doc)))
+            rows.append((ALERT, str(alert_doc.get("alert_id")), jsoncodec.dumps(alert_doc)))
         return rows
 
     @staticmethod
@@ -516,13 +540,13 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
     def on_timer(self, timestamp: int, ctx: Any) -> list[Row]:
         # Never raises (a timer that raised would restart the job, and fire again after the restore).
         try:
-            return self._timer(timestamp, ctx)
+            return [Row(*out) for out in self._timer(timestamp, ctx)]
         except Exception:  # noqa: BLE001 - whatever failed outside the per-timer guard
             self.timer_errors += 1
             LOG.exception("decide: timer at %s of key %r failed", timestamp, ctx.get_current_key())
             return []
 
-    def _timer(self, timestamp: int, ctx: Any) -> list[Row]:
+    def _timer(self, timestamp: int, ctx: Any) -> list[Out]:
         assert self.engine is not None and self.state is not None
         self._restore_rules(ctx)
         if ctx.time_domain() == TimeDomain.PROCESSING_TIME:  # holding at start-up, or the metrics
@@ -530,8 +554,8 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
             if self._holding():
                 ctx.timer_service().register_processing_time_timer(timestamp + HOLD_RETRY_MS)
                 return []
-            return self._flush_pending(ctx)
-        key = ctx.get_current_key()
+            return self._flush_pending(ctx, _plain_key(ctx.get_current_key()))
+        key = _plain_key(ctx.get_current_key())
         self.state.begin(key)
         try:
             result = self.engine.on_timer(self.state, timestamp)
@@ -550,3 +574,9 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
             )
             return []
         return rows
+
+
+def _plain_key(key: Any) -> Any:
+    """The key as the fast path sees it, the user id: PyFlink's context gives it as ``Row(k)``. The state
+    cache must see one form for a key, whichever path the event or timer took."""
+    return key[0] if isinstance(key, Row) else key

@@ -144,20 +144,25 @@ def test_hostile_records_get_dead_letters_and_never_restart_the_job(door_job: An
     counted = _decide_metrics(port, jid, lambda m: m["stateCacheHits"] + m["stateCacheMisses"] >= len(wanted))
     assert counted["stateCacheHits"] + counted["stateCacheMisses"] >= len(wanted), counted
     assert counted["internalErrors"] == 0 and counted["timerErrors"] == 0, counted
+    # and the events took the fast path (riskctl.flink.fast_path) in every subtask: the door's hostile
+    # records, its dead letters and the decisions above all came through it
+    decide_parallelism = next(v["parallelism"] for v in detail["vertices"] if v["name"].startswith("decide"))
+    assert counted["fastPath"] == decide_parallelism >= 1, counted
 
 
 def _decide_metrics(port: int, jid: str, done: Any, timeout: float = 60) -> dict[str, float]:
     """The riskctl counters of the decide operator, summed over its subtasks (REST fetches them every 10 s,
     and the operator brings them up to date once a second, with its next event or a timer)."""
-    from riskctl.flink.risk_function import METRICS
+    from riskctl.flink.risk_function import METRICS, PATH_METRIC
 
+    names = (*METRICS, PATH_METRIC)
     vertex = next(v["id"] for v in rest(port, f"/jobs/{jid}")["vertices"] if v["name"].startswith("decide"))
     deadline = time.monotonic() + timeout
     while True:
         ids = [m["id"] for m in rest(port, f"/jobs/{jid}/vertices/{vertex}/metrics")]
-        ours = [i for i in ids if i.split(".")[-2:-1] == ["riskctl"] and i.split(".")[-1] in METRICS]
+        ours = [i for i in ids if i.split(".")[-2:-1] == ["riskctl"] and i.split(".")[-1] in names]
         values = rest(port, f"/jobs/{jid}/vertices/{vertex}/metrics?get={','.join(ours)}") if ours else []
-        counted = dict.fromkeys(METRICS, 0.0)
+        counted = dict.fromkeys(names, 0.0)
         for m in values:
             counted[m["id"].split(".")[-1]] += float(m["value"])
         if (ours and done(counted)) or time.monotonic() > deadline:

@@ -561,7 +561,7 @@ def test_the_cache_and_the_guard_are_counted_in_flink_metrics(monkeypatch: Any) 
     import gc
     import time
 
-    from riskctl.flink.risk_function import METRICS, RiskFunction
+    from riskctl.flink.risk_function import METRICS, PATH_METRIC, RiskFunction
 
     fn = RiskFunction(lateness_ms=0, state_ttl_ms=3_600_000, rules_wait_ms=0, cache_keys=1)
     backing = FakeValueState()
@@ -575,7 +575,10 @@ def test_the_cache_and_the_guard_are_counted_in_flink_metrics(monkeypatch: Any) 
     fn.engine.upsert_rule(RULE)
     fn.started = fn.have_rules = True
     counters = runtime.metrics.groups["riskctl"].counters
-    assert sorted(counters) == sorted(METRICS)
+    assert sorted(counters) == sorted((*METRICS, PATH_METRIC))
+    # not opened by PyFlink's operation (tests/unit/flink/test_fast_path.py is): PyFlink's own path, and
+    # not counted as the fast path
+    assert fn.path.startswith("PyFlink's own (")
     clock = [1_700_000_000.0]
     monkeypatch.setattr(time, "time", lambda: clock[0])
     T = 1_699_999_990_000  # noqa: N806
@@ -591,7 +594,7 @@ def test_the_cache_and_the_guard_are_counted_in_flink_metrics(monkeypatch: Any) 
 
     for n, user in enumerate(["u1", "u1", "u1", "u2", "u1"]):  # a cache of one user: u1 is read 2 times
         send(user, n)
-    assert {name: c.count for name, c in counters.items()} == dict.fromkeys(METRICS, 0)  # reported: none yet
+    assert {name: c.count for name, c in counters.items()} == dict.fromkeys((*METRICS, PATH_METRIC), 0)
     assert ctxs[0].timers.processing_time == [1_700_000_001_000]  # and a report due a second later
     assert [c.timers.processing_time for c in ctxs[1:]] == [[]] * 4  # within the second: no call into the JVM
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from pyflink.common.time import Time
 from pyflink.datastream import CheckpointingMode, StreamExecutionEnvironment
 from pyflink.datastream.state import StateTtlConfig
 
-from riskctl.config.settings import NETWORK_SEGMENT_SIZE
+from riskctl.config.settings import JVM_OPTIONS, NETWORK_SEGMENT_SIZE
 from riskctl.errors import ConfigError
 from riskctl.flink.pythonpath import python_path
 
@@ -114,10 +115,25 @@ def jar_urls(jars_dir: str) -> list[str]:
     return [j.resolve().as_uri() for j in jars]
 
 
+def jvm_options(environ: Mapping[str, str]) -> str:
+    """The options of the JVM this process starts (``FLINK_ENV_JAVA_OPTS``): the user's, else PyFlink's own
+    (its ``conf/config.yaml``, with the module flags Java 17 needs), and :data:`JVM_OPTIONS` after them."""
+    current = environ.get("FLINK_ENV_JAVA_OPTS")
+    if current is None:
+        from pyflink.pyflink_gateway_server import get_jvm_opts, prepare_environment_variables
+
+        env = dict(environ)
+        prepare_environment_variables(env)
+        current = " ".join(get_jvm_opts(env))
+    missing = [o for o in JVM_OPTIONS if o not in current.split()]
+    return " ".join([current, *missing]).strip()
+
+
 def create_env(opts: EnvOptions) -> StreamExecutionEnvironment:
     """A StreamExecutionEnvironment in thread mode, on RocksDB, with checkpoints and exponential restarts."""
     # must be set before the first JVM call: the MiniCluster's JVM inherits this process's environment
     os.environ["PYTHONPATH"] = python_path()
+    os.environ["FLINK_ENV_JAVA_OPTS"] = jvm_options(os.environ)
     config = Configuration()
     config.set_string("python.execution-mode", "thread")
     config.set_string("python.executable", opts.python_executable)

@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from riskctl.config import PROJECT_ROOT, Settings
-from riskctl.config.settings import NETWORK_SEGMENT_SIZE, parse_options
+from riskctl.config.settings import JVM_OPTIONS, NETWORK_SEGMENT_SIZE, parse_options
 from riskctl.core import native
 from riskctl.errors import ServiceError
 from riskctl.flink.pythonpath import python_path
@@ -627,7 +627,7 @@ class FlinkCluster(Service):
         # kept that class loader and all its classes in Metaspace after the job ended: the JobManager died of
         # OutOfMemoryError: Metaspace at the 10th submission. Connector/J now comes from lib/ (parent-first,
         # even though jobs ship it too) and its clean-up thread is off (the job closes its connections).
-        java_opts = f"{default['env']['java']['opts']['all']} {NO_CJ_CLEANUP_THREAD}"
+        java_opts = " ".join([default["env"]["java"]["opts"]["all"], NO_CJ_CLEANUP_THREAD, *JVM_OPTIONS])
         s = self.stack
         python = sys.executable
         cfg = {

@@ -146,6 +146,8 @@ def test_hostile_records_get_dead_letters_and_never_restart_the_job(door_job: An
     assert counted["internalErrors"] == 0 and counted["timerErrors"] == 0, counted
     # and the events took the fast path (riskctl.flink.fast_path) in every subtask: the door's hostile
     # records, its dead letters and the decisions above all came through it
+    # the MiniCluster's JVM runs without its event log (riskctl.config.settings.JVM_OPTIONS)
+    assert "-XX:-LogEvents" in rest(port, "/jobmanager/environment")["jvm"]["options"]
     decide_parallelism = next(v["parallelism"] for v in detail["vertices"] if v["name"].startswith("decide"))
     assert counted["fastPath"] == decide_parallelism >= 1, counted
 

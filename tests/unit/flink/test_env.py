@@ -106,3 +106,22 @@ def test_a_run_removes_the_working_folders_that_stopped_runs_left(tmp_path: Path
     flink_env.local_working_dir(tmp_path)
     assert not (tmp_path / str(alive.pid)).exists()
     assert flink_env.local_working_dir(tmp_path / "absent") == tmp_path / "absent" / str(os.getpid())
+
+
+def test_the_jvm_starts_without_its_event_log_after_pyflinks_own_options(
+    created: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    monkeypatch.delenv("FLINK_ENV_JAVA_OPTS", raising=False)
+    created()
+    opts = os.environ["FLINK_ENV_JAVA_OPTS"].split()
+    assert "--add-opens=java.base/java.lang=ALL-UNNAMED" in opts  # PyFlink's conf, which Java 17 needs
+    assert opts[-2:] == ["-XX:+UnlockDiagnosticVMOptions", "-XX:-LogEvents"]
+    # options the user set are kept, ours added once
+    assert (
+        flink_env.jvm_options({"FLINK_ENV_JAVA_OPTS": "-Xss2m"})
+        == "-Xss2m -XX:+UnlockDiagnosticVMOptions -XX:-LogEvents"
+    )
+    again = flink_env.jvm_options({"FLINK_ENV_JAVA_OPTS": " ".join(opts)})
+    assert again.split() == opts

@@ -85,6 +85,10 @@ def test_flink_cluster_with_several_taskmanagers_has_a_pid_file_and_slots_each(t
     assert conf["python"]["execution-mode"] == "thread"
     # the processes' working directories (blobs, each job's RocksDB) in the stack's folder, not /tmp
     assert conf["process.working-dir"] == str(tmp_path / "flink" / "work") == str(cluster.work_dir)
+    # the JVMs' options: PyFlink's own (Java 17's module flags) first, then riskctl's (no event log)
+    opts = conf["env"]["java"]["opts"]["all"].split()
+    assert "--add-opens=java.base/java.lang=ALL-UNNAMED" in opts
+    assert opts[-2:] == ["-XX:+UnlockDiagnosticVMOptions", "-XX:-LogEvents"]
 
 
 def test_down_without_the_taskmanagers_setting_still_sees_every_started_taskmanager(tmp_path: Path) -> None:

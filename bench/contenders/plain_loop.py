@@ -107,14 +107,14 @@ def main(argv: list[str] | None = None) -> int:
                     if isinstance(record, Decision):
                         producer.send(
                             args.decisions_topic,
-                            jsoncodec.dumps(doc).encode(),
+                            jsoncodec.dumpb(doc),
                             key=record.event_id.encode(),
                         )
                         counts["decisions"] += 1
                     else:
                         producer.send(
                             args.alerts_topic,
-                            jsoncodec.dumps(doc).encode(),
+                            jsoncodec.dumpb(doc),
                             key=str(doc.get("alert_id")).encode(),
                         )
                         counts["alerts"] += 1

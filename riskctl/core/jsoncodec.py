@@ -38,3 +38,13 @@ def dumps(obj: Any) -> str:
         return orjson.dumps(obj, default=str, option=_OPTIONS).decode()
     except TypeError:  # an integer beyond 64 bits (orjson.JSONEncodeError is a TypeError)
         return json.dumps(obj, default=str, separators=(",", ":"), ensure_ascii=False)
+
+
+def dumpb(obj: Any) -> bytes:
+    """:func:`dumps` as UTF-8 bytes, what a Kafka record's value holds: orjson writes them directly, with no
+    ``str`` in between. What orjson refuses (an integer beyond 64 bits, a lone surrogate) goes through
+    :mod:`json` ASCII-escaped, so even a string that has no UTF-8 form is written, as a ``\\u`` escape."""
+    try:
+        return orjson.dumps(obj, default=str, option=_OPTIONS)
+    except TypeError:  # orjson.JSONEncodeError is a TypeError
+        return json.dumps(obj, default=str, separators=(",", ":")).encode()

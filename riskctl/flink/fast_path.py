@@ -34,7 +34,7 @@ _MAX_DEPTH = 8
 
 def install(
     function: Any,
-    decide: Callable[[str, Any, Any], list[tuple[str, str, str]]],
+    decide: Callable[[str, Any, Any], list[tuple[str, str, bytes]]],
     event_fields: list[str],
     output_fields: list[str],
 ) -> str | None:
@@ -68,15 +68,15 @@ def install(
 
 
 def make_process_element1(
-    decide: Callable[[str, Any, Any], list[tuple[str, str, str]]], ctx: Any
-) -> Callable[[Any], Iterator[tuple[int, tuple[str, str, str]]]]:
+    decide: Callable[[str, Any, Any], list[tuple[str, str, bytes]]], ctx: Any
+) -> Callable[[Any], Iterator[tuple[int, tuple[str, str, bytes]]]]:
     """The replacement: ``value`` is the JVM's ``(kind, (k, (kind, (raw, topic, partition, offset))))``; each
     output ``(ch, k, v)`` goes back as ``(0, (ch, k, v))``, what PyFlink's converter makes of an INSERT row.
 
     A generator, not a list: pemja hands the JVM an iterator only for an exact generator.
     """
 
-    def process_element1(value: Any) -> Iterator[tuple[int, tuple[str, str, str]]]:
+    def process_element1(value: Any) -> Iterator[tuple[int, tuple[str, str, bytes]]]:
         fields = value[1]
         for out in decide(fields[0], fields[1][1], ctx):
             yield (0, out)

@@ -552,7 +552,7 @@ def _kafka_sink(t_env: StreamTableEnvironment, name: str, topic: str, settings: 
     else:
         msg = f"job.delivery must be at-least-once or exactly-once, got {settings.job.delivery!r}"
         raise ConfigError(msg)
-    t_env.execute_sql(f"CREATE TEMPORARY TABLE {name} (k STRING, v STRING) WITH ({_with(options)})")
+    t_env.execute_sql(f"CREATE TEMPORARY TABLE {name} (k STRING, v BYTES) WITH ({_with(options)})")
     return name
 
 

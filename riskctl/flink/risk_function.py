@@ -51,10 +51,14 @@ from riskctl.core.rules import RuleSet
 from riskctl.flink import fast_path
 from riskctl.flink.env import ttl_config
 
-RECORD = Types.ROW_NAMED(["k", "v"], [Types.STRING(), Types.STRING()])
+RECORD = Types.ROW_NAMED(["k", "v"], [Types.STRING(), Types.PRIMITIVE_ARRAY(Types.BYTE())])
 #: what the decide operator emits: (channel, key, value). One output, split downstream: PyFlink's embedded
-#: (thread-mode) operator does not route side outputs yielded from on_timer.
-TAGGED = Types.ROW_NAMED(["ch", "k", "v"], [Types.STRING(), Types.STRING(), Types.STRING()])
+#: (thread-mode) operator does not route side outputs yielded from on_timer. The value is the Kafka record's
+#: JSON as UTF-8 bytes (orjson's output, passed on as it is: no Python ``str``, Java ``String`` and Flink
+#: ``StringData`` of it on the way, bench/flink_profile/README.md).
+TAGGED = Types.ROW_NAMED(
+    ["ch", "k", "v"], [Types.STRING(), Types.STRING(), Types.PRIMITIVE_ARRAY(Types.BYTE())]
+)
 DECISION, ALERT, STATUS, DEAD = "decision", "alert", "status", "dead"
 #: the copy of a decision for the API instance that sent the event (``riskctl.core.reply``)
 REPLY = "reply"
@@ -71,7 +75,7 @@ RULE_CHANGE = Types.ROW_NAMED(
 RULES_STATE = MapStateDescriptor("rules", Types.STRING(), Types.STRING())
 #: one output record inside the function, ``TAGGED``'s fields: PyFlink's own path gets them as ``Row`` s, the
 #: fast path (``riskctl.flink.fast_path``) as they are
-Out = tuple[str, str, str]
+Out = tuple[str, str, bytes]
 HOLD_RETRY_MS = 100
 LOG = logging.getLogger(__name__)
 RULES_SETTLE_MS = 500
@@ -214,7 +218,7 @@ def dead_letter_out(
     doc = dead_letter(
         raw, reason=reason, field=field, error=error, rule_id=rule_id, coordinates=coordinates, limits=limits
     )
-    return (DEAD, f"{topic}:{partition}:{offset}", doc)
+    return (DEAD, f"{topic}:{partition}:{offset}", doc.encode())
 
 
 def status_record(
@@ -229,7 +233,7 @@ def status_record(
         "field": field,
         "seen_at_ms": int(time.time() * 1000),
     }
-    return Row(STATUS, f"{rule_id}:{version}", json.dumps(doc))
+    return Row(STATUS, f"{rule_id}:{version}", json.dumps(doc).encode())
 
 
 def _reason(exc: BaseException) -> tuple[str, str | None]:
@@ -494,7 +498,7 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
             result = self.engine.process(self.state, event)
             decision = result.decision
             assert decision is not None
-            doc = jsoncodec.dumps(decision.to_dict())
+            doc = jsoncodec.dumpb(decision.to_dict())
             rows = [(DECISION, decision.event_id, doc)]
             reply = reply_key(event) if self.replies else None
             if reply is not None:
@@ -524,7 +528,7 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         rows = []
         for alert in result.alerts:
             alert_doc = alert.to_dict()
-            rows.append((ALERT, str(alert_doc.get("alert_id")), jsoncodec.dumps(alert_doc)))
+            rows.append((ALERT, str(alert_doc.get("alert_id")), jsoncodec.dumpb(alert_doc)))
         return rows
 
     @staticmethod

@@ -61,3 +61,16 @@ def test_an_event_with_a_nan_amount_is_refused_as_before() -> None:
 def test_invalid_utf8_is_refused_with_the_decoder_reason() -> None:
     with pytest.raises(EventError, match="not valid UTF-8: invalid start byte at byte 14"):
         parse_event(b'{"event_id": "\xff"}')
+
+
+def test_bytes_are_the_text_encoded() -> None:
+    doc = {"event_id": "e1", "city": "Zürich", "rules": [{"id": "r", "n": 3, "x": 1.5}], "s": {3}, 7: None}
+    assert jsoncodec.dumpb(doc) == jsoncodec.dumps(doc).encode()
+    assert jsoncodec.dumpb({"x": math.nan}) == b'{"x":null}'
+
+
+def test_bytes_of_what_orjson_refuses_are_still_valid_json() -> None:
+    assert json.loads(jsoncodec.dumpb({"big": 2**70, "city": "Zürich"})) == {"big": 2**70, "city": "Zürich"}
+    raw = jsoncodec.dumpb({"s": "a\udc80b"})  # a lone surrogate has no UTF-8 form: escaped, not an error
+    assert raw == b'{"s":"a\\udc80b"}'
+    assert json.loads(raw) == {"s": "a\udc80b"}

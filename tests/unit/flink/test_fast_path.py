@@ -119,7 +119,8 @@ def _operation(env: Any, fn: Decide, ctx: JContext) -> Any:
     plain = {"raw": "PRIMITIVE_ARRAY", "topic": "STRING", "partition": "INT", "offset": "LONG"}
     event = _type(pb, "ROW", [(n, _type(pb, plain[n])) for n in RAW_EVENT.get_field_names()])
     keyed = _type(pb, "ROW", [("k", string), ("v", event)])
-    tagged = _type(pb, "ROW", [(n, string) for n in TAGGED.get_field_names()])
+    out = {"ch": "STRING", "k": "STRING", "v": "PRIMITIVE_ARRAY"}
+    tagged = _type(pb, "ROW", [(n, _type(pb, out[n])) for n in TAGGED.get_field_names()])
     proto = pb.UserDefinedDataStreamFunction(
         function_type=pb.UserDefinedDataStreamFunction.KEYED_CO_BROADCAST_PROCESS,
         payload=b"",
@@ -184,7 +185,7 @@ def test_the_fast_path_hands_the_jvm_what_pyflinks_own_path_does(pyflink_embedde
     assert own_fn.runtime.metrics.groups["riskctl"].counters[PATH_METRIC].count == 0
 
     def stable(outs: list[Any]) -> list[Any]:  # decided_at_ms and the like vary between the runs
-        def doc(v: str) -> Any:
+        def doc(v: bytes) -> Any:
             d = json.loads(v)
             return {k: x for k, x in d.items() if not k.endswith("_ms") and k != "elapsed_us"}
 
@@ -195,6 +196,7 @@ def test_the_fast_path_hands_the_jvm_what_pyflinks_own_path_does(pyflink_embedde
     actions = [json.loads(r[1][2])["action"] for o in fast for r in o if r[1][0] == "decision"]
     assert actions == ["PASS", "PASS", "REVIEW", "REVIEW", "PASS", "PASS", "PASS", "PASS", "REVIEW"]
     assert all(type(r) is tuple and r[0] == 0 and type(r[1]) is tuple for o in fast for r in o)
+    assert all(type(r[1][2]) is bytes for o in fast + own for r in o)  # the record's value, as Kafka holds it
     assert fast_fn.backing.store == own_fn.backing.store  # the same state committed, key for key
     # each new-device login asks for a timer, and u3's 2FA settles its absence: that timer is deleted
     event_time = [c for c in fast_ctx.timers.calls if c[0] != "processing"]

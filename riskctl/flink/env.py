@@ -215,6 +215,27 @@ def ttl_config(ttl_ms: int) -> StateTtlConfig:
     )
 
 
+def local_log_dir(parent: Path, pid: int | None = None, keep: int = 5) -> Path:
+    """The log folder of this process's MiniCluster: ``parent/<pid>``; of the folders of processes that no
+    longer run, the ``keep`` newest stay (a stopped or crashed run's logs), older ones are removed.
+
+    PyFlink's default is its own ``log/`` folder inside site-packages: one log file that each run overwrites
+    (and a concurrent run writes over), and every RocksDB instance's ``LOG`` files beside it, never removed
+    (RocksDB writes its logs where Flink's log file is). The log file holds the JVM's lines and the Python
+    operators' own (``decide subtask 0: engine core ...; events by the fast path``).
+    """
+    from riskctl.stack.process import pid_alive
+
+    pid = os.getpid() if pid is None else pid
+    if parent.is_dir():
+        runs = [d for d in parent.iterdir() if d.name.isdigit() and int(d.name) != pid]
+        stopped = [d for d in runs if not pid_alive(int(d.name))]
+        stopped.sort(key=lambda d: d.stat().st_mtime, reverse=True)
+        for old in stopped[max(0, keep) :]:
+            shutil.rmtree(old, ignore_errors=True)
+    return parent / str(pid)
+
+
 def local_working_dir(parent: Path, pid: int | None = None) -> Path:
     """The working directory of this process's MiniCluster: ``parent/<pid>``, after removing those of
     processes that no longer run.

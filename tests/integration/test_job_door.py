@@ -15,6 +15,7 @@ import json
 import socket
 import time
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -150,6 +151,17 @@ def test_hostile_records_get_dead_letters_and_never_restart_the_job(door_job: An
     assert "-XX:-LogEvents" in rest(port, "/jobmanager/environment")["jvm"]["options"]
     decide_parallelism = next(v["parallelism"] for v in detail["vertices"] if v["name"].startswith("decide"))
     assert counted["fastPath"] == decide_parallelism >= 1, counted
+    # and says so in the MiniCluster's log, which is in the stack's folder (riskctl.flink.env.local_log_dir),
+    # with its RocksDB instances' LOG files, not in PyFlink's site-packages
+    assert job.proc is not None
+    logs = Path(job.settings.stack.dir) / "minicluster-logs" / str(job.proc.proc.pid)
+    flink_log = next(logs.glob("flink-*-python-*.log"))
+    text = flink_log.read_text(errors="replace")
+    for subtask in range(decide_parallelism):
+        assert f"decide subtask {subtask}: engine core " in text, flink_log
+    assert text.count("; events by the fast path") == decide_parallelism, flink_log
+    assert any(logs.glob("*EmbeddedPythonKeyedCoProcessOperator*LOG")), sorted(p.name for p in logs.iterdir())
+    assert f"Flink's log in {logs}" in job.proc.log.read_text(errors="replace")
 
 
 def _decide_metrics(port: int, jid: str, done: Any, timeout: float = 60) -> dict[str, float]:

@@ -108,6 +108,35 @@ def test_a_run_removes_the_working_folders_that_stopped_runs_left(tmp_path: Path
     assert flink_env.local_working_dir(tmp_path / "absent") == tmp_path / "absent" / str(os.getpid())
 
 
+def test_a_run_keeps_the_logs_of_the_last_stopped_runs_only(tmp_path: Path) -> None:
+    """The MiniCluster's logs stay after its process ends (a crashed run's are what one reads), but only the
+    newest ``keep`` of stopped processes: a running process's folder is never touched."""
+    import os
+    import subprocess
+
+    alive = subprocess.Popen(["sleep", "30"])  # noqa: S607
+    gone = []
+    for _ in range(4):
+        p = subprocess.Popen(["true"])  # noqa: S607
+        p.wait()
+        gone.append(p.pid)
+    try:
+        for age, name in enumerate([str(alive.pid), *map(str, gone), "notes"]):
+            (tmp_path / name).mkdir()
+            (tmp_path / name / "flink-root-python-host.log").write_text("x")
+            os.utime(tmp_path / name, (1_000_000 - age * 100, 1_000_000 - age * 100))  # later names are older
+        mine = flink_env.local_log_dir(tmp_path, keep=2)
+        assert mine == tmp_path / str(os.getpid())
+        left = sorted(p.name for p in tmp_path.iterdir())
+        assert left == sorted([str(alive.pid), str(gone[0]), str(gone[1]), "notes"])  # the 2 newest stopped
+    finally:
+        alive.kill()
+        alive.wait()
+    flink_env.local_log_dir(tmp_path, keep=0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes"]
+    assert flink_env.local_log_dir(tmp_path / "absent") == tmp_path / "absent" / str(os.getpid())
+
+
 def test_the_jvm_starts_without_its_event_log_after_pyflinks_own_options(
     created: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

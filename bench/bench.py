@@ -54,7 +54,7 @@ from harness.contenders import (  # noqa: E402
     cluster_process_name,
     cluster_up,
 )
-from harness.measures import pure_engine  # noqa: E402
+from harness.measures import pure_engine, pure_engine_compiled  # noqa: E402
 from harness.profiler import phase_and_event  # noqa: E402
 from harness.report import markdown, plots, targets  # noqa: E402
 from harness.run import match_recognize_check, run_contender  # noqa: E402
@@ -160,8 +160,13 @@ def main(argv: list[str] | None = None) -> int:
     # after the checks above (the services are up, the cluster has the right shape): a refusal comes at once,
     # not after this step's minute
     log("pure engine on the throughput events")
-    doc["pure_engine"] = pure_engine(records[: plan.engine_events])
-    log(f"  {doc['pure_engine']['events_per_s']:,} events/s")
+    doc["pure_engine"] = {**pure_engine(records[: plan.engine_events]), "core": native.status}
+    log(f"  {doc['pure_engine']['events_per_s']:,} events/s ({native.status})")
+    build = native.default_for_jobs() if native.status == "python" else None
+    if build:  # the compiled core the riskctl jobs run (scripts/setup builds it)
+        compiled = pure_engine_compiled(records[: plan.engine_events], build)
+        doc["pure_engine_compiled"] = compiled
+        log(f"  {compiled['events_per_s']:,} events/s ({compiled['core']})")
     sampler = Sampler(roles)
     sampler.start()
     # contenders' logs and checkpoints stay here after the run (bench/.work is ignored by git)

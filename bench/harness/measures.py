@@ -167,6 +167,37 @@ def write_timeline(
                 out.write(f"{t * 1000:.1f},{appended[key] - t * 1000:.1f},{'' if ev is None else ev}\n")
 
 
+def pure_engine_compiled(records: list[bytes], build: str) -> dict[str, Any]:
+    """:func:`pure_engine` with the compiled core in ``build`` (what the job runs): in a child process, since
+    ``riskctl.core`` picks its modules when first imported (``RISKCTL_NATIVE_CORE``, riskctl/core/native.py).
+    The child says which core it ran; a stale or unusable build runs pure Python and is reported as such."""
+    import json
+    import os
+    import pickle
+    import subprocess
+    import sys
+    import tempfile
+
+    code = (
+        "import json, pickle, sys; sys.path.insert(0, sys.argv[2]); "
+        "from harness.measures import pure_engine; from riskctl.core import native; "
+        "out = pure_engine(pickle.load(open(sys.argv[1], 'rb'))); out['core'] = native.status; "
+        "print(json.dumps(out))"
+    )
+    with tempfile.NamedTemporaryFile(suffix=".pickle") as f:
+        pickle.dump(records, f)
+        f.flush()
+        env = {**os.environ, "RISKCTL_NATIVE_CORE": build}
+        done = subprocess.run(  # noqa: S603 - our own interpreter and code
+            [sys.executable, "-c", code, f.name, str(ROOT / "bench")],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
 def pure_engine(records: list[bytes]) -> dict[str, Any]:
     """The engine alone (LocalRunner, in-memory state) over the same events: events/s on one core."""
     from riskctl.core.engine import Engine

@@ -193,7 +193,16 @@ def markdown(doc: dict[str, Any]) -> str:
         "## (e) Pure engine, same workload, one core",
         "",
         f"{eng.get('events_per_s'):,} events/s over {eng.get('events'):,} events "
-        f"({eng.get('users'):,} users with state).",
+        f"({eng.get('users'):,} users with state; core: {eng.get('core', 'python')}).",
+        *(
+            [
+                "",
+                f"With the compiled core the riskctl jobs run: {compiled.get('events_per_s'):,} events/s "
+                f"(core: {compiled.get('core')}).",
+            ]
+            if (compiled := doc.get("pure_engine_compiled"))
+            else []
+        ),
         "",
         "## (f) CPU (% of one core, average) and peak RSS (MB) per process, during each whole run",
         "",
@@ -442,7 +451,11 @@ def cost_targets(doc: dict[str, Any]) -> list[str]:
     p99 = one_k[0]["latency_in_kafka_ms"]["p99"] if one_k else None
     ok = bool(one_k) and not one_k[0]["saturated"] and p99 is not None and p99 < 20
     out.append(f"p99 < 20 ms at 1,000 events/s: p99 {p99} ms in Kafka -> {'met' if ok else 'MISSED'}")
-    eng = doc.get("pure_engine", {}).get("events_per_s")
-    ok_eng = bool(eng) and eng >= 100000
-    out.append(f"pure engine >= 100,000 events/s on one core: {eng} -> {'met' if ok_eng else 'MISSED'}")
+    engines = [("pure_engine", "pure engine")]
+    if "pure_engine_compiled" in doc:  # the core the riskctl jobs run, when setup built it
+        engines.append(("pure_engine_compiled", "pure engine, compiled core"))
+    for key, what in engines:
+        eng = doc.get(key, {}).get("events_per_s")
+        ok_eng = bool(eng) and eng >= 100000
+        out.append(f"{what} >= 100,000 events/s on one core: {eng} -> {'met' if ok_eng else 'MISSED'}")
     return out

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -224,16 +224,20 @@ def local_log_dir(parent: Path, pid: int | None = None, keep: int = 5) -> Path:
     (RocksDB writes its logs where Flink's log file is). The log file holds the JVM's lines and the Python
     operators' own (``decide subtask 0: engine core ...; events by the fast path``).
     """
-    from riskctl.stack.process import pid_alive
+    return _per_process_dir(parent, pid, keep)
 
-    pid = os.getpid() if pid is None else pid
-    if parent.is_dir():
-        runs = [d for d in parent.iterdir() if d.name.isdigit() and int(d.name) != pid]
-        stopped = [d for d in runs if not pid_alive(int(d.name))]
-        stopped.sort(key=lambda d: d.stat().st_mtime, reverse=True)
-        for old in stopped[max(0, keep) :]:
-            shutil.rmtree(old, ignore_errors=True)
-    return parent / str(pid)
+
+def set_minicluster_log_dir(stack_dir: Path, environ: MutableMapping[str, str]) -> None:
+    """Send the MiniCluster's log (and its RocksDB instances' LOG files) to
+    ``stack_dir/minicluster-logs/<pid>`` (:func:`local_log_dir`) through ``FLINK_LOG_DIR``, which PyFlink
+    reads when it starts the JVM.
+
+    Left alone: a ``FLINK_LOG_DIR`` already set, and ``flink run`` (PyFlink then connects to the CLI's running
+    JVM by ``PYFLINK_GATEWAY_PORT``, and the cluster's processes log where the cluster says).
+    """
+    if environ.get("FLINK_LOG_DIR") or "PYFLINK_GATEWAY_PORT" in environ:
+        return
+    environ["FLINK_LOG_DIR"] = str(local_log_dir(stack_dir / "minicluster-logs"))
 
 
 def local_working_dir(parent: Path, pid: int | None = None) -> Path:
@@ -244,11 +248,25 @@ def local_working_dir(parent: Path, pid: int | None = None) -> Path:
     RocksDB of its operators (about 50 MB after a short run); the job is stopped by a signal, and then Flink
     never removes it. Under ``parent`` (the stack's folder) the next run removes what a stopped one left.
     """
+    return _per_process_dir(parent, pid, keep=0)
+
+
+def _per_process_dir(parent: Path, pid: int | None, keep: int) -> Path:
+    """``parent/<pid>``; of the other ``parent/<number>`` folders whose process no longer runs, all but the
+    ``keep`` most recently modified are removed."""
     from riskctl.stack.process import pid_alive
 
     pid = os.getpid() if pid is None else pid
     if parent.is_dir():
-        for old in parent.iterdir():
-            if old.name.isdigit() and int(old.name) != pid and not pid_alive(int(old.name)):
-                shutil.rmtree(old, ignore_errors=True)
+        runs = [d for d in parent.iterdir() if d.name.isdigit() and int(d.name) != pid]
+        stopped = sorted((d for d in runs if not pid_alive(int(d.name))), key=_modified, reverse=True)
+        for old in stopped[max(0, keep) :]:
+            shutil.rmtree(old, ignore_errors=True)
     return parent / str(pid)
+
+
+def _modified(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:  # removed meanwhile by another run starting at the same time
+        return 0.0

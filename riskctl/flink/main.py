@@ -61,14 +61,11 @@ def restart_options(settings: Settings) -> RestartOptions:
 def build(settings: Settings) -> object:
     """Create the execution environment and add the pipeline; returns the environment."""
     from riskctl.config.settings import parse_options
-    from riskctl.flink.env import EnvOptions, create_env, local_log_dir, local_working_dir
+    from riskctl.flink.env import EnvOptions, create_env, local_working_dir, set_minicluster_log_dir
     from riskctl.flink.job import build_pipeline
 
     job = settings.job
-    # The MiniCluster's log (and its RocksDB instances' LOG files) in the stack's folder, not in PyFlink's
-    # site-packages; read when the JVM starts (under ``flink run`` the CLI's JVM runs already: no effect).
-    if not os.environ.get("FLINK_LOG_DIR"):
-        os.environ["FLINK_LOG_DIR"] = str(local_log_dir(Path(settings.stack.dir) / "minicluster-logs"))
+    set_minicluster_log_dir(Path(settings.stack.dir), os.environ)
     env = create_env(
         EnvOptions(
             jars_dir=settings.flink.jars_dir,
@@ -108,11 +105,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     log.warning(
-        "riskctl job starting: events from %s, rules from %s, engine core %s; Flink's log in %s",
+        "riskctl job starting: events from %s, rules from %s, engine core %s%s",
         settings.job.events_topic,
         settings.job.rules_source,
         native.describe(),
-        os.environ.get("FLINK_LOG_DIR"),
+        "" if "PYFLINK_GATEWAY_PORT" in os.environ else f"; Flink's log in {os.environ.get('FLINK_LOG_DIR')}",
     )
     env.execute(args.name)  # type: ignore[attr-defined]
     return 0

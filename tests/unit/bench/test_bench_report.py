@@ -126,6 +126,14 @@ def test_each_target_can_be_missed(bench: ModuleType, changes: dict[str, Any], m
     assert [i for i, v in enumerate(verdicts) if v.endswith("MISSED")] == missed, verdicts
 
 
+def test_the_compiled_engine_is_judged_beside_the_pure_python_one(bench: ModuleType) -> None:
+    doc = _doc(**GOOD) | {"pure_engine_compiled": {"events_per_s": 99999.0, "core": "native:/b"}}
+    verdicts = bench.targets(doc)
+    assert len(verdicts) == 10
+    assert verdicts[8] == "pure engine >= 100,000 events/s on one core: 120000.0 -> met"
+    assert verdicts[9] == "pure engine, compiled core >= 100,000 events/s on one core: 99999.0 -> MISSED"
+
+
 def test_markdown_shows_the_in_kafka_latency_and_the_saturation(bench: ModuleType) -> None:
     doc = _doc(p2=10000, p99_5k=900, saturated=True, propagation_p99=300, live=600)
     doc["runs"][0]["propagation"] |= {

@@ -154,3 +154,17 @@ def test_the_jvm_starts_without_its_event_log_after_pyflinks_own_options(
     )
     again = flink_env.jvm_options({"FLINK_ENV_JAVA_OPTS": " ".join(opts)})
     assert again.split() == opts
+
+
+def test_the_minicluster_logs_to_the_stack_unless_told_otherwise(tmp_path: Path) -> None:
+    import os
+
+    environ: dict[str, str] = {}
+    flink_env.set_minicluster_log_dir(tmp_path, environ)
+    assert environ == {"FLINK_LOG_DIR": str(tmp_path / "minicluster-logs" / str(os.getpid()))}
+    mine = {"FLINK_LOG_DIR": "/var/log/flink"}  # the user's
+    flink_env.set_minicluster_log_dir(tmp_path, mine)
+    assert mine == {"FLINK_LOG_DIR": "/var/log/flink"}
+    under_flink_run = {"PYFLINK_GATEWAY_PORT": "40001"}  # the CLI's JVM runs already
+    flink_env.set_minicluster_log_dir(tmp_path, under_flink_run)
+    assert under_flink_run == {"PYFLINK_GATEWAY_PORT": "40001"}

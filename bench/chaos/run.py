@@ -209,25 +209,39 @@ class Load(threading.Thread):
 
 
 class Reader(threading.Thread):
-    """Reads decisions, dead letters and rule statuses from the beginning; stamps each with its arrival."""
+    """Reads decisions, dead letters and rule statuses from the beginning; stamps each with its arrival.
+
+    Every partition is assigned to it, not given by a consumer group: a group's coordinator is a broker, and
+    after the broker-stop scenario's restart the reader's group rebalanced only once the old member's session
+    expired, so it read nothing for longer than the drain waits (the job had decided everything, 1 s after the
+    broker was back: chaos-stop29). A reader without a group only needs the partitions' leader back.
+    """
 
     def __init__(self, bootstrap: str, topics: dict[str, str], isolation: str) -> None:
         super().__init__(daemon=True)
-        from confluent_kafka import Consumer
+        from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
         self.topics = topics
         self.consumer = Consumer(
             {
                 "bootstrap.servers": bootstrap,
-                "group.id": f"chaos-reader-{uuid.uuid4().hex[:8]}",
-                "auto.offset.reset": "earliest",
+                "group.id": f"chaos-reader-{uuid.uuid4().hex[:8]}",  # required by the client; never joined
                 "enable.auto.commit": False,
                 "isolation.level": isolation,
                 "fetch.wait.max.ms": 50,
+                "reconnect.backoff.max.ms": 1000,  # a restarted broker is read again within a second
                 "log_level": 2,
             }
         )
-        self.consumer.subscribe([topics["decisions"], topics["dead"], topics["status"]])
+        names = [topics["decisions"], topics["dead"], topics["status"]]
+        meta = self.consumer.list_topics(timeout=30).topics
+        missing = [t for t in names if t not in meta or not meta[t].partitions]
+        if missing:
+            msg = f"topics not found: {missing}"
+            raise RuntimeError(msg)
+        self.consumer.assign(
+            [TopicPartition(t, p, OFFSET_BEGINNING) for t in names for p in sorted(meta[t].partitions)]
+        )
         self.lock = threading.Lock()
         self.decisions: dict[str, list[tuple[float, str]]] = defaultdict(list)  # event_id -> [(t, action)]
         self.arrivals: list[float] = []  # wall time of every decision record

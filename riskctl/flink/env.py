@@ -235,9 +235,15 @@ def set_minicluster_log_dir(stack_dir: Path, environ: MutableMapping[str, str]) 
     Left alone: a ``FLINK_LOG_DIR`` already set, and ``flink run`` (PyFlink then connects to the CLI's running
     JVM by ``PYFLINK_GATEWAY_PORT``, and the cluster's processes log where the cluster says).
     """
-    if environ.get("FLINK_LOG_DIR") or "PYFLINK_GATEWAY_PORT" in environ:
+    if environ.get("FLINK_LOG_DIR") or not starts_a_jvm(environ):
         return
     environ["FLINK_LOG_DIR"] = str(local_log_dir(stack_dir / "minicluster-logs"))
+
+
+def starts_a_jvm(environ: Mapping[str, str]) -> bool:
+    """Whether PyFlink starts its own JVM (the MiniCluster's) here; under ``flink run`` it connects to the
+    CLI's running JVM, whose port the CLI passes as ``PYFLINK_GATEWAY_PORT``."""
+    return "PYFLINK_GATEWAY_PORT" not in environ
 
 
 def local_working_dir(parent: Path, pid: int | None = None) -> Path:

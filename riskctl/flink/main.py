@@ -104,12 +104,14 @@ def main(argv: list[str] | None = None) -> int:
     except RiskctlError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    from riskctl.flink.env import starts_a_jvm  # imported by build() already
+
     log.warning(
         "riskctl job starting: events from %s, rules from %s, engine core %s%s",
         settings.job.events_topic,
         settings.job.rules_source,
         native.describe(),
-        "" if "PYFLINK_GATEWAY_PORT" in os.environ else f"; Flink's log in {os.environ.get('FLINK_LOG_DIR')}",
+        f"; Flink's log in {os.environ.get('FLINK_LOG_DIR')}" if starts_a_jvm(os.environ) else "",
     )
     env.execute(args.name)  # type: ignore[attr-defined]
     return 0

@@ -170,6 +170,11 @@ def create_env(opts: EnvOptions) -> StreamExecutionEnvironment:
         config.set_string("state.checkpoints.dir", opts.checkpoint_dir)
     if opts.working_dir:  # read by an embedded MiniCluster only: a cluster's processes have their own
         config.set_string("process.working-dir", opts.working_dir)
+        # RocksDB names each instance's LOG file in the log folder after the instance's whole path, and a
+        # name over 255 bytes is no file: RocksDB then logs nothing. Under process.working-dir the path
+        # gets minicluster_<32 hex>/tm_0/tmp/ on top (the name was 253 bytes in /work/main and over 255 in
+        # /check/work/main); the working dir's rocksdb/ leaves ~45 more bytes to the stack's own path.
+        config.set_string("state.backend.rocksdb.localdir", str(Path(opts.working_dir) / "rocksdb"))
     # keep the last checkpoint when the job is cancelled or killed, so it can be restored
     config.set_string("execution.checkpointing.externalized-checkpoint-retention", "RETAIN_ON_CANCELLATION")
     if opts.restore_from:

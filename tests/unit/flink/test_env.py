@@ -80,8 +80,12 @@ def test_the_operators_options_win(created: Any) -> None:
 
 def test_the_minicluster_works_in_the_folder_it_is_given(created: Any, tmp_path: Path) -> None:
     work = tmp_path / "minicluster" / "123"
-    assert created(working_dir=str(work)).config.get_string("process.working-dir", "") == str(work)
+    conf = created(working_dir=str(work)).config
+    assert conf.get_string("process.working-dir", "") == str(work)
+    # RocksDB right under it: its LOG files are named after the instance's path, and must stay under 255 bytes
+    assert conf.get_string("state.backend.rocksdb.localdir", "") == str(work / "rocksdb")
     assert created().config.get_string("process.working-dir", "") == ""
+    assert created().config.get_string("state.backend.rocksdb.localdir", "") == ""
 
 
 def test_a_run_removes_the_working_folders_that_stopped_runs_left(tmp_path: Path) -> None:

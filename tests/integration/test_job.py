@@ -42,14 +42,15 @@ def job(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[J
 
 def test_the_minicluster_works_in_the_stack_folder_not_in_tmp(job: Job) -> None:
     """Its blobs and the decide operator's RocksDB live under <stack dir>/minicluster/<pid>, where the next
-    run removes them once the job is stopped; in /tmp every run left its own 50 MB and more."""
+    run removes them once the job is stopped; in /tmp every run left its own 50 MB and more. RocksDB is in its
+    rocksdb/, not under Flink's minicluster_<32 hex>/tm_0/tmp/: its LOG files are named after that path."""
     from pathlib import Path
 
     assert job.proc is not None
     stack_dir = Path(job.env.get("RISKCTL_STACK_DIR", job.settings.stack.dir))
     work = stack_dir / "minicluster" / str(job.proc.proc.pid)
-    assert [p.name[:12] for p in work.iterdir()] == ["minicluster_"]
-    assert list(work.glob("minicluster_*/tm_*/tmp/*EmbeddedPython*/db/CURRENT")), sorted(work.rglob("*"))[:20]
+    assert sorted(p.name[:12] for p in work.iterdir()) == ["minicluster_", "rocksdb"]
+    assert list(work.glob("rocksdb/*EmbeddedPython*/db/CURRENT")), sorted(work.rglob("*"))[:20]
 
 
 def test_the_job_runs_the_compiled_core_that_setup_built(job: Job) -> None:

@@ -1,7 +1,8 @@
 """What pickling a user's engine state costs, by part: the whole state, without the patterns' states, without
-them and the engine's own entry; and the state with lateness 0 (no late-event buffers).
+them and the engine's own entry; and the state with lateness 0 (no late-event buffers). With ``--layouts``,
+also the same states rewritten in layouts the patterns could store instead (what they would save at most).
 
-    .venv/bin/python bench/state_pickle.py [--events 100000] [--repeat 3]
+    .venv/bin/python bench/state_pickle.py [--events 100000] [--repeat 3] [--layouts]
 
 The states are those the pure engine leaves after the side-by-side bench's first events
 (``harness.workload``, the rules of ``rules/``, lateness 5 s): what the job pickles (``FlinkKeyedState``,
@@ -26,6 +27,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from harness.measures import run_engine  # noqa: E402
 from harness.workload import Plan, workload  # noqa: E402
+
+from riskctl.core import patterns  # noqa: E402
 
 dumps = functools.partial(pickle.dumps, protocol=5)
 
@@ -52,10 +55,53 @@ def cost(group: list[dict[str, Any]], repeat: int) -> tuple[float, float, float]
     return best_d / n * 1e6, best_l / n * 1e6, sum(map(len, raw)) / n
 
 
+def _rewrite(states: list[dict[str, Any]], pattern: Any) -> list[dict[str, Any]]:
+    """The states with each pattern's state replaced by ``pattern(its state, shared)`` (dropped when that
+    gives None); ``shared`` collects what the user's patterns put in it, one more entry when not empty."""
+    out = []
+    for s in states:
+        new: dict[str, Any] = {}
+        shared: dict[Any, Any] = {}
+        for name, value in s.items():
+            if name.startswith("pattern:") and value is not None:
+                value = pattern(value, shared)
+                if value is None:
+                    continue
+            new[name] = value
+        if shared:
+            new["_buffer"] = [x for entry in shared.values() for x in entry]
+        out.append(new)
+    return out
+
+
+def _flat(st: list[Any], shared: dict[Any, Any]) -> list[Any]:
+    """The buffer as one flat list, its times relative to the newest event (small ints)."""
+    st = list(st)
+    newest = st[patterns._MAX_TS]
+    buffered = st[patterns._BUF]
+    st[patterns._BUF] = [x for ts, seq, starts, ev in buffered for x in (newest - ts, seq, starts, ev)]
+    return st
+
+
+def _shared(st: list[Any], shared: dict[Any, Any]) -> list[Any] | None:
+    """One buffer for all of the user's patterns (each buffered event once), a byte of flags per event left in
+    each pattern, and no state at all for a pattern with nothing pending: a lower bound of such a layout."""
+    for ts, _seq, _starts, ev in st[patterns._BUF]:  # by time: the bench's events of a user never share one
+        if ev is not None or ts not in shared:
+            shared[ts] = (ts, ev)
+    pending = (patterns._RUNS, patterns._REPORTED, patterns._EMITTED, patterns._OVERFLOW, patterns._TOO_LATE)
+    if not any(st[i] for i in pending):
+        return None
+    st = list(st)
+    st[patterns._BUF] = bytes(len(st[patterns._BUF]))
+    return st
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=100_000)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--layouts", action="store_true", help="also other layouts of the patterns' states")
     args = ap.parse_args()
     plan = Plan.of(False)
     records = workload(plan.users, args.events)[: args.events]
@@ -70,6 +116,10 @@ def main() -> None:
         ],
         "the whole state, lateness 0": states(records, 0),
     }
+    if args.layouts:
+        parts["layout: each pattern's buffer flat, times relative"] = _rewrite(late, _flat)
+        shared = _rewrite(late, _shared)
+        parts["layout: one buffer shared by the patterns, idle patterns' states dropped"] = shared
     gc.disable()  # only the timing, as in the decide operator
     print(f"{len(late):,} users after {args.events:,} events; best of {args.repeat}, CPU µs per state")
     print("| state | dumps µs | loads µs | bytes |\n|---|---|---|---|")

@@ -96,7 +96,8 @@ class EnvOptions:
     restore_from: str | None = None  # a retained checkpoint or savepoint to start from
     options: dict[str, str] = field(default_factory=dict)  # extra Flink configuration, applied last
     #: where the embedded MiniCluster keeps its working directory (blobs, the RocksDB of each operator);
-    #: None: Flink's own choice, a new ``minicluster_*`` in /tmp per run that a killed run never removes
+    #: None: Flink's own choice, a new ``minicluster_*`` in /tmp per run that a killed run never removes.
+    #: Only for a MiniCluster this process starts: a cluster's TaskManagers would put RocksDB there too.
     working_dir: str | None = None
 
 
@@ -168,7 +169,7 @@ def create_env(opts: EnvOptions) -> StreamExecutionEnvironment:
     config.set_string("taskmanager.memory.segment-size", NETWORK_SEGMENT_SIZE)
     if opts.checkpoint_dir:
         config.set_string("state.checkpoints.dir", opts.checkpoint_dir)
-    if opts.working_dir:  # read by an embedded MiniCluster only: a cluster's processes have their own
+    if opts.working_dir:
         config.set_string("process.working-dir", opts.working_dir)
         # RocksDB names each instance's LOG file in the log folder after the instance's whole path, and a
         # name over 255 bytes is no file: RocksDB then logs nothing. Under process.working-dir the path

@@ -61,6 +61,11 @@ def test_job_on_standalone_cluster_parallelism_2(stack: Settings, flink_cluster:
         assert info["state"] == "RUNNING"
         decide = next(v for v in info["vertices"] if v["name"].startswith("decide"))
         assert decide["parallelism"] == 2
+        # its RocksDB is in the TaskManagers' own folders: the folder riskctl gives a MiniCluster is not in
+        # the job's configuration, else the TaskManagers would use it and the next run remove it under them
+        instances = f"job_{job_id}_op_*"
+        assert len(list(flink_cluster.work_dir.glob(f"tm_*/tmp/{instances}"))) == 2, flink_cluster.work_dir
+        assert not list(Path(stack.stack.dir).glob(f"minicluster/*/rocksdb/{instances}"))
     finally:
         req = urllib.request.Request(f"{flink_cluster.rest_url}/jobs/{job_id}?mode=cancel", method="PATCH")
         urllib.request.urlopen(req, timeout=10).close()  # noqa: S310

@@ -246,6 +246,14 @@ def set_minicluster_log_dir(stack_dir: Path, environ: MutableMapping[str, str]) 
     environ["FLINK_LOG_DIR"] = str(local_log_dir(stack_dir / "minicluster-logs"))
 
 
+def minicluster_working_dir(stack_dir: Path, environ: Mapping[str, str]) -> str | None:
+    """The working dir for the MiniCluster this process starts (:func:`local_working_dir` under
+    ``stack_dir/minicluster``), or None under ``flink run``: there the job's configuration reaches the
+    cluster's TaskManagers, which would put their RocksDB in this client's folder (``create_env`` sets
+    RocksDB's local dir in it), and the next run would remove it under the running job."""
+    return str(local_working_dir(stack_dir / "minicluster")) if starts_a_jvm(environ) else None
+
+
 def starts_a_jvm(environ: Mapping[str, str]) -> bool:
     """Whether PyFlink starts its own JVM (the MiniCluster's) here; under ``flink run`` it connects to the
     CLI's running JVM, whose port the CLI passes as ``PYFLINK_GATEWAY_PORT``."""

@@ -61,22 +61,11 @@ def restart_options(settings: Settings) -> RestartOptions:
 def build(settings: Settings) -> object:
     """Create the execution environment and add the pipeline; returns the environment."""
     from riskctl.config.settings import parse_options
-    from riskctl.flink.env import (
-        EnvOptions,
-        create_env,
-        local_working_dir,
-        set_minicluster_log_dir,
-        starts_a_jvm,
-    )
+    from riskctl.flink.env import EnvOptions, create_env, minicluster_working_dir, set_minicluster_log_dir
     from riskctl.flink.job import build_pipeline
 
     job = settings.job
     set_minicluster_log_dir(Path(settings.stack.dir), os.environ)
-    # The working dir (and RocksDB's local dir in it) only for the MiniCluster this process starts: under
-    # ``flink run`` the job's configuration reaches the cluster's TaskManagers, which would put their RocksDB
-    # in this client's folder, and the next run would remove it as a stopped process's.
-    minicluster = Path(settings.stack.dir) / "minicluster"
-    working_dir = str(local_working_dir(minicluster)) if starts_a_jvm(os.environ) else None
     env = create_env(
         EnvOptions(
             jars_dir=settings.flink.jars_dir,
@@ -87,7 +76,7 @@ def build(settings: Settings) -> object:
             restore_from=job.restore_from or None,
             restart=restart_options(settings),
             options=parse_options(settings.flink.options),
-            working_dir=working_dir,
+            working_dir=minicluster_working_dir(Path(settings.stack.dir), os.environ),
         )
     )
     build_pipeline(env, settings)

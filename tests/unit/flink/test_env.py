@@ -88,6 +88,15 @@ def test_the_minicluster_works_in_the_folder_it_is_given(created: Any, tmp_path:
     assert created().config.get_string("state.backend.rocksdb.localdir", "") == ""
 
 
+def test_only_a_minicluster_this_process_starts_gets_the_working_folder(tmp_path: Path) -> None:
+    """Under flink run the job's configuration reaches the cluster's TaskManagers: no client folder."""
+    import os
+
+    mine = flink_env.minicluster_working_dir(tmp_path, {})
+    assert mine == str(tmp_path / "minicluster" / str(os.getpid()))
+    assert flink_env.minicluster_working_dir(tmp_path, {"PYFLINK_GATEWAY_PORT": "40000"}) is None
+
+
 def test_a_run_removes_the_working_folders_that_stopped_runs_left(tmp_path: Path) -> None:
     """A job stopped by a signal leaves its MiniCluster's folder (50 MB and more); the next run removes the
     folders of processes that no longer run, and only those."""

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+from pathlib import Path
 
 from riskctl.config import load_settings
 from riskctl.errors import RiskctlError
@@ -29,16 +31,19 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     # imported here so that --help works without a JVM
-    from riskctl.flink.env import EnvOptions, create_env
+    from riskctl.flink.env import EnvOptions, create_env, prepare_minicluster
     from riskctl.flink.smoke import SmokeOptions, build_smoke_pipeline
     from riskctl.kafka_admin import ensure_topics
 
     try:
+        # as the risk job does: the MiniCluster's folders and log in the stack, not in /tmp and site-packages
+        working_dir = prepare_minicluster(Path(settings.stack.dir), os.environ)
         env = create_env(
             EnvOptions(
                 jars_dir=settings.flink.jars_dir,
                 parallelism=args.parallelism,
                 checkpoint_interval_ms=args.checkpoint_interval_ms,
+                working_dir=working_dir,
             )
         )
         opts = SmokeOptions(

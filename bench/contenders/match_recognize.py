@@ -20,6 +20,7 @@ Differences in semantics that can make it disagree with riskctl, by design of ea
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -116,13 +117,20 @@ def main(argv: list[str] | None = None) -> int:
     from pyflink.table import StreamTableEnvironment
 
     from riskctl.config import load_settings
-    from riskctl.flink.env import EnvOptions, create_env
+    from riskctl.flink.env import EnvOptions, create_env, prepare_minicluster
     from riskctl.kafka_admin import ensure_topics
 
     settings = load_settings()
     ensure_topics(args.bootstrap, [args.events_topic, args.out_topic], partitions=2)
+    # as the risk job: its MiniCluster's folders and log in the stack, where the next run removes them
+    working_dir = prepare_minicluster(Path(settings.stack.dir), os.environ)
     env = create_env(
-        EnvOptions(jars_dir=settings.flink.jars_dir, parallelism=args.parallelism, checkpoint_interval_ms=0)
+        EnvOptions(
+            jars_dir=settings.flink.jars_dir,
+            parallelism=args.parallelism,
+            checkpoint_interval_ms=0,
+            working_dir=working_dir,
+        )
     )
     t_env = StreamTableEnvironment.create(env)
     t_env.get_config().set("table.exec.source.idle-timeout", "10 s")

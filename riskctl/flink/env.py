@@ -246,6 +246,14 @@ def set_minicluster_log_dir(stack_dir: Path, environ: MutableMapping[str, str]) 
     environ["FLINK_LOG_DIR"] = str(local_log_dir(stack_dir / "minicluster-logs"))
 
 
+def prepare_minicluster(stack_dir: Path, environ: MutableMapping[str, str]) -> str | None:
+    """For a job's entry point, before :func:`create_env`: the log (:func:`set_minicluster_log_dir`) and the
+    working dir (:func:`minicluster_working_dir`, returned for :attr:`EnvOptions.working_dir`) of the
+    MiniCluster this process starts, both in the stack's folder; nothing and None under ``flink run``."""
+    set_minicluster_log_dir(stack_dir, environ)
+    return minicluster_working_dir(stack_dir, environ)
+
+
 def minicluster_working_dir(stack_dir: Path, environ: Mapping[str, str]) -> str | None:
     """The working dir for the MiniCluster this process starts (:func:`local_working_dir` under
     ``stack_dir/minicluster``), or None under ``flink run``: there the job's configuration reaches the

@@ -61,11 +61,11 @@ def restart_options(settings: Settings) -> RestartOptions:
 def build(settings: Settings) -> object:
     """Create the execution environment and add the pipeline; returns the environment."""
     from riskctl.config.settings import parse_options
-    from riskctl.flink.env import EnvOptions, create_env, minicluster_working_dir, set_minicluster_log_dir
+    from riskctl.flink.env import EnvOptions, create_env, prepare_minicluster
     from riskctl.flink.job import build_pipeline
 
     job = settings.job
-    set_minicluster_log_dir(Path(settings.stack.dir), os.environ)
+    working_dir = prepare_minicluster(Path(settings.stack.dir), os.environ)
     env = create_env(
         EnvOptions(
             jars_dir=settings.flink.jars_dir,
@@ -76,7 +76,7 @@ def build(settings: Settings) -> object:
             restore_from=job.restore_from or None,
             restart=restart_options(settings),
             options=parse_options(settings.flink.options),
-            working_dir=minicluster_working_dir(Path(settings.stack.dir), os.environ),
+            working_dir=working_dir,
         )
     )
     build_pipeline(env, settings)

@@ -6,6 +6,7 @@ import json
 import urllib.request
 import uuid
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -82,6 +83,12 @@ def test_smoke_pipeline_on_minicluster(stack: Settings, mysql: Any, topic: Any, 
     in_topic, out_topic = topic("in"), topic("out")
     job = run_job("jobs/smoke.py", *_smoke_args(in_topic, out_topic, table))
     _check(stack, mysql, table, in_topic, out_topic, job)
+    # its MiniCluster works in the stack's folder, which the next run removes (not a new /tmp/minicluster_*
+    # of 50 MB per run), and logs in the stack's folder too
+    work = Path(stack.stack.dir) / "minicluster" / str(job.proc.pid)
+    assert list(work.glob("rocksdb/*EmbeddedPython*/db/CURRENT")), sorted(work.rglob("*"))[:20]
+    logs = Path(stack.stack.dir) / "minicluster-logs" / str(job.proc.pid)
+    assert list(logs.glob("flink-*-python-*.log")), logs
 
 
 @pytest.mark.cluster

@@ -97,6 +97,18 @@ def test_only_a_minicluster_this_process_starts_gets_the_working_folder(tmp_path
     assert flink_env.minicluster_working_dir(tmp_path, {"PYFLINK_GATEWAY_PORT": "40000"}) is None
 
 
+def test_a_job_entry_point_prepares_both_folders_of_its_minicluster_or_none(tmp_path: Path) -> None:
+    import os
+
+    environ: dict[str, str] = {}
+    pid = str(os.getpid())
+    assert flink_env.prepare_minicluster(tmp_path, environ) == str(tmp_path / "minicluster" / pid)
+    assert environ["FLINK_LOG_DIR"] == str(tmp_path / "minicluster-logs" / pid)
+    under_flink_run = {"PYFLINK_GATEWAY_PORT": "40000"}
+    assert flink_env.prepare_minicluster(tmp_path, under_flink_run) is None
+    assert under_flink_run == {"PYFLINK_GATEWAY_PORT": "40000"}
+
+
 def test_a_run_removes_the_working_folders_that_stopped_runs_left(tmp_path: Path) -> None:
     """A job stopped by a signal leaves its MiniCluster's folder (50 MB and more); the next run removes the
     folders of processes that no longer run, and only those."""

@@ -14,7 +14,9 @@ rules folder, arrives as a quick burst), or until ``rules_wait_ms`` of processin
 function opened. Then they are decided, in arrival order, with the rules known at that moment (none: PASS).
 Holding happens only once, at start-up: later rule edits apply from the next event on. A rule set that is
 empty on purpose costs at most ``rules_wait_ms`` of latency at start-up, never a lost or undecided event.
-After a restore from a checkpoint, the rules come from broadcast state and nothing is held.
+After a restore from a checkpoint, the rules come from broadcast state and nothing new is held; events an
+earlier attempt held and checkpointed are decided by their restored hold timer, or before the key's next
+event if that comes first (each event reads its key's held events for ``RESTORED_HOLD_MS`` after start-up).
 
 The door: every record reaches Python as the Kafka value's original bytes and gets an outcome, a decision or
 a dead letter (``riskctl.core.door``: limits, clock skew against the wall clock, original bytes kept, always
@@ -77,6 +79,9 @@ RULES_STATE = MapStateDescriptor("rules", Types.STRING(), Types.STRING())
 #: fast path (``riskctl.flink.fast_path``) as they are
 Out = tuple[str, str, bytes]
 HOLD_RETRY_MS = 100
+#: how long after open each event also reads its key's held events, which a restored checkpoint may hold
+#: although this instance held nothing: the restored hold timers, already due, fire within this time
+RESTORED_HOLD_MS = 10_000
 LOG = logging.getLogger(__name__)
 RULES_SETTLE_MS = 500
 #: the decide operator's own metrics (Flink counters in the group ``riskctl`` of the operator): what its state
@@ -278,7 +283,8 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         self.pending: Any = None
         self.opened_at = 0.0
         self.have_rules = False
-        self.held = 0  # events held in this subtask and not yet decided (start-up only)
+        self.held_keys: set[Any] = set()  # keys this instance held events of, not yet decided (start-up)
+        self.restored_hold_until = 0.0  # monotonic time until which every event reads its key's held events
         self.last_rule_at = 0.0
         self.started = False
         self.subtask = 0
@@ -307,6 +313,7 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
             cleanup_timers=False,
         )
         self.opened_at = time.monotonic()
+        self.restored_hold_until = self.opened_at + RESTORED_HOLD_MS / 1000
         # No cyclic GC in the TaskManager's interpreter while the job runs: a collection pauses the decide
         # task, and in thread mode that was the largest source of tail latency at low rates, even with
         # runner.tune_gc's bounded collections (the stalls measured: bench/flink_profile/README.md). The
@@ -460,14 +467,23 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         if self._holding():
             # the record is kept with its event, so a failure when it is decided can dead-letter it
             self.pending.add((event, tuple(value)))
-            self.held += 1
+            self.held_keys.add(key)
             ctx.timer_service().register_processing_time_timer(
                 ctx.timer_service().current_processing_time() + HOLD_RETRY_MS
             )
             return []
-        if self.held:
+        if (self.held_keys or self.restored_hold_until) and (
+            key in self.held_keys or self._restored_window()
+        ):  # start-up: this key's held events first, this instance's or restored ones
             return self._flush_pending(ctx, key) + self._decide(event, value, ctx, key)
         return self._decide(event, value, ctx, key)
+
+    def _restored_window(self) -> bool:
+        """Whether events still read their key's held events for a restored checkpoint's sake."""
+        if self.restored_hold_until and time.monotonic() < self.restored_hold_until:
+            return True
+        self.restored_hold_until = 0.0  # over: after start-up no event reads the held events
+        return False
 
     def _internal_error(self, record: Any, exc: BaseException, rule_id: str | None) -> Out:
         return dead_letter_out(
@@ -475,13 +491,12 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         )
 
     def _flush_pending(self, ctx: Any, key: str) -> list[Out]:
+        """Decide the current key's held events, in arrival order (none: one state read)."""
         rows: list[Out] = []
-        if not self.held:  # the common case, after start-up: no state read
-            return rows
         held = list(self.pending.get() or [])
+        self.held_keys.discard(key)
         if held:
             self.pending.clear()
-            self.held = max(0, self.held - len(held))
             for item in held:
                 if isinstance(item, dict):  # held by a version that kept the event only
                     event, record = item, (None, None, None, None)
@@ -556,8 +571,11 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         if ctx.time_domain() == TimeDomain.PROCESSING_TIME:  # holding at start-up, or the metrics
             self.report_metrics(int(time.time() * 1000))
             if self._holding():
-                ctx.timer_service().register_processing_time_timer(timestamp + HOLD_RETRY_MS)
+                ctx.timer_service().register_processing_time_timer(
+                    ctx.timer_service().current_processing_time() + HOLD_RETRY_MS
+                )
                 return []
+            # Always read: after a restore this instance does not know which keys hold events.
             return self._flush_pending(ctx, _plain_key(ctx.get_current_key()))
         key = _plain_key(ctx.get_current_key())
         self.state.begin(key)

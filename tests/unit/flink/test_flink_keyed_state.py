@@ -355,7 +355,7 @@ def test_held_events_keep_their_record_for_a_dead_letter(monkeypatch: Any) -> No
     fn.opened_at = __import__("time").monotonic()
     ev = {"event_id": "h1", "user_id": "u1", "type": "transfer", "ts": 1_699_999_990_000, "amount": 1}
     assert list(fn.process_element(_record(ev), FakeCtx("u1"))) == []  # held at start-up
-    assert fn.held == 1 and fn.pending.items[0][1][1:] == ("events", 1, 42)
+    assert fn.held_keys == {"u1"} and fn.pending.items[0][1][1:] == ("events", 1, 42)
     fn.started = True
 
     def failing(state: Any, event: Any) -> Any:
@@ -366,6 +366,85 @@ def test_held_events_keep_their_record_for_a_dead_letter(monkeypatch: Any) -> No
     rows = list(fn.process_element(_record({**ev, "event_id": "h2"}), FakeCtx("u1")))
     assert [r[0] for r in rows] == ["dead", "dead"]
     assert [json.loads(json.loads(r[2])["raw"])["event_id"] for r in rows] == ["h1", "h2"]
+
+
+class _RestoredCtx(FakeCtx):
+    """A context after a restore: the rules in broadcast state; an event-time or processing-time call."""
+
+    def __init__(self, key: str, processing_time: bool = False) -> None:
+        super().__init__(key)
+        self.processing_time = processing_time
+
+    def get_broadcast_state(self, desc: Any) -> dict[str, str]:
+        import json
+
+        return {"big": json.dumps(RULE)}
+
+    def time_domain(self) -> Any:
+        from pyflink.datastream import TimeDomain
+
+        return TimeDomain.PROCESSING_TIME if self.processing_time else TimeDomain.EVENT_TIME
+
+
+def _held_then_restored(monkeypatch: Any) -> tuple[Any, Any]:
+    """An attempt that held one event of u1 at start-up, checkpointed; the instance restored from it (its
+    open() just ran: rules in broadcast state, not read yet, nothing held by this instance)."""
+    import time
+
+    from riskctl.flink.risk_function import RiskFunction
+
+    held = FakeListState()
+    first, backing = _function(monkeypatch)
+    first.pending = held
+    first.started = first.have_rules = False
+    first.rules_wait_ms = 10**9
+    first.opened_at = time.monotonic()
+    ev = {"event_id": "held1", "user_id": "u1", "type": "transfer", "ts": 1_699_999_990_000, "amount": 500}
+    assert list(first.process_element(_record(ev), FakeCtx("u1"))) == []
+    restored = RiskFunction(lateness_ms=0, state_ttl_ms=3_600_000, rules_wait_ms=10_000)
+    restored.engine = Engine(RuleSet())
+    restored.state = FlinkKeyedState(backing)
+    restored.pending = held  # what the checkpoint kept
+    restored.opened_at = time.monotonic()
+    restored.restored_hold_until = restored.opened_at + 10
+    return restored, held
+
+
+def test_a_restored_hold_timer_decides_the_events_an_earlier_attempt_held(monkeypatch: Any) -> None:
+    import json
+
+    fn, held = _held_then_restored(monkeypatch)
+    rows = fn.on_timer(123, _RestoredCtx("u1", processing_time=True))
+    assert [(r[0], json.loads(r[2])["event_id"], json.loads(r[2])["action"]) for r in rows] == [
+        ("decision", "held1", "REVIEW")
+    ]
+    assert held.items == []
+
+
+def test_a_key_s_next_event_after_a_restore_comes_after_its_held_events(monkeypatch: Any) -> None:
+    import json
+
+    fn, held = _held_then_restored(monkeypatch)
+    ev = {"event_id": "new1", "user_id": "u1", "type": "transfer", "ts": 1_699_999_991_000, "amount": 1}
+    rows = list(fn.process_element(_record(ev), _RestoredCtx("u1")))
+    decisions = [json.loads(r[2]) for r in rows]
+    assert [(d["event_id"], d["rules"][0]["evidence"]["features"]) for d in decisions] == [
+        ("held1", {"total": 500}),
+        ("new1", {"total": 501}),
+    ]
+    assert held.items == []
+
+
+def test_after_start_up_events_read_no_held_events(monkeypatch: Any) -> None:
+    fn, held = _held_then_restored(monkeypatch)
+    fn.restored_hold_until = 1.0  # the window is over (monotonic time 1 s is long past)
+    fn.have_rules = fn.started = True
+    reads = []
+    real_get = held.get
+    monkeypatch.setattr(held, "get", lambda: reads.append(1) or real_get())
+    ev = {"event_id": "e1", "user_id": "u2", "type": "transfer", "ts": 1_699_999_991_000, "amount": 1}
+    assert [r[0] for r in fn.process_element(_record(ev), _RestoredCtx("u2"))] == ["decision"]
+    assert reads == [] and fn.restored_hold_until == 0.0
 
 
 class FakeRuntime:
@@ -380,8 +459,8 @@ class FakeRuntime:
         self.descriptors.append(desc)
         return self.backing
 
-    def get_list_state(self, desc: Any) -> list[Any]:
-        return []
+    def get_list_state(self, desc: Any) -> FakeListState:
+        return FakeListState()
 
     def get_index_of_this_subtask(self) -> int:
         return 0

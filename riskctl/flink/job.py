@@ -54,6 +54,7 @@ from riskctl.flink.risk_function import (
     RULE_CHANGE,
     RULES_STATE,
     STATUS,
+    SYNC,
     TAGGED,
     RiskFunction,
 )
@@ -408,10 +409,19 @@ def _rules_poll(
 
 
 class _Differ(FlatMapFunction):  # type: ignore[misc]
-    """Emits the differences between the previous and the current {rule id: (version, document)}."""
+    """Emits the differences between the previous and the current {rule id: (version, document)}.
+
+    What it saw is not checkpointed: after a restart it starts from nothing, while the decide operator's
+    broadcast state still holds the rules of the checkpoint, among them any rule removed since (while the job
+    was stopped, or after the last checkpoint). So its first complete read after a start is followed by a
+    ``sync`` row listing every current rule id (``document``, a JSON list): the decide operator deletes the
+    rules it holds that are not in it.
+    """
 
     def __init__(self) -> None:
         self.seen: dict[str, tuple[int, str]] = {}
+        self.synced = False  # the sync row went out (once per start)
+        self.complete = True  # the last read saw the whole source (a folder: every file read)
 
     def current(self) -> dict[str, tuple[int, str]]:
         """The rules as the source has them now: rule id -> (version, document as JSON text)."""
@@ -436,6 +446,9 @@ class _Differ(FlatMapFunction):  # type: ignore[misc]
             if rule_id not in current:
                 yield Row(op="delete", rule_id=rule_id, version=version, document=None)
         self.seen = current
+        if not self.synced and self.complete:
+            self.synced = True
+            yield Row(op=SYNC, rule_id="", version=0, document=json.dumps(sorted(current)))
 
 
 class PollFolder(_Differ):
@@ -462,14 +475,17 @@ class PollFolder(_Differ):
             files = rule_files(Path(self.folder))
         except (OSError, ValueError) as exc:  # the folder went away: keep the rules it gave
             LOG.warning("rules folder %s not read: %s", self.folder, exc)
+            self.complete = False
             return dict(self._cached)
         try:
             signature = tuple((str(f), st.st_size, st.st_mtime_ns) for f in files for st in (f.stat(),))
         except OSError:
             signature = None  # a file went away between the listing and the stat: read everything
         if signature is not None and signature == self._signature:
+            self.complete = True  # the signature is kept only after a complete read
             return dict(self._cached)
         out, complete = self._read(files, self._by_file)
+        self.complete = complete
         self._signature = signature if complete else None  # a file being written: read again next tick
         self._cached = out
         return dict(out)

@@ -73,6 +73,9 @@ RAW_EVENT = Types.ROW_NAMED(
 RULE_CHANGE = Types.ROW_NAMED(
     ["op", "rule_id", "version", "document"], [Types.STRING(), Types.STRING(), Types.INT(), Types.STRING()]
 )
+#: a RULE_CHANGE ``op`` of the polling sources (folder, table) after their first complete read: ``document``
+#: lists every current rule id (JSON); rules held in broadcast state but not listed are deleted
+SYNC = "sync"
 #: broadcast state: rule id -> rule document (JSON)
 RULES_STATE = MapStateDescriptor("rules", Types.STRING(), Types.STRING())
 #: one output record inside the function, ``TAGGED``'s fields: PyFlink's own path gets them as ``Row`` s, the
@@ -403,7 +406,10 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         try:
             op, version, document = value[0], int(value[2] or 0), value[3]
             rules = ctx.get_broadcast_state(RULES_STATE)
-            if op == "delete":
+            status = None
+            if op == SYNC:  # the source was read whole: what it lacks goes
+                yield from self._sync(document, rules)
+            elif op == "delete":
                 self.engine.delete_rule(rule_id)
                 rules.remove(rule_id)
                 status = status_record(rule_id, version, "deleted")
@@ -422,8 +428,27 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
             status = status_record(rule_id, version, "refused", reason, field)
         self.have_rules = True
         self.last_rule_at = time.monotonic()
-        if self.subtask == 0:  # every subtask sees every rule; one status record is enough
+        if self.subtask == 0 and status is not None:  # every subtask sees every rule; one status is enough
             yield status
+
+    def _sync(self, document: Any, rules: Any) -> Iterator[Any]:
+        """Delete the rules held that the source no longer has (``document``: its rule ids, a JSON list)."""
+        assert self.engine is not None
+        current = json.loads(document)
+        if not isinstance(current, list):
+            msg = "a sync row lists the rule ids"
+            raise RuleError(msg, field="document")
+        for rule_id in sorted(set(rules.keys()) - set(current)):
+            stored = rules.get(rule_id)
+            self.engine.delete_rule(rule_id)
+            rules.remove(rule_id)
+            try:
+                version = int(json.loads(stored).get("version") or 0)
+            except (TypeError, ValueError, AttributeError):
+                version = 0
+            LOG.info("rule %r: not in its source any more (removed while the job was down): deleted", rule_id)
+            if self.subtask == 0:
+                yield status_record(rule_id, version, "deleted")
 
     # -- events ---------------------------------------------------------------------------------------------
     def _holding(self) -> bool:

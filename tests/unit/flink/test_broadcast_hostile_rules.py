@@ -152,3 +152,54 @@ def test_a_file_that_turns_hostile_keeps_its_previous_rules(tmp_path: Path) -> N
     assert set(within(poller.current)) == {"velocity"}  # a removed file's rules do go
     good.write_text("id: velocity\nversion: 2\naction: REVIEW\nwhen: event.amount > 20\n")
     assert within(poller.current)["velocity"][0] == 2
+
+
+def _feed(poller: PollFolder, fn: RiskFunction, ctx: FakeCtx, ticks: int = 1) -> list[dict[str, Any]]:
+    statuses = []
+    for _ in range(ticks):
+        for row in poller.flat_map(None):
+            statuses += [json.loads(s[2]) for s in fn.process_broadcast_element(row, ctx)]
+    return statuses
+
+
+def test_a_rule_removed_while_the_job_was_down_is_deleted_after_the_restore(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text("id: a\naction: REVIEW\nwhen: event.amount > 10\n")
+    (tmp_path / "b.yaml").write_text("id: b\nversion: 3\naction: REJECT\nwhen: event.amount > 1\n")
+    fn, ctx = function(), FakeCtx()
+    _feed(PollFolder(str(tmp_path)), fn, ctx)
+    assert sorted(ctx.state) == ["a", "b"]
+    checkpoint = FakeBroadcastState(ctx.state)
+    (tmp_path / "b.yaml").unlink()  # then the job restores from the checkpoint, its poller starts anew
+    restored, rctx = function(), FakeCtx(FakeBroadcastState(checkpoint))
+    restored._restore_rules(rctx)
+    assert sorted(r.id for r in restored.engine.ruleset) == ["a", "b"]  # type: ignore[union-attr]
+    statuses = _feed(PollFolder(str(tmp_path)), restored, rctx, ticks=3)
+    assert sorted(r.id for r in restored.engine.ruleset) == ["a"]  # type: ignore[union-attr]
+    assert sorted(rctx.state) == ["a"]
+    assert [(s["rule_id"], s["version"], s["state"]) for s in statuses if s["state"] == "deleted"] == [
+        ("b", 3, "deleted")
+    ]
+
+
+def test_no_rule_is_deleted_after_a_restore_while_a_file_cannot_be_read(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text("id: a\naction: REVIEW\nwhen: event.amount > 10\n")
+    (tmp_path / "b.yaml").write_text("id: b\naction: REJECT\nwhen: event.amount > 1\n")
+    fn, ctx = function(), FakeCtx()
+    _feed(PollFolder(str(tmp_path)), fn, ctx)
+    checkpoint = FakeBroadcastState(ctx.state)
+    (tmp_path / "b.yaml").write_bytes((HOSTILE_RULES / "billion_laughs_id.yaml").read_bytes())  # being edited
+    restored, rctx = function(), FakeCtx(FakeBroadcastState(checkpoint))
+    restored._restore_rules(rctx)
+    poller = PollFolder(str(tmp_path))
+    within(lambda: _feed(poller, restored, rctx, ticks=2))
+    assert sorted(rctx.state) == ["a", "b"]  # b keeps running, as it would have without the restart
+    (tmp_path / "b.yaml").unlink()
+    _feed(poller, restored, rctx)  # the first complete read: b is not in the folder any more
+    assert sorted(rctx.state) == ["a"]
+
+
+def test_a_sync_row_that_lists_no_ids_is_refused_and_deletes_nothing() -> None:
+    fn, ctx = function(), FakeCtx()
+    apply(fn, ctx, "good", GOOD)
+    status = apply(fn, ctx, "", json.dumps({"not": "a list"}), op="sync")
+    assert status["state"] == "refused" and sorted(ctx.state) == ["good"]

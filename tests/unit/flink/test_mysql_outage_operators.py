@@ -123,7 +123,9 @@ def test_rule_status_starts_while_mysql_is_down(server: FakeMysql) -> None:
 def test_poll_source_keeps_its_rules_while_mysql_is_down(server: FakeMysql) -> None:
     poll = PollRules(CONN, "rules")
     server.table_rows = [("r1", 1, "active", json.dumps({"id": "r1"}))]
-    assert [r[1] for r in poll.flat_map(Row(0))] == ["r1"]
+    first = list(poll.flat_map(Row(0)))
+    assert [(r[0], r[1]) for r in first] == [("upsert", "r1"), ("sync", "")]  # then: every rule id there is
+    assert json.loads(first[1][3]) == ["r1"]
     server.up = False
     assert list(poll.flat_map(Row(1))) == []  # used to raise: the job restarted on every tick
     server.up = True

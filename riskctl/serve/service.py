@@ -40,7 +40,8 @@ class Bus(Protocol):
     reply_key: str
 
     def produce(self, key: bytes, value: bytes, on_failure: Callable[[str], None]) -> None:
-        """Send one event (never blocks); ``on_failure(reason)`` is called, on the loop, if it is lost."""
+        """Send one event (never blocks); ``on_failure(reason)`` is called, on the loop, if it is lost: later
+        (a delivery that failed) or at once, inside ``produce`` (a full queue, a record Kafka refuses)."""
 
 
 #: One event in the idempotency memory: (fingerprint, created, the job's decision as JSON once it came,
@@ -100,6 +101,7 @@ class DecisionService:
     async def decide(self, request: DecisionRequest) -> dict[str, Any]:
         """The response body for one valid request (raises ApiError 409/413/503)."""
         start = self.clock()
+        loop = asyncio.get_running_loop()
         self.stats.requests += 1
         event_id = request.event_id
         entry = self._lookup(event_id, start)
@@ -116,13 +118,18 @@ class DecisionService:
             value = encode_event(request, self.bus.reply_key, self.limits)
             self._remember(event_id, (request.fingerprint, start, None, False))
             key = request.user_id.encode("utf-8")
-            self.bus.produce(key, value, lambda reason: self._lost(event_id, reason))
+
+            def failed(reason: str) -> None:
+                # deferred: a failure reported inside produce() (the producer's queue full, a record Kafka
+                # refuses) must find this request's waiter, created below, and fail it at once
+                loop.call_soon(self._lost, event_id, reason)
+
+            self.bus.produce(key, value, failed)
         decision = orjson.loads(entry[2]) if entry is not None and entry[2] is not None else None
         degraded = None
         if decision is None:
             # one future and one timer per waiting request (asyncio.wait_for over a shielded shared future
             # made four objects and as many callbacks per request)
-            loop = asyncio.get_running_loop()
             waiter: asyncio.Future[dict[str, Any]] = loop.create_future()
             self.waiters.setdefault(event_id, []).append(waiter)
             timer = loop.call_later(request.timeout_ms / 1000, _time_out, waiter)

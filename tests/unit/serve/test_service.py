@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -134,6 +135,28 @@ def test_lost_event_fails_the_request_to_fallback_and_is_forgotten_so_a_retry_pr
         assert again["source"] == "job" and len(bus.produced) == 2
 
     run(go())
+
+
+class FailsAtOnceBus(FakeBus):
+    """KafkaBus.produce calls on_failure inside produce() on BufferError (queue full) or KafkaException."""
+
+    def produce(self, key: bytes, value: bytes, on_failure: Callable[[str], None]) -> None:
+        self.produced.append((key, json.loads(value)))
+        on_failure("the producer's queue is full")
+
+
+def test_a_produce_that_fails_at_once_answers_produce_failed_at_once_not_at_the_timeout() -> None:
+    async def go() -> tuple[dict[str, Any], float, DecisionService]:
+        svc = service(FailsAtOnceBus(), fallback="review")
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        out = await svc.decide(req(timeout_ms=2000))
+        return out, loop.time() - t0, svc
+
+    out, took, svc = run(go())
+    assert out["degraded"] == "produce_failed: the producer's queue is full" and out["action"] == "REVIEW"
+    assert took < 0.5 and svc.stats.produce_failures == 1
+    assert "e1" not in svc.entries and not svc.waiters and svc.in_flight == 0
 
 
 def test_too_many_in_flight_is_503() -> None:

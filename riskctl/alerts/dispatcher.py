@@ -54,9 +54,19 @@ def network_sender(timeout_s: float) -> Sender:
     from riskctl.alerts import senders
 
     def send(channel: Channel, title: str, text: str, severity: str, items: Sequence[AlertItem]) -> Outcome:
+        # building the message does no I/O: a ValueError there (a header the e-mail library refuses) comes
+        # back on every attempt, so it is a permanent failure, not one to retry
         if channel.type == "email":
-            return senders.send_mail(channel, email_message(channel, title, text), timeout_s)
-        request = http_request(channel, title, text, severity, items, int(time.time() * 1000))
+            try:
+                mail = email_message(channel, title, text)
+            except ValueError as exc:
+                reason = f"the e-mail cannot be built: {type(exc).__name__}: {str(exc)[:200]}"
+                return Outcome(False, reason, permanent=True)
+            return senders.send_mail(channel, mail, timeout_s)
+        try:
+            request = http_request(channel, title, text, severity, items, int(time.time() * 1000))
+        except ValueError as exc:  # its message may quote the URL, which may hold a token
+            return Outcome(False, f"the request cannot be built ({type(exc).__name__})", permanent=True)
         return senders.post(channel.type, request, timeout_s)
 
     return send

@@ -5,7 +5,9 @@ of the fields; it never calls ``str.format`` (whose ``{x.__class__}`` and ``{x[0
 templates with anything but plain names were refused when the file loaded
 (:func:`riskctl.alerts.settings.check_template`). Values from the record are cut to a bounded length and
 escaped for the channel's markup (``markdown`` for DingTalk, ``slack`` for Slack's mrkdwn, ``text``), so a
-user id cannot inject a link or a mention. The ``link`` is its own template whose values are URL-quoted.
+user id cannot inject a link or a mention; control characters, line breaks (``\\n``, U+0085, U+2028, U+2029)
+and bidirectional controls in them are replaced by ``?``, so a value cannot add a line to a message or break
+an e-mail header. A title is one line. The ``link`` is its own template whose values are URL-quoted.
 
 Fields: ``id``/``alert_id``, ``kind``, ``rule`` (the rule ids, comma separated), ``rule_version``,
 ``rules``, ``action``, ``severity``, ``reason``, ``user_id``, ``event_id``, ``trigger_event_id``, ``ts``
@@ -37,7 +39,10 @@ MAX_EXPLANATION_CHARS = 3_000
 MAX_TITLE_CHARS = 256
 MAX_BODY_CHARS = 16_000
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~])")
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+#: replaced in every value shown: C0 and C1 controls (tab and line feed included: a value is one line, so a
+#: user id cannot add a line to a message), the Unicode line and paragraph separators, and the bidirectional
+#: embedding, override and isolate controls (which can make an id read as another)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
 def _cut(text: str, limit: int) -> str:
@@ -180,8 +185,10 @@ def context(item: AlertItem, severity: str, link: str, style: str, channel: str 
 
 
 def message(template: Template, values: Mapping[str, str]) -> tuple[str, str]:
-    """(title, body) of one message, each within its length limit."""
-    title = render(template.title, values).replace("\n", " ")
+    """(title, body) of one message, each within its length limit; the title is one line (every line break of
+    the template's own text, ``\\r`` or U+2028 included, becomes a space: it is an e-mail Subject header).
+    """
+    title = " ".join(render(template.title, values).splitlines())
     return _cut(title, MAX_TITLE_CHARS), _cut(render(template.body, values), MAX_BODY_CHARS)
 
 

@@ -273,3 +273,57 @@ def test_a_sender_or_template_that_raises_dead_letters_and_the_worker_goes_on(ma
     feed(d, [alert_doc(alert_id="a3")], start=2)
     committable_eventually(d, {"p0": 3})
     assert sorted(ids[0] for ids in sender.succeeded("up") + sender.succeeded("down")) == ["a3", "a3"]
+
+
+MAIL = {"m": {"type": "email", "host": "h", "from": "a@b.example", "to": ["ok@y", "bad@y"]}}
+
+
+def run_one(cfg: Any, doc: dict[str, Any], sender: Any) -> list[dict[str, Any]]:
+    """``doc`` through a dispatcher with ``sender``; its dead letters once the record is finished."""
+    dead: list[dict[str, Any]] = []
+    d = Dispatcher(
+        cfg, dead_letter_topic="dlq", produce=lambda t, k, v: dead.append(json.loads(v)), sender=sender
+    )
+    d.start_workers()
+    try:
+        feed(d, [doc])
+        committable_eventually(d, {"p0": 1})
+    finally:
+        d.stop_workers(2)
+    return dead
+
+
+def test_a_line_separator_in_a_user_id_does_not_stop_the_email(monkeypatch: pytest.MonkeyPatch) -> None:
+    from riskctl.alerts import senders
+    from riskctl.alerts.dispatcher import network_sender
+
+    sent: list[Any] = []
+    monkeypatch.setattr(senders, "send_mail", lambda ch, msg, t: sent.append(msg) or OK)
+    delivery = {"attempts": 3, "backoff_ms": 1, "max_backoff_ms": 1}
+    cfg = parse_config({"channels": MAIL, "default_channels": ["m"], "delivery": delivery}, {})
+    dead = run_one(cfg, alert_doc(user_id="mallory\u2028x"), network_sender(1))
+    assert dead == [] and len(sent) == 1 and "mallory?x" in sent[0]["Subject"]
+
+
+def test_a_message_that_cannot_be_built_is_refused_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    from riskctl.alerts import senders
+    from riskctl.alerts.dispatcher import network_sender
+
+    sent: list[Any] = []
+    monkeypatch.setattr(senders, "send_mail", lambda ch, msg, t: sent.append(msg) or OK)
+    cfg = parse_config({"channels": MAIL, "default_channels": ["m"]}, {})
+    # a title the e-mail library refuses as a header (message() never makes one: it is one line)
+    outcome = network_sender(1)(cfg.channels["m"], "a\u2028b", "body", "high", [])
+    assert (outcome.ok, outcome.permanent) == (False, True) and sent == []
+    assert outcome.reason.startswith("the e-mail cannot be built: ValueError: Header values may not contain")
+    # through the dispatcher: dead-lettered after one attempt, not retried
+    import riskctl.alerts.dispatcher as dispatcher_module
+
+    monkeypatch.setattr(dispatcher_module, "message", lambda template, values: ("a\u2028b", "body"))
+    delivery = {"attempts": 5, "backoff_ms": 1, "max_backoff_ms": 1}
+    cfg = parse_config({"channels": MAIL, "default_channels": ["m"], "delivery": delivery}, {})
+    (letter,) = run_one(cfg, alert_doc(), network_sender(1))
+    assert (
+        letter["reason"].startswith("channel m: refused: the e-mail cannot be built: ValueError")
+        and sent == []
+    )

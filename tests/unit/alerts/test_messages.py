@@ -75,6 +75,19 @@ def test_email_is_plain_text_to_every_recipient() -> None:
     assert msg["Message-ID"].endswith("@b.example>")
 
 
+def test_an_email_is_built_for_a_record_with_a_line_separator_in_its_user_id() -> None:
+    from riskctl.alerts.model import parse_item
+    from riskctl.alerts.templates import context, message
+    from tests.unit.alerts.conftest import alert_doc, raw
+
+    ch = channels()["mail"]
+    item = parse_item(raw(alert_doc(user_id="mallory\u2028x")))
+    assert item is not None
+    title, body = message(ch.template, context(item, "high", "", "text", "mail"))
+    msg = email_message(ch, title, body)  # raised "Header values may not contain linefeed" before
+    assert "mallory?x" in msg["Subject"]
+
+
 @pytest.mark.parametrize(
     ("kind", "status", "body", "ok", "permanent", "reason"),
     [

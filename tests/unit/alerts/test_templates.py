@@ -77,6 +77,25 @@ def test_values_from_the_record_cannot_inject_markup() -> None:
     assert escape("a\x00b\x1bc", "text") == "a?b?c"
 
 
+def test_a_value_cannot_add_a_line_to_a_message_or_break_its_title() -> None:
+    evil = "u1\n\nReview: https://evil.example/approve"
+    for style in ("text", "slack", "markdown"):
+        assert "\n" not in context(item(user=evil), "high", "", style)["user_id"], style
+    for sep in ("\t", "\r", "\x0b", "\x85", "\x9b", "\u2028", "\u2029", "\u202e", "\u2066"):
+        assert escape(f"a{sep}b", "text") == "a?b", repr(sep)
+    values = context(item(user="mallory\u2028x\u2029y\x85z"), "high", "", "text")
+    assert values["user_id"] == "mallory?x?y?z"
+    title, body = message(DEFAULT_TEMPLATES["email"], values)
+    assert title.splitlines() == [title] and "mallory?x?y?z" in title and "mallory?x" in body
+    # the template's own line breaks cannot break the title either (it is an e-mail Subject)
+    assert message(Template("a\rb\u2028c\r\nd{user_id}", "x"), values)[0] == "a b c dmallory?x?y?z"
+    # nor a line of a digest: one line per item
+    entries = [(item(user=evil), "high", ""), (item(user="u2\u2028Review: x"), "high", "")]
+    for style in ("text", "slack", "markdown"):
+        lines = digest_values(entries, style, "ch", max_items=10)["items"].splitlines()
+        assert len(lines) == 2 and "u1??Review: https:" in lines[0], (style, lines)
+
+
 def test_huge_values_are_cut() -> None:
     big = item(user="x" * 200, evidence={"features": {"s": "y" * 100_000}})
     values = context(big, "low", "", "text")

@@ -153,6 +153,9 @@ class JobSettings:
     checkpoint_interval_ms: int = ms(5000, low=0)  # 0: no checkpoints
     checkpoint_dir: str = ""  # empty: <stack dir>/checkpoints
     state_ttl_ms: int = ms(24 * 3600 * 1000)
+    #: Flink's state TTL (processing time) is state_ttl_ms plus this: a stall of the job or its source longer
+    #: than this (a backlog read after an outage) can free a user's state the engine would still read
+    state_ttl_margin_ms: int = ms(24 * 3600 * 1000, low=0)
     lateness_ms: int = ms(5000, low=0)
     idleness_ms: int = ms(10000, low=0)
     delivery: str = one_of("at-least-once", "at-least-once", "exactly-once")

@@ -600,6 +600,7 @@ def build_pipeline(env: StreamExecutionEnvironment, settings: Settings) -> None:
             RiskFunction(
                 lateness_ms=job.lateness_ms,
                 state_ttl_ms=job.state_ttl_ms,
+                state_ttl_margin_ms=job.state_ttl_margin_ms,
                 rules_wait_ms=job.rules_wait_ms,
                 limits=job.limits(),
                 replies=bool(settings.serve.replies_topic),

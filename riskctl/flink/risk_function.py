@@ -111,26 +111,39 @@ class FlinkKeyedState:
     event (the Python side of the decide thread 28-29 against 38-40 µs/event: bench/flink_profile/README.md),
     and a cached user costs about 1.3 KB (its bytes and the cache's entry, with rules/) instead of some 5.5 KB
     of objects. The cache holds exactly the bytes last written to the ValueState, what a checkpoint holds, and
-    an event that fails (:meth:`abort`) leaves nothing behind. A cached key can outlive Flink's TTL of an
-    idle key: harmless, as the engine starts a key silent for its TTL from zero at its next event (and the
-    cache is bounded). A value of the former layout (the dict itself, pickled by PyFlink), as restored from an
+    an event that fails (:meth:`abort`) leaves nothing behind. With ``ttl_ms`` (the ValueState's Flink TTL,
+    processing time, refreshed by each write) an entry written that long ago is dropped at its next use, a
+    second early: the ValueState's value has expired by then, and the key reads as Flink has it, whether it
+    was cached or not. A value of the former layout (the dict itself, pickled by PyFlink), as restored from an
     older checkpoint, is read as it is and written back as bytes at its next change.
     """
 
-    __slots__ = ("_value", "_data", "_raw", "_dirty", "_key", "_cache", "_cache_size", "hits", "misses")
+    __slots__ = (
+        "_value",
+        "_data",
+        "_raw",
+        "_dirty",
+        "_key",
+        "_cache",
+        "_cache_size",
+        "_ttl_s",
+        "hits",
+        "misses",
+    )
 
     #: how the dict becomes the ValueState's bytes and back (a bench arm keeps the objects themselves)
     dumps: Any = staticmethod(functools.partial(pickle.dumps, protocol=5))
     loads: Any = staticmethod(pickle.loads)
 
-    def __init__(self, value_state: Any, cache_size: int = 80_000) -> None:
+    def __init__(self, value_state: Any, cache_size: int = 80_000, ttl_ms: int | None = None) -> None:
         self._value = value_state
         self._data: dict[str, Any] | None = None
         self._raw: Any = None  # the current key's cached bytes, decoded on first use
         self._dirty = False
         self._key: Any = None
-        self._cache: OrderedDict[Any, Any] = OrderedDict()
+        self._cache: OrderedDict[Any, tuple[Any, float]] = OrderedDict()  # key -> (bytes, monotonic written)
         self._cache_size = cache_size
+        self._ttl_s = None if ttl_ms is None else ttl_ms / 1000 - 1.0
         self.hits = 0
         self.misses = 0
 
@@ -139,10 +152,16 @@ class FlinkKeyedState:
         self._key = key
         self._dirty = False
         self._data = None
-        raw = self._cache.get(key) if key is not None else None
-        if raw is not None:
-            self._cache.move_to_end(key)
-            self.hits += 1
+        entry = self._cache.get(key) if key is not None else None
+        raw = None
+        if entry is not None:
+            ttl = self._ttl_s
+            if ttl is not None and time.monotonic() - entry[1] >= ttl:
+                del self._cache[key]  # Flink's TTL has expired the value: read it as Flink has it
+            else:
+                raw = entry[0]
+                self._cache.move_to_end(key)
+                self.hits += 1
         self._raw = raw
 
     def _load(self) -> dict[str, Any]:
@@ -157,7 +176,8 @@ class FlinkKeyedState:
                 if raw is None:
                     self._data = {}
                     return self._data
-                self._remember(raw)
+                # not cached here: when it was written (what Flink's TTL counts from) is unknown; the commit
+                # of this event caches what it writes
             self._data = self.loads(raw)
         return self._data  # type: ignore[return-value]
 
@@ -166,7 +186,7 @@ class FlinkKeyedState:
         # begin(); replacing its value keeps its place.
         if self._key is None or self._cache_size <= 0:
             return
-        self._cache[self._key] = raw
+        self._cache[self._key] = (raw, time.monotonic())
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
 
@@ -266,6 +286,7 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         lateness_ms: int,
         state_ttl_ms: int,
         rules_wait_ms: int,
+        state_ttl_margin_ms: int = 24 * 3_600_000,
         limits: Limits = DEFAULT_LIMITS,
         replies: bool = False,
         cache_keys: int = 80_000,
@@ -280,6 +301,7 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         self.timer_errors = 0  # event-time timers whose handling raised (logged, skipped)
         self.lateness_ms = lateness_ms
         self.state_ttl_ms = state_ttl_ms
+        self.state_ttl_margin_ms = state_ttl_margin_ms
         self.rules_wait_ms = rules_wait_ms
         self.engine: Engine | None = None
         self.state: FlinkKeyedState | None = None
@@ -297,15 +319,17 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
 
     def open(self, runtime_context: RuntimeContext) -> None:
         desc = ValueStateDescriptor("engine", Types.PICKLED_BYTE_ARRAY())
-        # Flink's TTL frees the keys that never come back (processing time, one hour beyond the engine's own
-        # event-time TTL, so it never drops a key the engine would still read; RocksDB's compaction filter
-        # removes it). The engine arms no clean-up timer (cleanup_timers=False): with heap timers a checkpoint
-        # writes every pending timer in its synchronous phase, while this task waits, and the clean-up timers
+        # Flink's TTL frees the keys that never come back (processing time, job.state_ttl_margin_ms beyond the
+        # engine's own event-time TTL: only a stall longer than that margin can make it drop a key the engine
+        # would still read; RocksDB's compaction filter removes it). The cache expires its entries with it.
+        # The engine arms no clean-up timer (cleanup_timers=False): with heap timers a checkpoint writes every
+        # pending timer in its synchronous phase, while this task waits, and the clean-up timers
         # were one per active key; without them the phase took 41-54 ms at its median instead of 78-85
         # (bench/results/cleanup-timers-ab). A key silent for the TTL still starts from zero at its next
         # event, so decisions are the same (docs/engine.md, "State, timers and TTL").
-        desc.enable_time_to_live(ttl_config(self.state_ttl_ms + 3_600_000))
-        self.state = FlinkKeyedState(runtime_context.get_state(desc), self.cache_keys)
+        flink_ttl_ms = self.state_ttl_ms + self.state_ttl_margin_ms
+        desc.enable_time_to_live(ttl_config(flink_ttl_ms))
+        self.state = FlinkKeyedState(runtime_context.get_state(desc), self.cache_keys, ttl_ms=flink_ttl_ms)
         self.pending = runtime_context.get_list_state(
             ListStateDescriptor("pending", Types.PICKLED_BYTE_ARRAY())
         )

@@ -161,6 +161,52 @@ def test_the_engine_decides_the_same_with_and_without_the_cache() -> None:
 
 
 # -- the guard: one event's failure never stops the job ------------------------------------------------------
+class TtlValueState(FakeValueState):
+    """Flink's ValueState with a processing-time TTL as the job sets it (refreshed by each write, an expired
+    value never returned), on a clock the test moves."""
+
+    def __init__(self, ttl_s: float, clock: Any) -> None:
+        super().__init__()
+        self.ttl_s = ttl_s
+        self.clock = clock
+        self.written: dict[str, float] = {}
+
+    def value(self) -> Any:
+        if self.key in self.written and self.clock() - self.written[self.key] >= self.ttl_s:
+            self.store.pop(self.key, None)
+        return super().value()
+
+    def update(self, value: Any) -> None:
+        super().update(value)
+        self.written[self.key] = self.clock()
+
+
+def test_a_cached_key_reads_as_flinks_ttl_has_it(monkeypatch: Any) -> None:
+    """A stall longer than Flink's TTL (processing time) frees a key the engine (event time) would still read;
+    whether the key was cached must not change the decision."""
+    import time
+
+    now = [1_000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    rule = parse_rule(RULE)  # a 1 h sum of amounts > 100 -> REVIEW
+    a = {"event_id": "a", "user_id": "u1", "type": "transfer", "ts": 1_699_990_000_000, "amount": 60}
+    b = {**a, "event_id": "b", "ts": a["ts"] + 1_800_000}  # half an hour later in event time
+    actions = {}
+    for cache_size in (0, 10):
+        backing = TtlValueState(3_660.0, lambda: now[0])  # the engine's hour plus a margin of a minute
+        state = FlinkKeyedState(backing, cache_size=cache_size, ttl_ms=3_660_000)
+        engine = Engine(RuleSet([rule]), state_ttl=3_600_000, cleanup_timers=False)
+        got = []
+        for event, stall in ((a, 0.0), (b, 4_000.0)):  # b is read after a stall of 4,000 s
+            now[0] += stall
+            use(state, backing, "u1")
+            got.append(engine.process(state, event).decision.action)  # type: ignore[union-attr]
+            state.commit()
+        actions[cache_size] = got
+    assert actions[0] == ["PASS", "PASS"]  # Flink had expired a's state
+    assert actions[10] == actions[0]
+
+
 def test_abort_leaves_the_committed_value_in_the_cache_and_the_value_state() -> None:
     backing = FakeValueState()
     state = FlinkKeyedState(backing, cache_size=10)
@@ -511,8 +557,8 @@ def test_the_job_arms_no_cleanup_timer_and_flinks_ttl_frees_silent_keys(monkeypa
         gc.unfreeze()
     assert fn.engine is not None and fn.engine.cleanup_timers is False
     (desc,) = runtime.descriptors
-    ttl = desc._ttl_config  # the keys that never come back: Flink's TTL, an hour past the engine's
-    assert ttl.get_ttl().to_milliseconds() == 3_600_000 + 3_600_000
+    ttl = desc._ttl_config  # the keys that never come back: Flink's TTL, job.state_ttl_margin_ms (a day) past
+    assert ttl.get_ttl().to_milliseconds() == 3_600_000 + 86_400_000  # the engine's
     fn.engine.upsert_rule(RULE)
     fn.started = fn.have_rules = True
     monkeypatch.setattr(time, "time", lambda: 1_700_000_000.0)

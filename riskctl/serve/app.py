@@ -62,6 +62,12 @@ class Api:
                 f"{s.min_timeout_ms}, {s.timeout_ms}, {s.max_timeout_ms}"
             )
             raise ConfigError(msg)
+        if s.idempotency_max_entries < s.max_in_flight:
+            msg = (
+                f"serve.idempotency_max_entries ({s.idempotency_max_entries}) must be >= serve.max_in_flight "
+                f"({s.max_in_flight}): each request waiting for a decision holds an entry of the memory"
+            )
+            raise ConfigError(msg)
         self.bus = bus
         self.instance = instance
         self.service = DecisionService(

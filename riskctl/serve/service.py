@@ -193,17 +193,34 @@ class DecisionService:
         return entry
 
     def _remember(self, event_id: str, entry: Remembered) -> None:
-        self.entries[event_id] = entry
-        while len(self.entries) > self.max_entries:
-            self.entries.popitem(last=False)
+        """Remember a new event, forgetting the least recently used beyond ``max_entries``: never one that
+        requests still wait for (nor this one, whose request waits next), or its decision would find no
+        entry and wake nobody. Those go to the end; the memory exceeds the bound by as many."""
+        entries, waiters = self.entries, self.waiters
+        entries[event_id] = entry
+        kept = 0
+        while len(entries) > self.max_entries and kept < len(entries):
+            oldest = next(iter(entries))
+            if oldest == event_id or oldest in waiters:
+                entries.move_to_end(oldest)
+                kept += 1
+            else:
+                del entries[oldest]
 
     def _expire(self, now: float) -> None:
-        # the oldest first (insertion order, refreshed on use): stop at the first one still fresh
-        while self.entries:
-            event_id, entry = next(iter(self.entries.items()))
+        # the oldest first (insertion order, refreshed on use): stop at the first one still fresh; one that
+        # requests still wait for stays (to the end) until they have their decision or their fallback
+        entries, waiters = self.entries, self.waiters
+        kept = 0
+        while entries and kept < len(entries):
+            event_id, entry = next(iter(entries.items()))
             if now - entry[1] <= self.ttl:
                 break
-            del self.entries[event_id]
+            if event_id in waiters:
+                entries.move_to_end(event_id)
+                kept += 1
+            else:
+                del entries[event_id]
 
     # -- from the bus ---------------------------------------------------------------------------------------
     def on_decision(self, decision: dict[str, Any]) -> bool:

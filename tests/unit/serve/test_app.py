@@ -97,6 +97,18 @@ def test_timeout_query_parameter_and_bounds() -> None:
         assert status == 422 and out["error"]["field"] == "timeout_ms"
 
 
+def test_a_memory_smaller_than_the_requests_in_flight_is_refused_naming_both_settings() -> None:
+    from riskctl.errors import ConfigError
+    from riskctl.serve.app import Api
+
+    bad = settings_for_tests(idempotency_max_entries=100, max_in_flight=101)
+    with pytest.raises(
+        ConfigError, match=r"serve.idempotency_max_entries \(100\) .*serve.max_in_flight \(101\)"
+    ):
+        Api(bad, FakeBus(), instance="unit")  # type: ignore[arg-type]
+    Api(settings_for_tests(idempotency_max_entries=101, max_in_flight=101), FakeBus(), instance="unit")  # type: ignore[arg-type]
+
+
 def test_wrong_method_and_unknown_path_are_json_errors() -> None:
     with running_api(settings_for_tests(), FakeBus()) as (base, _, _):
         assert call(base, "GET", "/v1/decisions")[0] == 405

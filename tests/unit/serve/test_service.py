@@ -122,6 +122,31 @@ def test_memory_is_bounded_by_entries_and_by_time() -> None:
     run(go())
 
 
+def test_an_event_still_waited_for_is_never_forgotten_by_the_bounds_of_the_memory() -> None:
+    """max_entries=1 with two events waiting: the LRU evicted the first one's entry, its decision then found
+    nothing and woke nobody (fallback, and a retry produced the event again). Same for a TTL shorter than
+    the wait."""
+
+    async def go() -> None:
+        bus = FakeBus(delay=0.05)
+        svc = service(bus, max_entries=1)
+        a, b = await asyncio.gather(
+            svc.decide(req("e1", timeout_ms=1000)), svc.decide(req("e2", timeout_ms=1000))
+        )
+        assert (a["source"], a["degraded"], b["source"]) == ("job", None, "job")
+        assert svc.stats.timeouts == 0 and len(bus.produced) == 2
+        await svc.decide(req("e3"))  # nobody waits any more: back within the bound
+        assert list(svc.entries) == ["e3"]
+
+        svc = service(FakeBus(delay=0.05), ttl_ms=10)
+        first = asyncio.create_task(svc.decide(req("e1", timeout_ms=1000)))
+        await asyncio.sleep(0.03)  # e1's entry is past its TTL while its request waits
+        second = await svc.decide(req("e2", timeout_ms=1000))
+        assert (await first)["source"] == "job" and second["source"] == "job"
+
+    run(go())
+
+
 def test_lost_event_fails_the_request_to_fallback_and_is_forgotten_so_a_retry_produces_again() -> None:
     async def go() -> None:
         bus = FakeBus(delay=0.0)

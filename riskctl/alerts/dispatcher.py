@@ -12,7 +12,8 @@
 - **At least once.** An offset is committed only when every channel of its record, and of every record
   before it in the partition, has delivered or dead-lettered it. A crash replays what was in flight.
 - **No duplicates** while the id is remembered: each (channel, id) delivered is kept in a bounded
-  :class:`~riskctl.alerts.ledger.DeliveredIds`; a replayed or re-emitted alert is not sent again there.
+  :class:`~riskctl.alerts.ledger.DeliveredIds` (a very long id by its hash, see
+  :func:`~riskctl.alerts.model.id_key`); a replayed or re-emitted alert is not sent again there.
 - **A channel that is down blocks only itself**: its worker retries with exponential backoff while the
   others go on. After ``delivery.attempts`` attempts (or a permanent refusal) the item is dead-lettered with
   the reason, and the offsets move on. While a channel is failing (its last attempt failed), it keeps at
@@ -37,7 +38,7 @@ from typing import Any
 
 from riskctl.alerts.ledger import DeliveredIds, OffsetLedger
 from riskctl.alerts.messages import Outcome, backoff_s, email_message, http_request
-from riskctl.alerts.model import AlertItem, BadRecord, parse_item
+from riskctl.alerts.model import AlertItem, BadRecord, id_key, parse_item
 from riskctl.alerts.ratelimit import DigestWindow
 from riskctl.alerts.routing import route
 from riskctl.alerts.settings import SEVERITY_RANK, AlertsConfig, Channel
@@ -126,7 +127,8 @@ class Dispatcher:
         self.produce = produce
         self.sender = sender or network_sender(config.delivery.timeout_ms / 1000)
         #: records in flight beyond which reading pauses; each keeps its value (for a dead letter): at most
-        #: max_in_flight x max_record_bytes of memory (5,000 x 64 KiB = 320 MiB; alerts are about 1 KiB)
+        #: max_in_flight x max_record_bytes of memory (5,000 x 1 MiB at worst; alerts are about 1 KiB, one
+        #: holding a field of an event at the job's 64 KiB limit about 64 KiB)
         self.max_in_flight = config.max_in_flight
         self._backlog: dict[str, int] = dict.fromkeys(config.channels, 0)
         #: the channel's last attempt failed (it is retrying): only then is its backlog shed
@@ -163,9 +165,9 @@ class Dispatcher:
         routed = route(self.config, item)
         if not routed.matched and not routed.channels:
             self.stats.unrouted += 1
-            log.info("alert %s matched no route and there are no default channels", item.id)
+            log.info("alert %s matched no route and there are no default channels", item.key)
         with self._lock:
-            todo = {c for c in routed.channels if (c, item.id) not in self.delivered}
+            todo = {c for c in routed.channels if (c, item.key) not in self.delivered}
             self.stats.deduplicated += len(routed.channels) - len(todo)
         if not todo:
             self._finished.put((partition, offset))
@@ -245,7 +247,7 @@ class Dispatcher:
             except queue.Empty:
                 continue
             with self._lock:
-                seen = (channel.name, job.item.id) in self.delivered
+                seen = (channel.name, job.item.key) in self.delivered
                 if seen:
                     self.stats.deduplicated += 1
             if seen:
@@ -260,10 +262,10 @@ class Dispatcher:
         dups: list[_Job] = []
         with self._lock:
             for j in jobs:
-                if (channel.name, j.item.id) in self.delivered or j.item.id in unique:
+                if (channel.name, j.item.key) in self.delivered or j.item.key in unique:
                     dups.append(j)
                 else:
-                    unique[j.item.id] = j
+                    unique[j.item.key] = j
             self.stats.deduplicated += len(dups)
         for j in dups:
             self._done(j, channel.name)
@@ -310,7 +312,7 @@ class Dispatcher:
         if outcome.ok:
             with self._lock:
                 for j in jobs:
-                    self.delivered.add((channel.name, j.item.id))
+                    self.delivered.add((channel.name, j.item.key))
                 self.stats.by_channel[channel.name] = self.stats.by_channel.get(channel.name, 0) + len(jobs)
                 if digest and len(jobs) > 1:
                     self.stats.digests += 1
@@ -328,10 +330,10 @@ class Dispatcher:
                 )
                 with self._lock:
                     # remembered: a replay must not retry a channel that already took its N attempts
-                    self.delivered.add((channel.name, j.item.id))
+                    self.delivered.add((channel.name, j.item.key))
         if self.remember is not None:
             for j in jobs:
-                self.remember(channel.name, j.item.id)
+                self.remember(channel.name, j.item.key)
         for j in jobs:
             self._done(j, channel.name)
 
@@ -368,7 +370,9 @@ class Dispatcher:
         stops (then the record stays uncommitted and is read again at the next start).
         """
         record = dead_letter(raw, reason=reason, field=fld, coordinates=coordinates)
-        key = str(coordinates.get("alert_id") or f"{coordinates.get('topic')}:{coordinates.get('offset')}")
+        alert_id = coordinates.get("alert_id")
+        # an alert id is bounded by the record size only: a long one is keyed by its hash (model.id_key)
+        key = id_key(str(alert_id)) if alert_id else f"{coordinates.get('topic')}:{coordinates.get('offset')}"
         wait = 0.5
         while True:
             try:

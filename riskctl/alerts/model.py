@@ -11,27 +11,63 @@ Anything else is refused with a :class:`BadRecord` carrying the field and the re
 dead-letters: a record over ``max_record_bytes``, not UTF-8, not JSON, nested deeper than :data:`MAX_DEPTH`,
 not an object, a missing or mistyped field, an id or name longer than :data:`MAX_ID_CHARS`, a timestamp out of
 range. Evidence values are kept as they are (the record size bounds them) and cut when rendered.
+
+The limits follow what the job writes, so that no alert of the job is refused (an attacker who controls an
+event's id or a field a rule reads must not be able to keep their alert from reviewers):
+
+- the record size: :data:`DEFAULT_MAX_RECORD_BYTES` is the ``max.request.size`` of the job's Kafka sinks
+  (1 MiB), above any alert the job can write;
+- the nesting: a decision or an alert holds an event's field values deeper than the event did
+  (:data:`RECORD_ENVELOPE_DEPTH` more), so :data:`MAX_DEPTH` is the job's ``max_depth`` (its default) plus
+  that;
+- the ``alert_id``: the engine builds it as ``<rule>:<version>:<reason>:<event id>`` (event ids are up to
+  256 characters) or, for a sequence's ``timer``/``late`` alert, with every matched event id joined: no
+  length limit but the record's. The deduplication key (:attr:`AlertItem.key`, :func:`id_key`) is the id
+  itself up to :data:`MAX_KEY_CHARS`, else a SHA-256 of it, so memory and the delivered topic stay bounded.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
+from riskctl.core.door import DEFAULT_LIMITS
 from riskctl.core.jsondoc import json_depth_exceeds
 
-#: nesting of objects and lists in one record (an alert needs 5 levels: evidence.match.steps.<step>[])
-MAX_DEPTH = 16
-#: characters of an id, a rule id, a user id, a reason or a ruleset version
+#: how much deeper the job's records hold an event's field value than the event did: a REVIEW decision puts
+#: it under the decision (1) .rules (2) [rule] (3) .evidence (4) .fields (5), one level below where it sat in
+#: the event (whose own object is depth 1): 4 levels deeper. An alert's rule.evidence.fields is one level
+#: shallower; a sequence's evidence (...match.events.<step>[event].fields) holds only values as the engine
+#: stores them, at most riskctl.core.stored.MAX_STORED_DEPTH (4) levels: 13 levels in all
+RECORD_ENVELOPE_DEPTH = 4
+#: nesting of objects and lists in one record: an event nested as deep as the job accepts (``job.max_depth``,
+#: default 16) inside a decision or an alert
+MAX_DEPTH = DEFAULT_LIMITS.max_depth + RECORD_ENVELOPE_DEPTH
+#: characters of a user id, a rule id, a reason, an event id or a ruleset version (not of an ``alert_id``:
+#: bounded by the record size only, see the module docstring)
 MAX_ID_CHARS = 256
+#: characters of an item id used as its own deduplication key; a longer id is keyed by its SHA-256
+MAX_KEY_CHARS = 512
 #: the largest timestamp accepted (ms since the epoch; 2**53: exact in JSON readers that use doubles)
 MAX_TS = 2**53
-#: the default limit of one record, in bytes (the job's own event limit)
-DEFAULT_MAX_RECORD_BYTES = 65_536
+#: the default limit of one record, in bytes: the ``max.request.size`` of the job's Kafka sinks
+#: (riskctl.flink.job.SINK_MAX_REQUEST_BYTES), so no alert the job writes is larger
+DEFAULT_MAX_RECORD_BYTES = 1_048_576
 ACTIONS = ("PASS", "REVIEW", "REJECT")
+
+
+def id_key(item_id: str) -> str:
+    """The deduplication key of an item id: the id itself up to :data:`MAX_KEY_CHARS` characters, else
+    ``sha256:<hex>`` of its UTF-8 (no id the engine writes is ``sha256:`` and 64 hex digits: an alert id has
+    a ``:`` after its rule id, version and reason, a review id starts with ``review:``).
+    """
+    if len(item_id) <= MAX_KEY_CHARS:
+        return item_id
+    return "sha256:" + hashlib.sha256(item_id.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class BadRecord(ValueError):
@@ -70,6 +106,11 @@ class AlertItem:
     shadow: bool = False
 
     @property
+    def key(self) -> str:
+        """The deduplication key (:func:`id_key`): what is remembered as delivered, per channel."""
+        return id_key(self.id)
+
+    @property
     def rule(self) -> FiredRuleRef:
         """The first (for an alert: the only) rule."""
         return self.rules[0]
@@ -94,7 +135,14 @@ class AlertItem:
         }
 
 
-def _text(doc: Mapping[str, Any], key: str, *, required: bool = True, where: str = "") -> str | None:
+def _text(
+    doc: Mapping[str, Any],
+    key: str,
+    *,
+    required: bool = True,
+    where: str = "",
+    max_chars: int | None = MAX_ID_CHARS,
+) -> str | None:
     value = doc.get(key)
     name = f"{where}{key}"
     if value is None:
@@ -108,8 +156,8 @@ def _text(doc: Mapping[str, Any], key: str, *, required: bool = True, where: str
     if required and not value:
         msg = "must not be empty"
         raise BadRecord(msg, name)
-    if len(value) > MAX_ID_CHARS:
-        msg = f"too long ({len(value)} characters, limit {MAX_ID_CHARS})"
+    if max_chars is not None and len(value) > max_chars:
+        msg = f"too long ({len(value)} characters, limit {max_chars})"
         raise BadRecord(msg, name)
     return value
 
@@ -179,7 +227,7 @@ def load_record(raw: bytes | None, *, max_bytes: int = DEFAULT_MAX_RECORD_BYTES)
 
 def parse_alert(doc: Mapping[str, Any]) -> AlertItem:
     """An alert record of the job as an :class:`AlertItem`, or :class:`BadRecord`."""
-    alert_id = _text(doc, "alert_id")
+    alert_id = _text(doc, "alert_id", max_chars=None)  # see the module docstring
     rule = _rule(doc.get("rule"), "rule.")
     shadow = doc.get("shadow", False)
     if not isinstance(shadow, bool):

@@ -12,7 +12,7 @@ import pytest
 
 from riskctl.alerts.dispatcher import Dispatcher
 from riskctl.alerts.messages import OK, Outcome
-from riskctl.alerts.model import AlertItem
+from riskctl.alerts.model import AlertItem, id_key
 from riskctl.alerts.settings import Channel, parse_config
 from tests.unit.alerts.conftest import alert_doc, raw
 
@@ -157,13 +157,19 @@ def test_hostile_records_are_dead_lettered_and_the_dispatcher_goes_on(make: Any)
     d, sender, dead = make()
     feed(
         d,
-        [b"not json", b"\xff\xfe", b"x" * 70_000, raw(alert_doc(alert_id=None)), alert_doc(alert_id="fine")],
+        [
+            b"not json",
+            b"\xff\xfe",
+            b"x" * 1_100_000,
+            raw(alert_doc(alert_id=None)),
+            alert_doc(alert_id="fine"),
+        ],
     )
     committable_eventually(d, {"p0": 5})
     reasons = [(x["field"], x["reason"]) for x in dead]
     assert reasons[0][1].startswith("the record is not JSON")
     assert reasons[1][1] == "the record is not valid UTF-8 (byte 0)" and dead[1]["raw_base64"] == "//4="
-    assert reasons[2][1] == "the record is too large (70000 bytes, limit 65536)"
+    assert reasons[2][1] == "the record is too large (1100000 bytes, limit 1048576)"
     assert reasons[3] == ("alert_id", "missing")
     assert [i[0] for i in sender.delivered("up")] == ["fine"]
 
@@ -327,3 +333,18 @@ def test_a_message_that_cannot_be_built_is_refused_at_once(monkeypatch: pytest.M
         letter["reason"].startswith("channel m: refused: the e-mail cannot be built: ValueError")
         and sent == []
     )
+
+
+def test_an_alert_with_a_very_long_id_is_delivered_once_and_dead_lettered_with_a_short_key(make: Any) -> None:
+    d, sender, dead = make()
+    long_id = "brute_force_login:1:late:" + ":".join("%064x" % i for i in range(100))
+    feed(d, [alert_doc(alert_id=long_id), alert_doc(alert_id=long_id)])
+    committable_eventually(d, {"p0": 2})
+    assert sender.delivered("up") == [[long_id]] and sender.delivered("down") == [[long_id]]
+    assert ("up", id_key(long_id)) in d.delivered and len(id_key(long_id)) == 71
+    sender.permanent.add("down")
+    other = long_id[:-1] + "f"
+    feed(d, [alert_doc(alert_id=other)], start=2)
+    committable_eventually(d, {"p0": 3})
+    (letter,) = dead
+    assert letter["key"] == id_key(other).encode() and letter["alert_id"] == other[:300]

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
-from riskctl.alerts.model import MAX_DEPTH, MAX_ID_CHARS, BadRecord, parse_item
+from riskctl.alerts.model import (
+    DEFAULT_MAX_RECORD_BYTES,
+    MAX_DEPTH,
+    MAX_ID_CHARS,
+    MAX_KEY_CHARS,
+    BadRecord,
+    id_key,
+    parse_item,
+)
 from tests.unit.alerts.conftest import alert_doc, raw
 
 
@@ -64,11 +74,11 @@ def test_a_review_decision_becomes_an_item_and_other_decisions_are_skipped() -> 
     ("value", "field", "reason"),
     [
         (None, None, "tombstone"),
-        (b"x" * 70_000, None, "too large (70000 bytes, limit 65536)"),
+        (b"x" * 1_100_000, None, "too large (1100000 bytes, limit 1048576)"),
         (b'{"kind": "alert", "user_id": "\xff"}', None, "not valid UTF-8 (byte 30)"),
         (b"not json", None, "not JSON"),
         (b"[1, 2]", None, "must be a JSON object, got list"),
-        (b"[" * (MAX_DEPTH + 1) + b"]" * (MAX_DEPTH + 1), None, "nested deeper than 16"),
+        (b"[" * (MAX_DEPTH + 1) + b"]" * (MAX_DEPTH + 1), None, "nested deeper than 20"),
         (b'{"kind": "alert"' + b', "x": ' + b"[" * 10_000 + b"]" * 10_000 + b"}", None, "nested deeper"),
         (raw({"kind": "nope"}), "kind", "must be 'alert' or 'decision'"),
         (raw({"alert_id": "x"}), "kind", "missing"),
@@ -125,3 +135,36 @@ def test_huge_strings_in_the_evidence_are_kept_within_the_record_limit() -> None
     assert item is not None and len(item.rule.evidence["features"]["s"]) == 60_000
     with pytest.raises(BadRecord, match="too large"):
         parse_item(raw(doc), max_bytes=1024)
+
+
+def test_the_limits_cover_what_the_job_writes() -> None:
+    from riskctl.core.door import DEFAULT_LIMITS
+    from riskctl.core.events import MAX_ID_LENGTH
+    from riskctl.core.stored import MAX_STORED_DEPTH
+    from riskctl.flink.job import SINK_MAX_REQUEST_BYTES
+
+    # an event as deep as the job accepts, its field values 4 levels deeper in a decision's evidence; a
+    # sequence's evidence keeps values of at most MAX_STORED_DEPTH levels, 9 levels down in a decision
+    assert MAX_DEPTH == DEFAULT_LIMITS.max_depth + 4 == 20
+    assert 9 + MAX_STORED_DEPTH < MAX_DEPTH
+    # no record the job's sinks can write is larger
+    assert DEFAULT_MAX_RECORD_BYTES == SINK_MAX_REQUEST_BYTES == 1_048_576
+    # ids the job reads are kept to the same limit as the other ids here
+    assert MAX_ID_LENGTH == MAX_ID_CHARS
+
+
+def test_an_alert_id_is_bounded_by_the_record_only_and_a_long_one_is_keyed_by_its_hash() -> None:
+    ids = ["%064x" % i for i in range(200)]  # a sequence's late alert over 200 events with SHA-256 ids
+    long_id = "brute_force_login:1:late:" + ":".join(ids)
+    item = parse_item(raw(alert_doc(alert_id=long_id, reason="late")))
+    assert item is not None and item.id == long_id and len(long_id) > 13_000
+    assert item.key == id_key(long_id) == "sha256:" + hashlib.sha256(long_id.encode()).hexdigest()
+    other = parse_item(raw(alert_doc(alert_id=long_id[:-1] + "f", reason="late")))
+    assert other is not None and other.key != item.key
+    short = parse_item(raw(alert_doc()))
+    assert short is not None and short.key == short.id == "transfer_velocity:3:rule_alert:e1"
+    assert id_key("x" * MAX_KEY_CHARS) == "x" * MAX_KEY_CHARS and len(id_key("x" * (MAX_KEY_CHARS + 1))) == 71
+    # the other ids keep their limit: the job refuses longer ones at its door
+    for name in ("user_id", "event_id", "reason", "ruleset_version"):
+        with pytest.raises(BadRecord, match="limit 256"):
+            parse_item(raw(alert_doc(**{name: "u" * 257})))

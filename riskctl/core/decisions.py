@@ -32,8 +32,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from riskctl.core.expr import FEATURES_FIELD
+from riskctl.core.jsoncodec import dumpb
 
 PASS, REVIEW, REJECT = "PASS", "REVIEW", "REJECT"
+#: the largest decision or alert record the job writes (its Kafka sinks' ``max.request.size`` is 1 MiB, with
+#: the key and the record's overhead): see :func:`fit_record`
+MAX_RECORD_BYTES = 1_000_000
 _RANK = {PASS: 0, REVIEW: 1, REJECT: 2}
 
 
@@ -190,3 +194,28 @@ def _step_event(event: Mapping[str, Any], step: StepReads) -> dict[str, Any]:
         "fields": read_fields(event, step.fields),
         "features": {name: values.get(name) for name in step.features},
     }
+
+
+def fit_record(doc: Mapping[str, Any], raw: bytes, limit: int = MAX_RECORD_BYTES) -> bytes:
+    """``raw`` (``doc`` as JSON bytes) when it fits in ``limit`` bytes; else ``doc`` without its rules'
+    evidence, each replaced by a note of why (``{"omitted": ...}``).
+
+    Evidence holds the event's values that rules read, whole lists included, so many rules reading a large
+    field could make one record larger than a Kafka sink accepts; the sink would then fail, and the job would
+    restart on the same event, forever. The decision keeps what acts on the business (action, rules, versions)
+    and says its evidence was dropped. What is left is bounded by the door's limits on ids and strings.
+    """
+    if len(raw) <= limit:
+        return raw
+    note = {"omitted": f"the record was {len(raw):,} bytes, over the limit of {limit:,}: evidence dropped"}
+
+    def slim(rule: Any) -> Any:
+        return {**rule, "evidence": note} if isinstance(rule, Mapping) else rule
+
+    out = dict(doc)
+    for name in ("rules", "shadow"):
+        if isinstance(out.get(name), list):
+            out[name] = [slim(r) for r in out[name]]
+    if "rule" in out:
+        out["rule"] = slim(out["rule"])
+    return dumpb(out)

@@ -43,6 +43,7 @@ from pyflink.datastream import KeyedBroadcastProcessFunction, RuntimeContext, Ti
 from pyflink.datastream.state import ListStateDescriptor, MapStateDescriptor, ValueStateDescriptor
 
 from riskctl.core import jsoncodec
+from riskctl.core.decisions import fit_record
 from riskctl.core.door import DEFAULT_LIMITS, Limits, dead_letter, internal_error_reason
 from riskctl.core.engine import Engine
 from riskctl.core.errors import EventError, RuleError, RuleSetError
@@ -562,7 +563,8 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
             result = self.engine.process(self.state, event)
             decision = result.decision
             assert decision is not None
-            doc = jsoncodec.dumpb(decision.to_dict())
+            record = decision.to_dict()
+            doc = fit_record(record, jsoncodec.dumpb(record))
             rows = [(DECISION, decision.event_id, doc)]
             reply = reply_key(event) if self.replies else None
             if reply is not None:
@@ -592,7 +594,9 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         rows = []
         for alert in result.alerts:
             alert_doc = alert.to_dict()
-            rows.append((ALERT, str(alert_doc.get("alert_id")), jsoncodec.dumpb(alert_doc)))
+            rows.append(
+                (ALERT, str(alert_doc.get("alert_id")), fit_record(alert_doc, jsoncodec.dumpb(alert_doc)))
+            )
         return rows
 
     @staticmethod

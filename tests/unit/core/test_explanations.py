@@ -117,3 +117,47 @@ sequence:
     assert alert.rule.evidence["match"]["events"] == {
         "big": [{"event_id": "t", "fields": {"amount": 900, "type": "transfer"}, "features": {}}]
     }
+
+
+def test_a_record_over_the_sink_limit_keeps_its_decision_and_drops_its_evidence() -> None:
+    """Rules that read a large field (here a 60 KB list) put it in every hit's evidence; enough of them would
+    make the decision larger than the job's Kafka sinks accept, and the job would restart on that event."""
+    import orjson
+
+    from riskctl.core.decisions import MAX_RECORD_BYTES, fit_record
+    from riskctl.core.engine import Engine
+    from riskctl.core.rules import RuleSet, parse_rule
+    from riskctl.core.state import InMemoryKeyedState
+
+    rules = [
+        parse_rule({"id": f"vpn{i}", "action": "REVIEW", "when": 'contains(event.tags, "vpn")'})
+        for i in range(20)
+    ]
+    event = {"event_id": "e1", "user_id": "u1", "type": "login", "ts": 1, "tags": ["vpn"] + ["x" * 200] * 290}
+    decision = Engine(RuleSet(rules)).process(InMemoryKeyedState(), event).decision
+    assert decision is not None
+    doc = decision.to_dict()
+    raw = orjson.dumps(doc)
+    assert len(raw) > MAX_RECORD_BYTES  # 20 rules x ~60 KB of evidence
+    fitted = orjson.loads(fit_record(doc, raw))
+    assert len(fit_record(doc, raw)) < 10_000
+    assert fitted["action"] == "REVIEW" and [r["id"] for r in fitted["rules"]] == [
+        r["id"] for r in doc["rules"]
+    ]
+    assert len(fitted["rules"]) == 20
+    assert all("evidence dropped" in r["evidence"]["omitted"] for r in fitted["rules"])
+    assert fit_record(doc, raw, limit=len(raw)) is raw  # within the limit: the same bytes
+
+
+def test_an_alert_over_the_limit_keeps_its_ids_and_drops_its_evidence() -> None:
+    import orjson
+
+    from riskctl.core.decisions import Alert, FiredRule, fit_record
+
+    alert = Alert(
+        "a1", "u1", FiredRule("r", 2, "REVIEW", {"fields": {"tags": ["x" * 100] * 100}}), "timer", 5, "v"
+    )
+    doc = alert.to_dict()
+    fitted = orjson.loads(fit_record(doc, orjson.dumps(doc), limit=1_000))
+    assert (fitted["alert_id"], fitted["rule"]["id"], fitted["rule"]["version"]) == ("a1", "r", 2)
+    assert "evidence dropped" in fitted["rule"]["evidence"]["omitted"]

@@ -781,3 +781,24 @@ def test_the_job_deletes_the_timer_of_a_settled_absence(monkeypatch: Any) -> Non
     tfa = {"event_id": "e2", "user_id": "u1", "type": "2fa", "ts": ts + 5_000}
     list(fn.process_element(_record(tfa), ctx))
     assert ctx.timers.event_time == []  # deleted: it would have fired for nothing
+
+
+def test_a_decision_too_large_for_the_sinks_is_written_without_its_evidence(monkeypatch: Any) -> None:
+    """20 rules reading a 58 KB list: the decision would be 1.2 MB, over the sinks' 1 MiB max.request.size
+    (the sink would fail and the job restart on this event, forever)."""
+    import json
+
+    from riskctl.core.decisions import MAX_RECORD_BYTES
+
+    fn, _ = _function(monkeypatch)
+    vpn = {"action": "REVIEW", "when": 'contains(event.tags, "vpn")', "alert": True}
+    rules = [parse_rule({"id": f"vpn{i}", **vpn}) for i in range(20)]
+    fn.engine = Engine(RuleSet(rules))
+    ev = {"event_id": "e1", "user_id": "u1", "type": "login", "ts": 1_699_999_990_000}
+    rows = list(fn.process_element(_record({**ev, "tags": ["vpn"] + ["x" * 200] * 290}), FakeCtx("u1")))
+    assert [r[0] for r in rows] == ["decision"] + ["alert"] * 20
+    assert all(len(r[2]) <= MAX_RECORD_BYTES for r in rows)
+    decision = json.loads(rows[0][2])
+    assert decision["action"] == "REVIEW" and len(decision["rules"]) == 20
+    assert "evidence dropped" in decision["rules"][0]["evidence"]["omitted"]
+    assert json.loads(rows[1][2])["rule"]["evidence"]["fields"]["tags"][0] == "vpn"  # an alert alone fits

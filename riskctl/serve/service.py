@@ -93,7 +93,7 @@ class DecisionService:
         self.entries: OrderedDict[str, Remembered] = OrderedDict()
         #: the requests waiting for an event's decision (the first one and its retries), each with its own
         #: timeout: a future each, resolved by on_decision or _lost, failed by its own timer
-        self.waiters: dict[str, list[asyncio.Future[dict[str, Any]]]] = {}
+        self.waiters: dict[str, set[asyncio.Future[dict[str, Any]]]] = {}
         self.in_flight = 0
         self.stats = Stats()
 
@@ -106,15 +106,17 @@ class DecisionService:
         event_id = request.event_id
         entry = self._lookup(event_id, start)
         replay = entry is not None
+        if entry is not None and entry[0] != request.fingerprint:
+            msg = "this event_id was already sent with a different content"
+            raise ApiError(409, msg, "event_id")
+        # every request that will wait counts, a retry of an event still undecided included: retries must not
+        # pile up beyond the bound (and keep every new event out with 503)
+        if (entry is None or entry[2] is None) and self.in_flight >= self.max_in_flight:
+            msg = f"too many requests waiting for a decision ({self.max_in_flight})"
+            raise ApiError(503, msg)
         if entry is not None:
-            if entry[0] != request.fingerprint:
-                msg = "this event_id was already sent with a different content"
-                raise ApiError(409, msg, "event_id")
             self.stats.replays += 1
         else:
-            if self.in_flight >= self.max_in_flight:
-                msg = f"too many requests waiting for a decision ({self.max_in_flight})"
-                raise ApiError(503, msg)
             value = encode_event(request, self.bus.reply_key, self.limits)
             self._remember(event_id, (request.fingerprint, start, None, False))
             key = request.user_id.encode("utf-8")
@@ -131,7 +133,7 @@ class DecisionService:
             # one future and one timer per waiting request (asyncio.wait_for over a shielded shared future
             # made four objects and as many callbacks per request)
             waiter: asyncio.Future[dict[str, Any]] = loop.create_future()
-            self.waiters.setdefault(event_id, []).append(waiter)
+            self.waiters.setdefault(event_id, set()).add(waiter)
             timer = loop.call_later(request.timeout_ms / 1000, _time_out, waiter)
             self.in_flight += 1
             try:
@@ -175,8 +177,8 @@ class DecisionService:
     # -- memory ---------------------------------------------------------------------------------------------
     def _forget_waiter(self, event_id: str, waiter: asyncio.Future[dict[str, Any]]) -> None:
         waiting = self.waiters.get(event_id)
-        if waiting is not None and waiter in waiting:
-            waiting.remove(waiter)
+        if waiting is not None:
+            waiting.discard(waiter)
             if not waiting:
                 del self.waiters[event_id]
 

@@ -12,7 +12,7 @@ import pytest
 from riskctl.core.door import Limits
 from riskctl.serve.request import ApiError, DecisionRequest, parse_event_request
 from riskctl.serve.service import DecisionService
-from tests.unit.serve.fakes import FakeBus
+from tests.unit.serve.fakes import FakeBus, reject_big
 
 NOW = 1_800_000_000_000
 
@@ -193,6 +193,33 @@ def test_too_many_in_flight_is_503() -> None:
             await svc.decide(req("w3"))
         assert info.value.status == 503
         await asyncio.gather(*waiting)
+
+    run(go())
+
+
+def test_retries_of_an_undecided_event_count_against_max_in_flight_and_are_refused_beyond_it() -> None:
+    """50 concurrent retries of one event with max_in_flight=3 all waited (in_flight 50): one retrying client
+    could keep every new event out with 503."""
+
+    async def go() -> None:
+        bus = FakeBus(delay=None)
+        svc = service(bus, max_in_flight=3)
+        tasks = [asyncio.create_task(svc.decide(req("e1", timeout_ms=2000))) for _ in range(50)]
+        await asyncio.sleep(0.01)
+        assert svc.in_flight == 3 and len(svc.waiters["e1"]) == 3
+        refused = [t for t in tasks if t.done()]
+        assert len(refused) == 47
+        assert all(isinstance(t.exception(), ApiError) and t.exception().status == 503 for t in refused)
+        svc.on_decision(reject_big(bus.produced[0][1]))
+        answered = await asyncio.gather(*(t for t in tasks if t not in refused))
+        assert [out["source"] for out in answered] == ["job"] * 3 and len(bus.produced) == 1
+        assert svc.in_flight == 0 and not svc.waiters
+        others = [asyncio.create_task(svc.decide(req(f"w{i}", timeout_ms=50))) for i in range(3)]
+        await asyncio.sleep(0.01)
+        assert svc.in_flight == 3
+        decided = await svc.decide(req("e1"))  # decided: a retry waits for nothing, so it is not refused
+        assert decided["replay"] and decided["source"] == "job"
+        await asyncio.gather(*others)
 
     run(go())
 

@@ -4,11 +4,17 @@ Each call makes one attempt and returns an :class:`~riskctl.alerts.messages.Outc
 failure of the receiver (refused connection, timeout, TLS error, bad answer). Redirects are not followed (a
 webhook that answers 3xx is a failure, retried), answers are read up to 64 KiB, and the URL (which carries
 tokens) never appears in a reason.
+
+SMTP recipients: ``smtplib`` returns the refused recipients only when at least one was accepted, and then the
+message was delivered to the accepted ones: that is a delivery (a warning is logged), since sending again
+would duplicate it for them. When every recipient is refused, the failure is permanent if every answer was
+5xx, retried otherwise.
 """
 
 from __future__ import annotations
 
 import http.client
+import logging
 import smtplib
 import socket
 import ssl
@@ -20,6 +26,7 @@ from typing import Any
 from riskctl.alerts.messages import OK, HttpRequest, Outcome, read_http_answer
 from riskctl.alerts.settings import Channel
 
+log = logging.getLogger("riskctl.alerts")
 _MAX_ANSWER = 65_536
 
 
@@ -54,6 +61,15 @@ def _reason(exc: object) -> str:
     return f"{type(exc).__name__}: {str(exc)[:200]}"
 
 
+def _refusals(refused: dict[str, Any]) -> str:
+    """``addr code, addr code, ...``: the first 3 refused addresses (from the channel's list), their codes."""
+    shown = ", ".join(
+        f"{addr} {answer[0] if isinstance(answer, tuple) else answer}"
+        for addr, answer in sorted(refused.items())[:3]
+    )
+    return shown + (f" and {len(refused) - 3} more" if len(refused) > 3 else "")
+
+
 def send_mail(channel: Channel, message: EmailMessage, timeout_s: float) -> Outcome:
     """One SMTP session: connect (SSL or STARTTLS when set), log in when a user is set, send."""
     try:
@@ -70,11 +86,20 @@ def send_mail(channel: Channel, message: EmailMessage, timeout_s: float) -> Outc
             if channel.username:
                 smtp.login(channel.username, channel.password)
             refused = smtp.send_message(message, from_addr=channel.sender, to_addrs=list(channel.to))
-        if refused:
-            return Outcome(
-                False, f"the SMTP server refused {len(refused)} recipient(s): {sorted(refused)[:5]}"
+        if refused:  # some recipients accepted it: delivered (sending again would duplicate it for them)
+            log.warning(
+                "channel %s: delivered, but the SMTP server refused %d of %d recipient(s): %s",
+                channel.name,
+                len(refused),
+                len(channel.to),
+                _refusals(refused),
             )
         return OK
+    except smtplib.SMTPRecipientsRefused as exc:  # every recipient refused (or a 421 while asking)
+        codes = [answer[0] if isinstance(answer, tuple) else None for answer in exc.recipients.values()]
+        permanent = bool(codes) and all(isinstance(c, int) and 500 <= c < 600 for c in codes)
+        reason = f"the SMTP server refused the recipient(s): {_refusals(exc.recipients)}"  # none accepted
+        return Outcome(False, reason, permanent)
     except smtplib.SMTPAuthenticationError as exc:
         return Outcome(False, f"SMTP login refused ({exc.smtp_code})", permanent=True)
     except smtplib.SMTPResponseException as exc:

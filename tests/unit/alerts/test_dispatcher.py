@@ -348,3 +348,47 @@ def test_an_alert_with_a_very_long_id_is_delivered_once_and_dead_lettered_with_a
     committable_eventually(d, {"p0": 3})
     (letter,) = dead
     assert letter["key"] == id_key(other).encode() and letter["alert_id"] == other[:300]
+
+
+@pytest.mark.parametrize(
+    ("rcpt", "attempts", "sessions", "delivered_to", "reason"),
+    [
+        # one recipient refused: smtplib returns it, the message went to the other: delivered, not resent
+        ({"bad@y": b"550 5.1.1 no such user"}, 5, 1, ["ok@y"], None),
+        # every recipient refused with 5xx: permanent, one attempt
+        (
+            {"bad@y": b"550 5.1.1 no such user", "ok@y": b"553 5.7.1 relay denied"},
+            5,
+            1,
+            None,
+            "channel m: refused: the SMTP server refused the recipient(s): bad@y 550, ok@y 553",
+        ),
+        # every recipient refused, one with 4xx: temporary, retried
+        (
+            {"bad@y": b"550 5.1.1 no such user", "ok@y": b"450 4.2.1 try later"},
+            3,
+            3,
+            None,
+            "channel m: undeliverable after 3 attempt(s): "
+            "the SMTP server refused the recipient(s): bad@y 550, ok@y 450",
+        ),
+    ],
+)
+def test_smtp_refusals_of_recipients(
+    smtp_server: Any,
+    rcpt: dict[str, bytes],
+    attempts: int,
+    sessions: int,
+    delivered_to: list[str] | None,
+    reason: str | None,
+) -> None:
+    from riskctl.alerts.dispatcher import network_sender
+
+    server = smtp_server(rcpt)
+    channel = {**MAIL["m"], "host": "127.0.0.1", "port": server.port}
+    delivery = {"attempts": attempts, "backoff_ms": 1, "max_backoff_ms": 1}
+    cfg = parse_config({"channels": {"m": channel}, "default_channels": ["m"], "delivery": delivery}, {})
+    dead = run_one(cfg, alert_doc(), network_sender(2))
+    assert server.sessions == sessions
+    assert [to for to, _ in server.messages] == ([delivered_to] if delivered_to else [])
+    assert [x["reason"] for x in dead] == ([reason] if reason else [])

@@ -176,6 +176,7 @@ class Api:
                 "replays": st.replays,
                 "produce_failures": st.produce_failures,
                 "late_decisions": st.late_decisions,
+                "foreign_decisions": st.foreign_decisions,
                 "in_flight": self.service.in_flight,
                 "gc_pause_max_ms": round(self.gc_pauses.max_ms, 1),
                 "gc_full_collections": self.gc_pauses.full,
@@ -191,8 +192,9 @@ class Api:
         self._probe_n += 1
         event_id = f"riskctl-probe-{self.instance}-{uuid.uuid4().hex[:12]}"
         user_id = f"riskctl-probe-{self.instance}"
-        doc = {"event_id": event_id, "user_id": user_id, "type": PROBE_TYPE, "ts": int(time.time() * 1000)}
-        return DecisionRequest(event_id, user_id, doc, uuid.uuid4().hex, 5_000)
+        ts = int(time.time() * 1000)
+        doc = {"event_id": event_id, "user_id": user_id, "type": PROBE_TYPE, "ts": ts}
+        return DecisionRequest(event_id, user_id, doc, uuid.uuid4().hex, 5_000, ts)
 
     async def probe_loop(self) -> None:
         interval = self.settings.serve.probe_interval_ms / 1000

@@ -54,6 +54,9 @@ class DecisionRequest:
     #: digest of the event's content, to tell a retry (same event) from a conflicting reuse of the event_id
     fingerprint: str
     timeout_ms: int
+    #: the event's time as the job normalizes it: its decision repeats it (with user_id), a reply that does
+    #: not is not this event's decision
+    ts: int
 
 
 def check_content_type(value: str | None) -> None:
@@ -102,7 +105,7 @@ def parse_event_request(body: bytes, limits: Limits, now_ms: int, timeout_ms: in
         msg = "reserved: riskctl serve sets this field to route the decision back"
         raise ApiError(422, msg, REPLY_FIELD)
     fingerprint = hashlib.sha256(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)).hexdigest()
-    return DecisionRequest(event["event_id"], event["user_id"], doc, fingerprint, timeout_ms)
+    return DecisionRequest(event["event_id"], event["user_id"], doc, fingerprint, timeout_ms, event["ts"])
 
 
 def _status_of(body: bytes) -> int:

@@ -45,11 +45,12 @@ class Bus(Protocol):
 
 
 #: One event in the idempotency memory: (fingerprint, created, the job's decision as JSON once it came,
-#: whether a request got the fallback before it came). A plain tuple of text, a number, bytes and a
-#: boolean: CPython stops tracking such a tuple (an exact tuple, not a subclass) in its cyclic collector,
-#: so a memory of 100,000 events costs a full collection nothing. As dataclasses holding the decisions'
-#: dicts, full collections took 85-227 ms and stalled every request of the instance (bench/results/api.md).
-Remembered = tuple[str, float, bytes | None, bool]
+#: whether a request got the fallback before it came, the event's user_id and ts, which the decision must
+#: repeat to be taken). A plain tuple of text, numbers, bytes and a boolean: CPython stops tracking such a
+#: tuple (an exact tuple, not a subclass) in its cyclic collector, so a memory of 100,000 events costs a
+#: full collection nothing. As dataclasses holding the decisions' dicts, full collections took 85-227 ms
+#: and stalled every request of the instance (bench/results/api.md).
+Remembered = tuple[str, float, bytes | None, bool, str, int]
 
 
 @dataclass(slots=True)
@@ -60,6 +61,8 @@ class Stats:
     replays: int = 0
     produce_failures: int = 0
     late_decisions: int = 0
+    #: replies naming one of our event_ids but another user_id or ts: not the decision of our event, ignored
+    foreign_decisions: int = 0
     last_roundtrip: float = 0.0
 
 
@@ -118,7 +121,7 @@ class DecisionService:
             self.stats.replays += 1
         else:
             value = encode_event(request, self.bus.reply_key, self.limits)
-            self._remember(event_id, (request.fingerprint, start, None, False))
+            self._remember(event_id, (request.fingerprint, start, None, False, request.user_id, request.ts))
             key = request.user_id.encode("utf-8")
 
             def failed(reason: str) -> None:
@@ -185,7 +188,7 @@ class DecisionService:
     def _fell_back(self, event_id: str) -> None:
         entry = self.entries.get(event_id)
         if entry is not None and entry[2] is None and not entry[3]:
-            self.entries[event_id] = (entry[0], entry[1], None, True)  # keeps its place in the order
+            self.entries[event_id] = (*entry[:3], True, *entry[4:])  # keeps its place in the order
 
     def _lookup(self, event_id: str, now: float) -> Remembered | None:
         self._expire(now)
@@ -226,18 +229,25 @@ class DecisionService:
 
     # -- from the bus ---------------------------------------------------------------------------------------
     def on_decision(self, decision: dict[str, Any]) -> bool:
-        """A decision read from the replies; True when it answered (or will answer) a request of ours."""
+        """A decision read from the replies; True when it answered (or will answer) a request of ours.
+
+        Anyone who can write the events topic can send an event with one of our pending event_ids and our
+        ``reply_to``: a reply is taken only when it also repeats the event's user_id and ts (the job's
+        decision always does), else it is ignored and counted (``foreign_decisions``)."""
         event_id = decision.get("event_id")
         if not isinstance(event_id, str):
             return False
         entry = self.entries.get(event_id)
         if entry is None:
             return False
+        fingerprint, created, remembered, fell_back, user_id, ts = entry
+        if decision.get("user_id") != user_id or decision.get("ts") != ts:
+            self.stats.foreign_decisions += 1
+            return False
         now = self.clock()
         self.stats.last_roundtrip = now
-        fingerprint, created, remembered, fell_back = entry
         if remembered is None:
-            self.entries[event_id] = (fingerprint, created, orjson.dumps(decision), fell_back)
+            self.entries[event_id] = (fingerprint, created, orjson.dumps(decision), fell_back, user_id, ts)
             if fell_back:
                 self.stats.late_decisions += 1
             for waiter in self.waiters.pop(event_id, ()):

@@ -260,3 +260,4 @@ def test_stats_report_the_collector_pauses() -> None:
     with running_api(settings_for_tests(), FakeBus()) as (base, _, _):
         status, stats = call(base, "GET", "/v1/stats")
     assert status == 200 and stats["gc_full_collections"] == 0 and stats["gc_pause_max_ms"] == 0
+    assert stats["foreign_decisions"] == 0 and stats["reply_key"] == "fake:0"

@@ -231,6 +231,31 @@ def test_decisions_of_other_instances_or_garbage_are_ignored() -> None:
     assert svc.stats.last_roundtrip == 0.0
 
 
+def test_a_reply_with_our_event_id_but_another_user_or_ts_is_not_taken_as_the_decision() -> None:
+    """Whoever writes the events topic can send an event with a pending event_id and this instance's
+    reply_to: its decision (user mallory, PASS) answered the victim's request, remembered for retries."""
+
+    async def go() -> None:
+        bus = FakeBus(delay=None)
+        svc = service(bus)
+        task = asyncio.create_task(svc.decide(req("e1", timeout_ms=1000, amount=50_000)))
+        await asyncio.sleep(0.01)
+        real = reject_big(bus.produced[0][1])
+        for spoofed in (
+            {**real, "user_id": "mallory", "action": "PASS"},
+            {**real, "ts": 1, "action": "PASS"},
+        ):
+            assert svc.on_decision(spoofed) is False
+        assert not task.done() and svc.stats.foreign_decisions == 2 and svc.stats.last_roundtrip == 0.0
+        assert svc.on_decision(real) is True
+        out = await task
+        assert (out["user_id"], out["action"], out["source"]) == ("u1", "REJECT", "job")
+        retry = await svc.decide(req("e1", amount=50_000))
+        assert retry["action"] == "REJECT" and retry["replay"]
+
+    run(go())
+
+
 def test_the_memory_of_decided_events_is_out_of_the_cyclic_collectors_way() -> None:
     """100,000 remembered decisions as dicts made every full collection walk millions of objects (85-227 ms
     pauses that stalled every request of the instance); as tuples of text, numbers and bytes, CPython stops
@@ -272,6 +297,6 @@ def test_a_waiter_that_times_out_or_is_cancelled_leaves_nothing_behind() -> None
         return svc
 
     svc = run(go())
-    _, _, decision, fell_back = svc.entries["slow"]
+    decision, fell_back = svc.entries["slow"][2:4]
     assert fell_back and decision is not None
     assert svc.stats.late_decisions == 1 and not svc.waiters

@@ -6,7 +6,9 @@ limited depth and size) or JSON. Every problem is collected and reported at once
 
 Secrets (webhook URLs carry tokens, the DingTalk secret, a bearer token, the SMTP password) are given either
 in the file or, better, as ``{env: VARIABLE}``: read from the environment when the file loads, refused when
-the variable is missing or empty. They never appear in ``describe()`` or in error messages. See
+the variable is missing or empty, and (never stripped) when a secret holds a control character, a token is not
+Latin-1 (an HTTP header) or a password not ASCII (smtplib's login): such values would fail every delivery.
+They never appear in ``describe()`` or in error messages. See
 docs/alerts.md and alerts.example.yaml.
 """
 
@@ -67,6 +69,9 @@ TEMPLATE_FIELDS = frozenset(
 LINK_FIELDS = frozenset({"id", "alert_id", "kind", "rule", "action", "severity", "user_id", "event_id"})
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _HEADER_RE = re.compile(r"[A-Za-z0-9-]{1,64}")
+#: characters no secret may hold: C0 and C1 controls (a line break at the end of a mounted secret file among
+#: them) and the Unicode line separators; they would break the header or signature the secret goes into
+_SECRET_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 @dataclass(frozen=True)
@@ -271,8 +276,40 @@ def _str_list(
     return tuple(value)
 
 
-def _secret(value: Any, where: str, errs: _Errors, env: Mapping[str, str], *, required: bool) -> str:
-    """A plain string, or ``{env: NAME}`` read from the environment."""
+def _secret(
+    value: Any,
+    where: str,
+    errs: _Errors,
+    env: Mapping[str, str],
+    *,
+    required: bool,
+    encoding: str | None = None,
+    use: str = "",
+) -> str:
+    """A plain string, or ``{env: NAME}`` read from the environment; refused (never stripped) when it holds
+    a control character, or characters ``encoding`` cannot write (``use`` says where it goes).
+    """
+    got = _secret_text(value, where, errs, env, required=required)
+    bad = _SECRET_CONTROL.search(got)
+    if bad is not None:
+        errs.add(
+            where,
+            f"contains a control character (U+{ord(bad.group()):04X}; a line break at the end of a secret "
+            "file or variable is one): remove it (the value is not shown)",
+        )
+    elif encoding is not None:
+        try:
+            got.encode(encoding)
+        except UnicodeEncodeError as exc:
+            errs.add(
+                where,
+                f"contains a character that is not {encoding.upper()} (U+{ord(got[exc.start]):04X}), "
+                f"which {use} cannot carry (the value is not shown)",
+            )
+    return got
+
+
+def _secret_text(value: Any, where: str, errs: _Errors, env: Mapping[str, str], *, required: bool) -> str:
     if value is None:
         if required:
             errs.add(where, "missing")
@@ -409,7 +446,15 @@ def _channel(name: str, raw: Any, errs: _Errors, env: Mapping[str, str]) -> Chan
         if not isinstance(username, str):
             errs.add(f"{where}.username", "must be a string")
             username = ""
-        password = _secret(doc.get("password"), f"{where}.password", errs, env, required=bool(username))
+        password = _secret(
+            doc.get("password"),
+            f"{where}.password",
+            errs,
+            env,
+            required=bool(username),
+            encoding="ascii",
+            use="the SMTP login (smtplib sends it as ASCII)",
+        )
         starttls = _bool(doc.get("starttls"), f"{where}.starttls", errs, False)
         ssl = _bool(doc.get("ssl"), f"{where}.ssl", errs, False)
         if starttls and ssl:
@@ -452,7 +497,15 @@ def _channel(name: str, raw: Any, errs: _Errors, env: Mapping[str, str]) -> Chan
         template,
         url=url,
         secret=_secret(doc.get("secret"), f"{where}.secret", errs, env, required=False),
-        token=_secret(doc.get("token"), f"{where}.token", errs, env, required=False),
+        token=_secret(
+            doc.get("token"),
+            f"{where}.token",
+            errs,
+            env,
+            required=False,
+            encoding="latin-1",
+            use="an HTTP header (Authorization: Bearer)",
+        ),
         headers=headers,
         rate_limit=rate,
         digest_template=digest,

@@ -226,3 +226,68 @@ def test_json_files_load_too(tmp_path: Path) -> None:
 def test_the_example_is_valid_yaml_with_the_documented_top_keys() -> None:
     doc = yaml.safe_load(EXAMPLE.read_text())
     assert {"channels", "routes", "default_channels", "severity", "link", "delivery"} <= set(doc)
+
+
+@pytest.mark.parametrize(
+    ("channel", "field", "expected"),
+    [
+        # a mounted secret file read into a variable keeps its trailing newline: http.client refuses the
+        # header at run time, so every webhook alert was dead-lettered ("the channel's URL cannot be used")
+        ({"type": "webhook", "url": "http://127.0.0.1:9/x", "token": {"env": "S"}}, "token", "U+000A"),
+        ({"type": "webhook", "url": "http://127.0.0.1:9/x", "token": "tk\r"}, "token", "U+000D"),
+        (
+            {"type": "webhook", "url": "http://127.0.0.1:9/x", "token": "t\u20ack"},
+            "token",
+            "not LATIN-1 (U+20AC)",
+        ),
+        (
+            {"type": "dingtalk", "url": "https://oapi.dingtalk.com/x", "secret": {"env": "S"}},
+            "secret",
+            "U+000A",
+        ),
+        ({"type": "dingtalk", "url": "https://oapi.dingtalk.com/x", "secret": "SEC\x85"}, "secret", "U+0085"),
+        (
+            {
+                "type": "email",
+                "host": "h",
+                "from": "a@b",
+                "to": ["x@y"],
+                "username": "u",
+                "password": {"env": "S"},
+            },
+            "password",
+            "U+000A",
+        ),
+        (
+            {
+                "type": "email",
+                "host": "h",
+                "from": "a@b",
+                "to": ["x@y"],
+                "username": "u",
+                "password": "p\u00e4ss",
+            },
+            "password",
+            "not ASCII (U+00E4)",
+        ),
+        ({"type": "slack", "url": {"env": "U"}}, "url", "U+000A"),
+    ],
+)
+def test_a_secret_the_channel_could_not_send_is_refused_at_load(
+    channel: dict[str, Any], field: str, expected: str
+) -> None:
+    env = {"S": "s3cr3t-value\n", "U": "https://hooks.slack.com/services/T/B/s3cr3t-value\n"}
+    text = errors_of(minimal(channels={"c": channel}, routes=[{"match": {}, "channels": ["c"]}]), env)
+    assert f"channels.c.{field}: contains a" in text and expected in text, text
+    assert "s3cr3t" not in text and "t\u20ack" not in text and "p\u00e4ss" not in text
+
+
+def test_a_latin_1_token_and_a_unicode_dingtalk_secret_are_accepted() -> None:
+    doc = minimal(
+        channels={
+            "hook": {"type": "webhook", "url": "http://127.0.0.1:9/x", "token": "t\u00f6k"},
+            "ding": {"type": "dingtalk", "url": "https://oapi.dingtalk.com/x", "secret": "SEC\u4e2d"},
+        }
+    )
+    config = parse_config(doc, {})
+    assert config.channels["hook"].token == "t\u00f6k" and config.channels["ding"].secret == "SEC\u4e2d"

@@ -124,7 +124,15 @@ class Api:
         chunks: list[bytes] = []
         size = 0
         while True:
-            chunk = await request.content.read(_READ_CHUNK)
+            try:
+                chunk = await request.content.read(_READ_CHUNK)
+            except web.RequestPayloadError as exc:  # aiohttp's: a compressed body that does not inflate
+                encoding = request.headers.get("Content-Encoding")
+                if encoding:
+                    msg = f"the body cannot be decoded as Content-Encoding {encoding[:40]!r}"
+                    raise ApiError(400, msg, "Content-Encoding") from None
+                msg = f"the body cannot be read: {' '.join(str(exc).split())[:200]}"
+                raise ApiError(400, msg) from None
             if not chunk:
                 break
             size += len(chunk)

@@ -7,6 +7,7 @@ import http.client
 import json
 import threading
 import time
+import zlib
 from typing import Any
 
 import pytest
@@ -226,6 +227,28 @@ def test_gzip_bomb_is_413_without_inflating_it_all() -> None:
         status, out = call(base, "POST", "/v1/decisions", bomb, headers)
         assert status == 413 and out["error"]["status"] == 413
         assert call(base, "GET", "/healthz")[0] == 200
+
+
+@pytest.mark.parametrize(
+    ("encoding", "body"),
+    [
+        ("gzip", b"this is not gzip"),
+        ("deflate", b"\x78\x9c not deflate"),
+        ("gzip", zlib.compress(b"x")[:4]),
+    ],
+)
+def test_a_body_that_does_not_inflate_is_400_json_naming_the_content_encoding(
+    encoding: str, body: bytes
+) -> None:
+    """aiohttp's RequestPayloadError escaped the handler: a plain-text 500."""
+    bus = FakeBus()
+    headers = {"Content-Type": "application/json", "Content-Encoding": encoding}
+    with running_api(settings_for_tests(), bus) as (base, _, _):
+        status, out = call(base, "POST", "/v1/decisions", body, headers)
+        assert status == 400 and out["error"]["status"] == 400, out
+        assert out["error"]["field"] == "Content-Encoding" and encoding in out["error"]["reason"]
+        assert call(base, "GET", "/healthz")[0] == 200
+    assert bus.produced == []
 
 
 def test_cli_serve_without_a_broker_fails_with_a_message_not_a_traceback() -> None:

@@ -56,6 +56,12 @@ def _flink_options_ok(value: str) -> bool:
     return True
 
 
+#: the deepest ``job.max_depth`` accepted: orjson, which writes the API's events and the job's records,
+#: refuses to write data nested deeper than 255 levels, and a decision holds an event's field values 4 levels
+#: deeper than the event did (riskctl.alerts.model.RECORD_ENVELOPE_DEPTH): at most 251, 250 with a margin.
+#: Beyond it, an event the door accepted could not be written (riskctl serve answered it with a 500).
+MAX_EVENT_DEPTH = 250
+
 _TOPIC = {
     "pattern": r"[A-Za-z0-9._-]{1,249}",
     "shape": "a Kafka topic name (1-249 letters, digits, '.', '_', '-')",
@@ -174,7 +180,7 @@ class JobSettings:
     restore_from: str = ""  # a retained checkpoint (.../chk-N) or savepoint to start from
     # limits at the door (riskctl.core.door, docs/config.md "Limits at the door")
     max_event_bytes: int = positive(DEFAULT_LIMITS.max_event_bytes)
-    max_depth: int = positive(DEFAULT_LIMITS.max_depth)
+    max_depth: int = setting(DEFAULT_LIMITS.max_depth, low=1, high=MAX_EVENT_DEPTH)
     max_string_chars: int = positive(DEFAULT_LIMITS.max_string_chars)
     max_clock_skew_ms: int = ms(DEFAULT_LIMITS.max_clock_skew_ms)
     dead_letter_max_bytes: int = setting(

@@ -26,6 +26,7 @@ import orjson
 from aiohttp import web
 
 from riskctl.config import Settings
+from riskctl.config.settings import MAX_EVENT_DEPTH
 from riskctl.core.door import Limits
 from riskctl.errors import ConfigError
 from riskctl.serve.openapi import openapi_document
@@ -56,6 +57,9 @@ class Api:
         s = settings.serve
         self.settings = settings
         self.limits: Limits = settings.job.limits()
+        if self.limits.max_depth > MAX_EVENT_DEPTH:  # settings built in code skip the loader's checks
+            msg = f"job.max_depth must be at most {MAX_EVENT_DEPTH}, got {self.limits.max_depth}"
+            raise ConfigError(msg)
         if not 1 <= s.min_timeout_ms <= s.timeout_ms <= s.max_timeout_ms:
             msg = (
                 "serve.min_timeout_ms <= serve.timeout_ms <= serve.max_timeout_ms must hold, got "

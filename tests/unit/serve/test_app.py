@@ -8,6 +8,7 @@ import json
 import threading
 import time
 import zlib
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -108,6 +109,40 @@ def test_a_memory_smaller_than_the_requests_in_flight_is_refused_naming_both_set
     ):
         Api(bad, FakeBus(), instance="unit")  # type: ignore[arg-type]
     Api(settings_for_tests(idempotency_max_entries=101, max_in_flight=101), FakeBus(), instance="unit")  # type: ignore[arg-type]
+
+
+def test_a_max_depth_beyond_what_orjson_writes_is_refused_and_the_deepest_accepted_event_is_no_500(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """job.max_depth=300 let the door accept an event nested 260 deep that orjson could not write: 500."""
+    from riskctl.config import Settings, load_settings
+    from riskctl.config.loading import apply_overrides
+    from riskctl.config.settings import MAX_EVENT_DEPTH
+    from riskctl.errors import ConfigError
+    from riskctl.serve.app import Api
+
+    monkeypatch.chdir(tmp_path)  # no riskctl.toml
+    with pytest.raises(ConfigError, match="RISKCTL_JOB_MAX_DEPTH .*job.max_depth"):
+        load_settings(env={"RISKCTL_JOB_MAX_DEPTH": "300"})
+    with pytest.raises(ConfigError, match="job.max_depth"):
+        apply_overrides(Settings(), ["job.max_depth=300"])
+    too_deep = settings_for_tests()
+    too_deep.job.max_depth = 300  # built in code, not loaded: the API checks too
+    with pytest.raises(ConfigError, match="job.max_depth must be at most 250"):
+        Api(too_deep, FakeBus(), instance="unit")  # type: ignore[arg-type]
+
+    s = apply_overrides(settings_for_tests(), [f"job.max_depth={MAX_EVENT_DEPTH}"])
+    assert s.job.max_depth == MAX_EVENT_DEPTH == 250
+
+    def nested(eid: str, depth: int) -> bytes:  # the event object is depth 1, "x" holds depth - 1 more
+        head = json.dumps(event(eid))[:-1].encode() + b', "x": '
+        return head + b'{"a":' * (depth - 1) + b"1" + b"}" * (depth - 1) + b"}"
+
+    with running_api(s, FakeBus()) as (base, _, _):
+        status, out = call(base, "POST", "/v1/decisions", nested("d1", MAX_EVENT_DEPTH), JSON)
+        assert status == 200 and out["source"] == "job", out
+        status, out = call(base, "POST", "/v1/decisions", nested("d2", MAX_EVENT_DEPTH + 10), JSON)
+        assert status == 422 and "max_depth" in out["error"]["reason"], out
 
 
 def test_wrong_method_and_unknown_path_are_json_errors() -> None:

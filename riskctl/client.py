@@ -113,10 +113,12 @@ class _Base:
     ) -> None:
         url = urllib.parse.urlsplit(base_url)
         if url.scheme not in {"http", "https"} or not url.hostname:
-            msg = f"base_url must be http(s)://host[:port], got {base_url!r}"
+            msg = f"base_url must be http(s)://host[:port][/path], got {base_url!r}"
             raise ValueError(msg)
         self.base_url = base_url.rstrip("/")
         self.url = url
+        #: a path in base_url (a prefix behind a proxy, "http://h/risk"): both clients post below it
+        self.path_prefix = url.path.rstrip("/")
         self.timeout_ms = timeout_ms
         self.retries = retries
         self.backoff_ms = backoff_ms
@@ -156,7 +158,8 @@ class DecisionClient(_Base):
                 time.sleep(self.backoff_ms * attempt / 1000)
             try:
                 conn = self._connection(self._wait_s(timeout_ms))
-                conn.request("POST", _path(timeout_ms), body, {"Content-Type": "application/json"})
+                path = self.path_prefix + _path(timeout_ms)
+                conn.request("POST", path, body, {"Content-Type": "application/json"})
                 resp = conn.getresponse()
                 data = resp.read()
             except (OSError, http.client.HTTPException) as exc:  # refused, reset, timed out

@@ -220,6 +220,49 @@ def test_client_retries_connection_errors_with_the_same_event_then_gives_up() ->
         client.decide(event())
 
 
+def test_both_clients_post_below_the_path_of_their_base_url() -> None:
+    """DecisionClient("http://h:p/prefix") posted to /v1/decisions, AsyncDecisionClient to /prefix/v1/...."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    paths: list[str] = []
+
+    class Recorder(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            paths.append(self.path)
+            doc = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            body = json.dumps({**doc, "action": "PASS", "rules": [], "shadow": [], "source": "job"}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    async def async_calls(base: str) -> None:
+        for url in (base + "/risk/api", base + "/risk/api/", base):
+            async with AsyncDecisionClient(url, timeout_ms=100) as client:
+                await client.decide(event("a"))
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        for url in (base + "/risk/api", base + "/risk/api/", base):
+            with DecisionClient(url, timeout_ms=100) as client:
+                assert client.decide(event("s")).action == "PASS"
+        sync_paths, paths[:] = list(paths), []
+        asyncio.run(async_calls(base))
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+    expected = ["/risk/api/v1/decisions?timeout_ms=100"] * 2 + ["/v1/decisions?timeout_ms=100"]
+    assert sync_paths == paths == expected
+
+
 def test_async_client_concurrent_calls_and_fallback() -> None:
     async def go(base: str) -> None:
         async with AsyncDecisionClient(base) as client:

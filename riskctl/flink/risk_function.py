@@ -30,12 +30,14 @@ from __future__ import annotations
 
 import functools
 import gc
+import hashlib
 import json
 import logging
 import pickle
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 from pyflink.common import Row, Types
@@ -88,6 +90,24 @@ HOLD_RETRY_MS = 100
 RESTORED_HOLD_MS = 10_000
 LOG = logging.getLogger(__name__)
 RULES_SETTLE_MS = 500
+
+
+#: the riskctl package's folder
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+
+
+def code_fingerprint(root: Path = PACKAGE_DIR) -> str:
+    """A digest of riskctl's Python sources under ``root`` (their paths and contents) as they are on disk."""
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+#: riskctl's sources when this interpreter imported this module: the code it runs, whatever is on disk later.
+#: In thread mode a TaskManager's embedded interpreter lives as long as its JVM, across jobs, so one started
+#: before riskctl changed still runs the old modules; :meth:`RiskFunction.open` refuses to run there.
+LOADED_CODE = code_fingerprint()
 #: the decide operator's own metrics (Flink counters in the group ``riskctl`` of the operator): what its state
 #: cache served and missed (for sizing ``job.state_cache_keys``), and the events and timers its guard caught
 METRICS = ("stateCacheHits", "stateCacheMisses", "internalErrors", "timerErrors")
@@ -294,6 +314,7 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         fast_path: bool = True,
     ) -> None:
         self.limits = limits
+        self.code = LOADED_CODE  # the code the job was built with (checked where it runs, at open())
         self.fast_path = fast_path  # try riskctl.flink.fast_path at open()
         self.path = "not open"  # which path the events take, once open
         self.cache_keys = cache_keys  # users whose state bytes stay in memory (FlinkKeyedState's LRU)
@@ -319,6 +340,14 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         self.next_report_ms = 0
 
     def open(self, runtime_context: RuntimeContext) -> None:
+        if self.code != LOADED_CODE:
+            msg = (
+                f"this TaskManager's Python runs riskctl {LOADED_CODE} (imported when its JVM first "
+                f"ran Python), the job was built with riskctl {self.code}: a TaskManager keeps the Python "
+                "modules it imported for its whole life; restart the TaskManagers after installing or "
+                "changing riskctl"
+            )
+            raise RuntimeError(msg)
         desc = ValueStateDescriptor("engine", Types.PICKLED_BYTE_ARRAY())
         # Flink's TTL frees the keys that never come back (processing time, job.state_ttl_margin_ms beyond the
         # engine's own event-time TTL: only a stall longer than that margin can make it drop a key the engine

@@ -802,3 +802,23 @@ def test_a_decision_too_large_for_the_sinks_is_written_without_its_evidence(monk
     assert decision["action"] == "REVIEW" and len(decision["rules"]) == 20
     assert "evidence dropped" in decision["rules"][0]["evidence"]["omitted"]
     assert json.loads(rows[1][2])["rule"]["evidence"]["fields"]["tags"][0] == "vpn"  # an alert alone fits
+
+
+def test_a_taskmanager_running_other_riskctl_code_refuses_the_job(tmp_path: Any) -> None:
+    """A TaskManager's embedded interpreter keeps the modules it imported for its JVM's life: one that ran
+    Python before riskctl changed would decide with the old code (seen here: a cluster started before an edit
+    ran the edited job with the former risk_function and lost its held events)."""
+    import pytest
+
+    from riskctl.flink import risk_function
+    from riskctl.flink.risk_function import RiskFunction, code_fingerprint
+
+    fn = RiskFunction(lateness_ms=0, state_ttl_ms=3_600_000, rules_wait_ms=0)
+    assert fn.code == risk_function.LOADED_CODE == code_fingerprint()  # the sources have not changed since
+    fn.code = "0123456789abcdef"  # built by a client with other sources
+    with pytest.raises(RuntimeError, match="restart the TaskManagers after installing or changing riskctl"):
+        fn.open(FakeRuntime(FakeValueState()))
+    (tmp_path / "a.py").write_text("x = 1\n")
+    before = code_fingerprint(tmp_path)
+    (tmp_path / "a.py").write_text("x = 2\n")
+    assert code_fingerprint(tmp_path) != before

@@ -472,7 +472,9 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
                 if not isinstance(doc, dict):
                     msg = "the rule document must be a JSON object"
                     raise RuleError(msg, rule_id=rule_id, field="document")
-                doc.setdefault("id", rule_id)
+                if doc.setdefault("id", rule_id) != rule_id:  # it would run under one id, deleted by another
+                    msg = f"the document's id {str(doc['id'])[:100]!r} is not its row's rule_id {rule_id!r}"
+                    raise RuleError(msg, rule_id=rule_id, field="id")
                 doc["version"] = version
                 self.engine.upsert_rule(doc)
                 rules.put(rule_id, json.dumps(doc))

@@ -203,3 +203,12 @@ def test_a_sync_row_that_lists_no_ids_is_refused_and_deletes_nothing() -> None:
     apply(fn, ctx, "good", GOOD)
     status = apply(fn, ctx, "", json.dumps({"not": "a list"}), op="sync")
     assert status["state"] == "refused" and sorted(ctx.state) == ["good"]
+
+
+def test_a_document_whose_id_is_not_its_rows_is_refused() -> None:
+    """Reachable by editing the rules table by hand (the store writes the same id in both): accepted, the rule
+    would run as "b" while a delete of row "a" would miss it."""
+    fn, ctx = function(), FakeCtx()
+    status = apply(fn, ctx, "a", json.dumps({"id": "b", "action": "REVIEW", "when": "event.amount > 10"}))
+    assert (status["state"], status["field"]) == ("refused", "id") and "rule_id 'a'" in status["reason"]
+    assert list(fn.engine.ruleset) == [] and dict(ctx.state) == {}  # type: ignore[union-attr]

@@ -265,6 +265,9 @@ class ServeSettings:
     #: for probe_interval_ms (0: no probes, readiness then depends on real traffic)
     ready_window_ms: int = ms(10_000)
     probe_interval_ms: int = ms(2_000, low=0)
+    #: a request's body must arrive within this long once its headers have: a client that trickles it gets
+    #: 408 instead of holding a connection, outside max_in_flight, for as long as it likes
+    body_timeout_ms: int = setting(5_000, low=1, high=600_000)
     #: on SIGTERM, in-flight requests get this long to finish before Kafka is closed
     shutdown_timeout_ms: int = ms(10_000, low=0)
     #: the producer gives up delivering an event after this long (the request has its fallback by then)

@@ -127,23 +127,28 @@ class Api:
             raise ApiError(413, msg)
         chunks: list[bytes] = []
         size = 0
-        while True:
-            try:
-                chunk = await request.content.read(_READ_CHUNK)
-            except web.RequestPayloadError as exc:  # aiohttp's: a compressed body that does not inflate
-                encoding = request.headers.get("Content-Encoding")
-                if encoding:
-                    msg = f"the body cannot be decoded as Content-Encoding {encoding[:40]!r}"
-                    raise ApiError(400, msg, "Content-Encoding") from None
-                msg = f"the body cannot be read: {' '.join(str(exc).split())[:200]}"
-                raise ApiError(400, msg) from None
-            if not chunk:
-                break
-            size += len(chunk)
-            if size > limit:
-                msg = f"body larger than max_event_bytes ({limit})"
-                raise ApiError(413, msg)
-            chunks.append(chunk)
+        wait_ms = self.settings.serve.body_timeout_ms
+        try:
+            async with asyncio.timeout(wait_ms / 1000):
+                while True:
+                    chunk = await request.content.read(_READ_CHUNK)
+                    if not chunk:
+                        break
+                    size += len(chunk)
+                    if size > limit:
+                        msg = f"body larger than max_event_bytes ({limit})"
+                        raise ApiError(413, msg)
+                    chunks.append(chunk)
+        except web.RequestPayloadError as exc:  # aiohttp's: a compressed body that does not inflate
+            encoding = request.headers.get("Content-Encoding")
+            if encoding:
+                msg = f"the body cannot be decoded as Content-Encoding {encoding[:40]!r}"
+                raise ApiError(400, msg, "Content-Encoding") from None
+            msg = f"the body cannot be read: {' '.join(str(exc).split())[:200]}"
+            raise ApiError(400, msg) from None
+        except TimeoutError:
+            msg = f"the body did not arrive within serve.body_timeout_ms ({wait_ms} ms)"
+            raise ApiError(408, msg) from None
         if not size:
             raise ApiError(400, "empty body: send one event as a JSON object")
         return b"".join(chunks)

@@ -70,6 +70,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                             },
                         },
                         "400": _error("not JSON, not UTF-8, or an empty body"),
+                        "408": _error("the body did not arrive within serve.body_timeout_ms"),
                         "409": _error("event_id already sent with a different content"),
                         "413": _error(f"body larger than {lim.max_event_bytes} bytes"),
                         "415": _error("Content-Type is not application/json (UTF-8)"),

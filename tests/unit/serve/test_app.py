@@ -362,3 +362,33 @@ def test_stats_report_the_collector_pauses() -> None:
         status, stats = call(base, "GET", "/v1/stats")
     assert status == 200 and stats["gc_full_collections"] == 0 and stats["gc_pause_max_ms"] == 0
     assert stats["foreign_decisions"] == 0 and stats["reply_key"] == "fake:0"
+
+
+def test_a_body_that_trickles_in_gets_408_and_frees_the_connection() -> None:
+    """A client that sends the headers and then the body a byte at a time (or never) would hold a handler,
+    outside max_in_flight, for as long as it liked."""
+    import socket
+    import time
+    import urllib.parse
+
+    with running_api(settings_for_tests(body_timeout_ms=300), FakeBus()) as (base, _, _):
+        url = urllib.parse.urlsplit(base)
+        with socket.create_connection((url.hostname, url.port), timeout=5) as sock:
+            sock.sendall(
+                b"POST /v1/decisions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 200\r\n\r\n" + b'{"event_id": "e'
+            )
+            start = time.monotonic()
+            answer = b""
+            while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+                chunk = sock.recv(65_536)
+                if not chunk:
+                    break
+                answer += chunk
+            waited = time.monotonic() - start
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 408"), head
+        assert "body_timeout_ms (300 ms)" in json.loads(body)["error"]["reason"]
+        assert 0.25 < waited < 3
+        status, out = call(base, "POST", "/v1/decisions", json.dumps(event()).encode(), JSON)
+        assert status == 200  # the others are served as before

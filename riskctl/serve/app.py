@@ -274,18 +274,27 @@ async def serve(
     )
     loop = asyncio.get_running_loop()
     api = Api(settings, bus, instance=instance)
-    gc.callbacks.append(api.gc_pauses)
+    runner = web.AppRunner(api.app, shutdown_timeout=s.shutdown_timeout_ms / 1000, access_log=None)
     await loop.run_in_executor(None, bus.start, loop, api.service.on_decision)
+    try:
+        await runner.setup()
+        site = web.TCPSite(runner, s.host, s.port, reuse_address=True)
+        await site.start()
+    except BaseException as exc:
+        # the Kafka clients' threads would keep the process alive behind a traceback: close them first
+        await runner.cleanup()
+        await loop.run_in_executor(None, bus.close)
+        if isinstance(exc, OSError):  # the port is taken, the host is not this machine's ...
+            msg = f"serve cannot listen on {s.host}:{s.port}: {exc.strerror or exc}"
+            raise ConfigError(msg) from None
+        raise
+    gc.callbacks.append(api.gc_pauses)
     stop = stop or asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         try:
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):  # not the main thread (tests run it in one)
             pass
-    runner = web.AppRunner(api.app, shutdown_timeout=s.shutdown_timeout_ms / 1000, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, s.host, s.port, reuse_address=True)
-    await site.start()
     port = runner.addresses[0][1] if runner.addresses else s.port
     LOG.warning("serve %s: listening on http://%s:%s", instance, s.host, port)
     probes = asyncio.create_task(api.probe_loop())

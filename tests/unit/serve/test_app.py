@@ -392,3 +392,35 @@ def test_a_body_that_trickles_in_gets_408_and_frees_the_connection() -> None:
         assert 0.25 < waited < 3
         status, out = call(base, "POST", "/v1/decisions", json.dumps(event()).encode(), JSON)
         assert status == 200  # the others are served as before
+
+
+def test_serve_on_a_port_in_use_says_so_and_closes_its_kafka_clients(monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+    import socket
+
+    from riskctl.errors import ConfigError
+    from riskctl.serve import app, kafka_bus
+
+    class Bus(FakeBus):
+        instances: list[Bus] = []
+
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__()
+            self.started = self.closed = False
+            Bus.instances.append(self)
+
+        def start(self, loop: object, on_decision: object) -> None:
+            self.started = True
+
+        def close(self) -> None:
+            self.closed = True
+
+    monkeypatch.setattr(kafka_bus, "KafkaBus", Bus)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        s = settings_for_tests(port=taken.getsockname()[1])
+        with pytest.raises(ConfigError, match=f"cannot listen on 127.0.0.1:{s.serve.port}"):
+            asyncio.run(app.serve(s))
+    (bus,) = Bus.instances
+    assert bus.started and bus.closed

@@ -309,6 +309,14 @@ def _secret(
     return got
 
 
+def _latin1(text: str) -> bool:
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _secret_text(value: Any, where: str, errs: _Errors, env: Mapping[str, str], *, required: bool) -> str:
     if value is None:
         if required:
@@ -484,11 +492,15 @@ def _channel(name: str, raw: Any, errs: _Errors, env: Mapping[str, str]) -> Chan
             and _HEADER_RE.fullmatch(k)
             and isinstance(v, str)
             and len(v) <= 1024
-            and "\n" not in v
-            and "\r" not in v
+            and _SECRET_CONTROL.search(v) is None
+            and _latin1(v)
             for k, v in h.items()
         ):
-            errs.add(f"{where}.headers", "must map header names (A-Z a-z 0-9 -) to one-line strings")
+            errs.add(
+                f"{where}.headers",
+                "must map header names (A-Z a-z 0-9 -) to one-line strings of Latin-1 characters (what an "
+                "HTTP header carries) without control characters",
+            )
         else:
             headers = dict(h)
     return Channel(

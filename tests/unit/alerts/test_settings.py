@@ -104,6 +104,14 @@ def test_missing_environment_variables_are_named(env: dict[str, str]) -> None:
             ),
             "channels.h.headers: must map header names",
         ),
+        (  # http.client refuses it at every delivery: refused when the file loads instead
+            minimal(channels={"h": {"type": "webhook", "url": "http://a/b", "headers": {"X-Team": "风控"}}}),
+            "channels.h.headers: must map header names (A-Z a-z 0-9 -) to one-line strings of Latin-1",
+        ),
+        (
+            minimal(channels={"h": {"type": "webhook", "url": "http://a/b", "headers": {"X-A": "1\u2028"}}}),
+            "channels.h.headers: must map header names",
+        ),
         (
             minimal(channels={"h": {"type": "webhook", "url": "http://a/b", "rate_limit": {"max": 0}}}),
             "channels.h.rate_limit.max: must be an integer between 1 and 100000",

@@ -376,7 +376,10 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         # runner.tune_gc's bounded collections (the stalls measured: bench/flink_profile/README.md). The
         # engine's state is acyclic and reference counting frees it; close() reports any cyclic garbage that
         # accumulated anyway, so a leak shows in the TaskManager's output. What exists at open (modules,
-        # rules) is frozen, so that final collection skips it.
+        # rules) is frozen, so that final collection skips it. Collected first: the interpreter outlives a
+        # restart, and a failed attempt's function (its state cache of up to job.state_cache_keys users) and
+        # PyFlink's operators around it are cyclic garbage that freezing would keep for the JVM's life.
+        gc.collect()
         gc.freeze()
         gc.disable()
         self.subtask = runtime_context.get_index_of_this_subtask()

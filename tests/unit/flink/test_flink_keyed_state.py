@@ -822,3 +822,28 @@ def test_a_taskmanager_running_other_riskctl_code_refuses_the_job(tmp_path: Any)
     before = code_fingerprint(tmp_path)
     (tmp_path / "a.py").write_text("x = 2\n")
     assert code_fingerprint(tmp_path) != before
+
+
+def test_open_collects_a_failed_attempts_cyclic_garbage_before_freezing(monkeypatch: Any) -> None:
+    """The TaskManager's interpreter outlives a restart: what the failed attempt left in reference cycles (its
+    function and state cache, PyFlink's operators) must not be frozen into the permanent generation."""
+    import gc
+    import weakref
+
+    from riskctl.flink.risk_function import RiskFunction
+
+    class Attempt:
+        pass
+
+    old = Attempt()
+    old.cycle = old  # type: ignore[attr-defined]
+    gone = weakref.ref(old)
+    del old
+    gc.disable()  # as the previous attempt's open() left it (close() may not have run: a failure)
+    fn = RiskFunction(lateness_ms=0, state_ttl_ms=3_600_000, rules_wait_ms=0)
+    try:
+        fn.open(FakeRuntime(FakeValueState()))
+    finally:
+        gc.enable()
+        gc.unfreeze()
+    assert gone() is None

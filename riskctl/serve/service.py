@@ -127,7 +127,7 @@ class DecisionService:
             def failed(reason: str) -> None:
                 # deferred: a failure reported inside produce() (the producer's queue full, a record Kafka
                 # refuses) must find this request's waiter, created below, and fail it at once
-                loop.call_soon(self._lost, event_id, reason)
+                loop.call_soon(self._lost, event_id, reason, start)
 
             self.bus.produce(key, value, failed)
         decision = orjson.loads(entry[2]) if entry is not None and entry[2] is not None else None
@@ -255,9 +255,16 @@ class DecisionService:
                     waiter.set_result(decision)
         return True
 
-    def _lost(self, event_id: str, reason: str) -> None:
-        """The event was not delivered to Kafka: fail the waiters, forget it (a retry produces again)."""
+    def _lost(self, event_id: str, reason: str, created: float | None = None) -> None:
+        """The event was not delivered to Kafka: fail the waiters, forget it (a retry produces again).
+
+        ``created``: when the entry of the production that failed was made. The report can come up to
+        ``serve.produce_timeout_ms`` late, after that entry was forgotten and a retry produced the event again:
+        the newer entry and its requests are not this failure's."""
         self.stats.produce_failures += 1
+        entry = self.entries.get(event_id)
+        if created is not None and (entry is None or entry[1] != created):
+            return
         self.entries.pop(event_id, None)
         for waiter in self.waiters.pop(event_id, ()):
             if not waiter.done():

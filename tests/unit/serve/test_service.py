@@ -300,3 +300,35 @@ def test_a_waiter_that_times_out_or_is_cancelled_leaves_nothing_behind() -> None
     decision, fell_back = svc.entries["slow"][2:4]
     assert fell_back and decision is not None
     assert svc.stats.late_decisions == 1 and not svc.waiters
+
+
+def test_a_late_failure_report_of_an_earlier_production_leaves_the_retry_alone() -> None:
+    """librdkafka reports a lost message up to serve.produce_timeout_ms late: by then the first production's
+    entry can be forgotten (its TTL) and a retry have produced the event again; that retry still waits."""
+
+    class Bus(FakeBus):
+        def __init__(self) -> None:
+            super().__init__(delay=None)
+            self.failures: list[Callable[[str], None]] = []
+
+        def produce(self, key: bytes, value: bytes, on_failure: Callable[[str], None]) -> None:
+            super().produce(key, value, on_failure)
+            self.failures.append(on_failure)
+
+    async def go() -> tuple[dict[str, Any], DecisionService]:
+        bus = Bus()
+        svc = service(bus)
+        first = await svc.decide(req(timeout_ms=20))
+        assert first["degraded"] == "timeout"
+        svc.entries.clear()  # forgotten (its TTL passed)
+        retry = asyncio.create_task(svc.decide(req(timeout_ms=500)))
+        await asyncio.sleep(0.02)
+        assert len(bus.produced) == 2
+        bus.failures[0]("Local: Message timed out")  # the first production's report, late
+        await asyncio.sleep(0.02)
+        svc.on_decision(reject_big(bus.produced[1][1]))
+        return await retry, svc
+
+    out, svc = run(go())
+    assert out["source"] == "job" and out["degraded"] is None
+    assert "e1" in svc.entries and svc.stats.produce_failures == 1

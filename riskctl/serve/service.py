@@ -259,8 +259,8 @@ class DecisionService:
         """The event was not delivered to Kafka: fail the waiters, forget it (a retry produces again).
 
         ``created``: when the entry of the production that failed was made. The report can come up to
-        ``serve.produce_timeout_ms`` late, after that entry was forgotten and a retry produced the event again:
-        the newer entry and its requests are not this failure's."""
+        ``serve.produce_timeout_ms`` late, after that entry was forgotten and a retry produced the event
+        again: the newer entry and its requests are not this failure's."""
         self.stats.produce_failures += 1
         entry = self.entries.get(event_id)
         if created is not None and (entry is None or entry[1] != created):

@@ -630,6 +630,7 @@ def parse_config(doc: Any, env: Mapping[str, str], source: str = "<alerts config
         max_backoff_ms=_int(d.get("max_backoff_ms"), "delivery.max_backoff_ms", errs, 0, 3_600_000, 30_000),
         timeout_ms=_int(d.get("timeout_ms"), "delivery.timeout_ms", errs, 100, 120_000, 5_000),
     )
+    in_flight = _int(top.get("max_in_flight"), "max_in_flight", errs, 2, 1_000_000, 5_000)
     config = AlertsConfig(
         channels=channels,
         routes=routes,
@@ -645,9 +646,17 @@ def parse_config(doc: Any, env: Mapping[str, str], source: str = "<alerts config
             top.get("max_record_bytes"), "max_record_bytes", errs, 1024, 1_048_576, DEFAULT_MAX_RECORD_BYTES
         ),
         digest_max_items=_int(top.get("digest_max_items"), "digest_max_items", errs, 1, 1000, 50),
-        max_backlog=_int(top.get("max_backlog"), "max_backlog", errs, 1, 1_000_000, 1_000),
-        max_in_flight=_int(top.get("max_in_flight"), "max_in_flight", errs, 1, 1_000_000, 5_000),
+        max_backlog=_int(
+            top.get("max_backlog"), "max_backlog", errs, 1, 1_000_000, min(1_000, max(1, in_flight // 5))
+        ),
+        max_in_flight=in_flight,
     )
+    if config.max_backlog >= config.max_in_flight:
+        errs.add(
+            "max_backlog",
+            f"must be less than max_in_flight ({config.max_in_flight}): else a channel that is down holds "
+            "every record in flight before its backlog is shed, and reading pauses for every channel",
+        )
     if errs.lines:
         msg = f"{source} is not a valid alerts configuration:\n  " + "\n  ".join(errs.lines)
         raise ConfigError(msg)

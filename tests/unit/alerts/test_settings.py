@@ -104,6 +104,10 @@ def test_missing_environment_variables_are_named(env: dict[str, str]) -> None:
             ),
             "channels.h.headers: must map header names",
         ),
+        (
+            minimal(max_backlog=5_000, max_in_flight=5_000),
+            "max_backlog: must be less than max_in_flight (5000)",
+        ),
         (  # http.client refuses it at every delivery: refused when the file loads instead
             minimal(channels={"h": {"type": "webhook", "url": "http://a/b", "headers": {"X-Team": "风控"}}}),
             "channels.h.headers: must map header names (A-Z a-z 0-9 -) to one-line strings of Latin-1",

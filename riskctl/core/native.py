@@ -23,6 +23,7 @@ import os
 import sys
 import warnings
 from collections.abc import Mapping, MutableSequence
+from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 
 ENV = "RISKCTL_NATIVE_CORE"
@@ -109,6 +110,20 @@ def default_for_jobs(environ: Mapping[str, str] | None = None, build: Path | Non
         return None
     build = DEFAULT_BUILD if build is None else build
     return str(build) if problem(build, Path(__file__).parent) is None else None
+
+
+def compiled() -> list[str]:
+    """The :data:`COMPILED` modules this interpreter has imported from the build (not their sources).
+
+    What the job's decide operators log at open: which core they really run. Whether a module's own file is
+    mapped says nothing: the build's modules import each other through the shared library, so a module
+    first imported by another compiled one never loads its own small extension file."""
+    loaded = []
+    for name in COMPILED:
+        module = sys.modules.get(f"{__package__}.{name.removesuffix('.py')}")
+        if module is not None and str(getattr(module, "__file__", "")).endswith(tuple(EXTENSION_SUFFIXES)):
+            loaded.append(name.removesuffix(".py"))
+    return loaded
 
 
 def describe(environ: Mapping[str, str] | None = None) -> str:

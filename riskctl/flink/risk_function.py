@@ -395,7 +395,13 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
             self.path = "the fast path" if why is None else f"PyFlink's own ({why})"
             if why is None:
                 self.counters[PATH_METRIC].inc()
-        LOG.info("decide subtask %s: engine core %s; events by %s", self.subtask, native.status, self.path)
+        LOG.info(
+            "decide subtask %s: engine core %s (compiled modules: %s); events by %s",
+            self.subtask,
+            native.status,
+            ", ".join(native.compiled()) or "none",
+            self.path,
+        )
 
     def counts(self) -> dict[str, int]:
         """The current values of :data:`METRICS`."""

@@ -112,7 +112,8 @@ def test_the_compiled_core_decides_exactly_as_the_sources(tmp_path: Path) -> Non
         "from riskctl.core.runner import LocalRunner; import riskctl.core.engine as m;"
         "r = LocalRunner(Engine(load_rules('rules'), lateness=5000));"
         "recs = [x.to_dict() for x in r.run(eb.generate(5000, 300))];"
-        "print(json.dumps({'status': n.status, 'file': m.__file__, 'records': recs}, sort_keys=True))"
+        "print(json.dumps({'status': n.status, 'file': m.__file__, 'compiled': n.compiled(),"
+        " 'records': recs}, sort_keys=True))"
     )
     runs = {}
     for mode in ("python", "native"):
@@ -127,6 +128,9 @@ def test_the_compiled_core_decides_exactly_as_the_sources(tmp_path: Path) -> Non
     assert runs["python"]["status"] == "python"
     assert runs["native"]["status"] == f"native:{out}"
     assert runs["native"]["file"].endswith(".so")
+    # every compiled module the replay imported came from the build, also those only the engine imports
+    assert runs["python"]["compiled"] == []
+    assert runs["native"]["compiled"] == [m.removesuffix(".py") for m in native.COMPILED]
     assert len(runs["python"]["records"]) > 5000  # decisions and alerts
     assert runs["native"]["records"] == runs["python"]["records"]
 

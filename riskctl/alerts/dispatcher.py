@@ -20,8 +20,12 @@
   most ``max_backlog`` items (queued, retried or held for a digest): beyond, new items for it are
   dead-lettered at once ("backlog full"), so a channel that stays down sheds its load instead of holding
   every offset back. A healthy but busy channel is never shed: reading pauses instead. Records in flight are
-  bounded (``max_in_flight``): beyond it, the consumer pauses its partitions and keeps polling (so it stays
-  in the group).
+  bounded (``max_in_flight``, counting what the channels still hold, also of revoked partitions): beyond it,
+  the consumer pauses its partitions, keeps polling (so it stays in the group) and pauses the partitions a
+  rebalance gives it meanwhile.
+- **A revoked partition's work is abandoned**: records of a partition taken away by a rebalance that a
+  channel has not started are dropped (their new owner reads them again, from the committed offset), and
+  nothing finished for them marks an offset of the partition as it is read after it comes back.
 - **Hostile records** (not JSON, too large, missing fields, ...) are dead-lettered with the field and the
   reason, never fatal.
 """
@@ -82,6 +86,8 @@ class _Record:
     raw: bytes
     coordinates: dict[str, Any]
     remaining: set[str]
+    #: the partition's assignment it was read in (see Dispatcher.revoke)
+    epoch: int = 0
 
 
 @dataclass
@@ -103,6 +109,8 @@ class Stats:
     unrouted: int = 0
     dead_lettered: int = 0
     retries: int = 0
+    #: records of a revoked partition dropped before a channel started them (their new owner reads them)
+    abandoned: int = 0
     by_channel: dict[str, int] = field(default_factory=dict)
 
 
@@ -144,6 +152,10 @@ class Dispatcher:
         self._finished: queue.SimpleQueue[tuple[Hashable, int]] = queue.SimpleQueue()
         self._queues: dict[str, queue.Queue[_Job]] = {name: queue.Queue() for name in config.channels}
         self._threads: list[threading.Thread] = []
+        #: per partition, how many times it was revoked: a record read before that is abandoned
+        self._epoch: dict[Hashable, int] = {}
+        #: records queued to channels and not yet done by all of them (what the channels hold in memory)
+        self._held = 0
 
     # ---------------------------------------------------------------------------------------- intake
     def accept(
@@ -189,11 +201,31 @@ class Dispatcher:
         if not todo:
             self._finished.put((partition, offset))
             return
-        record = _Record(partition, offset, raw, coordinates, set(todo))
+        with self._lock:
+            record = _Record(partition, offset, raw, coordinates, set(todo), self._epoch.get(partition, 0))
+            self._held += 1
         link = link_for(self.config.link, item, routed.severity)
         for name in routed.channels:
             if name in todo:
                 self._queues[name].put(_Job(item, routed.severity, link, record))
+
+    def in_flight(self) -> int:
+        """Records read and not finished: those the ledger waits for, or more while the channels still hold
+        records of a revoked partition (the ledger forgot them; memory did not)."""
+        with self._lock:
+            held = self._held
+        return max(self.ledger.in_flight(), held)
+
+    def revoke(self, partition: Hashable) -> None:
+        """A rebalance took ``partition`` away: forget its offsets, and abandon its records that no channel
+        has started (whoever gets it reads them again from the committed offset)."""
+        with self._lock:
+            self._epoch[partition] = self._epoch.get(partition, 0) + 1
+        self.ledger.forget(partition)
+
+    def _stale(self, rec: _Record) -> bool:
+        """``rec`` was read before its partition was revoked (call with the lock held)."""
+        return rec.epoch != self._epoch.get(rec.partition, 0)
 
     def finished(self) -> list[tuple[Hashable, int]]:
         """Records finished since the last call (marked in the ledger)."""
@@ -225,6 +257,11 @@ class Dispatcher:
             rec.remaining.discard(channel)
             last = not rec.remaining
             self._backlog[channel] -= 1
+            if last:
+                self._held -= 1
+            # a revoked partition's record never finishes an offset: the same offset may be in flight again,
+            # read after the partition came back, and must not be committed before that one is done
+            last = last and not self._stale(rec)
         if last:
             self._finished.put((rec.partition, rec.offset))
 
@@ -247,10 +284,13 @@ class Dispatcher:
             except queue.Empty:
                 continue
             with self._lock:
-                seen = (channel.name, job.item.key) in self.delivered
-                if seen:
+                stale = self._stale(job.record)
+                seen = not stale and (channel.name, job.item.key) in self.delivered
+                if stale:
+                    self.stats.abandoned += 1
+                elif seen:
                     self.stats.deduplicated += 1
-            if seen:
+            if stale or seen:
                 self._done(job, channel.name)
             elif window.admit(job, self.clock()):
                 self._deliver(channel, [job], digest=False)
@@ -469,15 +509,17 @@ def run_kafka(
             except Exception as exc:  # the group moved on; the new owner replays
                 log.warning("commit on revocation failed: %s", exc)
             for tp in revoked:
-                dispatcher.ledger.forget(tp)
+                dispatcher.revoke(tp)
                 unsent.pop(tp, None)
 
         def on_partitions_assigned(self, assigned: Any) -> None:
             log.info("assigned %s", sorted(str(tp) for tp in assigned))
+            if paused and assigned:  # a new assignment starts unpaused: no fetch before the loop sees it
+                consumer.pause(*assigned)
 
+    paused = False
     consumer.subscribe(list(topics), listener=Listener())
     dispatcher.start_workers()
-    paused = False
     last_activity = time.monotonic()
     try:
         while not stop.is_set():
@@ -488,7 +530,7 @@ def run_kafka(
                     dispatcher.accept(TopicPartition(r.topic, r.partition), r.offset, r.value, coords)
                     last_activity = time.monotonic()
             commit()
-            in_flight = dispatcher.ledger.in_flight()
+            in_flight = dispatcher.in_flight()
             if in_flight:
                 last_activity = time.monotonic()
             if in_flight >= dispatcher.max_in_flight and not paused:

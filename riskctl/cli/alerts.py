@@ -128,5 +128,5 @@ def run(
         click.echo(
             f"read {stats.read}, delivered {stats.delivered}, digests {stats.digests} "
             f"({stats.digested_items} alerts), dead-lettered {stats.dead_lettered}, "
-            f"duplicates {stats.deduplicated}, retries {stats.retries}"
+            f"duplicates {stats.deduplicated}, retries {stats.retries}, abandoned {stats.abandoned}"
         )

@@ -623,6 +623,65 @@ def test_two_instances_in_one_group_share_the_partitions_and_deliver_each_alert_
     assert stats_a.read > 0 and stats_b.read > 0 and stats_a.read + stats_b.read == 20
 
 
+def test_reading_stays_paused_across_rebalances_while_a_busy_channel_holds_the_records(
+    stack: Settings, topic: Callable[..., str], dispatch: Callable[..., Running]
+) -> None:
+    """A receiver that takes its time holds the records in flight, so reading pauses. Another member joins
+    the group and leaves: each rebalance revokes the partitions and gives them back unpaused, and the ledger
+    forgets the revoked offsets although the channel still holds their records. Reading must stay paused
+    (before: it read every partition again after each rebalance, one more copy of the backlog in memory per
+    rebalance). Once the receiver answers, each alert is delivered once and every offset committed."""
+    from kafka import KafkaConsumer
+
+    alerts_t, dlq = topic("alerts", partitions=2), topic("alerts-dlq")
+    N = 1_500  # noqa: N806 (more than a poll returns)
+    gate = threading.Event()
+
+    def slow(req: dict[str, Any]) -> tuple[int, bytes]:
+        gate.wait(60)
+        return 200, b"ok"
+
+    hook = HttpReceiver(slow)
+    group = f"test-alerts-{uuid.uuid4().hex[:8]}"
+    doc = {
+        "delivery": {"attempts": 3, "backoff_ms": 50, "max_backoff_ms": 200, "timeout_ms": 60_000},
+        "channels": {"hook": {"type": "webhook", "url": hook.url}},
+        "default_channels": ["hook"],
+        "max_in_flight": 10,
+    }
+    try:
+        produce(stack, alerts_t, [alert(i) for i in range(N)])
+        a = dispatch(doc, [alerts_t], dlq, group=group)
+        wait_until(lambda: a.dispatcher.stats.read >= 10, 30, "a first read")
+        time.sleep(1.0)
+        read = a.dispatcher.stats.read
+        assert read <= 500, "reading did not pause"  # a poll returns at most 500 records
+        other = KafkaConsumer(
+            alerts_t, bootstrap_servers=stack.kafka_bootstrap, group_id=group, enable_auto_commit=False
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while not other.assignment() and time.monotonic() < deadline:
+                other.poll(timeout_ms=200, max_records=1)
+            assert other.assignment(), "the second member got no partition"
+        finally:
+            other.close(autocommit=False)
+        wait_until(lambda: group_state(stack, group) == ("Stable", 1), 60, "the group back to one member")
+        time.sleep(2.0)
+        assert a.dispatcher.stats.read == read, "the rebalances resumed reading"
+        gate.set()
+        want = end_offsets(stack, alerts_t)
+        wait_until(lambda: committed(stack, group) == want, 60, "every offset committed")
+        time.sleep(0.5)
+        stats = a.stop()
+    finally:
+        gate.set()
+        hook.down()
+    ids = [json.loads(r["body"])["items"][0]["id"] for r in hook.ok()]
+    assert sorted(ids) == sorted(f"transfer_velocity:1:rule_alert:e{i}" for i in range(N))
+    assert stats.abandoned > 0 and stats.dead_lettered == 0
+
+
 def test_the_command_delivers_commits_and_a_second_run_sends_nothing_again(
     stack: Settings, topic: Callable[..., str], tmp_path: Path
 ) -> None:

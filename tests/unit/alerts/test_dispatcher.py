@@ -120,6 +120,84 @@ def test_a_channel_that_is_down_does_not_block_the_others_and_delivers_once_afte
     assert d.stats.delivered == 10 and d.stats.retries > 0 and dead == []
 
 
+class GateSender(FakeSender):
+    """A :class:`FakeSender` that holds a delivery of an id in ``hold`` until :meth:`release` (a receiver that
+    takes its time); ``started`` lists the ids whose delivery began."""
+
+    def __init__(self, hold: set[str]) -> None:
+        super().__init__()
+        self.hold = hold
+        self.started: list[str] = []
+        self.open = threading.Condition(self.lock)
+
+    def release(self, alert_id: str) -> None:
+        with self.open:
+            self.hold.discard(alert_id)
+            self.open.notify_all()
+
+    def __call__(self, ch: Channel, title: str, text: str, sev: str, items: Sequence[AlertItem]) -> Outcome:
+        with self.open:
+            self.started += [i.id for i in items]
+            self.open.wait_for(lambda: not {i.id for i in items} & self.hold, timeout=10)
+        return super().__call__(ch, title, text, sev, items)
+
+
+def _gated(hold: set[str]) -> tuple[Dispatcher, GateSender]:
+    doc = {
+        "channels": {"slow": {"type": "webhook", "url": "http://127.0.0.1:9/s"}},
+        "default_channels": ["slow"],
+    }
+    sender = GateSender(hold)
+    d = Dispatcher(
+        parse_config(doc, {}), dead_letter_topic="dlq", produce=lambda t, k, v: None, sender=sender
+    )
+    d.start_workers()
+    return d, sender
+
+
+def test_a_revoked_partitions_records_are_abandoned_but_counted_until_the_channel_lets_them_go() -> None:
+    """A rebalance takes p0 away while the channel is busy with its first record: the ledger forgets p0, but
+    the 5 records still sit in the channel's queue, so they still count as in flight (what bounds memory;
+    counted by the ledger alone, a consumer kept reading while rebalances came). Once the channel is free, the
+    records it had not started are dropped, not sent: the partition's new owner reads them again."""
+    d, sender = _gated({"a0"})
+    try:
+        feed(d, [alert_doc(alert_id=f"a{i}") for i in range(5)])
+        wait_until(lambda: sender.started == ["a0"])
+        d.revoke("p0")
+        assert d.ledger.in_flight() == 0 and d.in_flight() == 5
+        feed(d, [alert_doc(alert_id=f"a{i}") for i in range(2)], partition="p1")
+        assert d.in_flight() == 7
+        sender.release("a0")
+        done: list[tuple[Any, int]] = []
+        wait_until(lambda: not done.extend(d.finished()) and d.in_flight() == 0)
+        assert sender.succeeded("slow") == [["a0"], ["a1"]]  # p1's a0 was a duplicate
+        assert d.stats.abandoned == 4 and d.stats.deduplicated == 1
+        assert done == [("p1", 0), ("p1", 1)]  # the revoked p0 finished nothing
+    finally:
+        d.stop_workers(2)
+
+
+def test_a_revoked_record_that_finishes_late_does_not_finish_its_offset_read_again() -> None:
+    """p0 comes back to this instance after a rebalance and offset 0 is read again while the channel still
+    delivers the copy read before. That copy's end must not mark offset 0 finished: the new read is not
+    delivered yet, and committing it would lose it if the instance died then."""
+    d, sender = _gated({"a0", "b0"})
+    try:
+        feed(d, [alert_doc(alert_id="a0")])
+        wait_until(lambda: sender.started == ["a0"])
+        d.revoke("p0")
+        feed(d, [alert_doc(alert_id="b0")])  # offset 0 again (another id: which copy finished is visible)
+        sender.release("a0")
+        wait_until(lambda: sender.started == ["a0", "b0"])
+        d.finished()
+        assert d.ledger.committable() == {}
+        sender.release("b0")
+        committable_eventually(d, {"p0": 1})
+    finally:
+        d.stop_workers(2)
+
+
 def test_an_alert_still_undeliverable_after_n_attempts_is_dead_lettered_with_the_reason(make: Any) -> None:
     d, sender, dead = make()
     sender.failing.add("down")

@@ -5,6 +5,12 @@ failure of the receiver (refused connection, timeout, TLS error, bad answer). Re
 webhook that answers 3xx is a failure, retried), answers are read up to 64 KiB, and the URL (which carries
 tokens) never appears in a reason.
 
+``timeout_s`` bounds the **whole attempt**, not each socket operation: a receiver (or a proxy) that answers a
+byte at a time, each within the socket's timeout, would otherwise hold the channel's worker for as long as it
+likes, and a channel that looks busy but healthy is never shed, so reading would pause for every channel. A
+:class:`Deadline` shuts the attempt's sockets down when it runs out (TCP, a proxy's tunnel, the TLS handshake
+and the answer, HTTP and SMTP alike), and the attempt fails as "timed out", to be retried.
+
 SMTP recipients: ``smtplib`` returns the refused recipients only when at least one was accepted, and then the
 message was delivered to the accepted ones: that is a delivery (a warning is logged), since sending again
 would duplicate it for them. When every recipient is refused, the failure is permanent if every answer was
@@ -18,9 +24,12 @@ import logging
 import smtplib
 import socket
 import ssl
+import threading
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from email.message import EmailMessage
+from types import TracebackType
 from typing import Any
 
 from riskctl.alerts.messages import OK, HttpRequest, Outcome, read_http_answer
@@ -30,29 +39,187 @@ log = logging.getLogger("riskctl.alerts")
 _MAX_ANSWER = 65_536
 
 
+class Deadline:
+    """The end of one attempt: past ``seconds``, every socket :meth:`watch`-ed is shut down (both ways), so
+    whatever blocks on it returns at once with an error; :attr:`expired` then says why. Used as a context
+    manager around the attempt, in the thread making it (:func:`current` finds it there)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.expired = False
+        self._watched: list[Callable[[], object]] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def watch(self, sock: Callable[[], object] | socket.socket) -> None:
+        """Shut ``sock`` down at the deadline (a callable: the socket it returns then, or None)."""
+        get = sock if callable(sock) and not isinstance(sock, socket.socket) else (lambda: sock)
+        with self._lock:
+            self._watched.append(get)
+            late = self.expired
+        if late:
+            _shut(get())
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            watched = list(self._watched)
+        for get in watched:
+            _shut(get())
+
+    def __enter__(self) -> Deadline:
+        _local.deadline = self
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object | TracebackType) -> None:
+        self._timer.cancel()
+        _local.deadline = None
+        with self._lock:
+            self._watched.clear()
+
+
+_local = threading.local()
+
+
+def current() -> Deadline | None:
+    """The :class:`Deadline` of the attempt this thread is making, if any."""
+    return getattr(_local, "deadline", None)
+
+
+def _shut(sock: object) -> None:
+    # socket.socket's own shutdown, also for an SSL socket (whose shutdown would drop its TLS state under a
+    # thread reading it); a socket already closed has no descriptor and refuses (EBADF): nothing to do
+    if isinstance(sock, socket.socket):
+        try:
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+def _watched_connection(*args: Any, **kwargs: Any) -> socket.socket:
+    """``socket.create_connection``, the socket watched by the attempt's deadline from its creation (a
+    proxy's tunnel is set up on it before any TLS)."""
+    sock = socket.create_connection(*args, **kwargs)
+    deadline = current()
+    if deadline is not None:
+        deadline.watch(sock)
+    return sock
+
+
+class TlsContext(ssl.SSLContext):
+    """A client context whose TLS sockets are watched by the attempt's deadline before their handshake (a
+    handshake can be dripped as well): HTTPS, SMTP over TLS and STARTTLS all wrap through it."""
+
+    def wrap_socket(  # type: ignore[override]
+        self,
+        sock: socket.socket,
+        server_side: bool = False,
+        do_handshake_on_connect: bool = True,
+        suppress_ragged_eofs: bool = True,
+        server_hostname: str | bytes | None = None,
+        session: ssl.SSLSession | None = None,
+    ) -> ssl.SSLSocket:
+        tls = super().wrap_socket(
+            sock,
+            server_side=server_side,
+            do_handshake_on_connect=False,
+            suppress_ragged_eofs=suppress_ragged_eofs,
+            server_hostname=server_hostname,
+            session=session,
+        )
+        deadline = current()
+        if deadline is not None:
+            deadline.watch(tls)
+        if do_handshake_on_connect:
+            tls.do_handshake()
+        return tls
+
+
+def tls_context(cafile: str | None = None) -> TlsContext:
+    """What ``ssl.create_default_context()`` makes (certificates and host names checked, the system's CAs,
+    or ``cafile``), as a :class:`TlsContext`."""
+    context = TlsContext(ssl.PROTOCOL_TLS_CLIENT)
+    if cafile is None:
+        context.load_default_certs()
+    else:
+        context.load_verify_locations(cafile)
+    return context
+
+
+class _HTTPConnection(http.client.HTTPConnection):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._create_connection = _watched_connection
+
+
+class _HTTPSConnection(http.client.HTTPSConnection):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._create_connection = _watched_connection
+
+
+class _HTTPHandler(urllib.request.HTTPHandler):
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_HTTPConnection, req)
+
+
+class _HTTPSHandler(urllib.request.HTTPSHandler):
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_HTTPSConnection, req, context=self._context)  # type: ignore[attr-defined]
+
+
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, *args: Any, **kwargs: Any) -> None:
         return None
 
 
-_OPENER = urllib.request.build_opener(_NoRedirect())
+def opener(context: ssl.SSLContext) -> urllib.request.OpenerDirector:
+    """urllib's opener (proxies from the environment, HTTPS_PROXY and the others), redirects not followed,
+    every connection and TLS handshake under the attempt's :class:`Deadline`."""
+    return urllib.request.build_opener(_NoRedirect(), _HTTPHandler(), _HTTPSHandler(context=context))
+
+
+_OPENER: urllib.request.OpenerDirector | None = None
+
+
+def _opener() -> urllib.request.OpenerDirector:
+    global _OPENER
+    if _OPENER is None:  # the system's CAs are read once, at the first HTTP attempt
+        _OPENER = opener(tls_context())
+    return _OPENER
 
 
 def post(channel_type: str, request: HttpRequest, timeout_s: float) -> Outcome:
     """POST ``request``; the outcome read by :func:`~riskctl.alerts.messages.read_http_answer`."""
     req = urllib.request.Request(request.url, data=request.body, headers=request.headers, method="POST")  # noqa: S310 (http/https only: checked when the file loads)
-    try:
-        with _OPENER.open(req, timeout=timeout_s) as resp:
-            return read_http_answer(channel_type, resp.status, resp.read(_MAX_ANSWER))
-    except urllib.error.HTTPError as exc:
-        body = exc.read(_MAX_ANSWER) if exc.fp is not None else b""
-        return read_http_answer(channel_type, exc.code, body)
-    except urllib.error.URLError as exc:
-        return Outcome(False, f"cannot reach the receiver: {_reason(exc.reason)}")
-    except (ValueError, http.client.InvalidURL) as exc:  # its message quotes the URL, which may hold a token
-        return Outcome(False, f"the channel's URL cannot be used ({type(exc).__name__})", permanent=True)
-    except (OSError, http.client.HTTPException) as exc:
-        return Outcome(False, f"cannot reach the receiver: {_reason(exc)}")
+    with Deadline(timeout_s) as deadline:
+        try:
+            with _opener().open(req, timeout=timeout_s) as resp:
+                answer = resp.read(_MAX_ANSWER)
+                if deadline.expired:  # a shut socket reads as the end of the answer
+                    return _late(timeout_s)
+                return read_http_answer(channel_type, resp.status, answer)
+        except urllib.error.HTTPError as exc:
+            body = exc.read(_MAX_ANSWER) if exc.fp is not None else b""
+            return _late(timeout_s) if deadline.expired else read_http_answer(channel_type, exc.code, body)
+        except urllib.error.URLError as exc:
+            if deadline.expired:
+                return _late(timeout_s)
+            return Outcome(False, f"cannot reach the receiver: {_reason(exc.reason)}")
+        except (ValueError, http.client.InvalidURL) as exc:  # its message quotes the URL (a token, maybe)
+            if deadline.expired:
+                return _late(timeout_s)
+            return Outcome(False, f"the channel's URL cannot be used ({type(exc).__name__})", permanent=True)
+        except (OSError, http.client.HTTPException) as exc:
+            if deadline.expired:
+                return _late(timeout_s)
+            return Outcome(False, f"cannot reach the receiver: {_reason(exc)}")
+
+
+def _late(timeout_s: float) -> Outcome:
+    return Outcome(False, f"timed out: the attempt took longer than {timeout_s:g}s")
 
 
 def _reason(exc: object) -> str:
@@ -70,19 +237,44 @@ def _refusals(refused: dict[str, Any]) -> str:
     return shown + (f" and {len(refused) - 3} more" if len(refused) > 3 else "")
 
 
-def send_mail(channel: Channel, message: EmailMessage, timeout_s: float) -> Outcome:
-    """One SMTP session: connect (SSL or STARTTLS when set), log in when a user is set, send."""
+class _SMTP(smtplib.SMTP):
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        return _watched_connection((host, port), timeout, self.source_address)
+
+
+class _SMTPSSL(smtplib.SMTP_SSL):
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        sock = _watched_connection((host, port), timeout, self.source_address)
+        return self.context.wrap_socket(sock, server_hostname=self._host)  # type: ignore[attr-defined]
+
+
+def send_mail(
+    channel: Channel, message: EmailMessage, timeout_s: float, context: ssl.SSLContext | None = None
+) -> Outcome:
+    """One SMTP session: connect (SSL or STARTTLS when set), log in when a user is set, send. ``context``:
+    for TLS (default: :func:`tls_context`)."""
+    with Deadline(timeout_s) as deadline:
+        outcome = _smtp_session(channel, message, timeout_s, context)
+    if deadline.expired and not outcome.ok:
+        return _late(timeout_s)
+    return outcome
+
+
+def _smtp_session(
+    channel: Channel, message: EmailMessage, timeout_s: float, context: ssl.SSLContext | None
+) -> Outcome:
     try:
         smtp: smtplib.SMTP
+        if channel.ssl or channel.starttls:
+            context = context or tls_context()
+        # connected by the constructor, through _get_socket: under the attempt's deadline already
         if channel.ssl:
-            smtp = smtplib.SMTP_SSL(
-                channel.host, channel.port, timeout=timeout_s, context=ssl.create_default_context()
-            )
+            smtp = _SMTPSSL(channel.host, channel.port, timeout=timeout_s, context=context)
         else:
-            smtp = smtplib.SMTP(channel.host, channel.port, timeout=timeout_s)
+            smtp = _SMTP(channel.host, channel.port, timeout=timeout_s)
         with smtp:
             if channel.starttls:
-                smtp.starttls(context=ssl.create_default_context())
+                smtp.starttls(context=context)
             if channel.username:
                 smtp.login(channel.username, channel.password)
             refused = smtp.send_message(message, from_addr=channel.sender, to_addrs=list(channel.to))

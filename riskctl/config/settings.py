@@ -268,6 +268,10 @@ class ServeSettings:
     #: a request's body must arrive within this long once its headers have: a client that trickles it gets
     #: 408 instead of holding a connection, outside max_in_flight, for as long as it likes
     body_timeout_ms: int = setting(5_000, low=1, high=600_000)
+    #: a connection that has not sent a whole request's headers within this long of connecting, or of its
+    #: last answer, is closed (idle keep-alive connections too): a client sending its headers a byte at a
+    #: time, or nothing at all, held a connection for aiohttp's default of an hour
+    idle_timeout_ms: int = setting(15_000, low=100, high=3_600_000)
     #: on SIGTERM, in-flight requests get this long to finish before Kafka is closed
     shutdown_timeout_ms: int = ms(10_000, low=0)
     #: the producer gives up delivering an event after this long (the request has its fallback by then)

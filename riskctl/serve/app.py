@@ -245,6 +245,17 @@ class GcPauses:
             self.full += 1
 
 
+def make_runner(api: Api, settings: Settings) -> web.AppRunner:
+    """The aiohttp runner of ``api``: its shutdown grace and its idle timeout (see serve.idle_timeout_ms)."""
+    s = settings.serve
+    return web.AppRunner(
+        api.app,
+        shutdown_timeout=s.shutdown_timeout_ms / 1000,
+        keepalive_timeout=s.idle_timeout_ms / 1000,
+        access_log=None,
+    )
+
+
 def default_instance() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
@@ -274,7 +285,7 @@ async def serve(
     )
     loop = asyncio.get_running_loop()
     api = Api(settings, bus, instance=instance)
-    runner = web.AppRunner(api.app, shutdown_timeout=s.shutdown_timeout_ms / 1000, access_log=None)
+    runner = make_runner(api, settings)
     await loop.run_in_executor(None, bus.start, loop, api.service.on_decision)
     try:
         await runner.setup()

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from riskctl.config import Settings
-from riskctl.serve.app import Api
+from riskctl.serve.app import Api, make_runner
 
 
 def reject_big(event: dict[str, Any]) -> dict[str, Any]:
@@ -84,7 +84,7 @@ def running_api(settings: Settings, bus: FakeBus) -> Iterator[tuple[str, Api, as
     box: dict[str, Any] = {}
 
     async def main() -> None:
-        runner = web.AppRunner(api.app, shutdown_timeout=settings.serve.shutdown_timeout_ms / 1000)
+        runner = make_runner(api, settings)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()

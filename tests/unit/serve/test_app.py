@@ -394,6 +394,43 @@ def test_a_body_that_trickles_in_gets_408_and_frees_the_connection() -> None:
         assert status == 200  # the others are served as before
 
 
+@pytest.mark.parametrize(
+    "drip",
+    [
+        pytest.param(b"POST /v1/decisions HTTP/1.1\r\nHost: x\r\nX-Slow: ", id="headers"),
+        pytest.param(b"", id="nothing"),
+    ],
+)
+def test_a_connection_without_whole_headers_is_closed_after_the_idle_timeout(drip: bytes) -> None:
+    """A client that sends its headers a byte at a time (or connects and sends nothing) held its connection
+    for aiohttp's default of an hour: enough of them exhaust the process's file descriptors for everyone."""
+    import socket
+    import time
+    import urllib.parse
+
+    with running_api(settings_for_tests(idle_timeout_ms=500), FakeBus()) as (base, _, _):
+        url = urllib.parse.urlsplit(base)
+        with socket.create_connection((url.hostname, url.port), timeout=5) as sock:
+            sock.sendall(drip)
+            start = time.monotonic()
+            closed = False
+            while time.monotonic() - start < 4 and not closed:
+                try:
+                    if drip:
+                        sock.sendall(b"a")
+                    sock.settimeout(0.1)
+                    closed = sock.recv(65_536) == b""
+                except TimeoutError:
+                    continue
+                except OSError:  # reset while sending
+                    closed = True
+            waited = time.monotonic() - start
+        assert closed, "the connection is still open after 4 s"
+        assert 0.4 < waited < 2, waited
+        status, _ = call(base, "POST", "/v1/decisions", json.dumps(event()).encode(), JSON)
+        assert status == 200  # the others are served as before
+
+
 def test_serve_on_a_port_in_use_says_so_and_closes_its_kafka_clients(monkeypatch: pytest.MonkeyPatch) -> None:
     import asyncio
     import socket

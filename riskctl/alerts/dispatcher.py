@@ -149,7 +149,8 @@ class Dispatcher:
         self.ledger = OffsetLedger()
         self.delivered = DeliveredIds(config.dedup_size)
         self._lock = threading.Lock()
-        self._finished: queue.SimpleQueue[tuple[Hashable, int]] = queue.SimpleQueue()
+        #: (partition, offset, the partition's epoch when it was read) of each record finished
+        self._finished: queue.SimpleQueue[tuple[Hashable, int, int]] = queue.SimpleQueue()
         self._queues: dict[str, queue.Queue[_Job]] = {name: queue.Queue() for name in config.channels}
         self._threads: list[threading.Thread] = []
         #: per partition, how many times it was revoked: a record read before that is abandoned
@@ -168,11 +169,11 @@ class Dispatcher:
             item = parse_item(raw, max_bytes=self.config.max_record_bytes)
         except BadRecord as exc:
             self._dead_letter(raw, exc.reason, exc.field, coordinates)
-            self._finished.put((partition, offset))
+            self._finish(partition, offset)
             return
         if item is None:
             self.stats.skipped += 1
-            self._finished.put((partition, offset))
+            self._finish(partition, offset)
             return
         routed = route(self.config, item)
         if not routed.matched and not routed.channels:
@@ -182,7 +183,7 @@ class Dispatcher:
             todo = {c for c in routed.channels if (c, item.key) not in self.delivered}
             self.stats.deduplicated += len(routed.channels) - len(todo)
         if not todo:
-            self._finished.put((partition, offset))
+            self._finish(partition, offset)
             return
         assert raw is not None
         coordinates = {**coordinates, "alert_id": item.id}
@@ -199,7 +200,7 @@ class Dispatcher:
             self._dead_letter(raw, reason, None, {**coordinates, "channel": name})
         todo -= full
         if not todo:
-            self._finished.put((partition, offset))
+            self._finish(partition, offset)
             return
         with self._lock:
             record = _Record(partition, offset, raw, coordinates, set(todo), self._epoch.get(partition, 0))
@@ -227,15 +228,26 @@ class Dispatcher:
         """``rec`` was read before its partition was revoked (call with the lock held)."""
         return rec.epoch != self._epoch.get(rec.partition, 0)
 
+    def _finish(self, partition: Hashable, offset: int, epoch: int | None = None) -> None:
+        """The record at ``offset`` is done; ``epoch``: its partition's when it was read (default: now)."""
+        if epoch is None:
+            with self._lock:
+                epoch = self._epoch.get(partition, 0)
+        self._finished.put((partition, offset, epoch))
+
     def finished(self) -> list[tuple[Hashable, int]]:
-        """Records finished since the last call (marked in the ledger)."""
+        """Records finished since the last call (marked in the ledger). A record read before its partition
+        was revoked finishes nothing: the same offset may be in flight again, read after the partition came
+        back, and must not be committed before that copy is done."""
         out: list[tuple[Hashable, int]] = []
         while True:
             try:
-                partition, offset = self._finished.get_nowait()
+                partition, offset, epoch = self._finished.get_nowait()
             except queue.Empty:
                 return out
-            if self.ledger.finish(partition, offset):
+            with self._lock:
+                stale = epoch != self._epoch.get(partition, 0)
+            if not stale and self.ledger.finish(partition, offset):
                 out.append((partition, offset))
 
     # --------------------------------------------------------------------------------------- workers
@@ -259,11 +271,8 @@ class Dispatcher:
             self._backlog[channel] -= 1
             if last:
                 self._held -= 1
-            # a revoked partition's record never finishes an offset: the same offset may be in flight again,
-            # read after the partition came back, and must not be committed before that one is done
-            last = last and not self._stale(rec)
         if last:
-            self._finished.put((rec.partition, rec.offset))
+            self._finish(rec.partition, rec.offset, rec.epoch)
 
     def _worker(self, channel: Channel) -> None:
         q = self._queues[channel.name]

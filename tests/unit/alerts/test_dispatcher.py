@@ -198,6 +198,25 @@ def test_a_revoked_record_that_finishes_late_does_not_finish_its_offset_read_aga
         d.stop_workers(2)
 
 
+def test_a_finish_reported_before_a_revocation_does_not_finish_the_offset_read_again() -> None:
+    """Offset 0 of p0 finished (a record that is not JSON: dead-lettered at once), but the Kafka loop had not
+    collected it when a rebalance revoked p0 and gave it back; offset 0, read again, is still being
+    delivered. The earlier finish must not mark it."""
+    d, sender = _gated({"a0"})
+    dead: list[bytes] = []
+    d.produce = lambda t, k, v: dead.append(v)
+    try:
+        feed(d, [b"not json"])
+        d.revoke("p0")
+        feed(d, [alert_doc(alert_id="a0")])
+        wait_until(lambda: sender.started == ["a0"])
+        assert d.finished() == [] and d.ledger.committable() == {} and len(dead) == 1
+        sender.release("a0")
+        committable_eventually(d, {"p0": 1})
+    finally:
+        d.stop_workers(2)
+
+
 def test_an_alert_still_undeliverable_after_n_attempts_is_dead_lettered_with_the_reason(make: Any) -> None:
     d, sender, dead = make()
     sender.failing.add("down")

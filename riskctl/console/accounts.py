@@ -96,8 +96,15 @@ class AccountStore:
         ]
 
     def check_login(self, username: str, password: str) -> str | None:
-        """The role of ``username`` when ``password`` is right, else None (as slow for an unknown name)."""
-        rows = self._run("SELECT role, password_hash FROM {users} WHERE username = %s", (username[:64],))
+        """The role of ``username`` when ``password`` is right, else None (as slow for an unknown name).
+
+        Only a name as it was created logs in: MySQL compares ``'ann '`` equal to ``'ann'`` (trailing spaces
+        are ignored, PAD SPACE), so without the check each spelling would log in as ``ann`` under another
+        name (the author of its changes) and count apart in the login rate limiter."""
+        if not USERNAME_RE.fullmatch(username):
+            verify_password(password, DUMMY_HASH)
+            return None
+        rows = self._run("SELECT role, password_hash FROM {users} WHERE username = %s", (username,))
         if not rows:
             verify_password(password, DUMMY_HASH)
             return None

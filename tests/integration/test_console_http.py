@@ -636,3 +636,17 @@ def test_hostile_logins(env: dict[str, Any]) -> None:
     )
     assert bad_utf8.status_code in (400, 401)
     assert client.get("/rules").status_code == 303  # none of them opened a session
+
+
+def test_only_the_exact_user_name_logs_in(env: dict[str, Any]) -> None:
+    """MySQL compares 'approver ' equal to 'approver' (PAD SPACE): such a spelling logged in as the approver
+    under another name, the author of its changes, with a rate-limit count of its own."""
+    limiter = RateLimiter(max_failures=100, window_s=60)
+    for spelling in ("approver ", "approver   "):
+        client = _client(env, limiter)
+        resp, csrf = _login(client, spelling)
+        assert resp.status_code == 401 and csrf is None, spelling
+        assert client.get("/rules").status_code == 303
+    resp, csrf = _login(_client(env, limiter), "approver")  # the name as created still logs in
+    assert resp.status_code == 303 and csrf
+    assert {e["user"] for e in env["accounts"].audit_log(None, 20) if e["action"] == "login"} == {"approver"}

@@ -33,18 +33,24 @@ _LOCK_WAIT_TIMEOUT = 1205
 
 #: the key of the stand-in document for a stored document that does not load (see :func:`_readable`)
 UNREADABLE = "unreadable"
+_JSON_KINDS = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "true or false"}
 
 
 def _readable(text: Any, source: str, rule_id: str) -> Any:
     """A stored document, through the bounded loader. A row that does not load (written around
-    ``riskctl rules apply``: nested too deep, too large, duplicate keys, not JSON) reads as
-    ``{"unreadable": "<reason>"}``, so listing, ``apply`` (which then replaces it) and ``rollback`` still
-    work: one hostile row never locks the CLI out of the table. The job refuses the same row with a status.
+    ``riskctl rules apply``: nested too deep, too large, duplicate keys, not JSON, JSON but not an object)
+    reads as ``{"unreadable": "<reason>"}``, so listing, ``apply`` (which then replaces it) and ``rollback``
+    still work: one hostile row never locks the CLI out of the table. The job refuses the same row with a
+    status.
     """
     try:
-        return load_json_document(text, source=source, rule_id=rule_id)
+        document = load_json_document(text, source=source, rule_id=rule_id)
     except RuleSetError as exc:
         return {UNREADABLE: "; ".join(e.reason for e in exc.errors)}
+    if not isinstance(document, dict):  # '[1]', '"x"', 'null': JSON, but every reader expects an object
+        kind = _JSON_KINDS.get(type(document), "null")
+        return {UNREADABLE: f"the rule document is JSON but not an object (it is {kind})"}
+    return document
 
 
 def content_digest(document: Mapping[str, Any]) -> str:

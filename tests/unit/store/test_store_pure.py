@@ -174,3 +174,18 @@ def test_a_hostile_stored_document_reads_as_unreadable_instead_of_failing() -> N
     assert entry.document is not None and UNREADABLE in entry.document
     ok = store._stored(("r3", 1, "active", '{"id": "r3", "action": "PASS"}', None, None))
     assert ok.document == {"id": "r3", "action": "PASS"}
+
+
+@pytest.mark.parametrize("text", ["[1, 2]", '"text"', "null", "42", "true"])
+def test_a_stored_document_that_is_json_but_not_an_object_reads_as_unreadable(text: str) -> None:
+    # Was: the list/str/None went through as the document, and every reader (list, show, history, disable,
+    # apply's plan) then failed with an AttributeError traceback on .get/.items.
+    from riskctl.store.rules_store import UNREADABLE, RuleStore
+
+    store = RuleStore(_NoCursor(), "rules", auto_migrate=False)
+    stored = store._stored(("r1", 1, "active", text, None, None))
+    assert "not an object" in stored.document[UNREADABLE]
+    assert stored.action is None and stored.to_dict()["document"] == stored.document
+    assert content_digest(stored.document)
+    entry = store._entry(("r1", 1, "active", "create", None, None, text, None, None))
+    assert entry.document is not None and "not an object" in entry.document[UNREADABLE]

@@ -220,9 +220,10 @@ class Console:
         username = username[:64]  # no account has a longer name; bounds the rate limiter's keys too
         client = request.client.host if request.client else "?"
         now = time.monotonic()
-        wait = max(
-            self.limiter.retry_after(f"user:{username}", now), self.limiter.retry_after(f"ip:{client}", now)
-        )
+        keys = (f"user:{username}", f"ip:{client}")
+        # counted as a failure before the password is checked (no await in between): a burst of concurrent
+        # guesses is held to the limit too, not all checked against the count before the first one failed
+        wait = self.limiter.attempt(keys, now)
         if wait > 0:
             return PlainTextResponse(
                 f"too many failed logins: try again in {int(wait) + 1} s",
@@ -238,17 +239,21 @@ class Console:
             accounts.audit(username, "login", None, f"from {client}")
             return accounts.open_session(username)
 
-        token = await self.db(check)
+        try:
+            token = await self.db(check)
+        except BaseException:
+            for key in keys:  # MySQL did not answer: no password was checked
+                self.limiter.forgive(key, now)
+            raise
         if token is None:
-            self.limiter.failed(f"user:{username}", now)
-            self.limiter.failed(f"ip:{client}", now)
             fresh = new_token()
             response = self.page(
                 request, "login.html", None, 401, csrf=fresh, error="wrong user name or password"
             )
             self._cookie(response, LOGIN_COOKIE, fresh, max_age=3600)
             return response
-        self.limiter.succeeded(f"user:{username}")
+        self.limiter.succeeded(keys[0])
+        self.limiter.forgive(keys[1], now)
         response = RedirectResponse("/rules", 303)
         self._cookie(response, COOKIE, token, max_age=8 * 3600)
         response.delete_cookie(LOGIN_COOKIE)

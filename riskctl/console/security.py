@@ -167,3 +167,26 @@ class RateLimiter:
     def succeeded(self, key: str) -> None:
         """Forget the failures of ``key`` (a successful login)."""
         self._failures.pop(key, None)
+
+    def attempt(self, keys: tuple[str, ...], now: float) -> float:
+        """Start an attempt of ``keys``: the seconds to wait when one of them is over its limit (nothing
+        recorded), else 0 and one failure recorded for each, in the same step, so concurrent attempts count
+        at once; :meth:`forgive` takes it back when the attempt succeeds (or never ran)."""
+        wait = max(self.retry_after(key, now) for key in keys)
+        if wait > 0:
+            return wait
+        for key in keys:
+            self.failed(key, now)
+        return 0.0
+
+    def forgive(self, key: str, now: float) -> None:
+        """Take back the failure of ``key`` recorded at ``now`` by :meth:`attempt`."""
+        times = self._failures.get(key)
+        if times is None:
+            return
+        try:
+            times.remove(now)
+        except ValueError:
+            return
+        if not times:
+            del self._failures[key]

@@ -650,3 +650,34 @@ def test_only_the_exact_user_name_logs_in(env: dict[str, Any]) -> None:
     resp, csrf = _login(_client(env, limiter), "approver")  # the name as created still logs in
     assert resp.status_code == 303 and csrf
     assert {e["user"] for e in env["accounts"].audit_log(None, 20) if e["action"] == "login"} == {"approver"}
+
+
+def test_concurrent_wrong_logins_are_held_to_the_limit(env: dict[str, Any]) -> None:
+    """30 wrong passwords sent at once, 3 allowed: each was checked against the count before any had failed
+    (the check is in a worker thread), so all 30 were tried; now 3 are and 27 get 429."""
+    import asyncio
+    from collections import Counter
+
+    import httpx2
+
+    limiter = RateLimiter(max_failures=3, window_s=60)
+    app = create_app(env["backend"], secure_cookies=False, limiter=limiter)
+
+    async def burst() -> Counter[int]:
+        transport = httpx2.ASGITransport(app=app)
+        async with httpx2.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            page = await client.get("/login")
+            token = re.search(r'name="csrf" value="([^"]+)"', page.text)
+            assert token
+
+            async def guess(i: int) -> int:
+                data = {"csrf": token.group(1), "username": "analyst", "password": f"wrong password {i}"}
+                return (await client.post("/login", data=data)).status_code
+
+            return Counter(await asyncio.gather(*(guess(i) for i in range(30))))
+
+    assert asyncio.run(burst()) == {401: 3, 429: 27}
+    failed = [e for e in env["accounts"].audit_log(None, 50) if e["action"] == "login_failed"]
+    assert len(failed) == 3
+    resp, csrf = _login(_client(env, RateLimiter(max_failures=3, window_s=60)), "analyst")
+    assert resp.status_code == 303 and csrf  # a fresh limiter: the account itself is fine

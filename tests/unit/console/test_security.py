@@ -85,6 +85,18 @@ def test_rate_limiter_window() -> None:
     assert limiter.retry_after("u", 3) == 0
 
 
+def test_rate_limiter_attempt_counts_before_the_outcome() -> None:
+    limiter = RateLimiter(max_failures=2, window_s=60)
+    keys = ("user:u", "ip:a")
+    assert limiter.attempt(keys, 0) == 0 and limiter.attempt(keys, 1) == 0  # two in flight
+    assert limiter.attempt(keys, 2) == pytest.approx(58)  # the third waits, though none has failed yet
+    limiter.forgive("ip:a", 1)  # the second one succeeded
+    assert limiter.retry_after("ip:a", 2) == 0 and limiter.retry_after("user:u", 2) > 0
+    limiter.forgive("ip:a", 0)
+    limiter.forgive("ip:a", 0)  # nothing left to take back: no error
+    assert "ip:a" not in limiter._failures
+
+
 def test_rate_limiter_memory_is_bounded() -> None:
     limiter = RateLimiter(max_failures=1, window_s=60, max_keys=100)
     for i in range(1000):

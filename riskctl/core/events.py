@@ -1,7 +1,8 @@
 """Validation and normalisation of raw events (JSON) into the shape the engine relies on.
 
 Required: ``event_id`` (str), ``user_id`` (str), ``type`` (str), ``ts`` (int, ms since the epoch, event time).
-Known optional fields are type-checked: ``amount`` (finite number; a numeric string is converted), ``success``
+Known optional fields are type-checked: ``amount`` (finite number; a numeric string is converted, and held to
+the door's range, ``MAX_NUMBER``, like a number), ``success``
 (bool), ``device_id``, ``city``, ``ip``, ``country`` (str). ``null`` for an optional field is kept as None
 (rules treat it as missing). Unknown fields are kept as they are, so rules can refer to them.
 
@@ -19,6 +20,7 @@ from typing import Any
 
 from riskctl.core.door import DEFAULT_LIMITS, Limits, check_clock, decode
 from riskctl.core.errors import EventError
+from riskctl.core.expr import MAX_NUMBER
 
 REQUIRED_STR = ("event_id", "user_id", "type")
 OPTIONAL_STR = ("device_id", "city", "ip", "country")
@@ -107,5 +109,11 @@ def _amount(value: Any) -> int | float:
         raise EventError(msg, "amount")
     if isinstance(value, float) and not math.isfinite(value):
         msg = f"must be a finite number, got {value!r}"
+        raise EventError(msg, "amount")
+    if not -MAX_NUMBER <= value <= MAX_NUMBER:
+        # the door checks numbers, not strings: "1e300" (or 300 nines) read from a string is held to the same
+        # range here, else it reached sum/avg and made them inf (null) or inexact
+        shown = repr(value) if isinstance(value, float) else f"of {len(str(abs(value)))} digits"
+        msg = f"number {shown} is not finite or beyond {MAX_NUMBER:.0e} in absolute value"
         raise EventError(msg, "amount")
     return value

@@ -46,6 +46,8 @@ LOGIN_COOKIE = "riskctl_console_login"  # double-submit CSRF token of the login 
 #: the largest request body; a backtest upload may be this large, a form is far smaller
 MAX_BODY_BYTES = MAX_UPLOAD_BYTES + 64 * 1024
 MAX_FORM_FIELDS = 64
+#: characters of a publish's comment (kept in the history's TEXT column: 65,535 bytes, 4 a character at most)
+MAX_COMMENT_CHARS = 2000
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 _TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 
@@ -464,6 +466,8 @@ class Console:
         draft = validate_form(form, rule_id=rule_id)
         base = _int(form.get("base_version"))
         comment = _str(form.get("comment"))
+        if comment is not None and len(comment) > MAX_COMMENT_CHARS:
+            draft.add("comment", f"too long: {len(comment)} characters, at most {MAX_COMMENT_CHARS}")
         if not draft.ok:
             return self.page(
                 request,

@@ -681,3 +681,23 @@ def test_concurrent_wrong_logins_are_held_to_the_limit(env: dict[str, Any]) -> N
     assert len(failed) == 3
     resp, csrf = _login(_client(env, RateLimiter(max_failures=3, window_s=60)), "analyst")
     assert resp.status_code == 303 and csrf  # a fresh limiter: the account itself is fine
+
+
+def test_publish_refuses_a_comment_over_its_limit(env: dict[str, Any]) -> None:
+    """A 70,000-character comment overflowed the history's TEXT column: MySQL refused the write, a 500."""
+    client = TestClient(
+        create_app(env["backend"], secure_cookies=False),
+        follow_redirects=False,
+        raise_server_exceptions=False,
+    )
+    _, csrf = _login(client, "approver")
+    resp = client.post(
+        "/rules/publish", data={**_form(base_version="1", comment="c" * 70_000), "csrf": csrf or ""}
+    )
+    assert resp.status_code == 400 and 'id="err-comment"><div>too long: 70000 characters' in resp.text
+    assert env["store"].get("big_amount").version == 1
+    ok = client.post(
+        "/rules/publish", data={**_form(base_version="1", comment="é" * 2000), "csrf": csrf or ""}
+    )
+    assert ok.status_code == 303
+    assert env["store"].history("big_amount")[-1].comment == "é" * 2000

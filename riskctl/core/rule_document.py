@@ -85,6 +85,11 @@ MAX_YAML_DEPTH = 32
 MAX_YAML_NODES = 50_000
 
 
+def is_rule_id(value: object) -> bool:
+    """A valid rule id: 1-64 letters, digits, ``_``, ``.``, ``-``, starting with a letter or digit."""
+    return isinstance(value, str) and _ID_RE.fullmatch(value) is not None
+
+
 class _Collector:
     """Collects the errors of one rule document, each located by its field path."""
 

@@ -29,6 +29,7 @@ from riskctl.core.rule_document import (
     RULE_KEYS,
     SEQUENCE_KEYS,
     STEP_KEYS,
+    is_rule_id,
     parse_feature,
     parse_rule,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "Rule",
     "RuleSet",
     "document_digest",
+    "is_rule_id",
     "load_rules",
     "load_rules_text",
     "parse_feature",

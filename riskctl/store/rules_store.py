@@ -18,7 +18,7 @@ from typing import Any
 
 from riskctl.core.errors import RuleSetError, suggest
 from riskctl.core.jsondoc import load_json_document
-from riskctl.core.rules import RuleSet, document_digest, parse_rule
+from riskctl.core.rules import RuleSet, document_digest, is_rule_id, parse_rule
 from riskctl.errors import RuleNotFoundError, VersionConflictError, VersionNotFoundError
 from riskctl.store.migrations import migrate, table_names
 
@@ -267,7 +267,9 @@ class RuleStore:
         return [self._stored(row) for row in self._read("SELECT {cols} FROM {rules} ORDER BY rule_id")]
 
     def get(self, rule_id: str) -> StoredRule | None:
-        """The current rule, or None."""
+        """The current rule, or None (always for a text that is no rule id: see :meth:`_select_current`)."""
+        if not is_rule_id(rule_id):
+            return None
         rows = self._read("SELECT {cols} FROM {rules} WHERE rule_id = %s", (rule_id,))
         return self._stored(rows[0]) if rows else None
 
@@ -280,6 +282,8 @@ class RuleStore:
 
     def history(self, rule_id: str) -> list[HistoryEntry]:
         """Every version of the rule, oldest first; :class:`RuleNotFoundError` when it never existed."""
+        if not is_rule_id(rule_id):
+            raise self._not_found(rule_id)
         rows = self._read("SELECT {hcols} FROM {history} WHERE rule_id = %s ORDER BY version", (rule_id,))
         entries = [self._entry(row) for row in rows]
         if not entries:
@@ -471,6 +475,9 @@ class RuleStore:
         return {str(rid): int(ver) for rid, ver in rows}
 
     def _not_found(self, rule_id: str) -> RuleNotFoundError:
+        if not is_rule_id(rule_id):  # e.g. 'r1 ': the history of 'r1' is not its history (see get)
+            hint = suggest(rule_id, self.known_ids())
+            return RuleNotFoundError(rule_id, table=self.names.rules, suggestion=hint)
         found = self._read(
             "SELECT version, `change` FROM {history} WHERE rule_id = %s ORDER BY version", (rule_id,)
         )
@@ -487,6 +494,11 @@ class RuleStore:
         return RuleNotFoundError(rule_id, table=self.names.rules, suggestion=hint)
 
     def _select_current(self, cur: Any, rule_id: str, *, lock: bool) -> StoredRule | None:
+        # The tables' collation pads with spaces (MariaDB's utf8mb4_bin is PAD SPACE): 'r1 ' = 'r1' in SQL, so
+        # 'riskctl rules delete "r1 "' deleted rule r1 and wrote its deletion to the history as rule 'r1 '. A
+        # text that is not a rule id names no rule.
+        if not is_rule_id(rule_id):
+            return None
         query = (
             "SELECT {cols} FROM {rules} WHERE rule_id = %s FOR UPDATE"
             if lock

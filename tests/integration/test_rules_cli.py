@@ -421,6 +421,25 @@ def test_unknown_rule_id_says_did_you_mean(cli: Cli, tmp_path: Path, args: tuple
     assert cli.versions() == {"r_amount": 1, "r_country": 1}
 
 
+def test_an_id_with_a_trailing_space_names_no_rule(cli: Cli, tmp_path: Path) -> None:
+    # MariaDB compares 'r_amount ' = 'r_amount' (PAD SPACE collation): `delete "r_amount "` deleted r_amount
+    # and wrote the deletion to the history under the id 'r_amount ', and `show "r_amount "` showed r_amount.
+    assert cli("apply", str(write_rules(tmp_path / "rules", a=RULE_A))).code == 0
+    for args in (
+        ("show", "r_amount "),
+        ("history", "r_amount "),
+        ("disable", "r_amount "),
+        ("rollback", "r_amount ", "--to", "1"),
+        ("delete", "r_amount "),
+    ):
+        run = cli(*args)
+        assert run.code == 1, (args, run.stdout)
+        assert "no rule 'r_amount ' in table" in run.stderr and "(did you mean 'r_amount'?)" in run.stderr
+    assert cli.versions() == {"r_amount": 1}
+    ids = cli.query("SELECT CONCAT('<', rule_id, '>'), version FROM `{history}`")
+    assert [tuple(row) for row in ids] == [("<r_amount>", 1)]
+
+
 def test_unknown_version_lists_the_versions(cli: Cli, tmp_path: Path) -> None:
     assert cli("apply", str(write_rules(tmp_path / "rules", a=RULE_A))).code == 0
     for args in (

@@ -73,7 +73,10 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                         "408": _error("the body did not arrive within serve.body_timeout_ms"),
                         "409": _error("event_id already sent with a different content"),
                         "413": _error(f"body larger than {lim.max_event_bytes} bytes"),
-                        "415": _error("Content-Type is not application/json (UTF-8)"),
+                        "415": _error(
+                            "Content-Type is not application/json (UTF-8), "
+                            "or Content-Encoding is not identity, gzip or deflate"
+                        ),
                         "422": _error(
                             "an event the job refuses, a reserved field, or a timeout out of bounds"
                         ),

@@ -5,7 +5,8 @@ The event is validated by the job's own code and limits (:func:`riskctl.core.doo
 :func:`riskctl.core.events.parse_event` does in the job), so the API refuses what the job would dead-letter,
 and nothing else. Every refusal is an :class:`ApiError` with an HTTP status, the field and the reason:
 
-* 415: a Content-Type other than ``application/json`` (a ``charset`` other than UTF-8 included);
+* 415: a Content-Type other than ``application/json`` (a ``charset`` other than UTF-8 included), or a
+  Content-Encoding other than identity, gzip or deflate;
 * 413: a body larger than ``job.max_event_bytes`` (the event as produced, with its ``reply_to``, included);
 * 400: a body that is not JSON (or not valid UTF-8);
 * 422: JSON that the job refuses (missing or mistyped field, too deep, string too long, number beyond
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +59,24 @@ class DecisionRequest:
     #: the event's time as the job normalizes it: its decision repeats it (with user_id), a reply that does
     #: not is not this event's decision
     ts: int
+
+
+#: the Content-Encoding values a request body may have (case-insensitive); other values are 415
+CONTENT_ENCODINGS = ("identity", "gzip", "x-gzip", "deflate")
+
+
+def decoder(encoding: str) -> Any:
+    """A zlib decompressor for ``encoding`` (a request's Content-Encoding), None for identity (or none);
+    415 naming the header for any other value, a list of codings included."""
+    value = encoding.strip().lower()
+    if value in ("", "identity"):
+        return None
+    if value in ("gzip", "x-gzip"):
+        return zlib.decompressobj(16 + zlib.MAX_WBITS)
+    if value == "deflate":  # RFC 9110: the zlib format
+        return zlib.decompressobj()
+    msg = f"Content-Encoding {encoding[:40]!r} is not supported: send the body as it is, or gzip or deflate"
+    raise ApiError(415, msg, "Content-Encoding")
 
 
 def check_content_type(value: str | None) -> None:

@@ -73,6 +73,22 @@ def case_of(record: dict[str, Any]) -> Case | None:
     return None
 
 
+def well_formed(record: Any) -> bool:
+    """Whether ``record`` has the shape the views read: a JSON object whose ``rules`` and ``shadow`` (a
+    decision's) are lists of objects and whose ``rule`` (an alert's) is an object, when present. Anything
+    else on the topics (another producer's, a damaged record) is left out of the feed."""
+    if not isinstance(record, dict):
+        return False
+    for key in ("rules", "shadow"):
+        found = record.get(key)
+        if record.get("kind") == "alert" and key == "shadow":
+            continue  # an alert's shadow is a flag
+        if found is not None and not (isinstance(found, list) and all(isinstance(r, dict) for r in found)):
+            return False
+    rule = record.get("rule")
+    return rule is None or isinstance(rule, dict)
+
+
 def _rule_ids(record: dict[str, Any]) -> list[str]:
     if record.get("kind") == "alert":
         rule = record.get("rule")
@@ -93,12 +109,16 @@ class Feed:
         self._lock = threading.Lock()
         self.error: str | None = None
         self.connected = False
+        #: records left out because they are not :func:`well_formed`
+        self.skipped = 0
 
     def add(self, records: Iterable[tuple[dict[str, Any], int]]) -> None:
-        """Append records (record, Kafka timestamp in ms)."""
+        """Append records (record, Kafka timestamp in ms); one that is not :func:`well_formed` is counted in
+        :attr:`skipped` and left out."""
         with self._lock:
             for record, ts in records:
-                if not isinstance(record, dict):
+                if not well_formed(record):
+                    self.skipped += 1
                     continue
                 self._records.append((int(ts), record))
                 case = case_of(record)
@@ -195,6 +215,9 @@ class KafkaTail:
         self.bootstrap = bootstrap
         self.topics = topics
         self.since_ms = since_ms
+        #: (topic, partition) -> the offset after the last record added: where a restarted read resumes, so
+        #: a failure does not add the day's records to the feed a second time
+        self.positions: dict[tuple[str, int], int] = {}
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="console-kafka-tail", daemon=True)
 
@@ -232,9 +255,13 @@ class KafkaTail:
             ends = c.end_offsets(parts)
             for tp in parts:
                 found = starts.get(tp)
-                c.seek(tp, found.offset if found is not None else ends[tp])
+                resume = self.positions.get((tp.topic, tp.partition))
+                c.seek(tp, resume if resume is not None else found.offset if found is not None else ends[tp])
             self.feed.connected, self.feed.error = True, None
             while not self._stop.is_set():
-                self.feed.add((m.value, m.timestamp) for m in poll(c, 500))
+                batch = list(poll(c, 500))
+                self.feed.add((m.value, m.timestamp) for m in batch)
+                for m in batch:
+                    self.positions[(m.topic, m.partition)] = m.offset + 1
         finally:
             c.close()

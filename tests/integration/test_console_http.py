@@ -701,3 +701,53 @@ def test_publish_refuses_a_comment_over_its_limit(env: dict[str, Any]) -> None:
     )
     assert ok.status_code == 303
     assert env["store"].history("big_amount")[-1].comment == "é" * 2000
+
+
+def test_kafka_tail_survives_a_malformed_record_and_a_failure(
+    stack: Settings, topic: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A decision whose ``rules`` is not a list raised in the feed; the reader then started again from a day
+    back and added every record again, every 5 s: the counts grew for ever. Now the record is left out, and
+    a reader that fails for another reason resumes where it was."""
+    import time
+
+    import riskctl.sim.kafka_io as kafka_io
+    from riskctl.console.feed import Feed, KafkaTail
+
+    decisions = topic("dec")
+    prod = kafka_io.producer(stack.kafka_bootstrap)
+    good = {"kind": "decision", "event_id": "e0", "user_id": "u0", "ts": 1, "action": "REVIEW",
+            "rules": [{"id": "r1"}], "shadow": []}  # fmt: skip
+    for value in (good, {**good, "event_id": "e1", "rules": "r1"}, {**good, "event_id": "e2"}):
+        prod.send(decisions, key="u0", value=value)
+    prod.flush()
+    real_poll, calls = kafka_io.poll, []
+
+    def failing_once(c: Any, timeout_ms: int = 200) -> Any:
+        batch = list(real_poll(c, timeout_ms))
+        calls.append(len(batch))
+        if batch and sum(1 for n in calls if n) == 2:  # the poll after the records were added
+            msg = "the broker went away"
+            raise RuntimeError(msg)
+        return iter(batch)
+
+    monkeypatch.setattr(kafka_io, "poll", failing_once)
+    feed = Feed()
+    tail = KafkaTail(feed, stack.kafka_bootstrap, [decisions]).start()
+    try:
+        deadline = time.monotonic() + 30
+        while len(feed.latest()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        prod.send(decisions, key="u0", value={**good, "event_id": "e3"})  # the next poll fails on it
+        prod.flush()
+        while feed.error is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert feed.error is not None and "the broker went away" in feed.error
+        while len(feed.latest()) < 3 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(1.0)  # time to add anything twice
+        assert [r["event_id"] for r in feed.latest()] == ["e3", "e2", "e0"]
+        assert feed.skipped == 1 and feed.hits(int(time.time() * 1000)) == {"r1": {"hour": 3, "day": 3}}
+    finally:
+        tail.stop()
+        prod.close()

@@ -91,3 +91,24 @@ def test_minutes_older_than_a_day_are_dropped() -> None:
     feed.add([(decision("now", "u", "PASS", ["r"]), NOW)])
     assert len(feed._minutes) == 1
     assert feed.hits(NOW) == {"r": {"hour": 1, "day": 1}}
+
+
+def test_a_malformed_record_is_left_out_not_raised() -> None:
+    """A record whose ``rules`` was a string raised TypeError in add (which restarted the Kafka reader from a
+    day back, forever) after it was already in the buffer, where the filters raised on it again."""
+    feed = Feed()
+    bad = [
+        {**decision("b1", "u1", "REVIEW", []), "rules": "r1"},
+        {**decision("b2", "u1", "REVIEW", []), "shadow": {"id": "r1"}},
+        {**decision("b3", "u1", "REVIEW", []), "rules": ["r1"]},
+        {**alert("b4", "u1", "r1"), "rule": "r1"},
+        ["not", "an", "object"],
+    ]
+    feed.add([(record, NOW) for record in bad] + [(decision("e1", "u1", "REVIEW", ["r1"]), NOW)])  # type: ignore[misc]
+    assert feed.skipped == len(bad)
+    assert [r["event_id"] for r in feed.latest(rule="r1")] == ["e1"]
+    assert [r["event_id"] for r in feed.latest(user="u1")] == ["e1"]
+    assert [c.case_id for c in feed.cases()] == ["decision:e1"]
+    assert feed.hits(NOW) == {"r1": {"hour": 1, "day": 1}}
+    feed.add([(alert("a1", "u2", "r2", shadow=True), NOW)])  # an alert's shadow is a flag, not a list
+    assert feed.skipped == len(bad) and feed.cases()[0].shadow == ("r2",)

@@ -34,6 +34,8 @@ class Allowed:
     required: bool = False
     #: a check the pattern cannot express (True: accepted), described by ``shape``
     test: Callable[[str], bool] | None = None
+    #: a secret (a password): its value is masked when settings are printed and never shown in a message
+    secret: bool = False
 
 
 def setting(default: Any, **allowed: Any) -> Any:
@@ -161,3 +163,14 @@ def shown(value: object) -> str:
     """``repr(value)``, cut short: a hostile value of megabytes does not belong in an error message."""
     text = repr(value)
     return text if len(text) <= 80 else f"{text[:60]}... ({len(text)} characters)"
+
+
+def shown_secret(value: object) -> str:
+    """What a message says of a secret's value: its type, never the value."""
+    return f"a value of type {type(value).__name__} (not shown: a secret)"
+
+
+def key_of(pair: str) -> str:
+    """The ``section.key`` part that begins a ``--set`` pair (letters, digits, '_', '.'), for a message that
+    must not repeat the rest: ``mysql.pasword=...`` or ``mysql.password hunter2`` may end with a secret."""
+    return re.match(r"\s*[A-Za-z0-9_.]*", pair).group().strip()  # type: ignore[union-attr]

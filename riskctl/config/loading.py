@@ -16,7 +16,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from riskctl.config.checks import Allowed, Spec, shown
+from riskctl.config.checks import Allowed, Spec, key_of, shown, shown_secret
 from riskctl.config.settings import Settings
 from riskctl.core.errors import suggest
 from riskctl.errors import ConfigError
@@ -65,7 +65,8 @@ class _Loader:
             value = spec.accept(raw, from_text=from_text)
         except ValueError:
             subject, tail = _subject(spec, source)
-            self.problems.append(f"{subject} must be {spec.describe()}, got {shown(raw)}{tail}")
+            got = shown_secret(raw) if spec.allowed.secret else shown(raw)
+            self.problems.append(f"{subject} must be {spec.describe()}, got {got}{tail}")
             return
         setattr(getattr(self.resolved.settings, spec.section), spec.key, value)
         self.resolved.sources[spec.dotted] = source
@@ -113,9 +114,14 @@ class _Loader:
             name, sep, value = pair.partition("=")
             spec = specs.get(name.strip())
             if not sep or spec is None:
+                # the pair is not repeated whole: what follows the key may be a secret (a misspelt
+                # mysql.pasword=..., or a space instead of '=')
+                key = key_of(pair)
+                rest = len(pair.strip()) - len(key)
+                got = shown(key) + (f" and {rest} more character(s), not shown" if rest > 0 else "")
                 self.problems.append(
-                    f"--set takes section.key=value with a known setting, got {shown(pair)}"
-                    + _did_you_mean(name.strip(), specs)
+                    f"--set takes section.key=value with a known setting, got {got}"
+                    + _did_you_mean(key, specs)
                 )
                 continue
             self.put(spec, value, SET, from_text=True)

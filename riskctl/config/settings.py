@@ -15,7 +15,6 @@ from riskctl.core.door import DEFAULT_LIMITS, MAX_DEAD_LETTER_BYTES, MIN_DEAD_LE
 from riskctl.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-_SECRET_KEYS = {"password"}
 #: properties of Settings that ``riskctl config show`` prints after the settings (not mysql_password: secret)
 _DERIVED = ("kafka_bootstrap", "mysql_host", "mysql_port", "flink_rest_url", "checkpoint_dir")
 
@@ -111,7 +110,7 @@ class MysqlSettings:
     host: str = ""  # empty: the local stack's server
     port: int = setting(0, low=0, high=65535)  # 0: the local stack's port
     user: str = text("riskctl")
-    password: str = ""
+    password: str = setting("", secret=True)
     database: str = text("riskctl")
 
 
@@ -332,8 +331,9 @@ class Settings:
     def redacted(self) -> dict[str, Any]:
         """The settings as a dict with secrets masked, for printing."""
         out = dataclasses.asdict(self)
-        for section in out.values():
-            for key in section:
-                if key in _SECRET_KEYS and section[key]:
-                    section[key] = "***"
+        for section in fields(self):
+            for f in fields(getattr(self, section.name)):
+                allowed = f.metadata.get("allowed")
+                if allowed is not None and allowed.secret and out[section.name][f.name]:
+                    out[section.name][f.name] = "***"
         return out

@@ -134,7 +134,9 @@ def test_unknown_keys_sections_and_variables_are_errors_with_a_suggestion(tmp_pa
     # variables outside the settings' sections belong to others (rules --author, scripts/setup)
     assert "RISKCTL_AUTHOR" not in message and "RISKCTL_PYTHON" not in message
     with pytest.raises(
-        ConfigError, match=r"--set takes section\.key=value .*'job\.paralelism=2' \(did you mean "
+        ConfigError,
+        match=r"--set takes section\.key=value .*'job\.paralelism' and 2 more character\(s\), not shown "
+        r"\(did you mean ",
     ):
         load_settings(env={}, overrides=["job.paralelism=2"])
     with pytest.raises(

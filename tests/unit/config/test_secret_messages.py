@@ -1,0 +1,60 @@
+"""A secret never appears in a configuration error (found in review).
+
+The message of a bad value repeated the value, and that of a bad ``--set`` pair the whole pair: a password
+written as a TOML number or list, a misspelt ``--set mysql.pasword=...`` or ``--set 'mysql.password x'``
+(a space instead of '=') printed the password on stderr, or in ``--json``'s error document.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from riskctl.cli.main import cli
+from riskctl.config import load_settings
+from riskctl.errors import ConfigError
+
+SECRET = "hunter2-31415926535"
+
+
+@pytest.fixture
+def clean(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for name in list(os.environ):
+        if name.startswith("RISKCTL_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.mark.parametrize("toml_value", ["31415926535", f'["{SECRET}"]', f'{{ value = "{SECRET}" }}'])
+def test_a_mistyped_password_in_the_file_is_not_repeated(clean: Path, toml_value: str) -> None:
+    cfg = clean / "riskctl.toml"
+    cfg.write_text(f"[mysql]\npassword = {toml_value}\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(cfg, env={})
+    message = str(info.value)
+    assert "mysql.password" in message and "not shown: a secret" in message
+    assert "31415926535" not in message and SECRET not in message
+
+
+@pytest.mark.parametrize(
+    "pair", [f"mysql.pasword={SECRET}", f"mysql.password {SECRET}", f"mysql.password:{SECRET}"]
+)
+@pytest.mark.parametrize("as_json", [False, True])
+def test_a_bad_set_pair_is_not_repeated_whole(clean: Path, pair: str, as_json: bool) -> None:
+    args = ["config", "show", "--set", pair] + (["--json"] if as_json else [])
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 2
+    assert SECRET not in res.output
+    assert "did you mean mysql.password?" in res.output
+    assert "not shown" in res.output
+
+
+def test_a_bad_set_key_without_a_value_is_still_named(clean: Path) -> None:
+    with pytest.raises(ConfigError, match=r"got 'job\.paralelism' \(did you mean job\.parallelism\?\)"):
+        load_settings(env={}, overrides=["job.paralelism"])
+    with pytest.raises(ConfigError, match=r"got 'job\.paralelism' and 2 more character\(s\), not shown"):
+        load_settings(env={}, overrides=["job.paralelism=4"])

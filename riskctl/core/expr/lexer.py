@@ -18,11 +18,13 @@ from riskctl.core.expr.limits import MAX_NUMBER
 DURATION_UNITS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 KEYWORDS = ("and", "or", "not", "in", "true", "false", "null")
 
+# Digits are 0-9 only: '\d' matches other scripts' digits, which int() reads, so 'event.amount > 1\u06605'
+# (ARABIC-INDIC DIGIT ZERO, drawn as a dot: it reads as 1.5) compiled as 105.
 _TOKEN_RE = re.compile(
     r"""
     (?P<ws>\s+)
-  | (?P<dur>\d+(?:\.\d+)?(?:ms|s|m|h|d|w))(?![A-Za-z0-9_])
-  | (?P<num>\d+(?:\.\d*)?(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?)
+  | (?P<dur>[0-9]+(?:\.[0-9]+)?(?:ms|s|m|h|d|w))(?![A-Za-z0-9_])
+  | (?P<num>[0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?|\.[0-9]+(?:[eE][+-]?[0-9]+)?)
   | (?P<str>"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')
   | (?P<name>[A-Za-z_][A-Za-z0-9_]*)
   | (?P<op>\*\*|==|!=|<=|>=|&&|\|\||[-+*/%<>()\[\],.!=])
@@ -74,6 +76,8 @@ def tokenize(text: str) -> list[Token]:
         m = _TOKEN_RE.match(text, pos)
         if m is None:
             msg = f"unexpected character {text[pos]!r}"
+            if text[pos].isdigit():
+                msg += f" (U+{ord(text[pos]):04X}, a digit of another script): write numbers with 0-9"
             raise expr_error(msg, pos)
         kind = m.lastgroup or ""
         tok_text = m.group()
@@ -155,7 +159,7 @@ def duration_ms(value: Any) -> int:
             raise ExpressionError(msg)
         return value
     if isinstance(value, str):
-        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*", value) if len(value) <= 64 else None
+        m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d|w)\s*", value) if len(value) <= 64 else None
         if m and len(m.group(1)) <= 20:  # longer: beyond MAX_NUMBER (and float('9' * 400) is inf)
             ms = float(m.group(1)) * DURATION_UNITS[m.group(2)]
             if ms == int(ms) and ms <= MAX_NUMBER:

@@ -221,6 +221,26 @@ def test_hostile_or_broken_input_is_refused_at_load_time(text: str, fragment: st
     assert isinstance(info.value, RuleError) and isinstance(info.value, ValueError)
 
 
+@pytest.mark.parametrize(
+    ("text", "column"),
+    [
+        ("event.amount > 1\u06605", 17),  # ARABIC-INDIC DIGIT ZERO, drawn as a dot: reads as 1.5, was 105
+        ("event.amount > \uff11\uff10", 16),  # FULLWIDTH 1 0: was 10
+        ("event.ts > \u0661\u0660m", 12),  # ARABIC-INDIC 1 0 with a unit: was 10 minutes
+    ],
+)
+def test_digits_of_other_scripts_are_refused(text: str, column: int) -> None:
+    with pytest.raises(ExpressionError, match="a digit of another script") as info:
+        compile_condition(text)
+    assert info.value.column == column
+
+
+@pytest.mark.parametrize("value", ["\u0661\u0660m", "\uff15s", "1\u0660ms"])
+def test_durations_with_digits_of_other_scripts_are_refused(value: str) -> None:
+    with pytest.raises(ExpressionError, match="a duration must be like"):
+        duration_ms(value)
+
+
 def test_non_string_is_refused() -> None:
     with pytest.raises(ExpressionError, match="must be a string"):
         CompiledExpression(42)  # type: ignore[arg-type]

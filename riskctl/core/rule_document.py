@@ -257,6 +257,14 @@ def _check_structure(document: Mapping[str, Any], rule_id: str | None, source: s
                 raise RuleSetError([RuleError(msg, rule_id=rule_id, source=source)])
 
 
+def _check_description(doc: Mapping[str, Any], path: str, errs: _Collector) -> None:
+    """A feature's, a sequence's or a step's ``description`` is text. Any other value was kept as it was: a
+    YAML ``.nan`` or a JSON ``1e400`` (infinity) was accepted, then stored as ``NaN``/``Infinity``, which no
+    JSON reader takes back (the CLI showed the stored rule as unreadable, the job lost it at a restore)."""
+    if "description" in doc and not isinstance(doc["description"], str):
+        errs.add("description must be text", f"{path}.description")
+
+
 def _hint(value: Any, choices: Sequence[str]) -> str | None:
     return suggest(str(value), choices) if isinstance(value, str) else None
 
@@ -312,6 +320,7 @@ def parse_feature(definition: Any, path: str, errs: _Collector) -> FeatureSpec |
         return None
     before = len(errs.errors)
     _check_keys(definition, FEATURE_KEYS, path, errs)
+    _check_description(definition, path, errs)
     kwargs: dict[str, Any] = {}
     for key in ("kind", "field", "n", "stat", "min_events", "max_values"):
         if key in definition:
@@ -354,6 +363,7 @@ def _parse_sequence(
         return None, frozenset(), None
     before = len(errs.errors)
     _check_keys(doc, SEQUENCE_KEYS, "sequence", errs)
+    _check_description(doc, "sequence", errs)
     within: int | None = None
     if "within" not in doc:
         errs.add(
@@ -465,6 +475,7 @@ def _parse_step(
 ) -> Step | None:
     before = len(errs.errors)
     _check_keys(raw, STEP_KEYS, path, errs)
+    _check_description(raw, path, errs)
     name = raw.get("name")
     text = raw.get("when")
     cond: CompiledExpression | None = None

@@ -264,3 +264,44 @@ def test_yaml_list_and_rules_key(tmp_path: Path) -> None:
     assert [r.id for r in load_rules_text(text)] == ["a", "b"]
     with pytest.raises(RuleSetError, match="no such rules folder"):
         load_rules(tmp_path / "missing")
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        (
+            "id: r\naction: REVIEW\nfeatures:\n  n: {kind: count, window: 1m, description: .nan}\n"
+            "when: n > 3\n",
+            "features.n.description",
+        ),
+        (
+            "id: r\naction: REVIEW\nsequence:\n  within: 1m\n  description: .inf\n"
+            "  steps: [{name: a, when: event.x > 1}]\n",
+            "sequence.description",
+        ),
+        (
+            "id: r\naction: REVIEW\nsequence:\n  within: 1m\n"
+            "  steps: [{name: a, when: event.x > 1, description: [1, {x: 2}]}]\n",
+            "sequence.steps[0].description",
+        ),
+    ],
+)
+def test_feature_sequence_and_step_descriptions_are_text(text: str, field: str) -> None:
+    # Was accepted as given: a NaN or infinite description was stored as NaN/Infinity, which no JSON reader
+    # takes back (the rules store showed the rule as unreadable; the job's checkpointed copy did not restore).
+    with pytest.raises(RuleSetError) as info:
+        load_rules_text(text)
+    assert field in [e.field for e in info.value.errors]
+    assert any(e.reason == "description must be text" for e in info.value.errors)
+
+
+def test_a_json_rule_with_an_infinite_description_is_refused() -> None:
+    doc = (
+        '{"id": "r", "action": "PASS", "when": "f > 1",'
+        ' "features": {"f": {"kind": "count", "window": 60000, "description": 1e400}}}'
+    )
+    with pytest.raises(RuleSetError) as info:
+        rule_from_json(doc)
+    assert info.value.errors[0].field == "features.f.description"
+    ok = parse_rule(json.loads(doc.replace("1e400", '"events in the last minute"')))
+    assert json.loads(json.dumps(dict(ok.document), allow_nan=False))["features"]["f"]["description"]

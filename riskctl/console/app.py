@@ -46,6 +46,10 @@ LOGIN_COOKIE = "riskctl_console_login"  # double-submit CSRF token of the login 
 #: the largest request body; a backtest upload may be this large, a form is far smaller
 MAX_BODY_BYTES = MAX_UPLOAD_BYTES + 64 * 1024
 MAX_FORM_FIELDS = 64
+#: backtests and replays (a topic read of up to 8 MiB, then the engine over up to 100,000 lines: seconds each)
+#: running at once; one more is refused with 429: they run in the worker threads every request needs (the
+#: session check reads MySQL there), so a burst of them made every page of every user wait
+MAX_HEAVY = 2
 #: characters of a publish's comment (kept in the history's TEXT column: 65,535 bytes, 4 a character at most)
 MAX_COMMENT_CHARS = 2000
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
@@ -117,6 +121,13 @@ class _TooLarge(Exception):
     pass
 
 
+class _Busy(Exception):
+    pass
+
+
+_RETRY_AFTER = {"Retry-After": "5"}
+
+
 Handler = Callable[[Request, Session], Awaitable[Response]]
 
 
@@ -131,8 +142,11 @@ class Console:
         limiter: RateLimiter | None = None,
         feed: Feed | None = None,
         events: Callable[[int], bytes] | None = None,
+        max_heavy: int = MAX_HEAVY,
     ) -> None:
         self.feed = feed or Feed()
+        self.max_heavy = max_heavy
+        self._heavy = 0  # backtests and replays running (changed on the event loop only: no lock)
         self.events = events
         self.backend = backend
         self.secure = secure_cookies
@@ -145,6 +159,18 @@ class Console:
                 return func(rules, accounts)
 
         return await run_in_threadpool(work)
+
+    @contextmanager
+    def heavy(self) -> Iterator[None]:
+        """A slot for a backtest or a replay; :class:`_Busy` when :attr:`max_heavy` are running."""
+        if self._heavy >= self.max_heavy:
+            msg = f"busy: {self._heavy} backtests or replays are running, at most {self.max_heavy}; try again"
+            raise _Busy(msg)
+        self._heavy += 1
+        try:
+            yield
+        finally:
+            self._heavy -= 1
 
     def page(
         self, request: Request, name: str, session: Session | None, code: int = 200, **ctx: Any
@@ -431,6 +457,13 @@ class Console:
         draft = validate_form(form, rule_id=rule_id)
         if not draft.ok:
             return JSONResponse({"ok": False, "errors": draft.errors}, 400)
+        try:
+            with self.heavy():
+                return await self._backtest(form, draft.document, session)
+        except _Busy as exc:
+            return JSONResponse({"ok": False, "error": str(exc)}, 429, headers=_RETRY_AFTER)
+
+    async def _backtest(self, form: dict[str, Any], document: dict[str, Any], session: Session) -> Response:
         upload = form.get("events")
         minutes = _int(form.get("minutes"))
         if form.get("source") == "topic":
@@ -447,11 +480,11 @@ class Console:
             data = await upload.read(MAX_UPLOAD_BYTES + 1)
         else:
             return JSONResponse({"ok": False, "error": "events: upload a JSON-lines file of events"}, 400)
-        rid = str(draft.document["id"])
+        rid = str(document["id"])
         current = await self.db(lambda store, _a: store.get(rid))
 
         def work() -> dict[str, Any]:
-            return backtest(draft.document, current.document if current else None, data)
+            return backtest(document, current.document if current else None, data)
 
         try:
             result = await run_in_threadpool(work)
@@ -516,6 +549,7 @@ class Console:
         minutes = _int(raw)
         replayed: list[dict[str, Any]] | None = None
         error = None
+        code = 200
         if raw is not None:
             if minutes is None or not 1 <= minutes <= 1440:
                 error = "minutes: a whole number from 1 to 1440"
@@ -530,11 +564,15 @@ class Console:
                     return replay_user(documents, user_lines(read(window), user_id))
 
                 try:
-                    replayed = await self.db(work)
+                    with self.heavy():
+                        replayed = await self.db(work)
+                except _Busy as exc:
+                    error, code = str(exc), 429
                 except RiskctlError as exc:
                     error = str(exc)
-        code = 400 if error and error.startswith("minutes") else 200
-        return self.page(
+        if code == 200 and error and error.startswith("minutes"):
+            code = 400
+        response = self.page(
             request,
             "user.html",
             session,
@@ -545,6 +583,9 @@ class Console:
             minutes=minutes or 60,
             error=error,
         )
+        if code == 429:
+            response.headers.update(_RETRY_AFTER)
+        return response
 
     async def review(self, request: Request, session: Session) -> Response:
         cases = self.feed.cases(200)
@@ -652,10 +693,14 @@ def create_app(
     limiter: RateLimiter | None = None,
     feed: Feed | None = None,
     events: Callable[[int], bytes] | None = None,
+    max_heavy: int = MAX_HEAVY,
 ) -> ASGIApp:
     """The console as an ASGI application; ``feed``: the decisions and alerts it shows (empty if None);
-    ``events(window_ms)``: the recent events as JSON lines, for backtests (None: uploads only)."""
-    c = Console(backend, secure_cookies=secure_cookies, limiter=limiter, feed=feed, events=events)
+    ``events(window_ms)``: the recent events as JSON lines, for backtests (None: uploads only); ``max_heavy``:
+    backtests and replays at once (:data:`MAX_HEAVY`)."""
+    c = Console(
+        backend, secure_cookies=secure_cookies, limiter=limiter, feed=feed, events=events, max_heavy=max_heavy
+    )
     g = c.guarded
     routes = [
         Route("/login", c.login_page, methods=["GET"]),

@@ -751,3 +751,65 @@ def test_kafka_tail_survives_a_malformed_record_and_a_failure(
     finally:
         tail.stop()
         prod.close()
+
+
+def test_backtests_and_replays_at_once_are_bounded(env: dict[str, Any]) -> None:
+    """Each replay or topic backtest holds a worker thread for seconds, and every request needs one (the
+    session check reads MySQL there): 60 replays at once made a viewer's rules page wait for them. Now two
+    run at once (MAX_HEAVY), the others get 429 at once, and the other pages answer meanwhile."""
+    import asyncio
+    import threading
+    import time
+
+    import httpx2
+
+    from riskctl.console.app import MAX_HEAVY
+
+    entered, release = threading.Semaphore(0), threading.Event()
+
+    def events(window_ms: int) -> bytes:  # a topic read that takes as long as the test says
+        entered.release()
+        release.wait(30)
+        return EVENTS
+
+    app = create_app(env["backend"], secure_cookies=False, events=events)
+    login = TestClient(app, follow_redirects=False)
+    _, csrf = _login(login, "analyst")
+    cookies = {"riskctl_console": login.cookies.get("riskctl_console") or ""}
+
+    async def burst() -> tuple[list[int], list[int], float]:
+        transport = httpx2.ASGITransport(app=app)
+        async with httpx2.AsyncClient(
+            transport=transport, base_url="http://testserver", cookies=cookies, timeout=60
+        ) as client:
+            replays = [asyncio.create_task(client.get("/users/bob?minutes=5")) for _ in range(4)]
+            backtest = {**_form(), "source": "topic", "minutes": "5"}
+            backtests = [
+                asyncio.create_task(
+                    client.post("/api/backtest", data=backtest, headers={"X-CSRF-Token": csrf or ""})
+                )
+                for _ in range(4)
+            ]
+            try:
+                for _ in range(MAX_HEAVY):
+                    assert await asyncio.to_thread(entered.acquire, True, 10)
+                tasks = replays + backtests
+                deadline = time.monotonic() + 10
+                while sum(t.done() for t in tasks) < len(tasks) - MAX_HEAVY and time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)
+                refused = sorted(t.result().status_code for t in tasks if t.done())
+                running = [t for t in tasks if not t.done()]
+                assert len(running) == MAX_HEAVY, "the ones over the limit waited for the running ones"
+                started = time.monotonic()
+                assert (await client.get("/rules")).status_code == 200
+                page_s = time.monotonic() - started
+            finally:
+                release.set()
+            finished = [(await t).status_code for t in running]
+            return refused, finished, page_s
+
+    refused, finished, page_s = asyncio.run(burst())
+    assert refused == [429] * 6 and finished == [200] * MAX_HEAVY
+    assert page_s < 5
+    again = login.get("/users/bob?minutes=5")  # the slots were given back
+    assert again.status_code == 200 and 'id="replayed"' in again.text

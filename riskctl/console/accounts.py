@@ -7,6 +7,7 @@ uuid-named copies like the rules store's.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -26,6 +27,18 @@ USERNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
 #: how long a session lasts after login
 SESSION_TTL = timedelta(hours=8)
 LABELS = ("fraud", "legitimate")
+#: characters of ``console_labels.case_id``
+MAX_CASE_KEY = 255
+_HASHED = "#sha256:"
+
+
+def case_key(case_id: str) -> str:
+    """The labels table's key of a case: its id, or, for an id longer than the column (an event id may have
+    4,096 characters) or one that looks like such a key, a prefix of it and its SHA-256."""
+    if len(case_id) <= MAX_CASE_KEY and _HASHED not in case_id:
+        return case_id
+    digest = hashlib.sha256(case_id.encode("utf-8", "surrogatepass")).hexdigest()
+    return case_id[: MAX_CASE_KEY - len(_HASHED) - len(digest)] + _HASHED + digest
 
 
 class AccountError(ValueError):
@@ -182,14 +195,15 @@ class AccountStore:
         if not rows:
             msg = f"case {case_id!r} names no rule"
             raise AccountError(msg)
+        key = case_key(case_id)
         try:
             with self.conn.cursor() as cur:
                 # table names: checked identifiers (migrations.quote); values: parameters
-                cur.execute("DELETE FROM {labels} WHERE case_id = %s".format(**self.t), (case_id,))  # noqa: S608
+                cur.execute("DELETE FROM {labels} WHERE case_id = %s".format(**self.t), (key,))  # noqa: S608
                 cur.executemany(
                     "INSERT INTO {labels} (case_id, rule_id, shadow, user_id, label, note, labelled_by) "  # noqa: S608
                     "VALUES (%s, %s, %s, %s, %s, %s, %s)".format(**self.t),
-                    [(case_id, rule[:64], sh, user_id[:255], label, note, by) for rule, sh in rows],
+                    [(key, rule[:64], sh, user_id[:255], label, note, by) for rule, sh in rows],
                 )
             self.conn.commit()
         except BaseException:
@@ -201,14 +215,15 @@ class AccountStore:
         """case id -> (label, note, by) for the labelled ones among ``case_ids``."""
         if not case_ids:
             return {}
-        marks = ", ".join(["%s"] * len(case_ids))
+        keys = {case_key(c): c for c in case_ids}
+        marks = ", ".join(["%s"] * len(keys))
         rows = self._run(
             "SELECT DISTINCT case_id, label, note, labelled_by FROM {labels} WHERE case_id IN ("  # noqa: S608
             + marks
             + ")",
-            tuple(case_ids),
+            tuple(keys),
         )
-        return {str(c): (str(label), note, str(by)) for c, label, note, by in rows}
+        return {keys[str(c)]: (str(label), note, str(by)) for c, label, note, by in rows if str(c) in keys}
 
     def precision(self, rule_id: str) -> dict[str, Any]:
         """The rule's labelled cases: fraud and legitimate counts and precision, active hits and shadow hits

@@ -813,3 +813,31 @@ def test_backtests_and_replays_at_once_are_bounded(env: dict[str, Any]) -> None:
     assert page_s < 5
     again = login.get("/users/bob?minutes=5")  # the slots were given back
     assert again.status_code == 200 and 'id="replayed"' in again.text
+
+
+def test_a_case_with_a_long_event_id_can_be_labelled(env: dict[str, Any]) -> None:
+    """An event id may have 4,096 characters (the door's max_string_chars), the labels' case_id column 255:
+    labelling such a case was a 500 (MySQL: data too long). Now it is stored under a prefix and a digest."""
+    import time
+
+    from riskctl.console.feed import Feed
+
+    now = int(time.time() * 1000)
+    long_ids = ["e" * 300, "e" * 300 + "x", "e" * 4096]  # alike for 246 characters: different cases
+    feed = Feed()
+    feed.add(
+        ({"kind": "decision", "event_id": eid, "user_id": "u1", "type": "transfer", "ts": now,
+          "action": "REVIEW", "rules": [{"id": "big_amount"}], "shadow": []}, now)
+        for eid in long_ids
+    )  # fmt: skip
+    client = TestClient(create_app(env["backend"], secure_cookies=False, feed=feed), follow_redirects=False)
+    _, csrf = _login(client, "analyst")
+    for eid, label in zip(long_ids, ("fraud", "legitimate", "fraud"), strict=True):
+        resp = client.post(
+            "/review/label", data={"csrf": csrf or "", "case_id": f"decision:{eid}", "label": label}
+        )
+        assert resp.status_code == 303, resp.text
+    labels = env["accounts"].labels([f"decision:{eid}" for eid in long_ids])
+    assert [labels[f"decision:{eid}"][0] for eid in long_ids] == ["fraud", "legitimate", "fraud"]
+    assert env["accounts"].precision("big_amount")["active"]["labelled"] == 3
+    assert client.get("/review").text.count('<strong class="label">') == 3

@@ -14,7 +14,14 @@ from typing import Any
 
 import click
 
-from riskctl.cli.common import CONTEXT_SETTINGS, emit_json, fail_on, handles_errors, json_option
+from riskctl.cli.common import (
+    CONTEXT_SETTINGS,
+    emit_json,
+    fail_on,
+    handles_errors,
+    json_option,
+    printable,
+)
 from riskctl.config import load_settings
 from riskctl.core.stats import percentile
 from riskctl.errors import RiskctlError
@@ -30,16 +37,39 @@ def _connect(topics: list[str], from_beginning: bool) -> Any:
         fail_on(exc)  # Kafka does not answer: exit 3
 
 
+#: the latest ``ts`` shown as a time (9999-12-31T23:59:59.999Z); anything else is shown as "?"
+_MAX_TS = 253_402_300_799_999
+#: characters of one value in a line of ``tail``
+_MAX_SHOWN = 300
+
+
+# The records come from a topic: the job writes them, but their ids and types are the events' (an attacker's),
+# and anyone who can write the topic can put anything there. So every field is read as it may be: a record of
+# another shape is shown (or counted) as far as it goes, never a traceback, and text is made printable.
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _dicts(value: Any) -> list[dict[str, Any]]:
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def _shown(value: Any) -> str:
+    """A record's value in a line for a terminal: printable, at most :data:`_MAX_SHOWN` characters."""
+    text = printable(value)
+    return text if len(text) <= _MAX_SHOWN else text[:_MAX_SHOWN] + "..."
+
+
 def rule_ids(record: dict[str, Any]) -> list[str]:
     """The rules named by a decision (fired and shadow) or an alert."""
     if record.get("kind") == "alert":
-        return [str((record.get("rule") or {}).get("id"))]
-    return [str(r.get("id")) for r in (record.get("rules") or []) + (record.get("shadow") or [])]
+        return [str(_dict(record.get("rule")).get("id"))]
+    return [str(r.get("id")) for r in _dicts(record.get("rules")) + _dicts(record.get("shadow"))]
 
 
 def matches(record: dict[str, Any], actions: tuple[str, ...], user: str | None, rule: str | None) -> bool:
     """Whether a record passes the tail filters (an alert's action is its rule's)."""
-    action = record.get("action") or (record.get("rule") or {}).get("action")
+    action = record.get("action") or _dict(record.get("rule")).get("action")
     if actions and action not in actions:
         return False
     if user is not None and record.get("user_id") != user:
@@ -49,24 +79,29 @@ def matches(record: dict[str, Any], actions: tuple[str, ...], user: str | None, 
 
 def pretty(record: dict[str, Any], record_ts: int | None = None) -> str:
     """One line per decision or alert."""
-    when = datetime.fromtimestamp(record.get("ts", 0) / 1000, tz=UTC).strftime("%H:%M:%S.%f")[:-3]
-    lag = (
-        f" +{record_ts - record['ts']}ms"
-        if record_ts is not None and isinstance(record.get("ts"), int)
-        else ""
+    raw_ts = record.get("ts")
+    ts: int | None = raw_ts if type(raw_ts) is int and 0 <= raw_ts <= _MAX_TS else None
+    when = (
+        datetime.fromtimestamp(ts / 1000, tz=UTC).strftime("%H:%M:%S.%f")[:-3]
+        if ts is not None
+        else "??:??:??.???"
     )
+    lag = f" +{record_ts - ts}ms" if record_ts is not None and ts is not None else ""
     if record.get("kind") == "alert":
-        rule = record.get("rule") or {}
+        rule = _dict(record.get("rule"))
         return (
-            f"{when} ALERT  {rule.get('action', '?'):<6} user={record.get('user_id')} "
-            f"rule={rule.get('id')} v{rule.get('version')} reason={record.get('reason')} "
-            f"event={record.get('event_id')}{lag}"
+            f"{when} ALERT  {_shown(rule.get('action', '?')):<6} user={_shown(record.get('user_id'))} "
+            f"rule={_shown(rule.get('id'))} v{_shown(rule.get('version'))} "
+            f"reason={_shown(record.get('reason'))} "
+            f"event={_shown(record.get('event_id'))}{lag}"
         )
-    fired = ", ".join(f"{r.get('id')} v{r.get('version')}" for r in record.get("rules") or [])
-    shadow = ", ".join(str(r.get("id")) for r in record.get("shadow") or [])
+    fired = ", ".join(
+        f"{_shown(r.get('id'))} v{_shown(r.get('version'))}" for r in _dicts(record.get("rules"))
+    )
+    shadow = ", ".join(_shown(r.get("id")) for r in _dicts(record.get("shadow")))
     return (
-        f"{when} {record.get('action', '?'):<6} user={record.get('user_id')} {record.get('type')} "
-        f"event={record.get('event_id')}"
+        f"{when} {_shown(record.get('action', '?')):<6} user={_shown(record.get('user_id'))} "
+        f"{_shown(record.get('type'))} event={_shown(record.get('event_id'))}"
         + (f" rules=[{fired}]" if fired else "")
         + (f" shadow=[{shadow}]" if shadow else "")
         + (" late" if record.get("late") else "")
@@ -150,11 +185,11 @@ def summarize(records: list[tuple[dict[str, Any], int]]) -> dict[str, Any]:
         if value.get("kind", "decision") != "decision":
             continue
         actions[str(value.get("action"))] += 1
-        for r in value.get("rules") or []:
+        for r in _dicts(value.get("rules")):
             rules[str(r.get("id"))] += 1
-        for r in value.get("shadow") or []:
+        for r in _dicts(value.get("shadow")):
             shadow[str(r.get("id"))] += 1
-        if isinstance(value.get("ts"), int) and record_ts >= 0:
+        if type(value.get("ts")) is int and record_ts >= 0:
             lat.append(record_ts - value["ts"])
     lat.sort()
     return {

@@ -44,6 +44,7 @@ from riskctl.cli.common import (
     fail,
     fail_on,
     json_option,
+    printable,
     progress_option,
 )
 from riskctl.core import jsoncodec
@@ -178,7 +179,8 @@ class Replay:
         self.dead_reasons[error or field or "(record)"] += 1
         where = f"{field}: " if field else ""
         if len(self.bad_reported) < MAX_REPORTED_BAD_LINES:
-            text = f"line {lineno}: {where}{reason}"[:300]
+            # printable: a field path is the event's keys, an attacker's text (escape sequences, line breaks)
+            text = printable(f"line {lineno}: {where}{reason}")[:300]
             self.bad_reported.append(text)
             click.echo(f"riskctl replay: {text} (dead letter)", err=True)
         doc = dead_letter(
@@ -401,7 +403,7 @@ def _print_summary(s: dict[str, Any]) -> None:
     if s["bad_lines"]:
         echo(
             "dead letters by field or error: "
-            + ", ".join(f"{k} {n:,}" for k, n in s["dead_letters"].items()),
+            + ", ".join(f"{printable(k)[:300]} {n:,}" for k, n in s["dead_letters"].items()),
             err=True,
         )
     if s["too_late"]:

@@ -83,13 +83,13 @@ def consumer(bootstrap: str, topics: Iterable[str], *, from_beginning: bool) -> 
 
 
 def poll(c: Any, timeout_ms: int = 200) -> Iterator[Message]:
-    """The JSON records of one poll (a record that is not a JSON object is skipped)."""
+    """The JSON records of one poll (a record that is not a JSON object, or not JSON at all, is skipped)."""
     batches = c.poll(timeout_ms=timeout_ms)
     for tp, records in batches.items():
         for rec in records:
             try:
                 value = json.loads(rec.value)
-            except (ValueError, TypeError):
+            except (ValueError, TypeError, RecursionError):  # a record nested ~1,000 deep: RecursionError
                 continue
             if isinstance(value, dict):
                 yield Message(tp.topic, tp.partition, rec.offset, rec.timestamp, value)

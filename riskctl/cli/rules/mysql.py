@@ -9,6 +9,7 @@ JSON document) and the exit code of the error's class, never a driver's tracebac
 from __future__ import annotations
 
 import getpass
+import math
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -72,10 +73,22 @@ expect_option = click.option(
     default=None,
     help="Write only if the rule is still at this version (else: a conflict, exit 4, nothing written).",
 )
+
+
+def _finite_seconds(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    # FloatRange(min=0) lets both through: 'nan' (nan < 0 is false) then skipped the wait (nan > 0 is false
+    # too) and exited 0 without the job's report; 'inf' (or 1e999) polled forever when the job did not report
+    if not math.isfinite(value):
+        msg = f"{value} is not a number of seconds (NaN and infinity are refused)"
+        raise click.BadParameter(msg)
+    return value
+
+
 wait_option = click.option(
     "--wait",
     "wait_s",
     type=click.FloatRange(min=0),
+    callback=_finite_seconds,
     default=0.0,
     metavar="SECONDS",
     help="After writing, wait up to SECONDS for the running job to report each new version accepted or "

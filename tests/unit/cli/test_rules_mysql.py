@@ -4,6 +4,7 @@ one JSON document), never a driver's traceback. MySQL is replaced by a store tha
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pymysql
@@ -13,6 +14,8 @@ from click.testing import CliRunner
 import riskctl.cli.rules.mysql as rules_mysql
 from riskctl.cli.common import ExitCode
 from riskctl.cli.main import cli
+
+RULES_DIR = Path(__file__).resolve().parents[3] / "rules"
 
 
 class _Closed:
@@ -68,3 +71,19 @@ def test_mysql_errors_end_the_command_with_one_line_and_their_code(
     assert result.exit_code == code
     doc = json.loads(result.stdout)
     assert doc["ok"] is False and doc["error"]["type"] == kind and message in doc["error"]["message"]
+
+
+@pytest.mark.parametrize("args", [["disable", "r1"], ["apply", str(RULES_DIR)]], ids=["disable", "apply"])
+@pytest.mark.parametrize("seconds", ["nan", "inf", "1e999"])
+def test_wait_refuses_seconds_that_are_not_finite(
+    monkeypatch: pytest.MonkeyPatch, args: list[str], seconds: str
+) -> None:
+    # Was accepted: 'nan' skipped the wait and exited 0 without the job's report (nan > 0 is false); 'inf'
+    # polled rule_status forever when the job did not report (time.monotonic() >= inf is never true).
+    def no_mysql(settings: Any) -> Any:
+        raise AssertionError("the command must end before it connects")
+
+    monkeypatch.setattr(rules_mysql, "connect", no_mysql)
+    result = CliRunner().invoke(cli, ["rules", *args, "--wait", seconds])
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert "NaN and infinity are refused" in result.stderr

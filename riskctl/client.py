@@ -17,6 +17,13 @@ times with the *same* event (same ``event_id``), so the API's idempotency makes 
 is produced once and the retry gets the same decision. A 4xx is never retried: it raises
 :class:`RequestRefused` with the status, the field and the reason. The HTTP wait for an answer is the
 decision timeout plus ``network_margin_ms``: the API answers with its fallback at the timeout.
+
+Budgets: ``deadline_ms`` (per client or per call) bounds the whole call, every attempt and backoff included:
+no attempt starts or waits beyond it, and :class:`Unavailable` is raised then, so the caller can apply its own
+fallback within its budget. Each attempt's wait bounds the whole exchange, not each socket operation: a
+server or proxy that answers a byte at a time is cut off (the synchronous client shuts its socket down, the
+async one uses aiohttp's total timeout). An answer larger than ``max_answer_bytes`` (4 MiB) is not read
+whole: the call fails.
 """
 
 from __future__ import annotations
@@ -29,6 +36,8 @@ import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from riskctl.deadline import Deadline
 
 __all__ = ["AsyncDecisionClient", "DecisionClient", "DecisionResult", "RequestRefused", "Unavailable"]
 
@@ -110,6 +119,8 @@ class _Base:
         retries: int = 2,
         backoff_ms: int = 20,
         network_margin_ms: int = 200,
+        deadline_ms: int | None = None,
+        max_answer_bytes: int = 4 << 20,
     ) -> None:
         url = urllib.parse.urlsplit(base_url)
         if url.scheme not in {"http", "https"} or not url.hostname:
@@ -123,9 +134,28 @@ class _Base:
         self.retries = retries
         self.backoff_ms = backoff_ms
         self.network_margin_ms = network_margin_ms
+        #: the whole call's bound (every attempt and backoff), None: only each attempt's wait
+        self.deadline_ms = deadline_ms
+        self.max_answer_bytes = max_answer_bytes
 
     def _wait_s(self, timeout_ms: int | None) -> float:
         return ((timeout_ms or self.timeout_ms or 1000) + self.network_margin_ms) / 1000
+
+    def _end(self, deadline_ms: int | None) -> float | None:
+        """When the call must be over (time.monotonic()), None when unbounded."""
+        ms = deadline_ms if deadline_ms is not None else self.deadline_ms
+        return None if ms is None else time.monotonic() + ms / 1000
+
+    def _attempt_wait(self, timeout_ms: int | None, end: float | None, backoff_s: float) -> float | None:
+        """How long the next attempt (after ``backoff_s``) may wait; None: no time left for one."""
+        wait = self._wait_s(timeout_ms)
+        if end is None:
+            return wait
+        left = end - time.monotonic() - backoff_s
+        return min(wait, left) if left > 0.001 else None
+
+    def _too_large(self) -> str:
+        return f"the answer is larger than max_answer_bytes ({self.max_answer_bytes})"
 
     @staticmethod
     def _body(event: Mapping[str, Any] | bytes) -> bytes:
@@ -148,24 +178,50 @@ class DecisionClient(_Base):
             self._conn.sock.settimeout(wait_s)
         return self._conn
 
-    def decide(self, event: Mapping[str, Any] | bytes, *, timeout_ms: int | None = None) -> DecisionResult:
-        """The decision for ``event`` (a dict, or its JSON bytes); see the module docstring for retries."""
+    def decide(
+        self,
+        event: Mapping[str, Any] | bytes,
+        *,
+        timeout_ms: int | None = None,
+        deadline_ms: int | None = None,
+    ) -> DecisionResult:
+        """The decision for ``event`` (a dict, or its JSON bytes); see the module docstring for retries and
+        the deadline."""
         body = self._body(event)
         timeout_ms = timeout_ms if timeout_ms is not None else self.timeout_ms
+        end = self._end(deadline_ms)
         last: BaseException | str = "no attempt"
         for attempt in range(self.retries + 1):
-            if attempt:
-                time.sleep(self.backoff_ms * attempt / 1000)
-            try:
-                conn = self._connection(self._wait_s(timeout_ms))
-                path = self.path_prefix + _path(timeout_ms)
-                conn.request("POST", path, body, {"Content-Type": "application/json"})
-                resp = conn.getresponse()
-                data = resp.read()
-            except (OSError, http.client.HTTPException) as exc:  # refused, reset, timed out
-                self.close()
-                last = exc
-                continue
+            backoff_s = self.backoff_ms * attempt / 1000
+            wait = self._attempt_wait(timeout_ms, end, backoff_s)
+            if wait is None:
+                last = f"{last}; no time left within deadline_ms" if attempt else "deadline_ms already spent"
+                break
+            time.sleep(backoff_s)
+            conn = self._connection(wait)
+            with Deadline(wait) as deadline:
+                deadline.watch(lambda c=conn: c.sock)  # type: ignore[misc]
+                try:
+                    path = self.path_prefix + _path(timeout_ms)
+                    conn.request("POST", path, body, {"Content-Type": "application/json"})
+                    resp = conn.getresponse()
+                    data = resp.read(self.max_answer_bytes + 1)
+                except (OSError, http.client.HTTPException) as exc:  # refused, reset, timed out
+                    self.close()
+                    last = (
+                        TimeoutError(f"no whole answer within {wait * 1000:.0f} ms")
+                        if deadline.expired
+                        else exc
+                    )
+                    continue
+            if deadline.expired or len(data) > self.max_answer_bytes or not resp.isclosed():
+                self.close()  # cut short, or more of the answer left unread: the connection is spent
+                if deadline.expired:
+                    last = TimeoutError(f"no whole answer within {wait * 1000:.0f} ms")
+                    continue
+                if len(data) > self.max_answer_bytes:
+                    last = self._too_large()
+                    continue
             result = _result(resp.status, data)
             if result is not None:
                 return result
@@ -203,29 +259,45 @@ class AsyncDecisionClient(_Base):
         return self._session
 
     async def decide(
-        self, event: Mapping[str, Any] | bytes, *, timeout_ms: int | None = None
+        self,
+        event: Mapping[str, Any] | bytes,
+        *,
+        timeout_ms: int | None = None,
+        deadline_ms: int | None = None,
     ) -> DecisionResult:
         import aiohttp
 
         body = self._body(event)
         timeout_ms = timeout_ms if timeout_ms is not None else self.timeout_ms
         url = self.base_url + _path(timeout_ms)
+        end = self._end(deadline_ms)
         last: BaseException | str = "no attempt"
         for attempt in range(self.retries + 1):
-            if attempt:
-                await asyncio.sleep(self.backoff_ms * attempt / 1000)
+            backoff_s = self.backoff_ms * attempt / 1000
+            wait = self._attempt_wait(timeout_ms, end, backoff_s)
+            if wait is None:
+                last = f"{last}; no time left within deadline_ms" if attempt else "deadline_ms already spent"
+                break
+            await asyncio.sleep(backoff_s)
             try:
                 async with self._sess().post(
                     url,
                     data=body,
                     headers={"Content-Type": "application/json"},
-                    timeout=aiohttp.ClientTimeout(total=self._wait_s(timeout_ms)),
+                    timeout=aiohttp.ClientTimeout(total=wait),
                 ) as resp:
-                    status, data = resp.status, await resp.read()
+                    status, data = resp.status, bytearray()
+                    async for chunk in resp.content.iter_chunked(65_536):
+                        data += chunk
+                        if len(data) > self.max_answer_bytes:
+                            break
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 last = exc
                 continue
-            result = _result(status, data)
+            if len(data) > self.max_answer_bytes:
+                last = self._too_large()
+                continue
+            result = _result(status, bytes(data))
             if result is not None:
                 return result
             last = f"HTTP {status}: {data[:200]!r}"

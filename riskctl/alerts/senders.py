@@ -24,78 +24,17 @@ import logging
 import smtplib
 import socket
 import ssl
-import threading
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from email.message import EmailMessage
-from types import TracebackType
 from typing import Any
 
 from riskctl.alerts.messages import OK, HttpRequest, Outcome, read_http_answer
 from riskctl.alerts.settings import Channel
+from riskctl.deadline import Deadline, current
 
 log = logging.getLogger("riskctl.alerts")
 _MAX_ANSWER = 65_536
-
-
-class Deadline:
-    """The end of one attempt: past ``seconds``, every socket :meth:`watch`-ed is shut down (both ways), so
-    whatever blocks on it returns at once with an error; :attr:`expired` then says why. Used as a context
-    manager around the attempt, in the thread making it (:func:`current` finds it there)."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.expired = False
-        self._watched: list[Callable[[], object]] = []
-        self._lock = threading.Lock()
-        self._timer = threading.Timer(seconds, self._expire)
-        self._timer.daemon = True
-
-    def watch(self, sock: Callable[[], object] | socket.socket) -> None:
-        """Shut ``sock`` down at the deadline (a callable: the socket it returns then, or None)."""
-        get = sock if callable(sock) and not isinstance(sock, socket.socket) else (lambda: sock)
-        with self._lock:
-            self._watched.append(get)
-            late = self.expired
-        if late:
-            _shut(get())
-
-    def _expire(self) -> None:
-        with self._lock:
-            self.expired = True
-            watched = list(self._watched)
-        for get in watched:
-            _shut(get())
-
-    def __enter__(self) -> Deadline:
-        _local.deadline = self
-        self._timer.start()
-        return self
-
-    def __exit__(self, *exc: object | TracebackType) -> None:
-        self._timer.cancel()
-        _local.deadline = None
-        with self._lock:
-            self._watched.clear()
-
-
-_local = threading.local()
-
-
-def current() -> Deadline | None:
-    """The :class:`Deadline` of the attempt this thread is making, if any."""
-    return getattr(_local, "deadline", None)
-
-
-def _shut(sock: object) -> None:
-    # socket.socket's own shutdown, also for an SSL socket (whose shutdown would drop its TLS state under a
-    # thread reading it); a socket already closed has no descriptor and refuses (EBADF): nothing to do
-    if isinstance(sock, socket.socket):
-        try:
-            socket.socket.shutdown(sock, socket.SHUT_RDWR)
-        except OSError:
-            pass
 
 
 def _watched_connection(*args: Any, **kwargs: Any) -> socket.socket:

@@ -1,0 +1,121 @@
+"""A deadline for one network exchange made of blocking socket calls (standard library only).
+
+A socket's timeout bounds each operation, not the exchange: a peer (or a proxy) answering a byte at a time,
+each within the timeout, keeps a request going for as long as it likes. :class:`Deadline` bounds the whole:
+past its time, the sockets it watches are shut down (both ways), so whatever blocks on them returns at once
+with an error or the end of the stream, and :attr:`Deadline.expired` says why. Used by the alerts' senders
+(a delivery attempt) and by :class:`riskctl.client.DecisionClient` (a decision call within its budget).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from types import TracebackType
+
+__all__ = ["Deadline", "current"]
+
+
+class Deadline:
+    """The end of one exchange: past ``seconds``, every socket :meth:`watch`-ed is shut down (both ways), so
+    whatever blocks on it returns at once with an error; :attr:`expired` then says why. Used as a context
+    manager around the exchange, in the thread making it (:func:`current` finds it there). One watchdog
+    thread per process serves every deadline (a heap), so a deadline costs no thread of its own."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.expired = False
+        self._done = False
+        self._watched: list[Callable[[], object]] = []
+        self._lock = threading.Lock()
+
+    def watch(self, sock: Callable[[], object] | socket.socket) -> None:
+        """Shut ``sock`` down at the deadline (a callable: the socket it returns then, or None)."""
+        get = sock if callable(sock) and not isinstance(sock, socket.socket) else (lambda: sock)
+        with self._lock:
+            self._watched.append(get)
+            late = self.expired
+        if late:
+            _shut(get())
+
+    def _expire(self) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self.expired = True
+            watched = list(self._watched)
+        for get in watched:
+            _shut(get())
+
+    def __enter__(self) -> Deadline:
+        _local.deadline = self
+        _WATCHDOG.add(time.monotonic() + self.seconds, self)
+        return self
+
+    def __exit__(self, *exc: object | TracebackType) -> None:
+        _local.deadline = None
+        with self._lock:
+            self._done = True
+            self._watched.clear()
+
+
+class _Watchdog:
+    """The thread that expires deadlines in time order (started at the first one; a daemon)."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Deadline]] = []
+        self._cond = threading.Condition()
+        self._seq = itertools.count()
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+
+    def add(self, at: float, deadline: Deadline) -> None:
+        if self._pid != os.getpid():  # a forked child (a pre-forking server): its own thread and heap
+            self.__init__()  # type: ignore[misc]
+        with self._cond:
+            heapq.heappush(self._heap, (at, next(self._seq), deadline))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="riskctl-deadlines", daemon=True)
+                self._thread.start()
+            elif self._heap[0][2] is deadline:  # the earliest now: wake the thread to wait less
+                self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while self._heap and self._heap[0][2]._done:  # finished in time: forget it
+                    heapq.heappop(self._heap)
+                if not self._heap:
+                    self._cond.wait()
+                    continue
+                at, _, deadline = self._heap[0]
+                left = at - time.monotonic()
+                if left > 0:
+                    self._cond.wait(left)
+                    continue
+                heapq.heappop(self._heap)
+            deadline._expire()
+
+
+_WATCHDOG = _Watchdog()
+_local = threading.local()
+
+
+def current() -> Deadline | None:
+    """The :class:`Deadline` of the exchange this thread is making, if any."""
+    return getattr(_local, "deadline", None)
+
+
+def _shut(sock: object) -> None:
+    # socket.socket's own shutdown, also for an SSL socket (whose shutdown would drop its TLS state under a
+    # thread reading it); a socket already closed has no descriptor and refuses (EBADF): nothing to do
+    if isinstance(sock, socket.socket):
+        try:
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+        except OSError:
+            pass

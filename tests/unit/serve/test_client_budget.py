@@ -1,0 +1,218 @@
+"""riskctl.client within a caller's budget: ``deadline_ms`` bounds the whole call (retries included), each
+attempt bounds the whole exchange (a server dripping its answer is cut off), and an answer is read up to
+``max_answer_bytes``. Against local sockets that misbehave on purpose, and the API itself for the good path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from riskctl.client import AsyncDecisionClient, DecisionClient, Unavailable
+from riskctl.deadline import Deadline
+from tests.unit.serve.fakes import FakeBus, running_api, settings_for_tests
+from tests.unit.serve.test_app import event
+
+
+class Server:
+    """A TCP server on 127.0.0.1 whose connections get ``answer(conn)`` after their request arrives."""
+
+    def __init__(self, answer: Callable[[socket.socket, threading.Event], None]) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.stopped = threading.Event()
+        self.connections = 0
+        self.answer = answer
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
+
+    def _one(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                conn.recv(65_536)
+                self.answer(conn, self.stopped)
+            except OSError:
+                return
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.sock.close()
+
+
+def drip(conn: socket.socket, stopped: threading.Event) -> None:
+    conn.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+    while not stopped.wait(0.05):
+        conn.sendall(b"a")
+
+
+def huge(conn: socket.socket, stopped: threading.Event) -> None:
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 10000000\r\n\r\n")
+    for _ in range(10_000):
+        if stopped.is_set():
+            return
+        conn.sendall(b" " * 1000)
+
+
+@pytest.fixture
+def server() -> Iterator[Callable[..., Server]]:
+    made: list[Server] = []
+
+    def make(answer: Callable[[socket.socket, threading.Event], None]) -> Server:
+        made.append(Server(answer))
+        return made[-1]
+
+    yield make
+    for s in made:
+        s.close()
+
+
+def timed(call: Callable[[], Any]) -> tuple[BaseException | None, float]:
+    """Run ``call`` in a thread: what it raised and how long it took; fails if it runs past 10 s."""
+    box: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            call()
+            box.append(None)
+        except BaseException as exc:
+            box.append(exc)
+
+    t0 = time.monotonic()
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(10)
+    assert box, "the call still runs after 10 s"
+    return box[0], time.monotonic() - t0
+
+
+def test_the_sync_client_cuts_off_a_server_dripping_its_answer(server: Callable[..., Server]) -> None:
+    """Each read came within the socket's timeout, so an attempt lasted as long as the server liked."""
+    s = server(drip)
+    client = DecisionClient(s.url, timeout_ms=100, network_margin_ms=100, retries=1, backoff_ms=1)
+    exc, took = timed(lambda: client.decide(event()))
+    assert isinstance(exc, Unavailable) and "no whole answer within 200 ms" in str(exc), exc
+    assert 0.4 <= took < 1.5, took  # two attempts of 200 ms
+    assert s.connections == 2  # the cut connection is not reused
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_deadline_ms_bounds_the_whole_call_retries_included(server: Callable[..., Server], kind: str) -> None:
+    """A caller with a 300 ms budget: six attempts of 200 ms each took 1.2 s; now the call ends at 300 ms."""
+    s = server(drip)
+    opts: dict[str, Any] = {"timeout_ms": 100, "network_margin_ms": 100, "retries": 5, "backoff_ms": 1}
+    if kind == "sync":
+        client = DecisionClient(s.url, deadline_ms=300, **opts)
+        exc, took = timed(lambda: client.decide(event()))
+    else:
+
+        async def go() -> None:
+            async with AsyncDecisionClient(s.url, **opts) as client:
+                await client.decide(event(), deadline_ms=300)
+
+        exc, took = timed(lambda: asyncio.run(go()))
+    assert isinstance(exc, Unavailable) and "deadline_ms" in str(exc), exc
+    assert 0.28 <= took < 0.8, took
+    assert s.connections == 2  # 200 ms, then the 100 ms left
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_an_answer_larger_than_max_answer_bytes_is_not_read_whole(
+    server: Callable[..., Server], kind: str
+) -> None:
+    s = server(huge)
+    opts: dict[str, Any] = {"timeout_ms": 2000, "retries": 0, "max_answer_bytes": 100_000}
+    if kind == "sync":
+        client = DecisionClient(s.url, **opts)
+        exc, _ = timed(lambda: client.decide(event()))
+    else:
+
+        async def go() -> None:
+            async with AsyncDecisionClient(s.url, **opts) as client:
+                await client.decide(event())
+
+        exc, _ = timed(lambda: asyncio.run(go()))
+    assert isinstance(exc, Unavailable) and "larger than max_answer_bytes (100000)" in str(exc), exc
+
+
+def test_within_its_deadline_a_call_is_answered_on_one_kept_alive_connection() -> None:
+    with running_api(settings_for_tests(), FakeBus()) as (base, _, _):
+        with DecisionClient(base, timeout_ms=150, deadline_ms=2000) as client:
+            first = client.decide(event("k1"))
+            conn = client._conn
+            second = client.decide(event("k2"))
+            assert client._conn is conn and conn is not None
+        assert (first.event_id, second.event_id) == ("k1", "k2") and first.action == "PASS"
+
+
+def test_deadlines_expire_in_time_order_and_a_finished_one_does_nothing() -> None:
+    pairs = [socket.socketpair() for _ in range(3)]
+    try:
+        with Deadline(0.3) as late:
+            late.watch(pairs[0][0])
+            with Deadline(0.05) as early:
+                early.watch(lambda: pairs[1][0])
+                pairs[1][1].settimeout(2)
+                assert pairs[1][1].recv(10) == b""  # shut down at 50 ms
+            assert early.expired and not late.expired
+            with Deadline(0.1) as finished:
+                finished.watch(pairs[2][0])
+            pairs[0][1].settimeout(2)
+            assert pairs[0][1].recv(10) == b""
+            assert late.expired
+        time.sleep(0.2)
+        assert not finished.expired
+        pairs[2][0].sendall(b"still open")
+        assert pairs[2][1].recv(10) == b"still open"
+    finally:
+        for a, b in pairs:
+            a.close()
+            b.close()
+
+
+def test_a_forked_child_gets_deadlines_of_its_own() -> None:
+    """A pre-forking server imports the client before it forks: the watchdog thread stays in the parent."""
+    with Deadline(5):  # the parent's watchdog thread is running
+        pass
+    pid = os.fork()
+    if pid == 0:  # the child: exit 0 if its deadline shuts its socket down
+        ok = False
+        try:
+            a, b = socket.socketpair()
+            with Deadline(0.05) as d:
+                d.watch(a)
+                b.settimeout(2)
+                ok = b.recv(10) == b"" and d.expired
+        finally:
+            os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_the_client_says_what_the_api_refused_within_its_deadline() -> None:
+    with running_api(settings_for_tests(), FakeBus()) as (base, _, _):
+        with DecisionClient(base, deadline_ms=2000) as client:
+            bad = event("bad")
+            bad["ts"] = "yesterday"
+            with pytest.raises(Exception) as err:
+                client.decide(json.dumps(bad).encode())
+    assert "ts" in str(err.value)

@@ -289,7 +289,7 @@ def report(events_path: str, decisions_path: str | None, timeout: float, as_json
     attacks, legitimate users hit (false positives)."""
     from riskctl.sim.kafka_io import read_jsonl
 
-    events = read_jsonl(events_path)
+    events = read_jsonl(events_path, required=("event_id", "user_id"))
     if decisions_path:
         records = read_jsonl(decisions_path)
     else:

@@ -393,11 +393,18 @@ def generate(config: SimConfig) -> tuple[list[dict[str, Any]], dict[str, dict[st
 
 
 def attacks_in(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """The attacks labelled in a list of events (e.g. read back from a JSONL file), by attack id."""
+    """The attacks labelled in a list of events (e.g. read back from a JSONL file), by attack id. A label this
+    simulator does not write (an attack id that is not a string, an unknown attack kind, an event without an
+    integer ``ts``) is not an attack: a file edited by hand or by someone else is read as far as it goes."""
     out: dict[str, dict[str, Any]] = {}
     for e in events:
         label = e.get("sim")
-        if not isinstance(label, dict) or "attack_id" not in label:
+        if (
+            not isinstance(label, dict)
+            or not isinstance(label.get("attack_id"), str)
+            or label.get("attack") not in ATTACKS
+            or type(e.get("ts")) is not int
+        ):
             continue
         a = out.setdefault(
             label["attack_id"],

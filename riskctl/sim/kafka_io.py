@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from riskctl.errors import ServiceError
+from riskctl.errors import RiskctlError, ServiceError
 
 SERVICE = "kafka"
 
@@ -95,15 +95,35 @@ def poll(c: Any, timeout_ms: int = 200) -> Iterator[Message]:
                 yield Message(tp.topic, tp.partition, rec.offset, rec.timestamp, value)
 
 
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Every JSON object of a JSON-lines file (blank lines and non-objects skipped)."""
+def read_jsonl(path: str | Path, *, required: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """Every JSON object of a JSON-lines file (blank lines and non-objects skipped); each object must have a
+    string in the ``required`` fields. A file that is not JSON lines (a line that is not JSON, bytes that are
+    not UTF-8, an object missing a required field) is a :class:`~riskctl.errors.RiskctlError` naming the
+    file and the line, not a traceback."""
     out = []
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                obj = json.loads(line)
-                if isinstance(obj, dict):
-                    out.append(obj)
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            if not raw.strip():
+                continue
+            try:
+                obj = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError as exc:
+                msg = f"{path} line {lineno}: not valid UTF-8 (byte {exc.start}): is it a JSON-lines file?"
+                raise RiskctlError(msg) from None
+            except RecursionError:
+                msg = f"{path} line {lineno}: nested too deep to decode"
+                raise RiskctlError(msg) from None
+            except ValueError as exc:
+                msg = f"{path} line {lineno}: not valid JSON ({exc}): is it a JSON-lines file?"
+                raise RiskctlError(msg) from None
+            if not isinstance(obj, dict):
+                continue
+            for name in required:
+                if not isinstance(obj.get(name), str):
+                    got = type(obj[name]).__name__ if name in obj else "nothing"
+                    msg = f"{path} line {lineno}: {name} must be a string, got {got}"
+                    raise RiskctlError(msg)
+            out.append(obj)
     return out
 
 

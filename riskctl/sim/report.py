@@ -20,13 +20,18 @@ from typing import Any
 from riskctl.sim.generator import ATTACKS, attacks_in
 
 
+def _d(value: Any) -> Mapping[str, Any]:
+    """``value`` when it is an object, else an empty one: records read from a file or a topic may have any
+    shape, and a report reads what it can of them instead of failing."""
+    return value if isinstance(value, Mapping) else {}
+
+
 def _alert_event_ids(alert: Mapping[str, Any]) -> set[str]:
-    ids = {alert.get("event_id"), alert.get("trigger_event_id")}
-    rule = alert.get("rule") or {}
-    steps = ((rule.get("evidence") or {}).get("match") or {}).get("steps") or {}
+    ids = [alert.get("event_id"), alert.get("trigger_event_id")]
+    steps = _d(_d(_d(_d(alert.get("rule")).get("evidence")).get("match")).get("steps"))
     for names in steps.values():
         if isinstance(names, list):
-            ids.update(names)
+            ids.extend(names)
     return {i for i in ids if isinstance(i, str)}
 
 
@@ -53,13 +58,13 @@ def build_report(events: Iterable[Mapping[str, Any]], records: Iterable[Mapping[
     for r in records:
         if r.get("kind") == "alert":
             alerts += 1
-            rule_id = (r.get("rule") or {}).get("id", "?")
+            rule_id = str(_d(r.get("rule")).get("id", "?"))
             if r.get("shadow"):
                 continue
             hit = {attack_of[i] for i in _alert_event_ids(r) if i in attack_of}
             for aid in hit:
                 caught_by[aid][rule_id] += 1
-            if not hit and r.get("user_id") in legit_users:
+            if not hit and isinstance(r.get("user_id"), str) and r["user_id"] in legit_users:
                 fp_users.add(str(r["user_id"]))
                 fp_by_rule[rule_id] += 1
             continue
@@ -67,16 +72,17 @@ def build_report(events: Iterable[Mapping[str, Any]], records: Iterable[Mapping[
         if eid not in event_ids or eid in decided:
             continue  # another run's record, or a duplicate (at-least-once delivery)
         decided.add(eid)
-        action = r.get("action", "PASS")
+        action = str(r.get("action", "PASS"))
         actions[action] += 1
         if action == "PASS":
             continue
-        fired = [x.get("id", "?") for x in r.get("rules") or []]
+        rules = r.get("rules")
+        fired = [str(_d(x).get("id", "?")) for x in (rules if isinstance(rules, list) else [])]
         attack_id = attack_of.get(eid)
         if attack_id is not None:
             for rule_id in fired:
                 caught_by[attack_id][rule_id] += 1
-        elif r.get("user_id") in legit_users:
+        elif isinstance(r.get("user_id"), str) and r["user_id"] in legit_users:
             fp_events += 1
             fp_users.add(str(r["user_id"]))
             for rule_id in fired:

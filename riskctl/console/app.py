@@ -711,7 +711,7 @@ def create_app(
         Route("/rules/new", g("draft")(c.edit), methods=["GET"]),
         Route("/audit", g("view")(c.audit), methods=["GET"]),
         Route("/decisions", g("view")(c.decisions), methods=["GET"]),
-        Route("/users/{user_id}", g("view")(c.user), methods=["GET"]),
+        Route("/users/{user_id:path}", g("view")(c.user), methods=["GET"]),
         Route("/review", g("view")(c.review), methods=["GET"]),
         Route("/review/label", g("label")(c.label), methods=["POST"]),
         Route("/api/validate", g("draft", api=True)(c.validate), methods=["POST"]),

@@ -841,3 +841,30 @@ def test_a_case_with_a_long_event_id_can_be_labelled(env: dict[str, Any]) -> Non
     assert [labels[f"decision:{eid}"][0] for eid in long_ids] == ["fraud", "legitimate", "fraud"]
     assert env["accounts"].precision("big_amount")["active"]["labelled"] == 3
     assert client.get("/review").text.count('<strong class="label">') == 3
+
+
+def test_a_user_id_with_a_slash_has_its_page(env: dict[str, Any]) -> None:
+    """User ids are the events' (any string): one with a '/' was linked from the decisions page as
+    /users/a/b, which no route matched: a 404 instead of the user's page ('../rules' led to the rules)."""
+    import html
+    import time
+
+    from riskctl.console.feed import Feed
+
+    now = int(time.time() * 1000)
+    feed = Feed()
+    for user in ("shop/42", "../rules", "x</script>"):
+        record = {"kind": "decision", "event_id": f"e-{user}", "user_id": user, "type": "transfer", "ts": now,
+                  "action": "PASS", "rules": [], "shadow": []}  # fmt: skip
+        feed.add([(record, now)])
+    client = TestClient(create_app(env["backend"], secure_cookies=False, feed=feed), follow_redirects=False)
+    _login(client, "viewer")
+    links = re.findall(r'<a href="(/users/[^"]+)">', client.get("/decisions").text)
+    assert len(links) == 3
+    shown: list[str] = []
+    for link in links:
+        page = client.get(link)
+        assert page.status_code == 200, link
+        assert "Nothing recent for this user" not in page.text and "x</script>" not in page.text
+        shown.append(re.search(r"<h1>User (.*)</h1>", page.text).group(1))  # type: ignore[union-attr]
+    assert sorted(shown) == sorted(html.escape(u, quote=False) for u in ("shop/42", "../rules", "x</script>"))

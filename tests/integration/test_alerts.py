@@ -228,6 +228,12 @@ def end_offsets(settings: Settings, topic: str) -> dict[tuple[str, int], int]:
         consumer.close()
 
 
+def wait_committed(settings: Settings, group: str, topic: str, timeout: float = 15) -> None:
+    """Until ``group`` has committed every offset of ``topic`` (its end offsets)."""
+    want = end_offsets(settings, topic)
+    wait_until(lambda: committed(settings, group) == want, timeout, f"every offset of {topic} committed")
+
+
 def wait_until(cond: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -446,8 +452,7 @@ def test_a_failing_receiver_recovers_delivers_once_and_never_blocks_the_others(
             60,
             "every channel to deliver after recovery",
         )
-        want = end_offsets(stack, alerts_t)
-        wait_until(lambda: committed(stack, run.group) == want, 15, "the offsets to be committed")
+        wait_committed(stack, run.group, alerts_t)
         time.sleep(1.0)  # nothing is sent twice afterwards
         stats = run.stop()
     finally:
@@ -490,8 +495,7 @@ def test_undeliverable_and_hostile_records_go_to_the_dead_letter_topic_with_the_
         ]
         produce(stack, alerts_t, [alert(1), *hostile])
         letters = read_all(stack, dlq, 6, timeout=30)
-        want = end_offsets(stack, alerts_t)
-        wait_until(lambda: committed(stack, run.group) == want, 15, "the offsets to be committed")
+        wait_committed(stack, run.group, alerts_t)
         run.stop()
     finally:
         down.down()
@@ -531,8 +535,7 @@ def test_beyond_the_rate_limit_alerts_arrive_as_one_digest(
         run = dispatch(doc, [alerts_t], dlq)
         produce(stack, alerts_t, [alert(i) for i in range(7)])
         wait_until(lambda: len(hook.ok()) == 3, 30, "two alerts and one digest")
-        want = end_offsets(stack, alerts_t)
-        wait_until(lambda: committed(stack, run.group) == want, 15, "the offsets to be committed")
+        wait_committed(stack, run.group, alerts_t)
         stats = run.stop()
     finally:
         hook.down()
@@ -569,8 +572,7 @@ def test_after_a_restart_what_was_in_flight_is_delivered_and_nothing_is_sent_twi
         down.up()
         second = dispatch(doc, [alerts_t], dlq, group=group, delivered_topic=delivered_t)
         wait_until(lambda: len(down.ok()) == 3, 30, "the recovered channel to get the 3 alerts")
-        want = end_offsets(stack, alerts_t)
-        wait_until(lambda: committed(stack, group) == want, 15, "the offsets to be committed")
+        wait_committed(stack, group, alerts_t)
         time.sleep(0.5)
         stats = second.stop()
     finally:
@@ -612,8 +614,7 @@ def test_two_instances_in_one_group_share_the_partitions_and_deliver_each_alert_
         wait_until(lambda: group_state(stack, group) == ("Stable", 2), 60, "both instances in the group")
         produce(stack, alerts_t, [alert(i) for i in range(20)])
         wait_until(lambda: len(hook.ok()) >= 20, 30, "20 deliveries")
-        want = end_offsets(stack, alerts_t)
-        wait_until(lambda: committed(stack, group) == want, 15, "the offsets to be committed")
+        wait_committed(stack, group, alerts_t)
         time.sleep(0.5)
         stats_a, stats_b = a.stop(), b.stop()
     finally:
@@ -670,8 +671,7 @@ def test_reading_stays_paused_across_rebalances_while_a_busy_channel_holds_the_r
         time.sleep(2.0)
         assert a.dispatcher.stats.read == read, "the rebalances resumed reading"
         gate.set()
-        want = end_offsets(stack, alerts_t)
-        wait_until(lambda: committed(stack, group) == want, 60, "every offset committed")
+        wait_committed(stack, group, alerts_t, 60)
         time.sleep(0.5)
         stats = a.stop()
     finally:

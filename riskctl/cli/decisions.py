@@ -7,8 +7,10 @@ number of them can run next to the job. Exit code 3 when Kafka does not answer (
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -109,6 +111,14 @@ def pretty(record: dict[str, Any], record_ts: int | None = None) -> str:
     )
 
 
+def _seconds(value: float | None) -> float | None:
+    """--timeout: NaN passes click's range (no comparison holds) and read nothing, silently: refused."""
+    if value is not None and math.isnan(value):
+        msg = "NaN is not a number of seconds"
+        raise click.BadParameter(msg, param_hint="--timeout")
+    return value
+
+
 @click.group(context_settings=CONTEXT_SETTINGS)
 def decisions() -> None:
     """Read the decisions the running job writes (tail, stats)."""
@@ -131,7 +141,13 @@ def decisions() -> None:
 @click.option(
     "--max", "max_records", type=click.IntRange(min=1), default=None, help="Stop after N records shown."
 )
-@click.option("--timeout", type=float, default=None, help="Stop after S seconds without a new record shown.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0),
+    default=None,
+    callback=lambda ctx, param, value: _seconds(value),
+    help="Stop after S seconds without a new record shown.",
+)
 @json_option("One JSON record per line (as in the topic).")
 @handles_errors
 def tail(
@@ -175,8 +191,10 @@ def tail(
         c.close()
 
 
-def summarize(records: list[tuple[dict[str, Any], int]]) -> dict[str, Any]:
-    """Counts by action and rule and latency percentiles of (decision, Kafka record timestamp) pairs."""
+def summarize(records: Iterable[tuple[dict[str, Any], int]]) -> dict[str, Any]:
+    """Counts by action and rule and latency percentiles of (decision, Kafka record timestamp) pairs.
+
+    ``records`` is consumed as it comes: what is kept per decision is its latency (an int), not the record."""
     actions: Counter[str] = Counter()
     rules: Counter[str] = Counter()
     shadow: Counter[str] = Counter()
@@ -212,7 +230,13 @@ def summarize(records: list[tuple[dict[str, Any], int]]) -> dict[str, Any]:
     "--window", default="15m", help="Decisions of the last window of wall-clock time (e.g. 30s, 15m, 2h)."
 )
 @click.option("--max", "max_records", type=click.IntRange(min=1), default=None, help="At most N decisions.")
-@click.option("--timeout", type=float, default=10.0, help="Give up reading after S seconds.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0),
+    default=10.0,
+    callback=lambda ctx, param, value: _seconds(value),
+    help="Give up reading after S seconds.",
+)
 @json_option("The stats as JSON.")
 @handles_errors
 def stats(window: str, max_records: int | None, timeout: float, as_json: bool) -> None:
@@ -232,8 +256,11 @@ def stats(window: str, max_records: int | None, timeout: float, as_json: bool) -
         raise click.BadParameter(exc.reason, param_hint="--window") from None
     settings = load_settings()
     topic = settings.job.decisions_topic
-    records = _read_window(topic, window_ms, max_records, timeout)
-    result = {"topic": topic, "window": window, **summarize(records)}
+    result = {
+        "topic": topic,
+        "window": window,
+        **summarize(_read_window(topic, window_ms, max_records, timeout)),
+    }
     if as_json:
         emit_json(result)
         return
@@ -252,31 +279,33 @@ def stats(window: str, max_records: int | None, timeout: float, as_json: bool) -
 
 def _read_window(
     topic: str, window_ms: int, max_records: int | None, timeout: float
-) -> list[tuple[dict[str, Any], int]]:
-    """The records of ``topic`` produced in the last ``window_ms`` (up to the end offsets at the start)."""
+) -> Iterator[tuple[dict[str, Any], int]]:
+    """The records of ``topic`` produced in the last ``window_ms`` (up to the end offsets at the start), as
+    they are read: a window of millions of decisions is never held in memory. A window reaching back before
+    1970 reads the whole topic (Kafka refuses a negative time)."""
     from kafka import TopicPartition
 
     from riskctl.kafka_admin import drop_finished, seek_to_window
     from riskctl.sim.kafka_io import poll
 
     c = _connect([topic], from_beginning=True)
-    out: list[tuple[dict[str, Any], int]] = []
+    read = 0
     try:
         c.unsubscribe()
         parts = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or [])]
-        ends, remaining = seek_to_window(c, parts, int(time.time() * 1000) - window_ms)
+        ends, remaining = seek_to_window(c, parts, max(0, int(time.time() * 1000) - window_ms))
         deadline = time.monotonic() + timeout
         while remaining and time.monotonic() < deadline:
             for msg in poll(c, 200):
                 tp = TopicPartition(msg.topic, msg.partition)
                 if tp not in remaining:
                     continue
-                out.append((msg.value, msg.timestamp))
+                yield msg.value, msg.timestamp
+                read += 1
                 if msg.offset + 1 >= ends[tp]:
                     remaining.discard(tp)
-                if max_records is not None and len(out) >= max_records:
-                    return out
+                if max_records is not None and read >= max_records:
+                    return
             drop_finished(c, remaining, ends)
     finally:
         c.close()
-    return out

@@ -64,7 +64,8 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str) -> int | N
     if value.lower() in ("none", "off", "0"):
         return None if param.name == "state_ttl" else 0
     try:
-        return duration_ms(value if not value.isdigit() else int(value))
+        # isdigit() is also true of '²' and other scripts' digits, which int() refuses: ASCII digits only
+        return duration_ms(int(value) if value.isascii() and value.isdigit() else value)
     except ExpressionError as exc:
         raise click.BadParameter(exc.reason) from None
 
@@ -74,7 +75,7 @@ def _now(ctx: click.Context, param: click.Parameter, value: str | None) -> int |
     if value is None:
         return None
     text = value.strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
         return int(text)
     try:
         when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))

@@ -26,6 +26,7 @@ import socket
 import ssl
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from email.message import EmailMessage
 from typing import Any
 
@@ -132,33 +133,34 @@ def _opener() -> urllib.request.OpenerDirector:
 
 def post(channel_type: str, request: HttpRequest, timeout_s: float) -> Outcome:
     """POST ``request``; the outcome read by :func:`~riskctl.alerts.messages.read_http_answer`."""
+    return _within(timeout_s, lambda: _post(channel_type, request, timeout_s))
+
+
+def _post(channel_type: str, request: HttpRequest, timeout_s: float) -> Outcome:
     req = urllib.request.Request(request.url, data=request.body, headers=request.headers, method="POST")  # noqa: S310 (http/https only: checked when the file loads)
+    try:
+        with _opener().open(req, timeout=timeout_s) as resp:
+            return read_http_answer(channel_type, resp.status, resp.read(_MAX_ANSWER))
+    except urllib.error.HTTPError as exc:
+        body = exc.read(_MAX_ANSWER) if exc.fp is not None else b""
+        return read_http_answer(channel_type, exc.code, body)
+    except urllib.error.URLError as exc:
+        return Outcome(False, f"cannot reach the receiver: {_reason(exc.reason)}")
+    except (ValueError, http.client.InvalidURL) as exc:  # its message quotes the URL (a token, maybe)
+        return Outcome(False, f"the channel's URL cannot be used ({type(exc).__name__})", permanent=True)
+    except (OSError, http.client.HTTPException) as exc:
+        return Outcome(False, f"cannot reach the receiver: {_reason(exc)}")
+
+
+def _within(timeout_s: float, attempt: Callable[[], Outcome]) -> Outcome:
+    """``attempt()`` under a :class:`Deadline` of ``timeout_s``; once it expired, the attempt timed out,
+    whatever the shut socket made of it (a reset, or an answer cut short that may read as a 200: at least
+    once, the attempt is retried)."""
     with Deadline(timeout_s) as deadline:
-        try:
-            with _opener().open(req, timeout=timeout_s) as resp:
-                answer = resp.read(_MAX_ANSWER)
-                if deadline.expired:  # a shut socket reads as the end of the answer
-                    return _late(timeout_s)
-                return read_http_answer(channel_type, resp.status, answer)
-        except urllib.error.HTTPError as exc:
-            body = exc.read(_MAX_ANSWER) if exc.fp is not None else b""
-            return _late(timeout_s) if deadline.expired else read_http_answer(channel_type, exc.code, body)
-        except urllib.error.URLError as exc:
-            if deadline.expired:
-                return _late(timeout_s)
-            return Outcome(False, f"cannot reach the receiver: {_reason(exc.reason)}")
-        except (ValueError, http.client.InvalidURL) as exc:  # its message quotes the URL (a token, maybe)
-            if deadline.expired:
-                return _late(timeout_s)
-            return Outcome(False, f"the channel's URL cannot be used ({type(exc).__name__})", permanent=True)
-        except (OSError, http.client.HTTPException) as exc:
-            if deadline.expired:
-                return _late(timeout_s)
-            return Outcome(False, f"cannot reach the receiver: {_reason(exc)}")
-
-
-def _late(timeout_s: float) -> Outcome:
-    return Outcome(False, f"timed out: the attempt took longer than {timeout_s:g}s")
+        outcome = attempt()
+    if deadline.expired:
+        return Outcome(False, f"timed out: the attempt took longer than {timeout_s:g}s")
+    return outcome
 
 
 def _reason(exc: object) -> str:
@@ -192,11 +194,7 @@ def send_mail(
 ) -> Outcome:
     """One SMTP session: connect (SSL or STARTTLS when set), log in when a user is set, send. ``context``:
     for TLS (default: :func:`tls_context`)."""
-    with Deadline(timeout_s) as deadline:
-        outcome = _smtp_session(channel, message, timeout_s, context)
-    if deadline.expired and not outcome.ok:
-        return _late(timeout_s)
-    return outcome
+    return _within(timeout_s, lambda: _smtp_session(channel, message, timeout_s, context))
 
 
 def _smtp_session(

@@ -199,6 +199,7 @@ class DecisionClient(_Base):
                 break
             time.sleep(backoff_s)
             conn = self._connection(wait)
+            failure: BaseException | str | None = None
             with Deadline(wait) as deadline:
                 deadline.watch(lambda c=conn: c.sock)  # type: ignore[misc]
                 try:
@@ -207,21 +208,16 @@ class DecisionClient(_Base):
                     resp = conn.getresponse()
                     data = resp.read(self.max_answer_bytes + 1)
                 except (OSError, http.client.HTTPException) as exc:  # refused, reset, timed out
-                    self.close()
-                    last = (
-                        TimeoutError(f"no whole answer within {wait * 1000:.0f} ms")
-                        if deadline.expired
-                        else exc
-                    )
-                    continue
-            if deadline.expired or len(data) > self.max_answer_bytes or not resp.isclosed():
-                self.close()  # cut short, or more of the answer left unread: the connection is spent
-                if deadline.expired:
-                    last = TimeoutError(f"no whole answer within {wait * 1000:.0f} ms")
-                    continue
-                if len(data) > self.max_answer_bytes:
-                    last = self._too_large()
-                    continue
+                    failure = exc
+            if deadline.expired:
+                failure = TimeoutError(f"no whole answer within {wait * 1000:.0f} ms")
+            elif failure is None and len(data) > self.max_answer_bytes:
+                failure = self._too_large()
+            if failure is not None or not resp.isclosed():
+                self.close()  # cut short, or some of the answer left unread: the connection is spent
+            if failure is not None:
+                last = failure
+                continue
             result = _result(resp.status, data)
             if result is not None:
                 return result

@@ -161,10 +161,19 @@ def _subject(spec: Spec, source: str) -> tuple[str, str]:
     return f"{spec.dotted} in {source}", ""
 
 
+#: the largest settings file read: the settings take a few kilobytes; beyond, reading /dev/zero or a huge file
+#: by mistake would fill memory (a MemoryError after minutes) instead of failing at once
+MAX_CONFIG_BYTES = 1_048_576
+
+
 def _read_toml(file: Path) -> dict[str, Any]:
     try:
         with file.open("rb") as fh:
-            return tomllib.load(fh)
+            data = fh.read(MAX_CONFIG_BYTES + 1)  # a pipe (--config <(...)) is read like a file
+        if len(data) > MAX_CONFIG_BYTES:
+            msg = f"config file {file} is larger than {MAX_CONFIG_BYTES} bytes: is it the settings file?"
+            raise ConfigError(msg)
+        return tomllib.loads(data.decode("utf-8"))
     except tomllib.TOMLDecodeError as exc:
         msg = f"config file {file} is not valid TOML: {exc}"
         raise ConfigError(msg) from None

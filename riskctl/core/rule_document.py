@@ -236,25 +236,64 @@ def parse_rule(document: Any, *, source: str | None = None) -> Rule:
 def _check_structure(document: Mapping[str, Any], rule_id: str | None, source: str | None) -> None:
     """Refuse a document (built in Python, not read by the bounded loaders) that nests deeper than
     :data:`MAX_YAML_DEPTH`, contains itself (a cycle nests without end), or holds more than
-    :data:`MAX_YAML_NODES` values (shared sub-structures count each time they are reached). Iterative.
+    :data:`MAX_YAML_NODES` values (shared sub-structures count each time they are reached); and any document
+    with a text (key or value) holding a lone surrogate, which JSON's ``\\ud800`` escape gives: such a text
+    has no UTF-8 form, so MySQL, Kafka and every file write would fail on it. Iterative.
     """
-    todo: list[tuple[Any, int]] = [(document, 1)]
+    # (value, depth, parent entry, key or index): the path of a refused text is rebuilt from its parents
+    todo: list[tuple[Any, int, Any, Any]] = [(document, 1, None, None)]
     seen = 0
     while todo:
-        value, depth = todo.pop()
+        entry = todo.pop()
+        value, depth = entry[0], entry[1]
         seen += 1
         if seen > MAX_YAML_NODES:
             msg = f"the rule document has too many values (more than {MAX_YAML_NODES})"
             raise RuleSetError([RuleError(msg, rule_id=rule_id, source=source)])
-        if isinstance(value, Mapping | list | tuple):
+        if isinstance(value, str):
+            if not value.isascii() and _SURROGATE.search(value):
+                _refuse_surrogate(value, _entry_path(entry), rule_id, source)
+        elif isinstance(value, Mapping | list | tuple):
             if depth > MAX_YAML_DEPTH:
                 msg = f"the rule document is nested deeper than {MAX_YAML_DEPTH} levels (or contains itself)"
                 raise RuleSetError([RuleError(msg, rule_id=rule_id, source=source)])
-            items = value.values() if isinstance(value, Mapping) else value
-            todo.extend((item, depth + 1) for item in items)
-            if isinstance(value, Mapping) and not all(isinstance(k, str) for k in value):
-                msg = "keys must be text"
-                raise RuleSetError([RuleError(msg, rule_id=rule_id, source=source)])
+            if isinstance(value, Mapping):
+                if not all(isinstance(k, str) for k in value):
+                    msg = "keys must be text"
+                    raise RuleSetError([RuleError(msg, rule_id=rule_id, source=source)])
+                for k in value:
+                    if not k.isascii() and _SURROGATE.search(k):
+                        _refuse_surrogate(k, _entry_path((None, 0, entry, k)), rule_id, source)
+                todo.extend((item, depth + 1, entry, k) for k, item in value.items())
+            else:
+                todo.extend((item, depth + 1, entry, i) for i, item in enumerate(value))
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _entry_path(entry: Any) -> str:
+    """The field path of an entry of :func:`_check_structure` (``sequence.steps[0].when``), long keys cut."""
+    parts: list[str] = []
+    while entry is not None and entry[2] is not None:
+        key = entry[3]
+        if isinstance(key, int):
+            parts.append(f"[{key}]")
+        else:
+            shown = key if len(key) <= 40 else key[:37] + "..."
+            parts.append("." + shown.encode("utf-8", "backslashreplace").decode())
+        entry = entry[2]
+    return "".join(reversed(parts)).lstrip(".")
+
+
+def _refuse_surrogate(text: str, path: str, rule_id: str | None, source: str | None) -> None:
+    found = _SURROGATE.search(text)
+    assert found is not None
+    msg = (
+        f"text holds a lone surrogate (\\u{ord(found.group()):04x}, at character {found.start() + 1}), "
+        "which is not Unicode text: it has no UTF-8 form to store or send"
+    )
+    raise RuleSetError([RuleError(msg, rule_id=rule_id, field=path or None, source=source)])
 
 
 def _check_description(doc: Mapping[str, Any], path: str, errs: _Collector) -> None:

@@ -327,3 +327,32 @@ def test_too_many_steps_are_refused_before_any_step_is_compiled(monkeypatch: pyt
     assert err.field == "sequence.steps" and "at most 32 steps, got 3000" in err.reason
     assert compiled == []
     assert len(errors_of({**doc, "sequence": {"within": "1m", "steps": steps[:32]}})) == 32  # still read
+
+
+@pytest.mark.parametrize(
+    ("members", "field"),
+    [
+        ('"description": "x\\ud800y"', "description"),
+        ('"tags": ["a", "b\\udfff"]', "tags[1]"),
+        ('"features": {"f": {"kind": "count", "window": 1000, "filter": "event.s == \'\\ud800\'"}}', None),
+        ('"x\\ud800": 1', "x\\ud800"),
+    ],
+)
+def test_a_lone_surrogate_is_refused_with_its_field(members: str, field: str | None) -> None:
+    # JSON's \ud800 escape gives a text with no UTF-8 form: the rule was valid, then 'riskctl rules apply' of
+    # such a .json file ended in a UnicodeEncodeError traceback inside pymysql.
+    text = '{"id": "r", "action": "PASS", "when": "true", ' + members + "}"
+    with pytest.raises(RuleSetError) as info:
+        rule_from_json(text)
+    (err,) = info.value.errors
+    assert "lone surrogate" in err.reason
+    assert err.field == (field or "features.f.filter")
+    pair = rule_from_json('{"id": "r", "action": "PASS", "when": "true", "description": "\\ud83d\\ude00"}')
+    assert pair.description == "\U0001f600"  # a surrogate pair is one character, and fine
+
+
+def test_validate_refuses_a_json_rule_file_with_a_lone_surrogate(tmp_path: Path) -> None:
+    (tmp_path / "r.json").write_text('{"id": "r", "action": "PASS", "when": "event.s == \'\\udc80\'"}')
+    with pytest.raises(RuleSetError) as info:
+        load_rules(tmp_path)
+    assert [(e.source, e.field) for e in info.value.errors] == [("r.json#1", "when")]

@@ -53,20 +53,60 @@ def open_store() -> Iterator[RuleStore]:
         conn.close()
 
 
+#: what the history's columns hold: ``author`` a VARCHAR(128) (characters), ``comment`` a TEXT (bytes)
+MAX_AUTHOR_CHARS = 128
+MAX_COMMENT_BYTES = 65_535
+
+
+def storable_text(
+    value: str, what: str, *, max_chars: int | None = None, max_bytes: int | None = None
+) -> str:
+    """``value`` if MySQL can store it: UTF-8 text (a byte that is not UTF-8 in an argument or in the
+    environment reaches Python as a lone surrogate, which pymysql failed to encode, with a traceback) within
+    the column's size (beyond it MySQL refused the whole write); else :class:`click.BadParameter`.
+    """
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        msg = f"{what} is not UTF-8 text (a byte that is not UTF-8 at character {exc.start + 1})"
+        raise click.BadParameter(msg) from None
+    if max_chars is not None and len(value) > max_chars:
+        msg = f"{what} is {len(value)} characters; the history keeps at most {max_chars}"
+        raise click.BadParameter(msg)
+    if max_bytes is not None and size > max_bytes:
+        msg = f"{what} is {size} bytes in UTF-8; the history keeps at most {max_bytes}"
+        raise click.BadParameter(msg)
+    return value
+
+
 def default_author() -> str:
-    """``$RISKCTL_AUTHOR``, else the login name."""
+    """``$RISKCTL_AUTHOR``, else the login name (:class:`click.BadParameter` when MySQL cannot store it)."""
     if os.environ.get("RISKCTL_AUTHOR"):
-        return os.environ["RISKCTL_AUTHOR"]
+        return storable_text(os.environ["RISKCTL_AUTHOR"], "$RISKCTL_AUTHOR", max_chars=MAX_AUTHOR_CHARS)
     try:
         return getpass.getuser()
     except (OSError, KeyError):
         return "unknown"
 
 
+def _author(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    return None if value is None else storable_text(value, "the author", max_chars=MAX_AUTHOR_CHARS)
+
+
+def _comment(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    return None if value is None else storable_text(value, "the comment", max_bytes=MAX_COMMENT_BYTES)
+
+
 author_option = click.option(
-    "--author", default=None, show_default="$RISKCTL_AUTHOR or your login name", help="Who makes the change."
+    "--author",
+    default=None,
+    callback=_author,
+    show_default="$RISKCTL_AUTHOR or your login name",
+    help="Who makes the change (at most 128 characters).",
 )
-comment_option = click.option("--comment", "-m", default=None, help="Why: kept in the rule's history.")
+comment_option = click.option(
+    "--comment", "-m", default=None, callback=_comment, help="Why: kept in the rule's history."
+)
 expect_option = click.option(
     "--expect-version",
     type=click.IntRange(min=1),

@@ -87,3 +87,37 @@ def test_wait_refuses_seconds_that_are_not_finite(
     result = CliRunner().invoke(cli, ["rules", *args, "--wait", seconds])
     assert result.exit_code == ExitCode.USAGE, result.output
     assert "NaN and infinity are refused" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("option", "env", "message"),
+    [
+        (["--comment", "bad \udcff byte"], {}, "the comment is not UTF-8 text"),
+        (["--author", "\udcffme"], {}, "the author is not UTF-8 text"),
+        ([], {"RISKCTL_AUTHOR": "me\udcff"}, "$RISKCTL_AUTHOR is not UTF-8 text"),
+        (["--author", "a" * 129], {}, "the author is 129 characters; the history keeps at most 128"),
+        (["-m", "\u00e9" * 32_768], {}, "the comment is 65536 bytes in UTF-8; the history keeps at most"),
+    ],
+    ids=["comment-not-utf8", "author-not-utf8", "env-author-not-utf8", "author-too-long", "comment-too-long"],
+)
+def test_author_and_comment_that_mysql_cannot_store_are_refused_before_connecting(
+    monkeypatch: pytest.MonkeyPatch, option: list[str], env: dict[str, str], message: str
+) -> None:
+    # A byte that is not UTF-8 in an argument (or $RISKCTL_AUTHOR) reaches Python as a lone surrogate: the
+    # write ended in a UnicodeEncodeError traceback inside pymysql (on the real MariaDB); too long a value was
+    # refused by MySQL only after the rule was read and locked ('Data too long for column').
+    def no_mysql(settings: Any) -> Any:
+        raise AssertionError("the command must end before it connects")
+
+    monkeypatch.setattr(rules_mysql, "connect", no_mysql)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    result = CliRunner().invoke(cli, ["rules", "disable", "r1", *option])
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert message in result.stderr and "Traceback" not in result.output
+
+
+def test_a_comment_at_the_limit_is_taken(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert rules_mysql.storable_text("\u00e9" * 32_767 + "a", "c", max_bytes=65_535)
+    monkeypatch.setenv("RISKCTL_AUTHOR", "a" * 128)
+    assert rules_mysql.default_author() == "a" * 128

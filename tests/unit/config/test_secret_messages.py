@@ -7,7 +7,6 @@ written as a TOML number or list, a misspelt ``--set mysql.pasword=...`` or ``--
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -18,15 +17,6 @@ from riskctl.config import load_settings
 from riskctl.errors import ConfigError
 
 SECRET = "hunter2-31415926535"
-
-
-@pytest.fixture
-def clean(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for name in list(os.environ):
-        if name.startswith("RISKCTL_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
 
 
 @pytest.mark.parametrize("toml_value", ["31415926535", f'["{SECRET}"]', f'{{ value = "{SECRET}" }}'])

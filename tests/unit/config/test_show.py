@@ -17,16 +17,6 @@ from riskctl.cli.main import cli
 from riskctl.config import PROJECT_ROOT, Settings
 
 
-@pytest.fixture
-def clean(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """No RISKCTL_* variable of the developer's shell and no riskctl.toml in the working directory."""
-    for name in list(os.environ):
-        if name.startswith("RISKCTL_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
 def _show(*args: str, env: dict[str, str] | None = None) -> Any:
     return CliRunner().invoke(cli, ["config", "show", *args], env=env)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import json
+import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -38,10 +39,11 @@ from riskctl.console.forms import FIELDS, fields_from_document, validate_form
 from riskctl.console.replay_user import replay_user, user_lines
 from riskctl.console.security import RateLimiter, allowed, new_token, same_token
 from riskctl.core.rules import RuleSet
-from riskctl.errors import RiskctlError, VersionConflictError
+from riskctl.errors import RiskctlError, ServiceError, VersionConflictError
 from riskctl.store.rules_store import Plan, RuleStore
 
 COOKIE = "riskctl_console"
+LOG = logging.getLogger("riskctl.console")
 LOGIN_COOKIE = "riskctl_console_login"  # double-submit CSRF token of the login form (no session yet)
 #: the largest request body; a backtest upload may be this large, a form is far smaller
 MAX_BODY_BYTES = MAX_UPLOAD_BYTES + 64 * 1024
@@ -723,5 +725,25 @@ def create_app(
         Route("/rules/{rule_id}/change", g("set_status")(c.change), methods=["POST"]),
         Route("/api/rules/{rule_id}/status", g("view", api=True)(c.rule_status), methods=["GET"]),
     ]
-    app = Starlette(routes=routes)
+    handlers = dict.fromkeys(_DATABASE_AWAY, _database_away)
+    app = Starlette(routes=routes, exception_handlers=handlers)
     return _Headers(BodyLimit(app, MAX_BODY_BYTES))
+
+
+def _database_errors() -> tuple[type[BaseException], ...]:
+    import pymysql
+
+    return (ServiceError, pymysql.err.OperationalError, pymysql.err.InterfaceError)
+
+
+#: what MySQL being away (down, restarting, unreachable, the connection lost mid-request) raises
+_DATABASE_AWAY = _database_errors()
+_AWAY = "the rules database (MySQL) is not answering: try again in a few seconds"
+
+
+async def _database_away(request: Request, exc: Exception) -> Response:
+    """503 with a plain reason (not the server's address: that stays in the log) instead of a bare 500."""
+    LOG.warning("console: %s %s: MySQL is away: %s", request.method, request.url.path, exc)
+    if request.url.path.startswith("/api/"):
+        return JSONResponse({"ok": False, "error": _AWAY}, 503, headers=_RETRY_AFTER)
+    return PlainTextResponse(_AWAY, 503, headers=_RETRY_AFTER)

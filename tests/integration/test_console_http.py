@@ -868,3 +868,32 @@ def test_a_user_id_with_a_slash_has_its_page(env: dict[str, Any]) -> None:
         assert "Nothing recent for this user" not in page.text and "x</script>" not in page.text
         shown.append(re.search(r"<h1>User (.*)</h1>", page.text).group(1))  # type: ignore[union-attr]
     assert sorted(shown) == sorted(html.escape(u, quote=False) for u in ("shop/42", "../rules", "x</script>"))
+
+
+def test_mysql_away_is_a_503_saying_so_and_the_console_recovers(env: dict[str, Any], stack: Settings) -> None:
+    """Every page and API answered a bare 500 'Internal Server Error' while MySQL was down (the session
+    check reads it). Now a 503 that says why (not where MySQL is: that goes to the log), then the same
+    session works again once MySQL answers."""
+    import copy
+
+    from tests.helpers import free_port
+
+    client = _client(env)
+    _, csrf = _login(client, "approver")
+    backend: Backend = env["backend"]
+    working = backend.connect
+    dead = copy.deepcopy(stack)
+    dead.mysql.port = free_port()  # nothing listens there: connection refused
+    backend.connect = lambda: connect(dead, connect_timeout=2)
+    try:
+        page = client.get("/rules")
+        api = client.get("/api/rules/big_amount/status")
+        post = client.post("/rules/big_amount/change", data={"op": "shadow", "csrf": csrf or ""})
+    finally:
+        backend.connect = working
+    assert page.status_code == 503 and "MySQL" in page.text and str(dead.mysql.port) not in page.text
+    assert page.headers["Retry-After"] == "5"
+    assert api.status_code == 503 and "not answering" in api.json()["error"]
+    assert post.status_code == 503
+    assert client.get("/rules").status_code == 200  # the same session, once MySQL answers
+    assert env["store"].get("big_amount").status != "shadow"

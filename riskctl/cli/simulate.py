@@ -280,7 +280,11 @@ def simulate(
     "default: read the decisions and alerts topics.",
 )
 @click.option(
-    "--timeout", type=float, default=10.0, help="From the topics: stop after this many idle seconds."
+    "--timeout",
+    type=float,
+    default=10.0,
+    help="From the topics: stop after this many seconds without a record of the run's events or users "
+    "(other traffic on the topics does not count).",
 )
 @json_option("The report as JSON on stdout.")
 @handles_errors
@@ -293,7 +297,7 @@ def report(events_path: str, decisions_path: str | None, timeout: float, as_json
     if decisions_path:
         records = read_jsonl(decisions_path)
     else:
-        records = _records_from_topics(timeout)
+        records = _records_from_topics(timeout, events)
     result = build_report(events, records)
     if as_json:
         emit_json(result)
@@ -301,9 +305,14 @@ def report(events_path: str, decisions_path: str | None, timeout: float, as_json
         click.echo(format_report(result))
 
 
-def _records_from_topics(idle_timeout: float) -> list[dict[str, Any]]:
+def _records_from_topics(idle_timeout: float, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The decisions of ``events`` and the alerts of their users, read from the topics' beginning until
+    none came for ``idle_timeout`` seconds. Only those are kept, and only they keep the read going: the
+    topics may hold other runs and live traffic, which would otherwise fill memory and never let it end."""
     from riskctl.sim.kafka_io import consumer, poll
 
+    event_ids = {e["event_id"] for e in events}
+    users = {e["user_id"] for e in events}
     settings = load_settings()
     try:
         c = consumer(
@@ -317,10 +326,12 @@ def _records_from_topics(idle_timeout: float) -> list[dict[str, Any]]:
     last = time.monotonic()
     try:
         while time.monotonic() - last < idle_timeout:
-            got = [m.value for m in poll(c, 500)]
-            if got:
-                records.extend(got)
-                last = time.monotonic()
+            for m in poll(c, 500):
+                r = m.value
+                key, wanted = ("user_id", users) if r.get("kind") == "alert" else ("event_id", event_ids)
+                if isinstance(r.get(key), str) and r[key] in wanted:  # any shape may be on the topics
+                    records.append(r)
+                    last = time.monotonic()
     finally:
         c.close()
     return records

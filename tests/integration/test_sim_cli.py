@@ -119,3 +119,63 @@ def test_simulate_to_kafka_sends_the_same_events_as_to_a_file(
     assert len(expected) > 60
     got = consume_until(stack, events, lambda rs: len(rs) >= len(expected), timeout=30)
     assert sorted(got, key=lambda e: e["event_id"]) == sorted(expected, key=lambda e: e["event_id"])
+
+
+def test_report_from_the_topics_keeps_only_its_run_and_ends_under_live_traffic(
+    stack: Settings, topic: Callable[..., str], tmp_path: Path
+) -> None:
+    """The topics hold other runs, live traffic and records of any shape. The report read (and kept) every
+    record and stopped only after --timeout seconds without any: with traffic flowing it never ended, and it
+    counted every alert of the topic as its run's."""
+    import threading
+
+    decisions, alerts = topic("decisions", partitions=1), topic("alerts", partitions=1)
+    now = int(time.time() * 1000)
+    events = [{"event_id": f"r{i}", "user_id": f"run-u{i % 2}", "type": "login", "ts": now} for i in range(3)]
+    (tmp_path / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+    alert = {"kind": "alert", "rule": {"id": "brute_force_login"}, "reason": "rule_alert", "ts": now}
+    produce(
+        stack,
+        decisions,
+        [
+            decision("r0", "run-u0", "PASS", [], now),
+            decision("r1", "run-u1", "REJECT", ["brute_force_login"], now),
+            decision("r2", "run-u0", "PASS", [], now),
+            decision("o1", "other", "REJECT", ["brute_force_login"], now),
+            "[1, 2]",
+            '{"kind": "decision", "event_id": ["r0"], "action": "REJECT"}',
+        ],
+    )
+    produce(
+        stack,
+        alerts,
+        [
+            {**alert, "user_id": "run-u1"},
+            {**alert, "user_id": "other"},
+            '{"kind": "alert", "user_id": {"a": 1}}',
+        ],
+    )
+    stop = threading.Event()
+
+    def live_traffic() -> None:
+        n = 0
+        while not stop.wait(0.2) and n < 250:
+            produce(stack, decisions, [decision(f"live{n}", "someone", "PASS", [], now)])
+            n += 1
+
+    feeder = threading.Thread(target=live_traffic, daemon=True)
+    feeder.start()
+    env = {"RISKCTL_JOB_DECISIONS_TOPIC": decisions, "RISKCTL_JOB_ALERTS_TOPIC": alerts}
+    try:
+        start = time.monotonic()
+        args = ("simulate", "report", "--events", str(tmp_path / "events.jsonl"), "--timeout", "3", "--json")
+        res = riskctl(*args, env=env, timeout=40)
+        took = time.monotonic() - start
+    finally:
+        stop.set()
+        feeder.join(5)
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout)
+    assert report["decided"] == 3 and report["actions"] == {"PASS": 2, "REJECT": 1}
+    assert report["alerts"] == 1 and report["false_positive_users"] == 1  # run-u1, not "other"
+    assert took < 25, took

@@ -20,7 +20,10 @@ from riskctl.cli.common import (
     json_option,
     set_option,
 )
-from riskctl.config import PROJECT_ROOT, load_settings
+from riskctl.config import PROJECT_ROOT, Settings, load_settings
+
+#: the largest parallelism Flink accepts (its largest max-parallelism), as job.parallelism's bound
+MAX_PARALLELISM = 32768
 
 name_option = click.option("--name", default="riskctl", help="Flink job name.")
 from_empty_option = click.option(
@@ -31,8 +34,9 @@ from_empty_option = click.option(
 )
 
 
-def _check_checkpoints(overrides: tuple[str, ...], from_empty: bool) -> None:
-    """Refuse to skip a newer completed checkpoint of this job (riskctl.flink.checkpoints)."""
+def _check_checkpoints(overrides: tuple[str, ...], from_empty: bool) -> Settings:
+    """Refuse to skip a newer completed checkpoint of this job (riskctl.flink.checkpoints); returns the
+    settings with the ``--set`` overrides applied."""
     from riskctl.errors import NewerCheckpointError, RiskctlError
     from riskctl.flink.checkpoints import check_start
     from riskctl.flink.main import apply_overrides
@@ -52,6 +56,7 @@ def _check_checkpoints(overrides: tuple[str, ...], from_empty: bool) -> None:
         fail(ExitCode.USAGE, str(exc))
     if note:
         click.echo(note, err=True)
+    return settings
 
 
 @click.command(context_settings=CONTEXT_SETTINGS, short_help="Run the risk job on an embedded MiniCluster.")
@@ -69,8 +74,7 @@ def run(overrides: tuple[str, ...], name: str, from_empty: bool) -> None:
     sys.exit(job_main(args))
 
 
-def _flink_binary() -> str:
-    settings = load_settings()
+def _flink_binary(settings: Settings) -> str:
     local = Path(settings.stack.dir) / "flink" / "home" / "bin" / "flink"
     if local.exists():
         return str(local)
@@ -86,9 +90,8 @@ def _flink_binary() -> str:
     )
 
 
-def _client_env(flink: str) -> dict[str, str]:
+def _client_env(flink: str, settings: Settings) -> dict[str, str]:
     """The environment of ``flink run``: the local cluster's configuration when it is the local client."""
-    settings = load_settings()
     env = dict(os.environ)
     if flink.startswith(str(Path(settings.stack.dir))):
         env["FLINK_CONF_DIR"] = str(Path(settings.stack.dir) / "flink" / "home" / "conf")
@@ -98,18 +101,22 @@ def _client_env(flink: str) -> dict[str, str]:
 @click.command(context_settings=CONTEXT_SETTINGS, short_help="Submit the risk job to a Flink cluster.")
 @set_option
 @click.option(
-    "--parallelism", "-p", type=int, default=None, help="Job parallelism (default: job.parallelism)."
+    "--parallelism",
+    "-p",
+    type=click.IntRange(1, MAX_PARALLELISM),
+    default=None,
+    help="Job parallelism (default: job.parallelism, --set included).",
 )
 @name_option
 @from_empty_option
 def submit(overrides: tuple[str, ...], parallelism: int | None, name: str, from_empty: bool) -> None:
     """Submit the risk job to a Flink cluster with 'flink run -d -py' (the local one from
     'riskctl stack up --flink', or $FLINK_HOME). The jars are shipped with the job."""
-    _check_checkpoints(overrides, from_empty)
-    settings = load_settings()
-    p = parallelism or settings.job.parallelism
-    flink = _flink_binary()
-    env = _client_env(flink)
+    # the settings the job will run with: job.parallelism from --set is the default of --parallelism
+    settings = _check_checkpoints(overrides, from_empty)
+    p = settings.job.parallelism if parallelism is None else parallelism
+    flink = _flink_binary(settings)
+    env = _client_env(flink, settings)
     args = [a for o in overrides for a in ("--set", o)] + ["--set", f"job.parallelism={p}", "--name", name]
     cmd = [flink, "run", "-d", "-p", str(p), "-py", str(PROJECT_ROOT / "jobs" / "risk_job.py"), *args]
     res = subprocess.run(cmd, env=env, cwd=PROJECT_ROOT, check=False)

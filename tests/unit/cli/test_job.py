@@ -3,6 +3,8 @@ one error line, like a bad option."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from click.testing import CliRunner
 
@@ -20,3 +22,48 @@ def test_a_bad_set_is_bad_usage(command: str, override: str) -> None:
     # the pair is named by its key only: what follows may be a secret (config/test_secret_messages.py)
     line = f"error: --set takes section.key=value with a known setting, got {override.split('=')[0]!r}"
     assert result.stderr.startswith(line) and result.stderr.count("\n") == 1, result.stderr
+
+
+@pytest.fixture
+def fake_flink(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A ``flink`` client in $FLINK_HOME that writes its arguments to a file; the stack folder is empty (no
+    local cluster client, no checkpoints)."""
+    home = tmp_path / "flink"
+    (home / "bin").mkdir(parents=True)
+    args = tmp_path / "args"
+    flink = home / "bin" / "flink"
+    flink.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {args}\n')
+    flink.chmod(0o755)
+    monkeypatch.setenv("FLINK_HOME", str(home))
+    monkeypatch.setenv("RISKCTL_STACK_DIR", str(tmp_path / "stack"))
+    return args
+
+
+def _submitted(args_file: Path) -> tuple[str, list[str]]:
+    """The ``-p`` given to ``flink run`` and the job's ``--set`` pairs for job.parallelism."""
+    args = args_file.read_text().splitlines()
+    sets = [
+        args[i + 1] for i, a in enumerate(args) if a == "--set" and args[i + 1].startswith("job.parallelism=")
+    ]
+    return args[args.index("-p") + 1], sets
+
+
+def test_submit_runs_the_parallelism_given_by_set(fake_flink: Path) -> None:
+    # --set job.parallelism=4 was followed by --set job.parallelism=<the file's value> and 'flink run -p 1'
+    result = CliRunner().invoke(cli, ["submit", "--set", "job.parallelism=4"])
+    assert result.exit_code == 0, result.output
+    p, sets = _submitted(fake_flink)
+    assert p == "4" and sets[-1] == "job.parallelism=4", (p, sets)
+    result = CliRunner().invoke(cli, ["submit", "--set", "job.parallelism=4", "-p", "3"])
+    assert result.exit_code == 0, result.output
+    p, sets = _submitted(fake_flink)
+    assert p == "3" and sets[-1] == "job.parallelism=3", (p, sets)
+
+
+@pytest.mark.parametrize("bad", ["0", "-3", "32769"])
+def test_submit_refuses_a_parallelism_flink_cannot_run(fake_flink: Path, bad: str) -> None:
+    # -p 0 silently became job.parallelism; -p -3 reached 'flink run -p -3'
+    result = CliRunner().invoke(cli, ["submit", "-p", bad])
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert "--parallelism" in result.stderr
+    assert not fake_flink.exists()

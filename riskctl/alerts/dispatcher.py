@@ -46,7 +46,7 @@ from riskctl.alerts.model import AlertItem, BadRecord, id_key, parse_item
 from riskctl.alerts.ratelimit import DigestWindow
 from riskctl.alerts.routing import route
 from riskctl.alerts.settings import SEVERITY_RANK, AlertsConfig, Channel
-from riskctl.alerts.templates import STYLE, context, digest_values, link_for, message
+from riskctl.alerts.templates import MAX_BODY_BYTES, STYLE, context, digest_values, link_for, message
 from riskctl.core.door import dead_letter
 
 log = logging.getLogger("riskctl.alerts")
@@ -389,6 +389,7 @@ class Dispatcher:
     def _render(self, channel: Channel, jobs: list[_Job], digest: bool) -> tuple[str, str, str]:
         """(title, text, severity) of the message for ``jobs``: one item, or a digest of several."""
         style = STYLE[channel.type]
+        max_bytes = MAX_BODY_BYTES.get(channel.type)
         if digest and len(jobs) > 1:
             values = digest_values(
                 [(j.item, j.severity, j.link) for j in jobs],
@@ -396,10 +397,11 @@ class Dispatcher:
                 channel.name,
                 self.config.digest_max_items,
             )
-            title, text = message(channel.digest_template, values)
+            title, text = message(channel.digest_template, values, max_bytes)
             return title, text, max((j.severity for j in jobs), key=_severity_rank)
         j = jobs[0]
-        title, text = message(channel.template, context(j.item, j.severity, j.link, style, channel.name))
+        values = context(j.item, j.severity, j.link, style, channel.name)
+        title, text = message(channel.template, values, max_bytes)
         return title, text, j.severity
 
     def _send(

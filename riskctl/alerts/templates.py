@@ -38,6 +38,10 @@ MAX_EXPLANATION_CHARS = 3_000
 #: characters of a rendered title / body
 MAX_TITLE_CHARS = 256
 MAX_BODY_CHARS = 16_000
+#: UTF-8 bytes of a body, for the receivers that count bytes: DingTalk refuses a markdown text over 20,000
+#: bytes (16,000 characters of CJK or emoji are up to 64,000), so its body is also cut to this (room left for
+#: the title, at most 1,024); Slack's limit (40,000 characters) and e-mail's are above MAX_BODY_CHARS
+MAX_BODY_BYTES = {"dingtalk": 18_000}
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~])")
 #: replaced in every value shown: C0 and C1 controls (tab and line feed included: a value is one line, so a
 #: user id cannot add a line to a message), the Unicode line and paragraph separators, and the bidirectional
@@ -47,6 +51,12 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u206
 
 def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _cut_bytes(text: str, limit: int) -> str:
+    """``text`` within ``limit`` bytes of UTF-8, cut at a character boundary (then ``...``)."""
+    data = text.encode()
+    return text if len(data) <= limit else data[: limit - 3].decode(errors="ignore") + "..."
 
 
 def escape(text: str, style: str) -> str:
@@ -184,12 +194,19 @@ def context(item: AlertItem, severity: str, link: str, style: str, channel: str 
     }
 
 
-def message(template: Template, values: Mapping[str, str]) -> tuple[str, str]:
-    """(title, body) of one message, each within its length limit; the title is one line (every line break of
-    the template's own text, ``\\r`` or U+2028 included, becomes a space: it is an e-mail Subject header).
+def message(
+    template: Template, values: Mapping[str, str], max_body_bytes: int | None = None
+) -> tuple[str, str]:
+    """(title, body) of one message, each within its length limit (the body also within ``max_body_bytes``
+    of UTF-8 when given: :data:`MAX_BODY_BYTES` of the channel's type); the title is one line (every line
+    break of the template's own text, ``\\r`` or U+2028 included, becomes a space: it is an e-mail Subject
+    header).
     """
     title = " ".join(render(template.title, values).splitlines())
-    return _cut(title, MAX_TITLE_CHARS), _cut(render(template.body, values), MAX_BODY_CHARS)
+    body = _cut(render(template.body, values), MAX_BODY_CHARS)
+    if max_body_bytes is not None:
+        body = _cut_bytes(body, max_body_bytes)
+    return _cut(title, MAX_TITLE_CHARS), body
 
 
 def digest_values(

@@ -422,7 +422,7 @@ def test_a_message_that_cannot_be_built_is_refused_at_once(monkeypatch: pytest.M
     # through the dispatcher: dead-lettered after one attempt, not retried
     import riskctl.alerts.dispatcher as dispatcher_module
 
-    monkeypatch.setattr(dispatcher_module, "message", lambda template, values: ("a\u2028b", "body"))
+    monkeypatch.setattr(dispatcher_module, "message", lambda template, values, limit: ("a\u2028b", "body"))
     delivery = {"attempts": 5, "backoff_ms": 1, "max_backoff_ms": 1}
     cfg = parse_config({"channels": MAIL, "default_channels": ["m"], "delivery": delivery}, {})
     (letter,) = run_one(cfg, alert_doc(), network_sender(1))
@@ -489,3 +489,21 @@ def test_smtp_refusals_of_recipients(
     assert server.sessions == sessions
     assert [to for to, _ in server.messages] == ([delivered_to] if delivered_to else [])
     assert [x["reason"] for x in dead] == ([reason] if reason else [])
+
+
+def test_a_dingtalk_digest_of_emoji_ids_stays_within_dingtalks_20000_bytes(make: Any) -> None:
+    # DingTalk refuses a markdown text over 20,000 bytes: a digest cut at 16,000 characters of 4-byte emoji
+    # (user and event ids an attacker chooses) was 53,000 bytes, so the whole digest ended dead-lettered
+    channels = {"ding": {"type": "dingtalk", "url": "https://h/x", "rate_limit": {"max": 1, "window_s": 0.3}}}
+    d, sender, dead = make(channels)
+    emoji = "\U0001f600"
+    rule = {"id": emoji * 256, "version": 1, "action": "REVIEW", "evidence": {"fields": {"f": emoji * 300}}}
+    docs = [
+        alert_doc(alert_id=f"a{i}", user_id=emoji * 256, event_id=emoji * 256, rule=rule) for i in range(40)
+    ]
+    feed(d, docs)
+    committable_eventually(d, {"p0": 40})
+    sent = [text for name, text, _ in sender.calls if name == "ding"]
+    assert len(sent) == 2 and dead == []  # one alert, then one digest of 39
+    assert all(len(text.encode()) <= 18_000 for text in sent)
+    assert sent[1].startswith("39 alerts arrived beyond the rate limit of ding:") and sent[1].endswith("...")

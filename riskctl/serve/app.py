@@ -44,6 +44,7 @@ from riskctl.serve.service import Bus, DecisionService
 LOG = logging.getLogger(__name__)
 PROBE_TYPE = "riskctl_probe"
 _READ_CHUNK = 65_536
+_SHUTDOWN_MARGIN_S = 0.5
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -213,6 +214,23 @@ class Api:
             }
         )
 
+    # -- shutdown -------------------------------------------------------------------------------------------
+    async def shut_down(self, runner: web.AppRunner) -> None:
+        """Stop listening and let the requests in flight finish within ``serve.shutdown_timeout_ms``: those
+        still waiting for their decision near its end get their fallback (``"degraded": "shutdown"``). aiohttp
+        cancels a handler still running at the end, and its client got no answer at all (its connection
+        closed): a request with a timeout_ms longer than the grace, or any request with a grace of 0."""
+        self.draining = True
+        grace = self.settings.serve.shutdown_timeout_ms / 1000
+        # the margin lets the handlers write their fallback before aiohttp's own deadline
+        give_up = asyncio.get_running_loop().call_later(
+            grace - min(grace / 2, _SHUTDOWN_MARGIN_S), self.service.give_up, "shutdown"
+        )
+        try:
+            await runner.cleanup()
+        finally:
+            give_up.cancel()
+
     # -- probes ---------------------------------------------------------------------------------------------
     def probe_request(self) -> DecisionRequest:
         """A synthetic event of this instance's own probe user (type ``riskctl_probe``): a round trip."""
@@ -332,9 +350,8 @@ async def serve(
     try:
         await stop.wait()
     finally:
-        api.draining = True
         probes.cancel()
-        await runner.cleanup()  # stop listening, let in-flight requests finish (shutdown_timeout)
+        await api.shut_down(runner)  # stop listening, let in-flight requests finish (shutdown_timeout)
         await loop.run_in_executor(None, bus.close)
         gc.callbacks.remove(api.gc_pauses)
         LOG.warning("serve %s: stopped", instance)

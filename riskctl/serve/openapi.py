@@ -134,7 +134,10 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                         "shadow": {"type": "array", "items": fired},
                         "ruleset_version": {"type": ["string", "null"]},
                         "elapsed_ms": {"type": "number"},
-                        "degraded": {"type": ["string", "null"], "description": "'timeout' for a fallback"},
+                        "degraded": {
+                            "type": ["string", "null"],
+                            "description": "'timeout', 'produce_failed: ...' or 'shutdown' for a fallback",
+                        },
                         "replay": {"type": "boolean", "description": "a retry of an event already sent"},
                         "source": {"enum": ["job", "fallback"]},
                     },

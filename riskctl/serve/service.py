@@ -149,6 +149,10 @@ class DecisionService:
                 decision = None
                 degraded = f"produce_failed: {exc}"[:300]
                 self.stats.timeouts += 1
+            except GaveUp as exc:
+                decision = None
+                degraded = str(exc)
+                self.stats.timeouts += 1
             finally:
                 timer.cancel()
                 self.in_flight -= 1
@@ -270,10 +274,22 @@ class DecisionService:
             if not waiter.done():
                 waiter.set_exception(ProduceFailed(reason))
 
+    def give_up(self, reason: str) -> int:
+        """Answer every request still waiting with the fallback marked ``degraded: reason`` (shutting down:
+        the server would otherwise close their connections without an answer); how many there were."""
+        waiting = [w for ws in self.waiters.values() for w in ws if not w.done()]
+        for waiter in waiting:
+            waiter.set_exception(GaveUp(reason))
+        return len(waiting)
+
 
 def _time_out(waiter: asyncio.Future[Any]) -> None:
     if not waiter.done():
         waiter.set_exception(TimeoutError())
+
+
+class GaveUp(Exception):
+    """The instance stopped waiting for the decision (shutting down): the fallback answers."""
 
 
 class ProduceFailed(Exception):

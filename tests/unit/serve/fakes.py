@@ -92,8 +92,7 @@ def running_api(settings: Settings, bus: FakeBus) -> Iterator[tuple[str, Api, as
         box["stop"] = stop
         started.set()
         await stop.wait()
-        api.draining = True
-        await runner.cleanup()
+        await api.shut_down(runner)
 
     thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
     thread.start()

@@ -203,6 +203,36 @@ def test_graceful_shutdown_finishes_the_request_in_flight() -> None:
         call(base, "GET", "/healthz")
 
 
+@pytest.mark.parametrize("grace_ms", [0, 600])
+def test_shutdown_answers_a_request_still_waiting_with_its_fallback(grace_ms: int) -> None:
+    # the request waits longer than the grace: aiohttp cancelled its handler and closed the connection
+    # without an answer (RemoteDisconnected); now it gets the fallback before the grace is over
+    results: list[Any] = []
+
+    def post(base: str) -> None:
+        try:
+            results.append(
+                call(base, "POST", "/v1/decisions?timeout_ms=8000", json.dumps(event()).encode(), JSON)
+            )
+        except OSError as exc:
+            results.append(exc)
+
+    settings = settings_for_tests(shutdown_timeout_ms=grace_ms)
+    with running_api(settings, FakeBus(delay=None)) as (base, api, _):
+        t = threading.Thread(target=post, args=(base,))
+        t.start()
+        deadline = time.monotonic() + 5
+        while not api.service.in_flight and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert api.service.in_flight == 1
+        start = time.monotonic()
+    t.join(10)
+    assert time.monotonic() - start < 4  # not the request's own 8 s
+    assert results and not isinstance(results[0], BaseException), results
+    status, out = results[0]
+    assert status == 200 and out["source"] == "fallback" and out["degraded"] == "shutdown"
+
+
 # -- the client -------------------------------------------------------------------------------------------
 def test_sync_client_typed_result_and_refusal() -> None:
     with running_api(settings_for_tests(), FakeBus()) as (base, _, _), DecisionClient(base) as client:

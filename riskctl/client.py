@@ -12,9 +12,10 @@
     async with AsyncDecisionClient("http://127.0.0.1:8088") as client:
         result = await client.decide(event, timeout_ms=80)
 
-Retries: a connection error (refused, reset, the HTTP read timed out) or a 503 is retried up to ``retries``
-times with the *same* event (same ``event_id``), so the API's idempotency makes the retry safe: the event
-is produced once and the retry gets the same decision. A 4xx is never retried: it raises
+Retries: a connection error (refused, reset, the HTTP read timed out), a 503 (or another 5xx, or a 200 whose
+body is not a decision, such as a proxy's page) is retried up to ``retries`` times with the *same* event (same
+``event_id``), so the API's idempotency makes the retry safe: the event is produced once and the retry gets
+the same decision. A 4xx is never retried: it raises
 :class:`RequestRefused` with the status, the field and the reason. The HTTP wait for an answer is the
 decision timeout plus ``network_margin_ms``: the API answers with its fallback at the timeout.
 
@@ -97,9 +98,13 @@ def _path(timeout_ms: int | None) -> str:
 
 
 def _result(status: int, body: bytes) -> DecisionResult | None:
-    """The result of a 200, an exception for a 4xx; None for what deserves a retry (503, 5xx)."""
+    """The result of a 200, an exception for a 4xx; None for what deserves a retry (503, 5xx, and a 200
+    whose body is not a decision: a proxy's page, an answer cut short)."""
     if status == 200:
-        return DecisionResult.of(json.loads(body))
+        try:
+            return DecisionResult.of(json.loads(body))
+        except (ValueError, KeyError, TypeError):  # not JSON, not an object, no event_id or action ...
+            return None
     if 400 <= status < 500 and status != 429:
         try:
             err = json.loads(body)["error"]
@@ -108,6 +113,11 @@ def _result(status: int, body: bytes) -> DecisionResult | None:
             reason, fld = body[:200].decode("utf-8", "replace"), None
         raise RequestRefused(status, reason, fld if isinstance(fld, str) else None)
     return None
+
+
+def _failed(status: int, body: bytes) -> str:
+    """Why an attempt answered ``status`` with ``body`` failed."""
+    return f"HTTP {status}{' without a decision' if status == 200 else ''}: {body[:200]!r}"
 
 
 class _Base:
@@ -221,7 +231,7 @@ class DecisionClient(_Base):
             result = _result(resp.status, data)
             if result is not None:
                 return result
-            last = f"HTTP {resp.status}: {data[:200]!r}"
+            last = _failed(resp.status, data)
         msg = f"no decision from {self.base_url} after {self.retries + 1} attempt(s): {last}"
         raise Unavailable(msg)
 
@@ -296,7 +306,7 @@ class AsyncDecisionClient(_Base):
             result = _result(status, bytes(data))
             if result is not None:
                 return result
-            last = f"HTTP {status}: {data[:200]!r}"
+            last = _failed(status, bytes(data))
         msg = f"no decision from {self.base_url} after {self.retries + 1} attempt(s): {last}"
         raise Unavailable(msg)
 

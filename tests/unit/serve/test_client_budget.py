@@ -154,6 +154,33 @@ def test_an_answer_larger_than_max_answer_bytes_is_not_read_whole(
     assert isinstance(exc, Unavailable) and "larger than max_answer_bytes (100000)" in str(exc), exc
 
 
+@pytest.mark.parametrize("body", [b"<html>bad gateway</html>", b'{"action": "PASS"}', b"[1]", b"null"])
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_200_whose_body_is_not_a_decision_is_retried_then_unavailable(
+    server: Callable[..., Server], kind: str, body: bytes
+) -> None:
+    """A proxy's page with status 200: the call raised json's JSONDecodeError, a KeyError or a TypeError."""
+
+    def answer(conn: socket.socket, _: threading.Event) -> None:
+        head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        conn.sendall(head.encode() + body)
+
+    s = server(answer)
+    opts: dict[str, Any] = {"timeout_ms": 500, "retries": 1, "backoff_ms": 1}
+    if kind == "sync":
+        client = DecisionClient(s.url, **opts)
+        exc, _ = timed(lambda: client.decide(event()))
+    else:
+
+        async def go() -> None:
+            async with AsyncDecisionClient(s.url, **opts) as client:
+                await client.decide(event())
+
+        exc, _ = timed(lambda: asyncio.run(go()))
+    assert isinstance(exc, Unavailable) and "HTTP 200 without a decision" in str(exc), exc
+    assert s.connections == 2
+
+
 def test_within_its_deadline_a_call_is_answered_on_one_kept_alive_connection() -> None:
     with running_api(settings_for_tests(), FakeBus()) as (base, _, _):
         with DecisionClient(base, timeout_ms=150, deadline_ms=2000) as client:

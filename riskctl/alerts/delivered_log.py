@@ -2,11 +2,13 @@
 every dispatcher of the group.
 
 After each delivery (or dead letter) to a channel, and before its offset can be committed, the dispatcher
-writes the key ``<channel> US <id>`` (value ``1``) to ``alerts.delivered_topic``. At start it reads the topic
-to its end into its bounded :class:`~riskctl.alerts.ledger.DeliveredIds` (the newest ``dedup_size`` keys win),
-then keeps reading it in a thread, so ids delivered by another instance (before a rebalance gave it this
-partition) are known too. The topic is created compacted with a retention (``cleanup.policy=compact,delete``,
-7 days): it holds one record per key and forgets old ones.
+writes the key ``<channel> US <id>`` (value ``1``) to ``alerts.delivered_topic``. At start it reads the last
+``dedup_size`` records of each partition into its bounded :class:`~riskctl.alerts.ledger.DeliveredIds` (which
+keeps the newest ``dedup_size`` keys: older records would be forgotten anyway; the topic holds every delivery
+of its retention, since each is a key of its own, and reading all of it took longer than the 60 s allowed
+beyond about 5 million), then keeps reading it in a thread, so ids delivered by another instance (before a
+rebalance gave it this partition) are known too. The topic is created compacted with a retention
+(``cleanup.policy=compact,delete``, 7 days): it holds one record per key and forgets old ones.
 
 Deduplication stays best effort: a crash between a delivery and its write sends that message again at the
 next start (at least once, never lost). A write that fails is logged and does not stop the delivery.
@@ -53,10 +55,14 @@ def ensure_topic(bootstrap: str, topic: str, partitions: int = 1) -> None:
 class DeliveredLog:
     """Reads the topic into ``add`` (initially to its end, then as it grows) and writes new keys."""
 
-    def __init__(self, bootstrap: str, topic: str, add: Callable[[tuple[str, str]], None]) -> None:
+    def __init__(
+        self, bootstrap: str, topic: str, add: Callable[[tuple[str, str]], None], keep: int | None = None
+    ) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
         self.add = add
+        #: records read at start from the end of each partition (None: all); older ones would be forgotten
+        self.keep = keep
         self.loaded = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -64,7 +70,8 @@ class DeliveredLog:
         self._consumer: Any = None
 
     def start(self, timeout_s: float = 60.0) -> int:
-        """Read the topic to its end (returns how many keys), then follow it in a thread."""
+        """Read the topic to its end (from ``keep`` records before it; returns how many keys), then follow it
+        in a thread."""
         from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
         self._producer = KafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=5, acks=1)
@@ -73,8 +80,13 @@ class DeliveredLog:
             TopicPartition(self.topic, p) for p in sorted(consumer.partitions_for_topic(self.topic) or ())
         ]
         consumer.assign(parts)
-        consumer.seek_to_beginning(*parts)
         ends = consumer.end_offsets(parts)
+        if self.keep is None:
+            consumer.seek_to_beginning(*parts)
+        else:
+            starts = consumer.beginning_offsets(parts)
+            for tp in parts:
+                consumer.seek(tp, max(starts[tp], ends[tp] - self.keep))
         deadline = time.monotonic() + timeout_s
         while any(consumer.position(tp) < ends[tp] for tp in parts):
             if time.monotonic() > deadline:

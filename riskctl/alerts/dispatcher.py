@@ -482,7 +482,7 @@ def run_kafka(
             with dispatcher._lock:
                 dispatcher.delivered.add(key)
 
-        delivered_log = DeliveredLog(bootstrap, delivered_topic, add)
+        delivered_log = DeliveredLog(bootstrap, delivered_topic, add, keep=dispatcher.config.dedup_size)
         loaded = delivered_log.start()
         log.info("%d delivered id(s) read from %s", loaded, delivered_topic)
         dispatcher.remember = delivered_log.remember

@@ -584,6 +584,33 @@ def test_after_a_restart_what_was_in_flight_is_delivered_and_nothing_is_sent_twi
     assert all("transfer_velocity" in t for t in texts) and len(set(texts)) == 3
 
 
+def test_at_start_only_the_newest_dedup_size_delivered_ids_are_read(stack: Settings) -> None:
+    # every delivery is a key of its own: the topic holds all of its retention (7 days), and reading it all
+    # at start took longer than the 60 s allowed beyond about 5 million records (80,000 a second here), so
+    # the dispatcher refused to start; what it keeps is the newest dedup_size keys anyway
+    from kafka import KafkaProducer
+
+    from riskctl.alerts.delivered_log import DeliveredLog, ensure_topic, key_of
+
+    delivered_t = f"test-alerts-delivered-{uuid.uuid4().hex[:10]}"
+    ensure_topic(stack.kafka_bootstrap, delivered_t)
+    producer = KafkaProducer(bootstrap_servers=stack.kafka_bootstrap, linger_ms=5)
+    try:
+        sent = [producer.send(delivered_t, b"1", key=key_of("ding", f"a{i}")) for i in range(500)]
+        sent.append(producer.send(delivered_t, b"garbage", key=b"\xff no separator"))  # skipped
+        for future in sent:
+            future.get(timeout=30)
+    finally:
+        producer.close()
+    added: list[tuple[str, str]] = []
+    log = DeliveredLog(stack.kafka_bootstrap, delivered_t, added.append, keep=100)
+    try:
+        loaded = log.start()
+    finally:
+        log.close()
+    assert loaded == 99 and added == [("ding", f"a{i}") for i in range(401, 500)]
+
+
 def group_state(settings: Settings, group: str) -> tuple[str, int]:
     """(state, members) of a consumer group."""
     from kafka import KafkaAdminClient

@@ -224,6 +224,27 @@ class RecordRuleStatus(MapFunction):  # type: ignore[misc]
         self._drop_connection()
 
 
+#: the longest ``job.lateness_ms`` the events source can express: Flink SQL takes a day-time interval literal
+#: with the default precision only (DAY(2): 99 days; the planner refuses ``DAY(3)`` and ``SECOND(3, 3)``)
+MAX_LATENESS_MS = 100 * 86_400_000 - 1
+
+
+def _lateness_interval(lateness_ms: int) -> str:
+    """The watermark's bounded out-of-orderness as a Flink SQL ``DAY TO SECOND(3)`` literal.
+
+    ``INTERVAL 'x.yyy' SECOND`` has a leading precision of 2: a lateness of 100 s or more failed the job's
+    start with Calcite's "Interval field value 120 exceeds precision of SECOND(2) field".
+    """
+    if not 0 <= lateness_ms <= MAX_LATENESS_MS:
+        msg = f"job.lateness_ms must be at most {MAX_LATENESS_MS} (99 days 23:59:59.999), got {lateness_ms}"
+        raise ConfigError(msg)
+    days, rest = divmod(lateness_ms, 86_400_000)
+    hours, rest = divmod(rest, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    seconds, millis = divmod(rest, 1000)
+    return f"INTERVAL '{days} {hours:02d}:{minutes:02d}:{seconds:02d}.{millis:03d}' DAY TO SECOND(3)"
+
+
 def _events(t_env: StreamTableEnvironment, settings: Settings) -> KeyedStream:
     """The raw event records, keyed by user and with event-time watermarks, all on the Java side.
 
@@ -277,7 +298,7 @@ def _events(t_env: StreamTableEnvironment, settings: Settings) -> KeyedStream:
             `partition` INT METADATA VIRTUAL,
             `offset` BIGINT METADATA VIRTUAL,
             `rowtime` AS TO_TIMESTAMP_LTZ(CASE WHEN {valid_ts} THEN {ts} ELSE 0 END, 3),
-            WATERMARK FOR `rowtime` AS `rowtime` - INTERVAL '{job.lateness_ms / 1000:.3f}' SECOND
+            WATERMARK FOR `rowtime` AS `rowtime` - {_lateness_interval(job.lateness_ms)}
         ) WITH ({_with(options)})
     """)
     # The key crosses into Python as a str: a lone surrogate (JSON "\\ud800") in it failed the job (pemja's

@@ -56,3 +56,35 @@ def test_the_events_source_fetches_as_the_settings_say(tmp_path: Path) -> None:
     for name, bad in (("MIN_BYTES", "0"), ("MIN_BYTES", "4294967296"), ("WAIT_MS", "0"), ("WAIT_MS", "soon")):
         with pytest.raises(ConfigError, match="source_fetch"):
             load_settings(env=base | {f"RISKCTL_JOB_SOURCE_FETCH_{name}": bad})
+
+
+@pytest.fixture(scope="module")
+def flink_sql() -> Any:
+    """A real table environment (the JVM gateway starts; no job runs): Flink checks the DDL."""
+    from pyflink.table import EnvironmentSettings, TableEnvironment
+
+    return TableEnvironment.create(EnvironmentSettings.in_streaming_mode())
+
+
+@pytest.mark.parametrize(
+    ("lateness_ms", "interval"),
+    [
+        (0, "'0 00:00:00.000'"),
+        (5000, "'0 00:00:05.000'"),
+        (120_000, "'0 00:02:00.000'"),  # 100 s or more: "exceeds precision of SECOND(2) field"
+        (90_061_001, "'1 01:01:01.001'"),
+        (100 * 86_400_000 - 1, "'99 23:59:59.999'"),
+    ],
+)
+def test_flink_takes_the_watermark_of_any_lateness_up_to_99_days(
+    tmp_path: Path, flink_sql: Any, lateness_ms: int, interval: str
+) -> None:
+    ddl = _ddl({"RISKCTL_STACK_DIR": str(tmp_path), "RISKCTL_JOB_LATENESS_MS": str(lateness_ms)})
+    assert f"`rowtime` - INTERVAL {interval} DAY TO SECOND(3)" in ddl
+    flink_sql.execute_sql(ddl.replace("riskctl_events", f"events_{lateness_ms}"))  # raised for 100 s and more
+
+
+def test_a_lateness_beyond_99_days_is_a_config_error(tmp_path: Path) -> None:
+    env = {"RISKCTL_STACK_DIR": str(tmp_path), "RISKCTL_JOB_LATENESS_MS": str(100 * 86_400_000)}
+    with pytest.raises(ConfigError, match=r"job\.lateness_ms must be at most 8639999999 "):
+        _events(FakeTableEnv(), load_settings(env=env))  # type: ignore[arg-type]

@@ -130,8 +130,19 @@ def jvm_options(environ: Mapping[str, str]) -> str:
     return " ".join([current, *missing]).strip()
 
 
+#: Flink's shortest checkpoint interval (CheckpointConfig.MINIMAL_CHECKPOINT_TIME)
+MIN_CHECKPOINT_INTERVAL_MS = 10
+
+
 def create_env(opts: EnvOptions) -> StreamExecutionEnvironment:
     """A StreamExecutionEnvironment in thread mode, on RocksDB, with checkpoints and exponential restarts."""
+    if 0 < opts.checkpoint_interval_ms < MIN_CHECKPOINT_INTERVAL_MS:
+        # Flink's IllegalArgumentException, from enable_checkpointing, ended 'riskctl run' in a traceback
+        msg = (
+            f"job.checkpoint_interval_ms must be 0 (no checkpoints) or at least {MIN_CHECKPOINT_INTERVAL_MS} "
+            f"(Flink's shortest interval), got {opts.checkpoint_interval_ms}"
+        )
+        raise ConfigError(msg)
     # must be set before the first JVM call: the MiniCluster's JVM inherits this process's environment
     os.environ["PYTHONPATH"] = python_path()
     os.environ["FLINK_ENV_JAVA_OPTS"] = jvm_options(os.environ)

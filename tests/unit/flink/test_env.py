@@ -3,11 +3,13 @@ starts for pyflink's Configuration; no job runs)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from riskctl.errors import ConfigError
 from riskctl.flink import env as flink_env
 
 JARS = (
@@ -193,3 +195,21 @@ def test_the_minicluster_logs_to_the_stack_unless_told_otherwise(tmp_path: Path)
     under_flink_run = {"PYFLINK_GATEWAY_PORT": "40001"}  # the CLI's JVM runs already
     flink_env.set_minicluster_log_dir(tmp_path, under_flink_run)
     assert under_flink_run == {"PYFLINK_GATEWAY_PORT": "40001"}
+
+
+@pytest.mark.parametrize("interval", [1, 9])
+def test_a_checkpoint_interval_flink_refuses_is_a_config_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, interval: int
+) -> None:
+    # the real environment: Flink's enable_checkpointing raised IllegalArgumentException (a Py4JJavaError and
+    # a traceback from 'riskctl run --set job.checkpoint_interval_ms=5')
+    for name in JARS:
+        (tmp_path / name).write_bytes(b"")
+    for var in ("PYTHONPATH", "FLINK_ENV_JAVA_OPTS"):
+        monkeypatch.setenv(var, os.environ.get(var, ""))  # create_env sets them: restored after the test
+    with pytest.raises(
+        ConfigError, match=f"job.checkpoint_interval_ms must be 0 .* at least 10 .* got {interval}$"
+    ):
+        flink_env.create_env(flink_env.EnvOptions(jars_dir=str(tmp_path), checkpoint_interval_ms=interval))
+    env = flink_env.create_env(flink_env.EnvOptions(jars_dir=str(tmp_path), checkpoint_interval_ms=10))
+    assert env.get_checkpoint_config().get_checkpoint_interval() == 10

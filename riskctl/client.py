@@ -40,6 +40,9 @@ from typing import Any
 
 from riskctl.deadline import Deadline
 
+#: the longest any attempt waits for its answer
+_MAX_WAIT_S = 86_400.0
+
 __all__ = ["AsyncDecisionClient", "DecisionClient", "DecisionResult", "RequestRefused", "Unavailable"]
 
 
@@ -149,7 +152,10 @@ class _Base:
         self.max_answer_bytes = max_answer_bytes
 
     def _wait_s(self, timeout_ms: int | None) -> float:
-        return ((timeout_ms or self.timeout_ms or 1000) + self.network_margin_ms) / 1000
+        # at most a day: a socket refuses a timeout beyond ~292 years with an OverflowError (no server waits
+        # that long anyway: serve.max_timeout_ms is at most 10 minutes, it answers 422 beyond)
+        wait = ((timeout_ms or self.timeout_ms or 1000) + self.network_margin_ms) / 1000
+        return min(wait, _MAX_WAIT_S)
 
     def _end(self, deadline_ms: int | None) -> float | None:
         """When the call must be over (time.monotonic()), None when unbounded."""

@@ -20,6 +20,9 @@ from types import TracebackType
 
 __all__ = ["Deadline", "current"]
 
+#: the watchdog's longest wait: it looks at its heap again at least this often
+_MAX_WAIT_S = 3600.0
+
 
 class Deadline:
     """The end of one exchange: past ``seconds``, every socket :meth:`watch`-ed is shut down (both ways), so
@@ -96,7 +99,9 @@ class _Watchdog:
                 at, _, deadline = self._heap[0]
                 left = at - time.monotonic()
                 if left > 0:
-                    self._cond.wait(left)
+                    # bounded: Condition.wait refuses more than threading.TIMEOUT_MAX (292 years) with an
+                    # OverflowError, which ended this thread, and with it every later deadline
+                    self._cond.wait(min(left, _MAX_WAIT_S))
                     continue
                 heapq.heappop(self._heap)
             deadline._expire()

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from riskctl.client import AsyncDecisionClient, DecisionClient, Unavailable
+from riskctl.client import AsyncDecisionClient, DecisionClient, RequestRefused, Unavailable
 from riskctl.deadline import Deadline
 from tests.unit.serve.fakes import FakeBus, running_api, settings_for_tests
 from tests.unit.serve.test_app import event
@@ -214,6 +214,31 @@ def test_deadlines_expire_in_time_order_and_a_finished_one_does_nothing() -> Non
         for a, b in pairs:
             a.close()
             b.close()
+
+
+def test_a_deadline_beyond_what_a_thread_can_wait_leaves_the_watchdog_running() -> None:
+    """The watchdog waited for the earliest deadline with Condition.wait, which refuses more than 292 years
+    (OverflowError): its thread ended, and no later deadline of the process ever expired."""
+    with Deadline(1e10):
+        time.sleep(0.3)  # the watchdog waits for this one
+    a, b = socket.socketpair()
+    try:
+        with Deadline(0.05) as d:
+            d.watch(a)
+            a.settimeout(3)
+            assert a.recv(10) == b""  # shut down at 50 ms (a TimeoutError after 3 s without the watchdog)
+        assert d.expired
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_timeout_ms_beyond_what_a_socket_takes_gets_the_apis_refusal() -> None:
+    """timeout_ms=10**13 raised an OverflowError from the socket (and killed the deadlines' watchdog)."""
+    with running_api(settings_for_tests(), FakeBus()) as (base, _, _):
+        with DecisionClient(base, timeout_ms=10**13) as client:
+            exc, _ = timed(lambda: client.decide(event()))
+    assert isinstance(exc, RequestRefused) and exc.status == 422 and exc.field == "timeout_ms", exc
 
 
 def test_a_forked_child_gets_deadlines_of_its_own() -> None:

@@ -306,17 +306,22 @@ class Dispatcher:
 
     def _deliver(self, channel: Channel, jobs: list[_Job], *, digest: bool) -> None:
         """Send one message (one item, or a digest of several) with retries; then mark every job done."""
-        # a job whose id was delivered meanwhile (a duplicate held in the same digest) is not listed twice
+        # a job whose id was delivered meanwhile (a duplicate held in the same digest) is not listed twice;
+        # one whose partition was revoked while it was held for the digest is dropped (not started: the
+        # partition's new owner reads it again and sends it)
         unique: dict[str, _Job] = {}
-        dups: list[_Job] = []
+        dropped: list[_Job] = []
         with self._lock:
             for j in jobs:
-                if (channel.name, j.item.key) in self.delivered or j.item.key in unique:
-                    dups.append(j)
+                if self._stale(j.record):
+                    self.stats.abandoned += 1
+                    dropped.append(j)
+                elif (channel.name, j.item.key) in self.delivered or j.item.key in unique:
+                    self.stats.deduplicated += 1
+                    dropped.append(j)
                 else:
                     unique[j.item.key] = j
-            self.stats.deduplicated += len(dups)
-        for j in dups:
+        for j in dropped:
             self._done(j, channel.name)
         jobs = list(unique.values())
         if not jobs:

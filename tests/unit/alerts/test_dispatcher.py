@@ -507,3 +507,24 @@ def test_a_dingtalk_digest_of_emoji_ids_stays_within_dingtalks_20000_bytes(make:
     assert len(sent) == 2 and dead == []  # one alert, then one digest of 39
     assert all(len(text.encode()) <= 18_000 for text in sent)
     assert sent[1].startswith("39 alerts arrived beyond the rate limit of ding:") and sent[1].endswith("...")
+
+
+def test_items_held_for_a_digest_are_abandoned_when_their_partition_is_revoked(make: Any) -> None:
+    # held for the digest = not started: the partition's new owner reads them again and sends them; sending
+    # them in this instance's digest too gave reviewers each of them twice (after every rebalance of a flood)
+    channels = {"limited": {"type": "slack", "url": "https://h/x", "rate_limit": {"max": 1, "window_s": 0.5}}}
+    d, sender, dead = make(channels)
+    feed(d, [alert_doc(alert_id=f"a{i}") for i in range(3)])
+    feed(d, [alert_doc(alert_id="b0")], partition="p1")
+
+    def held() -> bool:  # a0 sent; a1, a2 and b0 taken from the queue and held in the window
+        d.finished()
+        return d.in_flight() == 3 and d._queues["limited"].empty()
+
+    wait_until(held)
+    time.sleep(0.05)
+    d.revoke("p0")
+    committable_eventually(d, {"p1": 1})
+    wait_until(lambda: d.in_flight() == 0)
+    assert sender.succeeded("limited") == [["a0"], ["b0"]] and dead == []
+    assert d.stats.abandoned == 2 and d.stats.digests == 0

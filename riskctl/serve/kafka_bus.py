@@ -267,5 +267,10 @@ class KafkaBus:
 
 
 def _deliver_all(handle: Callable[[dict[str, Any]], Any], docs: list[dict[str, Any]]) -> None:
+    """Hand each reply of a batch to ``handle``: one that fails it is dropped, not the replies after it
+    (other requests' decisions: they would get their fallback)."""
     for doc in docs:
-        handle(doc)
+        try:
+            handle(doc)
+        except Exception as exc:  # noqa: BLE001 - a hostile record, one line each: no traceback to flood logs
+            LOG.warning("serve: a reply (event_id %.100r) was dropped: %s", doc.get("event_id"), exc)

@@ -61,7 +61,8 @@ class Stats:
     replays: int = 0
     produce_failures: int = 0
     late_decisions: int = 0
-    #: replies naming one of our event_ids but another user_id or ts: not the decision of our event, ignored
+    #: replies naming one of our event_ids but another user_id or ts (or nested too deep to be answered): not
+    #: the decision of our event, ignored
     foreign_decisions: int = 0
     last_roundtrip: float = 0.0
 
@@ -237,7 +238,8 @@ class DecisionService:
 
         Anyone who can write the events topic can send an event with one of our pending event_ids and our
         ``reply_to``: a reply is taken only when it also repeats the event's user_id and ts (the job's
-        decision always does), else it is ignored and counted (``foreign_decisions``)."""
+        decision always does), else it is ignored and counted (``foreign_decisions``); so is one that cannot
+        be written back as JSON (nested too deep), which would fail the answer of every request waiting."""
         event_id = decision.get("event_id")
         if not isinstance(event_id, str):
             return False
@@ -248,10 +250,15 @@ class DecisionService:
         if decision.get("user_id") != user_id or decision.get("ts") != ts:
             self.stats.foreign_decisions += 1
             return False
-        now = self.clock()
-        self.stats.last_roundtrip = now
         if remembered is None:
-            self.entries[event_id] = (fingerprint, created, orjson.dumps(decision), fell_back, user_id, ts)
+            try:
+                encoded = orjson.dumps(decision)
+            except TypeError:  # orjson.JSONEncodeError: nested beyond the 255 levels orjson writes
+                self.stats.foreign_decisions += 1  # not the job's (it never writes one): no answer of ours
+                return False
+        self.stats.last_roundtrip = self.clock()
+        if remembered is None:
+            self.entries[event_id] = (fingerprint, created, encoded, fell_back, user_id, ts)
             if fell_back:
                 self.stats.late_decisions += 1
             for waiter in self.waiters.pop(event_id, ()):

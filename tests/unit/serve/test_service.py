@@ -7,9 +7,11 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 import pytest
 
 from riskctl.core.door import Limits
+from riskctl.serve.kafka_bus import _deliver_all
 from riskctl.serve.request import ApiError, DecisionRequest, parse_event_request
 from riskctl.serve.service import DecisionService
 from tests.unit.serve.fakes import FakeBus, reject_big
@@ -254,6 +256,41 @@ def test_a_reply_with_our_event_id_but_another_user_or_ts_is_not_taken_as_the_de
         assert retry["action"] == "REJECT" and retry["replay"]
 
     run(go())
+
+
+def test_a_reply_too_deep_to_answer_is_ignored_and_the_replies_after_it_are_delivered() -> None:
+    """A reply nested beyond the 255 levels orjson writes (it reads 1,024) made on_decision raise: the
+    replies after it in the consumer's batch were dropped, their requests got the fallback."""
+
+    async def go() -> None:
+        bus = FakeBus(delay=None)
+        svc = service(bus)
+        first = asyncio.create_task(svc.decide(req("e1", timeout_ms=2000)))
+        second = asyncio.create_task(svc.decide(req("e2", timeout_ms=2000)))
+        await asyncio.sleep(0.01)
+        real1, real2 = (reject_big(event) for _, event in bus.produced)
+        deep = {**real1, "rules": orjson.loads(b"[" * 300 + b"]" * 300)}
+        _deliver_all(svc.on_decision, [deep, real2])
+        out2 = await asyncio.wait_for(second, 1)
+        assert out2["source"] == "job" and out2["event_id"] == "e2"
+        assert not first.done() and svc.stats.foreign_decisions == 1
+        _deliver_all(svc.on_decision, [real1])
+        out1 = await asyncio.wait_for(first, 1)
+        assert out1["source"] == "job" and out1["rules"] == []
+
+    run(go())
+
+
+def test_a_reply_that_fails_its_handler_does_not_drop_the_replies_after_it() -> None:
+    seen: list[Any] = []
+
+    def handle(doc: dict[str, Any]) -> None:
+        if doc["n"] == 1:
+            raise ValueError("hostile")
+        seen.append(doc["n"])
+
+    _deliver_all(handle, [{"n": 1}, {"n": 2}, {"n": 3}])
+    assert seen == [2, 3]
 
 
 def test_the_memory_of_decided_events_is_out_of_the_cyclic_collectors_way() -> None:

@@ -22,11 +22,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from riskctl.alerts.model import MAX_KEY_CHARS
 from riskctl.errors import ServiceError
 from riskctl.kafka_admin import ensure_topics
 
 log = logging.getLogger("riskctl.alerts")
 SEP = "\x1f"
+#: the longest key this module writes: a channel name (64 characters of ASCII), the separator and a
+#: deduplication key (riskctl.alerts.model.MAX_KEY_CHARS characters, 4 bytes each at most); a longer key in
+#: the topic is garbage, and keeping it would let a few thousand records of megabytes fill the memory
+MAX_KEY_BYTES = 64 + 1 + 4 * MAX_KEY_CHARS
 SERVICE = "kafka"
 RETENTION_MS = 7 * 24 * 3600 * 1000
 
@@ -36,8 +41,8 @@ def key_of(channel: str, item_id: str) -> bytes:
 
 
 def parse_key(key: bytes | None) -> tuple[str, str] | None:
-    """(channel, id) of a key; None for a key this module did not write."""
-    if not key:
+    """(channel, id) of a key; None for a key this module did not write (or longer than any it writes)."""
+    if not key or len(key) > MAX_KEY_BYTES:
         return None
     try:
         channel, sep, item_id = key.decode("utf-8").partition(SEP)

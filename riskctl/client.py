@@ -32,6 +32,8 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import select
+import socket
 import time
 import urllib.parse
 from collections.abc import Mapping
@@ -186,6 +188,8 @@ class DecisionClient(_Base):
         self._conn: http.client.HTTPConnection | None = None
 
     def _connection(self, wait_s: float) -> http.client.HTTPConnection:
+        if self._conn is not None and self._conn.sock is not None and _dropped(self._conn.sock):
+            self.close()  # the server closed the kept-alive connection (serve.idle_timeout_ms): a new one
         if self._conn is None:
             cls = http.client.HTTPSConnection if self.url.scheme == "https" else http.client.HTTPConnection
             self._conn = cls(self.url.hostname or "", self.url.port, timeout=wait_s)
@@ -251,6 +255,16 @@ class DecisionClient(_Base):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _dropped(sock: socket.socket) -> bool:
+    """Whether an idle kept-alive connection cannot carry a request: readable without a request sent means
+    its end (the server closed it) or bytes nobody asked for. Reused, its request failed (a broken pipe, or
+    the server's close read as the answer): an attempt lost, the whole call with retries=0."""
+    try:
+        return bool(select.select([sock], [], [], 0)[0])
+    except (OSError, ValueError):  # closed underneath
+        return True
 
 
 class AsyncDecisionClient(_Base):

@@ -191,6 +191,16 @@ def test_within_its_deadline_a_call_is_answered_on_one_kept_alive_connection() -
         assert (first.event_id, second.event_id) == ("k1", "k2") and first.action == "PASS"
 
 
+def test_a_kept_alive_connection_the_server_closed_is_not_reused() -> None:
+    """serve closes a connection idle for serve.idle_timeout_ms: the next call of the sync client wrote on
+    it and failed (a broken pipe): Unavailable with retries=0, an attempt and its backoff lost otherwise."""
+    with running_api(settings_for_tests(idle_timeout_ms=200), FakeBus()) as (base, _, _):
+        with DecisionClient(base, timeout_ms=1000, retries=0) as client:
+            assert client.decide(event("i1")).action == "PASS"
+            time.sleep(1.0)  # the server closes the idle connection after 200 ms
+            assert client.decide(event("i2")).action == "PASS"
+
+
 def test_deadlines_expire_in_time_order_and_a_finished_one_does_nothing() -> None:
     pairs = [socket.socketpair() for _ in range(3)]
     try:

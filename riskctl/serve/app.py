@@ -106,7 +106,12 @@ class Api:
         except web.HTTPException as exc:  # aiohttp's own: 404, 405, 413 ... as JSON with the reason
             if exc.status < 400:
                 raise
-            return _json({"error": {"status": exc.status, "field": None, "reason": exc.reason}}, exc.status)
+            response = _json(
+                {"error": {"status": exc.status, "field": None, "reason": exc.reason}}, exc.status
+            )
+            if "Allow" in exc.headers:  # a 405 names the methods the path takes (RFC 9110)
+                response.headers["Allow"] = exc.headers["Allow"]
+            return response
 
     async def decisions(self, request: web.Request) -> web.Response:
         if self.draining:

@@ -149,6 +149,13 @@ def test_a_max_depth_beyond_what_orjson_writes_is_refused_and_the_deepest_accept
 def test_wrong_method_and_unknown_path_are_json_errors() -> None:
     with running_api(settings_for_tests(), FakeBus()) as (base, _, _):
         assert call(base, "GET", "/v1/decisions")[0] == 405
+        host, port = base.removeprefix("http://").split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        conn.request("DELETE", "/v1/decisions")
+        resp = conn.getresponse()
+        # the 405 names the methods the path takes (the JSON body replaced aiohttp's, and its Allow header)
+        assert resp.status == 405 and resp.getheader("Allow") == "POST" and json.loads(resp.read())["error"]
+        conn.close()
         status, out = call(base, "GET", "/nope")
         assert status == 404 and out["error"]["status"] == 404
 

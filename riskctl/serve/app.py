@@ -25,6 +25,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from riskctl.config import Settings
 from riskctl.config.settings import MAX_EVENT_DEPTH
@@ -278,6 +279,29 @@ class GcPauses:
             self.full += 1
 
 
+class _MalformedRequests(logging.Filter):
+    """aiohttp logs each request it cannot parse (a header line beyond 8,190 bytes, more than 128 headers, a
+    request line that is not HTTP) with a traceback at ERROR: one WARNING line each instead, so that whoever
+    sends them cannot fill the logs with tracebacks. Other errors (a handler that failed) keep theirs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            reason = " ".join(str(exc.message).split())[:200]
+            record.msg, record.args = (
+                "refused a malformed request from %s: %s",
+                (*(record.args or ()), reason),
+            )
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+#: the logger of aiohttp's request handling (its parse errors on one line)
+HTTP_LOG = logging.getLogger("riskctl.serve.http")
+HTTP_LOG.addFilter(_MalformedRequests())
+
+
 def make_runner(api: Api, settings: Settings) -> web.AppRunner:
     """The aiohttp runner of ``api``: its shutdown grace and its idle timeout (see serve.idle_timeout_ms)."""
     s = settings.serve
@@ -290,6 +314,7 @@ def make_runner(api: Api, settings: Settings) -> web.AppRunner:
         # named the missing package, after logging a traceback per request
         auto_decompress=False,
         access_log=None,
+        logger=HTTP_LOG,
     )
 
 

@@ -6,6 +6,7 @@ import asyncio
 import gzip
 import http.client
 import json
+import logging
 import threading
 import time
 import zlib
@@ -437,6 +438,40 @@ def test_stats_report_the_collector_pauses() -> None:
         status, stats = call(base, "GET", "/v1/stats")
     assert status == 200 and stats["gc_full_collections"] == 0 and stats["gc_pause_max_ms"] == 0
     assert stats["foreign_decisions"] == 0 and stats["reply_key"] == "fake:0"
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: a\r\n" % i for i in range(200)) + b"\r\n",
+        b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+    ],
+    ids=["long-header", "many-headers", "long-url"],
+)
+def test_a_malformed_request_is_400_and_one_log_line_not_a_traceback(
+    request_bytes: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    """aiohttp logged every request it could not parse with a traceback at ERROR: whoever sent them filled
+    the logs with tracebacks."""
+    import socket
+    import urllib.parse
+
+    with running_api(settings_for_tests(), FakeBus()) as (base, _, _):
+        url = urllib.parse.urlsplit(base)
+        with (
+            caplog.at_level(logging.DEBUG),
+            socket.create_connection((url.hostname, url.port), timeout=5) as sock,
+        ):
+            sock.sendall(request_bytes)
+            answer = b""
+            while chunk := sock.recv(65_536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.0 400") or answer.startswith(b"HTTP/1.1 400"), answer[:100]
+        assert call(base, "GET", "/healthz")[0] == 200
+    refused = [r for r in caplog.records if "malformed request" in r.getMessage()]
+    assert len(refused) == 1 and refused[0].levelno == logging.WARNING, caplog.text
+    assert not [r for r in caplog.records if r.exc_info], caplog.text
 
 
 def test_a_body_that_trickles_in_gets_408_and_frees_the_connection() -> None:

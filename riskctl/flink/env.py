@@ -130,6 +130,9 @@ def jvm_options(environ: Mapping[str, str]) -> str:
     return " ".join([current, *missing]).strip()
 
 
+#: the largest Java ``long``: the longest duration in milliseconds Flink takes
+JAVA_LONG_MAX = 2**63 - 1
+
 #: Flink's shortest checkpoint interval (CheckpointConfig.MINIMAL_CHECKPOINT_TIME)
 MIN_CHECKPOINT_INTERVAL_MS = 10
 
@@ -221,9 +224,13 @@ def ttl_config(ttl_ms: int) -> StateTtlConfig:
 
     The default cleanup strategies build a RocksDB compaction-filter strategy with ``Duration.of_days(30)``,
     which needs a py4j gateway that a TaskManager does not have (FLINK-40628): set the strategy explicitly.
+
+    A TTL beyond Java's ``long`` (``job.state_ttl_ms`` plus ``job.state_ttl_margin_ms``, each up to it) is
+    the longest one Flink takes, which never expires: the value itself raised OverflowError ("int too big
+    to convert") in the decide operator's open(), on every restart, and no event was ever decided.
     """
     return (
-        StateTtlConfig.new_builder(Time.milliseconds(ttl_ms))
+        StateTtlConfig.new_builder(Time.milliseconds(min(ttl_ms, JAVA_LONG_MAX)))
         .set_update_type(StateTtlConfig.UpdateType.OnCreateAndWrite)
         .set_state_visibility(StateTtlConfig.StateVisibility.NeverReturnExpired)
         .disable_cleanup_in_background()

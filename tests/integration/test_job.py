@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -272,3 +273,19 @@ def test_scenario_17_bad_rule_is_refused_and_old_version_keeps_running(job: Job,
     assert d[f"{u}-2"]["action"] == "REVIEW" and fired["version"] == version
     assert job.proc is not None
     job.proc.check_alive()
+
+
+def test_a_state_ttl_up_to_the_largest_setting_decides(stack: Settings, tmp_path: Path) -> None:
+    """job.state_ttl_ms takes values up to 2**63 - 1 ms; with the margin, the TTL given to Flink went beyond
+    a Java long: the decide operator's open() raised OverflowError ("int too big to convert") at every
+    restart and no event was decided. Flink's TTL is now the longest it takes."""
+    j = new_job(stack, tmp_path)
+    proc = start_job(j, tmp_path / "job.log", {"RISKCTL_JOB_STATE_TTL_MS": str(2**63 - 1)})
+    try:
+        wait_rules(j, timeout=120)
+        u = j.user("ttl")
+        e = ev(f"{u}-1", u, "transfer", 0, amount=5)
+        j.send([e])
+        assert j.decisions_for([e["event_id"]], timeout=60)[e["event_id"]]["action"] == "PASS"
+    finally:
+        proc.stop()

@@ -213,3 +213,12 @@ def test_a_checkpoint_interval_flink_refuses_is_a_config_error(
         flink_env.create_env(flink_env.EnvOptions(jars_dir=str(tmp_path), checkpoint_interval_ms=interval))
     env = flink_env.create_env(flink_env.EnvOptions(jars_dir=str(tmp_path), checkpoint_interval_ms=10))
     assert env.get_checkpoint_config().get_checkpoint_interval() == 10
+
+
+def test_a_state_ttl_beyond_a_java_long_is_the_longest_flink_takes() -> None:
+    # job.state_ttl_ms and job.state_ttl_margin_ms may each be up to 2**63 - 1: their sum reached Flink as is
+    # (OverflowError in the decide operator's open(), a restart loop; tests/integration/test_job.py)
+    longest = 2**63 - 1
+    assert flink_env.ttl_config(longest + 86_400_000).get_ttl().to_milliseconds() == longest
+    assert flink_env.ttl_config(2 * longest)._to_proto().ttl == longest  # a Java long (int64)
+    assert flink_env.ttl_config(86_400_000).get_ttl().to_milliseconds() == 86_400_000

@@ -64,6 +64,8 @@ LOG = logging.getLogger(__name__)
 #: ``max.request.size`` of the job's Kafka producers (the client's default, set explicitly): a dead letter is
 #: at most ``job.dead_letter_max_bytes`` (<= 1,000,000), so it always fits with its key
 SINK_MAX_REQUEST_BYTES = 1_048_576
+#: the largest value of a Kafka client setting of type INT (``fetch.max.wait.ms``)
+KAFKA_INT_MAX = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -267,6 +269,11 @@ def _events(t_env: StreamTableEnvironment, settings: Settings) -> KeyedStream:
     startup = {"committed": "group-offsets", "earliest": "earliest-offset", "latest": "latest-offset"}
     if job.starting_offsets not in startup:
         msg = f"job.starting_offsets must be one of {', '.join(startup)}, got {job.starting_offsets!r}"
+        raise ConfigError(msg)
+    if job.source_fetch_wait_ms > KAFKA_INT_MAX:
+        # the Kafka client's fetch.max.wait.ms is an int: a larger value failed every start of the source's
+        # readers (ConfigException 'Not a number of type INT'), and the job restarted forever
+        msg = f"job.source_fetch_wait_ms must be at most {KAFKA_INT_MAX}, got {job.source_fetch_wait_ms}"
         raise ConfigError(msg)
     options = {
         "connector": "kafka",

@@ -88,3 +88,17 @@ def test_a_lateness_beyond_99_days_is_a_config_error(tmp_path: Path) -> None:
     env = {"RISKCTL_STACK_DIR": str(tmp_path), "RISKCTL_JOB_LATENESS_MS": str(100 * 86_400_000)}
     with pytest.raises(ConfigError, match=r"job\.lateness_ms must be at most 8639999999 "):
         _events(FakeTableEnv(), load_settings(env=env))  # type: ignore[arg-type]
+
+
+def test_a_fetch_wait_the_kafka_client_cannot_take_is_a_config_error(tmp_path: Path) -> None:
+    # fetch.max.wait.ms is an int for the Kafka client: 3,000,000,000 failed each reader's start
+    # (ConfigException 'Not a number of type INT') and the job restarted forever, deciding nothing
+    base = {"RISKCTL_STACK_DIR": str(tmp_path)}
+    assert "'properties.fetch.max.wait.ms' = '2147483647'" in _ddl(
+        base | {"RISKCTL_JOB_SOURCE_FETCH_WAIT_MS": "2147483647"}
+    )
+    env = base | {"RISKCTL_JOB_SOURCE_FETCH_WAIT_MS": "3000000000"}
+    with pytest.raises(
+        ConfigError, match=r"job\.source_fetch_wait_ms must be at most 2147483647, got 3000000000"
+    ):
+        _events(FakeTableEnv(), load_settings(env=env))  # type: ignore[arg-type]

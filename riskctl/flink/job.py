@@ -600,9 +600,35 @@ def _kafka_sink(t_env: StreamTableEnvironment, name: str, topic: str, settings: 
     return name
 
 
+def _check_checkpointing(settings: Settings) -> None:
+    """Refuse the settings that need checkpoints when ``job.checkpoint_interval_ms`` is 0 (none).
+
+    Flink CDC reads the binlog only after a checkpoint completed: without checkpoints the job ran the rules of
+    the table's snapshot and no edit ever arrived (``riskctl rules apply --wait`` timed out, silently for the
+    job). An exactly-once sink commits its transactions on checkpoints: none of its records became visible to
+    ``read_committed`` consumers.
+    """
+    job = settings.job
+    if job.checkpoint_interval_ms > 0:
+        return
+    if job.rules_source == "cdc":
+        msg = (
+            "job.rules_source cdc needs checkpoints (Flink CDC reads rule edits from the binlog only after a "
+            "checkpoint completed): set job.checkpoint_interval_ms above 0, or use job.rules_source poll"
+        )
+        raise ConfigError(msg)
+    if job.delivery == "exactly-once":
+        msg = (
+            "job.delivery exactly-once needs checkpoints (the sinks commit their transactions on each "
+            "checkpoint): set job.checkpoint_interval_ms above 0, or use job.delivery at-least-once"
+        )
+        raise ConfigError(msg)
+
+
 def build_pipeline(env: StreamExecutionEnvironment, settings: Settings) -> None:
     """Add the whole risk pipeline to ``env`` (call ``env.execute`` afterwards)."""
     job = settings.job
+    _check_checkpointing(settings)
     t_env = StreamTableEnvironment.create(env)
 
     events = _events(t_env, settings)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from riskctl.errors import NewerCheckpointError
+from riskctl.errors import ConfigError, NewerCheckpointError
 
 #: ``_metadata`` files larger than this are not read (state inlined in it is small; a checkpoint of this job
 #: is recognised by the source's split state, which comes early)
@@ -137,3 +137,24 @@ def check_start(checkpoint_dir: str, events_topic: str, restore_from: str, *, fr
         + " anyway"
     )
     raise NewerCheckpointError(msg)
+
+
+def check_restore_exists(restore_from: str) -> None:
+    """Refuse a local ``job.restore_from`` that is not a completed checkpoint or savepoint (no ``_metadata``
+    in it): Flink found out only when the job was submitted, and ``riskctl run`` ended with a Java traceback
+    of 99 lines ("Cannot find checkpoint or savepoint file/directory").
+
+    For the embedded MiniCluster only, where this process is the cluster: under ``flink run`` the path is
+    the JobManager's, which may be another machine's.
+    """
+    if not restore_from:
+        return
+    path = local_path(restore_from)
+    if path is None or _metadata(path) is not None:
+        return  # a remote store (Flink reads it), or a completed checkpoint or savepoint
+    what = "no such file or folder" if not path.exists() else "no _metadata in it"
+    msg = (
+        f"job.restore_from {restore_from!r} is not a completed checkpoint or savepoint ({what}): name a "
+        "chk-<n> folder (or a savepoint folder) that holds a _metadata file"
+    )
+    raise ConfigError(msg)

@@ -61,10 +61,13 @@ def restart_options(settings: Settings) -> RestartOptions:
 def build(settings: Settings) -> object:
     """Create the execution environment and add the pipeline; returns the environment."""
     from riskctl.config.settings import parse_options
-    from riskctl.flink.env import EnvOptions, create_env, prepare_minicluster
+    from riskctl.flink.checkpoints import check_restore_exists
+    from riskctl.flink.env import EnvOptions, create_env, prepare_minicluster, starts_a_jvm
     from riskctl.flink.job import build_pipeline
 
     job = settings.job
+    if starts_a_jvm(os.environ):  # the MiniCluster: job.restore_from is a path of this machine
+        check_restore_exists(job.restore_from)
     working_dir = prepare_minicluster(Path(settings.stack.dir), os.environ)
     env = create_env(
         EnvOptions(

@@ -93,3 +93,36 @@ def test_submit_refuses_before_calling_flink(tmp_path: Path) -> None:
     res = run_riskctl("submit", "--from-empty", env=env)
     assert "refusing" not in res.stderr
     assert "no Flink client found" in res.stderr
+
+
+@pytest.mark.parametrize("missing", ["nonexistent/chk-3", "empty/chk-4"])
+def test_a_restore_from_without_a_checkpoint_is_a_config_error_before_the_job_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, missing: str
+) -> None:
+    """'riskctl run --set job.restore_from=/nonexistent/chk-3' ended with Flink's 99-line Java traceback
+    (FileNotFoundException: Cannot find checkpoint or savepoint) once the job was submitted."""
+    from riskctl.config import load_settings
+    from riskctl.errors import ConfigError
+    from riskctl.flink.main import build
+
+    (tmp_path / "empty" / "chk-4").mkdir(parents=True)
+    target = tmp_path / missing
+    monkeypatch.delenv("PYFLINK_GATEWAY_PORT", raising=False)  # the MiniCluster's case
+    for given in (str(target), target.as_uri()):
+        env = {
+            "RISKCTL_STACK_DIR": str(tmp_path / "stack"),
+            "RISKCTL_JOB_RULES_SOURCE": "file",
+            "RISKCTL_JOB_RESTORE_FROM": given,
+        }
+        with pytest.raises(
+            ConfigError, match=r"job\.restore_from .* is not a completed checkpoint or savepoint"
+        ):
+            build(load_settings(env=env))
+
+
+def test_a_restore_from_that_is_a_checkpoint_or_elsewhere_is_left_to_flink(tmp_path: Path) -> None:
+    from riskctl.flink.checkpoints import check_restore_exists
+
+    chk = _chk(tmp_path, "job", 7)
+    for given in ("", str(chk), chk.as_uri(), str(chk / "_metadata"), "s3://bucket/chk-1", "hdfs:///x/chk-2"):
+        check_restore_exists(given)

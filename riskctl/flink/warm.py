@@ -61,13 +61,31 @@ def _rest(rest_url: str, path: str, method: str = "GET") -> Any:
     except (OSError, urllib.error.URLError) as exc:
         msg = f"{method} {rest_url}{path}: {exc}"
         raise ServiceError(_SERVICE, msg) from exc
-    return json.loads(body) if body else None
+    if not body:
+        return {}
+    # Flink's REST API answers JSON objects; anything else (a proxy's login page, another service at that
+    # address) ended 'riskctl warm' with a JSONDecodeError or AttributeError traceback
+    try:
+        doc = json.loads(body)
+    except ValueError:  # JSONDecodeError, UnicodeDecodeError
+        doc = None
+    if not isinstance(doc, dict):
+        msg = (
+            f"{method} {rest_url}{path}: the answer is not a JSON object: is flink.rest_url Flink's REST API?"
+        )
+        raise ServiceError(_SERVICE, msg)
+    return doc
 
 
 def taskmanagers(rest_url: str) -> list[dict[str, Any]]:
     """The registered TaskManagers, as the REST API lists them (``id``, ``slotsNumber``, ``freeSlots``...)."""
-    listed: list[dict[str, Any]] = _rest(rest_url, "/taskmanagers").get("taskmanagers", [])
-    return listed
+    listed = _rest(rest_url, "/taskmanagers").get("taskmanagers", [])
+    if not isinstance(listed, list):
+        msg = (
+            f"GET {rest_url}/taskmanagers: 'taskmanagers' is not a list: is flink.rest_url Flink's REST API?"
+        )
+        raise ServiceError(_SERVICE, msg)
+    return [t for t in listed if isinstance(t, dict) and "id" in t]
 
 
 def idle_of(listed: list[dict[str, Any]]) -> list[str]:

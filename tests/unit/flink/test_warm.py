@@ -25,6 +25,7 @@ class FakeFlink:
         self.job_state = "FINISHED"
         self.requests: list[tuple[str, str, bytes]] = []
         self.run_status = 200
+        self.raw_taskmanagers: bytes | None = None  # an answer that is not Flink's (a proxy's page)
 
 
 @pytest.fixture
@@ -51,7 +52,12 @@ def flink() -> Iterator[tuple[FakeFlink, str]]:
 
         def do_GET(self) -> None:
             self._record()
-            if self.path == "/taskmanagers":
+            if self.path == "/taskmanagers" and fake.raw_taskmanagers is not None:
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(fake.raw_taskmanagers)))
+                self.end_headers()
+                self.wfile.write(fake.raw_taskmanagers)
+            elif self.path == "/taskmanagers":
                 self._send(200, {"taskmanagers": fake.taskmanagers})
             elif self.path == "/jobs/j1":
                 self._send(
@@ -153,3 +159,34 @@ def test_a_taskmanager_still_starting_gets_a_subtask_that_waits_for_it(flink: tu
     assert run["parallelism"] == 1 and run["programArgsList"][-1] == "1"
     assert res.state == "FINISHED" and res.idle == []
     assert not [p for _, p, _ in fake.requests if p == "/taskmanagers"]  # the caller's list is used as given
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [b"<html>proxy login</html>", b"\xff\xfe", b"[1, 2]", b'"text"', b'{"taskmanagers": "x"}', b"null"],
+)
+def test_an_answer_that_is_not_flinks_is_a_service_error(flink: tuple[FakeFlink, str], answer: bytes) -> None:
+    """flink.rest_url answering something else than Flink's REST API ended 'riskctl warm' with a
+    JSONDecodeError or AttributeError traceback; now a ServiceError (exit 3, UNAVAILABLE)."""
+    from click.testing import CliRunner
+
+    from riskctl.cli.common import ExitCode
+    from riskctl.cli.main import cli
+
+    fake, url = flink
+    fake.raw_taskmanagers = answer
+    with pytest.raises(ServiceError, match="flink.rest_url Flink's REST API"):
+        warm(url, timeout_s=5)
+    result = CliRunner().invoke(cli, ["warm", "--timeout", "5"], env={"RISKCTL_FLINK_REST_URL": url})
+    assert result.exit_code == ExitCode.UNAVAILABLE, (result.output, result.exception)
+    assert "Flink's REST API" in result.stderr and "Traceback" not in result.output
+
+
+def test_taskmanagers_of_another_shape_are_not_idle(flink: tuple[FakeFlink, str]) -> None:
+    fake, url = flink
+    fake.taskmanagers = [
+        "tm",
+        {"slotsNumber": 2, "freeSlots": 2},
+        {"id": "tm-ok", "slotsNumber": 1, "freeSlots": 1},
+    ]
+    assert idle_taskmanagers(url) == ["tm-ok"]

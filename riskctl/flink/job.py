@@ -64,6 +64,11 @@ LOG = logging.getLogger(__name__)
 #: ``max.request.size`` of the job's Kafka producers (the client's default, set explicitly): a dead letter is
 #: at most ``job.dead_letter_max_bytes`` (<= 1,000,000), so it always fits with its key
 SINK_MAX_REQUEST_BYTES = 1_048_576
+#: how long a statement of the job's MySQL operators waits for a lock (seconds), and for the server's answer
+MYSQL_LOCK_WAIT_S = 5
+MYSQL_READ_TIMEOUT_S = 15
+#: after a failed read of the rules (poll source), the next one is tried this many seconds later
+READ_RETRY_S = 5
 #: the largest value of a Kafka client setting of type INT (``fetch.max.wait.ms``)
 KAFKA_INT_MAX = 2**31 - 1
 
@@ -90,7 +95,15 @@ class MysqlConn:
         )
 
     def connect(self, *, autocommit: bool = False) -> Any:
-        """A pymysql connection (inside a TaskManager, where there is no Settings, only these values)."""
+        """A pymysql connection (inside a TaskManager, where there is no Settings, only these values).
+
+        Every wait is bounded, since the operators that use it run in the job's tasks: a statement waiting
+        on a lock (``LOCK TABLES``, an ``ALTER TABLE``, another session's open transaction) blocked the rules
+        poll for as long as the lock was held (MariaDB's ``lock_wait_timeout`` is a day), and with it every
+        checkpoint of the job. The session gives up on a lock after :data:`MYSQL_LOCK_WAIT_S` (an error the
+        operators handle: the poll tries again at its next tick, a status is queued), and a server that stops
+        answering (a network cut) after :data:`MYSQL_READ_TIMEOUT_S`.
+        """
         import pymysql
 
         return pymysql.connect(
@@ -101,6 +114,12 @@ class MysqlConn:
             database=self.database,
             autocommit=autocommit,
             connect_timeout=5,
+            read_timeout=MYSQL_READ_TIMEOUT_S,
+            write_timeout=MYSQL_READ_TIMEOUT_S,
+            init_command=(
+                f"SET SESSION lock_wait_timeout = {MYSQL_LOCK_WAIT_S}, "
+                f"innodb_lock_wait_timeout = {MYSQL_LOCK_WAIT_S}"
+            ),
         )
 
 
@@ -450,6 +469,7 @@ class _Differ(FlatMapFunction):  # type: ignore[misc]
         self.seen: dict[str, tuple[int, str]] = {}
         self.synced = False  # the sync row went out (once per start)
         self.complete = True  # the last read saw the whole source (a folder: every file read)
+        self.retry_at = 0.0  # after a failed read, ticks before this (monotonic) time are skipped
 
     def current(self) -> dict[str, tuple[int, str]]:
         """The rules as the source has them now: rule id -> (version, document as JSON text)."""
@@ -457,14 +477,20 @@ class _Differ(FlatMapFunction):  # type: ignore[misc]
 
     def flat_map(self, value: Row) -> Iterator[Row]:
         """On each tick: a change row for every rule added, changed or removed since the last tick."""
+        if time.monotonic() < self.retry_at:
+            return
         try:
             current = self.current()
-        except Exception as exc:  # noqa: BLE001 - a source away (MySQL down): keep the rules, ask next tick
+        except Exception as exc:  # noqa: BLE001 - a source away (MySQL down): keep the rules, ask later
+            # the ticks that queued while this read waited (up to MYSQL_READ_TIMEOUT_S) pass at once, and with
+            # them the checkpoint barrier behind them
+            self.retry_at = time.monotonic() + READ_RETRY_S
             LOG.warning(
-                "%s: reading the rules failed (%s: %s); next try at the next tick",
+                "%s: reading the rules failed (%s: %s); next try in %d s",
                 self,
                 type(exc).__name__,
                 exc,
+                READ_RETRY_S,
             )
             return
         for rule_id, (version, doc) in current.items():

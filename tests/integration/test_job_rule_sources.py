@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+from pyflink.common import Row
 
 from riskctl.config import PROJECT_ROOT, Settings
+from riskctl.core.rules import load_rules
 from tests.integration.support import Job, S, consume_until, ev, new_job, start_job, wait_rules, wait_status
 
 pytestmark = pytest.mark.integration
@@ -91,3 +95,65 @@ def test_rules_folder_source_picks_up_edits(stack: Settings, tmp_path: Path) -> 
         assert fired["version"] == 2
     finally:
         job.proc.stop()
+
+
+def test_the_mysql_operators_give_up_on_a_lock_instead_of_blocking_the_job(stack: Settings) -> None:
+    """A lock on the rules or status table (LOCK TABLES, an ALTER TABLE, an open transaction) held the rules
+    poll's SELECT for as long as it lasted (MariaDB's lock_wait_timeout is a day), and the poll runs in a task
+    of the job, so no checkpoint could complete meanwhile. Both operators now give up after
+    MYSQL_LOCK_WAIT_S: the poll keeps its rules until a later tick, a status stays queued until written."""
+    import threading
+    import uuid
+
+    from riskctl.flink.job import MYSQL_LOCK_WAIT_S, MysqlConn, PollRules, RecordRuleStatus
+    from riskctl.store.migrations import migrate, quote, table_names
+    from riskctl.store.rules_store import RuleStore
+    from tests.integration.support import connect_mysql
+
+    table = f"t{uuid.uuid4().hex[:8]}_rules"
+    names = table_names(table)
+    admin = connect_mysql(stack)
+    migrate(admin, rules_table=table)
+    store = RuleStore(connect_mysql(stack), table)
+    store.apply(store.plan(load_rules(PROJECT_ROOT / "rules")), author="tests")
+    store.conn.close()
+    poll = PollRules(MysqlConn.of(stack), table)
+    assert poll.current(), "the rules are read while nothing holds a lock"
+    status = RecordRuleStatus(MysqlConn.of(stack), names.status, retry_ms=0)
+    row = Row(
+        None, json.dumps({"rule_id": "r1", "version": 1, "state": "accepted", "reason": None, "field": None})
+    )
+    locker = connect_mysql(stack)
+    try:
+        with locker.cursor() as cur:
+            cur.execute(f"LOCK TABLES {quote(table)} WRITE, {quote(names.status)} WRITE")
+        for attempt in (poll.current, lambda: status.map(row)):
+            done: dict[str, Any] = {}
+
+            def run(fn: Any = attempt, out: dict[str, Any] = done) -> None:
+                start = time.monotonic()
+                try:
+                    fn()
+                except Exception as exc:  # noqa: BLE001 - what the operator raised, if anything
+                    out["error"] = exc
+                out["seconds"] = time.monotonic() - start
+
+            worker = threading.Thread(target=run, daemon=True)
+            worker.start()
+            worker.join(MYSQL_LOCK_WAIT_S + 10)
+            assert not worker.is_alive(), f"{attempt} still waits on the lock"
+            assert done["seconds"] < MYSQL_LOCK_WAIT_S + 5, done
+        assert status.pending, "the status is kept for later"
+    finally:
+        with locker.cursor() as cur:
+            cur.execute("UNLOCK TABLES")
+        locker.close()
+    status.flush(time.monotonic())
+    assert not status.pending
+    with admin.cursor() as cur:
+        cur.execute(f"SELECT state FROM {quote(names.status)} WHERE rule_id = 'r1'")  # noqa: S608
+        assert cur.fetchall() == (("accepted",),)
+        for name in (names.status, names.history, table):
+            cur.execute(f"DROP TABLE {quote(name)}")
+    status.close()
+    admin.close()

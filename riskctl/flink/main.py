@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -116,8 +117,30 @@ def main(argv: list[str] | None = None) -> int:
         native.describe(),
         f"; Flink's log in {os.environ.get('FLINK_LOG_DIR')}" if starts_a_jvm(os.environ) else "",
     )
-    env.execute(args.name)  # type: ignore[attr-defined]
+    # Ctrl-C is how 'riskctl run' stops: it interrupted py4j's wait for the JVM, which logged a traceback
+    # ("KeyboardInterrupt while sending command."), and click then said "Aborted!" with exit 1
+    previous = signal.signal(signal.SIGINT, _interrupted)
+    try:
+        env.execute(args.name)  # type: ignore[attr-defined]
+    except _Interrupted:
+        print("riskctl job stopped (Ctrl-C)", file=sys.stderr)
+        return INTERRUPTED
+    finally:
+        signal.signal(signal.SIGINT, previous)
     return 0
+
+
+#: the exit status of a job stopped by Ctrl-C, as a shell reports SIGINT (riskctl.cli.common.ExitCode)
+INTERRUPTED = 130
+
+
+class _Interrupted(BaseException):  # noqa: N818 - a signal, not an error
+    """Ctrl-C while the job runs: not a KeyboardInterrupt, which py4j catches and logs with a traceback, nor
+    an Exception, which it wraps in a Py4JNetworkError and logs as well."""
+
+
+def _interrupted(signum: int, frame: object) -> None:
+    raise _Interrupted
 
 
 if __name__ == "__main__":

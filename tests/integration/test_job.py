@@ -289,3 +289,47 @@ def test_a_state_ttl_up_to_the_largest_setting_decides(stack: Settings, tmp_path
         assert j.decisions_for([e["event_id"]], timeout=60)[e["event_id"]]["action"] == "PASS"
     finally:
         proc.stop()
+
+
+def test_ctrl_c_stops_riskctl_run_with_one_line_and_status_130(stack: Settings, tmp_path: Path) -> None:
+    """'riskctl run' runs until Ctrl-C; Ctrl-C interrupted py4j's wait for the JVM, which logged a traceback
+    ('KeyboardInterrupt while sending command.'), then click printed 'Aborted!' and the status was 1."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from riskctl.config import PROJECT_ROOT
+
+    j = new_job(stack, tmp_path)
+    log = tmp_path / "run.log"
+
+    def as_a_terminal_would() -> None:  # a shell's background job ignores SIGINT; a terminal's does not
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "riskctl.cli.main", "run", "--from-empty"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **j.env, "RISKCTL_JOB_RULES_SOURCE": "file"},
+            cwd=PROJECT_ROOT,
+            start_new_session=True,
+            preexec_fn=as_a_terminal_would,  # noqa: PLW1509 - only restores a signal's default
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while b"riskctl job starting" not in log.read_bytes() and time.monotonic() < deadline:
+            assert proc.poll() is None, log.read_text(errors="replace")
+            time.sleep(0.5)
+        time.sleep(5)  # the job is submitted and runs: env.execute waits
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the whole foreground group
+        assert proc.wait(timeout=60) == 130, log.read_text(errors="replace")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    text = log.read_text(errors="replace")
+    assert "riskctl job stopped (Ctrl-C)" in text
+    assert "Traceback" not in text and "Aborted!" not in text, text

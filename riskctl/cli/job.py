@@ -98,6 +98,23 @@ def _client_env(flink: str, settings: Settings) -> dict[str, str]:
     return env
 
 
+def _check_local_cluster(rest_url: str) -> None:
+    """The local stack's cluster must answer before its client submits: with it stopped, 'flink run' built
+    the job, retried for over a minute, and ended with a Java trace of 100 lines and status 31."""
+    import json
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{rest_url}/overview", timeout=5) as resp:  # noqa: S310 (an http(s) setting)
+            json.loads(resp.read())
+    except (OSError, ValueError) as exc:
+        fail(
+            ExitCode.UNAVAILABLE,
+            f"the local Flink cluster does not answer at {rest_url} ({exc}): start it with "
+            "'riskctl stack up --flink'",
+        )
+
+
 @click.command(context_settings=CONTEXT_SETTINGS, short_help="Submit the risk job to a Flink cluster.")
 @set_option
 @click.option(
@@ -117,6 +134,8 @@ def submit(overrides: tuple[str, ...], parallelism: int | None, name: str, from_
     p = settings.job.parallelism if parallelism is None else parallelism
     flink = _flink_binary(settings)
     env = _client_env(flink, settings)
+    if flink.startswith(str(Path(settings.stack.dir))):  # the local stack's client: its cluster's address
+        _check_local_cluster(settings.flink_rest_url)
     args = [a for o in overrides for a in ("--set", o)] + ["--set", f"job.parallelism={p}", "--name", name]
     cmd = [flink, "run", "-d", "-p", str(p), "-py", str(PROJECT_ROOT / "jobs" / "risk_job.py"), *args]
     res = subprocess.run(cmd, env=env, cwd=PROJECT_ROOT, check=False)

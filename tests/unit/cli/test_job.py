@@ -67,3 +67,30 @@ def test_submit_refuses_a_parallelism_flink_cannot_run(fake_flink: Path, bad: st
     assert result.exit_code == ExitCode.USAGE, result.output
     assert "--parallelism" in result.stderr
     assert not fake_flink.exists()
+
+
+def test_submit_to_the_local_cluster_stopped_is_one_line_and_status_3(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # with the stack's cluster stopped, its 'flink run' retried for 73 s and printed a Java trace of 106
+    # lines, status 31
+    stack = tmp_path / "stack"
+    (stack / "flink" / "home" / "bin").mkdir(parents=True)
+    called = tmp_path / "called"
+    flink = stack / "flink" / "home" / "bin" / "flink"
+    flink.write_text(f"#!/bin/sh\ntouch {called}\n")
+    flink.chmod(0o755)
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    monkeypatch.setenv("RISKCTL_STACK_DIR", str(stack))
+    monkeypatch.setenv("RISKCTL_FLINK_REST_URL", f"http://127.0.0.1:{closed}")
+    result = CliRunner().invoke(cli, ["submit"])
+    assert result.exit_code == ExitCode.UNAVAILABLE, result.output
+    assert result.stderr.startswith(
+        f"error: the local Flink cluster does not answer at http://127.0.0.1:{closed}"
+    )
+    assert "riskctl stack up --flink" in result.stderr and result.stderr.count("\n") == 1
+    assert not called.exists()

@@ -59,6 +59,19 @@ class Server:
         self.sock.close()
 
 
+def call_client(kind: str, url: str, opts: dict[str, Any], **call: Any) -> tuple[BaseException | None, float]:
+    """One ``decide`` of the sync or the async client built with ``opts`` (see :func:`timed`)."""
+    if kind == "sync":
+        client = DecisionClient(url, **opts)
+        return timed(lambda: client.decide(event(), **call))
+
+    async def go() -> None:
+        async with AsyncDecisionClient(url, **opts) as client:
+            await client.decide(event(), **call)
+
+    return timed(lambda: asyncio.run(go()))
+
+
 def drip(conn: socket.socket, stopped: threading.Event) -> None:
     conn.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
     while not stopped.wait(0.05):
@@ -120,16 +133,11 @@ def test_deadline_ms_bounds_the_whole_call_retries_included(server: Callable[...
     """A caller with a 300 ms budget: six attempts of 200 ms each took 1.2 s; now the call ends at 300 ms."""
     s = server(drip)
     opts: dict[str, Any] = {"timeout_ms": 100, "network_margin_ms": 100, "retries": 5, "backoff_ms": 1}
+    # the sync client is given its deadline when built, the async one per call: both ways are bounded
     if kind == "sync":
-        client = DecisionClient(s.url, deadline_ms=300, **opts)
-        exc, took = timed(lambda: client.decide(event()))
+        exc, took = call_client(kind, s.url, {**opts, "deadline_ms": 300})
     else:
-
-        async def go() -> None:
-            async with AsyncDecisionClient(s.url, **opts) as client:
-                await client.decide(event(), deadline_ms=300)
-
-        exc, took = timed(lambda: asyncio.run(go()))
+        exc, took = call_client(kind, s.url, opts, deadline_ms=300)
     assert isinstance(exc, Unavailable) and "deadline_ms" in str(exc), exc
     assert 0.28 <= took < 0.8, took
     assert s.connections == 2  # 200 ms, then the 100 ms left
@@ -141,16 +149,7 @@ def test_an_answer_larger_than_max_answer_bytes_is_not_read_whole(
 ) -> None:
     s = server(huge)
     opts: dict[str, Any] = {"timeout_ms": 2000, "retries": 0, "max_answer_bytes": 100_000}
-    if kind == "sync":
-        client = DecisionClient(s.url, **opts)
-        exc, _ = timed(lambda: client.decide(event()))
-    else:
-
-        async def go() -> None:
-            async with AsyncDecisionClient(s.url, **opts) as client:
-                await client.decide(event())
-
-        exc, _ = timed(lambda: asyncio.run(go()))
+    exc, _ = call_client(kind, s.url, opts)
     assert isinstance(exc, Unavailable) and "larger than max_answer_bytes (100000)" in str(exc), exc
 
 
@@ -167,16 +166,7 @@ def test_a_200_whose_body_is_not_a_decision_is_retried_then_unavailable(
 
     s = server(answer)
     opts: dict[str, Any] = {"timeout_ms": 500, "retries": 1, "backoff_ms": 1}
-    if kind == "sync":
-        client = DecisionClient(s.url, **opts)
-        exc, _ = timed(lambda: client.decide(event()))
-    else:
-
-        async def go() -> None:
-            async with AsyncDecisionClient(s.url, **opts) as client:
-                await client.decide(event())
-
-        exc, _ = timed(lambda: asyncio.run(go()))
+    exc, _ = call_client(kind, s.url, opts)
     assert isinstance(exc, Unavailable) and "HTTP 200 without a decision" in str(exc), exc
     assert s.connections == 2
 

@@ -36,6 +36,9 @@ class Allowed:
     test: Callable[[str], bool] | None = None
     #: a secret (a password): its value is masked when settings are printed and never shown in a message
     secret: bool = False
+    #: how a value that may hold secrets in parts is shown when printed or in a message (e.g. Flink options,
+    #: where ``s3.secret-key=...`` is one pair of many)
+    masked: Callable[[str], str] | None = None
 
 
 def setting(default: Any, **allowed: Any) -> Any:

@@ -65,7 +65,11 @@ class _Loader:
             value = spec.accept(raw, from_text=from_text)
         except ValueError:
             subject, tail = _subject(spec, source)
-            got = shown_secret(raw) if spec.allowed.secret else shown(raw)
+            masked = spec.allowed.masked
+            if spec.allowed.secret:
+                got = shown_secret(raw)
+            else:
+                got = shown(masked(raw) if masked is not None and isinstance(raw, str) else raw)
             self.problems.append(f"{subject} must be {spec.describe()}, got {got}{tail}")
             return
         setattr(getattr(self.resolved.settings, spec.section), spec.key, value)

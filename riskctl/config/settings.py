@@ -41,10 +41,35 @@ def parse_options(text: str) -> dict[str, str]:
             continue
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            msg = f"Flink options take key=value pairs separated by ';', got {pair.strip()!r}"
+            msg = f"Flink options take key=value pairs separated by ';', got {mask_options(pair)!r}"
             raise ConfigError(msg)
         out[key.strip()] = value.strip()
     return out
+
+
+#: words that make a Flink option's value a secret (in the last part of its key, lowercased):
+#: ``s3.secret-key``, ``security.ssl.keystore-password``, ``s3.access-key``, ``properties.sasl.jaas.config``
+_SECRET_WORDS = ("password", "secret", "token", "credential", "jaas")
+
+
+def mask_options(text: str) -> str:
+    """Flink options as printed and in messages: the value of a key that looks secret is ``***``, and a pair
+    without ``=`` shows only its first word (what follows may be a secret written with a blank instead)."""
+    shown = []
+    for pair in text.split(";"):
+        if not pair.strip():
+            continue
+        key, sep, value = pair.partition("=")
+        last = key.strip().rsplit(".", 1)[-1].lower()
+        if not sep:
+            word = pair.split()[0]
+            hidden = len(pair.strip()) - len(word)
+            shown.append(word + (f" ({hidden} more characters, not shown)" if hidden else ""))
+        elif any(w in last for w in _SECRET_WORDS) or last.endswith("key"):
+            shown.append(f"{key.strip()}=***")
+        else:
+            shown.append(f"{key.strip()}={value.strip()}")
+    return ";".join(shown)
 
 
 def _flink_options_ok(value: str) -> bool:
@@ -53,6 +78,11 @@ def _flink_options_ok(value: str) -> bool:
     except ConfigError:
         return False
     return True
+
+
+def _options_setting() -> Any:
+    """A setting of Flink options ("k=v;k2=v2"), shown with :func:`mask_options`."""
+    return setting("", test=_flink_options_ok, shape="key=value pairs separated by ';'", masked=mask_options)
 
 
 #: the deepest ``job.max_depth`` accepted: orjson, which writes the API's events and the job's records,
@@ -92,7 +122,7 @@ class StackSettings:
     flink_heartbeat_rpc_failure_threshold: int = setting(2, low=1, high=INT, special=(-1,))  # -1: off
     #: extra configuration of the local cluster (its conf/config.yaml), "key=value" pairs separated by ";",
     #: e.g. "taskmanager.memory.segment-size=8kb"; they win over riskctl's own values
-    flink_config: str = setting("", test=_flink_options_ok, shape="key=value pairs separated by ';'")
+    flink_config: str = _options_setting()
 
 
 @dataclass
@@ -120,7 +150,7 @@ class FlinkSettings:
     #: empty: the local stack's standalone cluster
     rest_url: str = setting("", pattern=r"(https?://\S+)?", shape="empty or an http:// or https:// URL")
     #: extra Flink configuration for the job, "key=value" pairs separated by ";" (e.g. "rest.port=8082")
-    options: str = setting("", test=_flink_options_ok, shape="key=value pairs separated by ';'")
+    options: str = _options_setting()
 
 
 @dataclass
@@ -334,6 +364,9 @@ class Settings:
         for section in fields(self):
             for f in fields(getattr(self, section.name)):
                 allowed = f.metadata.get("allowed")
-                if allowed is not None and allowed.secret and out[section.name][f.name]:
+                value = out[section.name][f.name]
+                if allowed is not None and allowed.secret and value:
                     out[section.name][f.name] = "***"
+                elif allowed is not None and allowed.masked is not None and isinstance(value, str):
+                    out[section.name][f.name] = allowed.masked(value)
         return out

@@ -48,3 +48,23 @@ def test_a_bad_set_key_without_a_value_is_still_named(clean: Path) -> None:
         load_settings(env={}, overrides=["job.paralelism"])
     with pytest.raises(ConfigError, match=r"got 'job\.paralelism' and 2 more character\(s\), not shown"):
         load_settings(env={}, overrides=["job.paralelism=4"])
+
+
+def test_secret_flink_options_are_masked_in_config_show_and_in_errors(clean: Path) -> None:
+    """flink.options and stack.flink_config may carry Flink secrets (an S3 secret key, a keystore password):
+    'config show' printed them whole, and a malformed pair was repeated in the error."""
+    import json
+
+    good = f"rest.port=8082;s3.secret-key={SECRET};security.ssl.keystore-password={SECRET};s3.access-key=AK"
+    res = CliRunner().invoke(cli, ["config", "show", "--json"], env={"RISKCTL_FLINK_OPTIONS": good})
+    assert res.exit_code == 0, res.output
+    assert SECRET not in res.output
+    shown = json.loads(res.output)
+    options = shown["settings"]["flink"]["options"] if "settings" in shown else shown["flink"]["options"]
+    assert options == "rest.port=8082;s3.secret-key=***;security.ssl.keystore-password=***;s3.access-key=***"
+    bad = f"rest.port=8082;s3.secret-key {SECRET}"  # a blank instead of '='
+    res = CliRunner().invoke(cli, ["config", "show"], env={"RISKCTL_STACK_FLINK_CONFIG": bad})
+    assert res.exit_code != 0 and SECRET not in res.output and "stack.flink_config" in res.output, res.output
+    with pytest.raises(ConfigError) as err:
+        load_settings(env={"RISKCTL_FLINK_OPTIONS": bad})
+    assert SECRET not in str(err.value) and "s3.secret-key" in str(err.value)

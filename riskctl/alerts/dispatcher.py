@@ -224,9 +224,9 @@ class Dispatcher:
             self._epoch[partition] = self._epoch.get(partition, 0) + 1
         self.ledger.forget(partition)
 
-    def _stale(self, rec: _Record) -> bool:
-        """``rec`` was read before its partition was revoked (call with the lock held)."""
-        return rec.epoch != self._epoch.get(rec.partition, 0)
+    def _stale(self, partition: Hashable, epoch: int) -> bool:
+        """A record of ``partition`` read in ``epoch`` predates a revocation (call with the lock held)."""
+        return epoch != self._epoch.get(partition, 0)
 
     def _finish(self, partition: Hashable, offset: int, epoch: int | None = None) -> None:
         """The record at ``offset`` is done; ``epoch``: its partition's when it was read (default: now)."""
@@ -246,7 +246,7 @@ class Dispatcher:
             except queue.Empty:
                 return out
             with self._lock:
-                stale = epoch != self._epoch.get(partition, 0)
+                stale = self._stale(partition, epoch)
             if not stale and self.ledger.finish(partition, offset):
                 out.append((partition, offset))
 
@@ -293,7 +293,7 @@ class Dispatcher:
             except queue.Empty:
                 continue
             with self._lock:
-                stale = self._stale(job.record)
+                stale = self._stale(job.record.partition, job.record.epoch)
                 seen = not stale and (channel.name, job.item.key) in self.delivered
                 if stale:
                     self.stats.abandoned += 1
@@ -313,7 +313,7 @@ class Dispatcher:
         dropped: list[_Job] = []
         with self._lock:
             for j in jobs:
-                if self._stale(j.record):
+                if self._stale(j.record.partition, j.record.epoch):
                     self.stats.abandoned += 1
                     dropped.append(j)
                 elif (channel.name, j.item.key) in self.delivered or j.item.key in unique:

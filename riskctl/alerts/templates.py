@@ -59,13 +59,35 @@ def _cut_bytes(text: str, limit: int) -> str:
     return text if len(data) <= limit else data[: limit - 3].decode(errors="ignore") + "..."
 
 
+#: Slack's formatting characters (mrkdwn has no escape for them: only ``& < >`` have entities) and the
+#: look-alikes shown instead: a backtick always (it opens or closes code anywhere), ``* _ ~`` (and their
+#: full-width forms) unless both neighbours are letters or digits (Slack formats only at a word's edge:
+#: ``transfer_velocity`` stays as it is, ``_x_`` or ``*x*`` in a value cannot make italics or bold)
+_SLACK_LOOKALIKE = {
+    "`": "\u02cb",  # MODIFIER LETTER GRAVE ACCENT
+    "\uff40": "\u02cb",
+    "*": "\u2217",  # ASTERISK OPERATOR
+    "\uff0a": "\ufe61",  # SMALL ASTERISK
+    "_": "\u02cd",  # MODIFIER LETTER LOW MACRON
+    "\uff3f": "\u02cd",
+    "~": "\u223c",  # TILDE OPERATOR
+    "\uff5e": "\u223c",
+}
+_SLACK_FORMAT = re.compile(r"`|\uff40|(?<![^\W_])[*_~\uff0a\uff3f\uff5e]|[*_~\uff0a\uff3f\uff5e](?![^\W_])")
+
+
+def _slack(text: str) -> str:
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _SLACK_FORMAT.sub(lambda m: _SLACK_LOOKALIKE[m.group()], text)
+
+
 def escape(text: str, style: str) -> str:
     """``text`` made inert for a channel's markup: ``markdown``, ``slack`` or ``text``."""
     text = _CONTROL.sub("?", text)
     if style == "markdown":
         return _MD_SPECIAL.sub(r"\\\1", text)
     if style == "slack":
-        return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+        return _slack(text)
     return text
 
 

@@ -129,3 +129,24 @@ def test_a_digest_lists_its_items_up_to_the_limit() -> None:
     assert values["items"].count("\n") == 3 and "u0" in values["items"] and "u3" not in values["items"]
     assert values["items"].endswith("... and 2 more")
     assert "https://r/2" in values["items"]
+
+
+def test_a_value_cannot_format_a_slack_message() -> None:
+    """Slack: a backtick in a value closed the template's code span around it, so `*x*` and `_x_` after it
+    were bold and italics in the reviewers' channel (mrkdwn has no escape for them). Values now show
+    look-alikes for backticks, and for `* _ ~` at a word's edge; `& < >` stay entities (no mention, link)."""
+    evil = "a` *ALL APPROVED* _x_ ~y~ ｀z｀ ＊w＊ `b <!channel> <!here> <@U123> &amp;"
+    hostile = item(user=evil, evidence={"fields": {"city": "*Paris*"}})
+    values = context(hostile, "high", "https://c/x", "slack")
+    body = message(DEFAULT_TEMPLATES["slack"], values)[1]
+    shown = values["user_id"]
+    assert not set(shown) & set("`*_~<>｀＊＿～"), shown
+    assert shown == (
+        "aˋ ∗ALL APPROVED∗ ˍxˍ ∼y∼ ˋzˋ ﹡w﹡ ˋb &lt;!channel&gt; &lt;!here&gt; &lt;@U123&gt; &amp;amp;"
+    )
+    assert "`" + shown + "`" in body and body.count("`") == 4  # the template's own two code spans, intact
+    assert "city = ∗Paris∗" in values["explanation"] and "*Paris*" not in body
+    # inside a word Slack does not format: ordinary ids keep their underscores
+    assert escape("transfer_velocity a*b", "slack") == "transfer_velocity a*b"
+    digest = digest_values([(item(user=evil), "high", "")], "slack", "ch", max_items=10)["items"]
+    assert "`" not in digest and "*ALL" not in digest and "<!" not in digest

@@ -5,7 +5,9 @@ of the fields; it never calls ``str.format`` (whose ``{x.__class__}`` and ``{x[0
 templates with anything but plain names were refused when the file loaded
 (:func:`riskctl.alerts.settings.check_template`). Values from the record are cut to a bounded length and
 escaped for the channel's markup (``markdown`` for DingTalk, ``slack`` for Slack's mrkdwn, ``text``), so a
-user id cannot inject a link or a mention; control characters, line breaks (``\\n``, U+0085, U+2028, U+2029)
+user id cannot inject a link or a mention, and :func:`defang`-ed (``http[:]//evil[.]example``), so no client
+makes a link of a URL or a host name in it: the configured ``link`` is the only link of a message;
+control characters, line breaks (``\\n``, U+0085, U+2028, U+2029)
 and bidirectional controls in them are replaced by ``?``, so a value cannot add a line to a message or break
 an e-mail header. A title is one line. The ``link`` is its own template whose values are URL-quoted.
 
@@ -81,9 +83,30 @@ def _slack(text: str) -> str:
     return _SLACK_FORMAT.sub(lambda m: _SLACK_LOOKALIKE[m.group()], text)
 
 
-def escape(text: str, style: str) -> str:
-    """``text`` made inert for a channel's markup: ``markdown``, ``slack`` or ``text``."""
+#: what makes a client turn text into a link (DingTalk's markdown, Slack, a mail client showing plain text):
+#: a scheme's ``://`` (or ``:\\``), and a host name's dots (``www.evil.example``, ``evil.example/login``, the
+#: domain of ``a@evil.example``): a dot (or an ideographic or full-width one, which IDNA reads as a dot)
+#: between a letter or digit and a letter; and the dots of an IPv4 address
+_SCHEME_SEP = re.compile(r":(?=[/\\]{2})")
+_HOST_DOT = re.compile(r"(?<=[^\W_])[.\u2024\u3002\ufe52\uff0e\uff61](?=[^\W\d_])")
+_IPV4 = re.compile(r"(?<![\d.])\d{1,3}(?:\.\d{1,3}){3}(?![\d])")
+
+
+def defang(text: str) -> str:
+    """``text`` that no client shows as a link: ``http://evil.example`` reads ``http[:]//evil[.]example``,
+    ``www.evil.example`` ``www[.]evil[.]example``, ``10.0.0.1`` ``10[.]0[.]0[.]1``; numbers (``12.5``,
+    ``v1.2``) are unchanged."""
+    text = _SCHEME_SEP.sub("[:]", text)
+    text = _IPV4.sub(lambda m: m.group().replace(".", "[.]"), text)
+    return _HOST_DOT.sub(lambda m: f"[{m.group()}]", text)
+
+
+def escape(text: str, style: str, *, links: bool = False) -> str:
+    """``text`` made inert for a channel's markup: ``markdown``, ``slack`` or ``text``; unless ``links``
+    (text of the configuration, a channel's name), what would show as a link is :func:`defang`-ed."""
     text = _CONTROL.sub("?", text)
+    if not links:
+        text = defang(text)
     if style == "markdown":
         return _MD_SPECIAL.sub(r"\\\1", text)
     if style == "slack":
@@ -210,7 +233,7 @@ def context(item: AlertItem, severity: str, link: str, style: str, channel: str 
         "shadow": "yes" if item.shadow else "no",
         "explanation": explanation(item, style),
         "link": link,
-        "channel": e(channel),
+        "channel": escape(channel, style, links=True),
         "count": "1",
         "items": "",
     }
@@ -253,7 +276,8 @@ def digest_values(
         lines.append(("- " if style != "text" else "  ") + line)
     if len(entries) > max_items:
         lines.append(f"... and {len(entries) - max_items} more")
-    return {"count": str(len(entries)), "items": "\n".join(lines), "channel": escape(channel, style)}
+    shown = escape(channel, style, links=True)
+    return {"count": str(len(entries)), "items": "\n".join(lines), "channel": shown}
 
 
 STYLE = {"webhook": "text", "dingtalk": "markdown", "slack": "slack", "email": "text"}

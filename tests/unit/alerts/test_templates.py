@@ -93,7 +93,7 @@ def test_a_value_cannot_add_a_line_to_a_message_or_break_its_title() -> None:
     entries = [(item(user=evil), "high", ""), (item(user="u2\u2028Review: x"), "high", "")]
     for style in ("text", "slack", "markdown"):
         lines = digest_values(entries, style, "ch", max_items=10)["items"].splitlines()
-        assert len(lines) == 2 and "u1??Review: https:" in lines[0], (style, lines)
+        assert len(lines) == 2 and "u1??Review: https" in lines[0], (style, lines)
 
 
 def test_huge_values_are_cut() -> None:
@@ -150,3 +150,36 @@ def test_a_value_cannot_format_a_slack_message() -> None:
     assert escape("transfer_velocity a*b", "slack") == "transfer_velocity a*b"
     digest = digest_values([(item(user=evil), "high", "")], "slack", "ch", max_items=10)["items"]
     assert "`" not in digest and "*ALL" not in digest and "<!" not in digest
+
+
+def test_a_value_is_never_a_link_in_a_message() -> None:
+    """A user id 'http://evil.example/login' or 'www.evil.example' was shown as is: DingTalk, Slack and mail
+    clients (for plain text too) make it a link a reviewer can click. Only the configured link may be one:
+    values show schemes as 'http[:]//' and host names' dots as '[.]' in every channel."""
+    hostile = [
+        "http://evil.example/login",
+        "HTTPS://evil.example",
+        "www.evil.example",
+        "evil.example/approve",
+        "pay@evil.example",
+        "10.0.0.1/x",
+        "evil\u3002example",
+        "file:\\\\evil\\share",
+    ]
+    link = "https://console.example/users/x"
+    for style, kind in (("markdown", "dingtalk"), ("slack", "slack"), ("text", "email"), ("text", "webhook")):
+        for evil in hostile:
+            it = item(user=evil, evidence={"fields": {"city": evil}})
+            it = AlertItem(**{**{f: getattr(it, f) for f in it.__slots__}, "event_id": evil, "reason": evil})
+            title, body = message(DEFAULT_TEMPLATES[kind], context(it, "high", link, style, "ops.team"))
+            digest = digest_values([(it, "high", link)], style, "ops.team", max_items=10)["items"]
+            for text in (title, body.replace(link, ""), digest.replace(link, "")):
+                for unsafe in ("://", ":\\\\", "www.", "evil.", "evil\\.", "evil\u3002", "10.0", "10\\.0"):
+                    assert unsafe not in text, (style, evil, unsafe, text)
+            assert body.count(link) == 1
+    assert escape("http://evil.example", "text") == "http[:]//evil[.]example"
+    assert escape("www.evil.example", "slack") == "www[.]evil[.]example"
+    assert escape("www.evil.example", "markdown") == "www\\[\\.\\]evil\\[\\.\\]example"
+    # numbers and versions stay as they are; the configuration's own names are not changed
+    assert escape("amount = 12.5, v1.2, 2.0.1", "text") == "amount = 12.5, v1.2, 2.0.1"
+    assert digest_values([], "text", "ops.team", 1)["channel"] == "ops.team"

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import socket
 import subprocess
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -191,3 +194,56 @@ def tail(path: Path, lines: int = 15) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return ""
+
+
+class LockTimeout(Exception):
+    """:func:`locked` waited its time and another process still holds the lock (``holder``: who it is)."""
+
+    def __init__(self, holder: str) -> None:
+        super().__init__(holder)
+        self.holder = holder
+
+
+#: the locks this process holds, by thread and path: (open file, depth), so that a holder may take its own
+#: lock again; another thread opens the file anew and waits like another process (flock is per open file)
+_held: dict[tuple[int, str], tuple[int, int]] = {}
+
+
+@contextmanager
+def locked(path: Path, timeout: float, interval: float = 0.2) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created when missing) for the block; reentrant in a process.
+
+    The lock dies with its process (a ``kill -9`` leaves no stale lock). Another process holding it is
+    waited for up to ``timeout`` seconds, then :class:`LockTimeout` names it (the holder writes its pid and
+    command line into the file).
+    """
+    key = (threading.get_ident(), str(path))
+    if key in _held:
+        fd, depth = _held[key]
+        _held[key] = (fd, depth + 1)
+        try:
+            yield
+        finally:
+            _held[key] = (fd, depth)
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    holder = os.pread(fd, 300, 0).decode(errors="replace").strip()
+                    raise LockTimeout(holder) from None
+                time.sleep(interval)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}: {(cmdline(os.getpid()) or '')[:200]}".encode(), 0)
+        _held[key] = (fd, 1)
+        try:
+            yield
+        finally:
+            del _held[key]
+    finally:
+        os.close(fd)  # closing the file releases the lock

@@ -28,7 +28,8 @@ import time
 import urllib.request
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -39,9 +40,11 @@ from riskctl.errors import ServiceError
 from riskctl.flink.pythonpath import python_path
 from riskctl.flink.warm import WarmResult
 from riskctl.stack.process import (
+    LockTimeout,
     cmdline,
     exit_status,
     listening_pid,
+    locked,
     pid_alive,
     port_open,
     port_owner,
@@ -56,6 +59,11 @@ from riskctl.stack.process import (
 CONNECTOR_J = "mysql-connector-j-"
 #: Connector/J's switch for its AbandonedConnectionCleanupThread (a class-loader leak in a JobManager)
 NO_CJ_CLEANUP_THREAD = "-Dcom.mysql.cj.disableAbandonedConnectionCleanup=true"
+
+
+#: how long ``stop()`` waits for another process that starts or stops the same service (``start()`` waits
+#: twice its own timeout and a minute)
+STOP_LOCK_TIMEOUT = 300.0
 
 
 @dataclass
@@ -154,12 +162,38 @@ class Service(ABC):
             state = "stopped"
         return ServiceStatus(self.name, self.address, state, pids[0] if pids else None, str(self.log))
 
+    @property
+    def lock_file(self) -> Path:
+        return self.dir / f"{self.folder}.lock"
+
+    @contextmanager
+    def _locked(self, doing: str, timeout: float) -> Iterator[None]:
+        """Hold the service's lock: two ``stack up`` at once (or an ``up`` and a ``down``) each spawned the
+        service, and the pid file named the one that lost the port, while the winner ran unrecorded (shown as
+        "foreign", never stopped by ``stack down``). The second now waits, then finds the service running."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        try:
+            with locked(self.lock_file, timeout=timeout):
+                yield
+        except LockTimeout as exc:
+            msg = (
+                f"another process ({exc.holder or 'unknown'}) is still starting or stopping it after "
+                f"{timeout:.0f} s; wait for it to finish or stop it, then retry {doing}"
+            )
+            raise ServiceError(self.name, msg, log=str(self.log)) from None
+
     def start(self, timeout: float = 90.0) -> bool:
         """Start the service unless it is already running; return True when this call started it.
 
         A service with some of its processes dead (a JobManager or TaskManager killed, a stale pid file) is
         restarted: the dead parts alone when the service can (:meth:`_restart_parts`), else all of it.
+        Another process starting or stopping the same service is waited for first (:meth:`_locked`).
         """
+        # the holder may wait for health twice (a silent death is retried) and stop the service in between
+        with self._locked("'riskctl stack up'", timeout=2 * timeout + 60):
+            return self._start_unlocked(timeout)
+
+    def _start_unlocked(self, timeout: float) -> bool:
         dead = self.dead_parts()
         if self.pids() and dead:
             if self._restart_parts(dead, timeout):
@@ -213,6 +247,12 @@ class Service(ABC):
 
     def stop(self) -> bool:
         """Stop the service's processes (and their process groups); return True when something was running."""
+        if not self.dir.is_dir():
+            return False  # never started here
+        with self._locked("'riskctl stack down'", timeout=STOP_LOCK_TIMEOUT):
+            return self._stop_unlocked()
+
+    def _stop_unlocked(self) -> bool:
         pids = self.pids()
         for pid in pids:
             terminate(pid)

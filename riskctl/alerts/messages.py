@@ -1,8 +1,10 @@
 """The request each channel kind sends, and how its answer is read (pure: no network here).
 
-- ``webhook``: ``POST`` JSON ``{"title", "text", "severity", "items": [item...]}`` (one item, or the items of
-  a digest, each as :meth:`~riskctl.alerts.model.AlertItem.to_dict`), ``Authorization: Bearer <token>``
-  when a token is set, plus the channel's headers. Any 2xx is success.
+- ``webhook``: ``POST`` JSON ``{"title", "text", "severity", "items": [item...], "items_omitted": n}`` (one
+  item, or the items of a digest, each as :meth:`~riskctl.alerts.model.AlertItem.to_dict`),
+  ``Authorization: Bearer <token>`` when a token is set, plus the channel's headers. Any 2xx is success. The
+  body is at most the channel's ``max_body_bytes``: the items are the first ones that fit, in order, and
+  ``items_omitted`` counts the others (0 when all fit); the JSON is never cut.
 - ``dingtalk``: ``POST`` ``{"msgtype": "markdown", "markdown": {"title", "text"}}`` to the robot URL,
   signed (``timestamp``, ``sign``) when a secret is set. Success is HTTP 200 with ``errcode`` 0.
 - ``slack``: ``POST`` ``{"text"}`` (mrkdwn) to the incoming-webhook URL. Success is HTTP 200.
@@ -51,17 +53,14 @@ def http_request(
     """The request of a webhook, DingTalk or Slack channel. ``now_ms`` signs DingTalk requests."""
     headers = {"Content-Type": "application/json; charset=utf-8"}
     if channel.type == "webhook":
-        body: dict[str, object] = {
-            "title": title,
-            "text": text,
-            "severity": severity,
-            "items": [i.to_dict() for i in items],
-        }
         headers.update(channel.headers)
         if channel.token:
             headers["Authorization"] = f"Bearer {channel.token}"
-        url = channel.url
-    elif channel.type == "dingtalk":
+        return HttpRequest(
+            channel.url, webhook_body(title, text, severity, items, channel.max_body_bytes), headers
+        )
+    body: dict[str, object]
+    if channel.type == "dingtalk":
         body = {"msgtype": "markdown", "markdown": {"title": title, "text": text}}
         url = signed_url(channel.url, channel.secret, now_ms) if channel.secret else channel.url
     elif channel.type == "slack":
@@ -71,6 +70,23 @@ def http_request(
         msg = f"channel {channel.name} of type {channel.type} does not send HTTP"
         raise ValueError(msg)
     return HttpRequest(url, orjson.dumps(body), headers)
+
+
+def webhook_body(title: str, text: str, severity: str, items: Sequence[AlertItem], max_bytes: int) -> bytes:
+    """The webhook's JSON within ``max_bytes``: the first items that fit, in order; ``items_omitted`` counts
+    the rest. Each item is serialized once, and none after the first that does not fit."""
+    head: dict[str, object] = {"title": title, "text": text, "severity": severity}
+    # the size without items, its count of omitted ones as wide as it can be
+    size = len(orjson.dumps({**head, "items": [], "items_omitted": len(items)}))
+    kept: list[orjson.Fragment] = []
+    for item in items:
+        part = orjson.dumps(item.to_dict())
+        extra = len(part) + (1 if kept else 0)  # the comma before it
+        if size + extra > max_bytes:
+            break
+        kept.append(orjson.Fragment(part))
+        size += extra
+    return orjson.dumps({**head, "items": kept, "items_omitted": len(items) - len(kept)})
 
 
 def email_message(channel: Channel, title: str, text: str) -> EmailMessage:

@@ -36,6 +36,12 @@ KINDS = ("alert", "review")
 #: bytes of the file
 MAX_FILE_BYTES = 262_144
 MAX_CHANNELS = 64
+#: a webhook's body (``max_body_bytes``): by default 1 MiB, what a receiver behind nginx accepts unless told
+#: otherwise (``client_max_body_size``; more is refused with 413, a permanent failure); at least 128 KiB, room
+#: for the title and text (16,000 characters, JSON-escaped) with no item; at most 64 MiB
+DEFAULT_WEBHOOK_BODY_BYTES = 1_048_576
+MIN_WEBHOOK_BODY_BYTES = 131_072
+MAX_WEBHOOK_BODY_BYTES = 67_108_864
 MAX_ROUTES = 256
 #: characters of one template
 MAX_TEMPLATE_CHARS = 8_192
@@ -105,6 +111,8 @@ class Channel:
     secret: str = ""  # dingtalk: the signing secret (SEC...)
     token: str = ""  # webhook: sent as "Authorization: Bearer <token>"
     headers: Mapping[str, str] = field(default_factory=dict)
+    #: webhook: the largest JSON body sent; a digest's ``items`` beyond it are left out and counted
+    max_body_bytes: int = DEFAULT_WEBHOOK_BODY_BYTES
     rate_limit: RateLimit | None = None
     #: the message that lists what the rate limit held back (fields count, items, channel)
     digest_template: Template = field(default_factory=lambda: DIGEST_TEMPLATE)
@@ -126,6 +134,8 @@ class Channel:
             out["url"] = f"{parts.scheme}://{parts.hostname}{':' + str(parts.port) if parts.port else ''}/..."
         if self.type == "email":
             out.update({"host": self.host, "port": self.port, "to": list(self.to)})
+        if self.type == "webhook":
+            out["max_body_bytes"] = self.max_body_bytes
         out["signed"] = bool(self.secret)
         if self.rate_limit:
             out["rate_limit"] = {"max": self.rate_limit.max, "window_s": self.rate_limit.window_s}
@@ -390,7 +400,16 @@ def _template(raw: Any, where: str, errs: _Errors, default: Template) -> Templat
 
 
 _CHANNEL_KEYS = {
-    "webhook": ("type", "url", "token", "headers", "rate_limit", "template", "digest_template"),
+    "webhook": (
+        "type",
+        "url",
+        "token",
+        "headers",
+        "max_body_bytes",
+        "rate_limit",
+        "template",
+        "digest_template",
+    ),
     "dingtalk": ("type", "url", "secret", "rate_limit", "template", "digest_template"),
     "slack": ("type", "url", "rate_limit", "template", "digest_template"),
     "email": (
@@ -519,6 +538,14 @@ def _channel(name: str, raw: Any, errs: _Errors, env: Mapping[str, str]) -> Chan
             use="an HTTP header (Authorization: Bearer)",
         ),
         headers=headers,
+        max_body_bytes=_int(
+            doc.get("max_body_bytes"),
+            f"{where}.max_body_bytes",
+            errs,
+            MIN_WEBHOOK_BODY_BYTES,
+            MAX_WEBHOOK_BODY_BYTES,
+            DEFAULT_WEBHOOK_BODY_BYTES,
+        ),
         rate_limit=rate,
         digest_template=digest,
     )

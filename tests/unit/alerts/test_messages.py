@@ -10,6 +10,7 @@ import pytest
 from riskctl.alerts.messages import backoff_s, email_message, http_request, read_http_answer
 from riskctl.alerts.model import AlertItem, FiredRuleRef
 from riskctl.alerts.settings import parse_config
+from riskctl.errors import ConfigError
 
 ITEM = AlertItem(
     "a1", "alert", "u1", 5, "rule_alert", "REJECT", (FiredRuleRef("r", 2, "REJECT", {"features": {"n": 1}}),)
@@ -140,3 +141,51 @@ def test_a_receiver_that_does_not_answer_or_a_bad_url_is_reported_without_the_ur
     assert "refused" in refused.reason.lower() and "SECRET" not in refused.reason
     bad = post("webhook", HttpRequest("http://127.0.0.1:notaport/x?token=SECRET", b"{}"), 2)
     assert not bad.ok and bad.permanent and "SECRET" not in bad.reason and "notaport" not in bad.reason
+
+
+def _big(i: int, chars: int) -> AlertItem:
+    rule = FiredRuleRef("r", 2, "REJECT", {"fields": {"city": "\u00e9" * chars}})
+    return AlertItem(f"a{i}", "alert", "u" * 256, 5, "rule_alert", "REJECT", (rule,))
+
+
+def test_a_webhook_digest_stays_within_its_body_limit() -> None:
+    """A webhook digest carried every held item whole: 20 alerts with a 900,000-character field made an
+    18 MB body (a digest holds up to max_backlog items: a gigabyte), which receivers refuse (nginx: 413 above
+    1 MiB, a permanent failure: the whole digest dead-lettered). Now the first items that fit, in order, and
+    items_omitted counts the others; the JSON is whole."""
+    hook = channels()["hook"]
+    assert hook.max_body_bytes == 1_048_576 and hook.describe()["max_body_bytes"] == 1_048_576
+    items = [_big(i, 200_000) for i in range(20)]  # about 400 KB of JSON each
+    req = http_request(hook, "T", "x" * 16_000, "high", items, 0)
+    assert len(req.body) <= 1_048_576
+    body = orjson.loads(req.body)
+    assert [i["id"] for i in body["items"]] == ["a0", "a1"] and body["items_omitted"] == 18
+    assert body["items"][0] == items[0].to_dict() and body["text"] == "x" * 16_000
+    # an item alone larger than the limit: the message goes, the item is counted
+    alone = orjson.loads(http_request(hook, "T", "t", "high", [_big(0, 900_000)], 0).body)
+    assert alone["items"] == [] and alone["items_omitted"] == 1 and alone["title"] == "T"
+    # small ones all fit, and say so
+    assert orjson.loads(http_request(hook, "T", "b", "high", [ITEM] * 3, 0).body)["items_omitted"] == 0
+    # the limit is the channel's
+    cfg = {"type": "webhook", "url": "http://h/x", "max_body_bytes": 131_072}
+    small = parse_config({"channels": {"h": cfg}, "default_channels": ["h"]}, {}).channels["h"]
+    req = http_request(small, "T", "b", "high", [_big(i, 20_000) for i in range(10)], 0)
+    assert len(req.body) <= 131_072 and orjson.loads(req.body)["items_omitted"] == 7
+    for bad in (1000, 2**40, "1 MiB", True):
+        with pytest.raises(ConfigError, match=r"channels\.h\.max_body_bytes"):
+            parse_config({"channels": {"h": {**cfg, "max_body_bytes": bad}}, "default_channels": ["h"]}, {})
+
+
+def test_slack_and_email_digests_stay_within_their_limits() -> None:
+    """Slack cuts a text over 40,000 characters; an e-mail body is bounded too: a digest of many long values
+    stays within both (16,000 characters), whatever each value's escaping adds."""
+    from riskctl.alerts.settings import DIGEST_TEMPLATE
+    from riskctl.alerts.templates import MAX_BODY_CHARS, digest_values, message
+
+    evil = AlertItem(
+        "a" * 256, "alert", "&<>" * 85, 5, "r", "REJECT", (FiredRuleRef("&" * 256, 2, "REJECT"),)
+    )
+    entries = [(evil, "high", "https://console.example/" + "%26" * 300)] * 1000
+    for style in ("slack", "text"):
+        title, text = message(DIGEST_TEMPLATE, digest_values(entries, style, "ch", 1000))
+        assert len(text) <= MAX_BODY_CHARS <= 40_000 and len(title) <= 256

@@ -491,25 +491,8 @@ class MariaDB(Service):
         ]
 
     def _start(self) -> None:
-        fresh = not (self.datadir / "mysql").is_dir()
-        if fresh:
-            self.datadir.mkdir(parents=True, exist_ok=True)
-            init = subprocess.run(
-                [
-                    self.binary("mariadb-install-db"),
-                    "--no-defaults",
-                    "--user=root",
-                    f"--datadir={self.datadir}",
-                    "--auth-root-authentication-method=socket",
-                    "--skip-test-db",
-                ],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if init.returncode != 0:
-                self.log.write_text(init.stdout + init.stderr)
-                raise ServiceError(self.name, "mariadb-install-db failed", log=str(self.log))
+        if not (self.datadir / "mysql").is_dir():
+            self._install_db()
         spawn(self._server_cmd(), log=self.dir / "mariadbd.out", pid_file=self.pid_files[0])
         if not wait_until(
             lambda: self.socket.exists() and port_open(self.host, self.stack.mysql_port),
@@ -518,6 +501,35 @@ class MariaDB(Service):
         ):
             return  # start() reports it with the log
         self._bootstrap()
+
+    def _install_db(self) -> None:
+        """Create the datadir with ``mariadb-install-db`` in ``data.init`` beside it, renamed to ``data`` once
+        complete. An init interrupted in place (a crash, a Ctrl-C, a full disk) left a ``data`` with files
+        but no ``mysql/`` (an empty ``ibdata1``): every later start ran the init on them again and failed
+        ("File ./ib_logfile0 was not found"). A ``data`` without ``mysql/`` never held a database, so what is
+        left of it is removed first."""
+        init_dir = self.datadir.with_name("data.init")
+        for leftover in (init_dir, self.datadir):
+            if leftover.exists():
+                shutil.rmtree(leftover)
+        init_dir.mkdir(parents=True)
+        init = subprocess.run(
+            [
+                self.binary("mariadb-install-db"),
+                "--no-defaults",
+                "--user=root",
+                f"--datadir={init_dir}",
+                "--auth-root-authentication-method=socket",
+                "--skip-test-db",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if init.returncode != 0:
+            self.log.write_text(init.stdout + init.stderr)
+            raise ServiceError(self.name, "mariadb-install-db failed", log=str(self.log))
+        init_dir.rename(self.datadir)
 
     def _bootstrap(self) -> None:
         """Create the riskctl database and a password user with the grants Flink CDC needs (idempotent)."""

@@ -544,8 +544,16 @@ class Console:
 
     async def user(self, request: Request, session: Session) -> Response:
         """A user's recent decisions and alerts; with ``?minutes=N``, their events of the last N minutes
-        (from the events topic) replayed with the current rules, with every feature's value."""
-        user_id = request.path_params["user_id"]
+        (from the events topic) replayed with the current rules, with every feature's value.
+
+        The id is ``/users?id=<id>`` (what the pages link to) or ``/users/<id>``: a user id is any string, and
+        a browser resolves the path segments ``.`` and ``..`` (``%2e`` too) before sending the request, so
+        ``/users/..`` would be ``/``; a query is never rewritten."""
+        user_id = request.path_params.get("user_id")
+        if user_id is None:
+            user_id = request.query_params.get("id")
+        if not user_id:
+            return self.page(request, "error.html", session, 404, message="no user id given (/users?id=...)")
         records = self.feed.latest(user=user_id, limit=200)
         raw = request.query_params.get("minutes")
         minutes = _int(raw)
@@ -713,6 +721,7 @@ def create_app(
         Route("/rules/new", g("draft")(c.edit), methods=["GET"]),
         Route("/audit", g("view")(c.audit), methods=["GET"]),
         Route("/decisions", g("view")(c.decisions), methods=["GET"]),
+        Route("/users", g("view")(c.user), methods=["GET"]),
         Route("/users/{user_id:path}", g("view")(c.user), methods=["GET"]),
         Route("/review", g("view")(c.review), methods=["GET"]),
         Route("/review/label", g("label")(c.label), methods=["POST"]),

@@ -86,7 +86,7 @@ def console(stack: Settings) -> Iterator[dict[str, Any]]:
     while not server.started:
         assert time.monotonic() < deadline, "the console did not start"
         time.sleep(0.05)
-    yield {"url": f"http://127.0.0.1:{port}", "store": store}
+    yield {"url": f"http://127.0.0.1:{port}", "store": store, "feed": feed}
     server.should_exit = True
     thread.join(WAIT_S)
     drop_store(conn, table)
@@ -255,3 +255,37 @@ def test_a_label_changes_the_rules_precision(console: dict[str, Any], browser: A
         if label == "fraud":
             assert precision() == "100%"
     assert precision() == "50%"
+
+
+def test_users_named_dot_and_dot_dot_have_their_page(console: dict[str, Any], browser: Any) -> None:
+    """User ids are the events' (any string). The decisions page linked the user '..' as /users/.., which the
+    browser resolves to / (the rules list), and '.' as /users/ (an empty user: 'Nothing recent'); '%2e%2e'
+    is a dot segment to a browser too, so no path can carry them. Links and the replay form now give the id
+    in the query (/users?id=..), and every user's page is the user's, replay included."""
+    from selenium.webdriver.common.by import By
+
+    url, feed = console["url"], console["feed"]
+    now = int(time.time() * 1000)
+    users = (".", "..", "./..", "a/../b", "%2e%2e", "x&y=z #1 +")
+    feed.add(
+        (
+            {"kind": "decision", "event_id": f"d{i}", "user_id": user, "type": "transfer", "ts": now,
+             "action": "REVIEW", "shadow": [],
+             "rules": [{"id": "big_amount", "version": 1, "action": "REVIEW", "evidence": {"n": i}}]},
+            now,
+        )
+        for i, user in enumerate(users)
+    )  # fmt: skip
+    _login(browser, url, "vic")
+    for i, user in enumerate(users):
+        browser.get(f"{url}/decisions")
+        links = [a for a in browser.find_elements(By.CSS_SELECTOR, "#decisions a") if a.text == user]
+        assert links, user
+        links[0].click()
+        heading = _wait(browser, lambda d: d.find_elements(By.TAG_NAME, "h1") or None)[0].text
+        assert heading == f"User {user}", (user, browser.current_url)
+        table = browser.find_element(By.ID, "user-decisions").text
+        assert "Nothing recent" not in table and f'{{"n": {i}}}' in table, table
+        browser.find_element(By.ID, "replay").click()  # no events topic here: the error, on the same user
+        _wait(browser, lambda d: d.find_elements(By.ID, "replay-error") or None)
+        assert browser.find_element(By.TAG_NAME, "h1").text == f"User {user}", browser.current_url

@@ -859,7 +859,7 @@ def test_a_user_id_with_a_slash_has_its_page(env: dict[str, Any]) -> None:
         feed.add([(record, now)])
     client = TestClient(create_app(env["backend"], secure_cookies=False, feed=feed), follow_redirects=False)
     _login(client, "viewer")
-    links = re.findall(r'<a href="(/users/[^"]+)">', client.get("/decisions").text)
+    links = re.findall(r'<a href="(/users\?id=[^"]+)">', client.get("/decisions").text)
     assert len(links) == 3
     shown: list[str] = []
     for link in links:
@@ -868,6 +868,9 @@ def test_a_user_id_with_a_slash_has_its_page(env: dict[str, Any]) -> None:
         assert "Nothing recent for this user" not in page.text and "x</script>" not in page.text
         shown.append(re.search(r"<h1>User (.*)</h1>", page.text).group(1))  # type: ignore[union-attr]
     assert sorted(shown) == sorted(html.escape(u, quote=False) for u in ("shop/42", "../rules", "x</script>"))
+    # a path still works for an id a browser leaves alone; no id at all is a 404
+    assert "<h1>User shop/42</h1>" in client.get("/users/shop%2F42").text
+    assert client.get("/users").status_code == 404 and client.get("/users?id=").status_code == 404
 
 
 def test_mysql_away_is_a_503_saying_so_and_the_console_recovers(env: dict[str, Any], stack: Settings) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -127,6 +128,41 @@ def spawn(
     return proc.pid
 
 
+def run_bounded(cmd: Sequence[str], *, log: Path, timeout: float) -> int | None:
+    """Run ``cmd`` in a session of its own, its output in ``log`` (truncated first); its exit code, or None
+    when it had not finished after ``timeout`` seconds: then its whole process group is killed (a script's
+    children too, e.g. the server that mariadb-install-db runs, which waits for ever on a full disk)."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            list(cmd), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        terminate(proc.pid, timeout=0)
+        proc.wait()
+        return None
+
+
+#: below this much free space a failed start says that the disk is (nearly) full
+LOW_DISK_BYTES = 256 * 1024 * 1024
+
+
+def low_disk(path: Path) -> str:
+    """ "" or a sentence saying that the disk holding ``path`` is (nearly) full, for error messages."""
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        free = shutil.disk_usage(probe).free
+    except OSError:
+        return ""
+    if free >= LOW_DISK_BYTES:
+        return ""
+    return f" Only {free // (1024 * 1024)} MB are free on the disk of {path}: free some space and retry."
+
+
 def terminate(pid: int, timeout: float = 20.0) -> None:
     """SIGTERM the process group of ``pid``, then SIGKILL whatever is left after ``timeout`` seconds."""
     for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
@@ -238,8 +274,11 @@ def locked(path: Path, timeout: float, interval: float = 0.2) -> Iterator[None]:
                     holder = os.pread(fd, 300, 0).decode(errors="replace").strip()
                     raise LockTimeout(holder) from None
                 time.sleep(interval)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()}: {(cmdline(os.getpid()) or '')[:200]}".encode(), 0)
+        try:  # who holds it, for the message of a process that waits in vain (best effort: a full disk)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()}: {(cmdline(os.getpid()) or '')[:200]}".encode(), 0)
+        except OSError:
+            pass
         _held[key] = (fd, 1)
         try:
             yield

@@ -45,10 +45,12 @@ from riskctl.stack.process import (
     exit_status,
     listening_pid,
     locked,
+    low_disk,
     pid_alive,
     port_open,
     port_owner,
     read_pid,
+    run_bounded,
     spawn,
     tail,
     terminate,
@@ -60,6 +62,9 @@ CONNECTOR_J = "mysql-connector-j-"
 #: Connector/J's switch for its AbandonedConnectionCleanupThread (a class-loader leak in a JobManager)
 NO_CJ_CLEANUP_THREAD = "-Dcom.mysql.cj.disableAbandonedConnectionCleanup=true"
 
+
+#: how long mariadb-install-db may take (under a second on an idle machine)
+INSTALL_DB_TIMEOUT = 120.0
 
 #: how long ``stop()`` waits for another process that starts or stops the same service (``start()`` waits
 #: twice its own timeout and a minute)
@@ -190,8 +195,11 @@ class Service(ABC):
         Another process starting or stopping the same service is waited for first (:meth:`_locked`).
         """
         # the holder may wait for health twice (a silent death is retried) and stop the service in between
-        with self._locked("'riskctl stack up'", timeout=2 * timeout + 60):
-            return self._start_unlocked(timeout)
+        try:
+            with self._locked("'riskctl stack up'", timeout=2 * timeout + 60):
+                return self._start_unlocked(timeout)
+        except OSError as exc:  # a file of the stack that cannot be written: a full disk, most often
+            raise ServiceError(self.name, f"{exc}.{low_disk(self.dir)}", log=str(self.log)) from exc
 
     def _start_unlocked(self, timeout: float) -> bool:
         dead = self.dead_parts()
@@ -243,7 +251,8 @@ class Service(ABC):
                 state += f" ({statuses})"
             if silent:
                 state += ", twice, without writing to its log"
-            raise ServiceError(self.name, f"{state}. Last lines of the log:\n{last}", log=str(self.log))
+            state += "." + low_disk(self.dir)
+            raise ServiceError(self.name, f"{state} Last lines of the log:\n{last}", log=str(self.log))
 
     def stop(self) -> bool:
         """Stop the service's processes (and their process groups); return True when something was running."""
@@ -513,22 +522,22 @@ class MariaDB(Service):
             if leftover.exists():
                 shutil.rmtree(leftover)
         init_dir.mkdir(parents=True)
-        init = subprocess.run(
-            [
-                self.binary("mariadb-install-db"),
-                "--no-defaults",
-                "--user=root",
-                f"--datadir={init_dir}",
-                "--auth-root-authentication-method=socket",
-                "--skip-test-db",
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if init.returncode != 0:
-            self.log.write_text(init.stdout + init.stderr)
-            raise ServiceError(self.name, "mariadb-install-db failed", log=str(self.log))
+        cmd = [
+            self.binary("mariadb-install-db"),
+            "--no-defaults",
+            "--user=root",
+            f"--datadir={init_dir}",
+            "--auth-root-authentication-method=socket",
+            "--skip-test-db",
+        ]
+        # bounded: on a full disk its server waits for free space for ever ('stack up' hung)
+        code = run_bounded(cmd, log=self.log, timeout=INSTALL_DB_TIMEOUT)
+        if code != 0:
+            what = f"failed (exit code {code})"
+            if code is None:
+                what = f"did not finish in {INSTALL_DB_TIMEOUT:.0f} s"
+            msg = f"mariadb-install-db {what}.{low_disk(self.dir)} Its last lines:\n{tail(self.log)}"
+            raise ServiceError(self.name, msg, log=str(self.log))
         init_dir.rename(self.datadir)
 
     def _bootstrap(self) -> None:

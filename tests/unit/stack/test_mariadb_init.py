@@ -3,14 +3,20 @@ that breaks the next start."""
 
 from __future__ import annotations
 
+import errno
+import os
+import shutil
 import stat
 from pathlib import Path
 
 import pytest
 
 from riskctl.config import load_settings
+from riskctl.errors import ServiceError
+from riskctl.stack import process, services
+from riskctl.stack.process import pid_alive
 from riskctl.stack.services import MariaDB
-from tests.helpers import free_port
+from tests.helpers import free_port, within
 
 # like the real one: on a datadir holding an empty ibdata1 of an init that was interrupted, it fails
 INSTALL_DB = """#!/bin/sh
@@ -52,3 +58,52 @@ def test_a_datadir_that_holds_databases_is_kept(mariadb: MariaDB) -> None:
     (mariadb.datadir / "riskctl").mkdir()
     mariadb._start()
     assert (mariadb.datadir / "riskctl").is_dir()
+
+
+# the real one runs a server that, on a full disk, waits for free space for ever
+HANGING_INSTALL_DB = """#!/bin/sh
+sleep 300 &
+echo $! >"$(dirname "$0")/child.pid"
+echo "[Warning] Disk is full writing './aria_log.00000001' (Errcode: 28). Waiting for someone to free space"
+sleep 300
+"""
+
+
+def test_an_init_that_hangs_on_a_full_disk_is_stopped_and_says_so(
+    mariadb: MariaDB, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "bin" / "mariadb-install-db").write_text(HANGING_INSTALL_DB)
+    monkeypatch.setattr(services, "INSTALL_DB_TIMEOUT", 1.0)
+    monkeypatch.setattr(process.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10, 10, 3 << 20))
+    with pytest.raises(ServiceError) as err:
+        within(mariadb._start, seconds=30)
+    text = str(err.value)
+    assert "mariadb-install-db did not finish in 1 s" in text, text
+    assert f"Only 3 MB are free on the disk of {mariadb.dir}: free some space and retry" in text
+    assert "Waiting for someone to free space" in text  # its last words
+    child = int((tmp_path / "bin" / "child.pid").read_text())
+    assert not pid_alive(child)  # its whole process group is gone, not only the script
+
+
+def test_a_failed_start_on_a_nearly_full_disk_says_so(
+    mariadb: MariaDB, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(process.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10, 10, 3 << 20))
+    (mariadb.datadir / "mysql").mkdir(parents=True)
+    with pytest.raises(ServiceError) as err:
+        mariadb.start(timeout=5)  # the fake server exits at once
+    assert "exited while starting" in str(err.value)
+    assert "Only 3 MB are free on the disk of" in str(err.value)
+
+
+def test_a_file_that_cannot_be_written_is_an_error_not_a_traceback(
+    mariadb: MariaDB, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full(*args: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(MariaDB, "_install_db", full)
+    monkeypatch.setattr(process.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10, 10, 0))
+    with pytest.raises(ServiceError) as err:
+        mariadb.start(timeout=5)
+    assert str(err.value).startswith("mariadb: [Errno 28] No space left on device. Only 0 MB are free")

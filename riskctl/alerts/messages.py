@@ -8,7 +8,8 @@
 - ``dingtalk``: ``POST`` ``{"msgtype": "markdown", "markdown": {"title", "text"}}`` to the robot URL,
   signed (``timestamp``, ``sign``) when a secret is set. Success is HTTP 200 with ``errcode`` 0.
 - ``slack``: ``POST`` ``{"text"}`` (mrkdwn) to the incoming-webhook URL. Success is HTTP 200.
-- ``email``: an :class:`email.message.EmailMessage` (plain text) from ``from`` to ``to``.
+- ``email``: an :class:`email.message.EmailMessage` (plain text) from ``from`` to ``to``; ``=?`` in the
+  Subject shows as ``=[?]`` (never read as an RFC 2047 encoded word).
 
 A failure is *permanent* (dead-lettered at once, retrying cannot help) for HTTP 4xx other than 408 and 429;
 anything else (5xx, 408, 429, a DingTalk ``errcode``, a refused connection, a timeout) is retried.
@@ -90,9 +91,12 @@ def webhook_body(title: str, text: str, severity: str, items: Sequence[AlertItem
 
 
 def email_message(channel: Channel, title: str, text: str) -> EmailMessage:
-    """The e-mail of an email channel."""
+    """The e-mail of an email channel. The Subject is shown as written: every ``=?`` in it becomes ``=[?]``,
+    since the e-mail library reads ``=?charset?q?...?=`` in a header value as an RFC 2047 encoded word and
+    writes what it decodes to raw: a user id ``=?utf-8?q?x=0D=0AReply-To:_a@evil?=`` added a header (a
+    line break, a bidirectional control: what values are cleaned of, back in the header)."""
     msg = EmailMessage()
-    msg["Subject"] = title
+    msg["Subject"] = title.replace("=?", "=[?]")
     msg["From"] = channel.sender
     msg["To"] = ", ".join(channel.to)
     msg["Message-ID"] = make_msgid(domain=channel.sender.rpartition("@")[2] or None)

@@ -189,3 +189,44 @@ def test_slack_and_email_digests_stay_within_their_limits() -> None:
     for style in ("slack", "text"):
         title, text = message(DIGEST_TEMPLATE, digest_values(entries, style, "ch", 1000))
         assert len(text) <= MAX_BODY_CHARS <= 40_000 and len(title) <= 256
+
+
+def test_an_encoded_word_in_a_value_cannot_add_an_email_header() -> None:
+    """A user id '=?utf-8?q?x=0D=0AReply-To:_a@evil=2Eexample?=' reached the Subject unchanged (no control
+    character in it), and the e-mail library read it as an RFC 2047 encoded word and wrote the decoded line
+    break raw: the message had the attacker's Reply-To and Content-Type: text/html headers (the same carried
+    U+202E, which values are cleaned of, into the Subject). Now '=?' in the Subject shows as '=[?]'."""
+    import email
+    import email.policy
+
+    from riskctl.alerts.model import parse_item
+    from riskctl.alerts.templates import context, message
+    from tests.unit.alerts.conftest import alert_doc, raw
+
+    ch = channels()["mail"]
+    for user in (
+        "=?utf-8?q?x=0D=0AReply-To:_a@evil=2Eexample=0D=0AContent-Type:_text/html?=",
+        "=?utf-8?b?4oCuZXhlLnBkZg==?=",  # U+202E 'exe.pdf'
+        "=?utf-8?q?=E2=80=A8line?=",
+    ):
+        item = parse_item(raw(alert_doc(user_id=user)))
+        assert item is not None
+        title, body = message(ch.template, context(item, "high", "", "text", "mail"))
+        data = email_message(ch, title, body).as_bytes()
+        names = [line.split(b":")[0] for line in data.split(b"\n\n", 1)[0].splitlines() if line[:1] != b" "]
+        assert sorted(names) == sorted(
+            [
+                b"Subject",
+                b"From",
+                b"To",
+                b"Message-ID",
+                b"Content-Type",
+                b"Content-Transfer-Encoding",
+                b"MIME-Version",
+            ]
+        ), names
+        got = email.message_from_bytes(data, policy=email.policy.default)
+        assert got["Reply-To"] is None and got.get_content_type() == "text/plain"
+        subject = got["Subject"].strip()  # folded before a long word: a leading blank
+        assert subject == title.replace("=?", "=[?]") and user.replace("=?", "=[?]") in subject
+        assert not {"\u202e", "\u2028", "\r", "\n"} & set(got["Subject"])

@@ -95,6 +95,19 @@ def cmdline(pid: int) -> str | None:
     return raw.replace(b"\0", b" ").decode(errors="replace").strip() or None
 
 
+#: the flag of a kernel thread in /proc/PID/stat (include/linux/sched.h)
+PF_KTHREAD = 0x00200000
+
+
+def kernel_thread(pid: int) -> bool:
+    """True when ``pid`` is a kernel thread (a kworker, kthreadd): no program of anyone's, no command line."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return bool(int(fields[6]) & PF_KTHREAD)
+    except (OSError, IndexError, ValueError):
+        return False
+
+
 def read_pid(pid_file: Path) -> int | None:
     """The pid in ``pid_file`` if that process is alive; None for a missing, unreadable or stale file."""
     try:

@@ -43,6 +43,7 @@ from riskctl.stack.process import (
     LockTimeout,
     cmdline,
     exit_status,
+    kernel_thread,
     listening_pid,
     locked,
     low_disk,
@@ -132,6 +133,10 @@ class Service(ABC):
         cmd = cmdline(pid)
         if cmd is not None and not any(m in cmd for m in self.markers):
             return None  # a stale pid file: that pid is another program now
+        if cmd is None and kernel_thread(pid):
+            # a kernel thread reads an empty command line like a program still exec'ing: it was taken for
+            # the service ('unhealthy'), 'stack down' spent 25 s on it and 'stack up' waited its timeout
+            return None
         return pid
 
     def pids(self) -> list[int]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 
 from riskctl.config import load_settings
 from riskctl.errors import ServiceError
+from riskctl.stack.process import kernel_thread
 from riskctl.stack.services import Kafka, MariaDB
 from tests.helpers import run_riskctl
 
@@ -102,3 +104,24 @@ def test_down_without_the_taskmanagers_setting_still_sees_every_started_taskmana
         (cluster.dir / name).write_text("999999\n")
     names = [f.name for f in cluster.pid_files]
     assert names == ["jobmanager.pid", "taskmanager.pid", "taskmanager-2.pid", "taskmanager-10.pid"]
+
+
+def _a_kernel_thread() -> int:
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit() and kernel_thread(int(proc.name)):
+            return int(proc.name)
+    pytest.skip("no kernel thread is visible in this pid namespace")
+
+
+def test_a_stale_pid_now_a_kernel_thread_is_not_the_service(stack_env: dict[str, str]) -> None:
+    """After a kill -9 or a reboot the pid of a pid file can be a kernel thread's (kworkers come and go): its
+    command line reads empty, as that of a program still exec'ing, and it was taken for the broker: status
+    'unhealthy', `stack down` spent 25 s signalling it and said 'stopped', `stack up` waited its timeout."""
+    kafka = Kafka(load_settings(env=stack_env))
+    kafka.dir.mkdir(parents=True)
+    kafka.pid_files[0].write_text(str(_a_kernel_thread()))
+    st = kafka.status()
+    assert (st.state, st.pid) == ("stopped", None)
+    t0 = time.monotonic()
+    assert kafka.stop() is False
+    assert time.monotonic() - t0 < 5

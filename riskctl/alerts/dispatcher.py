@@ -178,7 +178,7 @@ class Dispatcher:
         routed = route(self.config, item)
         if not routed.matched and not routed.channels:
             self.stats.unrouted += 1
-            log.info("alert %s matched no route and there are no default channels", item.key)
+            log.info("alert %r matched no route and there are no default channels", item.key)
         with self._lock:
             todo = {c for c in routed.channels if (c, item.key) not in self.delivered}
             self.stats.deduplicated += len(routed.channels) - len(todo)

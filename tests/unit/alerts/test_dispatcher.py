@@ -528,3 +528,21 @@ def test_items_held_for_a_digest_are_abandoned_when_their_partition_is_revoked(m
     wait_until(lambda: d.in_flight() == 0)
     assert sender.succeeded("limited") == [["a0"], ["b0"]] and dead == []
     assert d.stats.abandoned == 2 and d.stats.digests == 0
+
+
+def test_an_alert_id_cannot_forge_a_log_line(make: Any, caplog: Any) -> None:
+    """An alert routed nowhere was logged with its id as is: an event id holding a line break (the job
+    accepts any string) wrote a line of the attacker's into the dispatcher's log. The id is quoted (repr)."""
+    import logging
+
+    d, _sender, _dead = make(
+        channels={"up": {"type": "webhook", "url": "http://127.0.0.1:9/up"}},
+        default_channels=[],
+        routes=[{"match": {"rules": ["no_such_rule"]}, "channels": ["up"]}],
+    )
+    forged = "r:1:rule_alert:e1\nERROR riskctl.alerts: channel up: SMTP login refused"
+    with caplog.at_level(logging.INFO, logger="riskctl.alerts"):
+        feed(d, [alert_doc(alert_id=forged)])
+        wait_until(lambda: d.stats.unrouted == 1)
+    lines = [r.getMessage() for r in caplog.records if "matched no route" in r.getMessage()]
+    assert len(lines) == 1 and "\n" not in lines[0] and "\\nERROR" in lines[0], lines

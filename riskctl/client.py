@@ -25,6 +25,11 @@ fallback within its budget. Each attempt's wait bounds the whole exchange, not e
 server or proxy that answers a byte at a time is cut off (the synchronous client shuts its socket down, the
 async one uses aiohttp's total timeout). An answer larger than ``max_answer_bytes`` (4 MiB) is not read
 whole: the call fails.
+
+API keys: ``api_key`` (default: the environment variable ``RISKCTL_API_KEY``) is sent as
+``Authorization: Bearer <key>`` when the API asks for keys (``serve.api_keys``). A missing or unknown key is a
+401, raised as :class:`RequestRefused`; a caller over its share (``serve.max_in_flight_per_client``,
+``serve.rate_per_client``) gets 429, retried like a 503 within the deadline.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import os
 import select
 import socket
 import time
@@ -42,6 +48,8 @@ from typing import Any
 
 from riskctl.deadline import Deadline
 
+#: where the clients read their API key when none is given (``api_key=``)
+API_KEY_ENV = "RISKCTL_API_KEY"
 #: the longest any attempt waits for its answer
 _MAX_WAIT_S = 86_400.0
 
@@ -136,6 +144,7 @@ class _Base:
         network_margin_ms: int = 200,
         deadline_ms: int | None = None,
         max_answer_bytes: int = 4 << 20,
+        api_key: str | None = None,
     ) -> None:
         url = urllib.parse.urlsplit(base_url)
         if url.scheme not in {"http", "https"} or not url.hostname:
@@ -152,6 +161,14 @@ class _Base:
         #: the whole call's bound (every attempt and backoff), None: only each attempt's wait
         self.deadline_ms = deadline_ms
         self.max_answer_bytes = max_answer_bytes
+        key = api_key if api_key is not None else os.environ.get(API_KEY_ENV, "")
+        if any(c in key for c in "\r\n\0"):
+            msg = "api_key holds a line break or a NUL character"
+            raise ValueError(msg)
+        #: the request headers: the API key (serve.api_keys) as a bearer token when there is one
+        self.headers = {"Content-Type": "application/json"}
+        if key:
+            self.headers["Authorization"] = f"Bearer {key}"
 
     def _wait_s(self, timeout_ms: int | None) -> float:
         # at most a day: a socket refuses a timeout beyond ~292 years with an OverflowError (no server waits
@@ -224,7 +241,7 @@ class DecisionClient(_Base):
                 deadline.watch(lambda c=conn: c.sock)  # type: ignore[misc]
                 try:
                     path = self.path_prefix + _path(timeout_ms)
-                    conn.request("POST", path, body, {"Content-Type": "application/json"})
+                    conn.request("POST", path, body, self.headers)
                     resp = conn.getresponse()
                     data = resp.read(self.max_answer_bytes + 1)
                 except (OSError, http.client.HTTPException) as exc:  # refused, reset, timed out
@@ -309,7 +326,7 @@ class AsyncDecisionClient(_Base):
                 async with self._sess().post(
                     url,
                     data=body,
-                    headers={"Content-Type": "application/json"},
+                    headers=self.headers,
                     timeout=aiohttp.ClientTimeout(total=wait),
                 ) as resp:
                     status, data = resp.status, bytearray()

@@ -290,6 +290,16 @@ class ServeSettings:
     idempotency_max_entries: int = positive(100_000)
     #: requests waiting for a decision at once; beyond: 503
     max_in_flight: int = positive(20_000)
+    #: the callers' API keys, ``name:key`` pairs separated by ',' (docs/api.md, "Callers"): a request must
+    #: carry ``Authorization: Bearer <key>``; empty: no key is asked (allowed on a loopback host only, unless
+    #: ``serve.anonymous``)
+    api_keys: str = setting("", secret=True)
+    #: serve without API keys on an address other machines reach (behind a gateway that authenticates)
+    anonymous: bool = setting(False)
+    #: requests of one caller waiting at once; beyond: 429 (0: half of max_in_flight)
+    max_in_flight_per_client: int = setting(0, low=0, high=INT)
+    #: requests per second of one caller; beyond: 429 with Retry-After (0: no bound)
+    rate_per_client: int = setting(0, low=0, high=1_000_000)
     #: /readyz needs a decision round trip within this window; a probe event is sent when none happened
     #: for probe_interval_ms (0: no probes, readiness then depends on real traffic)
     ready_window_ms: int = ms(10_000)

@@ -31,6 +31,7 @@ from riskctl.config import Settings
 from riskctl.config.settings import MAX_EVENT_DEPTH
 from riskctl.core.door import Limits
 from riskctl.errors import ConfigError
+from riskctl.serve.callers import CHALLENGE, Callers, is_loopback
 from riskctl.serve.openapi import openapi_document
 from riskctl.serve.request import (
     ApiError,
@@ -76,6 +77,19 @@ class Api:
                 f"({s.max_in_flight}): each request waiting for a decision holds an entry of the memory"
             )
             raise ConfigError(msg)
+        self.callers = Callers(
+            s.api_keys,
+            max_in_flight=s.max_in_flight,
+            max_in_flight_per_client=s.max_in_flight_per_client,
+            rate_per_client=s.rate_per_client,
+        )
+        if not self.callers.required and not s.anonymous and not is_loopback(s.host):
+            msg = (
+                f"serve.host is {s.host!r}, reachable from other machines, and serve.api_keys is empty: "
+                "anyone there could send events for any user. Set serve.api_keys (RISKCTL_SERVE_API_KEYS, "
+                "name:key pairs), or serve.anonymous=true when a gateway in front authenticates the callers"
+            )
+            raise ConfigError(msg)
         self.bus = bus
         self.instance = instance
         self.service = DecisionService(
@@ -103,7 +117,12 @@ class Api:
         try:
             return await handler(request)
         except ApiError as exc:
-            return _json(exc.body(), exc.status)
+            response = _json(exc.body(), exc.status)
+            if exc.status == 401:
+                response.headers["WWW-Authenticate"] = CHALLENGE
+            if exc.retry_after is not None:
+                response.headers["Retry-After"] = str(exc.retry_after)
+            return response
         except web.HTTPException as exc:  # aiohttp's own: 404, 405, 413 ... as JSON with the reason
             if exc.status < 400:
                 raise
@@ -117,16 +136,23 @@ class Api:
     async def decisions(self, request: web.Request) -> web.Response:
         if self.draining:
             raise ApiError(503, "shutting down")
-        check_content_type(request.headers.get("Content-Type"))
-        timeout_ms = parse_timeout(
-            request.query.get("timeout_ms"),
-            self.settings.serve.timeout_ms,
-            self.settings.serve.min_timeout_ms,
-            self.settings.serve.max_timeout_ms,
-        )
-        body = await self._body(request)
-        parsed = parse_event_request(body, self.limits, int(time.time() * 1000), timeout_ms)
-        return _json(await self.service.decide(parsed))
+        # who, and whether its share admits one more, before anything of the request is read
+        caller = self.callers.identify(request.headers.get("Authorization"))
+        self.callers.admit(caller)
+        caller.in_flight += 1
+        try:
+            check_content_type(request.headers.get("Content-Type"))
+            timeout_ms = parse_timeout(
+                request.query.get("timeout_ms"),
+                self.settings.serve.timeout_ms,
+                self.settings.serve.min_timeout_ms,
+                self.settings.serve.max_timeout_ms,
+            )
+            body = await self._body(request)
+            parsed = parse_event_request(body, self.limits, int(time.time() * 1000), timeout_ms)
+            return _json(await self.service.decide(parsed, caller.name))
+        finally:
+            caller.in_flight -= 1
 
     async def _body(self, request: web.Request) -> bytes:
         """The body, decoded (``Content-Encoding`` gzip or deflate; others 415), refused with 413 as soon as
@@ -200,6 +226,7 @@ class Api:
         return _json(openapi_document(self.settings))
 
     async def stats(self, request: web.Request) -> web.Response:
+        self.callers.identify(request.headers.get("Authorization"))
         st = self.service.stats
         return _json(
             {
@@ -217,6 +244,8 @@ class Api:
                 "remembered": len(self.service.entries),
                 "reply_key": self.bus.reply_key,
                 "reply_partition": getattr(self.bus, "partition", None),
+                "unauthorized": self.callers.unauthorized,
+                "callers": self.callers.stats(),
             }
         )
 

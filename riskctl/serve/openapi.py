@@ -29,6 +29,8 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             "evidence": {"type": "object", "description": "the values that made the rule fire"},
         },
     }
+    #: with keys configured the decision and stats routes need one; /healthz, /readyz and this document do not
+    secured: dict[str, Any] = {"security": [{"apiKey": []}]} if s.api_keys.strip() else {}
     return {
         "openapi": "3.1.0",
         "info": {
@@ -71,7 +73,8 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                         },
                         "400": _error("not JSON, not UTF-8, or an empty body"),
                         "408": _error("the body did not arrive within serve.body_timeout_ms"),
-                        "409": _error("event_id already sent with a different content"),
+                        "401": _error("no API key, or an unknown one (when serve.api_keys is set)"),
+                        "409": _error("event_id already sent with a different content, or by another caller"),
                         "413": _error(f"body larger than {lim.max_event_bytes} bytes"),
                         "415": _error(
                             "Content-Type is not application/json (UTF-8), "
@@ -80,8 +83,13 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                         "422": _error(
                             "an event the job refuses, a reserved field, or a timeout out of bounds"
                         ),
+                        "429": _error(
+                            "this caller's share is used up (serve.max_in_flight_per_client, "
+                            "serve.rate_per_client); Retry-After says when to try again"
+                        ),
                         "503": _error("shutting down, or too many requests waiting"),
                     },
+                    **secured,
                 }
             },
             "/healthz": {
@@ -97,10 +105,24 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                 }
             },
             "/v1/stats": {
-                "get": {"summary": "Counters of this instance", "responses": {"200": {"description": "ok"}}}
+                "get": {
+                    "summary": "Counters of this instance",
+                    "responses": {
+                        "200": {"description": "ok"},
+                        "401": _error("no API key, or an unknown one"),
+                    },
+                    **secured,
+                }
             },
         },
         "components": {
+            "securitySchemes": {
+                "apiKey": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "a key of serve.api_keys, as Authorization: Bearer <key>",
+                }
+            },
             "schemas": {
                 "Event": {
                     "type": "object",
@@ -155,6 +177,6 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                         }
                     },
                 },
-            }
+            },
         },
     }

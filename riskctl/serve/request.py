@@ -35,11 +35,15 @@ _MAX_TIMEOUT_TEXT = 12
 class ApiError(Exception):
     """A refused request: HTTP ``status``, the ``field`` (None: the whole body is at fault), ``reason``."""
 
-    def __init__(self, status: int, reason: str, field: str | None = None) -> None:
+    def __init__(
+        self, status: int, reason: str, field: str | None = None, *, retry_after: int | None = None
+    ) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
         self.field = field
+        #: seconds a refused caller should wait before trying again (a 429's ``Retry-After``)
+        self.retry_after = retry_after
 
     def body(self) -> dict[str, Any]:
         return {"error": {"status": self.status, "field": self.field, "reason": self.reason}}

@@ -5,8 +5,9 @@ A :class:`Bus` produces events and hands the decisions that come back to :meth:`
 
 Idempotency by ``event_id``: the first request of an event produces it and creates an entry in a bounded
 LRU (``serve.idempotency_max_entries`` entries, each kept ``serve.idempotency_ttl_ms``). A retry of the same
-event (same content) never produces it again: it gets the decision if it came, or waits on the same future
-for up to its own timeout. A request that reuses an event_id with different content gets 409. The memory is
+event (same content, same caller) never produces it again: it gets the decision if it came, or waits on the
+same future for up to its own timeout. A request that reuses an event_id with different content, or another
+caller's (riskctl.serve.callers), gets 409. The memory is
 per instance: a retry that reaches another instance is a new event there (docs/api.md: route retries to the
 same instance, e.g. by hashing event_id or user_id at the load balancer).
 
@@ -102,16 +103,21 @@ class DecisionService:
         self.stats = Stats()
 
     # -- requests --------------------------------------------------------------------------------------------
-    async def decide(self, request: DecisionRequest) -> dict[str, Any]:
-        """The response body for one valid request (raises ApiError 409/413/503)."""
+    async def decide(self, request: DecisionRequest, caller: str = "") -> dict[str, Any]:
+        """The response body for one valid request of ``caller`` (raises ApiError 409/413/503).
+
+        An event_id belongs to the caller that sent it first: the caller is part of the fingerprint, so
+        another caller's request with the same event_id is a conflict (409), never a retry that would get the
+        first caller's decision."""
         start = self.clock()
         loop = asyncio.get_running_loop()
         self.stats.requests += 1
         event_id = request.event_id
+        fingerprint = f"{caller}/{request.fingerprint}"
         entry = self._lookup(event_id, start)
         replay = entry is not None
-        if entry is not None and entry[0] != request.fingerprint:
-            msg = "this event_id was already sent with a different content"
+        if entry is not None and entry[0] != fingerprint:
+            msg = "this event_id was already sent with a different content, or by another caller"
             raise ApiError(409, msg, "event_id")
         # every request that will wait counts, a retry of an event still undecided included: retries must not
         # pile up beyond the bound (and keep every new event out with 503)
@@ -122,7 +128,7 @@ class DecisionService:
             self.stats.replays += 1
         else:
             value = encode_event(request, self.bus.reply_key, self.limits)
-            self._remember(event_id, (request.fingerprint, start, None, False, request.user_id, request.ts))
+            self._remember(event_id, (fingerprint, start, None, False, request.user_id, request.ts))
             key = request.user_id.encode("utf-8")
 
             def failed(reason: str) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from riskctl.client import AsyncDecisionClient, DecisionClient
+from riskctl.client import AsyncDecisionClient, DecisionClient, RequestRefused
 from riskctl.config import PROJECT_ROOT, Settings
 from tests.integration.support import Job, consume_until, new_job, start_job, wait_rules
 
@@ -270,6 +270,45 @@ def test_two_instances_each_read_only_their_own_replies(job: Job, apis: dict[str
     for name in apis:
         status, stats = apis[name].get("/v1/stats")
         assert status == 200 and stats["reply_partition"] == {"a": 0, "b": 1}[name]
+
+
+def test_callers_with_keys_on_all_addresses_get_the_job_s_decisions_and_own_their_event_ids(
+    job: Job, tmp_path: Path
+) -> None:
+    """The production shape: serve on 0.0.0.0 with API keys, two business services as callers."""
+    key_a, key_b = "checkout-" + uuid.uuid4().hex, "login-svc-" + uuid.uuid4().hex
+    inst = start_instance(
+        job,
+        "api-k",
+        2,
+        tmp_path,
+        host="0.0.0.0",
+        api_keys=f"checkout:{key_a},login:{key_b}",
+        timeout_ms="3000",
+    )
+    try:
+        u = job.user("keys")
+        body = json.dumps(ev(u, 0, "transfer", amount=60_000)).encode()
+        status, out = inst.post(body)
+        assert status == 401 and out["error"]["field"] == "Authorization"
+        with DecisionClient(inst.url, api_key=key_a) as client:
+            first = client.decide(body)
+        assert first.action == "REVIEW" and first.source == "job" and first.fired == ["transfer_velocity"]
+        with DecisionClient(inst.url, api_key=key_b) as other, pytest.raises(RequestRefused) as info:
+            other.decide(body)  # another caller's event_id: a conflict, not the first caller's decision
+        assert info.value.status == 409 and info.value.field == "event_id"
+        with DecisionClient(inst.url, api_key=key_b) as other:
+            assert other.decide(ev(u, 1, "login", success=True, device_id="d", city="Paris")).source == "job"
+        req = urllib.request.Request(inst.url + "/v1/stats", headers={"Authorization": f"Bearer {key_a}"})
+        with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310
+            stats = json.loads(resp.read())
+        assert stats["unauthorized"] == 1
+        assert stats["callers"]["checkout"]["requests"] == 1 and stats["callers"]["login"]["requests"] == 2
+        assert key_a not in inst.log.read_text() and key_b not in inst.log.read_text()
+        events = consume_until(job.settings, job.topics["events"], lambda rs: False, timeout=3)
+        assert sum(1 for r in events if r.get("event_id") == f"{u}-0") == 1
+    finally:
+        assert inst.stop() == 0
 
 
 def test_fail_open_and_fail_closed_with_the_job_stopped(

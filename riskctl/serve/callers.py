@@ -1,0 +1,189 @@
+"""Who calls ``riskctl serve``: API keys, and each caller's share of the instance (docs/api.md, "Callers").
+
+A business service presents its key as ``Authorization: Bearer <key>``. With ``serve.api_keys`` set, a request
+to ``/v1/decisions`` or ``/v1/stats`` without a known key gets 401 before its body is read; ``/healthz``,
+``/readyz`` and ``/openapi.json`` stay open for load balancers. Without keys every request is the caller
+``anonymous``, which ``riskctl serve`` allows only on a loopback address unless ``serve.anonymous`` says so:
+an API that anyone on the network can feed events to lets them shape any user's features (a victim's failed
+logins, say) and so the decisions the business takes on that victim.
+
+Each caller is held to its share, so one that floods (a retry loop gone wrong, a stolen key) gets 429 while
+the others are answered as before:
+
+* ``serve.max_in_flight_per_client`` requests waiting at once (0: half of ``serve.max_in_flight``);
+* ``serve.rate_per_client`` requests per second, in a token bucket holding one second's worth (0: no rate
+  bound).
+
+A caller also owns the event_ids it sent: a request from another caller reusing one gets 409 (see
+:mod:`riskctl.serve.service`), never the first caller's decision.
+
+Keys are compared by their SHA-256 digest, looked up in a dict: what a timing difference could reveal is a
+prefix of a digest, not of a key. Only the digests are kept once the settings are read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import math
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from riskctl.errors import ConfigError
+from riskctl.serve.request import ApiError
+
+#: the caller of every request when no key is configured
+ANONYMOUS = "anonymous"
+MIN_KEY_CHARS = 20
+MAX_KEY_CHARS = 256
+_NAME = re.compile(r"[A-Za-z0-9._-]{1,40}")
+_KEY = re.compile(r"[A-Za-z0-9._~+/=-]+")
+#: the longest Authorization header looked at ("Bearer " and the longest key)
+_MAX_HEADER = len("Bearer ") + MAX_KEY_CHARS
+CHALLENGE = 'Bearer realm="riskctl"'
+
+
+def parse_api_keys(text: str) -> dict[str, str]:
+    """``"checkout:KEY1, login:KEY2"`` -> ``{"checkout": "KEY1", "login": "KEY2"}``; ConfigError when a pair
+    is malformed, a name or key repeats, or a key is too short to be a secret. Messages never show a key."""
+    keys: dict[str, str] = {}
+    seen: set[str] = set()
+    for n, pair in enumerate(text.split(","), 1):
+        pair = pair.strip()
+        if not pair:
+            continue
+        name, sep, key = pair.partition(":")
+        name, key = name.strip(), key.strip()
+        where = f"serve.api_keys, pair {n}"
+        if not sep or not _NAME.fullmatch(name):
+            msg = (
+                f"{where}: expected name:key, the name 1-40 letters, digits, '.', '_', '-' "
+                f"(got a pair of {len(pair)} characters, not shown: it may hold a key)"
+            )
+            raise ConfigError(msg)
+        if name in keys:
+            msg = f"{where}: the caller {name!r} is named twice"
+            raise ConfigError(msg)
+        if not MIN_KEY_CHARS <= len(key) <= MAX_KEY_CHARS or not _KEY.fullmatch(key):
+            msg = (
+                f"{where}: the key of {name!r} must be {MIN_KEY_CHARS}-{MAX_KEY_CHARS} characters of "
+                "letters, digits and . _ ~ + / = - (a random one: python3 -c 'import secrets; "
+                "print(secrets.token_urlsafe(32))')"
+            )
+            raise ConfigError(msg)
+        if key in seen:
+            msg = f"{where}: the key of {name!r} is another caller's too: each caller needs its own"
+            raise ConfigError(msg)
+        seen.add(key)
+        keys[name] = key
+    return keys
+
+
+def api_keys_ok(text: str) -> bool:
+    try:
+        parse_api_keys(text)
+    except ConfigError:
+        return False
+    return True
+
+
+def is_loopback(host: str) -> bool:
+    """True when ``host`` only listens on this machine (``localhost``, 127.0.0.0/8, ::1)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode("utf-8")).digest()
+
+
+@dataclass(slots=True)
+class Caller:
+    """One caller's share and counts (in ``/v1/stats``)."""
+
+    name: str
+    in_flight: int = 0
+    tokens: float = 0.0
+    refilled: float = 0.0
+    requests: int = 0
+    limited: int = 0
+
+
+class Callers:
+    """The callers of one instance: who a request is from, and whether its share admits it."""
+
+    def __init__(
+        self,
+        api_keys: str,
+        *,
+        max_in_flight: int,
+        max_in_flight_per_client: int = 0,
+        rate_per_client: int = 0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        keys = parse_api_keys(api_keys)
+        self.required = bool(keys)
+        self._by_digest = {_digest(key): name for name, key in keys.items()}
+        self.max_in_flight = (
+            min(max_in_flight_per_client, max_in_flight)
+            if max_in_flight_per_client > 0
+            else max(1, max_in_flight // 2)
+        )
+        self.rate = rate_per_client
+        self.clock = clock
+        names = list(keys) if keys else [ANONYMOUS]
+        self.callers = {name: Caller(name, tokens=rate_per_client, refilled=clock()) for name in names}
+        #: requests refused for a missing, malformed or unknown key
+        self.unauthorized = 0
+
+    def identify(self, authorization: str | None) -> Caller:
+        """The caller that ``authorization`` (the header's value) names; ApiError 401 when keys are
+        required and it names none."""
+        if not self.required:
+            return self.callers[ANONYMOUS]
+        if authorization is None:
+            reason = "an API key is required: send the header Authorization: Bearer <key>"
+        else:
+            scheme, _, key = authorization[:_MAX_HEADER].strip().partition(" ")
+            if scheme.lower() != "bearer" or not key.strip():
+                reason = "the Authorization header must be 'Bearer <key>'"
+            else:
+                name = self._by_digest.get(_digest(key.strip()))
+                if name is not None:
+                    return self.callers[name]
+                reason = "unknown API key"
+        self.unauthorized += 1
+        raise ApiError(401, reason, "Authorization")
+
+    def admit(self, caller: Caller) -> None:
+        """Count one request of ``caller``; ApiError 429 (with ``retry_after``) beyond its share."""
+        caller.requests += 1
+        if caller.in_flight >= self.max_in_flight:
+            caller.limited += 1
+            msg = (
+                f"this caller already has {caller.in_flight} requests waiting "
+                "(serve.max_in_flight_per_client)"
+            )
+            raise ApiError(429, msg, retry_after=1)
+        if self.rate > 0:
+            now = self.clock()
+            caller.tokens = min(self.rate, caller.tokens + (now - caller.refilled) * self.rate)
+            caller.refilled = now
+            if caller.tokens < 1:
+                caller.limited += 1
+                wait = math.ceil((1 - caller.tokens) / self.rate)
+                msg = f"this caller sends more than serve.rate_per_client ({self.rate} requests/s)"
+                raise ApiError(429, msg, retry_after=wait)
+            caller.tokens -= 1
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        return {
+            c.name: {"requests": c.requests, "limited": c.limited, "in_flight": c.in_flight}
+            for c in self.callers.values()
+        }

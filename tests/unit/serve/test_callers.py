@@ -1,0 +1,277 @@
+"""Callers of the API: keys (401), each caller's share (429), event_ids owned by their caller (409), and the
+refusal to serve other machines without keys."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from riskctl.client import AsyncDecisionClient, DecisionClient, RequestRefused
+from riskctl.config import load_settings
+from riskctl.errors import ConfigError
+from riskctl.serve.app import Api
+from riskctl.serve.callers import ANONYMOUS, Callers, is_loopback, parse_api_keys
+from riskctl.serve.request import ApiError
+from tests.unit.serve.fakes import FakeBus, running_api, settings_for_tests
+
+KEY_A = "kA9x-checkout-0123456789abcdefXYZ"
+KEY_B = "kB7y-login-0123456789abcdefXYZ012"
+KEYS = f"checkout:{KEY_A}, login:{KEY_B}"
+JSON = {"Content-Type": "application/json"}
+
+
+def event(eid: str = "e1", **fields: Any) -> dict[str, Any]:
+    return {"event_id": eid, "user_id": "u1", "type": "transfer", "ts": int(time.time() * 1000), **fields}
+
+
+def call(
+    base: str, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, Any], http.client.HTTPResponse]:
+    host, port = base.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        conn.request(method, path, body, headers or {})
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read() or b"null"), resp
+    finally:
+        conn.close()
+
+
+def auth(key: str) -> dict[str, str]:
+    return {**JSON, "Authorization": f"Bearer {key}"}
+
+
+# -- the keys setting ---------------------------------------------------------------------------------------
+def test_api_keys_parse_into_names_and_keys() -> None:
+    assert parse_api_keys(KEYS) == {"checkout": KEY_A, "login": KEY_B}
+    assert parse_api_keys("") == {} and parse_api_keys(" , ") == {}
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        (KEY_A, "expected name:key"),
+        (f"check out:{KEY_A}", "expected name:key"),
+        (f"checkout:{KEY_A},checkout:{KEY_B}", "named twice"),
+        (f"checkout:{KEY_A},login:{KEY_A}", "another caller's too"),
+        ("checkout:short-key-1", "must be 20-256 characters"),
+        (f"checkout:{KEY_A} {KEY_B}", "must be 20-256 characters"),
+        (f"checkout:{KEY_A}\r\nX-Injected: 1", "must be 20-256 characters"),
+    ],
+)
+def test_malformed_api_keys_are_refused_without_showing_a_key(text: str, says: str) -> None:
+    with pytest.raises(ConfigError, match=says) as info:
+        parse_api_keys(text)
+    assert KEY_A not in str(info.value) and KEY_B not in str(info.value)
+
+
+def test_config_show_masks_the_api_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RISKCTL_SERVE_API_KEYS", KEYS)
+    settings = load_settings(None)
+    assert settings.serve.api_keys == KEYS
+    assert KEY_A not in json.dumps(settings.redacted())
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [("127.0.0.1", True), ("127.1.2.3", True), ("::1", True), ("[::1]", True), ("localhost", True),
+     ("0.0.0.0", False), ("", False), ("::", False), ("10.0.0.5", False), ("api.internal", False)],
+)  # fmt: skip
+def test_loopback_hosts(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
+
+
+def test_serving_other_machines_without_keys_is_refused_unless_said_so() -> None:
+    with pytest.raises(ConfigError, match=r"serve\.api_keys is empty.*serve\.anonymous"):
+        Api(settings_for_tests(host="0.0.0.0"), FakeBus(), instance="t")  # type: ignore[arg-type]
+    Api(settings_for_tests(host="0.0.0.0", anonymous=True), FakeBus(), instance="t")  # type: ignore[arg-type]
+    Api(settings_for_tests(host="0.0.0.0", api_keys=KEYS), FakeBus(), instance="t")  # type: ignore[arg-type]
+    Api(settings_for_tests(host="127.0.0.1"), FakeBus(), instance="t")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="must be 20-256"):
+        Api(settings_for_tests(api_keys="a:b"), FakeBus(), instance="t")  # type: ignore[arg-type]
+
+
+# -- the share of a caller (pure) ---------------------------------------------------------------------------
+def test_the_rate_of_a_caller_is_a_bucket_of_one_second_and_others_keep_theirs() -> None:
+    now = [100.0]
+    callers = Callers(KEYS, max_in_flight=100, rate_per_client=3, clock=lambda: now[0])
+    a = callers.identify(f"Bearer {KEY_A}")
+    b = callers.identify(f"bearer   {KEY_B} ")
+    for _ in range(3):
+        callers.admit(a)
+    with pytest.raises(ApiError) as info:
+        callers.admit(a)
+    assert info.value.status == 429 and info.value.retry_after == 1
+    callers.admit(b)  # the other caller is untouched
+    now[0] += 0.34  # one more token
+    callers.admit(a)
+    with pytest.raises(ApiError):
+        callers.admit(a)
+    now[0] += 60  # a long pause refills one second's worth, no more
+    for _ in range(3):
+        callers.admit(a)
+    with pytest.raises(ApiError):
+        callers.admit(a)
+    assert callers.stats()["checkout"] == {"requests": 10, "limited": 3, "in_flight": 0}
+
+
+def test_the_default_share_in_flight_is_half_the_instance_and_a_setting_never_exceeds_it() -> None:
+    assert Callers(KEYS, max_in_flight=100).max_in_flight == 50
+    assert Callers(KEYS, max_in_flight=1).max_in_flight == 1
+    assert Callers(KEYS, max_in_flight=100, max_in_flight_per_client=7).max_in_flight == 7
+    assert Callers(KEYS, max_in_flight=100, max_in_flight_per_client=500).max_in_flight == 100
+    anonymous = Callers("", max_in_flight=10)
+    assert not anonymous.required and anonymous.identify(None).name == ANONYMOUS
+    assert anonymous.identify("Bearer whatever").name == ANONYMOUS
+
+
+@pytest.mark.parametrize(
+    ("header", "says"),
+    [
+        (None, "an API key is required"),
+        ("", "must be 'Bearer <key>'"),
+        (f"Basic {KEY_A}", "must be 'Bearer <key>'"),
+        ("Bearer ", "must be 'Bearer <key>'"),
+        ("Bearer not-a-key-of-anyone-0123456789", "unknown API key"),
+        (f"Bearer {KEY_A}x", "unknown API key"),
+        (f"Bearer {KEY_A[:-1]}", "unknown API key"),
+        ("Bearer " + "k" * 100_000, "unknown API key"),
+    ],
+)
+def test_a_request_without_a_known_key_is_401_naming_the_header(header: str | None, says: str) -> None:
+    callers = Callers(KEYS, max_in_flight=10)
+    with pytest.raises(ApiError, match=says) as info:
+        callers.identify(header)
+    assert info.value.status == 401 and info.value.field == "Authorization"
+    assert callers.unauthorized == 1
+
+
+# -- over HTTP ----------------------------------------------------------------------------------------------
+def test_decisions_and_stats_need_a_key_probes_and_the_document_do_not() -> None:
+    bus = FakeBus()
+    with running_api(settings_for_tests(api_keys=KEYS), bus) as (base, api, _):
+        body = json.dumps(event(amount=12_000)).encode()
+        status, out, resp = call(base, "POST", "/v1/decisions", body, JSON)
+        assert status == 401 and out["error"]["field"] == "Authorization"
+        assert resp.getheader("WWW-Authenticate") == 'Bearer realm="riskctl"'
+        # refused before the body is looked at: a wrong Content-Type is not what it hears about
+        status, out, _ = call(
+            base, "POST", "/v1/decisions", body, {"Authorization": "Bearer nope-0123456789abcdefgh"}
+        )
+        assert status == 401 and out["error"]["reason"] == "unknown API key"
+        assert bus.produced == []
+        status, out, _ = call(base, "POST", "/v1/decisions", body, auth(KEY_A))
+        assert status == 200 and out["action"] == "REJECT"
+        assert call(base, "GET", "/v1/stats")[0] == 401
+        status, stats, _ = call(base, "GET", "/v1/stats", None, auth(KEY_B))
+        assert status == 200 and stats["unauthorized"] == 3
+        assert stats["callers"]["checkout"]["requests"] == 1 and stats["callers"]["login"]["requests"] == 0
+        assert call(base, "GET", "/healthz")[0] == 200
+        assert call(base, "GET", "/readyz")[0] in {200, 503}
+        status, doc, _ = call(base, "GET", "/openapi.json")
+        assert status == 200 and doc["paths"]["/v1/decisions"]["post"]["security"] == [{"apiKey": []}]
+        assert "401" in doc["paths"]["/v1/decisions"]["post"]["responses"]
+        assert KEY_A not in json.dumps(doc)
+
+
+def test_an_event_id_belongs_to_its_caller_another_gets_409_never_the_decision() -> None:
+    bus = FakeBus()
+    with running_api(settings_for_tests(api_keys=KEYS), bus) as (base, _, _):
+        body = json.dumps(event("order-1001", amount=12_000)).encode()
+        status, first, _ = call(base, "POST", "/v1/decisions", body, auth(KEY_A))
+        assert status == 200 and first["action"] == "REJECT"
+        status, out, _ = call(base, "POST", "/v1/decisions", body, auth(KEY_B))
+        assert status == 409 and out["error"]["field"] == "event_id"
+        assert "REJECT" not in json.dumps(out)
+        status, again, _ = call(base, "POST", "/v1/decisions", body, auth(KEY_A))  # the owner's retry
+        assert status == 200 and again["replay"] and again["action"] == "REJECT"
+        assert len(bus.produced) == 1
+
+
+def test_a_caller_at_its_share_gets_429_while_another_is_answered() -> None:
+    bus = FakeBus(delay=None)  # the job never answers: requests wait out their timeout
+    settings = settings_for_tests(api_keys=KEYS, max_in_flight_per_client=2)
+    with running_api(settings, bus) as (base, api, _):
+        results: list[int] = []
+
+        def slow(eid: str) -> None:
+            body = json.dumps(event(eid)).encode()
+            results.append(call(base, "POST", "/v1/decisions?timeout_ms=3000", body, auth(KEY_A))[0])
+
+        threads = [threading.Thread(target=slow, args=(f"slow-{i}",)) for i in range(2)]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 5
+        while api.callers.callers["checkout"].in_flight < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        status, out, resp = call(base, "POST", "/v1/decisions", json.dumps(event("a3")).encode(), auth(KEY_A))
+        assert status == 429 and "max_in_flight_per_client" in out["error"]["reason"]
+        assert resp.getheader("Retry-After") == "1"
+        status, out, _ = call(
+            base, "POST", "/v1/decisions?timeout_ms=50", json.dumps(event("b1")).encode(), auth(KEY_B)
+        )
+        assert status == 200 and out["degraded"] == "timeout"  # answered: its fallback, not a refusal
+        for t in threads:
+            t.join(10)
+        assert results == [200, 200]
+        assert api.callers.callers["checkout"].in_flight == 0 and api.callers.callers["login"].in_flight == 0
+        assert sorted(e["event_id"] for _, e in bus.produced) == ["b1", "slow-0", "slow-1"]
+
+
+def test_both_clients_send_their_key_and_a_401_is_not_retried(monkeypatch: pytest.MonkeyPatch) -> None:
+    with running_api(settings_for_tests(api_keys=KEYS), FakeBus()) as (base, api, _):
+        with DecisionClient(base, api_key=KEY_A) as client:
+            assert client.decide(event("s1", amount=20_000)).action == "REJECT"
+        monkeypatch.setenv("RISKCTL_API_KEY", KEY_B)
+        with DecisionClient(base) as client:  # the key from the environment
+            assert client.decide(event("s2")).action == "PASS"
+        with DecisionClient(base, api_key="", retries=3) as client, pytest.raises(RequestRefused) as info:
+            client.decide(event("s3"))
+        assert info.value.status == 401 and info.value.field == "Authorization"
+        assert api.callers.unauthorized == 1  # one attempt, no retry
+
+        async def run() -> None:
+            async with AsyncDecisionClient(base, api_key=KEY_A) as client:
+                assert (await client.decide(event("a1", amount=20_000))).action == "REJECT"
+            async with AsyncDecisionClient(base, api_key="wrong-key-0123456789abcdef") as client:
+                with pytest.raises(RequestRefused, match="unknown API key"):
+                    await client.decide(event("a2"))
+
+        asyncio.run(run())
+        stats = api.callers.stats()
+        assert stats["checkout"]["requests"] == 2 and stats["login"]["requests"] == 1
+        assert api.callers.unauthorized == 2
+
+
+def test_a_client_refuses_a_key_that_would_inject_a_header() -> None:
+    with pytest.raises(ValueError, match="line break"):
+        DecisionClient("http://127.0.0.1:9", api_key=f"{KEY_A}\r\nX-Evil: 1")
+
+
+def test_cli_serve_on_all_addresses_without_keys_stops_with_the_reason_before_kafka() -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {
+        **os.environ,
+        "RISKCTL_KAFKA_BOOTSTRAP": "127.0.0.1:9",
+        "RISKCTL_SERVE_PORT": "0",
+        "RISKCTL_SERVE_HOST": "0.0.0.0",
+    }
+    env.pop("RISKCTL_SERVE_API_KEYS", None)
+    res = subprocess.run(
+        [sys.executable, "-m", "riskctl.cli.main", "serve"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert res.returncode == 3 and "serve.api_keys is empty" in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr and "broker" not in res.stderr

@@ -469,6 +469,10 @@ class MariaDB(Service):
                 user=self.settings.mysql.user,
                 password=self.password(),
                 connect_timeout=3,
+                # a server that accepts but does not answer (stopped, swapping, stuck) hung 'stack status'
+                # and 'stack up' for ever: without these, the greeting and the query are waited for unbounded
+                read_timeout=3,
+                write_timeout=3,
             )
             try:
                 with conn.cursor() as cur:

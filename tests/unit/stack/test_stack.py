@@ -15,7 +15,7 @@ from riskctl.config import load_settings
 from riskctl.errors import ServiceError
 from riskctl.stack.process import kernel_thread
 from riskctl.stack.services import Kafka, MariaDB
-from tests.helpers import run_riskctl
+from tests.helpers import run_riskctl, within
 
 
 @pytest.fixture
@@ -125,3 +125,14 @@ def test_a_stale_pid_now_a_kernel_thread_is_not_the_service(stack_env: dict[str,
     t0 = time.monotonic()
     assert kafka.stop() is False
     assert time.monotonic() - t0 < 5
+
+
+def test_a_server_that_accepts_but_never_answers_is_unhealthy_not_a_hang(
+    tmp_path: Path, busy_port: int
+) -> None:
+    """A MariaDB that is stopped (SIGSTOP), swapping or stuck: the kernel still accepts the connection, the
+    greeting never comes. `stack status` and `stack up` waited for it for ever."""
+    settings = load_settings(
+        env={"RISKCTL_STACK_DIR": str(tmp_path), "RISKCTL_STACK_MYSQL_PORT": str(busy_port)}
+    )
+    assert within(MariaDB(settings).healthy, seconds=15) is False

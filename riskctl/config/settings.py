@@ -296,7 +296,7 @@ class ServeSettings:
     api_keys: str = setting("", secret=True)
     #: serve without API keys on an address other machines reach (behind a gateway that authenticates)
     anonymous: bool = setting(False)
-    #: requests of one caller waiting at once; beyond: 429 (0: half of max_in_flight)
+    #: requests of one caller waiting at once; beyond: 429 (0: half of max_in_flight with keys, all without)
     max_in_flight_per_client: int = setting(0, low=0, high=INT)
     #: requests per second of one caller; beyond: 429 with Retry-After (0: no bound)
     rate_per_client: int = setting(0, low=0, high=1_000_000)

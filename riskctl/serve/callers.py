@@ -10,7 +10,8 @@ logins, say) and so the decisions the business takes on that victim.
 Each caller is held to its share, so one that floods (a retry loop gone wrong, a stolen key) gets 429 while
 the others are answered as before:
 
-* ``serve.max_in_flight_per_client`` requests waiting at once (0: half of ``serve.max_in_flight``);
+* ``serve.max_in_flight_per_client`` requests waiting at once (0: half of ``serve.max_in_flight`` with keys,
+  all of it for ``anonymous``);
 * ``serve.rate_per_client`` requests per second, in a token bucket holding one second's worth (0: no rate
   bound).
 
@@ -130,11 +131,10 @@ class Callers:
         keys = parse_api_keys(api_keys)
         self.required = bool(keys)
         self._by_digest = {_digest(key): name for name, key in keys.items()}
-        self.max_in_flight = (
-            min(max_in_flight_per_client, max_in_flight)
-            if max_in_flight_per_client > 0
-            else max(1, max_in_flight // 2)
-        )
+        if max_in_flight_per_client > 0:
+            self.max_in_flight = min(max_in_flight_per_client, max_in_flight)
+        else:  # one caller alone (anonymous) has no other to leave room for
+            self.max_in_flight = max(1, max_in_flight // 2) if keys else max_in_flight
         self.rate = rate_per_client
         self.clock = clock
         names = list(keys) if keys else [ANONYMOUS]

@@ -127,6 +127,7 @@ def test_the_default_share_in_flight_is_half_the_instance_and_a_setting_never_ex
     assert Callers(KEYS, max_in_flight=100, max_in_flight_per_client=7).max_in_flight == 7
     assert Callers(KEYS, max_in_flight=100, max_in_flight_per_client=500).max_in_flight == 100
     anonymous = Callers("", max_in_flight=10)
+    assert anonymous.max_in_flight == 10  # alone: no other caller to leave room for
     assert not anonymous.required and anonymous.identify(None).name == ANONYMOUS
     assert anonymous.identify("Bearer whatever").name == ANONYMOUS
 

@@ -24,6 +24,10 @@ QUANTIFIERS = ("exactly", "at_least")
 AFTER_MATCH_POLICIES = ("skip_past_last_event", "no_skip")
 MAX_STEPS = 32
 MAX_TIMES = 1000
+#: The entry of a partial match's ``steps`` mapping (not a step: step names do not start with ``_``) where the
+#: matcher keeps the step aggregates folded: ``(kind, step, path) -> (events of the step folded, acc)``. A
+#: condition's aggregate uses an entry only if it covers every event of its step, else folds the step itself.
+AGGREGATES_KEY = "_aggregates"
 
 
 def check_ms(value: Any, what: str, field_path: str, *, zero_ok: bool = False) -> None:

@@ -68,6 +68,7 @@ from typing import Any, Literal, NamedTuple
 from riskctl.core.errors import RuleError
 from riskctl.core.pattern_spec import (
     AFTER_MATCH_POLICIES,
+    AGGREGATES_KEY,
     CONTIGUITIES,
     MAX_STEPS,
     MAX_TIMES,
@@ -109,7 +110,13 @@ _RUNS, _MAX_TS, _SEQ, _OVERFLOW, _TOO_LATE, _WM, _BUF, _REPORTED, _EMITTED, _SEE
 # ``step``/``count``: the positive step being matched and how many events it has; ``loop_ok``: this step may
 # still take another event; ``next_ok``: the next step may take its first event (for the last step followed
 # by a negated one: the absence is still pending); ``steps``: step name -> tuple of matched events (what the
-# conditions see); ``seqs``: arrival numbers of the matched events, the match's identity within the key.
+# conditions see), plus, when the conditions aggregate a step (sum/avg/min/max/distinct), AGGREGATES_KEY ->
+# {(kind, step, path): (events of the step folded, acc)}, updated by each take (a read is then O(1), not a
+# pass over the step); ``seqs``: arrival numbers of the matched events, the match's identity within the key.
+# States written before the aggregates were kept have no such entry: their conditions fold the step on each
+# read (the same fold, so the same values), and their next take adds the entry; an entry is used only if it
+# covers its step's events, so a state written back by an older version (which copies the entry unchanged
+# while taking events) is never misread either.
 # A buffer entry: (ts, seq, starts, event), ``starts`` being the first step's verdict on it.
 
 
@@ -153,8 +160,10 @@ _new_result = tuple.__new__  # PatternResult(...) without the namedtuple's Pytho
 
 # A completed match before it becomes a Match:
 #   (start_ts, start_seq, seqs, steps, end_ts, last_ts, last_seq)
-_Done = tuple[int, int, tuple[int, ...], dict[str, tuple[Event, ...]], int, int, int]
-_Run = tuple[int, int, int, int, int, int, bool, bool, dict[str, tuple[Event, ...]], tuple[int, ...]]
+_Ctx = dict[str, Any]  # step name -> tuple of events, and AGGREGATES_KEY -> the kept aggregates
+_Done = tuple[int, int, tuple[int, ...], _Ctx, int, int, int]
+_Run = tuple[int, int, int, int, int, int, bool, bool, _Ctx, tuple[int, ...]]
+_Fold = tuple[tuple[str, str, tuple[str, ...]], str, Any, Callable[[Any, Any], Any]]
 _Key = tuple[int, int]
 
 
@@ -166,6 +175,7 @@ class PatternMatcher:
     """
 
     __slots__ = (
+        "_aggregates",
         "_base",
         "_cond0",
         "_others",
@@ -235,7 +245,16 @@ class PatternMatcher:
         self._final_neg: Condition | None = final.cond if final.negated else None
         # last_ts + final_gap >= start_ts + within when the negated step has no max_gap of its own.
         self._final_gap = final.max_gap if final.negated and final.max_gap is not None else spec.within
-        self._base: dict[str, tuple[Event, ...]] = {s.name: () for s in spec.steps}
+        self._base: _Ctx = {s.name: () for s in spec.steps}
+        # The step aggregates the conditions read, (key, step, initial, fold), kept per partial match; and
+        # for each positive step, those over it (what a take into it updates).
+        folds: dict[Any, _Fold] = {}
+        for st in spec.steps:
+            for agg in getattr(st.cond, "aggregates", None) or ():
+                folds.setdefault(agg[0], agg)
+        self._aggregates: tuple[tuple[_Fold, ...], ...] | None = (
+            tuple(tuple(f for f in folds.values() if f[1] == c[0]) for c in compiled) if folds else None
+        )
         self._cond0 = compiled[0][1]
         # The late-event buffer keeps every event's place (time, arrival number), but the event itself only
         # if some condition holds for it: for the others, a replay needs no condition (all are false). That
@@ -524,12 +543,29 @@ class PatternMatcher:
         event: Event,
         ts: int,
         seq: int,
-        ctx: dict[str, tuple[Event, ...]],
+        ctx: _Ctx,
         seqs: tuple[int, ...],
     ) -> None:
         name, _, times, at_least = self._steps[k][:4]
         nctx = ctx.copy()
-        nctx[name] = ctx[name] + (event,)
+        events = ctx[name]
+        nctx[name] = events + (event,)
+        aggregates = self._aggregates
+        if aggregates is not None and aggregates[k]:
+            # Fold the event into the aggregates over this step (a copy: other partial matches share ``ctx``).
+            kept = ctx.get(AGGREGATES_KEY)
+            kept = {} if kept is None else kept.copy()
+            n = len(events)
+            for key, _, initial, fold in aggregates[k]:
+                entry = kept.get(key)
+                if entry is not None and entry[0] == n:
+                    kept[key] = (n + 1, fold(entry[1], event))
+                else:  # the first event, or a state from before the aggregates were kept: fold them all
+                    acc = initial
+                    for ev in nctx[name]:
+                        acc = fold(acc, ev)
+                    kept[key] = (n + 1, acc)
+            nctx[AGGREGATES_KEY] = kept
         nseqs = seqs + (seq,)
         loop_ok = c < times or at_least
         complete = c >= times

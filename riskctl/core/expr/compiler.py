@@ -14,10 +14,11 @@ from typing import Any
 from riskctl.core.errors import suggest
 from riskctl.core.expr import nodes, operators
 from riskctl.core.expr.closures import Compiled, Fn, as_bool, constant, get_path
-from riskctl.core.expr.functions import AGGREGATE_FUNCTIONS, AGGREGATES, FUNCTIONS, NUMBERS, SCALAR_FUNCTIONS
+from riskctl.core.expr.functions import AGGREGATE_FUNCTIONS, FOLDS, FUNCTIONS, SCALAR_FUNCTIONS
 from riskctl.core.expr.lexer import expr_error
 from riskctl.core.expr.nodes import COMPARE_OPS, Node
 from riskctl.core.expr.parser import parse
+from riskctl.core.pattern_spec import AGGREGATES_KEY
 
 #: Key under which the engine stamps an event's feature values before handing it to a sequence pattern, so
 #: that step conditions (signature ``cond(event, steps)``) can refer to features. Names starting with ``_``
@@ -45,6 +46,9 @@ class Compiler:
         self.event_fields: set[str] | None = set()
         # paths read of the current event itself (``event.a.b`` -> "a.b"): what an explanation shows
         self.event_paths: set[str] = set()
+        # the aggregates over steps that read every event (sum avg min max distinct), which a pattern matcher
+        # keeps folded per partial match: (kind, step, field path) -> (step, initial, fold(acc, event))
+        self.aggregates: dict[tuple[str, str, tuple[str, ...]], tuple[str, Any, Fn]] = {}
 
     def names(self) -> list[str]:
         """The names an expression of this rule may use (for "did you mean")."""
@@ -271,30 +275,33 @@ class Compiler:
             msg = f"{name}() needs a field of the step, e.g. {name}({step}.amount)"
             raise expr_error(msg, node.pos)
 
-        def values(c: Any) -> list[Any]:
-            events = c.get(step) or ()
-            if len(path) == 1:
-                key = path[0]
-                return [ev.get(key) for ev in events]
-            return [get_path(ev, path) for ev in events]
+        kind, initial, step_fn, read = FOLDS[name]
+        key = (kind, step, path)
+        if len(path) == 1:
+            field = path[0]
 
-        if name == "distinct":
+            def fold(acc: Any, ev: Any) -> Any:
+                return step_fn(acc, ev.get(field))
 
-            def distinct(e: Any, c: Any) -> Any:
-                seen = set()
-                for v in values(c):
-                    if v is not None:
-                        try:
-                            seen.add(v)
-                        except TypeError:
-                            continue
-                return len(seen)
+        else:
 
-            return Compiled(distinct)
-        agg = AGGREGATES[name]
+            def fold(acc: Any, ev: Any) -> Any:
+                return step_fn(acc, get_path(ev, path))
+
+        self.aggregates.setdefault(key, (step, initial, fold))
 
         def aggregate(e: Any, c: Any) -> Any:
-            return agg([v for v in values(c) if type(v) in NUMBERS])
+            events = c.get(step) or ()
+            kept = c.get(AGGREGATES_KEY)
+            if kept is not None:
+                # the matcher's fold of the step's events (riskctl.core.patterns), if it covers them all
+                entry = kept.get(key)
+                if entry is not None and entry[0] == len(events):
+                    return read(entry[1])
+            acc = initial
+            for ev in events:
+                acc = fold(acc, ev)
+            return read(acc)
 
         return Compiled(aggregate)
 
@@ -317,6 +324,7 @@ class CompiledExpression:
         "event_types",
         "event_fields",
         "event_paths",
+        "aggregates",
         "_params",
     )
 
@@ -352,6 +360,11 @@ class CompiledExpression:
         #: the paths of the current event the expression reads, dotted (``event.device.id`` -> "device.id"),
         #: sorted: the values an explanation of a hit shows
         self.event_paths: tuple[str, ...] = tuple(sorted(comp.event_paths))
+        #: the aggregates over steps that read every event of the step, as ``(key, step, initial, fold)``: a
+        #: pattern matcher may keep ``steps[AGGREGATES_KEY][key] = (events folded, acc)`` (see the aggregate)
+        self.aggregates: tuple[tuple[tuple[str, str, tuple[str, ...]], str, Any, Fn], ...] = tuple(
+            (key, st, initial, fold) for key, (st, initial, fold) in comp.aggregates.items()
+        )
 
     def test(self, event: Mapping[str, Any], ctx: Any = None) -> bool:
         """Evaluate to a bool."""
@@ -372,8 +385,9 @@ class CompiledExpression:
         """A pattern step condition, ``cond(event, steps) -> bool`` (the contract of ``patterns.py``).
 
         The callable carries ``reads_steps``: False when its verdict ignores ``steps`` (it reads only the
-        event and the features stamped on it), which lets the matcher keep less per buffered event; and
-        ``event_types`` (see the attribute), which lets it skip the call for events of other types.
+        event and the features stamped on it), which lets the matcher keep less per buffered event;
+        ``event_types`` (see the attribute), which lets it skip the call for events of other types; and
+        ``aggregates`` (see the attribute), the folds the matcher keeps per partial match.
         """
         fn = self.fn
         try:
@@ -382,6 +396,7 @@ class CompiledExpression:
             fn.event_fields = self.event_fields  # type: ignore[attr-defined]
             fn.event_paths = self.event_paths  # type: ignore[attr-defined]
             fn.features_read = self.features  # type: ignore[attr-defined]
+            fn.aggregates = self.aggregates  # type: ignore[attr-defined]
         except AttributeError:  # pragma: no cover - every compiled closure is a plain function
             pass
         return fn

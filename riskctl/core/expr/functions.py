@@ -126,6 +126,80 @@ AGGREGATES: dict[str, Callable[[list[Any]], Any]] = {
 }
 
 
+# Step aggregates kept incrementally (see riskctl.core.patterns): a partial match keeps, per aggregate, the
+# fold of its step's values so far, and one more event is one ``step`` call instead of a pass over the step.
+# Each is ``(initial, step(acc, value) -> acc, read(acc) -> result)``, and ``read`` of the fold over a list's
+# values equals the aggregate of the list above, to the last bit:
+# - sum/avg: ``acc`` is ``(total, count)``, ``total`` folded by ``total + v`` from the int 0. On CPython 3.11
+#   (this project's interpreter: pyproject.toml) the builtin ``sum`` of ints and floats *is* that left fold
+#   (exact int arithmetic, then float ``+=``, an int added to a float rounded as ``float(int)``; 3.12 added a
+#   compensation, which is why the fold does not call ``sum``). An OverflowError (an int beyond the float
+#   range meeting a float) makes the total ``None`` for good, as every longer list raises it too.
+# - min/max: the first value not beaten by a later one (``v < acc``), as ``min``/``max`` keep the first of
+#   equal values (1 and 1.0).
+# - distinct: the frozenset of the hashable values other than null; its size does not depend on the order.
+
+
+def _sum_step(acc: Any, v: Any) -> Any:
+    if type(v) not in NUMBERS:
+        return acc
+    total, n = acc
+    if total is not None:
+        try:
+            total = total + v
+        except OverflowError:  # an integer beyond the float range plus a float
+            total = None
+    return total, n + 1
+
+
+def _sum_read(acc: Any) -> Any:
+    total = acc[0]
+    return None if total is None else bounded(total)
+
+
+def _avg_read(acc: Any) -> Any:
+    total, n = acc
+    if not n or total is None:
+        return None
+    try:
+        return bounded(total / n)
+    except OverflowError:  # an integer sum beyond the float range
+        return None
+
+
+def _min_step(acc: Any, v: Any) -> Any:
+    return v if type(v) in NUMBERS and (acc is None or v < acc) else acc
+
+
+def _max_step(acc: Any, v: Any) -> Any:
+    return v if type(v) in NUMBERS and (acc is None or v > acc) else acc
+
+
+def _identity(acc: Any) -> Any:
+    return acc
+
+
+def _distinct_step(acc: Any, v: Any) -> Any:
+    if v is None:
+        return acc
+    try:
+        if v in acc:
+            return acc
+    except TypeError:  # not hashable (a list, a mapping): not counted
+        return acc
+    return acc | {v}
+
+
+#: name -> (the kind of its kept fold, shared by sum and avg; initial; step; read)
+FOLDS: dict[str, tuple[str, Any, Callable[[Any, Any], Any], Callable[[Any], Any]]] = {
+    "sum": ("sum", (0, 0), _sum_step, _sum_read),
+    "avg": ("sum", (0, 0), _sum_step, _avg_read),
+    "min": ("min", None, _min_step, _identity),
+    "max": ("max", None, _max_step, _identity),
+    "distinct": ("distinct", frozenset(), _distinct_step, len),
+}
+
+
 def _f_lower(s: Any) -> Any:
     return s.lower() if isinstance(s, str) else None
 

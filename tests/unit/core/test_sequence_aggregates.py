@@ -19,10 +19,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from riskctl.core.errors import RuleSetError
 from riskctl.core.expr import compile_step_condition
 from riskctl.core.expr.functions import FOLDS, bounded
 from riskctl.core.pattern_spec import AGGREGATES_KEY
 from riskctl.core.patterns import PatternMatcher, PatternSpec, Step
+from riskctl.core.rule_document import MAX_SEQUENCE_COST, _sequence_cost
+from riskctl.core.rules import load_rules_text
 
 NUMBERS = frozenset({int, float})
 
@@ -303,3 +306,34 @@ def test_an_aggregate_over_a_full_step_no_longer_reads_the_step_per_event() -> N
     matcher.process(stored, Counting(type="y", amount=1.0, ts=2000, event_id="y"), 2000)
     # 50 partial matches x a few fields of the event; the old implementation read 50 x 1,000 amounts
     assert Counting.reads <= 10 * 50
+
+
+def rule(max_partial: int, steps: str) -> str:
+    return f"id: r\naction: REVIEW\nsequence:\n  within: 7d\n  max_partial: {max_partial}\n  steps:\n{steps}"
+
+
+FULL_STEP = (
+    "    - name: a\n      when: event.type == 'x' and (count(a) > 0 or event.first == true)\n"
+    "      times: 1000\n    - name: b\n      when: sum(a.amount) > 1e12 and event.type == 'y'\n"
+)
+ELEMENTS = (
+    "    - name: a\n      when: event.type == 'x'\n    - name: b\n      when: "
+    + " and ".join(["event.amount > 1"] * 98)
+    + " and event.amount > 1e15\n"
+)
+
+
+def test_the_bound_per_event_is_pinned() -> None:
+    (r,) = load_rules_text(rule(1, FULL_STEP))
+    assert r.sequence is not None
+    raw = [{"when": s.source} for s in r.sequence.steps]
+    # elements of the conditions (an aggregate is one) + the events a partial match holds (times per step)
+    assert _sequence_cost(raw, list(r.sequence.steps), 1) == 14 + 1000 + 10 + 1
+    # about 12 ms of CPU for the heaviest rule it accepts (bench/hostile_rules.py --sequences; docs/rules.md)
+    assert MAX_SEQUENCE_COST == 250_000
+    load_rules_text(rule(MAX_SEQUENCE_COST // 1025, FULL_STEP))  # 243 partial matches
+    with pytest.raises(RuleSetError, match="evaluations per event"):
+        load_rules_text(rule(MAX_SEQUENCE_COST // 1025 + 1, FULL_STEP))
+    (r,) = load_rules_text(rule(1, ELEMENTS))
+    assert r.sequence is not None
+    assert _sequence_cost([{"when": s.source} for s in r.sequence.steps], list(r.sequence.steps), 1) <= 406

@@ -156,6 +156,10 @@ def run_bounded(cmd: Sequence[str], *, log: Path, timeout: float) -> int | None:
         terminate(proc.pid, timeout=0)
         proc.wait()
         return None
+    except BaseException:
+        # a Ctrl-C reaches this process's group only: its own session would outlive it and go on writing
+        terminate(proc.pid, timeout=0)
+        raise
 
 
 #: below this much free space a failed start says that the disk is (nearly) full

@@ -107,3 +107,15 @@ def test_a_file_that_cannot_be_written_is_an_error_not_a_traceback(
     with pytest.raises(ServiceError) as err:
         mariadb.start(timeout=5)
     assert str(err.value).startswith("mariadb: [Errno 28] No space left on device. Only 0 MB are free")
+
+
+def test_a_ctrl_c_during_the_init_stops_it_too(tmp_path: Path) -> None:
+    """mariadb-install-db runs in a session of its own (to be stopped whole): a Ctrl-C, which reaches only
+    riskctl's process group, must stop it as well, or it goes on writing the datadir the next start clears."""
+    script = tmp_path / "init.sh"
+    text = f"#!/bin/sh\nsleep 300 &\necho $! >{tmp_path}/child.pid\nkill -INT {os.getpid()}\nsleep 300\n"
+    script.write_text(text)
+    script.chmod(0o755)
+    with pytest.raises(KeyboardInterrupt):
+        process.run_bounded([str(script)], log=tmp_path / "init.log", timeout=60)
+    assert not pid_alive(int((tmp_path / "child.pid").read_text()))

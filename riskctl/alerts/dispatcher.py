@@ -68,6 +68,8 @@ def network_sender(timeout_s: float) -> Sender:
                 reason = f"the e-mail cannot be built: {type(exc).__name__}: {str(exc)[:200]}"
                 return Outcome(False, reason, permanent=True)
             return senders.send_mail(channel, mail, timeout_s)
+        if channel.type == "sms":
+            return senders.send_sms(channel, text, timeout_s)
         try:
             request = http_request(channel, title, text, severity, items, int(time.time() * 1000))
         except ValueError as exc:  # its message may quote the URL, which may hold a token

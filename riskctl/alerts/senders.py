@@ -241,3 +241,40 @@ def _smtp_session(
         return Outcome(False, f"SMTP {exc.smtp_code}: {text[:200]}", permanent)
     except (smtplib.SMTPException, OSError) as exc:
         return Outcome(False, f"cannot deliver over SMTP: {_reason(exc)}")
+
+
+def send_sms(channel: Channel, text: str, timeout_s: float) -> Outcome:
+    """One SMS to each of the channel's recipients (Twilio's API), cut to ``max_segments`` first; each POST
+    within ``timeout_s``. Delivered when it reached at least one recipient (the others are logged: sending
+    again would duplicate it for those it reached); when it reached none, the failure is permanent only if
+    every recipient's was."""
+    from riskctl.alerts.sms import fit, twilio_requests
+
+    requests = twilio_requests(
+        channel.url,
+        channel.username,
+        channel.password,
+        channel.sender,
+        channel.to,
+        fit(text, channel.max_segments),
+    )
+    failed: list[tuple[str, Outcome]] = []
+    for recipient, request in requests:
+        outcome = post("sms", request, timeout_s)
+        if not outcome.ok:
+            failed.append((recipient, outcome))
+    if not failed:
+        return OK
+    shown = "; ".join(f"{to}: {o.reason[:120]}" for to, o in failed[:3]) + (
+        f" and {len(failed) - 3} more" if len(failed) > 3 else ""
+    )
+    if len(failed) < len(requests):
+        log.warning(
+            "channel %s: delivered, but %d of %d recipient(s) failed: %s",
+            channel.name,
+            len(failed),
+            len(requests),
+            shown,
+        )
+        return OK
+    return Outcome(False, f"no recipient got the SMS: {shown}", all(o.permanent for _, o in failed))

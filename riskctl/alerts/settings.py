@@ -31,7 +31,7 @@ SEVERITY_RANK = {name: i for i, name in enumerate(SEVERITIES)}
 #: severities of the actions when the file has no ``severity.actions`` (when it has, actions it does not name
 #: take ``severity.default``)
 DEFAULT_ACTION_SEVERITY = {"REJECT": "high", "REVIEW": "medium", "PASS": "low"}
-CHANNEL_TYPES = ("webhook", "dingtalk", "slack", "email")
+CHANNEL_TYPES = ("webhook", "dingtalk", "slack", "email", "sms")
 KINDS = ("alert", "review")
 #: bytes of the file
 MAX_FILE_BYTES = 262_144
@@ -98,6 +98,16 @@ DIGEST_TEMPLATE = Template(
     "[riskctl] {count} alerts on {channel} (rate limit reached)",
     "{count} alerts arrived beyond the rate limit of {channel}:\n{items}",
 )
+#: an SMS digest says how many, not which: a list would not fit a segment or two
+SMS_DIGEST_TEMPLATE = Template(
+    "[riskctl] {count} alerts on {channel}",
+    "[riskctl] {count} more alerts held back by the rate limit of {channel}",
+)
+#: an SMS sender: a phone number in E.164 (+ and up to 15 digits), a Twilio Messaging Service SID, or an
+#: alphanumeric sender ID (1-11 letters, digits and spaces, at least one letter)
+_PHONE_RE = re.compile(r"\+[1-9][0-9]{6,14}")
+_SMS_FROM_RE = re.compile(r"\+[1-9][0-9]{6,14}|MG[0-9a-fA-F]{32}|(?=[A-Za-z0-9 ]*[A-Za-z])[A-Za-z0-9 ]{1,11}")
+_ACCOUNT_SID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 @dataclass(frozen=True)
@@ -125,6 +135,9 @@ class Channel:
     password: str = ""
     sender: str = ""
     to: tuple[str, ...] = ()
+    #: sms: the most segments one message may take (riskctl.alerts.sms); ``username`` is the account SID,
+    #: ``password`` the auth token, ``url`` the API's base (empty: Twilio's)
+    max_segments: int = 2
 
     def describe(self) -> dict[str, Any]:
         """What is safe to print: no URL (webhook URLs carry tokens), no secret."""
@@ -134,6 +147,8 @@ class Channel:
             out["url"] = f"{parts.scheme}://{parts.hostname}{':' + str(parts.port) if parts.port else ''}/..."
         if self.type == "email":
             out.update({"host": self.host, "port": self.port, "to": list(self.to)})
+        if self.type == "sms":
+            out.update({"provider": "twilio", "to": list(self.to), "max_segments": self.max_segments})
         if self.type == "webhook":
             out["max_body_bytes"] = self.max_body_bytes
         out["signed"] = bool(self.secret)
@@ -220,6 +235,11 @@ DEFAULT_TEMPLATES = {
         "[{severity}] {rule} {action}",
         "*[{severity}] {rule}* ({action}) user `{user_id}` event `{event_id}` reason {reason} at {time}\n"
         "{explanation}\n<{link}|open in review>",
+    ),
+    "sms": Template(
+        "[riskctl {severity}] {rule} {action}",
+        # the link before the values: a long user id is what the cut to max_segments drops, not the link
+        "[riskctl {severity}] {rule} {action} {link} user {user_id} event {event_id}",
     ),
     "email": Template(
         "[riskctl {severity}] {rule}: {action} for user {user_id}",
@@ -412,6 +432,18 @@ _CHANNEL_KEYS = {
     ),
     "dingtalk": ("type", "url", "secret", "rate_limit", "template", "digest_template"),
     "slack": ("type", "url", "rate_limit", "template", "digest_template"),
+    "sms": (
+        "type",
+        "url",
+        "account_sid",
+        "auth_token",
+        "from",
+        "to",
+        "max_segments",
+        "rate_limit",
+        "template",
+        "digest_template",
+    ),
     "email": (
         "type",
         "host",
@@ -450,7 +482,14 @@ def _channel(name: str, raw: Any, errs: _Errors, env: Mapping[str, str]) -> Chan
             window = 60
         rate = RateLimit(_int(r.get("max"), f"{where}.rate_limit.max", errs, 1, 100_000, 1), float(window))
     template = _template(doc.get("template"), f"{where}.template", errs, DEFAULT_TEMPLATES[kind])
-    digest = _template(doc.get("digest_template"), f"{where}.digest_template", errs, DIGEST_TEMPLATE)
+    digest = _template(
+        doc.get("digest_template"),
+        f"{where}.digest_template",
+        errs,
+        SMS_DIGEST_TEMPLATE if kind == "sms" else DIGEST_TEMPLATE,
+    )
+    if kind == "sms":
+        return _sms_channel(name, doc, errs, env, template, digest, rate)
     if kind == "email":
         port = _int(doc.get("port"), f"{where}.port", errs, 1, 65_535, 25)
         host = doc.get("host")
@@ -548,6 +587,67 @@ def _channel(name: str, raw: Any, errs: _Errors, env: Mapping[str, str]) -> Chan
         ),
         rate_limit=rate,
         digest_template=digest,
+    )
+
+
+def _sms_channel(
+    name: str,
+    doc: Mapping[str, Any],
+    errs: _Errors,
+    env: Mapping[str, str],
+    template: Template,
+    digest: Template,
+    rate: RateLimit | None,
+) -> Channel:
+    from riskctl.alerts.sms import DEFAULT_SEGMENTS, MAX_RECIPIENTS, MAX_SEGMENTS
+
+    where = f"channels.{name}"
+    url = doc.get("url", "")
+    if not isinstance(url, str):
+        errs.add(f"{where}.url", "must be a string")
+        url = ""
+    _url(url, f"{where}.url", errs)
+    sid = doc.get("account_sid")
+    if not isinstance(sid, str) or not _ACCOUNT_SID_RE.fullmatch(sid):
+        errs.add(
+            f"{where}.account_sid", "must be the account's SID (1-64 of A-Z a-z 0-9 _ -), e.g. AC0123..."
+        )
+        sid = ""
+    token = _secret(
+        doc.get("auth_token"),
+        f"{where}.auth_token",
+        errs,
+        env,
+        required=True,
+        encoding="latin-1",
+        use="an HTTP header (Authorization: Basic)",
+    )
+    sender = doc.get("from")
+    if not isinstance(sender, str) or not _SMS_FROM_RE.fullmatch(sender):
+        errs.add(
+            f"{where}.from",
+            "must be a phone number in E.164 (+ and 7-15 digits), a Messaging Service SID (MG...) or an "
+            "alphanumeric sender ID (1-11 letters, digits, spaces)",
+        )
+        sender = ""
+    to = _str_list(doc.get("to"), f"{where}.to", errs)
+    if not 1 <= len(to) <= MAX_RECIPIENTS or not all(_PHONE_RE.fullmatch(n) for n in to):
+        errs.add(
+            f"{where}.to", f"must be a list of 1 to {MAX_RECIPIENTS} phone numbers in E.164 (+4915112345678)"
+        )
+    segments = _int(doc.get("max_segments"), f"{where}.max_segments", errs, 1, MAX_SEGMENTS, DEFAULT_SEGMENTS)
+    return Channel(
+        name,
+        "sms",
+        template,
+        url=url,
+        rate_limit=rate,
+        digest_template=digest,
+        username=sid,
+        password=token,
+        sender=sender,
+        to=to,
+        max_segments=segments,
     )
 
 

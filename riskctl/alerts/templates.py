@@ -280,4 +280,4 @@ def digest_values(
     return {"count": str(len(entries)), "items": "\n".join(lines), "channel": shown}
 
 
-STYLE = {"webhook": "text", "dingtalk": "markdown", "slack": "slack", "email": "text"}
+STYLE = {"webhook": "text", "dingtalk": "markdown", "slack": "slack", "email": "text", "sms": "text"}

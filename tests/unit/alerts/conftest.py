@@ -41,6 +41,7 @@ def env() -> dict[str, str]:
         "RISKCTL_SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T/B/X",
         "RISKCTL_CASES_TOKEN": "case-token",
         "RISKCTL_SMTP_PASSWORD": "smtp-pw",
+        "RISKCTL_TWILIO_AUTH_TOKEN": "twilio-token",
     }
 
 

@@ -41,6 +41,7 @@ def test_check_shows_the_example_without_secrets(env: dict[str, str]) -> None:
         "fraud-team",
         "case-system",
         "reviewers-mail",
+        "oncall-phone",
     }
     assert next(c for c in doc["channels"] if c["name"] == "risk-oncall")["signed"] is True
     for secret in env.values():

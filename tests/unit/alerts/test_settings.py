@@ -32,7 +32,14 @@ def errors_of(doc: Any, env: dict[str, str] | None = None) -> str:
 
 def test_the_example_file_loads_with_its_secrets_from_the_environment(env: dict[str, str]) -> None:
     config = load_config(EXAMPLE, env)
-    assert set(config.channels) == {"risk-oncall", "fraud-team", "case-system", "reviewers-mail"}
+    assert set(config.channels) == {
+        "risk-oncall",
+        "fraud-team",
+        "case-system",
+        "reviewers-mail",
+        "oncall-phone",
+    }
+    assert config.channels["oncall-phone"].password == "twilio-token"
     ding = config.channels["risk-oncall"]
     assert ding.secret == "SECtest" and ding.url.endswith("access_token=tok")
     assert config.channels["reviewers-mail"].password == "smtp-pw"

@@ -146,19 +146,26 @@ def run_bounded(cmd: Sequence[str], *, log: Path, timeout: float) -> int | None:
     when it had not finished after ``timeout`` seconds: then its whole process group is killed (a script's
     children too, e.g. the server that mariadb-install-db runs, which waits for ever on a full disk)."""
     log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            list(cmd), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
+    proc: subprocess.Popen[bytes] | None = None
     try:
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                list(cmd),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         return proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
+        assert proc is not None  # noqa: S101 - only wait() times out
         terminate(proc.pid, timeout=0)
         proc.wait()
         return None
     except BaseException:
         # a Ctrl-C reaches this process's group only: its own session would outlive it and go on writing
-        terminate(proc.pid, timeout=0)
+        if proc is not None:
+            terminate(proc.pid, timeout=0)
         raise
 
 

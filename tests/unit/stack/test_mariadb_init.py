@@ -113,7 +113,8 @@ def test_a_ctrl_c_during_the_init_stops_it_too(tmp_path: Path) -> None:
     """mariadb-install-db runs in a session of its own (to be stopped whole): a Ctrl-C, which reaches only
     riskctl's process group, must stop it as well, or it goes on writing the datadir the next start clears."""
     script = tmp_path / "init.sh"
-    text = f"#!/bin/sh\nsleep 300 &\necho $! >{tmp_path}/child.pid\nkill -INT {os.getpid()}\nsleep 300\n"
+    child = f"sleep 300 &\necho $! >{tmp_path}/child.pid\n"
+    text = f"#!/bin/sh\n{child}sleep 0.3\nkill -INT {os.getpid()}\nsleep 300\n"
     script.write_text(text)
     script.chmod(0o755)
     with pytest.raises(KeyboardInterrupt):

@@ -162,15 +162,26 @@ class Service(ABC):
     @abstractmethod
     def _start(self) -> None: ...
 
+    #: the command that starts (or restarts) this service
+    up_command = "riskctl stack up"
+
     def status(self) -> ServiceStatus:
         pids = self.pids()
+        # some processes gone while others run (a JobManager or a TaskManager killed): this was 'unhealthy'
+        # with the pid of a survivor (a TaskManager's, for a dead JobManager) and nothing said of what had
+        # died, or 'running' while the JobManager still counted a dead TaskManager (until its heartbeat)
+        dead = self.dead_parts() if pids else []
+        detail = ""
+        if dead:
+            detail = f"{', '.join(f.stem for f in dead)} not running; '{self.up_command}' restarts it"
         if pids:
-            state = "running" if self.healthy() else "unhealthy"
+            state = "running" if not dead and self.healthy() else "unhealthy"
         elif any(port_open(self.host, p) for p in self.ports):
             state = "foreign"
         else:
             state = "stopped"
-        return ServiceStatus(self.name, self.address, state, pids[0] if pids else None, str(self.log))
+        pid = pids[0] if pids else None
+        return ServiceStatus(self.name, self.address, state, pid, str(self.log), detail)
 
     @property
     def lock_file(self) -> Path:
@@ -590,6 +601,7 @@ class FlinkCluster(Service):
 
     name = "flink"
     folder = "flink"
+    up_command = "riskctl stack up --flink"
     # the pid is that of 'bash jobmanager.sh start-foreground' until it execs the JVM
     markers = (
         "jobmanager.sh",

@@ -205,3 +205,14 @@ def test_a_replacement_starts_from_the_command_line_of_a_running_taskmanager(
     finally:
         running.kill()
         running.wait()
+
+
+def test_status_names_the_parts_that_died(fake_cluster: FlinkCluster) -> None:
+    """TaskManagers gone while the JobManager runs: the status said 'unhealthy' (or 'running', while the
+    JobManager still counted them) with nothing of what had died."""
+    st = fake_cluster.status()
+    assert st.state == "unhealthy" and st.pid == int((fake_cluster.dir / "jobmanager.pid").read_text())
+    assert st.detail == "taskmanager, taskmanager-2 not running; 'riskctl stack up --flink' restarts it"
+    pid = fake_cluster.start_taskmanager()  # a third one, alive: not named
+    assert pid in fake_cluster.taskmanager_pids().values()
+    assert fake_cluster.status().detail.startswith("taskmanager, taskmanager-2 not running")

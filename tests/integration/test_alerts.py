@@ -182,6 +182,21 @@ def dingtalk_answer(req: dict[str, Any]) -> tuple[int, bytes]:
     return 200, b'{"errcode":0,"errmsg":"ok"}'
 
 
+TWILIO_SID = "AC" + "1" * 32
+TWILIO_TOKEN = "twilio-token"
+
+
+def twilio_answer(req: dict[str, Any]) -> tuple[int, bytes]:
+    """Twilio's Messages endpoint: 201 for this account with its basic auth, 401 otherwise."""
+    auth = "Basic " + base64.b64encode(f"{TWILIO_SID}:{TWILIO_TOKEN}".encode()).decode()
+    if (
+        req["path"] != f"/2010-04-01/Accounts/{TWILIO_SID}/Messages.json"
+        or req["headers"].get("Authorization") != auth
+    ):
+        return 401, b'{"code": 20003, "message": "Authenticate"}'
+    return 201, b'{"sid": "SM1", "status": "queued"}'
+
+
 # --------------------------------------------------------------------------------------------- Kafka
 def produce(settings: Settings, topic: str, values: list[bytes | dict[str, Any]]) -> None:
     from kafka import KafkaProducer
@@ -331,6 +346,7 @@ def test_alerts_and_review_decisions_reach_every_channel_kind(
 ) -> None:
     alerts_t, decisions_t, dlq = topic("alerts"), topic("decisions"), topic("alerts-dlq")
     hook, ding, slack, smtp = HttpReceiver(), HttpReceiver(dingtalk_answer), HttpReceiver(), SmtpReceiver()
+    sms = HttpReceiver(twilio_answer)
     smtp.up()
     try:
         doc = {
@@ -348,9 +364,21 @@ def test_alerts_and_review_decisions_reach_every_channel_kind(
                     "from": "r@x.test",
                     "to": ["rev@x.test"],
                 },
+                "phone": {
+                    "type": "sms",
+                    "url": f"http://127.0.0.1:{sms.port}",
+                    "account_sid": TWILIO_SID,
+                    "auth_token": TWILIO_TOKEN,
+                    "from": "+15005550006",
+                    "to": ["+4915112345678", "+4915112345679"],
+                    "max_segments": 1,
+                },
             },
             "routes": [
-                {"match": {"actions": ["REJECT"], "kinds": ["alert"]}, "channels": ["hook", "ding", "mail"]},
+                {
+                    "match": {"actions": ["REJECT"], "kinds": ["alert"]},
+                    "channels": ["hook", "ding", "mail", "phone"],
+                },
                 {"match": {"kinds": ["review"]}, "channels": ["slack"]},
             ],
         }
@@ -381,6 +409,7 @@ def test_alerts_and_review_decisions_reach_every_channel_kind(
                 and len(ding.ok()) == 1
                 and len(slack.ok()) == 1
                 and len(smtp.messages) == 1
+                and len([r for r in sms.requests if r["status"] == 201]) == 2
             ),
             30,
             "every channel to receive its message",
@@ -389,8 +418,16 @@ def test_alerts_and_review_decisions_reach_every_channel_kind(
         wait_until(lambda: committed(stack, run.group) == want, 15, "the offsets to be committed")
         stats = run.stop()
     finally:
-        for r in (hook, ding, slack, smtp):
+        for r in (hook, ding, slack, smtp, sms):
             r.down()
+    texts = [parse_qs(r["body"].decode()) for r in sms.requests]
+    assert [r["status"] for r in sms.requests] == [201, 201]  # one per number, the signature of each accepted
+    assert sorted(t["To"][0] for t in texts) == ["+4915112345678", "+4915112345679"]
+    sms_text = texts[0]["Body"][0]
+    assert sms_text.startswith(
+        "[riskctl high] transfer_velocity REJECT https://review.example/a/transfer_velocity"
+    )
+    assert len(sms_text) <= 160 and "user1" in sms_text
     body = json.loads(hook.ok()[0]["body"])
     assert body["items"][0]["id"] == "transfer_velocity:1:rule_alert:e1" and body["severity"] == "high"
     assert (
@@ -409,7 +446,8 @@ def test_alerts_and_review_decisions_reach_every_channel_kind(
     assert mail["Subject"] == "[riskctl high] transfer_velocity: REJECT for user user1"
     assert "sum_5m = 50001" in mail.get_payload()
     assert read_all(stack, dlq, 0, timeout=1) == []
-    assert (stats.read, stats.delivered, stats.skipped, stats.unrouted) == (4, 4, 1, 1)
+    # delivered: the REJECT alert on its 4 channels, the review on 1
+    assert (stats.read, stats.delivered, stats.skipped, stats.unrouted) == (4, 5, 1, 1)
 
 
 def test_a_failing_receiver_recovers_delivers_once_and_never_blocks_the_others(

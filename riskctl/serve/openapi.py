@@ -8,6 +8,7 @@ from typing import Any
 from riskctl.config import Settings
 from riskctl.core.events import MAX_ID_LENGTH, MAX_TS
 from riskctl.core.reply import REPLY_FIELD
+from riskctl.serve.callers import parse_api_keys
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -30,7 +31,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
         },
     }
     #: with keys configured the decision and stats routes need one; /healthz, /readyz and this document do not
-    secured: dict[str, Any] = {"security": [{"apiKey": []}]} if s.api_keys.strip() else {}
+    secured: dict[str, Any] = {"security": [{"apiKey": []}]} if parse_api_keys(s.api_keys) else {}
     return {
         "openapi": "3.1.0",
         "info": {

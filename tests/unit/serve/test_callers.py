@@ -276,3 +276,11 @@ def test_cli_serve_on_all_addresses_without_keys_stops_with_the_reason_before_ka
     )
     assert res.returncode == 3 and "serve.api_keys is empty" in res.stderr, res.stderr
     assert "Traceback" not in res.stderr and "broker" not in res.stderr
+
+
+def test_a_keys_setting_of_blanks_and_commas_asks_no_key_and_says_none() -> None:
+    with running_api(settings_for_tests(api_keys=" , "), FakeBus()) as (base, _, _):
+        status, doc, _ = call(base, "GET", "/openapi.json")
+        assert "security" not in doc["paths"]["/v1/decisions"]["post"]
+        status, out, _ = call(base, "POST", "/v1/decisions", json.dumps(event("blank")).encode(), JSON)
+        assert status == 200 and out["action"] == "PASS"

@@ -154,7 +154,10 @@ class Callers:
             if scheme.lower() != "bearer" or not key.strip():
                 reason = "the Authorization header must be 'Bearer <key>'"
             else:
-                name = self._by_digest.get(_digest(key.strip()))
+                key = key.strip()
+                # only what a configured key could be is hashed: a header of other bytes (aiohttp keeps
+                # undecodable ones as surrogates, which UTF-8 cannot encode) is simply nobody's key
+                name = self._by_digest.get(_digest(key)) if _KEY.fullmatch(key) else None
                 if name is not None:
                     return self.callers[name]
                 reason = "unknown API key"

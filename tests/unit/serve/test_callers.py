@@ -143,6 +143,8 @@ def test_the_default_share_in_flight_is_half_the_instance_and_a_setting_never_ex
         (f"Bearer {KEY_A}x", "unknown API key"),
         (f"Bearer {KEY_A[:-1]}", "unknown API key"),
         ("Bearer " + "k" * 100_000, "unknown API key"),
+        ("Bearer \udcff\udcfe\udcc3", "unknown API key"),  # undecodable bytes, as aiohttp keeps them
+        (f"Bearer {KEY_A[:10]}\u00e9{KEY_A[11:]}", "unknown API key"),
     ],
 )
 def test_a_request_without_a_known_key_is_401_naming_the_header(header: str | None, says: str) -> None:
@@ -284,3 +286,22 @@ def test_a_keys_setting_of_blanks_and_commas_asks_no_key_and_says_none() -> None
         assert "security" not in doc["paths"]["/v1/decisions"]["post"]
         status, out, _ = call(base, "POST", "/v1/decisions", json.dumps(event("blank")).encode(), JSON)
         assert status == 200 and out["action"] == "PASS"
+
+
+def test_an_authorization_header_of_raw_bytes_is_401_not_500() -> None:
+    with running_api(settings_for_tests(api_keys=KEYS), FakeBus()) as (base, api, _):
+        host, port = base.removeprefix("http://").split(":")
+        for value in (b"Bearer \xff\xfe\xc3", b"Bearer \xc3\xa9t\xc3\xa9-0123456789abcdefghij", b"\xff"):
+            conn = http.client.HTTPConnection(host, int(port), timeout=10)
+            try:
+                conn.putrequest("POST", "/v1/decisions")
+                conn.putheader("Authorization", value)
+                conn.putheader("Content-Type", "application/json")
+                conn.putheader("Content-Length", "2")
+                conn.endheaders(b"{}")
+                resp = conn.getresponse()
+                assert resp.status == 401, value
+                assert json.loads(resp.read())["error"]["field"] == "Authorization"
+            finally:
+                conn.close()
+        assert api.callers.unauthorized == 3

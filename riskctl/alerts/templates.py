@@ -44,7 +44,10 @@ MAX_BODY_CHARS = 16_000
 #: bytes (16,000 characters of CJK or emoji are up to 64,000), so its body is also cut to this (room left for
 #: the title, at most 1,024); Slack's limit (40,000 characters) and e-mail's are above MAX_BODY_CHARS
 MAX_BODY_BYTES = {"dingtalk": 18_000}
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~])")
+#: backslash-escaped in a value for DingTalk's markdown: its punctuation, and ``&``, which would start a
+#: character reference (``&period;``, ``&colon;``, ``&rlm;``: a renderer shows the character, so a value could
+#: spell a URL or a bidirectional mark that the escaping and defanging took out)
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~&])")
 #: replaced in every value shown: C0 and C1 controls (tab and line feed included: a value is one line, so a
 #: user id cannot add a line to a message), the Unicode line and paragraph separators, and the bidirectional
 #: embedding, override and isolate controls (which can make an id read as another)

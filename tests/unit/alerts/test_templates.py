@@ -183,3 +183,15 @@ def test_a_value_is_never_a_link_in_a_message() -> None:
     # numbers and versions stay as they are; the configuration's own names are not changed
     assert escape("amount = 12.5, v1.2, 2.0.1", "text") == "amount = 12.5, v1.2, 2.0.1"
     assert digest_values([], "text", "ops.team", 1)["channel"] == "ops.team"
+
+
+def test_a_character_reference_cannot_spell_what_a_dingtalk_value_was_cleaned_of() -> None:
+    """DingTalk's markdown: '&' was not escaped, and a markdown renderer decodes character references, so a
+    user id 'http&colon;&sol;&sol;evil&period;example&sol;login &rlm;x' showed as
+    'http://evil.example/login' and a right-to-left mark (checked with a CommonMark renderer, markdown-it),
+    past the defanging and the control characters' cleaning. '&' is backslash-escaped like the rest."""
+    evil = "http&colon;&sol;&sol;evil&period;example&sol;login &rlm;x &#x202E; &amp;"
+    shown = context(item(user=evil, evidence={"fields": {"city": evil}}), "high", "", "markdown")
+    for text in (shown["user_id"], shown["explanation"]):
+        assert "&" in text and all(text[i - 1] == "\\" for i, c in enumerate(text) if c == "&"), text
+    assert escape("a&b", "markdown") == "a\\&b" and escape("a&b", "slack") == "a&amp;b"

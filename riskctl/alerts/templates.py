@@ -87,19 +87,24 @@ def _slack(text: str) -> str:
 
 
 #: what makes a client turn text into a link (DingTalk's markdown, Slack, a mail client showing plain text):
-#: a scheme's ``://`` (or ``:\\``), and a host name's dots (``www.evil.example``, ``evil.example/login``, the
-#: domain of ``a@evil.example``): a dot (or an ideographic or full-width one, which IDNA reads as a dot)
-#: between a letter or digit and a letter; and the dots of an IPv4 address
-_SCHEME_SEP = re.compile(r":(?=[/\\]{2})")
+#: a scheme's ``://`` (or ``:\\``), ``mailto:``, a protocol-relative ``//host``, and a host name's dots
+#: (``www.evil.example``, ``evil.example/login``, the domain of ``a@evil.example``): a dot (or an ideographic
+#: or full-width one, which IDNA reads as a dot) between a letter or digit and a letter; and the dots of an
+#: IPv4 address
+_SCHEME_SEP = re.compile(r":(?=[/\\]{2})|(?<=(?i:mailto)):")
+#: a protocol-relative ``//host/...`` (not the ``//`` of a scheme, already ``[:]//``)
+_PROTOCOL_RELATIVE = re.compile(r"(?<![:\]\w/\\])//")
 _HOST_DOT = re.compile(r"(?<=[^\W_])[.\u2024\u3002\ufe52\uff0e\uff61](?=[^\W\d_])")
 _IPV4 = re.compile(r"(?<![\d.])\d{1,3}(?:\.\d{1,3}){3}(?![\d])")
 
 
 def defang(text: str) -> str:
     """``text`` that no client shows as a link: ``http://evil.example`` reads ``http[:]//evil[.]example``,
-    ``www.evil.example`` ``www[.]evil[.]example``, ``10.0.0.1`` ``10[.]0[.]0[.]1``; numbers (``12.5``,
+    ``www.evil.example`` ``www[.]evil[.]example``, ``10.0.0.1`` ``10[.]0[.]0[.]1``, ``mailto:x@y``
+    ``mailto[:]x@y``, ``//intranet:8080/x`` ``[//]intranet:8080/x``; numbers (``12.5``,
     ``v1.2``) are unchanged."""
     text = _SCHEME_SEP.sub("[:]", text)
+    text = _PROTOCOL_RELATIVE.sub("[//]", text)
     text = _IPV4.sub(lambda m: m.group().replace(".", "[.]"), text)
     return _HOST_DOT.sub(lambda m: f"[{m.group()}]", text)
 

@@ -195,3 +195,15 @@ def test_a_character_reference_cannot_spell_what_a_dingtalk_value_was_cleaned_of
     for text in (shown["user_id"], shown["explanation"]):
         assert "&" in text and all(text[i - 1] == "\\" for i, c in enumerate(text) if c == "&"), text
     assert escape("a&b", "markdown") == "a\\&b" and escape("a&b", "slack") == "a&amp;b"
+
+
+def test_mailto_and_protocol_relative_values_are_not_links_either() -> None:
+    """The defanging broke '://' and host names' dots, but linkifiers also link 'mailto:x@host' and a
+    protocol-relative '//host:8080/x' (linkify-it, which markdown renderers use, linked both after
+    escaping: checked with markdown-it). They show as 'mailto[:]' and '[//]'."""
+    assert escape("MAILTO:evil@intranet", "text") == "MAILTO[:]evil@intranet"
+    assert escape("x mailto:evil@intranet", "slack") == "x mailto[:]evil@intranet"
+    assert escape("//intranet:8080/x", "markdown") == "\\[//\\]intranet:8080/x"
+    assert escape("x //y", "text") == "x [//]y"
+    # the '//' of a scheme, a path's '//' and a UNC path's backslashes are not changed again
+    assert escape("file:///etc/p http://a.b//c a//b", "text") == "file[:]///etc/p http[:]//a[.]b//c a//b"

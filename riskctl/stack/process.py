@@ -108,6 +108,19 @@ def kernel_thread(pid: int) -> bool:
         return False
 
 
+def environ_value(pid: int, name: str) -> str | None:
+    """The value of ``name`` in the environment ``pid`` started with; None when absent or unreadable."""
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return None
+    prefix = name.encode() + b"="
+    for entry in raw.split(b"\0"):
+        if entry.startswith(prefix):
+            return entry[len(prefix) :].decode(errors="replace")
+    return None
+
+
 def read_pid(pid_file: Path) -> int | None:
     """The pid in ``pid_file`` if that process is alive; None for a missing, unreadable or stale file."""
     try:

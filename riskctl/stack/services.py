@@ -42,6 +42,7 @@ from riskctl.flink.warm import WarmResult
 from riskctl.stack.process import (
     LockTimeout,
     cmdline,
+    environ_value,
     exit_status,
     kernel_thread,
     listening_pid,
@@ -63,6 +64,10 @@ CONNECTOR_J = "mysql-connector-j-"
 #: Connector/J's switch for its AbandonedConnectionCleanupThread (a class-loader leak in a JobManager)
 NO_CJ_CLEANUP_THREAD = "-Dcom.mysql.cj.disableAbandonedConnectionCleanup=true"
 
+
+#: the environment variable that names the stack folder of a service's processes (a pid file's process that
+#: names another is not this service's)
+OWNER_ENV = "RISKCTL_STACK_OWNER"
 
 #: how long mariadb-install-db may take (under a second on an idle machine)
 INSTALL_DB_TIMEOUT = 120.0
@@ -126,10 +131,25 @@ class Service(ABC):
     #: neither taken for the service nor stopped with it
     markers: tuple[str, ...] = ()
 
+    @property
+    def owner(self) -> str:
+        """What the service's processes carry in :data:`OWNER_ENV`: its folder, whatever the spelling."""
+        return os.path.realpath(self.dir)
+
+    def _owned_env(self, env: dict[str, str] | None = None) -> dict[str, str]:
+        """``env`` (default: this process's) marked as that of this stack's service (see :meth:`_pid`)."""
+        return {**(os.environ if env is None else env), OWNER_ENV: self.owner}
+
     def _pid(self, pid_file: Path) -> int | None:
         pid = read_pid(pid_file)
         if pid is None or not self.markers:
             return pid
+        owner = environ_value(pid, OWNER_ENV)
+        if owner is not None and owner != self.owner:
+            # a stale pid file whose pid is now the same service of another stack (the shared one, a test's):
+            # its words matched, so 'stack status' showed it and 'stack down' stopped it. A process started
+            # before this mark existed has none and is judged by its command line alone.
+            return None
         cmd = cmdline(pid)
         if cmd is not None and not any(m in cmd for m in self.markers):
             return None  # a stale pid file: that pid is another program now
@@ -414,6 +434,7 @@ class Kafka(Service):
             self._java("kafka.Kafka", str(props), heap=self.stack.kafka_heap),
             log=self.log,
             pid_file=self.pid_files[0],
+            env=self._owned_env(),
         )
 
 
@@ -522,7 +543,8 @@ class MariaDB(Service):
     def _start(self) -> None:
         if not (self.datadir / "mysql").is_dir():
             self._install_db()
-        spawn(self._server_cmd(), log=self.dir / "mariadbd.out", pid_file=self.pid_files[0])
+        out = self.dir / "mariadbd.out"
+        spawn(self._server_cmd(), log=out, pid_file=self.pid_files[0], env=self._owned_env())
         if not wait_until(
             lambda: self.socket.exists() and port_open(self.host, self.stack.mysql_port),
             timeout=60,
@@ -822,12 +844,12 @@ class FlinkCluster(Service):
             argv, env, cwd = running
             log_file = self.dir / "log" / f"flink--taskexecutor-r{i}-{socket.gethostname()}.log"
             argv = [f"-Dlog.file={log_file}" if a.startswith("-Dlog.file=") else a for a in argv]
-            return spawn(argv, log=out, pid_file=pid_file, env=env, cwd=cwd)
+            return spawn(argv, log=out, pid_file=pid_file, env=self._owned_env(env), cwd=cwd)
         return spawn(
             ["bash", str(self.home / "bin" / "taskmanager.sh"), "start-foreground"],
             log=out,
             pid_file=pid_file,
-            env=self._env(),
+            env=self._owned_env(self._env()),
         )
 
     def _taskmanager_command(self) -> tuple[list[str], dict[str, str], Path] | None:
@@ -867,7 +889,7 @@ class FlinkCluster(Service):
             ["bash", str(bin_dir / "jobmanager.sh"), "start-foreground"],
             log=self.dir / "log" / "jobmanager.out",
             pid_file=self.pid_files[0],
-            env=self._env(),
+            env=self._owned_env(self._env()),
         )
         time.sleep(1.0)
         for pid_file in self.pid_files[1:]:

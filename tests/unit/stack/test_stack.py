@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +16,7 @@ import pytest
 from riskctl.config import load_settings
 from riskctl.errors import ServiceError
 from riskctl.stack.process import kernel_thread
-from riskctl.stack.services import Kafka, MariaDB
+from riskctl.stack.services import OWNER_ENV, Kafka, MariaDB
 from tests.helpers import run_riskctl, within
 
 
@@ -136,3 +138,24 @@ def test_a_server_that_accepts_but_never_answers_is_unhealthy_not_a_hang(
         env={"RISKCTL_STACK_DIR": str(tmp_path), "RISKCTL_STACK_MYSQL_PORT": str(busy_port)}
     )
     assert within(MariaDB(settings).healthy, seconds=15) is False
+
+
+def test_a_stale_pid_now_another_stacks_service_is_not_this_ones(tmp_path: Path) -> None:
+    """After a kill -9 or a reboot the pid of a pid file can be that of the same service of another stack (the
+    shared one, a test's): its command line has the same words, so it was shown as this stack's broker and
+    `stack down` stopped it. Services are started with RISKCTL_STACK_OWNER naming their folder."""
+    ours = Kafka(load_settings(env={"RISKCTL_STACK_DIR": str(tmp_path / "ours")}))
+    theirs = Kafka(load_settings(env={"RISKCTL_STACK_DIR": str(tmp_path / "theirs")}))
+    ours.dir.mkdir(parents=True)
+    broker = [sys.executable, "-c", "import time; time.sleep(60)", "kafka.Kafka"]
+    for env, mine in ((theirs._owned_env(), False), (ours._owned_env(), True), (None, True)):
+        proc = subprocess.Popen(broker, env=env)  # None: started before the mark existed
+        try:
+            ours.pid_files[0].write_text(str(proc.pid))
+            assert ours.pids() == ([proc.pid] if mine else []), env and env[OWNER_ENV]
+        finally:
+            proc.kill()
+            proc.wait()
+    # the mark is the folder itself, whatever the spelling of the setting
+    relative = Kafka(load_settings(env={"RISKCTL_STACK_DIR": os.path.relpath(tmp_path / "ours")}))
+    assert relative.owner == ours.owner == os.path.realpath(tmp_path / "ours" / "kafka")

@@ -114,7 +114,7 @@ _RUNS, _MAX_TS, _SEQ, _OVERFLOW, _TOO_LATE, _WM, _BUF, _REPORTED, _EMITTED, _SEE
 # {(kind, step, path): (events of the step folded, acc)}, updated by each take (a read is then O(1), not a
 # pass over the step); ``seqs``: arrival numbers of the matched events, the match's identity within the key.
 # States written before the aggregates were kept have no such entry: their conditions fold the step on each
-# read (the same fold, so the same values), and their next take adds the entry; an entry is used only if it
+# read (the same fold, so the same values), and their next take adds the entries; an entry is used only if it
 # covers its step's events, so a state written back by an older version (which copies the entry unchanged
 # while taking events) is never misread either.
 # A buffer entry: (ts, seq, starts, event), ``starts`` being the first step's verdict on it.
@@ -551,21 +551,33 @@ class PatternMatcher:
         events = ctx[name]
         nctx[name] = events + (event,)
         aggregates = self._aggregates
-        if aggregates is not None and aggregates[k]:
-            # Fold the event into the aggregates over this step (a copy: other partial matches share ``ctx``).
+        if aggregates is not None:
             kept = ctx.get(AGGREGATES_KEY)
-            kept = {} if kept is None else kept.copy()
-            n = len(events)
-            for key, _, initial, fold in aggregates[k]:
-                entry = kept.get(key)
-                if entry is not None and entry[0] == n:
-                    kept[key] = (n + 1, fold(entry[1], event))
-                else:  # the first event, or a state from before the aggregates were kept: fold them all
-                    acc = initial
-                    for ev in nctx[name]:
-                        acc = fold(acc, ev)
-                    kept[key] = (n + 1, acc)
-            nctx[AGGREGATES_KEY] = kept
+            if kept is None:
+                # A new partial match (or one of a state from before the aggregates were kept): fold them all.
+                kept = {}
+                for folds in aggregates:
+                    for key, step_name, initial, fold in folds:
+                        acc = initial
+                        taken = nctx[step_name]
+                        for ev in taken:
+                            acc = fold(acc, ev)
+                        kept[key] = (len(taken), acc)
+                nctx[AGGREGATES_KEY] = kept
+            elif aggregates[k]:
+                # Fold the event into those over this step (a copy: other partial matches share ``ctx``).
+                kept = kept.copy()
+                n = len(events)
+                for key, _, initial, fold in aggregates[k]:
+                    entry = kept.get(key)
+                    if entry is not None and entry[0] == n:
+                        kept[key] = (n + 1, fold(entry[1], event))
+                    else:  # not folded along (a state written back by an older version): fold them all
+                        acc = initial
+                        for ev in nctx[name]:
+                            acc = fold(acc, ev)
+                        kept[key] = (n + 1, acc)
+                nctx[AGGREGATES_KEY] = kept
         nseqs = seqs + (seq,)
         loop_ok = c < times or at_least
         complete = c >= times

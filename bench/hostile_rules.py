@@ -127,6 +127,24 @@ SEQUENCE_CASES: list[tuple[str, str, list[tuple[str, int]], list[tuple[str, int]
         [("s", 10_000), ("x", 990)],
         [("x", 5)],
     ),
+    (
+        # an at_least loop held past the 1,000 events the estimate charges: every partial match takes every
+        # event of 6,000 (before the cap, each take copied all the events the partial match held); the strict
+        # last step ends each partial match's other continuation, so they do not multiply
+        "at_least_long_loop",
+        "    - name: s\n      when: event.type == 's'\n    - name: b\n      when: event.type == 'x'\n"
+        "      at_least: 1\n    - name: c\n      when: event.type == 'z'\n      contiguity: strict\n",
+        [("s", 10_000), ("x", 6000)],
+        [("x", 5)],
+    ),
+    (
+        # the same where the cap costs most: partial matches holding 995-999 events, the 1,001st stops them
+        "at_least_at_cap",
+        "    - name: s\n      when: event.type == 's'\n    - name: b\n      when: event.type == 'x'\n"
+        "      at_least: 1\n    - name: c\n      when: event.type == 'z'\n      contiguity: strict\n",
+        [("s", 10_000), ("x", 995)],
+        [("x", 6)],
+    ),
 ]
 
 

@@ -24,6 +24,11 @@ QUANTIFIERS = ("exactly", "at_least")
 AFTER_MATCH_POLICIES = ("skip_past_last_event", "no_skip")
 MAX_STEPS = 32
 MAX_TIMES = 1000
+#: The work one event of a key may cost a sequence pattern, in condition elements and events copied: what the
+#: validator lets a rule need per event in order (``riskctl.core.rule_document``; about 14 ms of CPU at most,
+#: measured: docs/rules.md "The bound per event"), and what the matcher lets the replay of a late event spend
+#: before it gives the replay up (:mod:`riskctl.core.patterns`, "Bounds").
+MAX_SEQUENCE_COST = 250_000
 #: The entry of a partial match's ``steps`` mapping (not a step: step names do not start with ``_``) where the
 #: matcher keeps the step aggregates folded: ``(kind, step, path) -> (events of the step folded, acc)``. A
 #: condition's aggregate uses an entry only if it covers every event of its step, else folds the step itself.

@@ -56,6 +56,18 @@ Semantics (all on event-time order; ties keep arrival order):
   keeps only events a late event could still match with (those of the last ``lateness`` ms, and those since
   the oldest possible start within ``within`` before that), at most ``max_buffer``; dropping beyond it is
   counted the same way. The state is ``None`` once nothing is pending.
+- **Work per event.** An ``at_least`` step takes at most ``MAX_TIMES`` (1,000) events per partial match, the
+  number the validator's estimate charges for it (each take copies the events held): the partial match stops
+  looping there, counted as overflow, and may still hand over to the next step (so matches of more than
+  1,000 events of one step are not found; later-started partial matches still loop on). The replay of a late
+  event counts its work as it goes, in the validator's unit (before each replayed event: each partial match's
+  condition elements it may evaluate, plus the events it holds), and is *given up* past ``MAX_SEQUENCE_COST``
+  (250,000): the state stays as it was before the late event (its partial matches and reported matches; the
+  late event is in the buffer, but in no partial match, so it completes nothing), and one overflow is
+  counted. So one event costs at most about what the validator lets an in-order event cost, late or not; the
+  count is of work units, never time, so the job, a replay and the tests give up at the same place. The
+  trade-off: a key whose replays are that heavy (hundreds of partial matches over hundreds of buffered
+  events; one user's own flood) has its late events matched by no sequence, and its overflow shows it.
 """
 
 from __future__ import annotations
@@ -65,11 +77,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
-from riskctl.core.errors import RuleError
+from riskctl.core.errors import ExpressionError, RuleError
+from riskctl.core.expr.parser import expression_cost
 from riskctl.core.pattern_spec import (
     AFTER_MATCH_POLICIES,
     AGGREGATES_KEY,
     CONTIGUITIES,
+    MAX_SEQUENCE_COST,
     MAX_STEPS,
     MAX_TIMES,
     QUANTIFIERS,
@@ -84,6 +98,7 @@ from riskctl.core.pattern_spec import (
 __all__ = [
     "AFTER_MATCH_POLICIES",
     "CONTIGUITIES",
+    "MAX_SEQUENCE_COST",
     "MAX_STEPS",
     "MAX_TIMES",
     "QUANTIFIERS",
@@ -177,6 +192,9 @@ class PatternMatcher:
     __slots__ = (
         "_aggregates",
         "_base",
+        "_capped",
+        "_loop_cost",
+        "_next_cost",
         "_cond0",
         "_others",
         "_others_types",
@@ -243,6 +261,26 @@ class PatternMatcher:
         self._last = len(compiled) - 1
         final = spec.steps[-1]
         self._final_neg: Condition | None = final.cond if final.negated else None
+        # What a partial match at positive step k may evaluate for one event, in condition elements (the
+        # validator's unit): the step's own condition while it may loop, the next step's (and the absence
+        # before it, or the final absence) while it may hand over. The replay of a late event charges them.
+        elements = [_elements(st.source) for st in spec.steps]
+        loop_cost: list[int] = []
+        next_cost: list[int] = []
+        for j, st in enumerate(spec.steps):
+            if st.negated:
+                continue
+            loop_cost.append(elements[j])
+            rest = 0
+            for st2, el in zip(spec.steps[j + 1 :], elements[j + 1 :], strict=True):
+                rest += el
+                if not st2.negated:
+                    break
+            next_cost.append(rest)
+        self._loop_cost = tuple(loop_cost)
+        self._next_cost = tuple(next_cost)
+        # at_least loops stopped at MAX_TIMES events by the call in progress (see _take): counted as overflow.
+        self._capped = 0
         # last_ts + final_gap >= start_ts + within when the negated step has no max_gap of its own.
         self._final_gap = final.max_gap if final.negated and final.max_gap is not None else spec.within
         self._base: _Ctx = {s.name: () for s in spec.steps}
@@ -414,8 +452,14 @@ class PatternMatcher:
         if excess > 0:
             del runs[:excess]  # runs are kept in start order: the oldest go first
             st[_OVERFLOW] += excess
+        else:
+            excess = 0
         st[_RUNS] = runs
-        return max(excess, 0)
+        if self._capped:
+            excess += self._capped
+            st[_OVERFLOW] += self._capped
+            self._capped = 0
+        return excess
 
     def _match(self, done: _Done, completed_by: CompletedBy) -> Match:
         steps = done[3]
@@ -546,6 +590,12 @@ class PatternMatcher:
         ctx: _Ctx,
         seqs: tuple[int, ...],
     ) -> None:
+        if c > MAX_TIMES:
+            # Only an at_least step gets here (``times`` is at most MAX_TIMES): a partial match holds at most
+            # MAX_TIMES events of a step, what the validator's estimate charges (each take copies them). Its
+            # loop stops (counted as overflow, like max_partial's); handing over to the next step goes on.
+            self._capped += 1
+            return
         name, _, times, at_least = self._steps[k][:4]
         nctx = ctx.copy()
         events = ctx[name]
@@ -666,10 +716,16 @@ class PatternMatcher:
         return self._result(st, matches, dropped)
 
     def _replay(self, st: list[Any]) -> tuple[list[Match], int]:
-        """Re-run the buffer in event-time order from scratch; report what was not reported yet, as late."""
+        """Re-run the buffer in event-time order from scratch; report what was not reported yet, as late.
+
+        The replay's work is counted as it goes, in the validator's unit (before each event: the condition
+        elements each partial match may evaluate, and the events it holds, which a take copies); past
+        MAX_SEQUENCE_COST the replay is given up (see "Bounds" in the module docstring).
+        """
         lateness = self._lateness
         reported = {r[2] for r in st[_REPORTED]}
         new_reported: list[Any] = st[_REPORTED]
+        reported_before = len(new_reported)
         emitted: list[Any] = []
         matches: list[Match] = []
         skip = self._skip
@@ -688,8 +744,26 @@ class PatternMatcher:
         frontier: _Key | None = st[_SEED]
         dropped = 0
         max_partial = self._max_partial
+        loop_cost, next_cost = self._loop_cost, self._next_cost
+        work = 0
+        self._capped = 0
         for ts, seq, starts, event in st[_BUF]:
             if runs or starts:
+                work += 1
+                for run in runs:
+                    work += len(run[9])
+                    if run[6]:
+                        work += loop_cost[run[2]]
+                    if run[7]:
+                        work += next_cost[run[2]]
+                if work > MAX_SEQUENCE_COST:
+                    # Given up: nothing of it is kept (the partial matches and the reporting stay as they
+                    # were before the late event, which is in the buffer but in no partial match), counted as
+                    # one overflow. Deterministic: the same events give up at the same place.
+                    del new_reported[reported_before:]
+                    self._capped = 0
+                    st[_OVERFLOW] += 1
+                    return [], 1
                 runs, frontier = self._feed(runs, event, ts, seq, starts, ts - lateness, frontier, sink)
                 if len(runs) > max_partial:
                     excess = len(runs) - max_partial
@@ -699,6 +773,8 @@ class PatternMatcher:
         if runs and self._final_neg is not None:
             runs, frontier = self._complete(runs, know, frontier, sink)
         st[_RUNS] = runs
+        dropped += self._capped
+        self._capped = 0
         st[_OVERFLOW] += dropped
         if skip:
             st[_EMITTED] = emitted
@@ -759,6 +835,14 @@ class PatternMatcher:
         excess = len(reported) - 4 * self._max_buffer
         if excess > 0:
             del reported[:excess]
+
+
+def _elements(source: str) -> int:
+    """The elements of a step condition's text (the validator's unit); 1 for a text not in rule syntax."""
+    try:
+        return max(1, expression_cost(source)[0])
+    except ExpressionError:
+        return 1
 
 
 def _types_of(cond: Condition) -> frozenset[str] | None:

@@ -28,6 +28,7 @@ from riskctl.core.expr import (
     expression_cost,
 )
 from riskctl.core.features import FeatureSpec
+from riskctl.core.pattern_spec import MAX_SEQUENCE_COST as MAX_SEQUENCE_COST
 from riskctl.core.patterns import AFTER_MATCH_POLICIES, MAX_STEPS, MAX_TIMES, PatternSpec, Step
 from riskctl.core.ruleset import ACTIONS, STATUSES, Rule
 
@@ -75,9 +76,6 @@ _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 _RESERVED_NAMES = frozenset({"event", "and", "or", "not", "in", "true", "false", "null"})
 MAX_FEATURES_PER_RULE = 32
-#: the work a sequence rule may need for one event, in condition elements (see _sequence_cost): about 12 ms
-#: of CPU at most, measured (docs/rules.md#limits)
-MAX_SEQUENCE_COST = 250_000
 #: versions are a MySQL INT
 MAX_VERSION = 2**31 - 1
 #: nesting of mappings and lists in a rule text (YAML, or a document built in Python) (a rule needs 5 levels)

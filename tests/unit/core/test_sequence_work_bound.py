@@ -1,0 +1,165 @@
+"""The work one event may cost a sequence pattern is bounded in every path, in work units (never wall time).
+
+Two paths were not bounded by the validator's estimate (``MAX_SEQUENCE_COST``, riskctl.core.rule_document):
+
+* a late event replayed the whole late-event buffer (up to ``max_buffer`` events) from scratch, each replayed
+  event costing up to the bound: 4.6 s for one late event of an accepted rule. The replay now counts its work
+  as it goes and is given up past ``MAX_SEQUENCE_COST`` (the state stays as it was, one overflow counted);
+* an ``at_least`` step held every event it took within ``within`` (copying them on each take), where the
+  estimate charges ``MAX_TIMES``. A partial match now stops looping at ``MAX_TIMES`` events (counted as
+  overflow); its hand-over to the next step goes on.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from riskctl.core.engine import Engine
+from riskctl.core.events import normalize_event
+from riskctl.core.pattern_spec import MAX_SEQUENCE_COST, MAX_TIMES
+from riskctl.core.patterns import PatternMatcher, PatternSpec, Step
+from riskctl.core.rules import load_rules_text
+from riskctl.core.state import InMemoryKeyedState
+
+T0 = 1_700_000_000_000
+
+
+def of_type(t: str) -> Any:
+    def cond(event: Mapping[str, Any], steps: Mapping[str, Sequence[Any]]) -> bool:
+        return event.get("type") == t
+
+    return cond
+
+
+def ev(i: int, t: str, ts: int | None = None) -> dict[str, Any]:
+    return {"event_id": f"e{i}", "type": t, "ts": T0 + i if ts is None else ts}
+
+
+def held(stored: Any) -> int:
+    """The most events one partial match of the state holds in one step."""
+    if stored is None:
+        return 0
+    return max((len(v) for run in stored[0] for k, v in run[8].items() if not k.startswith("_")), default=0)
+
+
+def loop_spec(max_partial: int = 4) -> PatternSpec:
+    return PatternSpec(
+        "loop",
+        (
+            Step("s", of_type("s"), "event.type == 's'"),
+            Step("b", of_type("x"), "event.type == 'x'", times=1, quantifier="at_least"),
+            Step("c", of_type("z"), "event.type == 'z'", contiguity="strict"),
+        ),
+        within=10**9,
+        max_partial=max_partial,
+    )
+
+
+def test_an_at_least_loop_holds_at_most_max_times_events_and_the_cap_is_counted() -> None:
+    m = PatternMatcher(loop_spec())
+    stored = m.process(None, ev(0, "s"), T0).new_stored
+    overflow = 0
+    for i in range(1, MAX_TIMES + 201):
+        r = m.process(stored, ev(i, "x"), T0 + i)
+        stored = r.new_stored
+        overflow += r.overflow
+        assert held(stored) <= MAX_TIMES
+    assert overflow == 1
+    # The 1,001st event stopped the loop: what is left is the partial match of 1,000 that may hand over to c,
+    # which the next x (strict c) ends. Nothing holds more than the estimate charges.
+    assert stored is None
+
+
+def test_at_the_cap_the_hand_over_to_the_next_step_goes_on() -> None:
+    m = PatternMatcher(loop_spec())
+    stored = m.process(None, ev(0, "s"), T0).new_stored
+    for i in range(1, MAX_TIMES + 1):
+        stored = m.process(stored, ev(i, "x"), T0 + i).new_stored
+    r = m.process(stored, ev(MAX_TIMES + 1, "z"), T0 + MAX_TIMES + 1)
+    assert len(r.matches) == 1 and len(r.matches[0].event_ids["b"]) == MAX_TIMES and r.overflow == 0
+
+
+def test_a_state_holding_more_than_the_cap_restores_and_stops_at_its_next_take() -> None:
+    """A state written before the cap (a partial match holding 1,200 events) is read as it is."""
+    m = PatternMatcher(loop_spec())
+    stored = m.process(None, ev(0, "s"), T0).new_stored
+    for i in range(1, MAX_TIMES + 1):
+        stored = m.process(stored, ev(i, "x"), T0 + i).new_stored
+    s_ts, s_seq, k, c, l_ts, l_seq, loop_ok, next_ok, ctx, seqs = stored[0][-1]
+    extra = tuple(ev(10_000 + j, "x") for j in range(200))
+    ctx = dict(ctx, b=ctx["b"] + extra)
+    stored[0][-1] = (s_ts, s_seq, k, c + 200, l_ts, l_seq, True, next_ok, ctx, seqs + tuple(range(200)))
+    blob = pickle.dumps(stored)
+    r = m.process(pickle.loads(blob), ev(5000, "z"), T0 + 5000)
+    assert len(r.matches) == 1 and len(r.matches[0].event_ids["b"]) == MAX_TIMES + 200
+    r = m.process(pickle.loads(blob), ev(5001, "x"), T0 + 5001)
+    assert r.overflow == 1 and held(r.new_stored) <= MAX_TIMES + 200
+
+
+HEAVY = " and ".join(["event.amount > 1"] * 98)  # 393 elements, as the validator counts them
+
+
+def heavy_spec(max_partial: int) -> PatternSpec:
+    return PatternSpec(
+        "heavy",
+        (
+            Step("a", of_type("a"), "event.type == 'a'"),
+            Step("b", lambda e, s: False, HEAVY),
+        ),
+        within=10**9,
+        max_partial=max_partial,
+    )
+
+
+def test_a_late_replay_past_the_work_bound_is_given_up_and_counted() -> None:
+    # 700 partial matches each testing a 393-element condition: one replayed event is past the bound.
+    m = PatternMatcher(heavy_spec(700), lateness=60_000)
+    stored = None
+    for i in range(700):
+        stored = m.process(stored, ev(i, "a"), T0 + i).new_stored
+    runs_before = list(stored[0])
+    r = m.process(stored, ev(10_000, "a"), T0 + 100)  # late: older than the newest
+    assert not r.too_late
+    assert r.overflow == 1 and PatternMatcher.overflow(r.new_stored) == 1 and r.matches == ()
+    assert r.new_stored[0] == runs_before  # the partial matches are those of before the late event
+    # Deterministic: a copy of the state gives up at the same place, and in-order events go on as before.
+    again = m.process(pickle.loads(pickle.dumps(r.new_stored)), ev(10_001, "a"), T0 + 101)
+    assert again.overflow == 1
+    nxt = m.process(r.new_stored, ev(10_002, "a"), T0 + 1000)
+    assert nxt.overflow == 1  # 701 partial matches: the oldest dropped, as max_partial does
+
+
+def test_a_late_replay_within_the_work_bound_still_matches() -> None:
+    # 20 partial matches over 21 events (the replay's work about 20 x 21 / 2 x 394 < MAX_SEQUENCE_COST)
+    m = PatternMatcher(heavy_spec(30), lateness=60_000)
+    stored = None
+    for i in range(20):
+        stored = m.process(stored, ev(i, "a"), T0 + i).new_stored
+    r = m.process(stored, ev(10_000, "a"), T0 + 10)
+    assert r.overflow == 0 and len(r.new_stored[0]) == 21
+    assert r.new_stored[0][10][0] == T0 + 10  # the late event started one in its place
+
+
+def test_the_late_replay_of_the_heaviest_accepted_rule_stays_within_the_bound() -> None:
+    """The rule of the 4.6 s late event (bench/hostile_rules.py 'arith_elements'): its replay is given up."""
+    steps = (
+        "    - name: a\n      when: event.type == 'x'\n    - name: b\n      when: "
+        + " or ".join(["(" + " + ".join(["event.amount"] * 20) + ") > 1e15"] * 6)
+        + "\n"
+    )
+    text = f"id: r\naction: REVIEW\nsequence:\n  within: 7d\n  max_partial: 670\n  steps:\n{steps}"
+    engine = Engine(load_rules_text(text), lateness=60_000)
+    state = InMemoryKeyedState()
+    for i in range(670):
+        engine.process(state, normalize_event(dict(ev(i, "x"), user_id="u", amount=1.5)))
+    late = normalize_event(dict(ev(5000, "x", T0 + 600), user_id="u", amount=1.5))
+    engine.process(state, late)
+    assert engine.pattern_overflow == 1
+    (stored,) = (v for k, v in state.data.items() if k.startswith("pattern:"))
+    # Given up: the partial matches are those of before (a replay would have started one at the late event
+    # and dropped the oldest for max_partial, which is also one overflow).
+    assert len(stored[0]) == 670 and stored[0][0][0] == T0
+    assert all(run[0] != T0 + 600 or run[1] != 670 for run in stored[0])
+    assert MAX_SEQUENCE_COST == 250_000

@@ -12,7 +12,9 @@ Conventions in the Markdown (see docs/rules.md):
 Every ```` ```yaml rule ```` block must also pass ``riskctl rules validate``; every ``riskctl ...`` command
 line in a ```` ```bash ```` or ```` ```console ```` block must parse (known command, known options);
 the settings table of docs/config.md must list every setting of riskctl.config with its env
-variable and default.
+variable and default. In every page (docs/design/ too): each relative link reaches its file and heading, each
+path of the repository named exists, each inline `` `riskctl ...` `` names a command and its options, and each
+``RISKCTL_*`` variable is a setting's or one the code reads.
 """
 
 from __future__ import annotations
@@ -240,6 +242,162 @@ def test_config_check_catches_a_missing_row() -> None:
     text = (ROOT / "docs" / "config.md").read_text()
     dropped = "\n".join(line for line in text.splitlines() if "RISKCTL_JOB_LATENESS_MS" not in line)
     assert set(config_rows()) - set(documented_rows(dropped))
+
+
+# ------------------------------------------------------------------- links, paths, inline commands, variables
+
+#: every Markdown page: the docs (docs/design/ too) and the README
+ALL_PAGES = sorted((ROOT / "docs").rglob("*.md")) + [ROOT / "README.md"]
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*$", re.MULTILINE)
+#: a path of the repository named in the text: ``riskctl/cli/common.py``, ``bench/results/``, ``rules/``
+REPO_PATH = re.compile(
+    r"(?<![\w./<-])((?:riskctl|docs|bench|scripts|tests|jobs|rules|deps|docker)/[\w./*-]*[\w/*])"
+)
+#: a command line in inline code: `riskctl rules enable ID`, `.venv/bin/riskctl stack up [--flink]`
+INLINE_COMMAND = re.compile(r"`(?:\.venv/bin/)?riskctl ([^`]+)`")
+#: inline code that starts like a command and is not one
+NOT_COMMANDS = {"job stopped (Ctrl-C)"}  # the line riskctl run prints when stopped
+ENV_NAME = re.compile(r"\bRISKCTL_[A-Z0-9_]*[A-Z0-9]\b(?!_[*<])")
+#: variables the docs name on purpose although nothing reads them
+NOT_VARIABLES = {"RISKCTL_JOB_PARALELISM"}  # config.md's example of a misspelt variable
+
+
+def prose(text: str) -> str:
+    """``text`` without its fenced blocks (their ``#`` lines are comments, not headings)."""
+    return FENCE.sub("", text)
+
+
+def anchors(path: Path) -> set[str]:
+    """The ids GitHub gives the headings of ``path``: lower case, punctuation other than ``-`` and ``_``
+    dropped, blanks as ``-``; a repeated heading gets ``-1``, ``-2``, ..."""
+    out: set[str] = set()
+    seen: dict[str, int] = {}
+    for m in HEADING.finditer(prose(path.read_text())):
+        slug = re.sub(r"[^\w\- ]", "", m.group(1).strip().lower()).replace(" ", "-")
+        n = seen.get(slug, 0)
+        seen[slug] = n + 1
+        out.add(slug if n == 0 else f"{slug}-{n}")
+    return out
+
+
+def broken_links(path: Path, text: str) -> list[str]:
+    """Relative links of ``text`` (a page at ``path``) to a file that does not exist or a heading it lacks."""
+    bad = []
+    for m in LINK.finditer(prose(text)):
+        target = m.group(1)
+        if re.match(r"[a-z][a-z0-9+.-]*:", target):  # http:, https:, mailto:
+            continue
+        name, _, anchor = target.partition("#")
+        dest = (path.parent / name).resolve() if name else path
+        if not dest.exists():
+            bad.append(f"{target}: no such file")
+        elif anchor and dest.suffix == ".md" and anchor not in anchors(dest):
+            bad.append(f"{target}: no such heading in {dest.name}")
+    return bad
+
+
+def missing_paths(text: str) -> list[str]:
+    """Paths of the repository ``text`` names that do not exist (one with ``*`` must match a file)."""
+    return sorted(
+        {
+            p
+            for p in REPO_PATH.findall(text)
+            if not ((ROOT / p).exists() if "*" not in p else any(ROOT.glob(p)))
+        }
+    )
+
+
+def check_inline_command(text: str) -> None:
+    """The command path of an inline ``riskctl ...`` exists and every option it shows is one of that command
+    (placeholders such as ``ID``, ``[--json]`` and ``...`` allowed); raises click.UsageError otherwise."""
+    from riskctl.cli.main import cli
+
+    words = [w.strip("[]") for w in text.split()]
+    words = [w for w in words if w and w != "..."]
+    cmd: click.Command = cli
+    ctx = click.Context(cli, info_name="riskctl", **cli.context_settings)
+    while isinstance(cmd, click.Group) and words and not words[0].startswith("-"):
+        sub = cmd.get_command(ctx, words[0])
+        if sub is None:
+            msg = f"no command {words[0]!r} in {text!r}"
+            raise click.UsageError(msg)
+        cmd, words = sub, words[1:]
+        ctx = click.Context(cmd, info_name=cmd.name, parent=ctx, **cmd.context_settings)
+    known = {o for p in cmd.get_params(ctx) for o in (*p.opts, *p.secondary_opts)}
+    for w in words:
+        option = w.split("=", 1)[0]
+        if option.startswith("-") and option not in known:
+            msg = f"no option {option!r} of 'riskctl {cmd.name}' in {text!r}"
+            raise click.UsageError(msg)
+
+
+def known_variables() -> set[str]:
+    """Every settings variable, and every RISKCTL_* name that the code, scripts, compose files and integration
+    tests use (not the unit tests: they hold misspelt names on purpose, this file among them)."""
+    names = {env for _, _, env, _ in config_rows()}
+    files = [
+        *(ROOT / "riskctl").rglob("*.py"),
+        *(ROOT / "tests" / "integration").rglob("*.py"),
+        *(ROOT / "bench").rglob("*.py"),
+        *(ROOT / "scripts").iterdir(),
+        *(ROOT / "docker").rglob("*"),
+        ROOT / "docker-compose.yml",
+        ROOT / "alerts.example.yaml",
+    ]
+    for f in files:
+        if f.is_file():
+            names |= set(ENV_NAME.findall(f.read_text(errors="replace")))
+    return names
+
+
+INLINE_COMMANDS = sorted(
+    {(p.name, m) for p in ALL_PAGES for m in INLINE_COMMAND.findall(p.read_text()) if m not in NOT_COMMANDS}
+)
+
+
+@pytest.mark.parametrize("path", ALL_PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_link_resolves(path: Path) -> None:
+    assert broken_links(path, path.read_text()) == []
+
+
+@pytest.mark.parametrize("path", ALL_PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_path_named_exists(path: Path) -> None:
+    assert missing_paths(path.read_text()) == []
+
+
+@pytest.mark.parametrize(("page", "text"), INLINE_COMMANDS, ids=[f"{p}:{t}" for p, t in INLINE_COMMANDS])
+def test_inline_command_exists(page: str, text: str) -> None:
+    check_inline_command(text)
+
+
+def test_every_variable_named_exists() -> None:
+    known = known_variables() | NOT_VARIABLES
+    named = {(p.name, v) for p in ALL_PAGES for v in ENV_NAME.findall(p.read_text())}
+    assert sorted((p, v) for p, v in named if v not in known) == []
+
+
+def test_the_drift_checks_catch_planted_errors() -> None:
+    page = ROOT / "docs" / "config.md"
+    assert anchors(page) and broken_links(page, "[x](operations.md#no-such-heading) [y](nowhere.md)") == [
+        "operations.md#no-such-heading: no such heading in operations.md",
+        "nowhere.md: no such file",
+    ]
+    assert broken_links(page, "[x](operations.md#losing-a-taskmanager) [y](https://example.com/x)") == []
+    assert missing_paths("see riskctl/cli/commons.py and riskctl/cli/common.py") == ["riskctl/cli/commons.py"]
+    assert missing_paths("bench/results/chaos-*.md bench/results/nothing-*.md") == [
+        "bench/results/nothing-*.md"
+    ]
+    for line in ("stack up --flinky", "rulez list", "rules enable ID --wait 3 --expect 2"):
+        with pytest.raises(click.UsageError):
+            check_inline_command(line)
+    check_inline_command("stack up [--flink] [--json]")
+    check_inline_command("console user add NAME --role viewer|analyst|approver")
+    assert "RISKCTL_JOB_PARALLELISM" in known_variables()
+    assert "RISKCTL_JOB_PARALLELISMS" not in known_variables()
+    assert ENV_NAME.findall("`RISKCTL_ALERTS_*` RISKCTL_<SECTION>_<KEY> RISKCTL_MYSQL_HOST") == [
+        "RISKCTL_MYSQL_HOST"
+    ]
 
 
 if __name__ == "__main__":  # print the config table's first four columns, to start a new row

@@ -9,17 +9,18 @@ in-memory store and the Flink job do (:meth:`riskctl.core.state.InMemoryStore.pi
 * ``last_n``: ``n`` (ts, value); ``first_seen``: ``max_values`` values with two timestamps each;
   ``time_since``: 4 timestamps;
 * pattern: ``max_buffer + 1`` buffered events, ``max_partial`` partial matches each holding the events of
-  its steps (the sum of their ``times``), ``4 * max_buffer`` reported-match records, ``max_buffer + 1``
-  emitted-match records;
+  its steps (``times`` per step; ``MAX_TIMES``, 1,000, for an ``at_least`` step, where the matcher stops
+  a loop) and the step aggregates its conditions read, kept folded (two numbers per ``sum``/``avg``, one
+  per ``min``/``max``, and per ``distinct`` a set of as many distinct values as the step holds events),
+  ``4 * max_buffer`` reported-match records, ``max_buffer + 1`` emitted-match records;
 * the engine's own list: ``RECENT_CAP`` recent events with the ids of the rules they fired, one wake-up per
   pattern, the user id.
 
 Stored events are projected (:mod:`riskctl.core.stored`): each holds the rule set's stored fields, every
 value at its worst (a string of ``MAX_STORED_STRING`` 4-byte characters, or a small container of the same
 size). Numbers are taken as 64-bit: the bound assumes integers below 2**63 in magnitude (the door's number
-limits); a bigger integer in a summed field takes more. No bound exists (``ValueError``) when a step reads
-whole events (projection keeps every field) or a step takes ``at_least`` events (a run keeps every event
-that matches within ``within``).
+limits; a kept sum is taken as 1,000 times that); a bigger integer in a summed field takes more. No bound
+exists (``ValueError``) when a step reads whole events (projection keeps every field).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from riskctl.core.features import (
     TimeSinceFeature,
     WindowedFeature,
 )
+from riskctl.core.pattern_spec import AGGREGATES_KEY, MAX_TIMES
 from riskctl.core.patterns import PatternMatcher
 from riskctl.core.rules import RuleSet
 from riskctl.core.stored import MAX_STORED_ITEMS, MAX_STORED_STRING
@@ -107,15 +109,24 @@ def _pattern(
 ) -> list[Any]:
     spec = matcher.spec
     positive = [s for s in spec.steps if not s.negated]
-    for s in positive:
-        if s.quantifier == "at_least":
-            msg = f"pattern {spec.id!r}: step {s.name!r} takes at_least events: a run keeps every one"
-            raise ValueError(msg)
-    per_run = sum(s.times for s in positive)
+    # An at_least step holds at most MAX_TIMES events per partial match (the matcher stops its loop there).
+    held = {s.name: MAX_TIMES if s.quantifier == "at_least" else s.times for s in positive}
+    per_run = sum(held.values())
+    folds = [f for step_folds in matcher._aggregates or () for f in step_folds]
     max_buffer = matcher.max_buffer
     runs = []
     for _ in range(spec.max_partial):
-        ctx = {s.name: tuple(_event(worst, fields, stamp) for _ in range(s.times)) for s in positive}
+        ctx: dict[str, Any] = {
+            name: tuple(_event(worst, fields, stamp) for _ in range(n)) for name, n in held.items()
+        }
+        if folds:
+            ctx[AGGREGATES_KEY] = {
+                (worst.key(key[0]), worst.key(key[1]), tuple(worst.key(p) for p in key[2])): (
+                    _BIG_INT,
+                    _kept(worst, key[0], held[step]),
+                )
+                for key, step, _, _ in folds
+            }
         seqs = (_BIG_INT,) * per_run
         runs.append((_BIG_INT, _BIG_INT, _BIG_INT, _BIG_INT, _BIG_INT, _BIG_INT, True, True, ctx, seqs))
     buf = [(_BIG_INT, _BIG_INT, True, _event(worst, fields, stamp)) for _ in range(max_buffer + 1)]
@@ -134,6 +145,15 @@ def _pattern(
         emitted,
         (_BIG_INT, _BIG_INT),
     ]
+
+
+def _kept(worst: _Worst, kind: str, n: int) -> Any:
+    """The worst accumulator of a step aggregate kept over ``n`` events (expr.functions.FOLDS)."""
+    if kind == "sum":  # (total, numbers folded): the total of n 64-bit numbers
+        return (_BIG_INT * MAX_TIMES, _BIG_INT)
+    if kind == "distinct":  # the distinct values of the step's events
+        return frozenset(worst.string() for _ in range(n))
+    return _BIG_INT  # min, max: one number
 
 
 def _worst_state(engine: Engine) -> Iterator[tuple[str, Any]]:

@@ -163,3 +163,49 @@ def test_the_late_replay_of_the_heaviest_accepted_rule_stays_within_the_bound() 
     assert len(stored[0]) == 670 and stored[0][0][0] == T0
     assert all(run[0] != T0 + 600 or run[1] != 670 for run in stored[0])
     assert MAX_SEQUENCE_COST == 250_000
+
+
+# ------------------------------------------------------------------------------------ the state bound
+
+
+def seq_rule(steps: str, max_partial: int = 3) -> str:
+    return f"id: r\naction: REVIEW\nsequence:\n  within: 7d\n  max_partial: {max_partial}\n  steps:\n{steps}"
+
+
+AT_LEAST = (
+    "    - name: s\n      when: event.type == 's'\n    - name: b\n      when: event.type == 'x'\n"
+    "      at_least: 1\n    - name: c\n      when: event.type == 'z'\n      contiguity: strict\n"
+)
+
+
+def test_an_at_least_step_has_a_state_bound_and_a_real_state_stays_under_it() -> None:
+    from riskctl.core.bounds import state_bound
+
+    rules = load_rules_text(seq_rule(AT_LEAST))
+    bound = state_bound(rules, lateness=0)  # raised ValueError before the cap: no bound known
+    engine = Engine(rules, lateness=0)
+    state = InMemoryKeyedState()
+    peak = 0
+    for i in range(3 + MAX_TIMES + 100):
+        t = "s" if i < 3 else "x"
+        event = {"event_id": chr(0x10000 + i) + "\U0010ffff" * 255, "user_id": "u", "type": t, "ts": T0 + i}
+        engine.process(state, normalize_event(event))
+        if i % 100 == 0 or MAX_TIMES - 5 < i < MAX_TIMES + 5:
+            peak = max(peak, len(pickle.dumps(state.data, protocol=5)))
+    assert 1_000_000 < peak < bound.total
+
+
+def test_the_state_bound_counts_the_kept_aggregates() -> None:
+    from riskctl.core.bounds import state_bound
+
+    def bound(b_when: str) -> int:
+        steps = (
+            "    - name: a\n      when: event.type == 'x'\n      times: 50\n"
+            f'    - name: b\n      when: "{b_when}"\n'
+        )
+        return state_bound(load_rules_text(seq_rule(steps, 64)), lateness=0).total
+
+    plain = bound("event.type == 'y' and event.device != null")
+    kept = bound("event.type == 'y' and distinct(a.device) > 3")
+    # 64 partial matches, each with a set of 50 distinct values of up to 256 4-byte characters
+    assert kept - plain > 64 * 50 * 256

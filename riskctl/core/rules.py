@@ -165,7 +165,7 @@ def _check_yaml_events(text: str, source: str, loader: Any) -> None:
 
 
 def _load_yaml(text: str, source: str) -> list[Any]:
-    import yaml  # the only non-stdlib import of the core, and only here
+    import yaml  # with orjson (door, jsoncodec), the core's only non-stdlib import, and only here
 
     # libyaml when present: the events pass and the load are C-speed (the pure-Python parser is much slower
     # on a large file). Both loaders are the safe ones: no Python objects from tags.

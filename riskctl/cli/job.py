@@ -65,7 +65,9 @@ def _check_checkpoints(overrides: tuple[str, ...], from_empty: bool) -> Settings
 @from_empty_option
 def run(overrides: tuple[str, ...], name: str, from_empty: bool) -> None:
     """Run the risk job on Flink's embedded MiniCluster until Ctrl-C (needs Kafka and, for rules from
-    MySQL, MariaDB: 'riskctl stack up')."""
+    MySQL, MariaDB: 'riskctl stack up'). Each failure that restarts the job is a line on stderr with its
+    cause (at most one every 10 s); a job that fails for good ends the command with one 'error:' line and
+    exit 1."""
     from riskctl.flink.main import main as job_main
 
     _check_checkpoints(overrides, from_empty)

@@ -88,7 +88,11 @@ def build(settings: Settings) -> object:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Load the settings (with ``--set`` overrides), build the job and run it; 2 when riskctl refuses them."""
+    """Load the settings (with ``--set`` overrides), build the job and run it; 2 when riskctl refuses them.
+
+    On the embedded MiniCluster (``riskctl run``) each failure that restarts the job is a line on stderr, and
+    a job that ends FAILED (or cannot heal in this process) is one ``error: ...`` line and exit 1
+    (:mod:`riskctl.flink.watch`); Ctrl-C is one line and exit 130."""
     # apache-beam (a PyFlink dependency) imports pkg_resources, which warns on every start
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
     p = argparse.ArgumentParser(prog="riskctl-job", description="The riskctl risk job.")
@@ -121,13 +125,20 @@ def main(argv: list[str] | None = None) -> int:
     # ("KeyboardInterrupt while sending command."), and click then said "Aborted!" with exit 1
     previous = signal.signal(signal.SIGINT, _interrupted)
     try:
-        env.execute(args.name)  # type: ignore[attr-defined]
+        if not starts_a_jvm(os.environ):  # flink run: the CLI's client reports (and -d returns at once)
+            env.execute(args.name)  # type: ignore[attr-defined]
+            return 0
+        # the MiniCluster: say on stderr when the job fails and restarts, and why, and end when it fails;
+        # env.execute() said nothing until the restart strategy gave up (with no cap: never)
+        from riskctl.flink.watch import MiniClusterJob, watch
+
+        job = MiniClusterJob(env.execute_async(args.name))  # type: ignore[attr-defined]
+        return watch(job, sys.stderr, log_dir=os.environ.get("FLINK_LOG_DIR"))
     except _Interrupted:
         print("riskctl job stopped (Ctrl-C)", file=sys.stderr)
         return INTERRUPTED
     finally:
         signal.signal(signal.SIGINT, previous)
-    return 0
 
 
 #: the exit status of a job stopped by Ctrl-C, as a shell reports SIGINT (riskctl.cli.common.ExitCode)

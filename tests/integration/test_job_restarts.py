@@ -1,0 +1,122 @@
+"""``riskctl run`` when its job fails on every attempt: a restart line with the cause on stderr, then one
+``error: ...`` line and exit 1 (riskctl.flink.watch), not silence until a test or a user gives up.
+
+Two real failures, neither injected into riskctl's code:
+- a misconfiguration the start-up checks do not catch: ``python.executable`` (a Flink option) naming no
+  program; each attempt's Python operators fail to start, and the capped restart strategy gives up;
+- the code-fingerprint refusal: the job runs from a copy of the package, and a file is added to the copy after
+  the client imported it, before the MiniCluster's Python does; riskctl cancels at the first refusal, as no
+  restart in this process can heal it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from riskctl.config import PROJECT_ROOT, Settings
+
+pytestmark = pytest.mark.integration
+
+#: the bound for either run to end: JVM start, the job's build, a few attempts 1-2 s apart
+DEADLINE_S = 150
+
+
+def _env(tmp: Path) -> dict[str, str]:
+    suffix = uuid.uuid4().hex[:8]
+    topics = {k: f"test-restarts-{k}-{suffix}" for k in ("events", "decisions", "alerts", "dead", "status")}
+    return {
+        **os.environ,
+        "RISKCTL_JOB_RULES_SOURCE": "file",
+        "RISKCTL_JOB_RULES_DIR": str(PROJECT_ROOT / "rules"),
+        "RISKCTL_JOB_EVENTS_TOPIC": topics["events"],
+        "RISKCTL_JOB_DECISIONS_TOPIC": topics["decisions"],
+        "RISKCTL_JOB_ALERTS_TOPIC": topics["alerts"],
+        "RISKCTL_JOB_DEAD_LETTER_TOPIC": topics["dead"],
+        "RISKCTL_JOB_RULE_STATUS_TOPIC": topics["status"],
+        "RISKCTL_JOB_GROUP_ID": f"g-{suffix}",
+        "RISKCTL_JOB_CHECKPOINT_DIR": (tmp / "chk").as_uri(),
+        # the default backoffs (1 s, 2 s): 'riskctl run' looks twice a second, so it sees each restart
+        "RISKCTL_JOB_RESTART_INITIAL_BACKOFF_MS": "1000",
+        "RISKCTL_JOB_RESTART_MAX_BACKOFF_MS": "2000",
+    }
+
+
+def _run(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[int, list[str], float]:
+    """Run ``cmd`` in its own process group; its exit code, stderr's lines and seconds taken. A run past
+    :data:`DEADLINE_S` is killed and fails the test with what it printed."""
+    t0 = time.monotonic()
+    proc = subprocess.Popen(
+        cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    )
+    try:
+        _, err = proc.communicate(timeout=DEADLINE_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, 9)
+        _, err = proc.communicate()
+        pytest.fail(
+            f"riskctl run still running after {DEADLINE_S} s; stderr:\n{err.decode(errors='replace')}"
+        )
+    lines = [line for line in err.decode(errors="replace").splitlines() if line.strip()]
+    return proc.returncode, lines, time.monotonic() - t0
+
+
+def test_a_job_failing_on_every_attempt_says_why_and_ends(stack: Settings, tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    env["RISKCTL_JOB_RESTART_MAX_ATTEMPTS"] = "2"
+    cmd = [
+        sys.executable,
+        "-m",
+        "riskctl.cli.main",
+        "run",
+        "--set",
+        "flink.options=python.executable=/nonexistent/py",
+    ]
+    code, lines, _ = _run(cmd, env, PROJECT_ROOT)
+    text = "\n".join(lines)
+    restarts = [line for line in lines if line.startswith("riskctl job failed (failure")]
+    assert restarts, text
+    assert 'restarting: java.io.IOException: Cannot run program "/nonexistent/py"' in restarts[0], text
+    assert lines[-1].startswith(
+        "error: the job failed and the restart strategy gave up (job.restart_*): "
+        'java.io.IOException: Cannot run program "/nonexistent/py"'
+    ), text
+    assert code == 1, text
+    # one line each: no Java or Python stack trace
+    assert not any(line.startswith(("\tat ", "Traceback", "Caused by")) for line in lines), text
+
+
+def test_a_code_change_while_the_job_starts_ends_it_at_the_first_refusal(
+    stack: Settings, tmp_path: Path
+) -> None:
+    copy = tmp_path / "src"
+    shutil.copytree(PROJECT_ROOT / "riskctl", copy / "riskctl", ignore=shutil.ignore_patterns("__pycache__"))
+    env = _env(tmp_path)
+    env["PYTHONPATH"] = str(copy)  # the client and the MiniCluster's Python import the copy
+    env["RISKCTL_FLINK_JARS_DIR"] = str(PROJECT_ROOT / ".cache" / "jars")
+    # the client imports riskctl (its fingerprint is taken then), the copy changes, and the job starts: the
+    # MiniCluster's Python imports the changed copy at the decide operator's first open()
+    script = (
+        "import sys, pathlib, riskctl.flink.risk_function as rf\n"
+        f"assert rf.__file__.startswith({str(copy)!r}), rf.__file__\n"
+        f"pathlib.Path({str(copy / 'riskctl' / '_edited_after_build.py')!r}).write_text('# an edit\\n')\n"
+        "from riskctl.cli.main import main\n"
+        "sys.argv = ['riskctl', 'run']\n"
+        "main()\n"
+    )
+    code, lines, seconds = _run([sys.executable, "-c", script], env, tmp_path)
+    text = "\n".join(lines)
+    assert lines[-1].startswith(
+        "error: the job cannot run in this process: RuntimeError: this TaskManager's Python runs riskctl "
+    ), text
+    assert "run 'riskctl run' again" in lines[-1], text
+    assert code == 1, text
+    assert not [line for line in lines if "restarting" in line], text  # no restart tried after the refusal
+    assert not any(line.startswith(("\tat ", "Traceback", "Caused by")) for line in lines), text

@@ -1,0 +1,222 @@
+"""riskctl.flink.watch: the root cause of a Java trace, the exception history, the rate-limited restart lines,
+the refusal that cannot heal, and the watch loop over a scripted job."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from riskctl.flink.watch import (
+    FAILED,
+    Failure,
+    RestartReporter,
+    cannot_heal,
+    failures,
+    root_cause,
+    task_of,
+    watch,
+)
+
+FRAMES = (
+    "\n\tat org.apache.flink.runtime.taskmanager.Task.run(Task.java:575)"
+    "\n\tat java.base/java.lang.Thread.run(Thread.java:840)"
+)
+
+# as the MiniCluster's exception history holds it (2026-12-05, a refusal of RiskFunction.open())
+PEMJA = (
+    "pemja.core.PythonException: <class 'RuntimeError'>: something broke\n"
+    "\tat /tmp/pkg/riskctl/flink/risk_function.open(risk_function.py:350)\n"
+    "\tat pemja.core.PythonInterpreter.invokeMethodNoArgs(Native Method)" + FRAMES
+)
+
+# a job's end when the strategy gives up, as the JobClient's result future fails (trimmed)
+GAVE_UP = (
+    "java.util.concurrent.ExecutionException: org.apache.flink.runtime.client.JobExecutionException: Job "
+    "execution failed." + FRAMES + "\nCaused by: org.apache.flink.runtime.client.JobExecutionException: Job "
+    "execution failed." + FRAMES + "\n\t... 12 more\nCaused by: org.apache.flink.runtime.JobException: "
+    "Recovery is suppressed by ExponentialDelayRestartBackoffTimeStrategy(initialBackoffMS=1000, "
+    "attemptsBeforeResetBackoff=2, currentRestartAttempt=3)" + FRAMES + "\nCaused by: java.io.IOException: "
+    'Cannot run program "/nonexistent/py": error=2, No such file or directory' + FRAMES + "\nCaused by: "
+    "java.io.IOException: error=2, No such file or directory" + FRAMES + "\n\t... 20 more"
+)
+
+
+def test_a_python_exception_reads_as_python_class_and_message() -> None:
+    assert root_cause(PEMJA) == "RuntimeError: something broke"
+
+
+def test_the_deepest_cause_unless_its_parent_says_the_same_with_more_words() -> None:
+    assert root_cause(GAVE_UP) == (
+        'java.io.IOException: Cannot run program "/nonexistent/py": error=2, No such file or directory'
+    )
+    wrapped = (
+        "java.lang.RuntimeException: org.apache.kafka.common.errors.TimeoutException: no broker"
+        + FRAMES
+        + "\nCaused by: org.apache.kafka.common.errors.TimeoutException: no broker"
+        + FRAMES
+    )
+    # a wrapper whose message is its cause's toString() adds nothing: the cause itself
+    assert root_cause(wrapped) == "org.apache.kafka.common.errors.TimeoutException: no broker"
+
+
+def test_a_message_of_several_lines_is_one_line_and_suppressed_blocks_are_not_causes() -> None:
+    trace = (
+        "pemja.core.PythonException: <class 'ValueError'>: bad value\nsecond line\n  third"
+        + FRAMES
+        + "\n\tSuppressed: java.lang.IllegalStateException: closing\n\t\tat x.y(Z.java:1)"
+    )
+    assert root_cause(trace) == "ValueError: bad value second line third"
+
+
+def test_a_long_cause_is_cut_and_no_text_says_so() -> None:
+    long = root_cause("java.lang.IllegalStateException: " + "x" * 1000, limit=80)
+    assert len(long) == 80
+    assert long.startswith("java.lang.IllegalStateException: xxx")
+    assert long.endswith("…")
+    assert root_cause("") == "(no exception text)"
+    assert root_cause("java.lang.NullPointerException" + FRAMES) == "java.lang.NullPointerException"
+
+
+def test_task_of_names_the_first_operator() -> None:
+    name = "decide -> *anonymous_datastream_source$2*[6] -> (Calc[7] -> sink[8]: Writer) (1/2) - execution #3"
+    assert task_of(name) == "decide"
+    assert task_of("Source: riskctl_file_ticks[4] (1/1) - execution #0") == "Source: riskctl_file_ticks[4]"
+    assert task_of(None) is None
+
+
+def _entry(ts: int, trace: str = PEMJA, task: str | None = "decide (1/1) - execution #1") -> dict[str, Any]:
+    return {"exceptionName": trace.split(":")[0], "stacktrace": trace, "timestamp": ts, "taskName": task}
+
+
+def _doc(*entries: dict[str, Any]) -> dict[str, Any]:
+    return {"root-exception": None, "exceptionHistory": {"entries": list(entries), "truncated": False}}
+
+
+def test_failures_of_the_history_newer_than_the_last_seen_oldest_first() -> None:
+    doc = _doc(_entry(300), _entry(200, task=None), _entry(100))  # the REST API's order: newest first
+    assert [f.timestamp_ms for f in failures(doc)] == [100, 200, 300]
+    assert failures(doc, after_ms=200) == [Failure(300, "RuntimeError: something broke", "decide")]
+    assert failures(doc)[1].describe() == "RuntimeError: something broke"
+    assert failures({"exceptionHistory": None}) == []
+    assert failures({}) == []
+
+
+def test_restart_lines_are_rate_limited_with_the_failures_folded_in() -> None:
+    r = RestartReporter(interval_s=10)
+    a = Failure(1, "RuntimeError: a", "decide")
+    b = Failure(2, "RuntimeError: b")
+    assert r.failed(a, now=0) == "riskctl job failed (failure 1), restarting: RuntimeError: a (in decide)"
+    assert r.failed(a, now=1) is None
+    assert r.failed(a, now=2) is None
+    assert r.due(now=9.9) is None
+    assert r.due(now=10) == (
+        "riskctl job failed (failures 2-3, 2 in the last 10 s), restarting: RuntimeError: a (in decide)"
+    )
+    assert r.due(now=30) is None  # nothing new
+    assert r.failed(a, now=31) == "riskctl job failed (failure 4), restarting: RuntimeError: a (in decide)"
+    assert r.failed(a, now=32) is None
+    assert r.failed(b, now=33) is None
+    # causes differ: the line says which one it shows
+    assert (
+        r.due(now=41)
+        == "riskctl job failed (failures 5-6, 2 in the last 10 s), restarting: latest: RuntimeError: b"
+    )
+    assert r.failures == 6
+
+
+def test_the_code_refusal_of_risk_function_cannot_heal() -> None:
+    from riskctl.flink.risk_function import RiskFunction
+
+    fn = RiskFunction(lateness_ms=0, state_ttl_ms=60_000, rules_wait_ms=0)
+    fn.code = "0123456789abcdef"  # built with other sources than this interpreter imported
+    with pytest.raises(RuntimeError) as refused:
+        fn.open(None)  # type: ignore[arg-type]
+    trace = f"pemja.core.PythonException: <class 'RuntimeError'>: {refused.value}" + FRAMES
+    assert cannot_heal(root_cause(trace))
+    assert not cannot_heal(root_cause(PEMJA))
+    assert not cannot_heal(
+        "java.io.IOException: this TaskManager's Python runs riskctl x, built with riskctl y"
+    )
+
+
+class ScriptedJob:
+    """A job whose exception history and end follow a script, one step per poll."""
+
+    def __init__(self, steps: list[tuple[Mapping[str, Any] | None, str | None]]) -> None:
+        self.steps = steps
+        self.polls = 0
+        self.cancelled = False
+
+    def exceptions(self) -> Mapping[str, Any] | None:
+        return self.steps[min(self.polls, len(self.steps) - 1)][0]
+
+    def outcome(self) -> str | None:
+        end = self.steps[min(self.polls, len(self.steps) - 1)][1]
+        self.polls += 1
+        return end
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+def _watch(job: ScriptedJob) -> tuple[int, list[str]]:
+    now = [0.0]
+    out = io.StringIO()
+
+    def sleep(s: float) -> None:
+        now[0] += s
+
+    code = watch(job, out, interval_s=10, poll_s=1, clock=lambda: now[0], sleep=sleep, log_dir="/logs/1")
+    return code, out.getvalue().splitlines()
+
+
+def test_watch_reports_each_restart_then_the_cause_of_the_end() -> None:
+    io_error = 'java.io.IOException: Cannot run program "/nonexistent/py": error=2, No such file or directory'
+    job = ScriptedJob(
+        [
+            (_doc(), None),
+            (_doc(_entry(100, io_error + FRAMES)), None),
+            (_doc(_entry(100, io_error + FRAMES)), None),
+            (None, None),  # the REST endpoint did not answer this time
+            (_doc(_entry(200, io_error + FRAMES), _entry(100, io_error + FRAMES)), None),
+            *[(_doc(_entry(200, io_error + FRAMES), _entry(100, io_error + FRAMES)), None)] * 10,
+            (None, GAVE_UP),
+        ]
+    )
+    code, lines = _watch(job)
+    assert code == FAILED
+    assert lines == [
+        f"riskctl job failed (failure 1), restarting: {io_error} (in decide)",
+        f"riskctl job failed (failure 2), restarting: {io_error} (in decide)",  # folded, then due 10 s later
+        "error: the job failed and the restart strategy gave up (job.restart_*): "
+        f"{io_error} (Flink's log: /logs/1)",
+    ]
+    assert not job.cancelled
+
+
+def test_watch_ends_with_0_when_the_job_ends_without_an_error() -> None:
+    assert _watch(ScriptedJob([(_doc(), None), (None, "")])) == (0, [])
+
+
+def test_a_failure_that_cannot_heal_cancels_the_job_at_once() -> None:
+    refusal = (
+        "pemja.core.PythonException: <class 'RuntimeError'>: this TaskManager's Python runs riskctl aaaa "
+        "(imported when its JVM first ran Python), the job was built with riskctl bbbb: a TaskManager ..."
+    )
+    job = ScriptedJob([(_doc(), None), (_doc(_entry(100, refusal + FRAMES)), None)])
+    code, lines = _watch(job)
+    assert code == FAILED
+    assert job.cancelled
+    assert len(lines) == 1
+    assert lines[0].startswith("error: the job cannot run in this process: RuntimeError: this TaskManager's")
+    assert lines[0].endswith("run 'riskctl run' again")
+
+
+def test_a_failure_seen_with_the_end_is_not_reported_as_a_restart() -> None:
+    job = ScriptedJob([(_doc(), None), (_doc(_entry(100)), GAVE_UP)])
+    code, lines = _watch(job)
+    assert code == FAILED
+    assert [line.split(":")[0] for line in lines] == ["error"]

@@ -1,7 +1,8 @@
 """``riskctl run`` when its job fails on every attempt: a restart line with the cause on stderr, then one
 ``error: ...`` line and exit 1 (riskctl.flink.watch), not silence until a test or a user gives up.
 
-Two real failures, neither injected into riskctl's code:
+Two real failures, neither injected into riskctl's code (both run from a copy of the package, so that
+someone editing the checkout meanwhile cannot cause a third):
 - a misconfiguration the start-up checks do not catch: ``python.executable`` (a Flink option) naming no
   program; each attempt's Python operators fail to start, and the capped restart strategy gives up;
 - the code-fingerprint refusal: the job runs from a copy of the package, and a file is added to the copy after
@@ -68,8 +69,19 @@ def _run(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[int, list[str]
     return proc.returncode, lines, time.monotonic() - t0
 
 
+def _copy(tmp: Path) -> tuple[Path, dict[str, str]]:
+    """A copy of the riskctl package, and the environment that runs it (the client and the MiniCluster's
+    Python import the copy): edits to the checkout while the job starts, by anyone, cannot reach it."""
+    copy = tmp / "src"
+    shutil.copytree(PROJECT_ROOT / "riskctl", copy / "riskctl", ignore=shutil.ignore_patterns("__pycache__"))
+    env = _env(tmp)
+    env["PYTHONPATH"] = str(copy)
+    env["RISKCTL_FLINK_JARS_DIR"] = str(PROJECT_ROOT / ".cache" / "jars")
+    return copy, env
+
+
 def test_a_job_failing_on_every_attempt_says_why_and_ends(stack: Settings, tmp_path: Path) -> None:
-    env = _env(tmp_path)
+    _, env = _copy(tmp_path)
     env["RISKCTL_JOB_RESTART_MAX_ATTEMPTS"] = "2"
     cmd = [
         sys.executable,
@@ -79,7 +91,7 @@ def test_a_job_failing_on_every_attempt_says_why_and_ends(stack: Settings, tmp_p
         "--set",
         "flink.options=python.executable=/nonexistent/py",
     ]
-    code, lines, _ = _run(cmd, env, PROJECT_ROOT)
+    code, lines, _ = _run(cmd, env, tmp_path)
     text = "\n".join(lines)
     restarts = [line for line in lines if line.startswith("riskctl job failed (failure")]
     assert restarts, text
@@ -96,11 +108,7 @@ def test_a_job_failing_on_every_attempt_says_why_and_ends(stack: Settings, tmp_p
 def test_a_code_change_while_the_job_starts_ends_it_at_the_first_refusal(
     stack: Settings, tmp_path: Path
 ) -> None:
-    copy = tmp_path / "src"
-    shutil.copytree(PROJECT_ROOT / "riskctl", copy / "riskctl", ignore=shutil.ignore_patterns("__pycache__"))
-    env = _env(tmp_path)
-    env["PYTHONPATH"] = str(copy)  # the client and the MiniCluster's Python import the copy
-    env["RISKCTL_FLINK_JARS_DIR"] = str(PROJECT_ROOT / ".cache" / "jars")
+    copy, env = _copy(tmp_path)
     # the client imports riskctl (its fingerprint is taken then), the copy changes, and the job starts: the
     # MiniCluster's Python imports the changed copy at the decide operator's first open()
     script = (
@@ -111,7 +119,7 @@ def test_a_code_change_while_the_job_starts_ends_it_at_the_first_refusal(
         "sys.argv = ['riskctl', 'run']\n"
         "main()\n"
     )
-    code, lines, seconds = _run([sys.executable, "-c", script], env, tmp_path)
+    code, lines, _ = _run([sys.executable, "-c", script], env, tmp_path)
     text = "\n".join(lines)
     assert lines[-1].startswith(
         "error: the job cannot run in this process: RuntimeError: this TaskManager's Python runs riskctl "

@@ -145,6 +145,16 @@ SEQUENCE_CASES: list[tuple[str, str, list[tuple[str, int]], list[tuple[str, int]
         [("s", 10_000), ("x", 995)],
         [("x", 6)],
     ),
+    (
+        # a distinct() kept over a step copies its set of values on each take (O(values), not O(1)): forty of
+        # them over a step of up to 1,000 events, each event bringing new values (fields f0-f39)
+        "distinct_sets",
+        "    - name: s\n      when: event.type == 's'\n    - name: b\n      when: \"event.type == 'x' and "
+        + " and ".join(f"distinct(b.f{j}) >= 0" for j in range(40))
+        + "\"\n      times: 1000\n    - name: c\n      when: event.type == 'z'\n",
+        [("s", 900), ("xd", 990)],
+        [("xd", 5)],
+    ),
 ]
 
 
@@ -181,8 +191,11 @@ def sequence_events(spec: list[tuple[str, int]], start: int, ts0: int) -> list[d
             i = start + len(out)
             e: dict[str, Any] = {"event_id": f"e{i}", "user_id": "attacker", "type": etype, "ts": ts0 + i}
             e["amount"] = 1.5 + i % 7
-            if etype == "first":
+            if etype in ("first", "firstd"):
                 e["type"], e["first"] = "x", True
+            if etype in ("xd", "firstd"):
+                e["type"] = "x"
+                e.update((f"f{j}", i) for j in range(40))
             out.append(normalize_event(e))
     return out
 

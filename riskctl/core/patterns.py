@@ -58,16 +58,17 @@ Semantics (all on event-time order; ties keep arrival order):
   counted the same way. The state is ``None`` once nothing is pending.
 - **Work per event.** An ``at_least`` step takes at most ``MAX_TIMES`` (1,000) events per partial match, the
   number the validator's estimate charges for it (each take copies the events held): the partial match stops
-  looping there, counted as overflow, and may still hand over to the next step (so matches of more than
-  1,000 events of one step are not found; later-started partial matches still loop on). The replay of a late
-  event counts its work as it goes, in the validator's unit (before each replayed event: each partial match's
-  condition elements it may evaluate, plus the events it holds), and is *given up* past ``MAX_SEQUENCE_COST``
-  (250,000): the state stays as it was before the late event (its partial matches and reported matches; the
-  late event is in the buffer, but in no partial match, so it completes nothing), and one overflow is
-  counted. So one event costs at most about what the validator lets an in-order event cost, late or not; the
-  count is of work units, never time, so the job, a replay and the tests give up at the same place. The
-  trade-off: a key whose replays are that heavy (hundreds of partial matches over hundreds of buffered
-  events; one user's own flood) has its late events matched by no sequence, and its overflow shows it.
+  looping there, counted as overflow, and may still hand over to the next step (so matches of more than 1,000
+  events of one step are not found; later-started partial matches still loop on). The replay of a late event
+  counts its work as it goes, in the validator's unit (before each replayed event: each partial match's
+  condition elements it may evaluate, plus the events it holds, again per ``distinct`` kept over its step,
+  whose set a take copies), and is *given up* past ``MAX_SEQUENCE_COST`` (250,000): the state stays as it was
+  before the late event (its partial matches and reported matches; the late event is in the buffer, but in no
+  partial match, so it completes nothing), and one overflow is counted. So one event costs at most about what
+  the validator lets an in-order event cost, late or not; the count is of work units, never time, so the job,
+  a replay and the tests give up at the same place. The trade-off: a key whose replays are that heavy
+  (hundreds of partial matches over hundreds of buffered events; one user's own flood) has its late events
+  matched by no sequence, and its overflow shows it.
 """
 
 from __future__ import annotations
@@ -193,6 +194,7 @@ class PatternMatcher:
         "_aggregates",
         "_base",
         "_capped",
+        "_copy_cost",
         "_loop_cost",
         "_next_cost",
         "_cond0",
@@ -292,6 +294,11 @@ class PatternMatcher:
                 folds.setdefault(agg[0], agg)
         self._aggregates: tuple[tuple[_Fold, ...], ...] | None = (
             tuple(tuple(f for f in folds.values() if f[1] == c[0]) for c in compiled) if folds else None
+        )
+        # A take into step k copies the events the partial match holds, and the set of each distinct() kept
+        # over step k (at most as many values as the step holds events): per event held, 1 + those.
+        self._copy_cost = tuple(
+            1 + sum(1 for f in folds.values() if f[1] == c[0] and f[0][0] == "distinct") for c in compiled
         )
         self._cond0 = compiled[0][1]
         # The late-event buffer keeps every event's place (time, arrival number), but the event itself only
@@ -719,7 +726,8 @@ class PatternMatcher:
         """Re-run the buffer in event-time order from scratch; report what was not reported yet, as late.
 
         The replay's work is counted as it goes, in the validator's unit (before each event: the condition
-        elements each partial match may evaluate, and the events it holds, which a take copies); past
+        elements each partial match may evaluate, and the events it holds, which a take copies, again for
+        each distinct() kept over its step); past
         MAX_SEQUENCE_COST the replay is given up (see "Bounds" in the module docstring).
         """
         lateness = self._lateness
@@ -744,14 +752,14 @@ class PatternMatcher:
         frontier: _Key | None = st[_SEED]
         dropped = 0
         max_partial = self._max_partial
-        loop_cost, next_cost = self._loop_cost, self._next_cost
+        loop_cost, next_cost, copy_cost = self._loop_cost, self._next_cost, self._copy_cost
         work = 0
         self._capped = 0
         for ts, seq, starts, event in st[_BUF]:
             if runs or starts:
                 work += 1
                 for run in runs:
-                    work += len(run[9])
+                    work += len(run[9]) * copy_cost[run[2]]
                     if run[6]:
                         work += loop_cost[run[2]]
                     if run[7]:

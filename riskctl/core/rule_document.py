@@ -469,7 +469,7 @@ def _parse_sequence(
         errs.add(
             f"the sequence may do about {cost:,} evaluations per event (limit {MAX_SEQUENCE_COST:,}): "
             "max_partial x (the step conditions' elements + the events a partial match holds, times per "
-            "step); lower max_partial, times, or the conditions",
+            "step, again per distinct() over a step); lower max_partial, times, or the conditions",
             "sequence.max_partial",
         )
         return None, frozenset(used), None
@@ -485,14 +485,22 @@ def _sequence_cost(raw_steps: list[Any], steps: list[Step], max_partial: int) ->
     matches tries (at most) every step's condition, each element once (an aggregate over a step is one
     element: the matcher keeps it folded per partial match, riskctl.core.patterns), and copies the events it
     holds when it takes one (up to ``times`` per positive step, :data:`~riskctl.core.patterns.MAX_TIMES` for
-    an ``at_least`` step). docs/rules.md#limits has the time this bound allows, measured.
+    an ``at_least`` step), and the set of each ``distinct`` kept over the step taking it (as many values as
+    that step holds events). docs/rules.md#limits has the time this bound allows, measured.
     """
     per_run = 0
+    held: dict[str, int] = {}
     for raw, st in zip(raw_steps, steps, strict=True):
         nodes, _ = expression_cost(raw["when"])
         per_run += nodes
         if not st.negated:
-            per_run += MAX_TIMES if st.quantifier == "at_least" else st.times
+            held[st.name] = MAX_TIMES if st.quantifier == "at_least" else st.times
+            per_run += held[st.name]
+    # A kept distinct() is a set, copied when its step takes an event: as many values as the step holds.
+    distinct = {
+        a[0]: a[1] for st in steps for a in getattr(st.cond, "aggregates", ()) if a[0][0] == "distinct"
+    }
+    per_run += sum(held.get(step, 0) for step in distinct.values())
     return max_partial * per_run
 
 

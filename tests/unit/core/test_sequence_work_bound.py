@@ -209,3 +209,28 @@ def test_the_state_bound_counts_the_kept_aggregates() -> None:
     kept = bound("event.type == 'y' and distinct(a.device) > 3")
     # 64 partial matches, each with a set of 50 distinct values of up to 256 4-byte characters
     assert kept - plain > 64 * 50 * 256
+
+
+def distinct_rule(fields: int, max_partial: int, times: int = 1000) -> str:
+    cond = " and ".join(f"distinct(b.f{j}) >= 0" for j in range(fields))
+    return seq_rule(
+        "    - name: s\n      when: event.type == 's'\n"
+        f"    - name: b\n      when: \"event.type == 'x' and {cond}\"\n      times: {times}\n"
+        "    - name: c\n      when: event.type == 'z'\n",
+        max_partial,
+    )
+
+
+def test_the_estimate_charges_the_set_a_kept_distinct_copies_per_take() -> None:
+    """Each take into a step copies the set of every distinct() kept over it (up to the step's events): 205
+    partial matches of forty over a step of 1,000 cost 100-220 ms per event (bench 'distinct_sets')."""
+    from riskctl.core.errors import RuleSetError
+
+    try:
+        load_rules_text(distinct_rule(40, 205))
+    except RuleSetError as exc:
+        assert "evaluations per event" in str(exc)
+    else:
+        raise AssertionError("accepted")
+    load_rules_text(distinct_rule(40, 6))  # 6 x (elements + 1,000 + 40 x 1,000) fits
+    load_rules_text(distinct_rule(1, 64, times=5))  # an ordinary distinct over a small step: as before

@@ -76,7 +76,7 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple
+from typing import Any, Final, Literal, NamedTuple
 
 from riskctl.core.errors import ExpressionError, RuleError
 from riskctl.core.expr.parser import expression_cost
@@ -117,6 +117,9 @@ CompletedBy = Literal["event", "late", "timer"]
 
 
 _NEG_INF = -(1 << 62)
+# MAX_TIMES as a literal: the compiled core (mypyc) reads a Final literal as a constant, not a global.
+_HELD_CAP: Final = 1000
+assert _HELD_CAP == MAX_TIMES
 
 # Layout of the stored state (a list, so the hot path can update it in place before handing it back).
 _RUNS, _MAX_TS, _SEQ, _OVERFLOW, _TOO_LATE, _WM, _BUF, _REPORTED, _EMITTED, _SEED = range(10)
@@ -597,7 +600,7 @@ class PatternMatcher:
         ctx: _Ctx,
         seqs: tuple[int, ...],
     ) -> None:
-        if c > MAX_TIMES:
+        if c > _HELD_CAP:
             # Only an at_least step gets here (``times`` is at most MAX_TIMES): a partial match holds at most
             # MAX_TIMES events of a step, what the validator's estimate charges (each take copies them). Its
             # loop stops (counted as overflow, like max_partial's); handing over to the next step goes on.

@@ -201,6 +201,13 @@ def create_env(opts: EnvOptions) -> StreamExecutionEnvironment:
     # env.set_restart_strategy, whose PyFlink API has no exponential-delay strategy.
     for key, value in opts.restart.flink_config().items():
         config.set_string(key, value)
+    if starts_a_jvm(os.environ):
+        # The MiniCluster's REST endpoint (on a random port; 'riskctl run' reads the job's failures there)
+        # and its BLOB server (the job's jars and artifacts; bound to jobmanager.bind-host) listened on every
+        # interface: anyone who could reach this machine could cancel the job or read its artifacts. Only
+        # this machine now (flink.options may say otherwise). Under 'flink run' they would be the client's.
+        config.set_string("rest.bind-address", "127.0.0.1")
+        config.set_string("jobmanager.bind-host", "127.0.0.1")
     for key, value in opts.options.items():
         config.set_string(key, value)
     env = StreamExecutionEnvironment.get_execution_environment(config)

@@ -222,3 +222,17 @@ def test_a_state_ttl_beyond_a_java_long_is_the_longest_flink_takes() -> None:
     assert flink_env.ttl_config(longest + 86_400_000).get_ttl().to_milliseconds() == longest
     assert flink_env.ttl_config(2 * longest)._to_proto().ttl == longest  # a Java long (int64)
     assert flink_env.ttl_config(86_400_000).get_ttl().to_milliseconds() == 86_400_000
+
+
+def test_the_minicluster_listens_on_this_machine_only(created: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its REST endpoint (cancels jobs) and BLOB server (the job's artifacts) bound every interface."""
+    monkeypatch.delenv("PYFLINK_GATEWAY_PORT", raising=False)
+    conf = created().config
+    assert conf.get_string("rest.bind-address", "") == "127.0.0.1"
+    assert conf.get_string("jobmanager.bind-host", "") == "127.0.0.1"
+    assert created(**{"rest.bind-address": "0.0.0.0"}).config.get_string("rest.bind-address", "") == "0.0.0.0"
+    monkeypatch.setenv("PYFLINK_GATEWAY_PORT", "1")  # under flink run: the keys would be the client's
+    conf = created().config
+    assert (
+        conf.get_string("rest.bind-address", "") == "" and conf.get_string("jobmanager.bind-host", "") == ""
+    )

@@ -155,6 +155,16 @@ SEQUENCE_CASES: list[tuple[str, str, list[tuple[str, int]], list[tuple[str, int]
         [("s", 900), ("xd", 990)],
         [("xd", 5)],
     ),
+    (
+        # no_skip: every 'y' completes every partial match (of 400+ events), so the reported matches a late
+        # event's replay must not report again reach their cap (4 x max_buffer records of ~440 numbers)
+        "no_skip_reported",
+        "    - name: a\n      when: event.type == 'x' and (count(a) > 0 or event.first == true)\n"
+        "      times: 400\n    - name: b\n      when: event.type == 'y'\n      at_least: 1\n"
+        "  after_match: no_skip\n",
+        [("first", 400), ("x", 400), ("y", 40)],
+        [("y", 5)],
+    ),
 ]
 
 

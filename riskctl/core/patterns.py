@@ -734,9 +734,18 @@ class PatternMatcher:
         MAX_SEQUENCE_COST the replay is given up (see "Bounds" in the module docstring).
         """
         lateness = self._lateness
-        reported = {r[2] for r in st[_REPORTED]}
         new_reported: list[Any] = st[_REPORTED]
         reported_before = len(new_reported)
+        # The set of the matches reported (up to 4 x max_buffer, each as long as its events) is work too:
+        # hashing an arrival number costs about a tenth of a condition element (measured: 4 vs 54 ns).
+        work = 0
+        for r in new_reported:
+            work += len(r[2])
+        work //= 8
+        if work > MAX_SEQUENCE_COST:
+            st[_OVERFLOW] += 1
+            return [], 1
+        reported = {r[2] for r in new_reported}
         emitted: list[Any] = []
         matches: list[Match] = []
         skip = self._skip
@@ -756,7 +765,6 @@ class PatternMatcher:
         dropped = 0
         max_partial = self._max_partial
         loop_cost, next_cost, copy_cost = self._loop_cost, self._next_cost, self._copy_cost
-        work = 0
         self._capped = 0
         for ts, seq, starts, event in st[_BUF]:
             if runs or starts:

@@ -234,3 +234,27 @@ def test_the_estimate_charges_the_set_a_kept_distinct_copies_per_take() -> None:
         raise AssertionError("accepted")
     load_rules_text(distinct_rule(40, 6))  # 6 x (elements + 1,000 + 40 x 1,000) fits
     load_rules_text(distinct_rule(1, 64, times=5))  # an ordinary distinct over a small step: as before
+
+
+def test_a_late_replay_charges_the_set_of_reported_matches() -> None:
+    """Before the replay, the matches already reported (up to 4 x max_buffer, each identified by its events'
+    arrival numbers) are hashed into a set: 4,000 of 1,000 events took 36 ms. It is charged (1/8 unit per
+    number); past the bound the replay is given up before it starts."""
+    spec = PatternSpec(
+        "r",
+        (Step("a", of_type("a"), "event.type == 'a'"), Step("b", of_type("b"), "event.type == 'b'")),
+        within=10**9,
+        after_match="no_skip",
+    )
+    m = PatternMatcher(spec, lateness=60_000)
+    stored = None
+    for i in range(3):
+        stored = m.process(stored, ev(i, "a"), T0 + i).new_stored
+    # what 4,000 matches of long no_skip rules leave (their starts still in the buffer)
+    stored[7] = [(T0, 0, tuple(range(j, j + 600))) for j in range(4000)]
+    r = m.process(stored, ev(100, "b"), T0 + 1)
+    assert r.overflow == 1 and r.matches == () and len(r.new_stored[7]) == 4000
+    stored[7] = stored[7][:100]  # 100 x 600 / 8 = 7,500: replayed
+    r = m.process(stored, ev(101, "b"), T0 + 1)
+    # replayed: the given-up late event was kept in the buffer, so it is matched now (e0 e100, e1 e100)
+    assert r.overflow == 0 and [mt.event_ids["b"] for mt in r.matches] == [("e100",), ("e100",)]

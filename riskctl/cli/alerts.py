@@ -33,7 +33,7 @@ def _load(config_path: str | None, overrides: tuple[str, ...] = ()) -> tuple[Set
 
 @click.group(context_settings=CONTEXT_SETTINGS)
 def alerts() -> None:
-    """Deliver alerts to reviewers: webhooks, DingTalk, Slack, e-mail, SMS."""
+    """Deliver alerts to reviewers: chat, e-mail, SMS, webhooks."""
 
 
 @alerts.command(context_settings=CONTEXT_SETTINGS)

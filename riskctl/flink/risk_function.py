@@ -109,8 +109,10 @@ def code_fingerprint(root: Path = PACKAGE_DIR) -> str:
 #: before riskctl changed still runs the old modules; :meth:`RiskFunction.open` refuses to run there.
 LOADED_CODE = code_fingerprint()
 #: the decide operator's own metrics (Flink counters in the group ``riskctl`` of the operator): what its state
-#: cache served and missed (for sizing ``job.state_cache_keys``), and the events and timers its guard caught
-METRICS = ("stateCacheHits", "stateCacheMisses", "internalErrors", "timerErrors")
+#: cache served and missed (for sizing ``job.state_cache_keys``), the events and timers its guard caught, and
+#: the sequences' overflows (partial matches dropped past max_partial, at_least loops stopped at their cap,
+#: late replays given up past the work bound: matches no sequence could find, otherwise invisible)
+METRICS = ("stateCacheHits", "stateCacheMisses", "internalErrors", "timerErrors", "patternOverflows")
 #: 1 for each subtask whose events take riskctl.flink.fast_path (counted once, at open)
 PATH_METRIC = "fastPath"
 #: the counters are brought up to date at most this often, each update being a call into the JVM: with an
@@ -411,6 +413,7 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
             "stateCacheMisses": state.misses if state is not None else 0,
             "internalErrors": self.internal_errors,
             "timerErrors": self.timer_errors,
+            "patternOverflows": self.engine.pattern_overflow if self.engine is not None else 0,
         }
 
     def report_metrics(self, now_ms: int) -> None:

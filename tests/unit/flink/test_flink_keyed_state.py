@@ -847,3 +847,49 @@ def test_open_collects_a_failed_attempts_cyclic_garbage_before_freezing(monkeypa
         gc.enable()
         gc.unfreeze()
     assert gone() is None
+
+
+def test_the_sequences_overflows_are_a_flink_counter(monkeypatch: Any) -> None:
+    """Partial matches dropped past max_partial (and the other bounds of a sequence) show in the job."""
+    import gc
+    import time
+
+    from riskctl.flink.risk_function import RiskFunction
+
+    fn = RiskFunction(lateness_ms=0, state_ttl_ms=3_600_000, rules_wait_ms=0, cache_keys=10)
+    backing = FakeValueState()
+    runtime = FakeRuntime(backing)
+    try:
+        fn.open(runtime)
+    finally:
+        gc.enable()
+        gc.unfreeze()
+    assert fn.engine is not None
+    fn.engine.upsert_rule(
+        {
+            "id": "a_then_b",
+            "action": "REVIEW",
+            "sequence": {
+                "within": "1h",
+                "max_partial": 1,
+                "steps": [
+                    {"name": "a", "when": "event.type == 'a'"},
+                    {"name": "b", "when": "event.type == 'b'"},
+                ],
+            },
+        }
+    )
+    fn.started = fn.have_rules = True
+    counters = runtime.metrics.groups["riskctl"].counters
+    clock = [1_700_000_000.0]
+    monkeypatch.setattr(time, "time", lambda: clock[0])
+    backing.key = "u1"
+    for n in range(3):  # each 'a' starts a partial match; one may wait: two are dropped
+        ev = {"event_id": f"e{n}", "user_id": "u1", "type": "a", "ts": 1_699_999_990_000 + n}
+        assert [r[0] for r in fn.process_element(_record(ev), FakeCtx("u1"))] == ["decision"]
+    assert fn.engine.pattern_overflow == 2
+    try:
+        fn.close()  # brings the counters up to date
+    finally:
+        gc.enable()
+    assert counters["patternOverflows"].count == 2

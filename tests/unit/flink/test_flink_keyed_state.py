@@ -680,15 +680,13 @@ def test_the_rules_folder_over_the_simulator_decides_the_same_as_over_a_dict() -
     assert store.state.misses > len(events) / 2  # read back from bytes, not served from the cache
 
 
-def test_the_cache_and_the_guard_are_counted_in_flink_metrics(monkeypatch: Any) -> None:
-    """riskctl.stateCacheHits/Misses (for sizing job.state_cache_keys) and riskctl.internalErrors/timerErrors,
-    brought up to date at most once a second (each update is a call into the JVM), and at close."""
+def _opened(cache_keys: int) -> tuple[Any, FakeValueState, FakeRuntime]:
+    """A RiskFunction opened on fakes (its open() freezes the collector: set back for the test run)."""
     import gc
-    import time
 
-    from riskctl.flink.risk_function import METRICS, PATH_METRIC, RiskFunction
+    from riskctl.flink.risk_function import RiskFunction
 
-    fn = RiskFunction(lateness_ms=0, state_ttl_ms=3_600_000, rules_wait_ms=0, cache_keys=1)
+    fn = RiskFunction(lateness_ms=0, state_ttl_ms=3_600_000, rules_wait_ms=0, cache_keys=cache_keys)
     backing = FakeValueState()
     runtime = FakeRuntime(backing)
     try:
@@ -696,6 +694,18 @@ def test_the_cache_and_the_guard_are_counted_in_flink_metrics(monkeypatch: Any) 
     finally:
         gc.enable()
         gc.unfreeze()
+    return fn, backing, runtime
+
+
+def test_the_cache_and_the_guard_are_counted_in_flink_metrics(monkeypatch: Any) -> None:
+    """riskctl.stateCacheHits/Misses (for sizing job.state_cache_keys) and riskctl.internalErrors/timerErrors,
+    brought up to date at most once a second (each update is a call into the JVM), and at close."""
+    import gc
+    import time
+
+    from riskctl.flink.risk_function import METRICS, PATH_METRIC
+
+    fn, backing, runtime = _opened(cache_keys=1)
     assert fn.engine is not None
     fn.engine.upsert_rule(RULE)
     fn.started = fn.have_rules = True
@@ -854,16 +864,7 @@ def test_the_sequences_overflows_are_a_flink_counter(monkeypatch: Any) -> None:
     import gc
     import time
 
-    from riskctl.flink.risk_function import RiskFunction
-
-    fn = RiskFunction(lateness_ms=0, state_ttl_ms=3_600_000, rules_wait_ms=0, cache_keys=10)
-    backing = FakeValueState()
-    runtime = FakeRuntime(backing)
-    try:
-        fn.open(runtime)
-    finally:
-        gc.enable()
-        gc.unfreeze()
+    fn, backing, runtime = _opened(cache_keys=10)
     assert fn.engine is not None
     fn.engine.upsert_rule(
         {

@@ -66,8 +66,10 @@ NO_CJ_CLEANUP_THREAD = "-Dcom.mysql.cj.disableAbandonedConnectionCleanup=true"
 
 
 #: the environment variable that names the stack folder of a service's processes (a pid file's process that
-#: names another is not this service's)
-OWNER_ENV = "RISKCTL_STACK_OWNER"
+#: names another is not this service's). Not under a settings prefix (RISKCTL_STACK_...): the local cluster's
+#: processes pass their environment on (the JobManager to the Python driver of a job run from a jar), and
+#: riskctl's settings refuse an unknown RISKCTL_<SECTION>_ variable, so every such job failed at start
+OWNER_ENV = "RISKCTL_OWNED_BY"
 
 #: how long mariadb-install-db may take (under a second on an idle machine)
 INSTALL_DB_TIMEOUT = 120.0

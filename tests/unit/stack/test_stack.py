@@ -143,7 +143,7 @@ def test_a_server_that_accepts_but_never_answers_is_unhealthy_not_a_hang(
 def test_a_stale_pid_now_another_stacks_service_is_not_this_ones(tmp_path: Path) -> None:
     """After a kill -9 or a reboot the pid of a pid file can be that of the same service of another stack (the
     shared one, a test's): its command line has the same words, so it was shown as this stack's broker and
-    `stack down` stopped it. Services are started with RISKCTL_STACK_OWNER naming their folder."""
+    `stack down` stopped it. Services are started with RISKCTL_OWNED_BY naming their folder."""
     ours = Kafka(load_settings(env={"RISKCTL_STACK_DIR": str(tmp_path / "ours")}))
     theirs = Kafka(load_settings(env={"RISKCTL_STACK_DIR": str(tmp_path / "theirs")}))
     ours.dir.mkdir(parents=True)
@@ -159,3 +159,12 @@ def test_a_stale_pid_now_another_stacks_service_is_not_this_ones(tmp_path: Path)
     # the mark is the folder itself, whatever the spelling of the setting
     relative = Kafka(load_settings(env={"RISKCTL_STACK_DIR": os.path.relpath(tmp_path / "ours")}))
     assert relative.owner == ours.owner == os.path.realpath(tmp_path / "ours" / "kafka")
+
+
+def test_the_owner_mark_of_the_stack_s_processes_is_not_taken_for_a_setting() -> None:
+    """The JobManager passes its environment to the Python driver of a job run from a jar (riskctl warm):
+    a RISKCTL_STACK_* mark there was an unknown setting, and the job failed at start."""
+    from riskctl.config import load_settings
+
+    settings = load_settings(None, env={OWNER_ENV: "/some/stack"})
+    assert settings.stack.dir  # loaded, no ConfigError

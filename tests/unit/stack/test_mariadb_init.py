@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import signal
 import stat
 from pathlib import Path
 
@@ -117,6 +118,12 @@ def test_a_ctrl_c_during_the_init_stops_it_too(tmp_path: Path) -> None:
     text = f"#!/bin/sh\n{child}sleep 0.3\nkill -INT {os.getpid()}\nsleep 300\n"
     script.write_text(text)
     script.chmod(0o755)
-    with pytest.raises(KeyboardInterrupt):
-        process.run_bounded([str(script)], log=tmp_path / "init.log", timeout=60)
+    # Python turns SIGINT into KeyboardInterrupt only if it was not ignored when it started, and a shell
+    # starts background jobs with SIGINT ignored (CI may run the suite so): the test sets the handler itself
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            process.run_bounded([str(script)], log=tmp_path / "init.log", timeout=60)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert not pid_alive(int((tmp_path / "child.pid").read_text()))

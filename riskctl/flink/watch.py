@@ -175,11 +175,12 @@ class RestartReporter:
         self.causes.add(failure.cause)
         return self.due(now)
 
-    def due(self, now: float) -> str | None:
-        """The line for the failures not reported yet, if the last line is ``interval_s`` old (or none)."""
+    def due(self, now: float, *, force: bool = False) -> str | None:
+        """The line for the failures not reported yet, if the last line is ``interval_s`` old (or none, or
+        ``force``: the job has ended, no later line will come)."""
         if self.latest is None or self.reported == self.failures:
             return None
-        if self.last_line_at is not None and now - self.last_line_at < self.interval_s:
+        if not force and self.last_line_at is not None and now - self.last_line_at < self.interval_s:
             return None
         first, last = self.reported + 1, self.failures
         if first == last:
@@ -231,6 +232,13 @@ def watch(
         if end is not None:
             if not end:
                 return 0
+            # The job can fail its last attempts between two looks (a slow first answer of the REST endpoint,
+            # a fast failure): the history read just before the end holds them. All but its newest made the
+            # job restart; the newest is the end, told by the error line.
+            lines = [reporter.failed(f, clock()) for f in (failures(doc, seen_ms) if doc else [])[:-1]]
+            for line in (*lines, reporter.due(clock(), force=True)):
+                if line:
+                    print(line, file=out, flush=True)
             cause = root_cause(end)
             if cause.startswith(_SUPPRESSED):
                 # no cause below Flink's own (a trace cut short): the last failure of the history says more

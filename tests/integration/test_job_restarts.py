@@ -83,6 +83,9 @@ def _copy(tmp: Path) -> tuple[Path, dict[str, str]]:
 def test_a_job_failing_on_every_attempt_says_why_and_ends(stack: Settings, tmp_path: Path) -> None:
     _, env = _copy(tmp_path)
     env["RISKCTL_JOB_RESTART_MAX_ATTEMPTS"] = "2"
+    # restarts 3 s apart: the watcher looks twice a second, but its first look can be slow on a busy machine
+    # (the MiniCluster's REST endpoint warming up: in CI all three attempts failed before it answered)
+    env["RISKCTL_JOB_RESTART_INITIAL_BACKOFF_MS"] = env["RISKCTL_JOB_RESTART_MAX_BACKOFF_MS"] = "3000"
     cmd = [
         sys.executable,
         "-m",

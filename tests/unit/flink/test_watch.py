@@ -220,3 +220,17 @@ def test_a_failure_seen_with_the_end_is_not_reported_as_a_restart() -> None:
     code, lines = _watch(job)
     assert code == FAILED
     assert [line.split(":")[0] for line in lines] == ["error"]
+
+
+def test_restarts_the_job_went_through_before_the_first_look_are_told_at_its_end() -> None:
+    """A fast failure loop can end between two looks (in CI the REST endpoint's first answer was slow): the
+    history read with the end holds its restarts, all but the newest entry (the end itself)."""
+    job = ScriptedJob([(_doc(_entry(300), _entry(200), _entry(100)), GAVE_UP)])
+    code, lines = _watch(job)
+    assert code == FAILED
+    assert lines[:2] == [
+        "riskctl job failed (failure 1), restarting: RuntimeError: something broke (in decide)",
+        "riskctl job failed (failure 2), restarting: RuntimeError: something broke (in decide)",
+    ]
+    assert lines[2].startswith("error: the job failed and the restart strategy gave up")
+    assert len(lines) == 3

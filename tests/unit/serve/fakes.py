@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -103,3 +106,21 @@ def running_api(settings: Settings, bus: FakeBus) -> Iterator[tuple[str, Api, as
         loop.call_soon_threadsafe(stop.set)
         thread.join(15)
         loop.close()
+
+
+def cli_serve(**env: str | None) -> subprocess.CompletedProcess[str]:
+    """``riskctl serve`` run as a command against no broker (127.0.0.1:9), on any free port, with the
+    environment's ``RISKCTL_*`` changes of ``env`` (None removes one); its result once it exits."""
+    full = {**os.environ, "RISKCTL_KAFKA_BOOTSTRAP": "127.0.0.1:9", "RISKCTL_SERVE_PORT": "0"}
+    for name, value in env.items():
+        if value is None:
+            full.pop(name, None)
+        else:
+            full[name] = value
+    return subprocess.run(
+        [sys.executable, "-m", "riskctl.cli.main", "serve"],
+        capture_output=True,
+        text=True,
+        env=full,
+        timeout=60,
+    )

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from riskctl.client import AsyncDecisionClient, DecisionClient, RequestRefused, Unavailable
-from tests.unit.serve.fakes import FakeBus, running_api, settings_for_tests
+from tests.unit.serve.fakes import FakeBus, cli_serve, running_api, settings_for_tests
 
 
 def event(eid: str = "e1", **fields: Any) -> dict[str, Any]:
@@ -406,18 +406,7 @@ def test_a_compressed_body_is_decided_as_the_plain_one(encoding: str, compress: 
 
 
 def test_cli_serve_without_a_broker_fails_with_a_message_not_a_traceback() -> None:
-    import os
-    import subprocess
-    import sys
-
-    env = {**os.environ, "RISKCTL_KAFKA_BOOTSTRAP": "127.0.0.1:9", "RISKCTL_SERVE_PORT": "0"}
-    res = subprocess.run(
-        [sys.executable, "-m", "riskctl.cli.main", "serve"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
+    res = cli_serve()
     assert res.returncode == 3 and "no broker answers at 127.0.0.1:9" in res.stderr
     assert "Traceback" not in res.stderr
 

@@ -18,7 +18,7 @@ from riskctl.errors import ConfigError
 from riskctl.serve.app import Api
 from riskctl.serve.callers import ANONYMOUS, Callers, is_loopback, parse_api_keys
 from riskctl.serve.request import ApiError
-from tests.unit.serve.fakes import FakeBus, running_api, settings_for_tests
+from tests.unit.serve.fakes import FakeBus, cli_serve, running_api, settings_for_tests
 
 KEY_A = "kA9x-checkout-0123456789abcdefXYZ"
 KEY_B = "kB7y-login-0123456789abcdefXYZ012"
@@ -258,24 +258,7 @@ def test_a_client_refuses_a_key_that_would_inject_a_header() -> None:
 
 
 def test_cli_serve_on_all_addresses_without_keys_stops_with_the_reason_before_kafka() -> None:
-    import os
-    import subprocess
-    import sys
-
-    env = {
-        **os.environ,
-        "RISKCTL_KAFKA_BOOTSTRAP": "127.0.0.1:9",
-        "RISKCTL_SERVE_PORT": "0",
-        "RISKCTL_SERVE_HOST": "0.0.0.0",
-    }
-    env.pop("RISKCTL_SERVE_API_KEYS", None)
-    res = subprocess.run(
-        [sys.executable, "-m", "riskctl.cli.main", "serve"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
+    res = cli_serve(RISKCTL_SERVE_HOST="0.0.0.0", RISKCTL_SERVE_API_KEYS=None)
     assert res.returncode == 3 and "serve.api_keys is empty" in res.stderr, res.stderr
     assert "Traceback" not in res.stderr and "broker" not in res.stderr
 

@@ -30,6 +30,10 @@ API keys: ``api_key`` (default: the environment variable ``RISKCTL_API_KEY``) is
 ``Authorization: Bearer <key>`` when the API asks for keys (``serve.api_keys``). A missing or unknown key is a
 401, raised as :class:`RequestRefused`; a caller over its share (``serve.max_in_flight_per_client``,
 ``serve.rate_per_client``) gets 429, retried like a 503 within the deadline.
+
+``Retry-After``: a 429 or 503 that carries one (in seconds) is retried no sooner than it says, at most
+:data:`MAX_RETRY_AFTER_S` later; when the deadline leaves no time for that wait the call ends at once with
+:class:`Unavailable` instead of retrying early into the same refusal.
 """
 
 from __future__ import annotations
@@ -52,6 +56,8 @@ from riskctl.deadline import Deadline
 API_KEY_ENV = "RISKCTL_API_KEY"
 #: the longest any attempt waits for its answer
 _MAX_WAIT_S = 86_400.0
+#: the longest a ``Retry-After`` (429, 503) makes a call wait before its next attempt
+MAX_RETRY_AFTER_S = 30.0
 
 __all__ = ["AsyncDecisionClient", "DecisionClient", "DecisionResult", "RequestRefused", "Unavailable"]
 
@@ -126,6 +132,23 @@ def _result(status: int, body: bytes) -> DecisionResult | None:
             reason, fld = body[:200].decode("utf-8", "replace"), None
         raise RequestRefused(status, reason, fld if isinstance(fld, str) else None)
     return None
+
+
+def _retry_after(status: int, value: str | None) -> float:
+    """The seconds a 429 or 503 asks to wait before the next attempt (its ``Retry-After`` in seconds, at most
+    :data:`MAX_RETRY_AFTER_S`); 0 for other answers and for a value that is not a number of seconds."""
+    text = (value or "").strip()
+    if status not in (429, 503) or not text.isascii() or not text.isdigit():
+        return 0.0
+    return min(float(text[:10]), MAX_RETRY_AFTER_S)
+
+
+def _out_of_time(last: BaseException | str, attempt: int, pause: float) -> str:
+    """Why a call ends before its attempt number ``attempt`` (deadline_ms), after ``last`` failed."""
+    if not attempt:
+        return "deadline_ms already spent"
+    waited = f" for its Retry-After ({pause:g} s)" if pause else ""
+    return f"{last}; no time left within deadline_ms{waited}"
 
 
 def _failed(status: int, body: bytes) -> str:
@@ -228,11 +251,12 @@ class DecisionClient(_Base):
         timeout_ms = timeout_ms if timeout_ms is not None else self.timeout_ms
         end = self._end(deadline_ms)
         last: BaseException | str = "no attempt"
+        pause = 0.0  # the last answer's Retry-After
         for attempt in range(self.retries + 1):
-            backoff_s = self.backoff_ms * attempt / 1000
+            backoff_s = max(self.backoff_ms * attempt / 1000, pause)
             wait = self._attempt_wait(timeout_ms, end, backoff_s)
             if wait is None:
-                last = f"{last}; no time left within deadline_ms" if attempt else "deadline_ms already spent"
+                last = _out_of_time(last, attempt, pause)
                 break
             time.sleep(backoff_s)
             conn = self._connection(wait)
@@ -253,8 +277,9 @@ class DecisionClient(_Base):
             if failure is not None or not resp.isclosed():
                 self.close()  # cut short, or some of the answer left unread: the connection is spent
             if failure is not None:
-                last = failure
+                last, pause = failure, 0.0
                 continue
+            pause = _retry_after(resp.status, resp.getheader("Retry-After"))
             result = _result(resp.status, data)
             if result is not None:
                 return result
@@ -315,11 +340,12 @@ class AsyncDecisionClient(_Base):
         url = self.base_url + _path(timeout_ms)
         end = self._end(deadline_ms)
         last: BaseException | str = "no attempt"
+        pause = 0.0  # the last answer's Retry-After
         for attempt in range(self.retries + 1):
-            backoff_s = self.backoff_ms * attempt / 1000
+            backoff_s = max(self.backoff_ms * attempt / 1000, pause)
             wait = self._attempt_wait(timeout_ms, end, backoff_s)
             if wait is None:
-                last = f"{last}; no time left within deadline_ms" if attempt else "deadline_ms already spent"
+                last = _out_of_time(last, attempt, pause)
                 break
             await asyncio.sleep(backoff_s)
             try:
@@ -330,12 +356,13 @@ class AsyncDecisionClient(_Base):
                     timeout=aiohttp.ClientTimeout(total=wait),
                 ) as resp:
                     status, data = resp.status, bytearray()
+                    pause = _retry_after(status, resp.headers.get("Retry-After"))
                     async for chunk in resp.content.iter_chunked(65_536):
                         data += chunk
                         if len(data) > self.max_answer_bytes:
                             break
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                last = exc
+                last, pause = exc, 0.0
                 continue
             if len(data) > self.max_answer_bytes:
                 last = self._too_large()

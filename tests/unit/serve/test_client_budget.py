@@ -16,7 +16,14 @@ from typing import Any
 
 import pytest
 
-from riskctl.client import AsyncDecisionClient, DecisionClient, RequestRefused, Unavailable
+from riskctl.client import (
+    MAX_RETRY_AFTER_S,
+    AsyncDecisionClient,
+    DecisionClient,
+    RequestRefused,
+    Unavailable,
+    _retry_after,
+)
 from riskctl.deadline import Deadline
 from tests.unit.serve.fakes import FakeBus, running_api, settings_for_tests
 from tests.unit.serve.test_app import event
@@ -268,3 +275,53 @@ def test_the_client_says_what_the_api_refused_within_its_deadline() -> None:
             with pytest.raises(Exception) as err:
                 client.decide(json.dumps(bad).encode())
     assert "ts" in str(err.value)
+
+
+def refused_then_decided(times: list[float]) -> Callable[[socket.socket, threading.Event], None]:
+    """The first request gets 429 with ``Retry-After: 1``, the next ones a decision; ``times``: when each
+    request came."""
+
+    def answer(conn: socket.socket, _: threading.Event) -> None:
+        times.append(time.monotonic())
+        if len(times) == 1:
+            body = b'{"error": {"status": 429, "field": null, "reason": "share"}}'
+            head = f"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Length: {len(body)}\r\n"
+        else:
+            body = json.dumps({"event_id": "e", "action": "PASS"}).encode()
+            head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n"
+        conn.sendall(f"{head}Connection: close\r\n\r\n".encode() + body)
+
+    return answer
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_429_is_retried_after_its_retry_after_not_before(server: Callable[..., Server], kind: str) -> None:
+    """Both clients retried a 429 after backoff_ms (20 ms), into the same refusal: the retries of a caller
+    over its share came back at once, three requests for one."""
+    times: list[float] = []
+    s = server(refused_then_decided(times))
+    exc, took = call_client(kind, s.url, {"timeout_ms": 500, "retries": 1, "backoff_ms": 20})
+    assert exc is None, exc
+    assert len(times) == 2 and times[1] - times[0] >= 0.95, times
+    assert took < 3
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_retry_after_beyond_the_deadline_ends_the_call_at_once(
+    server: Callable[..., Server], kind: str
+) -> None:
+    times: list[float] = []
+    s = server(refused_then_decided(times))
+    opts: dict[str, Any] = {"timeout_ms": 100, "retries": 3, "backoff_ms": 20, "deadline_ms": 500}
+    exc, took = call_client(kind, s.url, opts)
+    assert isinstance(exc, Unavailable) and "Retry-After (1 s)" in str(exc) and "HTTP 429" in str(exc), exc
+    assert len(times) == 1 and took < 0.4, (times, took)
+
+
+def test_retry_after_is_read_in_seconds_and_capped() -> None:
+    assert _retry_after(429, " 2 ") == 2.0 and _retry_after(503, "0") == 0.0
+    assert _retry_after(429, "9" * 40) == MAX_RETRY_AFTER_S
+    # a date, a negative or fractional value, none, or an answer that is not a refusal: the usual backoff
+    for status, value in [(429, "Wed, 21 Oct 2015 07:28:00 GMT"), (429, "-1"), (429, "1.5"), (429, None)]:
+        assert _retry_after(status, value) == 0.0
+    assert _retry_after(500, "5") == 0.0

@@ -342,6 +342,10 @@ def make_runner(api: Api, settings: Settings) -> web.AppRunner:
         # header: aiohttp's own decoding answered br or zstd (libraries absent) with a plain-text 400 that
         # named the missing package, after logging a traceback per request
         auto_decompress=False,
+        # a client that goes away (its own deadline, a cancelled call, a request sent and the socket closed)
+        # ends its handler at once: it held its caller's share and a place in serve.max_in_flight for up to
+        # its timeout_ms, waiting to answer nobody, and one that left mid-body logged a traceback
+        handler_cancellation=True,
         access_log=None,
         logger=HTTP_LOG,
     )

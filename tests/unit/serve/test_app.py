@@ -463,6 +463,37 @@ def test_a_malformed_request_is_400_and_one_log_line_not_a_traceback(
     assert not [r for r in caplog.records if r.exc_info], caplog.text
 
 
+@pytest.mark.parametrize(
+    "framing",
+    [b"Content-Length: 200\r\n\r\n", b"Transfer-Encoding: chunked\r\n\r\n40\r\n"],
+    ids=["length", "chunked"],
+)
+def test_a_client_that_leaves_mid_body_leaves_no_traceback(
+    framing: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The body's read failed with ConnectionResetError, which aiohttp logged at ERROR with a traceback:
+    anyone could fill the logs with one per connection."""
+    import socket
+    import urllib.parse
+
+    with running_api(settings_for_tests(), FakeBus()) as (base, api, _):
+        url = urllib.parse.urlsplit(base)
+        with caplog.at_level(logging.DEBUG):
+            with socket.create_connection((url.hostname, url.port), timeout=5) as sock:
+                head = b"POST /v1/decisions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                sock.sendall(head + framing + b'{"event_id": "e')
+                deadline = time.monotonic() + 3
+                while not api.callers.callers["anonymous"].in_flight and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                assert api.callers.callers["anonymous"].in_flight == 1  # the handler reads the body
+            deadline = time.monotonic() + 3
+            while api.callers.callers["anonymous"].in_flight and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert call(base, "GET", "/healthz")[0] == 200
+        assert api.callers.callers["anonymous"].in_flight == 0
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR], caplog.text
+
+
 def test_a_body_that_trickles_in_gets_408_and_frees_the_connection() -> None:
     """A client that sends the headers and then the body a byte at a time (or never) would hold a handler,
     outside max_in_flight, for as long as it liked."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import socket
 import threading
 import time
 from typing import Any
@@ -288,3 +289,45 @@ def test_an_authorization_header_of_raw_bytes_is_401_not_500() -> None:
             finally:
                 conn.close()
         assert api.callers.unauthorized == 3
+
+
+def test_a_caller_that_goes_away_gives_its_share_back_at_once() -> None:
+    """A request whose client left (the socket closed after sending it, an async call cancelled) waited out
+    its timeout_ms to answer nobody, in its caller's share: the caller got 429 with nothing waiting."""
+    settings = settings_for_tests(api_keys=KEYS, max_in_flight_per_client=2)
+    with running_api(settings, FakeBus(delay=None)) as (base, api, _):
+        host, port = base.removeprefix("http://").split(":")
+        body = json.dumps(event("gone-1")).encode()
+        with socket.create_connection((host, int(port))) as sock:
+            head = (
+                f"POST /v1/decisions?timeout_ms=8000 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY_A}\r\n"
+            )
+            sock.sendall(
+                f"{head}Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            )
+            sock.sendall(body)
+            wait_for(lambda: api.callers.callers["checkout"].in_flight == 1)
+
+        async def cancelled() -> None:
+            async with AsyncDecisionClient(base, api_key=KEY_A, timeout_ms=8000) as client:
+                call = asyncio.ensure_future(client.decide(event("gone-2")))
+                await asyncio.to_thread(wait_for, lambda: "gone-2" in api.service.waiters)
+                call.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await call
+
+        asyncio.run(cancelled())
+        wait_for(lambda: api.callers.callers["checkout"].in_flight == 0)
+        assert api.service.in_flight == 0
+        status, out, _ = call(
+            base, "POST", "/v1/decisions?timeout_ms=50", json.dumps(event("a1")).encode(), auth(KEY_A)
+        )
+        assert status == 200 and out["degraded"] == "timeout", out  # its fallback, not a 429
+
+
+def wait_for(condition: Any, seconds: float = 3.0) -> None:
+    """Until ``condition()`` holds; it is asserted after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert condition()

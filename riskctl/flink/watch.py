@@ -230,15 +230,19 @@ def watch(
         doc = job.exceptions()
         end = job.outcome()  # after the history: a failure seen before the job ended is not its last
         if end is not None:
-            if not end:
-                return 0
             # The job can fail its last attempts between two looks (a slow first answer of the REST endpoint,
-            # a fast failure): the history read just before the end holds them. All but its newest made the
-            # job restart; the newest is the end, told by the error line.
-            lines = [reporter.failed(f, clock()) for f in (failures(doc, seen_ms) if doc else [])[:-1]]
+            # a fast failure, a failure between the look at the history and the one at the end): the history
+            # read once more now holds them (the one read before the end if the endpoint closed meanwhile).
+            # All but its newest made the job restart; the newest of a failed job is its end, told by the
+            # error line. Those already counted are not newer than seen_ms.
+            last = job.exceptions() or doc
+            new = failures(last, seen_ms) if last else []
+            lines = [reporter.failed(f, clock()) for f in (new[:-1] if end else new)]
             for line in (*lines, reporter.due(clock(), force=True)):
                 if line:
                     print(line, file=out, flush=True)
+            if not end:
+                return 0
             cause = root_cause(end)
             if cause.startswith(_SUPPRESSED):
                 # no cause below Flink's own (a trace cut short): the last failure of the history says more

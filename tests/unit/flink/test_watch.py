@@ -234,3 +234,31 @@ def test_restarts_the_job_went_through_before_the_first_look_are_told_at_its_end
     ]
     assert lines[2].startswith("error: the job failed and the restart strategy gave up")
     assert len(lines) == 3
+
+
+def test_a_failure_between_the_last_look_and_the_end_gets_its_own_line() -> None:
+    """The last look at the history can race the end: the job restarts (200) and fails (300) after the
+    history was read and before its end is seen. The history is read once more after the end."""
+    job = ScriptedJob(
+        [
+            (_doc(_entry(100)), None),
+            (_doc(_entry(100)), GAVE_UP),  # read before the end: 200 and 300 not in it yet
+            (_doc(_entry(300), _entry(200), _entry(100)), GAVE_UP),  # the read after the end
+        ]
+    )
+    code, lines = _watch(job)
+    assert code == FAILED
+    assert [line.split(" restarting")[0] for line in lines[:2]] == [
+        "riskctl job failed (failure 1),",
+        "riskctl job failed (failure 2),",  # 100 is not told twice, 300 is the end's
+    ]
+    assert lines[2].startswith("error: the job failed and the restart strategy gave up")
+    assert len(lines) == 3
+
+
+def test_a_job_ending_without_an_error_still_tells_its_last_restarts() -> None:
+    job = ScriptedJob([(_doc(), None), (_doc(), ""), (_doc(_entry(100)), "")])
+    assert _watch(job) == (
+        0,
+        ["riskctl job failed (failure 1), restarting: RuntimeError: something broke (in decide)"],
+    )

@@ -47,6 +47,9 @@ LOG = logging.getLogger(__name__)
 PROBE_TYPE = "riskctl_probe"
 _READ_CHUNK = 65_536
 _SHUTDOWN_MARGIN_S = 0.5
+#: with a grace of 0, how long the handlers get to write the answers they have (their fallback) once shutdown
+#: begins: aiohttp reads a shutdown timeout of 0 as none at all
+_SHUTDOWN_FLUSH_S = 0.1
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -336,7 +339,9 @@ def make_runner(api: Api, settings: Settings) -> web.AppRunner:
     s = settings.serve
     return web.AppRunner(
         api.app,
-        shutdown_timeout=s.shutdown_timeout_ms / 1000,
+        # 0 would be no bound at all to aiohttp: a body trickling in held the exit for serve.body_timeout_ms,
+        # an answer written to a client that reads nothing for ever
+        shutdown_timeout=s.shutdown_timeout_ms / 1000 or _SHUTDOWN_FLUSH_S,
         keepalive_timeout=s.idle_timeout_ms / 1000,
         # the body is decoded by Api._body, bounded, and any other Content-Encoding is a 415 naming the
         # header: aiohttp's own decoding answered br or zstd (libraries absent) with a plain-text 400 that

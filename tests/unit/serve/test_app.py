@@ -591,3 +591,37 @@ def test_serve_on_a_port_in_use_says_so_and_closes_its_kafka_clients(monkeypatch
             asyncio.run(app.serve(s))
     (bus,) = Bus.instances
     assert bus.started and bus.closed
+
+
+def test_a_grace_of_0_stops_at_once_with_a_body_still_arriving() -> None:
+    """aiohttp reads a shutdown timeout of 0 as none: the instance waited for the trickling body's
+    serve.body_timeout_ms (here 5 s; up to 10 minutes) before it stopped."""
+    import socket
+    import urllib.parse
+
+    results: list[Any] = []
+    settings = settings_for_tests(shutdown_timeout_ms=0, body_timeout_ms=5000)
+    with running_api(settings, FakeBus(delay=None)) as (base, api, _):
+        url = urllib.parse.urlsplit(base)
+        waiting = threading.Thread(
+            target=lambda: results.append(
+                call(base, "POST", "/v1/decisions?timeout_ms=8000", json.dumps(event()).encode(), JSON)
+            )
+        )
+        waiting.start()
+        sock = socket.create_connection((url.hostname, url.port), timeout=10)
+        sock.sendall(
+            b"POST /v1/decisions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 200\r\n\r\n" + b'{"event_id": "e'
+        )
+        deadline = time.monotonic() + 5
+        while (api.service.in_flight, api.callers.callers["anonymous"].in_flight) != (1, 2):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        start = time.monotonic()
+    stopped = time.monotonic() - start
+    waiting.join(10)
+    with sock:
+        assert sock.recv(65_536) == b""  # closed without an answer: its body never came
+    assert stopped < 2, stopped
+    assert results and results[0][0] == 200 and results[0][1]["degraded"] == "shutdown"

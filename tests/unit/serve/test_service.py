@@ -369,3 +369,26 @@ def test_a_late_failure_report_of_an_earlier_production_leaves_the_retry_alone()
     out, svc = run(go())
     assert out["source"] == "job" and out["degraded"] is None
     assert "e1" in svc.entries and svc.stats.produce_failures == 1
+
+
+def test_a_remembered_decision_costs_its_size_not_the_encoders_buffer() -> None:
+    """orjson's bytes keep the buffer they were written into: each decision of ~250 bytes held 4 KB in the
+    memory (400 MB for the default 100,000 entries where docs/api.md says about 1.5 KB each)."""
+    import tracemalloc
+
+    async def go() -> int:
+        svc = service(FakeBus(delay=0))
+        await svc.decide(req("warm-up"))
+        tracemalloc.start()
+        try:
+            for i in range(500):
+                await svc.decide(req(f"m{i:04d}"))
+            held = tracemalloc.get_traced_memory()[0]
+        finally:
+            tracemalloc.stop()
+        assert len(svc.entries) == 501
+        decision = svc.entries["m0000"][2]
+        assert decision is not None and len(decision) < 400
+        return held
+
+    assert run(go()) / 500 < 1_500

@@ -13,7 +13,10 @@ Flink's log file. Where the facts come from, none of them log text:
   first, each with a ``timestamp``, the ``exceptionName`` and the Java ``stacktrace`` with its ``Caused by:``
   chain). The MiniCluster of a local environment starts that endpoint on a free port (``rest.bind-port: 0``
   unless set, PerJobMiniClusterFactory); its address is ``MiniCluster.getRestAddress()``, reached through the
-  JobClient's ``miniCluster`` field (Flink 1.20's MiniClusterJobClient; without it, only the end is reported).
+  JobClient's ``miniCluster`` field (Flink 1.20's MiniClusterJobClient; without it, only the end is reported);
+- the JVM's own end (SIGKILL, OOM killer, crash): a call into it fails, and the JVM (this process's child)
+  can be waited for. One ``error: ...`` line with its signal or status, exit 1, and none of py4j's connection
+  tracebacks (it logs them before its error reaches riskctl, and at exit once per Java object).
 """
 
 from __future__ import annotations
@@ -21,13 +24,16 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import os
 import re
+import signal
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol, TextIO
+from typing import Any, Protocol, TextIO, TypeVar
 
 log = logging.getLogger("riskctl.job")
 
@@ -228,7 +234,11 @@ def watch(
     where = f" (Flink's log: {log_dir})" if log_dir else ""
     while True:
         doc = job.exceptions()
-        end = job.outcome()  # after the history: a failure seen before the job ended is not its last
+        try:
+            end = job.outcome()  # after the history: a failure seen before the job ended is not its last
+        except JvmEnded as exc:
+            print(f"error: {exc}{where}", file=out, flush=True)
+            return FAILED
         if end is not None:
             # The job can fail its last attempts between two looks (a slow first answer of the REST endpoint,
             # a fast failure, a failure between the look at the history and the one at the end): the history
@@ -274,13 +284,19 @@ def watch(
         sleep(poll_s)
 
 
+class JvmEnded(Exception):  # noqa: N818 - an event, told as the command's error line
+    """The JVM of the MiniCluster (the job's) ended while the job ran: killed (SIGKILL, the OOM killer) or
+    crashed. The job is gone with it; nothing is left to watch or to cancel."""
+
+
 class MiniClusterJob:
     """A job of ``env.execute_async()`` on the embedded MiniCluster, for :func:`watch`."""
 
-    def __init__(self, job_client: Any) -> None:
+    def __init__(self, job_client: Any, jvm_pid: int | None = None) -> None:
         self.client = job_client
         self.job_id = str(job_client.get_job_id())
         self.result = job_client.get_job_execution_result()
+        self.jvm_pid = jvm_pid if jvm_pid is not None else _gateway_pid()
         self.rest_url = rest_address(job_client)
         if self.rest_url is None:
             log.warning("the MiniCluster's REST address is unknown: restarts are not reported, only the end")
@@ -298,21 +314,138 @@ class MiniClusterJob:
 
     def outcome(self) -> str | None:
         try:
-            if not self.result.done():
+            if not self._call(self.result.done):
                 return None
-        except Exception as exc:  # noqa: BLE001 - py4j's: the JVM (the MiniCluster, the job) is gone
+        except JvmEnded:
+            raise
+        except Exception as exc:  # noqa: BLE001 - py4j's: the JVM (the MiniCluster, the job) does not answer
             return f"the MiniCluster's JVM does not answer: {type(exc).__name__}: {exc}"
         try:
-            self.result.result()
+            self._call(self.result.result)
+        except JvmEnded:
+            raise
         except Exception as exc:  # noqa: BLE001 - py4j's error for the job's own: its text is the cause
             return java_trace(exc)
         return ""
 
     def cancel(self) -> None:
         try:
-            self.client.cancel().result()
+            self._call(lambda: self.client.cancel().result())
         except Exception as exc:  # noqa: BLE001 - ended meanwhile: nothing left to cancel
             log.debug("cancel: %s", exc)
+
+    def _call(self, call: Callable[[], _T]) -> _T:
+        """``call()`` (a call into the JVM), with py4j's log records held: a call that fails because the JVM
+        has ended raises :class:`JvmEnded` and its records (connection tracebacks) are dropped, with all of
+        py4j's to come (at exit it logs one per Java object it can no longer release); otherwise they are
+        logged as they would have been."""
+        with _py4j_records() as held:
+            try:
+                return call()
+            except Exception:
+                how = jvm_end(self.jvm_pid) if self.jvm_pid is not None else None
+                if how is None:
+                    raise
+                held.clear()
+                _silence_py4j()
+                msg = (
+                    f"the job's JVM (pid {self.jvm_pid}) ended unexpectedly ({how}): the job and its "
+                    "MiniCluster are gone"
+                )
+                raise JvmEnded(msg) from None
+
+
+_T = TypeVar("_T")
+
+#: the loggers py4j's records are made on: its modules', and the root logger (GatewayClient.send_command
+#: logs "Exception while sending command." with logging.exception)
+_PY4J_LOGGERS = ("py4j", "py4j.java_gateway", "py4j.clientserver", "")
+
+
+def _is_py4j(record: logging.LogRecord) -> bool:
+    return record.name.partition(".")[0] == "py4j" or f"{os.sep}py4j{os.sep}" in record.pathname
+
+
+class _Py4jFilter(logging.Filter):
+    """Keeps py4j's records from the handlers: in ``held`` while a call runs, or for good once the JVM is
+    gone (``held`` None)."""
+
+    def __init__(self, held: list[logging.LogRecord] | None) -> None:
+        super().__init__()
+        self.held = held
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not _is_py4j(record):
+            return True
+        if self.held is not None:
+            self.held.append(record)
+        return False
+
+
+@contextmanager
+def _py4j_records() -> Iterator[list[logging.LogRecord]]:
+    """py4j's records logged in the block, held; those left in the list are logged at its end."""
+    held: list[logging.LogRecord] = []
+    hold = _Py4jFilter(held)
+    loggers = [logging.getLogger(name or None) for name in _PY4J_LOGGERS]
+    for logger in loggers:
+        logger.addFilter(hold)
+    try:
+        yield held
+    finally:
+        for logger in loggers:
+            logger.removeFilter(hold)
+        for record in held:
+            logging.getLogger(None if record.name == "root" else record.name).handle(record)
+
+
+#: py4j's records once the JVM is gone: none is told (addFilter adds it once to each logger)
+_SILENCED = _Py4jFilter(None)
+
+
+def _silence_py4j() -> None:
+    for name in _PY4J_LOGGERS:
+        logging.getLogger(name or None).addFilter(_SILENCED)
+
+
+def _gateway_pid() -> int | None:
+    """The pid of the JVM of PyFlink's gateway (the MiniCluster's), asked while it runs."""
+    try:
+        from pyflink.java_gateway import get_gateway
+
+        return int(get_gateway().jvm.java.lang.ProcessHandle.current().pid())
+    except Exception as exc:  # noqa: BLE001 - then a dead JVM is told as one that does not answer
+        log.debug("the JVM's pid: %s", exc)
+        return None
+
+
+def jvm_end(pid: int, wait_s: float = 1.0) -> str | None:
+    """How the process ``pid`` (a child of this one: PyFlink starts its JVM) ended, ``"killed by SIGKILL"``
+    or ``"exit status 1"``, or None if it still runs after ``wait_s`` (a call into it failed: a process
+    being killed closes its sockets a moment before it can be waited for)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            # WNOWAIT: looked at, not reaped (the Popen of PyFlink's launch_gateway may still wait for it)
+            info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:  # reaped already, or not a child: only whether it is there
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return "it is gone"
+            except PermissionError:
+                pass  # another user's process has the pid now: told as running, not as gone
+            info = None
+        if info is not None:
+            if info.si_code == os.CLD_EXITED:
+                return f"exit status {info.si_status}"
+            try:
+                return f"killed by {signal.Signals(info.si_status).name}"
+            except ValueError:
+                return f"killed by signal {info.si_status}"
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.05)
 
 
 def java_trace(exc: BaseException) -> str:

@@ -4,14 +4,21 @@ the refusal that cannot heal, and the watch loop over a scripted job."""
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping
+import logging
+import subprocess
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from py4j.protocol import Py4JNetworkError
 
+from riskctl.flink import watch as watch_module
 from riskctl.flink.watch import (
     FAILED,
     Failure,
+    MiniClusterJob,
     RestartReporter,
     cannot_heal,
     failures,
@@ -262,3 +269,77 @@ def test_a_job_ending_without_an_error_still_tells_its_last_restarts() -> None:
         0,
         ["riskctl job failed (failure 1), restarting: RuntimeError: something broke (in decide)"],
     )
+
+
+# A stand-in for the JVM: a process that accepts py4j's connection, reads its command, and then kills itself
+# (``die``) or closes the connection without an answer (``mute``), as a JVM killed or not answering.
+_FAKE_JVM = """
+import os, socket, sys
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen()
+print(s.getsockname()[1], flush=True)
+while True:
+    c, _ = s.accept()
+    c.recv(1000)
+    if sys.argv[1] == "die":
+        os.kill(os.getpid(), 9)
+    c.close()
+"""
+
+
+@pytest.fixture
+def fake_jvm(caplog: pytest.LogCaptureFixture) -> Iterator[Callable[[str], tuple[MiniClusterJob, int]]]:
+    """A MiniClusterJob whose result is a py4j object of a fake JVM (``die`` or ``mute``), and its pid;
+    py4j's records are in ``caplog``."""
+    from py4j.java_gateway import GatewayParameters, JavaGateway, JavaObject
+
+    caplog.set_level(logging.DEBUG)
+    made: list[tuple[subprocess.Popen[str], JavaGateway, JavaObject]] = []
+
+    def make(how: str) -> tuple[MiniClusterJob, int]:
+        jvm = subprocess.Popen([sys.executable, "-c", _FAKE_JVM, how], stdout=subprocess.PIPE, text=True)
+        assert jvm.stdout is not None
+        gateway = JavaGateway(gateway_parameters=GatewayParameters(port=int(jvm.stdout.readline())))
+        result = JavaObject("o1", gateway._gateway_client)
+        made.append((jvm, gateway, result))
+        client = SimpleNamespace(get_job_id=lambda: "j1", get_job_execution_result=lambda: result)
+        return MiniClusterJob(client, jvm_pid=jvm.pid), jvm.pid
+
+    yield make
+    for jvm, gateway, result in made:
+        jvm.kill()
+        jvm.wait()
+        # py4j releases a Java object from a weakref callback, at a GC that can come amid a later import:
+        # CPython 3.11 then failed in pytest's assertion rewriting ("AST constructor recursion depth
+        # mismatch"). Released here instead.
+        gateway.detach(result)
+    for name in watch_module._PY4J_LOGGERS:  # the silence after a JVM's end is for the process's life
+        logging.getLogger(name or None).removeFilter(watch_module._SILENCED)
+
+
+def test_a_killed_jvm_is_one_error_line_and_py4j_logs_no_traceback(
+    fake_jvm: Callable[[str], tuple[MiniClusterJob, int]], caplog: pytest.LogCaptureFixture
+) -> None:
+    job, pid = fake_jvm("die")
+    out = io.StringIO()
+    assert watch(job, out, sleep=lambda s: None) == FAILED
+    assert out.getvalue().splitlines() == [
+        f"error: the job's JVM (pid {pid}) ended unexpectedly (killed by SIGKILL): the job and its "
+        "MiniCluster are gone"
+    ]
+    with pytest.raises(Py4JNetworkError):  # as py4j's release of its objects at exit: it cannot connect
+        job.result.isDone()
+    assert [r.getMessage() for r in caplog.records if watch_module._is_py4j(r)] == []
+
+
+def test_a_jvm_that_runs_but_does_not_answer_keeps_py4j_records(
+    fake_jvm: Callable[[str], tuple[MiniClusterJob, int]], caplog: pytest.LogCaptureFixture
+) -> None:
+    job, _ = fake_jvm("mute")
+    end = job.outcome()
+    assert end is not None
+    assert end.startswith("the MiniCluster's JVM does not answer: Py4JError: An error occurred while calling")
+    told = [r for r in caplog.records if r.getMessage() == "Exception while sending command."]
+    assert told
+    assert told[0].exc_info

@@ -131,3 +131,52 @@ def test_a_code_change_while_the_job_starts_ends_it_at_the_first_refusal(
     assert code == 1, text
     assert not [line for line in lines if "restarting" in line], text  # no restart tried after the refusal
     assert not any(line.startswith(("\tat ", "Traceback", "Caused by")) for line in lines), text
+
+
+def _jvm_of(pid: int) -> int | None:
+    """The java child of process ``pid`` (PyFlink's gateway JVM: the MiniCluster), from /proc."""
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        cmdline = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")[0]
+        if cmdline.endswith(b"java"):
+            return int(child)
+    return None
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="finds the JVM child in /proc")
+def test_a_killed_jvm_ends_riskctl_run_with_one_line_and_no_traceback(
+    stack: Settings, tmp_path: Path
+) -> None:
+    _, env = _copy(tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "riskctl.cli.main", "run"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        assert proc.stderr is not None
+        # the job is submitted and running (so the watcher runs) when the MiniCluster's log says so
+        first = proc.stderr.readline().decode()
+        assert "Flink's log in " in first, first
+        logs = Path(first.rsplit("Flink's log in ", 1)[1].strip())
+        deadline = time.monotonic() + DEADLINE_S
+        while not any("to RUNNING." in p.read_text(errors="replace") for p in logs.glob("flink-*.log")):
+            assert proc.poll() is None and time.monotonic() < deadline, "the job did not start"
+            time.sleep(0.5)
+        jvm = _jvm_of(proc.pid)
+        assert jvm is not None
+        os.kill(jvm, 9)
+        err = proc.communicate(timeout=60)[1].decode(errors="replace")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, 9)
+            proc.wait()
+    lines = [first.strip(), *(line for line in err.splitlines() if line.strip())]
+    text = "\n".join(lines)
+    assert "Traceback" not in text, text
+    assert lines[-1].startswith(f"error: the job's JVM (pid {jvm}) ended unexpectedly (killed by SIGKILL)"), (
+        text
+    )
+    assert proc.returncode == 1, text

@@ -41,8 +41,6 @@ MIN_KEY_CHARS = 20
 MAX_KEY_CHARS = 256
 _NAME = re.compile(r"[A-Za-z0-9._-]{1,40}")
 _KEY = re.compile(r"[A-Za-z0-9._~+/=-]+")
-#: the longest Authorization header looked at ("Bearer " and the longest key)
-_MAX_HEADER = len("Bearer ") + MAX_KEY_CHARS
 CHALLENGE = 'Bearer realm="riskctl"'
 
 
@@ -150,14 +148,17 @@ class Callers:
         if authorization is None:
             reason = "an API key is required: send the header Authorization: Bearer <key>"
         else:
-            scheme, _, key = authorization[:_MAX_HEADER].strip().partition(" ")
-            if scheme.lower() != "bearer" or not key.strip():
+            # the whole header (aiohttp bounds it at 8,190 bytes): a key cut to the longest length a key may
+            # have, then compared, let a 256-character key followed by anything in
+            scheme, _, key = authorization.strip().partition(" ")
+            key = key.strip()
+            if scheme.lower() != "bearer" or not key:
                 reason = "the Authorization header must be 'Bearer <key>'"
             else:
-                key = key.strip()
                 # only what a configured key could be is hashed: a header of other bytes (aiohttp keeps
                 # undecodable ones as surrogates, which UTF-8 cannot encode) is simply nobody's key
-                name = self._by_digest.get(_digest(key)) if _KEY.fullmatch(key) else None
+                could_be = len(key) <= MAX_KEY_CHARS and _KEY.fullmatch(key)
+                name = self._by_digest.get(_digest(key)) if could_be else None
                 if name is not None:
                     return self.callers[name]
                 reason = "unknown API key"

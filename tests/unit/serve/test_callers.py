@@ -17,7 +17,7 @@ from riskctl.client import AsyncDecisionClient, DecisionClient, RequestRefused
 from riskctl.config import load_settings
 from riskctl.errors import ConfigError
 from riskctl.serve.app import Api
-from riskctl.serve.callers import ANONYMOUS, Callers, is_loopback, parse_api_keys
+from riskctl.serve.callers import ANONYMOUS, MAX_KEY_CHARS, Callers, is_loopback, parse_api_keys
 from riskctl.serve.request import ApiError
 from tests.unit.serve.fakes import FakeBus, cli_serve, running_api, settings_for_tests
 
@@ -154,6 +154,19 @@ def test_a_request_without_a_known_key_is_401_naming_the_header(header: str | No
         callers.identify(header)
     assert info.value.status == 401 and info.value.field == "Authorization"
     assert callers.unauthorized == 1
+
+
+def test_a_key_of_the_longest_length_is_taken_whole_not_as_a_prefix_of_the_header() -> None:
+    """The header was cut at 'Bearer ' + 256 characters before the lookup: with a key of 256 characters,
+    the key followed by anything was that caller's key, and with two spaces after Bearer the key was cut."""
+    longest = "L" * MAX_KEY_CHARS
+    callers = Callers(f"long:{longest}", max_in_flight=10)
+    assert callers.identify(f"Bearer {longest}").name == "long"
+    assert callers.identify(f" Bearer  {longest} ").name == "long"  # 1*SP (RFC 9110), blanks around
+    for header in (f"Bearer {longest}x", f"Bearer {longest}{'x' * 5000}", f"Bearer {longest} other"):
+        with pytest.raises(ApiError, match="unknown API key"):
+            callers.identify(header)
+    assert callers.unauthorized == 3
 
 
 # -- over HTTP ----------------------------------------------------------------------------------------------

@@ -8,7 +8,10 @@ Conventions, so that a new command behaves like the others without copying them:
   JSON document too, ``{"ok": false, "error": {"type": ..., "message": ..., <the error's details>}}``, on
   stdout, so a script reads one document whatever happened; the exit code still says what went wrong.
 - an exit code is an :class:`ExitCode`, never a bare number; the code of each error class is decided in
-  one table, :data:`EXIT_CODES` (the error classes themselves are listed in :mod:`riskctl.errors`).
+  one table, :data:`EXIT_CODES` (the error classes themselves are listed in :mod:`riskctl.errors`), with one
+  rule before it: a setting refused when the settings load (a bad value or an unknown name in riskctl.toml, a
+  ``RISKCTL_<SECTION>_*`` variable or a ``--set``) is bad usage, exit 2, whichever command loads them
+  (:data:`REFUSED_SETTING`).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Any, NoReturn, ParamSpec, TypeVar
 
 import click
 
+from riskctl.config.checks import is_refused
 from riskctl.errors import (
     ConfigError,
     NewerCheckpointError,
@@ -48,8 +52,8 @@ class ExitCode(IntEnum):
 
     OK = 0
     ERROR = 1  # invalid rules, unknown rule or version, any other error
-    USAGE = 2  # bad usage: click's own, a bad --set, a start refused by the checkpoint guard
-    UNAVAILABLE = 3  # a service (Kafka, MySQL) does not answer, or is not configured
+    USAGE = 2  # bad usage: click's own, a setting refused (file, RISKCTL_*, --set), a start check refusing
+    UNAVAILABLE = 3  # a service (Kafka, MySQL) does not answer, or is not configured (no MySQL password)
     CONFLICT = 4  # someone else changed the rule (rules store)
     REFUSED = 5  # the job refused a rule version (rules ... --wait)
     TIMEOUT = 6  # the job did not report in time (rules ... --wait)
@@ -72,14 +76,23 @@ EXIT_CODES: Mapping[type[RiskctlError], ErrorExit] = {
     StoreQueryError: ErrorExit(ExitCode.ERROR, "mysql"),
     RuleSetError: ErrorExit(ExitCode.ERROR, "invalid_rule"),
     NewerCheckpointError: ErrorExit(ExitCode.USAGE, "checkpoint"),
-    ConfigError: ErrorExit(ExitCode.UNAVAILABLE, "config"),
+    ConfigError: ErrorExit(ExitCode.UNAVAILABLE, "config"),  # not configured; a refused setting: below
     ServiceError: ErrorExit(ExitCode.UNAVAILABLE, "unavailable"),
     RiskctlError: ErrorExit(ExitCode.ERROR, "error"),
 }
 
 
+#: how a setting refused when the settings load ends a command (a ConfigError marked by
+#: :func:`riskctl.config.checks.refused`): bad usage, as a bad option, in every command; the same ``type`` in
+#: ``--json`` as any other ConfigError
+REFUSED_SETTING = ErrorExit(ExitCode.USAGE, "config")
+
+
 def error_exit(exc: RiskctlError) -> ErrorExit:
-    """The :data:`EXIT_CODES` entry of ``exc``: that of the first class of its MRO that has one."""
+    """How ``exc`` ends a command: :data:`REFUSED_SETTING` for a refused setting, else the :data:`EXIT_CODES`
+    entry of the first class of its MRO that has one."""
+    if is_refused(exc):
+        return REFUSED_SETTING
     for cls in type(exc).__mro__:
         if cls in EXIT_CODES:
             return EXIT_CODES[cls]

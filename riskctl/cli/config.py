@@ -12,9 +12,8 @@ from typing import Any
 
 import click
 
-from riskctl.cli.common import CONTEXT_SETTINGS, ExitCode, emit_json, fail, json_option, set_option
+from riskctl.cli.common import CONTEXT_SETTINGS, emit_json, handles_errors, json_option, set_option
 from riskctl.config import Resolved, resolve
-from riskctl.errors import ConfigError
 
 
 @click.group(context_settings=CONTEXT_SETTINGS, short_help="Show the effective settings and their sources.")
@@ -32,16 +31,13 @@ def config() -> None:
 )
 @set_option
 @json_option("Print JSON: file, settings, sources, derived.")
+@handles_errors
 def show(config_file: str | None, overrides: tuple[str, ...], as_json: bool) -> None:
     """Print every setting's value and its source, passwords masked.
 
     The source is "default", the settings file's path, the environment variable's name or "--set"; a bad
-    setting is an error naming key, value and source."""
-    try:
-        resolved = resolve(config_file, overrides=overrides)
-    except ConfigError as exc:
-        # what is being shown is the configuration itself: a bad one is bad usage, as with run/submit --set
-        fail(ExitCode.USAGE, str(exc), as_json=as_json, kind="config")
+    setting is an error naming key, value and source (exit 2, as in every command)."""
+    resolved = resolve(config_file, overrides=overrides)
     if as_json:
         emit_json(as_dict(resolved))
     else:

@@ -8,7 +8,10 @@ it arrives: its type (the annotation of its field) and what the field accepts (a
 not empty: :mod:`riskctl.config.checks`). A bad value, an unknown key or an unknown ``RISKCTL_<SECTION>_*``
 variable is a :class:`~riskctl.errors.ConfigError` that names the key, the value, where it came from and
 what is allowed, every problem of one load at once. So ``parallelism = "four"`` fails when the settings
-load, not later inside the job.
+load, not later inside the job. That error is marked as a refused setting
+(:func:`riskctl.config.checks.refused`): every command ends on it with exit code 2, bad usage, as on a bad
+option; a ConfigError for something not configured (no MySQL password) is not marked, and ends a command with
+exit code 3, like a service that does not answer.
 
 Secrets never live in code: the MySQL password comes from the environment, the file, or — for the local stack
 only — the password file the stack generated on its first start (``.stack/mysql/password``).

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from riskctl.errors import ConfigError
+
 #: Flink and Kafka take durations and most counts as Java longs, parallelism and slots as Java ints
 LONG = 2**63 - 1
 INT = 2**31 - 1
@@ -177,3 +179,24 @@ def key_of(pair: str) -> str:
     """The ``section.key`` part that begins a ``--set`` pair (letters, digits, '_', '.'), for a message that
     must not repeat the rest: ``mysql.pasword=...`` or ``mysql.password hunter2`` may end with a secret."""
     return re.match(r"\s*[A-Za-z0-9_.]*", pair).group().strip()  # type: ignore[union-attr]
+
+
+# -- a refused setting ---------------------------------------------------------------------------------------
+#: the attribute that marks a ConfigError as a refused setting (:func:`refused`)
+_REFUSED = "refused_setting"
+
+
+def refused(message: str) -> ConfigError:
+    """The :class:`~riskctl.errors.ConfigError` of a setting riskctl refuses: a value it does not accept, a
+    name it does not know (a key of the file, a ``RISKCTL_<SECTION>_*`` variable, a ``--set``), a settings
+    file it cannot read. It is marked (:func:`is_refused`): every command ends on it as on a bad option, exit
+    2 (:func:`riskctl.cli.common.error_exit`). A ConfigError without the mark says that something a command
+    needs is not configured (no MySQL password), exit 3 like a service that does not answer."""
+    error = ConfigError(message)
+    setattr(error, _REFUSED, True)
+    return error
+
+
+def is_refused(error: BaseException) -> bool:
+    """Whether ``error`` is a ConfigError made by :func:`refused`."""
+    return isinstance(error, ConfigError) and getattr(error, _REFUSED, False) is True

@@ -2,7 +2,8 @@
 
 Defaults, then the TOML file, then ``RISKCTL_*`` variables, then ``--set`` pairs; each value is checked as it
 arrives (:class:`riskctl.config.checks.Spec`) and every problem of one load is collected into one
-:class:`~riskctl.errors.ConfigError`.
+:class:`~riskctl.errors.ConfigError`, marked as a refused setting (:func:`riskctl.config.checks.refused`:
+exit code 2, bad usage, whichever command loads the settings).
 """
 
 from __future__ import annotations
@@ -16,10 +17,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from riskctl.config.checks import Allowed, Spec, key_of, shown, shown_secret
+from riskctl.config.checks import Allowed, Spec, key_of, refused, shown, shown_secret
 from riskctl.config.settings import Settings
 from riskctl.core.errors import suggest
-from riskctl.errors import ConfigError
 
 DEFAULT = "default"
 SET = "--set"
@@ -147,10 +147,10 @@ class _Loader:
     def done(self) -> Resolved:
         self.check_together()
         if len(self.problems) == 1:
-            raise ConfigError(self.problems[0])
+            raise refused(self.problems[0])
         if self.problems:
             msg = f"{len(self.problems)} invalid settings:\n" + "\n".join(f"- {p}" for p in self.problems)
-            raise ConfigError(msg)
+            raise refused(msg)
         return self.resolved
 
 
@@ -176,14 +176,14 @@ def _read_toml(file: Path) -> dict[str, Any]:
             data = fh.read(MAX_CONFIG_BYTES + 1)  # a pipe (--config <(...)) is read like a file
         if len(data) > MAX_CONFIG_BYTES:
             msg = f"config file {file} is larger than {MAX_CONFIG_BYTES} bytes: is it the settings file?"
-            raise ConfigError(msg)
+            raise refused(msg)
         return tomllib.loads(data.decode("utf-8"))
     except tomllib.TOMLDecodeError as exc:
         msg = f"config file {file} is not valid TOML: {exc}"
-        raise ConfigError(msg) from None
+        raise refused(msg) from None
     except (OSError, UnicodeDecodeError) as exc:
         msg = f"config file {file} cannot be read: {exc}"
-        raise ConfigError(msg) from None
+        raise refused(msg) from None
 
 
 def resolve(
@@ -203,7 +203,7 @@ def resolve(
         resolved.file = file
     elif explicit:
         msg = f"config file {file} does not exist"
-        raise ConfigError(msg)
+        raise refused(msg)
     loader.environment(env)
     loader.overrides(overrides)
     return loader.done()

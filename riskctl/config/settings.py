@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from riskctl.config.checks import INT, LONG, ms, one_of, port, positive, setting, text
+from riskctl.config.checks import INT, LONG, ms, one_of, port, positive, refused, setting, text
 from riskctl.core.door import DEFAULT_LIMITS, MAX_DEAD_LETTER_BYTES, MIN_DEAD_LETTER_BYTES, Limits
 from riskctl.errors import ConfigError
 
@@ -34,7 +34,7 @@ JVM_OPTIONS = ("-XX:+UnlockDiagnosticVMOptions", "-XX:-LogEvents")
 
 def parse_options(text: str) -> dict[str, str]:
     """``"k=v;k2=v2"`` -> ``{"k": "v", "k2": "v2"}`` (Flink configuration in one setting); a pair without
-    ``=`` is a ConfigError."""
+    ``=`` is a ConfigError (a refused setting)."""
     out: dict[str, str] = {}
     for pair in text.split(";"):
         if not pair.strip():
@@ -42,7 +42,7 @@ def parse_options(text: str) -> dict[str, str]:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             msg = f"Flink options take key=value pairs separated by ';', got {mask_options(pair)!r}"
-            raise ConfigError(msg)
+            raise refused(msg)
         out[key.strip()] = value.strip()
     return out
 
@@ -217,12 +217,13 @@ class JobSettings:
     )
 
     def limits(self) -> Limits:
-        """The door's :class:`~riskctl.core.door.Limits` from these settings; a bad value is a ConfigError."""
+        """The door's :class:`~riskctl.core.door.Limits` from these settings; a bad value is a ConfigError (a
+        refused setting)."""
         try:
             return Limits(**{f.name: getattr(self, f.name) for f in fields(Limits)})
         except ValueError as exc:
             msg = f"job.{exc}"
-            raise ConfigError(msg) from None
+            raise refused(msg) from None
 
     #: Restarts after a failure (a lost TaskManager, a broker gone): Flink's exponential-delay strategy. The
     #: first restart waits ``restart_initial_backoff_ms``, each next one ``restart_backoff_multiplier`` times
@@ -350,6 +351,7 @@ class Settings:
         generated = Path(self.stack.dir) / "mysql" / "password"
         if generated.exists():
             return generated.read_text().strip()
+        # not a refused setting: nothing is wrong with the settings, MySQL is not configured yet (exit 3)
         msg = (
             "no MySQL password: set RISKCTL_MYSQL_PASSWORD (or [mysql] password in riskctl.toml), "
             "or start the local stack with 'riskctl stack up', which generates one"

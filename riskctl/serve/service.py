@@ -224,19 +224,17 @@ class DecisionService:
                 del entries[oldest]
 
     def _expire(self, now: float) -> None:
-        # the oldest first (insertion order, refreshed on use): stop at the first one still fresh; one that
-        # requests still wait for stays (to the end) until they have their decision or their fallback
+        # the oldest first (insertion order, refreshed on use): stop at the first one still fresh, or at one
+        # that requests still wait for, which stays until they have their decision or their fallback (those
+        # behind it expire then, at most serve.max_timeout_ms late). Moving it to the end instead made every
+        # lookup walk all the waited entries once the TTL was shorter than the wait: 1.4 ms per request more
+        # with 10,000 waiting.
         entries, waiters = self.entries, self.waiters
-        kept = 0
-        while entries and kept < len(entries):
+        while entries:
             event_id, entry = next(iter(entries.items()))
-            if now - entry[1] <= self.ttl:
+            if now - entry[1] <= self.ttl or event_id in waiters:
                 break
-            if event_id in waiters:
-                entries.move_to_end(event_id)
-                kept += 1
-            else:
-                del entries[event_id]
+            del entries[event_id]
 
     # -- from the bus ---------------------------------------------------------------------------------------
     def on_decision(self, decision: dict[str, Any]) -> bool:

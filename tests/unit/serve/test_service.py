@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -392,3 +393,34 @@ def test_a_remembered_decision_costs_its_size_not_the_encoders_buffer() -> None:
         return held
 
     assert run(go()) / 500 < 1_500
+
+
+def test_entries_waited_for_past_their_ttl_are_not_walked_by_every_request() -> None:
+    """With a TTL shorter than the wait, each lookup moved every waited entry past its TTL to the end: with
+    10,000 requests waiting, 2,000 more took 2.8 s instead of 0.09 s."""
+
+    class Counted(OrderedDict[str, Any]):
+        moves = 0
+
+        def move_to_end(self, key: str, last: bool = True) -> None:
+            Counted.moves += 1
+            super().move_to_end(key, last)
+
+    async def go() -> None:
+        now = [0.0]
+        svc = service(FakeBus(delay=None), ttl_ms=10, clock=lambda: now[0])
+        svc.entries = Counted()
+        waiting = [asyncio.create_task(svc.decide(req(f"w{i}", timeout_ms=5000))) for i in range(200)]
+        await asyncio.sleep(0)
+        for i in range(100):
+            now[0] += 1.0  # every entry before is past its TTL; the first 200 are waited for
+            await svc.decide(req(f"late-{i}", timeout_ms=5))
+        assert Counted.moves < 1_000, Counted.moves  # 100 lookups: 20,000 moves before
+        assert "w0" in svc.entries  # still waited for: kept
+        svc.give_up("test")
+        assert {out["degraded"] for out in await asyncio.gather(*waiting)} == {"test"}
+        now[0] += 1.0
+        await svc.decide(req("after", timeout_ms=5))
+        assert list(svc.entries) == ["after"]  # nobody waits any more: all expired
+
+    run(go())

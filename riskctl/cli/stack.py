@@ -4,14 +4,25 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import click
 
-from riskctl.cli.common import CONTEXT_SETTINGS, ExitCode, emit_json, fail, handles_errors, json_option
+from riskctl.cli.common import (
+    CONTEXT_SETTINGS,
+    ExitCode,
+    echo_error,
+    emit_json,
+    fail,
+    handles_errors,
+    json_option,
+    printable,
+)
 from riskctl.config import load_settings
 from riskctl.errors import RiskctlError
-from riskctl.stack.services import FlinkCluster, Service, services
+from riskctl.stack.process import ALIVE
+from riskctl.stack.services import STOP_TIMEOUT, FlinkCluster, Service, services
 
 _PORT_HELP = (
     "Ports and the data folder come from riskctl.toml [stack] or RISKCTL_STACK_* variables, e.g. "
@@ -29,8 +40,19 @@ def stack() -> None:
     pass
 
 
-def _all(flink: bool) -> list[Service]:
-    return services(load_settings(), flink=flink)
+def _all(flink: bool, *, err: bool = False) -> list[Service]:
+    """The services; each prints a line (on stderr when ``err``) when the command has to wait for its lock."""
+    out = services(load_settings(), flink=flink)
+    for svc in out:
+        svc.on_wait = _waiting_line(svc.name, err=err)
+    return out
+
+
+def _waiting_line(name: str, *, err: bool) -> Callable[[str], None]:
+    def echo(text: str) -> None:
+        click.echo(printable(f"{name:8} {text}"), err=err)
+
+    return echo
 
 
 @stack.command(context_settings=CONTEXT_SETTINGS, short_help="Start the services, wait until each answers.")
@@ -45,7 +67,7 @@ def _all(flink: bool) -> list[Service]:
 def up(flink: bool, timeout: float, as_json: bool) -> None:
     """Start the services (those already running are left alone) and wait until each answers."""
     results: list[dict[str, Any]] = []
-    for svc in _all(flink):
+    for svc in _all(flink, err=as_json):
         t0 = time.monotonic()
         try:
             started = svc.start(timeout=timeout)
@@ -61,18 +83,33 @@ def up(flink: bool, timeout: float, as_json: bool) -> None:
 
 
 @stack.command(context_settings=CONTEXT_SETTINGS, short_help="Stop every service, leave no process behind.")
+@click.option(
+    "--timeout",
+    default=STOP_TIMEOUT,
+    show_default=True,
+    help="Seconds each process gets to stop on SIGTERM before it is killed (SIGKILL).",
+)
 @json_option("Print what was stopped as JSON.")
 @handles_errors
-def down(as_json: bool) -> None:
-    """Stop every service of the stack (Flink too, if it runs) and leave no process behind."""
-    results: list[dict[str, Any]] = []
-    for svc in reversed(_all(flink=True)):
-        stopped = svc.stop()
+def down(timeout: float, as_json: bool) -> None:
+    """Stop every service of the stack (Flink too, if it runs) and leave no process behind.
+
+    A service that did not stop on SIGTERM is killed, and said so: it may need recovery at its next start.
+    A process of this stack's that lost its pid file is found by its owner mark and stopped too. Exit 1 when
+    a process still runs after SIGKILL."""
+    reports = []
+    for svc in reversed(_all(flink=True, err=as_json)):
+        report = svc.shut_down(timeout)
         if not as_json:
-            click.echo(f"{svc.name:8} {'stopped' if stopped else 'was not running'}")
-        results.append({"name": svc.name, "stopped": stopped})
+            click.echo(f"{svc.name:8} {report.summary()}")
+        reports.append(report)
     if as_json:
-        emit_json(results)
+        emit_json([r.to_dict() for r in reports])
+    left = [f"{r.name} (pid {', '.join(map(str, r.pids(ALIVE)))})" for r in reports if r.pids(ALIVE)]
+    if left:
+        if not as_json:
+            echo_error(f"still running after SIGKILL: {'; '.join(left)}")
+        sys.exit(ExitCode.ERROR)
 
 
 @stack.command(context_settings=CONTEXT_SETTINGS)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import shutil
 import signal
 import socket
@@ -121,6 +122,28 @@ def environ_value(pid: int, name: str) -> str | None:
     return None
 
 
+def same_user(pid: int) -> bool:
+    """True when ``pid`` runs as this process's user (its real uid): the only processes the stack may take
+    for its own and signal. The owner of /proc/PID is not used: it reads root for a process that is not
+    dumpable, whoever runs it."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("Uid:"):
+                return int(line.split()[1]) == os.getuid()
+    except (OSError, IndexError, ValueError):
+        pass
+    return False
+
+
+def start_time(pid: int) -> int | None:
+    """When ``pid`` started (clock ticks since boot, /proc/PID/stat), or None: a pid that was reused by
+    another process reads another start time."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def read_pid(pid_file: Path) -> int | None:
     """The pid in ``pid_file`` if that process is alive; None for a missing, unreadable or stale file."""
     try:
@@ -200,21 +223,47 @@ def low_disk(path: Path) -> str:
     return f" Only {free // (1024 * 1024)} MB are free on the disk of {path}: free some space and retry."
 
 
-def terminate(pid: int, timeout: float = 20.0) -> None:
-    """SIGTERM the process group of ``pid``, then SIGKILL whatever is left after ``timeout`` seconds."""
-    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(pid, sig)
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            os.kill(pid, sig)
+#: what :func:`terminate` did: the process ended on SIGTERM (or was gone already), it needed SIGKILL, or it
+#: still runs (even SIGKILL did not end it within 5 s: stuck in the kernel; or it may not be signalled)
+ENDED, KILLED, ALIVE = "ended", "killed", "alive"
+
+
+def terminate(pid: int, timeout: float = 20.0) -> str:
+    """SIGTERM the process group of ``pid``, then SIGKILL whatever is left after ``timeout`` seconds; return
+    :data:`ENDED`, :data:`KILLED` or :data:`ALIVE`.
+
+    A ``pid`` that leads no process group (not started in a session of its own) is signalled alone.
+    """
+    for sig, wait, outcome in ((signal.SIGTERM, timeout, ENDED), (signal.SIGKILL, 5.0, KILLED)):
+        if not _signal(pid, sig):
+            return ALIVE
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             _reap(pid)
             if not pid_alive(pid) and not _group_alive(pid):
-                return
+                return outcome
             time.sleep(0.1)
+    _reap(pid)
+    return KILLED if not pid_alive(pid) and not _group_alive(pid) else ALIVE
+
+
+def _signal(pid: int, sig: signal.Signals) -> bool:
+    """Send ``sig`` to the group of ``pid``, or to ``pid`` alone when it leads none; False when that is not
+    permitted (a process of another user)."""
+    try:
+        os.killpg(pid, sig)
+        return True
+    except ProcessLookupError:
+        pass  # no group of that id: pid (if it still runs) is not a group leader
+    except PermissionError:
+        pass
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+    except PermissionError:
+        return False
+    return True
 
 
 def exit_status(pid: int) -> str | None:
@@ -282,13 +331,21 @@ class LockTimeout(Exception):
 _held: dict[tuple[int, str], tuple[int, int]] = {}
 
 
+#: how long a process waiting for a lock looks for the holder's line in the lock file (the holder writes it
+#: just after taking the lock) before it tells that it waits without naming the holder
+HOLDER_GRACE = 1.0
+
+
 @contextmanager
-def locked(path: Path, timeout: float, interval: float = 0.2) -> Iterator[None]:
+def locked(
+    path: Path, timeout: float, interval: float = 0.2, on_wait: Callable[[str], None] | None = None
+) -> Iterator[None]:
     """Hold an exclusive ``flock`` on ``path`` (created when missing) for the block; reentrant in a process.
 
     The lock dies with its process (a ``kill -9`` leaves no stale lock). Another process holding it is
     waited for up to ``timeout`` seconds, then :class:`LockTimeout` names it (the holder writes its pid and
-    command line into the file).
+    command line into the file, and empties it when it lets go). ``on_wait`` is called once, with what the
+    holder wrote ("" when unknown), when the lock is not free at once: a command that waits says so.
     """
     key = (threading.get_ident(), str(path))
     if key in _held:
@@ -302,13 +359,22 @@ def locked(path: Path, timeout: float, interval: float = 0.2) -> Iterator[None]:
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         deadline = time.monotonic() + timeout
+        waiting_since: float | None = None
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    holder = os.pread(fd, 300, 0).decode(errors="replace").strip()
+                now = time.monotonic()
+                holder = os.pread(fd, 300, 0).decode(errors="replace").strip()
+                if on_wait is not None:
+                    waiting_since = now if waiting_since is None else waiting_since
+                    # the line of a holder that has just taken the lock may not be written yet: told as soon
+                    # as it is (a live pid), else after a moment without it
+                    if _live_holder(holder) or now - waiting_since >= HOLDER_GRACE or now >= deadline:
+                        on_wait(holder if _live_holder(holder) else "")
+                        on_wait = None
+                if now >= deadline:
                     raise LockTimeout(holder) from None
                 time.sleep(interval)
         try:  # who holds it, for the message of a process that waits in vain (best effort: a full disk)
@@ -321,5 +387,35 @@ def locked(path: Path, timeout: float, interval: float = 0.2) -> Iterator[None]:
             yield
         finally:
             del _held[key]
+            try:  # no line of a holder that has let go: a waiting process would name it
+                os.ftruncate(fd, 0)
+            except OSError:
+                pass
     finally:
         os.close(fd)  # closing the file releases the lock
+
+
+_HOLDER = re.compile(r"pid (\d+):\s*(.*)", re.DOTALL)
+
+
+def _live_holder(holder: str) -> bool:
+    """True when ``holder`` (a lock file's line) names a process that runs."""
+    m = _HOLDER.fullmatch(holder)
+    return m is not None and pid_alive(int(m.group(1)))
+
+
+def describe_holder(holder: str) -> str:
+    """Who holds a lock, for a message: "pid N (COMMAND)" from the holder's line ("pid N: command line"),
+    riskctl's own command shortened to "riskctl ARGS"; "another process" when the line is unknown."""
+    m = _HOLDER.fullmatch(holder.strip())
+    if m is None:
+        return "another process"
+    pid, command = m.group(1), m.group(2).strip()
+    words = command.split()
+    for i, word in enumerate(words):
+        if os.path.basename(word) == "riskctl" or word == "riskctl.cli.main":
+            command = " ".join(["riskctl", *words[i + 1 :]])
+            break
+    if len(command) > 100:
+        command = command[:99] + "…"
+    return f"pid {pid} ({command})" if command else f"pid {pid}"

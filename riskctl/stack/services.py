@@ -28,7 +28,7 @@ import time
 import urllib.request
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -40,8 +40,12 @@ from riskctl.errors import ServiceError
 from riskctl.flink.pythonpath import python_path
 from riskctl.flink.warm import WarmResult
 from riskctl.stack.process import (
+    ALIVE,
+    ENDED,
+    KILLED,
     LockTimeout,
     cmdline,
+    describe_holder,
     environ_value,
     exit_status,
     kernel_thread,
@@ -53,7 +57,9 @@ from riskctl.stack.process import (
     port_owner,
     read_pid,
     run_bounded,
+    same_user,
     spawn,
+    start_time,
     tail,
     terminate,
     wait_until,
@@ -78,6 +84,9 @@ INSTALL_DB_TIMEOUT = 120.0
 #: twice its own timeout and a minute)
 STOP_LOCK_TIMEOUT = 300.0
 
+#: how long ``stop()`` gives each process of a service to end on SIGTERM before it is killed (SIGKILL)
+STOP_TIMEOUT = 20.0
+
 
 @dataclass
 class ServiceStatus:
@@ -85,13 +94,94 @@ class ServiceStatus:
 
     name: str
     address: str
-    state: str  # "running" | "stopped" | "unhealthy" | "foreign" (port taken by a process we did not start)
+    # "running" | "stopped" | "unhealthy" | "foreign" (port taken by a process we did not start) |
+    # "orphaned" (port taken by this stack's process of the service, which no pid file names: see orphans())
+    state: str
     pid: int | None
     log: str
     detail: str = ""
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class Orphan:
+    """A process of this stack's service that holds one of its ports and that no pid file names (the pid file
+    was deleted, the stack folder removed while the service ran): found by its owner mark."""
+
+    pid: int
+    port: int
+    started: int  # its start time: the same pid read later with another one is another process
+
+
+@dataclass(frozen=True)
+class Stopped:
+    """What ``stop()`` did to one process of a service."""
+
+    pid: int
+    part: str  # the stem of its pid file ("kafka", "taskmanager-2"); "" for an orphan
+    outcome: str  # process.ENDED | process.KILLED | process.ALIVE
+    orphan: Orphan | None = None
+
+    def label(self) -> str:
+        if self.orphan is not None:
+            return f"pid {self.pid} (on port {self.orphan.port}, its pid file lost)"
+        return f"{self.part} (pid {self.pid})"
+
+
+@dataclass
+class StopReport:
+    """What ``stop()`` did to a service: each process it signalled and how that ended."""
+
+    name: str
+    log: str
+    timeout: float  # the seconds each process had to end on SIGTERM
+    processes: list[Stopped]
+
+    @property
+    def stopped(self) -> bool:
+        """True when something of the service was running (and was signalled)."""
+        return bool(self.processes)
+
+    def pids(self, outcome: str) -> list[int]:
+        return [p.pid for p in self.processes if p.outcome == outcome]
+
+    def summary(self) -> str:
+        """One line for ``riskctl stack down``: "stopped", "killed after 20 s (did not stop on SIGTERM)...",
+        and which process when the service has several, or one was found without its pid file."""
+        if not self.processes:
+            return "was not running"
+        phrases = {
+            ENDED: "stopped",
+            KILLED: f"killed after {self.timeout:g} s (did not stop on SIGTERM)",
+            ALIVE: "NOT stopped, still running after SIGKILL",
+        }
+        outcomes = [o for o in phrases if any(p.outcome == o for p in self.processes)]
+        plain = len(outcomes) == 1 and len(self.processes) == 1 and self.processes[0].orphan is None
+        if plain:
+            line = phrases[outcomes[0]]
+        else:
+            groups = []
+            for outcome in outcomes:
+                labels = ", ".join(p.label() for p in self.processes if p.outcome == outcome)
+                groups.append(f"{phrases[outcome]}: {labels}")
+            line = "; ".join(groups)
+        if self.pids(KILLED):
+            line += f"; it may need recovery at its next start (see {self.log})"
+        if self.pids(ALIVE):
+            line += "; its pid file is kept, retry 'riskctl stack down'"
+        return line
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "stopped": self.stopped,
+            "killed": self.pids(KILLED),
+            "still_running": self.pids(ALIVE),
+            "pid_file_lost": [p.pid for p in self.processes if p.orphan is not None],
+            "detail": self.summary(),
+        }
 
 
 class Service(ABC):
@@ -144,6 +234,10 @@ class Service(ABC):
 
     def _pid(self, pid_file: Path) -> int | None:
         pid = read_pid(pid_file)
+        if pid is not None and not same_user(pid):
+            # a stale pid file whose pid is now another user's process (its Kafka, say: the same words): never
+            # ours, and 'stack down' would have failed on it (EPERM) or, run as root, stopped it
+            return None
         if pid is None or not self.markers:
             return pid
         owner = environ_value(pid, OWNER_ENV)
@@ -163,6 +257,46 @@ class Service(ABC):
 
     def pids(self) -> list[int]:
         return [p for f in self.pid_files if (p := self._pid(f)) is not None]
+
+    def _marked(self, pid: int) -> bool:
+        """True when ``pid`` is this stack's process of this service by its owner mark alone (no pid file
+        names it): it runs as this user, its :data:`OWNER_ENV` names exactly this service's folder, and its
+        command line is one of the service's (a program started from a service's environment inherits the
+        mark: the Python driver of a job the JobManager runs). A process without the mark (started before it
+        existed, or by someone else) or whose environment cannot be read is not taken for ours."""
+        if not same_user(pid) or environ_value(pid, OWNER_ENV) != self.owner:
+            return False
+        cmd = cmdline(pid)
+        return not self.markers or (cmd is not None and any(m in cmd for m in self.markers))
+
+    def _orphan_on(self, port: int, known: Iterable[int] = ()) -> Orphan | None:
+        """The process of this stack's service that listens on ``port`` without a pid file, if that is who
+        listens there (see :meth:`_marked`)."""
+        try:
+            pid = listening_pid(port)
+        except OSError:
+            return None
+        if pid is None or pid in known or pid == os.getpid():
+            return None
+        started = start_time(pid)
+        if started is None or not self._marked(pid) or start_time(pid) != started:
+            return None
+        return Orphan(pid, port, started)
+
+    def orphans(self) -> list[Orphan]:
+        """This stack's processes of the service that hold its ports and that no pid file names (the pid
+        file was deleted, or the stack folder): 'stack status' shows them as "orphaned", 'stack down' stops
+        them."""
+        known = set(self.pids())
+        found: dict[int, Orphan] = {}
+        for port in self.ports:
+            if port_open(self.host, port) and (orphan := self._orphan_on(port, known)) is not None:
+                found.setdefault(orphan.pid, orphan)
+        return list(found.values())
+
+    def _still(self, orphan: Orphan) -> bool:
+        """True when ``orphan`` is still that process, still ours: not ended, its pid not reused since."""
+        return start_time(orphan.pid) == orphan.started and self._marked(orphan.pid)
 
     def dead_parts(self) -> list[Path]:
         """The pid files whose process is gone (or is not this service's any more)."""
@@ -196,18 +330,31 @@ class Service(ABC):
         detail = ""
         if dead:
             detail = f"{', '.join(f.stem for f in dead)} not running; '{self.up_command}' restarts it"
-        if pids:
+        # a process of this service that lost its pid file was shown as "foreign" (someone else's) and
+        # 'stack down' left it running: its owner mark tells it apart
+        orphans = self.orphans() if not pids or dead else []
+        if orphans:
+            state = "orphaned"
+            held = ", ".join(
+                f"port {o.port}" if len(orphans) == 1 else f"pid {o.pid} on port {o.port}" for o in orphans
+            )
+            detail = f"its pid file is lost (this stack's process on {held}); 'riskctl stack down' stops it"
+        elif pids:
             state = "running" if not dead and self.healthy() else "unhealthy"
         elif any(port_open(self.host, p) for p in self.ports):
             state = "foreign"
         else:
             state = "stopped"
-        pid = pids[0] if pids else None
+        pid = orphans[0].pid if orphans else pids[0] if pids else None
         return ServiceStatus(self.name, self.address, state, pid, str(self.log), detail)
 
     @property
     def lock_file(self) -> Path:
         return self.dir / f"{self.folder}.lock"
+
+    #: called with one line when a command has to wait for the service's lock (another command starts or
+    #: stops it): ``riskctl stack`` prints it, so that a wait of up to minutes is not taken for a hang
+    on_wait: Callable[[str], None] | None = None
 
     @contextmanager
     def _locked(self, doing: str, timeout: float) -> Iterator[None]:
@@ -215,8 +362,14 @@ class Service(ABC):
         service, and the pid file named the one that lost the port, while the winner ran unrecorded (shown as
         "foreign", never stopped by ``stack down``). The second now waits, then finds the service running."""
         self.dir.mkdir(parents=True, exist_ok=True)
+
+        def waiting(holder: str) -> None:
+            if self.on_wait is not None:
+                who = describe_holder(holder)
+                self.on_wait(f"waiting up to {timeout:.0f} s: {who} is starting or stopping it")
+
         try:
-            with locked(self.lock_file, timeout=timeout):
+            with locked(self.lock_file, timeout=timeout, on_wait=waiting):
                 yield
         except LockTimeout as exc:
             msg = (
@@ -254,6 +407,13 @@ class Service(ABC):
             raise ServiceError(self.name, msg, log=str(self.log))
         for port in self.ports:
             if port_open(self.host, port):
+                orphan = self._orphan_on(port)
+                if orphan is not None:
+                    msg = (
+                        f"port {port} on {self.host} is held by this stack's {self.name} (pid {orphan.pid}), "
+                        "whose pid file is lost; stop it with 'riskctl stack down', then retry"
+                    )
+                    raise ServiceError(self.name, msg, log=str(self.log))
                 owner = port_owner(port)
                 msg = f"port {port} on {self.host} is already in use" + (f" by {owner}" if owner else "")
                 msg += "; stop that process or choose another port (see 'riskctl stack --help')"
@@ -292,20 +452,34 @@ class Service(ABC):
             state += "." + low_disk(self.dir)
             raise ServiceError(self.name, f"{state} Last lines of the log:\n{last}", log=str(self.log))
 
-    def stop(self) -> bool:
+    def stop(self, timeout: float = STOP_TIMEOUT) -> bool:
         """Stop the service's processes (and their process groups); return True when something was running."""
-        if not self.dir.is_dir():
-            return False  # never started here
-        with self._locked("'riskctl stack down'", timeout=STOP_LOCK_TIMEOUT):
-            return self._stop_unlocked()
+        return self.shut_down(timeout).stopped
 
-    def _stop_unlocked(self) -> bool:
-        pids = self.pids()
-        for pid in pids:
-            terminate(pid)
+    def shut_down(self, timeout: float = STOP_TIMEOUT) -> StopReport:
+        """Stop the service's processes, those its pid files name and its :meth:`orphans`: SIGTERM, then
+        SIGKILL after ``timeout`` seconds; say what each did (a killed MariaDB or Kafka recovers at its next
+        start, a user should know it was killed)."""
+        report = StopReport(self.name, str(self.log), timeout, [])
+        if not self.dir.is_dir() and not self.orphans():
+            return report  # never started here (nor its folder removed under a running service)
+        with self._locked("'riskctl stack down'", timeout=STOP_LOCK_TIMEOUT):
+            self._stop_unlocked(report)
+        return report
+
+    def _stop_unlocked(self, report: StopReport) -> None:
+        for orphan in self.orphans():
+            if self._still(orphan):  # checked again at the last moment: never a process that is not ours
+                outcome = terminate(orphan.pid, report.timeout)
+                report.processes.append(Stopped(orphan.pid, "", outcome, orphan))
         for f in self.pid_files:
+            pid = self._pid(f)
+            if pid is not None:
+                outcome = terminate(pid, report.timeout)
+                report.processes.append(Stopped(pid, f.stem, outcome))
+                if outcome == ALIVE:
+                    continue  # a later 'stack down' tries again
             f.unlink(missing_ok=True)
-        return bool(pids)
 
 
 def _size(path: Path) -> int:

@@ -241,6 +241,7 @@ class Replay:
             "internal_errors": self.internal_errors,
             "timer_errors": self.runner.timer_errors,
             "too_late": self.engine.too_late,
+            "duplicates": self.engine.duplicates,
             "now": self.now,
             "users_with_state": len(self.runner.store),
             "actions": dict(self.actions),
@@ -276,6 +277,19 @@ class Replay:
     callback=_duration,
     help="A user silent this long loses their state ('none' to keep it until features expire).",
 )
+@click.option(
+    "--dedup",
+    type=click.Choice(["api", "all", "off"]),
+    default="api",
+    show_default=True,
+    help="Events decided as duplicates when seen again: those sent through riskctl serve, all, or none.",
+)
+@click.option(
+    "--dedup-window",
+    default="10m",
+    callback=_duration,
+    help="How long (event time) an event is remembered as decided.",
+)
 @click.option("--only-hits", is_flag=True, help="Write only decisions where a rule fired, and alerts.")
 @progress_option(None, "Progress on stderr (default: when stderr is a terminal).")
 @json_option("Print the summary on stderr as one JSON line.")
@@ -297,6 +311,8 @@ def replay(
     output: str | None,
     lateness: int,
     state_ttl: int | None,
+    dedup: str,
+    dedup_window: int | None,
     only_hits: bool,
     progress: bool | None,
     as_json: bool,
@@ -321,7 +337,10 @@ def replay(
         for err in exc.errors:
             echo_error(str(err))
         fail(ExitCode.ERROR, f"{len(exc.errors)} rule error(s); nothing replayed")
-    engine = Engine(ruleset, lateness=lateness, state_ttl=state_ttl)
+    window = 0 if dedup == "off" else dedup_window or 0
+    engine = Engine(
+        ruleset, lateness=lateness, state_ttl=state_ttl, dedup_window=window, dedup_all=dedup == "all"
+    )
     if not default_gc:
         tune_gc()
     show = sys.stderr.isatty() if progress is None else progress
@@ -409,6 +428,8 @@ def _print_summary(s: dict[str, Any]) -> None:
         )
     if s["too_late"]:
         echo(f"too late (decided, recorded by no feature or sequence): {s['too_late']:,}", err=True)
+    if s["duplicates"]:
+        echo(f"duplicates (the first one's action, nothing recorded): {s['duplicates']:,}", err=True)
     if s["timer_errors"]:
         echo(f"timer errors: {s['timer_errors']} (counted and skipped)", err=True)
     for title, key in (("rules fired", "rules_fired"), ("shadow hits", "shadow_hits"), ("alerts", "alerts")):

@@ -192,6 +192,10 @@ class JobSettings:
     #: than this (a backlog read after an outage) can free a user's state the engine would still read
     state_ttl_margin_ms: int = ms(24 * 3600 * 1000, low=0)
     lateness_ms: int = ms(5000, low=0)
+    #: an event decided again within this much event time (the same content, reply_to aside) is a duplicate:
+    #: the first one's action, nothing counted (riskctl/core/dedup.py); "api": the events of riskctl serve
+    dedup: str = one_of("api", "api", "all", "off")
+    dedup_window_ms: int = ms(600_000, low=1)
     idleness_ms: int = ms(10000, low=0)
     delivery: str = one_of("at-least-once", "at-least-once", "exactly-once")
     rules_wait_ms: int = ms(10000, low=0)  # hold events this long at start-up until the first rules arrive

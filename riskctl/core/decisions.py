@@ -8,7 +8,8 @@ Decision (``"kind": "decision"``): ``event_id``, ``user_id``, ``type`` (event ty
 priority), ``shadow`` (hits of shadow rules: recorded, never change the action), ``ruleset_version``, ``late``
 (the event was older than one already seen for this user), ``too_late`` (more than the allowed lateness
 behind: recorded by no feature and no pattern, see docs/engine.md; a field added after the first release,
-always present).
+always present), ``duplicate`` (the same event was decided before, within the dedup window: this one has its
+action, no rules, and changed nothing; riskctl/core/dedup.py; added later, always present).
 
 Each fired rule (``FiredRule``): ``id``, ``version``, ``action``, ``evidence``: for a condition rule
 ``{"features": {name: value}, "fields": {"a.b": value}}`` (the event paths its condition reads); a sequence:
@@ -74,6 +75,7 @@ class Decision:
     ruleset_version: str
     late: bool = False
     too_late: bool = False
+    duplicate: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready record."""
@@ -89,6 +91,7 @@ class Decision:
             "ruleset_version": self.ruleset_version,
             "late": self.late,
             "too_late": self.too_late,
+            "duplicate": self.duplicate,
         }
 
 

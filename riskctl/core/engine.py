@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from riskctl.core import dedup
 from riskctl.core.decisions import (
     Alert,
     Decision,
@@ -37,11 +38,14 @@ from riskctl.core.errors import RuleError, RuleSetError
 from riskctl.core.expr import FEATURES_FIELD, CompiledExpression
 from riskctl.core.features import WINDOWED_KINDS, Feature, FeatureSpec, compile_feature
 from riskctl.core.patterns import PatternMatcher
+from riskctl.core.reply import REPLY_FIELD
 from riskctl.core.rules import ACTION_RANK, Rule, RuleSet, parse_rule
 from riskctl.core.state import InMemoryKeyedState, KeyedState
 from riskctl.core.stored import make_projector
 
 META = "_engine"
+#: the digests of the events the key decided recently (riskctl/core/dedup.py)
+SEEN = "_seen"
 DEFAULT_STATE_TTL = 24 * 3_600_000
 #: events remembered per key for the late re-check of condition rules (those within the lateness)
 RECENT_CAP = 32
@@ -185,7 +189,7 @@ class _Plan:
         self.patterns = tuple(patterns)
         self.pattern_by_rule = {p.rule_id: p for p in patterns}
         self.rule_by_id = {r.rule.id: r for r in rules}
-        self.names = frozenset([*features, *(p.key for p in patterns), META])
+        self.names = frozenset([*features, *(p.key for p in patterns), META, SEEN])
         self.recheck = tuple(r for r in self.rules if r.recheckable)
         # the event types a late event may need to re-check (None: any)
         recheck_types: set[str] | None = set()
@@ -266,12 +270,22 @@ class Engine:
         lateness: int = 0,
         state_ttl: int | None = DEFAULT_STATE_TTL,
         cleanup_timers: bool = True,
+        dedup_window: int = 0,
+        dedup_all: bool = False,
     ) -> None:
         """``cleanup_timers=False`` (needs a ``state_ttl``): no clean-up timer per key; a key silent for the
         TTL is still started from zero at its next event, and freeing the state of keys that never come
         back is left to the caller's own state TTL (the Flink job's; see docs/engine.md, "State, timers and
         TTL").
+
+        ``dedup_window`` (ms of event time, 0: off): an event with the same content as one the key decided
+        within it is a duplicate, decided with the first one's action and changing nothing
+        (riskctl/core/dedup.py, docs/engine.md "Duplicate events"). Only the events sent through
+        ``riskctl serve`` (those with a ``reply_to``) are remembered and checked, unless ``dedup_all``.
         """
+        if dedup_window < 0:
+            msg = f"dedup_window must be >= 0 ms, got {dedup_window}"
+            raise ValueError(msg)
         if lateness < 0:
             msg = f"lateness must be >= 0 ms, got {lateness}"
             raise ValueError(msg)
@@ -282,6 +296,8 @@ class Engine:
             msg = "cleanup_timers=False needs a state_ttl (nothing else would free a silent key's state)"
             raise ValueError(msg)
         self.lateness = lateness
+        self.dedup_window = dedup_window
+        self.dedup_all = dedup_all
         self.state_ttl = state_ttl
         self.cleanup_timers = cleanup_timers
         ruleset = rules if isinstance(rules, RuleSet) else RuleSet(rules)
@@ -293,6 +309,8 @@ class Engine:
         self.current_rule: str | None = None
         #: events decided too late to be recorded (docs/engine.md, "Out-of-order events"), over all keys
         self.too_late = 0
+        #: events decided as duplicates of an event decided before (dedup_window), over all keys
+        self.duplicates = 0
 
     # ------------------------------------------------------------------------------------------ rules
     @property
@@ -366,6 +384,19 @@ class Engine:
         # event, or behind a timer the key has already seen. Decided, but recorded nowhere.
         too_late = late and (ts < meta[_MAX_TS] - self.lateness or (len(meta) > _TIMER and ts < meta[_TIMER]))
         etype = event.get("type")
+        seen_key: bytes | None = None
+        if self.dedup_window and (self.dedup_all or REPLY_FIELD in event):
+            seen = get(SEEN)
+            seen_key = dedup.digest(event)
+            seen_as = -1 if seen is None else dedup.seen_rank(seen, seen_key)
+            if seen_as >= 0:  # delivered again: the first one's action, and nothing recorded
+                self.duplicates += 1
+                action = _RANK_ACTION[seen_as]
+                kind = etype if isinstance(etype, str) else str(etype)
+                again = Decision(
+                    event_id, user_id, kind, ts, action, [], [], plan.version, late, too_late, True
+                )
+                return Result(again, [], [], [])
         tp = plan.by_type.get(etype) or plan.for_type(etype if isinstance(etype, str) else "")  # type: ignore[arg-type]
 
         # Features: each definition once, shared by every rule using it.
@@ -481,6 +512,10 @@ class Engine:
         if meta[_CLEANUP] is None and self.cleanup_timers:
             self._schedule_cleanup(get, plan, meta, timers)
         put(META, meta)
+        if (
+            seen_key is not None and not too_late
+        ):  # (too late: changes no state, decided afresh if sent again)
+            put(SEEN, dedup.remember(seen, seen_key, ts, rank, meta[_MAX_TS] - self.dedup_window))
         plan.memo[0] = None  # the caller may reuse this dict for its next event
         decision = Decision(  # positional (event_id, user_id, type, ts, action, rules, shadow, version, ...)
             event_id,

@@ -679,6 +679,8 @@ def build_pipeline(env: StreamExecutionEnvironment, settings: Settings) -> None:
         .process(
             RiskFunction(
                 lateness_ms=job.lateness_ms,
+                dedup_window_ms=0 if job.dedup == "off" else job.dedup_window_ms,
+                dedup_all=job.dedup == "all",
                 state_ttl_ms=job.state_ttl_ms,
                 state_ttl_margin_ms=job.state_ttl_margin_ms,
                 rules_wait_ms=job.rules_wait_ms,

@@ -112,7 +112,14 @@ LOADED_CODE = code_fingerprint()
 #: cache served and missed (for sizing ``job.state_cache_keys``), the events and timers its guard caught, and
 #: the sequences' overflows (partial matches dropped past max_partial, at_least loops stopped at their cap,
 #: late replays given up past the work bound: matches no sequence could find, otherwise invisible)
-METRICS = ("stateCacheHits", "stateCacheMisses", "internalErrors", "timerErrors", "patternOverflows")
+METRICS = (
+    "stateCacheHits",
+    "stateCacheMisses",
+    "internalErrors",
+    "timerErrors",
+    "patternOverflows",
+    "duplicates",
+)
 #: 1 for each subtask whose events take riskctl.flink.fast_path (counted once, at open)
 PATH_METRIC = "fastPath"
 #: the counters are brought up to date at most this often, each update being a call into the JVM: with an
@@ -309,6 +316,8 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         lateness_ms: int,
         state_ttl_ms: int,
         rules_wait_ms: int,
+        dedup_window_ms: int = 0,
+        dedup_all: bool = False,
         state_ttl_margin_ms: int = 24 * 3_600_000,
         limits: Limits = DEFAULT_LIMITS,
         replies: bool = False,
@@ -324,6 +333,8 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         self.internal_errors = 0  # events dead-lettered for an exception while deciding them
         self.timer_errors = 0  # event-time timers whose handling raised (logged, skipped)
         self.lateness_ms = lateness_ms
+        self.dedup_window_ms = dedup_window_ms
+        self.dedup_all = dedup_all
         self.state_ttl_ms = state_ttl_ms
         self.state_ttl_margin_ms = state_ttl_margin_ms
         self.rules_wait_ms = rules_wait_ms
@@ -370,6 +381,8 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
             lateness=self.lateness_ms,
             state_ttl=self.state_ttl_ms,
             cleanup_timers=False,
+            dedup_window=self.dedup_window_ms,
+            dedup_all=self.dedup_all,
         )
         self.opened_at = time.monotonic()
         self.restored_hold_until = self.opened_at + RESTORED_HOLD_MS / 1000
@@ -414,6 +427,7 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
             "internalErrors": self.internal_errors,
             "timerErrors": self.timer_errors,
             "patternOverflows": self.engine.pattern_overflow if self.engine is not None else 0,
+            "duplicates": self.engine.duplicates if self.engine is not None else 0,
         }
 
     def report_metrics(self, now_ms: int) -> None:

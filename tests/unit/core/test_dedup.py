@@ -1,0 +1,228 @@
+"""The same event delivered twice is decided once (riskctl/core/dedup.py, docs/engine.md "Duplicate
+events").
+
+A retry of riskctl serve that reaches another API instance, or a producer that sends again, delivers an event
+a second time. The duplicate gets the first one's action, changes no feature or sequence, and raises nothing.
+"""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from riskctl.core import dedup
+from riskctl.core.decisions import Alert, Decision
+from riskctl.core.engine import SEEN, Engine
+from riskctl.core.rules import load_rules_text
+from riskctl.core.runner import LocalRunner
+
+T0 = 1_700_000_000_000
+WINDOW = 600_000
+
+RULES = """
+id: big_sum
+action: REVIEW
+applies_to: [transfer]
+features:
+  total: {kind: sum, field: amount, window: 1h, filter: "event.type == 'transfer'"}
+when: total >= 150
+---
+id: brute_force
+action: REJECT
+sequence:
+  within: 10s
+  steps:
+    - {name: fails, when: "event.type == 'login' and event.success == false", times: 3}
+    - {name: ok, when: "event.type == 'login' and event.success == true", contiguity: strict}
+"""
+
+
+def transfer(eid: str, at_ms: int, amount: float = 50, reply_to: str | None = "api-a") -> dict[str, Any]:
+    e: dict[str, Any] = {
+        "event_id": eid,
+        "user_id": "u",
+        "type": "transfer",
+        "ts": T0 + at_ms,
+        "amount": amount,
+    }
+    if reply_to is not None:
+        e["reply_to"] = reply_to
+    return e
+
+
+def login(eid: str, at_ms: int, success: bool, reply_to: str | None = "api-a") -> dict[str, Any]:
+    e: dict[str, Any] = {
+        "event_id": eid,
+        "user_id": "u",
+        "type": "login",
+        "ts": T0 + at_ms,
+        "success": success,
+    }
+    if reply_to is not None:
+        e["reply_to"] = reply_to
+    return e
+
+
+def run(
+    events: list[dict[str, Any]], window: int = WINDOW, dedup_all: bool = False, lateness: int = 5_000
+) -> tuple[list[Decision], list[Alert], LocalRunner]:
+    runner = LocalRunner(
+        Engine(load_rules_text(RULES), lateness=lateness, dedup_window=window, dedup_all=dedup_all)
+    )
+    records = runner.run(events, finish=False)  # (finishing fires the clean-up timers: no state left)
+    return (
+        [r for r in records if isinstance(r, Decision)],
+        [r for r in records if isinstance(r, Alert)],
+        runner,
+    )
+
+
+def test_a_transfer_sent_again_through_another_instance_counts_once() -> None:
+    # without deduplication the retry of t2 would make the sum 150 (REVIEW) and t3 would see 200
+    decisions, _, runner = run(
+        [
+            transfer("t1", 0),
+            transfer("t2", 1_000),
+            transfer("t2", 1_000, reply_to="api-b"),
+            transfer("t3", 2_000),
+        ]
+    )
+    t2, again, t3 = decisions[1], decisions[2], decisions[3]
+    assert (t2.action, t2.duplicate) == ("PASS", False)
+    assert again.event_id == "t2" and again.duplicate and again.action == "PASS" and again.rules == []
+    assert again.to_dict()["duplicate"] is True and t2.to_dict()["duplicate"] is False
+    assert t3.action == "REVIEW"  # 50 + 50 + 50: the retry was not counted
+    assert t3.rules[0].evidence["features"] == {"total": 150}
+    assert runner.engine.duplicates == 1
+
+
+def test_without_deduplication_the_retry_counts_twice() -> None:
+    decisions, _, _ = run([transfer("t1", 0), transfer("t2", 1_000), transfer("t2", 1_000)], window=0)
+    assert [d.action for d in decisions] == ["PASS", "PASS", "REVIEW"]
+    assert not any(d.duplicate for d in decisions)
+
+
+def test_a_retried_reject_stays_a_reject() -> None:
+    # Decided afresh, the retried success would PASS: the sequence that rejected it is spent. An attacker
+    # retrying until PASS gets the first answer again.
+    events = [login(f"f{i}", i * 100, False) for i in range(3)] + [login("ok", 400, True)]
+    decisions, alerts, _ = run([*events, login("ok", 400, True, reply_to="api-b")])
+    assert decisions[3].action == "REJECT" and decisions[3].rules[0].id == "brute_force"
+    assert decisions[4].duplicate and decisions[4].action == "REJECT" and decisions[4].rules == []
+    assert alerts == []
+    no_dedup, _, _ = run([*events, login("ok", 400, True)], window=0)
+    assert no_dedup[4].action == "PASS"  # what the first check guards against
+
+
+def test_the_same_id_with_other_content_is_a_new_event() -> None:
+    # a transfer of 10,000 sent under the id of an earlier transfer of 10 is not given that one's PASS
+    decisions, _, _ = run([transfer("t1", 0, amount=10), transfer("t1", 100, amount=10_000)])
+    assert not decisions[1].duplicate and decisions[1].action == "REVIEW"
+
+
+def test_remembered_for_the_window_of_event_time_only() -> None:
+    window = 60_000
+    decisions, _, _ = run(
+        [transfer("t1", 0), transfer("t2", 61_000), transfer("t1", 0, reply_to="api-b")],
+        window=window,
+        lateness=0,
+    )
+    # t1 was 61 s behind the newest event when it came again: forgotten, decided again (too late here)
+    assert not decisions[2].duplicate and decisions[2].too_late
+    decisions, _, _ = run(
+        [transfer("t1", 0), transfer("t2", 59_000), transfer("t1", 0, reply_to="api-b")],
+        window=window,
+        lateness=0,
+    )
+    assert decisions[2].duplicate and decisions[2].too_late  # still within the window: the first's action
+
+
+def test_only_the_events_of_the_api_unless_all() -> None:
+    plain = [transfer("t1", 0, reply_to=None), transfer("t2", 100, reply_to=None)]
+    again = transfer("t2", 100, reply_to=None)
+    decisions, _, runner = run([*plain, again])
+    assert not decisions[2].duplicate and decisions[2].action == "REVIEW"
+    assert SEEN not in runner.store.for_key("u").data  # nothing remembered for events from Kafka
+    decisions, _, _ = run([*plain, again], dedup_all=True)
+    assert decisions[2].duplicate and decisions[2].action == "PASS"
+
+
+def test_a_duplicate_changes_no_state() -> None:
+    events = [transfer("t1", 0), transfer("t2", 1_000)]
+    _, _, runner = run(events)
+    before = pickle.dumps(runner.store.for_key("u").data)
+    decisions = runner.run([transfer("t2", 1_000, reply_to="api-c")], finish=False)
+    assert decisions[0].duplicate  # type: ignore[union-attr]
+    assert pickle.dumps(runner.store.for_key("u").data) == before
+
+
+def test_at_most_the_cap_is_remembered_the_oldest_forgotten() -> None:
+    n = dedup.SEEN_CAP + 1
+    events = [transfer(f"t{i}", i, amount=0) for i in range(n)]
+    decisions, _, runner = run([*events, transfer("t0", 0, amount=0), transfer(f"t{n - 1}", n - 1, amount=0)])
+    assert len(runner.store.for_key("u").data[SEEN]) == 16 * dedup.SEEN_CAP
+    assert not decisions[n].duplicate  # the first one, forgotten
+    assert decisions[n + 1].duplicate
+
+
+def test_a_digest_found_across_two_entries_is_not_a_match() -> None:
+    key = bytes(range(8))
+    # an entry whose digest ends with the key's first half and whose info starts with its second half
+    other = bytes([9, 9, 9, 9, 0, 1, 2, 3]) + bytes([4, 5, 6, 7, 0, 0, 0, 0])
+    assert dedup.seen_rank(other, key) == -1
+    seen = dedup.remember(other, key, 5, 2, 0)
+    assert dedup.seen_rank(seen, key) == 2
+
+
+def test_the_digest_ignores_reply_to_and_key_order() -> None:
+    a = {"event_id": "e", "user_id": "u", "type": "t", "ts": 1, "reply_to": "x"}
+    b = {"reply_to": "y", "ts": 1, "type": "t", "user_id": "u", "event_id": "e"}
+    assert dedup.digest(a) == dedup.digest(b)
+    assert dedup.digest(a) != dedup.digest({**a, "ts": 2})
+    assert len(dedup.digest({**a, "big": 1 << 80})) == 8  # beyond orjson's integers: the json fallback
+
+
+def test_a_negative_window_is_refused() -> None:
+    with pytest.raises(ValueError, match="dedup_window"):
+        Engine(dedup_window=-1)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 5), st.integers(0, 20_000), st.sampled_from([0, 40, 120])),
+        min_size=1,
+        max_size=25,
+    ),
+    st.lists(st.integers(0, 24), max_size=10),
+)
+def test_sending_any_events_again_changes_nothing_else(
+    raw: list[tuple[int, int, int]], again: list[int]
+) -> None:
+    """Each event sent again right after itself: the decisions of the others are exactly those of the stream
+    without the repeats, and every repeat has its original's action."""
+    events = [transfer(f"t{i}-{k}", at, amount) for k, (i, at, amount) in enumerate(raw)]
+    once, once_alerts, _ = run(events)
+    twice_events: list[dict[str, Any]] = []
+    repeats = {i % len(events) for i in again}
+    for k, e in enumerate(events):
+        twice_events.append(e)
+        if k in repeats:
+            twice_events.append({**e, "reply_to": "api-b"})
+    twice, twice_alerts, _ = run(twice_events)
+    by_id = {d.event_id: d for d in once}
+    firsts = []
+    for d in twice:
+        first = by_id[d.event_id]
+        if d is not twice[0] and d.event_id == firsts[-1].event_id:  # the repeat, right after its original
+            assert d.action == first.action
+            # a too-late event changes no state, so it is not remembered: decided again, as too late
+            assert d.duplicate is not first.too_late and d.too_late is first.too_late
+        else:
+            firsts.append(d)
+    assert [d.to_dict() for d in firsts] == [d.to_dict() for d in once]
+    assert [a.to_dict() for a in twice_alerts] == [a.to_dict() for a in once_alerts]

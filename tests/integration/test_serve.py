@@ -192,6 +192,30 @@ def test_idempotent_retry_is_produced_once_and_gets_the_same_decision(
     assert sum(1 for r in events if r.get("event_id") == f"{u}-0") == 1
 
 
+def test_a_retry_through_the_other_instance_is_decided_once_by_the_job(
+    job: Job, apis: dict[str, Instance]
+) -> None:
+    u = job.user("idem2")
+    body = json.dumps(ev(u, 0, "transfer", amount=30_000)).encode()
+    s1, first = apis["a"].post(body)
+    s2, again = apis["b"].post(body)  # B never saw it: produced again, recognised by the job
+    assert s1 == s2 == 200 and first["action"] == again["action"] == "PASS"
+    assert (first["duplicate"], again["duplicate"]) == (False, True)
+    assert again["replay"] is False and again["source"] == "job" and again["rules"] == []
+    # counted once: 30,000 + 15,000 stays under transfer_velocity's 50,000 (twice it would be 75,000)
+    s3, third = apis["a"].post(json.dumps(ev(u, 1, "transfer", amount=15_000)).encode())
+    assert s3 == 200 and third["action"] == "PASS" and third["duplicate"] is False, third
+    # a rejected success sent again through the other instance is rejected again, not passed
+    v = job.user("idem-bf")
+    for i in range(3):
+        assert apis["a"].post(json.dumps(ev(v, i, "login", success=False, device_id="d")).encode())[0] == 200
+    success = json.dumps(ev(v, 3, "login", success=True, device_id="d")).encode()
+    _, rejected = apis["a"].post(success)
+    _, retried = apis["b"].post(success)
+    assert rejected["action"] == "REJECT" and not rejected["duplicate"]
+    assert retried["action"] == "REJECT" and retried["duplicate"] and retried["source"] == "job"
+
+
 @pytest.mark.parametrize(
     ("body", "ctype", "query", "status", "field"),
     [

@@ -344,3 +344,44 @@ def wait_for(condition: Any, seconds: float = 3.0) -> None:
     while not condition() and time.monotonic() < deadline:
         time.sleep(0.01)
     assert condition()
+
+
+def _expecting(base: str, headers: str, body: bytes | None, expect: str = "100-continue") -> bytes:
+    """A request with ``Expect: 100-continue``: what the API answers before the body, and after it when
+    ``body`` is sent once 100 Continue came."""
+    host, port = base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(f"POST /v1/decisions HTTP/1.1\r\nHost: x\r\nExpect: {expect}\r\n{headers}\r\n".encode())
+        first = sock.recv(65_536)
+        if body is None or not first.startswith(b"HTTP/1.1 100"):
+            return first
+        sock.sendall(body)
+        answer = b""
+        while not answer.rstrip().endswith(b"}"):
+            answer += sock.recv(65_536)
+        return first + answer
+
+
+def test_expect_100_continue_is_refused_before_the_body_when_the_headers_say_so() -> None:
+    """aiohttp answered 100 Continue to every request: one without a key, or announcing 10 MB, was told to
+    send its body, then refused."""
+    body = json.dumps(event("x1")).encode()
+    ok = f"Authorization: Bearer {KEY_A}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+    with running_api(settings_for_tests(api_keys=KEYS), FakeBus()) as (base, api, _):
+        refused = {
+            "no key": ok.replace(f"Authorization: Bearer {KEY_A}\r\n", ""),
+            "too large": ok.replace(f"Content-Length: {len(body)}", "Content-Length: 10000000"),
+            "not json": ok.replace("application/json", "text/plain"),
+            "brotli": ok + "Content-Encoding: br\r\n",
+        }
+        for case, headers in refused.items():
+            answer = _expecting(base, headers, None)
+            assert answer.split(b"\r\n")[0][9:12] in (b"401", b"413", b"415"), (case, answer[:80])
+            assert b'"error"' in answer, case
+        assert b"WWW-Authenticate: Bearer" in _expecting(base, refused["no key"], None)
+        assert api.callers.unauthorized == 2
+        answer = _expecting(base, ok, body)
+        assert answer.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK"), answer[:80]
+        assert b'"event_id":"x1"' in answer
+        odd = _expecting(base, ok, None, expect="something-else")
+        assert odd.startswith(b"HTTP/1.1 417") and b'"field":"Expect"' in odd, odd[:200]

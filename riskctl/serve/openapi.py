@@ -81,6 +81,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                             "Content-Type is not application/json (UTF-8), "
                             "or Content-Encoding is not identity, gzip or deflate"
                         ),
+                        "417": _error("an Expect header other than 100-continue"),
                         "422": _error(
                             "an event the job refuses, a reserved field, or a timeout out of bounds"
                         ),

@@ -191,7 +191,7 @@ def test_openapi_document_names_the_limits() -> None:
     assert status == 200 and doc["openapi"].startswith("3.")
     post = doc["paths"]["/v1/decisions"]["post"]
     assert post["parameters"][0]["schema"]["maximum"] == 777
-    assert {"400", "413", "415", "422"} <= set(post["responses"])
+    assert {"400", "413", "415", "417", "422"} <= set(post["responses"])
 
 
 def test_graceful_shutdown_finishes_the_request_in_flight() -> None:

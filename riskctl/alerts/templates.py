@@ -9,7 +9,8 @@ user id cannot inject a link or a mention, and :func:`defang`-ed (``http[:]//evi
 makes a link of a URL or a host name in it: the configured ``link`` is the only link of a message;
 control characters, line breaks (``\\n``, U+0085, U+2028, U+2029)
 and bidirectional controls in them are replaced by ``?``, so a value cannot add a line to a message or break
-an e-mail header. A title is one line. The ``link`` is its own template whose values are URL-quoted.
+an e-mail header; the other invisible format characters (zero-width ones, soft hyphen, BOM...) by U+FFFD.
+A title is one line. The ``link`` is its own template whose values are URL-quoted.
 
 Fields: ``id``/``alert_id``, ``kind``, ``rule`` (the rule ids, comma separated), ``rule_version``,
 ``rules``, ``action``, ``severity``, ``reason``, ``user_id``, ``event_id``, ``trigger_event_id``, ``ts``
@@ -52,6 +53,17 @@ _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~&])")
 #: user id cannot add a line to a message), the Unicode line and paragraph separators, and the bidirectional
 #: embedding, override and isolate controls (which can make an id read as another)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+#: replaced by U+FFFD in every value shown: the other invisible format characters (Unicode category Cf, as of
+#: Unicode 15): zero-width space and joiners, LRM/RLM, word joiner, invisible operators, BOM, soft hyphen,
+#: Arabic and Mongolian marks, tag characters. Chat clients drop them when they make links, so
+#: ``evil\u200b.example`` or ``http:\u200b//evil`` slipped past the defanging (no letter next to the dot,
+#: no ``//`` after the colon) and showed as a link; they also make two ids look alike. The reviewer sees that
+#: the value held one, and U+FFFD counts as a letter for the dots around it
+_FORMAT = re.compile(
+    "[\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f\u202a-\u202e"
+    "\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\U000110bd\U000110cd\U00013430-\U0001343f"
+    "\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f]"
+)
 
 
 def _cut(text: str, limit: int) -> str:
@@ -94,8 +106,10 @@ def _slack(text: str) -> str:
 _SCHEME_SEP = re.compile(r":(?=[/\\]{2})|(?<=(?i:mailto)):")
 #: a protocol-relative ``//host/...`` (not the ``//`` of a scheme, already ``[:]//``)
 _PROTOCOL_RELATIVE = re.compile(r"(?<![:\]\w/\\])//")
-_HOST_DOT = re.compile(r"(?<=[^\W_])[.\u2024\u3002\ufe52\uff0e\uff61](?=[^\W\d_])")
-_IPV4 = re.compile(r"(?<![\d.])\d{1,3}(?:\.\d{1,3}){3}(?![\d])")
+_DOT_CHARS = ".\u2024\u3002\ufe52\uff0e\uff61"
+_DOT = re.compile(f"[{_DOT_CHARS}]")
+_HOST_DOT = re.compile(rf"(?<=[^\W_]|\ufffd)[{_DOT_CHARS}](?=[^\W\d_]|\ufffd)")
+_IPV4 = re.compile(rf"(?<![\d{_DOT_CHARS}])\d{{1,3}}(?:\ufffd*[{_DOT_CHARS}]\ufffd*\d{{1,3}}){{3}}(?!\d)")
 
 
 def defang(text: str) -> str:
@@ -105,14 +119,18 @@ def defang(text: str) -> str:
     ``v1.2``) are unchanged."""
     text = _SCHEME_SEP.sub("[:]", text)
     text = _PROTOCOL_RELATIVE.sub("[//]", text)
-    text = _IPV4.sub(lambda m: m.group().replace(".", "[.]"), text)
-    return _HOST_DOT.sub(lambda m: f"[{m.group()}]", text)
+    text = _IPV4.sub(lambda m: _DOT.sub(_bracket, m.group()), text)
+    return _HOST_DOT.sub(_bracket, text)
+
+
+def _bracket(m: re.Match[str]) -> str:
+    return f"[{m.group()}]"
 
 
 def escape(text: str, style: str, *, links: bool = False) -> str:
     """``text`` made inert for a channel's markup: ``markdown``, ``slack`` or ``text``; unless ``links``
     (text of the configuration, a channel's name), what would show as a link is :func:`defang`-ed."""
-    text = _CONTROL.sub("?", text)
+    text = _FORMAT.sub("\ufffd", _CONTROL.sub("?", text))
     if not links:
         text = defang(text)
     if style == "markdown":

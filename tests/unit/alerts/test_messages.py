@@ -230,3 +230,65 @@ def test_an_encoded_word_in_a_value_cannot_add_an_email_header() -> None:
         subject = got["Subject"].strip()  # folded before a long word: a leading blank
         assert subject == title.replace("=?", "=[?]") and user.replace("=?", "=[?]") in subject
         assert not {"\u202e", "\u2028", "\r", "\n"} & set(got["Subject"])
+
+
+#: invisible format characters of each kind (zero-width space and joiners, LRM/RLM, word joiner and the
+#: invisible operators, BOM, soft hyphen, a tag character), and the bidirectional controls
+FORMAT = tuple("\u200b\u200c\u200d\u200e\u200f\u2060\u2061\u2062\u2063\u2064\ufeff\u00ad\U000e0041")
+BIDI = tuple("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+#: the full-width and ideographic dots that IDNA reads as dots
+DOTS = (".", "\uff0e", "\u3002", "\uff61")
+
+
+def _shown(kind: str, user: str) -> tuple[list[str], dict]:
+    """What each channel's real request shows a person for an alert about ``user`` (its title and text as
+    sent), and the webhook's JSON body."""
+    from riskctl.alerts.settings import DEFAULT_TEMPLATES
+    from riskctl.alerts.sms import twilio_requests
+    from riskctl.alerts.templates import STYLE, context, digest_values, message
+
+    it = AlertItem(
+        "a1", "alert", user, 5, user, "REJECT", (FiredRuleRef("r", 2, "REJECT", {"fields": {"c": user}}),)
+    )
+    link = "https://console.example/u"
+    title, body = message(DEFAULT_TEMPLATES[kind], context(it, "high", link, STYLE[kind], "ops"))
+    digest = digest_values([(it, "high", link)], STYLE[kind], "ops", max_items=5)["items"]
+    texts = [digest.replace(link, "")]
+    doc: dict = {}
+    if kind == "email":
+        msg = email_message(channels()["mail"], title, body)
+        texts += [str(msg["Subject"]), msg.get_content()]
+    elif kind == "sms":
+        ((_, req),) = twilio_requests("", "AC1", "tok", "+1", ("+2",), body)
+        texts += parse_qs(req.body.decode())["Body"]
+    else:
+        channel = channels()[{"webhook": "hook", "dingtalk": "ding"}.get(kind, kind)]
+        doc = orjson.loads(http_request(channel, title, body, "high", [it], 0).body)
+        shown = doc.get("markdown") or doc
+        texts += [shown.get("title", ""), shown["text"]]
+    return [t.replace(link, "") for t in texts], doc
+
+
+@pytest.mark.parametrize("kind", ["webhook", "dingtalk", "slack", "email", "sms"])
+def test_an_invisible_character_or_another_dot_does_not_make_a_value_a_link(kind: str) -> None:
+    """'evil\\u200b.example' or 'http:\\u200b//evil' slipped past the defanging (no letter next to the dot, no
+    '//' after the colon); chat clients drop the invisible character and made a link. Each such character is
+    U+FFFD in a message (a bidirectional control '?', as before); the full-width and ideographic dots are
+    dots. The webhook's items carry the exact value (data for a program, not text for a person)."""
+    import unicodedata
+
+    for c in FORMAT + BIDI:
+        for dot in DOTS:
+            user = f"http:{c}//evil{c}{dot}example/x www{dot}{c}evil{dot}example 10{dot}66{c}{dot}77{dot}1"
+            texts, doc = _shown(kind, user)
+            for text in texts:
+                assert not [ch for ch in text if unicodedata.category(ch) == "Cf"], (kind, user, text)
+                # a linkifier takes U+FFFD for a letter of a host name (linkify-it: any non-punctuation);
+                # '?' (a control's mark) is punctuation and ends one
+                visible = text.replace("\ufffd", "").replace("\\", "")
+                for unsafe in ("://", f"evil{dot}example", f"{dot}evil", f"10{dot}66{dot}77{dot}1"):
+                    assert unsafe not in visible, (kind, user, unsafe, text)
+            mark = "?" if c in BIDI else "\ufffd"  # shows the reviewer that the value held one
+            assert any(mark in text for text in texts), (kind, user, texts)
+            if kind == "webhook":
+                assert doc["items"][0]["user_id"] == user

@@ -207,3 +207,17 @@ def test_mailto_and_protocol_relative_values_are_not_links_either() -> None:
     assert escape("x //y", "text") == "x [//]y"
     # the '//' of a scheme, a path's '//' and a UNC path's backslashes are not changed again
     assert escape("file:///etc/p http://a.b//c a//b", "text") == "file[:]///etc/p http[:]//a[.]b//c a//b"
+
+
+def test_every_invisible_format_character_is_shown_as_a_mark() -> None:
+    """All of Unicode's format characters (category Cf) of this Python's Unicode data: U+FFFD, or '?' for the
+    bidirectional controls; no character of another category is taken for one."""
+    import sys
+    import unicodedata
+
+    from riskctl.alerts.templates import _FORMAT
+
+    every = "".join(map(chr, range(sys.maxunicode + 1)))
+    cf = "".join(c for c in every if unicodedata.category(c) == "Cf")
+    assert set(escape(cf, "text", links=True)) == {"\ufffd", "?"}
+    assert {unicodedata.category(c) for c in _FORMAT.findall(every)} <= {"Cf", "Cn"}  # Cn: of a newer Unicode

@@ -316,3 +316,30 @@ def test_summary_counts_too_late_events(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stderr.strip().splitlines()[-1])["too_late"] == 1
+
+
+def test_replay_decides_a_repeated_event_as_the_job_does(tmp_path: Path) -> None:
+    """--dedup api (the job's default): an event the API sent, repeated, is a duplicate; --dedup off: not."""
+    lines = brute_force_lines()
+    success = {**json.loads(lines[-1]), "reply_to": "api-a"}
+    lines[-1] = json.dumps(success)
+    events = write_events(tmp_path / "e.jsonl", [*lines, json.dumps({**success, "reply_to": "api-b"})])
+
+    def replay(*options: str) -> tuple[list[dict[str, object]], dict[str, object]]:
+        result = CliRunner().invoke(cli, ["replay", "--rules", str(RULES), str(events), "--json", *options])
+        assert result.exit_code == 0, result.stderr
+        records = [json.loads(line) for line in result.stdout.splitlines()]
+        return [r for r in records if r["kind"] == "decision"], json.loads(
+            result.stderr.strip().splitlines()[-1]
+        )
+
+    decisions, summary = replay()
+    assert [(d["action"], d["duplicate"]) for d in decisions[-2:]] == [("REJECT", False), ("REJECT", True)]
+    assert summary["duplicates"] == 1
+    decisions, summary = replay("--dedup", "off")
+    assert [(d["action"], d["duplicate"]) for d in decisions[-2:]] == [("REJECT", False), ("PASS", False)]
+    assert summary["duplicates"] == 0
+    decisions, _ = replay("--dedup-window", "0")
+    assert decisions[-1]["action"] == "PASS"
+    result = CliRunner().invoke(cli, ["replay", "--rules", str(RULES), str(events), "--dedup", "some"])
+    assert result.exit_code == 2 and "--dedup" in result.stderr

@@ -30,6 +30,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from riskctl.config.settings import JobSettings  # noqa: E402
 from riskctl.core import native  # noqa: E402
 from riskctl.core.engine import Engine  # noqa: E402
 from riskctl.core.events import normalize_event  # noqa: E402
@@ -85,7 +86,9 @@ def run(
     rules = load_rules(ROOT / "rules")
     if rule_ids is not None:
         rules = RuleSet(r for r in rules if r.id in rule_ids)
-    engine = Engine(rules, lateness=lateness)
+    engine = Engine(
+        rules, lateness=lateness, dedup_window=JobSettings().dedup_window_ms
+    )  # the job's job.dedup
     runner = LocalRunner(engine)
     counts: dict[str, int] = {}
     feed = runner.feed

@@ -31,6 +31,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 from harness.contenders import contender_parser  # noqa: E402
 
+from riskctl.config.settings import JobSettings  # noqa: E402
 from riskctl.core import jsoncodec  # noqa: E402
 from riskctl.core.decisions import Decision  # noqa: E402
 from riskctl.core.engine import Engine  # noqa: E402
@@ -55,7 +56,12 @@ def main(argv: list[str] | None = None) -> int:
 
     tune_gc()
     runner = LocalRunner(
-        Engine(load_rules(args.rules_dir), lateness=args.lateness_ms, state_ttl=args.state_ttl_ms)
+        Engine(
+            load_rules(args.rules_dir),
+            lateness=args.lateness_ms,
+            state_ttl=args.state_ttl_ms,
+            dedup_window=JobSettings().dedup_window_ms,  # as the job decides (job.dedup "api")
+        )
     )
     consumer = KafkaConsumer(
         args.events_topic,

@@ -207,7 +207,15 @@ def run_engine(records: list[bytes], lateness: int = 5000) -> tuple[Any, float]:
     from riskctl.core.runner import LocalRunner
 
     events = [parse_event(r) for r in records]
-    runner = LocalRunner(Engine(load_rules(ROOT / "rules"), lateness=lateness, state_ttl=24 * 3600 * 1000))
+    from riskctl.config.settings import JobSettings
+
+    engine = Engine(
+        load_rules(ROOT / "rules"),
+        lateness=lateness,
+        state_ttl=24 * 3600 * 1000,
+        dedup_window=JobSettings().dedup_window_ms,  # as the job decides (job.dedup "api")
+    )
+    runner = LocalRunner(engine)
     t0 = time.perf_counter()
     for e in events:
         for _ in runner.feed(e):

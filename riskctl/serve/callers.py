@@ -181,7 +181,9 @@ class Callers:
             caller.refilled = now
             if caller.tokens < 1:
                 caller.limited += 1
-                wait = math.ceil((1 - caller.tokens) / self.rate)
+                # the seconds until its next token, rounded: 0 when under half a second (a client honouring
+                # Retry-After waited a whole second for the 5 ms of a caller allowed 200 requests/s)
+                wait = math.floor((1 - caller.tokens) / self.rate + 0.5)
                 msg = f"this caller sends more than serve.rate_per_client ({self.rate} requests/s)"
                 raise ApiError(429, msg, retry_after=wait)
             caller.tokens -= 1

@@ -108,7 +108,7 @@ def test_the_rate_of_a_caller_is_a_bucket_of_one_second_and_others_keep_theirs()
         callers.admit(a)
     with pytest.raises(ApiError) as info:
         callers.admit(a)
-    assert info.value.status == 429 and info.value.retry_after == 1
+    assert info.value.status == 429 and info.value.retry_after == 0  # its next token within 0.34 s
     callers.admit(b)  # the other caller is untouched
     now[0] += 0.34  # one more token
     callers.admit(a)
@@ -120,6 +120,21 @@ def test_the_rate_of_a_caller_is_a_bucket_of_one_second_and_others_keep_theirs()
     with pytest.raises(ApiError):
         callers.admit(a)
     assert callers.stats()["checkout"] == {"requests": 10, "limited": 3, "in_flight": 0}
+
+
+@pytest.mark.parametrize(("rate", "retry_after"), [(1, 1), (200, 0)])
+def test_the_retry_after_of_a_rate_limit_is_the_wait_for_the_next_token_rounded(
+    rate: int, retry_after: int
+) -> None:
+    """It was rounded up to a second: a caller allowed 200 requests/s was told to wait 1 s for 5 ms, and the
+    clients honour Retry-After."""
+    callers = Callers(KEYS, max_in_flight=100, rate_per_client=rate, clock=lambda: 100.0)
+    a = callers.identify(f"Bearer {KEY_A}")
+    for _ in range(rate):
+        callers.admit(a)
+    with pytest.raises(ApiError) as info:
+        callers.admit(a)
+    assert info.value.status == 429 and info.value.retry_after == retry_after
 
 
 def test_the_default_share_in_flight_is_half_the_instance_and_a_setting_never_exceeds_it() -> None:

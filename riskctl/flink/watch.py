@@ -342,8 +342,10 @@ class MiniClusterJob:
         with _py4j_records() as held:
             try:
                 return call()
-            except Exception:
-                how = jvm_end(self.jvm_pid) if self.jvm_pid is not None else None
+            except Exception as exc:
+                # a Java exception (the job's failure) is an answer of a JVM that runs: no wait for its end
+                answered = getattr(exc, "java_exception", None) is not None
+                how = None if answered or self.jvm_pid is None else jvm_end(self.jvm_pid)
                 if how is None:
                     raise
                 held.clear()

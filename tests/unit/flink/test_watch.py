@@ -343,3 +343,23 @@ def test_a_jvm_that_runs_but_does_not_answer_keeps_py4j_records(
     told = [r for r in caplog.records if r.getMessage() == "Exception while sending command."]
     assert told
     assert told[0].exc_info
+
+
+def test_the_job_s_own_failure_is_told_without_waiting_for_the_jvm(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job that failed makes its result raise py4j's Py4JJavaError: the JVM answered, so its end is not
+    waited for (jvm_end polls up to 1 s: every FAILED end was told a second late)."""
+
+    class JavaError(Exception):
+        java_exception = object()  # as py4j's Py4JJavaError
+
+    def fail() -> None:
+        raise JavaError("java.lang.IllegalStateException: the job failed")
+
+    looked: list[int] = []
+    monkeypatch.setattr(watch_module, "jvm_end", lambda pid, wait_s=1.0: looked.append(pid))
+    monkeypatch.setattr(watch_module, "java_trace", str)  # not PyFlink's gateway: it would start a JVM
+    result = SimpleNamespace(done=lambda: True, result=fail)
+    client = SimpleNamespace(get_job_id=lambda: "j1", get_job_execution_result=lambda: result)
+    end = MiniClusterJob(client, jvm_pid=1).outcome()
+    assert end is not None and "the job failed" in end
+    assert looked == []

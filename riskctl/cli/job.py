@@ -59,6 +59,20 @@ def _check_checkpoints(overrides: tuple[str, ...], from_empty: bool) -> Settings
     return settings
 
 
+def _check_python(settings: Settings) -> None:
+    """A Python named in flink.options (python.executable, python.client.executable) must run the job here:
+    refused now, in one line and exit 2 (riskctl.flink.env.check_python_options), not at every attempt of the
+    job inside Flink. Only for Pythons of this machine: the MiniCluster's, the local stack's TaskManagers'."""
+    from riskctl.config.settings import parse_options
+    from riskctl.errors import RiskctlError
+    from riskctl.flink.env import check_python_options
+
+    try:
+        check_python_options(parse_options(settings.flink.options))
+    except RiskctlError as exc:
+        fail_on(exc)
+
+
 @click.command(context_settings=CONTEXT_SETTINGS, short_help="Run the risk job on an embedded MiniCluster.")
 @set_option
 @name_option
@@ -70,7 +84,7 @@ def run(overrides: tuple[str, ...], name: str, from_empty: bool) -> None:
     exit 1."""
     from riskctl.flink.main import main as job_main
 
-    _check_checkpoints(overrides, from_empty)
+    _check_python(_check_checkpoints(overrides, from_empty))
 
     args = [a for o in overrides for a in ("--set", o)] + ["--name", name]
     sys.exit(job_main(args))
@@ -138,6 +152,7 @@ def submit(overrides: tuple[str, ...], parallelism: int | None, name: str, from_
     env = _client_env(flink, settings)
     if flink.startswith(str(Path(settings.stack.dir))):  # the local stack's client: its cluster's address
         _check_local_cluster(settings.flink_rest_url)
+        _check_python(settings)  # its TaskManagers run here; another cluster's Pythons are on its machines
     args = [a for o in overrides for a in ("--set", o)] + ["--set", f"job.parallelism={p}", "--name", name]
     cmd = [flink, "run", "-d", "-p", str(p), "-py", str(PROJECT_ROOT / "jobs" / "risk_job.py"), *args]
     res = subprocess.run(cmd, env=env, cwd=PROJECT_ROOT, check=False)

@@ -11,8 +11,11 @@ submitted with ``flink run -py`` to a standalone cluster.
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import subprocess
 import sys
+import tempfile
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +25,7 @@ from pyflink.common.time import Time
 from pyflink.datastream import CheckpointingMode, StreamExecutionEnvironment
 from pyflink.datastream.state import StateTtlConfig
 
+from riskctl.config.checks import refused
 from riskctl.config.settings import JVM_OPTIONS, NETWORK_SEGMENT_SIZE
 from riskctl.errors import ConfigError
 from riskctl.flink.pythonpath import python_path
@@ -114,6 +118,90 @@ def jar_urls(jars_dir: str) -> list[str]:
         )
         raise ConfigError(msg)
     return [j.resolve().as_uri() for j in jars]
+
+
+#: the Flink options that name a Python program (``flink.options`` may set them; riskctl sets both to this
+#: interpreter otherwise): the one that runs the job's Python operators (in thread mode the interpreter each
+#: TaskManager embeds) and the client's
+PYTHON_OPTIONS = ("python.executable", "python.client.executable")
+
+#: what a Python named by one of :data:`PYTHON_OPTIONS` runs at the start check: its version, then the imports
+#: the job's operators begin with (``print`` of one value: a Python 2 gets to the version line too)
+_PYTHON_PROBE = (
+    "import sys; print('%d.%d' % sys.version_info[:2]); sys.stdout.flush(); import pyflink, riskctl"
+)
+
+#: how long that Python may take to import them (a cold start on a loaded machine: seconds)
+PYTHON_PROBE_TIMEOUT_S = 60.0
+
+
+def check_python_options(options: Mapping[str, str], *, timeout_s: float = PYTHON_PROBE_TIMEOUT_S) -> None:
+    """Refuse, before anything starts, a Python named by :data:`PYTHON_OPTIONS` in ``options`` (the job's
+    Flink options) that cannot run the job on this machine: no such file or program on the PATH, not
+    executable, not a Python, another version than this one, or one that cannot import pyflink and riskctl
+    with the ``PYTHONPATH`` the job's Python gets (:func:`riskctl.flink.pythonpath.python_path`). Without
+    this, every attempt of the job failed inside Flink (``java.io.IOException: Cannot run program ...``)
+    until the restart strategy gave up.
+
+    Only for Pythons of this machine: the MiniCluster's (``riskctl run``) and the local stack's TaskManagers'.
+    Raises a refused setting (:func:`riskctl.config.checks.refused`: exit 2) that names each bad option, its
+    value and why, on one line."""
+    problems = []
+    for key in PYTHON_OPTIONS:
+        value = options.get(key)
+        why = _python_problem(value, timeout_s) if value else None
+        if why:
+            problems.append(f"{key}={value} {why}")
+    if problems:
+        msg = (
+            f"flink.options: {'; '.join(problems)} (name a Python that has pyflink and riskctl, such as "
+            f"{sys.executable}, or leave the option out)"
+        )
+        raise refused(msg)
+
+
+def _python_problem(value: str, timeout_s: float) -> str | None:
+    """Why the program ``value`` cannot run the job's Python here, or None."""
+    program = value if os.sep in value else shutil.which(value)
+    if program is None:
+        return "names no program on the PATH"
+    if not os.path.exists(program):
+        return "names no file"
+    if os.path.isdir(program):
+        return "is a folder, not a program"
+    if not os.access(program, os.X_OK):
+        return "is not executable"
+    env = {**os.environ, "PYTHONPATH": python_path()}  # what the job's Python gets (create_env, the stack)
+    try:
+        with tempfile.TemporaryDirectory() as empty:  # not the working directory, which may hold riskctl/
+            res = subprocess.run(
+                [program, "-c", _PYTHON_PROBE],
+                env=env,
+                cwd=empty,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                errors="replace",
+                timeout=timeout_s,
+                check=False,
+            )
+    except subprocess.TimeoutExpired:
+        return f"did not import pyflink and riskctl within {timeout_s:g} s"
+    except OSError as exc:
+        return f"cannot be run: {exc.strerror or exc}"
+    version = (res.stdout.splitlines() or [""])[0].strip()
+    said = next((line.strip() for line in reversed(res.stderr.splitlines()) if line.strip()), "")
+    said = f": {said}" if said else f" (exit status {res.returncode})"
+    if not re.fullmatch(r"[0-9]+\.[0-9]+", version):
+        return f"is not a Python{said}"
+    here = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    if version != here:
+        return (
+            f"is Python {version}; the job is built by Python {here}, and its functions load in that version"
+        )
+    if res.returncode != 0:
+        return f"cannot import pyflink and riskctl{said}"
+    return None
 
 
 def jvm_options(environ: Mapping[str, str]) -> str:

@@ -147,11 +147,13 @@ def check_python_options(options: Mapping[str, str], *, timeout_s: float = PYTHO
     Raises a refused setting (:func:`riskctl.config.checks.refused`: exit 2) that names each bad option, its
     value and why, on one line."""
     problems = []
+    seen: dict[str, str | None] = {}
     for key in PYTHON_OPTIONS:
         value = options.get(key)
-        why = _python_problem(value, timeout_s) if value else None
-        if why:
-            problems.append(f"{key}={value} {why}")
+        if value and value not in seen:  # both options often name the same program: run it once
+            seen[value] = _python_problem(value, timeout_s)
+        if value and seen[value]:
+            problems.append(f"{key}={value} {seen[value]}")
     if problems:
         msg = (
             f"flink.options: {'; '.join(problems)} (name a Python that has pyflink and riskctl, such as "

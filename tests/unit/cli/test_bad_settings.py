@@ -52,14 +52,11 @@ UNKNOWN_VARIABLE = (
 
 
 @pytest.fixture
-def where(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def where(clean: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A working directory without riskctl.toml, no RISKCTL_* variable of the developer's shell, and services
     that do not answer: should a command get past its settings, it fails at once instead of running (the job,
     the API) against a stack that happens to be up."""
-    for name in list(os.environ):
-        if name.startswith("RISKCTL_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
+    tmp_path = clean
     closed = free_port()
     monkeypatch.setenv("RISKCTL_STACK_DIR", str(tmp_path / "stack"))
     monkeypatch.setenv("RISKCTL_KAFKA_BOOTSTRAP", f"127.0.0.1:{closed}")

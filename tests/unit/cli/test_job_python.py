@@ -8,7 +8,6 @@ Was: the job started, and each attempt failed inside Flink ('java.io.IOException
 from __future__ import annotations
 
 import http.server
-import os
 import sys
 import threading
 from collections.abc import Iterator
@@ -69,20 +68,27 @@ def test_the_client_python_is_checked_too(tmp_path: Path) -> None:
     assert str(info.value) == f"flink.options: python.client.executable={missing} names no file {HINT}"
 
 
+def test_both_options_naming_one_bad_program_are_checked_once(tmp_path: Path) -> None:
+    shell = _script(tmp_path / "not-python", f"#!/bin/sh\necho run >> {tmp_path / 'runs'}\nexit 1\n")
+    with pytest.raises(ConfigError) as info:
+        check_python_options({"python.executable": shell, "python.client.executable": shell})
+    why = "is not a Python (exit status 1)"
+    assert str(info.value) == (
+        f"flink.options: python.executable={shell} {why}; python.client.executable={shell} {why} {HINT}"
+    )
+    assert (tmp_path / "runs").read_text() == "run\n"  # run once for both
+
+
 def test_a_python_that_has_pyflink_and_riskctl_passes() -> None:
     check_python_options({"python.executable": sys.executable, "python.client.executable": sys.executable})
     check_python_options({"rest.port": "8082"})  # nothing named: nothing to run
 
 
 @pytest.fixture
-def started(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+def started(clean: Path, monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     """No RISKCTL_* variable of the developer's shell, an empty stack folder; the job's entry point replaced
     by one that records its arguments (the list returned) instead of starting a MiniCluster."""
-    for name in list(os.environ):
-        if name.startswith("RISKCTL_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("RISKCTL_STACK_DIR", str(tmp_path / "stack"))
+    monkeypatch.setenv("RISKCTL_STACK_DIR", str(clean / "stack"))
     calls: list[list[str]] = []
 
     def job_main(argv: list[str] | None = None) -> int:

@@ -41,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import math
 import os
 import select
 import socket
@@ -90,6 +91,8 @@ class DecisionResult:
     replay: bool
     source: str
     raw: dict[str, Any] = field(repr=False)
+    #: the job had decided the same event before (a retry through another instance): its action, no rules
+    duplicate: bool = False
 
     @classmethod
     def of(cls, doc: Mapping[str, Any]) -> DecisionResult:
@@ -104,6 +107,7 @@ class DecisionResult:
             replay=bool(doc.get("replay")),
             source=str(doc.get("source") or "job"),
             raw=dict(doc),
+            duplicate=doc.get("duplicate") is True,
         )
 
     @property
@@ -113,17 +117,46 @@ class DecisionResult:
 
 
 def _path(timeout_ms: int | None) -> str:
-    return "/v1/decisions" + (f"?timeout_ms={int(timeout_ms)}" if timeout_ms is not None else "")
+    return "/v1/decisions" + (f"?timeout_ms={timeout_ms}" if timeout_ms is not None else "")
 
 
-def _result(status: int, body: bytes) -> DecisionResult | None:
+def _timeout(value: Any) -> int | None:
+    """``timeout_ms`` as a whole number of milliseconds (None: the API's default); anything else is refused
+    here, with its name (``int(nan)`` said 'cannot convert float NaN to integer')."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        msg = f"timeout_ms must be a number of milliseconds, got {value!r}"
+        raise ValueError(msg)
+    return int(value)
+
+
+def _event_id(event: Mapping[str, Any] | bytes, body: bytes) -> str | None:
+    """The event_id the answer must carry (as the API reads it: an integer as its digits); None when the
+    request has none the API would accept (the API refuses it, with the field)."""
+    if isinstance(event, bytes):
+        try:
+            event = json.loads(body)
+        except ValueError:
+            return None
+        if not isinstance(event, dict):
+            return None
+    eid = event.get("event_id")
+    if isinstance(eid, bool) or not isinstance(eid, str | int):
+        return None
+    return str(eid)
+
+
+def _result(status: int, body: bytes, expected: str | None) -> DecisionResult | None:
     """The result of a 200, an exception for a 4xx; None for what deserves a retry (503, 5xx, and a 200
-    whose body is not a decision: a proxy's page, an answer cut short)."""
+    whose body is not the decision of this event: a proxy's page, an answer cut short, a cache's or a
+    misrouted answer for another event)."""
     if status == 200:
         try:
-            return DecisionResult.of(json.loads(body))
+            result = DecisionResult.of(json.loads(body))
         except (ValueError, KeyError, TypeError):  # not JSON, not an object, no event_id or action ...
             return None
+        return result if expected is None or result.event_id == expected else None
     if 400 <= status < 500 and status != 429:
         try:
             err = json.loads(body)["error"]
@@ -153,6 +186,13 @@ def _out_of_time(last: BaseException | str, attempt: int, pause: float) -> str:
 
 def _failed(status: int, body: bytes) -> str:
     """Why an attempt answered ``status`` with ``body`` failed."""
+    if status == 200:
+        try:
+            other = json.loads(body)["event_id"]
+        except (ValueError, KeyError, TypeError):
+            other = None
+        if other is not None:
+            return f"HTTP 200 with the decision of another event ({str(other)[:100]!r})"
     return f"HTTP {status}{' without a decision' if status == 200 else ''}: {body[:200]!r}"
 
 
@@ -248,7 +288,8 @@ class DecisionClient(_Base):
         """The decision for ``event`` (a dict, or its JSON bytes); see the module docstring for retries and
         the deadline."""
         body = self._body(event)
-        timeout_ms = timeout_ms if timeout_ms is not None else self.timeout_ms
+        expected = _event_id(event, body)
+        timeout_ms = _timeout(timeout_ms if timeout_ms is not None else self.timeout_ms)
         end = self._end(deadline_ms)
         last: BaseException | str = "no attempt"
         pause = 0.0  # the last answer's Retry-After
@@ -280,7 +321,7 @@ class DecisionClient(_Base):
                 last, pause = failure, 0.0
                 continue
             pause = _retry_after(resp.status, resp.getheader("Retry-After"))
-            result = _result(resp.status, data)
+            result = _result(resp.status, data, expected)
             if result is not None:
                 return result
             last = _failed(resp.status, data)
@@ -336,7 +377,8 @@ class AsyncDecisionClient(_Base):
         import aiohttp
 
         body = self._body(event)
-        timeout_ms = timeout_ms if timeout_ms is not None else self.timeout_ms
+        expected = _event_id(event, body)
+        timeout_ms = _timeout(timeout_ms if timeout_ms is not None else self.timeout_ms)
         url = self.base_url + _path(timeout_ms)
         end = self._end(deadline_ms)
         last: BaseException | str = "no attempt"
@@ -367,7 +409,7 @@ class AsyncDecisionClient(_Base):
             if len(data) > self.max_answer_bytes:
                 last = self._too_large()
                 continue
-            result = _result(status, bytes(data))
+            result = _result(status, bytes(data), expected)
             if result is not None:
                 return result
             last = _failed(status, bytes(data))

@@ -287,7 +287,7 @@ def refused_then_decided(times: list[float]) -> Callable[[socket.socket, threadi
             body = b'{"error": {"status": 429, "field": null, "reason": "share"}}'
             head = f"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Length: {len(body)}\r\n"
         else:
-            body = json.dumps({"event_id": "e", "action": "PASS"}).encode()
+            body = json.dumps({"event_id": "e1", "action": "PASS"}).encode()
             head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n"
         conn.sendall(f"{head}Connection: close\r\n\r\n".encode() + body)
 
@@ -325,3 +325,37 @@ def test_retry_after_is_read_in_seconds_and_capped() -> None:
     for status, value in [(429, "Wed, 21 Oct 2015 07:28:00 GMT"), (429, "-1"), (429, "1.5"), (429, None)]:
         assert _retry_after(status, value) == 0.0
     assert _retry_after(500, "5") == 0.0
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_the_decision_of_another_event_is_not_taken_for_this_one(
+    server: Callable[..., Server], kind: str
+) -> None:
+    """A cache or a misrouting proxy answering 200 with another event's decision: the client returned it as
+    this event's (a REJECT of one transfer could pass another)."""
+    body = json.dumps({"event_id": "someone-else", "action": "PASS", "rules": []}).encode()
+
+    def answer(conn: socket.socket, _: threading.Event) -> None:
+        head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        conn.sendall(head.encode() + body)
+
+    s = server(answer)
+    exc, _ = call_client(kind, s.url, {"timeout_ms": 500, "retries": 1, "backoff_ms": 1})
+    assert isinstance(exc, Unavailable) and "the decision of another event ('someone-else')" in str(exc), exc
+    assert s.connections == 2  # retried once
+
+
+def test_the_event_id_is_matched_as_the_api_reads_it_and_duplicates_are_told() -> None:
+    with running_api(settings_for_tests(), FakeBus()) as (base, _, _):
+        with DecisionClient(base, timeout_ms=1000) as client:
+            # an integer event_id comes back as its digits; bytes are read for their event_id too
+            assert client.decide({**event(), "event_id": 42}).event_id == "42"
+            assert client.decide(json.dumps(event("b1")).encode()).event_id == "b1"
+            assert client.decide(event("d1")).duplicate is False
+
+
+def test_a_timeout_ms_that_is_not_a_number_is_refused_with_its_name() -> None:
+    client = DecisionClient("http://127.0.0.1:9", retries=0)
+    for bad in (float("nan"), float("inf"), "100", True):
+        with pytest.raises(ValueError, match="timeout_ms must be a number of milliseconds"):
+            client.decide(event(), timeout_ms=bad)  # type: ignore[arg-type]

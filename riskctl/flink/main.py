@@ -130,10 +130,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         # the MiniCluster: say on stderr when the job fails and restarts, and why, and end when it fails;
         # env.execute() said nothing until the restart strategy gave up (with no cap: never)
-        from riskctl.flink.watch import MiniClusterJob, watch
+        from riskctl.flink.watch import run
 
-        job = MiniClusterJob(env.execute_async(args.name))  # type: ignore[attr-defined]
-        return watch(job, sys.stderr, log_dir=os.environ.get("FLINK_LOG_DIR"))
+        submit = lambda: env.execute_async(args.name)  # type: ignore[attr-defined]  # noqa: E731
+        return run(submit, sys.stderr, log_dir=os.environ.get("FLINK_LOG_DIR"))
     except _Interrupted:
         print("riskctl job stopped (Ctrl-C)", file=sys.stderr)
         return INTERRUPTED

@@ -231,7 +231,7 @@ def watch(
     error, :data:`FAILED` when it failed (one ``error: ...`` line) or cannot heal (cancelled, same line)."""
     reporter = RestartReporter(interval_s)
     seen_ms = -1
-    where = f" (Flink's log: {log_dir})" if log_dir else ""
+    where = _where(log_dir)
     while True:
         doc = job.exceptions()
         try:
@@ -314,14 +314,14 @@ class MiniClusterJob:
 
     def outcome(self) -> str | None:
         try:
-            if not self._call(self.result.done):
+            if not call_jvm(self.jvm_pid, self.result.done):
                 return None
         except JvmEnded:
             raise
         except Exception as exc:  # noqa: BLE001 - py4j's: the JVM (the MiniCluster, the job) does not answer
             return f"the MiniCluster's JVM does not answer: {type(exc).__name__}: {exc}"
         try:
-            self._call(self.result.result)
+            call_jvm(self.jvm_pid, self.result.result)
         except JvmEnded:
             raise
         except Exception as exc:  # noqa: BLE001 - py4j's error for the job's own: its text is the cause
@@ -330,31 +330,48 @@ class MiniClusterJob:
 
     def cancel(self) -> None:
         try:
-            self._call(lambda: self.client.cancel().result())
+            call_jvm(self.jvm_pid, lambda: self.client.cancel().result())
         except Exception as exc:  # noqa: BLE001 - ended meanwhile: nothing left to cancel
             log.debug("cancel: %s", exc)
 
-    def _call(self, call: Callable[[], _T]) -> _T:
-        """``call()`` (a call into the JVM), with py4j's log records held: a call that fails because the JVM
-        has ended raises :class:`JvmEnded` and its records (connection tracebacks) are dropped, with all of
-        py4j's to come (at exit it logs one per Java object it can no longer release); otherwise they are
-        logged as they would have been."""
-        with _py4j_records() as held:
-            try:
-                return call()
-            except Exception as exc:
-                # a Java exception (the job's failure) is an answer of a JVM that runs: no wait for its end
-                answered = getattr(exc, "java_exception", None) is not None
-                how = None if answered or self.jvm_pid is None else jvm_end(self.jvm_pid)
-                if how is None:
-                    raise
-                held.clear()
-                _silence_py4j()
-                msg = (
-                    f"the job's JVM (pid {self.jvm_pid}) ended unexpectedly ({how}): the job and its "
-                    "MiniCluster are gone"
-                )
-                raise JvmEnded(msg) from None
+
+def run(execute_async: Callable[[], Any], out: TextIO = sys.stderr, *, log_dir: str | None = None) -> int:
+    """Submit the job (``env.execute_async``, on this process's MiniCluster) and :func:`watch` it; the exit
+    status. The JVM's end while the job is submitted is told as while it runs (a SIGKILL then came with
+    py4j's tracebacks of ``executeAsync``)."""
+    pid = _gateway_pid()
+    try:
+        job = call_jvm(pid, lambda: MiniClusterJob(execute_async(), jvm_pid=pid))
+    except JvmEnded as exc:
+        print(f"error: {exc}{_where(log_dir)}", file=out, flush=True)
+        return FAILED
+    return watch(job, out, log_dir=log_dir)
+
+
+def _where(log_dir: str | None) -> str:
+    return f" (Flink's log: {log_dir})" if log_dir else ""
+
+
+def call_jvm(pid: int | None, call: Callable[[], _T]) -> _T:
+    """``call()`` (a call into the JVM of process ``pid``), with py4j's log records held: a call that fails
+    because the JVM has ended raises :class:`JvmEnded` and its records (connection tracebacks) are dropped,
+    with all of py4j's to come (at exit it logs one per Java object it can no longer release); otherwise
+    they are logged as they would have been."""
+    with _py4j_records() as held:
+        try:
+            return call()
+        except Exception as exc:
+            # a Java exception (the job's failure) is an answer of a JVM that runs: no wait for its end
+            answered = getattr(exc, "java_exception", None) is not None
+            how = None if answered or pid is None else jvm_end(pid)
+            if how is None:
+                raise
+            held.clear()
+            _silence_py4j()
+            msg = (
+                f"the job's JVM (pid {pid}) ended unexpectedly ({how}): the job and its MiniCluster are gone"
+            )
+            raise JvmEnded(msg) from None
 
 
 _T = TypeVar("_T")

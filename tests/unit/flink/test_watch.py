@@ -363,3 +363,21 @@ def test_the_job_s_own_failure_is_told_without_waiting_for_the_jvm(monkeypatch: 
     end = MiniClusterJob(client, jvm_pid=1).outcome()
     assert end is not None and "the job failed" in end
     assert looked == []
+
+
+def test_a_jvm_killed_while_the_job_is_submitted_is_the_same_one_line(
+    fake_jvm: Callable[[str], tuple[MiniClusterJob, int]],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A SIGKILL during env.execute_async (the job's submission, before the watch) printed py4j's tracebacks
+    and a Python one of 'An error occurred while calling o87.executeAsync' (found by the real test)."""
+    job, pid = fake_jvm("die")
+    monkeypatch.setattr(watch_module, "_gateway_pid", lambda: pid)
+    out = io.StringIO()
+    assert watch_module.run(job.result.executeAsync, out, log_dir="/logs/1") == FAILED
+    assert out.getvalue().splitlines() == [
+        f"error: the job's JVM (pid {pid}) ended unexpectedly (killed by SIGKILL): the job and its "
+        "MiniCluster are gone (Flink's log: /logs/1)"
+    ]
+    assert [r.getMessage() for r in caplog.records if watch_module._is_py4j(r)] == []

@@ -680,13 +680,15 @@ def test_the_rules_folder_over_the_simulator_decides_the_same_as_over_a_dict() -
     assert store.state.misses > len(events) / 2  # read back from bytes, not served from the cache
 
 
-def _opened(cache_keys: int) -> tuple[Any, FakeValueState, FakeRuntime]:
+def _opened(cache_keys: int, **options: Any) -> tuple[Any, FakeValueState, FakeRuntime]:
     """A RiskFunction opened on fakes (its open() freezes the collector: set back for the test run)."""
     import gc
 
     from riskctl.flink.risk_function import RiskFunction
 
-    fn = RiskFunction(lateness_ms=0, state_ttl_ms=3_600_000, rules_wait_ms=0, cache_keys=cache_keys)
+    fn = RiskFunction(
+        lateness_ms=0, state_ttl_ms=3_600_000, rules_wait_ms=0, cache_keys=cache_keys, **options
+    )
     backing = FakeValueState()
     runtime = FakeRuntime(backing)
     try:
@@ -894,3 +896,31 @@ def test_the_sequences_overflows_are_a_flink_counter(monkeypatch: Any) -> None:
     finally:
         gc.enable()
     assert counters["patternOverflows"].count == 2
+
+
+def test_duplicates_are_a_flink_counter_and_change_no_state(monkeypatch: Any) -> None:
+    """job.dedup api: the same event of riskctl serve decided again is a duplicate (riskctl.duplicates)."""
+    import gc
+    import json
+    import time
+
+    fn, backing, runtime = _opened(cache_keys=10, dedup_window_ms=600_000, replies=True)
+    assert fn.engine is not None and fn.engine.dedup_window == 600_000 and not fn.engine.dedup_all
+    fn.engine.upsert_rule({"id": "big", "action": "REJECT", "when": "event.amount > 100"})
+    fn.started = fn.have_rules = True
+    counters = runtime.metrics.groups["riskctl"].counters
+    monkeypatch.setattr(time, "time", lambda: 1_700_000_000.0)
+    backing.key = "u1"
+    ev = {"event_id": "e1", "user_id": "u1", "type": "t", "ts": 1_699_999_990_000, "amount": 500}
+    first = list(fn.process_element(_record({**ev, "reply_to": "api-0"}), FakeCtx("u1")))
+    stored = backing.value()
+    again = list(fn.process_element(_record({**ev, "reply_to": "api-1"}), FakeCtx("u1")))
+    assert [r[0] for r in first] == [r[0] for r in again] == ["decision", "reply"]
+    docs = [json.loads(r[2]) for r in (first[0], again[0])]
+    assert [(d["action"], d["duplicate"]) for d in docs] == [("REJECT", False), ("REJECT", True)]
+    assert backing.value() == stored  # nothing written for the duplicate
+    try:
+        fn.close()
+    finally:
+        gc.enable()
+    assert counters["duplicates"].count == 1

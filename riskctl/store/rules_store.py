@@ -70,6 +70,17 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat(timespec="milliseconds").replace("+00:00", "Z") if value else None
 
 
+#: A rule row named by exactly this text. The tables' collation pads with spaces (MariaDB's utf8mb4_bin is PAD
+#: SPACE): 'r1 ' = 'r1' in SQL, so 'riskctl rules delete "r1 "' deleted rule r1 and wrote its deletion to the
+#: history as rule 'r1 '. A row written by SQL under a text that is no rule id (a control character, 1,000
+#: characters) is still found by its exact id, so 'apply --prune' and 'delete' can remove it (found in review:
+#: its prune was a conflict, "MySQL has no rule", and nothing could remove it).
+_SELECT_EXACT = (
+    "SELECT {cols} FROM {rules} WHERE rule_id = %s AND CAST(rule_id AS BINARY) = CAST(%s AS BINARY)"
+)
+_LOCK_EXACT = _SELECT_EXACT + " FOR UPDATE"
+
+
 @dataclass(frozen=True)
 class StoredRule:
     """A row of the current rules table."""
@@ -267,10 +278,8 @@ class RuleStore:
         return [self._stored(row) for row in self._read("SELECT {cols} FROM {rules} ORDER BY rule_id")]
 
     def get(self, rule_id: str) -> StoredRule | None:
-        """The current rule, or None (always for a text that is no rule id: see :meth:`_select_current`)."""
-        if not is_rule_id(rule_id):
-            return None
-        rows = self._read("SELECT {cols} FROM {rules} WHERE rule_id = %s", (rule_id,))
+        """The current rule named by exactly ``rule_id``, or None (see :data:`_SELECT_EXACT`)."""
+        rows = self._read(_SELECT_EXACT, (rule_id, rule_id))
         return self._stored(rows[0]) if rows else None
 
     def require(self, rule_id: str) -> StoredRule:
@@ -494,17 +503,7 @@ class RuleStore:
         return RuleNotFoundError(rule_id, table=self.names.rules, suggestion=hint)
 
     def _select_current(self, cur: Any, rule_id: str, *, lock: bool) -> StoredRule | None:
-        # The tables' collation pads with spaces (MariaDB's utf8mb4_bin is PAD SPACE): 'r1 ' = 'r1' in SQL, so
-        # 'riskctl rules delete "r1 "' deleted rule r1 and wrote its deletion to the history as rule 'r1 '. A
-        # text that is not a rule id names no rule.
-        if not is_rule_id(rule_id):
-            return None
-        query = (
-            "SELECT {cols} FROM {rules} WHERE rule_id = %s FOR UPDATE"
-            if lock
-            else ("SELECT {cols} FROM {rules} WHERE rule_id = %s")
-        )
-        cur.execute(self._sql(query), (rule_id,))
+        cur.execute(self._sql(_LOCK_EXACT if lock else _SELECT_EXACT), (rule_id, rule_id))
         row = cur.fetchone()
         return self._stored(row) if row else None
 

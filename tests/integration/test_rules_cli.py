@@ -590,3 +590,50 @@ def test_wait_times_out_naming_the_versions(cli: Cli, tmp_path: Path) -> None:
     timeout = cli("disable", "r_amount", "--wait", "0.5", "--json")
     assert timeout.code == 6
     assert timeout.json()["wait"]["results"] == [{"id": "r_amount", "version": 2, "state": "timeout"}]
+
+
+# -- hostile rows written by SQL (found in review) ---------------------------------------------------------
+EVIL = "\x1b]0;owned\x07\x1b[2J\nerror: forged\u202e"
+ESCAPED = "\\x1b]0;owned\\x07\\x1b[2J\\nerror: forged\\u202e"
+
+
+def _printable_output(run: Run) -> None:
+    for text in (run.stdout, run.stderr):
+        assert not any(ch in text for ch in ("\x1b", "\x07", "\u202e", "\x85")), repr(text)
+        assert "\nerror: forged" not in text, text
+
+
+def test_hostile_text_written_by_sql_reaches_the_terminal_escaped(cli: Cli, tmp_path: Path) -> None:
+    # A rule id, author, comment, description or job reason written by SQL reached the terminal as it was:
+    # 'rules list' printed the escape sequences (retitle the window, clear the screen) and a line of its own.
+    assert cli("apply", str(write_rules(tmp_path / "rules", a=RULE_A))).code == 0
+    insert = (
+        "INSERT INTO `{rules}` (rule_id, version, status, document, updated_by) "
+        " VALUES (%s, 1, 'active', %s, %s)"
+    )
+    for rule_id in (EVIL, "r_evil"):
+        doc = {"id": rule_id, "version": 1, "status": "active", "action": "PASS", "when": "true"}
+        cli.query(insert, rule_id, json.dumps({**doc, "description": EVIL}), EVIL)
+    cli.query(
+        "INSERT INTO `{history}` (rule_id, version, status, `change`, author, comment, document)"
+        " VALUES ('r_evil', 1, 'active', 'create', %s, %s, %s)",
+        EVIL,
+        EVIL,
+        json.dumps({"id": "r_evil", "description": EVIL}),
+    )
+    cli.report(EVIL, 1, "refused", f"unknown name {EVIL}", EVIL)
+    cli.report("r_evil", 1, "refused", f"bad \x85 {EVIL}", EVIL)
+    for args in (("list",), ("show", "r_evil"), ("show", "r_evil", "--version", "1"), ("history", "r_evil")):
+        run = cli(*args)
+        assert run.code == 0, (args, run.stderr)
+        _printable_output(run)
+        assert ESCAPED in run.stdout, (args, run.stdout)
+    shown = cli("show", "r_evil").stdout
+    assert yaml.safe_load(shown)["description"] == EVIL  # still a rule file with the same values
+    assert "# job: refused   r_evil v1: bad \\x85 " in shown
+    apply = cli("apply", str(tmp_path / "rules"), "--prune", "--wait", "0.5")
+    assert apply.code == 6, apply.stderr  # the plan names the pruned id; the timeout names it too
+    _printable_output(apply)
+    assert f"delete     {ESCAPED}" in apply.stdout and ESCAPED in apply.stderr
+    assert set(cli.versions()) == {"r_amount"}  # the row by SQL is gone too (its prune was a conflict)
+    assert cli.history("r_evil")[-1] == (2, "deleted", "delete")

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from riskctl.cli.common import CONTEXT_SETTINGS, emit_json, handles_errors, json_option
+from riskctl.cli.common import CONTEXT_SETTINGS, emit_json, handles_errors, json_option, printable
 from riskctl.cli.rules.local import load_checked
 from riskctl.cli.rules.mysql import author_option, comment_option, default_author, open_store, wait_option
 from riskctl.cli.rules.wait import finish_write
@@ -24,7 +24,7 @@ _LABELS = {
 
 def _print_plan(plan: Plan, directory: str, table: str) -> None:
     click.echo(f"plan: {directory} -> MySQL table {table!r}")
-    width = max((len(item.rule_id) for item in plan.items), default=10)
+    width = max((len(printable(item.rule_id)) for item in plan.items), default=10)
     for item in plan.items:
         if item.op == "create":
             versions = f"   -> v{item.to_version}"
@@ -37,7 +37,8 @@ def _print_plan(plan: Plan, directory: str, table: str) -> None:
             note = f"in MySQL, not in {directory}: left alone (--prune deletes it)"
         elif item.op == "delete":
             note = f"in MySQL, not in {directory}: deleted (--prune)"
-        click.echo(f"  {item.op:<10} {item.rule_id:<{width}}  {versions:<12}  {note}".rstrip())
+        line = f"  {item.op:<10} {printable(item.rule_id):<{width}}  {versions:<12}  {note}"
+        click.echo(printable(line.rstrip()))
     counts = [
         f"{plan.count(op)} {label}"
         for op, label in _LABELS.items()

@@ -4,13 +4,14 @@ version."""
 from __future__ import annotations
 
 import difflib
+import json
 from collections.abc import Mapping
 from typing import Any
 
 import click
 import yaml
 
-from riskctl.cli.common import CONTEXT_SETTINGS, emit_json, handles_errors, json_option
+from riskctl.cli.common import CONTEXT_SETTINGS, emit_json, handles_errors, json_option, printable
 from riskctl.cli.rules.mysql import open_store
 from riskctl.cli.rules.wait import status_line
 
@@ -22,8 +23,12 @@ def _display(document: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def to_yaml(document: Mapping[str, Any]) -> str:
-    """A rule document as YAML, in a stable key order."""
-    return yaml.safe_dump(_display(document), sort_keys=False, allow_unicode=True, width=110)
+    """A rule document as YAML, in a stable key order. A document holding a character that must not reach
+    a terminal as it is (see :func:`printable`; YAML writes C1 controls and bidi marks raw) is written in
+    ASCII, every other character escaped: still a valid rule file, with the same values."""
+    shown = _display(document)
+    text = json.dumps(shown, ensure_ascii=False, default=str)
+    return yaml.safe_dump(shown, sort_keys=False, allow_unicode=printable(text) == text, width=110)
 
 
 def _when(value: Any) -> str:
@@ -53,16 +58,18 @@ def list_rules(as_json: bool) -> None:
         if not rows:
             click.echo(f"no rules in table {store.names.rules!r} (add some with 'riskctl rules apply DIR')")
             return
-        width = max(len(r["id"]) for r in rows)
+        width = max(len(printable(r["id"])) for r in rows)
         click.echo(
             f"{'ID':<{width}}  {'VERSION':>7}  {'STATUS':<8}  {'ACTION':<6}  {'JOB':<8}  {'UPDATED':<23}  BY"
         )
         for rule, row in zip(rules, rows, strict=True):
             job_state = row["job"]["state"] if row["job"] else "-"
-            click.echo(
-                f"{rule.rule_id:<{width}}  {rule.version:>7}  {rule.status:<8}  {rule.action or '-':<6}  "
-                f"{job_state:<8}  {_when(rule.updated_at):<23}  {rule.updated_by or '-'}"
+            line = (
+                f"{printable(rule.rule_id):<{width}}  {rule.version:>7}  {rule.status:<8}  "
+                f"{rule.action or '-':<6}  {job_state:<8}  {_when(rule.updated_at):<23}  "
+                f"{rule.updated_by or '-'}"
             )
+            click.echo(printable(line))
 
 
 @click.command(
@@ -102,7 +109,7 @@ def show(rule_id: str, version: int | None, as_json: bool) -> None:
         if as_json:
             emit_json(payload)
             return
-        click.echo(f"# rule {rule_id}, version {ver} ({status}), {meta}")
+        click.echo(printable(f"# rule {rule_id}, version {ver} ({status}), {meta}"))
         if job:
             click.echo(f"# job: {status_line(job)}")
         click.echo(to_yaml(document), nl=False)
@@ -132,11 +139,12 @@ def history(rule_id: str, as_json: bool) -> None:
         click.echo(f"{'VERSION':>7}  {'STATUS':<8}  {'CHANGE':<9}  {'TIME':<23}  {'AUTHOR':<12}  COMMENT")
         for e in entries:
             mark = "*" if current is not None and current.version == e.version else " "
-            click.echo(
+            line = (
                 f"{e.version:>6}{mark}  {e.status:<8}  {e.change:<9}  {_when(e.created_at):<23}  "
-                f"{e.author or '-':<12}  {e.comment or ''}".rstrip()
+                f"{e.author or '-':<12}  {e.comment or ''}"
             )
-        click.echo("* current version" if current else f"rule {rule_id!r} is deleted", err=True)
+            click.echo(printable(line.rstrip()))
+        click.echo("* current version" if current else printable(f"rule {rule_id!r} is deleted"), err=True)
 
 
 @click.command("diff", context_settings=CONTEXT_SETTINGS)
@@ -153,8 +161,8 @@ def diff(rule_id: str, a: int, b: int, as_json: bool) -> None:
         lines = difflib.unified_diff(
             to_yaml(old.document).splitlines(keepends=True),
             to_yaml(new.document).splitlines(keepends=True),
-            fromfile=f"{rule_id} v{a}",
-            tofile=f"{rule_id} v{b}",
+            fromfile=printable(f"{rule_id} v{a}"),
+            tofile=printable(f"{rule_id} v{b}"),
         )
         text = "".join(lines)
         if as_json:
@@ -163,6 +171,5 @@ def diff(rule_id: str, a: int, b: int, as_json: bool) -> None:
         if text:
             click.echo(text, nl=False)
         else:
-            click.echo(
-                f"versions {a} and {b} of {rule_id} have the same document (apart from the version)", err=True
-            )
+            same = f"versions {a} and {b} of {rule_id} have the same document (apart from the version)"
+            click.echo(printable(same), err=True)

@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from riskctl.cli.common import ExitCode, echo_error, emit_json
+from riskctl.cli.common import ExitCode, echo_error, emit_json, printable
 from riskctl.store.rules_store import Change, JobStatus, RuleStore
 
 _POLL_S = 0.25
@@ -77,7 +77,7 @@ def wait_for_job(
     refused = [r for r in ordered if r["state"] == "refused"]
     if pending:
         if not as_json:
-            missing = ", ".join(f"{t.rule_id} v{t.version}" for t in pending.values())
+            missing = printable(", ".join(f"{t.rule_id} v{t.version}" for t in pending.values()))
             echo_error(
                 f"timed out after {timeout_s:g} s: the job has not reported {missing} (is the job "
                 f"running and reading table {store.names.rules!r}? it reports in {store.names.status!r})"
@@ -107,10 +107,11 @@ def finish_write(
 
 
 def status_line(status: JobStatus) -> str:
-    """One line of the job's report on a version: state, rule, version, and the reason of a refusal."""
+    """One line of the job's report on a version: state, rule, version, and the reason of a refusal; printable
+    (the reason quotes the document, whoever wrote it)."""
     line = f"{status.state:<9} {status.rule_id} v{status.version}"
     if status.reason:
         line += f": {status.reason}"
     if status.field:
         line += f" (field {status.field!r})"
-    return line
+    return printable(line)

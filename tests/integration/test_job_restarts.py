@@ -3,8 +3,9 @@
 
 Two real failures, neither injected into riskctl's code (both run from a copy of the package, so that
 someone editing the checkout meanwhile cannot cause a third):
-- a misconfiguration the start-up checks do not catch: ``python.executable`` (a Flink option) naming no
-  program; each attempt's Python operators fail to start, and the capped restart strategy gives up;
+- a ``python.executable`` (a Flink option) that passes the start check (riskctl.flink.env runs it once) and
+  fails every later run; each attempt's Python operators fail to start, and the capped restart strategy
+  gives up. (It named no program until 4e18c97 refused that at start.);
 - the code-fingerprint refusal: the job runs from a copy of the package, and a file is added to the copy after
   the client imported it, before the MiniCluster's Python does; riskctl cancels at the first refusal, as no
   restart in this process can heal it.
@@ -86,22 +87,21 @@ def test_a_job_failing_on_every_attempt_says_why_and_ends(stack: Settings, tmp_p
     # restarts 3 s apart: the watcher looks twice a second, but its first look can be slow on a busy machine
     # (the MiniCluster's REST endpoint warming up: in CI all three attempts failed before it answered)
     env["RISKCTL_JOB_RESTART_INITIAL_BACKOFF_MS"] = env["RISKCTL_JOB_RESTART_MAX_BACKOFF_MS"] = "3000"
-    cmd = [
-        sys.executable,
-        "-m",
-        "riskctl.cli.main",
-        "run",
-        "--set",
-        "flink.options=python.executable=/nonexistent/py",
-    ]
+    py = tmp_path / "py"  # its first run is the start check's; each attempt's fails
+    py.write_text(
+        f'#!/bin/sh\nif [ -e "$0.ran" ]; then echo "this Python ran once already" >&2; exit 3; fi\n'
+        f'touch "$0.ran"\nexec {sys.executable} "$@"\n'
+    )
+    py.chmod(0o755)
+    cmd = [sys.executable, "-m", "riskctl.cli.main", "run", "--set", f"flink.options=python.executable={py}"]
     code, lines, _ = _run(cmd, env, tmp_path)
     text = "\n".join(lines)
     restarts = [line for line in lines if line.startswith("riskctl job failed (failure")]
     assert restarts, text
-    assert 'restarting: java.io.IOException: Cannot run program "/nonexistent/py"' in restarts[0], text
+    cause = f"java.io.IOException: Failed to execute the command: {py} -c "
+    assert f"restarting: {cause}" in restarts[0] and "this Python ran once already" in restarts[0], text
     assert lines[-1].startswith(
-        "error: the job failed and the restart strategy gave up (job.restart_*): "
-        'java.io.IOException: Cannot run program "/nonexistent/py"'
+        f"error: the job failed and the restart strategy gave up (job.restart_*): {cause}"
     ), text
     assert code == 1, text
     # one line each: no Java or Python stack trace

@@ -13,6 +13,8 @@ The public names of the rule modules are importable from here: :class:`Rule`, :c
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -239,12 +241,21 @@ def read_rule_file(file: Path, *, source: str | None = None) -> str:
     (4 bytes a character at most) or not UTF-8; raises :class:`RuleSetError`, or ``OSError``.
     """
     name = source or file.name
-    size = file.stat().st_size
+    # O_NONBLOCK: a FIFO (or a link to one) must not block the reader; fstat checks what was opened
+    fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            msg = "not a regular file (a FIFO, device or socket): refused unread"
+            raise RuleSetError([RuleError(msg, source=name)])
+        # read at most one byte over the limit: a file growing while it is read stays bounded
+        data = b"" if st.st_size > 4 * MAX_RULE_TEXT else fh.read(4 * MAX_RULE_TEXT + 1)
+    size = max(st.st_size, len(data))
     if size > 4 * MAX_RULE_TEXT:
         msg = f"the rule file is too large ({size} bytes, limit {MAX_RULE_TEXT} characters)"
         raise RuleSetError([RuleError(msg, source=name)])
     try:
-        return file.read_bytes().decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         msg = f"the rule file is not valid UTF-8 (byte {exc.start})"
         raise RuleSetError([RuleError(msg, source=name)]) from None
@@ -260,7 +271,9 @@ def rule_files(path: str | Path) -> list[Path]:
     if not root.is_dir():
         msg = f"no such rules folder or file: {root}"
         raise RuleSetError([RuleError(msg, source=str(root))])
-    return sorted(p for p in root.rglob("*") if p.suffix in (".yaml", ".yml", ".json") and p.is_file())
+    # every entry with a rule file's name but a folder: a FIFO, a device or a broken link is a file that
+    # cannot be read (refused by read_rule_file), not one to skip: 'apply --prune' deleted its rules
+    return sorted(p for p in root.rglob("*") if p.suffix in (".yaml", ".yml", ".json") and not p.is_dir())
 
 
 def load_rules(path: str | Path) -> RuleSet:

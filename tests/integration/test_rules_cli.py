@@ -637,3 +637,25 @@ def test_hostile_text_written_by_sql_reaches_the_terminal_escaped(cli: Cli, tmp_
     assert f"delete     {ESCAPED}" in apply.stdout and ESCAPED in apply.stderr
     assert set(cli.versions()) == {"r_amount"}  # the row by SQL is gone too (its prune was a conflict)
     assert cli.history("r_evil")[-1] == (2, "deleted", "delete")
+
+
+@pytest.mark.parametrize("kind", ["fifo", "broken-link", "link-to-fifo"])
+def test_prune_with_a_rule_file_that_cannot_be_read_deletes_nothing(
+    cli: Cli, tmp_path: Path, kind: str
+) -> None:
+    # A FIFO, a link to one or a broken link named b.yaml was skipped without a word ('is_file' is false),
+    # so 'apply --prune' read the folder as without b.yaml and deleted r_country (found in review).
+    rules = write_rules(tmp_path / "rules", a=RULE_A, b=RULE_B)
+    assert cli("apply", str(rules)).code == 0
+    (rules / "b.yaml").unlink()
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    target = {"fifo": None, "broken-link": tmp_path / "gone.yaml", "link-to-fifo": fifo}[kind]
+    if target is None:
+        os.mkfifo(rules / "b.yaml")
+    else:
+        (rules / "b.yaml").symlink_to(target)
+    run = cli("apply", str(rules), "--prune", timeout=30)  # a FIFO opened for reading blocked forever
+    assert run.code == 1, run.stdout
+    assert "b.yaml" in run.stderr and "nothing written to MySQL" in run.stderr, run.stderr
+    assert cli.versions() == {"r_amount": 1, "r_country": 1}

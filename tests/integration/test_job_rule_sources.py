@@ -157,3 +157,40 @@ def test_the_mysql_operators_give_up_on_a_lock_instead_of_blocking_the_job(stack
             cur.execute(f"DROP TABLE {quote(name)}")
     status.close()
     admin.close()
+
+
+def test_a_status_the_status_table_cannot_hold_does_not_hold_back_the_others(stack: Settings) -> None:
+    """A rules table whose rule_id was widened by ALTER TABLE lets a row's id outgrow the status table's
+    VARCHAR(64): the job refuses the rule, but MySQL refuses its status ('Data too long', strict mode). The
+    status stayed first in the queue, retried forever, and no later status reached MySQL: every 'rules apply
+    --wait' timed out for the life of the job (found in review)."""
+    import uuid
+
+    from riskctl.flink.job import MysqlConn, RecordRuleStatus
+    from riskctl.store.migrations import migrate, quote, table_names
+    from tests.integration.support import connect_mysql
+
+    table = f"t{uuid.uuid4().hex[:8]}_rules"
+    names = table_names(table)
+    admin = connect_mysql(stack)
+    migrate(admin, rules_table=table)
+    status = RecordRuleStatus(MysqlConn.of(stack), names.status, retry_ms=0)
+
+    def row(rule_id: str, state: str) -> Row:
+        doc = {"rule_id": rule_id, "version": 1, "state": state, "reason": "r", "field": "id"}
+        return Row(None, json.dumps(doc))
+
+    try:
+        status.map(row("x" * 65, "refused"))
+        status.map(row("r1", "accepted"))
+        status.flush(time.monotonic())
+        assert not status.pending
+        with admin.cursor() as cur:
+            cur.execute(f"SELECT rule_id, state FROM {quote(names.status)}")  # noqa: S608
+            assert cur.fetchall() == (("r1", "accepted"),)
+    finally:
+        status.close()
+        with admin.cursor() as cur:
+            for name in (names.status, names.history, table, *names.console().values()):
+                cur.execute(f"DROP TABLE IF EXISTS {quote(name)}")
+        admin.close()

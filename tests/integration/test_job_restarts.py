@@ -159,9 +159,11 @@ def test_a_killed_jvm_ends_riskctl_run_with_one_line_and_no_traceback(
         assert proc.stderr is not None
         # the job runs when the MiniCluster's log says so (env.execute_async may not have returned yet: the
         # watcher's start is covered as well as its loop, and the kill may come at either)
-        first = proc.stderr.readline().decode()
-        assert "Flink's log in " in first, first
-        logs = Path(first.rsplit("Flink's log in ", 1)[1].strip())
+        before = [proc.stderr.readline().decode()]  # up to the start line, which names Flink's log
+        while before[-1] and "Flink's log in " not in before[-1]:
+            before.append(proc.stderr.readline().decode())
+        assert before[-1], "".join(before)
+        logs = Path(before[-1].rsplit("Flink's log in ", 1)[1].strip())
         deadline = time.monotonic() + DEADLINE_S
         while not any("to RUNNING." in p.read_text(errors="replace") for p in logs.glob("flink-*.log")):
             assert proc.poll() is None and time.monotonic() < deadline, "the job did not start"
@@ -174,7 +176,7 @@ def test_a_killed_jvm_ends_riskctl_run_with_one_line_and_no_traceback(
         if proc.poll() is None:
             os.killpg(proc.pid, 9)
             proc.wait()
-    lines = [first.strip(), *(line for line in err.splitlines() if line.strip())]
+    lines = [line for line in "".join(before).splitlines() + err.splitlines() if line.strip()]
     text = "\n".join(lines)
     assert "Traceback" not in text, text
     assert lines[-1].startswith(f"error: the job's JVM (pid {jvm}) ended unexpectedly (killed by SIGKILL)"), (

@@ -77,3 +77,13 @@ def remember(seen: bytes | None, key: bytes, ts: int, rank: int, horizon: int) -
             cut = n - SEEN_CAP + 1
         seen = seen[cut * 16 :]
     return seen + entry
+
+
+def forget_before(seen: bytes, horizon: int) -> bytes | None:
+    """``seen`` without the events older than ``horizon`` (None when none is left)."""
+    kept = b"".join(
+        seen[i : i + 16]
+        for i in range(0, len(seen), 16)
+        if int.from_bytes(seen[i + 8 : i + 16], "little", signed=True) >> 2 >= horizon
+    )
+    return kept or None

@@ -509,13 +509,12 @@ class Engine:
             meta[_MAX_TS] = ts
         if ts > meta[_LAST_TS]:
             meta[_LAST_TS] = ts
+        # (too late: changes no state, decided again if sent again), before the clean-up timer reads it
+        if seen_key is not None and not too_late:
+            put(SEEN, dedup.remember(seen, seen_key, ts, rank, meta[_MAX_TS] - self.dedup_window))
         if meta[_CLEANUP] is None and self.cleanup_timers:
             self._schedule_cleanup(get, plan, meta, timers)
         put(META, meta)
-        if (
-            seen_key is not None and not too_late
-        ):  # (too late: changes no state, decided afresh if sent again)
-            put(SEEN, dedup.remember(seen, seen_key, ts, rank, meta[_MAX_TS] - self.dedup_window))
         plan.memo[0] = None  # the caller may reuse this dict for its next event
         decision = Decision(  # positional (event_id, user_id, type, ts, action, rules, shadow, version, ...)
             event_id,
@@ -595,6 +594,13 @@ class Engine:
             if meta[_RECENT]:
                 horizon = meta[_MAX_TS] - self.lateness
                 meta[_RECENT] = [r for r in meta[_RECENT] if r[0] >= horizon]
+            seen = get(SEEN)
+            if seen is not None:  # a user silent for the window: what event time left behind is forgotten
+                kept = dedup.forget_before(seen, ts - self.dedup_window)
+                if kept is None:
+                    pop(SEEN, None)
+                elif len(kept) != len(seen):
+                    put(SEEN, kept)
             if not meta[_WAKEUPS] and all(name == META for name in state.names()):
                 self._clear(state)  # nothing left: the key costs nothing until its next event
                 return Result(None, alerts, timers, cancelled)
@@ -665,6 +671,8 @@ class Engine:
             for pp in plan.patterns:
                 if get(pp.key) is not None:  # partial matches and buffers expire within the pattern's span
                     candidates.append(meta[_MAX_TS] + pp.matcher.spec.within + self.lateness)
+            if get(SEEN) is not None:  # the events remembered as decided (dedup), once the window has passed
+                candidates.append(meta[_MAX_TS] + self.dedup_window + 1)
             if not candidates:
                 return
             at = max(candidates)

@@ -12,8 +12,9 @@ The digest is of the event's whole content, not of its ``event_id`` alone: an ev
 other content (a transfer of 1,000,000 sent under the id of an earlier transfer of 10) is decided as a new
 event, never given the earlier one's PASS. ``reply_to`` (the API instance that waits for the decision,
 riskctl/core/reply.py) is left out, since a retry through another instance carries another one. 64 bits of
-BLAKE2b: two different events of one key in one window collide with a probability of about
-``SEEN_CAP / 2**64``.
+BLAKE2b: two different events of one key in one window collide by chance with a probability of about
+``SEEN_CAP / 2**64``; a sender who writes both events can find such a pair with about 2**32 digests (unkeyed):
+docs/engine.md, "Duplicate events", says what that gives.
 
 Kept as one ``bytes`` of 16 bytes per event, in arrival order: its digest, then ``ts << 2 | action rank``
 (8 bytes, little-endian). One object to pickle however many events are remembered.

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from riskctl.core import dedup
 from riskctl.core.decisions import Alert, Decision
 from riskctl.core.engine import SEEN, Engine
+from riskctl.core.events import parse_event
 from riskctl.core.rules import load_rules_text
 from riskctl.core.runner import LocalRunner
 
@@ -252,3 +253,22 @@ def test_without_a_state_ttl_a_silent_user_is_still_freed(window: int) -> None:
     assert decisions[1].duplicate is (window > 0)  # type: ignore[union-attr]
     list(runner.finish())
     assert runner.store.for_key("u").data == {}
+
+
+def test_with_api_an_event_followed_only_by_events_from_kafka_is_remembered_past_the_window() -> None:
+    # docs/engine.md: forgotten when a newer event that is checked comes more than the window after it
+    later = transfer("k1", 3_600_000, reply_to=None)
+    decisions, _, _ = run([transfer("t1", 0), later, transfer("t1", 0, reply_to="api-b")])
+    assert decisions[2].duplicate and decisions[2].too_late
+    decisions, _, _ = run(
+        [transfer("t1", 0), {**later, "reply_to": "api-a"}, transfer("t1", 0, reply_to="b")]
+    )
+    assert not decisions[2].duplicate and decisions[2].too_late
+
+
+def test_the_content_is_compared_as_normalised_not_as_rules_compare_it() -> None:
+    raw = b'{"event_id": 7, "user_id": "u", "type": "transfer", "ts": 1, "amount": "100"}'
+    same = b'{"event_id": "7", "user_id": "u", "type": "transfer", "ts": 1, "amount": 100}'
+    assert dedup.digest(parse_event(raw)) == dedup.digest(parse_event(same))
+    for other in (b"100.0", b"1e2"):
+        assert dedup.digest(parse_event(same.replace(b"100", other))) != dedup.digest(parse_event(same))

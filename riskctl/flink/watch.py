@@ -33,7 +33,7 @@ import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol, TextIO, TypeVar
+from typing import Any, NoReturn, Protocol, TextIO, TypeVar
 
 log = logging.getLogger("riskctl.job")
 
@@ -359,19 +359,25 @@ def call_jvm(pid: int | None, call: Callable[[], _T]) -> _T:
     they are logged as they would have been."""
     with _py4j_records() as held:
         try:
-            return call()
+            result = call()
         except Exception as exc:
             # a Java exception (the job's failure) is an answer of a JVM that runs: no wait for its end
             answered = getattr(exc, "java_exception", None) is not None
             how = None if answered or pid is None else jvm_end(pid)
             if how is None:
                 raise
-            held.clear()
-            _silence_py4j()
-            msg = (
-                f"the job's JVM (pid {pid}) ended unexpectedly ({how}): the job and its MiniCluster are gone"
-            )
-            raise JvmEnded(msg) from None
+            _ended(pid, how, held)
+        # a call can outlive a failed one inside it (rest_address catches py4j's errors): their tracebacks
+        if pid is not None and any(r.exc_info for r in held) and (how := jvm_end(pid)) is not None:
+            _ended(pid, how, held)
+        return result
+
+
+def _ended(pid: int | None, how: str, held: list[logging.LogRecord]) -> NoReturn:
+    held.clear()
+    _silence_py4j()
+    msg = f"the job's JVM (pid {pid}) ended unexpectedly ({how}): the job and its MiniCluster are gone"
+    raise JvmEnded(msg) from None
 
 
 _T = TypeVar("_T")

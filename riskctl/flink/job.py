@@ -406,23 +406,25 @@ def _rules_cdc(
     )
 
 
-def _with_status(document: str | None, status: str | None, version: int | None) -> str:
+def _with_status(document: str | None, status: str | None, version: int | None) -> str | None:
     """The table's status and version columns win over the document's (an enable/disable edits only them).
 
     A document that does not load (hostile: too deep, too large, duplicate keys; or not JSON) passes as is,
-    for the decide operator to refuse with the reason; it never fails this operator.
+    for the decide operator to refuse with the reason; it never fails this operator. So does a NULL one.
     """
+    if document is None:
+        return None
     try:
         doc = load_json_document(document)
     except ValueError:  # RuleSetError
-        return document or ""
+        return document
     if isinstance(doc, dict):
         if status:
             doc["status"] = status
         if version is not None:
             doc["version"] = version
         return json.dumps(doc)
-    return document or ""
+    return document
 
 
 def _ticks(t_env: StreamTableEnvironment, name: str, interval_ms: int) -> DataStream:
@@ -603,7 +605,13 @@ class PollRules(_Differ):
                 rows = cur.fetchall()
         finally:
             conn.close()
-        return {r[0]: (int(r[1]), _with_status(r[3], r[2], int(r[1]))) for r in rows}
+        # a NULL version or document (ALTER TABLE) passes on for the decide operator to refuse: int(None)
+        # failed every read, and no later rule edit reached the job (found in review)
+        out = {}
+        for rule_id, version, status, document in rows:
+            v = None if version is None else int(version)
+            out[rule_id] = (v, _with_status(document, status, v))
+        return out  # type: ignore[return-value]
 
     def __str__(self) -> str:
         return f"rules poll of {self.table} on {self.conn_info.host}:{self.conn_info.port}"

@@ -307,6 +307,20 @@ def _reason(exc: BaseException) -> tuple[str, str | None]:
     return f"{type(exc).__name__}: {str(exc)[:500]}", "document"
 
 
+def _check_columns(change: Row) -> None:
+    """Refuse a rule row with a NULL rule_id, version or document, naming the column (found in review: a
+    ``document`` column renamed by ALTER TABLE reached the job as NULL and was refused as "not valid JSON ...
+    char 0"; a NULL version as "version must be an integer >= 1 ..., got 0")."""
+    missing = [name for name, i in (("rule_id", 1), ("version", 2), ("document", 3)) if change[i] is None]
+    if missing:
+        msg = (
+            f"the row's {' and '.join(missing)} is NULL (empty): written so by SQL, or the rules table's "
+            "column renamed or dropped (ALTER TABLE); the job reads the columns rule_id, version, status, "
+            "document"
+        )
+        raise RuleError(msg, field=missing[0])
+
+
 class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
     """Decides each event of a key with the engine; applies rule changes from the broadcast side."""
 
@@ -494,6 +508,7 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
                 rules.remove(rule_id)
                 status = status_record(rule_id, version, "deleted")
             else:
+                _check_columns(value)
                 doc = load_json_document(document, source="rule change", rule_id=rule_id)
                 if not isinstance(doc, dict):
                     msg = "the rule document must be a JSON object"

@@ -75,3 +75,42 @@ def test_hostile_rule_documents_in_mysql_are_refused_and_the_job_goes_on(
     finally:
         assert job.proc is not None
         job.proc.stop()
+
+
+def test_null_columns_and_a_renamed_document_column_are_refused_naming_the_column(
+    stack: Settings, tmp_path: Path, mysql: Any
+) -> None:
+    """ALTER TABLE on the rules table while the job runs (found in review): a NULL version was refused as
+    "version must be an integer >= 1 ..., got 0"; the document column renamed reached the job as NULL and was
+    refused as "not valid JSON: Expecting value ... (char 0)": neither said what happened. Both are refused
+    naming the NULL column; the rules in force keep deciding and the job goes on."""
+    job = new_job(stack, tmp_path)
+    start_job(job, tmp_path / "job.log", {"RISKCTL_JOB_PARALLELISM": "1"})
+    t = job.rules_table
+    try:
+        wait_rules(job)
+        with mysql.cursor() as cur:
+            cur.execute(f"ALTER TABLE `{t}` MODIFY version INT NULL")
+            cur.execute(f"UPDATE `{t}` SET version = NULL WHERE rule_id = 'bot_cadence'")  # noqa: S608
+        status = wait_status(job, "bot_cadence", 0)
+        assert status["state"] == "refused" and status["field"] == "version", status
+        assert "the row's version is NULL" in status["reason"]
+
+        with mysql.cursor() as cur:
+            cur.execute(f"ALTER TABLE `{t}` RENAME COLUMN document TO doc2")
+            cur.execute(f"UPDATE `{t}` SET version = 2 WHERE rule_id = 'transfer_velocity'")  # noqa: S608
+        status = wait_status(job, "transfer_velocity", 2)
+        assert status["state"] == "refused" and status["field"] == "document", status
+        assert "the row's document is NULL" in status["reason"] and "ALTER TABLE" in status["reason"]
+
+        u = job.user("v")
+        events = [ev(f"{u}-{i}", u, "transfer", i * S, amount=a) for i, a in enumerate((30_000, 25_000))]
+        job.send(events)
+        d = job.decisions_for([e["event_id"] for e in events])
+        (fired,) = [r for r in d[f"{u}-1"]["rules"] if r["id"] == "transfer_velocity"]
+        assert fired["version"] == 1
+        assert job.proc is not None
+        job.proc.check_alive()
+    finally:
+        assert job.proc is not None
+        job.proc.stop()

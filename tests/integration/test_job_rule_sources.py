@@ -194,3 +194,32 @@ def test_a_status_the_status_table_cannot_hold_does_not_hold_back_the_others(sta
             for name in (names.status, names.history, table, *names.console().values()):
                 cur.execute(f"DROP TABLE IF EXISTS {quote(name)}")
         admin.close()
+
+
+def test_the_rules_poll_reads_on_past_a_row_with_a_null_version(stack: Settings) -> None:
+    """A version column made NULL-able by ALTER TABLE and one row's version NULL: int(None) failed every read
+    of the rules poll, which kept its rules and never saw a later edit of any rule (found in review). The row
+    now passes on with no version, for the decide operator to refuse ("the row's version is NULL")."""
+    import uuid
+
+    from riskctl.flink.job import MysqlConn, PollRules
+    from riskctl.store.migrations import drop_store, quote
+    from riskctl.store.rules_store import RuleStore
+    from tests.integration.support import connect_mysql
+
+    table = f"t{uuid.uuid4().hex[:8]}_rules"
+    admin = connect_mysql(stack)
+    store = RuleStore(connect_mysql(stack), table)
+    try:
+        store.apply(store.plan(load_rules(PROJECT_ROOT / "rules")), author="tests")
+        with admin.cursor() as cur:
+            cur.execute(f"ALTER TABLE {quote(table)} MODIFY version INT NULL")
+            cur.execute(f"UPDATE {quote(table)} SET version = NULL WHERE rule_id = 'bot_cadence'")  # noqa: S608
+        current = PollRules(MysqlConn.of(stack), table).current()
+        assert current["bot_cadence"][0] is None
+        assert current["transfer_velocity"][0] == 1
+        assert len(current) == len(load_rules(PROJECT_ROOT / "rules"))
+    finally:
+        store.conn.close()
+        drop_store(admin, table)
+        admin.close()

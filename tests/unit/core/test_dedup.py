@@ -209,37 +209,37 @@ def test_a_negative_window_is_refused() -> None:
         min_size=1,
         max_size=25,
     ),
-    st.lists(st.integers(0, 24), max_size=10),
+    st.lists(st.tuples(st.integers(0, 24), st.sampled_from([0, 0, 1, 3, 25])), max_size=10),
 )
 def test_sending_any_events_again_changes_nothing_else(
-    raw: list[tuple[int, int, int | str]], again: list[int]
+    raw: list[tuple[int, int, int | str]], again: list[tuple[int, int]]
 ) -> None:
-    """Each event sent again right after itself: the decisions of the others are exactly those of the stream
-    without the repeats, every repeat has its original's action, and the state is freed as without them
-    (transfers and the logins of a sequence; no state TTL: the clean-up timers alone free the user)."""
+    """Each event sent again, right after itself or after ``delay`` more events: the decisions of the others
+    are exactly those of the stream without the repeats, every repeat of an event that was not too late is a
+    duplicate with its action, and the state is freed as without them (transfers and the logins of a
+    sequence; no state TTL: the clean-up timers alone free the user)."""
     events = [
         login(f"t{i}-{k}", at, what == "ok") if isinstance(what, str) else transfer(f"t{i}-{k}", at, what)
         for k, (i, at, what) in enumerate(raw)
     ]
     once, once_alerts, _ = run(events, state_ttl=None, finish=True)
+    repeats: dict[int, list[dict[str, Any]]] = {}
+    for i, delay in again:
+        k = i % len(events)
+        repeats.setdefault(min(k + delay, len(events) - 1), []).append({**events[k], "reply_to": "api-b"})
     twice_events: list[dict[str, Any]] = []
-    repeats = {i % len(events) for i in again}
     for k, e in enumerate(events):
-        twice_events.append(e)
-        if k in repeats:
-            twice_events.append({**e, "reply_to": "api-b"})
+        twice_events += [e, *repeats.get(k, [])]
     twice, twice_alerts, runner = run(twice_events, state_ttl=None, finish=True)
-    by_id = {d.event_id: d for d in once}
-    firsts = []
+    firsts: dict[str, Decision] = {}
     for d in twice:
-        first = by_id[d.event_id]
-        if d is not twice[0] and d.event_id == firsts[-1].event_id:  # the repeat, right after its original
-            assert d.action == first.action
+        first = firsts.setdefault(d.event_id, d)
+        if d is not first:
             # a too-late event changes no state, so it is not remembered: decided again, as too late
-            assert d.duplicate is not first.too_late and d.too_late is first.too_late
-        else:
-            firsts.append(d)
-    assert [d.to_dict() for d in firsts] == [d.to_dict() for d in once]
+            assert d.duplicate is not first.too_late
+            assert d.too_late or not first.too_late
+            assert d.action == first.action or not d.duplicate
+    assert [d.to_dict() for d in firsts.values()] == [d.to_dict() for d in once]
     assert [a.to_dict() for a in twice_alerts] == [a.to_dict() for a in once_alerts]
     assert runner.store.pickled_sizes() == []
 

@@ -288,7 +288,7 @@ class Replay:
     "--dedup-window",
     default="10m",
     callback=_duration,
-    help="How long (event time) an event is remembered as decided.",
+    help="How long (event time) an event is remembered as decided (at least --lateness).",
 )
 @click.option("--only-hits", is_flag=True, help="Write only decisions where a rule fired, and alerts.")
 @progress_option(None, "Progress on stderr (default: when stderr is a terminal).")

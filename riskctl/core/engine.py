@@ -279,9 +279,10 @@ class Engine:
         TTL").
 
         ``dedup_window`` (ms of event time, 0: off): an event with the same content as one the key decided
-        within it is a duplicate, decided with the first one's action and changing nothing
-        (riskctl/core/dedup.py, docs/engine.md "Duplicate events"). Only the events sent through
-        ``riskctl serve`` (those with a ``reply_to``) are remembered and checked, unless ``dedup_all``.
+        within it (or within the ``lateness``, if longer) is a duplicate, decided with the first one's action
+        and changing nothing (riskctl/core/dedup.py, docs/engine.md "Duplicate events"). Only the events
+        sent through ``riskctl serve`` (those with a ``reply_to``) are remembered and checked, unless
+        ``dedup_all``.
         """
         if dedup_window < 0:
             msg = f"dedup_window must be >= 0 ms, got {dedup_window}"
@@ -298,6 +299,9 @@ class Engine:
         self.lateness = lateness
         self.dedup_window = dedup_window
         self.dedup_all = dedup_all
+        # how long behind the newest event an event is remembered: never less than the lateness, within which
+        # a forgotten event sent again would not be too late, and would count again
+        self._dedup_keep = max(dedup_window, lateness)
         self.state_ttl = state_ttl
         self.cleanup_timers = cleanup_timers
         ruleset = rules if isinstance(rules, RuleSet) else RuleSet(rules)
@@ -511,7 +515,7 @@ class Engine:
             meta[_LAST_TS] = ts
         # (too late: changes no state, decided again if sent again), before the clean-up timer reads it
         if seen_key is not None and not too_late:
-            put(SEEN, dedup.remember(seen, seen_key, ts, rank, meta[_MAX_TS] - self.dedup_window))
+            put(SEEN, dedup.remember(seen, seen_key, ts, rank, meta[_MAX_TS] - self._dedup_keep))
         if meta[_CLEANUP] is None and self.cleanup_timers:
             self._schedule_cleanup(get, plan, meta, timers)
         put(META, meta)
@@ -596,7 +600,7 @@ class Engine:
                 meta[_RECENT] = [r for r in meta[_RECENT] if r[0] >= horizon]
             seen = get(SEEN)
             if seen is not None:  # a user silent for the window: what event time left behind is forgotten
-                kept = dedup.forget_before(seen, ts - self.dedup_window)
+                kept = dedup.forget_before(seen, ts - self._dedup_keep)
                 if kept is None:
                     pop(SEEN, None)
                 elif len(kept) != len(seen):
@@ -672,7 +676,7 @@ class Engine:
                 if get(pp.key) is not None:  # partial matches and buffers expire within the pattern's span
                     candidates.append(meta[_MAX_TS] + pp.matcher.spec.within + self.lateness)
             if get(SEEN) is not None:  # the events remembered as decided (dedup), once the window has passed
-                candidates.append(meta[_MAX_TS] + self.dedup_window + 1)
+                candidates.append(meta[_MAX_TS] + self._dedup_keep + 1)
             if not candidates:
                 return
             at = max(candidates)

@@ -272,3 +272,12 @@ def test_the_content_is_compared_as_normalised_not_as_rules_compare_it() -> None
     assert dedup.digest(parse_event(raw)) == dedup.digest(parse_event(same))
     for other in (b"100.0", b"1e2"):
         assert dedup.digest(parse_event(same.replace(b"100", other))) != dedup.digest(parse_event(same))
+
+
+def test_a_window_shorter_than_the_lateness_still_keeps_what_is_not_too_late() -> None:
+    # (found in review) with job.lateness_ms above job.dedup_window_ms, an event forgotten by the window but
+    # still within the lateness was decided again and counted twice: 50 + 50 + 50 + 40 made t3 a REVIEW
+    events = [transfer("t1", 0), transfer("t2", 20_000), transfer("t1", 0, reply_to="api-b")]
+    decisions, _, _ = run([*events, transfer("t3", 21_000, amount=40)], window=10_000, lateness=60_000)
+    assert decisions[2].duplicate and not decisions[2].too_late
+    assert decisions[3].action == "PASS"

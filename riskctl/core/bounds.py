@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from riskctl.core.dedup import SEEN_CAP
+from riskctl.core.dedup import ENTRY, SEEN_CAP
 from riskctl.core.engine import META, RECENT_CAP, SEEN, Engine
 from riskctl.core.events import MAX_ID_LENGTH
 from riskctl.core.expr import FEATURES_FIELD
@@ -173,7 +173,7 @@ def _worst_state(engine: Engine) -> Iterator[tuple[str, Any]]:
     wakeups = [[_BIG_INT, pp.key] for pp in plan.patterns]
     user = worst.string(MAX_ID_LENGTH)
     yield META, [_BIG_INT, _BIG_INT, plan.version, _BIG_INT, wakeups, recent, user, _BIG_INT]
-    yield SEEN, bytes(16 * SEEN_CAP)  # the events remembered for deduplication (riskctl/core/dedup.py)
+    yield SEEN, bytes(ENTRY * SEEN_CAP)  # the events remembered for deduplication (riskctl/core/dedup.py)
 
 
 def state_bound(ruleset: RuleSet, *, lateness: int) -> StateBound:

@@ -11,13 +11,12 @@ digest is there is a *duplicate*: it gets the first one's action, changes no sta
 The digest is of the event's whole content, not of its ``event_id`` alone: an event that reuses an id with
 other content (a transfer of 1,000,000 sent under the id of an earlier transfer of 10) is decided as a new
 event, never given the earlier one's PASS. ``reply_to`` (the API instance that waits for the decision,
-riskctl/core/reply.py) is left out, since a retry through another instance carries another one. 64 bits of
-BLAKE2b: two different events of one key in one window collide by chance with a probability of about
-``SEEN_CAP / 2**64``; a sender who writes both events can find such a pair with about 2**32 digests (unkeyed):
-docs/engine.md, "Duplicate events", says what that gives.
+riskctl/core/reply.py) is left out, since a retry through another instance carries another one. 128 bits of
+BLAKE2b: a sender who writes both events would need about 2**64 digests to make a pair collide (with 64 bits,
+2**32 were enough: a review found it, an afternoon of one core to have an event taken for an earlier PASS).
 
-Kept as one ``bytes`` of 16 bytes per event, in arrival order: its digest, then ``ts << 2 | action rank``
-(8 bytes, little-endian). One object to pickle however many events are remembered.
+Kept as one ``bytes`` of 24 bytes per event, in arrival order: its digest (16 bytes), then
+``ts << 2 | action rank`` (8 bytes, little-endian). One object to pickle however many events are remembered.
 """
 
 from __future__ import annotations
@@ -31,16 +30,18 @@ import orjson
 
 from riskctl.core.reply import REPLY_FIELD
 
-#: the most events remembered per key (the oldest are forgotten first): 16 x 128 bytes at most
+#: the most events remembered per key (the oldest are forgotten first): 24 x 128 bytes at most
 SEEN_CAP = 128
-_CAP_BYTES = 16 * SEEN_CAP
+DIGEST = 16  # bytes of a digest
+ENTRY = DIGEST + 8  # bytes of a remembered event: its digest, then ts << 2 | rank
+_CAP_BYTES = ENTRY * SEEN_CAP
 _OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
 _dumps = orjson.dumps
 _blake2b = hashlib.blake2b
 
 
 def digest(event: Mapping[str, Any]) -> bytes:
-    """8 bytes identifying the event's content (its fields and values, ``reply_to`` aside)."""
+    """16 bytes identifying the event's content (its fields and values, ``reply_to`` aside)."""
     if REPLY_FIELD in event:
         event = {k: v for k, v in event.items() if k != REPLY_FIELD}
     try:
@@ -48,17 +49,17 @@ def digest(event: Mapping[str, Any]) -> bytes:
     except TypeError:  # an integer beyond 64 bits, a value JSON has no type for
         text = json.dumps(event, sort_keys=True, default=repr, ensure_ascii=False)
         raw = text.encode("utf-8", "surrogatepass")
-    return _blake2b(raw, digest_size=8).digest()
+    return _blake2b(raw, digest_size=DIGEST).digest()
 
 
 def seen_rank(seen: bytes, key: bytes) -> int:
     """The action rank the event of digest ``key`` got, or -1 when it is not in ``seen``."""
     pos = seen.find(key)
-    while pos > 0 and pos & 15:  # found across two fields: look further
+    while pos > 0 and pos % ENTRY:  # found across two fields: look further
         pos = seen.find(key, pos + 1)
     if pos < 0:
         return -1
-    return seen[pos + 8] & 3  # the low byte of ts << 2 | rank (little-endian)
+    return seen[pos + DIGEST] & 3  # the low byte of ts << 2 | rank (little-endian)
 
 
 def remember(seen: bytes | None, key: bytes, ts: int, rank: int, horizon: int) -> bytes:
@@ -66,25 +67,23 @@ def remember(seen: bytes | None, key: bytes, ts: int, rank: int, horizon: int) -
     entry = key + (ts << 2 | rank).to_bytes(8, "little", signed=True)
     if seen is None:
         return entry
-    if int.from_bytes(seen[8:16], "little", signed=True) >> 2 < horizon or len(seen) >= _CAP_BYTES:
-        n = len(seen) >> 4
+    if _ts(seen, 0) < horizon or len(seen) >= _CAP_BYTES:
+        n = len(seen) // ENTRY
         cut = 1
-        while (
-            cut < n
-            and int.from_bytes(seen[cut * 16 + 8 : cut * 16 + 16], "little", signed=True) >> 2 < horizon
-        ):
+        while cut < n and _ts(seen, cut * ENTRY) < horizon:
             cut += 1
         if n - cut >= SEEN_CAP:
             cut = n - SEEN_CAP + 1
-        seen = seen[cut * 16 :]
+        seen = seen[cut * ENTRY :]
     return seen + entry
 
 
 def forget_before(seen: bytes, horizon: int) -> bytes | None:
     """``seen`` without the events older than ``horizon`` (None when none is left)."""
-    kept = b"".join(
-        seen[i : i + 16]
-        for i in range(0, len(seen), 16)
-        if int.from_bytes(seen[i + 8 : i + 16], "little", signed=True) >> 2 >= horizon
-    )
+    kept = b"".join(seen[i : i + ENTRY] for i in range(0, len(seen), ENTRY) if _ts(seen, i) >= horizon)
     return kept or None
+
+
+def _ts(seen: bytes, at: int) -> int:
+    """The event time of the entry at byte ``at``."""
+    return int.from_bytes(seen[at + DIGEST : at + ENTRY], "little", signed=True) >> 2

@@ -175,15 +175,17 @@ def test_at_most_the_cap_is_remembered_the_oldest_forgotten() -> None:
     n = dedup.SEEN_CAP + 1
     events = [transfer(f"t{i}", i, amount=0) for i in range(n)]
     decisions, _, runner = run([*events, transfer("t0", 0, amount=0), transfer(f"t{n - 1}", n - 1, amount=0)])
-    assert len(runner.store.for_key("u").data[SEEN]) == 16 * dedup.SEEN_CAP
+    assert len(runner.store.for_key("u").data[SEEN]) == dedup.ENTRY * dedup.SEEN_CAP
     assert not decisions[n].duplicate  # the first one, forgotten
     assert decisions[n + 1].duplicate
 
 
 def test_a_digest_found_across_two_entries_is_not_a_match() -> None:
-    key = bytes(range(8))
+    key = bytes(range(dedup.DIGEST))
     # an entry whose digest ends with the key's first half and whose info starts with its second half
-    other = bytes([9, 9, 9, 9, 0, 1, 2, 3]) + bytes([4, 5, 6, 7, 0, 0, 0, 0])
+    half = dedup.DIGEST // 2
+    other = bytes([9] * half) + key[:half] + key[half:] + bytes(dedup.ENTRY - dedup.DIGEST - half)
+    assert len(other) == dedup.ENTRY and key in other
     assert dedup.seen_rank(other, key) == -1
     seen = dedup.remember(other, key, 5, 2, 0)
     assert dedup.seen_rank(seen, key) == 2
@@ -194,7 +196,8 @@ def test_the_digest_ignores_reply_to_and_key_order() -> None:
     b = {"reply_to": "y", "ts": 1, "type": "t", "user_id": "u", "event_id": "e"}
     assert dedup.digest(a) == dedup.digest(b)
     assert dedup.digest(a) != dedup.digest({**a, "ts": 2})
-    assert len(dedup.digest({**a, "big": 1 << 80})) == 8  # beyond orjson's integers: the json fallback
+    # beyond orjson's integers: the json fallback; 128 bits, so no pair of events can be made to collide
+    assert len(dedup.digest({**a, "big": 1 << 80})) == dedup.DIGEST == 16
 
 
 def test_a_negative_window_is_refused() -> None:

@@ -107,6 +107,7 @@ def pretty(record: dict[str, Any], record_ts: int | None = None) -> str:
         + (f" rules=[{fired}]" if fired else "")
         + (f" shadow=[{shadow}]" if shadow else "")
         + (" late" if record.get("late") else "")
+        + (" duplicate" if record.get("duplicate") is True else "")
         + lag
     )
 

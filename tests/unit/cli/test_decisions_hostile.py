@@ -67,6 +67,9 @@ def test_a_good_record_is_shown_as_before() -> None:
     assert line == "22:13:20.000 REVIEW user=u1 login event=e1 rules=[r1 v2] shadow=[s1] +250ms"
     assert cmd.summarize([(GOOD, 1_700_000_000_250)])["latency_ms"]["max"] == 250
     assert cmd.rule_ids(GOOD) == ["r1", "s1"]
+    again = {**GOOD, "rules": [], "shadow": [], "duplicate": True}
+    assert cmd.pretty(again, None) == "22:13:20.000 REVIEW user=u1 login event=e1 duplicate"
+    assert cmd.pretty({**again, "duplicate": "yes"}, None).endswith("event=e1")  # only the record's true
 
 
 def test_text_from_events_cannot_forge_a_line_or_drive_the_terminal() -> None:

@@ -21,7 +21,10 @@ What the door refuses, each with the field path (``meta.tags[3]``) where one app
 * (:func:`check_clock`) a ``ts`` more than ``max_clock_skew_ms`` ahead of ``now``.
 
 No wall clock here: ``now`` is an argument. Cost: the fast path is one orjson decode plus one walk over the
-decoded event (``bench/door_bench.py``).
+decoded event (``bench/door_bench.py``). Refusing costs about what accepting does (``bench/door_hostile.py``):
+the walk stops at the first culprit and builds only its field path; what orjson cannot read (NaN, Infinity,
+numbers beyond a double, lone surrogate escapes, and anything it finds invalid) is read once more by the
+standard library, at C speed, before the same walk.
 """
 
 from __future__ import annotations
@@ -101,10 +104,12 @@ def decode(raw: bytes | bytearray | str | None, limits: Limits = DEFAULT_LIMITS)
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError:
         obj = _decode_slow(raw)
-        _check(obj, limits, surrogates=True)
-        return obj
-    if not _fits(obj, 1, limits.max_depth, limits.max_string_chars):
-        _check(obj, limits, surrogates=False)
+        surrogates = True
+    else:
+        surrogates = False
+    trail = _walk(obj, 1, limits.max_depth, limits.max_string_chars, surrogates)
+    if trail is not None:
+        raise _refusal(trail, limits)
     return obj
 
 
@@ -126,78 +131,87 @@ def _decode_slow(raw: bytes | bytearray | str) -> Any:
         raise EventError(msg) from None
 
 
-def _fits(value: Any, depth: int, max_depth: int, max_chars: int) -> bool:
-    """The fast walk: True when every container, string and number of ``value`` is within the limits."""
+def _walk(value: Any, depth: int, max_depth: int, max_chars: int, surrogates: bool) -> list[Any] | None:
+    """One walk over ``value``: None when every container, string and number is within the limits, else
+    the trail to the first that is not (document order), innermost first: ``[culprit, parent, ..., value]``,
+    a key as its culprit given as ``(key,)``. Only a refused record pays for finding its path
+    (:func:`_refusal`). ``surrogates``: strings are checked for lone surrogates too (the standard library's
+    reading; orjson refuses them)."""
     t = type(value)
     if t is dict:
+        if depth > max_depth:
+            return [value]
         for k in value:
-            if len(k) > max_chars:
-                return False
+            if len(k) > max_chars or (surrogates and not k.isascii() and _SURROGATE.search(k)):
+                return [(k,), value]
         items = value.values()
     elif t is list:
+        if depth > max_depth:
+            return [value]
         items = value
     elif t is str:
-        return len(value) <= max_chars
+        return None if len(value) <= max_chars and not (surrogates and _lone(value)) else [value]
     elif t is int or t is float:
-        return -_M <= value <= _M
+        return None if -_M <= value <= _M else [value]
     else:
-        return True
-    if depth > max_depth:
-        return False
+        return None
     depth += 1
     for v in items:  # scalars checked inline, not by a call per value: this walk runs for every event
         tv = type(v)
         if tv is str:
-            if len(v) > max_chars:
-                return False
+            if len(v) > max_chars or (surrogates and not v.isascii() and _SURROGATE.search(v)):
+                return [v, value]
         elif tv is int or tv is float:
             if not -_M <= v <= _M:
-                return False
-        elif (tv is dict or tv is list) and not _fits(v, depth, max_depth, max_chars):
-            return False
-    return True
+                return [v, value]
+        elif tv is dict or tv is list:
+            if not v and depth <= max_depth:  # an empty container within the depth: nothing to call for
+                continue
+            trail = _walk(v, depth, max_depth, max_chars, surrogates)
+            if trail is not None:
+                trail.append(value)
+                return trail
+    return None
 
 
-def _check(obj: Any, limits: Limits, *, surrogates: bool) -> None:
-    """The slow walk: raise the first limit ``obj`` breaks, with its field path (nothing if none)."""
-    stack: list[tuple[Any, str, int]] = [(obj, "", 1)]
-    while stack:
-        value, path, depth = stack.pop()
-        if isinstance(value, dict):
-            if depth > limits.max_depth:
-                msg = f"nested deeper than max_depth ({limits.max_depth})"
-                raise EventError(msg, path or None)
-            items = list(value.items())
-            for k, v in reversed(items):
-                _string(k, f"{path}.{k}" if path else k, limits, surrogates, key=True)
-                stack.append((v, f"{path}.{_printable(k)}" if path else _printable(k), depth + 1))
-        elif isinstance(value, list):
-            if depth > limits.max_depth:
-                msg = f"nested deeper than max_depth ({limits.max_depth})"
-                raise EventError(msg, path or None)
-            for i in range(len(value) - 1, -1, -1):
-                stack.append((value[i], f"{path}[{i}]", depth + 1))
-        elif isinstance(value, str):
-            _string(value, path, limits, surrogates)
-        elif isinstance(value, bool) or value is None:
-            continue
-        elif isinstance(value, float | int):
-            if not -_M <= value <= _M:
-                text = repr(value) if isinstance(value, float) else _int_text(value)
-                msg = f"number {text} is not finite or beyond {_M:.0e} in absolute value"
-                raise EventError(msg, path or None)
+def _lone(text: str) -> bool:
+    return not text.isascii() and _SURROGATE.search(text) is not None
 
 
-def _string(value: str, path: str, limits: Limits, surrogates: bool, *, key: bool = False) -> None:
-    what = "key" if key else "string"
+def _refusal(trail: list[Any], limits: Limits) -> EventError:
+    """The error of the culprit that ends ``trail`` (:func:`_walk`), with its field path."""
+    path = ""
+    for parent, child in zip(trail[:0:-1], trail[-2::-1], strict=True):
+        if type(child) is tuple:  # a key
+            break
+        # an earlier value equal to the culprit's branch would have been refused first: index() finds it
+        if type(parent) is dict:
+            key = list(parent)[list(parent.values()).index(child)]
+            path = f"{path}.{_printable(key)}" if path else _printable(key)
+        else:
+            path = f"{path}[{parent.index(child)}]"
+    value = trail[0]
+    if type(value) is tuple:
+        return _string_error(value[0], f"{path}.{value[0]}" if path else value[0], limits, "key")
+    if type(value) is str:
+        return _string_error(value, path, limits, "string")
+    if type(value) is dict or type(value) is list:
+        msg = f"nested deeper than max_depth ({limits.max_depth})"
+        return EventError(msg, path or None)
+    text = repr(value) if type(value) is float else _int_text(value)
+    msg = f"number {text} is not finite or beyond {_M:.0e} in absolute value"
+    return EventError(msg, path or None)
+
+
+def _string_error(value: str, path: str, limits: Limits, what: str) -> EventError:
+    field = _printable(path[:_MAX_FIELD_CHARS]) or None
     if len(value) > limits.max_string_chars:
         msg = f"{what} of {len(value)} characters is longer than max_string_chars ({limits.max_string_chars})"
-        raise EventError(msg, _printable(path[:_MAX_FIELD_CHARS]) or None)
-    if surrogates and not value.isascii():
-        found = _SURROGATE.search(value)
-        if found:
-            msg = f"{what} holds a lone surrogate (U+{ord(found.group()):04X} at character {found.start()})"
-            raise EventError(msg, _printable(path[:_MAX_FIELD_CHARS]) or None)
+        return EventError(msg, field)
+    found = _SURROGATE.search(value)
+    assert found is not None  # noqa: S101 - _walk refused it for its length or for this
+    msg = f"{what} holds a lone surrogate (U+{ord(found.group()):04X} at character {found.start()})"
+    return EventError(msg, field)
 
 
 def _int_text(value: int) -> str:

@@ -130,9 +130,28 @@ def test_passwords_come_from_the_environment_never_the_image(compose: dict[str, 
 # ----------------------------------------------------------------------------------------------- MySQL
 
 
+def _mariadb_env(compose: dict[str, Any]) -> dict[str, str]:
+    """The database container's user settings, by their MYSQL_* names (the image reads MARIADB_* first)."""
+    env = _env(compose["services"]["mysql"])
+    return {k.replace("MARIADB_", "MYSQL_", 1): v for k, v in env.items()}
+
+
+def test_the_rules_store_is_the_local_stacks_mariadb(compose: dict[str, Any]) -> None:
+    # flink-sql-connector-mysql-cdc 3.5.0 reads the binlog position with SHOW MASTER STATUS only, which MySQL
+    # 8.4 removed (SHOW BINARY LOG STATUS): on mysql:8.4 the job could not read its rules. MariaDB is what the
+    # local stack runs and the integration tests read rules from.
+    image = compose["services"]["mysql"]["image"]
+    assert re.fullmatch(r"mariadb:10\.11(\.\d+)?", image), f"{image}: the local stack runs MariaDB 10.11"
+    from riskctl.stack.services import MariaDB
+
+    local = {str(a).split("=", 1)[0] for a in MariaDB(Settings())._server_cmd()[1:]}
+    flags = [str(a).split("=", 1)[0] for a in compose["services"]["mysql"]["command"]]
+    # mariadbd stops at an option it does not know (MySQL's --mysql-native-password, --authentication-policy)
+    assert not set(flags) - local, f"not options of the local stack's mariadbd: {sorted(set(flags) - local)}"
+
+
 def test_mysql_has_the_binlog_cdc_needs(compose: dict[str, Any]) -> None:
     mysql = compose["services"]["mysql"]
-    assert re.fullmatch(r"mysql:8(\.\d+)*", mysql["image"])
     flags = dict(str(a).split("=", 1) if "=" in str(a) else (str(a), "") for a in mysql["command"])
     assert "--log-bin" in flags
     for flag, value in BINLOG_FLAGS.items():
@@ -144,7 +163,7 @@ def test_mysql_has_the_binlog_cdc_needs(compose: dict[str, Any]) -> None:
 
 
 def test_mysql_user_and_cdc_grants_match_the_settings(compose: dict[str, Any]) -> None:
-    mysql = _env(compose["services"]["mysql"])
+    mysql = _mariadb_env(compose)
     riskctl = _env(compose["services"]["submitter"])
     assert mysql["MYSQL_USER"] == riskctl["RISKCTL_MYSQL_USER"]
     assert mysql["MYSQL_DATABASE"] == riskctl["RISKCTL_MYSQL_DATABASE"]
@@ -159,13 +178,13 @@ def test_mysql_user_and_cdc_grants_match_the_settings(compose: dict[str, Any]) -
     assert m.group(2) == mysql["MYSQL_USER"]
 
 
-def test_mysql_lets_pymysql_log_in(compose: dict[str, Any]) -> None:
-    # PyMySQL without 'cryptography' cannot do caching_sha2_password's first login over plain TCP
-    flags = [str(a) for a in compose["services"]["mysql"]["command"]]
-    image = compose["services"]["mysql"]["image"]
-    if image.startswith("mysql:8.4") or image.startswith("mysql:9"):
-        assert "--mysql-native-password=ON" in flags
-    assert "--authentication-policy=mysql_native_password" in flags
+def test_the_mysql_healthcheck_logs_in_as_riskctl_over_tcp(compose: dict[str, Any]) -> None:
+    # over TCP: while the image initialises the volume its temporary server listens on no port, so the
+    # service is healthy only once the real server (with the init SQL's grants) runs
+    check = " ".join(compose["services"]["mysql"]["healthcheck"]["test"])
+    assert "mariadb-admin ping -h 127.0.0.1" in check
+    user = _mariadb_env(compose)["MYSQL_USER"]
+    assert f"-u{user} " in check and "$$MARIADB_PASSWORD" in check
 
 
 # ----------------------------------------------------------------------------------------------- ports
@@ -348,3 +367,200 @@ def test_the_flink_containers_recover_like_the_local_stack(compose: dict[str, An
     assert int(props["heartbeat.interval"]) == stack.flink_heartbeat_interval_ms
     assert int(props["heartbeat.timeout"]) == stack.flink_heartbeat_timeout_ms
     assert int(props["heartbeat.rpc-failure-threshold"]) == stack.flink_heartbeat_rpc_failure_threshold
+
+
+# ------------------------------------------------------------------ every service, as riskctl would start it
+
+
+def _example_env() -> dict[str, str]:
+    """The values docker/compose.env.example suggests, its commented-out lines too."""
+    out = {}
+    for line in (ROOT / "docker" / "compose.env.example").read_text().splitlines():
+        m = re.fullmatch(r"#?\s*([A-Z][A-Z0-9_]*)=(.*)", line.strip())
+        if m:
+            out[m.group(1)] = m.group(2)
+    return out
+
+
+def _interpolated(value: str, env: dict[str, str]) -> str:
+    """``value`` as compose reads it, ``env`` being the .env file: ``${X:-d}`` is X when set and not empty."""
+    return re.sub(
+        r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}",
+        lambda m: env.get(m.group(1)) or (m.group(2) or ""),
+        value,
+    )
+
+
+def _settings_of(service: dict[str, Any], dotenv: dict[str, str]) -> Settings:
+    from riskctl.config import load_settings
+
+    env = {k: _interpolated(v, dotenv) for k, v in _env(service).items() if k.startswith("RISKCTL_")}
+    # a RISKCTL_<SECTION>_<KEY> that is no setting, or a value out of its choices or range: exit 2 at start
+    return load_settings(path="/dev/null", env=env)
+
+
+@pytest.mark.parametrize("dotenv", [{}, _example_env()], ids=["defaults", "compose.env.example"])
+def test_every_services_settings_load(compose: dict[str, Any], dotenv: dict[str, str]) -> None:
+    services = _riskctl_vars(compose)
+    assert {"submitter", "serve"} <= set(services)
+    for name in services:
+        _settings_of(compose["services"][name], dotenv)
+
+
+def test_serve_starts_on_its_published_address(compose: dict[str, Any]) -> None:
+    """``riskctl serve`` on a non-loopback host without API keys is refused at start unless serve.anonymous;
+    keys given in .env reach the container and are name:key pairs."""
+    from riskctl.serve.callers import Callers, is_loopback
+
+    serve = compose["services"]["serve"]
+    for dotenv in ({}, {"RISKCTL_SERVE_API_KEYS": "checkout:" + "k" * 32 + ",login:" + "l" * 32}):
+        s = _settings_of(serve, dotenv).serve
+        callers = Callers(s.api_keys, max_in_flight=s.max_in_flight)
+        assert callers.required or s.anonymous or is_loopback(s.host), "serve would refuse to start"
+        assert callers.required == bool(dotenv), "RISKCTL_SERVE_API_KEYS in .env does not reach serve"
+    # without keys it is served anonymously: then only on the host's loopback
+    assert all(str(p).startswith("127.0.0.1:") for p in serve["ports"])
+
+
+def test_secrets_come_from_the_environment(compose: dict[str, Any]) -> None:
+    from riskctl.config.loading import all_specs
+
+    secret = {spec.env for spec in all_specs().values() if spec.allowed.secret}
+    assert {"RISKCTL_MYSQL_PASSWORD", "RISKCTL_SERVE_API_KEYS"} <= secret
+    for name, svc in compose["services"].items():
+        for key, value in _env(svc).items():
+            if key in secret:
+                assert re.fullmatch(r"\$\{[A-Z_]+:-[^}]*\}", value), f"{name}.{key}: a literal secret"
+
+
+def _riskctl_commands(compose: dict[str, Any]) -> dict[str, list[str]]:
+    out = {}
+    for name, svc in compose["services"].items():
+        cmd = svc.get("command")
+        cmd = shlex.split(cmd) if isinstance(cmd, str) else [str(c) for c in cmd or []]
+        if cmd[:1] == ["riskctl"]:
+            out[name] = cmd[1:]
+    return out
+
+
+def _parse(args: list[str]) -> None:
+    """Parse ``riskctl *args`` with riskctl's click commands (a click.UsageError on a bad command line)."""
+    import click
+
+    from riskctl.cli.main import cli
+
+    cmd: click.Command = cli
+    ctx = click.Context(cli, info_name="riskctl", **cli.context_settings)
+    rest = list(args)
+    while isinstance(cmd, click.Group) and rest and not rest[0].startswith("-"):
+        sub = cmd.get_command(ctx, rest[0])
+        if sub is None:
+            msg = f"no command {rest[0]!r}"
+            raise click.UsageError(msg)
+        cmd, rest = sub, rest[1:]
+        ctx = click.Context(cmd, info_name=cmd.name, parent=ctx, **cmd.context_settings)
+    if isinstance(cmd, click.Group) and not cmd.invoke_without_command:
+        msg = f"{' '.join(args)!r} names a group of commands, not a command"
+        raise click.UsageError(msg)
+    cmd.make_parser(ctx).parse_args(rest)
+
+
+def test_every_riskctl_command_of_a_service_parses(compose: dict[str, Any]) -> None:
+    commands = _riskctl_commands(compose)
+    assert "serve" in commands
+    for args in commands.values():
+        _parse(args)
+
+
+def test_the_submitter_sees_the_clusters_checkpoints(compose: dict[str, Any]) -> None:
+    """``riskctl submit`` refuses to start from empty state when job.checkpoint_dir holds a newer checkpoint
+    of the job: in the submitter that folder must be the volume the JobManager and TaskManager write."""
+    path = _env(compose["services"]["submitter"])["RISKCTL_JOB_CHECKPOINT_DIR"].removeprefix("file://")
+
+    def volume(name: str) -> str | None:
+        for spec in compose["services"][name].get("volumes", []):
+            parts = str(spec).split(":")
+            if len(parts) >= 2 and parts[1] == path:
+                return parts[0]
+        return None
+
+    assert volume("submitter") is not None, f"the submitter does not mount {path}"
+    assert volume("submitter") == volume("jobmanager") == volume("taskmanager")
+    assert volume("submitter") in compose["volumes"]
+
+
+def test_dependencies_and_healthchecks_agree(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for name, svc in services.items():
+        deps = svc.get("depends_on") or {}
+        for dep, how in deps.items() if isinstance(deps, dict) else ((d, {}) for d in deps):
+            assert dep in services, f"{name} depends on no service {dep}"
+            condition = (how or {}).get("condition", "service_started")
+            if condition == "service_healthy":
+                assert "healthcheck" in services[dep], (
+                    f"{name} waits for {dep} healthy, it has no healthcheck"
+                )
+            if condition == "service_completed_successfully":
+                assert services[dep].get("restart", "no") == "no", f"{dep} restarts: it never completes"
+    # the API's healthcheck asks riskctl serve's own liveness route on its port
+    check = " ".join(services["serve"]["healthcheck"]["test"])
+    assert f"http://localhost:{ServeSettings().port}/healthz" in check
+    assert 'add_get("/healthz"' in (ROOT / "riskctl" / "serve" / "app.py").read_text()
+
+
+def test_the_new_checks_catch_a_broken_compose_file(tmp_path: Path) -> None:
+    import click
+
+    from riskctl.errors import ConfigError
+
+    text = COMPOSE.read_text()
+
+    def broken(old: str, new: str) -> dict[str, Any]:
+        assert old in text, old
+        path = tmp_path / "docker-compose.yml"
+        path.write_text(text.replace(old, new, 1))
+        return _load(path)
+
+    bad = broken("image: mariadb:10.11", "image: mysql:8.4")
+    with pytest.raises(AssertionError):
+        test_the_rules_store_is_the_local_stacks_mariadb(bad)
+    bad = broken("- --expire-logs-days=2", "- --mysql-native-password=ON")
+    with pytest.raises(AssertionError):
+        test_the_rules_store_is_the_local_stacks_mariadb(bad)
+    for old, new in [
+        ("RISKCTL_SERVE_INSTANCE: serve-1", "RISKCTL_SERVE_INSTANCES: serve-1"),  # no such setting
+        ("${RISKCTL_JOB_DELIVERY:-at-least-once}", "${RISKCTL_JOB_DELIVERY:-exactly_once}"),  # no such choice
+        ("${RISKCTL_JOB_PARALLELISM:-1}", "${RISKCTL_JOB_PARALLELISM:-0}"),  # out of range
+    ]:
+        with pytest.raises(ConfigError):
+            test_every_services_settings_load(broken(old, new), {})
+    with pytest.raises(AssertionError):
+        test_serve_starts_on_its_published_address(broken('RISKCTL_SERVE_ANONYMOUS: "true"', ""))
+    with pytest.raises(AssertionError):
+        test_serve_starts_on_its_published_address(broken("RISKCTL_SERVE_API_KEYS: ${", "X_API_KEYS: ${"))
+    with pytest.raises(AssertionError):
+        test_secrets_come_from_the_environment(
+            broken("RISKCTL_SERVE_API_KEYS: ${RISKCTL_SERVE_API_KEYS:-}", "RISKCTL_SERVE_API_KEYS: a:k")
+        )
+    with pytest.raises(click.UsageError):
+        test_every_riskctl_command_of_a_service_parses(
+            broken('["riskctl", "serve"]', '["riskctl", "serve", "-x"]')
+        )
+    with pytest.raises(click.UsageError):
+        test_every_riskctl_command_of_a_service_parses(
+            broken('["riskctl", "serve"]', '["riskctl", "server"]')
+        )
+    with pytest.raises(AssertionError):
+        test_the_submitter_sees_the_clusters_checkpoints(
+            broken(
+                "- flink-checkpoints:/opt/flink/checkpoints:ro", "- flink-savepoints:/opt/flink/savepoints:ro"
+            )
+        )
+    with pytest.raises(AssertionError):  # a dependency on no service
+        test_dependencies_and_healthchecks_agree(broken("      taskmanager:\n", "      taskmanagr:\n"))
+    with pytest.raises(AssertionError):  # waits for a healthy service that has no healthcheck
+        test_dependencies_and_healthchecks_agree(
+            broken("condition: service_started", "condition: service_healthy")
+        )
+    with pytest.raises(AssertionError):  # the API's healthcheck on another port
+        test_dependencies_and_healthchecks_agree(broken("localhost:8088/healthz", "localhost:8080/healthz"))

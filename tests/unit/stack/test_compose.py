@@ -564,3 +564,45 @@ def test_the_new_checks_catch_a_broken_compose_file(tmp_path: Path) -> None:
         )
     with pytest.raises(AssertionError):  # the API's healthcheck on another port
         test_dependencies_and_healthchecks_agree(broken("localhost:8088/healthz", "localhost:8080/healthz"))
+
+
+def _readme_services(readme: str) -> dict[str, str]:
+    """The README's table of compose services: each service named in a row's first cell -> the row's text."""
+    section = readme.split("## With Docker: docker-compose.yml", 1)[1].split("\n## ", 1)[0]
+    out = {}
+    for line in section.splitlines():
+        cells = line.strip().strip("|").split("|")
+        if line.startswith("| `") and len(cells) >= 3:
+            for name in re.findall(r"`([^`]+)`", cells[0]):
+                out[name] = cells[1]
+    return out
+
+
+def _readme_drift(compose: dict[str, Any], readme: str) -> list[str]:
+    rows = _readme_services(readme)
+    out = [
+        f"{n}: in the README's table, not in docker-compose.yml"
+        for n in sorted(set(rows) - set(compose["services"]))
+    ]
+    for name, svc in compose["services"].items():
+        if name not in rows:
+            out.append(f"{name}: not in the README's table")
+        elif (
+            "build" not in svc and f"`{svc['image']}`" not in rows[name]
+        ):  # a pulled image: the README names it
+            out.append(f"{name}: the README does not show its image {svc['image']}")
+    return out
+
+
+def test_the_readme_lists_the_services_and_their_images(compose: dict[str, Any]) -> None:
+    assert _readme_drift(compose, (ROOT / "README.md").read_text()) == []
+
+
+def test_the_readme_check_catches_a_drift(compose: dict[str, Any]) -> None:
+    readme = (ROOT / "README.md").read_text()
+    for old, new in [
+        ("| `mysql` | `mariadb:10.11`", "| `mysql` | `mysql:8.4`"),
+        ("| `serve` |", "| serve |"),
+    ]:
+        assert old in readme
+        assert _readme_drift(compose, readme.replace(old, new)), new

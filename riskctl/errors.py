@@ -151,10 +151,12 @@ class VersionConflictError(StoreError):
         self.actual = actual
         exp = f"version {expected}" if expected is not None else "no rule (a new one)"
         act = f"version {actual}" if actual is not None else "no rule (deleted)"
+        # the id may come from a row written by SQL: quoted (escaped) unless it is plain text
+        shown = rule_id if rule_id.isprintable() else repr(rule_id)
         text = (
             f"conflict on rule {rule_id!r}: expected {exp}, but MySQL has {act}; someone else changed it. "
             "Nothing was written: look at 'riskctl rules history "
-            f"{rule_id}' and retry"
+            f"{shown}' and retry"
         )
         super().__init__(text)
 

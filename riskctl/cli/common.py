@@ -121,8 +121,11 @@ def printable(value: object) -> str:
 
 
 def echo_error(message: str) -> None:
-    """One error line on stderr: ``error: <message>``."""
-    click.echo(f"error: {message}", err=True)
+    """One error line on stderr: ``error: <message>``, each of its lines made :func:`printable`: a message
+    quotes what it was given (a rule id read from MySQL, a file name, a setting's value), which must not
+    drive the terminal. (The line breaks a message has are its own: one that quotes text which may hold one
+    quotes it with ``repr`` or :func:`printable`.)"""
+    click.echo("error: " + "\n".join(printable(line) for line in message.split("\n")), err=True)
 
 
 def fail(

@@ -94,6 +94,7 @@ def _command(as_json: bool, which: str) -> None:
     errors: dict[str, RiskctlError] = {
         "conflict": VersionConflictError("r_amount", 1, 2),
         "service": ServiceError("MySQL", "cannot connect to 127.0.0.1:1"),
+        "hostile": VersionConflictError("r1\x1b]0;owned\x07\nerror: forged\u202e", None, 3),
     }
     raise errors[which]
 
@@ -107,6 +108,15 @@ def test_an_error_is_one_line_on_stderr_with_the_exit_code_of_its_class() -> Non
     result = CliRunner().invoke(_command, ["--raise", "service"])
     assert result.exit_code == ExitCode.UNAVAILABLE
     assert result.stderr == "error: MySQL: cannot connect to 127.0.0.1:1\n"
+
+
+def test_an_error_quoting_hostile_text_is_still_one_plain_line() -> None:
+    """A rule id written into MySQL by SQL reached the terminal raw in the conflict's hint ('look at riskctl
+    rules history <id>'): it could retitle the terminal or add a forged error line (found in review)."""
+    result = CliRunner().invoke(_command, ["--raise", "hostile"])
+    assert result.exit_code == ExitCode.CONFLICT
+    assert result.stderr.count("\n") == 1 and "\x1b" not in result.stderr and "\u202e" not in result.stderr
+    assert "history 'r1\\x1b]0;owned\\x07\\nerror: forged\\u202e'' and retry" in result.stderr
 
 
 def test_with_json_an_error_is_one_document_with_its_details() -> None:

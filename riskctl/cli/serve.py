@@ -1,7 +1,8 @@
 """``riskctl serve``: the synchronous decision API in front of the running job (docs/api.md).
 
-Errors end through :mod:`riskctl.cli.common`: exit code 3 for a configuration error or when Kafka does not
-answer (or a topic is missing), one ``error: ...`` line, never a traceback.
+Errors end through :mod:`riskctl.cli.common`, one ``error: ...`` line, never a traceback: exit code 2 for a
+setting refused as the settings load (a bad ``--set``, an unknown ``RISKCTL_SERVE_*`` variable), 3 for a
+configuration the instance cannot serve with or when Kafka does not answer (or a topic is missing).
 """
 
 from __future__ import annotations

@@ -271,7 +271,13 @@ def simulate(
 @simulate.command(
     "report", context_settings=CONTEXT_SETTINGS, short_help="What the engine caught of a simulated run."
 )
-@click.option("--events", "events_path", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--events",
+    "events_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="The simulated events, labelled, as JSON lines (what 'riskctl simulate --output FILE' wrote).",
+)
 @click.option(
     "--decisions",
     "decisions_path",

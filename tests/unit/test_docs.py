@@ -218,7 +218,7 @@ def _all_commands() -> list[tuple[str, click.Command, click.Context]]:
 
 
 #: options that ``--help`` shows without a word (a gap of riskctl/cli, reported; remove once fixed)
-OPTIONS_WITHOUT_HELP = {("simulate report", "--events")}
+OPTIONS_WITHOUT_HELP: set[tuple[str, str]] = set()
 
 
 def help_gaps(commands: list[tuple[str, click.Command, click.Context]]) -> list[str]:

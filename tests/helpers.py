@@ -69,3 +69,25 @@ def within(fn: Callable[[], Any], seconds: float = TIMEOUT_S) -> Any:
     if "error" in box:
         raise box["error"]
     return box.get("value")
+
+
+def resolve_command(args: list[str]) -> tuple[Any, Any, list[str]]:
+    """``riskctl *args`` resolved to (its click command, that command's context, the arguments left for its
+    options), each context with its command's own settings (-h among the help options), as click's
+    make_context does: a context without them made click cache a help option without -h on the command, for
+    every later test. Raises click.UsageError for a command that does not exist."""
+    import click
+
+    from riskctl.cli.main import cli
+
+    cmd: click.Command = cli
+    ctx = click.Context(cli, info_name="riskctl", **cli.context_settings)
+    rest = list(args)
+    while isinstance(cmd, click.Group) and rest and not rest[0].startswith("-"):
+        sub = cmd.get_command(ctx, rest[0])
+        if sub is None:
+            msg = f"no command {rest[0]!r}"
+            raise click.UsageError(msg)
+        cmd, rest = sub, rest[1:]
+        ctx = click.Context(cmd, info_name=cmd.name, parent=ctx, **cmd.context_settings)
+    return cmd, ctx, rest

@@ -32,7 +32,7 @@ import pytest
 from riskctl.config import PROJECT_ROOT, Settings
 from riskctl.core.rules import load_rules_text
 from riskctl.testing import RuleRunner
-from tests.helpers import run_riskctl
+from tests.helpers import resolve_command, run_riskctl
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = sorted(p for p in (ROOT / "docs").glob("*.md")) + [ROOT / "README.md"]
@@ -160,20 +160,7 @@ COMMANDS = command_lines()
 
 def parse_command(args: list[str]) -> None:
     """Resolve the subcommand path and parse the options (raises click.UsageError on a bad line)."""
-    from riskctl.cli.main import cli
-
-    cmd: click.Command = cli
-    # each context with its command's own settings (-h among the help options), as click.make_context does:
-    # a context without them made click cache a help option without -h on the command, for every later test
-    ctx = click.Context(cli, info_name="riskctl", **cli.context_settings)
-    rest = list(args)
-    while isinstance(cmd, click.Group) and rest and not rest[0].startswith("-"):
-        sub = cmd.get_command(ctx, rest[0])
-        if sub is None:
-            msg = f"no command {rest[0]!r}"
-            raise click.UsageError(msg)
-        cmd, rest = sub, rest[1:]
-        ctx = click.Context(cmd, info_name=cmd.name, parent=ctx, **cmd.context_settings)
+    cmd, ctx, rest = resolve_command(args)
     # a group runs with options only when it is also a command of its own (invoke_without_command)
     group_as_command = isinstance(cmd, click.Group) and cmd.invoke_without_command
     help_only = not rest or rest[0] in ("-h", "--help", "--version")

@@ -42,30 +42,19 @@ sequence:
 """
 
 
-def transfer(eid: str, at_ms: int, amount: float = 50, reply_to: str | None = "api-a") -> dict[str, Any]:
-    e: dict[str, Any] = {
-        "event_id": eid,
-        "user_id": "u",
-        "type": "transfer",
-        "ts": T0 + at_ms,
-        "amount": amount,
-    }
+def _event(eid: str, etype: str, at_ms: int, reply_to: str | None, **fields: Any) -> dict[str, Any]:
+    e: dict[str, Any] = {"event_id": eid, "user_id": "u", "type": etype, "ts": T0 + at_ms, **fields}
     if reply_to is not None:
         e["reply_to"] = reply_to
     return e
+
+
+def transfer(eid: str, at_ms: int, amount: float = 50, reply_to: str | None = "api-a") -> dict[str, Any]:
+    return _event(eid, "transfer", at_ms, reply_to, amount=amount)
 
 
 def login(eid: str, at_ms: int, success: bool, reply_to: str | None = "api-a") -> dict[str, Any]:
-    e: dict[str, Any] = {
-        "event_id": eid,
-        "user_id": "u",
-        "type": "login",
-        "ts": T0 + at_ms,
-        "success": success,
-    }
-    if reply_to is not None:
-        e["reply_to"] = reply_to
-    return e
+    return _event(eid, "login", at_ms, reply_to, success=success)
 
 
 def run(

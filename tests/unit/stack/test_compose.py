@@ -19,7 +19,7 @@ import yaml
 
 from riskctl.config import PROJECT_ROOT, JobSettings, ServeSettings, Settings, StackSettings
 from riskctl.config.settings import NETWORK_SEGMENT_SIZE
-from tests.helpers import run_riskctl
+from tests.helpers import resolve_command, run_riskctl
 
 ROOT = PROJECT_ROOT
 COMPOSE = ROOT / "docker-compose.yml"
@@ -451,18 +451,7 @@ def _parse(args: list[str]) -> None:
     """Parse ``riskctl *args`` with riskctl's click commands (a click.UsageError on a bad command line)."""
     import click
 
-    from riskctl.cli.main import cli
-
-    cmd: click.Command = cli
-    ctx = click.Context(cli, info_name="riskctl", **cli.context_settings)
-    rest = list(args)
-    while isinstance(cmd, click.Group) and rest and not rest[0].startswith("-"):
-        sub = cmd.get_command(ctx, rest[0])
-        if sub is None:
-            msg = f"no command {rest[0]!r}"
-            raise click.UsageError(msg)
-        cmd, rest = sub, rest[1:]
-        ctx = click.Context(cmd, info_name=cmd.name, parent=ctx, **cmd.context_settings)
+    cmd, ctx, rest = resolve_command(args)
     if isinstance(cmd, click.Group) and not cmd.invoke_without_command:
         msg = f"{' '.join(args)!r} names a group of commands, not a command"
         raise click.UsageError(msg)

@@ -88,7 +88,9 @@ def build(settings: Settings) -> object:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Load the settings (with ``--set`` overrides), build the job and run it; 2 when riskctl refuses them.
+    """Load the settings (with ``--set`` overrides), build the job and run it; an error before it starts is
+    one line and the exit code of its class, as every riskctl command gives it (2 for a refused setting, 3 for
+    a service that does not answer: riskctl.cli.common.EXIT_CODES).
 
     On the embedded MiniCluster (``riskctl run``) each failure that restarts the job is a line on stderr, and
     a job that ends FAILED (or cannot heal in this process) is one ``error: ...`` line and exit 1
@@ -110,8 +112,10 @@ def main(argv: list[str] | None = None) -> int:
         prepare(settings)
         env = build(settings)
     except RiskctlError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        from riskctl.cli.common import echo_error, error_exit
+
+        echo_error(str(exc))
+        return int(error_exit(exc).code)
     from riskctl.flink.env import starts_a_jvm  # imported by build() already
 
     log.warning(

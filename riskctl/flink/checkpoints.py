@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from riskctl.errors import ConfigError, NewerCheckpointError
+from riskctl.config.checks import refused
+from riskctl.errors import NewerCheckpointError
 
 #: ``_metadata`` files larger than this are not read (state inlined in it is small; a checkpoint of this job
 #: is recognised by the source's split state, which comes early)
@@ -157,4 +158,4 @@ def check_restore_exists(restore_from: str) -> None:
         f"job.restore_from {restore_from!r} is not a completed checkpoint or savepoint ({what}): name a "
         "chk-<n> folder (or a savepoint folder) that holds a _metadata file"
     )
-    raise ConfigError(msg)
+    raise refused(msg)

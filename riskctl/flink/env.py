@@ -67,7 +67,7 @@ class RestartOptions:
             problems.append(f"max attempts must be >= 0 (0: no cap), got {self.max_attempts}")
         if problems:
             msg = "job.restart_*: " + "; ".join(problems)
-            raise ConfigError(msg)
+            raise refused(msg)
 
     def flink_config(self) -> dict[str, str]:
         """The ``restart-strategy.*`` keys of Flink 1.20 (RestartStrategyOptions) for these options."""
@@ -235,7 +235,7 @@ def create_env(opts: EnvOptions) -> StreamExecutionEnvironment:
             f"job.checkpoint_interval_ms must be 0 (no checkpoints) or at least {MIN_CHECKPOINT_INTERVAL_MS} "
             f"(Flink's shortest interval), got {opts.checkpoint_interval_ms}"
         )
-        raise ConfigError(msg)
+        raise refused(msg)
     # must be set before the first JVM call: the MiniCluster's JVM inherits this process's environment
     os.environ["PYTHONPATH"] = python_path()
     os.environ["FLINK_ENV_JAVA_OPTS"] = jvm_options(os.environ)

@@ -40,10 +40,10 @@ from pyflink.java_gateway import get_gateway
 from pyflink.table import StreamTableEnvironment, Table
 
 from riskctl.config import Settings
+from riskctl.config.checks import refused
 from riskctl.core.events import MAX_ID_LENGTH, MAX_TS
 from riskctl.core.jsondoc import load_json_document
 from riskctl.core.rules import load_rules
-from riskctl.errors import ConfigError
 from riskctl.flink.risk_function import (
     ALERT,
     DEAD,
@@ -135,7 +135,7 @@ def _with(options: Mapping[str, object]) -> str:
 def _positive(name: str, value: int) -> None:
     if not isinstance(value, int) or value <= 0:
         msg = f"{name} must be a positive number of milliseconds, got {value!r}"
-        raise ConfigError(msg)
+        raise refused(msg)
 
 
 class StartOfTime(TimestampAssigner):  # type: ignore[misc]
@@ -268,7 +268,7 @@ def _lateness_interval(lateness_ms: int) -> str:
     """
     if not 0 <= lateness_ms <= MAX_LATENESS_MS:
         msg = f"job.lateness_ms must be at most {MAX_LATENESS_MS} (99 days 23:59:59.999), got {lateness_ms}"
-        raise ConfigError(msg)
+        raise refused(msg)
     days, rest = divmod(lateness_ms, 86_400_000)
     hours, rest = divmod(rest, 3_600_000)
     minutes, rest = divmod(rest, 60_000)
@@ -298,12 +298,12 @@ def _events(t_env: StreamTableEnvironment, settings: Settings) -> KeyedStream:
     startup = {"committed": "group-offsets", "earliest": "earliest-offset", "latest": "latest-offset"}
     if job.starting_offsets not in startup:
         msg = f"job.starting_offsets must be one of {', '.join(startup)}, got {job.starting_offsets!r}"
-        raise ConfigError(msg)
+        raise refused(msg)
     if job.source_fetch_wait_ms > KAFKA_INT_MAX:
         # the Kafka client's fetch.max.wait.ms is an int: a larger value failed every start of the source's
         # readers (ConfigException 'Not a number of type INT'), and the job restarted forever
         msg = f"job.source_fetch_wait_ms must be at most {KAFKA_INT_MAX}, got {job.source_fetch_wait_ms}"
-        raise ConfigError(msg)
+        raise refused(msg)
     options = {
         "connector": "kafka",
         "topic": job.events_topic,
@@ -639,7 +639,7 @@ def _kafka_sink(t_env: StreamTableEnvironment, name: str, topic: str, settings: 
         options["sink.delivery-guarantee"] = "at-least-once"
     else:
         msg = f"job.delivery must be at-least-once or exactly-once, got {settings.job.delivery!r}"
-        raise ConfigError(msg)
+        raise refused(msg)
     t_env.execute_sql(f"CREATE TEMPORARY TABLE {name} (k STRING, v BYTES) WITH ({_with(options)})")
     return name
 
@@ -660,13 +660,13 @@ def _check_checkpointing(settings: Settings) -> None:
             "job.rules_source cdc needs checkpoints (Flink CDC reads rule edits from the binlog only after a "
             "checkpoint completed): set job.checkpoint_interval_ms above 0, or use job.rules_source poll"
         )
-        raise ConfigError(msg)
+        raise refused(msg)
     if job.delivery == "exactly-once":
         msg = (
             "job.delivery exactly-once needs checkpoints (the sinks commit their transactions on each "
             "checkpoint): set job.checkpoint_interval_ms above 0, or use job.delivery at-least-once"
         )
-        raise ConfigError(msg)
+        raise refused(msg)
 
 
 def build_pipeline(env: StreamExecutionEnvironment, settings: Settings) -> None:
@@ -685,7 +685,7 @@ def build_pipeline(env: StreamExecutionEnvironment, settings: Settings) -> None:
         rules = _rules_file(t_env, settings)
     else:
         msg = f"job.rules_source must be cdc, poll or file, got {job.rules_source!r}"
-        raise ConfigError(msg)
+        raise refused(msg)
 
     rules = rules.assign_timestamps_and_watermarks(
         WatermarkStrategy.for_monotonous_timestamps()

@@ -32,3 +32,10 @@ def test_a_service_that_does_not_answer_is_exit_3(
     monkeypatch.setattr(job_main, "prepare", down)
     assert job_main.main([]) == 3
     assert capsys.readouterr().err == "error: Kafka: cannot connect to 127.0.0.1:1\\x1b[2J\n"
+
+
+def test_a_value_the_job_refuses_while_it_is_built_is_exit_2(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Refused by the job's own checks rather than by the settings' loader (Flink's shortest checkpoint
+    interval): a bad setting all the same."""
+    monkeypatch.setattr(job_main, "prepare", lambda settings: None)
+    assert job_main.main(["--set", "job.checkpoint_interval_ms=5"]) == 2

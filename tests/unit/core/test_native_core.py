@@ -156,7 +156,7 @@ def test_a_missing_or_stale_default_build_means_pure_python_quietly(tmp_path: Pa
 def test_the_job_entry_point_sets_the_default_before_the_jvm_starts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from riskctl.errors import ConfigError
+    from riskctl.config.checks import refused
     from riskctl.flink import main as job_main
 
     monkeypatch.delenv(native.ENV, raising=False)
@@ -164,7 +164,7 @@ def test_the_job_entry_point_sets_the_default_before_the_jvm_starts(
 
     def refuse() -> None:
         assert os.environ[native.ENV] == str(tmp_path)  # already set when the settings load
-        raise ConfigError("stop here")
+        raise refused("stop here")  # a refused setting: exit 2
 
     monkeypatch.setattr(job_main, "load_settings", refuse)
     assert job_main.main([]) == 2

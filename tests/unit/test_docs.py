@@ -349,19 +349,13 @@ def missing_paths(text: str) -> list[str]:
 def check_inline_command(text: str) -> None:
     """The command path of an inline ``riskctl ...`` exists and every option it shows is one of that command
     (placeholders such as ``ID``, ``[--json]`` and ``...`` allowed); raises click.UsageError otherwise."""
-    from riskctl.cli.main import cli
-
     words = [w.strip("[]") for w in text.split()]
     words = [w for w in words if w and w != "..."]
-    cmd: click.Command = cli
-    ctx = click.Context(cli, info_name="riskctl", **cli.context_settings)
-    while isinstance(cmd, click.Group) and words and not words[0].startswith("-"):
-        sub = cmd.get_command(ctx, words[0])
-        if sub is None:
-            msg = f"no command {words[0]!r} in {text!r}"
-            raise click.UsageError(msg)
-        cmd, words = sub, words[1:]
-        ctx = click.Context(cmd, info_name=cmd.name, parent=ctx, **cmd.context_settings)
+    try:
+        cmd, ctx, words = resolve_command(words)
+    except click.UsageError as exc:
+        msg = f"{exc.message} in {text!r}"
+        raise click.UsageError(msg) from None
     known = {o for p in cmd.get_params(ctx) for o in (*p.opts, *p.secondary_opts)}
     for w in words:
         option = w.split("=", 1)[0]

@@ -47,9 +47,25 @@ def parse_options(text: str) -> dict[str, str]:
     return out
 
 
-#: words that make a Flink option's value a secret (in the last part of its key, lowercased):
-#: ``s3.secret-key``, ``security.ssl.keystore-password``, ``s3.access-key``, ``properties.sasl.jaas.config``
-_SECRET_WORDS = ("password", "secret", "token", "credential", "jaas")
+#: what makes a Flink option's value a secret: one of these anywhere in its key, lowercased (Flink's own rule,
+#: GlobalConfiguration.isSensitive, with its list of 1.20 and riskctl's words): ``s3.secret-key``,
+#: ``security.ssl.keystore-password``, ``properties.sasl.jaas.config``, ``fs.azure.account.key.<account>...``;
+#: or a last part ending in ``key`` (``s3.access-key``). Only the last part was read: a JAAS config's password
+#: and an Azure account key were printed by ``riskctl config show`` (found in review)
+_SECRET_WORDS = (
+    "password",
+    "secret",
+    "token",
+    "credential",
+    "jaas",
+    "fs.azure.account.key",
+    "fs.azure.sas.",
+    "apikey",
+    "api-key",
+    "auth-params",
+    "service-key",
+    "basic-auth",
+)
 
 
 def mask_options(text: str) -> str:
@@ -60,12 +76,12 @@ def mask_options(text: str) -> str:
         if not pair.strip():
             continue
         key, sep, value = pair.partition("=")
-        last = key.strip().rsplit(".", 1)[-1].lower()
+        lowered = key.strip().lower()
         if not sep:
             word = pair.split()[0]
             hidden = len(pair.strip()) - len(word)
             shown.append(word + (f" ({hidden} more characters, not shown)" if hidden else ""))
-        elif any(w in last for w in _SECRET_WORDS) or last.endswith("key"):
+        elif any(w in lowered for w in _SECRET_WORDS) or lowered.rsplit(".", 1)[-1].endswith("key"):
             shown.append(f"{key.strip()}=***")
         else:
             shown.append(f"{key.strip()}={value.strip()}")

@@ -68,3 +68,24 @@ def test_secret_flink_options_are_masked_in_config_show_and_in_errors(clean: Pat
     with pytest.raises(ConfigError) as err:
         load_settings(env={"RISKCTL_FLINK_OPTIONS": bad})
     assert SECRET not in str(err.value) and "s3.secret-key" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "properties.sasl.jaas.config",  # the Kafka client's JAAS line, with its password
+        "fs.azure.account.key.acct.blob.core.windows.net",  # an Azure storage account's key
+        "fs.azure.sas.cont.acct.blob.core.windows.net",  # an Azure SAS token
+        "metrics.reporter.dd.apikey",
+    ],
+)
+def test_a_flink_option_secret_anywhere_in_its_key_is_masked(clean: Path, key: str) -> None:
+    """Only the key's last part was read: 'config show' printed a JAAS config's password ('config' is its
+    last part) and an Azure account key (whose key ends with the account's host name) in full."""
+    import json
+
+    options = f"rest.port=8082;{key}={SECRET}"
+    res = CliRunner().invoke(cli, ["config", "show", "--json"], env={"RISKCTL_FLINK_OPTIONS": options})
+    assert res.exit_code == 0, res.output
+    assert SECRET not in res.output
+    assert json.loads(res.output)["settings"]["flink"]["options"] == f"rest.port=8082;{key}=***"

@@ -65,12 +65,17 @@ def _metadata(folder: Path) -> Path | None:
 
 
 def _mentions(meta: Path, marker: bytes) -> bool:
+    return _names(meta, marker) is True
+
+
+def _names(meta: Path, marker: bytes) -> bool | None:
+    """Whether ``meta`` holds ``marker``; None when it cannot be read, or is too large to be."""
     try:
         if meta.stat().st_size > MAX_METADATA_BYTES:
-            return False
+            return None
         return marker in meta.read_bytes()
     except OSError:
-        return False
+        return None
 
 
 def split_marker(topic: str) -> bytes:
@@ -105,6 +110,7 @@ def check_start(checkpoint_dir: str, events_topic: str, restore_from: str, *, fr
 
     Returns a note for the user when the check could not look (a remote store), else None.
     """
+    check_restore_is_of_this_job(restore_from, events_topic)
     if from_empty:
         return None
     root = local_path(checkpoint_dir)
@@ -157,5 +163,32 @@ def check_restore_exists(restore_from: str) -> None:
     msg = (
         f"job.restore_from {restore_from!r} is not a completed checkpoint or savepoint ({what}): name a "
         "chk-<n> folder (or a savepoint folder) that holds a _metadata file"
+    )
+    raise refused(msg)
+
+
+def check_restore_is_of_this_job(restore_from: str, events_topic: str) -> None:
+    """Refuse a local ``job.restore_from`` whose ``_metadata`` does not name ``events_topic`` as the Kafka
+    source's state does (the enumerator's assigned partitions, always kept inside ``_metadata``): a
+    checkpoint of another job, of this job before its events topic changed, or a ``_metadata`` cut short.
+
+    Flink restored such a checkpoint without a word: the source kept the splits of the other topic and read
+    it, from that job's offsets, besides this job's topic, and every checkpoint after carried both; the
+    decide operator got the other job's users' state (found in review: a job restored from the checkpoint
+    of one reading another topic logged 'Assigned to partition(s): <other topic>-1, <other topic>-0'). A
+    ``_metadata`` cut short (a copy interrupted) ended 'riskctl run' in a Java traceback (EOFException).
+    A path this machine cannot read (a remote store, another machine's folder) is left to Flink.
+    """
+    if not restore_from:
+        return
+    path = local_path(restore_from)
+    meta = _metadata(path) if path is not None else None
+    if meta is None or _names(meta, split_marker(events_topic)) is not False:
+        return
+    msg = (
+        f"job.restore_from {restore_from!r} is not a checkpoint of this job: its _metadata does not name the "
+        f"events topic {events_topic!r} (a checkpoint of another job, or of this one before "
+        "job.events_topic changed, or a _metadata cut short). Restoring it would read the other job's topic "
+        "and state; name a checkpoint or savepoint of this job"
     )
     raise refused(msg)

@@ -126,3 +126,39 @@ def test_a_restore_from_that_is_a_checkpoint_or_elsewhere_is_left_to_flink(tmp_p
     chk = _chk(tmp_path, "job", 7)
     for given in ("", str(chk), chk.as_uri(), str(chk / "_metadata"), "s3://bucket/chk-1", "hdfs:///x/chk-2"):
         check_restore_exists(given)
+
+
+@pytest.mark.parametrize("from_empty", [False, True])
+def test_restoring_a_checkpoint_of_another_job_is_refused(tmp_path: Path, from_empty: bool) -> None:
+    """Flink restored a checkpoint of a job reading another topic without a word: the source kept reading
+    that topic from its offsets besides this job's ('Assigned to partition(s): <other topic>-1, ...'). A
+    _metadata cut short ended 'riskctl run' in a Java traceback (EOFException)."""
+    from riskctl.errors import ConfigError
+
+    foreign = _chk(tmp_path / "other", "a" * 32, 5, topic="other.events")
+    cut = _chk(tmp_path / "cut", "b" * 32, 6)
+    (cut / "_metadata").write_bytes((cut / "_metadata").read_bytes()[:10])
+    for given in (foreign.as_uri(), str(foreign / "_metadata"), cut.as_uri()):
+        with pytest.raises(ConfigError, match=r"is not a checkpoint of this job: .* 'riskctl\.events'") as e:
+            check_start((tmp_path / "chk").as_uri(), TOPIC, given, from_empty=from_empty)
+        assert not isinstance(e.value, NewerCheckpointError)
+    own = _chk(tmp_path / "own", "c" * 32, 7)
+    assert check_start((tmp_path / "chk").as_uri(), TOPIC, own.as_uri(), from_empty=from_empty) is None
+    # what this machine cannot read is left to Flink: another scheme, no _metadata here
+    for elsewhere in ("s3://bucket/chk-1", str(tmp_path / "missing" / "chk-1")):
+        assert check_start((tmp_path / "chk").as_uri(), TOPIC, elsewhere, from_empty=from_empty) is None
+
+
+def test_submit_refuses_a_checkpoint_of_another_job_before_calling_flink(tmp_path: Path) -> None:
+    foreign = _chk(tmp_path / "other", "d" * 32, 4, topic="other.events")
+    env = {
+        **os.environ,
+        "RISKCTL_STACK_DIR": str(tmp_path / "stack"),
+        "RISKCTL_JOB_CHECKPOINT_DIR": (tmp_path / "chk").as_uri(),
+        "PATH": "/usr/bin:/bin",
+    }
+    env.pop("FLINK_HOME", None)
+    res = run_riskctl("submit", "--from-empty", "--set", f"job.restore_from={foreign.as_uri()}", env=env)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert res.stderr.count("\n") == 1 and "is not a checkpoint of this job" in res.stderr
+    assert "no Flink client found" not in res.stderr

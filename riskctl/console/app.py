@@ -26,6 +26,7 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -109,18 +110,12 @@ class BodyLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
-                    msg = "body too large"
-                    raise _TooLarge(msg)
+                    # raised where the handler reads the body: Starlette's exception middleware answers it
+                    # (an exception of our own went through its error middleware first, a 500)
+                    raise HTTPException(413, f"request body over {self.limit} bytes")
             return message
 
-        try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
-            await PlainTextResponse(f"request body over {self.limit} bytes", 413)(scope, receive, send)
-
-
-class _TooLarge(Exception):
-    pass
+        await self.app(scope, limited, send)
 
 
 class _Busy(Exception):

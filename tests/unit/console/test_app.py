@@ -1,0 +1,53 @@
+"""The console's ASGI plumbing without MySQL: body limits, headers (the routes' tests that need a session
+are in tests/integration/test_console_http.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+from starlette.testclient import TestClient
+
+from riskctl.console.app import MAX_BODY_BYTES, Backend, BodyLimit, create_app
+
+
+def _no_database() -> Any:
+    msg = "these tests never reach MySQL"
+    raise AssertionError(msg)
+
+
+def _chunks(total: int, size: int = 1024 * 1024) -> Iterator[bytes]:
+    """A body with no Content-Length (sent chunked), ``total`` bytes."""
+    while total > 0:
+        yield b"x" * min(size, total)
+        total -= size
+
+
+def test_a_chunked_body_over_the_limit_is_a_413_not_a_500() -> None:
+    """A body without Content-Length is counted as it arrives; past the limit the answer was a 500: the
+    middleware's own exception went through Starlette's error middleware (which answers 500) before it
+    was caught."""
+
+    async def echo(request: Request) -> PlainTextResponse:
+        return PlainTextResponse(str(len(await request.body())))
+
+    client = TestClient(BodyLimit(Starlette(routes=[Route("/", echo, methods=["POST"])]), 100))
+    small = client.post("/", content=_chunks(100, 30))
+    assert small.status_code == 200 and small.text == "100"
+    client = TestClient(
+        BodyLimit(Starlette(routes=[Route("/", echo, methods=["POST"])]), 100), raise_server_exceptions=False
+    )
+    big = client.post("/", content=_chunks(101, 30))
+    assert big.status_code == 413 and "over 100 bytes" in big.text
+    app = create_app(Backend(_no_database), secure_cookies=False)
+    console = TestClient(app, raise_server_exceptions=False)
+    resp = console.post(
+        "/login",
+        content=_chunks(MAX_BODY_BYTES + 1),
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert resp.status_code == 413

@@ -10,6 +10,7 @@ show it; nothing fails.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import Counter, deque
@@ -75,9 +76,10 @@ def case_of(record: dict[str, Any]) -> Case | None:
 
 def well_formed(record: Any) -> bool:
     """Whether ``record`` has the shape the views read: a JSON object whose ``rules`` and ``shadow`` (a
-    decision's) are lists of objects and whose ``rule`` (an alert's) is an object, when present. Anything
-    else on the topics (another producer's, a damaged record) is left out of the feed."""
-    if not isinstance(record, dict):
+    decision's) are lists of objects and whose ``rule`` (an alert's) is an object, when present, and whose
+    strings are all UTF-8 (:func:`_encodable`). Anything else on the topics (another producer's, a damaged
+    record) is left out of the feed."""
+    if not isinstance(record, dict) or not _encodable(record):
         return False
     for key in ("rules", "shadow"):
         found = record.get(key)
@@ -87,6 +89,18 @@ def well_formed(record: Any) -> bool:
             return False
     rule = record.get("rule")
     return rule is None or isinstance(rule, dict)
+
+
+def _encodable(record: dict[str, Any]) -> bool:
+    """Whether every string of ``record`` can be sent as UTF-8: JSON may escape a lone surrogate
+    (``"\\ud800"``), which ``json.loads`` takes, and a page showing it failed to encode (a 500 on
+    /decisions and /review for everyone, as long as the record was in the buffer). The job's door refuses such
+    strings in events; a record holding one is another producer's."""
+    try:
+        json.dumps(record, ensure_ascii=False).encode("utf-8")
+    except (UnicodeEncodeError, TypeError, ValueError):
+        return False
+    return True
 
 
 def _rule_ids(record: dict[str, Any]) -> list[str]:

@@ -112,3 +112,22 @@ def test_a_malformed_record_is_left_out_not_raised() -> None:
     assert feed.hits(NOW) == {"r1": {"hour": 1, "day": 1}}
     feed.add([(alert("a1", "u2", "r2", shadow=True), NOW)])  # an alert's shadow is a flag, not a list
     assert feed.skipped == len(bad) and feed.cases()[0].shadow == ("r2",)
+
+
+def test_a_record_with_a_lone_surrogate_is_left_out() -> None:
+    """JSON may escape a lone surrogate ('"\\ud800"') and json.loads takes it; a decision holding one (in its
+    user id, event id or evidence) was kept, and every page showing it failed to encode: /decisions and
+    /review answered 500 to everyone for as long as it was in the buffer."""
+    import json
+
+    feed = Feed()
+    raw = json.dumps(decision("e\\ud800", "u1", "REVIEW", ["r1"])).replace("\\\\ud800", "\\ud800")
+    bad = [json.loads(raw), {**decision("b2", "u1", "REVIEW", ["r1"]), "user_id": "u\udc00"}]
+    bad.append({**alert("a1", "u1", "r1"), "rule": {"id": "r1", "evidence": {"k": "\ud83d"}}})
+    assert bad[0]["event_id"] == "e\ud800"
+    feed.add([(record, NOW) for record in bad] + [(decision("e1", "u1", "REVIEW", ["r1"]), NOW)])
+    assert feed.skipped == len(bad)
+    assert [r["event_id"] for r in feed.latest()] == ["e1"]
+    assert [c.case_id for c in feed.cases()] == ["decision:e1"]
+    feed.add([(decision("e2", "u1", "PASS", ["r1"], ["😀 an emoji is a pair, not a lone one"]), NOW)])
+    assert feed.skipped == len(bad) and len(feed.latest()) == 2

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import struct
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -192,3 +193,27 @@ def check_restore_is_of_this_job(restore_from: str, events_topic: str) -> None:
         "and state; name a checkpoint or savepoint of this job"
     )
     raise refused(msg)
+
+
+def check_checkpoint_dir_writable(checkpoint_dir: str) -> None:
+    """Create a local ``job.checkpoint_dir`` and make sure a folder can be made in it, as Flink will (its
+    ``<job id>/``, ``shared/``, ``taskowned/``); refuse it otherwise, naming why.
+
+    Flink found out when the job was submitted ("Failed to create checkpoint storage at checkpoint
+    coordinator side"), and 'riskctl run' ended in a Java traceback of 116 lines after saying the job was
+    starting (found in review: a folder under a file, a read-only file system, another user's folder).
+    For the embedded MiniCluster only, where this process writes the checkpoints; a remote store (``s3://``)
+    is left to Flink.
+    """
+    path = local_path(checkpoint_dir)
+    if path is None:
+        return
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        Path(tempfile.mkdtemp(prefix=".riskctl-write-check-", dir=path)).rmdir()
+    except OSError as exc:
+        msg = (
+            f"job.checkpoint_dir {checkpoint_dir!r} cannot be written: {exc.strerror or exc}: name a folder "
+            "this user can create and write"
+        )
+        raise refused(msg) from None

@@ -62,13 +62,15 @@ def restart_options(settings: Settings) -> RestartOptions:
 def build(settings: Settings) -> object:
     """Create the execution environment and add the pipeline; returns the environment."""
     from riskctl.config.settings import parse_options
-    from riskctl.flink.checkpoints import check_restore_exists
+    from riskctl.flink.checkpoints import check_checkpoint_dir_writable, check_restore_exists
     from riskctl.flink.env import EnvOptions, create_env, prepare_minicluster, starts_a_jvm
     from riskctl.flink.job import build_pipeline
 
     job = settings.job
-    if starts_a_jvm(os.environ):  # the MiniCluster: job.restore_from is a path of this machine
+    if starts_a_jvm(os.environ):  # the MiniCluster: job.restore_from and checkpoint_dir are this machine's
         check_restore_exists(job.restore_from)
+        if job.checkpoint_interval_ms > 0:
+            check_checkpoint_dir_writable(settings.checkpoint_dir)
     working_dir = prepare_minicluster(Path(settings.stack.dir), os.environ)
     env = create_env(
         EnvOptions(

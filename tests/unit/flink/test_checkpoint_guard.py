@@ -162,3 +162,32 @@ def test_submit_refuses_a_checkpoint_of_another_job_before_calling_flink(tmp_pat
     assert res.returncode == 2, res.stdout + res.stderr
     assert res.stderr.count("\n") == 1 and "is not a checkpoint of this job" in res.stderr
     assert "no Flink client found" not in res.stderr
+
+
+def test_a_checkpoint_dir_that_cannot_be_written_is_refused_before_the_job_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Flink found out when the job was submitted ('Failed to create checkpoint storage at checkpoint
+    coordinator side'): 'riskctl run' said the job was starting, then ended in a 116-line Java traceback."""
+    from riskctl.core import native
+    from riskctl.flink import main as job_main
+    from riskctl.flink.checkpoints import check_checkpoint_dir_writable
+
+    monkeypatch.setattr(native, "default_for_jobs", lambda: None)
+    monkeypatch.setattr(job_main, "prepare", lambda settings: None)
+    monkeypatch.delenv("PYFLINK_GATEWAY_PORT", raising=False)  # the MiniCluster's case
+    (tmp_path / "a-file").write_text("x")
+    for name, value in [
+        ("RISKCTL_STACK_DIR", str(tmp_path / "stack")),
+        ("RISKCTL_JOB_RULES_SOURCE", "file"),
+        ("RISKCTL_JOB_CHECKPOINT_DIR", (tmp_path / "a-file" / "chk").as_uri()),
+    ]:
+        monkeypatch.setenv(name, value)
+    assert job_main.main([]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: job.checkpoint_dir ") and "cannot be written: Not a directory" in err
+    assert err.count("\n") == 1
+    # a folder that can be made is made, and nothing is left in it
+    check_checkpoint_dir_writable((tmp_path / "new" / "chk").as_uri())
+    assert list((tmp_path / "new" / "chk").iterdir()) == []
+    check_checkpoint_dir_writable("s3://bucket/chk")  # left to Flink

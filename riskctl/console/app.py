@@ -36,7 +36,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from riskctl.console.accounts import AccountStore, Session
 from riskctl.console.backtest import MAX_UPLOAD_BYTES, BacktestError, backtest
 from riskctl.console.feed import Feed
-from riskctl.console.forms import FIELDS, fields_from_document, validate_form
+from riskctl.console.forms import FIELDS, Draft, fields_from_document, validate_form
 from riskctl.console.replay_user import replay_user, user_lines
 from riskctl.console.security import RateLimiter, allowed, new_token, same_token
 from riskctl.core.rules import RuleSet
@@ -334,6 +334,7 @@ class Console:
                 return None
             status = store.job_status((e.rule_id, e.version) for e in history)
             return {
+                "text": _yaml(current.document) if current else "",
                 "current": current,
                 "history": list(reversed(history)),
                 "status": status,
@@ -344,12 +345,9 @@ class Console:
         data = await self.db(read)
         if data is None:
             return self.page(request, "error.html", session, 404, message=f"no rule {rule_id!r}")
-        text = _yaml(data["current"].document) if data["current"] else ""
         chart = _chart(self.feed.per_minute(_now_ms(), 60, rule=rule_id))
         hits = self.feed.hits(_now_ms()).get(rule_id, {"hour": 0, "day": 0})
-        return self.page(
-            request, "rule.html", session, rule_id=rule_id, text=text, chart=chart, hits=hits, **data
-        )
+        return self.page(request, "rule.html", session, rule_id=rule_id, chart=chart, hits=hits, **data)
 
     async def rule_status(self, request: Request, session: Session) -> Response:
         """JSON: the current version of a rule and what the job did with it (the rule page polls it)."""
@@ -371,22 +369,15 @@ class Console:
         except ValueError:
             return self.page(request, "error.html", session, 400, message="a and b must be version numbers")
 
-        def read(store: RuleStore, _a: AccountStore) -> tuple[Any, Any]:
-            return store.version(rule_id, a), store.version(rule_id, b)
+        def read(store: RuleStore, _a: AccountStore) -> list[str]:
+            old, new = store.version(rule_id, a), store.version(rule_id, b)
+            old_text, new_text = _yaml(old.document).splitlines(), _yaml(new.document).splitlines()
+            return list(difflib.unified_diff(old_text, new_text, f"v{a}", f"v{b}", lineterm=""))
 
         try:
-            old, new = await self.db(read)
+            lines = await self.db(read)
         except RiskctlError as exc:
             return self.page(request, "error.html", session, 404, message=str(exc))
-        lines = list(
-            difflib.unified_diff(
-                _yaml(old.document).splitlines(),
-                _yaml(new.document).splitlines(),
-                f"v{a}",
-                f"v{b}",
-                lineterm="",
-            )
-        )
         return self.page(request, "diff.html", session, rule_id=rule_id, a=a, b=b, lines=lines)
 
     async def change(self, request: Request, session: Session) -> Response:
@@ -445,13 +436,13 @@ class Console:
     async def validate(self, request: Request, session: Session) -> Response:
         """JSON: the errors of a draft, by form field (the editor calls it as you type)."""
         form = await self.form(request)
-        draft = validate_form(form, rule_id=_str(form.get("rule_id")))
+        draft = await _validate(form, _str(form.get("rule_id")))
         return JSONResponse(draft.to_dict())
 
     async def run_backtest(self, request: Request, session: Session) -> Response:
         form = await self.form(request)
         rule_id = _str(form.get("rule_id"))
-        draft = validate_form(form, rule_id=rule_id)
+        draft = await _validate(form, rule_id)
         if not draft.ok:
             return JSONResponse({"ok": False, "errors": draft.errors}, 400)
         try:
@@ -493,7 +484,7 @@ class Console:
     async def publish(self, request: Request, session: Session) -> Response:
         form = await self.form(request)
         rule_id = _str(form.get("rule_id"))
-        draft = validate_form(form, rule_id=rule_id)
+        draft = await _validate(form, rule_id)
         base = _int(form.get("base_version"))
         comment = _str(form.get("comment"))
         if comment is not None and len(comment) > MAX_COMMENT_CHARS:
@@ -625,6 +616,12 @@ class Console:
 
     async def home(self, request: Request, session: Session) -> Response:
         return RedirectResponse("/rules", 303)
+
+
+async def _validate(form: dict[str, Any], rule_id: str | None) -> Draft:
+    """:func:`validate_form` in a worker thread: a draft's YAML fields may take a second to read, and on the
+    event loop that second stalled every request of every user."""
+    return await run_in_threadpool(lambda: validate_form(form, rule_id=rule_id))
 
 
 def _now_ms() -> int:

@@ -900,3 +900,45 @@ def test_mysql_away_is_a_503_saying_so_and_the_console_recovers(env: dict[str, A
     assert post.status_code == 503
     assert client.get("/rules").status_code == 200  # the same session, once MySQL answers
     assert env["store"].get("big_amount").status != "shadow"
+
+
+def test_a_slow_validation_does_not_stall_other_requests(env: dict[str, Any]) -> None:
+    """The editor's validation ran on the event loop: a draft with ~60 KiB in each YAML field takes up to
+    a second to read, and while it did no other request of any user was answered (the login page waited
+    as long as the validation). It now runs in a worker thread; the other pages answer meanwhile."""
+    import asyncio
+    import time
+
+    import httpx2
+
+    app = create_app(env["backend"], secure_cookies=False)
+    login = TestClient(app, follow_redirects=False)
+    _, csrf = _login(login, "analyst")
+    cookies = {"riskctl_console": login.cookies.get("riskctl_console") or ""}
+    yaml_text = "\n".join(f"k{i}: [" + ", ".join(["1"] * 20) + "]" for i in range(600))[:65_000]
+    fields = ("priority", "applies_to", "alert", "features", "sequence", "tags")
+    draft = {**_form(), **dict.fromkeys(fields, yaml_text)}
+
+    async def race() -> tuple[float, list[float]]:
+        transport = httpx2.ASGITransport(app=app)
+        async with httpx2.AsyncClient(
+            transport=transport, base_url="http://testserver", cookies=cookies, timeout=60
+        ) as client:
+            started = time.monotonic()
+            slow = asyncio.create_task(
+                client.post("/api/validate", data=draft, headers={"X-CSRF-Token": csrf or ""})
+            )
+            waits = []  # from one answer to the next, the small sleep in between included
+            asked = time.monotonic()
+            while not slow.done():
+                await asyncio.sleep(0.01)
+                assert (await client.get("/login")).status_code == 200
+                waits.append(time.monotonic() - asked)
+                asked = time.monotonic()
+            resp = await slow
+            assert resp.status_code == 200 and not resp.json()["ok"]
+            return time.monotonic() - started, waits
+
+    slow_s, waits = asyncio.run(race())
+    assert slow_s > 0.2, f"the validation took {slow_s:.2f} s: too fast to show anything"
+    assert max(waits) < slow_s / 3, f"a page waited {max(waits):.2f} s for a {slow_s:.2f} s validation"

@@ -138,8 +138,32 @@ def main(argv: list[str] | None = None) -> int:
         # env.execute() said nothing until the restart strategy gave up (with no cap: never)
         from riskctl.flink.watch import run
 
-        submit = lambda: env.execute_async(args.name)  # type: ignore[attr-defined]  # noqa: E731
+        def submit() -> object:
+            try:
+                return env.execute_async(args.name)  # type: ignore[attr-defined]
+            except Exception as exc:
+                if getattr(exc, "java_exception", None) is None:
+                    raise
+                raise _NotStarted(exc) from None
+
         return run(submit, sys.stderr, log_dir=os.environ.get("FLINK_LOG_DIR"))
+    except _NotStarted as exc:
+        # the MiniCluster refused the job (its JobMaster did not start: a checkpoint it cannot restore, an
+        # option it refuses): py4j's Java trace of 80-120 lines ended 'riskctl run'. One line, as a job that
+        # fails once started (riskctl.flink.watch), with where to read the rest
+        where = os.environ.get("FLINK_LOG_DIR")
+        restoring = (
+            f" (restoring job.restore_from {settings.job.restore_from!r})"
+            if settings.job.restore_from
+            else ""
+        )
+        from riskctl.cli.common import printable
+
+        line = f"error: the job could not start{restoring}: {exc.cause}" + (
+            f" (Flink's log: {where})" if where else ""
+        )
+        print(printable(line), file=sys.stderr, flush=True)
+        return NOT_STARTED
     except _Interrupted:
         print("riskctl job stopped (Ctrl-C)", file=sys.stderr)
         return INTERRUPTED
@@ -149,6 +173,22 @@ def main(argv: list[str] | None = None) -> int:
 
 #: the exit status of a job stopped by Ctrl-C, as a shell reports SIGINT (riskctl.cli.common.ExitCode)
 INTERRUPTED = 130
+
+
+#: the exit status of a job the MiniCluster refused to start, as of one that failed (riskctl.flink.watch)
+NOT_STARTED = 1
+
+
+class _NotStarted(Exception):  # noqa: N818 - carries the Java refusal out of watch.run
+    """``execute_async`` answered with a Java exception: the job was not started. Keeps ``java_exception``,
+    so that :func:`riskctl.flink.watch.call_jvm` takes it as the answer of a JVM that runs."""
+
+    def __init__(self, error: Exception) -> None:
+        from riskctl.flink.watch import root_cause
+
+        self.java_exception = getattr(error, "java_exception", None)
+        self.cause = root_cause(str(error))
+        super().__init__(self.cause)
 
 
 class _Interrupted(BaseException):  # noqa: N818 - a signal, not an error

@@ -120,7 +120,13 @@ def check_start(checkpoint_dir: str, events_topic: str, restore_from: str, *, fr
             f"note: not checking {checkpoint_dir} for newer checkpoints of this job (only local folders are "
             "read); make sure job.restore_from names the latest one"
         )
-    found = completed_checkpoints(checkpoint_dir, events_topic)
+    try:
+        found = completed_checkpoints(checkpoint_dir, events_topic)
+    except OSError as exc:  # a folder this user may not list (PermissionError was a traceback)
+        return (
+            f"note: cannot look in {checkpoint_dir} for newer checkpoints of this job "
+            f"({exc.strerror or exc}); make sure job.restore_from names the latest one"
+        )
     if restore_from:
         restore = local_path(restore_from)
         meta = _metadata(restore) if restore is not None else None

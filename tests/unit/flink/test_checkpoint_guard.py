@@ -191,3 +191,22 @@ def test_a_checkpoint_dir_that_cannot_be_written_is_refused_before_the_job_start
     check_checkpoint_dir_writable((tmp_path / "new" / "chk").as_uri())
     assert list((tmp_path / "new" / "chk").iterdir()) == []
     check_checkpoint_dir_writable("s3://bucket/chk")  # left to Flink
+
+
+def test_a_checkpoint_folder_that_cannot_be_listed_is_a_note_not_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another user's folder (mode 700): Path.iterdir raised PermissionError out of 'riskctl run' and
+    'riskctl submit', a traceback. (Simulated: the tests run as root, whom no mode stops.)"""
+    _chk(tmp_path, "a" * 32, 3)
+    real = Path.iterdir
+
+    def denied(self: Path) -> object:
+        if self == tmp_path:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+
+    monkeypatch.setattr(Path, "iterdir", denied)
+    note = check_start(tmp_path.as_uri(), TOPIC, "", from_empty=False)
+    assert note is not None and note.startswith(f"note: cannot look in {tmp_path.as_uri()}")
+    assert "Permission denied" in note

@@ -101,6 +101,19 @@ def test_unknown_kind_suggests_the_closest() -> None:
     assert "did you mean 'distinct_count'" in str(info.value)
 
 
+def test_a_granularity_cutting_the_window_into_more_than_max_buckets_is_refused() -> None:
+    # granularity: 1 with window: 400d was accepted, and a windowed feature sums its window's buckets at every
+    # event: a distinct_count cost 2.2 ms per event after 30,000 events of one key, and grew with them
+    with pytest.raises(RuleError) as info:
+        FeatureSpec("distinct_count", field="ip", window=400 * DAY, granularity=1)
+    assert info.value.field == "granularity"
+    assert "more than 1,000 buckets" in info.value.reason
+    assert f"at least {400 * DAY // 1000} ms" in info.value.reason
+    FeatureSpec("count", window=1000 * SECOND, granularity=SECOND)  # exactly 1,000 buckets: accepted
+    with pytest.raises(RuleError):
+        FeatureSpec("count", window=1000 * SECOND + 1, granularity=SECOND)
+
+
 def test_spec_is_frozen() -> None:
     spec = FeatureSpec("count", window=1000)
     with pytest.raises(AttributeError):
@@ -121,7 +134,7 @@ def test_state_key_is_derived_from_the_definition() -> None:
         FeatureSpec("count", window=2 * HOUR, **FAILS),
         FeatureSpec("count", window=HOUR),
         FeatureSpec("count", window=HOUR, filter=fails_filter, filter_text="type == 'login'"),
-        FeatureSpec("count", window=HOUR, granularity=SECOND, **FAILS),
+        FeatureSpec("count", window=HOUR, granularity=10 * SECOND, **FAILS),
         FeatureSpec("count", field="amount", window=HOUR, **FAILS),
         FeatureSpec("sum", field="amount", window=HOUR, **FAILS),
     ]

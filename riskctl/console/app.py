@@ -34,7 +34,7 @@ from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from riskctl.console.accounts import AccountStore, Session
-from riskctl.console.backtest import MAX_UPLOAD_BYTES, BacktestError, backtest
+from riskctl.console.backtest import MAX_UPLOAD_BYTES, BacktestError, TimeLimitError, backtest
 from riskctl.console.feed import Feed
 from riskctl.console.forms import FIELDS, Draft, fields_from_document, validate_form
 from riskctl.console.replay_user import replay_user, user_lines
@@ -476,6 +476,8 @@ class Console:
 
         try:
             result = await run_in_threadpool(work)
+        except TimeLimitError as exc:
+            return JSONResponse({"ok": False, "error": f"events: {exc}"}, 422)
         except BacktestError as exc:
             return JSONResponse({"ok": False, "error": f"events: {exc}"}, 413)
         await self.db(lambda _r, a: a.audit(session.username, "backtest", rid, f"{result['lines']} lines"))
@@ -564,6 +566,8 @@ class Console:
                         replayed = await self.db(work)
                 except _Busy as exc:
                     error, code = str(exc), 429
+                except TimeLimitError as exc:
+                    error, code = f"replay: {exc}", 422
                 except RiskctlError as exc:
                     error = str(exc)
         if code == 200 and error and error.startswith("minutes"):

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from riskctl.cli.replay import Replay
+from riskctl.console.backtest import check_time, deadline_of
 from riskctl.core.door import DEFAULT_LIMITS, Limits
 from riskctl.core.engine import Engine
 from riskctl.core.errors import RuleSetError
@@ -43,10 +44,13 @@ def probe(document: Mapping[str, Any]) -> dict[str, Any] | None:
     }
 
 
-def _run(rules: RuleSet, lines: Sequence[bytes], limits: Limits, now: int) -> list[dict[str, Any]]:
+def _run(
+    rules: RuleSet, lines: Sequence[bytes], limits: Limits, now: int, deadline: float, what: str
+) -> list[dict[str, Any]]:
     out = io.StringIO()
     run = Replay(Engine(rules), out, limits=limits, now=now)
     for lineno, line in enumerate(lines, 1):
+        check_time(deadline, lineno, len(lines), what)
         run.feed(line, lineno)
     run.finish()
     return [json.loads(text) for text in out.getvalue().splitlines()]
@@ -71,10 +75,14 @@ def replay_user(
     *,
     limits: Limits = DEFAULT_LIMITS,
     now: int = 2**62,
+    seconds: float | None = None,
 ) -> list[dict[str, Any]]:
     """Per event (in order): id, type, ts, the decision's action, rules and shadow rules, and
     ``features``: rule id -> {feature: value}. Rules that do not load are left out (the job refuses them too).
+    Both runs (rules, probes) within ``seconds`` (:data:`~riskctl.console.backtest.MAX_SECONDS`), else
+    :class:`~riskctl.console.backtest.TimeLimitError`.
     """
+    deadline = deadline_of(seconds)
     rules, probes = [], []
     for doc in documents:
         try:
@@ -84,10 +92,9 @@ def replay_user(
                 probes.append(parse_rule(extra))
         except RuleSetError:
             continue
-    decided = _run(RuleSet(rules), lines, limits, now)
-    probed = {
-        r["event_id"]: r for r in _run(RuleSet(probes), lines, limits, now) if r.get("kind") == "decision"
-    }
+    decided = _run(RuleSet(rules), lines, limits, now, deadline, "the rules")
+    probes_run = _run(RuleSet(probes), lines, limits, now, deadline, "the feature values")
+    probed = {r["event_id"]: r for r in probes_run if r.get("kind") == "decision"}
     out = []
     for record in decided:
         if record.get("kind") != "decision":

@@ -942,3 +942,28 @@ def test_a_slow_validation_does_not_stall_other_requests(env: dict[str, Any]) ->
     slow_s, waits = asyncio.run(race())
     assert slow_s > 0.2, f"the validation took {slow_s:.2f} s: too fast to show anything"
     assert max(waits) < slow_s / 3, f"a page waited {max(waits):.2f} s for a {slow_s:.2f} s validation"
+
+
+def test_a_backtest_or_replay_over_its_time_limit_is_a_422(
+    env: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backtest or a replay had no time limit (a rule costly per event ran for half an hour, holding one
+    of the two slots); past MAX_SECONDS it now stops: 422 naming the events and the line, slot given back."""
+    from riskctl.console import backtest as backtest_module
+
+    monkeypatch.setattr(backtest_module, "MAX_SECONDS", 0.0)
+    client = TestClient(
+        create_app(env["backend"], secure_cookies=False, events=lambda _ms: EVENTS, max_heavy=1),
+        follow_redirects=False,
+        raise_server_exceptions=False,
+    )
+    _, csrf = _login(client, "analyst")
+    headers = {"X-CSRF-Token": csrf or ""}
+    resp = client.post("/api/backtest", data=_form(), files={"events": ("e.jsonl", EVENTS)}, headers=headers)
+    assert resp.status_code == 422
+    assert resp.json()["error"].startswith("events: stopped at the time limit (0 s) on line 1 of 4")
+    page = client.get("/users?id=bob&minutes=5")
+    assert page.status_code == 422 and 'id="replay-error">replay: stopped at the time limit' in page.text
+    monkeypatch.setattr(backtest_module, "MAX_SECONDS", 60.0)
+    again = client.post("/api/backtest", data=_form(), files={"events": ("e.jsonl", EVENTS)}, headers=headers)
+    assert again.status_code == 200 and again.json()["draft"]["hits"] == 1  # bob's 5000

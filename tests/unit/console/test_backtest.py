@@ -1,0 +1,64 @@
+"""The backtest's limits: a run that would take hours stops at its time limit and says where."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from riskctl.console.backtest import TimeLimitError, backtest
+from riskctl.console.replay_user import replay_user
+
+#: features whose cost per event grows with the user's history: a distinct count over 400 days in 1,000
+#: buckets (the most the core allows) of 4 values each: 0.24 ms an event and feature once the window is full,
+#: so 32 of them over 100,000 lines, a backtest's limit, took about 13 minutes for each version
+SLOW = {
+    "id": "slow",
+    "action": "REVIEW",
+    "features": {
+        f"amounts{k}": {
+            "kind": "distinct_count",
+            "field": "amount",
+            "window": "400d",
+            "granularity": 34_560_000 + k,
+            "max_values": 10_000,
+        }
+        for k in range(4)
+    },
+    "when": " or ".join(f"amounts{k} > 0" for k in range(4)),
+}
+
+
+def _lines(n: int) -> list[bytes]:
+    return [
+        json.dumps(
+            {
+                "event_id": f"e{i}",
+                "user_id": "u",
+                "type": "t",
+                "ts": 800_000_000_000 + i * 8_640_000,
+                "amount": i,
+            }
+        ).encode()
+        for i in range(n)
+    ]
+
+
+def test_a_backtest_stops_at_its_time_limit() -> None:
+    """A backtest had no time limit: a draft as above over 100,000 lines held its thread and one of the two
+    backtest slots (MAX_HEAVY) for half an hour, and the console's other users waited on the GIL meanwhile."""
+    started = time.monotonic()
+    with pytest.raises(TimeLimitError, match=r"time limit .* on line \d+ of 20000 \(the draft\)"):
+        backtest(SLOW, None, b"\n".join(_lines(20_000)), seconds=0.5)
+    assert time.monotonic() - started < 5
+    quick = backtest(SLOW, SLOW, b"\n".join(_lines(100)), seconds=30)
+    assert quick["draft"]["hits"] == quick["current"]["hits"] == 100
+
+
+def test_a_user_replay_stops_at_its_time_limit() -> None:
+    started = time.monotonic()
+    with pytest.raises(TimeLimitError, match=r"on line \d+ of 2000 \(the rules\)"):
+        replay_user([{**SLOW, "id": f"slow{i}"} for i in range(8)], _lines(2000), seconds=0.3)
+    assert time.monotonic() - started < 5
+    assert len(replay_user([SLOW], _lines(50), seconds=30)) == 50

@@ -102,14 +102,14 @@ def tokenize(text: str) -> list[Token]:
             if len(amount) > 12:
                 msg = f"duration {tok_text[:40]} is too large"
                 raise expr_error(msg, pos)
-            ms = float(amount) * DURATION_UNITS[unit_m.group()]
-            if ms != int(ms):
+            ms = _exact_ms(amount, unit_m.group())
+            if ms is None:
                 msg = f"duration {tok_text} is not a whole number of milliseconds"
                 raise expr_error(msg, pos)
             if ms > MAX_NUMBER:
                 msg = f"duration {tok_text} is too large"
                 raise expr_error(msg, pos)
-            tokens.append(Token("num", tok_text, pos, int(ms)))
+            tokens.append(Token("num", tok_text, pos, ms))
         elif kind == "str":
             tokens.append(Token("str", tok_text, pos, _unescape(tok_text, pos)))
         elif kind == "name":
@@ -122,6 +122,16 @@ def tokenize(text: str) -> list[Token]:
         pos = m.end()
     tokens.append(Token("eof", "", n))
     return tokens
+
+
+def _exact_ms(amount: str, unit: str) -> int | None:
+    """``amount`` (digits, maybe a ``.`` and digits) of ``unit`` in milliseconds, or None when that is not a
+    whole number. Exact: in floats, 16.1 * 1000 is 16100.000000000002 and 2.01 * 1000 is 2009.9999999999998,
+    so '16.1s' and '2.01s' (4,656 durations of up to 3 decimals of s, m or h) were refused."""
+    whole, _, frac = amount.partition(".")
+    scaled = int(whole + frac) * DURATION_UNITS[unit]
+    den = 10 ** len(frac)
+    return scaled // den if scaled % den == 0 else None
 
 
 def _unescape(quoted: str, pos: int) -> str:
@@ -160,10 +170,10 @@ def duration_ms(value: Any) -> int:
         return value
     if isinstance(value, str):
         m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d|w)\s*", value) if len(value) <= 64 else None
-        if m and len(m.group(1)) <= 20:  # longer: beyond MAX_NUMBER (and float('9' * 400) is inf)
-            ms = float(m.group(1)) * DURATION_UNITS[m.group(2)]
-            if ms == int(ms) and ms <= MAX_NUMBER:
-                return int(ms)
+        if m and len(m.group(1)) <= 20:  # longer: beyond MAX_NUMBER
+            ms = _exact_ms(m.group(1), m.group(2))
+            if ms is not None and ms <= MAX_NUMBER:
+                return ms
     shown = repr(value[:80] if isinstance(value, str) else value)
     shown = shown if len(shown) <= 80 else shown[:70] + "..."
     msg = f"a duration must be like '10s', '5m', '24h' or an integer of milliseconds, got {shown}"

@@ -290,6 +290,17 @@ def test_duration_values(value: object, ms: int) -> None:
     assert duration_ms(value) == ms
 
 
+@pytest.mark.parametrize(
+    ("text", "ms"), [("16.1s", 16_100), ("2.01s", 2_010), ("4.02s", 4_020), ("0.1m", 6_000)]
+)
+def test_decimal_durations_are_read_exactly(text: str, ms: int) -> None:
+    # read as floats, 16.1 * 1000 is 16100.000000000002 and 2.01 * 1000 is 2009.9999999999998: both refused as
+    # "not a whole number of milliseconds", in a condition and in a rule document alike
+    assert duration_ms(text) == ms
+    assert compile_condition(f"event.ts == {text}").test({"ts": ms})
+    assert not compile_condition(f"event.ts == {text}").test({"ts": ms + 1})
+
+
 @pytest.mark.parametrize("value", ["10", "ten seconds", "5 min", -1, True, None, 1.5, "1.0001ms"])
 def test_bad_duration_values(value: object) -> None:
     with pytest.raises(ExpressionError):

@@ -252,6 +252,12 @@ def _check_structure(document: Mapping[str, Any], rule_id: str | None, source: s
         if isinstance(value, str):
             if not value.isascii() and _SURROGATE.search(value):
                 _refuse_surrogate(value, _entry_path(entry), rule_id, source)
+        elif isinstance(value, int):
+            if value.bit_length() > _INT_BITS and abs(value) >= _INT_LIMIT:
+                # as the JSON and YAML readers do: Python prints no such int, so every message that shows the
+                # value (priority, alert, window, times, ...) raised a ValueError with neither rule nor field
+                msg = f"an integer of more than {_INT_DIGITS:,} digits"
+                raise RuleSetError([RuleError(msg, rule_id=rule_id, field=_entry_path(entry), source=source)])
         elif isinstance(value, Mapping | list | tuple):
             if depth > MAX_YAML_DEPTH:
                 msg = f"the rule document is nested deeper than {MAX_YAML_DEPTH} levels (or contains itself)"
@@ -259,7 +265,8 @@ def _check_structure(document: Mapping[str, Any], rule_id: str | None, source: s
             if isinstance(value, Mapping):
                 if not all(isinstance(k, str) for k in value):
                     msg = "keys must be text"
-                    raise RuleSetError([RuleError(msg, rule_id=rule_id, source=source)])
+                    field = _entry_path(entry) or None
+                    raise RuleSetError([RuleError(msg, rule_id=rule_id, field=field, source=source)])
                 for k in value:
                     if not k.isascii() and _SURROGATE.search(k):
                         _refuse_surrogate(k, _entry_path((None, 0, entry, k)), rule_id, source)
@@ -269,6 +276,11 @@ def _check_structure(document: Mapping[str, Any], rule_id: str | None, source: s
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
+#: Python's own limit on printing an int (``sys.get_int_max_str_digits()``'s default), which the JSON and YAML
+#: readers refuse beyond
+_INT_DIGITS = 4300
+_INT_LIMIT = 10**_INT_DIGITS
+_INT_BITS = 14_000  # below 10**4300 (2**14284): the exact test runs only for ints this large
 
 
 def _entry_path(entry: Any) -> str:

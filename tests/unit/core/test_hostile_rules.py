@@ -189,6 +189,32 @@ def test_python_documents_that_contain_themselves_or_expand_are_refused() -> Non
     assert "too many values" in err.reason
 
 
+@pytest.mark.parametrize(
+    ("doc", "field"),
+    [
+        ({"priority": 10**5000}, "priority"),
+        ({"alert": -(10**4300)}, "alert"),
+        ({"description": 10**5000}, "description"),
+        ({"when": "f > 1", "features": {"f": {"kind": "count", "window": 10**5000}}}, "features.f.window"),
+        ({"tags": ["a", 10**5000]}, "tags[1]"),
+    ],
+)
+def test_python_documents_with_integers_python_cannot_print_are_refused_with_the_field(
+    doc: dict[str, Any], field: str
+) -> None:
+    # the JSON and YAML readers refuse integers over 4,300 digits; a document built in Python reached the
+    # messages that show the value, whose f-string raised a bare ValueError (no rule, no field)
+    (err,) = refusal(lambda: parse_rule({"id": "big", "action": "PASS", "when": "true", **doc})).errors
+    assert (err.rule_id, err.field) == ("big", field)
+    assert "more than 4,300 digits" in err.reason
+
+
+def test_a_python_document_with_a_key_that_is_not_text_names_where() -> None:
+    doc = {"id": "k", "action": "PASS", "when": "f > 1", "features": {"f": {1: "count"}}}
+    (err,) = refusal(lambda: parse_rule(doc)).errors
+    assert (err.field, err.reason) == ("features.f", "keys must be text")
+
+
 # ----------------------------------------------------------------------------------------- expressions
 
 

@@ -42,20 +42,22 @@ class TimeLimitError(BacktestError):
     """A backtest or a replay that ran out of :data:`MAX_SECONDS` (stopped at a line, its result dropped)."""
 
 
-def deadline_of(seconds: float | None) -> float:
-    """The ``time.monotonic()`` by which a run started now ends: in ``seconds``, or :data:`MAX_SECONDS`."""
-    return time.monotonic() + (MAX_SECONDS if seconds is None else seconds)
+class Budget:
+    """The time a run started now may take: ``seconds``, or :data:`MAX_SECONDS` (read at the start)."""
 
+    def __init__(self, seconds: float | None = None) -> None:
+        self.seconds = MAX_SECONDS if seconds is None else seconds
+        self.deadline = time.monotonic() + self.seconds
 
-def check_time(deadline: float, lineno: int, total: int, what: str) -> None:
-    """Raise :class:`TimeLimitError` when ``deadline`` (``time.monotonic()``) has passed."""
-    if time.monotonic() > deadline:
-        msg = (
-            f"stopped at the time limit ({MAX_SECONDS:g} s) on line {lineno} of {total} ({what}): "
-            "try a shorter window or a smaller file (a feature with a long window in small buckets costs "
-            "more the more events a user has)"
-        )
-        raise TimeLimitError(msg)
+    def check(self, lineno: int, total: int, what: str) -> None:
+        """Raise :class:`TimeLimitError` when the time is up, before line ``lineno`` of ``total``."""
+        if time.monotonic() > self.deadline:
+            msg = (
+                f"stopped at the time limit ({self.seconds:g} s) on line {lineno} of {total} ({what}): "
+                "try a shorter window or a smaller file (a feature with a long window in small buckets costs "
+                "more the more events a user has)"
+            )
+            raise TimeLimitError(msg)
 
 
 @dataclass
@@ -79,14 +81,14 @@ class Side:
 
 
 def _run(
-    document: Mapping[str, Any], lines: list[bytes], limits: Limits, now: int, deadline: float, what: str
+    document: Mapping[str, Any], lines: list[bytes], limits: Limits, now: int, budget: Budget, what: str
 ) -> Side:
     doc = {**document, "status": "active"}
     rule = parse_rule(doc, source="backtest")
     out = io.StringIO()
     run = Replay(Engine(RuleSet([rule])), out, only_hits=True, limits=limits, now=now)
     for lineno, line in enumerate(lines, 1):
-        check_time(deadline, lineno, len(lines), what)
+        budget.check(lineno, len(lines), what)
         if len(line) > limits.max_event_bytes:
             run.feed_oversized(line[: limits.max_event_bytes], len(line), lineno)
         else:
@@ -134,11 +136,11 @@ def backtest(
     lines = split_lines(data)
     at = int(time.time() * 1000) if now is None else now
     started = time.perf_counter()
-    deadline = deadline_of(seconds)
-    new = _run(draft, lines, limits, at, deadline, "the draft")
+    budget = Budget(seconds)
+    new = _run(draft, lines, limits, at, budget, "the draft")
     result: dict[str, Any] = {"lines": len(lines), "draft": new.to_dict(), "current": None}
     if current is not None:
-        old = _run(current, lines, limits, at, deadline, "the current version")
+        old = _run(current, lines, limits, at, budget, "the current version")
         result["current"] = old.to_dict()
         result["only_draft"] = sorted(new.hits - old.hits)[:MAX_LISTED]
         result["only_current"] = sorted(old.hits - new.hits)[:MAX_LISTED]

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from riskctl.cli.replay import Replay
-from riskctl.console.backtest import check_time, deadline_of
+from riskctl.console.backtest import Budget
 from riskctl.core.door import DEFAULT_LIMITS, Limits
 from riskctl.core.engine import Engine
 from riskctl.core.errors import RuleSetError
@@ -45,12 +45,12 @@ def probe(document: Mapping[str, Any]) -> dict[str, Any] | None:
 
 
 def _run(
-    rules: RuleSet, lines: Sequence[bytes], limits: Limits, now: int, deadline: float, what: str
+    rules: RuleSet, lines: Sequence[bytes], limits: Limits, now: int, budget: Budget, what: str
 ) -> list[dict[str, Any]]:
     out = io.StringIO()
     run = Replay(Engine(rules), out, limits=limits, now=now)
     for lineno, line in enumerate(lines, 1):
-        check_time(deadline, lineno, len(lines), what)
+        budget.check(lineno, len(lines), what)
         run.feed(line, lineno)
     run.finish()
     return [json.loads(text) for text in out.getvalue().splitlines()]
@@ -82,7 +82,7 @@ def replay_user(
     Both runs (rules, probes) within ``seconds`` (:data:`~riskctl.console.backtest.MAX_SECONDS`), else
     :class:`~riskctl.console.backtest.TimeLimitError`.
     """
-    deadline = deadline_of(seconds)
+    budget = Budget(seconds)
     rules, probes = [], []
     for doc in documents:
         try:
@@ -92,8 +92,8 @@ def replay_user(
                 probes.append(parse_rule(extra))
         except RuleSetError:
             continue
-    decided = _run(RuleSet(rules), lines, limits, now, deadline, "the rules")
-    probes_run = _run(RuleSet(probes), lines, limits, now, deadline, "the feature values")
+    decided = _run(RuleSet(rules), lines, limits, now, budget, "the rules")
+    probes_run = _run(RuleSet(probes), lines, limits, now, budget, "the feature values")
     probed = {r["event_id"]: r for r in probes_run if r.get("kind") == "decision"}
     out = []
     for record in decided:

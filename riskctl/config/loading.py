@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from riskctl.config.checks import Allowed, Spec, key_of, refused, shown, shown_secret
-from riskctl.config.settings import Settings
+from riskctl.config.settings import Settings, server_ids
 from riskctl.core.errors import suggest
 
 DEFAULT = "default"
@@ -143,6 +143,17 @@ class _Loader:
                 subject, tail = _subject(specs[name], sources[name])
                 within = f"{floor_name} ({floor}, from {sources[floor_name]})"
                 self.problems.append(f"{subject} must be >= {within}, got {value}{tail}")
+        # the CDC source runs at the job's parallelism, one server id per subtask: with fewer ids, every
+        # attempt of the job failed inside Flink ("Subtask ID 4 is out of server id range 5401-5404")
+        ids = server_ids(s.job.cdc_server_id)
+        if s.job.rules_source == "cdc" and ids is not None and len(ids) < s.job.parallelism:
+            subject, tail = _subject(specs["job.cdc_server_id"], sources["job.cdc_server_id"])
+            self.problems.append(
+                f"{subject} must hold at least job.parallelism ({s.job.parallelism}, from "
+                f"{sources['job.parallelism']}) server ids, one per subtask of the CDC source, got "
+                f"{s.job.cdc_server_id!r} ({len(ids)}){tail}: give a range such as "
+                f"{ids.start}-{ids.start + s.job.parallelism - 1}"
+            )
 
     def done(self) -> Resolved:
         self.check_together()

@@ -102,6 +102,22 @@ def _options_setting() -> Any:
     return setting("", test=_flink_options_ok, shape="key=value pairs separated by ';'", masked=mask_options)
 
 
+def server_ids(value: str) -> range | None:
+    """The MySQL server ids of ``job.cdc_server_id`` (``5401`` or ``5401-5404``), or None if Flink CDC would
+    refuse them: it reads each as a Java int (ServerIdRange.parseServerId), and gives subtask i the id
+    first + i, refusing a subtask beyond the range. Accepted here, ``3000000000`` ended 'riskctl run' in a
+    Java traceback while the job was built, and ``5404-5401`` failed every attempt of the job inside Flink
+    ('Subtask ID 0 is out of server id range'), for ever (found in review). 0 is no replica's id."""
+    first, _, last = value.partition("-")
+    try:
+        low, high = int(first), int(last or first)
+    except ValueError:
+        return None
+    if not 1 <= low <= high <= INT:
+        return None
+    return range(low, high + 1)
+
+
 def _checkpoint_dir_ok(value: str) -> bool:
     """``job.checkpoint_dir`` as Flink's checkpoint storage takes it: a scheme and a folder that is not the
     root (FileSystemCheckpointStorage.validatePath). A plain path, ``/var/chk``, was accepted here and ended
@@ -202,8 +218,12 @@ class JobSettings:
     )
     rules_dir: str = text(str(PROJECT_ROOT / "rules"))
     poll_interval_ms: int = ms(1000)
+    #: one id per subtask of the CDC source, which runs at job.parallelism (loading.check_together)
     cdc_server_id: str = setting(
-        "5401-5404", pattern=r"[0-9]+(-[0-9]+)?", shape="a MySQL server id or a range such as 5401-5404"
+        "5401-5404",
+        pattern=r"[0-9]+(-[0-9]+)?",
+        test=lambda v: server_ids(v) is not None,
+        shape="a MySQL server id (1 to 2^31-1) or a rising range such as 5401-5404",
     )
     #: how often the CDC binlog client checks its connection and reconnects after an outage (Debezium's
     #: connect.keep.alive.interval.ms, default 60 s: a rule edit took 66-71 s to arrive after an outage)

@@ -20,6 +20,7 @@ TOPIC = "a Kafka topic name (1-249 letters, digits, '.', '_', '-')"
 TABLE = "a table name (1-64 letters, digits or '_', not starting with a digit)"
 PARALLELISM = "an integer from 1 to 32768"
 MULTIPLIER = "a number from 1 to 1000000"
+SERVER_IDS = "a MySQL server id (1 to 2^31-1) or a rising range such as 5401-5404"
 CHECKPOINT_DIR = "empty or a folder's URL with its scheme, such as file:///var/riskctl/checkpoints or s3://bucket/checkpoints"
 # (key, value as TOML, the same value as text for the environment and --set, what the message says is allowed)
 HOSTILE = [
@@ -40,7 +41,12 @@ HOSTILE = [
     pytest.param("flink.options", '"rest.port"', "rest.port", "key=value pairs separated by ';'"),
     pytest.param("flink.rest_url", '"jm:8081"', "jm:8081", "empty or an http:// or https:// URL", id="url"),
     pytest.param("kafka.bootstrap", '"kafka"', "kafka", "empty or host:port[,host:port...]", id="no port"),
-    pytest.param("job.cdc_server_id", '"54x"', "54x", "a MySQL server id or a range such as 5401-5404"),
+    pytest.param("job.cdc_server_id", '"54x"', "54x", SERVER_IDS),
+    # Flink CDC reads server ids as Java ints and gives subtask i the id first + i: 3000000000 ended 'riskctl
+    # run' in a Java traceback, a falling range failed every attempt of the job inside Flink
+    pytest.param("job.cdc_server_id", '"3000000000"', "3000000000", SERVER_IDS, id="server id beyond int"),
+    pytest.param("job.cdc_server_id", '"5404-5401"', "5404-5401", SERVER_IDS, id="falling server ids"),
+    pytest.param("job.cdc_server_id", '"0"', "0", SERVER_IDS, id="server id 0"),
     pytest.param("job.dead_letter_max_bytes", "2000000", "2000000", "an integer from 4096 to 1000000"),
     # Flink's checkpoint storage takes a URL with a scheme and a folder: a plain path ended 'riskctl run' in
     # an 80-line Java traceback ("The scheme (hdfs://, file://, etc) is null"), the root in another
@@ -265,3 +271,21 @@ def test_valid_values_from_every_source_load_as_given(tmp_path: Path) -> None:
 )
 def test_a_checkpoint_dir_with_its_scheme_is_accepted(url: str) -> None:
     assert load_settings(env={"RISKCTL_JOB_CHECKPOINT_DIR": url}).job.checkpoint_dir == url
+
+
+def test_fewer_cdc_server_ids_than_the_parallelism_are_refused() -> None:
+    """The CDC source runs at job.parallelism, one server id per subtask: with --set job.parallelism=8 and the
+    default 5401-5404, every attempt of the job failed inside Flink ('Subtask ID 4 is out of server id range
+    5401-5404') and restarted for ever."""
+    with pytest.raises(ConfigError) as err:
+        load_settings(env={"RISKCTL_JOB_CDC_SERVER_ID": "5401-5404"}, overrides=["job.parallelism=8"])
+    message = str(err.value)
+    assert message.startswith("RISKCTL_JOB_CDC_SERVER_ID must hold at least job.parallelism (8, from --set)")
+    assert "give a range such as 5401-5408" in message
+    assert load_settings(env={}, overrides=["job.parallelism=4"]).job.cdc_server_id == "5401-5404"
+    wide = load_settings(env={}, overrides=["job.parallelism=8", "job.cdc_server_id=100-107"])
+    assert wide.job.parallelism == 8
+    # rules from elsewhere read no binlog
+    assert (
+        load_settings(env={}, overrides=["job.parallelism=8", "job.rules_source=file"]).job.parallelism == 8
+    )

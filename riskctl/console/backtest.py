@@ -153,7 +153,8 @@ def backtest(
 def read_topic_window(bootstrap: str, topic: str, window_ms: int, *, timeout_s: float = 10.0) -> bytes:
     """The raw records of ``topic`` produced in the last ``window_ms`` (up to its end offsets when the read
     starts), as JSON lines, at most :data:`MAX_LINES` records and :data:`MAX_UPLOAD_BYTES` bytes (the newest
-    window is cut at the limit: the result says how many lines it ran on). Kafka down or no such topic:
+    window is cut at the limit: the result says how many lines it ran on). Kafka down (also in the middle of
+    the read: each request waits ``timeout_s`` at most) or no such topic:
     :class:`~riskctl.errors.ServiceError`."""
     from kafka import KafkaConsumer, TopicPartition
     from kafka.errors import KafkaError
@@ -168,6 +169,8 @@ def read_topic_window(bootstrap: str, topic: str, window_ms: int, *, timeout_s: 
             enable_auto_commit=False,
             group_id=None,
             api_version_auto_timeout_ms=5000,
+            # kafka-python's default is 305 s: a broker lost after the connection held the request that long
+            request_timeout_ms=int(timeout_s * 1000),
         )
     except KafkaError:
         raise kafka_down(bootstrap) from None
@@ -194,6 +197,9 @@ def read_topic_window(bootstrap: str, topic: str, window_ms: int, *, timeout_s: 
                     if rec.offset + 1 >= ends[tp]:
                         remaining.discard(tp)
             drop_finished(c, remaining, ends)
+    except KafkaError as exc:  # lost in the middle (offsets, end offsets, metadata): a 500 before
+        msg = f"reading {topic!r} from {bootstrap} failed: {type(exc).__name__}: {exc}"
+        raise ServiceError(SERVICE, msg) from None
     finally:
         c.close()
     return b"\n".join(out)

@@ -62,3 +62,39 @@ def test_a_user_replay_stops_at_its_time_limit() -> None:
         replay_user([{**SLOW, "id": f"slow{i}"} for i in range(8)], _lines(2000), seconds=0.3)
     assert time.monotonic() - started < 5
     assert len(replay_user([SLOW], _lines(50), seconds=30)) == 50
+
+
+def test_kafka_lost_in_the_middle_of_a_topic_read_is_a_service_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Kafka lost after the consumer connected: offsets_for_times waited kafka-python's default request
+    timeout (305 s) holding a heavy slot, then raised KafkaTimeoutError, which no handler took: a 500 for the
+    backtest and the user replay. Now each request waits the read's timeout and the error is a ServiceError
+    (503 for a backtest, the message under a replay)."""
+    import kafka
+    from kafka.errors import KafkaTimeoutError
+
+    from riskctl.console.backtest import read_topic_window
+    from riskctl.errors import ServiceError
+
+    made: list[dict[str, object]] = []
+
+    class Lost:
+        def __init__(self, **config: object) -> None:
+            made.append(config)
+
+        def partitions_for_topic(self, topic: str) -> set[int]:
+            return {0}
+
+        def assign(self, parts: object) -> None:
+            pass
+
+        def offsets_for_times(self, timestamps: object) -> None:
+            msg = "Failed to get offsets by timestamps in 305000.0 ms"
+            raise KafkaTimeoutError(msg)
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(kafka, "KafkaConsumer", Lost)
+    with pytest.raises(ServiceError, match="reading 'events' from k:9092 failed: KafkaTimeoutError"):
+        read_topic_window("k:9092", "events", 60_000, timeout_s=10)
+    assert made[0]["request_timeout_ms"] == 10_000

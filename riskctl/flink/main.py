@@ -118,6 +118,16 @@ def main(argv: list[str] | None = None) -> int:
 
         echo_error(str(exc))
         return int(error_exit(exc).code)
+    except Exception as exc:
+        if getattr(exc, "java_exception", None) is None:
+            raise
+        # Flink refused the configuration the job was built with, most often a flink.options value it cannot
+        # parse (execution.checkpointing.interval=abc): py4j's traceback of 60 lines ended 'riskctl run'
+        from riskctl.cli.common import echo_error
+
+        java = str(exc.java_exception).strip().splitlines()[0][:MAX_JAVA_MESSAGE]  # type: ignore[attr-defined]
+        echo_error(f"Flink refused the job's configuration (flink.options included): {java}")
+        return REFUSED
     from riskctl.flink.env import starts_a_jvm  # imported by build() already
 
     log.warning(
@@ -174,6 +184,11 @@ def main(argv: list[str] | None = None) -> int:
 #: the exit status of a job stopped by Ctrl-C, as a shell reports SIGINT (riskctl.cli.common.ExitCode)
 INTERRUPTED = 130
 
+
+#: the exit status of a configuration Flink refused while the job was built: a refused setting
+#: (riskctl.cli.common.ExitCode.USAGE), and the most of its message a line shows
+REFUSED = 2
+MAX_JAVA_MESSAGE = 300
 
 #: the exit status of a job the MiniCluster refused to start, as of one that failed (riskctl.flink.watch)
 NOT_STARTED = 1

@@ -86,7 +86,11 @@ class _Loader:
                 )
                 continue
             if not isinstance(table, dict):
-                self.problems.append(f"[{name}] in {path} must be a table of settings, got {shown(table)}")
+                # mysql = "..." may be the password written in the wrong place: a section holding a secret
+                # does not repeat what it got
+                secret = any(s.allowed.secret for s in specs.values() if s.section == name)
+                got = shown_secret(table) if secret else shown(table)
+                self.problems.append(f"[{name}] in {path} must be a table of settings, got {got}")
                 continue
             unknown = []
             for key, raw in table.items():

@@ -89,3 +89,15 @@ def test_a_flink_option_secret_anywhere_in_its_key_is_masked(clean: Path, key: s
     assert res.exit_code == 0, res.output
     assert SECRET not in res.output
     assert json.loads(res.output)["settings"]["flink"]["options"] == f"rest.port=8082;{key}=***"
+
+
+@pytest.mark.parametrize("section", ["mysql", "serve"])
+def test_a_section_holding_a_secret_written_as_a_value_is_not_repeated(clean: Path, section: str) -> None:
+    """'mysql = "<password>"' (the password one level too high) was repeated: 'got 'hunter2-...''."""
+    cfg = clean / "riskctl.toml"
+    cfg.write_text(f'{section} = "{SECRET}"\n')
+    with pytest.raises(ConfigError) as info:
+        load_settings(cfg, env={})
+    message = str(info.value)
+    assert f"[{section}] in {cfg} must be a table of settings" in message and "not shown: a secret" in message
+    assert SECRET not in message

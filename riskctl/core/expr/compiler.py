@@ -187,14 +187,19 @@ class Compiler:
 
     # ------------------------------------------------------------------ literals
     def list_(self, node: nodes.ListNode) -> Compiled:
-        """A list literal: a constant tuple when every item is constant."""
+        """A list literal: a constant list when every item is constant.
+
+        A Python list, as the event's lists are: a tuple never equals a list, so ``event.tags == ["vpn"]`` was
+        never true (and ``!=`` always), nor ``event.pair in [[1, 2]]`` or ``contains(event.pairs, [1, 2])``.
+        Nothing changes a value while a condition is evaluated, so one constant list serves every event.
+        """
         items = [self.value(i) for i in node.items]
         if all(i.is_const for i in items):
-            return constant(tuple(i.const for i in items))
+            return constant([i.const for i in items])
         fns = tuple(i.fn for i in items)
 
         def make_list(e: Any, c: Any) -> Any:
-            return tuple(f(e, c) for f in fns)
+            return [f(e, c) for f in fns]
 
         return Compiled(make_list)
 

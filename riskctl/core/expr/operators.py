@@ -204,13 +204,14 @@ def compare(op: str, a: Compiled, b: Compiled) -> Compiled:
 
 
 def contains(op: str, a: Compiled, b: Compiled, b_pos: int) -> Compiled:
-    """``a in b`` / ``a not in b``: a constant list becomes a frozenset; false when ``a`` is null."""
+    """``a in b`` / ``a not in b``: a constant list becomes a frozenset (unless it holds lists, which are not
+    hashable: then it is searched in order); false when ``a`` is null."""
     negate = op == "not in"
-    if b.is_const and not isinstance(b.const, tuple | str):
+    if b.is_const and not isinstance(b.const, list | str):
         msg = f"the right side of {op!r} must be a list or a string"
         raise expr_error(msg, b_pos)
     fa = a.fn
-    if b.is_const and isinstance(b.const, tuple):
+    if b.is_const and isinstance(b.const, list):
         members: Any = b.const
         try:
             members = frozenset(members)

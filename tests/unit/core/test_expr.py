@@ -97,6 +97,28 @@ def test_null_safety_and_type_mismatches_are_false(text: str) -> None:
     assert compile_condition(text).test(EVENT) is False
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('event.tags == ["vip", "new"]', True),
+        ('event.tags != ["vip", "new"]', False),
+        ('event.tags == ["new", "vip"]', False),
+        ('event.tags in [["vip", "new"], ["x"]]', True),
+        ('event.tags not in [["vip", "new"], ["x"]]', False),
+        ("contains(event.pairs, [1, 2])", True),
+        ("contains(event.pairs, [2, 1])", False),
+        ("[event.a, event.b] == event.pair and event.pair == [1, 2]", True),
+        ("[event.a, event.b] in [[1, 2], [3, 4]]", True),
+        ("event.pair < [1, 3]", True),
+    ],
+)
+def test_a_list_literal_equals_an_event_list_with_the_same_items(text: str, expected: bool) -> None:
+    # list literals were tuples, which never equal the event's lists: 'event.tags == [...]' was never true and
+    # 'event.tags != [...]' always, for any event
+    event = {**EVENT, "pairs": [[0, 1], [1, 2]], "a": 1, "b": 2, "pair": [1, 2]}
+    assert compile_condition(text).test(event) is expected
+
+
 def test_explicit_null_tests() -> None:
     assert compile_condition("event.missing == null").test(EVENT)
     assert compile_condition("null == event.missing").test(EVENT)

@@ -967,3 +967,19 @@ def test_a_backtest_or_replay_over_its_time_limit_is_a_422(
     monkeypatch.setattr(backtest_module, "MAX_SECONDS", 60.0)
     again = client.post("/api/backtest", data=_form(), files={"events": ("e.jsonl", EVENTS)}, headers=headers)
     assert again.status_code == 200 and again.json()["draft"]["hits"] == 1  # bob's 5000
+
+
+def test_the_scripts_of_a_page_carry_its_csp_nonce(env: dict[str, Any]) -> None:
+    """Every inline script of a page has the nonce its Content-Security-Policy allows (the browser tests,
+    tests/integration/test_console.py, run them under it); each page its own."""
+    client = _client(env)
+    _, csrf = _login(client, "approver")
+    nonces = set()
+    for path in ("/rules", "/rules/big_amount", "/rules/big_amount/edit", "/decisions"):
+        page = client.get(path)
+        nonce = re.search(r"script-src 'nonce-([^']+)'", page.headers["content-security-policy"])
+        assert nonce, path
+        scripts = re.findall(r"<script([^>]*)>", page.text)
+        assert scripts and all(attrs == f' nonce="{nonce.group(1)}"' for attrs in scripts), (path, scripts)
+        nonces.add(nonce.group(1))
+    assert len(nonces) == 4

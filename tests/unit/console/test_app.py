@@ -51,3 +51,25 @@ def test_a_chunked_body_over_the_limit_is_a_413_not_a_500() -> None:
         headers={"content-type": "application/x-www-form-urlencoded"},
     )
     assert resp.status_code == 413
+
+
+def test_pages_have_a_content_security_policy_with_a_nonce_per_response() -> None:
+    """No answer had a Content-Security-Policy: had an escape ever been missed (a rule text, an event field,
+    a note), a page would run the script in it. Pages now allow only their own inline scripts (a nonce per
+    response) and requests to this origin; any other answer allows nothing."""
+    client = TestClient(create_app(Backend(_no_database), secure_cookies=False))
+    first, second = client.get("/login"), client.get("/login")
+    policies = [r.headers["content-security-policy"] for r in (first, second)]
+    for policy in policies:
+        directives = dict(d.strip().split(" ", 1) for d in policy.split(";"))
+        assert directives["default-src"] == "'none'" and directives["frame-ancestors"] == "'none'"
+        assert directives["script-src"].startswith("'nonce-") and "unsafe" not in directives["script-src"]
+        assert directives["connect-src"] == directives["form-action"] == "'self'"
+    assert policies[0] != policies[1]  # a nonce per response
+    refused = client.post("/login", content=b"{}", headers={"content-type": "application/json"})
+    assert refused.status_code == 415
+    assert (
+        refused.headers["content-security-policy"]
+        == "default-src 'none'; frame-ancestors 'none'; base-uri 'none'"
+    )
+    assert len(refused.headers.get_list("content-security-policy")) == 1

@@ -130,7 +130,10 @@ class RateLimiter:
     seconds; past that the key is refused until its oldest failure leaves the window.
 
     In memory, per console process (one process serves the console); at most ``max_keys`` keys are tracked,
-    the oldest dropped first, so a flood of made-up names cannot exhaust memory.
+    so a flood of made-up names cannot exhaust memory. A full table drops (:meth:`_make_room`) a key whose
+    failures all left the window, else the oldest key under its limit, and a locked key only when every key
+    is locked: dropping the oldest key first dropped the lock of the name under attack (the oldest), and a
+    flood of other names from other addresses gave its attacker 5 more guesses each time.
     """
 
     max_failures: int = 5
@@ -160,9 +163,24 @@ class RateLimiter:
         times = self._recent(key, now)
         if key not in self._failures:
             if len(self._failures) >= self.max_keys:
-                del self._failures[next(iter(self._failures))]
+                self._make_room(now)
             self._failures[key] = times
         times.append(now)
+
+    def _make_room(self, now: float) -> None:
+        """Drop one key or more of a full table: every one whose failures left the window, else the oldest
+        under its limit, else (all locked) the oldest. A scan of the table, only when it is full."""
+        expired = [k for k, times in self._failures.items() if not times or times[-1] <= now - self.window_s]
+        for key in expired:
+            del self._failures[key]
+        if len(self._failures) < self.max_keys:
+            return
+        cutoff = now - self.window_s
+        unlocked = (
+            k for k, times in self._failures.items() if sum(t > cutoff for t in times) < self.max_failures
+        )
+        victim = next(unlocked, None)
+        del self._failures[next(iter(self._failures)) if victim is None else victim]
 
     def succeeded(self, key: str) -> None:
         """Forget the failures of ``key`` (a successful login)."""

@@ -105,6 +105,28 @@ def test_rate_limiter_memory_is_bounded() -> None:
     assert limiter.retry_after("name999", 1) > 0
 
 
+def test_a_locked_name_is_not_evicted_by_a_flood_of_other_keys() -> None:
+    """When the table was full the oldest key was dropped, and the name under attack is the oldest: 5 wrong
+    passwords for ann locked her name, then one attempt with a made-up name from each of 50 other addresses
+    (100 keys) dropped the lock, and the attacker had 5 more guesses, again and again. Now a full table drops
+    keys whose failures left the window first, then keys under their limit, a locked key last."""
+    limiter = RateLimiter(max_failures=5, window_s=300, max_keys=100)
+    for t in range(5):
+        assert limiter.attempt(("user:ann", f"ip:10.0.0.{t}"), t) == 0
+    assert limiter.attempt(("user:ann", "ip:10.0.1.1"), 5) > 0  # locked
+    for i in range(50):
+        assert limiter.attempt((f"user:junk{i}", f"ip:10.1.0.{i}"), 10 + i) == 0
+    assert len(limiter._failures) <= 100
+    assert limiter.attempt(("user:ann", "ip:10.0.1.2"), 100) > 0, "the lock was dropped"
+    # keys whose failures left the window go first, even a lock that has ended
+    later = RateLimiter(max_failures=1, window_s=60, max_keys=3)
+    later.failed("old", 0)
+    later.failed("a", 100)
+    later.failed("b", 100)
+    later.failed("c", 101)
+    assert set(later._failures) == {"a", "b", "c"}
+
+
 def test_console_table_names_fit_mysql() -> None:
     from riskctl.store.migrations import check_identifier, table_names
 

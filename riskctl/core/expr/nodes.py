@@ -26,7 +26,10 @@ class Node:
     def __post_init__(self) -> None:
         self.height = 1 + max((c.height for c in self.children()), default=0)
         if self.height > MAX_HEIGHT:
-            msg = f"expression is nested too deeply (more than {MAX_HEIGHT} levels)"
+            msg = (
+                f"expression is nested too deeply (more than {MAX_HEIGHT} levels: each operator of a chain "
+                "such as a + b + c nests one more; 'and'/'or' chains do not)"
+            )
             raise expr_error(msg, self.pos)
 
     def children(self) -> tuple[Node, ...]:

@@ -210,6 +210,7 @@ def test_pickle_recompiles_from_text() -> None:
         ("not " * 50 + "true", "nested too deeply"),
         ("- " * 50 + "1", "nested too deeply"),
         (" + ".join(["1"] * 150), "nested too deeply"),
+        (" + ".join(f"event.f{i}" for i in range(64)) + " > 0", "each operator of a chain such as a + b + c"),
         (" and ".join(["true"] * 500), "too long"),
         ("x" * (MAX_LENGTH + 1), "too long"),
         ("event.city[0]", "indexing"),

@@ -160,7 +160,8 @@ def test_submit_refuses_a_checkpoint_of_another_job_before_calling_flink(tmp_pat
     env.pop("FLINK_HOME", None)
     res = run_riskctl("submit", "--from-empty", "--set", f"job.restore_from={foreign.as_uri()}", env=env)
     assert res.returncode == 2, res.stdout + res.stderr
-    assert res.stderr.count("\n") == 1 and "is not a checkpoint of this job" in res.stderr
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "is not a checkpoint of this job" in errors[0], res.stderr
     assert "no Flink client found" not in res.stderr
 
 

@@ -261,7 +261,8 @@ def _check_structure(document: Mapping[str, Any], rule_id: str | None, source: s
         elif isinstance(value, Mapping | list | tuple):
             if depth > MAX_YAML_DEPTH:
                 msg = f"the rule document is nested deeper than {MAX_YAML_DEPTH} levels (or contains itself)"
-                raise RuleSetError([RuleError(msg, rule_id=rule_id, source=source)])
+                field = _entry_path(entry) or None
+                raise RuleSetError([RuleError(msg, rule_id=rule_id, field=field, source=source)])
             if isinstance(value, Mapping):
                 if not all(isinstance(k, str) for k in value):
                     msg = "keys must be text"

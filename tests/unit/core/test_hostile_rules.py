@@ -181,6 +181,7 @@ def test_python_documents_that_contain_themselves_or_expand_are_refused() -> Non
     doc["tags"] = [doc]
     (err,) = refusal(lambda: parse_rule(doc)).errors
     assert err.rule_id == "loop" and "contains itself" in err.reason
+    assert err.field is not None and err.field.startswith("tags[0].tags[0].")  # where it goes round
     level: Any = "lol"
     for _ in range(9):
         level = [level] * 9  # 9**9 leaves if walked naively; a few hundred objects in memory

@@ -289,3 +289,26 @@ def test_users_named_dot_and_dot_dot_have_their_page(console: dict[str, Any], br
         browser.find_element(By.ID, "replay").click()  # no events topic here: the error, on the same user
         _wait(browser, lambda d: d.find_elements(By.ID, "replay-error") or None)
         assert browser.find_element(By.TAG_NAME, "h1").text == f"User {user}", browser.current_url
+
+
+def test_a_backtest_file_over_the_limit_says_so(
+    console: dict[str, Any], browser: Any, tmp_path: Path
+) -> None:
+    """A file over the body limit is answered 413 in plain text; the editor's script read every answer as
+    JSON, threw, and the backtest said 'running...' forever. Now the answer is shown under the button."""
+    from selenium.webdriver.common.by import By
+
+    from riskctl.console.app import MAX_BODY_BYTES
+
+    _login(browser, console["url"], "ann")
+    browser.get(f"{console['url']}/rules/big_amount/edit")
+    big = tmp_path / "big.jsonl"
+    line = (EVENTS.splitlines()[0] + "\n").encode()
+    big.write_bytes(line * (MAX_BODY_BYTES // len(line) + 1))
+    browser.find_element(By.ID, "events").send_keys(str(big))
+    browser.find_element(By.ID, "backtest").click()
+    result = _wait(
+        browser, lambda d: (t := d.find_element(By.ID, "backtest-result").text) != "running..." and t
+    )
+    assert "413" in result and "request body over" in result
+    assert browser.find_element(By.ID, "backtest-result").get_attribute("class") == "err"

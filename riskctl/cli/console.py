@@ -32,11 +32,10 @@ def console(ctx: click.Context, host: str, port: int) -> None:
     import uvicorn
 
     from riskctl.config import load_settings
-    from riskctl.console.app import Backend, create_app, is_loopback
-    from riskctl.store.connection import connect
+    from riskctl.console.app import create_app, is_loopback, mysql_backend
 
     settings = load_settings()
-    backend = Backend(lambda: connect(settings), settings.job.rules_table)
+    backend = mysql_backend(settings)
     with backend.open():  # fail now, with what to start, when MySQL does not answer; migrates the tables
         pass
     from riskctl.console.feed import Feed, KafkaTail

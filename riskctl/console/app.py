@@ -75,6 +75,19 @@ class Backend:
             conn.close()
 
 
+#: seconds a request waits for MySQL to answer (or to take what it sends) before it is a 503: a MySQL that
+#: accepts connections but does not answer (frozen, a network dropping its packets) held each request's worker
+#: thread forever, and with every thread held no page needing MySQL answered again
+MYSQL_TIMEOUT_S = 30.0
+
+
+def mysql_backend(settings: Any, *, timeout_s: float = MYSQL_TIMEOUT_S) -> Backend:
+    """The console's :class:`Backend` over the configuration's MySQL (``riskctl console``)."""
+    from riskctl.store.connection import connect
+
+    return Backend(lambda: connect(settings, read_timeout=timeout_s), settings.job.rules_table)
+
+
 def is_loopback(host: str) -> bool:
     """Whether ``host`` is this machine only (then cookies may go without ``Secure`` over plain HTTP)."""
     if host == "localhost":

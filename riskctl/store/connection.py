@@ -48,8 +48,10 @@ def describe_operational_error(settings: Settings, exc: BaseException) -> Servic
     return ServiceError(SERVICE, message)
 
 
-def connect(settings: Settings, *, connect_timeout: float = 5.0) -> Any:
+def connect(settings: Settings, *, connect_timeout: float = 5.0, read_timeout: float | None = None) -> Any:
     """A pymysql connection to the configured database: autocommit off, UTC session time zone, utf8mb4.
+    ``read_timeout``: seconds to wait for an answer (the handshake included) and to send, else none: a
+    server that accepts the connection but never answers (frozen, packets dropped) held the caller forever.
 
     Raises :class:`ServiceError` (MySQL down, access denied, no database) or
     :class:`~riskctl.errors.ConfigError` (no password configured), never a raw driver error.
@@ -65,6 +67,8 @@ def connect(settings: Settings, *, connect_timeout: float = 5.0) -> Any:
             password=password,
             database=settings.mysql.database,
             connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            write_timeout=read_timeout,
             charset="utf8mb4",
             autocommit=False,
             init_command="SET time_zone = '+00:00'",

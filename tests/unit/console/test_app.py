@@ -73,3 +73,41 @@ def test_pages_have_a_content_security_policy_with_a_nonce_per_response() -> Non
         == "default-src 'none'; frame-ancestors 'none'; base-uri 'none'"
     )
     assert len(refused.headers.get_list("content-security-policy")) == 1
+
+
+def test_a_mysql_that_does_not_answer_is_a_503_in_seconds() -> None:
+    """A MySQL that accepts connections but never answers (frozen, a network dropping its packets): the
+    handshake waited forever (pymysql has no read timeout by default), each request held a worker thread,
+    and once all were held no page needing MySQL answered again. Now a 503 after the console's timeout."""
+    import dataclasses
+    import socket
+    import threading
+    import time
+
+    from riskctl.config import Settings
+    from riskctl.console.app import mysql_backend
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # the kernel completes the connections; nobody ever reads or writes them
+    port = silent.getsockname()[1]
+    base = Settings()
+    settings = dataclasses.replace(
+        base, mysql=dataclasses.replace(base.mysql, host="127.0.0.1", port=port, password="x")
+    )
+    client = TestClient(create_app(mysql_backend(settings, timeout_s=1), secure_cookies=False))
+    client.cookies.set("riskctl_console", "a session token")
+    answers: list[Any] = []
+
+    def ask() -> None:
+        started = time.monotonic()
+        answers.append((client.get("/rules"), time.monotonic() - started))
+
+    thread = threading.Thread(target=ask, daemon=True)
+    thread.start()
+    thread.join(15)
+    silent.close()
+    assert not thread.is_alive(), "the request still waits for MySQL after 15 s"
+    resp, took = answers[0]
+    assert resp.status_code == 503 and resp.headers["retry-after"] == "5" and took < 10
+    assert "MySQL" in resp.text and str(port) not in resp.text

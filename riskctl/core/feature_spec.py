@@ -12,6 +12,7 @@ import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from dataclasses import field as dc_field
+from functools import cached_property
 from typing import Any
 
 from riskctl.core.errors import RuleError
@@ -195,7 +196,7 @@ class FeatureSpec:
             return self.granularity
         return default_granularity(self.effective_window)
 
-    @property
+    @cached_property  # every rule change's plan reads every feature's
     def state_key(self) -> str:
         """A short stable name for this definition's state: equal definitions share it, changed ones do not.
 

@@ -11,6 +11,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from types import MappingProxyType
 from typing import Any
 
@@ -51,7 +52,7 @@ class Rule:
     source: str | None = None
     tags: tuple[str, ...] = ()
 
-    @property
+    @cached_property  # a rule set's version reads every rule's at each rule change
     def digest(self) -> str:
         """A hash of the normalised document: equal documents, equal digests."""
         return document_digest(self.document)

@@ -153,7 +153,7 @@ def main() -> int:
     settings = load_settings()
     bootstrap = settings.kafka_bootstrap
     rows: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="rule-bulk-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="rule-bulk-", ignore_cleanup_errors=True) as tmp:
         job = new_job(settings, Path(tmp))
         proc = start_job(job, Path(tmp) / "job.log", {"RISKCTL_JOB_PARALLELISM": "1"})
         try:
@@ -175,6 +175,7 @@ def main() -> int:
             wanted = {(f"merchant_{i:05d}", 1) for i in range(args.rules)}
             seen = watch_status(bootstrap, job.topics["status"], wanted, args.timeout)
             meanwhile = traffic.between(commit, time.monotonic())
+            print(meanwhile, figures(commit, seen, args.rules), flush=True)
             phase = f"{args.rules:,} new rules in one transaction"
             rows.append(f"| {phase} | {meanwhile} | {figures(commit, seen, args.rules)} |")
             conn.autocommit(True)

@@ -43,7 +43,7 @@ from riskctl.cli.common import (
     handles_errors,
     json_option,
 )
-from riskctl.cli.simulate import Traffic, traffic_options
+from riskctl.cli.simulate import Traffic, finite, traffic_options
 from riskctl.config import PROJECT_ROOT, Settings, load_settings
 from riskctl.errors import DemoError, RiskctlError
 
@@ -334,7 +334,13 @@ def _clock_events(last_ts: int, partitions: int) -> list[tuple[int, dict[str, An
     help="Rules applied to MySQL before the job starts.",
 )
 @click.option("--keep-stack", is_flag=True, help="Leave Kafka and MariaDB running at the end.")
-@click.option("--startup-timeout", type=float, default=300.0, help="Seconds to wait for the job to start.")
+@click.option(
+    "--startup-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=300.0,
+    callback=finite,
+    help="Seconds to wait for the job to start.",
+)
 @json_option("The summary as JSON on stdout (progress on stderr).")
 @handles_errors
 def demo(

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,18 +21,39 @@ import click
 
 from riskctl.cli.common import (
     CONTEXT_SETTINGS,
+    ExitCode,
     emit_json,
+    fail,
     fail_on,
     handles_errors,
     json_option,
+    printable,
     progress_option,
 )
 from riskctl.config import load_settings
+from riskctl.core.events import MAX_TS
 from riskctl.errors import RiskctlError
 from riskctl.sim.generator import ATTACKS, SimConfig, Simulator
 from riskctl.sim.report import build_report, format_report
 
 R = TypeVar("R")
+
+#: at most this many simulated users at the start: each costs about 1 kB of memory before the first event
+MAX_USERS = 1_000_000
+#: at most this many events per second of event time (the generator makes ~160,000 a second on one core)
+MAX_RATE = 1_000_000.0
+#: at most this many events in a run (``--rate`` x ``--duration``): users registered during the run stay in
+#: memory (~4 per 100 events, ~1 kB each), so a run of this size holds about 1 GB
+MAX_EVENTS = 30_000_000
+
+
+def finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    """A float option's value, NaN and infinities refused: NaN passes click's ranges (no comparison holds
+    with it), an unbounded range takes inf."""
+    if value is not None and not math.isfinite(value):
+        msg = f"{value} is not a finite number"
+        raise click.BadParameter(msg, ctx=ctx, param=param)
+    return value
 
 
 @dataclass(frozen=True)
@@ -48,6 +70,12 @@ class Traffic:
         """The simulator's configuration starting at ``start_ts``; without ``--seed``, the seed comes from
         the clock (``now_ms``) and is printed, so a run can be repeated. ``more``: other SimConfig fields."""
         seed = self.seed if self.seed is not None else now_ms % 1_000_000
+        if self.rate * self.duration > MAX_EVENTS:
+            msg = (
+                f"{self.rate:g} events/s for {self.duration:g} s is {self.rate * self.duration:.3g} events, "
+                f"more than {MAX_EVENTS:,} (the users a run registers stay in memory): lower one of them"
+            )
+            raise click.BadParameter(msg, param_hint="'--rate' x '--duration'")
         try:
             return SimConfig(
                 users=self.users,
@@ -78,17 +106,28 @@ def traffic_options(
         options = (
             click.option(
                 "--users",
-                type=click.IntRange(min=1),
+                type=click.IntRange(min=1, max=MAX_USERS),
                 default=users,
                 help="Simulated users at the start (more register).",
             ),
             click.option(
-                "--rate", type=click.FloatRange(min=0, min_open=True), default=rate, help="Events per second."
+                "--rate",
+                type=click.FloatRange(min=0, min_open=True, max=MAX_RATE),
+                default=rate,
+                callback=finite,
+                help=f"Events per second (--rate x --duration: at most {MAX_EVENTS:,} events).",
             ),
-            click.option("--duration", type=duration, default=60.0, help="Seconds of simulated traffic."),
+            click.option(
+                "--duration",
+                type=duration,
+                default=60.0,
+                callback=finite,
+                help="Seconds of simulated traffic.",
+            ),
             click.option(
                 "--attack-fraction",
                 type=click.FloatRange(0, 1),
+                callback=finite,
                 default=attack_fraction,
                 help="Probability that a session is an attack.",
             ),
@@ -166,11 +205,12 @@ def _default_start(now_ms: int, duration_s: float, output: str | None, pace: boo
     "--zipf",
     type=click.FloatRange(0, 5),
     default=0.0,
+    callback=finite,
     help="Skew of user activity: 0 uniform; s > 0 weights the user of rank k by 1/k**s (Zipf).",
 )
 @click.option(
     "--start-ts",
-    type=int,
+    type=click.IntRange(min=0, max=MAX_TS),
     default=None,
     help="Event time of the start in ms (default: now when paced to Kafka; otherwise now - DURATION, so the "
     "traffic has already happened and no event is ahead of the clock: the job and replay refuse those).",
@@ -221,7 +261,11 @@ def simulate(
     if output:
         from riskctl.sim.kafka_io import write_jsonl
 
-        with open(output, "w", encoding="utf-8") as out:
+        try:
+            out = open(output, "w", encoding="utf-8")  # noqa: SIM115 - closed below
+        except OSError as exc:
+            fail(ExitCode.USAGE, f"--output: cannot write {printable(output)!r}: {exc.strerror}")
+        with out:
             for event in sim:
                 write_jsonl(out, event)
                 meter(event)
@@ -287,8 +331,9 @@ def simulate(
 )
 @click.option(
     "--timeout",
-    type=float,
+    type=click.FloatRange(min=0, min_open=True),
     default=10.0,
+    callback=finite,
     help="From the topics: stop after this many seconds without a record of the run's events or users "
     "(other traffic on the topics does not count).",
 )

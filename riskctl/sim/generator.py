@@ -74,11 +74,13 @@ class SimConfig:
         if self.users < 1:
             msg = f"users must be at least 1, got {self.users}"
             raise ValueError(msg)
-        if not self.rate > 0:
-            msg = f"rate must be positive, got {self.rate}"
+        # finite too: an infinite rate draws gaps of 0 (event time never moves, the heap grows without end),
+        # an infinite duration has no end to round to
+        if not 0 < self.rate < math.inf:
+            msg = f"rate must be positive and finite, got {self.rate}"
             raise ValueError(msg)
-        if not self.duration_s > 0:
-            msg = f"duration must be positive, got {self.duration_s}"
+        if not 0 < self.duration_s < math.inf:
+            msg = f"duration must be positive and finite, got {self.duration_s}"
             raise ValueError(msg)
         if not 0.0 <= self.attack_fraction <= 1.0:
             msg = f"attack fraction must be within [0, 1], got {self.attack_fraction}"
@@ -292,9 +294,11 @@ class Simulator:
             if found is None:
                 return []
             victim = found
-        attack_id = f"a{self.config.seed}-{next(self._attack_ids):05d}"
         build = getattr(self, f"_attack_{kind}")
         events: list[tuple[str, dict[str, Any]]] = build(victim, now)
+        if not events:  # this victim cannot be attacked this way (see _attack_account_takeover)
+            return []
+        attack_id = f"a{self.config.seed}-{next(self._attack_ids):05d}"
         out = []
         for role, e in events:
             e["sim"] = {"attack": kind, "attack_id": attack_id, "role": role}
@@ -323,8 +327,11 @@ class Simulator:
     def _attack_account_takeover(self, victim: User, now: int) -> list[tuple[str, dict[str, Any]]]:
         """A phished account: login from a city the user was never seen in (2FA passed with the stolen code),
         the password changed, then a transfer of 10,000 or more, all within half a minute."""
+        fresh = [c for c in ATTACKER_CITIES if c not in victim.seen_cities]
+        if not fresh:  # attacked from every attacker city already: a takeover from any would not look new
+            return []
         device = self._device()
-        city = self.rng.choice([c for c in ATTACKER_CITIES if c not in victim.seen_cities])
+        city = self.rng.choice(fresh)
         t = now
         out = [("attacker", self._attacker_login(victim, t, True, device, city))]
         t += self._gap(2, 6)

@@ -132,11 +132,14 @@ def build_report(events: Iterable[Mapping[str, Any]], records: Iterable[Mapping[
 
 
 def format_report(report: Mapping[str, Any]) -> str:
-    """The report as a few human-readable lines."""
+    """The report as a few human-readable lines. Actions, rule ids, attack ids and user ids come from the
+    files or topics read (anyone's text): they are shown escaped (:func:`riskctl.cli.common.printable`)."""
+    from riskctl.cli.common import printable as p
+
     lines = [
         f"events {report['events']:,}, decided {report['decided']:,} ({100 * report['coverage']:.1f}%), "
         + "actions "
-        + ", ".join(f"{k} {v:,}" for k, v in sorted(report["actions"].items()))
+        + ", ".join(f"{p(k)} {v:,}" for k, v in sorted(report["actions"].items()))
         + f", alerts {report['alerts']:,}",
     ]
     rate = report["catch_rate"]
@@ -145,13 +148,15 @@ def format_report(report: Mapping[str, Any]) -> str:
         + (f" ({100 * rate:.1f}%)" if rate is not None else "")
     )
     for kind, s in report["scenarios"].items():
-        rules = ", ".join(f"{r} {n}" for r, n in s["by_rule"].items()) or "-"
+        rules = ", ".join(f"{p(r)} {n}" for r, n in s["by_rule"].items()) or "-"
         lines.append(f"  {kind:<18} {s['caught']:>4}/{s['attacks']:<4} missed {s['missed']:<3} by: {rules}")
     if report["missed"]:
-        shown = ", ".join(f"{m['attack_id']} ({m['attack']}, {m['user_id']})" for m in report["missed"][:5])
+        shown = ", ".join(
+            f"{p(m['attack_id'])} ({m['attack']}, {p(m['user_id'])})" for m in report["missed"][:5]
+        )
         more = len(report["missed"]) - 5
         lines.append(f"missed: {shown}" + (f" and {more} more" if more > 0 else ""))
-    fp = ", ".join(f"{r} {n}" for r, n in report["false_positives_by_rule"].items())
+    fp = ", ".join(f"{p(r)} {n}" for r, n in report["false_positives_by_rule"].items())
     lines.append(
         f"false positives: {report['false_positive_users']} of {report['legit_users']:,} legit users "
         f"({100 * report['false_positive_user_rate']:.2f}%), {report['false_positive_decisions']} decisions"

@@ -344,8 +344,19 @@ def replay(
     if not default_gc:
         tune_gc()
     show = sys.stderr.isatty() if progress is None else progress
-    out: IO[str] = open(output, "w", encoding="utf-8") if output else sys.stdout  # noqa: SIM115
-    source: IO[bytes] = sys.stdin.buffer if events == "-" else open(events, "rb")  # noqa: SIM115
+    if output and events != "-" and Path(output).exists() and Path(output).samefile(events):
+        # opening the output for writing would empty the file before a line of it is read
+        fail(
+            ExitCode.USAGE, f"--output {printable(output)!r} is the events file: write the records elsewhere"
+        )
+    try:
+        source: IO[bytes] = sys.stdin.buffer if events == "-" else open(events, "rb")  # noqa: SIM115
+    except OSError as exc:
+        fail(ExitCode.USAGE, f"cannot read {printable(events)!r}: {exc.strerror}")
+    try:
+        out: IO[str] = open(output, "w", encoding="utf-8") if output else sys.stdout  # noqa: SIM115
+    except OSError as exc:
+        fail(ExitCode.USAGE, f"--output: cannot write {printable(output)!r}: {exc.strerror}")
     total = Path(events).stat().st_size if events != "-" else 0
     run = Replay(engine, out, only_hits=only_hits, limits=limits, now=now)
     started = time.perf_counter()

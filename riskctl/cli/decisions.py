@@ -28,13 +28,23 @@ from riskctl.config import load_settings
 from riskctl.core.stats import percentile
 from riskctl.errors import RiskctlError
 
+#: seconds between two checks that the broker still answers, while ``tail`` shows nothing
+PROBE_EVERY_S = 5.0
+#: how long a request to the broker may take before it is taken for gone (exit 3)
+REQUEST_TIMEOUT_MS = 10_000
+
 
 def _connect(topics: list[str], from_beginning: bool) -> Any:
     from riskctl.sim.kafka_io import consumer
 
     settings = load_settings()
     try:
-        return consumer(settings.kafka_bootstrap, topics, from_beginning=from_beginning)
+        return consumer(
+            settings.kafka_bootstrap,
+            topics,
+            from_beginning=from_beginning,
+            request_timeout_ms=REQUEST_TIMEOUT_MS,
+        )
     except RiskctlError as exc:
         fail_on(exc)  # Kafka does not answer: exit 3
 
@@ -163,16 +173,19 @@ def tail(
 ) -> None:
     """Follow the decisions topic, one line per decision (and alert with --alerts), until Ctrl-C, --max or
     --timeout. The (+N ms) at the end of a line is the record's Kafka timestamp minus the event time."""
-    from riskctl.sim.kafka_io import poll
+    from riskctl.sim.kafka_io import check_alive, poll
 
     settings = load_settings()
     topics = [settings.job.decisions_topic] + ([settings.job.alerts_topic] if alerts else [])
     c = _connect(topics, from_beginning)
     wanted = tuple(a.upper() for a in actions)
     shown = 0
-    last = time.monotonic()
+    last = probed = time.monotonic()
     try:
         while timeout is None or time.monotonic() - last < timeout:
+            if time.monotonic() - max(last, probed) >= PROBE_EVERY_S:
+                check_alive(c, settings.kafka_bootstrap)  # a broker gone: exit 3, instead of waiting for ever
+                probed = time.monotonic()
             for msg in poll(c, 200):
                 if not matches(msg.value, wanted, user, rule):
                     continue
@@ -267,10 +280,11 @@ def stats(window: str, max_records: int | None, timeout: float, as_json: bool) -
         return
     lat = result["latency_ms"]
     click.echo(f"{result['decisions']:,} decisions on {topic} in the last {window}")
-    click.echo("by action: " + (", ".join(f"{k} {v:,}" for k, v in result["actions"].items()) or "-"))
-    click.echo("by rule:   " + (", ".join(f"{k} {v:,}" for k, v in result["rules"].items()) or "-"))
+    # actions and rule ids as the records on the topic hold them: shown escaped, as tail shows them
+    click.echo("by action: " + (", ".join(f"{_shown(k)} {v:,}" for k, v in result["actions"].items()) or "-"))
+    click.echo("by rule:   " + (", ".join(f"{_shown(k)} {v:,}" for k, v in result["rules"].items()) or "-"))
     if result["shadow"]:
-        click.echo("shadow:    " + ", ".join(f"{k} {v:,}" for k, v in result["shadow"].items()))
+        click.echo("shadow:    " + ", ".join(f"{_shown(k)} {v:,}" for k, v in result["shadow"].items()))
     if lat["count"]:
         click.echo(
             f"latency event time -> decision in Kafka (ms): p50 {lat['p50']}, p90 {lat['p90']}, "
@@ -285,16 +299,20 @@ def _read_window(
     they are read: a window of millions of decisions is never held in memory. A window reaching back before
     1970 reads the whole topic (Kafka refuses a negative time)."""
     from kafka import TopicPartition
+    from kafka.errors import KafkaError
 
     from riskctl.kafka_admin import drop_finished, seek_to_window
-    from riskctl.sim.kafka_io import poll
+    from riskctl.sim.kafka_io import kafka_down, poll
 
     c = _connect([topic], from_beginning=True)
     read = 0
     try:
         c.unsubscribe()
         parts = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or [])]
-        ends, remaining = seek_to_window(c, parts, max(0, int(time.time() * 1000) - window_ms))
+        try:
+            ends, remaining = seek_to_window(c, parts, max(0, int(time.time() * 1000) - window_ms))
+        except KafkaError:  # the broker went away since _connect (REQUEST_TIMEOUT_MS): exit 3
+            raise kafka_down(load_settings().kafka_bootstrap) from None
         deadline = time.monotonic() + timeout
         while remaining and time.monotonic() < deadline:
             for msg in poll(c, 200):

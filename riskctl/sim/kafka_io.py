@@ -56,11 +56,15 @@ class Message:
     value: dict[str, Any]
 
 
-def consumer(bootstrap: str, topics: Iterable[str], *, from_beginning: bool) -> Any:
-    """A group-less consumer (nothing committed) subscribed to ``topics``."""
+def consumer(
+    bootstrap: str, topics: Iterable[str], *, from_beginning: bool, request_timeout_ms: int | None = None
+) -> Any:
+    """A group-less consumer (nothing committed) subscribed to ``topics``; ``request_timeout_ms``: how long
+    a request (as :func:`check_alive`'s) waits for the broker (default: kafka-python's, 305 s)."""
     from kafka import KafkaConsumer
     from kafka.errors import KafkaError
 
+    more = {} if request_timeout_ms is None else {"request_timeout_ms": request_timeout_ms}
     try:
         c = KafkaConsumer(
             bootstrap_servers=bootstrap,
@@ -68,6 +72,7 @@ def consumer(bootstrap: str, topics: Iterable[str], *, from_beginning: bool) -> 
             enable_auto_commit=False,
             group_id=None,
             api_version_auto_timeout_ms=5000,
+            **more,
         )
     except KafkaError:
         raise kafka_down(bootstrap) from None
@@ -80,6 +85,26 @@ def consumer(bootstrap: str, topics: Iterable[str], *, from_beginning: bool) -> 
         raise ServiceError(SERVICE, msg)
     c.subscribe(names)
     return c
+
+
+def check_alive(c: Any, bootstrap: str) -> None:
+    """Ask the broker for the end offsets of ``c``'s partitions; a :class:`~riskctl.errors.ServiceError` when
+    it does not answer within the consumer's ``request_timeout_ms``. A consumer's ``poll`` does not tell a
+    broker that went away from a topic where nothing is written: it returns nothing, for ever."""
+    from kafka import TopicPartition
+    from kafka.errors import KafkaError
+
+    parts = set(c.assignment()) or {
+        TopicPartition(t, p) for t in c.subscription() or () for p in c.partitions_for_topic(t) or ()
+    }
+    try:
+        c.end_offsets(list(parts))
+    except KafkaError:
+        msg = (
+            f"the broker at {bootstrap} stopped answering: start the local stack with 'riskctl stack up' "
+            "(or check the broker RISKCTL_KAFKA_BOOTSTRAP points at)"
+        )
+        raise ServiceError(SERVICE, msg) from None
 
 
 def poll(c: Any, timeout_ms: int = 200) -> Iterator[Message]:

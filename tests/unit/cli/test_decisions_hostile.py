@@ -99,3 +99,21 @@ def test_tail_goes_on_past_hostile_records(monkeypatch: pytest.MonkeyPatch) -> N
     assert res.exit_code == 0, res.output
     assert res.output.count("\n") == len(HOSTILE) + 1
     assert res.output.splitlines()[-1].startswith("22:13:20.000 REVIEW user=u1")
+
+
+def test_stats_shows_actions_and_rule_ids_escaped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: ``decisions stats`` printed the actions and rule ids of the records as they were, escape
+    sequences included (tail escaped them)."""
+    record = {
+        **GOOD,
+        "action": "REJECT\x1b]0;a\x07",
+        "rules": [{"id": "r\x1b[2J"}],
+        "shadow": [{"id": "s\n"}],
+    }
+    monkeypatch.setattr(cmd, "_read_window", lambda *args: iter([(record, 1_700_000_000_100)]))
+    res = CliRunner().invoke(cli, ["decisions", "stats"], color=True)
+    assert res.exit_code == 0, res.output
+    assert "\x1b" not in res.output and "\x07" not in res.output
+    assert "by action: REJECT\\x1b]0;a\\x07 1" in res.output
+    assert "by rule:   r\\x1b[2J 1" in res.output
+    assert "shadow:    s\\n 1" in res.output

@@ -179,6 +179,17 @@ class _Progress:
         )
 
 
+def _attack_kinds(value: str) -> tuple[str, ...]:
+    """``--attacks``: known kinds, at least one (refused naming the option, as the other options)."""
+    kinds = tuple(k.strip() for k in value.split(",") if k.strip())
+    unknown = [k for k in kinds if k not in ATTACKS]
+    if unknown or not kinds:
+        what = f"unknown attack kind(s) {printable(', '.join(unknown))}" if unknown else "no attack kind"
+        msg = f"{what}: choose among {', '.join(ATTACKS)}"
+        raise click.BadParameter(msg, param_hint="'--attacks'")
+    return kinds
+
+
 def _default_start(now_ms: int, duration_s: float, output: str | None, pace: bool) -> int:
     """Paced to Kafka, events are sent at their event time: start now. Written to a file or sent unpaced, the
     whole run exists at once: it ends now, so no event is more than the allowed clock skew ahead of the wall
@@ -199,6 +210,7 @@ def _default_start(now_ms: int, duration_s: float, output: str | None, pace: boo
 @click.option(
     "--attacks",
     default=",".join(ATTACKS),
+    callback=lambda ctx, param, value: _attack_kinds(value),
     help="Attack kinds to mix in (comma-separated).",
 )
 @click.option(
@@ -231,7 +243,7 @@ def _default_start(now_ms: int, duration_s: float, output: str | None, pace: boo
 def simulate(
     ctx: click.Context,
     traffic: Traffic,
-    attacks: str,
+    attacks: tuple[str, ...],
     zipf: float,
     start_ts: int | None,
     output: str | None,
@@ -250,11 +262,10 @@ def simulate(
     """
     if ctx.invoked_subcommand is not None:
         return
-    kinds = tuple(k.strip() for k in attacks.split(",") if k.strip())
     now_ms = int(time.time() * 1000)
     duration = traffic.duration
     first_ts = start_ts if start_ts is not None else _default_start(now_ms, duration, output, pace)
-    config = traffic.config(start_ts=first_ts, now_ms=now_ms, attacks=kinds, zipf=zipf)
+    config = traffic.config(start_ts=first_ts, now_ms=now_ms, attacks=attacks, zipf=zipf)
     sim = Simulator(config)
     show = progress
     meter = _Progress(show, duration, config.start_ts)

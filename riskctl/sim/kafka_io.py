@@ -120,14 +120,23 @@ def poll(c: Any, timeout_ms: int = 200) -> Iterator[Message]:
                 yield Message(tp.topic, tp.partition, rec.offset, rec.timestamp, value)
 
 
+#: the longest line :func:`read_jsonl` reads (a decision or an alert is a few kB; an event at most
+#: ``job.max_event_bytes``, 64 KiB by default)
+MAX_LINE_BYTES = 16 << 20
+
+
 def read_jsonl(path: str | Path, *, required: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     """Every JSON object of a JSON-lines file (blank lines and non-objects skipped); each object must have a
-    string in the ``required`` fields. A file that is not JSON lines (a line that is not JSON, bytes that are
-    not UTF-8, an object missing a required field) is a :class:`~riskctl.errors.RiskctlError` naming the
-    file and the line, not a traceback."""
+    string in the ``required`` fields. A file that is not JSON lines (a line that is not JSON or longer than
+    :data:`MAX_LINE_BYTES`, bytes that are not UTF-8, an object missing a required field) is a
+    :class:`~riskctl.errors.RiskctlError` naming the file and the line, not a traceback."""
     out = []
     with open(path, "rb") as fh:
-        for lineno, raw in enumerate(fh, 1):
+        # a line is read up to MAX_LINE_BYTES: /dev/zero, or a file without a line break, is not held whole
+        for lineno, raw in enumerate(iter(lambda: fh.readline(MAX_LINE_BYTES + 1), b""), 1):
+            if len(raw) > MAX_LINE_BYTES:
+                msg = f"{path} line {lineno}: longer than {MAX_LINE_BYTES:,} bytes: is it a JSON-lines file?"
+                raise RiskctlError(msg)
             if not raw.strip():
                 continue
             try:

@@ -36,6 +36,8 @@ from riskctl.cli.main import cli
         (["--zipf", "nan"], "'--zipf'"),
         (["--rate", "1000000", "--duration", "3600"], "'--rate' x '--duration'"),
         (["--duration", "1e300"], "'--rate' x '--duration'"),
+        (["--attacks", ""], "'--attacks'"),
+        (["--attacks", "brute_force,nope"], "'--attacks'"),
     ],
 )
 def test_an_option_out_of_range_is_bad_usage_naming_it(tmp_path: Path, args: list[str], option: str) -> None:

@@ -84,3 +84,18 @@ def test_records_and_labels_of_another_shape_are_read_as_far_as_they_go(tmp_path
     res = report(tmp_path, "".join(json.dumps(e) + "\n" for e in events).encode(), lines)
     assert res.exit_code == 0, res.output
     assert "attacks caught: 1/1" in res.stdout
+
+
+def test_a_line_longer_than_the_limit_is_one_error_line_and_never_held_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: --events /dev/zero (or a file without a line break) was read as one line, whole: all the
+    memory there was, then MemoryError (a traceback under a 3 GB ulimit)."""
+    from riskctl.sim import kafka_io
+
+    monkeypatch.setattr(kafka_io, "MAX_LINE_BYTES", 1000, raising=False)
+    res = report(tmp_path, GOOD + b"x" * 5000)  # a last line of 5,000 bytes without a line break
+    assert res.exit_code == 1, res.output
+    assert res.stderr.endswith("events.jsonl line 2: longer than 1,000 bytes: is it a JSON-lines file?\n")
+    res = report(tmp_path, GOOD + b"x" * 999 + b"\n")  # within the limit: read (and found not JSON)
+    assert "events.jsonl line 2: not valid JSON" in res.stderr, res.stderr

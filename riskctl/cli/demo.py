@@ -385,7 +385,7 @@ def demo(
 def _run(run: Demo, traffic: Traffic, rules_dir: Path, startup_timeout: float, say: Any) -> dict[str, Any]:
     """Steps 1 to 5 of the module's docstring; returns the summary (``--json`` prints it as it is)."""
     from riskctl.sim.generator import Simulator
-    from riskctl.sim.kafka_io import producer, send_paced
+    from riskctl.sim.kafka_io import close_producer, producer, send_paced
     from riskctl.sim.report import build_report
 
     run.stack_up()
@@ -437,7 +437,7 @@ def _run(run: Demo, traffic: Traffic, rules_dir: Path, startup_timeout: float, s
             sent_events.append(clock)
         prod.flush()
     finally:
-        prod.close(timeout=5)
+        close_producer(prod)
 
     # the last decisions, and the absence alerts the clock events release
     expected = len(sent_events)

@@ -281,7 +281,7 @@ def simulate(
                 write_jsonl(out, event)
                 meter(event)
     else:
-        from riskctl.sim.kafka_io import producer, send_paced
+        from riskctl.sim.kafka_io import close_producer, producer, send_paced
 
         settings = load_settings()
         target = topic or settings.job.events_topic
@@ -296,7 +296,7 @@ def simulate(
         except KeyboardInterrupt:
             click.echo("\ninterrupted", err=True)
         finally:
-            prod.close(timeout=5)
+            close_producer(prod)
     meter.line()
     if show:
         click.echo("", err=True)

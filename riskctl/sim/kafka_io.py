@@ -176,21 +176,68 @@ def send_paced(
     paced: bool = True,
     on_sent: Callable[[dict[str, Any], float], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    flush_timeout_s: float = 30.0,
 ) -> int:
     """Send events keyed by user id; with ``paced``, each no sooner than its event time (relative to
-    ``start_ts``, the wall clock when the call starts). Returns how many were sent."""
+    ``start_ts``, the wall clock when the call starts). Returns how many were sent.
+
+    Raises :class:`~riskctl.errors.ServiceError` as soon as the producer reports an event it could not
+    deliver (the broker went away: a batch expires after the producer's ``delivery_timeout_ms``), when a send
+    blocks past ``max_block_ms``, or when the last events are not delivered within ``flush_timeout_s``: a
+    producer buffers what it cannot send, so without this a run said it sent every event to a broker that
+    had stopped."""
+    from kafka.errors import KafkaError
+
+    failed: list[BaseException] = []  # filled by the producer's I/O thread (list.append is atomic)
     wall0 = time.time()
     sent = 0
     for e in events:
         if should_stop is not None and should_stop():
             break
+        if failed:
+            raise _not_delivered(topic, sent, failed)
         if paced:
             delay = wall0 + (e["ts"] - start_ts) / 1000 - time.time()
             if delay > 0:
                 time.sleep(delay)
-        prod.send(topic, e, key=e["user_id"])
+        try:
+            prod.send(topic, e, key=e["user_id"]).add_errback(failed.append)
+        except KafkaError as exc:
+            raise _not_delivered(topic, sent, [exc]) from None
         sent += 1
         if on_sent is not None:
             on_sent(e, time.time())
-    prod.flush()
+    try:
+        prod.flush(timeout=flush_timeout_s)
+    except KafkaError as exc:
+        failed.append(exc)
+    if failed:
+        raise _not_delivered(topic, sent, failed)
     return sent
+
+
+def close_producer(prod: Any, timeout: float = 5.0) -> None:
+    """Close ``prod``, giving what it still holds ``timeout`` seconds to be delivered, then dropping it.
+
+    kafka-python's ``close`` flushes first and, when the broker is gone, raises KafkaTimeoutError before it
+    stops its I/O thread (a traceback after :func:`send_paced` said what was lost); stopped here as ``close``
+    would have, and marked closed so that its ``__del__`` does not try again."""
+    from kafka.errors import KafkaError
+
+    try:
+        prod.close(timeout=timeout)
+    except KafkaError:
+        sender = getattr(prod, "_sender", None)
+        if sender is not None:
+            sender.force_close()
+        prod._closed = True
+
+
+def _not_delivered(topic: str, sent: int, failed: list[BaseException]) -> ServiceError:
+    first, name = failed[0], type(failed[0]).__name__
+    what = str(first) if str(first).startswith(name) else f"{name}: {first}"  # KafkaError's str names it
+    msg = (
+        f"events to {topic} not delivered ({what}) after {sent:,} sent: "
+        "is the broker still running? ('riskctl stack up' starts the local one)"
+    )
+    return ServiceError(SERVICE, msg)

@@ -63,13 +63,14 @@ class Traffic:
     def __init__(self, bootstrap: str, topics: dict[str, str], rate: float) -> None:
         self.bootstrap, self.topics, self.rate = bootstrap, topics, rate
         self.sent: dict[str, float] = {}
-        self.latency: list[tuple[float, float]] = []  # (decided at, latency s)
+        self.latency: list[tuple[str, float]] = []  # (event id, sent to read in s)
+        self.stop_sending = threading.Event()
         self.stop = threading.Event()
 
     def produce(self) -> None:
         producer = Producer({"bootstrap.servers": self.bootstrap, "linger.ms": 0})
         n, start = 0, time.monotonic()
-        while not self.stop.is_set():
+        while not self.stop_sending.is_set():
             eid = f"bulk-{n}"
             user = f"u{n % 50}"
             event = {"event_id": eid, "user_id": user, "type": "login", "success": True, "city": "Paris"}
@@ -97,18 +98,30 @@ class Traffic:
             now = time.monotonic()
             eid = json.loads(msg.value()).get("event_id")
             if eid in self.sent:
-                self.latency.append((now, now - self.sent[eid]))
+                self.latency.append((eid, now - self.sent[eid]))
         consumer.close()
 
     def between(self, start: float, end: float) -> str:
-        values = sorted(lat for at, lat in self.latency if start <= at <= end)
+        """The decision latency of the events sent from ``start`` to ``end`` (whenever decided)."""
+        decided = {eid: lat for eid, lat in self.latency}
+        sent = [eid for eid, at in self.sent.items() if start <= at <= end]
+        values = sorted(decided[eid] for eid in sent if eid in decided)
         if not values:
-            return "none decided"
+            return f"{len(sent)} sent, none decided"
         p99 = values[min(len(values) - 1, int(len(values) * 0.99))]
+        undecided = f", {len(sent) - len(values)} never decided" if len(values) < len(sent) else ""
         return (
-            f"{len(values)} decided: p50 {statistics.median(values) * 1000:.0f} ms, "
+            f"{len(sent)} sent{undecided}: p50 {statistics.median(values) * 1000:.0f} ms, "
             f"p99 {p99 * 1000:.0f} ms, max {values[-1] * 1000:.0f} ms"
         )
+
+    def drain(self, timeout: float) -> None:
+        """Stop sending; wait until every event sent is decided (or ``timeout``), then stop reading."""
+        self.stop_sending.set()
+        end = time.monotonic() + timeout
+        while len(self.latency) < len(self.sent) and time.monotonic() < end:
+            time.sleep(0.2)
+        self.stop.set()
 
 
 def watch_status(bootstrap: str, topic: str, wanted: set[tuple[str, int]], timeout: float) -> list[float]:
@@ -163,7 +176,7 @@ def main() -> int:
             for t in threads:
                 t.start()
             time.sleep(10)
-            rows.append(f"| before | {traffic.between(time.monotonic() - 8, time.monotonic())} | |")
+            phases = [("before", time.monotonic() - 8, time.monotonic(), "")]
             conn = connect(settings)
             cur = conn.cursor()
             table = job.rules_table
@@ -174,10 +187,9 @@ def main() -> int:
             commit = time.monotonic()
             wanted = {(f"merchant_{i:05d}", 1) for i in range(args.rules)}
             seen = watch_status(bootstrap, job.topics["status"], wanted, args.timeout)
-            meanwhile = traffic.between(commit, time.monotonic())
-            print(meanwhile, figures(commit, seen, args.rules), flush=True)
+            print(figures(commit, seen, args.rules), flush=True)
             phase = f"{args.rules:,} new rules in one transaction"
-            rows.append(f"| {phase} | {meanwhile} | {figures(commit, seen, args.rules)} |")
+            phases.append((phase, commit, time.monotonic(), figures(commit, seen, args.rules)))
             conn.autocommit(True)
             doc = document(0)
             start = time.monotonic()
@@ -191,12 +203,12 @@ def main() -> int:
             wanted = {("merchant_00000", v) for v in range(2, args.updates + 2)}
             seen = watch_status(bootstrap, job.topics["status"], wanted, args.timeout)
             phase = f"{args.updates:,} updates of one rule ({commit - start:.1f} s to write; from the last)"
-            meanwhile = traffic.between(start, time.monotonic())
-            rows.append(f"| {phase} | {meanwhile} | {figures(commit, seen, args.updates)} |")
+            phases.append((phase, start, time.monotonic(), figures(commit, seen, args.updates)))
             conn.close()
-            traffic.stop.set()
+            traffic.drain(120)
             for t in threads:
                 t.join(15)
+            rows = [f"| {name} | {traffic.between(a, b)} | {status} |" for name, a, b, status in phases]
             proc.check_alive()
         finally:
             proc.stop()
@@ -207,7 +219,7 @@ def main() -> int:
         f"`{' '.join(['bench/rule_bulk_job.py', *sys.argv[1:]])}`; MiniCluster, parallelism 1, MySQL CDC, "
         f"{args.rate:g} login events/s decided throughout (they read none of the new rules).",
         "",
-        "| phase | login decisions meanwhile (sent to read) | job's status records, from the commit |",
+        "| phase | login events sent meanwhile (sent to decision read) | job's statuses, from the commit |",
         "|---|---|---|",
     ]
     text = "\n".join([*head, *rows]) + "\n"

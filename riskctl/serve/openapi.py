@@ -150,13 +150,26 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                 },
                 "Decision": {
                     "type": "object",
+                    "description": "the job's decision record (docs/engine.md), or the fallback's",
                     "properties": {
+                        "kind": {"const": "decision"},
                         "event_id": {"type": "string"},
                         "user_id": {"type": "string"},
+                        "type": {"type": "string"},
+                        "ts": {"type": "integer"},
                         "action": {"enum": ["PASS", "REVIEW", "REJECT"]},
                         "rules": {"type": "array", "items": fired},
                         "shadow": {"type": "array", "items": fired},
                         "ruleset_version": {"type": ["string", "null"]},
+                        "late": {"type": "boolean", "description": "behind the user's newest event"},
+                        "too_late": {
+                            "type": "boolean",
+                            "description": "more than job.lateness_ms behind: counted by no feature",
+                        },
+                        "duplicate": {
+                            "type": "boolean",
+                            "description": "the job had decided the same event: its action, no rules",
+                        },
                         "elapsed_ms": {"type": "number"},
                         "degraded": {
                             "type": ["string", "null"],

@@ -174,14 +174,21 @@ class DecisionService:
     def _fallback_body(
         self, request: DecisionRequest, elapsed_ms: float, degraded: str, replay: bool
     ) -> dict[str, Any]:
+        # every field of the job's decision record (riskctl.core.decisions.Decision), so that a caller reads
+        # an answer the same way whoever made it; late, too_late and duplicate are the job's to say: false
         return {
             "kind": "decision",
             "event_id": request.event_id,
             "user_id": request.user_id,
+            "type": str(request.document.get("type")),  # as the job normalises it (an integer: its digits)
+            "ts": request.ts,
             "action": self.fallback,
             "rules": [],
             "shadow": [],
             "ruleset_version": None,
+            "late": False,
+            "too_late": False,
+            "duplicate": False,
             "elapsed_ms": elapsed_ms,
             "degraded": degraded,
             "replay": replay,

@@ -33,6 +33,7 @@ def reject_big(event: dict[str, Any]) -> dict[str, Any]:
         "ruleset_version": "v-test",
         "late": False,
         "too_late": False,
+        "duplicate": False,
     }
 
 

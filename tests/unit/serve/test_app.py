@@ -194,6 +194,19 @@ def test_openapi_document_names_the_limits() -> None:
     assert {"400", "413", "415", "417", "422"} <= set(post["responses"])
 
 
+def test_openapi_decision_lists_every_field_of_the_answer() -> None:
+    """The schema named event_id, user_id, action, rules, shadow, ruleset_version and the API's own fields,
+    not kind, type, ts, late, too_late and duplicate, which every answer carries."""
+    from riskctl.core.decisions import Decision
+
+    with running_api(settings_for_tests(), FakeBus()) as (base, _, _):
+        status, doc = call(base, "GET", "/openapi.json")
+    assert status == 200
+    record = set(Decision("e", "u", "t", 0, "PASS", [], [], "v").to_dict())
+    extra = {"elapsed_ms", "degraded", "replay", "source"}
+    assert set(doc["components"]["schemas"]["Decision"]["properties"]) == record | extra
+
+
 def test_graceful_shutdown_finishes_the_request_in_flight() -> None:
     bus = FakeBus(delay=0.4)
     results: list[tuple[int, dict[str, Any]]] = []

@@ -63,6 +63,24 @@ def test_timeout_answers_the_fallback_marked_degraded(policy: str, action: str) 
     assert 0.045 <= took < 0.5
 
 
+def test_the_fallback_answer_has_every_field_of_a_decision_record() -> None:
+    """docs/api.md: the answer is the job's decision record plus elapsed_ms, degraded, replay, source; the
+    fallback had no type, ts, late, too_late nor duplicate (a caller reading answer["duplicate"] failed)."""
+    from riskctl.core.decisions import Decision
+
+    async def go() -> tuple[dict[str, Any], dict[str, Any]]:
+        decided = await service(FakeBus(delay=0.01)).decide(req("e1", amount=12_000))
+        fallback = await service(FakeBus(delay=None)).decide(req("e2", amount=12_000, timeout_ms=20))
+        return decided, fallback
+
+    decided, fallback = run(go())
+    record = set(Decision("e", "u", "t", 0, "PASS", [], [], "v").to_dict())
+    extra = {"elapsed_ms", "degraded", "replay", "source"}
+    assert set(decided) == set(fallback) == record | extra
+    assert fallback["source"] == "fallback" and fallback["type"] == "transfer" and fallback["ts"] == NOW
+    assert fallback["late"] is fallback["too_late"] is fallback["duplicate"] is False
+
+
 def test_unknown_fallback_policy_is_refused() -> None:
     with pytest.raises(ValueError, match="serve.fallback"):
         DecisionService(FakeBus(), Limits(), fallback="maybe")

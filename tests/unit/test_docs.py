@@ -432,6 +432,106 @@ def test_the_drift_checks_catch_planted_errors() -> None:
     ]
 
 
+# ------------------------------------------------------------------------------------ records shown
+
+JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+KEY_VALUE = re.compile(r"\s*:\s*(" + JSON_STRING.pattern + ")?")
+
+
+def object_keys(text: str) -> list[dict[str, object]]:
+    """``{"kind": ..., "keys": [...]}`` of each top-level object of ``text`` (the keys at its first level, in
+    order); the objects may hold placeholders (``[...]``, ``{...}``, ``"…"``) and need not be whole JSON."""
+    out: list[dict[str, object]] = []
+    depth, i = 0, 0
+    while i < len(text):
+        m = JSON_STRING.match(text, i)
+        if m:
+            i = m.end()
+            value = KEY_VALUE.match(text, i)
+            if depth == 1 and value:
+                key = json.loads(m.group())
+                out[-1]["keys"].append(key)  # type: ignore[attr-defined]
+                if key == "kind" and value.group(1):
+                    out[-1]["kind"] = json.loads(value.group(1))
+            continue
+        if text[i] in "{[":
+            if depth == 0 and text[i] == "{":
+                out.append({"kind": None, "keys": []})
+            depth += 1
+        elif text[i] in "}]":
+            depth -= 1
+        i += 1
+    return out
+
+
+def record_keys() -> dict[str, set[str]]:
+    """The fields of each record the engine writes, as ``to_dict`` makes them."""
+    from riskctl.core.decisions import Alert, Decision, FiredRule
+
+    rule = FiredRule("r", 1, "PASS", {})
+    return {
+        "decision": set(Decision("e", "u", "t", 0, "PASS", [], [], "v").to_dict()),
+        "alert": set(Alert("a", "u", rule, "timer", 0, "v").to_dict()),
+    }
+
+
+#: what riskctl serve adds to the job's decision record (docs/api.md)
+API_FIELDS = {"elapsed_ms", "degraded", "replay", "source"}
+
+
+def test_the_records_shown_in_engine_md_have_every_field_and_no_other() -> None:
+    shown = [
+        obj
+        for _, info, body in blocks(ROOT / "docs" / "engine.md")
+        if info == "json"
+        for obj in object_keys(body)
+    ]
+    kinds = record_keys()
+    assert {str(o["kind"]) for o in shown} == set(kinds)
+    for obj in shown:
+        assert set(obj["keys"]) == kinds[str(obj["kind"])], obj["kind"]  # type: ignore[arg-type]
+
+
+def test_the_answer_shown_in_api_md_is_what_the_rules_give() -> None:
+    """The example of 'Calling it': every field of the answer, and the rules and shadow hits that rules/ (the
+    job's default rules folder) give for the event it posts, evidence included."""
+    from riskctl.core.events import normalize_event
+
+    body = next(
+        b for _, info, b in blocks(ROOT / "docs" / "api.md") if info == "console" and '"kind":"decision"' in b
+    )
+    event = json.loads(re.search(r"-d '([^']*)'", body).group(1))  # type: ignore[union-attr]
+    answer = json.loads(body[body.index('{"kind"') :].replace('"…"', '"?"'))
+    assert set(answer) == record_keys()["decision"] | API_FIELDS
+    decision = (
+        RuleRunner(ROOT / "rules", lateness="5s").run([normalize_event(event)]).decisions[event["event_id"]]
+    )
+    got = decision.to_dict()
+    for key in (
+        "event_id",
+        "user_id",
+        "type",
+        "ts",
+        "action",
+        "rules",
+        "shadow",
+        "late",
+        "too_late",
+        "duplicate",
+    ):
+        assert answer[key] == got[key], key
+
+
+def test_the_record_check_catches_a_missing_field() -> None:
+    shown = object_keys(
+        '{"kind": "decision", "a": {"b": [1, {"c": 2}]}, "d": [...]}\n{"kind": "alert", "x": {...}}'
+    )
+    assert shown == [
+        {"kind": "decision", "keys": ["kind", "a", "d"]},
+        {"kind": "alert", "keys": ["kind", "x"]},
+    ]
+
+
 if __name__ == "__main__":  # print the config table's first four columns, to start a new row
     for section, key, env, default in config_rows():
         print(f"| `{section}` | `{key}` | `{env}` | {default} | |")

@@ -522,6 +522,17 @@ def test_the_answer_shown_in_api_md_is_what_the_rules_give() -> None:
         assert answer[key] == got[key], key
 
 
+def test_the_rule_status_record_in_operations_md_has_every_field() -> None:
+    from riskctl.flink.risk_function import status_record
+
+    text = " ".join((ROOT / "docs" / "operations.md").read_text().split())
+    shown = re.search(r'\{"rule_id".*?"seen_at_ms"\}', text)
+    assert shown, "docs/operations.md: the rule-status record is not described"
+    row = status_record("r", 1, "refused", "a reason", "when")
+    assert row[1] == "r:1"
+    assert re.findall(r'"(\w+)"', shown.group()) == list(json.loads(row[2]))
+
+
 def test_the_record_check_catches_a_missing_field() -> None:
     shown = object_keys(
         '{"kind": "decision", "a": {"b": [1, {"c": 2}]}, "d": [...]}\n{"kind": "alert", "x": {...}}'

@@ -533,6 +533,23 @@ def test_the_rule_status_record_in_operations_md_has_every_field() -> None:
     assert re.findall(r'"(\w+)"', shown.group()) == list(json.loads(row[2]))
 
 
+def exit_codes_named(text: str) -> set[int]:
+    """The exit codes of README's paragraph on them: each `N`, and every code of a range `N` to `M`."""
+    para = " ".join(text.split("exit code says what went", 1)[1].split("\n\n", 1)[0].split())
+    named = {int(n) for n in re.findall(r"`(\d+)`", para)}
+    for low, high in re.findall(r"`(\d+)` to `(\d+)`", para):
+        named |= set(range(int(low), int(high) + 1))
+    return named
+
+
+def test_the_readme_names_every_exit_code() -> None:
+    from riskctl.cli.common import ExitCode
+
+    want = {int(c) for c in ExitCode if c != ExitCode.OK}
+    assert exit_codes_named((ROOT / "README.md").read_text()) == want
+    assert exit_codes_named("the exit code says what went wrong: `1` x, `4` to `6` y\n\n`9`") == {1, 4, 5, 6}
+
+
 def test_the_record_check_catches_a_missing_field() -> None:
     shown = object_keys(
         '{"kind": "decision", "a": {"b": [1, {"c": 2}]}, "d": [...]}\n{"kind": "alert", "x": {...}}'

@@ -409,6 +409,24 @@ def test_every_variable_named_exists() -> None:
     assert sorted((p, v) for p, v in named if v not in known) == []
 
 
+def settings_named(text: str) -> set[str]:
+    """The ``section.key`` names of ``text`` that look like settings (``job.lateness_ms``), file names
+    (``alerts.yaml``) and prefixes (``job.restart_*``) left out."""
+    sections = "|".join(f.name for f in dataclasses.fields(Settings()))
+    name = re.compile(rf"(?<![\w./-])(?:{sections})\.[a-z][a-z0-9_]*(?![\w*-]|\.\w)")
+    return {m for m in name.findall(text) if not m.endswith((".yaml", ".md", ".py", ".toml", ".json"))}
+
+
+def test_every_setting_named_exists() -> None:
+    known = {f"{section}.{key}" for section, key, _, _ in config_rows()}
+    named = {(p.name, n) for p in ALL_PAGES for n in settings_named(p.read_text())}
+    assert len(named) > 100
+    assert sorted((p, n) for p, n in named if n not in known) == []
+    assert settings_named("`job.latenes_ms`, alerts.yaml, job.restart_*, riskctl.flink.watch") == {
+        "job.latenes_ms"
+    }
+
+
 def test_the_drift_checks_catch_planted_errors() -> None:
     page = ROOT / "docs" / "config.md"
     assert anchors(page) and broken_links(page, "[x](operations.md#no-such-heading) [y](nowhere.md)") == [

@@ -568,6 +568,13 @@ def test_the_readme_names_every_exit_code() -> None:
     assert exit_codes_named("the exit code says what went wrong: `1` x, `4` to `6` y\n\n`9`") == {1, 4, 5, 6}
 
 
+def test_the_counters_table_of_operations_md_lists_every_counter_of_the_decide_operator() -> None:
+    from riskctl.flink.risk_function import METRICS, PATH_METRIC
+
+    rows = re.findall(r"^\| `riskctl\.(\w+)` \|", (ROOT / "docs" / "operations.md").read_text(), re.MULTILINE)
+    assert sorted(rows) == sorted((*METRICS, PATH_METRIC))
+
+
 def test_the_record_check_catches_a_missing_field() -> None:
     shown = object_keys(
         '{"kind": "decision", "a": {"b": [1, {"c": 2}]}, "d": [...]}\n{"kind": "alert", "x": {...}}'

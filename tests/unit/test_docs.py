@@ -575,6 +575,26 @@ def test_the_counters_table_of_operations_md_lists_every_counter_of_the_decide_o
     assert sorted(rows) == sorted((*METRICS, PATH_METRIC))
 
 
+def test_the_keys_table_of_alerts_md_lists_every_key_of_the_file_with_its_default() -> None:
+    from riskctl.alerts.settings import _TOP_KEYS, parse_config
+
+    text = (ROOT / "docs" / "alerts.md").read_text()
+    table = text.split("## The file", 1)[1].split("###", 1)[0]
+    rows = dict(re.findall(r"^\| `(\w+)` \| *([^|]*?) *\|", table, re.MULTILINE))
+    assert sorted(rows) == sorted(_TOP_KEYS)
+    config = parse_config(
+        {"channels": {"h": {"type": "webhook", "url": "http://x/y"}}, "default_channels": ["h"]}, {}
+    )
+    for key, default in rows.items():
+        number = re.match(r"`(\d+)`", default)
+        if number:
+            assert getattr(config, key) == int(number.group(1)), key
+    delivery = re.search(r"^\| `delivery` \|.*$", table, re.MULTILINE)
+    assert delivery
+    for key, value in re.findall(r"`(\w+)` \((\d+)", delivery.group()):
+        assert getattr(config.delivery, key) == int(value), key
+
+
 def test_the_record_check_catches_a_missing_field() -> None:
     shown = object_keys(
         '{"kind": "decision", "a": {"b": [1, {"c": 2}]}, "d": [...]}\n{"kind": "alert", "x": {...}}'

@@ -595,6 +595,15 @@ def test_the_keys_table_of_alerts_md_lists_every_key_of_the_file_with_its_defaul
         assert getattr(config.delivery, key) == int(value), key
 
 
+def test_the_limits_at_the_door_in_engine_md_are_the_settings_defaults() -> None:
+    text = (ROOT / "docs" / "engine.md").read_text()
+    table = text.split("## Limits at the door", 1)[1].split("\n\n", 3)[2]
+    rows = re.findall(r"^\| [^|]+ \| `(\w+)` \| (\d+)", table, re.MULTILINE)
+    job = Settings().job
+    assert len(rows) == 5
+    assert all(getattr(job, key) == int(value) for key, value in rows), rows
+
+
 def test_the_record_check_catches_a_missing_field() -> None:
     shown = object_keys(
         '{"kind": "decision", "a": {"b": [1, {"c": 2}]}, "d": [...]}\n{"kind": "alert", "x": {...}}'

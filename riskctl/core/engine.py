@@ -17,9 +17,10 @@ State names in a key's state: each feature's ``spec.state_key``, each sequence's
 
 from __future__ import annotations
 
-from bisect import insort
+from bisect import bisect_left, insort
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 from riskctl.core import dedup
@@ -80,6 +81,7 @@ class _PatternPlan:
     matcher: PatternMatcher
     stamp: tuple[tuple[str, str], ...]  # features the steps read: (local name, state key)
     types: frozenset[str] | None  # event types the pattern must see (None: all)
+    order: tuple[int, str]  # its rule's place among the rules: (-priority, id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,28 +101,6 @@ def _filter_types(spec: FeatureSpec) -> frozenset[str] | None:
     return CompiledExpression(spec.filter_text).event_types
 
 
-def _stored_fields(
-    ruleset: RuleSet, known: Mapping[str, tuple[Rule, frozenset[str] | None]]
-) -> tuple[frozenset[str] | None, dict[str, tuple[Rule, frozenset[str] | None]]]:
-    """What is kept of an event in state: the fields the patterns' steps and the re-checked conditions read,
-    plus the engine's own (docs/engine.md, "Bounded state"); None when a step reads whole events. With each
-    rule's own share (by id, with its rule), taken from ``known`` for a rule that did not change."""
-    stored = set(ENGINE_FIELDS)
-    whole = False
-    shares: dict[str, tuple[Rule, frozenset[str] | None]] = {}
-    for rule in ruleset.rules:
-        if rule.status == "disabled":
-            continue
-        seen = known.get(rule.id)
-        share = seen[1] if seen is not None and seen[0] is rule else _rule_fields(rule)
-        shares[rule.id] = (rule, share)
-        if share is None:
-            whole = True
-        elif share:
-            stored.update(share)
-    return (None if whole else frozenset(stored)), shares
-
-
 def _rule_fields(rule: Rule) -> frozenset[str] | None:
     """The event fields one rule needs kept of an event (see _stored_fields); None: whole events."""
     if rule.sequence is not None:
@@ -135,6 +115,62 @@ def _rule_fields(rule: Rule) -> frozenset[str] | None:
         # a condition rule the late re-check evaluates again on remembered events
         return rule.when.event_fields
     return frozenset()
+
+
+def _count_share(counts: dict[str, int], share: frozenset[str] | None, delta: int) -> int:
+    """Add ``delta`` to the count of each field of a rule's share; returns the change to the rules needing
+    whole events (``delta`` when the share is None, else 0)."""
+    if share is None:
+        return delta
+    for name in share:
+        n = counts.get(name, 0) + delta
+        if n:
+            counts[name] = n
+        else:
+            del counts[name]
+    return 0
+
+
+def _rule_order(rule: Rule) -> tuple[int, str]:
+    """A rule's place in the rule set and in a plan: by priority (highest first), then id."""
+    return (-rule.priority, rule.id)
+
+
+def _plan_order(plan: _RulePlan) -> tuple[int, str]:
+    return (-plan.rule.priority, plan.rule.id)
+
+
+def _pattern_order(pattern: _PatternPlan) -> tuple[int, str]:
+    return pattern.order
+
+
+_RECHECKABLE = attrgetter("recheckable")
+
+
+def _feeds(plan: _RulePlan | None, pattern: _PatternPlan | None, etype: str) -> bool:
+    """Whether an event of type ``etype`` reaches the rule (``_Plan.for_type``): its condition is checked, or
+    its pattern is fed."""
+    if plan is None:
+        return False
+    if plan.when is not None and (plan.rule.event_types is None or etype in plan.rule.event_types):
+        return True
+    return pattern is not None and (pattern.types is None or etype in pattern.types)
+
+
+def _rule_plan(rule: Rule, fmap: tuple[tuple[str, str], ...]) -> _RulePlan:
+    return _RulePlan(
+        rule=rule,
+        shadow=rule.status == "shadow",
+        applies_to=rule.applies_to,
+        features=fmap,
+        when=rule.when.fn if rule.when is not None else None,
+        rank=ACTION_RANK[rule.action],
+        # a condition rule over windowed features only (the late re-check, docs/engine.md)
+        recheckable=rule.when is not None
+        and all(spec.kind in WINDOWED_KINDS for spec in rule.features.values()),
+        fields=field_reads(rule.when.event_paths) if rule.when is not None else (),
+        steps=_step_reads(rule),
+    )
 
 
 def _step_reads(rule: Rule) -> tuple[StepReads, ...]:
@@ -153,117 +189,270 @@ def _step_reads(rule: Rule) -> tuple[StepReads, ...]:
 
 
 class _Plan:
-    """Everything compiled from one rule set; replaced as a whole on a rule update (never mutated after)."""
+    """Everything compiled from one rule set; replaced as a whole on a rule update (never mutated after).
 
-    # declared here: a plan reads these of the previous one before assigning its own (and mypyc needs them)
+    A running job changes its rules one at a time, each change a new plan: the plan of a change is derived
+    from the previous one (:meth:`_derive`), compiling only the changed rule and patching the lists, so that a
+    change costs little more than its own rule. Built from every rule at each change, 10,000 rules written at
+    once took minutes to apply (docs/rules-store.md, bench/rule_bulk_job.py).
+    """
+
+    # mypyc needs every attribute declared; a derived plan reads these of the previous one
+    ruleset: RuleSet
+    version: str
+    lateness: int
     stored_fields: frozenset[str] | None
-    field_shares: dict[str, tuple[Rule, frozenset[str] | None]]
+    field_shares: dict[str, frozenset[str] | None]  # rule id -> the event fields it needs kept (None: all)
+    field_counts: dict[str, int]  # field -> how many rules' shares hold it
+    whole_events: int  # how many rules need whole events kept
     memo: list[Any]
     project: Projector
+    features: tuple[tuple[str, Feature], ...]
     feature_types: dict[str, frozenset[str] | None]
     feature_by_key: dict[str, Feature]
+    feature_refs: dict[str, int]  # state key -> how many (rule, local name) pairs use it
+    rules: tuple[_RulePlan, ...]
+    patterns: tuple[_PatternPlan, ...]
     pattern_by_rule: dict[str, _PatternPlan]
     rule_by_id: dict[str, _RulePlan]
+    names: frozenset[str]
+    recheck: tuple[_RulePlan, ...]
+    recheck_type_counts: dict[str, int]
+    recheck_any: int  # re-checked rules of any event type
+    recheck_types: frozenset[str] | None
+    by_type: dict[str, _TypePlan]
 
-    def __init__(self, ruleset: RuleSet, lateness: int, previous: _Plan | None = None) -> None:
+    def __init__(
+        self, ruleset: RuleSet, lateness: int, previous: _Plan | None = None, changed: str | None = None
+    ) -> None:
+        """The plan of ``ruleset``; with ``previous`` and ``changed`` (the id of the only rule that differs,
+        added, replaced or removed), derived from ``previous``."""
         self.ruleset = ruleset
         self.version = ruleset.version
+        self.lateness = lateness
+        if previous is not None and changed is not None:
+            self._derive(previous, changed)
+        else:
+            self._build_all(previous)
+
+    def _build_all(self, previous: _Plan | None) -> None:
+        """Every rule's plan; a feature already compiled by ``previous`` (same state_key, same definition)
+        and an unchanged rule's plan (the same Rule object) are taken over."""
+        known: dict[str, Feature] = previous.feature_by_key if previous is not None else {}
+        known_types: dict[str, frozenset[str] | None] = previous.feature_types if previous is not None else {}
+        known_rules: dict[str, _RulePlan] = previous.rule_by_id if previous is not None else {}
+        active = [rule for rule in self.ruleset.rules if rule.status != "disabled"]
+        shares: dict[str, frozenset[str] | None] = {}
+        for rule in active:
+            same = known_rules.get(rule.id)
+            reuse = previous is not None and same is not None and same.rule is rule
+            shares[rule.id] = previous.field_shares[rule.id] if reuse and previous else _rule_fields(rule)
+        self._set_fields(shares)
+        same_projection = previous is not None and previous.stored_fields == self.stored_fields
+        self._set_projection(previous if same_projection else None)
+        known_patterns: dict[str, _PatternPlan] = (
+            previous.pattern_by_rule if previous is not None and same_projection else {}
+        )
         features: dict[str, Feature] = {}
         feature_types: dict[str, frozenset[str] | None] = {}
+        refs: dict[str, int] = {}
         rules: list[_RulePlan] = []
         patterns: list[_PatternPlan] = []
-        # A plan is rebuilt at every rule change. What the previous plan built for an unchanged rule (the same
-        # Rule object) is taken over, and a feature definition already compiled (the same state_key is the
-        # same definition) too: a change compiles its own rule only. Compiling every rule again at each change
-        # made a bulk change quadratic: 10,000 rules written at once took more than 10 minutes to apply.
-        known: Mapping[str, Feature] = {}
-        known_types: Mapping[str, frozenset[str] | None] = {}
-        known_rules: Mapping[str, _RulePlan] = {}
-        known_patterns: Mapping[str, _PatternPlan] = {}
-        self.stored_fields, self.field_shares = _stored_fields(
-            ruleset, previous.field_shares if previous is not None else {}
-        )
-        if previous is not None:
-            known, known_types = previous.feature_by_key, previous.feature_types
-            known_rules = previous.rule_by_id
-        if previous is not None and previous.stored_fields == self.stored_fields:
-            # the same projection: its function, its memo and the matchers built on them stay valid
-            self.memo = previous.memo
-            self.project = previous.project
-            known_patterns = previous.pattern_by_rule
-        else:
-            #: [event, its projection]: one projection per event, shared by the patterns and the late
-            #: re-check; Engine.process clears it when the event is done
-            self.memo = [None, None]
-            self.project = make_projector(self.stored_fields, memo=self.memo)
-        for rule in ruleset.rules:
-            if rule.status == "disabled":
-                continue
+        for rule in active:
             same = known_rules.get(rule.id)
             if same is not None and same.rule is rule:
-                for _, key in same.features:
+                plan = same
+                for _, key in plan.features:
                     if key not in features:
                         features[key] = known[key]
                         feature_types[key] = known_types[key]
-                if rule.sequence is not None:
-                    pattern = known_patterns.get(rule.id)
-                    patterns.append(pattern or self._pattern(rule, same.features, lateness))
-                rules.append(same)
-                continue
-            fmap = []
-            for name, spec in rule.features.items():
-                key = spec.state_key
-                if key not in features:
-                    compiled = known.get(key)
-                    if compiled is None:
-                        features[key] = compile_feature(spec, lateness=lateness)
-                        feature_types[key] = _filter_types(spec)
-                    else:
-                        features[key] = compiled
-                        feature_types[key] = known_types[key]
-                fmap.append((name, key))
+            else:
+                fmap = self._compile_features(rule, features, feature_types, known, known_types)
+                plan = _rule_plan(rule, fmap)
+            for _, key in plan.features:
+                refs[key] = refs.get(key, 0) + 1
             if rule.sequence is not None:
-                patterns.append(self._pattern(rule, tuple(fmap), lateness))
-            rules.append(
-                _RulePlan(
-                    rule=rule,
-                    shadow=rule.status == "shadow",
-                    applies_to=rule.applies_to,
-                    features=tuple(fmap),
-                    when=rule.when.fn if rule.when is not None else None,
-                    rank=ACTION_RANK[rule.action],
-                    recheckable=rule.when is not None
-                    and all(spec.kind in WINDOWED_KINDS for spec in rule.features.values()),
-                    fields=field_reads(rule.when.event_paths) if rule.when is not None else (),
-                    steps=_step_reads(rule),
-                )
-            )
-        self.features = tuple(features.items())
-        self.feature_types = feature_types
-        self.feature_by_key = features
+                pattern = known_patterns.get(rule.id) if same is plan else None
+                patterns.append(pattern or self._pattern(rule, plan.features))
+            rules.append(plan)
+        self.feature_by_key, self.feature_types, self.feature_refs = features, feature_types, refs
         self.rules = tuple(rules)
+        self.rule_by_id = {r.rule.id: r for r in rules}
         self.patterns = tuple(patterns)
         self.pattern_by_rule = {p.rule_id: p for p in patterns}
-        self.rule_by_id = {r.rule.id: r for r in rules}
-        self.names = frozenset([*features, *(p.key for p in patterns), META, SEEN])
-        self.recheck = tuple(r for r in self.rules if r.recheckable)
-        # the event types a late event may need to re-check (None: any)
-        recheck_types: set[str] | None = set()
-        for r in self.recheck:
-            if r.rule.event_types is None or recheck_types is None:
-                recheck_types = None
-            else:
-                recheck_types.update(r.rule.event_types)
-        self.recheck_types = None if recheck_types is None else frozenset(recheck_types)
-        self.by_type: dict[str, _TypePlan] = {}
+        self.recheck_type_counts, self.recheck_any = {}, 0
+        for r in rules:
+            self._count_recheck(r, 1)
+        self._finish()
+        self.by_type = {}
 
-    def _pattern(self, rule: Rule, fmap: tuple[tuple[str, str], ...], lateness: int) -> _PatternPlan:
+    def _derive(self, previous: _Plan, rule_id: str) -> None:
+        """The plan of the previous one's rule set with one rule added, replaced or removed (``rule_id``)."""
+        rule = self.ruleset.get(rule_id)
+        new = rule if rule is not None and rule.status != "disabled" else None
+        old = previous.rule_by_id.get(rule_id)
+        shares = dict(previous.field_shares)
+        shares.pop(rule_id, None)
+        if new is not None:
+            shares[rule_id] = _rule_fields(new)
+        self._set_fields(shares, previous, rule_id)
+        same_projection = previous.stored_fields == self.stored_fields
+        self._set_projection(previous if same_projection else None)
+        # features: the new rule's first (compiling only what no rule compiled), then the old rule's released
+        features, feature_types = dict(previous.feature_by_key), dict(previous.feature_types)
+        refs = dict(previous.feature_refs)
+        added = {s.state_key for s in new.features.values()} - features.keys() if new is not None else set()
+        plan: _RulePlan | None = None
+        if new is not None:
+            fmap = self._compile_features(new, features, feature_types, features, feature_types)
+            plan = _rule_plan(new, fmap)
+            for _, key in fmap:
+                refs[key] = refs.get(key, 0) + 1
+        removed: list[str] = []
+        if old is not None:
+            for _, key in old.features:
+                n = refs[key] - 1
+                if n:
+                    refs[key] = n
+                else:
+                    del refs[key]
+                    removed.append(key)
+        changed_types = [feature_types[k] for k in added] + [feature_types[k] for k in removed]
+        for key in removed:
+            del features[key]
+            del feature_types[key]
+        self.feature_by_key, self.feature_types, self.feature_refs = features, feature_types, refs
+        # the rules in their order, patched
+        rules = list(previous.rules)
+        if old is not None:
+            del rules[bisect_left(rules, _rule_order(old.rule), key=_plan_order)]
+        if plan is not None:
+            insort(rules, plan, key=_plan_order)
+        self.rules = tuple(rules)
+        by_id = dict(previous.rule_by_id)
+        by_id.pop(rule_id, None)
+        if plan is not None:
+            by_id[rule_id] = plan
+        self.rule_by_id = by_id
+        # the patterns: patched, or all built again on a new projection (what the sequences keep changed)
+        old_pattern = previous.pattern_by_rule.get(rule_id)
+        new_pattern: _PatternPlan | None = None
+        if same_projection:
+            patterns = list(previous.patterns)
+            by_rule = dict(previous.pattern_by_rule)
+            if old_pattern is not None:
+                del patterns[bisect_left(patterns, old_pattern.order, key=_pattern_order)]
+                del by_rule[rule_id]
+            if plan is not None and plan.rule.sequence is not None:
+                new_pattern = self._pattern(plan.rule, plan.features)
+                insort(patterns, new_pattern, key=_pattern_order)
+                by_rule[rule_id] = new_pattern
+        else:
+            patterns = [self._pattern(r.rule, r.features) for r in rules if r.rule.sequence is not None]
+            by_rule = {p.rule_id: p for p in patterns}
+        self.patterns = tuple(patterns)
+        self.pattern_by_rule = by_rule
+        self.recheck_type_counts, self.recheck_any = dict(previous.recheck_type_counts), previous.recheck_any
+        if old is not None:
+            self._count_recheck(old, -1)
+        if plan is not None:
+            self._count_recheck(plan, 1)
+        self._finish()
+        # the event types' plans the change leaves as they were are taken over
+        self.by_type = {}
+        if same_projection:
+            for etype, tp in previous.by_type.items():
+                if not (
+                    _feeds(old, old_pattern, etype)
+                    or _feeds(plan, new_pattern, etype)
+                    or any(t is None or etype in t for t in changed_types)
+                ):
+                    self.by_type[etype] = tp
+
+    def _set_fields(
+        self, shares: dict[str, frozenset[str] | None], previous: _Plan | None = None, changed: str = ""
+    ) -> None:
+        """What is kept of an event in state: the fields the patterns' steps and the re-checked conditions
+        read, plus the engine's own (docs/engine.md, "Bounded state"); None when a rule needs whole events.
+        Counted per field, so that a change adjusts the counts of its rule's fields only."""
+        if previous is None:
+            counts: dict[str, int] = {}
+            whole = 0
+            for share in shares.values():
+                whole += _count_share(counts, share, 1)
+        else:
+            counts, whole = dict(previous.field_counts), previous.whole_events
+            if changed in previous.field_shares:
+                whole += _count_share(counts, previous.field_shares[changed], -1)
+            if changed in shares:
+                whole += _count_share(counts, shares[changed], 1)
+        self.field_shares, self.field_counts, self.whole_events = shares, counts, whole
+        self.stored_fields = None if whole else ENGINE_FIELDS.union(counts)
+
+    def _set_projection(self, same: _Plan | None) -> None:
+        if same is not None:  # the same projection: its function, memo and the matchers on them stay valid
+            self.memo, self.project = same.memo, same.project
+            return
+        #: [event, its projection]: one projection per event, shared by the patterns and the late re-check;
+        #: Engine.process clears it when the event is done
+        self.memo = [None, None]
+        self.project = make_projector(self.stored_fields, memo=self.memo)
+
+    def _compile_features(
+        self,
+        rule: Rule,
+        features: dict[str, Feature],
+        feature_types: dict[str, frozenset[str] | None],
+        known: dict[str, Feature],
+        known_types: dict[str, frozenset[str] | None],
+    ) -> tuple[tuple[str, str], ...]:
+        """The rule's (local name, state key) pairs; each definition not in ``features`` yet is added, taken
+        from ``known`` or compiled."""
+        fmap = []
+        for name, spec in rule.features.items():
+            key = spec.state_key
+            if key not in features:
+                compiled = known.get(key)
+                if compiled is None:
+                    features[key] = compile_feature(spec, lateness=self.lateness)
+                    feature_types[key] = _filter_types(spec)
+                else:
+                    features[key] = compiled
+                    feature_types[key] = known_types[key]
+            fmap.append((name, key))
+        return tuple(fmap)
+
+    def _count_recheck(self, plan: _RulePlan, delta: int) -> None:
+        if not plan.recheckable:
+            return
+        types = plan.rule.event_types
+        if types is None:
+            self.recheck_any += delta
+            return
+        counts = self.recheck_type_counts
+        for t in types:
+            n = counts.get(t, 0) + delta
+            if n:
+                counts[t] = n
+            else:
+                del counts[t]
+
+    def _finish(self) -> None:
+        self.features = tuple(self.feature_by_key.items())
+        self.names = frozenset([*self.feature_by_key, *(p.key for p in self.patterns), META, SEEN])
+        self.recheck = tuple(filter(_RECHECKABLE, self.rules))
+        # the event types a late event may need to re-check (None: any)
+        self.recheck_types = None if self.recheck_any else frozenset(self.recheck_type_counts)
+
+    def _pattern(self, rule: Rule, fmap: tuple[tuple[str, str], ...]) -> _PatternPlan:
         assert rule.sequence is not None
         stamp = tuple((n, k) for n, k in fmap if n in rule.step_features)
         # A pattern with stamped features gets an event already projected (see process).
         project = None if stamp else self.project
-        matcher = PatternMatcher(rule.sequence, lateness=lateness, project=project)
-        return _PatternPlan(rule.sequence.state_key, rule.id, matcher, stamp, rule.event_types)
+        matcher = PatternMatcher(rule.sequence, lateness=self.lateness, project=project)
+        return _PatternPlan(
+            rule.sequence.state_key, rule.id, matcher, stamp, rule.event_types, _rule_order(rule)
+        )
 
     def for_type(self, etype: str) -> _TypePlan:
         """The dispatch plan of an event type (cached).
@@ -393,7 +582,7 @@ class Engine:
         no rule uses any more is released lazily, per key, on that key's next event or timer.
         """
         ruleset = rules if isinstance(rules, RuleSet) else RuleSet(rules)
-        self._plan = self._build(ruleset, ruleset.rules[0].id if len(ruleset) == 1 else None)
+        self._plan = self._build(ruleset, ruleset.rules[0].id if len(ruleset) == 1 else None, None)
         return ruleset
 
     def upsert_rule(self, rule: Rule | Mapping[str, Any]) -> Rule:
@@ -402,19 +591,20 @@ class Engine:
         A bad document raises :class:`RuleSetError` (with every problem) and the rules in force are unchanged.
         """
         parsed = rule if isinstance(rule, Rule) else parse_rule(rule, source="update")
-        self._plan = self._build(self._plan.ruleset.with_rule(parsed), parsed.id)
+        self._plan = self._build(self._plan.ruleset.with_rule(parsed), parsed.id, parsed.id)
         return parsed
 
     def delete_rule(self, rule_id: str) -> bool:
         """Remove a rule; True if it existed. Its state is released lazily per key."""
         if rule_id not in self._plan.ruleset:
             return False
-        self._plan = self._build(self._plan.ruleset.without(rule_id), rule_id)
+        self._plan = self._build(self._plan.ruleset.without(rule_id), rule_id, rule_id)
         return True
 
-    def _build(self, ruleset: RuleSet, rule_id: str | None) -> _Plan:
+    def _build(self, ruleset: RuleSet, rule_id: str | None, changed: str | None) -> _Plan:
+        """The plan of ``ruleset``; ``changed``: the id of the one rule it changes from the plan in force."""
         try:
-            return _Plan(ruleset, self.lateness, self._plan)
+            return _Plan(ruleset, self.lateness, self._plan, changed)
         except RuleSetError:
             raise
         except (ValueError, TypeError) as exc:  # a runtime refusing a spec: report it, keep the old plan

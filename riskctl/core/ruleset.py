@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+from bisect import bisect_left, insort
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
+from operator import attrgetter
 from types import MappingProxyType
 from typing import Any
 
@@ -57,6 +59,11 @@ class Rule:
         """A hash of the normalised document: equal documents, equal digests."""
         return document_digest(self.document)
 
+    @cached_property
+    def version_line(self) -> bytes:
+        """What this rule adds to its rule set's version: id, version and digest."""
+        return f"{self.id}\0{self.version}\0{self.digest}\n".encode()
+
     @property
     def is_sequence(self) -> bool:
         """True for a sequence rule, False for a condition rule."""
@@ -75,6 +82,14 @@ def document_digest(document: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
+def _by_priority(rule: Rule) -> tuple[int, str]:
+    return (-rule.priority, rule.id)
+
+
+_rule_id = attrgetter("id")
+_VERSION_LINE = attrgetter("version_line")
+
+
 class RuleSet:
     """An immutable, ordered set of rules with a version string derived from their contents.
 
@@ -82,7 +97,7 @@ class RuleSet:
     changes, so a decision can name exactly the rule set that made it.
     """
 
-    __slots__ = ("_rules", "_by_id", "version")
+    __slots__ = ("_rules", "_by_id", "_by_name", "version")
 
     def __init__(self, rules: Iterable[Rule] = ()) -> None:
         by_id: dict[str, Rule] = {}
@@ -95,12 +110,31 @@ class RuleSet:
             by_id[rule.id] = rule
         if dupes:
             raise RuleSetError(dupes)
-        self._rules = tuple(sorted(by_id.values(), key=lambda r: (-r.priority, r.id)))
+        by_priority = tuple(sorted(by_id.values(), key=_by_priority))
+        self._set(by_priority, by_id, tuple(sorted(by_id.values(), key=_rule_id)))
+
+    def _set(self, rules: tuple[Rule, ...], by_id: dict[str, Rule], by_name: tuple[Rule, ...]) -> None:
+        self._rules = rules
         self._by_id: Mapping[str, Rule] = MappingProxyType(by_id)
-        digest = hashlib.sha256()
-        for rule in sorted(self._rules, key=lambda r: r.id):
-            digest.update(f"{rule.id}\0{rule.version}\0{rule.digest}\n".encode())
-        self.version = digest.hexdigest()[:12]
+        self._by_name = by_name  # by id: the order of the version's digest
+        self.version = hashlib.sha256(b"".join(map(_VERSION_LINE, by_name))).hexdigest()[:12]
+
+    def _changed(self, rule_id: str, rule: Rule | None) -> RuleSet:
+        """A copy with the rule ``rule_id`` replaced by ``rule`` (None: removed). Each rule change of a
+        running job makes one: the lists are patched, not sorted again (bulk changes, docs/rules-store.md)."""
+        by_id = dict(self._by_id)
+        rules, by_name = list(self._rules), list(self._by_name)
+        old = by_id.pop(rule_id, None)
+        if old is not None:
+            del rules[bisect_left(rules, _by_priority(old), key=_by_priority)]
+            del by_name[bisect_left(by_name, rule_id, key=_rule_id)]
+        if rule is not None:
+            by_id[rule.id] = rule
+            insort(rules, rule, key=_by_priority)
+            insort(by_name, rule, key=_rule_id)
+        changed = RuleSet.__new__(RuleSet)
+        changed._set(tuple(rules), by_id, tuple(by_name))  # noqa: SLF001 - its own class
+        return changed
 
     @property
     def rules(self) -> tuple[Rule, ...]:
@@ -113,11 +147,11 @@ class RuleSet:
 
     def with_rule(self, rule: Rule) -> RuleSet:
         """A new rule set where ``rule`` is added or replaces the rule of the same id."""
-        return RuleSet([*(r for r in self._rules if r.id != rule.id), rule])
+        return self._changed(rule.id, rule)
 
     def without(self, rule_id: str) -> RuleSet:
         """A new rule set without the rule ``rule_id`` (unchanged if absent)."""
-        return RuleSet(r for r in self._rules if r.id != rule_id)
+        return self._changed(rule_id, None)
 
     def __iter__(self) -> Iterator[Rule]:
         return iter(self._rules)

@@ -95,6 +95,16 @@ sequence:
     - {name: money, when: 'event.type == "transfer" and event.amount >= 100'}
 """,
     ],
+    "cross": [  # checked on transfers, its feature counts logins: a change to the logins' plan too
+        """
+id: cross
+action: REVIEW
+priority: 7
+applies_to: [transfer]
+features: {recent: {kind: count, window: 30m, filter: 'event.type == "login"'}}
+when: recent >= 2
+""",
+    ],
     "also_logins": [  # the same feature definition as logins' first version: shared state
         """
 id: also_logins
@@ -189,6 +199,35 @@ EVENTS: dict[str, tuple[str, dict[str, Any]]] = {
     "pw": ("password_change", {}),
 }
 
+def test_a_change_reaches_the_event_types_it_concerns_and_only_those() -> None:
+    """The event types' plans a change leaves as they were are taken over; the others are built again."""
+    engine = make_engine([parse(POOL["logins"][0])])
+    state = InMemoryKeyedState()
+    user = EventFactory("u1")
+    for at in (1, 2):
+        engine.process(state, user.login(at, success=True, city="Paris"))
+    engine.process(state, user.transfer(3, amount=10))
+    before = engine._plan
+    assert set(before.by_type) == {"login", "transfer"}
+    # a rule sharing the logins' feature, checked on every type: both plans change
+    engine.upsert_rule(parse(POOL["also_logins"][0]))
+    assert engine._plan.by_type == {}
+    got = engine.process(state, user.login(4, success=True, city="Paris"))
+    assert "also_logins" in {r.id for r in got.decision.rules}
+    engine.process(state, user.transfer(5, amount=10))
+    # a rule checked on transfers whose feature counts logins: the login plan changes too
+    engine.upsert_rule(parse(POOL["cross"][0]))
+    assert engine._plan.by_type == {}
+    engine.process(state, user.login(6, success=True, city="Paris"))
+    engine.process(state, user.login(7, success=True, city="Paris"))
+    got = engine.process(state, user.transfer(8, amount=10))
+    assert "cross" in {r.id for r in got.decision.rules}
+    # a rule on transfers only, with a transfer feature: the login plan is taken over
+    login_plan = engine._plan.by_type["login"]
+    engine.upsert_rule(parse(POOL["sums"][0]))
+    assert engine._plan.by_type == {"login": login_plan}
+
+
 STEP = st.one_of(
     st.tuples(st.just("upsert"), st.sampled_from(sorted(POOL)), st.integers(0, 2)),
     st.tuples(st.just("delete"), st.sampled_from(sorted(POOL)), st.just(0)),
@@ -200,7 +239,7 @@ STEP = st.one_of(
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(st.lists(STEP, min_size=1, max_size=40))
 def test_decisions_after_any_changes_are_those_of_an_engine_built_for_the_rules(
     steps: list[tuple[str, str, int]],

@@ -199,6 +199,7 @@ EVENTS: dict[str, tuple[str, dict[str, Any]]] = {
     "pw": ("password_change", {}),
 }
 
+
 def test_a_change_reaches_the_event_types_it_concerns_and_only_those() -> None:
     """The event types' plans a change leaves as they were are taken over; the others are built again."""
     engine = make_engine([parse(POOL["logins"][0])])

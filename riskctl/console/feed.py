@@ -6,17 +6,25 @@ decisions and alerts), counts per minute for the charts. :class:`KafkaTail` fill
 thread, starting one day back (``offsets_for_times``), with a group-less consumer that commits nothing,
 like ``riskctl decisions``. Kafka down: the tail keeps retrying and :attr:`Feed.error` says why, the pages
 show it; nothing fails.
+
+Memory is bounded whatever the topics hold (another producer's records too): a record over the job's own
+limit (:data:`~riskctl.core.decisions.MAX_RECORD_BYTES`) is left out, the buffers are cut by bytes as well as
+by count, and the counts per minute hold at most :data:`MAX_COUNTS` entries (a producer naming ever new rule
+ids fills no more).
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+
+from riskctl.core.decisions import MAX_RECORD_BYTES
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
@@ -25,6 +33,16 @@ MINUTE_MS = 60_000
 MAX_RECORDS = 20_000
 #: review cases kept in memory (the newest)
 MAX_CASES = 10_000
+#: the memory the kept records may take (:func:`footprint`), whatever their number: a decision of the job is
+#: about 4 KiB in memory (400 bytes of JSON), so 20,000 of them take about 85 MB; 20,000 records of 1 MB
+#: (another producer's) would have taken 20 GB
+MAX_RECORD_MEMORY = 256 << 20
+#: the memory the kept review cases' records may take (they are kept apart from the records: a case may be
+#: older than the oldest kept record)
+MAX_CASE_MEMORY = 128 << 20
+#: (minute, action or rule id) counts kept for the last day, about 100 bytes each: 1,000,000 is ~694 rules
+#: hitting every minute all day; a record naming ever new rule ids (another producer's) grew them for ever
+MAX_COUNTS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -79,8 +97,11 @@ def well_formed(record: Any) -> bool:
     decision's) are lists of objects and whose ``rule`` (an alert's) is an object, when present, and whose
     strings are all UTF-8 (:func:`_encodable`). Anything else on the topics (another producer's, a damaged
     record) is left out of the feed."""
-    if not isinstance(record, dict) or not _encodable(record):
-        return False
+    return isinstance(record, dict) and _encodable(record) and _shaped(record)
+
+
+def _shaped(record: dict[str, Any]) -> bool:
+    """The shape part of :func:`well_formed` (``rules``, ``shadow``, ``rule``)."""
     for key in ("rules", "shadow"):
         found = record.get(key)
         if record.get("kind") == "alert" and key == "shadow":
@@ -96,11 +117,33 @@ def _encodable(record: dict[str, Any]) -> bool:
     (``"\\ud800"``), which ``json.loads`` takes, and a page showing it failed to encode (a 500 on
     /decisions and /review for everyone, as long as the record was in the buffer). The job's door refuses such
     strings in events; a record holding one is another producer's."""
+    return json_size(record) is not None
+
+
+def json_size(record: Any) -> int | None:
+    """The bytes of ``record`` as compact UTF-8 JSON, as the job writes it (``dumpb``), or None when it has
+    no UTF-8 form (:func:`_encodable`)."""
     try:
-        json.dumps(record, ensure_ascii=False).encode("utf-8")
+        return len(json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
     except (UnicodeEncodeError, TypeError, ValueError):
-        return False
-    return True
+        return None
+
+
+def footprint(record: Any) -> int:
+    """The bytes ``record`` (a decoded JSON value) takes in memory, every object counted where it is met: a
+    key or a number shared by ``json.loads`` is counted each time, so this is an upper bound. Not its JSON
+    size: 1 MB of empty objects (``[{},{},...]``) takes 24 MB once decoded."""
+    total = 0
+    todo = [record]
+    while todo:
+        obj = todo.pop()
+        total += sys.getsizeof(obj)
+        if isinstance(obj, dict):
+            total += sum(sys.getsizeof(k) for k in obj)
+            todo.extend(obj.values())
+        elif isinstance(obj, list):
+            todo.extend(obj)
+    return total
 
 
 def _rule_ids(record: dict[str, Any]) -> list[str]:
@@ -112,46 +155,89 @@ def _rule_ids(record: dict[str, Any]) -> list[str]:
 
 
 class Feed:
-    """Counts per minute of every record of the last day (by action and by rule: bounded by rules x 1,440
-    minutes, whatever the traffic), the newest :data:`MAX_RECORDS` records for the live view and user pages,
-    and the newest :data:`MAX_CASES` review cases. Time is the record's Kafka timestamp (ms)."""
+    """Counts per minute of every record of the last day (by action and by rule: at most ``max_counts``
+    of them, about rules x 1,440 minutes, whatever the traffic), the newest ``max_records`` records for the
+    live view and user pages (as many as ``max_record_memory`` bytes hold), and the newest ``max_cases``
+    review cases (as many as ``max_case_memory`` bytes hold). Time is the record's Kafka timestamp (ms)."""
 
-    def __init__(self, max_records: int = MAX_RECORDS, max_cases: int = MAX_CASES) -> None:
-        self._records: deque[tuple[int, dict[str, Any]]] = deque(maxlen=max_records)
-        self._cases: deque[Case] = deque(maxlen=max_cases)
+    def __init__(
+        self,
+        max_records: int = MAX_RECORDS,
+        max_cases: int = MAX_CASES,
+        *,
+        max_record_bytes: int = MAX_RECORD_BYTES,
+        max_record_memory: int = MAX_RECORD_MEMORY,
+        max_case_memory: int = MAX_CASE_MEMORY,
+        max_counts: int = MAX_COUNTS,
+    ) -> None:
+        # (Kafka timestamp, record, its footprint) and (case, its record's footprint): cut by count and bytes
+        self._records: deque[tuple[int, dict[str, Any], int]] = deque()
+        self._cases: deque[tuple[Case, int]] = deque()
         self._minutes: dict[int, Counter[str]] = {}
+        self._limits = (max_records, max_cases, max_record_memory, max_case_memory)
+        self.max_record_bytes = max_record_bytes
+        self.max_counts = max_counts
         self._lock = threading.Lock()
         self.error: str | None = None
         self.connected = False
-        #: records left out because they are not :func:`well_formed`
+        #: records left out because they are not :func:`well_formed` or are larger than ``max_record_bytes``
         self.skipped = 0
+        #: the memory the kept records and cases take (:func:`footprint`)
+        self.record_memory = 0
+        self.case_memory = 0
+        #: (minute, key) counts kept, and hits not counted because ``max_counts`` were kept already
+        self.counts = 0
+        self.uncounted = 0
 
     def add(self, records: Iterable[tuple[dict[str, Any], int]]) -> None:
-        """Append records (record, Kafka timestamp in ms); one that is not :func:`well_formed` is counted in
-        :attr:`skipped` and left out."""
+        """Append records (record, Kafka timestamp in ms); one that is not :func:`well_formed`, or is larger
+        than ``max_record_bytes`` as JSON (the job never writes one), is counted in :attr:`skipped` and left
+        out."""
+        max_records, max_cases, max_record_memory, max_case_memory = self._limits
         with self._lock:
             for record, ts in records:
-                if not well_formed(record):
+                # well_formed, its JSON encoded once for both the UTF-8 check and the size
+                size = json_size(record) if isinstance(record, dict) else None
+                if size is None or size > self.max_record_bytes or not _shaped(record):
                     self.skipped += 1
                     continue
-                self._records.append((int(ts), record))
+                memory = footprint(record)
+                self._records.append((int(ts), record, memory))
+                self.record_memory += memory
+                while len(self._records) > max_records or self.record_memory > max_record_memory:
+                    self.record_memory -= self._records.popleft()[2]
                 case = case_of(record)
                 if case is not None:
-                    self._cases.append(case)
-                counts = self._minutes.get(int(ts) // MINUTE_MS)
-                if counts is None:
-                    newest = int(ts) // MINUTE_MS
-                    for old in [m for m in self._minutes if m < newest - DAY_MS // MINUTE_MS - 1]:
-                        del self._minutes[old]
-                    counts = self._minutes[newest] = Counter()
-                action = "ALERT" if record.get("kind") == "alert" else str(record.get("action"))
-                counts[f"action:{action}"] += 1
-                for rule in _rule_ids(record):
-                    counts[f"rule:{rule}"] += 1
+                    self._cases.append((case, memory))
+                    self.case_memory += memory
+                    while len(self._cases) > max_cases or self.case_memory > max_case_memory:
+                        self.case_memory -= self._cases.popleft()[1]
+                self._count(record, int(ts))
+
+    def _count(self, record: dict[str, Any], ts: int) -> None:
+        """Count ``record``'s action and rules in its minute; a count that would be a new entry past
+        ``max_counts`` is left out (:attr:`uncounted`) until minutes older than a day make room."""
+        newest = ts // MINUTE_MS
+        counts = self._minutes.get(newest)
+        if counts is None:
+            for old in [m for m in self._minutes if m < newest - DAY_MS // MINUTE_MS - 1]:
+                self.counts -= len(self._minutes.pop(old))
+            counts = Counter()
+        action = "ALERT" if record.get("kind") == "alert" else str(record.get("action"))
+        for key in [f"action:{action}", *(f"rule:{rule}" for rule in _rule_ids(record))]:
+            if key in counts:
+                counts[key] += 1
+            elif self.counts < self.max_counts:
+                counts[key] = 1
+                self.counts += 1
+            else:
+                self.uncounted += 1
+        if counts and newest not in self._minutes:
+            self._minutes[newest] = counts
 
     def _snapshot(self) -> list[tuple[int, dict[str, Any]]]:
         with self._lock:
-            return list(self._records)
+            return [(ts, record) for ts, record, _ in self._records]
 
     def _buckets(self, now_ms: int, window_ms: int) -> list[tuple[int, Counter[str]]]:
         """(age in whole minutes, counts) of the last ``window_ms`` of minutes, this minute being age 0."""
@@ -195,12 +281,12 @@ class Feed:
     def cases(self, limit: int = 500) -> list[Case]:
         """The newest review cases first."""
         with self._lock:
-            return list(reversed(self._cases))[:limit]
+            return [case for case, _ in reversed(self._cases)][:limit]
 
     def case(self, case_id: str) -> Case | None:
         """One case by id (None when it is no longer, or never was, among the kept cases)."""
         with self._lock:
-            return next((c for c in reversed(self._cases) if c.case_id == case_id), None)
+            return next((c for c, _ in reversed(self._cases) if c.case_id == case_id), None)
 
     def per_minute(self, now_ms: int, minutes: int = 60, rule: str | None = None) -> dict[str, list[int]]:
         """Counts per minute over the last ``minutes``, oldest first: by action (all records), or, with

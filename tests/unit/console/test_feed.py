@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from riskctl.console.feed import DAY_MS, HOUR_MS, Feed, case_of
+from riskctl.console.feed import DAY_MS, HOUR_MS, MINUTE_MS, Feed, case_of
 
 NOW = 1_700_000_000_000
 
@@ -131,3 +131,68 @@ def test_a_record_with_a_lone_surrogate_is_left_out() -> None:
     assert [c.case_id for c in feed.cases()] == ["decision:e1"]
     feed.add([(decision("e2", "u1", "PASS", ["r1"], ["😀 an emoji is a pair, not a lone one"]), NOW)])
     assert feed.skipped == len(bad) and len(feed.latest()) == 2
+
+
+def test_a_record_over_the_jobs_size_limit_is_left_out() -> None:
+    """The feed bounded the number of records, not their size: 20,000 records of 1 MB from another producer
+    would have been kept (20 GB of memory). The job writes none over MAX_RECORD_BYTES (compact JSON)."""
+    from riskctl.core.decisions import MAX_RECORD_BYTES
+    from riskctl.core.jsoncodec import dumpb
+
+    def sized(eid: str, n: int) -> dict[str, Any]:
+        record = decision(eid, "u1", "REVIEW", ["r1"])
+        record["rules"][0]["evidence"] = {"fields": {"blob": ""}}
+        record["rules"][0]["evidence"]["fields"]["blob"] = "x" * (n - len(dumpb(record)))
+        assert len(dumpb(record)) == n
+        return record
+
+    feed = Feed()
+    feed.add([(sized("big", MAX_RECORD_BYTES + 1), NOW), (sized("fits", MAX_RECORD_BYTES), NOW)])
+    feed.add([(sized("huge", 3 * MAX_RECORD_BYTES), NOW)])
+    assert feed.skipped == 2
+    assert [r["event_id"] for r in feed.latest()] == ["fits"]
+    assert [c.case_id for c in feed.cases()] == ["decision:fits"]
+    assert feed.hits(NOW) == {"r1": {"hour": 1, "day": 1}}
+
+
+def test_the_buffers_are_bounded_by_memory_not_only_by_count() -> None:
+    """Records under the size limit, but many: 400 of nearly 1 MB were all kept (400 MB); now the newest that
+    fit in MAX_RECORD_MEMORY (cases: MAX_CASE_MEMORY). The job's own 20,000 records are all kept as before."""
+    blob = "x" * 990_000  # one string shared by every record: the test itself holds 1 MB, the feed counts 400
+    feed = Feed()
+    feed.add(
+        (
+            {**decision(f"e{i}", "u1", "REVIEW", ["r1"]), "evidence": {"blob": blob}},
+            NOW - (400 - i) * MINUTE_MS // 10,
+        )
+        for i in range(400)
+    )
+    kept = feed.latest(limit=1_000)
+    assert 200 < len(kept) < 300  # 256 MiB of ~1 MB records
+    assert kept[0]["event_id"] == "e399"  # the newest kept, the oldest dropped
+    assert 100 < len(feed.cases(1_000)) < 150 and feed.cases()[0].case_id == "decision:e399"
+    assert feed.hits(NOW)["r1"]["day"] == 400  # the counts are not cut
+    small = Feed()
+    small.add((decision(f"s{i}", f"u{i % 50}", "PASS", ["r1"]), NOW) for i in range(20_001))
+    assert len(small.latest(limit=30_000)) == 20_000 and small.latest(limit=1)[0]["event_id"] == "s20000"
+
+
+def test_records_naming_ever_new_rule_ids_fill_no_more_counts_than_the_bound() -> None:
+    """The counts per minute were bounded by rules x 1,440 minutes, but the rule ids are whatever the records
+    name: another producer writing ever new ids grew them without end (about 100 bytes each). Past the bound
+    a new id is not counted (uncounted); the records are still shown, and known ids are still counted."""
+    feed = Feed()
+    feed.max_counts = 100  # the default (a million) would take 100 MB here
+    feed.add([(decision("e0", "u1", "REJECT", ["known"]), NOW)])
+    for i in range(50):
+        ids = [f"new{i}-{j}" for j in range(10)]
+        feed.add([(decision(f"e{i + 1}", "u1", "REJECT", ["known", *ids]), NOW - (i % 3) * MINUTE_MS)])
+    assert sum(len(c) for c in feed._minutes.values()) <= 100
+    assert feed.counts == 100 and feed.uncounted == 500 - (100 - 6)  # 3 minutes x (REJECT, known)
+    assert len(feed.hits(NOW)) < 100
+    assert feed.hits(NOW)["known"] == {"hour": 51, "day": 51}
+    assert len(feed.latest(limit=100)) == 51
+    feed.add([(decision("late", "u1", "REJECT", ["known"]), NOW + DAY_MS + 2 * MINUTE_MS)])  # a day later
+    assert feed.hits(NOW + DAY_MS + 2 * MINUTE_MS) == {"known": {"hour": 1, "day": 1}}
+    feed.add([(decision("next", "u1", "REJECT", ["another"]), NOW + DAY_MS + 2 * MINUTE_MS)])
+    assert feed.hits(NOW + DAY_MS + 2 * MINUTE_MS)["another"] == {"hour": 1, "day": 1}  # room again

@@ -18,7 +18,9 @@ Common rules, all kinds
   or not (a "failed logins in the last hour" count has a value on a successful login too).
 * A field value is usable when it is a number (`int` or `float`, not `bool`, not NaN) for numeric kinds, or a
   `str`/`int`/`float`/`bool` for `distinct_count` and `first_seen`. An event whose field is missing or
-  unusable is not recorded, like SQL ignoring NULLs.
+  unusable is not recorded, like SQL ignoring NULLs: `sum` over `true` values is 0, not their count. A
+  boolean is never a number here either: `true` and `1` are two distinct values (kept as
+  `riskctl.core.stored.BOOL_KEYS`), as they are two values for `==` in an expression.
 * `window` is the window of the aggregate, or the horizon of `last_n`, `first_seen` and `time_since`: every
   kind looks at the half-open interval `(ts - window, ts]` of event time, so an event exactly `window` ms old
   is out.
@@ -92,7 +94,7 @@ from riskctl.core.feature_spec import (
     default_granularity,
     is_int,
 )
-from riskctl.core.stored import MAX_STORED_STRING, stored_string
+from riskctl.core.stored import BOOL_KEYS, MAX_STORED_STRING, stored_string
 
 __all__ = [
     "DAY",
@@ -226,6 +228,8 @@ class WindowedFeature(Feature):
         if self._kind == "distinct_count":
             if type(v) is str and len(v) > MAX_STORED_STRING:
                 v = stored_string(v)  # bounded state: a long value is kept as a fixed-size token
+            elif v is True or v is False:
+                return True, BOOL_KEYS[v]  # true is not 1: counted apart
             return type(v) in _VALUE_TYPES and v == v, v
         return type(v) in _NUMBER_TYPES and v == v, v
 
@@ -531,6 +535,8 @@ class FirstSeenFeature(Feature):
             return None, stored, False
         if type(v) is str and len(v) > MAX_STORED_STRING:
             v = stored_string(v)  # bounded state: a long value is kept as a fixed-size token
+        elif v is True or v is False:
+            v = BOOL_KEYS[v]  # true is not 1: a value apart
         flt = self._filter
         rec = flt is None or flt(event)
         if stored is None:
@@ -572,6 +578,8 @@ class FirstSeenFeature(Feature):
             return None
         if type(v) is str and len(v) > MAX_STORED_STRING:
             v = stored_string(v)
+        elif v is True or v is False:
+            v = BOOL_KEYS[v]
         fl = None if stored is None else stored[1].get(v)
         if fl is None:
             return True

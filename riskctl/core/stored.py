@@ -33,6 +33,10 @@ from typing import Any
 
 #: strings longer than this (characters) are stored as a fixed-size token (see the module docstring)
 MAX_STORED_STRING = 256
+#: how a boolean is kept as a distinct value (``distinct_count``, ``first_seen``, ``distinct()``): a 1-tuple,
+#: apart from 1 and 0, which ``True`` and ``False`` equal (and hash as) in Python. Events carry lists, never
+#: tuples, so no event value equals one.
+BOOL_KEYS: dict[Any, Any] = {True: (True,), False: (False,)}
 #: characters of the original string kept at the start of its token
 STORED_PREFIX = 64
 #: a list/dict value is stored as is only with at most this many values in all (containers, keys and

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from riskctl.core.expr.limits import MAX_RESULT_BITS
+from riskctl.core.stored import BOOL_KEYS
 
 NUMBERS = frozenset({int, float})
 
@@ -36,16 +37,6 @@ FUNCTIONS = tuple(sorted(set(SCALAR_FUNCTIONS) | set(AGGREGATE_FUNCTIONS)))
 LINEAR_AGGREGATES = frozenset({"sum", "avg", "min", "max", "distinct"})
 
 
-def safe_compare(op: Callable[[Any, Any], bool], x: Any, y: Any) -> bool:
-    """``op(x, y)``, false when either side is null or the types do not compare (folded constants)."""
-    if x is None or y is None:
-        return False
-    try:
-        return bool(op(x, y))
-    except TypeError:
-        return False
-
-
 PY_COMPARE: dict[str, Callable[[Any, Any], Any]] = {
     "==": operator.eq,
     "!=": operator.ne,
@@ -54,6 +45,78 @@ PY_COMPARE: dict[str, Callable[[Any, Any], Any]] = {
     ">": operator.gt,
     ">=": operator.ge,
 }
+
+# A boolean is never a number. Python says ``True == 1``, ``False == 0.0``, ``True > 0``, ``hash(True) ==
+# hash(1)`` (so ``True in frozenset({1})``) and ``[True] == [1]``; the language says a comparison between
+# different types is false (``!=`` true), as for a string and a number. The helpers below are the reference
+# (constant folding, the general closures); the operators specialise the common cases so that a comparison
+# with a string, or a number other than 0 and 1, costs what it did.
+
+
+def same(x: Any, y: Any) -> bool:
+    """``x == y`` in the language: a boolean equals only the same boolean, at any depth of lists and maps."""
+    return x == y and _same_types(x, y)
+
+
+def _same_types(x: Any, y: Any) -> bool:
+    """For ``x == y`` (Python's): whether no boolean met a number on the way."""
+    tx = type(x)
+    ty = type(y)
+    if tx is bool or ty is bool:
+        return tx is ty
+    if tx is list or tx is tuple:  # the other is a list or tuple of equal items
+        for a, b in zip(x, y, strict=False):
+            if not _same_types(a, b):
+                return False
+        return True
+    if isinstance(x, Mapping) and isinstance(y, Mapping):  # same keys, equal values
+        for k, v in x.items():
+            if not _same_types(v, y[k]):
+                return False
+    return True
+
+
+def ordered(op: Callable[[Any, Any], Any], x: Any, y: Any) -> bool:
+    """``op(x, y)`` for ``< <= > >=``: false when a boolean is compared (booleans are not ordered, and are
+    not numbers), also where lists are compared item by item, or when the types do not compare."""
+    if x is None or y is None or type(x) is bool or type(y) is bool:
+        return False
+    if type(x) in _SEQUENCES and type(y) in _SEQUENCES:
+        # Python's order of lists: the first items that differ decide, else the lengths
+        for a, b in zip(x, y, strict=False):
+            if not same(a, b):
+                return False if a == b else ordered(op, a, b)  # a boolean beside a number: no order
+        return bool(op(len(x), len(y)))
+    try:
+        return bool(op(x, y))
+    except TypeError:
+        return False
+
+
+def member(x: Any, items: Any) -> bool:
+    """``x in items`` for a list or tuple, by :func:`same` (Python's ``in`` finds ``True`` in ``[1]``)."""
+    if x not in items:
+        return False
+    if type(x) is str:  # a string equals only a string: Python's answer is the language's
+        return True
+    for item in items:
+        if same(x, item):
+            return True
+    return False
+
+
+def compare_values(op: str, x: Any, y: Any) -> bool:
+    """``x op y`` as the language defines it (null on either side: false); the reference for the closures."""
+    if x is None or y is None:
+        return False
+    if op == "==":
+        return same(x, y)
+    if op == "!=":
+        return not same(x, y)
+    return ordered(PY_COMPARE[op], x, y)
+
+
+_SEQUENCES = frozenset({list, tuple})
 
 
 FMAX = sys.float_info.max  # < 2**1024; ints beyond it and inf/NaN fail -FMAX <= r <= FMAX
@@ -182,6 +245,8 @@ def _identity(acc: Any) -> Any:
 def _distinct_step(acc: Any, v: Any) -> Any:
     if v is None:
         return acc
+    if v is True or v is False:
+        v = BOOL_KEYS[v]  # true is not 1
     try:
         if v in acc:
             return acc
@@ -225,7 +290,7 @@ def _f_contains(s: Any, x: Any) -> Any:
         return isinstance(x, str) and x in s
     if isinstance(s, list | tuple) and x is not None:
         try:
-            return x in s
+            return member(x, s)
         except TypeError:
             return False
     return False

@@ -22,7 +22,10 @@ from riskctl.core.expr.functions import (
     PY_COMPARE,
     SAFE_ARITH,
     SCALAR_IMPL,
-    safe_compare,
+    compare_values,
+    member,
+    ordered,
+    same,
 )
 from riskctl.core.expr.lexer import expr_error
 from riskctl.core.expr.limits import MAX_DEGREE, MAX_EXPONENT, MAX_RESULT_BITS, MAX_STRING
@@ -121,10 +124,11 @@ def _bool_closure(items: list[Compiled], is_and: bool) -> Compiled:
 
 
 def compare(op: str, a: Compiled, b: Compiled) -> Compiled:
-    """``a op b`` for ``== != < <= > >=``: false when either side is null or the types do not compare.
+    """``a op b`` for ``== != < <= > >=``: false when either side is null or the types differ (``!=`` true).
 
-    ``x == null`` and ``x != null`` test for null; a comparison of a top-level field with a constant reads
-    the field directly, and ``event.type == "..."`` tells the engine which events the condition can match.
+    ``x == null`` and ``x != null`` test for null; a boolean is never a number (:func:`compare_values`, the
+    reference); a comparison with a constant reads a top-level field directly, and ``event.type == "..."``
+    tells the engine which events the condition can match.
     """
     # Explicit null tests: x == null, x != null.
     if op in ("==", "!=") and ((a.is_const and a.const is None) or (b.is_const and b.const is None)):
@@ -143,50 +147,36 @@ def compare(op: str, a: Compiled, b: Compiled) -> Compiled:
             return g(e, c) is not None
 
         return Compiled(not_null, is_bool=True)
-    py_op = PY_COMPARE[op]
     if a.is_const and b.is_const:
-        return constant(safe_compare(py_op, a.const, b.const))
+        return constant(compare_values(op, a.const, b.const))
+    if a.is_const:  # 3 < event.x is event.x > 3
+        op, a, b = _MIRROR[op], b, a
     if b.is_const:
-        k = b.const
-        if a.field is not None:
-            key = a.field
-            if op == "==":
-
-                def field_eq(e: Any, c: Any) -> Any:
-                    return e.get(key) == k
-
-                types = frozenset([k]) if key == "type" and isinstance(k, str) else None
-                return Compiled(field_eq, is_bool=True, types=types)
-
-            def field_cmp(e: Any, c: Any) -> Any:
-                v = e.get(key)
-                if v is None:
-                    return False
-                try:
-                    return py_op(v, k)
-                except TypeError:
-                    return False
-
-            return Compiled(field_cmp, is_bool=True)
-        fa = a.fn
-        if op == "==":
-
-            def eq_const(e: Any, c: Any) -> Any:
-                return fa(e, c) == k
-
-            return Compiled(eq_const, is_bool=True)
-
-        def cmp_const(e: Any, c: Any) -> Any:
-            v = fa(e, c)
-            if v is None:
-                return False
-            try:
-                return py_op(v, k)
-            except TypeError:
-                return False
-
-        return Compiled(cmp_const, is_bool=True)
+        if op in ("==", "!="):
+            return _equal_const(op == "==", a, b.const)
+        return _order_const(PY_COMPARE[op], a, b.const)
     fa, fb = a.fn, b.fn
+    if op == "==":
+
+        def eq(e: Any, c: Any) -> Any:
+            x = fa(e, c)
+            if x is None:
+                return False
+            y = fb(e, c)
+            return y is not None and same(x, y)
+
+        return Compiled(eq, is_bool=True)
+    if op == "!=":
+
+        def ne(e: Any, c: Any) -> Any:
+            x = fa(e, c)
+            if x is None:
+                return False
+            y = fb(e, c)
+            return y is not None and not same(x, y)
+
+        return Compiled(ne, is_bool=True)
+    py_op = PY_COMPARE[op]
 
     def cmp(e: Any, c: Any) -> Any:
         x = fa(e, c)
@@ -196,41 +186,219 @@ def compare(op: str, a: Compiled, b: Compiled) -> Compiled:
         if y is None:
             return False
         try:
-            return py_op(x, y)
+            r = py_op(x, y)
         except TypeError:
             return False
+        if r and (type(x) in _CHECKED or type(y) is bool):
+            return ordered(py_op, x, y)  # a boolean, or lists (which may hold one)
+        return r
 
     return Compiled(cmp, is_bool=True)
 
 
+_MIRROR = {"==": "==", "!=": "!=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
+#: the types whose ordering a closure hands to :func:`ordered` when Python says true
+_CHECKED = frozenset({bool, list, tuple})
+
+
+def _equal_const(eq: bool, a: Compiled, k: Any) -> Compiled:
+    """``a == k`` / ``a != k`` for a constant ``k`` other than null.
+
+    The closure depends on ``k``: a boolean is compared by identity (``x is True``: ``1 == True`` in Python);
+    a string, or a number other than 0 and 1, as Python does (no boolean equals it); 0 and 1 also check that
+    the value is not a boolean; a list by :func:`same`.
+    """
+    key = a.field
+    fa = a.fn
+    if type(k) is bool:
+        if key is not None:
+            if eq:
+
+                def field_is(e: Any, c: Any) -> Any:
+                    return e.get(key) is k
+
+                return Compiled(field_is, is_bool=True)
+
+            def field_is_not(e: Any, c: Any) -> Any:
+                v = e.get(key)
+                return v is not None and v is not k
+
+            return Compiled(field_is_not, is_bool=True)
+        if eq:
+
+            def is_const(e: Any, c: Any) -> Any:
+                return fa(e, c) is k
+
+            return Compiled(is_const, is_bool=True)
+
+        def is_not_const(e: Any, c: Any) -> Any:
+            v = fa(e, c)
+            return v is not None and v is not k
+
+        return Compiled(is_not_const, is_bool=True)
+    if type(k) is str or (type(k) in NUMBERS and k != 0 and k != 1):
+        if key is not None:
+            if eq:
+
+                def field_eq(e: Any, c: Any) -> Any:
+                    return e.get(key) == k
+
+                types = frozenset([k]) if key == "type" and isinstance(k, str) else None
+                return Compiled(field_eq, is_bool=True, types=types)
+
+            def field_ne(e: Any, c: Any) -> Any:
+                v = e.get(key)
+                return v is not None and v != k
+
+            return Compiled(field_ne, is_bool=True)
+        if eq:
+
+            def eq_const(e: Any, c: Any) -> Any:
+                return fa(e, c) == k
+
+            return Compiled(eq_const, is_bool=True)
+
+        def ne_const(e: Any, c: Any) -> Any:
+            v = fa(e, c)
+            return v is not None and v != k
+
+        return Compiled(ne_const, is_bool=True)
+    if type(k) in NUMBERS:  # 0 or 1: equal to false or true in Python
+        if key is not None:
+            if eq:
+
+                def field_eq_num(e: Any, c: Any) -> Any:
+                    v = e.get(key)
+                    return v == k and v is not True and v is not False
+
+                return Compiled(field_eq_num, is_bool=True)
+
+            def field_ne_num(e: Any, c: Any) -> Any:
+                v = e.get(key)
+                return v is not None and (v != k or v is True or v is False)
+
+            return Compiled(field_ne_num, is_bool=True)
+        if eq:
+
+            def eq_num(e: Any, c: Any) -> Any:
+                v = fa(e, c)
+                return v == k and v is not True and v is not False
+
+            return Compiled(eq_num, is_bool=True)
+
+        def ne_num(e: Any, c: Any) -> Any:
+            v = fa(e, c)
+            return v is not None and (v != k or v is True or v is False)
+
+        return Compiled(ne_num, is_bool=True)
+    if eq:  # a list
+
+        def eq_list(e: Any, c: Any) -> Any:
+            v = fa(e, c)
+            return v is not None and same(v, k)
+
+        return Compiled(eq_list, is_bool=True)
+
+    def ne_list(e: Any, c: Any) -> Any:
+        v = fa(e, c)
+        return v is not None and not same(v, k)
+
+    return Compiled(ne_list, is_bool=True)
+
+
+def _order_const(py_op: Any, a: Compiled, k: Any) -> Compiled:
+    """``a < k`` (``<= > >=``) for a constant ``k`` other than null: a boolean on either side is false."""
+    if type(k) is bool:
+        return constant(False)  # booleans are not ordered, and a number is not a boolean
+    key = a.field
+    fa = a.fn
+    if type(k) in _CHECKED:  # a list
+
+        def order_list(e: Any, c: Any) -> Any:
+            return ordered(py_op, fa(e, c), k)
+
+        return Compiled(order_list, is_bool=True)
+    if key is not None:
+
+        def field_cmp(e: Any, c: Any) -> Any:
+            v = e.get(key)
+            if v is None:
+                return False
+            try:
+                return py_op(v, k) and v is not True and v is not False
+            except TypeError:
+                return False
+
+        return Compiled(field_cmp, is_bool=True)
+
+    def cmp_const(e: Any, c: Any) -> Any:
+        v = fa(e, c)
+        if v is None:
+            return False
+        try:
+            return py_op(v, k) and v is not True and v is not False
+        except TypeError:
+            return False
+
+    return Compiled(cmp_const, is_bool=True)
+
+
 def contains(op: str, a: Compiled, b: Compiled, b_pos: int) -> Compiled:
-    """``a in b`` / ``a not in b``: a constant list becomes a frozenset (unless it holds lists, which are not
-    hashable: then it is searched in order); false when ``a`` is null."""
+    """``a in b`` / ``a not in b``: false when ``a`` is null; items are compared as by ``==`` (a boolean is
+    never a number).
+
+    A constant list becomes a frozenset (unless it holds lists, which are not hashable: then it is searched
+    in order by :func:`member`). In a set ``True`` is found as ``1`` (and ``False`` as ``0``), so when the
+    list holds a boolean, or a 0 or 1, the booleans are looked up apart from the rest.
+    """
     negate = op == "not in"
     if b.is_const and not isinstance(b.const, list | str):
         msg = f"the right side of {op!r} must be a list or a string"
         raise expr_error(msg, b_pos)
     fa = a.fn
     if b.is_const and isinstance(b.const, list):
-        members: Any = b.const
+        items: list[Any] = b.const
+        types = None
+        if a.field == "type" and not negate and all(isinstance(m, str) for m in items):
+            types = frozenset(items)
         try:
-            members = frozenset(members)
-        except TypeError:
-            pass
+            bools = frozenset(m for m in items if type(m) is bool)
+            others = frozenset(m for m in items if type(m) is not bool)
+        except TypeError:  # a list among the items
 
-        def in_const(e: Any, c: Any) -> Any:
+            def in_list(e: Any, c: Any) -> Any:
+                v = fa(e, c)
+                if v is None:
+                    return False
+                return member(v, items) != negate
+
+            return fold(Compiled(in_list, is_bool=True, types=types), a)
+        if not bools and not any(type(m) in NUMBERS and (m == 0 or m == 1) for m in others):
+            members = others  # no boolean can be found in it, nor a boolean find a number
+
+            def in_const(e: Any, c: Any) -> Any:
+                v = fa(e, c)
+                if v is None:
+                    return False
+                try:
+                    return (v in members) != negate
+                except TypeError:
+                    return False
+
+            return fold(Compiled(in_const, is_bool=True, types=types), a)
+
+        def in_split(e: Any, c: Any) -> Any:
             v = fa(e, c)
             if v is None:
                 return False
+            if v is True or v is False:
+                return (v in bools) != negate
             try:
-                return (v in members) != negate
+                return (v in others) != negate
             except TypeError:
                 return False
 
-        types = None
-        if a.field == "type" and not negate and all(isinstance(m, str) for m in b.const):
-            types = frozenset(b.const)
-        return fold(Compiled(in_const, is_bool=True, types=types), a)
+        return fold(Compiled(in_split, is_bool=True, types=types), a)
     fb = b.fn
 
     def in_dyn(e: Any, c: Any) -> Any:
@@ -241,6 +409,8 @@ def contains(op: str, a: Compiled, b: Compiled, b_pos: int) -> Compiled:
         if container is None or not isinstance(container, tuple | list | str | Mapping):
             return False
         try:
+            if isinstance(container, list | tuple):
+                return member(v, container) != negate
             return (v in container) != negate
         except TypeError:
             return False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 
 import pytest
@@ -344,3 +345,162 @@ def test_comparisons_never_raise_whatever_the_field_type(value: object) -> None:
     texts = ("event.x > 3", "event.x == 'a'", "event.x in [1, 'a']", "event.x + 1 > 0", "len(event.x) > 1")
     for text in texts:
         assert compile_condition(text).test({"x": value}) in (True, False)
+
+
+# -- a boolean is never a number (found in review: `event.amount > 0` was true for `amount: true`) ----------
+
+NAN = float("nan")
+_HOSTILE = [True, False, 1, 1.0, 0, 0.0, -0.0, NAN, "1", None]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("event.x > 0", [False, False, True, True, False, False, False, False, False, False]),
+        ("event.x >= 0", [False, False, True, True, True, True, True, False, False, False]),
+        ("0 < event.x", [False, False, True, True, False, False, False, False, False, False]),
+        ("event.x < 2", [False, False, True, True, True, True, True, False, False, False]),
+        ("event.x == 1", [False, False, True, True, False, False, False, False, False, False]),
+        ("event.x == 0", [False, False, False, False, True, True, True, False, False, False]),
+        ("1 == event.x", [False, False, True, True, False, False, False, False, False, False]),
+        ("event.x != 1", [True, True, False, False, True, True, True, True, True, False]),
+        ("event.x != 0", [True, True, True, True, False, False, False, True, True, False]),
+        ("event.x == true", [True, False, False, False, False, False, False, False, False, False]),
+        ("event.x == false", [False, True, False, False, False, False, False, False, False, False]),
+        ("event.x != false", [True, False, True, True, True, True, True, True, True, False]),
+        ("event.x > false or event.x >= true", [False] * 10),
+        ("event.x in [1]", [False, False, True, True, False, False, False, False, False, False]),
+        ("event.x in [0, 5]", [False, False, False, False, True, True, True, False, False, False]),
+        ("event.x in [true]", [True, False, False, False, False, False, False, False, False, False]),
+        ("event.x in [false, 1]", [False, True, True, True, False, False, False, False, False, False]),
+        ("event.x not in [1]", [True, True, False, False, True, True, True, True, True, False]),
+        ("event.x not in [true, 0]", [False, True, True, True, False, False, False, True, True, False]),
+        ("event.x in [[1], 1]", [False, False, True, True, False, False, False, False, False, False]),
+        ("event.x in event.ones", [False, False, True, True, False, False, False, False, False, False]),
+        (
+            "contains(event.ones, event.x)",
+            [False, False, True, True, False, False, False, False, False, False],
+        ),
+        ("event.x == event.one", [False, False, True, True, False, False, False, False, False, False]),
+        ("event.x != event.one", [True, True, False, False, True, True, True, True, True, False]),
+        ("event.x > event.zero", [False, False, True, True, False, False, False, False, False, False]),
+        ("event.y.x > 0 or event.y.x == 1 or event.y.x in [1]", [False, False, True, True] + [False] * 6),
+        (
+            "abs(event.x) > 0 or -event.x < 0 or event.x + 0 > 0 or max(event.x, 0) > 0",
+            [False, False] + [True] * 2 + [False] * 6,
+        ),
+    ],
+)
+def test_a_boolean_is_never_a_number_in_a_comparison(text: str, expected: list[bool]) -> None:
+    expr = compile_condition(text)
+    got = [expr.test({"x": v, "y": {"x": v}, "one": 1, "zero": 0, "ones": [1, 1.0]}) for v in _HOSTILE]
+    assert got == expected, list(zip(_HOSTILE, got, strict=True))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("true == 1 or 1 == true or false == 0 or 0.0 == false or true > 0 or 1 in [true]", False),
+        ("true != 1 and [true] != [1] and not [1, false] == [1, 0]", True),
+        ("[1, 2] == [1.0, 2] and [1] < [2] and not [true] < [2] and not [1, true] > [1, 0]", True),
+    ],
+)
+def test_a_boolean_is_never_a_number_in_constants(text: str, expected: bool) -> None:
+    assert compile_condition(text).constant is expected
+
+
+def test_a_boolean_is_never_a_number_inside_lists_and_maps() -> None:
+    lst = compile_condition("event.x == [1, 0]")
+    assert (
+        lst.test({"x": [1, 0.0]}) and not lst.test({"x": [True, False]}) and not lst.test({"x": [1, False]})
+    )
+    assert compile_condition("event.x != [1]").test({"x": [True]})
+    assert not compile_condition("event.x in [[1, 2]]").test({"x": [True, 2]})
+    assert not compile_condition("event.x < [2]").test({"x": [True]})
+    assert compile_condition("event.x < [2]").test({"x": [1]})
+    whole = compile_step_condition("first(s) == last(s)", steps=["s"])
+    assert not whole.test({}, {"s": [{"a": True}, {"a": 1}]})
+    assert whole.test({}, {"s": [{"a": 1}, {"a": 1.0}]})
+
+
+def test_distinct_counts_a_boolean_apart_from_1_and_0() -> None:
+    expr = compile_step_condition("distinct(s.x) == 4", steps=["s"])
+    assert expr.test({}, {"s": [{"x": v} for v in (True, 1, False, 0, 1.0, 0.0, True)]})
+
+
+def _model_eq(x: object, y: object) -> bool:
+    if isinstance(x, bool) or isinstance(y, bool):
+        return type(x) is type(y) and x == y
+    if isinstance(x, list) and isinstance(y, list):
+        return len(x) == len(y) and all(_model_eq(a, b) for a, b in zip(x, y, strict=True))
+    if isinstance(x, int | float) and isinstance(y, int | float):
+        return x == y
+    return type(x) is type(y) and x == y
+
+
+def _model_order(op: str, x: object, y: object) -> bool:
+    py = {
+        "<": lambda a, b: a < b,
+        "<=": lambda a, b: a <= b,
+        ">": lambda a, b: a > b,
+        ">=": lambda a, b: a >= b,
+    }
+    if isinstance(x, bool) or isinstance(y, bool):
+        return False
+    if isinstance(x, int | float) and isinstance(y, int | float) or isinstance(x, str) and isinstance(y, str):
+        return bool(py[op](x, y))
+    if isinstance(x, list) and isinstance(y, list):
+        for a, b in zip(x, y, strict=False):
+            if not _model_eq(a, b):
+                return _model_order(op, a, b)
+        return bool(py[op](len(x), len(y)))
+    return False
+
+
+def _model(op: str, x: object, y: object) -> bool:
+    """The language's comparisons, written out from docs/rules.md (the reference for every closure shape)."""
+    if x is None or y is None:
+        return False
+    if op == "==":
+        return _model_eq(x, y)
+    if op == "!=":
+        return not _model_eq(x, y)
+    if op == "in":
+        return isinstance(y, list) and any(_model_eq(x, m) for m in y)
+    return _model_order(op, x, y)
+
+
+def _literal(v: object) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, list):
+        return "[" + ", ".join(_literal(i) for i in v) + "]"
+    return json.dumps(v) if isinstance(v, str) else repr(v)
+
+
+_scalars = st.sampled_from([True, False, 0, 1, -1, 2, 0.0, 1.0, 0.5, "a", "1", "", None])
+_values = st.one_of(_scalars, st.lists(_scalars, max_size=3))
+
+
+@given(_values, _values, st.sampled_from(["==", "!=", "<", "<=", ">", ">=", "in"]))
+def test_every_comparison_shape_follows_the_language(x: object, y: object, op: str) -> None:
+    if op == "in" and not isinstance(y, list):
+        return
+    want = _model(op, x, y)
+    shapes = ["event.x {op} event.y"]  # two fields
+    if y is not None:  # (a literal null is the null test, its own case)
+        shapes += [
+            f"event.x {op} {_literal(y)}",  # a field and a constant
+            f"event.n.x {op} {_literal(y)}",  # a path and a constant
+            f"coalesce(event.x) {op} {_literal(y)}",  # a computed value and a constant
+        ]
+        if op != "in":
+            mirror = {"==": "==", "!=": "!=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}[op]
+            shapes.append(f"{_literal(y)} {mirror} event.x")
+        if x is not None:
+            shapes.append(f"{_literal(x)} {op} {_literal(y)}")  # folded
+    event = {"x": x, "y": y, "n": {"x": x}}
+    for text in shapes:
+        assert compile_condition(text.replace("{op}", op)).test(event) is want, (text, x, y)

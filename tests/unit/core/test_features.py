@@ -548,3 +548,39 @@ def test_bytes_per_key_for_typical_features() -> None:
     assert sizes["last_n 10"] < 120
     assert sizes["first_seen city"] < 80
     assert sizes["time_since"] < 80
+
+
+# -- a boolean is never a number (found in review) ----------------------------------------------------------
+
+_HOSTILE = [True, False, 1, 1.0, 0, float("nan"), "1", None]
+
+
+@pytest.mark.parametrize("kind", ["sum", "avg", "min", "max"])
+def test_numeric_kinds_do_not_record_a_boolean(kind: str) -> None:
+    # `true` is not 1 (nor `false` 0): an event whose field is a boolean, NaN or a string is not recorded, as
+    # a missing field; docs/rules.md says so
+    f = compile_feature(FeatureSpec(kind, field="amount", window=MINUTE))
+    values, _ = run(
+        f, [(T0 + i, {"amount": v}) for i, v in enumerate([True, False, float("nan"), "5", 3, True])]
+    )
+    empty = 0 if kind == "sum" else None
+    assert values == [empty, empty, empty, empty, 3, 3]
+    last_n = compile_feature(FeatureSpec("last_n", n=2, stat=kind, field="amount", window=MINUTE))
+    values, _ = run(last_n, [(T0 + i, {"amount": v}) for i, v in enumerate([True, 3, False, 4, True])])
+    assert values[-1] == {"sum": 7, "avg": 3.5, "min": 3, "max": 4}[kind]
+
+
+def test_distinct_count_counts_a_boolean_apart_from_1_and_0() -> None:
+    f = compile_feature(FeatureSpec("distinct_count", field="x", window=MINUTE))
+    values, st = run(f, [(T0 + i, {"x": v}) for i, v in enumerate(_HOSTILE)])
+    # true, false, 1 (= 1.0), 0, "1"; NaN and null are not recorded
+    assert values == [1, 2, 3, 3, 4, 4, 5, 5]
+    assert run(f, [(T0 + 100, {"x": 1})], stored=pickle.loads(pickle.dumps(st)))[0] == [5]
+
+
+def test_first_seen_a_boolean_is_not_1_nor_0() -> None:
+    f = compile_feature(FeatureSpec("first_seen", field="x", window=DAY))
+    values, st = run(f, [(T0 + i, {"x": v}) for i, v in enumerate(_HOSTILE)])
+    assert values == [True, True, True, False, True, None, True, None]
+    assert f.peek(st, {"x": True}, T0 + 100) is False
+    assert f.peek(pickle.loads(pickle.dumps(st)), {"x": 0.0}, T0 + 100) is False

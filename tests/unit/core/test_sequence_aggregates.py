@@ -57,7 +57,7 @@ def old_distinct(values: list[Any]) -> int:
     for v in values:
         if v is not None:
             try:
-                seen.add(v)
+                seen.add(("bool", v) if type(v) is bool else v)  # true is not 1, false not 0
             except TypeError:
                 continue
     return len(seen)

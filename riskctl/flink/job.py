@@ -155,12 +155,21 @@ class StartOfTime(TimestampAssigner):  # type: ignore[misc]
 class RecordRuleStatus(MapFunction):  # type: ignore[misc]
     """Writes each rule status into MySQL's status table (so ``riskctl rules apply --wait`` can see it).
 
+    The writes happen in a thread of their own, never in ``map``: the operator is chained to the decide
+    operator at parallelism 1, and a write per status (a round trip and a commit) held the decide task, so a
+    bulk of rule changes applied at the pace of MySQL's commits while events waited (3,000 updates of one rule
+    were applied 5.5 s after the last write, 1.7 s without the writes: bench/rule_bulk_job.py). The thread
+    writes what is queued, the latest status per rule, in one transaction at a time, so a burst costs a few
+    commits, not one per status.
+
     MySQL being away must not stop the job (a failed write used to raise, and Flink restarted the whole
-    job): a status that cannot be written is kept, the latest per rule, and written with the next status
-    that passes once MySQL answers again; attempts are at least ``retry_ms`` apart, so a server that is down
-    costs one refused connection per ``retry_ms``, not one per status. Every status also goes to the Kafka
-    rule-status topic, whatever happens here.
+    job): a status that cannot be written stays queued and is written once MySQL answers again; attempts are
+    at least ``retry_ms`` apart, so a server that is down costs one refused connection per ``retry_ms``.
+    Every status also goes to the Kafka rule-status topic, whatever happens here.
     """
+
+    #: how long ``close`` waits for the queued statuses to be written (a last attempt)
+    CLOSE_WAIT_S = 10.0
 
     def __init__(self, conn: MysqlConn, status_table: str, retry_ms: int = 1000) -> None:
         self.conn_info = conn
@@ -169,12 +178,19 @@ class RecordRuleStatus(MapFunction):  # type: ignore[misc]
         self.conn: Any = None
         self.pending: dict[str, tuple[object, ...]] = {}
         self.next_attempt = 0.0
+        self.lock: Any = None
+        self.wake: Any = None
+        self.stopping: Any = None
+        self.writer: Any = None
 
     def open(self, runtime_context: RuntimeContext) -> None:
-        try:
-            self._connect()
-        except Exception as exc:  # noqa: BLE001 - MySQL may be down when the job starts: retry on use
-            LOG.warning("rule status: MySQL unreachable at start (%s); statuses will be queued", exc)
+        import threading
+
+        self.lock = threading.Lock()
+        self.wake = threading.Event()
+        self.stopping = threading.Event()
+        self.writer = threading.Thread(target=self._write_loop, name="riskctl-rule-status", daemon=True)
+        self.writer.start()
 
     def _connect(self) -> None:
         self.conn = self.conn_info.connect(autocommit=True)
@@ -189,48 +205,51 @@ class RecordRuleStatus(MapFunction):  # type: ignore[misc]
         )
 
     def map(self, value: Row) -> Row:
-        """Queue the status of a rule status row (the latest per rule wins), try to write the queue, pass
-        the row on."""
+        """Queue the status of a rule status row (the latest per rule wins) for the writer; pass the row
+        on."""
         doc = json.loads(value[1])
-        self.pending[str(doc["rule_id"])] = (
-            doc["rule_id"],
-            doc["version"],
-            doc["state"],
-            doc["reason"],
-            doc["field"],
-        )
-        self.flush(time.monotonic())
+        status = (doc["rule_id"], doc["version"], doc["state"], doc["reason"], doc["field"])
+        with self.lock:
+            self.pending[str(doc["rule_id"])] = status
+        self.wake.set()
         return value
 
-    def flush(self, now: float) -> bool:
-        """Write the pending statuses, oldest first; False (and keep them) when MySQL does not take them."""
-        if not self.pending or now < self.next_attempt:
-            return not self.pending
-        import pymysql
+    def _write_loop(self) -> None:
+        """The writer thread: write what is queued whenever something is; after a failure, wait
+        ``retry_ms``. Ends when ``close`` asks (close then makes the last attempt)."""
+        while not self.stopping.is_set():
+            self.wake.wait()
+            self.wake.clear()
+            if self.stopping.is_set():
+                return
+            while not self.flush(time.monotonic()):
+                if self.stopping.wait(max(0.0, self.next_attempt - time.monotonic())):
+                    return
 
-        sql = self._sql()
+    def flush(self, now: float) -> bool:
+        """Write the queued statuses in one transaction; False (and keep them) when MySQL does not take
+        them. A status queued again meanwhile (a newer one for the rule) stays queued."""
+        if now < self.next_attempt:
+            return False
+        with self.lock:
+            batch = list(self.pending.items())
+        if not batch:
+            return True
+        fresh = self.conn is None
         try:
-            if self.conn is None:
-                self._connect()
-            self.conn.ping(reconnect=True)
-            with self.conn.cursor() as cur:
-                for rule_id, args in list(self.pending.items()):
-                    try:
-                        cur.execute(sql, args)
-                    except pymysql.err.DataError as exc:
-                        # a status the table cannot hold (a rule_id longer than its column: a rules table
-                        # widened by ALTER TABLE) is dropped, not retried: kept first in the queue, it held
-                        # back every later status for the life of the job (found in review)
-                        LOG.warning(
-                            "rule status of %r not written to MySQL (kept on Kafka): %s", rule_id, exc
-                        )
-                    del self.pending[rule_id]
+            try:
+                self._write(batch)
+            except Exception:  # noqa: BLE001 - a connection MySQL dropped (a restart): once more, a new one
+                if fresh:
+                    raise
+                self._drop_connection()
+                self._write(batch)
         except Exception as exc:  # noqa: BLE001 - any driver or network error: keep the statuses, retry later
             self._drop_connection()
             self.next_attempt = now + self.retry_ms / 1000
             LOG.warning(
                 "rule status: writing %d status(es) to MySQL %s:%s failed (%s: %s); retrying in %d ms",
-                len(self.pending),
+                len(batch),
                 self.conn_info.host,
                 self.conn_info.port,
                 type(exc).__name__,
@@ -238,7 +257,29 @@ class RecordRuleStatus(MapFunction):  # type: ignore[misc]
                 self.retry_ms,
             )
             return False
-        return True
+        with self.lock:
+            for rule_id, args in batch:
+                if self.pending.get(rule_id) is args:
+                    del self.pending[rule_id]
+            return not self.pending
+
+    def _write(self, batch: list[tuple[str, tuple[object, ...]]]) -> None:
+        import pymysql
+
+        if self.conn is None:
+            self._connect()
+        sql = self._sql()
+        with self.conn.cursor() as cur:
+            cur.execute("BEGIN")
+            for rule_id, args in batch:
+                try:
+                    cur.execute(sql, args)
+                except pymysql.err.DataError as exc:
+                    # a status the table cannot hold (a rule_id longer than its column: a rules table
+                    # widened by ALTER TABLE) is dropped, not retried: kept first in the queue, it held
+                    # back every later status for the life of the job (found in review)
+                    LOG.warning("rule status of %r not written to MySQL (kept on Kafka): %s", rule_id, exc)
+            cur.execute("COMMIT")
 
     def _drop_connection(self) -> None:
         if self.conn is not None:
@@ -249,9 +290,13 @@ class RecordRuleStatus(MapFunction):  # type: ignore[misc]
         self.conn = None
 
     def close(self) -> None:
-        if self.pending:
-            self.next_attempt = 0.0
-            self.flush(time.monotonic())
+        if self.writer is not None:
+            self.stopping.set()
+            self.wake.set()
+            self.writer.join(self.CLOSE_WAIT_S)
+            if not self.writer.is_alive() and self.pending:  # a last attempt
+                self.next_attempt = 0.0
+                self.flush(time.monotonic())
         self._drop_connection()
 
 

@@ -26,6 +26,8 @@ class FakeMysql:
         self.connects = 0
         self.rows: dict[str, tuple[Any, ...]] = {}
         self.table_rows: list[tuple[Any, ...]] = []
+        self.delay = 0.0  # seconds each statement with values takes (a busy server)
+        self.statements: list[str] = []
 
     def connect(self, **_: Any) -> FakeMysql.Connection:
         self.connects += 1
@@ -63,7 +65,9 @@ class FakeMysql:
             if not self.server.up:
                 msg = "(2013, 'Lost connection to MySQL server during query')"
                 raise ConnectionError(msg)
+            self.server.statements.append(sql)
             if args is not None:
+                time.sleep(self.server.delay)
                 self.server.rows[str(args[0])] = args
 
         def fetchall(self) -> list[tuple[Any, ...]]:
@@ -82,32 +86,34 @@ def _status(rule_id: str, version: int, state: str = "accepted") -> Row:
     return Row(rule_id, json.dumps(doc))
 
 
-def test_rule_status_queues_while_mysql_is_down_and_writes_when_it_is_back(
-    server: FakeMysql, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    clock = [100.0]
-    monkeypatch.setattr("riskctl.flink.job.time.monotonic", lambda: clock[0])
-    op = RecordRuleStatus(CONN, "rule_status", retry_ms=1000)
+def _until(condition: Any, timeout: float = 5.0) -> bool:
+    end = time.monotonic() + timeout
+    while not condition() and time.monotonic() < end:
+        time.sleep(0.01)
+    return bool(condition())
+
+
+def test_rule_status_queues_while_mysql_is_down_and_writes_when_it_is_back(server: FakeMysql) -> None:
+    op = RecordRuleStatus(CONN, "rule_status", retry_ms=300)
     op.open(None)
-    op.map(_status("a", 1))
-    assert server.rows["a"][1] == 1
-
-    server.up = False
-    out = op.map(_status("a", 2))  # no exception: the job goes on
-    assert out[0] == "a"
-    op.map(_status("b", 1))
-    assert set(op.pending) == {"a", "b"}
-    connects = server.connects
-    clock[0] += 0.5
-    op.map(_status("b", 2))  # within retry_ms of the failure: not even a connection attempt
-    assert server.connects == connects
-    assert op.pending["b"][1] == 2  # the latest status per rule is what is kept
-
-    server.up = True
-    clock[0] += 0.6
-    op.map(_status("c", 1))
-    assert op.pending == {}
-    assert {k: v[1] for k, v in server.rows.items()} == {"a": 2, "b": 2, "c": 1}
+    try:
+        op.map(_status("a", 1))
+        assert _until(lambda: "a" in server.rows)
+        server.up = False
+        out = op.map(_status("a", 2))  # no exception: the job goes on
+        assert out[0] == "a"
+        op.map(_status("b", 1))
+        op.map(_status("b", 2))
+        connects = server.connects
+        time.sleep(1.0)
+        assert set(op.pending) == {"a", "b"}
+        assert op.pending["b"][1] == 2  # the latest status per rule is what is kept
+        assert server.connects - connects <= 6, "attempts at least retry_ms apart"
+        server.up = True
+        assert _until(lambda: not op.pending)
+        assert {k: v[1] for k, v in server.rows.items()} == {"a": 2, "b": 2}
+    finally:
+        op.close()
 
 
 def test_rule_status_starts_while_mysql_is_down(server: FakeMysql) -> None:
@@ -119,6 +125,36 @@ def test_rule_status_starts_while_mysql_is_down(server: FakeMysql) -> None:
     server.up = True
     op.close()  # a last attempt on close
     assert server.rows["a"][1] == 1
+
+
+def test_a_status_never_waits_for_mysql_in_the_operator(server: FakeMysql) -> None:
+    """The operator is chained to the decide operator (parallelism 1): a write in ``map`` held the events
+    for a round trip and a commit per rule change (bench/rule_bulk_job.py)."""
+    server.delay = 0.5
+    op = RecordRuleStatus(CONN, "rule_status", retry_ms=1000)
+    op.open(None)
+    try:
+        start = time.monotonic()
+        for v in range(1, 4):
+            op.map(_status("a", v))
+        assert time.monotonic() - start < 0.3
+        assert _until(lambda: server.rows.get("a", (None, 0))[1] == 3)
+    finally:
+        op.close()
+
+
+def test_a_burst_of_statuses_is_written_in_a_few_transactions(server: FakeMysql) -> None:
+    server.delay = 0.01
+    op = RecordRuleStatus(CONN, "rule_status", retry_ms=1000)
+    op.open(None)
+    try:
+        for i in range(200):
+            op.map(_status(f"r{i}", 1))
+        assert _until(lambda: len(server.rows) == 200)
+    finally:
+        op.close()
+    transactions = server.statements.count("BEGIN")
+    assert 1 <= transactions <= 20, f"{transactions} transactions for 200 statuses"
 
 
 def test_poll_source_keeps_its_rules_while_mysql_is_down(server: FakeMysql) -> None:

@@ -13,6 +13,24 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+#: the longest reason a :class:`RuleError` keeps (the longest written out is about 260 characters): a longer
+#: one quotes a bad value of the document, which may be megabytes, and keeps an :func:`excerpt` of it
+MAX_REASON_CHARS = 600
+#: the longest field path a :class:`RuleError` keeps (a path names the document's keys, which may be long)
+MAX_FIELD_CHARS = 200
+
+
+def excerpt(text: str, limit: int) -> str:
+    """``text`` if it has at most ``limit`` characters, else its beginning and its end around the count of
+    the characters left out, in at most ``limit`` characters: what a message quotes of a value of any size."""
+    if len(text) <= limit:
+        return text
+    room = limit - len(f" [...{len(text):,} characters...] ")
+    tail = min(room // 4, 60)
+    head = room - tail
+    cut = len(text) - head - tail
+    return f"{text[:head]} [...{cut:,} characters...] {text[len(text) - tail :] if tail else ''}"
+
 
 class RiskctlError(Exception):
     """Base class of every error raised by riskctl on purpose.
@@ -43,10 +61,12 @@ class RuleError(RiskctlError, ValueError):
         suggestion: str | None = None,
         source: str | None = None,
     ) -> None:
-        self.reason = reason
+        # bounded here, where every refusal passes (the CLI, the console, the job, --json): a message quotes
+        # the bad value, which may be a megabyte string or a long key
+        self.reason = excerpt(reason, MAX_REASON_CHARS)
         self.rule_id = rule_id
-        self.field = field
-        self.suggestion = suggestion
+        self.field = None if field is None else excerpt(field, MAX_FIELD_CHARS)
+        self.suggestion = None if suggestion is None else excerpt(suggestion, MAX_FIELD_CHARS)
         self.source = source  # file name (and document index) the rule came from, when known
         super().__init__(self._render())
 
@@ -83,6 +103,7 @@ class RuleError(RiskctlError, ValueError):
                 new.field = field_prefix + new.field
             else:
                 new.field = f"{field_prefix}.{new.field}"
+            new.field = excerpt(new.field, MAX_FIELD_CHARS)
         new.args = (new._render(),)
         return new
 

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
-from riskctl.core.errors import ExpressionError, RuleError, RuleSetError, suggest
+from riskctl.core.errors import ExpressionError, RuleError, RuleSetError, excerpt, suggest
 from riskctl.core.expr import (
     CompiledExpression,
     compile_condition,
@@ -127,7 +127,7 @@ def parse_rule(document: Any, *, source: str | None = None) -> Rule:
     if raw_id is None:
         errs.add("a rule needs an id", "id")
     elif not isinstance(raw_id, str) or not _ID_RE.fullmatch(raw_id):
-        shown = repr(raw_id) if len(repr(raw_id)) <= 80 else repr(raw_id)[:70] + "..."
+        shown = excerpt(repr(raw_id), 80)
         errs.add(f"id must be 1-64 characters of letters, digits, '_', '.', '-', got {shown}", "id")
 
     version = document.get("version", 1)

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from riskctl.core.errors import ExpressionError, suggest
+from riskctl.core.errors import ExpressionError, excerpt, suggest
 from riskctl.core.expr.limits import MAX_NUMBER
 
 DURATION_UNITS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
@@ -174,7 +174,6 @@ def duration_ms(value: Any) -> int:
             ms = _exact_ms(m.group(1), m.group(2))
             if ms is not None and ms <= MAX_NUMBER:
                 return ms
-    shown = repr(value[:80] if isinstance(value, str) else value)
-    shown = shown if len(shown) <= 80 else shown[:70] + "..."
+    shown = excerpt(repr(value), 80)
     msg = f"a duration must be like '10s', '5m', '24h' or an integer of milliseconds, got {shown}"
     raise ExpressionError(msg)

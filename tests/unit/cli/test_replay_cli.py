@@ -343,3 +343,15 @@ def test_replay_decides_a_repeated_event_as_the_job_does(tmp_path: Path) -> None
     assert decisions[-1]["action"] == "PASS"
     result = CliRunner().invoke(cli, ["replay", "--rules", str(RULES), str(events), "--dedup", "some"])
     assert result.exit_code == 2 and "--dedup" in result.stderr
+
+
+def test_rules_validate_quotes_an_excerpt_of_a_huge_value(tmp_path: Path) -> None:
+    # found in review: a 1 MB status in a rule document was printed whole, in the text and --json output
+    doc = {"id": "big", "action": "REVIEW", "when": "true", "status": "x" * 1_000_000}
+    (tmp_path / "big.json").write_text(json.dumps(doc))
+    result = CliRunner().invoke(cli, ["rules", "validate", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "status must be one of active, shadow, disabled, got 'xxx" in result.stderr
+    assert len(result.stderr) < 2_000
+    result = CliRunner().invoke(cli, ["rules", "validate", str(tmp_path), "--json"])
+    assert result.exit_code == 1 and len(result.output) < 3_000

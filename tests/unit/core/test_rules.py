@@ -356,3 +356,44 @@ def test_validate_refuses_a_json_rule_file_with_a_lone_surrogate(tmp_path: Path)
     with pytest.raises(RuleSetError) as info:
         load_rules(tmp_path)
     assert [(e.source, e.field) for e in info.value.errors] == [("r.json#1", "when")]
+
+
+# -- a refusal quotes an excerpt of a bad value (found in review: a 1 MB status gave a 1 MB message) -------
+
+
+def test_a_refusal_quotes_a_bounded_excerpt_of_a_huge_value() -> None:
+    from riskctl.core.errors import MAX_FIELD_CHARS, MAX_REASON_CHARS
+
+    doc = {
+        "id": "big",
+        "action": "REVIEW",
+        "when": "true",
+        "status": "x" * 1_000_000,
+        "priority": ["p"] * 40_000,
+        "features": {"f": {"kind": "y" * 300_000, "window": "1m"}},
+        "z" * 300_000: 1,
+    }
+    with pytest.raises(RuleSetError) as info:
+        parse_rule(doc, source="big.json")
+    errors = info.value.errors
+    assert len(errors) == 4
+    assert len(str(info.value)) < 4 * (MAX_REASON_CHARS + MAX_FIELD_CHARS + 100)
+    for err in errors:
+        assert len(err.reason) <= MAX_REASON_CHARS and len(err.field or "") <= MAX_FIELD_CHARS
+        assert len(json.dumps(err.to_dict())) < MAX_REASON_CHARS + 2 * MAX_FIELD_CHARS + 200
+    by_field = {e.field: e.reason for e in errors}
+    status = by_field["status"]
+    assert status.startswith("status must be one of active, shadow, disabled, got 'xxxxxxxx")
+    assert status.endswith("xxxx'") and "[...999,4" in status  # the characters left out are counted
+    assert by_field["features.f.kind"].startswith("unknown feature kind 'yyyy")
+    assert by_field["priority"].startswith("priority must be an integer, got ['p', 'p'")
+    (key,) = [f for f in by_field if f.startswith("zzz")]
+    assert by_field[key].startswith("unknown field 'zzzz") and "characters...]" in key
+    located = errors[0].located(field_prefix="a" * 10_000)
+    assert len(located.field or "") <= MAX_FIELD_CHARS and len(str(located)) < 2 * MAX_REASON_CHARS
+
+
+def test_a_short_refusal_is_unchanged() -> None:
+    with pytest.raises(RuleSetError) as info:
+        parse_rule({"id": "r", "action": "REVIEW", "when": "true", "status": "on"})
+    assert info.value.errors[0].reason == "status must be one of active, shadow, disabled, got 'on'"

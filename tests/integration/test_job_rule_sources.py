@@ -120,6 +120,7 @@ def test_the_mysql_operators_give_up_on_a_lock_instead_of_blocking_the_job(stack
     poll = PollRules(MysqlConn.of(stack), table)
     assert poll.current(), "the rules are read while nothing holds a lock"
     status = RecordRuleStatus(MysqlConn.of(stack), names.status, retry_ms=0)
+    status.open(None)
     row = Row(
         None, json.dumps({"rule_id": "r1", "version": 1, "state": "accepted", "reason": None, "field": None})
     )
@@ -127,28 +128,35 @@ def test_the_mysql_operators_give_up_on_a_lock_instead_of_blocking_the_job(stack
     try:
         with locker.cursor() as cur:
             cur.execute(f"LOCK TABLES {quote(table)} WRITE, {quote(names.status)} WRITE")
-        for attempt in (poll.current, lambda: status.map(row)):
-            done: dict[str, Any] = {}
+        done: dict[str, Any] = {}
 
-            def run(fn: Any = attempt, out: dict[str, Any] = done) -> None:
-                start = time.monotonic()
-                try:
-                    fn()
-                except Exception as exc:  # noqa: BLE001 - what the operator raised, if anything
-                    out["error"] = exc
-                out["seconds"] = time.monotonic() - start
+        def run(out: dict[str, Any] = done) -> None:
+            start = time.monotonic()
+            try:
+                poll.current()
+            except Exception as exc:  # noqa: BLE001 - what the operator raised, if anything
+                out["error"] = exc
+            out["seconds"] = time.monotonic() - start
 
-            worker = threading.Thread(target=run, daemon=True)
-            worker.start()
-            worker.join(MYSQL_LOCK_WAIT_S + 10)
-            assert not worker.is_alive(), f"{attempt} still waits on the lock"
-            assert done["seconds"] < MYSQL_LOCK_WAIT_S + 5, done
+        worker = threading.Thread(target=run, daemon=True)
+        worker.start()
+        worker.join(MYSQL_LOCK_WAIT_S + 10)
+        assert not worker.is_alive(), "the rules poll still waits on the lock"
+        assert done["seconds"] < MYSQL_LOCK_WAIT_S + 5, done
+        # the status operator never waits (its writer thread does): the decide task goes on
+        start = time.monotonic()
+        status.map(row)
+        assert time.monotonic() - start < 1.0
+        time.sleep(MYSQL_LOCK_WAIT_S + 2)  # the writer gave up on the lock at least once
+        assert status.writer.is_alive()
         assert status.pending, "the status is kept for later"
     finally:
         with locker.cursor() as cur:
             cur.execute("UNLOCK TABLES")
         locker.close()
-    status.flush(time.monotonic())
+    deadline = time.monotonic() + MYSQL_LOCK_WAIT_S + 10
+    while status.pending and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert not status.pending
     with admin.cursor() as cur:
         cur.execute(f"SELECT state FROM {quote(names.status)} WHERE rule_id = 'r1'")  # noqa: S608
@@ -175,6 +183,7 @@ def test_a_status_the_status_table_cannot_hold_does_not_hold_back_the_others(sta
     admin = connect_mysql(stack)
     migrate(admin, rules_table=table)
     status = RecordRuleStatus(MysqlConn.of(stack), names.status, retry_ms=0)
+    status.open(None)
 
     def row(rule_id: str, state: str) -> Row:
         doc = {"rule_id": rule_id, "version": 1, "state": state, "reason": "r", "field": "id"}
@@ -183,7 +192,9 @@ def test_a_status_the_status_table_cannot_hold_does_not_hold_back_the_others(sta
     try:
         status.map(row("x" * 65, "refused"))
         status.map(row("r1", "accepted"))
-        status.flush(time.monotonic())
+        deadline = time.monotonic() + 10
+        while status.pending and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert not status.pending
         with admin.cursor() as cur:
             cur.execute(f"SELECT rule_id, state FROM {quote(names.status)}")  # noqa: S608

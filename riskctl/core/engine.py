@@ -117,12 +117,12 @@ def _rule_fields(rule: Rule) -> frozenset[str] | None:
     return frozenset()
 
 
-def _count_share(counts: dict[str, int], share: frozenset[str] | None, delta: int) -> int:
-    """Add ``delta`` to the count of each field of a rule's share; returns the change to the rules needing
-    whole events (``delta`` when the share is None, else 0)."""
-    if share is None:
+def _count(counts: dict[str, int], names: frozenset[str] | None, delta: int) -> int:
+    """Add ``delta`` to the count of each of ``names`` (a count at 0 goes); returns ``delta`` when ``names``
+    is None (all of them: a rule needing whole events, or re-checked on any event type), else 0."""
+    if names is None:
         return delta
-    for name in share:
+    for name in names:
         n = counts.get(name, 0) + delta
         if n:
             counts[name] = n
@@ -242,11 +242,12 @@ class _Plan:
         known_types: dict[str, frozenset[str] | None] = previous.feature_types if previous is not None else {}
         known_rules: dict[str, _RulePlan] = previous.rule_by_id if previous is not None else {}
         active = [rule for rule in self.ruleset.rules if rule.status != "disabled"]
+        known_shares = previous.field_shares if previous is not None else {}
         shares: dict[str, frozenset[str] | None] = {}
         for rule in active:
             same = known_rules.get(rule.id)
-            reuse = previous is not None and same is not None and same.rule is rule
-            shares[rule.id] = previous.field_shares[rule.id] if reuse and previous else _rule_fields(rule)
+            unchanged = same is not None and same.rule is rule
+            shares[rule.id] = known_shares[rule.id] if unchanged else _rule_fields(rule)
         self._set_fields(shares)
         same_projection = previous is not None and previous.stored_fields == self.stored_fields
         self._set_projection(previous if same_projection else None)
@@ -379,13 +380,13 @@ class _Plan:
             counts: dict[str, int] = {}
             whole = 0
             for share in shares.values():
-                whole += _count_share(counts, share, 1)
+                whole += _count(counts, share, 1)
         else:
             counts, whole = dict(previous.field_counts), previous.whole_events
             if changed in previous.field_shares:
-                whole += _count_share(counts, previous.field_shares[changed], -1)
+                whole += _count(counts, previous.field_shares[changed], -1)
             if changed in shares:
-                whole += _count_share(counts, shares[changed], 1)
+                whole += _count(counts, shares[changed], 1)
         self.field_shares, self.field_counts, self.whole_events = shares, counts, whole
         self.stored_fields = None if whole else ENGINE_FIELDS.union(counts)
 
@@ -425,17 +426,7 @@ class _Plan:
     def _count_recheck(self, plan: _RulePlan, delta: int) -> None:
         if not plan.recheckable:
             return
-        types = plan.rule.event_types
-        if types is None:
-            self.recheck_any += delta
-            return
-        counts = self.recheck_type_counts
-        for t in types:
-            n = counts.get(t, 0) + delta
-            if n:
-                counts[t] = n
-            else:
-                del counts[t]
+        self.recheck_any += _count(self.recheck_type_counts, plan.rule.event_types, delta)
 
     def _finish(self) -> None:
         self.features = tuple(self.feature_by_key.items())

@@ -47,7 +47,19 @@ from riskctl.cli.simulate import Traffic, finite, traffic_options
 from riskctl.config import PROJECT_ROOT, Settings, load_settings
 from riskctl.errors import DemoError, RiskctlError
 
-CLOCK_ADVANCE_MS = 6 * 60 * 1000  # past the 5-minute absence window of new_device_without_2fa
+#: how far past the last event the clock events are: the 5-minute absence window of new_device_without_2fa,
+#: the demo job's lateness (2 s) and a margin
+CLOCK_ADVANCE_MS = 5 * 60 * 1000 + 10_000
+#: how far inside job.max_clock_skew_ms of the wall clock the clock events are sent
+CLOCK_SKEW_MARGIN_MS = 2_000
+
+
+def clock_wait_s(last_ts: int, max_clock_skew_ms: int, now_s: float) -> float:
+    """Seconds to wait before sending the clock events (0 or less: none). The job refuses an event more than
+    ``job.max_clock_skew_ms`` ahead of its clock (5 minutes by default), and the clock events are ahead of
+    the last event by more than the absence window: sent at once, they were refused and no absence alert was
+    ever released (the demo then waited for their decisions until its deadline)."""
+    return (last_ts + CLOCK_ADVANCE_MS - max_clock_skew_ms + CLOCK_SKEW_MARGIN_MS) / 1000 - now_s
 
 
 @dataclass
@@ -432,6 +444,13 @@ def _run(run: Demo, traffic: Traffic, rules_dir: Path, startup_timeout: float, s
         say(f"simulating {users:,} users at {rate:,.0f} events/s for {duration:,.0f} s (seed {config.seed})")
         send_paced(prod, run.topics["events"], sim, start_ts=start_ts, on_sent=on_sent)
         last_ts = max(e["ts"] for e in sent_events) if sent_events else start_ts
+        wait_s = clock_wait_s(last_ts, run.settings.job.max_clock_skew_ms, time.time())
+        if wait_s > 0:
+            say(
+                f"waiting {wait_s:.0f} s to move event time past the absence window "
+                "(within job.max_clock_skew_ms of the clock)"
+            )
+            time.sleep(wait_s)
         for partition, clock in _clock_events(last_ts, 2):
             prod.send(run.topics["events"], clock, key=clock["user_id"], partition=partition)
             sent_events.append(clock)

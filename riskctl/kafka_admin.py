@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from riskctl.errors import ServiceError
 
 SERVICE = "kafka"
+
+
+#: how long :func:`ensure_topics` waits for the topics it created to be listed by the broker
+VISIBLE_WAIT_S = 10.0
 
 
 def ensure_topics(
@@ -19,7 +24,10 @@ def ensure_topics(
 ) -> list[str]:
     """Create the topics that do not exist yet, with ``configs`` if given; return the names created.
 
-    A Flink KafkaSource fails on a topic that does not exist, so jobs call this before they start.
+    A Flink KafkaSource fails on a topic that does not exist, so jobs call this before they start. Returns
+    once the broker lists the created topics (at most :data:`VISIBLE_WAIT_S`): the controller accepts a
+    creation before the broker's metadata has it, and a client asking at once was told that the topic did
+    not exist (``riskctl demo`` on a broker just started: "topic(s) ... do not exist", exit 3).
     """
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
@@ -42,6 +50,9 @@ def ensure_topics(
             except KafkaError as exc:
                 msg = f"creating topics {missing} failed: {exc}"
                 raise ServiceError(SERVICE, msg) from exc
+            deadline = time.monotonic() + VISIBLE_WAIT_S
+            while not set(missing) <= set(admin.list_topics()) and time.monotonic() < deadline:
+                time.sleep(0.05)
         return missing
     finally:
         admin.close()

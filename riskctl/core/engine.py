@@ -41,6 +41,7 @@ from riskctl.core.features import WINDOWED_KINDS, Feature, FeatureSpec, compile_
 from riskctl.core.patterns import PatternMatcher
 from riskctl.core.reply import REPLY_FIELD
 from riskctl.core.rules import ACTION_RANK, Rule, RuleSet, parse_rule
+from riskctl.core.ruleset import rule_order
 from riskctl.core.state import InMemoryKeyedState, KeyedState
 from riskctl.core.stored import Projector, make_projector
 
@@ -131,13 +132,8 @@ def _count(counts: dict[str, int], names: frozenset[str] | None, delta: int) -> 
     return 0
 
 
-def _rule_order(rule: Rule) -> tuple[int, str]:
-    """A rule's place in the rule set and in a plan: by priority (highest first), then id."""
-    return (-rule.priority, rule.id)
-
-
 def _plan_order(plan: _RulePlan) -> tuple[int, str]:
-    return (-plan.rule.priority, plan.rule.id)
+    return rule_order(plan.rule)
 
 
 def _pattern_order(pattern: _PatternPlan) -> tuple[int, str]:
@@ -326,7 +322,7 @@ class _Plan:
         # the rules in their order, patched
         rules = list(previous.rules)
         if old is not None:
-            del rules[bisect_left(rules, _rule_order(old.rule), key=_plan_order)]
+            del rules[bisect_left(rules, rule_order(old.rule), key=_plan_order)]
         if plan is not None:
             insort(rules, plan, key=_plan_order)
         self.rules = tuple(rules)
@@ -442,7 +438,7 @@ class _Plan:
         project = None if stamp else self.project
         matcher = PatternMatcher(rule.sequence, lateness=self.lateness, project=project)
         return _PatternPlan(
-            rule.sequence.state_key, rule.id, matcher, stamp, rule.event_types, _rule_order(rule)
+            rule.sequence.state_key, rule.id, matcher, stamp, rule.event_types, rule_order(rule)
         )
 
     def for_type(self, etype: str) -> _TypePlan:

@@ -82,7 +82,8 @@ def document_digest(document: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-def _by_priority(rule: Rule) -> tuple[int, str]:
+def rule_order(rule: Rule) -> tuple[int, str]:
+    """A rule's place in its rule set (and in the engine's plan): by priority, highest first, then id."""
     return (-rule.priority, rule.id)
 
 
@@ -110,7 +111,7 @@ class RuleSet:
             by_id[rule.id] = rule
         if dupes:
             raise RuleSetError(dupes)
-        by_priority = tuple(sorted(by_id.values(), key=_by_priority))
+        by_priority = tuple(sorted(by_id.values(), key=rule_order))
         self._set(by_priority, by_id, tuple(sorted(by_id.values(), key=_rule_id)))
 
     def _set(self, rules: tuple[Rule, ...], by_id: dict[str, Rule], by_name: tuple[Rule, ...]) -> None:
@@ -126,11 +127,11 @@ class RuleSet:
         rules, by_name = list(self._rules), list(self._by_name)
         old = by_id.pop(rule_id, None)
         if old is not None:
-            del rules[bisect_left(rules, _by_priority(old), key=_by_priority)]
+            del rules[bisect_left(rules, rule_order(old), key=rule_order)]
             del by_name[bisect_left(by_name, rule_id, key=_rule_id)]
         if rule is not None:
             by_id[rule.id] = rule
-            insort(rules, rule, key=_by_priority)
+            insort(rules, rule, key=rule_order)
             insort(by_name, rule, key=_rule_id)
         changed = RuleSet.__new__(RuleSet)
         changed._set(tuple(rules), by_id, tuple(by_name))  # noqa: SLF001 - its own class

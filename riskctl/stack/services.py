@@ -29,7 +29,7 @@ import urllib.request
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -1103,14 +1103,29 @@ class FlinkCluster(Service):
 
         started = time.monotonic()
         listed = taskmanagers(self.rest_url)  # one look: the new one is either in it or still starting
-        known = {self.taskmanager_pid(str(t.get("id", ""))) for t in listed}
-        if new_pid is not None and new_pid not in known:
+
+        # Registered is not enough: a TaskManager's slots come in a second message (its slot report), and
+        # one listed with 0 slots is not idle. The warm-up then asked for one subtask too few, and the
+        # subtask meant for an idle TaskManager went to the new one (CI at b7653c0).
+        def has_slots(tms: list[dict[str, object]]) -> bool:
+            return any(
+                self.taskmanager_pid(str(t["id"])) == new_pid and int(str(t.get("slotsNumber", 0))) > 0
+                for t in tms
+            )
+
+        def reported() -> bool:
+            nonlocal listed
+            with suppress(ServiceError):
+                listed = taskmanagers(self.rest_url)
+                return has_slots(listed)
+            return False
+
+        if new_pid is not None and not has_slots(listed):
             if not sum(int(t.get("freeSlots", 0)) for t in listed):
                 return warm(self.rest_url, idle=idle_of(listed), expect=1, timeout_s=timeout)
-            if not wait_until(lambda: new_pid in self.registered_taskmanager_pids(), timeout=timeout):
-                msg = f"TaskManager pid {new_pid} did not register within {timeout:.0f} s"
+            if not wait_until(reported, timeout=timeout):
+                msg = f"TaskManager pid {new_pid} did not register its slots within {timeout:.0f} s"
                 raise ServiceError(self.name, msg, log=str(self.log))
-            listed = taskmanagers(self.rest_url)
         left = max(1.0, timeout - (time.monotonic() - started))
         return warm(self.rest_url, idle=idle_of(listed), timeout_s=left)
 

@@ -7,6 +7,7 @@ import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,6 +27,8 @@ class FakeFlink:
         self.requests: list[tuple[str, str, bytes]] = []
         self.run_status = 200
         self.raw_taskmanagers: bytes | None = None  # an answer that is not Flink's (a proxy's page)
+        self.listings = 0
+        self.later: list[tuple[int, list[dict[str, Any]]]] = []  # (from the n-th listing on, what it lists)
 
 
 @pytest.fixture
@@ -58,6 +61,9 @@ def flink() -> Iterator[tuple[FakeFlink, str]]:
                 self.end_headers()
                 self.wfile.write(fake.raw_taskmanagers)
             elif self.path == "/taskmanagers":
+                fake.listings += 1
+                while fake.later and fake.later[0][0] <= fake.listings:
+                    fake.taskmanagers = fake.later.pop(0)[1]
                 self._send(200, {"taskmanagers": fake.taskmanagers})
             elif self.path == "/jobs/j1":
                 self._send(
@@ -190,3 +196,31 @@ def test_taskmanagers_of_another_shape_are_not_idle(flink: tuple[FakeFlink, str]
         {"id": "tm-ok", "slotsNumber": 1, "freeSlots": 1},
     ]
     assert idle_taskmanagers(url) == ["tm-ok"]
+
+
+def test_a_new_taskmanager_is_waited_for_until_its_slots_are_listed(
+    flink: tuple[FakeFlink, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A TaskManager is listed as registered with 0 slots until its slot report arrives. Taken for not idle,
+    it got no subtask of its own, and the one subtask of the idle TaskManager went to it (CI at b7653c0:
+    idle=[A], warmed=[new]). The warm-up now waits for its slots and asks for a subtask on each."""
+    from riskctl.config import load_settings
+    from riskctl.stack.services import FlinkCluster
+
+    fake, url = flink
+    idle_a = {"id": "tm-idle-a", "slotsNumber": 2, "freeSlots": 2}
+    fake.taskmanagers = [{"id": "tm-busy", "slotsNumber": 2, "freeSlots": 1}, idle_a]
+    registered = [*fake.taskmanagers, {"id": "tm-new", "slotsNumber": 0, "freeSlots": 0}]
+    slotted = [*fake.taskmanagers, {"id": "tm-new", "slotsNumber": 2, "freeSlots": 2}]
+    fake.later = [(2, registered), (5, slotted)]  # not listed, then 3 listings without slots, then with
+    port = url.rsplit(":", 1)[1]
+    settings = load_settings(env={"RISKCTL_STACK_DIR": str(tmp_path), "RISKCTL_STACK_FLINK_REST_PORT": port})
+    cluster = FlinkCluster(settings)
+    assert cluster.rest_url.endswith(f":{port}")
+    pids = {"tm-busy": 4001, "tm-idle-a": 4002, "tm-new": 4003}
+    monkeypatch.setattr(cluster, "taskmanager_pid", lambda tm_id: pids.get(tm_id))
+    res = cluster.warm(new_pid=4003, timeout=20)
+    run = json.loads(next(b for m, p, b in fake.requests if p.endswith("/run")))
+    assert res.idle == ["tm-idle-a", "tm-new"]
+    assert run["parallelism"] == 2 and run["programArgsList"][-1] == "2"
+    assert fake.listings >= 5

@@ -159,14 +159,39 @@ def ev(eid: str, user: str, etype: str, t: int, **fields: Any) -> dict[str, Any]
     return {"event_id": eid, "user_id": user, "type": etype, "ts": T0 + t, **fields}
 
 
-def _job_env(settings: Settings, topics: dict[str, str], table: str, tmp: Path, group: str) -> dict[str, str]:
-    server_id = 6000 + uuid.uuid4().int % 3000
+def job_topics(name: str) -> dict[str, str]:
+    """Names of fresh topics for the job's five (``test-{name}-{kind}-{suffix}``); not created here."""
+    suffix = uuid.uuid4().hex[:8]
+    return {k: f"test-{name}-{k}-{suffix}" for k in ("events", "decisions", "alerts", "dead", "status")}
+
+
+def _topics_env(topics: dict[str, str]) -> dict[str, str]:
     return {
         "RISKCTL_JOB_EVENTS_TOPIC": topics["events"],
         "RISKCTL_JOB_DECISIONS_TOPIC": topics["decisions"],
         "RISKCTL_JOB_ALERTS_TOPIC": topics["alerts"],
         "RISKCTL_JOB_DEAD_LETTER_TOPIC": topics["dead"],
         "RISKCTL_JOB_RULE_STATUS_TOPIC": topics["status"],
+    }
+
+
+def file_rules_env(tmp: Path, topics: dict[str, str]) -> dict[str, str]:
+    """The whole environment of a ``riskctl run`` on the rules of rules/ (job.rules_source=file): this
+    process's, the job's ``topics``, a consumer group of its own and checkpoints under ``tmp``."""
+    return {
+        **os.environ,
+        "RISKCTL_JOB_RULES_SOURCE": "file",
+        "RISKCTL_JOB_RULES_DIR": str(PROJECT_ROOT / "rules"),
+        **_topics_env(topics),
+        "RISKCTL_JOB_GROUP_ID": f"g-{uuid.uuid4().hex[:8]}",
+        "RISKCTL_JOB_CHECKPOINT_DIR": (tmp / "chk").as_uri(),
+    }
+
+
+def _job_env(settings: Settings, topics: dict[str, str], table: str, tmp: Path, group: str) -> dict[str, str]:
+    server_id = 6000 + uuid.uuid4().int % 3000
+    return {
+        **_topics_env(topics),
         "RISKCTL_JOB_RULES_TABLE": table,
         "RISKCTL_JOB_GROUP_ID": group,
         "RISKCTL_JOB_RULES_SOURCE": "cdc",

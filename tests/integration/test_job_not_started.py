@@ -10,16 +10,14 @@ never py4j's traceback of a Java one (60-120 lines; found in review).
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import uuid
 from pathlib import Path
 
 import pytest
 
-from riskctl.config import PROJECT_ROOT, Settings
+from riskctl.config import Settings
 from riskctl.flink.checkpoints import split_marker
+from tests.helpers import run_riskctl
+from tests.integration.support import file_rules_env, job_topics
 
 pytestmark = pytest.mark.integration
 
@@ -27,40 +25,13 @@ pytestmark = pytest.mark.integration
 def _run(tmp_path: Path, topics: dict[str, str], **settings: str) -> tuple[int, str, list[str]]:
     """``riskctl run`` with the job's own topics and ``settings`` (RISKCTL_* variables): exit code, stderr and
     its ``error:`` lines."""
-    suffix = uuid.uuid4().hex[:8]
-    env = {
-        **os.environ,
-        "RISKCTL_JOB_RULES_SOURCE": "file",
-        "RISKCTL_JOB_RULES_DIR": str(PROJECT_ROOT / "rules"),
-        "RISKCTL_JOB_EVENTS_TOPIC": topics["events"],
-        "RISKCTL_JOB_DECISIONS_TOPIC": topics["decisions"],
-        "RISKCTL_JOB_ALERTS_TOPIC": topics["alerts"],
-        "RISKCTL_JOB_DEAD_LETTER_TOPIC": topics["dead"],
-        "RISKCTL_JOB_RULE_STATUS_TOPIC": topics["status"],
-        "RISKCTL_JOB_GROUP_ID": f"g-{suffix}",
-        "RISKCTL_JOB_CHECKPOINT_DIR": (tmp_path / "chk").as_uri(),
-        **settings,
-    }
-    res = subprocess.run(
-        [sys.executable, "-m", "riskctl.cli.main", "run"],
-        env=env,
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    res = run_riskctl("run", env={**file_rules_env(tmp_path, topics), **settings}, timeout=180)
     errors = [line for line in res.stderr.splitlines() if line.startswith("error: ")]
     return res.returncode, res.stderr, errors
 
 
-def _topics() -> dict[str, str]:
-    suffix = uuid.uuid4().hex[:8]
-    return {k: f"test-not-started-{k}-{suffix}" for k in ("events", "decisions", "alerts", "dead", "status")}
-
-
 def test_a_checkpoint_flink_cannot_restore_ends_run_with_one_line(stack: Settings, tmp_path: Path) -> None:
-    topics = _topics()
+    topics = job_topics("not-started")
     chk = tmp_path / "old" / ("f" * 32) / "chk-3"
     chk.mkdir(parents=True)
     # not Flink's metadata (no magic number), but the events topic as the Kafka source's state holds it
@@ -77,7 +48,9 @@ def test_a_checkpoint_flink_cannot_restore_ends_run_with_one_line(stack: Setting
 
 def test_a_flink_option_flink_cannot_parse_is_a_refused_setting(stack: Settings, tmp_path: Path) -> None:
     code, stderr, errors = _run(
-        tmp_path, _topics(), RISKCTL_FLINK_OPTIONS="rest.port=0;execution.checkpointing.interval=abc"
+        tmp_path,
+        job_topics("not-started"),
+        RISKCTL_FLINK_OPTIONS="rest.port=0;execution.checkpointing.interval=abc",
     )
     assert code == 2, stderr[-3000:]
     assert "Traceback" not in stderr and "Py4JJavaError" not in stderr, stderr[-3000:]

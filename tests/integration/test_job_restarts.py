@@ -18,12 +18,12 @@ import shutil
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 
 from riskctl.config import PROJECT_ROOT, Settings
+from tests.integration.support import file_rules_env, job_topics
 
 pytestmark = pytest.mark.integration
 
@@ -32,19 +32,8 @@ DEADLINE_S = 150
 
 
 def _env(tmp: Path) -> dict[str, str]:
-    suffix = uuid.uuid4().hex[:8]
-    topics = {k: f"test-restarts-{k}-{suffix}" for k in ("events", "decisions", "alerts", "dead", "status")}
     return {
-        **os.environ,
-        "RISKCTL_JOB_RULES_SOURCE": "file",
-        "RISKCTL_JOB_RULES_DIR": str(PROJECT_ROOT / "rules"),
-        "RISKCTL_JOB_EVENTS_TOPIC": topics["events"],
-        "RISKCTL_JOB_DECISIONS_TOPIC": topics["decisions"],
-        "RISKCTL_JOB_ALERTS_TOPIC": topics["alerts"],
-        "RISKCTL_JOB_DEAD_LETTER_TOPIC": topics["dead"],
-        "RISKCTL_JOB_RULE_STATUS_TOPIC": topics["status"],
-        "RISKCTL_JOB_GROUP_ID": f"g-{suffix}",
-        "RISKCTL_JOB_CHECKPOINT_DIR": (tmp / "chk").as_uri(),
+        **file_rules_env(tmp, job_topics("restarts")),
         # the default backoffs (1 s, 2 s): 'riskctl run' looks twice a second, so it sees each restart
         "RISKCTL_JOB_RESTART_INITIAL_BACKOFF_MS": "1000",
         "RISKCTL_JOB_RESTART_MAX_BACKOFF_MS": "2000",

@@ -37,7 +37,6 @@ import random
 import resource
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -51,7 +50,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-from harness import process_env  # noqa: E402
+from harness import free_port, process_env  # noqa: E402
 from harness.report import api_table, markdown, targets  # noqa: E402
 from harness.sampling import proc_stat, session_pids  # noqa: E402
 
@@ -64,12 +63,6 @@ WORK = ROOT / "bench" / ".work"
 VEGETA = "github.com/tsenart/vegeta/v12"
 VEGETA_VERSION = "v12.13.0"
 TYPES = ("login", "order", "transfer", "2fa", "password_change")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _pcts(values: list[float]) -> dict[str, float | None]:
@@ -443,7 +436,7 @@ def in_memory(args: argparse.Namespace) -> None:
     for i, rate in enumerate(int(r) for r in args.rates.split(",")):
         for event_loop in loops:
             procs = Processes(tmp)
-            port = _free_port()
+            port = free_port()
             try:
                 argv = [sys.executable, str(Path(__file__).resolve()), "--serve-in-memory", str(port)]
                 procs.start(f"serve-{event_loop}", [*argv, "--event-loops", event_loop], {})
@@ -606,7 +599,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="api-bench-"))
     env["RISKCTL_JOB_CHECKPOINT_DIR"] = (tmp / "chk").as_uri()
     procs = Processes(tmp)
-    port = _free_port()
+    port = free_port()
     runs = []
     try:
         procs.start("job", [sys.executable, str(ROOT / "jobs" / "risk_job.py")], env)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing as mp
-import socket
 import sys
 import time
 import uuid
@@ -30,6 +29,8 @@ import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from harness import free_port  # noqa: E402
 
 from riskctl.core.stats import percentile  # noqa: E402
 
@@ -123,12 +124,6 @@ SERVERS = {"aiohttp 3.14": run_aiohttp, "starlette 1.10 + uvicorn 0.55 (httptool
 SERVERS["uvicorn 0.55 bare ASGI (httptools)"] = run_raw_asgi
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def _load(port: int, seconds: float, connections: int) -> dict[str, float]:
     import aiohttp
 
@@ -178,7 +173,7 @@ def bench_http(seconds: float, connections: int) -> list[tuple[str, dict[str, fl
     out = []
     ctx = mp.get_context("spawn")
     for name, target in SERVERS.items():
-        port = _free_port()
+        port = free_port()
         proc = ctx.Process(target=target, args=(port,), daemon=True)
         proc.start()
         try:

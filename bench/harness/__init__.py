@@ -22,6 +22,7 @@ as ``bench.harness``: ``bench/bench.py`` would shadow a ``bench`` package.
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import time
 from pathlib import Path
@@ -46,3 +47,11 @@ def process_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != str(ROOT)]
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *paths])
     return env
+
+
+def free_port() -> int:
+    """A TCP port free on this machine now (the OS picks it; it is free again once the socket closes): a
+    MiniCluster's REST port or an API instance's, so that two never clash."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

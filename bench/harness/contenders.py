@@ -12,7 +12,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import ROOT, log, process_env
+from harness import ROOT, free_port, log, process_env
 from harness.kafka_io import Topics
 from harness.sampling import session_pids
 from riskctl.config import Settings
@@ -37,13 +36,6 @@ def contender_parser(doc: str | None) -> argparse.ArgumentParser:
     ap.add_argument("--events-topic", required=True)
     ap.add_argument("--group-id", required=True)
     return ap
-
-
-def free_port() -> int:
-    """A TCP port free on this machine now: the REST port of a MiniCluster, so that two never clash."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

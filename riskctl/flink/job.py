@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -152,6 +153,18 @@ class StartOfTime(TimestampAssigner):  # type: ignore[misc]
         return 0
 
 
+#: The rule-status operator open in this interpreter for each status table, ``(host, port, database, table)``
+#: -> operator. In thread mode the interpreter is the TaskManager's and outlives every attempt of the job: an
+#: operator that opens retires the one before it for the same table (its writer thread ends and closes its
+#: connection), so attempts whose ``close`` was skipped or raised leave no thread or connection behind.
+_STATUS_WRITERS: dict[tuple[str, int, str, str], RecordRuleStatus] = {}
+#: statuses an operator could not write to MySQL by the time it closed, per status table: the next operator
+#: for that table in this interpreter (the job's next attempt) writes them. At most one per rule.
+_UNWRITTEN: dict[tuple[str, int, str, str], dict[str, tuple[object, ...]]] = {}
+#: guards both, and is taken before an operator's own lock
+_WRITERS_LOCK = threading.Lock()
+
+
 class RecordRuleStatus(MapFunction):  # type: ignore[misc]
     """Writes each rule status into MySQL's status table (so ``riskctl rules apply --wait`` can see it).
 
@@ -166,6 +179,14 @@ class RecordRuleStatus(MapFunction):  # type: ignore[misc]
     job): a status that cannot be written stays queued and is written once MySQL answers again; attempts are
     at least ``retry_ms`` apart, so a server that is down costs one refused connection per ``retry_ms``.
     Every status also goes to the Kafka rule-status topic, whatever happens here.
+
+    Lifecycle (thread mode: one interpreter per TaskManager, across restarts and jobs). The writer thread
+    alone uses the MySQL connection and closes it when it ends. ``close`` asks it to make a last attempt and
+    waits ``CLOSE_WAIT_S`` for it; what is still unwritten then is kept in :data:`_UNWRITTEN` for the next
+    operator of the same status table in this interpreter. ``open`` retires the previous operator of its
+    table if that one was never closed (its thread ends, its queued statuses are taken over), so restarts
+    never pile up threads or connections. ``close`` may be called any number of times, also after a failed
+    ``open``.
     """
 
     #: how long ``close`` waits for the queued statuses to be written (a last attempt)
@@ -182,15 +203,50 @@ class RecordRuleStatus(MapFunction):  # type: ignore[misc]
         self.wake: Any = None
         self.stopping: Any = None
         self.writer: Any = None
+        #: a newer operator of this table opened in this interpreter without this one closing: its thread
+        #: ends, and a status it still gets goes to that operator
+        self.retired = False
+
+    @property
+    def key(self) -> tuple[str, int, str, str]:
+        """The status table this operator writes, as :data:`_STATUS_WRITERS` knows it."""
+        return (self.conn_info.host, self.conn_info.port, self.conn_info.database, self.table)
 
     def open(self, runtime_context: RuntimeContext) -> None:
-        import threading
-
+        self.close()  # opened again without a close: the previous writer first
         self.lock = threading.Lock()
         self.wake = threading.Event()
         self.stopping = threading.Event()
-        self.writer = threading.Thread(target=self._write_loop, name="riskctl-rule-status", daemon=True)
-        self.writer.start()
+        self.retired = False
+        self.next_attempt = 0.0
+        with _WRITERS_LOCK:
+            left = _UNWRITTEN.pop(self.key, {})
+            previous = _STATUS_WRITERS.get(self.key)
+            if previous is not None and previous is not self:
+                left.update(previous._retire())  # noqa: SLF001 - the same class
+            self.pending = left
+            _STATUS_WRITERS[self.key] = self
+        if left:
+            LOG.info("rule status: %d status(es) left unwritten by the previous attempt, queued", len(left))
+        try:
+            writer = threading.Thread(target=self._write_loop, name="riskctl-rule-status", daemon=True)
+            writer.start()
+        except BaseException:
+            self._release()
+            raise
+        self.writer = writer
+        self.wake.set()
+
+    def _retire(self) -> dict[str, tuple[object, ...]]:
+        """Stop this operator's writer without a last attempt and hand over its queue (``_WRITERS_LOCK``
+        held by the caller)."""
+        LOG.warning("rule status: an operator of %s was never closed; its writer is stopped", self.table)
+        self.retired = True
+        self.stopping.set()
+        self.wake.set()
+        with self.lock:
+            taken, self.pending = self.pending, {}
+        return taken
 
     def _connect(self) -> None:
         self.conn = self.conn_info.connect(autocommit=True)
@@ -209,22 +265,41 @@ class RecordRuleStatus(MapFunction):  # type: ignore[misc]
         on."""
         doc = json.loads(value[1])
         status = (doc["rule_id"], doc["version"], doc["state"], doc["reason"], doc["field"])
+        if self.retired:
+            self._forward(str(doc["rule_id"]), status)
+            return value
         with self.lock:
             self.pending[str(doc["rule_id"])] = status
         self.wake.set()
         return value
 
+    def _forward(self, rule_id: str, status: tuple[object, ...]) -> None:
+        """A status reaching a retired operator (two live operators of one status table in this
+        interpreter): queued with the operator that retired it, or for the next one."""
+        with _WRITERS_LOCK:
+            owner = _STATUS_WRITERS.get(self.key)
+            if owner is None:
+                _UNWRITTEN.setdefault(self.key, {})[rule_id] = status
+                return
+            with owner.lock:
+                owner.pending[rule_id] = status
+            owner.wake.set()
+
     def _write_loop(self) -> None:
         """The writer thread: write what is queued whenever something is; after a failure, wait
-        ``retry_ms``. Ends when ``close`` asks (close then makes the last attempt)."""
-        while not self.stopping.is_set():
-            self.wake.wait()
-            self.wake.clear()
-            if self.stopping.is_set():
-                return
-            while not self.flush(time.monotonic()):
-                if self.stopping.wait(max(0.0, self.next_attempt - time.monotonic())):
-                    return
+        ``retry_ms``. Asked to stop by ``close``, it makes a last attempt (not when retired); it closes its
+        connection whatever happens."""
+        try:
+            while not self.stopping.is_set():
+                self.wake.wait()
+                self.wake.clear()
+                while not self.stopping.is_set() and not self.flush(time.monotonic()):
+                    self.stopping.wait(max(0.0, self.next_attempt - time.monotonic()))
+            if not self.retired:  # close: a last attempt
+                self.next_attempt = 0.0
+                self.flush(time.monotonic())
+        finally:
+            self._drop_connection()
 
     def flush(self, now: float) -> bool:
         """Write the queued statuses in one transaction; False (and keep them) when MySQL does not take
@@ -290,14 +365,38 @@ class RecordRuleStatus(MapFunction):  # type: ignore[misc]
         self.conn = None
 
     def close(self) -> None:
-        if self.writer is not None:
+        writer, self.writer = self.writer, None
+        if writer is not None:
             self.stopping.set()
             self.wake.set()
-            self.writer.join(self.CLOSE_WAIT_S)
-            if not self.writer.is_alive() and self.pending:  # a last attempt
-                self.next_attempt = 0.0
-                self.flush(time.monotonic())
-        self._drop_connection()
+            writer.join(self.CLOSE_WAIT_S)
+            if writer.is_alive():  # in a MySQL call (bounded by the driver's timeouts): it ends by itself
+                LOG.warning(
+                    "rule status: the writer did not end within %s s; it closes its connection when MySQL "
+                    "answers",
+                    self.CLOSE_WAIT_S,
+                )
+        self._release()
+
+    def _release(self) -> None:
+        """Leave the registry; keep what could not be written for this table's next operator."""
+        with _WRITERS_LOCK:
+            if _STATUS_WRITERS.get(self.key) is self:
+                del _STATUS_WRITERS[self.key]
+            if self.lock is None:
+                return
+            with self.lock:
+                left, self.pending = self.pending, {}
+            if left:
+                kept = _UNWRITTEN.setdefault(self.key, {})
+                kept.update(left)
+                LOG.warning(
+                    "rule status: %d status(es) not written to MySQL %s:%s by close (kept on Kafka, and for "
+                    "the job's next attempt on this TaskManager)",
+                    len(left),
+                    self.conn_info.host,
+                    self.conn_info.port,
+                )
 
 
 #: the longest ``job.lateness_ms`` the events source can express: Flink SQL takes a day-time interval literal

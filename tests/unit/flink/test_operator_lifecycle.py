@@ -1,0 +1,184 @@
+"""The job's operators across many open/close cycles in one interpreter (thread mode: the TaskManager's
+interpreter outlives every attempt of the job, so what an attempt leaves behind piles up restart after
+restart). The rule-status operator is driven as in test_mysql_outage_operators.py, without a cluster.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from riskctl.flink import job
+from riskctl.flink.job import MysqlConn, RecordRuleStatus
+from tests.unit.flink.test_mysql_outage_operators import FakeMysql, _status, _until
+
+CONN = MysqlConn("127.0.0.1", 1, "u", "p", "db")
+CYCLES = 50
+
+
+class CountingMysql(FakeMysql):
+    """FakeMysql that counts the connections not closed yet; a closed connection fails its statements, as
+    a pymysql connection closed under a running statement does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.open: set[CountingMysql.Conn] = set()
+        self.guard = threading.Lock()
+
+    def connect(self, **_: Any) -> CountingMysql.Conn:
+        self.connects += 1
+        if not self.up:
+            raise ConnectionRefusedError('(2003, "Can\'t connect to MySQL server")')
+        conn = CountingMysql.Conn(self)
+        with self.guard:
+            self.open.add(conn)
+        return conn
+
+    class Conn(FakeMysql.Connection):
+        def __init__(self, server: CountingMysql) -> None:
+            super().__init__(server)
+            self.closed = False
+
+        def cursor(self) -> FakeMysql.Cursor:
+            return CountingMysql.Cur(self)
+
+        def close(self) -> None:
+            self.closed = True
+            server: Any = self.server
+            with server.guard:
+                server.open.discard(self)
+
+    class Cur(FakeMysql.Cursor):
+        def __init__(self, conn: CountingMysql.Conn) -> None:
+            super().__init__(conn.server)
+            self.conn = conn
+
+        def execute(self, sql: str, args: tuple[Any, ...] | None = None) -> None:
+            super().execute(sql, args)
+            if self.conn.closed:
+                raise ConnectionError("(0, 'Not connected')")
+
+
+@pytest.fixture
+def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[CountingMysql]:
+    fake = CountingMysql()
+    monkeypatch.setattr(MysqlConn, "connect", lambda self, autocommit=False: fake.connect())
+    yield fake
+    # the interpreter-wide registries must not carry one test's operators or statuses into the next
+    for op in list(getattr(job, "_STATUS_WRITERS", {}).values()):
+        op.close()
+    getattr(job, "_UNWRITTEN", {}).clear()
+
+
+def _threads() -> int:
+    return sum(1 for t in threading.enumerate() if t.name == "riskctl-rule-status")
+
+
+def test_open_close_cycles_leave_no_thread_or_connection(server: CountingMysql) -> None:
+    baseline = threading.active_count()
+    for i in range(CYCLES):
+        op = RecordRuleStatus(CONN, "rule_status", retry_ms=50)
+        op.open(None)
+        op.map(_status("a", i + 1))
+        op.close()
+        op.close()  # idempotent
+    assert threading.active_count() == baseline
+    assert server.open == set()
+    assert server.rows["a"][1] == CYCLES
+
+
+def test_attempts_whose_close_never_ran_leave_one_writer_and_one_connection(server: CountingMysql) -> None:
+    """A TaskManager whose job restarted 50 times without the operator's close (a task that failed in a
+    way that skipped it) held 50 writer threads, each with its MySQL connection, for the JVM's life."""
+    baseline = threading.active_count()
+    ops = []
+    for i in range(CYCLES):
+        op = RecordRuleStatus(CONN, "rule_status", retry_ms=50)
+        op.open(None)  # never closed
+        op.map(_status(f"r{i}", 1))
+        ops.append(op)
+        assert _until(lambda i=i: f"r{i}" in server.rows)
+    assert _until(lambda: threading.active_count() <= baseline + 1), threading.active_count() - baseline
+    assert _threads() == 1
+    assert len(server.open) <= 1
+    ops[0].map(_status("late", 1))  # a status reaching a retired operator is written by the current one
+    assert _until(lambda: "late" in server.rows)
+    ops[-1].close()
+    assert threading.active_count() == baseline
+    assert server.open == set()
+
+
+def test_statuses_close_could_not_write_are_written_by_the_next_attempt(server: CountingMysql) -> None:
+    """A restart during a MySQL outage dropped the statuses queued in the failed attempt: the next attempt
+    does not send them again (its rules come from broadcast state), so ``rules apply --wait`` waited on."""
+    server.up = False
+    first = RecordRuleStatus(CONN, "rule_status", retry_ms=50)
+    first.open(None)
+    first.map(_status("a", 2))
+    first.close()  # the last attempt fails: MySQL is still away
+    assert "a" not in server.rows
+    server.up = True
+    second = RecordRuleStatus(CONN, "rule_status", retry_ms=50)
+    second.open(None)
+    try:
+        assert _until(lambda: server.rows.get("a", (None, 0))[1] == 2)
+    finally:
+        second.close()
+    assert server.open == set()
+
+
+def test_a_close_that_gives_up_waiting_leaves_no_connection(
+    server: CountingMysql, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """close used to close the connection under the writer when MySQL took longer than CLOSE_WAIT_S: the
+    writer's statement failed, it opened a new connection for its retry, and nobody closed that one."""
+    monkeypatch.setattr(RecordRuleStatus, "CLOSE_WAIT_S", 0.1)
+    baseline = threading.active_count()
+    op = RecordRuleStatus(CONN, "rule_status", retry_ms=50)
+    op.open(None)
+    op.map(_status("a", 1))
+    assert _until(lambda: "a" in server.rows)  # the writer holds a connection
+    server.delay = 0.3
+    written = len(server.statements)
+    op.map(_status("b", 1))
+    assert _until(lambda: len(server.statements) >= written + 2)  # BEGIN, and the insert under way
+    start = time.monotonic()
+    op.close()
+    assert time.monotonic() - start < 1.0
+    assert _until(lambda: threading.active_count() == baseline)
+    assert server.open == set()
+
+
+def test_an_open_that_fails_half_way_leaves_nothing(
+    server: CountingMysql, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    baseline = threading.active_count()
+    previous = RecordRuleStatus(CONN, "rule_status", retry_ms=50)
+    previous.open(None)  # an attempt never closed
+    server.up = False
+    previous.map(_status("a", 1))
+
+    def refuse(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    op = RecordRuleStatus(CONN, "rule_status", retry_ms=50)
+    with pytest.raises(RuntimeError, match="start new thread"):
+        op.open(None)
+    monkeypatch.undo()
+    assert _until(lambda: threading.active_count() == baseline)  # the previous writer stopped
+    assert job._STATUS_WRITERS == {}  # noqa: SLF001
+    op.close()  # after a failed open: nothing to do, no error
+    server.up = True
+    monkeypatch.setattr(MysqlConn, "connect", lambda self, autocommit=False: server.connect())
+    nxt = RecordRuleStatus(CONN, "rule_status", retry_ms=50)
+    nxt.open(None)
+    try:  # the statuses of the previous attempt were not lost with the failed open
+        assert _until(lambda: "a" in server.rows)
+    finally:
+        nxt.close()
+    assert server.open == set()

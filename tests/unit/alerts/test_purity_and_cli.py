@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from riskctl.cli.main import cli
 from riskctl.config import PROJECT_ROOT
+from tests.helpers import run_riskctl
 
 PURE = ["model", "settings", "routing", "templates", "ratelimit", "ledger", "signing", "messages"]
 
@@ -63,15 +64,8 @@ def test_check_refuses_a_bad_file_with_exit_code_3_and_every_field(tmp_path: Pat
 def test_run_without_kafka_exits_3_naming_the_broker(tmp_path: Path) -> None:
     config = tmp_path / "alerts.yaml"
     config.write_text("channels: {h: {type: webhook, url: 'http://127.0.0.1:9/x'}}\ndefault_channels: [h]\n")
-    res = subprocess.run(
-        [sys.executable, "-m", "riskctl.cli.main", "alerts", "run", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        cwd=PROJECT_ROOT,
-        env={**os.environ, "RISKCTL_KAFKA_BOOTSTRAP": "127.0.0.1:1"},
-        timeout=60,
-        check=False,
-    )
+    env = {**os.environ, "RISKCTL_KAFKA_BOOTSTRAP": "127.0.0.1:1"}
+    res = run_riskctl("alerts", "run", "--config", str(config), env=env, timeout=60)
     assert res.returncode == 3
     assert res.stderr.strip() == (
         "error: kafka: no broker answers at 127.0.0.1:1: "

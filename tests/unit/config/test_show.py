@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -15,6 +13,7 @@ from click.testing import CliRunner
 
 from riskctl.cli.main import cli
 from riskctl.config import PROJECT_ROOT, Settings
+from tests.helpers import run_riskctl
 
 
 def _show(*args: str, env: dict[str, str] | None = None) -> Any:
@@ -83,14 +82,9 @@ def test_an_empty_password_is_shown_empty_not_masked(clean: Path) -> None:
 @pytest.mark.parametrize("as_json", [False, True])
 def test_a_bad_setting_is_an_error_naming_it(clean: Path, as_json: bool) -> None:
     args = ["--json"] if as_json else []
-    res = subprocess.run(
-        [sys.executable, "-m", "riskctl.cli.main", "config", "show", *args, "--set", "job.parallelism=four"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "RISKCTL_JOB_DELIVERY": "exactly_once"},
-        timeout=60,
-        check=False,
-    )
+    cmd = ["config", "show", *args, "--set", "job.parallelism=four"]
+    # in the clean working directory (no riskctl.toml there), not the project root
+    res = run_riskctl(*cmd, env={**os.environ, "RISKCTL_JOB_DELIVERY": "exactly_once"}, timeout=60, cwd=clean)
     assert res.returncode == 2
     if as_json:  # the convention of every command (riskctl/cli/common.py): one JSON document on stdout
         assert res.stderr == ""

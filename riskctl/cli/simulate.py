@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -34,7 +34,7 @@ from riskctl.config import load_settings
 from riskctl.core.events import MAX_TS
 from riskctl.errors import RiskctlError
 from riskctl.sim.generator import ATTACKS, SimConfig, Simulator
-from riskctl.sim.report import build_report, format_report
+from riskctl.sim.report import ReportBuilder, format_report
 
 R = TypeVar("R")
 
@@ -352,29 +352,55 @@ def simulate(
 @handles_errors
 def report(events_path: str, decisions_path: str | None, timeout: float, as_json: bool) -> None:
     """What the engine caught of a simulated run: attacks caught per scenario and by which rule, missed
-    attacks, legitimate users hit (false positives)."""
-    from riskctl.sim.kafka_io import read_jsonl
+    attacks, legitimate users hit (false positives).
 
-    events = read_jsonl(events_path, required=("event_id", "user_id"))
+    Both files are streamed: memory grows with the number of events (about 8 bytes each) and users, not
+    with the files' size. An event line over job.max_event_bytes (the job dead-letters it) and a decision
+    line over 1,000,000 bytes (the largest record the job writes) are skipped, counted and reported."""
+    from riskctl.core.decisions import MAX_RECORD_BYTES
+    from riskctl.sim.kafka_io import iter_jsonl
+    from riskctl.sim.report import ReportBuilder
+
+    builder = ReportBuilder()
+
+    def counter(name: str) -> Callable[[int, int], None]:
+        def over(lineno: int, size: int) -> None:
+            builder.skipped[name] += 1
+
+        return over
+
+    max_event_bytes = load_settings().job.max_event_bytes
+    for event in iter_jsonl(
+        events_path,
+        max_line_bytes=max_event_bytes,
+        over_limit=counter("events_over_max_event_bytes"),
+        required=("event_id", "user_id"),
+    ):
+        builder.add_event(event)
     if decisions_path:
-        records = read_jsonl(decisions_path)
+        records = iter_jsonl(
+            decisions_path,
+            max_line_bytes=MAX_RECORD_BYTES,
+            over_limit=counter("records_over_max_record_bytes"),
+        )
     else:
-        records = _records_from_topics(timeout, events)
-    result = build_report(events, records)
+        records = _records_from_topics(timeout, builder)
+    for record in records:
+        builder.add_record(record)
+    result = builder.result()
     if as_json:
         emit_json(result)
     else:
         click.echo(format_report(result))
 
 
-def _records_from_topics(idle_timeout: float, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The decisions of ``events`` and the alerts of their users, read from the topics' beginning until
-    none came for ``idle_timeout`` seconds. Only those are kept, and only they keep the read going: the
-    topics may hold other runs and live traffic, which would otherwise fill memory and never let it end."""
+def _records_from_topics(idle_timeout: float, builder: ReportBuilder) -> Iterator[dict[str, Any]]:
+    """The decisions of the events ``builder`` read and the alerts of their users, read from the topics'
+    beginning until none came for ``idle_timeout`` seconds, one at a time. Only those are handed on, and only
+    they keep the read going: the topics may hold other runs and live traffic, which would otherwise never
+    let it end."""
     from riskctl.sim.kafka_io import consumer, poll
 
-    event_ids = {e["event_id"] for e in events}
-    users = {e["user_id"] for e in events}
     settings = load_settings()
     try:
         c = consumer(
@@ -384,16 +410,18 @@ def _records_from_topics(idle_timeout: float, events: list[dict[str, Any]]) -> l
         )
     except RiskctlError as exc:
         fail_on(exc)
-    records: list[dict[str, Any]] = []
     last = time.monotonic()
     try:
         while time.monotonic() - last < idle_timeout:
             for m in poll(c, 500):
                 r = m.value
-                key, wanted = ("user_id", users) if r.get("kind") == "alert" else ("event_id", event_ids)
-                if isinstance(r.get(key), str) and r[key] in wanted:  # any shape may be on the topics
-                    records.append(r)
+                wanted = (
+                    builder.knows_user(r.get("user_id"))
+                    if r.get("kind") == "alert"
+                    else builder.knows_event(r.get("event_id"))
+                )
+                if wanted:  # any shape may be on the topics
+                    yield r
                     last = time.monotonic()
     finally:
         c.close()
-    return records

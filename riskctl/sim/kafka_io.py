@@ -7,6 +7,8 @@ Kept apart from :mod:`riskctl.sim.generator`, which stays pure. Every connection
 from __future__ import annotations
 
 import json
+import os
+import stat
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -120,27 +122,52 @@ def poll(c: Any, timeout_ms: int = 200) -> Iterator[Message]:
                 yield Message(tp.topic, tp.partition, rec.offset, rec.timestamp, value)
 
 
-#: the longest line :func:`read_jsonl` reads (a decision or an alert is a few kB; an event at most
-#: ``job.max_event_bytes``, 64 KiB by default)
-MAX_LINE_BYTES = 16 << 20
+def iter_jsonl(
+    path: str | Path,
+    *,
+    max_line_bytes: int,
+    over_limit: Callable[[int, int], None],
+    required: tuple[str, ...] = (),
+) -> Iterator[dict[str, Any]]:
+    """The JSON objects of a JSON-lines file, one at a time (blank lines and non-objects skipped); each object
+    must have a string in the ``required`` fields.
 
-
-def read_jsonl(path: str | Path, *, required: tuple[str, ...] = ()) -> list[dict[str, Any]]:
-    """Every JSON object of a JSON-lines file (blank lines and non-objects skipped); each object must have a
-    string in the ``required`` fields. A file that is not JSON lines (a line that is not JSON or longer than
-    :data:`MAX_LINE_BYTES`, bytes that are not UTF-8, an object missing a required field) is a
-    :class:`~riskctl.errors.RiskctlError` naming the file and the line, not a traceback."""
-    out = []
+    A line longer than ``max_line_bytes`` (without its line break) is skipped without being held (read 1 MiB
+    at a time) and reported to ``over_limit(line number, its length)``. A file that is not JSON lines (a line
+    that is not JSON, bytes that are not UTF-8, an object missing a required field) is a
+    :class:`~riskctl.errors.RiskctlError` naming the file and the line, not a traceback; so is a device
+    (``/dev/zero`` has no end: its one line would be skipped for ever)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        msg = f"{path}: cannot read it: {exc.strerror or exc}"
+        raise RiskctlError(msg) from None
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        msg = f"{path} is a device, not a JSON-lines file"
+        raise RiskctlError(msg)
     with open(path, "rb") as fh:
-        # a line is read up to MAX_LINE_BYTES: /dev/zero, or a file without a line break, is not held whole
-        for lineno, raw in enumerate(iter(lambda: fh.readline(MAX_LINE_BYTES + 1), b""), 1):
-            if len(raw) > MAX_LINE_BYTES:
-                msg = f"{path} line {lineno}: longer than {MAX_LINE_BYTES:,} bytes: is it a JSON-lines file?"
-                raise RiskctlError(msg)
-            if not raw.strip():
+        cap = max_line_bytes + 2  # the line, its line break (\r\n) and one byte more
+        lineno = 0
+        while raw := fh.readline(cap):
+            lineno += 1
+            if len(raw) == cap and not raw.endswith(b"\n"):
+                size = len(raw)
+                while more := fh.readline(1 << 20):  # the rest of the line, never held whole
+                    size += len(more)
+                    if more.endswith(b"\n"):
+                        break
+                else:
+                    more = b""
+                over_limit(lineno, size - (1 if more.endswith(b"\n") else 0))
+                continue
+            line = raw.rstrip(b"\r\n")
+            if not line.strip():
+                continue
+            if len(line) > max_line_bytes:
+                over_limit(lineno, len(line))
                 continue
             try:
-                obj = json.loads(raw.decode("utf-8"))
+                obj = json.loads(line.decode("utf-8"))
             except UnicodeDecodeError as exc:
                 msg = f"{path} line {lineno}: not valid UTF-8 (byte {exc.start}): is it a JSON-lines file?"
                 raise RiskctlError(msg) from None
@@ -157,8 +184,7 @@ def read_jsonl(path: str | Path, *, required: tuple[str, ...] = ()) -> list[dict
                     got = type(obj[name]).__name__ if name in obj else "nothing"
                     msg = f"{path} line {lineno}: {name} must be a string, got {got}"
                     raise RiskctlError(msg)
-            out.append(obj)
-    return out
+            yield obj
 
 
 def write_jsonl(out: IO[str], record: Mapping[str, Any]) -> None:

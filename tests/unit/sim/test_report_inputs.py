@@ -41,7 +41,7 @@ GOOD = (json.dumps(EVENT) + "\n").encode()
     [
         (b"not json\n", b"", "events.jsonl line 1: not valid JSON"),
         (GOOD + b"\xff\xfe{}\n", b"", "events.jsonl line 2: not valid UTF-8"),
-        (b"[" * 100_000 + b"]" * 100_000 + b"\n", b"", "events.jsonl line 1: nested too deep"),
+        (b"[" * 5_000 + b"]" * 5_000 + b"\n", b"", "events.jsonl line 1: nested too deep"),
         (b'{"event_id": "e"}\n', b"", "events.jsonl line 1: user_id must be a string, got nothing"),
         (
             b'{"event_id": 3, "user_id": "u"}\n',
@@ -86,16 +86,19 @@ def test_records_and_labels_of_another_shape_are_read_as_far_as_they_go(tmp_path
     assert "attacks caught: 1/1" in res.stdout
 
 
-def test_a_line_longer_than_the_limit_is_one_error_line_and_never_held_whole(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_line_longer_than_the_limit_is_counted_and_skipped(tmp_path: Path) -> None:
     """Before: --events /dev/zero (or a file without a line break) was read as one line, whole: all the
-    memory there was, then MemoryError (a traceback under a 3 GB ulimit)."""
-    from riskctl.sim import kafka_io
-
-    monkeypatch.setattr(kafka_io, "MAX_LINE_BYTES", 1000, raising=False)
-    res = report(tmp_path, GOOD + b"x" * 5000)  # a last line of 5,000 bytes without a line break
-    assert res.exit_code == 1, res.output
-    assert res.stderr.endswith("events.jsonl line 2: longer than 1,000 bytes: is it a JSON-lines file?\n")
+    memory there was, then MemoryError (a traceback under a 3 GB ulimit). Then a line over 16 MiB ended the
+    report (exit 1). Now a line over the job's own limit is skipped, counted, and the report goes on."""
+    res = report(tmp_path, GOOD + b"x" * 70_000, b"", "--json")  # over job.max_event_bytes, no line break
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["events"] == 1 and doc["skipped"] == {"events_over_max_event_bytes": 1}
     res = report(tmp_path, GOOD + b"x" * 999 + b"\n")  # within the limit: read (and found not JSON)
     assert "events.jsonl line 2: not valid JSON" in res.stderr, res.stderr
+
+
+def test_a_device_is_refused_not_read_for_ever() -> None:
+    res = CliRunner().invoke(cli, ["simulate", "report", "--events", "/dev/zero", "--decisions", "/dev/null"])
+    assert res.exit_code == 1, res.output
+    assert "/dev/zero is a device, not a JSON-lines file" in res.stderr

@@ -405,9 +405,12 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         # runner.tune_gc's bounded collections (the stalls measured: bench/flink_profile/README.md). The
         # engine's state is acyclic and reference counting frees it; close() reports any cyclic garbage that
         # accumulated anyway, so a leak shows in the TaskManager's output. What exists at open (modules,
-        # rules) is frozen, so that final collection skips it. Collected first: the interpreter outlives a
-        # restart, and a failed attempt's function (its state cache of up to job.state_cache_keys users) and
-        # PyFlink's operators around it are cyclic garbage that freezing would keep for the JVM's life.
+        # rules) is frozen, so that final collection skips it. Unfrozen and collected first: the interpreter
+        # outlives a restart, and a failed attempt's function (its state cache of up to job.state_cache_keys
+        # users) and PyFlink's operators around it are cyclic garbage. They were frozen by that attempt's own
+        # open (they existed then), and a frozen object is never collected: without the unfreeze each restart
+        # kept the previous attempt's cache for the JVM's life (found in review).
+        gc.unfreeze()
         gc.collect()
         gc.freeze()
         gc.disable()
@@ -457,6 +460,7 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
     def close(self) -> None:
         self.report_metrics(int(time.time() * 1000))
         found = gc.collect()
+        gc.unfreeze()  # this attempt's objects, frozen at open, are collectable again once it is gone
         gc.enable()
         LOG.info("decide subtask %s closed: %s objects of cyclic garbage collected", self.subtask, found)
         if self.state is not None:  # for sizing job.state_cache_keys

@@ -182,3 +182,51 @@ def test_an_open_that_fails_half_way_leaves_nothing(
     finally:
         nxt.close()
     assert server.open == set()
+
+
+class _Operation:
+    """Stands for PyFlink's operation around a function: it and the objects around it refer to each other,
+    so a failed attempt's function is freed only by the cyclic collector."""
+
+    def __init__(self, function: Any) -> None:
+        self.function = function
+        self.me = self
+
+
+def _decide_attempt(close: bool) -> Any:
+    """One attempt of the decide operator: open, its state cache filled, closed or not; a weak reference
+    to its function."""
+    import weakref
+
+    from riskctl.flink.risk_function import RiskFunction
+    from tests.unit.flink.test_flink_keyed_state import FakeRuntime, FakeValueState
+
+    fn = RiskFunction(lateness_ms=0, state_ttl_ms=3_600_000, rules_wait_ms=0, fast_path=False)
+    operation = _Operation(fn)  # alive while the attempt runs, as PyFlink's is
+    fn.open(FakeRuntime(FakeValueState()))
+    assert fn.state is not None
+    fn.state._cache["user"] = (b"x" * 1_000_000, time.monotonic())  # noqa: SLF001 - what a cache holds
+    if close:
+        fn.close()
+    del operation
+    return weakref.ref(fn)
+
+
+@pytest.mark.parametrize("close", [True, False])
+def test_a_decide_attempts_function_is_freed_by_the_next_attempt(close: bool) -> None:
+    """open() froze every object alive at that moment (gc.freeze), the attempt's own function, its state
+    cache and PyFlink's operation among them, and frozen objects are never collected: each restart kept the
+    failed attempt's state cache (up to job.state_cache_keys users, ~100 MB at the default) for the life of
+    the TaskManager."""
+    import gc
+
+    try:
+        attempts = [_decide_attempt(close) for _ in range(CYCLES)]
+        alive = sum(1 for ref in attempts[:-1] if ref() is not None)
+        assert alive == 0, f"{alive} of {CYCLES - 1} earlier attempts' functions still in memory"
+        gc.collect()
+        if close:
+            assert attempts[-1]() is None, "closed, the last attempt's function is collectable"
+    finally:
+        gc.enable()
+        gc.unfreeze()

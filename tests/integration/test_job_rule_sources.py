@@ -234,3 +234,73 @@ def test_the_rules_poll_reads_on_past_a_row_with_a_null_version(stack: Settings)
         store.conn.close()
         drop_store(admin, table)
         admin.close()
+
+
+def test_attempts_of_the_status_operator_leave_no_mysql_connection(
+    stack: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The TaskManager's interpreter outlives every attempt of the job: 20 attempts of the status operator,
+    half of them never closed (a failure that skipped close), against the real MariaDB. Each writes a status;
+    at the end no connection any of them opened is left on the server, and no writer thread in here."""
+    import threading
+    import uuid
+
+    from riskctl.flink.job import MysqlConn, RecordRuleStatus
+    from riskctl.store.migrations import migrate, quote, table_names
+    from tests.integration.support import connect_mysql
+
+    table = f"t{uuid.uuid4().hex[:8]}_rules"
+    names = table_names(table)
+    admin = connect_mysql(stack)
+    migrate(admin, rules_table=table)
+    opened: list[int] = []
+    real = MysqlConn.connect
+
+    def counted(self: MysqlConn, *, autocommit: bool = False) -> Any:
+        conn = real(self, autocommit=autocommit)
+        opened.append(conn.thread_id())
+        return conn
+
+    monkeypatch.setattr(MysqlConn, "connect", counted)
+
+    def row(version: int) -> Row:
+        doc = {"rule_id": "r1", "version": version, "state": "accepted", "reason": None, "field": None}
+        return Row(None, json.dumps(doc))
+
+    def left() -> list[int]:
+        with admin.cursor() as cur:
+            cur.execute("SELECT ID FROM information_schema.PROCESSLIST")
+            return sorted(set(opened) & {r[0] for r in cur.fetchall()})
+
+    def writers() -> int:
+        return sum(1 for t in threading.enumerate() if t.name == "riskctl-rule-status")
+
+    try:
+        ops = []
+        for attempt in range(1, 21):
+            op = RecordRuleStatus(MysqlConn.of(stack), names.status, retry_ms=100)
+            op.open(None)
+            op.map(row(attempt))
+            deadline = time.monotonic() + 10
+            while op.pending and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert not op.pending
+            if attempt % 2:
+                op.close()
+            ops.append(op)
+        assert writers() == 1  # the last attempt's, not closed
+        ops[-1].close()
+        deadline = time.monotonic() + 10
+        while (left() or writers()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(opened) >= 20
+        assert left() == [], f"{len(left())} of the operators' {len(opened)} connections still open"
+        assert writers() == 0
+        with admin.cursor() as cur:
+            cur.execute(f"SELECT COUNT(*) FROM {quote(names.status)}")  # noqa: S608
+            assert cur.fetchall() == ((20,),)
+    finally:
+        with admin.cursor() as cur:
+            for name in (names.status, names.history, table, *names.console().values()):
+                cur.execute(f"DROP TABLE IF EXISTS {quote(name)}")
+        admin.close()

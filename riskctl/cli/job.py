@@ -32,13 +32,21 @@ from_empty_option = click.option(
     help="Start even though the checkpoint folder holds a completed checkpoint of this job newer than what "
     "it starts from (empty state, or job.restore_from): without this flag the command refuses and names it.",
 )
+restore_foreign_option = click.option(
+    "--restore-foreign",
+    is_flag=True,
+    help="Restore job.restore_from although the identity recorded with it differs from this job's (its "
+    "topics, rules source or state layout): without this flag the command refuses and names the differences.",
+)
 
 
-def _check_checkpoints(overrides: tuple[str, ...], from_empty: bool) -> Settings:
+def _check_checkpoints(
+    overrides: tuple[str, ...], from_empty: bool, restore_foreign: bool = False
+) -> Settings:
     """Refuse to skip a newer completed checkpoint of this job (riskctl.flink.checkpoints); returns the
     settings with the ``--set`` overrides applied."""
     from riskctl.errors import NewerCheckpointError, RiskctlError
-    from riskctl.flink.checkpoints import check_start
+    from riskctl.flink.checkpoints import check_start, job_identity
     from riskctl.flink.main import apply_overrides
 
     try:
@@ -48,6 +56,8 @@ def _check_checkpoints(overrides: tuple[str, ...], from_empty: bool) -> Settings
             settings.job.events_topic,
             settings.job.restore_from,
             from_empty=from_empty,
+            identity=job_identity(settings),
+            restore_foreign=restore_foreign,
         )
     except NewerCheckpointError as exc:
         fail_on(exc)
@@ -77,14 +87,15 @@ def _check_python(settings: Settings) -> None:
 @set_option
 @name_option
 @from_empty_option
-def run(overrides: tuple[str, ...], name: str, from_empty: bool) -> None:
+@restore_foreign_option
+def run(overrides: tuple[str, ...], name: str, from_empty: bool, restore_foreign: bool) -> None:
     """Run the risk job on Flink's embedded MiniCluster until Ctrl-C (needs Kafka and, for rules from
     MySQL, MariaDB: 'riskctl stack up'). Each failure that restarts the job is a line on stderr with its
     cause (at most one every 10 s); a job that fails for good ends the command with one 'error:' line and
     exit 1."""
     from riskctl.flink.main import main as job_main
 
-    _check_python(_check_checkpoints(overrides, from_empty))
+    _check_python(_check_checkpoints(overrides, from_empty, restore_foreign))
 
     args = [a for o in overrides for a in ("--set", o)] + ["--name", name]
     sys.exit(job_main(args))
@@ -142,11 +153,14 @@ def _check_local_cluster(rest_url: str) -> None:
 )
 @name_option
 @from_empty_option
-def submit(overrides: tuple[str, ...], parallelism: int | None, name: str, from_empty: bool) -> None:
+@restore_foreign_option
+def submit(
+    overrides: tuple[str, ...], parallelism: int | None, name: str, from_empty: bool, restore_foreign: bool
+) -> None:
     """Submit the risk job to a Flink cluster with 'flink run -d -py' (the local one from
     'riskctl stack up --flink', or $FLINK_HOME). The jars are shipped with the job."""
     # the settings the job will run with: job.parallelism from --set is the default of --parallelism
-    settings = _check_checkpoints(overrides, from_empty)
+    settings = _check_checkpoints(overrides, from_empty, restore_foreign)
     p = settings.job.parallelism if parallelism is None else parallelism
     flink = _flink_binary(settings)
     env = _client_env(flink, settings)

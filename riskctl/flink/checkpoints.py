@@ -11,26 +11,52 @@ Flink lays checkpoints out as ``<checkpoint_dir>/<job id>/chk-<n>/_metadata``; `
 last, when the checkpoint completes, so a ``chk-<n>`` folder without it is not a completed checkpoint. A
 checkpoint is *of this job* when its ``_metadata`` names the job's events topic: the Kafka source's split
 state (topic, partition, offset), small enough to be kept inside ``_metadata``, holds it (``writeUTF``:
-length-prefixed, so a topic that merely starts with the name does not match). Only local folders
+length-prefixed, so a topic that merely starts with the name does not match), and, when the job that wrote
+it recorded one, its *identity* matches this job's (:func:`job_identity`: its topics, rules source and the
+layout of its state). Only local folders
 (``file://`` or a plain path) are looked at; for a remote checkpoint store (``s3://``, ``hdfs://``) the
 check says it cannot look. No PyFlink here: the CLI runs it before any JVM starts.
+
+The identity: the events topic alone let a checkpoint of another riskctl job reading the same topic (another
+decisions topic, rules source or state layout) be restored, silently, or fail the job at start with Flink's
+trace (state of an operator the new job does not have). The job records its identity, when it is submitted,
+in ``<checkpoint_dir>/<job id>/riskctl-job.json`` (:func:`record_identity`); a restore compares it with this
+job's and refuses a difference (exit 2) unless told ``--restore-foreign``. A savepoint folder holds one only
+when copied there; a checkpoint without one (a savepoint, a job of an older riskctl) is checked by its events
+topic only, and the command says so.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
+import os
 import struct
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
 from riskctl.config.checks import refused
 from riskctl.errors import NewerCheckpointError
 
+if TYPE_CHECKING:
+    from riskctl.config import Settings
+
 #: ``_metadata`` files larger than this are not read (state inlined in it is small; a checkpoint of this job
 #: is recognised by the source's split state, which comes early)
 MAX_METADATA_BYTES = 64 * 2**20
+#: the layout of the job's state: the decide operator's keyed state (one pickled dict of state names per
+#: user, riskctl.flink.risk_function.FlinkKeyedState and riskctl.core) and its broadcast rules. Raise it with
+#: a change after which the state of a checkpoint of the previous layout would be read wrongly: a restore
+#: across it is then refused (a riskctl version of the same layout restores as before)
+STATE_LAYOUT = 1
+#: the job's identity, recorded in its checkpoint folder ``<checkpoint_dir>/<job id>/``
+IDENTITY_FILE = "riskctl-job.json"
+#: identity files larger than this are not read (one is ~400 bytes)
+MAX_IDENTITY_BYTES = 65_536
 
 
 @dataclass(frozen=True)
@@ -86,8 +112,104 @@ def split_marker(topic: str) -> bytes:
     return struct.pack(">H", len(name)) + name
 
 
-def completed_checkpoints(checkpoint_dir: str, events_topic: str) -> list[Checkpoint]:
-    """Completed checkpoints under ``checkpoint_dir`` whose metadata name ``events_topic``, oldest first."""
+def job_identity(settings: Settings) -> dict[str, Any]:
+    """What makes a checkpoint this job's: the topics it reads and writes, its rules source (and table), and
+    the layout of its state (:data:`STATE_LAYOUT`). Another value of any of them is another job's state:
+    another operator graph (a rules source, a replies sink), other outputs, other state."""
+    job = settings.job
+    return {
+        "events_topic": job.events_topic,
+        "decisions_topic": job.decisions_topic,
+        "alerts_topic": job.alerts_topic,
+        "dead_letter_topic": job.dead_letter_topic,
+        "rule_status_topic": job.rule_status_topic,
+        "replies_topic": settings.serve.replies_topic,
+        "rules_source": job.rules_source,
+        "rules_table": job.rules_table if job.rules_source != "file" else "",
+        "state_layout": STATE_LAYOUT,
+    }
+
+
+def record_identity(checkpoint_dir: str, job_id: str, identity: Mapping[str, Any]) -> str | None:
+    """Write ``identity`` (with the riskctl version, for people) into the job's checkpoint folder
+    ``<checkpoint_dir>/<job_id>/``; returns a warning when it cannot (the job runs on without it), None when
+    written or when the folder is not local."""
+    from riskctl import __version__
+
+    root = local_path(checkpoint_dir)
+    if root is None:
+        return None
+    folder = root / job_id
+    doc = {**identity, "riskctl_version": __version__}
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{IDENTITY_FILE}.tmp"
+        tmp.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+        os.replace(tmp, folder / IDENTITY_FILE)
+    except OSError as exc:
+        return (
+            f"cannot record the job's identity in {folder / IDENTITY_FILE} ({exc.strerror or exc}): a "
+            "restore of its checkpoints will be checked by their events topic only"
+        )
+    return None
+
+
+class _Unreadable(str):
+    """Why an identity file that exists could not be read."""
+
+
+def recorded_identity(checkpoint: Path) -> dict[str, Any] | _Unreadable | None:
+    """The identity recorded for ``checkpoint`` (a chk-<n> or savepoint folder, or its ``_metadata``): the
+    file in the folder itself (a savepoint it was copied into) or in its parent (the job's checkpoint folder).
+    None when there is none; an :class:`_Unreadable` (the reason) when one exists but cannot be read."""
+    folder = checkpoint.parent if checkpoint.name == "_metadata" else checkpoint
+    for candidate in (folder / IDENTITY_FILE, folder.parent / IDENTITY_FILE):
+        try:
+            if not candidate.is_file():
+                continue
+            if candidate.stat().st_size > MAX_IDENTITY_BYTES:
+                return _Unreadable(f"{candidate} is larger than {MAX_IDENTITY_BYTES:,} bytes")
+            doc = json.loads(candidate.read_bytes().decode("utf-8"))
+        except OSError as exc:
+            return _Unreadable(f"{candidate}: {exc.strerror or exc}")
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            return _Unreadable(f"{candidate} is not a JSON document")
+        if not isinstance(doc, dict):
+            return _Unreadable(f"{candidate} is not a JSON object")
+        return doc
+    return None
+
+
+def identity_differences(recorded: Mapping[str, Any], identity: Mapping[str, Any]) -> list[str]:
+    """The fields of ``identity`` that ``recorded`` gives another value (a field it lacks is not compared:
+    a file of an older riskctl)."""
+    return [
+        f"{name} {_short(recorded[name])} (this job: {_short(value)})"
+        for name, value in identity.items()
+        if name in recorded and recorded[name] != value
+    ]
+
+
+def _short(value: Any) -> str:
+    from riskctl.cli.common import printable
+
+    text = printable(repr(value))
+    return text if len(text) <= 100 else text[:100] + "..."
+
+
+def _foreign(checkpoint: Path, identity: Mapping[str, Any] | None) -> bool:
+    """Whether ``checkpoint``'s recorded identity says it is another job's."""
+    if identity is None:
+        return False
+    recorded = recorded_identity(checkpoint)
+    return isinstance(recorded, dict) and bool(identity_differences(recorded, identity))
+
+
+def completed_checkpoints(
+    checkpoint_dir: str, events_topic: str, identity: Mapping[str, Any] | None = None
+) -> list[Checkpoint]:
+    """Completed checkpoints under ``checkpoint_dir`` whose metadata name ``events_topic``, oldest first;
+    with ``identity``, not those whose recorded identity is another (:func:`job_identity`)."""
     root = local_path(checkpoint_dir)
     if root is None or not root.is_dir():
         return []
@@ -98,7 +220,7 @@ def completed_checkpoints(checkpoint_dir: str, events_topic: str) -> list[Checkp
             continue
         for chk in job_dir.glob("chk-*"):
             meta = _metadata(chk)
-            if meta is not None and _mentions(meta, marker):
+            if meta is not None and _mentions(meta, marker) and not _foreign(chk, identity):
                 try:
                     found.append(Checkpoint(chk, meta.stat().st_mtime))
                 except OSError:
@@ -106,14 +228,33 @@ def completed_checkpoints(checkpoint_dir: str, events_topic: str) -> list[Checkp
     return sorted(found, key=lambda c: (c.completed_at, str(c.path)))
 
 
-def check_start(checkpoint_dir: str, events_topic: str, restore_from: str, *, from_empty: bool) -> str | None:
-    """Raise :class:`NewerCheckpointError` when the job would skip a newer completed checkpoint of itself.
+def check_start(
+    checkpoint_dir: str,
+    events_topic: str,
+    restore_from: str,
+    *,
+    from_empty: bool,
+    identity: Mapping[str, Any] | None = None,
+    restore_foreign: bool = False,
+) -> str | None:
+    """Raise :class:`NewerCheckpointError` when the job would skip a newer completed checkpoint of itself,
+    a refusal (ConfigError, exit 2) when ``restore_from`` is another job's
+    (:func:`check_restore_is_of_this_job`).
 
-    Returns a note for the user when the check could not look (a remote store), else None.
+    Returns a note for the user when a check could not look (a remote store, no identity recorded), else None.
     """
-    check_restore_is_of_this_job(restore_from, events_topic)
+    note = check_restore_is_of_this_job(
+        restore_from, events_topic, identity=identity, restore_foreign=restore_foreign
+    )
     if from_empty:
-        return None
+        return note
+    newer_note = _check_newer(checkpoint_dir, events_topic, restore_from, identity)
+    return "\n".join(n for n in (note, newer_note) if n) or None
+
+
+def _check_newer(
+    checkpoint_dir: str, events_topic: str, restore_from: str, identity: Mapping[str, Any] | None
+) -> str | None:
     root = local_path(checkpoint_dir)
     if root is None:
         return (
@@ -121,7 +262,7 @@ def check_start(checkpoint_dir: str, events_topic: str, restore_from: str, *, fr
             "read); make sure job.restore_from names the latest one"
         )
     try:
-        found = completed_checkpoints(checkpoint_dir, events_topic)
+        found = completed_checkpoints(checkpoint_dir, events_topic, identity)
     except OSError as exc:  # a folder this user may not list (PermissionError was a traceback)
         return (
             f"note: cannot look in {checkpoint_dir} for newer checkpoints of this job "
@@ -174,29 +315,65 @@ def check_restore_exists(restore_from: str) -> None:
     raise refused(msg)
 
 
-def check_restore_is_of_this_job(restore_from: str, events_topic: str) -> None:
-    """Refuse a local ``job.restore_from`` whose ``_metadata`` does not name ``events_topic`` as the Kafka
-    source's state does (the enumerator's assigned partitions, always kept inside ``_metadata``): a
-    checkpoint of another job, of this job before its events topic changed, or a ``_metadata`` cut short.
+def check_restore_is_of_this_job(
+    restore_from: str,
+    events_topic: str,
+    *,
+    identity: Mapping[str, Any] | None = None,
+    restore_foreign: bool = False,
+) -> str | None:
+    """Refuse a local ``job.restore_from`` that is another job's; returns a note when only its events topic
+    could be checked (no identity recorded with it), else None.
 
-    Flink restored such a checkpoint without a word: the source kept the splits of the other topic and read
-    it, from that job's offsets, besides this job's topic, and every checkpoint after carried both; the
-    decide operator got the other job's users' state (found in review: a job restored from the checkpoint
-    of one reading another topic logged 'Assigned to partition(s): <other topic>-1, <other topic>-0'). A
-    ``_metadata`` cut short (a copy interrupted) ended 'riskctl run' in a Java traceback (EOFException).
+    * Its ``_metadata`` must name ``events_topic`` as the Kafka source's state does (the enumerator's
+      assigned partitions, always kept inside ``_metadata``): not so for a checkpoint of another job, of this
+      job before its events topic changed, or a ``_metadata`` cut short. Flink restored such a checkpoint
+      without a word: the source kept the splits of the other topic and read it, from that job's offsets,
+      besides this job's topic, and every checkpoint after carried both; the decide operator got the other
+      job's users' state (found in review: a job restored from the checkpoint of one reading another topic
+      logged 'Assigned to partition(s): <other topic>-1, <other topic>-0'). A ``_metadata`` cut short (a copy
+      interrupted) ended 'riskctl run' in a Java traceback (EOFException). Never lifted.
+    * With ``identity`` (:func:`job_identity`), the identity recorded with it must not differ: another
+      riskctl job reading the same topic (other outputs, rules source, state layout) was restored silently,
+      or the job failed at start with Flink's trace. ``restore_foreign`` lifts this one; an identity file
+      that cannot be read is refused likewise.
+
     A path this machine cannot read (a remote store, another machine's folder) is left to Flink.
     """
     if not restore_from:
-        return
+        return None
     path = local_path(restore_from)
     meta = _metadata(path) if path is not None else None
-    if meta is None or _names(meta, split_marker(events_topic)) is not False:
-        return
+    if meta is None:
+        return None
+    if _names(meta, split_marker(events_topic)) is False:
+        msg = (
+            f"job.restore_from {restore_from!r} is not a checkpoint of this job: its _metadata does not name "
+            f"the events topic {events_topic!r} (a checkpoint of another job, or of this one before "
+            "job.events_topic changed, or a _metadata cut short). Restoring it would read the other job's "
+            "topic and state; name a checkpoint or savepoint of this job"
+        )
+        raise refused(msg)
+    if identity is None or restore_foreign:
+        return None
+    recorded = recorded_identity(meta)
+    if recorded is None:
+        return (
+            f"note: no riskctl identity recorded with {restore_from} ({IDENTITY_FILE}: a savepoint, or a "
+            "checkpoint of an older riskctl): only its events topic was checked"
+        )
+    if isinstance(recorded, _Unreadable):
+        differences = [f"its identity file cannot be read: {recorded}"]
+    else:
+        differences = identity_differences(recorded, identity)
+    if not differences:
+        return None
     msg = (
-        f"job.restore_from {restore_from!r} is not a checkpoint of this job: its _metadata does not name the "
-        f"events topic {events_topic!r} (a checkpoint of another job, or of this one before "
-        "job.events_topic changed, or a _metadata cut short). Restoring it would read the other job's topic "
-        "and state; name a checkpoint or savepoint of this job"
+        f"job.restore_from {restore_from!r} is not a checkpoint of this job: "
+        + "; ".join(differences)
+        + ". Restoring it would give this job another job's state (or fail it at start on state of "
+        "operators it does not have); name a checkpoint or savepoint of this job, or pass --restore-foreign "
+        "to restore it anyway"
     )
     raise refused(msg)
 

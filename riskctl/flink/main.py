@@ -142,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     previous = signal.signal(signal.SIGINT, _interrupted)
     try:
         if not starts_a_jvm(os.environ):  # flink run: the CLI's client reports (and -d returns at once)
-            env.execute(args.name)  # type: ignore[attr-defined]
+            result = env.execute(args.name)  # type: ignore[attr-defined]
+            record_identity(settings, result)
             return 0
         # the MiniCluster: say on stderr when the job fails and restarts, and why, and end when it fails;
         # env.execute() said nothing until the restart strategy gave up (with no cap: never)
@@ -150,11 +151,13 @@ def main(argv: list[str] | None = None) -> int:
 
         def submit() -> object:
             try:
-                return env.execute_async(args.name)  # type: ignore[attr-defined]
+                client = env.execute_async(args.name)  # type: ignore[attr-defined]
             except Exception as exc:
                 if getattr(exc, "java_exception", None) is None:
                     raise
                 raise _NotStarted(exc) from None
+            record_identity(settings, client)
+            return client
 
         return run(submit, sys.stderr, log_dir=os.environ.get("FLINK_LOG_DIR"))
     except _NotStarted as exc:
@@ -179,6 +182,26 @@ def main(argv: list[str] | None = None) -> int:
         return INTERRUPTED
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def record_identity(settings: Settings, submitted: object) -> None:
+    """Record the job's identity in its checkpoint folder (riskctl.flink.checkpoints.record_identity), so
+    that a restore of its checkpoints can tell them from another job's; ``submitted``: the JobClient or the
+    JobExecutionResult Flink answered the submission with. Never fails the job: a warning when it cannot."""
+    if settings.job.checkpoint_interval_ms <= 0:
+        return
+    from riskctl.flink.checkpoints import job_identity
+    from riskctl.flink.checkpoints import record_identity as record
+
+    try:
+        job_id = submitted.get_job_id()  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001 - a runtime without job ids: nothing to record
+        return
+    if job_id is None:
+        return
+    warning = record(settings.checkpoint_dir, str(job_id), job_identity(settings))
+    if warning:
+        log.warning("%s", warning)
 
 
 #: the exit status of a job stopped by Ctrl-C, as a shell reports SIGINT (riskctl.cli.common.ExitCode)

@@ -205,34 +205,65 @@ def tail(
         c.close()
 
 
+#: ``stats``: the most latencies kept; past it, a uniform sample of this many (a reservoir) gives the
+#: percentiles (count and max stay exact): 8 MB whatever the window holds
+MAX_LATENCIES = 1_000_000
+#: ``stats``: the most distinct actions, and rule ids, counted each; later ones count as OTHER
+MAX_NAMES = 10_000
+OTHER = "(other)"
+
+
+def _count(counter: Counter[str], name: str) -> None:
+    counter[name if name in counter or len(counter) < MAX_NAMES else OTHER] += 1
+
+
 def summarize(records: Iterable[tuple[dict[str, Any], int]]) -> dict[str, Any]:
     """Counts by action and rule and latency percentiles of (decision, Kafka record timestamp) pairs.
 
-    ``records`` is consumed as it comes: what is kept per decision is its latency (an int), not the record."""
+    ``records`` is consumed as it comes, and what is kept is bounded whatever the topic holds: at most
+    :data:`MAX_LATENCIES` latencies (8 bytes each; past it a uniform sample, ``"sampled": true``) and
+    :data:`MAX_NAMES` actions and rule ids per count (later ones under ``(other)``)."""
+    import random
+    from array import array
+
     actions: Counter[str] = Counter()
     rules: Counter[str] = Counter()
     shadow: Counter[str] = Counter()
-    lat: list[int] = []
+    lat = array("q")
+    seen = 0
+    top: int | None = None
+    pick = random.Random(0).randrange  # noqa: S311 - a sample, not a secret
     for value, record_ts in records:
         if value.get("kind", "decision") != "decision":
             continue
-        actions[str(value.get("action"))] += 1
+        _count(actions, str(value.get("action")))
         for r in _dicts(value.get("rules")):
-            rules[str(r.get("id"))] += 1
+            _count(rules, str(r.get("id")))
         for r in _dicts(value.get("shadow")):
-            shadow[str(r.get("id"))] += 1
+            _count(shadow, str(r.get("id")))
         if type(value.get("ts")) is int and record_ts >= 0:
-            lat.append(record_ts - value["ts"])
-    lat.sort()
+            latency = record_ts - value["ts"]
+            if not -(2**63) <= latency < 2**63:
+                continue  # a ts beyond 64 bits: no latency
+            seen += 1
+            top = latency if top is None else max(top, latency)
+            if len(lat) < MAX_LATENCIES:
+                lat.append(latency)
+            else:
+                slot = pick(seen)
+                if slot < MAX_LATENCIES:
+                    lat[slot] = latency
+    ordered = sorted(lat)
     return {
         "decisions": sum(actions.values()),
         "actions": dict(actions.most_common()),
         "rules": dict(rules.most_common()),
         "shadow": dict(shadow.most_common()),
         "latency_ms": {
-            "count": len(lat),
-            **{f"p{q}": percentile(lat, q) for q in (50, 90, 99)},
-            "max": lat[-1] if lat else None,
+            "count": seen,
+            **{f"p{q}": percentile(ordered, q) for q in (50, 90, 99)},
+            "max": top,
+            **({"sampled": True} if seen > len(lat) else {}),
         },
     }
 

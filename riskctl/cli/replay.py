@@ -349,6 +349,9 @@ def replay(
         fail(
             ExitCode.USAGE, f"--output {printable(output)!r} is the events file: write the records elsewhere"
         )
+    if events != "-" and _is_device(events):
+        # /dev/zero is one endless line: skipped 1 MiB at a time for ever, without a word (found in review)
+        fail(ExitCode.USAGE, f"{printable(events)!r} is a device, not a JSON-lines file (stdin: '-')")
     try:
         source: IO[bytes] = sys.stdin.buffer if events == "-" else open(events, "rb")  # noqa: SIM115
     except OSError as exc:
@@ -390,6 +393,16 @@ def replay(
         emit_json(summary, err=True, indent=None)
     else:
         _print_summary(summary)
+
+
+def _is_device(path: str) -> bool:
+    import stat
+
+    try:
+        mode = Path(path).stat().st_mode
+    except OSError:
+        return False  # open() says why
+    return stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
 
 
 def _lines(source: IO[bytes], max_bytes: int) -> Iterable[tuple[bytes, int]]:

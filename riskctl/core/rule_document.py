@@ -27,6 +27,7 @@ from riskctl.core.expr import (
     duration_ms,
     expression_cost,
 )
+from riskctl.core.feature_spec import MAX_FEATURE_READS as MAX_FEATURE_READS
 from riskctl.core.features import FeatureSpec
 from riskctl.core.pattern_spec import MAX_SEQUENCE_COST as MAX_SEQUENCE_COST
 from riskctl.core.patterns import AFTER_MATCH_POLICIES, MAX_STEPS, MAX_TIMES, PatternSpec, Step
@@ -361,7 +362,26 @@ def _parse_features(value: Any, errs: _Collector) -> dict[str, FeatureSpec]:
         spec = parse_feature(definition, path, errs)
         if spec is not None:
             specs[name] = spec
+    _check_feature_reads(specs, errs)
     return specs
+
+
+def _check_feature_reads(specs: Mapping[str, FeatureSpec], errs: _Collector) -> None:
+    """The features of one rule read at most :data:`MAX_FEATURE_READS` stored values per event in all (each
+    distinct definition once, as the engine computes it once): 32 features each at the bound would cost 32
+    times it at every event."""
+    reads: dict[str, tuple[int, str]] = {}
+    for name, spec in specs.items():
+        reads.setdefault(spec.state_key, (spec.reads, name))
+    total = sum(r for r, _ in reads.values())
+    if total > MAX_FEATURE_READS:
+        top = sorted(reads.values(), key=lambda rn: (-rn[0], rn[1]))
+        shown = ", ".join(f"{name} {r:,}" for r, name in top[:5]) + (", ..." if len(top) > 5 else "")
+        msg = (
+            f"the features read up to {total:,} stored values per event in all, over the "
+            f"{MAX_FEATURE_READS:,} allowed (MAX_FEATURE_READS): {shown}; give fewer buckets, max_values or n"
+        )
+        errs.add(msg, "features")
 
 
 def parse_feature(definition: Any, path: str, errs: _Collector) -> FeatureSpec | None:

@@ -114,6 +114,66 @@ def test_a_granularity_cutting_the_window_into_more_than_max_buckets_is_refused(
         FeatureSpec("count", window=1000 * SECOND + 1, granularity=SECOND)
 
 
+def test_a_distinct_count_whose_buckets_times_max_values_exceed_the_read_budget_is_refused() -> None:
+    # a distinct_count joins the values of every bucket of its window at every event: max_values: 10000 with
+    # 1,000 buckets was accepted, about 10 million values per event once full (0.45 s; /tmp measurement in the
+    # commit); MAX_FEATURE_READS bounds buckets x max_values at 100,000
+    with pytest.raises(RuleError) as info:
+        FeatureSpec(
+            "distinct_count", field="ip", window=400 * DAY, granularity=400 * DAY // 1000, max_values=10_000
+        )
+    assert info.value.field == "max_values"
+    assert "10,000,000 values" in info.value.reason and "100,000 allowed" in info.value.reason
+    assert "max_values at most 100" in info.value.reason
+    with pytest.raises(RuleError) as info:  # the default granularity: 60 buckets of an hour
+        FeatureSpec("distinct_count", field="ip", window=HOUR, max_values=10_000)
+    assert info.value.field == "max_values"
+    assert "max_values at most 1,666, or a granularity of at least 360000 ms" in info.value.reason
+    # the suggested values are accepted, and so is the bound itself
+    assert FeatureSpec("distinct_count", field="ip", window=HOUR, max_values=1_666).reads == 99_960
+    assert (
+        FeatureSpec("distinct_count", field="ip", window=HOUR, granularity=360_000, max_values=10_000).reads
+        == 100_000
+    )
+    assert (
+        FeatureSpec("distinct_count", field="ip", window=1000 * SECOND, granularity=SECOND).reads == 100_000
+    )
+    assert FeatureSpec("first_seen", field="ip", max_values=10_000).reads == 20_000  # not multiplied
+
+
+def test_the_features_of_one_rule_share_the_read_budget() -> None:
+    # 32 features each at the bound read 32 times it at every event: the rule's features share it, each
+    # distinct definition counted once (the engine computes it once)
+    from riskctl.core.errors import RuleSetError
+    from riskctl.core.rule_document import parse_rule
+
+    def rule(n: int, same: bool = False) -> dict[str, Any]:
+        feats = {
+            f"f{i}": {
+                "kind": "distinct_count",
+                "field": "ip" if same else f"ip{i}",
+                "window": "1h",
+                "max_values": 1_000,
+            }
+            for i in range(n)
+        }
+        return {
+            "id": "r",
+            "action": "REVIEW",
+            "features": feats,
+            "when": " or ".join(f"{name} > 1" for name in feats),
+        }
+
+    parse_rule(rule(1))  # 60,000
+    parse_rule(rule(4, same=True))  # one definition, 60,000
+    with pytest.raises(RuleSetError) as info:
+        parse_rule(rule(2))  # 120,000
+    (err,) = info.value.errors
+    assert err.field == "features"
+    assert "120,000 stored values per event in all, over the 100,000 allowed" in err.reason
+    assert "f0 60,000, f1 60,000" in err.reason
+
+
 def test_spec_is_frozen() -> None:
     spec = FeatureSpec("count", window=1000)
     with pytest.raises(AttributeError):

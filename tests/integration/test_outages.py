@@ -175,6 +175,71 @@ def test_decisions_flow_within_5s_of_the_broker_back(
         job.proc.stop()
 
 
+def test_serve_answers_through_a_broker_restart_and_decides_again_within_5s(
+    stack: Settings, kafka: Kafka, tmp_path: Path
+) -> None:
+    """``riskctl serve`` while the broker restarts: every request gets its fallback within its timeout during
+    the outage, and the job's decision again within seconds of the broker being back (docs/operations.md)."""
+    import json
+
+    from riskctl.kafka_admin import ensure_topics
+    from tests.integration.test_serve import start_instance
+
+    job = new_job(stack, tmp_path)
+    job.topics["replies"] = f"test-replies-{uuid.uuid4().hex[:8]}"
+    ensure_topics(stack.kafka_bootstrap, [job.topics["replies"]], partitions=2)
+    job.env["RISKCTL_SERVE_REPLIES_TOPIC"] = job.topics["replies"]
+    start_job(job, tmp_path / "job.log", {"RISKCTL_JOB_PARALLELISM": "1"})
+    assert job.proc is not None
+    api = None
+    try:
+        wait_rules(job)
+        api = start_instance(job, "api-outage", 0, tmp_path, timeout_ms="200")
+        u = job.user("serve")
+        n = 0
+
+        def ask(timeout_ms: int) -> tuple[float, dict[str, Any]]:
+            nonlocal n
+            n += 1
+            event = {"event_id": f"{u}-{n}", "user_id": u, "type": "login", "ts": int(time.time() * 1000)}
+            body = json.dumps({**event, "success": True})
+            t0 = time.monotonic()
+            status, out = api.post(body.encode(), query=f"?timeout_ms={timeout_ms}")
+            assert status == 200, out
+            return time.monotonic() - t0, out
+
+        deadline = time.monotonic() + 30
+        while ask(1000)[1]["source"] != "job":  # the first decisions may wait for the job's warm-up
+            assert time.monotonic() < deadline, "no decision from the job before the outage"
+        assert kafka.stop(), "the session's Kafka was not ours to stop"
+        down = time.time()
+        slowest = 0.0
+        while time.time() - down < 10:  # the outage: each request gets its fallback within its timeout
+            took, out = ask(200)
+            assert out["source"] == "fallback" and out["degraded"] == "timeout", out
+            slowest = max(slowest, took)
+            time.sleep(0.2)
+        back = _bring_back(kafka)
+        decided = None
+        while decided is None and time.time() - back < 60:
+            took, out = ask(1000)
+            assert took < 2.0, f"{took:.2f} s for a request of timeout_ms=1000: {out}"
+            if out["source"] == "job":
+                decided = time.time()
+        assert decided is not None, f"no decision from the job within 60 s of the broker back:\n{api.log}"
+        print(
+            f"\nserve through a broker restart: fallbacks within {slowest * 1000:.0f} ms (timeout 200 ms), "
+            f"decided again {decided - back:.2f} s after the broker was back"
+        )
+        assert slowest < 1.0
+        assert decided - back < TARGET_S
+        job.proc.check_alive()
+    finally:
+        if api is not None:
+            api.stop()
+        job.proc.stop()
+
+
 def _transactions_ready(stack: Settings, timeout: float = 60) -> float:
     """The wall time at which the broker's transaction coordinator accepts a new transactional producer."""
     from kafka import KafkaProducer

@@ -13,7 +13,6 @@ import hashlib
 import hmac
 import json
 import os
-import socket
 import socketserver
 import subprocess
 import sys
@@ -32,6 +31,7 @@ import pytest
 from riskctl.alerts.dispatcher import Dispatcher, Stats, run_kafka
 from riskctl.alerts.settings import parse_config
 from riskctl.config import PROJECT_ROOT, Settings
+from tests.helpers import free_port
 from tests.integration.support import consume_until
 
 pytestmark = pytest.mark.integration
@@ -50,7 +50,7 @@ class HttpReceiver:
         self.status = 200
         self.answer = answer
         self.lock = threading.Lock()
-        self.port = _free_port()
+        self.port = free_port()
         self.server: ThreadingHTTPServer | None = None
         self.up()
 
@@ -112,7 +112,7 @@ class SmtpReceiver:
     def __init__(self) -> None:
         self.messages: list[tuple[str, list[str], bytes]] = []
         self.lock = threading.Lock()
-        self.port = _free_port()
+        self.port = free_port()
         self.server: socketserver.ThreadingTCPServer | None = None
 
     def up(self) -> None:
@@ -162,12 +162,6 @@ class SmtpReceiver:
             self.server.shutdown()
             self.server.server_close()
             self.server = None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def dingtalk_answer(req: dict[str, Any]) -> tuple[int, bytes]:

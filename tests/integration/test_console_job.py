@@ -21,8 +21,9 @@ from riskctl.console.app import Backend, create_app
 from riskctl.console.feed import Feed, KafkaTail
 from riskctl.store.connection import connect
 from riskctl.store.migrations import drop_store
+from tests.helpers import free_port
 from tests.integration.support import S, ev, new_job, start_job, wait_rules
-from tests.integration.test_console import PASSWORD, WAIT_S, _free_port, _login, _wait, chromium_driver
+from tests.integration.test_console import PASSWORD, WAIT_S, _login, _wait, chromium_driver
 
 pytestmark = pytest.mark.integration
 
@@ -44,7 +45,7 @@ def running(stack: Settings, tmp_path: Path) -> Iterator[dict[str, Any]]:
     thread = None
     try:
         AccountStore(conn, job.rules_table).add_user("ann", "approver", PASSWORD)
-        port = _free_port()
+        port = free_port()
         app = create_app(Backend(lambda: connect(stack), job.rules_table), secure_cookies=False, feed=feed)
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
         thread = threading.Thread(target=server.run, daemon=True)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
 import time
 import urllib.request
 from pathlib import Path
@@ -21,18 +20,13 @@ from typing import Any
 import pytest
 
 from riskctl.config import Settings
+from tests.helpers import free_port
 from tests.integration.support import Job, new_job, produce, start_job, wait_rules
 
 pytestmark = pytest.mark.integration
 
 DEAD_MAX = 262_144
 FAR_FUTURE = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def rest(port: int, path: str) -> Any:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from riskctl.config import PROJECT_ROOT, Settings
 from riskctl.core.rules import load_rules
 from riskctl.store import RuleStore, VersionConflictError, connect, table_names
 from riskctl.store.migrations import drop_store, migrate
+from tests.helpers import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -151,12 +151,6 @@ def write_rules(folder: Path, **files: str) -> Path:
     for name, text in files.items():
         (folder / f"{name}.yaml").write_text(text)
     return folder
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def assert_versions_consistent(cli: Cli) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ import pytest
 
 from riskctl.client import AsyncDecisionClient, DecisionClient, RequestRefused
 from riskctl.config import PROJECT_ROOT, Settings
+from tests.helpers import free_port
 from tests.integration.support import Job, consume_until, new_job, start_job, wait_rules
 
 pytestmark = pytest.mark.integration
@@ -70,14 +70,8 @@ class Instance:
             return exc.code, json.loads(exc.read())
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def start_instance(job: Job, name: str, partition: int, log_dir: Path, **serve: str) -> Instance:
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         **job.env,
@@ -395,7 +389,7 @@ def _latest_checkpoint(folder: Path) -> Path | None:
 
 def start_instance_unready(job: Job, name: str, partition: int, log_dir: Path, **serve: str) -> Instance:
     """An instance that cannot become ready (the job is down): wait until it listens."""
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         **job.env,

@@ -70,7 +70,9 @@ class Instance:
             return exc.code, json.loads(exc.read())
 
 
-def start_instance(job: Job, name: str, partition: int, log_dir: Path, **serve: str) -> Instance:
+def _spawn(job: Job, name: str, partition: int, log_dir: Path, serve: dict[str, str]) -> Instance:
+    """``riskctl serve`` as instance ``name`` on a free port, reading replies partition ``partition``, with
+    the RISKCTL_SERVE_* settings ``serve``; output to ``log_dir/serve-{name}.log``. Not waited for."""
     port = free_port()
     env = {
         **os.environ,
@@ -79,7 +81,6 @@ def start_instance(job: Job, name: str, partition: int, log_dir: Path, **serve: 
         "RISKCTL_SERVE_PORT": str(port),
         "RISKCTL_SERVE_INSTANCE": name,
         "RISKCTL_SERVE_REPLY_PARTITION": str(partition),
-        "RISKCTL_SERVE_PROBE_INTERVAL_MS": "500",
         **{f"RISKCTL_SERVE_{k.upper()}": v for k, v in serve.items()},
     }
     log = log_dir / f"serve-{name}.log"
@@ -91,7 +92,12 @@ def start_instance(job: Job, name: str, partition: int, log_dir: Path, **serve: 
             env=env,
             cwd=PROJECT_ROOT,
         )
-    inst = Instance(name, f"http://127.0.0.1:{port}", proc, log)
+    return Instance(name, f"http://127.0.0.1:{port}", proc, log)
+
+
+def start_instance(job: Job, name: str, partition: int, log_dir: Path, **serve: str) -> Instance:
+    inst = _spawn(job, name, partition, log_dir, {"probe_interval_ms": "500", **serve})
+    proc, log = inst.proc, inst.log
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         assert proc.poll() is None, f"serve {name} exited:\n{log.read_text()[-3000:]}"
@@ -389,26 +395,8 @@ def _latest_checkpoint(folder: Path) -> Path | None:
 
 def start_instance_unready(job: Job, name: str, partition: int, log_dir: Path, **serve: str) -> Instance:
     """An instance that cannot become ready (the job is down): wait until it listens."""
-    port = free_port()
-    env = {
-        **os.environ,
-        **job.env,
-        "RISKCTL_SERVE_REPLIES_TOPIC": job.topics["replies"],
-        "RISKCTL_SERVE_PORT": str(port),
-        "RISKCTL_SERVE_INSTANCE": name,
-        "RISKCTL_SERVE_REPLY_PARTITION": str(partition),
-        **{f"RISKCTL_SERVE_{k.upper()}": v for k, v in serve.items()},
-    }
-    log = log_dir / f"serve-{name}.log"
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "riskctl.cli.main", "serve"],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=PROJECT_ROOT,
-        )
-    inst = Instance(name, f"http://127.0.0.1:{port}", proc, log)
+    inst = _spawn(job, name, partition, log_dir, serve)
+    proc, log = inst.proc, inst.log
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         assert proc.poll() is None, log.read_text()[-3000:]

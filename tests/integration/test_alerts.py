@@ -14,8 +14,6 @@ import hmac
 import json
 import os
 import socketserver
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -31,7 +29,7 @@ import pytest
 from riskctl.alerts.dispatcher import Dispatcher, Stats, run_kafka
 from riskctl.alerts.settings import parse_config
 from riskctl.config import PROJECT_ROOT, Settings
-from tests.helpers import free_port
+from tests.helpers import free_port, run_riskctl
 from tests.integration.support import consume_until
 
 pytestmark = pytest.mark.integration
@@ -764,15 +762,7 @@ def test_the_command_delivers_commits_and_a_second_run_sends_nothing_again(
     }
 
     def run_cli() -> dict[str, Any]:
-        res = subprocess.run(
-            [sys.executable, "-m", "riskctl.cli.main", "alerts", "run", "--idle-exit", "3", "--json"],
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=PROJECT_ROOT,
-            timeout=120,
-            check=False,
-        )
+        res = run_riskctl("alerts", "run", "--idle-exit", "3", "--json", env=env, timeout=120)
         assert res.returncode == 0, res.stderr[-3000:]
         return dict(json.loads(res.stdout.strip().splitlines()[-1]))
 
@@ -780,15 +770,7 @@ def test_the_command_delivers_commits_and_a_second_run_sends_nothing_again(
         produce(stack, alerts_t, [alert(i) for i in range(4)])
         first = run_cli()
         second = run_cli()
-        bad = subprocess.run(
-            [sys.executable, "-m", "riskctl.cli.main", "alerts", "run"],
-            capture_output=True,
-            text=True,
-            env={**env, "TEST_ALERTS_HOOK_URL": ""},
-            cwd=PROJECT_ROOT,
-            timeout=60,
-            check=False,
-        )
+        bad = run_riskctl("alerts", "run", env={**env, "TEST_ALERTS_HOOK_URL": ""}, timeout=60)
     finally:
         hook.down()
     assert (first["read"], first["delivered"]) == (4, 4)

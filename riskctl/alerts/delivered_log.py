@@ -34,6 +34,11 @@ SEP = "\x1f"
 MAX_KEY_BYTES = 64 + 1 + 4 * MAX_KEY_CHARS
 SERVICE = "kafka"
 RETENTION_MS = 7 * 24 * 3600 * 1000
+#: the longest wait between two connection attempts to a broker, for every Kafka client of the dispatcher.
+#: kafka-python doubles the wait after each failed attempt up to its default of 30 s: after a broker
+#: restart, alerts were read, delivered and dead-lettered 30 s after the broker was back (40 s outage). The
+#: job (job.kafka_reconnect_backoff_max_ms) and riskctl serve use 1 s too.
+RECONNECT_BACKOFF_MAX_MS = 1000
 
 
 def key_of(channel: str, item_id: str) -> bytes:
@@ -79,8 +84,18 @@ class DeliveredLog:
         in a thread."""
         from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-        self._producer = KafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=5, acks=1)
-        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False)
+        self._producer = KafkaProducer(
+            bootstrap_servers=self.bootstrap,
+            linger_ms=5,
+            acks=1,
+            reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
+        )
+        consumer = KafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
+        )
         parts = [
             TopicPartition(self.topic, p) for p in sorted(consumer.partitions_for_topic(self.topic) or ())
         ]

@@ -473,7 +473,15 @@ def run_kafka(
     from kafka.structs import OffsetAndMetadata
 
     stop = stop or dispatcher.stop_event
-    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, acks="all", max_block_ms=10_000)
+    from riskctl.alerts.delivered_log import RECONNECT_BACKOFF_MAX_MS
+
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap,
+        linger_ms=0,
+        acks="all",
+        max_block_ms=10_000,
+        reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
+    )
 
     def produce(topic: str, key: bytes | None, value: bytes) -> None:
         producer.send(topic, value, key=key).get(timeout=30)
@@ -500,6 +508,7 @@ def run_kafka(
         auto_offset_reset="earliest",
         fetch_max_wait_ms=100,
         max_poll_records=500,
+        reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
     )
 
     unsent: dict[Any, int] = {}

@@ -29,6 +29,12 @@ def kafka_down(bootstrap: str) -> ServiceError:
     return ServiceError(SERVICE, msg)
 
 
+#: the longest wait between two connection attempts to a broker. kafka-python doubles the wait after each
+#: failed attempt up to its default of 30 s: after a broker restart, the simulator's producer and a
+#: following consumer (riskctl decisions) stayed silent up to 30 s after the broker was back.
+RECONNECT_BACKOFF_MAX_MS = 1000
+
+
 def producer(bootstrap: str) -> Any:
     """A producer for JSON events keyed by user id; raises ServiceError when no broker answers."""
     from kafka import KafkaProducer
@@ -40,6 +46,7 @@ def producer(bootstrap: str) -> Any:
             linger_ms=5,
             acks=1,
             api_version_auto_timeout_ms=5000,
+            reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
             value_serializer=lambda v: json.dumps(v, separators=(",", ":")).encode(),
             key_serializer=lambda k: k.encode() if isinstance(k, str) else k,
         )
@@ -74,6 +81,7 @@ def consumer(
             enable_auto_commit=False,
             group_id=None,
             api_version_auto_timeout_ms=5000,
+            reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
             **more,
         )
     except KafkaError:

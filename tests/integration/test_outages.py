@@ -346,6 +346,50 @@ def test_alerts_are_delivered_and_dead_lettered_within_5s_of_the_broker_back_aft
     assert not thread.is_alive(), "the dispatcher did not stop"
 
 
+def test_the_simulator_s_producer_and_consumer_resume_within_5s_of_the_broker_back_after_a_40s_outage(
+    stack: Settings, kafka: Kafka
+) -> None:
+    """riskctl sim / demo send with :func:`riskctl.sim.kafka_io.producer`, and riskctl decisions follows a
+    topic with :func:`riskctl.sim.kafka_io.consumer`: both, created before the outage, send and read again
+    within seconds of the broker being back (kafka-python's default reconnect backoff grows to 30 s)."""
+    from riskctl.kafka_admin import ensure_topics
+    from riskctl.sim.kafka_io import close_producer, consumer, poll, producer, send_paced
+
+    name = f"test-sim-{uuid.uuid4().hex[:8]}"
+    ensure_topics(stack.kafka_bootstrap, [name], partitions=2)
+    prod = producer(stack.kafka_bootstrap)
+    cons = consumer(stack.kafka_bootstrap, [name], from_beginning=True)
+    seen: list[tuple[float, str]] = []
+
+    def read_until(eid: str, timeout: float) -> float:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            seen.extend((time.time(), str(m.value.get("event_id"))) for m in poll(cons, 200))
+            found = [t for t, e in seen if e == eid]
+            if found:
+                return found[0]
+        raise AssertionError(f"{eid} not read within {timeout:.0f} s")
+
+    try:
+        assert send_paced(prod, name, [ev("before", "u1", "login", 0)], start_ts=0, paced=False) == 1
+        read_until("before", 60)
+        assert kafka.stop(), "the session's Kafka was not ours to stop"
+        time.sleep(40)
+        back = _bring_back(kafka)
+        assert send_paced(prod, name, [ev("after", "u1", "login", S)], start_ts=0, paced=False) == 1
+        sent = time.time()
+        read = read_until("after", 60)
+        print(
+            f"\nsimulator after a 40 s broker outage: delivered {sent - back:.2f} s, "
+            f"read {read - back:.2f} s after the broker was back"
+        )
+        assert sent - back < TARGET_S
+        assert read - back < TARGET_S
+    finally:
+        close_producer(prod)
+        cons.close()
+
+
 def _transactions_ready(stack: Settings, timeout: float = 60) -> float:
     """The wall time at which the broker's transaction coordinator accepts a new transactional producer."""
     from kafka import KafkaProducer

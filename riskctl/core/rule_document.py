@@ -31,6 +31,7 @@ from riskctl.core.feature_spec import MAX_FEATURE_READS as MAX_FEATURE_READS
 from riskctl.core.features import FeatureSpec
 from riskctl.core.pattern_spec import MAX_SEQUENCE_COST as MAX_SEQUENCE_COST
 from riskctl.core.patterns import AFTER_MATCH_POLICIES, MAX_STEPS, MAX_TIMES, PatternSpec, Step
+from riskctl.core.rule_text import hidden_character, mixed_script_word, not_composed, visible
 from riskctl.core.ruleset import ACTIONS, STATUSES, Rule
 
 RULE_KEYS = (
@@ -253,6 +254,7 @@ def _check_structure(document: Mapping[str, Any], rule_id: str | None, source: s
         if isinstance(value, str):
             if not value.isascii() and _SURROGATE.search(value):
                 _refuse_surrogate(value, _entry_path(entry), rule_id, source)
+            _check_text(value, entry, entry[3] == "description", rule_id, source)
         elif isinstance(value, int):
             if value.bit_length() > _INT_BITS and abs(value) >= _INT_LIMIT:
                 # as the JSON and YAML readers do: Python prints no such int, so every message that shows the
@@ -272,6 +274,7 @@ def _check_structure(document: Mapping[str, Any], rule_id: str | None, source: s
                 for k in value:
                     if not k.isascii() and _SURROGATE.search(k):
                         _refuse_surrogate(k, _entry_path((None, 0, entry, k)), rule_id, source)
+                    _check_text(k, (None, 0, entry, k), False, rule_id, source)
                 todo.extend((item, depth + 1, entry, k) for k, item in value.items())
             else:
                 todo.extend((item, depth + 1, entry, i) for i, item in enumerate(value))
@@ -294,9 +297,18 @@ def _entry_path(entry: Any) -> str:
             parts.append(f"[{key}]")
         else:
             shown = key if len(key) <= 40 else key[:37] + "..."
-            parts.append("." + shown.encode("utf-8", "backslashreplace").decode())
+            parts.append("." + visible(shown.encode("utf-8", "backslashreplace").decode()))
         entry = entry[2]
     return "".join(reversed(parts)).lstrip(".")
+
+
+def _check_text(text: str, entry: Any, prose: bool, rule_id: str | None, source: str | None) -> None:
+    """Refuse a text a reviewer would read otherwise than it runs (:mod:`riskctl.core.rule_text`): hidden
+    characters anywhere, and text not in NFC outside a description."""
+    reason = hidden_character(text, prose=prose) or (None if prose else not_composed(text))
+    if reason is not None:
+        path = _entry_path(entry) or None
+        raise RuleSetError([RuleError(reason, rule_id=rule_id, field=path, source=source)])
 
 
 def _refuse_surrogate(text: str, path: str, rule_id: str | None, source: str | None) -> None:
@@ -338,6 +350,11 @@ def _parse_applies_to(value: Any, errs: _Collector) -> frozenset[str] | None:
     if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
         errs.add("applies_to must be an event type or a non-empty list of event types", "applies_to")
         return None
+    for i, v in enumerate(value):
+        mixed = mixed_script_word(v)
+        if mixed is not None:
+            errs.add(mixed, f"applies_to[{i}]" if len(value) > 1 else "applies_to")
+            return None
     return frozenset(value)
 
 
@@ -414,6 +431,10 @@ def parse_feature(definition: Any, path: str, errs: _Collector) -> FeatureSpec |
                 kwargs["filter_text"] = text
             except ExpressionError as exc:
                 errs.wrap(exc, f"{path}.filter")
+    if isinstance(kwargs.get("field"), str):
+        mixed = mixed_script_word(kwargs["field"])
+        if mixed is not None:
+            errs.add(mixed, f"{path}.field")
     if len(errs.errors) > before:
         return None
     try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import threading
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any
@@ -73,3 +74,59 @@ def test_a_scenario_settles_for_its_tail_then_drains_and_summarizes(
     monkeypatch.setattr(chaos, "summarize", lambda r, name: {"job": name})
     assert chaos.settle_and_summarize(run, SimpleNamespace(), 0.0) == {"job": "job-1"}
     assert events == ["finish"]
+
+
+def test_records_neither_acknowledged_nor_failed_are_counted_with_the_producer_s_state(
+    chaos: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """chaos-stop35: after a broker restart the load's producer held about 30,000 records, neither delivered
+    nor failed, through its flush; the row counted only the 10,060 acknowledged ones (sent 10,060, not
+    acked 0, lost 0) and said nothing of the others nor of the producer's state."""
+    import json
+
+    monkeypatch.setattr(chaos, "gaps", lambda run: {})
+    monkeypatch.setattr(chaos, "replay_diffs", lambda run: {})
+    monkeypatch.setattr(chaos, "dead_ids", lambda run: set())
+    stats = {
+        "time": 1,
+        "eos": {"idemp_state": "Assigned"},
+        "brokers": {
+            "b1": {"name": "127.0.0.1:9092/1", "state": "UP", "outbuf_cnt": 0, "waitresp_cnt": 2,
+                   "toppars": {"events-0": {}}},
+        },
+        "topics": {
+            "events": {
+                "partitions": {
+                    "0": {"leader": 1, "msgq_cnt": 30, "xmit_msgq_cnt": 5, "msgs_inflight": 7, "x": 0},
+                    "-1": {"leader": -1, "msgq_cnt": 0},
+                }
+            }
+        },
+    }  # fmt: skip
+    load = SimpleNamespace(
+        order=[(f"e{i}", b"") for i in range(6)],
+        acked={"e0": (0, 0), "e1": (0, 1), "e2": (1, 0)},
+        failed={"e3": "timed out"},
+        stats=json.dumps(stats),
+    )
+    job = SimpleNamespace(
+        delivery="at-least-once",
+        topics={"events": "events"},
+        restarts=lambda: 0,
+        exceptions=lambda: [],
+        state=lambda: "RUNNING",
+    )
+    reader = SimpleNamespace(lock=threading.Lock(), decisions={"e0": [(1.0, "PASS")]})
+    run = SimpleNamespace(job=job, load=load, reader=reader, faults=[], extra={}, load_window=(0.0, 1.0))
+    row = chaos.summarize(run, "broker-stop")
+    assert (row["sent"], row["not_acked"], row["not_delivered"]) == (3, 1, 2)
+    state = row["load_producer"]
+    assert state["idemp_state"] == "Assigned"
+    assert state["brokers"] == {
+        "127.0.0.1:9092/1": {"state": "UP", "outbuf_cnt": 0, "waitresp_cnt": 2, "partitions": ["events-0"]}
+    }
+    assert state["partitions"] == {"0": {"leader": 1, "msgq_cnt": 30, "xmit_msgq_cnt": 5, "msgs_inflight": 7}}
+    # all delivered: nothing more in the row; no statistics yet: said so
+    load.order = load.order[:4]
+    assert "load_producer" not in chaos.summarize(run, "broker-stop")
+    assert chaos.producer_state("", "events") == {"stats": "none"}

@@ -195,3 +195,35 @@ def test_features_and_patterns_count_exactly_the_events_that_are_not_too_late(
         for alert in result.alerts:
             matched.update(alert.rule.evidence["match"]["steps"]["t"])
     assert not matched & late_ids  # no sequence ever took a too-late event
+
+
+def test_the_late_recheck_computes_a_shared_feature_once_per_recent_event(monkeypatch: Any) -> None:
+    # A late event re-checks each recent newer event against the condition rules. Each rule computed its
+    # features again: N rules sharing a distinct_count at the read bound (~4.5 ms) paid N times it for each of
+    # the up to 32 recent events. Now once per feature and recent event, with the same alerts.
+    from riskctl.core.features import WindowedFeature
+
+    shared = "features:\n  ips: {kind: distinct_count, field: ip, window: 1h}\n"
+    text = "\n---\n".join(f"id: r{i}\naction: REVIEW\n{shared}when: ips >= {2 + i % 2}" for i in range(5))
+    calls: list[int] = []
+    real = WindowedFeature.value_at
+
+    def counted(self: WindowedFeature, stored: Any, ts: int) -> Any:
+        calls.append(ts)
+        return real(self, stored, ts)
+
+    monkeypatch.setattr(WindowedFeature, "value_at", counted)
+    engine = Engine(load_rules_text(text), lateness=L)
+    state = InMemoryKeyedState()
+    for i in range(3):  # three recent events at 10 s, one ip: no rule fires
+        engine.process(
+            state, {"event_id": f"n{i}", "user_id": "u", "type": "login", "ts": T0 + 10_000, "ip": "a"}
+        )
+    result = engine.process(
+        state, {"event_id": "l", "user_id": "u", "type": "login", "ts": T0 + 9_000, "ip": "b"}
+    )
+    assert len(calls) == 3  # once per recent event (5 rules read the feature: 15 calls before)
+    # r0, r2, r4 (ips >= 2) fire late on each of the three recent events; r1, r3 (ips >= 3) do not
+    assert sorted((a.rule.id, a.event_id) for a in result.alerts) == sorted(
+        (f"r{i}", f"n{k}") for i in (0, 2, 4) for k in range(3)
+    )

@@ -69,6 +69,12 @@ CASES: dict[str, tuple[str | None, str | None, tuple[str, ...]]] = {
     "deep_json_100k.json": ("document", None, (f"nested deeper than {MAX_JSON_DEPTH} levels",)),
     "duplicate_json.json": ("status", None, ("duplicate key 'status'",)),
     "nan_json.json": ("document", None, ("NaN is not a JSON number",)),
+    "distinct_reads.yaml": (
+        "features",
+        "distinct_reads",
+        ("200,000 stored values per event", "100,000 allowed"),
+    ),
+    "trojan_source.yaml": ("when", "trojan_source", ("U+202E RIGHT-TO-LEFT OVERRIDE", "at character 21")),
 }
 
 

@@ -4,7 +4,8 @@ Every route but ``/login`` needs a session; every POST needs the session's CSRF 
 header ``X-CSRF-Token``) and the permission of its action (:data:`riskctl.console.security.PERMISSIONS`).
 Answers: 303 to ``/login`` for a page without a session, 401 for an API call without one, 403 for a missing or
 wrong CSRF token or a role that may not, 413 for a body over :data:`MAX_BODY_BYTES`, 415 for a wrong content
-type, 429 (with ``Retry-After``) for too many failed logins, 409 for a concurrent edit.
+type, 429 (with ``Retry-After``) for too many failed logins or too many backtests, replays or validations
+running at once (:data:`MAX_HEAVY`, :data:`MAX_VALIDATIONS`), 409 for a concurrent edit.
 
 Each request opens its own MySQL connection (:class:`Backend`), in a worker thread: pymysql connections are
 not thread-safe and a console is not a high-traffic service.
@@ -53,10 +54,58 @@ MAX_FORM_FIELDS = 64
 #: running at once; one more is refused with 429: they run in the worker threads every request needs (the
 #: session check reads MySQL there), so a burst of them made every page of every user wait
 MAX_HEAVY = 2
+#: validations of a draft running at once, for all users and for one user (the editor's check as you type,
+#: /api/validate, and the one before a backtest or a publish): each reads up to 11 fields of 64 KiB of YAML
+#: in a worker thread (0.84 s of CPU for six fields of 60 KiB, the GIL held), and had no bound: 40 at once
+#: held every worker thread (the session check of every page needs one) and the CPU for half a minute, by
+#: the same measure. One more is refused
+#: with 429 and ``Retry-After: 1`` (the editor checks again then); per user, so that one user's (or script's)
+#: burst leaves the other slots to the other analysts
+MAX_VALIDATIONS = 4
+MAX_VALIDATIONS_PER_USER = 2
 #: characters of a publish's comment (kept in the history's TEXT column: 65,535 bytes, 4 a character at most)
 MAX_COMMENT_CHARS = 2000
+#: the longest session cookie looked up (a token is 43 characters; AccountStore.session takes up to 128)
+MAX_TOKEN_CHARS = 128
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+#: what a page shows of a decision or an alert (anyone who may write to the topics can put one there, up to
+#: 1 MB): a text's first MAX_SHOWN_CHARS characters (``clip``), a record's first MAX_SHOWN_RULES rules, an
+#: evidence's first MAX_SHOWN_EVIDENCE characters of JSON (``json_excerpt``); a user id over
+#: MAX_LINKED_ID_CHARS (the door's max_string_chars) is shown without a link. Pages are rendered on the event
+#: loop, and they showed records whole: 5 records of 40,000 rule ids each made /decisions 2.7 MB
+MAX_SHOWN_CHARS = 300
+MAX_SHOWN_RULES = 20
+MAX_SHOWN_EVIDENCE = 2000
+MAX_LINKED_ID_CHARS = 4096
 _TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+
+
+def clip(value: Any, limit: int = MAX_SHOWN_CHARS) -> str:
+    """``value`` as text (its JSON if it is not text), cut to ``limit`` characters (then ``...``)."""
+    if not isinstance(value, str):
+        return json_excerpt(value, limit)
+    return value if len(value) <= limit else f"{value[:limit]}... ({len(value):,} characters)"
+
+
+def json_excerpt(value: Any, limit: int = MAX_SHOWN_EVIDENCE) -> str:
+    """The JSON of ``value`` up to ``limit`` characters (then ``...``): encoded piece by piece and stopped
+    there, so a megabyte of evidence costs what ``limit`` characters do."""
+    out: list[str] = []
+    size = 0
+    try:
+        for piece in json.JSONEncoder(ensure_ascii=False).iterencode(value):
+            out.append(piece)
+            size += len(piece)
+            if size > limit:
+                return "".join(out)[:limit] + "..."
+    except (TypeError, ValueError):
+        return "?"
+    return "".join(out)
+
+
+_TEMPLATES.env.filters["clip"] = clip
+_TEMPLATES.env.filters["json_excerpt"] = json_excerpt
+_TEMPLATES.env.globals.update(MAX_SHOWN_RULES=MAX_SHOWN_RULES, MAX_LINKED_ID_CHARS=MAX_LINKED_ID_CHARS)
 
 
 @dataclass
@@ -136,6 +185,7 @@ class _Busy(Exception):
 
 
 _RETRY_AFTER = {"Retry-After": "5"}
+_RETRY_SOON = {"Retry-After": "1"}  # a validation takes a second at most
 #: the Content-Security-Policy of a page: only its own scripts (a nonce per response: the few inline ones),
 #: requests to this origin only, no plugins, no framing, forms posted here only; styles may be inline (the
 #: templates' style attributes). Whatever a rule text, an event field or a note holds, a page runs no script
@@ -163,10 +213,15 @@ class Console:
         feed: Feed | None = None,
         events: Callable[[int], bytes] | None = None,
         max_heavy: int = MAX_HEAVY,
+        max_validations: int = MAX_VALIDATIONS,
+        max_validations_per_user: int = MAX_VALIDATIONS_PER_USER,
     ) -> None:
         self.feed = feed or Feed()
         self.max_heavy = max_heavy
         self._heavy = 0  # backtests and replays running (changed on the event loop only: no lock)
+        self.max_validations = max_validations
+        self.max_validations_per_user = max_validations_per_user
+        self._validating: dict[str, int] = {}  # user -> validations running (on the event loop only)
         self.events = events
         self.backend = backend
         self.secure = secure_cookies
@@ -192,6 +247,35 @@ class Console:
         finally:
             self._heavy -= 1
 
+    @contextmanager
+    def validating(self, user: str) -> Iterator[None]:
+        """A slot for a validation of ``user``'s; :class:`_Busy` when :attr:`max_validations` are running,
+        or :attr:`max_validations_per_user` of the user's. Held until the worker thread is done (a client
+        that goes away does not give it back early: anyio waits for the thread before it cancels)."""
+        running, mine = sum(self._validating.values()), self._validating.get(user, 0)
+        if running >= self.max_validations or mine >= self.max_validations_per_user:
+            msg = (
+                f"busy: {running} validations are running ({mine} of yours), at most {self.max_validations} "
+                f"({self.max_validations_per_user} a user); try again"
+            )
+            raise _Busy(msg)
+        self._validating[user] = mine + 1
+        try:
+            yield
+        finally:
+            left = self._validating[user] - 1
+            if left:
+                self._validating[user] = left
+            else:
+                del self._validating[user]
+
+    async def check_draft(self, form: dict[str, Any], rule_id: str | None, session: Session) -> Draft:
+        """:func:`validate_form` in a worker thread, in one of the :meth:`validating` slots (else
+        :class:`_Busy`): a draft's YAML fields may take a second to read, and on the event loop that second
+        stalled every request of every user."""
+        with self.validating(session.username):
+            return await run_in_threadpool(lambda: validate_form(form, rule_id=rule_id))
+
     def page(
         self, request: Request, name: str, session: Session | None, code: int = 200, **ctx: Any
     ) -> Response:
@@ -216,7 +300,11 @@ class Console:
         def wrap(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
             async def endpoint(request: Request) -> Response:
                 token = request.cookies.get(COOKIE)
-                session = await self.db(lambda _r, a: a.session(token))
+                # no cookie, or none a session could have: no session, without a MySQL connection and a
+                # worker thread (what a request from anyone who is not logged in cost before)
+                session = None
+                if token and len(token) <= MAX_TOKEN_CHARS:
+                    session = await self.db(lambda _r, a: a.session(token))
                 if session is None:
                     if api or request.method != "GET":
                         return JSONResponse({"error": "not logged in"}, 401)
@@ -347,8 +435,9 @@ class Console:
                 for r in current
             ]
 
-        hits = self.feed.hits(_now_ms())
-        return self.page(request, "rules.html", session, rules=await self.db(read), hits=hits)
+        rules = await self.db(read)
+        hits = self.feed.hits(_now_ms(), rules=[r["id"] for r in rules])
+        return self.page(request, "rules.html", session, rules=rules, hits=hits)
 
     async def rule(self, request: Request, session: Session) -> Response:
         rule_id = request.path_params["rule_id"]
@@ -373,7 +462,7 @@ class Console:
         if data is None:
             return self.page(request, "error.html", session, 404, message=f"no rule {rule_id!r}")
         chart = _chart(self.feed.per_minute(_now_ms(), 60, rule=rule_id))
-        hits = self.feed.hits(_now_ms()).get(rule_id, {"hour": 0, "day": 0})
+        hits = self.feed.hits(_now_ms(), rules=[rule_id])[rule_id]
         return self.page(request, "rule.html", session, rule_id=rule_id, chart=chart, hits=hits, **data)
 
     async def rule_status(self, request: Request, session: Session) -> Response:
@@ -399,7 +488,7 @@ class Console:
         def read(store: RuleStore, _a: AccountStore) -> list[str]:
             old, new = store.version(rule_id, a), store.version(rule_id, b)
             old_text, new_text = _yaml(old.document).splitlines(), _yaml(new.document).splitlines()
-            return list(difflib.unified_diff(old_text, new_text, f"v{a}", f"v{b}", lineterm=""))
+            return diff_lines(old_text, new_text, f"v{a}", f"v{b}")
 
         try:
             lines = await self.db(read)
@@ -446,10 +535,15 @@ class Console:
             return self.page(
                 request, "edit.html", session, rule_id=None, fields=fields, base_version="", errors={}
             )
-        current = await self.db(lambda store, _a: store.get(rule_id))
-        if current is None:
+
+        def read(store: RuleStore, _a: AccountStore) -> tuple[Any, dict[str, str]] | None:
+            current = store.get(rule_id)  # its fields dumped as YAML here too: not on the event loop
+            return None if current is None else (current, fields_from_document(current.document))
+
+        found = await self.db(read)
+        if found is None:
             return self.page(request, "error.html", session, 404, message=f"no rule {rule_id!r}")
-        fields = fields_from_document(current.document)
+        current, fields = found
         return self.page(
             request,
             "edit.html",
@@ -463,13 +557,19 @@ class Console:
     async def validate(self, request: Request, session: Session) -> Response:
         """JSON: the errors of a draft, by form field (the editor calls it as you type)."""
         form = await self.form(request)
-        draft = await _validate(form, _str(form.get("rule_id")))
+        try:
+            draft = await self.check_draft(form, _str(form.get("rule_id")), session)
+        except _Busy as exc:
+            return JSONResponse({"ok": False, "busy": True, "error": str(exc)}, 429, headers=_RETRY_SOON)
         return JSONResponse(draft.to_dict())
 
     async def run_backtest(self, request: Request, session: Session) -> Response:
         form = await self.form(request)
         rule_id = _str(form.get("rule_id"))
-        draft = await _validate(form, rule_id)
+        try:
+            draft = await self.check_draft(form, rule_id, session)
+        except _Busy as exc:
+            return JSONResponse({"ok": False, "error": str(exc)}, 429, headers=_RETRY_SOON)
         if not draft.ok:
             return JSONResponse({"ok": False, "errors": draft.errors}, 400)
         try:
@@ -513,7 +613,12 @@ class Console:
     async def publish(self, request: Request, session: Session) -> Response:
         form = await self.form(request)
         rule_id = _str(form.get("rule_id"))
-        draft = await _validate(form, rule_id)
+        try:
+            draft = await self.check_draft(form, rule_id, session)
+        except _Busy as exc:
+            response = self.page(request, "error.html", session, 429, message=str(exc))
+            response.headers.update(_RETRY_SOON)
+            return response
         base = _int(form.get("base_version"))
         comment = _str(form.get("comment"))
         if comment is not None and len(comment) > MAX_COMMENT_CHARS:
@@ -649,12 +754,6 @@ class Console:
         return RedirectResponse("/rules", 303)
 
 
-async def _validate(form: dict[str, Any], rule_id: str | None) -> Draft:
-    """:func:`validate_form` in a worker thread: a draft's YAML fields may take a second to read, and on the
-    event loop that second stalled every request of every user."""
-    return await run_in_threadpool(lambda: validate_form(form, rule_id=rule_id))
-
-
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -673,6 +772,41 @@ def _chart(series: dict[str, list[int]], width: int = 720, height: int = 160) ->
         )
         lines.append({"key": key, "points": points, "color": _COLORS.get(key, "#555"), "total": sum(values)})
     return {"width": width, "height": height, "top": top, "lines": lines}
+
+
+#: lines of the part two versions differ in (between their common first and last lines) that a diff matches
+#: line by line: difflib is quadratic in them (0.19 s for 1,000 changed lines, 2.6 s for 4,000), and a valid
+#: rule dumps to tens of thousands of lines (a 64 KiB list of tags, one a line): one diff of two such
+#: versions, which any viewer may ask for again and again, held a worker thread and the CPU for minutes.
+#: When the lines of the two sides multiplied are more than its square, the whole part is shown removed then
+#: added (lines only added or only removed: difflib's diff, at any size)
+MAX_DIFF_LINES = 1000
+
+
+def diff_lines(old: list[str], new: list[str], old_name: str, new_name: str) -> list[str]:
+    """A unified diff of ``old`` and ``new``: difflib's when the lines between their common first and last
+    lines, of one side times the other, are at most :data:`MAX_DIFF_LINES` squared, else one hunk with those
+    lines of ``old`` removed and those of ``new`` added (linear time)."""
+    same = min(len(old), len(new))
+    start = 0
+    while start < same and old[start] == new[start]:
+        start += 1
+    end = 0
+    while end < same - start and old[len(old) - 1 - end] == new[len(new) - 1 - end]:
+        end += 1
+    if (len(old) - start - end) * (len(new) - start - end) <= MAX_DIFF_LINES**2:
+        return list(difflib.unified_diff(old, new, old_name, new_name, lineterm=""))
+    lo = max(0, start - 3)
+    old_hi, new_hi = min(len(old), len(old) - end + 3), min(len(new), len(new) - end + 3)
+    return [
+        f"--- {old_name}",
+        f"+++ {new_name}",
+        f"@@ -{lo + 1},{old_hi - lo} +{lo + 1},{new_hi - lo} @@ (over {MAX_DIFF_LINES} lines changed)",
+        *(" " + line for line in old[lo:start]),
+        *("-" + line for line in old[start : len(old) - end]),
+        *("+" + line for line in new[start : len(new) - end]),
+        *(" " + line for line in old[len(old) - end : old_hi]),
+    ]
 
 
 def _yaml(document: Any) -> str:
@@ -729,12 +863,22 @@ def create_app(
     feed: Feed | None = None,
     events: Callable[[int], bytes] | None = None,
     max_heavy: int = MAX_HEAVY,
+    max_validations: int = MAX_VALIDATIONS,
+    max_validations_per_user: int = MAX_VALIDATIONS_PER_USER,
 ) -> ASGIApp:
     """The console as an ASGI application; ``feed``: the decisions and alerts it shows (empty if None);
     ``events(window_ms)``: the recent events as JSON lines, for backtests (None: uploads only); ``max_heavy``:
-    backtests and replays at once (:data:`MAX_HEAVY`)."""
+    backtests and replays at once (:data:`MAX_HEAVY`); ``max_validations``, ``max_validations_per_user``:
+    validations of drafts at once (:data:`MAX_VALIDATIONS`, :data:`MAX_VALIDATIONS_PER_USER`)."""
     c = Console(
-        backend, secure_cookies=secure_cookies, limiter=limiter, feed=feed, events=events, max_heavy=max_heavy
+        backend,
+        secure_cookies=secure_cookies,
+        limiter=limiter,
+        feed=feed,
+        events=events,
+        max_heavy=max_heavy,
+        max_validations=max_validations,
+        max_validations_per_user=max_validations_per_user,
     )
     g = c.guarded
     routes = [

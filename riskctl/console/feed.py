@@ -11,10 +11,27 @@ Memory is bounded whatever the topics hold (another producer's records too): a r
 limit (:data:`~riskctl.core.decisions.MAX_RECORD_BYTES`) is left out, the buffers are cut by bytes as well as
 by count, and the counts per minute hold at most :data:`MAX_COUNTS` entries (a producer naming ever new rule
 ids fills no more).
+
+So is the CPU, whatever the topics hold and whatever their Kafka timestamps (a producer sets them):
+
+- a record added costs in proportion to its size (at most ``MAX_RECORD_BYTES``), worked out before the lock
+  is taken; under the lock, one look per distinct action or rule id it names;
+- the counts live in the minutes of the feed's clock's last day (and :data:`MAX_AHEAD_MS` ahead of it): a
+  record outside them is shown but not counted, and the clock is the wall clock (:class:`KafkaTail`), not
+  the records' timestamps. Before, the minutes older than a day were looked for among all the kept minutes
+  each time a record opened a new one: records each in a minute of their own, back in time, kept up to a
+  million minutes and cost a scan of all of them each (10,000 such records: 8 s, holding the lock every
+  page waits for), and one record stamped a day ahead dropped every count;
+- the clock moves a minute at a time: one look at each of the day's 1,440 minutes, and each count enters
+  and leaves the running totals of the last hour and day once;
+- a page: :meth:`Feed.hits` one look per rule it shows (it was every count of the day: 3.3 s on the event
+  loop for a million), :meth:`Feed.per_minute` one per minute and action, :meth:`Feed.latest` one per kept
+  record (:data:`MAX_RECORDS`, each filter in constant time), :meth:`Feed.cases` one per case returned.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 import threading
@@ -43,6 +60,14 @@ MAX_CASE_MEMORY = 128 << 20
 #: (minute, action or rule id) counts kept for the last day, about 100 bytes each: 1,000,000 is ~694 rules
 #: hitting every minute all day; a record naming ever new rule ids (another producer's) grew them for ever
 MAX_COUNTS = 1_000_000
+#: how far ahead of the wall clock a record's Kafka timestamp may be and still be counted (in its minute,
+#: shown once the clock gets there): the job's sink stamps its records with its own clock, a few seconds off
+#: the console's at most; one further ahead is another producer's, and no window would show it for hours
+MAX_AHEAD_MS = 5 * MINUTE_MS
+DAY_MINUTES = DAY_MS // MINUTE_MS
+HOUR_MINUTES = HOUR_MS // MINUTE_MS
+#: the actions counted by name (an alert's is ALERT); any other a record names is counted as OTHER
+ACTIONS = ("PASS", "REVIEW", "REJECT", "ALERT")
 
 
 @dataclass(frozen=True)
@@ -154,11 +179,38 @@ def _rule_ids(record: dict[str, Any]) -> list[str]:
     return [str(r.get("id")) for r in found if isinstance(r, dict)]
 
 
+def action_of(record: dict[str, Any]) -> str:
+    """The action a record is counted and filtered under: an alert's is ``ALERT``; one that is none of
+    :data:`ACTIONS` (another producer's) is ``OTHER``, so the actions are a fixed few whatever the topics
+    hold."""
+    action = "ALERT" if record.get("kind") == "alert" else record.get("action")
+    return action if action in ACTIONS else "OTHER"
+
+
+@dataclass(frozen=True)
+class _Kept:
+    """A kept record with what the views read of it, worked out once when it is added (outside the lock):
+    a filter then costs the same for every record, however many rules it names."""
+
+    ts: int
+    record: dict[str, Any]
+    memory: int
+    action: str
+    rules: frozenset[str]
+
+
 class Feed:
     """Counts per minute of every record of the last day (by action and by rule: at most ``max_counts``
     of them, about rules x 1,440 minutes, whatever the traffic), the newest ``max_records`` records for the
     live view and user pages (as many as ``max_record_memory`` bytes hold), and the newest ``max_cases``
-    review cases (as many as ``max_case_memory`` bytes hold). Time is the record's Kafka timestamp (ms)."""
+    review cases (as many as ``max_case_memory`` bytes hold). Time is the record's Kafka timestamp (ms).
+
+    The counts are kept relative to the feed's clock: the newest ``now_ms`` given to :meth:`add` or asked
+    about (:meth:`hits`), or, when :meth:`add` is given none, the newest record's timestamp. A record more
+    than a day older than the clock, or (``now_ms`` given) more than :data:`MAX_AHEAD_MS` ahead of it, is
+    shown but not counted (:attr:`outside`): no window would ever show its count. The hits of the last hour
+    and day are running totals, moved when the clock passes a minute, so the CPU of every call is bounded
+    whatever the topics hold (module docstring)."""
 
     def __init__(
         self,
@@ -170,10 +222,16 @@ class Feed:
         max_case_memory: int = MAX_CASE_MEMORY,
         max_counts: int = MAX_COUNTS,
     ) -> None:
-        # (Kafka timestamp, record, its footprint) and (case, its record's footprint): cut by count and bytes
-        self._records: deque[tuple[int, dict[str, Any], int]] = deque()
+        # kept records and (case, its record's footprint): cut by count and bytes
+        self._records: deque[_Kept] = deque()
         self._cases: deque[tuple[Case, int]] = deque()
+        #: minute -> counts ("action:X", "rule:Y") of the minutes after the clock's day (a few ahead of it)
         self._minutes: dict[int, Counter[str]] = {}
+        #: the feed's clock, in minutes (None: nothing added or asked yet)
+        self._clock: int | None = None
+        #: rule id -> hits in the clock's last hour and day (sums of the minutes' "rule:" counts)
+        self._hour: Counter[str] = Counter()
+        self._day: Counter[str] = Counter()
         self._limits = (max_records, max_cases, max_record_memory, max_case_memory)
         self.max_record_bytes = max_record_bytes
         self.max_counts = max_counts
@@ -188,92 +246,137 @@ class Feed:
         #: (minute, key) counts kept, and hits not counted because ``max_counts`` were kept already
         self.counts = 0
         self.uncounted = 0
+        #: records shown but not counted: their timestamp is more than a day before the clock, or more than
+        #: :data:`MAX_AHEAD_MS` after it
+        self.outside = 0
 
-    def add(self, records: Iterable[tuple[dict[str, Any], int]]) -> None:
+    def add(self, records: Iterable[tuple[dict[str, Any], int]], now_ms: int | None = None) -> None:
         """Append records (record, Kafka timestamp in ms); one that is not :func:`well_formed`, or is larger
         than ``max_record_bytes`` as JSON (the job never writes one), is counted in :attr:`skipped` and left
-        out."""
+        out. ``now_ms``: the wall clock (:class:`KafkaTail` gives it); without it the records' timestamps
+        move the clock.
+
+        What a record costs (its JSON size, its memory, its rule ids: all in proportion to its size, at most
+        ``max_record_bytes``) is worked out before the lock is taken, and the lock is taken for one record at
+        a time: a page waits for one record's counts at most, never for a whole batch of large ones."""
         max_records, max_cases, max_record_memory, max_case_memory = self._limits
-        with self._lock:
-            for record, ts in records:
-                # well_formed, its JSON encoded once for both the UTF-8 check and the size
-                size = json_size(record) if isinstance(record, dict) else None
-                if size is None or size > self.max_record_bytes or not _shaped(record):
+        now = None if now_ms is None else now_ms // MINUTE_MS
+        for record, ts in records:
+            # well_formed, its JSON encoded once for both the UTF-8 check and the size
+            size = json_size(record) if isinstance(record, dict) else None
+            if size is None or size > self.max_record_bytes or not _shaped(record):
+                with self._lock:
                     self.skipped += 1
-                    continue
-                memory = footprint(record)
-                self._records.append((int(ts), record, memory))
+                continue
+            ids = _rule_ids(record)
+            rules = frozenset(ids)
+            memory = footprint(record) + sys.getsizeof(rules) + sum(sys.getsizeof(r) for r in rules)
+            action = action_of(record)
+            kept = _Kept(int(ts), record, memory, action, rules)
+            case = case_of(record)
+            keys = Counter([f"action:{action}", *(f"rule:{rule}" for rule in ids)])
+            with self._lock:
+                self._records.append(kept)
                 self.record_memory += memory
                 while len(self._records) > max_records or self.record_memory > max_record_memory:
-                    self.record_memory -= self._records.popleft()[2]
-                case = case_of(record)
+                    self.record_memory -= self._records.popleft().memory
                 if case is not None:
                     self._cases.append((case, memory))
                     self.case_memory += memory
                     while len(self._cases) > max_cases or self.case_memory > max_case_memory:
                         self.case_memory -= self._cases.popleft()[1]
-                self._count(record, int(ts))
+                self._count(keys, int(ts) // MINUTE_MS, now)
 
-    def _count(self, record: dict[str, Any], ts: int) -> None:
-        """Count ``record``'s action and rules in its minute; a count that would be a new entry past
+    def _count(self, keys: Counter[str], minute: int, now: int | None) -> None:
+        """Count ``keys`` in ``minute`` (under the lock); a count that would be a new entry past
         ``max_counts`` is left out (:attr:`uncounted`) until minutes older than a day make room."""
-        newest = ts // MINUTE_MS
-        counts = self._minutes.get(newest)
+        self._advance(minute if now is None else now)
+        clock = self._clock
+        assert clock is not None
+        if minute <= clock - DAY_MINUTES or minute > clock + MAX_AHEAD_MS // MINUTE_MS:
+            self.outside += 1
+            return
+        counts = self._minutes.get(minute)
         if counts is None:
-            for old in [m for m in self._minutes if m < newest - DAY_MS // MINUTE_MS - 1]:
-                self.counts -= len(self._minutes.pop(old))
             counts = Counter()
-        action = "ALERT" if record.get("kind") == "alert" else str(record.get("action"))
-        for key in [f"action:{action}", *(f"rule:{rule}" for rule in _rule_ids(record))]:
+        in_hour, in_day = clock - HOUR_MINUTES < minute <= clock, minute <= clock
+        for key, n in keys.items():
             if key in counts:
-                counts[key] += 1
+                counts[key] += n
             elif self.counts < self.max_counts:
-                counts[key] = 1
+                counts[key] = n
                 self.counts += 1
             else:
-                self.uncounted += 1
-        if counts and newest not in self._minutes:
-            self._minutes[newest] = counts
+                self.uncounted += n
+                continue
+            if in_day and key.startswith("rule:"):
+                self._day[key[5:]] += n
+                if in_hour:
+                    self._hour[key[5:]] += n
+        if counts and minute not in self._minutes:
+            self._minutes[minute] = counts
 
-    def _snapshot(self) -> list[tuple[int, dict[str, Any]]]:
+    def _advance(self, minute: int) -> None:
+        """Move the clock (under the lock) to ``minute`` if it is later: the minutes that enter or leave the
+        last hour and day move the totals, the minutes older than a day are dropped. One look at each of
+        the day's 1,440 minutes (and the ones skipped) per minute the clock moves, and each count enters and
+        leaves each total once; a clock moved by more than the kept minutes span starts afresh."""
+        old = self._clock
+        if old is not None and minute <= old:
+            return
+        self._clock = minute
+        if old is None:
+            return
+        if minute - old > DAY_MINUTES + MAX_AHEAD_MS // MINUTE_MS:  # every kept minute is older than a day
+            self._minutes.clear()
+            self._hour.clear()
+            self._day.clear()
+            self.counts = 0
+            return
+        for m in range(old - DAY_MINUTES + 1, minute + 1):
+            counts = self._minutes.get(m)
+            if counts is None:
+                continue
+            for total, span in ((self._day, DAY_MINUTES), (self._hour, HOUR_MINUTES)):
+                was, now = old - span < m <= old, minute - span < m <= minute
+                if was != now:
+                    sign = 1 if now else -1
+                    for key, n in counts.items():
+                        if key.startswith("rule:"):
+                            total[key[5:]] += sign * n
+                            if total[key[5:]] <= 0:
+                                del total[key[5:]]
+            if m <= minute - DAY_MINUTES:
+                self.counts -= len(self._minutes.pop(m))
+
+    def _snapshot(self) -> list[_Kept]:
         with self._lock:
-            return [(ts, record) for ts, record, _ in self._records]
+            return list(self._records)
 
-    def _buckets(self, now_ms: int, window_ms: int) -> list[tuple[int, Counter[str]]]:
-        """(age in whole minutes, counts) of the last ``window_ms`` of minutes, this minute being age 0."""
-        now_minute = now_ms // MINUTE_MS
-        with self._lock:
-            items = list(self._minutes.items())
-        return [(now_minute - m, c) for m, c in items if 0 <= now_minute - m < window_ms // MINUTE_MS]
-
-    def hits(self, now_ms: int) -> dict[str, dict[str, int]]:
+    def hits(self, now_ms: int, rules: Iterable[str] | None = None) -> dict[str, dict[str, int]]:
         """rule id -> {"hour": hits in the last hour, "day": in the last day} (fired, shadow, alerts), to the
-        minute."""
-        out: dict[str, dict[str, int]] = {}
-        for age, counts in self._buckets(now_ms, DAY_MS):
-            for key, n in counts.items():
-                if not key.startswith("rule:"):
-                    continue
-                slot = out.setdefault(key[5:], {"hour": 0, "day": 0})
-                slot["day"] += n
-                if age < HOUR_MS // MINUTE_MS:
-                    slot["hour"] += n
-        return out
+        minute, of ``rules`` (a rule without hits: zeros) or of every rule hit in the last day (None). As of
+        ``now_ms`` or the feed's clock if that is later (the clock moves to ``now_ms``). Running totals: the
+        cost is one look per rule asked about."""
+        with self._lock:
+            self._advance(now_ms // MINUTE_MS)
+            wanted = self._day if rules is None else rules
+            return {r: {"hour": self._hour.get(r, 0), "day": self._day.get(r, 0)} for r in wanted}
 
     def latest(
         self, *, action: str | None = None, rule: str | None = None, user: str | None = None, limit: int = 200
     ) -> list[dict[str, Any]]:
-        """The newest records first, filtered by action (an alert's is ``ALERT``), rule and user."""
+        """The newest records first, filtered by action (an alert's is ``ALERT``), rule and user: a look at
+        each kept record at most (:data:`MAX_RECORDS`), the same whatever it holds."""
         out: list[dict[str, Any]] = []
-        for _ts, record in reversed(self._snapshot()):
-            kind_action = "ALERT" if record.get("kind") == "alert" else record.get("action")
-            if action and kind_action != action:
+        for kept in reversed(self._snapshot()):
+            if action and kept.action != action:
                 continue
-            if user and record.get("user_id") != user:
+            if user and kept.record.get("user_id") != user:
                 continue
-            if rule and rule not in _rule_ids(record):
+            if rule and rule not in kept.rules:
                 continue
-            out.append(record)
+            out.append(kept.record)
             if len(out) >= limit:
                 break
         return out
@@ -281,7 +384,7 @@ class Feed:
     def cases(self, limit: int = 500) -> list[Case]:
         """The newest review cases first."""
         with self._lock:
-            return [case for case, _ in reversed(self._cases)][:limit]
+            return [case for case, _ in itertools.islice(reversed(self._cases), limit)]
 
     def case(self, case_id: str) -> Case | None:
         """One case by id (None when it is no longer, or never was, among the kept cases)."""
@@ -290,20 +393,20 @@ class Feed:
 
     def per_minute(self, now_ms: int, minutes: int = 60, rule: str | None = None) -> dict[str, list[int]]:
         """Counts per minute over the last ``minutes``, oldest first: by action (all records), or, with
-        ``rule``, that rule's hits only (key ``hits``)."""
+        ``rule``, that rule's hits only (key ``hits``). One look per minute and action (or the rule)."""
         series: dict[str, list[int]] = {}
-        for age, counts in self._buckets(now_ms, minutes * MINUTE_MS):
-            slot = minutes - 1 - age
-            for key, n in counts.items():
-                if rule is not None:
-                    if key != f"rule:{rule}":
-                        continue
-                    name = "hits"
-                elif key.startswith("action:"):
-                    name = key[7:]
-                else:
+        names = {f"action:{a}": a for a in (*ACTIONS, "OTHER")}
+        keys = {f"rule:{rule}": "hits"} if rule is not None else names
+        last = now_ms // MINUTE_MS
+        with self._lock:
+            for slot in range(minutes):
+                counts = self._minutes.get(last - minutes + 1 + slot)
+                if not counts:
                     continue
-                series.setdefault(name, [0] * minutes)[slot] += n
+                for key, name in keys.items():
+                    n = counts.get(key)
+                    if n:
+                        series.setdefault(name, [0] * minutes)[slot] += n
         return series
 
 
@@ -360,7 +463,7 @@ class KafkaTail:
             self.feed.connected, self.feed.error = True, None
             while not self._stop.is_set():
                 batch = list(poll(c, 500))
-                self.feed.add((m.value, m.timestamp) for m in batch)
+                self.feed.add(((m.value, m.timestamp) for m in batch), now_ms=int(time.time() * 1000))
                 for m in batch:
                     self.positions[(m.topic, m.partition)] = m.offset + 1
         finally:

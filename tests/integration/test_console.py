@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import threading
 import time
 import uuid
@@ -22,6 +21,7 @@ from typing import Any
 
 import pytest
 import uvicorn
+from selenium.webdriver.support.ui import WebDriverWait
 
 from riskctl.config import PROJECT_ROOT, Settings
 from riskctl.console.accounts import AccountStore
@@ -31,6 +31,7 @@ from riskctl.core.rules import RuleSet, parse_rule
 from riskctl.store.connection import connect
 from riskctl.store.migrations import drop_store
 from riskctl.store.rules_store import RuleStore
+from tests.helpers import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -43,12 +44,6 @@ EVENTS = "\n".join(
     f'"amount": {i * 300}}}'
     for i in range(1, 21)
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -66,7 +61,7 @@ def console(stack: Settings) -> Iterator[dict[str, Any]]:
          "features": {"fails": {"kind": "count", "window": "10m", "filter": "event.type == 'login'"}}},
     ]  # fmt: skip
     store.apply(store.plan(RuleSet([parse_rule(d) for d in docs])), author="setup", comment="seed")
-    port = _free_port()
+    port = free_port()
     feed = Feed()
     now = int(time.time() * 1000)
     feed.add(
@@ -78,19 +73,32 @@ def console(stack: Settings) -> Iterator[dict[str, Any]]:
         )
         for i in (1, 2)
     )  # fmt: skip
-    app = create_app(Backend(lambda: connect(stack), table), secure_cookies=False, feed=feed)
+    backend = Backend(lambda: connect(stack), table)
+    app = create_app(backend, secure_cookies=False, feed=feed)
+    stop = _serve(app, port)
+    yield {"url": f"http://127.0.0.1:{port}", "store": store, "feed": feed, "backend": backend}
+    stop()
+    drop_store(conn, table)
+    conn.close()
+
+
+def _serve(app: Any, port: int) -> Any:
+    """Serve ``app`` on ``port`` (uvicorn in a thread) once it listens; returns the function that stops it."""
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + WAIT_S
     while not server.started:
         assert time.monotonic() < deadline, "the console did not start"
+        assert thread.is_alive(), "the console did not start (see its log above)"
         time.sleep(0.05)
-    yield {"url": f"http://127.0.0.1:{port}", "store": store, "feed": feed}
-    server.should_exit = True
-    thread.join(WAIT_S)
-    drop_store(conn, table)
-    conn.close()
+
+    def stop() -> None:
+        server.should_exit = True
+        thread.join(WAIT_S)
+        assert not thread.is_alive(), "the console did not stop"
+
+    return stop
 
 
 @pytest.fixture
@@ -122,8 +130,6 @@ def chromium_driver() -> Iterator[Any]:
 
 
 def _wait(driver: Any, condition: Any) -> Any:
-    from selenium.webdriver.support.ui import WebDriverWait
-
     return WebDriverWait(driver, WAIT_S).until(condition)
 
 
@@ -312,3 +318,107 @@ def test_a_backtest_file_over_the_limit_says_so(
     )
     assert "413" in result and "request body over" in result
     assert browser.find_element(By.ID, "backtest-result").get_attribute("class") == "err"
+
+
+def test_the_rule_page_reconnects_after_failed_polls(console: dict[str, Any], browser: Any) -> None:
+    """The rule page asks the job's status of the current version every 2 s until the job reports it. One
+    failed ask ended the asking (fetch rejects when there is no answer, and nothing caught it): after a blip
+    (the console restarted, the network) the page said "not seen by the job yet" for ever, while the job had
+    long accepted the version. Now it says it is reconnecting, asks again with a growing wait, and shows the
+    job's status once the console answers again. Here the server fails a few asks for real: one answered
+    502 (a proxy's), then the console is stopped (no answer at all: fetch rejects), then started again."""
+    from selenium.webdriver.common.by import By
+
+    store, port = console["store"], free_port()
+    url = f"http://127.0.0.1:{port}"
+    inner = create_app(console["backend"], secure_cookies=False, feed=console["feed"])
+    failing = {"left": 0, "asked": 0}
+
+    async def flaky(scope: Any, receive: Any, send: Any) -> None:
+        """The console, but the status API answers 502 while ``failing["left"]`` says so."""
+        if scope["type"] == "http" and scope["path"].startswith("/api/rules/"):
+            failing["asked"] += 1
+            if failing["left"] > 0:
+                failing["left"] -= 1
+                await send({"type": "http.response.start", "status": 502, "headers": []})
+                await send({"type": "http.response.body", "body": b"bad gateway"})
+                return
+        await inner(scope, receive, send)
+
+    stop = _serve(flaky, port)
+    _login(browser, url, "ann")
+    failing["left"] = 1
+    browser.get(f"{url}/rules/big_amount")
+    assert "not seen by the job yet" in browser.find_element(By.ID, "job-status").text
+    note = _wait(browser, lambda d: (e := d.find_element(By.ID, "poll-state")).is_displayed() and e)
+    assert "reconnecting" in note.text and "502" in note.text, note.text
+    stop()  # the console goes away: the next asks get no answer at all
+    _wait(browser, lambda d: "the last 2 tries failed" in d.find_element(By.ID, "poll-state").text)
+    asked = failing["asked"]
+    # the job accepts the version meanwhile (what it writes to rule_status)
+    with store.conn.cursor() as cur:
+        cur.execute(
+            f"INSERT INTO {store.names.quoted()['status']} (rule_id, version, state) "  # noqa: S608
+            "VALUES ('big_amount', 1, 'accepted')"
+        )
+    store.conn.commit()
+    stop = _serve(flaky, port)  # back, on the same address
+    try:
+        # the wait after two failures is 4 to 4.8 s, after three 8 to 9.6 s: within 20 s whatever the timing
+        status = WebDriverWait(browser, 20).until(
+            lambda d: "accepted" in (t := d.find_element(By.ID, "job-status").text) and t
+        )
+        assert status.startswith("accepted at ")
+        assert not browser.find_element(By.ID, "poll-state").is_displayed()
+        assert failing["asked"] == asked + 1  # one ask after the console came back, and the asking stopped
+        time.sleep(3)
+        assert failing["asked"] == asked + 1
+    finally:
+        stop()
+
+
+def test_the_decisions_page_stays_live_through_a_restart(console: dict[str, Any], browser: Any) -> None:
+    """The live decisions page reloaded itself every 5 s: one reload while the console was away (restarting,
+    the network) replaced it with the browser's error page, which has no script, and it never refreshed
+    again (a 503 while MySQL was away: the same, with the 503's text). Now the page asks for itself, keeps
+    what it shows when the ask fails, says it is reconnecting, and shows the new decisions once the console
+    answers again."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    feed, port = console["feed"], free_port()
+    url = f"http://127.0.0.1:{port}"
+    app = create_app(console["backend"], secure_cookies=False, feed=feed)
+
+    def record(eid: str) -> tuple[dict[str, Any], int]:
+        now = int(time.time() * 1000)
+        return (
+            {"kind": "decision", "event_id": eid, "user_id": "u9", "type": "transfer", "ts": now,
+             "action": "REJECT", "shadow": [], "rules": [{"id": "brute_force", "evidence": {}}]},
+            now,
+        )  # fmt: skip
+
+    def shown(d: Any) -> str:
+        try:
+            return str(d.find_element(By.ID, "decisions").text)
+        except (NoSuchElementException, StaleElementReferenceException):
+            return ""
+
+    stop = _serve(app, port)
+    _login(browser, url, "vic")
+    browser.get(f"{url}/decisions")
+    feed.add([record("live-1")])
+    _wait(browser, lambda d: "live-1" in shown(d))  # within 5 s, without a reload
+    stop()
+    note = _wait(browser, lambda d: (e := d.find_element(By.ID, "live-state")).is_displayed() and e)
+    assert "reconnecting" in note.text, note.text
+    assert "live-1" in shown(browser)  # what it showed is still there
+    feed.add([record("live-2")])
+    stop = _serve(app, port)
+    try:
+        # the wait after one failure is 5 to 6 s, after two 10 to 12 s: within 25 s whatever the timing
+        WebDriverWait(browser, 25).until(lambda d: "live-2" in shown(d))
+        assert not browser.find_element(By.ID, "live-state").is_displayed()
+        assert browser.find_element(By.ID, "live").is_selected()
+    finally:
+        stop()

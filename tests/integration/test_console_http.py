@@ -983,3 +983,207 @@ def test_the_scripts_of_a_page_carry_its_csp_nonce(env: dict[str, Any]) -> None:
         assert scripts and all(attrs == f' nonce="{nonce.group(1)}"' for attrs in scripts), (path, scripts)
         nonces.add(nonce.group(1))
     assert len(nonces) == 4
+
+
+def test_validations_at_once_are_bounded_per_user_and_in_all(
+    env: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/api/validate (the editor's check as you type) had no bound: each validation reads up to 11 fields of
+    64 KiB of YAML in a worker thread (up to a second of CPU), and a burst of them from one analyst (or a
+    script with the analyst's cookie) held every worker thread and the CPU: every page of every user waited.
+    Now MAX_VALIDATIONS run at once, at most MAX_VALIDATIONS_PER_USER of one user's; one more is a 429 with
+    Retry-After at once (so is the validation before a backtest or a publish), other pages answer meanwhile,
+    and the slots are given back."""
+    import asyncio
+    import threading
+    import time
+
+    import httpx2
+
+    from riskctl.console import app as app_module
+    from riskctl.console.app import MAX_VALIDATIONS, MAX_VALIDATIONS_PER_USER
+
+    assert (MAX_VALIDATIONS, MAX_VALIDATIONS_PER_USER) == (4, 2)  # the numbers this test is written for
+    entered, release = threading.Semaphore(0), threading.Event()
+    real = app_module.validate_form
+
+    def slow(form: Any, *, rule_id: str | None = None) -> Any:  # as long as the test says
+        entered.release()
+        release.wait(30)
+        return real(form, rule_id=rule_id)
+
+    monkeypatch.setattr(app_module, "validate_form", slow)
+    env["accounts"].add_user("analyst2", "analyst", PASSWORD)
+    app = create_app(env["backend"], secure_cookies=False)
+    sessions = {}
+    for user in ("analyst", "approver", "analyst2"):
+        login = TestClient(app, follow_redirects=False)
+        _, csrf = _login(login, user)
+        sessions[user] = ({"riskctl_console": login.cookies.get("riskctl_console") or ""}, csrf or "")
+
+    async def burst() -> dict[str, Any]:
+        transport = httpx2.ASGITransport(app=app)
+        clients = {
+            user: httpx2.AsyncClient(
+                transport=transport, base_url="http://testserver", cookies=cookies, timeout=60,
+                headers={"X-CSRF-Token": csrf},
+            )
+            for user, (cookies, csrf) in sessions.items()
+        }  # fmt: skip
+        out: dict[str, Any] = {}
+        try:
+            tasks = {
+                user: [
+                    asyncio.create_task(clients[user].post("/api/validate", data=_form())) for _ in range(4)
+                ]
+                for user in ("analyst", "approver")
+            }
+            for _ in range(MAX_VALIDATIONS):
+                assert await asyncio.to_thread(entered.acquire, True, 10)
+            everyone = [t for ts in tasks.values() for t in ts]
+            deadline = time.monotonic() + 10
+            while sum(t.done() for t in everyone) < len(everyone) - MAX_VALIDATIONS:
+                assert time.monotonic() < deadline, "the validations over the limit waited"
+                await asyncio.sleep(0.05)
+            out["refused"] = {
+                user: sorted(t.result().status_code for t in ts if t.done()) for user, ts in tasks.items()
+            }
+            out["retry_after"] = {t.result().headers.get("retry-after") for t in everyone if t.done()}
+            # all slots taken: another user's validation, and the ones before a backtest and a publish, too
+            other = clients["analyst2"]
+            out["other"] = (await other.post("/api/validate", data=_form())).status_code
+            backtest = await other.post("/api/backtest", data=_form(), files={"events": ("e.jsonl", EVENTS)})
+            out["backtest"] = backtest.status_code
+            publish = await clients["approver"].post("/rules/publish", data=_form(base_version="1"))
+            out["publish"] = publish.status_code
+            started = time.monotonic()
+            out["page"] = (await other.get("/rules")).status_code
+            out["page_s"] = time.monotonic() - started
+        finally:
+            release.set()
+        out["finished"] = [(await t).status_code for t in everyone if (await t).status_code != 429]
+        out["again"] = (await clients["analyst"].post("/api/validate", data=_form())).json()
+        for client in clients.values():
+            await client.aclose()
+        return out
+
+    out = asyncio.run(burst())
+    assert out["refused"] == {"analyst": [429, 429], "approver": [429, 429]}
+    assert out["retry_after"] == {"1"}
+    assert (out["other"], out["backtest"], out["publish"]) == (429, 429, 429)
+    assert out["page"] == 200 and out["page_s"] < 5
+    assert out["finished"] == [200] * MAX_VALIDATIONS
+    assert out["again"] == {"ok": True, "errors": {}}  # the slots were given back
+    assert env["store"].get("big_amount").version == 1  # the refused publish wrote nothing
+
+
+def test_records_from_another_producer_cost_the_pages_little(env: dict[str, Any]) -> None:
+    """Anyone who may write to the decisions topic can put records of up to 1 MB there: 40,000 rule ids in
+    one, an evidence of 900 kB, a user id of 500 kB. Pages are rendered on the event loop, and they showed
+    all of it: /decisions listed every rule id of 200 records (megabytes, seconds for every user meanwhile),
+    the user page every evidence whole, the review queue every rule of every case, and the rules page summed
+    every count of the day. Now a page shows the first MAX_SHOWN_RULES rules of a record, the first
+    MAX_SHOWN_EVIDENCE characters of an evidence, the first MAX_SHOWN_CHARS of a text (an over-long user id
+    without a link), and looks up the hits of the rules it shows."""
+    import time
+
+    from riskctl.console.app import MAX_SHOWN_RULES
+    from riskctl.console.feed import Feed
+
+    now = int(time.time() * 1000)
+
+    def record(eid: str, user: str, rules: list[dict[str, Any]]) -> tuple[dict[str, Any], int]:
+        return ({"kind": "decision", "event_id": eid, "user_id": user, "type": "transfer", "ts": now,
+                 "action": "REVIEW", "rules": rules, "shadow": []}, now)  # fmt: skip
+
+    feed = Feed()
+    feed.add(
+        [record(f"many{i}", "u1", [{"id": f"x{i}-{j}"} for j in range(40_000)]) for i in range(5)]
+        + [
+            record(f"blob{i}", "u1", [{"id": "big_amount", "evidence": {"blob": [1] * 300_000}}])
+            for i in range(5)
+        ]
+        + [record("long-user", "u" * 500_000, [{"id": "big_amount"}])]
+    )
+    assert feed.skipped == 0
+    client = TestClient(create_app(env["backend"], secure_cookies=False, feed=feed), follow_redirects=False)
+    _login(client, "analyst")
+    took = {}
+    for path in (
+        "/rules",
+        "/rules/big_amount",
+        "/decisions",
+        "/decisions?rule=nope",
+        "/review",
+        "/users?id=u1",
+    ):
+        started = time.monotonic()
+        page = client.get(path)
+        took[path] = time.monotonic() - started
+        assert page.status_code == 200, path
+        assert len(page.content) < 200_000, (path, len(page.content))
+    assert max(took.values()) < 2, took
+    decisions = client.get("/decisions").text
+    assert f"and {40_000 - MAX_SHOWN_RULES} more" in decisions
+    assert "(500,000 characters)" in decisions and "u" * 4097 not in decisions  # shown cut, without a link
+    assert 'href="/users?id=u1"' in decisions
+    user = client.get("/users?id=u1").text
+    assert user.count("[1, 1, 1") == 5 and "..." in user
+    assert f"and {40_000 - MAX_SHOWN_RULES} more" in client.get("/review").text
+
+
+def test_a_case_naming_a_rule_twice_can_be_labelled(env: dict[str, Any]) -> None:
+    """A review case that names a rule twice (another producer's record: the job lists each rule once) was
+    a duplicate key in the labels table: labelling it answered 500. A label now writes one row per rule."""
+    import time
+
+    from riskctl.console.feed import Feed
+
+    now = int(time.time() * 1000)
+    feed = Feed()
+    rules = [{"id": "big_amount"}, {"id": "big_amount"}]
+    shadow = [{"id": "big_amount"}, {"id": "night"}, {"id": "night"}]
+    feed.add(
+        [({"kind": "decision", "event_id": "twice", "user_id": "u1", "type": "transfer", "ts": now,
+           "action": "REVIEW", "rules": rules, "shadow": shadow}, now)]
+    )  # fmt: skip
+    client = TestClient(
+        create_app(env["backend"], secure_cookies=False, feed=feed),
+        follow_redirects=False,
+        raise_server_exceptions=False,
+    )
+    _, csrf = _login(client, "analyst")
+    resp = client.post(
+        "/review/label", data={"csrf": csrf or "", "case_id": "decision:twice", "label": "fraud"}
+    )
+    assert resp.status_code == 303, resp.text
+    assert env["accounts"].precision("big_amount")["active"]["labelled"] == 1
+    assert env["accounts"].precision("big_amount")["shadow"]["labelled"] == 0
+    assert env["accounts"].precision("night")["shadow"]["labelled"] == 1
+
+
+def test_a_diff_of_two_large_versions_is_answered_in_linear_time(env: dict[str, Any]) -> None:
+    """A diff of two versions is difflib's, quadratic in the lines that differ: two valid versions of a rule
+    with 8,000 tags each (one a line once dumped), every other one changed, took about 10 s of a worker
+    thread and the CPU, and any viewer could ask for it again and again. Past MAX_DIFF_LINES changed lines
+    the diff shows them removed then added, at once."""
+    import time
+
+    from riskctl.console.app import MAX_DIFF_LINES
+
+    store = env["store"]
+    tags = [f"tag-{i}" for i in range(8_000)]
+    for version_tags in (tags, [t if i % 2 else f"new-{i}" for i, t in enumerate(tags)]):
+        store.apply(store.plan(_ruleset({**RULE, "tags": version_tags})), author="setup")
+    client = _client(env)
+    _login(client, "viewer")
+    started = time.monotonic()
+    page = client.get("/rules/big_amount/diff?a=2&b=3")
+    took = time.monotonic() - started
+    assert page.status_code == 200
+    assert took < 3, f"{took:.1f} s"
+    assert f"over {MAX_DIFF_LINES} lines changed" in page.text
+    # tags 0 to 7,998 (the changed ones and those between them), and the --- and +++ lines
+    assert page.text.count('<span class="del">-') == page.text.count('<span class="add">+') == 7_999 + 1
+    small = client.get("/rules/big_amount/diff?a=1&b=2")  # a small change: difflib's diff as before
+    assert small.status_code == 200 and "lines changed" not in small.text and "+tags:" in small.text

@@ -111,3 +111,14 @@ def test_a_mysql_that_does_not_answer_is_a_503_in_seconds() -> None:
     resp, took = answers[0]
     assert resp.status_code == 503 and resp.headers["retry-after"] == "5" and took < 10
     assert "MySQL" in resp.text and str(port) not in resp.text
+
+
+def test_a_request_without_a_session_cookie_needs_no_mysql() -> None:
+    """The session check opened a MySQL connection in a worker thread for every request, one without any
+    cookie too: anyone could make the console open connections and hold worker threads. A request without
+    a cookie (or with one no session can have) is now answered without MySQL."""
+    client = TestClient(create_app(Backend(_no_database), secure_cookies=False), follow_redirects=False)
+    assert client.get("/rules").status_code == 303
+    assert client.post("/api/validate", data={"id": "r"}).status_code == 401
+    client.cookies.set("riskctl_console", "x" * 129)
+    assert client.get("/api/rules/r/status").status_code == 401

@@ -196,3 +196,130 @@ def test_records_naming_ever_new_rule_ids_fill_no_more_counts_than_the_bound() -
     assert feed.hits(NOW + DAY_MS + 2 * MINUTE_MS) == {"known": {"hour": 1, "day": 1}}
     feed.add([(decision("next", "u1", "REJECT", ["another"]), NOW + DAY_MS + 2 * MINUTE_MS)])
     assert feed.hits(NOW + DAY_MS + 2 * MINUTE_MS)["another"] == {"hour": 1, "day": 1}  # room again
+
+
+def test_records_each_in_a_minute_of_their_own_cost_no_scan_of_every_kept_minute() -> None:
+    """Each record that opened a minute of its own made the feed look for the minutes older than a day among
+    all the minutes it kept, under the lock every page waits for: records stamped one minute apart back in
+    time (a producer sets the Kafka timestamp) were all kept, up to a million minutes, and cost a scan of all
+    of them each: 10,000 such records took 8 s (quadratic). Now only the day's minutes are kept, and the
+    clock moves by whole minutes, each looked at once."""
+    import time
+
+    day_minutes = DAY_MS // MINUTE_MS
+    feed = Feed()
+    records = [(decision(f"e{i}", "u", "PASS", ["r"]), NOW - i * MINUTE_MS) for i in range(10_000)]
+    started = time.perf_counter()
+    feed.add(records)
+    took = time.perf_counter() - started
+    assert len(feed._minutes) <= day_minutes
+    assert feed.outside == 10_000 - day_minutes  # shown, not counted: no window would show them
+    assert len(feed.latest(limit=20_000)) == 10_000
+    assert feed.hits(NOW) == {"r": {"hour": 60, "day": day_minutes}}
+    assert took < 3, f"{took:.1f} s for 10,000 records"
+
+
+def test_a_record_stamped_ahead_of_the_clock_drops_no_count() -> None:
+    """The minutes older than a day were those older than the newest record's, whatever its timestamp: one
+    record stamped two days ahead (another producer's) dropped every count of the day, and the rules page
+    said 0 hits. The Kafka tail now gives the wall clock (now_ms): a record more than MAX_AHEAD_MS ahead of
+    it, or more than a day behind, is shown but not counted, and drops nothing."""
+    from riskctl.console.feed import MAX_AHEAD_MS
+
+    feed = Feed()
+    feed.add(((decision(f"e{i}", "u", "REVIEW", ["r"]), NOW - i * MINUTE_MS) for i in range(90)), now_ms=NOW)
+    hostile = [
+        (decision("ahead", "u", "REVIEW", ["r", "x"]), NOW + 2 * DAY_MS),
+        (decision("behind", "u", "REVIEW", ["r", "x"]), NOW - DAY_MS - MINUTE_MS),
+        (decision("soon", "u", "REVIEW", ["r"]), NOW + MAX_AHEAD_MS),  # the job's clock a little ahead
+    ]
+    feed.add(hostile, now_ms=NOW)
+    assert feed.outside == 2 and feed.counts == 90 * 2 + 2  # (REVIEW, r) a minute; soon's minute
+    assert feed.hits(NOW, rules=["r", "x", "none"]) == {
+        "r": {"hour": 60, "day": 90},
+        "x": {"hour": 0, "day": 0},
+        "none": {"hour": 0, "day": 0},
+    }
+    assert [r["event_id"] for r in feed.latest(rule="x")] == ["behind", "ahead"]  # shown all the same
+    later = NOW + MAX_AHEAD_MS
+    assert feed.hits(later, rules=["r"]) == {"r": {"hour": 56, "day": 91}}  # "soon" counted once it is due
+    assert sum(feed.per_minute(later, 60, rule="r")["hits"]) == 56
+
+
+def test_what_a_page_asks_costs_the_same_whatever_the_topics_hold() -> None:
+    """The rules page summed every count of the day for each request, on the event loop (3.3 s for a
+    million counts: another producer's records naming 50,000 rule ids each), the rule page too, and the
+    rule filter of /decisions looked at every rule of every record. Now hits are running totals looked up
+    for the rules a page shows, a chart one count per minute and action, and a filter one set per record."""
+    import time
+
+    def hostile(i: int) -> dict[str, Any]:  # 40,000 rule ids in 750 kB of JSON
+        return {
+            **decision(f"h{i}", "u1", "REVIEW", []),
+            "rules": [{"id": f"x{i}-{j}"} for j in range(40_000)],
+        }
+
+    feed = Feed()
+    feed.add(
+        [(hostile(i), NOW) for i in range(5)] + [(decision("e1", "u2", "REVIEW", ["r"]), NOW)], now_ms=NOW
+    )
+    assert feed.skipped == 0 and feed.counts == 200_000 + 2
+    calls = {
+        "hits": lambda: feed.hits(NOW, rules=[f"r{i}" for i in range(100)] + ["r"]),
+        "per_minute": lambda: feed.per_minute(NOW, 60),
+        "per_minute_rule": lambda: feed.per_minute(NOW, 60, rule="r"),
+        "latest_rule": lambda: feed.latest(rule="nope"),
+        "cases": lambda: feed.cases(200),
+    }
+    took = {}
+    for name, call in calls.items():
+        started = time.perf_counter()
+        for _ in range(10):
+            call()
+        took[name] = (time.perf_counter() - started) / 10
+    assert max(took.values()) < 0.02, took
+    assert feed.hits(NOW, rules=["r"]) == {"r": {"hour": 1, "day": 1}}
+    assert feed.per_minute(NOW, 60)["REVIEW"][-1] == 6
+    assert [r["event_id"] for r in feed.latest(rule="x3-39999")] == ["h3"]
+
+
+def test_an_action_the_job_never_writes_is_counted_as_other() -> None:
+    """The chart had a line for every action a record named: another producer's records with ever new
+    actions drew as many lines (and filled the counts). Actions: PASS, REVIEW, REJECT, ALERT, else OTHER."""
+    feed = Feed()
+    feed.add([({**decision(f"e{i}", "u", "PASS", []), "action": f"A{i}"}, NOW) for i in range(50)])
+    assert feed.per_minute(NOW, 60) == {"OTHER": [0] * 59 + [50]}
+    assert len(feed.latest(action="OTHER")) == 50
+
+
+def test_the_running_totals_are_the_brute_force_counts() -> None:
+    """hits() reads running totals moved as the clock passes each minute; they are the counts of the
+    records in the last hour and day of the clock, over random timestamps, clocks and jumps."""
+    import random
+
+    from riskctl.console.feed import DAY_MINUTES, HOUR_MINUTES, MAX_AHEAD_MS
+
+    rng = random.Random(7)
+    for _ in range(30):
+        feed, counted = Feed(), []
+        clock = NOW // MINUTE_MS
+        for step in range(40):
+            clock += rng.choice([0, 0, 1, 2, 59, 61, 700, 1439, 1441, 3000])
+            batch = []
+            for i in range(rng.randint(0, 5)):
+                minute = clock + rng.randint(-DAY_MINUTES - 5, MAX_AHEAD_MS // MINUTE_MS + 3)
+                rules = rng.sample(["a", "b", "c"], rng.randint(0, 2))
+                batch.append((decision(f"e{step}-{i}", "u", "REVIEW", rules), minute * MINUTE_MS + 5))
+                if clock - DAY_MINUTES < minute <= clock + MAX_AHEAD_MS // MINUTE_MS:
+                    counted.append((minute, rules))
+            feed.add(batch, now_ms=clock * MINUTE_MS + rng.randint(0, MINUTE_MS - 1))
+            ask = clock + rng.choice([0, 0, 1, 3])
+            clock = ask  # asking moves the clock too
+            want = {
+                r: {
+                    "hour": sum(r in rs for m, rs in counted if ask - HOUR_MINUTES < m <= ask),
+                    "day": sum(r in rs for m, rs in counted if ask - DAY_MINUTES < m <= ask),
+                }
+                for r in ("a", "b", "c")
+            }
+            assert feed.hits(ask * MINUTE_MS, rules=["a", "b", "c"]) == want

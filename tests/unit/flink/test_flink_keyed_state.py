@@ -924,3 +924,39 @@ def test_duplicates_are_a_flink_counter_and_change_no_state(monkeypatch: Any) ->
     finally:
         gc.enable()
     assert counters["duplicates"].count == 1
+
+
+def test_a_checkpointed_rule_the_new_limits_refuse_is_skipped_and_logged_and_the_others_run(
+    monkeypatch: Any, caplog: Any
+) -> None:
+    """docs/rules.md, Limits, *Behaviour change*: a rule accepted by an older version (here a distinct_count
+    over MAX_FEATURE_READS, and a condition holding a zero-width space) is not restored from the checkpoint's
+    broadcast state; the job's log names it with the reason, and the other rules are in force."""
+    import json
+    import logging
+
+    from riskctl.flink.risk_function import RiskFunction
+
+    over = {
+        "id": "wide",
+        "action": "REJECT",
+        "features": {"ips": {"kind": "distinct_count", "field": "ip", "window": "1h", "max_values": 10_000}},
+        "when": "ips >= 1",
+    }
+    hidden = {"id": "hidden", "action": "REJECT", "when": 'event.type == "transfer\u200b" or true'}
+
+    class Ctx(FakeCtx):
+        def get_broadcast_state(self, desc: Any) -> dict[str, str]:
+            return {"big": json.dumps(RULE), "wide": json.dumps(over), "hidden": json.dumps(hidden)}
+
+    fn = RiskFunction(lateness_ms=0, state_ttl_ms=3_600_000, rules_wait_ms=0)
+    fn.engine = Engine(RuleSet())
+    backing = FakeValueState()
+    backing.key = "u1"
+    fn.state = FlinkKeyedState(backing)
+    with caplog.at_level(logging.WARNING):
+        fn._restore_rules(Ctx("u1"))
+    assert sorted(r.id for r in fn.engine.ruleset) == ["big"]
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "rule 'wide' from broadcast state not restored" in logged and "MAX_FEATURE_READS" in logged
+    assert "rule 'hidden' from broadcast state not restored" in logged and "U+200B" in logged

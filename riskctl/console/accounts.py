@@ -221,9 +221,13 @@ class AccountStore:
 
     def labels(self, case_ids: list[str]) -> dict[str, tuple[str, str | None, str]]:
         """case id -> (label, note, by) for the labelled ones among ``case_ids``."""
-        if not case_ids:
+        return self.labels_by_key({case_key(c): c for c in case_ids})
+
+    def labels_by_key(self, keys: dict[str, str]) -> dict[str, tuple[str, str | None, str]]:
+        """Like :meth:`labels`, by the cases' keys (:func:`case_key`): ``keys`` maps each key to what the
+        answer names it by."""
+        if not keys:
             return {}
-        keys = {case_key(c): c for c in case_ids}
         marks = ", ".join(["%s"] * len(keys))
         rows = self._run(
             "SELECT DISTINCT case_id, label, note, labelled_by FROM {labels} WHERE case_id IN ("  # noqa: S608

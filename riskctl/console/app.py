@@ -721,7 +721,8 @@ class Console:
 
     async def review(self, request: Request, session: Session) -> Response:
         cases = self.feed.cases(200)
-        labels = await self.db(lambda _r, a: a.labels([c.case_id for c in cases]))
+        # by their keys, worked out once per case as it was read (an id may have a megabyte)
+        labels = await self.db(lambda _r, a: a.labels_by_key({c.key: c.key for c in cases}))
         return self.page(request, "review.html", session, cases=cases, labels=labels)
 
     async def label(self, request: Request, session: Session) -> Response:
@@ -729,7 +730,7 @@ class Console:
         case_id, label, note = (_str(form.get(k)) for k in ("case_id", "label", "note"))
         if case_id is None or label is None:
             return JSONResponse({"error": "case_id and label are required"}, 400)
-        case = self.feed.case(case_id)
+        case = self.feed.case(case_id)  # the page posts the case's key; its whole id is found too
         if case is None:
             return JSONResponse({"error": f"case_id: no case {case_id[:255]!r} in the recent decisions"}, 404)
         if note is not None and len(note) > 2000:

@@ -41,6 +41,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from riskctl.console.accounts import case_key
 from riskctl.core.decisions import MAX_RECORD_BYTES
 
 HOUR_MS = 3_600_000
@@ -81,6 +82,15 @@ class Case:
     rules: tuple[str, ...]
     shadow: tuple[str, ...]
     record: dict[str, Any]
+    #: the case's bounded key (:func:`~riskctl.console.accounts.case_key`: at most 255 characters, the id
+    #: itself when it is short): what a page and a label name the case by. A record from another producer
+    #: may carry an id of up to 1 MB, and the review page wrote each id whole into its form (and its row's
+    #: attribute): one such case put 2 MB in the page
+    key: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.key:
+            object.__setattr__(self, "key", case_key(self.case_id))
 
 
 def case_of(record: dict[str, Any]) -> Case | None:
@@ -386,10 +396,12 @@ class Feed:
         with self._lock:
             return [case for case, _ in itertools.islice(reversed(self._cases), limit)]
 
-    def case(self, case_id: str) -> Case | None:
-        """One case by id (None when it is no longer, or never was, among the kept cases)."""
+    def case(self, key: str) -> Case | None:
+        """One case by its key (:attr:`Case.key`, what the review page posts) or its whole id; None when it
+        is no longer, or never was, among the kept cases."""
+        keys = {key, case_key(key)}  # the posted text as a key, and as an id
         with self._lock:
-            return next((c for c, _ in reversed(self._cases) if c.case_id == case_id), None)
+            return next((c for c, _ in reversed(self._cases) if c.key in keys), None)
 
     def per_minute(self, now_ms: int, minutes: int = 60, rule: str | None = None) -> dict[str, list[int]]:
         """Counts per minute over the last ``minutes``, oldest first: by action (all records), or, with

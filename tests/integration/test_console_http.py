@@ -1187,3 +1187,44 @@ def test_a_diff_of_two_large_versions_is_answered_in_linear_time(env: dict[str, 
     assert page.text.count('<span class="del">-') == page.text.count('<span class="add">+') == 7_999 + 1
     small = client.get("/rules/big_amount/diff?a=1&b=2")  # a small change: difflib's diff as before
     assert small.status_code == 200 and "lines changed" not in small.text and "+tags:" in small.text
+
+
+def test_a_case_with_a_megabyte_id_puts_its_key_in_the_page_not_its_id(env: dict[str, Any]) -> None:
+    """Another producer's REVIEW record may carry an event id of nearly 1 MB: the review page wrote the case
+    id whole into the row's data-case attribute and the label form's hidden input (2 MB a case). The page now
+    names each case by its bounded key (at most 255 characters: the id, or a prefix and its SHA-256), and
+    posting that key labels the case (the whole id still does)."""
+    import time
+
+    from riskctl.console.accounts import case_key
+    from riskctl.console.feed import Feed
+
+    now = int(time.time() * 1000)
+    long_id, short_id = "e" * 999_000, "short-one"
+    feed = Feed()
+    feed.add(
+        ({"kind": "decision", "event_id": eid, "user_id": "u1", "type": "transfer", "ts": now,
+          "action": "REVIEW", "rules": [{"id": "big_amount"}], "shadow": []}, now)
+        for eid in (long_id, short_id)
+    )  # fmt: skip
+    client = TestClient(create_app(env["backend"], secure_cookies=False, feed=feed), follow_redirects=False)
+    _, csrf = _login(client, "analyst")
+    page = client.get("/review")
+    assert page.status_code == 200
+    assert len(page.content) < 50_000, len(page.content)
+    posted = re.findall(r'name="case_id" value="([^"]*)"', page.text)
+    assert posted == ["decision:short-one", case_key(f"decision:{long_id}")]  # newest first
+    assert all(len(key) <= 255 for key in posted)
+    for key, label in zip(posted, ("legitimate", "fraud"), strict=True):
+        resp = client.post("/review/label", data={"csrf": csrf or "", "case_id": key, "label": label})
+        assert resp.status_code == 303, resp.text
+    labels = env["accounts"].labels([f"decision:{long_id}", "decision:short-one"])
+    assert [v[0] for v in labels.values()] == ["fraud", "legitimate"]
+    page = client.get("/review")
+    assert page.text.count('<strong class="label">') == 2
+    assert len(page.content) < 50_000
+    resp = client.post(  # the whole id, as before
+        "/review/label", data={"csrf": csrf or "", "case_id": f"decision:{long_id}", "label": "legitimate"}
+    )
+    assert resp.status_code == 303
+    assert env["accounts"].labels([f"decision:{long_id}"])[f"decision:{long_id}"][0] == "legitimate"

@@ -323,3 +323,24 @@ def test_the_running_totals_are_the_brute_force_counts() -> None:
                 for r in ("a", "b", "c")
             }
             assert feed.hits(ask * MINUTE_MS, rules=["a", "b", "c"]) == want
+
+
+def test_a_case_is_named_by_a_bounded_key_and_found_by_it_or_its_id() -> None:
+    """A case id of nearly 1 MB (another producer's event id) was what the review page posted back: the case
+    now carries a key of at most 255 characters, and the feed finds the case by that key or by its id."""
+    from riskctl.console.accounts import case_key
+    from riskctl.console.feed import Feed
+
+    feed = Feed()
+    long_id = "e" * 999_000
+    feed.add(
+        ({"kind": "decision", "event_id": eid, "user_id": "u1", "type": "t", "ts": 1, "action": "REVIEW",
+          "rules": [{"id": "r1"}], "shadow": []}, 1)
+        for eid in (long_id, "short")
+    )  # fmt: skip
+    short, long = feed.cases()
+    assert short.key == "decision:short"
+    assert long.key == case_key(f"decision:{long_id}") and len(long.key) <= 255
+    assert feed.case(long.key) is long and feed.case(f"decision:{long_id}") is long
+    assert feed.case("decision:short") is short
+    assert feed.case(long.key[:-1]) is None

@@ -315,8 +315,43 @@ class RuleStore:
             ]
         return entries
 
+    def history_page(
+        self, rule_id: str, *, before: int | None = None, limit: int = 50
+    ) -> tuple[list[HistoryEntry], int | None]:
+        """Up to ``limit`` versions of the rule, newest first, older than version ``before`` (None: from the
+        newest), without their documents (``document`` is None: a version holds one unless its ``change`` is
+        ``delete``); and the ``before`` of the next, older page (None: none older). One bounded read on the
+        history's (rule_id, version) key: a rule written thousands of times (by a script, by SQL) read every
+        version with its document, for a page that showed none of them. :class:`RuleNotFoundError` when the
+        rule never existed."""
+        if not is_rule_id(rule_id):
+            raise self._not_found(rule_id)
+        cols = "rule_id, version, status, `change`, author, comment, NULL, digest, created_at"
+        where = "rule_id = %s" + (" AND version < %s" if before is not None else "")
+        params: list[Any] = [rule_id] if before is None else [rule_id, before]
+        rows = self._read(
+            f"SELECT {cols} FROM {{history}} WHERE {where} ORDER BY version DESC LIMIT %s",  # noqa: S608
+            [*params, limit + 1],
+        )
+        entries = [self._entry(row) for row in rows[:limit]]
+        if not entries and before is None:  # no history: the rule's own row (history() says), or not found
+            return [
+                HistoryEntry(e.rule_id, e.version, e.status, e.change, e.author, e.comment, None, e.digest,
+                             e.created_at)
+                for e in self.history(rule_id)
+            ], None  # fmt: skip
+        return entries, (entries[-1].version if len(rows) > limit else None)
+
     def version(self, rule_id: str, version: int) -> HistoryEntry:
-        """One version of the rule, with its document; :class:`VersionNotFoundError` when there is none."""
+        """One version of the rule, with its document; :class:`VersionNotFoundError` when there is none.
+        One row read (diff and rollback ask for two versions of a rule that may have thousands)."""
+        if is_rule_id(rule_id):
+            rows = self._read(
+                "SELECT {hcols} FROM {history} WHERE rule_id = %s AND version = %s", (rule_id, version)
+            )
+            if rows and rows[0][6] is not None:
+                return self._entry(rows[0])
+        # not found, or a deletion: the reason names the versions the rule has (its history, read whole)
         entries = self.history(rule_id)
         for entry in entries:
             if entry.version == version:

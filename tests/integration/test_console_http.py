@@ -1228,3 +1228,75 @@ def test_a_case_with_a_megabyte_id_puts_its_key_in_the_page_not_its_id(env: dict
     )
     assert resp.status_code == 303
     assert env["accounts"].labels([f"decision:{long_id}"])[f"decision:{long_id}"][0] == "legitimate"
+
+
+def _write_versions(env: dict[str, Any], rule_id: str, count: int) -> dict[str, Any]:
+    """Versions 2..count of ``rule_id`` (version 1 written by the fixture) written as a script or SQL would,
+    in one transaction: one history row each, a document of about 1 kB, the current row at the last one."""
+    from riskctl.store.rules_store import content_digest
+
+    store = env["store"]
+    names = store.names.quoted()
+    rows = []
+    for version in range(2, count + 1):
+        doc = {**RULE, "description": f"v{version} " + "x" * 1000, "status": "active", "version": version}
+        digest = content_digest(doc)
+        text = json.dumps(doc)
+        rows.append((rule_id, version, "active", "update", "script", f"run {version}", text, digest))
+    with store.conn.cursor() as cur:
+        cur.executemany(
+            f"INSERT INTO {names['history']} (rule_id, version, status, `change`, author, comment, document, "  # noqa: S608
+            "digest) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+            rows,
+        )
+        cur.execute(
+            f"UPDATE {names['rules']} SET version = %s, document = %s WHERE rule_id = %s",  # noqa: S608
+            (count, rows[-1][6], rule_id),
+        )
+    store.conn.commit()
+    return doc
+
+
+def test_the_history_of_a_rule_written_thousands_of_times_is_paged(env: dict[str, Any]) -> None:
+    """A rule updated 5,000 times (a script, SQL): its page read every version with its document from MySQL
+    and showed every one (with a rollback form each). The page now shows the newest HISTORY_PAGE versions, one
+    bounded read, with a link to the older ones, page after page; diff and rollback work on any version."""
+    import time
+
+    from riskctl.console.app import HISTORY_PAGE
+
+    count = 5_000
+    _write_versions(env, "big_amount", count)
+    client = _client(env)
+    _, csrf = _login(client, "approver")
+    started = time.monotonic()
+    page = client.get("/rules/big_amount")
+    took = time.monotonic() - started
+    assert page.status_code == 200
+    assert len(page.content) < 150_000 and took < 1.5, f"{len(page.content):,} bytes in {took:.2f} s"
+    shown = [int(v) for v in re.findall(r'<input type="radio" name="b" value="(\d+)"', page.text)]
+    assert shown == list(range(count, count - HISTORY_PAGE, -1))
+    older = re.search(r'<a id="older" href="([^"]+)"', page.text)
+    assert older and older.group(1) == f"/rules/big_amount?before={count - HISTORY_PAGE + 1}"
+    # every version is on one page or another, each once, oldest last; the last page has no older link
+    seen, url, pages = list(shown), older.group(1), 1
+    while url:
+        more = client.get(url)
+        assert more.status_code == 200 and len(more.content) < 150_000
+        versions = [int(v) for v in re.findall(r'<input type="radio" name="b" value="(\d+)"', more.text)]
+        seen += versions
+        pages += 1
+        nxt = re.search(r'<a id="older" href="([^"]+)"', more.text)
+        url = nxt.group(1) if nxt else ""
+    assert seen == list(range(count, 0, -1)) and pages == -(-count // HISTORY_PAGE)
+    assert "Roll back to v2<" in more.text or "Roll back to v1<" in more.text
+    diff = client.get(f"/rules/big_amount/diff?a=1&b={count}")
+    assert diff.status_code == 200 and f"v{count} " in diff.text
+    resp = client.post(
+        "/rules/big_amount/change",
+        data={"csrf": csrf or "", "op": "rollback", "to": "3", "expect_version": str(count)},
+    )
+    assert resp.status_code == 303, resp.text
+    current = env["store"].get("big_amount")
+    assert current.version == count + 1 and current.document["description"].startswith("v3 ")
+    assert client.get("/rules/big_amount?before=abc").status_code == 200  # not a number: the newest

@@ -33,6 +33,7 @@ def console(ctx: click.Context, host: str, port: int) -> None:
 
     from riskctl.config import load_settings
     from riskctl.console.app import create_app, is_loopback, mysql_backend
+    from riskctl.console.server import server_config
 
     settings = load_settings()
     backend = mysql_backend(settings)
@@ -50,7 +51,8 @@ def console(ctx: click.Context, host: str, port: int) -> None:
 
     app = create_app(backend, secure_cookies=not is_loopback(host), feed=feed, events=events)
     click.echo(f"riskctl console on http://{host}:{port}/ (Ctrl-C to stop)", err=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning", server_header=False)
+    # bounded connections and slow clients (riskctl/console/server.py, docs/console.md)
+    uvicorn.Server(server_config(app, host, port)).run()
 
 
 @console.group("user", context_settings=CONTEXT_SETTINGS, short_help="Console accounts.")

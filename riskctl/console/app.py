@@ -13,6 +13,7 @@ not thread-safe and a console is not a high-traffic service.
 
 from __future__ import annotations
 
+import asyncio
 import difflib
 import ipaddress
 import json
@@ -152,13 +153,21 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+#: seconds a request body has to arrive, from the application's first read of it (a handler reads the body
+#: only after the session check): else 408. A body trickling in held its connection (one of
+#: riskctl.console.server.MAX_CONNECTIONS) for ever; 8 MiB in 60 s is 1.1 Mbit/s
+BODY_TIMEOUT_S = 60.0
+
+
 class BodyLimit:
     """ASGI middleware: refuse a request body over ``limit`` bytes with 413, by its Content-Length or, when
-    there is none (chunked), as the bytes arrive."""
+    there is none (chunked), as the bytes arrive; and one that has not arrived within ``timeout_s`` of the
+    first read of it with 408."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, timeout_s: float = BODY_TIMEOUT_S) -> None:
         self.app = app
         self.limit = limit
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -170,10 +179,23 @@ class BodyLimit:
             await PlainTextResponse(f"request body over {self.limit} bytes", 413)(scope, receive, send)
             return
         seen = 0
+        deadline: float | None = None
+        done = False
 
         async def limited() -> Message:
-            nonlocal seen
-            message = await receive()
+            nonlocal seen, deadline, done
+            if done:  # the body is in: what follows is the client's disconnect, whenever it comes
+                return await receive()
+            if deadline is None:
+                deadline = asyncio.get_running_loop().time() + self.timeout_s
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                msg = f"the request body did not arrive within {self.timeout_s:g} s"
+                raise HTTPException(408, msg) from None
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                done = True
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
@@ -877,11 +899,14 @@ def create_app(
     max_heavy: int = MAX_HEAVY,
     max_validations: int = MAX_VALIDATIONS,
     max_validations_per_user: int = MAX_VALIDATIONS_PER_USER,
+    body_timeout_s: float = BODY_TIMEOUT_S,
 ) -> ASGIApp:
     """The console as an ASGI application; ``feed``: the decisions and alerts it shows (empty if None);
     ``events(window_ms)``: the recent events as JSON lines, for backtests (None: uploads only); ``max_heavy``:
     backtests and replays at once (:data:`MAX_HEAVY`); ``max_validations``, ``max_validations_per_user``:
-    validations of drafts at once (:data:`MAX_VALIDATIONS`, :data:`MAX_VALIDATIONS_PER_USER`)."""
+    validations of drafts at once (:data:`MAX_VALIDATIONS`, :data:`MAX_VALIDATIONS_PER_USER`);
+    ``body_timeout_s``: the time a request body has to arrive (:data:`BODY_TIMEOUT_S`). Connections are
+    bounded by the server (:mod:`riskctl.console.server`)."""
     c = Console(
         backend,
         secure_cookies=secure_cookies,
@@ -917,7 +942,7 @@ def create_app(
     ]
     handlers = dict.fromkeys(_DATABASE_AWAY, _database_away)
     app = Starlette(routes=routes, exception_handlers=handlers)
-    return _Headers(BodyLimit(app, MAX_BODY_BYTES))
+    return _Headers(BodyLimit(app, MAX_BODY_BYTES, body_timeout_s))
 
 
 def _database_errors() -> tuple[type[BaseException], ...]:

@@ -1300,3 +1300,158 @@ def test_the_history_of_a_rule_written_thousands_of_times_is_paged(env: dict[str
     current = env["store"].get("big_amount")
     assert current.version == count + 1 and current.document["description"].startswith("v3 ")
     assert client.get("/rules/big_amount?before=abc").status_code == 200  # not a number: the newest
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _ask(port: int, request: bytes, timeout: float = 5.0) -> bytes:
+    """``request`` sent on a new connection; what comes back until the server closes it or ``timeout``."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(request)
+        out = b""
+        try:
+            while b"\r\n\r\n" not in out:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                out += chunk
+        except TimeoutError:
+            pass
+        return out
+
+
+def _closed_by_server(sock: Any, within: float) -> bool:
+    import time
+
+    sock.settimeout(within)
+    started = time.monotonic()
+    try:
+        while time.monotonic() - started < within:
+            if not sock.recv(65536):
+                return True
+    except TimeoutError:
+        return False
+    except ConnectionError:
+        return True
+    return False
+
+
+def test_riskctl_console_bounds_its_connections_and_closes_slow_ones(stack: Settings) -> None:
+    """``riskctl console`` ran uvicorn without limit_concurrency and uvicorn bounds no request's headers in
+    time: connections that sent nothing, or a header a byte at a time, stayed open for ever, as many as the
+    open-file limit, each able to carry an 8 MiB body. Now MAX_CONNECTIONS at once (a request beyond: 503 at
+    once) and a connection without a whole request's headers is closed after HEADER_TIMEOUT_S, so the console
+    answers again once the slow clients are closed."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from riskctl.console.server import HEADER_TIMEOUT_S, MAX_CONNECTIONS
+
+    port = _free_port()
+    table = f"s{uuid.uuid4().hex[:10]}_rules"
+    env = {**os.environ, "RISKCTL_JOB_RULES_TABLE": table}
+    proc = subprocess.Popen(  # noqa: S603
+        [sys.executable, "-m", "riskctl.cli.main", "console", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    conn = connect(stack)
+    slow: list[socket.socket] = []
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if _ask(port, b"GET /login HTTP/1.1\r\nHost: c\r\n\r\n", 2).startswith(b"HTTP/1.1 200"):
+                    break
+            except ConnectionError:
+                pass
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "riskctl console did not answer"
+            time.sleep(0.2)
+        opened = time.monotonic()
+        for _ in range(MAX_CONNECTIONS):  # a slowloris: headers begun, never ended
+            sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+            sock.sendall(b"POST /login HTTP/1.1\r\nHost: c\r\nContent-Length: 8000000\r\n")
+            slow.append(sock)
+        started = time.monotonic()
+        answer = _ask(port, b"GET /login HTTP/1.1\r\nHost: c\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 503"), answer[:200]
+        assert time.monotonic() - started < 2
+        # the slow connections are closed by the server within HEADER_TIMEOUT_S of opening, unanswered
+        for sock in slow:
+            left = max(0.1, opened + HEADER_TIMEOUT_S + 3 - time.monotonic())
+            assert _closed_by_server(sock, left), "a connection without its headers was left open"
+        assert time.monotonic() - opened >= HEADER_TIMEOUT_S - 1
+        assert _ask(port, b"GET /login HTTP/1.1\r\nHost: c\r\n\r\n").startswith(b"HTTP/1.1 200")
+    finally:
+        for sock in slow:
+            sock.close()
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.communicate(timeout=15)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        drop_store(conn, table)
+        conn.close()
+
+
+def test_a_request_body_trickling_in_is_a_408(env: dict[str, Any]) -> None:
+    """A body sent a few bytes at a time held its connection (one of MAX_CONNECTIONS) for ever: /login reads
+    anyone's. Now it has BODY_TIMEOUT_S (here 1 s) from the first read of it; and headers that never end are
+    closed after HEADER_TIMEOUT_S (here 1 s), on a new connection and on one kept alive after an answer."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    from riskctl.console.server import server_config
+
+    port = _free_port()
+    app = create_app(env["backend"], secure_cookies=False, body_timeout_s=1.0)
+    server = uvicorn.Server(server_config(app, "127.0.0.1", port, header_timeout_s=1.0))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "the console did not start"
+        time.sleep(0.05)
+    try:
+        started = time.monotonic()
+        answer = _ask(
+            port,
+            b"POST /login HTTP/1.1\r\nHost: c\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+            b"Content-Length: 100\r\n\r\ncsrf=abc",
+        )
+        took = time.monotonic() - started
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+        assert 0.9 < took < 3, took
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(b"GET /login HTTP/1.1\r\nHost: c\r\n")
+            assert _closed_by_server(sock, 3)
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(b"GET /login HTTP/1.1\r\nHost: c\r\n\r\n")
+            first = sock.recv(65536)
+            assert first.startswith(b"HTTP/1.1 200")
+            while b"</html>" not in first:
+                first += sock.recv(65536)
+            sock.sendall(b"GET /login HTTP/1.1\r\n")  # the next request's headers, never ended
+            assert _closed_by_server(sock, 4)
+    finally:
+        server.should_exit = True
+        thread.join(10)

@@ -370,6 +370,12 @@ class ServeSettings:
     #: last answer, is closed (idle keep-alive connections too): a client sending its headers a byte at a
     #: time, or nothing at all, held a connection for aiohttp's default of an hour
     idle_timeout_ms: int = setting(15_000, low=100, high=3_600_000)
+    #: connections open at once (kept-alive ones included); one more is answered 503 as it opens and closed.
+    #: Lowered at start to the open-file limit less 256 (the Kafka clients' sockets and the logs need
+    #: descriptors too). Without a bound, connections opened faster than idle_timeout_ms closes them took
+    #: every descriptor (the Kafka clients' included), and each may hold about 2 MB of unfinished headers
+    #: (128 lines of 8,190 bytes: 200 such connections took 396 MB): 1,024 of them about 2 GB at most
+    max_connections: int = setting(1_024, low=1, high=1_000_000)
     #: on SIGTERM, in-flight requests get this long to finish before Kafka is closed
     shutdown_timeout_ms: int = ms(10_000, low=0)
     #: the producer gives up delivering an event after this long (the request has its fallback by then)

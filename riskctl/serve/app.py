@@ -21,6 +21,7 @@ import time
 import uuid
 import zlib
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -115,6 +116,7 @@ class Api:
         self.draining = False
         self.started = time.monotonic()
         self.gc_pauses = GcPauses()
+        self.connections = Connections(s.max_connections)  # counted by the runner (make_runner)
         self._probe_n = 0
         self.app = web.Application(middlewares=[self._errors])
         self.app.router.add_post("/v1/decisions", self.decisions, expect_handler=self._expect)
@@ -277,6 +279,7 @@ class Api:
                 "reply_partition": getattr(self.bus, "partition", None),
                 "unauthorized": self.callers.unauthorized,
                 "callers": self.callers.stats(),
+                "connections": self.connections.to_dict(),
             }
         )
 
@@ -321,6 +324,19 @@ class Api:
             await asyncio.sleep(interval)
 
 
+@dataclass
+class Connections:
+    """The connections open now, the most at once (serve.max_connections, lowered to the open-file limit by
+    :func:`make_runner`) and those refused for it since the start (/v1/stats)."""
+
+    max: int
+    open: int = 0
+    refused: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return {"open": self.open, "max": self.max, "refused": self.refused}
+
+
 class GcPauses:
     """The longest pause of Python's cyclic collector in this process, and its full collections (/v1/stats):
     every request of the instance waits while it runs."""
@@ -362,11 +378,87 @@ HTTP_LOG = logging.getLogger("riskctl.serve.http")
 HTTP_LOG.addFilter(_MalformedRequests())
 
 
+#: descriptors kept for the rest of the process (the Kafka clients' sockets, logs) below the open-file limit
+FD_RESERVE = 256
+#: seconds a connection refused for serve.max_connections stays open after its answer (for the client to read
+#: it before the close)
+_REFUSED_CLOSE_S = 0.5
+#: the answer to a connection beyond serve.max_connections, written as it opens (nothing of it is read)
+_FULL_BODY = orjson.dumps(
+    {"error": {"status": 503, "field": None, "reason": "too many connections open: try again"}}
+)
+_FULL = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n"
+    b"Retry-After: 1\r\nContent-Length: " + str(len(_FULL_BODY)).encode() + b"\r\n\r\n" + _FULL_BODY
+)
+
+
+def connection_bound(configured: int) -> int:
+    """serve.max_connections, lowered to the process's open-file limit less :data:`FD_RESERVE`."""
+    import resource
+
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return configured
+    return max(1, min(configured, soft - FD_RESERVE))
+
+
+class _Runner(web.AppRunner):
+    """An AppRunner whose server takes at most ``max_connections`` connections at once: one more gets a 503
+    written as it opens, and is closed. aiohttp bounds none; its server tells each connection's opening and
+    closing (``connection_made``, ``connection_lost``, called by every connection's handler), and they
+    count them here: a few operations per connection, nothing per request."""
+
+    def __init__(self, app: web.Application, *, connections: Connections, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self.connections = connections
+
+    async def setup(self) -> None:
+        await super().setup()
+        server = self.server
+        assert server is not None
+        made, lost = server.connection_made, server.connection_lost
+        count = self.connections
+
+        def connection_made(handler: Any, transport: Any) -> None:
+            made(handler, transport)
+            count.open += 1
+            if count.open > count.max:
+                # nothing of it is read (its handler gets no byte): the answer, the end of what the server
+                # sends, and the close a moment later: closed at once with a request unread, the kernel
+                # resets the connection and the client may lose the answer
+                count.refused += 1
+                transport.pause_reading()
+                transport.write(_FULL)
+                if transport.can_write_eof():
+                    transport.write_eof()
+                asyncio.get_running_loop().call_later(_REFUSED_CLOSE_S, transport.close)
+
+        def connection_lost(handler: Any, exc: BaseException | None = None) -> None:
+            count.open -= 1
+            lost(handler, exc)
+
+        server.connection_made = connection_made  # type: ignore[method-assign]
+        server.connection_lost = connection_lost  # type: ignore[method-assign]
+
+
 def make_runner(api: Api, settings: Settings) -> web.AppRunner:
-    """The aiohttp runner of ``api``: its shutdown grace and its idle timeout (see serve.idle_timeout_ms)."""
+    """The aiohttp runner of ``api``: its shutdown grace, its idle timeout (see serve.idle_timeout_ms) and
+    its bound on connections (serve.max_connections, :func:`connection_bound`)."""
     s = settings.serve
-    return web.AppRunner(
+    bound = connection_bound(s.max_connections)
+    if bound < s.max_connections:
+        LOG.warning(
+            "serve: serve.max_connections is %d, the open-file limit (ulimit -n) allows %d: at most %d "
+            "connections at once",
+            s.max_connections,
+            bound + FD_RESERVE,
+            bound,
+        )
+    api.connections.max = bound
+    return _Runner(
         api.app,
+        connections=api.connections,
         # 0 would be no bound at all to aiohttp: a body trickling in held the exit for serve.body_timeout_ms,
         # an answer written to a client that reads nothing for ever
         shutdown_timeout=s.shutdown_timeout_ms / 1000 or _SHUTDOWN_FLUSH_S,

@@ -638,3 +638,61 @@ def test_a_grace_of_0_stops_at_once_with_a_body_still_arriving() -> None:
         assert sock.recv(65_536) == b""  # closed without an answer: its body never came
     assert stopped < 2, stopped
     assert results and results[0][0] == 200 and results[0][1]["degraded"] == "shutdown"
+
+
+def test_connections_beyond_max_connections_get_a_503_at_once_and_the_others_are_served() -> None:
+    """aiohttp bounds no number of connections: opened faster than serve.idle_timeout_ms closes them (a
+    slowloris sending nothing, or headers a byte at a time), they took every file descriptor of the process,
+    the Kafka clients' included. Now serve.max_connections at once: one more is answered 503 (JSON, with the
+    reason and Retry-After) as it opens and closed; once some close, requests are served again."""
+    import socket
+    import urllib.parse
+
+    with running_api(settings_for_tests(max_connections=8), FakeBus()) as (base, api, _):
+        url = urllib.parse.urlsplit(base)
+        held = [socket.create_connection((url.hostname, url.port), timeout=5) for _ in range(8)]
+        try:
+            for sock in held[:4]:
+                sock.sendall(b"POST /v1/decisions HTTP/1.1\r\nHost: x\r\n")  # headers begun, never ended
+            deadline = time.monotonic() + 5
+            while api.connections.open < 8:  # accepted by the server (the kernel connects before it)
+                assert time.monotonic() < deadline, api.connections
+                time.sleep(0.01)
+            with socket.create_connection((url.hostname, url.port), timeout=5) as extra:
+                extra.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                answer = b""
+                while chunk := extra.recv(65_536):
+                    answer += chunk
+            head, _, body = answer.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 503"), answer[:200]
+            assert b"Retry-After: 1" in head
+            assert json.loads(body)["error"]["reason"] == "too many connections open: try again"
+            assert api.connections.refused == 1
+            for sock in held[:2]:
+                sock.close()
+            deadline = time.monotonic() + 5
+            while True:  # the server sees them closed at once, or nearly
+                try:
+                    status, _ = call(base, "POST", "/v1/decisions", json.dumps(event()).encode(), JSON)
+                except OSError:
+                    status = 0
+                if status == 200 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+            assert status == 200
+        finally:
+            for sock in held:
+                sock.close()
+
+
+def test_max_connections_is_lowered_to_the_open_file_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    import resource
+
+    from riskctl.serve.app import FD_RESERVE, connection_bound
+
+    monkeypatch.setattr(resource, "getrlimit", lambda _which: (1024, 4096))
+    assert connection_bound(4096) == 1024 - FD_RESERVE
+    assert connection_bound(100) == 100
+    unlimited = (resource.RLIM_INFINITY, resource.RLIM_INFINITY)
+    monkeypatch.setattr(resource, "getrlimit", lambda _which: unlimited)
+    assert connection_bound(4096) == 4096

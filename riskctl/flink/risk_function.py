@@ -283,6 +283,13 @@ def status_record(
     rule_id: str, version: int, state: str, reason: str | None = None, field: str | None = None
 ) -> Row:
     """The rule-status output row: what the job did with one rule version (``state``), and why if refused."""
+    return Row(*status_out(rule_id, version, state, reason, field))
+
+
+def status_out(
+    rule_id: str, version: int, state: str, reason: str | None = None, field: str | None = None
+) -> Out:
+    """:func:`status_record` as the tuple the events side returns (:meth:`RiskFunction.decide_record`)."""
     doc = {
         "rule_id": rule_id,
         "version": version,
@@ -291,7 +298,16 @@ def status_record(
         "field": field,
         "seen_at_ms": int(time.time() * 1000),
     }
-    return Row(STATUS, f"{rule_id}:{version}", json.dumps(doc).encode())
+    return (STATUS, f"{rule_id}:{version}", json.dumps(doc).encode())
+
+
+def _stored_version(text: str) -> int:
+    """The version a rule document of the broadcast state names (0 if it names none it could be read for)."""
+    try:
+        version = json.loads(text).get("version", 0)
+    except (ValueError, TypeError, AttributeError, RecursionError):
+        return 0
+    return version if type(version) is int and 0 <= version < 2**63 else 0
 
 
 def _reason(exc: BaseException) -> tuple[str, str | None]:
@@ -357,6 +373,8 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         self.pending: Any = None
         self.opened_at = 0.0
         self.have_rules = False
+        #: the refused statuses of rules a restore could not load, for the next output (subtask 0 only)
+        self.unreported: list[Out] = []
         self.held_keys: set[Any] = set()  # keys this instance held events of, not yet decided (start-up)
         self.restored_hold_until = 0.0  # monotonic time until which every event reads its key's held events
         self.last_rule_at = 0.0
@@ -477,8 +495,10 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
     def _restore_rules(self, ctx: Any) -> None:
         """After a restore the broadcast state holds the rules; compile them once, on first use.
 
-        A stored document that no longer loads (it was accepted by an older version) is skipped and logged:
-        one bad rule never stops the job.
+        A stored document that no longer loads (it was accepted by an older version, whose limits were
+        wider) is skipped and logged: one bad rule never stops the job. Subtask 0 also reports it as
+        ``refused`` with the reason (:attr:`unreported`, sent with its next output): MySQL's status table
+        still said the version was accepted, and the source, restored at its offset, sends it no more.
         """
         if self.have_rules:
             return
@@ -491,8 +511,16 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
                         load_json_document(text, source="broadcast state", rule_id=rule_id)
                     )
                 except Exception as exc:  # noqa: BLE001 - any failure refuses this rule, never the job
-                    LOG.warning("rule %r from broadcast state not restored: %s", rule_id, _reason(exc)[0])
+                    reason, field = _reason(exc)
+                    LOG.warning("rule %r from broadcast state not restored: %s", rule_id, reason)
+                    if self.subtask == 0:
+                        version = _stored_version(text)
+                        self.unreported.append(status_out(rule_id, version, "refused", reason, field))
             self.have_rules = self.started = True
+
+    def _take_unreported(self) -> list[Out]:
+        taken, self.unreported = self.unreported, []
+        return taken
 
     def process_broadcast_element(self, value: Row, ctx: Any) -> Iterator[Any]:
         """Apply one rule change. Whatever goes wrong with one rule (a hostile document, a bug in a
@@ -500,6 +528,8 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         """
         assert self.engine is not None
         self._restore_rules(ctx)
+        for out in self._take_unreported():
+            yield Row(*out)
         rule_id, version = str(value[1]), 0
         try:
             op, version, document = value[0], int(value[2] or 0), value[3]
@@ -573,11 +603,14 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         # Lists, not generators, all the way down: PyFlink iterates what this returns, and every generator
         # layer costs a frame per event (bench/decide_budget.py).
         try:
-            return self._element(value, ctx, _plain_key(ctx.get_current_key()) if key is None else key)
+            outs = self._element(value, ctx, _plain_key(ctx.get_current_key()) if key is None else key)
         except Exception as exc:  # noqa: BLE001 - whatever failed outside the per-event guard
             self.internal_errors += 1
             LOG.exception("decide: record %s:%s:%s dead-lettered", value[1], value[2], value[3])
-            return [self._internal_error(value, exc, None)]
+            outs = [self._internal_error(value, exc, None)]
+        if self.unreported:  # rules a restore could not load: once, after a restore
+            return self._take_unreported() + outs
+        return outs
 
     def _element(self, value: Any, ctx: Any, key: str) -> list[Out]:
         now_ms = int(time.time() * 1000)
@@ -688,7 +721,10 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
     def on_timer(self, timestamp: int, ctx: Any) -> list[Row]:
         # Never raises (a timer that raised would restart the job, and fire again after the restore).
         try:
-            return [Row(*out) for out in self._timer(timestamp, ctx)]
+            outs = self._timer(timestamp, ctx)
+            if self.unreported:
+                outs = self._take_unreported() + outs
+            return [Row(*out) for out in outs]
         except Exception:  # noqa: BLE001 - whatever failed outside the per-timer guard
             self.timer_errors += 1
             LOG.exception("decide: timer at %s of key %r failed", timestamp, ctx.get_current_key())

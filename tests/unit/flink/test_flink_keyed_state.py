@@ -960,3 +960,49 @@ def test_a_checkpointed_rule_the_new_limits_refuse_is_skipped_and_logged_and_the
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert "rule 'wide' from broadcast state not restored" in logged and "MAX_FEATURE_READS" in logged
     assert "rule 'hidden' from broadcast state not restored" in logged and "U+200B" in logged
+
+
+def test_a_checkpointed_rule_the_new_limits_refuse_is_reported_refused_once_by_subtask_0(
+    monkeypatch: Any,
+) -> None:
+    """The source is restored at its offset and sends an accepted rule no more, so MySQL's status table kept
+    'accepted' for a rule the restored job no longer runs ('riskctl rules list' said it was in force). The
+    first output after the restore now carries a refused status with the reason: once, from subtask 0."""
+    import gc
+    import json
+
+    over = {
+        "id": "wide",
+        "version": 7,
+        "action": "REJECT",
+        "features": {"ips": {"kind": "distinct_count", "field": "ip", "window": "1h", "max_values": 10_000}},
+        "when": "ips >= 1",
+    }
+    stored = {"big": json.dumps({**RULE, "version": 3}), "wide": json.dumps(over)}
+
+    class Ctx(FakeCtx):
+        def get_broadcast_state(self, desc: Any) -> dict[str, str]:
+            return stored
+
+    ev = {"event_id": "e1", "user_id": "u1", "type": "transfer", "ts": 1_699_999_990_000, "amount": 60}
+    for subtask in (0, 1):
+        fn, backing, _runtime = _opened(cache_keys=10)
+        fn.subtask = subtask
+        backing.key = "u1"
+        try:
+            first = list(fn.process_element(_record(ev), Ctx("u1")))
+            second = list(fn.process_element(_record({**ev, "event_id": "e2"}), Ctx("u1")))
+        finally:
+            gc.enable()
+            gc.unfreeze()
+        assert sorted(r.id for r in fn.engine.ruleset) == ["big"]
+        statuses = [json.loads(r[2]) for r in first if r[0] == "status"]
+        assert [r[0] for r in second] == ["decision"]
+        if subtask:
+            assert statuses == []
+            continue
+        assert [(s["rule_id"], s["version"], s["state"], s["field"]) for s in statuses] == [
+            ("wide", 7, "refused", "features.ips.max_values")
+        ]
+        assert "MAX_FEATURE_READS" in statuses[0]["reason"]
+        assert [r[0] for r in first] == ["status", "decision"]

@@ -51,7 +51,9 @@ MAX_METADATA_BYTES = 64 * 2**20
 #: the layout of the job's state: the decide operator's keyed state (one pickled dict of state names per
 #: user, riskctl.flink.risk_function.FlinkKeyedState and riskctl.core) and its broadcast rules. Raise it with
 #: a change after which the state of a checkpoint of the previous layout would be read wrongly: a restore
-#: across it is then refused (a riskctl version of the same layout restores as before)
+#: across it is then refused (a riskctl version of the same layout restores as before).
+#: tests/unit/flink/test_state_layout.py holds it to the structure of that state: it fails when what the job
+#: stores changes shape while this number does not, and says how to record the new layout's signature
 STATE_LAYOUT = 1
 #: the job's identity, recorded in its checkpoint folder ``<checkpoint_dir>/<job id>/``
 IDENTITY_FILE = "riskctl-job.json"

@@ -10,6 +10,8 @@ import json
 import re
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -22,6 +24,7 @@ from riskctl.console.security import RateLimiter
 from riskctl.store.connection import connect
 from riskctl.store.migrations import drop_store
 from riskctl.store.rules_store import RuleStore
+from tests.helpers import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -547,21 +550,26 @@ def test_backtest_over_the_events_topic(env: dict[str, Any], stack: Settings, to
     assert gone.status_code == 503 and "does not exist" in gone.json()["error"]
 
 
-def test_riskctl_console_serves(stack: Settings) -> None:
-    """``riskctl console`` as a user starts it: it migrates the tables, listens on 127.0.0.1, asks for a
-    session, and a created user logs in and sees the rules page; Ctrl-C (SIGINT) stops it."""
+@dataclass
+class _ConsoleProcess:
+    proc: Any
+    port: int
+    table: str
+    conn: Any
+    err: str = ""  # its standard error, once it stopped
+
+
+@contextmanager
+def _riskctl_console(stack: Settings) -> Iterator[_ConsoleProcess]:
+    """``riskctl console`` as a user starts it, on a free port and a rules table of its own, once it answers
+    ``/login``; stopped with Ctrl-C (SIGINT) after, its table dropped."""
     import os
     import signal
-    import socket
     import subprocess
     import sys
     import time
-    import urllib.error
-    import urllib.request
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     table = f"s{uuid.uuid4().hex[:10]}_rules"
     env = {**os.environ, "RISKCTL_JOB_RULES_TABLE": table}
     proc = subprocess.Popen(  # noqa: S603
@@ -571,18 +579,38 @@ def test_riskctl_console_serves(stack: Settings) -> None:
         stderr=subprocess.PIPE,
         text=True,
     )
-    conn = connect(stack)
+    console = _ConsoleProcess(proc, port, table, connect(stack))
     try:
         deadline = time.monotonic() + 30
         while True:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/login", timeout=2) as resp:  # noqa: S310
-                    assert resp.status == 200
-                break
-            except (urllib.error.URLError, ConnectionError):
-                assert proc.poll() is None, proc.communicate()
-                assert time.monotonic() < deadline, "riskctl console did not answer"
-                time.sleep(0.2)
+                if _ask(port, b"GET /login HTTP/1.1\r\nHost: c\r\n\r\n", 2).startswith(b"HTTP/1.1 200"):
+                    break
+            except ConnectionError:
+                pass
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "riskctl console did not answer"
+            time.sleep(0.2)
+        yield console
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            _out, console.err = proc.communicate(timeout=15)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        drop_store(console.conn, table)
+        console.conn.close()
+
+
+def test_riskctl_console_serves(stack: Settings) -> None:
+    """``riskctl console`` as a user starts it: it migrates the tables, listens on 127.0.0.1, asks for a
+    session, and a created user logs in and sees the rules page; Ctrl-C (SIGINT) stops it."""
+    import urllib.error
+    import urllib.request
+
+    with _riskctl_console(stack) as console:
+        port = console.port
 
         class NoRedirect(urllib.request.HTTPRedirectHandler):
             def redirect_request(self, *args: Any, **kwargs: Any) -> None:
@@ -592,23 +620,14 @@ def test_riskctl_console_serves(stack: Settings) -> None:
         with pytest.raises(urllib.error.HTTPError) as refused:
             opener.open(f"http://127.0.0.1:{port}/rules", timeout=5)
         assert refused.value.code == 303 and refused.value.headers["location"] == "/login"
-        AccountStore(conn, table).add_user("ann", "viewer", PASSWORD)
+        AccountStore(console.conn, console.table).add_user("ann", "viewer", PASSWORD)
         import httpx2
 
         with httpx2.Client(base_url=f"http://127.0.0.1:{port}", follow_redirects=False) as client:
             resp, csrf = _login(client, "ann")  # type: ignore[arg-type]
             assert resp.status_code == 303 and csrf
             assert "Rules" in client.get("/rules").text
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            _out, err = proc.communicate(timeout=15)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-        drop_store(conn, table)
-        conn.close()
-    assert f"riskctl console on http://127.0.0.1:{port}/" in err
+    assert f"riskctl console on http://127.0.0.1:{port}/" in console.err
 
 
 def test_hostile_logins(env: dict[str, Any]) -> None:
@@ -878,8 +897,6 @@ def test_mysql_away_is_a_503_saying_so_and_the_console_recovers(env: dict[str, A
     check reads it). Now a 503 that says why (not where MySQL is: that goes to the log), then the same
     session works again once MySQL answers."""
     import copy
-
-    from tests.helpers import free_port
 
     client = _client(env)
     _, csrf = _login(client, "approver")
@@ -1302,14 +1319,6 @@ def test_the_history_of_a_rule_written_thousands_of_times_is_paged(env: dict[str
     assert client.get("/rules/big_amount?before=abc").status_code == 200  # not a number: the newest
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _ask(port: int, request: bytes, timeout: float = 5.0) -> bytes:
     """``request`` sent on a new connection; what comes back until the server closes it or ``timeout``."""
     import socket
@@ -1350,64 +1359,33 @@ def test_riskctl_console_bounds_its_connections_and_closes_slow_ones(stack: Sett
     open-file limit, each able to carry an 8 MiB body. Now MAX_CONNECTIONS at once (a request beyond: 503 at
     once) and a connection without a whole request's headers is closed after HEADER_TIMEOUT_S, so the console
     answers again once the slow clients are closed."""
-    import os
-    import signal
     import socket
-    import subprocess
-    import sys
     import time
 
     from riskctl.console.server import HEADER_TIMEOUT_S, MAX_CONNECTIONS
 
-    port = _free_port()
-    table = f"s{uuid.uuid4().hex[:10]}_rules"
-    env = {**os.environ, "RISKCTL_JOB_RULES_TABLE": table}
-    proc = subprocess.Popen(  # noqa: S603
-        [sys.executable, "-m", "riskctl.cli.main", "console", "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    conn = connect(stack)
     slow: list[socket.socket] = []
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if _ask(port, b"GET /login HTTP/1.1\r\nHost: c\r\n\r\n", 2).startswith(b"HTTP/1.1 200"):
-                    break
-            except ConnectionError:
-                pass
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "riskctl console did not answer"
-            time.sleep(0.2)
-        opened = time.monotonic()
-        for _ in range(MAX_CONNECTIONS):  # a slowloris: headers begun, never ended
-            sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-            sock.sendall(b"POST /login HTTP/1.1\r\nHost: c\r\nContent-Length: 8000000\r\n")
-            slow.append(sock)
-        started = time.monotonic()
-        answer = _ask(port, b"GET /login HTTP/1.1\r\nHost: c\r\n\r\n")
-        assert answer.startswith(b"HTTP/1.1 503"), answer[:200]
-        assert time.monotonic() - started < 2
-        # the slow connections are closed by the server within HEADER_TIMEOUT_S of opening, unanswered
-        for sock in slow:
-            left = max(0.1, opened + HEADER_TIMEOUT_S + 3 - time.monotonic())
-            assert _closed_by_server(sock, left), "a connection without its headers was left open"
-        assert time.monotonic() - opened >= HEADER_TIMEOUT_S - 1
-        assert _ask(port, b"GET /login HTTP/1.1\r\nHost: c\r\n\r\n").startswith(b"HTTP/1.1 200")
-    finally:
-        for sock in slow:
-            sock.close()
-        proc.send_signal(signal.SIGINT)
+    with _riskctl_console(stack) as console:
+        port = console.port
         try:
-            proc.communicate(timeout=15)
+            opened = time.monotonic()
+            for _ in range(MAX_CONNECTIONS):  # a slowloris: headers begun, never ended
+                sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+                sock.sendall(b"POST /login HTTP/1.1\r\nHost: c\r\nContent-Length: 8000000\r\n")
+                slow.append(sock)
+            started = time.monotonic()
+            answer = _ask(port, b"GET /login HTTP/1.1\r\nHost: c\r\n\r\n")
+            assert answer.startswith(b"HTTP/1.1 503"), answer[:200]
+            assert time.monotonic() - started < 2
+            # the slow connections are closed by the server within HEADER_TIMEOUT_S of opening, unanswered
+            for sock in slow:
+                left = max(0.1, opened + HEADER_TIMEOUT_S + 3 - time.monotonic())
+                assert _closed_by_server(sock, left), "a connection without its headers was left open"
+            assert time.monotonic() - opened >= HEADER_TIMEOUT_S - 1
+            assert _ask(port, b"GET /login HTTP/1.1\r\nHost: c\r\n\r\n").startswith(b"HTTP/1.1 200")
         finally:
-            if proc.poll() is None:
-                proc.kill()
-        drop_store(conn, table)
-        conn.close()
+            for sock in slow:
+                sock.close()
 
 
 def test_a_request_body_trickling_in_is_a_408(env: dict[str, Any]) -> None:
@@ -1422,7 +1400,7 @@ def test_a_request_body_trickling_in_is_a_408(env: dict[str, Any]) -> None:
 
     from riskctl.console.server import server_config
 
-    port = _free_port()
+    port = free_port()
     app = create_app(env["backend"], secure_cookies=False, body_timeout_s=1.0)
     server = uvicorn.Server(server_config(app, "127.0.0.1", port, header_timeout_s=1.0))
     thread = threading.Thread(target=server.run, daemon=True)

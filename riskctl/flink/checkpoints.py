@@ -21,9 +21,10 @@ The identity: the events topic alone let a checkpoint of another riskctl job rea
 decisions topic, rules source or state layout) be restored, silently, or fail the job at start with Flink's
 trace (state of an operator the new job does not have). The job records its identity, when it is submitted,
 in ``<checkpoint_dir>/<job id>/riskctl-job.json`` (:func:`record_identity`); a restore compares it with this
-job's and refuses a difference (exit 2) unless told ``--restore-foreign``. A savepoint folder holds one only
-when copied there; a checkpoint without one (a savepoint, a job of an older riskctl) is checked by its events
-topic only, and the command says so.
+job's and refuses a difference (exit 2) unless told ``--restore-foreign``. A savepoint ('flink stop') holds
+none, but its folder is named after its job: the identity its job recorded in ``<checkpoint_dir>`` is compared
+(:func:`savepoint_job_identity`). A checkpoint or savepoint without one (its job's folder gone, a job of an
+older riskctl) is checked by its events topic only, and the command says so.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import struct
 import tempfile
 from collections.abc import Mapping
@@ -160,26 +162,101 @@ class _Unreadable(str):
     """Why an identity file that exists could not be read."""
 
 
-def recorded_identity(checkpoint: Path) -> dict[str, Any] | _Unreadable | None:
+class _Ambiguous(_Unreadable):
+    """Why the job of a savepoint cannot be told (job folders of other identities share its id's prefix)."""
+
+
+#: the folder Flink makes for a savepoint ('flink stop', 'flink savepoint', the REST API), whatever its target
+#: directory: ``savepoint-<the first 6 hex digits of the job id>-<12 random hex digits>``
+#: (AbstractFsCheckpointStorageAccess.createSavepointDirectory)
+_SAVEPOINT_FOLDER = re.compile(r"savepoint-([0-9a-f]{6})-[0-9a-f]{12}")
+#: a job's checkpoint folder, ``<checkpoint_dir>/<job id>``
+_JOB_FOLDER = re.compile(r"[0-9a-f]{32}")
+
+
+def recorded_identity(checkpoint: Path, checkpoint_dir: str = "") -> dict[str, Any] | _Unreadable | None:
     """The identity recorded for ``checkpoint`` (a chk-<n> or savepoint folder, or its ``_metadata``): the
-    file in the folder itself (a savepoint it was copied into) or in its parent (the job's checkpoint folder).
+    file in the folder itself (a savepoint it was copied into) or in its parent (the job's checkpoint folder);
+    with ``checkpoint_dir``, for a savepoint that holds none, its job's (:func:`savepoint_job_identity`).
     None when there is none; an :class:`_Unreadable` (the reason) when one exists but cannot be read."""
+    return _find_identity(checkpoint, checkpoint_dir)[0]
+
+
+def _find_identity(
+    checkpoint: Path, checkpoint_dir: str = ""
+) -> tuple[dict[str, Any] | _Unreadable | None, Path | None]:
+    """:func:`recorded_identity`, and the file it was read from (None when none, or ambiguous)."""
     folder = checkpoint.parent if checkpoint.name == "_metadata" else checkpoint
     for candidate in (folder / IDENTITY_FILE, folder.parent / IDENTITY_FILE):
         try:
             if not candidate.is_file():
                 continue
-            if candidate.stat().st_size > MAX_IDENTITY_BYTES:
-                return _Unreadable(f"{candidate} is larger than {MAX_IDENTITY_BYTES:,} bytes")
-            doc = json.loads(candidate.read_bytes().decode("utf-8"))
         except OSError as exc:
-            return _Unreadable(f"{candidate}: {exc.strerror or exc}")
-        except (UnicodeDecodeError, ValueError, RecursionError):
-            return _Unreadable(f"{candidate} is not a JSON document")
-        if not isinstance(doc, dict):
-            return _Unreadable(f"{candidate} is not a JSON object")
-        return doc
-    return None
+            return _Unreadable(f"{candidate}: {exc.strerror or exc}"), candidate
+        return _read_identity(candidate), candidate
+    if not checkpoint_dir:
+        return None, None
+    return savepoint_job_identity(folder, checkpoint_dir)
+
+
+def _read_identity(path: Path) -> dict[str, Any] | _Unreadable:
+    try:
+        if path.stat().st_size > MAX_IDENTITY_BYTES:
+            return _Unreadable(f"{path} is larger than {MAX_IDENTITY_BYTES:,} bytes")
+        doc = json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as exc:
+        return _Unreadable(f"{path}: {exc.strerror or exc}")
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return _Unreadable(f"{path} is not a JSON document")
+    if not isinstance(doc, dict):
+        return _Unreadable(f"{path} is not a JSON object")
+    return doc
+
+
+def savepoint_job_identity(
+    savepoint: Path, checkpoint_dir: str
+) -> tuple[dict[str, Any] | _Unreadable | None, Path | None]:
+    """The identity a savepoint's job recorded in ``checkpoint_dir``, and its file.
+
+    A savepoint is written outside the job's checkpoint folder (``flink stop --savepointPath``), so the
+    identity the job recorded there is not beside it; but Flink names the savepoint's folder after its job
+    (``savepoint-<first 6 hex digits of the job id>-...``, :data:`_SAVEPOINT_FOLDER`), and the job folders
+    ``<checkpoint_dir>/<job id>`` whose id begins with those digits are its job's. Their identities (the
+    riskctl version aside) must agree: job folders of two identities sharing the prefix (one chance in 16.7
+    million for two jobs) make an :class:`_Ambiguous`. (None, None) for a folder not named so, a remote
+    ``checkpoint_dir``, or no job folder there with an identity (the job's checkpoints were elsewhere, its
+    folder was removed, an older riskctl)."""
+    match = _SAVEPOINT_FOLDER.fullmatch(savepoint.name)
+    root = local_path(checkpoint_dir)
+    if match is None or root is None:
+        return None, None
+    try:
+        files = sorted(
+            job / IDENTITY_FILE
+            for job in root.glob(f"{match[1]}*")
+            if _JOB_FOLDER.fullmatch(job.name) and (job / IDENTITY_FILE).is_file()
+        )
+    except OSError:
+        return None, None
+    found: dict[str, tuple[dict[str, Any], Path]] = {}
+    for path in files:
+        doc = _read_identity(path)
+        if isinstance(doc, _Unreadable):
+            return doc, path
+        found.setdefault(
+            json.dumps({k: v for k, v in doc.items() if k != "riskctl_version"}, sort_keys=True), (doc, path)
+        )
+    if len(found) > 1:
+        folders = ", ".join(str(path.parent) for _, path in found.values())
+        return (
+            _Ambiguous(
+                f"its job cannot be told: the job folders {folders} (ids beginning with {match[1]}, as the "
+                f"savepoint's name does) record different identities; copy the right one's {IDENTITY_FILE} "
+                "into the savepoint's folder"
+            ),
+            None,
+        )
+    return next(iter(found.values()), (None, None))
 
 
 def identity_differences(recorded: Mapping[str, Any], identity: Mapping[str, Any]) -> list[str]:
@@ -246,7 +323,11 @@ def check_start(
     Returns a note for the user when a check could not look (a remote store, no identity recorded), else None.
     """
     note = check_restore_is_of_this_job(
-        restore_from, events_topic, identity=identity, restore_foreign=restore_foreign
+        restore_from,
+        events_topic,
+        identity=identity,
+        restore_foreign=restore_foreign,
+        checkpoint_dir=checkpoint_dir,
     )
     if from_empty:
         return note
@@ -323,6 +404,7 @@ def check_restore_is_of_this_job(
     *,
     identity: Mapping[str, Any] | None = None,
     restore_foreign: bool = False,
+    checkpoint_dir: str = "",
 ) -> str | None:
     """Refuse a local ``job.restore_from`` that is another job's; returns a note when only its events topic
     could be checked (no identity recorded with it), else None.
@@ -338,7 +420,9 @@ def check_restore_is_of_this_job(
     * With ``identity`` (:func:`job_identity`), the identity recorded with it must not differ: another
       riskctl job reading the same topic (other outputs, rules source, state layout) was restored silently,
       or the job failed at start with Flink's trace. ``restore_foreign`` lifts this one; an identity file
-      that cannot be read is refused likewise.
+      that cannot be read is refused likewise. A savepoint holds none (unless one was copied into it): the
+      one its job recorded in ``checkpoint_dir`` is compared (:func:`savepoint_job_identity`). Before, a
+      savepoint was checked by its events topic only: another job's on the same topic was restored.
 
     A path this machine cannot read (a remote store, another machine's folder) is left to Flink.
     """
@@ -358,21 +442,28 @@ def check_restore_is_of_this_job(
         raise refused(msg)
     if identity is None or restore_foreign:
         return None
-    recorded = recorded_identity(meta)
+    recorded, source = _find_identity(meta, checkpoint_dir)
     if recorded is None:
         return (
-            f"note: no riskctl identity recorded with {restore_from} ({IDENTITY_FILE}: a savepoint, or a "
+            f"note: no riskctl identity recorded with {restore_from} ({IDENTITY_FILE} in its folder or its "
+            "job's: a savepoint of a job whose checkpoint folder is not in job.checkpoint_dir any more, or a "
             "checkpoint of an older riskctl): only its events topic was checked"
         )
-    if isinstance(recorded, _Unreadable):
+    if isinstance(recorded, _Ambiguous):
+        differences = [str(recorded)]
+    elif isinstance(recorded, _Unreadable):
         differences = [f"its identity file cannot be read: {recorded}"]
     else:
         differences = identity_differences(recorded, identity)
     if not differences:
         return None
+    where = ""
+    if source is not None and source.parent not in (meta.parent, meta.parent.parent):
+        where = f" (the identity its job recorded in {source})"
     msg = (
         f"job.restore_from {restore_from!r} is not a checkpoint of this job: "
         + "; ".join(differences)
+        + where
         + ". Restoring it would give this job another job's state (or fail it at start on state of "
         "operators it does not have); name a checkpoint or savepoint of this job, or pass --restore-foreign "
         "to restore it anyway"

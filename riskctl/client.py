@@ -19,6 +19,10 @@ the same decision. A 4xx is never retried: it raises
 :class:`RequestRefused` with the status, the field and the reason. The HTTP wait for an answer is the
 decision timeout plus ``network_margin_ms``: the API answers with its fallback at the timeout.
 
+Redirects: a 3xx is neither followed nor retried: :class:`Unavailable` at once, naming where it pointed. The
+event is sent to ``base_url`` and nowhere else, and a decision is taken from the API alone (a redirect to
+another host made the async client post the event there and return that host's answer).
+
 Budgets: ``deadline_ms`` (per client or per call) bounds the whole call, every attempt and backoff included:
 no attempt starts or waits beyond it, and :class:`Unavailable` is raised then, so the caller can apply its own
 fallback within its budget. Each attempt's wait bounds the whole exchange, not each socket operation: a
@@ -147,10 +151,21 @@ def _event_id(event: Mapping[str, Any] | bytes, body: bytes) -> str | None:
     return str(eid)
 
 
-def _result(status: int, body: bytes, expected: str | None) -> DecisionResult | None:
-    """The result of a 200, an exception for a 4xx; None for what deserves a retry (503, 5xx, and a 200
-    whose body is not the decision of this event: a proxy's page, an answer cut short, a cache's or a
-    misrouted answer for another event)."""
+def _result(
+    status: int, body: bytes, expected: str | None, location: str | None = None
+) -> DecisionResult | None:
+    """The result of a 200, an exception for a 4xx or a redirect; None for what deserves a retry (503, 5xx,
+    and a 200 whose body is not the decision of this event: a proxy's page, an answer cut short, a cache's or
+    a misrouted answer for another event)."""
+    if 300 <= status < 400:
+        # not followed: the event would go to another address, its decision taken from whoever answers there
+        # (the async client followed a 307 to another host and returned that host's answer as the API's);
+        # not retried: the same address redirects again
+        where = f" to {location[:200]!r}" if location else ""
+        msg = (
+            f"HTTP {status}: a redirect{where}, not followed: base_url must be the decision API's own address"
+        )
+        raise Unavailable(msg)
     if status == 200:
         try:
             result = DecisionResult.of(json.loads(body))
@@ -321,7 +336,7 @@ class DecisionClient(_Base):
                 last, pause = failure, 0.0
                 continue
             pause = _retry_after(resp.status, resp.getheader("Retry-After"))
-            result = _result(resp.status, data, expected)
+            result = _result(resp.status, data, expected, resp.getheader("Location"))
             if result is not None:
                 return result
             last = _failed(resp.status, data)
@@ -396,8 +411,10 @@ class AsyncDecisionClient(_Base):
                     data=body,
                     headers=self.headers,
                     timeout=aiohttp.ClientTimeout(total=wait),
+                    allow_redirects=False,
                 ) as resp:
                     status, data = resp.status, bytearray()
+                    location = resp.headers.get("Location")
                     pause = _retry_after(status, resp.headers.get("Retry-After"))
                     async for chunk in resp.content.iter_chunked(65_536):
                         data += chunk
@@ -409,7 +426,7 @@ class AsyncDecisionClient(_Base):
             if len(data) > self.max_answer_bytes:
                 last = self._too_large()
                 continue
-            result = _result(status, bytes(data), expected)
+            result = _result(status, bytes(data), expected, location)
             if result is not None:
                 return result
             last = _failed(status, bytes(data))

@@ -359,3 +359,29 @@ def test_a_timeout_ms_that_is_not_a_number_is_refused_with_its_name() -> None:
     for bad in (float("nan"), float("inf"), "100", True):
         with pytest.raises(ValueError, match="timeout_ms must be a number of milliseconds"):
             client.decide(event(), timeout_ms=bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_redirect_is_neither_followed_nor_retried(server: Callable[..., Server], kind: str) -> None:
+    """A 307 to another host: the async client posted the event there (aiohttp follows redirects) and
+    returned that host's answer as the API's decision; the sync client retried the redirect twice."""
+    decision = json.dumps({"event_id": "e1", "action": "PASS", "rules": []}).encode()
+
+    def other_host(conn: socket.socket, _: threading.Event) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(decision))
+        conn.sendall(decision)
+
+    other = server(other_host)
+    to = other.url.replace("127.0.0.1", "localhost") + "/v1/decisions"
+
+    def redirect(conn: socket.socket, _: threading.Event) -> None:
+        conn.sendall(
+            f"HTTP/1.1 307 Temporary Redirect\r\nLocation: {to}\r\nContent-Length: 0\r\n\r\n".encode()
+        )
+
+    s = server(redirect)
+    opts: dict[str, Any] = {"timeout_ms": 500, "retries": 2, "backoff_ms": 1, "api_key": "k" * 24}
+    exc, _ = call_client(kind, s.url, opts)
+    assert isinstance(exc, Unavailable), exc
+    assert f"HTTP 307: a redirect to {to!r}, not followed" in str(exc), exc
+    assert (s.connections, other.connections) == (1, 0)

@@ -13,9 +13,9 @@
         result = await client.decide(event, timeout_ms=80)
 
 Retries: a connection error (refused, reset, the HTTP read timed out), a 503 (or another 5xx, or a 200 whose
-body is not a decision, such as a proxy's page) is retried up to ``retries`` times with the *same* event (same
-``event_id``), so the API's idempotency makes the retry safe: the event is produced once and the retry gets
-the same decision. A 4xx is never retried: it raises
+body is not a decision, such as a proxy's page or a document whose action is none of PASS, REVIEW, REJECT) is
+retried up to ``retries`` times with the *same* event (same ``event_id``), so the API's idempotency makes the
+retry safe: the event is produced once and the retry gets the same decision. A 4xx is never retried: it raises
 :class:`RequestRefused` with the status, the field and the reason. The HTTP wait for an answer is the
 decision timeout plus ``network_margin_ms``: the API answers with its fallback at the timeout.
 
@@ -61,6 +61,8 @@ from riskctl.deadline import Deadline
 API_KEY_ENV = "RISKCTL_API_KEY"
 #: the longest any attempt waits for its answer
 _MAX_WAIT_S = 86_400.0
+#: the actions of a decision (riskctl.core.ruleset.ACTIONS): a 200 with any other is not a decision
+ACTIONS = ("PASS", "REVIEW", "REJECT")
 #: the longest a ``Retry-After`` (429, 503) makes a call wait before its next attempt
 MAX_RETRY_AFTER_S = 30.0
 
@@ -100,6 +102,24 @@ class DecisionResult:
 
     @classmethod
     def of(cls, doc: Mapping[str, Any]) -> DecisionResult:
+        """The result of the API's decision document; ValueError (or KeyError, TypeError) for a document of
+        another shape, which is no decision: an action outside PASS, REVIEW, REJECT (``null`` became the
+        action ``'None'``, which a caller testing ``== "REJECT"`` let pass), rules that are not a list of
+        objects (a string became its characters, and ``fired`` raised AttributeError)."""
+        if doc["action"] not in ACTIONS:
+            msg = f"action {doc['action']!r} is none of {', '.join(ACTIONS)}"
+            raise ValueError(msg)
+        for name in ("rules", "shadow"):
+            fired = doc.get(name)
+            if fired is not None and not (
+                isinstance(fired, list) and all(isinstance(r, dict) for r in fired)
+            ):
+                msg = f"{name} is not a list of objects"
+                raise ValueError(msg)
+        for name in ("ruleset_version", "degraded"):
+            if doc.get(name) is not None and not isinstance(doc[name], str):
+                msg = f"{name} is not a string"
+                raise ValueError(msg)
         return cls(
             event_id=str(doc["event_id"]),
             action=str(doc["action"]),
@@ -199,14 +219,14 @@ def _out_of_time(last: BaseException | str, attempt: int, pause: float) -> str:
     return f"{last}; no time left within deadline_ms{waited}"
 
 
-def _failed(status: int, body: bytes) -> str:
+def _failed(status: int, body: bytes, expected: str | None) -> str:
     """Why an attempt answered ``status`` with ``body`` failed."""
     if status == 200:
         try:
             other = json.loads(body)["event_id"]
         except (ValueError, KeyError, TypeError):
             other = None
-        if other is not None:
+        if other is not None and expected is not None and str(other) != expected:
             return f"HTTP 200 with the decision of another event ({str(other)[:100]!r})"
     return f"HTTP {status}{' without a decision' if status == 200 else ''}: {body[:200]!r}"
 
@@ -339,7 +359,7 @@ class DecisionClient(_Base):
             result = _result(resp.status, data, expected, resp.getheader("Location"))
             if result is not None:
                 return result
-            last = _failed(resp.status, data)
+            last = _failed(resp.status, data, expected)
         msg = f"no decision from {self.base_url} after {self.retries + 1} attempt(s): {last}"
         raise Unavailable(msg)
 
@@ -429,7 +449,7 @@ class AsyncDecisionClient(_Base):
             result = _result(status, bytes(data), expected, location)
             if result is not None:
                 return result
-            last = _failed(status, bytes(data))
+            last = _failed(status, bytes(data), expected)
         msg = f"no decision from {self.base_url} after {self.retries + 1} attempt(s): {last}"
         raise Unavailable(msg)
 

@@ -385,3 +385,34 @@ def test_a_redirect_is_neither_followed_nor_retried(server: Callable[..., Server
     assert isinstance(exc, Unavailable), exc
     assert f"HTTP 307: a redirect to {to!r}, not followed" in str(exc), exc
     assert (s.connections, other.connections) == (1, 0)
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        {"event_id": "e1", "action": None},
+        {"event_id": "e1", "action": "ALLOW"},
+        {"event_id": "e1", "action": "reject"},
+        {"event_id": "e1", "action": ["REJECT"]},
+        {"event_id": "e1", "action": "REJECT", "rules": "velocity"},
+        {"event_id": "e1", "action": "REJECT", "rules": [1]},
+        {"event_id": "e1", "action": "PASS", "degraded": 1},
+    ],
+)
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_200_for_this_event_of_another_shape_is_no_decision(
+    server: Callable[..., Server], kind: str, doc: dict[str, Any]
+) -> None:
+    """A proxy, a mock or another service answering 200 with this event_id and a document of another shape:
+    the action null came back as the action 'None' (a caller testing == "REJECT" let the event pass), a
+    lowercase or unknown action as itself, and rules "velocity" as a list of its characters."""
+    body = json.dumps(doc).encode()
+
+    def answer(conn: socket.socket, _: threading.Event) -> None:
+        head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        conn.sendall(head.encode() + body)
+
+    s = server(answer)
+    exc, _ = call_client(kind, s.url, {"timeout_ms": 500, "retries": 1, "backoff_ms": 1})
+    assert isinstance(exc, Unavailable) and "HTTP 200 without a decision" in str(exc), exc
+    assert s.connections == 2  # retried once, like a proxy's page

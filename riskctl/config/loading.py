@@ -196,6 +196,11 @@ def _read_toml(file: Path) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as exc:
         msg = f"config file {file} is not valid TOML: {exc}"
         raise refused(msg) from None
+    except RecursionError:
+        # tomllib parses arrays and inline tables recursively: "x = [[[[..." (thousands of levels, far within
+        # the size limit) ended every command in a RecursionError traceback
+        msg = f"config file {file} nests arrays or inline tables too deeply: is it the settings file?"
+        raise refused(msg) from None
     except (OSError, UnicodeDecodeError) as exc:
         msg = f"config file {file} cannot be read: {exc}"
         raise refused(msg) from None

@@ -1,0 +1,32 @@
+"""Settings files that are hostile or mistaken, beyond their size (test_config_file_size.py): each is refused
+with a message naming the file, never a traceback (found in review)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from riskctl.config import load_settings
+from riskctl.config.checks import is_refused
+from riskctl.errors import ConfigError
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["[" * 50_000 + "]" * 50_000, "{a = " * 5_000 + "1" + "}" * 5_000, "[{a=" * 3_000 + "1" + "}]" * 3_000],
+)
+def test_a_file_nesting_too_deeply_is_refused_naming_it(tmp_path: Path, value: str) -> None:
+    """tomllib recurses once per level: 'x = [[[[...' within the 1 MiB limit raised RecursionError out of
+    every command that loads the settings."""
+    cfg = tmp_path / "riskctl.toml"
+    cfg.write_text(f"[job]\nx = {value}\n")
+    with pytest.raises(
+        ConfigError, match=f"config file {cfg} nests arrays or inline tables too deeply"
+    ) as err:
+        load_settings(cfg, env={})
+    assert is_refused(err.value)
+    # nesting a settings file may hold is read as before (and its key refused as unknown)
+    cfg.write_text("[job]\nx = [[[[1]]]]\n")
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_settings(cfg, env={})

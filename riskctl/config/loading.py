@@ -206,6 +206,18 @@ def _read_toml(file: Path) -> dict[str, Any]:
         raise refused(msg) from None
 
 
+def _present(file: Path) -> bool:
+    """Whether ``file`` is there to be read, or to be refused with the reason it cannot be: a symbolic link
+    to a file that is gone (a riskctl.toml linked to a deployment's settings) or a folder that may not be
+    searched is not the same as no file. ``exists()`` said False for the first, so the defaults (the local
+    stack's Kafka and MySQL) were used without a word, and raised PermissionError (a traceback) for the
+    second (found in review)."""
+    try:
+        return file.exists() or file.is_symlink()
+    except OSError:
+        return True
+
+
 def resolve(
     path: str | os.PathLike[str] | None = None,
     env: Mapping[str, str] | None = None,
@@ -218,7 +230,7 @@ def resolve(
     file = Path(explicit or "riskctl.toml")
     resolved = Resolved(Settings(), dict.fromkeys(all_specs(), DEFAULT))
     loader = _Loader(resolved)
-    if file.exists():
+    if _present(file):
         loader.file(_read_toml(file), file)
         resolved.file = file
     elif explicit:

@@ -30,3 +30,30 @@ def test_a_file_nesting_too_deeply_is_refused_naming_it(tmp_path: Path, value: s
     cfg.write_text("[job]\nx = [[[[1]]]]\n")
     with pytest.raises(ConfigError, match="unknown key"):
         load_settings(cfg, env={})
+
+
+def test_a_settings_file_linked_to_nothing_is_refused_not_skipped(clean: Path) -> None:
+    """A riskctl.toml that is a symbolic link to a file that is gone (a deployment's settings, unmounted):
+    exists() said False, so the defaults (the local stack's Kafka and MySQL) were used without a word."""
+    (clean / "riskctl.toml").symlink_to(clean / "gone" / "prod.toml")
+    with pytest.raises(ConfigError, match="config file riskctl.toml cannot be read") as err:
+        load_settings(env={})
+    assert is_refused(err.value)
+    with pytest.raises(ConfigError, match=f"config file {clean}/link.toml cannot be read"):
+        (clean / "link.toml").symlink_to(clean / "gone.toml")
+        load_settings(clean / "link.toml", env={})
+
+
+def test_a_settings_file_in_a_folder_that_may_not_be_searched_is_refused(
+    clean: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """exists() raises PermissionError when a folder on the way may not be searched (as any user but root
+    finds with a folder of mode 000): it escaped as a traceback. Simulated, as the tests may run as root."""
+
+    def denied(self: Path) -> bool:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "exists", denied)
+    with pytest.raises(ConfigError, match="config file riskctl.toml cannot be read") as err:
+        load_settings(env={})
+    assert is_refused(err.value)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -264,13 +264,23 @@ class RuleStore:
     @contextmanager
     def _transaction(self) -> Iterator[Any]:
         """A cursor for the writes of one public method: committed when the block ends, rolled back on any
-        error (the error goes on), so a change is written whole or not at all."""
+        error (the error goes on), so a change is written whole or not at all.
+
+        A connection that cannot roll back is gone (MySQL lost it, or pymysql closed it when Ctrl-C cut a
+        read short): the server rolls back a transaction whose connection ends, so the error that ended the
+        block goes on, not the rollback's. It went on as pymysql's ``InterfaceError(0, '')``: on the real
+        MariaDB, a connection killed in the middle of 'riskctl rules apply', and Ctrl-C, both ended in
+        'MySQL error: (0, '')' (found in review)."""
         try:
             with self.conn.cursor() as cur:
                 yield cur
             self.conn.commit()
         except BaseException:
-            self.conn.rollback()
+            try:
+                self.conn.rollback()
+            except Exception:  # noqa: BLE001 - the connection is gone; the original error says why
+                with suppress(Exception):
+                    self.conn.close()
             raise
 
     def current(self) -> list[StoredRule]:

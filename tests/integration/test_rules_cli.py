@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -21,6 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
+from riskctl.cli.common import ExitCode
 from riskctl.config import PROJECT_ROOT, Settings
 from riskctl.core.rules import load_rules
 from riskctl.store import RuleStore, VersionConflictError, connect, table_names
@@ -249,6 +251,38 @@ def test_apply_is_one_transaction_a_failure_midway_leaves_nothing(cli: Cli, tmp_
     assert "refused by the test trigger" in run.stderr
     assert cli.rows() == before_rows
     assert cli.query("SELECT COUNT(*) FROM `{history}`") == before_history
+
+
+@pytest.mark.parametrize("how", ["connection-killed", "ctrl-c"])
+def test_apply_cut_short_says_why_and_leaves_nothing(cli: Cli, tmp_path: Path, how: str) -> None:
+    # Found in review: both ended in "MySQL error: (0, '')" (exit 1), the failed rollback's error in place of
+    # the one that said why; MySQL rolled the transaction back either way.
+    folder = write_rules(tmp_path / "rules", a=RULE_A, b=RULE_B)
+    cli.migrate()
+    marker = f"@slow_{uuid.uuid4().hex[:8]}"  # names this test's trigger statement in the process list
+    cli.query(
+        f"CREATE TRIGGER `{cli.table}_fail` BEFORE INSERT ON `{{history}}` FOR EACH ROW "
+        f"SET {marker} = SLEEP(3)"
+    )
+    proc = cli.popen("apply", str(folder))
+    deadline = time.monotonic() + 60
+    running = "SELECT id FROM information_schema.processlist WHERE info LIKE %s AND id <> CONNECTION_ID()"
+    while not (ids := cli.query(running, f"%{marker}%")):
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.1)
+    if how == "ctrl-c":
+        proc.send_signal(signal.SIGINT)
+    else:
+        cli.query(f"KILL CONNECTION {int(ids[0][0])}")
+    out, err = proc.communicate(timeout=60)
+    assert "Traceback" not in err and "(0, '')" not in err, err
+    if how == "ctrl-c":
+        assert proc.returncode == 1 and err.strip().endswith("Aborted!"), err
+    else:
+        assert proc.returncode == ExitCode.UNAVAILABLE, err
+        assert "lost in the middle of the command" in err and "'riskctl rules list'" in err, err
+    assert cli.rows() == {}
+    assert cli.query("SELECT COUNT(*) FROM `{history}`") == [(0,)]
 
 
 def test_bad_rule_file_writes_nothing(cli: Cli, tmp_path: Path) -> None:

@@ -12,13 +12,13 @@ import getpass
 import math
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 import click
 
-from riskctl.config import load_settings
-from riskctl.errors import StoreQueryError
-from riskctl.store.connection import connect, describe_operational_error
+from riskctl.config import Settings, load_settings
+from riskctl.errors import ServiceError, StoreQueryError
+from riskctl.store.connection import SERVICE, connect
 from riskctl.store.rules_store import RuleStore
 
 # MySQL client error codes of a server that went away in the middle of a command
@@ -41,8 +41,8 @@ def open_store() -> Iterator[RuleStore]:
         yield RuleStore(conn, settings.job.rules_table)
     except pymysql.err.OperationalError as exc:
         code = exc.args[0] if exc.args else None
-        if code in _GONE:
-            raise describe_operational_error(settings, exc) from None
+        if code in _GONE:  # connected, then lost (killed, server restarted, network): not "cannot connect"
+            raise lost_connection(settings, exc) from None
         detail = exc.args[1] if len(exc.args) > 1 else exc
         msg = f"MySQL error {code}: {detail}"
         raise StoreQueryError(msg, code=code) from None
@@ -50,7 +50,22 @@ def open_store() -> Iterator[RuleStore]:
         msg = f"MySQL error: {exc}"
         raise StoreQueryError(msg) from None
     finally:
-        conn.close()
+        with suppress(pymysql.err.Error):  # already closed by the store, after a transaction it lost
+            conn.close()
+
+
+def lost_connection(settings: Settings, exc: BaseException) -> ServiceError:
+    """MySQL lost in the middle of a command: what that means for the command's write. MySQL rolls back a
+    transaction whose connection ends, unless the connection went while it committed (then only a read says
+    whether the change is there)."""
+    detail = exc.args[1] if len(exc.args) > 1 else exc
+    address = f"{settings.mysql_host}:{settings.mysql_port}"
+    message = (
+        f"connection to {address} lost in the middle of the command ({detail}): MySQL rolls "
+        "back a change it had not committed; if it went while committing, the change may be written: "
+        "check with 'riskctl rules list' or 'riskctl rules history ID' before you retry"
+    )
+    return ServiceError(SERVICE, message)
 
 
 #: what the history's columns hold: ``author`` a VARCHAR(128) (characters), ``comment`` a TEXT (bytes)

@@ -41,7 +41,7 @@ def _store_raising(error: BaseException) -> type:
             pymysql.err.OperationalError(2013, "Lost connection to MySQL server during query"),
             ExitCode.UNAVAILABLE,
             "unavailable",
-            "MySQL: cannot connect to",
+            "MySQL: connection to 127.0.0.1:",
         ),
         (
             pymysql.err.OperationalError(1644, "refused by the test trigger"),

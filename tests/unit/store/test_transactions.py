@@ -108,3 +108,34 @@ def test_another_mysql_error_goes_on_unchanged() -> None:
     with pytest.raises(pymysql.err.OperationalError), rules._transaction() as cur:
         rules._write(cur, "r_a", None, {"action": "REVIEW", "when": "true"}, "create", "me", None)
     assert conn.rollbacks == 1
+
+
+class GoneConnection(FakeConnection):
+    """A connection pymysql has closed (MySQL lost it, or Ctrl-C cut a read short): rollback cannot run."""
+
+    closed = False
+
+    def rollback(self) -> None:
+        self.rollbacks += 1
+        raise pymysql.err.InterfaceError(0, "")
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.mark.parametrize(
+    "error",
+    [pymysql.err.OperationalError(2013, "Lost connection to server during query"), KeyboardInterrupt()],
+    ids=["connection-lost", "ctrl-c"],
+)
+def test_the_error_that_ended_a_transaction_goes_on_when_the_connection_cannot_roll_back(
+    error: BaseException,
+) -> None:
+    # On the real MariaDB, a connection killed in the middle of 'riskctl rules apply' and Ctrl-C both ended
+    # in "MySQL error: (0, '')": the failed rollback's InterfaceError replaced the error that said why.
+    conn = GoneConnection()
+    with pytest.raises(type(error)) as raised, store(conn)._transaction() as cur:
+        cur.execute("INSERT INTO x")
+        raise error
+    assert raised.value is error
+    assert conn.rollbacks == 1 and conn.closed and conn.commits == 0

@@ -8,6 +8,7 @@ what is allowed, for the error message. Nothing here knows a particular setting.
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,6 +42,9 @@ class Allowed:
     #: how a value that may hold secrets in parts is shown when printed or in a message (e.g. Flink options,
     #: where ``s3.secret-key=...`` is one pair of many)
     masked: Callable[[str], str] | None = None
+    #: a file or folder: a leading ``~`` (``~user``) is expanded as a shell would; a ``$VARIABLE`` is refused
+    #: (:func:`path`)
+    path: bool = False
 
 
 def setting(default: Any, **allowed: Any) -> Any:
@@ -63,6 +67,25 @@ def positive(default: int) -> Any:
 
 def text(default: str) -> Any:
     return setting(default, required=True)
+
+
+#: ``$NAME`` or ``${NAME}``: an environment variable a shell would have expanded, riskctl does not
+_VARIABLE = re.compile(r"\$\{?[A-Za-z_]")
+
+
+def path(default: str, *, required: bool = True) -> Any:
+    """A file or folder. A leading ``~`` is expanded (``os.path.expanduser``): written in riskctl.toml or an
+    environment file no shell reads, ``dir = "~/riskctl"`` was taken as a folder named ``~`` in the working
+    directory, created there without a word. A ``$VARIABLE`` is refused rather than taken as a folder named
+    so (found in review)."""
+    what = "a non-empty path" if required else "a path or empty"
+    return setting(
+        default,
+        required=required,
+        path=True,
+        test=lambda v: not _VARIABLE.search(v),
+        shape=f"{what} (~ is expanded, $VARIABLES are not: write the path itself)",
+    )
 
 
 def one_of(default: str, *choices: str) -> Any:
@@ -118,6 +141,8 @@ class Spec:
         """
         value = _typed(raw, self.kind, from_text=from_text)
         a = self.allowed
+        if a.path and isinstance(value, str):
+            value = os.path.expanduser(value.strip()) if value.strip().startswith("~") else value
         if isinstance(value, str):
             if a.required and not value.strip():
                 raise ValueError

@@ -227,7 +227,7 @@ def resolve(
     each value; every problem of the load in one :class:`ConfigError`."""
     env = os.environ if env is None else env
     explicit = path or env.get("RISKCTL_CONFIG")
-    file = Path(explicit or "riskctl.toml")
+    file = Path(explicit or "riskctl.toml").expanduser()  # RISKCTL_CONFIG=~/... from a file no shell read
     resolved = Resolved(Settings(), dict.fromkeys(all_specs(), DEFAULT))
     loader = _Loader(resolved)
     if _present(file):

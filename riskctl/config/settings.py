@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from riskctl.config.checks import INT, LONG, ms, one_of, port, positive, refused, setting, text
+from riskctl.config.checks import INT, LONG, ms, one_of, path, port, positive, refused, setting, text
 from riskctl.core.door import DEFAULT_LIMITS, MAX_DEAD_LETTER_BYTES, MIN_DEAD_LETTER_BYTES, Limits
 from riskctl.errors import ConfigError
 
@@ -145,7 +145,7 @@ _TOPIC = {
 class StackSettings:
     """The local stack that ``riskctl stack`` runs: where its data lives and which ports it takes."""
 
-    dir: str = text(str(PROJECT_ROOT / ".stack"))
+    dir: str = path(str(PROJECT_ROOT / ".stack"))
     host: str = text("127.0.0.1")
     kafka_port: int = port(19092)
     kafka_controller_port: int = port(19093)
@@ -190,7 +190,7 @@ class MysqlSettings:
 
 @dataclass
 class FlinkSettings:
-    jars_dir: str = text(str(PROJECT_ROOT / ".cache" / "jars"))
+    jars_dir: str = path(str(PROJECT_ROOT / ".cache" / "jars"))
     #: empty: the local stack's standalone cluster
     rest_url: str = setting("", pattern=r"(https?://\S+)?", shape="empty or an http:// or https:// URL")
     #: extra Flink configuration for the job, "key=value" pairs separated by ";" (e.g. "rest.port=8082")
@@ -216,7 +216,7 @@ class JobSettings:
         pattern=r"[A-Za-z_][A-Za-z0-9_]{0,63}",
         shape="a table name (1-64 letters, digits or '_', not starting with a digit)",
     )
-    rules_dir: str = text(str(PROJECT_ROOT / "rules"))
+    rules_dir: str = path(str(PROJECT_ROOT / "rules"))
     poll_interval_ms: int = ms(1000)
     #: one id per subtask of the CDC source, which runs at job.parallelism (loading.check_together)
     cdc_server_id: str = setting(
@@ -264,7 +264,9 @@ class JobSettings:
     state_cache_keys: int = setting(80_000, low=0, high=1_000_000)
     #: events reach the decide function by riskctl.flink.fast_path (false: PyFlink's own path)
     fast_path: bool = setting(True)
-    restore_from: str = ""  # a retained checkpoint (.../chk-N) or savepoint to start from
+    restore_from: str = path(
+        "", required=False
+    )  # a retained checkpoint (.../chk-N) or savepoint to start from
     # limits at the door (riskctl.core.door, docs/config.md "Limits at the door")
     max_event_bytes: int = positive(DEFAULT_LIMITS.max_event_bytes)
     max_depth: int = setting(DEFAULT_LIMITS.max_depth, low=1, high=MAX_EVENT_DEPTH)
@@ -303,7 +305,7 @@ class AlertsSettings:
     job.decisions_topic for REVIEW decisions when the file says ``review_decisions: true``.
     """
 
-    config: str = text("alerts.yaml")  # routes, channels, templates, limits: see docs/alerts.md
+    config: str = path("alerts.yaml")  # routes, channels, templates, limits: see docs/alerts.md
     group_id: str = text("riskctl-alerts")
     dead_letter_topic: str = setting("riskctl.alerts.dead-letter", **_TOPIC)
     #: compacted topic of the delivered (channel, alert id) pairs: deduplication across restarts and

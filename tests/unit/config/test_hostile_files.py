@@ -57,3 +57,41 @@ def test_a_settings_file_in_a_folder_that_may_not_be_searched_is_refused(
     with pytest.raises(ConfigError, match="config file riskctl.toml cannot be read") as err:
         load_settings(env={})
     assert is_refused(err.value)
+
+
+PATHS = ["stack.dir", "flink.jars_dir", "job.rules_dir", "job.restore_from", "alerts.config"]
+
+
+@pytest.mark.parametrize("key", PATHS)
+def test_a_path_beginning_with_a_tilde_is_the_users_home(clean: Path, key: str) -> None:
+    """Written in riskctl.toml or an environment file no shell reads, dir = "~/riskctl" was a folder named
+    '~' in the working directory (config show: checkpoint_dir file://<cwd>/~/riskctl/checkpoints)."""
+    section, name = key.split(".")
+    home = str(Path.home())
+    (clean / "riskctl.toml").write_text(f'[{section}]\n{name} = "~/riskctl/x"\n')
+    assert getattr(getattr(load_settings(env={}), section), name) == f"{home}/riskctl/x"
+    env = {f"RISKCTL_{section}_{name}".upper(): "~"}
+    assert getattr(getattr(load_settings(env=env), section), name) == home
+    settings = load_settings(env={}, overrides=[f"{key}=~/y"])
+    assert getattr(getattr(settings, section), name) == f"{home}/y"
+    # a tilde inside a path is a character like another
+    assert getattr(getattr(load_settings(env={}, overrides=[f"{key}=/a/~b"]), section), name) == "/a/~b"
+
+
+@pytest.mark.parametrize("value", ["$HOME/riskctl", "${HOME}/riskctl", "/srv/$USER"])
+def test_a_path_holding_an_environment_variable_is_refused_naming_the_key(clean: Path, value: str) -> None:
+    """A folder literally named '$HOME' in the working directory was used (and created) instead."""
+    (clean / "riskctl.toml").write_text(f'[stack]\ndir = "{value}"\n')
+    with pytest.raises(
+        ConfigError, match=r"stack.dir in riskctl.toml must be a non-empty path \(~ is expanded"
+    ):
+        load_settings(env={})
+
+
+def test_the_settings_file_named_with_a_tilde_is_read_from_home(
+    clean: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(clean))
+    (clean / "mine.toml").write_text("[job]\nparallelism = 3\n")
+    assert load_settings(env={"RISKCTL_CONFIG": "~/mine.toml"}).job.parallelism == 3
+    assert load_settings("~/mine.toml", env={}).job.parallelism == 3

@@ -21,6 +21,14 @@ from riskctl.errors import ServiceError, StoreQueryError
 from riskctl.store.connection import SERVICE, connect
 from riskctl.store.rules_store import RuleStore
 
+#: Seconds to wait for one answer of MySQL (and to send one statement). Without a limit, a server that
+#: accepts connections and never answers (frozen, packets dropped) held every command forever: 'riskctl rules
+#: list' was still in the handshake after 60 s, and '--wait N' outlived its N (found in review). Above
+#: LOCK_WAIT_S, so a statement waiting for a row lock ends with MySQL's own answer first.
+MYSQL_TIMEOUT_S = 60.0
+#: Seconds a statement waits for a rule's row lock (held by another writer, or an SQL session left open)
+#: before MySQL ends it with error 1205; the server's default (innodb_lock_wait_timeout) is 50 and may be more
+LOCK_WAIT_S = 20
 # MySQL client error codes of a server that went away in the middle of a command
 _GONE = (2003, 2006, 2013)
 
@@ -36,8 +44,10 @@ def open_store() -> Iterator[RuleStore]:
     import pymysql
 
     settings = load_settings()
-    conn = connect(settings)
+    conn = connect(settings, read_timeout=MYSQL_TIMEOUT_S)
     try:
+        with conn.cursor() as cur:
+            cur.execute("SET SESSION innodb_lock_wait_timeout = %s", (LOCK_WAIT_S,))
         yield RuleStore(conn, settings.job.rules_table)
     except pymysql.err.OperationalError as exc:
         code = exc.args[0] if exc.args else None

@@ -22,6 +22,18 @@ class _Closed:
     def close(self) -> None:
         pass
 
+    def cursor(self) -> _Closed:
+        return self
+
+    def __enter__(self) -> _Closed:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def execute(self, sql: str, params: Any = None) -> None:
+        pass
+
 
 def _store_raising(error: BaseException) -> type:
     class Store:
@@ -61,7 +73,7 @@ def _store_raising(error: BaseException) -> type:
 def test_mysql_errors_end_the_command_with_one_line_and_their_code(
     monkeypatch: pytest.MonkeyPatch, error: BaseException, code: ExitCode, kind: str, message: str
 ) -> None:
-    monkeypatch.setattr(rules_mysql, "connect", lambda settings: _Closed())
+    monkeypatch.setattr(rules_mysql, "connect", lambda settings, **options: _Closed())
     monkeypatch.setattr(rules_mysql, "RuleStore", _store_raising(error))
     result = CliRunner().invoke(cli, ["rules", "list"])
     assert result.exit_code == code, result.output
@@ -121,3 +133,37 @@ def test_a_comment_at_the_limit_is_taken(monkeypatch: pytest.MonkeyPatch) -> Non
     assert rules_mysql.storable_text("\u00e9" * 32_767 + "a", "c", max_bytes=65_535)
     monkeypatch.setenv("RISKCTL_AUTHOR", "a" * 128)
     assert rules_mysql.default_author() == "a" * 128
+
+
+def test_a_mysql_that_never_answers_ends_the_command_instead_of_holding_it(clean: Any) -> None:
+    # Found in review: pymysql waits for an answer forever unless told otherwise; against a listener that
+    # accepts the connection and never writes (a frozen server, packets dropped) 'riskctl rules list' was
+    # still in the handshake after 60 s, and '--wait N' outlived its N.
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # the kernel completes the connections; nobody ever reads or writes them
+    port = silent.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RISKCTL_")}
+    env.update(RISKCTL_MYSQL_HOST="127.0.0.1", RISKCTL_MYSQL_PORT=str(port), RISKCTL_MYSQL_PASSWORD="x")
+    code = (
+        "import riskctl.cli.rules.mysql as m; m.MYSQL_TIMEOUT_S = 1.0; "
+        "from riskctl.cli.main import cli; cli(['rules', 'list'])"
+    )
+    started = time.monotonic()
+    try:
+        run = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=30, check=False
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("'riskctl rules list' still waits for a MySQL that never answers after 30 s")
+    finally:
+        silent.close()
+    assert run.returncode == ExitCode.UNAVAILABLE, run.stderr
+    assert run.stderr.startswith("error: MySQL: ") and "Traceback" not in run.stderr
+    assert time.monotonic() - started < 20

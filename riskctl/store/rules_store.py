@@ -18,8 +18,8 @@ from typing import Any
 
 from riskctl.core.errors import RuleSetError, suggest
 from riskctl.core.jsondoc import load_json_document
-from riskctl.core.rules import RuleSet, document_digest, is_rule_id, parse_rule
-from riskctl.errors import RuleNotFoundError, VersionConflictError, VersionNotFoundError
+from riskctl.core.rules import MAX_VERSION, RuleSet, document_digest, is_rule_id, parse_rule
+from riskctl.errors import RuleNotFoundError, StoreQueryError, VersionConflictError, VersionNotFoundError
 from riskctl.store.migrations import migrate, table_names
 
 #: ``rule_status.state`` values that end a wait, per kind of change
@@ -567,7 +567,19 @@ class RuleStore:
     def _next_version(self, cur: Any, rule_id: str, current: int | None) -> int:
         cur.execute(self._sql("SELECT MAX(version) FROM {history} WHERE rule_id = %s"), (rule_id,))
         row = cur.fetchone()
-        return max(int(row[0] or 0) if row else 0, current or 0) + 1
+        last = max(int(row[0] or 0) if row else 0, current or 0)
+        if last >= MAX_VERSION:
+            # Versions are MySQL INTs. Only SQL writes one this large; the next did not fit: 'disable' was a
+            # rule error on a field nobody wrote ("version must be <= 2147483647, got 2147483648") and
+            # 'delete' "MySQL error: (1264, 'Out of range value ...')" (found in review).
+            msg = (
+                f"rule {rule_id!r} has reached version {last} in table {self.names.rules!r} or "
+                f"{self.names.history!r}, the largest a version can be (MySQL INT): no new version can be "
+                "written, so riskctl cannot change or delete it. A version this large was written by SQL; "
+                "see docs/rules-store.md (Versions) for how to renumber it"
+            )
+            raise StoreQueryError(msg)
+        return last + 1
 
     def _check_expected(self, cur: Any, rule_id: str, expected: int | None) -> None:
         current = self._select_current(cur, rule_id, lock=True)

@@ -285,6 +285,26 @@ def test_apply_cut_short_says_why_and_leaves_nothing(cli: Cli, tmp_path: Path, h
     assert cli.query("SELECT COUNT(*) FROM `{history}`") == [(0,)]
 
 
+def test_a_rule_at_the_largest_version_says_so_and_nothing_is_written(cli: Cli, tmp_path: Path) -> None:
+    # Found in review: a version set to MySQL's largest INT by SQL; 'disable' was a rule error on a field
+    # nobody wrote ("got 2147483648") and 'delete' "MySQL error: (1264, 'Out of range value ...')".
+    folder = write_rules(tmp_path / "rules", a=RULE_A)
+    assert cli("apply", str(folder)).code == 0
+    cli.query(
+        "UPDATE `{rules}` SET version = 2147483647, document = JSON_SET(document, '$.version', 2147483647)"
+    )
+    before, history = cli.rows(), cli.history("r_amount")
+    for args in (["disable", "r_amount"], ["delete", "r_amount"]):
+        run = cli(*args)
+        assert run.code == 1, run.stderr
+        assert "rule 'r_amount' has reached version 2147483647" in run.stderr, run.stderr
+        assert "the largest a version can be" in run.stderr
+    write_rules(folder, a=RULE_A.replace("100", "200"))
+    run = cli("apply", str(folder))
+    assert run.code == 1 and "has reached version 2147483647" in run.stderr, run.stderr
+    assert cli.rows() == before and cli.history("r_amount") == history
+
+
 def test_bad_rule_file_writes_nothing(cli: Cli, tmp_path: Path) -> None:
     folder = write_rules(
         tmp_path / "rules",

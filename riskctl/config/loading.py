@@ -9,8 +9,10 @@ exit code 2, bad usage, whichever command loads the settings).
 from __future__ import annotations
 
 import os
+import stat
 import tomllib
 import typing
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from functools import cache
@@ -77,6 +79,7 @@ class _Loader:
 
     def file(self, data: Mapping[str, Any], path: Path) -> None:
         specs = all_specs()
+        _warn_if_others_read(path, _secrets_in(data, specs))
         sections = {s.section for s in specs.values()}
         for name, table in data.items():
             if name not in sections:
@@ -167,6 +170,47 @@ class _Loader:
             msg = f"{len(self.problems)} invalid settings:\n" + "\n".join(f"- {p}" for p in self.problems)
             raise refused(msg)
         return self.resolved
+
+
+class SecretFileWarning(UserWarning):
+    """A settings file holding a secret can be read by other users of the machine."""
+
+
+def _secrets_in(data: Mapping[str, Any], specs: Mapping[str, Spec]) -> list[str]:
+    """The settings of ``data`` (a parsed settings file) that hold a secret: a secret setting with a value,
+    or a value its mask changes (a Flink option ``s3.secret-key=...`` in ``flink.options``)."""
+    found = []
+    for name, table in data.items():
+        if not isinstance(table, dict):
+            continue
+        for key, raw in table.items():
+            spec = specs.get(f"{name}.{key}")
+            if spec is None or not raw:
+                continue
+            masked = spec.allowed.masked
+            if spec.allowed.secret or (masked is not None and isinstance(raw, str) and masked(raw) != raw):
+                found.append(spec.dotted)
+    return found
+
+
+def _warn_if_others_read(file: Path, secrets: list[str]) -> None:
+    """A :class:`SecretFileWarning` when ``file`` holds ``secrets`` and its group or other users may read it
+    (a riskctl.toml written with the usual umask is 0644: the MySQL password and the API keys in it were
+    readable by every account of the machine, without a word). A warning, not a refusal: the file may sit
+    in a container or a folder nobody else can enter."""
+    if not secrets:
+        return
+    try:
+        mode = file.stat().st_mode
+    except OSError:
+        return
+    if stat.S_ISREG(mode) and mode & 0o044:
+        msg = (
+            f"config file {file} holds secrets ({', '.join(secrets)}) and is readable by other users "
+            f"(mode {stat.S_IMODE(mode):04o}): chmod 600 it, or set them in the environment "
+            f"(RISKCTL_<SECTION>_<KEY>)"
+        )
+        warnings.warn(msg, SecretFileWarning, stacklevel=5)
 
 
 def _subject(spec: Spec, source: str) -> tuple[str, str]:

@@ -3,12 +3,14 @@ with a message naming the file, never a traceback (found in review)."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
 
 from riskctl.config import load_settings
 from riskctl.config.checks import is_refused
+from riskctl.config.loading import SecretFileWarning
 from riskctl.errors import ConfigError
 
 
@@ -95,3 +97,39 @@ def test_the_settings_file_named_with_a_tilde_is_read_from_home(
     (clean / "mine.toml").write_text("[job]\nparallelism = 3\n")
     assert load_settings(env={"RISKCTL_CONFIG": "~/mine.toml"}).job.parallelism == 3
     assert load_settings("~/mine.toml", env={}).job.parallelism == 3
+
+
+SECRETS = [
+    ("mysql", "password", "hunter2-hunter2"),
+    ("serve", "api_keys", "svc:abcdefghijklmnopqrstuvwxyz"),
+    ("flink", "options", "s3.secret-key=abcdefghijkl;rest.port=8082"),
+]
+
+
+@pytest.mark.parametrize(("section", "key", "value"), SECRETS)
+def test_a_secret_in_a_file_others_may_read_is_warned_about(
+    clean: Path, section: str, key: str, value: str
+) -> None:
+    """A riskctl.toml written with the usual umask (0644) held the MySQL password, the API keys or an S3
+    secret for every account of the machine to read, without a word."""
+    cfg = clean / "riskctl.toml"
+    cfg.write_text(f'[{section}]\n{key} = "{value}"\n')
+    cfg.chmod(0o644)
+    with pytest.warns(SecretFileWarning) as caught:
+        load_settings(env={})
+    message = str(caught[0].message)
+    assert f"holds secrets ({section}.{key}) and is readable by other users (mode 0644): chmod 600" in message
+    assert value.split(";")[0].split("=")[-1].split(":")[-1] not in message  # named, never shown
+    cfg.chmod(0o600)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_settings(env={})  # only the owner reads it: no warning
+
+
+def test_a_file_without_secrets_or_with_an_empty_one_is_not_warned_about(clean: Path) -> None:
+    cfg = clean / "riskctl.toml"
+    cfg.write_text('[mysql]\npassword = ""\n[flink]\noptions = "rest.port=8082"\n[job]\nparallelism = 2\n')
+    cfg.chmod(0o644)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_settings(env={}).job.parallelism == 2

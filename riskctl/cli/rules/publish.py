@@ -55,6 +55,11 @@ def _print_plan(plan: Plan, directory: str, table: str) -> None:
 @click.argument("directory", metavar="DIR", type=click.Path(exists=True, file_okay=True, dir_okay=True))
 @click.option("--dry-run", is_flag=True, help="Print the plan, write nothing.")
 @click.option("--prune", is_flag=True, help="Also delete rules that are in MySQL but not in DIR.")
+@click.option(
+    "--allow-empty",
+    is_flag=True,
+    help="With --prune, accept a DIR that holds no rule (it deletes every rule in MySQL).",
+)
 @author_option
 @comment_option
 @wait_option
@@ -64,6 +69,7 @@ def apply(
     directory: str,
     dry_run: bool,
     prune: bool,
+    allow_empty: bool,
     author: str | None,
     comment: str | None,
     wait_s: float,
@@ -86,6 +92,14 @@ def apply(
             },
         },
     )
+    if prune and not ruleset.rules and not allow_empty:
+        # An empty folder, a folder of files with another extension, a symlink loop or a mount that is not
+        # there: the plan deleted every rule in MySQL, exit 0 (found in review).
+        msg = (
+            f"{directory} holds no rule (rule files end in .yaml, .yml or .json): --prune would delete every "
+            "rule in MySQL; give --allow-empty as well if that is what you mean"
+        )
+        raise click.UsageError(msg)
     author = author or default_author()
     with open_store() as store:
         plan = store.plan(ruleset, prune=prune)

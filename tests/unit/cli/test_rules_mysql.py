@@ -167,3 +167,31 @@ def test_a_mysql_that_never_answers_ends_the_command_instead_of_holding_it(clean
     assert run.returncode == ExitCode.UNAVAILABLE, run.stderr
     assert run.stderr.startswith("error: MySQL: ") and "Traceback" not in run.stderr
     assert time.monotonic() - started < 20
+
+
+@pytest.mark.parametrize("layout", ["empty", "other-extension", "symlink-loop"])
+def test_apply_prune_of_a_folder_without_rules_is_refused_before_connecting(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, layout: str
+) -> None:
+    # Found in review: the plan deleted every rule in MySQL and the command ended with exit 0.
+    folder = tmp_path / "rules"
+    folder.mkdir()
+    if layout == "other-extension":
+        (folder / "r.YAML").write_text("id: r1\naction: REVIEW\nwhen: event.amount > 1\n")
+    elif layout == "symlink-loop":
+        (folder / "sub").symlink_to(folder)
+
+    def no_mysql(settings: Any, **options: Any) -> Any:
+        raise AssertionError("connected to MySQL")
+
+    monkeypatch.setattr(rules_mysql, "connect", no_mysql)
+    result = CliRunner().invoke(cli, ["rules", "apply", str(folder), "--prune"])
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert "holds no rule" in result.stderr and "--prune would delete every rule in MySQL" in result.stderr
+    assert "--allow-empty" in result.stderr
+    # said twice, it goes on to MySQL (here: the fake that refuses)
+    result = CliRunner().invoke(cli, ["rules", "apply", str(folder), "--prune", "--allow-empty"])
+    assert isinstance(result.exception, AssertionError)
+    # without --prune an empty folder deletes nothing: it goes on as before
+    result = CliRunner().invoke(cli, ["rules", "apply", str(folder)])
+    assert isinstance(result.exception, AssertionError)

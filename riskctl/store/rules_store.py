@@ -26,6 +26,9 @@ from riskctl.store.migrations import migrate, table_names
 FINAL_STATES = {"create": ("accepted", "refused"), "update": ("accepted", "refused"), "delete": ("deleted",)}
 _COLUMNS = "rule_id, version, status, document, updated_at, updated_by"
 _HISTORY_COLUMNS = "rule_id, version, status, `change`, author, comment, document, digest, created_at"
+#: The store's session sql_mode: strict (too long, out of range, not a valid value: an error, never a silent
+#: change), and no other mode of the server's that changes what its SQL means.
+SQL_MODE = "STRICT_ALL_TABLES,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION"
 _DUPLICATE_KEY = 1062
 _DEADLOCK = 1213
 _LOCK_WAIT_TIMEOUT = 1205
@@ -244,6 +247,11 @@ class RuleStore:
             # No gap locks: two writers creating the same rule meet on the primary key (a clear duplicate,
             # reported as a conflict), not in a deadlock.
             cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+            # A value MySQL cannot store is an error, whatever the server's sql_mode: on a server without a
+            # strict mode (sql_mode = '', common on older installs) an author of 200 characters or a comment
+            # over 64 KiB given to the store from Python was cut to the column's size and committed, without
+            # a word, into the history that says who changed what (found in review).
+            cur.execute("SET SESSION sql_mode = %s", (SQL_MODE,))
         if auto_migrate:
             migrate(conn, rules_table)
 

@@ -573,6 +573,29 @@ def test_apply_conflict_between_plan_and_write_leaves_nothing(
     assert cli.history("r_amount") == [(1, "active", "create")]
 
 
+def test_a_value_too_long_for_its_column_is_an_error_on_a_server_without_strict_mode(
+    stack: Settings, cli: Cli, tmp_path: Path
+) -> None:
+    # Found in review: with sql_mode = '' (a server without a strict mode; played by this session) the store
+    # cut an author of 200 characters to 128 and committed it into the history.
+    import pymysql
+
+    folder = write_rules(tmp_path / "rules", a=RULE_A)
+    conn = connect(stack)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SET SESSION sql_mode = ''")
+        store = RuleStore(conn, cli.table)
+        with pytest.raises(pymysql.err.DataError, match="Data too long for column 'updated_by'"):
+            store.apply(store.plan(load_rules(folder)), author="a" * 200)
+        with conn.cursor() as cur:
+            cur.execute("SELECT @@SESSION.sql_mode")
+            assert "STRICT_ALL_TABLES" in cur.fetchone()[0]
+    finally:
+        conn.close()
+    assert cli.rows() == {} and cli.query("SELECT COUNT(*) FROM `{history}`") == [(0,)]
+
+
 # -- waiting for the job -------------------------------------------------------------------------------------
 def _until(predicate: Callable[[], bool], timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout

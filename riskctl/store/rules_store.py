@@ -392,6 +392,14 @@ class RuleStore:
         wanted = sorted(set(pairs))
         if not wanted:
             return {}
+        # The table's collation pads with spaces: its key (rule_id, version) holds one row for 'r1' and 'r1 '
+        # (a row written by SQL under an id that is no rule id; the job reports it too), and the job's
+        # ON DUPLICATE KEY UPDATE keeps the rule_id the row was first written with. That row is the report on
+        # each pair asked that it matches, under the id asked: it was returned under the other id, which
+        # ended '--wait' in a KeyError traceback, or kept it waiting for a report MySQL had (found in review).
+        padded: dict[tuple[str, int], list[tuple[str, int]]] = {}
+        for rule_id, version in wanted:
+            padded.setdefault((rule_id.rstrip(" "), version), []).append((rule_id, version))
         found: dict[tuple[str, int], JobStatus] = {}
         chunk = 200
         with self.conn.cursor() as cur:
@@ -405,7 +413,8 @@ class RuleStore:
                     params,
                 )
                 for rid, ver, state, reason, fld, seen in cur.fetchall():
-                    found[(rid, int(ver))] = JobStatus(rid, int(ver), state, reason, fld, _utc(seen))
+                    for key in padded.get((str(rid).rstrip(" "), int(ver)), ()):
+                        found[key] = JobStatus(key[0], key[1], state, reason, fld, _utc(seen))
         self.conn.commit()
         return found
 

@@ -619,6 +619,29 @@ def test_wait_reports_accepted_and_refused(cli: Cli, tmp_path: Path) -> None:
     assert "the job refused 1 version(s)" in err and "Traceback" not in err
 
 
+def test_wait_reads_the_report_kept_under_an_id_with_a_trailing_space(cli: Cli, tmp_path: Path) -> None:
+    # Found in review: the job reports rows written by SQL under ids that are no rule id too, and the status
+    # table's key pads with spaces: 'r_amount ' and 'r_amount' share its row, which keeps the id it was first
+    # written with (the job's ON DUPLICATE KEY UPDATE). '--wait' for r_amount ended in a KeyError traceback.
+    cli.migrate()
+    cli.report("r_amount ", 1, "deleted")  # a row 'r_amount ' v1 written by SQL, then deleted by SQL
+    folder = write_rules(tmp_path / "rules", a=RULE_A)
+    proc = cli.popen("apply", str(folder), "--wait", "60")
+    _until(lambda: len(cli.versions()) == 1)
+    time.sleep(1)  # a few polls that see only the report on the deleted row
+    assert proc.poll() is None
+    cli.query(  # what the job does: its report on r_amount v1 lands in the row of 'r_amount '
+        "INSERT INTO `{status}` (rule_id, version, state) VALUES ('r_amount', 1, 'accepted') "
+        "ON DUPLICATE KEY UPDATE state = VALUES(state), reason = VALUES(reason), field = VALUES(field)"
+    )
+    assert cli.query("SELECT rule_id, state FROM `{status}`") == [("r_amount ", "accepted")]
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, (out, err)
+    assert "accepted  r_amount v1" in out and "Traceback" not in err
+    listed = cli("list", "--json").json()["rules"]
+    assert [(r["id"], r["job"]["state"]) for r in listed] == [("r_amount", "accepted")]
+
+
 def test_wait_all_accepted_exits_zero(cli: Cli, tmp_path: Path) -> None:
     folder = write_rules(tmp_path / "rules", a=RULE_A)
     assert cli("apply", str(folder)).code == 0

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
 
 from riskctl.cli.common import CONTEXT_SETTINGS, ExitCode, echo_error, emit_json, json_option
-from riskctl.core.errors import RuleSetError
+from riskctl.core.errors import RuleError, RuleSetError
 from riskctl.core.rules import RuleSet, load_rules
 
 
@@ -26,16 +28,42 @@ def load_checked(
     line per error on stderr, then ``summary(number of errors)``; with ``--json`` instead, ``document(the
     errors as dicts)`` on stdout.
     """
+    errors = linked_folders(path)
     try:
-        return load_rules(path)
+        ruleset = load_rules(path)
     except RuleSetError as exc:
-        if as_json:
-            emit_json(document([e.to_dict() for e in exc.errors]))
-        else:
-            for err in exc.errors:
-                echo_error(str(err))
-            click.echo(summary(len(exc.errors)), err=True)
+        errors += exc.errors
+    else:
+        if not errors:
+            return ruleset
+    if as_json:
+        emit_json(document([e.to_dict() for e in errors]))
+    else:
+        for err in errors:
+            echo_error(str(err))
+        click.echo(summary(len(errors)), err=True)
     sys.exit(ExitCode.ERROR)
+
+
+def linked_folders(path: str) -> list[RuleError]:
+    """An error for each link to a folder under ``path``. The loader does not follow them (nor does the
+    job's file source), so the rules under one were skipped without a word, and 'apply --prune' deleted
+    them from MySQL; a link that loops back read as a folder without rules (found in review)."""
+    root = Path(path)
+    if not root.is_dir():
+        return []
+    errors = []
+    for folder, names, _files in os.walk(root):  # does not descend into links (followlinks=False)
+        for name in sorted(names):
+            linked = Path(folder, name)
+            if linked.is_symlink():
+                reason = (
+                    "a link to a folder: rule folders are read without following links, so its rules would "
+                    "be skipped (and 'apply --prune' would delete them); copy the folder in, or give it "
+                    "to the command on its own"
+                )
+                errors.append(RuleError(reason, source=str(linked.relative_to(root))))
+    return errors
 
 
 @click.command(

@@ -642,6 +642,28 @@ def test_wait_reads_the_report_kept_under_an_id_with_a_trailing_space(cli: Cli, 
     assert [(r["id"], r["job"]["state"]) for r in listed] == [("r_amount", "accepted")]
 
 
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+def test_ctrl_c_while_waiting_says_the_changes_are_written(cli: Cli, tmp_path: Path, as_json: bool) -> None:
+    # Found in review: Ctrl-C in '--wait' ended as click's "Aborted!", exit 1 (a failed command), after the
+    # changes were committed.
+    folder = write_rules(tmp_path / "rules", a=RULE_A)
+    proc = cli.popen("apply", str(folder), "--wait", "60", *(["--json"] if as_json else []))
+    _until(lambda: len(cli.versions()) == 1)
+    time.sleep(1)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == ExitCode.INTERRUPTED, (out, err)
+    assert "Traceback" not in err and "Aborted" not in err
+    if as_json:
+        doc = json.loads(out)
+        assert doc["ok"] is False and doc["applied"][0]["version"] == 1
+        assert doc["wait"]["results"] == [{"id": "r_amount", "version": 1, "state": "interrupted"}]
+    else:
+        assert "applied 1 change(s)" in out
+        assert "interrupted while waiting: the changes are written to MySQL" in err and "r_amount v1" in err
+    assert cli.versions() == {"r_amount": 1}
+
+
 def test_wait_all_accepted_exits_zero(cli: Cli, tmp_path: Path) -> None:
     folder = write_rules(tmp_path / "rules", a=RULE_A)
     assert cli("apply", str(folder)).code == 0

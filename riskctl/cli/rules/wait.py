@@ -58,23 +58,38 @@ def wait_for_job(
             f"waiting up to {timeout_s:g} s for the job to report {n} version{'s' if n != 1 else ''}..."
         )
     deadline = time.monotonic() + timeout_s
-    while pending:
-        found = store.job_status(pending)
-        for key, status in sorted(found.items()):
-            target = pending[key]
-            if status.state not in target.states:
-                continue
-            del pending[key]
-            results[key] = status.to_dict()
-            if not as_json:
-                click.echo(status_line(status))
-        if not pending or time.monotonic() >= deadline:
-            break
-        time.sleep(_POLL_S)
+    interrupted = False
+    try:
+        while pending:
+            found = store.job_status(pending)
+            for key, status in sorted(found.items()):
+                target = pending[key]
+                if status.state not in target.states:
+                    continue
+                del pending[key]
+                results[key] = status.to_dict()
+                if not as_json:
+                    click.echo(status_line(status))
+            if not pending or time.monotonic() >= deadline:
+                break
+            time.sleep(_POLL_S)
+    except KeyboardInterrupt:
+        # The changes are committed: Ctrl-C ends the wait only. It ended as click's 'Aborted!', exit 1, the
+        # code of a failed command, as if nothing had been written (found in review).
+        interrupted = True
     for key, target in sorted(pending.items()):
-        results[key] = {"id": target.rule_id, "version": target.version, "state": "timeout"}
+        state = "interrupted" if interrupted else "timeout"
+        results[key] = {"id": target.rule_id, "version": target.version, "state": state}
     ordered = [results[k] for k in sorted(results)]
     refused = [r for r in ordered if r["state"] == "refused"]
+    if interrupted and pending:
+        if not as_json:
+            missing = printable(", ".join(f"{t.rule_id} v{t.version}" for t in pending.values()))
+            echo_error(
+                f"interrupted while waiting: the changes are written to MySQL; the job's report on {missing} "
+                "was not awaited (see 'riskctl rules list')"
+            )
+        return ExitCode.INTERRUPTED, ordered
     if pending:
         if not as_json:
             missing = printable(", ".join(f"{t.rule_id} v{t.version}" for t in pending.values()))

@@ -23,11 +23,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from riskctl.errors import ConfigError
+from riskctl.errors import ConfigError, ServiceError
 
 MIGRATIONS_TABLE = "schema_migrations"
 _IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _LOCK_TIMEOUT_S = 30
+_SERVICE = "MySQL"
 _TABLE_EXISTS = (
     "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = %s"
 )
@@ -235,8 +236,17 @@ def migrate(conn: Any, rules_table: str = "rules") -> list[int]:
     with conn.cursor() as cur:
         cur.execute("SELECT GET_LOCK(%s, %s)", (lock, _LOCK_TIMEOUT_S))
         if cur.fetchone()[0] != 1:
-            msg = f"timed out after {_LOCK_TIMEOUT_S} s waiting for another process migrating {rules_table!r}"
-            raise TimeoutError(msg)
+            # A riskctl error (a TimeoutError was a traceback of every 'riskctl rules' command, found in
+            # review), naming who holds the lock.
+            cur.execute("SELECT IS_USED_LOCK(%s)", (lock,))
+            holder = cur.fetchone()[0]
+            who = f"MySQL connection {holder}" if holder is not None else "another process"
+            msg = (
+                f"timed out after {_LOCK_TIMEOUT_S} s waiting for {who} to finish migrating the tables of "
+                f"{rules_table!r} (it holds the lock {lock!r}); retry when it is done, or end that "
+                "connection (KILL) if it is stuck"
+            )
+            raise ServiceError(_SERVICE, msg)
         try:
             _ensure_migrations_table(cur)
             cur.execute(

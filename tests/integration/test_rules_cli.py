@@ -517,6 +517,32 @@ def test_mysql_down_says_what_to_start(cli: Cli, tmp_path: Path, args: tuple[str
     assert out.code == 3 and out.json()["error"]["type"] == "unavailable"
 
 
+def test_tables_being_migrated_by_a_stuck_process_is_one_line_naming_it(cli: Cli) -> None:
+    # Found in review: the migration lock's TimeoutError was a traceback of every 'riskctl rules' command.
+    lock = f"riskctl.migrate.{cli.table}"
+    assert cli.query("SELECT GET_LOCK(%s, 1)", lock) == [(1,)]
+    try:
+        (holder,) = cli.query("SELECT CONNECTION_ID()")[0]
+        code = (
+            "import riskctl.store.migrations as m; m._LOCK_TIMEOUT_S = 1; "
+            "from riskctl.cli.main import cli; cli(['rules', 'list'])"
+        )
+        proc = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            env=cli.env,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        cli.query("SELECT RELEASE_LOCK(%s)", lock)
+    assert proc.returncode == ExitCode.UNAVAILABLE, proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
+    assert proc.stderr.startswith("error: MySQL: timed out after 1 s waiting for MySQL connection ")
+    assert f"connection {holder} to finish migrating" in proc.stderr and lock in proc.stderr
+
+
 def test_concurrent_edit_conflict_is_detected_never_lost(cli: Cli, tmp_path: Path) -> None:
     assert cli("apply", str(write_rules(tmp_path / "rules", a=RULE_A))).code == 0
     # two writers that both read version 1

@@ -155,6 +155,29 @@ def _timeout(value: Any) -> int | None:
     return int(value)
 
 
+def _number(name: str, value: Any, *, low: float | None, integer: bool = False) -> Any:
+    """A parameter of the clients checked where it is given, with its name: a string (a setting read from the
+    environment), NaN or a value out of range raised TypeError or ValueError('Timeout value out of range') at
+    the first call, outside the two exceptions the client documents, and deadline_ms=NaN made every call
+    Unavailable without a request sent (found in review)."""
+    kind = (int,) if integer else (int, float)
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, kind)
+        or not math.isfinite(value)
+        or (low is not None and value < low)
+    ):
+        what = ("an integer" if integer else "a number") + (f" >= {low:g}" if low is not None else "")
+        msg = f"{name} must be {what}, got {value!r}"
+        raise ValueError(msg)
+    return value
+
+
+def _deadline(value: Any) -> float | None:
+    """``deadline_ms`` (None: unbounded) checked like the other parameters."""
+    return None if value is None else _number("deadline_ms", value, low=0)
+
+
 def _event_id(event: Mapping[str, Any] | bytes, body: bytes) -> str | None:
     """The event_id the answer must carry (as the API reads it: an integer as its digits); None when the
     request has none the API would accept (the API refuses it, with the field)."""
@@ -252,13 +275,14 @@ class _Base:
         self.url = url
         #: a path in base_url (a prefix behind a proxy, "http://h/risk"): both clients post below it
         self.path_prefix = url.path.rstrip("/")
-        self.timeout_ms = timeout_ms
-        self.retries = retries
-        self.backoff_ms = backoff_ms
-        self.network_margin_ms = network_margin_ms
+        self.timeout_ms = _timeout(timeout_ms)
+        self.retries = _number("retries", retries, low=0, integer=True)
+        self.backoff_ms = _number("backoff_ms", backoff_ms, low=0)
+        #: may be negative (give up before the API's own timeout), the wait stays above 0 (_wait_s)
+        self.network_margin_ms = _number("network_margin_ms", network_margin_ms, low=None)
         #: the whole call's bound (every attempt and backoff), None: only each attempt's wait
-        self.deadline_ms = deadline_ms
-        self.max_answer_bytes = max_answer_bytes
+        self.deadline_ms = _deadline(deadline_ms)
+        self.max_answer_bytes = _number("max_answer_bytes", max_answer_bytes, low=1, integer=True)
         key = api_key if api_key is not None else os.environ.get(API_KEY_ENV, "")
         if any(c in key for c in "\r\n\0"):
             msg = "api_key holds a line break or a NUL character"
@@ -271,12 +295,14 @@ class _Base:
     def _wait_s(self, timeout_ms: int | None) -> float:
         # at most a day: a socket refuses a timeout beyond ~292 years with an OverflowError (no server waits
         # that long anyway: serve.max_timeout_ms is at most 10 minutes, it answers 422 beyond)
+        # at least a millisecond: a negative margin beyond the timeout gave the socket a negative timeout, and
+        # the sync client raised ValueError('Timeout value out of range') instead of Unavailable
         wait = ((timeout_ms or self.timeout_ms or 1000) + self.network_margin_ms) / 1000
-        return min(wait, _MAX_WAIT_S)
+        return min(max(wait, 0.001), _MAX_WAIT_S)
 
     def _end(self, deadline_ms: int | None) -> float | None:
         """When the call must be over (time.monotonic()), None when unbounded."""
-        ms = deadline_ms if deadline_ms is not None else self.deadline_ms
+        ms = _deadline(deadline_ms) if deadline_ms is not None else self.deadline_ms
         return None if ms is None else time.monotonic() + ms / 1000
 
     def _attempt_wait(self, timeout_ms: int | None, end: float | None, backoff_s: float) -> float | None:
@@ -390,7 +416,8 @@ class AsyncDecisionClient(_Base):
 
     def __init__(self, base_url: str, *, max_connections: int = 100, **kwargs: Any) -> None:
         super().__init__(base_url, **kwargs)
-        self.max_connections = max_connections
+        #: at least 1: aiohttp reads 0 as no limit, a pool that grows with every concurrent call
+        self.max_connections = _number("max_connections", max_connections, low=1, integer=True)
         self._session: Any = None
 
     def _sess(self) -> Any:

@@ -416,3 +416,45 @@ def test_a_200_for_this_event_of_another_shape_is_no_decision(
     exc, _ = call_client(kind, s.url, {"timeout_ms": 500, "retries": 1, "backoff_ms": 1})
     assert isinstance(exc, Unavailable) and "HTTP 200 without a decision" in str(exc), exc
     assert s.connections == 2  # retried once, like a proxy's page
+
+
+BAD_PARAMETERS = [
+    ("deadline_ms", float("nan")),
+    ("deadline_ms", "300"),
+    ("deadline_ms", -1),
+    ("network_margin_ms", float("inf")),
+    ("backoff_ms", "20"),
+    ("retries", "2"),
+    ("retries", -1),
+    ("retries", 1.5),
+    ("max_answer_bytes", 0),
+    ("timeout_ms", "100"),
+]
+
+
+@pytest.mark.parametrize(("name", "value"), BAD_PARAMETERS)
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_bad_parameter_is_refused_where_it_is_given_naming_it(kind: str, name: str, value: Any) -> None:
+    """A string (a setting read from the environment), NaN or a value out of range was taken as given and
+    failed at the first call: TypeError or ValueError('Timeout value out of range'), outside the two
+    exceptions the client documents, or deadline_ms=NaN made every call Unavailable with nothing sent."""
+    cls = DecisionClient if kind == "sync" else AsyncDecisionClient
+    with pytest.raises(ValueError, match=f"^{name} must be "):
+        cls("http://127.0.0.1:9", **{name: value})
+
+
+def test_a_bad_deadline_per_call_and_an_unbounded_pool_are_refused() -> None:
+    client = DecisionClient("http://127.0.0.1:9", retries=0)
+    with pytest.raises(ValueError, match="^deadline_ms must be a number >= 0, got nan"):
+        client.decide(event(), deadline_ms=float("nan"))
+    with pytest.raises(ValueError, match="^max_connections must be an integer >= 1, got 0"):
+        AsyncDecisionClient("http://127.0.0.1:9", max_connections=0)  # aiohttp: no limit at all
+    # a margin may be negative (give up before the API's timeout): beyond the timeout the sync client gave
+    # its socket a negative timeout and raised ValueError('Timeout value out of range'), not Unavailable
+    s = Server(drip)
+    try:
+        client = DecisionClient(s.url, timeout_ms=100, network_margin_ms=-500, retries=0)
+        exc, took = timed(lambda: client.decide(event()))
+        assert isinstance(exc, Unavailable) and took < 0.5, exc
+    finally:
+        s.close()

@@ -268,8 +268,17 @@ class _Base:
         api_key: str | None = None,
     ) -> None:
         url = urllib.parse.urlsplit(base_url)
-        if url.scheme not in {"http", "https"} or not url.hostname:
-            msg = f"base_url must be http(s)://host[:port][/path], got {base_url!r}"
+        if url.username is not None or url.password is not None:
+            # the sync client sent no credentials from the URL, the async one sent them as Basic auth, and
+            # both repeated base_url, password included, in every Unavailable (found in review)
+            msg = (
+                f"base_url must not hold credentials (user:password@), got one for host {url.hostname!r}: "
+                "give the API key as api_key (or RISKCTL_API_KEY)"
+            )
+            raise ValueError(msg)
+        if url.scheme not in {"http", "https"} or not url.hostname or url.query or url.fragment:
+            # a query or a fragment: the async client posted to <base_url>/v1/decisions, after the '?' or '#'
+            msg = f"base_url must be http(s)://host[:port][/path], without ? or #, got {base_url[:200]!r}"
             raise ValueError(msg)
         self.base_url = base_url.rstrip("/")
         self.url = url

@@ -458,3 +458,22 @@ def test_a_bad_deadline_per_call_and_an_unbounded_pool_are_refused() -> None:
         assert isinstance(exc, Unavailable) and took < 0.5, exc
     finally:
         s.close()
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_base_url_with_credentials_or_a_query_is_refused_without_repeating_them(kind: str) -> None:
+    """http://svc:<password>@host: the sync client sent no credentials, the async one sent them as Basic
+    auth, and both repeated the password in every Unavailable ('no decision from http://svc:<password>@...').
+    A query: the async client posted to http://host/?x=1/v1/decisions."""
+    cls = DecisionClient if kind == "sync" else AsyncDecisionClient
+    for url in (
+        "http://svc:s3cr3t-pass@127.0.0.1:9",
+        "ftp://svc:s3cr3t-pass@127.0.0.1:9",
+        "http://:s3cr3t-pass@h",
+    ):
+        with pytest.raises(ValueError, match="must not hold credentials") as err:
+            cls(url)
+        assert "s3cr3t" not in str(err.value)
+    for url in ("http://127.0.0.1:9/risk?x=1", "http://127.0.0.1:9/risk#top"):
+        with pytest.raises(ValueError, match=r"without \? or #"):
+            cls(url)

@@ -110,6 +110,7 @@ class _Loader:
         specs = all_specs()
         for spec in specs.values():
             if spec.env in env:
+                _warn_if_empty_replaces_file(spec, env[spec.env], self.resolved)
                 self.put(spec, env[spec.env], spec.env, from_text=True)
         known = {s.env for s in specs.values()}
         prefixes = {f"RISKCTL_{s.section.upper()}_" for s in specs.values()}
@@ -211,6 +212,32 @@ def _warn_if_others_read(file: Path, secrets: list[str]) -> None:
             f"(RISKCTL_<SECTION>_<KEY>)"
         )
         warnings.warn(msg, SecretFileWarning, stacklevel=5)
+
+
+class EmptyVariableWarning(UserWarning):
+    """A ``RISKCTL_*`` variable set to nothing replaces a value the settings file gives."""
+
+
+def _warn_if_empty_replaces_file(spec: Spec, raw: str, resolved: Resolved) -> None:
+    """An :class:`EmptyVariableWarning` when ``raw``, the value of ``spec``'s variable, is empty and the file
+    gave the setting a value. An environment variable wins over the file, an empty one too, and for most
+    strings empty means "the local stack's": ``RISKCTL_KAFKA_BOOTSTRAP=`` (a template's unset placeholder)
+    replaced ``bootstrap = "kafka-1:9092"`` with 127.0.0.1:19092 without a word, and an empty
+    ``RISKCTL_SERVE_API_KEYS`` the file's keys (found in review). The value stays the variable's: that is the
+    documented order, and ``--set`` or the variable may empty a setting on purpose."""
+    source = resolved.sources.get(spec.dotted)
+    if (
+        raw.strip()
+        or resolved.file is None
+        or source != str(resolved.file)
+        or not spec.get(resolved.settings)
+    ):
+        return
+    msg = (
+        f"{spec.env} is set but empty: it replaces {spec.dotted} from {source}; unset the variable to keep "
+        "the file's value"
+    )
+    warnings.warn(msg, EmptyVariableWarning, stacklevel=5)
 
 
 def _subject(spec: Spec, source: str) -> tuple[str, str]:

@@ -10,7 +10,7 @@ import pytest
 
 from riskctl.config import load_settings
 from riskctl.config.checks import is_refused
-from riskctl.config.loading import SecretFileWarning
+from riskctl.config.loading import EmptyVariableWarning, SecretFileWarning
 from riskctl.errors import ConfigError
 
 
@@ -133,3 +133,29 @@ def test_a_file_without_secrets_or_with_an_empty_one_is_not_warned_about(clean: 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert load_settings(env={}).job.parallelism == 2
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value"),
+    [("kafka", "bootstrap", "kafka-1:9092"), ("serve", "api_keys", "svc:abcdefghijklmnopqrstuvwxyz")],
+)
+def test_an_empty_variable_replacing_the_files_value_is_warned_about(
+    clean: Path, section: str, key: str, value: str
+) -> None:
+    """RISKCTL_KAFKA_BOOTSTRAP= (a template's unset placeholder) replaced the file's brokers with the local
+    stack's, and an empty RISKCTL_SERVE_API_KEYS the file's keys, without a word."""
+    cfg = clean / "riskctl.toml"
+    cfg.write_text(f'[{section}]\n{key} = "{value}"\n')
+    cfg.chmod(0o600)
+    variable = f"RISKCTL_{section}_{key}".upper()
+    with pytest.warns(EmptyVariableWarning) as caught:
+        settings = load_settings(env={variable: ""})
+    assert getattr(getattr(settings, section), key) == ""  # the documented order holds: the variable wins
+    message = str(caught[0].message)
+    assert message.startswith(f"{variable} is set but empty: it replaces {section}.{key} from riskctl.toml")
+    assert value not in message
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_settings(env={variable: "other:1"} if key == "bootstrap" else {})  # a value, or none: no word
+        cfg.write_text("")
+        load_settings(env={variable: ""})  # nothing in the file to replace

@@ -661,8 +661,12 @@ class MariaDB(Service):
             return given
         if not self.password_file.exists():
             self.dir.mkdir(parents=True, exist_ok=True)
-            self.password_file.write_text(secrets.token_urlsafe(18))
-            self.password_file.chmod(0o600)
+            # created with mode 600, not chmod-ed after the write: written with the umask's mode (often 644)
+            # first, it was readable by every local user for a moment (found in review)
+            with suppress(FileExistsError):  # another process made it first: its password is the one
+                fd = os.open(self.password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "w") as out:
+                    out.write(secrets.token_urlsafe(18))
         return self.password_file.read_text().strip()
 
     def healthy(self) -> bool:

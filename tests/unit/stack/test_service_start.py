@@ -125,3 +125,33 @@ def test_exit_status_of_children() -> None:
     assert exit_status(done.pid) == "exit code 7"
     assert exit_status(killed.pid) == "killed by SIGKILL"
     assert exit_status(done.pid) is None  # reaped already: nothing more to tell
+
+
+def test_the_stack_s_password_file_is_never_readable_by_others(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It was written with the umask's mode (here 666) and chmod-ed to 600 after: readable by every local user
+    in between. Now it is created with mode 600; its password is read back, and kept on the next call."""
+    import os
+    import stat
+
+    from riskctl.stack.services import MariaDB
+
+    monkeypatch.delenv("RISKCTL_MYSQL_PASSWORD", raising=False)
+    db = MariaDB(settings)
+    modes: list[int] = []
+    real_chmod = Path.chmod
+
+    def chmod(self: Path, mode: int, **kwargs: object) -> None:
+        modes.append(stat.S_IMODE(self.stat().st_mode))  # what it was until then
+        real_chmod(self, mode)
+
+    monkeypatch.setattr(Path, "chmod", chmod)
+    old = os.umask(0)
+    try:
+        first = db.password()
+    finally:
+        os.umask(old)
+    assert all(m == 0o600 for m in modes), [oct(m) for m in modes]
+    assert stat.S_IMODE(db.password_file.stat().st_mode) == 0o600
+    assert len(first) >= 20 and db.password() == first

@@ -6,6 +6,7 @@ tests of more than one area (core, flink, cli, stack, the docs, the integration 
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import sys
@@ -91,3 +92,11 @@ def resolve_command(args: list[str]) -> tuple[Any, Any, list[str]]:
         cmd, rest = sub, rest[1:]
         ctx = click.Context(cmd, info_name=cmd.name, parent=ctx, **cmd.context_settings)
     return cmd, ctx, rest
+
+
+def as_a_terminal_would() -> None:
+    """Popen's ``preexec_fn`` for a child that a test stops with Ctrl-C (SIGINT): SIGINT back to its default.
+    A shell's background job ignores SIGINT, and CI runs the suite as one: a Python started with SIGINT
+    ignored never raises KeyboardInterrupt (the rules CLI's Ctrl-C tests passed at a terminal, and in CI the
+    command ran to its end). A terminal's foreground job has the default."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

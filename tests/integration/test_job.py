@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from riskctl.config import Settings
+from tests.helpers import as_a_terminal_would
 from tests.integration.support import (
     T0,
     Job,
@@ -304,9 +305,6 @@ def test_ctrl_c_stops_riskctl_run_with_one_line_and_status_130(stack: Settings, 
 
     j = new_job(stack, tmp_path)
     log = tmp_path / "run.log"
-
-    def as_a_terminal_would() -> None:  # a shell's background job ignores SIGINT; a terminal's does not
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
 
     with log.open("wb") as out:
         proc = subprocess.Popen(

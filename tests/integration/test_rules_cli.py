@@ -27,7 +27,7 @@ from riskctl.config import PROJECT_ROOT, Settings
 from riskctl.core.rules import load_rules
 from riskctl.store import RuleStore, VersionConflictError, connect, table_names
 from riskctl.store.migrations import drop_store, migrate
-from tests.helpers import free_port
+from tests.helpers import as_a_terminal_would, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -77,6 +77,7 @@ class Cli:
             text=True,
             env=self.env,
             cwd=PROJECT_ROOT,
+            preexec_fn=as_a_terminal_would,  # noqa: PLW1509 - only restores a signal's default (Ctrl-C tests)
         )
 
     def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:

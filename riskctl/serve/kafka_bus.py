@@ -6,7 +6,11 @@
 * one consumer, *assigned* (no group, no rebalance) to that single partition, from its end at start-up,
   hands each decision to the service on the event loop: an instance reads its own replies, not every
   decision of the cluster;
-* a health thread asks the broker for the replies topic's metadata every second (``kafka_ok``).
+* a health thread asks the broker for the replies topic's metadata every second (``kafka_ok``). When the
+  broker answers again after it did not, the consumer is replaced by a new one at the same position: an
+  assigned librdkafka consumer may stay silent after a broker restart although the broker is back
+  (confluentinc/librdkafka#5153, open; CI saw it once: every request of the next 60 s got its fallback
+  while the job decided them), and a new consumer reads again.
 
 librdkafka calls back from its own threads; everything that touches the service goes through
 ``loop.call_soon_threadsafe``.
@@ -15,6 +19,7 @@ librdkafka calls back from its own threads; everything that touches the service 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import threading
@@ -100,6 +105,8 @@ class KafkaBus:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._on_decision: Callable[[dict[str, Any]], Any] | None = None
         self._stop = threading.Event()
+        self._renew = threading.Event()  # set by the health thread, acted on by the replies thread
+        self.renewals = 0  # consumers replaced since the start
         self._threads: list[threading.Thread] = []
         self.producer: Any = None
         self.consumer: Any = None
@@ -140,20 +147,7 @@ class KafkaBus:
             else default_partition(self.instance, self.partitions)
         )
         self.reply_key = reply_key_for(self.instance, self.partition, self.partitions)
-        self.consumer = Consumer(
-            {
-                "bootstrap.servers": self.bootstrap,
-                "group.id": f"riskctl-serve-{self.instance}",  # required by the client; nothing is committed
-                "enable.auto.commit": False,
-                "fetch.wait.max.ms": 10,
-                "reconnect.backoff.max.ms": 1000,
-                # librdkafka reads committed records only by default: with job.delivery=exactly-once a reply
-                # would wait for the job's next checkpoint (seconds). A reply of an aborted transaction is
-                # decided again after the job's restore, and that second decision is the one remembered
-                # only if the first did not arrive: see docs/api.md.
-                "isolation.level": "read_uncommitted",
-            }
-        )
+        self.consumer = self._new_consumer()
         tp = TopicPartition(self.replies_topic, self.partition)
         # an explicit offset, not OFFSET_END: a reply produced before a lazily resolved "end" would be skipped
         try:
@@ -177,6 +171,53 @@ class KafkaBus:
             self.partition,
             self.partitions,
             self.reply_key,
+        )
+
+    def _new_consumer(self) -> Any:
+        return Consumer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "group.id": f"riskctl-serve-{self.instance}",  # required by the client; nothing is committed
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": 10,
+                "reconnect.backoff.max.ms": 1000,
+                # librdkafka reads committed records only by default: with job.delivery=exactly-once a reply
+                # would wait for the job's next checkpoint (seconds). A reply of an aborted transaction is
+                # decided again after the job's restore, and that second decision is the one remembered
+                # only if the first did not arrive: see docs/api.md.
+                "isolation.level": "read_uncommitted",
+            }
+        )
+
+    def _renew_consumer(self) -> None:
+        """Replace the consumer by a new one assigned at its position (the replies thread only: it alone
+        uses the consumer). Where the old one cannot say (it never read), the partition's end now. The old
+        one is closed once the new one is assigned: if that fails, the old one stays."""
+        tp = TopicPartition(self.replies_topic, self.partition)
+        offset = OFFSET_END
+        try:
+            (at,) = self.consumer.position([tp])
+            if at.offset >= 0:
+                offset = at.offset
+        except (KafkaException, RuntimeError, ValueError) as exc:
+            LOG.warning("serve %s: the replies consumer's position is unknown (%s)", self.instance, exc)
+        fresh = self._new_consumer()
+        try:
+            if offset == OFFSET_END:
+                with contextlib.suppress(KafkaException):
+                    offset = fresh.get_watermark_offsets(tp, timeout=5)[1]
+            fresh.assign([TopicPartition(self.replies_topic, self.partition, offset)])
+        except BaseException:
+            fresh.close()
+            raise
+        old, self.consumer = self.consumer, fresh
+        with contextlib.suppress(KafkaException, RuntimeError):
+            old.close()
+        self.renewals += 1
+        LOG.warning(
+            "serve %s: the broker answers again: replies read by a new consumer from offset %s",
+            self.instance,
+            offset,
         )
 
     def close(self, flush_timeout: float = 5.0) -> None:
@@ -217,6 +258,15 @@ class KafkaBus:
         loop, handle = self._loop, self._on_decision
         assert loop is not None and handle is not None
         while not self._stop.is_set():
+            if self._renew.is_set():
+                self._renew.clear()
+                try:
+                    self._renew_consumer()
+                except (KafkaException, RuntimeError) as exc:  # the old one is kept; tried again in 1 s
+                    LOG.warning("serve %s: renewing the replies consumer failed: %s", self.instance, exc)
+                    self._renew.set()
+                    time.sleep(1.0)
+                    continue
             try:
                 # poll() returns at the first record; consume(n, timeout) would wait for the whole timeout
                 # unless n records came (measured: consume(500, 1.0) took 1,000 ms for one record), which
@@ -246,24 +296,31 @@ class KafkaBus:
 
     def _health(self) -> None:
         while not self._stop.wait(1.0):
-            try:
-                meta = self.producer.list_topics(self.replies_topic, timeout=2)
-                topic = meta.topics.get(self.replies_topic)
-                if topic is None or topic.error is not None:
-                    self.kafka_ok, self.kafka_error = (
-                        False,
-                        f"replies topic: {topic.error if topic else 'gone'}",
-                    )
-                elif len(topic.partitions) != self.partitions:
-                    self.kafka_ok = False
-                    self.kafka_error = (
-                        f"the replies topic has {len(topic.partitions)} partitions, was {self.partitions}: "
-                        "restart the instance (its reply key routes by the partition count)"
-                    )
-                else:
-                    self.kafka_ok, self.kafka_error = True, ""
-            except KafkaException as exc:
-                self.kafka_ok, self.kafka_error = False, str(exc)[:300]
+            was_ok = self.kafka_ok
+            self._check_health()
+            if self.kafka_ok and not was_ok:  # the broker is back: a new consumer for the replies
+                self._renew.set()
+
+    def _check_health(self) -> None:
+        """Set ``kafka_ok`` from the replies topic's metadata (one request, at most 2 s)."""
+        try:
+            meta = self.producer.list_topics(self.replies_topic, timeout=2)
+            topic = meta.topics.get(self.replies_topic)
+            if topic is None or topic.error is not None:
+                self.kafka_ok, self.kafka_error = (
+                    False,
+                    f"replies topic: {topic.error if topic else 'gone'}",
+                )
+            elif len(topic.partitions) != self.partitions:
+                self.kafka_ok = False
+                self.kafka_error = (
+                    f"the replies topic has {len(topic.partitions)} partitions, was {self.partitions}: "
+                    "restart the instance (its reply key routes by the partition count)"
+                )
+            else:
+                self.kafka_ok, self.kafka_error = True, ""
+        except KafkaException as exc:
+            self.kafka_ok, self.kafka_error = False, str(exc)[:300]
 
 
 def _deliver_all(handle: Callable[[dict[str, Any]], Any], docs: list[dict[str, Any]]) -> None:

@@ -148,13 +148,7 @@ class KafkaBus:
         )
         self.reply_key = reply_key_for(self.instance, self.partition, self.partitions)
         self.consumer = self._new_consumer()
-        tp = TopicPartition(self.replies_topic, self.partition)
-        # an explicit offset, not OFFSET_END: a reply produced before a lazily resolved "end" would be skipped
-        try:
-            _, high = self.consumer.get_watermark_offsets(tp, timeout=10)
-        except KafkaException:
-            high = OFFSET_END
-        self.consumer.assign([TopicPartition(self.replies_topic, self.partition, high)])
+        self._assign(self.consumer, OFFSET_END, timeout=10)
         self.kafka_ok, self.kafka_error = True, ""
         for target, name in (
             (self._consume, "replies"),
@@ -189,6 +183,17 @@ class KafkaBus:
             }
         )
 
+    def _assign(self, consumer: Any, offset: int, timeout: float) -> int:
+        """Assign ``consumer`` to this instance's partition of the replies topic at ``offset``; OFFSET_END is
+        resolved to the partition's end now (``timeout``), an explicit offset: a reply produced before a
+        lazily resolved "end" would be skipped. Returns the offset assigned."""
+        tp = TopicPartition(self.replies_topic, self.partition)
+        if offset == OFFSET_END:
+            with contextlib.suppress(KafkaException):
+                offset = consumer.get_watermark_offsets(tp, timeout=timeout)[1]
+        consumer.assign([TopicPartition(self.replies_topic, self.partition, offset)])
+        return offset
+
     def _renew_consumer(self) -> None:
         """Replace the consumer by a new one assigned at its position (the replies thread only: it alone
         uses the consumer). Where the old one cannot say (it never read), the partition's end now. The old
@@ -203,10 +208,7 @@ class KafkaBus:
             LOG.warning("serve %s: the replies consumer's position is unknown (%s)", self.instance, exc)
         fresh = self._new_consumer()
         try:
-            if offset == OFFSET_END:
-                with contextlib.suppress(KafkaException):
-                    offset = fresh.get_watermark_offsets(tp, timeout=5)[1]
-            fresh.assign([TopicPartition(self.replies_topic, self.partition, offset)])
+            offset = self._assign(fresh, offset, timeout=5)
         except BaseException:
             fresh.close()
             raise

@@ -50,7 +50,10 @@ Semantics (all on event-time order; ties keep arrival order):
   nor reported twice. An event more than ``lateness`` older than the newest, or older than the time of an
   :meth:`~PatternMatcher.on_timer` call, is *too late*: it is ignored and counted (``too_late``). With
   ``lateness == 0`` (the default) no buffer is kept. (The engine applies the same test per key before any
-  feature or pattern sees an event, and feeds no too-late event: see docs/engine.md.)
+  feature or pattern sees an event, and feeds no too-late event: see docs/engine.md.) An event no condition
+  holds for matters only by its place, to a ``strict`` step it would break: it is buffered as a place when
+  the pattern has such a step, and otherwise neither buffered nor, arriving late, replayed (when the
+  conditions do not read the steps' events, so that their verdict is known once per event).
 - **Bounds.** At most ``max_partial`` partial matches per key: overflow drops the oldest and is counted in
   the state (:meth:`PatternMatcher.overflow`) and in :attr:`PatternResult.overflow`. The late-event buffer
   keeps only events a late event could still match with (those of the last ``lateness`` ms, and those since
@@ -69,6 +72,16 @@ Semantics (all on event-time order; ties keep arrival order):
   a replay and the tests give up at the same place. The trade-off: a key whose replays are that heavy
   (hundreds of partial matches over hundreds of buffered events; one user's own flood) has its late events
   matched by no sequence, and its overflow shows it.
+- **Late replays per key.** Bounding each replay does not bound how often a producer makes one: stamped a
+  few seconds behind a user's newest event, every event of that user replays his buffer (20-30 times the
+  work of an event in order, bench/results/late-event-cost.md). A replay also charges one unit per buffered
+  event it goes over, and a key's replays draw on a budget kept in its state: ``LATE_REPLAY_RATE`` (512)
+  units per event of the key, in order or late, up to ``LATE_REPLAY_BURST`` (``MAX_SEQUENCE_COST``; a new
+  key starts full). While the key has less than its last replay cost, a late event is buffered but not
+  replayed (one overflow), and the next replay the key can pay for matches it in its place (reported late);
+  a replay that outgrows what the key has is given up as above. Ordinary disorder never waits (a user at 40
+  events/s with half of them up to 4 s late: no replay waited, the same records); a producer stamping one
+  user's events late gets about 6 times an in-order event's work per event, not 20-30.
 """
 
 from __future__ import annotations
@@ -99,6 +112,8 @@ from riskctl.core.pattern_spec import (
 __all__ = [
     "AFTER_MATCH_POLICIES",
     "CONTIGUITIES",
+    "LATE_REPLAY_BURST",
+    "LATE_REPLAY_RATE",
     "MAX_SEQUENCE_COST",
     "MAX_STEPS",
     "MAX_TIMES",
@@ -122,7 +137,18 @@ _HELD_CAP: Final = 1000
 assert _HELD_CAP == MAX_TIMES
 
 # Layout of the stored state (a list, so the hot path can update it in place before handing it back).
-_RUNS, _MAX_TS, _SEQ, _OVERFLOW, _TOO_LATE, _WM, _BUF, _REPORTED, _EMITTED, _SEED = range(10)
+# ``_CREDIT``: the key's budget of late replays, ``None`` (full) or (units left, _SEQ then, last replay's
+# work); states written before it have 10 entries and get it at their first late event.
+_RUNS, _MAX_TS, _SEQ, _OVERFLOW, _TOO_LATE, _WM, _BUF, _REPORTED, _EMITTED, _SEED, _CREDIT = range(11)
+
+#: What a key's late replays may cost together, in the work unit of ``MAX_SEQUENCE_COST``: each event of the
+#: key (in order or late) adds ``LATE_REPLAY_RATE`` units, up to ``LATE_REPLAY_BURST`` kept (a new key starts
+#: full). A replay is not started while the key has less than its previous replay cost (the late event waits
+#: in the buffer for the next replay the key can pay for), and is given up past what the key has. So however
+#: a producer stamps one user's events, that user's replays cost at most ``LATE_REPLAY_RATE`` units per event
+#: of his on average, beyond one burst.
+LATE_REPLAY_RATE: Final = 512
+LATE_REPLAY_BURST: Final = MAX_SEQUENCE_COST
 
 # Layout of one partial match ("run"), a tuple:
 #   (start_ts, start_seq, step, count, last_ts, last_seq, loop_ok, next_ok, steps, seqs)
@@ -212,6 +238,7 @@ class PatternMatcher:
         "_max_buffer",
         "_max_partial",
         "_names",
+        "_places",
         "_project",
         "_skip",
         "_steps",
@@ -310,6 +337,9 @@ class PatternMatcher:
         # it with ``reads_steps = False``, as the compiled rule conditions do): then its verdict does not
         # depend on the partial match.
         self._sift = all(getattr(st.cond, "reads_steps", True) is False for st in spec.steps)
+        # Such an event only matters by its place, for strict contiguity (it breaks a strict step): without a
+        # strict step it is not buffered at all, and arriving late it changes no match (no replay).
+        self._places = not self._sift or any(c[4] for c in compiled)
         others: dict[str, tuple[Condition, frozenset[str] | None]] = {}
         for st in spec.steps[1:]:
             if st.source != spec.steps[0].source:
@@ -336,7 +366,7 @@ class PatternMatcher:
         if stored is None:
             if not starts and not lateness:
                 return _NOTHING  # the common case: nothing pending, and this event starts nothing
-            st: list[Any] = [[], ts, 0, 0, 0, _NEG_INF, [], [], [], None]
+            st: list[Any] = [[], ts, 0, 0, 0, _NEG_INF, [], [], [], None, None]
         else:
             st = stored
             if ts < st[_MAX_TS] or ts < st[_WM]:
@@ -349,22 +379,18 @@ class PatternMatcher:
         project = self._project
         if lateness:
             buf = st[_BUF]
-            others = self._others_types
-            if (
-                starts
-                or not self._sift
-                or ((others is None or event.get("type") in others) and self._relevant(event))
-            ):
+            if starts or not self._sift or self._relevant_typed(event):
                 if project is not None:
                     event = project(event)
                     project = None
                 buf.append((ts, seq, starts, event))
-            else:
+            elif self._places:
                 buf.append((ts, seq, False, None))  # no condition holds for it: its place is enough
-            # Pruning is lazy (once the head is ``lateness`` past due): keeping a few more events is harmless.
-            head = buf[0]
-            due = ts - 2 * lateness - (self._within if head[2] else 0)
-            prune = head[0] < due or len(buf) > self._max_buffer
+            if buf:
+                # Pruning is lazy (once the head is ``lateness`` past due): a few more events are harmless.
+                head = buf[0]
+                due = ts - 2 * lateness - (self._within if head[2] else 0)
+                prune = head[0] < due or len(buf) > self._max_buffer
         if not runs and not starts:
             if prune:
                 dropped = self._prune_buffer(st)
@@ -383,6 +409,11 @@ class PatternMatcher:
         if prune:
             dropped += self._prune_buffer(st)
         return self._result(st, matches, dropped)
+
+    def _relevant_typed(self, event: Event) -> bool:
+        """``_relevant``, first ruling out by its type an event no other step can hold for."""
+        others = self._others_types
+        return (others is None or event.get("type") in others) and self._relevant(event)
 
     def _relevant(self, event: Event) -> bool:
         """Some step other than the first could take ``event`` or be killed by it (only when ``_sift``)."""
@@ -710,7 +741,7 @@ class PatternMatcher:
         seq = st[_SEQ]
         st[_SEQ] = seq + 1
         buf = st[_BUF]
-        if starts or not self._sift or self._relevant(event):
+        if starts or not self._sift or self._relevant_typed(event):
             project = self._project
             entry: tuple[int, int, bool, Event | None] = (
                 ts,
@@ -718,9 +749,14 @@ class PatternMatcher:
                 starts,
                 event if project is None else project(event),
             )
-        else:
+        elif self._places:
             entry = (ts, seq, False, None)
+        else:
+            # No condition holds for it and no step is strict: it takes, breaks and kills nothing.
+            return _new_result(PatternResult, (st, (), self._wakeup(st[_RUNS]), 0, False))
         buf.insert(bisect_right(buf, (ts, seq), key=_entry_key), entry)
+        if len(st) == _CREDIT:
+            st.append(None)  # a state written before the replay budget: a full one
         matches, dropped = self._replay(st)
         dropped += self._prune_buffer(st)
         return self._result(st, matches, dropped)
@@ -734,6 +770,20 @@ class PatternMatcher:
         MAX_SEQUENCE_COST the replay is given up (see "Bounds" in the module docstring).
         """
         lateness = self._lateness
+        # What the key may spend (LATE_REPLAY_RATE per event since its last replay, up to the burst), and
+        # what its last replay cost: while it has less than that, this replay is not started.
+        credit = st[_CREDIT]
+        seq_now = st[_SEQ]
+        if credit is None:
+            available, last = LATE_REPLAY_BURST, 0
+        else:
+            available = min(LATE_REPLAY_BURST, credit[0] + LATE_REPLAY_RATE * (seq_now - credit[1]))
+            last = credit[2]
+        limit = min(MAX_SEQUENCE_COST, available)
+        if last > limit:
+            st[_CREDIT] = (available, seq_now, last)
+            st[_OVERFLOW] += 1
+            return [], 1
         new_reported: list[Any] = st[_REPORTED]
         reported_before = len(new_reported)
         # The set of the matches reported (up to 4 x max_buffer, each as long as its events) is work too:
@@ -742,7 +792,12 @@ class PatternMatcher:
         for r in new_reported:
             work += len(r[2])
         work //= 8
-        if work > MAX_SEQUENCE_COST:
+        # Going over the buffer is work too, whether or not an event of it feeds a partial match: one unit
+        # each (about what stepping over one costs).
+        buf = st[_BUF]
+        work += len(buf)
+        if work > limit:
+            st[_CREDIT] = (max(0, available - work), seq_now, min(work, MAX_SEQUENCE_COST))
             st[_OVERFLOW] += 1
             return [], 1
         reported = {r[2] for r in new_reported}
@@ -766,7 +821,7 @@ class PatternMatcher:
         max_partial = self._max_partial
         loop_cost, next_cost, copy_cost = self._loop_cost, self._next_cost, self._copy_cost
         self._capped = 0
-        for ts, seq, starts, event in st[_BUF]:
+        for ts, seq, starts, event in buf:
             if runs or starts:
                 work += 1
                 for run in runs:
@@ -775,12 +830,14 @@ class PatternMatcher:
                         work += loop_cost[run[2]]
                     if run[7]:
                         work += next_cost[run[2]]
-                if work > MAX_SEQUENCE_COST:
+                if work > limit:
                     # Given up: nothing of it is kept (the partial matches and the reporting stay as they
                     # were before the late event, which is in the buffer but in no partial match), counted as
-                    # one overflow. Deterministic: the same events give up at the same place.
+                    # one overflow; the work done is spent. Deterministic: the same events give up at the
+                    # same place.
                     del new_reported[reported_before:]
                     self._capped = 0
+                    st[_CREDIT] = (max(0, available - work), seq_now, min(work, MAX_SEQUENCE_COST))
                     st[_OVERFLOW] += 1
                     return [], 1
                 runs, frontier = self._feed(runs, event, ts, seq, starts, ts - lateness, frontier, sink)
@@ -792,6 +849,7 @@ class PatternMatcher:
         if runs and self._final_neg is not None:
             runs, frontier = self._complete(runs, know, frontier, sink)
         st[_RUNS] = runs
+        st[_CREDIT] = (max(0, available - work), seq_now, min(work, MAX_SEQUENCE_COST))
         dropped += self._capped
         self._capped = 0
         st[_OVERFLOW] += dropped

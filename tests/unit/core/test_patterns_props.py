@@ -10,6 +10,7 @@ labelled by how it was first found.
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from itertools import combinations
 from typing import Any
@@ -378,3 +379,25 @@ def test_buffer_keeps_only_the_place_of_events_no_condition_holds_for() -> None:
     late = matcher.process(stored, {"event_id": "late", "type": "b", "ts": 0}, 0)
     assert [m.event_ids for m in late.matches] == [{"s0": ("e0",), "s1": ("late",)}]
     assert all(m.completed_by == "late" for m in late.matches)
+
+
+def test_without_a_strict_step_events_no_condition_holds_for_are_not_buffered_nor_replayed() -> None:
+    """Their place matters only to a strict step: a hostile producer's late filler costs no replay."""
+    a = _step_free(lambda e, s: e["type"] == "a")
+    b = _step_free(lambda e, s: e["type"] == "b")
+    spec = PatternSpec("p", (Step("s0", a, "type == 'a'"), Step("s1", b, "type == 'b'")), 50)
+    matcher = PatternMatcher(spec, lateness=10)
+    stored: Any = None
+    for i, t in enumerate("acb"):
+        stored = matcher.process(stored, {"event_id": f"e{i}", "type": t, "ts": i}, i).new_stored
+    assert [entry[0] for entry in stored[6]] == [0, 2]  # not the 'c'
+    before = pickle.dumps(stored)
+    filler = matcher.process(stored, {"event_id": "late-c", "type": "c", "ts": 1}, 1)
+    assert filler.matches == () and filler.overflow == 0 and not filler.too_late
+    after = pickle.loads(pickle.dumps(filler.new_stored))
+    old = pickle.loads(before)
+    assert after[6] == old[6] and after[0] == old[0]  # neither buffered nor replayed
+    # a late 'b' still matches in its place (relaxed: the 'c' and the other 'b' in between change nothing)
+    late = matcher.process(filler.new_stored, {"event_id": "late-b", "type": "b", "ts": 1}, 1)
+    assert [m.event_ids for m in late.matches] == [{"s0": ("e0",), "s1": ("late-b",)}]
+    assert late.matches[0].completed_by == "late"

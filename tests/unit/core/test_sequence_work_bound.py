@@ -19,7 +19,7 @@ from typing import Any
 from riskctl.core.engine import Engine
 from riskctl.core.events import normalize_event
 from riskctl.core.pattern_spec import MAX_SEQUENCE_COST, MAX_TIMES
-from riskctl.core.patterns import PatternMatcher, PatternSpec, Step
+from riskctl.core.patterns import LATE_REPLAY_BURST, LATE_REPLAY_RATE, PatternMatcher, PatternSpec, Step
 from riskctl.core.rules import load_rules_text
 from riskctl.core.state import InMemoryKeyedState
 
@@ -255,6 +255,61 @@ def test_a_late_replay_charges_the_set_of_reported_matches() -> None:
     r = m.process(stored, ev(100, "b"), T0 + 1)
     assert r.overflow == 1 and r.matches == () and len(r.new_stored[7]) == 4000
     stored[7] = stored[7][:100]  # 100 x 600 / 8 = 7,500: replayed
+    stored[10] = None  # with a full budget of late replays (the given-up one spent it; tested below)
     r = m.process(stored, ev(101, "b"), T0 + 1)
     # replayed: the given-up late event was kept in the buffer, so it is matched now (e0 e100, e1 e100)
     assert r.overflow == 0 and [mt.event_ids["b"] for mt in r.matches] == [("e100",), ("e100",)]
+
+
+# ------------------------------------------------------------------------------ the budget of late replays
+
+
+def late_spec() -> PatternSpec:
+    return PatternSpec(
+        "late", (Step("a", of_type("a"), "event.type == 'a'"), Step("b", of_type("b"), "b")), 10**9
+    )
+
+
+def test_a_producer_stamping_a_users_events_late_gets_his_replays_bounded_per_event() -> None:
+    """Each late event replayed the whole buffer: 1,000 buffered events made every late one cost 1,000 units
+    and more, as often as the producer liked (20-30 times an in-order event in the engine). Now a key's
+    replays cost at most LATE_REPLAY_BURST + LATE_REPLAY_RATE per event of the key, together; the others are
+    not started (one overflow each)."""
+    m = PatternMatcher(late_spec(), lateness=10**8, max_buffer=10_000)
+    stored = None
+    n_in_order, n_late = 1000, 3000
+    for i in range(n_in_order):  # 'b's: kept for a late 'a', no partial match (a replay of them is pure scan)
+        stored = m.process(stored, ev(i, "b"), T0 + i).new_stored
+    skipped = 0
+    for j in range(n_late):
+        r = m.process(stored, ev(n_in_order + j, "b"), T0 + 500)
+        assert not r.too_late and r.matches == ()
+        stored = r.new_stored
+        skipped += r.overflow
+    replayed = n_late - skipped
+    # each replay went over at least the 1,000 in-order events of the buffer, one unit each
+    assert replayed * n_in_order <= LATE_REPLAY_BURST + LATE_REPLAY_RATE * (n_in_order + n_late)
+    assert replayed >= LATE_REPLAY_BURST // (n_in_order + n_late)  # the burst was spent on replays
+    assert skipped > n_late // 2  # the old code replayed all 3,000 (3,000,000+ units)
+
+    # A late event not replayed waits in the buffer: the next replay the key pays for matches it.
+    r = m.process(stored, ev(9_000, "a"), T0 + 600)
+    assert r.overflow == 1 and r.matches == ()  # not replayed now
+    stored = r.new_stored
+    for k in range(10):  # the key's next events earn what a replay of its buffer costs
+        stored = m.process(stored, ev(9_001 + k, "z"), T0 + 2000 + k).new_stored
+    r = m.process(stored, ev(9_100, "b"), T0 + 700)
+    assert r.overflow == 0
+    assert [(mt.event_ids["a"], mt.completed_by) for mt in r.matches] == [(("e9000",), "late")]
+
+
+def test_a_state_of_the_layout_before_the_budget_gets_a_full_one_at_its_first_late_event() -> None:
+    m = PatternMatcher(late_spec(), lateness=10**6)
+    stored = None
+    for i in range(5):
+        stored = m.process(stored, ev(i, "b"), T0 + i).new_stored
+    old = stored[:10]  # as written before the budget's slot
+    r = m.process(old, ev(10, "a"), T0 + 1)
+    assert [mt.event_ids for mt in r.matches] == [{"a": ("e10",), "b": ("e2",)}]
+    left, at, cost = r.new_stored[10]  # a full budget less this replay's work (6 events gone over, 1 pair)
+    assert len(r.new_stored) == 11 and left == LATE_REPLAY_BURST - cost and 6 <= cost < 100 and at == 6

@@ -106,6 +106,9 @@ class KafkaBus:
         self._on_decision: Callable[[dict[str, Any]], Any] | None = None
         self._stop = threading.Event()
         self._renew = threading.Event()  # set by the health thread, acted on by the replies thread
+        # the offset the replies consumer was assigned at (OFFSET_END while unresolved): where a renewal
+        # starts when the consumer has no position of its own (it never read a reply)
+        self._assigned_at = OFFSET_END
         self.renewals = 0  # consumers replaced since the start
         self._threads: list[threading.Thread] = []
         self.producer: Any = None
@@ -192,14 +195,17 @@ class KafkaBus:
             with contextlib.suppress(KafkaException):
                 offset = consumer.get_watermark_offsets(tp, timeout=timeout)[1]
         consumer.assign([TopicPartition(self.replies_topic, self.partition, offset)])
+        self._assigned_at = offset
         return offset
 
     def _renew_consumer(self) -> None:
         """Replace the consumer by a new one assigned at its position (the replies thread only: it alone
-        uses the consumer). Where the old one cannot say (it never read), the partition's end now. The old
-        one is closed once the new one is assigned: if that fails, the old one stays."""
+        uses the consumer). Where the old one cannot say (it never read), the offset it was assigned at: the
+        partition's end now would skip the replies produced while the broker was away (and, when that offset
+        is unknown too, the end now). The old one is closed once the new one is assigned: if that fails, the
+        old one stays."""
         tp = TopicPartition(self.replies_topic, self.partition)
-        offset = OFFSET_END
+        offset = self._assigned_at
         try:
             (at,) = self.consumer.position([tp])
             if at.offset >= 0:

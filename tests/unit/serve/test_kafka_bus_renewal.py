@@ -144,3 +144,29 @@ def test_a_consumer_that_cannot_be_replaced_is_kept_and_tried_again(monkeypatch:
     made = FakeConsumer.made
     assert made[1].closed and not made[2].closed and bus.consumer is made[2]  # the refused one closed
     assert first.closed
+
+
+def test_a_consumer_that_never_read_is_replaced_at_the_offset_it_was_assigned_not_the_end_now(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its position is unknown (-1001) until it reads: the end now would skip the replies of the outage."""
+
+    class Unread(FakeConsumer):
+        high = 7  # the partition's end
+
+        def __init__(self, config: dict[str, Any] | None = None) -> None:
+            super().__init__(config)
+            self.at = -1001  # librdkafka's OFFSET_INVALID: nothing read yet
+
+        def get_watermark_offsets(self, tp: TopicPartition, timeout: float) -> tuple[int, int]:
+            return 0, Unread.high
+
+    bus, _producer = _bus(monkeypatch)
+    monkeypatch.setattr(kafka_bus, "Consumer", Unread)
+    first = Unread()
+    bus.consumer = first
+    assert bus._assign(first, kafka_bus.OFFSET_END, timeout=1) == 7  # noqa: SLF001 - as at start
+    Unread.high = 20  # replies produced during the outage: 7..19
+    bus._renew_consumer()  # noqa: SLF001
+    assert [(tp.partition, tp.offset) for tp in bus.consumer.assigned] == [(1, 7)]
+    assert bus.consumer is not first and first.closed

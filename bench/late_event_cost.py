@@ -118,8 +118,9 @@ def main() -> int:
     print(text)
     if args.out is not None:
         old = args.out.read_text() if args.out.exists() else "# What a late event costs the pure engine\n\n"
-        head, _, rest = old.partition("\n\n")
-        args.out.write_text(f"{head}\n\n{text}\n{rest}")
+        at = old.find("\n## ")  # newest run first, after the title and the text before the first run
+        head, rest = (old, "") if at < 0 else (old[: at + 1], old[at + 1 :])
+        args.out.write_text(f"{head.rstrip()}\n\n{text}\n{rest}")
     return 0
 
 

@@ -6,7 +6,7 @@
 ``bench/engine_bench.py``'s workload of ``--users`` users, its event time sped up ``--speed`` times (100:
 about 40 events/s per user with 5 users), then a share ``--late`` of the events delayed by up to ``--spread``
 ms (within the lateness of 5 s) and the stream fed in arrival order. Prints one JSON line: the number of
-records, a digest of all of them (in order), the count per action or alert reason, ``pattern_overflow`` and the
+records, a digest of all of them (in order), the count per action or alert reason, ``pattern_overflow``, the
 CPU seconds. Run it on two trees (``git archive REV | tar -x -C DIR``) and compare the digests: a change that
 keeps the decisions keeps the digest.
 """

@@ -19,13 +19,18 @@
   the reason, and the offsets move on. While a channel is failing (its last attempt failed), it keeps at
   most ``max_backlog`` items (queued, retried or held for a digest): beyond, new items for it are
   dead-lettered at once ("backlog full"), so a channel that stays down sheds its load instead of holding
-  every offset back. A healthy but busy channel is never shed: reading pauses instead. Records in flight are
+  every offset back; a copy of an alert the channel already holds is not shed (the copy held delivers or
+  dead-letters it). A healthy but busy channel is never shed: reading pauses instead. Records in flight are
   bounded (``max_in_flight``, counting what the channels still hold, also of revoked partitions): beyond it,
   the consumer pauses its partitions, keeps polling (so it stays in the group) and pauses the partitions a
   rebalance gives it meanwhile.
 - **A revoked partition's work is abandoned**: records of a partition taken away by a rebalance that a
   channel has not started are dropped (their new owner reads them again, from the committed offset), and
   nothing finished for them marks an offset of the partition as it is read after it comes back.
+- **One dead letter per (alert id, channel)** while the id is remembered: a dead letter, after the attempts
+  or for a full backlog, is remembered like a delivery (and written to the delivered log), so a copy of the
+  alert read later, or the record read again after a restart, is neither sent nor dead-lettered again. A
+  crash between writing the dead letter and its id can write it twice (at least once, never lost).
 - **Hostile records** (not JSON, too large, missing fields, ...) are dead-lettered with the field and the
   reason, never fatal.
 """
@@ -159,6 +164,8 @@ class Dispatcher:
         self._epoch: dict[Hashable, int] = {}
         #: records queued to channels and not yet done by all of them (what the channels hold in memory)
         self._held = 0
+        #: (channel, id key) -> jobs of that id queued to the channel and not done (see accept's shedding)
+        self._holding: dict[tuple[str, str], int] = {}
 
     # ---------------------------------------------------------------------------------------- intake
     def accept(
@@ -191,8 +198,16 @@ class Dispatcher:
         coordinates = {**coordinates, "alert_id": item.id}
         with self._lock:
             full = {c for c in todo if self._failing[c] and self._backlog[c] >= self.config.max_backlog}
+            # a copy of an id the channel already holds is a duplicate, not load to shed: the copy held
+            # delivers or dead-letters it (shed, it was dead-lettered here and again when the copy held ran
+            # out of attempts)
+            held = {c for c in full if (c, item.key) in self._holding}
+            self.stats.deduplicated += len(held)
+            full -= held
+            todo -= held
             for c in todo - full:
                 self._backlog[c] += 1
+                self._holding[(c, item.key)] = self._holding.get((c, item.key), 0) + 1
         for name in sorted(full):
             # shed load: a channel that is down (or slower than alerts arrive) must not stall the others
             reason = (
@@ -200,6 +215,7 @@ class Dispatcher:
                 "slower than the alerts arrive"
             )
             self._dead_letter(raw, reason, None, {**coordinates, "channel": name})
+            self._remember(name, item.key)
         todo -= full
         if not todo:
             self._finish(partition, offset)
@@ -271,6 +287,11 @@ class Dispatcher:
             rec.remaining.discard(channel)
             last = not rec.remaining
             self._backlog[channel] -= 1
+            key = (channel, job.item.key)
+            if self._holding[key] > 1:
+                self._holding[key] -= 1
+            else:
+                del self._holding[key]
             if last:
                 self._held -= 1
         if last:
@@ -375,23 +396,40 @@ class Dispatcher:
                     self.stats.digested_items += len(jobs)
                 else:
                     self.stats.delivered += 1
+            if self.remember is not None:
+                for j in jobs:
+                    self.remember(channel.name, j.item.key)
         else:
             why = "refused" if outcome.permanent else f"undeliverable after {attempt} attempt(s)"
             for j in jobs:
+                with self._lock:
+                    # another dispatcher of the group (a rebalance gave it the partition meanwhile; its ids
+                    # arrive through the delivered log) delivered or dead-lettered it during the attempts
+                    known = (channel.name, j.item.key) in self.delivered
+                    if known:
+                        self.stats.deduplicated += 1
+                if known:
+                    continue
                 self._dead_letter(
                     j.record.raw,
                     f"channel {channel.name}: {why}: {outcome.reason}",
                     None,
                     {**j.record.coordinates, "channel": channel.name},
                 )
-                with self._lock:
-                    # remembered: a replay must not retry a channel that already took its N attempts
-                    self.delivered.add((channel.name, j.item.key))
-        if self.remember is not None:
-            for j in jobs:
-                self.remember(channel.name, j.item.key)
+                # remembered at once, each (not after the whole digest: stopping while a later dead letter
+                # waits for the broker would leave this one written and forgotten)
+                self._remember(channel.name, j.item.key)
         for j in jobs:
             self._done(j, channel.name)
+
+    def _remember(self, channel: str, key: str) -> None:
+        """A dead letter of ``key`` for ``channel`` was written: remembered like a delivery, so that a copy of
+        the alert, or its record read again, is not retried there (the channel took its attempts, or shed
+        it) nor dead-lettered a second time."""
+        with self._lock:
+            self.delivered.add((channel, key))
+        if self.remember is not None:
+            self.remember(channel, key)
 
     def _render(self, channel: Channel, jobs: list[_Job], digest: bool) -> tuple[str, str, str]:
         """(title, text, severity) of the message for ``jobs``: one item, or a digest of several."""

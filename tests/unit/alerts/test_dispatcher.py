@@ -327,6 +327,43 @@ def test_a_channel_down_for_long_sheds_its_backlog_to_the_dead_letter_topic(make
     assert sender.succeeded("down") == [["a0"], ["a1"]]
 
 
+def test_an_alert_is_dead_lettered_once_per_channel_after_a_long_outage(make: Any) -> None:
+    """A channel down for long, its backlog full: a copy of a shed alert (the job's sink is at-least-once),
+    a copy of the alert the channel still retries, and both read again later (a replay) each gave another
+    dead letter (4 for 2 alerts before the change: a1 twice 'backlog full', a0 'backlog full' and then
+    'undeliverable' when its attempts ran out; and a1 a third time, undeliverable, when read again)."""
+    d, sender, dead = make(max_backlog=1, delivery={"attempts": 4, "backoff_ms": 100, "max_backoff_ms": 100})
+    remembered: list[tuple[str, str]] = []
+    d.remember = lambda channel, key: remembered.append((channel, key))
+    sender.failing.add("down")
+    feed(d, [alert_doc(alert_id="a0")])
+    wait_until(lambda: d._failing["down"])  # "down" has failed: it retries a0, its backlog (1) is full
+    feed(d, [alert_doc(alert_id="a1"), alert_doc(alert_id="a1"), alert_doc(alert_id="a0")], start=1)
+    committable_eventually(d, {"p0": 4})
+    down = [(x["alert_id"], x["reason"].split(":")[1].strip()) for x in dead if x["channel"] == "down"]
+    assert down == [("a1", "backlog full (1 waiting)"), ("a0", "undeliverable after 4 attempt(s)")]
+    assert sorted(k for c, k in remembered if c == "down") == ["a0", "a1"]
+    feed(d, [alert_doc(alert_id="a1"), alert_doc(alert_id="a0")], start=4)  # read again (a replay)
+    committable_eventually(d, {"p0": 6})
+    assert [x["alert_id"] for x in dead] == ["a1", "a0"]
+    assert sender.succeeded("up") == [["a0"], ["a1"]] and sender.succeeded("down") == []
+    assert d.stats.dead_lettered == 2 and d._holding == {}
+
+
+def test_an_alert_another_instance_finished_during_the_attempts_is_not_dead_lettered_again(make: Any) -> None:
+    """A rebalance gave the partition to another dispatcher of the group, which dead-lettered (or delivered)
+    the alert while this one still retried it; its id arrived through the delivered log. This one's attempts
+    running out must not write a second dead letter."""
+    d, sender, dead = make(delivery={"attempts": 3, "backoff_ms": 100, "max_backoff_ms": 100})
+    sender.failing.add("down")
+    feed(d, [alert_doc(alert_id="a0")])
+    wait_until(lambda: d._failing["down"])
+    with d._lock:  # what DeliveredLog's reader does with the other instance's key
+        d.delivered.add(("down", "a0"))
+    committable_eventually(d, {"p0": 1})
+    assert len(sender.delivered("down")) == 3 and dead == []
+
+
 def test_reading_pauses_beyond_max_in_flight() -> None:
     from riskctl.alerts.settings import parse_config as parse
 

@@ -250,6 +250,7 @@ class Replay:
             "alerts": dict(self.alerts),
             "ruleset_version": self.engine.ruleset.version,
             "pattern_overflow": self.engine.pattern_overflow,
+            "late_rechecks_skipped": self.engine.rechecks_skipped,
             "seconds": round(elapsed, 3),
             "events_per_second": round(self.events / elapsed) if elapsed > 0 else None,
         }

@@ -37,6 +37,7 @@ from riskctl.core.decisions import (
 )
 from riskctl.core.errors import RuleError, RuleSetError
 from riskctl.core.expr import FEATURES_FIELD, CompiledExpression
+from riskctl.core.feature_spec import MAX_FEATURE_READS
 from riskctl.core.features import WINDOWED_KINDS, Feature, FeatureSpec, compile_feature
 from riskctl.core.patterns import PatternMatcher
 from riskctl.core.reply import REPLY_FIELD
@@ -51,6 +52,11 @@ SEEN = "_seen"
 DEFAULT_STATE_TTL = 24 * 3_600_000
 #: events remembered per key for the late re-check of condition rules (those within the lateness)
 RECENT_CAP = 32
+#: the most stored values one late event's re-check may read in all (each feature value it computes at a
+#: later event counted as :attr:`FeatureSpec.reads`, plus the raw events a windowed kind keeps): twice what
+#: the features of one rule may read for one event. Without it, a rule at MAX_FEATURE_READS (4.5 ms an event)
+#: re-checked at 32 later events made one late event cost 140-170 ms.
+LATE_RECHECK_READS = 2 * MAX_FEATURE_READS
 #: event types with a cached dispatch plan (more distinct types are planned per event, not cached)
 MAX_CACHED_TYPES = 256
 #: the event fields the engine itself reads from the events it stores (pattern buffers, recent events)
@@ -426,6 +432,10 @@ class _Plan:
 
     def _finish(self) -> None:
         self.features = tuple(self.feature_by_key.items())
+        #: what computing each feature's value reads, for the late re-check's bound (LATE_RECHECK_READS)
+        self.read_cost = {
+            key: f.spec.reads + getattr(f, "raw_cap", 0) for key, f in self.feature_by_key.items()
+        }
         self.names = frozenset([*self.feature_by_key, *(p.key for p in self.patterns), META, SEEN])
         self.recheck = tuple(filter(_RECHECKABLE, self.rules))
         # the event types a late event may need to re-check (None: any)
@@ -555,6 +565,8 @@ class Engine:
         self.too_late = 0
         #: events decided as duplicates of an event decided before (dedup_window), over all keys
         self.duplicates = 0
+        #: later events a late event's re-check did not reach for its read bound (LATE_RECHECK_READS)
+        self.rechecks_skipped = 0
 
     # ------------------------------------------------------------------------------------------ rules
     @property
@@ -1002,7 +1014,10 @@ class Engine:
     ) -> list[Alert]:
         """A late event may make a condition rule true for a later, already decided event: raise an alert."""
         alerts: list[Alert] = []
-        for entry in meta[_RECENT]:
+        budget = LATE_RECHECK_READS
+        cost = plan.read_cost
+        recent = meta[_RECENT]
+        for n, entry in enumerate(recent):
             r_ts, r_event, r_fired = entry
             if r_ts <= ts:
                 continue
@@ -1014,6 +1029,15 @@ class Engine:
                 types = rp.rule.event_types
                 if rp.rule.id in r_fired or (types is not None and r_type not in types):
                     continue
+                need = 0
+                for _, key in rp.features:
+                    if key not in at:
+                        need += cost[key]
+                if need > budget:
+                    # Out of reads: the later events from here on are not re-checked (nearest first).
+                    self.rechecks_skipped += len(recent) - n
+                    return alerts
+                budget -= need
                 feats: dict[str, Any] = {}
                 for name, key in rp.features:
                     if key in at:

@@ -111,7 +111,8 @@ LOADED_CODE = code_fingerprint()
 #: the decide operator's own metrics (Flink counters in the group ``riskctl`` of the operator): what its state
 #: cache served and missed (for sizing ``job.state_cache_keys``), the events and timers its guard caught, and
 #: the sequences' overflows (partial matches dropped past max_partial, at_least loops stopped at their cap,
-#: late replays given up past the work bound: matches no sequence could find, otherwise invisible)
+#: late replays given up past the work bound or waiting for the user's budget: matches no sequence could find,
+#: otherwise invisible), and the later events late re-checks did not reach for their read bound
 METRICS = (
     "stateCacheHits",
     "stateCacheMisses",
@@ -119,6 +120,7 @@ METRICS = (
     "timerErrors",
     "patternOverflows",
     "duplicates",
+    "lateRechecksSkipped",
 )
 #: 1 for each subtask whose events take riskctl.flink.fast_path (counted once, at open)
 PATH_METRIC = "fastPath"
@@ -463,6 +465,7 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
             "timerErrors": self.timer_errors,
             "patternOverflows": self.engine.pattern_overflow if self.engine is not None else 0,
             "duplicates": self.engine.duplicates if self.engine is not None else 0,
+            "lateRechecksSkipped": self.engine.rechecks_skipped if self.engine is not None else 0,
         }
 
     def report_metrics(self, now_ms: int) -> None:

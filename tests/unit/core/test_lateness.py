@@ -227,3 +227,49 @@ def test_the_late_recheck_computes_a_shared_feature_once_per_recent_event(monkey
     assert sorted((a.rule.id, a.event_id) for a in result.alerts) == sorted(
         (f"r{i}", f"n{k}") for i in (0, 2, 4) for k in range(3)
     )
+
+
+def test_a_late_events_recheck_reads_at_most_late_recheck_reads_nearest_later_events_first(
+    monkeypatch: Any,
+) -> None:
+    # A rule whose features read MAX_FEATURE_READS values an event (accepted: 4.5 ms) was re-checked at each
+    # of the up to 32 later events a late event has: 140-170 ms for one late event. The re-check now stops at
+    # LATE_RECHECK_READS (twice one rule's bound): the nearest later events are re-checked, the rest counted.
+    from riskctl.core.engine import LATE_RECHECK_READS, RECENT_CAP
+    from riskctl.core.feature_spec import MAX_FEATURE_READS
+    from riskctl.core.features import WindowedFeature
+
+    # 100 buckets x 1,000 values: MAX_FEATURE_READS exactly
+    text = (
+        "id: heavy\naction: REVIEW\nfeatures:\n  ips: {kind: distinct_count, field: ip, window: 100s, "
+        "granularity: 1s, max_values: 1000}\nwhen: ips >= 3\n"
+    )
+    rules = load_rules_text(text)
+    assert rules[0].features["ips"].reads == MAX_FEATURE_READS
+    calls: list[int] = []
+    real = WindowedFeature.value_at
+
+    def counted(self: WindowedFeature, stored: Any, ts: int) -> Any:
+        calls.append(ts)
+        return real(self, stored, ts)
+
+    engine = Engine(rules, lateness=L)
+    state = InMemoryKeyedState()
+    for i in range(RECENT_CAP):  # 32 later events, one ip: the rule holds for none
+        engine.process(
+            state, {"event_id": f"n{i}", "user_id": "u", "type": "login", "ts": T0 + 4_000 + i, "ip": "a"}
+        )
+    monkeypatch.setattr(WindowedFeature, "value_at", counted)
+    result = engine.process(
+        state, {"event_id": "l1", "user_id": "u", "type": "login", "ts": T0 + 3_000, "ip": "b"}
+    )
+    per_value = MAX_FEATURE_READS + 64  # its buckets' values and the raw events a windowed kind keeps
+    reached = LATE_RECHECK_READS // per_value
+    assert reached == 1 and sorted(calls) == [T0 + 4_000] * reached  # the nearest first
+    assert engine.rechecks_skipped == RECENT_CAP - reached
+    assert result.alerts == []  # two ips: still under 3
+    # a second late event with a third ip: the nearest later event newly holds, and is alerted
+    result = engine.process(
+        state, {"event_id": "l2", "user_id": "u", "type": "login", "ts": T0 + 3_500, "ip": "c"}
+    )
+    assert [(a.rule.id, a.event_id, a.reason) for a in result.alerts] == [("heavy", "n0", "late_threshold")]

@@ -27,8 +27,9 @@ Budgets: ``deadline_ms`` (per client or per call) bounds the whole call, every a
 no attempt starts or waits beyond it, and :class:`Unavailable` is raised then, so the caller can apply its own
 fallback within its budget. Each attempt's wait bounds the whole exchange, not each socket operation: a
 server or proxy that answers a byte at a time is cut off (the synchronous client shuts its socket down, the
-async one uses aiohttp's total timeout). An answer larger than ``max_answer_bytes`` (4 MiB) is not read
-whole: the call fails.
+async one uses aiohttp's total timeout), and so is the resolution of the host name (a DNS server that does not
+answer): the attempt fails at its time like one to a slow server. An answer larger than ``max_answer_bytes``
+(4 MiB) is not read whole: the call fails.
 
 API keys: ``api_key`` (default: the environment variable ``RISKCTL_API_KEY``) is sent as
 ``Authorization: Bearer <key>`` when the API asks for keys (``serve.api_keys``). A missing or unknown key is a
@@ -55,7 +56,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from riskctl.deadline import Deadline
+from riskctl.deadline import Deadline, create_connection
 
 #: where the clients read their API key when none is given (``api_key=``)
 API_KEY_ENV = "RISKCTL_API_KEY"
@@ -330,6 +331,24 @@ class _Base:
         return event if isinstance(event, bytes) else json.dumps(event).encode()
 
 
+class _HTTPConnection(http.client.HTTPConnection):
+    """Its host name resolved and connected within the attempt's deadline (:func:`create_connection`):
+    getaddrinfo blocked the call for as long as the resolver took (a DNS server that does not answer:
+    seconds, past any budget)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._create_connection = create_connection
+
+
+class _HTTPSConnection(http.client.HTTPSConnection):
+    """As :class:`_HTTPConnection`, then TLS."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._create_connection = create_connection
+
+
 class DecisionClient(_Base):
     """A synchronous client (standard library only); one keep-alive connection, not thread-safe."""
 
@@ -341,7 +360,7 @@ class DecisionClient(_Base):
         if self._conn is not None and self._conn.sock is not None and _dropped(self._conn.sock):
             self.close()  # the server closed the kept-alive connection (serve.idle_timeout_ms): a new one
         if self._conn is None:
-            cls = http.client.HTTPSConnection if self.url.scheme == "https" else http.client.HTTPConnection
+            cls = _HTTPSConnection if self.url.scheme == "https" else _HTTPConnection
             self._conn = cls(self.url.hostname or "", self.url.port, timeout=wait_s)
         self._conn.timeout = wait_s
         if self._conn.sock is not None:
@@ -477,7 +496,9 @@ class AsyncDecisionClient(_Base):
                         if len(data) > self.max_answer_bytes:
                             break
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                last, pause = exc, 0.0
+                # aiohttp's total timeout is a TimeoutError without a word: the Unavailable ended in ': '
+                last = exc if str(exc) else f"no whole answer within {wait * 1000:.0f} ms"
+                pause = 0.0
                 continue
             if len(data) > self.max_answer_bytes:
                 last = self._too_large()

@@ -5,20 +5,29 @@ each within the timeout, keeps a request going for as long as it likes. :class:`
 past its time, the sockets it watches are shut down (both ways), so whatever blocks on them returns at once
 with an error or the end of the stream, and :attr:`Deadline.expired` says why. Used by the alerts' senders
 (a delivery attempt) and by :class:`riskctl.client.DecisionClient` (a decision call within its budget).
+
+Before there is a socket to shut down, a host name is resolved: ``getaddrinfo`` blocks in the C library for as
+long as the resolver likes (an unreachable DNS server: 5 s per try and server, and a socket timeout does not
+apply). :func:`create_connection` resolves in a thread of its own and waits for it within the deadline, so the
+exchange ends in time even then.
 """
 
 from __future__ import annotations
 
 import heapq
+import ipaddress
 import itertools
+import math
 import os
 import socket
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from types import TracebackType
+from typing import Any
 
-__all__ = ["Deadline", "current"]
+__all__ = ["Deadline", "create_connection", "current"]
 
 #: the watchdog's longest wait: it looks at its heap again at least this often
 _MAX_WAIT_S = 3600.0
@@ -32,6 +41,8 @@ class Deadline:
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
+        #: when it expires (time.monotonic()), set on entering it
+        self.end = math.inf
         self.expired = False
         self._done = False
         self._watched: list[Callable[[], object]] = []
@@ -57,7 +68,8 @@ class Deadline:
 
     def __enter__(self) -> Deadline:
         _local.deadline = self
-        _WATCHDOG.add(time.monotonic() + self.seconds, self)
+        self.end = time.monotonic() + self.seconds
+        _WATCHDOG.add(self.end, self)
         return self
 
     def __exit__(self, *exc: object | TracebackType) -> None:
@@ -124,3 +136,84 @@ def _shut(sock: object) -> None:
             socket.socket.shutdown(sock, socket.SHUT_RDWR)
         except OSError:
             pass
+
+
+#: the resolutions under way, by (host, port): a call that comes while one runs waits for it rather than
+#: starting another, so a resolver that hangs holds one thread per name, not one per attempt
+_resolving: dict[tuple[str, Any], Future[list[Any]]] = {}
+_resolving_lock = threading.Lock()
+
+
+def _resolve_into(host: str, port: Any, future: Future[list[Any]]) -> None:
+    try:
+        future.set_result(socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM))
+    except BaseException as exc:  # handed to the waiters (a gaierror is an OSError, a connection error)
+        future.set_exception(exc)
+    finally:
+        with _resolving_lock:
+            _resolving.pop((host, port), None)
+
+
+def resolve(host: str, port: Any, seconds: float) -> list[Any]:
+    """``socket.getaddrinfo(host, port, 0, SOCK_STREAM)`` within ``seconds``: TimeoutError beyond (the lookup
+    goes on in its thread, a daemon, and a later call for the same name waits for it). An address written as
+    digits is read at once, without a thread."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:  # a name, to be looked up
+        pass
+    else:
+        return socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM, 0, socket.AI_NUMERICHOST)
+    with _resolving_lock:
+        future = _resolving.get((host, port))
+        if future is None:
+            future = _resolving[(host, port)] = Future()
+            thread = threading.Thread(
+                target=_resolve_into, args=(host, port, future), name="riskctl-resolve", daemon=True
+            )
+            thread.start()
+    try:
+        return future.result(timeout=max(seconds, 0.0))
+    except TimeoutError:
+        msg = f"{host[:200]!r} not resolved within {seconds * 1000:.0f} ms"
+        raise TimeoutError(msg) from None
+
+
+def create_connection(
+    address: tuple[str, Any], timeout: Any = None, source_address: tuple[str, int] | None = None
+) -> socket.socket:
+    """``socket.create_connection`` that ends by ``timeout`` (seconds) and by the :func:`current` deadline,
+    whichever comes first, name resolution included (:func:`resolve`), with the new socket watched by that
+    deadline from its creation (a connect is cut as well). Without a timeout or a deadline, the standard one.
+    For ``http.client.HTTPConnection._create_connection``."""
+    deadline = current()
+    limit = timeout if isinstance(timeout, int | float) else None
+    end = min(
+        deadline.end if deadline is not None else math.inf,
+        time.monotonic() + limit if limit is not None else math.inf,
+    )
+    if end == math.inf:
+        return socket.create_connection(address, timeout, source_address)
+    host, port = address
+    infos = resolve(host, port, end - time.monotonic())
+    errors: list[OSError] = []
+    for family, kind, proto, _, where in infos:
+        left = end - time.monotonic()
+        if left <= 0:
+            break
+        sock = socket.socket(family, kind, proto)
+        if deadline is not None:
+            deadline.watch(sock)
+        try:
+            sock.settimeout(left)
+            if source_address:
+                sock.bind(source_address)
+            sock.connect(where)
+            return sock
+        except OSError as exc:
+            errors.append(exc)
+            sock.close()
+    if errors:
+        raise errors[0]
+    msg = f"no time left to connect to {host[:200]!r}"
+    raise TimeoutError(msg)

@@ -198,6 +198,91 @@ def test_a_kept_alive_connection_the_server_closed_is_not_reused() -> None:
             assert client.decide(event("i2")).action == "PASS"
 
 
+#: the host name whose resolution the tests of the resolver control (:func:`resolver`)
+SLOW_NAME = "risk.test"
+
+
+@pytest.fixture
+def resolver(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[float], list[str]]]:
+    """``make(delay_s)``: socket.getaddrinfo answers SLOW_NAME with 127.0.0.1 after ``delay_s`` (a DNS server
+    that does not answer: longer than the test), other names as before; returns the lookups of SLOW_NAME.
+    The lookups still waiting end with the test."""
+    real = socket.getaddrinfo
+    release = threading.Event()
+    asked: list[str] = []
+    delay = [0.0]
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == SLOW_NAME:
+            asked.append(host)
+            release.wait(delay[0])
+            host = "127.0.0.1"
+        return real(host, *args, **kwargs)
+
+    def make(delay_s: float) -> list[str]:
+        delay[0] = delay_s
+        monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+        return asked
+
+    yield make
+    release.set()
+
+
+def call_by_name(kind: str, url: str, opts: dict[str, Any]) -> tuple[BaseException | None, float]:
+    """:func:`call_client`, the async call timed within its loop: a lookup that hangs holds a thread of the
+    loop's default executor, which asyncio.run waits for when it ends (the caller's loop, not the call)."""
+    if kind == "sync":
+        return call_client(kind, url, opts)
+    box: list[tuple[BaseException | None, float]] = []
+
+    async def go() -> None:
+        async with AsyncDecisionClient(url, **opts) as client:
+            t0 = time.monotonic()
+            try:
+                await client.decide(event())
+                box.append((None, time.monotonic() - t0))
+            except Exception as exc:
+                box.append((exc, time.monotonic() - t0))
+
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(go())
+    finally:
+        loop.close()  # the executor's threads are not waited for
+    return box[0]
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_host_name_whose_resolution_hangs_fails_within_the_deadline(
+    resolver: Callable[[float], list[str]], kind: str
+) -> None:
+    """A DNS server that does not answer: the sync client's getaddrinfo ran outside every timeout, and a
+    call with a 300 ms budget took as long as the resolver did (seconds). Now it fails like a call to a slow
+    server: at deadline_ms, and without one after each attempt's wait."""
+    asked = resolver(30.0)
+    url = f"http://{SLOW_NAME}:9"
+    opts: dict[str, Any] = {"timeout_ms": 100, "network_margin_ms": 100, "retries": 5, "backoff_ms": 1}
+    exc, took = call_by_name(kind, url, {**opts, "deadline_ms": 300})
+    assert isinstance(exc, Unavailable) and "no time left within deadline_ms" in str(exc), exc
+    assert 0.28 <= took < 0.6, took
+    exc, took = call_by_name(kind, url, {**opts, "retries": 1})
+    assert isinstance(exc, Unavailable) and "after 2 attempt(s)" in str(exc), exc
+    assert "not resolved within 200 ms" in str(exc) or "no whole answer within 200 ms" in str(exc), exc
+    assert 0.38 <= took < 0.8, took
+    if kind == "sync":  # the later attempts and calls wait for the lookup under way rather than start more
+        assert asked == [SLOW_NAME]
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_host_name_resolved_in_time_is_called(resolver: Callable[[float], list[str]], kind: str) -> None:
+    asked = resolver(0.05)
+    with running_api(settings_for_tests(), FakeBus()) as (base, _, _):
+        url = base.replace("127.0.0.1", SLOW_NAME)
+        exc, took = call_by_name(kind, url, {"timeout_ms": 500, "retries": 0, "deadline_ms": 2000})
+    assert exc is None and took < 1.5, exc
+    assert asked == [SLOW_NAME]
+
+
 def test_deadlines_expire_in_time_order_and_a_finished_one_does_nothing() -> None:
     pairs = [socket.socketpair() for _ in range(3)]
     try:

@@ -32,9 +32,11 @@ answer): the attempt fails at its time like one to a slow server. An answer larg
 (4 MiB) is not read whole: the call fails.
 
 API keys: ``api_key`` (default: the environment variable ``RISKCTL_API_KEY``) is sent as
-``Authorization: Bearer <key>`` when the API asks for keys (``serve.api_keys``). A missing or unknown key is a
-401, raised as :class:`RequestRefused`; a caller over its share (``serve.max_in_flight_per_client``,
-``serve.rate_per_client``) gets 429, retried like a 503 within the deadline.
+``Authorization: Bearer <key>`` when the API asks for keys (``serve.api_keys``). A key that is not printable
+ASCII (a character beyond it, a line break) is refused with ValueError when the client is built. A missing or
+unknown key is a 401, raised as :class:`RequestRefused`; a caller over its share
+(``serve.max_in_flight_per_client``, ``serve.rate_per_client``) gets 429, retried like a 503 within the
+deadline.
 
 ``Retry-After``: a 429 or 503 that carries one (in seconds) is retried no sooner than it says, at most
 :data:`MAX_RETRY_AFTER_S` later; when the deadline leaves no time for that wait the call ends at once with
@@ -255,6 +257,27 @@ def _failed(status: int, body: bytes, expected: str | None) -> str:
     return f"HTTP {status}{' without a decision' if status == 200 else ''}: {body[:200]!r}"
 
 
+def _check_key(key: Any, name: str) -> None:
+    """An API key the clients can send: printable ASCII, as the API's keys are (serve.api_keys: letters,
+    digits and ``. _ ~ + / = -``). Another character made the sync client fail at every call with a
+    UnicodeEncodeError from http.client (beyond Latin-1), while the async one sent it as UTF-8, so the same
+    key reached the API as other bytes from each; a line break would add a header of its own. Refused here,
+    naming the parameter and the position, never the key."""
+    if not isinstance(key, str):
+        msg = f"{name} must be a string, got a {type(key).__name__}"
+        raise ValueError(msg)
+    for at, char in enumerate(key, 1):
+        if not " " <= char <= "~":
+            what = (
+                "a line break or another control character" if char.isascii() else "a character outside ASCII"
+            )
+            msg = (
+                f"{name} holds {what} (character {at} of {len(key)}, not shown: a secret); an API key is "
+                "printable ASCII, as serve.api_keys are"
+            )
+            raise ValueError(msg)
+
+
 class _Base:
     def __init__(
         self,
@@ -294,9 +317,7 @@ class _Base:
         self.deadline_ms = _deadline(deadline_ms)
         self.max_answer_bytes = _number("max_answer_bytes", max_answer_bytes, low=1, integer=True)
         key = api_key if api_key is not None else os.environ.get(API_KEY_ENV, "")
-        if any(c in key for c in "\r\n\0"):
-            msg = "api_key holds a line break or a NUL character"
-            raise ValueError(msg)
+        _check_key(key, "api_key" if api_key is not None else f"api_key (from {API_KEY_ENV})")
         #: the request headers: the API key (serve.api_keys) as a bearer token when there is one
         self.headers = {"Content-Type": "application/json"}
         if key:

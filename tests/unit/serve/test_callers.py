@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import re
 import socket
 import threading
 import time
@@ -64,6 +65,10 @@ def test_api_keys_parse_into_names_and_keys() -> None:
         ("checkout:short-key-1", "must be 20-256 characters"),
         (f"checkout:{KEY_A} {KEY_B}", "must be 20-256 characters"),
         (f"checkout:{KEY_A}\r\nX-Injected: 1", "must be 20-256 characters"),
+        (
+            f"checkout:{KEY_A}\u00e9",
+            "pair 1: the key of 'checkout' must be 20-256 characters",
+        ),  # no client sends it
     ],
 )
 def test_malformed_api_keys_are_refused_without_showing_a_key(text: str, says: str) -> None:
@@ -284,6 +289,37 @@ def test_both_clients_send_their_key_and_a_401_is_not_retried(monkeypatch: pytes
 def test_a_client_refuses_a_key_that_would_inject_a_header() -> None:
     with pytest.raises(ValueError, match="line break"):
         DecisionClient("http://127.0.0.1:9", api_key=f"{KEY_A}\r\nX-Evil: 1")
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+@pytest.mark.parametrize(
+    ("key", "says"),
+    [
+        (
+            f"{KEY_A}\u043a\u043b\u044e\u0447",
+            "a character outside ASCII (character 34 of 37",
+        ),  # beyond Latin-1
+        (f"{KEY_A}\u00e9", "a character outside ASCII (character 34 of 34"),  # Latin-1, not ASCII
+        (f"\u201c{KEY_A}\u201d", "a character outside ASCII (character 1 of 35"),  # pasted with its quotes
+        (f"{KEY_A}\t", "a line break or another control character (character 34 of 34"),
+    ],
+)
+def test_a_client_refuses_a_key_that_is_not_printable_ascii_naming_it_not_showing_it(
+    monkeypatch: pytest.MonkeyPatch, kind: str, key: str, says: str
+) -> None:
+    """A key beyond Latin-1 made every call of the sync client fail deep in http.client with a
+    UnicodeEncodeError; a Latin-1 one was sent as Latin-1 by the sync client and as UTF-8 by the async one,
+    and no key of serve.api_keys is either. Refused when the client is built, the key never repeated."""
+    cls = DecisionClient if kind == "sync" else AsyncDecisionClient
+    with pytest.raises(ValueError, match="^api_key holds " + re.escape(says)) as info:
+        cls("http://127.0.0.1:9", api_key=key)
+    assert KEY_A not in str(info.value) and "printable ASCII" in str(info.value)
+    monkeypatch.setenv("RISKCTL_API_KEY", key)
+    with pytest.raises(
+        ValueError, match=r"^api_key \(from RISKCTL_API_KEY\) holds " + re.escape(says)
+    ) as info:
+        cls("http://127.0.0.1:9")
+    assert KEY_A not in str(info.value)
 
 
 def test_cli_serve_on_all_addresses_without_keys_stops_with_the_reason_before_kafka() -> None:

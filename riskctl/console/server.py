@@ -7,6 +7,11 @@ requests and stops at the next byte). Here:
 
 * :data:`MAX_CONNECTIONS` connections at once (uvicorn's ``limit_concurrency``): a request on a connection
   beyond it, or beyond as many requests running, is answered 503 at once;
+* :data:`MAX_CONNECTIONS_PER_CLIENT` of them from one remote address (:class:`_ClientCap`): a request on a
+  connection beyond it is answered the same 503, and the connection does not count toward the total, so one
+  browser or script cannot shut the other analysts out;
+* a refusal is logged at most once every :data:`LOG_EVERY_S` per reason, with the count of those not logged
+  (:class:`_OncePer`): a client flooding the console with refused requests does not flood its log too;
 * a connection that has not sent a whole request's headers within :data:`HEADER_TIMEOUT_S` of opening (or
   within twice that of its last answer) is closed without an answer (:class:`_Watchdog`);
 * a body must arrive within :data:`~riskctl.console.app.BODY_TIMEOUT_S` of its first byte, else 408
@@ -16,9 +21,14 @@ requests and stops at the next byte). Here:
 from __future__ import annotations
 
 import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 import uvicorn
+from uvicorn.protocols.http.flow_control import service_unavailable
 
 #: connections open at once, kept-alive ones included (uvicorn's ``limit_concurrency``; also the bound on
 #: requests running at once). A request beyond it is answered 503 (``Service Unavailable``, text). A console
@@ -28,6 +38,14 @@ import uvicorn
 #: is read past its headers (form fields in memory, a file spooled to disk past 1 MiB): at most 64 x 8 MiB
 #: of logged-in users' bodies; a request of anyone else reads at most /login's 8 fields of 4 KiB
 MAX_CONNECTIONS = 64
+#: connections of one remote address that count (toward MAX_CONNECTIONS too); one more is answered 503
+#: like a connection beyond MAX_CONNECTIONS. A browser keeps up to 6 connections to a site, so 16 leaves
+#: room for a few tabs and a script; the other 48 stay for everyone else. Behind a proxy every client has
+#: the proxy's address: the console then serves 16 connections in all (limit them per client at the proxy)
+MAX_CONNECTIONS_PER_CLIENT = 16
+#: seconds between two log lines of the same refusal (connections or requests beyond a limit, requests
+#: that are not HTTP); the next line says how many were not logged meanwhile
+LOG_EVERY_S = 10.0
 #: seconds a connection has to send a whole request's headers after it opens (a connection that sent nothing
 #: or trickles a header is closed without an answer), or, after an answer, within twice this
 HEADER_TIMEOUT_S = 10.0
@@ -68,8 +86,108 @@ class _Watchdog:
             self.transport.close()
 
 
-def _protocol(header_timeout_s: float) -> type:
+class _ClientCap:
+    """Mixed into uvicorn's HTTP protocol: at most :attr:`max_per_client` connections of one remote address
+    count. uvicorn's ``limit_concurrency`` counts every open connection: one client holding 64 (idle ones,
+    or a browser's tabs and a script) got everyone else's requests answered 503. A connection beyond the cap
+    is taken out of uvicorn's count at once, and its requests go to :func:`_refuse`: the 503 uvicorn answers
+    beyond ``limit_concurrency`` (``Connection: close``, so it ends there; one that sends nothing is closed
+    by the :class:`_Watchdog`). Counted when the connection opens: O(1) each, whatever is open."""
+
+    max_per_client = MAX_CONNECTIONS_PER_CLIENT
+    #: open connections that count, per remote address (one dict per server: see :func:`_protocol`)
+    per_client: dict[str, int]
+    connections: set[Any]
+    client: tuple[str, int] | None
+    app: Any
+    logger: logging.Logger
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        super().connection_made(transport)  # type: ignore[misc]
+        self._counted: str | None = None
+        if self.client is None:  # not a socket with a peer address (a Unix socket): nothing to tell apart
+            return
+        host = self.client[0]
+        n = self.per_client.get(host, 0)
+        if n >= self.max_per_client:
+            self.connections.discard(self)
+            self.app = self._refuse
+            return
+        self.per_client[host] = n + 1
+        self._counted = host
+
+    def _release(self) -> None:
+        host, self._counted = self._counted, None
+        if host is not None:
+            left = self.per_client[host] - 1
+            if left:
+                self.per_client[host] = left
+            else:
+                del self.per_client[host]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._release()
+        super().connection_lost(exc)  # type: ignore[misc]
+
+    def handle_websocket_upgrade(self, *args: Any) -> None:
+        # the connection goes to another protocol, whose end this one never sees
+        self._release()
+        super().handle_websocket_upgrade(*args)  # type: ignore[misc]
+
+    async def _refuse(self, scope: Any, receive: Any, send: Any) -> None:
+        self.logger.warning("Exceeded the connections of one client (%d).", self.max_per_client)
+        await service_unavailable(scope, receive, send)
+
+
+class _OncePer(logging.Filter):
+    """On uvicorn's error logger: a warning (or info) logs at most once every ``every_s`` seconds per reason
+    (its format string: uvicorn's are fixed texts, ``Exceeded concurrency limit.``, ``Invalid HTTP request
+    received.``, ...); the next line of that reason says how many were not logged. uvicorn logs one line per
+    request refused or not HTTP: a flood of them flooded the log (and the disk) as fast as it came. Errors
+    (an exception in the application) all pass."""
+
+    #: reasons remembered at most (format strings are the code's; a bound all the same)
+    MAX_REASONS = 1000
+
+    def __init__(self, every_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.every_s = every_s
+        self.clock = clock
+        self._lock = threading.Lock()
+        #: reason -> (when its last line was logged, lines not logged since)
+        self._seen: dict[str, tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.WARNING:
+            return True
+        reason = str(record.msg)
+        now = self.clock()
+        with self._lock:
+            seen = self._seen.get(reason)
+            if seen is not None and now - seen[0] < self.every_s:
+                self._seen[reason] = (seen[0], seen[1] + 1)
+                return False
+            if seen is None and len(self._seen) >= self.MAX_REASONS:
+                self._seen.clear()
+            self._seen[reason] = (now, 0)
+        if seen is not None and seen[1]:
+            record.msg = f"{reason} ({seen[1]} more not logged in the {now - seen[0]:.0f} s before)"
+        return True
+
+
+def quiet_refusals(every_s: float = LOG_EVERY_S, clock: Callable[[], float] = time.monotonic) -> _OncePer:
+    """Put a :class:`_OncePer` on uvicorn's error logger (in place of one put before); returns it."""
+    logger = logging.getLogger("uvicorn.error")
+    for old in [f for f in logger.filters if isinstance(f, _OncePer)]:
+        logger.removeFilter(old)
+    once = _OncePer(every_s, clock)
+    logger.addFilter(once)
+    return once
+
+
+def _protocol(header_timeout_s: float, max_per_client: int = MAX_CONNECTIONS_PER_CLIENT) -> type:
     """uvicorn's HTTP protocol as its ``http="auto"`` picks it (httptools when installed, else h11), with the
+    :class:`_ClientCap` (its count of connections per client, one per call: per server) and the
     :class:`_Watchdog`."""
     base: type
     try:
@@ -81,13 +199,22 @@ def _protocol(header_timeout_s: float) -> type:
         from uvicorn.protocols.http.h11_impl import H11Protocol
 
         base = H11Protocol
-    return type(f"Watched{base.__name__}", (_Watchdog, base), {"header_timeout_s": header_timeout_s})
+    namespace = {"header_timeout_s": header_timeout_s, "max_per_client": max_per_client, "per_client": {}}
+    return type(f"Watched{base.__name__}", (_ClientCap, _Watchdog, base), namespace)
 
 
 def server_config(
-    app: Any, host: str, port: int, *, header_timeout_s: float = HEADER_TIMEOUT_S, **overrides: Any
+    app: Any,
+    host: str,
+    port: int,
+    *,
+    header_timeout_s: float = HEADER_TIMEOUT_S,
+    max_per_client: int = MAX_CONNECTIONS_PER_CLIENT,
+    log_every_s: float = LOG_EVERY_S,
+    **overrides: Any,
 ) -> uvicorn.Config:
-    """The uvicorn configuration of ``riskctl console`` (tests start the console with it too)."""
+    """The uvicorn configuration of ``riskctl console`` (tests start the console with it too); puts the
+    :class:`_OncePer` on uvicorn's error logger."""
     options: dict[str, Any] = {
         "host": host,
         "port": port,
@@ -95,7 +222,10 @@ def server_config(
         "server_header": False,
         "limit_concurrency": MAX_CONNECTIONS,
         "timeout_keep_alive": KEEP_ALIVE_S,
-        "http": _protocol(header_timeout_s),
+        "http": _protocol(header_timeout_s, max_per_client),
         **overrides,
     }
-    return uvicorn.Config(app, **options)
+    # uvicorn.Config configures logging (dictConfig), which keeps the filters a logger has: put it after
+    config = uvicorn.Config(app, **options)
+    quiet_refusals(log_every_s)
+    return config

@@ -1357,8 +1357,9 @@ def test_riskctl_console_bounds_its_connections_and_closes_slow_ones(stack: Sett
     """``riskctl console`` ran uvicorn without limit_concurrency and uvicorn bounds no request's headers in
     time: connections that sent nothing, or a header a byte at a time, stayed open for ever, as many as the
     open-file limit, each able to carry an 8 MiB body. Now MAX_CONNECTIONS at once (a request beyond: 503 at
-    once) and a connection without a whole request's headers is closed after HEADER_TIMEOUT_S, so the console
-    answers again once the slow clients are closed."""
+    once), MAX_CONNECTIONS_PER_CLIENT of them from one address (the others are served meanwhile), and a
+    connection without a whole request's headers is closed after HEADER_TIMEOUT_S, so the console answers
+    again once the slow clients are closed."""
     import socket
     import time
 
@@ -1377,6 +1378,14 @@ def test_riskctl_console_bounds_its_connections_and_closes_slow_ones(stack: Sett
             answer = _ask(port, b"GET /login HTTP/1.1\r\nHost: c\r\n\r\n")
             assert answer.startswith(b"HTTP/1.1 503"), answer[:200]
             assert time.monotonic() - started < 2
+            # one client's connections count for MAX_CONNECTIONS_PER_CLIENT: another client is served
+            # (before: 503, the 64 of one client took them all). 127.0.0.2 is loopback too.
+            with socket.socket() as other:
+                other.settimeout(5)
+                other.bind(("127.0.0.2", 0))
+                other.connect(("127.0.0.1", port))
+                other.sendall(b"GET /login HTTP/1.1\r\nHost: c\r\nConnection: close\r\n\r\n")
+                assert other.recv(65536).startswith(b"HTTP/1.1 200")
             # the slow connections are closed by the server within HEADER_TIMEOUT_S of opening, unanswered
             for sock in slow:
                 left = max(0.1, opened + HEADER_TIMEOUT_S + 3 - time.monotonic())

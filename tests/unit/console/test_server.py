@@ -1,0 +1,171 @@
+"""The console's uvicorn configuration with real connections on loopback (a trivial application: the bounds
+are the server's, not the console's pages). Loopback is 127.0.0.0/8: a socket bound to 127.0.0.2 before it
+connects is another client."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import uvicorn
+
+from riskctl.console.server import server_config
+from tests.helpers import free_port
+
+REQUEST = b"GET / HTTP/1.1\r\nHost: c\r\n\r\n"
+
+
+async def hello(scope: Any, receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+@pytest.fixture
+def console() -> Iterator[int]:
+    """A server as ``riskctl console`` configures it; the header timeout longer than any test here (idle
+    connections must stay open for the test's length)."""
+    port = free_port()
+    server = uvicorn.Server(server_config(hello, "127.0.0.1", port, header_timeout_s=60.0))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
+        time.sleep(0.02)
+    yield port
+    server.should_exit = True
+    thread.join(10)
+
+
+def connect(port: int, client: str) -> socket.socket:
+    sock = socket.socket()
+    sock.settimeout(5)
+    sock.bind((client, 0))
+    sock.connect(("127.0.0.1", port))
+    return sock
+
+
+def ask(port: int, client: str, request: bytes = REQUEST) -> bytes:
+    """The answer to one request on a new connection from ``client``, its Date header taken out."""
+    with connect(port, client) as sock:
+        sock.sendall(request)
+        answer = b""
+        while (b"\r\n\r\n" not in answer or not answer.endswith((b"ok", b"Unavailable", b"received."))) and (
+            chunk := sock.recv(65536)
+        ):
+            answer += chunk
+    return b"\r\n".join(line for line in answer.split(b"\r\n") if not line.lower().startswith(b"date:"))
+
+
+def hold(port: int, client: str, n: int, into: list[socket.socket]) -> None:
+    """``n`` idle connections from ``client`` (a browser's kept-alive ones, or a script's)."""
+    for _ in range(n):
+        into.append(connect(port, client))
+    time.sleep(0.2)  # the server has taken them
+
+
+def test_one_client_cannot_take_every_connection_of_the_console(console: int) -> None:
+    """uvicorn's limit_concurrency (64) counts every open connection: one client holding 64 idle connections
+    got every other analyst's request answered 503. Now 16 of one address count; its 17th connection is
+    answered the 503 the total limit gives, and the others are served."""
+    from riskctl.console.server import MAX_CONNECTIONS, MAX_CONNECTIONS_PER_CLIENT
+
+    assert (MAX_CONNECTIONS, MAX_CONNECTIONS_PER_CLIENT) == (64, 16)
+    held: list[socket.socket] = []
+    try:
+        hold(console, "127.0.0.1", 64, held)
+        assert ask(console, "127.0.0.2").startswith(b"HTTP/1.1 200")  # before: 503
+        refused = ask(console, "127.0.0.1")
+        assert refused.startswith(b"HTTP/1.1 503")
+        # three more clients take their 16 each: 64 connections count, and the total limit answers
+        for client in ("127.0.0.2", "127.0.0.3", "127.0.0.4"):
+            hold(console, client, 16, held)
+        beyond_total = ask(console, "127.0.0.5")
+        assert beyond_total == refused  # the same answer, byte for byte (but the date)
+        assert refused.endswith(b"\r\n\r\nService Unavailable") and b"connection: close" in refused
+        for sock in held[:16]:  # the first client lets its counted connections go: it is served again
+            sock.close()
+        held[:16] = []
+        time.sleep(0.2)
+        assert ask(console, "127.0.0.1").startswith(b"HTTP/1.1 200")
+    finally:
+        for sock in held:
+            sock.close()
+
+
+class Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+def test_a_flood_of_refused_requests_logs_a_bounded_number_of_lines(console: int) -> None:
+    """uvicorn logged one line per request refused at a limit, or not HTTP at all: 600 requests, 600 lines
+    (a flood of the console floods its log and disk). Now one line per reason every LOG_EVERY_S (10 s)."""
+    lines = Lines()
+    logger = logging.getLogger("uvicorn.error")
+    logger.addHandler(lines)
+    held: list[socket.socket] = []
+    try:
+        hold(console, "127.0.0.1", 64, held)
+        for _ in range(200):  # beyond one client's connections
+            assert ask(console, "127.0.0.1").startswith(b"HTTP/1.1 503")
+        for client in ("127.0.0.2", "127.0.0.3", "127.0.0.4"):
+            hold(console, client, 16, held)
+        for _ in range(200):  # beyond the total
+            assert ask(console, "127.0.0.5").startswith(b"HTTP/1.1 503")
+        for _ in range(200):  # not HTTP
+            assert ask(console, "127.0.0.6", b"\x16\x03\x01 not http\r\n\r\n").startswith(b"HTTP/1.1 400")
+    finally:
+        logger.removeHandler(lines)
+        for sock in held:
+            sock.close()
+    assert lines.lines == [
+        "Exceeded the connections of one client (16).",
+        "Exceeded concurrency limit.",
+        "Invalid HTTP request received.",
+    ]
+
+
+def test_a_reason_logs_once_per_interval_and_says_how_many_it_did_not() -> None:
+    from riskctl.console.server import _OncePer
+
+    now = [0.0]
+    once = _OncePer(10.0, clock=lambda: now[0])
+    logger = logging.getLogger("test_console_server.once")
+    logger.propagate = False
+    lines = Lines()
+    logger.addHandler(lines)
+    logger.addFilter(once)
+    try:
+        for i in range(1000):  # 100 s of a flood, 10 a second, and one other reason
+            now[0] = i / 10
+            logger.warning("Exceeded concurrency limit.")
+            if i == 500:
+                logger.warning("Invalid HTTP request received.")
+            if i == 501:
+                logger.error("Exception in ASGI application")  # errors all pass
+                logger.error("Exception in ASGI application")
+        assert len(lines.lines) == 13
+        assert lines.lines[:2] == [
+            "Exceeded concurrency limit.",
+            "Exceeded concurrency limit. (99 more not logged in the 10 s before)",
+        ]
+        assert lines.lines[6:9] == [
+            "Invalid HTTP request received.",
+            "Exception in ASGI application",
+            "Exception in ASGI application",
+        ]
+    finally:
+        logger.removeFilter(once)
+        logger.removeHandler(lines)

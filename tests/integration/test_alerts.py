@@ -614,6 +614,57 @@ def test_after_a_restart_what_was_in_flight_is_delivered_and_nothing_is_sent_twi
     assert all("transfer_velocity" in t for t in texts) and len(set(texts)) == 3
 
 
+def test_an_alert_shed_while_a_channel_is_down_is_dead_lettered_once_across_a_restart(
+    stack: Settings, topic: Callable[..., str], dispatch: Callable[..., Running]
+) -> None:
+    """A channel down for long sheds an alert ("backlog full"), and a copy of it arrives (the job's sink is
+    at-least-once); the dispatcher restarts while the channel still owes the first alert, so nothing is
+    committed and the shed records are read again. A shed dead letter was not remembered: the copy was
+    dead-lettered too, and after the restart the alert was retried on the channel and sent to it once it
+    recovered (a dead letter, then a delivery). Now one dead letter, remembered in the delivered topic."""
+    alerts_t, dlq = topic("alerts", partitions=1), topic("alerts-dlq")
+    delivered_t = f"test-alerts-delivered-{uuid.uuid4().hex[:10]}"
+    healthy, down = HttpReceiver(), HttpReceiver()
+    down.status = 503
+    group = f"test-alerts-{uuid.uuid4().hex[:8]}"
+    doc = {
+        "delivery": {"attempts": 100, "backoff_ms": 100, "max_backoff_ms": 200, "timeout_ms": 2000},
+        "channels": {
+            "healthy": {"type": "webhook", "url": healthy.url},
+            "down": {"type": "webhook", "url": down.url},
+        },
+        "default_channels": ["healthy", "down"],
+        "max_backlog": 1,
+    }
+    try:
+        first = dispatch(doc, [alerts_t], dlq, group=group, delivered_topic=delivered_t)
+        produce(stack, alerts_t, [alert(0)])
+        wait_until(lambda: len(down.failed()) >= 1, 30, '"down" to fail alert 0')
+        produce(stack, alerts_t, [alert(1), alert(1)])
+        wait_until(lambda: len(healthy.ok()) == 2, 30, "the healthy channel to get 2 alerts")
+        wait_until(lambda: first.dispatcher.stats.read == 3, 30, "the 3 records read")
+        first.stop()
+        assert committed(stack, group) == {}
+        second = dispatch(doc, [alerts_t], dlq, group=group, delivered_topic=delivered_t)
+        wait_until(lambda: second.dispatcher.stats.read == 3, 30, "the 3 records read again")
+        down.status = 200
+        wait_until(lambda: len(down.ok()) >= 1, 30, '"down" to get alert 0 once it recovered')
+        wait_committed(stack, group, alerts_t)
+        time.sleep(0.5)
+        second.stop()
+        letters = read_all(stack, dlq, 0)
+    finally:
+        healthy.down()
+        down.down()
+    assert [(x["alert_id"], x["channel"], x["reason"].split(":")[1].strip()) for x in letters] == [
+        ("transfer_velocity:1:rule_alert:e1", "down", "backlog full (1 waiting)")
+    ]
+    assert [json.loads(r["body"])["items"][0]["id"] for r in down.ok()] == [
+        "transfer_velocity:1:rule_alert:e0"
+    ]
+    assert len(healthy.ok()) == 2
+
+
 def test_at_start_only_the_newest_dedup_size_delivered_ids_are_read(stack: Settings) -> None:
     # every delivery is a key of its own: the topic holds all of its retention (7 days), and reading it all
     # at start took longer than the 60 s allowed beyond about 5 million records (80,000 a second here), so

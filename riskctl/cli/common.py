@@ -20,14 +20,16 @@ import functools
 import json
 import re
 import sys
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any, NoReturn, ParamSpec, TypeVar
+from typing import Any, NoReturn, ParamSpec, TextIO, TypeVar
 
 import click
 
 from riskctl.config.checks import is_refused
+from riskctl.config.loading import ConfigWarning
 from riskctl.errors import (
     ConfigError,
     NewerCheckpointError,
@@ -35,6 +37,7 @@ from riskctl.errors import (
     RuleNotFoundError,
     RuleSetError,
     ServiceError,
+    StoreBusyError,
     StoreQueryError,
     VersionConflictError,
     VersionNotFoundError,
@@ -53,7 +56,8 @@ class ExitCode(IntEnum):
     OK = 0
     ERROR = 1  # invalid rules, unknown rule or version, any other error
     USAGE = 2  # bad usage: click's own, a setting refused (file, RISKCTL_*, --set), a start check refusing
-    UNAVAILABLE = 3  # a service (Kafka, MySQL) does not answer, or is not configured (no MySQL password)
+    UNAVAILABLE = 3  # a service (Kafka, MySQL) does not answer, is not configured (no MySQL password), or
+    # MySQL's row locks kept a rules write from being written (lock wait timeout, deadlocks past the retries)
     CONFLICT = 4  # someone else changed the rule (rules store)
     REFUSED = 5  # the job refused a rule version (rules ... --wait)
     TIMEOUT = 6  # the job did not report in time (rules ... --wait)
@@ -73,6 +77,7 @@ EXIT_CODES: Mapping[type[RiskctlError], ErrorExit] = {
     VersionConflictError: ErrorExit(ExitCode.CONFLICT, "conflict"),
     RuleNotFoundError: ErrorExit(ExitCode.ERROR, "unknown_rule"),
     VersionNotFoundError: ErrorExit(ExitCode.ERROR, "unknown_version"),
+    StoreBusyError: ErrorExit(ExitCode.UNAVAILABLE, "busy"),
     StoreQueryError: ErrorExit(ExitCode.ERROR, "mysql"),
     RuleSetError: ErrorExit(ExitCode.ERROR, "invalid_rule"),
     NewerCheckpointError: ErrorExit(ExitCode.USAGE, "checkpoint"),
@@ -126,6 +131,33 @@ def echo_error(message: str) -> None:
     drive the terminal. (The line breaks a message has are its own: one that quotes text which may hold one
     quotes it with ``repr`` or :func:`printable`.)"""
     click.echo("error: " + "\n".join(printable(line) for line in message.split("\n")), err=True)
+
+
+def show_config_warnings() -> None:
+    """Print each :class:`riskctl.config.loading.ConfigWarning` as one line on stderr, ``warning: <message>``
+    made :func:`printable`, as an error is ``error: <message>``. Python's own format began with the line of
+    riskctl's code that happened to load the settings (``.../riskctl/cli/common.py:157: SecretFileWarning:``)
+    and added that line's source on a second one; a settings file named with a line break made a line of its
+    own. Other warnings are shown as before. Installed once per process by the commands and the job."""
+    previous = warnings.showwarning
+    if getattr(previous, "riskctl_config", False):
+        return
+
+    def show(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: TextIO | None = None,
+        line: str | None = None,
+    ) -> None:
+        if issubclass(category, ConfigWarning):
+            click.echo("warning: " + printable(str(message)), err=True)
+        else:
+            previous(message, category, filename, lineno, file, line)
+
+    show.riskctl_config = True  # type: ignore[attr-defined]
+    warnings.showwarning = show
 
 
 def fail(

@@ -12,7 +12,7 @@ import importlib
 
 import click
 
-from riskctl.cli.common import CONTEXT_SETTINGS
+from riskctl.cli.common import CONTEXT_SETTINGS, show_config_warnings
 
 # command name -> "module:attribute" of a click command or group
 _COMMANDS: dict[str, str] = {
@@ -50,6 +50,7 @@ class _LazyGroup(click.Group):
 @click.version_option(package_name="riskctl")
 def cli() -> None:
     """riskctl: real-time risk decisions on Kafka events, rules in MySQL, run by Flink."""
+    show_config_warnings()  # before any command loads the settings
 
 
 def main() -> None:

@@ -173,7 +173,22 @@ class _Loader:
         return self.resolved
 
 
-class SecretFileWarning(UserWarning):
+class ConfigWarning(UserWarning):
+    """A setting taken as given, with a word about it. Its message is one line that begins as a config error
+    on the same thing does (the variable's name, or ``config file <path>``) and names the settings file, the
+    settings (``section.key``) and the reason; ``file`` and ``fields`` hold the first two for a program. The
+    commands print it as ``warning: <message>``, one line as an error is ``error: <message>``
+    (:func:`riskctl.cli.common.show_config_warnings`)."""
+
+    def __init__(self, message: str, *, file: Path | str, fields: Iterable[str]) -> None:
+        super().__init__(message)
+        #: the settings file, as it was given
+        self.file = str(file)
+        #: the settings concerned, ``section.key``
+        self.fields = tuple(fields)
+
+
+class SecretFileWarning(ConfigWarning):
     """A settings file holding a secret can be read by other users of the machine."""
 
 
@@ -211,10 +226,10 @@ def _warn_if_others_read(file: Path, secrets: list[str]) -> None:
             f"(mode {stat.S_IMODE(mode):04o}): chmod 600 it, or set them in the environment "
             f"(RISKCTL_<SECTION>_<KEY>)"
         )
-        warnings.warn(msg, SecretFileWarning, stacklevel=5)
+        warnings.warn(SecretFileWarning(msg, file=file, fields=secrets), stacklevel=5)
 
 
-class EmptyVariableWarning(UserWarning):
+class EmptyVariableWarning(ConfigWarning):
     """A ``RISKCTL_*`` variable set to nothing replaces a value the settings file gives."""
 
 
@@ -237,7 +252,7 @@ def _warn_if_empty_replaces_file(spec: Spec, raw: str, resolved: Resolved) -> No
         f"{spec.env} is set but empty: it replaces {spec.dotted} from {source}; unset the variable to keep "
         "the file's value"
     )
-    warnings.warn(msg, EmptyVariableWarning, stacklevel=5)
+    warnings.warn(EmptyVariableWarning(msg, file=source, fields=[spec.dotted]), stacklevel=5)
 
 
 def _subject(spec: Spec, source: str) -> tuple[str, str]:

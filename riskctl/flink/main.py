@@ -99,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     (:mod:`riskctl.flink.watch`); Ctrl-C is one line and exit 130."""
     # apache-beam (a PyFlink dependency) imports pkg_resources, which warns on every start
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
+    from riskctl.cli.common import show_config_warnings
+
+    show_config_warnings()  # the settings' warnings as the commands print them: warning: <message>
     p = argparse.ArgumentParser(prog="riskctl-job", description="The riskctl risk job.")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
     p.add_argument("--name", default="riskctl")

@@ -3,6 +3,7 @@ with a message naming the file, never a traceback (found in review)."""
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -10,8 +11,9 @@ import pytest
 
 from riskctl.config import load_settings
 from riskctl.config.checks import is_refused
-from riskctl.config.loading import EmptyVariableWarning, SecretFileWarning
+from riskctl.config.loading import ConfigWarning, EmptyVariableWarning, SecretFileWarning
 from riskctl.errors import ConfigError
+from tests.helpers import run_riskctl
 
 
 @pytest.mark.parametrize(
@@ -159,3 +161,33 @@ def test_an_empty_variable_replacing_the_files_value_is_warned_about(
         load_settings(env={variable: "other:1"} if key == "bootstrap" else {})  # a value, or none: no word
         cfg.write_text("")
         load_settings(env={variable: ""})  # nothing in the file to replace
+
+
+def test_config_warnings_are_one_line_each_naming_the_file_the_settings_and_the_reason(clean: Path) -> None:
+    """The commands printed a config warning in Python's format: first the line of riskctl's own code that
+    loaded the settings ('.../riskctl/cli/common.py:157: SecretFileWarning: ...'), then that line's source
+    ('  return func(*args, **kwargs)') as a line of its own; a settings file named with a line break added
+    one more. Now 'warning: <message>', one line each, as an error is 'error: <message>'."""
+    cfg = clean / "site\n\x1b[31m.toml"
+    cfg.write_text('[mysql]\npassword = "hunter2-hunter2"\n[kafka]\nbootstrap = "kafka-1:9092"\n')
+    cfg.chmod(0o644)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RISKCTL_")}
+    res = run_riskctl(
+        "config", "show", env={**env, "RISKCTL_CONFIG": str(cfg), "RISKCTL_KAFKA_BOOTSTRAP": ""}
+    )
+    assert res.returncode == 0, res.stderr
+    shown = str(cfg).replace("\n", "\\n").replace("\x1b", "\\x1b")
+    assert res.stderr.splitlines() == [
+        f"warning: config file {shown} holds secrets (mysql.password) and is readable by other users (mode "
+        "0644): chmod 600 it, or set them in the environment (RISKCTL_<SECTION>_<KEY>)",
+        f"warning: RISKCTL_KAFKA_BOOTSTRAP is set but empty: it replaces kafka.bootstrap from {shown}; unset "
+        "the variable to keep the file's value",
+    ]
+    # a program that loads the settings gets the file and the settings of each warning
+    with pytest.warns(ConfigWarning) as caught:
+        load_settings(cfg, env={"RISKCTL_KAFKA_BOOTSTRAP": ""})
+    found = {(type(w.message), w.message.file, w.message.fields) for w in caught}  # type: ignore[union-attr]
+    assert found == {
+        (SecretFileWarning, str(cfg), ("mysql.password",)),
+        (EmptyVariableWarning, str(cfg), ("kafka.bootstrap",)),
+    }

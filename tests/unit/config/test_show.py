@@ -23,6 +23,7 @@ def _show(*args: str, env: dict[str, str] | None = None) -> Any:
 def test_show_prints_each_value_with_its_source_and_masks_the_password(clean: Path) -> None:
     cfg = clean / "site.toml"
     cfg.write_text('[job]\nparallelism = 4\n[mysql]\npassword = "from-file"\n')
+    cfg.chmod(0o600)  # a password others may read is warned about on stderr, which res.output holds too
     res = _show(
         "--config",
         str(cfg),

@@ -21,6 +21,8 @@ what to do. Which exit code each class gives on the command line is decided in o
     │   ├── RuleNotFoundError(LookupError)     no current rule with this id (suggestion, deleted_version)
     │   ├── VersionNotFoundError(LookupError)  no such version of the rule (versions)
     │   ├── VersionConflictError               the rule changed since it was read (expected, actual)
+    │   ├── StoreBusyError                     a write gave up on MySQL's row locks: lock wait timeout,
+    │   │                                      or deadlocks past its retries (code, rule_ids, attempts)
     │   └── StoreQueryError                    MySQL refused a statement (code)
     └── DemoError                         a step of ``riskctl demo`` failed
 """
@@ -48,6 +50,7 @@ __all__ = [
     "RuleNotFoundError",
     "RuleSetError",
     "ServiceError",
+    "StoreBusyError",
     "StoreError",
     "StoreQueryError",
     "VersionConflictError",
@@ -162,6 +165,23 @@ class VersionConflictError(StoreError):
 
     def details(self) -> dict[str, Any]:
         return {"rule_id": self.rule_id, "expected": self.expected, "actual": self.actual}
+
+
+class StoreBusyError(StoreError):
+    """A write that MySQL's row locks kept from being written, rolled back whole: it waited longer than the
+    session's lock wait timeout for a row another session holds (error 1205), or it was a deadlock's victim
+    on every try (error 1213; the store retries a deadlock, which MySQL has already rolled back). Nothing of
+    it was written; the message names what was not, and ends with what to do."""
+
+    def __init__(self, message: str, *, code: int, rule_ids: list[str], attempts: int) -> None:
+        self.code = code
+        self.rule_ids = rule_ids
+        self.attempts = attempts
+        super().__init__(message)
+
+    def details(self) -> dict[str, Any]:
+        # not "code": the JSON error document's keys are the keyword arguments of cli.common.fail
+        return {"mysql_error": self.code, "rule_ids": self.rule_ids, "attempts": self.attempts}
 
 
 class StoreQueryError(StoreError):

@@ -37,6 +37,7 @@ from riskctl.errors import (
     RuleNotFoundError,
     RuleSetError,
     ServiceError,
+    StoreBusyError,
     StoreQueryError,
     VersionConflictError,
     VersionNotFoundError,
@@ -55,7 +56,8 @@ class ExitCode(IntEnum):
     OK = 0
     ERROR = 1  # invalid rules, unknown rule or version, any other error
     USAGE = 2  # bad usage: click's own, a setting refused (file, RISKCTL_*, --set), a start check refusing
-    UNAVAILABLE = 3  # a service (Kafka, MySQL) does not answer, or is not configured (no MySQL password)
+    UNAVAILABLE = 3  # a service (Kafka, MySQL) does not answer, is not configured (no MySQL password), or
+    # MySQL's row locks kept a rules write from being written (lock wait timeout, deadlocks past the retries)
     CONFLICT = 4  # someone else changed the rule (rules store)
     REFUSED = 5  # the job refused a rule version (rules ... --wait)
     TIMEOUT = 6  # the job did not report in time (rules ... --wait)
@@ -75,6 +77,7 @@ EXIT_CODES: Mapping[type[RiskctlError], ErrorExit] = {
     VersionConflictError: ErrorExit(ExitCode.CONFLICT, "conflict"),
     RuleNotFoundError: ErrorExit(ExitCode.ERROR, "unknown_rule"),
     VersionNotFoundError: ErrorExit(ExitCode.ERROR, "unknown_version"),
+    StoreBusyError: ErrorExit(ExitCode.UNAVAILABLE, "busy"),
     StoreQueryError: ErrorExit(ExitCode.ERROR, "mysql"),
     RuleSetError: ErrorExit(ExitCode.ERROR, "invalid_rule"),
     NewerCheckpointError: ErrorExit(ExitCode.USAGE, "checkpoint"),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from riskctl.errors import (
     RuleNotFoundError,
+    StoreBusyError,
     StoreError,
     StoreQueryError,
     VersionConflictError,
@@ -34,6 +35,7 @@ __all__ = [
     "PlanItem",
     "RuleNotFoundError",
     "RuleStore",
+    "StoreBusyError",
     "StoreError",
     "StoreQueryError",
     "StoredRule",

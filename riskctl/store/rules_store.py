@@ -10,16 +10,24 @@ document is validated by the core's :func:`~riskctl.core.rules.parse_rule` befor
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import random
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from riskctl.core.errors import RuleSetError, suggest
 from riskctl.core.jsondoc import load_json_document
 from riskctl.core.rules import MAX_VERSION, RuleSet, document_digest, is_rule_id, parse_rule
-from riskctl.errors import RuleNotFoundError, StoreQueryError, VersionConflictError, VersionNotFoundError
+from riskctl.errors import (
+    RuleNotFoundError,
+    StoreBusyError,
+    StoreQueryError,
+    VersionConflictError,
+    VersionNotFoundError,
+)
 from riskctl.store.migrations import migrate, table_names
 
 #: ``rule_status.state`` values that end a wait, per kind of change
@@ -32,6 +40,7 @@ SQL_MODE = "STRICT_ALL_TABLES,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION"
 _DUPLICATE_KEY = 1062
 _DEADLOCK = 1213
 _LOCK_WAIT_TIMEOUT = 1205
+T = TypeVar("T")
 
 
 #: the key of the stand-in document for a stored document that does not load (see :func:`_readable`)
@@ -78,10 +87,19 @@ def _iso(value: datetime | None) -> str | None:
 #: history as rule 'r1 '. A row written by SQL under a text that is no rule id (a control character, 1,000
 #: characters) is still found by its exact id, so 'apply --prune' and 'delete' can remove it (found in review:
 #: its prune was a conflict, "MySQL has no rule", and nothing could remove it).
-_SELECT_EXACT = (
-    "SELECT {cols} FROM {rules} WHERE rule_id = %s AND CAST(rule_id AS BINARY) = CAST(%s AS BINARY)"
-)
+#: The same goes for the history: 'history r1' listed, as versions of r1, the rows of 'r1 ' (a row written by
+#: SQL, then deleted by 'apply --prune'), and said "rule 'r1' was deleted" of a rule that never existed (found
+#: in review). The first comparison reads the key (rule_id, ...) as before; the second keeps its exact rows.
+#: Only a new version's number (_next_version) is still taken over the padded match: the history's unique key
+#: (rule_id, version) pads too, so 'r1' and 'r1 ' share one sequence of versions.
+_EXACT_ID = "rule_id = %s AND CAST(rule_id AS BINARY) = CAST(%s AS BINARY)"
+_SELECT_EXACT = "SELECT {cols} FROM {rules} WHERE {exact}"
 _LOCK_EXACT = _SELECT_EXACT + " FOR UPDATE"
+#: How many times a write runs when MySQL ends it as a deadlock's victim (error 1213: MySQL has rolled the
+#: whole transaction back, so running it again is safe), and the pause before the second try (doubled before
+#: each further one, with jitter so that the two writers that deadlocked do not meet again in step)
+DEADLOCK_ATTEMPTS = 3
+DEADLOCK_BACKOFF_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -242,7 +260,7 @@ class RuleStore:
     def __init__(self, conn: Any, rules_table: str = "rules", *, auto_migrate: bool = True) -> None:
         self.conn = conn
         self.names = table_names(rules_table)
-        self._t = {**self.names.quoted(), "cols": _COLUMNS, "hcols": _HISTORY_COLUMNS}
+        self._t = {**self.names.quoted(), "cols": _COLUMNS, "hcols": _HISTORY_COLUMNS, "exact": _EXACT_ID}
         with conn.cursor() as cur:
             # No gap locks: two writers creating the same rule meet on the primary key (a clear duplicate,
             # reported as a conflict), not in a deadlock.
@@ -308,11 +326,33 @@ class RuleStore:
         return rule
 
     def history(self, rule_id: str) -> list[HistoryEntry]:
-        """Every version of the rule, oldest first; :class:`RuleNotFoundError` when it never existed."""
-        if not is_rule_id(rule_id):
-            raise self._not_found(rule_id)
-        rows = self._read("SELECT {hcols} FROM {history} WHERE rule_id = %s ORDER BY version", (rule_id,))
-        entries = [self._entry(row) for row in rows]
+        """Every version of the rule named by exactly ``rule_id``, oldest first; :class:`RuleNotFoundError`
+        when it never existed."""
+        entries, _older = self.latest_history(rule_id, None)
+        return entries
+
+    def latest_history(self, rule_id: str, limit: int | None) -> tuple[list[HistoryEntry], int]:
+        """The newest ``limit`` versions of the rule named by exactly ``rule_id`` (None: every version),
+        oldest first, with their documents; and how many older versions it has besides. One read bounded by
+        ``limit`` on the history's (rule_id, version) key, then a count of the older ones on the same key
+        (versions below the oldest returned: a version written meanwhile does not change it).
+        :class:`RuleNotFoundError` when the rule never existed."""
+        if limit is not None and limit < 1:
+            msg = f"limit must be None (every version) or at least 1, got {limit}"
+            raise ValueError(msg)
+        newest = "SELECT {hcols} FROM {history} WHERE {exact} ORDER BY version DESC"
+        if limit is None:
+            rows = self._read(newest, (rule_id, rule_id))
+        else:
+            rows = self._read(newest + " LIMIT %s", (rule_id, rule_id, limit))
+        entries = [self._entry(row) for row in reversed(rows)]
+        older = 0
+        if entries and limit is not None and len(entries) == limit:
+            counted = self._read(
+                "SELECT COUNT(*) FROM {history} WHERE {exact} AND version < %s",
+                (rule_id, rule_id, entries[0].version),
+            )
+            older = int(counted[0][0])
         if not entries:
             current = self.get(rule_id)
             if current is None:
@@ -331,7 +371,7 @@ class RuleStore:
                     current.updated_at,
                 )
             ]
-        return entries
+        return entries, older
 
     def history_page(
         self, rule_id: str, *, before: int | None = None, limit: int = 50
@@ -342,11 +382,9 @@ class RuleStore:
         history's (rule_id, version) key: a rule written thousands of times (by a script, by SQL) read every
         version with its document, for a page that showed none of them. :class:`RuleNotFoundError` when the
         rule never existed."""
-        if not is_rule_id(rule_id):
-            raise self._not_found(rule_id)
         cols = "rule_id, version, status, `change`, author, comment, NULL, digest, created_at"
-        where = "rule_id = %s" + (" AND version < %s" if before is not None else "")
-        params: list[Any] = [rule_id] if before is None else [rule_id, before]
+        where = "{exact}" + (" AND version < %s" if before is not None else "")
+        params: list[Any] = [rule_id, rule_id] if before is None else [rule_id, rule_id, before]
         rows = self._read(
             f"SELECT {cols} FROM {{history}} WHERE {where} ORDER BY version DESC LIMIT %s",  # noqa: S608
             [*params, limit + 1],
@@ -363,12 +401,12 @@ class RuleStore:
     def version(self, rule_id: str, version: int) -> HistoryEntry:
         """One version of the rule, with its document; :class:`VersionNotFoundError` when there is none.
         One row read (diff and rollback ask for two versions of a rule that may have thousands)."""
-        if is_rule_id(rule_id):
-            rows = self._read(
-                "SELECT {hcols} FROM {history} WHERE rule_id = %s AND version = %s", (rule_id, version)
-            )
-            if rows and rows[0][6] is not None:
-                return self._entry(rows[0])
+        rows = self._read(
+            "SELECT {hcols} FROM {history} WHERE {exact} AND version = %s",
+            (rule_id, rule_id, version),
+        )
+        if rows and rows[0][6] is not None:
+            return self._entry(rows[0])
         # not found, or a deletion: the reason names the versions the rule has (its history, read whole)
         entries = self.history(rule_id)
         for entry in entries:
@@ -429,7 +467,7 @@ class RuleStore:
         for rule in sorted(ruleset.rules, key=lambda r: r.id):
             document = dict(rule.document)
             stored = current.get(rule.id)
-            last = max(latest.get(rule.id, 0), stored.version if stored else 0)
+            last = max(latest.get(rule.id.rstrip(" "), 0), stored.version if stored else 0)
             if stored is None:
                 items.append(PlanItem(rule.id, "create", None, last + 1, document, rule.source))
             elif content_digest(document) != content_digest(stored.document):
@@ -441,7 +479,7 @@ class RuleStore:
         for rule_id in sorted(set(current) - {rule.id for rule in ruleset.rules}):
             stored = current[rule_id]
             if prune:
-                last = max(latest.get(rule_id, 0), stored.version)
+                last = max(latest.get(rule_id.rstrip(" "), 0), stored.version)
                 items.append(PlanItem(rule_id, "delete", stored.version, last + 1))
             else:
                 items.append(PlanItem(rule_id, "keep", stored.version, stored.version))
@@ -454,8 +492,9 @@ class RuleStore:
         Each write expects the version the plan saw; a rule changed since raises
         :class:`VersionConflictError` and nothing is written.
         """
-        changes: list[Change] = []
-        with self._transaction() as cur:
+
+        def write(cur: Any) -> list[Change]:
+            changes: list[Change] = []
             for item in plan.changes:
                 if item.op == "delete":
                     changes.append(self._delete(cur, item.rule_id, item.from_version, author, comment))
@@ -466,7 +505,13 @@ class RuleStore:
                             cur, item.rule_id, item.from_version, item.document, item.op, author, comment
                         )
                     )
-        return changes
+            return changes
+
+        items = plan.changes
+        shown = ", ".join(f"{item.op} {item.rule_id!r}" for item in items[:5])
+        more = f" and {len(items) - 5} more" if len(items) > 5 else ""
+        what = f"apply's {len(items)} change(s) ({shown}{more})"
+        return self._write_transaction(what, [item.rule_id for item in items], write)
 
     # -- single-rule changes -------------------------------------------------------------------------------
     def set_status(
@@ -482,13 +527,16 @@ class RuleStore:
         has it.
         """
         change_name = {"active": "enable", "disabled": "disable", "shadow": "shadow"}[status]
-        with self._transaction() as cur:
+
+        def write(cur: Any) -> Change | None:
             current = self._lock_current(cur, rule_id, expect_version)
             if current.status == status and current.document.get("status", "active") == status:
                 return None  # nothing written: the commit only releases the row lock
             document = dict(current.document)
             document["status"] = status
             return self._write(cur, rule_id, current.version, document, change_name, author, comment)
+
+        return self._write_transaction(f"the {change_name} of rule {rule_id!r}", [rule_id], write)
 
     def rollback(
         self,
@@ -504,7 +552,8 @@ class RuleStore:
         """
         target = self.version(rule_id, to)
         assert target.document is not None
-        with self._transaction() as cur:
+
+        def write(cur: Any) -> Change | None:
             current = self._select_current(cur, rule_id, lock=True)
             actual = current.version if current else None
             if expect_version is not None and actual != expect_version:
@@ -512,7 +561,10 @@ class RuleStore:
             if current is not None and content_digest(current.document) == target.digest:
                 return None  # nothing written: the commit only releases the row lock
             note = comment or f"rollback to version {to}"
+            assert target.document is not None
             return self._write(cur, rule_id, actual, dict(target.document), "rollback", author, note)
+
+        return self._write_transaction(f"the rollback of rule {rule_id!r} to version {to}", [rule_id], write)
 
     def delete(
         self,
@@ -523,9 +575,67 @@ class RuleStore:
         expect_version: int | None = None,
     ) -> Change:
         """Remove the current rule (the job drops it); the history keeps every version and the deletion."""
-        with self._transaction() as cur:
+
+        def write(cur: Any) -> Change:
             current = self._lock_current(cur, rule_id, expect_version)
             return self._delete(cur, rule_id, current.version, author, comment)
+
+        return self._write_transaction(f"the deletion of rule {rule_id!r}", [rule_id], write)
+
+    def _write_transaction(self, what: str, rule_ids: list[str], write: Callable[[Any], T]) -> T:
+        """``write(cursor)`` in one :meth:`_transaction`, run again when MySQL ends it as a deadlock's victim
+        (error 1213: MySQL has rolled the whole transaction back), up to :data:`DEADLOCK_ATTEMPTS` times in
+        all. A deadlock on the last try, or a row lock waited for longer than the session's
+        ``innodb_lock_wait_timeout`` (error 1205: not retried, it has waited that long already), is a
+        :class:`StoreBusyError` that names ``what`` was not written. Both were a driver's error before: a
+        traceback from Python, 'MySQL error 1205' (exit 1) from the CLI, or, when they hit the INSERT of a
+        new version, a conflict saying someone else had changed the rule, which nobody had (found in review).
+        """
+        import pymysql
+
+        attempt = 1
+        while True:
+            try:
+                with self._transaction() as cur:
+                    return write(cur)
+            except pymysql.err.MySQLError as exc:
+                code = exc.args[0] if exc.args else None
+                if code == _DEADLOCK and attempt < DEADLOCK_ATTEMPTS:
+                    time.sleep(DEADLOCK_BACKOFF_S * 2 ** (attempt - 1) * random.uniform(0.5, 1.5))  # noqa: S311
+                    attempt += 1
+                    continue
+                if code not in (_DEADLOCK, _LOCK_WAIT_TIMEOUT):
+                    raise
+                raise self._busy(what, rule_ids, code, attempt) from None
+
+    def _busy(self, what: str, rule_ids: list[str], code: int, attempts: int) -> StoreBusyError:
+        """The one-line error of a write that MySQL's row locks kept out: what was not written, why, and
+        what to do."""
+        if code == _DEADLOCK:
+            why = (
+                f"it deadlocked with another MySQL session on each of its {attempts} tries (error 1213, "
+                "MySQL rolled it back each time); retry it"
+            )
+        else:
+            waited = self._lock_wait_s()
+            wait = f"waited {waited} s" if waited is not None else "waited"
+            why = (
+                f"it {wait} for a row lock held by another MySQL session (error 1205, lock wait timeout: a "
+                "transaction left open, or a long write); retry when that transaction has ended "
+                "(information_schema.innodb_trx lists the open ones)"
+            )
+        message = f"MySQL: {what} was not written, nothing was: {why}"
+        return StoreBusyError(message, code=code, rule_ids=list(rule_ids), attempts=attempts)
+
+    def _lock_wait_s(self) -> int | None:
+        """The session's innodb_lock_wait_timeout, for a message (None when it cannot be read)."""
+        try:
+            with self.conn.cursor() as cur:  # a session variable: no table read, nothing to commit
+                cur.execute("SELECT @@SESSION.innodb_lock_wait_timeout")
+                row = cur.fetchone()
+        except Exception:  # noqa: BLE001 - only a detail of a message about another error
+            return None
+        return int(row[0]) if row else None
 
     # -- internals -----------------------------------------------------------------------------------------
     def _stored(self, row: Sequence[Any]) -> StoredRule:
@@ -542,15 +652,23 @@ class RuleStore:
         )
 
     def _latest_versions(self) -> dict[str, int]:
+        """The last version number taken, by rule id without its trailing spaces: the numbers that
+        :meth:`_next_version` goes on from (the padded match, as the history's unique key). Keyed by the
+        exact id, the plan showed 'create r1 -> v1' and wrote v3 after a row 'r1 ' had taken 1 and 2."""
         rows = self._read("SELECT rule_id, MAX(version) FROM {history} GROUP BY rule_id")
-        return {str(rid): int(ver) for rid, ver in rows}
+        latest: dict[str, int] = {}
+        for rid, ver in rows:
+            key = str(rid).rstrip(" ")
+            latest[key] = max(latest.get(key, 0), int(ver))
+        return latest
 
     def _not_found(self, rule_id: str) -> RuleNotFoundError:
         if not is_rule_id(rule_id):  # e.g. 'r1 ': the history of 'r1' is not its history (see get)
             hint = suggest(rule_id, self.known_ids())
             return RuleNotFoundError(rule_id, table=self.names.rules, suggestion=hint)
         found = self._read(
-            "SELECT version, `change` FROM {history} WHERE rule_id = %s ORDER BY version", (rule_id,)
+            "SELECT version, `change` FROM {history} WHERE {exact} ORDER BY version",
+            (rule_id, rule_id),
         )
         rows = [(int(v), c) for v, c in found]
         if rows and rows[-1][1] == "delete":
@@ -582,6 +700,8 @@ class RuleStore:
         return current
 
     def _next_version(self, cur: Any, rule_id: str, current: int | None) -> int:
+        # The padded match on purpose (see _EXACT_ID): the history's unique key (rule_id, version) holds one
+        # sequence of versions for 'r1' and 'r1 ', so the next version is one more than either's last.
         cur.execute(self._sql("SELECT MAX(version) FROM {history} WHERE rule_id = %s"), (rule_id,))
         row = cur.fetchone()
         last = max(int(row[0] or 0) if row else 0, current or 0)
@@ -675,21 +795,24 @@ class RuleStore:
 
     @contextmanager
     def _raced(self, rule_id: str, expected: int | None) -> Iterator[None]:
-        """MySQL's answers to a concurrent writer of the same rule (duplicate key, deadlock, lock wait
-        timeout) as the :class:`VersionConflictError` they mean; any other error goes on unchanged."""
+        """A duplicate key (a concurrent writer created the rule, or took the version, first) as the
+        :class:`VersionConflictError` it means; any other error goes on unchanged (a deadlock or a lock wait
+        timeout is no conflict: :meth:`_write_transaction` answers them)."""
         import pymysql
 
         try:
             yield
         except pymysql.err.MySQLError as exc:
             code = exc.args[0] if exc.args else None
-            if code in (_DUPLICATE_KEY, _DEADLOCK, _LOCK_WAIT_TIMEOUT):
+            if code == _DUPLICATE_KEY:
                 raise VersionConflictError(rule_id, expected, self._actual(rule_id)) from None
             raise
 
     def _actual(self, rule_id: str) -> int | None:
-        """The version MySQL holds now, read on a fresh snapshot (for a conflict's message)."""
+        """The version MySQL holds now (for a conflict's message). The transaction is rolled back first (the
+        conflict ends it anyway): read inside it, this was the version it had itself just written."""
+        self.conn.rollback()
         with self.conn.cursor() as cur:
-            cur.execute(self._sql("SELECT version FROM {rules} WHERE rule_id = %s"), (rule_id,))
+            cur.execute(self._sql("SELECT version FROM {rules} WHERE {exact}"), (rule_id, rule_id))
             row = cur.fetchone()
         return int(row[0]) if row else None

@@ -28,6 +28,7 @@ from riskctl.core.rules import load_rules
 from riskctl.store import RuleStore, VersionConflictError, connect, table_names
 from riskctl.store.migrations import drop_store, migrate
 from tests.helpers import as_a_terminal_would, free_port
+from tests.integration.support import connect_mysql
 
 pytestmark = pytest.mark.integration
 
@@ -381,6 +382,44 @@ def test_list_show_history_diff(cli: Cli, tmp_path: Path) -> None:
     assert cli("diff", "r_amount", "1", "2", "--json").json()["identical"] is False
 
 
+def test_history_shows_the_newest_versions_and_says_how_many_older_it_left_out(
+    stack: Settings, cli: Cli, tmp_path: Path
+) -> None:
+    # Found in review: 'history' printed every version ever stored (read each with its document): a rule
+    # written thousands of times by a script printed thousands of lines.
+    assert cli("apply", str(write_rules(tmp_path / "rules", a=RULE_A))).code == 0
+    conn = connect(stack)
+    try:
+        store = RuleStore(conn, cli.table)
+        for i in range(24):  # versions 2..25
+            store.set_status("r_amount", "disabled" if i % 2 == 0 else "active", author="script")
+    finally:
+        conn.close()
+
+    default = cli("history", "r_amount")
+    assert default.code == 0, default.stderr
+    rows = [line.split()[0] for line in default.stdout.splitlines()[1:]]
+    assert rows == [str(v) for v in range(6, 25)] + ["25*"]  # the newest 20, oldest first as before
+    assert default.stderr.splitlines() == [
+        "5 older versions not shown (the newest 20 are): --limit N shows more, --limit 0 every version",
+        "* current version",
+    ]
+    three = cli("history", "r_amount", "--limit", "3")
+    assert [line.split()[0] for line in three.stdout.splitlines()[1:]] == ["23", "24", "25*"]
+    assert three.stderr.startswith("22 older versions not shown (the newest 3 are)")
+    every = cli("history", "r_amount", "--limit", "0")
+    assert len(every.stdout.splitlines()) == 1 + 25 and "not shown" not in every.stderr
+    assert "not shown" not in cli("history", "r_amount", "-n", "25").stderr
+
+    out = cli("history", "r_amount", "--limit", "2", "--json").json()
+    assert (out["current_version"], out["limit"], out["older_not_shown"]) == (25, 2, 23)
+    assert [(v["version"], v["document"]["version"]) for v in out["versions"]] == [(24, 24), (25, 25)]
+    whole = cli("history", "r_amount", "--limit", "0", "--json").json()
+    assert (whole["limit"], whole["older_not_shown"], len(whole["versions"])) == (None, 0, 25)
+    bad = cli("history", "r_amount", "--limit", "-1")
+    assert bad.code == ExitCode.USAGE
+
+
 # -- single-rule changes -------------------------------------------------------------------------------------
 def test_enable_disable_shadow_rollback_delete(cli: Cli, tmp_path: Path) -> None:
     folder = write_rules(tmp_path / "rules", a=RULE_A)
@@ -487,6 +526,40 @@ def test_an_id_with_a_trailing_space_names_no_rule(cli: Cli, tmp_path: Path) -> 
     assert cli.versions() == {"r_amount": 1}
     ids = cli.query("SELECT CONCAT('<', rule_id, '>'), version FROM `{history}`")
     assert [tuple(row) for row in ids] == [("<r_amount>", 1)]
+
+
+def test_a_rule_s_history_is_only_the_rows_of_its_exact_id(cli: Cli, tmp_path: Path) -> None:
+    # Found in review: the history's queries padded with spaces ('r_amount ' = 'r_amount'). After a row
+    # 'r_amount ' written by SQL was pruned, 'show r_amount' said "rule 'r_amount' was deleted (version 2)" of
+    # a rule that never existed; once r_amount was created, 'history r_amount' listed the deletion of
+    # 'r_amount ' as its version 2, and apply's plan said '-> v1' and wrote v3.
+    folder = write_rules(tmp_path / "rules", b=RULE_B)
+    assert cli("apply", str(folder)).code == 0
+    doc = {"id": "r_amount ", "version": 1, "status": "active", "action": "PASS", "when": "true"}
+    cli.query(
+        "INSERT INTO `{rules}` (rule_id, version, status, document) VALUES ('r_amount ', 1, 'active', %s)",
+        json.dumps(doc),
+    )
+    assert cli("apply", str(folder), "--prune").code == 0  # deletes 'r_amount ': its history row is v2
+    for args in (("show", "r_amount"), ("history", "r_amount"), ("rollback", "r_amount", "--to", "1")):
+        run = cli(*args)
+        assert run.code == 1, (args, run.stdout)
+        assert f"no rule 'r_amount' in table '{cli.table}'" in run.stderr, (args, run.stderr)
+
+    write_rules(folder, a=RULE_A)
+    applied = cli("apply", str(folder), "--json").json()
+    planned = {r["id"]: r["to_version"] for r in applied["rules"]}
+    written = {c["id"]: c["version"] for c in applied["applied"]}
+    assert planned["r_amount"] == written["r_amount"] == 3  # versions go on after the padded id's
+    hist = cli("history", "r_amount", "--json").json()["versions"]
+    assert [(v["id"], v["version"], v["change"]) for v in hist] == [("r_amount", 3, "create")]
+    assert [line.split()[0] for line in cli("history", "r_amount").stdout.splitlines()[1:]] == ["3*"]
+    gone = cli("show", "r_amount", "--version", "2")
+    assert gone.code == 1 and "has no version 2 (versions: 3)" in gone.stderr, gone.stderr
+    # the text 'r_amount ' names its own rows only
+    padded = cli("history", "r_amount ", "--json").json()["versions"]
+    assert [(v["id"], v["version"], v["change"]) for v in padded] == [("r_amount ", 2, "delete")]
+    assert cli("show", "r_amount ").code == 1
 
 
 def test_unknown_version_lists_the_versions(cli: Cli, tmp_path: Path) -> None:
@@ -598,6 +671,116 @@ def test_apply_conflict_between_plan_and_write_leaves_nothing(
         conn.close()
     assert cli.versions() == {"r_amount": 1, "r_country": 2}  # r_amount's update was rolled back
     assert cli.history("r_amount") == [(1, "active", "create")]
+
+
+# -- row locks: lock wait timeouts and deadlocks -------------------------------------------------------------
+def _run_with_lock_wait(cli: Cli, seconds: int, *args: str) -> Run:
+    """``riskctl rules ARGS`` whose session waits ``seconds`` for a row lock (LOCK_WAIT_S), not 20."""
+    code = (
+        f"import riskctl.cli.rules.mysql as m; m.LOCK_WAIT_S = {seconds}; "
+        "from riskctl.cli.main import cli; cli()"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "rules", *args],
+        capture_output=True,
+        text=True,
+        env=cli.env,
+        cwd=PROJECT_ROOT,
+        timeout=120,
+        check=False,
+    )
+    return Run(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.mark.parametrize(
+    ("locked", "args", "what"),
+    [
+        ("rules", ("disable", "r_amount"), "the disable of rule 'r_amount'"),
+        ("rules", ("delete", "r_amount"), "the deletion of rule 'r_amount'"),
+        ("rules", ("rollback", "r_amount", "--to", "1"), "the rollback of rule 'r_amount' to version 1"),
+        ("rules", ("apply", "RULES"), "apply's 1 change(s) (update 'r_amount')"),
+        # the INSERT of the new version waits: this one was a conflict, "MySQL has version 3" (its own)
+        ("history", ("disable", "r_amount"), "the disable of rule 'r_amount'"),
+    ],
+    ids=["disable", "delete", "rollback", "apply", "history-row"],
+)
+def test_a_write_kept_out_by_a_row_lock_says_what_was_not_written(
+    stack: Settings, cli: Cli, tmp_path: Path, locked: str, args: tuple[str, ...], what: str
+) -> None:
+    # Found in review: a row lock held by another session (an SQL transaction left open) ended a write with
+    # the driver's "MySQL error 1205: Lock wait timeout exceeded; try restarting transaction", exit 1, or,
+    # waiting on the history, with a conflict claiming someone else had changed the rule.
+    folder = write_rules(tmp_path / "rules", a=RULE_A)
+    assert cli("apply", str(folder)).code == 0
+    assert cli("shadow", "r_amount").code == 0  # v2
+    (folder / "a.yaml").write_text(RULE_A.replace("100", "120"))
+    args = tuple(str(folder) if a == "RULES" else a for a in args)
+    holder = connect_mysql(stack)
+    try:
+        holder.begin()
+        with holder.cursor() as cur:  # another session's open transaction holds the rule's rows
+            table = cli.table if locked == "rules" else cli.history_table
+            cur.execute(f"SELECT version FROM `{table}` WHERE rule_id = 'r_amount' FOR UPDATE")
+        run = _run_with_lock_wait(cli, 1, *args)
+        as_json = _run_with_lock_wait(cli, 1, *args, "--json")
+    finally:
+        holder.rollback()
+        holder.close()
+    assert run.code == ExitCode.UNAVAILABLE, run.stderr
+    assert "Traceback" not in run.stderr and run.stderr.count("\n") == 1, run.stderr
+    assert run.stderr.startswith(
+        f"error: MySQL: {what} was not written, nothing was: it waited 1 s for a row lock held by another "
+        "MySQL session (error 1205, lock wait timeout"
+    ), run.stderr
+    assert as_json.code == ExitCode.UNAVAILABLE
+    assert as_json.json()["error"] | {"message": None} == {
+        "type": "busy",
+        "message": None,
+        "mysql_error": 1205,
+        "rule_ids": ["r_amount"],
+        "attempts": 1,
+    }
+    assert cli.versions() == {"r_amount": 2}
+    assert [h[0] for h in cli.history("r_amount")] == [1, 2]
+    assert cli(*args).code == 0  # once the lock is gone, the same command writes
+
+
+def test_a_deadlocked_apply_is_retried_and_written_once(stack: Settings, cli: Cli, tmp_path: Path) -> None:
+    # Found in review: MySQL's answer to a deadlock (it rolls the victim's transaction back) ended
+    # 'apply' with the driver's "MySQL error 1213: Deadlock found when trying to get lock; try restarting
+    # transaction".
+    folder = write_rules(tmp_path / "rules", a=RULE_A, b=RULE_B)
+    assert cli("apply", str(folder)).code == 0
+    write_rules(folder, a=RULE_A.replace("100", "120"), b=RULE_B.replace("priority: 5", "priority: 6"))
+    other = connect_mysql(stack)
+    try:
+        other.begin()
+        with other.cursor() as cur:
+            # heavier than the apply (200 rows written), so that MySQL picks the apply as the victim
+            cur.executemany(
+                f"INSERT INTO `{cli.status_table}` (rule_id, version, state) VALUES ('x', %s, 'accepted')",
+                [(v,) for v in range(1, 201)],
+            )
+            cur.execute(f"SELECT version FROM `{cli.table}` WHERE rule_id = 'r_country' FOR UPDATE")
+        proc = cli.popen("apply", str(folder))  # writes r_amount, then waits for r_country's lock
+        waiting = (
+            "SELECT COUNT(*) FROM information_schema.innodb_trx WHERE trx_state = 'LOCK WAIT' "
+            "AND trx_query LIKE %s"
+        )
+        _until(lambda: cli.query(waiting, f"%{cli.table}%") == [(1,)])
+        with other.cursor() as cur:  # the deadlock: MySQL rolls the apply back, and this lock is granted
+            cur.execute(f"SELECT version FROM `{cli.table}` WHERE rule_id = 'r_amount' FOR UPDATE")
+            assert cur.fetchall() == ((1,),)
+        time.sleep(0.3)  # the apply's next try waits for r_amount now
+    finally:
+        other.rollback()
+        other.close()
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, (out, err)
+    assert "applied 2 change(s) in one transaction" in out and "Traceback" not in err
+    assert cli.versions() == {"r_amount": 2, "r_country": 2}
+    assert cli.history("r_amount") == [(1, "active", "create"), (2, "active", "update")]
+    assert cli.history("r_country") == [(1, "active", "create"), (2, "active", "update")]
 
 
 def test_a_value_too_long_for_its_column_is_an_error_on_a_server_without_strict_mode(

@@ -11,9 +11,9 @@ The group and its subcommands, one module per kind of work:
   report on a new version).
 
 Exit codes: 0 ok; 1 invalid rules, unknown rule or version, or another error; 2 bad usage; 3 MySQL
-unreachable or not configured; 4 version conflict (someone else changed the rule); 5 the job refused a
-version (``--wait``); 6 timed out waiting for the job (``--wait``); 130 Ctrl-C while waiting (the changes are
-written) (:class:`riskctl.cli.common.ExitCode`).
+unreachable or not configured, or a write kept out by MySQL's row locks (nothing written); 4 version conflict
+(someone else changed the rule); 5 the job refused a version (``--wait``); 6 timed out waiting for the job
+(``--wait``); 130 Ctrl-C while waiting (the changes are written) (:class:`riskctl.cli.common.ExitCode`).
 """
 
 from __future__ import annotations

@@ -27,7 +27,8 @@ from riskctl.store.rules_store import RuleStore
 #: LOCK_WAIT_S, so a statement waiting for a row lock ends with MySQL's own answer first.
 MYSQL_TIMEOUT_S = 60.0
 #: Seconds a statement waits for a rule's row lock (held by another writer, or an SQL session left open)
-#: before MySQL ends it with error 1205; the server's default (innodb_lock_wait_timeout) is 50 and may be more
+#: before MySQL ends it with error 1205 (then the store's StoreBusyError: exit 3, nothing written); the
+#: server's default (innodb_lock_wait_timeout) is 50 and may be more
 LOCK_WAIT_S = 20
 # MySQL client error codes of a server that went away in the middle of a command
 _GONE = (2003, 2006, 2013)

@@ -115,16 +115,33 @@ def show(rule_id: str, version: int | None, as_json: bool) -> None:
         click.echo(to_yaml(document), nl=False)
 
 
+#: how many versions ``history`` shows unless told (--limit): the newest
+HISTORY_LIMIT = 20
+
+
 @click.command(
-    "history", context_settings=CONTEXT_SETTINGS, short_help="Every version of a rule, oldest first."
+    "history",
+    context_settings=CONTEXT_SETTINGS,
+    short_help=f"The versions of a rule (the newest {HISTORY_LIMIT}), oldest first.",
 )
 @click.argument("rule_id", metavar="ID")
+@click.option(
+    "--limit",
+    "-n",
+    type=click.IntRange(min=0),
+    default=HISTORY_LIMIT,
+    metavar="N",
+    help="Show the newest N versions; 0: every version.",
+)
 @json_option()
 @handles_errors
-def history(rule_id: str, as_json: bool) -> None:
-    """Every version of a rule, oldest first: status, change, author, time, comment."""
+def history(rule_id: str, limit: int, as_json: bool) -> None:
+    """The newest versions of a rule (--limit, 20 by default), oldest first: status, change, author, time,
+    comment; then how many older versions were not shown."""
+    # Bounded: a rule written thousands of times (by a script, by SQL) printed every version, read each with
+    # its document (found in review). latest_history reads the newest N on the history's key.
     with open_store() as store:
-        entries = store.history(rule_id)
+        entries, older = store.latest_history(rule_id, limit or None)
         current = store.get(rule_id)
         if as_json:
             emit_json(
@@ -132,6 +149,8 @@ def history(rule_id: str, as_json: bool) -> None:
                     "ok": True,
                     "id": rule_id,
                     "current_version": current.version if current else None,
+                    "limit": limit or None,
+                    "older_not_shown": older,
                     "versions": [e.to_dict() for e in entries],
                 }
             )
@@ -144,6 +163,13 @@ def history(rule_id: str, as_json: bool) -> None:
                 f"{e.author or '-':<12}  {e.comment or ''}"
             )
             click.echo(printable(line.rstrip()))
+        if older:
+            versions = "version" if older == 1 else "versions"
+            click.echo(
+                f"{older} older {versions} not shown (the newest {limit} are): --limit N shows more, "
+                "--limit 0 every version",
+                err=True,
+            )
         click.echo("* current version" if current else printable(f"rule {rule_id!r} is deleted"), err=True)
 
 

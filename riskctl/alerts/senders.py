@@ -9,7 +9,11 @@ tokens) never appears in a reason.
 byte at a time, each within the socket's timeout, would otherwise hold the channel's worker for as long as it
 likes, and a channel that looks busy but healthy is never shed, so reading would pause for every channel. A
 :class:`Deadline` shuts the attempt's sockets down when it runs out (TCP, a proxy's tunnel, the TLS handshake
-and the answer, HTTP and SMTP alike), and the attempt fails as "timed out", to be retried.
+and the answer, HTTP and SMTP alike), and the attempt fails as "timed out", to be retried. The receiver's host
+name (or the proxy's) is resolved within the same deadline (:func:`riskctl.deadline.create_connection`): a
+DNS server that does not answer held ``getaddrinfo``, and with it the attempt, for as long as the resolver
+tried (5 s per try and server), however short ``timeout_s``. SMTP's own lookup of the local host's name for
+EHLO (``socket.getfqdn``) is bounded as well (:func:`_ehlo_name`).
 
 SMTP recipients: ``smtplib`` returns the refused recipients only when at least one was accepted, and then the
 message was delivered to the accepted ones: that is a delivery (a warning is logged), since sending again
@@ -24,28 +28,21 @@ import logging
 import smtplib
 import socket
 import ssl
+import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from concurrent.futures import Future
 from email.message import EmailMessage
 from typing import Any
 
 from riskctl.alerts.messages import OK, HttpRequest, Outcome, read_http_answer
 from riskctl.alerts.settings import Channel
-from riskctl.deadline import Deadline, current
+from riskctl.deadline import Deadline, create_connection, current
 
 log = logging.getLogger("riskctl.alerts")
 _MAX_ANSWER = 65_536
-
-
-def _watched_connection(*args: Any, **kwargs: Any) -> socket.socket:
-    """``socket.create_connection``, the socket watched by the attempt's deadline from its creation (a
-    proxy's tunnel is set up on it before any TLS)."""
-    sock = socket.create_connection(*args, **kwargs)
-    deadline = current()
-    if deadline is not None:
-        deadline.watch(sock)
-    return sock
 
 
 class TlsContext(ssl.SSLContext):
@@ -91,13 +88,13 @@ def tls_context(cafile: str | None = None) -> TlsContext:
 class _HTTPConnection(http.client.HTTPConnection):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._create_connection = _watched_connection
+        self._create_connection = create_connection
 
 
 class _HTTPSConnection(http.client.HTTPSConnection):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._create_connection = _watched_connection
+        self._create_connection = create_connection
 
 
 class _HTTPHandler(urllib.request.HTTPHandler):
@@ -158,7 +155,9 @@ def _within(timeout_s: float, attempt: Callable[[], Outcome]) -> Outcome:
     once, the attempt is retried)."""
     with Deadline(timeout_s) as deadline:
         outcome = attempt()
-    if deadline.expired:
+    # a failure at the deadline is its doing too: a name not resolved in time ends the attempt by itself,
+    # as the watchdog (a thread of its own) may only then be expiring the deadline
+    if deadline.expired or (not outcome.ok and time.monotonic() >= deadline.end):
         return Outcome(False, f"timed out: the attempt took longer than {timeout_s:g}s")
     return outcome
 
@@ -178,14 +177,62 @@ def _refusals(refused: dict[str, Any]) -> str:
     return shown + (f" and {len(refused) - 3} more" if len(refused) > 3 else "")
 
 
+#: the local host's fully qualified name (``socket.getfqdn()``), looked up once per process in a thread
+_fqdn: Future[str] | None = None
+_fqdn_lock = threading.Lock()
+
+
+def _ehlo_name(sock: socket.socket) -> str:
+    """The name said in EHLO: the local host's fully qualified name, as smtplib says, when it is known within
+    half the attempt's time left (the session needs the rest); otherwise (no answer in time, or no dot in it)
+    the connection's own address as a literal (``[192.0.2.1]``, ``[IPv6:2001:db8::1]``; RFC 5321, 4.1.3).
+    smtplib looks that name up itself, after connecting and outside every timeout: ``getfqdn`` asks the
+    resolver, which may not answer. The lookup runs once per process, in a daemon thread; an attempt that
+    does not get its answer in time goes on without it, a later one may have it."""
+    global _fqdn
+    with _fqdn_lock:
+        if _fqdn is None:
+            _fqdn = Future()
+            threading.Thread(target=_lookup_fqdn, args=(_fqdn,), name="riskctl-fqdn", daemon=True).start()
+        future = _fqdn
+    deadline = current()
+    left = deadline.end - time.monotonic() if deadline is not None else None
+    try:
+        name = future.result(timeout=max(left / 2, 0.0) if left is not None else None)
+    except (TimeoutError, OSError):
+        name = ""
+    if "." in name:
+        return name
+    addr = sock.getsockname()[0]
+    return f"[IPv6:{addr}]" if sock.family == socket.AF_INET6 else f"[{addr}]"
+
+
+def _lookup_fqdn(future: Future[str]) -> None:
+    try:
+        future.set_result(socket.getfqdn())
+    except BaseException as exc:  # handed to the waiters
+        future.set_exception(exc)
+
+
 class _SMTP(smtplib.SMTP):
+    """Connected by the constructor within the attempt's deadline, host name and EHLO name included."""
+
+    def __init__(self, host: str, port: int, timeout: float, **kwargs: Any) -> None:
+        # a name given: smtplib does not look the local one up (socket.getfqdn) after connecting
+        super().__init__(host, port, local_hostname="localhost", timeout=timeout, **kwargs)
+        if self.sock is not None:
+            self.local_hostname = _ehlo_name(self.sock)
+
+    def _source(self) -> tuple[str, int] | None:
+        return self.source_address  # type: ignore[return-value]  # (host, port) or None, as given: none here
+
     def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
-        return _watched_connection((host, port), timeout, self.source_address)
+        return create_connection((host, port), timeout, self._source())
 
 
-class _SMTPSSL(smtplib.SMTP_SSL):
+class _SMTPSSL(_SMTP, smtplib.SMTP_SSL):
     def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
-        sock = _watched_connection((host, port), timeout, self.source_address)
+        sock = create_connection((host, port), timeout, self._source())
         return self.context.wrap_socket(sock, server_hostname=self._host)  # type: ignore[attr-defined]
 
 

@@ -206,3 +206,88 @@ def test_smtp_over_tls_is_delivered_with_the_certificate_checked(
     finally:
         server.close()
     assert [to for to, _ in server.messages] == [["ok@y"]]
+
+
+@pytest.fixture
+def hanging_dns(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """socket.getaddrinfo of a name ending in ``.test`` answers 127.0.0.1 only after 10 s (a DNS server that
+    does not answer), other names as before; the names asked for are listed. The lookups still waiting end
+    with the test. Each test asks for names of its own: a lookup under way is shared by the later ones."""
+    real = socket.getaddrinfo
+    release = threading.Event()
+    asked: list[str] = []
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(host, str) and host.endswith(".test"):
+            asked.append(host)
+            release.wait(10)
+            host = "127.0.0.1"
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    yield asked
+    release.set()
+
+
+HANG_TIMEOUT_S = 0.5
+
+
+@pytest.mark.parametrize("kind", ["http", "https", "smtp", "smtp over tls"])
+def test_a_host_name_whose_resolution_hangs_times_the_attempt_out(hanging_dns: list[str], kind: str) -> None:
+    """A DNS server that does not answer: getaddrinfo ran outside the attempt's deadline, and an attempt with
+    a 0.5 s timeout lasted as long as the resolver tried (10 s here), holding the channel's worker."""
+    host = f"{kind.replace(' ', '-')}.hangs.test"
+    if kind.startswith("http"):
+        req = HttpRequest(f"{kind}://{host}:9/hook", b"{}")
+        outcome, took = timed(lambda: senders.post("webhook", req, HANG_TIMEOUT_S))
+    else:
+        channel = _mail_channel(25, host=host, ssl=kind == "smtp over tls")
+        outcome, took = timed(lambda: senders.send_mail(channel, _mail(), HANG_TIMEOUT_S))
+    assert (outcome.ok, outcome.permanent) == (False, False)  # retried, as any timeout
+    assert outcome.reason == "timed out: the attempt took longer than 0.5s"
+    assert HANG_TIMEOUT_S <= took < HANG_TIMEOUT_S + 0.4, took
+    assert hanging_dns == [host]
+
+
+def test_an_attempt_whose_resolution_hangs_is_retried_then_dead_lettered(hanging_dns: list[str]) -> None:
+    from riskctl.alerts.dispatcher import network_sender
+    from tests.unit.alerts.conftest import alert_doc
+    from tests.unit.alerts.test_dispatcher import run_one
+
+    channels = {"w": {"type": "webhook", "url": "http://retried.hangs.test/hook"}}
+    delivery = {"attempts": 3, "backoff_ms": 1, "max_backoff_ms": 1, "timeout_ms": 300}
+    cfg = parse_config({"channels": channels, "default_channels": ["w"], "delivery": delivery}, {})
+    t0 = time.monotonic()
+    (letter,) = run_one(cfg, alert_doc(alert_id="a1"), network_sender(cfg.delivery.timeout_ms / 1000))
+    took = time.monotonic() - t0
+    assert (
+        letter["reason"]
+        == "channel w: undeliverable after 3 attempt(s): timed out: the attempt took longer than 0.3s"
+    )
+    assert 0.9 <= took < 0.9 + 0.8, took
+    # the later attempts waited for the lookup under way rather than start more
+    assert hanging_dns == ["retried.hangs.test"]
+
+
+def test_an_smtp_session_goes_on_when_the_local_host_name_is_not_resolved_in_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """smtplib looked up the local host's name for EHLO (socket.getfqdn) after connecting, outside every
+    timeout: with a resolver that does not answer, the session waited for it (10 s here). Now the session
+    waits half its time left at most, then says EHLO with its address as a literal."""
+    release = threading.Event()
+    monkeypatch.setattr(socket, "getfqdn", lambda name="": release.wait(10) and "late.example")
+    monkeypatch.setattr(senders, "_fqdn", None)  # looked up again, through the patched getfqdn
+    ehlo: list[str] = []
+    real_ehlo = senders._SMTP.ehlo
+    monkeypatch.setattr(
+        senders._SMTP, "ehlo", lambda self, name="": ehlo.append(self.local_hostname) or real_ehlo(self, name)
+    )
+    server = SmtpServer()
+    try:
+        outcome, took = timed(lambda: senders.send_mail(_mail_channel(server.port), _mail(), TIMEOUT_S))
+    finally:
+        release.set()
+        server.close()
+    assert outcome.ok and took < TIMEOUT_S, (outcome, took)
+    assert ehlo == ["[127.0.0.1]"] and len(server.messages) == 1

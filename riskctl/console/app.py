@@ -42,7 +42,7 @@ from riskctl.console.forms import FIELDS, Draft, fields_from_document, validate_
 from riskctl.console.replay_user import replay_user, user_lines
 from riskctl.console.security import RateLimiter, allowed, new_token, same_token
 from riskctl.core.rules import RuleSet
-from riskctl.errors import RiskctlError, ServiceError, VersionConflictError
+from riskctl.errors import RiskctlError, ServiceError, StoreBusyError, VersionConflictError
 from riskctl.store.rules_store import Plan, RuleStore
 
 COOKIE = "riskctl_console"
@@ -116,15 +116,21 @@ _TEMPLATES.env.globals.update(MAX_SHOWN_RULES=MAX_SHOWN_RULES, MAX_LINKED_ID_CHA
 
 @dataclass
 class Backend:
-    """How the console reaches MySQL: a connection factory and the rules table."""
+    """How the console reaches MySQL: a connection factory and the rules table; ``lock_wait_s``: the seconds
+    a statement waits for a row lock before MySQL ends it (error 1205, then a 503 naming what was not
+    written), set on each connection (None: the server's ``innodb_lock_wait_timeout``)."""
 
     connect: Callable[[], Any]
     rules_table: str = "rules"
+    lock_wait_s: int | None = None
 
     @contextmanager
     def open(self) -> Iterator[tuple[RuleStore, AccountStore]]:
         conn = self.connect()
         try:
+            if self.lock_wait_s is not None:
+                with conn.cursor() as cur:
+                    cur.execute("SET SESSION innodb_lock_wait_timeout = %s", (self.lock_wait_s,))
             yield RuleStore(conn, self.rules_table), AccountStore(conn, self.rules_table, auto_migrate=False)
         finally:
             conn.close()
@@ -134,13 +140,19 @@ class Backend:
 #: accepts connections but does not answer (frozen, a network dropping its packets) held each request's worker
 #: thread forever, and with every thread held no page needing MySQL answered again
 MYSQL_TIMEOUT_S = 30.0
+#: seconds a write waits for a rule's row lock (held by another writer, or an SQL session left open) before
+#: MySQL ends it with error 1205: a 503 saying what was not written, the form kept. Below MYSQL_TIMEOUT_S:
+#: with the server's default (50 s) the read timeout came first, and the write was a 503 saying MySQL was away
+LOCK_WAIT_S = 10
 
 
 def mysql_backend(settings: Any, *, timeout_s: float = MYSQL_TIMEOUT_S) -> Backend:
     """The console's :class:`Backend` over the configuration's MySQL (``riskctl console``)."""
     from riskctl.store.connection import connect
 
-    return Backend(lambda: connect(settings, read_timeout=timeout_s), settings.job.rules_table)
+    return Backend(
+        lambda: connect(settings, read_timeout=timeout_s), settings.job.rules_table, lock_wait_s=LOCK_WAIT_S
+    )
 
 
 def is_loopback(host: str) -> bool:
@@ -556,6 +568,12 @@ class Console:
             await self.db(write)
         except VersionConflictError as exc:
             return self.page(request, "error.html", session, 409, message=str(exc))
+        except StoreBusyError as exc:  # another session's row lock: nothing written; the same change again
+            sent = {k: v for k in ("op", "to", "expect_version") if isinstance(v := form.get(k), str)}
+            retry = {"action": request.url.path, "fields": sent}
+            response = self.page(request, "error.html", session, 503, message=str(exc), retry=retry)
+            response.headers.update(_RETRY_AFTER)
+            return response
         except RiskctlError as exc:
             return self.page(request, "error.html", session, 400, message=str(exc))
         return RedirectResponse(f"/rules/{rule_id}", 303)
@@ -666,6 +684,7 @@ class Console:
                 fields=draft.fields,
                 base_version=form.get("base_version", ""),
                 errors=draft.errors,
+                comment=comment,
             )
         assert draft.rule is not None
         rule = draft.rule
@@ -685,6 +704,21 @@ class Console:
             await self.db(write)
         except VersionConflictError as exc:
             return self.page(request, "error.html", session, 409, message=str(exc))
+        except StoreBusyError as exc:  # another session's row lock: nothing written; the draft, to send again
+            response = self.page(
+                request,
+                "edit.html",
+                session,
+                503,
+                rule_id=rule_id,
+                fields=draft.fields,
+                base_version=form.get("base_version", ""),
+                errors={},
+                comment=comment,
+                busy=str(exc),
+            )
+            response.headers.update(_RETRY_AFTER)
+            return response
         return RedirectResponse(f"/rules/{rule.id}", 303)
 
     # -- decisions, users, review --------------------------------------------------------------------------

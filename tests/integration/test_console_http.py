@@ -6,6 +6,7 @@ No browser here (tests/integration/test_console.py drives Chromium); these run i
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import uuid
@@ -1442,3 +1443,52 @@ def test_a_request_body_trickling_in_is_a_408(env: dict[str, Any]) -> None:
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+@pytest.mark.parametrize("op", ["publish", "shadow", "rollback"])
+def test_a_write_kept_out_by_a_row_lock_is_a_503_that_keeps_the_form(
+    env: dict[str, Any], stack: Settings, op: str
+) -> None:
+    """A row lock held by another MySQL session (an SQL transaction left open) kept a write out: MySQL's
+    lock wait timeout (1205, the store's StoreBusyError) was shown as a 400 page, as if the analyst had
+    made a mistake (publish: a 500), and the draft was lost. Now a 503 with the store's message and a
+    Retry-After, the draft (or the change) kept to send again, which then writes."""
+    env["store"].set_status("big_amount", "disabled", author="setup")  # v2: a version to roll back from
+    # a session that waits 1 s for a row lock, not the console's LOCK_WAIT_S
+    backend = Backend(lambda: connect(stack), env["table"], lock_wait_s=1)
+    client = TestClient(create_app(backend, secure_cookies=False), follow_redirects=False)
+    _, csrf = _login(client, "approver")
+    if op == "publish":
+        path, data = "/rules/publish", _form(base_version="2", comment="raise the bar")
+    else:
+        fields = {"op": op, "expect_version": "2"} | ({"to": "1"} if op == "rollback" else {})
+        path, data = "/rules/big_amount/change", fields
+    holder = connect(stack)
+    try:
+        holder.begin()
+        with holder.cursor() as cur:  # another session's open transaction holds the rule's row
+            cur.execute(f"SELECT version FROM `{env['table']}` WHERE rule_id = 'big_amount' FOR UPDATE")
+        resp = client.post(path, data={**data, "csrf": csrf or ""})
+    finally:
+        holder.rollback()
+        holder.close()
+    assert resp.status_code == 503, resp.text
+    assert resp.headers["Retry-After"] == "5"
+    text = html.unescape(resp.text)
+    assert "was not written, nothing was: it waited 1 s for a row lock held by another MySQL session" in text
+    assert env["store"].get("big_amount").version == 2
+    if op == "publish":  # the editor again, with the draft as sent
+        assert 'id="busy"' in resp.text and "publish it again" in text
+        assert (
+            '<textarea id="f-when" name="when" rows="3" class="">event.amount &gt; 2000</textarea>'
+            in resp.text
+        )
+        assert 'value="raise the bar"' in resp.text and 'name="base_version" value="2"' in resp.text
+        assert 'value="REJECT"' in resp.text
+    else:  # a button that sends the same change again
+        sent = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)">', resp.text))
+        assert sent == {"csrf": csrf, **data}, sent
+        assert 'action="/rules/big_amount/change"' in resp.text and 'id="retry"' in resp.text
+    again = client.post(path, data={**data, "csrf": csrf or ""})  # the lock is gone: written
+    assert again.status_code == 303, again.text
+    assert env["store"].get("big_amount").version == 3

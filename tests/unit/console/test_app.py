@@ -122,3 +122,16 @@ def test_a_request_without_a_session_cookie_needs_no_mysql() -> None:
     assert client.post("/api/validate", data={"id": "r"}).status_code == 401
     client.cookies.set("riskctl_console", "x" * 129)
     assert client.get("/api/rules/r/status").status_code == 401
+
+
+def test_the_consoles_mysql_sessions_give_up_on_a_row_lock_before_their_read_timeout() -> None:
+    """A write waiting for a row lock waited for the server's innodb_lock_wait_timeout (50 s by default),
+    past the console's read timeout (30 s): the request ended as 'MySQL is not answering' while MySQL was,
+    and the write waited on in the server. The console's sessions now give up on a lock first, with MySQL's
+    1205: a 503 naming what was not written (tests/integration/test_console_http.py, a real lock)."""
+    from types import SimpleNamespace
+
+    from riskctl.console.app import MYSQL_TIMEOUT_S, mysql_backend
+
+    backend = mysql_backend(SimpleNamespace(job=SimpleNamespace(rules_table="rules")))
+    assert backend.lock_wait_s is not None and 1 <= backend.lock_wait_s < MYSQL_TIMEOUT_S

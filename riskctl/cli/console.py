@@ -33,7 +33,7 @@ def console(ctx: click.Context, host: str, port: int) -> None:
 
     from riskctl.config import load_settings
     from riskctl.console.app import create_app, is_loopback, mysql_backend
-    from riskctl.console.server import server_config
+    from riskctl.console.server import flush_logs, server_config
 
     settings = load_settings()
     backend = mysql_backend(settings)
@@ -52,7 +52,10 @@ def console(ctx: click.Context, host: str, port: int) -> None:
     app = create_app(backend, secure_cookies=not is_loopback(host), feed=feed, events=events)
     click.echo(f"riskctl console on http://{host}:{port}/ (Ctrl-C to stop)", err=True)
     # bounded connections and slow clients (riskctl/console/server.py, docs/console.md)
-    uvicorn.Server(server_config(app, host, port)).run()
+    try:
+        uvicorn.Server(server_config(app, host, port)).run()
+    finally:  # the counts of lines held back (a flood that ended within the last LOG_EVERY_S)
+        flush_logs()
 
 
 @console.group("user", context_settings=CONTEXT_SETTINGS, short_help="Console accounts.")

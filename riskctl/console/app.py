@@ -991,7 +991,10 @@ _AWAY = "the rules database (MySQL) is not answering: try again in a few seconds
 
 
 async def _database_away(request: Request, exc: Exception) -> Response:
-    """503 with a plain reason (not the server's address: that stays in the log) instead of a bare 500."""
+    """503 with a plain reason (not the server's address: that stays in the log) instead of a bare 500. The
+    line is logged at most once every LOG_EVERY_S under ``riskctl console``, with the count of those held
+    back (:func:`riskctl.console.server.quiet_logs`): one line per request flooded the log while MySQL was
+    away."""
     LOG.warning("console: %s %s: MySQL is away: %s", request.method, request.url.path, exc)
     if request.url.path.startswith("/api/"):
         return JSONResponse({"ok": False, "error": _AWAY}, 503, headers=_RETRY_AFTER)

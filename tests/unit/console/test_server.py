@@ -8,7 +8,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -169,3 +169,94 @@ def test_a_reason_logs_once_per_interval_and_says_how_many_it_did_not() -> None:
     finally:
         logger.removeFilter(once)
         logger.removeHandler(lines)
+
+
+@pytest.fixture
+def quiet() -> Iterator[Callable[..., Any]]:
+    """``quiet(every_s, clock, background)``: :func:`quiet_logs` as ``riskctl console`` puts it, taken off
+    the loggers at the end."""
+    from riskctl.console.server import QUIET_LOGGERS, quiet_logs
+
+    put: list[Any] = []
+
+    def make(*args: Any, **kwargs: Any) -> Any:
+        put.append(quiet_logs(*args, **kwargs))
+        return put[-1]
+
+    yield make
+    for name in QUIET_LOGGERS:
+        for once in put:
+            logging.getLogger(name).removeFilter(once)
+
+
+def test_a_flood_of_requests_while_mysql_is_away_logs_a_bounded_number_of_lines(
+    quiet: Callable[..., Any],
+) -> None:
+    """The console logged one warning per request while MySQL was away: 500 requests, 500 lines. Now one
+    line every LOG_EVERY_S, like uvicorn's refusals, and the count of the lines held back once the flood
+    stopped (it was logged only with the reason's next line, which a flood that ended never had)."""
+    from starlette.testclient import TestClient
+
+    from riskctl.console.app import Backend, create_app
+    from riskctl.errors import ServiceError
+
+    def away() -> Any:
+        raise ServiceError("MySQL", "127.0.0.1:9 refused the connection")
+
+    now = [0.0]
+    once = quiet(10.0, lambda: now[0], background=False)
+    client = TestClient(create_app(Backend(away), secure_cookies=False))
+    client.cookies.set("riskctl_console", "a session token")  # the session check reads MySQL
+    lines = Lines()
+    logger = logging.getLogger("riskctl.console")
+    logger.addHandler(lines)
+    try:
+        for i in range(500):  # 50 s of a flood, 10 requests a second
+            now[0] = i / 10
+            assert client.get(f"/rules/r{i}").status_code == 503
+        assert once.flush() == 0  # the interval from 40 s is not over
+        now[0] = 50.0
+        assert once.flush() == 1 and once.flush() == 0
+    finally:
+        logger.removeHandler(lines)
+    away_at = "MySQL is away: MySQL: 127.0.0.1:9 refused the connection"
+    assert lines.lines == [
+        f"console: GET /rules/r0: {away_at}",
+        *(
+            f"console: GET /rules/r{i}: {away_at} (99 more not logged in the 10 s before)"
+            for i in range(100, 500, 100)
+        ),
+        f"console: GET /rules/r499: {away_at} (the last of 99 not logged in the 10 s before)",
+    ]
+
+
+def test_the_count_of_a_flood_that_stopped_is_logged_after_the_interval_and_at_shutdown(
+    quiet: Callable[..., Any],
+) -> None:
+    from riskctl.console.server import flush_logs
+
+    once = quiet(0.3)  # real time, the counts flushed by a thread of the filter's
+    logger = logging.getLogger("uvicorn.error")
+    lines = Lines()
+    logger.addHandler(lines)
+    try:
+        for _ in range(50):
+            logger.warning("Exceeded concurrency limit.")
+        deadline = time.monotonic() + 5
+        while len(lines.lines) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.5)  # nothing more
+        assert lines.lines == [
+            "Exceeded concurrency limit.",
+            "Exceeded concurrency limit. (the last of 49 not logged in the 0 s before)",
+        ]
+        once.every_s = 60.0  # a count still held when the server stops: logged then
+        for _ in range(3):
+            logger.warning("Invalid HTTP request received.")
+        flush_logs()
+    finally:
+        logger.removeHandler(lines)
+    assert lines.lines[2:] == [
+        "Invalid HTTP request received.",
+        "Invalid HTTP request received. (the last of 2 not logged in the 0 s before)",
+    ]

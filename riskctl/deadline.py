@@ -209,6 +209,9 @@ def create_connection(
             if source_address:
                 sock.bind(source_address)
             sock.connect(where)
+            # each later read or write waits up to ``timeout`` again, as with socket.create_connection (the
+            # deadline, when there is one, still shuts the socket at its end)
+            sock.settimeout(limit)
             return sock
         except OSError as exc:
             errors.append(exc)

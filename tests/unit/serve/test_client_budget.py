@@ -562,3 +562,27 @@ def test_a_base_url_with_credentials_or_a_query_is_refused_without_repeating_the
     for url in ("http://127.0.0.1:9/risk?x=1", "http://127.0.0.1:9/risk#top"):
         with pytest.raises(ValueError, match=r"without \? or #"):
             cls(url)
+
+
+def test_a_connection_made_within_a_deadline_keeps_its_timeout_per_operation() -> None:
+    """riskctl.deadline.create_connection bounds the connect by what is left; the socket it returns waits
+    ``timeout`` per read again, as socket.create_connection's does (it kept the time left at connect)."""
+    import socket as socket_mod
+
+    from riskctl.deadline import Deadline, create_connection
+
+    listener = socket_mod.create_server(("127.0.0.1", 0))
+    try:
+        with Deadline(30.0):
+            sock = create_connection(listener.getsockname(), timeout=5.0)
+        try:
+            assert sock.gettimeout() == 5.0
+        finally:
+            sock.close()
+        sock = create_connection(("localhost", listener.getsockname()[1]), timeout=2.5)
+        try:
+            assert sock.gettimeout() == 2.5
+        finally:
+            sock.close()
+    finally:
+        listener.close()

@@ -43,6 +43,7 @@ from riskctl.console.replay_user import replay_user, user_lines
 from riskctl.console.security import RateLimiter, allowed, new_token, same_token
 from riskctl.core.rules import RuleSet
 from riskctl.errors import RiskctlError, ServiceError, StoreBusyError, VersionConflictError
+from riskctl.store.connection import refusal
 from riskctl.store.rules_store import Plan, RuleStore
 
 COOKIE = "riskctl_console"
@@ -118,7 +119,12 @@ _TEMPLATES.env.globals.update(MAX_SHOWN_RULES=MAX_SHOWN_RULES, MAX_LINKED_ID_CHA
 class Backend:
     """How the console reaches MySQL: a connection factory and the rules table; ``lock_wait_s``: the seconds
     a statement waits for a row lock before MySQL ends it (error 1205, then a 503 naming what was not
-    written), set on each connection (None: the server's ``innodb_lock_wait_timeout``)."""
+    written), set on each connection (None: the server's ``innodb_lock_wait_timeout``).
+
+    A statement MySQL answers with an error (a trigger, a strict-mode refusal) comes out of :meth:`open` as
+    :class:`~riskctl.errors.StoreQueryError` with MySQL's code and message, as from the CLI: as the driver's
+    error it was a 500, or (error 1644, a trigger's SIGNAL) a 503 saying MySQL was not answering. The
+    driver's errors of a MySQL away go on unchanged (:data:`_DATABASE_AWAY`)."""
 
     connect: Callable[[], Any]
     rules_table: str = "rules"
@@ -132,6 +138,11 @@ class Backend:
                 with conn.cursor() as cur:
                     cur.execute("SET SESSION innodb_lock_wait_timeout = %s", (self.lock_wait_s,))
             yield RuleStore(conn, self.rules_table), AccountStore(conn, self.rules_table, auto_migrate=False)
+        except Exception as exc:
+            refused = refusal(exc)
+            if refused is None:
+                raise
+            raise refused from exc
         finally:
             conn.close()
 
@@ -568,13 +579,18 @@ class Console:
             await self.db(write)
         except VersionConflictError as exc:
             return self.page(request, "error.html", session, 409, message=str(exc))
-        except StoreBusyError as exc:  # another session's row lock: nothing written; the same change again
+        except _BUSY_OR_AWAY as exc:  # another session's row lock, or MySQL away: nothing written
+            if isinstance(exc, StoreBusyError):
+                message = str(exc)
+            else:  # was a 400 (ServiceError is a RiskctlError), as if the analyst had erred
+                LOG.warning("console: %s %s: MySQL is away: %s", request.method, request.url.path, exc)
+                message = _AWAY
             sent = {k: v for k in ("op", "to", "expect_version") if isinstance(v := form.get(k), str)}
-            retry = {"action": request.url.path, "fields": sent}
-            response = self.page(request, "error.html", session, 503, message=str(exc), retry=retry)
+            retry = {"action": request.url.path, "fields": sent}  # the same change again
+            response = self.page(request, "error.html", session, 503, message=message, retry=retry)
             response.headers.update(_RETRY_AFTER)
             return response
-        except RiskctlError as exc:
+        except RiskctlError as exc:  # MySQL refused the write (StoreQueryError), no such version, ...
             return self.page(request, "error.html", session, 400, message=str(exc))
         return RedirectResponse(f"/rules/{rule_id}", 303)
 
@@ -700,25 +716,37 @@ class Console:
             accounts.audit(session.username, "publish", rule.id, json.dumps(change.to_dict()))
             return "written"
 
-        try:
-            await self.db(write)
-        except VersionConflictError as exc:
-            return self.page(request, "error.html", session, 409, message=str(exc))
-        except StoreBusyError as exc:  # another session's row lock: nothing written; the draft, to send again
-            response = self.page(
+        def again(code: int, **reason: str) -> Response:
+            """The editor with the draft, base version and comment as sent, to publish again, and why it was
+            not written (``busy``: MySQL could not take it now; ``refused``: MySQL refused it)."""
+            return self.page(
                 request,
                 "edit.html",
                 session,
-                503,
+                code,
                 rule_id=rule_id,
                 fields=draft.fields,
                 base_version=form.get("base_version", ""),
                 errors={},
                 comment=comment,
-                busy=str(exc),
+                **reason,
             )
+
+        try:
+            await self.db(write)
+        except VersionConflictError as exc:
+            return self.page(request, "error.html", session, 409, message=str(exc))
+        except StoreBusyError as exc:  # another session's row lock: nothing written
+            response = again(503, busy=str(exc))
             response.headers.update(_RETRY_AFTER)
             return response
+        except _DATABASE_AWAY as exc:  # not where MySQL is: that goes to the log, as for any other request
+            LOG.warning("console: %s %s: MySQL is away: %s", request.method, request.url.path, exc)
+            response = again(503, busy=_AWAY)
+            response.headers.update(_RETRY_AFTER)
+            return response
+        except RiskctlError as exc:  # MySQL refused the write (StoreQueryError: a trigger, strict mode, ...)
+            return again(400, refused=str(exc))
         return RedirectResponse(f"/rules/{rule.id}", 303)
 
     # -- decisions, users, review --------------------------------------------------------------------------
@@ -987,6 +1015,8 @@ def _database_errors() -> tuple[type[BaseException], ...]:
 
 #: what MySQL being away (down, restarting, unreachable, the connection lost mid-request) raises
 _DATABASE_AWAY = _database_errors()
+#: what a write that MySQL could not take now raises: a 503, the form kept to send again
+_BUSY_OR_AWAY: tuple[type[BaseException], ...] = (StoreBusyError, *_DATABASE_AWAY)
 _AWAY = "the rules database (MySQL) is not answering: try again in a few seconds"
 
 

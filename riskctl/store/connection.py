@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 from riskctl.config import Settings
-from riskctl.errors import ServiceError
+from riskctl.errors import ServiceError, StoreQueryError
 
 SERVICE = "MySQL"
 # pymysql / MySQL client error codes that mean "nothing usable answers at that address"
@@ -46,6 +46,23 @@ def describe_operational_error(settings: Settings, exc: BaseException) -> Servic
             f"or point riskctl at your server with {_ENV_HINT}"
         )
     return ServiceError(SERVICE, message)
+
+
+def refusal(exc: BaseException) -> StoreQueryError | None:
+    """A pymysql error as the :class:`~riskctl.errors.StoreQueryError` it means when MySQL answered a
+    statement with an error (a trigger's SIGNAL, a value strict mode refuses, a privilege missing): its code
+    and message. None when ``exc`` says MySQL is away instead (the connection lost, refused, timed out,
+    closed: codes of :data:`_UNREACHABLE`, or no code), which the caller answers as such."""
+    import pymysql
+
+    if not isinstance(exc, pymysql.err.MySQLError) or isinstance(exc, pymysql.err.InterfaceError):
+        return None
+    code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
+    if not code or code in _UNREACHABLE:
+        return None
+    detail = exc.args[1] if len(exc.args) > 1 else exc
+    msg = f"MySQL error {code}: {detail}"
+    return StoreQueryError(msg, code=code)
 
 
 def connect(settings: Settings, *, connect_timeout: float = 5.0, read_timeout: float | None = None) -> Any:

@@ -1492,3 +1492,71 @@ def test_a_write_kept_out_by_a_row_lock_is_a_503_that_keeps_the_form(
     again = client.post(path, data={**data, "csrf": csrf or ""})  # the lock is gone: written
     assert again.status_code == 303, again.text
     assert env["store"].get("big_amount").version == 3
+
+
+@pytest.mark.parametrize(
+    ("errno", "status"),
+    [(1644, 400), (1406, 400), (None, 503)],
+    ids=["trigger", "too-long", "mysql-away"],
+)
+def test_a_publish_mysql_refuses_or_cannot_take_keeps_the_draft_and_says_why(
+    env: dict[str, Any], stack: Settings, errno: int | None, status: int
+) -> None:
+    """A publish that MySQL refused (a trigger's SIGNAL, error 1644: shown as 'MySQL is not answering', a
+    plain 503; a value refused by strict mode, error 1406 here from the trigger: a bare 500) or that found
+    MySQL away (a plain 503) lost the draft. Now the editor again with the draft, base version and comment
+    as sent and the reason: a 400 with MySQL's message when it refused the write, a 503 when it is away. A
+    status change MySQL refused is a 400 saying why too, one made while MySQL is away a 503 (it was a 400,
+    as if the analyst had erred) with the button that sends it again."""
+    import copy
+
+    client = _client(env)
+    _, csrf = _login(client, "approver")
+    backend: Backend = env["backend"]
+    working = backend.connect
+    if errno is not None:
+        history = env["store"].names.history
+        with env["store"].conn.cursor() as cur:
+            cur.execute(
+                f"CREATE TRIGGER `{env['table']}_refuse` BEFORE INSERT ON `{history}` FOR EACH ROW "
+                "SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'refused by the test trigger', "
+                f"MYSQL_ERRNO = {errno}"
+            )
+    else:
+        dead = copy.deepcopy(stack)
+        dead.mysql.port = free_port()  # nothing listens there: connection refused
+        # the session is read first (MySQL answers), then MySQL goes away before the write
+        connects = iter([working])
+        backend.connect = lambda: next(connects, lambda: connect(dead, connect_timeout=2))()
+    try:
+        data = _form(base_version="1", comment="raise the bar", csrf=csrf or "")
+        resp = client.post("/rules/publish", data=data)
+        connects = iter([working])
+        change = client.post("/rules/big_amount/change", data={"op": "shadow", "csrf": csrf or ""})
+    finally:
+        backend.connect = working
+        with env["store"].conn.cursor() as cur:
+            cur.execute(f"DROP TRIGGER IF EXISTS `{env['table']}_refuse`")
+    # a status change: the error page saying why, 400 (a SIGNAL was a 503 "not answering") or 503 (a 400)
+    assert change.status_code == status, change.text
+    if errno is not None:
+        assert f"MySQL error {errno}: refused by the test trigger" in html.unescape(change.text)
+    else:
+        assert "not answering" in change.text and 'id="retry"' in change.text
+    assert resp.status_code == status, resp.text
+    assert "Traceback" not in resp.text
+    text = html.unescape(resp.text)
+    if errno is not None:
+        assert f"MySQL error {errno}: refused by the test trigger. Nothing was written" in text, text
+        assert "Retry-After" not in resp.headers
+    else:
+        assert "not answering" in text and str(dead.mysql.port) not in text
+        assert resp.headers["Retry-After"] == "5"
+    assert (
+        '<textarea id="f-when" name="when" rows="3" class="">event.amount &gt; 2000</textarea>' in resp.text
+    )
+    assert 'value="raise the bar"' in resp.text and 'name="base_version" value="1"' in resp.text
+    assert env["store"].get("big_amount").version == 1
+    again = client.post("/rules/publish", data=data)  # MySQL takes it now: written
+    assert again.status_code == 303, again.text
+    assert env["store"].get("big_amount").version == 2

@@ -35,7 +35,8 @@ class Allowed:
     shape: str = ""
     #: a string that must not be empty
     required: bool = False
-    #: a check the pattern cannot express (True: accepted), described by ``shape``
+    #: a check the pattern cannot express (True: accepted), described by ``shape``; it may raise
+    #: :class:`Refusal` saying what is wrong, which the message then says instead of ``shape``
     test: Callable[[str], bool] | None = None
     #: a secret (a password): its value is masked when settings are printed and never shown in a message
     secret: bool = False
@@ -45,6 +46,11 @@ class Allowed:
     #: a file or folder: a leading ``~`` (``~user``) is expanded as a shell would; a ``$VARIABLE`` is refused
     #: (:func:`path`)
     path: bool = False
+
+
+class Refusal(ValueError):
+    """A value a setting's ``test`` refuses with its own reason: a part of the value (say which pair of a list
+    is wrong) that "must be <shape>" cannot point at. The reason names no secret."""
 
 
 def setting(default: Any, **allowed: Any) -> Any:

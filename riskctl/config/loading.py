@@ -19,7 +19,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from riskctl.config.checks import Allowed, Spec, key_of, refused, shown, shown_secret
+from riskctl.config.checks import Allowed, Refusal, Spec, key_of, refused, shown, shown_secret
 from riskctl.config.settings import Settings, server_ids
 from riskctl.core.errors import suggest
 
@@ -65,6 +65,10 @@ class _Loader:
     def put(self, spec: Spec, raw: object, source: str, *, from_text: bool) -> None:
         try:
             value = spec.accept(raw, from_text=from_text)
+        except Refusal as exc:  # "serve.api_keys in <file>, pair 2: ...": its own reason, never the value
+            subject, tail = _subject(spec, source)
+            self.problems.append(f"{subject}{tail}, {exc}")
+            return
         except ValueError:
             subject, tail = _subject(spec, source)
             masked = spec.allowed.masked

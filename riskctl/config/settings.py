@@ -6,12 +6,25 @@ docs/config.md documents every field (tests/unit/test_docs.py checks that it doe
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from riskctl.config.checks import INT, LONG, ms, one_of, path, port, positive, refused, setting, text
+from riskctl.config.checks import (
+    INT,
+    LONG,
+    Refusal,
+    ms,
+    one_of,
+    path,
+    port,
+    positive,
+    refused,
+    setting,
+    text,
+)
 from riskctl.core.door import DEFAULT_LIMITS, MAX_DEAD_LETTER_BYTES, MIN_DEAD_LETTER_BYTES, Limits
 from riskctl.errors import ConfigError
 
@@ -94,6 +107,65 @@ def _flink_options_ok(value: str) -> bool:
         parse_options(value)
     except ConfigError:
         return False
+    return True
+
+
+#: the bounds of an API key of ``serve.api_keys``, and what a caller's name and a key are made of
+MIN_KEY_CHARS = 20
+MAX_KEY_CHARS = 256
+API_KEY_NAME = re.compile(r"[A-Za-z0-9._-]{1,40}")
+API_KEY_CHARS = re.compile(r"[A-Za-z0-9._~+/=-]+")
+
+
+def parse_api_keys(text: str) -> dict[str, str]:
+    """``"checkout:KEY1, login:KEY2"`` -> ``{"checkout": "KEY1", "login": "KEY2"}``; ConfigError when a pair
+    is malformed, a name or key repeats, or a key is too short to be a secret. Messages never show a key."""
+    try:
+        return _api_keys(text)
+    except Refusal as exc:
+        msg = f"serve.api_keys, {exc}"
+        raise ConfigError(msg) from None
+
+
+def _api_keys(text: str) -> dict[str, str]:
+    """:func:`parse_api_keys`, refusing with a :class:`Refusal` that says which pair is wrong and why: the
+    setting's check, so that a bad pair is refused when the settings load (exit 2, as any other refused
+    setting), not only when ``riskctl serve`` starts (exit 3), and ``riskctl config show`` reports it."""
+    keys: dict[str, str] = {}
+    seen: set[str] = set()
+    for n, pair in enumerate(text.split(","), 1):
+        pair = pair.strip()
+        if not pair:
+            continue
+        name, sep, key = pair.partition(":")
+        name, key = name.strip(), key.strip()
+        where = f"pair {n}"
+        if not sep or not API_KEY_NAME.fullmatch(name):
+            msg = (
+                f"{where}: expected name:key, the name 1-40 letters, digits, '.', '_', '-' "
+                f"(got a pair of {len(pair)} characters, not shown: it may hold a key)"
+            )
+            raise Refusal(msg)
+        if name in keys:
+            msg = f"{where}: the caller {name!r} is named twice"
+            raise Refusal(msg)
+        if not MIN_KEY_CHARS <= len(key) <= MAX_KEY_CHARS or not API_KEY_CHARS.fullmatch(key):
+            msg = (
+                f"{where}: the key of {name!r} must be {MIN_KEY_CHARS}-{MAX_KEY_CHARS} characters of "
+                "letters, digits and . _ ~ + / = - (a random one: python3 -c 'import secrets; "
+                "print(secrets.token_urlsafe(32))')"
+            )
+            raise Refusal(msg)
+        if key in seen:
+            msg = f"{where}: the key of {name!r} is another caller's too: each caller needs its own"
+            raise Refusal(msg)
+        seen.add(key)
+        keys[name] = key
+    return keys
+
+
+def _api_keys_ok(value: str) -> bool:
+    _api_keys(value)  # a Refusal saying which pair is wrong
     return True
 
 
@@ -354,7 +426,7 @@ class ServeSettings:
     #: the callers' API keys, ``name:key`` pairs separated by ',' (docs/api.md, "Callers"): a request must
     #: carry ``Authorization: Bearer <key>``; empty: no key is asked (allowed on a loopback host only, unless
     #: ``serve.anonymous``)
-    api_keys: str = setting("", secret=True)
+    api_keys: str = setting("", secret=True, test=_api_keys_ok, shape="name:key pairs separated by ','")
     #: serve without API keys on an address other machines reach (behind a gateway that authenticates)
     anonymous: bool = setting(False)
     #: requests of one caller waiting at once; beyond: 429 (0: half of max_in_flight with keys, all without)

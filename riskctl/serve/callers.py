@@ -27,65 +27,16 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import math
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from riskctl.errors import ConfigError
+from riskctl.config.settings import API_KEY_CHARS, MAX_KEY_CHARS, parse_api_keys
 from riskctl.serve.request import ApiError
 
 #: the caller of every request when no key is configured
 ANONYMOUS = "anonymous"
-MIN_KEY_CHARS = 20
-MAX_KEY_CHARS = 256
-_NAME = re.compile(r"[A-Za-z0-9._-]{1,40}")
-_KEY = re.compile(r"[A-Za-z0-9._~+/=-]+")
 CHALLENGE = 'Bearer realm="riskctl"'
-
-
-def parse_api_keys(text: str) -> dict[str, str]:
-    """``"checkout:KEY1, login:KEY2"`` -> ``{"checkout": "KEY1", "login": "KEY2"}``; ConfigError when a pair
-    is malformed, a name or key repeats, or a key is too short to be a secret. Messages never show a key."""
-    keys: dict[str, str] = {}
-    seen: set[str] = set()
-    for n, pair in enumerate(text.split(","), 1):
-        pair = pair.strip()
-        if not pair:
-            continue
-        name, sep, key = pair.partition(":")
-        name, key = name.strip(), key.strip()
-        where = f"serve.api_keys, pair {n}"
-        if not sep or not _NAME.fullmatch(name):
-            msg = (
-                f"{where}: expected name:key, the name 1-40 letters, digits, '.', '_', '-' "
-                f"(got a pair of {len(pair)} characters, not shown: it may hold a key)"
-            )
-            raise ConfigError(msg)
-        if name in keys:
-            msg = f"{where}: the caller {name!r} is named twice"
-            raise ConfigError(msg)
-        if not MIN_KEY_CHARS <= len(key) <= MAX_KEY_CHARS or not _KEY.fullmatch(key):
-            msg = (
-                f"{where}: the key of {name!r} must be {MIN_KEY_CHARS}-{MAX_KEY_CHARS} characters of "
-                "letters, digits and . _ ~ + / = - (a random one: python3 -c 'import secrets; "
-                "print(secrets.token_urlsafe(32))')"
-            )
-            raise ConfigError(msg)
-        if key in seen:
-            msg = f"{where}: the key of {name!r} is another caller's too: each caller needs its own"
-            raise ConfigError(msg)
-        seen.add(key)
-        keys[name] = key
-    return keys
-
-
-def api_keys_ok(text: str) -> bool:
-    try:
-        parse_api_keys(text)
-    except ConfigError:
-        return False
-    return True
 
 
 def is_loopback(host: str) -> bool:
@@ -157,7 +108,7 @@ class Callers:
             else:
                 # only what a configured key could be is hashed: a header of other bytes (aiohttp keeps
                 # undecodable ones as surrogates, which UTF-8 cannot encode) is simply nobody's key
-                could_be = len(key) <= MAX_KEY_CHARS and _KEY.fullmatch(key)
+                could_be = len(key) <= MAX_KEY_CHARS and API_KEY_CHARS.fullmatch(key)
                 name = self._by_digest.get(_digest(key)) if could_be else None
                 if name is not None:
                     return self.callers[name]

@@ -7,6 +7,7 @@ written as a TOML number or list, a misspelt ``--set mysql.pasword=...`` or ``--
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -101,3 +102,54 @@ def test_a_section_holding_a_secret_written_as_a_value_is_not_repeated(clean: Pa
     message = str(info.value)
     assert f"[{section}] in {cfg} must be a table of settings" in message and "not shown: a secret" in message
     assert SECRET not in message
+
+
+KEY = "k" * 24  # keys of the right shape
+SECRET_KEY = f"{SECRET}-and-more"
+
+
+@pytest.mark.parametrize(
+    ("keys", "reason"),
+    [
+        (
+            f"checkout:{SECRET_KEY}, login:{SECRET}",
+            "pair 2: the key of 'login' must be 20-256 characters",
+        ),
+        (f"checkout:{KEY}, checkout:{SECRET_KEY}", "pair 2: the caller 'checkout' is named twice"),
+        (f"checkout:{SECRET_KEY}, login:{SECRET_KEY}", "pair 2: the key of 'login' is another caller's too"),
+        (f"{SECRET_KEY}", "pair 1: expected name:key"),
+    ],
+)
+@pytest.mark.parametrize("source", ["file", "env", "set"])
+def test_bad_api_keys_are_refused_when_the_settings_load_naming_the_pair(
+    clean: Path, keys: str, reason: str, source: str
+) -> None:
+    """serve.api_keys was checked only when 'riskctl serve' started (exit 3): 'riskctl config show' printed
+    it as fine (exit 0). Now it is refused with every other setting when the settings load (exit 2), naming
+    the setting and the pair, never a key."""
+    env: dict[str, str] = {}
+    args = ["config", "show"]
+    if source == "file":
+        (clean / "riskctl.toml").write_text(f'[serve]\napi_keys = "{keys}"\n')
+        (clean / "riskctl.toml").chmod(0o600)
+        where = "serve.api_keys in riskctl.toml, "
+    elif source == "env":
+        env["RISKCTL_SERVE_API_KEYS"] = keys
+        where = "RISKCTL_SERVE_API_KEYS (the environment variable of serve.api_keys), "
+    else:
+        args += ["--set", f"serve.api_keys={keys}"]
+        where = "--set serve.api_keys, "
+    res = CliRunner().invoke(cli, args, env=env)
+    assert res.exit_code == 2, res.output
+    assert f"error: {where}{reason}" in res.output, res.output
+    assert SECRET not in res.output
+    assert len(res.output.splitlines()) == 1
+    with pytest.raises(ConfigError, match=re.escape(reason)):
+        load_settings(env=env, overrides=args[3:])
+
+
+def test_good_api_keys_load_and_are_masked(clean: Path) -> None:
+    settings = load_settings(env={"RISKCTL_SERVE_API_KEYS": f"checkout:{KEY}, login:{SECRET_KEY}"})
+    assert settings.serve.api_keys == f"checkout:{KEY}, login:{SECRET_KEY}"
+    res = CliRunner().invoke(cli, ["config", "show"], env={"RISKCTL_SERVE_API_KEYS": f"checkout:{KEY}"})
+    assert res.exit_code == 0 and KEY not in res.output

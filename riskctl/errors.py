@@ -29,6 +29,7 @@ what to do. Which exit code each class gives on the command line is decided in o
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from riskctl.core.errors import (
@@ -55,7 +56,26 @@ __all__ = [
     "StoreQueryError",
     "VersionConflictError",
     "VersionNotFoundError",
+    "printable",
 ]
+
+
+#: what must not reach a terminal as it is: C0/C1 controls (escape sequences, line breaks that forge a line),
+#: the bidirectional and zero-width format characters (text that reads otherwise than it is), lone surrogates
+_UNPRINTABLE = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff\ud800-\udfff]"
+)
+
+
+def printable(value: object) -> str:
+    """``value`` as text for a human's terminal or log: what :data:`_UNPRINTABLE` matches is written as its
+    escape (``\\x1b``, ``\\n``, ``\\u202e``). For text that came from events (ids, field names): an attacker's
+    user id must not move the cursor, recolour the screen or add a line of its own to the output; and for
+    what a message quotes as given (a settings file's path, a key of it), so that the message stays its own
+    lines. Here, below every layer that writes a message (the configuration's errors, the commands' output:
+    :func:`riskctl.cli.common.echo_error`)."""
+    text = value if isinstance(value, str) else str(value)
+    return _UNPRINTABLE.sub(lambda m: ascii(m.group())[1:-1], text)
 
 
 class ConfigError(RiskctlError, ValueError):

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import json
-import re
 import sys
 import warnings
 from collections.abc import Callable, Mapping
@@ -41,6 +40,7 @@ from riskctl.errors import (
     StoreQueryError,
     VersionConflictError,
     VersionNotFoundError,
+    printable,
 )
 
 P = ParamSpec("P")
@@ -108,21 +108,6 @@ def error_exit(exc: RiskctlError) -> ErrorExit:
 def emit_json(payload: Any, *, err: bool = False, indent: int | None = 2) -> None:
     """``payload`` as JSON on stdout (stderr with ``err``); ``indent=None``: on one line."""
     click.echo(json.dumps(payload, indent=indent, ensure_ascii=False, default=str), err=err)
-
-
-#: what must not reach a terminal as it is: C0/C1 controls (escape sequences, line breaks that forge a line),
-#: the bidirectional and zero-width format characters (text that reads otherwise than it is), lone surrogates
-_UNPRINTABLE = re.compile(
-    "[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff\ud800-\udfff]"
-)
-
-
-def printable(value: object) -> str:
-    """``value`` as text for a human's terminal or log: what :data:`_UNPRINTABLE` matches is written as its
-    escape (``\\x1b``, ``\\n``, ``\\u202e``). For text that came from events (ids, field names): an attacker's
-    user id must not move the cursor, recolour the screen or add a line of its own to the output."""
-    text = value if isinstance(value, str) else str(value)
-    return _UNPRINTABLE.sub(lambda m: ascii(m.group())[1:-1], text)
 
 
 def echo_error(message: str) -> None:

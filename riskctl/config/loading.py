@@ -22,6 +22,7 @@ from typing import Any
 from riskctl.config.checks import Allowed, Refusal, Spec, key_of, refused, shown, shown_secret
 from riskctl.config.settings import Settings, server_ids
 from riskctl.core.errors import suggest
+from riskctl.errors import printable
 
 DEFAULT = "default"
 SET = "--set"
@@ -85,10 +86,11 @@ class _Loader:
         specs = all_specs()
         _warn_if_others_read(path, _secrets_in(data, specs))
         sections = {s.section for s in specs.values()}
+        where = printable(path)  # the message's own lines: a line break in the name is written as \n
         for name, table in data.items():
             if name not in sections:
                 self.problems.append(
-                    f"unknown section [{name}] in {path}{_did_you_mean(name, sections)}: "
+                    f"unknown section [{printable(name)}] in {where}{_did_you_mean(name, sections)}: "
                     f"sections are {', '.join(f'[{s}]' for s in sorted(sections))}"
                 )
                 continue
@@ -97,18 +99,20 @@ class _Loader:
                 # does not repeat what it got
                 secret = any(s.allowed.secret for s in specs.values() if s.section == name)
                 got = shown_secret(table) if secret else shown(table)
-                self.problems.append(f"[{name}] in {path} must be a table of settings, got {got}")
+                self.problems.append(f"[{printable(name)}] in {where} must be a table of settings, got {got}")
                 continue
             unknown = []
             for key, raw in table.items():
                 spec = specs.get(f"{name}.{key}")
                 if spec is None:
                     keys = [s.key for s in specs.values() if s.section == name]
-                    unknown.append(key + _did_you_mean(key, keys))
+                    unknown.append(printable(key) + _did_you_mean(key, keys))
                 else:
                     self.put(spec, raw, str(path), from_text=False)
             if unknown:
-                self.problems.append(f"unknown key(s) in [{name}] of {path}: {', '.join(unknown)}")
+                self.problems.append(
+                    f"unknown key(s) in [{printable(name)}] of {where}: {', '.join(unknown)}"
+                )
 
     def environment(self, env: Mapping[str, str]) -> None:
         specs = all_specs()
@@ -121,7 +125,8 @@ class _Loader:
         for name in sorted(env):
             if name not in known and any(name.startswith(p) for p in prefixes):
                 self.problems.append(
-                    f"unknown environment variable {name}{_did_you_mean(name, known)}: no such setting"
+                    f"unknown environment variable {printable(name)}{_did_you_mean(name, known)}: "
+                    "no such setting"
                 )
 
     def overrides(self, pairs: Iterable[str]) -> None:
@@ -153,7 +158,7 @@ class _Loader:
             value, floor = specs[name].get(s), specs[floor_name].get(s)
             if value < floor:
                 subject, tail = _subject(specs[name], sources[name])
-                within = f"{floor_name} ({floor}, from {sources[floor_name]})"
+                within = f"{floor_name} ({floor}, from {printable(sources[floor_name])})"
                 self.problems.append(f"{subject} must be >= {within}, got {value}{tail}")
         # the CDC source runs at the job's parallelism, one server id per subtask: with fewer ids, every
         # attempt of the job failed inside Flink ("Subtask ID 4 is out of server id range 5401-5404")
@@ -162,7 +167,8 @@ class _Loader:
             subject, tail = _subject(specs["job.cdc_server_id"], sources["job.cdc_server_id"])
             self.problems.append(
                 f"{subject} must hold at least job.parallelism ({s.job.parallelism}, from "
-                f"{sources['job.parallelism']}) server ids, one per subtask of the CDC source, got "
+                f"{printable(sources['job.parallelism'])}) server ids, one per subtask of the CDC source, "
+                "got "
                 f"{s.job.cdc_server_id!r} ({len(ids)}){tail}: give a range such as "
                 f"{ids.start}-{ids.start + s.job.parallelism - 1}"
             )
@@ -267,7 +273,7 @@ def _subject(spec: Spec, source: str) -> tuple[str, str]:
         return f"{spec.dotted} (default)", ""
     if source == spec.env:
         return source, f" (the environment variable of {spec.dotted})"
-    return f"{spec.dotted} in {source}", ""
+    return f"{spec.dotted} in {printable(source)}", ""
 
 
 #: the largest settings file read: the settings take a few kilobytes; beyond, reading /dev/zero or a huge file
@@ -276,23 +282,26 @@ MAX_CONFIG_BYTES = 1_048_576
 
 
 def _read_toml(file: Path) -> dict[str, Any]:
+    shown_file = printable(file)  # the message's own lines: a line break in the name is written as \n
     try:
         with file.open("rb") as fh:
             data = fh.read(MAX_CONFIG_BYTES + 1)  # a pipe (--config <(...)) is read like a file
         if len(data) > MAX_CONFIG_BYTES:
-            msg = f"config file {file} is larger than {MAX_CONFIG_BYTES} bytes: is it the settings file?"
+            msg = (
+                f"config file {shown_file} is larger than {MAX_CONFIG_BYTES} bytes: is it the settings file?"
+            )
             raise refused(msg)
         return tomllib.loads(data.decode("utf-8"))
     except tomllib.TOMLDecodeError as exc:
-        msg = f"config file {file} is not valid TOML: {exc}"
+        msg = f"config file {shown_file} is not valid TOML: {exc}"
         raise refused(msg) from None
     except RecursionError:
         # tomllib parses arrays and inline tables recursively: "x = [[[[..." (thousands of levels, far within
         # the size limit) ended every command in a RecursionError traceback
-        msg = f"config file {file} nests arrays or inline tables too deeply: is it the settings file?"
+        msg = f"config file {shown_file} nests arrays or inline tables too deeply: is it the settings file?"
         raise refused(msg) from None
     except (OSError, UnicodeDecodeError) as exc:
-        msg = f"config file {file} cannot be read: {exc}"
+        msg = f"config file {shown_file} cannot be read: {printable(exc)}"
         raise refused(msg) from None
 
 
@@ -324,7 +333,7 @@ def resolve(
         loader.file(_read_toml(file), file)
         resolved.file = file
     elif explicit:
-        msg = f"config file {file} does not exist"
+        msg = f"config file {printable(file)} does not exist"
         raise refused(msg)
     loader.environment(env)
     loader.overrides(overrides)

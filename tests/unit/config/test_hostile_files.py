@@ -191,3 +191,47 @@ def test_config_warnings_are_one_line_each_naming_the_file_the_settings_and_the_
         (SecretFileWarning, str(cfg), ("mysql.password",)),
         (EmptyVariableWarning, str(cfg), ("kafka.bootstrap",)),
     }
+
+
+FORGED = (
+    "x\nerror: all is well\x1b[2K\u202e.toml"  # a line of its own, an erase-line, a right-to-left override
+)
+FORGED_SHOWN = "x\\nerror: all is well\\x1b[2K\\u202e.toml"
+
+
+@pytest.mark.parametrize(
+    ("text", "lines"),
+    [
+        (None, ["error: config file {cfg} does not exist"]),
+        (
+            "[job\n",
+            ["error: config file {cfg} is not valid TOML: Expected ']' at the end of a table declaration"],
+        ),
+        (
+            '["s\\nerror: no"]\nk = 1\n[job]\n"k\\ny" = 1\nparallelism = "four"\n',
+            [
+                "error: 3 invalid settings:",
+                "- unknown section [s\\nerror: no] in {cfg}: sections are [alerts], [flink], [job], [kafka], "
+                "[mysql], [serve], [stack]",
+                "- job.parallelism in {cfg} must be an integer from 1 to 32768, got 'four'",
+                "- unknown key(s) in [job] of {cfg}: k\\ny",
+            ],
+        ),
+    ],
+    ids=["missing", "not-toml", "bad-settings"],
+)
+def test_a_config_error_is_its_own_lines_whatever_the_file_is_named(
+    clean: Path, text: str | None, lines: list[str]
+) -> None:
+    """A config error quoted the settings file's path (and a section's or key's name) as given, and the
+    command printed the message's lines as they came: a file named with a line break split the error, and
+    could add a line of its own ('error: all is well'). Now each is escaped, as in the warnings."""
+    cfg = clean / FORGED
+    if text is not None:
+        cfg.write_text(text)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RISKCTL_")}
+    res = run_riskctl("config", "show", env={**env, "RISKCTL_CONFIG": str(cfg)})
+    assert res.returncode == 2, res.stderr
+    shown = str(clean / FORGED_SHOWN)
+    got = res.stderr.splitlines()
+    assert [line.split(" (at line")[0] for line in got] == [line.format(cfg=shown) for line in lines]

@@ -58,7 +58,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from riskctl.deadline import Deadline, create_connection
+from riskctl.deadline import Deadline, HTTPConnection, HTTPSConnection
 
 #: where the clients read their API key when none is given (``api_key=``)
 API_KEY_ENV = "RISKCTL_API_KEY"
@@ -352,24 +352,6 @@ class _Base:
         return event if isinstance(event, bytes) else json.dumps(event).encode()
 
 
-class _HTTPConnection(http.client.HTTPConnection):
-    """Its host name resolved and connected within the attempt's deadline (:func:`create_connection`):
-    getaddrinfo blocked the call for as long as the resolver took (a DNS server that does not answer:
-    seconds, past any budget)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._create_connection = create_connection
-
-
-class _HTTPSConnection(http.client.HTTPSConnection):
-    """As :class:`_HTTPConnection`, then TLS."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._create_connection = create_connection
-
-
 class DecisionClient(_Base):
     """A synchronous client (standard library only); one keep-alive connection, not thread-safe."""
 
@@ -381,7 +363,7 @@ class DecisionClient(_Base):
         if self._conn is not None and self._conn.sock is not None and _dropped(self._conn.sock):
             self.close()  # the server closed the kept-alive connection (serve.idle_timeout_ms): a new one
         if self._conn is None:
-            cls = _HTTPSConnection if self.url.scheme == "https" else _HTTPConnection
+            cls = HTTPSConnection if self.url.scheme == "https" else HTTPConnection
             self._conn = cls(self.url.hostname or "", self.url.port, timeout=wait_s)
         self._conn.timeout = wait_s
         if self._conn.sock is not None:

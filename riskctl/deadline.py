@@ -15,6 +15,7 @@ exchange ends in time even then.
 from __future__ import annotations
 
 import heapq
+import http.client
 import ipaddress
 import itertools
 import math
@@ -27,7 +28,7 @@ from concurrent.futures import Future
 from types import TracebackType
 from typing import Any
 
-__all__ = ["Deadline", "create_connection", "current"]
+__all__ = ["Deadline", "HTTPConnection", "HTTPSConnection", "create_connection", "current"]
 
 #: the watchdog's longest wait: it looks at its heap again at least this often
 _MAX_WAIT_S = 3600.0
@@ -220,3 +221,21 @@ def create_connection(
         raise errors[0]
     msg = f"no time left to connect to {host[:200]!r}"
     raise TimeoutError(msg)
+
+
+class HTTPConnection(http.client.HTTPConnection):
+    """Its host name resolved and connected by :func:`create_connection`, within the connection's timeout and
+    the current deadline: http.client's own getaddrinfo blocked for as long as the resolver took (a DNS server
+    that does not answer: seconds, past any budget). For the decision client and the alerts' senders."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._create_connection = create_connection
+
+
+class HTTPSConnection(http.client.HTTPSConnection):
+    """As :class:`HTTPConnection`, then TLS."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._create_connection = create_connection

@@ -39,7 +39,7 @@ from typing import Any
 
 from riskctl.alerts.messages import OK, HttpRequest, Outcome, read_http_answer
 from riskctl.alerts.settings import Channel
-from riskctl.deadline import Deadline, create_connection, current
+from riskctl.deadline import Deadline, HTTPConnection, HTTPSConnection, create_connection, current
 
 log = logging.getLogger("riskctl.alerts")
 _MAX_ANSWER = 65_536
@@ -85,26 +85,14 @@ def tls_context(cafile: str | None = None) -> TlsContext:
     return context
 
 
-class _HTTPConnection(http.client.HTTPConnection):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._create_connection = create_connection
-
-
-class _HTTPSConnection(http.client.HTTPSConnection):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._create_connection = create_connection
-
-
 class _HTTPHandler(urllib.request.HTTPHandler):
     def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
-        return self.do_open(_HTTPConnection, req)
+        return self.do_open(HTTPConnection, req)
 
 
 class _HTTPSHandler(urllib.request.HTTPSHandler):
     def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
-        return self.do_open(_HTTPSConnection, req, context=self._context)  # type: ignore[attr-defined]
+        return self.do_open(HTTPSConnection, req, context=self._context)  # type: ignore[attr-defined]
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):

@@ -58,7 +58,8 @@ Semantics (all on event-time order; ties keep arrival order):
   the state (:meth:`PatternMatcher.overflow`) and in :attr:`PatternResult.overflow`. The late-event buffer
   keeps only events a late event could still match with (those of the last ``lateness`` ms, and those since
   the oldest possible start within ``within`` before that), at most ``max_buffer``; dropping beyond it is
-  counted the same way. The state is ``None`` once nothing is pending.
+  counted the same way. The state is ``None`` once nothing is pending (with ``lateness``: and no event can
+  arrive late any more, an on_timer call having passed the newest event's time).
 - **Work per event.** An ``at_least`` step takes at most ``MAX_TIMES`` (1,000) events per partial match, the
   number the validator's estimate charges for it (each take copies the events held): the partial match stops
   looping there, counted as overflow, and may still hand over to the next step (so matches of more than 1,000
@@ -467,7 +468,12 @@ class PatternMatcher:
 
     def _result(self, st: list[Any], matches: list[Match], dropped: int) -> PatternResult:
         runs = st[_RUNS]
-        if not runs and not st[_BUF]:
+        # Nothing pending: the state goes, unless an event could still arrive late (older than the newest,
+        # not older than a timer): without the newest time, such an event would be taken as in order and a
+        # match it completes reported "event", not "late" (and the replay budget would start full again). A
+        # buffer that always held the newest event's place kept it; events no condition holds for are not
+        # always buffered now, so the newest time is what decides.
+        if not runs and not st[_BUF] and (not self._lateness or st[_WM] > st[_MAX_TS]):
             return _new_result(PatternResult, (None, tuple(matches), None, dropped, False))
         wakeup = self._wakeup(runs) if self._final_neg is not None and runs else None
         return _new_result(PatternResult, (st, tuple(matches), wakeup, dropped, False))

@@ -401,3 +401,33 @@ def test_without_a_strict_step_events_no_condition_holds_for_are_not_buffered_no
     late = matcher.process(filler.new_stored, {"event_id": "late-b", "type": "b", "ts": 1}, 1)
     assert [m.event_ids for m in late.matches] == [{"s0": ("e0",), "s1": ("late-b",)}]
     assert late.matches[0].completed_by == "late"
+
+
+def test_an_event_older_than_the_newest_stays_late_when_the_buffer_has_emptied() -> None:
+    """Without a strict step the newest event is not always buffered: the state keeps its time all the same.
+
+    Dropped once nothing was pending, the state forgot the newest time: a late 'b' was then taken as in order,
+    its match reported "event" (the engine fires the rule on that late event's own decision), not "late".
+    """
+    a = _step_free(lambda e, s: e["type"] == "a")
+    b = _step_free(lambda e, s: e["type"] == "b" and e["amount"] > 100)
+    spec = PatternSpec("p", (Step("s0", a, "type == 'a'"), Step("s1", b, "type == 'b' and amount > 100")), 50)
+    matcher = PatternMatcher(spec, lateness=10)
+    assert not matcher._places  # the path under test
+    stored: Any = None
+    got = []
+    # b0 is buffered (a 'b' step may take it), then pruned by 'c' (no condition holds for it: not buffered)
+    for eid, etype, ts, amount in [
+        ("b0", "b", 0, 500),
+        ("c", "b", 21, 1),
+        ("a", "a", 15, 0),
+        ("b1", "b", 18, 500),
+    ]:
+        result = matcher.process(stored, {"event_id": eid, "type": etype, "ts": ts, "amount": amount}, ts)
+        assert not result.too_late
+        got += [(m.event_ids, m.completed_by) for m in result.matches]
+        stored = result.new_stored
+    assert got == [({"s0": ("a",), "s1": ("b1",)}, "late")]
+    assert matcher.process(stored, {"event_id": "x", "type": "a", "ts": 5, "amount": 0}, 5).too_late
+    # once event time has passed the newest event, nothing can be late any more: the state goes
+    assert matcher.on_timer(stored, 100).new_stored is None

@@ -313,3 +313,29 @@ def test_a_state_of_the_layout_before_the_budget_gets_a_full_one_at_its_first_la
     assert [mt.event_ids for mt in r.matches] == [{"a": ("e10",), "b": ("e2",)}]
     left, at, cost = r.new_stored[10]  # a full budget less this replay's work (6 events gone over, 1 pair)
     assert len(r.new_stored) == 11 and left == LATE_REPLAY_BURST - cost and 6 <= cost < 100 and at == 6
+
+
+def test_a_jump_in_event_time_that_empties_the_buffer_does_not_refill_the_replay_budget() -> None:
+    # Without a strict step an event no condition holds for is not buffered: one stamped past what the buffer
+    # keeps emptied it, the state went (nothing pending) and with it the budget: the key started full again.
+    # A producer alternating floods of late events with such jumps got a burst per jump (measured: 1,240 units
+    # an event over 20 cycles of 64 events, against 512).
+    a = of_type("a")
+    a.reads_steps = False  # type: ignore[attr-defined]
+    b = of_type("b")
+    b.reads_steps = False  # type: ignore[attr-defined]
+    spec = PatternSpec(
+        "p",
+        (Step("a", a, "event.type == 'a'", quantifier="at_least"), Step("b", b, "event.type == 'b'")),
+        10_000,
+    )
+    matcher = PatternMatcher(spec, lateness=1000)
+    stored: Any = None
+    for i in range(60):
+        stored = matcher.process(stored, {"event_id": f"a{i}", "type": "a"}, i).new_stored
+    stored = matcher.process(stored, {"event_id": "late", "type": "a"}, 10).new_stored
+    credit = stored[10]
+    assert credit is not None and credit[0] < LATE_REPLAY_BURST  # the replay drew on the budget
+    jump = matcher.process(stored, {"event_id": "c", "type": "c"}, 60 + 10_000 + 2000)
+    assert jump.new_stored is not None and not jump.new_stored[6] and not jump.new_stored[0]
+    assert jump.new_stored[10] == credit  # kept: the next replay pays from what is left

@@ -377,12 +377,16 @@ def test_the_flink_containers_recover_like_the_local_stack(compose: dict[str, An
 
 
 def _example_env() -> dict[str, str]:
-    """The values docker/compose.env.example suggests, its commented-out lines too."""
+    """The values docker/compose.env.example suggests, its commented-out lines too: a word after two blanks
+    is an explanation, and a ``<placeholder>`` stands for what the user writes there (each its own random
+    characters: serve.api_keys refuses a key given twice, or too short to be a secret, when it loads)."""
     out = {}
+    filled = iter(f"placeholder-{n:020d}" for n in range(1000))
     for line in (ROOT / "docker" / "compose.env.example").read_text().splitlines():
         m = re.fullmatch(r"#?\s*([A-Z][A-Z0-9_]*)=(.*)", line.strip())
         if m:
-            out[m.group(1)] = m.group(2)
+            value = m.group(2).split("  ", 1)[0]
+            out[m.group(1)] = re.sub(r"<[^>]*>", lambda _m: next(filled), value)
     return out
 
 

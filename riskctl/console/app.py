@@ -572,7 +572,8 @@ class Console:
                 change = store.rollback(rule_id, to, author=who, expect_version=expect)
             else:
                 change = store.set_status(rule_id, modes[str(op)], author=who, expect_version=expect)
-            accounts.audit(who, str(op), rule_id, json.dumps(change.to_dict()) if change else "unchanged")
+            detail = json.dumps(change.to_dict()) if change else "unchanged"
+            _audit_written(accounts, who, str(op), rule_id, detail)
             return change
 
         try:
@@ -713,7 +714,7 @@ class Console:
             if not item.changes:
                 return "unchanged"
             [change] = store.apply(Plan((item,)), author=session.username, comment=comment)
-            accounts.audit(session.username, "publish", rule.id, json.dumps(change.to_dict()))
+            _audit_written(accounts, session.username, "publish", rule.id, json.dumps(change.to_dict()))
             return "written"
 
         def again(code: int, **reason: str) -> Response:
@@ -1015,6 +1016,25 @@ def _database_errors() -> tuple[type[BaseException], ...]:
 
 #: what MySQL being away (down, restarting, unreachable, the connection lost mid-request) raises
 _DATABASE_AWAY = _database_errors()
+
+
+def _audit_written(accounts: AccountStore, who: str | None, action: str, rule_id: str, detail: str) -> None:
+    """The audit row of a rule change the store has already committed. If MySQL refuses it or is lost
+    before it, the change stands (the rules' history records its author, version and comment as well), so
+    the page must not say "nothing was written", as it did: logged as an error instead, with the change."""
+    try:
+        accounts.audit(who, action, rule_id, detail)
+    except Exception as exc:  # noqa: BLE001 - whatever MySQL or the network raised, the write is done
+        LOG.error(  # noqa: TRY400 - the reason is in the line; no traceback per failed audit row
+            "console: %s of rule %r by %s was written, but its audit row was not (%s): %s",
+            action,
+            rule_id,
+            who,
+            refusal(exc) or exc,
+            detail[:1000],
+        )
+
+
 #: what a write that MySQL could not take now raises: a 503, the form kept to send again
 _BUSY_OR_AWAY: tuple[type[BaseException], ...] = (StoreBusyError, *_DATABASE_AWAY)
 _AWAY = "the rules database (MySQL) is not answering: try again in a few seconds"

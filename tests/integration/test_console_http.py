@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import json
+import logging
 import re
 import uuid
 from collections.abc import Iterator
@@ -1560,3 +1561,36 @@ def test_a_publish_mysql_refuses_or_cannot_take_keeps_the_draft_and_says_why(
     again = client.post("/rules/publish", data=data)  # MySQL takes it now: written
     assert again.status_code == 303, again.text
     assert env["store"].get("big_amount").version == 2
+
+
+def test_a_change_written_whose_audit_row_mysql_refuses_is_shown_written_and_logged(
+    env: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The store commits a rule change before the console writes its audit row: a refused audit row turned a
+    written publish (or status change) into a page saying "Nothing was written" (found in review). The change
+    stands (the rules' history names its author); the refused audit row is logged as an error."""
+    client = _client(env)
+    _, csrf = _login(client, "approver")
+    audit = env["store"].names.console()["audit"]
+    with env["store"].conn.cursor() as cur:
+        cur.execute(
+            f"CREATE TRIGGER `{env['table']}_noaudit` BEFORE INSERT ON `{audit}` FOR EACH ROW "
+            "SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'audit refused by the test trigger'"
+        )
+    try:
+        with caplog.at_level(logging.ERROR, logger="riskctl.console"):
+            published = client.post(
+                "/rules/publish", data=_form(base_version="1", comment="raise", csrf=csrf or "")
+            )
+            changed = client.post("/rules/big_amount/change", data={"op": "shadow", "csrf": csrf or ""})
+    finally:
+        with env["store"].conn.cursor() as cur:
+            cur.execute(f"DROP TRIGGER IF EXISTS `{env['table']}_noaudit`")
+    assert published.status_code == 303 and published.headers["location"] == "/rules/big_amount"
+    assert changed.status_code in (200, 303), changed.text
+    env["store"].conn.commit()  # a fresh read view
+    rule = env["store"].get("big_amount")
+    assert rule is not None and rule.version == 3 and rule.status == "shadow"
+    lines = [r.getMessage() for r in caplog.records if "its audit row was not" in r.getMessage()]
+    assert len(lines) == 2 and "audit refused by the test trigger" in lines[0], lines
+    assert lines[0].startswith("console: publish of rule 'big_amount' by approver was written")

@@ -168,6 +168,8 @@ def _refusals(refused: dict[str, Any]) -> str:
 #: the local host's fully qualified name (``socket.getfqdn()``), looked up once per process in a thread
 _fqdn: Future[str] | None = None
 _fqdn_lock = threading.Lock()
+#: an attempt has waited for that lookup in vain: the next ones do not wait (they take it once it is there)
+_fqdn_slow = False
 
 
 def _ehlo_name(sock: socket.socket) -> str:
@@ -176,8 +178,9 @@ def _ehlo_name(sock: socket.socket) -> str:
     the connection's own address as a literal (``[192.0.2.1]``, ``[IPv6:2001:db8::1]``; RFC 5321, 4.1.3).
     smtplib looks that name up itself, after connecting and outside every timeout: ``getfqdn`` asks the
     resolver, which may not answer. The lookup runs once per process, in a daemon thread; an attempt that
-    does not get its answer in time goes on without it, a later one may have it."""
-    global _fqdn
+    does not get its answer in time goes on without it, and the later ones do not wait for it again (a
+    resolver that never answers cost every SMTP attempt half its time), taking it once it is there."""
+    global _fqdn, _fqdn_slow
     with _fqdn_lock:
         if _fqdn is None:
             _fqdn = Future()
@@ -185,9 +188,13 @@ def _ehlo_name(sock: socket.socket) -> str:
         future = _fqdn
     deadline = current()
     left = deadline.end - time.monotonic() if deadline is not None else None
+    wait = 0.0 if _fqdn_slow else max(left / 2, 0.0) if left is not None else None
     try:
-        name = future.result(timeout=max(left / 2, 0.0) if left is not None else None)
-    except (TimeoutError, OSError):
+        name = future.result(timeout=wait)
+    except TimeoutError:
+        _fqdn_slow = True
+        name = ""
+    except OSError:
         name = ""
     if "." in name:
         return name

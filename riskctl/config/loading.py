@@ -148,12 +148,19 @@ class _Loader:
             self.put(spec, value, SET, from_text=True)
 
     def check_together(self) -> None:
-        """Checks between settings: a wait that must not be below another."""
+        """Checks between settings: a wait (or a bound) that must not be below another. The serve ones were
+        checked only when ``riskctl serve`` started (exit 3), while every other setting is refused when the
+        settings load (exit 2, ``riskctl config show`` included); serve keeps its own check for settings built
+        in code."""
         s = self.resolved.settings
         specs, sources = all_specs(), self.resolved.sources
         for name, floor_name in [
             ("job.restart_max_backoff_ms", "job.restart_initial_backoff_ms"),
             ("stack.flink_heartbeat_timeout_ms", "stack.flink_heartbeat_interval_ms"),
+            ("serve.timeout_ms", "serve.min_timeout_ms"),
+            ("serve.max_timeout_ms", "serve.timeout_ms"),
+            # each request waiting for a decision holds an entry of the idempotency memory
+            ("serve.idempotency_max_entries", "serve.max_in_flight"),
         ]:
             value, floor = specs[name].get(s), specs[floor_name].get(s)
             if value < floor:

@@ -205,6 +205,31 @@ def test_a_wait_below_the_one_it_must_exceed_names_both_and_their_sources(tmp_pa
         load_settings(env={}, overrides=["stack.flink_heartbeat_timeout_ms=400"])
 
 
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "serve.timeout_ms=2",
+            "--set serve.timeout_ms must be >= serve.min_timeout_ms (5, from default), got 2",
+        ),
+        (
+            "serve.max_timeout_ms=100",
+            "--set serve.max_timeout_ms must be >= serve.timeout_ms (150, from default), got 100",
+        ),
+        (
+            "serve.idempotency_max_entries=10",
+            "--set serve.idempotency_max_entries must be >= serve.max_in_flight (20000, from default), "
+            "got 10",
+        ),
+    ],
+)
+def test_serve_bounds_out_of_order_are_refused_when_the_settings_load(override: str, message: str) -> None:
+    """They were refused only when riskctl serve started (exit 3), after every other command took them."""
+    with pytest.raises(ConfigError) as err:
+        load_settings(env={}, overrides=[override])
+    assert str(err.value).startswith(message), str(err.value)
+
+
 def test_a_huge_hostile_value_is_cut_short_in_the_message() -> None:
     with pytest.raises(ConfigError) as err:
         load_settings(env={"RISKCTL_JOB_DELIVERY": "x" * 1_000_000})

@@ -27,7 +27,7 @@ from pyflink.datastream.state import StateTtlConfig
 
 from riskctl.config.checks import refused
 from riskctl.config.settings import JVM_OPTIONS, NETWORK_SEGMENT_SIZE
-from riskctl.errors import ConfigError
+from riskctl.errors import ConfigError, printable
 from riskctl.flink.pythonpath import python_path
 
 REQUIRED_JARS = (
@@ -159,7 +159,7 @@ def check_python_options(options: Mapping[str, str], *, timeout_s: float = PYTHO
             f"flink.options: {'; '.join(problems)} (name a Python that has pyflink and riskctl, such as "
             f"{sys.executable}, or leave the option out)"
         )
-        raise refused(msg)
+        raise refused(printable(msg))  # the values as given: a line break in one must not forge a line
 
 
 def _python_problem(value: str, timeout_s: float) -> str | None:

@@ -177,3 +177,14 @@ def test_submit_to_another_cluster_leaves_its_pythons_to_its_machines(
     result = CliRunner().invoke(cli, ["submit", "--set", option])
     assert result.exit_code == 0, result.output
     assert option in called.read_text().splitlines()
+
+
+def test_a_bad_python_whose_name_holds_a_line_break_is_refused_on_one_line(tmp_path: Path) -> None:
+    """The option's value is quoted as given: a line break (or ESC) in it split the error and could forge a
+    line of its own ('error: ...'). It is escaped, as in the configuration's other errors."""
+    missing = str(tmp_path / "py\nerror: all is well\x1b[2K")
+    with pytest.raises(ConfigError) as err:
+        check_python_options({"python.executable": missing})
+    text = str(err.value)
+    assert "\n" not in text and "\x1b" not in text
+    assert "py\\nerror: all is well\\x1b[2K" in text

@@ -100,3 +100,27 @@ def as_a_terminal_would() -> None:
     ignored never raises KeyboardInterrupt (the rules CLI's Ctrl-C tests passed at a terminal, and in CI the
     command ran to its end). A terminal's foreground job has the default."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def serve_in_thread(config: Any, timeout_s: float = TIMEOUT_S) -> Callable[[], None]:
+    """Run a uvicorn server of ``config`` in a thread and return once it listens (a server that does not start
+    fails the test; its log is above); returns the function that stops it and waits for its thread."""
+    import time
+
+    import uvicorn
+
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout_s
+    while not server.started:
+        assert time.monotonic() < deadline, "the server did not start"
+        assert thread.is_alive(), "the server did not start (see its log above)"
+        time.sleep(0.02)
+
+    def stop() -> None:
+        server.should_exit = True
+        thread.join(timeout_s)
+        assert not thread.is_alive(), "the server did not stop"
+
+    return stop

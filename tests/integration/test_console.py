@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -31,7 +30,7 @@ from riskctl.core.rules import RuleSet, parse_rule
 from riskctl.store.connection import connect
 from riskctl.store.migrations import drop_store
 from riskctl.store.rules_store import RuleStore
-from tests.helpers import free_port
+from tests.helpers import free_port, serve_in_thread
 
 pytestmark = pytest.mark.integration
 
@@ -84,21 +83,7 @@ def console(stack: Settings) -> Iterator[dict[str, Any]]:
 
 def _serve(app: Any, port: int) -> Any:
     """Serve ``app`` on ``port`` (uvicorn in a thread) once it listens; returns the function that stops it."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + WAIT_S
-    while not server.started:
-        assert time.monotonic() < deadline, "the console did not start"
-        assert thread.is_alive(), "the console did not start (see its log above)"
-        time.sleep(0.05)
-
-    def stop() -> None:
-        server.should_exit = True
-        thread.join(WAIT_S)
-        assert not thread.is_alive(), "the console did not stop"
-
-    return stop
+    return serve_in_thread(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"), WAIT_S)
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from riskctl.console.security import RateLimiter
 from riskctl.store.connection import connect
 from riskctl.store.migrations import drop_store
 from riskctl.store.rules_store import RuleStore
-from tests.helpers import free_port
+from tests.helpers import free_port, serve_in_thread
 
 pytestmark = pytest.mark.integration
 
@@ -1404,22 +1404,13 @@ def test_a_request_body_trickling_in_is_a_408(env: dict[str, Any]) -> None:
     anyone's. Now it has BODY_TIMEOUT_S (here 1 s) from the first read of it; and headers that never end are
     closed after HEADER_TIMEOUT_S (here 1 s), on a new connection and on one kept alive after an answer."""
     import socket
-    import threading
     import time
-
-    import uvicorn
 
     from riskctl.console.server import server_config
 
     port = free_port()
     app = create_app(env["backend"], secure_cookies=False, body_timeout_s=1.0)
-    server = uvicorn.Server(server_config(app, "127.0.0.1", port, header_timeout_s=1.0))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the console did not start"
-        time.sleep(0.05)
+    stop = serve_in_thread(server_config(app, "127.0.0.1", port, header_timeout_s=1.0))
     try:
         started = time.monotonic()
         answer = _ask(
@@ -1442,8 +1433,7 @@ def test_a_request_body_trickling_in_is_a_408(env: dict[str, Any]) -> None:
             sock.sendall(b"GET /login HTTP/1.1\r\n")  # the next request's headers, never ended
             assert _closed_by_server(sock, 4)
     finally:
-        server.should_exit = True
-        thread.join(10)
+        stop()
 
 
 @pytest.mark.parametrize("op", ["publish", "shadow", "rollback"])

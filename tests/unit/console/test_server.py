@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import logging
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-import uvicorn
 
 from riskctl.console.server import server_config
-from tests.helpers import free_port
+from tests.helpers import free_port, serve_in_thread
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: c\r\n\r\n"
 
@@ -32,16 +30,9 @@ def console() -> Iterator[int]:
     """A server as ``riskctl console`` configures it; the header timeout longer than any test here (idle
     connections must stay open for the test's length)."""
     port = free_port()
-    server = uvicorn.Server(server_config(hello, "127.0.0.1", port, header_timeout_s=60.0))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
-        time.sleep(0.02)
+    stop = serve_in_thread(server_config(hello, "127.0.0.1", port, header_timeout_s=60.0))
     yield port
-    server.should_exit = True
-    thread.join(10)
+    stop()
 
 
 def connect(port: int, client: str) -> socket.socket:

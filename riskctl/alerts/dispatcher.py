@@ -387,18 +387,15 @@ class Dispatcher:
                         )
                         return
         if outcome.ok:
+            for j in jobs:
+                self._remember(channel.name, j.item.key)
             with self._lock:
-                for j in jobs:
-                    self.delivered.add((channel.name, j.item.key))
                 self.stats.by_channel[channel.name] = self.stats.by_channel.get(channel.name, 0) + len(jobs)
                 if digest and len(jobs) > 1:
                     self.stats.digests += 1
                     self.stats.digested_items += len(jobs)
                 else:
                     self.stats.delivered += 1
-            if self.remember is not None:
-                for j in jobs:
-                    self.remember(channel.name, j.item.key)
         else:
             why = "refused" if outcome.permanent else f"undeliverable after {attempt} attempt(s)"
             for j in jobs:
@@ -423,9 +420,9 @@ class Dispatcher:
             self._done(j, channel.name)
 
     def _remember(self, channel: str, key: str) -> None:
-        """A dead letter of ``key`` for ``channel`` was written: remembered like a delivery, so that a copy of
-        the alert, or its record read again, is not retried there (the channel took its attempts, or shed
-        it) nor dead-lettered a second time."""
+        """``key`` is done on ``channel``, delivered or dead-lettered: remembered (and written to the
+        delivered log), so that a copy of the alert, or its record read again, is neither sent there again
+        nor dead-lettered a second time (the channel took it, took its attempts, or shed it)."""
         with self._lock:
             self.delivered.add((channel, key))
         if self.remember is not None:

@@ -584,7 +584,7 @@ class Console:
             if isinstance(exc, StoreBusyError):
                 message = str(exc)
             else:  # was a 400 (ServiceError is a RiskctlError), as if the analyst had erred
-                LOG.warning("console: %s %s: MySQL is away: %s", request.method, request.url.path, exc)
+                _log_away(request, exc)
                 message = _AWAY
             sent = {k: v for k in ("op", "to", "expect_version") if isinstance(v := form.get(k), str)}
             retry = {"action": request.url.path, "fields": sent}  # the same change again
@@ -742,7 +742,7 @@ class Console:
             response.headers.update(_RETRY_AFTER)
             return response
         except _DATABASE_AWAY as exc:  # not where MySQL is: that goes to the log, as for any other request
-            LOG.warning("console: %s %s: MySQL is away: %s", request.method, request.url.path, exc)
+            _log_away(request, exc)
             response = again(503, busy=_AWAY)
             response.headers.update(_RETRY_AFTER)
             return response
@@ -1040,12 +1040,17 @@ _BUSY_OR_AWAY: tuple[type[BaseException], ...] = (StoreBusyError, *_DATABASE_AWA
 _AWAY = "the rules database (MySQL) is not answering: try again in a few seconds"
 
 
-async def _database_away(request: Request, exc: Exception) -> Response:
-    """503 with a plain reason (not the server's address: that stays in the log) instead of a bare 500. The
-    line is logged at most once every LOG_EVERY_S under ``riskctl console``, with the count of those held
-    back (:func:`riskctl.console.server.quiet_logs`): one line per request flooded the log while MySQL was
-    away."""
+def _log_away(request: Request, exc: BaseException) -> None:
+    """The log line of a request that found MySQL away (its address stays here, not in the answer): at most
+    one every LOG_EVERY_S under ``riskctl console``, with the count of those held back
+    (:func:`riskctl.console.server.quiet_logs`)."""
     LOG.warning("console: %s %s: MySQL is away: %s", request.method, request.url.path, exc)
+
+
+async def _database_away(request: Request, exc: Exception) -> Response:
+    """503 with a plain reason (not the server's address: that stays in the log, :func:`_log_away`) instead of
+    a bare 500; one log line per request flooded the log while MySQL was away."""
+    _log_away(request, exc)
     if request.url.path.startswith("/api/"):
         return JSONResponse({"ok": False, "error": _AWAY}, 503, headers=_RETRY_AFTER)
     return PlainTextResponse(_AWAY, 503, headers=_RETRY_AFTER)

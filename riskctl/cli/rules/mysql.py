@@ -17,8 +17,8 @@ from contextlib import contextmanager, suppress
 import click
 
 from riskctl.config import Settings, load_settings
-from riskctl.errors import ServiceError, StoreQueryError
-from riskctl.store.connection import SERVICE, connect
+from riskctl.errors import ServiceError
+from riskctl.store.connection import SERVICE, connect, refusal
 from riskctl.store.rules_store import RuleStore
 
 #: Seconds to wait for one answer of MySQL (and to send one statement). Without a limit, a server that
@@ -30,17 +30,17 @@ MYSQL_TIMEOUT_S = 60.0
 #: before MySQL ends it with error 1205 (then the store's StoreBusyError: exit 3, nothing written); the
 #: server's default (innodb_lock_wait_timeout) is 50 and may be more
 LOCK_WAIT_S = 20
-# MySQL client error codes of a server that went away in the middle of a command
-_GONE = (2003, 2006, 2013)
 
 
 @contextmanager
 def open_store() -> Iterator[RuleStore]:
     """The rules store of ``settings.job.rules_table`` (migrated), its connection closed at the end.
 
-    A server lost during the block raises :class:`~riskctl.errors.ServiceError` (what to start, as when it
-    does not answer at all); any other MySQL error raises :class:`~riskctl.errors.StoreQueryError` with the
-    server's code and message.
+    A statement MySQL answers with an error (a trigger's SIGNAL, a value strict mode refuses, a privilege
+    missing) raises :class:`~riskctl.errors.StoreQueryError` with the server's code and message, as in the
+    console (:func:`riskctl.store.connection.refusal`); any other driver error during the block means the
+    server was lost (killed, restarted, the socket closed) and raises the
+    :class:`~riskctl.errors.ServiceError` of :func:`lost_connection`.
     """
     import pymysql
 
@@ -50,16 +50,10 @@ def open_store() -> Iterator[RuleStore]:
         with conn.cursor() as cur:
             cur.execute("SET SESSION innodb_lock_wait_timeout = %s", (LOCK_WAIT_S,))
         yield RuleStore(conn, settings.job.rules_table)
-    except pymysql.err.OperationalError as exc:
-        code = exc.args[0] if exc.args else None
-        if code in _GONE:  # connected, then lost (killed, server restarted, network): not "cannot connect"
-            raise lost_connection(settings, exc) from None
-        detail = exc.args[1] if len(exc.args) > 1 else exc
-        msg = f"MySQL error {code}: {detail}"
-        raise StoreQueryError(msg, code=code) from None
     except pymysql.err.MySQLError as exc:
-        msg = f"MySQL error: {exc}"
-        raise StoreQueryError(msg) from None
+        # connected, then no answer: not "cannot connect". pymysql's InterfaceError (0, '') of a socket the
+        # server closed was "MySQL error: (0, '')", saying nothing of what became of the write
+        raise refusal(exc) or lost_connection(settings, exc) from None
     finally:
         with suppress(pymysql.err.Error):  # already closed by the store, after a transaction it lost
             conn.close()
@@ -69,10 +63,11 @@ def lost_connection(settings: Settings, exc: BaseException) -> ServiceError:
     """MySQL lost in the middle of a command: what that means for the command's write. MySQL rolls back a
     transaction whose connection ends, unless the connection went while it committed (then only a read says
     whether the change is there)."""
-    detail = exc.args[1] if len(exc.args) > 1 else exc
+    detail = str(exc.args[1] if len(exc.args) > 1 else exc)
+    reason = f" ({detail})" if detail else ""  # pymysql's closed socket is (0, ''): no '()' for it
     address = f"{settings.mysql_host}:{settings.mysql_port}"
     message = (
-        f"connection to {address} lost in the middle of the command ({detail}): MySQL rolls "
+        f"connection to {address} lost in the middle of the command{reason}: MySQL rolls "
         "back a change it had not committed; if it went while committing, the change may be written: "
         "check with 'riskctl rules list' or 'riskctl rules history ID' before you retry"
     )

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 import riskctl.cli.rules.mysql as rules_mysql
 from riskctl.cli.common import ExitCode
 from riskctl.cli.main import cli
+from riskctl.errors import ServiceError, StoreQueryError
 
 RULES_DIR = Path(__file__).resolve().parents[3] / "rules"
 
@@ -55,6 +56,12 @@ def _store_raising(error: BaseException) -> type:
             "unavailable",
             "MySQL: connection to 127.0.0.1:",
         ),
+        (  # the socket closed by the server (a killed connection): was "MySQL error: (0, '')", exit 1
+            pymysql.err.InterfaceError(0, ""),
+            ExitCode.UNAVAILABLE,
+            "unavailable",
+            "MySQL: connection to 127.0.0.1:",
+        ),
         (
             pymysql.err.OperationalError(1644, "refused by the test trigger"),
             ExitCode.ERROR,
@@ -65,10 +72,10 @@ def _store_raising(error: BaseException) -> type:
             pymysql.err.ProgrammingError(1146, "Table 'riskctl.rules' doesn't exist"),
             ExitCode.ERROR,
             "mysql",
-            "MySQL error: (1146",
+            "MySQL error 1146: Table 'riskctl.rules' doesn't exist",
         ),
     ],
-    ids=["server-gone", "operational", "other"],
+    ids=["server-gone", "socket-closed", "operational", "other"],
 )
 def test_mysql_errors_end_the_command_with_one_line_and_their_code(
     monkeypatch: pytest.MonkeyPatch, error: BaseException, code: ExitCode, kind: str, message: str
@@ -83,6 +90,29 @@ def test_mysql_errors_end_the_command_with_one_line_and_their_code(
     assert result.exit_code == code
     doc = json.loads(result.stdout)
     assert doc["ok"] is False and doc["error"]["type"] == kind and message in doc["error"]["message"]
+
+
+def test_a_connection_closed_in_the_middle_says_what_became_of_the_write(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # pymysql raises InterfaceError (0, '') on a connection whose socket the server closed; the CLI made it
+    # "MySQL error: (0, '')" (StoreQueryError, exit 1) where the store's refusal() says MySQL is away
+    monkeypatch.setattr(rules_mysql, "connect", lambda settings, **options: _Closed())
+    monkeypatch.setattr(rules_mysql, "RuleStore", _store_raising(pymysql.err.InterfaceError(0, "")))
+    with pytest.raises(ServiceError) as caught, rules_mysql.open_store() as store:
+        store.current()
+    message = str(caught.value)
+    assert "lost in the middle of the command: MySQL rolls back a change it had not committed" in message
+    assert "'riskctl rules list'" in message and "(0, '')" not in message and "()" not in message
+
+
+def test_an_error_mysql_answers_keeps_its_code(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rules_mysql, "connect", lambda settings, **options: _Closed())
+    error = pymysql.err.OperationalError(1644, "refused by the test trigger")
+    monkeypatch.setattr(rules_mysql, "RuleStore", _store_raising(error))
+    with pytest.raises(StoreQueryError) as caught, rules_mysql.open_store() as store:
+        store.current()
+    assert caught.value.code == 1644 and str(caught.value) == "MySQL error 1644: refused by the test trigger"
 
 
 @pytest.mark.parametrize("args", [["disable", "r1"], ["apply", str(RULES_DIR)]], ids=["disable", "apply"])

@@ -565,7 +565,8 @@ class Engine:
         self.too_late = 0
         #: events decided as duplicates of an event decided before (dedup_window), over all keys
         self.duplicates = 0
-        #: later events a late event's re-check did not reach for its read bound (LATE_RECHECK_READS)
+        #: re-checks of a rule at a later event that a late event's re-check skipped for its read bound
+        #: (LATE_RECHECK_READS)
         self.rechecks_skipped = 0
 
     # ------------------------------------------------------------------------------------------ rules
@@ -1017,7 +1018,7 @@ class Engine:
         budget = LATE_RECHECK_READS
         cost = plan.read_cost
         recent = meta[_RECENT]
-        for n, entry in enumerate(recent):
+        for entry in recent:
             r_ts, r_event, r_fired = entry
             if r_ts <= ts:
                 continue
@@ -1034,9 +1035,10 @@ class Engine:
                     if key not in at:
                         need += cost[key]
                 if need > budget:
-                    # Out of reads: the later events from here on are not re-checked (nearest first).
-                    self.rechecks_skipped += len(recent) - n
-                    return alerts
+                    # Out of reads for this rule here: skipped and counted, while the rules whose features
+                    # are computed already (or read nothing) are still re-checked, here and at later events.
+                    self.rechecks_skipped += 1
+                    continue
                 budget -= need
                 feats: dict[str, Any] = {}
                 for name, key in rp.features:

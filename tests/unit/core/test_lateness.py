@@ -273,3 +273,32 @@ def test_a_late_events_recheck_reads_at_most_late_recheck_reads_nearest_later_ev
         state, {"event_id": "l2", "user_id": "u", "type": "login", "ts": T0 + 3_500, "ip": "c"}
     )
     assert [(a.rule.id, a.event_id, a.reason) for a in result.alerts] == [("heavy", "n0", "late_threshold")]
+
+
+def test_a_rule_out_of_late_recheck_reads_does_not_stop_the_cheaper_rules(monkeypatch: Any) -> None:
+    # The re-check stopped at the first rule that did not fit its reads, so a cheap rule was not re-checked
+    # at the later events beyond: its late_threshold alert was lost to another rule's cost. Now only the rule
+    # that does not fit is skipped (and counted), at each later event where it does not.
+    from riskctl.core.engine import LATE_RECHECK_READS, RECENT_CAP
+    from riskctl.core.feature_spec import MAX_FEATURE_READS
+
+    heavy = (
+        "id: heavy\naction: REVIEW\nfeatures:\n  ips: {kind: distinct_count, field: ip, window: 100s, "
+        "granularity: 1s, max_values: 1000}\nwhen: ips >= 3\n"
+    )
+    # the 32 later events and the late one: 33 logins in the hour, so only at the newest, once the late
+    # event is known
+    cheap = "id: cheap\naction: REVIEW\nfeatures:\n  n: {kind: count, window: 1h}\nwhen: n >= 33\n"
+    engine = Engine(load_rules_text(heavy + "---\n" + cheap), lateness=L)
+    state = InMemoryKeyedState()
+    for i in range(RECENT_CAP):
+        result = engine.process(
+            state, {"event_id": f"n{i}", "user_id": "u", "type": "login", "ts": T0 + 4_000 + i, "ip": "a"}
+        )
+        assert result.decision.rules == []
+    result = engine.process(
+        state, {"event_id": "l1", "user_id": "u", "type": "login", "ts": T0 + 3_000, "ip": "b"}
+    )
+    assert [(a.rule.id, a.event_id) for a in result.alerts] == [("cheap", f"n{RECENT_CAP - 1}")]
+    reached = LATE_RECHECK_READS // (MAX_FEATURE_READS + 64)  # the heavy rule's re-checks that fit
+    assert engine.rechecks_skipped == RECENT_CAP - reached

@@ -34,7 +34,9 @@ import hashlib
 import json
 import logging
 import pickle
+import threading
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -339,6 +341,66 @@ def _check_columns(change: Row) -> None:
         raise RuleError(msg, field=missing[0])
 
 
+class GcSwitch:
+    """Turns this interpreter's cyclic collector off while any decide function is open in it.
+
+    Why off at all: :meth:`RiskFunction.open`. The collector's switch and its frozen objects belong to the
+    interpreter, and in thread mode that is the TaskManager's, shared by every decide subtask in its slots:
+    one subtask turning the collector on at its close, or unfreezing and collecting at its open, did so while
+    the others were deciding (their collection pauses back, their frozen objects thawed). So the open
+    functions are counted, each at its place, its job and subtask index: the first open (none counted)
+    unfreezes, collects, freezes and turns the collector off; the last close collects, unfreezes and turns
+    it on; the others only count.
+
+    A function whose close never ran (a failed attempt, a cancelled task) must not keep the collector off
+    for good: the next open at its place (the same subtask of the job's next attempt) takes the place over,
+    and also runs the first open's collection, since the failed attempt's function, its state cache and
+    PyFlink's objects around it are the cyclic garbage that collection is for (a restart stops every decide
+    subtask of the job: none of its subtasks is deciding then). Limit: a job that ended with none of its
+    decide functions closed and never runs here again keeps its places, and the collector off, until the
+    TaskManager restarts; no open can tell it from a job still running in another slot.
+    """
+
+    def __init__(self, collector: Any = gc) -> None:
+        self.gc = collector
+        self.lock = threading.Lock()
+        #: place (job, subtask index) -> the ticket of the open function holding it
+        self.places: dict[tuple[str, int], object] = {}
+
+    def opened(self, place: tuple[str, int]) -> object:
+        """Count an open function at ``place``; the ticket to give :meth:`closed`."""
+        ticket = object()
+        with self.lock:
+            collect = not self.places or place in self.places  # the first, or the next attempt of one
+            self.places[place] = ticket
+            if collect:
+                # unfrozen first: what an earlier attempt's open froze (its function among it) is garbage
+                # now, and a frozen object is never collected (found in review)
+                self.gc.unfreeze()
+                self.gc.collect()
+                self.gc.freeze()
+                self.gc.disable()
+        return ticket
+
+    def closed(self, place: tuple[str, int], ticket: object) -> int | None:
+        """Uncount the function ``ticket`` opened; the objects collected if it was the last one, else None
+        (also when a newer open took its place, or it was counted already)."""
+        with self.lock:
+            if ticket is None or self.places.get(place) is not ticket:
+                return None
+            del self.places[place]
+            if self.places:
+                return None
+            found = int(self.gc.collect())
+            self.gc.unfreeze()  # what the opens froze is collectable again once they are gone
+            self.gc.enable()
+            return found
+
+
+#: the switch of this interpreter's decide functions
+GC_SWITCH = GcSwitch()
+
+
 class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
     """Decides each event of a key with the engine; applies rule changes from the broadcast side."""
 
@@ -382,6 +444,10 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         self.last_rule_at = 0.0
         self.started = False
         self.subtask = 0
+        #: this job's name at GC_SWITCH: made when the job is built, so every attempt of the job (each
+        #: unpickles this function) has it, and another job another
+        self.job = uuid.uuid4().hex
+        self.gc_ticket: object = None  # GC_SWITCH's, while open
         self.counters: dict[str, Any] = {}  # METRICS -> Flink counter
         self.reported = dict.fromkeys(METRICS, 0)  # what the counters hold
         self.next_report_ms = 0
@@ -423,18 +489,17 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         # No cyclic GC in the TaskManager's interpreter while the job runs: a collection pauses the decide
         # task, and in thread mode that was the largest source of tail latency at low rates, even with
         # runner.tune_gc's bounded collections (the stalls measured: bench/flink_profile/README.md). The
-        # engine's state is acyclic and reference counting frees it; close() reports any cyclic garbage that
-        # accumulated anyway, so a leak shows in the TaskManager's output. What exists at open (modules,
-        # rules) is frozen, so that final collection skips it. Unfrozen and collected first: the interpreter
-        # outlives a restart, and a failed attempt's function (its state cache of up to job.state_cache_keys
-        # users) and PyFlink's operators around it are cyclic garbage. They were frozen by that attempt's own
-        # open (they existed then), and a frozen object is never collected: without the unfreeze each restart
-        # kept the previous attempt's cache for the JVM's life (found in review).
-        gc.unfreeze()
-        gc.collect()
-        gc.freeze()
-        gc.disable()
+        # engine's state is acyclic and reference counting frees it; the last close in this interpreter
+        # reports any cyclic garbage that accumulated anyway, so a leak shows in the TaskManager's output.
+        # What exists at the first open (modules, rules) is frozen, so that final collection skips it.
+        # Unfrozen and collected first: the interpreter outlives a restart, and a failed attempt's function
+        # (its state cache of up to job.state_cache_keys users) and PyFlink's operators around it are cyclic
+        # garbage. They were frozen by that attempt's own open (they existed then), and a frozen object is
+        # never collected: without the unfreeze each restart kept the previous attempt's cache for the JVM's
+        # life (found in review). The switch is the interpreter's, shared by the decide subtasks in this
+        # TaskManager's slots: GC_SWITCH counts them, so only the first open and the last close touch it.
         self.subtask = runtime_context.get_index_of_this_subtask()
+        self.gc_ticket = GC_SWITCH.opened((self.job, self.subtask))
         group = runtime_context.get_metrics_group().add_group("riskctl")
         self.counters = {name: group.counter(name) for name in (*METRICS, PATH_METRIC)}
         from riskctl.core import native
@@ -480,10 +545,14 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
 
     def close(self) -> None:
         self.report_metrics(int(time.time() * 1000))
-        found = gc.collect()
-        gc.unfreeze()  # this attempt's objects, frozen at open, are collectable again once it is gone
-        gc.enable()
-        LOG.info("decide subtask %s closed: %s objects of cyclic garbage collected", self.subtask, found)
+        ticket, self.gc_ticket = self.gc_ticket, None
+        found = GC_SWITCH.closed((self.job, self.subtask), ticket)
+        if found is None:
+            LOG.info(
+                "decide subtask %s closed; the collection is left to the last one open here", self.subtask
+            )
+        else:
+            LOG.info("decide subtask %s closed: %s objects of cyclic garbage collected", self.subtask, found)
         if self.state is not None:  # for sizing job.state_cache_keys
             looked_up = self.state.hits + self.state.misses
             LOG.info(

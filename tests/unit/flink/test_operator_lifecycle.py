@@ -5,6 +5,7 @@ restart). The rule-status operator is driven as in test_mysql_outage_operators.p
 
 from __future__ import annotations
 
+import pickle
 import threading
 import time
 from collections.abc import Iterator
@@ -193,15 +194,21 @@ class _Operation:
         self.me = self
 
 
-def _decide_attempt(close: bool) -> Any:
+def _decide_job() -> bytes:
+    """The decide function as the job graph holds it: pickled once, when the job is built."""
+    from riskctl.flink.risk_function import RiskFunction
+
+    return pickle.dumps(RiskFunction(lateness_ms=0, state_ttl_ms=3_600_000, rules_wait_ms=0, fast_path=False))
+
+
+def _decide_attempt(close: bool, job: bytes) -> Any:
     """One attempt of the decide operator: open, its state cache filled, closed or not; a weak reference
     to its function."""
     import weakref
 
-    from riskctl.flink.risk_function import RiskFunction
     from tests.unit.flink.test_flink_keyed_state import FakeRuntime, FakeValueState
 
-    fn = RiskFunction(lateness_ms=0, state_ttl_ms=3_600_000, rules_wait_ms=0, fast_path=False)
+    fn = pickle.loads(job)  # noqa: S301 - pickled by the test; each attempt unpickles the job's function
     operation = _Operation(fn)  # alive while the attempt runs, as PyFlink's is
     fn.open(FakeRuntime(FakeValueState()))
     assert fn.state is not None
@@ -221,7 +228,8 @@ def test_a_decide_attempts_function_is_freed_by_the_next_attempt(close: bool) ->
     import gc
 
     try:
-        attempts = [_decide_attempt(close) for _ in range(CYCLES)]
+        job = _decide_job()
+        attempts = [_decide_attempt(close, job) for _ in range(CYCLES)]
         alive = sum(1 for ref in attempts[:-1] if ref() is not None)
         assert alive == 0, f"{alive} of {CYCLES - 1} earlier attempts' functions still in memory"
         gc.collect()
@@ -230,3 +238,83 @@ def test_a_decide_attempts_function_is_freed_by_the_next_attempt(close: bool) ->
     finally:
         gc.enable()
         gc.unfreeze()
+
+
+def _subtask(job: bytes, index: int) -> Any:
+    """An attempt's decide function of ``job`` (:func:`_decide_job`), opened as subtask ``index``."""
+    from tests.unit.flink.test_flink_keyed_state import FakeRuntime, FakeValueState
+
+    class Runtime(FakeRuntime):
+        def get_index_of_this_subtask(self) -> int:
+            return index
+
+    fn = pickle.loads(job)  # noqa: S301 - pickled by the test
+    fn.open(Runtime(FakeValueState()))
+    return fn
+
+
+def test_the_collector_stays_off_until_the_last_decide_subtask_in_the_interpreter_closes() -> None:
+    """Two decide subtasks in one TaskManager share its interpreter, and the collector's switch is the
+    interpreter's: the first to close turned it on under the other, still deciding."""
+    import gc
+
+    job = _decide_job()
+    a, b = _subtask(job, 0), _subtask(job, 1)
+    assert not gc.isenabled()
+    a.close()
+    assert not gc.isenabled(), "subtask 1 still decides"
+    a.close()  # twice: counted once
+    assert not gc.isenabled()
+    b.close()
+    assert gc.isenabled()
+
+
+def test_a_later_subtasks_open_does_not_collect_under_the_open_ones() -> None:
+    """The second subtask's open unfroze and collected the whole interpreter while the first decided (a full
+    collection pause in its task); only the first open collects, and the last close."""
+    import gc
+    import weakref
+
+    job = _decide_job()
+    a = _subtask(job, 0)
+    garbage = _Operation(None)  # cyclic garbage made while subtask 0 decides
+    gone = weakref.ref(garbage)
+    del garbage
+    b = _subtask(job, 1)
+    assert gone() is not None, "subtask 1's open ran a collection"
+    b.close()
+    assert gone() is not None, "subtask 1's close ran a collection"
+    a.close()
+    assert gone() is None  # the last close collects
+    assert gc.isenabled()
+
+
+def test_a_function_never_closed_is_replaced_by_its_subtasks_next_attempt() -> None:
+    """A subtask whose close never ran (a failed attempt) must not keep the collector off for good: its next
+    attempt takes its place, and the collector is on once the open ones have closed."""
+    import gc
+
+    job = _decide_job()
+    _subtask(job, 0)  # never closed
+    b = _subtask(job, 1)
+    b.close()
+    assert not gc.isenabled(), "subtask 0's attempt may still be deciding"
+    a2, b2 = _subtask(job, 0), _subtask(job, 1)
+    a2.close()
+    assert not gc.isenabled()
+    b2.close()
+    assert gc.isenabled()
+
+
+def test_decide_subtasks_of_two_jobs_count_apart_and_a_close_without_open_counts_nothing() -> None:
+    import gc
+
+    first, other = _decide_job(), _decide_job()
+    a, b = _subtask(first, 0), _subtask(other, 0)  # subtask 0 of two jobs in one TaskManager
+    never_opened = pickle.loads(first)  # noqa: S301 - an open that failed before it was counted
+    never_opened.close()
+    assert not gc.isenabled()
+    a.close()
+    assert not gc.isenabled(), "the other job's subtask still decides"
+    b.close()
+    assert gc.isenabled()

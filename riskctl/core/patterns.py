@@ -78,9 +78,10 @@ Semantics (all on event-time order; ties keep arrival order):
   work of an event in order, bench/results/late-event-cost.md). A replay also charges one unit per buffered
   event it goes over, and a key's replays draw on a budget kept in its state: ``LATE_REPLAY_RATE`` (512)
   units per event of the key, in order or late, up to ``LATE_REPLAY_BURST`` (``MAX_SEQUENCE_COST``; a new
-  key starts full). While the key has less than its last replay cost, a late event is buffered but not
-  replayed (one overflow), and the next replay the key can pay for matches it in its place (reported late);
-  a replay that outgrows what the key has is given up as above. Ordinary disorder never waits (a user at 40
+  key starts full). While the key has less than its last replay cost (an estimate of the next one, which
+  shrinks in proportion as the buffer does), a late event is buffered but not replayed (one overflow), and
+  the next replay the key can pay for matches it in its place (reported late); a replay that outgrows what
+  the key has is given up as above. Ordinary disorder never waits (a user at 40
   events/s with half of them up to 4 s late: no replay waited, the same records); a producer stamping one
   user's events late gets about 6 times an in-order event's work per event, not 20-30.
 """
@@ -144,8 +145,9 @@ _RUNS, _MAX_TS, _SEQ, _OVERFLOW, _TOO_LATE, _WM, _BUF, _REPORTED, _EMITTED, _SEE
 
 #: What a key's late replays may cost together, in the work unit of ``MAX_SEQUENCE_COST``: each event of the
 #: key (in order or late) adds ``LATE_REPLAY_RATE`` units, up to ``LATE_REPLAY_BURST`` kept (a new key starts
-#: full). A replay is not started while the key has less than its previous replay cost (the late event waits
-#: in the buffer for the next replay the key can pay for), and is given up past what the key has. So however
+#: full). A replay is not started while the key has less than its previous replay cost, scaled down as the
+#: buffer shrinks (the late event waits in the buffer for the next replay the key can pay for), and is given
+#: up past what the key has. So however
 #: a producer stamps one user's events, that user's replays cost at most ``LATE_REPLAY_RATE`` units per event
 #: of his on average, beyond one burst.
 LATE_REPLAY_RATE: Final = 512
@@ -889,6 +891,14 @@ class PatternMatcher:
         if not cut:
             return 0
         del buf[:cut]
+        if len(st) > _CREDIT:
+            credit = st[_CREDIT]
+            if credit is not None and credit[2]:
+                # The last replay's cost gates the next one; a replay goes over the buffer, so the estimate
+                # shrinks with it (in proportion; to nothing with an empty buffer). Else one heavy replay made
+                # the key wait up to MAX_SEQUENCE_COST / LATE_REPLAY_RATE (~489) events for its next one, even
+                # after the events that made it heavy had left the buffer.
+                st[_CREDIT] = (credit[0], credit[1], credit[2] * (n - cut) // n)
         first: _Key | None = (buf[0][0], buf[0][1]) if buf else None
         emitted = st[_EMITTED]
         if emitted:

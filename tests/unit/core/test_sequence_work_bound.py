@@ -338,4 +338,34 @@ def test_a_jump_in_event_time_that_empties_the_buffer_does_not_refill_the_replay
     assert credit is not None and credit[0] < LATE_REPLAY_BURST  # the replay drew on the budget
     jump = matcher.process(stored, {"event_id": "c", "type": "c"}, 60 + 10_000 + 2000)
     assert jump.new_stored is not None and not jump.new_stored[6] and not jump.new_stored[0]
-    assert jump.new_stored[10] == credit  # kept: the next replay pays from what is left
+    # kept: the next replay pays from what is left; the last replay's cost, the next one's gate, went with the
+    # buffer it went over
+    assert jump.new_stored[10] == (credit[0], credit[1], 0)
+
+
+def test_the_gate_of_the_next_replay_shrinks_with_the_buffer() -> None:
+    """A replay is not started while the key has less than its last replay cost. That cost stayed what it was
+    after the buffer had emptied: a key whose budget a flood of late events had drained waited about
+    last cost / LATE_REPLAY_RATE events (up to ~489) before a replay of a buffer of one event."""
+    m = PatternMatcher(late_spec(), lateness=20_000, max_buffer=20_000)
+    stored = None
+    n = 10_000
+    for i in range(n):  # 'b's within the lateness: a replay goes over all of them
+        stored = m.process(stored, ev(i, "b"), T0 + i).new_stored
+    for j in range(100):  # late 'b's until the budget is too low for one more replay
+        r = m.process(stored, ev(n + j, "b"), T0 + 5_000)
+        stored = r.new_stored
+        if r.overflow:
+            break
+    else:
+        raise AssertionError("the budget never ran out")
+    assert stored[10][2] > n  # the last replay's cost: the whole buffer
+    # time moves on: the buffer keeps only the newest event (the others are older than any late event can be)
+    newest = T0 + 60_000  # past the lazy pruning's due (2 x lateness)
+    stored = m.process(stored, ev(20_000, "b"), newest).new_stored
+    assert len(stored[6]) == 1 and stored[10][2] < 10
+    r = m.process(stored, ev(20_001, "a"), newest - 100)  # late, before the newest 'b'
+    assert r.overflow == 0
+    assert [(mt.event_ids, mt.completed_by) for mt in r.matches] == [
+        ({"a": ("e20001",), "b": ("e20000",)}, "late")
+    ]

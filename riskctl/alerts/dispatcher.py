@@ -26,7 +26,10 @@
   rebalance gives it meanwhile.
 - **A revoked partition's work is abandoned**: records of a partition taken away by a rebalance that a
   channel has not started are dropped (their new owner reads them again, from the committed offset), and
-  nothing finished for them marks an offset of the partition as it is read after it comes back.
+  nothing finished for them marks an offset of the partition as it is read after it comes back. A record a
+  channel is delivering when the partition goes is not retried once the attempt under way fails, and is
+  never dead-lettered here: its new owner delivers or dead-letters it (dead-lettered by both, it
+  reached the dead-letter topic twice). Delivered, it is remembered like any delivery.
 - **One dead letter per (alert id, channel)** while the id is remembered: a dead letter, after the attempts
   or for a full backlog, is remembered like a delivery (and written to the delivered log), so a copy of the
   alert read later, or the record read again after a restart, is neither sent nor dead-lettered again. A
@@ -116,7 +119,8 @@ class Stats:
     unrouted: int = 0
     dead_lettered: int = 0
     retries: int = 0
-    #: records of a revoked partition dropped before a channel started them (their new owner reads them)
+    #: items of a revoked partition dropped before a channel started them, or whose delivery under way
+    #: failed (their new owner reads them again and delivers or dead-letters them)
     abandoned: int = 0
     by_channel: dict[str, int] = field(default_factory=dict)
 
@@ -164,8 +168,8 @@ class Dispatcher:
         self._epoch: dict[Hashable, int] = {}
         #: records queued to channels and not yet done by all of them (what the channels hold in memory)
         self._held = 0
-        #: (channel, id key) -> jobs of that id queued to the channel and not done (see accept's shedding)
-        self._holding: dict[tuple[str, str], int] = {}
+        #: (channel, id key) -> records of that id queued to the channel and not done (see accept's shedding)
+        self._holding: dict[tuple[str, str], list[_Record]] = {}
 
     # ---------------------------------------------------------------------------------------- intake
     def accept(
@@ -200,14 +204,11 @@ class Dispatcher:
             full = {c for c in todo if self._failing[c] and self._backlog[c] >= self.config.max_backlog}
             # a copy of an id the channel already holds is a duplicate, not load to shed: the copy held
             # delivers or dead-letters it (shed, it was dead-lettered here and again when the copy held ran
-            # out of attempts)
-            held = {c for c in full if (c, item.key) in self._holding}
+            # out of attempts); a copy held for a revoked partition is not dead-lettered, so it does not count
+            held = {c for c in full if self._holds(c, item.key)}
             self.stats.deduplicated += len(held)
             full -= held
             todo -= held
-            for c in todo - full:
-                self._backlog[c] += 1
-                self._holding[(c, item.key)] = self._holding.get((c, item.key), 0) + 1
         for name in sorted(full):
             # shed load: a channel that is down (or slower than alerts arrive) must not stall the others
             reason = (
@@ -223,6 +224,9 @@ class Dispatcher:
         with self._lock:
             record = _Record(partition, offset, raw, coordinates, set(todo), self._epoch.get(partition, 0))
             self._held += 1
+            for c in todo:
+                self._backlog[c] += 1
+                self._holding.setdefault((c, item.key), []).append(record)
         link = link_for(self.config.link, item, routed.severity)
         for name in routed.channels:
             if name in todo:
@@ -245,6 +249,16 @@ class Dispatcher:
     def _stale(self, partition: Hashable, epoch: int) -> bool:
         """A record of ``partition`` read in ``epoch`` predates a revocation (call with the lock held)."""
         return epoch != self._epoch.get(partition, 0)
+
+    def _holds(self, channel: str, key: str) -> bool:
+        """``channel`` holds a record of ``key`` that it will deliver or dead-letter: one of a partition
+        still assigned (call with the lock held)."""
+        return any(not self._stale(r.partition, r.epoch) for r in self._holding.get((channel, key), ()))
+
+    def _all_stale(self, jobs: list[_Job]) -> bool:
+        """Every job's partition was revoked since it was read: what comes of them is their new owner's."""
+        with self._lock:
+            return all(self._stale(j.record.partition, j.record.epoch) for j in jobs)
 
     def _finish(self, partition: Hashable, offset: int, epoch: int | None = None) -> None:
         """The record at ``offset`` is done; ``epoch``: its partition's when it was read (default: now)."""
@@ -288,8 +302,9 @@ class Dispatcher:
             last = not rec.remaining
             self._backlog[channel] -= 1
             key = (channel, job.item.key)
-            if self._holding[key] > 1:
-                self._holding[key] -= 1
+            holding = [r for r in self._holding[key] if r is not rec]
+            if holding:
+                self._holding[key] = holding
             else:
                 del self._holding[key]
             if last:
@@ -367,6 +382,9 @@ class Dispatcher:
                     self._failing[channel.name] = not outcome.ok and not outcome.permanent
                 if outcome.ok or outcome.permanent:
                     break
+                if self._all_stale(jobs):
+                    # revoked meanwhile: the new owner reads them again and retries (or dead-letters) them
+                    break
                 if attempt < attempts:
                     with self._lock:
                         self.stats.retries += 1
@@ -400,12 +418,18 @@ class Dispatcher:
             why = "refused" if outcome.permanent else f"undeliverable after {attempt} attempt(s)"
             for j in jobs:
                 with self._lock:
+                    # its partition was revoked during the attempts: the new owner reads it again and owns
+                    # its outcome (dead-lettered here too, it was dead-lettered twice); not remembered either,
+                    # else the partition coming back here would skip it: neither sent nor dead-lettered
+                    stale = self._stale(j.record.partition, j.record.epoch)
                     # another dispatcher of the group (a rebalance gave it the partition meanwhile; its ids
                     # arrive through the delivered log) delivered or dead-lettered it during the attempts
-                    known = (channel.name, j.item.key) in self.delivered
-                    if known:
+                    known = not stale and (channel.name, j.item.key) in self.delivered
+                    if stale:
+                        self.stats.abandoned += 1
+                    elif known:
                         self.stats.deduplicated += 1
-                if known:
+                if stale or known:
                     continue
                 self._dead_letter(
                     j.record.raw,

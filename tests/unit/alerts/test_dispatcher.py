@@ -364,6 +364,114 @@ def test_an_alert_another_instance_finished_during_the_attempts_is_not_dead_lett
     assert len(sender.delivered("down")) == 3 and dead == []
 
 
+def _failing_gate(
+    hold: set[str], channel: dict[str, Any] | None = None, max_backlog: int = 100, **delivery: Any
+) -> tuple[Dispatcher, GateSender, list[dict[str, Any]], list[tuple[str, str]]]:
+    """One channel ``slow`` that is down (every attempt fails, after :class:`GateSender` lets it go); its
+    dead letters and the (channel, id) pairs it remembers."""
+    doc = {
+        "channels": {"slow": {"type": "slack", "url": "https://h/x", **(channel or {})}},
+        "default_channels": ["slow"],
+        "max_backlog": max_backlog,
+        "delivery": {"attempts": 3, "backoff_ms": 10, "max_backoff_ms": 10, **delivery},
+    }
+    sender = GateSender(hold)
+    sender.failing.add("slow")
+    dead: list[dict[str, Any]] = []
+    d = Dispatcher(
+        parse_config(doc, {}),
+        dead_letter_topic="dlq",
+        produce=lambda t, k, v: dead.append({**json.loads(v), "key": k}),
+        sender=sender,
+    )
+    remembered: list[tuple[str, str]] = []
+    d.remember = lambda channel, key: remembered.append((channel, key))
+    d.start_workers()
+    return d, sender, dead, remembered
+
+
+def test_a_record_whose_partition_is_revoked_during_its_delivery_is_not_dead_lettered_by_the_old_owner() -> (
+    None
+):
+    """The rebalance takes p0 away while the channel's attempt at a0 is under way, and that attempt fails.
+    The new owner reads a0 again and retries or dead-letters it: dead-lettered here too (and remembered), it
+    reached the dead-letter topic twice. It is not retried either; b0 of p1, still assigned, is dead-lettered
+    after its attempts as before."""
+    d, sender, dead, remembered = _failing_gate({"a0"})
+    try:
+        feed(d, [alert_doc(alert_id="a0")])
+        feed(d, [alert_doc(alert_id="b0")], partition="p1")
+        wait_until(lambda: sender.started == ["a0"])
+        d.revoke("p0")
+        sender.release("a0")
+        done: list[tuple[Any, int]] = []
+        wait_until(lambda: not done.extend(d.finished()) and d.in_flight() == 0)
+        assert [x["alert_id"] for x in dead] == ["b0"] and done == [("p1", 0)]
+        assert [ids for _, _, ids in sender.calls] == [["a0"], ["b0"], ["b0"], ["b0"]]  # a0 not retried
+        assert remembered == [("slow", "b0")] and ("slow", "a0") not in d.delivered
+        assert d.stats.abandoned == 1 and d.stats.dead_lettered == 1 and d._holding == {}
+    finally:
+        d.stop_workers(2)
+
+
+def test_a_record_whose_partition_is_revoked_while_it_is_retried_is_not_dead_lettered() -> None:
+    # revoked between two attempts (during the backoff): the next failed attempt is its last here
+    d, sender, dead, remembered = _failing_gate(set(), attempts=100, backoff_ms=20, max_backoff_ms=20)
+    try:
+        feed(d, [alert_doc(alert_id="a0")])
+        wait_until(lambda: len(sender.calls) >= 2)
+        d.revoke("p0")
+        tried = len(sender.calls)
+        wait_until(lambda: d.in_flight() == 0)
+        assert dead == [] and remembered == [] and d.finished() == []
+        assert len(sender.calls) <= tried + 1 and d.stats.abandoned == 1  # the attempt under way, at most
+    finally:
+        d.stop_workers(2)
+
+
+def test_a_digest_that_fails_after_a_revocation_dead_letters_only_the_items_of_partitions_still_held() -> (
+    None
+):
+    """a0 goes alone; a1 (p0) and b1 (p1) are held for the digest, which is under way when p0 is revoked and
+    then refused: b1 is dead-lettered, a1 is its new owner's."""
+    d, sender, dead, remembered = _failing_gate(
+        {"a1"}, {"rate_limit": {"max": 1, "window_s": 0.3}}, attempts=1
+    )
+    try:
+        feed(d, [alert_doc(alert_id="a0"), alert_doc(alert_id="a1")])
+        feed(d, [alert_doc(alert_id="b1")], partition="p1")
+        wait_until(lambda: "a1" in sender.started)
+        d.revoke("p0")
+        sender.release("a1")
+        committable_eventually(d, {"p1": 1})
+        wait_until(lambda: d.in_flight() == 0)
+        assert [ids for _, _, ids in sender.calls] == [["a0"], ["a1", "b1"]]
+        assert [x["alert_id"] for x in dead] == ["a0", "b1"]
+        assert remembered == [("slow", "a0"), ("slow", "b1")] and d.stats.abandoned == 1
+    finally:
+        d.stop_workers(2)
+
+
+def test_a_copy_read_again_while_the_channel_retries_the_revoked_one_is_not_lost() -> None:
+    """p0 comes back to this instance while the channel (down, its backlog of 1 full) still retries a0 read
+    before the revocation. That copy will not be dead-lettered here (its partition was revoked), so the copy
+    read again must not be taken for a duplicate of it: it was finished, committed, and a0 reached neither
+    the channel nor the dead-letter topic. It is shed ("backlog full") instead."""
+    d, sender, dead, remembered = _failing_gate(set(), max_backlog=1, backoff_ms=2000, max_backoff_ms=2000)
+    try:
+        feed(d, [alert_doc(alert_id="a0")])
+        wait_until(lambda: d._failing["slow"])  # a0 failed once; the next attempt is 2 s away
+        d.revoke("p0")
+        feed(d, [alert_doc(alert_id="a0")])
+        committable_eventually(d, {"p0": 1})
+        assert [(x["alert_id"], x["reason"].split(":")[1].strip()) for x in dead] == [
+            ("a0", "backlog full (1 waiting)")
+        ]
+        assert remembered == [("slow", "a0")] and len(sender.calls) == 1
+    finally:
+        d.stop_workers(2)
+
+
 def test_reading_pauses_beyond_max_in_flight() -> None:
     from riskctl.alerts.settings import parse_config as parse
 

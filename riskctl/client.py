@@ -28,8 +28,11 @@ no attempt starts or waits beyond it, and :class:`Unavailable` is raised then, s
 fallback within its budget. Each attempt's wait bounds the whole exchange, not each socket operation: a
 server or proxy that answers a byte at a time is cut off (the synchronous client shuts its socket down, the
 async one uses aiohttp's total timeout), and so is the resolution of the host name (a DNS server that does not
-answer): the attempt fails at its time like one to a slow server. An answer larger than ``max_answer_bytes``
-(4 MiB) is not read whole: the call fails.
+answer): the attempt fails at its time like one to a slow server. Both clients look a name up in a thread of
+their own, a daemon, one per name however many calls wait for it (:func:`riskctl.deadline.lookup`): the async
+client's lookups ran in the loop's default executor, and ``asyncio.run`` waited for a hung one when it ended,
+the program held for as long as the resolver (the call itself had returned in time). An answer larger than
+``max_answer_bytes`` (4 MiB) is not read whole: the call fails.
 
 API keys: ``api_key`` (default: the environment variable ``RISKCTL_API_KEY``) is sent as
 ``Authorization: Bearer <key>`` when the API asks for keys (``serve.api_keys``). A key that is not printable
@@ -46,6 +49,7 @@ deadline.
 from __future__ import annotations
 
 import asyncio
+import functools
 import http.client
 import json
 import math
@@ -56,9 +60,12 @@ import time
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from riskctl.deadline import Deadline, HTTPConnection, HTTPSConnection
+from riskctl.deadline import Deadline, HTTPConnection, HTTPSConnection, lookup
+
+if TYPE_CHECKING:
+    from aiohttp.abc import AbstractResolver
 
 #: where the clients read their API key when none is given (``api_key=``)
 API_KEY_ENV = "RISKCTL_API_KEY"
@@ -442,6 +449,40 @@ def _dropped(sock: socket.socket) -> bool:
         return True
 
 
+@functools.cache
+def _daemon_resolver() -> type[AbstractResolver]:
+    """aiohttp's resolver over :func:`riskctl.deadline.lookup` (defined when first used: the synchronous
+    client needs no aiohttp). aiohttp's ThreadedResolver looked names up in the loop's default executor,
+    whose threads ``asyncio.run`` joins at its end: a lookup that hung held the program's exit."""
+    from aiohttp.abc import AbstractResolver, ResolveResult
+
+    class DaemonResolver(AbstractResolver):
+        async def resolve(
+            self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+        ) -> list[ResolveResult]:
+            # cancelled (aiohttp's total timeout), the wait ends; the lookup, which cannot be, goes on
+            infos = await asyncio.wrap_future(lookup(host, port))
+            hosts: list[ResolveResult] = []
+            for found, _, proto, _, address in infos:
+                if found not in (socket.AF_INET, socket.AF_INET6) or family and found != family:
+                    continue
+                where, at = address[:2]
+                if found == socket.AF_INET6 and address[3]:  # link-local: its scope too ('fe80::1%eth0')
+                    where, at = socket.getnameinfo(address, socket.NI_NUMERICHOST | socket.NI_NUMERICSERV)
+                flags = socket.AI_NUMERICHOST | socket.AI_NUMERICSERV  # what aiohttp's own resolver says
+                hosts.append(
+                    ResolveResult(
+                        hostname=host, host=where, port=int(at), family=found, proto=proto, flags=flags
+                    )
+                )
+            return hosts
+
+        async def close(self) -> None:
+            pass
+
+    return DaemonResolver
+
+
 class AsyncDecisionClient(_Base):
     """An asyncio client over one aiohttp session (connection pool); safe for concurrent calls."""
 
@@ -456,7 +497,8 @@ class AsyncDecisionClient(_Base):
             import aiohttp
 
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self.max_connections), raise_for_status=False
+                connector=aiohttp.TCPConnector(limit=self.max_connections, resolver=_daemon_resolver()()),
+                raise_for_status=False,
             )
         return self._session
 

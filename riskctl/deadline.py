@@ -9,7 +9,7 @@ with an error or the end of the stream, and :attr:`Deadline.expired` says why. U
 Before there is a socket to shut down, a host name is resolved: ``getaddrinfo`` blocks in the C library for as
 long as the resolver likes (an unreachable DNS server: 5 s per try and server, and a socket timeout does not
 apply). :func:`create_connection` resolves in a thread of its own and waits for it within the deadline, so the
-exchange ends in time even then.
+exchange ends in time even then. The async decision client awaits the same lookups (:func:`lookup`).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from concurrent.futures import Future
 from types import TracebackType
 from typing import Any
 
-__all__ = ["Deadline", "HTTPConnection", "HTTPSConnection", "create_connection", "current"]
+__all__ = ["Deadline", "HTTPConnection", "HTTPSConnection", "create_connection", "current", "lookup"]
 
 #: the watchdog's longest wait: it looks at its heap again at least this often
 _MAX_WAIT_S = 3600.0
@@ -155,24 +155,34 @@ def _resolve_into(host: str, port: Any, future: Future[list[Any]]) -> None:
             _resolving.pop((host, port), None)
 
 
+def lookup(host: str, port: Any) -> Future[list[Any]]:
+    """``socket.getaddrinfo(host, port, 0, SOCK_STREAM)``, to come: the lookup of that name under way, else a
+    new one in a thread of its own, a daemon (a lookup that hangs holds neither a pool's thread nor the exit
+    of the program). It cannot be cancelled (its other waiters want its answer): a waiter that gives up just
+    stops waiting, as :func:`asyncio.wrap_future`'s does when it is cancelled."""
+    with _resolving_lock:
+        future = _resolving.get((host, port))
+        if future is None:
+            future = _resolving[(host, port)] = Future()
+            future.set_running_or_notify_cancel()  # running: cancel() is refused from now on
+            thread = threading.Thread(
+                target=_resolve_into, args=(host, port, future), name="riskctl-resolve", daemon=True
+            )
+            thread.start()
+    return future
+
+
 def resolve(host: str, port: Any, seconds: float) -> list[Any]:
     """``socket.getaddrinfo(host, port, 0, SOCK_STREAM)`` within ``seconds``: TimeoutError beyond (the lookup
-    goes on in its thread, a daemon, and a later call for the same name waits for it). An address written as
-    digits is read at once, without a thread."""
+    goes on in its thread, a daemon, and a later call for the same name waits for it: :func:`lookup`). An
+    address written as digits is read at once, without a thread."""
     try:
         ipaddress.ip_address(host)
     except ValueError:  # a name, to be looked up
         pass
     else:
         return socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM, 0, socket.AI_NUMERICHOST)
-    with _resolving_lock:
-        future = _resolving.get((host, port))
-        if future is None:
-            future = _resolving[(host, port)] = Future()
-            thread = threading.Thread(
-                target=_resolve_into, args=(host, port, future), name="riskctl-resolve", daemon=True
-            )
-            thread.start()
+    future = lookup(host, port)
     try:
         return future.result(timeout=max(seconds, 0.0))
     except TimeoutError:

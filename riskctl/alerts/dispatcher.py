@@ -33,7 +33,8 @@
 - **One dead letter per (alert id, channel)** while the id is remembered: a dead letter, after the attempts
   or for a full backlog, is remembered like a delivery (and written to the delivered log), so a copy of the
   alert read later, or the record read again after a restart, is neither sent nor dead-lettered again. A
-  crash between writing the dead letter and its id can write it twice (at least once, never lost).
+  crash between writing the dead letter and its id can write it twice (at least once, never lost): both
+  copies have the same Kafka key (:func:`dead_letter_key`), by which a consumer deduplicates.
 - **Hostile records** (not JSON, too large, missing fields, ...) are dead-lettered with the field and the
   reason, never fatal.
 """
@@ -487,9 +488,7 @@ class Dispatcher:
         stops (then the record stays uncommitted and is read again at the next start).
         """
         record = dead_letter(raw, reason=reason, field=fld, coordinates=coordinates)
-        alert_id = coordinates.get("alert_id")
-        # an alert id is bounded by the record size only: a long one is keyed by its hash (model.id_key)
-        key = id_key(str(alert_id)) if alert_id else f"{coordinates.get('topic')}:{coordinates.get('offset')}"
+        key = dead_letter_key(coordinates)
         wait = 0.5
         while True:
             try:
@@ -503,6 +502,18 @@ class Dispatcher:
         with self._lock:
             self.stats.dead_lettered += 1
         log.warning("dead-lettered %s: %s", coordinates, reason)
+
+
+def dead_letter_key(coordinates: dict[str, Any]) -> str:
+    """The Kafka key of a dead letter, by which its consumers deduplicate: ``<channel>:<alert id>`` for an
+    alert the channel could not take (one dead letter per pair is meant: a crash between writing it and
+    remembering it writes it again, with this key), else ``<topic>:<partition>:<offset>`` of the record, as
+    the job keys its own (a record that cannot be read has no id). A channel name holds no ``:``."""
+    alert_id = coordinates.get("alert_id")
+    if alert_id:
+        # an alert id is bounded by the record size only: a long one is keyed by its hash (model.id_key)
+        return f"{coordinates.get('channel')}:{id_key(str(alert_id))}"
+    return f"{coordinates.get('topic')}:{coordinates.get('partition')}:{coordinates.get('offset')}"
 
 
 def _severity_rank(name: str) -> int:

@@ -224,10 +224,26 @@ def test_an_alert_still_undeliverable_after_n_attempts_is_dead_lettered_with_the
     committable_eventually(d, {"p0": 1})
     assert len(sender.delivered("down")) == 3 and len(sender.delivered("up")) == 1
     (letter,) = dead
-    assert letter["to"] == "dlq" and letter["kind"] == "dead_letter" and letter["key"] == b"a1"
+    assert letter["to"] == "dlq" and letter["kind"] == "dead_letter" and letter["key"] == b"down:a1"
     assert letter["reason"] == "channel down: undeliverable after 3 attempt(s): HTTP 500: down"
     assert (letter["channel"], letter["alert_id"], letter["offset"]) == ("down", "a1", 0)
     assert json.loads(letter["raw"])["alert_id"] == "a1"
+
+
+def test_a_dead_letter_is_keyed_by_what_it_is_one_of_so_that_its_consumers_can_deduplicate(make: Any) -> None:
+    """Keyed by the alert id alone, the dead letters of one alert on two channels had one key (a consumer
+    deduplicating by it dropped one), and unreadable records by ``<topic>:<offset>`` (two partitions' records
+    at one offset had one key). The same failure written again (a crash before its id was remembered: here a
+    second dispatcher, which remembers nothing) has the same key."""
+    keys: list[bytes] = []
+    for _ in range(2):
+        d, sender, dead = make()
+        sender.permanent.update({"up", "down"})
+        feed(d, [alert_doc(alert_id="a1"), b"not json"])
+        d.accept("p1", 1, b"[1]", {"topic": "alerts", "partition": 1, "offset": 1})  # at p0's offset 1
+        committable_eventually(d, {"p0": 2, "p1": 2})
+        keys.append(sorted(x["key"] for x in dead))
+    assert keys[0] == keys[1] == [b"alerts:0:1", b"alerts:1:1", b"down:a1", b"up:a1"]
 
 
 def test_a_permanent_refusal_is_dead_lettered_without_retries(make: Any) -> None:
@@ -589,7 +605,7 @@ def test_an_alert_with_a_very_long_id_is_delivered_once_and_dead_lettered_with_a
     feed(d, [alert_doc(alert_id=other)], start=2)
     committable_eventually(d, {"p0": 3})
     (letter,) = dead
-    assert letter["key"] == id_key(other).encode() and letter["alert_id"] == other[:300]
+    assert letter["key"] == f"down:{id_key(other)}".encode() and letter["alert_id"] == other[:300]
 
 
 @pytest.mark.parametrize(

@@ -103,13 +103,14 @@ def as_a_terminal_would() -> None:
 
 
 def serve_in_thread(config: Any, timeout_s: float = TIMEOUT_S) -> Callable[[], None]:
-    """Run a uvicorn server of ``config`` in a thread and return once it listens (a server that does not start
-    fails the test; its log is above); returns the function that stops it and waits for its thread."""
+    """Run the console's uvicorn server (:class:`riskctl.console.server.Server`) of ``config`` in a thread and
+    return once it listens (a server that does not start fails the test; its log is above); returns the
+    function that stops it and waits for its thread."""
     import time
 
-    import uvicorn
+    from riskctl.console.server import Server
 
-    server = uvicorn.Server(config)
+    server = Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + timeout_s

@@ -29,11 +29,10 @@ def console(ctx: click.Context, host: str, port: int) -> None:
     """Serve the web console on HOST:PORT (the rules store of the configuration's MySQL)."""
     if ctx.invoked_subcommand is not None:
         return
-    import uvicorn
 
     from riskctl.config import load_settings
     from riskctl.console.app import create_app, is_loopback, mysql_backend
-    from riskctl.console.server import flush_logs, server_config
+    from riskctl.console.server import Server, flush_logs, server_config
 
     settings = load_settings()
     backend = mysql_backend(settings)
@@ -53,7 +52,7 @@ def console(ctx: click.Context, host: str, port: int) -> None:
     click.echo(f"riskctl console on http://{host}:{port}/ (Ctrl-C to stop)", err=True)
     # bounded connections and slow clients (riskctl/console/server.py, docs/console.md)
     try:
-        uvicorn.Server(server_config(app, host, port)).run()
+        Server(server_config(app, host, port)).run()
     finally:  # the counts of lines held back (a flood that ended within the last LOG_EVERY_S)
         flush_logs()
 

@@ -16,7 +16,9 @@ requests and stops at the next byte). Here:
 * a connection that has not sent a whole request's headers within :data:`HEADER_TIMEOUT_S` of opening (or
   within twice that of its last answer) is closed without an answer (:class:`_Watchdog`);
 * a body must arrive within :data:`~riskctl.console.app.BODY_TIMEOUT_S` of its first byte, else 408
-  (:class:`~riskctl.console.app.BodyLimit`).
+  (:class:`~riskctl.console.app.BodyLimit`);
+* at shutdown (:class:`Server`), the connections beyond a client's cap end as the others do: closed when
+  idle, else once their answer is sent, and waited for.
 """
 
 from __future__ import annotations
@@ -98,6 +100,8 @@ class _ClientCap:
     max_per_client = MAX_CONNECTIONS_PER_CLIENT
     #: open connections that count, per remote address (one dict per server: see :func:`_protocol`)
     per_client: dict[str, int]
+    #: the open connections beyond the cap (one set per server): :class:`Server` ends them at shutdown
+    over_cap: set[Any]
     connections: set[Any]
     client: tuple[str, int] | None
     app: Any
@@ -112,6 +116,7 @@ class _ClientCap:
         n = self.per_client.get(host, 0)
         if n >= self.max_per_client:
             self.connections.discard(self)
+            self.over_cap.add(self)
             self.app = self._refuse
             return
         self.per_client[host] = n + 1
@@ -128,6 +133,7 @@ class _ClientCap:
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._release()
+        self.over_cap.discard(self)
         super().connection_lost(exc)  # type: ignore[misc]
 
     def handle_websocket_upgrade(self, *args: Any) -> None:
@@ -138,6 +144,24 @@ class _ClientCap:
     async def _refuse(self, scope: Any, receive: Any, send: Any) -> None:
         self.logger.warning("Exceeded the connections of one client (%d).", self.max_per_client)
         await service_unavailable(scope, receive, send)
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server, whose shutdown also ends the connections beyond a client's cap (:class:`_ClientCap`).
+
+    uvicorn's shutdown asks the connections of its set to end (closed when idle, else after the answer
+    being sent) and waits until that set is empty (``timeout_graceful_shutdown``, if set, bounds the wait,
+    then the answers still running are cancelled). A connection beyond the cap is taken out of that set, so
+    that it does not count toward MAX_CONNECTIONS: it was never asked to end nor waited for. One idle then
+    stayed open past the shutdown (its client saw no close), and one whose request came in as the wait
+    ended had its 503 cancelled mid-write when the loop closed ("Task was destroyed but it is pending").
+    At shutdown they go back into the set: ended and waited for like every other."""
+
+    async def shutdown(self, sockets: list[Any] | None = None) -> None:
+        over_cap: set[Any] = getattr(self.config.http_protocol_class, "over_cap", set())
+        self.server_state.connections.update(over_cap)
+        over_cap.clear()
+        await super().shutdown(sockets)
 
 
 class _OncePer(logging.Filter):
@@ -261,7 +285,12 @@ def _protocol(header_timeout_s: float, max_per_client: int = MAX_CONNECTIONS_PER
         from uvicorn.protocols.http.h11_impl import H11Protocol
 
         base = H11Protocol
-    namespace = {"header_timeout_s": header_timeout_s, "max_per_client": max_per_client, "per_client": {}}
+    namespace = {
+        "header_timeout_s": header_timeout_s,
+        "max_per_client": max_per_client,
+        "per_client": {},
+        "over_cap": set(),
+    }
     return type(f"Watched{base.__name__}", (_ClientCap, _Watchdog, base), namespace)
 
 
@@ -275,8 +304,9 @@ def server_config(
     log_every_s: float = LOG_EVERY_S,
     **overrides: Any,
 ) -> uvicorn.Config:
-    """The uvicorn configuration of ``riskctl console`` (tests start the console with it too); puts the
-    :class:`_OncePer` on uvicorn's error logger and the console's (:func:`quiet_logs`)."""
+    """The uvicorn configuration of ``riskctl console`` (tests start the console with it too), to serve with
+    :class:`Server`; puts the :class:`_OncePer` on uvicorn's error logger and the console's
+    (:func:`quiet_logs`)."""
     options: dict[str, Any] = {
         "host": host,
         "port": port,

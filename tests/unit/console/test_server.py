@@ -4,8 +4,10 @@ connects is another client."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -251,3 +253,64 @@ def test_the_count_of_a_flood_that_stopped_is_logged_after_the_interval_and_at_s
         "Invalid HTTP request received.",
         "Invalid HTTP request received. (the last of 2 not logged in the 0 s before)",
     ]
+
+
+def _closed_within(sock: socket.socket, seconds: float) -> bytes | None:
+    """What the server sent on ``sock`` until it closed it, or None when it did not close it in time."""
+    sock.settimeout(seconds)
+    got = b""
+    try:
+        while chunk := sock.recv(65536):
+            got += chunk
+    except TimeoutError:
+        return None
+    except ConnectionResetError:
+        return got
+    return got
+
+
+async def slow_hello(scope: Any, receive: Any, send: Any) -> None:
+    """:func:`hello`, a second late on ``/slow``."""
+    if scope["type"] == "http" and scope["path"] == "/slow":
+        await asyncio.sleep(1.0)
+    await hello(scope, receive, send)
+
+
+def test_connections_over_a_clients_cap_end_at_shutdown_as_the_others_do(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """uvicorn's shutdown ends the connections of its set (an idle one closed at once, a busy one after its
+    answer) and waits for them; a connection beyond a client's cap is taken out of that set (so that it
+    does not count toward the total) and was neither ended nor waited for: it stayed open, taking requests,
+    until the event loop was torn down (a 503 still being written then was cut off). Now they end with the
+    others: closed at once while a counted request's answer is still being sent, or answered whole."""
+    port = free_port()
+    stop = serve_in_thread(server_config(slow_hello, "127.0.0.1", port, header_timeout_s=60.0))
+    held: list[socket.socket] = []
+    try:
+        hold(port, "127.0.0.1", 15, held)  # the client's cap (16), with the slow one below
+        busy = connect(port, "127.0.0.1")
+        held.append(busy)
+        over = [connect(port, "127.0.0.1") for _ in range(3)]  # beyond it, idle
+        partial = connect(port, "127.0.0.1")
+        partial.sendall(b"GET / HTTP/1.1\r\nHost: c\r\n")  # beyond it, its headers not all sent
+        refused = connect(port, "127.0.0.1")
+        held += [*over, partial, refused]
+        refused.sendall(REQUEST)
+        busy.sendall(b"GET /slow HTTP/1.1\r\nHost: c\r\n\r\n")
+        time.sleep(0.2)
+        with caplog.at_level(logging.ERROR, "asyncio"):
+            stopping = threading.Thread(target=stop)
+            stopping.start()
+            # within half a second of the shutdown: the slow answer (a second) is still being written
+            closed = [_closed_within(sock, 0.5) for sock in [*held[:15], *over, partial]]
+            answer, slow = _closed_within(refused, 3), _closed_within(busy, 3)
+            stopping.join()
+        assert closed == [b""] * 19, closed  # closed by the server, without an answer
+        assert answer is not None and answer.startswith(b"HTTP/1.1 503")
+        assert answer.endswith(b"\r\n\r\nService Unavailable")  # whole
+        assert slow is not None and slow.startswith(b"HTTP/1.1 200") and slow.endswith(b"ok")
+        assert not [r for r in caplog.records if r.name == "asyncio"], caplog.text  # no task destroyed
+    finally:
+        for sock in held:
+            sock.close()

@@ -117,9 +117,8 @@ _TEMPLATES.env.globals.update(MAX_SHOWN_RULES=MAX_SHOWN_RULES, MAX_LINKED_ID_CHA
 
 @dataclass
 class Backend:
-    """How the console reaches MySQL: a connection factory and the rules table; ``lock_wait_s``: the seconds
-    a statement waits for a row lock before MySQL ends it (error 1205, then a 503 naming what was not
-    written), set on each connection (None: the server's ``innodb_lock_wait_timeout``).
+    """How the console reaches MySQL: a connection factory (:func:`mysql_backend`'s sets the seconds a
+    statement waits for a row lock, :data:`LOCK_WAIT_S`) and the rules table.
 
     A statement MySQL answers with an error (a trigger, a strict-mode refusal) comes out of :meth:`open` as
     :class:`~riskctl.errors.StoreQueryError` with MySQL's code and message, as from the CLI: as the driver's
@@ -128,15 +127,11 @@ class Backend:
 
     connect: Callable[[], Any]
     rules_table: str = "rules"
-    lock_wait_s: int | None = None
 
     @contextmanager
     def open(self) -> Iterator[tuple[RuleStore, AccountStore]]:
         conn = self.connect()
         try:
-            if self.lock_wait_s is not None:
-                with conn.cursor() as cur:
-                    cur.execute("SET SESSION innodb_lock_wait_timeout = %s", (self.lock_wait_s,))
             yield RuleStore(conn, self.rules_table), AccountStore(conn, self.rules_table, auto_migrate=False)
         except Exception as exc:
             refused = refusal(exc)
@@ -162,7 +157,7 @@ def mysql_backend(settings: Any, *, timeout_s: float = MYSQL_TIMEOUT_S) -> Backe
     from riskctl.store.connection import connect
 
     return Backend(
-        lambda: connect(settings, read_timeout=timeout_s), settings.job.rules_table, lock_wait_s=LOCK_WAIT_S
+        lambda: connect(settings, read_timeout=timeout_s, lock_wait_s=LOCK_WAIT_S), settings.job.rules_table
     )
 
 

@@ -65,10 +65,19 @@ def refusal(exc: BaseException) -> StoreQueryError | None:
     return StoreQueryError(msg, code=code)
 
 
-def connect(settings: Settings, *, connect_timeout: float = 5.0, read_timeout: float | None = None) -> Any:
+def connect(
+    settings: Settings,
+    *,
+    connect_timeout: float = 5.0,
+    read_timeout: float | None = None,
+    lock_wait_s: int | None = None,
+) -> Any:
     """A pymysql connection to the configured database: autocommit off, UTC session time zone, utf8mb4.
     ``read_timeout``: seconds to wait for an answer (the handshake included) and to send, else none: a
     server that accepts the connection but never answers (frozen, packets dropped) held the caller forever.
+    ``lock_wait_s``: seconds a statement waits for a row lock before MySQL ends it with error 1205 (the
+    session's ``innodb_lock_wait_timeout``), else the server's; set with the time zone by the connection's
+    ``init_command``, so a session pymysql reconnects keeps it too.
 
     Raises :class:`ServiceError` (MySQL down, access denied, no database) or
     :class:`~riskctl.errors.ConfigError` (no password configured), never a raw driver error.
@@ -76,6 +85,9 @@ def connect(settings: Settings, *, connect_timeout: float = 5.0, read_timeout: f
     import pymysql
 
     password = settings.mysql_password  # ConfigError with what to set when there is none
+    init_command = "SET time_zone = '+00:00'"
+    if lock_wait_s is not None:
+        init_command += f", innodb_lock_wait_timeout = {int(lock_wait_s)}"
     try:
         return pymysql.connect(
             host=settings.mysql_host,
@@ -88,7 +100,7 @@ def connect(settings: Settings, *, connect_timeout: float = 5.0, read_timeout: f
             write_timeout=read_timeout,
             charset="utf8mb4",
             autocommit=False,
-            init_command="SET time_zone = '+00:00'",
+            init_command=init_command,
         )
     except pymysql.err.OperationalError as exc:
         raise describe_operational_error(settings, exc) from None

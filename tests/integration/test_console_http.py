@@ -1446,7 +1446,7 @@ def test_a_write_kept_out_by_a_row_lock_is_a_503_that_keeps_the_form(
     Retry-After, the draft (or the change) kept to send again, which then writes."""
     env["store"].set_status("big_amount", "disabled", author="setup")  # v2: a version to roll back from
     # a session that waits 1 s for a row lock, not the console's LOCK_WAIT_S
-    backend = Backend(lambda: connect(stack), env["table"], lock_wait_s=1)
+    backend = Backend(lambda: connect(stack, lock_wait_s=1), env["table"])
     client = TestClient(create_app(backend, secure_cookies=False), follow_redirects=False)
     _, csrf = _login(client, "approver")
     if op == "publish":

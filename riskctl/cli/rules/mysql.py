@@ -45,10 +45,8 @@ def open_store() -> Iterator[RuleStore]:
     import pymysql
 
     settings = load_settings()
-    conn = connect(settings, read_timeout=MYSQL_TIMEOUT_S)
+    conn = connect(settings, read_timeout=MYSQL_TIMEOUT_S, lock_wait_s=LOCK_WAIT_S)
     try:
-        with conn.cursor() as cur:
-            cur.execute("SET SESSION innodb_lock_wait_timeout = %s", (LOCK_WAIT_S,))
         yield RuleStore(conn, settings.job.rules_table)
     except pymysql.err.MySQLError as exc:
         # connected, then no answer: not "cannot connect". pymysql's InterfaceError (0, '') of a socket the

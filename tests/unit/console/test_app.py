@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
@@ -124,14 +125,20 @@ def test_a_request_without_a_session_cookie_needs_no_mysql() -> None:
     assert client.get("/api/rules/r/status").status_code == 401
 
 
-def test_the_consoles_mysql_sessions_give_up_on_a_row_lock_before_their_read_timeout() -> None:
+def test_the_consoles_mysql_sessions_give_up_on_a_row_lock_before_their_read_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """A write waiting for a row lock waited for the server's innodb_lock_wait_timeout (50 s by default),
     past the console's read timeout (30 s): the request ended as 'MySQL is not answering' while MySQL was,
     and the write waited on in the server. The console's sessions now give up on a lock first, with MySQL's
     1205: a 503 naming what was not written (tests/integration/test_console_http.py, a real lock)."""
     from types import SimpleNamespace
 
+    import riskctl.store.connection
     from riskctl.console.app import MYSQL_TIMEOUT_S, mysql_backend
 
-    backend = mysql_backend(SimpleNamespace(job=SimpleNamespace(rules_table="rules")))
-    assert backend.lock_wait_s is not None and 1 <= backend.lock_wait_s < MYSQL_TIMEOUT_S
+    options: dict[str, Any] = {}
+    monkeypatch.setattr(riskctl.store.connection, "connect", lambda settings, **kw: options.update(kw))
+    mysql_backend(SimpleNamespace(job=SimpleNamespace(rules_table="rules"))).connect()
+    lock_wait_s = options["lock_wait_s"]  # set on the connection by connect()'s init_command
+    assert lock_wait_s is not None and 1 <= lock_wait_s < MYSQL_TIMEOUT_S == options["read_timeout"]

@@ -156,7 +156,8 @@ class StartOfTime(TimestampAssigner):  # type: ignore[misc]
 #: The rule-status operator open in this interpreter for each status table, ``(host, port, database, table)``
 #: -> operator. In thread mode the interpreter is the TaskManager's and outlives every attempt of the job: an
 #: operator that opens retires the one before it for the same table (its writer thread ends and closes its
-#: connection), so attempts whose ``close`` was skipped or raised leave no thread or connection behind.
+#: connection), so attempts whose ``close`` was skipped or raised leave no thread or connection behind. Until
+#: then such an operator holds neither for long: its writer ends after ``IDLE_CLOSE_S`` with nothing queued.
 _STATUS_WRITERS: dict[tuple[str, int, str, str], RecordRuleStatus] = {}
 #: statuses an operator could not write to MySQL by the time it closed, per status table: the next operator
 #: for that table in this interpreter (the job's next attempt) writes them. At most one per rule.
@@ -181,16 +182,22 @@ class RecordRuleStatus(MapFunction):  # type: ignore[misc]
     Every status also goes to the Kafka rule-status topic, whatever happens here.
 
     Lifecycle (thread mode: one interpreter per TaskManager, across restarts and jobs). The writer thread
-    alone uses the MySQL connection and closes it when it ends. ``close`` asks it to make a last attempt and
-    waits ``CLOSE_WAIT_S`` for it; what is still unwritten then is kept in :data:`_UNWRITTEN` for the next
-    operator of the same status table in this interpreter. ``open`` retires the previous operator of its
-    table if that one was never closed (its thread ends, its queued statuses are taken over), so restarts
-    never pile up threads or connections. ``close`` may be called any number of times, also after a failed
-    ``open``.
+    alone uses the MySQL connection and closes it when it ends. It ends, and closes it, after ``IDLE_CLOSE_S``
+    with nothing queued: statuses come with rule changes only, so an operator Flink dropped without its
+    ``close`` (a cancelled task, a failed attempt) held an idle thread and connection until the next operator
+    of its table opened, possibly the next job. A status queued after that starts a new writer. ``close``
+    asks the writer to make a last attempt and waits ``CLOSE_WAIT_S`` for it; what is still unwritten then is
+    kept in :data:`_UNWRITTEN` for the next operator of the same status table in this interpreter. ``open``
+    retires the previous operator of its table if that one was never closed (its thread ends, its queued
+    statuses are taken over), so restarts never pile up threads or connections. ``close`` may be called any
+    number of times, also after a failed ``open``.
     """
 
     #: how long ``close`` waits for the queued statuses to be written (a last attempt)
     CLOSE_WAIT_S = 10.0
+    #: how long the writer waits with nothing queued before it closes its connection and ends (MySQL's own
+    #: ``wait_timeout`` would drop an idle connection anyway)
+    IDLE_CLOSE_S = 60.0
 
     def __init__(self, conn: MysqlConn, status_table: str, retry_ms: int = 1000) -> None:
         self.conn_info = conn
@@ -202,6 +209,7 @@ class RecordRuleStatus(MapFunction):  # type: ignore[misc]
         self.lock: Any = None
         self.wake: Any = None
         self.stopping: Any = None
+        #: the writer thread; None before open, after close, and once it ended for being idle (``lock``)
         self.writer: Any = None
         #: a newer operator of this table opened in this interpreter without this one closing: its thread
         #: ends, and a status it still gets goes to that operator
@@ -229,13 +237,18 @@ class RecordRuleStatus(MapFunction):  # type: ignore[misc]
         if left:
             LOG.info("rule status: %d status(es) left unwritten by the previous attempt, queued", len(left))
         try:
-            writer = threading.Thread(target=self._write_loop, name="riskctl-rule-status", daemon=True)
-            writer.start()
+            with self.lock:
+                self._start_writer()
         except BaseException:
             self._release()
             raise
-        self.writer = writer
         self.wake.set()
+
+    def _start_writer(self) -> None:
+        """Start a writer thread (``lock`` held by the caller)."""
+        writer = threading.Thread(target=self._write_loop, name="riskctl-rule-status", daemon=True)
+        writer.start()
+        self.writer = writer
 
     def _retire(self) -> dict[str, tuple[object, ...]]:
         """Stop this operator's writer without a last attempt and hand over its queue (``_WRITERS_LOCK``
@@ -268,10 +281,16 @@ class RecordRuleStatus(MapFunction):  # type: ignore[misc]
         if self.retired:
             self._forward(str(doc["rule_id"]), status)
             return value
-        with self.lock:
-            self.pending[str(doc["rule_id"])] = status
-        self.wake.set()
+        self._queue(str(doc["rule_id"]), status)
         return value
+
+    def _queue(self, rule_id: str, status: tuple[object, ...]) -> None:
+        """Queue a status for the writer, starting one if the last ended for being idle."""
+        with self.lock:  # the writer decides to end under it, after seeing nothing queued
+            self.pending[rule_id] = status
+            if self.writer is None and not self.stopping.is_set():
+                self._start_writer()
+        self.wake.set()
 
     def _forward(self, rule_id: str, status: tuple[object, ...]) -> None:
         """A status reaching a retired operator (two live operators of one status table in this
@@ -281,17 +300,18 @@ class RecordRuleStatus(MapFunction):  # type: ignore[misc]
             if owner is None:
                 _UNWRITTEN.setdefault(self.key, {})[rule_id] = status
                 return
-            with owner.lock:
-                owner.pending[rule_id] = status
-            owner.wake.set()
+            owner._queue(rule_id, status)  # noqa: SLF001 - the same class
 
     def _write_loop(self) -> None:
         """The writer thread: write what is queued whenever something is; after a failure, wait
-        ``retry_ms``. Asked to stop by ``close``, it makes a last attempt (not when retired); it closes its
-        connection whatever happens."""
+        ``retry_ms``; after ``IDLE_CLOSE_S`` with nothing queued, end (:meth:`_end_idle`). Asked to stop by
+        ``close``, it makes a last attempt (not when retired); it closes its connection whatever happens."""
+        idle = False
         try:
             while not self.stopping.is_set():
-                self.wake.wait()
+                if not self.wake.wait(self.IDLE_CLOSE_S) and self._end_idle():
+                    idle = True
+                    return
                 self.wake.clear()
                 while not self.stopping.is_set() and not self.flush(time.monotonic()):
                     self.stopping.wait(max(0.0, self.next_attempt - time.monotonic()))
@@ -299,7 +319,23 @@ class RecordRuleStatus(MapFunction):  # type: ignore[misc]
                 self.next_attempt = 0.0
                 self.flush(time.monotonic())
         finally:
-            self._drop_connection()
+            if not idle:  # an idle end closed it already: self.conn may be the next writer's by now
+                self._drop_connection()
+
+    def _end_idle(self) -> bool:
+        """Whether the writer ends for being idle: True when nothing is queued, its connection closed.
+
+        The connection is closed first, while this thread is still the writer, and the decision is taken
+        under ``lock``, where ``_queue`` looks for a writer: a status queued before it is written by this
+        thread, one queued after it starts the next, which never shares a connection with this one.
+        """
+        self._drop_connection()
+        with self.lock:
+            if self.pending or self.wake.is_set() or self.stopping.is_set():
+                return False
+            if self.writer is threading.current_thread():
+                self.writer = None
+            return True
 
     def flush(self, now: float) -> bool:
         """Write the queued statuses in one transaction; False (and keep them) when MySQL does not take
@@ -365,10 +401,11 @@ class RecordRuleStatus(MapFunction):  # type: ignore[misc]
         self.conn = None
 
     def close(self) -> None:
-        writer, self.writer = self.writer, None
-        if writer is not None:
+        if self.stopping is not None:  # also when the writer ended idle: a status mapped now starts none
             self.stopping.set()
             self.wake.set()
+        writer, self.writer = self.writer, None
+        if writer is not None:
             writer.join(self.CLOSE_WAIT_S)
             if writer.is_alive():  # in a MySQL call (bounded by the driver's timeouts): it ends by itself
                 LOG.warning(

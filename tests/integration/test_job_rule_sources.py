@@ -304,3 +304,69 @@ def test_attempts_of_the_status_operator_leave_no_mysql_connection(
             for name in (names.status, names.history, table, *names.console().values()):
                 cur.execute(f"DROP TABLE IF EXISTS {quote(name)}")
         admin.close()
+
+
+def test_an_idle_status_writer_leaves_mariadb_and_the_next_status_reconnects(
+    stack: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An operator never closed (Flink dropped it) kept its writer thread and MySQL connection, idle, until
+    another operator of its table opened. Now both go after IDLE_CLOSE_S with nothing queued, against the
+    real MariaDB, and a later status is written by a new writer."""
+    import threading
+    import uuid
+
+    from riskctl.flink.job import MysqlConn, RecordRuleStatus
+    from riskctl.store.migrations import migrate, quote, table_names
+    from tests.integration.support import connect_mysql
+
+    monkeypatch.setattr(RecordRuleStatus, "IDLE_CLOSE_S", 0.5, raising=False)
+    table = f"t{uuid.uuid4().hex[:8]}_rules"
+    names = table_names(table)
+    admin = connect_mysql(stack)
+    migrate(admin, rules_table=table)
+    opened: list[int] = []
+    real = MysqlConn.connect
+
+    def counted(self: MysqlConn, *, autocommit: bool = False) -> Any:
+        conn = real(self, autocommit=autocommit)
+        opened.append(conn.thread_id())
+        return conn
+
+    monkeypatch.setattr(MysqlConn, "connect", counted)
+
+    def row(rule_id: str) -> Row:
+        doc = {"rule_id": rule_id, "version": 1, "state": "accepted", "reason": None, "field": None}
+        return Row(None, json.dumps(doc))
+
+    def written() -> set[str]:
+        with admin.cursor() as cur:
+            cur.execute(f"SELECT rule_id FROM {quote(names.status)}")  # noqa: S608
+            return {r[0] for r in cur.fetchall()}
+
+    def idle() -> bool:
+        with admin.cursor() as cur:
+            cur.execute("SELECT ID FROM information_schema.PROCESSLIST")
+            alive = set(opened) & {r[0] for r in cur.fetchall()}
+        return not alive and not any(t.name == "riskctl-rule-status" for t in threading.enumerate())
+
+    def until(condition: Any) -> bool:
+        deadline = time.monotonic() + 10
+        while not condition() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return bool(condition())
+
+    op = RecordRuleStatus(MysqlConn.of(stack), names.status, retry_ms=100)
+    try:
+        op.open(None)  # never closed until the end
+        op.map(row("r1"))
+        assert until(lambda: "r1" in written())
+        assert until(idle), "the writer or its connection still there, idle"
+        op.map(row("r2"))
+        assert until(lambda: "r2" in written())
+        assert len(opened) == 2
+    finally:
+        op.close()
+        with admin.cursor() as cur:
+            for name in (names.status, names.history, table, *names.console().values()):
+                cur.execute(f"DROP TABLE IF EXISTS {quote(name)}")
+        admin.close()

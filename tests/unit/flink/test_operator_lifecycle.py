@@ -318,3 +318,71 @@ def test_decide_subtasks_of_two_jobs_count_apart_and_a_close_without_open_counts
     assert not gc.isenabled(), "the other job's subtask still decides"
     b.close()
     assert gc.isenabled()
+
+
+IDLE_S = 0.2
+
+
+@pytest.fixture
+def idle_soon(monkeypatch: pytest.MonkeyPatch) -> None:
+    # raising=False: on a RecordRuleStatus without an idle end the tests fail on what they check
+    monkeypatch.setattr(RecordRuleStatus, "IDLE_CLOSE_S", IDLE_S, raising=False)
+
+
+def test_an_idle_writer_closes_its_connection_and_ends_and_the_next_status_starts_one(
+    server: CountingMysql, idle_soon: None
+) -> None:
+    """An operator Flink dropped without its close (a cancelled task) kept its writer thread and its MySQL
+    connection, idle, until the next operator of its table opened: maybe the next job, maybe never."""
+    op = RecordRuleStatus(CONN, "rule_status", retry_ms=50)
+    op.open(None)
+    op.map(_status("a", 1))
+    assert _until(lambda: "a" in server.rows)
+    assert _until(lambda: _threads() == 0), "the writer still runs, idle"
+    assert server.open == set()
+    op.map(_status("b", 1))  # a rule change after that
+    assert _until(lambda: "b" in server.rows)
+    assert _threads() == 1
+    op.close()
+    assert _threads() == 0
+    assert server.open == set()
+
+
+def test_a_status_queued_as_the_writer_ends_is_written(server: CountingMysql, idle_soon: None) -> None:
+    """The writer decides to end under the operator's lock, where map looks for one: a status queued just
+    before is written by it, one queued just after starts the next writer."""
+    op = RecordRuleStatus(CONN, "rule_status", retry_ms=50)
+    end_idle = op._end_idle  # noqa: SLF001
+    arrivals = iter([("before", True), ("after", False)])
+
+    def racing_end() -> bool:
+        rule, before = next(arrivals, (None, False))
+        if rule is not None and before:
+            op.map(_status(rule, 1))  # the writer has seen the timeout, not yet taken the lock
+        ended = end_idle()
+        if rule is not None and not before:
+            op.map(_status(rule, 1))  # decided, the thread not yet gone
+        return ended
+
+    op._end_idle = racing_end  # type: ignore[method-assign]  # noqa: SLF001
+    op.open(None)
+    assert _until(lambda: "before" in server.rows)
+    assert _until(lambda: "after" in server.rows)
+    assert _until(lambda: _threads() == 0)
+    assert server.open == set()
+    op.close()
+
+
+def test_statuses_never_get_lost_to_a_writer_ending_meanwhile(
+    server: CountingMysql, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(RecordRuleStatus, "IDLE_CLOSE_S", 0.001, raising=False)  # it ends all the time
+    op = RecordRuleStatus(CONN, "rule_status", retry_ms=50)
+    op.open(None)
+    for i in range(200):
+        op.map(_status(f"r{i}", 1))
+        time.sleep(0.002 * (i % 3))
+    assert _until(lambda: len(server.rows) == 200), 200 - len(server.rows)
+    assert _until(lambda: _threads() == 0)
+    assert server.open == set()
+    op.close()

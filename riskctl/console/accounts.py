@@ -22,6 +22,7 @@ from riskctl.console.security import (
     verify_password,
 )
 from riskctl.store.migrations import migrate, table_names
+from riskctl.store.rules_store import LOCK_CODES, busy_error
 
 USERNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
 #: how long a session lasts after login
@@ -67,16 +68,30 @@ class AccountStore:
         if auto_migrate:
             migrate(conn, rules_table)
 
-    def _run(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+    def _run(self, sql: str, params: tuple[Any, ...] = (), *, what: str = "the change") -> list[Any]:
+        """``sql`` in a transaction of its own; ``what``: what it writes, for a :meth:`_busy` error."""
         try:
             with self.conn.cursor() as cur:
                 cur.execute(sql.format(**self.t), params)
                 rows = list(cur.fetchall())
             self.conn.commit()
-        except BaseException:
+        except BaseException as exc:
             self.conn.rollback()
+            self._busy(exc, what)
             raise
         return rows
+
+    def _busy(self, exc: BaseException, what: str) -> None:
+        """A statement MySQL's row locks kept out (lock wait timeout 1205, a deadlock 1213; rolled back) as
+        the rules store's :class:`~riskctl.errors.StoreBusyError`, which the console answers 503 with
+        Retry-After: as the driver's error it was MySQL refusing the statement, and a label or a login kept
+        out was a 500 with a traceback. Not retried: each write here is one short transaction, and the
+        analyst who sent it sends it again. Any other error goes on unchanged."""
+        import pymysql
+
+        code = exc.args[0] if isinstance(exc, pymysql.err.MySQLError) and exc.args else None
+        if code in LOCK_CODES:
+            raise busy_error(self.conn, what, code) from exc
 
     # -- users ---------------------------------------------------------------------------------------------
     def add_user(self, username: str, role: str, password: str, *, by: str | None = None) -> bool:
@@ -96,9 +111,10 @@ class AccountStore:
             "INSERT INTO {users} (username, role, password_hash) VALUES (%s, %s, %s) "
             "ON DUPLICATE KEY UPDATE role = VALUES(role), password_hash = VALUES(password_hash)",
             (username, role, hashed),
+            what=f"user {username!r}",
         )
         if existed:  # a changed password ends every session of the user
-            self._run("DELETE FROM {sessions} WHERE username = %s", (username,))
+            self._run("DELETE FROM {sessions} WHERE username = %s", (username,), what=f"user {username!r}")
         self.audit(by, "user_update" if existed else "user_add", username, f"role={role}")
         return not existed
 
@@ -129,10 +145,12 @@ class AccountStore:
         """A new session of ``username``; returns the token for the cookie (only its hash is stored)."""
         token = new_token()
         now = _utc_now()
-        self._run("DELETE FROM {sessions} WHERE expires_at < %s", (now,))
+        what = f"the session of {username!r} (a login)"
+        self._run("DELETE FROM {sessions} WHERE expires_at < %s", (now,), what=what)
         self._run(
             "INSERT INTO {sessions} (token_hash, username, csrf, expires_at) VALUES (%s, %s, %s, %s)",
             (token_hash(token), username, new_token(), now + SESSION_TTL),
+            what=what,
         )
         return token
 
@@ -152,7 +170,7 @@ class AccountStore:
 
     def close_session(self, token: str) -> None:
         """End the session of ``token`` (logout)."""
-        self._run("DELETE FROM {sessions} WHERE token_hash = %s", (token_hash(token),))
+        self._run("DELETE FROM {sessions} WHERE token_hash = %s", (token_hash(token),), what="the logout")
 
     # -- audit ---------------------------------------------------------------------------------------------
     def audit(self, username: str | None, action: str, target: str | None, detail: str | None = None) -> None:
@@ -160,6 +178,7 @@ class AccountStore:
         self._run(
             "INSERT INTO {audit} (username, action, target, detail) VALUES (%s, %s, %s, %s)",
             (username, action[:32], None if target is None else target[:255], detail),
+            what=f"the audit entry of {action[:32]!r}",
         )
 
     def audit_log(self, target: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
@@ -214,8 +233,9 @@ class AccountStore:
                     [(key, rule, sh, user_id[:255], label, note, by) for rule, sh in rows],
                 )
             self.conn.commit()
-        except BaseException:
+        except BaseException as exc:
             self.conn.rollback()
+            self._busy(exc, f"the label of case {case_id[:255]!r}")
             raise
         self.audit(by, "label", case_id, f"{label}: {note or ''}"[:1000])
 

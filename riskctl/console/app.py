@@ -43,7 +43,7 @@ from riskctl.console.replay_user import replay_user, user_lines
 from riskctl.console.security import RateLimiter, allowed, new_token, same_token
 from riskctl.core.rules import RuleSet
 from riskctl.errors import RiskctlError, ServiceError, StoreBusyError, VersionConflictError
-from riskctl.store.connection import refusal
+from riskctl.store.connection import lacks_privilege, refusal
 from riskctl.store.rules_store import Plan, RuleStore
 
 COOKIE = "riskctl_console"
@@ -229,6 +229,12 @@ class _Busy(Exception):
     pass
 
 
+class _Misconfigured(Exception):
+    """MySQL refused a statement for a privilege the console's account lacks (the StoreQueryError is its
+    argument). Not a RiskctlError, so that no handler's ``except RiskctlError`` answers it as the
+    analyst's mistake: the application's handler does (:func:`_misconfigured`)."""
+
+
 _RETRY_AFTER = {"Retry-After": "5"}
 _RETRY_SOON = {"Retry-After": "1"}  # a validation takes a second at most
 #: the Content-Security-Policy of a page: only its own scripts (a nonce per response: the few inline ones),
@@ -274,11 +280,20 @@ class Console:
 
     # -- plumbing ------------------------------------------------------------------------------------------
     async def db(self, func: Callable[[RuleStore, AccountStore], Any]) -> Any:
+        """``func`` with the stores, in a worker thread. A statement refused for a privilege the console's
+        MySQL account lacks is :class:`_Misconfigured` (a 500, :func:`_misconfigured`): as MySQL refusing
+        the statement it was a 400 on the pages that show refusals, as if the analyst's input were wrong."""
+
         def work() -> Any:
             with self.backend.open() as (rules, accounts):
                 return func(rules, accounts)
 
-        return await run_in_threadpool(work)
+        try:
+            return await run_in_threadpool(work)
+        except RiskctlError as exc:
+            if lacks_privilege(exc):
+                raise _Misconfigured(exc) from exc
+            raise
 
     @contextmanager
     def heavy(self) -> Iterator[None]:
@@ -426,10 +441,19 @@ class Console:
 
         try:
             token = await self.db(check)
-        except BaseException:
+        except BaseException as exc:
             for key in keys:  # MySQL did not answer: no password was checked
                 self.limiter.forgive(key, now)
-            raise
+            if not isinstance(exc, StoreBusyError):
+                raise
+            # a row lock kept the session (or the audit row) out: the form again, the name kept
+            fresh = new_token()
+            response = self.page(
+                request, "login.html", None, 503, csrf=fresh, error=str(exc), username=username
+            )
+            self._cookie(response, LOGIN_COOKIE, fresh, max_age=3600)
+            response.headers.update(_RETRY_AFTER)
+            return response
         if token is None:
             fresh = new_token()
             response = self.page(
@@ -834,6 +858,12 @@ class Console:
 
         try:
             await self.db(write)
+        except StoreBusyError as exc:  # a row lock kept it out: nothing written, the label to send again
+            sent = {k: v for k in ("case_id", "label", "note") if isinstance(v := form.get(k), str)}
+            retry = {"action": request.url.path, "fields": sent}
+            response = self.page(request, "error.html", session, 503, message=str(exc), retry=retry)
+            response.headers.update(_RETRY_AFTER)
+            return response
         except ValueError as exc:
             return JSONResponse({"error": f"label: {exc}"}, 400)
         return RedirectResponse("/review", 303)
@@ -998,7 +1028,8 @@ def create_app(
         Route("/rules/{rule_id}/change", g("set_status")(c.change), methods=["POST"]),
         Route("/api/rules/{rule_id}/status", g("view", api=True)(c.rule_status), methods=["GET"]),
     ]
-    handlers = dict.fromkeys(_DATABASE_AWAY, _database_away)
+    handlers: dict[Any, Any] = dict.fromkeys(_DATABASE_AWAY, _database_away)
+    handlers |= {StoreBusyError: _store_busy, _Misconfigured: _misconfigured}
     app = Starlette(routes=routes, exception_handlers=handlers)
     return _Headers(BodyLimit(app, MAX_BODY_BYTES, body_timeout_s))
 
@@ -1049,3 +1080,35 @@ async def _database_away(request: Request, exc: Exception) -> Response:
     if request.url.path.startswith("/api/"):
         return JSONResponse({"ok": False, "error": _AWAY}, 503, headers=_RETRY_AFTER)
     return PlainTextResponse(_AWAY, 503, headers=_RETRY_AFTER)
+
+
+async def _store_busy(request: Request, exc: Exception) -> Response:
+    """503 with the reason and a Retry-After, for a request MySQL's row locks kept out whose page has no
+    answer of its own for it (a logout, a session's audit row): the analyst sends it again."""
+    if request.url.path.startswith("/api/"):
+        return JSONResponse({"ok": False, "error": str(exc)}, 503, headers=_RETRY_AFTER)
+    return PlainTextResponse(str(exc), 503, headers=_RETRY_AFTER)
+
+
+#: what a request refused for a missing privilege answers (MySQL's message, naming the account and the
+#: table, goes to the log only, as the address of a MySQL away does)
+_MISCONFIGURED = (
+    "the console's MySQL account lacks a privilege this needs (MySQL error {code}): the server is "
+    "misconfigured, not your input; the console's log has MySQL's message for the administrator"
+)
+
+
+async def _misconfigured(request: Request, exc: Exception) -> Response:
+    """500: the console's MySQL account lacks a privilege (a server's misconfiguration), logged with MySQL's
+    message as an error."""
+    refused = exc.args[0]
+    LOG.error(  # noqa: TRY400 - MySQL's message is the reason; a traceback adds nothing
+        "console: %s %s: the console's MySQL account lacks a privilege: %s",
+        request.method,
+        request.url.path,
+        refused,
+    )
+    message = _MISCONFIGURED.format(code=getattr(refused, "code", "?"))
+    if request.url.path.startswith("/api/"):
+        return JSONResponse({"ok": False, "error": message}, 500)
+    return PlainTextResponse(message, 500)

@@ -13,6 +13,10 @@ SERVICE = "MySQL"
 _UNREACHABLE = {2002, 2003, 2005, 2006, 2013}
 _ACCESS_DENIED = 1045
 _UNKNOWN_DATABASE = 1049
+#: MySQL error codes of a statement refused for a privilege the connection's account lacks (on the database,
+#: a table, a column, a routine, a global one like SUPER; 1045 on a statement): the server's configuration,
+#: not the values the statement was given
+PRIVILEGE_CODES = frozenset({1044, 1045, 1142, 1143, 1227, 1370})
 _ENV_HINT = (
     "RISKCTL_MYSQL_HOST, RISKCTL_MYSQL_PORT, RISKCTL_MYSQL_USER, RISKCTL_MYSQL_PASSWORD, "
     "RISKCTL_MYSQL_DATABASE"
@@ -63,6 +67,12 @@ def refusal(exc: BaseException) -> StoreQueryError | None:
     detail = exc.args[1] if len(exc.args) > 1 else exc
     msg = f"MySQL error {code}: {detail}"
     return StoreQueryError(msg, code=code)
+
+
+def lacks_privilege(exc: BaseException) -> bool:
+    """Whether ``exc`` (a :func:`refusal`'s error) is MySQL refusing a statement for a privilege the
+    connection's account lacks (:data:`PRIVILEGE_CODES`)."""
+    return isinstance(exc, StoreQueryError) and exc.code in PRIVILEGE_CODES
 
 
 def connect(

@@ -43,6 +43,46 @@ _LOCK_WAIT_TIMEOUT = 1205
 T = TypeVar("T")
 
 
+#: the codes of a statement that MySQL's row locks kept out (rolled back): :func:`busy_error` says so
+LOCK_CODES = (_DEADLOCK, _LOCK_WAIT_TIMEOUT)
+
+
+def busy_error(
+    conn: Any, what: str, code: int, *, attempts: int = 1, rule_ids: Sequence[str] = ()
+) -> StoreBusyError:
+    """The one-line error of a write that MySQL's row locks kept out (``code``: one of :data:`LOCK_CODES`):
+    what was not written, why, and what to do. The rules store's writes and the console's accounts
+    (:class:`~riskctl.console.accounts.AccountStore`) say it alike."""
+    if code == _DEADLOCK:
+        tries = f" on each of its {attempts} tries" if attempts > 1 else ""
+        each = " each time" if attempts > 1 else ""
+        why = (
+            f"it deadlocked with another MySQL session{tries} (error 1213, MySQL rolled it back{each}); "
+            "retry it"
+        )
+    else:
+        waited = _lock_wait_s(conn)
+        wait = f"waited {waited} s" if waited is not None else "waited"
+        why = (
+            f"it {wait} for a row lock held by another MySQL session (error 1205, lock wait timeout: a "
+            "transaction left open, or a long write); retry when that transaction has ended "
+            "(information_schema.innodb_trx lists the open ones)"
+        )
+    message = f"MySQL: {what} was not written, nothing was: {why}"
+    return StoreBusyError(message, code=code, rule_ids=list(rule_ids), attempts=attempts)
+
+
+def _lock_wait_s(conn: Any) -> int | None:
+    """The session's innodb_lock_wait_timeout, for a message (None when it cannot be read)."""
+    try:
+        with conn.cursor() as cur:  # a session variable: no table read, nothing to commit
+            cur.execute("SELECT @@SESSION.innodb_lock_wait_timeout")
+            row = cur.fetchone()
+    except Exception:  # noqa: BLE001 - only a detail of a message about another error
+        return None
+    return int(row[0]) if row else None
+
+
 #: the key of the stand-in document for a stored document that does not load (see :func:`_readable`)
 UNREADABLE = "unreadable"
 _JSON_KINDS = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "true or false"}
@@ -606,36 +646,7 @@ class RuleStore:
                     continue
                 if code not in (_DEADLOCK, _LOCK_WAIT_TIMEOUT):
                     raise
-                raise self._busy(what, rule_ids, code, attempt) from None
-
-    def _busy(self, what: str, rule_ids: list[str], code: int, attempts: int) -> StoreBusyError:
-        """The one-line error of a write that MySQL's row locks kept out: what was not written, why, and
-        what to do."""
-        if code == _DEADLOCK:
-            why = (
-                f"it deadlocked with another MySQL session on each of its {attempts} tries (error 1213, "
-                "MySQL rolled it back each time); retry it"
-            )
-        else:
-            waited = self._lock_wait_s()
-            wait = f"waited {waited} s" if waited is not None else "waited"
-            why = (
-                f"it {wait} for a row lock held by another MySQL session (error 1205, lock wait timeout: a "
-                "transaction left open, or a long write); retry when that transaction has ended "
-                "(information_schema.innodb_trx lists the open ones)"
-            )
-        message = f"MySQL: {what} was not written, nothing was: {why}"
-        return StoreBusyError(message, code=code, rule_ids=list(rule_ids), attempts=attempts)
-
-    def _lock_wait_s(self) -> int | None:
-        """The session's innodb_lock_wait_timeout, for a message (None when it cannot be read)."""
-        try:
-            with self.conn.cursor() as cur:  # a session variable: no table read, nothing to commit
-                cur.execute("SELECT @@SESSION.innodb_lock_wait_timeout")
-                row = cur.fetchone()
-        except Exception:  # noqa: BLE001 - only a detail of a message about another error
-            return None
-        return int(row[0]) if row else None
+                raise busy_error(self.conn, what, code, attempts=attempt, rule_ids=rule_ids) from None
 
     # -- internals -----------------------------------------------------------------------------------------
     def _stored(self, row: Sequence[Any]) -> StoredRule:

@@ -24,7 +24,7 @@ from riskctl.console.accounts import AccountStore
 from riskctl.console.app import Backend, create_app
 from riskctl.console.security import RateLimiter
 from riskctl.store.connection import connect
-from riskctl.store.migrations import drop_store
+from riskctl.store.migrations import drop_store, table_names
 from riskctl.store.rules_store import RuleStore
 from tests.helpers import free_port, serve_in_thread
 
@@ -1483,6 +1483,69 @@ def test_a_write_kept_out_by_a_row_lock_is_a_503_that_keeps_the_form(
     again = client.post(path, data={**data, "csrf": csrf or ""})  # the lock is gone: written
     assert again.status_code == 303, again.text
     assert env["store"].get("big_amount").version == 3
+
+
+@contextmanager
+def _row_locked(stack: Settings, sql: str) -> Iterator[None]:
+    """Rows locked by another MySQL session's open transaction (``sql``: a SELECT ... FOR UPDATE) until the
+    block ends."""
+    holder = connect(stack)
+    try:
+        holder.begin()
+        with holder.cursor() as cur:
+            cur.execute(sql)
+        yield
+    finally:
+        holder.rollback()
+        holder.close()
+
+
+def test_a_label_or_login_kept_out_by_a_row_lock_on_the_accounts_is_a_503_that_keeps_the_form(
+    env: dict[str, Any], stack: Settings
+) -> None:
+    """A row lock on the console's own tables (a label, a session: an SQL transaction left open) kept an
+    AccountStore write out outside the rules store's retry: MySQL's lock wait timeout (1205) came out as
+    the driver's refusal, a 500 with a traceback for a label and for a login. Now the rules store's
+    StoreBusyError: a 503 with Retry-After saying what was not written, the label's form kept to send again
+    (which then writes), the login form again with the name."""
+    backend = Backend(lambda: connect(stack, lock_wait_s=1), env["table"])
+    client = TestClient(create_app(backend, secure_cookies=False, feed=_feed()), follow_redirects=False)
+    _, csrf = _login(client, "analyst")
+    env["accounts"].label_case("decision:e1", ("big_amount",), (), "alice", "legitimate", None, "setup")
+    data = {"csrf": csrf or "", "case_id": "decision:e1", "label": "fraud", "note": "seen it before"}
+    tables = table_names(env["table"]).console()
+    labels, sessions = tables["labels"], tables["sessions"]
+    with _row_locked(stack, f"SELECT * FROM `{labels}` WHERE case_id = 'decision:e1' FOR UPDATE"):
+        resp = client.post("/review/label", data=data)
+    assert resp.status_code == 503, resp.text
+    assert resp.headers["Retry-After"] == "5"
+    text = html.unescape(resp.text)
+    assert (
+        "the label of case 'decision:e1' was not written, nothing was: it waited 1 s for a row lock" in text
+    )
+    sent = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)">', resp.text))
+    assert sent == data, sent
+    assert env["accounts"].labels(["decision:e1"])["decision:e1"][0] == "legitimate"
+    again = client.post("/review/label", data=data)  # the lock is gone: written
+    assert again.status_code == 303, again.text
+    assert env["accounts"].labels(["decision:e1"])["decision:e1"][:2] == ("fraud", "seen it before")
+
+    other = TestClient(create_app(backend, secure_cookies=False), follow_redirects=False)
+    page = other.get("/login")
+    token = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert token
+    # a login deletes the expired sessions first: a session row locked elsewhere keeps it waiting
+    with _row_locked(stack, f"SELECT * FROM `{sessions}` FOR UPDATE"):
+        resp = other.post("/login", data={"csrf": token.group(1), "username": "viewer", "password": PASSWORD})
+    assert resp.status_code == 503, resp.text
+    assert resp.headers["Retry-After"] == "5"
+    assert "(a login) was not written, nothing was" in html.unescape(resp.text)
+    assert 'name="username" value="viewer"' in resp.text
+    assert "riskctl_console" not in resp.cookies
+    again_token = re.search(r'name="csrf" value="([^"]+)"', resp.text)
+    assert again_token
+    ok = other.post("/login", data={"csrf": again_token.group(1), "username": "viewer", "password": PASSWORD})
+    assert ok.status_code == 303, ok.text
 
 
 @pytest.mark.parametrize(

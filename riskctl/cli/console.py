@@ -31,6 +31,7 @@ def console(ctx: click.Context, host: str, port: int) -> None:
         return
 
     from riskctl.config import load_settings
+    from riskctl.config.settings import parse_trusted_proxies
     from riskctl.console.app import create_app, is_loopback, mysql_backend
     from riskctl.console.server import Server, flush_logs, server_config
 
@@ -52,7 +53,8 @@ def console(ctx: click.Context, host: str, port: int) -> None:
     click.echo(f"riskctl console on http://{host}:{port}/ (Ctrl-C to stop)", err=True)
     # bounded connections and slow clients (riskctl/console/server.py, docs/console.md)
     try:
-        Server(server_config(app, host, port)).run()
+        proxies = parse_trusted_proxies(settings.console.trusted_proxies)
+        Server(server_config(app, host, port, trusted_proxies=proxies)).run()
     finally:  # the counts of lines held back (a flood that ended within the last LOG_EVERY_S)
         flush_logs()
 

@@ -28,6 +28,7 @@ from riskctl.config.loading import Resolved, apply_overrides, load_settings, res
 from riskctl.config.settings import (
     PROJECT_ROOT,
     AlertsSettings,
+    ConsoleSettings,
     FlinkSettings,
     JobSettings,
     KafkaSettings,
@@ -40,6 +41,7 @@ from riskctl.config.settings import (
 __all__ = [
     "PROJECT_ROOT",
     "AlertsSettings",
+    "ConsoleSettings",
     "FlinkSettings",
     "JobSettings",
     "KafkaSettings",

@@ -26,6 +26,9 @@ from riskctl.errors import printable
 
 DEFAULT = "default"
 SET = "--set"
+#: variables that begin like a section's settings and are none: read by what needs them, not refused as
+#: unknown (``riskctl console user add``'s password, the console's browser test's screenshot switch)
+NOT_SETTINGS = frozenset({"RISKCTL_CONSOLE_PASSWORD", "RISKCTL_CONSOLE_SCREENSHOT"})
 
 
 @cache
@@ -120,7 +123,7 @@ class _Loader:
             if spec.env in env:
                 _warn_if_empty_replaces_file(spec, env[spec.env], self.resolved)
                 self.put(spec, env[spec.env], spec.env, from_text=True)
-        known = {s.env for s in specs.values()}
+        known = {s.env for s in specs.values()} | NOT_SETTINGS
         prefixes = {f"RISKCTL_{s.section.upper()}_" for s in specs.values()}
         for name in sorted(env):
             if name not in known and any(name.startswith(p) for p in prefixes):

@@ -6,6 +6,7 @@ docs/config.md documents every field (tests/unit/test_docs.py checks that it doe
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -23,6 +24,7 @@ from riskctl.config.checks import (
     positive,
     refused,
     setting,
+    shown,
     text,
 )
 from riskctl.core.door import DEFAULT_LIMITS, MAX_DEAD_LETTER_BYTES, MIN_DEAD_LETTER_BYTES, Limits
@@ -166,6 +168,67 @@ def _api_keys(text: str) -> dict[str, str]:
 
 def _api_keys_ok(value: str) -> bool:
     _api_keys(value)  # a Refusal saying which pair is wrong
+    return True
+
+
+#: the most entries of ``console.trusted_proxies``: the proxies in front of one console, or their networks
+MAX_TRUSTED_PROXIES = 64
+#: the longest entry read as an address (an IPv6 network with a zone id is under 60 characters)
+_MAX_PROXY_CHARS = 64
+
+
+def parse_trusted_proxies(text: str) -> list[str]:
+    """``"10.0.0.5, 10.1.0.0/16"`` -> ``["10.0.0.5", "10.1.0.0/16"]`` (each as :mod:`ipaddress` writes it);
+    ConfigError when an entry is not an IP address or network, or there are more than
+    :data:`MAX_TRUSTED_PROXIES`."""
+    try:
+        return _trusted_proxies(text)
+    except Refusal as exc:
+        msg = f"console.trusted_proxies, {exc}"
+        raise ConfigError(msg) from None
+
+
+def _trusted_proxies(text: str) -> list[str]:
+    """:func:`parse_trusted_proxies`, refusing with a :class:`Refusal` that names the wrong entry.
+
+    uvicorn takes any entry it cannot read as an address for a literal it compares with the peer's, so a
+    typo (``10.0.0.300``, ``10.0.0.1/8`` with host bits) silently trusted nobody, or the wrong peers; and
+    ``*`` trusts every peer and then takes the *left-most* X-Forwarded-For address, which the client writes
+    itself even through a proxy that appends its own: anyone could choose the address the login limit and
+    the audit log see. Both are refused here."""
+    entries = [e.strip() for e in text.split(",") if e.strip()]
+    if len(entries) > MAX_TRUSTED_PROXIES:
+        msg = (
+            f"{len(entries)} entries, more than {MAX_TRUSTED_PROXIES}: name the proxies' networks "
+            "(10.0.0.0/8) rather than each address"
+        )
+        raise Refusal(msg)
+    out = []
+    for n, entry in enumerate(entries, 1):
+        if entry == "*":
+            msg = (
+                f"entry {n}: '*' is not accepted: it would trust every peer, and the console would take the "
+                "left-most X-Forwarded-For address, which any client writes itself; name the proxies' "
+                "addresses or networks"
+            )
+            raise Refusal(msg)
+        try:
+            if len(entry) > _MAX_PROXY_CHARS:
+                raise ValueError
+            parsed = ipaddress.ip_network(entry) if "/" in entry else ipaddress.ip_address(entry)
+        except ValueError as exc:
+            why = f" ({exc})" if "host bits" in str(exc) else ""
+            msg = (
+                f"entry {n}: {shown(entry)} is not an IP address or network such as 10.0.0.5, "
+                f"10.0.0.0/8 or fd00::/8{why}"
+            )
+            raise Refusal(msg) from None
+        out.append(str(parsed))
+    return out
+
+
+def _trusted_proxies_ok(value: str) -> bool:
+    _trusted_proxies(value)  # a Refusal naming the wrong entry
     return True
 
 
@@ -460,6 +523,20 @@ class ServeSettings:
 
 
 @dataclass
+class ConsoleSettings:
+    """``riskctl console``, the analysts' web console (docs/console.md)."""
+
+    #: the reverse proxies whose X-Forwarded-For and X-Forwarded-Proto headers are believed, IP addresses or
+    #: networks separated by ','; a request from any other peer is seen from its socket's address (the login
+    #: limit's key, the audit log's "from"). Empty: no such header is believed
+    trusted_proxies: str = setting(
+        "",
+        test=_trusted_proxies_ok,
+        shape="IP addresses or networks separated by ',' (e.g. 10.0.0.5, 10.1.0.0/16)",
+    )
+
+
+@dataclass
 class Settings:
     stack: StackSettings = field(default_factory=StackSettings)
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
@@ -468,6 +545,7 @@ class Settings:
     job: JobSettings = field(default_factory=JobSettings)
     alerts: AlertsSettings = field(default_factory=AlertsSettings)
     serve: ServeSettings = field(default_factory=ServeSettings)
+    console: ConsoleSettings = field(default_factory=ConsoleSettings)
 
     # -- derived values: what a client connects to -------------------------------------------------------
     @property

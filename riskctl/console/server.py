@@ -19,6 +19,10 @@ requests and stops at the next byte). Here:
   (:class:`~riskctl.console.app.BodyLimit`);
 * at shutdown (:class:`Server`), the connections beyond a client's cap end as the others do: closed when
   idle, else once their answer is sent, and waited for.
+
+The client's address the console sees (its login limit, the audit log's "from") is the socket's peer's,
+unless the peer is one of ``console.trusted_proxies`` (:func:`server_config`). The cap per client always
+counts socket peers: a proxy's clients share its address there.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import uvicorn
@@ -302,11 +306,19 @@ def server_config(
     header_timeout_s: float = HEADER_TIMEOUT_S,
     max_per_client: int = MAX_CONNECTIONS_PER_CLIENT,
     log_every_s: float = LOG_EVERY_S,
+    trusted_proxies: Sequence[str] = (),
     **overrides: Any,
 ) -> uvicorn.Config:
     """The uvicorn configuration of ``riskctl console`` (tests start the console with it too), to serve with
     :class:`Server`; puts the :class:`_OncePer` on uvicorn's error logger and the console's
-    (:func:`quiet_logs`)."""
+    (:func:`quiet_logs`).
+
+    ``trusted_proxies`` (``console.trusted_proxies``, checked addresses and networks): the peers whose
+    X-Forwarded-For and X-Forwarded-Proto are believed, the client being the right-most address of
+    X-Forwarded-For that is not one of them (uvicorn's ProxyHeadersMiddleware). uvicorn believed them by
+    default from 127.0.0.1, or from whatever its FORWARDED_ALLOW_IPS variable said: any local process
+    chose the address the login limit and the audit log saw. Empty: believed from no one, the address is
+    the socket's peer's; the list is always given, so that variable no longer widens it."""
     options: dict[str, Any] = {
         "host": host,
         "port": port,
@@ -315,6 +327,8 @@ def server_config(
         "limit_concurrency": MAX_CONNECTIONS,
         "timeout_keep_alive": KEEP_ALIVE_S,
         "http": _protocol(header_timeout_s, max_per_client),
+        "proxy_headers": bool(trusted_proxies),
+        "forwarded_allow_ips": list(trusted_proxies),
         **overrides,
     }
     # uvicorn.Config configures logging (dictConfig), which keeps the filters a logger has: put it after

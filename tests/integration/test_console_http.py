@@ -1647,3 +1647,54 @@ def test_a_change_written_whose_audit_row_mysql_refuses_is_shown_written_and_log
     lines = [r.getMessage() for r in caplog.records if "its audit row was not" in r.getMessage()]
     assert len(lines) == 2 and "audit refused by the test trigger" in lines[0], lines
     assert lines[0].startswith("console: publish of rule 'big_amount' by approver was written")
+
+
+def _failed_login(port: int, user: str, forwarded_for: str) -> int:
+    """A wrong password for ``user`` over a real connection from 127.0.0.1 that says it forwards for
+    ``forwarded_for``; the answer's status."""
+    import http.client
+
+    headers = {"X-Forwarded-For": forwarded_for}
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", "/login", headers=headers)
+        page = conn.getresponse()
+        token = re.search(r'name="csrf" value="([^"]+)"', page.read().decode())
+        assert token and page.status == 200
+        cookie = page.getheader("set-cookie", "").split(";", 1)[0]
+        body = f"csrf={token.group(1)}&username={user}&password=wrong+password%21"
+        form = {**headers, "Cookie": cookie, "Content-Type": "application/x-www-form-urlencoded"}
+        conn.request("POST", "/login", body=body, headers=form)
+        answer = conn.getresponse()
+        answer.read()
+        return answer.status
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize(
+    ("trusted", "seen"), [((), ["127.0.0.1"]), (("127.0.0.1",), ["203.0.113.9", "203.0.113.10"])]
+)
+def test_the_login_limit_and_the_audit_see_forwarded_addresses_only_from_trusted_proxies(
+    env: dict[str, Any], monkeypatch: pytest.MonkeyPatch, trusted: tuple[str, ...], seen: list[str]
+) -> None:
+    """uvicorn believed X-Forwarded-For from 127.0.0.1 by default (or from FORWARDED_ALLOW_IPS): any local
+    process chose the address the login limit counted and the audit log wrote. Now only from
+    console.trusted_proxies: without any, two wrong logins 'from' two forwarded addresses are one client
+    (127.0.0.1), limited as one; from a trusted proxy they are two clients."""
+    from riskctl.console.server import server_config
+
+    monkeypatch.setenv("FORWARDED_ALLOW_IPS", "*")  # widens nothing now
+    port = free_port()
+    app = create_app(env["backend"], secure_cookies=False, limiter=RateLimiter(max_failures=1, window_s=60))
+    stop = serve_in_thread(server_config(app, "127.0.0.1", port, trusted_proxies=trusted))
+    try:
+        first = _failed_login(port, "viewer", "203.0.113.9")
+        second = _failed_login(port, "analyst", "203.0.113.10")
+    finally:
+        stop()
+    assert first == 401
+    # one failure per address allowed: the second is locked out only when both are the same client
+    assert second == (401 if trusted else 429)
+    failed = [e for e in env["accounts"].audit_log(None, 20) if e["action"] == "login_failed"]
+    assert [e["detail"] for e in reversed(failed)] == [f"from {address}" for address in seen]

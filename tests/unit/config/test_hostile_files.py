@@ -211,8 +211,8 @@ FORGED_SHOWN = "x\\nerror: all is well\\x1b[2K\\u202e.toml"
             '["s\\nerror: no"]\nk = 1\n[job]\n"k\\ny" = 1\nparallelism = "four"\n',
             [
                 "error: 3 invalid settings:",
-                "- unknown section [s\\nerror: no] in {cfg}: sections are [alerts], [flink], [job], [kafka], "
-                "[mysql], [serve], [stack]",
+                "- unknown section [s\\nerror: no] in {cfg}: sections are [alerts], [console], [flink], "
+                "[job], [kafka], [mysql], [serve], [stack]",
                 "- job.parallelism in {cfg} must be an integer from 1 to 32768, got 'four'",
                 "- unknown key(s) in [job] of {cfg}: k\\ny",
             ],

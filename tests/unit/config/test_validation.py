@@ -314,3 +314,72 @@ def test_fewer_cdc_server_ids_than_the_parallelism_are_refused() -> None:
     assert (
         load_settings(env={}, overrides=["job.parallelism=8", "job.rules_source=file"]).job.parallelism == 8
     )
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("garbage", "entry 1: 'garbage' is not an IP address or network"),
+        ("10.0.0.5, 10.0.0.300", "entry 2: '10.0.0.300' is not an IP address or network"),
+        (
+            "10.0.0.1/8",
+            "entry 1: '10.0.0.1/8' is not an IP address or network such as 10.0.0.5, 10.0.0.0/8 "
+            "or fd00::/8 (10.0.0.1/8 has host bits set)",
+        ),
+        ("*", "entry 1: '*' is not accepted: it would trust every peer"),
+        ("127.0.0.1, *", "entry 2: '*' is not accepted"),
+        ("1" * 1_000_000, "entry 1: '1111"),
+        (", ".join(["10.0.0.5"] * 65), "65 entries, more than 64"),
+        ("10.0.0.5\nerror: forged", "entry 1: '10.0.0.5\\nerror: forged' is not an IP address"),
+    ],
+    ids=["garbage", "bad-second", "host-bits", "star", "star-second", "very-long", "too-many", "line-break"],
+)
+@pytest.mark.parametrize("source", ["file", "env", "set"])
+def test_console_trusted_proxies_refuses_a_bad_entry_on_one_line_naming_it(
+    clean: Path, value: str, reason: str, source: str
+) -> None:
+    """console.trusted_proxies: uvicorn took an entry it could not read as an address for a literal, which
+    silently trusted nobody (or, with host bits, not the network meant), and '*' trusts every peer and then
+    believes the left-most X-Forwarded-For address, the one the client writes. Refused when the settings
+    load, on one line that names the entry (a long one cut short)."""
+    env: dict[str, str] = {}
+    overrides: list[str] = []
+    cfg = clean / "riskctl.toml"  # the working directory's, read when present
+    if source == "file":
+        cfg.write_text(f"[console]\ntrusted_proxies = {json_string(value)}\n")
+        where = "console.trusted_proxies in riskctl.toml, "
+    elif source == "env":
+        env["RISKCTL_CONSOLE_TRUSTED_PROXIES"] = value
+        where = "RISKCTL_CONSOLE_TRUSTED_PROXIES (the environment variable of console.trusted_proxies), "
+    else:
+        overrides.append(f"console.trusted_proxies={value}")
+        where = "--set console.trusted_proxies, "
+    with pytest.raises(ConfigError) as err:
+        load_settings(env=env, overrides=overrides)
+    message = str(err.value)
+    assert message.startswith(where + reason), message
+    assert "\n" not in message and len(message) < 400, message
+
+
+def json_string(value: str) -> str:
+    """``value`` as a TOML basic string (JSON's escapes are TOML's for these)."""
+    import json
+
+    return json.dumps(value)
+
+
+def test_console_trusted_proxies_loads_addresses_and_networks_and_the_console_password_is_no_setting() -> (
+    None
+):
+    """The addresses and networks load as written; RISKCTL_CONSOLE_PASSWORD ('riskctl console user add')
+    begins like a console setting and is not one: it is not refused as an unknown variable."""
+    value = "10.0.0.5, 10.1.0.0/16, fd00::/8, ::1"
+    env = {"RISKCTL_CONSOLE_TRUSTED_PROXIES": value, "RISKCTL_CONSOLE_PASSWORD": "a long password"}
+    settings = load_settings(env=env)
+    assert settings.console.trusted_proxies == value
+    from riskctl.config.settings import parse_trusted_proxies
+
+    assert parse_trusted_proxies(value) == ["10.0.0.5", "10.1.0.0/16", "fd00::/8", "::1"]
+    assert parse_trusted_proxies("") == [] == parse_trusted_proxies(Settings().console.trusted_proxies)
+    with pytest.raises(ConfigError, match="unknown environment variable RISKCTL_CONSOLE_TRUSTED_PROXY"):
+        load_settings(env={"RISKCTL_CONSOLE_TRUSTED_PROXY": "10.0.0.5"})

@@ -314,3 +314,56 @@ def test_connections_over_a_clients_cap_end_at_shutdown_as_the_others_do(
     finally:
         for sock in held:
             sock.close()
+
+
+async def whoami(scope: Any, receive: Any, send: Any) -> None:
+    """Answers the client's address and scheme as the application sees them (the login limit's key and the
+    audit log's "from" are ``request.client.host``)."""
+    if scope["type"] != "http":
+        return
+    body = f"{scope['client'][0]} {scope['scheme']}".encode()
+    headers = [(b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _seen_as(port: int, forwarded_for: str, client: str = "127.0.0.1") -> str:
+    request = (
+        f"GET / HTTP/1.1\r\nHost: c\r\nX-Forwarded-For: {forwarded_for}\r\nX-Forwarded-Proto: https\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode()
+    with connect(port, client) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer.split(b"\r\n\r\n", 1)[1].decode()
+
+
+@pytest.mark.parametrize(
+    ("trusted", "forwarded_for", "seen"),
+    [
+        # nobody trusted (the default): the socket's peer, whatever the headers say
+        ((), "203.0.113.9", "127.0.0.1 http"),
+        # the peer is a trusted proxy: the client it forwards for
+        (("127.0.0.1",), "203.0.113.9", "203.0.113.9 https"),
+        # a network of proxies, two hops: the right-most address that is not a trusted proxy; what the client
+        # wrote itself before it (198.51.100.1) is not believed
+        (("127.0.0.0/8", "10.0.0.0/8"), "198.51.100.1, 203.0.113.9, 10.1.2.3", "203.0.113.9 https"),
+        # the peer is not one of the proxies: its headers are not believed
+        (("10.0.0.0/8",), "203.0.113.9", "127.0.0.1 http"),
+    ],
+)
+def test_forwarded_headers_are_believed_only_from_the_trusted_proxies(
+    monkeypatch: pytest.MonkeyPatch, trusted: tuple[str, ...], forwarded_for: str, seen: str
+) -> None:
+    """uvicorn believed X-Forwarded-For and X-Forwarded-Proto by default from 127.0.0.1, or from whatever
+    its FORWARDED_ALLOW_IPS variable named: any local process chose the client address the console's login
+    limit and audit log saw. Now only from console.trusted_proxies, and the variable widens nothing."""
+    monkeypatch.setenv("FORWARDED_ALLOW_IPS", "*")
+    port = free_port()
+    stop = serve_in_thread(server_config(whoami, "127.0.0.1", port, trusted_proxies=trusted))
+    try:
+        assert _seen_as(port, forwarded_for) == seen
+    finally:
+        stop()

@@ -206,7 +206,9 @@ class AccountStore:
         note: str | None,
         by: str,
     ) -> None:
-        """Label a case ``fraud`` or ``legitimate`` (again: replaces the label), once per rule that hit it."""
+        """Label a case ``fraud`` or ``legitimate`` (again: replaces the label), once per rule that hit it.
+        Its audit row is the caller's to write, after: the label is committed by then, and an audit row
+        refused afterwards must not make the label look unwritten (the console logs it instead)."""
         if label not in LABELS:
             msg = f"label must be one of {', '.join(LABELS)}, got {label!r}"
             raise AccountError(msg)
@@ -237,7 +239,6 @@ class AccountStore:
             self.conn.rollback()
             self._busy(exc, f"the label of case {case_id[:255]!r}")
             raise
-        self.audit(by, "label", case_id, f"{label}: {note or ''}"[:1000])
 
     def labels(self, case_ids: list[str]) -> dict[str, tuple[str, str | None, str]]:
         """case id -> (label, note, by) for the labelled ones among ``case_ids``."""

@@ -478,7 +478,7 @@ class Console:
 
         def out(_r: RuleStore, accounts: AccountStore) -> None:
             accounts.close_session(token)
-            accounts.audit(session.username, "logout", None)
+            _audit_written(accounts, session.username, "logout", None, None, kind="the session")
 
         await self.db(out)
         response = RedirectResponse("/login", 303)
@@ -852,9 +852,10 @@ class Console:
             return JSONResponse({"error": "note: at most 2000 characters"}, 400)
 
         def write(_r: RuleStore, accounts: AccountStore) -> None:
-            accounts.label_case(
-                case.case_id, case.rules, case.shadow, case.user_id, label, note, session.username
-            )
+            who = session.username
+            accounts.label_case(case.case_id, case.rules, case.shadow, case.user_id, label, note, who)
+            detail = f"{label}: {note or ''}"[:1000]
+            _audit_written(accounts, who, "label", case.case_id, detail, kind="case")
 
         try:
             await self.db(write)
@@ -1044,20 +1045,30 @@ def _database_errors() -> tuple[type[BaseException], ...]:
 _DATABASE_AWAY = _database_errors()
 
 
-def _audit_written(accounts: AccountStore, who: str | None, action: str, rule_id: str, detail: str) -> None:
-    """The audit row of a rule change the store has already committed. If MySQL refuses it or is lost
-    before it, the change stands (the rules' history records its author, version and comment as well), so
-    the page must not say "nothing was written", as it did: logged as an error instead, with the change."""
+def _audit_written(
+    accounts: AccountStore,
+    who: str | None,
+    action: str,
+    target: str | None,
+    detail: str | None,
+    *,
+    kind: str = "rule",
+) -> None:
+    """The audit row of a change already committed: a rule's (by the rules store), a case's label, a
+    logout's end of session. If MySQL refuses it or is lost before it, the change stands (a rule's history
+    records its author, version and comment as well; a label its author), so the page must not say
+    "nothing was written", as it did: logged as an error instead, with the change. ``kind``: what
+    ``target`` is, for the log line (``"the session"`` without a target)."""
     try:
-        accounts.audit(who, action, rule_id, detail)
+        accounts.audit(who, action, target, detail)
     except Exception as exc:  # noqa: BLE001 - whatever MySQL or the network raised, the write is done
         LOG.error(  # noqa: TRY400 - the reason is in the line; no traceback per failed audit row
-            "console: %s of rule %r by %s was written, but its audit row was not (%s): %s",
+            "console: %s of %s by %s was written, but its audit row was not (%s): %s",
             action,
-            rule_id,
+            kind if target is None else f"{kind} {target[:255]!r}",
             who,
             refusal(exc) or exc,
-            detail[:1000],
+            (detail or "")[:1000],
         )
 
 

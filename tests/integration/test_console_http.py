@@ -1698,3 +1698,40 @@ def test_the_login_limit_and_the_audit_see_forwarded_addresses_only_from_trusted
     assert second == (401 if trusted else 429)
     failed = [e for e in env["accounts"].audit_log(None, 20) if e["action"] == "login_failed"]
     assert [e["detail"] for e in reversed(failed)] == [f"from {address}" for address in seen]
+
+
+def test_a_label_or_logout_written_whose_audit_row_mysql_refuses_is_shown_written_and_logged(
+    env: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A label (or a logout's end of session) is committed before its audit row is written: a refused audit
+    row made a saved label a page saying it was not written (a trigger's SIGNAL: a 400; a lock wait: 503
+    "nothing was"), and a logout that had ended the session an error. Now, as for a rule change, the label
+    and the logout stand and the refused audit row is logged as an error."""
+    client = TestClient(
+        create_app(env["backend"], secure_cookies=False, feed=_feed()), follow_redirects=False
+    )
+    _, csrf = _login(client, "analyst")
+    audit = env["store"].names.console()["audit"]
+    with env["store"].conn.cursor() as cur:
+        cur.execute(
+            f"CREATE TRIGGER `{env['table']}_noaudit` BEFORE INSERT ON `{audit}` FOR EACH ROW "
+            "SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'audit refused by the test trigger'"
+        )
+    try:
+        with caplog.at_level(logging.ERROR, logger="riskctl.console"):
+            data = {"csrf": csrf or "", "case_id": "decision:e1", "label": "fraud", "note": "seen it"}
+            labelled = client.post("/review/label", data=data)
+            logged_out = client.post("/logout", data={"csrf": csrf or ""})
+    finally:
+        with env["store"].conn.cursor() as cur:
+            cur.execute(f"DROP TRIGGER IF EXISTS `{env['table']}_noaudit`")
+    assert labelled.status_code == 303 and labelled.headers["location"] == "/review", labelled.text
+    assert logged_out.status_code == 303 and logged_out.headers["location"] == "/login", logged_out.text
+    env["store"].conn.commit()  # a fresh read view
+    assert env["accounts"].labels(["decision:e1"])["decision:e1"] == ("fraud", "seen it", "analyst")
+    assert client.get("/rules").status_code == 303  # the session ended
+    lines = [r.getMessage() for r in caplog.records if "its audit row was not" in r.getMessage()]
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("console: label of case 'decision:e1' by analyst was written"), lines
+    assert "audit refused by the test trigger" in lines[0] and lines[0].endswith(": fraud: seen it")
+    assert lines[1].startswith("console: logout of the session by analyst was written"), lines

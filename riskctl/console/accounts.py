@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from riskctl.console.security import (
     DUMMY_HASH,
@@ -22,7 +23,7 @@ from riskctl.console.security import (
     verify_password,
 )
 from riskctl.store.migrations import migrate, table_names
-from riskctl.store.rules_store import LOCK_CODES, busy_error
+from riskctl.store.rules_store import retry_deadlocks
 
 USERNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
 #: how long a session lasts after login
@@ -31,6 +32,7 @@ LABELS = ("fraud", "legitimate")
 #: characters of ``console_labels.case_id``
 MAX_CASE_KEY = 255
 _HASHED = "#sha256:"
+T = TypeVar("T")
 
 
 def case_key(case_id: str) -> str:
@@ -69,29 +71,34 @@ class AccountStore:
             migrate(conn, rules_table)
 
     def _run(self, sql: str, params: tuple[Any, ...] = (), *, what: str = "the change") -> list[Any]:
-        """``sql`` in a transaction of its own; ``what``: what it writes, for a :meth:`_busy` error."""
-        try:
-            with self.conn.cursor() as cur:
-                cur.execute(sql.format(**self.t), params)
-                rows = list(cur.fetchall())
-            self.conn.commit()
-        except BaseException as exc:
-            self.conn.rollback()
-            self._busy(exc, what)
-            raise
-        return rows
+        """``sql`` in a transaction of its own (:meth:`_transaction`); its rows."""
 
-    def _busy(self, exc: BaseException, what: str) -> None:
-        """A statement MySQL's row locks kept out (lock wait timeout 1205, a deadlock 1213; rolled back) as
-        the rules store's :class:`~riskctl.errors.StoreBusyError`, which the console answers 503 with
-        Retry-After: as the driver's error it was MySQL refusing the statement, and a label or a login kept
-        out was a 500 with a traceback. Not retried: each write here is one short transaction, and the
-        analyst who sent it sends it again. Any other error goes on unchanged."""
-        import pymysql
+        def statement(cur: Any) -> list[Any]:
+            cur.execute(sql.format(**self.t), params)
+            return list(cur.fetchall())
 
-        code = exc.args[0] if isinstance(exc, pymysql.err.MySQLError) and exc.args else None
-        if code in LOCK_CODES:
-            raise busy_error(self.conn, what, code) from exc
+        return self._transaction(what, statement)
+
+    def _transaction(self, what: str, body: Callable[[Any], T]) -> T:
+        """``body(cursor)`` in one transaction, committed, or rolled back on any error, through the rules
+        store's :func:`~riskctl.store.rules_store.retry_deadlocks`: run again when MySQL ends it as a
+        deadlock's victim (1213; rolled back whole, so safe to run again: it was not retried, and a deadlock
+        between two analysts' labels was a 503 for one of them), and kept out by the row locks (a lock wait
+        timeout 1205, or a deadlock on each try) a :class:`~riskctl.errors.StoreBusyError` naming ``what``,
+        which the console answers 503 with Retry-After (as the driver's error it was a 500 with a
+        traceback). Any other error goes on unchanged."""
+
+        def once() -> T:
+            try:
+                with self.conn.cursor() as cur:
+                    result = body(cur)
+                self.conn.commit()
+            except BaseException:
+                self.conn.rollback()
+                raise
+            return result
+
+        return retry_deadlocks(self.conn, what, once)
 
     # -- users ---------------------------------------------------------------------------------------------
     def add_user(self, username: str, role: str, password: str, *, by: str | None = None) -> bool:
@@ -225,20 +232,17 @@ class AccountStore:
             msg = f"case {case_id!r} names no rule"
             raise AccountError(msg)
         key = case_key(case_id)
-        try:
-            with self.conn.cursor() as cur:
-                # table names: checked identifiers (migrations.quote); values: parameters
-                cur.execute("DELETE FROM {labels} WHERE case_id = %s".format(**self.t), (key,))  # noqa: S608
-                cur.executemany(
-                    "INSERT INTO {labels} (case_id, rule_id, shadow, user_id, label, note, labelled_by) "  # noqa: S608
-                    "VALUES (%s, %s, %s, %s, %s, %s, %s)".format(**self.t),
-                    [(key, rule, sh, user_id[:255], label, note, by) for rule, sh in rows],
-                )
-            self.conn.commit()
-        except BaseException as exc:
-            self.conn.rollback()
-            self._busy(exc, f"the label of case {case_id[:255]!r}")
-            raise
+
+        def write(cur: Any) -> None:
+            # table names: checked identifiers (migrations.quote); values: parameters
+            cur.execute("DELETE FROM {labels} WHERE case_id = %s".format(**self.t), (key,))  # noqa: S608
+            cur.executemany(
+                "INSERT INTO {labels} (case_id, rule_id, shadow, user_id, label, note, labelled_by) "  # noqa: S608
+                "VALUES (%s, %s, %s, %s, %s, %s, %s)".format(**self.t),
+                [(key, rule, sh, user_id[:255], label, note, by) for rule, sh in rows],
+            )
+
+        self._transaction(f"the label of case {case_id[:255]!r}", write)
 
     def labels(self, case_ids: list[str]) -> dict[str, tuple[str, str | None, str]]:
         """case id -> (label, note, by) for the labelled ones among ``case_ids``."""

@@ -142,6 +142,31 @@ DEADLOCK_ATTEMPTS = 3
 DEADLOCK_BACKOFF_S = 0.05
 
 
+def retry_deadlocks(conn: Any, what: str, transaction: Callable[[], T], *, rule_ids: Sequence[str] = ()) -> T:
+    """``transaction()``, which runs one whole transaction on ``conn`` and rolls it back when it fails, run
+    again when MySQL ends it as a deadlock's victim (error 1213: MySQL has rolled the whole transaction back,
+    so running it again is safe), up to :data:`DEADLOCK_ATTEMPTS` times in all. A deadlock on the last try,
+    or a row lock waited for longer than the session's ``innodb_lock_wait_timeout`` (error 1205: not
+    retried, it has waited that long already), is the :func:`busy_error` that names ``what`` was not
+    written. Any other error goes on. The rules store's writes and the console's accounts
+    (:class:`~riskctl.console.accounts.AccountStore`) retry alike."""
+    import pymysql
+
+    attempt = 1
+    while True:
+        try:
+            return transaction()
+        except pymysql.err.MySQLError as exc:
+            code = exc.args[0] if exc.args else None
+            if code == _DEADLOCK and attempt < DEADLOCK_ATTEMPTS:
+                time.sleep(DEADLOCK_BACKOFF_S * 2 ** (attempt - 1) * random.uniform(0.5, 1.5))  # noqa: S311
+                attempt += 1
+                continue
+            if code not in LOCK_CODES:
+                raise
+            raise busy_error(conn, what, code, attempts=attempt, rule_ids=rule_ids) from None
+
+
 @dataclass(frozen=True)
 class StoredRule:
     """A row of the current rules table."""
@@ -623,30 +648,17 @@ class RuleStore:
         return self._write_transaction(f"the deletion of rule {rule_id!r}", [rule_id], write)
 
     def _write_transaction(self, what: str, rule_ids: list[str], write: Callable[[Any], T]) -> T:
-        """``write(cursor)`` in one :meth:`_transaction`, run again when MySQL ends it as a deadlock's victim
-        (error 1213: MySQL has rolled the whole transaction back), up to :data:`DEADLOCK_ATTEMPTS` times in
-        all. A deadlock on the last try, or a row lock waited for longer than the session's
-        ``innodb_lock_wait_timeout`` (error 1205: not retried, it has waited that long already), is a
-        :class:`StoreBusyError` that names ``what`` was not written. Both were a driver's error before: a
-        traceback from Python, 'MySQL error 1205' (exit 1) from the CLI, or, when they hit the INSERT of a
-        new version, a conflict saying someone else had changed the rule, which nobody had (found in review).
-        """
-        import pymysql
+        """``write(cursor)`` in one :meth:`_transaction`, run again when MySQL ends it as a deadlock's victim,
+        and a :class:`StoreBusyError` that names ``what`` was not written when the row locks keep it out
+        (:func:`retry_deadlocks`). Both were a driver's error before: a traceback from Python, 'MySQL error
+        1205' (exit 1) from the CLI, or, when they hit the INSERT of a new version, a conflict saying someone
+        else had changed the rule, which nobody had (found in review)."""
 
-        attempt = 1
-        while True:
-            try:
-                with self._transaction() as cur:
-                    return write(cur)
-            except pymysql.err.MySQLError as exc:
-                code = exc.args[0] if exc.args else None
-                if code == _DEADLOCK and attempt < DEADLOCK_ATTEMPTS:
-                    time.sleep(DEADLOCK_BACKOFF_S * 2 ** (attempt - 1) * random.uniform(0.5, 1.5))  # noqa: S311
-                    attempt += 1
-                    continue
-                if code not in (_DEADLOCK, _LOCK_WAIT_TIMEOUT):
-                    raise
-                raise busy_error(self.conn, what, code, attempts=attempt, rule_ids=rule_ids) from None
+        def once() -> T:
+            with self._transaction() as cur:
+                return write(cur)
+
+        return retry_deadlocks(self.conn, what, once, rule_ids=rule_ids)
 
     # -- internals -----------------------------------------------------------------------------------------
     def _stored(self, row: Sequence[Any]) -> StoredRule:

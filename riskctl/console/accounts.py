@@ -23,7 +23,7 @@ from riskctl.console.security import (
     verify_password,
 )
 from riskctl.store.migrations import migrate, table_names
-from riskctl.store.rules_store import retry_deadlocks
+from riskctl.store.rules_store import retry_deadlocks, transaction
 
 USERNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
 #: how long a session lasts after login
@@ -80,23 +80,18 @@ class AccountStore:
         return self._transaction(what, statement)
 
     def _transaction(self, what: str, body: Callable[[Any], T]) -> T:
-        """``body(cursor)`` in one transaction, committed, or rolled back on any error, through the rules
-        store's :func:`~riskctl.store.rules_store.retry_deadlocks`: run again when MySQL ends it as a
-        deadlock's victim (1213; rolled back whole, so safe to run again: it was not retried, and a deadlock
-        between two analysts' labels was a 503 for one of them), and kept out by the row locks (a lock wait
-        timeout 1205, or a deadlock on each try) a :class:`~riskctl.errors.StoreBusyError` naming ``what``,
-        which the console answers 503 with Retry-After (as the driver's error it was a 500 with a
-        traceback). Any other error goes on unchanged."""
+        """``body(cursor)`` in one :func:`~riskctl.store.rules_store.transaction` (committed, or rolled back
+        on any error), through the rules store's :func:`~riskctl.store.rules_store.retry_deadlocks`: run
+        again when MySQL ends it as a deadlock's victim (1213; rolled back whole, so safe to run again: it
+        was not retried, and a deadlock between two analysts' labels was a 503 for one of them), and kept out
+        by the row locks (a lock wait timeout 1205, or a deadlock on each try) a
+        :class:`~riskctl.errors.StoreBusyError` naming ``what``, which the console answers 503 with
+        Retry-After (as the driver's error it was a 500 with a traceback). Any other error goes on
+        unchanged."""
 
         def once() -> T:
-            try:
-                with self.conn.cursor() as cur:
-                    result = body(cur)
-                self.conn.commit()
-            except BaseException:
-                self.conn.rollback()
-                raise
-            return result
+            with transaction(self.conn) as cur:
+                return body(cur)
 
         return retry_deadlocks(self.conn, what, once)
 

@@ -13,7 +13,7 @@ import json
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -81,6 +81,30 @@ def _lock_wait_s(conn: Any) -> int | None:
     except Exception:  # noqa: BLE001 - only a detail of a message about another error
         return None
     return int(row[0]) if row else None
+
+
+@contextmanager
+def transaction(conn: Any) -> Iterator[Any]:
+    """A cursor for the statements of one transaction on ``conn``: committed when the block ends, rolled
+    back on any error (the error goes on), so a change is written whole or not at all. The rules store's
+    writes and the console's accounts (:class:`~riskctl.console.accounts.AccountStore`) use it alike.
+
+    A connection that cannot roll back is gone (MySQL lost it, or pymysql closed it when Ctrl-C cut a
+    read short): the server rolls back a transaction whose connection ends, so the error that ended the
+    block goes on, not the rollback's. It went on as pymysql's ``InterfaceError(0, '')``: on the real
+    MariaDB, a connection killed in the middle of 'riskctl rules apply', and Ctrl-C, both ended in
+    'MySQL error: (0, '')' (found in review)."""
+    try:
+        with conn.cursor() as cur:
+            yield cur
+        conn.commit()
+    except BaseException:
+        try:
+            conn.rollback()
+        except Exception:  # noqa: BLE001 - the connection is gone; the original error says why
+            with suppress(Exception):
+                conn.close()
+        raise
 
 
 #: the key of the stand-in document for a stored document that does not load (see :func:`_readable`)
@@ -352,27 +376,9 @@ class RuleStore:
         self.conn.commit()
         return rows
 
-    @contextmanager
-    def _transaction(self) -> Iterator[Any]:
-        """A cursor for the writes of one public method: committed when the block ends, rolled back on any
-        error (the error goes on), so a change is written whole or not at all.
-
-        A connection that cannot roll back is gone (MySQL lost it, or pymysql closed it when Ctrl-C cut a
-        read short): the server rolls back a transaction whose connection ends, so the error that ended the
-        block goes on, not the rollback's. It went on as pymysql's ``InterfaceError(0, '')``: on the real
-        MariaDB, a connection killed in the middle of 'riskctl rules apply', and Ctrl-C, both ended in
-        'MySQL error: (0, '')' (found in review)."""
-        try:
-            with self.conn.cursor() as cur:
-                yield cur
-            self.conn.commit()
-        except BaseException:
-            try:
-                self.conn.rollback()
-            except Exception:  # noqa: BLE001 - the connection is gone; the original error says why
-                with suppress(Exception):
-                    self.conn.close()
-            raise
+    def _transaction(self) -> AbstractContextManager[Any]:
+        """A cursor for the writes of one public method (:func:`transaction` on the store's connection)."""
+        return transaction(self.conn)
 
     def current(self) -> list[StoredRule]:
         """Every current rule, by id."""
@@ -648,7 +654,7 @@ class RuleStore:
         return self._write_transaction(f"the deletion of rule {rule_id!r}", [rule_id], write)
 
     def _write_transaction(self, what: str, rule_ids: list[str], write: Callable[[Any], T]) -> T:
-        """``write(cursor)`` in one :meth:`_transaction`, run again when MySQL ends it as a deadlock's victim,
+        """``write(cursor)`` in one :func:`transaction`, run again when MySQL ends it as a deadlock's victim,
         and a :class:`StoreBusyError` that names ``what`` was not written when the row locks keep it out
         (:func:`retry_deadlocks`). Both were a driver's error before: a traceback from Python, 'MySQL error
         1205' (exit 1) from the CLI, or, when they hit the INSERT of a new version, a conflict saying someone

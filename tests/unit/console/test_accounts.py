@@ -108,3 +108,30 @@ def test_any_other_error_of_an_account_write_is_not_retried() -> None:
     with pytest.raises(pymysql.err.OperationalError) as caught:
         AccountStore(conn, auto_migrate=False).audit("ann", "login", None)
     assert caught.value is refused and (conn.commits, conn.rollbacks) == (0, 1)
+
+
+class LostConnection(FakeConnection):
+    """A connection MySQL lost in the middle of a statement: pymysql has closed it, so its rollback raises
+    InterfaceError (0, '')."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            lambda sql: pymysql.err.OperationalError(2013, "Lost connection to server during query")
+        )
+        self.closed = False
+
+    def rollback(self) -> None:
+        raise pymysql.err.InterfaceError(0, "")
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_an_account_write_whose_connection_is_lost_raises_the_loss_not_the_rollbacks_error() -> None:
+    """AccountStore wrote its own commit-or-rollback again beside the rules store's transaction(): a
+    rollback on a connection MySQL had lost raised pymysql's InterfaceError (0, ''), which replaced the
+    error saying why (the lost connection), as it did in the rules store before (found in review there)."""
+    conn = LostConnection()
+    with pytest.raises(pymysql.err.OperationalError) as caught:
+        AccountStore(conn, auto_migrate=False).audit("ann", "logout", None)
+    assert caught.value.args[0] == 2013 and conn.closed

@@ -8,6 +8,7 @@ uuid-named copies like the rules store's.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from riskctl.console.security import (
     token_hash,
     verify_password,
 )
+from riskctl.store.connection import refusal
 from riskctl.store.migrations import migrate, table_names
 from riskctl.store.rules_store import retry_deadlocks, transaction
 
@@ -32,6 +34,7 @@ LABELS = ("fraud", "legitimate")
 #: characters of ``console_labels.case_id``
 MAX_CASE_KEY = 255
 _HASHED = "#sha256:"
+LOG = logging.getLogger("riskctl.console")
 T = TypeVar("T")
 
 
@@ -117,7 +120,9 @@ class AccountStore:
         )
         if existed:  # a changed password ends every session of the user
             self._run("DELETE FROM {sessions} WHERE username = %s", (username,), what=f"user {username!r}")
-        self.audit(by, "user_update" if existed else "user_add", username, f"role={role}")
+        audit_written(
+            self, by, "user_update" if existed else "user_add", username, f"role={role}", kind="user"
+        )
         return not existed
 
     def users(self) -> list[tuple[str, str]]:
@@ -273,3 +278,31 @@ class AccountStore:
             total = sum(counts.values())
             out[mode] = {**counts, "labelled": total, "precision": counts["fraud"] / total if total else None}
         return out
+
+
+def audit_written(
+    accounts: AccountStore,
+    who: str | None,
+    action: str,
+    target: str | None,
+    detail: str | None,
+    *,
+    kind: str = "rule",
+) -> None:
+    """The audit row of a change already committed: a rule's (by the rules store), a case's label, a
+    logout's end of session, a user added or changed (``riskctl console user add``). If MySQL refuses it
+    or is lost before it, the change stands (a rule's history records its author, version and comment as
+    well; a label its author), so the page (or the command) must not say "nothing was written", as it did:
+    logged as an error instead, with the change. ``kind``: what ``target`` is, for the log line (``"the
+    session"`` without a target)."""
+    try:
+        accounts.audit(who, action, target, detail)
+    except Exception as exc:  # noqa: BLE001 - whatever MySQL or the network raised, the write is done
+        LOG.error(  # noqa: TRY400 - the reason is in the line; no traceback per failed audit row
+            "console: %s of %s by %s was written, but its audit row was not (%s): %s",
+            action,
+            kind if target is None else f"{kind} {target[:255]!r}",
+            who,
+            refusal(exc) or exc,
+            (detail or "")[:1000],
+        )

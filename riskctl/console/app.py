@@ -35,7 +35,7 @@ from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from riskctl.console.accounts import AccountStore, Session
+from riskctl.console.accounts import AccountStore, Session, audit_written
 from riskctl.console.backtest import MAX_UPLOAD_BYTES, BacktestError, TimeLimitError, backtest
 from riskctl.console.feed import Feed
 from riskctl.console.forms import FIELDS, Draft, fields_from_document, validate_form
@@ -478,7 +478,7 @@ class Console:
 
         def out(_r: RuleStore, accounts: AccountStore) -> None:
             accounts.close_session(token)
-            _audit_written(accounts, session.username, "logout", None, None, kind="the session")
+            audit_written(accounts, session.username, "logout", None, None, kind="the session")
 
         await self.db(out)
         response = RedirectResponse("/login", 303)
@@ -592,7 +592,7 @@ class Console:
             else:
                 change = store.set_status(rule_id, modes[str(op)], author=who, expect_version=expect)
             detail = json.dumps(change.to_dict()) if change else "unchanged"
-            _audit_written(accounts, who, str(op), rule_id, detail)
+            audit_written(accounts, who, str(op), rule_id, detail)
             return change
 
         try:
@@ -733,7 +733,7 @@ class Console:
             if not item.changes:
                 return "unchanged"
             [change] = store.apply(Plan((item,)), author=session.username, comment=comment)
-            _audit_written(accounts, session.username, "publish", rule.id, json.dumps(change.to_dict()))
+            audit_written(accounts, session.username, "publish", rule.id, json.dumps(change.to_dict()))
             return "written"
 
         def again(code: int, **reason: str) -> Response:
@@ -855,7 +855,7 @@ class Console:
             who = session.username
             accounts.label_case(case.case_id, case.rules, case.shadow, case.user_id, label, note, who)
             detail = f"{label}: {note or ''}"[:1000]
-            _audit_written(accounts, who, "label", case.case_id, detail, kind="case")
+            audit_written(accounts, who, "label", case.case_id, detail, kind="case")
 
         try:
             await self.db(write)
@@ -1043,33 +1043,6 @@ def _database_errors() -> tuple[type[BaseException], ...]:
 
 #: what MySQL being away (down, restarting, unreachable, the connection lost mid-request) raises
 _DATABASE_AWAY = _database_errors()
-
-
-def _audit_written(
-    accounts: AccountStore,
-    who: str | None,
-    action: str,
-    target: str | None,
-    detail: str | None,
-    *,
-    kind: str = "rule",
-) -> None:
-    """The audit row of a change already committed: a rule's (by the rules store), a case's label, a
-    logout's end of session. If MySQL refuses it or is lost before it, the change stands (a rule's history
-    records its author, version and comment as well; a label its author), so the page must not say
-    "nothing was written", as it did: logged as an error instead, with the change. ``kind``: what
-    ``target`` is, for the log line (``"the session"`` without a target)."""
-    try:
-        accounts.audit(who, action, target, detail)
-    except Exception as exc:  # noqa: BLE001 - whatever MySQL or the network raised, the write is done
-        LOG.error(  # noqa: TRY400 - the reason is in the line; no traceback per failed audit row
-            "console: %s of %s by %s was written, but its audit row was not (%s): %s",
-            action,
-            kind if target is None else f"{kind} {target[:255]!r}",
-            who,
-            refusal(exc) or exc,
-            (detail or "")[:1000],
-        )
 
 
 #: what a write that MySQL could not take now raises: a 503, the form kept to send again

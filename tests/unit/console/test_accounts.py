@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -135,3 +136,22 @@ def test_an_account_write_whose_connection_is_lost_raises_the_loss_not_the_rollb
     with pytest.raises(pymysql.err.OperationalError) as caught:
         AccountStore(conn, auto_migrate=False).audit("ann", "logout", None)
     assert caught.value.args[0] == 2013 and conn.closed
+
+
+def test_a_user_written_whose_audit_row_mysql_refuses_is_added_and_the_refusal_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """'riskctl console user add' wrote the user, then its audit row: a refused audit row (a trigger, a lock
+    wait) failed the command though the user was written, and a retry said 'updated'. Now, as for the
+    console's changes, the user stands and the refused audit row is logged as an error naming it."""
+    refused = pymysql.err.OperationalError(1644, "audit refused by a trigger")
+    conn = FakeConnection(lambda sql: refused if sql.startswith("INSERT INTO `console_audit`") else None)
+    with caplog.at_level(logging.ERROR, "riskctl.console"):
+        created = AccountStore(conn, auto_migrate=False).add_user("ann", "analyst", "a long password 1")
+    assert created is True
+    assert conn.ran == ["SELECT", "INSERT"] and (conn.commits, conn.rollbacks) == (2, 1)
+    [line] = [r.getMessage() for r in caplog.records if r.name == "riskctl.console"]
+    assert line == (
+        "console: user_add of user 'ann' by None was written, but its audit row was not "
+        "(MySQL error 1644: audit refused by a trigger): role=analyst"
+    )

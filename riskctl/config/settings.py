@@ -195,7 +195,8 @@ def _trusted_proxies(text: str) -> list[str]:
     typo (``10.0.0.300``, ``10.0.0.1/8`` with host bits) silently trusted nobody, or the wrong peers; and
     ``*`` trusts every peer and then takes the *left-most* X-Forwarded-For address, which the client writes
     itself even through a proxy that appends its own: anyone could choose the address the login limit and
-    the audit log see. Both are refused here."""
+    the audit log see. Both are refused here, and so is a network of every address (``0.0.0.0/0``,
+    ``::/0``), which uvicorn reads as an address but which trusts every peer as ``*`` does."""
     entries = [e.strip() for e in text.split(",") if e.strip()]
     if len(entries) > MAX_TRUSTED_PROXIES:
         msg = (
@@ -223,6 +224,13 @@ def _trusted_proxies(text: str) -> list[str]:
                 f"10.0.0.0/8 or fd00::/8{why}"
             )
             raise Refusal(msg) from None
+        if isinstance(parsed, ipaddress.IPv4Network | ipaddress.IPv6Network) and parsed.prefixlen == 0:
+            msg = (
+                f"entry {n}: {parsed} is not accepted: it holds every address, so it would trust every peer "
+                "as '*' does, and the console would take the left-most X-Forwarded-For address, which any "
+                "client writes itself; name the proxies' addresses or networks"
+            )
+            raise Refusal(msg)
         out.append(str(parsed))
     return out
 

@@ -328,11 +328,26 @@ def test_fewer_cdc_server_ids_than_the_parallelism_are_refused() -> None:
         ),
         ("*", "entry 1: '*' is not accepted: it would trust every peer"),
         ("127.0.0.1, *", "entry 2: '*' is not accepted"),
+        ("0.0.0.0/0", "entry 1: 0.0.0.0/0 is not accepted: it holds every address, so it would trust"),
+        ("10.0.0.5, ::/0", "entry 2: ::/0 is not accepted: it holds every address"),
+        ("0.0.0.0/0.0.0.0", "entry 1: 0.0.0.0/0 is not accepted"),
         ("1" * 1_000_000, "entry 1: '1111"),
         (", ".join(["10.0.0.5"] * 65), "65 entries, more than 64"),
         ("10.0.0.5\nerror: forged", "entry 1: '10.0.0.5\\nerror: forged' is not an IP address"),
     ],
-    ids=["garbage", "bad-second", "host-bits", "star", "star-second", "very-long", "too-many", "line-break"],
+    ids=[
+        "garbage",
+        "bad-second",
+        "host-bits",
+        "star",
+        "star-second",
+        "all-v4",
+        "all-v6",
+        "all-v4-netmask",
+        "very-long",
+        "too-many",
+        "line-break",
+    ],
 )
 @pytest.mark.parametrize("source", ["file", "env", "set"])
 def test_console_trusted_proxies_refuses_a_bad_entry_on_one_line_naming_it(

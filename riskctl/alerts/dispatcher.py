@@ -405,6 +405,9 @@ class Dispatcher:
                             "channel %s: stopping with %d item(s) undelivered", channel.name, len(jobs)
                         )
                         return
+                    if self._all_stale(jobs):
+                        # revoked during the backoff: no attempt is under way, none is started
+                        break
         if outcome.ok:
             for j in jobs:
                 self._remember(channel.name, j.item.key)

@@ -431,9 +431,12 @@ class Console:
                 headers={"Retry-After": str(int(wait) + 1)},
             )
 
+        wrong: list[bool] = []  # the password was checked and was wrong, whatever became of the audit row
+
         def check(_r: RuleStore, accounts: AccountStore) -> str | None:
             role = accounts.check_login(username, password)
             if role is None:
+                wrong.append(True)
                 accounts.audit(username[:64], "login_failed", None, f"from {client}")
                 return None
             accounts.audit(username, "login", None, f"from {client}")
@@ -442,7 +445,7 @@ class Console:
         try:
             token = await self.db(check)
         except BaseException as exc:
-            for key in keys:  # MySQL did not answer: no password was checked
+            for key in keys if not wrong else ():  # MySQL did not answer: no password was checked
                 self.limiter.forgive(key, now)
             if not isinstance(exc, StoreBusyError):
                 raise

@@ -5,12 +5,14 @@ which need real row locks, are in tests/integration/test_console_http.py."""
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
 
 from riskctl.console.app import COOKIE, Backend, create_app
+from riskctl.console.security import RateLimiter
 from riskctl.store.migrations import MIGRATIONS
 
 DENIED = "UPDATE command denied to user 'console'@'10.0.0.7' for table 'rules'"
@@ -89,3 +91,38 @@ def test_a_privilege_the_consoles_mysql_account_lacks_is_a_500_that_blames_the_s
     api = client.get("/api/rules/r1/status")
     assert api.status_code == 500
     assert api.json() == {"ok": False, "error": resp.text}
+
+
+class _AuditRefused(_Cursor):
+    """No such user; MySQL refuses the audit row (a trigger's SIGNAL, 1644)."""
+
+    def execute(self, sql: str, params: Any = None) -> None:
+        if sql.startswith("SELECT role, password_hash FROM"):  # AccountStore.check_login
+            self.rows = []
+        else:
+            super().execute(sql, params)
+
+
+def test_a_wrong_password_whose_audit_row_mysql_refuses_still_counts_toward_the_login_limit() -> None:
+    """A failed login whose audit row MySQL refused (or kept out with a row lock) was forgiven by the login
+    rate limiter, as if MySQL had not answered and no password had been checked: it had been, and was wrong.
+    Guesses whose audit rows failed were not limited. Now they count; the answer is the error as before."""
+
+    class Connection(_Connection):
+        def cursor(self) -> _Cursor:
+            return _AuditRefused(1644)
+
+    app = create_app(
+        Backend(lambda: Connection(1644)),
+        secure_cookies=False,
+        limiter=RateLimiter(max_failures=1, window_s=60),
+    )
+    client = TestClient(app, follow_redirects=False, raise_server_exceptions=False)
+    statuses = []
+    for _ in range(2):
+        page = client.get("/login")
+        token = re.search(r'name="csrf" value="([^"]+)"', page.text)
+        assert token
+        data = {"csrf": token.group(1), "username": "mallory", "password": "a guess"}
+        statuses.append(client.post("/login", data=data).status_code)
+    assert statuses == [500, 429], statuses

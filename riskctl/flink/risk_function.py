@@ -354,25 +354,35 @@ class GcSwitch:
 
     A function whose close never ran (a failed attempt, a cancelled task) must not keep the collector off
     for good: the next open at its place (the same subtask of the job's next attempt) takes the place over,
-    and also runs the first open's collection, since the failed attempt's function, its state cache and
-    PyFlink's objects around it are the cyclic garbage that collection is for (a restart stops every decide
-    subtask of the job: none of its subtasks is deciding then). Limit: a job that ended with none of its
-    decide functions closed and never runs here again keeps its places, and the collector off, until the
-    TaskManager restarts; no open can tell it from a job still running in another slot.
+    and so does any open of a later attempt of the job, whose places of earlier attempts are all given up (a
+    restart stops every decide subtask of the job, and a subtask index may land on another TaskManager at a
+    restart: its place here would have waited for it forever). Such an open also runs the first open's
+    collection, since the failed attempt's function, its state cache and PyFlink's objects around it are the
+    cyclic garbage that collection is for (none of the job's subtasks is deciding then). Limit: a job that
+    ended with none of its decide functions closed and never runs here again keeps its places, and the
+    collector off, until the TaskManager restarts; no open can tell it from a job still running in another
+    slot.
     """
 
     def __init__(self, collector: Any = gc) -> None:
         self.gc = collector
         self.lock = threading.Lock()
-        #: place (job, subtask index) -> the ticket of the open function holding it
-        self.places: dict[tuple[str, int], object] = {}
+        #: place (job, subtask index) -> (the attempt number, the ticket of the open function holding it)
+        self.places: dict[tuple[str, int], tuple[int, object]] = {}
 
-    def opened(self, place: tuple[str, int]) -> object:
-        """Count an open function at ``place``; the ticket to give :meth:`closed`."""
+    def opened(self, place: tuple[str, int], attempt: int = 0) -> object:
+        """Count an open function at ``place`` of the job's attempt ``attempt`` (Flink's attempt number of
+        the subtask); the ticket to give :meth:`closed`."""
         ticket = object()
         with self.lock:
-            collect = not self.places or place in self.places  # the first, or the next attempt of one
-            self.places[place] = ticket
+            # an earlier attempt's places of this job: functions whose close never ran, wherever this
+            # attempt's subtasks run now
+            failed = [p for p, (a, _) in self.places.items() if p[0] == place[0] and a < attempt]
+            # the first, or the next attempt of one
+            collect = not self.places or place in self.places or bool(failed)
+            for p in failed:
+                del self.places[p]
+            self.places[place] = (attempt, ticket)
             if collect:
                 # unfrozen first: what an earlier attempt's open froze (its function among it) is garbage
                 # now, and a frozen object is never collected (found in review)
@@ -386,7 +396,8 @@ class GcSwitch:
         """Uncount the function ``ticket`` opened; the objects collected if it was the last one, else None
         (also when a newer open took its place, or it was counted already)."""
         with self.lock:
-            if ticket is None or self.places.get(place) is not ticket:
+            held = self.places.get(place)
+            if ticket is None or held is None or held[1] is not ticket:
                 return None
             del self.places[place]
             if self.places:
@@ -499,7 +510,7 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         # life (found in review). The switch is the interpreter's, shared by the decide subtasks in this
         # TaskManager's slots: GC_SWITCH counts them, so only the first open and the last close touch it.
         self.subtask = runtime_context.get_index_of_this_subtask()
-        self.gc_ticket = GC_SWITCH.opened((self.job, self.subtask))
+        self.gc_ticket = GC_SWITCH.opened((self.job, self.subtask), runtime_context.get_attempt_number())
         group = runtime_context.get_metrics_group().add_group("riskctl")
         self.counters = {name: group.counter(name) for name in (*METRICS, PATH_METRIC)}
         from riskctl.core import native

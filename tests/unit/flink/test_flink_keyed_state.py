@@ -511,6 +511,9 @@ class FakeRuntime:
     def get_index_of_this_subtask(self) -> int:
         return 0
 
+    def get_attempt_number(self) -> int:
+        return 0
+
     def get_metrics_group(self) -> FakeMetrics:
         return self.metrics
 

@@ -240,13 +240,17 @@ def test_a_decide_attempts_function_is_freed_by_the_next_attempt(close: bool) ->
         gc.unfreeze()
 
 
-def _subtask(job: bytes, index: int) -> Any:
-    """An attempt's decide function of ``job`` (:func:`_decide_job`), opened as subtask ``index``."""
+def _subtask(job: bytes, index: int, attempt: int = 0) -> Any:
+    """An attempt's decide function of ``job`` (:func:`_decide_job`), opened as subtask ``index`` of the job's
+    attempt ``attempt``."""
     from tests.unit.flink.test_flink_keyed_state import FakeRuntime, FakeValueState
 
     class Runtime(FakeRuntime):
         def get_index_of_this_subtask(self) -> int:
             return index
+
+        def get_attempt_number(self) -> int:
+            return attempt
 
     fn = pickle.loads(job)  # noqa: S301 - pickled by the test
     fn.open(Runtime(FakeValueState()))
@@ -304,6 +308,26 @@ def test_a_function_never_closed_is_replaced_by_its_subtasks_next_attempt() -> N
     assert not gc.isenabled()
     b2.close()
     assert gc.isenabled()
+
+
+def test_a_failed_attempts_subtask_moved_to_another_taskmanager_does_not_keep_the_collector_off() -> None:
+    """A restart may put a subtask index on another TaskManager (a TaskManager lost, slots given anew): the
+    failed attempt ran subtask 0 here, never closed; the next attempt runs subtask 1 here. Subtask 0's place
+    waited for an open that never comes here: that open did not collect the failed attempt's garbage, and the
+    collector stayed off after the job had ended, for every later job too."""
+    import gc
+    import weakref
+
+    job = _decide_job()
+    _subtask(job, 0)  # attempt 0, which failed: never closed
+    garbage = _Operation(None)  # the failed attempt's cyclic garbage
+    gone = weakref.ref(garbage)
+    del garbage
+    b = _subtask(job, 1, attempt=1)  # attempt 1's subtask 0 runs on another TaskManager
+    assert gone() is None, "the next attempt's open left the failed attempt's garbage"
+    assert not gc.isenabled()
+    b.close()
+    assert gc.isenabled(), "the failed attempt's subtask 0 still counted as open here"
 
 
 def test_decide_subtasks_of_two_jobs_count_apart_and_a_close_without_open_counts_nothing() -> None:

@@ -508,14 +508,16 @@ class Dispatcher:
 
 
 def dead_letter_key(coordinates: dict[str, Any]) -> str:
-    """The Kafka key of a dead letter, by which its consumers deduplicate: ``<channel>:<alert id>`` for an
+    """The Kafka key of a dead letter, by which its consumers deduplicate: ``<channel>/<alert id>`` for an
     alert the channel could not take (one dead letter per pair is meant: a crash between writing it and
     remembering it writes it again, with this key), else ``<topic>:<partition>:<offset>`` of the record, as
-    the job keys its own (a record that cannot be read has no id). A channel name holds no ``:``."""
+    the job keys its own (a record that cannot be read has no id). Neither a channel name nor a topic name
+    holds a ``/``, so the two kinds never share a key (with ``:``, the alert id ``0:5`` of a channel named
+    like the topic had the key of that topic's record at partition 0, offset 5)."""
     alert_id = coordinates.get("alert_id")
     if alert_id:
         # an alert id is bounded by the record size only: a long one is keyed by its hash (model.id_key)
-        return f"{coordinates.get('channel')}:{id_key(str(alert_id))}"
+        return f"{coordinates.get('channel')}/{id_key(str(alert_id))}"
     return f"{coordinates.get('topic')}:{coordinates.get('partition')}:{coordinates.get('offset')}"
 
 

@@ -224,7 +224,7 @@ def test_an_alert_still_undeliverable_after_n_attempts_is_dead_lettered_with_the
     committable_eventually(d, {"p0": 1})
     assert len(sender.delivered("down")) == 3 and len(sender.delivered("up")) == 1
     (letter,) = dead
-    assert letter["to"] == "dlq" and letter["kind"] == "dead_letter" and letter["key"] == b"down:a1"
+    assert letter["to"] == "dlq" and letter["kind"] == "dead_letter" and letter["key"] == b"down/a1"
     assert letter["reason"] == "channel down: undeliverable after 3 attempt(s): HTTP 500: down"
     assert (letter["channel"], letter["alert_id"], letter["offset"]) == ("down", "a1", 0)
     assert json.loads(letter["raw"])["alert_id"] == "a1"
@@ -243,7 +243,18 @@ def test_a_dead_letter_is_keyed_by_what_it_is_one_of_so_that_its_consumers_can_d
         d.accept("p1", 1, b"[1]", {"topic": "alerts", "partition": 1, "offset": 1})  # at p0's offset 1
         committable_eventually(d, {"p0": 2, "p1": 2})
         keys.append(sorted(x["key"] for x in dead))
-    assert keys[0] == keys[1] == [b"alerts:0:1", b"alerts:1:1", b"down:a1", b"up:a1"]
+    assert keys[0] == keys[1] == [b"alerts:0:1", b"alerts:1:1", b"down/a1", b"up/a1"]
+
+
+def test_an_alerts_dead_letter_key_is_never_a_records() -> None:
+    # With ':' as the separator, a channel named like the alerts topic failing the alert id "0:5" wrote the
+    # key of that topic's unreadable record at partition 0, offset 5: a consumer deduplicating by key dropped
+    # one.
+    from riskctl.alerts.dispatcher import dead_letter_key
+
+    alert = dead_letter_key({"alert_id": "0:5", "channel": "alerts", "topic": "alerts", "partition": 3})
+    record = dead_letter_key({"topic": "alerts", "partition": 0, "offset": 5})
+    assert alert != record and record == "alerts:0:5"
 
 
 def test_a_permanent_refusal_is_dead_lettered_without_retries(make: Any) -> None:
@@ -606,7 +617,7 @@ def test_an_alert_with_a_very_long_id_is_delivered_once_and_dead_lettered_with_a
     feed(d, [alert_doc(alert_id=other)], start=2)
     committable_eventually(d, {"p0": 3})
     (letter,) = dead
-    assert letter["key"] == f"down:{id_key(other)}".encode() and letter["alert_id"] == other[:300]
+    assert letter["key"] == f"down/{id_key(other)}".encode() and letter["alert_id"] == other[:300]
 
 
 @pytest.mark.parametrize(

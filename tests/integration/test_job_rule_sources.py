@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -236,137 +238,125 @@ def test_the_rules_poll_reads_on_past_a_row_with_a_null_version(stack: Settings)
         admin.close()
 
 
+@dataclass
+class StatusTable:
+    """A fresh rules store's status table on the real MariaDB, for RecordRuleStatus operators."""
+
+    names: Any
+    #: a connection of the tests' own (not counted in ``opened``)
+    admin: Any
+    #: the MySQL thread ids of the connections the operators opened
+    opened: list[int]
+
+    def op(self, stack: Settings) -> Any:
+        from riskctl.flink.job import MysqlConn, RecordRuleStatus
+
+        return RecordRuleStatus(MysqlConn.of(stack), self.names.status, retry_ms=100)
+
+    def left(self) -> list[int]:
+        """The operators' connections still open on the server."""
+        with self.admin.cursor() as cur:
+            cur.execute("SELECT ID FROM information_schema.PROCESSLIST")
+            return sorted(set(self.opened) & {r[0] for r in cur.fetchall()})
+
+    def written(self) -> list[tuple[str, int]]:
+        from riskctl.store.migrations import quote
+
+        with self.admin.cursor() as cur:
+            cur.execute(f"SELECT rule_id, version FROM {quote(self.names.status)}")  # noqa: S608
+            return sorted(cur.fetchall())
+
+
+@pytest.fixture
+def status_table(stack: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[StatusTable]:
+    import uuid
+
+    from riskctl.flink.job import MysqlConn
+    from riskctl.store.migrations import drop_store, migrate, table_names
+    from tests.integration.support import connect_mysql
+
+    table = f"t{uuid.uuid4().hex[:8]}_rules"
+    admin = connect_mysql(stack)
+    migrate(admin, rules_table=table)
+    opened: list[int] = []
+    real = MysqlConn.connect
+
+    def counted(self: MysqlConn, *, autocommit: bool = False) -> Any:
+        conn = real(self, autocommit=autocommit)
+        opened.append(conn.thread_id())
+        return conn
+
+    monkeypatch.setattr(MysqlConn, "connect", counted)
+    try:
+        yield StatusTable(table_names(table), admin, opened)
+    finally:
+        drop_store(admin, table)
+        admin.close()
+
+
+def _status(rule_id: str, version: int) -> Row:
+    doc = {"rule_id": rule_id, "version": version, "state": "accepted", "reason": None, "field": None}
+    return Row(None, json.dumps(doc))
+
+
+def _writers() -> int:
+    import threading
+
+    return sum(1 for t in threading.enumerate() if t.name == "riskctl-rule-status")
+
+
+def _until(condition: Any, timeout_s: float = 10) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return bool(condition())
+
+
 def test_attempts_of_the_status_operator_leave_no_mysql_connection(
-    stack: Settings, monkeypatch: pytest.MonkeyPatch
+    stack: Settings, status_table: StatusTable
 ) -> None:
     """The TaskManager's interpreter outlives every attempt of the job: 20 attempts of the status operator,
     half of them never closed (a failure that skipped close), against the real MariaDB. Each writes a status;
     at the end no connection any of them opened is left on the server, and no writer thread in here."""
-    import threading
-    import uuid
-
-    from riskctl.flink.job import MysqlConn, RecordRuleStatus
-    from riskctl.store.migrations import migrate, quote, table_names
-    from tests.integration.support import connect_mysql
-
-    table = f"t{uuid.uuid4().hex[:8]}_rules"
-    names = table_names(table)
-    admin = connect_mysql(stack)
-    migrate(admin, rules_table=table)
-    opened: list[int] = []
-    real = MysqlConn.connect
-
-    def counted(self: MysqlConn, *, autocommit: bool = False) -> Any:
-        conn = real(self, autocommit=autocommit)
-        opened.append(conn.thread_id())
-        return conn
-
-    monkeypatch.setattr(MysqlConn, "connect", counted)
-
-    def row(version: int) -> Row:
-        doc = {"rule_id": "r1", "version": version, "state": "accepted", "reason": None, "field": None}
-        return Row(None, json.dumps(doc))
-
-    def left() -> list[int]:
-        with admin.cursor() as cur:
-            cur.execute("SELECT ID FROM information_schema.PROCESSLIST")
-            return sorted(set(opened) & {r[0] for r in cur.fetchall()})
-
-    def writers() -> int:
-        return sum(1 for t in threading.enumerate() if t.name == "riskctl-rule-status")
-
-    try:
-        ops = []
-        for attempt in range(1, 21):
-            op = RecordRuleStatus(MysqlConn.of(stack), names.status, retry_ms=100)
-            op.open(None)
-            op.map(row(attempt))
-            deadline = time.monotonic() + 10
-            while op.pending and time.monotonic() < deadline:
-                time.sleep(0.02)
-            assert not op.pending
-            if attempt % 2:
-                op.close()
-            ops.append(op)
-        assert writers() == 1  # the last attempt's, not closed
-        ops[-1].close()
-        deadline = time.monotonic() + 10
-        while (left() or writers()) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert len(opened) >= 20
-        assert left() == [], f"{len(left())} of the operators' {len(opened)} connections still open"
-        assert writers() == 0
-        with admin.cursor() as cur:
-            cur.execute(f"SELECT COUNT(*) FROM {quote(names.status)}")  # noqa: S608
-            assert cur.fetchall() == ((20,),)
-    finally:
-        with admin.cursor() as cur:
-            for name in (names.status, names.history, table, *names.console().values()):
-                cur.execute(f"DROP TABLE IF EXISTS {quote(name)}")
-        admin.close()
+    t = status_table
+    ops = []
+    for attempt in range(1, 21):
+        op = t.op(stack)
+        op.open(None)
+        op.map(_status("r1", attempt))
+        assert _until(lambda: not op.pending)  # noqa: B023 - waited for within the iteration
+        if attempt % 2:
+            op.close()
+        ops.append(op)
+    assert _writers() == 1  # the last attempt's, not closed
+    ops[-1].close()
+    assert _until(lambda: not t.left() and not _writers())
+    assert len(t.opened) >= 20
+    assert t.left() == [], f"{len(t.left())} of the operators' {len(t.opened)} connections still open"
+    assert _writers() == 0
+    assert t.written() == [("r1", v) for v in range(1, 21)]  # each attempt's status
 
 
 def test_an_idle_status_writer_leaves_mariadb_and_the_next_status_reconnects(
-    stack: Settings, monkeypatch: pytest.MonkeyPatch
+    stack: Settings, status_table: StatusTable, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An operator never closed (Flink dropped it) kept its writer thread and MySQL connection, idle, until
     another operator of its table opened. Now both go after IDLE_CLOSE_S with nothing queued, against the
     real MariaDB, and a later status is written by a new writer."""
-    import threading
-    import uuid
-
-    from riskctl.flink.job import MysqlConn, RecordRuleStatus
-    from riskctl.store.migrations import migrate, quote, table_names
-    from tests.integration.support import connect_mysql
+    from riskctl.flink.job import RecordRuleStatus
 
     monkeypatch.setattr(RecordRuleStatus, "IDLE_CLOSE_S", 0.5, raising=False)
-    table = f"t{uuid.uuid4().hex[:8]}_rules"
-    names = table_names(table)
-    admin = connect_mysql(stack)
-    migrate(admin, rules_table=table)
-    opened: list[int] = []
-    real = MysqlConn.connect
-
-    def counted(self: MysqlConn, *, autocommit: bool = False) -> Any:
-        conn = real(self, autocommit=autocommit)
-        opened.append(conn.thread_id())
-        return conn
-
-    monkeypatch.setattr(MysqlConn, "connect", counted)
-
-    def row(rule_id: str) -> Row:
-        doc = {"rule_id": rule_id, "version": 1, "state": "accepted", "reason": None, "field": None}
-        return Row(None, json.dumps(doc))
-
-    def written() -> set[str]:
-        with admin.cursor() as cur:
-            cur.execute(f"SELECT rule_id FROM {quote(names.status)}")  # noqa: S608
-            return {r[0] for r in cur.fetchall()}
-
-    def idle() -> bool:
-        with admin.cursor() as cur:
-            cur.execute("SELECT ID FROM information_schema.PROCESSLIST")
-            alive = set(opened) & {r[0] for r in cur.fetchall()}
-        return not alive and not any(t.name == "riskctl-rule-status" for t in threading.enumerate())
-
-    def until(condition: Any) -> bool:
-        deadline = time.monotonic() + 10
-        while not condition() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        return bool(condition())
-
-    op = RecordRuleStatus(MysqlConn.of(stack), names.status, retry_ms=100)
+    t = status_table
+    op = t.op(stack)
     try:
         op.open(None)  # never closed until the end
-        op.map(row("r1"))
-        assert until(lambda: "r1" in written())
-        assert until(idle), "the writer or its connection still there, idle"
-        op.map(row("r2"))
-        assert until(lambda: "r2" in written())
-        assert len(opened) == 2
+        op.map(_status("r1", 1))
+        assert _until(lambda: ("r1", 1) in t.written())
+        assert _until(lambda: not t.left() and not _writers()), (
+            "the writer or its connection still there, idle"
+        )
+        op.map(_status("r2", 1))
+        assert _until(lambda: ("r2", 1) in t.written())
+        assert len(t.opened) == 2
     finally:
         op.close()
-        with admin.cursor() as cur:
-            for name in (names.status, names.history, table, *names.console().values()):
-                cur.execute(f"DROP TABLE IF EXISTS {quote(name)}")
-        admin.close()

@@ -1616,6 +1616,23 @@ def test_a_publish_mysql_refuses_or_cannot_take_keeps_the_draft_and_says_why(
     assert env["store"].get("big_amount").version == 2
 
 
+@contextmanager
+def _audit_refused(env: dict[str, Any]) -> Iterator[None]:
+    """A trigger refusing every audit row of the console's store (MySQL's SIGNAL), dropped at the end."""
+    audit = env["store"].names.console()["audit"]
+    trigger = f"`{env['table']}_noaudit`"
+    with env["store"].conn.cursor() as cur:
+        cur.execute(
+            f"CREATE TRIGGER {trigger} BEFORE INSERT ON `{audit}` FOR EACH ROW "
+            "SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'audit refused by the test trigger'"
+        )
+    try:
+        yield
+    finally:
+        with env["store"].conn.cursor() as cur:
+            cur.execute(f"DROP TRIGGER IF EXISTS {trigger}")
+
+
 def test_a_change_written_whose_audit_row_mysql_refuses_is_shown_written_and_logged(
     env: dict[str, Any], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -1624,21 +1641,11 @@ def test_a_change_written_whose_audit_row_mysql_refuses_is_shown_written_and_log
     stands (the rules' history names its author); the refused audit row is logged as an error."""
     client = _client(env)
     _, csrf = _login(client, "approver")
-    audit = env["store"].names.console()["audit"]
-    with env["store"].conn.cursor() as cur:
-        cur.execute(
-            f"CREATE TRIGGER `{env['table']}_noaudit` BEFORE INSERT ON `{audit}` FOR EACH ROW "
-            "SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'audit refused by the test trigger'"
+    with _audit_refused(env), caplog.at_level(logging.ERROR, logger="riskctl.console"):
+        published = client.post(
+            "/rules/publish", data=_form(base_version="1", comment="raise", csrf=csrf or "")
         )
-    try:
-        with caplog.at_level(logging.ERROR, logger="riskctl.console"):
-            published = client.post(
-                "/rules/publish", data=_form(base_version="1", comment="raise", csrf=csrf or "")
-            )
-            changed = client.post("/rules/big_amount/change", data={"op": "shadow", "csrf": csrf or ""})
-    finally:
-        with env["store"].conn.cursor() as cur:
-            cur.execute(f"DROP TRIGGER IF EXISTS `{env['table']}_noaudit`")
+        changed = client.post("/rules/big_amount/change", data={"op": "shadow", "csrf": csrf or ""})
     assert published.status_code == 303 and published.headers["location"] == "/rules/big_amount"
     assert changed.status_code in (200, 303), changed.text
     env["store"].conn.commit()  # a fresh read view
@@ -1711,20 +1718,10 @@ def test_a_label_or_logout_written_whose_audit_row_mysql_refuses_is_shown_writte
         create_app(env["backend"], secure_cookies=False, feed=_feed()), follow_redirects=False
     )
     _, csrf = _login(client, "analyst")
-    audit = env["store"].names.console()["audit"]
-    with env["store"].conn.cursor() as cur:
-        cur.execute(
-            f"CREATE TRIGGER `{env['table']}_noaudit` BEFORE INSERT ON `{audit}` FOR EACH ROW "
-            "SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'audit refused by the test trigger'"
-        )
-    try:
-        with caplog.at_level(logging.ERROR, logger="riskctl.console"):
-            data = {"csrf": csrf or "", "case_id": "decision:e1", "label": "fraud", "note": "seen it"}
-            labelled = client.post("/review/label", data=data)
-            logged_out = client.post("/logout", data={"csrf": csrf or ""})
-    finally:
-        with env["store"].conn.cursor() as cur:
-            cur.execute(f"DROP TRIGGER IF EXISTS `{env['table']}_noaudit`")
+    with _audit_refused(env), caplog.at_level(logging.ERROR, logger="riskctl.console"):
+        data = {"csrf": csrf or "", "case_id": "decision:e1", "label": "fraud", "note": "seen it"}
+        labelled = client.post("/review/label", data=data)
+        logged_out = client.post("/logout", data={"csrf": csrf or ""})
     assert labelled.status_code == 303 and labelled.headers["location"] == "/review", labelled.text
     assert logged_out.status_code == 303 and logged_out.headers["location"] == "/login", logged_out.text
     env["store"].conn.commit()  # a fresh read view

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 import subprocess
 import sys
 import threading
@@ -361,12 +362,46 @@ class Job:
         counts = info.get("status-counts", {})
         return info.get("state") == "RUNNING" and counts.get("RUNNING", 0) == sum(counts.values())
 
-    def restarts(self) -> int | None:
+    def _num_restarts(self) -> int | None:
         try:
             metrics = self.rest(f"/jobs/{self.job_id}/metrics?get=numRestarts")
             return int(float(metrics[0]["value"])) if metrics else None
         except (OSError, ValueError, KeyError, IndexError):
             return None
+
+    def restarts(self) -> int | None:
+        """The job's ``numRestarts`` now (None: not known), in one fetch interval and a half (~12 s).
+
+        Flink's REST API answers a metric request from its MetricStore, which MetricFetcherImpl refreshes
+        asynchronously: a request starts a refresh only if the last one started more than
+        ``metrics.fetcher.update-interval`` ago (10 s by default) and has ended, and is answered at once from
+        what is stored, never from the refresh it started. Other calls start refreshes too (``/jobs/<id>``
+        and a vertex's TaskManagers, for their I/O metrics), so one read gave whatever the refresh after the
+        suite's last such call had seen: 0 after a TaskManager kill that restarted the job when that call came
+        before the kill (chaos-stop31, 33, 36, 38), mostly 1, and for a job not yet in the store nothing
+        (–; every poison row). So: a read, another once an interval has passed (if no refresh started since
+        the first read, this one starts it), and a last one a moment later, which sees a refresh started
+        after the first read. The counter only grows, so the largest read is the freshest.
+        """
+        interval = self.metric_fetch_interval_s()
+        if interval <= 0:  # 0: Flink fetches no metrics at all
+            return self._num_restarts()
+        reads = [self._num_restarts()]
+        time.sleep(interval + 0.5)
+        reads.append(self._num_restarts())
+        time.sleep(1.0)  # a refresh of the JobManager's own metrics takes milliseconds
+        reads.append(self._num_restarts())
+        known = [r for r in reads if r is not None]
+        return max(known) if known else None
+
+    def metric_fetch_interval_s(self) -> float:
+        """The cluster's ``metrics.fetcher.update-interval`` in seconds (the stack leaves Flink's 10 s unless
+        ``stack.flink_config`` sets it)."""
+        try:
+            conf = {e["key"]: str(e["value"]) for e in self.rest("/jobmanager/config")}
+        except (OSError, ValueError, KeyError, TypeError):
+            conf = {}
+        return flink_duration_s(conf.get("metrics.fetcher.update-interval", ""), default=10.0)
 
     def exceptions(self) -> list[str]:
         try:
@@ -402,6 +437,20 @@ class Job:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and self.state() not in {"CANCELED", "FAILED", "FINISHED"}:
             time.sleep(1)
+
+
+FLINK_UNITS_S = {"": 0.001, "ms": 0.001, "milli": 0.001, "millis": 0.001, "millisecond": 0.001,
+                 "milliseconds": 0.001, "s": 1.0, "sec": 1.0, "secs": 1.0, "second": 1.0, "seconds": 1.0,
+                 "m": 60.0, "min": 60.0, "mins": 60.0, "minute": 60.0, "minutes": 60.0,
+                 "h": 3600.0, "hour": 3600.0, "hours": 3600.0}  # fmt: skip
+
+
+def flink_duration_s(text: str, default: float) -> float:
+    """A Flink duration setting ("10 s", "500ms", "2min"; a bare number is milliseconds) in seconds."""
+    m = re.fullmatch(r"\s*(\d+)\s*([a-z]*)\s*", text.lower())
+    if not m or m.group(2) not in FLINK_UNITS_S:
+        return default
+    return int(m.group(1)) * FLINK_UNITS_S[m.group(2)]
 
 
 def apply_rules(settings: Settings, table: str) -> None:

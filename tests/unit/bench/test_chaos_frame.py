@@ -130,3 +130,85 @@ def test_records_neither_acknowledged_nor_failed_are_counted_with_the_producer_s
     load.order = load.order[:4]
     assert "load_producer" not in chaos.summarize(run, "broker-stop")
     assert chaos.producer_state("", "events") == {"stats": "none"}
+
+
+class FakeMetricFetcher:
+    """Flink 1.20's REST metric answers (MetricFetcherImpl + AbstractMetricsHandler), on a fake clock: a
+    request starts a refresh if the last one started more than ``interval`` seconds ago and has ended, and is
+    answered from the store as it is, before that refresh lands."""
+
+    def __init__(self, interval: float, stored: int | None, last_refresh: float, config: list[Any]) -> None:
+        self.now = 0.0
+        self.interval = interval
+        self.stored = stored  # None: the job is not in the store yet
+        self.last_refresh = last_refresh
+        self.refreshing: tuple[float, int] | None = None  # (lands at, value)
+        self.true_restarts = 1
+        self.config = config
+
+    def sleep(self, s: float) -> None:
+        self.now += s
+
+    def _land(self) -> None:
+        if self.refreshing and self.refreshing[0] <= self.now:
+            self.stored, self.refreshing = self.refreshing[1], None
+
+    def rest(self, path: str) -> Any:
+        self._land()
+        if path == "/jobmanager/config":
+            return self.config
+        assert path == "/jobs/j1/metrics?get=numRestarts", path
+        if self.refreshing is None and self.now - self.last_refresh > self.interval:
+            self.last_refresh = self.now
+            self.refreshing = (self.now + 0.05, self.true_restarts)
+        return [] if self.stored is None else [{"id": "numRestarts", "value": str(self.stored)}]
+
+
+def _job(chaos: ModuleType, fetcher: FakeMetricFetcher, monkeypatch: pytest.MonkeyPatch) -> Any:
+    job = chaos.Job.__new__(chaos.Job)  # no topics, table or cluster: only the REST reads
+    job.job_id = "j1"
+    job.rest = fetcher.rest
+    monkeypatch.setattr(chaos, "time", SimpleNamespace(sleep=fetcher.sleep))
+    return job
+
+
+@pytest.mark.parametrize(
+    ("stored", "last_refresh"),
+    [
+        (0, -4.0),  # chaos-stop38: the last refresh (4 s ago) was before the kill; the read starts none
+        (0, -60.0),  # the read starts a refresh, and is answered before it lands
+        (None, -60.0),  # the job was not in the store yet: the rows with "–"
+    ],
+)
+def test_restarts_are_read_after_a_refresh_that_started_after_the_first_read(
+    chaos: ModuleType, monkeypatch: pytest.MonkeyPatch, stored: int | None, last_refresh: float
+) -> None:
+    fetcher = FakeMetricFetcher(10.0, stored, last_refresh, config=[])
+    job = _job(chaos, fetcher, monkeypatch)
+    assert job.restarts() == 1
+    assert fetcher.now <= 15.0  # Flink's default interval (10 s) and a bit
+
+
+def test_restarts_wait_for_the_cluster_s_own_fetch_interval(
+    chaos: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = [{"key": "metrics.fetcher.update-interval", "value": "2 s"}, {"key": "x", "value": "y"}]
+    fetcher = FakeMetricFetcher(2.0, 0, -1.0, config=config)
+    job = _job(chaos, fetcher, monkeypatch)
+    assert job.restarts() == 1
+    assert fetcher.now <= 4.0
+    # 0 turns the fetcher off: the store stays empty, there is nothing to wait for
+    off = FakeMetricFetcher(0.0, None, 0.0, config=[{"key": "metrics.fetcher.update-interval", "value": "0"}])
+    off.true_restarts = None  # type: ignore[assignment]
+    off.rest = lambda path: off.config if path == "/jobmanager/config" else []  # type: ignore[method-assign]
+    job = _job(chaos, off, monkeypatch)
+    assert job.restarts() is None
+    assert off.now == 0.0
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("10 s", 10.0), ("500ms", 0.5), ("2min", 120.0), ("1500", 1.5), ("0", 0.0), ("", 10.0), ("soon", 10.0)],
+)
+def test_flink_durations(chaos: ModuleType, text: str, seconds: float) -> None:
+    assert chaos.flink_duration_s(text, default=10.0) == seconds

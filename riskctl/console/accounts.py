@@ -148,17 +148,35 @@ class AccountStore:
         return str(role) if verify_password(password, str(stored)) else None
 
     # -- sessions ------------------------------------------------------------------------------------------
-    def open_session(self, username: str) -> str:
-        """A new session of ``username``; returns the token for the cookie (only its hash is stored)."""
+    def open_session(self, username: str, *, detail: str | None = None) -> str:
+        """A new session of ``username`` and the audit row of its login (``detail``: where from), in one
+        transaction; returns the token for the cookie (only its hash is stored).
+
+        Both or neither: a login is let in only with its audit row (the console's policy, see
+        :meth:`riskctl.console.app.Console.login`), and an audit row says ``login`` only of a session that
+        was opened. They were two transactions, the audit row first: a session MySQL then refused or kept
+        out (a trigger, a lock wait) left a ``login`` in the audit log that let nobody in, though the answer
+        said nothing was written. A lock's message names it ``the login of <username>``, as the console names
+        the audit row of a failed login (so that a lock does not tell whether the password was right)."""
         token = new_token()
         now = _utc_now()
-        what = f"the session of {username!r} (a login)"
-        self._run("DELETE FROM {sessions} WHERE expires_at < %s", (now,), what=what)
-        self._run(
-            "INSERT INTO {sessions} (token_hash, username, csrf, expires_at) VALUES (%s, %s, %s, %s)",
-            (token_hash(token), username, new_token(), now + SESSION_TTL),
-            what=what,
+        statements = (
+            ("DELETE FROM {sessions} WHERE expires_at < %s", (now,)),
+            (
+                "INSERT INTO {audit} (username, action, target, detail) VALUES (%s, 'login', NULL, %s)",
+                (username, detail),
+            ),
+            (
+                "INSERT INTO {sessions} (token_hash, username, csrf, expires_at) VALUES (%s, %s, %s, %s)",
+                (token_hash(token), username, new_token(), now + SESSION_TTL),
+            ),
         )
+
+        def write(cur: Any) -> None:
+            for sql, params in statements:
+                cur.execute(sql.format(**self.t), params)
+
+        self._transaction(f"the login of {username!r}", write)
         return token
 
     def session(self, token: str | None) -> Session | None:
@@ -180,12 +198,21 @@ class AccountStore:
         self._run("DELETE FROM {sessions} WHERE token_hash = %s", (token_hash(token),), what="the logout")
 
     # -- audit ---------------------------------------------------------------------------------------------
-    def audit(self, username: str | None, action: str, target: str | None, detail: str | None = None) -> None:
-        """Record who did what to what (the time is MySQL's)."""
+    def audit(
+        self,
+        username: str | None,
+        action: str,
+        target: str | None,
+        detail: str | None = None,
+        *,
+        what: str | None = None,
+    ) -> None:
+        """Record who did what to what (the time is MySQL's). ``what``: the write a lock's message names
+        (else the audit entry of ``action``)."""
         self._run(
             "INSERT INTO {audit} (username, action, target, detail) VALUES (%s, %s, %s, %s)",
             (username, action[:32], None if target is None else target[:255], detail),
-            what=f"the audit entry of {action[:32]!r}",
+            what=what or f"the audit entry of {action[:32]!r}",
         )
 
     def audit_log(self, target: str | None = None, limit: int = 50) -> list[dict[str, Any]]:

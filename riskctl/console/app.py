@@ -5,7 +5,9 @@ header ``X-CSRF-Token``) and the permission of its action (:data:`riskctl.consol
 Answers: 303 to ``/login`` for a page without a session, 401 for an API call without one, 403 for a missing or
 wrong CSRF token or a role that may not, 413 for a body over :data:`MAX_BODY_BYTES`, 415 for a wrong content
 type, 429 (with ``Retry-After``) for too many failed logins or too many backtests, replays or validations
-running at once (:data:`MAX_HEAVY`, :data:`MAX_VALIDATIONS`), 409 for a concurrent edit.
+running at once (:data:`MAX_HEAVY`, :data:`MAX_VALIDATIONS`), 409 for a concurrent edit; a login whose audit
+row or session MySQL does not take logs nobody in: the form again, 500 or 503 with the reason
+(:meth:`Console.login`).
 
 Each request opens its own MySQL connection (:class:`Backend`), in a worker thread: pymysql connections are
 not thread-safe and a console is not a high-traffic service.
@@ -42,7 +44,13 @@ from riskctl.console.forms import FIELDS, Draft, fields_from_document, validate_
 from riskctl.console.replay_user import replay_user, user_lines
 from riskctl.console.security import RateLimiter, allowed, new_token, same_token
 from riskctl.core.rules import RuleSet
-from riskctl.errors import RiskctlError, ServiceError, StoreBusyError, VersionConflictError
+from riskctl.errors import (
+    RiskctlError,
+    ServiceError,
+    StoreBusyError,
+    StoreQueryError,
+    VersionConflictError,
+)
 from riskctl.store.connection import lacks_privilege, refusal
 from riskctl.store.rules_store import Plan, RuleStore
 
@@ -408,6 +416,30 @@ class Console:
         return response
 
     async def login(self, request: Request) -> Response:
+        """A user name and password: with the right ones, a session (303 to ``/rules``, its cookie).
+
+        A login is let in only with its audit row. The row (``login``) is written with the session, in one
+        transaction (:meth:`~riskctl.console.accounts.AccountStore.open_session`); a wrong password (or an
+        unknown name) writes ``login_failed``. When MySQL refuses that write (a trigger's SIGNAL, a value
+        strict mode refuses, a privilege the console's account lacks) or cannot take it now (a row lock, a
+        deadlock on each try, MySQL away), nobody is logged in and nothing is written: the login form again
+        with the name, the status and the reason (:meth:`_login_not_written`: 500 for a refusal, 503 with
+        ``Retry-After`` for a lock or MySQL away), and a log line with MySQL's error, in place of the audit
+        row. A refusal was the driver's error, a bare 500 with a traceback; MySQL away a plain-text 503.
+
+        Why not let the user in, as a label, a logout or a rule change whose audit row MySQL refuses stands
+        (:func:`~riskctl.console.accounts.audit_written`)? Their audit rows come after a change already
+        committed, which the console can no longer take back, so it says the truth (written) and logs the
+        missing row. A login's change is the session, and it is not written yet when its row is refused: the
+        console can still say no. A session the audit log does not show (who logged in, when, from where)
+        would act for 8 hours under a name with no record of how it came in, and the audit log is there for
+        exactly that; a login refused costs the user nothing but sending it again (or an administrator's
+        look at the log). So the policy of a9d18fe stands: no audit row, no session.
+
+        The answer is the same whether the password was right or wrong: without its audit row a login's
+        outcome is not told. A wrong password whose audit row failed still counts toward the login limit
+        (the password was checked: de2fae9); any other attempt that failed is forgiven (MySQL did not answer
+        before the check, or the password was right)."""
         ctype = request.headers.get("content-type", "")
         if not ctype.startswith(_FORM_TYPES):
             return JSONResponse({"error": f"unsupported content type {ctype!r}"}, 415)
@@ -431,32 +463,33 @@ class Console:
                 headers={"Retry-After": str(int(wait) + 1)},
             )
 
-        wrong: list[bool] = []  # the password was checked and was wrong, whatever became of the audit row
+        # the audit action the password's check came to ('login_failed': it was wrong, whatever became of
+        # the audit row; 'login': right), none while it was not checked
+        checked: list[str] = []
 
         def check(_r: RuleStore, accounts: AccountStore) -> str | None:
             role = accounts.check_login(username, password)
             if role is None:
-                wrong.append(True)
-                accounts.audit(username[:64], "login_failed", None, f"from {client}")
+                checked.append("login_failed")
+                # named in a lock's message as open_session names a login's: the answer does not tell which
+                accounts.audit(
+                    username, "login_failed", None, f"from {client}", what=f"the login of {username!r}"
+                )
                 return None
-            accounts.audit(username, "login", None, f"from {client}")
-            return accounts.open_session(username)
+            checked.append("login")
+            return accounts.open_session(username, detail=f"from {client}")
 
         try:
             token = await self.db(check)
         except BaseException as exc:
-            for key in keys if not wrong else ():  # MySQL did not answer: no password was checked
-                self.limiter.forgive(key, now)
-            if not isinstance(exc, StoreBusyError):
+            outcome = checked[0] if checked else None
+            if outcome != "login_failed":  # MySQL did not answer before the check, or the password was right
+                for key in keys:
+                    self.limiter.forgive(key, now)
+            answer = self._login_not_written(request, exc, username, client, outcome)
+            if answer is None:
                 raise
-            # a row lock kept the session (or the audit row) out: the form again, the name kept
-            fresh = new_token()
-            response = self.page(
-                request, "login.html", None, 503, csrf=fresh, error=str(exc), username=username
-            )
-            self._cookie(response, LOGIN_COOKIE, fresh, max_age=3600)
-            response.headers.update(_RETRY_AFTER)
-            return response
+            return answer
         if token is None:
             fresh = new_token()
             response = self.page(
@@ -469,6 +502,53 @@ class Console:
         response = RedirectResponse("/rules", 303)
         self._cookie(response, COOKIE, token, max_age=8 * 3600)
         response.delete_cookie(LOGIN_COOKIE)
+        return response
+
+    def _login_not_written(
+        self, request: Request, exc: BaseException, username: str, client: str, outcome: str | None
+    ) -> Response | None:
+        """The answer to a login whose writes MySQL refused or could not take (see :meth:`login`): the
+        login form again, with the name and a fresh CSRF token, the status and the reason; the log line that
+        stands in for the audit row. None for an error that is not MySQL's answer (it goes on).
+
+        - a row lock or a deadlock on each try (:class:`~riskctl.errors.StoreBusyError`): 503,
+          ``Retry-After``, the store's message, a warning;
+        - MySQL away: 503, ``Retry-After``, :data:`_AWAY` (:func:`_log_away`);
+        - a privilege the console's MySQL account lacks: 500 saying so (:data:`_MISCONFIGURED`), an error;
+        - any other refusal (a trigger's SIGNAL, strict mode, ...:
+          :class:`~riskctl.errors.StoreQueryError`): 500 saying MySQL refused to record the login, with the
+          error's code, an error. Not retried by itself (MySQL refuses again until an administrator acts),
+          hence no ``Retry-After``; not the user's input, hence no 400 or 401.
+
+        MySQL's message goes to the log only, as for a missing privilege: the login page is anyone's, and
+        the message may name tables, columns, the account and its host."""
+        attempt = f"the login of {username!r} from {client}"
+        attempt += {
+            "login": " (its audit row and its session; the password was right)",
+            "login_failed": " (its audit row: a wrong password or an unknown name, counted toward the limit)",
+        }.get(outcome or "", " (the password was not checked)")
+        line = "console: %s %s: %s was not written, nobody was logged in: %s"
+        where = (request.method, request.url.path, attempt)
+        headers: dict[str, str] = {}
+        if isinstance(exc, StoreBusyError):
+            LOG.warning(line, *where, exc)
+            code, error, headers = 503, str(exc), _RETRY_AFTER
+        elif isinstance(exc, _DATABASE_AWAY):
+            _log_away(request, exc)
+            code, error, headers = 503, _AWAY, _RETRY_AFTER
+        elif isinstance(exc, _Misconfigured):
+            refused = exc.args[0]
+            LOG.error(line, *where, f"the console's MySQL account lacks a privilege: {refused}")
+            code, error = 500, _MISCONFIGURED.format(code=getattr(refused, "code", "?"))
+        elif isinstance(exc, StoreQueryError):
+            LOG.error(line, *where, f"MySQL refused it: {exc}")
+            code, error = 500, _LOGIN_REFUSED.format(code=exc.code)
+        else:
+            return None
+        fresh = new_token()
+        response = self.page(request, "login.html", None, code, csrf=fresh, error=error, username=username)
+        self._cookie(response, LOGIN_COOKIE, fresh, max_age=3600)
+        response.headers.update(headers)
         return response
 
     def _cookie(self, response: Response, name: str, value: str, *, max_age: int) -> None:
@@ -1082,6 +1162,15 @@ async def _store_busy(request: Request, exc: Exception) -> Response:
 _MISCONFIGURED = (
     "the console's MySQL account lacks a privilege this needs (MySQL error {code}): the server is "
     "misconfigured, not your input; the console's log has MySQL's message for the administrator"
+)
+
+
+#: what a login answers when MySQL refused to write it (its audit row, or its session): a trigger's SIGNAL, a
+#: value strict mode refuses (MySQL's message goes to the log only)
+_LOGIN_REFUSED = (
+    "not logged in: MySQL refused to record this login (MySQL error {code}), and the console lets nobody in "
+    "whose login its audit log does not show. Nothing was written; the console's log has MySQL's message "
+    "for the administrator"
 )
 
 

@@ -1507,7 +1507,8 @@ def test_a_label_or_login_kept_out_by_a_row_lock_on_the_accounts_is_a_503_that_k
     AccountStore write out outside the rules store's retry: MySQL's lock wait timeout (1205) came out as
     the driver's refusal, a 500 with a traceback for a label and for a login. Now the rules store's
     StoreBusyError: a 503 with Retry-After saying what was not written, the label's form kept to send again
-    (which then writes), the login form again with the name."""
+    (which then writes), the login form again with the name (and no 'login' audit row: it was written,
+    though the answer said nothing was)."""
     backend = Backend(lambda: connect(stack, lock_wait_s=1), env["table"])
     client = TestClient(create_app(backend, secure_cookies=False, feed=_feed()), follow_redirects=False)
     _, csrf = _login(client, "analyst")
@@ -1539,9 +1540,13 @@ def test_a_label_or_login_kept_out_by_a_row_lock_on_the_accounts_is_a_503_that_k
         resp = other.post("/login", data={"csrf": token.group(1), "username": "viewer", "password": PASSWORD})
     assert resp.status_code == 503, resp.text
     assert resp.headers["Retry-After"] == "5"
-    assert "(a login) was not written, nothing was" in html.unescape(resp.text)
+    assert "MySQL: the login of 'viewer' was not written, nothing was" in html.unescape(resp.text)
     assert 'name="username" value="viewer"' in resp.text
     assert "riskctl_console" not in resp.cookies
+    # nothing was: the login's audit row is in the session's transaction (it was committed before it)
+    assert [
+        e for e in env["accounts"].audit_log(None, 50) if e["action"] == "login" and e["user"] == "viewer"
+    ] == []
     again_token = re.search(r'name="csrf" value="([^"]+)"', resp.text)
     assert again_token
     ok = other.post("/login", data={"csrf": again_token.group(1), "username": "viewer", "password": PASSWORD})
@@ -1617,20 +1622,28 @@ def test_a_publish_mysql_refuses_or_cannot_take_keeps_the_draft_and_says_why(
 
 
 @contextmanager
-def _audit_refused(env: dict[str, Any]) -> Iterator[None]:
-    """A trigger refusing every audit row of the console's store (MySQL's SIGNAL), dropped at the end."""
-    audit = env["store"].names.console()["audit"]
-    trigger = f"`{env['table']}_noaudit`"
+def _inserts_refused(env: dict[str, Any], table: str, errno: int | None = None) -> Iterator[None]:
+    """A trigger refusing every row inserted into the console's ``table`` (``audit``, ``sessions``, ...:
+    MySQL's SIGNAL, error 1644, or ``errno``; its message '<table> refused by the test trigger'), dropped
+    at the end."""
+    name = env["store"].names.console()[table]
+    trigger = f"`{env['table']}_no{table}`"
+    code = "" if errno is None else f", MYSQL_ERRNO = {errno}"
     with env["store"].conn.cursor() as cur:
         cur.execute(
-            f"CREATE TRIGGER {trigger} BEFORE INSERT ON `{audit}` FOR EACH ROW "
-            "SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'audit refused by the test trigger'"
+            f"CREATE TRIGGER {trigger} BEFORE INSERT ON `{name}` FOR EACH ROW "
+            f"SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = '{table} refused by the test trigger'{code}"
         )
     try:
         yield
     finally:
         with env["store"].conn.cursor() as cur:
             cur.execute(f"DROP TRIGGER IF EXISTS {trigger}")
+
+
+def _audit_refused(env: dict[str, Any], errno: int | None = None) -> Any:
+    """A trigger refusing every audit row of the console's store (MySQL's SIGNAL), dropped at the end."""
+    return _inserts_refused(env, "audit", errno)
 
 
 def test_a_change_written_whose_audit_row_mysql_refuses_is_shown_written_and_logged(
@@ -1732,3 +1745,98 @@ def test_a_label_or_logout_written_whose_audit_row_mysql_refuses_is_shown_writte
     assert lines[0].startswith("console: label of case 'decision:e1' by analyst was written"), lines
     assert "audit refused by the test trigger" in lines[0] and lines[0].endswith(": fraud: seen it")
     assert lines[1].startswith("console: logout of the session by analyst was written"), lines
+
+
+def _login_error(resp: Any) -> str:
+    """The reason a login page shows (its ``login-error`` paragraph), unescaped; '' when it shows none."""
+    found = re.search(r'<p class="err" id="login-error">(.*?)</p>', resp.text, re.S)
+    return html.unescape(found.group(1)) if found else ""
+
+
+def _login_again(client: TestClient, resp: Any, user: str, password: str = PASSWORD) -> Any:
+    """The login form ``resp`` showed again, sent with ``user`` and ``password`` (its fresh CSRF token)."""
+    token = re.search(r'name="csrf" value="([^"]+)"', resp.text)
+    assert token, resp.text
+    return client.post("/login", data={"csrf": token.group(1), "username": user, "password": password})
+
+
+def _login_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage() for r in caplog.records if "was not written, nobody was logged in" in r.getMessage()
+    ]
+
+
+@pytest.mark.parametrize("errno", [None, 1406], ids=["trigger-1644", "too-long-1406"])
+def test_a_login_whose_audit_row_mysql_refuses_is_a_500_saying_why_and_logged(
+    env: dict[str, Any], caplog: pytest.LogCaptureFixture, errno: int | None
+) -> None:
+    """A login whose audit row MySQL refused (a trigger's SIGNAL, 1644; a value strict mode refuses, 1406
+    here from the trigger) came out of Console.login as the driver's error: a bare 500 with a traceback.
+    The console lets nobody in whose login it cannot record, as before (a9d18fe: the audit row comes
+    before the session), but now says so: the login form again, a 500 naming the refusal and MySQL's
+    code (its message only in the log: the login page is anyone's), the same answer for a right password
+    as for a wrong one, an error line with MySQL's message; once the trigger is gone the form logs in."""
+    code = errno or 1644
+    client = _client(env)
+    with _audit_refused(env, errno), caplog.at_level(logging.WARNING, logger="riskctl.console"):
+        wrong, _ = _login(client, "analyst", "wrong password!")
+        right, _ = _login(client, "viewer")
+        assert client.get("/rules").status_code == 303  # nobody logged in
+    for resp, user in ((wrong, "analyst"), (right, "viewer")):
+        assert resp.status_code == 500, resp.text
+        assert "Traceback" not in resp.text and "refused by the test trigger" not in resp.text
+        assert f'name="username" value="{user}"' in resp.text
+        assert "riskctl_console" not in resp.cookies
+        assert "retry-after" not in resp.headers
+    reason = _login_error(right)
+    assert reason.startswith(f"not logged in: MySQL refused to record this login (MySQL error {code})"), (
+        reason
+    )
+    assert _login_error(wrong) == reason  # a refused audit row does not tell whether the password was right
+    lines = _login_lines(caplog)
+    assert len(lines) == 2, lines
+    assert lines[0].startswith(
+        "console: POST /login: the login of 'analyst' from testclient (its audit row: a "
+    )
+    assert lines[1].startswith(
+        "console: POST /login: the login of 'viewer' from testclient (its audit row and "
+    )
+    assert all(f"MySQL error {code}: audit refused by the test trigger" in line for line in lines), lines
+
+    assert [e for e in env["accounts"].audit_log(None, 20) if e["action"].startswith("login")] == []
+    ok = _login_again(client, right, "viewer")  # the trigger is gone: the form shown logs in
+    assert ok.status_code == 303 and ok.headers["location"] == "/rules", ok.text
+    assert client.get("/rules").status_code == 200
+    logins = [e for e in env["accounts"].audit_log(None, 20) if e["action"].startswith("login")]
+    assert [(e["user"], e["action"], e["detail"]) for e in logins] == [("viewer", "login", "from testclient")]
+
+
+def test_a_login_whose_session_mysql_refuses_writes_no_audit_row_and_says_why(
+    env: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The session's row is the other write of a login: refused by a trigger, it was the driver's error (a
+    bare 500) and the 'login' audit row, written before it in a transaction of its own, stayed, naming a
+    login that let nobody in. Now the audit row and the session are one transaction: neither is written,
+    the answer is the login form again with a 500 naming the refusal, the log has MySQL's message."""
+    client = _client(env)
+    sessions = table_names(env["table"]).console()["sessions"]
+    with _inserts_refused(env, "sessions"), caplog.at_level(logging.WARNING, logger="riskctl.console"):
+        resp, _ = _login(client, "approver")
+    assert resp.status_code == 500, resp.text
+    assert "Traceback" not in resp.text and "refused by the test trigger" not in resp.text
+    reason = _login_error(resp)
+    assert reason.startswith("not logged in: MySQL refused to record this login (MySQL error 1644)"), reason
+    assert 'name="username" value="approver"' in resp.text and "riskctl_console" not in resp.cookies
+    [line] = _login_lines(caplog)
+    assert line.startswith(
+        "console: POST /login: the login of 'approver' from testclient (its audit row and "
+    )
+    assert line.endswith("MySQL refused it: MySQL error 1644: sessions refused by the test trigger"), line
+    env["store"].conn.commit()  # a fresh read view
+    assert [e for e in env["accounts"].audit_log(None, 20) if e["action"].startswith("login")] == []
+    with env["store"].conn.cursor() as cur:
+        cur.execute(f"SELECT COUNT(*) FROM `{sessions}`")
+        assert cur.fetchone() == (0,)
+    ok = _login_again(client, resp, "approver")
+    assert ok.status_code == 303, ok.text
+    assert [e["user"] for e in env["accounts"].audit_log(None, 20) if e["action"] == "login"] == ["approver"]

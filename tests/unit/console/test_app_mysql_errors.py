@@ -4,6 +4,7 @@ which need real row locks, are in tests/integration/test_console_http.py."""
 
 from __future__ import annotations
 
+import html
 import logging
 import re
 from typing import Any
@@ -12,7 +13,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from riskctl.console.app import COOKIE, Backend, create_app
-from riskctl.console.security import RateLimiter
+from riskctl.console.security import RateLimiter, hash_password
 from riskctl.store.migrations import MIGRATIONS
 
 DENIED = "UPDATE command denied to user 'console'@'10.0.0.7' for table 'rules'"
@@ -93,36 +94,83 @@ def test_a_privilege_the_consoles_mysql_account_lacks_is_a_500_that_blames_the_s
     assert api.json() == {"ok": False, "error": resp.text}
 
 
-class _AuditRefused(_Cursor):
-    """No such user; MySQL refuses the audit row (a trigger's SIGNAL, 1644)."""
+class _LoginWritesRefused(_Cursor):
+    """A user ``ann`` (an approver) whose password is :data:`ANN_PASSWORD`; MySQL answers every write (the
+    audit row, the session) with ``code``: pymysql's error, as MySQL's refusal (a trigger's SIGNAL 1644, a
+    privilege 1142, a lock wait 1205) or a connection lost (2013) comes."""
 
     def execute(self, sql: str, params: Any = None) -> None:
+        import pymysql
+
         if sql.startswith("SELECT role, password_hash FROM"):  # AccountStore.check_login
-            self.rows = []
+            self.rows = [("approver", ANN_HASH)] if params == ("ann",) else []
+        elif sql.startswith(("INSERT", "DELETE")):
+            messages = {
+                2013: "Lost connection to MySQL server during query",
+                1205: "Lock wait timeout exceeded",
+            }
+            raise pymysql.err.OperationalError(self.code, messages.get(self.code, REFUSED))
         else:
             super().execute(sql, params)
 
 
-def test_a_wrong_password_whose_audit_row_mysql_refuses_still_counts_toward_the_login_limit() -> None:
-    """A failed login whose audit row MySQL refused (or kept out with a row lock) was forgiven by the login
-    rate limiter, as if MySQL had not answered and no password had been checked: it had been, and was wrong.
-    Guesses whose audit rows failed were not limited. Now they count; the answer is the error as before."""
+ANN_PASSWORD = "ann's long password"  # noqa: S105 - a test account's
+ANN_HASH = hash_password(ANN_PASSWORD)
+REFUSED = "audit refused by a trigger on 'rules_console_audit'"
+#: MySQL's answer to a login's writes -> the login's status, the start of the reason it shows
+LOGIN_ANSWERS = {
+    1644: (500, "not logged in: MySQL refused to record this login (MySQL error 1644), and the console lets"),
+    1406: (500, "not logged in: MySQL refused to record this login (MySQL error 1406), and the console lets"),
+    1142: (500, "the console's MySQL account lacks a privilege this needs (MySQL error 1142)"),
+    1205: (503, "MySQL: the login of '{user}' was not written, nothing was: it waited for a row lock"),
+    2013: (503, "the rules database (MySQL) is not answering: try again in a few seconds"),
+}
+
+
+@pytest.mark.parametrize("code", list(LOGIN_ANSWERS))
+def test_a_login_whose_writes_mysql_refuses_shows_why_and_counts_only_a_wrong_password(
+    code: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A login whose audit row (or session) MySQL refused was the driver's error, a bare 500 with a
+    traceback (a trigger's SIGNAL, strict mode; a missing privilege a plain-text 500, MySQL away a
+    plain-text 503). Now the login form again, the name kept, with the status and the reason: a refusal
+    500, a privilege 500 saying so, a lock or MySQL away 503 with Retry-After; the same reason for a right
+    password as for a wrong one. MySQL's message is in the log only. A wrong password still counts toward
+    the login limit (de2fae9: it had been forgiven), a right one does not."""
+    status, reason = LOGIN_ANSWERS[code]
 
     class Connection(_Connection):
         def cursor(self) -> _Cursor:
-            return _AuditRefused(1644)
+            return _LoginWritesRefused(code)
 
     app = create_app(
-        Backend(lambda: Connection(1644)),
+        Backend(lambda: Connection(code)),
         secure_cookies=False,
         limiter=RateLimiter(max_failures=1, window_s=60),
     )
-    client = TestClient(app, follow_redirects=False, raise_server_exceptions=False)
-    statuses = []
-    for _ in range(2):
+    client = TestClient(app, follow_redirects=False)
+
+    def login(user: str, password: str) -> Any:
         page = client.get("/login")
         token = re.search(r'name="csrf" value="([^"]+)"', page.text)
         assert token
-        data = {"csrf": token.group(1), "username": "mallory", "password": "a guess"}
-        statuses.append(client.post("/login", data=data).status_code)
-    assert statuses == [500, 429], statuses
+        return client.post("/login", data={"csrf": token.group(1), "username": user, "password": password})
+
+    with caplog.at_level(logging.WARNING, "riskctl.console"):
+        answers = [login("ann", ANN_PASSWORD), login("ann", ANN_PASSWORD), login("mallory", "a guess")]
+    for resp, user in zip(answers, ("ann", "ann", "mallory"), strict=True):
+        assert resp.status_code == status, resp.text
+        shown = re.search(r'<p class="err" id="login-error">(.*?)</p>', resp.text, re.S)
+        assert shown and html.unescape(shown.group(1)).startswith(reason.format(user=user)), resp.text
+        assert f'name="username" value="{user}"' in resp.text and COOKIE not in resp.cookies
+        assert ("retry-after" in resp.headers) == (status == 503)
+        assert REFUSED not in resp.text and "Traceback" not in resp.text
+    # a right password is forgiven (it logged in again and again); a wrong one counts: the next is a 429
+    assert login("ann", ANN_PASSWORD).status_code == 429
+    if code != 2013:  # MySQL away: the one line of _log_away, which says so without the user
+        logged = [r.getMessage() for r in caplog.records if "nobody was logged in" in r.getMessage()]
+        assert len(logged) == 3, logged
+        assert "the login of 'ann' from testclient (its audit row and its session; the pass" in logged[0]
+        assert "the login of 'mallory' from testclient (its audit row: a wrong password " in logged[2]
+        if code != 1205:
+            assert all(f"MySQL error {code}: {REFUSED}" in line for line in logged), logged

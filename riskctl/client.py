@@ -13,11 +13,12 @@
         result = await client.decide(event, timeout_ms=80)
 
 Retries: a connection error (refused, reset, the HTTP read timed out), a 503 (or another 5xx, or a 200 whose
-body is not a decision, such as a proxy's page or a document whose action is none of PASS, REVIEW, REJECT) is
-retried up to ``retries`` times with the *same* event (same ``event_id``), so the API's idempotency makes the
-retry safe: the event is produced once and the retry gets the same decision. A 4xx is never retried: it raises
-:class:`RequestRefused` with the status, the field and the reason. The HTTP wait for an answer is the
-decision timeout plus ``network_margin_ms``: the API answers with its fallback at the timeout.
+body is not a decision, such as a proxy's page, JSON nested too deep to read or a document whose action is
+none of PASS, REVIEW, REJECT) is retried up to ``retries`` times with the *same* event (same ``event_id``), so
+the API's idempotency makes the retry safe: the event is produced once and the retry gets the same decision. A
+4xx is never retried: it raises :class:`RequestRefused` with the status, the field and the reason. The HTTP
+wait for an answer is the decision timeout plus ``network_margin_ms``: the API answers with its fallback at
+the timeout.
 
 Redirects: a 3xx is neither followed nor retried: :class:`Unavailable` at once, naming where it pointed. The
 event is sent to ``base_url`` and nowhere else, and a decision is taken from the API alone (a redirect to
@@ -115,7 +116,8 @@ class DecisionResult:
         """The result of the API's decision document; ValueError (or KeyError, TypeError) for a document of
         another shape, which is no decision: an action outside PASS, REVIEW, REJECT (``null`` became the
         action ``'None'``, which a caller testing ``== "REJECT"`` let pass), rules that are not a list of
-        objects (a string became its characters, and ``fired`` raised AttributeError)."""
+        objects (a string became its characters, and ``fired`` raised AttributeError), an ``elapsed_ms``
+        beyond a float (an integer of 400 digits raised OverflowError out of ``decide``)."""
         if doc["action"] not in ACTIONS:
             msg = f"action {doc['action']!r} is none of {', '.join(ACTIONS)}"
             raise ValueError(msg)
@@ -130,13 +132,18 @@ class DecisionResult:
             if doc.get(name) is not None and not isinstance(doc[name], str):
                 msg = f"{name} is not a string"
                 raise ValueError(msg)
+        try:
+            elapsed_ms = float(doc.get("elapsed_ms") or 0.0)
+        except OverflowError:
+            msg = "elapsed_ms is beyond a float"
+            raise ValueError(msg) from None
         return cls(
             event_id=str(doc["event_id"]),
             action=str(doc["action"]),
             rules=list(doc.get("rules") or []),
             shadow=list(doc.get("shadow") or []),
             ruleset_version=doc.get("ruleset_version"),
-            elapsed_ms=float(doc.get("elapsed_ms") or 0.0),
+            elapsed_ms=elapsed_ms,
             degraded=doc.get("degraded"),
             replay=bool(doc.get("replay")),
             source=str(doc.get("source") or "job"),
@@ -188,12 +195,24 @@ def _deadline(value: Any) -> float | None:
     return None if value is None else _number("deadline_ms", value, low=0)
 
 
+def _json(body: bytes) -> Any:
+    """``body`` read as JSON; ValueError for anything that is not, nesting too deep for the standard library
+    included: its RecursionError left ``decide`` as itself, neither :class:`Unavailable` nor
+    :class:`RequestRefused`, for an answer of ``[[[...]]]`` (a proxy's, a hostile server's) or for an event
+    given as such bytes (found in review)."""
+    try:
+        return json.loads(body)
+    except RecursionError:
+        msg = "JSON nested too deep to read"
+        raise ValueError(msg) from None
+
+
 def _event_id(event: Mapping[str, Any] | bytes, body: bytes) -> str | None:
     """The event_id the answer must carry (as the API reads it: an integer as its digits); None when the
     request has none the API would accept (the API refuses it, with the field)."""
     if isinstance(event, bytes):
         try:
-            event = json.loads(body)
+            event = _json(body)
         except ValueError:
             return None
         if not isinstance(event, dict):
@@ -221,13 +240,13 @@ def _result(
         raise Unavailable(msg)
     if status == 200:
         try:
-            result = DecisionResult.of(json.loads(body))
+            result = DecisionResult.of(_json(body))
         except (ValueError, KeyError, TypeError):  # not JSON, not an object, no event_id or action ...
             return None
         return result if expected is None or result.event_id == expected else None
     if 400 <= status < 500 and status != 429:
         try:
-            err = json.loads(body)["error"]
+            err = _json(body)["error"]
             reason, fld = str(err["reason"]), err.get("field")
         except (ValueError, KeyError, TypeError):
             reason, fld = body[:200].decode("utf-8", "replace"), None
@@ -256,7 +275,7 @@ def _failed(status: int, body: bytes, expected: str | None) -> str:
     """Why an attempt answered ``status`` with ``body`` failed."""
     if status == 200:
         try:
-            other = json.loads(body)["event_id"]
+            other = _json(body)["event_id"]
         except (ValueError, KeyError, TypeError):
             other = None
         if other is not None and expected is not None and str(other) != expected:

@@ -602,3 +602,60 @@ def test_a_connection_made_within_a_deadline_keeps_its_timeout_per_operation() -
             sock.close()
     finally:
         listener.close()
+
+
+DEEP = b"[" * 100_000 + b"]" * 100_000
+
+
+@pytest.mark.parametrize(
+    "body",
+    [DEEP, b'{"event_id": "e1", "action": "PASS", "elapsed_ms": 1' + b"0" * 400 + b"}"],
+    ids=["nested-too-deep", "elapsed-beyond-a-float"],
+)
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_200_nested_too_deep_or_beyond_a_float_is_retried_then_unavailable(
+    server: Callable[..., Server], kind: str, body: bytes
+) -> None:
+    """JSON nested deeper than Python's json reads (RecursionError), or an elapsed_ms float() cannot hold
+    (OverflowError): both left decide() as themselves, neither of the two exceptions the client documents."""
+
+    def answer(conn: socket.socket, _: threading.Event) -> None:
+        head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        conn.sendall(head.encode() + body)
+
+    s = server(answer)
+    exc, _ = call_client(kind, s.url, {"timeout_ms": 500, "retries": 1, "backoff_ms": 1})
+    assert isinstance(exc, Unavailable) and "HTTP 200 without a decision" in str(exc), exc
+    assert s.connections == 2  # retried once, like a proxy's page
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_4xx_nested_too_deep_is_refused_with_its_first_bytes(
+    server: Callable[..., Server], kind: str
+) -> None:
+    def answer(conn: socket.socket, _: threading.Event) -> None:
+        head = f"HTTP/1.1 400 Bad Request\r\nContent-Length: {len(DEEP)}\r\nConnection: close\r\n\r\n"
+        conn.sendall(head.encode() + DEEP)
+
+    s = server(answer)
+    exc, _ = call_client(kind, s.url, {"timeout_ms": 500, "retries": 1, "backoff_ms": 1})
+    assert isinstance(exc, RequestRefused) and exc.status == 400 and exc.reason == "[" * 200, exc
+    assert s.connections == 1  # a 4xx is not retried
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_an_event_given_as_bytes_nested_too_deep_is_sent_and_refused_by_the_api(kind: str) -> None:
+    """The client reads a bytes event for its event_id: nested too deep, it raised RecursionError before
+    sending anything; the API is the one to refuse it (422, the depth beyond job.max_depth)."""
+    deep = b"[" * 5_000 + b"]" * 5_000  # beyond Python's recursion limit, within job.max_event_bytes
+    with running_api(settings_for_tests(), FakeBus()) as (base, _, _):
+        if kind == "sync":
+            exc, _ = timed(lambda: DecisionClient(base, retries=0).decide(deep))
+        else:
+
+            async def go() -> None:
+                async with AsyncDecisionClient(base, retries=0) as client:
+                    await client.decide(deep)
+
+            exc, _ = timed(lambda: asyncio.run(go()))
+    assert isinstance(exc, RequestRefused) and exc.status == 422, exc

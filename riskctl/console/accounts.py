@@ -315,21 +315,24 @@ def audit_written(
     detail: str | None,
     *,
     kind: str = "rule",
+    done: str = "written",
 ) -> None:
     """The audit row of a change already committed: a rule's (by the rules store), a case's label, a
-    logout's end of session, a user added or changed (``riskctl console user add``). If MySQL refuses it
-    or is lost before it, the change stands (a rule's history records its author, version and comment as
-    well; a label its author), so the page (or the command) must not say "nothing was written", as it did:
-    logged as an error instead, with the change. ``kind``: what ``target`` is, for the log line (``"the
-    session"`` without a target)."""
+    logout's end of session, a user added or changed (``riskctl console user add``); or of a backtest
+    already run and shown (``done="run"``: it writes nothing else). If MySQL refuses it or is lost before
+    it, the change stands (a rule's history records its author, version and comment as well; a label its
+    author), so the page (or the command) must not say "nothing was written", as it did: logged as an error
+    instead, with the change. ``kind``: what ``target`` is, for the log line (``"the session"`` without a
+    target); ``done``: what became of the action (``... was written, but its audit row was not``)."""
     try:
         accounts.audit(who, action, target, detail)
     except Exception as exc:  # noqa: BLE001 - whatever MySQL or the network raised, the write is done
         LOG.error(  # noqa: TRY400 - the reason is in the line; no traceback per failed audit row
-            "console: %s of %s by %s was written, but its audit row was not (%s): %s",
+            "console: %s of %s by %s was %s, but its audit row was not (%s): %s",
             action,
             kind if target is None else f"{kind} {target[:255]!r}",
             who,
+            done,
             refusal(exc) or exc,
             (detail or "")[:1000],
         )

@@ -557,13 +557,28 @@ class Console:
         )
 
     async def logout(self, request: Request, session: Session) -> Response:
+        """The end of the session (303 to ``/login``); its audit row after, logged if refused
+        (:func:`~riskctl.console.accounts.audit_written`). When MySQL refuses the end of the session itself
+        (a trigger's SIGNAL on the sessions table), the session is still open: the error page says so, with
+        MySQL's code, a 500 (the user's request was right; as a login's refused writes), and the cookie is
+        kept, since the session it names still acts; an error is logged. It was a bare 500 with a
+        traceback."""
         token = request.cookies.get(COOKIE, "")
 
         def out(_r: RuleStore, accounts: AccountStore) -> None:
             accounts.close_session(token)
             audit_written(accounts, session.username, "logout", None, None, kind="the session")
 
-        await self.db(out)
+        try:
+            await self.db(out)
+        except StoreQueryError as exc:  # a refusal; a lock (StoreBusyError) is the application's 503
+            LOG.error(  # noqa: TRY400 - MySQL's message is the reason; a traceback adds nothing
+                "console: POST /logout: the session of %s was not ended: MySQL refused it: %s",
+                session.username,
+                exc,
+            )
+            message = f"not logged out: MySQL refused to end this session ({exc}); it is still open"
+            return self.page(request, "error.html", session, 500, message=message)
         response = RedirectResponse("/login", 303)
         response.delete_cookie(COOKIE)
         return response
@@ -749,6 +764,18 @@ class Console:
             return JSONResponse({"ok": False, "error": str(exc)}, 429, headers=_RETRY_AFTER)
 
     async def _backtest(self, form: dict[str, Any], document: dict[str, Any], session: Session) -> Response:
+        """The draft and the rule's current version over the events of the form's source; JSON.
+
+        Its audit row (``backtest``) is written after the run. When MySQL refuses it (a trigger's SIGNAL,
+        1644; a value strict mode refuses), cannot take it now (a lock wait, 1205) or is away, the result is
+        shown all the same and the missing row is logged as an error naming the rule, the user and MySQL's
+        error (:func:`~riskctl.console.accounts.audit_written`), as for a label, a logout or a rule change;
+        it was the driver's error, a bare 500 with a traceback, the result thrown away. Not withheld as a
+        login is (no audit row, no session): a login's session would act for hours with no record of how
+        it came in, while a backtest writes nothing, grants nothing and has already been run (up to
+        :data:`~riskctl.console.backtest.MAX_SECONDS` of the engine on a heavy slot); what it read, the
+        rules and the events, a viewer reads unaudited (``/rules``, a user's replay on ``/users``). Sending
+        it again would run it again, and MySQL refuses again until an administrator acts."""
         upload = form.get("events")
         minutes = _int(form.get("minutes"))
         if form.get("source") == "topic":
@@ -777,7 +804,17 @@ class Console:
             return JSONResponse({"ok": False, "error": f"events: {exc}"}, 422)
         except BacktestError as exc:
             return JSONResponse({"ok": False, "error": f"events: {exc}"}, 413)
-        await self.db(lambda _r, a: a.audit(session.username, "backtest", rid, f"{result['lines']} lines"))
+        who, detail = session.username, f"{result['lines']} lines"
+        try:
+            await self.db(lambda _r, a: audit_written(a, who, "backtest", rid, detail, done="run"))
+        except _DATABASE_AWAY as exc:  # away before the audit row: audit_written logs one lost after
+            LOG.error(  # noqa: TRY400 - the reason is in the line, as audit_written's
+                "console: backtest of rule %r by %s was run, but its audit row was not (%s): %s",
+                rid[:255],
+                who,
+                exc,
+                detail,
+            )
         return JSONResponse({"ok": True, **result})
 
     async def publish(self, request: Request, session: Session) -> Response:
@@ -948,6 +985,9 @@ class Console:
             response = self.page(request, "error.html", session, 503, message=str(exc), retry=retry)
             response.headers.update(_RETRY_AFTER)
             return response
+        except StoreQueryError as exc:  # MySQL refused the label (a trigger, strict mode): nothing written
+            message = f"the label was not written: {exc}"  # as a status change MySQL refuses (it was a 500)
+            return self.page(request, "error.html", session, 400, message=message)
         except ValueError as exc:
             return JSONResponse({"error": f"label: {exc}"}, 400)
         return RedirectResponse("/review", 303)

@@ -1840,3 +1840,81 @@ def test_a_login_whose_session_mysql_refuses_writes_no_audit_row_and_says_why(
     ok = _login_again(client, resp, "approver")
     assert ok.status_code == 303, ok.text
     assert [e["user"] for e in env["accounts"].audit_log(None, 20) if e["action"] == "login"] == ["approver"]
+
+
+@pytest.mark.parametrize("errno", [None, 1205], ids=["signal-1644", "lock-wait-1205"])
+def test_a_backtest_whose_audit_row_mysql_refuses_shows_its_result_and_logs_it(
+    env: dict[str, Any], caplog: pytest.LogCaptureFixture, errno: int | None
+) -> None:
+    """A backtest writes nothing but its audit row, after the run: a refused one (a trigger's SIGNAL, 1644)
+    threw the result away for a bare 500 with a traceback, a lock wait (1205) for a 503. As for a label or
+    a rule change, the result is shown and the missing row is logged as an error naming MySQL's error."""
+    client = TestClient(
+        create_app(env["backend"], secure_cookies=False),
+        follow_redirects=False,
+        raise_server_exceptions=False,  # the answer a browser gets, not the exception
+    )
+    _, csrf = _login(client, "analyst")
+    files = {"events": ("events.jsonl", EVENTS, "application/x-ndjson")}
+    with _audit_refused(env, errno), caplog.at_level(logging.ERROR, logger="riskctl.console"):
+        resp = client.post("/api/backtest", data=_form(), files=files, headers={"X-CSRF-Token": csrf or ""})
+    assert resp.status_code == 200, resp.text
+    assert "Traceback" not in resp.text
+    out = resp.json()
+    assert out["ok"] is True and out["draft"]["hits"] == 1 and out["current"]["hits"] == 2, out
+    env["store"].conn.commit()  # a fresh read view
+    assert [e for e in env["accounts"].audit_log("big_amount", 20) if e["action"] == "backtest"] == []
+    lines = [r.getMessage() for r in caplog.records if "its audit row was not" in r.getMessage()]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("console: backtest of rule 'big_amount' by analyst was run"), lines
+    assert f"error {errno or 1644}" in lines[0], lines  # MySQL's error, named
+    assert lines[0].endswith(f": {out['lines']} lines"), lines
+    if errno is None:
+        assert "audit refused by the test trigger" in lines[0], lines
+
+
+def test_a_label_or_logout_that_mysql_refuses_says_so_without_a_traceback(
+    env: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A label MySQL refuses (a trigger on the labels) and a logout whose end of session it refuses (a
+    trigger on deleting sessions) were bare 500s with a traceback. The label is a 400 with MySQL's message,
+    as a status change MySQL refuses, nothing written; the logout a 500 saying the session is still open
+    (it is), logged as an error."""
+    client = TestClient(
+        create_app(env["backend"], secure_cookies=False, feed=_feed()),
+        follow_redirects=False,
+        raise_server_exceptions=False,
+    )
+    _, csrf = _login(client, "analyst")
+    data = {"csrf": csrf or "", "case_id": "decision:e1", "label": "fraud", "note": "seen it"}
+    with _inserts_refused(env, "labels"):
+        labelled = client.post("/review/label", data=data)
+    assert labelled.status_code == 400, labelled.text
+    assert "the label was not written: MySQL error 1644: labels refused by the test trigger" in labelled.text
+    assert "Traceback" not in labelled.text
+    env["store"].conn.commit()  # a fresh read view
+    assert env["accounts"].labels(["decision:e1"]) == {}
+
+    sessions = env["store"].names.console()["sessions"]
+    trigger = f"`{env['table']}_nologout`"
+    with env["store"].conn.cursor() as cur:
+        cur.execute(
+            f"CREATE TRIGGER {trigger} BEFORE DELETE ON `{sessions}` FOR EACH ROW "
+            "SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'logout refused by the test trigger'"
+        )
+    try:
+        with caplog.at_level(logging.ERROR, logger="riskctl.console"):
+            logged_out = client.post("/logout", data={"csrf": csrf or ""})
+    finally:
+        with env["store"].conn.cursor() as cur:
+            cur.execute(f"DROP TRIGGER IF EXISTS {trigger}")
+    assert logged_out.status_code == 500, logged_out.text
+    assert "not logged out: MySQL refused to end this session (MySQL error 1644" in logged_out.text
+    assert "it is still open" in logged_out.text and "Traceback" not in logged_out.text
+    assert client.get("/rules").status_code == 200  # the session still acts, as the page says
+    lines = [r.getMessage() for r in caplog.records if "was not ended" in r.getMessage()]
+    assert lines == [
+        "console: POST /logout: the session of analyst was not ended: MySQL refused it: "
+        "MySQL error 1644: logout refused by the test trigger"
+    ], lines
+    assert client.post("/logout", data={"csrf": csrf or ""}).status_code == 303  # the trigger gone

@@ -12,6 +12,7 @@ it holds and the Kafka clients close.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import os
@@ -117,6 +118,8 @@ class Api:
         self.started = time.monotonic()
         self.gc_pauses = GcPauses()
         self.connections = Connections(s.max_connections)  # counted by the runner (make_runner)
+        #: the deadlines of the bodies being read now: shut_down ends them (aiohttp reads nothing more)
+        self._reading: set[asyncio.Timeout] = set()
         self._probe_n = 0
         self.app = web.Application(middlewares=[self._errors])
         self.app.router.add_post("/v1/decisions", self.decisions, expect_handler=self._expect)
@@ -200,19 +203,23 @@ class Api:
         wire = size = 0
         wait_ms = self.settings.serve.body_timeout_ms
         try:
-            async with asyncio.timeout(wait_ms / 1000):
-                while True:
-                    chunk = await request.content.read(_READ_CHUNK)
-                    if not chunk:
-                        break
-                    wire += len(chunk)
-                    if inflate is not None:
-                        chunk = inflate.decompress(chunk, limit - size + 1)  # at most one byte over
-                    size += len(chunk)
-                    if size > limit or wire > limit:
-                        msg = f"body larger than max_event_bytes ({limit})"
-                        raise ApiError(413, msg)
-                    chunks.append(chunk)
+            async with asyncio.timeout(wait_ms / 1000) as reading:
+                self._reading.add(reading)
+                try:
+                    while True:
+                        chunk = await request.content.read(_READ_CHUNK)
+                        if not chunk:
+                            break
+                        wire += len(chunk)
+                        if inflate is not None:
+                            chunk = inflate.decompress(chunk, limit - size + 1)  # at most one byte over
+                        size += len(chunk)
+                        if size > limit or wire > limit:
+                            msg = f"body larger than max_event_bytes ({limit})"
+                            raise ApiError(413, msg)
+                        chunks.append(chunk)
+                finally:
+                    self._reading.discard(reading)
             if inflate is not None and (not inflate.eof or inflate.unused_data):
                 msg = "truncated, or followed by other data"
                 raise zlib.error(msg)
@@ -223,6 +230,8 @@ class Api:
             msg = f"the body cannot be read: {' '.join(str(exc).split())[:200]}"
             raise ApiError(400, msg) from None
         except TimeoutError:
+            if self.draining:  # ended by shut_down: the rest of the body is not read any more
+                raise ApiError(503, "shutting down: the rest of the body was not read") from None
             msg = f"the body did not arrive within serve.body_timeout_ms ({wait_ms} ms)"
             raise ApiError(408, msg) from None
         if not size:
@@ -288,8 +297,16 @@ class Api:
         """Stop listening and let the requests in flight finish within ``serve.shutdown_timeout_ms``: those
         still waiting for their decision near its end get their fallback (``"degraded": "shutdown"``). aiohttp
         cancels a handler still running at the end, and its client got no answer at all (its connection
-        closed): a request with a timeout_ms longer than the grace, or any request with a grace of 0."""
+        closed): a request with a timeout_ms longer than the grace, or any request with a grace of 0. Those
+        whose body is still arriving get 503 at once: aiohttp reads no more of it."""
         self.draining = True
+        # aiohttp reads nothing more from any connection once its shutdown begins: a body still arriving
+        # never ends. Its request is answered 503 now; it waited for serve.body_timeout_ms, which held the
+        # exit as long, and then got a 408 that blamed its client, whose body had arrived meanwhile.
+        now = asyncio.get_running_loop().time()
+        for reading in list(self._reading):
+            with contextlib.suppress(RuntimeError):  # expiring already
+                reading.reschedule(now)
         grace = self.settings.serve.shutdown_timeout_ms / 1000
         # the margin lets the handlers write their fallback before aiohttp's own deadline
         give_up = asyncio.get_running_loop().call_later(

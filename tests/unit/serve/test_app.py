@@ -635,9 +635,49 @@ def test_a_grace_of_0_stops_at_once_with_a_body_still_arriving() -> None:
     stopped = time.monotonic() - start
     waiting.join(10)
     with sock:
-        assert sock.recv(65_536) == b""  # closed without an answer: its body never came
+        answer = sock.recv(65_536)  # its body never came: 503 (aiohttp reads no more of it)
+    assert answer.startswith(b"HTTP/1.1 503"), answer[:200]
     assert stopped < 2, stopped
     assert results and results[0][0] == 200 and results[0][1]["degraded"] == "shutdown"
+
+
+def test_a_body_still_arriving_when_the_shutdown_begins_gets_503_at_once() -> None:
+    """aiohttp reads nothing more from any connection once its shutdown begins: a body still arriving never
+    ended, even when the rest of it came a moment later. Its handler waited for serve.body_timeout_ms, and
+    the instance's exit with it, then answered 408 that the body did not arrive, blaming a client whose
+    body had. Now 503 at once, and the instance stops."""
+    import socket
+    import urllib.parse
+
+    body = json.dumps(event()).encode()
+    bus = FakeBus(delay=None)
+    settings = settings_for_tests(shutdown_timeout_ms=10_000, body_timeout_ms=5_000)
+    with running_api(settings, bus) as (base, api, _):
+        url = urllib.parse.urlsplit(base)
+        sock = socket.create_connection((url.hostname, url.port), timeout=10)
+        sock.sendall(
+            b"POST /v1/decisions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body[:5]
+        )
+        deadline = time.monotonic() + 5
+        while not api.callers.callers["anonymous"].in_flight:  # its handler reads the body
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        rest = threading.Timer(0.2, sock.sendall, (body[5:],))  # in time, but after the shutdown began
+        rest.start()
+        start = time.monotonic()
+    stopped = time.monotonic() - start
+    rest.join(5)
+    with sock:
+        answer = b""
+        while chunk := sock.recv(65_536):
+            answer += chunk
+    head, _, out = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 503"), answer[:300]
+    assert json.loads(out)["error"]["reason"] == "shutting down: the rest of the body was not read"
+    assert stopped < 2, stopped
+    assert bus.produced == []
 
 
 def test_connections_beyond_max_connections_get_a_503_at_once_and_the_others_are_served() -> None:

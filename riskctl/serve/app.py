@@ -400,6 +400,10 @@ FD_RESERVE = 256
 #: seconds a connection refused for serve.max_connections stays open after its answer (for the client to read
 #: it before the close)
 _REFUSED_CLOSE_S = 0.5
+#: the most refused connections that wait for that close at once; one more is reset at once, without an
+#: answer. Each holds a descriptor: unbounded, connections opened faster than they closed (600 a second
+#: with 768 held, ulimit -n 1024) took the whole FD_RESERVE, and the process could open no file or socket
+_MAX_LINGERING = FD_RESERVE // 4
 #: the answer to a connection beyond serve.max_connections, written as it opens (nothing of it is read)
 _FULL_BODY = orjson.dumps(
     {"error": {"status": 503, "field": None, "reason": "too many connections open: try again"}}
@@ -422,8 +426,9 @@ def connection_bound(configured: int) -> int:
 
 class _Runner(web.AppRunner):
     """An AppRunner whose server takes at most ``max_connections`` connections at once: one more gets a 503
-    written as it opens, and is closed. aiohttp bounds none; its server tells each connection's opening and
-    closing (``connection_made``, ``connection_lost``, called by every connection's handler), and they
+    written as it opens, and is closed half a second later (at most :data:`_MAX_LINGERING` such connections
+    at once: one more is reset as it opens). aiohttp bounds none; its server tells each connection's opening
+    and closing (``connection_made``, ``connection_lost``, called by every connection's handler), and they
     count them here: a few operations per connection, nothing per request."""
 
     def __init__(self, app: web.Application, *, connections: Connections, **kwargs: Any) -> None:
@@ -446,6 +451,9 @@ class _Runner(web.AppRunner):
                 # resets the connection and the client may lose the answer
                 count.refused += 1
                 transport.pause_reading()
+                if count.open > count.max + _MAX_LINGERING:  # the refused ones open count too
+                    transport.abort()
+                    return
                 transport.write(_FULL)
                 if transport.can_write_eof():
                     transport.write_eof()

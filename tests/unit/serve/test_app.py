@@ -725,6 +725,46 @@ def test_connections_beyond_max_connections_get_a_503_at_once_and_the_others_are
                 sock.close()
 
 
+def test_refused_connections_waiting_for_their_close_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A refused connection is held open for a moment after its 503 (for its client to read it), a descriptor
+    each, without bound: opened faster than they closed (600 a second with 768 held, ulimit -n 1024), they
+    took the whole reserve kept for the Kafka clients and the logs, and the process could open nothing. Now
+    at most _MAX_LINGERING wait; one more is reset as it opens."""
+    import socket
+    import urllib.parse
+
+    from riskctl.serve import app
+
+    monkeypatch.setattr(app, "_MAX_LINGERING", 2, raising=False)
+    monkeypatch.setattr(app, "_REFUSED_CLOSE_S", 5.0)  # they all still wait while the test looks
+    with running_api(settings_for_tests(max_connections=2), FakeBus()) as (base, api, _):
+        url = urllib.parse.urlsplit(base)
+        held = [socket.create_connection((url.hostname, url.port), timeout=5) for _ in range(2)]
+        extra: list[socket.socket] = []
+        try:
+            deadline = time.monotonic() + 5
+            while api.connections.open < 2:
+                assert time.monotonic() < deadline, api.connections
+                time.sleep(0.01)
+            for _ in range(6):
+                extra.append(socket.create_connection((url.hostname, url.port), timeout=5))
+                while api.connections.refused < len(extra):  # one at a time, in order
+                    assert time.monotonic() < deadline, api.connections
+                    time.sleep(0.01)
+            assert api.connections.open == 2 + 2, api.connections
+            answers = []
+            for sock in extra:
+                try:
+                    answers.append(sock.recv(65_536)[:12])
+                except ConnectionResetError:
+                    answers.append(b"reset")
+            assert answers[:2] == [b"HTTP/1.1 503"] * 2, answers
+            assert all(a in (b"", b"reset") for a in answers[2:]), answers
+        finally:
+            for sock in held + extra:
+                sock.close()
+
+
 def test_max_connections_is_lowered_to_the_open_file_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     import resource
 

@@ -34,6 +34,7 @@ import hashlib
 import json
 import logging
 import pickle
+import re
 import threading
 import time
 import uuid
@@ -98,17 +99,89 @@ RULES_SETTLE_MS = 500
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 
-def code_fingerprint(root: Path = PACKAGE_DIR) -> str:
-    """A digest of riskctl's Python sources under ``root`` (their paths and contents) as they are on disk."""
+#: the module whose objects a job ships to its TaskManagers (its operators; RiskFunction's module among its
+#: imports): what a TaskManager runs of riskctl is this module and those it imports
+JOB_MODULES = ("riskctl.flink.job",)
+
+#: an import statement: ``from <module> import <names>`` (names in parentheses may span lines) or ``import
+#: <modules>``
+_IMPORT = re.compile(
+    rb"^[ \t]*(?:from[ \t]+(\.*[\w.]*)[ \t]+import[ \t]+(\([^)]*\)|[^\n;]*)|import[ \t]+([^\n;]*))", re.M
+)
+_COMMENT = re.compile(rb"#[^\n]*")
+_NAME = re.compile(rb"([\w.]+)(?:\s+as\s+\w+)?")
+
+
+def _imported(text: bytes, package: str) -> Iterator[str]:
+    """The names ``text`` (a module's source in ``package``) may import modules by: each ``import``'s
+    modules, each ``from``'s module and module.name (a name may be a submodule). Any import statement counts,
+    inside a function too (the job's operators import lazily); a line of a string that reads as one adds a
+    module at most, which only makes the digest cover more."""
+    for found in _IMPORT.finditer(text):
+        source, names, modules = found.groups()
+        if modules is not None:
+            yield from (n.decode() for n in _NAME.findall(_COMMENT.sub(b"", modules)))
+            continue
+        dots = len(source) - len(source.lstrip(b"."))
+        base = source[dots:].decode()
+        if dots:  # relative to the package
+            parts = package.split(".")[: len(package.split(".")) - (dots - 1)]
+            base = ".".join([*parts, base] if base else parts)
+        yield base
+        for name in _NAME.findall(_COMMENT.sub(b"", names)):
+            yield f"{base}.{name.decode()}"
+
+
+def job_sources(root: Path = PACKAGE_DIR, modules: Iterable[str] = JOB_MODULES) -> dict[str, bytes]:
+    """The source files of the riskctl modules a job's operators can run, ``modules`` and every module of the
+    package ``root`` they import, directly or not (with each package's ``__init__``), read from their sources:
+    path relative to ``root`` -> contents. A module that cannot be read is left out (a file removed
+    meanwhile)."""
+    out: dict[str, bytes] = {}
+    seen: set[str] = set()
+    todo = list(modules)
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        parts = name.split(".")
+        if parts[0] != root.name or not all(p.isidentifier() for p in parts):
+            continue  # another package's (or no module's)
+        todo.extend(".".join(parts[:i]) for i in range(1, len(parts)))  # the packages on the way
+        base = root.joinpath(*parts[1:])
+        for path, package in ((base.with_suffix(".py"), ".".join(parts[:-1])), (base / "__init__.py", name)):
+            if len(parts) == 1 and path.name != "__init__.py":
+                continue
+            try:
+                text = path.read_bytes()
+            except OSError:  # not this kind of module, or gone
+                continue
+            out[path.relative_to(root).as_posix()] = text
+            todo.extend(_imported(text, package))
+            break
+    return out
+
+
+def code_fingerprint(root: Path = PACKAGE_DIR, modules: Iterable[str] = JOB_MODULES) -> str:
+    """A digest of the riskctl sources a job runs (:func:`job_sources`: their paths and contents) as they are
+    on disk.
+
+    Only those: a digest of every source in the package made the decide operator refuse a job after an edit
+    of a module no job runs (riskctl/console/accounts.py, saved in the checkout while a test's 'riskctl run'
+    started its job: the MiniCluster's Python imported riskctl seconds after the client had, more seconds on
+    a loaded machine, and the job ended with exit 1), and TaskManagers refused every job built after an
+    upgrade that changed only the CLI or the console."""
     digest = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
-        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    for path, text in sorted(job_sources(root, modules).items()):
+        digest.update(path.encode() + b"\0" + text + b"\0")
     return digest.hexdigest()[:16]
 
 
-#: riskctl's sources when this interpreter imported this module: the code it runs, whatever is on disk later.
-#: In thread mode a TaskManager's embedded interpreter lives as long as its JVM, across jobs, so one started
-#: before riskctl changed still runs the old modules; :meth:`RiskFunction.open` refuses to run there.
+#: the sources of the riskctl modules a job runs when this interpreter imported this module: the code it
+#: runs, whatever is on disk later. In thread mode a TaskManager's embedded interpreter lives as long as its
+#: JVM, across jobs, so one started before riskctl changed still runs the old modules;
+#: :meth:`RiskFunction.open` refuses to run there.
 LOADED_CODE = code_fingerprint()
 #: the decide operator's own metrics (Flink counters in the group ``riskctl`` of the operator): what its state
 #: cache served and missed (for sizing ``job.state_cache_keys``), the events and timers its guard caught, and

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import pickle
+from pathlib import Path
 from typing import Any
 
 from riskctl.core.engine import Engine
@@ -833,10 +834,82 @@ def test_a_taskmanager_running_other_riskctl_code_refuses_the_job(tmp_path: Any)
     fn.code = "0123456789abcdef"  # built by a client with other sources
     with pytest.raises(RuntimeError, match="restart the TaskManagers after installing or changing riskctl"):
         fn.open(FakeRuntime(FakeValueState()))
-    (tmp_path / "a.py").write_text("x = 1\n")
-    before = code_fingerprint(tmp_path)
-    (tmp_path / "a.py").write_text("x = 2\n")
-    assert code_fingerprint(tmp_path) != before
+
+
+def _package_copy(tmp_path: Any) -> Any:
+    """A copy of the riskctl package (the sources only) under ``tmp_path``: its folder."""
+    import shutil
+
+    from riskctl.flink.risk_function import PACKAGE_DIR
+
+    copy = tmp_path / "riskctl"
+    shutil.copytree(PACKAGE_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    return copy
+
+
+def test_the_code_digest_changes_with_any_module_a_job_runs(tmp_path: Any) -> None:
+    """An edit of a module the job's operators run, one they import at module level or only inside a
+    function (riskctl.flink.env imports riskctl.stack.process in one), or a module they import by a name of
+    its package (``from riskctl.core import native``) changes the digest a TaskManager compares."""
+    from riskctl.flink.risk_function import code_fingerprint
+
+    pkg = _package_copy(tmp_path)
+    for edited in (
+        "flink/job.py",
+        "flink/risk_function.py",
+        "core/engine.py",
+        "core/expr/parser.py",
+        "stack/process.py",
+        "core/native.py",
+        "config/settings.py",
+        "__init__.py",
+    ):
+        before = code_fingerprint(pkg)
+        path = pkg / edited
+        path.write_text(path.read_text() + "# an edit\n")
+        assert code_fingerprint(pkg) != before, edited
+
+
+def test_the_code_digest_ignores_the_modules_no_job_runs(tmp_path: Any) -> None:
+    """A test's job ended with exit 1 on a loaded machine: another engineer saved riskctl/console/accounts.py
+    in the checkout between the client's import of riskctl and the MiniCluster's Python's (seconds apart,
+    more on a loaded machine), and the digest of every source of the package differed, so the decide
+    operator refused the job ("this TaskManager's Python runs riskctl ..."). Only the sources a job runs
+    count now: an edit of the console, the CLI or the API, or a new module nothing imports, leaves it."""
+    from riskctl.flink.risk_function import code_fingerprint
+
+    pkg = _package_copy(tmp_path)
+    before = code_fingerprint(pkg)
+    for edited in ("console/accounts.py", "console/app.py", "cli/main.py", "serve/app.py", "sim/__init__.py"):
+        path = pkg / edited
+        path.write_text(path.read_text() + "# an edit\n")
+    (pkg / "_edited_after_build.py").write_text("# a new module nothing imports\n")
+    assert code_fingerprint(pkg) == before
+
+
+def test_the_code_digest_covers_every_riskctl_module_the_jobs_operators_import() -> None:
+    """What a fresh interpreter loads of riskctl for the job's operators (a TaskManager's, unpickling them)
+    is within the sources the digest covers: a module missing there could change under a running job's
+    TaskManager unnoticed."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from riskctl.flink.risk_function import PACKAGE_DIR, job_sources
+
+    script = (
+        "import json, sys; import riskctl.flink.job; "
+        "print(json.dumps(sorted(m.__file__ for n, m in list(sys.modules.items()) "
+        "if n.split('.')[0] == 'riskctl' and getattr(m, '__file__', None))))"
+    )
+    env = {**os.environ, "RISKCTL_NATIVE_CORE": ""}  # the sources, not a compiled build of the core
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True, timeout=120
+    )
+    loaded = {str(Path(f).resolve().relative_to(PACKAGE_DIR).as_posix()) for f in json.loads(out.stdout)}
+    assert "flink/risk_function.py" in loaded
+    assert loaded <= set(job_sources()), sorted(loaded - set(job_sources()))
 
 
 def test_open_collects_a_failed_attempts_cyclic_garbage_before_freezing(monkeypatch: Any) -> None:

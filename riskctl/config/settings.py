@@ -489,9 +489,11 @@ class ServeSettings:
     max_timeout_ms: int = setting(10_000, low=1, high=600_000)
     #: what to answer when the decision does not come in time: open (PASS), review (REVIEW), reject (REJECT)
     fallback: str = one_of("open", "open", "review", "reject")
-    #: idempotency by event_id: how long and how many requests are remembered (per instance)
+    #: idempotency by event_id: how long and how many requests are remembered (per instance), and the bytes
+    #: they may hold: a decision carries the event's fields its rules read, whose size the caller chooses
     idempotency_ttl_ms: int = ms(600_000)
     idempotency_max_entries: int = positive(100_000)
+    idempotency_max_bytes: int = setting(256 << 20, low=2 << 20, high=LONG)
     #: requests waiting for a decision at once; beyond: 503
     max_in_flight: int = positive(20_000)
     #: the callers' API keys, ``name:key`` pairs separated by ',' (docs/api.md, "Callers"): a request must

@@ -112,6 +112,7 @@ class Api:
             fallback=s.fallback,
             ttl_ms=s.idempotency_ttl_ms,
             max_entries=s.idempotency_max_entries,
+            max_bytes=s.idempotency_max_bytes,
             max_in_flight=s.max_in_flight,
         )
         self.draining = False
@@ -284,6 +285,7 @@ class Api:
                 "gc_pause_max_ms": round(self.gc_pauses.max_ms, 1),
                 "gc_full_collections": self.gc_pauses.full,
                 "remembered": len(self.service.entries),
+                "remembered_bytes": self.service.bytes,
                 "reply_key": self.bus.reply_key,
                 "reply_partition": getattr(self.bus, "partition", None),
                 "unauthorized": self.callers.unauthorized,

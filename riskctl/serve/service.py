@@ -4,7 +4,8 @@ A :class:`Bus` produces events and hands the decisions that come back to :meth:`
 (the Kafka one is :mod:`riskctl.serve.kafka_bus`; the unit tests use an in-memory one).
 
 Idempotency by ``event_id``: the first request of an event produces it and creates an entry in a bounded
-LRU (``serve.idempotency_max_entries`` entries, each kept ``serve.idempotency_ttl_ms``). A retry of the same
+LRU (``serve.idempotency_max_entries`` entries and ``serve.idempotency_max_bytes`` bytes, each kept
+``serve.idempotency_ttl_ms``). A retry of the same
 event (same content, same caller) never produces it again: it gets the decision if it came, or waits on the
 same future for up to its own timeout. A request that reuses an event_id with different content, or another
 caller's (riskctl.serve.callers), gets 409. The memory is
@@ -20,6 +21,7 @@ the entry, so a retry produces again.
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -53,6 +55,18 @@ class Bus(Protocol):
 #: and stalled every request of the instance (bench/results/api.md).
 Remembered = tuple[str, float, bytes | None, bool, str, int]
 
+#: what an entry of the memory holds beyond the sizes of its event_id, fingerprint, user_id and decision: its
+#: tuple, float and int, and its share of the OrderedDict (tracemalloc: 180 bytes an entry, 2026-12-05)
+ENTRY_OVERHEAD = 200
+
+
+def entry_bytes(event_id: str, entry: Remembered) -> int:
+    """The memory an entry holds, as counted against ``serve.idempotency_max_bytes``. A decision carries the
+    event's fields that its rules read (their evidence, whole lists included, once per rule): its size is the
+    caller's to choose, up to the job's record limit (1 MB), unlike that of the ids."""
+    size = ENTRY_OVERHEAD + sys.getsizeof(event_id) + sys.getsizeof(entry[0]) + sys.getsizeof(entry[4])
+    return size if entry[2] is None else size + sys.getsizeof(entry[2])
+
 
 @dataclass(slots=True)
 class Stats:
@@ -79,23 +93,30 @@ class DecisionService:
         fallback: str = "open",
         ttl_ms: int = 600_000,
         max_entries: int = 100_000,
+        max_bytes: int = 256 << 20,
         max_in_flight: int = 20_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if fallback not in FALLBACKS:
             msg = f"serve.fallback must be one of {', '.join(FALLBACKS)}, got {fallback!r}"
             raise ValueError(msg)
-        if ttl_ms < 1 or max_entries < 1 or max_in_flight < 1:
-            msg = "serve.idempotency_ttl_ms, idempotency_max_entries and max_in_flight must be positive"
+        if ttl_ms < 1 or max_entries < 1 or max_bytes < 1 or max_in_flight < 1:
+            msg = (
+                "serve.idempotency_ttl_ms, idempotency_max_entries, idempotency_max_bytes and max_in_flight "
+                "must be positive"
+            )
             raise ValueError(msg)
         self.bus = bus
         self.limits = limits
         self.fallback = FALLBACKS[fallback]
         self.ttl = ttl_ms / 1000
         self.max_entries = max_entries
+        self.max_bytes = max_bytes
         self.max_in_flight = max_in_flight
         self.clock = clock
         self.entries: OrderedDict[str, Remembered] = OrderedDict()
+        #: what the entries hold (:func:`entry_bytes`), kept within max_bytes like their number
+        self.bytes = 0
         #: the requests waiting for an event's decision (the first one and its retries), each with its own
         #: timeout: a future each, resolved by on_decision or _lost, failed by its own timer
         self.waiters: dict[str, set[asyncio.Future[dict[str, Any]]]] = {}
@@ -216,19 +237,30 @@ class DecisionService:
         return entry
 
     def _remember(self, event_id: str, entry: Remembered) -> None:
-        """Remember a new event, forgetting the least recently used beyond ``max_entries``: never one that
-        requests still wait for (nor this one, whose request waits next), or its decision would find no
-        entry and wake nobody. Those go to the end; the memory exceeds the bound by as many."""
+        """Remember a new event, within the bounds of the memory (:meth:`_shrink`)."""
+        self.entries[event_id] = entry
+        self.bytes += entry_bytes(event_id, entry)
+        self._shrink(event_id)
+
+    def _shrink(self, keep: str) -> None:
+        """Forget the least recently used entries beyond ``max_entries`` or ``max_bytes``: never one that
+        requests still wait for (nor ``keep``, whose request waits next or whose decision just came), or its
+        decision would find no entry and wake nobody. Those go to the end; the memory exceeds the bounds by
+        as many."""
         entries, waiters = self.entries, self.waiters
-        entries[event_id] = entry
         kept = 0
-        while len(entries) > self.max_entries and kept < len(entries):
+        while (len(entries) > self.max_entries or self.bytes > self.max_bytes) and kept < len(entries):
             oldest = next(iter(entries))
-            if oldest == event_id or oldest in waiters:
+            if oldest == keep or oldest in waiters:
                 entries.move_to_end(oldest)
                 kept += 1
             else:
-                del entries[oldest]
+                self._forget(oldest)
+
+    def _forget(self, event_id: str) -> None:
+        entry = self.entries.pop(event_id, None)
+        if entry is not None:
+            self.bytes -= entry_bytes(event_id, entry)
 
     def _expire(self, now: float) -> None:
         # the oldest first (insertion order, refreshed on use): stop at the first one still fresh, or at one
@@ -241,7 +273,7 @@ class DecisionService:
             event_id, entry = next(iter(entries.items()))
             if now - entry[1] <= self.ttl or event_id in waiters:
                 break
-            del entries[event_id]
+            self._forget(event_id)
 
     # -- from the bus ---------------------------------------------------------------------------------------
     def on_decision(self, decision: dict[str, Any]) -> bool:
@@ -272,11 +304,13 @@ class DecisionService:
         self.stats.last_roundtrip = self.clock()
         if remembered is None:
             self.entries[event_id] = (fingerprint, created, encoded, fell_back, user_id, ts)
+            self.bytes += sys.getsizeof(encoded)
             if fell_back:
                 self.stats.late_decisions += 1
             for waiter in self.waiters.pop(event_id, ()):
                 if not waiter.done():
                     waiter.set_result(decision)
+            self._shrink(event_id)
         return True
 
     def _lost(self, event_id: str, reason: str, created: float | None = None) -> None:
@@ -289,7 +323,7 @@ class DecisionService:
         entry = self.entries.get(event_id)
         if created is not None and (entry is None or entry[1] != created):
             return
-        self.entries.pop(event_id, None)
+        self._forget(event_id)
         for waiter in self.waiters.pop(event_id, ()):
             if not waiter.done():
                 waiter.set_exception(ProduceFailed(reason))

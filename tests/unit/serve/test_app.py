@@ -442,6 +442,16 @@ def test_stats_report_the_collector_pauses() -> None:
     assert stats["foreign_decisions"] == 0 and stats["reply_key"] == "fake:0"
 
 
+def test_the_memory_s_bound_in_bytes_is_the_setting_and_stats_show_what_it_holds() -> None:
+    settings = settings_for_tests(idempotency_max_bytes=3 << 20)
+    with running_api(settings, FakeBus()) as (base, api, _):
+        assert api.service.max_bytes == 3 << 20
+        call(base, "POST", "/v1/decisions", json.dumps(event()).encode(), JSON)
+        status, stats = call(base, "GET", "/v1/stats")
+    assert status == 200 and stats["remembered"] == 1
+    assert stats["remembered_bytes"] == api.service.bytes > 0
+
+
 @pytest.mark.parametrize(
     "request_bytes",
     [

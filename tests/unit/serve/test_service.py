@@ -14,7 +14,7 @@ import pytest
 from riskctl.core.door import Limits
 from riskctl.serve.kafka_bus import _deliver_all
 from riskctl.serve.request import ApiError, DecisionRequest, parse_event_request
-from riskctl.serve.service import DecisionService
+from riskctl.serve.service import DecisionService, entry_bytes
 from tests.unit.serve.fakes import FakeBus, reject_big
 
 NOW = 1_800_000_000_000
@@ -440,5 +440,83 @@ def test_entries_waited_for_past_their_ttl_are_not_walked_by_every_request() -> 
         now[0] += 1.0
         await svc.decide(req("after", timeout_ms=5))
         assert list(svc.entries) == ["after"]  # nobody waits any more: all expired
+
+    run(go())
+
+
+def with_evidence(event: dict[str, Any]) -> dict[str, Any]:
+    """The job's decision when three rules read the event's list ``tags``: each one's evidence holds it."""
+    fired = [
+        {"id": f"r{i}", "version": 1, "action": "REVIEW", "evidence": {"fields": {"tags": event["tags"]}}}
+        for i in range(3)
+    ]
+    return {**reject_big(event), "action": "REVIEW", "rules": fired}
+
+
+def test_the_memory_is_bounded_in_bytes_whatever_the_decisions_carry() -> None:
+    """A decision carries the event fields its rules read, so a caller chooses its size: 60 KB events whose
+    list three rules read made decisions of 180 KB, and the memory, bounded by number alone, held 18 GB at
+    its default of 100,000 entries. Now serve.idempotency_max_bytes bounds it too, the least recently used
+    forgotten first; the latest are remembered whole, and a retry gets its decision."""
+    tags = ["x" * 100] * 500  # 51 KB of JSON
+
+    async def go() -> DecisionService:
+        bus = FakeBus(delay=0, decide=with_evidence)
+        svc = service(bus, max_bytes=2_000_000)
+        for i in range(40):
+            out = await svc.decide(req(f"big-{i}", tags=tags))
+            assert out["source"] == "job" and len(out["rules"]) == 3
+            assert svc.bytes <= 2_000_000, (i, svc.bytes)
+        again = await svc.decide(req("big-39", tags=tags))
+        assert again["replay"] is True and again["rules"][2]["evidence"]["fields"]["tags"] == tags
+        return svc
+
+    svc = run(go())
+    assert 5 <= len(svc.entries) <= 13  # 150 KB of JSON each
+    assert "big-0" not in svc.entries and "big-39" in svc.entries
+    assert svc.bytes == sum(entry_bytes(k, e) for k, e in svc.entries.items())
+
+
+def test_the_bound_in_bytes_never_forgets_an_event_still_waited_for() -> None:
+    tags = ["x" * 100] * 500
+
+    async def go() -> None:
+        slow = FakeBus(delay=None, decide=with_evidence)
+        svc = service(slow, max_bytes=500_000)
+        waiting = asyncio.create_task(svc.decide(req("waited", timeout_ms=5_000)))
+        await asyncio.sleep(0)
+        slow.delay = 0
+        for i in range(10):
+            await svc.decide(req(f"big-{i}", tags=tags))
+        assert "waited" in svc.entries
+        _, event = slow.produced[0]
+        svc.on_decision(with_evidence({**event, "tags": []}))
+        out = await waiting
+        assert out["source"] == "job" and out["event_id"] == "waited"
+        assert svc.bytes <= 500_000 + max(entry_bytes(k, e) for k, e in svc.entries.items())
+
+    run(go())
+
+
+def test_the_bytes_of_the_memory_are_forgotten_with_its_entries() -> None:
+    """Expired, lost or pushed out, an entry gives its bytes back: the count is what the entries hold."""
+
+    async def go() -> None:
+        now = [0.0]
+        bus = FakeBus(delay=0)
+        svc = service(bus, ttl_ms=1_000, max_entries=3, clock=lambda: now[0])
+        for i in range(5):
+            await svc.decide(req(f"e{i}"))
+        assert len(svc.entries) == 3
+        assert svc.bytes == sum(entry_bytes(k, e) for k, e in svc.entries.items())
+        bus.fail_with = "broker down"
+        out = await svc.decide(req("lost"))
+        assert out["degraded"].startswith("produce_failed") and "lost" not in svc.entries
+        assert svc.bytes == sum(entry_bytes(k, e) for k, e in svc.entries.items())
+        now[0] += 5.0
+        bus.fail_with = None
+        await svc.decide(req("late"))
+        assert list(svc.entries) == ["late"]
+        assert svc.bytes == entry_bytes("late", svc.entries["late"])
 
     run(go())

@@ -13,7 +13,9 @@
   while the job decided them), and a new consumer reads again.
 
 librdkafka calls back from its own threads; everything that touches the service goes through
-``loop.call_soon_threadsafe``.
+``loop.call_soon_threadsafe``. Its log lines go through Python's logging (``riskctl.serve.librdkafka``), each
+kind at most once a minute (:class:`Repeats`); the health thread says when Kafka stops answering and when it
+answers again.
 """
 
 from __future__ import annotations
@@ -38,6 +40,51 @@ from riskctl.errors import ConfigError, ServiceError
 LOG = logging.getLogger(__name__)
 SERVICE = "kafka"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+_DIGITS = re.compile(r"[0-9]+")
+
+
+class Repeats(logging.Filter):
+    """Lets a line of each shape (its text with the numbers left out) pass at most once per ``interval``
+    seconds; the next one to pass says how many were left out meanwhile.
+
+    librdkafka logs every connection attempt that fails, and with the broker away its clients tried again
+    every 50 ms (``reconnect.backoff.ms``, which ``reconnect.backoff.max.ms`` did not raise for the bootstrap
+    broker): about 20 lines a second on stderr, 70,000 in an hour of outage, and as many again before
+    ``riskctl serve`` gave up at start. What an operator needs of an outage is its start and its end, which
+    the health thread logs."""
+
+    #: the most shapes remembered; beyond, the memory starts afresh (a line may then pass early once)
+    MAX_SHAPES = 1_000
+
+    def __init__(self, interval: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.interval = interval
+        self.clock = clock
+        self._lock = threading.Lock()  # librdkafka's lines come from the producer's and the replies' threads
+        #: shape -> (when a line of it last passed, lines of it left out since)
+        self._seen: dict[str, tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        shape = _DIGITS.sub("#", text)
+        now = self.clock()
+        with self._lock:
+            passed, left_out = self._seen.get(shape, (None, 0))
+            if passed is not None and now - passed < self.interval:
+                self._seen[shape] = (passed, left_out + 1)
+                return False
+            if len(self._seen) >= self.MAX_SHAPES:
+                self._seen.clear()
+            self._seen[shape] = (now, 0)
+        if left_out:
+            record.msg, record.args = f"{text} ({left_out} more like it left out)", None
+        return True
+
+
+#: librdkafka's own log lines (refused connections, disconnections), given to the Kafka clients as their
+#: ``logger``: served by their poll(), at most once a minute each (:class:`Repeats`)
+KAFKA_LOG = logging.getLogger("riskctl.serve.librdkafka")
+KAFKA_LOG.addFilter(Repeats())
 
 
 def instance_name(name: str) -> str:
@@ -129,6 +176,7 @@ class KafkaBus:
                 # a delivery report (a Python call under the GIL) for the lost events only: the delivered
                 # ones need none, their decision answers the request
                 "delivery.report.only.error": True,
+                "logger": KAFKA_LOG,
             }
         )
         try:
@@ -183,6 +231,7 @@ class KafkaBus:
                 # decided again after the job's restore, and that second decision is the one remembered
                 # only if the first did not arrive: see docs/api.md.
                 "isolation.level": "read_uncommitted",
+                "logger": KAFKA_LOG,
             }
         )
 
@@ -308,6 +357,8 @@ class KafkaBus:
             self._check_health()
             if self.kafka_ok and not was_ok:  # the broker is back: a new consumer for the replies
                 self._renew.set()
+            elif was_ok and not self.kafka_ok:
+                LOG.warning("serve %s: kafka: %s (/readyz answers 503)", self.instance, self.kafka_error)
 
     def _check_health(self) -> None:
         """Set ``kafka_ok`` from the replies topic's metadata (one request, at most 2 s)."""

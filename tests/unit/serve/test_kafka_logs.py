@@ -1,0 +1,99 @@
+"""What ``riskctl serve`` logs while Kafka is away (riskctl/serve/kafka_bus.py): the start and the end of the
+outage, and librdkafka's own lines at most once a minute each, not the 20 a second librdkafka wrote to stderr
+(a connection attempt every 50 ms, each logged)."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import pytest
+from confluent_kafka import TopicPartition
+
+from riskctl.serve import kafka_bus
+from riskctl.serve.kafka_bus import KAFKA_LOG, KafkaBus, Repeats
+from tests.unit.serve.test_kafka_bus_renewal import _bus, _run, _wait
+
+
+def record(text: str) -> logging.LogRecord:
+    args = ("FAIL", "rdkafka#consumer-1", text)  # as confluent-kafka logs librdkafka's lines
+    return logging.LogRecord("x", logging.ERROR, __file__, 1, "%s [%s] %s", args, None)
+
+
+def test_a_line_of_each_shape_passes_once_per_interval_then_says_how_many_were_left_out() -> None:
+    now = [0.0]
+    repeats = Repeats(interval=60, clock=lambda: now[0])
+    refused = "127.0.0.1:9/bootstrap: Connect to ipv4#127.0.0.1:9 failed: Connection refused (after {}ms)"
+    assert repeats.filter(record(refused.format(0)))
+    now[0] += 0.05
+    assert not repeats.filter(record(refused.format(1)))  # the same shape, other numbers
+    assert repeats.filter(record("GroupCoordinator: Disconnected"))  # another shape
+    for _ in range(100):
+        now[0] += 0.5
+        assert not repeats.filter(record(refused.format(0)))
+    now[0] += 10.0  # 60 s after the first one passed
+    again = record(refused.format(0))
+    assert repeats.filter(again)
+    assert again.getMessage().endswith("(101 more like it left out)")
+    quiet = record(refused.format(0))
+    now[0] += 61
+    assert repeats.filter(quiet) and "left out" not in quiet.getMessage()
+
+
+def test_the_shapes_remembered_are_bounded() -> None:
+    repeats = Repeats(interval=60, clock=lambda: 0.0)
+    for i in range(Repeats.MAX_SHAPES * 3):
+        repeats.filter(record(f"line {chr(65 + i % 26)}{'x' * (i // 26)}"))
+    assert len(repeats._seen) <= Repeats.MAX_SHAPES  # noqa: SLF001
+
+
+class Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, rec: logging.LogRecord) -> None:
+        self.lines.append(rec.getMessage())
+
+
+def test_the_replies_consumer_with_the_broker_away_logs_a_few_lines_not_twenty_a_second(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """The real librdkafka consumer of the replies, as KafkaBus makes it, with no broker at its address:
+    its lines go through riskctl.serve.librdkafka, each kind once. Before, it wrote about 60 lines in these
+    3 s to stderr, one per connection attempt."""
+    lines = Lines()
+    KAFKA_LOG.addHandler(lines)
+    bus = KafkaBus("127.0.0.1:9", "events", "replies", "api-0")
+    bus.partition = 0
+    consumer = bus._new_consumer()  # noqa: SLF001
+    try:
+        consumer.assign([TopicPartition("replies", 0, 0)])
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            consumer.poll(0.1)
+    finally:
+        consumer.close()
+        KAFKA_LOG.removeHandler(lines)
+    assert "%3|" not in capfd.readouterr().err  # none of librdkafka's own stderr lines
+    assert len(lines.lines) <= 4, lines.lines  # each kind once (two brokers: bootstrap and coordinator)
+
+
+def test_the_health_thread_says_when_kafka_stops_answering_and_when_it_is_back(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    bus, producer = _bus(monkeypatch)
+    caplog.set_level(logging.WARNING, logger=kafka_bus.LOG.name)
+    threads = _run(bus)
+    try:
+        producer.down.set()
+        assert _wait(lambda: not bus.kafka_ok, 5)
+        producer.down.clear()
+        assert _wait(lambda: bus.renewals == 1, 5)
+    finally:
+        bus._stop.set()  # noqa: SLF001
+        for t in threads:
+            t.join(5)
+    said = [r.getMessage() for r in caplog.records if r.name == kafka_bus.LOG.name]
+    assert said[0] == "serve api-0: kafka: broker transport failure (/readyz answers 503)", said
+    assert said[1].startswith("serve api-0: the broker answers again"), said

@@ -164,6 +164,8 @@ class _Loader:
             ("serve.max_timeout_ms", "serve.timeout_ms"),
             # each request waiting for a decision holds an entry of the idempotency memory
             ("serve.idempotency_max_entries", "serve.max_in_flight"),
+            # the producer refuses an event larger than its whole queue, every time
+            ("serve.producer_queue_max_bytes", "job.max_event_bytes"),
         ]:
             value, floor = specs[name].get(s), specs[floor_name].get(s)
             if value < floor:

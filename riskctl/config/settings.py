@@ -530,6 +530,12 @@ class ServeSettings:
     #: the producer waits this long to put more events in one request (librdkafka ``linger.ms``): fewer
     #: requests for this process and the broker to handle, for up to this much more latency
     produce_linger_ms: int = setting(1, low=0, high=1_000)
+    #: the bytes of events the producer holds while they wait to be delivered (librdkafka
+    #: ``queue.buffering.max.kbytes``, in whole KiB); one more is refused at once, its request answered with
+    #: the fallback. With the broker away each event waits up to produce_timeout_ms: librdkafka's own bound
+    #: of 1 GiB let an instance grow by that much. At least job.max_event_bytes (a larger event would never
+    #: fit); at most librdkafka's 2^31-1 KiB
+    producer_queue_max_bytes: int = setting(64 << 20, low=1 << 20, high=INT << 10)
 
 
 @dataclass

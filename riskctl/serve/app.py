@@ -91,6 +91,13 @@ class Api:
                 f"({s.max_in_flight}): each request waiting for a decision holds an entry of the memory"
             )
             raise ConfigError(msg)
+        if s.producer_queue_max_bytes < self.limits.max_event_bytes:
+            msg = (
+                f"serve.producer_queue_max_bytes ({s.producer_queue_max_bytes}) must be >= "
+                f"job.max_event_bytes ({self.limits.max_event_bytes}): the producer refuses an event larger "
+                "than its whole queue"
+            )
+            raise ConfigError(msg)
         self.callers = Callers(
             s.api_keys,
             max_in_flight=s.max_in_flight,
@@ -529,6 +536,8 @@ async def serve(
         reply_partition=s.reply_partition,
         produce_timeout_ms=s.produce_timeout_ms,
         linger_ms=s.produce_linger_ms,
+        queue_max_bytes=s.producer_queue_max_bytes,
+        max_in_flight=s.max_in_flight,
     )
     loop = asyncio.get_running_loop()
     api = Api(settings, bus, instance=instance)

@@ -19,7 +19,10 @@ A caller also owns the event_ids it sent: a request from another caller reusing 
 :mod:`riskctl.serve.service`), never the first caller's decision.
 
 Keys are compared by their SHA-256 digest, looked up in a dict: what a timing difference could reveal is a
-prefix of a digest, not of a key. Only the digests are kept once the settings are read.
+prefix of a digest, not of a key. :class:`Callers` keeps only the digests, but the keys themselves stay in the
+process's memory for its life: in the settings' ``serve.api_keys`` (``/openapi.json`` reads it) and in the
+environment when they came from ``RISKCTL_SERVE_API_KEYS``. A dump of the process's memory reveals them, as
+it does any secret the process holds.
 """
 
 from __future__ import annotations

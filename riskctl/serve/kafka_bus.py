@@ -123,6 +123,11 @@ def default_partition(instance: str, partitions: int) -> int:
     return zlib.crc32(instance.encode()) % partitions
 
 
+#: the fewest events the producer may hold at once (librdkafka's own default of
+#: ``queue.buffering.max.messages``); raised to ``serve.max_in_flight`` when that is larger
+QUEUE_MESSAGES = 100_000
+
+
 class KafkaBus:
     """Producer, reply consumer and health check of one API instance."""
 
@@ -136,6 +141,8 @@ class KafkaBus:
         reply_partition: int = -1,
         produce_timeout_ms: int = 5000,
         linger_ms: int = 1,
+        queue_max_bytes: int = 64 << 20,
+        max_in_flight: int = 0,
     ) -> None:
         self.bootstrap = bootstrap
         self.events_topic = events_topic
@@ -143,6 +150,8 @@ class KafkaBus:
         self.instance = instance_name(instance)
         self.produce_timeout_ms = produce_timeout_ms
         self.linger_ms = linger_ms
+        self.queue_max_bytes = queue_max_bytes
+        self.max_in_flight = max_in_flight
         self.requested_partition = reply_partition
         self.partition = -1
         self.partitions = 0
@@ -166,19 +175,7 @@ class KafkaBus:
         """Connect (blocking, a few seconds at most): find this instance's partition, assign it at its end."""
         self._loop = loop
         self._on_decision = on_decision
-        self.producer = Producer(
-            {
-                "bootstrap.servers": self.bootstrap,
-                "linger.ms": self.linger_ms,
-                "acks": "all",
-                "message.timeout.ms": self.produce_timeout_ms,
-                "reconnect.backoff.max.ms": 1000,
-                # a delivery report (a Python call under the GIL) for the lost events only: the delivered
-                # ones need none, their decision answers the request
-                "delivery.report.only.error": True,
-                "logger": KAFKA_LOG,
-            }
-        )
+        self.producer = Producer(self.producer_config())
         try:
             meta = self.producer.list_topics(timeout=10)
         except KafkaException as exc:
@@ -217,6 +214,30 @@ class KafkaBus:
             self.partitions,
             self.reply_key,
         )
+
+    def producer_config(self) -> dict[str, Any]:
+        """The producer's librdkafka configuration.
+
+        Its queue is bounded by ``serve.producer_queue_max_bytes`` (the events' values; librdkafka counts KiB,
+        whole ones here: never more than the setting says) and by a count of events: each queued event costs
+        about 480 bytes beyond its value (librdkafka's message and the delivery callback; 46 MB for 100,000
+        events of 10 bytes, measured), which the bytes do not count. The count is librdkafka's default,
+        raised to ``serve.max_in_flight`` when larger: below it, a broker slow for a moment would refuse the
+        events of requests that max_in_flight admits. A full queue refuses an event at once (BufferError in
+        :meth:`produce`): its request gets the fallback, and is not remembered as produced."""
+        return {
+            "bootstrap.servers": self.bootstrap,
+            "linger.ms": self.linger_ms,
+            "acks": "all",
+            "message.timeout.ms": self.produce_timeout_ms,
+            "reconnect.backoff.max.ms": 1000,
+            "queue.buffering.max.kbytes": self.queue_max_bytes // 1024,
+            "queue.buffering.max.messages": max(QUEUE_MESSAGES, self.max_in_flight),
+            # a delivery report (a Python call under the GIL) for the lost events only: the delivered ones
+            # need none, their decision answers the request
+            "delivery.report.only.error": True,
+            "logger": KAFKA_LOG,
+        }
 
     def _new_consumer(self) -> Any:
         return Consumer(

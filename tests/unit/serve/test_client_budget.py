@@ -86,6 +86,15 @@ def drip(conn: socket.socket, stopped: threading.Event) -> None:
         conn.sendall(b"a")
 
 
+def answers_200(body: bytes) -> Callable[[socket.socket, threading.Event], None]:
+    """A server's answer: status 200 with ``body``, then the connection closed."""
+
+    def answer(conn: socket.socket, _: threading.Event) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
+
+    return answer
+
+
 def huge(conn: socket.socket, stopped: threading.Event) -> None:
     conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 10000000\r\n\r\n")
     for _ in range(10_000):
@@ -168,11 +177,7 @@ def test_a_200_whose_body_is_not_a_decision_is_retried_then_unavailable(
 ) -> None:
     """A proxy's page with status 200: the call raised json's JSONDecodeError, a KeyError or a TypeError."""
 
-    def answer(conn: socket.socket, _: threading.Event) -> None:
-        head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-        conn.sendall(head.encode() + body)
-
-    s = server(answer)
+    s = server(answers_200(body))
     opts: dict[str, Any] = {"timeout_ms": 500, "retries": 1, "backoff_ms": 1}
     exc, _ = call_client(kind, s.url, opts)
     assert isinstance(exc, Unavailable) and "HTTP 200 without a decision" in str(exc), exc
@@ -436,11 +441,7 @@ def test_the_decision_of_another_event_is_not_taken_for_this_one(
     this event's (a REJECT of one transfer could pass another)."""
     body = json.dumps({"event_id": "someone-else", "action": "PASS", "rules": []}).encode()
 
-    def answer(conn: socket.socket, _: threading.Event) -> None:
-        head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-        conn.sendall(head.encode() + body)
-
-    s = server(answer)
+    s = server(answers_200(body))
     exc, _ = call_client(kind, s.url, {"timeout_ms": 500, "retries": 1, "backoff_ms": 1})
     assert isinstance(exc, Unavailable) and "the decision of another event ('someone-else')" in str(exc), exc
     assert s.connections == 2  # retried once
@@ -468,11 +469,7 @@ def test_a_redirect_is_neither_followed_nor_retried(server: Callable[..., Server
     returned that host's answer as the API's decision; the sync client retried the redirect twice."""
     decision = json.dumps({"event_id": "e1", "action": "PASS", "rules": []}).encode()
 
-    def other_host(conn: socket.socket, _: threading.Event) -> None:
-        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(decision))
-        conn.sendall(decision)
-
-    other = server(other_host)
+    other = server(answers_200(decision))
     to = other.url.replace("127.0.0.1", "localhost") + "/v1/decisions"
 
     def redirect(conn: socket.socket, _: threading.Event) -> None:
@@ -509,11 +506,7 @@ def test_a_200_for_this_event_of_another_shape_is_no_decision(
     lowercase or unknown action as itself, and rules "velocity" as a list of its characters."""
     body = json.dumps(doc).encode()
 
-    def answer(conn: socket.socket, _: threading.Event) -> None:
-        head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-        conn.sendall(head.encode() + body)
-
-    s = server(answer)
+    s = server(answers_200(body))
     exc, _ = call_client(kind, s.url, {"timeout_ms": 500, "retries": 1, "backoff_ms": 1})
     assert isinstance(exc, Unavailable) and "HTTP 200 without a decision" in str(exc), exc
     assert s.connections == 2  # retried once, like a proxy's page
@@ -619,11 +612,7 @@ def test_a_200_nested_too_deep_or_beyond_a_float_is_retried_then_unavailable(
     """JSON nested deeper than Python's json reads (RecursionError), or an elapsed_ms float() cannot hold
     (OverflowError): both left decide() as themselves, neither of the two exceptions the client documents."""
 
-    def answer(conn: socket.socket, _: threading.Event) -> None:
-        head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-        conn.sendall(head.encode() + body)
-
-    s = server(answer)
+    s = server(answers_200(body))
     exc, _ = call_client(kind, s.url, {"timeout_ms": 500, "retries": 1, "backoff_ms": 1})
     assert isinstance(exc, Unavailable) and "HTTP 200 without a decision" in str(exc), exc
     assert s.connections == 2  # retried once, like a proxy's page

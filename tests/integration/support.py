@@ -254,6 +254,19 @@ def start_job(job: Job, log: Path, extra: dict[str, str] | None = None) -> JobPr
     return job.proc
 
 
+def spawn_serve(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """``riskctl serve`` with the environment ``env`` (all of it), its output appended to ``log``. Not waited
+    for."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "riskctl.cli.main", "serve"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=PROJECT_ROOT,
+        )
+
+
 def wait_rules(job: Job, timeout: float = 240) -> None:
     """Until the job reports every rule of rules/ accepted."""
     n_rules = len(load_rules(PROJECT_ROOT / "rules"))

@@ -11,7 +11,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -24,9 +23,9 @@ from typing import Any
 import pytest
 
 from riskctl.client import AsyncDecisionClient, DecisionClient, RequestRefused
-from riskctl.config import PROJECT_ROOT, Settings
+from riskctl.config import Settings
 from tests.helpers import free_port
-from tests.integration.support import Job, consume_until, new_job, start_job, wait_rules
+from tests.integration.support import Job, consume_until, new_job, spawn_serve, start_job, wait_rules
 
 pytestmark = pytest.mark.integration
 REPLY_PARTITIONS = 4
@@ -84,14 +83,7 @@ def _spawn(job: Job, name: str, partition: int, log_dir: Path, serve: dict[str, 
         **{f"RISKCTL_SERVE_{k.upper()}": v for k, v in serve.items()},
     }
     log = log_dir / f"serve-{name}.log"
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "riskctl.cli.main", "serve"],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=PROJECT_ROOT,
-        )
+    proc = spawn_serve(env, log)
     return Instance(name, f"http://127.0.0.1:{port}", proc, log)
 
 

@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -23,9 +22,10 @@ from typing import Any
 
 import pytest
 
-from riskctl.config import PROJECT_ROOT, Settings
+from riskctl.config import Settings
 from riskctl.stack.services import Kafka
 from tests.helpers import free_port
+from tests.integration.support import spawn_serve
 
 pytestmark = pytest.mark.integration
 
@@ -101,14 +101,7 @@ def test_with_the_broker_away_events_beyond_the_queue_get_the_fallback_at_once_a
     }
     log = tmp_path / "serve.log"
     url = f"http://127.0.0.1:{port}"
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "riskctl.cli.main", "serve"],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=PROJECT_ROOT,
-        )
+    proc = spawn_serve(env, log)
     try:
         deadline = time.monotonic() + 60
         while True:

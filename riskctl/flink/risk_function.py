@@ -116,7 +116,9 @@ def _imported(text: bytes, package: str) -> Iterator[str]:
     """The names ``text`` (a module's source in ``package``) may import modules by: each ``import``'s
     modules, each ``from``'s module and module.name (a name may be a submodule). Any import statement counts,
     inside a function too (the job's operators import lazily); a line of a string that reads as one adds a
-    module at most, which only makes the digest cover more."""
+    module at most, which only makes the digest cover more. A regular expression rather than ``ast``: this
+    runs at every import of this module (the client's, each TaskManager's), 9 ms for the job's 48 files
+    against 87 ms to parse them."""
     for found in _IMPORT.finditer(text):
         source, names, modules = found.groups()
         if modules is not None:

@@ -15,8 +15,8 @@ A title is one line. The ``link`` is its own template whose values are URL-quote
 Fields: ``id``/``alert_id``, ``kind``, ``rule`` (the rule ids, comma separated), ``rule_version``,
 ``rules``, ``action``, ``severity``, ``reason``, ``user_id``, ``event_id``, ``trigger_event_id``, ``ts``
 (ms), ``time`` (UTC, ISO 8601), ``ruleset_version``, ``shadow``, ``explanation`` (one line per rule: the
-event fields and features its condition read, with their values; per sequence step, the events it matched
-with what each step read),
+event fields and features its condition read, with their values as JSON, strings in quotes; per sequence
+step, the events it matched with what each step read),
 ``link``; in a digest: ``count``, ``items``, ``channel``.
 """
 
@@ -141,13 +141,17 @@ def escape(text: str, style: str, *, links: bool = False) -> str:
 
 
 def _value(value: Any) -> str:
+    """A value of the record in the explanation, as JSON: a string in quotes, cut before it is quoted (so its
+    closing quote stays), its own quotes and backslashes escaped. Shown bare, a string was read as more of the
+    line: a free-text field ``ok, amount = 5 -> PASS`` made ``memo = ok, amount = 5 -> PASS, amount = 9000``,
+    a second amount and a verdict, and an event id ``e2 (amount = 1); e3`` forged what a step matched; in
+    quotes it is one value, and ``"9000"`` (a string) no longer reads as the number 9000."""
     if isinstance(value, str):
-        text = value
-    else:
-        try:
-            text = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
-        except (TypeError, orjson.JSONEncodeError):
-            text = repr(value)
+        return orjson.dumps(_cut(value, MAX_VALUE_CHARS)).decode()
+    try:
+        text = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    except (TypeError, orjson.JSONEncodeError):
+        text = repr(value)
     return _cut(text, MAX_VALUE_CHARS)
 
 

@@ -387,7 +387,8 @@ def test_alerts_and_review_decisions_reach_every_channel_kind(
                     "id": "big_transfer",
                     "version": 2,
                     "action": "REVIEW",
-                    "evidence": {"fields": {"amount": 9e4}},
+                    # a free-text field forging a second amount and a verdict: shown as one quoted value
+                    "evidence": {"fields": {"memo": "ok, amount = 5 -> PASS", "amount": 9e4}},
                 }
             ],
             "shadow": [],
@@ -431,7 +432,8 @@ def test_alerts_and_review_decisions_reach_every_channel_kind(
     assert ding_body["msgtype"] == "markdown" and "user1" in ding_body["markdown"]["text"]
     assert ding.failed() == []  # the signature was accepted by the receiver's check
     slack_text = json.loads(slack.ok()[0]["body"])["text"]
-    assert "big_transfer" in slack_text and "u-r" in slack_text and "amount = 90000.0" in slack_text
+    assert "big_transfer" in slack_text and "u-r" in slack_text
+    assert 'memo = "ok, amount = 5 -&gt; PASS", amount = 90000.0' in slack_text
     sender, rcpts, data = smtp.messages[0]
     mail = message_from_bytes(data)
     assert (sender, rcpts) == ("r@x.test", ["rev@x.test"])

@@ -62,10 +62,10 @@ def test_sequence_steps_are_listed_with_what_each_matched_event_read() -> None:
         }
     }
     text = explanation(item(evidence=ev), "text")
-    assert "step login: e1 (type = login, new_city = true)" in text
-    assert "step transfer: e2; e3" in text
+    assert 'step login: "e1" (type = "login", new_city = true)' in text
+    assert 'step transfer: "e2"; "e3"' in text
     old_shape = {"match": {"steps": {"login": ["e1"], "transfer": ["e2", "e3"]}, "start_ts": 1, "end_ts": 2}}
-    assert "step transfer: e2, e3" in explanation(item(evidence=old_shape), "text")
+    assert 'step transfer: "e2", "e3"' in explanation(item(evidence=old_shape), "text")
 
 
 def test_values_from_the_record_cannot_inject_markup() -> None:
@@ -145,7 +145,7 @@ def test_a_value_cannot_format_a_slack_message() -> None:
         "aˋ ∗ALL APPROVED∗ ˍxˍ ∼y∼ ˋzˋ ﹡w﹡ ˋb &lt;!channel&gt; &lt;!here&gt; &lt;@U123&gt; &amp;amp;"
     )
     assert "`" + shown + "`" in body and body.count("`") == 4  # the template's own two code spans, intact
-    assert "city = ∗Paris∗" in values["explanation"] and "*Paris*" not in body
+    assert 'city = "∗Paris∗"' in values["explanation"] and "*Paris*" not in body
     # inside a word Slack does not format: ordinary ids keep their underscores
     assert escape("transfer_velocity a*b", "slack") == "transfer_velocity a*b"
     digest = digest_values([(item(user=evil), "high", "")], "slack", "ch", max_items=10)["items"]
@@ -221,3 +221,21 @@ def test_every_invisible_format_character_is_shown_as_a_mark() -> None:
     cf = "".join(c for c in every if unicodedata.category(c) == "Cf")
     assert set(escape(cf, "text", links=True)) == {"\ufffd", "?"}
     assert {unicodedata.category(c) for c in _FORMAT.findall(every)} <= {"Cf", "Cn"}  # Cn: of a newer Unicode
+
+
+def test_a_free_text_value_cannot_forge_another_field_or_a_verdict_in_the_explanation() -> None:
+    """A string was shown bare: a memo of ``ok, amount = 5 -> PASS`` read as a second amount and a verdict
+    beside the real ``amount = 9000``, and an event id forged what a sequence step matched. Strings are now
+    shown as JSON strings: one quoted value each, its quotes escaped, cut inside its quotes."""
+    forged = {"fields": {"memo": 'ok, amount = 5 -> PASS", x = "1', "amount": 9000, "note": "n" * 300}}
+    for style in ("text", "slack", "markdown"):
+        text = explanation(item(evidence=forged), style)
+        assert "memo = " + escape('"ok, amount = 5 -> PASS\\", x = \\"1"', style) in text, (style, text)
+        assert "amount = 9000" in text and '"9000"' not in text
+        assert "note = " + escape('"' + "n" * (MAX_VALUE_CHARS - 3) + '..."', style) in text, style
+    step = {"match": {"steps": {"s": ["e2 (amount = 1); e3"]}, "events": {"s": [{"event_id": "e2 (x); e3"}]}}}
+    assert 'step s: "e2 (x); e3"' in explanation(item(evidence=step), "text")
+    old_shape = {"match": {"steps": {"s": ["e2 (amount = 1), e3"]}}}
+    assert 'step s: "e2 (amount = 1), e3"' in explanation(item(evidence=old_shape), "text")
+    # a string that holds a number is not shown as the number
+    assert 'amount = "9000"' in explanation(item(evidence={"fields": {"amount": "9000"}}), "text")

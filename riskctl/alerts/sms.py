@@ -62,20 +62,33 @@ def segments(text: str) -> tuple[str, int]:
 
 
 def fit(text: str, max_segments: int) -> str:
-    """``text``, cut (with ``...``) to take at most ``max_segments`` segments."""
+    """``text``, cut (with ``...``) to take at most ``max_segments`` segments: the longest prefix that does,
+    in its own encoding. The encoding is not the whole text's: one character beyond GSM-7 (a Cyrillic or CJK
+    user id, an emoji) after the review link made the whole text UCS-2 (70 and 67 characters a segment for
+    160 and 153), so the cut fell inside the link, though the text up to that character, link included, fits
+    in GSM-7; the cut now keeps that prefix when it is the longer one."""
     if segments(text)[1] <= max_segments:
         return text
-    gsm = _septets(text) is not None
+    end_gsm = next(
+        (i for i, ch in enumerate(text) if ch not in _GSM_BASIC and ch not in _GSM_EXTENDED), len(text)
+    )
+    as_gsm = _prefix(text[:end_gsm], max_segments, gsm=True)
+    as_ucs2 = _prefix(text, max_segments, gsm=False) if end_gsm < len(text) else ""
+    return max(as_gsm, as_ucs2, key=len).rstrip() + "..."
+
+
+def _prefix(text: str, max_segments: int, *, gsm: bool) -> str:
+    """The longest prefix of ``text`` that takes at most ``max_segments`` segments of the encoding (GSM-7 or
+    UCS-2) with ``...`` after it."""
     per, one = (153, 160) if gsm else (67, 70)
-    budget = one if max_segments == 1 else per * max_segments
-    budget -= 3  # the "..."
+    budget = (one if max_segments == 1 else per * max_segments) - 3  # the "..."
     used = 0
     for i, ch in enumerate(text):
         cost = (2 if ch in _GSM_EXTENDED else 1) if gsm else (2 if ord(ch) > 0xFFFF else 1)
         if used + cost > budget:
-            return text[:i].rstrip() + "..."
+            return text[:i]
         used += cost
-    return text  # not reached: the text took more segments than its budget allows
+    return text
 
 
 def twilio_requests(

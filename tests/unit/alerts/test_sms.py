@@ -233,3 +233,34 @@ def test_the_default_sms_keeps_its_review_link_whatever_the_user_id(twilio: Twil
     assert network_sender(5.0)(channel, "t", text, "high", [item]).ok
     body = twilio.sent[0]["Body"][0]
     assert segments(body)[1] <= 2 and "https://review.example/a/" in body
+
+
+def test_one_character_beyond_gsm7_after_the_link_does_not_cut_the_link() -> None:
+    """The encoding was the whole text's: a Cyrillic user id (or one emoji) after the review link made the
+    text UCS-2, 131 characters in two segments, and the cut fell inside the link, though the text up to the
+    user id, link included, fits in GSM-7. The cut keeps the longest prefix in its own encoding."""
+    from riskctl.alerts.model import AlertItem, FiredRuleRef
+    from riskctl.alerts.settings import DEFAULT_TEMPLATES
+    from riskctl.alerts.templates import context, link_for, message
+
+    event = "9f1c2e1a-5b7d-4c1e-9a51-3d2b7c0e8f44"
+    for user in ("ж" * 30, "u1" + "😀" * 200, "x" * 40 + "ё"):
+        item = AlertItem(
+            f"card_velocity:3:rule_alert:{event}",
+            "alert",
+            user,
+            1,
+            "rule_alert",
+            "REJECT",
+            (FiredRuleRef("card_velocity", 3, "REJECT"),),
+            event,
+        )
+        link = link_for("https://review.example.com/alerts/{alert_id}", item, "high")
+        _title, text = message(DEFAULT_TEMPLATES["sms"], context(item, "high", link, "text"))
+        for n in (2, 3):
+            out = fit(text, n)
+            assert segments(out)[1] <= n, out
+            assert f" {link} user" in out and out.endswith("..."), (user[:3], n, out)
+    # the UCS-2 prefix is kept when it is the longer one
+    text = "[riskctl high] brute_force_login REJECT user " + "中" * 5_000
+    assert fit(text, 2) == text[:131] + "..."

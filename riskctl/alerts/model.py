@@ -20,10 +20,10 @@ event's id or a field a rule reads must not be able to keep their alert from rev
 - the nesting: a decision or an alert holds an event's field values deeper than the event did
   (:data:`RECORD_ENVELOPE_DEPTH` more), so :data:`MAX_DEPTH` is the job's ``max_depth`` (its default) plus
   that;
-- the ``alert_id``: the engine builds it as ``<rule>:<version>:<reason>:<event id>`` (event ids are up to
-  256 characters) or, for a sequence's ``timer``/``late`` alert, with every matched event id joined: no
-  length limit but the record's. The deduplication key (:attr:`AlertItem.key`, :func:`id_key`) is the id
-  itself up to :data:`MAX_KEY_CHARS`, else a SHA-256 of it, so memory and the delivered topic stay bounded.
+- the ``alert_id``: the engine writes at most :data:`riskctl.core.decisions.MAX_ALERT_ID_CHARS` (512)
+  characters (:func:`riskctl.core.decisions.alert_id`); another producer's may be longer: no length limit but
+  the record's. The deduplication key (:attr:`AlertItem.key`, :func:`id_key`) is the id itself up to
+  :data:`MAX_KEY_CHARS`, else a SHA-256 of it, so memory and the delivered topic stay bounded.
 """
 
 from __future__ import annotations
@@ -50,7 +50,8 @@ MAX_DEPTH = DEFAULT_LIMITS.max_depth + RECORD_ENVELOPE_DEPTH
 #: characters of a user id, a rule id, a reason, an event id or a ruleset version (not of an ``alert_id``:
 #: bounded by the record size only, see the module docstring)
 MAX_ID_CHARS = 256
-#: characters of an item id used as its own deduplication key; a longer id is keyed by its SHA-256
+#: characters of an item id used as its own deduplication key; a longer id is keyed by its SHA-256. Not below
+#: the engine's MAX_ALERT_ID_CHARS: every alert id of the job is its own key
 MAX_KEY_CHARS = 512
 #: the largest timestamp accepted (ms since the epoch; 2**53: exact in JSON readers that use doubles)
 MAX_TS = 2**53

@@ -24,10 +24,13 @@ Alert (``"kind": "alert"``): ``alert_id`` (stable, for deduplication), ``user_id
 - ``late``: a sequence completed by a late event (the decisions of the matched events are already out);
 - ``late_threshold``: a late event made a condition rule true for a later, already decided event;
 - ``rule_alert``: the rule fired on an event and has ``alert: true`` (the decision also names it).
+
+Every ``alert_id`` comes from :func:`alert_id`: at most :data:`MAX_ALERT_ID_CHARS` characters.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +43,39 @@ PASS, REVIEW, REJECT = "PASS", "REVIEW", "REJECT"
 #: the key and the record's overhead): see :func:`fit_record`
 MAX_RECORD_BYTES = 1_000_000
 _RANK = {PASS: 0, REVIEW: 1, REJECT: 2}
+#: the longest ``alert_id``: the dispatcher's MAX_KEY_CHARS (riskctl.alerts.model), so every id the engine
+#: writes is its own deduplication key. It is above the longest id of one event (a 64-character rule id, a
+#: 10-digit version, ``late_threshold`` and a 256-character event id: 347 characters), so no ``rule_alert``,
+#: ``late_threshold`` or one-event match changes form; a 256 bound would have changed those of long event ids
+MAX_ALERT_ID_CHARS = 512
+#: characters of the first event id kept in a shortened ``alert_id`` (a UUID has 36)
+ALERT_ID_EVENT_CHARS = 64
+#: hex digits of SHA-256 in a shortened ``alert_id`` (128 bits)
+ALERT_ID_DIGEST_CHARS = 32
+
+
+def alert_id(rule_id: str, version: int, reason: str, event_ids: list[str]) -> str:
+    """The id of an alert of rule ``rule_id`` (``version``) for ``reason`` about ``event_ids`` (one event, or
+    every event of a sequence's match, step by step): ``<rule>:<version>:<reason>:<id>:<id>...``.
+
+    Beyond :data:`MAX_ALERT_ID_CHARS` characters (a step may hold 1,000 events of ids up to 256 characters:
+    the whole reached megabytes, over the Kafka sinks' limit, in the record's key and value, in every
+    deduplication key and in links), it is ``<rule>:<version>:<reason>:<first id, cut to 64>:<number of
+    events>:<SHA-256 of the whole, 32 hex digits>``: at most 194 characters (a rule id has at most 64, a
+    version 10 digits, a match 32 steps of at most 1,000 events).
+
+    A function of the match alone, so the job, ``riskctl replay`` and a restarted job give the same match the
+    same id, as deduplication needs; two matches that share their first event differ by the digest. An id
+    within the bound keeps the form it had before the bound existed, so alerts delivered before an upgrade are
+    not sent again; only ids over 512 characters changed form (such an alert, written again after the upgrade,
+    is delivered once more).
+    """
+    whole = f"{rule_id}:{version}:{reason}:{':'.join(event_ids)}"
+    if len(whole) <= MAX_ALERT_ID_CHARS:
+        return whole
+    digest = hashlib.sha256(whole.encode("utf-8", "surrogatepass")).hexdigest()[:ALERT_ID_DIGEST_CHARS]
+    first = event_ids[0][:ALERT_ID_EVENT_CHARS]
+    return f"{rule_id}:{version}:{reason}:{first}:{len(event_ids)}:{digest}"
 
 
 def stronger(a: str, b: str) -> str:

@@ -31,6 +31,7 @@ from riskctl.core.decisions import (
     FiredRule,
     Result,
     StepReads,
+    alert_id,
     field_reads,
     match_evidence,
     when_evidence,
@@ -743,7 +744,7 @@ class Engine:
             if rp.rule.alert:
                 alerts.append(
                     Alert(
-                        alert_id=f"{rp.rule.id}:{rp.rule.version}:rule_alert:{event_id}",
+                        alert_id=alert_id(rp.rule.id, rp.rule.version, "rule_alert", [event_id]),
                         user_id=user_id,
                         rule=hit,
                         reason="rule_alert",
@@ -971,7 +972,7 @@ class Engine:
         steps = hit.evidence["match"]["steps"]
         flat = [str(i) for ids in steps.values() for i in ids]
         return Alert(
-            alert_id=f"{rp.rule.id}:{rp.rule.version}:{reason}:{':'.join(flat)}",
+            alert_id=alert_id(rp.rule.id, rp.rule.version, reason, flat),
             user_id=user_id,
             rule=hit,
             reason=reason,
@@ -1056,7 +1057,9 @@ class Engine:
                 )
                 alerts.append(
                     Alert(
-                        alert_id=f"{rp.rule.id}:{rp.rule.version}:late_threshold:{r_event['event_id']}",
+                        alert_id=alert_id(
+                            rp.rule.id, rp.rule.version, "late_threshold", [r_event["event_id"]]
+                        ),
                         user_id=event["user_id"],
                         rule=hit,
                         reason="late_threshold",

@@ -2,13 +2,15 @@
 every dispatcher of the group.
 
 After each delivery (or dead letter) to a channel, and before its offset can be committed, the dispatcher
-writes the key ``<channel> US <id>`` (value ``1``) to ``alerts.delivered_topic``. At start it reads the last
-``dedup_size`` records of each partition into its bounded :class:`~riskctl.alerts.ledger.DeliveredIds` (which
-keeps the newest ``dedup_size`` keys: older records would be forgotten anyway; the topic holds every delivery
-of its retention, since each is a key of its own, and reading all of it took longer than the 60 s allowed
-beyond about 5 million), then keeps reading it in a thread, so ids delivered by another instance (before a
-rebalance gave it this partition) are known too. The topic is created compacted with a retention
-(``cleanup.policy=compact,delete``, 7 days): it holds one record per key and forgets old ones.
+writes the key ``<channel> US <deduplication key>`` (value ``1``) to ``alerts.delivered_topic``: the user id
+and the item id (:func:`riskctl.alerts.model.id_key`), since an id is unique only within its user. At start it
+reads the last ``dedup_size`` records of each partition into its bounded
+:class:`~riskctl.alerts.ledger.DeliveredIds` (which keeps the newest ``dedup_size`` keys: older records would
+be forgotten anyway; the topic holds every delivery of its retention, since each is a key of its own, and
+reading all of it took longer than the 60 s allowed beyond about 5 million), then keeps reading it in a
+thread, so ids delivered by another instance (before a rebalance gave it this partition) are known too. The
+topic is created compacted with a retention (``cleanup.policy=compact,delete``, 7 days): it holds one record
+per key and forgets old ones.
 
 Deduplication stays best effort: a crash between a delivery and its write sends that message again at the
 next start (at least once, never lost). A write that fails is logged and does not stop the delivery.

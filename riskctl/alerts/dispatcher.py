@@ -11,9 +11,11 @@
 
 - **At least once.** An offset is committed only when every channel of its record, and of every record
   before it in the partition, has delivered or dead-lettered it. A crash replays what was in flight.
-- **No duplicates** while the id is remembered: each (channel, id) delivered is kept in a bounded
-  :class:`~riskctl.alerts.ledger.DeliveredIds` (a very long id by its hash, see
-  :func:`~riskctl.alerts.model.id_key`); a replayed or re-emitted alert is not sent again there.
+- **No duplicates** while the id is remembered: each (channel, user id and item id) delivered is kept in a
+  bounded :class:`~riskctl.alerts.ledger.DeliveredIds` (a very long one by its hash, see
+  :func:`~riskctl.alerts.model.id_key`); a replayed or re-emitted alert is not sent again there. The user is
+  part of it because an id is unique only within its user (it is built from event ids, which senders choose):
+  another user's alert of the same id is not a duplicate.
 - **A channel that is down blocks only itself**: its worker retries with exponential backoff while the
   others go on. After ``delivery.attempts`` attempts (or a permanent refusal) the item is dead-lettered with
   the reason, and the offsets move on. While a channel is failing (its last attempt failed), it keeps at
@@ -30,10 +32,10 @@
   channel is delivering when the partition goes is not retried once the attempt under way fails, and is
   never dead-lettered here: its new owner delivers or dead-letters it (dead-lettered by both, it
   reached the dead-letter topic twice). Delivered, it is remembered like any delivery.
-- **One dead letter per (alert id, channel)** while the id is remembered: a dead letter, after the attempts
-  or for a full backlog, is remembered like a delivery (and written to the delivered log), so a copy of the
-  alert read later, or the record read again after a restart, is neither sent nor dead-lettered again. A
-  crash between writing the dead letter and its id can write it twice (at least once, never lost): both
+- **One dead letter per (user and alert id, channel)** while the id is remembered: a dead letter, after the
+  attempts or for a full backlog, is remembered like a delivery (and written to the delivered log), so a copy
+  of the alert read later, or the record read again after a restart, is neither sent nor dead-lettered again.
+  A crash between writing the dead letter and its id can write it twice (at least once, never lost): both
   copies have the same Kafka key (:func:`dead_letter_key`), by which a consumer deduplicates.
 - **Hostile records** (not JSON, too large, missing fields, ...) are dead-lettered with the field and the
   reason, never fatal.
@@ -200,7 +202,7 @@ class Dispatcher:
             self._finish(partition, offset)
             return
         assert raw is not None
-        coordinates = {**coordinates, "alert_id": item.id}
+        coordinates = {**coordinates, "alert_id": item.id, "user_id": item.user_id}
         with self._lock:
             full = {c for c in todo if self._failing[c] and self._backlog[c] >= self.config.max_backlog}
             # a copy of an id the channel already holds is a duplicate, not load to shed: the copy held
@@ -508,16 +510,18 @@ class Dispatcher:
 
 
 def dead_letter_key(coordinates: dict[str, Any]) -> str:
-    """The Kafka key of a dead letter, by which its consumers deduplicate: ``<channel>/<alert id>`` for an
-    alert the channel could not take (one dead letter per pair is meant: a crash between writing it and
-    remembering it writes it again, with this key), else ``<topic>:<partition>:<offset>`` of the record, as
-    the job keys its own (a record that cannot be read has no id). Neither a channel name nor a topic name
-    holds a ``/``, so the two kinds never share a key (with ``:``, the alert id ``0:5`` of a channel named
-    like the topic had the key of that topic's record at partition 0, offset 5)."""
+    """The Kafka key of a dead letter, by which its consumers deduplicate: ``<channel>/<deduplication key>``
+    (:func:`~riskctl.alerts.model.id_key` of the user id and the alert id) for an alert the channel could not
+    take (one dead letter per pair is meant: a crash between writing it and remembering it writes it again,
+    with this key), else ``<topic>:<partition>:<offset>`` of the record, as the job keys its own (a record
+    that cannot be read has no id). Neither a channel name nor a topic name holds a ``/``, so the two kinds
+    never share a key (with ``:``, the alert id ``0:5`` of a channel named like the topic had the key of that
+    topic's record at partition 0, offset 5). The user is in the key as in the deduplication: keyed by the
+    alert id alone, two users' dead letters of one id had one key, and a consumer kept only the first."""
     alert_id = coordinates.get("alert_id")
     if alert_id:
-        # an alert id is bounded by the record size only: a long one is keyed by its hash (model.id_key)
-        return f"{coordinates.get('channel')}/{id_key(str(alert_id))}"
+        # an alert id is bounded by the record size only: a long key is its hash (model.id_key)
+        return f"{coordinates.get('channel')}/{id_key(str(coordinates.get('user_id', '')), str(alert_id))}"
     return f"{coordinates.get('topic')}:{coordinates.get('partition')}:{coordinates.get('offset')}"
 
 

@@ -1,8 +1,10 @@
 """Bookkeeping for at-least-once delivery without duplicates.
 
-- :class:`DeliveredIds`: the (channel, item id) pairs already delivered or dead-lettered, at most ``size`` of
-  them (the oldest forgotten first). An alert the job wrote twice (its sink is at-least-once) or that Kafka
-  redelivers after a rebalance is sent once per channel while its id is remembered.
+- :class:`DeliveredIds`: the (channel, deduplication key) pairs already delivered or dead-lettered, at most
+  ``size`` of them (the oldest forgotten first); the key is the user id and the item id
+  (:func:`riskctl.alerts.model.id_key`: an id is unique only within its user). An alert the job wrote twice
+  (its sink is at-least-once) or that Kafka redelivers after a rebalance is sent once per channel while its
+  key is remembered.
 - :class:`OffsetLedger`: per partition, the offsets taken and the ones finished (every channel delivered or
   dead-lettered); :meth:`committable` gives, per partition, the offset after the longest finished prefix,
   which is what may be committed. An offset is never committed while an earlier one is still in flight, so

@@ -22,8 +22,18 @@ event's id or a field a rule reads must not be able to keep their alert from rev
   that;
 - the ``alert_id``: the engine writes at most :data:`riskctl.core.decisions.MAX_ALERT_ID_CHARS` (512)
   characters (:func:`riskctl.core.decisions.alert_id`); another producer's may be longer: no length limit but
-  the record's. The deduplication key (:attr:`AlertItem.key`, :func:`id_key`) is the id itself up to
-  :data:`MAX_KEY_CHARS`, else a SHA-256 of it, so memory and the delivered topic stay bounded.
+  the record's. The deduplication key (:attr:`AlertItem.key`, :func:`id_key`) is the user id and the item
+  id up to :data:`MAX_KEY_CHARS` (every alert of the job), else a SHA-256 of them, so memory and the
+  delivered topic stay bounded.
+
+An item id names one alert only within its user: the job's ids are built from event ids, which whoever sends
+events chooses and which the job keeps unique per user only (``job.dedup`` is per user key). Keyed by the id
+alone, one user's event with another's event id suppressed the other's alert as a duplicate of his own. The
+key, not the id, holds the user. The user in the id itself would have changed every id the job writes (its
+replay and acceptance digests, the console's labels stored under the old ids, every alert the job writes
+again after an upgrade delivered once more) and still left the REVIEW ids, which the dispatcher builds from
+an event id, and the console's cases, keyed by event ids too, to fix apart. Here the ids, the links and the
+messages stay as they were; an upgrade re-delivers at most the records read again around it (docs/alerts.md).
 """
 
 from __future__ import annotations
@@ -35,6 +45,7 @@ from typing import Any
 
 import orjson
 
+from riskctl.core.decisions import MAX_ALERT_ID_CHARS
 from riskctl.core.door import DEFAULT_LIMITS
 from riskctl.core.jsondoc import json_depth_exceeds
 
@@ -50,9 +61,10 @@ MAX_DEPTH = DEFAULT_LIMITS.max_depth + RECORD_ENVELOPE_DEPTH
 #: characters of a user id, a rule id, a reason, an event id or a ruleset version (not of an ``alert_id``:
 #: bounded by the record size only, see the module docstring)
 MAX_ID_CHARS = 256
-#: characters of an item id used as its own deduplication key; a longer id is keyed by its SHA-256. Not below
-#: the engine's MAX_ALERT_ID_CHARS: every alert id of the job is its own key
-MAX_KEY_CHARS = 512
+#: characters of a deduplication key (:func:`id_key`) kept as it is; a longer one is its SHA-256. The longest
+#: key of an alert of the job (a user id of MAX_ID_CHARS, its length and two ':', an id of the engine's
+#: MAX_ALERT_ID_CHARS): every alert of the job is keyed by its ids as they are (readable in the delivered log)
+MAX_KEY_CHARS = len(f"{MAX_ID_CHARS}::") + MAX_ID_CHARS + MAX_ALERT_ID_CHARS
 #: the largest timestamp accepted (ms since the epoch; 2**53: exact in JSON readers that use doubles)
 MAX_TS = 2**53
 #: the default limit of one record, in bytes: the ``max.request.size`` of the job's Kafka sinks
@@ -61,14 +73,21 @@ DEFAULT_MAX_RECORD_BYTES = 1_048_576
 ACTIONS = ("PASS", "REVIEW", "REJECT")
 
 
-def id_key(item_id: str) -> str:
-    """The deduplication key of an item id: the id itself up to :data:`MAX_KEY_CHARS` characters, else
-    ``sha256:<hex>`` of its UTF-8 (no id the engine writes is ``sha256:`` and 64 hex digits: an alert id has
-    a ``:`` after its rule id, version and reason, a review id starts with ``review:``).
+def id_key(user_id: str, item_id: str) -> str:
+    """The deduplication key of an item of ``user_id``: ``<len(user_id)>:<user_id>:<item_id>`` up to
+    :data:`MAX_KEY_CHARS` characters, else ``sha256:<hex>`` of that form's UTF-8.
+
+    The length in front says where the user id ends, whatever either id holds: (``u1``, ``a:b``) is
+    ``2:u1:a:b`` and (``u1:a``, ``b``) is ``4:u1:a:b``; a separator alone could be forged by a user id that
+    holds it. A short key starts with a digit, so it is never a hashed one. Keys of before the user was part
+    of them (the bare id) never equal one of these in practice (an alert id starts with its rule id and
+    version, ``<len>:<user>:`` would need a rule id of digits and a version that is a user id): after an
+    upgrade, an alert read again is delivered once more, nothing is dropped.
     """
-    if len(item_id) <= MAX_KEY_CHARS:
-        return item_id
-    return "sha256:" + hashlib.sha256(item_id.encode("utf-8", "surrogatepass")).hexdigest()
+    key = f"{len(user_id)}:{user_id}:{item_id}"
+    if len(key) <= MAX_KEY_CHARS:
+        return key
+    return "sha256:" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class BadRecord(ValueError):
@@ -108,8 +127,9 @@ class AlertItem:
 
     @property
     def key(self) -> str:
-        """The deduplication key (:func:`id_key`): what is remembered as delivered, per channel."""
-        return id_key(self.id)
+        """The deduplication key (:func:`id_key`: the user id and the item id): what is remembered as
+        delivered, per channel."""
+        return id_key(self.user_id, self.id)
 
     @property
     def rule(self) -> FiredRuleRef:

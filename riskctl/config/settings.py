@@ -451,7 +451,7 @@ class AlertsSettings:
     config: str = path("alerts.yaml")  # routes, channels, templates, limits: see docs/alerts.md
     group_id: str = text("riskctl-alerts")
     dead_letter_topic: str = setting("riskctl.alerts.dead-letter", **_TOPIC)
-    #: compacted topic of the delivered (channel, alert id) pairs: deduplication across restarts and
+    #: compacted topic of the delivered (channel, user and alert id) keys: deduplication across restarts and
     #: instances; empty: remembered in memory only
     delivered_topic: str = setting(
         "riskctl.alerts.delivered",

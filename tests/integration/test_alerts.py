@@ -667,6 +667,44 @@ def test_an_alert_shed_while_a_channel_is_down_is_dead_lettered_once_across_a_re
     assert len(healthy.ok()) == 2
 
 
+def test_another_users_alert_of_a_delivered_id_is_delivered_after_a_restart(
+    stack: Settings, topic: Callable[..., str], dispatch: Callable[..., Running]
+) -> None:
+    """Event ids are the sender's, unique only per user: an attacker's event carrying a victim's event id
+    fired the rule first, its alert was delivered and written to the delivered topic under the alert id
+    alone, and the victim's real alert, read by the dispatcher restarted from that topic, was dropped as its
+    duplicate. The key holds the user now; a copy of the attacker's own alert is still a duplicate."""
+    alerts_t, dlq = topic("alerts", partitions=1), topic("alerts-dlq")
+    delivered_t = f"test-alerts-delivered-{uuid.uuid4().hex[:10]}"
+    hook = HttpReceiver()
+    group = f"test-alerts-{uuid.uuid4().hex[:8]}"
+    doc = {
+        "delivery": FAST,
+        "channels": {"hook": {"type": "webhook", "url": hook.url}},
+        "default_channels": ["hook"],
+    }
+    try:
+        first = dispatch(doc, [alerts_t], dlq, group=group, delivered_topic=delivered_t)
+        produce(stack, alerts_t, [alert(0, user_id="attacker")])
+        wait_until(lambda: len(hook.ok()) == 1, 30, "the attacker's alert delivered")
+        wait_committed(stack, group, alerts_t)
+        first.stop()
+        second = dispatch(doc, [alerts_t], dlq, group=group, delivered_topic=delivered_t)
+        produce(stack, alerts_t, [alert(0, user_id="victim"), alert(0, user_id="attacker")])
+        wait_until(lambda: len(hook.ok()) == 2, 30, "the victim's alert delivered")
+        wait_committed(stack, group, alerts_t)
+        time.sleep(0.5)
+        stats = second.stop()
+    finally:
+        hook.down()
+    items = [json.loads(r["body"])["items"][0] for r in hook.ok()]
+    assert [(i["user_id"], i["id"]) for i in items] == [
+        ("attacker", "transfer_velocity:1:rule_alert:e0"),
+        ("victim", "transfer_velocity:1:rule_alert:e0"),
+    ]
+    assert stats.read == 2 and stats.deduplicated == 1  # the attacker's copy, known from the delivered topic
+
+
 def test_at_start_only_the_newest_dedup_size_delivered_ids_are_read(stack: Settings) -> None:
     # every delivery is a key of its own: the topic holds all of its retention (7 days), and reading it all
     # at start took longer than the 60 s allowed beyond about 5 million records (80,000 a second here), so

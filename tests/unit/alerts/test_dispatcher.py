@@ -12,7 +12,7 @@ import pytest
 
 from riskctl.alerts.dispatcher import Dispatcher
 from riskctl.alerts.messages import OK, Outcome
-from riskctl.alerts.model import AlertItem, id_key
+from riskctl.alerts.model import MAX_KEY_CHARS, AlertItem, id_key
 from riskctl.alerts.settings import Channel, parse_config
 from tests.unit.alerts.conftest import alert_doc, raw
 
@@ -224,9 +224,10 @@ def test_an_alert_still_undeliverable_after_n_attempts_is_dead_lettered_with_the
     committable_eventually(d, {"p0": 1})
     assert len(sender.delivered("down")) == 3 and len(sender.delivered("up")) == 1
     (letter,) = dead
-    assert letter["to"] == "dlq" and letter["kind"] == "dead_letter" and letter["key"] == b"down/a1"
+    assert letter["to"] == "dlq" and letter["kind"] == "dead_letter" and letter["key"] == b"down/2:u1:a1"
     assert letter["reason"] == "channel down: undeliverable after 3 attempt(s): HTTP 500: down"
-    assert (letter["channel"], letter["alert_id"], letter["offset"]) == ("down", "a1", 0)
+    got = (letter["channel"], letter["alert_id"], letter["user_id"], letter["offset"])
+    assert got == ("down", "a1", "u1", 0)
     assert json.loads(letter["raw"])["alert_id"] == "a1"
 
 
@@ -243,7 +244,7 @@ def test_a_dead_letter_is_keyed_by_what_it_is_one_of_so_that_its_consumers_can_d
         d.accept("p1", 1, b"[1]", {"topic": "alerts", "partition": 1, "offset": 1})  # at p0's offset 1
         committable_eventually(d, {"p0": 2, "p1": 2})
         keys.append(sorted(x["key"] for x in dead))
-    assert keys[0] == keys[1] == [b"alerts:0:1", b"alerts:1:1", b"down/a1", b"up/a1"]
+    assert keys[0] == keys[1] == [b"alerts:0:1", b"alerts:1:1", b"down/2:u1:a1", b"up/2:u1:a1"]
 
 
 def test_an_alerts_dead_letter_key_is_never_a_records() -> None:
@@ -252,7 +253,9 @@ def test_an_alerts_dead_letter_key_is_never_a_records() -> None:
     # one.
     from riskctl.alerts.dispatcher import dead_letter_key
 
-    alert = dead_letter_key({"alert_id": "0:5", "channel": "alerts", "topic": "alerts", "partition": 3})
+    alert = dead_letter_key(
+        {"alert_id": "0:5", "user_id": "u", "channel": "alerts", "topic": "alerts", "partition": 3}
+    )
     record = dead_letter_key({"topic": "alerts", "partition": 0, "offset": 5})
     assert alert != record and record == "alerts:0:5"
 
@@ -275,6 +278,54 @@ def test_an_alert_id_seen_twice_is_delivered_once_per_channel(make: Any) -> None
     assert sorted(i[0] for i in sender.delivered("up")) == ["other", "same"]
     assert sorted(i[0] for i in sender.delivered("down")) == ["other", "same"]
     assert d.stats.deduplicated == 4
+
+
+def test_another_users_alert_of_the_same_id_is_not_a_duplicate(make: Any) -> None:
+    """Event ids are the sender's and unique only per user: keyed by the alert id alone, an attacker's event
+    carrying a victim's event id fired the rule first, was delivered, and the victim's alert of the same id
+    was dropped as its duplicate (so were a REVIEW decision's, and the dead letter's Kafka key was one)."""
+    d, sender, dead = make()
+    sender.permanent.add("down")
+    review = {
+        "kind": "decision",
+        "event_id": "e1",
+        "ts": 1,
+        "action": "REVIEW",
+        "rules": [{"id": "r", "version": 1, "action": "REVIEW", "evidence": {}}],
+    }
+    feed(
+        d,
+        [
+            alert_doc(user_id="attacker"),
+            alert_doc(user_id="victim"),
+            alert_doc(user_id="victim"),  # the victim's own copy (the job's sink is at least once)
+            {**review, "user_id": "attacker"},
+            {**review, "user_id": "victim"},
+        ],
+    )
+    committable_eventually(d, {"p0": 5})
+    alert_id = alert_doc()["alert_id"]
+    assert sender.succeeded("up") == [[alert_id], [alert_id], ["review:e1"], ["review:e1"]]
+    assert d.stats.deduplicated == 2  # the copy, on both channels
+    keys = sorted((x["user_id"], x["key"]) for x in dead)
+    assert keys == [
+        ("attacker", b"down/8:attacker:review:e1"),
+        ("attacker", f"down/8:attacker:{alert_id}".encode()),
+        ("victim", b"down/6:victim:review:e1"),
+        ("victim", f"down/6:victim:{alert_id}".encode()),
+    ]
+
+
+def test_a_user_id_cannot_forge_another_users_deduplication_key() -> None:
+    """With a bare separator, (``u1``, ``a:b``) and (``u1:a``, ``b``) would share a key: the user id's
+    length says where it ends. Keys stay bounded whatever the ids' lengths."""
+    assert id_key("u1", "a:b") != id_key("u1:a", "b")
+    assert id_key("u1", "a:b") == "2:u1:a:b"
+    longest = id_key("u" * 256, "x" * 512)  # the longest ids of the job: kept as they are
+    assert longest == f"256:{'u' * 256}:{'x' * 512}" and len(longest) == MAX_KEY_CHARS
+    hashed = id_key("u" * 257, "x" * 512)
+    assert hashed.startswith("sha256:") and len(hashed) == 71
+    assert id_key("u" * 258, "x" * 511) != hashed  # the same length, cut elsewhere
 
 
 def test_hostile_records_are_dead_lettered_and_the_dispatcher_goes_on(make: Any) -> None:
@@ -369,7 +420,7 @@ def test_an_alert_is_dead_lettered_once_per_channel_after_a_long_outage(make: An
     committable_eventually(d, {"p0": 4})
     down = [(x["alert_id"], x["reason"].split(":")[1].strip()) for x in dead if x["channel"] == "down"]
     assert down == [("a1", "backlog full (1 waiting)"), ("a0", "undeliverable after 4 attempt(s)")]
-    assert sorted(k for c, k in remembered if c == "down") == ["a0", "a1"]
+    assert sorted(k for c, k in remembered if c == "down") == ["2:u1:a0", "2:u1:a1"]
     feed(d, [alert_doc(alert_id="a1"), alert_doc(alert_id="a0")], start=4)  # read again (a replay)
     committable_eventually(d, {"p0": 6})
     assert [x["alert_id"] for x in dead] == ["a1", "a0"]
@@ -386,7 +437,7 @@ def test_an_alert_another_instance_finished_during_the_attempts_is_not_dead_lett
     feed(d, [alert_doc(alert_id="a0")])
     wait_until(lambda: d._failing["down"])
     with d._lock:  # what DeliveredLog's reader does with the other instance's key
-        d.delivered.add(("down", "a0"))
+        d.delivered.add(("down", "2:u1:a0"))
     committable_eventually(d, {"p0": 1})
     assert len(sender.delivered("down")) == 3 and dead == []
 
@@ -435,7 +486,7 @@ def test_a_record_whose_partition_is_revoked_during_its_delivery_is_not_dead_let
         wait_until(lambda: not done.extend(d.finished()) and d.in_flight() == 0)
         assert [x["alert_id"] for x in dead] == ["b0"] and done == [("p1", 0)]
         assert [ids for _, _, ids in sender.calls] == [["a0"], ["b0"], ["b0"], ["b0"]]  # a0 not retried
-        assert remembered == [("slow", "b0")] and ("slow", "a0") not in d.delivered
+        assert remembered == [("slow", "2:u1:b0")] and ("slow", "2:u1:a0") not in d.delivered
         assert d.stats.abandoned == 1 and d.stats.dead_lettered == 1 and d._holding == {}
     finally:
         d.stop_workers(2)
@@ -475,7 +526,7 @@ def test_a_digest_that_fails_after_a_revocation_dead_letters_only_the_items_of_p
         wait_until(lambda: d.in_flight() == 0)
         assert [ids for _, _, ids in sender.calls] == [["a0"], ["a1", "b1"]]
         assert [x["alert_id"] for x in dead] == ["a0", "b1"]
-        assert remembered == [("slow", "a0"), ("slow", "b1")] and d.stats.abandoned == 1
+        assert remembered == [("slow", "2:u1:a0"), ("slow", "2:u1:b1")] and d.stats.abandoned == 1
     finally:
         d.stop_workers(2)
 
@@ -495,7 +546,7 @@ def test_a_copy_read_again_while_the_channel_retries_the_revoked_one_is_not_lost
         assert [(x["alert_id"], x["reason"].split(":")[1].strip()) for x in dead] == [
             ("a0", "backlog full (1 waiting)")
         ]
-        assert remembered == [("slow", "a0")] and len(sender.calls) == 1
+        assert remembered == [("slow", "2:u1:a0")] and len(sender.calls) == 1
     finally:
         d.stop_workers(2)
 
@@ -611,13 +662,13 @@ def test_an_alert_with_a_very_long_id_is_delivered_once_and_dead_lettered_with_a
     feed(d, [alert_doc(alert_id=long_id), alert_doc(alert_id=long_id)])
     committable_eventually(d, {"p0": 2})
     assert sender.delivered("up") == [[long_id]] and sender.delivered("down") == [[long_id]]
-    assert ("up", id_key(long_id)) in d.delivered and len(id_key(long_id)) == 71
+    assert ("up", id_key("u1", long_id)) in d.delivered and len(id_key("u1", long_id)) == 71
     sender.permanent.add("down")
     other = long_id[:-1] + "f"
     feed(d, [alert_doc(alert_id=other)], start=2)
     committable_eventually(d, {"p0": 3})
     (letter,) = dead
-    assert letter["key"] == f"down/{id_key(other)}".encode() and letter["alert_id"] == other[:300]
+    assert letter["key"] == f"down/{id_key('u1', other)}".encode() and letter["alert_id"] == other[:300]
 
 
 @pytest.mark.parametrize(

@@ -158,12 +158,15 @@ def test_an_alert_id_is_bounded_by_the_record_only_and_a_long_one_is_keyed_by_it
     long_id = "brute_force_login:1:late:" + ":".join(ids)
     item = parse_item(raw(alert_doc(alert_id=long_id, reason="late")))
     assert item is not None and item.id == long_id and len(long_id) > 13_000
-    assert item.key == id_key(long_id) == "sha256:" + hashlib.sha256(long_id.encode()).hexdigest()
+    keyed = f"2:u1:{long_id}"
+    assert item.key == id_key("u1", long_id) == "sha256:" + hashlib.sha256(keyed.encode()).hexdigest()
     other = parse_item(raw(alert_doc(alert_id=long_id[:-1] + "f", reason="late")))
     assert other is not None and other.key != item.key
     short = parse_item(raw(alert_doc()))
-    assert short is not None and short.key == short.id == "transfer_velocity:3:rule_alert:e1"
-    assert id_key("x" * MAX_KEY_CHARS) == "x" * MAX_KEY_CHARS and len(id_key("x" * (MAX_KEY_CHARS + 1))) == 71
+    assert short is not None and short.id == "transfer_velocity:3:rule_alert:e1"
+    assert short.key == f"2:u1:{short.id}"
+    fits = "x" * (MAX_KEY_CHARS - len("1:u:"))
+    assert id_key("u", fits) == f"1:u:{fits}" and len(id_key("u", fits + "x")) == 71
     # the other ids keep their limit: the job refuses longer ones at its door
     for name in ("user_id", "event_id", "reason", "ruleset_version"):
         with pytest.raises(BadRecord, match="limit 256"):

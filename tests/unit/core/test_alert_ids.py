@@ -72,7 +72,8 @@ def test_a_sequence_alert_over_many_long_event_ids_is_short_and_names_its_match(
     assert a.alert_id == f"quiet_after_logins:1:timer:{ids[0][:64]}:{LOGINS}:{digest}"
     assert len(a.alert_id) <= MAX_ALERT_ID_CHARS
     assert a.event_id == ids[0]  # the record still names the whole first event id
-    assert id_key(a.alert_id) == a.alert_id  # the dispatcher keys it by itself, not by a hash
+    # the dispatcher keys it by itself and its user, not by a hash
+    assert id_key(a.user_id, a.alert_id) == f"{len(a.user_id)}:{a.user_id}:{a.alert_id}"
 
 
 def test_the_same_match_gets_the_same_id_from_two_engines_and_a_replay(tmp_path: Path) -> None:

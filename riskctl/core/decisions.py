@@ -43,8 +43,9 @@ PASS, REVIEW, REJECT = "PASS", "REVIEW", "REJECT"
 #: the key and the record's overhead): see :func:`fit_record`
 MAX_RECORD_BYTES = 1_000_000
 _RANK = {PASS: 0, REVIEW: 1, REJECT: 2}
-#: the longest ``alert_id``: the dispatcher's MAX_KEY_CHARS (riskctl.alerts.model), so every id the engine
-#: writes is its own deduplication key. It is above the longest id of one event (a 64-character rule id, a
+#: the longest ``alert_id``; the dispatcher's MAX_KEY_CHARS (riskctl.alerts.model) is made of it and the
+#: longest user id, so every id the engine writes, with its user, is its own deduplication key, never a
+#: digest of it. It is above the longest id of one event (a 64-character rule id, a
 #: 10-digit version, ``late_threshold`` and a 256-character event id: 347 characters), so no ``rule_alert``,
 #: ``late_threshold`` or one-event match changes form; a 256 bound would have changed those of long event ids
 MAX_ALERT_ID_CHARS = 512

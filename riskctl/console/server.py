@@ -11,8 +11,9 @@ requests and stops at the next byte). Here:
   connection beyond it is answered the same 503, and the connection does not count toward the total, so one
   browser or script cannot shut the other analysts out;
 * a refusal is logged at most once every :data:`LOG_EVERY_S` per reason, with the count of those not logged
-  (:class:`_OncePer`): a client flooding the console with refused requests does not flood its log too; the
-  same for the console's own warnings (``riskctl.console``: a request while MySQL is away);
+  (:func:`quiet_logs`, a :class:`~riskctl.lograte.OncePer`): a client flooding the console with refused
+  requests does not flood its log too; the same for the console's own warnings (``riskctl.console``: a
+  request while MySQL is away);
 * a connection that has not sent a whole request's headers within :data:`HEADER_TIMEOUT_S` of opening (or
   within twice that of its last answer) is closed without an answer (:class:`_Watchdog`);
 * a body must arrive within :data:`~riskctl.console.app.BODY_TIMEOUT_S` of its first byte, else 408
@@ -29,13 +30,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import uvicorn
 from uvicorn.protocols.http.flow_control import service_unavailable
+
+from riskctl.lograte import OncePer
 
 #: connections open at once, kept-alive ones included (uvicorn's ``limit_concurrency``; also the bound on
 #: requests running at once). A request beyond it is answered 503 (``Service Unavailable``, text). A console
@@ -168,99 +170,21 @@ class Server(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-class _OncePer(logging.Filter):
-    """On a logger: a warning (or info) logs at most once every ``every_s`` seconds per reason (its format
-    string: uvicorn's are fixed texts, ``Exceeded concurrency limit.``, ``Invalid HTTP request received.``,
-    ...; the console's ``console: %s %s: MySQL is away: %s``); the next line of that reason says how many
-    were not logged. uvicorn logs one line per request refused or not HTTP, the console one per request
-    while MySQL is away: a flood of them flooded the log (and the disk) as fast as it came. Errors (an
-    exception in the application) all pass.
-
-    The count was logged only with the reason's next line: the last count of a flood that stopped never
-    was. :meth:`flush` logs it (the last line not logged, with the count) once the reason's interval is
-    over, from a daemon thread while lines are held back (``background``: real time, ``clock`` being
-    time.monotonic), and every count still held at the end (``final``: the server's shutdown)."""
-
-    #: reasons remembered at most (format strings are the code's; a bound all the same)
-    MAX_REASONS = 1000
-
-    def __init__(
-        self, every_s: float, clock: Callable[[], float] = time.monotonic, *, background: bool = False
-    ) -> None:
-        super().__init__()
-        self.every_s = every_s
-        self.clock = clock
-        self.background = background
-        self._lock = threading.Lock()
-        #: reason -> (when its last line was logged, lines not logged since, the last of them)
-        self._seen: dict[str, tuple[float, int, logging.LogRecord | None]] = {}
-        self._flushing = False  # a background flush thread runs
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno > logging.WARNING or getattr(record, "_once_per_count", False):
-            return True
-        reason = str(record.msg)
-        now = self.clock()
-        with self._lock:
-            seen = self._seen.get(reason)
-            if seen is not None and now - seen[0] < self.every_s:
-                self._seen[reason] = (seen[0], seen[1] + 1, record)
-                if self.background and not self._flushing:
-                    self._flushing = True
-                    threading.Thread(target=self._flush_later, name="riskctl-log-counts", daemon=True).start()
-                return False
-            if seen is None and len(self._seen) >= self.MAX_REASONS:
-                self._seen.clear()
-            self._seen[reason] = (now, 0, None)
-        if seen is not None and seen[1]:
-            record.msg = f"{reason} ({seen[1]} more not logged in the {now - seen[0]:.0f} s before)"
-        return True
-
-    def flush(self, *, final: bool = False) -> int:
-        """Log the count of each reason whose interval is over (``final``: of every reason) with lines not
-        logged: the last of them, ending ``(the last of N not logged in the S s before)``; the reason's next
-        interval starts then. Returns the lines logged."""
-        now = self.clock()
-        due: list[tuple[logging.LogRecord, int, float]] = []
-        with self._lock:
-            for reason, (at, held, last) in list(self._seen.items()):
-                if held and last is not None and (final or now - at >= self.every_s):
-                    due.append((last, held, now - at))
-                    self._seen[reason] = (now, 0, None)
-        for last, held, took in due:
-            line = logging.makeLogRecord(last.__dict__)
-            line.msg = f"{last.msg} (the last of {held} not logged in the {took:.0f} s before)"
-            line._once_per_count = True  # passes this filter
-            logging.getLogger(last.name).handle(line)
-        return len(due)
-
-    def _flush_later(self) -> None:
-        """The background flush: at the end of the earliest interval with lines held back, until none is."""
-        while True:
-            with self._lock:
-                ends = [at + self.every_s for at, held, _ in self._seen.values() if held]
-                if not ends:
-                    self._flushing = False
-                    return
-                wait = min(ends) - self.clock()
-            if wait > 0:
-                time.sleep(wait)
-            self.flush()
-
-
 #: the loggers whose warnings :func:`quiet_logs` bounds: uvicorn's refusals, the console's (MySQL away)
 QUIET_LOGGERS = ("uvicorn.error", "riskctl.console")
 
 
 def quiet_logs(
     every_s: float = LOG_EVERY_S, clock: Callable[[], float] = time.monotonic, *, background: bool = True
-) -> _OncePer:
-    """Put a :class:`_OncePer` on each of :data:`QUIET_LOGGERS` (in place of one put before); returns it
-    (one filter, one count per reason, for them all)."""
-    once = _OncePer(every_s, clock, background=background)
+) -> OncePer:
+    """Put a :class:`~riskctl.lograte.OncePer` on each of :data:`QUIET_LOGGERS` (in place of one put before);
+    returns it (one filter, one count per reason, for them all). A reason is the line's format string
+    (:func:`~riskctl.lograte.by_reason`); warnings and below are limited, errors (an exception in the
+    application) all pass."""
+    once = OncePer(every_s, clock, background=background)
     for name in QUIET_LOGGERS:
         logger = logging.getLogger(name)
-        for old in [f for f in logger.filters if isinstance(f, _OncePer)]:
+        for old in [f for f in logger.filters if isinstance(f, OncePer)]:
             logger.removeFilter(old)
         logger.addFilter(once)
     return once
@@ -268,9 +192,7 @@ def quiet_logs(
 
 def flush_logs() -> None:
     """Log the counts :func:`quiet_logs`' filter still holds (at the server's shutdown)."""
-    filters = {
-        f for name in QUIET_LOGGERS for f in logging.getLogger(name).filters if isinstance(f, _OncePer)
-    }
+    filters = {f for name in QUIET_LOGGERS for f in logging.getLogger(name).filters if isinstance(f, OncePer)}
     for once in filters:
         once.flush(final=True)
 
@@ -310,7 +232,7 @@ def server_config(
     **overrides: Any,
 ) -> uvicorn.Config:
     """The uvicorn configuration of ``riskctl console`` (tests start the console with it too), to serve with
-    :class:`Server`; puts the :class:`_OncePer` on uvicorn's error logger and the console's
+    :class:`Server`; puts the :class:`~riskctl.lograte.OncePer` on uvicorn's error logger and the console's
     (:func:`quiet_logs`).
 
     ``trusted_proxies`` (``console.trusted_proxies``, checked addresses and networks): the peers whose

@@ -521,7 +521,7 @@ async def serve(
     on_ready: Callable[[int], None] | None = None,
 ) -> None:
     """Run one instance until SIGTERM/SIGINT (or ``stop``), then shut down gracefully."""
-    from riskctl.serve.kafka_bus import KafkaBus, instance_name
+    from riskctl.serve.kafka_bus import KAFKA_LOG_LIMIT, KafkaBus, instance_name
 
     s = settings.serve
     if not s.replies_topic:
@@ -577,5 +577,6 @@ async def serve(
         probes.cancel()
         await api.shut_down(runner)  # stop listening, let in-flight requests finish (shutdown_timeout)
         await loop.run_in_executor(None, bus.close)
+        KAFKA_LOG_LIMIT.flush(final=True)  # the clients are closed: log the counts of lines held back
         gc.callbacks.remove(api.gc_pauses)
         LOG.warning("serve %s: stopped", instance)

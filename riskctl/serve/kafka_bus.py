@@ -14,8 +14,8 @@
 
 librdkafka calls back from its own threads; everything that touches the service goes through
 ``loop.call_soon_threadsafe``. Its log lines go through Python's logging (``riskctl.serve.librdkafka``), each
-kind at most once a minute (:class:`Repeats`); the health thread says when Kafka stops answering and when it
-answers again.
+kind at most once a minute, with the count of those left out (:data:`KAFKA_LOG_LIMIT`); the health thread says
+when Kafka stops answering and when it answers again.
 """
 
 from __future__ import annotations
@@ -36,55 +36,26 @@ from kafka.partitioner.default import murmur2
 
 from riskctl.core.reply import MAX_REPLY_KEY, valid_reply_key
 from riskctl.errors import ConfigError, ServiceError
+from riskctl.lograte import LEFT_OUT, OncePer, by_shape
 
 LOG = logging.getLogger(__name__)
 SERVICE = "kafka"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
-_DIGITS = re.compile(r"[0-9]+")
-
-
-class Repeats(logging.Filter):
-    """Lets a line of each shape (its text with the numbers left out) pass at most once per ``interval``
-    seconds; the next one to pass says how many were left out meanwhile.
-
-    librdkafka logs every connection attempt that fails, and with the broker away its clients tried again
-    every 50 ms (``reconnect.backoff.ms``, which ``reconnect.backoff.max.ms`` did not raise for the bootstrap
-    broker): about 20 lines a second on stderr, 70,000 in an hour of outage, and as many again before
-    ``riskctl serve`` gave up at start. What an operator needs of an outage is its start and its end, which
-    the health thread logs."""
-
-    #: the most shapes remembered; beyond, the memory starts afresh (a line may then pass early once)
-    MAX_SHAPES = 1_000
-
-    def __init__(self, interval: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
-        super().__init__()
-        self.interval = interval
-        self.clock = clock
-        self._lock = threading.Lock()  # librdkafka's lines come from the producer's and the replies' threads
-        #: shape -> (when a line of it last passed, lines of it left out since)
-        self._seen: dict[str, tuple[float, int]] = {}
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        text = record.getMessage()
-        shape = _DIGITS.sub("#", text)
-        now = self.clock()
-        with self._lock:
-            passed, left_out = self._seen.get(shape, (None, 0))
-            if passed is not None and now - passed < self.interval:
-                self._seen[shape] = (passed, left_out + 1)
-                return False
-            if len(self._seen) >= self.MAX_SHAPES:
-                self._seen.clear()
-            self._seen[shape] = (now, 0)
-        if left_out:
-            record.msg, record.args = f"{text} ({left_out} more like it left out)", None
-        return True
-
 
 #: librdkafka's own log lines (refused connections, disconnections), given to the Kafka clients as their
-#: ``logger``: served by their poll(), at most once a minute each (:class:`Repeats`)
+#: ``logger``: served by their poll(), each shape of line (numbers aside) at most once a minute
+#: (:data:`KAFKA_LOG_LIMIT`)
 KAFKA_LOG = logging.getLogger("riskctl.serve.librdkafka")
-KAFKA_LOG.addFilter(Repeats())
+#: librdkafka logs every connection attempt that fails, and with the broker away its clients tried again
+#: every 50 ms (``reconnect.backoff.ms``, which ``reconnect.backoff.max.ms`` did not raise for the bootstrap
+#: broker): about 20 lines a second on stderr, 70,000 in an hour of outage, and as many again before
+#: ``riskctl serve`` gave up at start. What an operator needs of an outage is its start and its end, which the
+#: health thread logs. Alike lines differ by their numbers (they come formatted: the format string is
+#: ``%s [%s] %s`` for all, hence :func:`~riskctl.lograte.by_shape`); the connection failures come at ERROR
+#: (confluent-kafka's level for librdkafka's 3), so every level is limited. The count of the last lines of an
+#: outage is logged once their minute is over (``background``) and at shutdown (``serve()``, in app.py).
+KAFKA_LOG_LIMIT = OncePer(60.0, key=by_shape, max_level=logging.CRITICAL, wording=LEFT_OUT, background=True)
+KAFKA_LOG.addFilter(KAFKA_LOG_LIMIT)
 
 
 def instance_name(name: str) -> str:

@@ -1,17 +1,22 @@
 """What ``riskctl serve`` logs while Kafka is away (riskctl/serve/kafka_bus.py): the start and the end of the
-outage, and librdkafka's own lines at most once a minute each, not the 20 a second librdkafka wrote to stderr
-(a connection attempt every 50 ms, each logged)."""
+outage, and librdkafka's own lines at most once a minute each (KAFKA_LOG_LIMIT, a riskctl.lograte.OncePer),
+not the 20 a second librdkafka wrote to stderr (a connection attempt every 50 ms, each logged), and the count
+of the last of them once their minute is over or serve stops."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 import pytest
 from confluent_kafka import TopicPartition
 
-from riskctl.serve import kafka_bus
-from riskctl.serve.kafka_bus import KAFKA_LOG, KafkaBus, Repeats
+from riskctl.lograte import OncePer
+from riskctl.serve import app, kafka_bus
+from riskctl.serve.kafka_bus import KAFKA_LOG, KAFKA_LOG_LIMIT, KafkaBus
+from tests.unit.serve.fakes import FakeBus, settings_for_tests
 from tests.unit.serve.test_kafka_bus_renewal import _bus, _run, _wait
 
 
@@ -20,9 +25,15 @@ def record(text: str) -> logging.LogRecord:
     return logging.LogRecord("x", logging.ERROR, __file__, 1, "%s [%s] %s", args, None)
 
 
+def like_kafka_log_limit(clock: Callable[[], float]) -> OncePer:
+    """A filter as :data:`KAFKA_LOG_LIMIT` is, on ``clock`` and without its background flush."""
+    limit = KAFKA_LOG_LIMIT
+    return OncePer(limit.every_s, clock, key=limit.key, max_level=limit.max_level, wording=limit.wording)
+
+
 def test_a_line_of_each_shape_passes_once_per_interval_then_says_how_many_were_left_out() -> None:
     now = [0.0]
-    repeats = Repeats(interval=60, clock=lambda: now[0])
+    repeats = like_kafka_log_limit(lambda: now[0])
     refused = "127.0.0.1:9/bootstrap: Connect to ipv4#127.0.0.1:9 failed: Connection refused (after {}ms)"
     assert repeats.filter(record(refused.format(0)))
     now[0] += 0.05
@@ -41,10 +52,76 @@ def test_a_line_of_each_shape_passes_once_per_interval_then_says_how_many_were_l
 
 
 def test_the_shapes_remembered_are_bounded() -> None:
-    repeats = Repeats(interval=60, clock=lambda: 0.0)
-    for i in range(Repeats.MAX_SHAPES * 3):
+    repeats = like_kafka_log_limit(lambda: 0.0)
+    for i in range(OncePer.MAX_KEYS * 3):
         repeats.filter(record(f"line {chr(65 + i % 26)}{'x' * (i // 26)}"))
-    assert len(repeats._seen) <= Repeats.MAX_SHAPES  # noqa: SLF001
+    assert len(repeats._seen) <= OncePer.MAX_KEYS  # noqa: SLF001
+
+
+#: librdkafka's line for a refused connection: one shape per host, whatever its numbers
+REFUSED = (
+    "{host}:9092/1: Connect to ipv4#10.0.0.1:9092 failed: Connection refused (after {n}ms in state CONNECT)"
+)
+
+
+def test_the_count_of_a_stopped_flood_of_librdkafka_lines_is_logged_once_its_minute_is_over() -> None:
+    """The count of the lines left out was logged only with the next line of their kind: the last of an
+    outage that ended (or of the last one before serve stopped) never was."""
+    lines = Lines()
+    KAFKA_LOG.addHandler(lines)
+    every_s, KAFKA_LOG_LIMIT.every_s = KAFKA_LOG_LIMIT.every_s, 0.3  # a minute, shortened
+    try:
+        for n in range(50):  # the kind's background flush runs in real time
+            KAFKA_LOG.error(
+                "%s [%s] %s", "FAIL", "rdkafka#producer-1", REFUSED.format(host="kafka-a", n=n % 10)
+            )
+        deadline = time.monotonic() + 5
+        while len(lines.lines) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.5)  # nothing more
+    finally:
+        KAFKA_LOG_LIMIT.every_s = every_s
+        KAFKA_LOG.removeHandler(lines)
+    assert lines.lines == [
+        "FAIL [rdkafka#producer-1] " + REFUSED.format(host="kafka-a", n=0),
+        "FAIL [rdkafka#producer-1] "
+        + REFUSED.format(host="kafka-a", n=9)
+        + " (the last of 49 like it left out in the 0 s before)",
+    ]
+
+
+def test_the_counts_of_librdkafka_lines_still_held_are_logged_when_serve_stops(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    lines = Lines()
+
+    class Bus(FakeBus):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__()
+
+        def start(self, loop: object, on_decision: object) -> None:
+            for n in range(3):  # the broker away while serve runs
+                KAFKA_LOG.error(
+                    "%s [%s] %s", "FAIL", "rdkafka#producer-1", REFUSED.format(host="kafka-b", n=n)
+                )
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(kafka_bus, "KafkaBus", Bus)
+    stop = asyncio.Event()
+    KAFKA_LOG.addHandler(lines)
+    try:
+        asyncio.run(app.serve(settings_for_tests(), stop=stop, on_ready=lambda _port: stop.set()))
+    finally:
+        KAFKA_LOG.removeHandler(lines)
+    mine = [line for line in lines.lines if "kafka-b" in line]
+    assert mine == [
+        "FAIL [rdkafka#producer-1] " + REFUSED.format(host="kafka-b", n=0),
+        "FAIL [rdkafka#producer-1] "
+        + REFUSED.format(host="kafka-b", n=2)
+        + " (the last of 2 like it left out in the 0 s before)",
+    ]
 
 
 class Lines(logging.Handler):

@@ -45,7 +45,7 @@ from typing import Any
 
 import orjson
 
-from riskctl.core.decisions import MAX_ALERT_ID_CHARS
+from riskctl.core.decisions import MAX_ALERT_ID_CHARS, user_key
 from riskctl.core.door import DEFAULT_LIMITS
 from riskctl.core.jsondoc import json_depth_exceeds
 
@@ -84,7 +84,7 @@ def id_key(user_id: str, item_id: str) -> str:
     version, ``<len>:<user>:`` would need a rule id of digits and a version that is a user id): after an
     upgrade, an alert read again is delivered once more, nothing is dropped.
     """
-    key = f"{len(user_id)}:{user_id}:{item_id}"
+    key = user_key(user_id, item_id)
     if len(key) <= MAX_KEY_CHARS:
         return key
     return "sha256:" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()

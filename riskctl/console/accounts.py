@@ -7,7 +7,6 @@ uuid-named copies like the rules store's.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 from collections.abc import Callable
@@ -24,27 +23,15 @@ from riskctl.console.security import (
     verify_password,
 )
 from riskctl.store.connection import refusal
-from riskctl.store.migrations import migrate, table_names
+from riskctl.store.migrations import case_key, migrate, table_names
 from riskctl.store.rules_store import retry_deadlocks, transaction
 
 USERNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
 #: how long a session lasts after login
 SESSION_TTL = timedelta(hours=8)
 LABELS = ("fraud", "legitimate")
-#: characters of ``console_labels.case_id``
-MAX_CASE_KEY = 255
-_HASHED = "#sha256:"
 LOG = logging.getLogger("riskctl.console")
 T = TypeVar("T")
-
-
-def case_key(case_id: str) -> str:
-    """The labels table's key of a case: its id, or, for an id longer than the column (an event id may have
-    4,096 characters) or one that looks like such a key, a prefix of it and its SHA-256."""
-    if len(case_id) <= MAX_CASE_KEY and _HASHED not in case_id:
-        return case_id
-    digest = hashlib.sha256(case_id.encode("utf-8", "surrogatepass")).hexdigest()
-    return case_id[: MAX_CASE_KEY - len(_HASHED) - len(digest)] + _HASHED + digest
 
 
 class AccountError(ValueError):
@@ -258,7 +245,7 @@ class AccountStore:
         if not rows:
             msg = f"case {case_id!r} names no rule"
             raise AccountError(msg)
-        key = case_key(case_id)
+        key = case_key(user_id, case_id)
 
         def write(cur: Any) -> None:
             # table names: checked identifiers (migrations.quote); values: parameters
@@ -269,11 +256,11 @@ class AccountStore:
                 [(key, rule, sh, user_id[:255], label, note, by) for rule, sh in rows],
             )
 
-        self._transaction(f"the label of case {case_id[:255]!r}", write)
+        self._transaction(f"the label of case {case_id[:255]!r} of user {user_id[:255]!r}", write)
 
-    def labels(self, case_ids: list[str]) -> dict[str, tuple[str, str | None, str]]:
-        """case id -> (label, note, by) for the labelled ones among ``case_ids``."""
-        return self.labels_by_key({case_key(c): c for c in case_ids})
+    def labels(self, user_id: str, case_ids: list[str]) -> dict[str, tuple[str, str | None, str]]:
+        """case id -> (label, note, by) for the labelled ones among ``user_id``'s ``case_ids``."""
+        return self.labels_by_key({case_key(user_id, c): c for c in case_ids})
 
     def labels_by_key(self, keys: dict[str, str]) -> dict[str, tuple[str, str | None, str]]:
         """Like :meth:`labels`, by the cases' keys (:func:`case_key`): ``keys`` maps each key to what the

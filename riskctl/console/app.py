@@ -52,6 +52,7 @@ from riskctl.errors import (
     VersionConflictError,
 )
 from riskctl.store.connection import lacks_privilege, refusal
+from riskctl.store.migrations import case_key
 from riskctl.store.rules_store import Plan, RuleStore
 
 COOKIE = "riskctl_console"
@@ -962,12 +963,16 @@ class Console:
 
     async def label(self, request: Request, session: Session) -> Response:
         form = await self.form(request)
-        case_id, label, note = (_str(form.get(k)) for k in ("case_id", "label", "note"))
+        case_id, user_id, label, note = (_str(form.get(k)) for k in ("case_id", "user_id", "label", "note"))
         if case_id is None or label is None:
             return JSONResponse({"error": "case_id and label are required"}, 400)
-        case = self.feed.case(case_id)  # the page posts the case's key; its whole id is found too
+        # the page posts the case's key (its user in it); a client may post the case's user and whole id. An
+        # id alone names no case: another user's event may have the same id, and his case took the label
+        case = self.feed.case(case_id if user_id is None else case_key(user_id, case_id))
         if case is None:
-            return JSONResponse({"error": f"case_id: no case {case_id[:255]!r} in the recent decisions"}, 404)
+            whose = "" if user_id is None else f" of user {user_id[:255]!r}"
+            message = f"case_id: no case {case_id[:255]!r}{whose} in the recent decisions"
+            return JSONResponse({"error": message}, 404)
         if note is not None and len(note) > 2000:
             return JSONResponse({"error": "note: at most 2000 characters"}, 400)
 
@@ -975,12 +980,13 @@ class Console:
             who = session.username
             accounts.label_case(case.case_id, case.rules, case.shadow, case.user_id, label, note, who)
             detail = f"{label}: {note or ''}"[:1000]
-            audit_written(accounts, who, "label", case.case_id, detail, kind="case")
+            audit_written(accounts, who, "label", case.key, detail, kind="case")  # its user in it
 
         try:
             await self.db(write)
         except StoreBusyError as exc:  # a row lock kept it out: nothing written, the label to send again
-            sent = {k: v for k in ("case_id", "label", "note") if isinstance(v := form.get(k), str)}
+            fields = ("case_id", "user_id", "label", "note")
+            sent = {k: v for k in fields if isinstance(v := form.get(k), str)}
             retry = {"action": request.url.path, "fields": sent}
             response = self.page(request, "error.html", session, 503, message=str(exc), retry=retry)
             response.headers.update(_RETRY_AFTER)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from riskctl.cli.replay import Replay
+from riskctl.core.decisions import user_key
 from riskctl.core.door import DEFAULT_LIMITS, Limits
 from riskctl.core.engine import Engine
 from riskctl.core.rules import RuleSet, parse_rule
@@ -99,10 +100,13 @@ def _run(
     for text in out.getvalue().splitlines():
         record = json.loads(text)
         kind = record.get("kind")
+        # keyed by user and id (user_key): event ids are unique only within a user (the sender's), so two
+        # users' events with one id were counted as one hit, and a hit of one as the other's
         if kind == "decision" and record["rules"]:
-            key = f"event:{record['event_id']}"
+            key = user_key(record["user_id"], f"event:{record['event_id']}")
         elif kind == "alert" and record.get("reason") != "rule_alert":
-            key = f"alert:{record['alert_id']}"  # a timer's alert (absence patterns): a hit with no event
+            # a timer's alert (absence patterns): a hit with no event
+            key = user_key(record["user_id"], f"alert:{record['alert_id']}")
         else:
             continue
         hits.add(key)

@@ -41,8 +41,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from riskctl.console.accounts import case_key
 from riskctl.core.decisions import MAX_RECORD_BYTES
+from riskctl.store.migrations import case_key
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
@@ -82,15 +82,17 @@ class Case:
     rules: tuple[str, ...]
     shadow: tuple[str, ...]
     record: dict[str, Any]
-    #: the case's bounded key (:func:`~riskctl.console.accounts.case_key`: at most 255 characters, the id
-    #: itself when it is short): what a page and a label name the case by. A record from another producer
-    #: may carry an id of up to 1 MB, and the review page wrote each id whole into its form (and its row's
-    #: attribute): one such case put 2 MB in the page
+    #: the case's bounded key (:func:`~riskctl.store.migrations.case_key` of its user and id: at most 255
+    #: characters, ``<len(user)>:<user>:<id>`` when short): what a page and a label name the case by. The id
+    #: alone names a case only within its user (event ids are the sender's): two users' cases with one id
+    #: were one case, and a label for either landed on the newest. A record from another producer may carry
+    #: an id of up to 1 MB, and the review page wrote each id whole into its form (and its row's attribute):
+    #: one such case put 2 MB in the page
     key: str = ""
 
     def __post_init__(self) -> None:
         if not self.key:
-            object.__setattr__(self, "key", case_key(self.case_id))
+            object.__setattr__(self, "key", case_key(self.user_id, self.case_id))
 
 
 def case_of(record: dict[str, Any]) -> Case | None:
@@ -397,11 +399,11 @@ class Feed:
             return [case for case, _ in itertools.islice(reversed(self._cases), limit)]
 
     def case(self, key: str) -> Case | None:
-        """One case by its key (:attr:`Case.key`, what the review page posts) or its whole id; None when it
-        is no longer, or never was, among the kept cases."""
-        keys = {key, case_key(key)}  # the posted text as a key, and as an id
+        """One case by its key (:attr:`Case.key`, what the review page posts; ``case_key(user, id)`` for a
+        case known by its user and id); None when it is no longer, or never was, among the kept cases. Not by
+        its id alone: another user's case may have the same."""
         with self._lock:
-            return next((c for c, _ in reversed(self._cases) if c.key in keys), None)
+            return next((c for c, _ in reversed(self._cases) if c.key == key), None)
 
     def per_minute(self, now_ms: int, minutes: int = 60, rule: str | None = None) -> dict[str, list[int]]:
         """Counts per minute over the last ``minutes``, oldest first: by action (all records), or, with

@@ -79,6 +79,19 @@ def alert_id(rule_id: str, version: int, reason: str, event_ids: list[str]) -> s
     return f"{rule_id}:{version}:{reason}:{first}:{len(event_ids)}:{digest}"
 
 
+def user_key(user_id: str, item_id: str) -> str:
+    """``<len(user_id)>:<user_id>:<item_id>``: one item of one user, for whoever keys records by their ids.
+
+    Event ids are unique only within a user (the sender chooses them), and alert ids are built from them, so
+    an id alone may name two users' items. The length in front says where the user id ends, whatever either
+    id holds: (``u1``, ``a:b``) is ``2:u1:a:b`` and (``u1:a``, ``b``) is ``4:u1:a:b``; a separator alone
+    could be forged by a user id that holds it. It starts with a digit, unlike any id the engine writes. The
+    alert dispatcher's deduplication key (:func:`riskctl.alerts.model.id_key`) and the console's case key
+    (:func:`riskctl.store.migrations.case_key`) are this form, each bounded its own way.
+    """
+    return f"{len(user_id)}:{user_id}:{item_id}"
+
+
 def stronger(a: str, b: str) -> str:
     """The stronger of two actions (REJECT > REVIEW > PASS)."""
     return a if _RANK[a] >= _RANK[b] else b

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from riskctl.core.decisions import user_key
 from riskctl.errors import ConfigError, ServiceError
 
 MIGRATIONS_TABLE = "schema_migrations"
@@ -32,6 +33,40 @@ _SERVICE = "MySQL"
 _TABLE_EXISTS = (
     "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = %s"
 )
+#: characters of ``console_labels.case_id``
+MAX_CASE_KEY = 255
+_HASHED = "#sha256:"
+
+
+def _bounded(text: str) -> str:
+    """``text`` if it fits :data:`MAX_CASE_KEY` and holds no ``#sha256:``, else a prefix of it and its
+    SHA-256 (so it never equals a kept one). Two texts never share one (but for a SHA-256 collision)."""
+    if len(text) <= MAX_CASE_KEY and _HASHED not in text:
+        return text
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    return text[: MAX_CASE_KEY - len(_HASHED) - len(digest)] + _HASHED + digest
+
+
+def case_key(user_id: str, case_id: str) -> str:
+    """The console's key of the case ``case_id`` (``decision:<event_id>``, ``alert:<alert_id>``) of
+    ``user_id``: what its labels are stored under and the review page names it by, at most
+    :data:`MAX_CASE_KEY` characters.
+
+    A case id names a case only within its user (event ids are the sender's, unique per user; alert ids are
+    built from them): keyed by the id alone, one user's event with another's event id made both cases one,
+    and a label for either landed on whichever came last. The key is
+    :func:`~riskctl.core.decisions.user_key` (``<len(user)>:<user>:<id>``, as the alert dispatcher's) of the
+    user and the id bounded as it was keyed before (an event id may have 4,096 characters, another
+    producer's a megabyte), itself bounded: a case of the job's is ``5:alice:decision:e1``, readable; a
+    longer one keeps a readable prefix and a SHA-256. Built from the former key, not the whole id, so that
+    migration 3 can rewrite every former key, the hashed ones too, from the ``user_id`` stored beside it.
+    """
+    return _user_case_key(user_id, _bounded(case_id))
+
+
+def _user_case_key(user_id: str, former_key: str) -> str:
+    """:func:`case_key` from a case's key of before migration 3 (its id, bounded)."""
+    return _bounded(user_key(user_id, former_key))
 
 
 @dataclass(frozen=True)
@@ -183,10 +218,29 @@ def _v2(cur: Any, t: dict[str, str]) -> None:
     )
 
 
+def _v3(cur: Any, t: dict[str, str]) -> None:
+    # Review labels keyed by the case's user and id (case_key), not the id alone (two users' events may
+    # share an id). Every former key (decision:..., alert:..., hashed or not) is rewritten with the user_id
+    # stored in its rows; new keys start with a digit, so they are never selected again. Data only, no DDL:
+    # in the transaction that records the migration (migrate commits both at once). Rows without a user_id
+    # (none of the console's) keep their key.
+    cur.execute(
+        "SELECT DISTINCT case_id, user_id FROM {labels} "  # noqa: S608 - a checked table name
+        "WHERE user_id IS NOT NULL AND (case_id LIKE %s OR case_id LIKE %s)".format(**t),
+        ("decision:%", "alert:%"),
+    )
+    rows = [(str(former), str(user)) for former, user in cur.fetchall()]
+    cur.executemany(
+        "UPDATE {labels} SET case_id = %s WHERE case_id = %s AND user_id = %s".format(**t),  # noqa: S608
+        [(_user_case_key(user, former), former, user) for former, user in rows],
+    )
+
+
 #: (version, description, function). Append only; never edit a migration that has shipped.
 MIGRATIONS: tuple[tuple[int, str, Callable[[Any, dict[str, str]], None]], ...] = (
     (1, "rules, rule_history, rule_status", _v1),
     (2, "console_users, console_sessions, console_audit, console_labels", _v2),
+    (3, "console_labels keyed by the case's user and id", _v3),
 )
 
 

@@ -236,7 +236,7 @@ def test_a_label_changes_the_rules_precision(console: dict[str, Any], browser: A
         return str(browser.find_element(By.CSS_SELECTOR, '#precision tr[data-mode="active"] td.value').text)
 
     assert precision() == "—"
-    for case, label in (("decision:r1", "fraud"), ("decision:r2", "legitimate")):
+    for case, label in (("2:u1:decision:r1", "fraud"), ("2:u2:decision:r2", "legitimate")):  # (user, id)
         browser.get(f"{url}/review")
         row = browser.find_element(By.CSS_SELECTOR, f'#cases tr[data-case="{case}"]')
         row.find_element(By.NAME, "note").send_keys(f"checked {case}")

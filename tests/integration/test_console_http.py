@@ -256,7 +256,7 @@ def test_backtest_compares_draft_and_current(env: dict[str, Any]) -> None:
     assert resp.status_code == 200, out
     assert out["draft"]["hits"] == 1 and out["draft"]["top_users"] == [{"user": "bob", "hits": 1}]
     assert out["current"]["hits"] == 2  # amount > 1000: bob and carol
-    assert out["only_current"] == ["event:e3"] and out["only_draft"] == []
+    assert out["only_current"] == ["5:carol:event:e3"] and out["only_draft"] == []
     assert out["draft"]["bad_lines"] == 1
     none = client.post("/api/backtest", data=_form(), headers={"X-CSRF-Token": csrf or ""})
     assert none.status_code == 400 and "events" in none.json()["error"]
@@ -379,9 +379,12 @@ def test_review_labels_change_precision(env: dict[str, Any]) -> None:
     hits = client.get("/rules").text
     assert re.search(r'data-rule="big_amount">.*?decisions\?rule=big_amount">2<', hits, re.S)
 
-    for case, label in (("decision:e1", "fraud"), ("decision:e2", "legitimate")):
+    from riskctl.store.migrations import case_key
+
+    for user, label in (("bob", "fraud"), ("carol", "legitimate")):
+        key = case_key(user, "decision:e1" if user == "bob" else "decision:e2")  # what the page posts
         resp = client.post(
-            "/review/label", data={"csrf": csrf or "", "case_id": case, "label": label, "note": "n"}
+            "/review/label", data={"csrf": csrf or "", "case_id": key, "label": label, "note": "n"}
         )
         assert resp.status_code == 303, resp.text
     precision = env["accounts"].precision("big_amount")
@@ -391,16 +394,23 @@ def test_review_labels_change_precision(env: dict[str, Any]) -> None:
         r'data-mode="active">.*?<td class="value">50%', client.get("/rules/big_amount").text, re.S
     )
     # relabel: replaces, does not add
-    client.post("/review/label", data={"csrf": csrf or "", "case_id": "decision:e2", "label": "fraud"})
+    relabel = {"csrf": csrf or "", "case_id": "decision:e2", "user_id": "carol", "label": "fraud"}
+    client.post("/review/label", data=relabel)
     assert env["accounts"].precision("big_amount")["active"]["precision"] == 1.0
 
-    bad = client.post("/review/label", data={"csrf": csrf or "", "case_id": "decision:e1", "label": "maybe"})
+    bad = client.post("/review/label", data={**relabel, "label": "maybe"})
     assert bad.status_code == 400 and "label" in bad.json()["error"]
-    gone = client.post("/review/label", data={"csrf": csrf or "", "case_id": "decision:zz", "label": "fraud"})
+    gone = client.post("/review/label", data={**relabel, "case_id": "decision:zz"})
     assert gone.status_code == 404
+    alone = client.post(
+        "/review/label", data={"csrf": csrf or "", "case_id": "decision:e2", "label": "fraud"}
+    )
+    assert alone.status_code == 404  # an id without its user names no case
+    elsewhere = client.post("/review/label", data={**relabel, "user_id": "bob"})
+    assert elsewhere.status_code == 404  # bob has no e2
     long_note = client.post(
         "/review/label",
-        data={"csrf": csrf or "", "case_id": "decision:e1", "label": "fraud", "note": "x" * 3000},
+        data={**relabel, "note": "x" * 3000},
     )
     assert long_note.status_code == 400
 
@@ -408,9 +418,7 @@ def test_review_labels_change_precision(env: dict[str, Any]) -> None:
         create_app(env["backend"], secure_cookies=False, feed=_feed()), follow_redirects=False
     )
     _, vcsrf = _login(viewer, "viewer")
-    denied = viewer.post(
-        "/review/label", data={"csrf": vcsrf or "", "case_id": "decision:e1", "label": "legitimate"}
-    )
+    denied = viewer.post("/review/label", data={**relabel, "csrf": vcsrf or "", "label": "legitimate"})
     assert denied.status_code == 403
 
 
@@ -855,10 +863,11 @@ def test_a_case_with_a_long_event_id_can_be_labelled(env: dict[str, Any]) -> Non
     _, csrf = _login(client, "analyst")
     for eid, label in zip(long_ids, ("fraud", "legitimate", "fraud"), strict=True):
         resp = client.post(
-            "/review/label", data={"csrf": csrf or "", "case_id": f"decision:{eid}", "label": label}
+            "/review/label",
+            data={"csrf": csrf or "", "case_id": f"decision:{eid}", "user_id": "u1", "label": label},
         )
         assert resp.status_code == 303, resp.text
-    labels = env["accounts"].labels([f"decision:{eid}" for eid in long_ids])
+    labels = env["accounts"].labels("u1", [f"decision:{eid}" for eid in long_ids])
     assert [labels[f"decision:{eid}"][0] for eid in long_ids] == ["fraud", "legitimate", "fraud"]
     assert env["accounts"].precision("big_amount")["active"]["labelled"] == 3
     assert client.get("/review").text.count('<strong class="label">') == 3
@@ -1157,6 +1166,7 @@ def test_a_case_naming_a_rule_twice_can_be_labelled(env: dict[str, Any]) -> None
     import time
 
     from riskctl.console.feed import Feed
+    from riskctl.store.migrations import case_key
 
     now = int(time.time() * 1000)
     feed = Feed()
@@ -1173,7 +1183,8 @@ def test_a_case_naming_a_rule_twice_can_be_labelled(env: dict[str, Any]) -> None
     )
     _, csrf = _login(client, "analyst")
     resp = client.post(
-        "/review/label", data={"csrf": csrf or "", "case_id": "decision:twice", "label": "fraud"}
+        "/review/label",
+        data={"csrf": csrf or "", "case_id": case_key("u1", "decision:twice"), "label": "fraud"},
     )
     assert resp.status_code == 303, resp.text
     assert env["accounts"].precision("big_amount")["active"]["labelled"] == 1
@@ -1212,11 +1223,11 @@ def test_a_case_with_a_megabyte_id_puts_its_key_in_the_page_not_its_id(env: dict
     """Another producer's REVIEW record may carry an event id of nearly 1 MB: the review page wrote the case
     id whole into the row's data-case attribute and the label form's hidden input (2 MB a case). The page now
     names each case by its bounded key (at most 255 characters: the id, or a prefix and its SHA-256), and
-    posting that key labels the case (the whole id still does)."""
+    posting that key labels the case (the whole id with its user still does)."""
     import time
 
-    from riskctl.console.accounts import case_key
     from riskctl.console.feed import Feed
+    from riskctl.store.migrations import case_key
 
     now = int(time.time() * 1000)
     long_id, short_id = "e" * 999_000, "short-one"
@@ -1232,21 +1243,22 @@ def test_a_case_with_a_megabyte_id_puts_its_key_in_the_page_not_its_id(env: dict
     assert page.status_code == 200
     assert len(page.content) < 50_000, len(page.content)
     posted = re.findall(r'name="case_id" value="([^"]*)"', page.text)
-    assert posted == ["decision:short-one", case_key(f"decision:{long_id}")]  # newest first
+    assert posted == ["2:u1:decision:short-one", case_key("u1", f"decision:{long_id}")]  # newest first
     assert all(len(key) <= 255 for key in posted)
     for key, label in zip(posted, ("legitimate", "fraud"), strict=True):
         resp = client.post("/review/label", data={"csrf": csrf or "", "case_id": key, "label": label})
         assert resp.status_code == 303, resp.text
-    labels = env["accounts"].labels([f"decision:{long_id}", "decision:short-one"])
+    labels = env["accounts"].labels("u1", [f"decision:{long_id}", "decision:short-one"])
     assert [v[0] for v in labels.values()] == ["fraud", "legitimate"]
     page = client.get("/review")
     assert page.text.count('<strong class="label">') == 2
     assert len(page.content) < 50_000
     resp = client.post(  # the whole id, as before
-        "/review/label", data={"csrf": csrf or "", "case_id": f"decision:{long_id}", "label": "legitimate"}
+        "/review/label",
+        data={"csrf": csrf or "", "case_id": f"decision:{long_id}", "user_id": "u1", "label": "legitimate"},
     )
     assert resp.status_code == 303
-    assert env["accounts"].labels([f"decision:{long_id}"])[f"decision:{long_id}"][0] == "legitimate"
+    assert env["accounts"].labels("u1", [f"decision:{long_id}"])[f"decision:{long_id}"][0] == "legitimate"
 
 
 def _write_versions(env: dict[str, Any], rule_id: str, count: int) -> dict[str, Any]:
@@ -1512,24 +1524,31 @@ def test_a_label_or_login_kept_out_by_a_row_lock_on_the_accounts_is_a_503_that_k
     backend = Backend(lambda: connect(stack, lock_wait_s=1), env["table"])
     client = TestClient(create_app(backend, secure_cookies=False, feed=_feed()), follow_redirects=False)
     _, csrf = _login(client, "analyst")
-    env["accounts"].label_case("decision:e1", ("big_amount",), (), "alice", "legitimate", None, "setup")
-    data = {"csrf": csrf or "", "case_id": "decision:e1", "label": "fraud", "note": "seen it before"}
+    env["accounts"].label_case("decision:e1", ("big_amount",), (), "bob", "legitimate", None, "setup")
+    data = {
+        "csrf": csrf or "",
+        "case_id": "decision:e1",
+        "user_id": "bob",
+        "label": "fraud",
+        "note": "seen it before",
+    }
     tables = table_names(env["table"]).console()
     labels, sessions = tables["labels"], tables["sessions"]
-    with _row_locked(stack, f"SELECT * FROM `{labels}` WHERE case_id = 'decision:e1' FOR UPDATE"):
+    with _row_locked(stack, f"SELECT * FROM `{labels}` WHERE case_id = '3:bob:decision:e1' FOR UPDATE"):
         resp = client.post("/review/label", data=data)
     assert resp.status_code == 503, resp.text
     assert resp.headers["Retry-After"] == "5"
     text = html.unescape(resp.text)
     assert (
-        "the label of case 'decision:e1' was not written, nothing was: it waited 1 s for a row lock" in text
+        "the label of case 'decision:e1' of user 'bob' was not written, nothing was: "
+        "it waited 1 s for a row lock" in text
     )
     sent = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)">', resp.text))
     assert sent == data, sent
-    assert env["accounts"].labels(["decision:e1"])["decision:e1"][0] == "legitimate"
+    assert env["accounts"].labels("bob", ["decision:e1"])["decision:e1"][0] == "legitimate"
     again = client.post("/review/label", data=data)  # the lock is gone: written
     assert again.status_code == 303, again.text
-    assert env["accounts"].labels(["decision:e1"])["decision:e1"][:2] == ("fraud", "seen it before")
+    assert env["accounts"].labels("bob", ["decision:e1"])["decision:e1"][:2] == ("fraud", "seen it before")
 
     other = TestClient(create_app(backend, secure_cookies=False), follow_redirects=False)
     page = other.get("/login")
@@ -1732,17 +1751,17 @@ def test_a_label_or_logout_written_whose_audit_row_mysql_refuses_is_shown_writte
     )
     _, csrf = _login(client, "analyst")
     with _audit_refused(env), caplog.at_level(logging.ERROR, logger="riskctl.console"):
-        data = {"csrf": csrf or "", "case_id": "decision:e1", "label": "fraud", "note": "seen it"}
+        data = {"csrf": csrf or "", "case_id": "3:bob:decision:e1", "label": "fraud", "note": "seen it"}
         labelled = client.post("/review/label", data=data)
         logged_out = client.post("/logout", data={"csrf": csrf or ""})
     assert labelled.status_code == 303 and labelled.headers["location"] == "/review", labelled.text
     assert logged_out.status_code == 303 and logged_out.headers["location"] == "/login", logged_out.text
     env["store"].conn.commit()  # a fresh read view
-    assert env["accounts"].labels(["decision:e1"])["decision:e1"] == ("fraud", "seen it", "analyst")
+    assert env["accounts"].labels("bob", ["decision:e1"])["decision:e1"] == ("fraud", "seen it", "analyst")
     assert client.get("/rules").status_code == 303  # the session ended
     lines = [r.getMessage() for r in caplog.records if "its audit row was not" in r.getMessage()]
     assert len(lines) == 2, lines
-    assert lines[0].startswith("console: label of case 'decision:e1' by analyst was written"), lines
+    assert lines[0].startswith("console: label of case '3:bob:decision:e1' by analyst was written"), lines
     assert "audit refused by the test trigger" in lines[0] and lines[0].endswith(": fraud: seen it")
     assert lines[1].startswith("console: logout of the session by analyst was written"), lines
 
@@ -1886,14 +1905,14 @@ def test_a_label_or_logout_that_mysql_refuses_says_so_without_a_traceback(
         raise_server_exceptions=False,
     )
     _, csrf = _login(client, "analyst")
-    data = {"csrf": csrf or "", "case_id": "decision:e1", "label": "fraud", "note": "seen it"}
+    data = {"csrf": csrf or "", "case_id": "3:bob:decision:e1", "label": "fraud", "note": "seen it"}
     with _inserts_refused(env, "labels"):
         labelled = client.post("/review/label", data=data)
     assert labelled.status_code == 400, labelled.text
     assert "the label was not written: MySQL error 1644: labels refused by the test trigger" in labelled.text
     assert "Traceback" not in labelled.text
     env["store"].conn.commit()  # a fresh read view
-    assert env["accounts"].labels(["decision:e1"]) == {}
+    assert env["accounts"].labels("bob", ["decision:e1"]) == {}
 
     sessions = env["store"].names.console()["sessions"]
     trigger = f"`{env['table']}_nologout`"
@@ -1918,3 +1937,133 @@ def test_a_label_or_logout_that_mysql_refuses_says_so_without_a_traceback(
         "MySQL error 1644: logout refused by the test trigger"
     ], lines
     assert client.post("/logout", data={"csrf": csrf or ""}).status_code == 303  # the trigger gone
+
+
+def test_a_case_of_another_user_with_the_same_event_id_does_not_take_its_label(env: dict[str, Any]) -> None:
+    """Event ids are the sender's, unique only within a user, and cases were keyed by ``decision:<event_id>``
+    alone: an attacker's event with a victim's event id made both cases one key, the page posted that key for
+    both, the label meant for the victim's case landed on the newest (the attacker's: his user, his rules),
+    and a label of either replaced the other's. Keyed by (user, id) now: each case keeps its own label."""
+    import time
+
+    from riskctl.console.feed import Feed
+
+    now = int(time.time() * 1000)
+    feed = Feed()
+    feed.add(
+        ({"kind": "decision", "event_id": "e7", "user_id": user, "type": "transfer", "ts": now,
+          "action": "REVIEW", "rules": [{"id": rule}], "shadow": []}, now + n)
+        for n, (user, rule) in enumerate((("alice", "big_amount"), ("mallory", "night")))
+    )  # fmt: skip
+    client = TestClient(create_app(env["backend"], secure_cookies=False, feed=feed), follow_redirects=False)
+    _, csrf = _login(client, "analyst")
+    rows = re.findall(
+        r'<tr data-case="([^"]*)"><td>decision:e7</td><td><a href="/users\?id=(\w+)"',
+        client.get("/review").text,
+    )
+    keys = {user: html.unescape(key) for key, user in rows}
+    assert set(keys) == {"alice", "mallory"} and keys["alice"] != keys["mallory"], rows
+
+    def stored() -> set[tuple[str, str, str]]:
+        labels = table_names(env["table"]).console()["labels"]
+        env["store"].conn.commit()  # a fresh read view
+        with env["store"].conn.cursor() as cur:
+            cur.execute(f"SELECT user_id, rule_id, label FROM `{labels}`")  # noqa: S608 - a test's table
+            return {tuple(row) for row in cur.fetchall()}
+
+    resp = client.post("/review/label", data={"csrf": csrf or "", "case_id": keys["alice"], "label": "fraud"})
+    assert resp.status_code == 303, resp.text
+    assert stored() == {("alice", "big_amount", "fraud")}  # the victim's case, with her rule
+    resp = client.post(
+        "/review/label", data={"csrf": csrf or "", "case_id": keys["mallory"], "label": "legitimate"}
+    )
+    assert resp.status_code == 303, resp.text
+    assert stored() == {("alice", "big_amount", "fraud"), ("mallory", "night", "legitimate")}  # hers kept
+    assert env["accounts"].precision("big_amount")["active"]["fraud"] == 1
+    page = client.get("/review").text
+    assert page.count('<strong class="label">fraud</strong>') == page.count(
+        '<strong class="label">legitimate'
+    )
+    assert page.count('<strong class="label">') == 2
+
+
+def _former_key(case_id: str) -> str:
+    """The labels' key of a case before migration 3: its id, or a prefix of it and its SHA-256."""
+    import hashlib
+
+    if len(case_id) <= 255 and "#sha256:" not in case_id:
+        return case_id
+    digest = hashlib.sha256(case_id.encode()).hexdigest()
+    return case_id[: 255 - len("#sha256:") - len(digest)] + "#sha256:" + digest
+
+
+def test_the_console_start_rewrites_former_label_keys_with_their_user(
+    env: dict[str, Any], stack: Settings
+) -> None:
+    """Labels stored under ``decision:<event_id>`` / ``alert:<alert_id>`` (the key of before, migration 2's
+    table) are rewritten at the console's start (migration 3) to the key of their case's user and id, the
+    hashed ones of long ids too, in one transaction; rows already in the new form, or without a user, stay."""
+    from riskctl.store import migrations
+    from riskctl.store.migrations import MIGRATIONS_TABLE, case_key
+
+    long_id = "e" * 4096
+    former = {  # the keys the console wrote before (prefix and SHA-256 of the id beyond 255 characters)
+        "decision:e1": _former_key("decision:e1"),
+        f"decision:{long_id}": _former_key(f"decision:{long_id}"),
+        "alert:big_amount:1:rule_alert:e1": _former_key("alert:big_amount:1:rule_alert:e1"),
+    }
+    assert "#sha256:" in former[f"decision:{long_id}"]
+    table = f"m{uuid.uuid4().hex[:10]}_rules"
+    conn = env["store"].conn
+    names = table_names(table)
+    labels = names.console()["labels"]
+    try:
+        with conn.cursor() as cur:  # the store as migration 2 left it
+            migrations._ensure_migrations_table(cur)
+            for version, description, apply in migrations.MIGRATIONS[:2]:
+                apply(cur, names.quoted())
+                cur.execute(
+                    f"INSERT INTO `{MIGRATIONS_TABLE}` (scope, version, description) VALUES (%s, %s, %s)",  # noqa: S608
+                    (table, version, description),
+                )
+            rows = [
+                (former["decision:e1"], "big_amount", False, "alice", "fraud"),
+                (former["decision:e1"], "night", True, "alice", "fraud"),
+                (former[f"decision:{long_id}"], "big_amount", False, "bob", "legitimate"),
+                (former["alert:big_amount:1:rule_alert:e1"], "big_amount", False, "carol", "fraud"),
+                ("5:alice:decision:e9", "big_amount", False, "alice", "fraud"),  # already new
+                ("decision:e2", "big_amount", False, None, "fraud"),  # no user: cannot be keyed
+            ]
+            cur.executemany(
+                f"INSERT INTO `{labels}` (case_id, rule_id, shadow, user_id, label, labelled_by) "  # noqa: S608
+                "VALUES (%s, %s, %s, %s, %s, 'old')",
+                rows,
+            )
+        conn.commit()
+        with Backend(lambda: connect(stack), table).open():  # the console's start: migrates its tables
+            pass
+
+        def keys() -> set[tuple[str, str, str | None]]:
+            conn.commit()
+            with conn.cursor() as cur:
+                cur.execute(f"SELECT case_id, rule_id, user_id FROM `{labels}`")  # noqa: S608
+                return {(str(c), str(r), u) for c, r, u in cur.fetchall()}
+
+        want = {
+            (case_key("alice", "decision:e1"), "big_amount", "alice"),
+            (case_key("alice", "decision:e1"), "night", "alice"),
+            (case_key("bob", f"decision:{long_id}"), "big_amount", "bob"),
+            (case_key("carol", "alert:big_amount:1:rule_alert:e1"), "big_amount", "carol"),
+            ("5:alice:decision:e9", "big_amount", "alice"),
+            ("decision:e2", "big_amount", None),
+        }
+        assert keys() == want
+        assert case_key("alice", "decision:e1") == "5:alice:decision:e1"
+        accounts = AccountStore(conn, table, auto_migrate=False)
+        assert accounts.labels("bob", [f"decision:{long_id}"])[f"decision:{long_id}"][0] == "legitimate"
+        assert accounts.labels("alice", [f"decision:{long_id}"]) == {}
+        with conn.cursor() as cur:  # once more (a second start, another process): nothing changes
+            migrations._v3(cur, names.quoted())
+        assert keys() == want
+    finally:
+        drop_store(conn, table)

@@ -98,7 +98,9 @@ def test_a_label_that_deadlocks_on_every_try_is_one_busy_error_naming_it(slept: 
         label(AccountStore(conn, auto_migrate=False))
     error = caught.value
     assert (error.code, error.attempts) == (1213, rules_store.DEADLOCK_ATTEMPTS)
-    assert str(error).startswith("MySQL: the label of case 'decision:e1' was not written, nothing was: it ")
+    assert str(error).startswith(
+        "MySQL: the label of case 'decision:e1' of user 'alice' was not written, nothing was: it "
+    )
     assert (conn.commits, conn.rollbacks) == (0, rules_store.DEADLOCK_ATTEMPTS)
     assert len(slept) == rules_store.DEADLOCK_ATTEMPTS - 1
 

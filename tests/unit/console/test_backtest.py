@@ -99,3 +99,19 @@ def test_kafka_lost_in_the_middle_of_a_topic_read_is_a_service_error(monkeypatch
     with pytest.raises(ServiceError, match="reading 'events' from k:9092 failed: KafkaTimeoutError"):
         read_topic_window("k:9092", "events", 60_000, timeout_s=10)
     assert made[0]["request_timeout_ms"] == 10_000
+
+
+def test_two_users_events_with_one_event_id_are_two_hits() -> None:
+    """Event ids are unique only within a user (the sender's): hits were counted by ``event:<event_id>``, so
+    two users' events with one id were one hit, and the lists of events one version alone hit named neither's
+    user. Counted by (user, id) now, named ``<len(user)>:<user>:event:<id>``."""
+    big = {"id": "big", "action": "REVIEW", "when": "event.amount > 10"}
+    bigger = {"id": "big", "action": "REVIEW", "when": "event.amount > 100"}
+    events = [
+        {"event_id": "e1", "user_id": user, "type": "t", "ts": 800_000_000_000, "amount": amount}
+        for user, amount in (("alice", 50), ("bob", 500), ("u1:event:e1", 50))
+    ]
+    result = backtest(big, bigger, b"\n".join(json.dumps(e).encode() for e in events), seconds=30)
+    assert result["draft"]["hits"] == 3 and result["current"]["hits"] == 1
+    assert result["only_draft"] == ["11:u1:event:e1:event:e1", "5:alice:event:e1"]
+    assert result["only_draft_count"] == 2 and result["only_current"] == []

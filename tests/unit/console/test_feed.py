@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from riskctl.console.feed import DAY_MS, HOUR_MS, MINUTE_MS, Feed, case_of
+from riskctl.store.migrations import case_key
 
 NOW = 1_700_000_000_000
 
@@ -68,7 +69,7 @@ def test_filters_and_cases() -> None:
     assert [c.case_id for c in cases] == ["alert:a1", "decision:e1"]
     assert cases[0].rules == () and cases[0].shadow == ("no2fa",)
     assert cases[1].rules == ("big",) and cases[1].shadow == ("night",)
-    assert feed.case("decision:e2") is None  # a REJECT is no review case
+    assert feed.case(case_key("u1", "decision:e2")) is None  # a REJECT is no review case
     assert case_of({"kind": "alert", "rule": "x"}) is None
 
 
@@ -76,7 +77,10 @@ def test_buffers_are_bounded_but_counts_are_not() -> None:
     feed = Feed(max_records=3, max_cases=2)
     feed.add((decision(f"e{i}", "u", "REVIEW", ["big"]), NOW - i * 60_000) for i in reversed(range(5)))
     assert len(feed.latest()) == 3 and len(feed.cases()) == 2
-    assert feed.case("decision:e0") is not None and feed.case("decision:e4") is None
+    assert (
+        feed.case(case_key("u", "decision:e0")) is not None
+        and feed.case(case_key("u", "decision:e4")) is None
+    )
     series = feed.per_minute(NOW, 60)
     assert sum(series["REVIEW"]) == 5 and len(series["REVIEW"]) == 60
     assert series["REVIEW"][-5:] == [1, 1, 1, 1, 1]
@@ -325,12 +329,9 @@ def test_the_running_totals_are_the_brute_force_counts() -> None:
             assert feed.hits(ask * MINUTE_MS, rules=["a", "b", "c"]) == want
 
 
-def test_a_case_is_named_by_a_bounded_key_and_found_by_it_or_its_id() -> None:
+def test_a_case_is_named_by_a_bounded_key_and_found_by_it() -> None:
     """A case id of nearly 1 MB (another producer's event id) was what the review page posted back: the case
-    now carries a key of at most 255 characters, and the feed finds the case by that key or by its id."""
-    from riskctl.console.accounts import case_key
-    from riskctl.console.feed import Feed
-
+    now carries a key of at most 255 characters, and the feed finds the case by that key."""
     feed = Feed()
     long_id = "e" * 999_000
     feed.add(
@@ -339,8 +340,42 @@ def test_a_case_is_named_by_a_bounded_key_and_found_by_it_or_its_id() -> None:
         for eid in (long_id, "short")
     )  # fmt: skip
     short, long = feed.cases()
-    assert short.key == "decision:short"
-    assert long.key == case_key(f"decision:{long_id}") and len(long.key) <= 255
-    assert feed.case(long.key) is long and feed.case(f"decision:{long_id}") is long
-    assert feed.case("decision:short") is short
+    assert short.key == "2:u1:decision:short"
+    assert long.key == case_key("u1", f"decision:{long_id}") and len(long.key) <= 255
+    assert long.key.startswith("2:u1:decision:eee")
+    assert feed.case(long.key) is long and feed.case(short.key) is short
     assert feed.case(long.key[:-1]) is None
+
+
+def test_two_users_cases_with_one_event_id_are_two_cases() -> None:
+    """Event ids are the sender's, unique only within a user: a case was keyed by ``decision:<event_id>``
+    alone, so an attacker's event with a victim's event id made one key for both cases, and the feed gave
+    the newest (his) for a label meant for the victim's. Keyed by (user, id), each is found by its own."""
+    feed = Feed()
+    feed.add(
+        [
+            (decision("e1", "victim", "REVIEW", ["big"]), NOW),
+            (decision("e1", "attacker", "REVIEW", ["other"]), NOW + 1),
+            (alert("a1", "victim", "big"), NOW + 2),
+            (alert("a1", "attacker", "other"), NOW + 3),
+        ]
+    )
+    cases = feed.cases()
+    assert len({c.key for c in cases}) == 4
+    for user, rule in (("victim", "big"), ("attacker", "other")):
+        for case_id in ("decision:e1", "alert:a1"):
+            case = feed.case(case_key(user, case_id))
+            assert case is not None and case.user_id == user and rule in case.rules + case.shadow
+    assert feed.case("decision:e1") is None  # an id alone names no case
+
+
+def test_a_case_key_cannot_be_forged_across_the_separator() -> None:
+    """The length of the user id in front says where it ends: (u1, a:b) and (u1:a, b) differ, as do a short
+    key and the hashed form of a long one; every key fits the labels' column."""
+    assert case_key("u1", "decision:a:b") == "2:u1:decision:a:b"
+    assert case_key("u1:decision:a", "b") != case_key("u1", "decision:a:b")
+    assert case_key("u1", "decision:a:b") != case_key("u1:decision", "a:b")
+    long_user, long_id = "u" * 256, "decision:" + "e" * 4096
+    keys = {case_key(u, i) for u in ("u1", long_user) for i in ("decision:e1", long_id, long_id + "x")}
+    assert len(keys) == 6 and all(len(k) <= 255 for k in keys)
+    assert case_key("u1", "decision:x#sha256:" + "0" * 64) != "2:u1:decision:x#sha256:" + "0" * 64

@@ -32,8 +32,9 @@ alone, one user's event with another's event id suppressed the other's alert as 
 key, not the id, holds the user. The user in the id itself would have changed every id the job writes (its
 replay and acceptance digests, the console's labels stored under the old ids, every alert the job writes
 again after an upgrade delivered once more) and still left the REVIEW ids, which the dispatcher builds from
-an event id, and the console's cases, keyed by event ids too, to fix apart. Here the ids, the links and the
-messages stay as they were; an upgrade re-delivers at most the records read again around it (docs/alerts.md).
+an event id, and the console's cases, keyed by event ids too, to fix apart (both are keyed by
+:func:`riskctl.core.decisions.user_key` now, as here). Here the ids, the links and the messages stay as they
+were; an upgrade re-delivers at most the records read again around it (docs/alerts.md).
 """
 
 from __future__ import annotations

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -80,11 +82,18 @@ def _bus(monkeypatch: pytest.MonkeyPatch) -> tuple[KafkaBus, FakeProducer]:
     return bus, producer
 
 
-def _run(bus: KafkaBus) -> list[threading.Thread]:
+@contextmanager
+def _running(bus: KafkaBus) -> Iterator[None]:
+    """The bus's health and replies threads, running while the block runs, stopped and joined after it."""
     threads = [threading.Thread(target=t, daemon=True) for t in (bus._health, bus._consume)]  # noqa: SLF001
     for t in threads:
         t.start()
-    return threads
+    try:
+        yield
+    finally:
+        bus._stop.set()  # noqa: SLF001
+        for t in threads:
+            t.join(5)
 
 
 def _wait(check: Any, timeout: float) -> bool:
@@ -101,8 +110,7 @@ def test_the_broker_back_after_an_outage_gives_the_replies_a_new_consumer_at_the
 ) -> None:
     bus, producer = _bus(monkeypatch)
     first = bus.consumer
-    threads = _run(bus)
-    try:
+    with _running(bus):
         time.sleep(1.5)  # healthy: nothing renewed
         assert bus.renewals == 0 and bus.consumer is first
         producer.down.set()
@@ -110,10 +118,6 @@ def test_the_broker_back_after_an_outage_gives_the_replies_a_new_consumer_at_the
         assert bus.consumer is first  # not while the broker is away
         producer.down.clear()
         assert _wait(lambda: bus.renewals == 1, 5)
-    finally:
-        bus._stop.set()  # noqa: SLF001
-        for t in threads:
-            t.join(5)
     fresh = bus.consumer
     assert fresh is not first and first.closed and not fresh.closed
     assert [(tp.topic, tp.partition, tp.offset) for tp in fresh.assigned] == [("replies", 1, 42)]

@@ -17,7 +17,7 @@ from riskctl.lograte import OncePer
 from riskctl.serve import app, kafka_bus
 from riskctl.serve.kafka_bus import KAFKA_LOG, KAFKA_LOG_LIMIT, KafkaBus
 from tests.unit.serve.fakes import FakeBus, settings_for_tests
-from tests.unit.serve.test_kafka_bus_renewal import _bus, _run, _wait
+from tests.unit.serve.test_kafka_bus_renewal import _bus, _running, _wait
 
 
 def record(text: str) -> logging.LogRecord:
@@ -161,16 +161,11 @@ def test_the_health_thread_says_when_kafka_stops_answering_and_when_it_is_back(
 ) -> None:
     bus, producer = _bus(monkeypatch)
     caplog.set_level(logging.WARNING, logger=kafka_bus.LOG.name)
-    threads = _run(bus)
-    try:
+    with _running(bus):
         producer.down.set()
         assert _wait(lambda: not bus.kafka_ok, 5)
         producer.down.clear()
         assert _wait(lambda: bus.renewals == 1, 5)
-    finally:
-        bus._stop.set()  # noqa: SLF001
-        for t in threads:
-            t.join(5)
     said = [r.getMessage() for r in caplog.records if r.name == kafka_bus.LOG.name]
     assert said[0] == "serve api-0: kafka: broker transport failure (/readyz answers 503)", said
     assert said[1].startswith("serve api-0: the broker answers again"), said

@@ -332,6 +332,15 @@ def dispatch(stack: Settings) -> Iterator[Callable[..., Running]]:
 FAST = {"attempts": 3, "backoff_ms": 50, "max_backoff_ms": 200, "timeout_ms": 2000}
 
 
+def one_webhook(url: str) -> dict[str, Any]:
+    """A dispatcher's configuration: every alert to the one webhook at ``url``, retried :data:`FAST`."""
+    return {
+        "delivery": FAST,
+        "channels": {"hook": {"type": "webhook", "url": url}},
+        "default_channels": ["hook"],
+    }
+
+
 # ---------------------------------------------------------------------------------------------- tests
 def test_alerts_and_review_decisions_reach_every_channel_kind(
     stack: Settings, topic: Callable[..., str], dispatch: Callable[..., Running]
@@ -678,11 +687,7 @@ def test_another_users_alert_of_a_delivered_id_is_delivered_after_a_restart(
     delivered_t = f"test-alerts-delivered-{uuid.uuid4().hex[:10]}"
     hook = HttpReceiver()
     group = f"test-alerts-{uuid.uuid4().hex[:8]}"
-    doc = {
-        "delivery": FAST,
-        "channels": {"hook": {"type": "webhook", "url": hook.url}},
-        "default_channels": ["hook"],
-    }
+    doc = one_webhook(hook.url)
     try:
         first = dispatch(doc, [alerts_t], dlq, group=group, delivered_topic=delivered_t)
         produce(stack, alerts_t, [alert(0, user_id="attacker")])
@@ -751,11 +756,7 @@ def test_two_instances_in_one_group_share_the_partitions_and_deliver_each_alert_
     delivered_t = f"test-alerts-delivered-{uuid.uuid4().hex[:10]}"
     hook = HttpReceiver()
     group = f"test-alerts-{uuid.uuid4().hex[:8]}"
-    doc = {
-        "delivery": FAST,
-        "channels": {"hook": {"type": "webhook", "url": hook.url}},
-        "default_channels": ["hook"],
-    }
+    doc = one_webhook(hook.url)
     try:
         a = dispatch(doc, [alerts_t], dlq, group=group, delivered_topic=delivered_t)
         b = dispatch(doc, [alerts_t], dlq, group=group, delivered_topic=delivered_t)

@@ -21,7 +21,7 @@ from bisect import bisect_left, insort
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from operator import attrgetter
-from typing import Any
+from typing import Any, Final
 
 from riskctl.core import dedup
 from riskctl.core.decisions import (
@@ -64,7 +64,15 @@ MAX_CACHED_TYPES = 256
 ENGINE_FIELDS = frozenset({"event_id", "type"})
 # Indices into the meta list stored under META (a list pickles smaller than a dict). _TIMER (the newest
 # timer time this key has seen) was added after the first layout: a 7-item meta (older state) lacks it.
-_MAX_TS, _LAST_TS, _RS, _CLEANUP, _WAKEUPS, _RECENT, _USER, _TIMER = range(8)
+# (Final literals: the compiled core indexes with constants, not with a global looked up each time.)
+_MAX_TS: Final = 0
+_LAST_TS: Final = 1
+_RS: Final = 2
+_CLEANUP: Final = 3
+_WAKEUPS: Final = 4
+_RECENT: Final = 5
+_USER: Final = 6
+_TIMER: Final = 7
 _NO_TIMER = -(1 << 62)
 _RANK_ACTION = {v: k for k, v in ACTION_RANK.items()}
 

@@ -71,7 +71,7 @@ from __future__ import annotations
 
 import pickle
 from bisect import bisect_left, bisect_right, insort
-from typing import Any
+from typing import Any, Final
 
 from riskctl.core.feature_spec import (
     DAY,
@@ -191,7 +191,14 @@ class Feature:
 
 
 # Windowed state: [newest recorded ts, folding frontier, raw ts, raw values, bucket index, bucket acc, acc 2]
-_MAX, _FRONT, _RTS, _RV, _BIX, _BA, _BB = range(7)
+# (Final literals: the compiled core indexes with constants, not with a global looked up each time.)
+_MAX: Final = 0
+_FRONT: Final = 1
+_RTS: Final = 2
+_RV: Final = 3
+_BIX: Final = 4
+_BA: Final = 5
+_BB: Final = 6
 
 
 class WindowedFeature(Feature):

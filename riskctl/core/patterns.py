@@ -141,7 +141,18 @@ assert _HELD_CAP == MAX_TIMES
 # Layout of the stored state (a list, so the hot path can update it in place before handing it back).
 # ``_CREDIT``: the key's budget of late replays, ``None`` (full) or (units left, _SEQ then, last replay's
 # work); states written before it have 10 entries and get it at their first late event.
-_RUNS, _MAX_TS, _SEQ, _OVERFLOW, _TOO_LATE, _WM, _BUF, _REPORTED, _EMITTED, _SEED, _CREDIT = range(11)
+# (Final literals: the compiled core indexes with constants, not with a global looked up each time.)
+_RUNS: Final = 0
+_MAX_TS: Final = 1
+_SEQ: Final = 2
+_OVERFLOW: Final = 3
+_TOO_LATE: Final = 4
+_WM: Final = 5
+_BUF: Final = 6
+_REPORTED: Final = 7
+_EMITTED: Final = 8
+_SEED: Final = 9
+_CREDIT: Final = 10
 
 #: What a key's late replays may cost together, in the work unit of ``MAX_SEQUENCE_COST``: each event of the
 #: key (in order or late) adds ``LATE_REPLAY_RATE`` units, up to ``LATE_REPLAY_BURST`` kept (a new key starts

@@ -106,6 +106,14 @@ class FiredRule:
     action: str
     evidence: dict[str, Any] = field(default_factory=dict)
 
+    # An __init__ of its own in each record made per event: the compiled core (riskctl/core/native.py)
+    # compiles it, where the one @dataclass writes runs as Python code (bench/results/engine-issue14.md).
+    def __init__(self, id: str, version: int, action: str, evidence: dict[str, Any] | None = None) -> None:  # noqa: A002
+        self.id = id
+        self.version = version
+        self.action = action
+        self.evidence = {} if evidence is None else evidence
+
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready record."""
         return {"id": self.id, "version": self.version, "action": self.action, "evidence": self.evidence}
@@ -126,6 +134,32 @@ class Decision:
     late: bool = False
     too_late: bool = False
     duplicate: bool = False
+
+    def __init__(
+        self,
+        event_id: str,
+        user_id: str,
+        type: str,  # noqa: A002
+        ts: int,
+        action: str,
+        rules: list[FiredRule],
+        shadow: list[FiredRule],
+        ruleset_version: str,
+        late: bool = False,
+        too_late: bool = False,
+        duplicate: bool = False,
+    ) -> None:
+        self.event_id = event_id
+        self.user_id = user_id
+        self.type = type
+        self.ts = ts
+        self.action = action
+        self.rules = rules
+        self.shadow = shadow
+        self.ruleset_version = ruleset_version
+        self.late = late
+        self.too_late = too_late
+        self.duplicate = duplicate
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready record."""
@@ -159,6 +193,28 @@ class Alert:
     trigger_event_id: str | None = None
     shadow: bool = False
 
+    def __init__(
+        self,
+        alert_id: str,
+        user_id: str,
+        rule: FiredRule,
+        reason: str,
+        ts: int,
+        ruleset_version: str,
+        event_id: str | None = None,
+        trigger_event_id: str | None = None,
+        shadow: bool = False,
+    ) -> None:
+        self.alert_id = alert_id
+        self.user_id = user_id
+        self.rule = rule
+        self.reason = reason
+        self.ts = ts
+        self.ruleset_version = ruleset_version
+        self.event_id = event_id
+        self.trigger_event_id = trigger_event_id
+        self.shadow = shadow
+
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready record."""
         return {
@@ -185,6 +241,14 @@ class Result:
     alerts: list[Alert]
     timers: list[int]
     cancelled: list[int]
+
+    def __init__(
+        self, decision: Decision | None, alerts: list[Alert], timers: list[int], cancelled: list[int]
+    ) -> None:
+        self.decision = decision
+        self.alerts = alerts
+        self.timers = timers
+        self.cancelled = cancelled
 
 
 #: one value an explanation shows: (its name, e.g. ``"device.id"``, and the path to it in the event)

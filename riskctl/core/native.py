@@ -28,7 +28,7 @@ from pathlib import Path
 
 ENV = "RISKCTL_NATIVE_CORE"
 #: the modules compiled (relative to riskctl/core), the hot path of an event: what the engine runs per event
-COMPILED = ("decisions.py", "engine.py", "features.py", "patterns.py", "runner.py", "stored.py")
+COMPILED = ("decisions.py", "engine.py", "features.py", "patterns.py", "runner.py", "state.py", "stored.py")
 MANIFEST = "manifest.json"
 #: where ``scripts/setup`` builds the core for the job (a checkout's ``.cache``): see :func:`default_for_jobs`
 DEFAULT_BUILD = Path(__file__).resolve().parents[2] / ".cache" / "native-core"

@@ -9,10 +9,9 @@ mutated after :meth:`KeyedState.get` must be :meth:`KeyedState.put` back, and on
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol
 
 
-@runtime_checkable
 class KeyedState(Protocol):
     """State of one key (one user)."""
 

@@ -625,20 +625,20 @@ class Engine:
         plan = self._plan
         self.current_rule = None
         plan.memo[0] = None  # (also cleared at the end; here too in case a previous call raised)
-        if type(state) is InMemoryKeyedState:  # _accessors, inlined (one call less per event)
-            data = state.data
-            get, put, pop = data.get, data.__setitem__, data.pop
-        else:
-            get, put, pop = _accessors(state)
+        # An in-memory state (replay, tests, benchmarks) is read and written through its dict, which the
+        # compiled core calls directly; any other (the Flink job's) through its KeyedState methods.
+        data = state.data if type(state) is InMemoryKeyedState else None
         ts: int = event["ts"]
         user_id = event["user_id"]
         event_id = event["event_id"]
-        meta = get(META)
+        stored_meta = data.get(META) if data is not None else state.get(META)
         timers: list[int] = []
         cancelled: list[int] = []
-        if meta is None:
+        meta: list[Any]  # (typed: the compiled core indexes it natively)
+        if stored_meta is None:
             meta = [ts, ts, plan.version, None, [], [], user_id, _NO_TIMER]
         else:
+            meta = stored_meta
             if meta[_RS] != plan.version:
                 self._release_stale(state, plan, meta)
             ttl = self.state_ttl
@@ -653,7 +653,7 @@ class Engine:
         etype = event.get("type")
         seen_key: bytes | None = None
         if self.dedup_window and (self.dedup_all or REPLY_FIELD in event):
-            seen = get(SEEN)
+            seen = state.get(SEEN)
             seen_key = dedup.digest(event)
             seen_as = -1 if seen is None else dedup.seen_rank(seen, seen_key)
             if seen_as >= 0:  # delivered again: the first one's action, and nothing recorded
@@ -672,15 +672,21 @@ class Engine:
         if too_late:
             self.too_late += 1
             for key, feature in tp.features:
-                values[key] = feature.peek(get(key), event, ts)
+                values[key] = feature.peek(state.get(key), event, ts)
         for key, feature in () if too_late else tp.features:
-            stored = get(key)
+            stored = data.get(key) if data is not None else state.get(key)
             value, new, changed = feature.update(stored, event, ts)
             if new is None:
                 if stored is not None:
-                    pop(key, None)
+                    if data is not None:
+                        del data[key]
+                    else:
+                        state.remove(key)
             elif changed or new is not stored:
-                put(key, new)
+                if data is not None:
+                    data[key] = new
+                else:
+                    state.put(key, new)
             values[key] = value
 
         # Patterns (each keeps only the projection of the events it stores); never fed a too-late event.
@@ -695,13 +701,19 @@ class Engine:
                 for name, key in pp.stamp:
                     stamped[name] = values[key]
                 ev[FEATURES_FIELD] = stamped
-            stored = get(pp.key)
+            pkey = pp.key
+            stored = data.get(pkey) if data is not None else state.get(pkey)
             new, hits, wakeup, overflow, _ = pp.matcher.process(stored, ev, ts)
             if new is None:
                 if stored is not None:
-                    pop(pp.key, None)
+                    if data is not None:
+                        del data[pkey]
+                    else:
+                        state.remove(pkey)
+            elif data is not None:
+                data[pkey] = new
             else:
-                put(pp.key, new)
+                state.put(pkey, new)
             if hits:
                 matches[pp.rule_id] = hits
             if wakeup is not None:
@@ -768,7 +780,7 @@ class Engine:
         # Late events: re-check condition rules on later events already decided (see docs/engine.md).
         if self.lateness and plan.recheck and not too_late:
             if late:
-                alerts.extend(self._recheck(get, plan, meta, event, ts))
+                alerts.extend(self._recheck(state.get, plan, meta, event, ts))
             if plan.recheck_types is None or etype in plan.recheck_types:
                 self._remember(meta, plan.project(event), ts, fired, shadow)
 
@@ -778,10 +790,13 @@ class Engine:
             meta[_LAST_TS] = ts
         # (too late: changes no state, decided again if sent again), before the clean-up timer reads it
         if seen_key is not None and not too_late:
-            put(SEEN, dedup.remember(seen, seen_key, ts, rank, meta[_MAX_TS] - self._dedup_keep))
+            state.put(SEEN, dedup.remember(seen, seen_key, ts, rank, meta[_MAX_TS] - self._dedup_keep))
         if meta[_CLEANUP] is None and self.cleanup_timers:
-            self._schedule_cleanup(get, plan, meta, timers)
-        put(META, meta)
+            self._schedule_cleanup(state.get, plan, meta, timers)
+        if data is not None:
+            data[META] = meta
+        else:
+            state.put(META, meta)
         plan.memo[0] = None  # the caller may reuse this dict for its next event
         decision = Decision(  # positional (event_id, user_id, type, ts, action, rules, shadow, version, ...)
             event_id,

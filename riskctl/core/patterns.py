@@ -383,16 +383,19 @@ class PatternMatcher:
             st: list[Any] = [[], ts, 0, 0, 0, _NEG_INF, [], [], [], None, None]
         else:
             st = stored
-            if ts < st[_MAX_TS] or ts < st[_WM]:
+            # (typed locals: the compiled core compares and indexes them natively)
+            newest: int = st[_MAX_TS]
+            wm: int = st[_WM]
+            if ts < newest or ts < wm:
                 return self._out_of_order(st, event, ts, starts)
         st[_MAX_TS] = ts
-        seq = st[_SEQ]
+        seq: int = st[_SEQ]
         st[_SEQ] = seq + 1
-        runs = st[_RUNS]
+        runs: list[_Run] = st[_RUNS]
         prune = False
         project = self._project
         if lateness:
-            buf = st[_BUF]
+            buf: list[Any] = st[_BUF]
             if starts or not self._sift or self._relevant_typed(event):
                 if project is not None:
                     event = project(event)
@@ -402,7 +405,7 @@ class PatternMatcher:
                 buf.append((ts, seq, False, None))  # no condition holds for it: its place is enough
             if buf:
                 # Pruning is lazy (once the head is ``lateness`` past due): a few more events are harmless.
-                head = buf[0]
+                head: tuple[int, int, bool, Any] = buf[0]
                 due = ts - 2 * lateness - (self._within if head[2] else 0)
                 prune = head[0] < due or len(buf) > self._max_buffer
         if not runs and not starts:
@@ -480,7 +483,7 @@ class PatternMatcher:
     # ------------------------------------------------------------------------------------------ internals
 
     def _result(self, st: list[Any], matches: list[Match], dropped: int) -> PatternResult:
-        runs = st[_RUNS]
+        runs: list[_Run] = st[_RUNS]
         # Nothing pending: the state goes, unless an event could still arrive late (older than the newest,
         # not older than a timer): without the newest time, such an event would be taken as in order and a
         # match it completes reported "event", not "late" (and the replay budget would start full again). A
@@ -879,17 +882,19 @@ class PatternMatcher:
 
     def _prune_buffer(self, st: list[Any]) -> int:
         """Drop buffered events no late event can match with any more; keep at most ``max_buffer``."""
-        buf = st[_BUF]
-        know = st[_MAX_TS] - self._lateness
-        if st[_WM] > know:
-            know = st[_WM]
+        buf: list[Any] = st[_BUF]
+        newest: int = st[_MAX_TS]
+        wm: int = st[_WM]
+        know = newest - self._lateness
+        if wm > know:
+            know = wm
         oldest_start = know - self._within
         cut = 0
         n = len(buf)
         # A late event is at or after ``know``: it can start a match (needing the events after it) or join one
         # started at most ``within`` before it. Non-starting events before the first such start are useless.
         for entry in buf:
-            ets = entry[0]
+            ets: int = entry[0]
             if ets < oldest_start or (ets < know and not entry[2]):
                 cut += 1
             else:

@@ -17,7 +17,7 @@ from typing import Any
 
 from riskctl.core.decisions import Alert, Decision, Result
 from riskctl.core.engine import Engine
-from riskctl.core.state import InMemoryStore
+from riskctl.core.state import InMemoryStore, KeyedStore
 
 Record = Decision | Alert
 
@@ -27,7 +27,9 @@ class LocalRunner:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self.store = InMemoryStore()
+        #: an InMemoryStore unless a caller puts another behind it (typed by what the runner uses of it: the
+        #: compiled core checks a native class's attributes at each assignment)
+        self.store: KeyedStore = InMemoryStore()
         self._timers: list[tuple[int, str]] = []
         self._pending: set[tuple[int, str]] = set()
         self.max_ts: int | None = None

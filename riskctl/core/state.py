@@ -32,6 +32,27 @@ class KeyedState(Protocol):
         ...
 
 
+class KeyedStore(Protocol):
+    """The states of many keys, as :class:`~riskctl.core.runner.LocalRunner` uses them
+    (:class:`InMemoryStore`, or a test's store over another :class:`KeyedState`)."""
+
+    def for_key(self, key: str) -> KeyedState:
+        """The state of ``key`` (created empty if new)."""
+        ...
+
+    def get_existing(self, key: str) -> KeyedState | None:
+        """The state of ``key`` if it has one, else None (does not create)."""
+        ...
+
+    def drop_if_empty(self, key: str) -> None:
+        """Forget ``key`` when its state holds nothing."""
+        ...
+
+    def __len__(self) -> int:
+        """How many keys have state."""
+        ...
+
+
 class InMemoryKeyedState:
     """A dict-backed :class:`KeyedState`.
 

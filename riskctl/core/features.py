@@ -463,7 +463,9 @@ class LastNFeature(Feature):
             return self._stat(stored, ts), stored, True
         if not rec:
             return self._stat(stored, ts), stored, False
-        tss, vals = stored
+        # (typed locals: the compiled core indexes them natively)
+        tss: list[Any] = stored[0]
+        vals: list[Any] | None = stored[1]
         if tss and ts >= tss[-1]:  # in order: _insert_in_order's common case, inlined
             tss.append(ts)
             if vals is not None:
@@ -485,7 +487,8 @@ class LastNFeature(Feature):
         return None if stored is None else self._stat(stored, ts)
 
     def _stat(self, stored: list[Any], ts: int) -> Any:
-        tss, vals = stored
+        tss: list[Any] = stored[0]
+        vals = stored[1]  # (None for avg_interval, which reads no value)
         if len(tss) < self.min_events:
             return None  # fewer events than needed, whatever the window (the common case)
         hi = len(tss) if tss[-1] <= ts else bisect_right(tss, ts)
@@ -505,7 +508,8 @@ class LastNFeature(Feature):
         return max(vals[lo:hi])
 
     def _prune(self, stored: list[Any], cutoff: int) -> None:
-        tss, vals = stored
+        tss: list[Any] = stored[0]
+        vals: list[Any] | None = stored[1]
         i = bisect_right(tss, cutoff)
         del tss[:i]
         if vals is not None:
@@ -548,7 +552,7 @@ class FirstSeenFeature(Feature):
         rec = flt is None or flt(event)
         if stored is None:
             return True, ([ts, {v: (ts, ts)}] if rec else None), rec
-        seen = stored[1]
+        seen: dict[Any, Any] = stored[1]
         fl = seen.get(v)
         if fl is None:
             value = True

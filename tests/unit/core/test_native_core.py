@@ -183,3 +183,34 @@ def test_the_stacks_taskmanagers_get_the_default_build(
     assert native.ENV not in cluster._env()
     monkeypatch.setattr(native, "default_for_jobs", lambda env: "/the/build")
     assert cluster._env()[native.ENV] == "/the/build"
+
+
+@pytest.mark.parametrize("cls", ["Decision", "Alert", "Result", "FiredRule"])
+def test_the_records_own_init_takes_exactly_their_fields(cls: str) -> None:
+    """The records made per event write their ``__init__`` out (the compiled core compiles it; the one
+    ``@dataclass`` writes would run as Python code): a field added to the class without it would be left
+    unset, or a default drift. Each parameter is a field, in order, with the field's default."""
+    import dataclasses
+    import inspect
+
+    from riskctl.core import decisions
+
+    record = getattr(decisions, cls)
+    params = list(inspect.signature(record.__init__).parameters.values())[1:]
+    fields = dataclasses.fields(record)
+    assert [p.name for p in params] == [f.name for f in fields]
+    for p, f in zip(params, fields, strict=True):
+        if f.default is not dataclasses.MISSING:
+            assert p.default == f.default, f.name
+        elif f.default_factory is not dataclasses.MISSING:
+            assert p.default is None, f.name  # None stands for a fresh default_factory() value
+        else:
+            assert p.default is inspect.Parameter.empty, f.name
+
+
+def test_a_fired_rule_gets_its_own_evidence_dict() -> None:
+    from riskctl.core.decisions import FiredRule
+
+    a, b = FiredRule("r", 1, "PASS"), FiredRule("r", 1, "PASS")
+    a.evidence["x"] = 1
+    assert b.evidence == {} and a == FiredRule("r", 1, "PASS", {"x": 1})

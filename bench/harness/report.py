@@ -12,6 +12,15 @@ from harness import log
 from harness.sampling import JIT_WARM_SHARE
 
 
+def _runs(engine: dict[str, Any]) -> str:
+    """ ", the median of N runs: a, b, c" when the figure is the median of repeated runs (runs before
+    2026-12-05 have one)."""
+    rates = engine.get("runs_events_per_s")
+    if not rates or len(rates) < 2:
+        return ""
+    return f", the median of {len(rates)} runs: " + ", ".join(f"{r:,}" for r in rates)
+
+
 def markdown(doc: dict[str, Any]) -> str:
     """``bench.md``: the run's figures as tables, (a) to (f), then the check against MATCH_RECOGNIZE and the
     verdicts."""
@@ -193,12 +202,12 @@ def markdown(doc: dict[str, Any]) -> str:
         "## (e) Pure engine, same workload, one core",
         "",
         f"{eng.get('events_per_s'):,} events/s over {eng.get('events'):,} events "
-        f"({eng.get('users'):,} users with state; core: {eng.get('core', 'python')}).",
+        f"({eng.get('users'):,} users with state; core: {eng.get('core', 'python')}){_runs(eng)}.",
         *(
             [
                 "",
                 f"With the compiled core the riskctl jobs run: {compiled.get('events_per_s'):,} events/s "
-                f"(core: {compiled.get('core')}).",
+                f"(core: {compiled.get('core')}){_runs(compiled)}.",
             ]
             if (compiled := doc.get("pure_engine_compiled"))
             else []

@@ -201,9 +201,11 @@ def state_ops(events: list[dict[str, Any]], lateness: int) -> dict[str, float]:
             newest = e["ts"]
             while heap and heap[0][0] <= newest - lateness:
                 item = heapq.heappop(heap)
+                if item not in pending:
+                    continue  # cancelled
+                pending.discard(item)
                 timed = states.get(item[1])
-                if item in pending and timed is not None:
-                    pending.discard(item)
+                if timed is not None:
                     book(engine.on_timer(timed, item[0]), item[1])
                     if not timed.data:
                         del states[item[1]]  # as LocalRunner drops an empty key

@@ -21,6 +21,16 @@ def _runs(engine: dict[str, Any]) -> str:
     return f", the median of {len(rates)} runs: " + ", ".join(f"{r:,}" for r in rates)
 
 
+def _engine_line(engine: dict[str, Any]) -> str:
+    """One measure of the pure engine in words: its events/s, or why it has none."""
+    if engine.get("events_per_s") is None:
+        return f"not measured ({engine.get('error', 'not run')}; core: {engine.get('core', 'python')})."
+    return (
+        f"{engine['events_per_s']:,} events/s over {engine.get('events'):,} events "
+        f"({engine.get('users'):,} users with state; core: {engine.get('core', 'python')}){_runs(engine)}."
+    )
+
+
 def markdown(doc: dict[str, Any]) -> str:
     """``bench.md``: the run's figures as tables, (a) to (f), then the check against MATCH_RECOGNIZE and the
     verdicts."""
@@ -201,14 +211,9 @@ def markdown(doc: dict[str, Any]) -> str:
         "",
         "## (e) Pure engine, same workload, one core",
         "",
-        f"{eng.get('events_per_s'):,} events/s over {eng.get('events'):,} events "
-        f"({eng.get('users'):,} users with state; core: {eng.get('core', 'python')}){_runs(eng)}.",
+        _engine_line(eng),
         *(
-            [
-                "",
-                f"With the compiled core the riskctl jobs run: {compiled.get('events_per_s'):,} events/s "
-                f"(core: {compiled.get('core')}){_runs(compiled)}.",
-            ]
+            ["", f"With the compiled core the riskctl jobs run: {_engine_line(compiled)}"]
             if (compiled := doc.get("pure_engine_compiled"))
             else []
         ),

@@ -320,3 +320,18 @@ def test_the_pure_engine_is_the_median_of_its_runs_and_the_report_shows_them(
     assert "pure engine >= 100,000 events/s on one core: 60000.0 -> MISSED" in bench.targets(
         _doc(**GOOD) | {"pure_engine": got}
     )
+
+
+def test_a_pure_engine_measure_that_failed_is_reported_not_judged_met(bench: ModuleType) -> None:
+    """bench.py records a failed engine measure as its error (the contenders' figures are written all the
+    same): the report says so and the target is missed."""
+    failed = {"error": "Command '...' returned non-zero exit status 1.", "core": "/b"}
+    doc = _markdown_doc() | {"pure_engine_compiled": failed}
+    text = bench.markdown(doc)
+    assert (
+        "With the compiled core the riskctl jobs run: not measured (Command '...' returned non-zero exit "
+        "status 1.; core: /b)." in text
+    )
+    assert "pure engine, compiled core >= 100,000 events/s on one core: None -> MISSED" in bench.targets(
+        _doc(**GOOD) | {"pure_engine_compiled": failed}
+    )

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import heapq
 import io
 import json
 import pickle
@@ -172,43 +171,40 @@ class CountingState:
         return list(self.data)
 
 
-def state_ops(events: list[dict[str, Any]], lateness: int) -> dict[str, float]:
-    """State calls per event (events and timers of the run, through the generic KeyedState path), with
-    ``LocalRunner``'s watermark and timers: the timers the engine asks for fire once the watermark (the
-    newest time less the lateness) passes them, oldest first; a key left empty by a timer is forgotten."""
-    ops = {"get": 0, "put": 0, "remove": 0, "redundant_put": 0, "redundant_remove": 0}
-    engine = Engine(load_rules(ROOT / "rules"), lateness=lateness)
-    states: dict[str, CountingState] = {}
-    heap: list[tuple[int, str]] = []
-    pending: set[tuple[int, str]] = set()
+class CountingStore:
+    """A :class:`~riskctl.core.state.KeyedStore` of :class:`CountingState` s, put behind a ``LocalRunner``
+    (which forgets a key whose state a timer left empty, as with its own ``InMemoryStore``)."""
 
-    def book(result: Any, user: str) -> None:
-        for ts in result.cancelled:
-            pending.discard((ts, user))
-        for ts in result.timers:
-            if (ts, user) not in pending:
-                pending.add((ts, user))
-                heapq.heappush(heap, (ts, user))
+    def __init__(self, ops: dict[str, int]) -> None:
+        self.ops = ops
+        self.states: dict[str, CountingState] = {}
 
-    newest = None
-    for e in events:
-        user = e["user_id"]
-        state = states.get(user)
+    def for_key(self, key: str) -> CountingState:
+        state = self.states.get(key)
         if state is None:
-            state = states[user] = CountingState(ops)
-        book(engine.process(state, e), user)
-        if newest is None or e["ts"] > newest:
-            newest = e["ts"]
-            while heap and heap[0][0] <= newest - lateness:
-                item = heapq.heappop(heap)
-                if item not in pending:
-                    continue  # cancelled
-                pending.discard(item)
-                timed = states.get(item[1])
-                if timed is not None:
-                    book(engine.on_timer(timed, item[0]), item[1])
-                    if not timed.data:
-                        del states[item[1]]  # as LocalRunner drops an empty key
+            state = self.states[key] = CountingState(self.ops)
+        return state
+
+    def get_existing(self, key: str) -> CountingState | None:
+        return self.states.get(key)
+
+    def drop_if_empty(self, key: str) -> None:
+        state = self.states.get(key)
+        if state is not None and not state.data:
+            del self.states[key]
+
+    def __len__(self) -> int:
+        return len(self.states)
+
+
+def state_ops(events: list[dict[str, Any]], lateness: int) -> dict[str, float]:
+    """State calls per event (events and timers of the run, through the generic KeyedState path)."""
+    ops = {"get": 0, "put": 0, "remove": 0, "redundant_put": 0, "redundant_remove": 0}
+    runner = LocalRunner(Engine(load_rules(ROOT / "rules"), lateness=lateness))
+    runner.store = CountingStore(ops)
+    for e in events:
+        for _ in runner.feed(e):
+            pass
     return {k: round(v / len(events), 3) for k, v in ops.items()}
 
 

@@ -52,11 +52,18 @@ if TYPE_CHECKING:
 MAX_METADATA_BYTES = 64 * 2**20
 #: the layout of the job's state: the decide operator's keyed state (one pickled dict of state names per
 #: user, riskctl.flink.risk_function.FlinkKeyedState and riskctl.core) and its broadcast rules. Raise it with
-#: a change after which the state of a checkpoint of the previous layout would be read wrongly: a restore
-#: across it is then refused (a riskctl version of the same layout restores as before).
+#: a change after which a checkpoint would be read wrongly on the other side of it, by this version (state of
+#: the previous layout) or by the previous one (state of this layout): a restore across it is then refused,
+#: unless this version lists the older layout in READABLE_LAYOUTS (a riskctl version of the same layout
+#: restores as before).
 #: tests/unit/flink/test_state_layout.py holds it to the structure of that state: it fails when what the job
-#: stores changes shape while this number does not, and says how to record the new layout's signature
-STATE_LAYOUT = 1
+#: stores changes shape while this number does not, and says how to record the new layout's signature.
+#: Layout 2: a pattern with nothing pending but its buffer stores a tuple, not a list (riskctl.core.patterns).
+STATE_LAYOUT = 2
+#: the layouts this version reads correctly, so restores: its own, and the older ones it still reads as they
+#: are (layout 1: pattern states are all lists, which the matcher reads as before). A riskctl of an older
+#: layout refuses this one's checkpoints (its identity check sees another number): it would misread them.
+READABLE_LAYOUTS = frozenset({1, 2})
 #: the job's identity, recorded in its checkpoint folder ``<checkpoint_dir>/<job id>/``
 IDENTITY_FILE = "riskctl-job.json"
 #: identity files larger than this are not read (one is ~400 bytes)
@@ -261,12 +268,19 @@ def savepoint_job_identity(
 
 def identity_differences(recorded: Mapping[str, Any], identity: Mapping[str, Any]) -> list[str]:
     """The fields of ``identity`` that ``recorded`` gives another value (a field it lacks is not compared:
-    a file of an older riskctl)."""
+    a file of an older riskctl). An older state layout this version reads (:data:`READABLE_LAYOUTS`) is no
+    difference."""
     return [
         f"{name} {_short(recorded[name])} (this job: {_short(value)})"
         for name, value in identity.items()
-        if name in recorded and recorded[name] != value
+        if name in recorded
+        and recorded[name] != value
+        and not (name == "state_layout" and value == STATE_LAYOUT and _readable(recorded[name]))
     ]
+
+
+def _readable(layout: Any) -> bool:
+    return type(layout) is int and layout in READABLE_LAYOUTS
 
 
 def _short(value: Any) -> str:

@@ -25,6 +25,15 @@ Cond = Callable[[Event, Mapping[str, Sequence[Event]]], bool]
 INF = 1 << 60
 
 
+def as_list(stored: Any) -> Any:
+    """A matcher's state in its list layout: a compact idle state ``(newest, seq, wm, *buffer)`` stands for a
+    list with no partial match, nothing reported or emitted, no overflow or too-late count, a full replay
+    budget (the contract of the compact form, stated here on its own)."""
+    if type(stored) is tuple:
+        return [[], stored[0], stored[1], 0, 0, stored[2], list(stored[3:]), [], [], None, None]
+    return stored
+
+
 # ------------------------------------------------------------------------------------------ reference
 
 
@@ -289,12 +298,12 @@ def patterns(draw: st.DrawFn, step_free: bool = False) -> PatternSpec:
 
 
 @st.composite
-def streams(draw: st.DrawFn, max_events: int = 8) -> list[dict[str, Any]]:
+def streams(draw: st.DrawFn, max_events: int = 8, max_step: int = 3) -> list[dict[str, Any]]:
     n = draw(st.integers(1, max_events))
     ts = 100
     events = []
     for i in range(n):
-        ts += draw(st.integers(0, 3))
+        ts += draw(st.integers(0, max_step))
         events.append(
             {
                 "event_id": f"e{i}",
@@ -373,7 +382,7 @@ def test_buffer_keeps_only_the_place_of_events_no_condition_holds_for() -> None:
     events: list[dict[str, Any]] = [{"event_id": f"e{i}", "type": t, "ts": i} for i, t in enumerate("acb")]
     for e in events:
         stored = matcher.process(stored, e, e["ts"]).new_stored
-    buf = stored[6]
+    buf = as_list(stored)[6]
     assert [(entry[0], entry[3] is not None) for entry in buf] == [(0, True), (1, False), (2, True)]
     # a late 'b' right after the 'a' matches; the 'c' in between (kept as a place) still breaks the later one
     late = matcher.process(stored, {"event_id": "late", "type": "b", "ts": 0}, 0)
@@ -390,12 +399,12 @@ def test_without_a_strict_step_events_no_condition_holds_for_are_not_buffered_no
     stored: Any = None
     for i, t in enumerate("acb"):
         stored = matcher.process(stored, {"event_id": f"e{i}", "type": t, "ts": i}, i).new_stored
-    assert [entry[0] for entry in stored[6]] == [0, 2]  # not the 'c'
+    assert [entry[0] for entry in as_list(stored)[6]] == [0, 2]  # not the 'c'
     before = pickle.dumps(stored)
     filler = matcher.process(stored, {"event_id": "late-c", "type": "c", "ts": 1}, 1)
     assert filler.matches == () and filler.overflow == 0 and not filler.too_late
-    after = pickle.loads(pickle.dumps(filler.new_stored))
-    old = pickle.loads(before)
+    after = as_list(pickle.loads(pickle.dumps(filler.new_stored)))
+    old = as_list(pickle.loads(before))
     assert after[6] == old[6] and after[0] == old[0]  # neither buffered nor replayed
     # a late 'b' still matches in its place (relaxed: the 'c' and the other 'b' in between change nothing)
     late = matcher.process(filler.new_stored, {"event_id": "late-b", "type": "b", "ts": 1}, 1)
@@ -431,3 +440,68 @@ def test_an_event_older_than_the_newest_stays_late_when_the_buffer_has_emptied()
     assert matcher.process(stored, {"event_id": "x", "type": "a", "ts": 5, "amount": 0}, 5).too_late
     # once event time has passed the newest event, nothing can be late any more: the state goes
     assert matcher.on_timer(stored, 100).new_stored is None
+
+
+# ------------------------------------------------------------------------------------------ compact states
+
+
+def _outcome(result: Any) -> tuple[Any, ...]:
+    matches = [(m.event_ids, m.start_ts, m.end_ts, m.completed_by) for m in result.matches]
+    return matches, result.wakeup, result.overflow, result.too_late, as_list(result.new_stored)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    data=st.data(),
+    spec=st.booleans().flatmap(lambda step_free: patterns(step_free=step_free)),
+    events=streams(max_events=30, max_step=12),
+    lateness=st.integers(1, 12),
+    max_buffer=st.integers(1, 6),
+)
+def test_a_compact_idle_state_changes_nothing(
+    data: st.DataObject, spec: PatternSpec, events: list[dict[str, Any]], lateness: int, max_buffer: int
+) -> None:
+    """The matcher keeps an idle state as a tuple and feeds it in order without its list: call for call, it
+    gives what the list path gives from the same state (matches, deadline, overflow, the state itself), with
+    events in and out of order, too late, past a small buffer, pruned, kept as places or not at all (step-free
+    conditions), and timers in between."""
+    arrivals = shuffled(data.draw, events, lateness)
+    compact = PatternMatcher(spec, lateness=lateness, max_buffer=max_buffer)
+    listed = PatternMatcher(spec, lateness=lateness, max_buffer=max_buffer)
+    a: Any = None
+    b: Any = None
+
+    for e in arrivals:
+        if data.draw(st.booleans(), label="timer first"):
+            at = e["ts"] - data.draw(st.integers(0, lateness), label="timer lag")
+            ra, rb = compact.on_timer(a, at), listed.on_timer(as_list(b), at)
+            assert _outcome(ra) == _outcome(rb)
+            a, b = ra.new_stored, rb.new_stored
+
+        ra = compact.process(a, e, e["ts"])
+        rb = listed.process(as_list(b), e, e["ts"])  # (a list: the list path, which may compact at its end)
+        assert _outcome(ra) == _outcome(rb)
+        a, b = ra.new_stored, rb.new_stored
+    ra, rb = compact.on_timer(a, INF // 2), listed.on_timer(as_list(b), INF // 2)
+    assert _outcome(ra) == _outcome(rb)
+    assert ra.new_stored is None
+
+
+def test_an_idle_state_is_compact_and_counts_nothing() -> None:
+    a = _step_free(lambda e, s: e["type"] == "a")
+    b = _step_free(lambda e, s: e["type"] == "b")
+    spec = PatternSpec(
+        "p", (Step("s0", a, "type == 'a'"), Step("s1", b, "type == 'b'", contiguity="strict")), 50
+    )
+    matcher = PatternMatcher(spec, lateness=10)
+    stored = matcher.process(None, {"event_id": "e0", "type": "c", "ts": 100}, 100).new_stored
+    assert stored == (100, 1, -(1 << 62), (100, 0, False, None))  # newest, seq, watermark, the 'c' as a place
+    stored = matcher.process(stored, {"event_id": "e1", "type": "b", "ts": 103}, 103).new_stored
+    assert type(stored) is tuple and stored[:2] == (103, 2) and [e[0] for e in stored[3:]] == [100, 103]
+    assert PatternMatcher.overflow(stored) == 0 and PatternMatcher.too_late(stored) == 0
+    # an 'a' starts a partial match: the list again, which the next idle exit compacts
+    started = matcher.process(stored, {"event_id": "e2", "type": "a", "ts": 104}, 104).new_stored
+    assert type(started) is list and len(started[0]) == 1
+    # too late: counted, so the state stays a list
+    late = matcher.process(stored, {"event_id": "e3", "type": "b", "ts": 50}, 50)
+    assert late.too_late and type(late.new_stored) is list and PatternMatcher.too_late(late.new_stored) == 1

@@ -25,9 +25,11 @@ from riskctl.config import load_settings
 from riskctl.errors import ConfigError, NewerCheckpointError
 from riskctl.flink.checkpoints import (
     IDENTITY_FILE,
+    READABLE_LAYOUTS,
     STATE_LAYOUT,
     check_start,
     completed_checkpoints,
+    identity_differences,
     job_identity,
     record_identity,
     recorded_identity,
@@ -62,6 +64,9 @@ def _chk(root: Path, job: str, n: int, identity: dict[str, Any] | None, age_s: f
         ({"rules_source": "file", "rules_table": ""}, "rules_source 'file' (this job: 'cdc')"),
         ({"replies_topic": ""}, "replies_topic '' (this job: 'riskctl.replies')"),
         ({"state_layout": STATE_LAYOUT + 1}, f"state_layout {STATE_LAYOUT + 1} (this job: {STATE_LAYOUT})"),
+        ({"state_layout": 0}, f"state_layout 0 (this job: {STATE_LAYOUT})"),
+        ({"state_layout": True}, f"state_layout True (this job: {STATE_LAYOUT})"),
+        ({"state_layout": "1"}, f"state_layout '1' (this job: {STATE_LAYOUT})"),
     ],
 )
 def test_a_checkpoint_of_another_job_on_the_same_topic_is_refused_unless_told(
@@ -78,6 +83,18 @@ def test_a_checkpoint_of_another_job_on_the_same_topic_is_refused_unless_told(
             tmp_path.as_uri(), TOPIC, given, from_empty=False, identity=mine, restore_foreign=True
         )
         assert note is None
+
+
+def test_a_checkpoint_of_an_older_layout_this_version_reads_restores(tmp_path: Path) -> None:
+    """Layout 2 changed only how an idle pattern state is written; this version reads layout 1 as before, so
+    its checkpoints restore. (A riskctl of layout 1 refuses layout 2's: its own check sees another number.)"""
+    assert STATE_LAYOUT == 2 and READABLE_LAYOUTS == {1, 2}
+    mine = _identity()
+    older = _chk(tmp_path, "b" * 32, 7, _identity(state_layout=1))
+    assert identity_differences(_identity(state_layout=1), mine) == []
+    assert check_start(tmp_path.as_uri(), TOPIC, older.as_uri(), from_empty=False, identity=mine) is None
+    # seen from a job of layout 1, a checkpoint of layout 2 is another layout
+    assert identity_differences(mine, _identity(state_layout=1)) == ["state_layout 2 (this job: 1)"]
 
 
 def test_a_checkpoint_of_this_job_restores_and_one_without_identity_is_a_note(tmp_path: Path) -> None:

@@ -470,14 +470,12 @@ def test_a_compact_idle_state_changes_nothing(
     listed = PatternMatcher(spec, lateness=lateness, max_buffer=max_buffer)
     a: Any = None
     b: Any = None
-
     for e in arrivals:
         if data.draw(st.booleans(), label="timer first"):
             at = e["ts"] - data.draw(st.integers(0, lateness), label="timer lag")
             ra, rb = compact.on_timer(a, at), listed.on_timer(as_list(b), at)
             assert _outcome(ra) == _outcome(rb)
             a, b = ra.new_stored, rb.new_stored
-
         ra = compact.process(a, e, e["ts"])
         rb = listed.process(as_list(b), e, e["ts"])  # (a list: the list path, which may compact at its end)
         assert _outcome(ra) == _outcome(rb)

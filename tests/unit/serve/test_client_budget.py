@@ -29,6 +29,10 @@ from riskctl.deadline import Deadline
 from tests.unit.serve.fakes import FakeBus, running_api, settings_for_tests
 from tests.unit.serve.test_app import event
 
+#: the budget of a test whose server answers at once and which counts the attempts, not their time: ample, so
+#: that a loaded machine cannot turn an answer into a timeout and a retry (seen at 500 ms under load)
+ANSWER_MS = 10_000
+
 
 class Server:
     """A TCP server on 127.0.0.1 whose connections get ``answer(conn)`` after their request arrives."""
@@ -442,7 +446,7 @@ def test_the_decision_of_another_event_is_not_taken_for_this_one(
     body = json.dumps({"event_id": "someone-else", "action": "PASS", "rules": []}).encode()
 
     s = server(answers_200(body))
-    exc, _ = call_client(kind, s.url, {"timeout_ms": 500, "retries": 1, "backoff_ms": 1})
+    exc, _ = call_client(kind, s.url, {"timeout_ms": ANSWER_MS, "retries": 1, "backoff_ms": 1})
     assert isinstance(exc, Unavailable) and "the decision of another event ('someone-else')" in str(exc), exc
     assert s.connections == 2  # retried once
 
@@ -507,7 +511,7 @@ def test_a_200_for_this_event_of_another_shape_is_no_decision(
     body = json.dumps(doc).encode()
 
     s = server(answers_200(body))
-    exc, _ = call_client(kind, s.url, {"timeout_ms": 500, "retries": 1, "backoff_ms": 1})
+    exc, _ = call_client(kind, s.url, {"timeout_ms": ANSWER_MS, "retries": 1, "backoff_ms": 1})
     assert isinstance(exc, Unavailable) and "HTTP 200 without a decision" in str(exc), exc
     assert s.connections == 2  # retried once, like a proxy's page
 
@@ -613,7 +617,7 @@ def test_a_200_nested_too_deep_or_beyond_a_float_is_retried_then_unavailable(
     (OverflowError): both left decide() as themselves, neither of the two exceptions the client documents."""
 
     s = server(answers_200(body))
-    exc, _ = call_client(kind, s.url, {"timeout_ms": 500, "retries": 1, "backoff_ms": 1})
+    exc, _ = call_client(kind, s.url, {"timeout_ms": ANSWER_MS, "retries": 1, "backoff_ms": 1})
     assert isinstance(exc, Unavailable) and "HTTP 200 without a decision" in str(exc), exc
     assert s.connections == 2  # retried once, like a proxy's page
 
@@ -627,7 +631,7 @@ def test_a_4xx_nested_too_deep_is_refused_with_its_first_bytes(
         conn.sendall(head.encode() + DEEP)
 
     s = server(answer)
-    exc, _ = call_client(kind, s.url, {"timeout_ms": 500, "retries": 1, "backoff_ms": 1})
+    exc, _ = call_client(kind, s.url, {"timeout_ms": ANSWER_MS, "retries": 1, "backoff_ms": 1})
     assert isinstance(exc, RequestRefused) and exc.status == 400 and exc.reason == "[" * 200, exc
     assert s.connections == 1  # a 4xx is not retried
 

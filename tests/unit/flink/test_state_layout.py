@@ -15,9 +15,9 @@ When it differs: raise ``STATE_LAYOUT`` and record the new signature under the n
 code still reads the previous layout as it is, list that layout in ``READABLE_LAYOUTS`` too, so that its
 checkpoints restore (layout 2: idle pattern states as tuples; the lists of layout 1 are read as before). A
 change that both sides read correctly (as the engine reads a meta list without its last field, and the
-previous release one with it) may replace the current number's entry instead: say why in the commit. A change of the workload or
-of the reference rules below changes the signature without changing the layout: re-record it under the same
-number.
+previous release one with it) may replace the current number's entry instead: say why in the commit. A
+change of the workload or of the reference rules below changes the signature without changing the layout:
+re-record it under the same number.
 
 The reference rules are a copy of rules/ (as of the layout 1) plus one rule with the feature kinds rules/ does
 not use, so that an edit of rules/ (its state names derive from the definitions) does not move the signature.

@@ -143,8 +143,10 @@ def measure(users: int, per_user: int, lateness: int) -> dict[str, Any]:
         "import json, sys; sys.path.insert(0, sys.argv[1] + '/bench'); import engine_locality as el; "
         "print(json.dumps(el.measure_here(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))))"
     )
+    # a compiled build named but refused (NativeCoreWarning) fails the run rather than measure pure Python
+    strict = ["-W", "error::RuntimeWarning"] if os.environ.get("RISKCTL_NATIVE_CORE") else []
     out = subprocess.run(
-        [sys.executable, "-c", code, str(ROOT), str(users), str(per_user), str(lateness)],
+        [sys.executable, *strict, "-c", code, str(ROOT), str(users), str(per_user), str(lateness)],
         check=True,
         capture_output=True,
         text=True,

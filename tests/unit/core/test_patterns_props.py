@@ -371,13 +371,18 @@ def test_shuffled_within_lateness_matches_reference_with_step_free_conditions(
     assert matcher._sift  # the path under test
 
 
-def test_buffer_keeps_only_the_place_of_events_no_condition_holds_for() -> None:
+def _a_then_strict_b() -> PatternMatcher:
+    """An 'a', then right after it a 'b' (strict): step-free conditions, within 50, lateness 10."""
     a = _step_free(lambda e, s: e["type"] == "a")
     b = _step_free(lambda e, s: e["type"] == "b")
     spec = PatternSpec(
         "p", (Step("s0", a, "type == 'a'"), Step("s1", b, "type == 'b'", contiguity="strict")), 50
     )
-    matcher = PatternMatcher(spec, lateness=10)
+    return PatternMatcher(spec, lateness=10)
+
+
+def test_buffer_keeps_only_the_place_of_events_no_condition_holds_for() -> None:
+    matcher = _a_then_strict_b()
     stored: Any = None
     events: list[dict[str, Any]] = [{"event_id": f"e{i}", "type": t, "ts": i} for i, t in enumerate("acb")]
     for e in events:
@@ -486,12 +491,7 @@ def test_a_compact_idle_state_changes_nothing(
 
 
 def test_an_idle_state_is_compact_and_counts_nothing() -> None:
-    a = _step_free(lambda e, s: e["type"] == "a")
-    b = _step_free(lambda e, s: e["type"] == "b")
-    spec = PatternSpec(
-        "p", (Step("s0", a, "type == 'a'"), Step("s1", b, "type == 'b'", contiguity="strict")), 50
-    )
-    matcher = PatternMatcher(spec, lateness=10)
+    matcher = _a_then_strict_b()
     stored = matcher.process(None, {"event_id": "e0", "type": "c", "ts": 100}, 100).new_stored
     assert stored == (100, 1, -(1 << 62), (100, 0, False, None))  # newest, seq, watermark, the 'c' as a place
     stored = matcher.process(stored, {"event_id": "e1", "type": "b", "ts": 103}, 103).new_stored

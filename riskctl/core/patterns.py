@@ -473,19 +473,7 @@ class PatternMatcher:
         # or budgeted to update.
         lateness = self._lateness
         due = ts - 2 * lateness - (self._within if head[2] else 0)
-        cut = 3
-        if head[0] < due:
-            know = ts - lateness
-            if wm > know:
-                know = wm
-            oldest_start = know - self._within
-            end = len(t)
-            while cut < end:
-                e: tuple[int, int, bool, Any] = t[cut]
-                if e[0] < oldest_start or (e[0] < know and not e[2]):
-                    cut += 1
-                else:
-                    break
+        cut = _first_needed(t, 3, ts, wm, lateness, self._within) if head[0] < due else 3
         kept = t[cut:]
         if entry is None:
             return (ts, seq + 1, wm, *kept)
@@ -949,22 +937,8 @@ class PatternMatcher:
     def _prune_buffer(self, st: list[Any]) -> int:
         """Drop buffered events no late event can match with any more; keep at most ``max_buffer``."""
         buf: list[Any] = st[_BUF]
-        newest: int = st[_MAX_TS]
-        wm: int = st[_WM]
-        know = newest - self._lateness
-        if wm > know:
-            know = wm
-        oldest_start = know - self._within
-        cut = 0
+        cut = _first_needed(buf, 0, st[_MAX_TS], st[_WM], self._lateness, self._within)
         n = len(buf)
-        # A late event is at or after ``know``: it can start a match (needing the events after it) or join one
-        # started at most ``within`` before it. Non-starting events before the first such start are useless.
-        for entry in buf:
-            ets: int = entry[0]
-            if ets < oldest_start or (ets < know and not entry[2]):
-                cut += 1
-            else:
-                break
         dropped = 0
         if n - cut > self._max_buffer:
             dropped = n - cut - self._max_buffer
@@ -1010,6 +984,27 @@ class PatternMatcher:
         excess = len(reported) - 4 * self._max_buffer
         if excess > 0:
             del reported[:excess]
+
+
+def _first_needed(entries: Any, i: int, newest: int, wm: int, lateness: int, within: int) -> int:
+    """The index, from ``i``, of the first buffered entry (``(ts, seq, starts, event)``, in time order) a late
+    event may still need, with ``newest`` the newest time and ``wm`` the watermark: the entries before it go.
+
+    A late event is at or after ``know``: it can start a match (needing the events after it) or join one
+    started at most ``within`` before it. Non-starting events before the first such start are useless.
+    """
+    know = newest - lateness
+    if wm > know:
+        know = wm
+    oldest_start = know - within
+    n = len(entries)
+    while i < n:
+        entry: tuple[int, int, bool, Any] = entries[i]
+        if entry[0] < oldest_start or (entry[0] < know and not entry[2]):
+            i += 1
+        else:
+            break
+    return i
 
 
 #: the compact state standing for none (no event yet): nothing is out of order against it

@@ -64,7 +64,8 @@ def _rewrite(states: list[dict[str, Any]], pattern: Any) -> list[dict[str, Any]]
         shared: dict[Any, Any] = {}
         for name, value in s.items():
             if name.startswith("pattern:") and value is not None:
-                value = pattern(value, shared)
+                # (an idle state's compact tuple as the list it stands for)
+                value = pattern(patterns._expand(value) if type(value) is tuple else value, shared)
                 if value is None:
                     continue
             new[name] = value
@@ -74,19 +75,24 @@ def _rewrite(states: list[dict[str, Any]], pattern: Any) -> list[dict[str, Any]]
     return out
 
 
+def _entry(entry: Any) -> tuple[int, int, bool, Any]:
+    """A buffered entry as a tuple: a place kept as its time alone (state layout 3) has no arrival number."""
+    return (entry, -1, False, None) if type(entry) is int else entry
+
+
 def _flat(st: list[Any], shared: dict[Any, Any]) -> list[Any]:
     """The buffer as one flat list, its times relative to the newest event (small ints)."""
     st = list(st)
     newest = st[patterns._MAX_TS]
     buffered = st[patterns._BUF]
-    st[patterns._BUF] = [x for ts, seq, starts, ev in buffered for x in (newest - ts, seq, starts, ev)]
+    st[patterns._BUF] = [x for e in map(_entry, buffered) for x in (newest - e[0], *e[1:])]
     return st
 
 
 def _shared(st: list[Any], shared: dict[Any, Any]) -> list[Any] | None:
     """One buffer for all of the user's patterns (each buffered event once), a byte of flags per event left in
     each pattern, and no state at all for a pattern with nothing pending: a lower bound of such a layout."""
-    for ts, _seq, _starts, ev in st[patterns._BUF]:  # by time: the bench's events of a user never share one
+    for ts, _seq, _starts, ev in map(_entry, st[patterns._BUF]):  # by time: a user's events never share one
         if ev is not None or ts not in shared:
             shared[ts] = (ts, ev)
     pending = (patterns._RUNS, patterns._REPORTED, patterns._EMITTED, patterns._OVERFLOW, patterns._TOO_LATE)

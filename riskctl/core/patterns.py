@@ -182,7 +182,15 @@ LATE_REPLAY_BURST: Final = MAX_SEQUENCE_COST
 # read (the same fold, so the same values), and their next take adds the entries; an entry is used only if it
 # covers its step's events, so a state written back by an older version (which copies the entry unchanged
 # while taking events) is never misread either.
-# A buffer entry: (ts, seq, starts, event), ``starts`` being the first step's verdict on it.
+# A buffer entry: (ts, seq, starts, event), ``starts`` being the first step's verdict on it; or, for an event
+# that arrived in order and that no condition holds for (kept only for its place, which breaks a strict step),
+# its time alone, an int: no tuple to make, free and pickle per place (state layout 3). A place needs no
+# arrival number: a replay feeds it to no step, and an event arriving late is placed after the events of its
+# time (it is the newest arrival). Where the first buffered entry's (time, arrival) bounds what was reported
+# (``_prune_buffer``), a leading int place stands in by the first entry after it that is a tuple: an in-order
+# place has a greater (time, arrival) than every entry pruned before it and a smaller one than every entry
+# kept after it, so both compare alike with every match's start. A place arriving late is stored as a tuple,
+# ``(ts, seq, False, None)``, as layouts 1 and 2 stored every place (and read the same).
 
 
 @dataclass(frozen=True, slots=True)
@@ -419,12 +427,10 @@ class PatternMatcher:
                     project = None
                 buf.append((ts, seq, starts, event))
             elif self._places:
-                buf.append((ts, seq, False, None))  # no condition holds for it: its place is enough
+                buf.append(ts)  # no condition holds for it: its place is enough
             if buf:
                 # Pruning is lazy (once the head is ``lateness`` past due): a few more events are harmless.
-                head: tuple[int, int, bool, Any] = buf[0]
-                due = ts - 2 * lateness - (self._within if head[2] else 0)
-                prune = head[0] < due or len(buf) > self._max_buffer
+                prune = _head_due(buf[0], ts, lateness, self._within) or len(buf) > self._max_buffer
         if not runs and not starts:
             # (what _result gives here: the state stays, the newest time being this event's; no deadline)
             dropped = self._prune_buffer(st) if prune else 0
@@ -452,28 +458,23 @@ class PatternMatcher:
         if ts < newest or ts < wm:
             return None  # out of order: the list path replays
         seq: int = t[1]
-        entry: tuple[int, int, bool, Any] | None = None
+        entry: Any = None
         if not self._sift or self._relevant_typed(event):
             project = self._project
             entry = (ts, seq, False, event if project is None else project(event))
         elif self._places:
-            entry = (ts, seq, False, None)
+            entry = ts  # a place (see process)
         n = len(t) - 3 + (entry is not None)  # the buffer with this event
         if n > self._max_buffer:
             return None  # the list path drops the oldest and counts it
         if not n:
             return (ts, seq + 1, wm)
-        if len(t) > 3:
-            head: tuple[int, int, bool, Any] = t[3]
-        else:
-            assert entry is not None
-            head = entry
         # The list path's lazy prune (see process), and what _prune_buffer then cuts: never this event (at or
         # after ``know``), never more than max_buffer kept (so nothing dropped), and nothing reported, emitted
         # or budgeted to update.
         lateness = self._lateness
-        due = ts - 2 * lateness - (self._within if head[2] else 0)
-        cut = _first_needed(t, 3, ts, wm, lateness, self._within) if head[0] < due else 3
+        due = _head_due(t[3] if len(t) > 3 else entry, ts, lateness, self._within)
+        cut = _first_needed(t, 3, ts, wm, lateness, self._within) if due else 3
         kept = t[cut:]
         if entry is None:
             return (ts, seq + 1, wm, *kept)
@@ -830,7 +831,8 @@ class PatternMatcher:
         else:
             # No condition holds for it and no step is strict: it takes, breaks and kills nothing.
             return _new_result(PatternResult, (st, (), self._wakeup(st[_RUNS]), 0, False))
-        buf.insert(bisect_right(buf, (ts, seq), key=_entry_key), entry)
+        # (after every buffered event of its time: it is the newest arrival)
+        buf.insert(bisect_right(buf, ts, key=_entry_ts), entry)
         if len(st) == _CREDIT:
             st.append(None)  # a state written before the replay budget: a full one
         matches, dropped = self._replay(st)
@@ -897,7 +899,17 @@ class PatternMatcher:
         max_partial = self._max_partial
         loop_cost, next_cost, copy_cost = self._loop_cost, self._next_cost, self._copy_cost
         self._capped = 0
-        for ts, seq, starts, event in buf:
+        ts: int
+        seq: int
+        starts: bool
+        event: Any
+        for entry in buf:
+            if type(entry) is int:  # a place (its arrival number is never read: no step takes it)
+                if not runs:
+                    continue
+                ts, seq, starts, event = entry, -1, False, None
+            else:
+                ts, seq, starts, event = entry
             if runs or starts:
                 work += 1
                 for run in runs:
@@ -955,8 +967,11 @@ class PatternMatcher:
                 # the key wait up to MAX_SEQUENCE_COST / LATE_REPLAY_RATE (~489) events for its next one, even
                 # after the events that made it heavy had left the buffer.
                 st[_CREDIT] = (credit[0], credit[1], credit[2] * (n - cut) // n)
-        first: _Key | None = (buf[0][0], buf[0][1]) if buf else None
         emitted = st[_EMITTED]
+        reported = st[_REPORTED]
+        if not emitted and not reported:
+            return dropped
+        first = _first_key(buf)
         if emitted:
             # Matches that started before the buffer can no longer be replayed: remember how far the last of
             # them reaches, so a replay still discards what it discarded (skip_past_last_event).
@@ -970,7 +985,6 @@ class PatternMatcher:
             if i:
                 del emitted[:i]
                 st[_SEED] = seed
-        reported = st[_REPORTED]
         if reported:
             if first is None:
                 reported.clear()
@@ -999,12 +1013,36 @@ def _first_needed(entries: Any, i: int, newest: int, wm: int, lateness: int, wit
     oldest_start = know - within
     n = len(entries)
     while i < n:
-        entry: tuple[int, int, bool, Any] = entries[i]
-        if entry[0] < oldest_start or (entry[0] < know and not entry[2]):
+        entry = entries[i]
+        if type(entry) is int:  # a place: never a start
+            if entry < know:
+                i += 1
+                continue
+            break
+        head: tuple[int, int, bool, Any] = entry
+        if head[0] < oldest_start or (head[0] < know and not head[2]):
             i += 1
         else:
             break
     return i
+
+
+def _head_due(head: Any, ts: int, lateness: int, within: int) -> bool:
+    """Whether the buffer's first entry ``head`` is due for the lazy prune at the newest time ``ts``: once it
+    is ``lateness`` past what ``_first_needed`` keeps (a start: ``within`` more)."""
+    if type(head) is int:  # a place
+        return head < ts - 2 * lateness
+    entry: tuple[int, int, bool, Any] = head
+    return entry[0] < ts - 2 * lateness - (within if entry[2] else 0)
+
+
+def _first_key(buf: list[Any]) -> _Key | None:
+    """The (time, arrival) that bounds what was reported (see the buffer's layout): the first entry's, past
+    leading int places (which compare alike); None when no tuple is buffered."""
+    for entry in buf:
+        if type(entry) is not int:
+            return entry[0], entry[1]
+    return None
 
 
 #: the compact state standing for none (no event yet): nothing is out of order against it
@@ -1045,8 +1083,12 @@ def _types_of(cond: Condition) -> frozenset[str] | None:
     return types if isinstance(types, frozenset) else None
 
 
-def _entry_key(entry: tuple[int, int, bool, Event | None]) -> tuple[int, int]:
-    return entry[0], entry[1]
+def _entry_ts(entry: Any) -> int:
+    """A buffered entry's time (an int place is one)."""
+    if type(entry) is int:
+        return entry
+    ts: int = entry[0]
+    return ts
 
 
 def _with_flags(run: _Run, loop_ok: bool, next_ok: bool) -> _Run:

@@ -388,7 +388,12 @@ def test_buffer_keeps_only_the_place_of_events_no_condition_holds_for() -> None:
     for e in events:
         stored = matcher.process(stored, e, e["ts"]).new_stored
     buf = as_list(stored)[6]
-    assert [(entry[0], entry[3] is not None) for entry in buf] == [(0, True), (1, False), (2, True)]
+    # the 'a' and 'b' as (time, arrival, starts, event); the 'c', which arrived in order, as its time alone
+    assert [entry if type(entry) is int else (entry[0], entry[3] is not None) for entry in buf] == [
+        (0, True),
+        1,
+        (2, True),
+    ]
     # a late 'b' right after the 'a' matches; the 'c' in between (kept as a place) still breaks the later one
     late = matcher.process(stored, {"event_id": "late", "type": "b", "ts": 0}, 0)
     assert [m.event_ids for m in late.matches] == [{"s0": ("e0",), "s1": ("late",)}]
@@ -493,9 +498,9 @@ def test_a_compact_idle_state_changes_nothing(
 def test_an_idle_state_is_compact_and_counts_nothing() -> None:
     matcher = _a_then_strict_b()
     stored = matcher.process(None, {"event_id": "e0", "type": "c", "ts": 100}, 100).new_stored
-    assert stored == (100, 1, -(1 << 62), (100, 0, False, None))  # newest, seq, watermark, the 'c' as a place
+    assert stored == (100, 1, -(1 << 62), 100)  # newest, seq, watermark, the 'c' as a place (its time)
     stored = matcher.process(stored, {"event_id": "e1", "type": "b", "ts": 103}, 103).new_stored
-    assert type(stored) is tuple and stored[:2] == (103, 2) and [e[0] for e in stored[3:]] == [100, 103]
+    assert type(stored) is tuple and stored[:2] == (103, 2) and stored[3] == 100 and stored[4][:2] == (103, 1)
     assert PatternMatcher.overflow(stored) == 0 and PatternMatcher.too_late(stored) == 0
     # an 'a' starts a partial match: the list again, which the next idle exit compacts
     started = matcher.process(stored, {"event_id": "e2", "type": "a", "ts": 104}, 104).new_stored
@@ -503,3 +508,74 @@ def test_an_idle_state_is_compact_and_counts_nothing() -> None:
     # too late: counted, so the state stays a list
     late = matcher.process(stored, {"event_id": "e3", "type": "b", "ts": 50}, 50)
     assert late.too_late and type(late.new_stored) is list and PatternMatcher.too_late(late.new_stored) == 1
+
+
+def _places_as_times(stored: Any) -> Any:
+    """``stored`` (list layout) with every buffered place, a tuple or a time, as its time."""
+    st_ = as_list(stored)
+    if st_ is None:
+        return None
+    st_ = list(st_)
+    st_[6] = [e if type(e) is int else e[0] if e[3] is None and not e[2] else e for e in st_[6]]
+    return st_
+
+
+def _as_layout_2(stored: Any, seq: int) -> Any:
+    """``stored`` as layouts 1 and 2 wrote it, when its only place written as a time is the event just fed, of
+    arrival number ``seq``: that place as a tuple ``(ts, seq, False, None)``."""
+
+    def entry(e: Any) -> Any:
+        return (e, seq, False, None) if type(e) is int else e
+
+    if type(stored) is tuple:
+        return (*stored[:3], *(entry(e) for e in stored[3:]))
+    if type(stored) is list:
+        older = list(stored)
+        older[6] = [entry(e) for e in stored[6]]
+        return older
+    return stored
+
+
+def _seq(stored: Any) -> int:
+    """The arrival number the next event gets."""
+    return 0 if stored is None else int(stored[1] if type(stored) is tuple else stored[2])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    data=st.data(),
+    spec=patterns(step_free=True),
+    events=streams(max_events=30, max_step=12),
+    lateness=st.integers(1, 12),
+    max_buffer=st.integers(1, 6),
+)
+def test_places_of_an_older_layout_are_read_as_their_times(
+    data: st.DataObject, spec: PatternSpec, events: list[dict[str, Any]], lateness: int, max_buffer: int
+) -> None:
+    """Layout 3 keeps a place (an event that arrived in order and no condition holds for) as its time alone;
+    layouts 1 and 2 kept ``(ts, seq, False, None)``. A state restored from them, here every state rewritten
+    so after every call, gives call for call what the state of this layout gives: the same matches, deadline,
+    overflow and too-late verdict, the same state but for the places' form (with events late, too late, past
+    a small buffer, pruned, and timers in between)."""
+    arrivals = shuffled(data.draw, events, lateness + 3)
+    matcher = PatternMatcher(spec, lateness=lateness, max_buffer=max_buffer)
+    a: Any = None
+    b: Any = None
+
+    def same(ra: Any, rb: Any) -> None:
+        assert _outcome(ra)[:4] == _outcome(rb)[:4]
+        assert _places_as_times(ra.new_stored) == _places_as_times(rb.new_stored)
+
+    for e in arrivals:
+        if data.draw(st.booleans(), label="timer first"):
+            at = e["ts"] - data.draw(st.integers(0, lateness), label="timer lag")
+            ra, rb = matcher.on_timer(a, at), matcher.on_timer(b, at)
+            same(ra, rb)
+            a, b = ra.new_stored, rb.new_stored  # (a timer buffers nothing)
+        seq = _seq(b)
+        ra, rb = matcher.process(a, e, e["ts"]), matcher.process(b, e, e["ts"])
+        same(ra, rb)
+        a, b = ra.new_stored, _as_layout_2(rb.new_stored, seq)
+    ra, rb = matcher.on_timer(a, INF // 2), matcher.on_timer(b, INF // 2)
+    same(ra, rb)
+    assert ra.new_stored is None and rb.new_stored is None

@@ -13,7 +13,8 @@ equal the signature recorded for the current ``STATE_LAYOUT`` in state_layout.js
 When it differs: raise ``STATE_LAYOUT`` and record the new signature under the new number
 (``.venv/bin/python -m tests.unit.flink.test_state_layout --record``; the older entries stay); when the new
 code still reads the previous layout as it is, list that layout in ``READABLE_LAYOUTS`` too, so that its
-checkpoints restore (layout 2: idle pattern states as tuples; the lists of layout 1 are read as before). A
+checkpoints restore (layout 2: idle pattern states as tuples; the lists of layout 1 are read as before;
+layout 3: a buffered place as its time alone; the tuples of layouts 1 and 2 are read as before). A
 change that both sides read correctly (as the engine reads a meta list without its last field, and the
 previous release one with it) may replace the current number's entry instead: say why in the commit. A
 change of the workload or of the reference rules below changes the signature without changing the layout:

@@ -36,7 +36,9 @@ def parse_event(
     With ``now`` (ms since the epoch), a ``ts`` more than ``limits.max_clock_skew_ms`` ahead of it is refused
     too (:func:`riskctl.core.door.check_clock`). Raises :class:`EventError` with the reason and the field.
     """
-    event = normalize_event(decode(raw, limits))
+    obj = decode(raw, limits)
+    # (a decoded object is this call's own: validated in place, without normalize_event's copy)
+    event = _normalize(obj) if type(obj) is dict else normalize_event(obj)
     if now is not None and event["ts"] > now + limits.max_clock_skew_ms:
         check_clock(event["ts"], now, limits)  # raises, with the reason
     return event
@@ -47,33 +49,54 @@ def normalize_event(obj: Any) -> dict[str, Any]:
     if not isinstance(obj, Mapping):
         msg = f"an event must be a JSON object, got {type(obj).__name__}"
         raise EventError(msg)
-    event = dict(obj)
+    return _normalize(dict(obj))
+
+
+def _normalize(event: dict[str, Any]) -> dict[str, Any]:
+    """:func:`normalize_event` of ``event``, a dict of the caller's own, changed in place and returned.
+
+    Most events are well-formed: each field is first checked by its exact type alone (what JSON decoding
+    gives), and only a field that fails that takes the general checks, which refuse it or convert it (an
+    integer id to its string, a whole float time or a numeric string amount to its number)."""
     for name in REQUIRED_STR:
         value = event.get(name)
-        if value is None:
-            msg = "required field is missing"
-            raise EventError(msg, name)
-        if isinstance(value, bool) or not isinstance(value, str | int):
-            msg = f"must be a string, got {type(value).__name__}"
-            raise EventError(msg, name)
-        value = str(value)  # integer ids are common in producers; the engine keys by string
-        if not value or len(value) > MAX_ID_LENGTH:
-            msg = f"must be a non-empty string of at most {MAX_ID_LENGTH} characters"
-            raise EventError(msg, name)
-        event[name] = value
-    event["ts"] = _timestamp(event.get("ts"))
-    if "amount" in event and event["amount"] is not None:
-        event["amount"] = _amount(event["amount"])
+        if type(value) is str and value and len(value) <= MAX_ID_LENGTH:
+            continue
+        event[name] = _identifier(value, name)
+    ts = event.get("ts")
+    if type(ts) is not int or not 0 <= ts <= MAX_TS:
+        event["ts"] = _timestamp(ts)
+    amount = event.get("amount")
+    if amount is not None and not (
+        (type(amount) is int or (type(amount) is float and math.isfinite(amount)))
+        and -MAX_NUMBER <= amount <= MAX_NUMBER
+    ):
+        event["amount"] = _amount(amount)
     success = event.get("success")
-    if success is not None and not isinstance(success, bool):
+    if success is not None and type(success) is not bool:
         msg = f"must be true or false, got {success!r}"
         raise EventError(msg, "success")
     for name in OPTIONAL_STR:
         value = event.get(name)
-        if value is not None and not isinstance(value, str):
+        if value is not None and type(value) is not str and not isinstance(value, str):
             msg = f"must be a string, got {type(value).__name__}"
             raise EventError(msg, name)
     return event
+
+
+def _identifier(value: Any, name: str) -> str:
+    """A required id's general check: present, a string or an integer (as its string), not too long."""
+    if value is None:
+        msg = "required field is missing"
+        raise EventError(msg, name)
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        msg = f"must be a string, got {type(value).__name__}"
+        raise EventError(msg, name)
+    value = str(value)  # integer ids are common in producers; the engine keys by string
+    if not value or len(value) > MAX_ID_LENGTH:
+        msg = f"must be a non-empty string of at most {MAX_ID_LENGTH} characters"
+        raise EventError(msg, name)
+    return value
 
 
 def _timestamp(value: Any) -> int:

@@ -460,14 +460,18 @@ def _outcome(result: Any) -> tuple[Any, ...]:
     return matches, result.wakeup, result.overflow, result.too_late, as_list(result.new_stored)
 
 
+#: what the call-for-call (lockstep) properties below draw besides the pattern: longer streams, spread out,
+#: against small buffers (so that they overflow) and lateness
+LOCKSTEP: dict[str, Any] = {
+    "data": st.data(),
+    "events": streams(max_events=30, max_step=12),
+    "lateness": st.integers(1, 12),
+    "max_buffer": st.integers(1, 6),
+}
+
+
 @settings(max_examples=300, deadline=None)
-@given(
-    data=st.data(),
-    spec=st.booleans().flatmap(lambda step_free: patterns(step_free=step_free)),
-    events=streams(max_events=30, max_step=12),
-    lateness=st.integers(1, 12),
-    max_buffer=st.integers(1, 6),
-)
+@given(spec=st.booleans().flatmap(lambda step_free: patterns(step_free=step_free)), **LOCKSTEP)
 def test_a_compact_idle_state_changes_nothing(
     data: st.DataObject, spec: PatternSpec, events: list[dict[str, Any]], lateness: int, max_buffer: int
 ) -> None:
@@ -542,13 +546,7 @@ def _seq(stored: Any) -> int:
 
 
 @settings(max_examples=300, deadline=None)
-@given(
-    data=st.data(),
-    spec=patterns(step_free=True),
-    events=streams(max_events=30, max_step=12),
-    lateness=st.integers(1, 12),
-    max_buffer=st.integers(1, 6),
-)
+@given(spec=patterns(step_free=True), **LOCKSTEP)
 def test_places_of_an_older_layout_are_read_as_their_times(
     data: st.DataObject, spec: PatternSpec, events: list[dict[str, Any]], lateness: int, max_buffer: int
 ) -> None:

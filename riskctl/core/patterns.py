@@ -187,7 +187,7 @@ LATE_REPLAY_BURST: Final = MAX_SEQUENCE_COST
 # its time alone, an int: no tuple to make, free and pickle per place (state layout 3). A place needs no
 # arrival number: a replay feeds it to no step, and an event arriving late is placed after the events of its
 # time (it is the newest arrival). Where the first buffered entry's (time, arrival) bounds what was reported
-# (``_prune_buffer``), a leading int place stands in by the first entry after it that is a tuple: an in-order
+# (``_prune_buffer``), the first tuple after a leading int place stands in for that place: an in-order
 # place has a greater (time, arrival) than every entry pruned before it and a smaller one than every entry
 # kept after it, so both compare alike with every match's start. A place arriving late is stored as a tuple,
 # ``(ts, seq, False, None)``, as layouts 1 and 2 stored every place (and read the same).

@@ -2,8 +2,9 @@
 
     .venv/bin/python bench/decide_budget.py [--events 150000] [--rounds 3] [--no-write]
 
-Runs the job's own ``RiskFunction.process_element`` over the side-by-side bench's workload (the simulator's
-events, 100,000 users, ``harness.workload``), record by record, as the decide operator does in thread mode:
+Runs the job's own ``RiskFunction.decide_record`` over the side-by-side bench's workload (the simulator's
+events, 100,000 users, ``harness.workload``), record by record, as the decide operator's fast path does in
+thread mode (the key given, the outputs as tuples):
 the key's state in a :class:`~riskctl.flink.risk_function.FlinkKeyedState` (the 80,000-user cache) over a
 ValueState that pickles on ``update`` and unpickles on ``value``, as PyFlink's ``PickleDataConverter`` does;
 the cyclic GC frozen and off, as ``RiskFunction.open`` leaves it. The first half of the events warms the
@@ -149,11 +150,12 @@ def runner(arm: str) -> tuple[Callable[[list[Any]], list[tuple[Any, ...]]], _Ctx
 
     def feed(batch: list[Any]) -> list[tuple[Any, ...]]:
         out: list[tuple[Any, ...]] = []
-        process = fn.process_element
+        # As the job's fast path calls it (riskctl.flink.fast_path): the key given, the outputs as tuples, no
+        # pyflink Row built per output (PyFlink's own path, process_element, builds them).
+        decide = fn.decide_record
         for record, key in batch:
             ctx.key = backing.key = key
-            for row in process(record, ctx):
-                out.append(tuple(row))
+            out += decide(key, record, ctx)
         return out
 
     return feed, ctx

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this tree's riskctl, not the installed checkout's (an A/B runs two trees)
 sys.path.insert(0, str(ROOT / "bench"))
 
 from harness.measures import run_engine  # noqa: E402

@@ -68,3 +68,18 @@ def test_the_report_splits_the_medians_into_parts(tool: ModuleType) -> None:
     assert doc["median"]["job"] == 42.0
     assert list(doc["parts"].values()) == [14.0, 13.0, 6.0, 9.0]
     assert "| job | 42.0 | 40.0-44.0 |" in text
+
+
+def test_the_records_go_through_the_fast_paths_entry_as_in_the_job(
+    tool: ModuleType, recs: list[object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The job's decide operator calls ``decide_record`` (riskctl.flink.fast_path): PyFlink's own path, which
+    builds a pyflink Row per output, is not what the budget measures."""
+    from riskctl.flink.risk_function import RiskFunction
+
+    def not_in_the_job(self: object, value: object, ctx: object) -> list[object]:
+        raise AssertionError("process_element is PyFlink's own path, not the fast path the job takes")
+
+    monkeypatch.setattr(RiskFunction, "process_element", not_in_the_job)
+    _, out = tool.measure("no-rules", recs[:200])
+    assert out and all(type(row) is tuple for row in out)

@@ -905,8 +905,6 @@ class PatternMatcher:
         event: Any
         for entry in buf:
             if type(entry) is int:  # a place (its arrival number is never read: no step takes it)
-                if not runs:
-                    continue
                 ts, seq, starts, event = entry, -1, False, None
             else:
                 ts, seq, starts, event = entry
@@ -1001,8 +999,9 @@ class PatternMatcher:
 
 
 def _first_needed(entries: Any, i: int, newest: int, wm: int, lateness: int, within: int) -> int:
-    """The index, from ``i``, of the first buffered entry (``(ts, seq, starts, event)``, in time order) a late
-    event may still need, with ``newest`` the newest time and ``wm`` the watermark: the entries before it go.
+    """The index, from ``i``, of the first buffered entry (``(ts, seq, starts, event)`` or a place's time, in
+    time order) a late event may still need, with ``newest`` the newest time and ``wm`` the watermark: the
+    entries before it go.
 
     A late event is at or after ``know``: it can start a match (needing the events after it) or join one
     started at most ``within`` before it. Non-starting events before the first such start are useless.

@@ -79,15 +79,22 @@ def _threads() -> int:
     return sum(1 for t in threading.enumerate() if t.name == "riskctl-rule-status")
 
 
+def _started_since(before: set[threading.Thread]) -> list[threading.Thread]:
+    """The threads alive now that were not alive at ``before``: what the test left behind. (Not a count
+    against ``threading.active_count()``: a thread of an earlier test ending meanwhile made that count one
+    short in CI.)"""
+    return [t for t in threading.enumerate() if t not in before]
+
+
 def test_open_close_cycles_leave_no_thread_or_connection(server: CountingMysql) -> None:
-    baseline = threading.active_count()
+    before = set(threading.enumerate())
     for i in range(CYCLES):
         op = RecordRuleStatus(CONN, "rule_status", retry_ms=50)
         op.open(None)
         op.map(_status("a", i + 1))
         op.close()
         op.close()  # idempotent
-    assert threading.active_count() == baseline
+    assert _started_since(before) == []
     assert server.open == set()
     assert server.rows["a"][1] == CYCLES
 
@@ -95,7 +102,7 @@ def test_open_close_cycles_leave_no_thread_or_connection(server: CountingMysql) 
 def test_attempts_whose_close_never_ran_leave_one_writer_and_one_connection(server: CountingMysql) -> None:
     """A TaskManager whose job restarted 50 times without the operator's close (a task that failed in a
     way that skipped it) held 50 writer threads, each with its MySQL connection, for the JVM's life."""
-    baseline = threading.active_count()
+    before = set(threading.enumerate())
     ops = []
     for i in range(CYCLES):
         op = RecordRuleStatus(CONN, "rule_status", retry_ms=50)
@@ -103,13 +110,13 @@ def test_attempts_whose_close_never_ran_leave_one_writer_and_one_connection(serv
         op.map(_status(f"r{i}", 1))
         ops.append(op)
         assert _until(lambda i=i: f"r{i}" in server.rows)
-    assert _until(lambda: threading.active_count() <= baseline + 1), threading.active_count() - baseline
+    assert _until(lambda: len(_started_since(before)) <= 1), _started_since(before)
     assert _threads() == 1
     assert len(server.open) <= 1
     ops[0].map(_status("late", 1))  # a status reaching a retired operator is written by the current one
     assert _until(lambda: "late" in server.rows)
     ops[-1].close()
-    assert threading.active_count() == baseline
+    assert _started_since(before) == []
     assert server.open == set()
 
 
@@ -138,7 +145,7 @@ def test_a_close_that_gives_up_waiting_leaves_no_connection(
     """close used to close the connection under the writer when MySQL took longer than CLOSE_WAIT_S: the
     writer's statement failed, it opened a new connection for its retry, and nobody closed that one."""
     monkeypatch.setattr(RecordRuleStatus, "CLOSE_WAIT_S", 0.1)
-    baseline = threading.active_count()
+    before = set(threading.enumerate())
     op = RecordRuleStatus(CONN, "rule_status", retry_ms=50)
     op.open(None)
     op.map(_status("a", 1))
@@ -150,14 +157,14 @@ def test_a_close_that_gives_up_waiting_leaves_no_connection(
     start = time.monotonic()
     op.close()
     assert time.monotonic() - start < 1.0
-    assert _until(lambda: threading.active_count() == baseline)
+    assert _until(lambda: _started_since(before) == [])
     assert server.open == set()
 
 
 def test_an_open_that_fails_half_way_leaves_nothing(
     server: CountingMysql, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    baseline = threading.active_count()
+    before = set(threading.enumerate())
     previous = RecordRuleStatus(CONN, "rule_status", retry_ms=50)
     previous.open(None)  # an attempt never closed
     server.up = False
@@ -171,7 +178,7 @@ def test_an_open_that_fails_half_way_leaves_nothing(
     with pytest.raises(RuntimeError, match="start new thread"):
         op.open(None)
     monkeypatch.undo()
-    assert _until(lambda: threading.active_count() == baseline)  # the previous writer stopped
+    assert _until(lambda: _started_since(before) == [])  # the previous writer stopped
     assert job._STATUS_WRITERS == {}  # noqa: SLF001
     op.close()  # after a failed open: nothing to do, no error
     server.up = True

@@ -584,6 +584,12 @@ class Engine:
         """The rule set in force."""
         return self._plan.ruleset
 
+    @property
+    def state_names(self) -> frozenset[str]:
+        """Every state name the rule set in force may read or write in a key's state, the engine's own
+        included: a name outside it is released at the key's next event (see :meth:`update_rules`)."""
+        return self._plan.names
+
     def update_rules(self, rules: RuleSet | Iterable[Rule]) -> RuleSet:
         """Replace the whole rule set (validated rules). Returns the new set.
 

@@ -61,13 +61,16 @@ MAX_METADATA_BYTES = 64 * 2**20
 #: Layout 2: a pattern with nothing pending but its buffer stores a tuple, not a list (riskctl.core.patterns).
 #: Layout 3: a pattern's buffer keeps an event that arrived in order and that no condition holds for as its
 #: time alone (an int), not as a tuple.
-STATE_LAYOUT = 3
+#: Layout 4: a user's dict holds each value under its name's code (riskctl.flink.risk_function.state_code),
+#: not under the name.
+STATE_LAYOUT = 4
 #: the layouts this version reads correctly, so restores: its own, and the older ones it still reads as they
 #: are (layout 1: pattern states are all lists, which the matcher reads as before; layouts 1 and 2: every
-#: buffered place a tuple, which the matcher still reads, and still writes for a place arriving late). A
+#: buffered place a tuple, which the matcher still reads, and still writes for a place arriving late; layouts
+#: 1-3: a dict keyed by the names, which FlinkKeyedState recodes as it decodes it). A
 #: riskctl of an older layout refuses this one's checkpoints (its identity check sees another number): it
 #: would misread them.
-READABLE_LAYOUTS = frozenset({1, 2, 3})
+READABLE_LAYOUTS = frozenset({1, 2, 3, 4})
 #: the job's identity, recorded in its checkpoint folder ``<checkpoint_dir>/<job id>/``
 IDENTITY_FILE = "riskctl-job.json"
 #: identity files larger than this are not read (one is ~400 bytes)

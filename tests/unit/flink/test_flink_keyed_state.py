@@ -15,7 +15,7 @@ from typing import Any
 from riskctl.core.engine import Engine
 from riskctl.core.rules import RuleSet, parse_rule
 from riskctl.core.state import InMemoryKeyedState
-from riskctl.flink.risk_function import FlinkKeyedState
+from riskctl.flink.risk_function import FlinkKeyedState, state_code
 
 
 class FakeValueState:
@@ -57,7 +57,7 @@ def test_a_cached_key_is_not_read_again_but_every_change_is_written() -> None:
     state.put("n", state.get("n") + 1)
     state.commit()
     assert backing.reads == 1  # the second event of u1 used the cached bytes
-    assert backing.writes == 2 and pickle.loads(backing.store["u1"]) == {"n": 2}  # it has every change
+    assert backing.writes == 2 and pickle.loads(backing.store["u1"]) == {state_code("n"): 2}  # every change
 
 
 def test_nothing_is_written_when_nothing_changed() -> None:
@@ -220,7 +220,7 @@ def test_abort_leaves_the_committed_value_in_the_cache_and_the_value_state() -> 
     use(state, backing, "u1")
     assert state.get("buf") == [1] and backing.reads == 1  # the cached bytes are the committed value
     state.commit()
-    assert pickle.loads(backing.store["u1"]) == {"buf": [1]} and backing.writes == 1
+    assert pickle.loads(backing.store["u1"]) == {state_code("buf"): [1]} and backing.writes == 1
 
 
 def test_each_event_decodes_its_own_copy_of_the_cached_bytes() -> None:
@@ -245,9 +245,90 @@ def test_a_value_of_the_former_layout_is_read_and_written_back_as_bytes() -> Non
     use(state, backing, "u1")
     state.put("n", state.get("n") + 1)
     state.commit()
-    assert pickle.loads(backing.store["u1"]) == {"n": 2, "_engine": [1, 2]}
+    assert pickle.loads(backing.store["u1"]) == {state_code("n"): 2, state_code("_engine"): [1, 2]}
     use(state, backing, "u1")
     assert state.get("n") == 2 and backing.reads == 1  # cached as bytes from then on
+
+
+def test_names_are_stored_as_their_codes_and_a_state_of_layout_3_is_read() -> None:
+    """State layout 4: a user's dict holds each value under its name's code (a fifth to a quarter of the bytes
+    were names). A dict of the former layouts, keyed by names, is read and written back as codes."""
+    backing = FakeValueState()
+    name = "pattern:rule_a:0123456789abcdef"
+    backing.store["u1"] = pickle.dumps({name: (1, 2), "_engine": [3]}, protocol=5)
+    state = FlinkKeyedState(backing, cache_size=10)
+    use(state, backing, "u1")
+    assert state.get(name) == (1, 2) and state.get("_engine") == [3]
+    assert sorted(state.names()) == ["_engine", name]
+    state.put("_engine", [4])
+    state.commit()
+    raw = backing.store["u1"]
+    assert pickle.loads(raw) == {state_code(name): (1, 2), state_code("_engine"): [4]}
+    assert b"rule_a" not in raw and b"_engine" not in raw
+
+
+def test_the_codes_are_the_same_in_every_process_and_version() -> None:
+    """A checkpoint's states are read by other processes and later versions: the code of a name is fixed."""
+    assert state_code("_engine") == 1292743410803865971
+    assert state_code("pattern:brute_force_login:2968942bf734c652") == 1941137440877942794
+    assert all(0 <= state_code(n) < 2**62 for n in ("", "x", "first_seen.07032a8dd142", "\u00e9" * 300))
+
+
+def test_a_restored_state_gives_its_names_back_and_a_stale_one_is_released() -> None:
+    """After a restore the process has used no name yet: names() asks the engine for the names in force, so
+    the engine keeps the state of an unchanged rule and releases that of a rule no longer in force (whose code
+    no name in force has) when the rule set changed."""
+    count = parse_rule(
+        {
+            "id": "logins",
+            "action": "REVIEW",
+            "features": {"n": {"kind": "count", "window": "1h", "filter": 'event.type == "login"'}},
+            "when": "n >= 3",
+        }
+    )
+    seq = parse_rule(
+        {
+            "id": "a_then_b",
+            "action": "REVIEW",
+            "sequence": {
+                "within": "1h",
+                "steps": [
+                    {"name": "a", "when": 'event.type == "login"'},
+                    {"name": "b", "when": 'event.type == "order"'},
+                ],
+            },
+        }
+    )
+    backing = FakeValueState()
+    first = Engine(RuleSet([count, seq]), lateness=0, state_ttl=3_600_000)
+    state = FlinkKeyedState(backing, known_names=lambda: first.state_names)
+    ts = 1_700_000_000_000
+    for i in range(2):
+        use(state, backing, "u1")
+        first.process(state, {"event_id": f"e{i}", "user_id": "u1", "type": "login", "ts": ts + i})
+        state.commit()
+    before = set(pickle.loads(backing.store["u1"]))
+    assert before <= {state_code(n) for n in first.state_names}
+
+    # the same rules but the sequence, in a new process (a restore): nothing used in it yet
+    second = Engine(RuleSet([count]), lateness=0, state_ttl=3_600_000)
+    restored = FlinkKeyedState(backing, known_names=lambda: second.state_names)
+    use(restored, backing, "u1")
+    result = second.process(restored, {"event_id": "e2", "user_id": "u1", "type": "login", "ts": ts + 2})
+    restored.commit()
+    assert result.decision is not None and result.decision.action == "REVIEW"  # the count went on: 3 logins
+    stored = set(pickle.loads(backing.store["u1"]))
+    kept = {state_code(n) for n in second.state_names}
+    assert stored == before & kept != set()
+    assert before - kept == {state_code(k) for k in first.state_names if k.startswith("pattern:a_then_b:")}
+    # (the sequence's state was released: the stored codes are those of the names in force)
+
+    # without the engine's names, a code never used in the process would read as a stale name
+    blind = FlinkKeyedState(backing)
+    use(blind, backing, "u1")
+    assert all(type(n) is int for n in blind.names())
+    blind.remove(next(iter(blind.names())))
+    assert len(list(blind.names())) == len(stored) - 1
 
 
 class FakeTimers:

@@ -14,7 +14,8 @@ When it differs: raise ``STATE_LAYOUT`` and record the new signature under the n
 (``.venv/bin/python -m tests.unit.flink.test_state_layout --record``; the older entries stay); when the new
 code still reads the previous layout as it is, list that layout in ``READABLE_LAYOUTS`` too, so that its
 checkpoints restore (layout 2: idle pattern states as tuples; the lists of layout 1 are read as before;
-layout 3: a buffered place as its time alone; the tuples of layouts 1 and 2 are read as before). A
+layout 3: a buffered place as its time alone; the tuples of layouts 1 and 2 are read as before; layout 4: the
+values under their names' codes; a dict keyed by names is recoded when it is read). A
 change that both sides read correctly (as the engine reads a meta list without its last field, and the
 previous release one with it) may replace the current number's entry instead: say why in the commit. A
 change of the workload or of the reference rules below changes the signature without changing the layout:
@@ -39,7 +40,7 @@ from pyflink.common import Row
 from pyflink.datastream import TimeDomain
 
 from riskctl.flink.checkpoints import STATE_LAYOUT
-from riskctl.flink.risk_function import RULES_STATE, FlinkKeyedState, RiskFunction
+from riskctl.flink.risk_function import RULES_STATE, FlinkKeyedState, RiskFunction, state_code
 from tests.unit.flink.test_flink_keyed_state import FakeListState, FakeRuntime, FakeValueState
 
 SIGNATURES = Path(__file__).with_name("state_layout.json")
@@ -284,13 +285,20 @@ def signature() -> dict[str, Any]:
     send("u3", 15, "login", 3_500, success=True, city="Oslo", device_id="d1")
     send("u3", 16, "transfer", 4_000, amount=10, device_id="d1")
     users = {user: pickle.loads(raw) for user, raw in sorted(backing.store.items())}
+    assert fn.engine is not None
+    # a value stored under a name's code shows as the code and, for the reader, the name
+    names = {state_code(name): name for name in fn.engine.state_names}
+
+    def stored_as(key: Any) -> str:
+        return f"#{key} ({names.get(key, '?')})" if type(key) is int else str(key)
+
     return {
         "descriptors": {
             **{desc.name: _descriptor(desc) for desc in runtime.descriptors},
             RULES_STATE.name: _descriptor(RULES_STATE),
         },
         "engine": {
-            user: {name: shape(v) for name, v in sorted(state.items())} for user, state in users.items()
+            user: {stored_as(key): shape(v) for key, v in state.items()} for user, state in users.items()
         },
         "pending": pending,
         "rules": {rule_id: shape(json.loads(text)) for rule_id, text in sorted(ctx.broadcast.items())},

@@ -50,12 +50,12 @@ if TYPE_CHECKING:
 #: ``_metadata`` files larger than this are not read (state inlined in it is small; a checkpoint of this job
 #: is recognised by the source's split state, which comes early)
 MAX_METADATA_BYTES = 64 * 2**20
-#: the layout of the job's state: the decide operator's keyed state (one pickled dict of state names per
-#: user, riskctl.flink.risk_function.FlinkKeyedState and riskctl.core) and its broadcast rules. Raise it with
-#: a change after which a checkpoint would be read wrongly on the other side of it, by this version (state of
-#: the previous layout) or by the previous one (state of this layout): a restore across it is then refused,
-#: unless this version lists the older layout in READABLE_LAYOUTS (a riskctl version of the same layout
-#: restores as before).
+#: the layout of the job's state: the decide operator's keyed state (one pickled dict of states per user,
+#: under their names' codes: riskctl.flink.risk_function.FlinkKeyedState and riskctl.core) and its broadcast
+#: rules. Raise it with a change after which a checkpoint would be read wrongly on the other side of it, by
+#: this version (state of the previous layout) or by the previous one (state of this layout): a restore
+#: across it is then refused, unless this version lists the older layout in READABLE_LAYOUTS (a riskctl
+#: version of the same layout restores as before).
 #: tests/unit/flink/test_state_layout.py holds it to the structure of that state: it fails when what the job
 #: stores changes shape while this number does not, and says how to record the new layout's signature.
 #: Layout 2: a pattern with nothing pending but its buffer stores a tuple, not a list (riskctl.core.patterns).

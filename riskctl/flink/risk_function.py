@@ -1,9 +1,10 @@
 """The keyed broadcast function that runs the pure engine inside Flink (thread mode).
 
 Per user (the key) the engine's state lives in one RocksDB ``ValueState`` with TTL holding a dict of the
-engine's state names (features, patterns, ``_engine``), read once and written at most once per event: each
-state access from Python in thread mode crosses into the JVM and RocksDB, so one read and one write of about
-a kilobyte costs less than a dozen small reads and writes (the measurement: docs/engine.md, "Performance").
+engine's states (features, patterns, ``_engine``; each under its name's code), read once and written at
+most once per event: each state access from Python in thread mode crosses into the JVM and RocksDB, so one
+read and one write of about a kilobyte costs less than a dozen small reads and writes (the measurement:
+docs/engine.md, "Performance").
 Rules arrive on the broadcast side, are kept
 in broadcast state (so a restore from a checkpoint has them without re-reading MySQL), and are compiled
 once per parallel instance.

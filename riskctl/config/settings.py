@@ -407,6 +407,9 @@ class JobSettings:
     state_cache_keys: int = setting(80_000, low=0, high=1_000_000)
     #: events reach the decide function by riskctl.flink.fast_path (false: PyFlink's own path)
     fast_path: bool = setting(True)
+    #: the niceness the decide operator gives RocksDB's compaction threads in its TaskManager (thread mode;
+    #: 0: leaves them), so they take what the decide task leaves (riskctl.flink.risk_function)
+    compaction_nice: int = setting(19, low=0, high=19)
     restore_from: str = path(
         "", required=False
     )  # a retained checkpoint (.../chk-N) or savepoint to start from

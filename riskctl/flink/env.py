@@ -250,12 +250,15 @@ def create_env(opts: EnvOptions) -> StreamExecutionEnvironment:
     # faster than a busy 2-core box flushed them ("Stopping writes because we have 2 immutable memtables"),
     # which stalled the decide task, rule changes included, for seconds (bench/flink_profile/README.md).
     config.set_string("state.backend.rocksdb.timer-service.factory", "HEAP")
-    # Memtables of 4 MB, not 64: an incremental checkpoint flushes the memtable synchronously (RocksDB's
-    # native checkpoint), while the decide task waits; with small memtables most of that flush already
-    # happened in RocksDB's background threads. Measured (bench/flink_profile/README.md): the synchronous
-    # phase 61-78 ms at its median instead of 99-129 ms, the p99 at 200 events/s 14-16 ms instead of 22,
-    # throughput unchanged; 1 MB cost throughput.
-    config.set_string("state.backend.rocksdb.writebuffer.size", "4mb")
+    # Memtables of 16 MB, not 64: an incremental checkpoint flushes the memtable synchronously (RocksDB's
+    # native checkpoint), while the decide task waits; with smaller memtables most of that flush already
+    # happened in RocksDB's background threads (64 MB: a synchronous phase of 99-129 ms at its median). Not
+    # 4 MB either, as from 2026-12-04: every four level-0 files RocksDB merges them into the whole of level 1,
+    # so the smaller the files the more often it rewrites all the state. With 16 MB its compaction thread
+    # spent 3-4 µs per event of the sustained phase instead of 17-19, the whole JVM 86 instead of 100-113,
+    # and the p99 at 5,000 events/s was 39-47 ms against 60-120; the synchronous phase 23-26 ms at its median
+    # instead of 10-14, the p99 at 200 and 1,000 events/s the same (bench/flink_profile/README.md).
+    config.set_string("state.backend.rocksdb.writebuffer.size", "16mb")
     # Bloom filters in the SST files: a user's first event reads a key that is in no file, and without a
     # filter that read walks each level's index and decompresses a data block of it (on the bench's workload
     # 15% of events are users seen for the first time, and RocksDB's get on cache misses was 10% of the

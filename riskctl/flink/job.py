@@ -887,6 +887,7 @@ def build_pipeline(env: StreamExecutionEnvironment, settings: Settings) -> None:
                 replies=bool(settings.serve.replies_topic),
                 cache_keys=job.state_cache_keys,
                 fast_path=job.fast_path,
+                compaction_nice=job.compaction_nice,
             ),
             output_type=TAGGED,
         )

@@ -63,9 +63,9 @@ def created(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     return make
 
 
-def test_small_memtables_and_network_buffers_for_short_checkpoint_pauses(created: Any) -> None:
+def test_memtables_and_network_buffers_for_short_checkpoint_pauses(created: Any) -> None:
     conf = created().config
-    assert conf.get_string("state.backend.rocksdb.writebuffer.size", "") == "4mb"
+    assert conf.get_string("state.backend.rocksdb.writebuffer.size", "") == "16mb"
     assert conf.get_string("state.backend.rocksdb.use-bloom-filter", "") == "true"
     # level 0 (what a checkpoint's memtable flush writes) uncompressed, snappy below
     per_level = conf.get_string("state.backend.rocksdb.compression.per.level", "")

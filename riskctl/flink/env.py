@@ -255,9 +255,10 @@ def create_env(opts: EnvOptions) -> StreamExecutionEnvironment:
     # happened in RocksDB's background threads (64 MB: a synchronous phase of 99-129 ms at its median). Not
     # 4 MB either, as from 2026-12-04: every four level-0 files RocksDB merges them into the whole of level 1,
     # so the smaller the files the more often it rewrites all the state. With 16 MB its compaction thread
-    # spent 3-4 µs per event of the sustained phase instead of 17-19, the whole JVM 86 instead of 100-113,
-    # and the p99 at 5,000 events/s was 39-47 ms against 60-120; the synchronous phase 23-26 ms at its median
-    # instead of 10-14, the p99 at 200 and 1,000 events/s the same (bench/flink_profile/README.md).
+    # spent 3-4 µs per event of the sustained phase instead of 17-19, the whole JVM 86-100 instead of
+    # 100-113, and the p99 at 5,000 events/s was 39-67 ms against 60-120 (40-42 with job.compaction_nice);
+    # the synchronous phase 13-26 ms at its median instead of 10-14, the p99 at 200 and 1,000 events/s the
+    # same (bench/flink_profile/README.md).
     config.set_string("state.backend.rocksdb.writebuffer.size", "16mb")
     # Bloom filters in the SST files: a user's first event reads a key that is in no file, and without a
     # filter that read walks each level's index and decompresses a data block of it (on the bench's workload

@@ -6,7 +6,7 @@ Runs the job's own ``RiskFunction.decide_record`` over the side-by-side bench's 
 events, 100,000 users, ``harness.workload``), record by record, as the decide operator's fast path does in
 thread mode (the key given, the outputs as tuples):
 the key's state in a :class:`~riskctl.flink.risk_function.FlinkKeyedState` (the 80,000-user cache) over a
-ValueState that pickles on ``update`` and unpickles on ``value``, as PyFlink's ``PickleDataConverter`` does;
+ValueState that keeps its bytes as they are, as the Java ValueState the job hands them to;
 the cyclic GC frozen and off, as ``RiskFunction.open`` leaves it. The first half of the events warms the
 state and the cache; the second half is timed (CPU time of this process). Arms, each a fresh function:
 
@@ -29,7 +29,6 @@ import argparse
 import gc
 import json
 import os
-import pickle
 import platform
 import statistics
 import sys
@@ -57,20 +56,19 @@ CACHE_KEYS = 80_000  # the job's default (job.state_cache_keys)
 USERS = 100_000
 
 
-class PicklingValueState:
-    """A ValueState of the current key that stores what PyFlink's thread mode stores: ``pickle.dumps``."""
+class JavaValueState:
+    """A ValueState of the current key that keeps each value as it is given, as the Java ValueState the job's
+    thread mode hands its bytes to (``riskctl.flink.fast_path.java_value_state``)."""
 
-    def __init__(self, pickled: bool = True) -> None:
+    def __init__(self) -> None:
         self.store: dict[str, Any] = {}
         self.key: str | None = None
-        self.pickled = pickled
 
     def value(self) -> Any:
-        stored = self.store.get(self.key)  # type: ignore[arg-type]
-        return pickle.loads(stored) if self.pickled and stored is not None else stored  # noqa: S301 - ours
+        return self.store.get(self.key)  # type: ignore[arg-type]
 
     def update(self, value: Any) -> None:
-        self.store[self.key] = pickle.dumps(value) if self.pickled else value  # type: ignore[index]
+        self.store[self.key] = value  # type: ignore[index]
 
     def clear(self) -> None:
         self.store.pop(self.key, None)  # type: ignore[arg-type]
@@ -142,7 +140,7 @@ def runner(arm: str) -> tuple[Callable[[list[Any]], list[tuple[Any, ...]]], _Ctx
     """A fresh decide function of ``arm`` and the call that feeds it records (returning what it emitted)."""
     fn = RiskFunction(lateness_ms=LATENESS_MS, state_ttl_ms=STATE_TTL_MS, rules_wait_ms=0)
     fn.engine = Engine(rules_of(arm), lateness=LATENESS_MS, state_ttl=STATE_TTL_MS, cleanup_timers=False)
-    backing = PicklingValueState(pickled=arm == "job")
+    backing = JavaValueState()
     fn.state = (FlinkKeyedState if arm == "job" else ObjectsKeyedState)(backing, CACHE_KEYS)
     fn.started = fn.have_rules = True
     fn.next_report_ms = 1 << 62  # no Flink counters here

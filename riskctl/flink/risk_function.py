@@ -365,7 +365,9 @@ class FlinkKeyedState:
                 # not cached here: when it was written (what Flink's TTL counts from) is unknown; the commit
                 # of this event caches what it writes
             # (layout 1: the dict itself, pickled by PyFlink)
-            data = raw if isinstance(raw, dict) else self.loads(raw)
+            data = raw if type(raw) is dict else self.loads(raw)
+            if type(data) is bytes:  # the bytes as PyFlink's wrapper pickled them, read from the Java state
+                data = self.loads(data)
             for name in data:
                 if type(name) is str:  # layouts 1-3: keyed by name
                     data = {self._code(k): v for k, v in data.items()}
@@ -624,6 +626,7 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         self.code = LOADED_CODE  # the code the job was built with (checked where it runs, at open())
         self.fast_path = fast_path  # try riskctl.flink.fast_path at open()
         self.path = "not open"  # which path the events take, once open
+        self.state_path = "not open"  # how the state's bytes reach the ValueState, once open
         self.cache_keys = cache_keys  # users whose state bytes stay in memory (FlinkKeyedState's LRU)
         self.replies = replies  # also write the decision of an event with a valid reply_to (REPLY)
         self.internal_errors = 0  # events dead-lettered for an exception while deciding them
@@ -678,8 +681,14 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         # event, so decisions are the same (docs/engine.md, "State, timers and TTL").
         flink_ttl_ms = self.state_ttl_ms + self.state_ttl_margin_ms
         desc.enable_time_to_live(ttl_config(flink_ttl_ms))
+        value_state = runtime_context.get_state(desc)
+        self.state_path = "PyFlink's pickling (job.fast_path is false)"
+        if self.fast_path:
+            # the bytes straight into the Java state, not pickled once more by PyFlink's wrapper
+            value_state, why = fast_path.java_value_state(value_state)
+            self.state_path = "the Java ValueState" if why is None else f"PyFlink's pickling ({why})"
         self.state = FlinkKeyedState(
-            runtime_context.get_state(desc),
+            value_state,
             self.cache_keys,
             ttl_ms=flink_ttl_ms,
             known_names=self._state_names,
@@ -725,12 +734,13 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
                 self.counters[PATH_METRIC].inc()
         lowered = lower_compaction_priority(self.compaction_nice)
         LOG.info(
-            "decide subtask %s: engine core %s (compiled modules: %s); events by %s; %s RocksDB compaction "
-            "threads at nice %s",
+            "decide subtask %s: engine core %s (compiled modules: %s); events by %s; state bytes by %s; %s "
+            "RocksDB compaction threads at nice %s",
             self.subtask,
             native.status,
             ", ".join(native.compiled()) or "none",
             self.path,
+            self.state_path,
             lowered,
             self.compaction_nice,
         )

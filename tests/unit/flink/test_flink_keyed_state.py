@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import copy
 import pickle
+import sys
 from pathlib import Path
 from typing import Any
 
 from riskctl.core.engine import Engine
 from riskctl.core.rules import RuleSet, parse_rule
 from riskctl.core.state import InMemoryKeyedState
+from riskctl.flink import fast_path
 from riskctl.flink.risk_function import FlinkKeyedState, state_code
 
 
@@ -265,6 +267,74 @@ def test_names_are_stored_as_their_codes_and_a_state_of_layout_3_is_read() -> No
     raw = backing.store["u1"]
     assert pickle.loads(raw) == {state_code(name): (1, 2), state_code("_engine"): [4]}
     assert b"rule_a" not in raw and b"_engine" not in raw
+
+
+def test_values_pickled_by_pyflinks_wrapper_are_read_from_the_java_state() -> None:
+    """In thread mode the job reads and writes the Java ValueState itself (riskctl.flink.fast_path): the
+    bytes of an older release, or of PyFlink's own path, went through PyFlink's wrapper, which pickled them
+    once more (and layout 1 had the wrapper pickle the dict itself). Both are read as they were written; every
+    write is the state's own bytes, which the wrapper, in turn, reads as the dict they encode."""
+    backing = FakeValueState()
+    codes = {state_code("n"): 1}
+    backing.store["u1"] = pickle.dumps(pickle.dumps(codes, protocol=5), protocol=4)  # layouts 2-4, wrapped
+    backing.store["u2"] = pickle.dumps({"n": 7}, protocol=4)  # layout 1: the dict itself, wrapped
+    state = FlinkKeyedState(backing, cache_size=10)
+    use(state, backing, "u1")
+    assert state.get("n") == 1
+    state.put("n", 2)
+    state.commit()
+    use(state, backing, "u2")
+    assert state.get("n") == 7
+    state.put("n", 8)
+    state.commit()
+    # written as the state's own bytes: one unpickling gives the dict (PyFlink's wrapper gives it just so)
+    assert pickle.loads(backing.store["u1"]) == {state_code("n"): 2}
+    assert pickle.loads(backing.store["u2"]) == {state_code("n"): 8}
+    reread = FlinkKeyedState(backing, cache_size=0)
+    use(reread, backing, "u1")
+    assert reread.get("n") == 2
+
+
+def test_outside_the_embedded_runtime_the_state_stays_pyflinks() -> None:
+    """The Java ValueState is used only under PyFlink's own embedded wrapper of pickled bytes; anything else
+    (process mode's states, another PyFlink, a stand-in) is used as it is, with the reason logged."""
+    backing = FakeValueState()
+    state, why = fast_path.java_value_state(backing)
+    assert state is backing and why is not None and why.startswith("PyFlink's embedded states are not")
+
+
+def test_the_java_state_is_taken_only_from_pyflinks_wrapper_of_pickled_bytes(monkeypatch: Any) -> None:
+    """What the checks of ``java_value_state`` take and refuse, over stand-ins of PyFlink's embedded modules
+    (they import only inside the JVM); the job's integration tests run the real ones (the decide operator logs
+    which way its state goes)."""
+    import types
+
+    class PickleDataConverter:
+        pass
+
+    class OtherConverter:
+        pass
+
+    class ValueStateImpl:
+        def __init__(self, state: Any, converter: Any) -> None:
+            self._state, self._value_converter = state, converter
+
+    states = types.ModuleType("pyflink.fn_execution.datastream.embedded.state_impl")
+    states.ValueStateImpl = ValueStateImpl  # type: ignore[attr-defined]
+    converters = types.ModuleType("pyflink.fn_execution.embedded.converters")
+    converters.PickleDataConverter = PickleDataConverter  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, states.__name__, states)
+    monkeypatch.setitem(sys.modules, converters.__name__, converters)
+    java = FakeValueState()
+    assert fast_path.java_value_state(ValueStateImpl(java, PickleDataConverter())) == (java, None)
+    for wrapped in (
+        ValueStateImpl(java, OtherConverter()),  # values of another type, which its converter would change
+        ValueStateImpl(None, PickleDataConverter()),  # no Java state under it
+        ValueStateImpl(object(), PickleDataConverter()),  # not a ValueState
+        java,  # not PyFlink's wrapper at all
+    ):
+        state, why = fast_path.java_value_state(wrapped)
+        assert state is wrapped and why, why
 
 
 def test_the_codes_are_the_same_in_every_process_and_version() -> None:

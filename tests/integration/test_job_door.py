@@ -92,24 +92,33 @@ def test_hostile_records_get_dead_letters_and_never_restart_the_job(door_job: An
         json.dumps(ev(f"{plain}-deep", plain, 0))[:-1] + ', "m": ' + '{"a":' * 1024 + "1" + "}" * 1024 + "}"
     )
     valid = [ev(f"{plain}-{i}", plain, 100 * i) for i in range(5)]
-    hostile: list[bytes] = [binary, bad_utf8, surrogate_b, huge.encode(), deep.encode()]
+    too_long = json.dumps(ev(f"{plain}-long", "u" * 257, 0)).encode()  # one over MAX_ID_LENGTH: no key
+    # A user id with a final line break is another user: keyed as the id without it (a pattern's $ matches
+    # before a final line break), these three failures and that user's success would be a brute force
+    nl = job.user("nl")
+    nl_fails = [ev(f"{nl}-f{i}", nl + "\n", 100 * i, success=False) for i in range(3)]
+    nl_win = ev(f"{nl}-w", nl, 400, success=True)
+    hostile: list[bytes] = [binary, bad_utf8, surrogate_b, huge.encode(), deep.encode(), too_long]
     records: list[Any] = [fail1, fail2, future, hostile[0], valid[0], fail3, hostile[1], valid[1]]
-    records += [win, hostile[2], valid[2], hostile[3], valid[3], hostile[4], valid[4]]
+    records += [win, hostile[2], valid[2], hostile[3], valid[3], hostile[4], valid[4], hostile[5]]
     produce(job.settings, job.topics["events"], records, key=_key)
+    # one partition for both ids, in this order, so that keying them alike would be seen
+    produce(job.settings, job.topics["events"], [*nl_fails, nl_win], key=lambda _: nl.encode())
 
-    wanted = {e["event_id"] for e in [fail1, fail2, fail3, win, *valid]}
+    wanted = {e["event_id"] for e in [fail1, fail2, fail3, win, *valid, *nl_fails, nl_win]}
     decisions = _read_committed(job, "decisions", lambda rs: wanted <= {r["event_id"] for r in rs}, mode)
     mine = [r for r in decisions if r["event_id"] in wanted]
     assert sorted(r["event_id"] for r in mine) == sorted(wanted), "every valid event decided exactly once"
     by_id = {r["event_id"]: r for r in mine}
     assert by_id[win["event_id"]]["action"] == "REJECT", by_id[win["event_id"]]
     assert by_id[win["event_id"]]["rules"][0]["id"] == "brute_force_login"
+    assert by_id[nl_win["event_id"]]["action"] == "PASS", by_id[nl_win["event_id"]]
 
     def mine_dead(rs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return [r for r in rs if r.get("topic") == job.topics["events"]]
 
-    dead = mine_dead(_read_committed(job, "dead", lambda rs: len(mine_dead(rs)) >= 6, mode))
-    assert len(dead) == 6, [(d["reason"], d["field"]) for d in dead]
+    dead = mine_dead(_read_committed(job, "dead", lambda rs: len(mine_dead(rs)) >= 7, mode))
+    assert len(dead) == 7, [(d["reason"], d["field"]) for d in dead]
     for d in dead:
         assert len(json.dumps(d, ensure_ascii=False, separators=(",", ":")).encode()) <= DEAD_MAX
         assert isinstance(d["partition"], int) and d["offset"] >= 0 and d["kind"] == "dead_letter"
@@ -119,6 +128,7 @@ def test_hostile_records_get_dead_letters_and_never_restart_the_job(door_job: An
     u8 = next(d for d in dead if "not valid UTF-8" in d["reason"])
     assert base64.b64decode(u8["raw_base64"]) == bad_utf8 and u8["truncated"] is False  # original bytes
     assert any(d["field"] == "user_id" and "lone surrogate" in d["reason"] for d in dead)
+    assert any(d["field"] == "user_id" and json.loads(d["raw"])["event_id"] == f"{plain}-long" for d in dead)
     assert any(d["field"] == "amount" and "beyond 1e+15" in d["reason"] for d in dead)
     assert any("nested" in d["reason"] for d in dead)
     far = next(d for d in dead if d["field"] == "ts")

@@ -364,7 +364,7 @@ class FlinkKeyedState:
                     return self._data
                 # not cached here: when it was written (what Flink's TTL counts from) is unknown; the commit
                 # of this event caches what it writes
-            # (layout 1: the dict itself, pickled by PyFlink)
+            # a dict: PyFlink's wrapper unpickled it (layout 1's dict, or these bytes read through it)
             data = raw if type(raw) is dict else self.loads(raw)
             if type(data) is bytes:  # the bytes as PyFlink's wrapper pickled them, read from the Java state
                 data = self.loads(data)

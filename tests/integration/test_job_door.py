@@ -93,8 +93,8 @@ def test_hostile_records_get_dead_letters_and_never_restart_the_job(door_job: An
     )
     valid = [ev(f"{plain}-{i}", plain, 100 * i) for i in range(5)]
     too_long = json.dumps(ev(f"{plain}-long", "u" * 257, 0)).encode()  # one over MAX_ID_LENGTH: no key
-    # A user id with a final line break is another user: keyed as the id without it (a pattern's $ matches
-    # before a final line break), these three failures and that user's success would be a brute force
+    # A user id with a final line break is another user: keyed as the id without it (a key read that trims
+    # or stops at a line break), these three failures and that user's success would be a brute force
     nl = job.user("nl")
     nl_fails = [ev(f"{nl}-f{i}", nl + "\n", 100 * i, success=False) for i in range(3)]
     nl_win = ev(f"{nl}-w", nl, 400, success=True)

@@ -6,7 +6,8 @@ Runs the job's own ``RiskFunction.decide_record`` over the side-by-side bench's 
 events, 100,000 users, ``harness.workload``), record by record, as the decide operator's fast path does in
 thread mode (the key given, the outputs as tuples):
 the key's state in a :class:`~riskctl.flink.risk_function.FlinkKeyedState` (the 80,000-user cache) over a
-ValueState that keeps its bytes as they are, as the Java ValueState the job hands them to;
+ValueState that keeps what it is given, as the Java ValueState the job writes (each write pickled as a
+``bytes`` object, ``pickle_writes``);
 the cyclic GC frozen and off, as ``RiskFunction.open`` leaves it. The first half of the events warms the
 state and the cache; the second half is timed (CPU time of this process). Arms, each a fresh function:
 
@@ -58,17 +59,20 @@ USERS = 100_000
 
 class JavaValueState:
     """A ValueState of the current key that keeps each value as it is given, as the Java ValueState the job's
-    thread mode hands its bytes to (``riskctl.flink.fast_path.java_value_state``)."""
+    thread mode hands its bytes to (``riskctl.flink.fast_path.java_value_state``). Bytes are copied in and
+    out, as pemja copies them into a Java ``byte[]`` and back into new bytes: the object written is not kept
+    (the ``no-pickling`` arm's dicts are)."""
 
     def __init__(self) -> None:
         self.store: dict[str, Any] = {}
         self.key: str | None = None
 
     def value(self) -> Any:
-        return self.store.get(self.key)  # type: ignore[arg-type]
+        value = self.store.get(self.key)  # type: ignore[arg-type]
+        return bytes(value) if type(value) is bytearray else value
 
     def update(self, value: Any) -> None:
-        self.store[self.key] = value  # type: ignore[index]
+        self.store[self.key] = bytearray(value) if type(value) is bytes else value  # type: ignore[index]
 
     def clear(self) -> None:
         self.store.pop(self.key, None)  # type: ignore[arg-type]
@@ -141,7 +145,11 @@ def runner(arm: str) -> tuple[Callable[[list[Any]], list[tuple[Any, ...]]], _Ctx
     fn = RiskFunction(lateness_ms=LATENESS_MS, state_ttl_ms=STATE_TTL_MS, rules_wait_ms=0)
     fn.engine = Engine(rules_of(arm), lateness=LATENESS_MS, state_ttl=STATE_TTL_MS, cleanup_timers=False)
     backing = JavaValueState()
-    fn.state = (FlinkKeyedState if arm == "job" else ObjectsKeyedState)(backing, CACHE_KEYS)
+    fn.state = (
+        FlinkKeyedState(backing, CACHE_KEYS, pickle_writes=True)  # as the job writes the Java ValueState
+        if arm == "job"
+        else ObjectsKeyedState(backing, CACHE_KEYS)
+    )
     fn.started = fn.have_rules = True
     fn.next_report_ms = 1 << 62  # no Flink counters here
     ctx = _Ctx()

@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _stats(runner: LocalRunner, counts: dict[str, int]) -> dict[str, Any]:
-    sizes = runner.store.pickled_sizes()
+    sizes = runner.store.encoded_sizes()
     return {
         **counts,
         "users": len(sizes),

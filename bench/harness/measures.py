@@ -239,11 +239,11 @@ def pure_engine(records: list[bytes]) -> dict[str, Any]:
 
     tune_gc()
     runner, took = run_engine(records)
-    sizes = runner.store.pickled_sizes()
+    sizes = runner.store.encoded_sizes()
     return {
         "events": len(records),
         "seconds": round(took, 2),
         "events_per_s": round(len(records) / took, 1),
         "users": len(sizes) or None,
-        "state_bytes_per_user_pickled": round(statistics.fmean(sizes), 1) if sizes else None,
+        "state_bytes_per_user_encoded": round(statistics.fmean(sizes), 1) if sizes else None,
     }

@@ -203,10 +203,11 @@ def markdown(doc: dict[str, Any]) -> str:
         for st in r.get("plain_loop_stats", []):
             out.append(
                 f"- {r['contender']} p={r['parallelism']}: in-memory state of {st.get('users')} users, "
-                f"{st.get('state_bytes_per_user')} B/user pickled"
+                f"{st.get('state_bytes_per_user')} B/user encoded"
             )
     eng = doc.get("pure_engine", {})
-    out.append(f"- pure engine (pickled dict per user): {eng.get('state_bytes_per_user_pickled')} B/user")
+    per_user = eng.get("state_bytes_per_user_encoded")
+    out.append(f"- pure engine (encoded dict per user, names as they are): {per_user} B/user")
     out += [
         "",
         "## (e) Pure engine, same workload, one core",

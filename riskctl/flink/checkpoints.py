@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 #: ``_metadata`` files larger than this are not read (state inlined in it is small; a checkpoint of this job
 #: is recognised by the source's split state, which comes early)
 MAX_METADATA_BYTES = 64 * 2**20
-#: the layout of the job's state: the decide operator's keyed state (one pickled dict of states per user,
+#: the layout of the job's state: the decide operator's keyed state (one encoded dict of states per user,
 #: under their names' codes: riskctl.flink.risk_function.FlinkKeyedState and riskctl.core) and its broadcast
 #: rules. Raise it with a change after which a checkpoint would be read wrongly on the other side of it, by
 #: this version (state of the previous layout) or by the previous one (state of this layout): a restore
@@ -63,14 +63,16 @@ MAX_METADATA_BYTES = 64 * 2**20
 #: time alone (an int), not as a tuple.
 #: Layout 4: a user's dict holds each value under its name's code (riskctl.flink.risk_function.state_code),
 #: not under the name.
-STATE_LAYOUT = 4
+#: Layout 5: a user's dict is stored in marshal's format (riskctl.core.state.encode_state), not pickled.
+STATE_LAYOUT = 5
 #: the layouts this version reads correctly, so restores: its own, and the older ones it still reads as they
 #: are (layout 1: pattern states are all lists, which the matcher reads as before; layouts 1 and 2: every
 #: buffered place a tuple, which the matcher still reads, and still writes for a place arriving late; layouts
-#: 1-3: a dict keyed by the names, which FlinkKeyedState recodes as it decodes it). A
+#: 1-3: a dict keyed by the names, which FlinkKeyedState recodes as it decodes it; layouts 1-4: a pickle,
+#: which decode_state tells from a marshal by its first byte). A
 #: riskctl of an older layout refuses this one's checkpoints (its identity check sees another number): it
 #: would misread them.
-READABLE_LAYOUTS = frozenset({1, 2, 3, 4})
+READABLE_LAYOUTS = frozenset({1, 2, 3, 4, 5})
 #: the job's identity, recorded in its checkpoint folder ``<checkpoint_dir>/<job id>/``
 IDENTITY_FILE = "riskctl-job.json"
 #: identity files larger than this are not read (one is ~400 bytes)

@@ -88,13 +88,14 @@ def java_value_state(value_state: Any) -> tuple[Any, str | None]:
     """The Java ValueState under PyFlink's thread-mode ``value_state`` of pickled bytes, and None; or
     ``value_state`` itself and why not.
 
-    PyFlink's wrapper pickles every value on its way into the JVM and unpickles it on its way back, and the
-    job's values are already bytes (``FlinkKeyedState`` pickles the state itself): a second pickling of some
-    700 bytes, and two Python calls, at every write (about 0.2 µs), and 18 bytes more per user in RocksDB.
-    The Java state takes and gives the bytes as they are (a ``byte[]``, the descriptor's
-    ``PICKLED_BYTE_ARRAY`` serializer). Values written through the wrapper (older releases, or PyFlink's
-    own path) still read: ``FlinkKeyedState`` unpickles a value that unpickles to bytes once more. And the
-    wrapper reads the bytes written here as the dict they encode, which ``FlinkKeyedState`` takes as it is.
+    PyFlink's wrapper pickles every value on its way into the JVM and unpickles it on its way back, through
+    two Python calls and a general pickler, and the job's values are already bytes (``FlinkKeyedState``
+    encodes the state itself). The Java state takes and gives the bytes as they are (a ``byte[]``, the
+    descriptor's ``PICKLED_BYTE_ARRAY`` serializer); ``FlinkKeyedState(pickle_writes=True)`` pickles each
+    write itself, as a ``bytes`` object without pickle's frame (8 bytes more per user instead of the
+    wrapper's 18), so the wrapper, on PyFlink's own path, reads every value written here as the bytes they
+    are. Values written through the wrapper (older releases, or PyFlink's own path) read here as well:
+    ``FlinkKeyedState`` decodes a value that unpickles to bytes once more.
     """
     try:
         from pyflink.fn_execution.datastream.embedded.state_impl import ValueStateImpl

@@ -29,7 +29,6 @@ event-time timer is logged with its key and counted, never raised.
 
 from __future__ import annotations
 
-import functools
 import gc
 import hashlib
 import json
@@ -58,6 +57,7 @@ from riskctl.core.events import parse_event
 from riskctl.core.jsondoc import load_json_document
 from riskctl.core.reply import reply_key
 from riskctl.core.rules import RuleSet
+from riskctl.core.state import decode_state, encode_state
 from riskctl.flink import fast_path
 from riskctl.flink.env import ttl_config
 
@@ -270,15 +270,15 @@ def lower_compaction_priority(niceness: int, tasks: Path = Path("/proc/self/task
 
 class FlinkKeyedState:
     """:class:`riskctl.core.state.KeyedState` over one Flink ``ValueState`` of the current key: the key's dict
-    of state values, pickled by this class (the ValueState holds those bytes), each under the code of its
-    name (:func:`state_code`).
+    of state values, encoded by this class (:func:`riskctl.core.state.encode_state`: marshal's format since
+    state layout 5; the ValueState holds those bytes), each under the code of its name (:func:`state_code`).
 
     Call :meth:`begin` with the current key before the engine handles an event or timer of it, and
     :meth:`commit` after: the dict is decoded on first use and written back once, only when something changed.
 
     Recently used keys keep their committed bytes in a bounded LRU cache, so a hot key skips the RocksDB read.
     Each event decodes a fresh copy: its objects are new and close together in memory, which the engine and
-    the pickling walk faster than a dict whose objects were scattered over the heap since the key's last
+    the encoding walk faster than a dict whose objects were scattered over the heap since the key's last
     event (the Python side of the decide thread 28-29 against 38-40 µs/event: bench/flink_profile/README.md),
     and a cached user costs about 1.3 KB (its bytes and the cache's entry, with rules/) instead of some 5.5 KB
     of objects. The cache holds exactly the bytes last written to the ValueState, what a checkpoint holds, and
@@ -292,7 +292,13 @@ class FlinkKeyedState:
     A code neither knows is of a name no rule in force uses, and is given as the code itself (an int), which
     the engine releases as it releases any such name (``remove`` takes it). Older layouts are read as they
     are: a dict whose keys are names (layouts 1-3; layout 1 pickled by PyFlink itself) is recoded when it is
-    decoded, and written back as codes at its next change.
+    decoded, and written back as codes at its next change; a pickled dict (layouts 1-4) is read as one.
+
+    ``pickle_writes``: the ValueState keeps what it is given, as the Java ValueState under PyFlink's wrapper
+    does (``riskctl.flink.fast_path.java_value_state``); each write is then the bytes pickled (protocol 3,
+    as a ``bytes`` object: 8 bytes more and about 0.2 µs), which PyFlink's wrapper reads as the bytes they
+    are, so that a job run with ``job.fast_path: false`` restores them too. Without it PyFlink's wrapper
+    pickles them itself.
     """
 
     __slots__ = (
@@ -307,13 +313,15 @@ class FlinkKeyedState:
         "_codes",
         "_names",
         "_known_names",
+        "_pickle_writes",
         "hits",
         "misses",
     )
 
-    #: how the dict becomes the ValueState's bytes and back (a bench arm keeps the objects themselves)
-    dumps: Any = staticmethod(functools.partial(pickle.dumps, protocol=5))
-    loads: Any = staticmethod(pickle.loads)
+    #: how the dict becomes the ValueState's bytes and back (a bench arm keeps the objects themselves):
+    #: marshal since layout 5; a pickle (layouts 1-4, or what marshal does not write) is read as such
+    dumps: Any = staticmethod(encode_state)
+    loads: Any = staticmethod(decode_state)
 
     def __init__(
         self,
@@ -321,8 +329,10 @@ class FlinkKeyedState:
         cache_size: int = 80_000,
         ttl_ms: int | None = None,
         known_names: Callable[[], Iterable[str]] | None = None,
+        pickle_writes: bool = False,
     ) -> None:
         self._value = value_state
+        self._pickle_writes = pickle_writes
         self._data: dict[Any, Any] | None = None
         self._raw: Any = None  # the current key's cached bytes, decoded on first use
         self._dirty = False
@@ -364,9 +374,9 @@ class FlinkKeyedState:
                     return self._data
                 # not cached here: when it was written (what Flink's TTL counts from) is unknown; the commit
                 # of this event caches what it writes
-            # a dict: PyFlink's wrapper unpickled it (layout 1's dict, or these bytes read through it)
+            # a dict: PyFlink's wrapper unpickled it (layout 1's dict, or layout 4's bytes read through it)
             data = raw if type(raw) is dict else self.loads(raw)
-            if type(data) is bytes:  # the bytes as PyFlink's wrapper pickled them, read from the Java state
+            if type(data) is bytes:  # the bytes pickled (by PyFlink's wrapper or pickle_writes), from Java
                 data = self.loads(data)
             for name in data:
                 if type(name) is str:  # layouts 1-3: keyed by name
@@ -445,7 +455,7 @@ class FlinkKeyedState:
         if self._dirty:
             if self._data:
                 raw = self.dumps(self._data)
-                self._value.update(raw)
+                self._value.update(pickle.dumps(raw, protocol=3) if self._pickle_writes else raw)
                 self._remember(raw)
             else:
                 self._value.clear()
@@ -683,8 +693,9 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         desc.enable_time_to_live(ttl_config(flink_ttl_ms))
         value_state = runtime_context.get_state(desc)
         self.state_path = "PyFlink's pickling (job.fast_path is false)"
+        why: str | None = "off"
         if self.fast_path:
-            # the bytes straight into the Java state, not pickled once more by PyFlink's wrapper
+            # the bytes into the Java state, pickled by FlinkKeyedState, not by PyFlink's wrapper
             value_state, why = fast_path.java_value_state(value_state)
             self.state_path = "the Java ValueState" if why is None else f"PyFlink's pickling ({why})"
         self.state = FlinkKeyedState(
@@ -692,6 +703,7 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
             self.cache_keys,
             ttl_ms=flink_ttl_ms,
             known_names=self._state_names,
+            pickle_writes=why is None,
         )
         self.pending = runtime_context.get_list_state(
             ListStateDescriptor("pending", Types.PICKLED_BYTE_ARRAY())

@@ -148,7 +148,7 @@ def test_markdown_shows_the_in_kafka_latency_and_the_saturation(bench: ModuleTyp
         "quick": True,
         "machine": {"nproc": 2, "loadavg": [0.5, 0.5, 0.5]},
         "workload": {"events": 1, "users": 1, "zipf": 1.0, "rules": 8},
-        "pure_engine": {"events_per_s": 1.0, "events": 1, "users": 1, "state_bytes_per_user_pickled": 1.0},
+        "pure_engine": {"events_per_s": 1.0, "events": 1, "users": 1, "state_bytes_per_user_encoded": 1.0},
     }
     doc["targets"] = bench.targets(doc)
     text = bench.markdown(doc)
@@ -206,7 +206,7 @@ def _markdown_doc(**top: Any) -> dict[str, Any]:
         "machine": {"nproc": 2, "loadavg": [0.5, 0.5, 0.5]},
         "workload": {"events": 1, "users": 1, "zipf": 1.0, "rules": 8},
     }
-    doc["pure_engine"] |= {"events": 1, "users": 1, "state_bytes_per_user_pickled": 1.0}
+    doc["pure_engine"] |= {"events": 1, "users": 1, "state_bytes_per_user_encoded": 1.0}
     del doc["runs"][0]["propagation"]
     return doc | top
 

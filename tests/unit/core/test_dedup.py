@@ -233,7 +233,7 @@ def test_sending_any_events_again_changes_nothing_else(
             assert d.action == first.action or not d.duplicate
     assert [d.to_dict() for d in firsts.values()] == [d.to_dict() for d in once]
     assert [a.to_dict() for a in twice_alerts] == [a.to_dict() for a in once_alerts]
-    assert runner.store.pickled_sizes() == []
+    assert runner.store.encoded_sizes() == []
 
 
 @pytest.mark.parametrize("window", [0, WINDOW])

@@ -236,7 +236,7 @@ def test_an_adversarial_user_stays_under_the_bound() -> None:
     for i, event in enumerate(_adversarial_events(1_200)):
         list(runner.feed(event))
         if i % 100 == 99:
-            peak = max(peak, *runner.store.pickled_sizes())
+            peak = max(peak, *runner.store.encoded_sizes())
     assert 0 < peak < bound
     # before projection and capping the same user held ~1,200 x 300 KiB; now far less than one event's worth
     assert peak < 16 * 100 * KIB

@@ -87,18 +87,18 @@ def test_a_checkpoint_of_another_job_on_the_same_topic_is_refused_unless_told(
 
 def test_a_checkpoint_of_an_older_layout_this_version_reads_restores(tmp_path: Path) -> None:
     """Layouts 2 and 3 changed only how an idle pattern state and a place in its buffer are written, layout 4
-    the key a value is stored under (its name's code); this version reads layouts 1 to 3 as they are, so their
-    checkpoints restore. (A riskctl of layout 1, 2 or 3 refuses layout 4's: its own check sees another
-    number.)"""
-    assert STATE_LAYOUT == 4 and READABLE_LAYOUTS == {1, 2, 3, 4}
+    the key a value is stored under (its name's code), layout 5 the format of a user's bytes (marshal, not
+    pickle); this version reads layouts 1 to 4 as they are, so their checkpoints restore. (A riskctl of an
+    older layout refuses layout 5's: its own check sees another number.)"""
+    assert STATE_LAYOUT == 5 and READABLE_LAYOUTS == {1, 2, 3, 4, 5}
     mine = _identity()
-    for layout in (1, 2, 3):
+    for layout in (1, 2, 3, 4):
         older = _chk(tmp_path, f"{layout}" * 32, 7, _identity(state_layout=layout))
         assert identity_differences(_identity(state_layout=layout), mine) == []
         assert check_start(tmp_path.as_uri(), TOPIC, older.as_uri(), from_empty=False, identity=mine) is None
-        # seen from a job of the older layout, a checkpoint of layout 4 is another layout
+        # seen from a job of the older layout, a checkpoint of layout 5 is another layout
         assert identity_differences(mine, _identity(state_layout=layout)) == [
-            f"state_layout 4 (this job: {layout})"
+            f"state_layout 5 (this job: {layout})"
         ]
 
 

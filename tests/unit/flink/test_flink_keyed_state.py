@@ -15,7 +15,7 @@ from typing import Any
 
 from riskctl.core.engine import Engine
 from riskctl.core.rules import RuleSet, parse_rule
-from riskctl.core.state import InMemoryKeyedState
+from riskctl.core.state import PICKLE_MARK, InMemoryKeyedState, decode_state, encode_state
 from riskctl.flink import fast_path
 from riskctl.flink.risk_function import FlinkKeyedState, state_code
 
@@ -48,6 +48,13 @@ def use(state: FlinkKeyedState, backing: FakeValueState, key: str) -> None:
     state.begin(key)
 
 
+def stored(backing: FakeValueState, key: str) -> Any:
+    """The dict ``key``'s bytes hold: marshal's format (state layout 5), as this release writes them."""
+    raw = backing.store[key]
+    assert type(raw) is bytes and raw[0] != PICKLE_MARK, raw[:2]
+    return decode_state(raw)
+
+
 def test_a_cached_key_is_not_read_again_but_every_change_is_written() -> None:
     backing = FakeValueState()
     state = FlinkKeyedState(backing, cache_size=10)
@@ -59,7 +66,7 @@ def test_a_cached_key_is_not_read_again_but_every_change_is_written() -> None:
     state.put("n", state.get("n") + 1)
     state.commit()
     assert backing.reads == 1  # the second event of u1 used the cached bytes
-    assert backing.writes == 2 and pickle.loads(backing.store["u1"]) == {state_code("n"): 2}  # every change
+    assert backing.writes == 2 and stored(backing, "u1") == {state_code("n"): 2}  # every change
 
 
 def test_nothing_is_written_when_nothing_changed() -> None:
@@ -222,7 +229,7 @@ def test_abort_leaves_the_committed_value_in_the_cache_and_the_value_state() -> 
     use(state, backing, "u1")
     assert state.get("buf") == [1] and backing.reads == 1  # the cached bytes are the committed value
     state.commit()
-    assert pickle.loads(backing.store["u1"]) == {state_code("buf"): [1]} and backing.writes == 1
+    assert stored(backing, "u1") == {state_code("buf"): [1]} and backing.writes == 1
 
 
 def test_each_event_decodes_its_own_copy_of_the_cached_bytes() -> None:
@@ -247,7 +254,7 @@ def test_a_value_of_the_former_layout_is_read_and_written_back_as_bytes() -> Non
     use(state, backing, "u1")
     state.put("n", state.get("n") + 1)
     state.commit()
-    assert pickle.loads(backing.store["u1"]) == {state_code("n"): 2, state_code("_engine"): [1, 2]}
+    assert stored(backing, "u1") == {state_code("n"): 2, state_code("_engine"): [1, 2]}
     use(state, backing, "u1")
     assert state.get("n") == 2 and backing.reads == 1  # cached as bytes from then on
 
@@ -265,34 +272,56 @@ def test_names_are_stored_as_their_codes_and_a_state_of_layout_3_is_read() -> No
     state.put("_engine", [4])
     state.commit()
     raw = backing.store["u1"]
-    assert pickle.loads(raw) == {state_code(name): (1, 2), state_code("_engine"): [4]}
+    assert stored(backing, "u1") == {state_code(name): (1, 2), state_code("_engine"): [4]}
     assert b"rule_a" not in raw and b"_engine" not in raw
 
 
 def test_values_pickled_by_pyflinks_wrapper_are_read_from_the_java_state() -> None:
     """In thread mode the job reads and writes the Java ValueState itself (riskctl.flink.fast_path): the
     bytes of an older release, or of PyFlink's own path, went through PyFlink's wrapper, which pickled them
-    once more (and layout 1 had the wrapper pickle the dict itself). Both are read as they were written; every
-    write is the state's own bytes, which the wrapper, in turn, reads as the dict they encode."""
+    once more (and layout 1 had the wrapper pickle the dict itself); layout 4 wrote its pickle unwrapped.
+    All are read as they were written. Every write pickles the state's own bytes (``pickle_writes``), which
+    PyFlink's wrapper reads as the bytes they are: a job with ``job.fast_path: false`` restores them.
+    """
     backing = FakeValueState()
     codes = {state_code("n"): 1}
     backing.store["u1"] = pickle.dumps(pickle.dumps(codes, protocol=5), protocol=4)  # layouts 2-4, wrapped
     backing.store["u2"] = pickle.dumps({"n": 7}, protocol=4)  # layout 1: the dict itself, wrapped
-    state = FlinkKeyedState(backing, cache_size=10)
+    backing.store["u3"] = pickle.dumps(codes, protocol=5)  # layout 4 on the Java state: its pickle as it is
+    backing.store["u4"] = pickle.dumps(encode_state(codes), protocol=4)  # layout 5, through the wrapper
+    state = FlinkKeyedState(backing, cache_size=10, pickle_writes=True)
+    for n, user in enumerate(("u1", "u2", "u3", "u4")):
+        use(state, backing, user)
+        assert state.get("n") == (7 if user == "u2" else 1)
+        state.put("n", 10 + n)
+        state.commit()
+    for n, user in enumerate(("u1", "u2", "u3", "u4")):
+        raw = backing.store[user]
+        # one unpickling gives the state's own bytes, in marshal's format (PyFlink's wrapper gives them so)
+        inner = pickle.loads(raw)
+        assert (
+            type(inner) is bytes
+            and inner[0] != PICKLE_MARK
+            and decode_state(inner) == {state_code("n"): 10 + n}
+        )
+        assert raw == pickle.dumps(inner, protocol=3)  # no frame: 8 bytes around the state's own
+    reread = FlinkKeyedState(backing, cache_size=0)
+    use(reread, backing, "u3")
+    assert reread.get("n") == 12
+
+
+def test_without_pickle_writes_the_state_writes_its_own_bytes() -> None:
+    """PyFlink's wrapper (``job.fast_path: false``, or a state the fast path does not take) pickles each value
+    itself: the state hands it its own bytes, and reads back what the wrapper unpickles."""
+    backing = PickledValueState()
+    state = FlinkKeyedState(backing, cache_size=0)
+    use(state, backing, "u1")
+    state.put("n", 1)
+    state.commit()
+    inner = pickle.loads(backing.store["u1"])  # what the wrapper was given
+    assert inner[0] != PICKLE_MARK and decode_state(inner) == {state_code("n"): 1}
     use(state, backing, "u1")
     assert state.get("n") == 1
-    state.put("n", 2)
-    state.commit()
-    use(state, backing, "u2")
-    assert state.get("n") == 7
-    state.put("n", 8)
-    state.commit()
-    # written as the state's own bytes: one unpickling gives the dict (PyFlink's wrapper gives it just so)
-    assert pickle.loads(backing.store["u1"]) == {state_code("n"): 2}
-    assert pickle.loads(backing.store["u2"]) == {state_code("n"): 8}
-    reread = FlinkKeyedState(backing, cache_size=0)
-    use(reread, backing, "u1")
-    assert reread.get("n") == 2
 
 
 def test_outside_the_embedded_runtime_the_state_stays_pyflinks() -> None:
@@ -377,7 +406,7 @@ def test_a_restored_state_gives_its_names_back_and_a_stale_one_is_released() -> 
         use(state, backing, "u1")
         first.process(state, {"event_id": f"e{i}", "user_id": "u1", "type": "login", "ts": ts + i})
         state.commit()
-    before = set(pickle.loads(backing.store["u1"]))
+    before = set(stored(backing, "u1"))
     assert before <= {state_code(n) for n in first.state_names}
 
     # the same rules but the sequence, in a new process (a restore): nothing used in it yet
@@ -387,9 +416,9 @@ def test_a_restored_state_gives_its_names_back_and_a_stale_one_is_released() -> 
     result = second.process(restored, {"event_id": "e2", "user_id": "u1", "type": "login", "ts": ts + 2})
     restored.commit()
     assert result.decision is not None and result.decision.action == "REVIEW"  # the count went on: 3 logins
-    stored = set(pickle.loads(backing.store["u1"]))
+    kept_codes = set(stored(backing, "u1"))
     kept = {state_code(n) for n in second.state_names}
-    assert stored == before & kept != set()
+    assert kept_codes == before & kept != set()
     assert before - kept == {state_code(k) for k in first.state_names if k.startswith("pattern:a_then_b:")}
     # (the sequence's state was released: the stored codes are those of the names in force)
 
@@ -398,7 +427,7 @@ def test_a_restored_state_gives_its_names_back_and_a_stale_one_is_released() -> 
     use(blind, backing, "u1")
     assert all(type(n) is int for n in blind.names())
     blind.remove(next(iter(blind.names())))
-    assert len(list(blind.names())) == len(stored) - 1
+    assert len(list(blind.names())) == len(kept_codes) - 1
 
 
 class FakeTimers:

@@ -6,8 +6,9 @@ bookkeeping, a feature's state of another shape, another state descriptor) that 
 layout would now be read wrongly. This test runs a fixed reference workload through the job's decide function
 (riskctl.flink.risk_function.RiskFunction: its open(), its broadcast side, its events and timers, with
 stand-ins for Flink's state) over the pure engine, and derives a structural signature of what is stored:
-the state descriptors, each user's pickled state dict (state names, and for each value its nesting, types and
-positions, not its values), the held events' list state and the broadcast state's rule documents. It must
+the state descriptors, each user's stored state dict (its format, its state names, and for each value its
+nesting, types and positions, not its values), the held events' list state and the broadcast state's rule
+documents. It must
 equal the signature recorded for the current ``STATE_LAYOUT`` in state_layout.json.
 
 When it differs: raise ``STATE_LAYOUT`` and record the new signature under the new number
@@ -15,7 +16,8 @@ When it differs: raise ``STATE_LAYOUT`` and record the new signature under the n
 code still reads the previous layout as it is, list that layout in ``READABLE_LAYOUTS`` too, so that its
 checkpoints restore (layout 2: idle pattern states as tuples; the lists of layout 1 are read as before;
 layout 3: a buffered place as its time alone; the tuples of layouts 1 and 2 are read as before; layout 4: the
-values under their names' codes; a dict keyed by names is recoded when it is read). A
+values under their names' codes; a dict keyed by names is recoded when it is read; layout 5: marshal's format
+instead of pickle's; a pickle is read by its first byte). A
 change that both sides read correctly (as the engine reads a meta list without its last field, and the
 previous release one with it) may replace the current number's entry instead: say why in the commit. A
 change of the workload or of the reference rules below changes the signature without changing the layout:
@@ -39,6 +41,7 @@ import yaml
 from pyflink.common import Row
 from pyflink.datastream import TimeDomain
 
+from riskctl.core.state import PICKLE_MARK
 from riskctl.flink.checkpoints import STATE_LAYOUT
 from riskctl.flink.risk_function import RULES_STATE, FlinkKeyedState, RiskFunction, state_code
 from tests.unit.flink.test_flink_keyed_state import FakeListState, FakeRuntime, FakeValueState
@@ -160,6 +163,11 @@ def shape(value: Any) -> str:
         fields = sorted((repr(k), shape(v)) for k, v in value.items())
         return "{" + ", ".join(f"{k}: {v}" for k, v in fields) + "}"
     return f"<{type(value).__module__}.{type(value).__qualname__}>"  # pickled as a class instance
+
+
+def encoding(raw: bytes) -> str:
+    """The format of a user's stored bytes: a pickle names its protocol (its second byte)."""
+    return f"pickle {raw[1]}" if raw[0] == PICKLE_MARK else "marshal"
 
 
 class _Runtime(FakeRuntime):
@@ -284,7 +292,8 @@ def signature() -> dict[str, Any]:
     send("u3", 14, "order", 3_000, amount=5)
     send("u3", 15, "login", 3_500, success=True, city="Oslo", device_id="d1")
     send("u3", 16, "transfer", 4_000, amount=10, device_id="d1")
-    users = {user: pickle.loads(raw) for user, raw in sorted(backing.store.items())}
+    stored = sorted(backing.store.items())
+    users = {user: FlinkKeyedState.loads(raw) for user, raw in stored}
     assert fn.engine is not None
     # a value stored under a name's code shows as the code and, for the reader, the name
     names = {state_code(name): name for name in fn.engine.state_names}
@@ -297,6 +306,7 @@ def signature() -> dict[str, Any]:
             **{desc.name: _descriptor(desc) for desc in runtime.descriptors},
             RULES_STATE.name: _descriptor(RULES_STATE),
         },
+        "encoding": {user: encoding(raw) for user, raw in stored},
         "engine": {
             user: {stored_as(key): shape(v) for key, v in state.items()} for user, state in users.items()
         },
@@ -351,6 +361,15 @@ def test_a_state_name_more_in_what_the_job_stores_is_named(monkeypatch: pytest.M
     changed = signature()
     assert differences(base, changed) == [
         f"  /engine/{user}/_extra: (absent)\n    -> list[int]" for user in ("u1", "u2", "u3")
+    ]
+
+
+def test_another_encoding_of_the_same_values_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same values in another format are another layout: the previous release would misread them."""
+    base = signature()
+    monkeypatch.setattr(FlinkKeyedState, "dumps", staticmethod(lambda data: pickle.dumps(data, protocol=5)))
+    assert differences(base, signature()) == [
+        f"  /encoding/{user}: marshal\n    -> pickle 5" for user in ("u1", "u2", "u3")
     ]
 
 

@@ -27,7 +27,13 @@ from riskctl.config.checks import (
     shown,
     text,
 )
-from riskctl.core.door import DEFAULT_LIMITS, MAX_DEAD_LETTER_BYTES, MIN_DEAD_LETTER_BYTES, Limits
+from riskctl.core.door import (
+    DEFAULT_LIMITS,
+    MAX_CLOCK_SKEW_MS,
+    MAX_DEAD_LETTER_BYTES,
+    MIN_DEAD_LETTER_BYTES,
+    Limits,
+)
 from riskctl.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -417,7 +423,7 @@ class JobSettings:
     max_event_bytes: int = positive(DEFAULT_LIMITS.max_event_bytes)
     max_depth: int = setting(DEFAULT_LIMITS.max_depth, low=1, high=MAX_EVENT_DEPTH)
     max_string_chars: int = positive(DEFAULT_LIMITS.max_string_chars)
-    max_clock_skew_ms: int = ms(DEFAULT_LIMITS.max_clock_skew_ms)
+    max_clock_skew_ms: int = setting(DEFAULT_LIMITS.max_clock_skew_ms, low=1, high=MAX_CLOCK_SKEW_MS)
     dead_letter_max_bytes: int = setting(
         DEFAULT_LIMITS.dead_letter_max_bytes, low=MIN_DEAD_LETTER_BYTES, high=MAX_DEAD_LETTER_BYTES
     )

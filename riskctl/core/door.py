@@ -48,6 +48,10 @@ MAX_DEAD_LETTER_BYTES = 1_000_000
 MIN_DEAD_LETTER_BYTES = 4_096
 _MAX_REASON_CHARS = 1_000
 _MAX_FIELD_CHARS = 300
+#: the largest ``max_clock_skew_ms``: 100 years (of 365 days). The job's source tests a ``ts`` with one read
+#: of it by clamping it to [-1, MAX_TS + 1] first (riskctl.flink.job._events), which holds while MAX_TS + 1
+#: minus the skew is ahead of the wall clock: until the year 9899 with this bound
+MAX_CLOCK_SKEW_MS = 100 * 365 * 86_400_000
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _M = MAX_NUMBER
 
@@ -68,6 +72,10 @@ class Limits:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 msg = f"{name} must be a positive integer, got {value!r}"
                 raise ValueError(msg)
+        if self.max_clock_skew_ms > MAX_CLOCK_SKEW_MS:
+            skew = self.max_clock_skew_ms
+            msg = f"max_clock_skew_ms must be at most {MAX_CLOCK_SKEW_MS} (100 years), got {skew}"
+            raise ValueError(msg)
         value = self.dead_letter_max_bytes
         if isinstance(value, bool) or not isinstance(value, int):
             msg = f"dead_letter_max_bytes must be an integer, got {value!r}"

@@ -503,10 +503,14 @@ def _events(t_env: StreamTableEnvironment, settings: Settings) -> KeyedStream:
     limits = job.limits()
     text = "CAST(`raw` AS STRING)"
     ts = f"TRY_CAST(JSON_VALUE({text}, '$.ts') AS BIGINT)"
-    # ts - skew <= now, in BIGINT ms then as timestamps: no interval arithmetic (SECOND(2) precision limits)
-    valid_ts = (
-        f"{ts} BETWEEN 0 AND {MAX_TS} "
-        f"AND TO_TIMESTAMP_LTZ({ts} - {limits.max_clock_skew_ms}, 3) <= CURRENT_ROW_TIMESTAMP()"
+    # 0 <= ts <= MAX_TS and ts - skew <= now, with two reads of ts (each parses the record): the test reads it
+    # clamped to [-1, MAX_TS + 1], where MAX_TS + 1 - skew is ahead of now (the skew is at most
+    # MAX_CLOCK_SKEW_MS) and no subtraction overflows; a ts below 0 passes it and counts as 0. In BIGINT ms,
+    # then as timestamps: no interval arithmetic (SECOND(2) precision limits). NULL (no integer) fails it.
+    clamped = f"GREATEST(LEAST({ts}, {MAX_TS + 1}), -1)"
+    rowtime_ms = (
+        f"CASE WHEN TO_TIMESTAMP_LTZ({clamped} - {limits.max_clock_skew_ms}, 3) <= CURRENT_ROW_TIMESTAMP() "
+        f"THEN GREATEST({ts}, 0) ELSE 0 END"
     )
     t_env.execute_sql(f"""
         CREATE TEMPORARY TABLE riskctl_events (
@@ -514,7 +518,7 @@ def _events(t_env: StreamTableEnvironment, settings: Settings) -> KeyedStream:
             `topic` STRING METADATA VIRTUAL,
             `partition` INT METADATA VIRTUAL,
             `offset` BIGINT METADATA VIRTUAL,
-            `rowtime` AS TO_TIMESTAMP_LTZ(CASE WHEN {valid_ts} THEN {ts} ELSE 0 END, 3),
+            `rowtime` AS TO_TIMESTAMP_LTZ({rowtime_ms}, 3),
             WATERMARK FOR `rowtime` AS `rowtime` - {_lateness_interval(job.lateness_ms)}
         ) WITH ({_with(options)})
     """)

@@ -164,13 +164,54 @@ def test_hostile_records_get_dead_letters_and_never_restart_the_job(door_job: An
     for subtask in range(decide_parallelism):
         assert f"decide subtask {subtask}: engine core " in text, flink_log
     assert text.count("; events by the fast path") == decide_parallelism, flink_log
-    # each user's state bytes went straight into the Java ValueState (riskctl.flink.fast_path), not pickled
-    # once more by PyFlink's wrapper
+    # each user's state bytes went into the Java ValueState (riskctl.flink.fast_path), pickled by the operator
+    # as bytes, not through PyFlink's wrapper
     assert text.count("; state bytes by the Java ValueState;") == decide_parallelism, flink_log
     # chained operators pass records on without copying them (riskctl.flink.env)
     assert rest(port, f"/jobs/{jid}/config")["execution-config"]["object-reuse-mode"] is True
     assert any(logs.glob("*EmbeddedPythonKeyedCoProcessOperator*LOG")), sorted(p.name for p in logs.iterdir())
     assert f"Flink's log in {logs}" in job.proc.log.read_text(errors="replace")
+
+
+def test_a_ts_out_of_bounds_never_moves_event_time(door_job: Any) -> None:
+    """The source's event time takes a record's ``ts`` only within [0, 9999-12-31] and at most
+    ``max_clock_skew_ms`` ahead of the wall clock (riskctl.flink.job._events: the test on a clamped copy).
+    Seen through an absence rule, whose deadline fires when event time passes it: a login on a new device
+    arms ``new_device_without_2fa`` 5 minutes of event time ahead; the hostile stamps, then valid ticks, all
+    on one partition (the other goes idle: this one's watermark is the job's), must not fire it. A tick
+    within the skew but past the deadline then does: the check sees event time move when it should."""
+    job, _, mode = door_job
+    now = int(time.time() * 1000)
+    u = job.user("clockwatch")
+
+    def ev(eid: str, t: int, etype: str = "order", **fields: Any) -> dict[str, Any]:
+        return {"event_id": f"{u}-{eid}", "user_id": u, "type": etype, "ts": now - 20_000 + t, **fields}
+
+    login = ev("login", 0, "login", success=True, device_id="new-device")
+    stamps = [FAR_FUTURE, FAR_FUTURE + 1, now + 400_000, -1, -(2**63), 2**63 - 1, 2**63, 1e300, "1.5e12"]
+    hostile = [{**ev(f"h{i}", 0), "ts": ts} for i, ts in enumerate(stamps)]
+    one_partition = {"key": lambda _: u.encode()}
+    produce(job.settings, job.topics["events"], [login, *hostile], **one_partition)
+    for i in range(10):  # the partition stays active, and its watermark is emitted, after the stamps
+        produce(job.settings, job.topics["events"], [ev(f"t{i}", 2_000 * (i + 1))], **one_partition)
+        time.sleep(0.3)
+
+    def mine(rs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [r for r in rs if r.get("user_id") == u]
+
+    assert mine(_read_committed(job, "alerts", lambda rs: bool(mine(rs)), mode, timeout=8)) == []
+    # 290 s past the login, within the skew: event time (less the 2 s of lateness) passes the deadline
+    produce(job.settings, job.topics["events"], [ev("due", 310_000)], **one_partition)
+    alerts = mine(_read_committed(job, "alerts", lambda rs: bool(mine(rs)), mode, timeout=60))
+    assert [(a["rule"]["id"], a["reason"]) for a in alerts] == [("new_device_without_2fa", "timer")], alerts
+    dead = _read_committed(job, "dead", lambda rs: len(_of(rs, u)) >= len(hostile), mode)
+    assert sorted(json.loads(d["raw"])["event_id"] for d in _of(dead, u)) == sorted(
+        e["event_id"] for e in hostile
+    )
+
+
+def _of(dead: list[dict[str, Any]], user: str) -> list[dict[str, Any]]:
+    return [d for d in dead if d.get("raw") and f'"user_id": "{user}"' in d["raw"]]
 
 
 def _decide_metrics(port: int, jid: str, done: Any, timeout: float = 60) -> dict[str, float]:

@@ -181,6 +181,8 @@ def test_without_now_there_is_no_clock_check_and_limits_are_configurable() -> No
         ("max_event_bytes", "big", "max_event_bytes must be a positive integer"),
         ("dead_letter_max_bytes", 2_000_000, "between 4096 and 1000000"),
         ("dead_letter_max_bytes", 100, "between 4096 and 1000000"),
+        # the job's source tests a ts clamped to [-1, MAX_TS + 1]: MAX_TS + 1 - skew must stay ahead of now
+        ("max_clock_skew_ms", 100 * 365 * 86_400_000 + 1, "at most 3153600000000 \\(100 years\\)"),
     ],
 )
 def test_bad_limits_name_the_setting(field: str, value: Any, reason: str) -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from riskctl.config import load_settings
+from riskctl.core.door import MAX_CLOCK_SKEW_MS
+from riskctl.core.events import MAX_TS
 from riskctl.errors import ConfigError
 from riskctl.flink.job import _events
 
@@ -102,3 +105,17 @@ def test_a_fetch_wait_the_kafka_client_cannot_take_is_a_config_error(tmp_path: P
         ConfigError, match=r"job\.source_fetch_wait_ms must be at most 2147483647, got 3000000000"
     ):
         _events(FakeTableEnv(), load_settings(env=env))  # type: ignore[arg-type]
+
+
+def test_the_event_time_reads_ts_twice_and_its_skew_is_bounded(tmp_path: Path) -> None:
+    """Each read of ``ts`` parses the record (the source thread's largest cost): the watermark's expression
+    reads it twice, its test on a value clamped to [-1, MAX_TS + 1], which needs the skew bounded."""
+    base = {"RISKCTL_STACK_DIR": str(tmp_path)}
+    ddl = _ddl(base | {"RISKCTL_JOB_MAX_CLOCK_SKEW_MS": str(MAX_CLOCK_SKEW_MS)})
+    assert ddl.count("'$.ts'") == 2
+    ts = "TRY_CAST(JSON_VALUE(CAST(`raw` AS STRING), '$.ts') AS BIGINT)"
+    assert f"GREATEST(LEAST({ts}, {MAX_TS + 1}), -1)" in ddl and f"THEN GREATEST({ts}, 0) ELSE 0 END" in ddl
+    assert f"- {MAX_CLOCK_SKEW_MS}, 3) <= CURRENT_ROW_TIMESTAMP()" in ddl
+    assert MAX_TS + 1 - MAX_CLOCK_SKEW_MS > int(time.time() * 1000) + 7_000 * 365 * 86_400_000  # to year 9899
+    with pytest.raises(ConfigError, match="max_clock_skew_ms"):
+        load_settings(env=base | {"RISKCTL_JOB_MAX_CLOCK_SKEW_MS": str(MAX_CLOCK_SKEW_MS + 1)})

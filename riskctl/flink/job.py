@@ -465,7 +465,8 @@ def _events(t_env: StreamTableEnvironment, settings: Settings) -> KeyedStream:
     which validates it. Python operators in front of the decide one (parse, timestamps, key) cost more than
     their work: in thread mode every Python operator shares the one interpreter lock, and the decide thread
     waited on the source thread's Python (bench/flink_profile/README.md). A record that is not valid JSON or
-    has no usable ``user_id`` gets the key '' and is sent to the dead letters by the decide operator.
+    has no usable ``user_id`` gets a short well-formed key ('' without one) and is sent to the dead letters by
+    the decide operator.
 
     The value is read as BYTES (format raw), so Python gets the original bytes (invalid UTF-8 is kept for the
     dead letter; a STRING column would have replaced it by U+FFFD); Java decodes a copy (``CAST AS STRING``,
@@ -523,15 +524,15 @@ def _events(t_env: StreamTableEnvironment, settings: Settings) -> KeyedStream:
         ) WITH ({_with(options)})
     """)
     # The key crosses into Python as a str: a lone surrogate (JSON "\\ud800") in it failed the job (pemja's
-    # UTF-16 decoding raised UnicodeDecodeError outside any Python code of ours) and an oversized one is
-    # refused anyway. Such records get the key '' and Python dead-letters them.
+    # UTF-16 decoding raised UnicodeDecodeError outside any Python code of ours), and an id of any length
+    # would be a key of that length. The key is the id read once (each read parses the record), cut to one
+    # character over MAX_ID_LENGTH and through UTF-8 and back, where Java writes a lone surrogate as '?': a
+    # valid id is its own key, any other a short well-formed one, under which Python dead-letters the record
+    # before it touches any state; a record without a user_id gets the key ''.
+    user_id = f"SUBSTRING(JSON_VALUE(CAST(`raw` AS STRING), '$.user_id') FROM 1 FOR {MAX_ID_LENGTH + 1})"
+    key = f"COALESCE(DECODE(ENCODE({user_id}, 'UTF-8'), 'UTF-8'), '')"
     keyed_rows = t_env.sql_query(
-        "SELECT CASE WHEN CHAR_LENGTH(u) <= "  # noqa: S608 - a constant of ours, no input
-        + str(MAX_ID_LENGTH)
-        + " AND NOT REGEXP(u, '[\\uD800-\\uDFFF]') "
-        "THEN u ELSE '' END AS k, ROW(`raw`, `topic`, `partition`, `offset`) AS v FROM ("
-        "SELECT JSON_VALUE(CAST(`raw` AS STRING), '$.user_id') AS u, `raw`, `topic`, `partition`, `offset` "
-        "FROM riskctl_events)"
+        f"SELECT {key} AS k, ROW(`raw`, `topic`, `partition`, `offset`) AS v FROM riskctl_events"  # noqa: S608 - constants of ours
     )
     # to_append_stream with a RowTypeInfo: the embedded Python operator cannot read to_data_stream's
     # ExternalTypeInfo (ClassCastException to RowTypeInfo)

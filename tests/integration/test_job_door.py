@@ -98,14 +98,22 @@ def test_hostile_records_get_dead_letters_and_never_restart_the_job(door_job: An
     nl = job.user("nl")
     nl_fails = [ev(f"{nl}-f{i}", nl + "\n", 100 * i, success=False) for i in range(3)]
     nl_win = ev(f"{nl}-w", nl, 400, success=True)
+    # Two ids of MAX_ID_LENGTH astral characters (each two UTF-16 units: a cut counting those would key both
+    # as one prefix) that differ in their last: two failures of one and a failure and a success of the other
+    # are no brute force
+    base = job.user("astral")
+    stem = "\U0001f600" * (255 - len(base)) + base
+    astral = [ev(f"{base}-{i}", stem + "ab"[i // 2], 100 * i, success=i == 3) for i in range(4)]
+    assert all(len(e["user_id"]) == 256 for e in astral)
     hostile: list[bytes] = [binary, bad_utf8, surrogate_b, huge.encode(), deep.encode(), too_long]
     records: list[Any] = [fail1, fail2, future, hostile[0], valid[0], fail3, hostile[1], valid[1]]
     records += [win, hostile[2], valid[2], hostile[3], valid[3], hostile[4], valid[4], hostile[5]]
     produce(job.settings, job.topics["events"], records, key=_key)
     # one partition for both ids, in this order, so that keying them alike would be seen
     produce(job.settings, job.topics["events"], [*nl_fails, nl_win], key=lambda _: nl.encode())
+    produce(job.settings, job.topics["events"], astral, key=lambda _: b"astral")
 
-    wanted = {e["event_id"] for e in [fail1, fail2, fail3, win, *valid, *nl_fails, nl_win]}
+    wanted = {e["event_id"] for e in [fail1, fail2, fail3, win, *valid, *nl_fails, nl_win, *astral]}
     decisions = _read_committed(job, "decisions", lambda rs: wanted <= {r["event_id"] for r in rs}, mode)
     mine = [r for r in decisions if r["event_id"] in wanted]
     assert sorted(r["event_id"] for r in mine) == sorted(wanted), "every valid event decided exactly once"
@@ -113,6 +121,7 @@ def test_hostile_records_get_dead_letters_and_never_restart_the_job(door_job: An
     assert by_id[win["event_id"]]["action"] == "REJECT", by_id[win["event_id"]]
     assert by_id[win["event_id"]]["rules"][0]["id"] == "brute_force_login"
     assert by_id[nl_win["event_id"]]["action"] == "PASS", by_id[nl_win["event_id"]]
+    assert by_id[astral[3]["event_id"]]["action"] == "PASS", by_id[astral[3]["event_id"]]
 
     def mine_dead(rs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return [r for r in rs if r.get("topic") == job.topics["events"]]

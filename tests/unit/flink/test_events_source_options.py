@@ -10,7 +10,7 @@ import pytest
 
 from riskctl.config import load_settings
 from riskctl.core.door import MAX_CLOCK_SKEW_MS
-from riskctl.core.events import MAX_TS
+from riskctl.core.events import MAX_ID_LENGTH, MAX_TS
 from riskctl.errors import ConfigError
 from riskctl.flink.job import _events
 
@@ -22,6 +22,7 @@ class _Stop(Exception):
 class FakeTableEnv:
     def __init__(self) -> None:
         self.ddl: list[str] = []
+        self.queries: list[str] = []
         self.config: dict[str, str] = {}
 
     def get_config(self) -> Any:
@@ -37,6 +38,7 @@ class FakeTableEnv:
         self.ddl.append(sql)
 
     def sql_query(self, sql: str) -> Any:
+        self.queries.append(sql)
         raise _Stop
 
 
@@ -119,3 +121,14 @@ def test_the_event_time_reads_ts_twice_and_its_skew_is_bounded(tmp_path: Path) -
     assert MAX_TS + 1 - MAX_CLOCK_SKEW_MS > int(time.time() * 1000) + 7_000 * 365 * 86_400_000  # to year 9899
     with pytest.raises(ConfigError, match="max_clock_skew_ms"):
         load_settings(env=base | {"RISKCTL_JOB_MAX_CLOCK_SKEW_MS": str(MAX_CLOCK_SKEW_MS + 1)})
+
+
+def test_the_key_reads_user_id_once_and_cuts_it_one_past_the_limit(tmp_path: Path) -> None:
+    """The key's expression parses the record once (it read user_id three times), keeps a valid id as it is
+    (SUBSTRING counts code points, as MAX_ID_LENGTH does) and makes any other one short and well-formed."""
+    t_env = FakeTableEnv()
+    with pytest.raises(_Stop):
+        _events(t_env, load_settings(env={"RISKCTL_STACK_DIR": str(tmp_path)}))  # type: ignore[arg-type]
+    (query,) = t_env.queries
+    assert query.count("JSON_VALUE") == 1 and "'$.user_id'" in query
+    assert f"FROM 1 FOR {MAX_ID_LENGTH + 1})" in query and "DECODE(ENCODE(" in query and "COALESCE(" in query

@@ -280,7 +280,7 @@ class FlinkKeyedState:
     Each event decodes a fresh copy: its objects are new and close together in memory, which the engine and
     the encoding walk faster than a dict whose objects were scattered over the heap since the key's last
     event (the Python side of the decide thread 28-29 against 38-40 µs/event: bench/flink_profile/README.md),
-    and a cached user costs about 1.3 KB (its bytes and the cache's entry, with rules/) instead of some 5.5 KB
+    and a cached user costs about 1.5 KB (its bytes and the cache's entry, with rules/) instead of some 5.5 KB
     of objects. The cache holds exactly the bytes last written to the ValueState, what a checkpoint holds, and
     an event that fails (:meth:`abort`) leaves nothing behind. With ``ttl_ms`` (the ValueState's Flink TTL,
     processing time, refreshed by each write) an entry written that long ago is dropped at its next use, a

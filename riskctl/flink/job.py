@@ -529,7 +529,7 @@ def _events(t_env: StreamTableEnvironment, settings: Settings) -> KeyedStream:
     # character over MAX_ID_LENGTH and through UTF-8 and back, where Java writes a lone surrogate as '?': a
     # valid id is its own key, any other a short well-formed one, under which Python dead-letters the record
     # before it touches any state; a record without a user_id gets the key ''.
-    user_id = f"SUBSTRING(JSON_VALUE(CAST(`raw` AS STRING), '$.user_id') FROM 1 FOR {MAX_ID_LENGTH + 1})"
+    user_id = f"SUBSTRING(JSON_VALUE({text}, '$.user_id') FROM 1 FOR {MAX_ID_LENGTH + 1})"
     key = f"COALESCE(DECODE(ENCODE({user_id}, 'UTF-8'), 'UTF-8'), '')"
     keyed_rows = t_env.sql_query(
         f"SELECT {key} AS k, ROW(`raw`, `topic`, `partition`, `offset`) AS v FROM riskctl_events"  # noqa: S608 - constants of ours

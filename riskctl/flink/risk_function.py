@@ -693,17 +693,18 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         desc.enable_time_to_live(ttl_config(flink_ttl_ms))
         value_state = runtime_context.get_state(desc)
         self.state_path = "PyFlink's pickling (job.fast_path is false)"
-        why: str | None = "off"
+        java = False
         if self.fast_path:
             # the bytes into the Java state, pickled by FlinkKeyedState, not by PyFlink's wrapper
             value_state, why = fast_path.java_value_state(value_state)
-            self.state_path = "the Java ValueState" if why is None else f"PyFlink's pickling ({why})"
+            java = why is None
+            self.state_path = "the Java ValueState" if java else f"PyFlink's pickling ({why})"
         self.state = FlinkKeyedState(
             value_state,
             self.cache_keys,
             ttl_ms=flink_ttl_ms,
             known_names=self._state_names,
-            pickle_writes=why is None,
+            pickle_writes=java,
         )
         self.pending = runtime_context.get_list_state(
             ListStateDescriptor("pending", Types.PICKLED_BYTE_ARRAY())

@@ -32,7 +32,7 @@ from __future__ import annotations
 import base64
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -250,29 +250,170 @@ def check_clock(ts: int, now: int, limits: Limits = DEFAULT_LIMITS) -> None:
 
 
 def watermark_ts(raw: bytes | bytearray | str | None, limits: Limits, now: int) -> int:
-    """The event time the Java side of the job reads from a record (``rowtime`` in riskctl.flink.job).
+    """The event time the Java side of the job reads from a record (``riskctl.flink.job.event_time_sql``).
 
-    Java reads ``ts`` with ``JSON_VALUE`` before (and whatever) Python decides, so a record that Python
-    dead-letters still moves the watermark when it has a usable ``ts``. Replay calls this for dead-lettered
-    lines to move its watermark the same way: an integer ``ts`` (or integral number) between 0 and
-    ``now + max_clock_skew_ms`` in a JSON object, else 0 (never moves event time), whatever the record's
-    size (Flink 1.20 SQL cannot measure BYTES).
+    Java reads ``ts`` with ``JSON_VALUE`` and ``TRY_CAST`` before (and whatever) Python decides, so a record
+    that Python dead-letters still moves the watermark when Java reads a ``ts`` in it. Replay calls this for
+    dead-lettered lines to move its watermark the same way: Java's reading, number for number, whatever the
+    record's size (Flink 1.20 SQL cannot measure BYTES), else 0 (never moves event time); then, as the job's
+    test, a time between 0 and ``now + max_clock_skew_ms``, else 0. tests/integration/test_event_time_sql.py
+    holds the two to each other over records written to differ.
+
+    Java's reading, as measured there: the record decoded with replacement characters; its first JSON value
+    (Jackson ignores whatever follows it), of any depth and with numbers of any length, and nothing where
+    JSON's grammar is broken inside it or where it holds NaN or Infinity (the standard library's reader, and
+    :func:`_top_members` past its limits); the ``ts``
+    of a top-level object as Flink's cast reads the text ``JSON_VALUE`` gives of it (:func:`_java_long`).
     """
     if raw is None:
         return 0
     data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else bytes(raw)
+    text = data.decode("utf-8", "replace")  # Java decodes with replacement characters
     try:
-        obj = json.loads(data.decode("utf-8", "replace"))  # Java decodes with replacement characters
-    except (ValueError, RecursionError):
+        first, _ = _JSON.raw_decode(text, len(text) - len(text.lstrip(" \t\n\r")))
+    except json.JSONDecodeError:
         return 0
-    ts = obj.get("ts") if isinstance(obj, dict) else None
-    if isinstance(ts, bool) or not isinstance(ts, int | float | str):
-        return 0
-    try:
-        value = int(ts) if not isinstance(ts, float) else (int(ts) if ts == ts and abs(ts) < 1e300 else 0)
-    except ValueError:
-        return 0
-    return value if 0 <= value <= now + limits.max_clock_skew_ms else 0
+    except (RecursionError, ValueError):  # nested past Python's recursion, an int of 4,300 digits, or NaN
+        try:
+            members = _top_members(text)  # the same grammar, without those limits (and in Python: slower)
+        except ValueError:
+            return 0
+    else:
+        members = first if type(first) is dict else {}
+    value = _java_long(members.get("ts"))
+    return value if value is not None and 0 <= value <= now + limits.max_clock_skew_ms else 0
+
+
+#: the standard library's reader of a JSON string (escapes, no raw control character), as json.loads reads
+scanstring: Callable[[str, int, bool], tuple[str, int]] = json.decoder.scanstring  # type: ignore[attr-defined]
+
+
+def _no_constant(text: str) -> Any:
+    msg = f"{text} is no JSON number to Jackson"
+    raise ValueError(msg)
+
+
+_JSON = json.JSONDecoder(parse_constant=_no_constant)
+_WS = re.compile(r"[ \t\n\r]*")
+_NUMBER = re.compile(r"(-?(?:0|[1-9][0-9]*))(\.[0-9]+)?([eE][-+]?[0-9]+)?")
+_LITERALS = (("true", True), ("false", False), ("null", None))
+_CONTAINER = object()  # a member whose value is an object or an array
+_VALUE, _AFTER, _KEY, _FIRST_KEY, _FIRST_VALUE = range(5)
+
+
+def _top_members(text: str) -> dict[str, Any]:
+    """The members of the JSON document at the start of ``text`` when it is an object (else none), read as
+    Jackson reads it: the first value only, whatever follows; JSON's grammar as the standard library's
+    ``json`` has it (its string reader, its number pattern), without NaN and Infinity; any depth (a loop and
+    a stack, not recursion) and numbers of any length. Only the top level's scalars are built (a container
+    there is ``_CONTAINER``); a later duplicate name wins. Raises ValueError where the grammar breaks."""
+    members: dict[str, Any] = {}
+    stack: list[str] = []  # the open containers, '{' or '['
+    key: str | None = None
+    state = _VALUE
+    i = 0
+    while True:
+        i = _WS.match(text, i).end()  # type: ignore[union-attr]
+        if i >= len(text):
+            msg = "the document ends inside a value"
+            raise ValueError(msg)
+        c = text[i]
+        if state in (_FIRST_KEY, _KEY):
+            if c == "}" and state == _FIRST_KEY:
+                stack.pop()
+            elif c == '"':
+                name, i = scanstring(text, i + 1, True)
+                i = _WS.match(text, i).end()  # type: ignore[union-attr]
+                if not text.startswith(":", i):
+                    msg = f"no ':' after a name at {i}"
+                    raise ValueError(msg)
+                key = name if len(stack) == 1 else None
+                state, i = _VALUE, i + 1
+                continue
+            else:
+                msg = f"no name at {i}"
+                raise ValueError(msg)
+            i += 1
+        elif state == _FIRST_VALUE and c == "]":
+            stack.pop()
+            i += 1
+        elif state in (_VALUE, _FIRST_VALUE):
+            if c in "{[":
+                if key is not None:
+                    members[key] = _CONTAINER
+                stack.append(c)
+                key = None
+                state, i = (_FIRST_KEY if c == "{" else _FIRST_VALUE), i + 1
+                continue
+            value, i = _scalar(text, i)
+            if key is not None:
+                members[key] = value
+            key = None
+        elif c == ",":
+            state, i = (_KEY if stack[-1] == "{" else _VALUE), i + 1
+            continue
+        elif c == ("}" if stack[-1] == "{" else "]"):
+            stack.pop()
+            i += 1
+        else:
+            msg = f"no ',' or end of container at {i}"
+            raise ValueError(msg)
+        if not stack:
+            return members
+        state = _AFTER
+
+
+def _scalar(text: str, i: int) -> tuple[Any, int]:
+    if text[i] == '"':
+        return scanstring(text, i + 1, True)
+    m = _NUMBER.match(text, i)
+    if m is not None:
+        whole, fraction, exponent = m.groups()
+        if fraction or exponent:
+            return float(m.group()), m.end()
+        # more than 25 characters is past BIGINT either way, so any number past it stands for it (and int()
+        # refuses 4,300 digits, which Jackson reads)
+        return (int(whole) if len(whole) <= 25 else 1 << 80), m.end()
+    for word, value in _LITERALS:
+        if text.startswith(word, i):
+            return value, i + len(word)
+    msg = f"no JSON value at {i}"
+    raise ValueError(msg)
+
+
+_LONG_MIN, _LONG_MAX = -(1 << 63), (1 << 63) - 1
+
+
+def _java_long(value: Any) -> int | None:
+    """``TRY_CAST(JSON_VALUE(...) AS BIGINT)`` of a JSON value: ``JSON_VALUE`` gives a scalar's text (a
+    double as Java's ``Double.toString`` writes it; no text for an object or array), and Flink's cast takes
+    that text with spaces (only) trimmed, an optional sign, ASCII digits, and an optional part after a
+    ``.`` that is all digits and dropped; any other text, or a number beyond BIGINT, is NULL."""
+    t = type(value)
+    if t is int:
+        return value if _LONG_MIN <= value <= _LONG_MAX else None  # type: ignore[no-any-return]
+    if t is float:
+        # Double.toString writes 1e-3 <= |d| < 1e7 in plain digits, anything else with an exponent ('E',
+        # which the cast refuses), and 0 as 0.0; the cast drops the fraction
+        return int(value) if value == 0 or 1e-3 <= abs(value) < 1e7 else None
+    if t is not str:
+        return None  # null, true/false (text the cast refuses), an object or an array
+    text = value.strip(" ")
+    sign = text[:1]
+    if sign in ("+", "-"):
+        if len(text) == 1:
+            return None
+        text = text[1:]
+    whole, _, fraction = text.partition(".")
+    if not text or not _ascii_digits(whole) or not _ascii_digits(fraction):
+        return None
+    number = int(whole) if whole else 0
+    number = -number if sign == "-" else number
+    return number if _LONG_MIN <= number <= _LONG_MAX else None
+
+
+def _ascii_digits(text: str) -> bool:
+    return not text or (text.isascii() and text.isdigit())
 
 
 # ------------------------------------------------------------------------------------------- dead letters

@@ -457,6 +457,24 @@ def _lateness_interval(lateness_ms: int) -> str:
     return f"INTERVAL '{days} {hours:02d}:{minutes:02d}:{seconds:02d}.{millis:03d}' DAY TO SECOND(3)"
 
 
+def event_time_sql(text: str, max_clock_skew_ms: int) -> str:
+    """The SQL of a record's event time in ms (BIGINT), from ``text``, the record as a STRING expression:
+    its ``ts`` when that reads as an integer between 0 and ``now + max_clock_skew_ms``, else 0. Replay reads
+    the same number in Python (``riskctl.core.door.watermark_ts``; tests/integration/test_event_time_sql.py
+    holds the two to each other on hostile records).
+    """
+    ts = f"TRY_CAST(JSON_VALUE({text}, '$.ts') AS BIGINT)"
+    # 0 <= ts <= MAX_TS and ts - skew <= now, with two reads of ts (each parses the record): the test reads it
+    # clamped to [-1, MAX_TS + 1], where MAX_TS + 1 - skew is ahead of now (the skew is at most
+    # MAX_CLOCK_SKEW_MS) and no subtraction overflows; a ts below 0 passes it and counts as 0. In BIGINT ms,
+    # then as timestamps: no interval arithmetic (SECOND(2) precision limits). NULL (no integer) fails it.
+    clamped = f"GREATEST(LEAST({ts}, {MAX_TS + 1}), -1)"
+    return (
+        f"CASE WHEN TO_TIMESTAMP_LTZ({clamped} - {max_clock_skew_ms}, 3) <= CURRENT_ROW_TIMESTAMP() "
+        f"THEN GREATEST({ts}, 0) ELSE 0 END"
+    )
+
+
 def _events(t_env: StreamTableEnvironment, settings: Settings) -> KeyedStream:
     """The raw event records, keyed by user and with event-time watermarks, all on the Java side.
 
@@ -470,11 +488,11 @@ def _events(t_env: StreamTableEnvironment, settings: Settings) -> KeyedStream:
 
     The value is read as BYTES (format raw), so Python gets the original bytes (invalid UTF-8 is kept for the
     dead letter; a STRING column would have replaced it by U+FFFD); Java decodes a copy (``CAST AS STRING``,
-    replacing invalid bytes) only to read ``user_id`` and ``ts``. Event time cannot be hijacked: a ``ts`` that
-    is not an integer in [0, 9999-12-31], or more than ``max_clock_skew_ms`` ahead of the wall clock
-    (``CURRENT_ROW_TIMESTAMP()``, evaluated per record) counts as 0 for watermarks, the rule Python applies
-    before deciding (``riskctl.core.door``). (Flink 1.20 SQL has no OCTET_LENGTH for BYTES, so an oversized
-    record with a valid ``ts`` still moves event time, within the skew; replay does the same.)
+    replacing invalid bytes) only to read ``user_id`` and ``ts``. Event time cannot be hijacked: a ``ts``
+    that Flink's cast does not read as an integer in [0, 9999-12-31], or more than ``max_clock_skew_ms`` ahead
+    of the wall clock (``CURRENT_ROW_TIMESTAMP()``, evaluated per record) counts as 0 for watermarks, the rule
+    Python applies before deciding (``riskctl.core.door``). (Flink 1.20 SQL has no OCTET_LENGTH for BYTES, so
+    an oversized record with a valid ``ts`` still moves event time, within the skew.)
     """
     job = settings.job
     startup = {"committed": "group-offsets", "earliest": "earliest-offset", "latest": "latest-offset"}
@@ -503,16 +521,7 @@ def _events(t_env: StreamTableEnvironment, settings: Settings) -> KeyedStream:
     t_env.get_config().set("table.exec.source.idle-timeout", f"{job.idleness_ms} ms")
     limits = job.limits()
     text = "CAST(`raw` AS STRING)"
-    ts = f"TRY_CAST(JSON_VALUE({text}, '$.ts') AS BIGINT)"
-    # 0 <= ts <= MAX_TS and ts - skew <= now, with two reads of ts (each parses the record): the test reads it
-    # clamped to [-1, MAX_TS + 1], where MAX_TS + 1 - skew is ahead of now (the skew is at most
-    # MAX_CLOCK_SKEW_MS) and no subtraction overflows; a ts below 0 passes it and counts as 0. In BIGINT ms,
-    # then as timestamps: no interval arithmetic (SECOND(2) precision limits). NULL (no integer) fails it.
-    clamped = f"GREATEST(LEAST({ts}, {MAX_TS + 1}), -1)"
-    rowtime_ms = (
-        f"CASE WHEN TO_TIMESTAMP_LTZ({clamped} - {limits.max_clock_skew_ms}, 3) <= CURRENT_ROW_TIMESTAMP() "
-        f"THEN GREATEST({ts}, 0) ELSE 0 END"
-    )
+    rowtime_ms = event_time_sql(text, limits.max_clock_skew_ms)
     t_env.execute_sql(f"""
         CREATE TEMPORARY TABLE riskctl_events (
             `raw` BYTES,

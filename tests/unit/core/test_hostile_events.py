@@ -201,6 +201,42 @@ def test_an_event_in_year_9999_is_refused_but_still_kept_off_the_watermark() -> 
         assert watermark_ts(junk, DEFAULT_LIMITS, NOW) == 0
 
 
+T = NOW - 3_600_000
+
+
+@pytest.mark.parametrize(
+    ("record", "java"),
+    [
+        # what Flink's JSON_VALUE and TRY_CAST read (tests/integration/test_event_time_sql.py checks each)
+        (f'{{"ts": "{T}"}}', T),
+        (f'{{"ts": " {T} "}}', T),  # spaces trimmed ...
+        (f'{{"ts": "\\t{T}\\n"}}', 0),  # ... and nothing else
+        (f'{{"ts": "{T:_}"}}', 0),
+        (f'{{"ts": "{"".join(chr(0xFF10 + int(d)) for d in str(T))}"}}', 0),  # digits, ASCII only
+        (f'{{"ts": "{T}.7"}}', T),  # the cast drops a fraction ...
+        (f'{{"ts": "{T}.7x"}}', 0),  # ... of digits
+        ('{"ts": "1.2.3"}', 0),
+        (f'{{"ts": "+{T}"}}', T),
+        ('{"ts": "."}', 0),
+        (f'{{"ts": {T}.0}}', 0),  # a double is Java's text of it: 1.796...E12, no number to the cast
+        ('{"ts": 5000000.5}', 5_000_000),  # below 10^7 in plain digits
+        (f'{{"ts": {T}e0}}', 0),
+        (f'{{"ts": {T}}} trailing', T),  # Jackson reads the first value
+        (f'{{"ts": {T}}}{{"ts": 1}}', T),
+        (f'{{"ts": {T}, "x": tru}}', 0),  # ... all of it
+        (f'{{"ts": {T}, "x": NaN}}', 0),
+        (f'{{"ts": {T}, "x": {"[" * 100_000}{"]" * 100_000}}}', T),  # any depth
+        (f'{{"ts": {T}, "x": {"[" * 5_000}}}', 0),
+        (f'{{"ts": {T}, "x": {"7" * 5_000}}}', T),  # numbers of any length
+        (f'{{"ts": {T}, "ts": {{"a": 1}}}}', 0),  # the last of a name
+        (f'{{"x": {{"ts": 1}}, "ts": {T}}}', T),
+        ('{"ts": 99999999999999999999}', 0),
+    ],
+)
+def test_replay_reads_ts_as_the_jobs_java_does(record: str, java: int) -> None:
+    assert watermark_ts(record.encode(), DEFAULT_LIMITS, NOW) == java
+
+
 # ----------------------------------------------------------------------------------------------- dead letters
 def test_a_binary_megabyte_gets_a_base64_dead_letter_within_the_limit() -> None:
     record = bytes(range(256)) * 3907  # 1,000,192 bytes, not UTF-8

@@ -78,12 +78,13 @@ class JavaValueState:
         self.store.pop(self.key, None)  # type: ignore[arg-type]
 
 
-class ObjectsKeyedState(FlinkKeyedState):
-    """The job's state cache keeping the dict itself: no encoding, the objects changed in place."""
+def _same(value: Any) -> Any:
+    return value
 
-    __slots__ = ()
-    dumps = staticmethod(lambda data: data)
-    loads = staticmethod(lambda raw: raw)
+
+def objects_keyed_state(backing: JavaValueState, cache_size: int) -> FlinkKeyedState:
+    """The job's state cache keeping the dict itself: no encoding, the objects changed in place."""
+    return FlinkKeyedState(backing, cache_size, codec=(_same, _same))
 
 
 class _Timers:
@@ -148,7 +149,7 @@ def runner(arm: str) -> tuple[Callable[[list[Any]], list[tuple[Any, ...]]], _Ctx
     fn.state = (
         FlinkKeyedState(backing, CACHE_KEYS, pickle_writes=True)  # as the job writes the Java ValueState
         if arm == "job"
-        else ObjectsKeyedState(backing, CACHE_KEYS)
+        else objects_keyed_state(backing, CACHE_KEYS)
     )
     fn.started = fn.have_rules = True
     fn.next_report_ms = 1 << 62  # no Flink counters here

@@ -51,7 +51,7 @@ if TYPE_CHECKING:
 #: is recognised by the source's split state, which comes early)
 MAX_METADATA_BYTES = 64 * 2**20
 #: the layout of the job's state: the decide operator's keyed state (one encoded dict of states per user,
-#: under their names' codes: riskctl.flink.risk_function.FlinkKeyedState and riskctl.core) and its broadcast
+#: under their names' codes: riskctl.core.state.EncodedKeyedState and riskctl.core) and its broadcast
 #: rules. Raise it with a change after which a checkpoint would be read wrongly on the other side of it, by
 #: this version (state of the previous layout) or by the previous one (state of this layout): a restore
 #: across it is then refused, unless this version lists the older layout in READABLE_LAYOUTS (a riskctl
@@ -61,7 +61,7 @@ MAX_METADATA_BYTES = 64 * 2**20
 #: Layout 2: a pattern with nothing pending but its buffer stores a tuple, not a list (riskctl.core.patterns).
 #: Layout 3: a pattern's buffer keeps an event that arrived in order and that no condition holds for as its
 #: time alone (an int), not as a tuple.
-#: Layout 4: a user's dict holds each value under its name's code (riskctl.flink.risk_function.state_code),
+#: Layout 4: a user's dict holds each value under its name's code (riskctl.core.state.state_code),
 #: not under the name.
 #: Layout 5: a user's dict is stored in marshal's format (riskctl.core.state.encode_state), not pickled.
 STATE_LAYOUT = 5

@@ -15,9 +15,9 @@ from typing import Any
 
 from riskctl.core.engine import Engine
 from riskctl.core.rules import RuleSet, parse_rule
-from riskctl.core.state import PICKLE_MARK, InMemoryKeyedState, decode_state, encode_state
+from riskctl.core.state import PICKLE_MARK, InMemoryKeyedState, decode_state, encode_state, state_code
 from riskctl.flink import fast_path
-from riskctl.flink.risk_function import FlinkKeyedState, state_code
+from riskctl.flink.risk_function import FlinkKeyedState
 
 
 class FakeValueState:

@@ -33,6 +33,7 @@ import gc
 import json
 import pickle
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +42,10 @@ import yaml
 from pyflink.common import Row
 from pyflink.datastream import TimeDomain
 
-from riskctl.core.state import PICKLE_MARK
+from riskctl.core.state import PICKLE_MARK, decode_state, encode_state, state_code
+from riskctl.flink import risk_function
 from riskctl.flink.checkpoints import STATE_LAYOUT
-from riskctl.flink.risk_function import RULES_STATE, FlinkKeyedState, RiskFunction, state_code
+from riskctl.flink.risk_function import RULES_STATE, RiskFunction
 from tests.unit.flink.test_flink_keyed_state import FakeListState, FakeRuntime, FakeValueState
 
 SIGNATURES = Path(__file__).with_name("state_layout.json")
@@ -293,7 +295,7 @@ def signature() -> dict[str, Any]:
     send("u3", 15, "login", 3_500, success=True, city="Oslo", device_id="d1")
     send("u3", 16, "transfer", 4_000, amount=10, device_id="d1")
     stored = sorted(backing.store.items())
-    users = {user: FlinkKeyedState.loads(raw) for user, raw in stored}
+    users = {user: decode_state(raw) for user, raw in stored}
     assert fn.engine is not None
     # a value stored under a name's code shows as the code and, for the reader, the name
     names = {state_code(name): name for name in fn.engine.state_names}
@@ -352,12 +354,21 @@ def test_the_state_layout_is_the_one_recorded_for_state_layout() -> None:
     )
 
 
+def _encode_with(monkeypatch: pytest.MonkeyPatch, encode: Callable[[Any], bytes]) -> None:
+    """The decide function's state encodes with ``encode`` (and decodes as the job does)."""
+    real = risk_function.FlinkKeyedState
+
+    def state(*args: Any, **kwargs: Any) -> Any:
+        return real(*args, codec=(encode, decode_state), **kwargs)
+
+    monkeypatch.setattr(risk_function, "FlinkKeyedState", state)
+
+
 def test_a_state_name_more_in_what_the_job_stores_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     """What the test compares sees the job's encoding: FlinkKeyedState's bytes, decoded as a restore does."""
     base = signature()
     assert base == signature() and set(base["engine"]) == {"u1", "u2", "u3"}  # deterministic, every user
-    real = FlinkKeyedState.dumps
-    monkeypatch.setattr(FlinkKeyedState, "dumps", staticmethod(lambda data: real({**data, "_extra": [1]})))
+    _encode_with(monkeypatch, lambda data: encode_state({**data, "_extra": [1]}))
     changed = signature()
     assert differences(base, changed) == [
         f"  /engine/{user}/_extra: (absent)\n    -> list[int]" for user in ("u1", "u2", "u3")
@@ -367,7 +378,7 @@ def test_a_state_name_more_in_what_the_job_stores_is_named(monkeypatch: pytest.M
 def test_another_encoding_of_the_same_values_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     """The same values in another format are another layout: the previous release would misread them."""
     base = signature()
-    monkeypatch.setattr(FlinkKeyedState, "dumps", staticmethod(lambda data: pickle.dumps(data, protocol=5)))
+    _encode_with(monkeypatch, lambda data: pickle.dumps(data, protocol=5))
     assert differences(base, signature()) == [
         f"  /encoding/{user}: marshal\n    -> pickle 5" for user in ("u1", "u2", "u3")
     ]

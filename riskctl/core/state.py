@@ -164,7 +164,7 @@ class InMemoryStore:
         return len(self._keys)
 
 
-#: the most state names a FlinkKeyedState remembers the codes of (each rule change brings a few new ones);
+#: the most state names an EncodedKeyedState remembers the codes of (each rule change brings a few new ones);
 #: past it they are learned again as they are used
 MAX_KNOWN_NAMES = 10_000
 
@@ -188,8 +188,8 @@ class EncodedKeyedState:
     ``riskctl.flink.risk_function.FlinkKeyedState``): the key's dict of state values, encoded by this class
     (:func:`encode_state`: marshal's format since state layout 5; the value holds those bytes), each under
     the code of its name (:func:`state_code`). Here, not in ``riskctl.flink``, so that the compiled core runs
-    it natively: the engine calls :meth:`get` and :meth:`put` some ten times per event (1.5 µs less per event
-    compiled, bench/flink_profile/README.md).
+    it natively: the engine calls :meth:`get` and :meth:`put` some ten times per event (0.9-3.0 µs less per
+    event compiled, bench/flink_profile/README.md).
 
     Call :meth:`begin` with the current key before the engine handles an event or timer of it, and
     :meth:`commit` after: the dict is decoded on first use and written back once, only when something changed.

@@ -262,8 +262,8 @@ def watermark_ts(raw: bytes | bytearray | str | None, limits: Limits, now: int) 
     Java's reading, as measured there: the record decoded with replacement characters; its first JSON value
     (Jackson ignores whatever follows it), of any depth and with numbers of any length, and nothing where
     JSON's grammar is broken inside it or where it holds NaN or Infinity (the standard library's reader, and
-    :func:`_top_members` past its limits); the ``ts``
-    of a top-level object as Flink's cast reads the text ``JSON_VALUE`` gives of it (:func:`_java_long`).
+    :func:`_top_members` past its limits); the ``ts`` of a top-level object as Flink's cast reads the text
+    ``JSON_VALUE`` gives of it (:func:`_java_long`).
     """
     if raw is None:
         return 0
@@ -273,7 +273,7 @@ def watermark_ts(raw: bytes | bytearray | str | None, limits: Limits, now: int) 
         first, _ = _JSON.raw_decode(text, len(text) - len(text.lstrip(" \t\n\r")))
     except json.JSONDecodeError:
         return 0
-    except (RecursionError, ValueError):  # nested past Python's recursion, an int of 4,300 digits, or NaN
+    except (RecursionError, ValueError):  # nested past Python's recursion, or an int of 4,300 digits
         try:
             members = _top_members(text)  # the same grammar, without those limits (and in Python: slower)
         except ValueError:
@@ -289,8 +289,9 @@ scanstring: Callable[[str, int, bool], tuple[str, int]] = json.decoder.scanstrin
 
 
 def _no_constant(text: str) -> Any:
+    # a refusal of the document, as the reader's own (not read a second time by _top_members)
     msg = f"{text} is no JSON number to Jackson"
-    raise ValueError(msg)
+    raise json.JSONDecodeError(msg, text, 0)
 
 
 _JSON = json.JSONDecoder(parse_constant=_no_constant)

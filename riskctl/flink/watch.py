@@ -345,6 +345,9 @@ def run(execute_async: Callable[[], Any], out: TextIO = sys.stderr, *, log_dir: 
     except JvmEnded as exc:
         print(f"error: {exc}{_where(log_dir)}", file=out, flush=True)
         return FAILED
+    if job.rest_url is not None:
+        # where to read the job while it runs (its vertices, metrics, checkpoints): a free port Flink picks
+        log.warning("riskctl job %s running; the MiniCluster's REST API at %s", job.job_id, job.rest_url)
     return watch(job, out, log_dir=log_dir)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -92,6 +93,9 @@ def consume_until(
     return records
 
 
+_REST_URL = re.compile(r"the MiniCluster's REST API at (http://\S+)")
+
+
 @dataclass
 class JobProcess:
     """A Flink job run by a client process of its own (MiniCluster), killed with its JVM at the end."""
@@ -103,6 +107,17 @@ class JobProcess:
     def check_alive(self) -> None:
         if self.proc.poll() is not None:
             raise AssertionError(f"the job exited with {self.proc.returncode}:\n{self.log_tail()}")
+
+    def rest_url(self, timeout: float = 120) -> str:
+        """The MiniCluster's REST address, as the job's log tells it once the job runs (Flink binds a free
+        port itself: a port chosen here was taken by another socket before the JVM bound it, 2026-12-06)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if found := _REST_URL.search(self.log.read_text(errors="replace")):
+                return found.group(1)
+            self.check_alive()
+            time.sleep(0.2)
+        raise AssertionError(f"the job told no REST address in {timeout} s:\n{self.log_tail()}")
 
     def log_tail(self, n: int = 40) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])

@@ -20,7 +20,6 @@ from typing import Any
 import pytest
 
 from riskctl.config import Settings
-from tests.helpers import free_port
 from tests.integration.support import Job, new_job, produce, start_job, wait_rules
 
 pytestmark = pytest.mark.integration
@@ -29,8 +28,8 @@ DEAD_MAX = 262_144
 FAR_FUTURE = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 
 
-def rest(port: int, path: str) -> Any:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as resp:  # noqa: S310
+def rest(url: str, path: str) -> Any:
+    with urllib.request.urlopen(f"{url}{path}", timeout=10) as resp:  # noqa: S310
         return json.loads(resp.read())
 
 
@@ -39,10 +38,8 @@ def door_job(
     request: pytest.FixtureRequest, stack: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> Any:
     j = new_job(stack, tmp_path_factory.mktemp("door"))
-    port = free_port()
     extra = {
         "RISKCTL_JOB_DELIVERY": request.param,
-        "RISKCTL_FLINK_OPTIONS": f"rest.port={port}",
         "RISKCTL_JOB_DEAD_LETTER_MAX_BYTES": str(DEAD_MAX),
         # this module's events are stamped with the wall clock: the real skew check applies
         "RISKCTL_JOB_MAX_CLOCK_SKEW_MS": "300000",
@@ -50,7 +47,7 @@ def door_job(
     proc = start_job(j, tmp_path_factory.getbasetemp() / f"door-{j.rules_table}.log", extra)
     try:
         wait_rules(j)
-        yield j, port, request.param
+        yield j, proc.rest_url(), request.param
     finally:
         proc.stop()
 
@@ -70,7 +67,7 @@ def _read_committed(job: Job, kind: str, done: Any, mode: str, timeout: float = 
 
 
 def test_hostile_records_get_dead_letters_and_never_restart_the_job(door_job: Any) -> None:
-    job, port, mode = door_job
+    job, url, mode = door_job
     now = int(time.time() * 1000)
     victim, other, plain = job.user("victim"), job.user("attacker"), job.user("plain")
 
@@ -143,25 +140,25 @@ def test_hostile_records_get_dead_letters_and_never_restart_the_job(door_job: An
     far = next(d for d in dead if d["field"] == "ts")
     assert "ahead of now" in far["reason"] and json.loads(far["raw"])["event_id"] == future["event_id"]
 
-    jobs = rest(port, "/jobs/overview")["jobs"]
+    jobs = rest(url, "/jobs/overview")["jobs"]
     running = [j for j in jobs if j["state"] == "RUNNING"]
     assert len(running) == 1, jobs
     jid = running[0]["jid"]
-    detail = rest(port, f"/jobs/{jid}")
+    detail = rest(url, f"/jobs/{jid}")
     assert detail["timestamps"].get("RESTARTING", 0) == 0, detail["timestamps"]  # never entered RESTARTING
-    metrics = rest(port, f"/jobs/{jid}/metrics?get=numRestarts")  # empty until the first metrics report
+    metrics = rest(url, f"/jobs/{jid}/metrics?get=numRestarts")  # empty until the first metrics report
     assert all(int(float(m["value"])) == 0 for m in metrics), metrics
-    history = rest(port, f"/jobs/{jid}/exceptions")
+    history = rest(url, f"/jobs/{jid}/exceptions")
     assert not history.get("exceptionHistory", {}).get("entries"), history
     # the decide operator's own counters (riskctl.flink.risk_function.METRICS): every decided event looked
     # its user up in the state cache, and the guard caught nothing (the hostile records are the door's)
-    counted = _decide_metrics(port, jid, lambda m: m["stateCacheHits"] + m["stateCacheMisses"] >= len(wanted))
+    counted = _decide_metrics(url, jid, lambda m: m["stateCacheHits"] + m["stateCacheMisses"] >= len(wanted))
     assert counted["stateCacheHits"] + counted["stateCacheMisses"] >= len(wanted), counted
     assert counted["internalErrors"] == 0 and counted["timerErrors"] == 0, counted
     # and the events took the fast path (riskctl.flink.fast_path) in every subtask: the door's hostile
     # records, its dead letters and the decisions above all came through it
     # the MiniCluster's JVM runs without its event log (riskctl.config.settings.JVM_OPTIONS)
-    assert "-XX:-LogEvents" in rest(port, "/jobmanager/environment")["jvm"]["options"]
+    assert "-XX:-LogEvents" in rest(url, "/jobmanager/environment")["jvm"]["options"]
     decide_parallelism = next(v["parallelism"] for v in detail["vertices"] if v["name"].startswith("decide"))
     assert counted["fastPath"] == decide_parallelism >= 1, counted
     # and says so in the MiniCluster's log, which is in the stack's folder (riskctl.flink.env.local_log_dir),
@@ -177,7 +174,7 @@ def test_hostile_records_get_dead_letters_and_never_restart_the_job(door_job: An
     # as bytes, not through PyFlink's wrapper
     assert text.count("; state bytes by the Java ValueState;") == decide_parallelism, flink_log
     # chained operators pass records on without copying them (riskctl.flink.env)
-    assert rest(port, f"/jobs/{jid}/config")["execution-config"]["object-reuse-mode"] is True
+    assert rest(url, f"/jobs/{jid}/config")["execution-config"]["object-reuse-mode"] is True
     assert any(logs.glob("*EmbeddedPythonKeyedCoProcessOperator*LOG")), sorted(p.name for p in logs.iterdir())
     assert f"Flink's log in {logs}" in job.proc.log.read_text(errors="replace")
 
@@ -223,18 +220,18 @@ def _of(dead: list[dict[str, Any]], user: str) -> list[dict[str, Any]]:
     return [d for d in dead if d.get("raw") and f'"user_id": "{user}"' in d["raw"]]
 
 
-def _decide_metrics(port: int, jid: str, done: Any, timeout: float = 60) -> dict[str, float]:
+def _decide_metrics(url: str, jid: str, done: Any, timeout: float = 60) -> dict[str, float]:
     """The riskctl counters of the decide operator, summed over its subtasks (REST fetches them every 10 s,
     and the operator brings them up to date once a second, with its next event or a timer)."""
     from riskctl.flink.risk_function import METRICS, PATH_METRIC
 
     names = (*METRICS, PATH_METRIC)
-    vertex = next(v["id"] for v in rest(port, f"/jobs/{jid}")["vertices"] if v["name"].startswith("decide"))
+    vertex = next(v["id"] for v in rest(url, f"/jobs/{jid}")["vertices"] if v["name"].startswith("decide"))
     deadline = time.monotonic() + timeout
     while True:
-        ids = [m["id"] for m in rest(port, f"/jobs/{jid}/vertices/{vertex}/metrics")]
+        ids = [m["id"] for m in rest(url, f"/jobs/{jid}/vertices/{vertex}/metrics")]
         ours = [i for i in ids if i.split(".")[-2:-1] == ["riskctl"] and i.split(".")[-1] in names]
-        values = rest(port, f"/jobs/{jid}/vertices/{vertex}/metrics?get={','.join(ours)}") if ours else []
+        values = rest(url, f"/jobs/{jid}/vertices/{vertex}/metrics?get={','.join(ours)}") if ours else []
         counted = dict.fromkeys(names, 0.0)
         for m in values:
             counted[m["id"].split(".")[-1]] += float(m["value"])

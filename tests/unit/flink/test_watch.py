@@ -208,6 +208,21 @@ def test_watch_ends_with_0_when_the_job_ends_without_an_error() -> None:
     assert _watch(ScriptedJob([(_doc(), None), (None, "")])) == (0, [])
 
 
+def test_run_tells_the_minicluster_s_rest_address_once_the_job_runs(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The address is Flink's free port of the moment: it is how a user (or a test) reaches the running job's
+    REST API without choosing a port that something else may take first."""
+    monkeypatch.setattr(watch_module, "rest_address", lambda client: "http://127.0.0.1:41701")
+    monkeypatch.setattr(watch_module, "_gateway_pid", lambda: None)
+    monkeypatch.setattr(watch_module, "watch", lambda job, out, log_dir=None: 0)
+    client = SimpleNamespace(get_job_id=lambda: "j1", get_job_execution_result=lambda: None)
+    caplog.set_level(logging.WARNING, logger="riskctl.job")
+    assert watch_module.run(lambda: client, io.StringIO()) == 0
+    told = [r.getMessage() for r in caplog.records if r.name == "riskctl.job"]
+    assert told == ["riskctl job j1 running; the MiniCluster's REST API at http://127.0.0.1:41701"]
+
+
 def test_a_failure_that_cannot_heal_cancels_the_job_at_once() -> None:
     refusal = (
         "pemja.core.PythonException: <class 'RuntimeError'>: this TaskManager's Python runs riskctl aaaa "

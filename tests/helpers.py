@@ -6,6 +6,7 @@ tests of more than one area (core, flink, cli, stack, the docs, the integration 
 
 from __future__ import annotations
 
+import random
 import signal
 import socket
 import subprocess
@@ -45,11 +46,37 @@ def run_riskctl(
     )
 
 
+#: free_port's ports lie below the kernel's ephemeral range, where no outgoing connection takes a local port
+#: (a port the OS handed out with bind(0) was taken by another socket before the job's JVM bound it, seconds
+#: later: CI of 2026-12-06); each one is handed out once per process, so two picks of a test never collide
+_FREE_LOW = 20_000
+_handed_out: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768  # Linux's default
+
+
 def free_port() -> int:
-    """A port nothing listens on right now (the OS picks it; it is free again once the socket closes)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port nothing listens on right now, below the ephemeral range and not handed out before by this
+    process: free for a server that binds it seconds later (unless another server takes it meanwhile)."""
+    high = _ephemeral_low()
+    for _ in range(1000):
+        port = random.randrange(_FREE_LOW, high) if high > _FREE_LOW + 100 else 0
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            port = int(s.getsockname()[1])
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free port in {_FREE_LOW}-{high - 1} after 1000 tries")
 
 
 def within(fn: Callable[[], Any], seconds: float = TIMEOUT_S) -> Any:

@@ -195,6 +195,7 @@ def test_a_missing_or_stale_default_build_means_pure_python_quietly(tmp_path: Pa
     assert native.describe({native.ENV: str(tmp_path)}).startswith("pure Python (stale: ")
 
 
+@pytest.mark.usefixtures("changes_environ")  # main() sets the variable for the JVM it would start
 def test_the_job_entry_point_sets_the_default_before_the_jvm_starts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -47,7 +47,8 @@ class _Env:
 
 
 @pytest.fixture
-def created(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+def created(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, changes_environ: None) -> Any:
+    """create_env with a stand-in environment; create_env sets the JVM's variables in os.environ."""
     for name in JARS:
         (tmp_path / name).write_bytes(b"")
 

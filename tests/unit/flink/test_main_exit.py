@@ -34,6 +34,7 @@ def test_a_service_that_does_not_answer_is_exit_3(
     assert capsys.readouterr().err == "error: Kafka: cannot connect to 127.0.0.1:1\\x1b[2J\n"
 
 
+@pytest.mark.usefixtures("changes_environ")  # main() names the JVM's log folder (FLINK_LOG_DIR) first
 def test_a_value_the_job_refuses_while_it_is_built_is_exit_2(monkeypatch: pytest.MonkeyPatch) -> None:
     """Refused by the job's own checks rather than by the settings' loader (Flink's shortest checkpoint
     interval): a bad setting all the same."""

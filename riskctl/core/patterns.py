@@ -46,7 +46,9 @@ Semantics (all on event-time order; ties keep arrival order):
 - **Late events.** With ``lateness > 0`` the matcher keeps a bounded, time-ordered buffer of the key's recent
   events. An event older than the newest one seen (but not more than ``lateness`` older) makes the matcher
   replay that buffer in event-time order, exactly as if events had arrived in order; matches found that were
-  not reported before are reported with ``completed_by="late"``. Matches already reported are never retracted
+  not reported before are reported with ``completed_by="late"``, except one whose last event is the late event
+  itself, reported ``"event"`` as in order (that event's decision is not out yet; a match confirmed by its
+  deadline stays ``"late"``). Matches already reported are never retracted
   nor reported twice. An event more than ``lateness`` older than the newest, or older than the time of an
   :meth:`~PatternMatcher.on_timer` call, is *too late*: it is ignored and counted (``too_late``). With
   ``lateness == 0`` (the default) no buffer is kept. (The engine applies the same test per key before any
@@ -198,7 +200,8 @@ class Match:
     """A complete match: ``event_ids`` maps each positive step to the ids of its events, in order.
 
     ``end_ts`` is the last event's time, or the deadline for an absence match. ``completed_by`` is ``"event"``
-    (the current, in-order event completed it), ``"late"`` (found when an out-of-order event arrived) or
+    (the current event completed it as its last: in order, or late and found by the replay), ``"late"`` (found
+    when an out-of-order event arrived, its last event an earlier arrival) or
     ``"timer"`` (an absence confirmed because its deadline passed).
     """
 
@@ -538,10 +541,10 @@ class PatternMatcher:
     def _result(self, st: list[Any], matches: list[Match], dropped: int) -> PatternResult:
         runs: list[_Run] = st[_RUNS]
         # Nothing pending: the state goes, unless an event could still arrive late (older than the newest,
-        # not older than a timer): without the newest time, such an event would be taken as in order and a
-        # match it completes reported "event", not "late" (and the replay budget would start full again). A
-        # buffer that always held the newest event's place kept it; events no condition holds for are not
-        # always buffered now, so the newest time is what decides.
+        # not older than a timer): without the newest time, such an event would be taken as in order, not
+        # replayed in its place nor found too late (and the replay budget would start full again). A buffer
+        # that always held the newest event's place kept it; events no condition holds for are not always
+        # buffered now, so the newest time is what decides.
         if not runs:
             if not st[_BUF] and (not self._lateness or st[_WM] > st[_MAX_TS]):
                 return _new_result(PatternResult, (None, tuple(matches), None, dropped, False))
@@ -835,12 +838,14 @@ class PatternMatcher:
         buf.insert(bisect_right(buf, ts, key=_entry_ts), entry)
         if len(st) == _CREDIT:
             st.append(None)  # a state written before the replay budget: a full one
-        matches, dropped = self._replay(st)
+        matches, dropped = self._replay(st, seq)
         dropped += self._prune_buffer(st)
         return self._result(st, matches, dropped)
 
-    def _replay(self, st: list[Any]) -> tuple[list[Match], int]:
-        """Re-run the buffer in event-time order from scratch; report what was not reported yet, as late.
+    def _replay(self, st: list[Any], late_seq: int) -> tuple[list[Match], int]:
+        """Re-run the buffer in event-time order from scratch; report what was not reported yet, as late,
+        except a match whose last event is the late event itself (arrival number ``late_seq``): that one is
+        reported ``"event"``, as in order, since that event's own decision is not out yet.
 
         The replay's work is counted as it goes, in the validator's unit (before each event: the condition
         elements each partial match may evaluate, and the events it holds, which a take copies, again for
@@ -891,7 +896,9 @@ class PatternMatcher:
                 return
             reported.add(ident)
             new_reported.append((done[0], done[1], ident))
-            matches.append(self._match(done, "late"))
+            # completed by the late event (not by a deadline): the event's decision can still carry it, as it
+            # would have in order; a match whose last event was decided before is an alert
+            matches.append(self._match(done, "event" if not timer and done[6] == late_seq else "late"))
 
         runs: list[_Run] = []
         frontier: _Key | None = st[_SEED]

@@ -302,3 +302,20 @@ def test_a_rule_out_of_late_recheck_reads_does_not_stop_the_cheaper_rules(monkey
     assert [(a.rule.id, a.event_id) for a in result.alerts] == [("cheap", f"n{RECENT_CAP - 1}")]
     reached = LATE_RECHECK_READS // (MAX_FEATURE_READS + 64)  # the heavy rule's re-checks that fit
     assert engine.rechecks_skipped == RECENT_CAP - reached
+
+
+def test_a_late_event_completing_a_match_as_its_last_fires_on_its_own_decision() -> None:
+    """Whatever newer event made it late. A pattern replays only when an event is older than the newest one
+    *it* was fed, and it is fed only the event types it reads: a late transfer completing the sequence was
+    rejected after a newer page view, but passed with a late alert after a newer transfer (one the pattern
+    reads). A producer could turn the REJECT into a PASS by sending such an event first."""
+    first = [transfer("t1", 0), transfer("t2", 1_000)]
+    for newer in (
+        {"event_id": "v", "user_id": "u", "type": "page_view", "ts": T0 + 3_000},
+        transfer("t4", 3_000, amount=0.5),
+    ):
+        decisions, alerts = run([*first, newer, transfer("t3", 2_000)])
+        assert decisions["t3"].late
+        assert decisions["t3"].action == "REJECT", newer["type"]
+        assert "three_transfers" in [r.id for r in decisions["t3"].rules]
+        assert [a.reason for a in alerts if a.rule.id == "three_transfers"] == []

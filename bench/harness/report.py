@@ -82,7 +82,8 @@ def markdown(doc: dict[str, Any]) -> str:
             "",
             "**Not warm:** the JVM's JIT compilers still took more than "
             f"{JIT_WARM_SHARE:.0%} of its CPU during the sustained phase of: {', '.join(compiling)}. "
-            "Those sustained figures understate the job once warm (the plain loop has no JIT).",
+            "The compilers run beside the decide thread: with a settling phase four times longer (the JIT "
+            "under 5%) the sustained figure was no higher (bench/flink_profile/README.md, 2026-12-06 night).",
         ]
     out += _scaling(doc["runs"])
     out += [

@@ -166,7 +166,7 @@ def run_contender(
                     if share > JIT_WARM_SHARE:
                         log(
                             f"  {name}: the JVM was still compiling during the sustained phase (JIT "
-                            f"{share:.0%} of its CPU): its sustained figure understates it once warm"
+                            f"{share:.0%} of its CPU; a longer settling phase measured no higher figure)"
                         )
             if decide_cpu_0 is not None and decide_cpu_1 is not None and tp.get("decided"):
                 # the decide task's thread(s) alone: what one decision costs where the Python runs

@@ -105,6 +105,7 @@ def test_hostile_records_get_dead_letters_and_never_restart_the_job(door_job: An
     hostile: list[bytes] = [binary, bad_utf8, surrogate_b, huge.encode(), deep.encode(), too_long]
     records: list[Any] = [fail1, fail2, future, hostile[0], valid[0], fail3, hostile[1], valid[1]]
     records += [win, hostile[2], valid[2], hostile[3], valid[3], hostile[4], valid[4], hostile[5]]
+    records += [None, b""]  # a tombstone (no value at all) and an empty value, keyed like the rest
     produce(job.settings, job.topics["events"], records, key=_key)
     # one partition for both ids, in this order, so that keying them alike would be seen
     produce(job.settings, job.topics["events"], [*nl_fails, nl_win], key=lambda _: nl.encode())
@@ -123,8 +124,8 @@ def test_hostile_records_get_dead_letters_and_never_restart_the_job(door_job: An
     def mine_dead(rs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return [r for r in rs if r.get("topic") == job.topics["events"]]
 
-    dead = mine_dead(_read_committed(job, "dead", lambda rs: len(mine_dead(rs)) >= 7, mode))
-    assert len(dead) == 7, [(d["reason"], d["field"]) for d in dead]
+    dead = mine_dead(_read_committed(job, "dead", lambda rs: len(mine_dead(rs)) >= 9, mode))
+    assert len(dead) == 9, [(d["reason"], d["field"]) for d in dead]
     for d in dead:
         assert len(json.dumps(d, ensure_ascii=False, separators=(",", ":")).encode()) <= DEAD_MAX
         assert isinstance(d["partition"], int) and d["offset"] >= 0 and d["kind"] == "dead_letter"
@@ -137,6 +138,9 @@ def test_hostile_records_get_dead_letters_and_never_restart_the_job(door_job: An
     assert any(d["field"] == "user_id" and json.loads(d["raw"])["event_id"] == f"{plain}-long" for d in dead)
     assert any(d["field"] == "amount" and "beyond 1e+15" in d["reason"] for d in dead)
     assert any("nested" in d["reason"] for d in dead)
+    tombstone = next(d for d in dead if "null value" in d["reason"])
+    assert tombstone["raw_bytes"] is None and tombstone["raw"] is None, tombstone
+    assert any(d["raw_bytes"] == 0 for d in dead), [(d["reason"], d["raw_bytes"]) for d in dead]
     far = next(d for d in dead if d["field"] == "ts")
     assert "ahead of now" in far["reason"] and json.loads(far["raw"])["event_id"] == future["event_id"]
 

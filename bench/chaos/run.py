@@ -81,8 +81,9 @@ class Plan:
 
 
 # -- events -----------------------------------------------------------------------------------------------
-def poison_records(run: str) -> list[tuple[str, bytes, bytes | None]]:
-    """(name, value, key) of hostile records; each valid-looking one has an event_id ``<run>-p-<name>``."""
+def poison_records(run: str) -> list[tuple[str, bytes | None, bytes | None]]:
+    """(name, value, key) of hostile records (a value of None: a Kafka tombstone); each valid-looking one
+    has an event_id ``<run>-p-<name>``."""
     t = now_ms()
 
     def ev(name: str, user: str, etype: str, **fields: Any) -> dict[str, Any]:
@@ -92,7 +93,7 @@ def poison_records(run: str) -> list[tuple[str, bytes, bytes | None]]:
         return json.dumps(d, separators=(",", ":")).encode()
 
     nested = b'{"a":' * 1024 + b"1" + b"}" * 1024
-    out: list[tuple[str, bytes, bytes | None]] = [
+    out: list[tuple[str, bytes | None, bytes | None]] = [
         ("binary-1MB", random.Random(1).randbytes(1_000_000), b"pz-binary"),
         (
             "invalid-utf8",
@@ -132,6 +133,7 @@ def poison_records(run: str) -> list[tuple[str, bytes, bytes | None]]:
         ("amount-after-1e400", js(ev("amount-after-1e400", "pz-huge", "transfer", amount=1.5)), b"pz-huge"),
         ("not-json", b"hello, engine", b"pz-text"),
         ("empty", b"", b"pz-empty"),
+        ("tombstone", None, b"pz-tombstone"),
         (
             "field-100KiB",
             js(ev("field-100KiB", "pz-big", "login", success=True, note="x" * 102_400)),
@@ -169,7 +171,8 @@ class Load(threading.Thread):
         )
         self.stats = ""  # the producer's last statistics (librdkafka's JSON)
         self.lock = threading.Lock()
-        self.order: list[tuple[str, bytes]] = []  # (id, value) in send order (per key: partition order)
+        # (id, value) in send order (per key: partition order); a value of None is a tombstone
+        self.order: list[tuple[str, bytes | None]] = []
         self.acked: dict[str, tuple[int, int]] = {}  # id -> (partition, offset)
         self.failed: dict[str, str] = {}
         self.stop_event = threading.Event()
@@ -188,7 +191,7 @@ class Load(threading.Thread):
 
         return done
 
-    def send(self, rid: str, value: bytes, key: bytes | None) -> None:
+    def send(self, rid: str, value: bytes | None, key: bytes | None) -> None:
         with self.lock:
             self.order.append((rid, value))
         while True:
@@ -603,7 +606,7 @@ def dead_ids(run: Run) -> set[str]:
 
 def replay_diffs(run: Run, only: set[str] | None = None) -> dict[str, Any]:
     """Replay the acknowledged records in send order with rules/; count decisions unlike the job's."""
-    lines = [v for rid, v in run.load.order if rid in run.load.acked and b"\n" not in v and v.strip()]
+    lines = [v for rid, v in run.load.order if rid in run.load.acked and v and b"\n" not in v and v.strip()]
     src = run.job.work / "replayed.jsonl"
     src.write_bytes(b"\n".join(lines) + b"\n")
     out = run.job.work / "replay-out.jsonl"
@@ -874,7 +877,7 @@ def scenario_poison(settings: Settings, cluster: FlinkCluster, plan: Plan) -> di
 
 def hostile_lines() -> list[tuple[str, bytes]]:
     """Hostile lines for ``riskctl replay`` (one line each, so no raw newline in them)."""
-    lines = [(n, v) for n, v, _ in poison_records("file") if b"\n" not in v and n != "empty"]
+    lines = [(n, v) for n, v, _ in poison_records("file") if v and b"\n" not in v]
     t = now_ms()
     extra = [
         ("nested-100k", b'{"event_id":"file-n100k","user_id":"f1","type":"login","ts":%d,"x":' % t

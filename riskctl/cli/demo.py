@@ -50,16 +50,18 @@ from riskctl.errors import DemoError, RiskctlError
 #: how far past the last event the clock events are: the 5-minute absence window of new_device_without_2fa,
 #: the demo job's lateness (2 s) and a margin
 CLOCK_ADVANCE_MS = 5 * 60 * 1000 + 10_000
-#: how far inside job.max_clock_skew_ms of the wall clock the clock events are sent
-CLOCK_SKEW_MARGIN_MS = 2_000
+#: how far behind the wall clock the traffic is stamped: the clock events, that far past the last event, are
+#: then behind the clock too when they are sent
+TRAFFIC_BEHIND_MS = CLOCK_ADVANCE_MS + 5_000
 
 
-def clock_wait_s(last_ts: int, max_clock_skew_ms: int, now_s: float) -> float:
-    """Seconds to wait before sending the clock events (0 or less: none). The job refuses an event more than
-    ``job.max_clock_skew_ms`` ahead of its clock (5 minutes by default), and the clock events are ahead of
-    the last event by more than the absence window: sent at once, they were refused and no absence alert was
-    ever released (the demo then waited for their decisions until its deadline)."""
-    return (last_ts + CLOCK_ADVANCE_MS - max_clock_skew_ms + CLOCK_SKEW_MARGIN_MS) / 1000 - now_s
+def clock_wait_s(last_ts: int, now_s: float) -> float:
+    """Seconds to wait before sending the clock events (0 or less: none): until their time is no longer ahead
+    of the wall clock. Event time moves at most to the job's clock (``job.watermark_past_clock`` false, the
+    default): clock events stamped ahead of it would release no absence alert until the clock caught up with
+    them. The traffic is stamped :data:`TRAFFIC_BEHIND_MS` behind the clock, so there is nothing to wait for
+    unless sending fell that far behind."""
+    return (last_ts + CLOCK_ADVANCE_MS) / 1000 - now_s
 
 
 @dataclass
@@ -408,7 +410,8 @@ def _run(run: Demo, traffic: Traffic, rules_dir: Path, startup_timeout: float, s
     bootstrap = run.settings.kafka_bootstrap
     collector = Collector(bootstrap, [run.topics["decisions"], run.topics["alerts"]])
     thread = collector.start()
-    start_ts = int(time.time() * 1000)
+    # stamped behind the clock, so that the clock events after the traffic are not ahead of it (clock_wait_s)
+    start_ts = int(time.time() * 1000) - TRAFFIC_BEHIND_MS
     config = traffic.config(start_ts=start_ts, now_ms=start_ts)
     sim = Simulator(config)
     users, rate, duration = traffic.users, traffic.rate, traffic.duration
@@ -444,12 +447,9 @@ def _run(run: Demo, traffic: Traffic, rules_dir: Path, startup_timeout: float, s
         say(f"simulating {users:,} users at {rate:,.0f} events/s for {duration:,.0f} s (seed {config.seed})")
         send_paced(prod, run.topics["events"], sim, start_ts=start_ts, on_sent=on_sent)
         last_ts = max(e["ts"] for e in sent_events) if sent_events else start_ts
-        wait_s = clock_wait_s(last_ts, run.settings.job.max_clock_skew_ms, time.time())
+        wait_s = clock_wait_s(last_ts, time.time())
         if wait_s > 0:
-            say(
-                f"waiting {wait_s:.0f} s to move event time past the absence window "
-                "(within job.max_clock_skew_ms of the clock)"
-            )
+            say(f"waiting {wait_s:.0f} s to move event time past the absence window (not ahead of the clock)")
             time.sleep(wait_s)
         for partition, clock in _clock_events(last_ts, 2):
             prod.send(run.topics["events"], clock, key=clock["user_id"], partition=partition)

@@ -14,11 +14,12 @@ field, exception type and rule id as the job's, with ``"line"`` instead of Kafka
 as bytes and held to the door's limits (``riskctl.core.door``; the ``job.*`` limits of the configuration, so
 replay and job agree). "Now", for the clock-skew check, is ``--now`` (ms since the epoch or ISO-8601) if
 given, else the wall clock when the replay starts: an event more than ``job.max_clock_skew_ms`` ahead of it is
-dead-lettered and does not move event time. A dead-lettered line still moves event time when the job's Java
-side would read its ``ts`` (``riskctl.core.door.watermark_ts``). An exception while deciding one line
-dead-letters that line and the replay goes on; a failing timer is counted (``timer_errors``) and skipped. One
-difference with the job remains: after an internal error the job's state of that user falls back to its last
-committed value, while replay keeps whatever the failed call left (it keeps no copy per event).
+dead-lettered and does not move event time, and event time moves at most to "now", as the job's moves at
+most to its clock (unless ``job.watermark_past_clock``). A dead-lettered line still moves event time when the
+job's Java side would read its ``ts`` (``riskctl.core.door.watermark_ts``). An exception while deciding one
+line dead-letters that line and the replay goes on; a failing timer is counted (``timer_errors``) and
+skipped. One difference with the job remains: after an internal error the job's state of that user falls back
+to its last committed value, while replay keeps whatever the failed call left (it keeps no copy per event).
 
 Memory: the output is streamed; what grows is the per-user state (bounded per user, see
 ``docs/engine.md``) and one pending cleanup timer per user.
@@ -101,6 +102,7 @@ class Replay:
         only_hits: bool = False,
         limits: Limits = DEFAULT_LIMITS,
         now: int | None = None,
+        watermark_past_clock: bool = False,
     ) -> None:
         self.engine = engine
         self.runner = LocalRunner(engine)
@@ -108,6 +110,8 @@ class Replay:
         self.only_hits = only_hits
         self.limits = limits
         self.now = now
+        #: event time moves at most to ``now``, as the job's to its clock (job.watermark_past_clock false)
+        self.clock = None if watermark_past_clock else now
         self.events = 0
         self.bad_lines = 0
         self.internal_errors = 0
@@ -136,7 +140,7 @@ class Replay:
             self._dead(line, lineno, exc.reason, exc.field)
             # the job's Java side reads ts before (and whatever) Python decides: move event time alike
             now = self.now if self.now is not None else 2**62
-            self._write(self.runner.advance(watermark_ts(line, self.limits, now)))
+            self._advance(watermark_ts(line, self.limits, now))
             return
         user = event["user_id"]
         try:
@@ -156,7 +160,13 @@ class Replay:
         else:
             self.events += 1
             self._emit(records, texts)
-        self._write(self.runner.advance(event["ts"]))
+        self._advance(event["ts"])
+
+    def _advance(self, ts: int) -> None:
+        """Event time has seen ``ts`` (at most the clock, ``now``, unless job.watermark_past_clock): fire the
+        timers the watermark passed."""
+        clock = self.clock
+        self._write(self.runner.advance(ts if clock is None or ts <= clock else clock))
 
     def feed_oversized(self, head: bytes, size: int, lineno: int) -> None:
         """A line of ``size`` bytes, over ``max_event_bytes``, of which ``head`` is the beginning: a dead
@@ -327,7 +337,8 @@ def replay(
     from riskctl.errors import ConfigError
 
     try:
-        limits = load_settings().job.limits()
+        job = load_settings().job
+        limits = job.limits()
     except ConfigError as exc:
         fail_on(exc)
     if now is None:
@@ -362,7 +373,8 @@ def replay(
     except OSError as exc:
         fail(ExitCode.USAGE, f"--output: cannot write {printable(output)!r}: {exc.strerror}")
     total = Path(events).stat().st_size if events != "-" else 0
-    run = Replay(engine, out, only_hits=only_hits, limits=limits, now=now)
+    past_clock = job.watermark_past_clock
+    run = Replay(engine, out, only_hits=only_hits, limits=limits, now=now, watermark_past_clock=past_clock)
     started = time.perf_counter()
     last_shown = started - 1.0  # the first checkpoint always shows
     done_bytes = 0

@@ -457,6 +457,24 @@ def _lateness_interval(lateness_ms: int) -> str:
     return f"INTERVAL '{days} {hours:02d}:{minutes:02d}:{seconds:02d}.{millis:03d}' DAY TO SECOND(3)"
 
 
+def event_time_column_sql(event_time_ms: str, past_clock: bool) -> str:
+    """The SQL of the source's event-time column (TIMESTAMP_LTZ(3), what its watermarks follow) from
+    ``event_time_ms`` (:func:`event_time_sql`): unless ``past_clock``, at most the wall clock of the record's
+    reading (``CURRENT_ROW_TIMESTAMP()``).
+
+    The watermark is shared by every user of a partition, and a timer fires for whoever's it is once the
+    watermark passes it. An event stamped ahead of the clock by less than ``max_clock_skew_ms`` passes the
+    door, so without this cap one such event of one user moved event time up to that far ahead for all of
+    them: every absence deadline within it fired at once (``new_device_without_2fa`` alerted on users whose
+    2FA was still to come). With it, the event is still decided at its own ``ts`` for its own user, and event
+    time moves only as far as the clock.
+    """
+    column = f"TO_TIMESTAMP_LTZ({event_time_ms}, 3)"
+    if past_clock:
+        return column
+    return f"LEAST({column}, CURRENT_ROW_TIMESTAMP())"
+
+
 def event_time_sql(text: str, max_clock_skew_ms: int) -> str:
     """The SQL of a record's event time in ms (BIGINT), from ``text``, the record as a STRING expression:
     its ``ts`` when that reads as an integer between 0 and ``now + max_clock_skew_ms``, else 0. Replay reads
@@ -521,14 +539,14 @@ def _events(t_env: StreamTableEnvironment, settings: Settings) -> KeyedStream:
     t_env.get_config().set("table.exec.source.idle-timeout", f"{job.idleness_ms} ms")
     limits = job.limits()
     text = "CAST(`raw` AS STRING)"
-    rowtime_ms = event_time_sql(text, limits.max_clock_skew_ms)
+    rowtime = event_time_column_sql(event_time_sql(text, limits.max_clock_skew_ms), job.watermark_past_clock)
     t_env.execute_sql(f"""
         CREATE TEMPORARY TABLE riskctl_events (
             `raw` BYTES,
             `topic` STRING METADATA VIRTUAL,
             `partition` INT METADATA VIRTUAL,
             `offset` BIGINT METADATA VIRTUAL,
-            `rowtime` AS TO_TIMESTAMP_LTZ({rowtime_ms}, 3),
+            `rowtime` AS {rowtime},
             WATERMARK FOR `rowtime` AS `rowtime` - {_lateness_interval(job.lateness_ms)}
         ) WITH ({_with(options)})
     """)

@@ -216,8 +216,10 @@ def _job_env(settings: Settings, topics: dict[str, str], table: str, tmp: Path, 
         "RISKCTL_JOB_IDLENESS_MS": "1000",
         "RISKCTL_JOB_CHECKPOINT_INTERVAL_MS": "1000",
         "RISKCTL_JOB_CHECKPOINT_DIR": (tmp / "chk").as_uri(),
-        # the scenarios' event time (T0, in 2027) is ahead of the wall clock: allow it (ten years of skew)
+        # the scenarios' event time (T0, in 2027) is ahead of the wall clock: allow it (ten years of skew),
+        # and let it move event time (the watermark) past the clock
         "RISKCTL_JOB_MAX_CLOCK_SKEW_MS": str(10 * 365 * 24 * 3600 * 1000),
+        "RISKCTL_JOB_WATERMARK_PAST_CLOCK": "true",
     }
 
 

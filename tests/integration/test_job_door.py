@@ -41,8 +41,10 @@ def door_job(
     extra = {
         "RISKCTL_JOB_DELIVERY": request.param,
         "RISKCTL_JOB_DEAD_LETTER_MAX_BYTES": str(DEAD_MAX),
-        # this module's events are stamped with the wall clock: the real skew check applies
+        # this module's events are stamped with the wall clock: the real skew check applies, and event time
+        # moves at most to the clock (the defaults)
         "RISKCTL_JOB_MAX_CLOCK_SKEW_MS": "300000",
+        "RISKCTL_JOB_WATERMARK_PAST_CLOCK": "false",
     }
     proc = start_job(j, tmp_path_factory.getbasetemp() / f"door-{j.rules_table}.log", extra)
     try:
@@ -183,37 +185,57 @@ def test_hostile_records_get_dead_letters_and_never_restart_the_job(door_job: An
     assert f"Flink's log in {logs}" in job.proc.log.read_text(errors="replace")
 
 
-def test_a_ts_out_of_bounds_never_moves_event_time(door_job: Any) -> None:
+def test_a_ts_out_of_bounds_never_moves_event_time_and_none_moves_it_past_the_clock(door_job: Any) -> None:
     """The source's event time takes a record's ``ts`` only within [0, 9999-12-31] and at most
-    ``max_clock_skew_ms`` ahead of the wall clock (riskctl.flink.job._events: the test on a clamped copy).
-    Seen through an absence rule, whose deadline fires when event time passes it: a login on a new device
-    arms ``new_device_without_2fa`` 5 minutes of event time ahead; the hostile stamps, then valid ticks, all
-    on one partition (the other goes idle: this one's watermark is the job's), must not fire it. A tick
-    within the skew but past the deadline then does: the check sees event time move when it should."""
+    ``max_clock_skew_ms`` ahead of the wall clock (riskctl.flink.job._events: the test on a clamped copy), and
+    moves at most to the wall clock (``event_time_column_sql``). Seen through an absence rule, whose deadline
+    fires when event time passes it; all on one partition (the other goes idle: this one's watermark is the
+    job's):
+
+    - a login on a new device 310 s ago arms ``new_device_without_2fa`` for 10 s ago (ahead of the event time
+      the module's first test left, about 20 s ago); the hostile stamps (one of them taken would move event
+      time at least to the clock), then ticks of its own time, must not fire it;
+    - another user's login on a new device 20 s ago arms the same rule for 280 s ahead of the clock;
+    - a third user's event stamped 290 s ahead, within the skew (taken: decided, not dead-lettered), moves
+      event time to the clock, not to its own time: the first deadline fires and the second does not. Before,
+      that one event fired every user's deadline up to its time, a 2FA still to come included."""
     job, _, mode = door_job
     now = int(time.time() * 1000)
-    u = job.user("clockwatch")
+    u, early, ahead = job.user("clockwatch"), job.user("early"), job.user("ahead")
 
-    def ev(eid: str, t: int, etype: str = "order", **fields: Any) -> dict[str, Any]:
-        return {"event_id": f"{u}-{eid}", "user_id": u, "type": etype, "ts": now - 20_000 + t, **fields}
+    def ev(user: str, eid: str, t: int, etype: str = "order", **fields: Any) -> dict[str, Any]:
+        return {"event_id": f"{user}-{eid}", "user_id": user, "type": etype, "ts": now + t, **fields}
 
-    login = ev("login", 0, "login", success=True, device_id="new-device")
+    login = ev(u, "login", -310_000, "login", success=True, device_id="new-device")
     stamps = [FAR_FUTURE, FAR_FUTURE + 1, now + 400_000, -1, -(2**63), 2**63 - 1, 2**63, 1e300, "1.5e12"]
-    hostile = [{**ev(f"h{i}", 0), "ts": ts} for i, ts in enumerate(stamps)]
+    hostile = [{**ev(u, f"h{i}", -310_000), "ts": ts} for i, ts in enumerate(stamps)]
     one_partition = {"key": lambda _: u.encode()}
     produce(job.settings, job.topics["events"], [login, *hostile], **one_partition)
     for i in range(10):  # the partition stays active, and its watermark is emitted, after the stamps
-        produce(job.settings, job.topics["events"], [ev(f"t{i}", 2_000 * (i + 1))], **one_partition)
+        produce(
+            job.settings, job.topics["events"], [ev(u, f"t{i}", -310_000 + 2_000 * (i + 1))], **one_partition
+        )
         time.sleep(0.3)
 
-    def mine(rs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return [r for r in rs if r.get("user_id") == u]
+    def of(user: str, rs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [r for r in rs if r.get("user_id") == user]
 
-    assert mine(_read_committed(job, "alerts", lambda rs: bool(mine(rs)), mode, timeout=8)) == []
-    # 290 s past the login, within the skew: event time (less the 2 s of lateness) passes the deadline
-    produce(job.settings, job.topics["events"], [ev("due", 310_000)], **one_partition)
-    alerts = mine(_read_committed(job, "alerts", lambda rs: bool(mine(rs)), mode, timeout=60))
-    assert [(a["rule"]["id"], a["reason"]) for a in alerts] == [("new_device_without_2fa", "timer")], alerts
+    assert of(u, _read_committed(job, "alerts", lambda rs: bool(of(u, rs)), mode, timeout=8)) == []
+    second = ev(early, "login", -20_000, "login", success=True, device_id="new-device")
+    tick = ev(ahead, "tick", 290_000)
+    produce(job.settings, job.topics["events"], [second, tick], **one_partition)
+    alerts = _read_committed(job, "alerts", lambda rs: bool(of(u, rs)), mode, timeout=60)
+    assert [(a["rule"]["id"], a["reason"]) for a in of(u, alerts)] == [("new_device_without_2fa", "timer")]
+    decisions = _read_committed(job, "decisions", lambda rs: bool(of(ahead, rs)), mode, timeout=30)
+    assert [d["event_id"] for d in of(ahead, decisions)] == [tick["event_id"]]  # taken, at its own ts
+    # the watermark that fired the first deadline would have fired the second at once: read every partition
+    # of the alerts topic for a few seconds past the first alert
+    settled = time.monotonic() + 4
+
+    def read_on(rs: list[dict[str, Any]]) -> bool:
+        return bool(of(u, rs)) and time.monotonic() > settled
+
+    assert of(early, _read_committed(job, "alerts", read_on, mode, timeout=30)) == []
     dead = _read_committed(job, "dead", lambda rs: len(_of(rs, u)) >= len(hostile), mode)
     assert sorted(json.loads(d["raw"])["event_id"] for d in _of(dead, u)) == sorted(
         e["event_id"] for e in hostile

@@ -212,6 +212,32 @@ def test_far_future_event_of_another_user_does_not_blind_brute_force(tmp_path: P
     assert last["event_id"] == "victim-4" and last["action"] == "REJECT"
 
 
+def test_an_event_ahead_of_the_clock_fires_no_other_user_s_deadline(tmp_path: Path) -> None:
+    """Event time moves at most to the clock (job.watermark_past_clock false, as in the job): an event of one
+    user stamped 4 min 59 s ahead, within the skew, is decided, and fired another user's absence deadline
+    before that user's 2FA came (a false new_device_without_2fa alert)."""
+    now = 1_800_000_000_000
+    lines = [
+        {"event_id": "v-login", "user_id": "victim", "type": "login", "success": True, "device_id": "d-new",
+         "ts": now - 60_000},
+        {"event_id": "a-1", "user_id": "attacker", "type": "page_view", "ts": now + 299_000},
+        {"event_id": "v-2fa", "user_id": "victim", "type": "2fa", "success": True, "ts": now - 30_000},
+    ]  # fmt: skip
+    events = write_events(tmp_path / "e.jsonl", [json.dumps(e) for e in lines])
+    args = ["replay", "--rules", str(RULES), str(events), "--now", str(now)]
+
+    def records(env: dict[str, str]) -> list[tuple[str, str]]:
+        result = CliRunner(env=env).invoke(cli, args)
+        assert result.exit_code == 0, result.stderr
+        out = [json.loads(line) for line in result.stdout.splitlines()]
+        return [(r["kind"], r["event_id"]) for r in out]
+
+    decided = [("decision", "v-login"), ("decision", "a-1"), ("decision", "v-2fa")]
+    assert records({}) == decided
+    before = records({"RISKCTL_JOB_WATERMARK_PAST_CLOCK": "true"})  # what every run did before
+    assert before == [*decided[:2], ("alert", "v-login"), decided[2]]
+
+
 def test_an_internal_error_dead_letters_the_event_with_type_and_rule(tmp_path: Path) -> None:
     import io
 

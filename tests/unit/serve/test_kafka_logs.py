@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Callable
 
@@ -82,11 +83,11 @@ def test_the_count_of_a_stopped_flood_of_librdkafka_lines_is_logged_once_its_min
     finally:
         KAFKA_LOG_LIMIT.every_s = every_s
         KAFKA_LOG.removeHandler(lines)
-    assert lines.lines == [
+    assert _seconds_out(lines.lines) == [
         "FAIL [rdkafka#producer-1] " + REFUSED.format(host="kafka-a", n=0),
         "FAIL [rdkafka#producer-1] "
         + REFUSED.format(host="kafka-a", n=9)
-        + " (the last of 49 like it left out in the 0 s before)",
+        + " (the last of 49 like it left out in the N s before)",
     ]
 
 
@@ -116,12 +117,18 @@ def test_the_counts_of_librdkafka_lines_still_held_are_logged_when_serve_stops(
     finally:
         KAFKA_LOG.removeHandler(lines)
     mine = [line for line in lines.lines if "kafka-b" in line]
-    assert mine == [
+    assert _seconds_out(mine) == [
         "FAIL [rdkafka#producer-1] " + REFUSED.format(host="kafka-b", n=0),
         "FAIL [rdkafka#producer-1] "
         + REFUSED.format(host="kafka-b", n=2)
-        + " (the last of 2 like it left out in the 0 s before)",
+        + " (the last of 2 like it left out in the N s before)",
     ]
+
+
+def _seconds_out(lines: list[str]) -> list[str]:
+    """The lines with the seconds a summary covers as N: on a loaded machine the flush, or serve's stop, comes
+    a second later (a run of the unit suite beside CI read '1 s before')."""
+    return [re.sub(r"in the \d+ s before\)$", "in the N s before)", line) for line in lines]
 
 
 class Lines(logging.Handler):

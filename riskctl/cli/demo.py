@@ -4,8 +4,10 @@
 3. starts the risk job on the embedded MiniCluster as a child process in its own process group, with fresh
 uuid-named topics (repeated demos never mix), and waits until it reports every rule accepted; 4. runs the
 simulator into the events topic in real time while a consumer reads decisions and alerts, with a live
-progress line and the REVIEW/REJECT decisions as they come; 5. advances event time past the absence window
-(clock events), waits for the last decisions and prints the summary: attacks caught per scenario, missed,
+progress line and the REVIEW/REJECT decisions as they come (the traffic is stamped 5 min 15 s behind the
+clock, and the lines show its event times); 5. advances event time past the absence window (clock events,
+not ahead of the clock: the job's event time moves at most to it), waits for the last decisions and prints
+the summary: attacks caught per scenario, missed,
 false positives, latency p50/p99 (produce -> decision record in Kafka).
 
 Ctrl-C (or SIGTERM) at any point stops what the demo started: the job's process group, the stack services

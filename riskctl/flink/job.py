@@ -509,7 +509,8 @@ def _events(t_env: StreamTableEnvironment, settings: Settings) -> KeyedStream:
     replacing invalid bytes) only to read ``user_id`` and ``ts``. Event time cannot be hijacked: a ``ts``
     that Flink's cast does not read as an integer in [0, 9999-12-31], or more than ``max_clock_skew_ms`` ahead
     of the wall clock (``CURRENT_ROW_TIMESTAMP()``, evaluated per record) counts as 0 for watermarks, the rule
-    Python applies before deciding (``riskctl.core.door``). (Flink 1.20 SQL has no OCTET_LENGTH for BYTES, so
+    Python applies before deciding (``riskctl.core.door``); and one it takes moves them at most to that clock
+    (:func:`event_time_column_sql`). (Flink 1.20 SQL has no OCTET_LENGTH for BYTES, so
     an oversized record with a valid ``ts`` still moves event time, within the skew.)
     """
     job = settings.job

@@ -59,7 +59,7 @@ TRAFFIC_BEHIND_MS = CLOCK_ADVANCE_MS + 5_000
 
 def clock_wait_s(last_ts: int, now_s: float) -> float:
     """Seconds to wait before sending the clock events (0 or less: none): until their time is no longer ahead
-    of the wall clock. Event time moves at most to the job's clock (``job.watermark_past_clock`` false, the
+    of the wall clock. Event time moves at most to the job's clock (``job.event_time_past_clock`` false, the
     default): clock events stamped ahead of it would release no absence alert until the clock caught up with
     them. The traffic is stamped :data:`TRAFFIC_BEHIND_MS` behind the clock, so there is nothing to wait for
     unless sending fell that far behind."""

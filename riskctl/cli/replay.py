@@ -15,8 +15,11 @@ as bytes and held to the door's limits (``riskctl.core.door``; the ``job.*`` lim
 replay and job agree). "Now", for the clock-skew check, is ``--now`` (ms since the epoch or ISO-8601) if
 given, else the wall clock when the replay starts: an event more than ``job.max_clock_skew_ms`` ahead of it is
 dead-lettered and does not move event time, and event time moves at most to "now", as the job's moves at
-most to its clock (unless ``job.watermark_past_clock``). A dead-lettered line still moves event time when the
-job's Java side would read its ``ts`` (``riskctl.core.door.watermark_ts``). An exception while deciding one
+most to its clock; an event stamped ahead of "now" is decided at "now", as the job decides one stamped ahead
+of its clock at its clock (unless ``job.event_time_past_clock``). Replay cannot know when each event reached
+the job: an event ahead of its neighbours but behind "now" is taken at its own ``ts`` (docs/engine.md). A
+dead-lettered line still moves event time when the job's Java side would read its ``ts``
+(``riskctl.core.door.watermark_ts``). An exception while deciding one
 line dead-letters that line and the replay goes on; a failing timer is counted (``timer_errors``) and
 skipped. One difference with the job remains: after an internal error the job's state of that user falls back
 to its last committed value, while replay keeps whatever the failed call left (it keeps no copy per event).
@@ -102,7 +105,7 @@ class Replay:
         only_hits: bool = False,
         limits: Limits = DEFAULT_LIMITS,
         now: int | None = None,
-        watermark_past_clock: bool = False,
+        event_time_past_clock: bool = False,
     ) -> None:
         self.engine = engine
         self.runner = LocalRunner(engine)
@@ -110,8 +113,9 @@ class Replay:
         self.only_hits = only_hits
         self.limits = limits
         self.now = now
-        #: event time moves at most to ``now``, as the job's to its clock (job.watermark_past_clock false)
-        self.clock = None if watermark_past_clock else now
+        #: event time moves at most to ``now``, as the job's to its clock, and an event stamped ahead of it is
+        #: decided at ``now`` (job.event_time_past_clock false)
+        self.clock = None if event_time_past_clock else now
         self.events = 0
         self.bad_lines = 0
         self.internal_errors = 0
@@ -144,7 +148,7 @@ class Replay:
             return
         user = event["user_id"]
         try:
-            result = self.engine.process(self.runner.store.for_key(user), event)
+            result = self.engine.process(self.runner.store.for_key(user), event, self.clock)
             records = list(self.runner.accept(result, user))
             texts = [jsoncodec.dumps(r.to_dict()) for r in records]
         except Exception as exc:  # noqa: BLE001 - the guard: one event's failure never stops the replay
@@ -163,7 +167,7 @@ class Replay:
         self._advance(event["ts"])
 
     def _advance(self, ts: int) -> None:
-        """Event time has seen ``ts`` (at most the clock, ``now``, unless job.watermark_past_clock): fire the
+        """Event time has seen ``ts`` (at most the clock, ``now``, unless job.event_time_past_clock): fire the
         timers the watermark passed."""
         clock = self.clock
         self._write(self.runner.advance(ts if clock is None or ts <= clock else clock))
@@ -373,8 +377,8 @@ def replay(
     except OSError as exc:
         fail(ExitCode.USAGE, f"--output: cannot write {printable(output)!r}: {exc.strerror}")
     total = Path(events).stat().st_size if events != "-" else 0
-    past_clock = job.watermark_past_clock
-    run = Replay(engine, out, only_hits=only_hits, limits=limits, now=now, watermark_past_clock=past_clock)
+    past_clock = job.event_time_past_clock
+    run = Replay(engine, out, only_hits=only_hits, limits=limits, now=now, event_time_past_clock=past_clock)
     started = time.perf_counter()
     last_shown = started - 1.0  # the first checkpoint always shows
     done_bytes = 0

@@ -424,9 +424,10 @@ class JobSettings:
     max_depth: int = setting(DEFAULT_LIMITS.max_depth, low=1, high=MAX_EVENT_DEPTH)
     max_string_chars: int = positive(DEFAULT_LIMITS.max_string_chars)
     max_clock_skew_ms: int = setting(DEFAULT_LIMITS.max_clock_skew_ms, low=1, high=MAX_CLOCK_SKEW_MS)
-    #: false: event time (the watermark every user's timers fire by) moves at most to the wall clock, however
-    #: far ahead an accepted event is stamped (riskctl.flink.job.event_time_column_sql); true: to its ts
-    watermark_past_clock: bool = setting(False)
+    #: false: event time moves at most to the wall clock, however far ahead an accepted event is stamped: the
+    #: watermark every user's timers fire by (riskctl.flink.job.event_time_column_sql), and the time the event
+    #: is decided at for its own user (riskctl.core.engine.Engine.process's clock); true: to its ts
+    event_time_past_clock: bool = setting(False)
     dead_letter_max_bytes: int = setting(
         DEFAULT_LIMITS.dead_letter_max_bytes, low=MIN_DEAD_LETTER_BYTES, high=MAX_DEAD_LETTER_BYTES
     )

@@ -9,7 +9,9 @@ priority), ``shadow`` (hits of shadow rules: recorded, never change the action),
 (the event was older than one already seen for this user), ``too_late`` (more than the allowed lateness
 behind: recorded by no feature and no pattern, see docs/engine.md; a field added after the first release,
 always present), ``duplicate`` (the same event was decided before, within the dedup window: this one has its
-action, no rules, and changed nothing; riskctl/core/dedup.py; added later, always present).
+action, no rules, and changed nothing; riskctl/core/dedup.py; added later, always present), ``ahead_ms``
+(how far the event's ``ts`` was ahead of the clock it arrived by: the engine took it at that clock,
+docs/engine.md; 0 when it was not; added later, always present).
 
 Each fired rule (``FiredRule``): ``id``, ``version``, ``action``, ``evidence``: for a condition rule
 ``{"features": {name: value}, "fields": {"a.b": value}}`` (the event paths its condition reads); a sequence:
@@ -134,6 +136,7 @@ class Decision:
     late: bool = False
     too_late: bool = False
     duplicate: bool = False
+    ahead_ms: int = 0
 
     def __init__(
         self,
@@ -148,6 +151,7 @@ class Decision:
         late: bool = False,
         too_late: bool = False,
         duplicate: bool = False,
+        ahead_ms: int = 0,
     ) -> None:
         self.event_id = event_id
         self.user_id = user_id
@@ -160,6 +164,7 @@ class Decision:
         self.late = late
         self.too_late = too_late
         self.duplicate = duplicate
+        self.ahead_ms = ahead_ms
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready record."""
@@ -176,6 +181,7 @@ class Decision:
             "late": self.late,
             "too_late": self.too_late,
             "duplicate": self.duplicate,
+            "ahead_ms": self.ahead_ms,
         }
 
 

@@ -626,15 +626,23 @@ class Engine:
             raise RuleSetError([RuleError(str(exc), rule_id=rule_id)]) from exc
 
     # ------------------------------------------------------------------------------------------ events
-    def process(self, state: KeyedState, event: Mapping[str, Any]) -> Result:
-        """Decide one (validated) event of the key whose state is ``state``."""
+    def process(self, state: KeyedState, event: Mapping[str, Any], clock: int | None = None) -> Result:
+        """Decide one (validated) event of the key whose state is ``state``.
+
+        ``clock``: the time the event arrived at (ms since the epoch; the engine reads no clock of its own),
+        or None. An event stamped ahead of it is taken at ``clock`` (it cannot have happened after it
+        arrived): its features, sequences, timers and the key's newest time use that, its decision keeps
+        its own ``ts`` and says by how much it was ahead (``ahead_ms``). So no event stamped ahead of the
+        clock makes its user's next events too late (docs/engine.md, "Out-of-order events").
+        """
         plan = self._plan
         self.current_rule = None
         plan.memo[0] = None  # (also cleared at the end; here too in case a previous call raised)
         # An in-memory state (replay, tests, benchmarks) is read and written through its dict, which the
         # compiled core calls directly; any other (the Flink job's) through its KeyedState methods.
         data = state.data if type(state) is InMemoryKeyedState else None
-        ts: int = event["ts"]
+        stated: int = event["ts"]
+        ts = stated if clock is None or stated <= clock else clock
         user_id = event["user_id"]
         event_id = event["event_id"]
         stored_meta = data.get(META) if data is not None else state.get(META)
@@ -667,7 +675,18 @@ class Engine:
                 action = _RANK_ACTION[seen_as]
                 kind = etype if isinstance(etype, str) else str(etype)
                 again = Decision(
-                    event_id, user_id, kind, ts, action, [], [], plan.version, late, too_late, True
+                    event_id,
+                    user_id,
+                    kind,
+                    stated,
+                    action,
+                    [],
+                    [],
+                    plan.version,
+                    late,
+                    too_late,
+                    True,
+                    stated - ts,
                 )
                 return Result(again, [], [], [])
         tp = plan.by_type.get(etype) or plan.for_type(etype if isinstance(etype, str) else "")  # type: ignore[arg-type]
@@ -808,13 +827,15 @@ class Engine:
             event_id,
             user_id,
             etype if isinstance(etype, str) else str(etype),
-            ts,
+            stated,
             _RANK_ACTION[rank],
             fired,
             shadow,
             plan.version,
             late,
             too_late,
+            False,
+            stated - ts,
         )
         return Result(decision, alerts, timers, cancelled)
 

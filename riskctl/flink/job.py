@@ -540,7 +540,7 @@ def _events(t_env: StreamTableEnvironment, settings: Settings) -> KeyedStream:
     t_env.get_config().set("table.exec.source.idle-timeout", f"{job.idleness_ms} ms")
     limits = job.limits()
     text = "CAST(`raw` AS STRING)"
-    rowtime = event_time_column_sql(event_time_sql(text, limits.max_clock_skew_ms), job.watermark_past_clock)
+    rowtime = event_time_column_sql(event_time_sql(text, limits.max_clock_skew_ms), job.event_time_past_clock)
     t_env.execute_sql(f"""
         CREATE TEMPORARY TABLE riskctl_events (
             `raw` BYTES,
@@ -921,6 +921,7 @@ def build_pipeline(env: StreamExecutionEnvironment, settings: Settings) -> None:
                 cache_keys=job.state_cache_keys,
                 fast_path=job.fast_path,
                 compaction_nice=job.compaction_nice,
+                event_time_past_clock=job.event_time_past_clock,
             ),
             output_type=TAGGED,
         )

@@ -417,8 +417,12 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         cache_keys: int = 80_000,
         fast_path: bool = True,
         compaction_nice: int = 0,
+        event_time_past_clock: bool = False,
     ) -> None:
         self.limits = limits
+        #: false: an event stamped ahead of the wall clock is decided at the clock's time (Engine.process's
+        #: ``clock``), as the source's watermark moves at most to it (job.event_time_past_clock)
+        self.event_time_past_clock = event_time_past_clock
         self.compaction_nice = compaction_nice  # for RocksDB's compaction threads, at open()
         self.code = LOADED_CODE  # the code the job was built with (checked where it runs, at open())
         self.fast_path = fast_path  # try riskctl.flink.fast_path at open()
@@ -731,8 +735,8 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         if (self.held_keys or self.restored_hold_until) and (
             key in self.held_keys or self._restored_window()
         ):  # start-up: this key's held events first, this instance's or restored ones
-            return self._flush_pending(ctx, key) + self._decide(event, value, ctx, key)
-        return self._decide(event, value, ctx, key)
+            return self._flush_pending(ctx, key, now_ms) + self._decide(event, value, ctx, key, now_ms)
+        return self._decide(event, value, ctx, key, now_ms)
 
     def _restored_window(self) -> bool:
         """Whether events still read their key's held events for a restored checkpoint's sake."""
@@ -746,8 +750,9 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
             record, internal_error_reason(exc), error=type(exc).__name__, rule_id=rule_id, limits=self.limits
         )
 
-    def _flush_pending(self, ctx: Any, key: str) -> list[Out]:
-        """Decide the current key's held events, in arrival order (none: one state read)."""
+    def _flush_pending(self, ctx: Any, key: str, now_ms: int) -> list[Out]:
+        """Decide the current key's held events, in arrival order (none: one state read), by the clock
+        ``now_ms``."""
         rows: list[Out] = []
         held = list(self.pending.get() or [])
         self.held_keys.discard(key)
@@ -758,15 +763,16 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
                     event, record = item, (None, None, None, None)
                 else:
                     event, record = item
-                rows += self._decide(event, record, ctx, key)
+                rows += self._decide(event, record, ctx, key, now_ms)
         return rows
 
-    def _decide(self, event: dict[str, Any], record: Any, ctx: Any, key: str) -> list[Out]:
-        """Decide one event; any exception dead-letters it (with the rule being evaluated) and rolls back."""
+    def _decide(self, event: dict[str, Any], record: Any, ctx: Any, key: str, now_ms: int) -> list[Out]:
+        """Decide one event that arrived by the clock ``now_ms``; any exception dead-letters it (with the rule
+        being evaluated) and rolls back."""
         assert self.engine is not None and self.state is not None
         self.state.begin(key)
         try:
-            result = self.engine.process(self.state, event)
+            result = self.engine.process(self.state, event, None if self.event_time_past_clock else now_ms)
             decision = result.decision
             assert decision is not None
             record = decision.to_dict()
@@ -831,14 +837,15 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         assert self.engine is not None and self.state is not None
         self._restore_rules(ctx)
         if ctx.time_domain() == TimeDomain.PROCESSING_TIME:  # holding at start-up, or the metrics
-            self.report_metrics(int(time.time() * 1000))
+            now_ms = int(time.time() * 1000)
+            self.report_metrics(now_ms)
             if self._holding():
                 ctx.timer_service().register_processing_time_timer(
                     ctx.timer_service().current_processing_time() + HOLD_RETRY_MS
                 )
                 return []
             # Always read: after a restore this instance does not know which keys hold events.
-            return self._flush_pending(ctx, _plain_key(ctx.get_current_key()))
+            return self._flush_pending(ctx, _plain_key(ctx.get_current_key()), now_ms)
         key = _plain_key(ctx.get_current_key())
         self.state.begin(key)
         try:

@@ -170,6 +170,10 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                             "type": "boolean",
                             "description": "the job had decided the same event: its action, no rules",
                         },
+                        "ahead_ms": {
+                            "type": "integer",
+                            "description": "how far ts was ahead of the job's clock: decided at the clock",
+                        },
                         "elapsed_ms": {"type": "number"},
                         "degraded": {
                             "type": ["string", "null"],

@@ -196,7 +196,7 @@ class DecisionService:
         self, request: DecisionRequest, elapsed_ms: float, degraded: str, replay: bool
     ) -> dict[str, Any]:
         # every field of the job's decision record (riskctl.core.decisions.Decision), so that a caller reads
-        # an answer the same way whoever made it; late, too_late and duplicate are the job's to say: false
+        # an answer the same way whoever made it; late, too_late, duplicate and ahead_ms are the job's to say
         return {
             "kind": "decision",
             "event_id": request.event_id,
@@ -210,6 +210,7 @@ class DecisionService:
             "late": False,
             "too_late": False,
             "duplicate": False,
+            "ahead_ms": 0,
             "elapsed_ms": elapsed_ms,
             "degraded": degraded,
             "replay": replay,

@@ -219,7 +219,7 @@ def _job_env(settings: Settings, topics: dict[str, str], table: str, tmp: Path, 
         # the scenarios' event time (T0, in 2027) is ahead of the wall clock: allow it (ten years of skew),
         # and let it move event time (the watermark) past the clock
         "RISKCTL_JOB_MAX_CLOCK_SKEW_MS": str(10 * 365 * 24 * 3600 * 1000),
-        "RISKCTL_JOB_WATERMARK_PAST_CLOCK": "true",
+        "RISKCTL_JOB_EVENT_TIME_PAST_CLOCK": "true",
     }
 
 

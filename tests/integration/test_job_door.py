@@ -44,7 +44,7 @@ def door_job(
         # this module's events are stamped with the wall clock: the real skew check applies, and event time
         # moves at most to the clock (the defaults)
         "RISKCTL_JOB_MAX_CLOCK_SKEW_MS": "300000",
-        "RISKCTL_JOB_WATERMARK_PAST_CLOCK": "false",
+        "RISKCTL_JOB_EVENT_TIME_PAST_CLOCK": "false",
     }
     proc = start_job(j, tmp_path_factory.getbasetemp() / f"door-{j.rules_table}.log", extra)
     try:
@@ -240,6 +240,39 @@ def test_a_ts_out_of_bounds_never_moves_event_time_and_none_moves_it_past_the_cl
     assert sorted(json.loads(d["raw"])["event_id"] for d in _of(dead, u)) == sorted(
         e["event_id"] for e in hostile
     )
+
+
+def test_an_event_stamped_ahead_of_the_clock_does_not_blind_its_user(door_job: Any) -> None:
+    """One event stamped 290 s ahead of the wall clock (within the skew: taken) is decided at the clock's
+    time, its decision saying how far ahead it was; the same user's transfers sent after it, stamped at the
+    real time, are in order and count: the one that takes the 5-minute sum past 50,000 is REVIEWed. Before,
+    the forged time became the user's newest, each next transfer was more than the lateness behind it (too
+    late, counted by no feature), and all of them passed."""
+    job, _, mode = door_job
+    m = job.user("mallory")
+
+    def mine(rs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [r for r in rs if r.get("user_id") == m]
+
+    sent_at = int(time.time() * 1000)
+    forged = {"event_id": f"{m}-f", "user_id": m, "type": "page_view", "ts": sent_at + 290_000}
+    one_partition = {"key": lambda _: m.encode()}
+    produce(job.settings, job.topics["events"], [forged], **one_partition)
+    (first,) = mine(_read_committed(job, "decisions", lambda rs: bool(mine(rs)), mode, timeout=60))
+    taken_at = first["ts"] - first["ahead_ms"]  # the job's clock when it decided the event
+    assert first["ts"] == forged["ts"] and sent_at <= taken_at <= int(time.time() * 1000)
+    now = max(int(time.time() * 1000), taken_at)  # (the clock the job took it at is behind the transfers)
+    transfers = [
+        {"event_id": f"{m}-t{i}", "user_id": m, "type": "transfer", "amount": 19_000, "ts": now + i}
+        for i in range(3)
+    ]
+    produce(job.settings, job.topics["events"], transfers, **one_partition)
+    decided = mine(_read_committed(job, "decisions", lambda rs: len(mine(rs)) >= 4, mode, timeout=60))
+    by_id = {d["event_id"]: d for d in decided}
+    assert len(decided) == 4 and set(by_id) == {forged["event_id"], *(t["event_id"] for t in transfers)}
+    got = [(by_id[t["event_id"]]["action"], by_id[t["event_id"]]["too_late"]) for t in transfers]
+    assert got == [("PASS", False), ("PASS", False), ("REVIEW", False)]
+    assert [r["id"] for r in by_id[transfers[2]["event_id"]]["rules"]] == ["transfer_velocity"]
 
 
 def _of(dead: list[dict[str, Any]], user: str) -> list[dict[str, Any]]:

@@ -3,7 +3,7 @@
 They were 6 minutes ahead of the last event, sent at once: the door refuses an event more than
 job.max_clock_skew_ms (5 minutes) ahead of the job's clock, so both were dead-lettered, no absence alert was
 released (`scripts/run`: new_device_no_2fa caught 0 of 17) and the demo waited for their decisions until its
-deadline (60 s). Event time now moves at most to the job's clock (job.watermark_past_clock false): the demo
+deadline (60 s). Event time now moves at most to the job's clock (job.event_time_past_clock false): the demo
 stamps its traffic behind the clock, so that its clock events, sent at once, are not ahead of it.
 """
 

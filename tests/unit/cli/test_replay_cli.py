@@ -213,7 +213,7 @@ def test_far_future_event_of_another_user_does_not_blind_brute_force(tmp_path: P
 
 
 def test_an_event_ahead_of_the_clock_fires_no_other_user_s_deadline(tmp_path: Path) -> None:
-    """Event time moves at most to the clock (job.watermark_past_clock false, as in the job): an event of one
+    """Event time moves at most to the clock (job.event_time_past_clock false, as in the job): an event of one
     user stamped 4 min 59 s ahead, within the skew, is decided, and fired another user's absence deadline
     before that user's 2FA came (a false new_device_without_2fa alert)."""
     now = 1_800_000_000_000
@@ -234,8 +234,44 @@ def test_an_event_ahead_of_the_clock_fires_no_other_user_s_deadline(tmp_path: Pa
 
     decided = [("decision", "v-login"), ("decision", "a-1"), ("decision", "v-2fa")]
     assert records({}) == decided
-    before = records({"RISKCTL_JOB_WATERMARK_PAST_CLOCK": "true"})  # what every run did before
+    before = records({"RISKCTL_JOB_EVENT_TIME_PAST_CLOCK": "true"})  # what every run did before
     assert before == [*decided[:2], ("alert", "v-login"), decided[2]]
+
+
+def test_an_event_ahead_of_the_clock_does_not_make_its_user_s_transfers_too_late(tmp_path: Path) -> None:
+    """An event stamped 4 min 59 s ahead of ``--now`` is decided at ``--now`` (job.event_time_past_clock
+    false, as the job decides one at its clock): the same user's transfers after it, at ``--now``, count,
+    and the one that takes the 5-minute sum past 50,000 is REVIEWed. Before, the forged time became the
+    user's newest, and every transfer after it was too late, counted by no feature: all PASS."""
+    now = 1_800_000_000_000
+    forged = {"event_id": "f", "user_id": "mallory", "type": "page_view", "ts": now + 299_000}
+    transfers = [
+        {
+            "event_id": f"t{i}",
+            "user_id": "mallory",
+            "type": "transfer",
+            "amount": 19_000,
+            "ts": now,
+        }
+        for i in range(3)
+    ]
+    events = write_events(tmp_path / "e.jsonl", [json.dumps(e) for e in [forged, *transfers]])
+    args = ["replay", "--rules", str(RULES), str(events), "--now", str(now)]
+
+    def decisions(env: dict[str, str]) -> list[tuple[str, str, bool, int]]:
+        result = CliRunner(env=env).invoke(cli, args)
+        assert result.exit_code == 0, result.stderr
+        out = [json.loads(line) for line in result.stdout.splitlines()]
+        return [(r["event_id"], r["action"], r["too_late"], r["ahead_ms"]) for r in out]
+
+    assert decisions({}) == [
+        ("f", "PASS", False, 299_000),
+        ("t0", "PASS", False, 0),
+        ("t1", "PASS", False, 0),
+        ("t2", "REVIEW", False, 0),
+    ]
+    before = decisions({"RISKCTL_JOB_EVENT_TIME_PAST_CLOCK": "true"})  # what every run did before
+    assert before == [("f", "PASS", False, 0)] + [(f"t{i}", "PASS", True, 0) for i in range(3)]
 
 
 def test_an_internal_error_dead_letters_the_event_with_type_and_rule(tmp_path: Path) -> None:
@@ -248,12 +284,12 @@ def test_an_internal_error_dead_letters_the_event_with_type_and_rule(tmp_path: P
     engine = Engine(load_rules(str(RULES)), lateness=5000)
     real = engine.process
 
-    def failing(state: object, event: dict) -> object:
+    def failing(state: object, event: dict, clock: int | None = None) -> object:
         if event["event_id"] == "u1-2":
             engine.current_rule = "brute_force_login"
             msg = "boom"
             raise ZeroDivisionError(msg)
-        return real(state, event)  # type: ignore[arg-type]
+        return real(state, event, clock)  # type: ignore[arg-type]
 
     engine.process = failing  # type: ignore[method-assign]
     out = io.StringIO()

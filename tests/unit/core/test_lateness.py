@@ -319,3 +319,52 @@ def test_a_late_event_completing_a_match_as_its_last_fires_on_its_own_decision()
         assert decisions["t3"].action == "REJECT", newer["type"]
         assert "three_transfers" in [r.id for r in decisions["t3"].rules]
         assert [a.reason for a in alerts if a.rule.id == "three_transfers"] == []
+
+
+def _decide_by_clock(events: list[tuple[dict[str, Any], int | None]], **engine: Any) -> list[Decision]:
+    """Each event decided with the clock it arrived by (``Engine.process``'s ``clock``), one user's state."""
+    eng = Engine(load_rules_text(RULES), lateness=L, **engine)
+    state = InMemoryKeyedState()
+    out = []
+    for event, clock in events:
+        decision = eng.process(state, event, clock).decision
+        assert decision is not None
+        out.append(decision)
+    return out
+
+
+def test_an_event_stamped_ahead_of_the_clock_is_taken_at_the_clock_and_blinds_nobody() -> None:
+    """One event stamped 299 s ahead of the clock it arrived by: taken at the clock, so the user's next
+    transfers, stamped at the real time, are in order and count. Without a clock its ts became the user's
+    newest time, every next transfer was too late, and neither the sum nor the sequence saw them."""
+    clock = T0 + 60_000
+    forged = {"event_id": "f", "user_id": "u", "type": "page_view", "ts": clock + 299_000}
+    after = [transfer(f"t{i}", 60_000 + 1_000 * (i + 1)) for i in range(3)]
+    arrivals = [(forged, clock)] + [(t, t["ts"] + 50) for t in after]
+    first, *rest = _decide_by_clock(arrivals)
+    assert (first.ts, first.ahead_ms, first.to_dict()["ahead_ms"]) == (clock + 299_000, 299_000, 299_000)
+    assert [(d.late, d.too_late, d.ahead_ms) for d in rest] == [(False, False, 0)] * 3
+    assert [d.action for d in rest] == ["PASS", "PASS", "REJECT"]  # 150 by the third, three transfers
+    assert sorted(r.id for r in rest[2].rules) == ["big_sum", "three_transfers"]
+    blind = _decide_by_clock([(e, None) for e, _ in arrivals])[1:]  # what every event got before
+    assert [(d.too_late, d.action) for d in blind] == [(True, "PASS")] * 3
+
+
+def test_an_event_at_or_behind_the_clock_is_taken_at_its_own_ts() -> None:
+    on_time = [transfer("a", 1_000), transfer("b", 2_000), transfer("c", 2_500)]
+    clocked = _decide_by_clock([(e, e["ts"] + c) for e, c in zip(on_time, (0, 10, 60_000), strict=True)])
+    plain = _decide_by_clock([(e, None) for e in on_time])
+    assert [d.to_dict() for d in clocked] == [d.to_dict() for d in plain]
+    assert all(d.ahead_ms == 0 for d in clocked)
+
+
+def test_an_event_ahead_of_the_clock_delivered_again_later_is_still_a_duplicate() -> None:
+    """The duplicate check reads the event as it was sent: a second delivery, which arrives by a later clock
+    and so is taken at another time, is the first one's duplicate all the same."""
+    clock = T0 + 60_000
+    forged = {"event_id": "f", "user_id": "u", "type": "transfer", "amount": 200, "ts": clock + 100_000}
+    first, again = _decide_by_clock(
+        [(forged, clock), (forged, clock + 3_000)], dedup_window=60_000, dedup_all=True
+    )
+    assert (first.action, first.duplicate, again.action, again.duplicate) == ("REVIEW", False, "REVIEW", True)
+    assert again.ahead_ms == 97_000 and again.to_dict()["ts"] == clock + 100_000

@@ -509,8 +509,8 @@ def test_an_exception_while_deciding_dead_letters_the_event_and_rolls_back(monke
 
     real = fn.engine.process
 
-    def failing(state: Any, event: Any) -> Any:
-        real(state, event)  # changes the cached state in place, then fails
+    def failing(state: Any, event: Any, clock: int | None = None) -> Any:
+        real(state, event, clock)  # changes the cached state in place, then fails
         fn.engine.current_rule = "big"
         msg = "boom"
         raise ZeroDivisionError(msg)
@@ -585,7 +585,7 @@ def test_held_events_keep_their_record_for_a_dead_letter(monkeypatch: Any) -> No
     assert fn.held_keys == {"u1"} and fn.pending.items[0][1][1:] == ("events", 1, 42)
     fn.started = True
 
-    def failing(state: Any, event: Any) -> Any:
+    def failing(state: Any, event: Any, clock: int | None = None) -> Any:
         msg = "held boom"
         raise ValueError(msg)
 
@@ -932,7 +932,7 @@ def test_the_cache_and_the_guard_are_counted_in_flink_metrics(monkeypatch: Any) 
     send("u1", 5)
     assert sum(c.calls for c in counters.values()) == calls and ctxs[-1].timers.processing_time == []
 
-    def failing(state: Any, event: Any) -> Any:
+    def failing(state: Any, event: Any, clock: int | None = None) -> Any:
         raise ZeroDivisionError
 
     monkeypatch.setattr(fn.engine, "process", failing)
@@ -1262,3 +1262,48 @@ def test_a_checkpointed_rule_the_new_limits_refuse_is_reported_refused_once_by_s
         ]
         assert "MAX_FEATURE_READS" in statuses[0]["reason"]
         assert [r[0] for r in first] == ["status", "decision"]
+
+
+def test_the_decide_function_takes_an_event_ahead_of_the_wall_clock_at_the_clock(monkeypatch: Any) -> None:
+    """The job hands the engine the wall clock at each event (job.event_time_past_clock false): an event
+    stamped 200 s ahead is taken at the clock, and the user's next transfers count; with the option on (as
+    every event was before) they are too late and the sum misses them."""
+    import gc
+    import json
+    import time
+
+    from riskctl.flink.risk_function import RiskFunction
+
+    def decisions(past_clock: bool) -> list[dict[str, Any]]:
+        fn = RiskFunction(
+            lateness_ms=5_000, state_ttl_ms=3_600_000, rules_wait_ms=0, event_time_past_clock=past_clock
+        )
+        backing = FakeValueState()
+        backing.key = "u1"
+        try:
+            fn.open(FakeRuntime(backing))
+        finally:
+            gc.enable()  # open() turns the collector off for the decide interpreter
+            gc.unfreeze()
+        assert fn.engine is not None
+        fn.engine.upsert_rule(RULE)
+        fn.started = fn.have_rules = True
+        clock = 1_700_000_000_000
+        forged = {"event_id": "f", "user_id": "u1", "type": "page_view", "ts": clock + 200_000}
+        out = []
+        for i, ev in enumerate([forged, *({**forged, "event_id": f"t{n}", "type": "transfer", "amount": 60,
+                                           "ts": clock + 1_000 * n} for n in (1, 2))]):  # fmt: skip
+            monkeypatch.setattr(time, "time", lambda i=i: (clock + 1_000 * i + 10) / 1000)
+            (row,) = fn.process_element(_record(ev), FakeCtx("u1"))
+            out.append(json.loads(row[2]))
+        return out
+
+    capped = decisions(past_clock=False)
+    assert [(d["event_id"], d["ahead_ms"], d["too_late"], d["action"]) for d in capped] == [
+        ("f", 199_990, False, "PASS"),
+        ("t1", 0, False, "PASS"),
+        ("t2", 0, False, "REVIEW"),
+    ]
+    assert capped[0]["ts"] == 1_700_000_200_000  # its own
+    blind = decisions(past_clock=True)
+    assert [(d["ahead_ms"], d["too_late"], d["action"]) for d in blind[1:]] == [(0, True, "PASS")] * 2

@@ -34,6 +34,7 @@ def reject_big(event: dict[str, Any]) -> dict[str, Any]:
         "late": False,
         "too_late": False,
         "duplicate": False,
+        "ahead_ms": 0,
     }
 
 

@@ -47,7 +47,7 @@ def decide(event: dict[str, Any], replies: bool = True) -> list[Any]:
     fn = RiskFunction(lateness_ms=0, state_ttl_ms=60_000, rules_wait_ms=0, replies=replies)
     fn.engine = Engine(RuleSet(), lateness=0, state_ttl=60_000)
     fn.state = FlinkKeyedState(FakeValue())
-    return list(fn._decide(event, (b"", "t", 0, 0), FakeCtx(), "u1"))
+    return list(fn._decide(event, (b"", "t", 0, 0), FakeCtx(), "u1", 2_000))
 
 
 def ev(**fields: Any) -> dict[str, Any]:

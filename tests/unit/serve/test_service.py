@@ -79,6 +79,7 @@ def test_the_fallback_answer_has_every_field_of_a_decision_record() -> None:
     assert set(decided) == set(fallback) == record | extra
     assert fallback["source"] == "fallback" and fallback["type"] == "transfer" and fallback["ts"] == NOW
     assert fallback["late"] is fallback["too_late"] is fallback["duplicate"] is False
+    assert fallback["ahead_ms"] == 0
 
 
 def test_unknown_fallback_policy_is_refused() -> None:

@@ -282,6 +282,49 @@ def test_users_named_dot_and_dot_dot_have_their_page(console: dict[str, Any], br
         assert browser.find_element(By.TAG_NAME, "h1").text == f"User {user}", browser.current_url
 
 
+def test_decisions_show_an_event_stamped_ahead_late_or_too_late(
+    console: dict[str, Any], browser: Any
+) -> None:
+    """An analyst sees what the job said of an event's time: stamped ahead of its clock (``ahead_ms``: decided
+    at the clock's time), late, too late (counted by no feature): a client that sets its events' ``ts``
+    shows. Records come from Kafka, so a mark shows only for a value of the job's own type."""
+    from selenium.webdriver.common.by import By
+
+    url, feed = console["url"], console["feed"]
+    now = int(time.time() * 1000)
+    user = f"marks-{now}"
+    cases = {
+        "ahead": ({"ahead_ms": 299_000}, f"{now} ahead 299.0 s"),
+        "too-late": ({"late": True, "too_late": True}, f"{now} too late"),
+        "late": ({"late": True, "too_late": False, "ahead_ms": 0}, f"{now} late"),
+        "ahead-far": ({"ahead_ms": 1e300}, f"{now} ahead far s"),
+        "plain": ({"late": False, "too_late": False, "ahead_ms": 0}, f"{now}"),
+        "text": ({"ahead_ms": "299000", "late": "yes", "too_late": 1}, f"{now}"),
+        "bool": ({"ahead_ms": True}, f"{now}"),
+        "negative": ({"ahead_ms": -5}, f"{now}"),
+        "nan": ({"ahead_ms": float("nan")}, f"{now}"),
+        "list": ({"ahead_ms": [299_000]}, f"{now}"),
+    }
+    feed.add(
+        ({"kind": "decision", "event_id": f"{user}-{name}", "user_id": user, "type": "transfer", "ts": now,
+          "action": "PASS", "rules": [], "shadow": [], **fields}, now)
+        for name, (fields, _) in cases.items()
+    )  # fmt: skip
+    _login(browser, url, "vic")
+
+    def rows(table: str) -> list[list[str]]:
+        found = browser.find_elements(By.CSS_SELECTOR, f"#{table} tr")
+        return [[c.text for c in r.find_elements(By.TAG_NAME, "td")] for r in found[1:]]
+
+    browser.get(f"{url}/decisions?user={user}")
+    shown = {cells[-1].removeprefix(f"{user}-"): cells[0] for cells in rows("decisions")}
+    assert shown == {name: want for name, (_, want) in cases.items()}
+    browser.get(f"{url}/users?id={user}")  # (no event id column there)
+    assert sorted(cells[0] for cells in rows("user-decisions")) == sorted(w for _, w in cases.values())
+    titles = [m.get_attribute("title") for m in browser.find_elements(By.CSS_SELECTOR, ".mark.ahead")]
+    assert "stamped 299000 ms ahead of the job's clock: decided at the clock's time" in titles
+
+
 def test_a_backtest_file_over_the_limit_says_so(
     console: dict[str, Any], browser: Any, tmp_path: Path
 ) -> None:

@@ -3,7 +3,7 @@
 Both are plain slotted objects with a ``to_dict()`` giving the JSON record written to the decisions and alerts
 topics (and by ``riskctl replay``). Field by field:
 
-Decision (``"kind": "decision"``): ``event_id``, ``user_id``, ``type`` (event type), ``ts`` (event time),
+Decision (``"kind": "decision"``): ``event_id``, ``user_id``, ``type`` (event type), ``ts`` (the event's own),
 ``action`` (REJECT over REVIEW over PASS, from active rules only), ``rules`` (fired active rules, by
 priority), ``shadow`` (hits of shadow rules: recorded, never change the action), ``ruleset_version``, ``late``
 (the event was older than one already seen for this user), ``too_late`` (more than the allowed lateness

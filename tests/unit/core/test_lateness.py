@@ -368,3 +368,39 @@ def test_an_event_ahead_of_the_clock_delivered_again_later_is_still_a_duplicate(
     )
     assert (first.action, first.duplicate, again.action, again.duplicate) == ("REVIEW", False, "REVIEW", True)
     assert again.ahead_ms == 97_000 and again.to_dict()["ts"] == clock + 100_000
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    skews=st.lists(
+        st.tuples(st.integers(-20_000, 20_000), st.integers(1, 9)),
+        min_size=1,
+        max_size=30,
+    )
+)
+def test_with_a_clock_each_event_counts_at_the_earlier_of_its_ts_and_its_arrival(
+    skews: list[tuple[int, int]],
+) -> None:
+    """Reference model with a clock: events arrive 700 ms apart, each stamped up to 20 s behind or ahead of
+    its arrival; an event counts at min(ts, arrival) (its time), is too late iff that time is more than L
+    behind the newest time so far, and the sum a decision shows is over the times of the events kept so far;
+    its decision keeps its own ts and says how far ahead of its arrival it was."""
+    rules = load_rules_text(RULES.replace("when: total >= 150", "when: total >= 0"))
+    engine = Engine(rules, lateness=L)
+    state = InMemoryKeyedState()
+    window = 3_600_000
+    newest: int | None = None
+    kept: list[tuple[int, int]] = []
+    arrival = T0 + 100_000
+    for i, (skew, amount) in enumerate(skews):
+        arrival += 700
+        ts = arrival + skew
+        at = min(ts, arrival)
+        too_late = newest is not None and at < newest - L
+        d = engine.process(state, transfer(f"e{i}", ts - T0, amount), arrival).decision
+        assert d is not None and (d.ts, d.ahead_ms, d.too_late) == (ts, max(skew, 0), too_late)
+        if not too_late:
+            kept.append((at, amount))
+            newest = at if newest is None else max(newest, at)
+        want = sum(a for s, a in kept if at - window < s <= at)
+        assert {h.id: h for h in d.rules}["big_sum"].evidence["features"] == {"total": want}

@@ -355,7 +355,12 @@ def replay(
         fail(ExitCode.ERROR, f"{len(exc.errors)} rule error(s); nothing replayed")
     window = 0 if dedup == "off" else dedup_window or 0
     engine = Engine(
-        ruleset, lateness=lateness, state_ttl=state_ttl, dedup_window=window, dedup_all=dedup == "all"
+        ruleset,
+        lateness=lateness,
+        state_ttl=state_ttl,
+        dedup_window=window,
+        dedup_all=dedup == "all",
+        too_late_action=job.too_late_action,  # as the job decides
     )
     if not default_gc:
         tune_gc()

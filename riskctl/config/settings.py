@@ -395,6 +395,9 @@ class JobSettings:
     #: than this (a backlog read after an outage) can free a user's state the engine would still read
     state_ttl_margin_ms: int = ms(24 * 3600 * 1000, low=0)
     lateness_ms: int = ms(5000, low=0)
+    #: the least action of a too-late event (more than lateness_ms behind its user's newest: counted by no
+    #: feature and no sequence); REVIEW where clients may set their events' ts (docs/operations.md)
+    too_late_action: str = one_of("PASS", "PASS", "REVIEW", "REJECT")
     #: an event decided again within this much event time (the same content, reply_to aside) is a duplicate:
     #: the first one's action, nothing counted (riskctl/core/dedup.py); "api": the events of riskctl serve
     dedup: str = one_of("api", "api", "all", "off")

@@ -531,6 +531,7 @@ class Engine:
         cleanup_timers: bool = True,
         dedup_window: int = 0,
         dedup_all: bool = False,
+        too_late_action: str = "PASS",
     ) -> None:
         """``cleanup_timers=False`` (needs a ``state_ttl``): no clean-up timer per key; a key silent for the
         TTL is still started from zero at its next event, and freeing the state of keys that never come
@@ -542,7 +543,15 @@ class Engine:
         and changing nothing (riskctl/core/dedup.py, docs/engine.md "Duplicate events"). Only the events
         sent through ``riskctl serve`` (those with a ``reply_to``) are remembered and checked, unless
         ``dedup_all``.
+
+        ``too_late_action`` (PASS, REVIEW or REJECT): the least action of a too-late event, which no feature
+        and no sequence counts (docs/engine.md, "Out-of-order events"). PASS leaves it to its condition
+        rules; REVIEW holds every event its user's producer stamped that far behind, which is how a client
+        that sets its own events' ``ts`` would keep its transfers out of every sum.
         """
+        if too_late_action not in ACTION_RANK:
+            msg = f"too_late_action must be one of {', '.join(ACTION_RANK)}, got {too_late_action!r}"
+            raise ValueError(msg)
         if dedup_window < 0:
             msg = f"dedup_window must be >= 0 ms, got {dedup_window}"
             raise ValueError(msg)
@@ -556,6 +565,7 @@ class Engine:
             msg = "cleanup_timers=False needs a state_ttl (nothing else would free a silent key's state)"
             raise ValueError(msg)
         self.lateness = lateness
+        self.too_late_rank = ACTION_RANK[too_late_action]
         self.dedup_window = dedup_window
         self.dedup_all = dedup_all
         # how long behind the newest event an event is remembered: never less than the lateness, within which
@@ -802,6 +812,8 @@ class Engine:
                 )
 
         self.current_rule = None
+        if too_late and self.too_late_rank > rank:  # (job.too_late_action)
+            rank = self.too_late_rank
         # Late events: re-check condition rules on later events already decided (see docs/engine.md).
         if self.lateness and plan.recheck and not too_late:
             if late:

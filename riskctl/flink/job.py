@@ -913,6 +913,7 @@ def build_pipeline(env: StreamExecutionEnvironment, settings: Settings) -> None:
                 lateness_ms=job.lateness_ms,
                 dedup_window_ms=0 if job.dedup == "off" else job.dedup_window_ms,
                 dedup_all=job.dedup == "all",
+                too_late_action=job.too_late_action,
                 state_ttl_ms=job.state_ttl_ms,
                 state_ttl_margin_ms=job.state_ttl_margin_ms,
                 rules_wait_ms=job.rules_wait_ms,

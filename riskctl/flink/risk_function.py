@@ -198,6 +198,7 @@ METRICS = (
     "patternOverflows",
     "duplicates",
     "lateRechecksSkipped",
+    "tooLate",
 )
 #: 1 for each subtask whose events take riskctl.flink.fast_path (counted once, at open)
 PATH_METRIC = "fastPath"
@@ -411,6 +412,7 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         rules_wait_ms: int,
         dedup_window_ms: int = 0,
         dedup_all: bool = False,
+        too_late_action: str = "PASS",
         state_ttl_margin_ms: int = 24 * 3_600_000,
         limits: Limits = DEFAULT_LIMITS,
         replies: bool = False,
@@ -435,6 +437,7 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         self.lateness_ms = lateness_ms
         self.dedup_window_ms = dedup_window_ms
         self.dedup_all = dedup_all
+        self.too_late_action = too_late_action
         self.state_ttl_ms = state_ttl_ms
         self.state_ttl_margin_ms = state_ttl_margin_ms
         self.rules_wait_ms = rules_wait_ms
@@ -507,6 +510,7 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
             cleanup_timers=False,
             dedup_window=self.dedup_window_ms,
             dedup_all=self.dedup_all,
+            too_late_action=self.too_late_action,
         )
         self.opened_at = time.monotonic()
         self.restored_hold_until = self.opened_at + RESTORED_HOLD_MS / 1000
@@ -560,6 +564,7 @@ class RiskFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
             "patternOverflows": self.engine.pattern_overflow if self.engine is not None else 0,
             "duplicates": self.engine.duplicates if self.engine is not None else 0,
             "lateRechecksSkipped": self.engine.rechecks_skipped if self.engine is not None else 0,
+            "tooLate": self.engine.too_late if self.engine is not None else 0,
         }
 
     def report_metrics(self, now_ms: int) -> None:

@@ -45,6 +45,9 @@ def door_job(
         # moves at most to the clock (the defaults)
         "RISKCTL_JOB_MAX_CLOCK_SKEW_MS": "300000",
         "RISKCTL_JOB_EVENT_TIME_PAST_CLOCK": "false",
+        # too-late events are held (test_a_too_late_transfer_is_held_by_job_too_late_action); none of the
+        # other tests here sends one
+        "RISKCTL_JOB_TOO_LATE_ACTION": "REVIEW",
     }
     proc = start_job(j, tmp_path_factory.getbasetemp() / f"door-{j.rules_table}.log", extra)
     try:
@@ -273,6 +276,27 @@ def test_an_event_stamped_ahead_of_the_clock_does_not_blind_its_user(door_job: A
     got = [(by_id[t["event_id"]]["action"], by_id[t["event_id"]]["too_late"]) for t in transfers]
     assert got == [("PASS", False), ("PASS", False), ("REVIEW", False)]
     assert [r["id"] for r in by_id[transfers[2]["event_id"]]["rules"]] == ["transfer_velocity"]
+
+
+def test_a_too_late_transfer_is_held_by_job_too_late_action(door_job: Any) -> None:
+    """A transfer stamped 10 s behind its user's newest event (lateness 2 s here) is too late: counted by no
+    feature, so no sum would ever hold it. job.too_late_action REVIEW (this module's job) holds it, with no
+    rule fired; the job counts it (riskctl.tooLate)."""
+    job, url, mode = door_job
+    u = job.user("behind")
+    now = int(time.time() * 1000)
+    view = {"event_id": f"{u}-view", "user_id": u, "type": "page_view", "ts": now}
+    late = {"event_id": f"{u}-t", "user_id": u, "type": "transfer", "amount": 100, "ts": now - 10_000}
+    produce(job.settings, job.topics["events"], [view, late], key=lambda _: u.encode())
+
+    def mine(rs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [r for r in rs if r.get("user_id") == u]
+
+    decided = mine(_read_committed(job, "decisions", lambda rs: len(mine(rs)) >= 2, mode, timeout=60))
+    got = {d["event_id"]: (d["too_late"], d["action"], d["rules"]) for d in decided}
+    assert got == {view["event_id"]: (False, "PASS", []), late["event_id"]: (True, "REVIEW", [])}
+    jid = next(j["jid"] for j in rest(url, "/jobs/overview")["jobs"] if j["state"] == "RUNNING")
+    assert _decide_metrics(url, jid, lambda m: m["tooLate"] >= 1)["tooLate"] >= 1
 
 
 def _of(dead: list[dict[str, Any]], user: str) -> list[dict[str, Any]]:

@@ -274,6 +274,38 @@ def test_an_event_ahead_of_the_clock_does_not_make_its_user_s_transfers_too_late
     assert before == [("f", "PASS", False, 0)] + [(f"t{i}", "PASS", True, 0) for i in range(3)]
 
 
+def test_job_too_late_action_holds_transfers_stamped_behind_their_user_s_newest_event(tmp_path: Path) -> None:
+    """A client that stamps its transfers 6 s behind its own newest event (lateness 5 s) keeps them out of
+    transfer_velocity's sum: too late, all PASS. Replay follows job.too_late_action as the job does: REVIEW
+    holds them; a value that is not an action is refused with the setting's name."""
+    now = 1_800_000_000_000
+    lines = [{"event_id": "view", "user_id": "mallory", "type": "page_view", "ts": now - 10_000}]
+    lines += [
+        {
+            "event_id": f"t{i}",
+            "user_id": "mallory",
+            "type": "transfer",
+            "amount": 19_000,
+            "ts": now - 16_000 + i,
+        }
+        for i in range(3)
+    ]
+    events = write_events(tmp_path / "e.jsonl", [json.dumps(e) for e in lines])
+    args = ["replay", "--rules", str(RULES), str(events), "--now", str(now)]
+
+    def decided(env: dict[str, str]) -> list[tuple[str, bool, str]]:
+        result = CliRunner(env=env).invoke(cli, args)
+        assert result.exit_code == 0, result.stderr
+        out = [json.loads(line) for line in result.stdout.splitlines()]
+        return [(r["event_id"], r["too_late"], r["action"]) for r in out]
+
+    assert decided({}) == [("view", False, "PASS")] + [(f"t{i}", True, "PASS") for i in range(3)]
+    held = decided({"RISKCTL_JOB_TOO_LATE_ACTION": "REVIEW"})
+    assert held == [("view", False, "PASS")] + [(f"t{i}", True, "REVIEW") for i in range(3)]
+    bad = CliRunner(env={"RISKCTL_JOB_TOO_LATE_ACTION": "HOLD"}).invoke(cli, args)
+    assert bad.exit_code != 0 and "too_late_action" in bad.stderr
+
+
 def test_an_internal_error_dead_letters_the_event_with_type_and_rule(tmp_path: Path) -> None:
     import io
 

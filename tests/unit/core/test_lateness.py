@@ -8,6 +8,7 @@ from __future__ import annotations
 import pickle
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -404,3 +405,24 @@ def test_with_a_clock_each_event_counts_at_the_earlier_of_its_ts_and_its_arrival
             newest = at if newest is None else max(newest, at)
         want = sum(a for s, a in kept if at - window < s <= at)
         assert {h.id: h for h in d.rules}["big_sum"].evidence["features"] == {"total": want}
+
+
+def test_too_late_action_holds_every_too_late_event_and_nothing_else() -> None:
+    """A client that stamps its transfers more than the lateness behind its own newest event keeps them out
+    of every sum (too late): with too_late_action REVIEW each of them is held all the same, while the events
+    in order keep their rules' action; PASS (the default) leaves them to their condition rules."""
+    events = [transfer("now", 60_000, 10), *(transfer(f"back{i}", 50_000 + i, 60) for i in range(3))]
+    events.append(transfer("next", 61_000, 10))
+
+    def actions(**engine: Any) -> list[tuple[str, bool, str]]:
+        runner = LocalRunner(Engine(load_rules_text(RULES), lateness=L, **engine))
+        return [(d.event_id, d.too_late, d.action) for d in runner.run(events) if isinstance(d, Decision)]
+
+    assert actions() == [("now", False, "PASS"), *((f"back{i}", True, "PASS") for i in range(3)),
+                         ("next", False, "PASS")]  # fmt: skip
+    assert actions(too_late_action="REVIEW") == [("now", False, "PASS"),
+                                                 *((f"back{i}", True, "REVIEW") for i in range(3)),
+                                                 ("next", False, "PASS")]  # fmt: skip
+    assert [a for _, _, a in actions(too_late_action="REJECT")][1:4] == ["REJECT"] * 3
+    with pytest.raises(ValueError, match="too_late_action must be one of PASS, REVIEW, REJECT, got 'review'"):
+        Engine(too_late_action="review")

@@ -1307,3 +1307,30 @@ def test_the_decide_function_takes_an_event_ahead_of_the_wall_clock_at_the_clock
     assert capped[0]["ts"] == 1_700_000_200_000  # its own
     blind = decisions(past_clock=True)
     assert [(d["ahead_ms"], d["too_late"], d["action"]) for d in blind[1:]] == [(0, True, "PASS")] * 2
+
+
+def test_the_decide_function_holds_too_late_events_by_job_too_late_action(monkeypatch: Any) -> None:
+    """job.too_late_action reaches the engine, and the operator counts too-late events (riskctl.tooLate)."""
+    import gc
+    import json
+    import time
+
+    from riskctl.flink.risk_function import RiskFunction
+
+    fn = RiskFunction(lateness_ms=5_000, state_ttl_ms=3_600_000, rules_wait_ms=0, too_late_action="REVIEW")
+    backing = FakeValueState()
+    backing.key = "u1"
+    try:
+        fn.open(FakeRuntime(backing))
+    finally:
+        gc.enable()  # open() turns the collector off for the decide interpreter
+        gc.unfreeze()
+    assert fn.engine is not None
+    fn.engine.upsert_rule(RULE)
+    fn.started = fn.have_rules = True
+    monkeypatch.setattr(time, "time", lambda: 1_700_000_000.0)
+    ev = {"event_id": "e1", "user_id": "u1", "type": "transfer", "ts": 1_699_999_990_000, "amount": 60}
+    behind = {**ev, "event_id": "e2", "ts": ev["ts"] - 6_000}
+    out = [json.loads(fn.process_element(_record(e), FakeCtx("u1"))[0][2]) for e in (ev, behind)]
+    assert [(d["too_late"], d["action"]) for d in out] == [(False, "PASS"), (True, "REVIEW")]
+    assert fn.counts()["tooLate"] == 1

@@ -1264,30 +1264,36 @@ def test_a_checkpointed_rule_the_new_limits_refuse_is_reported_refused_once_by_s
         assert [r[0] for r in first] == ["status", "decision"]
 
 
+def _opened_with_rule(**options: Any) -> Any:
+    """A RiskFunction (lateness 5 s, ``options``) opened over a fake runtime, as the job's TaskManager opens
+    it (its engine built by ``open``), with :data:`RULE` in force."""
+    import gc
+
+    from riskctl.flink.risk_function import RiskFunction
+
+    fn = RiskFunction(lateness_ms=5_000, state_ttl_ms=3_600_000, rules_wait_ms=0, **options)
+    backing = FakeValueState()
+    backing.key = "u1"
+    try:
+        fn.open(FakeRuntime(backing))
+    finally:
+        gc.enable()  # open() turns the collector off for the decide interpreter
+        gc.unfreeze()
+    assert fn.engine is not None
+    fn.engine.upsert_rule(RULE)
+    fn.started = fn.have_rules = True
+    return fn
+
+
 def test_the_decide_function_takes_an_event_ahead_of_the_wall_clock_at_the_clock(monkeypatch: Any) -> None:
     """The job hands the engine the wall clock at each event (job.event_time_past_clock false): an event
     stamped 200 s ahead is taken at the clock, and the user's next transfers count; with the option on (as
     every event was before) they are too late and the sum misses them."""
-    import gc
     import json
     import time
 
-    from riskctl.flink.risk_function import RiskFunction
-
     def decisions(past_clock: bool) -> list[dict[str, Any]]:
-        fn = RiskFunction(
-            lateness_ms=5_000, state_ttl_ms=3_600_000, rules_wait_ms=0, event_time_past_clock=past_clock
-        )
-        backing = FakeValueState()
-        backing.key = "u1"
-        try:
-            fn.open(FakeRuntime(backing))
-        finally:
-            gc.enable()  # open() turns the collector off for the decide interpreter
-            gc.unfreeze()
-        assert fn.engine is not None
-        fn.engine.upsert_rule(RULE)
-        fn.started = fn.have_rules = True
+        fn = _opened_with_rule(event_time_past_clock=past_clock)
         clock = 1_700_000_000_000
         forged = {"event_id": "f", "user_id": "u1", "type": "page_view", "ts": clock + 200_000}
         out = []
@@ -1311,23 +1317,10 @@ def test_the_decide_function_takes_an_event_ahead_of_the_wall_clock_at_the_clock
 
 def test_the_decide_function_holds_too_late_events_by_job_too_late_action(monkeypatch: Any) -> None:
     """job.too_late_action reaches the engine, and the operator counts too-late events (riskctl.tooLate)."""
-    import gc
     import json
     import time
 
-    from riskctl.flink.risk_function import RiskFunction
-
-    fn = RiskFunction(lateness_ms=5_000, state_ttl_ms=3_600_000, rules_wait_ms=0, too_late_action="REVIEW")
-    backing = FakeValueState()
-    backing.key = "u1"
-    try:
-        fn.open(FakeRuntime(backing))
-    finally:
-        gc.enable()  # open() turns the collector off for the decide interpreter
-        gc.unfreeze()
-    assert fn.engine is not None
-    fn.engine.upsert_rule(RULE)
-    fn.started = fn.have_rules = True
+    fn = _opened_with_rule(too_late_action="REVIEW")
     monkeypatch.setattr(time, "time", lambda: 1_700_000_000.0)
     ev = {"event_id": "e1", "user_id": "u1", "type": "transfer", "ts": 1_699_999_990_000, "amount": 60}
     behind = {**ev, "event_id": "e2", "ts": ev["ts"] - 6_000}

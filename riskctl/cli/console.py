@@ -49,7 +49,12 @@ def console(ctx: click.Context, host: str, port: int) -> None:
     def events(window_ms: int) -> bytes:
         return read_topic_window(settings.kafka_bootstrap, settings.job.events_topic, window_ms)
 
-    app = create_app(backend, secure_cookies=not is_loopback(host), feed=feed, events=events)
+    from riskctl.cli.replay import ReplaySettings
+
+    decides = ReplaySettings.of(settings.job)  # backtests and replays decide as the job does
+    app = create_app(
+        backend, secure_cookies=not is_loopback(host), feed=feed, events=events, replay_settings=decides
+    )
     click.echo(f"riskctl console on http://{host}:{port}/ (Ctrl-C to stop)", err=True)
     # bounded connections and slow clients (riskctl/console/server.py, docs/console.md)
     try:

@@ -1,12 +1,13 @@
 """``riskctl replay``: run the engine over a JSON-lines file of events, the backtest before publishing a rule.
 
-Events are decided in file order with in-memory state, exactly as the Flink job decides them per key. Event
-time
-drives everything: the watermark is ``max ts seen - lateness``; the engine's timers (absence patterns,
-cleanup,
-state TTL) fire when the watermark passes them, and every remaining timer fires at the end of the input (as
-Flink does with its final watermark). Output: one JSON record per line (decisions, alerts and dead letters)
-on stdout or ``--output``; a summary on stderr (with ``--json``, as one JSON line: stdout holds the records).
+Events are decided in file order with in-memory state, exactly as the Flink job decides them per key, and by
+the job's settings (:class:`ReplaySettings`: ``job.lateness_ms``, ``job.state_ttl_ms``, ``job.dedup``,
+``job.dedup_window_ms``, ``job.too_late_action``, ``job.event_time_past_clock`` and the door's limits; a flag
+overrides one). Event time drives everything: the watermark is ``max ts seen - lateness``; the engine's
+timers (absence patterns, cleanup, state TTL) fire when the watermark passes them, and every remaining timer
+fires at the end of the input (as Flink does with its final watermark). Output: one JSON record per line
+(decisions, alerts and dead letters) on stdout or ``--output``; a summary on stderr (with ``--json``, as one
+JSON line: stdout holds the records).
 ``--summary-json``, its former name, is kept as a hidden alias so that existing scripts go on working.
 
 Every line gets the job's outcome: a decision, or a dead letter (``"kind": "dead_letter"``, the same reason,
@@ -30,13 +31,15 @@ Memory: the output is streamed; what grows is the per-user state (bounded per us
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import sys
 import time
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 
@@ -60,13 +63,20 @@ from riskctl.core.events import parse_event
 from riskctl.core.expr import duration_ms
 from riskctl.core.runner import LocalRunner, tune_gc
 
+if TYPE_CHECKING:
+    from riskctl.config.settings import JobSettings
+    from riskctl.core.rules import RuleSet
+
 MAX_REPORTED_BAD_LINES = 50
 _PROGRESS_EVERY = 4096  # lines between two looks at the clock
 
 
-def _duration(ctx: click.Context, param: click.Parameter, value: str) -> int | None:
+def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    """A duration flag in ms: None when not given (the job's setting applies), 0 for none."""
+    if value is None:
+        return None
     if value.lower() in ("none", "off", "0"):
-        return None if param.name == "state_ttl" else 0
+        return 0
     try:
         # isdigit() is also true of '²' and other scripts' digits, which int() refuses: ASCII digits only
         return duration_ms(int(value) if value.isascii() and value.isdigit() else value)
@@ -89,6 +99,76 @@ def _now(ctx: click.Context, param: click.Parameter, value: str | None) -> int |
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.UTC)
     return int(when.timestamp() * 1000)
+
+
+@dataclass(frozen=True)
+class ReplaySettings:
+    """How the job decides, for a replay of its events: the engine's settings and the door's limits.
+
+    :meth:`of` takes them from the job's settings (``job.*``), so that ``riskctl replay`` and the console's
+    backtests and user replays decide as the job does; a replay's flags override single values.
+    ``state_ttl`` None: no TTL; ``dedup``: ``api``, ``all`` or ``off`` (as ``job.dedup``).
+    """
+
+    lateness: int = 5000
+    state_ttl: int | None = 24 * 3_600_000
+    dedup: str = "api"
+    dedup_window: int = 600_000
+    too_late_action: str = "PASS"
+    event_time_past_clock: bool = False
+    limits: Limits = DEFAULT_LIMITS
+
+    @classmethod
+    def of(cls, job: JobSettings) -> ReplaySettings:
+        """The job's own (its limits refused as :meth:`JobSettings.limits` refuses them)."""
+        return cls(
+            lateness=job.lateness_ms,
+            state_ttl=job.state_ttl_ms,
+            dedup=job.dedup,
+            dedup_window=job.dedup_window_ms,
+            too_late_action=job.too_late_action,
+            event_time_past_clock=job.event_time_past_clock,
+            limits=job.limits(),
+        )
+
+    def engine(self, rules: RuleSet | Iterable[Any]) -> Engine:
+        """An engine deciding with ``rules`` as the job would."""
+        return Engine(
+            rules,
+            lateness=self.lateness,
+            state_ttl=self.state_ttl,
+            dedup_window=0 if self.dedup == "off" else self.dedup_window,
+            dedup_all=self.dedup == "all",
+            too_late_action=self.too_late_action,
+        )
+
+    def replay(
+        self, rules: RuleSet | Iterable[Any], out: IO[str], *, now: int, only_hits: bool = False
+    ) -> Replay:
+        """A :class:`Replay` of ``rules`` by these settings, ``now`` its clock."""
+        return Replay(
+            self.engine(rules),
+            out,
+            only_hits=only_hits,
+            limits=self.limits,
+            now=now,
+            event_time_past_clock=self.event_time_past_clock,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """What a replay's reader needs to know it decided as the job does."""
+        return {
+            "lateness_ms": self.lateness,
+            "state_ttl_ms": self.state_ttl,
+            "dedup": self.dedup,
+            "dedup_window_ms": self.dedup_window,
+            "too_late_action": self.too_late_action,
+            "event_time_past_clock": self.event_time_past_clock,
+        }
+
+
+#: the job's settings left at their defaults
+JOB_DEFAULTS = ReplaySettings()
 
 
 class Replay:
@@ -282,28 +362,31 @@ class Replay:
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write records here instead of stdout.")
 @click.option(
     "--lateness",
-    default="5s",
+    default=None,
     callback=_duration,
-    help="Allowed lateness: watermark = max event time - lateness (0 for none).",
+    help="Allowed lateness: watermark = max event time - lateness (0 for none). Default: job.lateness_ms "
+    "(5 s unless configured).",
 )
 @click.option(
     "--state-ttl",
-    default="24h",
+    default=None,
     callback=_duration,
-    help="A user silent this long loses their state ('none' to keep it until features expire).",
+    help="A user silent this long loses their state ('none' to keep it until features expire). Default: "
+    "job.state_ttl_ms (24 h unless configured).",
 )
 @click.option(
     "--dedup",
     type=click.Choice(["api", "all", "off"]),
-    default="api",
-    show_default=True,
-    help="Events decided as duplicates when seen again: those sent through riskctl serve, all, or none.",
+    default=None,
+    help="Events decided as duplicates when seen again: those sent through riskctl serve, all, or none. "
+    "Default: job.dedup (api unless configured).",
 )
 @click.option(
     "--dedup-window",
-    default="10m",
+    default=None,
     callback=_duration,
-    help="How long (event time) an event is remembered as decided (at least --lateness).",
+    help="How long (event time) an event is remembered as decided (at least --lateness). Default: "
+    "job.dedup_window_ms (10 min unless configured).",
 )
 @click.option("--only-hits", is_flag=True, help="Write only decisions where a rule fired, and alerts.")
 @progress_option(None, "Progress on stderr (default: when stderr is a terminal).")
@@ -324,9 +407,9 @@ def replay(
     rules_path: str,
     events: str,
     output: str | None,
-    lateness: int,
+    lateness: int | None,
     state_ttl: int | None,
-    dedup: str,
+    dedup: str | None,
     dedup_window: int | None,
     only_hits: bool,
     progress: bool | None,
@@ -341,10 +424,18 @@ def replay(
     from riskctl.errors import ConfigError
 
     try:
-        job = load_settings().job
-        limits = job.limits()
+        settings = ReplaySettings.of(load_settings().job)
     except ConfigError as exc:
         fail_on(exc)
+    # a flag given overrides the job's setting
+    if lateness is not None:
+        settings = dataclasses.replace(settings, lateness=lateness)
+    if dedup is not None:
+        settings = dataclasses.replace(settings, dedup=dedup)
+    if dedup_window is not None:
+        settings = dataclasses.replace(settings, dedup_window=dedup_window)
+    if state_ttl is not None:
+        settings = dataclasses.replace(settings, state_ttl=state_ttl or None)  # 0: none
     if now is None:
         now = int(time.time() * 1000)
     try:
@@ -353,15 +444,6 @@ def replay(
         for err in exc.errors:
             echo_error(str(err))
         fail(ExitCode.ERROR, f"{len(exc.errors)} rule error(s); nothing replayed")
-    window = 0 if dedup == "off" else dedup_window or 0
-    engine = Engine(
-        ruleset,
-        lateness=lateness,
-        state_ttl=state_ttl,
-        dedup_window=window,
-        dedup_all=dedup == "all",
-        too_late_action=job.too_late_action,  # as the job decides
-    )
     if not default_gc:
         tune_gc()
     show = sys.stderr.isatty() if progress is None else progress
@@ -382,13 +464,12 @@ def replay(
     except OSError as exc:
         fail(ExitCode.USAGE, f"--output: cannot write {printable(output)!r}: {exc.strerror}")
     total = Path(events).stat().st_size if events != "-" else 0
-    past_clock = job.event_time_past_clock
-    run = Replay(engine, out, only_hits=only_hits, limits=limits, now=now, event_time_past_clock=past_clock)
+    run = settings.replay(ruleset, out, now=now, only_hits=only_hits)
     started = time.perf_counter()
     last_shown = started - 1.0  # the first checkpoint always shows
     done_bytes = 0
     try:
-        for lineno, (line, size) in enumerate(_lines(source, limits.max_event_bytes), 1):
+        for lineno, (line, size) in enumerate(_lines(source, settings.limits.max_event_bytes), 1):
             done_bytes += size
             if size > len(line):
                 run.feed_oversized(line, size, lineno)

@@ -37,6 +37,7 @@ from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from riskctl.cli.replay import JOB_DEFAULTS, ReplaySettings
 from riskctl.console.accounts import AccountStore, Session, audit_written
 from riskctl.console.backtest import MAX_UPLOAD_BYTES, BacktestError, TimeLimitError, backtest
 from riskctl.console.feed import Feed
@@ -275,8 +276,11 @@ class Console:
         max_heavy: int = MAX_HEAVY,
         max_validations: int = MAX_VALIDATIONS,
         max_validations_per_user: int = MAX_VALIDATIONS_PER_USER,
+        replay_settings: ReplaySettings = JOB_DEFAULTS,
     ) -> None:
         self.feed = feed or Feed()
+        #: how backtests and user replays decide: as the job does (its settings)
+        self.replay_settings = replay_settings
         self.max_heavy = max_heavy
         self._heavy = 0  # backtests and replays running (changed on the event loop only: no lock)
         self.max_validations = max_validations
@@ -795,9 +799,10 @@ class Console:
             return JSONResponse({"ok": False, "error": "events: upload a JSON-lines file of events"}, 400)
         rid = str(document["id"])
         current = await self.db(lambda store, _a: store.get(rid))
+        decides = self.replay_settings
 
         def work() -> dict[str, Any]:
-            return backtest(document, current.document if current else None, data)
+            return backtest(document, current.document if current else None, data, settings=decides)
 
         try:
             result = await run_in_threadpool(work)
@@ -924,10 +929,11 @@ class Console:
             else:
                 read = self.events
                 window = minutes * 60_000
+                decides = self.replay_settings
 
                 def work(store: RuleStore, _a: AccountStore) -> list[dict[str, Any]]:
                     documents = [r.document for r in store.current()]
-                    return replay_user(documents, user_lines(read(window), user_id))
+                    return replay_user(documents, user_lines(read(window), user_id), settings=decides)
 
                 try:
                     with self.heavy():
@@ -948,6 +954,7 @@ class Console:
             user_id=user_id,
             records=records,
             replayed=replayed,
+            replay_settings=self.replay_settings.to_dict(),
             minutes=minutes or 60,
             error=error,
         )
@@ -1118,13 +1125,15 @@ def create_app(
     max_validations: int = MAX_VALIDATIONS,
     max_validations_per_user: int = MAX_VALIDATIONS_PER_USER,
     body_timeout_s: float = BODY_TIMEOUT_S,
+    replay_settings: ReplaySettings = JOB_DEFAULTS,
 ) -> ASGIApp:
     """The console as an ASGI application; ``feed``: the decisions and alerts it shows (empty if None);
     ``events(window_ms)``: the recent events as JSON lines, for backtests (None: uploads only); ``max_heavy``:
     backtests and replays at once (:data:`MAX_HEAVY`); ``max_validations``, ``max_validations_per_user``:
     validations of drafts at once (:data:`MAX_VALIDATIONS`, :data:`MAX_VALIDATIONS_PER_USER`);
-    ``body_timeout_s``: the time a request body has to arrive (:data:`BODY_TIMEOUT_S`). Connections are
-    bounded by the server (:mod:`riskctl.console.server`)."""
+    ``body_timeout_s``: the time a request body has to arrive (:data:`BODY_TIMEOUT_S`); ``replay_settings``:
+    how backtests and user replays decide, the job's settings (``ReplaySettings.of(settings.job)``; the
+    defaults if not given). Connections are bounded by the server (:mod:`riskctl.console.server`)."""
     c = Console(
         backend,
         secure_cookies=secure_cookies,
@@ -1134,6 +1143,7 @@ def create_app(
         max_heavy=max_heavy,
         max_validations=max_validations,
         max_validations_per_user=max_validations_per_user,
+        replay_settings=replay_settings,
     )
     g = c.guarded
     routes = [

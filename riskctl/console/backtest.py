@@ -2,8 +2,11 @@
 
 Both versions run through :class:`riskctl.cli.replay.Replay`, the machinery of ``riskctl replay`` (the job's
 door limits, dead letters, event-time timers), each alone in its rule set and as ``active`` whatever its
-status, so "hits" means "events (or timers) on which this rule fired". The result: hits and users of each,
-and the events only one of them hit.
+status, so "hits" means "events (or timers) on which this rule fired". They decide by the job's settings
+(:class:`~riskctl.cli.replay.ReplaySettings`: its lateness, state TTL, deduplication, too-late action and
+door limits), as ``riskctl replay`` does: with other settings than the job's, a backtest would count what the
+job does not (an event a second out of order is too late with no lateness, and no sum counts it). The
+result: hits and users of each, the events only one of them hit, and the settings they ran by.
 
 Limits (hostile uploads): at most :data:`MAX_UPLOAD_BYTES` bytes and :data:`MAX_LINES` lines; a line over the
 door's ``max_event_bytes`` is a dead letter like in the job; invalid UTF-8, bad JSON, missing fields: dead
@@ -19,11 +22,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from riskctl.cli.replay import Replay
+from riskctl.cli.replay import JOB_DEFAULTS, ReplaySettings
 from riskctl.core.decisions import user_key
-from riskctl.core.door import DEFAULT_LIMITS, Limits
-from riskctl.core.engine import Engine
-from riskctl.core.rules import RuleSet, parse_rule
+from riskctl.core.rules import parse_rule
 
 MAX_UPLOAD_BYTES = 8 * 1024 * 1024
 MAX_LINES = 100_000
@@ -82,12 +83,18 @@ class Side:
 
 
 def _run(
-    document: Mapping[str, Any], lines: list[bytes], limits: Limits, now: int, budget: Budget, what: str
+    document: Mapping[str, Any],
+    lines: list[bytes],
+    settings: ReplaySettings,
+    now: int,
+    budget: Budget,
+    what: str,
 ) -> Side:
     doc = {**document, "status": "active"}
     rule = parse_rule(doc, source="backtest")
     out = io.StringIO()
-    run = Replay(Engine(RuleSet([rule])), out, only_hits=True, limits=limits, now=now)
+    run = settings.replay([rule], out, now=now, only_hits=True)
+    limits = settings.limits
     for lineno, line in enumerate(lines, 1):
         budget.check(lineno, len(lines), what)
         if len(line) > limits.max_event_bytes:
@@ -131,20 +138,26 @@ def backtest(
     current: Mapping[str, Any] | None,
     data: bytes,
     *,
-    limits: Limits = DEFAULT_LIMITS,
+    settings: ReplaySettings = JOB_DEFAULTS,
     now: int | None = None,
     seconds: float | None = None,
 ) -> dict[str, Any]:
-    """Run ``draft`` (and ``current``, the current document of the rule, if any) over ``data``'s lines; both
-    within ``seconds`` (:data:`MAX_SECONDS`), else :class:`TimeLimitError`."""
+    """Run ``draft`` (and ``current``, the current document of the rule, if any) over ``data``'s lines, as
+    the job decides by ``settings``; both within ``seconds`` (:data:`MAX_SECONDS`), else
+    :class:`TimeLimitError`. ``now``: the replay's clock (default: the wall clock)."""
     lines = split_lines(data)
     at = int(time.time() * 1000) if now is None else now
     started = time.perf_counter()
     budget = Budget(seconds)
-    new = _run(draft, lines, limits, at, budget, "the draft")
-    result: dict[str, Any] = {"lines": len(lines), "draft": new.to_dict(), "current": None}
+    new = _run(draft, lines, settings, at, budget, "the draft")
+    result: dict[str, Any] = {
+        "lines": len(lines),
+        "settings": settings.to_dict(),
+        "draft": new.to_dict(),
+        "current": None,
+    }
     if current is not None:
-        old = _run(current, lines, limits, at, budget, "the current version")
+        old = _run(current, lines, settings, at, budget, "the current version")
         result["current"] = old.to_dict()
         result["only_draft"] = sorted(new.hits - old.hits)[:MAX_LISTED]
         result["only_current"] = sorted(old.hits - new.hits)[:MAX_LISTED]

@@ -5,22 +5,22 @@ Feature values come from the engine itself: each condition rule with features is
 *probe*, a copy whose condition reads every feature and is always true (``f1 == f1 or ... or true``; the
 validator refuses unused features, and the engine's evidence holds the feature values a condition saw), so
 the values are the engine's, computed by the same code as in the job. Sequence rules have no probe: their
-features show in the evidence of their matches. The events go through the door like ``riskctl replay``'s.
+features show in the evidence of their matches. The events go through the door like ``riskctl replay``'s, and
+are decided by the job's settings (:class:`~riskctl.cli.replay.ReplaySettings`) at the wall clock.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from riskctl.cli.replay import Replay
+from riskctl.cli.replay import JOB_DEFAULTS, ReplaySettings
 from riskctl.console.backtest import Budget
-from riskctl.core.door import DEFAULT_LIMITS, Limits
-from riskctl.core.engine import Engine
 from riskctl.core.errors import RuleSetError
-from riskctl.core.rules import RuleSet, parse_rule
+from riskctl.core.rules import Rule, parse_rule
 
 #: events of one user replayed at most (the newest are kept)
 MAX_USER_EVENTS = 2_000
@@ -45,10 +45,10 @@ def probe(document: Mapping[str, Any]) -> dict[str, Any] | None:
 
 
 def _run(
-    rules: RuleSet, lines: Sequence[bytes], limits: Limits, now: int, budget: Budget, what: str
+    rules: list[Rule], lines: Sequence[bytes], settings: ReplaySettings, now: int, budget: Budget, what: str
 ) -> list[dict[str, Any]]:
     out = io.StringIO()
-    run = Replay(Engine(rules), out, limits=limits, now=now)
+    run = settings.replay(rules, out, now=now)
     for lineno, line in enumerate(lines, 1):
         budget.check(lineno, len(lines), what)
         run.feed(line, lineno)
@@ -73,16 +73,18 @@ def replay_user(
     documents: Sequence[Mapping[str, Any]],
     lines: Sequence[bytes],
     *,
-    limits: Limits = DEFAULT_LIMITS,
-    now: int = 2**62,
+    settings: ReplaySettings = JOB_DEFAULTS,
+    now: int | None = None,
     seconds: float | None = None,
 ) -> list[dict[str, Any]]:
-    """Per event (in order): id, type, ts, the decision's action, rules and shadow rules, and
-    ``features``: rule id -> {feature: value}. Rules that do not load are left out (the job refuses them too).
-    Both runs (rules, probes) within ``seconds`` (:data:`~riskctl.console.backtest.MAX_SECONDS`), else
-    :class:`~riskctl.console.backtest.TimeLimitError`.
+    """Per event (in order): id, type, ts, the decision's action, rules and shadow rules, whether it was
+    late or too late and how far ahead of the clock, and ``features``: rule id -> {feature: value}; decided
+    as the job does by ``settings``, ``now`` the clock (default: the wall clock). Rules that do not load are
+    left out (the job refuses them too). Both runs (rules, probes) within ``seconds``
+    (:data:`~riskctl.console.backtest.MAX_SECONDS`), else :class:`~riskctl.console.backtest.TimeLimitError`.
     """
     budget = Budget(seconds)
+    at = int(time.time() * 1000) if now is None else now
     rules, probes = [], []
     for doc in documents:
         try:
@@ -92,8 +94,8 @@ def replay_user(
                 probes.append(parse_rule(extra))
         except RuleSetError:
             continue
-    decided = _run(RuleSet(rules), lines, limits, now, budget, "the rules")
-    probes_run = _run(RuleSet(probes), lines, limits, now, budget, "the feature values")
+    decided = _run(rules, lines, settings, at, budget, "the rules")
+    probes_run = _run(probes, lines, settings, at, budget, "the feature values")
     probed = {r["event_id"]: r for r in probes_run if r.get("kind") == "decision"}
     out = []
     for record in decided:
@@ -112,6 +114,9 @@ def replay_user(
                 "action": record["action"],
                 "rules": [r["id"] for r in record["rules"]],
                 "shadow": [r["id"] for r in record["shadow"]],
+                "late": record["late"],
+                "too_late": record["too_late"],
+                "ahead_ms": record["ahead_ms"],
                 "features": features,
             }
         )

@@ -22,6 +22,7 @@ import pytest
 import uvicorn
 from selenium.webdriver.support.ui import WebDriverWait
 
+from riskctl.cli.replay import ReplaySettings
 from riskctl.config import PROJECT_ROOT, Settings
 from riskctl.console.accounts import AccountStore
 from riskctl.console.app import Backend, create_app
@@ -73,7 +74,8 @@ def console(stack: Settings) -> Iterator[dict[str, Any]]:
         for i in (1, 2)
     )  # fmt: skip
     backend = Backend(lambda: connect(stack), table)
-    app = create_app(backend, secure_cookies=False, feed=feed)
+    decides = ReplaySettings(lateness=7000, too_late_action="REVIEW")  # as a job configured so
+    app = create_app(backend, secure_cookies=False, feed=feed, replay_settings=decides)
     stop = _serve(app, port)
     yield {"url": f"http://127.0.0.1:{port}", "store": store, "feed": feed, "backend": backend}
     stop()
@@ -180,6 +182,8 @@ def test_edit_error_fix_backtest_publish(console: dict[str, Any], browser: Any, 
     current = next(c for c in cells if c and c[0] == "current")
     assert (draft[1], current[1]) == ("5", "10")  # amount = 300 i: > 4500 for i 16..20, > 3000 for i 11..20
     assert "only by the current version: 5" in browser.find_element(By.ID, "backtest-diff").text
+    said = browser.find_element(By.ID, "backtest-settings").text  # the console's (the fixture's)
+    assert "lateness 7000 ms, a too-late event at least REVIEW" in said
 
     browser.find_element(By.ID, "comment").send_keys("reject the largest transfers")
     browser.find_element(By.ID, "publish").click()

@@ -570,9 +570,10 @@ class _ConsoleProcess:
 
 
 @contextmanager
-def _riskctl_console(stack: Settings) -> Iterator[_ConsoleProcess]:
-    """``riskctl console`` as a user starts it, on a free port and a rules table of its own, once it answers
-    ``/login``; stopped with Ctrl-C (SIGINT) after, its table dropped."""
+def _riskctl_console(stack: Settings, **settings: str) -> Iterator[_ConsoleProcess]:
+    """``riskctl console`` as a user starts it, on a free port and a rules table of its own (and the
+    environment's ``settings``), once it answers ``/login``; stopped with Ctrl-C (SIGINT) after, its table
+    dropped."""
     import os
     import signal
     import subprocess
@@ -581,7 +582,7 @@ def _riskctl_console(stack: Settings) -> Iterator[_ConsoleProcess]:
 
     port = free_port()
     table = f"s{uuid.uuid4().hex[:10]}_rules"
-    env = {**os.environ, "RISKCTL_JOB_RULES_TABLE": table}
+    env = {**os.environ, **settings, "RISKCTL_JOB_RULES_TABLE": table}
     proc = subprocess.Popen(  # noqa: S603
         [sys.executable, "-m", "riskctl.cli.main", "console", "--port", str(port)],
         env=env,
@@ -615,11 +616,13 @@ def _riskctl_console(stack: Settings) -> Iterator[_ConsoleProcess]:
 
 def test_riskctl_console_serves(stack: Settings) -> None:
     """``riskctl console`` as a user starts it: it migrates the tables, listens on 127.0.0.1, asks for a
-    session, and a created user logs in and sees the rules page; Ctrl-C (SIGINT) stops it."""
+    session, and a created user logs in and sees the rules page; Ctrl-C (SIGINT) stops it. A user's page
+    says how its replay decides: by the job's settings."""
     import urllib.error
     import urllib.request
 
-    with _riskctl_console(stack) as console:
+    job = {"RISKCTL_JOB_LATENESS_MS": "7000", "RISKCTL_JOB_TOO_LATE_ACTION": "REVIEW"}
+    with _riskctl_console(stack, **job) as console:
         port = console.port
 
         class NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -637,6 +640,8 @@ def test_riskctl_console_serves(stack: Settings) -> None:
             resp, csrf = _login(client, "ann")  # type: ignore[arg-type]
             assert resp.status_code == 303 and csrf
             assert "Rules" in client.get("/rules").text
+            said = client.get("/users?id=bob").text
+            assert "lateness 7000 ms, a too-late event at least REVIEW" in said, said
     assert f"riskctl console on http://127.0.0.1:{port}/" in console.err
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from pathlib import Path
@@ -449,3 +450,65 @@ def test_rules_validate_quotes_an_excerpt_of_a_huge_value(tmp_path: Path) -> Non
     assert len(result.stderr) < 2_000
     result = CliRunner().invoke(cli, ["rules", "validate", str(tmp_path), "--json"])
     assert result.exit_code == 1 and len(result.output) < 3_000
+
+
+def test_replay_decides_by_the_job_s_settings_unless_a_flag_says_otherwise(tmp_path: Path) -> None:
+    """Replay's lateness, state TTL and deduplication were its flags' defaults (5 s, 24 h, api), whatever the
+    job was configured with: a job at lateness 0 takes an event 2 s behind its user's newest as too late,
+    and its replay did not. Now they are the job's settings (``job.*``), and a flag given overrides one."""
+    lines = [
+        json.dumps({"event_id": f"e{i}", "user_id": "u1", "type": "login", "ts": ts, "success": True})
+        for i, ts in enumerate((1_000_000, 1_060_000, 1_058_000))
+    ]  # e2: 2 s behind u1's newest event
+    events = write_events(tmp_path / "late.jsonl", lines)
+
+    def summary(env: dict[str, str], *flags: str) -> dict[str, object]:
+        args = ["replay", "--rules", str(RULES), str(events), "--json", "-o", os.devnull, *flags]
+        result = CliRunner(env=env).invoke(cli, args)
+        assert result.exit_code == 0, result.output
+        return dict(json.loads(result.stderr.strip().splitlines()[-1]))
+
+    assert summary({})["too_late"] == 0
+    assert summary({"RISKCTL_JOB_LATENESS_MS": "0"})["too_late"] == 1
+    assert summary({"RISKCTL_JOB_LATENESS_MS": "0"}, "--lateness", "5s")["too_late"] == 0
+    assert summary({}, "--lateness", "0")["too_late"] == 1
+
+
+def test_replay_settings_are_the_job_s() -> None:
+    """:meth:`ReplaySettings.of` takes every value the job's engine is built with, and the engine it builds
+    has them."""
+    from riskctl.cli.replay import JOB_DEFAULTS, ReplaySettings
+    from riskctl.config.settings import JobSettings
+
+    assert ReplaySettings.of(JobSettings()) == JOB_DEFAULTS
+    job = JobSettings(
+        lateness_ms=1234,
+        state_ttl_ms=99_000,
+        dedup="all",
+        dedup_window_ms=7000,
+        too_late_action="REJECT",
+        event_time_past_clock=True,
+        max_event_bytes=4096,
+    )
+    settings = ReplaySettings.of(job)
+    engine = settings.engine([])
+    assert (engine.lateness, engine.state_ttl, engine.dedup_window, engine.dedup_all) == (
+        1234,
+        99_000,
+        7000,
+        True,
+    )
+    assert engine.too_late_rank == 2 and settings.limits.max_event_bytes == 4096
+    assert settings.to_dict() == {
+        "lateness_ms": 1234,
+        "state_ttl_ms": 99_000,
+        "dedup": "all",
+        "dedup_window_ms": 7000,
+        "too_late_action": "REJECT",
+        "event_time_past_clock": True,
+    }
+    off = ReplaySettings.of(JobSettings(dedup="off"))
+    assert off.engine([]).dedup_window == 0
+    # job.event_time_past_clock: a replay's clock does not cap event time
+    assert settings.replay([], io.StringIO(), now=5).clock is None
+    assert JOB_DEFAULTS.replay([], io.StringIO(), now=5).clock == 5

@@ -115,3 +115,29 @@ def test_two_users_events_with_one_event_id_are_two_hits() -> None:
     assert result["draft"]["hits"] == 3 and result["current"]["hits"] == 1
     assert result["only_draft"] == ["11:u1:event:e1:event:e1", "5:alice:event:e1"]
     assert result["only_draft_count"] == 2 and result["only_current"] == []
+
+
+def test_a_backtest_decides_as_the_job_does() -> None:
+    """A backtest ran the engine's defaults (no lateness): a login arriving 2 s behind its user's newest was
+    too late and counted by no feature, so a draft the job fires on (at the fourth login) showed no hit.
+    Now it decides by the job's settings (lateness 5 s by default), and says which."""
+    from riskctl.cli.replay import ReplaySettings
+
+    draft = {
+        "id": "fails",
+        "action": "REVIEW",
+        "features": {"n": {"kind": "count", "window": "10m", "filter": "event.type == 'login'"}},
+        "when": "n >= 4",
+    }
+    lines = [
+        json.dumps(
+            {"event_id": f"e{i}", "user_id": "u", "type": "login", "ts": 1_700_000_000_000 + t}
+        ).encode()
+        for i, t in enumerate((0, 3000, 1000, 4000))
+    ]
+    data = b"\n".join(lines)
+    result = backtest(draft, None, data)
+    assert result["draft"]["hits"] == 1
+    assert result["settings"]["lateness_ms"] == 5000 and result["settings"]["too_late_action"] == "PASS"
+    strict = backtest(draft, None, data, settings=ReplaySettings(lateness=0))
+    assert strict["draft"]["hits"] == 0 and strict["settings"]["lateness_ms"] == 0

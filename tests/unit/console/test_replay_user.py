@@ -52,3 +52,29 @@ def test_a_rule_that_does_not_load_is_left_out() -> None:
         [*RULES, {"id": "bad", "action": "NOPE", "when": "true"}], [_line("x", "u", "login", 0)]
     )
     assert [r["event_id"] for r in out] == ["x"]
+
+
+def test_decided_as_the_job_decides() -> None:
+    """The replay ran the engine's defaults (no lateness, no too-late action), not the job's: a failed login
+    2 s behind its user's newest event was too late for it and counted by no feature, where the job (lateness
+    5 s) counts it, and rejects the user's next event. Now it decides by the job's settings, and says what the
+    job said of each event's time."""
+    from riskctl.cli.replay import ReplaySettings
+
+    lines = [_line(f"e{i}", "u", "login", t, success=False) for i, t in enumerate((0, 3000, 1000))]
+    lines.append(_line("t", "u", "transfer", 4000, amount=50))
+    out = replay_user(RULES, lines)  # the job's defaults: lateness 5 s
+    assert [(r["action"], r["late"], r["too_late"]) for r in out] == [
+        ("PASS", False, False),
+        ("PASS", False, False),
+        ("PASS", True, False),  # 2 failures up to its own time
+        ("REJECT", False, False),
+    ]
+    assert out[3]["features"]["brute"]["fails"] == 3
+    strict = ReplaySettings(lateness=0, too_late_action="REVIEW")
+    out = replay_user(RULES, lines, settings=strict)
+    assert [(r["action"], r["too_late"]) for r in out][2:] == [("REVIEW", True), ("PASS", False)]
+    assert out[3]["features"]["brute"]["fails"] == 2  # the too-late failure: counted by no feature
+    # an event stamped ahead of the replay's clock is decided at the clock, and says by how much
+    ahead = replay_user(RULES, [_line("x", "u", "login", 9000)], now=1_700_000_000_000 + 4000)
+    assert ahead[0]["ahead_ms"] == 5000

@@ -146,7 +146,7 @@ class ReplaySettings:
         self, rules: RuleSet | Iterable[Any], out: IO[str], *, now: int, only_hits: bool = False
     ) -> Replay:
         """A :class:`Replay` of ``rules`` by these settings, ``now`` its clock."""
-        return Replay(
+        run = Replay(
             self.engine(rules),
             out,
             only_hits=only_hits,
@@ -154,6 +154,8 @@ class ReplaySettings:
             now=now,
             event_time_past_clock=self.event_time_past_clock,
         )
+        run.settings = self
+        return run
 
     def to_dict(self) -> dict[str, Any]:
         """What a replay's reader needs to know it decided as the job does."""
@@ -205,6 +207,8 @@ class Replay:
         self.shadow: Counter[str] = Counter()
         self.alerts: Counter[str] = Counter()
         self.bad_reported: list[str] = []
+        #: what it decides by, when made by :meth:`ReplaySettings.replay` (in the summary)
+        self.settings: ReplaySettings | None = None
 
     def feed(self, line: bytes | str, lineno: int) -> None:
         """Decide one line (an event), then fire the timers the new watermark passed.
@@ -345,6 +349,7 @@ class Replay:
             "ruleset_version": self.engine.ruleset.version,
             "pattern_overflow": self.engine.pattern_overflow,
             "late_rechecks_skipped": self.engine.rechecks_skipped,
+            "settings": self.settings.to_dict() if self.settings is not None else None,
             "seconds": round(elapsed, 3),
             "events_per_second": round(self.events / elapsed) if elapsed > 0 else None,
         }
@@ -547,6 +552,8 @@ def _print_summary(s: dict[str, Any]) -> None:
         err=True,
     )
     echo("decisions: " + ", ".join(f"{a} {n:,}" for a, n in sorted(s["actions"].items())), err=True)
+    if s["settings"]:
+        echo("decided by: " + ", ".join(f"{k} {v}" for k, v in s["settings"].items()), err=True)
     if s["bad_lines"]:
         echo(
             "dead letters by field or error: "

@@ -455,7 +455,10 @@ def test_rules_validate_quotes_an_excerpt_of_a_huge_value(tmp_path: Path) -> Non
 def test_replay_decides_by_the_job_s_settings_unless_a_flag_says_otherwise(tmp_path: Path) -> None:
     """Replay's lateness, state TTL and deduplication were its flags' defaults (5 s, 24 h, api), whatever the
     job was configured with: a job at lateness 0 takes an event 2 s behind its user's newest as too late,
-    and its replay did not. Now they are the job's settings (``job.*``), and a flag given overrides one."""
+    and its replay did not. Now they are the job's settings (``job.*``), and a flag given overrides one; the
+    summary says which it decided by."""
+    from riskctl.cli.replay import JOB_DEFAULTS
+
     lines = [
         json.dumps({"event_id": f"e{i}", "user_id": "u1", "type": "login", "ts": ts, "success": True})
         for i, ts in enumerate((1_000_000, 1_060_000, 1_058_000))
@@ -472,6 +475,12 @@ def test_replay_decides_by_the_job_s_settings_unless_a_flag_says_otherwise(tmp_p
     assert summary({"RISKCTL_JOB_LATENESS_MS": "0"})["too_late"] == 1
     assert summary({"RISKCTL_JOB_LATENESS_MS": "0"}, "--lateness", "5s")["too_late"] == 0
     assert summary({}, "--lateness", "0")["too_late"] == 1
+    said = summary({"RISKCTL_JOB_LATENESS_MS": "0", "RISKCTL_JOB_DEDUP": "off"}, "--lateness", "2s")[
+        "settings"
+    ]
+    assert said == {**JOB_DEFAULTS.to_dict(), "lateness_ms": 2000, "dedup": "off"}
+    shown = CliRunner().invoke(cli, ["replay", "--rules", str(RULES), str(events), "-o", os.devnull])
+    assert "decided by: lateness_ms 5000, state_ttl_ms 86400000, dedup api" in shown.stderr, shown.stderr
 
 
 def test_replay_settings_are_the_job_s() -> None:

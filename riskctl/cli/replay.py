@@ -54,6 +54,7 @@ from riskctl.cli.common import (
     printable,
     progress_option,
 )
+from riskctl.config.settings import JobSettings
 from riskctl.core import jsoncodec
 from riskctl.core.decisions import Alert, Decision
 from riskctl.core.door import DEFAULT_LIMITS, Limits, dead_letter, internal_error_reason, watermark_ts
@@ -64,7 +65,6 @@ from riskctl.core.expr import duration_ms
 from riskctl.core.runner import LocalRunner, tune_gc
 
 if TYPE_CHECKING:
-    from riskctl.config.settings import JobSettings
     from riskctl.core.rules import RuleSet
 
 MAX_REPORTED_BAD_LINES = 50
@@ -106,17 +106,18 @@ class ReplaySettings:
     """How the job decides, for a replay of its events: the engine's settings and the door's limits.
 
     :meth:`of` takes them from the job's settings (``job.*``), so that ``riskctl replay`` and the console's
-    backtests and user replays decide as the job does; a replay's flags override single values.
-    ``state_ttl`` None: no TTL; ``dedup``: ``api``, ``all`` or ``off`` (as ``job.dedup``).
+    backtests and user replays decide as the job does; a replay's flags override single values
+    (``dataclasses.replace``). ``state_ttl`` None: no TTL; ``dedup``: ``api``, ``all`` or ``off`` (as
+    ``job.dedup``).
     """
 
-    lateness: int = 5000
-    state_ttl: int | None = 24 * 3_600_000
-    dedup: str = "api"
-    dedup_window: int = 600_000
-    too_late_action: str = "PASS"
-    event_time_past_clock: bool = False
-    limits: Limits = DEFAULT_LIMITS
+    lateness: int
+    state_ttl: int | None
+    dedup: str
+    dedup_window: int
+    too_late_action: str
+    event_time_past_clock: bool
+    limits: Limits
 
     @classmethod
     def of(cls, job: JobSettings) -> ReplaySettings:
@@ -170,7 +171,7 @@ class ReplaySettings:
 
 
 #: the job's settings left at their defaults
-JOB_DEFAULTS = ReplaySettings()
+JOB_DEFAULTS = ReplaySettings.of(JobSettings())
 
 
 class Replay:

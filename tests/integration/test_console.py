@@ -9,6 +9,7 @@ A missing chromium or chromedriver is a failure (scripts/setup installs them), n
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import time
@@ -22,7 +23,7 @@ import pytest
 import uvicorn
 from selenium.webdriver.support.ui import WebDriverWait
 
-from riskctl.cli.replay import ReplaySettings
+from riskctl.cli.replay import JOB_DEFAULTS
 from riskctl.config import PROJECT_ROOT, Settings
 from riskctl.console.accounts import AccountStore
 from riskctl.console.app import Backend, create_app
@@ -74,7 +75,9 @@ def console(stack: Settings) -> Iterator[dict[str, Any]]:
         for i in (1, 2)
     )  # fmt: skip
     backend = Backend(lambda: connect(stack), table)
-    decides = ReplaySettings(lateness=7000, too_late_action="REVIEW")  # as a job configured so
+    decides = dataclasses.replace(
+        JOB_DEFAULTS, lateness=7000, too_late_action="REVIEW"
+    )  # as a job configured so
     app = create_app(backend, secure_cookies=False, feed=feed, replay_settings=decides)
     stop = _serve(app, port)
     yield {"url": f"http://127.0.0.1:{port}", "store": store, "feed": feed, "backend": backend}

@@ -121,7 +121,9 @@ def test_a_backtest_decides_as_the_job_does() -> None:
     """A backtest ran the engine's defaults (no lateness): a login arriving 2 s behind its user's newest was
     too late and counted by no feature, so a draft the job fires on (at the fourth login) showed no hit.
     Now it decides by the job's settings (lateness 5 s by default), and says which."""
-    from riskctl.cli.replay import ReplaySettings
+    import dataclasses
+
+    from riskctl.cli.replay import JOB_DEFAULTS
 
     draft = {
         "id": "fails",
@@ -139,5 +141,5 @@ def test_a_backtest_decides_as_the_job_does() -> None:
     result = backtest(draft, None, data)
     assert result["draft"]["hits"] == 1
     assert result["settings"]["lateness_ms"] == 5000 and result["settings"]["too_late_action"] == "PASS"
-    strict = backtest(draft, None, data, settings=ReplaySettings(lateness=0))
+    strict = backtest(draft, None, data, settings=dataclasses.replace(JOB_DEFAULTS, lateness=0))
     assert strict["draft"]["hits"] == 0 and strict["settings"]["lateness_ms"] == 0

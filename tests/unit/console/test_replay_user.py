@@ -59,7 +59,9 @@ def test_decided_as_the_job_decides() -> None:
     2 s behind its user's newest event was too late for it and counted by no feature, where the job (lateness
     5 s) counts it, and rejects the user's next event. Now it decides by the job's settings, and says what the
     job said of each event's time."""
-    from riskctl.cli.replay import ReplaySettings
+    import dataclasses
+
+    from riskctl.cli.replay import JOB_DEFAULTS
 
     lines = [_line(f"e{i}", "u", "login", t, success=False) for i, t in enumerate((0, 3000, 1000))]
     lines.append(_line("t", "u", "transfer", 4000, amount=50))
@@ -71,7 +73,7 @@ def test_decided_as_the_job_decides() -> None:
         ("REJECT", False, False),
     ]
     assert out[3]["features"]["brute"]["fails"] == 3
-    strict = ReplaySettings(lateness=0, too_late_action="REVIEW")
+    strict = dataclasses.replace(JOB_DEFAULTS, lateness=0, too_late_action="REVIEW")
     out = replay_user(RULES, lines, settings=strict)
     assert [(r["action"], r["too_late"]) for r in out][2:] == [("REVIEW", True), ("PASS", False)]
     assert out[3]["features"]["brute"]["fails"] == 2  # the too-late failure: counted by no feature

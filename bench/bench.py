@@ -191,19 +191,24 @@ def main(argv: list[str] | None = None) -> int:
 
     # After the contenders, on an idle box: measured before them, it shared the cores with the cluster's JVMs
     # starting (38,540 events/s against 45,000-51,000 alone, 2026-12-05). Each run in a fresh process.
-    log("pure engine on the throughput events (3 runs, each in a fresh process)")
+    log("pure engine on the throughput events (3 runs of each, each in a fresh process)")
     engine_events = records[: plan.engine_events]
     # the compiled core the riskctl jobs run (scripts/setup builds it), or the one RISKCTL_NATIVE_CORE names
     build = os.environ.get(native.ENV, "").strip() or native.default_for_jobs()
-    for key, core in (("pure_engine", ""), ("pure_engine_compiled", build)):
+    # each core with the collector as riskctl replay runs it, and as the job does (off: what the engine costs
+    # in the job's decide function)
+    for base, core in (("pure_engine", ""), ("pure_engine_compiled", build)):
         if core is None:
             continue
-        try:
-            doc[key] = pure_engine_runs(engine_events, core)
-            log(f"  {doc[key]['runs_events_per_s']} events/s ({doc[key]['core']})")
-        except Exception as exc:  # noqa: BLE001 - the contenders' figures are written all the same
-            log(f"pure engine ({core or 'python'}) failed: {exc}")
-            doc[key] = {"error": str(exc)[-2000:], "core": core or "python"}
+        for key, collector in ((base, "replay"), (f"{base}_job_gc", "job")):
+            try:
+                doc[key] = pure_engine_runs(engine_events, core, collector=collector)
+                log(
+                    f"  {doc[key]['runs_events_per_s']} events/s ({doc[key]['core']}, collector: {collector})"
+                )
+            except Exception as exc:  # noqa: BLE001 - the contenders' figures are written all the same
+                log(f"pure engine ({core or 'python'}, collector: {collector}) failed: {exc}")
+                doc[key] = {"error": str(exc)[-2000:], "core": core or "python"}
 
     check = match_recognize_check(doc["runs"], records[: plan.backlog_events])
     if check is not None:

@@ -167,11 +167,11 @@ def write_timeline(
                 out.write(f"{t * 1000:.1f},{appended[key] - t * 1000:.1f},{'' if ev is None else ev}\n")
 
 
-def pure_engine_child(records: list[bytes], build: str) -> dict[str, Any]:
+def pure_engine_child(records: list[bytes], build: str, collector: str = "replay") -> dict[str, Any]:
     """:func:`pure_engine` in a fresh child process, with ``RISKCTL_NATIVE_CORE=build`` (empty: pure Python;
     a build: the compiled core the riskctl jobs run), since ``riskctl.core`` picks its modules when first
-    imported (riskctl/core/native.py), and a fresh heap each time. The child says which core it ran; a stale
-    or unusable build runs pure Python and is reported as such."""
+    imported (riskctl/core/native.py), and a fresh heap each time; ``collector`` as :func:`pure_engine`'s. The
+    child says which core it ran; a stale or unusable build runs pure Python and is reported as such."""
     import json
     import os
     import pickle
@@ -182,7 +182,7 @@ def pure_engine_child(records: list[bytes], build: str) -> dict[str, Any]:
     code = (
         "import json, pickle, sys; sys.path.insert(0, sys.argv[2]); "
         "from harness.measures import pure_engine; from riskctl.core import native; "
-        "out = pure_engine(pickle.load(open(sys.argv[1], 'rb'))); out['core'] = native.status; "
+        "out = pure_engine(pickle.load(open(sys.argv[1], 'rb')), sys.argv[3]); out['core'] = native.status; "
         "print(json.dumps(out))"
     )
     with tempfile.NamedTemporaryFile(suffix=".pickle") as f:
@@ -190,7 +190,7 @@ def pure_engine_child(records: list[bytes], build: str) -> dict[str, Any]:
         f.flush()
         env = {**os.environ, "RISKCTL_NATIVE_CORE": build}
         done = subprocess.run(  # noqa: S603 - our own interpreter and code
-            [sys.executable, "-c", code, f.name, str(ROOT / "bench")],
+            [sys.executable, "-c", code, f.name, str(ROOT / "bench"), collector],
             env=env,
             capture_output=True,
             text=True,
@@ -199,10 +199,12 @@ def pure_engine_child(records: list[bytes], build: str) -> dict[str, Any]:
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
-def pure_engine_runs(records: list[bytes], build: str, runs: int = 3) -> dict[str, Any]:
+def pure_engine_runs(
+    records: list[bytes], build: str, runs: int = 3, collector: str = "replay"
+) -> dict[str, Any]:
     """:func:`pure_engine_child` ``runs`` times: the median run's figures, with every run's events/s
     (``runs_events_per_s``, in order). The box is shared: one run is one sample of its load."""
-    done = [pure_engine_child(records, build) for _ in range(runs)]
+    done = [pure_engine_child(records, build, collector) for _ in range(runs)]
     rates = [d["events_per_s"] for d in done]
     median = sorted(done, key=lambda d: d["events_per_s"])[len(done) // 2]
     return {**median, "runs_events_per_s": rates}
@@ -233,14 +235,29 @@ def run_engine(records: list[bytes], lateness: int = 5000) -> tuple[Any, float]:
     return runner, time.perf_counter() - t0
 
 
-def pure_engine(records: list[bytes]) -> dict[str, Any]:
-    """The engine alone (LocalRunner, in-memory state) over the same events: events/s on one core."""
+def pure_engine(records: list[bytes], collector: str = "replay") -> dict[str, Any]:
+    """The engine alone (LocalRunner, in-memory state) over the same events: events/s on one core.
+
+    ``collector``: CPython's cyclic collector as ``riskctl replay`` runs it (``replay``: ``tune_gc``, each
+    new object scanned once), or as the job's decide functions do (``job``: what exists frozen, the collector
+    off; riskctl/flink/risk_function.py). Then the collection after the run finds the cyclic garbage the
+    engine left, which the job's policy takes to be none (``cyclic_garbage``)."""
+    import gc
+
     from riskctl.core.runner import tune_gc
 
-    tune_gc()
+    if collector == "job":
+        gc.collect()
+        gc.freeze()
+        gc.disable()
+    else:
+        tune_gc()
     runner, took = run_engine(records)
+    garbage = gc.collect() if collector == "job" else None
     sizes = runner.store.encoded_sizes()
     return {
+        "collector": collector,
+        "cyclic_garbage": garbage,
         "events": len(records),
         "seconds": round(took, 2),
         "events_per_s": round(len(records) / took, 1),

@@ -642,6 +642,7 @@ def test_riskctl_console_serves(stack: Settings) -> None:
             assert "Rules" in client.get("/rules").text
             said = client.get("/users?id=bob").text
             assert "lateness 7000 ms, a too-late event at least REVIEW" in said, said
+            assert "a user's state forgotten after 86400000 ms of silence, duplicates: api" in said, said
     assert f"riskctl console on http://127.0.0.1:{port}/" in console.err
 
 

@@ -95,7 +95,10 @@ def test_a_fresh_build_goes_first_on_the_package_path(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A build of the compiled core (mypyc, 20-60 s), shared by this module's tests."""
+    """The compiled core, shared by this module's tests: the build ``scripts/setup`` made with the same script
+    (the one a job runs) when it is fresh for these sources, else a new build (mypyc, 20-60 s)."""
+    if native.problem(native.DEFAULT_BUILD, CORE) is None:
+        return native.DEFAULT_BUILD
     pytest.importorskip("mypyc")
     out = tmp_path_factory.mktemp("native")
     build = subprocess.run(

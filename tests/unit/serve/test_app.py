@@ -61,6 +61,18 @@ def test_round_trip_reject_and_pass() -> None:
         (b'{"a":' * 30 + b"1" + b"}" * 30, JSON, 422, ".".join(["a"] * 16)),
         (json.dumps(event(reply_to="x:1")).encode(), JSON, 422, "reply_to"),
     ],
+    ids=[
+        "cut-json",
+        "empty",
+        "invalid-utf8",
+        "text-plain",
+        "no-content-type",
+        "over-64k",
+        "no-event-id",
+        "huge-amount",
+        "nested-30",
+        "reply-to",
+    ],  # stable names: the events' ts is the wall clock
 )
 def test_bad_requests_get_4xx_with_field_and_reason(
     body: bytes, headers: dict[str, str], status: int, field: str | None

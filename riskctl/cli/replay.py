@@ -54,7 +54,7 @@ from riskctl.cli.common import (
     printable,
     progress_option,
 )
-from riskctl.config.settings import JobSettings
+from riskctl.config.settings import JobSettings, engine_dedup
 from riskctl.core import jsoncodec
 from riskctl.core.decisions import Alert, Decision
 from riskctl.core.door import DEFAULT_LIMITS, Limits, dead_letter, internal_error_reason, watermark_ts
@@ -134,12 +134,13 @@ class ReplaySettings:
 
     def engine(self, rules: RuleSet | Iterable[Any]) -> Engine:
         """An engine deciding with ``rules`` as the job would."""
+        dedup_window, dedup_all = engine_dedup(self.dedup, self.dedup_window)
         return Engine(
             rules,
             lateness=self.lateness,
             state_ttl=self.state_ttl,
-            dedup_window=0 if self.dedup == "off" else self.dedup_window,
-            dedup_all=self.dedup == "all",
+            dedup_window=dedup_window,
+            dedup_all=dedup_all,
             too_late_action=self.too_late_action,
         )
 

@@ -458,6 +458,13 @@ class JobSettings:
     restart_max_attempts: int = setting(0, low=0, high=INT)  # 0: no cap
 
 
+def engine_dedup(mode: str, window_ms: int) -> tuple[int, bool]:
+    """``job.dedup`` and ``job.dedup_window_ms`` as the engine takes them (its ``dedup_window`` and
+    ``dedup_all``): "off" is a window of 0, "all" checks every event, "api" only riskctl serve's. The job and
+    its replays (``riskctl replay``, the console's backtests) map them here, so they dedup alike."""
+    return (0 if mode == "off" else window_ms), mode == "all"
+
+
 @dataclass
 class AlertsSettings:
     """``riskctl alerts``: its routing/channels file and its Kafka side. It reads job.alerts_topic, and

@@ -42,6 +42,7 @@ from pyflink.table import StreamTableEnvironment, Table
 
 from riskctl.config import Settings
 from riskctl.config.checks import refused
+from riskctl.config.settings import engine_dedup
 from riskctl.core.events import MAX_ID_LENGTH, MAX_TS
 from riskctl.core.jsondoc import load_json_document
 from riskctl.core.rules import load_rules
@@ -906,13 +907,14 @@ def build_pipeline(env: StreamExecutionEnvironment, settings: Settings) -> None:
         .with_idleness(Duration.of_millis(200))
         .with_timestamp_assigner(StartOfTime())
     )
+    dedup_window_ms, dedup_all = engine_dedup(job.dedup, job.dedup_window_ms)
     decided = (
         events.connect(rules.broadcast(RULES_STATE))
         .process(
             RiskFunction(
                 lateness_ms=job.lateness_ms,
-                dedup_window_ms=0 if job.dedup == "off" else job.dedup_window_ms,
-                dedup_all=job.dedup == "all",
+                dedup_window_ms=dedup_window_ms,
+                dedup_all=dedup_all,
                 too_late_action=job.too_late_action,
                 state_ttl_ms=job.state_ttl_ms,
                 state_ttl_margin_ms=job.state_ttl_margin_ms,

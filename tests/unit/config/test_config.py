@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from riskctl.config import load_settings
+from riskctl.config.settings import engine_dedup
 from riskctl.errors import ConfigError
 
 
@@ -44,3 +45,10 @@ def test_password_from_env_or_stack_file_and_masked(tmp_path: Path) -> None:
     assert s.mysql_password == "from-env"
     assert s.redacted()["mysql"]["password"] == "***"
     assert "from-env" not in repr(s.redacted())
+
+
+def test_job_dedup_is_mapped_to_the_engines_window_and_scope() -> None:
+    """The one mapping the job and its replays share: "off" is no window, "all" every event, "api" serve's."""
+    assert engine_dedup("api", 600_000) == (600_000, False)
+    assert engine_dedup("all", 7_000) == (7_000, True)
+    assert engine_dedup("off", 600_000) == (0, False)

@@ -29,6 +29,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from harness.sampling import calibrate  # noqa: E402
 
 from riskctl.config.settings import JobSettings  # noqa: E402
 from riskctl.core import native  # noqa: E402
@@ -206,18 +209,6 @@ def state_ops(events: list[dict[str, Any]], lateness: int) -> dict[str, float]:
         for _ in runner.feed(e):
             pass
     return {k: round(v / len(events), 3) for k, v in ops.items()}
-
-
-def calibrate() -> float:
-    """Seconds for a fixed pure-Python loop: to compare runs across machines and loads."""
-    best = float("inf")
-    for _ in range(3):
-        t = time.perf_counter()
-        s = 0
-        for i in range(3_000_000):
-            s += i
-        best = min(best, time.perf_counter() - t)
-    return best
 
 
 def state_sizes(runner: LocalRunner) -> list[int]:

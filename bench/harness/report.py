@@ -57,6 +57,20 @@ def _engines(doc: dict[str, Any]) -> list[tuple[str, str, str]]:
     return [e for i, e in enumerate(ENGINES) if i == 0 or e[0] in doc]
 
 
+def _speed(doc: dict[str, Any]) -> str:
+    """The box's speed at the run's start and end (``harness.sampling.calibrate``), where the run has it."""
+    m = doc["machine"]
+    if "calibration_s" not in m:
+        return ""
+    end = m.get("calibration_end_s")
+    at_end = f", {end:.3f} s at the end" if end is not None else ""
+    return (
+        " Speed of the box (a pure-Python loop, `harness.sampling.calibrate`): "
+        f"{m['calibration_s']:.3f} s at the start{at_end} (0.08 s on the quiet box of "
+        "bench/results/engine.md; larger is slower)."
+    )
+
+
 def markdown(doc: dict[str, Any]) -> str:
     """``bench.md``: the run's figures as tables, (a) to (f), then the check against MATCH_RECOGNIZE and the
     verdicts."""
@@ -65,7 +79,8 @@ def markdown(doc: dict[str, Any]) -> str:
         "# riskctl side by side",
         "",
         f"Run {doc['started']} with `{doc['command']}` ({'quick' if doc['quick'] else 'full'} mode); "
-        f"{doc['machine']['nproc']} cores, load average at start {doc['machine']['loadavg'][0]:.2f}. "
+        f"{doc['machine']['nproc']} cores, load average at start {doc['machine']['loadavg'][0]:.2f}."
+        f"{_speed(doc)} "
         f"Workload: {doc['workload']['events']:,} simulator events (attacks included), "
         f"{doc['workload']['users']:,} users, Zipf 1.0; rules: `rules/` ({doc['workload']['rules']} rules).",
         *(

@@ -210,11 +210,31 @@ class Sampler(threading.Thread):
         self.join(timeout=5)
 
 
+def calibrate() -> float:
+    """Seconds for a fixed pure-Python loop (best of three), to compare runs across machines and loads: the
+    box is shared, and its speed for the same code has varied by a third between hours.
+
+    The loop runs in a function, as the engine's code does: the same loop at a module's top level (``python
+    -c``) reads and writes its variables in a dict and takes about 2.5 times as long, so only figures taken
+    this way compare.
+    """
+    best = float("inf")
+    for _ in range(3):
+        t = time.perf_counter()
+        s = 0
+        for i in range(3_000_000):
+            s += i
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
 def machine() -> dict[str, Any]:
-    """The machine a run's figures come from: cores, load at the start, Python, platform, memory."""
+    """The machine a run's figures come from: cores, load at the start, its speed (:func:`calibrate`),
+    Python, platform, memory."""
     return {
         "nproc": os.cpu_count(),
         "loadavg": os.getloadavg(),
+        "calibration_s": round(calibrate(), 3),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "mem_total_mb": round(os.sysconf("SC_PHYS_PAGES") * PAGE / 2**20),

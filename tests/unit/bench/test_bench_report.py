@@ -219,6 +219,20 @@ def test_markdown_shows_the_decide_tasks_cost_and_pauses(bench: ModuleType) -> N
     assert "| riskctl-thread | 1 | 40.0 | 25% | 9 / 0 |" in bench.markdown(doc)
 
 
+def test_markdown_gives_the_boxs_speed_where_the_run_measured_it(bench: ModuleType) -> None:
+    assert "Speed of the box" not in bench.markdown(_markdown_doc())  # runs before it was measured
+    doc = _markdown_doc(machine={"nproc": 2, "loadavg": [0.5, 0.5, 0.5], "calibration_s": 0.105})
+    assert "0.105 s at the start (0.08 s on the quiet box" in bench.markdown(doc)
+    doc["machine"]["calibration_end_s"] = 0.2
+    assert "0.105 s at the start, 0.200 s at the end (0.08 s" in bench.markdown(doc)
+
+
+def test_every_run_records_the_boxs_speed() -> None:
+    from harness import sampling
+
+    assert 0 < sampling.machine()["calibration_s"] < 60
+
+
 def test_the_decide_threads_wait_for_a_core_from_schedstat(tmp_path: Any, monkeypatch: Any) -> None:
     """thread_schedule sums /proc/<pid>/task/<tid>/schedstat of the threads named with the prefix;
     waiting_share is the share of their busy time spent runnable without a core."""

@@ -57,18 +57,23 @@ def _engines(doc: dict[str, Any]) -> list[tuple[str, str, str]]:
     return [e for i, e in enumerate(ENGINES) if i == 0 or e[0] in doc]
 
 
+#: the box's speed probes of ``harness.sampling`` a run records: (key at the start, at the end, what it is)
+SPEED_PROBES = (
+    ("calibration_s", "calibration_end_s", "a pure-Python loop (0.08 s on the quiet box of engine.md)"),
+    ("calibration_memory_s", "calibration_memory_end_s", "random reads over 150 MB of objects"),
+)
+
+
 def _speed(doc: dict[str, Any]) -> str:
-    """The box's speed at the run's start and end (``harness.sampling.calibrate``), where the run has it."""
+    """The box's speed at the run's start and end (``harness.sampling``), where the run has it."""
     m = doc["machine"]
-    if "calibration_s" not in m:
-        return ""
-    end = m.get("calibration_end_s")
-    at_end = f", {end:.3f} s at the end" if end is not None else ""
-    return (
-        " Speed of the box (a pure-Python loop, `harness.sampling.calibrate`): "
-        f"{m['calibration_s']:.3f} s at the start{at_end} (0.08 s on the quiet box of "
-        "bench/results/engine.md; larger is slower)."
-    )
+    probes = [
+        f"{what}: {m[start]:.3f} s at the start"
+        + (f", {m[end]:.3f} s at the end" if m.get(end) is not None else "")
+        for start, end, what in SPEED_PROBES
+        if start in m
+    ]
+    return f" Speed of the box (`harness.sampling`; larger is slower): {'; '.join(probes)}." if probes else ""
 
 
 def markdown(doc: dict[str, Any]) -> str:

@@ -221,16 +221,22 @@ def test_markdown_shows_the_decide_tasks_cost_and_pauses(bench: ModuleType) -> N
 
 def test_markdown_gives_the_boxs_speed_where_the_run_measured_it(bench: ModuleType) -> None:
     assert "Speed of the box" not in bench.markdown(_markdown_doc())  # runs before it was measured
-    doc = _markdown_doc(machine={"nproc": 2, "loadavg": [0.5, 0.5, 0.5], "calibration_s": 0.105})
-    assert "0.105 s at the start (0.08 s on the quiet box" in bench.markdown(doc)
-    doc["machine"]["calibration_end_s"] = 0.2
-    assert "0.105 s at the start, 0.200 s at the end (0.08 s" in bench.markdown(doc)
+    machine = {"nproc": 2, "loadavg": [0.5, 0.5, 0.5], "calibration_s": 0.105}
+    doc = _markdown_doc(machine=machine)
+    loop = "a pure-Python loop (0.08 s on the quiet box of engine.md)"
+    assert f"{loop}: 0.105 s at the start." in bench.markdown(doc)
+    machine |= {"calibration_end_s": 0.2, "calibration_memory_s": 0.9, "calibration_memory_end_s": 1.25}
+    text = bench.markdown(doc)
+    assert f"{loop}: 0.105 s at the start, 0.200 s at the end; " in text
+    assert "; random reads over 150 MB of objects: 0.900 s at the start, 1.250 s at the end." in text
 
 
-def test_every_run_records_the_boxs_speed() -> None:
+def test_every_run_records_the_boxs_speed(monkeypatch: Any) -> None:
     from harness import sampling
 
-    assert 0 < sampling.machine()["calibration_s"] < 60
+    assert 0 < sampling.calibrate() < 60 and 0 < sampling.calibrate_memory(n=20_000) < 60
+    monkeypatch.setattr(sampling, "calibrate_memory", lambda: 1.0)  # 5 s at its full size
+    assert sampling.machine()["calibration_memory_s"] == 1.0 and sampling.machine()["calibration_s"] > 0
 
 
 def test_the_decide_threads_wait_for_a_core_from_schedstat(tmp_path: Any, monkeypatch: Any) -> None:

@@ -58,7 +58,7 @@ from harness.measures import pure_engine_runs  # noqa: E402
 from harness.profiler import phase_and_event  # noqa: E402
 from harness.report import markdown, plots, targets  # noqa: E402
 from harness.run import match_recognize_check, run_contender  # noqa: E402
-from harness.sampling import Sampler, calibrate, calibrate_memory, machine  # noqa: E402
+from harness.sampling import Sampler, machine, speed  # noqa: E402
 from harness.workload import Plan, workload  # noqa: E402
 
 from riskctl.config import load_settings  # noqa: E402
@@ -211,8 +211,7 @@ def main(argv: list[str] | None = None) -> int:
                 doc[key] = {"error": str(exc)[-2000:], "core": core or "python"}
 
     # the box's speed again after the run: a shared box changes speed within the hour (harness.sampling)
-    doc["machine"]["calibration_end_s"] = round(calibrate(), 3)
-    doc["machine"]["calibration_memory_end_s"] = round(calibrate_memory(), 3)
+    doc["machine"] |= speed("_end")
     check = match_recognize_check(doc["runs"], records[: plan.backlog_events])
     if check is not None:
         doc["match_recognize_check"] = check

@@ -250,14 +250,22 @@ def calibrate_memory(n: int = 1_000_000) -> float:
     return best
 
 
+def speed(at: str = "") -> dict[str, float]:
+    """Both probes of the box's speed, under keys ending ``at`` (``""`` at a run's start, ``"_end"`` at its
+    end), as bench.json's ``machine`` holds them."""
+    return {
+        f"calibration{at}_s": round(calibrate(), 3),
+        f"calibration_memory{at}_s": round(calibrate_memory(), 3),
+    }
+
+
 def machine() -> dict[str, Any]:
     """The machine a run's figures come from: cores, load at the start, its speed (:func:`calibrate`,
     :func:`calibrate_memory`), Python, platform, memory."""
     return {
         "nproc": os.cpu_count(),
         "loadavg": os.getloadavg(),
-        "calibration_s": round(calibrate(), 3),
-        "calibration_memory_s": round(calibrate_memory(), 3),
+        **speed(),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "mem_total_mb": round(os.sysconf("SC_PHYS_PAGES") * PAGE / 2**20),

@@ -238,6 +238,8 @@ def test_every_run_records_the_boxs_speed(monkeypatch: Any) -> None:
     monkeypatch.setattr(sampling, "calibrate_memory", lambda: 1.0)  # 5 s at its full size
     machine = sampling.machine()
     assert machine["calibration_memory_s"] == 1.0 and machine["calibration_s"] > 0
+    end = sampling.speed("_end")
+    assert set(end) == {"calibration_end_s", "calibration_memory_end_s"} and end["calibration_end_s"] > 0
 
 
 def test_the_decide_threads_wait_for_a_core_from_schedstat(tmp_path: Any, monkeypatch: Any) -> None:

@@ -9,6 +9,15 @@ trees alike; the box is shared, hence CPU time (``time.process_time``) and range
 figure. Every tree must give the same records (checked): a difference is a behaviour change, not a speed-up.
 ``TREE+native=BUILD`` runs TREE with ``RISKCTL_NATIVE_CORE=BUILD`` (its compiled core, riskctl/core/native.py;
 the run fails if that build is not used).
+
+``--instructions`` counts instead of timing: each tree runs under Valgrind's callgrind (``valgrind`` on the
+PATH; Debian's package), once feeding the events and once only generating them, and the difference over the
+events is the instructions the engine executed per event (``PYTHONHASHSEED=0``; the same tree gives the
+same count to within a few hundredths of a per cent, whatever else the box runs). A shared box's noise (the
+same arm 17-26 µs per event within five rounds) hides a change of a few per cent in time; in instructions it
+shows in one round. Instructions are not time (a cache miss costs hundreds of cycles, an instruction one or
+less), so a change found this way is confirmed in time too. Slow: some 50 times the engine's own time, the
+two runs of a tree side by side; 20,000 events by default.
 """
 
 from __future__ import annotations
@@ -16,10 +25,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import shutil
 import statistics
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 _CHILD = """
 import json, sys, time
@@ -30,46 +42,86 @@ import engine_bench as eb
 from riskctl.core.runner import tune_gc
 events = eb.generate(n, 10_000)
 tune_gc()
-best = None
+best, counts = None, {}
 for _ in range(passes):
     elapsed, _runner, counts = eb.run(events, 5_000)
     best = elapsed if best is None else min(best, elapsed)
-print(json.dumps({"us": best / n * 1e6, "counts": counts}))
+print(json.dumps({"us": None if best is None else best / n * 1e6, "counts": counts}))
 """
 
+_COLLECTED = re.compile(r"==\d+== Collected : (\d+)")
 
-def measure(spec: str, events: int, passes: int) -> tuple[float, dict[str, int]]:
+
+def _child(spec: str, events: int, passes: int, wrapper: list[str]) -> subprocess.Popen[str]:
+    """The child measuring ``spec`` (TREE or TREE+native=BUILD), started under ``wrapper``."""
     tree, _, build = spec.partition("+native=")
     env = {k: v for k, v in os.environ.items() if k != "RISKCTL_NATIVE_CORE"}
-    args = [sys.executable]
+    env["PYTHONHASHSEED"] = "0"  # the same objects in the same order: a count is repeatable
+    args = [*wrapper, sys.executable]
     if build:
         env["RISKCTL_NATIVE_CORE"] = str(Path(build).resolve())
         args += ["-W", "error::RuntimeWarning"]  # a refused build (NativeCoreWarning) fails the run
-    out = subprocess.run(
+    return subprocess.Popen(
         [*args, "-c", _CHILD, str(Path(tree).resolve()), str(events), str(passes)],
-        check=True,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
         cwd=tree,
         env=env,
     )
-    got = json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _finish(child: subprocess.Popen[str], spec: str) -> tuple[dict[str, Any], str]:
+    out, err = child.communicate()
+    if child.returncode:
+        sys.exit(f"{spec}: the child failed ({child.returncode}):\n{err[-3000:]}")
+    return json.loads(out.strip().splitlines()[-1]), err
+
+
+def measure(spec: str, events: int, passes: int) -> tuple[float, dict[str, int]]:
+    """CPU µs per event of ``spec``'s engine (the best of ``passes``), and the records it gave."""
+    got, _ = _finish(_child(spec, events, passes, []), spec)
     return float(got["us"]), dict(got["counts"])
+
+
+def instructions(spec: str, events: int) -> tuple[float, dict[str, int]]:
+    """Instructions per event of ``spec``'s engine (callgrind: one pass less none), and the records."""
+    valgrind = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
+    fed, base = _child(spec, events, 1, valgrind), _child(spec, events, 0, valgrind)
+    counted = []
+    got: dict[str, Any] = {}
+    for child in (fed, base):
+        result, err = _finish(child, spec)
+        got = got or result
+        found = _COLLECTED.findall(err)
+        if not found:
+            sys.exit(f"{spec}: callgrind reported no count:\n{err[-3000:]}")
+        counted.append(int(found[-1]))
+    return (counted[0] - counted[1]) / events, dict(got["counts"])
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("trees", nargs="+", help="source trees, TREE or TREE+native=BUILD")
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--events", type=int, default=60_000)
+    ap.add_argument("--events", type=int, default=None, help="events per child (default 60,000)")
     ap.add_argument("--passes", type=int, default=2)
+    ap.add_argument(
+        "--instructions",
+        action="store_true",
+        help="instructions per event under callgrind, not CPU time (one round; 20,000 events by default)",
+    )
     args = ap.parse_args()
     trees: list[str] = args.trees
+    if args.instructions:
+        count_instructions(trees, 20_000 if args.events is None else args.events)
+        return
+    events = 60_000 if args.events is None else args.events
     us: dict[str, list[float]] = {t: [] for t in trees}
     reference: dict[str, int] | None = None
     for r in range(args.rounds):
         for tree in trees:
-            cost, counts = measure(tree, args.events, args.passes)
+            cost, counts = measure(tree, events, args.passes)
             if reference is None:
                 reference = counts
             elif counts != reference:
@@ -85,6 +137,26 @@ def main() -> None:
             f"| {tree} | {v[0]:.1f} / {med:.1f} / {v[-1]:.1f} | "
             f"{1e6 / v[0]:,.0f} / {1e6 / med:,.0f} / {1e6 / v[-1]:,.0f} |"
         )
+    print(f"records (identical in every tree): {json.dumps(reference, sort_keys=True)}")
+
+
+def count_instructions(trees: list[str], events: int) -> None:
+    if shutil.which("valgrind") is None:
+        sys.exit("--instructions needs valgrind on the PATH (Debian: apt-get install valgrind)")
+    per_event: dict[str, float] = {}
+    reference: dict[str, int] | None = None
+    for tree in trees:
+        per_event[tree], counts = instructions(tree, events)
+        if reference is None:
+            reference = counts
+        elif counts != reference:
+            sys.exit(f"{tree} gives other records than {trees[0]}: {counts} != {reference}")
+        print(f"{tree}: {per_event[tree]:,.0f} instructions/event", file=sys.stderr)
+    first = per_event[trees[0]]
+    print(f"| tree | instructions per event ({events:,} events) | against {trees[0]} |")
+    print("|---|---|---|")
+    for tree in trees:
+        print(f"| {tree} | {per_event[tree]:,.0f} | {per_event[tree] / first - 1:+.1%} |")
     print(f"records (identical in every tree): {json.dumps(reference, sort_keys=True)}")
 
 

@@ -738,7 +738,7 @@ class Engine:
                 ev[FEATURES_FIELD] = stamped
             pkey = pp.key
             stored = data.get(pkey) if data is not None else state.get(pkey)
-            new, hits, wakeup, overflow, _ = pp.matcher.process(stored, ev, ts)
+            new, hits, wakeup, overflow, _ = pp.matcher.feed(stored, ev, ts)
             if new is None:
                 if stored is not None:
                     if data is not None:
@@ -889,16 +889,16 @@ class Engine:
             stored = get(pp.key)
             if stored is None:
                 continue
-            res = pp.matcher.on_timer(stored, ts)
-            if res.new_stored is None:
+            new, hits, wakeup, _, _ = pp.matcher.feed_timer(stored, ts)
+            if new is None:
                 pop(pp.key, None)
             else:
-                put(pp.key, res.new_stored)
+                put(pp.key, new)
             rp = plan.rule_by_id[pp.rule_id]
-            for m in res.matches:
+            for m in hits:
                 alerts.append(self._match_alert(rp, {}, m, m.completed_by, ts, meta[_USER], None, plan))
-            if res.wakeup is not None:
-                self._want_wakeup(meta, res.wakeup, pp.key, timers, cancelled)
+            if wakeup is not None:
+                self._want_wakeup(meta, wakeup, pp.key, timers, cancelled)
             elif meta[_WAKEUPS]:
                 self._drop_wakeup(meta, pp.key, cancelled)
         if cleanup:

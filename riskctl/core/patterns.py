@@ -231,8 +231,12 @@ class PatternResult(NamedTuple):
     too_late: bool = False
 
 
-_NOTHING = PatternResult(None, (), None)
-_new_result = tuple.__new__  # PatternResult(...) without the namedtuple's Python-level __new__ (hot path)
+#: What :meth:`PatternMatcher.feed` and :meth:`PatternMatcher.feed_timer` return: a :class:`PatternResult`'s
+#: fields as a plain tuple. The engine calls them, not ``process`` and ``on_timer``: the compiled core passes
+#: a tuple of a declared shape between its functions as a C struct, with no object to make, unpack and free
+#: (a NamedTuple is an object, made through ``tuple.__new__`` and unpacked item by item), for every pattern
+#: of every event.
+Outcome = tuple[Any, tuple[Match, ...], int | None, int, bool]
 
 # A completed match before it becomes a Match:
 #   (start_ts, start_seq, seqs, steps, end_ts, last_ts, last_seq)
@@ -391,22 +395,34 @@ class PatternMatcher:
 
     def process(self, stored: Any, event: Event, ts: int) -> PatternResult:
         """Feed one event of the key (``ts`` its event time); see the module docstring for the semantics."""
+        return PatternResult(*self.feed(stored, event, ts))
+
+    def on_timer(self, stored: Any, ts: int) -> PatternResult:
+        """Event time has reached ``ts`` (the engine's watermark passed it): confirm absences due by then.
+
+        Also frees what can no longer match; events older than ``ts`` arriving later are too late.
+        """
+        return PatternResult(*self.feed_timer(stored, ts))
+
+    def feed(self, stored: Any, event: Event, ts: int) -> Outcome:
+        """:meth:`process`, its result as a plain tuple (see :data:`Outcome`)."""
         lateness = self._lateness
         types0 = self._types0
         starts = (types0 is None or event.get("type") in types0) and bool(self._cond0(event, self._base))
         if stored is None:
             if not starts:
                 if not lateness:
-                    return _NOTHING  # the common case: nothing pending, and this event starts nothing
+                    # the common case: nothing pending, and this event starts nothing
+                    return (None, (), None, 0, False)
                 idle = self._idle(_FRESH, event, ts)
                 if idle is not None:
-                    return _new_result(PatternResult, (idle, (), None, 0, False))
+                    return (idle, (), None, 0, False)
             st: list[Any] = [[], ts, 0, 0, 0, _NEG_INF, [], [], [], None, None]
         elif type(stored) is tuple:
             if not starts:
                 idle = self._idle(stored, event, ts)
                 if idle is not None:
-                    return _new_result(PatternResult, (idle, (), None, 0, False))
+                    return (idle, (), None, 0, False)
             st = _expand(stored)
         else:
             st = stored
@@ -437,7 +453,7 @@ class PatternMatcher:
         if not runs and not starts:
             # (what _result gives here: the state stays, the newest time being this event's; no deadline)
             dropped = self._prune_buffer(st) if prune else 0
-            return _new_result(PatternResult, (_compact(st), (), None, dropped, False))
+            return (_compact(st), (), None, dropped, False)
         matches: list[Match] = []
 
         def sink(done: _Done, timer: bool) -> None:
@@ -446,7 +462,7 @@ class PatternMatcher:
         if project is not None:
             event = project(event)
         know = max(ts - lateness, st[_WM])
-        runs, _ = self._feed(runs, event, ts, seq, starts, know, None, sink)
+        runs, _ = self._in_order(runs, event, ts, seq, starts, know, None, sink)
         dropped = self._bound_runs(st, runs)
         if prune:
             dropped += self._prune_buffer(st)
@@ -497,13 +513,10 @@ class PatternMatcher:
                 return True
         return False
 
-    def on_timer(self, stored: Any, ts: int) -> PatternResult:
-        """Event time has reached ``ts`` (the engine's watermark passed it): confirm absences due by then.
-
-        Also frees what can no longer match; events older than ``ts`` arriving later are too late.
-        """
+    def feed_timer(self, stored: Any, ts: int) -> Outcome:
+        """:meth:`on_timer`, its result as a plain tuple (see :data:`Outcome`)."""
         if stored is None:
-            return _NOTHING
+            return (None, (), None, 0, False)
         st = _expand(stored) if type(stored) is tuple else stored
         if ts > st[_WM]:
             st[_WM] = ts
@@ -538,7 +551,7 @@ class PatternMatcher:
 
     # ------------------------------------------------------------------------------------------ internals
 
-    def _result(self, st: list[Any], matches: list[Match], dropped: int) -> PatternResult:
+    def _result(self, st: list[Any], matches: list[Match], dropped: int) -> Outcome:
         runs: list[_Run] = st[_RUNS]
         # Nothing pending: the state goes, unless an event could still arrive late (older than the newest,
         # not older than a timer): without the newest time, such an event would be taken as in order, not
@@ -547,14 +560,14 @@ class PatternMatcher:
         # buffered now, so the newest time is what decides.
         if not runs:
             if not st[_BUF] and (not self._lateness or st[_WM] > st[_MAX_TS]):
-                return _new_result(PatternResult, (None, tuple(matches), None, dropped, False))
-            return _new_result(PatternResult, (_compact(st), tuple(matches), None, dropped, False))
+                return (None, tuple(matches), None, dropped, False)
+            return (_compact(st), tuple(matches), None, dropped, False)
         wakeup = self._wakeup(runs) if self._final_neg is not None else None
-        return _new_result(PatternResult, (st, tuple(matches), wakeup, dropped, False))
+        return (st, tuple(matches), wakeup, dropped, False)
 
-    def _too_late(self, st: list[Any]) -> PatternResult:
+    def _too_late(self, st: list[Any]) -> Outcome:
         st[_TOO_LATE] += 1
-        return PatternResult(st, (), self._wakeup(st[_RUNS]), 0, True)
+        return (st, (), self._wakeup(st[_RUNS]), 0, True)
 
     def _wakeup(self, runs: list[_Run]) -> int | None:
         if self._final_neg is None or not runs:
@@ -604,7 +617,7 @@ class PatternMatcher:
             if self._skip:
                 st[_EMITTED].append((done[0], done[1], done[5], done[6]))
 
-    def _feed(
+    def _in_order(
         self,
         runs: list[_Run],
         event: Event,
@@ -814,7 +827,7 @@ class PatternMatcher:
 
     # ------------------------------------------------------------------------------------------ late events
 
-    def _out_of_order(self, st: list[Any], event: Event, ts: int, starts: bool) -> PatternResult:
+    def _out_of_order(self, st: list[Any], event: Event, ts: int, starts: bool) -> Outcome:
         lateness = self._lateness
         if ts < max(st[_MAX_TS] - lateness, st[_WM]):
             return self._too_late(st)
@@ -833,7 +846,7 @@ class PatternMatcher:
             entry = (ts, seq, False, None)
         else:
             # No condition holds for it and no step is strict: it takes, breaks and kills nothing.
-            return _new_result(PatternResult, (st, (), self._wakeup(st[_RUNS]), 0, False))
+            return (st, (), self._wakeup(st[_RUNS]), 0, False)
         # (after every buffered event of its time: it is the newest arrival)
         buf.insert(bisect_right(buf, ts, key=_entry_ts), entry)
         if len(st) == _CREDIT:
@@ -933,7 +946,7 @@ class PatternMatcher:
                     st[_CREDIT] = (max(0, available - work), seq_now, min(work, MAX_SEQUENCE_COST))
                     st[_OVERFLOW] += 1
                     return [], 1
-                runs, frontier = self._feed(runs, event, ts, seq, starts, ts - lateness, frontier, sink)
+                runs, frontier = self._in_order(runs, event, ts, seq, starts, ts - lateness, frontier, sink)
                 if len(runs) > max_partial:
                     excess = len(runs) - max_partial
                     del runs[:excess]

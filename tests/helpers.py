@@ -152,3 +152,26 @@ def serve_in_thread(config: Any, timeout_s: float = TIMEOUT_S) -> Callable[[], N
         assert not thread.is_alive(), "the server did not stop"
 
     return stop
+
+
+class PatchedEngine:
+    """An engine with some of its methods replaced (``PatchedEngine(engine, process=failing)``), for a test's
+    fault injection: every other attribute is the engine's own, read and written through.
+
+    The compiled core's ``Engine`` is a native class: its methods cannot be replaced on an instance
+    (``monkeypatch.setattr(engine, "process", ...)`` raises there), so a test puts this in front of the
+    engine instead (``monkeypatch.setattr(fn, "engine", PatchedEngine(fn.engine, process=failing))``).
+    """
+
+    def __init__(self, engine: Any, **methods: Callable[..., Any]) -> None:
+        object.__setattr__(self, "_engine", engine)
+        object.__setattr__(self, "_methods", methods)
+
+    def __getattr__(self, name: str) -> Any:
+        methods: dict[str, Callable[..., Any]] = object.__getattribute__(self, "_methods")
+        if name in methods:
+            return methods[name]
+        return getattr(object.__getattribute__(self, "_engine"), name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(object.__getattribute__(self, "_engine"), name, value)

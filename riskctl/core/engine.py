@@ -512,13 +512,6 @@ def _accessors(state: KeyedState) -> tuple[Any, Any, Any]:
     return state.get, state.put, pop
 
 
-def _regular_class(cls: type[Any]) -> type[Any]:
-    """A no-op class decorator. Compiled by mypyc (riskctl/core/native.py), a decorated class stays a regular
-    Python class: its methods can still be replaced on an instance (the tests' fault injection does)."""
-    return cls
-
-
-@_regular_class
 class Engine:
     """Decides events of one key at a time over a :class:`KeyedState` (see the module docstring)."""
 

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from riskctl.cli.main import cli
 from riskctl.config import PROJECT_ROOT
 from riskctl.testing import EventFactory
-from tests.helpers import run_riskctl
+from tests.helpers import PatchedEngine, run_riskctl
 
 ROOT = PROJECT_ROOT
 RULES = ROOT / "rules"
@@ -324,9 +324,8 @@ def test_an_internal_error_dead_letters_the_event_with_type_and_rule(tmp_path: P
             raise ZeroDivisionError(msg)
         return real(state, event, clock)  # type: ignore[arg-type]
 
-    engine.process = failing  # type: ignore[method-assign]
     out = io.StringIO()
-    run = Replay(engine, out, now=None)
+    run = Replay(PatchedEngine(engine, process=failing), out, now=None)  # type: ignore[arg-type]
     ev = EventFactory("u1")
     for i in range(3):
         run.feed(json.dumps(ev.login(i)).encode() + b"\n", i + 1)

@@ -18,7 +18,7 @@ from riskctl.core.engine import Engine
 from riskctl.core.rules import RuleSet
 from riskctl.flink.job import PollFolder, _with_status
 from riskctl.flink.risk_function import RiskFunction
-from tests.helpers import HOSTILE_RULES, within
+from tests.helpers import HOSTILE_RULES, PatchedEngine, within
 
 DEEP = "[" * 100_000 + "]" * 100_000
 
@@ -105,10 +105,11 @@ def test_any_exception_while_applying_a_rule_is_a_refusal(monkeypatch: pytest.Mo
         msg = "a bug in a check"
         raise RuntimeError(msg)
 
-    monkeypatch.setattr(fn.engine, "upsert_rule", broken)
+    engine = fn.engine
+    monkeypatch.setattr(fn, "engine", PatchedEngine(engine, upsert_rule=broken))
     status = apply(fn, ctx, "good", GOOD)
     assert status["state"] == "refused" and status["reason"] == "RuntimeError: a bug in a check"
-    monkeypatch.setattr(fn.engine, "delete_rule", broken)
+    monkeypatch.setattr(fn, "engine", PatchedEngine(engine, delete_rule=broken))
     status = apply(fn, ctx, "good", None, op="delete")
     assert status["state"] == "refused" and "RuntimeError" in status["reason"]
 

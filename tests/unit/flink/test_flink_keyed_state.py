@@ -18,6 +18,7 @@ from riskctl.core.rules import RuleSet, parse_rule
 from riskctl.core.state import PICKLE_MARK, InMemoryKeyedState, decode_state, encode_state, state_code
 from riskctl.flink import fast_path
 from riskctl.flink.risk_function import FlinkKeyedState
+from tests.helpers import PatchedEngine
 
 
 class FakeValueState:
@@ -507,7 +508,8 @@ def test_an_exception_while_deciding_dead_letters_the_event_and_rolls_back(monke
     assert [r[0] for r in rows] == ["decision"]
     committed = copy.deepcopy(backing.store["u1"])
 
-    real = fn.engine.process
+    engine = fn.engine
+    real = engine.process
 
     def failing(state: Any, event: Any, clock: int | None = None) -> Any:
         real(state, event, clock)  # changes the cached state in place, then fails
@@ -515,7 +517,7 @@ def test_an_exception_while_deciding_dead_letters_the_event_and_rolls_back(monke
         msg = "boom"
         raise ZeroDivisionError(msg)
 
-    monkeypatch.setattr(fn.engine, "process", failing)
+    monkeypatch.setattr(fn, "engine", PatchedEngine(fn.engine, process=failing))
     ev2 = {**ev, "event_id": "e2", "ts": ev["ts"] + 1000}
     rows = list(fn.process_element(_record(ev2), FakeCtx("u1")))
     assert [r[0] for r in rows] == ["dead"] and rows[0][1] == "events:1:42"
@@ -525,7 +527,7 @@ def test_an_exception_while_deciding_dead_letters_the_event_and_rolls_back(monke
     assert json.loads(dl["raw"])["event_id"] == "e2" and fn.internal_errors == 1
     assert backing.store["u1"] == committed  # nothing of the failed event was committed
 
-    monkeypatch.setattr(fn.engine, "process", real)
+    monkeypatch.setattr(fn, "engine", engine)
     rows = list(fn.process_element(_record({**ev, "event_id": "e3", "ts": ev["ts"] + 2000}), FakeCtx("u1")))
     decision = json.loads(rows[0][2])
     assert decision["event_id"] == "e3" and decision["rules"][0]["evidence"]["features"]["total"] == 120
@@ -553,7 +555,7 @@ def test_a_failing_timer_is_counted_and_never_raised(monkeypatch: Any) -> None:
         msg = "timer boom"
         raise RuntimeError(msg)
 
-    monkeypatch.setattr(fn.engine, "on_timer", failing)
+    monkeypatch.setattr(fn, "engine", PatchedEngine(fn.engine, on_timer=failing))
     assert list(fn.on_timer(123, FakeCtx("u1"))) == []
     assert fn.timer_errors == 1
 
@@ -589,7 +591,7 @@ def test_held_events_keep_their_record_for_a_dead_letter(monkeypatch: Any) -> No
         msg = "held boom"
         raise ValueError(msg)
 
-    monkeypatch.setattr(fn.engine, "process", failing)
+    monkeypatch.setattr(fn, "engine", PatchedEngine(fn.engine, process=failing))
     rows = list(fn.process_element(_record({**ev, "event_id": "h2"}), FakeCtx("u1")))
     assert [r[0] for r in rows] == ["dead", "dead"]
     assert [json.loads(json.loads(r[2])["raw"])["event_id"] for r in rows] == ["h1", "h2"]
@@ -944,7 +946,7 @@ def test_the_cache_and_the_guard_are_counted_in_flink_metrics(monkeypatch: Any) 
     def failing(state: Any, event: Any, clock: int | None = None) -> Any:
         raise ZeroDivisionError
 
-    monkeypatch.setattr(fn.engine, "process", failing)
+    monkeypatch.setattr(fn, "engine", PatchedEngine(fn.engine, process=failing))
     bad = {"event_id": "x", "user_id": "u1", "type": "transfer", "ts": T + 100, "amount": 1}
     assert [r[0] for r in fn.process_element(_record(bad), FakeCtx("u1"))] == ["dead"]
     try:

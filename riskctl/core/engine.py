@@ -659,14 +659,19 @@ class Engine:
             if meta[_RS] != plan.version:
                 self._release_stale(state, plan, meta)
             ttl = self.state_ttl
-            if ttl is not None and ts >= meta[_LAST_TS] + ttl and ts >= meta[_MAX_TS]:
+            last_seen: int = meta[_LAST_TS]
+            newest: int = meta[_MAX_TS]
+            if ttl is not None and ts >= last_seen + ttl and ts >= newest:
                 # Silent for longer than the TTL (its timer may not have fired yet): start from zero.
                 self._clear(state)
                 meta = [ts, ts, plan.version, None, [], [], user_id, _NO_TIMER]
-        late = ts < meta[_MAX_TS]
+        # (typed locals: the compiled core compares them natively; compared with ``meta[...]`` itself, an
+        # ``Any``, ``ts`` would become a new int object at each comparison)
+        max_ts: int = meta[_MAX_TS]
+        late = ts < max_ts
         # Too late (docs/engine.md, "Out-of-order events"): more than `lateness` behind the key's newest
         # event, or behind a timer the key has already seen. Decided, but recorded nowhere.
-        too_late = late and (ts < meta[_MAX_TS] - self.lateness or (len(meta) > _TIMER and ts < meta[_TIMER]))
+        too_late = late and (ts < max_ts - self.lateness or (len(meta) > _TIMER and ts < meta[_TIMER]))
         etype = event.get("type")
         seen_key: bytes | None = None
         if self.dedup_window and (self.dedup_all or REPLY_FIELD in event):
@@ -731,7 +736,7 @@ class Engine:
                 ev[FEATURES_FIELD] = stamped
             pkey = pp.key
             stored = data.get(pkey) if data is not None else state.get(pkey)
-            new, hits, wakeup, overflow, _ = pp.matcher.feed(stored, ev, ts)
+            new, hits, wakeup, overflow, _ = pp.matcher.feed(stored, ev, ts, etype)
             if new is None:
                 if stored is not None:
                     if data is not None:
@@ -814,10 +819,13 @@ class Engine:
             if plan.recheck_types is None or etype in plan.recheck_types:
                 self._remember(meta, plan.project(event), ts, fired, shadow)
 
-        if ts > meta[_MAX_TS]:
-            meta[_MAX_TS] = ts
-        if ts > meta[_LAST_TS]:
-            meta[_LAST_TS] = ts
+        last_ts: int = meta[_LAST_TS]
+        if ts > max_ts or ts > last_ts:
+            ts_obj: object = ts  # one object for both places
+            if ts > max_ts:
+                meta[_MAX_TS] = ts_obj
+            if ts > last_ts:
+                meta[_LAST_TS] = ts_obj
         # (too late: changes no state, decided again if sent again), before the clean-up timer reads it
         if seen_key is not None and not too_late:
             state.put(SEEN, dedup.remember(seen, seen_key, ts, rank, meta[_MAX_TS] - self._dedup_keep))

@@ -251,21 +251,39 @@ class WindowedFeature(Feature):
             return self._single(v), [ts, _NO_FRONTIER, [ts], rv, [], [], [] if self._has_b else None], True
         if not rec:
             return self._query(stored, ts), stored, False
-        rts = stored[_RTS]
-        if ts >= stored[_FRONT] and (not rts or ts >= rts[-1]):  # in order: the common case
-            rts.append(ts)
+        # The stored times are read into typed locals and compared natively, and ``ts`` is made an object
+        # once: compared with an ``Any``, or put into a list, the compiled core makes each int past 2^30 a
+        # new object every time (the engine's ``Engine.process`` does the same with its ``meta``).
+        ts_obj: object = ts
+        rts: list[Any] = stored[_RTS]
+        front: int = stored[_FRONT]
+        in_order = ts >= front
+        if in_order and rts:
+            newest_raw: int = rts[-1]
+            in_order = ts >= newest_raw
+        if in_order:  # the common case
+            rts.append(ts_obj)
             if self._keeps_values:
                 stored[_RV].append(v)
         else:
             self._insert(stored, ts, v)
         value = self._query(stored, ts)
-        if ts > stored[_MAX]:
-            stored[_MAX] = ts
+        newest: int = stored[_MAX]
+        if ts > newest:
+            stored[_MAX] = ts_obj
+            newest = ts
         if len(rts) > self.raw_cap:
             self._fold(stored)
-        cutoff = stored[_MAX] - self.retention  # pruned after folding: a bucket goes by its start
-        bix = stored[_BIX]
-        if (rts and rts[0] <= cutoff) or (bix and bix[0] * self.granularity <= cutoff):
+        cutoff = newest - self.retention  # pruned after folding: a bucket goes by its start
+        bix: list[Any] = stored[_BIX]
+        due = False
+        if rts:
+            oldest: int = rts[0]
+            due = oldest <= cutoff
+        if not due and bix:
+            first_bucket: int = bix[0]
+            due = first_bucket * self.granularity <= cutoff
+        if due:
             self._prune(stored, cutoff)
             if not rts and not bix:
                 return value, None, True
@@ -389,9 +407,13 @@ class WindowedFeature(Feature):
 
     def _query(self, stored: list[Any], ts: int) -> Any:
         start = ts - self.window
-        rts = stored[_RTS]
+        rts: list[Any] = stored[_RTS]
         lo = bisect_right(rts, start)
-        hi = len(rts) if not rts or rts[-1] <= ts else bisect_right(rts, ts)
+        hi = len(rts)
+        if hi:
+            newest_raw: int = rts[-1]
+            if newest_raw > ts:
+                hi = bisect_right(rts, ts)
         bix = stored[_BIX]
         if bix:
             g = self.granularity
@@ -466,7 +488,11 @@ class LastNFeature(Feature):
         # (typed locals: the compiled core indexes them natively)
         tss: list[Any] = stored[0]
         vals: list[Any] | None = stored[1]
-        if tss and ts >= tss[-1]:  # in order: _insert_in_order's common case, inlined
+        in_order = False
+        if tss:
+            newest: int = tss[-1]  # (typed locals: compared natively, see WindowedFeature.update)
+            in_order = ts >= newest
+        if in_order:  # _insert_in_order's common case, inlined
             tss.append(ts)
             if vals is not None:
                 vals.append(v)
@@ -477,8 +503,10 @@ class LastNFeature(Feature):
             if vals is not None:
                 del vals[0]
         value = self._stat(stored, ts)
-        cutoff = tss[-1] - self.retention
-        if tss[0] <= cutoff:
+        last: int = tss[-1]
+        oldest: int = tss[0]
+        cutoff = last - self.retention
+        if oldest <= cutoff:
             self._prune(stored, cutoff)
         return value, stored if tss else None, True
 
@@ -491,7 +519,8 @@ class LastNFeature(Feature):
         vals = stored[1]  # (None for avg_interval, which reads no value)
         if len(tss) < self.min_events:
             return None  # fewer events than needed, whatever the window (the common case)
-        hi = len(tss) if tss[-1] <= ts else bisect_right(tss, ts)
+        newest: int = tss[-1]  # (compared natively, see WindowedFeature.update)
+        hi = len(tss) if newest <= ts else bisect_right(tss, ts)
         lo = max(bisect_right(tss, ts - self.window), hi - self.n)
         k = hi - lo
         if k < self.min_events or k == 0:
@@ -550,35 +579,41 @@ class FirstSeenFeature(Feature):
             v = BOOL_KEYS[v]  # true is not 1: a value apart
         flt = self._filter
         rec = flt is None or flt(event)
+        # ``ts`` made an object once, the stored times compared as typed locals (see WindowedFeature.update)
+        ts_obj: object = ts
         if stored is None:
-            return True, ([ts, {v: (ts, ts)}] if rec else None), rec
+            return True, ([ts_obj, {v: (ts_obj, ts_obj)}] if rec else None), rec
         seen: dict[Any, Any] = stored[1]
         fl = seen.get(v)
+        first = last = 0
         if fl is None:
             value = True
         else:
-            first, last = fl
+            first = fl[0]
+            last = fl[1]
             if last <= ts:
                 value = last <= ts - self.window
             else:
                 value = first > ts  # seen only after this event: new; seen before and after: not new
         if not rec:
             return value, stored, False
-        changed = ts > stored[0]
+        newest: int = stored[0]
+        changed = ts > newest
         if changed:
-            stored[0] = ts
+            stored[0] = ts_obj
+            newest = ts
         if fl is None:
             changed = True
-            seen[v] = (ts, ts)
+            seen[v] = (ts_obj, ts_obj)
             if len(seen) > self.max_values:
-                self._prune(stored, stored[0] - self.retention)
+                self._prune(stored, newest - self.retention)
                 if len(seen) > self.max_values:
                     del seen[min(seen, key=lambda x: seen[x][1])]
-        elif ts < fl[0]:
-            seen[v] = (ts, fl[1])
+        elif ts < first:
+            seen[v] = (ts_obj, fl[1])
             changed = True
-        elif ts > fl[1]:
-            seen[v] = (fl[0], ts)
+        elif ts > last:
+            seen[v] = (fl[0], ts_obj)
             changed = True
         return value, stored, changed
 

@@ -395,7 +395,7 @@ class PatternMatcher:
 
     def process(self, stored: Any, event: Event, ts: int) -> PatternResult:
         """Feed one event of the key (``ts`` its event time); see the module docstring for the semantics."""
-        return PatternResult(*self.feed(stored, event, ts))
+        return PatternResult(*self.feed(stored, event, ts, event.get("type")))
 
     def on_timer(self, stored: Any, ts: int) -> PatternResult:
         """Event time has reached ``ts`` (the engine's watermark passed it): confirm absences due by then.
@@ -404,23 +404,24 @@ class PatternMatcher:
         """
         return PatternResult(*self.feed_timer(stored, ts))
 
-    def feed(self, stored: Any, event: Event, ts: int) -> Outcome:
-        """:meth:`process`, its result as a plain tuple (see :data:`Outcome`)."""
+    def feed(self, stored: Any, event: Event, ts: int, etype: Any) -> Outcome:
+        """:meth:`process`, its result as a plain tuple (see :data:`Outcome`); ``etype`` is the event's
+        ``type``, which the caller has read already (a method call by name per read, for a ``Mapping``)."""
         lateness = self._lateness
         types0 = self._types0
-        starts = (types0 is None or event.get("type") in types0) and bool(self._cond0(event, self._base))
+        starts = (types0 is None or etype in types0) and bool(self._cond0(event, self._base))
         if stored is None:
             if not starts:
                 if not lateness:
                     # the common case: nothing pending, and this event starts nothing
                     return (None, (), None, 0, False)
-                idle = self._idle(_FRESH, event, ts)
+                idle = self._idle(_FRESH, event, ts, etype)
                 if idle is not None:
                     return (idle, (), None, 0, False)
             st: list[Any] = [[], ts, 0, 0, 0, _NEG_INF, [], [], [], None, None]
         elif type(stored) is tuple:
             if not starts:
-                idle = self._idle(stored, event, ts)
+                idle = self._idle(stored, event, ts, etype)
                 if idle is not None:
                     return (idle, (), None, 0, False)
             st = _expand(stored)
@@ -431,7 +432,7 @@ class PatternMatcher:
             newest: int = st[_MAX_TS]
             wm: int = st[_WM]
             if ts < newest or ts < wm:
-                return self._out_of_order(st, event, ts, starts)
+                return self._out_of_order(st, event, ts, starts, etype)
         st[_MAX_TS] = ts
         seq: int = st[_SEQ]
         st[_SEQ] = seq + 1
@@ -440,7 +441,7 @@ class PatternMatcher:
         project = self._project
         if lateness:
             buf: list[Any] = st[_BUF]
-            if starts or not self._sift or self._relevant_typed(event):
+            if starts or not self._sift or self._relevant_typed(event, etype):
                 if project is not None:
                     event = project(event)
                     project = None
@@ -468,7 +469,7 @@ class PatternMatcher:
             dropped += self._prune_buffer(st)
         return self._result(st, matches, dropped)
 
-    def _idle(self, t: tuple[Any, ...], event: Event, ts: int) -> tuple[Any, ...] | None:
+    def _idle(self, t: tuple[Any, ...], event: Event, ts: int, etype: Any) -> tuple[Any, ...] | None:
         """The compact state (see ``_compact``) after an event that starts nothing, fed to the compact state
         ``t`` (``_FRESH`` for none), exactly as the list path leaves it; None where that path must run (an
         event out of order, a buffer past ``max_buffer``)."""
@@ -476,18 +477,22 @@ class PatternMatcher:
         wm: int = t[2]
         if ts < newest or ts < wm:
             return None  # out of order: the list path replays
+        # The times as the objects they are stored as: each int the compiled core puts into a tuple is a new
+        # object (the times are past 2^30), so ``ts`` becomes one once and the watermark stays the one it was.
+        ts_obj: object = ts
+        wm_obj: object = t[2]
         seq: int = t[1]
         entry: Any = None
-        if not self._sift or self._relevant_typed(event):
+        if not self._sift or self._relevant_typed(event, etype):
             project = self._project
-            entry = (ts, seq, False, event if project is None else project(event))
+            entry = (ts_obj, seq, False, event if project is None else project(event))
         elif self._places:
-            entry = ts  # a place (see process)
+            entry = ts_obj  # a place (see process)
         n = len(t) - 3 + (entry is not None)  # the buffer with this event
         if n > self._max_buffer:
             return None  # the list path drops the oldest and counts it
         if not n:
-            return (ts, seq + 1, wm)
+            return (ts_obj, seq + 1, wm_obj)
         # The list path's lazy prune (see process), and what _prune_buffer then cuts: never this event (at or
         # after ``know``), never more than max_buffer kept (so nothing dropped), and nothing reported, emitted
         # or budgeted to update.
@@ -496,18 +501,18 @@ class PatternMatcher:
         cut = _first_needed(t, 3, ts, wm, lateness, self._within) if due else 3
         kept = t[cut:]
         if entry is None:
-            return (ts, seq + 1, wm, *kept)
-        return (ts, seq + 1, wm, *kept, entry)
+            return (ts_obj, seq + 1, wm_obj, *kept)
+        return (ts_obj, seq + 1, wm_obj, *kept, entry)
 
-    def _relevant_typed(self, event: Event) -> bool:
-        """``_relevant``, first ruling out by its type an event no other step can hold for."""
+    def _relevant_typed(self, event: Event, etype: Any) -> bool:
+        """``_relevant``, first ruling out by its type (``etype``) an event no other step can hold for."""
         others = self._others_types
-        return (others is None or event.get("type") in others) and self._relevant(event)
+        return (others is None or etype in others) and self._relevant(event, etype)
 
-    def _relevant(self, event: Event) -> bool:
-        """Some step other than the first could take ``event`` or be killed by it (only when ``_sift``)."""
+    def _relevant(self, event: Event, etype: Any) -> bool:
+        """Some step other than the first could take ``event`` (of type ``etype``) or be killed by it (only
+        when ``_sift``)."""
         base = self._base
-        etype = event.get("type")
         for cond, types in self._others:
             if (types is None or etype in types) and cond(event, base):
                 return True
@@ -827,14 +832,14 @@ class PatternMatcher:
 
     # ------------------------------------------------------------------------------------------ late events
 
-    def _out_of_order(self, st: list[Any], event: Event, ts: int, starts: bool) -> Outcome:
+    def _out_of_order(self, st: list[Any], event: Event, ts: int, starts: bool, etype: Any) -> Outcome:
         lateness = self._lateness
         if ts < max(st[_MAX_TS] - lateness, st[_WM]):
             return self._too_late(st)
         seq = st[_SEQ]
         st[_SEQ] = seq + 1
         buf = st[_BUF]
-        if starts or not self._sift or self._relevant_typed(event):
+        if starts or not self._sift or self._relevant_typed(event, etype):
             project = self._project
             entry: tuple[int, int, bool, Event | None] = (
                 ts,

@@ -39,7 +39,7 @@ from riskctl.core.decisions import (
 from riskctl.core.errors import RuleError, RuleSetError
 from riskctl.core.expr import FEATURES_FIELD, CompiledExpression
 from riskctl.core.feature_spec import MAX_FEATURE_READS
-from riskctl.core.features import WINDOWED_KINDS, Feature, FeatureSpec, compile_feature
+from riskctl.core.features import WINDOWED_KINDS, Feature, FeatureSpec, compile_feature, field_of
 from riskctl.core.patterns import PatternMatcher
 from riskctl.core.reply import REPLY_FIELD
 from riskctl.core.rules import ACTION_RANK, Rule, RuleSet, parse_rule
@@ -672,7 +672,7 @@ class Engine:
         # Too late (docs/engine.md, "Out-of-order events"): more than `lateness` behind the key's newest
         # event, or behind a timer the key has already seen. Decided, but recorded nowhere.
         too_late = late and (ts < max_ts - self.lateness or (len(meta) > _TIMER and ts < meta[_TIMER]))
-        etype = event.get("type")
+        etype = field_of(event, "type")
         seen_key: bytes | None = None
         if self.dedup_window and (self.dedup_all or REPLY_FIELD in event):
             seen = state.get(SEEN)

@@ -433,7 +433,8 @@ class PatternMatcher:
             wm: int = st[_WM]
             if ts < newest or ts < wm:
                 return self._out_of_order(st, event, ts, starts, etype)
-        st[_MAX_TS] = ts
+        ts_obj: object = ts  # one object wherever it is stored (see _idle)
+        st[_MAX_TS] = ts_obj
         seq: int = st[_SEQ]
         st[_SEQ] = seq + 1
         runs: list[_Run] = st[_RUNS]
@@ -445,9 +446,9 @@ class PatternMatcher:
                 if project is not None:
                     event = project(event)
                     project = None
-                buf.append((ts, seq, starts, event))
+                buf.append((ts_obj, seq, starts, event))
             elif self._places:
-                buf.append(ts)  # no condition holds for it: its place is enough
+                buf.append(ts_obj)  # no condition holds for it: its place is enough
             if buf:
                 # Pruning is lazy (once the head is ``lateness`` past due): a few more events are harmless.
                 prune = _head_due(buf[0], ts, lateness, self._within) or len(buf) > self._max_buffer
@@ -462,7 +463,8 @@ class PatternMatcher:
 
         if project is not None:
             event = project(event)
-        know = max(ts - lateness, st[_WM])
+        known: int = st[_WM]
+        know = max(ts - lateness, known)
         runs, _ = self._in_order(runs, event, ts, seq, starts, know, None, sink)
         dropped = self._bound_runs(st, runs)
         if prune:

@@ -141,9 +141,10 @@ def make_projector(fields: Collection[str] | None, *, memo: list[Any] | None = N
         if event is last[0]:
             return last[1]  # type: ignore[no-any-return]
         out = {}
-        get = event.get
+        # (a dict, as events are: the compiled core calls dict.get itself, not a method looked up by name)
+        fields: dict[str, Any] = event if isinstance(event, dict) else dict(event)
         for k in keep:
-            v = get(k, missing)
+            v = fields.get(k, missing)
             if v is missing:
                 continue
             t = type(v)

@@ -87,17 +87,21 @@ def measure(spec: str, events: int, passes: int) -> tuple[float, dict[str, int]]
 def instructions(spec: str, events: int) -> tuple[float, dict[str, int]]:
     """Instructions per event of ``spec``'s engine (callgrind: one pass less none), and the records."""
     valgrind = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
-    fed, base = _child(spec, events, 1, valgrind), _child(spec, events, 0, valgrind)
+    fed, base = _child(spec, events, 1, valgrind), _child(spec, events, 0, valgrind)  # side by side
+    done = [_finish(child, spec) for child in (fed, base)]
     counted = []
-    got: dict[str, Any] = {}
-    for child in (fed, base):
-        result, err = _finish(child, spec)
-        got = got or result
+    for _, err in done:
         found = _COLLECTED.findall(err)
         if not found:
             sys.exit(f"{spec}: callgrind reported no count:\n{err[-3000:]}")
         counted.append(int(found[-1]))
-    return (counted[0] - counted[1]) / events, dict(got["counts"])
+    return (counted[0] - counted[1]) / events, dict(done[0][0]["counts"])  # the records of the fed run
+
+
+def _same_records(reference: dict[str, int] | None, counts: dict[str, int], tree: str, first: str) -> None:
+    """Every tree must decide as the first did: a difference is a behaviour change, not a speed-up."""
+    if reference is not None and counts != reference:
+        sys.exit(f"{tree} gives other records than {first}: {counts} != {reference}")
 
 
 def main() -> None:
@@ -122,10 +126,8 @@ def main() -> None:
     for r in range(args.rounds):
         for tree in trees:
             cost, counts = measure(tree, events, args.passes)
-            if reference is None:
-                reference = counts
-            elif counts != reference:
-                sys.exit(f"{tree} gives other records than {trees[0]}: {counts} != {reference}")
+            _same_records(reference, counts, tree, trees[0])
+            reference = counts
             us[tree].append(cost)
             print(f"round {r + 1} {tree}: {cost:.1f} µs/event ({1e6 / cost:,.0f} events/s)", file=sys.stderr)
     print("| tree | µs/event CPU (min / median / max) | events/s (best / median / worst) |")
@@ -147,10 +149,8 @@ def count_instructions(trees: list[str], events: int) -> None:
     reference: dict[str, int] | None = None
     for tree in trees:
         per_event[tree], counts = instructions(tree, events)
-        if reference is None:
-            reference = counts
-        elif counts != reference:
-            sys.exit(f"{tree} gives other records than {trees[0]}: {counts} != {reference}")
+        _same_records(reference, counts, tree, trees[0])
+        reference = counts
         print(f"{tree}: {per_event[tree]:,.0f} instructions/event", file=sys.stderr)
     first = per_event[trees[0]]
     print(f"| tree | instructions per event ({events:,} events) | against {trees[0]} |")

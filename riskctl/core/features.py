@@ -143,6 +143,16 @@ def _insert_in_order(tss: list[int], values: list[Any] | None, ts: int, v: Any) 
             values.insert(i, v)
 
 
+def _none_after(times: list[Any], ts: int) -> bool:
+    """No time in the sorted ``times`` is after ``ts`` (an event at ``ts`` goes last). The newest time is read
+    into a typed local and compared natively: compared with an ``Any``, the compiled core would make ``ts``
+    a new int object (the times are past 2^30) at every comparison."""
+    if not times:
+        return True
+    newest: int = times[-1]
+    return newest <= ts
+
+
 def field_of(event: Event, name: str) -> Any:
     """``event.get(name)``. Events are dicts, and on a dict the compiled core calls ``dict.get`` itself,
     where on a ``Mapping`` it looks the method up by name at every call (a few hundred instructions)."""
@@ -265,11 +275,7 @@ class WindowedFeature(Feature):
         ts_obj: object = ts
         rts: list[Any] = stored[_RTS]
         front: int = stored[_FRONT]
-        in_order = ts >= front
-        if in_order and rts:
-            newest_raw: int = rts[-1]
-            in_order = ts >= newest_raw
-        if in_order:  # the common case
+        if ts >= front and _none_after(rts, ts):  # in order: the common case
             rts.append(ts_obj)
             if self._keeps_values:
                 stored[_RV].append(v)
@@ -417,11 +423,7 @@ class WindowedFeature(Feature):
         start = ts - self.window
         rts: list[Any] = stored[_RTS]
         lo = bisect_right(rts, start)
-        hi = len(rts)
-        if hi:
-            newest_raw: int = rts[-1]
-            if newest_raw > ts:
-                hi = bisect_right(rts, ts)
+        hi = len(rts) if _none_after(rts, ts) else bisect_right(rts, ts)
         bix = stored[_BIX]
         if bix:
             g = self.granularity
@@ -496,11 +498,7 @@ class LastNFeature(Feature):
         # (typed locals: the compiled core indexes them natively)
         tss: list[Any] = stored[0]
         vals: list[Any] | None = stored[1]
-        in_order = False
-        if tss:
-            newest: int = tss[-1]  # (typed locals: compared natively, see WindowedFeature.update)
-            in_order = ts >= newest
-        if in_order:  # _insert_in_order's common case, inlined
+        if tss and _none_after(tss, ts):  # in order: _insert_in_order's common case, inlined
             tss.append(ts)
             if vals is not None:
                 vals.append(v)
@@ -527,8 +525,7 @@ class LastNFeature(Feature):
         vals = stored[1]  # (None for avg_interval, which reads no value)
         if len(tss) < self.min_events:
             return None  # fewer events than needed, whatever the window (the common case)
-        newest: int = tss[-1]  # (compared natively, see WindowedFeature.update)
-        hi = len(tss) if newest <= ts else bisect_right(tss, ts)
+        hi = len(tss) if _none_after(tss, ts) else bisect_right(tss, ts)
         lo = max(bisect_right(tss, ts - self.window), hi - self.n)
         k = hi - lo
         if k < self.min_events or k == 0:

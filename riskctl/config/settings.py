@@ -27,7 +27,7 @@ from riskctl.config.checks import (
     shown,
     text,
 )
-from riskctl.core.door import (
+from riskctl.core.door_limits import (
     DEFAULT_LIMITS,
     MAX_CLOCK_SKEW_MS,
     MAX_DEAD_LETTER_BYTES,

@@ -17,7 +17,6 @@ import pytest
 
 from riskctl.core.door import (
     DEFAULT_LIMITS,
-    MAX_DEAD_LETTER_BYTES,
     Limits,
     check_clock,
     dead_letter,
@@ -25,6 +24,7 @@ from riskctl.core.door import (
     internal_error_reason,
     watermark_ts,
 )
+from riskctl.core.door_limits import MAX_DEAD_LETTER_BYTES
 from riskctl.core.errors import EventError
 from riskctl.core.events import parse_event
 from riskctl.core.expr import MAX_NUMBER

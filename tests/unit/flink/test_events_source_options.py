@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from riskctl.config import load_settings
-from riskctl.core.door import MAX_CLOCK_SKEW_MS
+from riskctl.core.door_limits import MAX_CLOCK_SKEW_MS
 from riskctl.core.events import MAX_ID_LENGTH, MAX_TS
 from riskctl.errors import ConfigError
 from riskctl.flink.job import _events

@@ -436,8 +436,8 @@ class JobSettings:
     )
 
     def limits(self) -> Limits:
-        """The door's :class:`~riskctl.core.door.Limits` from these settings; a bad value is a ConfigError (a
-        refused setting)."""
+        """The door's :class:`~riskctl.core.door_limits.Limits` from these settings; a bad value is a
+        ConfigError (a refused setting)."""
         try:
             return Limits(**{f.name: getattr(self, f.name) for f in fields(Limits)})
         except ValueError as exc:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 ENV = "RISKCTL_NATIVE_CORE"
 #: the modules compiled (relative to riskctl/core), the hot path of an event: what the engine runs per event,
-#: and the door and validation every record of the job passes first (door.py and events.py: 5.4% fewer
+#: and the door and validation every record of the job passes first (door.py and events.py: 5.0% fewer
 #: instructions on the decide operator's Python side, bench/results/engine-instructions.md)
 COMPILED = (
     "decisions.py",

@@ -1,6 +1,7 @@
 """Where the decide operator's Python time goes, per event, without Flink: the job's budget in parts.
 
     .venv/bin/python bench/decide_budget.py [--events 150000] [--rounds 3] [--no-write]
+    .venv/bin/python bench/decide_budget.py --instructions [TREE[+native=BUILD] ...] [--events 10000]
 
 Runs the job's own ``RiskFunction.decide_record`` over the side-by-side bench's workload (the simulator's
 events, 100,000 users, ``harness.workload``), record by record, as the decide operator's fast path does in
@@ -22,6 +23,13 @@ chained Calcs and Kafka writers): the decide thread's CPU in ``bench/bench.py`` 
 ``job`` and ``no-pickling`` must emit the same records (checked): a difference means the cache or the engine
 changed a value after it was written. Arms alternate within each round (the box is shared); the report gives
 each arm's range over the rounds. Results: ``bench/results/decide_budget.md`` and ``.json``.
+
+``--instructions`` counts the ``job`` arm instead of timing it (``harness.callgrind``): each tree (a checkout
+of this repository; this one by default, with the compiled core ``RISKCTL_NATIVE_CORE`` names, if any;
+``TREE+native=BUILD`` for another build) runs the arm over N and over 2N events under callgrind, side by side,
+and the difference per event is what the decide function executed for each of the N more (the state
+encoded and written, the cache's look-ups, the door, the engine). The trees must emit the same records
+(compared by digest; a difference is reported). Slow: a minute or two per tree for 10,000 events.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -42,7 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from harness import RESULTS  # noqa: E402
+from harness import RESULTS, callgrind  # noqa: E402
 from harness.workload import workload  # noqa: E402
 
 from riskctl.core import native  # noqa: E402
@@ -245,13 +254,106 @@ def report(figures: dict[str, list[float]], events: int, command: str) -> tuple[
     return "\n".join(lines) + "\n", doc
 
 
+#: run in a tree by ``--instructions``: reads the first ``total`` events of the workload (made first if the
+#: tree has none), feeds the first ``n`` of them to the job arm, and with ``digest`` prints what it emitted
+#: (its count and digest: not in a counted run, where hashing the records would be counted per event too).
+#: ``measure`` and ``records`` are in every tree this tool runs in.
+_CHILD = """
+import hashlib, json, sys
+tree, n, total, digest = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "digest"
+sys.path.insert(0, tree)
+sys.path.insert(0, tree + "/bench")
+import decide_budget as db
+recs = db.records(db.workload(db.USERS, total))[:n]
+out = db.measure("job", recs)[1]
+if digest:
+    print(json.dumps({"records": len(out), "digest": hashlib.sha256(repr(out).encode()).hexdigest()}))
+"""
+
+
+def _child_env(spec: str) -> tuple[str, list[str], dict[str, str]]:
+    """The tree of ``spec`` (TREE or TREE+native=BUILD), the interpreter's arguments, its environment."""
+    tree, _, build = spec.partition("+native=")
+    env = dict(os.environ)
+    env["PYTHONHASHSEED"] = "0"  # the same objects in the same order: a count is repeatable
+    args = [sys.executable]
+    if build:
+        env[native.ENV] = str(Path(build).resolve())
+    if env.get(native.ENV):
+        args += ["-W", "error::RuntimeWarning"]  # a refused build (NativeCoreWarning) fails the run
+    return str(Path(tree).resolve()), args, env
+
+
+def count_instructions(spec: str, events: int) -> tuple[float, dict[str, Any]]:
+    """Instructions per event of the job arm in ``spec`` (2N events less N, per event), and what the run
+    over 2N emitted (count and digest)."""
+    tree, args, env = _child_env(spec)
+    total = str(2 * events)
+    # First outside callgrind: the workload made if the tree's bench/.work has none (both counted runs then
+    # only read it), and what the run over 2N emits.
+    first = subprocess.run(
+        [*args, "-c", _CHILD, tree, total, total, "digest"], cwd=tree, env=env, capture_output=True, text=True
+    )
+    if first.returncode:
+        sys.exit(f"{spec}: the run over {total} events failed ({first.returncode}):\n{first.stderr[-3000:]}")
+    emitted: dict[str, Any] = json.loads(first.stdout.strip().splitlines()[-1])
+    children = [
+        callgrind.start([*args, "-c", _CHILD, tree, str(n), total, "-"], env, tree)
+        for n in (events, 2 * events)
+    ]
+    counts = []
+    for child in children:  # the two ran side by side
+        _, err = child.communicate()
+        count = callgrind.collected(err)
+        if child.returncode or count is None:
+            sys.exit(f"{spec}: the counted run failed ({child.returncode}):\n{err[-3000:]}")
+        counts.append(count)
+    return (counts[1] - counts[0]) / events, emitted
+
+
+def instructions_report(specs: list[str], events: int) -> str:
+    """The table of every tree's count against the first's, and whether they emitted the same records."""
+    callgrind.require("bench/decide_budget.py")
+    per_event: dict[str, float] = {}
+    emitted: dict[str, dict[str, Any]] = {}
+    for spec in specs:
+        per_event[spec], emitted[spec] = count_instructions(spec, events)
+        print(f"{spec}: {per_event[spec]:,.0f} instructions/event", file=sys.stderr)
+    first = per_event[specs[0]]
+    lines = [
+        f"| tree | instructions per event (the job arm, {events:,} events more) | against the first |",
+        "|---|---:|---:|",
+    ]
+    lines += [f"| {spec} | {per_event[spec]:,.0f} | {per_event[spec] / first - 1:+.1%} |" for spec in specs]
+    reference = emitted[specs[0]]
+    differ = [spec for spec in specs if emitted[spec] != reference]
+    lines.append(
+        f"records: {reference['records']:,} emitted over the timed half of {2 * events:,} events, "
+        + ("the same in every tree" if not differ else f"DIFFERENT in {', '.join(differ)}")
+    )
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--events", type=int, default=150_000)
+    parser.add_argument("--events", type=int, default=None, help="150,000 (10,000 with --instructions)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated, among {', '.join(ARMS)}")
     parser.add_argument("--no-write", action="store_true", help="print only, write nothing to bench/results")
+    parser.add_argument(
+        "--instructions",
+        nargs="*",
+        metavar="TREE[+native=BUILD]",
+        help="count the job arm's instructions per event under callgrind instead (this tree by default; "
+        "--events 10,000 by default), nothing written",
+    )
     args = parser.parse_args(argv)
+    if args.instructions is not None:
+        events = 10_000 if args.events is None else args.events
+        print(instructions_report(args.instructions or [str(ROOT)], events), end="")
+        return 0
+    if args.events is None:
+        args.events = 150_000
     recs = records(workload(USERS, args.events))
     arms = tuple(a.strip() for a in args.arms.split(",") if a.strip())
     unknown = [a for a in arms if a not in ARMS]

@@ -25,13 +25,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
-import shutil
 import statistics
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import callgrind  # noqa: E402
 
 _CHILD = """
 import json, sys, time
@@ -48,9 +50,6 @@ for _ in range(passes):
     best = elapsed if best is None else min(best, elapsed)
 print(json.dumps({"us": None if best is None else best / n * 1e6, "counts": counts}))
 """
-
-_COLLECTED = re.compile(r"==\d+== Collected : (\d+)")
-
 
 def _child(spec: str, events: int, passes: int, wrapper: list[str]) -> subprocess.Popen[str]:
     """The child measuring ``spec`` (TREE or TREE+native=BUILD), started under ``wrapper``."""
@@ -86,15 +85,14 @@ def measure(spec: str, events: int, passes: int) -> tuple[float, dict[str, int]]
 
 def instructions(spec: str, events: int) -> tuple[float, dict[str, int]]:
     """Instructions per event of ``spec``'s engine (callgrind: one pass less none), and the records."""
-    valgrind = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
-    fed, base = _child(spec, events, 1, valgrind), _child(spec, events, 0, valgrind)  # side by side
-    done = [_finish(child, spec) for child in (fed, base)]
+    fed, base = _child(spec, events, 1, callgrind.WRAPPER), _child(spec, events, 0, callgrind.WRAPPER)
+    done = [_finish(child, spec) for child in (fed, base)]  # the two ran side by side
     counted = []
     for _, err in done:
-        found = _COLLECTED.findall(err)
-        if not found:
+        count = callgrind.collected(err)
+        if count is None:
             sys.exit(f"{spec}: callgrind reported no count:\n{err[-3000:]}")
-        counted.append(int(found[-1]))
+        counted.append(count)
     return (counted[0] - counted[1]) / events, dict(done[0][0]["counts"])  # the records of the fed run
 
 
@@ -143,8 +141,7 @@ def main() -> None:
 
 
 def count_instructions(trees: list[str], events: int) -> None:
-    if shutil.which("valgrind") is None:
-        sys.exit("--instructions needs valgrind on the PATH (Debian: apt-get install valgrind)")
+    callgrind.require("bench/engine_ab.py")
     per_event: dict[str, float] = {}
     reference: dict[str, int] | None = None
     for tree in trees:

@@ -7,12 +7,15 @@ the plain objects stops the run.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 from itertools import islice
 from types import ModuleType
 
 import pytest
 
+from riskctl.config import PROJECT_ROOT
 from riskctl.sim import SimConfig, Simulator
 from tests.unit.bench import bench_module
 
@@ -83,3 +86,41 @@ def test_the_records_go_through_the_fast_paths_entry_as_in_the_job(
     monkeypatch.setattr(RiskFunction, "process_element", not_in_the_job)
     _, out = tool.measure("no-rules", recs[:200])
     assert out and all(type(row) is tuple for row in out)
+
+
+INSTRUCTION_EVENTS = 300
+
+
+def test_the_job_arm_s_instructions_are_counted_per_event_with_what_it_emitted(tool: ModuleType) -> None:
+    """``--instructions``: 2N events less N under callgrind, per event; what the tree emitted is the job arm's
+    own output over the workload's first 2N events, as a run here gives it."""
+    if shutil.which("valgrind") is None:
+        pytest.skip("valgrind is not installed (Debian: apt-get install valgrind)")
+    per_event, emitted = tool.count_instructions(str(PROJECT_ROOT), INSTRUCTION_EVENTS)
+    # the decide function runs some 100,000-200,000 instructions per event on the bench's workload (compiled
+    # or not): the start-up, the imports and the reading of the workload, in both runs, are not in it
+    assert 20_000 < per_event < 2_000_000
+    out = tool.measure("job", tool.records(tool.workload(tool.USERS, 2 * INSTRUCTION_EVENTS)))[1]
+    assert emitted == {"records": len(out), "digest": hashlib.sha256(repr(out).encode()).hexdigest()}
+
+
+def test_trees_that_emit_other_records_are_named_and_the_counts_compared(
+    tool: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    counted = {
+        "a": (100_000.0, {"records": 5, "digest": "x"}),
+        "b": (90_000.0, {"records": 5, "digest": "y"}),
+    }
+    monkeypatch.setattr(tool.callgrind.shutil, "which", lambda name: "/usr/bin/valgrind")
+    monkeypatch.setattr(tool, "count_instructions", lambda spec, events: counted[spec])
+    text = tool.instructions_report(["a", "b"], 10)
+    assert "| a | 100,000 | +0.0% |" in text and "| b | 90,000 | -10.0% |" in text
+    assert "DIFFERENT in b" in text
+    counted["b"] = (90_000.0, {"records": 5, "digest": "x"})
+    assert "the same in every tree" in tool.instructions_report(["a", "b"], 10)
+
+
+def test_a_missing_valgrind_is_a_clear_exit(tool: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tool.callgrind.shutil, "which", lambda name: None)
+    with pytest.raises(SystemExit, match="needs valgrind"):
+        tool.instructions_report([str(PROJECT_ROOT)], INSTRUCTION_EVENTS)

@@ -39,6 +39,6 @@ def test_instructions_per_event_are_counted_and_repeat(tool: ModuleType) -> None
 
 
 def test_a_missing_valgrind_is_a_clear_exit(tool: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(tool.shutil, "which", lambda name: None)
+    monkeypatch.setattr(tool.callgrind.shutil, "which", lambda name: None)
     with pytest.raises(SystemExit, match="needs valgrind"):
         tool.count_instructions([str(PROJECT_ROOT)], EVENTS)

@@ -51,6 +51,7 @@ for _ in range(passes):
 print(json.dumps({"us": None if best is None else best / n * 1e6, "counts": counts}))
 """
 
+
 def _child(spec: str, events: int, passes: int, wrapper: list[str]) -> subprocess.Popen[str]:
     """The child measuring ``spec`` (TREE or TREE+native=BUILD), started under ``wrapper``."""
     tree, _, build = spec.partition("+native=")

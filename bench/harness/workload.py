@@ -9,6 +9,7 @@ the wall clock, which a pre-generated file cannot have.
 from __future__ import annotations
 
 import json
+import os
 import random
 import uuid
 from dataclasses import dataclass
@@ -81,7 +82,7 @@ def workload(users: int, events: int, seed: int = 42) -> list[bytes]:
             start_ts=1_700_000_000_000,
             zipf=1.0,
         )
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")  # its own: two processes may make the same file at once
         with tmp.open("w", encoding="utf-8") as out:
             for n, e in enumerate(Simulator(config)):
                 if n >= events:

@@ -25,11 +25,11 @@ changed a value after it was written. Arms alternate within each round (the box 
 each arm's range over the rounds. Results: ``bench/results/decide_budget.md`` and ``.json``.
 
 ``--instructions`` counts the ``job`` arm instead of timing it (``harness.callgrind``): each tree (a checkout
-of this repository; this one by default, with the compiled core ``RISKCTL_NATIVE_CORE`` names, if any;
-``TREE+native=BUILD`` for another build) runs the arm over N and over 2N events under callgrind, side by side,
-and the difference per event is what the decide function executed for each of the N more (the state
-encoded and written, the cache's look-ups, the door, the engine). The trees must emit the same records
-(compared by digest; a difference is reported). Slow: a minute or two per tree for 10,000 events.
+of this repository, ``TREE+native=BUILD`` with its compiled core, the pure-Python core without; by default
+this one, with the build ``RISKCTL_NATIVE_CORE`` names, if any) runs the arm over N and over 2N events under
+callgrind, side by side, and the difference per event is what the decide function executed for each of the N
+more (the state encoded and written, the cache's look-ups, the door, the engine). The trees must emit the same
+records (compared by digest; a difference is reported). Slow: a minute or two per tree for 10,000 events.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from harness import RESULTS, callgrind  # noqa: E402
+from harness import RESULTS, callgrind, tree_child  # noqa: E402
 from harness.workload import workload  # noqa: E402
 
 from riskctl.core import native  # noqa: E402
@@ -271,23 +271,10 @@ if digest:
 """
 
 
-def _child_env(spec: str) -> tuple[str, list[str], dict[str, str]]:
-    """The tree of ``spec`` (TREE or TREE+native=BUILD), the interpreter's arguments, its environment."""
-    tree, _, build = spec.partition("+native=")
-    env = dict(os.environ)
-    env["PYTHONHASHSEED"] = "0"  # the same objects in the same order: a count is repeatable
-    args = [sys.executable]
-    if build:
-        env[native.ENV] = str(Path(build).resolve())
-    if env.get(native.ENV):
-        args += ["-W", "error::RuntimeWarning"]  # a refused build (NativeCoreWarning) fails the run
-    return str(Path(tree).resolve()), args, env
-
-
 def count_instructions(spec: str, events: int) -> tuple[float, dict[str, Any]]:
     """Instructions per event of the job arm in ``spec`` (2N events less N, per event), and what the run
     over 2N emitted (count and digest)."""
-    tree, args, env = _child_env(spec)
+    tree, args, env = tree_child(spec)
     total = str(2 * events)
     # First outside callgrind: the workload made if the tree's bench/.work has none (both counted runs then
     # only read it), and what the run over 2N emits.
@@ -350,7 +337,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.instructions is not None:
         events = 10_000 if args.events is None else args.events
-        print(instructions_report(args.instructions or [str(ROOT)], events), end="")
+        build = os.environ.get(native.ENV)
+        this_tree = f"{ROOT}+native={build}" if build else str(ROOT)
+        print(instructions_report(args.instructions or [this_tree], events), end="")
         return 0
     if args.events is None:
         args.events = 150_000

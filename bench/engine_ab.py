@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -33,7 +32,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import callgrind  # noqa: E402
+from harness import callgrind, tree_child  # noqa: E402
 
 _CHILD = """
 import json, sys, time
@@ -54,15 +53,9 @@ print(json.dumps({"us": None if best is None else best / n * 1e6, "counts": coun
 
 def _child(spec: str, events: int, passes: int, wrapper: list[str]) -> subprocess.Popen[str]:
     """The child measuring ``spec`` (TREE or TREE+native=BUILD), started under ``wrapper``."""
-    tree, _, build = spec.partition("+native=")
-    env = {k: v for k, v in os.environ.items() if k != "RISKCTL_NATIVE_CORE"}
-    env["PYTHONHASHSEED"] = "0"  # the same objects in the same order: a count is repeatable
-    args = [*wrapper, sys.executable]
-    if build:
-        env["RISKCTL_NATIVE_CORE"] = str(Path(build).resolve())
-        args += ["-W", "error::RuntimeWarning"]  # a refused build (NativeCoreWarning) fails the run
+    tree, args, env = tree_child(spec)
     return subprocess.Popen(
-        [*args, "-c", _CHILD, str(Path(tree).resolve()), str(events), str(passes)],
+        [*wrapper, *args, "-c", _CHILD, tree, str(events), str(passes)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -49,6 +49,23 @@ def process_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def tree_child(spec: str) -> tuple[str, list[str], dict[str, str]]:
+    """How the before/after tools (``bench/engine_ab.py``, ``bench/decide_budget.py --instructions``) start a
+    Python child of a source tree: ``spec`` is ``TREE`` or ``TREE+native=BUILD``. Gives the tree's resolved
+    path, the interpreter and its arguments, and the environment: ``PYTHONHASHSEED=0`` (the same objects in
+    the same order, so a count repeats); the compiled core ``BUILD`` only when named (an inherited
+    ``RISKCTL_NATIVE_CORE`` is dropped: a build of another tree would be refused as stale), and then a refused
+    build (``NativeCoreWarning``) fails the run instead of falling back to the pure-Python core."""
+    tree, _, build = spec.partition("+native=")
+    env = {k: v for k, v in os.environ.items() if k != "RISKCTL_NATIVE_CORE"}
+    env["PYTHONHASHSEED"] = "0"
+    args = [sys.executable]
+    if build:
+        env["RISKCTL_NATIVE_CORE"] = str(Path(build).resolve())
+        args += ["-W", "error::RuntimeWarning"]
+    return str(Path(tree).resolve()), args, env
+
+
 def free_port() -> int:
     """A TCP port free on this machine now (the OS picks it; it is free again once the socket closes): a
     MiniCluster's REST port or an API instance's, so that two never clash."""

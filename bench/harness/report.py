@@ -76,6 +76,22 @@ def _speed(doc: dict[str, Any]) -> str:
     return f" Speed of the box (`harness.sampling`; larger is slower): {'; '.join(probes)}." if probes else ""
 
 
+def _unmeasured(run: dict[str, Any]) -> str:
+    """Why a run has no sustained figure: the phase that did not complete, or the run's error."""
+    if "error" in run:
+        return f"the run failed ({str(run['error']).splitlines()[-1][:120]})"
+    for phase in ("cold", "settle"):
+        got = run.get(phase)
+        if got and not got.get("complete"):
+            if got.get("error"):
+                return f"{phase} phase: {got['error']}"
+            return (
+                f"the {phase} phase stopped at its {got.get('stopped_at_limit_s')} s limit with "
+                f"{got.get('decided')}/{got.get('events')} decided"
+            )
+    return "the run ended before its sustained phase"
+
+
 def markdown(doc: dict[str, Any]) -> str:
     """``bench.md``: the run's figures as tables, (a) to (f), then the check against MATCH_RECOGNIZE and the
     verdicts."""
@@ -113,9 +129,14 @@ def markdown(doc: dict[str, Any]) -> str:
         tp, cold = r.get("throughput", {}), r.get("cold", {})
         if "matches" in r:
             continue
+        sustained = (
+            f"{tp.get('events_per_s')} | {tp.get('events_per_s_10_90')} "
+            f"| {tp.get('decided')}/{tp.get('events')}"
+            if tp
+            else f"not measured: {_unmeasured(r)} | |"
+        )
         out.append(
-            f"| {r['contender']} | {r['parallelism']} | {tp.get('events_per_s')} "
-            f"| {tp.get('events_per_s_10_90')} | {tp.get('decided')}/{tp.get('events')} "
+            f"| {r['contender']} | {r['parallelism']} | {sustained} "
             f"| {cold.get('events_per_s')} | {cold.get('wait_for_first_decision_s')} |"
         )
     compiling = [

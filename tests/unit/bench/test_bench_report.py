@@ -157,6 +157,39 @@ def test_markdown_shows_the_in_kafka_latency_and_the_saturation(bench: ModuleTyp
     assert "p99 < 50 ms at 5,000 events/s" in text and "MISSED" in text
 
 
+def test_a_run_without_a_sustained_figure_says_why(bench: ModuleType) -> None:
+    doc = _doc(**GOOD)
+    del doc["runs"][0]["propagation"]
+    stopped = {"events": 120000, "decided": 119814, "complete": False, "stopped_at_limit_s": 180}
+    doc["runs"] += [
+        {
+            "contender": "riskctl-process",
+            "parallelism": 1,
+            "cold": {"events": 30000, "decided": 30000, "complete": True, "events_per_s": 521.7},
+            "settle": stopped,
+            "throughput": {},
+        },
+        {"contender": "riskctl-cluster", "parallelism": 3, "error": "Traceback\nRuntimeError: no slots"},
+    ]
+    doc |= {
+        "started": "now",
+        "command": "bench.py",
+        "quick": False,
+        "machine": {"nproc": 2, "loadavg": [0.5, 0.5, 0.5]},
+        "workload": {"events": 1, "users": 1, "zipf": 1.0, "rules": 8},
+        "pure_engine": {"events_per_s": 1.0, "events": 1, "users": 1, "state_bytes_per_user_encoded": 1.0},
+    }
+    doc["targets"] = bench.targets(doc)
+    text = bench.markdown(doc)
+    assert (
+        "| riskctl-process | 1 | not measured: the settle phase stopped at its 180 s limit with "
+        "119814/120000 decided | | | 521.7 |" in text
+    )
+    failed = "| riskctl-cluster | 3 | not measured: the run failed (RuntimeError: no slots) | | | None |"
+    assert failed in text
+    assert "| riskctl-thread | 1 | 25000.0 |" in text  # a measured run keeps its figures
+
+
 def _api_rate(rate: int, p99: float, *, timeouts: float = 0.0, errors: int = 0) -> dict[str, Any]:
     pcts = {"p50": 5.0, "p99": p99, "p99.9": p99}
     return {

@@ -11,6 +11,14 @@ from typing import Any
 from harness import log
 from harness.sampling import JIT_WARM_SHARE
 
+#: what the Python function of each level of bench/floor.py does
+FLOOR_LEVELS = {
+    0: "nothing (called, yields nothing)",
+    1: "+ reads and writes a pickled ValueState of 600 bytes",
+    2: "+ yields one Row of three strings",
+    3: "+ orjson loads and dumps",
+}
+
 
 def _runs(engine: dict[str, Any]) -> str:
     """ ", the median of N runs: a, b, c" when the figure is the median of repeated runs (runs before
@@ -90,6 +98,50 @@ def _unmeasured(run: dict[str, Any]) -> str:
                 f"{got.get('decided')}/{got.get('events')} decided"
             )
     return "the run ended before its sustained phase"
+
+
+def _floor(doc: dict[str, Any]) -> list[str]:
+    """Section (c3): PyFlink's floor on this box in this run (bench/floor.py, no riskctl code), beside the
+    decide thread's figure."""
+    got = doc.get("floor")
+    if not got:
+        return []
+    if "error" in got:
+        return ["", "## (c3) PyFlink's floor on this box", "", f"Not measured: {got['error']}"]
+    out = [
+        "",
+        "## (c3) PyFlink's floor on this box",
+        "",
+        "What a record costs in thread mode before any riskctl code (`bench/floor.py`: datagen, Java",
+        "keyBy, one Python function, blackhole; each level in fresh processes of "
+        f"{got['small']:,} and {got['big']:,} records, after the contenders), against the same levels on",
+        "the quiet box of 2026-12-02 by which issue 14's targets were set. What a level costs more here than",
+        "then is the box's.",
+        "",
+        "| level | the Python function does | us/record | records/s | on 2026-12-02 | this box / then |",
+        "|---|---|---|---|---|---|",
+    ]
+    for level, row in sorted(got["levels"].items()):
+        us, ref = row.get("us_per_record"), row["reference_us_per_record"]
+        out.append(
+            f"| {level} | {FLOOR_LEVELS.get(int(level), '?')} | {us} | {row.get('records_per_s')} | {ref} | "
+            + (f"{us / ref:.2f}" if us else "?")
+            + " |"
+        )
+    top = got["levels"].get("3", {})
+    job = next((r for r in doc["runs"] if r["contender"] == "riskctl-thread" and r["parallelism"] == 1), {})
+    cpu = job.get("throughput", {}).get("decide_thread_cpu_us_per_event")
+    if top.get("us_per_record") and cpu:
+        level3, ref3 = top["us_per_record"], top["reference_us_per_record"]
+        out += [
+            "",
+            f"riskctl-thread p=1's decide thread took {cpu} us per event, {cpu - level3:.1f} above level "
+            f"3's {level3} in this run; issue 14's 50 us was {50 - ref3:.0f} above level 3's {ref3} of "
+            "2026-12-02. The job's pieces are not level 3's (a marshalled state with a cache against a "
+            "pickled one, Kafka writers against a blackhole, two inputs against one): the difference is an "
+            "estimate of riskctl's own work, not a measure of it.",
+        ]
+    return out
 
 
 def markdown(doc: dict[str, Any]) -> str:
@@ -258,6 +310,7 @@ def markdown(doc: dict[str, Any]) -> str:
                         for ph in phases
                     )
                 )
+    out += _floor(doc)
     out += ["", "## (d) State per active user", ""]
     for r in doc["runs"]:
         rocks = r.get("rocksdb")

@@ -1,0 +1,91 @@
+"""bench/floor.py: PyFlink's floor on this box, per record, and how the bench reports it beside the job."""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from tests.unit.bench import bench_module
+
+
+@pytest.fixture(scope="module")
+def floor() -> ModuleType:
+    return bench_module("floor")
+
+
+@pytest.fixture(scope="module")
+def report() -> ModuleType:
+    return bench_module("harness.report")
+
+
+def test_a_record_costs_the_difference_of_two_runs_over_their_records(floor: ModuleType) -> None:
+    # start-up cancels out: 4.2 s for 20,000 records, 13.0 s for 220,000 -> 44 us a record
+    assert floor.per_record_us((20_000, 4.2), (220_000, 13.0)) == pytest.approx(44.0)
+    # a box that stalled the small run gives no figure rather than a negative one
+    assert floor.per_record_us((20_000, 9.0), (220_000, 8.0)) is None
+    assert floor.per_record_us((20_000, 4.0), (20_000, 5.0)) is None
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["--levels", "0,7"], "no level 7"),
+        (["--levels", "zero"], "not a list of integers"),
+        (["--small", "5000", "--big", "5000"], "--small must be positive and less than --big"),
+        (["--small", "0"], "--small must be positive"),
+    ],
+)
+def test_bad_arguments_are_refused_before_any_job_starts(
+    floor: ModuleType, argv: list[str], says: str, capsys: Any
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        floor.main(argv)
+    assert exc.value.code == 2
+    assert says in capsys.readouterr().err
+
+
+def _doc(floor: dict[str, Any], cpu: float | None = 63.4) -> dict[str, Any]:
+    return {
+        "runs": [
+            {
+                "contender": "riskctl-thread",
+                "parallelism": 1,
+                "throughput": {"decide_thread_cpu_us_per_event": cpu},
+            }
+        ],
+        "floor": floor,
+    }
+
+
+FLOOR = {
+    "small": 20_000,
+    "big": 220_000,
+    "levels": {
+        "0": {"us_per_record": 13.9, "records_per_s": 71_823, "reference_us_per_record": 13.5},
+        "3": {"us_per_record": 43.2, "records_per_s": 23_141, "reference_us_per_record": 34.0},
+    },
+}
+
+
+def test_the_report_sets_the_decide_thread_against_the_floor_of_the_same_run(report: ModuleType) -> None:
+    text = "\n".join(report._floor(_doc(FLOOR)))  # noqa: SLF001
+    assert "## (c3) PyFlink's floor on this box" in text
+    assert "20,000 and 220,000 records" in text
+    assert "| 0 | nothing (called, yields nothing) | 13.9 | 71823 | 13.5 | 1.03 |" in text
+    assert "| 3 | + orjson loads and dumps | 43.2 | 23141 | 34.0 | 1.27 |" in text
+    # 63.4 - 43.2 = 20.2 above level 3 here; the issue's 50 us was 16 above 34.0
+    assert "took 63.4 us per event, 20.2 above level 3's 43.2 in this run" in text
+    assert "issue 14's 50 us was 16 above level 3's 34.0 of 2026-12-02" in text
+
+
+def test_the_report_says_when_the_floor_was_not_measured(report: ModuleType) -> None:
+    assert report._floor({"runs": []}) == []  # noqa: SLF001 - an older run's JSON
+    text = "\n".join(report._floor(_doc({"error": "floor level 3 (20000 records) exited 1: boom"})))  # noqa: SLF001
+    assert "Not measured: floor level 3 (20000 records) exited 1: boom" in text
+    # a level without a figure (a stalled small run) is shown as such, with no comparison to the job
+    stalled = {**FLOOR, "levels": {"3": {"us_per_record": None, "reference_us_per_record": 34.0}}}
+    text = "\n".join(report._floor(_doc(stalled)))  # noqa: SLF001
+    assert "| 3 | + orjson loads and dumps | None | None | 34.0 | ? |" in text
+    assert "above level" not in text

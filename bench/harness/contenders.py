@@ -389,13 +389,13 @@ def _server_ids() -> str:
     return f"{start}-{start + 3}"
 
 
-def cluster_up(settings: Settings) -> list[int]:
-    """The local cluster with two one-slot TaskManagers (thread mode: one interpreter each); its pids."""
+def cluster_running(settings: Settings) -> bool:
+    """Whether the local cluster the cluster run needs is up already (two one-slot TaskManagers, thread mode:
+    one interpreter each); SystemExit when it runs but cannot serve (fewer TaskManagers, or a job)."""
     from riskctl.stack.services import FlinkCluster
 
     settings.stack.flink_taskmanagers, settings.stack.flink_slots = 2, 1
-    cluster = FlinkCluster(settings)
-    ov = cluster.overview()
+    ov = FlinkCluster(settings).overview()
     if ov is not None and (
         int(str(ov.get("taskmanagers", 0))) < 2 or int(str(ov.get("jobs-running", 0))) > 0
     ):
@@ -404,12 +404,27 @@ def cluster_up(settings: Settings) -> list[int]:
             f"{ov.get('jobs-running')} job(s): stop it ('riskctl stack down') or run with --no-cluster"
         )
         raise SystemExit(msg)
-    if ov is None:
+    return ov is not None
+
+
+def cluster_up(settings: Settings) -> list[int]:
+    """The local cluster for the cluster run, started unless :func:`cluster_running`; its pids."""
+    from riskctl.stack.services import FlinkCluster
+
+    if not cluster_running(settings):
         log("starting the local Flink cluster: 2 TaskManagers with 1 slot each")
         env = {**os.environ, "RISKCTL_STACK_FLINK_TASKMANAGERS": "2", "RISKCTL_STACK_FLINK_SLOTS": "1"}
         riskctl = str(Path(sys.executable).parent / "riskctl")
         subprocess.run([riskctl, "stack", "up", "--flink"], env=env, check=True)  # noqa: S603
-    return cluster.pids()
+    return FlinkCluster(settings).pids()
+
+
+def cluster_down(settings: Settings) -> None:
+    """Stop the local cluster (the bench started it for the cluster run): what runs after it has the box."""
+    from riskctl.stack.services import FlinkCluster
+
+    log("stopping the local Flink cluster the bench started")
+    FlinkCluster(settings).stop()
 
 
 def cluster_process_name(pid: int) -> str:

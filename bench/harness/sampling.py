@@ -163,6 +163,10 @@ class Sampler(threading.Thread):
         self.samples: list[tuple[float, dict[str, tuple[float, int]]]] = []
         self.stop_flag = threading.Event()
 
+    def add_roles(self, roles: dict[str, int]) -> None:
+        """Sample these processes too from now on (a service started during the run)."""
+        self.roles = {**self.roles, **roles}  # a new dict: the sampling thread iterates the one it read
+
     def watch_session(self, sid: int | None) -> None:
         self.session = sid
 

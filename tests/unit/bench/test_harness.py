@@ -257,3 +257,26 @@ def test_the_bench_starts_its_processes_with_its_own_tree_first_on_the_import_pa
     assert env["RISKCTL_JOB_PARALLELISM"] == "2" and env["PATH"] == os.environ["PATH"]
     monkeypatch.delenv("PYTHONPATH")
     assert harness.process_env()["PYTHONPATH"] == root
+
+
+def test_a_process_added_during_a_run_is_sampled_from_then_on(harness: ModuleType) -> None:
+    """The cluster run's JVMs start just before it: their CPU is sampled from there, the others' unchanged."""
+    import os
+    import time
+
+    sampling = importlib.import_module("harness.sampling")
+    sampler = sampling.Sampler({"bench": os.getpid()})
+    sampler.start()
+    try:
+        time.sleep(0.2)
+        before = time.monotonic()
+        sampler.add_roles({"flink cluster jobmanager 1": os.getppid()})
+        time.sleep(2.3)  # two samples or more after the addition (one a second)
+    finally:
+        sampler.stop()
+        sampler.join()
+    first, *_ = sampler.samples
+    assert set(first[1]) == {"bench"}  # before the addition: only the role it started with
+    after = [snap for t, snap in sampler.samples if t > before]
+    assert after and all(set(snap) == {"bench", "flink cluster jobmanager 1"} for snap in after)
+    assert set(sampler.window(before, time.monotonic())) == {"bench", "flink cluster jobmanager 1"}

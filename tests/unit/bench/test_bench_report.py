@@ -90,18 +90,6 @@ def _doc(
     }
 
 
-def _run_header(*, quick: bool) -> dict[str, Any]:
-    """What a run's document holds beside its runs, for the whole markdown report."""
-    return {
-        "started": "now",
-        "command": "bench.py",
-        "quick": quick,
-        "machine": {"nproc": 2, "loadavg": [0.5, 0.5, 0.5]},
-        "workload": {"events": 1, "users": 1, "zipf": 1.0, "rules": 8},
-        "pure_engine": {"events_per_s": 1.0, "events": 1, "users": 1, "state_bytes_per_user_encoded": 1.0},
-    }
-
-
 GOOD: dict[str, Any] = {
     "p2": 31000.0,
     "p99_5k": 40.0,
@@ -154,7 +142,14 @@ def test_markdown_shows_the_in_kafka_latency_and_the_saturation(bench: ModuleTyp
         "commit_to_applied_ms": {"n": 25, "p50": 1, "p99": 2, "max": 3},
     }
     doc["runs"][0]["propagation"]["commit_to_first_decision_ms"] |= {"n": 25, "p50": 1, "max": 3}
-    doc |= _run_header(quick=True)
+    doc |= {
+        "started": "now",
+        "command": "bench.py",
+        "quick": True,
+        "machine": {"nproc": 2, "loadavg": [0.5, 0.5, 0.5]},
+        "workload": {"events": 1, "users": 1, "zipf": 1.0, "rules": 8},
+        "pure_engine": {"events_per_s": 1.0, "events": 1, "users": 1, "state_bytes_per_user_encoded": 1.0},
+    }
     doc["targets"] = bench.targets(doc)
     text = bench.markdown(doc)
     assert "| riskctl-thread | 5,000 | 5,000 | 5,000 | 5.0 | 8.0 | 900 |" in text
@@ -163,8 +158,7 @@ def test_markdown_shows_the_in_kafka_latency_and_the_saturation(bench: ModuleTyp
 
 
 def test_a_run_without_a_sustained_figure_says_why(bench: ModuleType) -> None:
-    doc = _doc(**GOOD)
-    del doc["runs"][0]["propagation"]
+    doc = _markdown_doc()
     stopped = {"events": 120000, "decided": 119814, "complete": False, "stopped_at_limit_s": 180}
     doc["runs"] += [
         {
@@ -176,7 +170,6 @@ def test_a_run_without_a_sustained_figure_says_why(bench: ModuleType) -> None:
         },
         {"contender": "riskctl-cluster", "parallelism": 3, "error": "Traceback\nRuntimeError: no slots"},
     ]
-    doc |= _run_header(quick=False)
     doc["targets"] = bench.targets(doc)
     text = bench.markdown(doc)
     assert (

@@ -201,15 +201,15 @@ def main(argv: list[str] | None = None) -> int:
                 cluster_down(settings)
     sampler.stop()
 
-    # After the contenders, on an idle box: measured before them, it shared the cores with the cluster's JVMs
-    # starting (38,540 events/s against 45,000-51,000 alone, 2026-12-05). Each run in a fresh process.
-    # PyFlink's floor on this box, no riskctl code: what the box charges the job's shape today
+    # PyFlink's floor on this box, no riskctl code (bench/floor.py): what the box charges the job's shape
     log("PyFlink's floor (bench/floor.py, levels 0 and 3)")
     try:
         doc["floor"] = floor((0, 3))
     except Exception as exc:  # noqa: BLE001 - the contenders' figures are written all the same
         log(f"PyFlink's floor failed: {exc}")
         doc["floor"] = {"error": str(exc)[-2000:]}
+    # After the contenders, on an idle box: measured before them, it shared the cores with the cluster's JVMs
+    # starting (38,540 events/s against 45,000-51,000 alone, 2026-12-05). Each run in a fresh process.
     log("pure engine on the throughput events (3 runs of each, each in a fresh process)")
     engine_events = records[: plan.engine_events]
     # the compiled core the riskctl jobs run (scripts/setup builds it), or the one RISKCTL_NATIVE_CORE names

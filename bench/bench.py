@@ -68,6 +68,17 @@ from riskctl.config import load_settings  # noqa: E402
 from riskctl.core import native  # noqa: E402
 
 
+def pyflink_floor(when: str) -> dict[str, Any]:
+    """PyFlink's floor on this box (bench/floor.py, levels 0 and 3; no riskctl code): what the box charges the
+    job's shape; a failure is reported in its place, and the run goes on."""
+    log(f"PyFlink's floor {when} (bench/floor.py, levels 0 and 3)")
+    try:
+        return floor((0, 3))
+    except Exception as exc:  # noqa: BLE001 - the contenders' figures are written all the same
+        log(f"PyFlink's floor failed: {exc}")
+        return {"error": str(exc)[-2000:]}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="small workload, short phases (a few minutes)")
@@ -163,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_p2 and not args.no_cluster and (not only or "riskctl-cluster" in only):
         cluster_was_up = cluster_running(settings)
         runs += [(ClusterJob, "riskctl-cluster", 2, True, False)]
+    # PyFlink's floor just before the first contender (riskctl-thread p=1), which the report sets against it,
+    # and again at the end: the box's speed moves within a run
+    doc["floor"] = pyflink_floor("at the start")
     sampler = Sampler(roles)
     sampler.start()
     # contenders' logs and checkpoints stay here after the run (bench/.work is ignored by git)
@@ -201,13 +215,7 @@ def main(argv: list[str] | None = None) -> int:
                 cluster_down(settings)
     sampler.stop()
 
-    # PyFlink's floor on this box, no riskctl code (bench/floor.py): what the box charges the job's shape
-    log("PyFlink's floor (bench/floor.py, levels 0 and 3)")
-    try:
-        doc["floor"] = floor((0, 3))
-    except Exception as exc:  # noqa: BLE001 - the contenders' figures are written all the same
-        log(f"PyFlink's floor failed: {exc}")
-        doc["floor"] = {"error": str(exc)[-2000:]}
+    doc["floor_end"] = pyflink_floor("at the end")
     # After the contenders, on an idle box: measured before them, it shared the cores with the cluster's JVMs
     # starting (38,540 events/s against 45,000-51,000 alone, 2026-12-05). Each run in a fresh process.
     log("pure engine on the throughput events (3 runs of each, each in a fresh process)")

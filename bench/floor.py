@@ -39,10 +39,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import ROOT, log, process_env  # noqa: E402
+from harness.sampling import REFERENCE_FLOOR_US  # noqa: E402
 
-#: the ladder's figures on a quiet box of this kind, 2026-12-02 (issue 14): level -> us per record
-REFERENCE_US = {0: 13.5, 1: 30.0, 2: 32.0, 3: 34.0}
-LEVELS = (0, 1, 2, 3)
+LEVELS = tuple(REFERENCE_FLOOR_US)
 #: each level's run prints this prefix, then its figures as JSON
 MARK = "floor-level "
 
@@ -66,9 +65,10 @@ def floor(levels: tuple[int, ...] = (0, 3), small: int = 20_000, big: int = 220_
             "seconds": {str(n): round(s, 2) for n, s in runs},
             "us_per_record": round(us, 1) if us is not None else None,
             "records_per_s": round(1e6 / us) if us else None,
-            "reference_us_per_record": REFERENCE_US[level],
+            "reference_us_per_record": REFERENCE_FLOOR_US[level],
         }
-        log(f"  floor level {level}: {us and round(us, 1)} us per record (2026-12-02: {REFERENCE_US[level]})")
+        ref = REFERENCE_FLOOR_US[level]
+        log(f"  floor level {level}: {us and round(us, 1)} us per record (2026-12-02: {ref})")
     return out
 
 

@@ -9,15 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import log
-from harness.sampling import JIT_WARM_SHARE
-
-#: what the Python function of each level of bench/floor.py does
-FLOOR_LEVELS = {
-    0: "nothing (called, yields nothing)",
-    1: "+ reads and writes a pickled ValueState of 600 bytes",
-    2: "+ yields one Row of three strings",
-    3: "+ orjson loads and dumps",
-}
+from harness.sampling import FLOOR_LEVELS, JIT_WARM_SHARE, REFERENCE_FLOOR_US
 
 
 def _runs(engine: dict[str, Any]) -> str:
@@ -101,42 +93,47 @@ def _unmeasured(run: dict[str, Any]) -> str:
 
 
 def _floor(doc: dict[str, Any]) -> list[str]:
-    """Section (c3): PyFlink's floor on this box in this run (bench/floor.py, no riskctl code), beside the
-    decide thread's figure."""
-    got = doc.get("floor")
-    if not got:
+    """Section (c3): PyFlink's floor on this box at the run's start and end (bench/floor.py, no riskctl code),
+    beside the decide thread's figure."""
+    start, end = doc.get("floor"), doc.get("floor_end") or {}
+    if not start:
         return []
-    if "error" in got:
-        return ["", "## (c3) PyFlink's floor on this box", "", f"Not measured: {got['error']}"]
-    out = [
-        "",
-        "## (c3) PyFlink's floor on this box",
-        "",
+    out = ["", "## (c3) PyFlink's floor on this box", ""]
+    if "error" in start:
+        out.append(f"Not measured at the start: {start['error']}")
+    if "error" in end:
+        out.append(f"Not measured at the end: {end['error']}")
+    runs = [(when, got) for when, got in (("start", start), ("end", end)) if got.get("levels")]
+    if not runs:
+        return out
+    out += [
         "What a record costs in thread mode before any riskctl code (`bench/floor.py`: datagen, Java",
         "keyBy, one Python function, blackhole; each level in fresh processes of "
-        f"{got['small']:,} and {got['big']:,} records, after the contenders), against the same levels on",
-        "the quiet box of 2026-12-02 by which issue 14's targets were set. What a level costs more here than",
-        "then is the box's.",
+        f"{runs[0][1]['small']:,} and {runs[0][1]['big']:,} records), just before the first contender and",
+        "after the last, against the same levels on the quiet box of 2026-12-02 by which issue 14's targets",
+        "were set. What a level costs more here than then is the box's.",
         "",
-        "| level | the Python function does | us/record | records/s | on 2026-12-02 | this box / then |",
-        "|---|---|---|---|---|---|",
+        "| level | the Python function does | "
+        + " | ".join(f"us/record at the {when} (this box / then)" for when, _ in runs)
+        + " | on 2026-12-02 |",
+        "|---|---|" + "---|" * len(runs) + "---|",
     ]
-    for level, row in sorted(got["levels"].items()):
-        us, ref = row.get("us_per_record"), row["reference_us_per_record"]
-        out.append(
-            f"| {level} | {FLOOR_LEVELS.get(int(level), '?')} | {us} | {row.get('records_per_s')} | {ref} | "
-            + (f"{us / ref:.2f}" if us else "?")
-            + " |"
-        )
-    top = got["levels"].get("3", {})
+    for level in sorted({lv for _, got in runs for lv in got["levels"]}):
+        ref = REFERENCE_FLOOR_US.get(int(level))
+        cells = []
+        for _, got in runs:
+            us = got["levels"].get(level, {}).get("us_per_record")
+            cells.append(f"{us} ({us / ref:.2f})" if us and ref else str(us))
+        out.append(f"| {level} | {FLOOR_LEVELS.get(int(level), '?')} | " + " | ".join(cells) + f" | {ref} |")
+    level3 = (start.get("levels") or {}).get("3", {}).get("us_per_record")
     job = next((r for r in doc["runs"] if r["contender"] == "riskctl-thread" and r["parallelism"] == 1), {})
     cpu = job.get("throughput", {}).get("decide_thread_cpu_us_per_event")
-    if top.get("us_per_record") and cpu:
-        level3, ref3 = top["us_per_record"], top["reference_us_per_record"]
+    ref3 = REFERENCE_FLOOR_US[3]
+    if level3 and cpu:
         out += [
             "",
             f"riskctl-thread p=1's decide thread took {cpu} us per event, {cpu - level3:.1f} above level "
-            f"3's {level3} in this run; issue 14's 50 us was {50 - ref3:.0f} above level 3's {ref3} of "
+            f"3's {level3} just before it; issue 14's 50 us was {50 - ref3:.0f} above level 3's {ref3} of "
             "2026-12-02. The job's pieces are not level 3's (a marshalled state with a cache against a "
             "pickled one, Kafka writers against a blackhole, two inputs against one): the difference is an "
             "estimate of riskctl's own work, not a measure of it.",

@@ -215,6 +215,18 @@ class Sampler(threading.Thread):
         self.join(timeout=5)
 
 
+#: bench/floor.py's levels (PyFlink's floor, no riskctl code) on the quiet box of 2026-12-02 by which issue
+#: 14's targets were set (``../shared/perf/floor_ladder.py``), us per record
+REFERENCE_FLOOR_US = {0: 13.5, 1: 30.0, 2: 32.0, 3: 34.0}
+#: what the Python function of each of those levels does
+FLOOR_LEVELS = {
+    0: "nothing (called, yields nothing)",
+    1: "+ reads and writes a pickled ValueState of 600 bytes",
+    2: "+ yields one Row of three strings",
+    3: "+ orjson loads and dumps",
+}
+
+
 def calibrate() -> float:
     """Seconds for a fixed pure-Python loop (best of three), to compare runs across machines and loads: the
     box is shared, and its speed for the same code has varied by a third between hours.

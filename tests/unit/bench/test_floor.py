@@ -46,7 +46,9 @@ def test_bad_arguments_are_refused_before_any_job_starts(
     assert says in capsys.readouterr().err
 
 
-def _doc(floor: dict[str, Any], cpu: float | None = 63.4) -> dict[str, Any]:
+def _doc(
+    start: dict[str, Any], end: dict[str, Any] | None = None, cpu: float | None = 63.4
+) -> dict[str, Any]:
     return {
         "runs": [
             {
@@ -55,37 +57,43 @@ def _doc(floor: dict[str, Any], cpu: float | None = 63.4) -> dict[str, Any]:
                 "throughput": {"decide_thread_cpu_us_per_event": cpu},
             }
         ],
-        "floor": floor,
+        "floor": start,
+        **({"floor_end": end} if end is not None else {}),
     }
 
 
-FLOOR = {
-    "small": 20_000,
-    "big": 220_000,
-    "levels": {
-        "0": {"us_per_record": 13.9, "records_per_s": 71_823, "reference_us_per_record": 13.5},
-        "3": {"us_per_record": 43.2, "records_per_s": 23_141, "reference_us_per_record": 34.0},
-    },
-}
+def _floor(level0: float | None, level3: float | None) -> dict[str, Any]:
+    return {
+        "small": 20_000,
+        "big": 220_000,
+        "levels": {
+            "0": {"us_per_record": level0, "reference_us_per_record": 13.5},
+            "3": {"us_per_record": level3, "reference_us_per_record": 34.0},
+        },
+    }
 
 
-def test_the_report_sets_the_decide_thread_against_the_floor_of_the_same_run(report: ModuleType) -> None:
-    text = "\n".join(report._floor(_doc(FLOOR)))  # noqa: SLF001
+def test_the_report_sets_the_decide_thread_against_the_floor_just_before_it(report: ModuleType) -> None:
+    text = "\n".join(report._floor(_doc(_floor(13.9, 43.2), _floor(11.1, 30.2))))  # noqa: SLF001
     assert "## (c3) PyFlink's floor on this box" in text
     assert "20,000 and 220,000 records" in text
-    assert "| 0 | nothing (called, yields nothing) | 13.9 | 71823 | 13.5 | 1.03 |" in text
-    assert "| 3 | + orjson loads and dumps | 43.2 | 23141 | 34.0 | 1.27 |" in text
-    # 63.4 - 43.2 = 20.2 above level 3 here; the issue's 50 us was 16 above 34.0
-    assert "took 63.4 us per event, 20.2 above level 3's 43.2 in this run" in text
+    assert "| us/record at the start (this box / then) | us/record at the end (this box / then) |" in text
+    assert "| 0 | nothing (called, yields nothing) | 13.9 (1.03) | 11.1 (0.82) | 13.5 |" in text
+    assert "| 3 | + orjson loads and dumps | 43.2 (1.27) | 30.2 (0.89) | 34.0 |" in text
+    # against the start's level 3, measured just before riskctl-thread p=1: 63.4 - 43.2 = 20.2
+    assert "took 63.4 us per event, 20.2 above level 3's 43.2 just before it" in text
     assert "issue 14's 50 us was 16 above level 3's 34.0 of 2026-12-02" in text
 
 
 def test_the_report_says_when_the_floor_was_not_measured(report: ModuleType) -> None:
     assert report._floor({"runs": []}) == []  # noqa: SLF001 - an older run's JSON
-    text = "\n".join(report._floor(_doc({"error": "floor level 3 (20000 records) exited 1: boom"})))  # noqa: SLF001
-    assert "Not measured: floor level 3 (20000 records) exited 1: boom" in text
-    # a level without a figure (a stalled small run) is shown as such, with no comparison to the job
-    stalled = {**FLOOR, "levels": {"3": {"us_per_record": None, "reference_us_per_record": 34.0}}}
-    text = "\n".join(report._floor(_doc(stalled)))  # noqa: SLF001
-    assert "| 3 | + orjson loads and dumps | None | None | 34.0 | ? |" in text
+    failed = {"error": "floor level 3 (20000 records) exited 1: boom"}
+    text = "\n".join(report._floor(_doc(failed, failed)))  # noqa: SLF001
+    assert "Not measured at the start: floor level 3 (20000 records) exited 1: boom" in text
+    assert "Not measured at the end: floor level 3" in text and "| level |" not in text
+    # the end failed, the start did not: one column; a level without a figure (a stalled small run) says so,
+    # and nothing is set against the job
+    text = "\n".join(report._floor(_doc(_floor(13.0, None), failed)))  # noqa: SLF001
+    assert "Not measured at the end" in text
+    assert "| 3 | + orjson loads and dumps | None | 34.0 |" in text
     assert "above level" not in text

@@ -14,10 +14,11 @@ level the Python function does                                                  
 ====  ===========================================================================  ============  ===========
 
 This is that ladder, kept in the repository so that every full bench run measures it beside the job
-(``bench/bench.py`` runs levels 0 and 3 on the idle box after its contenders, and its report sets the decide
-thread's figure against them): a shared box's speed changes by the hour, and these levels run no riskctl code,
-so what they cost more than on 2026-12-02 is the box. The pieces are the ladder's, not the job's (a pickled
-state against the job's marshalled bytes, a blackhole against its Kafka writers, one input against two).
+(``bench/bench.py`` runs levels 0 and 3 just before its first contender and after its last, and its report
+sets the decide thread's figure against the first): a shared box's speed changes by the hour, and these
+levels run no riskctl code, so what they cost more than on 2026-12-02 is the box. The pieces are the
+ladder's, not the job's (a pickled state against the job's marshalled bytes, a blackhole against its Kafka
+writers, one input against two).
 
 Per-record cost: each level runs twice, ``--small`` and ``--big`` records, each in a fresh process (its own
 MiniCluster); (seconds at big - seconds at small) / (big - small) removes the start-up and the job's
@@ -60,14 +61,13 @@ def floor(levels: tuple[int, ...] = (0, 3), small: int = 20_000, big: int = 220_
     out: dict[str, Any] = {"small": small, "big": big, "levels": {}}
     for level in levels:
         runs = [(n, _child(level, n)) for n in (small, big)]
-        us = per_record_us(runs[0], runs[1])
+        us, ref = per_record_us(runs[0], runs[1]), REFERENCE_FLOOR_US[level]
         out["levels"][str(level)] = {
             "seconds": {str(n): round(s, 2) for n, s in runs},
             "us_per_record": round(us, 1) if us is not None else None,
             "records_per_s": round(1e6 / us) if us else None,
-            "reference_us_per_record": REFERENCE_FLOOR_US[level],
+            "reference_us_per_record": ref,
         }
-        ref = REFERENCE_FLOOR_US[level]
         log(f"  floor level {level}: {us and round(us, 1)} us per record (2026-12-02: {ref})")
     return out
 

@@ -150,6 +150,16 @@ class Topics:
         return [self.events, self.decisions, self.alerts, self.dead, self.status]
 
 
+#: the load generator's ``linger.ms`` in the latency phases: librdkafka's default since 1.5 (and the Java
+#: client's since Kafka 4.0), what an application sending events would have. With 1 ms (a request every
+#: millisecond) the broker took 45-48% of a core at 5,000 events/s and the job's JVM 80% (the fetches it
+#: answers), and the p99 there was 97-139 ms; with 5 ms 21-26% and 62-67%, p99 36-50 ms
+#: (bench/flink_profile/README.md, 2026-12-07). The wait is inside the "in Kafka" latency (its p50 at
+#: 1,000/s: about 2 ms more), not inside "broker to broker"; a request per event (linger 0) took the broker
+#: half a core.
+SEND_LINGER_MS = 5
+
+
 def paced_send(
     bootstrap: str, topic: str, records: list[bytes], rate: float, appended: dict[str, int] | None = None
 ) -> tuple[dict[str, float], float]:
@@ -157,9 +167,7 @@ def paced_send(
 
     ``appended`` gets each record's timestamp from the broker's answer: its append time (ms) on a topic with
     ``message.timestamp.type=LogAppendTime``."""
-    # linger 1 ms: a request per event (linger 0) took the broker half a core at 5,000 events/s, from the
-    # contenders; the millisecond is inside the "in Kafka" latency, not inside "broker to broker"
-    prod = fast_producer(bootstrap, linger_ms=1)
+    prod = fast_producer(bootstrap, linger_ms=SEND_LINGER_MS)
     sent: dict[str, float] = {}
     keys = [key_of(r) for r in records]  # parsed before the clock starts: the sender's CPU is the bench's
 

@@ -406,7 +406,11 @@ class JobSettings:
     delivery: str = one_of("at-least-once", "at-least-once", "exactly-once")
     rules_wait_ms: int = ms(10000, low=0)  # hold events this long at start-up until the first rules arrive
     buffer_timeout_ms: int = setting(5, low=0, high=LONG, special=(-1,))  # -1: flush only full buffers
-    sink_linger_ms: int = ms(2, low=0)  # Kafka producer linger.ms of the job's sinks (0: a request a record)
+    #: Kafka producer linger.ms of the job's sinks (0: a request a record); 5, the Java client's default since
+    #: Kafka 4.0: against 2, fewer produce requests for the broker on a shared machine, the p99 at 5,000
+    #: events/s 36-42 ms against 47-50 and 16,066-16,454 events/s sustained against 13,790-14,193, for about
+    #: 2 ms more at the median at light load (bench/flink_profile/README.md, 2026-12-07)
+    sink_linger_ms: int = ms(5, low=0)
     #: the events source's Kafka fetches: the broker answers once it has ``source_fetch_min_bytes`` or after
     #: ``source_fetch_wait_ms``, whichever comes first (1 byte: a fetch per record or two at light load)
     source_fetch_min_bytes: int = setting(1, low=1, high=INT)

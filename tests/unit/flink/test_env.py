@@ -101,16 +101,12 @@ def test_the_minicluster_works_in_the_folder_it_is_given(created: Any, tmp_path:
 
 def test_only_a_minicluster_this_process_starts_gets_the_working_folder(tmp_path: Path) -> None:
     """Under flink run the job's configuration reaches the cluster's TaskManagers: no client folder."""
-    import os
-
     mine = flink_env.minicluster_working_dir(tmp_path, {})
     assert mine == str(tmp_path / "minicluster" / str(os.getpid()))
     assert flink_env.minicluster_working_dir(tmp_path, {"PYFLINK_GATEWAY_PORT": "40000"}) is None
 
 
 def test_a_job_entry_point_prepares_both_folders_of_its_minicluster_or_none(tmp_path: Path) -> None:
-    import os
-
     environ: dict[str, str] = {}
     pid = str(os.getpid())
     assert flink_env.prepare_minicluster(tmp_path, environ) == str(tmp_path / "minicluster" / pid)
@@ -123,7 +119,6 @@ def test_a_job_entry_point_prepares_both_folders_of_its_minicluster_or_none(tmp_
 def test_a_run_removes_the_working_folders_that_stopped_runs_left(tmp_path: Path) -> None:
     """A job stopped by a signal leaves its MiniCluster's folder (50 MB and more); the next run removes the
     folders of processes that no longer run, and only those."""
-    import os
     import subprocess
 
     gone = subprocess.Popen(["true"])  # noqa: S607
@@ -147,7 +142,6 @@ def test_a_run_removes_the_working_folders_that_stopped_runs_left(tmp_path: Path
 def test_a_run_keeps_the_logs_of_the_last_stopped_runs_only(tmp_path: Path) -> None:
     """The MiniCluster's logs stay after its process ends (a crashed run's are what one reads), but only the
     newest ``keep`` of stopped processes: a running process's folder is never touched."""
-    import os
     import subprocess
 
     alive = subprocess.Popen(["sleep", "30"])  # noqa: S607
@@ -176,8 +170,6 @@ def test_a_run_keeps_the_logs_of_the_last_stopped_runs_only(tmp_path: Path) -> N
 def test_the_jvm_starts_without_its_event_log_after_pyflinks_own_options(
     created: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import os
-
     monkeypatch.delenv("FLINK_ENV_JAVA_OPTS", raising=False)
     created()
     opts = os.environ["FLINK_ENV_JAVA_OPTS"].split()
@@ -193,8 +185,6 @@ def test_the_jvm_starts_without_its_event_log_after_pyflinks_own_options(
 
 
 def test_the_minicluster_logs_to_the_stack_unless_told_otherwise(tmp_path: Path) -> None:
-    import os
-
     environ: dict[str, str] = {}
     flink_env.set_minicluster_log_dir(tmp_path, environ)
     assert environ == {"FLINK_LOG_DIR": str(tmp_path / "minicluster-logs" / str(os.getpid()))}
@@ -208,14 +198,15 @@ def test_the_minicluster_logs_to_the_stack_unless_told_otherwise(tmp_path: Path)
 
 @pytest.mark.parametrize("interval", [1, 9])
 def test_a_checkpoint_interval_flink_refuses_is_a_config_error(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, interval: int
+    tmp_path: Path, interval: int, changes_environ: None
 ) -> None:
     # the real environment: Flink's enable_checkpointing raised IllegalArgumentException (a Py4JJavaError and
-    # a traceback from 'riskctl run --set job.checkpoint_interval_ms=5')
+    # a traceback from 'riskctl run --set job.checkpoint_interval_ms=5'). create_env sets PYTHONPATH and
+    # FLINK_ENV_JAVA_OPTS, and the JVM's start FLINK_HOME and its folders; all restored after the test. They
+    # were set to "" before when absent: run first (alone), the test then started a JVM without the module
+    # flags Java 17 needs, and failed
     for name in JARS:
         (tmp_path / name).write_bytes(b"")
-    for var in ("PYTHONPATH", "FLINK_ENV_JAVA_OPTS"):
-        monkeypatch.setenv(var, os.environ.get(var, ""))  # create_env sets them: restored after the test
     with pytest.raises(
         ConfigError, match=f"job.checkpoint_interval_ms must be 0 .* at least 10 .* got {interval}$"
     ):

@@ -14,6 +14,8 @@ the same records with the same rules (``rules/``).
 Contenders (each on its own fresh topics, started from its own process):
 
 * ``riskctl-thread``: the risk job on the embedded MiniCluster, thread mode (the default), rules by MySQL CDC.
+* ``pyflink-floor``: PyFlink's floor between the job's own Kafka source and sink, no risk logic
+  (``bench/contenders/pyflink_floor.py``): what any PyFlink job of this shape drains here; throughput only.
 * ``riskctl-process``: the same job with ``python.execution-mode=process``.
 * ``plain-loop``: a plain Python Kafka consumer loop running the same pure engine with in-memory dicts
   (``bench/contenders/plain_loop.py``); at parallelism 2, two such processes in one consumer group.
@@ -50,6 +52,7 @@ from harness.contenders import (  # noqa: E402
     Contender,
     MatchRecognize,
     PlainLoop,
+    PyFlinkFloor,
     RiskctlJob,
     RiskctlProcessJob,
     cluster_down,
@@ -86,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         "--only",
         default="",
         help="contenders to run, comma-separated "
-        "(riskctl-thread, riskctl-process, plain-loop, match-recognize, riskctl-cluster)",
+        "(riskctl-thread, pyflink-floor, riskctl-process, plain-loop, match-recognize, riskctl-cluster)",
     )
     ap.add_argument("--no-p2", action="store_true", help="skip the parallelism-2 throughput runs")
     ap.add_argument(
@@ -161,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
 
     runs: list[tuple[type[Contender], str, int, bool, bool]] = [
         (RiskctlJob, "riskctl-thread", 1, True, True),
+        (PyFlinkFloor, "pyflink-floor", 1, False, False),
         (PlainLoop, "plain-loop", 1, True, False),
         (RiskctlProcessJob, "riskctl-process", 1, True, False),
         (MatchRecognize, "match-recognize", 1, False, False),

@@ -72,7 +72,12 @@ def main(argv: list[str] | None = None) -> int:
         fetch_max_wait_ms=10,
         max_poll_records=500,
     )
-    producer = KafkaProducer(bootstrap_servers=args.bootstrap, linger_ms=2, acks=1, batch_size=256 * 1024)
+    producer = KafkaProducer(
+        bootstrap_servers=args.bootstrap,
+        linger_ms=JobSettings().sink_linger_ms,  # batches as the job's sinks do (job.sink_linger_ms)
+        acks=1,
+        batch_size=256 * 1024,
+    )
     stop = {"now": False}
 
     def _stop(signum: int, frame: Any) -> None:

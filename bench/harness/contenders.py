@@ -152,6 +152,8 @@ class RiskctlJob(Contender):
     fresh rules table; RocksDB state metrics on, read back by :meth:`rocksdb`."""
 
     mode = "thread"
+    #: the run installs a fresh rules table for it (``rules_table``)
+    reads_rules = True
 
     def commands(self) -> list[tuple[list[str], dict[str, str]]]:
         self.rest_port = free_port()
@@ -275,6 +277,19 @@ class RiskctlJob(Contender):
                 metric = m["id"].rsplit(".", 1)[-1].removeprefix("rocksdb_")
                 out[metric] = out.get(metric, 0.0) + float(m["sum"])
         return out
+
+
+class PyFlinkFloor(RiskctlJob):
+    """``bench/contenders/pyflink_floor.py``: level 3 of PyFlink's floor (bench/floor.py) between the risk
+    job's own Kafka source and sink, in its environment (the same variables); no rules, so none are
+    installed. Its Python operator is named ``decide``: the bench reads that thread and its checkpoints as
+    the job's."""
+
+    reads_rules = False
+
+    def commands(self) -> list[tuple[list[str], dict[str, str]]]:
+        ((_, env),) = super().commands()
+        return [([sys.executable, str(ROOT / "bench" / "contenders" / "pyflink_floor.py")], env)]
 
 
 class RiskctlProcessJob(RiskctlJob):

@@ -91,7 +91,7 @@ def run_contender(
     if timeline:  # Flink's REST keeps ten checkpoints by default: enough for the whole run
         flink_options = [*flink_options, f"web.checkpoints.history={CHECKPOINT_HISTORY}"]
     contender = kind(name, parallelism, settings, topics, tmp, flink_options=list(flink_options))
-    if isinstance(contender, RiskctlJob):
+    if isinstance(contender, RiskctlJob) and contender.reads_rules:
         contender.rules_table = f"bench_{uuid.uuid4().hex[:8]}"
         install_rules(settings, contender.rules_table)
     first_batch = warm + settle + main

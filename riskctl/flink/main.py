@@ -19,6 +19,8 @@ from riskctl.config import Settings, apply_overrides, load_settings
 from riskctl.errors import RiskctlError
 
 if TYPE_CHECKING:
+    from pyflink.datastream import StreamExecutionEnvironment
+
     from riskctl.flink.env import RestartOptions
 
 log = logging.getLogger("riskctl.job")
@@ -61,10 +63,19 @@ def restart_options(settings: Settings) -> RestartOptions:
 
 def build(settings: Settings) -> object:
     """Create the execution environment and add the pipeline; returns the environment."""
+    from riskctl.flink.job import build_pipeline
+
+    env = environment(settings)
+    build_pipeline(env, settings)
+    return env
+
+
+def environment(settings: Settings) -> StreamExecutionEnvironment:
+    """The job's execution environment from ``settings`` (checkpoints, state backend, restarts, Flink
+    options), no pipeline yet: also what bench/contenders/pyflink_floor.py runs its floor job in."""
     from riskctl.config.settings import parse_options
     from riskctl.flink.checkpoints import check_checkpoint_dir_writable, check_restore_exists
     from riskctl.flink.env import EnvOptions, create_env, prepare_minicluster, starts_a_jvm
-    from riskctl.flink.job import build_pipeline
 
     job = settings.job
     if starts_a_jvm(os.environ):  # the MiniCluster: job.restore_from and checkpoint_dir are this machine's
@@ -72,7 +83,7 @@ def build(settings: Settings) -> object:
         if job.checkpoint_interval_ms > 0:
             check_checkpoint_dir_writable(settings.checkpoint_dir)
     working_dir = prepare_minicluster(Path(settings.stack.dir), os.environ)
-    env = create_env(
+    return create_env(
         EnvOptions(
             jars_dir=settings.flink.jars_dir,
             parallelism=job.parallelism,
@@ -85,8 +96,6 @@ def build(settings: Settings) -> object:
             working_dir=working_dir,
         )
     )
-    build_pipeline(env, settings)
-    return env
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -97,3 +97,25 @@ def test_the_report_says_when_the_floor_was_not_measured(report: ModuleType) -> 
     assert "Not measured at the end" in text
     assert "| 3 | + orjson loads and dumps | None | 34.0 |" in text
     assert "above level" not in text
+
+
+def test_the_report_sets_the_job_against_the_floor_with_kafka_of_the_same_run(report: ModuleType) -> None:
+    doc = _doc(_floor(13.9, 43.2), cpu=67.1)
+    doc["runs"][0]["throughput"]["events_per_s"] = 12048.6
+    assert "Kafka in and out" not in "\n".join(report._floor(doc))  # noqa: SLF001 - no pyflink-floor run
+    doc["runs"].append(
+        {
+            "contender": "pyflink-floor",
+            "parallelism": 1,
+            "throughput": {"events_per_s": 16994.6, "decide_thread_cpu_us_per_event": 46.7},
+        }
+    )
+    text = "\n".join(report._floor(doc))  # noqa: SLF001
+    assert "**16,994.6 events/s** sustained at p=1, its `decide` thread 46.7 us per event" in text
+    # 12,048.6 / 16,994.6 = 0.709; 67.1 - 46.7 = 20.4
+    assert "riskctl-thread p=1: 12,048.6 events/s, 0.71 of it; its decide thread 67.1 us, 20.4 above" in text
+    (line,) = [v for v in report.cost_targets(doc) if v.startswith("sustained p=1 >= 20,000")]
+    assert line == (
+        "sustained p=1 >= 20,000 events/s: 12048.6 (PyFlink's floor with Kafka in and out, this run: "
+        "16994.6) -> MISSED"
+    )

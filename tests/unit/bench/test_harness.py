@@ -280,3 +280,21 @@ def test_a_process_added_during_a_run_is_sampled_from_then_on(harness: ModuleTyp
     after = [snap for t, snap in sampler.samples if t > before]
     assert after and all(set(snap) == {"bench", "flink cluster jobmanager 1"} for snap in after)
     assert set(sampler.window(before, time.monotonic())) == {"bench", "flink cluster jobmanager 1"}
+
+
+def test_the_floor_contender_runs_its_script_in_the_risk_jobs_environment_without_rules(
+    harness: ModuleType, tmp_path: Path
+) -> None:
+    floor = _contender(harness, "PyFlinkFloor", tmp_path)
+    job = _contender(harness, "RiskctlJob", tmp_path)
+    job.topics = floor.topics
+    ((cmd, env),) = floor.commands()
+    ((_, job_env),) = job.commands()
+    assert cmd == [sys.executable, str(BENCH / "contenders" / "pyflink_floor.py")] and Path(cmd[1]).is_file()
+    # the job's variables: its topics, consumer group, checkpoints (a folder of its own) and Flink options
+    assert env.keys() == job_env.keys()
+    same = ("TOPIC", "GROUP_ID", "PARALLELISM")
+    assert all(env[k] == job_env[k] for k in env if k.endswith(same)), env
+    assert env["RISKCTL_JOB_CHECKPOINT_DIR"].endswith("/chk-PyFlinkFloor")
+    assert env["RISKCTL_FLINK_OPTIONS"].split(";")[1:] == job_env["RISKCTL_FLINK_OPTIONS"].split(";")[1:]
+    assert not floor.reads_rules and job.reads_rules  # the run installs no rules table for it

@@ -52,7 +52,8 @@ def floor_function(ttl_ms: int) -> Any:
         def open(self, runtime_context: Any) -> None:
             from riskctl.flink.env import ttl_config
 
-            desc = ValueStateDescriptor("s", Types.PICKLED_BYTE_ARRAY())
+            # the job's state name, under which the bench reads RocksDB's metrics
+            desc = ValueStateDescriptor("engine", Types.PICKLED_BYTE_ARRAY())
             desc.enable_time_to_live(ttl_config(ttl_ms))
             self.state = runtime_context.get_state(desc)
 

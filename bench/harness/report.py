@@ -94,7 +94,18 @@ def _unmeasured(run: dict[str, Any]) -> str:
 
 def _floor(doc: dict[str, Any]) -> list[str]:
     """Section (c3): PyFlink's floor on this box at the run's start and end (bench/floor.py, no riskctl code),
-    beside the decide thread's figure."""
+    beside the decide thread's figure; then the floor with the job's Kafka in and out (``pyflink-floor``),
+    whether or not bench/floor.py gave figures."""
+    kafka = _kafka_floor_lines(doc)
+    ladder = _ladder_floor(doc)
+    if not ladder and not kafka:
+        return []
+    return (ladder or ["", "## (c3) PyFlink's floor on this box"]) + kafka
+
+
+def _ladder_floor(doc: dict[str, Any]) -> list[str]:
+    """bench/floor.py's levels at the run's start and end against 2026-12-02's, and the decide thread against
+    level 3 (the heading of section (c3) first), or nothing when the run did not measure them."""
     start, end = doc.get("floor"), doc.get("floor_end") or {}
     if not start:
         return []
@@ -138,7 +149,6 @@ def _floor(doc: dict[str, Any]) -> list[str]:
             "pickled one, Kafka writers against a blackhole, two inputs against one): the difference is an "
             "estimate of riskctl's own work, not a measure of it.",
         ]
-    out += _kafka_floor_lines(doc)
     return out
 
 

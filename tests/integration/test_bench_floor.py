@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from riskctl.config import Settings
-from tests.integration.support import JobProcess, consume_until, ev, produce
+from tests.integration.support import JobProcess, _key, consume_until, ev, produce
 from tests.unit.bench import bench_module
 
 pytestmark = pytest.mark.integration
@@ -50,7 +50,7 @@ def test_the_floor_contender_decides_each_record_through_the_jobs_kafka_and_keep
         "not json",  # a hostile record: decided under the empty id, the job goes on
         ev("f4", "u1", "payment", 3, amount=5),
     ]
-    produce(stack, events, records, key=lambda e: str(e["user_id"]).encode() if isinstance(e, dict) else None)
+    produce(stack, events, records, key=_key)  # by user, as the job's producers key them
     job = run_job("bench/contenders/pyflink_floor.py", env=env)
     got = consume_until(stack, decisions, lambda rs: len(rs) >= len(records), timeout=180, job=job)
     counts = {r["event_id"]: r["features"]["n"] for r in got}

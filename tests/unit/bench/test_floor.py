@@ -119,3 +119,22 @@ def test_the_report_sets_the_job_against_the_floor_with_kafka_of_the_same_run(re
         "sustained p=1 >= 20,000 events/s: 12048.6 (PyFlink's floor with Kafka in and out, this run: "
         "16994.6) -> MISSED"
     )
+
+
+def test_the_floor_with_kafka_is_reported_when_bench_floor_py_gave_no_figure(report: ModuleType) -> None:
+    failed = {"error": "floor level 3 (20000 records) exited 1: boom"}
+    floor_run = {
+        "contender": "pyflink-floor",
+        "parallelism": 1,
+        "throughput": {"events_per_s": 18197.8, "decide_thread_cpu_us_per_event": 40.1},
+    }
+    for start in (None, failed):  # not run (an older run's JSON), or failed at both ends
+        doc = _doc(start or {}, failed if start else None, cpu=56.4)
+        doc["runs"][0]["throughput"]["events_per_s"] = 14252.9
+        doc["runs"].append(floor_run)
+        text = "\n".join(report._floor(doc))  # noqa: SLF001
+        assert text.count("## (c3) PyFlink's floor on this box") == 1
+        assert "**18,197.8 events/s** sustained at p=1" in text
+        assert (
+            "riskctl-thread p=1: 14,252.9 events/s, 0.78 of it; its decide thread 56.4 us, 16.3 above" in text
+        )
